@@ -1,0 +1,3 @@
+//! syno-chat-gateway: a REST/JSON gateway in front of Synology Chat.
+
+pub mod sim;

@@ -1,0 +1,1 @@
+//! In-process DSM simulator (query.cgi / auth.cgi / entry.cgi).
