@@ -1,3 +1,18 @@
 //! syno-chat-gateway: a REST/JSON gateway in front of Synology Chat.
+//!
+//! - [`api`]: the HTTP face, one module per resource;
+//! - [`upstream`]: the DSM client, the only code that knows `entry.cgi`;
+//! - [`sim`]: the built-in DSM simulator (demo mode, tests, users' CI);
+//! - [`startup`]: the composition root; [`cli`]: the command line.
 
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
 pub mod sim;
+pub mod startup;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,198 @@
+//! The HTTP face: one module per resource. Handlers validate input into domain types, call the
+//! upstream client, and answer typed JSON or a problem document. Routes and their OpenAPI
+//! entries come from the same declarations (utoipa-actix-web).
+
+mod channels;
+pub mod docs;
+mod health;
+mod posts;
+mod users;
+
+use std::sync::Arc;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::cache::Caches;
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::upstream::{ChatClient, Upstream};
+
+pub use docs::RouteTable;
+
+/// State shared by all workers.
+pub struct AppState {
+    pub caches: Caches,
+    pub upstream: Arc<Upstream>,
+}
+
+/// The worker-local DSM client, as handlers receive it.
+pub type Chat = web::Data<ChatClient>;
+/// The shared state, as handlers receive it.
+pub type State = web::Data<AppState>;
+
+/// Largest JSON body accepted.
+const JSON_LIMIT: usize = 256 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "syno-chat-gateway",
+        description = "A REST/JSON API in front of Synology Chat. Every `/api/v1` operation needs \
+            `Authorization: Bearer <key>`; errors are RFC 9457 `application/problem+json` documents.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(Problem)),
+    tags(
+        (name = "channels", description = "Chat channels"),
+        (name = "posts", description = "Messages in channels"),
+        (name = "users", description = "Chat users"),
+        (name = "health", description = "Liveness and readiness")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Problem answers any `/api/v1` operation can give.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only: the variants describe answers built by `ApiError`
+pub enum CommonProblems {
+    /// No API key, or an unknown one.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key lacks the scope, or DSM denied the gateway's account.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The NAS does not offer the API this operation needs.
+    #[response(status = 501, content_type = "application/problem+json")]
+    Unsupported(Problem),
+    /// DSM could not be reached, refused the gateway's login or request, or answered nonsense.
+    #[response(status = 502, content_type = "application/problem+json")]
+    BadGateway(Problem),
+    /// DSM is busy or blocks the gateway's login for now (see `Retry-After`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    /// DSM did not answer in time.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
+}
+
+/// A path or query parameter is malformed.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only
+pub enum InvalidInput {
+    /// A parameter is malformed (the detail names it).
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+}
+
+/// The addressed resource does not exist.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only
+pub enum NotFound {
+    /// No such resource (or not visible to the gateway's account).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// Problems of operations that take a JSON body.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only
+pub enum BodyProblems {
+    /// The body is not valid JSON for this operation, or DSM refused the message as too long.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// DSM is rate-limiting (see `Retry-After`).
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+}
+
+/// Registers every documented route.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(health::healthz).service(health::readyz).service(
+        utoipa_actix_web::scope("/api/v1")
+            .configure(channels::routes)
+            .configure(posts::routes)
+            .configure(users::routes),
+    );
+}
+
+/// The OpenAPI document, built from the same registrations the server uses.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, api) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts();
+    api
+}
+
+/// Turns actix's extractor failures into problem documents.
+pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(json_error))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .app_data(web::FormConfig::default().error_handler(form_error));
+}
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api_error = match &error {
+        JsonPayloadError::ContentType => {
+            ApiError::new(ProblemCode::UnsupportedMediaType, "the body must be sent as `Content-Type: application/json`")
+        }
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(ProblemCode::PayloadTooLarge, format!("the JSON body exceeds {JSON_LIMIT} bytes"))
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+        other => ApiError::invalid(format!("invalid JSON body: {other}")),
+    };
+    api_error.into()
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("invalid query string: {error}")).into()
+}
+
+fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("invalid path parameter: {error}")).into()
+}
+
+fn form_error(error: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("invalid form body: {error}")).into()
+}
+
+/// Answers requests no route took: 405 with `Allow` when the path exists, else 404.
+pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
+    use actix_web::ResponseError;
+    match table.allowed_methods(req.path()) {
+        Some(methods) => {
+            let mut response = ApiError::new(
+                ProblemCode::MethodNotAllowed,
+                format!("{} is not allowed here; allowed: {}", req.method(), methods.join(", ")),
+            )
+            .error_response();
+            if let Ok(value) = header::HeaderValue::from_str(&methods.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+        None => ApiError::new(ProblemCode::RouteNotFound, format!("no route for {}", req.path())).error_response(),
+    }
+}
+
+pub use docs::docs_routes;

@@ -1,0 +1,244 @@
+//! Domain types: validated identifiers and message text, and the Chat resources the API returns.
+//!
+//! Identifiers validate on parse so a handler never sees a zero or negative id, and the field
+//! names of the resources are Chat's own, so users of the DSM documentation recognise them.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+/// Declares a positive integer identifier that names its field in parse errors.
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+        #[serde(transparent)]
+        #[schema(value_type = u64, minimum = 1, example = 1)]
+        pub struct $name(u64);
+
+        impl $name {
+            pub const FIELD: &'static str = $field;
+
+            pub fn new(value: u64) -> Result<Self, String> {
+                if value == 0 {
+                    Err(format!("{} must be a positive integer", $field))
+                } else {
+                    Ok(Self(value))
+                }
+            }
+
+            pub fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let value: u64 = s
+                    .parse()
+                    .map_err(|_| format!("{} must be a positive integer, got {s:?}", $field))?;
+                Self::new(value)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // Path segments and query values arrive as text, JSON bodies as numbers.
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw<'a> {
+                    Number(u64),
+                    Text(&'a str),
+                    Owned(String),
+                }
+                let parsed = match Raw::deserialize(deserializer)
+                    .map_err(|_| serde::de::Error::custom(format!("{} must be a positive integer", $field)))?
+                {
+                    Raw::Number(n) => Self::new(n),
+                    Raw::Text(s) => s.parse(),
+                    Raw::Owned(s) => s.parse(),
+                };
+                parsed.map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+positive_id!(
+    /// A Chat channel id.
+    ChannelId,
+    "channel_id"
+);
+positive_id!(
+    /// A Chat user id.
+    UserId,
+    "user_id"
+);
+positive_id!(
+    /// A Chat post id: `(channel_id << 32) | sequence`, so it exceeds 2^32.
+    PostId,
+    "post_id"
+);
+
+/// The text of a message: not empty, not only white space, sent to DSM byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, min_length = 1, example = "Deploy finished: 100% & green")]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(text: String) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("message must not be empty".to_owned());
+        }
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Chat channel as DSM describes it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"channel_id": 1, "name": "general", "type": "public", "members": [1, 2],
+    "creator_id": 1, "total_member_count": 2, "is_joined": true, "last_post_at": 1764133200000_u64,
+    "last_view_at": 1764133200000_u64, "unread": 0, "encrypted": false}))]
+pub struct Channel {
+    pub channel_id: ChannelId,
+    /// Empty for direct-message channels.
+    #[serde(default)]
+    pub name: String,
+    /// `public`, `private`, `anonymous` (direct messages), `chatbot` or `synobot`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub members: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_member_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_joined: Option<bool>,
+    /// Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_post_at: Option<u64>,
+    /// Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_view_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+}
+
+/// Free-form profile fields of a Chat user.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct UserProps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A Chat user as DSM describes it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"user_id": 2, "username": "alice", "nickname": "Alice", "status": "online",
+    "deleted": false, "is_disabled": false, "type": "user", "user_props": {"email": "alice@example.org"}}))]
+pub struct User {
+    pub user_id: UserId,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub nickname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub is_disabled: bool,
+    /// `user` or `bot`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_props: Option<UserProps>,
+}
+
+/// Name and size of a post's attached file.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct FileProps {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// A Chat post as DSM describes it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"post_id": 4294967307_u64, "channel_id": 1, "creator_id": 1,
+    "message": "Deploy finished: 100% & green", "create_at": 1764133200000_u64,
+    "update_at": 1764133200000_u64, "thread_id": 0, "comment_count": 0, "type": "normal"}))]
+pub struct Post {
+    pub post_id: PostId,
+    pub channel_id: ChannelId,
+    #[serde(default)]
+    pub creator_id: u64,
+    #[serde(default)]
+    pub message: String,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub create_at: u64,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub update_at: u64,
+    /// 0 for a top-level post; the root post's id for a thread reply.
+    #[serde(default)]
+    pub thread_id: u64,
+    #[serde(default)]
+    pub comment_count: u64,
+    /// Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_comment_at: Option<u64>,
+    /// `normal`, `file`, `system`, `sticker`, …
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_props: Option<FileProps>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_zero_and_text() {
+        assert!("0".parse::<ChannelId>().is_err());
+        assert!("abc".parse::<UserId>().unwrap_err().contains("user_id"));
+        assert_eq!("42".parse::<PostId>().unwrap().get(), 42);
+        let from_json: ChannelId = serde_json::from_str("7").unwrap();
+        assert_eq!(from_json.get(), 7);
+        assert!(serde_json::from_str::<ChannelId>("-3").is_err());
+    }
+
+    #[test]
+    fn message_text_rejects_blank_and_keeps_bytes() {
+        assert!(MessageText::parse("  \n".into()).is_err());
+        let text = "100% & \"quoted\" + ünïcode\n✓";
+        assert_eq!(MessageText::parse(text.into()).unwrap().as_str(), text);
+    }
+}

@@ -1,0 +1,301 @@
+//! The HTTP face's error type: every failure leaves the gateway as an RFC 9457
+//! `application/problem+json` document with a stable `code`, the request id and, when DSM
+//! refused, the DSM error number.
+//!
+//! Two tables live here and nowhere else: [`ProblemCode::spec`] (problem code → HTTP status and
+//! title) and [`problem_for_dsm`] (DSM error number → problem code).
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::telemetry;
+use crate::upstream::{ApiFamily, UpstreamError};
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Stable, machine-readable problem codes. The `type` URI of a problem is derived from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemCode {
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Unauthorized,
+    InsufficientScope,
+    RouteNotFound,
+    MethodNotAllowed,
+    NotFound,
+    Conflict,
+    UpstreamPermissionDenied,
+    UpstreamRejectedInput,
+    UpstreamContractError,
+    MessageTooLong,
+    UpstreamRateLimited,
+    UpstreamApiUnsupported,
+    UpstreamLoginFailed,
+    UpstreamLoginBlocked,
+    UpstreamBusy,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamInvalidResponse,
+    UpstreamError,
+    NotReady,
+    Internal,
+}
+
+impl ProblemCode {
+    /// The one table from problem code to HTTP status, stable code string and title.
+    pub const fn spec(self) -> (StatusCode, &'static str, &'static str) {
+        use ProblemCode::*;
+        match self {
+            InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request", "The request is not valid"),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body has an unsupported content type",
+            ),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "A valid API key is required"),
+            InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope", "The API key lacks the required scope"),
+            RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such route"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this route"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
+            Conflict => (StatusCode::CONFLICT, "conflict", "The request conflicts with the resource's state"),
+            UpstreamPermissionDenied => (
+                StatusCode::FORBIDDEN,
+                "upstream_permission_denied",
+                "DSM denied the gateway's account access to this resource",
+            ),
+            UpstreamRejectedInput => (StatusCode::BAD_REQUEST, "upstream_rejected_input", "DSM rejected the request's input"),
+            UpstreamContractError => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_contract_error",
+                "DSM rejected the request the gateway sent",
+            ),
+            MessageTooLong => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_long", "DSM rejected the message as too long"),
+            UpstreamRateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "upstream_rate_limited",
+                "DSM is rate-limiting these requests",
+            ),
+            UpstreamApiUnsupported => (
+                StatusCode::NOT_IMPLEMENTED,
+                "upstream_api_unsupported",
+                "The NAS does not offer the API this route needs",
+            ),
+            UpstreamLoginFailed => (StatusCode::BAD_GATEWAY, "upstream_login_failed", "The gateway could not log in to DSM"),
+            UpstreamLoginBlocked => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_login_blocked",
+                "DSM is not accepting the gateway's login for now",
+            ),
+            UpstreamBusy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "DSM is busy"),
+            UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable", "DSM could not be reached"),
+            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "DSM did not answer in time"),
+            UpstreamInvalidResponse => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid_response",
+                "DSM sent an answer the gateway could not read",
+            ),
+            UpstreamError => (StatusCode::BAD_GATEWAY, "upstream_error", "DSM refused the request"),
+            NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready"),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        self.spec().0
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.spec().1
+    }
+}
+
+/// The one table from a DSM error number (in the family that answered) to a problem code.
+/// Session errors 105/106/107/119 reach this table only after the pool has logged in again once
+/// and the retry failed the same way.
+pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
+    use ProblemCode::*;
+    match (family, code) {
+        (ApiFamily::Auth, 407 | 411) => UpstreamLoginBlocked,
+        (ApiFamily::Auth, _) => UpstreamLoginFailed,
+        (_, 102..=104) => UpstreamApiUnsupported,
+        (_, 109..=111 | 118) => UpstreamBusy,
+        (ApiFamily::External, 101 | 117 | 120) => UpstreamRejectedInput,
+        (ApiFamily::External, 401) => UpstreamPermissionDenied,
+        (ApiFamily::External, 409 | 410) => MessageTooLong,
+        (ApiFamily::External, 411) => UpstreamRateLimited,
+        (_, 105 | 119 | 160) => UpstreamPermissionDenied,
+        (_, 101 | 114 | 120) => UpstreamContractError,
+        (_, 410) => MessageTooLong,
+        (_, 411) => UpstreamRateLimited,
+        _ => UpstreamError,
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "urn:syno-chat-gateway:problem:invalid_request",
+    "title": "The request is not valid", "status": 400, "detail": "channel_id must be a positive integer",
+    "instance": "/api/v1/channels/abc", "code": "invalid_request",
+    "request_id": "6f1c2b8e-0d1a-4c3e-9f10-2b7d9a1e5c44"}))]
+pub struct Problem {
+    /// `urn:syno-chat-gateway:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The request path that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Stable machine-readable code (see the README's error table).
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The error number DSM answered with, when DSM refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dsm_code: Option<i64>,
+}
+
+/// The HTTP face's one error type.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ProblemCode,
+    detail: String,
+    dsm_code: Option<i64>,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            dsm_code: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::InvalidRequest, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::NotFound, detail)
+    }
+
+    pub fn code(&self) -> ProblemCode {
+        self.code
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    fn problem(&self) -> Problem {
+        let (status, code, title) = self.code.spec();
+        let request = telemetry::current_request();
+        Problem {
+            kind: format!("urn:syno-chat-gateway:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail.clone(),
+            instance: request.as_ref().map(|r| r.path.clone()),
+            code,
+            request_id: request.map(|r| r.id),
+            dsm_code: self.dsm_code,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.code == ProblemCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.code.status().is_server_error() {
+            tracing::warn!(code = self.code.as_str(), dsm_code = self.dsm_code, detail = %self.detail, "request failed");
+        }
+        response.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        let (code, retry_after) = match &error {
+            UpstreamError::Dsm { family, code, .. } => {
+                let problem = problem_for_dsm(*family, *code);
+                let retry = matches!(problem, ProblemCode::UpstreamRateLimited | ProblemCode::UpstreamBusy).then_some(1);
+                (problem, retry)
+            }
+            UpstreamError::LoginRefused { code } => {
+                let problem = problem_for_dsm(ApiFamily::Auth, *code);
+                (problem, (problem == ProblemCode::UpstreamLoginBlocked).then_some(60))
+            }
+            UpstreamError::LoginBackoff { retry_after, .. } => {
+                (ProblemCode::UpstreamLoginBlocked, Some(retry_after.as_secs_f64().ceil() as u64))
+            }
+            UpstreamError::Unreachable(_) => (ProblemCode::UpstreamUnreachable, None),
+            UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),
+            UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
+            UpstreamError::Unsupported { .. } => (ProblemCode::UpstreamApiUnsupported, None),
+        };
+        let mut api_error = ApiError::new(code, error.to_string());
+        api_error.dsm_code = error.dsm_code();
+        api_error.retry_after_secs = retry_after.map(|s| s.max(1));
+        api_error
+    }
+}
+
+impl From<std::sync::Arc<UpstreamError>> for ApiError {
+    fn from(error: std::sync::Arc<UpstreamError>) -> Self {
+        (*error).clone().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsm_table_follows_the_documented_mapping() {
+        use ApiFamily::*;
+        assert_eq!(problem_for_dsm(Session, 105).status(), StatusCode::FORBIDDEN);
+        assert_eq!(problem_for_dsm(Session, 119).status(), StatusCode::FORBIDDEN);
+        assert_eq!(problem_for_dsm(Session, 114).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(problem_for_dsm(External, 120).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem_for_dsm(Auth, 407).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(problem_for_dsm(Auth, 400).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(problem_for_dsm(External, 411).status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(problem_for_dsm(External, 410).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(problem_for_dsm(Session, 103).status(), StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[test]
+    fn transport_failures_map_to_gateway_statuses() {
+        let timeout: ApiError = UpstreamError::Timeout.into();
+        assert_eq!(timeout.status_code(), StatusCode::GATEWAY_TIMEOUT);
+        let down: ApiError = UpstreamError::Unreachable("connection refused").into();
+        assert_eq!(down.status_code(), StatusCode::BAD_GATEWAY);
+    }
+}

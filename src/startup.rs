@@ -1,0 +1,178 @@
+//! The composition root: builds the upstream client, caches, keys and routes, binds the
+//! listener (port 0 allowed) and runs until stopped, then logs out of DSM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, web};
+use secrecy::SecretString;
+use utoipa_actix_web::AppExt;
+
+use crate::api::{self, AppState, RouteTable};
+use crate::auth::ApiKeys;
+use crate::cache::Caches;
+use crate::config::Settings;
+use crate::sim::{self, SimConfig, Simulator};
+use crate::telemetry;
+use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
+
+/// Whether the server reacts to SIGTERM/SIGINT itself (the binary) or is stopped by its owner (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signals {
+    Handle,
+    Ignore,
+}
+
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    upstream: Arc<Upstream>,
+    simulator: Option<Simulator>,
+}
+
+/// Turns the validated settings into the upstream client's configuration.
+pub fn upstream_config(settings: &Settings, demo_url: Option<String>) -> Result<UpstreamConfig, String> {
+    let up = &settings.upstream;
+    let (base_url, account, password) = match (&up.url, demo_url) {
+        (Some(url), _) => (
+            url.clone(),
+            up.username.clone().unwrap_or_default(),
+            up.password.clone().unwrap_or_else(|| SecretString::from(String::new())),
+        ),
+        (None, Some(url)) => (
+            url::Url::parse(&url).map_err(|e| e.to_string())?,
+            sim::DEMO_ACCOUNT.to_owned(),
+            SecretString::from(sim::DEMO_PASSWORD.to_owned()),
+        ),
+        (None, None) => return Err("no upstream configured".to_owned()),
+    };
+    let trust = match (&up.tls.ca_file, up.tls.insecure_skip_verify) {
+        (Some(path), _) => TlsTrust::CaFile(path.clone()),
+        (None, true) => TlsTrust::InsecureSkipVerify,
+        (None, false) => TlsTrust::PublicRoots,
+    };
+    Ok(UpstreamConfig {
+        base_url,
+        account,
+        password,
+        device_id: up.device_id.clone(),
+        device_name: up.device_name.clone(),
+        session_name: up.session_name.clone(),
+        timeout: Duration::from_millis(up.timeout_ms),
+        login_backoff_max: Duration::from_secs(up.login_backoff_max_secs),
+        trust,
+    })
+}
+
+impl Application {
+    /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
+    /// loopback port first and the gateway is pointed at it.
+    pub async fn build(settings: Settings, signals: Signals) -> std::io::Result<Self> {
+        let simulator = if settings.is_demo() {
+            let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            tracing::info!(simulator = %sim.base_url(), "demo mode: no NAS configured, serving the built-in DSM simulator");
+            Some(sim)
+        } else {
+            None
+        };
+        let config = upstream_config(&settings, simulator.as_ref().map(Simulator::base_url)).map_err(std::io::Error::other)?;
+        if settings.upstream.tls.insecure_skip_verify {
+            tracing::warn!("upstream.tls.insecure_skip_verify is ON: the NAS's certificate is NOT verified; anyone on the path can read the DSM password");
+        }
+        if config.base_url.scheme() == "http"
+            && !config.base_url.host_str().is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        {
+            tracing::warn!("upstream.url uses plain http: the DSM password and session travel unencrypted");
+        }
+        let upstream = Upstream::new(config).map_err(std::io::Error::other)?;
+        let keys = web::Data::new(ApiKeys::from_settings(&settings.auth, settings.is_demo()));
+        if keys.is_open() {
+            tracing::warn!("API keys are not required (demo mode without keys, or auth.disabled = true)");
+        }
+        let state = web::Data::new(AppState {
+            caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs)),
+            upstream: upstream.clone(),
+        });
+        let mut document = api::openapi_document();
+        if let Some(public_url) = &settings.server.public_url {
+            document.servers = Some(vec![utoipa::openapi::Server::new(public_url.as_str().trim_end_matches('/'))]);
+        }
+        let routes = web::Data::new(RouteTable::from_openapi(&document));
+        let document = web::Data::new(api::docs::OpenApiJson(document.to_json().map_err(std::io::Error::other)?.into()));
+
+        let listener = TcpListener::bind(settings.server.bind)?;
+        let address = listener.local_addr()?;
+        let server_upstream = upstream.clone();
+        let mut server = actix_web::HttpServer::new(move || {
+            let chat = web::Data::new(server_upstream.client());
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .map(|app| {
+                    app.wrap(from_fn(telemetry::request_context))
+                        .app_data(state.clone())
+                        .app_data(keys.clone())
+                        .app_data(chat)
+                        .app_data(routes.clone())
+                        .app_data(document.clone())
+                        .configure(api::extractor_configs)
+                        .configure(api::docs_routes)
+                })
+                .configure(api::routes)
+                .split_for_parts();
+            app.default_service(web::to(api::fallback))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen(listener)?;
+        if let Some(workers) = settings.server.workers {
+            server = server.workers(workers);
+        }
+        if signals == Signals::Ignore {
+            server = server.disable_signals();
+        }
+        let server = server.run();
+
+        // Log in ahead of the first request; failures are reported by /readyz and retried on demand.
+        let warm_up = upstream.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(error) = warm_up.client().probe().await {
+                tracing::warn!(%error, "DSM not ready at start-up");
+            }
+        });
+        tracing::info!(%address, docs = %format!("http://{address}/docs"), "syno-chat-gateway listening");
+        Ok(Self {
+            server,
+            address,
+            upstream,
+            simulator,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// A handle that stops the server gracefully (tests, embedding).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM drains in-flight requests), then ends the DSM session.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        match self.upstream.client().logout().await {
+            Ok(()) => tracing::info!("logged out of DSM"),
+            Err(error) => tracing::warn!(%error, "DSM logout failed"),
+        }
+        if let Some(simulator) = self.simulator {
+            simulator.stop().await;
+        }
+        result
+    }
+}

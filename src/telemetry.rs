@@ -1,0 +1,110 @@
+//! Logging and request ids.
+//!
+//! Every request gets an id (the caller's `X-Request-Id` when it is sane, else a new UUID). It is
+//! echoed in the response header, recorded on the request's span (so every log line of the
+//! request carries it) and kept in a task-local so error bodies can name it.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{LogFormat, LogSettings};
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What error bodies need to know about the request being served.
+#[derive(Clone, Debug)]
+pub struct RequestInfo {
+    pub id: String,
+    pub path: String,
+}
+
+tokio::task_local! {
+    static CURRENT_REQUEST: RequestInfo;
+}
+
+/// The request being served by the current task, if any.
+pub fn current_request() -> Option<RequestInfo> {
+    CURRENT_REQUEST.try_with(Clone::clone).ok()
+}
+
+/// Installs the global subscriber: pretty or JSON lines on `writer`, filtered by `RUST_LOG`
+/// when set, else by `log.level`.
+pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .map_err(|e| format!("log.level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let result = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+fn request_id_from(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Middleware (outermost): request id, request span, access log line, and conversion of errors
+/// into responses while the request id is still known.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = request_id_from(&req);
+    let info = RequestInfo {
+        id: id.clone(),
+        path: req.path().to_owned(),
+    };
+    // The path, never the query string: callers' queries are not ours to log.
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let started = Instant::now();
+    // Kept so that an error from an inner middleware can still be answered as a response.
+    let http_request = req.request().clone();
+    let response = CURRENT_REQUEST
+        .scope(info, async move {
+            match next.call(req).await {
+                Ok(response) => response.map_into_boxed_body(),
+                Err(error) => {
+                    // Render inside the scope so the problem body carries the request id.
+                    let response = error.error_response();
+                    ServiceResponse::new(http_request, response)
+                }
+            }
+        })
+        .instrument(span.clone())
+        .await;
+    let mut response = response;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,108 @@
+//! What the NAS offers, from `SYNO.API.Info`: each API's CGI path and version range.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+use super::error::{Result, UpstreamError};
+use super::ops::Op;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ApiInfo {
+    pub path: String,
+    #[serde(rename = "minVersion")]
+    pub min_version: u32,
+    #[serde(rename = "maxVersion")]
+    pub max_version: u32,
+}
+
+pub type ApiTable = HashMap<String, ApiInfo>;
+
+/// Where and in which version to send an operation.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub path: String,
+    pub version: u32,
+}
+
+/// The cached Info table; loaded on first use and reloaded when DSM says a version is wrong.
+#[derive(Default)]
+pub struct Catalog {
+    table: RwLock<Option<Arc<ApiTable>>>,
+    // Serialises reloads so concurrent misses cause one Info call.
+    pub(super) reload: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    pub fn current(&self) -> Option<Arc<ApiTable>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn store(&self, table: ApiTable) -> Arc<ApiTable> {
+        let table = Arc::new(table);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
+        table
+    }
+
+    pub fn forget(&self) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Chooses the highest version both sides speak, or says why there is none.
+pub fn resolve(table: &ApiTable, op: &Op) -> Result<Endpoint> {
+    let info = table.get(op.api).ok_or_else(|| UpstreamError::Unsupported {
+        api: op.api,
+        reason: "the NAS does not list it (is the Chat package installed and running?)".to_owned(),
+    })?;
+    let high = (*op.versions.end()).min(info.max_version);
+    let low = (*op.versions.start()).max(info.min_version);
+    if high < low {
+        return Err(UpstreamError::Unsupported {
+            api: op.api,
+            reason: format!(
+                "the NAS offers versions {}..={}, the gateway speaks {}..={}",
+                info.min_version,
+                info.max_version,
+                op.versions.start(),
+                op.versions.end()
+            ),
+        });
+    }
+    Ok(Endpoint {
+        path: info.path.clone(),
+        version: high,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::ops::{CHANNEL_LIST, POST_LIST};
+
+    fn table(max: u32) -> ApiTable {
+        let mut t = ApiTable::new();
+        t.insert(
+            "SYNO.Chat.Post".into(),
+            ApiInfo {
+                path: "entry.cgi".into(),
+                min_version: 1,
+                max_version: max,
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn picks_the_highest_common_version() {
+        assert_eq!(resolve(&table(5), &POST_LIST).unwrap().version, 5);
+        assert_eq!(resolve(&table(12), &POST_LIST).unwrap().version, 8);
+    }
+
+    #[test]
+    fn a_missing_api_is_unsupported_not_a_crash() {
+        let err = resolve(&table(8), &CHANNEL_LIST).unwrap_err();
+        assert!(matches!(err, UpstreamError::Unsupported { api: "SYNO.Chat.Channel", .. }));
+    }
+}

@@ -1,0 +1,66 @@
+//! The upstream boundary's error type. It names what went wrong on the wire, never how the
+//! HTTP face should answer (that is `crate::error`'s table), and never carries a secret: URLs
+//! (which hold `_sid` on GETs) and raw transport messages are not kept.
+
+use std::time::Duration;
+
+/// Which family of WebAPI answered: their error numbers collide (see upstream-protocol §3.5, §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiFamily {
+    /// `SYNO.API.Auth` login/logout.
+    Auth,
+    /// `SYNO.API.Info` and every session-authenticated `SYNO.Chat.*` API.
+    Session,
+    /// `SYNO.Chat.External`, authenticated by an integration token.
+    External,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("DSM refused {api} {method} with error {code}")]
+    Dsm {
+        api: &'static str,
+        method: &'static str,
+        code: i64,
+        family: ApiFamily,
+    },
+    #[error("DSM refused the gateway's login with error {code}")]
+    LoginRefused { code: i64 },
+    #[error("login to DSM is backing off for {retry_after:?} after a failed attempt ({last})")]
+    LoginBackoff {
+        retry_after: Duration,
+        last: Box<UpstreamError>,
+    },
+    #[error("could not reach DSM: {0}")]
+    Unreachable(&'static str),
+    #[error("DSM did not answer within the configured timeout")]
+    Timeout,
+    #[error("DSM sent an answer that is not a valid WebAPI response: {0}")]
+    InvalidResponse(String),
+    #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
+    Unsupported { api: &'static str, reason: String },
+}
+
+impl UpstreamError {
+    /// The DSM error number, when DSM itself refused.
+    pub fn dsm_code(&self) -> Option<i64> {
+        match self {
+            Self::Dsm { code, .. } | Self::LoginRefused { code } => Some(*code),
+            Self::LoginBackoff { last, .. } => last.dsm_code(),
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Dsm { .. } | Self::LoginRefused { .. } | Self::LoginBackoff { .. } => "dsm_error",
+            Self::Timeout => "timeout",
+            Self::Unreachable(_) | Self::InvalidResponse(_) | Self::Unsupported { .. } => {
+                "transport_error"
+            }
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, UpstreamError>;

@@ -1,0 +1,72 @@
+//! The DSM client: the only code that knows `entry.cgi`, `SYNO.API.Auth` and the WebAPI
+//! envelope. It returns domain types and [`UpstreamError`]s and knows nothing of actix handlers.
+//!
+//! [`Upstream`] is the shared, thread-safe part (settings, the API catalog, the session pool);
+//! [`ChatClient`] pairs it with an `awc::Client`, which is bound to one worker thread.
+
+mod catalog;
+mod client;
+mod error;
+mod ops;
+mod session;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use client::{ChatClient, LoginOutcome, NewPost};
+pub use error::{ApiFamily, UpstreamError};
+pub use tls::TlsTrust;
+
+use catalog::Catalog;
+use session::SessionPool;
+
+/// How to reach and log in to the NAS.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Base URL without `/webapi` (`https://nas.example:5001`).
+    pub base_url: url::Url,
+    pub account: String,
+    pub password: SecretString,
+    pub device_id: Option<SecretString>,
+    pub device_name: String,
+    pub session_name: String,
+    pub timeout: Duration,
+    pub login_backoff_max: Duration,
+    pub trust: TlsTrust,
+}
+
+/// State shared by every worker's [`ChatClient`].
+pub struct Upstream {
+    config: UpstreamConfig,
+    webapi_base: String,
+    tls: Arc<rustls::ClientConfig>,
+    catalog: Catalog,
+    sessions: SessionPool,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Result<Arc<Self>, String> {
+        let tls = tls::client_config(&config.trust)?;
+        let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
+        Ok(Arc::new(Self {
+            sessions: SessionPool::new(config.login_backoff_max),
+            catalog: Catalog::default(),
+            webapi_base,
+            tls,
+            config,
+        }))
+    }
+
+    /// A client for the calling worker thread (awc clients cannot move between threads).
+    pub fn client(self: &Arc<Self>) -> ChatClient {
+        ChatClient::new(self.clone())
+    }
+
+    /// Whether a DSM session is currently held.
+    pub fn has_session(&self) -> bool {
+        self.sessions.current().is_some()
+    }
+}

@@ -1,0 +1,156 @@
+//! The shared DSM session: one login serves every worker and request. When DSM reports the
+//! session gone, exactly one caller logs in again while the others wait for its result, and
+//! failed logins back off exponentially so a burst of requests can never become a burst of
+//! logins (DSM blocks an IP after a few failures).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+
+use super::error::{Result, UpstreamError};
+
+/// A logged-in session. `generation` tells apart a session that failed from its successor.
+pub struct Session {
+    pub sid: SecretString,
+    pub synotoken: Option<SecretString>,
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
+struct LoginState {
+    generation: u64,
+    failures: u32,
+    next_attempt: Option<Instant>,
+    last_error: Option<UpstreamError>,
+}
+
+pub struct SessionPool {
+    current: RwLock<Option<Arc<Session>>>,
+    // Held while logging in: waiters find the new session (or the back-off) once it is released.
+    login: tokio::sync::Mutex<LoginState>,
+    backoff_base: Duration,
+    backoff_max: Duration,
+}
+
+impl SessionPool {
+    pub fn new(backoff_max: Duration) -> Self {
+        Self {
+            current: RwLock::new(None),
+            login: tokio::sync::Mutex::new(LoginState {
+                generation: 0,
+                failures: 0,
+                next_attempt: None,
+                last_error: None,
+            }),
+            backoff_base: Duration::from_secs(1),
+            backoff_max,
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Session>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forgets `failed` unless a newer session already replaced it.
+    pub fn invalidate(&self, failed: &Session) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|s| s.generation == failed.generation) {
+            *current = None;
+        }
+    }
+
+    /// Takes the session away (for logout at shutdown).
+    pub fn take(&self) -> Option<Arc<Session>> {
+        self.current.write().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The current session, logging in with `login` when there is none. Concurrent callers share
+    /// one login; during a back-off they get the last failure without contacting DSM.
+    pub async fn get<F, Fut>(&self, login: F) -> Result<Arc<Session>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(SecretString, Option<SecretString>)>>,
+    {
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
+        let mut state = self.login.lock().await;
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
+        if let (Some(at), Some(last)) = (state.next_attempt, &state.last_error) {
+            let now = Instant::now();
+            if now < at {
+                return Err(UpstreamError::LoginBackoff {
+                    retry_after: at - now,
+                    last: Box::new(last.clone()),
+                });
+            }
+        }
+        match login().await {
+            Ok((sid, synotoken)) => {
+                state.generation += 1;
+                state.failures = 0;
+                state.next_attempt = None;
+                state.last_error = None;
+                let session = Arc::new(Session {
+                    sid,
+                    synotoken,
+                    generation: state.generation,
+                });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+                Ok(session)
+            }
+            Err(error) => {
+                state.failures += 1;
+                let exponent = (state.failures - 1).min(16);
+                let delay = self.backoff_base.saturating_mul(1 << exponent).min(self.backoff_max);
+                state.next_attempt = Some(Instant::now() + delay);
+                state.last_error = Some(error.clone());
+                tracing::warn!(failures = state.failures, retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether a login back-off is in force, and until when.
+    pub async fn backoff_remaining(&self) -> Option<Duration> {
+        let state = self.login.lock().await;
+        state.next_attempt.and_then(|at| at.checked_duration_since(Instant::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[actix_web::test]
+    async fn concurrent_callers_share_one_login_and_failures_back_off() {
+        let pool = Arc::new(SessionPool::new(Duration::from_secs(60)));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (pool, attempts) = (pool.clone(), attempts.clone());
+            tasks.push(actix_web::rt::spawn(async move {
+                pool.get(|| async {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                    Err(UpstreamError::LoginRefused { code: 400 })
+                })
+                .await
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().is_err());
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        assert!(pool.backoff_remaining().await.is_some());
+    }
+}
