@@ -1,1 +1,372 @@
-//! In-process DSM simulator (query.cgi / auth.cgi / entry.cgi).
+//! In-process DSM simulator (query.cgi / auth.cgi / entry.cgi) speaking the Synology Chat wire
+//! protocol. It shares no code with the gateway so it cannot inherit the client's assumptions.
+
+mod apis;
+mod auth;
+mod chat;
+mod integ;
+mod rand;
+mod server;
+mod store;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpServer, web};
+use tokio::sync::{mpsc, oneshot};
+
+use server::{Cmd, Fault, Shared, lock};
+use store::State;
+
+/// DSM account the gateway logs in with in demo mode.
+pub const DEMO_ACCOUNT: &str = "admin";
+pub const DEMO_PASSWORD: &str = "synology-demo";
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Idle time after which a sid is unknown (119).
+    pub session_idle_timeout: Duration,
+    /// Session calls without the session's X-SYNO-TOKEN header / SynoToken param -> 119.
+    pub enforce_syno_token: bool,
+    pub seed_demo_data: bool,
+    /// Failed logins from one IP within 10 minutes before that IP gets 407 (0 = never).
+    pub auto_block_failures: u32,
+    /// A new login of an account invalidates its older sids (107).
+    pub kill_previous_session_on_relogin: bool,
+    /// SYNO.Chat.External sends per token per second; more -> 411.
+    pub external_rate_per_sec: u32,
+    /// Longer External text / Post.create message -> 410.
+    pub max_message_len: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            enforce_syno_token: true,
+            seed_demo_data: true,
+            auto_block_failures: 5,
+            kill_previous_session_on_relogin: false,
+            external_rate_per_sec: 2,
+            max_message_len: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimSession {
+    pub sid: String,
+    pub synotoken: String,
+    pub account: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoggedRequest {
+    pub http_method: String,
+    pub path: String,
+    pub api: Option<String>,
+    pub method: Option<String>,
+    pub version: Option<String>,
+    /// Every field after merging query string and body, decoded, in arrival order.
+    pub params: Vec<(String, String)>,
+    pub session_account: Option<String>,
+    pub syno_token_ok: bool,
+    pub error_code: Option<i64>,
+}
+
+pub struct Simulator {
+    control: SimControl,
+    addr: SocketAddr,
+}
+
+/// Cheap-to-clone handle on the running simulator's state.
+#[derive(Clone)]
+pub struct SimControl {
+    shared: Arc<Shared>,
+}
+
+fn build_server(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+            .default_service(web::to(server::handle))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Binds `addr` again after a refusal; the old socket may take a moment to be released.
+async fn rebind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..100 {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("rebind failed")))
+}
+
+/// Owns the actix server handle so that Send + Sync `SimControl` can stop/restart listening.
+async fn control_loop(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    mut handle: Option<actix_web::dev::ServerHandle>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Cmd::Refuse(true, reply) => {
+                if let Some(h) = handle.take() {
+                    h.stop(false).await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::Refuse(false, reply) => {
+                let res = if handle.is_some() {
+                    Ok(())
+                } else {
+                    match rebind(addr)
+                        .await
+                        .and_then(|l| build_server(shared.clone(), l))
+                    {
+                        Ok(server) => {
+                            handle = Some(server.handle());
+                            actix_rt::spawn(server);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                let _ = reply.send(res);
+            }
+            Cmd::Stop(reply) => {
+                if let Some(h) = handle.take() {
+                    h.stop(false).await;
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+}
+
+impl Simulator {
+    /// Binds `addr` (port 0 allowed) and serves in the current actix system.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Simulator> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config.seed_demo_data)),
+            config,
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            latency: Mutex::new(Duration::ZERO),
+            login_attempts: AtomicUsize::new(0),
+            ctl: tx,
+        });
+        let server = build_server(shared.clone(), listener)?;
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        actix_rt::spawn(control_loop(shared.clone(), addr, Some(handle), rx));
+        Ok(Simulator {
+            control: SimControl { shared },
+            addr,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn control(&self) -> SimControl {
+        self.control.clone()
+    }
+
+    pub async fn stop(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.shared.ctl.send(Cmd::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Serves until Ctrl-C / SIGTERM (the `simulate` subcommand).
+pub async fn run_standalone(config: SimConfig, addr: SocketAddr) -> std::io::Result<()> {
+    let sim = Simulator::start(config, addr).await?;
+    let ctl = sim.control();
+    tracing::info!(
+        url = %sim.base_url(),
+        account = DEMO_ACCOUNT,
+        password = DEMO_PASSWORD,
+        webhook_token = %ctl.demo_webhook_token(),
+        bot_token = %ctl.demo_bot_token(),
+        "DSM simulator listening"
+    );
+    wait_for_shutdown().await;
+    tracing::info!("DSM simulator stopping");
+    sim.stop().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+impl SimControl {
+    /// The next `times` calls of `api` (and `method`, when given) answer error `code`.
+    pub fn fail_next(&self, api: &str, method: Option<&str>, times: u32, code: i64) {
+        if times == 0 {
+            return;
+        }
+        lock(&self.shared.faults).push(Fault {
+            api: api.to_string(),
+            method: method.map(str::to_string),
+            remaining: times,
+            code,
+        });
+    }
+
+    /// Like a NAS reboot: every current sid becomes unknown (119).
+    pub fn expire_all_sessions(&self) {
+        let mut st = lock(&self.shared.state);
+        st.sessions.clear();
+        st.killed.clear();
+    }
+
+    pub fn set_latency(&self, d: Duration) {
+        *lock(&self.shared.latency) = d;
+    }
+
+    /// true: stop listening (connects are refused); false: listen again on the same port.
+    pub async fn refuse_connections(&self, refuse: bool) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.ctl.send(Cmd::Refuse(refuse, tx)).is_ok()
+            && let Ok(Err(e)) = rx.await
+        {
+            tracing::warn!(error = %e, "simulator could not listen again");
+        }
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        lock(&self.shared.log).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    pub fn count(&self, api: &str, method: &str) -> usize {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some(method))
+            .count()
+    }
+
+    pub fn login_attempts(&self) -> usize {
+        self.shared.login_attempts.load(Ordering::SeqCst)
+    }
+
+    pub fn active_sessions(&self) -> Vec<SimSession> {
+        let st = lock(&self.shared.state);
+        let idle = self.shared.config.session_idle_timeout;
+        st.sessions
+            .values()
+            .filter(|s| s.last_used.elapsed() <= idle)
+            .map(|s| SimSession {
+                sid: s.sid.clone(),
+                synotoken: s.synotoken.clone(),
+                account: s.account.clone(),
+            })
+            .collect()
+    }
+
+    /// Clears the IP auto-block and the failure counters.
+    pub fn unblock_all(&self) {
+        let mut st = lock(&self.shared.state);
+        st.blocked.clear();
+        st.login_failures.clear();
+    }
+
+    pub fn set_password(&self, account: &str, password: &str) {
+        if let Some(a) = lock(&self.shared.state).accounts.get_mut(account) {
+            a.password = password.to_string();
+        }
+    }
+
+    /// Creates (or updates) a DSM account and its Chat user; returns the user_id.
+    pub fn add_account(&self, account: &str, password: &str, admin: bool) -> i64 {
+        lock(&self.shared.state).add_account(account, password, admin)
+    }
+
+    /// Turns on 2-step verification for `account` with the fixed code `code`.
+    pub fn enable_otp(&self, account: &str, code: &str) {
+        if let Some(a) = lock(&self.shared.state).accounts.get_mut(account) {
+            a.otp = Some(code.to_string());
+        }
+    }
+
+    /// Disables or re-enables a DSM account (login -> 401 while disabled).
+    pub fn set_disabled(&self, account: &str, disabled: bool) {
+        let mut st = lock(&self.shared.state);
+        let uid = st.accounts.get_mut(account).map(|a| {
+            a.disabled = disabled;
+            a.user_id
+        });
+        if let Some(u) = uid.and_then(|uid| st.users.get_mut(&uid)) {
+            u.is_disabled = disabled;
+        }
+    }
+
+    /// A post made by a user through the Chat UI; returns its post_id (0 if the channel is unknown).
+    pub fn post_as_user(&self, user_id: i64, channel_id: i64, message: &str) -> i64 {
+        let mut st = lock(&self.shared.state);
+        st.add_post(channel_id, user_id, message, 0, store::now_ms())
+            .unwrap_or(0)
+    }
+
+    pub fn demo_webhook_token(&self) -> String {
+        lock(&self.shared.state).demo_webhook_token.clone()
+    }
+
+    pub fn demo_bot_token(&self) -> String {
+        lock(&self.shared.state).demo_bot_token.clone()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync + Clone>() {}
+    is::<SimControl>();
+    let _ = Instant::now();
+}

@@ -1,0 +1,312 @@
+//! HTTP plumbing: decode, validate (101/102/103/104), authenticate, dispatch, log, answer.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::apis::{self, Access};
+use super::store::State;
+use super::wire::{ApiErr, Args, Params, R, Reply, envelope_err, envelope_ok, err};
+use super::{LoggedRequest, SimConfig};
+
+pub(crate) struct Fault {
+    pub api: String,
+    pub method: Option<String>,
+    pub remaining: u32,
+    pub code: i64,
+}
+
+/// Outbound work the actix-side control task performs (it owns the server handle and awc).
+pub(crate) enum Cmd {
+    Refuse(bool, tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    Stop(tokio::sync::oneshot::Sender<()>),
+}
+
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub state: Mutex<State>,
+    pub log: Mutex<Vec<LoggedRequest>>,
+    pub faults: Mutex<Vec<Fault>>,
+    pub latency: Mutex<Duration>,
+    pub login_attempts: AtomicUsize,
+    pub ctl: mpsc::UnboundedSender<Cmd>,
+}
+
+/// Poison-tolerant lock: a panicking handler must not take the whole simulator down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub user_id: i64,
+    pub account: String,
+    pub admin: bool,
+}
+
+/// Everything a handler needs about the request.
+pub(crate) struct Cx<'a> {
+    pub a: Args<'a>,
+    pub method: &'a str,
+    pub version: u32,
+    pub caller: Option<Caller>,
+    pub peer: IpAddr,
+    pub config: &'a SimConfig,
+    pub sid: Option<String>,
+    pub cookies: Vec<String>,
+    pub shared: &'a Shared,
+}
+
+impl Cx<'_> {
+    /// The session user; only called by session handlers, which always have one.
+    pub fn me(&self) -> Result<&Caller, ApiErr> {
+        self.caller.as_ref().ok_or_else(|| err(119))
+    }
+
+    pub fn admin(&self) -> Result<&Caller, ApiErr> {
+        let me = self.me()?;
+        if me.admin { Ok(me) } else { Err(err(105)) }
+    }
+}
+
+pub(crate) async fn handle(
+    req: HttpRequest,
+    body: Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> HttpResponse {
+    let latency = *lock(&shared.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let params = Params::parse(req.query_string(), &content_type, body);
+    let path = req.path().to_string();
+    let http_method = req.method().as_str().to_string();
+    let mut entry = LoggedRequest {
+        http_method: http_method.clone(),
+        path: path.clone(),
+        api: params.string("api"),
+        method: params.string("method"),
+        version: params.string("version"),
+        params: params.logged.clone(),
+        session_account: None,
+        syno_token_ok: false,
+        error_code: None,
+    };
+    if !apis::is_known_path(&path) || !(http_method == "GET" || http_method == "POST") {
+        lock(&shared.log).push(entry);
+        return HttpResponse::NotFound()
+            .content_type("text/html")
+            .body("<h1>404 Not Found</h1>");
+    }
+
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let cookie_sid = req.cookie("id").map(|c| c.value().to_string());
+    let sid = params
+        .string("_sid")
+        .filter(|s| !s.is_empty())
+        .or(cookie_sid);
+    let token = req
+        .headers()
+        .get("X-SYNO-TOKEN")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| params.string("SynoToken"));
+
+    let mut cookies = Vec::new();
+    let result = process(
+        &shared,
+        &path,
+        &params,
+        peer,
+        sid,
+        token,
+        &mut entry,
+        &mut cookies,
+    );
+
+    let mut resp = match result {
+        Ok(Reply::Binary {
+            content_type,
+            filename,
+            data,
+        }) => {
+            let mut b = HttpResponse::Ok();
+            b.content_type(content_type).insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ));
+            b.body(data)
+        }
+        Ok(Reply::Ok(data)) => json_response(envelope_ok(data)),
+        Err(e) => {
+            entry.error_code = Some(e.code);
+            json_response(envelope_err(&e))
+        }
+    };
+    for c in cookies {
+        if let Ok(v) = header::HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    lock(&shared.log).push(entry);
+    resp
+}
+
+fn json_response(v: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json; charset=\"UTF-8\""))
+        .insert_header((
+            header::CACHE_CONTROL,
+            "max-age=0, no-cache, no-store, must-revalidate",
+        ))
+        .body(v.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    shared: &Shared,
+    path: &str,
+    params: &Params,
+    peer: IpAddr,
+    sid: Option<String>,
+    token: Option<String>,
+    entry: &mut LoggedRequest,
+    cookies: &mut Vec<String>,
+) -> R {
+    let mut st = lock(&shared.state);
+    st.run_due_schedules();
+
+    // What the log records about the presented session, independent of the API called.
+    if let Some(s) = sid.as_deref().and_then(|s| st.sessions.get(s))
+        && s.last_used.elapsed() <= shared.config.session_idle_timeout
+    {
+        entry.session_account = Some(s.account.clone());
+        entry.syno_token_ok = token.as_deref() == Some(s.synotoken.as_str());
+    }
+
+    let (Some(api), Some(method), Some(version)) = (
+        entry.api.clone().filter(|s| !s.is_empty()),
+        entry.method.clone().filter(|s| !s.is_empty()),
+        entry.version.clone().filter(|s| !s.is_empty()),
+    ) else {
+        return Err(err(101));
+    };
+    if api == "SYNO.API.Auth" && method == "login" {
+        shared.login_attempts.fetch_add(1, Ordering::SeqCst);
+    }
+    let Some(def) = apis::find(&api).filter(|d| apis::path_serves(path, d.name)) else {
+        return Err(err(102));
+    };
+    let Ok(version) = version.trim().parse::<u32>() else {
+        return Err(err(101));
+    };
+    if version < def.min || version > def.max {
+        return Err(err(104));
+    }
+    if let Some(code) = take_fault(shared, &api, &method) {
+        return Err(err(code));
+    }
+
+    let external = def.access == Access::External && method != "list";
+    let mut cx = Cx {
+        a: Args {
+            p: params,
+            external,
+        },
+        method: &method,
+        version,
+        caller: None,
+        peer,
+        config: &shared.config,
+        sid: sid.clone(),
+        cookies: Vec::new(),
+        shared,
+    };
+    let needs_session =
+        def.access == Access::Session || (def.access == Access::External && !external);
+    if needs_session {
+        // Method existence is checked before the session, as DSM's dispatcher does.
+        if !super::chat::has_method(&api, &method) && !super::integ::has_method(&api, &method) {
+            return Err(err(103));
+        }
+        cx.caller = Some(check_session(
+            &mut st,
+            &shared.config,
+            sid.as_deref(),
+            token.as_deref(),
+        )?);
+    }
+    let r = match api.as_str() {
+        "SYNO.API.Info" | "SYNO.API.Auth" | "SYNO.API.Auth.UIConfig" | "SYNO.API.Encryption" => {
+            super::auth::handle(&api, &mut cx, &mut st)
+        }
+        _ if super::integ::has_method(&api, &method) => {
+            super::integ::handle(&api, &mut cx, &mut st)
+        }
+        _ => super::chat::handle(&api, &mut cx, &mut st),
+    };
+    cookies.append(&mut cx.cookies);
+    r
+}
+
+fn take_fault(shared: &Shared, api: &str, method: &str) -> Option<i64> {
+    let mut faults = lock(&shared.faults);
+    let idx = faults.iter().position(|f| {
+        f.remaining > 0 && f.api == api && f.method.as_deref().is_none_or(|m| m == method)
+    })?;
+    let f = &mut faults[idx];
+    f.remaining -= 1;
+    let code = f.code;
+    if f.remaining == 0 {
+        faults.remove(idx);
+    }
+    Some(code)
+}
+
+fn check_session(
+    st: &mut State,
+    config: &SimConfig,
+    sid: Option<&str>,
+    token: Option<&str>,
+) -> Result<Caller, ApiErr> {
+    let sid = sid.ok_or_else(|| err(119))?;
+    if st.killed.contains(sid) {
+        return Err(err(107));
+    }
+    let Some(s) = st.sessions.get_mut(sid) else {
+        return Err(err(119));
+    };
+    if s.last_used.elapsed() > config.session_idle_timeout {
+        st.sessions.remove(sid);
+        return Err(err(119));
+    }
+    if config.enforce_syno_token && token != Some(s.synotoken.as_str()) {
+        return Err(err(119));
+    }
+    s.last_used = Instant::now();
+    let account = s.account.clone();
+    let Some(acc) = st.accounts.get(&account) else {
+        return Err(err(119));
+    };
+    Ok(Caller {
+        user_id: acc.user_id,
+        admin: acc.admin,
+        account,
+    })
+}
