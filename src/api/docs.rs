@@ -21,10 +21,17 @@ impl RouteTable {
             .iter()
             .map(|(path, item)| {
                 let segments = path.split('/').map(str::to_owned).collect();
-                let methods = item
-                    .operations()
-                    .map(|(method, _)| format!("{method:?}").to_uppercase())
-                    .collect();
+                let methods = [
+                    ("GET", &item.get),
+                    ("PUT", &item.put),
+                    ("POST", &item.post),
+                    ("DELETE", &item.delete),
+                    ("PATCH", &item.patch),
+                ]
+                .into_iter()
+                .filter(|(_, operation)| operation.is_some())
+                .map(|(method, _)| method.to_owned())
+                .collect();
                 (segments, methods)
             })
             .collect();

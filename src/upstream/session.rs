@@ -120,6 +120,7 @@ impl SessionPool {
     }
 
     /// Whether a login back-off is in force, and until when.
+    #[cfg(test)]
     pub async fn backoff_remaining(&self) -> Option<Duration> {
         let state = self.login.lock().await;
         state.next_attempt.and_then(|at| at.checked_duration_since(Instant::now()))
