@@ -36,6 +36,7 @@ pub enum ProblemCode {
     UpstreamApiUnsupported,
     UpstreamLoginFailed,
     UpstreamLoginBlocked,
+    UpstreamLoginBackoff,
     UpstreamBusy,
     UpstreamUnreachable,
     UpstreamTimeout,
@@ -90,6 +91,11 @@ impl ProblemCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_login_blocked",
                 "DSM is not accepting the gateway's login for now",
+            ),
+            UpstreamLoginBackoff => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_login_backoff",
+                "The gateway is waiting before it tries to log in to DSM again",
             ),
             UpstreamBusy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "DSM is busy"),
             UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable", "DSM could not be reached"),
@@ -188,6 +194,23 @@ impl ApiError {
         Self::new(ProblemCode::NotFound, detail)
     }
 
+    /// For an operation addressed to one resource (`what`, e.g. "channel 7"): Chat answers 117
+    /// when that resource does not exist or is not visible to the account, which is a 404.
+    pub fn for_resource(error: UpstreamError, what: impl std::fmt::Display) -> Self {
+        match error {
+            UpstreamError::Dsm {
+                family: ApiFamily::Session,
+                code: 117,
+                ..
+            } => {
+                let mut api_error = ApiError::not_found(format!("{what} does not exist or is not visible to the gateway's account"));
+                api_error.dsm_code = Some(117);
+                api_error
+            }
+            other => other.into(),
+        }
+    }
+
     pub fn code(&self) -> ProblemCode {
         self.code
     }
@@ -253,7 +276,7 @@ impl From<UpstreamError> for ApiError {
                 (problem, (problem == ProblemCode::UpstreamLoginBlocked).then_some(60))
             }
             UpstreamError::LoginBackoff { retry_after, .. } => {
-                (ProblemCode::UpstreamLoginBlocked, Some(retry_after.as_secs_f64().ceil() as u64))
+                (ProblemCode::UpstreamLoginBackoff, Some(retry_after.as_secs_f64().ceil() as u64))
             }
             UpstreamError::Unreachable(_) => (ProblemCode::UpstreamUnreachable, None),
             UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),

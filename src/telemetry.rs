@@ -4,10 +4,13 @@
 //! echoed in the response header, recorded on the request's span (so every log line of the
 //! request carries it) and kept in a task-local so error bodies can name it.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
@@ -45,7 +48,8 @@ where
         .map_err(|e| format!("log.level: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -71,7 +75,7 @@ fn request_id_from(req: &ServiceRequest) -> String {
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = request_id_from(&req);
     let info = RequestInfo {
         id: id.clone(),
@@ -80,31 +84,43 @@ pub async fn request_context(
     // The path, never the query string: callers' queries are not ours to log.
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
-    // Kept so that an error from an inner middleware can still be answered as a response.
-    let http_request = req.request().clone();
-    let response = CURRENT_REQUEST
+    let outcome = CURRENT_REQUEST
         .scope(info, async move {
-            match next.call(req).await {
-                Ok(response) => response.map_into_boxed_body(),
-                Err(error) => {
-                    // Render inside the scope so the problem body carries the request id.
+            // Errors are rendered inside the scope so the problem body carries the request id.
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body)
+                .map_err(|error| {
                     let response = error.error_response();
-                    ServiceResponse::new(http_request, response)
-                }
-            }
+                    (error, response)
+                })
         })
         .instrument(span.clone())
         .await;
-    let mut response = response;
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err((_, response)) => response.status(),
+    };
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
+            status = status.as_u16(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request finished"
         )
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    let id_header = HeaderValue::from_str(&id).ok();
+    match outcome {
+        Ok(mut response) => {
+            if let Some(value) = id_header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Ok(response)
+        }
+        Err((error, mut response)) => {
+            if let Some(value) = id_header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Err(InternalError::from_response(error.to_string(), response).into())
+        }
     }
-    Ok(response)
 }

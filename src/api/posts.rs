@@ -65,7 +65,11 @@ pub async fn list_posts(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let items = chat.posts(channel_id.into_inner(), limit, page.offset.unwrap_or(0)).await?;
+    let channel_id = channel_id.into_inner();
+    let items = chat
+        .posts(channel_id, limit, page.offset.unwrap_or(0))
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(web::Json(PostList { items }))
 }
 
@@ -84,12 +88,14 @@ pub async fn create_post(
     body: web::Json<NewPostBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
     let post = chat
         .create_post(NewPost {
-            channel_id: channel_id.into_inner(),
+            channel_id,
             message: &body.message,
             thread_id: body.thread_id,
         })
-        .await?;
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Created().json(post))
 }

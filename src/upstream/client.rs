@@ -19,8 +19,10 @@ use crate::domain::{Channel, ChannelId, MessageText, Post, PostId, User};
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-/// DSM codes that mean "this session is gone": log in again once and retry.
-const SESSION_LOST: [i64; 4] = [105, 106, 107, 119];
+/// DSM codes that always mean "this session is gone".
+const SESSION_GONE: [i64; 2] = [106, 107];
+/// DSM codes that mean either "session gone" or "not allowed" (upstream-protocol §3.4).
+const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
 
 /// A worker's handle on the NAS.
 pub struct ChatClient {
@@ -174,7 +176,7 @@ impl ChatClient {
             let endpoint = self.endpoint(op).await?;
             let session = self.session().await?;
             match self.exchange(op, &endpoint, params, Some(&session), ApiFamily::Session).await {
-                Err(UpstreamError::Dsm { code, .. }) if !retried && SESSION_LOST.contains(&code) => {
+                Err(UpstreamError::Dsm { code, .. }) if !retried && self.session_is_lost(code, &session).await => {
                     tracing::info!(api = op.api, method = op.method, dsm_code = code, "DSM session lost; logging in again");
                     self.up.sessions.invalidate(&session);
                 }
@@ -183,6 +185,25 @@ impl ChatClient {
             }
             retried = true;
         }
+    }
+
+    /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
+    /// may not make; re-logging in on each of those would let any caller make the gateway hammer
+    /// the NAS's login, so the session is first checked with a call every account may make.
+    async fn session_is_lost(&self, code: i64, session: &Session) -> bool {
+        if SESSION_GONE.contains(&code) {
+            return true;
+        }
+        if !SESSION_OR_PERMISSION.contains(&code) {
+            return false;
+        }
+        let Ok(endpoint) = self.endpoint(&ops::CHANNEL_LIST).await else {
+            return false;
+        };
+        let check = self
+            .exchange::<serde::de::IgnoredAny>(&ops::CHANNEL_LIST, &endpoint, &[], Some(session), ApiFamily::Session)
+            .await;
+        matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code))
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.

@@ -24,7 +24,7 @@ pub enum UpstreamError {
         code: i64,
         family: ApiFamily,
     },
-    #[error("DSM refused the gateway's login with error {code}")]
+    #[error("DSM refused the gateway's login with error {code} ({})", login_refusal_meaning(*code))]
     LoginRefused { code: i64 },
     #[error("login to DSM is backing off for {retry_after:?} after a failed attempt ({last})")]
     LoginBackoff {
@@ -39,6 +39,22 @@ pub enum UpstreamError {
     InvalidResponse(String),
     #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
     Unsupported { api: &'static str, reason: String },
+}
+
+/// What `SYNO.API.Auth` login error numbers mean (upstream-protocol §3.5).
+pub fn login_refusal_meaning(code: i64) -> &'static str {
+    match code {
+        400 => "no such account or wrong password",
+        401 => "account disabled",
+        402 => "the account may not use this application",
+        403 => "2-step verification code required: run `syno-chat-gateway enroll-device`",
+        404 => "2-step verification code wrong",
+        406 => "2-step verification is enforced but not set up for the account",
+        407 => "this IP address is blocked after too many failed logins",
+        408 | 409 | 410 => "the password has expired or must be changed",
+        411 => "the account is locked",
+        _ => "unknown login error",
+    }
 }
 
 impl UpstreamError {

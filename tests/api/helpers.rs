@@ -1,0 +1,164 @@
+//! Starts a fresh DSM simulator and a gateway pointed at it, both on port 0, per test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use secrecy::SecretString;
+use serde_json::Value;
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::{KeySettings, Settings};
+use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, SimControl, Simulator};
+use syno_chat_gateway::startup::{Application, Signals};
+
+pub const READ_KEY: &str = "test-read-key";
+pub const WRITE_KEY: &str = "test-write-key";
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+pub struct TestApp {
+    pub base: String,
+    pub sim: SimControl,
+    pub sim_url: String,
+    pub http: awc::Client,
+    pub handle: ServerHandle,
+    pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    _simulator: Simulator,
+}
+
+/// The answer to a gateway call.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code; returns the body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].as_str().unwrap().ends_with(code));
+        assert!(!self.body["title"].as_str().unwrap().is_empty());
+        assert!(!self.body["detail"].as_str().unwrap().is_empty());
+        assert_eq!(self.body["request_id"].as_str(), self.header("x-request-id"));
+        &self.body
+    }
+}
+
+/// Settings for a gateway in front of `sim_url`, with one key per scope.
+pub fn settings_for(sim_url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.workers = Some(2);
+    settings.server.shutdown_timeout_secs = 1;
+    settings.upstream.url = Some(sim_url.parse().unwrap());
+    settings.upstream.username = Some(DEMO_ACCOUNT.to_owned());
+    settings.upstream.password = Some(SecretString::from(DEMO_PASSWORD.to_owned()));
+    settings.upstream.timeout_ms = 3_000;
+    for (name, key, scope) in [("reader", READ_KEY, "read"), ("writer", WRITE_KEY, "write"), ("admin", ADMIN_KEY, "admin")] {
+        settings.auth.keys.insert(
+            name.to_owned(),
+            KeySettings {
+                hash: Some(SecretString::from(hash_key(key))),
+                hash_file: None,
+                scopes: vec![scope.to_owned()],
+            },
+        );
+    }
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(SimConfig::default(), |_| {}).await
+}
+
+pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator starts");
+    let sim_url = simulator.base_url();
+    let mut settings = settings_for(&sim_url);
+    adjust(&mut settings);
+    let app = Application::build(settings, Signals::Ignore).await.expect("gateway starts");
+    let base = format!("http://{}", app.address());
+    let handle = app.handle();
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = done.send(());
+    });
+    TestApp {
+        base,
+        sim: simulator.control(),
+        sim_url,
+        http: awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish(),
+        handle,
+        stopped: Some(stopped),
+        _simulator: simulator,
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        let mut request = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.insert_header(("Authorization", format!("Bearer {key}")));
+        }
+        let response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        };
+        read(response.expect("gateway answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, Some(READ_KEY), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call("POST", path, Some(WRITE_KEY), Some(body)).await
+    }
+
+    /// Sends a raw body with the given content type (for malformed-input tests).
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &'static str) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await;
+        read(response.expect("gateway answers")).await
+    }
+
+    /// Stops the gateway gracefully and waits until it has logged out.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(stopped) = self.stopped.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+    }
+}
+
+async fn read<S>(mut response: awc::ClientResponse<S>) -> Answer
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let bytes = response.body().limit(16 * 1024 * 1024).await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body,
+    }
+}

@@ -1,0 +1,104 @@
+//! Passwords, sids, SynoTokens and API keys never reach the logs, even at the most verbose level.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::{KeySettings, LogFormat, LogSettings, Settings};
+use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
+use syno_chat_gateway::startup::{Application, Signals};
+use syno_chat_gateway::telemetry;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const API_KEY: &str = "key-that-must-not-be-logged";
+
+#[actix_web::test]
+async fn no_secret_appears_in_the_logs() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let captured = Captured::default();
+    let sink = captured.clone();
+    // SAFETY of the test: this binary holds only this test, so the global subscriber is ours.
+    unsafe { std::env::remove_var("RUST_LOG") };
+    telemetry::init(
+        &LogSettings {
+            format: LogFormat::Json,
+            level: "trace".to_owned(),
+        },
+        move || sink.clone(),
+    )
+    .unwrap();
+
+    let simulator = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let sim = simulator.control();
+    let mut settings = Settings::default();
+    settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.workers = Some(1);
+    settings.upstream.url = Some(simulator.base_url().parse().unwrap());
+    settings.upstream.username = Some(DEMO_ACCOUNT.to_owned());
+    settings.upstream.password = Some(SecretString::from(DEMO_PASSWORD.to_owned()));
+    settings.auth.keys.insert(
+        "ci".to_owned(),
+        KeySettings {
+            hash: Some(SecretString::from(hash_key(API_KEY))),
+            hash_file: None,
+            scopes: vec!["write".to_owned()],
+        },
+    );
+    let app = Application::build(settings, Signals::Ignore).await.unwrap();
+    let base = format!("http://{}", app.address());
+    let handle = app.handle();
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = done.send(());
+    });
+
+    let client = awc::Client::default();
+    let auth = ("Authorization", format!("Bearer {API_KEY}"));
+    let mut sessions = Vec::new();
+    for round in 0..2 {
+        let posted = client
+            .post(format!("{base}/api/v1/channels/1/posts"))
+            .insert_header(auth.clone())
+            .send_json(&serde_json::json!({"message": format!("round {round}")}))
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 201);
+        let listed = client.get(format!("{base}/api/v1/channels/1/posts")).insert_header(auth.clone()).send().await.unwrap();
+        assert_eq!(listed.status(), 200);
+        sessions.extend(sim.active_sessions());
+        // Force a re-login so a second sid and token are issued and used.
+        sim.expire_all_sessions();
+    }
+    client.get(format!("{base}/api/v1/users")).insert_header(auth.clone()).send().await.unwrap();
+    sessions.extend(sim.active_sessions());
+    handle.stop(true).await;
+    let _ = stopped.await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("logged in to DSM"), "the capture works");
+    assert!(logs.contains("DSM call"), "upstream calls are logged");
+    assert!(sessions.len() >= 2);
+    let mut secrets = vec![DEMO_PASSWORD.to_owned(), API_KEY.to_owned()];
+    for session in sessions {
+        secrets.push(session.sid);
+        secrets.push(session.synotoken);
+    }
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a secret ({} chars) appears in the logs", secret.len());
+    }
+}
