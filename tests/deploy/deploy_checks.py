@@ -551,7 +551,11 @@ def cmd_probe(args) -> int:
         if r.status != 200:
             bad(f"GET {pre}/api/v1/channels -> {r.status}")
             return finish("")
-        d = json.loads(raw)
+        try:
+            d = json.loads(raw)
+        except ValueError:
+            bad(f"GET {pre}/api/v1/channels did not reach the echo backend: {raw[:200]!r}")
+            return finish("")
         h = d["headers"]
         peers.add(d["peer"])
         if d["path"] != "/api/v1/channels?x=1":
