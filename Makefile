@@ -1,0 +1,39 @@
+# syno-chat-gateway — everyday commands. `make test` is what CI runs (through .ci/run).
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run build release test test-rust test-deploy openapi lint fmt bench clean
+
+## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
+run:
+	$(CARGO) run --release --bin syno-chat-gateway -- serve
+
+build:
+	$(CARGO) build --all-targets
+
+## release: the exact binary the Dockerfile builds
+release:
+	$(CARGO) build --release --locked --bin syno-chat-gateway
+
+## test: every suite; the Rust suite runs last so its summary closes the output
+test: test-deploy test-rust
+
+test-rust:
+	$(CARGO) test --locked --all-targets
+
+test-deploy:
+	bash tests/deploy/check_deploy.sh
+
+## openapi: regenerate the committed OpenAPI document after changing handlers
+openapi:
+	$(CARGO) run --quiet --bin syno-chat-gateway -- openapi --output openapi/openapi.json
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
