@@ -5,6 +5,7 @@ mod apis;
 mod auth;
 mod chat;
 mod integ;
+mod png;
 mod rand;
 mod server;
 mod store;

@@ -220,6 +220,10 @@ pub(crate) struct State {
     pub next_cronjob_id: i64,
     pub demo_webhook_token: String,
     pub demo_bot_token: String,
+    /// (user_id, channel_id) -> that user's channel preferences.
+    pub chan_prefs: HashMap<(i64, i64), serde_json::Map<String, Value>>,
+    pub user_prefs: HashMap<i64, serde_json::Map<String, Value>>,
+    pub admin_settings: serde_json::Map<String, Value>,
 }
 
 impl State {
@@ -230,6 +234,7 @@ impl State {
             next_cronjob_id: 1,
             ..State::default()
         };
+        st.admin_settings = default_admin_settings();
         st.add_account(super::DEMO_ACCOUNT, super::DEMO_PASSWORD, true);
         if let Some(u) = st.users.get_mut(&1) {
             u.nickname = "Admin".into();
@@ -607,6 +612,24 @@ impl State {
                 ch.members.push(bot);
             }
         }
+    }
+}
+
+fn default_admin_settings() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "allow_edit_message": true,
+        "allow_edit_message_time_within_min": 0,
+        "allow_delete_message": true,
+        "allow_create_public_channel": true,
+        "allow_create_private_channel": true,
+        "allow_chatbot": true,
+        "allow_integration": true,
+        "enable_url_preview": true,
+        "retention_days": 0,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
     }
 }
 
