@@ -305,7 +305,7 @@ fn named_invite(cx: &mut Cx, st: &mut State) -> R {
     }
     if users
         .iter()
-        .any(|u| !st.users.get(u).is_some_and(|u| !u.deleted))
+        .any(|u| st.users.get(u).is_none_or(|u| u.deleted))
     {
         return Err(err(117));
     }
@@ -349,7 +349,7 @@ fn anonymous_initiate(cx: &mut Cx, st: &mut State) -> R {
     }
     if others
         .iter()
-        .any(|u| !st.users.get(u).is_some_and(|u| !u.deleted))
+        .any(|u| st.users.get(u).is_none_or(|u| u.deleted))
     {
         return Err(err(117));
     }
@@ -804,7 +804,7 @@ fn thread_list(cx: &mut Cx, st: &mut State) -> R {
         .channel_posts(channel_id)
         .filter(|p| p.thread_id == p.post_id && p.comment_count > 0)
         .collect();
-    roots.sort_by(|a, b| b.last_comment_at.cmp(&a.last_comment_at));
+    roots.sort_by_key(|p| std::cmp::Reverse(p.last_comment_at));
     let total = roots.len();
     let page: Vec<&Post> = roots.into_iter().skip(offset).take(limit).collect();
     let mut related_posts = Vec::new();
@@ -872,11 +872,8 @@ fn reaction(cx: &mut Cx, st: &mut State, add: bool) -> R {
     member_channel(st, channel_of(post_id), me)?;
     let p = st.posts.get_mut(&post_id).ok_or_else(|| err(117))?;
     match p.reactions.iter_mut().find(|(s, _)| *s == sticker) {
-        Some((_, users)) if add => {
-            if !users.contains(&me) {
-                users.push(me);
-            }
-        }
+        Some((_, users)) if add && !users.contains(&me) => users.push(me),
+        Some(_) if add => {}
         Some((_, users)) => users.retain(|u| *u != me),
         None if add => p.reactions.push((sticker, vec![me])),
         None => {}
@@ -1009,7 +1006,7 @@ fn schedule_set(cx: &mut Cx, st: &mut State) -> R {
 fn schedule_delete(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     let id = cx.a.req_i64("cronjob_id")?;
-    if !st.schedules.get(&id).is_some_and(|s| s.creator_id == me) {
+    if st.schedules.get(&id).is_none_or(|s| s.creator_id != me) {
         return Err(err(117));
     }
     st.schedules.remove(&id);

@@ -62,6 +62,8 @@ pub(crate) enum ChanKind {
     Private,
     Anonymous,
     Chatbot,
+    /// Exists on real NASes (system bot conversations); no API here creates one.
+    #[allow(dead_code)]
     Synobot,
 }
 
@@ -283,14 +285,6 @@ impl State {
         );
         // Everybody is in the public "general"-style channels that auto-include all users.
         user_id
-    }
-
-    pub fn account_by_user(&self, user_id: i64) -> Option<(&String, &Account)> {
-        self.accounts.iter().find(|(_, a)| a.user_id == user_id)
-    }
-
-    pub fn is_admin(&self, user_id: i64) -> bool {
-        self.account_by_user(user_id).is_some_and(|(_, a)| a.admin)
     }
 
     pub fn add_channel(
@@ -645,4 +639,31 @@ fn parse_mentions(message: &str) -> Vec<i64> {
         }
     }
     out
+}
+
+impl State {
+    /// The 1:1 conversation between a chatbot and a user, created on first use.
+    pub fn chatbot_channel(&mut self, bot: i64, user: i64) -> i64 {
+        let found = self
+            .channels
+            .values()
+            .find(|c| {
+                c.kind == ChanKind::Chatbot && c.members.contains(&bot) && c.members.contains(&user)
+            })
+            .map(|c| c.channel_id);
+        match found {
+            Some(id) => id,
+            None => self.add_channel("", ChanKind::Chatbot, bot, vec![bot, user]),
+        }
+    }
+
+    /// A token usable with SYNO.Chat.External: known, with a nickname, enabled (else 404).
+    pub fn legal_integration(&self, token: &str) -> Option<&Integration> {
+        self.integrations.values().find(|i| {
+            i.token == token
+                && !i.nickname.is_empty()
+                && !i.is_disabled
+                && self.users.get(&i.user_id).is_some_and(|u| !u.deleted)
+        })
+    }
 }
