@@ -4,7 +4,9 @@
 mod apis;
 mod auth;
 mod chat;
+mod events;
 mod integ;
+mod png;
 mod rand;
 mod server;
 mod store;
@@ -13,11 +15,12 @@ mod wire;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use tokio::sync::{mpsc, oneshot};
 
+pub use events::OutboundEvent;
 use server::{Cmd, Fault, Shared, lock};
 use store::State;
 
@@ -152,6 +155,9 @@ async fn control_loop(
                 };
                 let _ = reply.send(res);
             }
+            Cmd::Deliver(d) => {
+                actix_rt::spawn(events::deliver(shared.clone(), d));
+            }
             Cmd::Stop(reply) => {
                 if let Some(h) = handle.take() {
                     h.stop(false).await;
@@ -176,6 +182,7 @@ impl Simulator {
             faults: Mutex::new(Vec::new()),
             latency: Mutex::new(Duration::ZERO),
             login_attempts: AtomicUsize::new(0),
+            outbound: Mutex::new(Vec::new()),
             ctl: tx,
         });
         let server = build_server(shared.clone(), listener)?;
@@ -349,10 +356,34 @@ impl SimControl {
     }
 
     /// A post made by a user through the Chat UI; returns its post_id (0 if the channel is unknown).
+    /// Like real Chat it fires matching outgoing webhooks, slash commands and chatbots.
     pub fn post_as_user(&self, user_id: i64, channel_id: i64, message: &str) -> i64 {
         let mut st = lock(&self.shared.state);
-        st.add_post(channel_id, user_id, message, 0, store::now_ms())
-            .unwrap_or(0)
+        let Some(post_id) = st.add_post(channel_id, user_id, message, 0, store::now_ms()) else {
+            return 0;
+        };
+        if let Some(ch) = st.channels.get_mut(&channel_id) {
+            ch.last_view.insert(user_id, store::now_ms());
+        }
+        for (url, fields, reply_to) in integ::triggered_by(&st, post_id) {
+            let _ = self.shared.ctl.send(Cmd::Deliver(events::Delivery {
+                url,
+                fields,
+                reply_to,
+            }));
+        }
+        post_id
+    }
+
+    /// A UI user writes to a chatbot (opening their 1:1 chatbot conversation); returns the post_id.
+    pub fn message_chatbot(&self, user_id: i64, bot_user_id: i64, message: &str) -> i64 {
+        let channel_id = lock(&self.shared.state).chatbot_channel(bot_user_id, user_id);
+        self.post_as_user(user_id, channel_id, message)
+    }
+
+    /// Form POSTs the simulator made to integrators (completed ones), in order.
+    pub fn outbound_events(&self) -> Vec<OutboundEvent> {
+        lock(&self.shared.outbound).clone()
     }
 
     pub fn demo_webhook_token(&self) -> String {
@@ -368,5 +399,4 @@ impl SimControl {
 fn _assert_send_sync() {
     fn is<T: Send + Sync + Clone>() {}
     is::<SimControl>();
-    let _ = Instant::now();
 }

@@ -33,7 +33,7 @@ pub(crate) fn sid_like() -> String {
     let r = bytes(72);
     let len = 40 + (r[0] as usize % 31);
     let mut s = String::with_capacity(len);
-    s.push(if r[1] % 3 == 0 {
+    s.push(if r[1].is_multiple_of(3) {
         pick(DIGITS, r[2])
     } else {
         pick(LETTERS, r[2])

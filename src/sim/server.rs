@@ -27,6 +27,7 @@ pub(crate) struct Fault {
 pub(crate) enum Cmd {
     Refuse(bool, tokio::sync::oneshot::Sender<std::io::Result<()>>),
     Stop(tokio::sync::oneshot::Sender<()>),
+    Deliver(super::events::Delivery),
 }
 
 pub(crate) struct Shared {
@@ -36,6 +37,7 @@ pub(crate) struct Shared {
     pub faults: Mutex<Vec<Fault>>,
     pub latency: Mutex<Duration>,
     pub login_attempts: AtomicUsize,
+    pub outbound: Mutex<Vec<super::events::OutboundEvent>>,
     pub ctl: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -47,7 +49,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
     pub user_id: i64,
-    pub account: String,
     pub admin: bool,
 }
 
@@ -55,13 +56,11 @@ pub(crate) struct Caller {
 pub(crate) struct Cx<'a> {
     pub a: Args<'a>,
     pub method: &'a str,
-    pub version: u32,
     pub caller: Option<Caller>,
     pub peer: IpAddr,
     pub config: &'a SimConfig,
     pub sid: Option<String>,
     pub cookies: Vec<String>,
-    pub shared: &'a Shared,
 }
 
 impl Cx<'_> {
@@ -230,13 +229,11 @@ fn process(
             external,
         },
         method: &method,
-        version,
         caller: None,
         peer,
         config: &shared.config,
         sid: sid.clone(),
         cookies: Vec::new(),
-        shared,
     };
     let needs_session =
         def.access == Access::Session || (def.access == Access::External && !external);
@@ -300,13 +297,11 @@ fn check_session(
         return Err(err(119));
     }
     s.last_used = Instant::now();
-    let account = s.account.clone();
-    let Some(acc) = st.accounts.get(&account) else {
+    let Some(acc) = st.accounts.get(&s.account) else {
         return Err(err(119));
     };
     Ok(Caller {
         user_id: acc.user_id,
         admin: acc.admin,
-        account,
     })
 }

@@ -62,6 +62,8 @@ pub(crate) enum ChanKind {
     Private,
     Anonymous,
     Chatbot,
+    /// Exists on real NASes (system bot conversations); no API here creates one.
+    #[allow(dead_code)]
     Synobot,
 }
 
@@ -220,6 +222,10 @@ pub(crate) struct State {
     pub next_cronjob_id: i64,
     pub demo_webhook_token: String,
     pub demo_bot_token: String,
+    /// (user_id, channel_id) -> that user's channel preferences.
+    pub chan_prefs: HashMap<(i64, i64), serde_json::Map<String, Value>>,
+    pub user_prefs: HashMap<i64, serde_json::Map<String, Value>>,
+    pub admin_settings: serde_json::Map<String, Value>,
 }
 
 impl State {
@@ -230,6 +236,7 @@ impl State {
             next_cronjob_id: 1,
             ..State::default()
         };
+        st.admin_settings = default_admin_settings();
         st.add_account(super::DEMO_ACCOUNT, super::DEMO_PASSWORD, true);
         if let Some(u) = st.users.get_mut(&1) {
             u.nickname = "Admin".into();
@@ -278,14 +285,6 @@ impl State {
         );
         // Everybody is in the public "general"-style channels that auto-include all users.
         user_id
-    }
-
-    pub fn account_by_user(&self, user_id: i64) -> Option<(&String, &Account)> {
-        self.accounts.iter().find(|(_, a)| a.user_id == user_id)
-    }
-
-    pub fn is_admin(&self, user_id: i64) -> bool {
-        self.account_by_user(user_id).is_some_and(|(_, a)| a.admin)
     }
 
     pub fn add_channel(
@@ -610,6 +609,24 @@ impl State {
     }
 }
 
+fn default_admin_settings() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "allow_edit_message": true,
+        "allow_edit_message_time_within_min": 0,
+        "allow_delete_message": true,
+        "allow_create_public_channel": true,
+        "allow_create_private_channel": true,
+        "allow_chatbot": true,
+        "allow_integration": true,
+        "enable_url_preview": true,
+        "retention_days": 0,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// `@u:<id>` markers inside a message become the post's `mentions`.
 fn parse_mentions(message: &str) -> Vec<i64> {
     let mut out = Vec::new();
@@ -622,4 +639,31 @@ fn parse_mentions(message: &str) -> Vec<i64> {
         }
     }
     out
+}
+
+impl State {
+    /// The 1:1 conversation between a chatbot and a user, created on first use.
+    pub fn chatbot_channel(&mut self, bot: i64, user: i64) -> i64 {
+        let found = self
+            .channels
+            .values()
+            .find(|c| {
+                c.kind == ChanKind::Chatbot && c.members.contains(&bot) && c.members.contains(&user)
+            })
+            .map(|c| c.channel_id);
+        match found {
+            Some(id) => id,
+            None => self.add_channel("", ChanKind::Chatbot, bot, vec![bot, user]),
+        }
+    }
+
+    /// A token usable with SYNO.Chat.External: known, with a nickname, enabled (else 404).
+    pub fn legal_integration(&self, token: &str) -> Option<&Integration> {
+        self.integrations.values().find(|i| {
+            i.token == token
+                && !i.nickname.is_empty()
+                && !i.is_disabled
+                && self.users.get(&i.user_id).is_some_and(|u| !u.deleted)
+        })
+    }
 }

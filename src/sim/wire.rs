@@ -32,26 +32,26 @@ impl Params {
             for (k, v) in form_pairs(&body) {
                 p.push(k, v);
             }
-        } else if ct.starts_with("multipart/form-data") {
-            if let Some(boundary) = boundary_of(content_type) {
-                for part in multipart_parts(&body, &boundary) {
-                    match part.filename {
-                        Some(filename) => {
-                            p.logged.push((
-                                part.name.clone(),
-                                format!("<file {} bytes>", part.data.len()),
-                            ));
-                            p.files.push(FilePart {
-                                name: part.name,
-                                filename,
-                                content_type: part.content_type,
-                                data: part.data,
-                            });
-                        }
-                        None => {
-                            let v = String::from_utf8_lossy(&part.data).into_owned();
-                            p.push(part.name, v);
-                        }
+        } else if ct.starts_with("multipart/form-data")
+            && let Some(boundary) = boundary_of(content_type)
+        {
+            for part in multipart_parts(&body, &boundary) {
+                match part.filename {
+                    Some(filename) => {
+                        p.logged.push((
+                            part.name.clone(),
+                            format!("<file {} bytes>", part.data.len()),
+                        ));
+                        p.files.push(FilePart {
+                            name: part.name,
+                            filename,
+                            content_type: part.content_type,
+                            data: part.data,
+                        });
+                    }
+                    None => {
+                        let v = String::from_utf8_lossy(&part.data).into_owned();
+                        p.push(part.name, v);
                     }
                 }
             }
