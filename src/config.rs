@@ -38,7 +38,30 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub cache: CacheSettings,
     pub auth: AuthSettings,
+    /// Chat integration tokens by name (webhooks and bots), used by the token routes.
+    pub tokens: BTreeMap<String, TokenSettings>,
     pub log: LogSettings,
+}
+
+/// What a Chat integration token is for.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// An incoming webhook: may only send with `incoming`.
+    #[default]
+    Webhook,
+    /// A chatbot: sends with `chatbot`, reads channels, users and posts.
+    Bot,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The 64-character token from Chat's Integration panel (surrounding `"` or `%22` are stripped).
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub kind: TokenKind,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -52,6 +75,8 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Seconds SIGTERM waits for in-flight requests before stopping.
     pub shutdown_timeout_secs: u64,
+    /// Largest file accepted by the upload route.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +86,7 @@ impl Default for ServerSettings {
             public_url: None,
             workers: None,
             shutdown_timeout_secs: 30,
+            max_upload_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -234,6 +260,11 @@ impl Settings {
         for (name, key) in &mut self.auth.keys {
             resolve_file(&mut key.hash, &key.hash_file, &format!("auth.keys.{name}.hash"))?;
         }
+        for (name, token) in &mut self.tokens {
+            let key = format!("tokens.{name}.token");
+            resolve_file(&mut token.token, &token.token_file, &key)?;
+            token.token = token.token.take().map(|t| SecretString::from(normalize_token(t.expose_secret())));
+        }
         Ok(self)
     }
 
@@ -305,6 +336,21 @@ impl Settings {
                 ));
             }
         }
+        for (name, token) in &self.tokens {
+            let value = token.token.as_ref().map(|t| t.expose_secret().len()).unwrap_or(0);
+            if value != 64 {
+                return Err(ConfigError::new(
+                    format!("tokens.{name}.token"),
+                    format!("must be the 64-character token from Chat's Integration panel (got {value} characters)"),
+                ));
+            }
+            if let Some(bad) = token.token.as_ref().and_then(|t| t.expose_secret().chars().find(|c| !c.is_ascii_alphanumeric())) {
+                return Err(ConfigError::new(format!("tokens.{name}.token"), format!("contains {bad:?}; tokens are letters and digits")));
+            }
+        }
+        if self.server.max_upload_bytes == 0 {
+            return Err(ConfigError::new("server.max_upload_bytes", "must be at least 1"));
+        }
         Ok(self)
     }
 
@@ -317,6 +363,17 @@ impl Settings {
     pub fn masked_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// Tokens copied from Chat's URLs come wrapped in quotes, sometimes percent-encoded (`%22`).
+pub fn normalize_token(raw: &str) -> String {
+    let trimmed = raw.trim();
+    let unwrapped = trimmed
+        .strip_prefix("%22")
+        .and_then(|t| t.strip_suffix("%22"))
+        .or_else(|| trimmed.strip_prefix('"').and_then(|t| t.strip_suffix('"')))
+        .unwrap_or(trimmed);
+    unwrapped.to_owned()
 }
 
 fn resolve_file(value: &mut Option<SecretString>, file: &Option<PathBuf>, key: &str) -> Result<(), ConfigError> {
@@ -397,6 +454,24 @@ mod tests {
     fn demo_mode_without_keys_refuses_a_public_bind() {
         let err = load(&[("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080")]).unwrap_err();
         assert_eq!(err.key, "server.bind");
+    }
+
+    #[test]
+    fn integration_tokens_are_unquoted_and_checked() {
+        let token = "a".repeat(64);
+        let s = load(&[
+            ("SYNOCHAT__TOKENS__ALERTS__TOKEN", &format!("%22{token}%22")),
+            ("SYNOCHAT__TOKENS__HELPER__TOKEN", &format!("\"{token}\"")),
+            ("SYNOCHAT__TOKENS__HELPER__KIND", "bot"),
+        ])
+        .unwrap();
+        assert_eq!(s.tokens["alerts"].token.as_ref().unwrap().expose_secret(), token);
+        assert_eq!(s.tokens["alerts"].kind, TokenKind::Webhook);
+        assert_eq!(s.tokens["helper"].kind, TokenKind::Bot);
+        let err = load(&[("SYNOCHAT__TOKENS__SHORT__TOKEN", "abc")]).unwrap_err();
+        assert_eq!(err.key, "tokens.short.token");
+        let err = load(&[("SYNOCHAT__TOKENS__X__TOKEN", &token), ("SYNOCHAT__TOKENS__X__KIND", "robot")]).unwrap_err();
+        assert!(err.to_string().contains("robot"), "{err}");
     }
 
     #[test]

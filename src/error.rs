@@ -29,6 +29,7 @@ pub enum ProblemCode {
     NotFound,
     Conflict,
     UpstreamPermissionDenied,
+    UpstreamTokenRejected,
     UpstreamRejectedInput,
     UpstreamContractError,
     MessageTooLong,
@@ -68,6 +69,11 @@ impl ProblemCode {
                 StatusCode::FORBIDDEN,
                 "upstream_permission_denied",
                 "DSM denied the gateway's account access to this resource",
+            ),
+            UpstreamTokenRejected => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_token_rejected",
+                "DSM rejected the integration token (unknown, disabled, or not allowed for this method)",
             ),
             UpstreamRejectedInput => (StatusCode::BAD_REQUEST, "upstream_rejected_input", "DSM rejected the request's input"),
             UpstreamContractError => (
@@ -132,6 +138,7 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (_, 109..=111 | 118) => UpstreamBusy,
         (ApiFamily::External, 101 | 117 | 120) => UpstreamRejectedInput,
         (ApiFamily::External, 401) => UpstreamPermissionDenied,
+        (ApiFamily::External, 404) => UpstreamTokenRejected,
         (ApiFamily::External, 409 | 410) => MessageTooLong,
         (ApiFamily::External, 411) => UpstreamRateLimited,
         (_, 105 | 119 | 160) => UpstreamPermissionDenied,
@@ -310,6 +317,7 @@ mod tests {
         assert_eq!(problem_for_dsm(Auth, 407).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(problem_for_dsm(Auth, 400).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(problem_for_dsm(External, 411).status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(problem_for_dsm(External, 404), ProblemCode::UpstreamTokenRejected);
         assert_eq!(problem_for_dsm(External, 410).status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(problem_for_dsm(Session, 103).status(), StatusCode::NOT_IMPLEMENTED);
     }

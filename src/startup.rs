@@ -11,7 +11,10 @@ use actix_web::{App, web};
 use secrecy::SecretString;
 use utoipa_actix_web::AppExt;
 
-use crate::api::{self, AppState, RouteTable};
+use std::collections::BTreeMap;
+
+use crate::api::{self, AppState, IntegrationToken, RouteTable};
+use crate::config::TokenKind;
 use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
@@ -67,6 +70,36 @@ pub fn upstream_config(settings: &Settings, demo_url: Option<String>) -> Result<
     })
 }
 
+/// The configured integration tokens; in demo mode also the simulator's demo webhook and bot.
+fn integration_tokens(settings: &Settings, simulator: Option<&Simulator>) -> BTreeMap<String, IntegrationToken> {
+    let mut tokens: BTreeMap<String, IntegrationToken> = settings
+        .tokens
+        .iter()
+        .filter_map(|(name, t)| {
+            Some((
+                name.clone(),
+                IntegrationToken {
+                    token: t.token.clone()?,
+                    kind: t.kind,
+                },
+            ))
+        })
+        .collect();
+    if let Some(sim) = simulator {
+        let control = sim.control();
+        for (name, token, kind) in [
+            ("demo-webhook", control.demo_webhook_token(), TokenKind::Webhook),
+            ("demo-bot", control.demo_bot_token(), TokenKind::Bot),
+        ] {
+            tokens.entry(name.to_owned()).or_insert(IntegrationToken {
+                token: SecretString::from(token),
+                kind,
+            });
+        }
+    }
+    tokens
+}
+
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
@@ -95,6 +128,8 @@ impl Application {
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs)),
             upstream: upstream.clone(),
+            tokens: integration_tokens(&settings, simulator.as_ref()),
+            max_upload_bytes: settings.server.max_upload_bytes,
         });
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {

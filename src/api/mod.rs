@@ -2,13 +2,20 @@
 //! upstream client, and answer typed JSON or a problem document. Routes and their OpenAPI
 //! entries come from the same declarations (utoipa-actix-web).
 
+mod bots;
 mod channels;
 pub mod docs;
 mod health;
+mod integrations;
+mod misc;
 mod posts;
 mod users;
+mod webhooks;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use secrecy::SecretString;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
@@ -18,6 +25,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cache::Caches;
+use crate::config::TokenKind;
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::{ChatClient, Upstream};
 
@@ -27,6 +35,16 @@ pub use docs::RouteTable;
 pub struct AppState {
     pub caches: Caches,
     pub upstream: Arc<Upstream>,
+    /// Chat integration tokens by configured name; callers use the name, never the token.
+    pub tokens: BTreeMap<String, IntegrationToken>,
+    /// Largest file accepted by the upload route.
+    pub max_upload_bytes: usize,
+}
+
+/// A configured Chat integration token.
+pub struct IntegrationToken {
+    pub token: SecretString,
+    pub kind: TokenKind,
 }
 
 /// The worker-local DSM client, as handlers receive it.
@@ -51,6 +69,10 @@ const JSON_LIMIT: usize = 256 * 1024;
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
         (name = "users", description = "Chat users"),
+        (name = "integrations", description = "Managing webhooks, slash commands, bots and chatbots (admin scope)"),
+        (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
+        (name = "bots", description = "Acting as a chatbot with its integration token"),
+        (name = "misc", description = "Stickers, settings and Chat information"),
         (name = "health", description = "Liveness and readiness")
     )
 )]
@@ -128,7 +150,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         utoipa_actix_web::scope("/api/v1")
             .configure(channels::routes)
             .configure(posts::routes)
-            .configure(users::routes),
+            .configure(users::routes)
+            .configure(integrations::routes)
+            .configure(webhooks::routes)
+            .configure(bots::routes)
+            .configure(misc::routes),
     );
 }
 

@@ -79,7 +79,10 @@ pub fn resolve(table: &ApiTable, op: &Op) -> Result<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::ops::{CHANNEL_LIST, POST_LIST};
+    use crate::upstream::channels::CHANNEL_LIST;
+    use crate::upstream::ops::{Verb, op};
+
+    const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 
     fn table(max: u32) -> ApiTable {
         let mut t = ApiTable::new();

@@ -14,7 +14,7 @@ use super::error::{ApiFamily, Result, UpstreamError};
 use super::ops::{self, Op, Verb};
 use super::session::Session;
 use super::Upstream;
-use crate::domain::{Channel, ChannelId, MessageText, Post, PostId, User};
+use crate::domain::{ChannelId, MessageText, PostId};
 
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -28,6 +28,69 @@ const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
 pub struct ChatClient {
     http: awc::Client,
     up: Arc<Upstream>,
+}
+
+/// Who a request speaks for.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Session(&'a Session),
+    Token(&'a str),
+    Anonymous,
+}
+
+impl Credential<'_> {
+    /// Which error table DSM's answer belongs to.
+    fn family(&self, op: &Op) -> ApiFamily {
+        match self {
+            _ if op.api == "SYNO.API.Auth" => ApiFamily::Auth,
+            Credential::Token(_) => ApiFamily::External,
+            _ => ApiFamily::Session,
+        }
+    }
+}
+
+/// A file DSM sent.
+pub struct Download {
+    pub content_type: String,
+    pub content_disposition: Option<String>,
+    pub body: Bytes,
+}
+
+/// A file to upload, sent as the last part of a `multipart/form-data` body after the
+/// operation's other fields (DSM reads the file part last).
+pub struct Upload {
+    pub field: &'static str,
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+impl Upload {
+    fn encode(&self, fields: &[(&str, &str)]) -> (String, Bytes) {
+        let boundary = format!("----syno-chat-gateway-{}", uuid::Uuid::new_v4().simple());
+        let mut body = Vec::with_capacity(self.bytes.len() + 512);
+        for (name, value) in fields {
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
+            body.extend_from_slice(value.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
+        let file_name: String = self
+            .file_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .map(|c| if c == '"' { '\'' } else { c })
+            .collect();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {}\r\n\r\n",
+                self.field, self.content_type
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&self.bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        (format!("multipart/form-data; boundary={boundary}"), Bytes::from(body))
+    }
 }
 
 /// A text post to create.
@@ -104,30 +167,40 @@ impl ChatClient {
         Self { http, up }
     }
 
-    /// One HTTP exchange: encode, send, read, and unwrap the envelope.
-    async fn exchange<T: DeserializeOwned>(
+    /// Encodes and sends one request; answers the HTTP response once its status is 200.
+    /// Control fields and credentials go in the query for GETs and uploads, else in the form.
+    async fn send(
         &self,
         op: &Op,
         endpoint: &Endpoint,
         params: &[(&str, &str)],
-        session: Option<&Session>,
-        family: ApiFamily,
-    ) -> Result<Option<T>> {
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+    ) -> Result<awc::ClientResponse<impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>>>
+    {
         let version = endpoint.version.to_string();
-        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 4);
-        fields.extend([("api", op.api), ("version", version.as_str()), ("method", op.method)]);
-        fields.extend_from_slice(params);
-        if let Some(session) = session {
-            fields.push(("_sid", session.sid.expose_secret()));
+        let mut control: Vec<(&str, &str)> = vec![("api", op.api), ("version", version.as_str()), ("method", op.method)];
+        match credential {
+            Credential::Session(session) => control.push(("_sid", session.sid.expose_secret())),
+            Credential::Token(token) => control.push(("token", token)),
+            Credential::Anonymous => {}
         }
-        let encoded = serde_urlencoded::to_string(&fields)
-            .map_err(|_| UpstreamError::InvalidResponse("parameters could not be encoded".to_owned()))?;
         let url = format!("{}{}", self.up.webapi_base, endpoint.path);
-        let mut request = match op.verb {
-            Verb::Get => self.http.get(format!("{url}?{encoded}")),
-            Verb::Post => self.http.post(url),
+        let encode = |fields: &[(&str, &str)]| {
+            serde_urlencoded::to_string(fields)
+                .map_err(|_| UpstreamError::InvalidResponse("parameters could not be encoded".to_owned()))
         };
-        if let Some(session) = session {
+        let (query, form) = match (op.verb, upload) {
+            (Verb::Get, _) => (encode(&[control.as_slice(), params].concat())?, None),
+            (Verb::Post, Some(_)) => (encode(&control)?, None),
+            (Verb::Post, None) => (String::new(), Some(encode(&[control.as_slice(), params].concat())?)),
+        };
+        let mut request = match op.verb {
+            Verb::Get => self.http.get(format!("{url}?{query}")),
+            Verb::Post if query.is_empty() => self.http.post(url),
+            Verb::Post => self.http.post(format!("{url}?{query}")),
+        };
+        if let Credential::Session(session) = credential {
             if let Some(token) = &session.synotoken {
                 request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
             }
@@ -138,44 +211,105 @@ impl ChatClient {
                 request = request.insert_header((header::COOKIE, format!("id={sid}")));
             }
         }
-        let started = std::time::Instant::now();
-        let sent = match op.verb {
-            Verb::Get => request.send().await,
-            Verb::Post => {
+        let sent = match (form, upload) {
+            (Some(form), _) => {
                 request
                     .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-                    .send_body(encoded)
+                    .send_body(form)
                     .await
             }
+            (None, Some(upload)) => {
+                let (content_type, body) = upload.encode(params);
+                request.insert_header((header::CONTENT_TYPE, content_type)).send_body(body).await
+            }
+            (None, None) => request.send().await,
         };
-        let result = match sent {
+        match sent {
             Err(error) => Err(classify_send_error(&error)),
-            Ok(mut response) if response.status().is_success() => match response.body().limit(MAX_RESPONSE_BYTES).await {
+            Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) => Err(UpstreamError::InvalidResponse(format!("HTTP status {}", response.status().as_u16()))),
+        }
+    }
+
+    /// One JSON exchange: send, read, unwrap the envelope, and log the outcome (never the
+    /// parameters: they hold passwords, sids and tokens).
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+    ) -> Result<Option<T>> {
+        let family = credential.family(op);
+        let started = std::time::Instant::now();
+        let result = match self.send(op, endpoint, params, credential, upload).await {
+            Ok(mut response) => match response.body().limit(MAX_RESPONSE_BYTES).await {
                 Ok(body) => parse_envelope(op, family, &body),
                 Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
             },
-            Ok(response) => Err(UpstreamError::InvalidResponse(format!("HTTP status {}", response.status().as_u16()))),
+            Err(error) => Err(error),
         };
-        tracing::debug!(
-            api = op.api,
-            method = op.method,
-            version = endpoint.version,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            outcome = result.as_ref().map_or_else(UpstreamError::outcome, |_| "ok"),
-            dsm_code = result.as_ref().err().and_then(UpstreamError::dsm_code),
-            "DSM call"
-        );
+        log_call(op, endpoint, started, result.as_ref().err());
         result
     }
 
-    /// A session API call with re-login on lost sessions and Info reload on version errors,
-    /// each at most once.
-    async fn call<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<Option<T>> {
+    /// A binary exchange (files, avatars): the bytes with DSM's content type, or DSM's JSON
+    /// error envelope turned into an error.
+    async fn exchange_download(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+    ) -> Result<Download> {
+        let family = credential.family(op);
+        let started = std::time::Instant::now();
+        let result = async {
+            let mut response = self.send(op, endpoint, params, credential, None).await?;
+            let header_text = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &header::HeaderValue| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let content_type = header_text(header::CONTENT_TYPE).unwrap_or_else(|| "application/octet-stream".to_owned());
+            let content_disposition = header_text(header::CONTENT_DISPOSITION);
+            let body = response
+                .body()
+                .limit(MAX_RESPONSE_BYTES)
+                .await
+                .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
+            if content_type.starts_with("application/json") {
+                // Errors come as the usual envelope; a JSON "file" with success is not a file.
+                parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
+                return Err(UpstreamError::InvalidResponse(format!("{} {} answered JSON instead of a file", op.api, op.method)));
+            }
+            Ok(Download {
+                content_type,
+                content_disposition,
+                body,
+            })
+        }
+        .await;
+        log_call(op, endpoint, started, result.as_ref().err());
+        result
+    }
+
+    /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
+    /// (once, for all concurrent callers) and retries once; on a version error, reloads the
+    /// Info table and retries once.
+    async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
+    where
+        F: Fn(Endpoint, Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut retried = false;
         loop {
             let endpoint = self.endpoint(op).await?;
             let session = self.session().await?;
-            match self.exchange(op, &endpoint, params, Some(&session), ApiFamily::Session).await {
+            match attempt(endpoint, session.clone()).await {
                 Err(UpstreamError::Dsm { code, .. }) if !retried && self.session_is_lost(code, &session).await => {
                     tracing::info!(api = op.api, method = op.method, dsm_code = code, "DSM session lost; logging in again");
                     self.up.sessions.invalidate(&session);
@@ -185,6 +319,58 @@ impl ChatClient {
             }
             retried = true;
         }
+    }
+
+    /// A session API call (JSON answer).
+    pub(super) async fn call<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<Option<T>> {
+        self.with_session(op, |endpoint, session| async move {
+            self.exchange(op, &endpoint, params, Credential::Session(&session), None).await
+        })
+        .await
+    }
+
+    /// A session API call answered with a file.
+    pub(super) async fn call_download(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<Download> {
+        self.with_session(op, |endpoint, session| async move {
+            self.exchange_download(op, &endpoint, params, Credential::Session(&session)).await
+        })
+        .await
+    }
+
+    /// A session API call that uploads a file as `multipart/form-data` (the file is buffered:
+    /// a lost session must be retried with the same bytes).
+    pub(super) async fn call_upload<T: DeserializeOwned>(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+        upload: &Upload,
+    ) -> Result<Option<T>> {
+        self.with_session(op, |endpoint, session| async move {
+            self.exchange(op, &endpoint, params, Credential::Session(&session), Some(upload)).await
+        })
+        .await
+    }
+
+    /// A `SYNO.Chat.External` call authenticated by an integration token (no DSM session).
+    pub(super) async fn call_with_token<T: DeserializeOwned>(
+        &self,
+        op: &'static Op,
+        token: &SecretString,
+        params: &[(&str, &str)],
+    ) -> Result<Option<T>> {
+        let endpoint = self.endpoint(op).await?;
+        self.exchange(op, &endpoint, params, Credential::Token(token.expose_secret()), None).await
+    }
+
+    /// A `SYNO.Chat.External` call answered with a file.
+    pub(super) async fn download_with_token(
+        &self,
+        op: &'static Op,
+        token: &SecretString,
+        params: &[(&str, &str)],
+    ) -> Result<Download> {
+        let endpoint = self.endpoint(op).await?;
+        self.exchange_download(op, &endpoint, params, Credential::Token(token.expose_secret())).await
     }
 
     /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
@@ -197,17 +383,17 @@ impl ChatClient {
         if !SESSION_OR_PERMISSION.contains(&code) {
             return false;
         }
-        let Ok(endpoint) = self.endpoint(&ops::CHANNEL_LIST).await else {
+        let Ok(endpoint) = self.endpoint(&super::channels::CHANNEL_LIST).await else {
             return false;
         };
         let check = self
-            .exchange::<serde::de::IgnoredAny>(&ops::CHANNEL_LIST, &endpoint, &[], Some(session), ApiFamily::Session)
+            .exchange::<serde::de::IgnoredAny>(&super::channels::CHANNEL_LIST, &endpoint, &[], Credential::Session(session), None)
             .await;
         matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code))
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.
-    async fn fetch<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<T> {
+    pub(super) async fn fetch<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<T> {
         self.call(op, params)
             .await?
             .ok_or_else(|| UpstreamError::InvalidResponse(format!("{} {} answered without data", op.api, op.method)))
@@ -227,7 +413,7 @@ impl ChatClient {
             path: "query.cgi".to_owned(),
             version: 1,
         };
-        self.exchange(&ops::INFO_QUERY, &endpoint, &[("query", &query)], None, ApiFamily::Session)
+        self.exchange(&ops::INFO_QUERY, &endpoint, &[("query", &query)], Credential::Anonymous, None)
             .await?
             .ok_or_else(|| UpstreamError::InvalidResponse("SYNO.API.Info answered without data".to_owned()))
     }
@@ -263,7 +449,7 @@ impl ChatClient {
         if request_device_token {
             params.push(("enable_device_token", "yes"));
         }
-        let outcome = self.exchange(&ops::AUTH_LOGIN, &endpoint, &params, None, ApiFamily::Auth).await;
+        let outcome = self.exchange(&ops::AUTH_LOGIN, &endpoint, &params, Credential::Anonymous, None).await;
         match outcome {
             Ok(Some(data)) => Ok(data),
             Ok(None) => Err(UpstreamError::InvalidResponse("login answered without a session id".to_owned())),
@@ -286,7 +472,7 @@ impl ChatClient {
     async fn end_session(&self, session: &Session) -> Result<()> {
         let endpoint = self.endpoint(&ops::AUTH_LOGOUT).await?;
         let params = [("session", self.up.config.session_name.as_str())];
-        self.exchange::<serde::de::IgnoredAny>(&ops::AUTH_LOGOUT, &endpoint, &params, Some(session), ApiFamily::Auth)
+        self.exchange::<serde::de::IgnoredAny>(&ops::AUTH_LOGOUT, &endpoint, &params, Credential::Session(session), None)
             .await
             .map(drop)
     }
@@ -320,83 +506,18 @@ impl ChatClient {
         self.session().await?;
         self.query_info().await.map(drop)
     }
+}
 
-    pub async fn channels(&self) -> Result<Vec<Channel>> {
-        #[derive(Deserialize)]
-        struct Data {
-            channels: Vec<Channel>,
-        }
-        Ok(self.fetch::<Data>(&ops::CHANNEL_LIST, &[]).await?.channels)
-    }
-
-    pub async fn users(&self) -> Result<Vec<User>> {
-        #[derive(Deserialize)]
-        struct Data {
-            users: Vec<User>,
-        }
-        Ok(self.fetch::<Data>(&ops::USER_LIST, &[]).await?.users)
-    }
-
-    pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
-        #[derive(Deserialize)]
-        struct Data {
-            posts: Vec<Post>,
-        }
-        let (channel_id, limit, offset) = (channel_id.to_string(), limit.to_string(), offset.to_string());
-        let params = [("channel_id", channel_id.as_str()), ("limit", limit.as_str()), ("offset", offset.as_str())];
-        Ok(self.fetch::<Data>(&ops::POST_LIST, &params).await?.posts)
-    }
-
-    pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {
-        // DSM answers at least the new post's id; fields it leaves out are the ones just sent.
-        #[derive(Deserialize)]
-        struct Created {
-            post_id: PostId,
-            #[serde(default)]
-            creator_id: Option<u64>,
-            #[serde(default)]
-            message: Option<String>,
-            #[serde(default)]
-            create_at: Option<u64>,
-            #[serde(default)]
-            update_at: Option<u64>,
-            #[serde(default)]
-            thread_id: Option<u64>,
-            #[serde(default)]
-            comment_count: Option<u64>,
-            #[serde(rename = "type", default)]
-            kind: Option<String>,
-        }
-        let channel_id = new.channel_id.to_string();
-        let thread_id = new.thread_id.map(|t| t.to_string());
-        let mut params = vec![
-            ("channel_id", channel_id.as_str()),
-            ("message", new.message.as_str()),
-            // Must be the string `normal`: a numeric type stores an invisible post (§4.1).
-            ("type", "normal"),
-        ];
-        if let Some(thread_id) = &thread_id {
-            params.push(("thread_id", thread_id.as_str()));
-        }
-        let created: Created = self.fetch(&ops::POST_CREATE, &params).await?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let create_at = created.create_at.unwrap_or(now_ms);
-        Ok(Post {
-            post_id: created.post_id,
-            channel_id: new.channel_id,
-            creator_id: created.creator_id.unwrap_or_default(),
-            message: created.message.unwrap_or_else(|| new.message.as_str().to_owned()),
-            create_at,
-            update_at: created.update_at.unwrap_or(create_at),
-            thread_id: created.thread_id.or(new.thread_id.map(PostId::get)).unwrap_or(0),
-            comment_count: created.comment_count.unwrap_or(0),
-            last_comment_at: None,
-            kind: created.kind.unwrap_or_else(|| "normal".to_owned()),
-            file_props: None,
-        })
-    }
+fn log_call(op: &Op, endpoint: &Endpoint, started: std::time::Instant, error: Option<&UpstreamError>) {
+    tracing::debug!(
+        api = op.api,
+        method = op.method,
+        version = endpoint.version,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        outcome = error.map_or("ok", UpstreamError::outcome),
+        dsm_code = error.and_then(UpstreamError::dsm_code),
+        "DSM call"
+    );
 }
 
 fn parse_envelope<T: DeserializeOwned>(op: &Op, family: ApiFamily, body: &Bytes) -> Result<Option<T>> {
@@ -433,15 +554,15 @@ mod tests {
 
     #[test]
     fn envelopes_are_read_for_success_and_errors() {
-        let ok = parse_envelope::<Data>(&ops::USER_LIST, ApiFamily::Session, &Bytes::from_static(br#"{"success":true,"data":{"n":3}}"#));
+        let ok = parse_envelope::<Data>(&ops::INFO_QUERY, ApiFamily::Session, &Bytes::from_static(br#"{"success":true,"data":{"n":3}}"#));
         assert_eq!(ok.unwrap().unwrap().n, 3);
         let refused = parse_envelope::<Data>(
-            &ops::USER_LIST,
+            &ops::INFO_QUERY,
             ApiFamily::Session,
             &Bytes::from_static(br#"{"success":false,"error":{"code":119}}"#),
         );
         assert_eq!(refused.unwrap_err().dsm_code(), Some(119));
-        let garbage = parse_envelope::<Data>(&ops::USER_LIST, ApiFamily::Session, &Bytes::from_static(b"<html>"));
+        let garbage = parse_envelope::<Data>(&ops::INFO_QUERY, ApiFamily::Session, &Bytes::from_static(b"<html>"));
         assert!(matches!(garbage, Err(UpstreamError::InvalidResponse(_))));
     }
 

@@ -5,18 +5,24 @@
 //! [`ChatClient`] pairs it with an `awc::Client`, which is bound to one worker thread.
 
 mod catalog;
+mod channels;
 mod client;
 mod error;
+mod external;
+mod integrations;
+mod misc;
 mod ops;
+mod posts;
 mod session;
 mod tls;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use client::{ChatClient, LoginOutcome, NewPost};
+pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
 pub use tls::TlsTrust;
 

@@ -1,6 +1,7 @@
-//! Every WebAPI operation the gateway calls, with the versions whose wire format it speaks.
-//! The version actually sent is the highest one both this table and the NAS's
-//! `SYNO.API.Info` allow (upstream-protocol §2).
+//! How an operation is described: API, method, the versions whose wire format the gateway
+//! speaks, and the HTTP verb. The version actually sent is the highest one both the operation
+//! and the NAS's `SYNO.API.Info` allow (upstream-protocol §2). Each resource module declares its
+//! own operations next to the code that calls them.
 
 use std::ops::RangeInclusive;
 
@@ -19,7 +20,7 @@ pub struct Op {
     pub verb: Verb,
 }
 
-const fn op(api: &'static str, method: &'static str, versions: RangeInclusive<u32>, verb: Verb) -> Op {
+pub const fn op(api: &'static str, method: &'static str, versions: RangeInclusive<u32>, verb: Verb) -> Op {
     Op {
         api,
         method,
@@ -32,10 +33,34 @@ pub const INFO_QUERY: Op = op("SYNO.API.Info", "query", 1..=1, Verb::Get);
 pub const AUTH_LOGIN: Op = op("SYNO.API.Auth", "login", 3..=7, Verb::Post);
 pub const AUTH_LOGOUT: Op = op("SYNO.API.Auth", "logout", 1..=7, Verb::Post);
 
-pub const CHANNEL_LIST: Op = op("SYNO.Chat.Channel", "list", 1..=5, Verb::Get);
-pub const USER_LIST: Op = op("SYNO.Chat.User", "list", 1..=3, Verb::Get);
-pub const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
-pub const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post);
-
-/// The APIs asked for in the `SYNO.API.Info` query.
-pub const KNOWN_APIS: &[&str] = &["SYNO.API.Auth", "SYNO.Chat.Channel", "SYNO.Chat.User", "SYNO.Chat.Post"];
+/// The APIs asked for in the `SYNO.API.Info` query: every API any operation uses.
+pub const KNOWN_APIS: &[&str] = &[
+    "SYNO.API.Auth",
+    "SYNO.Chat.Admin.Setting",
+    "SYNO.Chat.App",
+    "SYNO.Chat.Bot",
+    "SYNO.Chat.Channel",
+    "SYNO.Chat.Channel.Anonymous",
+    "SYNO.Chat.Channel.Member",
+    "SYNO.Chat.Channel.Named",
+    "SYNO.Chat.Channel.Preference",
+    "SYNO.Chat.Chatbot",
+    "SYNO.Chat.External",
+    "SYNO.Chat.Misc",
+    "SYNO.Chat.Post",
+    "SYNO.Chat.Post.Attachment",
+    "SYNO.Chat.Post.File",
+    "SYNO.Chat.Post.Reaction",
+    "SYNO.Chat.Post.Reminder",
+    "SYNO.Chat.Post.Schedule",
+    "SYNO.Chat.Sticker",
+    "SYNO.Chat.User",
+    "SYNO.Chat.User.Avatar",
+    "SYNO.Chat.User.Preference",
+    "SYNO.Chat.User.Status",
+    "SYNO.Chat.Webhook.BuiltIn",
+    "SYNO.Chat.Webhook.Broadcast",
+    "SYNO.Chat.Webhook.Incoming",
+    "SYNO.Chat.Webhook.Outgoing",
+    "SYNO.Chat.Webhook.Slash",
+];

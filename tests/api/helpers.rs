@@ -8,18 +8,21 @@ use actix_web::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::Value;
 use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::{KeySettings, Settings};
+use syno_chat_gateway::config::{KeySettings, Settings, TokenKind, TokenSettings};
 use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, SimControl, Simulator};
 use syno_chat_gateway::startup::{Application, Signals};
 
 pub const READ_KEY: &str = "test-read-key";
 pub const WRITE_KEY: &str = "test-write-key";
 pub const ADMIN_KEY: &str = "test-admin-key";
+/// Configured name of the simulator's demo incoming-webhook token.
+pub const WEBHOOK_TOKEN_NAME: &str = "alerts";
+/// Configured name of the simulator's demo chatbot token.
+pub const BOT_TOKEN_NAME: &str = "helper";
 
 pub struct TestApp {
     pub base: String,
     pub sim: SimControl,
-    pub sim_url: String,
     pub http: awc::Client,
     pub handle: ServerHandle,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -82,8 +85,21 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator starts");
-    let sim_url = simulator.base_url();
-    let mut settings = settings_for(&sim_url);
+    let mut settings = settings_for(&simulator.base_url());
+    let control = simulator.control();
+    for (name, token, kind) in [
+        (WEBHOOK_TOKEN_NAME, control.demo_webhook_token(), TokenKind::Webhook),
+        (BOT_TOKEN_NAME, control.demo_bot_token(), TokenKind::Bot),
+    ] {
+        settings.tokens.insert(
+            name.to_owned(),
+            TokenSettings {
+                token: Some(SecretString::from(token)),
+                token_file: None,
+                kind,
+            },
+        );
+    }
     adjust(&mut settings);
     let app = Application::build(settings, Signals::Ignore).await.expect("gateway starts");
     let base = format!("http://{}", app.address());
@@ -96,7 +112,6 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
     TestApp {
         base,
         sim: simulator.control(),
-        sim_url,
         http: awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish(),
         handle,
         stopped: Some(stopped),

@@ -5,3 +5,6 @@ mod helpers;
 mod keys;
 mod resilience;
 mod resources;
+mod surface_channels;
+mod surface_integrations;
+mod surface_posts;

@@ -1,0 +1,5 @@
+//! `integrations` resources (being written).
+
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn routes(_cfg: &mut ServiceConfig) {}

@@ -1,0 +1,1 @@
+//! `external` operations (being written).

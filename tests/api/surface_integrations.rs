@@ -1,0 +1,1 @@
+//! Integration tests for the surface_integrations routes (being written).

@@ -1,0 +1,1 @@
+//! Integration tests for the surface_posts routes (being written).
