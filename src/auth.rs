@@ -90,10 +90,18 @@ impl ApiKeys {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "send an API key as `Authorization: Bearer <key>`"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ProblemCode::Unauthorized,
+                    "send an API key as `Authorization: Bearer <key>`",
+                )
+            })?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare with every key without stopping early, so timing reveals nothing.
         let mut found: Option<&Key> = None;
@@ -102,11 +110,16 @@ impl ApiKeys {
                 found = Some(key);
             }
         }
-        let key = found.ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "the API key is not valid"))?;
+        let key = found
+            .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "the API key is not valid"))?;
         if key.scope < needed {
             return Err(ApiError::new(
                 ProblemCode::InsufficientScope,
-                format!("this operation needs the `{}` scope; the key has `{}`", needed.as_str(), key.scope.as_str()),
+                format!(
+                    "this operation needs the `{}` scope; the key has `{}`",
+                    needed.as_str(),
+                    key.scope.as_str()
+                ),
             ));
         }
         Ok(Some(key.name.clone()))
@@ -148,7 +161,10 @@ impl<S: RequiredScope> FromRequest for Authorized<S> {
                 key_name,
                 scope: PhantomData,
             }),
-            None => Err(ApiError::new(ProblemCode::Internal, "API keys are not configured in this app")),
+            None => Err(ApiError::new(
+                ProblemCode::Internal,
+                "API keys are not configured in this app",
+            )),
         };
         ready(result)
     }
@@ -177,17 +193,36 @@ mod tests {
     #[test]
     fn scopes_are_enforced() {
         let keys = keys();
-        let req = TestRequest::default().insert_header(("Authorization", "Bearer r-key")).to_http_request();
-        assert_eq!(keys.authorize(&req, Scope::Read).unwrap().as_deref(), Some("reader"));
-        assert_eq!(keys.authorize(&req, Scope::Write).unwrap_err().code(), ProblemCode::InsufficientScope);
+        let req = TestRequest::default()
+            .insert_header(("Authorization", "Bearer r-key"))
+            .to_http_request();
+        assert_eq!(
+            keys.authorize(&req, Scope::Read).unwrap().as_deref(),
+            Some("reader")
+        );
+        assert_eq!(
+            keys.authorize(&req, Scope::Write).unwrap_err().code(),
+            ProblemCode::InsufficientScope
+        );
         let anonymous = TestRequest::default().to_http_request();
-        assert_eq!(keys.authorize(&anonymous, Scope::Read).unwrap_err().code(), ProblemCode::Unauthorized);
-        let wrong = TestRequest::default().insert_header(("Authorization", "Bearer nope")).to_http_request();
-        assert_eq!(keys.authorize(&wrong, Scope::Read).unwrap_err().code(), ProblemCode::Unauthorized);
+        assert_eq!(
+            keys.authorize(&anonymous, Scope::Read).unwrap_err().code(),
+            ProblemCode::Unauthorized
+        );
+        let wrong = TestRequest::default()
+            .insert_header(("Authorization", "Bearer nope"))
+            .to_http_request();
+        assert_eq!(
+            keys.authorize(&wrong, Scope::Read).unwrap_err().code(),
+            ProblemCode::Unauthorized
+        );
     }
 
     #[test]
     fn hash_is_hex_sha256() {
-        assert_eq!(hash_key("foo"), "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae");
+        assert_eq!(
+            hash_key("foo"),
+            "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+        );
     }
 }

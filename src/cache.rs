@@ -32,7 +32,10 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     pub fn new(name: &'static str, ttl: Duration) -> Self {
         Self {
             name,
-            inner: moka::future::Cache::builder().max_capacity(1).time_to_live(ttl).build(),
+            inner: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 

@@ -15,7 +15,11 @@ use crate::upstream::{Upstream, UpstreamError};
 use crate::{api, auth, sim, telemetry};
 
 #[derive(Parser)]
-#[command(name = "syno-chat-gateway", version, about = "A REST/JSON gateway in front of Synology Chat")]
+#[command(
+    name = "syno-chat-gateway",
+    version,
+    about = "A REST/JSON gateway in front of Synology Chat"
+)]
 struct Cli {
     /// TOML configuration file (defaults < file < SYNOCHAT__SECTION__KEY variables).
     #[arg(long, global = true, env = "SYNOCHAT_CONFIG")]
@@ -85,11 +89,15 @@ pub fn main() -> ExitCode {
             session_idle_timeout_secs,
         } => simulate(bind, session_idle_timeout_secs),
         Command::Openapi { output } => print_openapi(output),
-        Command::CheckConfig => load().map(|s| println!("{}", s.masked_json())).map_err(|e| e.to_string()),
-        Command::Healthcheck { url, timeout_secs } => {
-            load().map_err(|e| e.to_string()).and_then(|s| healthcheck(&s, url, timeout_secs))
-        }
-        Command::EnrollDevice { otp } => load().map_err(|e| e.to_string()).and_then(|s| enroll_device(&s, otp)),
+        Command::CheckConfig => load()
+            .map(|s| println!("{}", s.masked_json()))
+            .map_err(|e| e.to_string()),
+        Command::Healthcheck { url, timeout_secs } => load()
+            .map_err(|e| e.to_string())
+            .and_then(|s| healthcheck(&s, url, timeout_secs)),
+        Command::EnrollDevice { otp } => load()
+            .map_err(|e| e.to_string())
+            .and_then(|s| enroll_device(&s, otp)),
         Command::HashKey { stdin } => hash_key(stdin),
     };
     match result {
@@ -104,7 +112,9 @@ pub fn main() -> ExitCode {
 fn serve(settings: Settings) -> Result<(), String> {
     telemetry::init(&settings.log, std::io::stderr)?;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings, Signals::Handle).await.map_err(|e| e.to_string())?;
+        let app = Application::build(settings, Signals::Handle)
+            .await
+            .map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
 }
@@ -121,10 +131,15 @@ fn simulate(bind: SocketAddr, idle_secs: u64) -> Result<(), String> {
 }
 
 fn print_openapi(output: Option<PathBuf>) -> Result<(), String> {
-    let json = api::openapi_document().to_pretty_json().map_err(|e| e.to_string())? + "\n";
+    let json = api::openapi_document()
+        .to_pretty_json()
+        .map_err(|e| e.to_string())?
+        + "\n";
     match output {
         Some(path) => std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display())),
-        None => std::io::stdout().write_all(json.as_bytes()).map_err(|e| e.to_string()),
+        None => std::io::stdout()
+            .write_all(json.as_bytes())
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -137,11 +152,17 @@ fn healthcheck(settings: &Settings, url: Option<String>, timeout_secs: u64) -> R
         } else {
             bind.ip().to_string()
         };
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         format!("http://{host}:{}/healthz", bind.port())
     });
     actix_web::rt::System::new().block_on(async move {
-        let client = awc::Client::builder().timeout(Duration::from_secs(timeout_secs)).finish();
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(timeout_secs))
+            .finish();
         match client.get(&url).send().await {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("{url} answered {}", response.status())),
@@ -152,7 +173,9 @@ fn healthcheck(settings: &Settings, url: Option<String>, timeout_secs: u64) -> R
 
 fn enroll_device(settings: &Settings, otp: Option<String>) -> Result<(), String> {
     if settings.is_demo() {
-        return Err("enroll-device needs upstream.url, upstream.username and upstream.password".to_owned());
+        return Err(
+            "enroll-device needs upstream.url, upstream.username and upstream.password".to_owned(),
+        );
     }
     let config = crate::startup::upstream_config(settings, None)?;
     actix_web::rt::System::new().block_on(async move {
@@ -185,7 +208,10 @@ fn enroll_device(settings: &Settings, otp: Option<String>) -> Result<(), String>
 fn hash_key(from_stdin: bool) -> Result<(), String> {
     if from_stdin {
         let mut key = String::new();
-        std::io::stdin().lock().read_line(&mut key).map_err(|e| e.to_string())?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut key)
+            .map_err(|e| e.to_string())?;
         let key = key.trim_end_matches(['\n', '\r']);
         if key.is_empty() {
             return Err("no key on standard input".to_owned());
@@ -198,6 +224,8 @@ fn hash_key(from_stdin: bool) -> Result<(), String> {
     let key = format!("scg_{}", hex::encode(bytes));
     println!("key:  {key}");
     println!("hash: {}", auth::hash_key(&key));
-    eprintln!("Give the key to the caller; configure only the hash, e.g. SYNOCHAT__AUTH__KEYS__<NAME>__HASH=<hash> and SYNOCHAT__AUTH__KEYS__<NAME>__SCOPES=read,write");
+    eprintln!(
+        "Give the key to the caller; configure only the hash, e.g. SYNOCHAT__AUTH__KEYS__<NAME>__HASH=<hash> and SYNOCHAT__AUTH__KEYS__<NAME>__SCOPES=read,write"
+    );
     Ok(())
 }

@@ -238,9 +238,13 @@ impl Settings {
         let mut builder = config::Config::builder();
         if let Some(file) = &sources.file {
             if !file.exists() {
-                return Err(ConfigError::new("--config", format!("file {} does not exist", file.display())));
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist", file.display()),
+                ));
             }
-            builder = builder.add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
+            builder = builder
+                .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
@@ -255,15 +259,30 @@ impl Settings {
     }
 
     fn resolve_secret_files(mut self) -> Result<Self, ConfigError> {
-        resolve_file(&mut self.upstream.password, &self.upstream.password_file, "upstream.password")?;
-        resolve_file(&mut self.upstream.device_id, &self.upstream.device_id_file, "upstream.device_id")?;
+        resolve_file(
+            &mut self.upstream.password,
+            &self.upstream.password_file,
+            "upstream.password",
+        )?;
+        resolve_file(
+            &mut self.upstream.device_id,
+            &self.upstream.device_id_file,
+            "upstream.device_id",
+        )?;
         for (name, key) in &mut self.auth.keys {
-            resolve_file(&mut key.hash, &key.hash_file, &format!("auth.keys.{name}.hash"))?;
+            resolve_file(
+                &mut key.hash,
+                &key.hash_file,
+                &format!("auth.keys.{name}.hash"),
+            )?;
         }
         for (name, token) in &mut self.tokens {
             let key = format!("tokens.{name}.token");
             resolve_file(&mut token.token, &token.token_file, &key)?;
-            token.token = token.token.take().map(|t| SecretString::from(normalize_token(t.expose_secret())));
+            token.token = token
+                .token
+                .take()
+                .map(|t| SecretString::from(normalize_token(t.expose_secret())));
         }
         Ok(self)
     }
@@ -272,12 +291,22 @@ impl Settings {
         let up = &self.upstream;
         if let Some(url) = &up.url {
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(ConfigError::new("upstream.url", "must be an http:// or https:// URL with a host"));
+                return Err(ConfigError::new(
+                    "upstream.url",
+                    "must be an http:// or https:// URL with a host",
+                ));
             }
             if up.username.as_deref().is_none_or(str::is_empty) {
-                return Err(ConfigError::new("upstream.username", "is required when upstream.url is set"));
+                return Err(ConfigError::new(
+                    "upstream.username",
+                    "is required when upstream.url is set",
+                ));
             }
-            if up.password.as_ref().is_none_or(|p| p.expose_secret().is_empty()) {
+            if up
+                .password
+                .as_ref()
+                .is_none_or(|p| p.expose_secret().is_empty())
+            {
                 return Err(ConfigError::new(
                     "upstream.password",
                     "is required when upstream.url is set (or upstream.password_file)",
@@ -296,10 +325,16 @@ impl Settings {
             ));
         }
         if !(100..=600_000).contains(&up.timeout_ms) {
-            return Err(ConfigError::new("upstream.timeout_ms", "must be between 100 and 600000"));
+            return Err(ConfigError::new(
+                "upstream.timeout_ms",
+                "must be between 100 and 600000",
+            ));
         }
         if up.session_name.is_empty() {
-            return Err(ConfigError::new("upstream.session_name", "must not be empty"));
+            return Err(ConfigError::new(
+                "upstream.session_name",
+                "must not be empty",
+            ));
         }
         if up.tls.insecure_skip_verify && up.tls.ca_file.is_some() {
             return Err(ConfigError::new(
@@ -310,7 +345,10 @@ impl Settings {
         if let Some(ca) = &up.tls.ca_file
             && !ca.is_file()
         {
-            return Err(ConfigError::new("upstream.tls.ca_file", format!("{} is not a readable file", ca.display())));
+            return Err(ConfigError::new(
+                "upstream.tls.ca_file",
+                format!("{} is not a readable file", ca.display()),
+            ));
         }
         if self.cache.ttl_secs > 86_400 {
             return Err(ConfigError::new("cache.ttl_secs", "must be at most 86400"));
@@ -319,7 +357,11 @@ impl Settings {
             return Err(ConfigError::new("server.workers", "must be at least 1"));
         }
         for (name, key) in &self.auth.keys {
-            let hash = key.hash.as_ref().map(|h| h.expose_secret().to_owned()).unwrap_or_default();
+            let hash = key
+                .hash
+                .as_ref()
+                .map(|h| h.expose_secret().to_owned())
+                .unwrap_or_default();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::new(
                     format!("auth.keys.{name}.hash"),
@@ -327,9 +369,16 @@ impl Settings {
                 ));
             }
             if key.scopes.is_empty() {
-                return Err(ConfigError::new(format!("auth.keys.{name}.scopes"), "must name at least one scope"));
+                return Err(ConfigError::new(
+                    format!("auth.keys.{name}.scopes"),
+                    "must name at least one scope",
+                ));
             }
-            if let Some(bad) = key.scopes.iter().find(|s| !matches!(s.as_str(), "read" | "write" | "admin")) {
+            if let Some(bad) = key
+                .scopes
+                .iter()
+                .find(|s| !matches!(s.as_str(), "read" | "write" | "admin"))
+            {
                 return Err(ConfigError::new(
                     format!("auth.keys.{name}.scopes"),
                     format!("unknown scope {bad:?} (expected read, write or admin)"),
@@ -337,19 +386,35 @@ impl Settings {
             }
         }
         for (name, token) in &self.tokens {
-            let value = token.token.as_ref().map(|t| t.expose_secret().len()).unwrap_or(0);
+            let value = token
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret().len())
+                .unwrap_or(0);
             if value != 64 {
                 return Err(ConfigError::new(
                     format!("tokens.{name}.token"),
-                    format!("must be the 64-character token from Chat's Integration panel (got {value} characters)"),
+                    format!(
+                        "must be the 64-character token from Chat's Integration panel (got {value} characters)"
+                    ),
                 ));
             }
-            if let Some(bad) = token.token.as_ref().and_then(|t| t.expose_secret().chars().find(|c| !c.is_ascii_alphanumeric())) {
-                return Err(ConfigError::new(format!("tokens.{name}.token"), format!("contains {bad:?}; tokens are letters and digits")));
+            if let Some(bad) = token.token.as_ref().and_then(|t| {
+                t.expose_secret()
+                    .chars()
+                    .find(|c| !c.is_ascii_alphanumeric())
+            }) {
+                return Err(ConfigError::new(
+                    format!("tokens.{name}.token"),
+                    format!("contains {bad:?}; tokens are letters and digits"),
+                ));
             }
         }
         if self.server.max_upload_bytes == 0 {
-            return Err(ConfigError::new("server.max_upload_bytes", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.max_upload_bytes",
+                "must be at least 1",
+            ));
         }
         Ok(self)
     }
@@ -376,18 +441,30 @@ pub fn normalize_token(raw: &str) -> String {
     unwrapped.to_owned()
 }
 
-fn resolve_file(value: &mut Option<SecretString>, file: &Option<PathBuf>, key: &str) -> Result<(), ConfigError> {
+fn resolve_file(
+    value: &mut Option<SecretString>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<(), ConfigError> {
     let Some(path) = file else { return Ok(()) };
     if value.is_some() {
-        return Err(ConfigError::new(format!("{key}_file"), format!("cannot be combined with {key}")));
+        return Err(ConfigError::new(
+            format!("{key}_file"),
+            format!("cannot be combined with {key}"),
+        ));
     }
-    *value = Some(read_secret_file(path).map_err(|reason| ConfigError::new(format!("{key}_file"), reason))?);
+    *value = Some(
+        read_secret_file(path).map_err(|reason| ConfigError::new(format!("{key}_file"), reason))?,
+    );
     Ok(())
 }
 
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(SecretString::from(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -395,7 +472,10 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load(Sources {
             file: None,
             env: Some(env),
@@ -465,12 +545,19 @@ mod tests {
             ("SYNOCHAT__TOKENS__HELPER__KIND", "bot"),
         ])
         .unwrap();
-        assert_eq!(s.tokens["alerts"].token.as_ref().unwrap().expose_secret(), token);
+        assert_eq!(
+            s.tokens["alerts"].token.as_ref().unwrap().expose_secret(),
+            token
+        );
         assert_eq!(s.tokens["alerts"].kind, TokenKind::Webhook);
         assert_eq!(s.tokens["helper"].kind, TokenKind::Bot);
         let err = load(&[("SYNOCHAT__TOKENS__SHORT__TOKEN", "abc")]).unwrap_err();
         assert_eq!(err.key, "tokens.short.token");
-        let err = load(&[("SYNOCHAT__TOKENS__X__TOKEN", &token), ("SYNOCHAT__TOKENS__X__KIND", "robot")]).unwrap_err();
+        let err = load(&[
+            ("SYNOCHAT__TOKENS__X__TOKEN", &token),
+            ("SYNOCHAT__TOKENS__X__KIND", "robot"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("robot"), "{err}");
     }
 

@@ -52,19 +52,43 @@ impl ProblemCode {
     pub const fn spec(self) -> (StatusCode, &'static str, &'static str) {
         use ProblemCode::*;
         match self {
-            InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request", "The request is not valid"),
+            InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request is not valid",
+            ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "The request body has an unsupported content type",
             ),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large"),
-            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "A valid API key is required"),
-            InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope", "The API key lacks the required scope"),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large",
+            ),
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "A valid API key is required",
+            ),
+            InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "The API key lacks the required scope",
+            ),
             RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such route"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this route"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed on this route",
+            ),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
-            Conflict => (StatusCode::CONFLICT, "conflict", "The request conflicts with the resource's state"),
+            Conflict => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The request conflicts with the resource's state",
+            ),
             UpstreamPermissionDenied => (
                 StatusCode::FORBIDDEN,
                 "upstream_permission_denied",
@@ -75,13 +99,21 @@ impl ProblemCode {
                 "upstream_token_rejected",
                 "DSM rejected the integration token (unknown, disabled, or not allowed for this method)",
             ),
-            UpstreamRejectedInput => (StatusCode::BAD_REQUEST, "upstream_rejected_input", "DSM rejected the request's input"),
+            UpstreamRejectedInput => (
+                StatusCode::BAD_REQUEST,
+                "upstream_rejected_input",
+                "DSM rejected the request's input",
+            ),
             UpstreamContractError => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_contract_error",
                 "DSM rejected the request the gateway sent",
             ),
-            MessageTooLong => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_long", "DSM rejected the message as too long"),
+            MessageTooLong => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_long",
+                "DSM rejected the message as too long",
+            ),
             UpstreamRateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "upstream_rate_limited",
@@ -92,7 +124,11 @@ impl ProblemCode {
                 "upstream_api_unsupported",
                 "The NAS does not offer the API this route needs",
             ),
-            UpstreamLoginFailed => (StatusCode::BAD_GATEWAY, "upstream_login_failed", "The gateway could not log in to DSM"),
+            UpstreamLoginFailed => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_login_failed",
+                "The gateway could not log in to DSM",
+            ),
             UpstreamLoginBlocked => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_login_blocked",
@@ -103,17 +139,41 @@ impl ProblemCode {
                 "upstream_login_backoff",
                 "The gateway is waiting before it tries to log in to DSM again",
             ),
-            UpstreamBusy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy", "DSM is busy"),
-            UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable", "DSM could not be reached"),
-            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "DSM did not answer in time"),
+            UpstreamBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                "DSM is busy",
+            ),
+            UpstreamUnreachable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "DSM could not be reached",
+            ),
+            UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "DSM did not answer in time",
+            ),
             UpstreamInvalidResponse => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_invalid_response",
                 "DSM sent an answer the gateway could not read",
             ),
-            UpstreamError => (StatusCode::BAD_GATEWAY, "upstream_error", "DSM refused the request"),
-            NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready"),
-            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            UpstreamError => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "DSM refused the request",
+            ),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "The gateway is not ready",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 
@@ -210,7 +270,9 @@ impl ApiError {
                 code: 117,
                 ..
             } => {
-                let mut api_error = ApiError::not_found(format!("{what} does not exist or is not visible to the gateway's account"));
+                let mut api_error = ApiError::not_found(format!(
+                    "{what} does not exist or is not visible to the gateway's account"
+                ));
                 api_error.dsm_code = Some(117);
                 api_error
             }
@@ -275,16 +337,24 @@ impl From<UpstreamError> for ApiError {
         let (code, retry_after) = match &error {
             UpstreamError::Dsm { family, code, .. } => {
                 let problem = problem_for_dsm(*family, *code);
-                let retry = matches!(problem, ProblemCode::UpstreamRateLimited | ProblemCode::UpstreamBusy).then_some(1);
+                let retry = matches!(
+                    problem,
+                    ProblemCode::UpstreamRateLimited | ProblemCode::UpstreamBusy
+                )
+                .then_some(1);
                 (problem, retry)
             }
             UpstreamError::LoginRefused { code } => {
                 let problem = problem_for_dsm(ApiFamily::Auth, *code);
-                (problem, (problem == ProblemCode::UpstreamLoginBlocked).then_some(60))
+                (
+                    problem,
+                    (problem == ProblemCode::UpstreamLoginBlocked).then_some(60),
+                )
             }
-            UpstreamError::LoginBackoff { retry_after, .. } => {
-                (ProblemCode::UpstreamLoginBackoff, Some(retry_after.as_secs_f64().ceil() as u64))
-            }
+            UpstreamError::LoginBackoff { retry_after, .. } => (
+                ProblemCode::UpstreamLoginBackoff,
+                Some(retry_after.as_secs_f64().ceil() as u64),
+            ),
             UpstreamError::Unreachable(_) => (ProblemCode::UpstreamUnreachable, None),
             UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
@@ -310,16 +380,43 @@ mod tests {
     #[test]
     fn dsm_table_follows_the_documented_mapping() {
         use ApiFamily::*;
-        assert_eq!(problem_for_dsm(Session, 105).status(), StatusCode::FORBIDDEN);
-        assert_eq!(problem_for_dsm(Session, 119).status(), StatusCode::FORBIDDEN);
-        assert_eq!(problem_for_dsm(Session, 114).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(problem_for_dsm(External, 120).status(), StatusCode::BAD_REQUEST);
-        assert_eq!(problem_for_dsm(Auth, 407).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            problem_for_dsm(Session, 105).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            problem_for_dsm(Session, 119).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            problem_for_dsm(Session, 114).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            problem_for_dsm(External, 120).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            problem_for_dsm(Auth, 407).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(problem_for_dsm(Auth, 400).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(problem_for_dsm(External, 411).status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(problem_for_dsm(External, 404), ProblemCode::UpstreamTokenRejected);
-        assert_eq!(problem_for_dsm(External, 410).status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(problem_for_dsm(Session, 103).status(), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            problem_for_dsm(External, 411).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            problem_for_dsm(External, 404),
+            ProblemCode::UpstreamTokenRejected
+        );
+        assert_eq!(
+            problem_for_dsm(External, 410).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            problem_for_dsm(Session, 103).status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 
     #[test]

@@ -14,10 +14,10 @@ use utoipa_actix_web::AppExt;
 use std::collections::BTreeMap;
 
 use crate::api::{self, AppState, IntegrationToken, RouteTable};
-use crate::config::TokenKind;
 use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
+use crate::config::TokenKind;
 use crate::sim::{self, SimConfig, Simulator};
 use crate::telemetry;
 use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
@@ -37,13 +37,18 @@ pub struct Application {
 }
 
 /// Turns the validated settings into the upstream client's configuration.
-pub fn upstream_config(settings: &Settings, demo_url: Option<String>) -> Result<UpstreamConfig, String> {
+pub fn upstream_config(
+    settings: &Settings,
+    demo_url: Option<String>,
+) -> Result<UpstreamConfig, String> {
     let up = &settings.upstream;
     let (base_url, account, password) = match (&up.url, demo_url) {
         (Some(url), _) => (
             url.clone(),
             up.username.clone().unwrap_or_default(),
-            up.password.clone().unwrap_or_else(|| SecretString::from(String::new())),
+            up.password
+                .clone()
+                .unwrap_or_else(|| SecretString::from(String::new())),
         ),
         (None, Some(url)) => (
             url::Url::parse(&url).map_err(|e| e.to_string())?,
@@ -71,7 +76,10 @@ pub fn upstream_config(settings: &Settings, demo_url: Option<String>) -> Result<
 }
 
 /// The configured integration tokens; in demo mode also the simulator's demo webhook and bot.
-fn integration_tokens(settings: &Settings, simulator: Option<&Simulator>) -> BTreeMap<String, IntegrationToken> {
+fn integration_tokens(
+    settings: &Settings,
+    simulator: Option<&Simulator>,
+) -> BTreeMap<String, IntegrationToken> {
     let mut tokens: BTreeMap<String, IntegrationToken> = settings
         .tokens
         .iter()
@@ -88,7 +96,11 @@ fn integration_tokens(settings: &Settings, simulator: Option<&Simulator>) -> BTr
     if let Some(sim) = simulator {
         let control = sim.control();
         for (name, token, kind) in [
-            ("demo-webhook", control.demo_webhook_token(), TokenKind::Webhook),
+            (
+                "demo-webhook",
+                control.demo_webhook_token(),
+                TokenKind::Webhook,
+            ),
             ("demo-bot", control.demo_bot_token(), TokenKind::Bot),
         ] {
             tokens.entry(name.to_owned()).or_insert(IntegrationToken {
@@ -105,25 +117,37 @@ impl Application {
     /// loopback port first and the gateway is pointed at it.
     pub async fn build(settings: Settings, signals: Signals) -> std::io::Result<Self> {
         let simulator = if settings.is_demo() {
-            let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await?;
             tracing::info!(simulator = %sim.base_url(), "demo mode: no NAS configured, serving the built-in DSM simulator");
             Some(sim)
         } else {
             None
         };
-        let config = upstream_config(&settings, simulator.as_ref().map(Simulator::base_url)).map_err(std::io::Error::other)?;
+        let config = upstream_config(&settings, simulator.as_ref().map(Simulator::base_url))
+            .map_err(std::io::Error::other)?;
         if settings.upstream.tls.insecure_skip_verify {
-            tracing::warn!("upstream.tls.insecure_skip_verify is ON: the NAS's certificate is NOT verified; anyone on the path can read the DSM password");
+            tracing::warn!(
+                "upstream.tls.insecure_skip_verify is ON: the NAS's certificate is NOT verified; anyone on the path can read the DSM password"
+            );
         }
         if config.base_url.scheme() == "http"
-            && !config.base_url.host_str().is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+            && !config.base_url.host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            })
         {
-            tracing::warn!("upstream.url uses plain http: the DSM password and session travel unencrypted");
+            tracing::warn!(
+                "upstream.url uses plain http: the DSM password and session travel unencrypted"
+            );
         }
         let upstream = Upstream::new(config).map_err(std::io::Error::other)?;
         let keys = web::Data::new(ApiKeys::from_settings(&settings.auth, settings.is_demo()));
         if keys.is_open() {
-            tracing::warn!("API keys are not required (demo mode without keys, or auth.disabled = true)");
+            tracing::warn!(
+                "API keys are not required (demo mode without keys, or auth.disabled = true)"
+            );
         }
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs)),
@@ -133,10 +157,14 @@ impl Application {
         });
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {
-            document.servers = Some(vec![utoipa::openapi::Server::new(public_url.as_str().trim_end_matches('/'))]);
+            document.servers = Some(vec![utoipa::openapi::Server::new(
+                public_url.as_str().trim_end_matches('/'),
+            )]);
         }
         let routes = web::Data::new(RouteTable::from_openapi(&document));
-        let document = web::Data::new(api::docs::OpenApiJson(document.to_json().map_err(std::io::Error::other)?.into()));
+        let document = web::Data::new(api::docs::OpenApiJson(
+            document.to_json().map_err(std::io::Error::other)?.into(),
+        ));
 
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;

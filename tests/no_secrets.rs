@@ -42,7 +42,9 @@ async fn no_secret_appears_in_the_logs() {
     )
     .unwrap();
 
-    let simulator = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let simulator = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
     let sim = simulator.control();
     let mut settings = Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -78,13 +80,23 @@ async fn no_secret_appears_in_the_logs() {
             .await
             .unwrap();
         assert_eq!(posted.status(), 201);
-        let listed = client.get(format!("{base}/api/v1/channels/1/posts")).insert_header(auth.clone()).send().await.unwrap();
+        let listed = client
+            .get(format!("{base}/api/v1/channels/1/posts"))
+            .insert_header(auth.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(listed.status(), 200);
         sessions.extend(sim.active_sessions());
         // Force a re-login so a second sid and token are issued and used.
         sim.expire_all_sessions();
     }
-    client.get(format!("{base}/api/v1/users")).insert_header(auth.clone()).send().await.unwrap();
+    client
+        .get(format!("{base}/api/v1/users"))
+        .insert_header(auth.clone())
+        .send()
+        .await
+        .unwrap();
     sessions.extend(sim.active_sessions());
     handle.stop(true).await;
     let _ = stopped.await;
@@ -99,6 +111,10 @@ async fn no_secret_appears_in_the_logs() {
         secrets.push(session.synotoken);
     }
     for secret in secrets {
-        assert!(!logs.contains(&secret), "a secret ({} chars) appears in the logs", secret.len());
+        assert!(
+            !logs.contains(&secret),
+            "a secret ({} chars) appears in the logs",
+            secret.len()
+        );
     }
 }

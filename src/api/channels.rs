@@ -25,9 +25,15 @@ pub struct ChannelList {
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     responses((status = 200, body = ChannelList), CommonProblems))]
 #[get("/channels")]
-pub async fn list_channels(_: Authorized<Read>, state: State, chat: Chat) -> Result<HttpResponse, ApiError> {
+pub async fn list_channels(
+    _: Authorized<Read>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(list.body.clone()))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(list.body.clone()))
 }
 
 /// Get one channel
@@ -48,5 +54,9 @@ pub async fn get_channel(
         .find(|c| c.channel_id == channel_id)
         .cloned()
         .map(web::Json)
-        .ok_or_else(|| ApiError::not_found(format!("channel {channel_id} does not exist or is not visible to the gateway's account")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "channel {channel_id} does not exist or is not visible to the gateway's account"
+            ))
+        })
 }

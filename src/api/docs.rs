@@ -60,12 +60,16 @@ impl RouteTable {
 }
 
 async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
 }
 
 async fn docs_redirect() -> HttpResponse {
     // Relative, so it stays right behind a reverse proxy that adds a path prefix.
-    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "docs/")).finish()
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "docs/"))
+        .finish()
 }
 
 /// `/openapi.json`, `/docs` and Swagger UI under `/docs/`.

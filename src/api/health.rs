@@ -31,6 +31,9 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(chat: Chat) -> Result<HttpResponse, ApiError> {
     match chat.probe().await {
         Ok(()) => Ok(HttpResponse::Ok().json(HealthStatus { status: "ready" })),
-        Err(error) => Err(ApiError::new(ProblemCode::NotReady, format!("not ready: {error}"))),
+        Err(error) => Err(ApiError::new(
+            ProblemCode::NotReady,
+            format!("not ready: {error}"),
+        )),
     }
 }

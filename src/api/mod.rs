@@ -83,7 +83,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -146,16 +149,18 @@ pub enum BodyProblems {
 
 /// Registers every documented route.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz).service(
-        utoipa_actix_web::scope("/api/v1")
-            .configure(channels::routes)
-            .configure(posts::routes)
-            .configure(users::routes)
-            .configure(integrations::routes)
-            .configure(webhooks::routes)
-            .configure(bots::routes)
-            .configure(misc::routes),
-    );
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(
+            utoipa_actix_web::scope("/api/v1")
+                .configure(channels::routes)
+                .configure(posts::routes)
+                .configure(users::routes)
+                .configure(integrations::routes)
+                .configure(webhooks::routes)
+                .configure(bots::routes)
+                .configure(misc::routes),
+        );
 }
 
 /// The OpenAPI document, built from the same registrations the server uses.
@@ -170,19 +175,27 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 /// Turns actix's extractor failures into problem documents.
 pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(json_error))
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .app_data(web::PathConfig::default().error_handler(path_error))
-        .app_data(web::FormConfig::default().error_handler(form_error));
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT)
+            .error_handler(json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .app_data(web::FormConfig::default().error_handler(form_error));
 }
 
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     let api_error = match &error {
-        JsonPayloadError::ContentType => {
-            ApiError::new(ProblemCode::UnsupportedMediaType, "the body must be sent as `Content-Type: application/json`")
-        }
+        JsonPayloadError::ContentType => ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "the body must be sent as `Content-Type: application/json`",
+        ),
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::new(ProblemCode::PayloadTooLarge, format!("the JSON body exceeds {JSON_LIMIT} bytes"))
+            ApiError::new(
+                ProblemCode::PayloadTooLarge,
+                format!("the JSON body exceeds {JSON_LIMIT} bytes"),
+            )
         }
         JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
         other => ApiError::invalid(format!("invalid JSON body: {other}")),
@@ -209,7 +222,11 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
         Some(methods) => {
             let mut response = ApiError::new(
                 ProblemCode::MethodNotAllowed,
-                format!("{} is not allowed here; allowed: {}", req.method(), methods.join(", ")),
+                format!(
+                    "{} is not allowed here; allowed: {}",
+                    req.method(),
+                    methods.join(", ")
+                ),
             )
             .error_response();
             if let Ok(value) = header::HeaderValue::from_str(&methods.join(", ")) {
@@ -217,7 +234,11 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
             }
             response
         }
-        None => ApiError::new(ProblemCode::RouteNotFound, format!("no route for {}", req.path())).error_response(),
+        None => ApiError::new(
+            ProblemCode::RouteNotFound,
+            format!("no route for {}", req.path()),
+        )
+        .error_response(),
     }
 }
 

@@ -63,7 +63,9 @@ pub async fn list_posts(
 ) -> Result<web::Json<PostList>, ApiError> {
     let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let channel_id = channel_id.into_inner();
     let items = chat

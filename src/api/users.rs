@@ -25,9 +25,15 @@ pub struct UserList {
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     responses((status = 200, body = UserList), CommonProblems))]
 #[get("/users")]
-pub async fn list_users(_: Authorized<Read>, state: State, chat: Chat) -> Result<HttpResponse, ApiError> {
+pub async fn list_users(
+    _: Authorized<Read>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(list.body.clone()))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(list.body.clone()))
 }
 
 /// Get one user

@@ -52,10 +52,13 @@ impl Catalog {
 
 /// Chooses the highest version both sides speak, or says why there is none.
 pub fn resolve(table: &ApiTable, op: &Op) -> Result<Endpoint> {
-    let info = table.get(op.api).ok_or_else(|| UpstreamError::Unsupported {
-        api: op.api,
-        reason: "the NAS does not list it (is the Chat package installed and running?)".to_owned(),
-    })?;
+    let info = table
+        .get(op.api)
+        .ok_or_else(|| UpstreamError::Unsupported {
+            api: op.api,
+            reason: "the NAS does not list it (is the Chat package installed and running?)"
+                .to_owned(),
+        })?;
     let high = (*op.versions.end()).min(info.max_version);
     let low = (*op.versions.start()).max(info.min_version);
     if high < low {
@@ -106,6 +109,12 @@ mod tests {
     #[test]
     fn a_missing_api_is_unsupported_not_a_crash() {
         let err = resolve(&table(8), &CHANNEL_LIST).unwrap_err();
-        assert!(matches!(err, UpstreamError::Unsupported { api: "SYNO.Chat.Channel", .. }));
+        assert!(matches!(
+            err,
+            UpstreamError::Unsupported {
+                api: "SYNO.Chat.Channel",
+                ..
+            }
+        ));
     }
 }

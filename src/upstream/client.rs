@@ -9,11 +9,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::Upstream;
 use super::catalog::{self, ApiTable, Endpoint};
 use super::error::{ApiFamily, Result, UpstreamError};
 use super::ops::{self, Op, Verb};
 use super::session::Session;
-use super::Upstream;
 use crate::domain::{ChannelId, MessageText, PostId};
 
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
@@ -70,7 +70,10 @@ impl Upload {
         let boundary = format!("----syno-chat-gateway-{}", uuid::Uuid::new_v4().simple());
         let mut body = Vec::with_capacity(self.bytes.len() + 512);
         for (name, value) in fields {
-            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
             body.extend_from_slice(value.as_bytes());
             body.extend_from_slice(b"\r\n");
         }
@@ -89,7 +92,10 @@ impl Upload {
         );
         body.extend_from_slice(&self.bytes);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        (format!("multipart/form-data; boundary={boundary}"), Bytes::from(body))
+        (
+            format!("multipart/form-data; boundary={boundary}"),
+            Bytes::from(body),
+        )
     }
 }
 
@@ -140,16 +146,24 @@ struct LoginData {
 }
 
 fn is_cookie_safe(value: &str) -> bool {
-    value.bytes().all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
 }
 
 fn classify_send_error(error: &SendRequestError) -> UpstreamError {
     // The awc error's own text can contain the request URL (and so `_sid`): never keep it.
     match error {
-        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => UpstreamError::Timeout,
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            UpstreamError::Timeout
+        }
         SendRequestError::Connect(_) => UpstreamError::Unreachable("connection failed"),
-        SendRequestError::Send(_) | SendRequestError::Body(_) => UpstreamError::Unreachable("connection lost while sending"),
-        SendRequestError::Response(_) => UpstreamError::InvalidResponse("malformed HTTP response".to_owned()),
+        SendRequestError::Send(_) | SendRequestError::Body(_) => {
+            UpstreamError::Unreachable("connection lost while sending")
+        }
+        SendRequestError::Response(_) => {
+            UpstreamError::InvalidResponse("malformed HTTP response".to_owned())
+        }
         _ => UpstreamError::Unreachable("request failed"),
     }
 }
@@ -176,10 +190,17 @@ impl ChatClient {
         params: &[(&str, &str)],
         credential: Credential<'_>,
         upload: Option<&Upload>,
-    ) -> Result<awc::ClientResponse<impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>>>
-    {
+    ) -> Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>,
+        >,
+    > {
         let version = endpoint.version.to_string();
-        let mut control: Vec<(&str, &str)> = vec![("api", op.api), ("version", version.as_str()), ("method", op.method)];
+        let mut control: Vec<(&str, &str)> = vec![
+            ("api", op.api),
+            ("version", version.as_str()),
+            ("method", op.method),
+        ];
         match credential {
             Credential::Session(session) => control.push(("_sid", session.sid.expose_secret())),
             Credential::Token(token) => control.push(("token", token)),
@@ -187,13 +208,17 @@ impl ChatClient {
         }
         let url = format!("{}{}", self.up.webapi_base, endpoint.path);
         let encode = |fields: &[(&str, &str)]| {
-            serde_urlencoded::to_string(fields)
-                .map_err(|_| UpstreamError::InvalidResponse("parameters could not be encoded".to_owned()))
+            serde_urlencoded::to_string(fields).map_err(|_| {
+                UpstreamError::InvalidResponse("parameters could not be encoded".to_owned())
+            })
         };
         let (query, form) = match (op.verb, upload) {
             (Verb::Get, _) => (encode(&[control.as_slice(), params].concat())?, None),
             (Verb::Post, Some(_)) => (encode(&control)?, None),
-            (Verb::Post, None) => (String::new(), Some(encode(&[control.as_slice(), params].concat())?)),
+            (Verb::Post, None) => (
+                String::new(),
+                Some(encode(&[control.as_slice(), params].concat())?),
+            ),
         };
         let mut request = match op.verb {
             Verb::Get => self.http.get(format!("{url}?{query}")),
@@ -220,14 +245,20 @@ impl ChatClient {
             }
             (None, Some(upload)) => {
                 let (content_type, body) = upload.encode(params);
-                request.insert_header((header::CONTENT_TYPE, content_type)).send_body(body).await
+                request
+                    .insert_header((header::CONTENT_TYPE, content_type))
+                    .send_body(body)
+                    .await
             }
             (None, None) => request.send().await,
         };
         match sent {
             Err(error) => Err(classify_send_error(&error)),
             Ok(response) if response.status().is_success() => Ok(response),
-            Ok(response) => Err(UpstreamError::InvalidResponse(format!("HTTP status {}", response.status().as_u16()))),
+            Ok(response) => Err(UpstreamError::InvalidResponse(format!(
+                "HTTP status {}",
+                response.status().as_u16()
+            ))),
         }
     }
 
@@ -274,7 +305,8 @@ impl ChatClient {
                     .and_then(|v: &header::HeaderValue| v.to_str().ok())
                     .map(str::to_owned)
             };
-            let content_type = header_text(header::CONTENT_TYPE).unwrap_or_else(|| "application/octet-stream".to_owned());
+            let content_type = header_text(header::CONTENT_TYPE)
+                .unwrap_or_else(|| "application/octet-stream".to_owned());
             let content_disposition = header_text(header::CONTENT_DISPOSITION);
             let body = response
                 .body()
@@ -284,7 +316,10 @@ impl ChatClient {
             if content_type.starts_with("application/json") {
                 // Errors come as the usual envelope; a JSON "file" with success is not a file.
                 parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
-                return Err(UpstreamError::InvalidResponse(format!("{} {} answered JSON instead of a file", op.api, op.method)));
+                return Err(UpstreamError::InvalidResponse(format!(
+                    "{} {} answered JSON instead of a file",
+                    op.api, op.method
+                )));
             }
             Ok(Download {
                 content_type,
@@ -310,8 +345,15 @@ impl ChatClient {
             let endpoint = self.endpoint(op).await?;
             let session = self.session().await?;
             match attempt(endpoint, session.clone()).await {
-                Err(UpstreamError::Dsm { code, .. }) if !retried && self.session_is_lost(code, &session).await => {
-                    tracing::info!(api = op.api, method = op.method, dsm_code = code, "DSM session lost; logging in again");
+                Err(UpstreamError::Dsm { code, .. })
+                    if !retried && self.session_is_lost(code, &session).await =>
+                {
+                    tracing::info!(
+                        api = op.api,
+                        method = op.method,
+                        dsm_code = code,
+                        "DSM session lost; logging in again"
+                    );
                     self.up.sessions.invalidate(&session);
                 }
                 Err(UpstreamError::Dsm { code: 104, .. }) if !retried => self.up.catalog.forget(),
@@ -322,17 +364,27 @@ impl ChatClient {
     }
 
     /// A session API call (JSON answer).
-    pub(super) async fn call<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<Option<T>> {
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+    ) -> Result<Option<T>> {
         self.with_session(op, |endpoint, session| async move {
-            self.exchange(op, &endpoint, params, Credential::Session(&session), None).await
+            self.exchange(op, &endpoint, params, Credential::Session(&session), None)
+                .await
         })
         .await
     }
 
     /// A session API call answered with a file.
-    pub(super) async fn call_download(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<Download> {
+    pub(super) async fn call_download(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+    ) -> Result<Download> {
         self.with_session(op, |endpoint, session| async move {
-            self.exchange_download(op, &endpoint, params, Credential::Session(&session)).await
+            self.exchange_download(op, &endpoint, params, Credential::Session(&session))
+                .await
         })
         .await
     }
@@ -346,7 +398,14 @@ impl ChatClient {
         upload: &Upload,
     ) -> Result<Option<T>> {
         self.with_session(op, |endpoint, session| async move {
-            self.exchange(op, &endpoint, params, Credential::Session(&session), Some(upload)).await
+            self.exchange(
+                op,
+                &endpoint,
+                params,
+                Credential::Session(&session),
+                Some(upload),
+            )
+            .await
         })
         .await
     }
@@ -359,7 +418,14 @@ impl ChatClient {
         params: &[(&str, &str)],
     ) -> Result<Option<T>> {
         let endpoint = self.endpoint(op).await?;
-        self.exchange(op, &endpoint, params, Credential::Token(token.expose_secret()), None).await
+        self.exchange(
+            op,
+            &endpoint,
+            params,
+            Credential::Token(token.expose_secret()),
+            None,
+        )
+        .await
     }
 
     /// A `SYNO.Chat.External` call answered with a file.
@@ -370,7 +436,13 @@ impl ChatClient {
         params: &[(&str, &str)],
     ) -> Result<Download> {
         let endpoint = self.endpoint(op).await?;
-        self.exchange_download(op, &endpoint, params, Credential::Token(token.expose_secret())).await
+        self.exchange_download(
+            op,
+            &endpoint,
+            params,
+            Credential::Token(token.expose_secret()),
+        )
+        .await
     }
 
     /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
@@ -387,16 +459,29 @@ impl ChatClient {
             return false;
         };
         let check = self
-            .exchange::<serde::de::IgnoredAny>(&super::channels::CHANNEL_LIST, &endpoint, &[], Credential::Session(session), None)
+            .exchange::<serde::de::IgnoredAny>(
+                &super::channels::CHANNEL_LIST,
+                &endpoint,
+                &[],
+                Credential::Session(session),
+                None,
+            )
             .await;
         matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code))
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.
-    pub(super) async fn fetch<T: DeserializeOwned>(&self, op: &'static Op, params: &[(&str, &str)]) -> Result<T> {
-        self.call(op, params)
-            .await?
-            .ok_or_else(|| UpstreamError::InvalidResponse(format!("{} {} answered without data", op.api, op.method)))
+    pub(super) async fn fetch<T: DeserializeOwned>(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+    ) -> Result<T> {
+        self.call(op, params).await?.ok_or_else(|| {
+            UpstreamError::InvalidResponse(format!(
+                "{} {} answered without data",
+                op.api, op.method
+            ))
+        })
     }
 
     async fn endpoint(&self, op: &Op) -> Result<Endpoint> {
@@ -413,9 +498,17 @@ impl ChatClient {
             path: "query.cgi".to_owned(),
             version: 1,
         };
-        self.exchange(&ops::INFO_QUERY, &endpoint, &[("query", &query)], Credential::Anonymous, None)
-            .await?
-            .ok_or_else(|| UpstreamError::InvalidResponse("SYNO.API.Info answered without data".to_owned()))
+        self.exchange(
+            &ops::INFO_QUERY,
+            &endpoint,
+            &[("query", &query)],
+            Credential::Anonymous,
+            None,
+        )
+        .await?
+        .ok_or_else(|| {
+            UpstreamError::InvalidResponse("SYNO.API.Info answered without data".to_owned())
+        })
     }
 
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
@@ -449,10 +542,20 @@ impl ChatClient {
         if request_device_token {
             params.push(("enable_device_token", "yes"));
         }
-        let outcome = self.exchange(&ops::AUTH_LOGIN, &endpoint, &params, Credential::Anonymous, None).await;
+        let outcome = self
+            .exchange(
+                &ops::AUTH_LOGIN,
+                &endpoint,
+                &params,
+                Credential::Anonymous,
+                None,
+            )
+            .await;
         match outcome {
             Ok(Some(data)) => Ok(data),
-            Ok(None) => Err(UpstreamError::InvalidResponse("login answered without a session id".to_owned())),
+            Ok(None) => Err(UpstreamError::InvalidResponse(
+                "login answered without a session id".to_owned(),
+            )),
             Err(UpstreamError::Dsm { code, .. }) => Err(UpstreamError::LoginRefused { code }),
             Err(other) => Err(other),
         }
@@ -464,7 +567,10 @@ impl ChatClient {
             .get(|| async {
                 let data = self.login(None, false).await?;
                 tracing::info!("logged in to DSM");
-                Ok((SecretString::from(data.sid), data.synotoken.map(SecretString::from)))
+                Ok((
+                    SecretString::from(data.sid),
+                    data.synotoken.map(SecretString::from),
+                ))
             })
             .await
     }
@@ -472,9 +578,15 @@ impl ChatClient {
     async fn end_session(&self, session: &Session) -> Result<()> {
         let endpoint = self.endpoint(&ops::AUTH_LOGOUT).await?;
         let params = [("session", self.up.config.session_name.as_str())];
-        self.exchange::<serde::de::IgnoredAny>(&ops::AUTH_LOGOUT, &endpoint, &params, Credential::Session(session), None)
-            .await
-            .map(drop)
+        self.exchange::<serde::de::IgnoredAny>(
+            &ops::AUTH_LOGOUT,
+            &endpoint,
+            &params,
+            Credential::Session(session),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// Ends the shared session (at shutdown), so sessions do not pile up on the NAS.
@@ -487,7 +599,11 @@ impl ChatClient {
 
     /// Logs in once outside the pool (optionally with a one-time code and asking for a trusted
     /// device id), then logs out again. Used by `enroll-device`.
-    pub async fn login_once(&self, otp_code: Option<&str>, request_device_token: bool) -> Result<LoginOutcome> {
+    pub async fn login_once(
+        &self,
+        otp_code: Option<&str>,
+        request_device_token: bool,
+    ) -> Result<LoginOutcome> {
         let data = self.login(otp_code, request_device_token).await?;
         let device_id = data.device_id.clone().or(data.did.clone());
         let session = Session {
@@ -508,7 +624,12 @@ impl ChatClient {
     }
 }
 
-fn log_call(op: &Op, endpoint: &Endpoint, started: std::time::Instant, error: Option<&UpstreamError>) {
+fn log_call(
+    op: &Op,
+    endpoint: &Endpoint,
+    started: std::time::Instant,
+    error: Option<&UpstreamError>,
+) {
     tracing::debug!(
         api = op.api,
         method = op.method,
@@ -520,7 +641,11 @@ fn log_call(op: &Op, endpoint: &Endpoint, started: std::time::Instant, error: Op
     );
 }
 
-fn parse_envelope<T: DeserializeOwned>(op: &Op, family: ApiFamily, body: &Bytes) -> Result<Option<T>> {
+fn parse_envelope<T: DeserializeOwned>(
+    op: &Op,
+    family: ApiFamily,
+    body: &Bytes,
+) -> Result<Option<T>> {
     let dsm_refused = |code| UpstreamError::Dsm {
         api: op.api,
         method: op.method,
@@ -528,16 +653,21 @@ fn parse_envelope<T: DeserializeOwned>(op: &Op, family: ApiFamily, body: &Bytes)
         family,
     };
     match serde_json::from_slice::<Envelope<T>>(body) {
-        Ok(Envelope { success: true, data, .. }) => Ok(data),
+        Ok(Envelope {
+            success: true,
+            data,
+            ..
+        }) => Ok(data),
         Ok(Envelope { error, .. }) => Err(dsm_refused(error.map_or(100, |e| e.code))),
         // The data did not have the expected shape: still honour an error envelope.
         Err(decode_error) => match serde_json::from_slice::<EnvelopeHead>(body) {
-            Ok(EnvelopeHead { success: false, error }) => Err(dsm_refused(error.map_or(100, |e| e.code))),
+            Ok(EnvelopeHead {
+                success: false,
+                error,
+            }) => Err(dsm_refused(error.map_or(100, |e| e.code))),
             _ => Err(UpstreamError::InvalidResponse(format!(
                 "{} {}: {}",
-                op.api,
-                op.method,
-                decode_error
+                op.api, op.method, decode_error
             ))),
         },
     }
@@ -554,7 +684,11 @@ mod tests {
 
     #[test]
     fn envelopes_are_read_for_success_and_errors() {
-        let ok = parse_envelope::<Data>(&ops::INFO_QUERY, ApiFamily::Session, &Bytes::from_static(br#"{"success":true,"data":{"n":3}}"#));
+        let ok = parse_envelope::<Data>(
+            &ops::INFO_QUERY,
+            ApiFamily::Session,
+            &Bytes::from_static(br#"{"success":true,"data":{"n":3}}"#),
+        );
         assert_eq!(ok.unwrap().unwrap().n, 3);
         let refused = parse_envelope::<Data>(
             &ops::INFO_QUERY,
@@ -562,7 +696,11 @@ mod tests {
             &Bytes::from_static(br#"{"success":false,"error":{"code":119}}"#),
         );
         assert_eq!(refused.unwrap_err().dsm_code(), Some(119));
-        let garbage = parse_envelope::<Data>(&ops::INFO_QUERY, ApiFamily::Session, &Bytes::from_static(b"<html>"));
+        let garbage = parse_envelope::<Data>(
+            &ops::INFO_QUERY,
+            ApiFamily::Session,
+            &Bytes::from_static(b"<html>"),
+        );
         assert!(matches!(garbage, Err(UpstreamError::InvalidResponse(_))));
     }
 

@@ -20,7 +20,12 @@ pub struct Op {
     pub verb: Verb,
 }
 
-pub const fn op(api: &'static str, method: &'static str, versions: RangeInclusive<u32>, verb: Verb) -> Op {
+pub const fn op(
+    api: &'static str,
+    method: &'static str,
+    versions: RangeInclusive<u32>,
+    verb: Verb,
+) -> Op {
     Op {
         api,
         method,

@@ -16,8 +16,16 @@ impl ChatClient {
         struct Data {
             posts: Vec<Post>,
         }
-        let (channel_id, limit, offset) = (channel_id.to_string(), limit.to_string(), offset.to_string());
-        let params = [("channel_id", channel_id.as_str()), ("limit", limit.as_str()), ("offset", offset.as_str())];
+        let (channel_id, limit, offset) = (
+            channel_id.to_string(),
+            limit.to_string(),
+            offset.to_string(),
+        );
+        let params = [
+            ("channel_id", channel_id.as_str()),
+            ("limit", limit.as_str()),
+            ("offset", offset.as_str()),
+        ];
         Ok(self.fetch::<Data>(&POST_LIST, &params).await?.posts)
     }
 
@@ -61,10 +69,15 @@ impl ChatClient {
             post_id: created.post_id,
             channel_id: new.channel_id,
             creator_id: created.creator_id.unwrap_or_default(),
-            message: created.message.unwrap_or_else(|| new.message.as_str().to_owned()),
+            message: created
+                .message
+                .unwrap_or_else(|| new.message.as_str().to_owned()),
             create_at,
             update_at: created.update_at.unwrap_or(create_at),
-            thread_id: created.thread_id.or(new.thread_id.map(PostId::get)).unwrap_or(0),
+            thread_id: created
+                .thread_id
+                .or(new.thread_id.map(PostId::get))
+                .unwrap_or(0),
             comment_count: created.comment_count.unwrap_or(0),
             last_comment_at: None,
             kind: created.kind.unwrap_or_else(|| "normal".to_owned()),

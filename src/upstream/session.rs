@@ -19,7 +19,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("generation", &self.generation).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,20 +56,29 @@ impl SessionPool {
     }
 
     pub fn current(&self) -> Option<Arc<Session>> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forgets `failed` unless a newer session already replaced it.
     pub fn invalidate(&self, failed: &Session) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|s| s.generation == failed.generation) {
+        if current
+            .as_ref()
+            .is_some_and(|s| s.generation == failed.generation)
+        {
             *current = None;
         }
     }
 
     /// Takes the session away (for logout at shutdown).
     pub fn take(&self) -> Option<Arc<Session>> {
-        self.current.write().unwrap_or_else(|e| e.into_inner()).take()
+        self.current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The current session, logging in with `login` when there is none. Concurrent callers share
@@ -110,7 +121,10 @@ impl SessionPool {
             Err(error) => {
                 state.failures += 1;
                 let exponent = (state.failures - 1).min(16);
-                let delay = self.backoff_base.saturating_mul(1 << exponent).min(self.backoff_max);
+                let delay = self
+                    .backoff_base
+                    .saturating_mul(1 << exponent)
+                    .min(self.backoff_max);
                 state.next_attempt = Some(Instant::now() + delay);
                 state.last_error = Some(error.clone());
                 tracing::warn!(failures = state.failures, retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
@@ -123,7 +137,9 @@ impl SessionPool {
     #[cfg(test)]
     pub async fn backoff_remaining(&self) -> Option<Duration> {
         let state = self.login.lock().await;
-        state.next_attempt.and_then(|at| at.checked_duration_since(Instant::now()))
+        state
+            .next_attempt
+            .and_then(|at| at.checked_duration_since(Instant::now()))
     }
 }
 

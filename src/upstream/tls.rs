@@ -34,7 +34,9 @@ pub fn client_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, String> {
             let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        TlsTrust::CaFile(path) => builder.with_root_certificates(roots_from_pem(path)?).with_no_client_auth(),
+        TlsTrust::CaFile(path) => builder
+            .with_root_certificates(roots_from_pem(path)?)
+            .with_no_client_auth(),
         TlsTrust::InsecureSkipVerify => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
@@ -47,10 +49,13 @@ pub fn client_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, String> {
 
 fn roots_from_pem(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
     for cert in certs {
         let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if roots.is_empty() {
         return Err(format!("{}: no certificate found", path.display()));
@@ -81,7 +86,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -90,7 +100,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

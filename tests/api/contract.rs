@@ -10,7 +10,10 @@ use crate::helpers::spawn_app;
 
 #[test]
 fn the_committed_openapi_document_is_current() {
-    let generated = syno_chat_gateway::api::openapi_document().to_pretty_json().unwrap() + "\n";
+    let generated = syno_chat_gateway::api::openapi_document()
+        .to_pretty_json()
+        .unwrap()
+        + "\n";
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
@@ -21,15 +24,29 @@ fn the_committed_openapi_document_is_current() {
 
 #[test]
 fn every_api_operation_is_documented_with_security_and_problems() {
-    let doc: serde_json::Value = serde_json::from_str(&syno_chat_gateway::api::openapi_document().to_json().unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(
+        &syno_chat_gateway::api::openapi_document()
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            assert!(operation["summary"].is_string(), "{method} {path} has no summary");
+            assert!(
+                operation["summary"].is_string(),
+                "{method} {path} has no summary"
+            );
             if path.starts_with("/api/v1") {
-                assert!(operation["security"].is_array(), "{method} {path} has no security");
+                assert!(
+                    operation["security"].is_array(),
+                    "{method} {path} has no security"
+                );
                 for status in ["401", "403", "502", "503", "504"] {
                     let response = &operation["responses"][status];
-                    assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} lacks {status}");
+                    assert!(
+                        response["content"]["application/problem+json"].is_object(),
+                        "{method} {path} lacks {status}"
+                    );
                 }
             }
         }
@@ -39,8 +56,17 @@ fn every_api_operation_is_documented_with_security_and_problems() {
 #[actix_web::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;
-    app.get("/api/v1/nothing-here").await.assert_problem(404, "route_not_found");
-    let wrong_method = app.call("DELETE", "/api/v1/channels/1", Some(crate::helpers::ADMIN_KEY), None).await;
+    app.get("/api/v1/nothing-here")
+        .await
+        .assert_problem(404, "route_not_found");
+    let wrong_method = app
+        .call(
+            "DELETE",
+            "/api/v1/channels/1",
+            Some(crate::helpers::ADMIN_KEY),
+            None,
+        )
+        .await;
     wrong_method.assert_problem(405, "method_not_allowed");
     assert_eq!(wrong_method.header("allow"), Some("GET"));
 }
@@ -51,12 +77,18 @@ async fn request_ids_are_echoed_and_generated() {
     let response = app
         .http
         .get(format!("{}/api/v1/channels/abc", app.base))
-        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::READ_KEY)))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", crate::helpers::READ_KEY),
+        ))
         .insert_header(("X-Request-Id", "trace-me-123"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers().get("x-request-id").unwrap(), "trace-me-123");
+    assert_eq!(
+        response.headers().get("x-request-id").unwrap(),
+        "trace-me-123"
+    );
     let generated = app.get("/api/v1/channels").await;
     assert_eq!(generated.header("x-request-id").map(str::len), Some(36));
 }
@@ -69,8 +101,16 @@ async fn swagger_ui_and_the_document_are_served() {
     let page = app.call("GET", "/docs/", None, None).await;
     assert_eq!(page.status, 200);
     assert!(page.body.as_str().unwrap().contains("swagger"));
-    let initializer = app.call("GET", "/docs/swagger-initializer.js", None, None).await;
-    assert!(initializer.body.as_str().unwrap().contains("../openapi.json"));
+    let initializer = app
+        .call("GET", "/docs/swagger-initializer.js", None, None)
+        .await;
+    assert!(
+        initializer
+            .body
+            .as_str()
+            .unwrap()
+            .contains("../openapi.json")
+    );
     let doc = app.call("GET", "/openapi.json", None, None).await;
     assert_eq!(doc.body["info"]["title"], "syno-chat-gateway");
     assert!(doc.body["paths"]["/api/v1/channels/{channel_id}/posts"]["post"].is_object());
@@ -87,9 +127,19 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::default();
-    let mut response = client.get(format!("{base}/api/v1/channels")).send().await.unwrap();
+    let mut response = client
+        .get(format!("{base}/api/v1/channels"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["items"].as_array().unwrap().iter().any(|c| c["name"] == "general"));
+    assert!(
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "general")
+    );
     handle.stop(true).await;
 }

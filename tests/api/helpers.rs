@@ -43,14 +43,27 @@ impl Answer {
 
     /// Asserts an RFC 9457 problem with this status and code; returns the body.
     pub fn assert_problem(&self, status: u16, code: &str) -> &Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.body
+        );
         assert_eq!(self.body["code"], code, "body: {}", self.body);
         assert_eq!(self.body["status"], status);
         assert!(self.body["type"].as_str().unwrap().ends_with(code));
         assert!(!self.body["title"].as_str().unwrap().is_empty());
         assert!(!self.body["detail"].as_str().unwrap().is_empty());
-        assert_eq!(self.body["request_id"].as_str(), self.header("x-request-id"));
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            self.header("x-request-id")
+        );
         &self.body
     }
 }
@@ -65,7 +78,11 @@ pub fn settings_for(sim_url: &str) -> Settings {
     settings.upstream.username = Some(DEMO_ACCOUNT.to_owned());
     settings.upstream.password = Some(SecretString::from(DEMO_PASSWORD.to_owned()));
     settings.upstream.timeout_ms = 3_000;
-    for (name, key, scope) in [("reader", READ_KEY, "read"), ("writer", WRITE_KEY, "write"), ("admin", ADMIN_KEY, "admin")] {
+    for (name, key, scope) in [
+        ("reader", READ_KEY, "read"),
+        ("writer", WRITE_KEY, "write"),
+        ("admin", ADMIN_KEY, "admin"),
+    ] {
         settings.auth.keys.insert(
             name.to_owned(),
             KeySettings {
@@ -84,11 +101,17 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("simulator starts");
+    let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
     let mut settings = settings_for(&simulator.base_url());
     let control = simulator.control();
     for (name, token, kind) in [
-        (WEBHOOK_TOKEN_NAME, control.demo_webhook_token(), TokenKind::Webhook),
+        (
+            WEBHOOK_TOKEN_NAME,
+            control.demo_webhook_token(),
+            TokenKind::Webhook,
+        ),
         (BOT_TOKEN_NAME, control.demo_bot_token(), TokenKind::Bot),
     ] {
         settings.tokens.insert(
@@ -101,7 +124,9 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         );
     }
     adjust(&mut settings);
-    let app = Application::build(settings, Signals::Ignore).await.expect("gateway starts");
+    let app = Application::build(settings, Signals::Ignore)
+        .await
+        .expect("gateway starts");
     let base = format!("http://{}", app.address());
     let handle = app.handle();
     let (done, stopped) = tokio::sync::oneshot::channel();
@@ -112,7 +137,10 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
     TestApp {
         base,
         sim: simulator.control(),
-        http: awc::Client::builder().timeout(Duration::from_secs(30)).disable_redirects().finish(),
+        http: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .disable_redirects()
+            .finish(),
         handle,
         stopped: Some(stopped),
         _simulator: simulator,
@@ -120,8 +148,16 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
 }
 
 impl TestApp {
-    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
-        let mut request = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(key) = key {
             request = request.insert_header(("Authorization", format!("Bearer {key}")));
         }
@@ -169,7 +205,8 @@ where
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     Answer {
         status: response.status(),

@@ -15,16 +15,29 @@ async fn an_expired_session_is_renewed_with_one_login() {
     let logins = app.sim.login_attempts();
     app.sim.expire_all_sessions();
     let answers = join_all((0..10).map(|_| app.get("/api/v1/channels/1/posts"))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "callers never see the expiry");
-    assert_eq!(app.sim.login_attempts(), logins + 1, "one login for all waiting callers");
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "callers never see the expiry"
+    );
+    assert_eq!(
+        app.sim.login_attempts(),
+        logins + 1,
+        "one login for all waiting callers"
+    );
 }
 
 #[actix_web::test]
 async fn every_call_carries_the_sid_and_synotoken() {
     let app = spawn_app().await;
     app.get("/api/v1/channels/1/posts").await;
-    app.post("/api/v1/channels/1/posts", json!({"message": "x"})).await;
-    let chat_calls: Vec<_> = app.sim.requests().into_iter().filter(|r| r.api.as_deref().is_some_and(|a| a.starts_with("SYNO.Chat"))).collect();
+    app.post("/api/v1/channels/1/posts", json!({"message": "x"}))
+        .await;
+    let chat_calls: Vec<_> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.api.as_deref().is_some_and(|a| a.starts_with("SYNO.Chat")))
+        .collect();
     assert!(!chat_calls.is_empty());
     for call in chat_calls {
         assert!(call.session_account.is_some(), "{call:?}");
@@ -40,32 +53,59 @@ async fn a_wrong_password_is_one_login_attempt_per_backoff_step_under_load() {
     .await;
     let answers = join_all((0..50).map(|_| app.get("/api/v1/channels/1/posts"))).await;
     for answer in &answers {
-        assert!(matches!(answer.status.as_u16(), 502 | 503), "{}", answer.body);
-        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        assert!(
+            matches!(answer.status.as_u16(), 502 | 503),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/problem+json")
+        );
         assert_eq!(answer.body["dsm_code"], 400, "{}", answer.body);
     }
     // The start-up login failed; everyone since is told when the next attempt will be made.
     for answer in &answers {
         answer.assert_problem(503, "upstream_login_backoff");
         assert!(answer.header("retry-after").is_some());
-        assert!(answer.body["detail"].as_str().unwrap().contains("wrong password"), "{}", answer.body);
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("wrong password"),
+            "{}",
+            answer.body
+        );
     }
-    assert_eq!(app.sim.login_attempts(), 1, "at most one login per back-off step");
+    assert_eq!(
+        app.sim.login_attempts(),
+        1,
+        "at most one login per back-off step"
+    );
     let readiness = app.call("GET", "/readyz", None, None).await;
     readiness.assert_problem(503, "not_ready");
 }
 
 #[actix_web::test]
 async fn a_blocked_ip_is_503_with_retry_after() {
-    let app = spawn_app_with(SimConfig { auto_block_failures: 1, ..SimConfig::default() }, |s| {
-        s.upstream.password = Some(secrecy::SecretString::from("wrong".to_owned()));
-        s.upstream.login_backoff_max_secs = 0;
-    })
+    let app = spawn_app_with(
+        SimConfig {
+            auto_block_failures: 1,
+            ..SimConfig::default()
+        },
+        |s| {
+            s.upstream.password = Some(secrecy::SecretString::from("wrong".to_owned()));
+            s.upstream.login_backoff_max_secs = 0;
+        },
+    )
     .await;
     // The warm-up login failed and blocked the IP; the next login is answered 407.
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     let answer = app.get("/api/v1/users").await;
-    assert_eq!(answer.assert_problem(503, "upstream_login_blocked")["dsm_code"], 407);
+    assert_eq!(
+        answer.assert_problem(503, "upstream_login_blocked")["dsm_code"],
+        407
+    );
     assert!(answer.header("retry-after").is_some());
 }
 
@@ -74,9 +114,17 @@ async fn a_nas_refusing_connections_is_502_and_recovery_is_automatic() {
     let app = spawn_app().await;
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     app.sim.refuse_connections(true).await;
-    app.get("/api/v1/channels/1/posts").await.assert_problem(502, "upstream_unreachable");
-    app.call("GET", "/readyz", None, None).await.assert_problem(503, "not_ready");
-    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200, "liveness does not depend on the NAS");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(502, "upstream_unreachable");
+    app.call("GET", "/readyz", None, None)
+        .await
+        .assert_problem(503, "not_ready");
+    assert_eq!(
+        app.call("GET", "/healthz", None, None).await.status,
+        200,
+        "liveness does not depend on the NAS"
+    );
     app.sim.refuse_connections(false).await;
     let mut recovered = false;
     for _ in 0..50 {
@@ -95,13 +143,16 @@ async fn a_slow_nas_is_a_504() {
     let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = 300).await;
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     app.sim.set_latency(Duration::from_millis(1_000));
-    app.get("/api/v1/channels/1/posts").await.assert_problem(504, "upstream_timeout");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(504, "upstream_timeout");
 }
 
 #[actix_web::test]
 async fn a_hundred_concurrent_cold_reads_make_one_upstream_call() {
     let app = spawn_app().await;
-    let answers = join_all((0..100).map(|_| app.call("GET", "/api/v1/users", Some(READ_KEY), None))).await;
+    let answers =
+        join_all((0..100).map(|_| app.call("GET", "/api/v1/users", Some(READ_KEY), None))).await;
     assert!(answers.iter().all(|a| a.status == 200));
     assert!(answers.windows(2).all(|w| w[0].body == w[1].body));
     assert_eq!(app.sim.count("SYNO.Chat.User", "list"), 1);
@@ -129,21 +180,44 @@ async fn dsm_error_codes_map_to_documented_statuses() {
     let logins = app.sim.login_attempts();
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 105);
     let answer = app.get("/api/v1/channels/1/posts").await;
-    assert_eq!(answer.assert_problem(403, "upstream_permission_denied")["dsm_code"], 105);
-    assert_eq!(app.sim.login_attempts(), logins, "a permission error does not cause a login");
+    assert_eq!(
+        answer.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+        105
+    );
+    assert_eq!(
+        app.sim.login_attempts(),
+        logins,
+        "a permission error does not cause a login"
+    );
 
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 114);
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.assert_problem(502, "upstream_contract_error")["dsm_code"], 114);
+    assert_eq!(
+        app.get("/api/v1/channels/1/posts")
+            .await
+            .assert_problem(502, "upstream_contract_error")["dsm_code"],
+        114
+    );
     app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 410);
-    assert_eq!(app.post("/api/v1/channels/1/posts", json!({"message": "long"})).await.assert_problem(413, "message_too_long")["dsm_code"], 410);
+    assert_eq!(
+        app.post("/api/v1/channels/1/posts", json!({"message": "long"}))
+            .await
+            .assert_problem(413, "message_too_long")["dsm_code"],
+        410
+    );
     app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 411);
-    let limited = app.post("/api/v1/channels/1/posts", json!({"message": "fast"})).await;
+    let limited = app
+        .post("/api/v1/channels/1/posts", json!({"message": "fast"}))
+        .await;
     limited.assert_problem(429, "upstream_rate_limited");
     assert!(limited.header("retry-after").is_some());
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 111);
-    app.get("/api/v1/channels/1/posts").await.assert_problem(503, "upstream_busy");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(503, "upstream_busy");
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 103);
-    app.get("/api/v1/channels/1/posts").await.assert_problem(501, "upstream_api_unsupported");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(501, "upstream_api_unsupported");
 }
 
 #[actix_web::test]
@@ -162,7 +236,15 @@ async fn shutdown_logs_out_of_dsm() {
     app.get("/api/v1/channels/1/posts").await;
     assert_eq!(app.sim.active_sessions().len(), 1);
     app.stop().await;
-    let logout = app.sim.requests().into_iter().find(|r| r.method.as_deref() == Some("logout")).expect("logout sent");
-    assert!(logout.params.iter().any(|(k, _)| k == "_sid"), "logout names the session, or DSM keeps it");
+    let logout = app
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method.as_deref() == Some("logout"))
+        .expect("logout sent");
+    assert!(
+        logout.params.iter().any(|(k, _)| k == "_sid"),
+        "logout names the session, or DSM keeps it"
+    );
     assert!(app.sim.active_sessions().is_empty());
 }

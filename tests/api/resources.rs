@@ -10,10 +10,19 @@ async fn channels_are_listed_and_fetched_by_id() {
     let list = app.get("/api/v1/channels").await;
     assert_eq!(list.status, 200, "{}", list.body);
     let items = list.body["items"].as_array().unwrap();
-    let general = items.iter().find(|c| c["name"] == "general").expect("demo channel general");
+    let general = items
+        .iter()
+        .find(|c| c["name"] == "general")
+        .expect("demo channel general");
     assert_eq!(general["type"], "public");
     assert!(general["channel_id"].is_u64());
-    assert!(general["members"].as_array().unwrap().iter().all(|m| m.is_u64()));
+    assert!(
+        general["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.is_u64())
+    );
 
     let id = general["channel_id"].as_u64().unwrap();
     let one = app.get(&format!("/api/v1/channels/{id}")).await;
@@ -25,10 +34,21 @@ async fn channels_are_listed_and_fetched_by_id() {
 async fn bad_and_unknown_channel_ids_are_problems() {
     let app = spawn_app().await;
     let problem = app.get("/api/v1/channels/abc").await;
-    assert!(problem.assert_problem(400, "invalid_request")["detail"].as_str().unwrap().contains("channel_id"));
-    app.get("/api/v1/channels/0").await.assert_problem(400, "invalid_request");
-    app.get("/api/v1/channels/-4").await.assert_problem(400, "invalid_request");
-    app.get("/api/v1/channels/999999").await.assert_problem(404, "not_found");
+    assert!(
+        problem.assert_problem(400, "invalid_request")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("channel_id")
+    );
+    app.get("/api/v1/channels/0")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/channels/-4")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/channels/999999")
+        .await
+        .assert_problem(404, "not_found");
 }
 
 #[actix_web::test]
@@ -36,21 +56,42 @@ async fn users_are_listed_and_fetched_by_id() {
     let app = spawn_app().await;
     let list = app.get("/api/v1/users").await;
     assert_eq!(list.status, 200);
-    let alice = list.body["items"].as_array().unwrap().iter().find(|u| u["username"] == "alice").cloned().expect("alice");
-    let one = app.get(&format!("/api/v1/users/{}", alice["user_id"])).await;
+    let alice = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .cloned()
+        .expect("alice");
+    let one = app
+        .get(&format!("/api/v1/users/{}", alice["user_id"]))
+        .await;
     assert_eq!(one.status, 200);
     assert_eq!(one.body, alice);
-    app.get("/api/v1/users/xyz").await.assert_problem(400, "invalid_request");
-    app.get("/api/v1/users/424242").await.assert_problem(404, "not_found");
+    app.get("/api/v1/users/xyz")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/users/424242")
+        .await
+        .assert_problem(404, "not_found");
 }
 
 #[actix_web::test]
 async fn a_posted_message_is_created_and_listed() {
     let app = spawn_app().await;
-    let created = app.post("/api/v1/channels/1/posts", json!({"message": "hello from the gateway"})).await;
+    let created = app
+        .post(
+            "/api/v1/channels/1/posts",
+            json!({"message": "hello from the gateway"}),
+        )
+        .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let post_id = created.body["post_id"].as_u64().unwrap();
-    assert_eq!(post_id >> 32, 1, "post ids carry the channel id in their high bits");
+    assert_eq!(
+        post_id >> 32,
+        1,
+        "post ids carry the channel id in their high bits"
+    );
     assert_eq!(created.body["channel_id"], 1);
     assert_eq!(created.body["message"], "hello from the gateway");
 
@@ -58,35 +99,63 @@ async fn a_posted_message_is_created_and_listed() {
     assert_eq!(list.status, 200);
     let items = list.body["items"].as_array().unwrap();
     assert!(items.len() <= 5);
-    assert!(items.iter().any(|p| p["post_id"] == post_id && p["message"] == "hello from the gateway"));
+    assert!(
+        items
+            .iter()
+            .any(|p| p["post_id"] == post_id && p["message"] == "hello from the gateway")
+    );
 }
 
 #[actix_web::test]
 async fn a_thread_reply_carries_its_root() {
     let app = spawn_app().await;
-    let root = app.post("/api/v1/channels/1/posts", json!({"message": "root"})).await;
+    let root = app
+        .post("/api/v1/channels/1/posts", json!({"message": "root"}))
+        .await;
     let root_id = root.body["post_id"].as_u64().unwrap();
-    let reply = app.post("/api/v1/channels/1/posts", json!({"message": "reply", "thread_id": root_id})).await;
+    let reply = app
+        .post(
+            "/api/v1/channels/1/posts",
+            json!({"message": "reply", "thread_id": root_id}),
+        )
+        .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["thread_id"], root_id);
-    let sent = app.sim.requests().into_iter().rev().find(|r| r.method.as_deref() == Some("create")).unwrap();
-    assert!(sent.params.contains(&("thread_id".to_owned(), root_id.to_string())));
+    let sent = app
+        .sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method.as_deref() == Some("create"))
+        .unwrap();
+    assert!(
+        sent.params
+            .contains(&("thread_id".to_owned(), root_id.to_string()))
+    );
 }
 
 #[actix_web::test]
 async fn special_characters_arrive_at_the_nas_byte_for_byte() {
     let app = spawn_app().await;
     let text = "100% sure & done + a=b?c #1 \"quoted\" 'single' <https://x.org|link>\nline two\tü ✓ 🚀 %22 %2B";
-    let created = app.post("/api/v1/channels/1/posts", json!({"message": text})).await;
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({"message": text}))
+        .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let create = app
         .sim
         .requests()
         .into_iter()
-        .find(|r| r.api.as_deref() == Some("SYNO.Chat.Post") && r.method.as_deref() == Some("create"))
+        .find(|r| {
+            r.api.as_deref() == Some("SYNO.Chat.Post") && r.method.as_deref() == Some("create")
+        })
         .expect("Post.create reached the NAS");
     assert_eq!(create.http_method, "POST", "writes go as POST forms");
-    let sent: Vec<_> = create.params.iter().filter(|(k, _)| k == "message").collect();
+    let sent: Vec<_> = create
+        .params
+        .iter()
+        .filter(|(k, _)| k == "message")
+        .collect();
     assert_eq!(sent, [&("message".to_owned(), text.to_owned())]);
     let listed = app.get("/api/v1/channels/1/posts?limit=1").await;
     assert_eq!(listed.body["items"][0]["message"], text);
@@ -95,22 +164,53 @@ async fn special_characters_arrive_at_the_nas_byte_for_byte() {
 #[actix_web::test]
 async fn bad_post_input_is_rejected_before_the_nas() {
     let app = spawn_app().await;
-    app.post("/api/v1/channels/1/posts", json!({"message": ""})).await.assert_problem(400, "invalid_request");
-    app.post("/api/v1/channels/1/posts", json!({"message": "  \n "})).await.assert_problem(400, "invalid_request");
-    app.post("/api/v1/channels/1/posts", json!({"text": "wrong field"})).await.assert_problem(400, "invalid_request");
-    app.post("/api/v1/channels/1/posts", json!({"message": "x", "thread_id": 0})).await.assert_problem(400, "invalid_request");
-    app.post("/api/v1/channels/abc/posts", json!({"message": "x"})).await.assert_problem(400, "invalid_request");
-    app.post_raw("/api/v1/channels/1/posts", "application/json", "{\"message\": ").await.assert_problem(400, "invalid_request");
-    app.post_raw("/api/v1/channels/1/posts", "text/plain", "hello").await.assert_problem(415, "unsupported_media_type");
-    app.get("/api/v1/channels/1/posts?limit=0").await.assert_problem(400, "invalid_request");
-    app.get("/api/v1/channels/1/posts?limit=many").await.assert_problem(400, "invalid_request");
-    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0, "nothing invalid reached the NAS");
+    app.post("/api/v1/channels/1/posts", json!({"message": ""}))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post("/api/v1/channels/1/posts", json!({"message": "  \n "}))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post("/api/v1/channels/1/posts", json!({"text": "wrong field"}))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post(
+        "/api/v1/channels/1/posts",
+        json!({"message": "x", "thread_id": 0}),
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    app.post("/api/v1/channels/abc/posts", json!({"message": "x"}))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post_raw(
+        "/api/v1/channels/1/posts",
+        "application/json",
+        "{\"message\": ",
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    app.post_raw("/api/v1/channels/1/posts", "text/plain", "hello")
+        .await
+        .assert_problem(415, "unsupported_media_type");
+    app.get("/api/v1/channels/1/posts?limit=0")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/channels/1/posts?limit=many")
+        .await
+        .assert_problem(400, "invalid_request");
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        0,
+        "nothing invalid reached the NAS"
+    );
 }
 
 #[actix_web::test]
 async fn posting_to_an_unknown_channel_is_a_404_with_the_dsm_code() {
     let app = spawn_app().await;
-    let answer = app.post("/api/v1/channels/9999/posts", json!({"message": "anyone?"})).await;
+    let answer = app
+        .post("/api/v1/channels/9999/posts", json!({"message": "anyone?"}))
+        .await;
     assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
     let answer = app.get("/api/v1/channels/9999/posts").await;
     assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
