@@ -2277,7 +2277,8 @@ async fn outgoing_webhook_fires_for_ui_posts_only() {
 
     let t = start(SimConfig::default()).await;
     let s = t.login().await;
-    let seen: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+    type Forms = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+    let seen: Forms = Arc::default();
     let seen2 = seen.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
