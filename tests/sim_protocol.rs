@@ -2380,3 +2380,212 @@ async fn outgoing_webhook_fires_for_ui_posts_only() {
     assert_eq!(data(&v)["posts"][0]["message"], "pong");
     handle.stop(false).await;
 }
+
+#[actix_web::test]
+async fn votes_forward_and_literal_quotes() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let alice = t.login_as("alice", "alice-pass").await;
+    // Post is not requestFormat=JSON: a message wrapped in quotes keeps them.
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "\"quoted\"")],
+        )
+        .await;
+    assert_eq!(data(&v)["message"], "\"quoted\"");
+    let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
+
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "forward",
+            &[("post_id", &pid), ("channel_ids", "[\"2\"]")],
+        )
+        .await;
+    assert_eq!(code(&v), 101);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "forward",
+            &[("post_id", &pid), ("channel_ids", "[2,3]")],
+        )
+        .await;
+    let ids = data(&v)["post_ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0].as_i64().unwrap() >> 32, 2);
+
+    let vote = |extra: &'static [(&'static str, &'static str)]| {
+        let mut p = vec![("channel_id", "1"), ("message", "Lunch?")];
+        p.extend_from_slice(extra);
+        p
+    };
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "create",
+                &vote(&[("choices", "[\"a\",\"b\"]")])
+            )
+            .await
+        ),
+        101
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "create",
+                &vote(&[
+                    ("choices", r#"[{"text":"a"}]"#),
+                    ("options", r#""{\"multiple\":true}""#)
+                ])
+            )
+            .await
+        ),
+        117
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "create",
+            &vote(&[
+                ("choices", r#"[{"text":"pizza"},{"text":"sushi"}]"#),
+                (
+                    "options",
+                    r#"{"multiple":false,"anonymous":false,"add_option":true,"expire_at":0}"#,
+                ),
+            ]),
+        )
+        .await;
+    let post = data(&v).clone();
+    assert_eq!(post["props"]["vote"]["state"], "open");
+    let vid = post["post_id"].as_i64().unwrap().to_string();
+    let choice = post["props"]["vote"]["choices"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "vote",
+                &[("post_id", &vid), ("choice_ids", "[1]")]
+            )
+            .await
+        ),
+        101
+    );
+    let ids = format!("[\"{choice}\"]");
+    assert_eq!(
+        t.call(
+            &alice,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "vote",
+            &[("post_id", &vid), ("choice_ids", &ids)]
+        )
+        .await["success"],
+        true
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "get_choices",
+            &[("post_id", &vid)],
+        )
+        .await;
+    assert_eq!(data(&v)["choices"][1]["count"], 1);
+    assert_eq!(data(&v)["choices"][1]["voters"], serde_json::json!([2]));
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "close",
+                &[("post_id", &vid)]
+            )
+            .await
+        ),
+        105
+    );
+    t.call(
+        &s,
+        "SYNO.Chat.Post.Vote",
+        "1",
+        "close",
+        &[("post_id", &vid)],
+    )
+    .await;
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "vote",
+                &[("post_id", &vid), ("choice_ids", &ids)]
+            )
+            .await
+        ),
+        117
+    );
+}
+
+#[actix_web::test]
+async fn post_list_offset_ignored_mode() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    for i in 0..12 {
+        t.call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "2"), ("message", &format!("m{i}"))],
+        )
+        .await;
+    }
+    t.ctl().set_post_list_offset_ignored(true);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "list",
+            &[("channel_id", "2"), ("limit", "1"), ("offset", "5")],
+        )
+        .await;
+    let posts = data(&v)["posts"].as_array().unwrap().clone();
+    assert_eq!(posts.len(), 10);
+    assert_eq!(posts[0]["message"], "m11");
+    t.ctl().set_post_list_offset_ignored(false);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "list",
+            &[("channel_id", "2"), ("limit", "1"), ("offset", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "m10");
+}

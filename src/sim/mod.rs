@@ -386,6 +386,11 @@ impl SimControl {
         lock(&self.shared.outbound).clone()
     }
 
+    /// Mimic Chat 2.4.1 Post.list v5 (LS-OBS): offset/limit ignored, the newest 10 returned.
+    pub fn set_post_list_offset_ignored(&self, on: bool) {
+        lock(&self.shared.state).post_list_ignores_offset = on;
+    }
+
     pub fn demo_webhook_token(&self) -> String {
         lock(&self.shared.state).demo_webhook_token.clone()
     }

@@ -122,6 +122,60 @@ pub(crate) struct Post {
     pub last_pin_at: i64,
     /// sticker_name -> users, in first-use order.
     pub reactions: Vec<(String, Vec<i64>)>,
+    pub vote: Option<Vote>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct VoteChoice {
+    /// Choice ids are strings on the wire (LS-OBS).
+    pub id: String,
+    pub text: String,
+    pub voters: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Vote {
+    /// "open", "close" or "delete".
+    pub state: String,
+    pub choices: Vec<VoteChoice>,
+    pub multiple: bool,
+    pub anonymous: bool,
+    pub add_option: bool,
+    /// ms; 0 = never.
+    pub expire_at: i64,
+}
+
+impl Vote {
+    pub fn effective_state(&self, now: i64) -> &str {
+        if self.state == "open" && self.expire_at > 0 && now >= self.expire_at {
+            "close"
+        } else {
+            &self.state
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let choices: Vec<Value> = self
+            .choices
+            .iter()
+            .map(|c| {
+                let voters: Vec<i64> = if self.anonymous {
+                    Vec::new()
+                } else {
+                    c.voters.clone()
+                };
+                json!({"id": c.id, "text": c.text, "count": c.voters.len(), "voters": voters})
+            })
+            .collect();
+        json!({
+            "state": self.effective_state(now_ms()),
+            "choices": choices,
+            "multiple": self.multiple,
+            "anonymous": self.anonymous,
+            "add_option": self.add_option,
+            "expire_at": self.expire_at,
+        })
+    }
 }
 
 impl Post {
@@ -156,6 +210,10 @@ impl Post {
             "is_sticky": self.is_sticky,
             "last_pin_at": self.last_pin_at,
             "reactions": reactions,
+            "props": match &self.vote {
+                Some(v) => json!({"vote": v.to_json()}),
+                None => json!({}),
+            },
         })
     }
 }
@@ -226,6 +284,8 @@ pub(crate) struct State {
     pub chan_prefs: HashMap<(i64, i64), serde_json::Map<String, Value>>,
     pub user_prefs: HashMap<i64, serde_json::Map<String, Value>>,
     pub admin_settings: serde_json::Map<String, Value>,
+    /// Mimic Chat 2.4.1 v5, where Post.list ignored offset/limit and returned the newest 10.
+    pub post_list_ignores_offset: bool,
 }
 
 impl State {
@@ -345,6 +405,7 @@ impl State {
             is_sticky: false,
             last_pin_at: 0,
             reactions: Vec::new(),
+            vote: None,
         };
         if thread_id != 0
             && let Some(root) = self.posts.get_mut(&thread_id)
