@@ -2589,3 +2589,60 @@ async fn post_list_offset_ignored_mode() {
         .await;
     assert_eq!(data(&v)["posts"][0]["message"], "m10");
 }
+
+#[actix_web::test]
+async fn control_accounts_and_ui_posts() {
+    let t = start(SimConfig::default()).await;
+    let uid = t.ctl().add_account("dave", "dave-pass", false);
+    assert_eq!(uid, 7);
+    let dave = t.login_as("dave", "dave-pass").await;
+    let v = t
+        .call(
+            &dave,
+            "SYNO.Chat.Channel",
+            "5",
+            "get",
+            &[("channel_id", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["channel"]["is_joined"], true);
+    t.ctl().set_password("dave", "new-pass");
+    let old = [
+        ("api", "SYNO.API.Auth"),
+        ("version", "7"),
+        ("method", "login"),
+        ("account", "dave"),
+        ("passwd", "dave-pass"),
+    ];
+    assert_eq!(code(&t.post("/webapi/auth.cgi", &old, &[]).await), 400);
+    let sessions = t.ctl().active_sessions();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.account == "dave" && s.sid == dave.sid && s.synotoken == dave.token)
+    );
+
+    let pid = t.ctl().post_as_user(uid, 1, "from the UI");
+    assert_eq!(pid >> 32, 1);
+    let v = t
+        .call(
+            &dave,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "1"), ("limit", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["post_id"], pid);
+    assert_eq!(t.ctl().post_as_user(uid, 999, "nowhere"), 0);
+    // A DM to the chatbot lands in a chatbot-type channel the bot can read.
+    let bot_pid = t.ctl().message_chatbot(uid, 6, "help me");
+    let v = external(
+        &t,
+        "post_list",
+        &t.ctl().demo_bot_token(),
+        &[("channel_id", &(bot_pid >> 32).to_string())],
+    )
+    .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "help me");
+}

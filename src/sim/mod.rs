@@ -176,7 +176,10 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(config.seed_demo_data)),
+            state: Mutex::new(State::new(
+                config.seed_demo_data,
+                config.session_idle_timeout,
+            )),
             config,
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),

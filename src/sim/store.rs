@@ -94,6 +94,8 @@ pub(crate) struct Channel {
     pub closed_for: BTreeSet<i64>,
     pub last_view: HashMap<i64, i64>,
     pub next_seq: i64,
+    /// Every new account joins it (the seed's "general").
+    pub auto_join: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -286,11 +288,14 @@ pub(crate) struct State {
     pub admin_settings: serde_json::Map<String, Value>,
     /// Mimic Chat 2.4.1 v5, where Post.list ignored offset/limit and returned the newest 10.
     pub post_list_ignores_offset: bool,
+    /// Sessions idle longer than this are expired (for the online status).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl State {
-    pub fn new(seed: bool) -> State {
+    pub fn new(seed: bool, idle_timeout: std::time::Duration) -> State {
         let mut st = State {
+            idle_timeout,
             next_user_id: 1,
             next_channel_id: 1,
             next_cronjob_id: 1,
@@ -343,7 +348,9 @@ impl State {
                 description: String::new(),
             },
         );
-        // Everybody is in the public "general"-style channels that auto-include all users.
+        for ch in self.channels.values_mut().filter(|c| c.auto_join) {
+            ch.members.push(user_id);
+        }
         user_id
     }
 
@@ -371,6 +378,7 @@ impl State {
                 closed_for: BTreeSet::new(),
                 last_view: HashMap::new(),
                 next_seq: 1,
+                auto_join: false,
             },
         );
         channel_id
@@ -426,9 +434,11 @@ impl State {
 
     pub fn user_json(&self, u: &User) -> Value {
         let online = self.sessions.values().any(|s| {
-            self.accounts
-                .get(&s.account)
-                .is_some_and(|a| a.user_id == u.user_id)
+            s.last_used.elapsed() <= self.idle_timeout
+                && self
+                    .accounts
+                    .get(&s.account)
+                    .is_some_and(|a| a.user_id == u.user_id)
         });
         json!({
             "user_id": u.user_id,
@@ -555,6 +565,7 @@ impl State {
         let dm = self.add_channel("", ChanKind::Anonymous, admin, vec![admin, alice]);
         if let Some(ch) = self.channels.get_mut(&general) {
             ch.purpose = "Company-wide announcements".into();
+            ch.auto_join = true;
         }
 
         let t0 = now_ms() - 3_600_000;
