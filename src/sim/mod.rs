@@ -198,8 +198,17 @@ impl Simulator {
         })
     }
 
+    /// `http://IP:PORT`; a wildcard bind is reported as 127.0.0.1.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.addr.port())
+        match self.addr.ip() {
+            ip if ip.is_unspecified()
+                || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) =>
+            {
+                format!("http://127.0.0.1:{}", self.addr.port())
+            }
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr.port()),
+            ip => format!("http://{ip}:{}", self.addr.port()),
+        }
     }
 
     pub fn control(&self) -> SimControl {
