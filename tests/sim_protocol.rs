@@ -175,6 +175,44 @@ async fn info_lists_every_api_with_versions() {
 }
 
 #[actix_web::test]
+async fn ui_config_sets_ssid_cookie() {
+    let t = start(SimConfig::default()).await;
+    let resp = t
+        .client
+        .post(format!(
+            "{}/webapi/entry.cgi/SYNO.API.Auth.UIConfig",
+            t.base
+        ))
+        .send_form(&[
+            ("api", "SYNO.API.Auth.UIConfig"),
+            ("method", "get"),
+            ("version", "1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let key = cookie
+        .strip_prefix("_SSID=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    // 32 bytes, base64url without padding.
+    assert_eq!(key.len(), 43);
+    assert!(
+        key.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+}
+
+#[actix_web::test]
 async fn generic_validation_codes() {
     let t = start(SimConfig::default()).await;
     let s = t.login().await;
