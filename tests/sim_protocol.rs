@@ -175,6 +175,44 @@ async fn info_lists_every_api_with_versions() {
 }
 
 #[actix_web::test]
+async fn ui_config_sets_ssid_cookie() {
+    let t = start(SimConfig::default()).await;
+    let resp = t
+        .client
+        .post(format!(
+            "{}/webapi/entry.cgi/SYNO.API.Auth.UIConfig",
+            t.base
+        ))
+        .send_form(&[
+            ("api", "SYNO.API.Auth.UIConfig"),
+            ("method", "get"),
+            ("version", "1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let key = cookie
+        .strip_prefix("_SSID=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    // 32 bytes, base64url without padding.
+    assert_eq!(key.len(), 43);
+    assert!(
+        key.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+}
+
+#[actix_web::test]
 async fn generic_validation_codes() {
     let t = start(SimConfig::default()).await;
     let s = t.login().await;
@@ -929,4 +967,1720 @@ async fn threads_and_anchor_listing() {
         ),
         117
     );
+}
+
+// ---------------------------------------------------------------- phase 2: channels
+
+#[actix_web::test]
+async fn named_channels_lifecycle() {
+    let t = start(SimConfig::default()).await;
+    let admin = t.login().await;
+    let bob = t.login_as("bob", "bob-pass").await;
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Channel.Named",
+                "1",
+                "create",
+                &[("name", "two words")]
+            )
+            .await
+        ),
+        152
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Channel.Named",
+                "1",
+                "create",
+                &[("name", "x"), ("member_ids", "[2]")]
+            )
+            .await
+        ),
+        119
+    );
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "create",
+            &[("name", "\"team\""), ("type", "private")],
+        )
+        .await;
+    let cid = data(&v)["channel_id"].as_i64().unwrap();
+    let c = cid.to_string();
+    assert_eq!(data(&v)["name"], "team");
+    assert_eq!(data(&v)["type"], "private");
+    // Creator is already a member: join answers 117.
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Channel.Named",
+                "1",
+                "join",
+                &[("channel_id", &c)]
+            )
+            .await
+        ),
+        117
+    );
+    // Private: bob neither sees nor can join it.
+    assert_eq!(
+        code(
+            &t.call(
+                &bob,
+                "SYNO.Chat.Channel.Named",
+                "1",
+                "join",
+                &[("channel_id", &c)]
+            )
+            .await
+        ),
+        105
+    );
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "invite",
+            &[
+                ("channel_id", &c),
+                ("user_ids", "[3]"),
+                ("channel_key_encs", "[]"),
+            ],
+        )
+        .await;
+    assert_eq!(v["success"], true);
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Member",
+            "1",
+            "get",
+            &[("channel_id", &format!("\"{c}\""))],
+        )
+        .await;
+    assert_eq!(data(&v)["user_ids"], serde_json::json!([1, 3]));
+    assert_eq!(
+        t.call(
+            &bob,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", &c), ("message", "hi team")]
+        )
+        .await["success"],
+        true
+    );
+    assert_eq!(
+        t.call(
+            &bob,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "disjoin",
+            &[("channel_id", &c)]
+        )
+        .await["success"],
+        true
+    );
+    assert_eq!(
+        code(
+            &t.call(&bob, "SYNO.Chat.Post", "8", "list", &[("channel_id", &c)])
+                .await
+        ),
+        117
+    );
+    // Public channel join by a non-member.
+    let carol = t.login_as("carol", "carol-pass").await;
+    assert_eq!(
+        t.call(
+            &carol,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "join",
+            &[("channel_id", "2")]
+        )
+        .await["success"],
+        true
+    );
+    let v = t
+        .call(
+            &carol,
+            "SYNO.Chat.Channel",
+            "4",
+            "get",
+            &[("channel_id", "2")],
+        )
+        .await;
+    assert_eq!(data(&v)["channel"]["is_joined"], true);
+}
+
+#[actix_web::test]
+async fn close_view_archive_and_dm() {
+    let t = start(SimConfig::default()).await;
+    let admin = t.login().await;
+    let alice = t.login_as("alice", "alice-pass").await;
+    // close hides the DM for the caller only; a new post brings it back.
+    assert_eq!(
+        t.call(
+            &admin,
+            "SYNO.Chat.Channel",
+            "4",
+            "close",
+            &[("channel_id", "4")]
+        )
+        .await["success"],
+        true
+    );
+    let ids = |v: &Value| -> Vec<i64> {
+        data(v)["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["channel_id"].as_i64().unwrap())
+            .collect()
+    };
+    assert!(!ids(&t.call(&admin, "SYNO.Chat.Channel", "5", "list", &[]).await).contains(&4));
+    assert!(ids(&t.call(&alice, "SYNO.Chat.Channel", "5", "list", &[]).await).contains(&4));
+    t.call(
+        &alice,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "4"), ("message", "ping")],
+    )
+    .await;
+    assert!(ids(&t.call(&admin, "SYNO.Chat.Channel", "5", "list", &[]).await).contains(&4));
+
+    // view moves last_view_at and clears unread.
+    let v = t.call(&admin, "SYNO.Chat.Channel", "5", "list", &[]).await;
+    let dm = data(&v)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel_id"] == 4)
+        .unwrap()
+        .clone();
+    assert!(dm["unread"].as_i64().unwrap() >= 1);
+    let at = dm["last_post_at"].as_i64().unwrap().to_string();
+    t.call(
+        &admin,
+        "SYNO.Chat.Channel",
+        "5",
+        "view",
+        &[("channel_id", "4"), ("last_view_at", &at)],
+    )
+    .await;
+    let v = t.call(&admin, "SYNO.Chat.Channel", "5", "list", &[]).await;
+    let dm = data(&v)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel_id"] == 4)
+        .unwrap()
+        .clone();
+    assert_eq!(dm["unread"], 0);
+    assert_eq!(dm["last_view_at"].as_i64().unwrap().to_string(), at);
+
+    // Anonymous.initiate: self only -> 400; existing DM is reused; new pair creates one.
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Channel.Anonymous",
+                "2",
+                "initiate",
+                &[("user_ids", "[1]")]
+            )
+            .await
+        ),
+        400
+    );
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Anonymous",
+            "2",
+            "initiate",
+            &[("user_ids", "[2]"), ("encrypted", "false")],
+        )
+        .await;
+    assert_eq!(data(&v)["channel_id"], 4);
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Anonymous",
+            "2",
+            "initiate",
+            &[("user_ids", "[3]")],
+        )
+        .await;
+    let new_dm = data(&v)["channel_id"].as_i64().unwrap();
+    assert!(new_dm > 4);
+    assert_eq!(data(&v)["type"], "anonymous");
+
+    // archive: only creator/admin, then no more posts.
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Channel",
+                "2",
+                "archive",
+                &[("channel_id", "2")]
+            )
+            .await
+        ),
+        105
+    );
+    assert_eq!(
+        t.call(
+            &admin,
+            "SYNO.Chat.Channel",
+            "2",
+            "archive",
+            &[("channel_id", "2")]
+        )
+        .await["success"],
+        true
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Post",
+                "8",
+                "create",
+                &[("channel_id", "2"), ("message", "x")]
+            )
+            .await
+        ),
+        105
+    );
+
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Preference",
+            "2",
+            "set",
+            &[("channel_id", "1"), ("is_muted", "true")],
+        )
+        .await;
+    assert_eq!(v["success"], true);
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Channel.Preference",
+            "2",
+            "get",
+            &[("channel_id", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["is_muted"], true);
+}
+
+// ---------------------------------------------------------------- phase 2: users
+
+#[actix_web::test]
+async fn user_status_avatar_preference() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let v = t
+        .call(&s, "SYNO.Chat.User.Status", "1", "get", &[("user_id", "3")])
+        .await;
+    assert_eq!(data(&v)["status"], "offline");
+    let _bob = t.login_as("bob", "bob-pass").await;
+    let v = t
+        .call(&s, "SYNO.Chat.User.Status", "1", "get", &[("user_id", "3")])
+        .await;
+    assert_eq!(data(&v)["status"], "online");
+
+    let mut resp = t
+        .client
+        .get(format!(
+            "{}/webapi/entry.cgi?{}",
+            t.base,
+            qs(&[
+                ("api", "SYNO.Chat.User.Avatar"),
+                ("version", "1"),
+                ("method", "get"),
+                ("user_id", "2"),
+                ("_sid", &s.sid)
+            ])
+        ))
+        .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("content-type").unwrap(), "image/png");
+    assert!(resp.headers().get("content-disposition").is_some());
+    let body = resp.body().await.unwrap();
+    assert_eq!(&body[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.User.Avatar",
+                "1",
+                "get",
+                &[("user_id", "999")]
+            )
+            .await
+        ),
+        117
+    );
+
+    t.call(
+        &s,
+        "SYNO.Chat.User.Preference",
+        "1",
+        "set",
+        &[("timezone", "\"Europe/Paris\"")],
+    )
+    .await;
+    let v = t
+        .call(&s, "SYNO.Chat.User.Preference", "1", "get", &[])
+        .await;
+    assert_eq!(data(&v)["timezone"], "Europe/Paris");
+}
+
+// ---------------------------------------------------------------- phase 2: posts
+
+#[actix_web::test]
+async fn search_pin_and_threads() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    // `in` must be a JSON number array.
+    assert_eq!(
+        code(
+            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("in", "[\"1\"]")])
+                .await
+        ),
+        101
+    );
+    assert_eq!(
+        code(
+            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("in", "1")])
+                .await
+        ),
+        101
+    );
+    assert_eq!(
+        code(
+            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("channel_id", "1")])
+                .await
+        ),
+        114
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[
+                ("in", "[1]"),
+                ("has", "[\"pin\"]"),
+                ("offset", "0"),
+                ("limit", "10"),
+            ],
+        )
+        .await;
+    let d = data(&v);
+    assert_eq!(d["total"], 1);
+    assert_eq!(d["search_results"][0]["is_sticky"], true);
+    assert_eq!(d["offset"], 0);
+    assert_eq!(d["limit"], 10);
+    // has=file is ignored: same as no filter.
+    let all = t
+        .call(&s, "SYNO.Chat.Post", "5", "search", &[("in", "[]")])
+        .await;
+    let file = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[]"), ("has", "[\"file\"]")],
+        )
+        .await;
+    assert_eq!(data(&all)["total"], data(&file)["total"]);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[1,2]"), ("keyword", "CAFÉ")],
+        )
+        .await;
+    assert_eq!(data(&v)["total"], 2);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[1]"), ("has", "[\"url\"]")],
+        )
+        .await;
+    assert_eq!(data(&v)["total"], 1);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[1]"), ("creator_ids", "[4]")],
+        )
+        .await;
+    assert_eq!(data(&v)["search_results"][0]["creator_id"], 4);
+
+    // pin a new post, find it pinned, unpin.
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "pin me")],
+        )
+        .await;
+    let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
+    t.call(&s, "SYNO.Chat.Post", "5", "pin", &[("post_id", &pid)])
+        .await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[
+                ("in", "[1]"),
+                ("has", "[\"pin\"]"),
+                ("sort_by_array", "[\"is_sticky\",\"last_pin_at\"]"),
+            ],
+        )
+        .await;
+    assert_eq!(data(&v)["total"], 2);
+    assert_eq!(data(&v)["search_results"][0]["message"], "pin me");
+    t.call(&s, "SYNO.Chat.Post", "5", "unpin", &[("post_id", &pid)])
+        .await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[1]"), ("has", "[\"pin\"]")],
+        )
+        .await;
+    assert_eq!(data(&v)["total"], 1);
+
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "thread_list",
+            &[("channel_id", "1"), ("offset", "0"), ("limit", "10")],
+        )
+        .await;
+    let d = data(&v);
+    assert_eq!(d["total"], 1);
+    assert_eq!(d["search_results"][0]["comment_count"], 2);
+    assert_eq!(d["related_posts"].as_array().unwrap().len(), 2);
+}
+
+#[actix_web::test]
+async fn edit_delete_reaction_reminder_schedule() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let alice = t.login_as("alice", "alice-pass").await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "draft")],
+        )
+        .await;
+    let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "set",
+            &[("channel_id", "1"), ("post_id", &pid), ("message", "final")],
+        )
+        .await;
+    assert_eq!(data(&v)["message"], "final");
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post",
+                "8",
+                "set",
+                &[("post_id", &pid), ("message", "x")]
+            )
+            .await
+        ),
+        105
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post",
+                "8",
+                "delete",
+                &[("post_id", &pid)]
+            )
+            .await
+        ),
+        415
+    );
+
+    let v = t
+        .call(
+            &alice,
+            "SYNO.Chat.Post.Reaction",
+            "1",
+            "set",
+            &[("post_id", &pid), ("sticker_name", "thumbsup")],
+        )
+        .await;
+    assert_eq!(v["success"], true);
+    let v = t
+        .call(&s, "SYNO.Chat.Post", "8", "get", &[("post_id", &pid)])
+        .await;
+    assert_eq!(
+        data(&v)["post"]["reactions"][0]["user_ids"],
+        serde_json::json!([2])
+    );
+
+    let at = (chrono_ms() + 3_600_000).to_string();
+    t.call(
+        &s,
+        "SYNO.Chat.Post.Reminder",
+        "1",
+        "set",
+        &[("post_id", &pid), ("remind_at", &at)],
+    )
+    .await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Reminder",
+            "1",
+            "get",
+            &[("post_id", &pid)],
+        )
+        .await;
+    assert_eq!(data(&v)["remind_at"].as_i64().unwrap().to_string(), at);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Reminder",
+            "1",
+            "list",
+            &[("channel_id", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"].as_array().unwrap().len(), 1);
+    t.call(
+        &s,
+        "SYNO.Chat.Post.Reminder",
+        "1",
+        "delete",
+        &[("channel_id", "1"), ("post_id", &pid)],
+    )
+    .await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Reminder",
+            "1",
+            "get",
+            &[("post_id", &pid)],
+        )
+        .await;
+    assert_eq!(data(&v)["remind_at"], 0);
+
+    assert_eq!(
+        t.call(&s, "SYNO.Chat.Post", "8", "delete", &[("post_id", &pid)])
+            .await["success"],
+        true
+    );
+    assert_eq!(
+        code(
+            &t.call(&s, "SYNO.Chat.Post", "8", "get", &[("post_id", &pid)])
+                .await
+        ),
+        117
+    );
+
+    // Schedules: created, listed, materialised once due, deletable.
+    let soon = (chrono_ms() + 300).to_string();
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Schedule",
+            "1",
+            "create",
+            &[
+                ("channel_id", "2"),
+                ("message", "later"),
+                ("send_at", &soon),
+            ],
+        )
+        .await;
+    let job = data(&v)["cronjob_id"].as_i64().unwrap();
+    let far = (chrono_ms() + 86_400_000).to_string();
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Schedule",
+            "1",
+            "create",
+            &[
+                ("channel_id", "2"),
+                ("message", "much later"),
+                ("send_at", &far),
+            ],
+        )
+        .await;
+    let job2 = data(&v)["cronjob_id"].as_i64().unwrap().to_string();
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Schedule",
+            "1",
+            "list",
+            &[("channel_id", "2")],
+        )
+        .await;
+    let list = data(&v)["schedule_posts"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["cronjob_id"], job);
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "2"), ("limit", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "later");
+    t.call(
+        &s,
+        "SYNO.Chat.Post.Schedule",
+        "1",
+        "delete",
+        &[("cronjob_id", &job2)],
+    )
+    .await;
+    let v = t
+        .call(&s, "SYNO.Chat.Post.Schedule", "1", "list", &[])
+        .await;
+    assert!(data(&v)["schedule_posts"].as_array().unwrap().is_empty());
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.Schedule",
+                "1",
+                "delete",
+                &[("cronjob_id", &job2)]
+            )
+            .await
+        ),
+        117
+    );
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[actix_web::test]
+async fn multipart_upload_and_file_get() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let boundary = "----simboundary42";
+    let mut body = Vec::new();
+    for (k, v) in [
+        ("type", "file"),
+        ("message", "the report"),
+        ("conn_id", ""),
+        ("is_thread", "false"),
+    ] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"report.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(&payload);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let url = format!(
+        "{}/webapi/entry.cgi/SYNO.Chat.Post?{}",
+        t.base,
+        qs(&[
+            ("api", "SYNO.Chat.Post"),
+            ("method", "create"),
+            ("version", "5"),
+            ("channel_id", "1")
+        ])
+    );
+    let mut resp = t
+        .client
+        .post(url)
+        .insert_header(("Cookie", format!("id={}", s.sid)))
+        .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
+        .content_type(format!("multipart/form-data; boundary={boundary}"))
+        .send_body(body)
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    let post = data(&v).clone();
+    assert_eq!(post["type"], "file");
+    assert_eq!(post["message"], "the report");
+    assert_eq!(post["file_props"]["name"], "report.bin");
+    assert_eq!(post["file_props"]["size"], 3000);
+    let log = t.ctl().requests();
+    let last = log.last().unwrap();
+    assert!(
+        last.params
+            .iter()
+            .any(|(k, v)| k == "file" && v == "<file 3000 bytes>")
+    );
+    assert!(
+        last.params
+            .iter()
+            .any(|(k, v)| k == "channel_id" && v == "1")
+    );
+
+    let pid = post["post_id"].as_i64().unwrap().to_string();
+    let mut resp = t
+        .client
+        .get(format!(
+            "{}/webapi/entry.cgi?{}",
+            t.base,
+            qs(&[
+                ("api", "SYNO.Chat.Post.File"),
+                ("version", "2"),
+                ("method", "get"),
+                ("post_id", &pid),
+                ("_sid", &s.sid)
+            ])
+        ))
+        .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()
+            .get("content-disposition")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("report.bin")
+    );
+    assert_eq!(resp.body().await.unwrap().to_vec(), payload);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Attachment",
+            "1",
+            "list",
+            &[("channel_id", "1"), ("limit", "10")],
+        )
+        .await;
+    assert_eq!(
+        data(&v)["attachments"][0]["post_id"]
+            .as_i64()
+            .unwrap()
+            .to_string(),
+        pid
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[1]"), ("post_type", "[\"file\"]")],
+        )
+        .await;
+    assert_eq!(data(&v)["total"], 1);
+    // A text post has no file: JSON error.
+    let first = ((1i64 << 32) | 1).to_string();
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.File",
+                "2",
+                "get",
+                &[("post_id", &first)]
+            )
+            .await
+        ),
+        117
+    );
+}
+
+#[actix_web::test]
+async fn misc_apis_and_admin_only() {
+    let t = start(SimConfig::default()).await;
+    let admin = t.login().await;
+    let bob = t.login_as("bob", "bob-pass").await;
+    for (api, v) in [
+        ("SYNO.Chat.Sticker", "2"),
+        ("SYNO.Chat.App", "1"),
+        ("SYNO.Chat.Misc", "1"),
+    ] {
+        let m = if api == "SYNO.Chat.Sticker" {
+            "list"
+        } else {
+            "get"
+        };
+        assert_eq!(t.call(&bob, api, v, m, &[]).await["success"], true, "{api}");
+    }
+    for (api, m) in [
+        ("SYNO.Chat.Admin.Setting", "get"),
+        ("SYNO.Chat.Webhook.Incoming", "list"),
+        ("SYNO.Chat.Bot", "enable"),
+        ("SYNO.Chat.Chatbot", "list"),
+        ("SYNO.Chat.External", "list"),
+    ] {
+        assert_eq!(
+            code(&t.call(&bob, api, "1", m, &[("user_id", "5")]).await),
+            105,
+            "{api}"
+        );
+    }
+    let v = t
+        .call(&admin, "SYNO.Chat.Admin.Setting", "3", "get", &[])
+        .await;
+    assert_eq!(data(&v)["allow_edit_message"], true);
+    assert_eq!(data(&v)["allow_edit_message_time_within_min"], 0);
+    t.call(
+        &admin,
+        "SYNO.Chat.Admin.Setting",
+        "5",
+        "set",
+        &[("allow_edit_message", "false")],
+    )
+    .await;
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "a")],
+        )
+        .await;
+    let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
+    assert_eq!(
+        code(
+            &t.call(
+                &admin,
+                "SYNO.Chat.Post",
+                "8",
+                "set",
+                &[("post_id", &pid), ("message", "b")]
+            )
+            .await
+        ),
+        105
+    );
+    // type=0 "succeeds" but stores an invisible post (N8N).
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "ghost"), ("type", "0")],
+        )
+        .await;
+    assert_eq!(v["success"], true);
+    let v = t
+        .call(
+            &admin,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "1")],
+        )
+        .await;
+    assert!(
+        data(&v)["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["message"] != "ghost")
+    );
+}
+
+// ---------------------------------------------------------------- phase 2: integrations
+
+async fn external(t: &Sim, method: &str, token: &str, form: &[(&str, &str)]) -> Value {
+    let q = qs(&[
+        ("api", "SYNO.Chat.External"),
+        ("version", "2"),
+        ("method", method),
+        ("token", token),
+    ]);
+    let mut resp = t
+        .client
+        .post(format!("{}/webapi/entry.cgi?{}", t.base, q))
+        .send_form(&form)
+        .await
+        .unwrap();
+    resp.json::<Value>().limit(16 << 20).await.unwrap()
+}
+
+#[actix_web::test]
+async fn external_incoming_webhook() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let tok = t.ctl().demo_webhook_token();
+    assert_eq!(tok.len(), 64);
+    let text = "deploy 100% done & ok + \"quoted\" 🎉";
+    let payload = serde_json::json!({ "text": text }).to_string();
+    assert_eq!(
+        external(&t, "incoming", &tok, &[("payload", &payload)]).await["success"],
+        true
+    );
+    // Quoted token works too; raw JSON body works too.
+    let quoted = format!("\"{tok}\"");
+    let q = qs(&[
+        ("api", "SYNO.Chat.External"),
+        ("version", "2"),
+        ("method", "incoming"),
+        ("token", &quoted),
+    ]);
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let mut resp = t
+        .client
+        .post(format!("{}/webapi/entry.cgi?{}", t.base, q))
+        .content_type("application/json")
+        .send_body(r#"{"text":"raw body"}"#)
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["success"], true);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "1"), ("limit", "2")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "raw body");
+    assert_eq!(data(&v)["posts"][1]["message"], text);
+
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let v = external(&t, "incoming", &tok, &[]).await;
+    assert_eq!(code(&v), 120);
+    assert_eq!(v["error"]["errors"]["name"], "payload");
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", "{not json")]).await),
+        117
+    );
+    assert_eq!(
+        code(
+            &external(
+                &t,
+                "incoming",
+                &tok,
+                &[("payload", r#"{"text":"x","file_url":"not a url"}"#)]
+            )
+            .await
+        ),
+        117
+    );
+    let long = serde_json::json!({ "text": "y".repeat(2001) }).to_string();
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", &long)]).await),
+        410
+    );
+    assert_eq!(
+        code(&external(&t, "incoming", "nope", &[("payload", &payload)]).await),
+        404
+    );
+    // Webhook tokens cannot use bot-only methods.
+    assert_eq!(code(&external(&t, "channel_list", &tok, &[]).await), 404);
+
+    // Rate limit: 2 per second per token.
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        external(&t, "incoming", &tok, &[("payload", &payload)]).await["success"],
+        true
+    );
+    assert_eq!(
+        external(&t, "incoming", &tok, &[("payload", &payload)]).await["success"],
+        true
+    );
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", &payload)]).await),
+        411
+    );
+}
+
+#[actix_web::test]
+async fn webhook_created_via_api_needs_channel_nickname_and_enable() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Webhook.Incoming",
+            "1",
+            "create",
+            &[("name", "ci"), ("channel_id", "2")],
+        )
+        .await;
+    let tok = data(&v)["token"].as_str().unwrap().to_string();
+    let uid = data(&v)["user_id"].as_i64().unwrap().to_string();
+    assert_eq!(tok.len(), 64);
+    assert!(tok.chars().all(|c| c.is_ascii_alphanumeric()));
+    let payload = r#"{"text":"from ci"}"#;
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", payload)]).await),
+        404
+    );
+    t.call(
+        &s,
+        "SYNO.Chat.Bot",
+        "1",
+        "set",
+        &[("user_id", &uid), ("nickname", "CI")],
+    )
+    .await;
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", payload)]).await),
+        404
+    );
+    t.call(&s, "SYNO.Chat.Bot", "1", "enable", &[("user_id", &uid)])
+        .await;
+    assert_eq!(
+        external(&t, "incoming", &tok, &[("payload", payload)]).await["success"],
+        true
+    );
+    let v = t
+        .call(&s, "SYNO.Chat.Webhook.Incoming", "1", "list", &[])
+        .await;
+    let hooks = data(&v)["webhook_incomings"].as_array().unwrap().clone();
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h["token"] == tok.as_str() && h["channel_id"] == 2 && h["nickname"] == "CI")
+    );
+    t.call(&s, "SYNO.Chat.Bot", "1", "disable", &[("user_id", &uid)])
+        .await;
+    assert_eq!(
+        code(&external(&t, "incoming", &tok, &[("payload", payload)]).await),
+        404
+    );
+    t.call(
+        &s,
+        "SYNO.Chat.Webhook.Incoming",
+        "1",
+        "delete",
+        &[("id", &uid)],
+    )
+    .await;
+    let v = t
+        .call(&s, "SYNO.Chat.Webhook.Incoming", "1", "list", &[])
+        .await;
+    assert!(
+        data(&v)["webhook_incomings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["token"] != tok.as_str())
+    );
+
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Webhook.Outgoing",
+            "1",
+            "create",
+            &[
+                ("name", "out"),
+                ("channel_id", "1"),
+                ("url", "http://127.0.0.1:9/x"),
+                ("events", "[\"message\"]"),
+            ],
+        )
+        .await;
+    assert_eq!(data(&v)["token"].as_str().unwrap().len(), 64);
+    let v = t
+        .call(&s, "SYNO.Chat.Webhook.Outgoing", "1", "list", &[])
+        .await;
+    assert_eq!(
+        data(&v)["webhook_outgoings"][0]["url"],
+        "http://127.0.0.1:9/x"
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Webhook.Slash",
+            "2",
+            "create",
+            &[
+                ("name", "w"),
+                ("command", "/weather"),
+                ("url", "http://127.0.0.1:9/s"),
+            ],
+        )
+        .await;
+    assert_eq!(v["success"], true);
+    let v = t
+        .call(&s, "SYNO.Chat.Webhook.Slash", "2", "list", &[])
+        .await;
+    assert_eq!(data(&v)["webhook_slashes"][0]["command"], "weather");
+    assert_eq!(
+        t.call(&s, "SYNO.Chat.Webhook.BuiltIn", "2", "list", &[])
+            .await["success"],
+        true
+    );
+    assert_eq!(
+        t.call(&s, "SYNO.Chat.Webhook.Broadcast", "1", "list", &[])
+            .await["success"],
+        true
+    );
+    let v = t.call(&s, "SYNO.Chat.External", "3", "list", &[]).await;
+    assert!(data(&v)["externals"].as_array().unwrap().len() >= 3);
+}
+
+#[actix_web::test]
+async fn chatbot_token_methods() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let bot = t.ctl().demo_bot_token();
+    let v = external(
+        &t,
+        "chatbot",
+        &bot,
+        &[(
+            "payload",
+            r#"{"text":"hello & welcome 100%","user_ids":[2]}"#,
+        )],
+    )
+    .await;
+    let pid = data(&v)["succ"]["user_id_post_map"]["2"].as_i64().unwrap();
+    assert!(data(&v)["fail"].as_object().unwrap().is_empty());
+    // user_ids as a separate field, bad user reported in `fail`.
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let v = external(
+        &t,
+        "chatbot",
+        &bot,
+        &[("payload", r#"{"text":"hi"}"#), ("user_ids", "[3, 999]")],
+    )
+    .await;
+    assert!(data(&v)["succ"]["user_id_post_map"]["3"].is_number());
+    assert!(data(&v)["fail"]["999"].is_string());
+
+    let v = external(&t, "channel_list", &bot, &[]).await;
+    let chans = data(&v)["channels"].as_array().unwrap().clone();
+    assert!(chans.iter().any(|c| c["channel_id"] == 1));
+    assert!(
+        chans
+            .iter()
+            .any(|c| c["channel_id"] == pid >> 32 && c["type"] == "chatbot")
+    );
+    let v = external(&t, "user_list", &bot, &[]).await;
+    assert!(data(&v)["users"].as_array().unwrap().len() >= 4);
+    let v = external(
+        &t,
+        "post_list",
+        &bot,
+        &[
+            ("channel_id", "1"),
+            ("prev_count", "3"),
+            ("next_count", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(data(&v)["posts"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        code(&external(&t, "post_list", &bot, &[("channel_id", "3")]).await),
+        401
+    );
+    assert_eq!(code(&external(&t, "post_list", &bot, &[]).await), 120);
+
+    // Chatbot management.
+    let v = t.call(&s, "SYNO.Chat.Chatbot", "1", "list", &[]).await;
+    let helper = data(&v)["chatbots"][0].clone();
+    assert_eq!(helper["nickname"], "helper");
+    let hid = helper["user_id"].as_i64().unwrap().to_string();
+    t.call(
+        &s,
+        "SYNO.Chat.Chatbot",
+        "1",
+        "set",
+        &[
+            ("user_id", &hid),
+            ("purpose", "triage"),
+            ("hide_from_user", "true"),
+        ],
+    )
+    .await;
+    let v = t.call(&s, "SYNO.Chat.Chatbot", "1", "list", &[]).await;
+    assert_eq!(
+        data(&v)["chatbots"][0]["chatbot_props"]["purpose"],
+        "triage"
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Chatbot",
+                "1",
+                "set",
+                &[("user_id", "1"), ("purpose", "x")]
+            )
+            .await
+        ),
+        105
+    );
+    for i in 0..4 {
+        let v = t
+            .call(
+                &s,
+                "SYNO.Chat.Chatbot",
+                "1",
+                "create",
+                &[("nickname", &format!("bot{i}"))],
+            )
+            .await;
+        assert_eq!(data(&v)["token"].as_str().unwrap().len(), 64);
+    }
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Chatbot",
+                "1",
+                "create",
+                &[("nickname", "one-too-many")]
+            )
+            .await
+        ),
+        117
+    );
+    t.call(
+        &s,
+        "SYNO.Chat.Bot",
+        "1",
+        "delete",
+        &[("user_id", &hid), ("real_delete", "true")],
+    )
+    .await;
+    assert_eq!(code(&external(&t, "user_list", &bot, &[]).await), 404);
+}
+
+#[actix_web::test]
+async fn outgoing_webhook_fires_for_ui_posts_only() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use std::sync::{Arc, Mutex};
+
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    type Forms = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+    let seen: Forms = Arc::default();
+    let seen2 = seen.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let srv = HttpServer::new(move || {
+        let seen = seen2.clone();
+        App::new().route(
+            "/hook",
+            web::post().to(move |form: web::Form<Vec<(String, String)>>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(form.into_inner());
+                    HttpResponse::Ok().json(serde_json::json!({"text": "pong"}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = srv.handle();
+    actix_rt::spawn(srv);
+
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Webhook.Outgoing",
+            "1",
+            "create",
+            &[("name", "o"), ("channel_id", "2"), ("url", &url)],
+        )
+        .await;
+    let uid = data(&v)["user_id"].as_i64().unwrap().to_string();
+    t.call(
+        &s,
+        "SYNO.Chat.Webhook.Outgoing",
+        "1",
+        "set",
+        &[("user_id", &uid), ("trigger_word", "!ping")],
+    )
+    .await;
+    t.call(
+        &s,
+        "SYNO.Chat.Bot",
+        "1",
+        "set",
+        &[("user_id", &uid), ("nickname", "pinger")],
+    )
+    .await;
+    t.call(&s, "SYNO.Chat.Bot", "1", "enable", &[("user_id", &uid)])
+        .await;
+
+    // API posts never fire; UI posts without the trigger word do not either.
+    t.call(
+        &s,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "2"), ("message", "!ping via api")],
+    )
+    .await;
+    t.ctl().post_as_user(3, 2, "no trigger here");
+    let pid = t.ctl().post_as_user(3, 2, "!ping please");
+    for _ in 0..100 {
+        if !t.ctl().outbound_events().is_empty() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = t.ctl().outbound_events();
+    assert_eq!(events.len(), 1);
+    let form = seen.lock().unwrap()[0].clone();
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("text"), "!ping please");
+    assert_eq!(get("post_id"), pid.to_string());
+    assert_eq!(get("channel_id"), "2");
+    assert_eq!(get("user_id"), "3");
+    assert_eq!(get("trigger_word"), "!ping");
+    assert!(get("timestamp").parse::<i64>().unwrap() > 1_600_000_000_000);
+    assert_eq!(get("token").len(), 64);
+    let reply = events[0].reply_post_id.unwrap();
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "2"), ("limit", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["post_id"], reply);
+    assert_eq!(data(&v)["posts"][0]["message"], "pong");
+    handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn votes_forward_and_literal_quotes() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let alice = t.login_as("alice", "alice-pass").await;
+    // Post is not requestFormat=JSON: a message wrapped in quotes keeps them.
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", "\"quoted\"")],
+        )
+        .await;
+    assert_eq!(data(&v)["message"], "\"quoted\"");
+    let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
+
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "forward",
+            &[("post_id", &pid), ("channel_ids", "[\"2\"]")],
+        )
+        .await;
+    assert_eq!(code(&v), 101);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "forward",
+            &[("post_id", &pid), ("channel_ids", "[2,3]")],
+        )
+        .await;
+    let ids = data(&v)["post_ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0].as_i64().unwrap() >> 32, 2);
+
+    let vote = |extra: &'static [(&'static str, &'static str)]| {
+        let mut p = vec![("channel_id", "1"), ("message", "Lunch?")];
+        p.extend_from_slice(extra);
+        p
+    };
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "create",
+                &vote(&[("choices", "[\"a\",\"b\"]")])
+            )
+            .await
+        ),
+        101
+    );
+    assert_eq!(
+        code(
+            &t.call(
+                &s,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "create",
+                &vote(&[
+                    ("choices", r#"[{"text":"a"}]"#),
+                    ("options", r#""{\"multiple\":true}""#)
+                ])
+            )
+            .await
+        ),
+        117
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "create",
+            &vote(&[
+                ("choices", r#"[{"text":"pizza"},{"text":"sushi"}]"#),
+                (
+                    "options",
+                    r#"{"multiple":false,"anonymous":false,"add_option":true,"expire_at":0}"#,
+                ),
+            ]),
+        )
+        .await;
+    let post = data(&v).clone();
+    assert_eq!(post["props"]["vote"]["state"], "open");
+    let vid = post["post_id"].as_i64().unwrap().to_string();
+    let choice = post["props"]["vote"]["choices"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "vote",
+                &[("post_id", &vid), ("choice_ids", "[1]")]
+            )
+            .await
+        ),
+        101
+    );
+    let ids = format!("[\"{choice}\"]");
+    assert_eq!(
+        t.call(
+            &alice,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "vote",
+            &[("post_id", &vid), ("choice_ids", &ids)]
+        )
+        .await["success"],
+        true
+    );
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post.Vote",
+            "1",
+            "get_choices",
+            &[("post_id", &vid)],
+        )
+        .await;
+    assert_eq!(data(&v)["choices"][1]["count"], 1);
+    assert_eq!(data(&v)["choices"][1]["voters"], serde_json::json!([2]));
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "close",
+                &[("post_id", &vid)]
+            )
+            .await
+        ),
+        105
+    );
+    t.call(
+        &s,
+        "SYNO.Chat.Post.Vote",
+        "1",
+        "close",
+        &[("post_id", &vid)],
+    )
+    .await;
+    assert_eq!(
+        code(
+            &t.call(
+                &alice,
+                "SYNO.Chat.Post.Vote",
+                "1",
+                "vote",
+                &[("post_id", &vid), ("choice_ids", &ids)]
+            )
+            .await
+        ),
+        117
+    );
+}
+
+#[actix_web::test]
+async fn post_list_offset_ignored_mode() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    for i in 0..12 {
+        t.call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "2"), ("message", &format!("m{i}"))],
+        )
+        .await;
+    }
+    t.ctl().set_post_list_offset_ignored(true);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "list",
+            &[("channel_id", "2"), ("limit", "1"), ("offset", "5")],
+        )
+        .await;
+    let posts = data(&v)["posts"].as_array().unwrap().clone();
+    assert_eq!(posts.len(), 10);
+    assert_eq!(posts[0]["message"], "m11");
+    t.ctl().set_post_list_offset_ignored(false);
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "5",
+            "list",
+            &[("channel_id", "2"), ("limit", "1"), ("offset", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "m10");
+}
+
+#[actix_web::test]
+async fn control_accounts_and_ui_posts() {
+    let t = start(SimConfig::default()).await;
+    let uid = t.ctl().add_account("dave", "dave-pass", false);
+    assert_eq!(uid, 7);
+    let dave = t.login_as("dave", "dave-pass").await;
+    let v = t
+        .call(
+            &dave,
+            "SYNO.Chat.Channel",
+            "5",
+            "get",
+            &[("channel_id", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["channel"]["is_joined"], true);
+    t.ctl().set_password("dave", "new-pass");
+    let old = [
+        ("api", "SYNO.API.Auth"),
+        ("version", "7"),
+        ("method", "login"),
+        ("account", "dave"),
+        ("passwd", "dave-pass"),
+    ];
+    assert_eq!(code(&t.post("/webapi/auth.cgi", &old, &[]).await), 400);
+    let sessions = t.ctl().active_sessions();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.account == "dave" && s.sid == dave.sid && s.synotoken == dave.token)
+    );
+
+    let pid = t.ctl().post_as_user(uid, 1, "from the UI");
+    assert_eq!(pid >> 32, 1);
+    let v = t
+        .call(
+            &dave,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[("channel_id", "1"), ("limit", "1")],
+        )
+        .await;
+    assert_eq!(data(&v)["posts"][0]["post_id"], pid);
+    assert_eq!(t.ctl().post_as_user(uid, 999, "nowhere"), 0);
+    // A DM to the chatbot lands in a chatbot-type channel the bot can read.
+    let bot_pid = t.ctl().message_chatbot(uid, 6, "help me");
+    let v = external(
+        &t,
+        "post_list",
+        &t.ctl().demo_bot_token(),
+        &[("channel_id", &(bot_pid >> 32).to_string())],
+    )
+    .await;
+    assert_eq!(data(&v)["posts"][0]["message"], "help me");
 }

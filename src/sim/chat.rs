@@ -6,7 +6,9 @@
 use serde_json::{Map, Value, json};
 
 use super::server::Cx;
-use super::store::{ChanKind, Channel, FileBlob, Post, State, channel_of, now_ms};
+use super::store::{
+    ChanKind, Channel, FileBlob, Post, State, Vote, VoteChoice, channel_of, now_ms,
+};
 use super::wire::{ApiErr, R, Reply, err, ok, ok_empty};
 
 const METHODS: &[(&str, &[&str])] = &[
@@ -37,6 +39,19 @@ const METHODS: &[(&str, &[&str])] = &[
             "pin",
             "unpin",
             "thread_list",
+            "forward",
+        ],
+    ),
+    (
+        "SYNO.Chat.Post.Vote",
+        &[
+            "create",
+            "get_choices",
+            "vote",
+            "close",
+            "delete",
+            "set",
+            "create_option",
         ],
     ),
     ("SYNO.Chat.Post.File", &["get", "thumbnail"]),
@@ -104,6 +119,13 @@ pub(crate) fn handle(api: &str, cx: &mut Cx, st: &mut State) -> R {
         ("SYNO.Chat.Post", "pin") => post_pin(cx, st, true),
         ("SYNO.Chat.Post", "unpin") => post_pin(cx, st, false),
         ("SYNO.Chat.Post", "thread_list") => thread_list(cx, st),
+        ("SYNO.Chat.Post", "forward") => post_forward(cx, st),
+        ("SYNO.Chat.Post.Vote", "create") => vote_create(cx, st),
+        ("SYNO.Chat.Post.Vote", "get_choices") => vote_get_choices(cx, st),
+        ("SYNO.Chat.Post.Vote", "vote") => vote_vote(cx, st),
+        ("SYNO.Chat.Post.Vote", "close" | "delete") => vote_state(cx, st),
+        ("SYNO.Chat.Post.Vote", "set") => vote_set(cx, st),
+        ("SYNO.Chat.Post.Vote", "create_option") => vote_create_option(cx, st),
         ("SYNO.Chat.Post.File", "get" | "thumbnail") => post_file(cx, st),
         ("SYNO.Chat.Post.Attachment", "list") => attachment_list(cx, st),
         ("SYNO.Chat.Post.Reaction", "set") => reaction(cx, st, true),
@@ -546,6 +568,8 @@ pub(crate) fn select_posts(
                 .take(next),
         );
         out
+    } else if st.post_list_ignores_offset {
+        set[set.len().saturating_sub(10)..].to_vec()
     } else {
         let offset = cx.a.opt_i64("offset")?.unwrap_or(0).max(0) as usize;
         let limit = cx.a.opt_i64("limit")?.unwrap_or(50).max(0) as usize;
@@ -595,7 +619,7 @@ fn post_create(cx: &mut Cx, st: &mut State) -> R {
         Some(t) if t.parse::<i64>().is_ok() => "system".to_string(),
         Some(_) => return Err(err(101)),
     };
-    let message = match cx.a.opt_str("message") {
+    let message = match cx.a.opt_text("message") {
         Some(m) => m,
         None if file.is_some() => String::new(),
         None => return Err(err(114)),
@@ -646,7 +670,7 @@ fn post_get(cx: &mut Cx, st: &mut State) -> R {
 fn post_set(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     let post_id = cx.a.req_i64("post_id")?;
-    let message = cx.a.req_str("message")?;
+    let message = cx.a.req_text("message")?;
     if message.trim().is_empty() {
         return Err(err(101));
     }
@@ -717,7 +741,7 @@ fn post_search(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     // `in` must be a JSON number array; a stray `channel_id` is ignored (LS-OBS).
     let within = cx.a.strict_num_array("in")?.ok_or_else(|| err(114))?;
-    let keyword = cx.a.opt_str("keyword").unwrap_or_default().to_lowercase();
+    let keyword = cx.a.opt_text("keyword").unwrap_or_default().to_lowercase();
     let post_types = cx.a.opt_str_list("post_type")?.unwrap_or_default();
     let has = cx.a.opt_str_list("has")?.unwrap_or_default();
     let creators = cx.a.opt_ids("creator_ids")?.unwrap_or_default();
@@ -953,7 +977,7 @@ fn schedule_list(cx: &mut Cx, st: &mut State) -> R {
 fn schedule_create(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     let channel_id = cx.a.req_i64("channel_id")?;
-    let message = cx.a.req_str("message")?;
+    let message = cx.a.req_text("message")?;
     let send_at = cx.a.req_i64("send_at")?;
     if message.trim().is_empty() || send_at <= now_ms() {
         return Err(err(101));
@@ -978,7 +1002,7 @@ fn schedule_create(cx: &mut Cx, st: &mut State) -> R {
 fn schedule_set(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     let id = cx.a.req_i64("cronjob_id")?;
-    let message = cx.a.opt_str("message");
+    let message = cx.a.opt_text("message");
     let send_at = cx.a.opt_i64("send_at")?;
     if let Some(m) = &message {
         if m.trim().is_empty() {
@@ -1011,6 +1035,241 @@ fn schedule_delete(cx: &mut Cx, st: &mut State) -> R {
     }
     st.schedules.remove(&id);
     ok_empty()
+}
+
+/// Post.forward v5: copies a readable post into channels the caller belongs to.
+fn post_forward(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    let post_id = cx.a.req_i64("post_id")?;
+    // channel_ids must be JSON numbers (LS-DOC).
+    let targets =
+        cx.a.strict_num_array("channel_ids")?
+            .ok_or_else(|| err(114))?;
+    let src = visible_post(st, post_id, me)?.clone();
+    for c in &targets {
+        let ch = member_channel(st, *c, me)?;
+        if ch.archived {
+            return Err(err(105));
+        }
+    }
+    let mut ids = Vec::new();
+    for c in targets {
+        let pid = st
+            .add_post(c, me, &src.message, 0, now_ms())
+            .ok_or_else(|| err(117))?;
+        if let Some(p) = st.posts.get_mut(&pid) {
+            p.kind = src.kind.clone();
+            p.file = src.file.clone();
+        }
+        ids.push(pid);
+    }
+    ok(json!({"post_ids": ids}))
+}
+
+// ---------------------------------------------------------------- votes
+
+fn new_choice_id() -> String {
+    super::rand::alnum(8)
+}
+
+/// `choices` must be a JSON array of `{"text": ...}` objects (string arrays -> 101, LS-OBS).
+fn parse_choices(cx: &Cx) -> Result<Vec<VoteChoice>, ApiErr> {
+    let raw = cx.a.p.raw("choices").ok_or_else(|| err(114))?;
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(raw) else {
+        return Err(err(101));
+    };
+    let mut out = Vec::new();
+    for it in items {
+        let text = it
+            .get("text")
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| err(101))?;
+        out.push(VoteChoice {
+            id: new_choice_id(),
+            text: text.to_string(),
+            voters: Vec::new(),
+        });
+    }
+    if out.is_empty() {
+        return Err(err(101));
+    }
+    Ok(out)
+}
+
+/// `options` must be a JSON object; double-encoded JSON text -> 117 (LS-OBS).
+fn parse_options(cx: &Cx) -> Result<Option<Map<String, Value>>, ApiErr> {
+    let Some(raw) = cx.a.p.raw("options") else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        Ok(Value::String(_)) => Err(err(117)),
+        _ => Err(err(101)),
+    }
+}
+
+fn opt_flag(m: &Map<String, Value>, k: &str) -> Result<Option<bool>, ApiErr> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(err(101)),
+    }
+}
+
+fn vote_create(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    let channel_id = cx.a.req_i64("channel_id")?;
+    let message = cx.a.req_text("message")?;
+    check_message(cx, &message)?;
+    let choices = parse_choices(cx)?;
+    let opts = parse_options(cx)?.unwrap_or_default();
+    let expire_at = match opts.get("expire_at") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().ok_or_else(|| err(101))?,
+    };
+    let vote = Vote {
+        state: "open".into(),
+        choices,
+        multiple: opt_flag(&opts, "multiple")?.unwrap_or(false),
+        anonymous: opt_flag(&opts, "anonymous")?.unwrap_or(false),
+        add_option: opt_flag(&opts, "add_option")?.unwrap_or(false),
+        expire_at,
+    };
+    let ch = member_channel(st, channel_id, me)?;
+    if ch.archived {
+        return Err(err(105));
+    }
+    let pid = st
+        .add_post(channel_id, me, &message, 0, now_ms())
+        .ok_or_else(|| err(117))?;
+    let p = st.posts.get_mut(&pid).ok_or_else(|| err(117))?;
+    p.kind = "vote".into();
+    p.vote = Some(vote);
+    ok(p.to_json())
+}
+
+fn vote_post<'a>(cx: &Cx, st: &'a mut State) -> Result<&'a mut Post, ApiErr> {
+    let me = me(cx)?;
+    let post_id = cx.a.req_i64("post_id")?;
+    visible_post(st, post_id, me)?;
+    st.posts
+        .get_mut(&post_id)
+        .filter(|p| p.vote.is_some())
+        .ok_or_else(|| err(117))
+}
+
+fn vote_get_choices(cx: &mut Cx, st: &mut State) -> R {
+    let p = vote_post(cx, st)?;
+    let v = p.vote.as_ref().map(Vote::to_json).unwrap_or(Value::Null);
+    ok(json!({"post_id": p.post_id, "state": v["state"], "choices": v["choices"]}))
+}
+
+fn vote_vote(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    // choice_ids must be a JSON array of strings (LS-OBS).
+    let raw = cx.a.p.raw("choice_ids").ok_or_else(|| err(114))?;
+    let ids: Vec<String> = match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(err(101)),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(err(101)),
+    };
+    let post_id = cx.a.req_i64("post_id")?;
+    member_channel(st, channel_of(post_id), me)?;
+    let p = vote_post(cx, st)?;
+    let vote = p.vote.as_mut().ok_or_else(|| err(117))?;
+    if vote.effective_state(now_ms()) != "open" {
+        return Err(err(117));
+    }
+    if (!vote.multiple && ids.len() > 1)
+        || ids
+            .iter()
+            .any(|id| !vote.choices.iter().any(|c| &c.id == id))
+    {
+        return Err(err(117));
+    }
+    for c in vote.choices.iter_mut() {
+        c.voters.retain(|u| *u != me);
+        if ids.contains(&c.id) {
+            c.voters.push(me);
+        }
+    }
+    ok(json!({"choices": vote.to_json()["choices"]}))
+}
+
+fn vote_state(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    let state = if cx.method == "close" {
+        "close"
+    } else {
+        "delete"
+    };
+    let p = vote_post(cx, st)?;
+    if p.creator_id != me {
+        return Err(err(105));
+    }
+    if let Some(v) = p.vote.as_mut() {
+        v.state = state.into();
+    }
+    ok_empty()
+}
+
+fn vote_set(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    let opts = parse_options(cx)?;
+    let message = cx.a.opt_text("message");
+    if let Some(m) = &message {
+        check_message(cx, m)?;
+    }
+    let p = vote_post(cx, st)?;
+    if p.creator_id != me {
+        return Err(err(105));
+    }
+    if let Some(m) = message {
+        p.message = m;
+        p.update_at = now_ms();
+    }
+    if let (Some(o), Some(v)) = (opts, p.vote.as_mut()) {
+        if let Some(b) = opt_flag(&o, "multiple")? {
+            v.multiple = b;
+        }
+        if let Some(b) = opt_flag(&o, "add_option")? {
+            v.add_option = b;
+        }
+        if let Some(e) = o.get("expire_at") {
+            v.expire_at = e.as_i64().ok_or_else(|| err(101))?;
+        }
+    }
+    ok_empty()
+}
+
+fn vote_create_option(cx: &mut Cx, st: &mut State) -> R {
+    let me = me(cx)?;
+    let text = cx.a.req_text("text")?;
+    if text.trim().is_empty() {
+        return Err(err(101));
+    }
+    let p = vote_post(cx, st)?;
+    let creator = p.creator_id;
+    let v = p.vote.as_mut().ok_or_else(|| err(117))?;
+    if !v.add_option && creator != me {
+        return Err(err(105));
+    }
+    if v.effective_state(now_ms()) != "open" {
+        return Err(err(117));
+    }
+    let id = new_choice_id();
+    v.choices.push(VoteChoice {
+        id: id.clone(),
+        text,
+        voters: Vec::new(),
+    });
+    ok(json!({"id": id}))
 }
 
 // ---------------------------------------------------------------- misc

@@ -176,7 +176,10 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(config.seed_demo_data)),
+            state: Mutex::new(State::new(
+                config.seed_demo_data,
+                config.session_idle_timeout,
+            )),
             config,
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
@@ -195,8 +198,17 @@ impl Simulator {
         })
     }
 
+    /// `http://IP:PORT`; a wildcard bind is reported as 127.0.0.1.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.addr.port())
+        match self.addr.ip() {
+            ip if ip.is_unspecified()
+                || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) =>
+            {
+                format!("http://127.0.0.1:{}", self.addr.port())
+            }
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr.port()),
+            ip => format!("http://{ip}:{}", self.addr.port()),
+        }
     }
 
     pub fn control(&self) -> SimControl {
@@ -384,6 +396,11 @@ impl SimControl {
     /// Form POSTs the simulator made to integrators (completed ones), in order.
     pub fn outbound_events(&self) -> Vec<OutboundEvent> {
         lock(&self.shared.outbound).clone()
+    }
+
+    /// Mimic Chat 2.4.1 Post.list v5 (LS-OBS): offset/limit ignored, the newest 10 returned.
+    pub fn set_post_list_offset_ignored(&self, on: bool) {
+        lock(&self.shared.state).post_list_ignores_offset = on;
     }
 
     pub fn demo_webhook_token(&self) -> String {

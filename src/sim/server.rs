@@ -227,6 +227,7 @@ fn process(
         a: Args {
             p: params,
             external,
+            json_format: def.json,
         },
         method: &method,
         caller: None,

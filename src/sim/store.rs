@@ -94,6 +94,8 @@ pub(crate) struct Channel {
     pub closed_for: BTreeSet<i64>,
     pub last_view: HashMap<i64, i64>,
     pub next_seq: i64,
+    /// Every new account joins it (the seed's "general").
+    pub auto_join: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +124,60 @@ pub(crate) struct Post {
     pub last_pin_at: i64,
     /// sticker_name -> users, in first-use order.
     pub reactions: Vec<(String, Vec<i64>)>,
+    pub vote: Option<Vote>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct VoteChoice {
+    /// Choice ids are strings on the wire (LS-OBS).
+    pub id: String,
+    pub text: String,
+    pub voters: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Vote {
+    /// "open", "close" or "delete".
+    pub state: String,
+    pub choices: Vec<VoteChoice>,
+    pub multiple: bool,
+    pub anonymous: bool,
+    pub add_option: bool,
+    /// ms; 0 = never.
+    pub expire_at: i64,
+}
+
+impl Vote {
+    pub fn effective_state(&self, now: i64) -> &str {
+        if self.state == "open" && self.expire_at > 0 && now >= self.expire_at {
+            "close"
+        } else {
+            &self.state
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let choices: Vec<Value> = self
+            .choices
+            .iter()
+            .map(|c| {
+                let voters: Vec<i64> = if self.anonymous {
+                    Vec::new()
+                } else {
+                    c.voters.clone()
+                };
+                json!({"id": c.id, "text": c.text, "count": c.voters.len(), "voters": voters})
+            })
+            .collect();
+        json!({
+            "state": self.effective_state(now_ms()),
+            "choices": choices,
+            "multiple": self.multiple,
+            "anonymous": self.anonymous,
+            "add_option": self.add_option,
+            "expire_at": self.expire_at,
+        })
+    }
 }
 
 impl Post {
@@ -156,6 +212,10 @@ impl Post {
             "is_sticky": self.is_sticky,
             "last_pin_at": self.last_pin_at,
             "reactions": reactions,
+            "props": match &self.vote {
+                Some(v) => json!({"vote": v.to_json()}),
+                None => json!({}),
+            },
         })
     }
 }
@@ -226,11 +286,16 @@ pub(crate) struct State {
     pub chan_prefs: HashMap<(i64, i64), serde_json::Map<String, Value>>,
     pub user_prefs: HashMap<i64, serde_json::Map<String, Value>>,
     pub admin_settings: serde_json::Map<String, Value>,
+    /// Mimic Chat 2.4.1 v5, where Post.list ignored offset/limit and returned the newest 10.
+    pub post_list_ignores_offset: bool,
+    /// Sessions idle longer than this are expired (for the online status).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl State {
-    pub fn new(seed: bool) -> State {
+    pub fn new(seed: bool, idle_timeout: std::time::Duration) -> State {
         let mut st = State {
+            idle_timeout,
             next_user_id: 1,
             next_channel_id: 1,
             next_cronjob_id: 1,
@@ -283,7 +348,9 @@ impl State {
                 description: String::new(),
             },
         );
-        // Everybody is in the public "general"-style channels that auto-include all users.
+        for ch in self.channels.values_mut().filter(|c| c.auto_join) {
+            ch.members.push(user_id);
+        }
         user_id
     }
 
@@ -311,6 +378,7 @@ impl State {
                 closed_for: BTreeSet::new(),
                 last_view: HashMap::new(),
                 next_seq: 1,
+                auto_join: false,
             },
         );
         channel_id
@@ -345,6 +413,7 @@ impl State {
             is_sticky: false,
             last_pin_at: 0,
             reactions: Vec::new(),
+            vote: None,
         };
         if thread_id != 0
             && let Some(root) = self.posts.get_mut(&thread_id)
@@ -365,9 +434,11 @@ impl State {
 
     pub fn user_json(&self, u: &User) -> Value {
         let online = self.sessions.values().any(|s| {
-            self.accounts
-                .get(&s.account)
-                .is_some_and(|a| a.user_id == u.user_id)
+            s.last_used.elapsed() <= self.idle_timeout
+                && self
+                    .accounts
+                    .get(&s.account)
+                    .is_some_and(|a| a.user_id == u.user_id)
         });
         json!({
             "user_id": u.user_id,
@@ -494,6 +565,7 @@ impl State {
         let dm = self.add_channel("", ChanKind::Anonymous, admin, vec![admin, alice]);
         if let Some(ch) = self.channels.get_mut(&general) {
             ch.purpose = "Company-wide announcements".into();
+            ch.auto_join = true;
         }
 
         let t0 = now_ms() - 3_600_000;

@@ -251,6 +251,8 @@ pub(crate) fn envelope_err(e: &ApiErr) -> Value {
 pub(crate) struct Args<'a> {
     pub p: &'a Params,
     pub external: bool,
+    /// The API declares requestFormat=JSON, so free text may arrive JSON-quoted.
+    pub json_format: bool,
 }
 
 impl<'a> Args<'a> {
@@ -277,6 +279,20 @@ impl<'a> Args<'a> {
 
     pub fn req_str(&self, name: &str) -> Result<String, ApiErr> {
         self.p.string(name).ok_or_else(|| self.missing(name))
+    }
+
+    /// Free text (messages, keywords): taken verbatim unless the API is requestFormat=JSON,
+    /// so a message that really starts and ends with `"` keeps its quotes.
+    pub fn opt_text(&self, name: &str) -> Option<String> {
+        if self.json_format {
+            self.p.string(name)
+        } else {
+            self.p.raw(name).map(str::to_string)
+        }
+    }
+
+    pub fn req_text(&self, name: &str) -> Result<String, ApiErr> {
+        self.opt_text(name).ok_or_else(|| self.missing(name))
     }
 
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, ApiErr> {
