@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::domain::{Channel, User};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
 
 /// A list as loaded from DSM and its ready-to-send JSON body.
@@ -26,16 +27,18 @@ struct ListBody<'a, T> {
 pub struct ListCache<T> {
     name: &'static str,
     inner: moka::future::Cache<(), Arc<CachedList<T>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
-    pub fn new(name: &'static str, ttl: Duration) -> Self {
+    pub fn new(name: &'static str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             name,
             inner: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(ttl)
                 .build(),
+            metrics,
         }
     }
 
@@ -57,7 +60,9 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
                 }))
             })
             .await?;
-        tracing::debug!(cache = self.name, hit = !entry.is_fresh(), "list cache");
+        let hit = !entry.is_fresh();
+        self.metrics.cache_lookup(self.name, hit);
+        tracing::debug!(cache = self.name, hit, "list cache");
         Ok(entry.into_value())
     }
 
@@ -73,10 +78,10 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, metrics: &Arc<Metrics>) -> Self {
         Self {
-            users: ListCache::new("users", ttl),
-            channels: ListCache::new("channels", ttl),
+            users: ListCache::new("users", ttl, metrics.clone()),
+            channels: ListCache::new("channels", ttl, metrics.clone()),
         }
     }
 }

@@ -40,7 +40,29 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Chat integration tokens by name (webhooks and bots), used by the token routes.
     pub tokens: BTreeMap<String, TokenSettings>,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (Prometheus/OpenMetrics text).
+    pub enabled: bool,
+    /// Serve `/metrics` on this separate address instead of the API listener.
+    pub bind: Option<SocketAddr>,
+    /// Require an API key with the `read` scope for `/metrics`.
+    pub require_key: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: None,
+            require_key: false,
+        }
+    }
 }
 
 /// What a Chat integration token is for.

@@ -13,11 +13,13 @@ use utoipa_actix_web::AppExt;
 
 use std::collections::BTreeMap;
 
+use crate::api::health::MetricsAccess;
 use crate::api::{self, AppState, IntegrationToken, RouteTable};
 use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
+use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
 use crate::telemetry;
 use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
@@ -34,6 +36,34 @@ pub struct Application {
     address: SocketAddr,
     upstream: Arc<Upstream>,
     simulator: Option<Simulator>,
+    metrics_server: Option<(Server, SocketAddr)>,
+}
+
+/// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
+fn metrics_server(
+    bind: SocketAddr,
+    metrics: web::Data<Metrics>,
+    access: web::Data<MetricsAccess>,
+    keys: web::Data<ApiKeys>,
+    signals: Signals,
+) -> std::io::Result<(Server, SocketAddr)> {
+    let listener = TcpListener::bind(bind)?;
+    let address = listener.local_addr()?;
+    let mut server = actix_web::HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(telemetry::request_context))
+            .app_data(metrics.clone())
+            .app_data(access.clone())
+            .app_data(keys.clone())
+            .route("/metrics", web::get().to(api::health::metrics))
+    })
+    .workers(1)
+    .listen(listener)?;
+    if signals == Signals::Ignore {
+        server = server.disable_signals();
+    }
+    tracing::info!(%address, "metrics listening");
+    Ok((server.run(), address))
 }
 
 /// Turns the validated settings into the upstream client's configuration.
@@ -142,7 +172,8 @@ impl Application {
                 "upstream.url uses plain http: the DSM password and session travel unencrypted"
             );
         }
-        let upstream = Upstream::new(config).map_err(std::io::Error::other)?;
+        let metrics = Metrics::new();
+        let upstream = Upstream::new(config, metrics.clone()).map_err(std::io::Error::other)?;
         let keys = web::Data::new(ApiKeys::from_settings(&settings.auth, settings.is_demo()));
         if keys.is_open() {
             tracing::warn!(
@@ -150,7 +181,7 @@ impl Application {
             );
         }
         let state = web::Data::new(AppState {
-            caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs)),
+            caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),
             upstream: upstream.clone(),
             tokens: integration_tokens(&settings, simulator.as_ref()),
             max_upload_bytes: settings.server.max_upload_bytes,
@@ -166,6 +197,22 @@ impl Application {
             document.to_json().map_err(std::io::Error::other)?.into(),
         ));
 
+        let metrics_data = web::Data::from(metrics.clone());
+        let metrics_access = web::Data::new(MetricsAccess {
+            require_key: settings.metrics.require_key,
+        });
+        let metrics_on_api = settings.metrics.enabled && settings.metrics.bind.is_none();
+        let metrics_server = match (settings.metrics.enabled, settings.metrics.bind) {
+            (true, Some(bind)) => Some(metrics_server(
+                bind,
+                metrics_data.clone(),
+                metrics_access.clone(),
+                keys.clone(),
+                signals,
+            )?),
+            _ => None,
+        };
+
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
@@ -180,8 +227,15 @@ impl Application {
                         .app_data(chat)
                         .app_data(routes.clone())
                         .app_data(document.clone())
+                        .app_data(metrics_data.clone())
+                        .app_data(metrics_access.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
+                        .configure(|cfg| {
+                            if metrics_on_api {
+                                cfg.route("/metrics", web::get().to(api::health::metrics));
+                            }
+                        })
                 })
                 .configure(api::routes)
                 .split_for_parts();
@@ -210,11 +264,17 @@ impl Application {
             address,
             upstream,
             simulator,
+            metrics_server,
         })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The separate metrics listener's address, when `metrics.bind` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(_, address)| *address)
     }
 
     pub fn port(&self) -> u16 {
@@ -228,7 +288,15 @@ impl Application {
 
     /// Serves until stopped (SIGTERM drains in-flight requests), then ends the DSM session.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics_handle = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let result = self.server.await;
+        if let Some(handle) = metrics_handle {
+            handle.stop(true).await;
+        }
         match self.upstream.client().logout().await {
             Ok(()) => tracing::info!("logged out of DSM"),
             Err(error) => tracing::warn!(%error, "DSM logout failed"),

@@ -13,11 +13,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
+use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -89,6 +91,15 @@ pub async fn request_context(
     // The path, never the query string: callers' queries are not ours to log.
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
+    // Label by route template, never the raw path: unknown paths share one label.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let metrics = req
+        .app_data::<web::Data<Metrics>>()
+        .map(|m| m.clone().into_inner());
+    let in_flight = metrics.as_ref().map(Metrics::request_started);
     let outcome = CURRENT_REQUEST
         .scope(info, async move {
             // Errors are rendered inside the scope so the problem body carries the request id.
@@ -106,6 +117,10 @@ pub async fn request_context(
         Ok(response) => response.status(),
         Err((_, response)) => response.status(),
     };
+    drop(in_flight);
+    if let Some(metrics) = &metrics {
+        metrics.request_finished(&route, &method, status.as_u16(), started.elapsed());
+    }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),

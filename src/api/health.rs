@@ -37,3 +37,25 @@ pub async fn readyz(chat: Chat) -> Result<HttpResponse, ApiError> {
         )),
     }
 }
+
+/// `/metrics`: Prometheus (OpenMetrics) text; optionally behind an API key with `read`.
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    metrics: actix_web::web::Data<crate::metrics::Metrics>,
+    settings: actix_web::web::Data<MetricsAccess>,
+    keys: Option<actix_web::web::Data<crate::auth::ApiKeys>>,
+) -> Result<HttpResponse, ApiError> {
+    if settings.require_key {
+        let keys = keys
+            .ok_or_else(|| ApiError::new(ProblemCode::Internal, "API keys are not configured"))?;
+        keys.authorize(&req, crate::auth::Scope::Read)?;
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(metrics.render()))
+}
+
+/// Whether `/metrics` needs a key.
+pub struct MetricsAccess {
+    pub require_key: bool,
+}

@@ -5,7 +5,7 @@
 mod bots;
 mod channels;
 pub mod docs;
-mod health;
+pub mod health;
 mod integrations;
 mod misc;
 mod posts;

@@ -281,7 +281,7 @@ impl ChatClient {
             },
             Err(error) => Err(error),
         };
-        log_call(op, endpoint, started, result.as_ref().err());
+        self.record_call(op, endpoint, started, result.as_ref().err());
         result
     }
 
@@ -328,8 +328,31 @@ impl ChatClient {
             })
         }
         .await;
-        log_call(op, endpoint, started, result.as_ref().err());
+        self.record_call(op, endpoint, started, result.as_ref().err());
         result
+    }
+
+    /// Logs and counts a DSM call (never its parameters: they hold passwords, sids and tokens).
+    fn record_call(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        started: std::time::Instant,
+        error: Option<&UpstreamError>,
+    ) {
+        let outcome = error.map_or("ok", UpstreamError::outcome);
+        self.up
+            .metrics
+            .upstream_call(op.api, op.method, outcome, started.elapsed());
+        tracing::debug!(
+            api = op.api,
+            method = op.method,
+            version = endpoint.version,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            outcome,
+            dsm_code = error.and_then(UpstreamError::dsm_code),
+            "DSM call"
+        );
     }
 
     /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
@@ -354,6 +377,7 @@ impl ChatClient {
                         dsm_code = code,
                         "DSM session lost; logging in again"
                     );
+                    self.up.metrics.relogin();
                     self.up.sessions.invalidate(&session);
                 }
                 Err(UpstreamError::Dsm { code: 104, .. }) if !retried => self.up.catalog.forget(),
@@ -565,7 +589,9 @@ impl ChatClient {
         self.up
             .sessions
             .get(|| async {
-                let data = self.login(None, false).await?;
+                let outcome = self.login(None, false).await;
+                self.up.metrics.login(outcome.is_ok());
+                let data = outcome?;
                 tracing::info!("logged in to DSM");
                 Ok((
                     SecretString::from(data.sid),
@@ -622,23 +648,6 @@ impl ChatClient {
         self.session().await?;
         self.query_info().await.map(drop)
     }
-}
-
-fn log_call(
-    op: &Op,
-    endpoint: &Endpoint,
-    started: std::time::Instant,
-    error: Option<&UpstreamError>,
-) {
-    tracing::debug!(
-        api = op.api,
-        method = op.method,
-        version = endpoint.version,
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        outcome = error.map_or("ok", UpstreamError::outcome),
-        dsm_code = error.and_then(UpstreamError::dsm_code),
-        "DSM call"
-    );
 }
 
 fn parse_envelope<T: DeserializeOwned>(

@@ -51,7 +51,7 @@ pub fn login_refusal_meaning(code: i64) -> &'static str {
         404 => "2-step verification code wrong",
         406 => "2-step verification is enforced but not set up for the account",
         407 => "this IP address is blocked after too many failed logins",
-        408 | 409 | 410 => "the password has expired or must be changed",
+        408..=410 => "the password has expired or must be changed",
         411 => "the account is locked",
         _ => "unknown login error",
     }

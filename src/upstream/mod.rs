@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::metrics::Metrics;
+
 pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
 pub use tls::TlsTrust;
@@ -51,10 +53,11 @@ pub struct Upstream {
     tls: Arc<rustls::ClientConfig>,
     catalog: Catalog,
     sessions: SessionPool,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Result<Arc<Self>, String> {
+    pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
         let tls = tls::client_config(&config.trust)?;
         let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
         Ok(Arc::new(Self {
@@ -63,6 +66,7 @@ impl Upstream {
             webapi_base,
             tls,
             config,
+            metrics,
         }))
     }
 

@@ -22,6 +22,8 @@ pub const BOT_TOKEN_NAME: &str = "helper";
 
 pub struct TestApp {
     pub base: String,
+    /// The separate metrics listener, when `metrics.bind` is set.
+    pub metrics_base: Option<String>,
     pub sim: SimControl,
     pub http: awc::Client,
     pub handle: ServerHandle,
@@ -128,6 +130,7 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         .await
         .expect("gateway starts");
     let base = format!("http://{}", app.address());
+    let metrics_base = app.metrics_address().map(|a| format!("http://{a}"));
     let handle = app.handle();
     let (done, stopped) = tokio::sync::oneshot::channel();
     actix_web::rt::spawn(async move {
@@ -136,6 +139,7 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
     });
     TestApp {
         base,
+        metrics_base,
         sim: simulator.control(),
         http: awc::Client::builder()
             .timeout(Duration::from_secs(30))

@@ -3,6 +3,7 @@
 mod contract;
 mod helpers;
 mod keys;
+mod observability;
 mod resilience;
 mod resources;
 mod surface_channels;

@@ -1,0 +1,250 @@
+//! Prometheus metrics: requests by route template (never the raw path, so scanners cannot
+//! explode the label set), upstream calls, logins and cache use. One explicit registry, shared
+//! by the HTTP face, the upstream client and the caches.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Content type of the exposition format `encode` writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    api: &'static str,
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOpLabels {
+    api: &'static str,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histograms<RouteLabels>,
+    in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    upstream_calls: Family<UpstreamLabels, Counter>,
+    upstream_duration: Histograms<UpstreamOpLabels>,
+    logins: Family<OutcomeLabels, Counter>,
+    relogins: Counter<u64, AtomicU64>,
+    cache: Family<CacheLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("synochat");
+        let metrics = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+            upstream_calls: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            logins: Family::default(),
+            relogins: Counter::default(),
+            cache: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "upstream_calls",
+            "Calls to DSM by outcome",
+            metrics.upstream_calls.clone(),
+        );
+        registry.register(
+            "upstream_call_duration_seconds",
+            "Time DSM took to answer",
+            metrics.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_logins",
+            "DSM logins by outcome",
+            metrics.logins.clone(),
+        );
+        registry.register(
+            "upstream_relogins",
+            "Logins made because DSM ended the session",
+            metrics.relogins.clone(),
+        );
+        registry.register(
+            "cache_requests",
+            "List cache lookups by result",
+            metrics.cache.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    pub fn request_finished(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let route = route.to_owned();
+        let method = method.to_owned();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method: method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+
+    pub fn upstream_call(
+        &self,
+        api: &'static str,
+        method: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.upstream_calls
+            .get_or_create(&UpstreamLabels {
+                api,
+                method,
+                outcome,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&UpstreamOpLabels { api, method })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn login(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn relogin(&self) {
+        self.relogins.inc();
+    }
+
+    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
+    }
+}
+
+/// Decrements the in-flight gauge when the request ends, however it ends.
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_carry_the_documented_names_and_labels() {
+        let metrics = Metrics::new();
+        metrics.request_finished(
+            "/api/v1/channels/{channel_id}",
+            "GET",
+            200,
+            Duration::from_millis(3),
+        );
+        metrics.upstream_call("SYNO.Chat.Post", "list", "ok", Duration::from_millis(2));
+        metrics.login(true);
+        metrics.relogin();
+        metrics.cache_lookup("users", false);
+        drop(metrics.request_started());
+        let text = metrics.render();
+        for expected in [
+            r#"synochat_http_requests_total{route="/api/v1/channels/{channel_id}",method="GET",status="200"} 1"#,
+            r#"synochat_http_request_duration_seconds_count{route="/api/v1/channels/{channel_id}",method="GET"} 1"#,
+            "synochat_http_requests_in_flight 0",
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="ok"} 1"#,
+            r#"synochat_upstream_call_duration_seconds_count{api="SYNO.Chat.Post",method="list"} 1"#,
+            r#"synochat_upstream_logins_total{outcome="ok"} 1"#,
+            "synochat_upstream_relogins_total 1",
+            r#"synochat_cache_requests_total{cache="users",result="miss"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `/metrics`: series by route template, upstream calls, logins, cache use; access options.
+
+use std::net::SocketAddr;
+
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{READ_KEY, spawn_app, spawn_app_with};
+
+fn line_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[actix_web::test]
+async fn metrics_count_requests_by_route_template_and_upstream_work() {
+    let app = spawn_app().await;
+    app.get("/api/v1/channels/1").await;
+    app.get("/api/v1/channels/2").await;
+    app.get("/api/v1/no/such/route/42").await;
+    app.get("/api/v1/channels/1/posts").await;
+    let answer = app.call("GET", "/metrics", None, None).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = answer.body.as_str().unwrap();
+    let by_template = r#"synochat_http_requests_total{route="/api/v1/channels/{channel_id}",method="GET",status="200"}"#;
+    assert_eq!(line_value(text, by_template), Some(2.0), "{text}");
+    assert!(
+        !text.contains("/api/v1/channels/2\""),
+        "raw paths never become labels"
+    );
+    assert_eq!(
+        line_value(
+            text,
+            r#"synochat_http_requests_total{route="unmatched",method="GET",status="404"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        line_value(
+            text,
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="ok"}"#
+        ) >= Some(1.0)
+    );
+    assert!(
+        text.contains(r#"synochat_upstream_call_duration_seconds_bucket{le="#)
+            || text.contains("synochat_upstream_call_duration_seconds_bucket{api=")
+    );
+    assert_eq!(
+        line_value(text, r#"synochat_upstream_logins_total{outcome="ok"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        line_value(
+            text,
+            r#"synochat_cache_requests_total{cache="channels",result="miss"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        line_value(
+            text,
+            r#"synochat_cache_requests_total{cache="channels",result="hit"}"#
+        ),
+        Some(1.0)
+    );
+    // The scrape itself is in flight while it renders.
+    assert_eq!(
+        line_value(text, "synochat_http_requests_in_flight"),
+        Some(1.0)
+    );
+}
+
+#[actix_web::test]
+async fn relogins_and_failed_calls_are_counted() {
+    let app = spawn_app().await;
+    app.get("/api/v1/channels/1/posts").await;
+    app.sim.expire_all_sessions();
+    app.get("/api/v1/channels/1/posts").await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 114);
+    app.get("/api/v1/channels/1/posts").await;
+    let text = app
+        .call("GET", "/metrics", None, None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        line_value(&text, "synochat_upstream_relogins_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        line_value(&text, r#"synochat_upstream_logins_total{outcome="ok"}"#),
+        Some(2.0)
+    );
+    assert!(
+        line_value(
+            &text,
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="dsm_error"}"#
+        ) >= Some(2.0)
+    );
+}
+
+#[actix_web::test]
+async fn metrics_can_require_a_key() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.metrics.require_key = true).await;
+    app.call("GET", "/metrics", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(
+        app.call("GET", "/metrics", Some(READ_KEY), None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn metrics_can_live_on_a_separate_listener() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.metrics.bind = Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+    })
+    .await;
+    app.call("GET", "/metrics", None, None)
+        .await
+        .assert_problem(404, "route_not_found");
+    let mut response = app
+        .http
+        .get(format!("{}/metrics", app.metrics_base.as_ref().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.body().await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("synochat_http_requests_total"));
+}
