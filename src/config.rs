@@ -99,6 +99,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
+    /// Reverse proxies (CIDRs or addresses) whose `X-Forwarded-*`/`Forwarded` headers are
+    /// honoured; a list or a comma-separated string.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -109,6 +113,7 @@ impl Default for ServerSettings {
             workers: None,
             shutdown_timeout_secs: 30,
             max_upload_bytes: 32 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -244,6 +249,22 @@ fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
             .map(str::to_owned)
             .collect(),
     })
+}
+
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    list_or_comma_string(d)?
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{entry:?} is not a CIDR (10.0.0.0/8) or an IP address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Where configuration comes from: an optional file and an environment (the process's, or a
@@ -550,6 +571,14 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.key, "auth.keys");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_addresses() {
+        let s = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap();
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        let err = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "everyone")]).unwrap_err();
+        assert!(err.to_string().contains("everyone"), "{err}");
     }
 
     #[test]

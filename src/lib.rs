@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod forwarded;
 pub mod metrics;
 pub mod sim;
 pub mod startup;

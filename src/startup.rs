@@ -19,6 +19,7 @@ use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
+use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
 use crate::telemetry;
@@ -193,9 +194,9 @@ impl Application {
             )]);
         }
         let routes = web::Data::new(RouteTable::from_openapi(&document));
-        let document = web::Data::new(api::docs::OpenApiJson(
-            document.to_json().map_err(std::io::Error::other)?.into(),
-        ));
+        let document =
+            web::Data::new(api::docs::OpenApiJson::new(&document).map_err(std::io::Error::other)?);
+        let proxies = web::Data::new(TrustedProxies::new(settings.server.trusted_proxies.clone()));
 
         let metrics_data = web::Data::from(metrics.clone());
         let metrics_access = web::Data::new(MetricsAccess {
@@ -229,6 +230,7 @@ impl Application {
                         .app_data(document.clone())
                         .app_data(metrics_data.clone())
                         .app_data(metrics_access.clone())
+                        .app_data(proxies.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
                         .configure(|cfg| {

@@ -13,12 +13,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
+use crate::forwarded::{PublicOrigin, TrustedProxies};
 use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -84,12 +85,24 @@ pub async fn request_context(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = request_id_from(&req);
+    let origin = match req.app_data::<web::Data<TrustedProxies>>() {
+        Some(proxies) => PublicOrigin::resolve(&req, proxies),
+        None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
+    };
     let info = RequestInfo {
         id: id.clone(),
-        path: req.path().to_owned(),
+        // As the caller sees it: behind a proxy the path carries the public prefix.
+        path: format!("{}{}", origin.prefix, req.path()),
     };
     // The path, never the query string: callers' queries are not ours to log.
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+        client_ip = origin.client_ip.map(tracing::field::display),
+    );
+    req.extensions_mut().insert(origin);
     let started = Instant::now();
     // Label by route template, never the raw path: unknown paths share one label.
     let route = req

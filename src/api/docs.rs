@@ -2,11 +2,43 @@
 
 use actix_web::{HttpResponse, http::header, web};
 use bytes::Bytes;
+
+use crate::forwarded::PublicOrigin;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 /// The serialised document, built once at start-up.
-pub struct OpenApiJson(pub Bytes);
+pub struct OpenApiJson {
+    json: Bytes,
+    /// Whether `servers` comes from `server.public_url` (else from each request's origin).
+    fixed_servers: bool,
+}
+
+impl OpenApiJson {
+    pub fn new(api: &OpenApi) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            json: Bytes::from(serde_json::to_vec(api)?),
+            fixed_servers: api.servers.is_some(),
+        })
+    }
+
+    /// The document with `servers` naming the origin the caller used (through a trusted
+    /// proxy: its public scheme, host and prefix), so "Try it out" works from anywhere.
+    fn for_origin(&self, origin: &PublicOrigin) -> Bytes {
+        if self.fixed_servers || !self.json.starts_with(b"{") {
+            return self.json.clone();
+        }
+        let servers = serde_json::json!([{ "url": origin.base_url() }]);
+        let mut json = Vec::with_capacity(self.json.len() + 128);
+        json.extend_from_slice(b"{\"servers\":");
+        json.extend_from_slice(servers.to_string().as_bytes());
+        if self.json.len() > 2 {
+            json.push(b',');
+        }
+        json.extend_from_slice(&self.json[1..]);
+        Bytes::from(json)
+    }
+}
 
 /// Path templates of the documented routes with their methods.
 pub struct RouteTable {
@@ -59,10 +91,10 @@ impl RouteTable {
     }
 }
 
-async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
+async fn openapi_json(req: actix_web::HttpRequest, doc: web::Data<OpenApiJson>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(doc.0.clone())
+        .body(doc.for_origin(&PublicOrigin::of(&req)))
 }
 
 async fn docs_redirect() -> HttpResponse {

@@ -6,6 +6,7 @@ mod keys;
 mod observability;
 mod resilience;
 mod resources;
+mod reverse_proxy;
 mod surface_channels;
 mod surface_integrations;
 mod surface_posts;

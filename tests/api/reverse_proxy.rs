@@ -1,0 +1,141 @@
+//! Behind Debian's nginx under `/chat/`, with the shipped test template: the docs, the
+//! document's `servers`, problem links and API calls all carry the public prefix.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{READ_KEY, spawn_app_with};
+
+struct Nginx {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nginx(binary: &str, upstream: SocketAddr, prefix: &str) -> (Nginx, u16) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("synochat-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // nginx's workers run as `nobody` when started by root: they must reach the temp dirs.
+    let _ = Command::new("chmod").arg("0755").arg(&dir).status();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nginx/test-template.conf"
+    ))
+    .unwrap();
+    let config = template
+        .replace("@LISTEN_PORT@", &port.to_string())
+        .replace("@UPSTREAM@", &upstream.to_string())
+        .replace("@PREFIX@", prefix);
+    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-e", "stderr"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Nginx { child, dir }, port)
+}
+
+#[actix_web::test]
+async fn the_gateway_works_behind_nginx_under_a_prefix() {
+    let Some(binary) = nginx_binary() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nginx is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: reverse-proxy test: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let upstream: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let (_nginx, port) = start_nginx(binary, upstream, "/chat");
+    let public = format!("http://127.0.0.1:{port}");
+    let get = |path: String, key: Option<&'static str>| {
+        let mut request = app.http.get(format!("{public}{path}"));
+        if let Some(key) = key {
+            request = request.insert_header(("Authorization", format!("Bearer {key}")));
+        }
+        async move {
+            let mut response = request.send().await.expect("nginx answers");
+            let body = response.body().limit(8 * 1024 * 1024).await.unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().clone(),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+
+    let (status, headers, _) = get("/chat/docs".into(), None).await;
+    assert_eq!(status, 308);
+    assert_eq!(
+        headers.get("location").unwrap(),
+        "docs/",
+        "relative, so the browser stays under /chat/"
+    );
+    let (status, _, page) = get("/chat/docs/".into(), None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("swagger-ui"));
+    let (_, _, initializer) = get("/chat/docs/swagger-initializer.js".into(), None).await;
+    assert!(
+        initializer.contains("../openapi.json"),
+        "the UI fetches the document relative to /chat/docs/"
+    );
+
+    let (status, _, document) = get("/chat/openapi.json".into(), None).await;
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+    assert_eq!(
+        document["servers"][0]["url"],
+        format!("{public}/chat"),
+        "Try it out goes through the proxy"
+    );
+
+    let (status, _, channels) = get("/chat/api/v1/channels".into(), Some(READ_KEY)).await;
+    assert_eq!(status, 200, "{channels}");
+    assert!(channels.contains("general"));
+    let (status, _, problem) = get("/chat/api/v1/channels/abc".into(), Some(READ_KEY)).await;
+    assert_eq!(status, 400);
+    let problem: serde_json::Value = serde_json::from_str(&problem).unwrap();
+    assert_eq!(problem["instance"], "/chat/api/v1/channels/abc");
+
+    // Straight to the gateway (no proxy headers), the document names the direct origin.
+    let direct = app.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(direct.body["servers"][0]["url"], app.base);
+}
