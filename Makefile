@@ -35,5 +35,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## bench: CPU per request of the gateway against nginx in front of the same DSM simulator
+bench:
+	$(CARGO) build --release --bin syno-chat-gateway
+	bash tests/bench/proxy_overhead.sh
+
 clean:
 	$(CARGO) clean

@@ -574,6 +574,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_file_loads_and_matches_the_defaults() {
+        let example = Settings::load(Sources {
+            file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml").into()),
+            env: Some(Default::default()),
+        })
+        .unwrap();
+        assert_eq!(example.masked_json(), Settings::default().masked_json());
+    }
+
+    #[test]
     fn trusted_proxies_accept_cidrs_and_addresses() {
         let s = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap();
         assert_eq!(s.server.trusted_proxies.len(), 2);
