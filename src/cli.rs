@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
-use crate::startup::{Application, Signals};
+use crate::startup::Application;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{api, auth, sim, telemetry};
 
@@ -112,9 +112,24 @@ pub fn main() -> ExitCode {
 fn serve(settings: Settings) -> Result<(), String> {
     telemetry::init(&settings.log, std::io::stderr)?;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings, Signals::Handle)
+        let app = Application::build(settings)
             .await
             .map_err(|e| e.to_string())?;
+        let handle = app.handle();
+        actix_web::rt::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received: draining in-flight requests"),
+                _ = int.recv() => tracing::info!("SIGINT received: draining in-flight requests"),
+            }
+            handle.stop(true).await;
+        });
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
 }

@@ -25,13 +25,6 @@ use crate::sim::{self, SimConfig, Simulator};
 use crate::telemetry;
 use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
 
-/// Whether the server reacts to SIGTERM/SIGINT itself (the binary) or is stopped by its owner (tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signals {
-    Handle,
-    Ignore,
-}
-
 pub struct Application {
     server: Server,
     address: SocketAddr,
@@ -46,11 +39,10 @@ fn metrics_server(
     metrics: web::Data<Metrics>,
     access: web::Data<MetricsAccess>,
     keys: web::Data<ApiKeys>,
-    signals: Signals,
 ) -> std::io::Result<(Server, SocketAddr)> {
     let listener = TcpListener::bind(bind)?;
     let address = listener.local_addr()?;
-    let mut server = actix_web::HttpServer::new(move || {
+    let server = actix_web::HttpServer::new(move || {
         App::new()
             .wrap(from_fn(telemetry::request_context))
             .app_data(metrics.clone())
@@ -59,10 +51,8 @@ fn metrics_server(
             .route("/metrics", web::get().to(api::health::metrics))
     })
     .workers(1)
+    .disable_signals()
     .listen(listener)?;
-    if signals == Signals::Ignore {
-        server = server.disable_signals();
-    }
     tracing::info!(%address, "metrics listening");
     Ok((server.run(), address))
 }
@@ -146,7 +136,7 @@ fn integration_tokens(
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
-    pub async fn build(settings: Settings, signals: Signals) -> std::io::Result<Self> {
+    pub async fn build(settings: Settings) -> std::io::Result<Self> {
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await?;
@@ -209,7 +199,6 @@ impl Application {
                 metrics_data.clone(),
                 metrics_access.clone(),
                 keys.clone(),
-                signals,
             )?),
             _ => None,
         };
@@ -244,12 +233,12 @@ impl Application {
             app.default_service(web::to(api::fallback))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // The owner decides when to stop (the CLI on SIGTERM/SIGINT, tests through `handle`):
+        // actix's own signal handling also tore down the in-process simulator before logout.
+        .disable_signals()
         .listen(listener)?;
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
-        }
-        if signals == Signals::Ignore {
-            server = server.disable_signals();
         }
         let server = server.run();
 

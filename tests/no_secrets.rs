@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::{KeySettings, LogFormat, LogSettings, Settings};
 use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
-use syno_chat_gateway::startup::{Application, Signals};
+use syno_chat_gateway::startup::Application;
 use syno_chat_gateway::telemetry;
 
 #[derive(Clone, Default)]
@@ -60,7 +60,7 @@ async fn no_secret_appears_in_the_logs() {
             scopes: vec!["write".to_owned()],
         },
     );
-    let app = Application::build(settings, Signals::Ignore).await.unwrap();
+    let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.address());
     let handle = app.handle();
     let (done, stopped) = tokio::sync::oneshot::channel();

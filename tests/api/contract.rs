@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use syno_chat_gateway::config::Settings;
-use syno_chat_gateway::startup::{Application, Signals};
+use syno_chat_gateway::startup::Application;
 
 use crate::helpers::spawn_app;
 
@@ -122,7 +122,7 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
     let mut settings = Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.server.workers = Some(1);
-    let app = Application::build(settings, Signals::Ignore).await.unwrap();
+    let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.address());
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());

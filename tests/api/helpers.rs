@@ -10,7 +10,7 @@ use serde_json::Value;
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::{KeySettings, Settings, TokenKind, TokenSettings};
 use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, SimControl, Simulator};
-use syno_chat_gateway::startup::{Application, Signals};
+use syno_chat_gateway::startup::Application;
 
 pub const READ_KEY: &str = "test-read-key";
 pub const WRITE_KEY: &str = "test-write-key";
@@ -126,9 +126,7 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         );
     }
     adjust(&mut settings);
-    let app = Application::build(settings, Signals::Ignore)
-        .await
-        .expect("gateway starts");
+    let app = Application::build(settings).await.expect("gateway starts");
     let base = format!("http://{}", app.address());
     let metrics_base = app.metrics_address().map(|a| format!("http://{a}"));
     let handle = app.handle();

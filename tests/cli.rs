@@ -1,0 +1,261 @@
+//! The binary's subcommands, run as a user would run them.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+
+use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
+
+/// Runs the binary with only the given SYNOCHAT variables (none inherited from the machine).
+fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("SYNOCHAT_CONFIG")
+        .env_remove("RUST_LOG");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SYNOCHAT__")) {
+        command.env_remove(key);
+    }
+    command
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn run_async(args: Vec<String>, env: Vec<(String, String)>, stdin: Option<String>) -> Output {
+    actix_web::rt::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&args, &env, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+#[test]
+fn check_config_masks_secrets_and_names_bad_keys() {
+    let env = [
+        ("SYNOCHAT__UPSTREAM__URL", "https://nas.example:5001"),
+        ("SYNOCHAT__UPSTREAM__USERNAME", "bot"),
+        ("SYNOCHAT__UPSTREAM__PASSWORD", "hunter2-secret"),
+        ("SYNOCHAT__AUTH__DISABLED", "true"),
+    ];
+    let ok = run(&["check-config"], &env, None);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let printed = text(&ok.stdout);
+    assert!(printed.contains("nas.example") && printed.contains("********"));
+    assert!(!printed.contains("hunter2-secret"));
+
+    let bad = run(
+        &["check-config"],
+        &[("SYNOCHAT__CACHE__TTL_SECS", "a week")],
+        None,
+    );
+    assert!(!bad.status.success());
+    let message = text(&bad.stderr);
+    assert_eq!(message.lines().count(), 1, "one clear line: {message}");
+    assert!(message.contains("ttl_secs"), "{message}");
+}
+
+#[test]
+fn serve_refuses_a_real_upstream_without_keys() {
+    let out = run(
+        &["serve"],
+        &[
+            ("SYNOCHAT__UPSTREAM__URL", "https://nas.example:5001"),
+            ("SYNOCHAT__UPSTREAM__USERNAME", "bot"),
+            ("SYNOCHAT__UPSTREAM__PASSWORD", "pw"),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("auth.keys"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn hash_key_hashes_stdin_and_makes_new_keys() {
+    let out = run(&["hash-key", "--stdin"], &[], Some("foo\n"));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+    );
+    let fresh = run(&["hash-key"], &[], None);
+    let printed = text(&fresh.stdout);
+    let key = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let hash = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("hash:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let check = run(&["hash-key", "--stdin"], &[], Some(&key));
+    assert_eq!(text(&check.stdout).trim(), hash);
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let out = run(&["openapi"], &[], None);
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap();
+    assert_eq!(text(&out.stdout), committed);
+}
+
+#[actix_web::test]
+async fn healthcheck_reports_whether_the_gateway_answers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let simulator = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    // The simulator is not the gateway, but it answers HTTP: use its 404 for the failure case.
+    let missing = run_async(
+        vec![
+            "healthcheck".into(),
+            "--url".into(),
+            format!("{}/healthz", simulator.base_url()),
+        ],
+        vec![],
+        None,
+    )
+    .await;
+    assert!(!missing.status.success());
+
+    let mut settings = syno_chat_gateway::config::Settings::default();
+    settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.workers = Some(1);
+    let app = syno_chat_gateway::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let port = app.port();
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let ok = run_async(
+        vec!["healthcheck".into()],
+        vec![("SYNOCHAT__SERVER__BIND".into(), format!("127.0.0.1:{port}"))],
+        None,
+    )
+    .await;
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn enroll_device_asks_for_the_code_and_prints_a_device_id_that_skips_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let simulator = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let sim = simulator.control();
+    sim.enable_otp(DEMO_ACCOUNT, "246810");
+    let env = vec![
+        ("SYNOCHAT__UPSTREAM__URL".to_owned(), simulator.base_url()),
+        (
+            "SYNOCHAT__UPSTREAM__USERNAME".to_owned(),
+            DEMO_ACCOUNT.to_owned(),
+        ),
+        (
+            "SYNOCHAT__UPSTREAM__PASSWORD".to_owned(),
+            DEMO_PASSWORD.to_owned(),
+        ),
+        ("SYNOCHAT__AUTH__DISABLED".to_owned(), "true".to_owned()),
+    ];
+    let wrong = run_async(
+        vec!["enroll-device".into(), "--otp".into(), "000000".into()],
+        env.clone(),
+        None,
+    )
+    .await;
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("one-time code"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    let out = run_async(
+        vec!["enroll-device".into()],
+        env.clone(),
+        Some("246810\n".into()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let device_id = text(&out.stdout).trim().to_owned();
+    assert!(!device_id.is_empty());
+    assert!(
+        sim.active_sessions().is_empty(),
+        "the enrolment session was logged out"
+    );
+
+    // With the device id the gateway logs in without a code.
+    let mut with_device = env.clone();
+    with_device.push(("SYNOCHAT__UPSTREAM__DEVICE_ID".to_owned(), device_id));
+    let again = run_async(
+        vec!["enroll-device".into(), "--otp".into(), "ignored".into()],
+        with_device,
+        None,
+    )
+    .await;
+    let logins = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method.as_deref() == Some("login"))
+        .collect::<Vec<_>>();
+    let last = logins.last().unwrap();
+    assert!(last.params.iter().any(|(k, _)| k == "device_id"));
+    assert_eq!(
+        last.error_code,
+        None,
+        "the device id skipped the code: {}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn sigterm_drains_and_logs_out() {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
+        .env("SYNOCHAT__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "exit after SIGTERM: {log}");
+    assert!(log.contains("logged out of DSM"), "{log}");
+}
