@@ -88,7 +88,7 @@ pub struct LeaveQuery {
 /// this object: its fields are DSM's own and are passed on unchanged.
 #[derive(Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object, example = json!({"channel_id": 1, "notification": "all",
+#[schema(example = json!({"channel_id": 1, "notification": "all",
     "is_muted": false, "is_favorite": false, "is_hidden": false}))]
 pub struct ChannelPreferences(Map<String, Value>);
 
@@ -282,7 +282,10 @@ pub async fn join_channel(
             if is_member {
                 Ok(HttpResponse::NoContent().finish())
             } else {
-                Err(ApiError::for_resource(e, format_args!("channel {channel_id}")))
+                Err(ApiError::for_resource(
+                    e,
+                    format_args!("channel {channel_id}"),
+                ))
             }
         }
         result => channel_changed(&state, channel_id, result).await,

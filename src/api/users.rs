@@ -35,14 +35,14 @@ pub struct UserList {
 /// DSM's own and are passed on unchanged.
 #[derive(Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object, example = json!({"user_id": 2, "status": "online"}))]
+#[schema(example = json!({"user_id": 2, "status": "online"}))]
 pub struct UserStatus(Map<String, Value>);
 
 /// The gateway account's Chat preferences as DSM reports them. DSM does not document this
 /// object: its fields are DSM's own and are passed on unchanged.
 #[derive(Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object, example = json!({"language": "def", "timezone": "UTC",
+#[schema(example = json!({"language": "def", "timezone": "UTC",
     "enter_to_send": true, "desktop_notification": true}))]
 pub struct OwnPreferences(Map<String, Value>);
 
@@ -118,7 +118,7 @@ pub async fn get_user_status(
 /// The image bytes with the `Content-Type` (and `Content-Disposition`) DSM sent.
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "User id")),
-    responses((status = 200, description = "The avatar image", content_type = "image/*", body = [u8]),
+    responses((status = 200, description = "The avatar image", content_type = "image/*"),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/avatar")]
 pub async fn get_user_avatar(

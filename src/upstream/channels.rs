@@ -61,7 +61,11 @@ impl ChatClient {
         self.channel_call(&NAMED_DISJOIN, channel_id, &[]).await
     }
 
-    pub async fn invite_to_channel(&self, channel_id: ChannelId, user_ids: &[UserId]) -> Result<()> {
+    pub async fn invite_to_channel(
+        &self,
+        channel_id: ChannelId,
+        user_ids: &[UserId],
+    ) -> Result<()> {
         let user_ids = json_id_list(user_ids);
         let params = [("user_ids", user_ids.as_str()), ("channel_key_encs", "[]")];
         self.channel_call(&NAMED_INVITE, channel_id, &params).await

@@ -3,7 +3,7 @@
 //!
 //! Simulator demo data: the gateway's account `admin` is user 1; alice 2, bob 3, carol 4.
 //! Channels: 1 general (public, everyone), 2 random (public: 1, 2, 3), 3 ops (private: 1, 4),
-//! 4 the direct-message channel of admin and alice.
+//! 4 the direct-message channel of admin and alice (demo bots are members of some channels).
 
 use serde_json::{Value, json};
 use syno_chat_gateway::sim::LoggedRequest;
@@ -135,7 +135,9 @@ async fn channel_creation_refused_by_dsm_is_a_403() {
 #[actix_web::test]
 async fn a_closed_channel_leaves_the_list() {
     let app = spawn_app().await;
-    let closed = app.call("DELETE", "/api/v1/channels/2", Some(WRITE_KEY), None).await;
+    let closed = app
+        .call("DELETE", "/api/v1/channels/2", Some(WRITE_KEY), None)
+        .await;
     assert_eq!(closed.status, 204, "{}", closed.body);
     let close = last_call(&app, "SYNO.Chat.Channel", "close");
     assert_eq!(close.version.as_deref(), Some("4"));
@@ -151,9 +153,13 @@ async fn a_closed_channel_leaves_the_list() {
         list.body
     );
 
-    let unknown = app.call("DELETE", "/api/v1/channels/999", Some(WRITE_KEY), None).await;
+    let unknown = app
+        .call("DELETE", "/api/v1/channels/999", Some(WRITE_KEY), None)
+        .await;
     assert_eq!(unknown.assert_problem(404, "not_found")["dsm_code"], 117);
-    let bad = app.call("DELETE", "/api/v1/channels/abc", Some(WRITE_KEY), None).await;
+    let bad = app
+        .call("DELETE", "/api/v1/channels/abc", Some(WRITE_KEY), None)
+        .await;
     assert_detail_names(&bad, 400, "invalid_request", "channel_id");
 }
 
@@ -219,10 +225,13 @@ async fn the_gateway_leaves_and_joins_channels() {
     let left = app.call("DELETE", path, Some(WRITE_KEY), None).await;
     assert_eq!(left.status, 204, "{}", left.body);
     assert_eq!(
-        param(&last_call(&app, "SYNO.Chat.Channel.Named", "disjoin"), "channel_id"),
+        param(
+            &last_call(&app, "SYNO.Chat.Channel.Named", "disjoin"),
+            "channel_id"
+        ),
         Some("2")
     );
-    assert_eq!(members(&channel(&app, 2).await), [2, 3]);
+    assert!(!members(&channel(&app, 2).await).contains(&1));
     let again = app.call("DELETE", path, Some(WRITE_KEY), None).await;
     assert_detail_names(&again, 404, "not_found", "not a member");
 
@@ -235,15 +244,32 @@ async fn the_gateway_leaves_and_joins_channels() {
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "join"), 2);
 
     let unknown = app
-        .call("PUT", "/api/v1/channels/999/membership", Some(WRITE_KEY), None)
+        .call(
+            "PUT",
+            "/api/v1/channels/999/membership",
+            Some(WRITE_KEY),
+            None,
+        )
         .await;
     assert_eq!(unknown.assert_problem(404, "not_found")["dsm_code"], 117);
-    app.call("DELETE", "/api/v1/channels/999/membership", Some(WRITE_KEY), None)
-        .await
-        .assert_problem(404, "not_found");
+    app.call(
+        "DELETE",
+        "/api/v1/channels/999/membership",
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
     app.sim
         .fail_next("SYNO.Chat.Channel.Named", Some("join"), 1, 105);
-    let refused = app.call("PUT", "/api/v1/channels/3/membership", Some(WRITE_KEY), None).await;
+    let refused = app
+        .call(
+            "PUT",
+            "/api/v1/channels/3/membership",
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
     assert_eq!(
         refused.assert_problem(403, "upstream_permission_denied")["dsm_code"],
         105
@@ -260,20 +286,35 @@ async fn leaving_as_the_only_member_needs_force() {
     let refused = app.call("DELETE", &path, Some(WRITE_KEY), None).await;
     assert_detail_names(&refused, 409, "conflict", "force=true");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "disjoin"), 0);
-    app.call("DELETE", &format!("{path}?force=maybe"), Some(WRITE_KEY), None)
-        .await
-        .assert_problem(400, "invalid_request");
+    app.call(
+        "DELETE",
+        &format!("{path}?force=maybe"),
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(400, "invalid_request");
 
     let forced = app
-        .call("DELETE", &format!("{path}?force=true"), Some(WRITE_KEY), None)
+        .call(
+            "DELETE",
+            &format!("{path}?force=true"),
+            Some(WRITE_KEY),
+            None,
+        )
         .await;
     assert_eq!(forced.status, 204, "{}", forced.body);
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "disjoin"), 1);
 
     // A direct-message conversation cannot be left.
-    app.call("DELETE", "/api/v1/channels/4/membership", Some(WRITE_KEY), None)
-        .await
-        .assert_problem(409, "conflict");
+    app.call(
+        "DELETE",
+        "/api/v1/channels/4/membership",
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(409, "conflict");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "disjoin"), 1);
 }
 
@@ -296,11 +337,17 @@ async fn marking_read_moves_the_read_marker() {
         .as_millis() as u64;
     let now = app.post("/api/v1/channels/1/read", json!({})).await;
     assert_eq!(now.status, 204, "{}", now.body);
-    let sent: u64 = param(&last_call(&app, "SYNO.Chat.Channel", "view"), "last_view_at")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(sent >= before && sent < before + 60_000, "now in ms: {sent}");
+    let sent: u64 = param(
+        &last_call(&app, "SYNO.Chat.Channel", "view"),
+        "last_view_at",
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(
+        sent >= before && sent < before + 60_000,
+        "now in ms: {sent}"
+    );
     let general = channel(&app, 1).await;
     assert_eq!(general["last_view_at"], sent);
     assert_eq!(general["unread"], 0);
@@ -385,10 +432,7 @@ async fn an_avatar_is_the_image_dsm_sent() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers().get("content-type").unwrap(),
-        "image/png"
-    );
+    assert_eq!(response.headers().get("content-type").unwrap(), "image/png");
     assert!(
         response
             .headers()
@@ -417,7 +461,10 @@ async fn direct_messages_reuse_or_open_the_conversation() {
     let app = spawn_app().await;
     // admin and alice already have a DM channel (4).
     let to_alice = app
-        .post("/api/v1/users/2/messages", json!({"message": "hi alice & co"}))
+        .post(
+            "/api/v1/users/2/messages",
+            json!({"message": "hi alice & co"}),
+        )
         .await;
     assert_eq!(to_alice.status, 201, "{}", to_alice.body);
     assert_eq!(to_alice.body["channel_id"], 4);
