@@ -137,7 +137,7 @@ pub async fn get_channel(
 /// created, the channel exists (see `GET /channels`) and the problem says why inviting failed.
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     request_body = NewChannel,
-    responses((status = 201, body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
+    responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
         InvalidInput, BodyProblems, CommonProblems))]
 #[post("/channels")]
 pub async fn create_channel(
@@ -367,7 +367,7 @@ pub async fn mark_read(
 /// Get the gateway account's preferences for a channel
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
-    responses((status = 200, body = ChannelPreferences), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, description = "DSM's preferences object", body = ChannelPreferences), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/preferences")]
 pub async fn get_channel_preferences(
     _: Authorized<Read>,

@@ -98,7 +98,7 @@ pub async fn get_user(
 /// Asks DSM each time (not cached).
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "User id")),
-    responses((status = 200, body = UserStatus), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, description = "DSM's presence object", body = UserStatus), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/status")]
 pub async fn get_user_status(
     _: Authorized<Read>,
@@ -146,7 +146,7 @@ pub async fn get_user_avatar(
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
     request_body = DirectMessage,
-    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
     _: Authorized<Write>,
@@ -178,7 +178,7 @@ pub async fn send_direct_message(
 
 /// Get the gateway account's Chat preferences
 #[utoipa::path(tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = OwnPreferences), CommonProblems))]
+    responses((status = 200, description = "DSM's preferences object", body = OwnPreferences), CommonProblems))]
 #[get("/me/preferences")]
 pub async fn get_own_preferences(
     _: Authorized<Read>,
