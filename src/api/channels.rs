@@ -176,6 +176,7 @@ pub async fn create_channel(
     {
         return Err(e.into());
     }
+    // Whoever DSM already lists as a member (the creator) needs no invitation.
     members.retain(|m| !created.members.contains(&m.get()));
     if !members.is_empty() {
         chat.invite_to_channel(channel_id, &members).await?;
