@@ -147,6 +147,36 @@ pub struct Channel {
     pub encrypted: Option<bool>,
 }
 
+/// Who may find and join a named channel: anyone (`public`) or invited users (`private`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase", example = "private")]
+pub enum ChannelType {
+    Public,
+    Private,
+}
+
+impl ChannelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Named here so the problem detail names the field, which serde's enum error does not.
+        match String::deserialize(deserializer)?.as_str() {
+            "public" => Ok(Self::Public),
+            "private" => Ok(Self::Private),
+            other => Err(serde::de::Error::custom(format!(
+                "type must be \"public\" or \"private\", got {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Free-form profile fields of a Chat user.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct UserProps {

@@ -1,23 +1,96 @@
-//! `/channels`: the channels the gateway's DSM account can see.
+//! `/channels`: the channels the gateway's DSM account can see, creating them, and the
+//! account's membership, read marker and preferences in them.
 
-use actix_web::{HttpResponse, get, web};
-use serde::Serialize;
-use utoipa::ToSchema;
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Chat, CommonProblems, InvalidInput, NotFound, State};
-use crate::auth::{Authorized, Read};
-use crate::domain::{Channel, ChannelId};
-use crate::error::ApiError;
+use super::users::{ensure_users_exist, own_user_id};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use crate::auth::{Authorized, Read, Write};
+use crate::domain::{Channel, ChannelId, ChannelType, UserId};
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::upstream::UpstreamError;
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_channels).service(get_channel);
+    cfg.service(list_channels)
+        .service(get_channel)
+        .service(create_channel)
+        .service(close_channel)
+        .service(archive_channel)
+        .service(invite_members)
+        .service(join_channel)
+        .service(leave_channel)
+        .service(mark_read)
+        .service(get_channel_preferences);
 }
+
+/// Earliest and latest accepted Unix millisecond timestamps (2001 to 2286): values outside
+/// are seconds or nonsense.
+const MILLIS_RANGE: std::ops::RangeInclusive<u64> = 1_000_000_000_000..=9_999_999_999_999;
 
 #[derive(Serialize, ToSchema)]
 pub struct ChannelList {
     items: Vec<Channel>,
 }
+
+/// A named channel to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "release-team", "type": "private", "members": [2, 3]}))]
+pub struct NewChannel {
+    /// The channel's name. DSM refuses names with spaces.
+    #[schema(min_length = 1)]
+    name: String,
+    /// Default `private`.
+    #[serde(rename = "type", default)]
+    kind: Option<ChannelType>,
+    /// Users to invite once the channel exists.
+    #[serde(default)]
+    members: Vec<UserId>,
+}
+
+/// Users to add to a channel.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_ids": [2, 3]}))]
+pub struct NewMembers {
+    #[schema(min_items = 1)]
+    user_ids: Vec<UserId>,
+}
+
+/// Where the gateway's account has read a channel up to.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"last_view_at": 1764133200000_u64}))]
+pub struct ReadMarker {
+    /// Unix milliseconds; default now. Chat's own clients send the `create_at` of the last
+    /// post they showed.
+    #[serde(default, deserialize_with = "unix_millis")]
+    #[schema(minimum = 1_000_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
+    last_view_at: Option<u64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveQuery {
+    /// Leave even when the gateway's account is the channel's only member, which orphans the
+    /// channel: nobody can rejoin or close it through the API afterwards.
+    #[serde(default)]
+    force: bool,
+}
+
+/// The gateway account's preferences for a channel as DSM reports them. DSM does not document
+/// this object: its fields are DSM's own and are passed on unchanged.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(example = json!({"channel_id": 1, "notification": "all",
+    "is_muted": false, "is_favorite": false, "is_hidden": false}))]
+pub struct ChannelPreferences(Map<String, Value>);
 
 /// List the channels visible to the gateway's account
 ///
@@ -54,9 +127,314 @@ pub async fn get_channel(
         .find(|c| c.channel_id == channel_id)
         .cloned()
         .map(web::Json)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "channel {channel_id} does not exist or is not visible to the gateway's account"
-            ))
-        })
+        .ok_or_else(|| not_visible(channel_id))
+}
+
+/// Create a named channel
+///
+/// Creates the channel, makes sure the gateway's account has joined it and invites `members`.
+/// Answers 201 with the channel as DSM then lists it. If inviting fails after the channel was
+/// created, the channel exists (see `GET /channels`) and the problem says why inviting failed.
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    request_body = NewChannel,
+    responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
+        InvalidInput, BodyProblems, CommonProblems))]
+#[post("/channels")]
+pub async fn create_channel(
+    _: Authorized<Write>,
+    body: web::Json<NewChannel>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let NewChannel {
+        name,
+        kind,
+        mut members,
+    } = body.into_inner();
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    members.sort_unstable();
+    members.dedup();
+    ensure_users_exist(&state, &chat, &members, "members").await?;
+    let created = chat
+        .create_channel(&name, kind.unwrap_or(ChannelType::Private))
+        .await
+        .map_err(|e| match e.dsm_code() {
+            // "Record not valid": DSM's verdict on the name (it refuses spaces, for one).
+            Some(152) => ApiError::new(
+                ProblemCode::UpstreamRejectedInput,
+                format!("name {name:?} is not a valid channel name for DSM (error 152)"),
+            ),
+            _ => e.into(),
+        })?;
+    let channel_id = created.channel_id;
+    state.caches.channels.invalidate().await;
+    // The creator is normally a member already; join answers 117 then (§6.1 note 6).
+    if let Err(e) = chat.join_channel(channel_id).await
+        && e.dsm_code() != Some(117)
+    {
+        return Err(e.into());
+    }
+    // Whoever DSM already lists as a member (the creator) needs no invitation.
+    members.retain(|m| !created.members.contains(&m.get()));
+    if !members.is_empty() {
+        chat.invite_to_channel(channel_id, &members).await?;
+    }
+    state.caches.channels.invalidate().await;
+    // The channel exists now: should the list fail to load, answer with what create said.
+    let channel = match state.caches.channels.get_or_load(chat.channels()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .find(|c| c.channel_id == channel_id)
+            .cloned()
+            .unwrap_or(created),
+        Err(_) => created,
+    };
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/channels/{channel_id}")))
+        .json(channel))
+}
+
+/// Close a channel for the gateway's account
+///
+/// DSM hides the conversation from the account's channel list until its next post; no
+/// message is deleted and other members are not affected.
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    responses((status = 204, description = "Closed"), InvalidInput, NotFound, CommonProblems))]
+#[delete("/channels/{channel_id}")]
+pub async fn close_channel(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    channel_changed(&state, channel_id, chat.close_channel(channel_id).await).await
+}
+
+/// Archive a channel
+///
+/// DSM allows it to the channel's creator and to administrators.
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    responses((status = 204, description = "Archived"), InvalidInput, NotFound, CommonProblems))]
+#[post("/channels/{channel_id}/archive")]
+pub async fn archive_channel(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    channel_changed(&state, channel_id, chat.archive_channel(channel_id).await).await
+}
+
+/// Invite users to a channel
+///
+/// Every id must be an existing user; members already in the channel are left as they are.
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    request_body = NewMembers,
+    responses((status = 204, description = "Invited"), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+#[post("/channels/{channel_id}/members")]
+pub async fn invite_members(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    body: web::Json<NewMembers>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    let mut user_ids = body.into_inner().user_ids;
+    if user_ids.is_empty() {
+        return Err(ApiError::invalid("user_ids must name at least one user"));
+    }
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    ensure_users_exist(&state, &chat, &user_ids, "user_ids").await?;
+    let result = chat.invite_to_channel(channel_id, &user_ids).await;
+    channel_changed(&state, channel_id, result).await
+}
+
+/// Join a channel with the gateway's account
+///
+/// Idempotent: answers 204 when the account is already a member.
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    responses((status = 204, description = "The gateway's account is a member"), InvalidInput, NotFound, CommonProblems))]
+#[put("/channels/{channel_id}/membership")]
+pub async fn join_channel(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    match chat.join_channel(channel_id).await {
+        // 117 means "already a member" or "no such channel": the channel list tells which.
+        Err(e) if e.dsm_code() == Some(117) => {
+            let own_id = own_user_id(&state, &chat).await?;
+            let is_member = fresh_channel(&state, &chat, channel_id)
+                .await?
+                .is_some_and(|c| c.members.contains(&own_id.get()));
+            if is_member {
+                Ok(HttpResponse::NoContent().finish())
+            } else {
+                Err(ApiError::for_resource(
+                    e,
+                    format_args!("channel {channel_id}"),
+                ))
+            }
+        }
+        result => channel_changed(&state, channel_id, result).await,
+    }
+}
+
+/// Leave a channel with the gateway's account
+///
+/// Refused with 409 when the gateway's account is the only member (leaving would orphan the
+/// channel) unless `force=true`, and for direct-message and bot conversations, which cannot be
+/// left (close them instead).
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), LeaveQuery),
+    responses((status = 204, description = "Left"), InvalidInput, NotFound,
+        (status = 409, description = "Leaving would orphan the channel, or it cannot be left", body = Problem, content_type = "application/problem+json"),
+        CommonProblems))]
+#[delete("/channels/{channel_id}/membership")]
+pub async fn leave_channel(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    query: web::Query<LeaveQuery>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    let own_id = own_user_id(&state, &chat).await?.get();
+    // Decided on a fresh list: a stale one could let the last member leave.
+    let channel = fresh_channel(&state, &chat, channel_id)
+        .await?
+        .ok_or_else(|| not_visible(channel_id))?;
+    if !channel.members.contains(&own_id) {
+        return Err(ApiError::not_found(format!(
+            "the gateway's account is not a member of channel {channel_id}"
+        )));
+    }
+    if !matches!(channel.kind.as_str(), "public" | "private") {
+        return Err(ApiError::new(
+            ProblemCode::Conflict,
+            format!(
+                "channel {channel_id} is a {} conversation, which cannot be left; close it instead",
+                channel.kind
+            ),
+        ));
+    }
+    if channel.members == [own_id] && !query.force {
+        return Err(ApiError::new(
+            ProblemCode::Conflict,
+            format!(
+                "the gateway's account is the only member of channel {channel_id}: leaving would \
+                 orphan it (nobody could rejoin or close it); repeat with force=true to leave anyway"
+            ),
+        ));
+    }
+    channel_changed(&state, channel_id, chat.leave_channel(channel_id).await).await
+}
+
+/// Mark a channel as read
+///
+/// Moves the gateway account's read marker to `last_view_at` (default now), which resets the
+/// channel's `unread` count. Send `{}` for "now".
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    request_body = ReadMarker,
+    responses((status = 204, description = "Marked"), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+#[post("/channels/{channel_id}/read")]
+pub async fn mark_read(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    body: web::Json<ReadMarker>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = channel_id.into_inner();
+    let last_view_at = body.last_view_at.unwrap_or_else(now_millis);
+    let result = chat.view_channel(channel_id, last_view_at).await;
+    channel_changed(&state, channel_id, result).await
+}
+
+/// Get the gateway account's preferences for a channel
+#[utoipa::path(tag = "channels", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    responses((status = 200, description = "DSM's preferences object", body = ChannelPreferences), InvalidInput, NotFound, CommonProblems))]
+#[get("/channels/{channel_id}/preferences")]
+pub async fn get_channel_preferences(
+    _: Authorized<Read>,
+    channel_id: web::Path<ChannelId>,
+    chat: Chat,
+) -> Result<web::Json<ChannelPreferences>, ApiError> {
+    let channel_id = channel_id.into_inner();
+    let preferences = chat
+        .channel_preferences(channel_id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+    Ok(web::Json(ChannelPreferences(preferences)))
+}
+
+/// Answers a write to one channel: DSM's 117 becomes 404, and the cached list is dropped
+/// because the write changed it.
+async fn channel_changed(
+    state: &State,
+    channel_id: ChannelId,
+    result: Result<(), UpstreamError>,
+) -> Result<HttpResponse, ApiError> {
+    result.map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+    state.caches.channels.invalidate().await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The channel as DSM lists it right now, for decisions a stale cache must not make.
+async fn fresh_channel(
+    state: &State,
+    chat: &Chat,
+    channel_id: ChannelId,
+) -> Result<Option<Channel>, ApiError> {
+    state.caches.channels.invalidate().await;
+    let list = state.caches.channels.get_or_load(chat.channels()).await?;
+    Ok(list
+        .items
+        .iter()
+        .find(|c| c.channel_id == channel_id)
+        .cloned())
+}
+
+fn not_visible(channel_id: ChannelId) -> ApiError {
+    ApiError::not_found(format!(
+        "channel {channel_id} does not exist or is not visible to the gateway's account"
+    ))
+}
+
+/// Reads `last_view_at`, refusing seconds and other non-millisecond values while parsing so
+/// the problem names the field.
+fn unix_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|ms| MILLIS_RANGE.contains(ms))
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "last_view_at must be a Unix time in milliseconds (13 digits), got {value}"
+                ))
+            }),
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,22 +1,58 @@
-//! `/users`: Chat users.
+//! `/users` and `/me`: Chat users, their presence and avatars, direct messages, and the
+//! gateway account's own preferences.
 
-use actix_web::{HttpResponse, get, web};
-use serde::Serialize;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Chat, CommonProblems, InvalidInput, NotFound, State};
-use crate::auth::{Authorized, Read};
-use crate::domain::{User, UserId};
-use crate::error::ApiError;
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use crate::auth::{Authorized, Read, Write};
+use crate::cache::CachedList;
+use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
+use crate::error::{ApiError, ProblemCode};
+use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_users).service(get_user);
+    cfg.service(list_users)
+        .service(get_user)
+        .service(get_user_status)
+        .service(get_user_avatar)
+        .service(send_direct_message)
+        .service(get_own_preferences);
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
     items: Vec<User>,
+}
+
+/// A user's presence as DSM reports it. DSM does not document this object: its fields are
+/// DSM's own and are passed on unchanged.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(example = json!({"user_id": 2, "status": "online"}))]
+pub struct UserStatus(Map<String, Value>);
+
+/// The gateway account's Chat preferences as DSM reports them. DSM does not document this
+/// object: its fields are DSM's own and are passed on unchanged.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(example = json!({"language": "def", "timezone": "UTC",
+    "enter_to_send": true, "desktop_notification": true}))]
+pub struct OwnPreferences(Map<String, Value>);
+
+/// A direct message to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "Your build is ready"}))]
+pub struct DirectMessage {
+    /// The text, sent to Chat byte for byte. `<https://url|label>` makes a link.
+    message: MessageText,
 }
 
 /// List Chat users
@@ -55,4 +91,186 @@ pub async fn get_user(
         .cloned()
         .map(web::Json)
         .ok_or_else(|| ApiError::not_found(format!("user {user_id} does not exist")))
+}
+
+/// Get a user's presence
+///
+/// Asks DSM each time (not cached).
+#[utoipa::path(tag = "users", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+    responses((status = 200, description = "DSM's presence object", body = UserStatus), InvalidInput, NotFound, CommonProblems))]
+#[get("/users/{user_id}/status")]
+pub async fn get_user_status(
+    _: Authorized<Read>,
+    user_id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<web::Json<UserStatus>, ApiError> {
+    let user_id = user_id.into_inner();
+    let status = chat
+        .user_status(user_id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("user {user_id}")))?;
+    Ok(web::Json(UserStatus(status)))
+}
+
+/// Get a user's avatar
+///
+/// The image bytes with the `Content-Type` (and `Content-Disposition`) DSM sent.
+#[utoipa::path(tag = "users", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+    responses((status = 200, description = "The avatar image", content_type = "image/*"),
+        InvalidInput, NotFound, CommonProblems))]
+#[get("/users/{user_id}/avatar")]
+pub async fn get_user_avatar(
+    _: Authorized<Read>,
+    user_id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_id.into_inner();
+    let avatar = chat
+        .user_avatar(user_id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("user {user_id}")))?;
+    let mut response = HttpResponse::Ok();
+    response.content_type(avatar.content_type);
+    if let Some(disposition) = avatar.content_disposition {
+        response.insert_header((header::CONTENT_DISPOSITION, disposition));
+    }
+    Ok(response.body(avatar.body))
+}
+
+/// Send a direct message to a user
+///
+/// Posts into the 1:1 conversation between the gateway's account and the user, opening it
+/// first when there is none. Answers 201 with the post.
+#[utoipa::path(tag = "users", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
+    request_body = DirectMessage,
+    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+#[post("/users/{user_id}/messages")]
+pub async fn send_direct_message(
+    _: Authorized<Write>,
+    user_id: web::Path<UserId>,
+    body: web::Json<DirectMessage>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let recipient = user_id.into_inner();
+    let own_id = own_user_id(&state, &chat).await?;
+    if recipient == own_id {
+        return Err(ApiError::invalid(format!(
+            "user_id {recipient} is the gateway's own account, which cannot message itself"
+        )));
+    }
+    let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
+    let post = chat
+        .create_post(NewPost {
+            channel_id,
+            message: &body.message,
+            thread_id: None,
+        })
+        .await
+        .map_err(|e| {
+            ApiError::for_resource(e, format_args!("direct-message channel {channel_id}"))
+        })?;
+    Ok(HttpResponse::Created().json(post))
+}
+
+/// Get the gateway account's Chat preferences
+#[utoipa::path(tag = "users", security(("bearer" = [])),
+    responses((status = 200, description = "DSM's preferences object", body = OwnPreferences), CommonProblems))]
+#[get("/me/preferences")]
+pub async fn get_own_preferences(
+    _: Authorized<Read>,
+    chat: Chat,
+) -> Result<web::Json<OwnPreferences>, ApiError> {
+    Ok(web::Json(OwnPreferences(chat.own_preferences().await?)))
+}
+
+/// The DM channel of the two users: an `anonymous` channel with exactly them as members
+/// (upstream-protocol §6.1 note 2), opened through DSM when the channel list has none.
+async fn direct_channel(
+    state: &State,
+    chat: &Chat,
+    own_id: UserId,
+    recipient: UserId,
+) -> Result<ChannelId, ApiError> {
+    let is_direct = |c: &Channel| {
+        c.kind == "anonymous"
+            && c.members.len() == 2
+            && c.members.contains(&own_id.get())
+            && c.members.contains(&recipient.get())
+    };
+    let channels = state.caches.channels.get_or_load(chat.channels()).await?;
+    if let Some(channel) = channels.items.iter().find(|c| is_direct(c)) {
+        return Ok(channel.channel_id);
+    }
+    let channel_id = chat
+        .open_direct_channel(recipient)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("user {recipient}")))?;
+    state.caches.channels.invalidate().await;
+    Ok(channel_id)
+}
+
+/// The cached user list, reloaded once when `stale` says it lacks someone (users may have been
+/// added since it was cached).
+async fn users_reloaded_if(
+    state: &State,
+    chat: &Chat,
+    stale: impl Fn(&[User]) -> bool,
+) -> Result<Arc<CachedList<User>>, ApiError> {
+    let cached = state.caches.users.get_or_load(chat.users()).await?;
+    if !stale(&cached.items) {
+        return Ok(cached);
+    }
+    state.caches.users.invalidate().await;
+    state.caches.users.get_or_load(chat.users()).await
+}
+
+/// The Chat user id of the account the gateway logs in with: the user whose `username` is the
+/// configured account name (DSM account names are case-insensitive). The user list is used
+/// rather than the channel list because every account is in it, even one in no channel.
+pub(super) async fn own_user_id(state: &State, chat: &Chat) -> Result<UserId, ApiError> {
+    let account = state.upstream.account();
+    let find = |users: &[User]| {
+        users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(account))
+            .map(|u| u.user_id)
+    };
+    let users = users_reloaded_if(state, chat, |users| find(users).is_none()).await?;
+    find(&users.items).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UpstreamInvalidResponse,
+            format!("the gateway's DSM account {account:?} is not in Chat's user list"),
+        )
+    })
+}
+
+/// Refuses with a 400 naming `field` unless every id is an existing, not deleted Chat user, so
+/// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
+pub(super) async fn ensure_users_exist(
+    state: &State,
+    chat: &Chat,
+    ids: &[UserId],
+    field: &str,
+) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let unknown = |users: &[User]| -> Vec<String> {
+        ids.iter()
+            .filter(|id| !users.iter().any(|u| u.user_id == **id && !u.deleted))
+            .map(ToString::to_string)
+            .collect()
+    };
+    let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
+    match unknown(&users.items) {
+        missing if missing.is_empty() => Ok(()),
+        missing => Err(ApiError::invalid(format!(
+            "{field} names users that do not exist: {}",
+            missing.join(", ")
+        ))),
+    }
 }

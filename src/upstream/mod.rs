@@ -79,4 +79,9 @@ impl Upstream {
     pub fn has_session(&self) -> bool {
         self.sessions.current().is_some()
     }
+
+    /// The DSM account the gateway logs in with (its Chat `username`).
+    pub fn account(&self) -> &str {
+        &self.config.account
+    }
 }

@@ -1,13 +1,18 @@
 //! User operations.
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
-use super::client::ChatClient;
+use super::client::{ChatClient, Download};
 use super::error::Result;
 use super::ops::{Op, Verb, op};
-use crate::domain::User;
+use crate::domain::{User, UserId};
 
 const USER_LIST: Op = op("SYNO.Chat.User", "list", 1..=3, Verb::Get);
+// Only version 1 of these is known (upstream-protocol §2); their answers are not documented.
+const STATUS_GET: Op = op("SYNO.Chat.User.Status", "get", 1..=1, Verb::Get);
+const AVATAR_GET: Op = op("SYNO.Chat.User.Avatar", "get", 1..=1, Verb::Get);
+const PREFERENCE_GET: Op = op("SYNO.Chat.User.Preference", "get", 1..=1, Verb::Get);
 
 impl ChatClient {
     pub async fn users(&self) -> Result<Vec<User>> {
@@ -16,5 +21,24 @@ impl ChatClient {
             users: Vec<User>,
         }
         Ok(self.fetch::<Data>(&USER_LIST, &[]).await?.users)
+    }
+
+    /// A user's presence, as DSM's free-form `data` object.
+    pub async fn user_status(&self, user_id: UserId) -> Result<Map<String, Value>> {
+        let user_id = user_id.to_string();
+        self.fetch(&STATUS_GET, &[("user_id", user_id.as_str())])
+            .await
+    }
+
+    /// A user's avatar image.
+    pub async fn user_avatar(&self, user_id: UserId) -> Result<Download> {
+        let user_id = user_id.to_string();
+        self.call_download(&AVATAR_GET, &[("user_id", user_id.as_str())])
+            .await
+    }
+
+    /// The gateway account's own Chat preferences, as DSM's free-form `data` object.
+    pub async fn own_preferences(&self) -> Result<Map<String, Value>> {
+        self.fetch(&PREFERENCE_GET, &[]).await
     }
 }

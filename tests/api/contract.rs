@@ -62,7 +62,7 @@ async fn unknown_routes_and_methods_are_problems() {
     let wrong_method = app
         .call(
             "DELETE",
-            "/api/v1/channels/1",
+            "/api/v1/channels/1/preferences",
             Some(crate::helpers::ADMIN_KEY),
             None,
         )
