@@ -43,6 +43,8 @@ pub struct SimConfig {
     pub external_rate_per_sec: u32,
     /// Longer External text / Post.create message -> 410.
     pub max_message_len: usize,
+    /// Serve HTTPS with this configuration (a NAS on port 5001), e.g. a self-signed certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SimConfig {
@@ -55,6 +57,7 @@ impl Default for SimConfig {
             kill_previous_session_on_relogin: false,
             external_rate_per_sec: 2,
             max_message_len: 2000,
+            tls: None,
         }
     }
 }
@@ -95,6 +98,7 @@ fn build_server(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let tls = shared.config.tls.clone();
     let data = web::Data::new(shared);
     let server = HttpServer::new(move || {
         App::new()
@@ -103,10 +107,12 @@ fn build_server(
             .default_service(web::to(server::handle))
     })
     .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// Binds `addr` again after a refusal; the old socket may take a moment to be released.
@@ -200,14 +206,19 @@ impl Simulator {
 
     /// `http://IP:PORT`; a wildcard bind is reported as 127.0.0.1.
     pub fn base_url(&self) -> String {
+        let scheme = if self.control.shared.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match self.addr.ip() {
             ip if ip.is_unspecified()
                 || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) =>
             {
-                format!("http://127.0.0.1:{}", self.addr.port())
+                format!("{scheme}://127.0.0.1:{}", self.addr.port())
             }
-            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr.port()),
-            ip => format!("http://{ip}:{}", self.addr.port()),
+            std::net::IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{}", self.addr.port()),
+            ip => format!("{scheme}://{ip}:{}", self.addr.port()),
         }
     }
 

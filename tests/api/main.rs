@@ -10,3 +10,4 @@ mod reverse_proxy;
 mod surface_channels;
 mod surface_integrations;
 mod surface_posts;
+mod tls;
