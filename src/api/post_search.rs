@@ -38,10 +38,10 @@ pub struct SearchQuery {
     keyword: Option<String>,
     /// Kinds of posts (`file,normal`).
     #[serde(rename = "type")]
-    #[param(value_type = Option<Vec<PostType>>, style = Form, explode = false)]
+    #[param(inline, value_type = Option<Vec<PostType>>, style = Form, explode = false)]
     kind: Option<String>,
     /// Posts that are all of these (`pin`, `url`, `star`).
-    #[param(value_type = Option<Vec<PostHas>>, style = Form, explode = false)]
+    #[param(inline, value_type = Option<Vec<PostHas>>, style = Form, explode = false)]
     has: Option<String>,
     /// Authors' user ids (`3,4`).
     #[param(value_type = Option<Vec<u64>>, style = Form, explode = false)]
@@ -51,7 +51,7 @@ pub struct SearchQuery {
     /// Posts created before this Unix time in milliseconds.
     before: Option<u64>,
     /// Sort order, newest first (default `create_at`).
-    #[param(value_type = Option<SearchOrder>)]
+    #[param(inline, value_type = Option<SearchOrder>)]
     sort_by: Option<String>,
     /// `0`: top-level posts only; a root post's id: the posts of that thread.
     thread_id: Option<u64>,
@@ -123,9 +123,7 @@ pub struct AttachmentQuery {
 /// not documented, so its `data` object is passed on unchanged.
 #[derive(Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object, example = json!({"attachments": [{"post_id": 4294967309_u64,
-    "channel_id": 1, "creator_id": 1, "message": "", "type": "file",
-    "file_props": {"name": "report.pdf", "size": 48213}}], "total": 1}))]
+#[schema(value_type = Object)]
 pub struct AttachmentList(Map<String, Value>);
 
 /// Splits a comma-separated parameter; an empty value is an empty list.
@@ -270,7 +268,9 @@ pub async fn list_threads(
 /// List a channel's attachments
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), AttachmentQuery),
-    responses((status = 200, body = AttachmentList), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = AttachmentList, example = json!({"attachments": [{
+        "post_id": 4294967309_u64, "channel_id": 1, "creator_id": 1, "message": "", "type": "file",
+        "file_props": {"name": "report.pdf", "size": 48213}}], "total": 1})), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/attachments")]
 pub async fn list_attachments(
     _: Authorized<Read>,

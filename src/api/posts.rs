@@ -104,6 +104,12 @@ pub struct NewFilePostForm {
     message: Option<String>,
 }
 
+/// A file's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: files are streamed from DSM's answer
+pub struct FileBytes(Vec<u8>);
+
 /// A reply in a thread.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -227,7 +233,7 @@ pub async fn reply_to_post(
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("post_id" = u64, Path, minimum = 1, description = "Id of a file post")),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = [u8],
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = inline(FileBytes),
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"))),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/file")]

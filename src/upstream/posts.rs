@@ -24,13 +24,15 @@ pub trait WireWord: Copy + 'static {
     fn as_str(self) -> &'static str;
 }
 
-/// Declares a [`WireWord`] enum; each variant serialises as its DSM word.
+/// Declares a [`WireWord`] enum. Each word must be its variant's name in snake case, which is
+/// how serde and the OpenAPI schema spell it.
 macro_rules! wire_word {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $(#[serde(rename = $word)] $variant),+
+            $($variant),+
         }
 
         impl WireWord for $name {
@@ -325,5 +327,24 @@ impl ChatClient {
         let post_id = post_id.to_string();
         self.call_download(&POST_FILE_GET, &[("post_id", post_id.as_str())])
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serialise_as_their_words<T: WireWord + Serialize>() {
+        for word in T::ALL {
+            assert_eq!(serde_json::to_value(word).unwrap(), word.as_str());
+        }
+    }
+
+    #[test]
+    fn wire_words_serialise_as_dsm_spells_them() {
+        serialise_as_their_words::<PostType>();
+        serialise_as_their_words::<PostHas>();
+        serialise_as_their_words::<SearchOrder>();
+        assert_eq!(json_list(&[PostHas::Pin, PostHas::Url]), r#"["pin","url"]"#);
     }
 }
