@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::client::{ChatClient, Download, NewPost, Upload};
-use super::error::Result;
+use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use crate::domain::{ChannelId, FileProps, Post, PostId, UserId};
 
@@ -215,7 +215,7 @@ impl ChatClient {
             .call_upload(&POST_UPLOAD, &params, &new.file)
             .await?
             .ok_or_else(|| {
-                super::UpstreamError::InvalidResponse(
+                UpstreamError::InvalidResponse(
                     "SYNO.Chat.Post create answered without data".to_owned(),
                 )
             })?;
