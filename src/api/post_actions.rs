@@ -78,6 +78,8 @@ pub struct ReminderBody {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"post_id": 4294967307_u64, "remind_at": 1764219600000_u64,
+    "message": "Deploy finished: 100% & green"}]}))]
 pub struct ReminderList {
     items: Vec<Reminder>,
 }

@@ -94,6 +94,7 @@ pub struct NewPostBody {
 
 /// A file to post, as `multipart/form-data`.
 #[derive(ToSchema)]
+#[schema(example = json!({"message": "The weekly report", "file": "<bytes of report.pdf>"}))]
 #[allow(dead_code)] // documentation only: the form is read part by part by `read_file_form`
 pub struct NewFilePostForm {
     /// The file (its part's file name and content type are passed on to Chat). Must be the

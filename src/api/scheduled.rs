@@ -19,6 +19,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"cronjob_id": 3, "channel_id": 1,
+    "message": "Stand-up in 5 minutes", "send_at": 1764219600000_u64}]}))]
 pub struct ScheduledPostList {
     items: Vec<ScheduledPost>,
 }
