@@ -88,6 +88,11 @@ positive_id!(
     PostId,
     "post_id"
 );
+positive_id!(
+    /// A scheduled post's id (DSM's `cronjob_id`).
+    CronjobId,
+    "cronjob_id"
+);
 
 /// The text of a message: not empty, not only white space, sent to DSM byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]

@@ -8,7 +8,11 @@ pub mod docs;
 pub mod health;
 mod integrations;
 mod misc;
+mod post_actions;
+mod post_search;
+mod post_upload;
 mod posts;
+mod scheduled;
 mod users;
 mod webhooks;
 
@@ -155,6 +159,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
             utoipa_actix_web::scope("/api/v1")
                 .configure(channels::routes)
                 .configure(posts::routes)
+                .configure(post_search::routes)
+                .configure(post_actions::routes)
+                .configure(scheduled::routes)
                 .configure(users::routes)
                 .configure(integrations::routes)
                 .configure(webhooks::routes)

@@ -1,22 +1,66 @@
-//! `/channels/{channel_id}/posts`: reading and writing messages.
+//! `/channels/{channel_id}/posts` and `/posts/{post_id}/...`: reading and writing messages,
+//! thread replies and files.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, get, mime, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use super::post_upload::read_file_form;
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::error::ApiError;
-use crate::upstream::NewPost;
+use crate::error::{ApiError, ProblemCode};
+use crate::upstream::{NewFilePost, NewPost};
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_posts).service(create_post);
+    cfg.service(list_posts)
+        .service(create_post)
+        .service(reply_to_post)
+        .service(get_post_file);
 }
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
+/// Earliest instant accepted as Unix milliseconds (1973-03-03): smaller numbers are almost
+/// certainly seconds, which DSM would read as January 1970.
+const MIN_UNIX_MS: u64 = 100_000_000_000;
+
+/// `limit` when given, else `default`; 400 outside `1..=max`.
+pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(format!(
+            "limit must be between 1 and {max}"
+        )))
+    }
+}
+
+/// Checks that `value` of `field` is a Unix time in milliseconds.
+pub(super) fn unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
+    if value < MIN_UNIX_MS {
+        return Err(ApiError::invalid(format!(
+            "{field} must be a Unix time in milliseconds; {value} looks like seconds"
+        )));
+    }
+    Ok(value)
+}
+
+/// Checks that `value` of `field` is a Unix time in milliseconds after now.
+pub(super) fn future_unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if unix_ms(field, value)? <= now_ms {
+        return Err(ApiError::invalid(format!(
+            "{field} must be in the future (now is {now_ms})"
+        )));
+    }
+    Ok(value)
+}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -48,6 +92,34 @@ pub struct NewPostBody {
     thread_id: Option<PostId>,
 }
 
+/// A file to post, as `multipart/form-data`.
+#[derive(ToSchema)]
+#[schema(example = json!({"message": "The weekly report", "file": "<bytes of report.pdf>"}))]
+#[allow(dead_code)] // documentation only: the form is read part by part by `read_file_form`
+pub struct NewFilePostForm {
+    /// The file (its part's file name and content type are passed on to Chat). Must be the
+    /// last part.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Caption (optional, may be empty).
+    message: Option<String>,
+}
+
+/// A file's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: files are streamed from DSM's answer
+pub struct FileBytes(Vec<u8>);
+
+/// A reply in a thread.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "On it."}))]
+pub struct ReplyBody {
+    /// The text, sent to Chat byte for byte.
+    message: MessageText,
+}
+
 /// List a channel's posts
 ///
 /// Top-level posts, newest first as DSM returns them; thread replies are not included.
@@ -61,12 +133,7 @@ pub async fn list_posts(
     page: web::Query<PageQuery>,
     chat: Chat,
 ) -> Result<web::Json<PostList>, ApiError> {
-    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = page_limit(page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let channel_id = channel_id.into_inner();
     let items = chat
         .posts(channel_id, limit, page.offset.unwrap_or(0))
@@ -75,29 +142,130 @@ pub async fn list_posts(
     Ok(web::Json(PostList { items }))
 }
 
-/// Post a message to a channel
+/// Post a message or a file to a channel
 ///
-/// Answers 201 with the post DSM created. Text with `%`, `&`, `+`, quotes, new lines and
-/// non-ASCII characters arrives unchanged.
+/// With `application/json`, posts text (optionally as a thread reply). Text with `%`, `&`, `+`,
+/// quotes, new lines and non-ASCII characters arrives unchanged.
+///
+/// With `multipart/form-data`, posts the part `file` (at most `server.max_upload_bytes`; larger
+/// uploads are refused with 413 while they arrive) with the optional caption part `message`.
+///
+/// Answers 201 with the post DSM created.
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
-    request_body = NewPostBody,
+    request_body(content(
+        (NewPostBody = "application/json"),
+        (NewFilePostForm = "multipart/form-data"))),
     responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
-    body: web::Json<NewPostBody>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, actix_web::Error> {
+    let channel_id = channel_id.into_inner();
+    let media_type = req.mime_type().ok().flatten();
+    let post = match media_type {
+        Some(m) if m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA => {
+            let form = read_file_form(&req, payload, state.max_upload_bytes).await?;
+            chat.create_file_post(NewFilePost {
+                channel_id,
+                message: &form.message,
+                file: form.file,
+            })
+            .await
+        }
+        Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => {
+            let body =
+                web::Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
+            chat.create_post(NewPost {
+                channel_id,
+                message: &body.message,
+                thread_id: body.thread_id,
+            })
+            .await
+        }
+        _ => {
+            return Err(ApiError::new(
+                ProblemCode::UnsupportedMediaType,
+                "the body must be `application/json` (a message) or `multipart/form-data` (a file)",
+            )
+            .into());
+        }
+    }
+    .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+    Ok(HttpResponse::Created().json(post))
+}
+
+/// Reply in a post's thread
+///
+/// Posts into the channel the post belongs to (`post_id >> 32`), with the post as thread root.
+/// Answers 201 with the reply.
+#[utoipa::path(tag = "posts", security(("bearer" = [])),
+    params(("post_id" = u64, Path, minimum = 1, description = "Id of the thread's root post")),
+    request_body = ReplyBody,
+    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+#[post("/posts/{post_id}/replies")]
+pub async fn reply_to_post(
+    _: Authorized<Write>,
+    post_id: web::Path<PostId>,
+    body: web::Json<ReplyBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
-    let post = chat
+    let post_id = post_id.into_inner();
+    let channel_id = channel_of(post_id)?;
+    let reply = chat
         .create_post(NewPost {
             channel_id,
             message: &body.message,
-            thread_id: body.thread_id,
+            thread_id: Some(post_id),
         })
         .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(HttpResponse::Created().json(post))
+        .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?;
+    Ok(HttpResponse::Created().json(reply))
+}
+
+/// Download a post's file
+///
+/// The bytes with the content type and `Content-Disposition` (file name) DSM sends.
+#[utoipa::path(tag = "posts", security(("bearer" = [])),
+    params(("post_id" = u64, Path, minimum = 1, description = "Id of a file post")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = inline(FileBytes),
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"))),
+        InvalidInput, NotFound, CommonProblems))]
+#[get("/posts/{post_id}/file")]
+pub async fn get_post_file(
+    _: Authorized<Read>,
+    post_id: web::Path<PostId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let post_id = post_id.into_inner();
+    let file = chat
+        .post_file(post_id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id} or its file")))?;
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(file.content_type)
+        // The content type is DSM's: browsers must not guess a more dangerous one.
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            file.content_disposition
+                .unwrap_or_else(|| "attachment".to_owned()),
+        ));
+    Ok(response.body(file.body))
+}
+
+/// The channel a post lives in: its id's high 32 bits (upstream-protocol §6.4).
+fn channel_of(post_id: PostId) -> Result<ChannelId, ApiError> {
+    ChannelId::new(post_id.get() >> 32).map_err(|_| {
+        ApiError::invalid(format!(
+            "post_id {post_id} names no channel (post ids are channel_id << 32 | sequence)"
+        ))
+    })
 }

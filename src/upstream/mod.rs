@@ -12,6 +12,7 @@ mod external;
 mod integrations;
 mod misc;
 mod ops;
+mod post_satellites;
 mod posts;
 mod session;
 mod tls;
@@ -26,6 +27,10 @@ use crate::metrics::Metrics;
 
 pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
+pub use post_satellites::{Reminder, ScheduledPost};
+pub use posts::{
+    NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
+};
 pub use tls::TlsTrust;
 
 use catalog::Catalog;

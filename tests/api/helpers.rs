@@ -199,7 +199,7 @@ impl TestApp {
     }
 }
 
-async fn read<S>(mut response: awc::ClientResponse<S>) -> Answer
+pub async fn read<S>(mut response: awc::ClientResponse<S>) -> Answer
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
 {

@@ -1,1 +1,809 @@
-//! Integration tests for the surface_posts routes (being written).
+//! The post routes around messages: replies, threads, search, pins, reactions, reminders,
+//! scheduled posts, attachments, file download and multipart upload.
+
+use serde_json::{Value, json};
+use syno_chat_gateway::sim::{LoggedRequest, SimConfig};
+
+use crate::helpers::{Answer, READ_KEY, TestApp, WRITE_KEY, read, spawn_app, spawn_app_with};
+
+/// A file with every byte value, including NUL, CR/LF and 0xFF, that must survive unchanged.
+fn binary_file() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255u8).collect();
+    bytes.extend_from_slice(b"\r\n--not-a-boundary\r\n\0\0\xff\xfe");
+    bytes
+}
+
+/// One part of a multipart body: name, optional (file name, content type), bytes.
+type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+fn multipart_body(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, file, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some((file_name, content_type)) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(app: &TestApp, channel_id: u64, parts: &[Part<'_>]) -> Answer {
+    let (content_type, body) = multipart_body(parts);
+    let response = app
+        .http
+        .post(format!("{}/api/v1/channels/{channel_id}/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Content-Type", content_type))
+        .send_body(body)
+        .await
+        .expect("gateway answers");
+    read(response).await
+}
+
+async fn create_post(app: &TestApp, channel_id: u64, message: &str) -> u64 {
+    let created = app
+        .post(
+            &format!("/api/v1/channels/{channel_id}/posts"),
+            json!({ "message": message }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.body["post_id"].as_u64().unwrap()
+}
+
+/// The last request DSM received for `api`/`method`.
+fn last_request(app: &TestApp, api: &str, method: &str) -> LoggedRequest {
+    app.sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some(method))
+        .unwrap_or_else(|| panic!("{api} {method} reached the NAS"))
+}
+
+fn param<'a>(request: &'a LoggedRequest, name: &str) -> Option<&'a str> {
+    request
+        .params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["post_id"].as_u64().unwrap())
+        .collect()
+}
+
+async fn search(app: &TestApp, query: &str) -> Answer {
+    app.get(&format!("/api/v1/posts/search?{query}")).await
+}
+
+fn assert_detail_names(answer: &Answer, field: &str) {
+    let detail = answer.assert_problem(400, "invalid_request")["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains(field), "{field} not named in {detail:?}");
+}
+
+#[actix_web::test]
+async fn a_reply_lands_in_the_thread_of_its_root_and_threads_list_it() {
+    let app = spawn_app().await;
+    let root = create_post(&app, 1, "who takes the release?").await;
+    let reply = app
+        .post(
+            &format!("/api/v1/posts/{root}/replies"),
+            json!({"message": "I do."}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.body["thread_id"], root);
+    assert_eq!(reply.body["channel_id"], 1);
+    assert_eq!(reply.body["message"], "I do.");
+    let sent = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(param(&sent, "channel_id"), Some("1"));
+    assert_eq!(param(&sent, "thread_id"), Some(root.to_string().as_str()));
+
+    let threads = app
+        .get("/api/v1/channels/1/threads?limit=5&replies_per_thread=2")
+        .await;
+    assert_eq!(threads.status, 200, "{}", threads.body);
+    // The most recently active thread comes first.
+    assert_eq!(threads.body["items"][0]["post_id"], root);
+    assert_eq!(threads.body["items"][0]["comment_count"], 1);
+    assert!(ids(&threads.body["related"]).contains(&reply.body["post_id"].as_u64().unwrap()));
+    assert!(threads.body["total"].as_u64().unwrap() >= 1);
+    let sent = last_request(&app, "SYNO.Chat.Post", "thread_list");
+    assert_eq!(param(&sent, "channel_id"), Some("1"));
+    assert_eq!(param(&sent, "limit"), Some("5"));
+    assert_eq!(param(&sent, "offset"), Some("0"));
+    assert_eq!(param(&sent, "related_comment_count"), Some("2"));
+}
+
+#[actix_web::test]
+async fn bad_replies_and_thread_queries_are_rejected_and_unknown_ones_are_404() {
+    let app = spawn_app().await;
+    let root = create_post(&app, 1, "root").await;
+    let reply_path = format!("/api/v1/posts/{root}/replies");
+    app.post(&reply_path, json!({"message": " "}))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post(&reply_path, json!({"message": "x", "thread_id": root}))
+        .await
+        .assert_problem(400, "invalid_request");
+    // Post ids carry their channel in the high 32 bits; 5 names no channel.
+    let no_channel = app
+        .post("/api/v1/posts/5/replies", json!({"message": "x"}))
+        .await;
+    assert_detail_names(&no_channel, "post_id");
+    assert_detail_names(
+        &app.post("/api/v1/posts/0/replies", json!({"message": "x"}))
+            .await,
+        "post_id",
+    );
+    for query in ["limit=0", "limit=201", "replies_per_thread=51", "page=2"] {
+        app.get(&format!("/api/v1/channels/1/threads?{query}"))
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+    assert_detail_names(&app.get("/api/v1/channels/x/threads").await, "channel_id");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "thread_list"), 0);
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+
+    let unknown_root = (1u64 << 32) | 999_999;
+    let answer = app
+        .post(
+            &format!("/api/v1/posts/{unknown_root}/replies"),
+            json!({"message": "anyone?"}),
+        )
+        .await;
+    assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates + 1);
+    let answer = app.get("/api/v1/channels/9999/threads").await;
+    assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
+}
+
+#[actix_web::test]
+async fn search_sends_dsm_its_json_lists_and_answers_a_page() {
+    let app = spawn_app().await;
+    let hit = create_post(&app, 1, "release notes <https://example.org/notes>").await;
+    create_post(&app, 1, "unrelated chatter").await;
+
+    let all = search(&app, "keyword=release").await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(ids(&all.body["items"]).contains(&hit));
+    let sent = last_request(&app, "SYNO.Chat.Post", "search");
+    assert_eq!(param(&sent, "in"), Some("[]"), "no channel: all chats");
+    assert_eq!(param(&sent, "keyword"), Some("release"));
+
+    let after = now_ms() - 3_600_000;
+    let before = now_ms() + 3_600_000;
+    let page = search(
+        &app,
+        &format!(
+            "channel_id=1,2&type=normal&has=url&creator_id=1&after={after}&before={before}\
+             &sort_by=update_at&thread_id=0&offset=0&limit=5"
+        ),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(ids(&page.body["items"]), [hit]);
+    assert_eq!(page.body["total"], 1);
+    assert_eq!(page.body["offset"], 0);
+    assert_eq!(page.body["limit"], 5);
+    let sent = last_request(&app, "SYNO.Chat.Post", "search");
+    for (name, value) in [
+        ("in", "[1,2]".to_owned()),
+        ("post_type", r#"["normal"]"#.to_owned()),
+        ("has", r#"["url"]"#.to_owned()),
+        ("creator_ids", "[1]".to_owned()),
+        ("after", after.to_string()),
+        ("before", before.to_string()),
+        ("sort_by", "update_at".to_owned()),
+        ("thread_id", "0".to_owned()),
+        ("offset", "0".to_owned()),
+        ("limit", "5".to_owned()),
+    ] {
+        assert_eq!(param(&sent, name), Some(value.as_str()), "{name}");
+    }
+    assert_eq!(param(&sent, "keyword"), None);
+}
+
+#[actix_web::test]
+async fn bad_search_queries_never_reach_the_nas() {
+    let app = spawn_app().await;
+    for (query, field) in [
+        ("has=file", "has"),
+        ("has=pin,mention", "has"),
+        ("type=sticker", "type"),
+        ("sort_by=random", "sort_by"),
+        ("channel_id=abc", "channel_id"),
+        ("channel_id=1,0", "channel_id"),
+        ("creator_id=me", "creator_id"),
+        ("after=1700000000", "after"),
+        ("before=12", "before"),
+        ("after=1764133200000&before=1764133100000", "after"),
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("in=[1]", "in"),
+    ] {
+        assert_detail_names(&search(&app, query).await, field);
+    }
+    search(&app, "thread_id=-1")
+        .await
+        .assert_problem(400, "invalid_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "search"), 0);
+    app.sim.fail_next("SYNO.Chat.Post", Some("search"), 1, 120);
+    search(&app, "")
+        .await
+        .assert_problem(502, "upstream_contract_error");
+}
+
+#[actix_web::test]
+async fn a_pinned_post_is_found_by_search_until_it_is_unpinned() {
+    let app = spawn_app().await;
+    let post = create_post(&app, 1, "pin me").await;
+    let pin_path = format!("/api/v1/posts/{post}/pin");
+    let pinned = app.call("PUT", &pin_path, Some(WRITE_KEY), None).await;
+    assert_eq!(pinned.status, 204, "{}", pinned.body);
+    assert_eq!(
+        param(&last_request(&app, "SYNO.Chat.Post", "pin"), "post_id"),
+        Some(post.to_string().as_str())
+    );
+    let found = search(&app, "channel_id=1&has=pin&sort_by=last_pin_at").await;
+    assert_eq!(
+        found.body["items"][0]["post_id"], post,
+        "the latest pin first"
+    );
+    assert_eq!(
+        param(&last_request(&app, "SYNO.Chat.Post", "search"), "has"),
+        Some(r#"["pin"]"#)
+    );
+
+    let unpinned = app.call("DELETE", &pin_path, Some(WRITE_KEY), None).await;
+    assert_eq!(unpinned.status, 204, "{}", unpinned.body);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "unpin"), 1);
+    let found = search(&app, "channel_id=1&has=pin").await;
+    assert!(!ids(&found.body["items"]).contains(&post));
+}
+
+#[actix_web::test]
+async fn pin_errors_map_to_problems() {
+    let app = spawn_app().await;
+    let post = create_post(&app, 1, "pin me").await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("pin"), 1, 105);
+    let denied = app
+        .call(
+            "PUT",
+            &format!("/api/v1/posts/{post}/pin"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        denied.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+        105
+    );
+    let unknown = (1u64 << 32) | 999_999;
+    let missing = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/posts/{unknown}/pin"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(missing.assert_problem(404, "not_found")["dsm_code"], 117);
+    assert_detail_names(
+        &app.call("PUT", "/api/v1/posts/abc/pin", Some(WRITE_KEY), None)
+            .await,
+        "post_id",
+    );
+}
+
+#[actix_web::test]
+async fn a_reaction_is_sent_as_a_sticker_name() {
+    let app = spawn_app().await;
+    let post = create_post(&app, 1, "react to me").await;
+    let path = format!("/api/v1/posts/{post}/reactions");
+    let added = app.post(&path, json!({"sticker": "thumbsup"})).await;
+    assert_eq!(added.status, 204, "{}", added.body);
+    let sent = last_request(&app, "SYNO.Chat.Post.Reaction", "set");
+    assert_eq!(sent.version.as_deref(), Some("1"));
+    assert_eq!(param(&sent, "post_id"), Some(post.to_string().as_str()));
+    assert_eq!(param(&sent, "sticker_name"), Some("thumbsup"));
+
+    for body in [
+        json!({"sticker": ""}),
+        json!({"sticker": "thumbs up"}),
+        json!({"sticker": "a&b"}),
+        json!({}),
+        json!({"sticker": "heart", "extra": 1}),
+    ] {
+        app.post(&path, body)
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+    assert_detail_names(&app.post(&path, json!({"sticker": "x y"})).await, "sticker");
+    assert_eq!(app.sim.count("SYNO.Chat.Post.Reaction", "set"), 1);
+
+    let unknown = (1u64 << 32) | 999_999;
+    let missing = app
+        .post(
+            &format!("/api/v1/posts/{unknown}/reactions"),
+            json!({"sticker": "heart"}),
+        )
+        .await;
+    assert_eq!(missing.assert_problem(404, "not_found")["dsm_code"], 117);
+}
+
+#[actix_web::test]
+async fn a_reminder_is_set_read_listed_and_deleted() {
+    let app = spawn_app().await;
+    let post = create_post(&app, 1, "remind me").await;
+    let path = format!("/api/v1/posts/{post}/reminder");
+    let remind_at = now_ms() + 86_400_000;
+
+    app.get(&path).await.assert_problem(404, "not_found");
+    let set = app
+        .call(
+            "PUT",
+            &path,
+            Some(WRITE_KEY),
+            Some(json!({"remind_at": remind_at})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body, json!({"post_id": post, "remind_at": remind_at}));
+    let sent = last_request(&app, "SYNO.Chat.Post.Reminder", "set");
+    assert_eq!(
+        param(&sent, "remind_at"),
+        Some(remind_at.to_string().as_str())
+    );
+
+    let got = app.get(&path).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["remind_at"], remind_at);
+    let listed = app.get("/api/v1/channels/1/reminders").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(ids(&listed.body["items"]), [post]);
+    assert_eq!(listed.body["items"][0]["remind_at"], remind_at);
+    assert_eq!(listed.body["items"][0]["message"], "remind me");
+
+    let deleted = app.call("DELETE", &path, Some(WRITE_KEY), None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let sent = last_request(&app, "SYNO.Chat.Post.Reminder", "delete");
+    assert_eq!(param(&sent, "post_id"), Some(post.to_string().as_str()));
+    assert_eq!(param(&sent, "channel_id"), Some("1"));
+    app.get(&path).await.assert_problem(404, "not_found");
+    let again = app.call("DELETE", &path, Some(WRITE_KEY), None).await;
+    assert_eq!(again.assert_problem(404, "not_found")["dsm_code"], 117);
+    let empty = app.get("/api/v1/channels/1/reminders").await;
+    assert_eq!(empty.body["items"], json!([]));
+}
+
+#[actix_web::test]
+async fn bad_reminders_are_rejected_and_dsm_refusals_mapped() {
+    let app = spawn_app().await;
+    let post = create_post(&app, 1, "remind me").await;
+    let path = format!("/api/v1/posts/{post}/reminder");
+    for body in [
+        json!({"remind_at": now_ms() - 60_000}),
+        json!({"remind_at": 1_900_000_000}),
+        json!({}),
+    ] {
+        assert_detail_names(
+            &app.call("PUT", &path, Some(WRITE_KEY), Some(body)).await,
+            "remind_at",
+        );
+    }
+    app.call(
+        "PUT",
+        &path,
+        Some(WRITE_KEY),
+        Some(json!({"remind_at": "tomorrow"})),
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post.Reminder", "set"), 0);
+    assert_detail_names(&app.get("/api/v1/channels/0/reminders").await, "channel_id");
+
+    app.sim
+        .fail_next("SYNO.Chat.Post.Reminder", Some("set"), 1, 105);
+    let denied = app
+        .call(
+            "PUT",
+            &path,
+            Some(WRITE_KEY),
+            Some(json!({"remind_at": now_ms() + 60_000})),
+        )
+        .await;
+    assert_eq!(
+        denied.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+        105
+    );
+    app.sim
+        .fail_next("SYNO.Chat.Post.Reminder", Some("list"), 1, 117);
+    let missing = app.get("/api/v1/channels/1/reminders").await;
+    assert_eq!(missing.assert_problem(404, "not_found")["dsm_code"], 117);
+    let unknown = (1u64 << 32) | 999_999;
+    app.get(&format!("/api/v1/posts/{unknown}/reminder"))
+        .await
+        .assert_problem(404, "not_found");
+}
+
+#[actix_web::test]
+async fn a_scheduled_post_is_listed_until_deleted() {
+    let app = spawn_app().await;
+    let send_at = now_ms() + 3_600_000;
+    let created = app
+        .post(
+            "/api/v1/channels/1/scheduled-posts",
+            json!({"message": "stand-up in 5 & counting", "send_at": send_at}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let cronjob_id = created.body["cronjob_id"].as_u64().unwrap();
+    assert_eq!(
+        created.body,
+        json!({"cronjob_id": cronjob_id, "channel_id": 1,
+            "message": "stand-up in 5 & counting", "send_at": send_at})
+    );
+    let sent = last_request(&app, "SYNO.Chat.Post.Schedule", "create");
+    assert_eq!(param(&sent, "channel_id"), Some("1"));
+    assert_eq!(param(&sent, "message"), Some("stand-up in 5 & counting"));
+    assert_eq!(param(&sent, "send_at"), Some(send_at.to_string().as_str()));
+
+    let listed = app.get("/api/v1/channels/1/scheduled-posts").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["items"], json!([created.body]));
+
+    let path = format!("/api/v1/scheduled-posts/{cronjob_id}");
+    let deleted = app.call("DELETE", &path, Some(WRITE_KEY), None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let listed = app.get("/api/v1/channels/1/scheduled-posts").await;
+    assert_eq!(listed.body["items"], json!([]));
+    let again = app.call("DELETE", &path, Some(WRITE_KEY), None).await;
+    assert_eq!(again.assert_problem(404, "not_found")["dsm_code"], 117);
+}
+
+#[actix_web::test]
+async fn bad_scheduled_posts_are_rejected_before_the_nas() {
+    let app = spawn_app().await;
+    let path = "/api/v1/channels/1/scheduled-posts";
+    let future = now_ms() + 3_600_000;
+    for (body, field) in [
+        (
+            json!({"message": "late", "send_at": now_ms() - 1_000}),
+            "send_at",
+        ),
+        (
+            json!({"message": "seconds", "send_at": 1_900_000_000}),
+            "send_at",
+        ),
+        (json!({"message": "", "send_at": future}), "message"),
+        (json!({"message": "no time"}), "send_at"),
+        (
+            json!({"text": "x", "message": "y", "send_at": future}),
+            "text",
+        ),
+    ] {
+        assert_detail_names(&app.post(path, body).await, field);
+    }
+    assert_eq!(app.sim.count("SYNO.Chat.Post.Schedule", "create"), 0);
+    for id in ["abc", "0"] {
+        assert_detail_names(
+            &app.call(
+                "DELETE",
+                &format!("/api/v1/scheduled-posts/{id}"),
+                Some(WRITE_KEY),
+                None,
+            )
+            .await,
+            "cronjob_id",
+        );
+    }
+    let answer = app
+        .post(
+            "/api/v1/channels/9999/scheduled-posts",
+            json!({"message": "x", "send_at": future}),
+        )
+        .await;
+    assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
+    app.sim
+        .fail_next("SYNO.Chat.Post.Schedule", Some("list"), 1, 105);
+    let denied = app.get("/api/v1/channels/1/scheduled-posts").await;
+    assert_eq!(
+        denied.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+        105
+    );
+}
+
+#[actix_web::test]
+async fn an_uploaded_file_arrives_intact_and_downloads_byte_for_byte() {
+    let app = spawn_app().await;
+    let bytes = binary_file();
+    let created = upload(
+        &app,
+        1,
+        &[
+            ("message", None, "the weekly report ✓".as_bytes()),
+            (
+                "file",
+                Some(("report.bin", "application/x-test-binary")),
+                &bytes,
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["type"], "file");
+    assert_eq!(created.body["channel_id"], 1);
+    assert_eq!(created.body["message"], "the weekly report ✓");
+    assert_eq!(created.body["file_props"]["name"], "report.bin");
+    assert_eq!(created.body["file_props"]["size"], bytes.len());
+    let post_id = created.body["post_id"].as_u64().unwrap();
+
+    let sent = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(sent.http_method, "POST");
+    assert_eq!(sent.version.as_deref(), Some("5"));
+    assert_eq!(param(&sent, "channel_id"), Some("1"));
+    assert_eq!(param(&sent, "type"), Some("file"));
+    assert_eq!(param(&sent, "message"), Some("the weekly report ✓"));
+    assert_eq!(
+        sent.params.last().map(|(k, _)| k.as_str()),
+        Some("file"),
+        "the file is the last part"
+    );
+
+    let mut response = app
+        .http
+        .get(format!("{}/api/v1/posts/{post_id}/file", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/x-test-binary")
+    );
+    assert!(
+        header("content-disposition")
+            .unwrap()
+            .contains("filename=\"report.bin\"")
+    );
+    let downloaded = response.body().await.unwrap();
+    assert_eq!(downloaded.as_ref(), bytes.as_slice());
+    let sent = last_request(&app, "SYNO.Chat.Post.File", "get");
+    assert_eq!(sent.version.as_deref(), Some("2"));
+
+    let attachments = app.get("/api/v1/channels/1/attachments?limit=5").await;
+    assert_eq!(attachments.status, 200, "{}", attachments.body);
+    assert_eq!(ids(&attachments.body["attachments"]), [post_id]);
+    let sent = last_request(&app, "SYNO.Chat.Post.Attachment", "list");
+    assert_eq!(param(&sent, "limit"), Some("5"));
+    let files = search(&app, "channel_id=1&type=file").await;
+    assert_eq!(ids(&files.body["items"]), [post_id]);
+}
+
+#[actix_web::test]
+async fn a_file_without_caption_is_posted_with_an_empty_message() {
+    let app = spawn_app().await;
+    let created = upload(&app, 1, &[("file", Some(("a.txt", "text/plain")), b"hi")]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let sent = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(param(&sent, "message"), Some(""));
+}
+
+#[actix_web::test]
+async fn bad_uploads_are_rejected_before_the_nas() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.max_upload_bytes = 1024).await;
+    let big = vec![0xffu8; 4096];
+    let too_large = upload(
+        &app,
+        1,
+        &[("file", Some(("big.bin", "application/octet-stream")), &big)],
+    )
+    .await;
+    too_large.assert_problem(413, "payload_too_large");
+    // Refused from its declared length, before reading.
+    let huge = vec![1u8; 256 * 1024];
+    upload(
+        &app,
+        1,
+        &[(
+            "file",
+            Some(("huge.bin", "application/octet-stream")),
+            &huge,
+        )],
+    )
+    .await
+    .assert_problem(413, "payload_too_large");
+    let just_fits = vec![0u8; 1024];
+    let fits = upload(
+        &app,
+        1,
+        &[(
+            "file",
+            Some(("ok.bin", "application/octet-stream")),
+            &just_fits,
+        )],
+    )
+    .await;
+    assert_eq!(fits.status, 201, "{}", fits.body);
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+
+    let missing_file = upload(&app, 1, &[("message", None, b"caption only")]).await;
+    assert_detail_names(&missing_file, "file");
+    let unknown_part = upload(
+        &app,
+        1,
+        &[
+            ("file", Some(("a.txt", "text/plain")), b"x"),
+            ("thread_id", None, b"5"),
+        ],
+    )
+    .await;
+    assert_detail_names(&unknown_part, "thread_id");
+    let twice = upload(
+        &app,
+        1,
+        &[
+            ("file", Some(("a.txt", "text/plain")), b"x"),
+            ("file", Some(("b.txt", "text/plain")), b"y"),
+        ],
+    )
+    .await;
+    assert_detail_names(&twice, "file");
+    let not_utf8 = upload(
+        &app,
+        1,
+        &[
+            ("message", None, b"\xff\xfe"),
+            ("file", Some(("a.txt", "text/plain")), b"x"),
+        ],
+    )
+    .await;
+    assert_detail_names(&not_utf8, "message");
+    app.post_raw(
+        "/api/v1/channels/1/posts",
+        "multipart/form-data",
+        "no boundary",
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    app.post_raw(
+        "/api/v1/channels/1/posts",
+        "application/octet-stream",
+        "bytes",
+    )
+    .await
+    .assert_problem(415, "unsupported_media_type");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates);
+
+    let unknown = upload(&app, 9999, &[("file", Some(("a.txt", "text/plain")), b"x")]).await;
+    assert_eq!(unknown.assert_problem(404, "not_found")["dsm_code"], 117);
+}
+
+#[actix_web::test]
+async fn file_and_attachment_errors_map_to_problems() {
+    let app = spawn_app().await;
+    let text_post = create_post(&app, 1, "no file here").await;
+    let answer = app.get(&format!("/api/v1/posts/{text_post}/file")).await;
+    assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
+    app.sim
+        .fail_next("SYNO.Chat.Post.File", Some("get"), 1, 105);
+    let denied = app.get(&format!("/api/v1/posts/{text_post}/file")).await;
+    assert_eq!(
+        denied.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+        105
+    );
+    assert_detail_names(&app.get("/api/v1/posts/0/file").await, "post_id");
+    assert_detail_names(
+        &app.get("/api/v1/channels/1/attachments?limit=0").await,
+        "limit",
+    );
+    let missing = app.get("/api/v1/channels/9999/attachments").await;
+    assert_eq!(missing.assert_problem(404, "not_found")["dsm_code"], 117);
+}
+
+#[actix_web::test]
+async fn every_post_route_checks_the_key_and_its_scope() {
+    let app = spawn_app().await;
+    let p = (1u64 << 32) | 1;
+    let reads = [
+        "/api/v1/posts/search".to_owned(),
+        "/api/v1/channels/1/threads".to_owned(),
+        "/api/v1/channels/1/attachments".to_owned(),
+        "/api/v1/channels/1/reminders".to_owned(),
+        "/api/v1/channels/1/scheduled-posts".to_owned(),
+        format!("/api/v1/posts/{p}/reminder"),
+        format!("/api/v1/posts/{p}/file"),
+    ];
+    let writes = [
+        (
+            "POST",
+            format!("/api/v1/posts/{p}/replies"),
+            json!({"message": "x"}),
+        ),
+        ("PUT", format!("/api/v1/posts/{p}/pin"), Value::Null),
+        ("DELETE", format!("/api/v1/posts/{p}/pin"), Value::Null),
+        (
+            "POST",
+            format!("/api/v1/posts/{p}/reactions"),
+            json!({"sticker": "heart"}),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/posts/{p}/reminder"),
+            json!({"remind_at": now_ms() + 60_000}),
+        ),
+        ("DELETE", format!("/api/v1/posts/{p}/reminder"), Value::Null),
+        (
+            "POST",
+            "/api/v1/channels/1/scheduled-posts".to_owned(),
+            json!({"message": "x", "send_at": now_ms() + 60_000}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/scheduled-posts/1".to_owned(),
+            Value::Null,
+        ),
+        (
+            "POST",
+            "/api/v1/channels/1/posts".to_owned(),
+            json!({"message": "x"}),
+        ),
+    ];
+    let body = |b: &Value| (!b.is_null()).then(|| b.clone());
+    for path in &reads {
+        app.call("GET", path, None, None)
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    for (method, path, b) in &writes {
+        app.call(method, path, None, body(b))
+            .await
+            .assert_problem(401, "unauthorized");
+        app.call(method, path, Some(READ_KEY), body(b))
+            .await
+            .assert_problem(403, "insufficient_scope");
+    }
+    assert!(
+        app.sim.requests().iter().all(|r| r
+            .api
+            .as_deref()
+            .is_none_or(|a| !a.starts_with("SYNO.Chat.Post"))),
+        "no unauthorised call reached the NAS"
+    );
+    let search = app.get("/api/v1/posts/search").await;
+    assert_eq!(search.status, 200, "read key reads: {}", search.body);
+}

@@ -1,0 +1,110 @@
+//! Reading a file post's `multipart/form-data` body within the upload limit.
+
+use actix_multipart::{Field, Multipart};
+use actix_web::http::header;
+use actix_web::{HttpRequest, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::error::{ApiError, ProblemCode};
+use crate::upstream::Upload;
+
+/// Largest caption part read.
+const MESSAGE_PART_LIMIT: usize = 64 * 1024;
+/// Room for part headers, boundaries and the caption next to the file.
+const FORM_OVERHEAD_BYTES: usize = MESSAGE_PART_LIMIT + 16 * 1024;
+
+/// The parts of a file post.
+pub struct FileForm {
+    /// Caption; empty when the part was not sent.
+    pub message: String,
+    pub file: Upload,
+}
+
+fn too_large(what: &str, limit: usize) -> ApiError {
+    ApiError::new(
+        ProblemCode::PayloadTooLarge,
+        format!("{what} exceeds {limit} bytes"),
+    )
+}
+
+fn malformed(error: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("malformed multipart/form-data body: {error}"))
+}
+
+/// Reads parts `file` (at most `max_file_bytes`) and optional `message`. Stops reading as soon
+/// as a part grows past its limit, so no more than the limit is ever buffered.
+pub async fn read_file_form(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_file_bytes: usize,
+) -> Result<FileForm, ApiError> {
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|n| n > max_file_bytes.saturating_add(FORM_OVERHEAD_BYTES)) {
+        return Err(too_large("the upload", max_file_bytes));
+    }
+
+    let mut form = Multipart::new(req.headers(), payload);
+    let mut message = None;
+    let mut file = None;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(malformed)?;
+        match field.name().unwrap_or_default() {
+            "file" if file.is_none() => {
+                let disposition = field.content_disposition();
+                let file_name = disposition
+                    .and_then(|d| d.get_filename())
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or("file")
+                    .to_owned();
+                let content_type = field
+                    .content_type()
+                    .map_or_else(|| "application/octet-stream".to_owned(), |m| m.to_string());
+                let bytes = read_part(&mut field, max_file_bytes, "the file").await?;
+                file = Some(Upload {
+                    field: "file",
+                    file_name,
+                    content_type,
+                    bytes,
+                });
+            }
+            "message" if message.is_none() => {
+                let bytes = read_part(&mut field, MESSAGE_PART_LIMIT, "the message").await?;
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ApiError::invalid("the message part must be UTF-8 text"))?;
+                message = Some(text);
+            }
+            name @ ("file" | "message") => {
+                return Err(ApiError::invalid(format!(
+                    "the `{name}` part is sent more than once"
+                )));
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unexpected part `{other}`; send `file` and optionally `message`"
+                )));
+            }
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::invalid("the `file` part is missing"))?;
+    Ok(FileForm {
+        message: message.unwrap_or_default(),
+        file,
+    })
+}
+
+async fn read_part(field: &mut Field, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(malformed)?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large(what, limit));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
