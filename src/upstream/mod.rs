@@ -24,6 +24,8 @@ use secrecy::SecretString;
 
 pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
+pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
+pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use tls::TlsTrust;
 
 use catalog::Catalog;
