@@ -272,14 +272,30 @@ pub struct Webhook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts events (outgoing webhooks, slash commands).
-    #[serde(default, deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
-    #[serde(default, deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trigger_word: Option<String>,
     /// The slash command, without `/`.
-    #[serde(default, deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub icon_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
@@ -314,7 +330,11 @@ pub struct Chatbot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts users' messages to the bot.
-    #[serde(default, deserialize_with = "non_empty", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
     #[serde(default)]
     pub chatbot_props: ChatbotProps,

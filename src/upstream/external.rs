@@ -39,8 +39,8 @@ pub struct PostWindow {
 pub struct ChatbotDelivery {
     /// Recipient and the post created for them.
     pub sent: Vec<(UserId, PostId)>,
-    /// Recipient id as DSM wrote it, and DSM's reason.
-    pub failed: Vec<(String, String)>,
+    /// Recipient and DSM's reason, for every requested user DSM created no post for.
+    pub failed: Vec<(UserId, String)>,
 }
 
 /// The `payload` form field: JSON text, URL-encoded by the transport like every form value, so
@@ -113,32 +113,30 @@ impl ChatClient {
         let data = data.ok_or_else(|| {
             UpstreamError::InvalidResponse("External chatbot answered without data".to_owned())
         })?;
-        let mut sent = Vec::new();
-        let mut failed = Vec::new();
-        for (user, post) in data.succ.user_id_post_map {
-            match (user.parse::<UserId>(), post_id_of(&post)) {
-                (Ok(user_id), Some(post_id)) => sent.push((user_id, post_id)),
-                _ => failed.push((user, format!("DSM answered post id {post}"))),
-            }
-        }
-        // `fail` is a map of user id to reason on the builds seen; a bare id list is accepted too.
-        match data.fail {
-            Value::Object(map) => failed.extend(map.into_iter().map(|(user, reason)| {
-                let reason = match reason {
-                    Value::String(text) => text,
-                    other => other.to_string(),
+        let sent: Vec<(UserId, PostId)> = data
+            .succ
+            .user_id_post_map
+            .iter()
+            .filter_map(|(user, post)| Some((user.parse().ok()?, post_id_of(post)?)))
+            .collect();
+        // `fail` maps user ids to reasons on the builds seen; whatever its shape, every requested
+        // user without a post is reported, so no failure goes unnoticed.
+        let reasons = match &data.fail {
+            Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let failed = user_ids
+            .iter()
+            .filter(|user| !sent.iter().any(|(sent_to, _)| sent_to == *user))
+            .map(|user| {
+                let reason = match reasons.get(&user.to_string()) {
+                    Some(Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                    None => "DSM reported no post for this user".to_owned(),
                 };
-                (user, reason)
-            })),
-            Value::Array(users) => failed.extend(users.into_iter().map(|user| {
-                let user = match user {
-                    Value::String(text) => text,
-                    other => other.to_string(),
-                };
-                (user, "not delivered".to_owned())
-            })),
-            _ => {}
-        }
+                (*user, reason)
+            })
+            .collect();
         Ok(ChatbotDelivery { sent, failed })
     }
 

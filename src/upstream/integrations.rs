@@ -136,9 +136,8 @@ fn list_items<T: serde::de::DeserializeOwned>(
             }
         }
     };
-    serde_json::from_value(items).map_err(|e| {
-        UpstreamError::InvalidResponse(format!("{} {}: {e}", op.api, op.method))
-    })
+    serde_json::from_value(items)
+        .map_err(|e| UpstreamError::InvalidResponse(format!("{} {}: {e}", op.api, op.method)))
 }
 
 impl ChatClient {
@@ -205,7 +204,9 @@ impl ChatClient {
 
     /// DSM's built-in (package) integrations; the answer's shape is undocumented.
     pub async fn builtin_webhooks(&self) -> Result<Map<String, Value>> {
-        Ok(without_tokens(self.fetch(&BUILTIN_WEBHOOK_LIST, &[]).await?))
+        Ok(without_tokens(
+            self.fetch(&BUILTIN_WEBHOOK_LIST, &[]).await?,
+        ))
     }
 
     /// Broadcast webhooks; the answer's shape is undocumented.
