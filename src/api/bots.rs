@@ -83,6 +83,11 @@ pub struct BotPostList {
     items: Vec<Post>,
 }
 
+/// A file's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct FileBytes(Vec<u8>);
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -241,7 +246,7 @@ pub async fn list_bot_posts(
     params(("name" = String, Path, description = "The configured bot name"),
         ("post_id" = u64, Path, minimum = 1, description = "Post id")),
     responses((status = 200, description = "The file", content_type = "application/octet-stream",
-        body = Vec<u8>), InvalidInput, NotFound, CommonProblems))]
+        body = FileBytes), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/posts/{post_id}/file")]
 pub async fn get_bot_post_file(
     _: Authorized<Read>,

@@ -32,34 +32,46 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(set_chatbot);
 }
 
-/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document.
+/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
+/// a free-form object in the OpenAPI document, with a description and an example.
 macro_rules! dsm_object {
-    ($(#[$doc:meta])* $name:ident, $example:expr) => {
-        $(#[$doc])*
-        #[derive(serde::Serialize, utoipa::ToSchema)]
+    ($description:literal, $name:ident, $example:tt) => {
+        #[doc = $description]
+        #[derive(serde::Serialize)]
         #[serde(transparent)]
-        #[schema(value_type = Object, example = $example)]
         pub struct $name(serde_json::Map<String, serde_json::Value>);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Object)
+                    .description(Some($description))
+                    .example(Some(serde_json::json!($example)))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 pub(super) use dsm_object;
 
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.External list`, passed through without tokens.
+    "DSM's answer to `SYNO.Chat.External list`, passed through without tokens.",
     IntegrationOverview,
-    json!({"externals": [{"user_id": 5, "name": "Demo webhook", "nickname": "Demo webhook",
-        "bot_type": "incoming", "channel_id": 1, "is_disabled": false}]})
+    {"externals": [{"user_id": 5, "name": "Demo webhook", "nickname": "Demo webhook",
+        "bot_type": "incoming", "channel_id": 1, "is_disabled": false}]}
 );
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.Webhook.BuiltIn list`, passed through without tokens.
+    "DSM's answer to `SYNO.Chat.Webhook.BuiltIn list`, passed through without tokens.",
     BuiltinWebhooks,
-    json!({"webhook_builtins": [{"app_id": 1, "name": "Synology Calendar", "is_disabled": false}]})
+    {"webhook_builtins": [{"app_id": 1, "name": "Synology Calendar", "is_disabled": false}]}
 );
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.Webhook.Broadcast list`, passed through without tokens.
+    "DSM's answer to `SYNO.Chat.Webhook.Broadcast list`, passed through without tokens.",
     BroadcastWebhooks,
-    json!({"webhook_broadcasts": [{"user_id": 8, "name": "announcements", "channel_id": 0,
-        "url": "https://hooks.example.org/chat", "is_disabled": false}]})
+    {"webhook_broadcasts": [{"user_id": 8, "name": "announcements", "channel_id": 0,
+        "url": "https://hooks.example.org/chat", "is_disabled": false}]}
 );
 
 #[derive(Serialize, ToSchema)]

@@ -17,25 +17,25 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.Sticker list`.
+    "DSM's answer to `SYNO.Chat.Sticker list`.",
     StickerCatalog,
-    json!({"stickers": [{"name": "thumbsup", "category": "people"}]})
+    {"stickers": [{"name": "thumbsup", "category": "people"}]}
 );
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.Admin.Setting get`.
+    "DSM's answer to `SYNO.Chat.Admin.Setting get`.",
     AdminSettings,
-    json!({"allow_edit_message": true, "allow_edit_message_time_within_min": 0,
-        "allow_delete_message": true, "allow_chatbot": true})
+    {"allow_edit_message": true, "allow_edit_message_time_within_min": 0,
+        "allow_delete_message": true, "allow_chatbot": true}
 );
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.App get`.
+    "DSM's answer to `SYNO.Chat.App get`.",
     AppInfo,
-    json!({"name": "Chat", "version": "2.4.5-22148", "is_admin": true, "user_id": 1})
+    {"name": "Chat", "version": "2.4.5-22148", "is_admin": true, "user_id": 1}
 );
 dsm_object!(
-    /// DSM's answer to `SYNO.Chat.Misc get`.
+    "DSM's answer to `SYNO.Chat.Misc get`.",
     MiscInfo,
-    json!({"server_time": 1764133200000_u64, "unread_count": 3, "max_file_size": 33554432})
+    {"server_time": 1764133200000_u64, "unread_count": 3, "max_file_size": 33554432}
 );
 
 /// List stickers
