@@ -86,6 +86,7 @@ pub struct BotPostList {
 /// A file's bytes.
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: the handler answers DSM's bytes as they came
 pub struct FileBytes(Vec<u8>);
 
 #[derive(Deserialize, IntoParams)]

@@ -46,7 +46,7 @@ macro_rules! dsm_object {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::Object)
                     .description(Some($description))
-                    .example(Some(serde_json::json!($example)))
+                    .examples([serde_json::json!($example)])
                     .into()
             }
         }
