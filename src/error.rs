@@ -444,6 +444,23 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_caller_token_is_the_callers_problem() {
+        let refused = |code| UpstreamError::Dsm {
+            api: "SYNO.Chat.External",
+            method: "incoming",
+            code,
+            family: ApiFamily::External,
+        };
+        let rejected = ApiError::for_caller_token(refused(404));
+        assert_eq!(rejected.code(), ProblemCode::ChatTokenRejected);
+        assert_eq!(rejected.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::for_caller_token(refused(411)).code(),
+            ProblemCode::UpstreamRateLimited
+        );
+    }
+
+    #[test]
     fn transport_failures_map_to_gateway_statuses() {
         let timeout: ApiError = UpstreamError::Timeout.into();
         assert_eq!(timeout.status_code(), StatusCode::GATEWAY_TIMEOUT);

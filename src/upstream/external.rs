@@ -71,6 +71,23 @@ fn post_id_of(value: &Value) -> Option<PostId> {
 }
 
 impl ChatClient {
+    /// Like [`Self::call_with_token`] for methods whose answer must carry `data`.
+    async fn fetch_with_token<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static Op,
+        token: &SecretString,
+        params: &[(&str, &str)],
+    ) -> Result<T> {
+        self.call_with_token(op, token, params)
+            .await?
+            .ok_or_else(|| {
+                UpstreamError::InvalidResponse(format!(
+                    "{} {} answered without data",
+                    op.api, op.method
+                ))
+            })
+    }
+
     /// Posts to the incoming webhook's channel.
     pub async fn send_incoming(
         &self,
@@ -107,12 +124,9 @@ impl ChatClient {
             fail: Value,
         }
         let payload = payload(message, Some(user_ids))?;
-        let data: Option<Data> = self
-            .call_with_token(&EXTERNAL_CHATBOT, token, &[("payload", &payload)])
+        let data: Data = self
+            .fetch_with_token(&EXTERNAL_CHATBOT, token, &[("payload", &payload)])
             .await?;
-        let data = data.ok_or_else(|| {
-            UpstreamError::InvalidResponse("External chatbot answered without data".to_owned())
-        })?;
         let sent: Vec<(UserId, PostId)> = data
             .succ
             .user_id_post_map
@@ -121,8 +135,8 @@ impl ChatClient {
             .collect();
         // `fail` maps user ids to reasons on the builds seen; whatever its shape, every requested
         // user without a post is reported, so no failure goes unnoticed.
-        let reasons = match &data.fail {
-            Value::Object(map) => map.clone(),
+        let reasons = match data.fail {
+            Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
         let failed = user_ids
@@ -146,10 +160,10 @@ impl ChatClient {
         struct Data {
             channels: Vec<Channel>,
         }
-        let data: Option<Data> = self
-            .call_with_token(&EXTERNAL_CHANNEL_LIST, token, &[])
-            .await?;
-        Ok(data.map(|d| d.channels).unwrap_or_default())
+        Ok(self
+            .fetch_with_token::<Data>(&EXTERNAL_CHANNEL_LIST, token, &[])
+            .await?
+            .channels)
     }
 
     pub async fn bot_users(&self, token: &SecretString) -> Result<Vec<User>> {
@@ -157,10 +171,10 @@ impl ChatClient {
         struct Data {
             users: Vec<User>,
         }
-        let data: Option<Data> = self
-            .call_with_token(&EXTERNAL_USER_LIST, token, &[])
-            .await?;
-        Ok(data.map(|d| d.users).unwrap_or_default())
+        Ok(self
+            .fetch_with_token::<Data>(&EXTERNAL_USER_LIST, token, &[])
+            .await?
+            .users)
     }
 
     /// Posts of a channel the chatbot is a member of (DSM answers 401 otherwise).
@@ -186,10 +200,10 @@ impl ChatClient {
         if let Some(anchor) = &anchor {
             params.push(("post_id", anchor.as_str()));
         }
-        let data: Option<Data> = self
-            .call_with_token(&EXTERNAL_POST_LIST, token, &params)
-            .await?;
-        Ok(data.map(|d| d.posts).unwrap_or_default())
+        Ok(self
+            .fetch_with_token::<Data>(&EXTERNAL_POST_LIST, token, &params)
+            .await?
+            .posts)
     }
 
     /// The file attached to a post in a channel the chatbot is a member of.
