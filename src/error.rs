@@ -30,6 +30,7 @@ pub enum ProblemCode {
     Conflict,
     UpstreamPermissionDenied,
     UpstreamTokenRejected,
+    ChatTokenRejected,
     UpstreamRejectedInput,
     UpstreamContractError,
     MessageTooLong,
@@ -98,6 +99,11 @@ impl ProblemCode {
                 StatusCode::BAD_GATEWAY,
                 "upstream_token_rejected",
                 "DSM rejected the integration token (unknown, disabled, or not allowed for this method)",
+            ),
+            ChatTokenRejected => (
+                StatusCode::BAD_REQUEST,
+                "chat_token_rejected",
+                "DSM rejected the Chat token sent with the request (unknown, disabled, or not an incoming-webhook token)",
             ),
             UpstreamRejectedInput => (
                 StatusCode::BAD_REQUEST,
@@ -262,11 +268,12 @@ impl ApiError {
     }
 
     /// For an operation addressed to one resource (`what`, e.g. "channel 7"): Chat answers 117
-    /// when that resource does not exist or is not visible to the account, which is a 404.
+    /// when that resource does not exist or is not visible to the account (or integration
+    /// token), which is a 404.
     pub fn for_resource(error: UpstreamError, what: impl std::fmt::Display) -> Self {
         match error {
             UpstreamError::Dsm {
-                family: ApiFamily::Session,
+                family: ApiFamily::Session | ApiFamily::External,
                 code: 117,
                 ..
             } => {
@@ -278,6 +285,23 @@ impl ApiError {
             }
             other => other.into(),
         }
+    }
+
+    /// For a `SYNO.Chat.External` call made with a token the caller sent: DSM's "bad token" is
+    /// the caller's mistake (400), not a gateway misconfiguration (502).
+    pub fn for_caller_token(error: UpstreamError) -> Self {
+        let mut api_error = ApiError::from(error);
+        if api_error.code == ProblemCode::UpstreamTokenRejected {
+            api_error.code = ProblemCode::ChatTokenRejected;
+            api_error.detail = "DSM rejected the token in X-Chat-Token".to_owned();
+        }
+        api_error
+    }
+
+    /// Replaces the detail with one that says more than the generic DSM refusal.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
     }
 
     pub fn code(&self) -> ProblemCode {
@@ -416,6 +440,23 @@ mod tests {
         assert_eq!(
             problem_for_dsm(Session, 103).status(),
             StatusCode::NOT_IMPLEMENTED
+        );
+    }
+
+    #[test]
+    fn a_rejected_caller_token_is_the_callers_problem() {
+        let refused = |code| UpstreamError::Dsm {
+            api: "SYNO.Chat.External",
+            method: "incoming",
+            code,
+            family: ApiFamily::External,
+        };
+        let rejected = ApiError::for_caller_token(refused(404));
+        assert_eq!(rejected.code(), ProblemCode::ChatTokenRejected);
+        assert_eq!(rejected.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::for_caller_token(refused(411)).code(),
+            ProblemCode::UpstreamRateLimited
         );
     }
 

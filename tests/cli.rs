@@ -239,7 +239,7 @@ async fn enroll_device_asks_for_the_code_and_prints_a_device_id_that_skips_it() 
 
 #[test]
 fn sigterm_drains_and_logs_out() {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("serve")
         .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
         .env("SYNOCHAT__LOG__FORMAT", "json")

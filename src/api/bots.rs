@@ -1,5 +1,274 @@
-//! `bots` resources (being written).
+//! `/bots/{name}`: acting as a configured chatbot through `SYNO.Chat.External` with its token,
+//! which never leaves the gateway.
 
+use actix_web::{HttpResponse, get, http::header, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-pub fn routes(_cfg: &mut ServiceConfig) {}
+use super::webhooks::outgoing_message;
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use crate::auth::{Authorized, Read, Write};
+use crate::config::TokenKind;
+use crate::domain::{Channel, ChannelId, Post, PostId, User, UserId};
+use crate::error::ApiError;
+use crate::upstream::{ExternalMessage, PostWindow, UpstreamError};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(send_bot_message)
+        .service(list_bot_channels)
+        .service(list_bot_users)
+        .service(list_bot_posts)
+        .service(get_bot_post_file);
+}
+
+/// Posts read when neither count is given.
+const DEFAULT_PREV_COUNT: u32 = 50;
+const MAX_COUNT: u32 = 200;
+
+/// A chatbot message to users.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "Your build #42 passed: 100% & green", "user_ids": [2, 3],
+    "file_url": null}))]
+pub struct BotMessageBody {
+    /// The text, sent byte for byte.
+    text: String,
+    /// Who gets it, each in their conversation with the bot (at least one).
+    #[schema(value_type = Vec<u64>, min_items = 1)]
+    user_ids: Vec<UserId>,
+    /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
+    #[serde(default)]
+    file_url: Option<String>,
+}
+
+/// A post created for one recipient.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveredMessage {
+    #[schema(value_type = u64)]
+    user_id: UserId,
+    #[schema(value_type = u64)]
+    post_id: PostId,
+}
+
+/// A recipient DSM did not deliver to.
+#[derive(Serialize, ToSchema)]
+pub struct FailedRecipient {
+    #[schema(value_type = u64)]
+    user_id: UserId,
+    reason: String,
+}
+
+/// Per-recipient outcome; the answer is 200 even when some (or all) recipients failed.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"items": [{"user_id": 2, "post_id": 30064771073_u64}],
+    "failed": [{"user_id": 3, "reason": "user not found"}]}))]
+pub struct BotDelivery {
+    items: Vec<DeliveredMessage>,
+    failed: Vec<FailedRecipient>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotChannelList {
+    items: Vec<Channel>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotUserList {
+    items: Vec<User>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotPostList {
+    items: Vec<Post>,
+}
+
+/// A file's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: the handler answers DSM's bytes as they came
+pub struct FileBytes(Vec<u8>);
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PostWindowQuery {
+    /// Anchor post; without it `prev_count` counts back from the newest post.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    post_id: Option<PostId>,
+    /// Posts before the anchor (0 to 200; 50 when neither count is given).
+    #[param(minimum = 0, maximum = 200)]
+    prev_count: Option<u32>,
+    /// Posts after the anchor (0 to 200, default 0).
+    #[param(minimum = 0, maximum = 200)]
+    next_count: Option<u32>,
+}
+
+/// DSM answers a chatbot's read with 401 when the bot is not in the channel and 117 when the
+/// addressed resource (`missing`) does not exist.
+fn bot_read_error(
+    error: UpstreamError,
+    name: &str,
+    channel: impl std::fmt::Display,
+    missing: impl std::fmt::Display,
+) -> ApiError {
+    if error.dsm_code() == Some(401) {
+        let detail = format!("the bot `{name}` is not a member of {channel}");
+        return ApiError::from(error).with_detail(detail);
+    }
+    ApiError::for_resource(error, missing)
+}
+
+/// Send a chatbot message
+///
+/// Sends the message to each user's conversation with the bot configured as `name`; answers
+/// the post created per user and the users DSM did not deliver to.
+#[utoipa::path(tag = "bots", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured bot name")),
+    request_body = BotMessageBody,
+    responses((status = 200, body = BotDelivery), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[post("/bots/{name}/messages")]
+pub async fn send_bot_message(
+    _: Authorized<Write>,
+    name: web::Path<String>,
+    body: web::Json<BotMessageBody>,
+    state: State,
+    chat: Chat,
+) -> Result<web::Json<BotDelivery>, ApiError> {
+    let token = state.integration_token(&name, TokenKind::Bot)?;
+    let body = body.into_inner();
+    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let mut user_ids = body.user_ids;
+    user_ids.sort();
+    user_ids.dedup();
+    if user_ids.is_empty() {
+        return Err(ApiError::invalid("user_ids must name at least one user"));
+    }
+    let message = ExternalMessage {
+        text: &text,
+        file_url: file_url.as_ref(),
+    };
+    let delivery = chat.send_chatbot(token, &message, &user_ids).await?;
+    Ok(web::Json(BotDelivery {
+        items: delivery
+            .sent
+            .into_iter()
+            .map(|(user_id, post_id)| DeliveredMessage { user_id, post_id })
+            .collect(),
+        failed: delivery
+            .failed
+            .into_iter()
+            .map(|(user_id, reason)| FailedRecipient { user_id, reason })
+            .collect(),
+    }))
+}
+
+/// List the bot's channels
+#[utoipa::path(tag = "bots", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured bot name")),
+    responses((status = 200, body = BotChannelList), InvalidInput, NotFound, CommonProblems))]
+#[get("/bots/{name}/channels")]
+pub async fn list_bot_channels(
+    _: Authorized<Read>,
+    name: web::Path<String>,
+    state: State,
+    chat: Chat,
+) -> Result<web::Json<BotChannelList>, ApiError> {
+    let token = state.integration_token(&name, TokenKind::Bot)?;
+    let items = chat.bot_channels(token).await?;
+    Ok(web::Json(BotChannelList { items }))
+}
+
+/// List the users the bot sees
+#[utoipa::path(tag = "bots", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured bot name")),
+    responses((status = 200, body = BotUserList), InvalidInput, NotFound, CommonProblems))]
+#[get("/bots/{name}/users")]
+pub async fn list_bot_users(
+    _: Authorized<Read>,
+    name: web::Path<String>,
+    state: State,
+    chat: Chat,
+) -> Result<web::Json<BotUserList>, ApiError> {
+    let token = state.integration_token(&name, TokenKind::Bot)?;
+    let items = chat.bot_users(token).await?;
+    Ok(web::Json(BotUserList { items }))
+}
+
+/// Read posts of a channel the bot is in
+///
+/// `prev_count` posts before the anchor `post_id`, the anchor, and `next_count` posts after it,
+/// in DSM's order. A channel the bot is not a member of is a 403.
+#[utoipa::path(tag = "bots", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured bot name"),
+        ("channel_id" = u64, Path, minimum = 1, description = "Channel id"), PostWindowQuery),
+    responses((status = 200, body = BotPostList), InvalidInput, NotFound, CommonProblems))]
+#[get("/bots/{name}/channels/{channel_id}/posts")]
+pub async fn list_bot_posts(
+    _: Authorized<Read>,
+    path: web::Path<(String, ChannelId)>,
+    query: web::Query<PostWindowQuery>,
+    state: State,
+    chat: Chat,
+) -> Result<web::Json<BotPostList>, ApiError> {
+    let (name, channel_id) = path.into_inner();
+    let token = state.integration_token(&name, TokenKind::Bot)?;
+    let (prev_count, next_count) = match (query.prev_count, query.next_count) {
+        (None, None) => (DEFAULT_PREV_COUNT, 0),
+        (prev, next) => (prev.unwrap_or(0), next.unwrap_or(0)),
+    };
+    for (field, count) in [("prev_count", prev_count), ("next_count", next_count)] {
+        if count > MAX_COUNT {
+            return Err(ApiError::invalid(format!(
+                "{field} must be between 0 and {MAX_COUNT}"
+            )));
+        }
+    }
+    let window = PostWindow {
+        anchor: query.post_id,
+        prev_count,
+        next_count,
+    };
+    let items = chat
+        .bot_posts(token, channel_id, &window)
+        .await
+        .map_err(|e| {
+            let channel = format_args!("channel {channel_id}");
+            bot_read_error(e, &name, channel, channel)
+        })?;
+    Ok(web::Json(BotPostList { items }))
+}
+
+/// Download a post's file as the bot
+///
+/// The bytes with DSM's content type, for a post in a channel the bot is a member of.
+#[utoipa::path(tag = "bots", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured bot name"),
+        ("post_id" = u64, Path, minimum = 1, description = "Post id")),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream",
+        body = FileBytes), InvalidInput, NotFound, CommonProblems))]
+#[get("/bots/{name}/posts/{post_id}/file")]
+pub async fn get_bot_post_file(
+    _: Authorized<Read>,
+    path: web::Path<(String, PostId)>,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let (name, post_id) = path.into_inner();
+    let token = state.integration_token(&name, TokenKind::Bot)?;
+    let file = chat.bot_post_file(token, post_id).await.map_err(|e| {
+        bot_read_error(
+            e,
+            &name,
+            format_args!("the channel of post {post_id}"),
+            format_args!("a file of post {post_id}"),
+        )
+    })?;
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CONTENT_TYPE, file.content_type));
+    if let Some(disposition) = file.content_disposition {
+        response.insert_header((header::CONTENT_DISPOSITION, disposition));
+    }
+    Ok(response.body(file.body))
+}

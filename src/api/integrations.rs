@@ -1,5 +1,509 @@
-//! `integrations` resources (being written).
+//! `/integrations`: managing webhooks, slash commands, bots and chatbots through the gateway's
+//! DSM session (admin scope). Lists never show integration tokens; a token is shown once, in the
+//! answer to the `POST` that created it.
 
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-pub fn routes(_cfg: &mut ServiceConfig) {}
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use crate::auth::{Admin, Authorized};
+use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
+use crate::error::ApiError;
+use crate::upstream::{ChatbotChanges, NewWebhook, WebhookKind};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_integrations)
+        .service(list_incoming_webhooks)
+        .service(create_incoming_webhook)
+        .service(delete_incoming_webhook)
+        .service(list_outgoing_webhooks)
+        .service(create_outgoing_webhook)
+        .service(delete_outgoing_webhook)
+        .service(list_slash_commands)
+        .service(create_slash_command)
+        .service(delete_slash_command)
+        .service(list_builtin_webhooks)
+        .service(list_broadcast_webhooks)
+        .service(set_bot)
+        .service(delete_bot)
+        .service(list_chatbots)
+        .service(set_chatbot);
+}
+
+/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
+/// a free-form object in the OpenAPI document, with a description and an example.
+macro_rules! dsm_object {
+    ($description:literal, $name:ident, $example:tt) => {
+        #[doc = $description]
+        #[derive(serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(serde_json::Map<String, serde_json::Value>);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Object)
+                    .description(Some($description))
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(super) use dsm_object;
+
+dsm_object!(
+    "DSM's answer to `SYNO.Chat.External list`, passed through without tokens.",
+    IntegrationOverview,
+    {"externals": [{"user_id": 5, "name": "Demo webhook", "nickname": "Demo webhook",
+        "bot_type": "incoming", "channel_id": 1, "is_disabled": false}]}
+);
+dsm_object!(
+    "DSM's answer to `SYNO.Chat.Webhook.BuiltIn list`, passed through without tokens.",
+    BuiltinWebhooks,
+    {"webhook_builtins": [{"app_id": 1, "name": "Synology Calendar", "is_disabled": false}]}
+);
+dsm_object!(
+    "DSM's answer to `SYNO.Chat.Webhook.Broadcast list`, passed through without tokens.",
+    BroadcastWebhooks,
+    {"webhook_broadcasts": [{"user_id": 8, "name": "announcements", "channel_id": 0,
+        "url": "https://hooks.example.org/chat", "is_disabled": false}]}
+);
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    items: Vec<Webhook>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatbotList {
+    items: Vec<Chatbot>,
+}
+
+/// A new incoming webhook: it posts into one channel.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "CI", "channel_id": 1, "icon_url": "https://ci.example.org/icon.png"}))]
+pub struct NewIncomingWebhookBody {
+    name: String,
+    #[schema(value_type = u64, minimum = 1)]
+    channel_id: ChannelId,
+    /// An absolute http(s) URL of the avatar.
+    #[serde(default)]
+    icon_url: Option<String>,
+}
+
+/// A new outgoing webhook: Chat posts a channel's messages to `url`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "CI", "channel_id": 1, "url": "https://ci.example.org/chat",
+    "events": ["message"]}))]
+pub struct NewOutgoingWebhookBody {
+    name: String,
+    #[schema(value_type = u64, minimum = 1)]
+    channel_id: ChannelId,
+    /// An absolute http(s) URL.
+    url: String,
+    /// Events that fire the webhook (default `["message"]`).
+    #[serde(default)]
+    events: Option<Vec<String>>,
+}
+
+/// A new slash command: Chat posts `/command ...` lines to `url`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Deploy", "command": "/deploy", "url": "https://ci.example.org/slash",
+    "channel_id": null}))]
+pub struct NewSlashCommandBody {
+    name: String,
+    /// The command; a leading `/` is optional. No spaces.
+    command: String,
+    /// An absolute http(s) URL.
+    url: String,
+    /// Limit the command to one channel (default: every channel).
+    #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    channel_id: Option<ChannelId>,
+}
+
+/// A bot's (webhook's or chatbot's) new display name.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"nickname": "CI bot"}))]
+pub struct BotNicknameBody {
+    nickname: String,
+}
+
+/// Chatbot settings to change; absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://bot.example.org/chat", "purpose": "Answers questions",
+    "welcome_note": "Hi!", "hide_from_user": false}))]
+pub struct ChatbotSettingsBody {
+    /// Where Chat posts users' messages: an absolute http(s) URL.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    purpose: Option<String>,
+    #[serde(default)]
+    welcome_note: Option<String>,
+    #[serde(default)]
+    hide_from_user: Option<bool>,
+}
+
+fn non_blank<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    Ok(value)
+}
+
+fn http_url(field: &str, raw: &str) -> Result<HttpUrl, ApiError> {
+    HttpUrl::parse(field, raw).map_err(ApiError::invalid)
+}
+
+fn webhook_noun(kind: WebhookKind) -> &'static str {
+    match kind {
+        WebhookKind::Incoming => "incoming webhook",
+        WebhookKind::Outgoing => "outgoing webhook",
+        WebhookKind::Slash => "slash command",
+    }
+}
+
+/// The list/create/delete helpers behind the three webhook kinds' routes.
+async fn list_webhooks(kind: WebhookKind, chat: Chat) -> Result<web::Json<WebhookList>, ApiError> {
+    let items = chat.webhooks(kind).await?;
+    Ok(web::Json(WebhookList { items }))
+}
+
+async fn create_webhook(new: NewWebhook<'_>, chat: Chat) -> Result<HttpResponse, ApiError> {
+    let channel = match &new {
+        NewWebhook::Incoming { channel_id, .. } | NewWebhook::Outgoing { channel_id, .. } => {
+            Some(*channel_id)
+        }
+        NewWebhook::Slash { channel_id, .. } => *channel_id,
+    };
+    let created = chat.create_webhook(new).await.map_err(|e| match channel {
+        Some(channel_id) => ApiError::for_resource(e, format_args!("channel {channel_id}")),
+        None => e.into(),
+    })?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn delete_webhook(
+    kind: WebhookKind,
+    id: UserId,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    chat.delete_webhook(kind, id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("{} {id}", webhook_noun(kind))))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List every integration
+///
+/// DSM's `SYNO.Chat.External list` answer, passed through without tokens (its shape is not
+/// documented).
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = IntegrationOverview), CommonProblems))]
+#[get("/integrations")]
+pub async fn list_integrations(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<IntegrationOverview>, ApiError> {
+    Ok(web::Json(IntegrationOverview(
+        chat.external_integrations().await?,
+    )))
+}
+
+/// List incoming webhooks
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = WebhookList), CommonProblems))]
+#[get("/integrations/incoming-webhooks")]
+pub async fn list_incoming_webhooks(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<WebhookList>, ApiError> {
+    list_webhooks(WebhookKind::Incoming, chat).await
+}
+
+/// Create an incoming webhook
+///
+/// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    request_body = NewIncomingWebhookBody,
+    responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[post("/integrations/incoming-webhooks")]
+pub async fn create_incoming_webhook(
+    _: Authorized<Admin>,
+    body: web::Json<NewIncomingWebhookBody>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let icon_url = body
+        .icon_url
+        .as_deref()
+        .map(|raw| http_url("icon_url", raw))
+        .transpose()?;
+    let new = NewWebhook::Incoming {
+        name: non_blank("name", &body.name)?,
+        channel_id: body.channel_id,
+        icon_url: icon_url.as_ref(),
+    };
+    create_webhook(new, chat).await
+}
+
+/// Delete an incoming webhook
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
+#[delete("/integrations/incoming-webhooks/{id}")]
+pub async fn delete_incoming_webhook(
+    _: Authorized<Admin>,
+    id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    delete_webhook(WebhookKind::Incoming, id.into_inner(), chat).await
+}
+
+/// List outgoing webhooks
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = WebhookList), CommonProblems))]
+#[get("/integrations/outgoing-webhooks")]
+pub async fn list_outgoing_webhooks(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<WebhookList>, ApiError> {
+    list_webhooks(WebhookKind::Outgoing, chat).await
+}
+
+/// Create an outgoing webhook
+///
+/// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    request_body = NewOutgoingWebhookBody,
+    responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[post("/integrations/outgoing-webhooks")]
+pub async fn create_outgoing_webhook(
+    _: Authorized<Admin>,
+    body: web::Json<NewOutgoingWebhookBody>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let events = body
+        .events
+        .clone()
+        .unwrap_or_else(|| vec!["message".to_owned()]);
+    if events.is_empty() || events.iter().any(|e| e.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "events must be a non-empty list of event names",
+        ));
+    }
+    let url = http_url("url", &body.url)?;
+    let new = NewWebhook::Outgoing {
+        name: non_blank("name", &body.name)?,
+        channel_id: body.channel_id,
+        url: &url,
+        events: &events,
+    };
+    create_webhook(new, chat).await
+}
+
+/// Delete an outgoing webhook
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
+#[delete("/integrations/outgoing-webhooks/{id}")]
+pub async fn delete_outgoing_webhook(
+    _: Authorized<Admin>,
+    id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    delete_webhook(WebhookKind::Outgoing, id.into_inner(), chat).await
+}
+
+/// List slash commands
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = WebhookList), CommonProblems))]
+#[get("/integrations/slash-commands")]
+pub async fn list_slash_commands(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<WebhookList>, ApiError> {
+    list_webhooks(WebhookKind::Slash, chat).await
+}
+
+/// Create a slash command
+///
+/// Answers 201 with the new command's bot user id and token; the token is not shown again.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    request_body = NewSlashCommandBody,
+    responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[post("/integrations/slash-commands")]
+pub async fn create_slash_command(
+    _: Authorized<Admin>,
+    body: web::Json<NewSlashCommandBody>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    // DSM stores the command without its slash (§4.1).
+    let command = body.command.trim().trim_start_matches('/');
+    if command.is_empty() || command.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid(
+            "command must be one word, optionally starting with `/`",
+        ));
+    }
+    let url = http_url("url", &body.url)?;
+    let new = NewWebhook::Slash {
+        name: non_blank("name", &body.name)?,
+        command,
+        url: &url,
+        channel_id: body.channel_id,
+    };
+    create_webhook(new, chat).await
+}
+
+/// Delete a slash command
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("id" = u64, Path, minimum = 1, description = "The command's `user_id`")),
+    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
+#[delete("/integrations/slash-commands/{id}")]
+pub async fn delete_slash_command(
+    _: Authorized<Admin>,
+    id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    delete_webhook(WebhookKind::Slash, id.into_inner(), chat).await
+}
+
+/// List built-in webhooks
+///
+/// The integrations Synology packages bring, as DSM describes them (shape not documented).
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = BuiltinWebhooks), CommonProblems))]
+#[get("/integrations/builtin-webhooks")]
+pub async fn list_builtin_webhooks(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<BuiltinWebhooks>, ApiError> {
+    Ok(web::Json(BuiltinWebhooks(chat.builtin_webhooks().await?)))
+}
+
+/// List broadcast webhooks
+///
+/// As DSM describes them, without tokens (shape not documented).
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = BroadcastWebhooks), CommonProblems))]
+#[get("/integrations/broadcast-webhooks")]
+pub async fn list_broadcast_webhooks(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<BroadcastWebhooks>, ApiError> {
+    Ok(web::Json(BroadcastWebhooks(
+        chat.broadcast_webhooks().await?,
+    )))
+}
+
+/// Rename a bot
+///
+/// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
+/// integration that has none.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+    request_body = BotNicknameBody,
+    responses((status = 204, description = "Renamed"), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[put("/integrations/bots/{user_id}")]
+pub async fn set_bot(
+    _: Authorized<Admin>,
+    user_id: web::Path<UserId>,
+    body: web::Json<BotNicknameBody>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_id.into_inner();
+    let nickname = non_blank("nickname", &body.nickname)?;
+    chat.set_bot_nickname(user_id, nickname)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Delete a bot
+///
+/// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
+#[delete("/integrations/bots/{user_id}")]
+pub async fn delete_bot(
+    _: Authorized<Admin>,
+    user_id: web::Path<UserId>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_id.into_inner();
+    chat.delete_bot(user_id)
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List chatbots
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = ChatbotList), CommonProblems))]
+#[get("/integrations/chatbots")]
+pub async fn list_chatbots(
+    _: Authorized<Admin>,
+    chat: Chat,
+) -> Result<web::Json<ChatbotList>, ApiError> {
+    Ok(web::Json(ChatbotList {
+        items: chat.chatbots().await?,
+    }))
+}
+
+/// Change a chatbot's settings
+#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+    params(("user_id" = u64, Path, minimum = 1, description = "The chatbot's user id")),
+    request_body = ChatbotSettingsBody,
+    responses((status = 204, description = "Changed"), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[put("/integrations/chatbots/{user_id}")]
+pub async fn set_chatbot(
+    _: Authorized<Admin>,
+    user_id: web::Path<UserId>,
+    body: web::Json<ChatbotSettingsBody>,
+    chat: Chat,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_id.into_inner();
+    let body = body.into_inner();
+    if body.url.is_none()
+        && body.purpose.is_none()
+        && body.welcome_note.is_none()
+        && body.hide_from_user.is_none()
+    {
+        return Err(ApiError::invalid(
+            "send at least one of url, purpose, welcome_note, hide_from_user",
+        ));
+    }
+    let url = body
+        .url
+        .as_deref()
+        .map(|raw| http_url("url", raw))
+        .transpose()?;
+    let changes = ChatbotChanges {
+        url: url.as_ref(),
+        purpose: body.purpose.as_deref(),
+        welcome_note: body.welcome_note.as_deref(),
+        hide_from_user: body.hide_from_user,
+    };
+    if !chat.set_chatbot(user_id, &changes).await? {
+        return Err(ApiError::not_found(format!(
+            "chatbot {user_id} does not exist"
+        )));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -51,6 +51,32 @@ pub struct IntegrationToken {
     pub kind: TokenKind,
 }
 
+impl AppState {
+    /// The configured token called `name`, checked to be of `kind` before any upstream call:
+    /// an unknown name is a 404, a token of the other kind a 400.
+    pub fn integration_token(
+        &self,
+        name: &str,
+        kind: TokenKind,
+    ) -> Result<&SecretString, ApiError> {
+        let token = self.tokens.get(name).ok_or_else(|| {
+            ApiError::not_found(format!("no integration token is configured as `{name}`"))
+        })?;
+        let describe = |kind| match kind {
+            TokenKind::Webhook => "an incoming-webhook token",
+            TokenKind::Bot => "a chatbot token",
+        };
+        if token.kind != kind {
+            return Err(ApiError::invalid(format!(
+                "`{name}` is {}; this route needs {}",
+                describe(token.kind),
+                describe(kind)
+            )));
+        }
+        Ok(&token.token)
+    }
+}
+
 /// The worker-local DSM client, as handlers receive it.
 pub type Chat = web::Data<ChatClient>;
 /// The shared state, as handlers receive it.

@@ -1,5 +1,179 @@
-//! `webhooks` resources (being written).
+//! `/webhooks/incoming`: sending through Chat incoming webhooks. Configured webhooks are used by
+//! name, so their tokens never leave the gateway; a caller may also bring its own token.
 
+use actix_web::{HttpRequest, get, post, web};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-pub fn routes(_cfg: &mut ServiceConfig) {}
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use crate::auth::{Authorized, Read, Write};
+use crate::config::{TokenKind, normalize_token};
+use crate::domain::{HttpUrl, MessageText};
+use crate::error::ApiError;
+use crate::upstream::ExternalMessage;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_incoming_webhooks)
+        .service(send_with_configured_webhook)
+        .service(send_with_caller_token);
+}
+
+/// Header carrying a caller's own incoming-webhook token.
+const CHAT_TOKEN_HEADER: &str = "X-Chat-Token";
+/// Chat's tokens are 64 letters and digits (§6.5).
+const TOKEN_LEN: usize = 64;
+
+/// A configured incoming webhook.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"name": "alerts", "url": "/api/v1/webhooks/incoming/alerts",
+    "upstream_url": "https://nas.example:5001/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2&token=%22****%22"}))]
+pub struct ConfiguredWebhook {
+    /// The configured name.
+    name: String,
+    /// Where to `POST` messages through the gateway.
+    url: String,
+    /// The Chat URL the gateway posts to, with the token masked.
+    upstream_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfiguredWebhookList {
+    items: Vec<ConfiguredWebhook>,
+}
+
+/// A message for an incoming webhook.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "Backup done: 100% & verified <https://nas.example/logs|logs>",
+    "file_url": "https://files.example.org/report.pdf"}))]
+pub struct WebhookMessageBody {
+    /// The text, sent byte for byte. `<https://url|label>` makes a link.
+    text: String,
+    /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
+    #[serde(default)]
+    file_url: Option<String>,
+}
+
+/// DSM accepted the message (it does not say which post it created).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"accepted": true, "webhook": "alerts"}))]
+pub struct WebhookReceipt {
+    accepted: bool,
+    /// The configured webhook used; absent when the caller sent the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<String>,
+}
+
+/// Validated text and file URL; the error names the field.
+pub(super) fn outgoing_message(
+    text: &str,
+    file_url: Option<&str>,
+) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
+    let text = MessageText::parse(text.to_owned())
+        .map_err(|_| ApiError::invalid("text must not be empty"))?;
+    let file_url = file_url
+        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
+        .transpose()?;
+    Ok((text, file_url))
+}
+
+/// List the configured incoming webhooks
+///
+/// Names only: their tokens stay in the gateway. No call to DSM.
+#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+    responses((status = 200, body = ConfiguredWebhookList), CommonProblems))]
+#[get("/webhooks/incoming")]
+pub async fn list_incoming_webhooks(
+    _: Authorized<Read>,
+    state: State,
+) -> web::Json<ConfiguredWebhookList> {
+    let upstream_url = state.upstream.masked_incoming_webhook_url();
+    let items = state
+        .tokens
+        .iter()
+        .filter(|(_, token)| token.kind == TokenKind::Webhook)
+        .map(|(name, _)| ConfiguredWebhook {
+            url: format!("/api/v1/webhooks/incoming/{name}"),
+            name: name.clone(),
+            upstream_url: upstream_url.clone(),
+        })
+        .collect();
+    web::Json(ConfiguredWebhookList { items })
+}
+
+/// Send through a configured incoming webhook
+///
+/// Posts into the webhook's channel with the token configured under `name`.
+#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The configured webhook name")),
+    request_body = WebhookMessageBody,
+    responses((status = 200, body = WebhookReceipt), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[post("/webhooks/incoming/{name}")]
+pub async fn send_with_configured_webhook(
+    _: Authorized<Write>,
+    name: web::Path<String>,
+    body: web::Json<WebhookMessageBody>,
+    state: State,
+    chat: Chat,
+) -> Result<web::Json<WebhookReceipt>, ApiError> {
+    let name = name.into_inner();
+    let token = state.integration_token(&name, TokenKind::Webhook)?;
+    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let message = ExternalMessage {
+        text: &text,
+        file_url: file_url.as_ref(),
+    };
+    chat.send_incoming(token, &message).await?;
+    Ok(web::Json(WebhookReceipt {
+        accepted: true,
+        webhook: Some(name),
+    }))
+}
+
+/// Send with your own incoming-webhook token
+///
+/// Posts through the configured NAS with the token in `X-Chat-Token` (as copied from Chat:
+/// surrounding `"` or `%22` are removed). A token DSM rejects is a 400 `chat_token_rejected`.
+#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+    params(("X-Chat-Token" = String, Header, description = "The incoming webhook's 64-character token")),
+    request_body = WebhookMessageBody,
+    responses((status = 200, body = WebhookReceipt), InvalidInput, BodyProblems, CommonProblems))]
+#[post("/webhooks/incoming")]
+pub async fn send_with_caller_token(
+    _: Authorized<Write>,
+    req: HttpRequest,
+    body: web::Json<WebhookMessageBody>,
+    chat: Chat,
+) -> Result<web::Json<WebhookReceipt>, ApiError> {
+    let raw = req
+        .headers()
+        .get(CHAT_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "send the incoming webhook's token in the {CHAT_TOKEN_HEADER} header"
+            ))
+        })?;
+    let token = normalize_token(raw);
+    if token.len() != TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::invalid(format!(
+            "{CHAT_TOKEN_HEADER} must be a {TOKEN_LEN}-character token of letters and digits"
+        )));
+    }
+    let token = SecretString::from(token);
+    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let message = ExternalMessage {
+        text: &text,
+        file_url: file_url.as_ref(),
+    };
+    chat.send_incoming(&token, &message)
+        .await
+        .map_err(ApiError::for_caller_token)?;
+    Ok(web::Json(WebhookReceipt {
+        accepted: true,
+        webhook: None,
+    }))
+}

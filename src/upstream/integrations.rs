@@ -1,1 +1,310 @@
-//! `integrations` operations (being written).
+//! Integration management through the DSM session (admin account): webhooks, slash commands,
+//! bots and chatbots (upstream-protocol §4.1). Integration tokens in DSM's lists are removed
+//! here: the only token that leaves this module is the one a `create` just issued.
+
+use serde_json::{Map, Value};
+
+use super::client::ChatClient;
+use super::error::{Result, UpstreamError};
+use super::ops::{Op, Verb, op};
+use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
+
+/// The three webhook-like integrations; their list/create/delete calls differ only in the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookKind {
+    Incoming,
+    Outgoing,
+    Slash,
+}
+
+struct WebhookOps {
+    list: Op,
+    create: Op,
+    delete: Op,
+    /// Key of the item array in `list`'s data (Slash's is undocumented, see `webhook_items`).
+    list_key: &'static str,
+}
+
+const INCOMING_OPS: WebhookOps = WebhookOps {
+    list: op("SYNO.Chat.Webhook.Incoming", "list", 1..=1, Verb::Get),
+    create: op("SYNO.Chat.Webhook.Incoming", "create", 1..=1, Verb::Post),
+    delete: op("SYNO.Chat.Webhook.Incoming", "delete", 1..=1, Verb::Post),
+    list_key: "webhook_incomings",
+};
+const OUTGOING_OPS: WebhookOps = WebhookOps {
+    list: op("SYNO.Chat.Webhook.Outgoing", "list", 1..=1, Verb::Get),
+    create: op("SYNO.Chat.Webhook.Outgoing", "create", 1..=1, Verb::Post),
+    delete: op("SYNO.Chat.Webhook.Outgoing", "delete", 1..=1, Verb::Post),
+    list_key: "webhook_outgoings",
+};
+const SLASH_OPS: WebhookOps = WebhookOps {
+    list: op("SYNO.Chat.Webhook.Slash", "list", 1..=2, Verb::Get),
+    create: op("SYNO.Chat.Webhook.Slash", "create", 1..=2, Verb::Post),
+    delete: op("SYNO.Chat.Webhook.Slash", "delete", 1..=2, Verb::Post),
+    list_key: "webhook_slashes",
+};
+
+const BUILTIN_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.BuiltIn", "list", 1..=2, Verb::Get);
+const BROADCAST_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.Broadcast", "list", 1..=1, Verb::Get);
+const BOT_SET: Op = op("SYNO.Chat.Bot", "set", 1..=1, Verb::Post);
+const BOT_DELETE: Op = op("SYNO.Chat.Bot", "delete", 1..=1, Verb::Post);
+const CHATBOT_LIST: Op = op("SYNO.Chat.Chatbot", "list", 1..=1, Verb::Get);
+const CHATBOT_SET: Op = op("SYNO.Chat.Chatbot", "set", 1..=1, Verb::Post);
+const EXTERNAL_LIST: Op = op("SYNO.Chat.External", "list", 1..=3, Verb::Get);
+
+impl WebhookKind {
+    fn ops(self) -> &'static WebhookOps {
+        match self {
+            Self::Incoming => &INCOMING_OPS,
+            Self::Outgoing => &OUTGOING_OPS,
+            Self::Slash => &SLASH_OPS,
+        }
+    }
+}
+
+/// A webhook or slash command to create, with the parameters the seed sends (§4.1).
+pub enum NewWebhook<'a> {
+    Incoming {
+        name: &'a str,
+        channel_id: ChannelId,
+        icon_url: Option<&'a HttpUrl>,
+    },
+    Outgoing {
+        name: &'a str,
+        channel_id: ChannelId,
+        url: &'a HttpUrl,
+        events: &'a [String],
+    },
+    Slash {
+        name: &'a str,
+        /// Without the leading `/`.
+        command: &'a str,
+        url: &'a HttpUrl,
+        channel_id: Option<ChannelId>,
+    },
+}
+
+impl NewWebhook<'_> {
+    fn kind(&self) -> WebhookKind {
+        match self {
+            Self::Incoming { .. } => WebhookKind::Incoming,
+            Self::Outgoing { .. } => WebhookKind::Outgoing,
+            Self::Slash { .. } => WebhookKind::Slash,
+        }
+    }
+}
+
+/// Chatbot settings to change; `None` leaves a setting as it is.
+pub struct ChatbotChanges<'a> {
+    pub url: Option<&'a HttpUrl>,
+    pub purpose: Option<&'a str>,
+    pub welcome_note: Option<&'a str>,
+    pub hide_from_user: Option<bool>,
+}
+
+/// Removes every `token` field, at any depth, from a DSM answer.
+fn without_tokens(mut data: Map<String, Value>) -> Map<String, Value> {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("token");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    data.remove("token");
+    data.values_mut().for_each(strip);
+    data
+}
+
+/// The items of a list answer: under the documented key or, when DSM names it otherwise (the
+/// Slash key is not documented, §8), the one array in `data`.
+fn list_items<T: serde::de::DeserializeOwned>(
+    op: &Op,
+    key: &str,
+    mut data: Map<String, Value>,
+) -> Result<Vec<T>> {
+    let items = match data.remove(key) {
+        Some(items) => items,
+        None => {
+            let mut arrays = data.into_iter().filter(|(_, v)| v.is_array());
+            match (arrays.next(), arrays.next()) {
+                (Some((_, items)), None) => items,
+                _ => Value::Array(Vec::new()),
+            }
+        }
+    };
+    serde_json::from_value(items)
+        .map_err(|e| UpstreamError::InvalidResponse(format!("{} {}: {e}", op.api, op.method)))
+}
+
+impl ChatClient {
+    pub async fn webhooks(&self, kind: WebhookKind) -> Result<Vec<Webhook>> {
+        let ops = kind.ops();
+        let data: Map<String, Value> = self.fetch(&ops.list, &[]).await?;
+        list_items(&ops.list, ops.list_key, data)
+    }
+
+    pub async fn create_webhook(&self, new: NewWebhook<'_>) -> Result<CreatedIntegration> {
+        let ops = new.kind().ops();
+        let mut params: Vec<(&str, String)> = Vec::new();
+        match &new {
+            NewWebhook::Incoming {
+                name,
+                channel_id,
+                icon_url,
+            } => {
+                params.push(("name", name.to_string()));
+                params.push(("channel_id", channel_id.to_string()));
+                if let Some(icon_url) = icon_url {
+                    params.push(("icon_url", icon_url.to_string()));
+                }
+            }
+            NewWebhook::Outgoing {
+                name,
+                channel_id,
+                url,
+                events,
+            } => {
+                params.push(("name", name.to_string()));
+                params.push(("channel_id", channel_id.to_string()));
+                params.push(("url", url.to_string()));
+                // Lists travel as JSON text (§1.2).
+                let events = serde_json::to_string(events).map_err(|_| {
+                    UpstreamError::InvalidResponse("events could not be encoded".to_owned())
+                })?;
+                params.push(("events", events));
+            }
+            NewWebhook::Slash {
+                name,
+                command,
+                url,
+                channel_id,
+            } => {
+                params.push(("name", name.to_string()));
+                params.push(("command", command.to_string()));
+                params.push(("url", url.to_string()));
+                if let Some(channel_id) = channel_id {
+                    params.push(("channel_id", channel_id.to_string()));
+                }
+            }
+        }
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.fetch(&ops.create, &params).await
+    }
+
+    pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<()> {
+        let id = id.to_string();
+        self.call::<serde::de::IgnoredAny>(&kind.ops().delete, &[("id", &id)])
+            .await
+            .map(drop)
+    }
+
+    /// DSM's built-in (package) integrations; the answer's shape is undocumented.
+    pub async fn builtin_webhooks(&self) -> Result<Map<String, Value>> {
+        Ok(without_tokens(
+            self.fetch(&BUILTIN_WEBHOOK_LIST, &[]).await?,
+        ))
+    }
+
+    /// Broadcast webhooks; the answer's shape is undocumented.
+    pub async fn broadcast_webhooks(&self) -> Result<Map<String, Value>> {
+        Ok(without_tokens(
+            self.fetch(&BROADCAST_WEBHOOK_LIST, &[]).await?,
+        ))
+    }
+
+    /// Every integration (`SYNO.Chat.External list` with the session); shape undocumented.
+    pub async fn external_integrations(&self) -> Result<Map<String, Value>> {
+        Ok(without_tokens(self.fetch(&EXTERNAL_LIST, &[]).await?))
+    }
+
+    /// Sets a bot's (webhook's or chatbot's) display name; without one External refuses its
+    /// token (§6.1 item 3).
+    pub async fn set_bot_nickname(&self, user_id: UserId, nickname: &str) -> Result<()> {
+        let user_id = user_id.to_string();
+        self.call::<serde::de::IgnoredAny>(
+            &BOT_SET,
+            &[("user_id", &user_id), ("nickname", nickname)],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_bot(&self, user_id: UserId) -> Result<()> {
+        let user_id = user_id.to_string();
+        self.call::<serde::de::IgnoredAny>(&BOT_DELETE, &[("user_id", &user_id)])
+            .await
+            .map(drop)
+    }
+
+    pub async fn chatbots(&self) -> Result<Vec<Chatbot>> {
+        let data: Map<String, Value> = self.fetch(&CHATBOT_LIST, &[]).await?;
+        list_items(&CHATBOT_LIST, "chatbots", data)
+    }
+
+    /// Changes a chatbot's settings. Answers `false` when `user_id` is not a chatbot: DSM says
+    /// so with 105 or 117, which also mean "no permission", so the list decides.
+    pub async fn set_chatbot(&self, user_id: UserId, changes: &ChatbotChanges<'_>) -> Result<bool> {
+        let id = user_id.to_string();
+        let url = changes.url.map(ToString::to_string);
+        let hide = changes.hide_from_user.map(|h| h.to_string());
+        let mut params = vec![("user_id", id.as_str())];
+        for (key, value) in [
+            ("url", url.as_deref()),
+            ("purpose", changes.purpose),
+            ("welcome_note", changes.welcome_note),
+            ("hide_from_user", hide.as_deref()),
+        ] {
+            if let Some(value) = value {
+                params.push((key, value));
+            }
+        }
+        match self
+            .call::<serde::de::IgnoredAny>(&CHATBOT_SET, &params)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) if matches!(error.dsm_code(), Some(105 | 117)) => {
+                let known = self.chatbots().await?;
+                if known.iter().any(|bot| bot.user_id == user_id) {
+                    Err(error)
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tokens_are_removed_at_every_depth() {
+        let data = json!({"token": "t", "webhook_broadcasts": [{"token": "x", "user_id": 3,
+            "props": {"token": "y", "keep": 1}}]});
+        let Value::Object(map) = data else {
+            unreachable!()
+        };
+        let cleaned = Value::Object(without_tokens(map));
+        assert_eq!(
+            cleaned,
+            json!({"webhook_broadcasts": [{"user_id": 3, "props": {"keep": 1}}]})
+        );
+    }
+
+    #[test]
+    fn list_items_fall_back_to_the_only_array() {
+        let Value::Object(data) = json!({"slash_commands": [{"user_id": 4}], "total": 1}) else {
+            unreachable!()
+        };
+        let items: Vec<Value> = list_items(&SLASH_OPS.list, SLASH_OPS.list_key, data).unwrap();
+        assert_eq!(items, vec![json!({"user_id": 4})]);
+    }
+}

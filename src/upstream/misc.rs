@@ -1,1 +1,31 @@
-//! `misc` operations (being written).
+//! Stickers, Chat's admin settings, and information about the Chat server (§4.1). Their answers'
+//! shapes are not documented, so DSM's `data` object is handed on as it is.
+
+use serde_json::{Map, Value};
+
+use super::client::ChatClient;
+use super::error::Result;
+use super::ops::{Op, Verb, op};
+
+const STICKER_LIST: Op = op("SYNO.Chat.Sticker", "list", 1..=2, Verb::Get);
+const ADMIN_SETTING_GET: Op = op("SYNO.Chat.Admin.Setting", "get", 1..=5, Verb::Get);
+const APP_GET: Op = op("SYNO.Chat.App", "get", 1..=1, Verb::Get);
+const MISC_GET: Op = op("SYNO.Chat.Misc", "get", 1..=1, Verb::Get);
+
+impl ChatClient {
+    pub async fn stickers(&self) -> Result<Map<String, Value>> {
+        self.fetch(&STICKER_LIST, &[]).await
+    }
+
+    pub async fn admin_settings(&self) -> Result<Map<String, Value>> {
+        self.fetch(&ADMIN_SETTING_GET, &[]).await
+    }
+
+    pub async fn app_info(&self) -> Result<Map<String, Value>> {
+        self.fetch(&APP_GET, &[]).await
+    }
+
+    pub async fn misc_info(&self) -> Result<Map<String, Value>> {
+        self.fetch(&MISC_GET, &[]).await
+    }
+}

@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 
 pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
+pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
+pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use post_satellites::{Reminder, ScheduledPost};
 pub use posts::{
     NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
