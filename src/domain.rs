@@ -14,15 +14,16 @@ macro_rules! positive_id {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
         #[serde(transparent)]
-        #[schema(value_type = u64, minimum = 1, example = 1)]
+        #[schema(value_type = u64, minimum = 1, maximum = 9223372036854775807_i64, example = 1)]
         pub struct $name(u64);
 
         impl $name {
             pub const FIELD: &'static str = $field;
 
             pub fn new(value: u64) -> Result<Self, String> {
-                if value == 0 {
-                    Err(format!("{} must be a positive integer", $field))
+                // DSM's ids are int64: larger values could only be refused by the NAS.
+                if value == 0 || value > i64::MAX as u64 {
+                    Err(format!("{} must be a positive integer up to {}", $field, i64::MAX))
                 } else {
                     Ok(Self(value))
                 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::{Json, Query};
 use super::webhooks::outgoing_message;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
@@ -132,7 +133,7 @@ fn bot_read_error(
 pub async fn send_bot_message(
     _: Authorized<Write>,
     name: web::Path<String>,
-    body: web::Json<BotMessageBody>,
+    body: Json<BotMessageBody>,
     state: State,
     chat: Chat,
 ) -> Result<web::Json<BotDelivery>, ApiError> {
@@ -208,7 +209,7 @@ pub async fn list_bot_users(
 pub async fn list_bot_posts(
     _: Authorized<Read>,
     path: web::Path<(String, ChannelId)>,
-    query: web::Query<PostWindowQuery>,
+    query: Query<PostWindowQuery>,
     state: State,
     chat: Chat,
 ) -> Result<web::Json<BotPostList>, ApiError> {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::{Json, Query};
 use super::users::{ensure_users_exist, own_user_id};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
@@ -142,7 +143,7 @@ pub async fn get_channel(
 #[post("/channels")]
 pub async fn create_channel(
     _: Authorized<Write>,
-    body: web::Json<NewChannel>,
+    body: Json<NewChannel>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
@@ -243,7 +244,7 @@ pub async fn archive_channel(
 pub async fn invite_members(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
-    body: web::Json<NewMembers>,
+    body: Json<NewMembers>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
@@ -307,7 +308,7 @@ pub async fn join_channel(
 pub async fn leave_channel(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
-    query: web::Query<LeaveQuery>,
+    query: Query<LeaveQuery>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
@@ -355,7 +356,7 @@ pub async fn leave_channel(
 pub async fn mark_read(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
-    body: web::Json<ReadMarker>,
+    body: Json<ReadMarker>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
 use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
@@ -242,7 +243,7 @@ pub async fn list_incoming_webhooks(
 #[post("/integrations/incoming-webhooks")]
 pub async fn create_incoming_webhook(
     _: Authorized<Admin>,
-    body: web::Json<NewIncomingWebhookBody>,
+    body: Json<NewIncomingWebhookBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let icon_url = body
@@ -292,7 +293,7 @@ pub async fn list_outgoing_webhooks(
 #[post("/integrations/outgoing-webhooks")]
 pub async fn create_outgoing_webhook(
     _: Authorized<Admin>,
-    body: web::Json<NewOutgoingWebhookBody>,
+    body: Json<NewOutgoingWebhookBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let events = body
@@ -348,7 +349,7 @@ pub async fn list_slash_commands(
 #[post("/integrations/slash-commands")]
 pub async fn create_slash_command(
     _: Authorized<Admin>,
-    body: web::Json<NewSlashCommandBody>,
+    body: Json<NewSlashCommandBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     // DSM stores the command without its slash (§4.1).
@@ -422,7 +423,7 @@ pub async fn list_broadcast_webhooks(
 pub async fn set_bot(
     _: Authorized<Admin>,
     user_id: web::Path<UserId>,
-    body: web::Json<BotNicknameBody>,
+    body: Json<BotNicknameBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
@@ -475,7 +476,7 @@ pub async fn list_chatbots(
 pub async fn set_chatbot(
     _: Authorized<Admin>,
     user_id: web::Path<UserId>,
-    body: web::Json<ChatbotSettingsBody>,
+    body: Json<ChatbotSettingsBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();

@@ -5,6 +5,7 @@
 mod bots;
 mod channels;
 pub mod docs;
+mod extract;
 pub mod health;
 mod integrations;
 mod misc;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
+use actix_web::error::PathError;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
@@ -81,9 +82,6 @@ impl AppState {
 pub type Chat = web::Data<ChatClient>;
 /// The shared state, as handlers receive it.
 pub type State = web::Data<AppState>;
-
-/// Largest JSON body accepted.
-const JSON_LIMIT: usize = 256 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -198,54 +196,52 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 /// The OpenAPI document, built from the same registrations the server uses.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, api) = actix_web::App::new()
+    let (_, mut api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes)
         .split_for_parts();
+    describe_bare_responses(&mut api);
     api
 }
 
-/// Turns actix's extractor failures into problem documents.
-pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_LIMIT)
-            .error_handler(json_error),
-    )
-    .app_data(web::QueryConfig::default().error_handler(query_error))
-    .app_data(web::PathConfig::default().error_handler(path_error))
-    .app_data(web::FormConfig::default().error_handler(form_error));
-}
-
-fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let api_error = match &error {
-        JsonPayloadError::ContentType => ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "the body must be sent as `Content-Type: application/json`",
-        ),
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::new(
-                ProblemCode::PayloadTooLarge,
-                format!("the JSON body exceeds {JSON_LIMIT} bytes"),
-            )
+/// OpenAPI requires a description on every response; success responses declared with only a
+/// body get their status's reason phrase, so generators accept the document.
+fn describe_bare_responses(api: &mut utoipa::openapi::OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response
+                    && response.description.trim().is_empty()
+                {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| actix_web::http::StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("Response");
+                    response.description = reason.to_owned();
+                }
+            }
         }
-        JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
-        other => ApiError::invalid(format!("invalid JSON body: {other}")),
-    };
-    api_error.into()
+    }
 }
 
-fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::invalid(format!("invalid query string: {error}")).into()
+/// Turns actix's path-extractor failures into problem documents (bodies and query strings
+/// go through [`extract`], whose errors name the field).
+pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(path_error));
 }
 
 fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::invalid(format!("invalid path parameter: {error}")).into()
-}
-
-fn form_error(error: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::invalid(format!("invalid form body: {error}")).into()
 }
 
 /// Answers requests no route took: 405 with `Allow` when the path exists, else 404.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::Json;
 use super::posts::future_unix_ms;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read, Write};
@@ -132,7 +133,7 @@ pub async fn unpin_post(
 pub async fn add_reaction(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    body: web::Json<ReactionBody>,
+    body: Json<ReactionBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
@@ -176,7 +177,7 @@ pub async fn get_reminder(
 pub async fn set_reminder(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    body: web::Json<ReminderBody>,
+    body: Json<ReminderBody>,
     chat: Chat,
 ) -> Result<web::Json<Reminder>, ApiError> {
     let post_id = post_id.into_inner();

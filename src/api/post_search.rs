@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::posts::{page_limit, unix_ms};
+use super::extract::Query;
+use super::posts::{page_limit, page_offset, unix_ms};
 use super::{Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read};
 use crate::domain::{ChannelId, Post, UserId};
@@ -54,9 +55,10 @@ pub struct SearchQuery {
     #[param(inline, value_type = Option<SearchOrder>)]
     sort_by: Option<String>,
     /// `0`: top-level posts only; a root post's id: the posts of that thread.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     thread_id: Option<u64>,
     /// How many hits to skip (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 2147483647)]
     offset: Option<u32>,
     /// How many hits (1 to 200, default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -82,7 +84,7 @@ pub struct SearchResult {
 #[serde(deny_unknown_fields)]
 pub struct ThreadsQuery {
     /// How many threads to skip (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 2147483647)]
     offset: Option<u32>,
     /// How many threads (1 to 200, default 20).
     #[param(minimum = 1, maximum = 200)]
@@ -173,7 +175,7 @@ fn words<T: WireWord>() -> String {
 #[get("/posts/search")]
 pub async fn search_posts(
     _: Authorized<Read>,
-    query: web::Query<SearchQuery>,
+    query: Query<SearchQuery>,
     chat: Chat,
 ) -> Result<web::Json<SearchResult>, ApiError> {
     let q = query.into_inner();
@@ -218,8 +220,16 @@ pub async fn search_posts(
             after,
             before,
             sort_by,
-            thread_id: q.thread_id,
-            offset: q.offset.unwrap_or(0),
+            thread_id: q
+                .thread_id
+                .map(|t| match i64::try_from(t) {
+                    Ok(_) => Ok(t),
+                    Err(_) => Err(ApiError::invalid(
+                        "thread_id must be at most 9223372036854775807",
+                    )),
+                })
+                .transpose()?,
+            offset: page_offset(q.offset)?,
             limit,
         })
         .await?;
@@ -241,7 +251,7 @@ pub async fn search_posts(
 pub async fn list_threads(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    query: web::Query<ThreadsQuery>,
+    query: Query<ThreadsQuery>,
     chat: Chat,
 ) -> Result<web::Json<ThreadList>, ApiError> {
     let limit = page_limit(query.limit, DEFAULT_THREAD_LIMIT, MAX_LIMIT)?;
@@ -255,7 +265,7 @@ pub async fn list_threads(
     }
     let channel_id = channel_id.into_inner();
     let page = chat
-        .threads(channel_id, query.offset.unwrap_or(0), limit, replies)
+        .threads(channel_id, page_offset(query.offset)?, limit, replies)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(web::Json(ThreadList {
@@ -275,7 +285,7 @@ pub async fn list_threads(
 pub async fn list_attachments(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    query: web::Query<AttachmentQuery>,
+    query: Query<AttachmentQuery>,
     chat: Chat,
 ) -> Result<web::Json<AttachmentList>, ApiError> {
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
@@ -39,11 +40,32 @@ pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u
     }
 }
 
+/// Smallest Unix time in milliseconds after the year 2286: anything larger is no timestamp.
+const MAX_UNIX_MS: u64 = 10_000_000_000_000;
+
+/// Largest offset: the document says int32, so larger values are refused, not clipped.
+pub(super) const MAX_OFFSET: u32 = i32::MAX as u32;
+
+/// `offset` when given, else 0; 400 above [`MAX_OFFSET`].
+pub(super) fn page_offset(offset: Option<u32>) -> Result<u32, ApiError> {
+    match offset.unwrap_or(0) {
+        offset if offset <= MAX_OFFSET => Ok(offset),
+        _ => Err(ApiError::invalid(format!(
+            "offset must be between 0 and {MAX_OFFSET}"
+        ))),
+    }
+}
+
 /// Checks that `value` of `field` is a Unix time in milliseconds.
 pub(super) fn unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
     if value < MIN_UNIX_MS {
         return Err(ApiError::invalid(format!(
             "{field} must be a Unix time in milliseconds; {value} looks like seconds"
+        )));
+    }
+    if value >= MAX_UNIX_MS {
+        return Err(ApiError::invalid(format!(
+            "{field} must be a Unix time in milliseconds before {MAX_UNIX_MS}"
         )));
     }
     Ok(value)
@@ -70,7 +92,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// How many of the newest posts to skip (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 2147483647)]
     offset: Option<u32>,
 }
 
@@ -130,13 +152,13 @@ pub struct ReplyBody {
 pub async fn list_posts(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    page: web::Query<PageQuery>,
+    page: Query<PageQuery>,
     chat: Chat,
 ) -> Result<web::Json<PostList>, ApiError> {
     let limit = page_limit(page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let channel_id = channel_id.into_inner();
     let items = chat
-        .posts(channel_id, limit, page.offset.unwrap_or(0))
+        .posts(channel_id, limit, page_offset(page.offset)?)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(web::Json(PostList { items }))
@@ -179,8 +201,7 @@ pub async fn create_post(
             .await
         }
         Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => {
-            let body =
-                web::Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
+            let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
             chat.create_post(NewPost {
                 channel_id,
                 message: &body.message,
@@ -212,7 +233,7 @@ pub async fn create_post(
 pub async fn reply_to_post(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    body: web::Json<ReplyBody>,
+    body: Json<ReplyBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::Json;
 use super::posts::future_unix_ms;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read, Write};
@@ -68,7 +69,7 @@ pub async fn list_scheduled_posts(
 pub async fn schedule_post(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
-    body: web::Json<NewScheduledPost>,
+    body: Json<NewScheduledPost>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();

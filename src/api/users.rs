@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
@@ -151,7 +152,7 @@ pub async fn get_user_avatar(
 pub async fn send_direct_message(
     _: Authorized<Write>,
     user_id: web::Path<UserId>,
-    body: web::Json<DirectMessage>,
+    body: Json<DirectMessage>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {

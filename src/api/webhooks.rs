@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
@@ -115,7 +116,7 @@ pub async fn list_incoming_webhooks(
 pub async fn send_with_configured_webhook(
     _: Authorized<Write>,
     name: web::Path<String>,
-    body: web::Json<WebhookMessageBody>,
+    body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
 ) -> Result<web::Json<WebhookReceipt>, ApiError> {
@@ -145,7 +146,7 @@ pub async fn send_with_configured_webhook(
 pub async fn send_with_caller_token(
     _: Authorized<Write>,
     req: HttpRequest,
-    body: web::Json<WebhookMessageBody>,
+    body: Json<WebhookMessageBody>,
     chat: Chat,
 ) -> Result<web::Json<WebhookReceipt>, ApiError> {
     let raw = req

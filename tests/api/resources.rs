@@ -215,3 +215,58 @@ async fn posting_to_an_unknown_channel_is_a_404_with_the_dsm_code() {
     let answer = app.get("/api/v1/channels/9999/posts").await;
     assert_eq!(answer.assert_problem(404, "not_found")["dsm_code"], 117);
 }
+
+#[actix_web::test]
+async fn numbers_outside_the_documented_formats_are_400_not_sent_to_the_nas() {
+    let app = spawn_app().await;
+    let too_big = "9223372036854775808";
+    app.get(&format!("/api/v1/channels/{too_big}/posts"))
+        .await
+        .assert_problem(400, "invalid_request");
+    app.post(
+        &format!("/api/v1/channels/{too_big}/posts"),
+        json!({"message": "x"}),
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    let body = json!({"message": "x", "thread_id": 9223372036854775808_u64});
+    let answer = app.post("/api/v1/channels/1/posts", body).await;
+    assert!(
+        answer.assert_problem(400, "invalid_request")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("thread_id")
+    );
+    app.get("/api/v1/channels/1/posts?offset=2147483648")
+        .await
+        .assert_problem(400, "invalid_request");
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create") + app.sim.count("SYNO.Chat.Post", "list"),
+        0
+    );
+}
+
+#[actix_web::test]
+async fn json_errors_name_the_field_and_whole_floats_count_as_integers() {
+    let app = spawn_app().await;
+    let answer = app
+        .post("/api/v1/channels/1/posts", json!({"message": 42}))
+        .await;
+    let detail = answer.assert_problem(400, "invalid_request")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("message"), "{detail}");
+    let root = app
+        .post("/api/v1/channels/1/posts", json!({"message": "root"}))
+        .await;
+    let root_id = root.body["post_id"].as_u64().unwrap();
+    let reply = app
+        .post(
+            "/api/v1/channels/1/posts",
+            json!({"message": "reply", "thread_id": root_id as f64}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.body["thread_id"], root_id);
+}

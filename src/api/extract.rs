@@ -1,0 +1,137 @@
+//! Body and query extractors whose errors name the field at fault (`remind_at: invalid type:
+//! string "tomorrow", expected u64`), where actix's own say only "invalid type" and a column.
+
+use std::ops::Deref;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, mime, web};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ProblemCode};
+
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 256 * 1024;
+
+/// Describes a deserialisation failure with the path of the field it happened at.
+fn describe<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> String {
+    let path = error.path().to_string();
+    if path == "." || path.is_empty() {
+        error.into_inner().to_string()
+    } else {
+        format!("{path}: {}", error.into_inner())
+    }
+}
+
+/// A JSON request body (`application/json` or `+json`), at most [`JSON_LIMIT`] bytes.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+        let too_long = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|length| length > JSON_LIMIT);
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    ProblemCode::UnsupportedMediaType,
+                    "the body must be sent as `Content-Type: application/json`",
+                ));
+            }
+            let too_large = || {
+                ApiError::new(
+                    ProblemCode::PayloadTooLarge,
+                    format!("the JSON body exceeds {JSON_LIMIT} bytes"),
+                )
+            };
+            if too_long {
+                return Err(too_large());
+            }
+            let bytes = body.await.map_err(|_| too_large())?;
+            if bytes.len() > JSON_LIMIT {
+                return Err(too_large());
+            }
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+            integral_floats_to_integers(&mut value);
+            serde_path_to_error::deserialize(value)
+                .map(Json)
+                .map_err(|e| ApiError::invalid(format!("invalid JSON body: {}", describe(e))))
+        })
+    }
+}
+
+/// JSON Schema counts `36941.0` as an integer; serde's integer types do not. Rewrites such
+/// numbers (whole, within 64 bits) as integers so documented integer fields accept them.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_floats_to_integers)
+        }
+        _ => {}
+    }
+}
+
+/// Query-string parameters.
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+        let deserializer = serde_urlencoded::Deserializer::new(pairs);
+        std::future::ready(
+            serde_path_to_error::deserialize(deserializer)
+                .map(Query)
+                .map_err(|e| ApiError::invalid(format!("invalid query string: {}", describe(e)))),
+        )
+    }
+}
