@@ -29,9 +29,31 @@ def _generator() -> list[str]:
     return [found]
 
 
+_FAILED: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def generated(base_url, tmp_path_factory):
-    """The generated package, imported from a fresh temporary directory."""
+    """The generated package, imported from a fresh temporary directory.
+
+    Generation failing is reported once, as an error of the first test; the others skip.
+    """
+    if _FAILED:
+        pytest.skip("the client could not be generated (see the first error)")
+    try:
+        package, work = _generate(base_url, tmp_path_factory)
+    except AssertionError as error:
+        _FAILED.append(str(error))
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield package
+    finally:
+        sys.path.remove(str(work))
+        for name in [m for m in sys.modules if m == "gateway_client" or m.startswith("gateway_client.")]:
+            del sys.modules[name]
+
+
+def _generate(base_url, tmp_path_factory):
     work = tmp_path_factory.mktemp("generated-client")
     spec = work / "openapi.json"
     spec.write_bytes(httpx.get(f"{base_url}/openapi.json", timeout=10).raise_for_status().content)
@@ -48,12 +70,10 @@ def generated(base_url, tmp_path_factory):
 
     sys.path.insert(0, str(work))
     try:
-        package = importlib.import_module("gateway_client")
-        yield package
-    finally:
+        return importlib.import_module("gateway_client"), work
+    except Exception as error:
         sys.path.remove(str(work))
-        for name in [m for m in sys.modules if m == "gateway_client" or m.startswith("gateway_client.")]:
-            del sys.modules[name]
+        raise AssertionError(f"the generated package does not import: {error!r}") from error
 
 
 def _operation(package, operation_id: str):
