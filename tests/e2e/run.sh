@@ -20,8 +20,9 @@
 # and running as root, else the suite is skipped loudly. With CI=true a missing tool is a FAIL.
 #
 # Environment: GATEWAY_BIN (default target/debug/syno-chat-gateway, built with cargo if missing),
-# VENV, CI, E2E_ST_MAX_EXAMPLES (schemathesis examples per operation, default 40),
-# E2E_ST_SEED (default 1), E2E_SUITES (comma list of the suite names above; default all).
+# VENV, CI, CHROMIUM and CHROMEDRIVER (default /usr/bin/chromium, /usr/bin/chromedriver),
+# E2E_ST_MAX_EXAMPLES (schemathesis examples per operation, default 40), E2E_ST_SEED (default 1),
+# E2E_SUITES (comma list of the suite names above; default all).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,8 +34,8 @@ ARTIFACTS="$ROOT/tests/artifacts"
 ST_MAX_EXAMPLES="${E2E_ST_MAX_EXAMPLES:-40}"
 ST_SEED="${E2E_ST_SEED:-1}"
 SUITES=",${E2E_SUITES:-python-client,generated-client,swagger-ui,contract},"
-CHROMIUM=/usr/bin/chromium
-CHROMEDRIVER=/usr/bin/chromedriver
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
 START=$(date +%s)
 mkdir -p "$ARTIFACTS"
@@ -181,7 +182,7 @@ if wanted swagger-ui && { [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; }; t
   if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
     BROWSER_MISSING="no $CHROMIUM / $CHROMEDRIVER (Debian packages chromium, chromium-driver"
     if [ "$(id -u)" != 0 ]; then BROWSER_MISSING+="; not root, so not installed here)"
-    else BROWSER_MISSING+="; apt-get install failed)"; fi
+    else BROWSER_MISSING+="; apt-get install did not provide them)"; fi
   fi
 fi
 [ -x "$CHROMIUM" ] && say "browser: $("$CHROMIUM" --version 2>/dev/null | head -1); $("$CHROMEDRIVER" --version 2>/dev/null | cut -d' ' -f1-2)"

@@ -29,28 +29,24 @@ def _generator() -> list[str]:
     return [found]
 
 
-_FAILED: list[str] = []
+_GENERATED: dict = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def generated(base_url, tmp_path_factory):
-    """The generated package, imported from a fresh temporary directory.
+    """The generated package, imported from a temporary directory; generated once per session.
 
-    Generation failing is reported once, as an error of the first test; the others skip.
+    Generation failing is reported once, as the first test's error; the other tests skip.
     """
-    if _FAILED:
+    if "error" in _GENERATED:
         pytest.skip("the client could not be generated (see the first error)")
-    try:
-        package, work = _generate(base_url, tmp_path_factory)
-    except AssertionError as error:
-        _FAILED.append(str(error))
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield package
-    finally:
-        sys.path.remove(str(work))
-        for name in [m for m in sys.modules if m == "gateway_client" or m.startswith("gateway_client.")]:
-            del sys.modules[name]
+    if "package" not in _GENERATED:
+        try:
+            _GENERATED["package"] = _generate(base_url, tmp_path_factory)
+        except AssertionError as error:
+            _GENERATED["error"] = str(error)
+            pytest.fail(str(error), pytrace=False)
+    return _GENERATED["package"]
 
 
 def _generate(base_url, tmp_path_factory):
@@ -64,13 +60,15 @@ def _generate(base_url, tmp_path_factory):
         capture_output=True, text=True, timeout=180,
     )
     report = (proc.stdout + proc.stderr).strip()
-    assert proc.returncode == 0 and out.is_dir(), f"generator failed (exit {proc.returncode}):\n{report}"
+    if proc.returncode != 0 or not out.is_dir():
+        raise AssertionError(f"openapi-python-client failed (exit {proc.returncode}):\n{report}")
     lowered = report.lower()
-    assert "warning" not in lowered and "error" not in lowered, f"generator reported problems:\n{report}"
+    if "warning" in lowered or "error" in lowered:
+        raise AssertionError(f"openapi-python-client reported problems:\n{report}")
 
     sys.path.insert(0, str(work))
     try:
-        return importlib.import_module("gateway_client"), work
+        return importlib.import_module("gateway_client")
     except Exception as error:
         sys.path.remove(str(work))
         raise AssertionError(f"the generated package does not import: {error!r}") from error
