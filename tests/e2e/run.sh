@@ -140,6 +140,9 @@ finish() {
     tail -n 10 "$GATEWAY_LOG" | cut -c1-400
     say "----"
   fi
+  for i in "${!RESULT_NAMES[@]}"; do
+    [[ "${RESULT_LINES[$i]}" == SKIPPED* ]] && say "!!!! e2e: suite '${RESULT_NAMES[$i]}' was SKIPPED: ${RESULT_LINES[$i]#SKIPPED }"
+  done
   say "artefacts: tests/artifacts/ (swagger-ui.png, schemathesis/, e2e-*.xml, e2e-gateway.log)"
   say "e2e: $PASS passed, $FAILN failed, $SKIPN skipped"
   [ "$FAILN" -eq 0 ]
