@@ -174,6 +174,8 @@ if [ ! -x "$GATEWAY_BIN" ]; then
   fi
 fi
 say "gateway: $GATEWAY_BIN ($("$GATEWAY_BIN" --version 2>/dev/null))"
+STALE="$(find src Cargo.toml Cargo.lock -newer "$GATEWAY_BIN" -print -quit 2>/dev/null)"
+[ -n "$STALE" ] && say "!!!! e2e: $GATEWAY_BIN is older than $STALE: testing an old build (cargo build --bin syno-chat-gateway)"
 
 BROWSER_MISSING=""
 if wanted swagger-ui && { [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; }; then
