@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release test test-rust test-deploy openapi lint fmt bench clean
+.PHONY: run build release test test-rust test-deploy test-e2e openapi lint fmt bench clean
 
 ## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
 run:
@@ -16,13 +16,19 @@ release:
 	$(CARGO) build --release --locked --bin syno-chat-gateway
 
 ## test: every suite; the Rust suite runs last so its summary closes the output
-test: test-deploy test-rust
+test: test-deploy test-e2e test-rust
 
 test-rust:
 	$(CARGO) test --locked --all-targets
 
 test-deploy:
 	bash tests/deploy/check_deploy.sh
+
+## test-e2e: the built gateway from Python (hand-written and generated clients), contract
+## fuzzing with schemathesis, and Swagger UI in headless Chromium
+test-e2e:
+	$(CARGO) build --locked --bin syno-chat-gateway
+	bash tests/e2e/run.sh
 
 ## openapi: regenerate the committed OpenAPI document after changing handlers
 openapi:

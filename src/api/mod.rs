@@ -202,7 +202,27 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .configure(routes)
         .split_for_parts();
     describe_bare_responses(&mut api);
+    require_request_bodies(&mut api);
     api
+}
+
+/// Every body the API accepts is required (the handlers refuse a missing one); saying so also
+/// keeps client generators from typing bodies as optional.
+fn require_request_bodies(api: &mut utoipa::openapi::OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if let Some(utoipa::openapi::RefOr::T(body)) = operation.request_body.as_mut() {
+                body.required = Some(utoipa::openapi::Required::True);
+            }
+        }
+    }
 }
 
 /// OpenAPI requires a description on every response; success responses declared with only a

@@ -18,6 +18,7 @@ use crate::upstream::{NewFilePost, NewPost};
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
         .service(create_post)
+        .service(upload_file)
         .service(reply_to_post)
         .service(get_post_file);
 }
@@ -164,20 +165,17 @@ pub async fn list_posts(
     Ok(web::Json(PostList { items }))
 }
 
-/// Post a message or a file to a channel
+/// Post a message to a channel
 ///
-/// With `application/json`, posts text (optionally as a thread reply). Text with `%`, `&`, `+`,
-/// quotes, new lines and non-ASCII characters arrives unchanged.
+/// Posts text (optionally as a thread reply). Text with `%`, `&`, `+`, quotes, new lines and
+/// non-ASCII characters arrives unchanged. Answers 201 with the post DSM created.
 ///
-/// With `multipart/form-data`, posts the part `file` (at most `server.max_upload_bytes`; larger
-/// uploads are refused with 413 while they arrive) with the optional caption part `message`.
-///
-/// Answers 201 with the post DSM created.
+/// This route also takes the `multipart/form-data` upload of `POST
+/// /channels/{channel_id}/files`; that one is documented separately because client generators
+/// cannot handle one operation with two body types.
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
-    request_body(content(
-        (NewPostBody = "application/json"),
-        (NewFilePostForm = "multipart/form-data"))),
+    request_body = NewPostBody,
     responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
@@ -192,13 +190,7 @@ pub async fn create_post(
     let media_type = req.mime_type().ok().flatten();
     let post = match media_type {
         Some(m) if m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA => {
-            let form = read_file_form(&req, payload, state.max_upload_bytes).await?;
-            chat.create_file_post(NewFilePost {
-                channel_id,
-                message: &form.message,
-                file: form.file,
-            })
-            .await
+            return post_file(channel_id, &req, payload, &state, &chat).await;
         }
         Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => {
             let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
@@ -218,6 +210,59 @@ pub async fn create_post(
         }
     }
     .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+    Ok(HttpResponse::Created().json(post))
+}
+
+/// Post a file to a channel
+///
+/// `multipart/form-data` with the part `file` (at most `server.max_upload_bytes`; larger
+/// uploads are refused with 413 while they arrive) and the optional caption part `message`.
+/// Answers 201 with the file post DSM created.
+#[utoipa::path(tag = "posts", security(("bearer" = [])),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    request_body(content = NewFilePostForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+#[post("/channels/{channel_id}/files")]
+pub async fn upload_file(
+    _: Authorized<Write>,
+    channel_id: web::Path<ChannelId>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Chat,
+) -> Result<HttpResponse, actix_web::Error> {
+    let is_multipart = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
+    if !is_multipart {
+        return Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "the body must be `multipart/form-data` with a `file` part",
+        )
+        .into());
+    }
+    post_file(channel_id.into_inner(), &req, payload, &state, &chat).await
+}
+
+/// Streams a `multipart/form-data` upload (within the size limit) into a file post.
+async fn post_file(
+    channel_id: ChannelId,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    chat: &Chat,
+) -> Result<HttpResponse, actix_web::Error> {
+    let form = read_file_form(req, payload, state.max_upload_bytes).await?;
+    let post = chat
+        .create_file_post(NewFilePost {
+            channel_id,
+            message: &form.message,
+            file: form.file,
+        })
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Created().json(post))
 }
 

@@ -40,10 +40,14 @@ fn multipart_body(parts: &[Part<'_>]) -> (String, Vec<u8>) {
 }
 
 async fn upload(app: &TestApp, channel_id: u64, parts: &[Part<'_>]) -> Answer {
+    upload_to(app, &format!("/api/v1/channels/{channel_id}/posts"), parts).await
+}
+
+async fn upload_to(app: &TestApp, path: &str, parts: &[Part<'_>]) -> Answer {
     let (content_type, body) = multipart_body(parts);
     let response = app
         .http
-        .post(format!("{}/api/v1/channels/{channel_id}/posts", app.base))
+        .post(format!("{}{path}", app.base))
         .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
         .insert_header(("Content-Type", content_type))
         .send_body(body)
@@ -621,6 +625,34 @@ async fn a_file_without_caption_is_posted_with_an_empty_message() {
     assert_eq!(created.status, 201, "{}", created.body);
     let sent = last_request(&app, "SYNO.Chat.Post", "create");
     assert_eq!(param(&sent, "message"), Some(""));
+}
+
+#[actix_web::test]
+async fn the_files_route_uploads_and_refuses_json() {
+    let app = spawn_app().await;
+    let created = upload_to(
+        &app,
+        "/api/v1/channels/1/files",
+        &[
+            ("message", None, b"report"),
+            (
+                "file",
+                Some(("r.bin", "application/octet-stream")),
+                &binary_file(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["type"], "file");
+    let sent = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(param(&sent, "message"), Some("report"));
+    app.post(
+        "/api/v1/channels/1/files",
+        serde_json::json!({"message": "x"}),
+    )
+    .await
+    .assert_problem(415, "unsupported_media_type");
 }
 
 #[actix_web::test]
