@@ -8,6 +8,15 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+/// Parses a non-negative integer written as `40` or, as JSON Schema allows, `40.0`.
+pub fn parse_whole_number(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().or_else(|| {
+        let value: f64 = text.parse().ok()?;
+        // Whole, non-negative and exactly representable (below 2^53).
+        (value.fract() == 0.0 && (0.0..9.0e15).contains(&value)).then_some(value as u64)
+    })
+}
+
 /// Declares a positive integer identifier that names its field in parse errors.
 macro_rules! positive_id {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
@@ -44,9 +53,8 @@ macro_rules! positive_id {
             type Err = String;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let value: u64 = s
-                    .parse()
-                    .map_err(|_| format!("{} must be a positive integer, got {s:?}", $field))?;
+                let value = parse_whole_number(s)
+                    .ok_or_else(|| format!("{} must be a positive integer, got {s:?}", $field))?;
                 Self::new(value)
             }
         }
@@ -95,15 +103,34 @@ positive_id!(
     "cronjob_id"
 );
 
+/// White space as JSON Schema patterns (ECMAScript) and this API understand it: the ASCII
+/// blanks. Documented patterns say "at least one character that is not one of these", and the
+/// checks in code use the same set, so the document and the gateway agree on every string.
+pub fn is_blank_char(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// Characters a single-word name (a channel name) may not contain: Unicode white space, the
+/// information separators U+001C..U+001F and U+FEFF, i.e. whatever counts as white space to
+/// DSM, to ECMAScript or to Python regular expressions. The documented pattern lists the same.
+pub fn is_name_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}' | '\u{feff}')
+}
+
+/// Whether `text` is empty or only white space (see [`is_blank_char`]).
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(is_blank_char)
+}
+
 /// The text of a message: not empty, not only white space, sent to DSM byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = String, min_length = 1, example = "Deploy finished: 100% & green")]
+#[schema(value_type = String, min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]", example = "Deploy finished: 100% & green")]
 pub struct MessageText(String);
 
 impl MessageText {
     pub fn parse(text: String) -> Result<Self, String> {
-        if text.trim().is_empty() {
+        if is_blank(&text) {
             return Err("message must not be empty".to_owned());
         }
         Ok(Self(text))
@@ -263,12 +290,30 @@ pub struct HttpUrl(url::Url);
 
 impl HttpUrl {
     /// Parses `raw`; the error names `field`.
+    /// The shape is the documented pattern `^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$`,
+    /// checked by hand so the document and the gateway accept exactly the same strings.
     pub fn parse(field: &str, raw: &str) -> Result<Self, String> {
-        match url::Url::parse(raw.trim()) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
-                Ok(Self(url))
-            }
-            _ => Err(format!("{field} must be an absolute http(s) URL")),
+        let invalid =
+            || format!("{field} must be an absolute http(s) URL (http://host[:port]/path, ASCII)");
+        let rest = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+            .ok_or_else(invalid)?;
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let (host, port) = authority
+            .split_once(':')
+            .map_or((authority, None), |(h, p)| (h, Some(p)));
+        let shaped = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && port.is_none_or(|p| {
+                (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+            })
+            && path.bytes().all(|b| (b'!'..=b'~').contains(&b));
+        match url::Url::parse(raw) {
+            Ok(url) if shaped && url.host_str().is_some() => Ok(Self(url)),
+            _ => Err(invalid()),
         }
     }
 }

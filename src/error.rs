@@ -101,7 +101,7 @@ impl ProblemCode {
                 "DSM rejected the integration token (unknown, disabled, or not allowed for this method)",
             ),
             ChatTokenRejected => (
-                StatusCode::BAD_REQUEST,
+                StatusCode::FORBIDDEN,
                 "chat_token_rejected",
                 "DSM rejected the Chat token sent with the request (unknown, disabled, or not an incoming-webhook token)",
             ),

@@ -183,6 +183,7 @@ impl Application {
                 public_url.as_str().trim_end_matches('/'),
             )]);
         }
+        api::describe_configured_tokens(&mut document, &state.tokens);
         let routes = web::Data::new(RouteTable::from_openapi(&document));
         let document =
             web::Data::new(api::docs::OpenApiJson::new(&document).map_err(std::io::Error::other)?);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, whole_number};
 use super::webhooks::outgoing_message;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
@@ -34,12 +34,14 @@ const MAX_COUNT: u32 = 200;
     "file_url": null}))]
 pub struct BotMessageBody {
     /// The text, sent byte for byte.
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     text: String,
     /// Who gets it, each in their conversation with the bot (at least one).
-    #[schema(value_type = Vec<u64>, min_items = 1)]
+    #[schema(min_items = 1)]
     user_ids: Vec<UserId>,
     /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
     #[serde(default)]
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     file_url: Option<String>,
 }
 
@@ -99,9 +101,11 @@ pub struct PostWindowQuery {
     post_id: Option<PostId>,
     /// Posts before the anchor (0 to 200; 50 when neither count is given).
     #[param(minimum = 0, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     prev_count: Option<u32>,
     /// Posts after the anchor (0 to 200, default 0).
     #[param(minimum = 0, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     next_count: Option<u32>,
 }
 

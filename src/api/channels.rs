@@ -12,7 +12,7 @@ use super::extract::{Json, Query};
 use super::users::{ensure_users_exist, own_user_id};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{Channel, ChannelId, ChannelType, UserId};
+use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::UpstreamError;
 
@@ -43,8 +43,11 @@ pub struct ChannelList {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "release-team", "type": "private", "members": [2, 3]}))]
 pub struct NewChannel {
-    /// The channel's name. DSM refuses names with spaces.
-    #[schema(min_length = 1)]
+    /// The channel's name: no white space (DSM refuses names with spaces, error 152).
+    #[schema(
+        min_length = 1,
+        pattern = "^[^\\t\\n\\u000b\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+$"
+    )]
     name: String,
     /// Default `private`.
     #[serde(rename = "type", default)]
@@ -139,7 +142,7 @@ pub async fn get_channel(
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     request_body = NewChannel,
     responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
-        InvalidInput, BodyProblems, CommonProblems))]
+        InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels")]
 pub async fn create_channel(
     _: Authorized<Write>,
@@ -152,8 +155,10 @@ pub async fn create_channel(
         kind,
         mut members,
     } = body.into_inner();
-    if name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
+    if name.is_empty() || name.chars().any(is_name_separator) {
+        return Err(ApiError::invalid(
+            "name must be one word: not empty, no white space (DSM refuses spaces)",
+        ));
     }
     members.sort_unstable();
     members.dedup();

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, mime, web};
 use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ProblemCode};
@@ -102,6 +103,35 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) {
         }
         _ => {}
     }
+}
+
+/// For optional body fields that may be left out but not sent as `null` (so the documented
+/// `nullable: false` holds): `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// For optional integer query parameters: `40` or `40.0` (JSON Schema counts both as integers,
+/// serde only the first): `#[serde(default, deserialize_with = "whole_number")]`.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let value = crate::domain::parse_whole_number(&text).ok_or_else(|| {
+        D::Error::custom(format!("expected a non-negative integer, got {text:?}"))
+    })?;
+    T::try_from(value)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{text} is out of range")))
 }
 
 /// Query-string parameters.

@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::Json;
+use super::extract::{Json, present};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
-use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
+use crate::domain::{
+    ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook, is_blank, is_blank_char,
+};
 use crate::error::ApiError;
 use crate::upstream::{ChatbotChanges, NewWebhook, WebhookKind};
 
@@ -90,11 +92,13 @@ pub struct ChatbotList {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "CI", "channel_id": 1, "icon_url": "https://ci.example.org/icon.png"}))]
 pub struct NewIncomingWebhookBody {
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     name: String,
     #[schema(value_type = u64, minimum = 1)]
     channel_id: ChannelId,
     /// An absolute http(s) URL of the avatar.
     #[serde(default)]
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     icon_url: Option<String>,
 }
 
@@ -104,13 +108,16 @@ pub struct NewIncomingWebhookBody {
 #[schema(example = json!({"name": "CI", "channel_id": 1, "url": "https://ci.example.org/chat",
     "events": ["message"]}))]
 pub struct NewOutgoingWebhookBody {
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     name: String,
     #[schema(value_type = u64, minimum = 1)]
     channel_id: ChannelId,
     /// An absolute http(s) URL.
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     url: String,
     /// Events that fire the webhook (default `["message"]`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<EventName>>, min_items = 1, nullable = false)]
     events: Option<Vec<String>>,
 }
 
@@ -120,10 +127,15 @@ pub struct NewOutgoingWebhookBody {
 #[schema(example = json!({"name": "Deploy", "command": "/deploy", "url": "https://ci.example.org/slash",
     "channel_id": null}))]
 pub struct NewSlashCommandBody {
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     name: String,
     /// The command; a leading `/` is optional. No spaces.
+    #[schema(
+        pattern = "^[ \\t\\n\\r\\f\\v]*/*[^ \\t\\n\\r\\f\\v/][^ \\t\\n\\r\\f\\v]*[ \\t\\n\\r\\f\\v]*$"
+    )]
     command: String,
     /// An absolute http(s) URL.
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     url: String,
     /// Limit the command to one channel (default: every channel).
     #[serde(default)]
@@ -136,28 +148,36 @@ pub struct NewSlashCommandBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"nickname": "CI bot"}))]
 pub struct BotNicknameBody {
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     nickname: String,
 }
 
 /// Chatbot settings to change; absent fields stay as they are.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"url": "https://bot.example.org/chat", "purpose": "Answers questions",
+#[schema(min_properties = 1, example = json!({"url": "https://bot.example.org/chat", "purpose": "Answers questions",
     "welcome_note": "Hi!", "hide_from_user": false}))]
 pub struct ChatbotSettingsBody {
     /// Where Chat posts users' messages: an absolute http(s) URL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$",
+        nullable = false
+    )]
     url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     purpose: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     welcome_note: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     hide_from_user: Option<bool>,
 }
 
 fn non_blank<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
-    if value.trim().is_empty() {
+    if is_blank(value) {
         return Err(ApiError::invalid(format!("{field} must not be empty")));
     }
     Ok(value)
@@ -300,7 +320,14 @@ pub async fn create_outgoing_webhook(
         .events
         .clone()
         .unwrap_or_else(|| vec!["message".to_owned()]);
-    if events.is_empty() || events.iter().any(|e| e.trim().is_empty()) {
+    if events.is_empty()
+        || events.iter().any(|e| {
+            e.is_empty()
+                || !e
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        })
+    {
         return Err(ApiError::invalid(
             "events must be a non-empty list of event names",
         ));
@@ -353,8 +380,11 @@ pub async fn create_slash_command(
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     // DSM stores the command without its slash (§4.1).
-    let command = body.command.trim().trim_start_matches('/');
-    if command.is_empty() || command.chars().any(char::is_whitespace) {
+    let command = body
+        .command
+        .trim_matches(is_blank_char)
+        .trim_start_matches('/');
+    if command.is_empty() || command.chars().any(is_blank_char) {
         return Err(ApiError::invalid(
             "command must be one word, optionally starting with `/`",
         ));
@@ -508,3 +538,9 @@ pub async fn set_chatbot(
     }
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// An outgoing-webhook event name (documentation of the `events` items: one word).
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9_.-]+$", example = "message")]
+#[allow(dead_code)] // documentation only: events are checked as they are read
+struct EventName(String);

@@ -206,6 +206,56 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api
 }
 
+/// The served document lists the configured integration-token names as the only values of
+/// the `{name}` path parameters (webhook names for webhook routes, bot names for bot routes),
+/// so Swagger UI offers them and clients know them. The committed document stays generic.
+pub fn describe_configured_tokens(
+    api: &mut utoipa::openapi::OpenApi,
+    tokens: &BTreeMap<String, IntegrationToken>,
+) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let names_of = |kind: TokenKind| -> Vec<String> {
+        tokens
+            .iter()
+            .filter(|(_, t)| t.kind == kind)
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        let kind = if path.starts_with("/api/v1/bots/{name}") {
+            TokenKind::Bot
+        } else if path.starts_with("/api/v1/webhooks/incoming/{name}") {
+            TokenKind::Webhook
+        } else {
+            continue;
+        };
+        let names = names_of(kind);
+        if names.is_empty() {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let utoipa::openapi::RefOr::T(parameter) = parameter
+                    && parameter.name == "name"
+                {
+                    let schema = ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(names.clone()))
+                        .build();
+                    parameter.schema = Some(utoipa::openapi::RefOr::T(schema.into()));
+                }
+            }
+        }
+    }
+}
+
 /// Every body the API accepts is required (the handlers refuse a missing one); saying so also
 /// keeps client generators from typing bodies as optional.
 fn require_request_bodies(api: &mut utoipa::openapi::OpenApi) {

@@ -71,15 +71,15 @@ pub struct ReactionBody {
 /// When to be reminded of a post.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"remind_at": 1764219600000_u64}))]
+#[schema(example = json!({"remind_at": 1893456000000_u64}))]
 pub struct ReminderBody {
     /// Unix time in milliseconds, in the future.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
     remind_at: u64,
 }
 
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"items": [{"post_id": 4294967307_u64, "remind_at": 1764219600000_u64,
+#[schema(example = json!({"items": [{"post_id": 4294967307_u64, "remind_at": 1893456000000_u64,
     "message": "Deploy finished: 100% & green"}]}))]
 pub struct ReminderList {
     items: Vec<Reminder>,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::Query;
+use super::extract::{Query, whole_number};
 use super::posts::{page_limit, page_offset, unix_ms};
 use super::{Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read};
@@ -33,7 +33,7 @@ const MAX_REPLIES_PER_THREAD: u32 = 50;
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Channels to search (`1,2`); every chat the account can see when absent.
-    #[param(value_type = Option<Vec<u64>>, style = Form, explode = false)]
+    #[param(value_type = Option<Vec<ChannelId>>, style = Form, explode = false)]
     channel_id: Option<String>,
     /// Text the message contains (case-insensitive).
     keyword: Option<String>,
@@ -45,23 +45,30 @@ pub struct SearchQuery {
     #[param(inline, value_type = Option<Vec<PostHas>>, style = Form, explode = false)]
     has: Option<String>,
     /// Authors' user ids (`3,4`).
-    #[param(value_type = Option<Vec<u64>>, style = Form, explode = false)]
+    #[param(value_type = Option<Vec<UserId>>, style = Form, explode = false)]
     creator_id: Option<String>,
     /// Posts created after this Unix time in milliseconds.
+    #[param(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
+    #[serde(default, deserialize_with = "whole_number")]
     after: Option<u64>,
     /// Posts created before this Unix time in milliseconds.
+    #[param(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
+    #[serde(default, deserialize_with = "whole_number")]
     before: Option<u64>,
     /// Sort order, newest first (default `create_at`).
     #[param(inline, value_type = Option<SearchOrder>)]
     sort_by: Option<String>,
     /// `0`: top-level posts only; a root post's id: the posts of that thread.
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
+    #[serde(default, deserialize_with = "whole_number")]
     thread_id: Option<u64>,
     /// How many hits to skip (default 0).
     #[param(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "whole_number")]
     offset: Option<u32>,
     /// How many hits (1 to 200, default 50).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<u32>,
 }
 
@@ -85,12 +92,15 @@ pub struct SearchResult {
 pub struct ThreadsQuery {
     /// How many threads to skip (default 0).
     #[param(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "whole_number")]
     offset: Option<u32>,
     /// How many threads (1 to 200, default 20).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<u32>,
     /// How many of each thread's latest replies to include (0 to 50, default 3).
     #[param(minimum = 0, maximum = 50)]
+    #[serde(default, deserialize_with = "whole_number")]
     replies_per_thread: Option<u32>,
 }
 
@@ -118,6 +128,7 @@ pub struct ThreadList {
 pub struct AttachmentQuery {
     /// How many files (1 to 200, default 50).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<u32>,
 }
 
@@ -204,11 +215,6 @@ pub async fn search_posts(
         .transpose()?;
     let after = q.after.map(|t| unix_ms("after", t)).transpose()?;
     let before = q.before.map(|t| unix_ms("before", t)).transpose()?;
-    if let (Some(after), Some(before)) = (after, before)
-        && after >= before
-    {
-        return Err(ApiError::invalid("after must be earlier than before"));
-    }
     let limit = page_limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = chat
         .search_posts(&PostSearch {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
@@ -91,9 +91,11 @@ pub(super) fn future_unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
 pub struct PageQuery {
     /// How many posts (1 to 200, default 50).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<u32>,
     /// How many of the newest posts to skip (default 0).
     #[param(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "whole_number")]
     offset: Option<u32>,
 }
 
@@ -116,7 +118,8 @@ pub struct NewPostBody {
 }
 
 /// A file to post, as `multipart/form-data`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"message": "The weekly report", "file": "<bytes of report.pdf>"}))]
 #[allow(dead_code)] // documentation only: the form is read part by part by `read_file_form`
 pub struct NewFilePostForm {
@@ -329,9 +332,10 @@ pub async fn get_post_file(
 
 /// The channel a post lives in: its id's high 32 bits (upstream-protocol §6.4).
 fn channel_of(post_id: PostId) -> Result<ChannelId, ApiError> {
+    // Such an id is well formed but cannot name a post: like any missing post, a 404.
     ChannelId::new(post_id.get() >> 32).map_err(|_| {
-        ApiError::invalid(format!(
-            "post_id {post_id} names no channel (post ids are channel_id << 32 | sequence)"
+        ApiError::not_found(format!(
+            "post {post_id} does not exist (post ids are channel_id << 32 | sequence)"
         ))
     })
 }

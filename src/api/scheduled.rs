@@ -21,7 +21,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"items": [{"cronjob_id": 3, "channel_id": 1,
-    "message": "Stand-up in 5 minutes", "send_at": 1764219600000_u64}]}))]
+    "message": "Stand-up in 5 minutes", "send_at": 1893456000000_u64}]}))]
 pub struct ScheduledPostList {
     items: Vec<ScheduledPost>,
 }
@@ -29,12 +29,12 @@ pub struct ScheduledPostList {
 /// A message to send later.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"message": "Stand-up in 5 minutes", "send_at": 1764219600000_u64}))]
+#[schema(example = json!({"message": "Stand-up in 5 minutes", "send_at": 1893456000000_u64}))]
 pub struct NewScheduledPost {
     /// The text, sent to Chat byte for byte.
     message: MessageText,
     /// When to send it: Unix time in milliseconds, in the future.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
     send_at: u64,
 }
 

@@ -15,7 +15,7 @@ use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
-use crate::error::{ApiError, ProblemCode};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -147,7 +147,9 @@ pub async fn get_user_avatar(
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
     request_body = DirectMessage,
-    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound,
+        (status = 409, description = "The recipient is the gateway's own account", body = Problem, content_type = "application/problem+json"),
+        BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
     _: Authorized<Write>,
@@ -159,9 +161,10 @@ pub async fn send_direct_message(
     let recipient = user_id.into_inner();
     let own_id = own_user_id(&state, &chat).await?;
     if recipient == own_id {
-        return Err(ApiError::invalid(format!(
-            "user_id {recipient} is the gateway's own account, which cannot message itself"
-        )));
+        return Err(ApiError::new(
+            ProblemCode::Conflict,
+            format!("user {recipient} is the gateway's own account, which cannot message itself"),
+        ));
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
     let post = chat
@@ -269,7 +272,8 @@ pub(super) async fn ensure_users_exist(
     let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
     match unknown(&users.items) {
         missing if missing.is_empty() => Ok(()),
-        missing => Err(ApiError::invalid(format!(
+        // Well-formed ids of users that are not there: a 404, as for a missing path id.
+        missing => Err(ApiError::not_found(format!(
             "{field} names users that do not exist: {}",
             missing.join(", ")
         ))),

@@ -51,9 +51,11 @@ pub struct ConfiguredWebhookList {
     "file_url": "https://files.example.org/report.pdf"}))]
 pub struct WebhookMessageBody {
     /// The text, sent byte for byte. `<https://url|label>` makes a link.
+    #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     text: String,
     /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
     #[serde(default)]
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     file_url: Option<String>,
 }
 
@@ -139,7 +141,8 @@ pub async fn send_with_configured_webhook(
 /// Posts through the configured NAS with the token in `X-Chat-Token` (as copied from Chat:
 /// surrounding `"` or `%22` are removed). A token DSM rejects is a 400 `chat_token_rejected`.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
-    params(("X-Chat-Token" = String, Header, description = "The incoming webhook's 64-character token")),
+    params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
+        description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,
     responses((status = 200, body = WebhookReceipt), InvalidInput, BodyProblems, CommonProblems))]
 #[post("/webhooks/incoming")]

@@ -143,3 +143,20 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
     );
     handle.stop(true).await;
 }
+
+#[actix_web::test]
+async fn the_served_document_lists_the_configured_token_names() {
+    let app = spawn_app().await;
+    let doc = app.call("GET", "/openapi.json", None, None).await.body;
+    let parameter = |path: &str, method: &str| {
+        doc["paths"][path][method]["parameters"][0]["schema"]["enum"].clone()
+    };
+    assert_eq!(
+        parameter("/api/v1/webhooks/incoming/{name}", "post"),
+        serde_json::json!([crate::helpers::WEBHOOK_TOKEN_NAME])
+    );
+    assert_eq!(
+        parameter("/api/v1/bots/{name}/users", "get"),
+        serde_json::json!([crate::helpers::BOT_TOKEN_NAME])
+    );
+}

@@ -261,6 +261,18 @@ async fn json_errors_name_the_field_and_whole_floats_count_as_integers() {
         .post("/api/v1/channels/1/posts", json!({"message": "root"}))
         .await;
     let root_id = root.body["post_id"].as_u64().unwrap();
+    let listed = app
+        .get("/api/v1/channels/1.0/posts?limit=2.0&offset=0.0")
+        .await;
+    assert_eq!(
+        listed.status, 200,
+        "ids and integers may be written as 1.0: {}",
+        listed.body
+    );
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    app.get("/api/v1/channels/1.5/posts")
+        .await
+        .assert_problem(400, "invalid_request");
     let reply = app
         .post(
             "/api/v1/channels/1/posts",

@@ -103,20 +103,35 @@ async fn channel_creation_input_is_checked() {
         (json!({"name": "  "}), "name"),
         (json!({"name": "x", "type": "secret"}), "type"),
         (json!({"name": "x", "members": [0]}), "user_id"),
-        (json!({"name": "x", "members": [2, 4242]}), "4242"),
         (json!({"name": "x", "purpose": "y"}), "purpose"),
         (json!({"type": "public"}), "name"),
     ] {
         let answer = app.post("/api/v1/channels", body).await;
         assert_detail_names(&answer, 400, "invalid_request", field);
     }
+    // Well-formed ids of users that do not exist: 404, as for a missing path id.
+    let ghost = app
+        .post(
+            "/api/v1/channels",
+            json!({"name": "x", "members": [2, 4242]}),
+        )
+        .await;
+    assert_detail_names(&ghost, 404, "not_found", "4242");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "create"), 0);
 
-    // DSM answers 152 for names with spaces: a 400 naming the field.
+    // DSM answers 152 for names with spaces: refused before DSM, naming the field.
     let spaced = app
         .post("/api/v1/channels", json!({"name": "team alpha"}))
         .await;
-    assert_detail_names(&spaced, 400, "upstream_rejected_input", "name");
+    assert_detail_names(&spaced, 400, "invalid_request", "name");
+    assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "create"), 0);
+    // Should DSM refuse a name for another reason (152), the 400 still names the field.
+    app.sim
+        .fail_next("SYNO.Chat.Channel.Named", Some("create"), 1, 152);
+    let refused = app
+        .post("/api/v1/channels", json!({"name": "team-alpha"}))
+        .await;
+    assert_detail_names(&refused, 400, "upstream_rejected_input", "name");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "join"), 0);
 }
 
@@ -204,12 +219,15 @@ async fn invited_users_become_members() {
     for (body, field) in [
         (json!({"user_ids": []}), "user_ids"),
         (json!({"user_ids": [0]}), "user_id"),
-        (json!({"user_ids": [2, 4242]}), "4242"),
         (json!({}), "user_ids"),
     ] {
         let answer = app.post("/api/v1/channels/3/members", body).await;
         assert_detail_names(&answer, 400, "invalid_request", field);
     }
+    let ghost = app
+        .post("/api/v1/channels/3/members", json!({"user_ids": [2, 4242]}))
+        .await;
+    assert_detail_names(&ghost, 404, "not_found", "4242");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "invite"), 1);
 
     let unknown = app
@@ -499,9 +517,9 @@ async fn direct_messages_reuse_or_open_the_conversation() {
     assert_detail_names(
         &app.post("/api/v1/users/1/messages", json!({"message": "me"}))
             .await,
-        400,
-        "invalid_request",
-        "user_id",
+        409,
+        "conflict",
+        "own account",
     );
     for body in [json!({"message": " "}), json!({"text": "x"})] {
         app.post("/api/v1/users/3/messages", body)

@@ -555,7 +555,7 @@ async fn a_caller_token_is_normalised_checked_and_its_rejection_is_the_callers()
     assert_eq!(app.sim.count(EXTERNAL, "incoming"), 2);
 
     let unknown = send_with_header(&app, Some(&"Z".repeat(64)), json!({"text": "x"})).await;
-    unknown.assert_problem(400, "chat_token_rejected");
+    unknown.assert_problem(403, "chat_token_rejected");
     assert!(!unknown.body.to_string().contains(&"Z".repeat(64)));
 }
 

@@ -156,11 +156,11 @@ async fn bad_replies_and_thread_queries_are_rejected_and_unknown_ones_are_404() 
     app.post(&reply_path, json!({"message": "x", "thread_id": root}))
         .await
         .assert_problem(400, "invalid_request");
-    // Post ids carry their channel in the high 32 bits; 5 names no channel.
+    // Post ids carry their channel in the high 32 bits; 5 names no channel, so no post.
     let no_channel = app
         .post("/api/v1/posts/5/replies", json!({"message": "x"}))
         .await;
-    assert_detail_names(&no_channel, "post_id");
+    no_channel.assert_problem(404, "not_found");
     assert_detail_names(
         &app.post("/api/v1/posts/0/replies", json!({"message": "x"}))
             .await,
@@ -247,7 +247,7 @@ async fn bad_search_queries_never_reach_the_nas() {
         ("creator_id=me", "creator_id"),
         ("after=1700000000", "after"),
         ("before=12", "before"),
-        ("after=1764133200000&before=1764133100000", "after"),
+        ("after=10000000000000", "after"),
         ("limit=0", "limit"),
         ("limit=201", "limit"),
         ("in=[1]", "in"),

@@ -254,7 +254,7 @@ if wanted contract; then
   ST_BIN="$VENV/bin/schemathesis"; [[ "$ST_BIN" = /* ]] || ST_BIN="$ROOT/$ST_BIN"
   # shellcheck disable=SC2054  # the commas are schemathesis list syntax
   ST=(env -C "$TMP/st" PYTHONPATH="$ROOT/tests/e2e/contract" SCHEMATHESIS_HOOKS=st_hooks NO_COLOR=1
-      "$ST_BIN" run "$BASE/openapi.json"
+      "$ST_BIN" --config-file "$ROOT/tests/e2e/contract/schemathesis.toml" run "$BASE/openapi.json"
       --header "Authorization: Bearer $KEY"
       --checks all --exclude-checks not_a_server_error
       --max-examples "$ST_MAX_EXAMPLES" --seed "$ST_SEED" --workers 2
