@@ -28,6 +28,7 @@ pub enum ProblemCode {
     MethodNotAllowed,
     NotFound,
     Conflict,
+    Unprocessable,
     UpstreamPermissionDenied,
     UpstreamTokenRejected,
     ChatTokenRejected,
@@ -85,6 +86,11 @@ impl ProblemCode {
                 "Method not allowed on this route",
             ),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
+            Unprocessable => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "The request is well formed but cannot be carried out",
+            ),
             Conflict => (
                 StatusCode::CONFLICT,
                 "conflict",

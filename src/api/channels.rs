@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query};
 use super::users::{ensure_users_exist, own_user_id};
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
 use crate::error::{ApiError, Problem, ProblemCode};
@@ -142,7 +142,7 @@ pub async fn get_channel(
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     request_body = NewChannel,
     responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
-        InvalidInput, NotFound, BodyProblems, CommonProblems))]
+        InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/channels")]
 pub async fn create_channel(
     _: Authorized<Write>,
@@ -244,7 +244,7 @@ pub async fn archive_channel(
 #[utoipa::path(tag = "channels", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
     request_body = NewMembers,
-    responses((status = 204, description = "Invited"), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 204, description = "Invited"), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/members")]
 pub async fn invite_members(
     _: Authorized<Write>,

@@ -12,6 +12,7 @@ use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
     ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook, is_blank, is_blank_char,
+    is_name_separator,
 };
 use crate::error::ApiError;
 use crate::upstream::{ChatbotChanges, NewWebhook, WebhookKind};
@@ -131,7 +132,7 @@ pub struct NewSlashCommandBody {
     name: String,
     /// The command; a leading `/` is optional. No spaces.
     #[schema(
-        pattern = "^[ \\t\\n\\r\\f\\v]*/*[^ \\t\\n\\r\\f\\v/][^ \\t\\n\\r\\f\\v]*[ \\t\\n\\r\\f\\v]*$"
+        pattern = "^[ \\t\\n\\r\\f\\v]*/*[^\\t\\n\\u000b\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff/][^\\t\\n\\u000b\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]*[ \\t\\n\\r\\f\\v]*$"
     )]
     command: String,
     /// An absolute http(s) URL.
@@ -384,7 +385,7 @@ pub async fn create_slash_command(
         .command
         .trim_matches(is_blank_char)
         .trim_start_matches('/');
-    if command.is_empty() || command.chars().any(is_blank_char) {
+    if command.is_empty() || command.chars().any(is_name_separator) {
         return Err(ApiError::invalid(
             "command must be one word, optionally starting with `/`",
         ));

@@ -160,6 +160,16 @@ pub enum NotFound {
     NotFound(Problem),
 }
 
+/// A well-formed request that cannot be carried out (e.g. a time in the past, users that do
+/// not exist): rules a schema cannot state.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only
+pub enum Unprocessable {
+    /// The request is well formed but cannot be carried out (the detail says why).
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+}
+
 /// Problems of operations that take a JSON body.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // documentation only

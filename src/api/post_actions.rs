@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
 use super::posts::future_unix_ms;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, PostId};
 use crate::error::ApiError;
@@ -172,7 +172,7 @@ pub async fn get_reminder(
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
     request_body = ReminderBody,
-    responses((status = 200, body = Reminder), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 200, body = Reminder), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[put("/posts/{post_id}/reminder")]
 pub async fn set_reminder(
     _: Authorized<Write>,

@@ -78,9 +78,11 @@ pub(super) fn future_unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     if unix_ms(field, value)? <= now_ms {
-        return Err(ApiError::invalid(format!(
-            "{field} must be in the future (now is {now_ms})"
-        )));
+        // Well formed, but not a time a schema can rule out: 422, not 400.
+        return Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            format!("{field} must be in the future (now is {now_ms})"),
+        ));
     }
     Ok(value)
 }

@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
 use super::posts::future_unix_ms;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, CronjobId, MessageText};
 use crate::error::ApiError;
@@ -64,7 +64,7 @@ pub async fn list_scheduled_posts(
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
     request_body = NewScheduledPost,
-    responses((status = 201, body = ScheduledPost), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, body = ScheduledPost), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/scheduled-posts")]
 pub async fn schedule_post(
     _: Authorized<Write>,

@@ -11,11 +11,11 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, ProblemCode};
 use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -148,8 +148,7 @@ pub async fn get_user_avatar(
     params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
     request_body = DirectMessage,
     responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound,
-        (status = 409, description = "The recipient is the gateway's own account", body = Problem, content_type = "application/problem+json"),
-        BodyProblems, CommonProblems))]
+        Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
     _: Authorized<Write>,
@@ -162,7 +161,7 @@ pub async fn send_direct_message(
     let own_id = own_user_id(&state, &chat).await?;
     if recipient == own_id {
         return Err(ApiError::new(
-            ProblemCode::Conflict,
+            ProblemCode::Unprocessable,
             format!("user {recipient} is the gateway's own account, which cannot message itself"),
         ));
     }
@@ -272,10 +271,14 @@ pub(super) async fn ensure_users_exist(
     let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
     match unknown(&users.items) {
         missing if missing.is_empty() => Ok(()),
-        // Well-formed ids of users that are not there: a 404, as for a missing path id.
-        missing => Err(ApiError::not_found(format!(
-            "{field} names users that do not exist: {}",
-            missing.join(", ")
-        ))),
+        // Well-formed ids of users that are not there: the request cannot be carried out (422;
+        // a 404 would say the addressed resource, e.g. the channel, is missing).
+        missing => Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            format!(
+                "{field} names users that do not exist: {}",
+                missing.join(", ")
+            ),
+        )),
     }
 }

@@ -109,14 +109,14 @@ async fn channel_creation_input_is_checked() {
         let answer = app.post("/api/v1/channels", body).await;
         assert_detail_names(&answer, 400, "invalid_request", field);
     }
-    // Well-formed ids of users that do not exist: 404, as for a missing path id.
+    // Well-formed ids of users that do not exist: 422, the request cannot be carried out.
     let ghost = app
         .post(
             "/api/v1/channels",
             json!({"name": "x", "members": [2, 4242]}),
         )
         .await;
-    assert_detail_names(&ghost, 404, "not_found", "4242");
+    assert_detail_names(&ghost, 422, "unprocessable", "4242");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "create"), 0);
 
     // DSM answers 152 for names with spaces: refused before DSM, naming the field.
@@ -227,7 +227,7 @@ async fn invited_users_become_members() {
     let ghost = app
         .post("/api/v1/channels/3/members", json!({"user_ids": [2, 4242]}))
         .await;
-    assert_detail_names(&ghost, 404, "not_found", "4242");
+    assert_detail_names(&ghost, 422, "unprocessable", "4242");
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "invite"), 1);
 
     let unknown = app
@@ -517,8 +517,8 @@ async fn direct_messages_reuse_or_open_the_conversation() {
     assert_detail_names(
         &app.post("/api/v1/users/1/messages", json!({"message": "me"}))
             .await,
-        409,
-        "conflict",
+        422,
+        "unprocessable",
         "own account",
     );
     for body in [json!({"message": " "}), json!({"text": "x"})] {

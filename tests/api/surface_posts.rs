@@ -412,11 +412,22 @@ async fn bad_reminders_are_rejected_and_dsm_refusals_mapped() {
     let app = spawn_app().await;
     let post = create_post(&app, 1, "remind me").await;
     let path = format!("/api/v1/posts/{post}/reminder");
-    for body in [
-        json!({"remind_at": now_ms() - 60_000}),
-        json!({"remind_at": 1_900_000_000}),
-        json!({}),
-    ] {
+    // A time that has passed is well formed but cannot be carried out.
+    let past = app
+        .call(
+            "PUT",
+            &path,
+            Some(WRITE_KEY),
+            Some(json!({"remind_at": now_ms() - 60_000})),
+        )
+        .await;
+    assert!(
+        past.assert_problem(422, "unprocessable")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("remind_at")
+    );
+    for body in [json!({"remind_at": 1_900_000_000}), json!({})] {
         assert_detail_names(
             &app.call("PUT", &path, Some(WRITE_KEY), Some(body)).await,
             "remind_at",
@@ -497,11 +508,19 @@ async fn bad_scheduled_posts_are_rejected_before_the_nas() {
     let app = spawn_app().await;
     let path = "/api/v1/channels/1/scheduled-posts";
     let future = now_ms() + 3_600_000;
-    for (body, field) in [
-        (
+    let late = app
+        .post(
+            path,
             json!({"message": "late", "send_at": now_ms() - 1_000}),
-            "send_at",
-        ),
+        )
+        .await;
+    assert!(
+        late.assert_problem(422, "unprocessable")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("send_at")
+    );
+    for (body, field) in [
         (
             json!({"message": "seconds", "send_at": 1_900_000_000}),
             "send_at",

@@ -257,7 +257,9 @@ if wanted contract; then
       "$ST_BIN" --config-file "$ROOT/tests/e2e/contract/schemathesis.toml" run "$BASE/openapi.json"
       --header "Authorization: Bearer $KEY"
       --checks all --exclude-checks not_a_server_error
-      --max-examples "$ST_MAX_EXAMPLES" --seed "$ST_SEED" --workers 2
+      # One worker: with threads, hypothesis occasionally trips over a CPython 3.11 `ast` race
+      # ("AST constructor recursion depth mismatch"), a tool error, not a finding.
+      --max-examples "$ST_MAX_EXAMPLES" --seed "$ST_SEED" --workers 1
       --request-timeout 10 --max-failures 50 --continue-on-failure
       --report junit,har --report-dir "$ARTIFACTS/schemathesis")
   suite contract 300 "${ST[@]}"
