@@ -243,14 +243,7 @@ pub fn describe_configured_tokens(
         if names.is_empty() {
             continue;
         }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             for parameter in operation.parameters.iter_mut().flatten() {
                 if let utoipa::openapi::RefOr::T(parameter) = parameter
                     && parameter.name == "name"
@@ -266,18 +259,26 @@ pub fn describe_configured_tokens(
     }
 }
 
+/// The operations of a path item, whatever their method.
+fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Every body the API accepts is required (the handlers refuse a missing one); saying so also
 /// keeps client generators from typing bodies as optional.
 fn require_request_bodies(api: &mut utoipa::openapi::OpenApi) {
     for item in api.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             if let Some(utoipa::openapi::RefOr::T(body)) = operation.request_body.as_mut() {
                 body.required = Some(utoipa::openapi::Required::True);
             }
@@ -289,14 +290,7 @@ fn require_request_bodies(api: &mut utoipa::openapi::OpenApi) {
 /// body get their status's reason phrase, so generators accept the document.
 fn describe_bare_responses(api: &mut utoipa::openapi::OpenApi) {
     for item in api.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response
                     && response.description.trim().is_empty()
