@@ -459,7 +459,7 @@ mod tests {
         };
         let rejected = ApiError::for_caller_token(refused(404));
         assert_eq!(rejected.code(), ProblemCode::ChatTokenRejected);
-        assert_eq!(rejected.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(rejected.status_code(), StatusCode::FORBIDDEN);
         assert_eq!(
             ApiError::for_caller_token(refused(411)).code(),
             ProblemCode::UpstreamRateLimited
