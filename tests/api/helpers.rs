@@ -9,7 +9,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::{KeySettings, Settings, TokenKind, TokenSettings};
-use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, SimControl, Simulator};
+use syno_chat_gateway::sim::{
+    DEMO_ACCOUNT, DEMO_PASSWORD, LoggedRequest, SimConfig, SimControl, Simulator,
+};
 use syno_chat_gateway::startup::Application;
 
 pub const READ_KEY: &str = "test-read-key";
@@ -197,6 +199,25 @@ impl TestApp {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
         }
     }
+}
+
+/// The last call of `api` `method` the simulated NAS received.
+pub fn last_request(app: &TestApp, api: &str, method: &str) -> LoggedRequest {
+    app.sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some(method))
+        .unwrap_or_else(|| panic!("{api} {method} reached the NAS"))
+}
+
+/// The value of parameter `name` in a request the simulated NAS received.
+pub fn param<'a>(request: &'a LoggedRequest, name: &str) -> Option<&'a str> {
+    request
+        .params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 pub async fn read<S>(mut response: awc::ClientResponse<S>) -> Answer

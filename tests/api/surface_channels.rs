@@ -6,27 +6,8 @@
 //! 4 the direct-message channel of admin and alice (demo bots are members of some channels).
 
 use serde_json::{Value, json};
-use syno_chat_gateway::sim::LoggedRequest;
 
-use crate::helpers::{Answer, READ_KEY, TestApp, WRITE_KEY, spawn_app};
-
-/// The last request DSM received for `api` `method`.
-fn last_call(app: &TestApp, api: &str, method: &str) -> LoggedRequest {
-    app.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some(method))
-        .unwrap_or_else(|| panic!("{api} {method} reached the NAS"))
-}
-
-fn param<'a>(request: &'a LoggedRequest, name: &str) -> Option<&'a str> {
-    request
-        .params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
+use crate::helpers::{Answer, READ_KEY, TestApp, WRITE_KEY, last_request, param, spawn_app};
 
 async fn channel(app: &TestApp, channel_id: u64) -> Value {
     let answer = app.get(&format!("/api/v1/channels/{channel_id}")).await;
@@ -72,12 +53,12 @@ async fn a_created_channel_is_joined_listed_and_has_its_members() {
     listed_members.sort_unstable();
     assert_eq!(listed_members, [1, 2, 3]);
 
-    let create = last_call(&app, "SYNO.Chat.Channel.Named", "create");
+    let create = last_request(&app, "SYNO.Chat.Channel.Named", "create");
     assert_eq!(create.version.as_deref(), Some("1"));
     assert_eq!(param(&create, "name"), Some("release-team"));
     assert_eq!(param(&create, "type"), Some("public"));
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "join"), 1);
-    let invite = last_call(&app, "SYNO.Chat.Channel.Named", "invite");
+    let invite = last_request(&app, "SYNO.Chat.Channel.Named", "invite");
     assert_eq!(param(&invite, "channel_id"), Some(id.to_string().as_str()));
     assert_eq!(param(&invite, "user_ids"), Some("[2,3]"));
     assert_eq!(param(&invite, "channel_key_encs"), Some("[]"));
@@ -154,7 +135,7 @@ async fn a_closed_channel_leaves_the_list() {
         .call("DELETE", "/api/v1/channels/2", Some(WRITE_KEY), None)
         .await;
     assert_eq!(closed.status, 204, "{}", closed.body);
-    let close = last_call(&app, "SYNO.Chat.Channel", "close");
+    let close = last_request(&app, "SYNO.Chat.Channel", "close");
     assert_eq!(close.version.as_deref(), Some("4"));
     assert_eq!(param(&close, "channel_id"), Some("2"));
     let list = app.get("/api/v1/channels").await;
@@ -183,7 +164,7 @@ async fn archiving_uses_version_2_and_maps_refusals() {
     let app = spawn_app().await;
     let archived = app.post("/api/v1/channels/2/archive", Value::Null).await;
     assert_eq!(archived.status, 204, "{}", archived.body);
-    let archive = last_call(&app, "SYNO.Chat.Channel", "archive");
+    let archive = last_request(&app, "SYNO.Chat.Channel", "archive");
     assert_eq!(archive.version.as_deref(), Some("2"));
     assert_eq!(param(&archive, "channel_id"), Some("2"));
 
@@ -209,7 +190,7 @@ async fn invited_users_become_members() {
         .post("/api/v1/channels/3/members", json!({"user_ids": [3, 2]}))
         .await;
     assert_eq!(invited.status, 204, "{}", invited.body);
-    let invite = last_call(&app, "SYNO.Chat.Channel.Named", "invite");
+    let invite = last_request(&app, "SYNO.Chat.Channel.Named", "invite");
     assert_eq!(param(&invite, "user_ids"), Some("[2,3]"));
     assert_eq!(param(&invite, "channel_key_encs"), Some("[]"));
     let mut now = members(&channel(&app, 3).await);
@@ -244,7 +225,7 @@ async fn the_gateway_leaves_and_joins_channels() {
     assert_eq!(left.status, 204, "{}", left.body);
     assert_eq!(
         param(
-            &last_call(&app, "SYNO.Chat.Channel.Named", "disjoin"),
+            &last_request(&app, "SYNO.Chat.Channel.Named", "disjoin"),
             "channel_id"
         ),
         Some("2")
@@ -344,7 +325,7 @@ async fn marking_read_moves_the_read_marker() {
         .post("/api/v1/channels/1/read", json!({"last_view_at": at}))
         .await;
     assert_eq!(marked.status, 204, "{}", marked.body);
-    let view = last_call(&app, "SYNO.Chat.Channel", "view");
+    let view = last_request(&app, "SYNO.Chat.Channel", "view");
     assert_eq!(param(&view, "channel_id"), Some("1"));
     assert_eq!(param(&view, "last_view_at"), Some(at.to_string().as_str()));
     assert_eq!(channel(&app, 1).await["last_view_at"], at);
@@ -356,7 +337,7 @@ async fn marking_read_moves_the_read_marker() {
     let now = app.post("/api/v1/channels/1/read", json!({})).await;
     assert_eq!(now.status, 204, "{}", now.body);
     let sent: u64 = param(
-        &last_call(&app, "SYNO.Chat.Channel", "view"),
+        &last_request(&app, "SYNO.Chat.Channel", "view"),
         "last_view_at",
     )
     .unwrap()
@@ -393,7 +374,7 @@ async fn channel_preferences_are_dsms_object() {
     assert!(prefs.body.get("success").is_none(), "no DSM envelope");
     assert_eq!(
         param(
-            &last_call(&app, "SYNO.Chat.Channel.Preference", "get"),
+            &last_request(&app, "SYNO.Chat.Channel.Preference", "get"),
             "channel_id"
         ),
         Some("1")
@@ -417,7 +398,10 @@ async fn user_status_and_own_preferences_are_dsms_objects() {
         "offline"
     );
     assert_eq!(
-        param(&last_call(&app, "SYNO.Chat.User.Status", "get"), "user_id"),
+        param(
+            &last_request(&app, "SYNO.Chat.User.Status", "get"),
+            "user_id"
+        ),
         Some("3")
     );
     let unknown = app.get("/api/v1/users/999/status").await;
@@ -463,7 +447,10 @@ async fn an_avatar_is_the_image_dsm_sent() {
     let bytes = response.body().await.unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG image");
     assert_eq!(
-        param(&last_call(&app, "SYNO.Chat.User.Avatar", "get"), "user_id"),
+        param(
+            &last_request(&app, "SYNO.Chat.User.Avatar", "get"),
+            "user_id"
+        ),
         Some("2")
     );
 
@@ -494,7 +481,7 @@ async fn direct_messages_reuse_or_open_the_conversation() {
         .post("/api/v1/users/3/messages", json!({"message": "hi bob"}))
         .await;
     assert_eq!(to_bob.status, 201, "{}", to_bob.body);
-    let initiate = last_call(&app, "SYNO.Chat.Channel.Anonymous", "initiate");
+    let initiate = last_request(&app, "SYNO.Chat.Channel.Anonymous", "initiate");
     assert_eq!(initiate.version.as_deref(), Some("2"));
     assert_eq!(param(&initiate, "user_ids"), Some("[3]"));
     assert_eq!(param(&initiate, "encrypted"), Some("false"));

@@ -2,9 +2,11 @@
 //! scheduled posts, attachments, file download and multipart upload.
 
 use serde_json::{Value, json};
-use syno_chat_gateway::sim::{LoggedRequest, SimConfig};
+use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{Answer, READ_KEY, TestApp, WRITE_KEY, read, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Answer, READ_KEY, TestApp, WRITE_KEY, last_request, param, read, spawn_app, spawn_app_with,
+};
 
 /// A file with every byte value, including NUL, CR/LF and 0xFF, that must survive unchanged.
 fn binary_file() -> Vec<u8> {
@@ -68,23 +70,6 @@ async fn create_post(app: &TestApp, channel_id: u64, message: &str) -> u64 {
 }
 
 /// The last request DSM received for `api`/`method`.
-fn last_request(app: &TestApp, api: &str, method: &str) -> LoggedRequest {
-    app.sim
-        .requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some(method))
-        .unwrap_or_else(|| panic!("{api} {method} reached the NAS"))
-}
-
-fn param<'a>(request: &'a LoggedRequest, name: &str) -> Option<&'a str> {
-    request
-        .params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
