@@ -1,14 +1,14 @@
 //! `/bots/{name}`: acting as a configured chatbot through `SYNO.Chat.External` with its token,
 //! which never leaves the gateway.
 
-use actix_web::{HttpResponse, get, http::header, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query, whole_number};
 use super::webhooks::outgoing_message;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, ChannelId, Post, PostId, User, UserId};
@@ -270,10 +270,5 @@ pub async fn get_bot_post_file(
             format_args!("a file of post {post_id}"),
         )
     })?;
-    let mut response = HttpResponse::Ok();
-    response.insert_header((header::CONTENT_TYPE, file.content_type));
-    if let Some(disposition) = file.content_disposition {
-        response.insert_header((header::CONTENT_DISPOSITION, disposition));
-    }
-    Ok(response.body(file.body))
+    Ok(file_response(file))
 }

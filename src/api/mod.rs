@@ -32,7 +32,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::cache::Caches;
 use crate::config::TokenKind;
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::upstream::{ChatClient, Upstream};
+use crate::upstream::{ChatClient, Download, Upstream};
 
 pub use docs::RouteTable;
 
@@ -306,6 +306,19 @@ fn describe_bare_responses(api: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// A file from DSM, passed on as it arrives with DSM's content type and disposition.
+pub fn file_response(file: Download) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(file.content_type)
+        // The content type is DSM's: browsers must not guess a more dangerous one.
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if let Some(disposition) = file.content_disposition {
+        response.insert_header((header::CONTENT_DISPOSITION, disposition));
+    }
+    response.streaming(file.body)
 }
 
 /// Turns actix's path-extractor failures into problem documents (bodies and query strings

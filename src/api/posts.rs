@@ -1,7 +1,6 @@
 //! `/channels/{channel_id}/posts` and `/posts/{post_id}/...`: reading and writing messages,
 //! thread replies and files.
 
-use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, get, mime, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -9,11 +8,11 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, MessageText, Post, PostId};
 use crate::error::{ApiError, ProblemCode};
-use crate::upstream::{NewFilePost, NewPost};
+use crate::upstream::{Download, NewFilePost, NewPost};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
@@ -319,17 +318,13 @@ pub async fn get_post_file(
         .post_file(post_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id} or its file")))?;
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type(file.content_type)
-        // The content type is DSM's: browsers must not guess a more dangerous one.
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            file.content_disposition
-                .unwrap_or_else(|| "attachment".to_owned()),
-        ));
-    Ok(response.body(file.body))
+    Ok(file_response(Download {
+        // A post's file is a download unless DSM says otherwise.
+        content_disposition: file
+            .content_disposition
+            .or_else(|| Some("attachment".to_owned())),
+        ..file
+    }))
 }
 
 /// The channel a post lives in: its id's high 32 bits (upstream-protocol §6.4).

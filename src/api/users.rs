@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -11,7 +10,9 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
+use super::{
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
+};
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
@@ -132,12 +133,7 @@ pub async fn get_user_avatar(
         .user_avatar(user_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("user {user_id}")))?;
-    let mut response = HttpResponse::Ok();
-    response.content_type(avatar.content_type);
-    if let Some(disposition) = avatar.content_disposition {
-        response.insert_header((header::CONTENT_DISPOSITION, disposition));
-    }
-    Ok(response.body(avatar.body))
+    Ok(file_response(avatar))
 }
 
 /// Send a direct message to a user

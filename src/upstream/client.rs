@@ -5,6 +5,7 @@ use std::sync::Arc;
 use awc::error::{ConnectError, SendRequestError};
 use awc::http::header;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +19,9 @@ use crate::domain::{ChannelId, MessageText, PostId};
 
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a file download may take once DSM started sending it.
+const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// DSM codes that always mean "this session is gone".
 const SESSION_GONE: [i64; 2] = [106, 107];
@@ -49,11 +53,11 @@ impl Credential<'_> {
     }
 }
 
-/// A file DSM sent.
+/// A file DSM sends, streamed as it arrives.
 pub struct Download {
     pub content_type: String,
     pub content_disposition: Option<String>,
-    pub body: Bytes,
+    pub body: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes>>>>,
 }
 
 /// A file to upload, sent as the last part of a `multipart/form-data` body after the
@@ -192,7 +196,8 @@ impl ChatClient {
         upload: Option<&Upload>,
     ) -> Result<
         awc::ClientResponse<
-            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>,
+            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>
+            + use<>,
         >,
     > {
         let version = endpoint.version.to_string();
@@ -308,23 +313,27 @@ impl ChatClient {
             let content_type = header_text(header::CONTENT_TYPE)
                 .unwrap_or_else(|| "application/octet-stream".to_owned());
             let content_disposition = header_text(header::CONTENT_DISPOSITION);
-            let body = response
-                .body()
-                .limit(MAX_RESPONSE_BYTES)
-                .await
-                .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
             if content_type.starts_with("application/json") {
                 // Errors come as the usual envelope; a JSON "file" with success is not a file.
+                let body = response
+                    .body()
+                    .limit(MAX_RESPONSE_BYTES)
+                    .await
+                    .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
                 parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
                 return Err(UpstreamError::InvalidResponse(format!(
                     "{} {} answered JSON instead of a file",
                     op.api, op.method
                 )));
             }
+            // The file is passed on as it arrives; a large one may take longer than a call.
+            let body = response
+                .timeout(DOWNLOAD_TIMEOUT)
+                .map_err(|_| UpstreamError::Unreachable("connection lost while reading"));
             Ok(Download {
                 content_type,
                 content_disposition,
-                body,
+                body: Box::pin(body),
             })
         }
         .await;
