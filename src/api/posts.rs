@@ -191,30 +191,38 @@ pub async fn create_post(
     chat: Chat,
 ) -> Result<HttpResponse, actix_web::Error> {
     let channel_id = channel_id.into_inner();
-    let media_type = req.mime_type().ok().flatten();
-    let post = match media_type {
-        Some(m) if m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA => {
-            return post_file(channel_id, &req, payload, &state, &chat).await;
-        }
-        Some(m) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON) => {
-            let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
-            chat.create_post(NewPost {
-                channel_id,
-                message: &body.message,
-                thread_id: body.thread_id,
-            })
-            .await
-        }
-        _ => {
-            return Err(ApiError::new(
-                ProblemCode::UnsupportedMediaType,
-                "the body must be `application/json` (a message) or `multipart/form-data` (a file)",
-            )
-            .into());
-        }
+    if is_multipart_form(&req) {
+        return post_file(channel_id, &req, payload, &state, &chat).await;
     }
-    .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+    let is_json = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+    if !is_json {
+        return Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "the body must be `application/json` (a message) or `multipart/form-data` (a file)",
+        )
+        .into());
+    }
+    let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
+    let post = chat
+        .create_post(NewPost {
+            channel_id,
+            message: &body.message,
+            thread_id: body.thread_id,
+        })
+        .await
+        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Created().json(post))
+}
+
+fn is_multipart_form(req: &HttpRequest) -> bool {
+    req.mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA)
 }
 
 /// Post a file to a channel
@@ -235,12 +243,7 @@ pub async fn upload_file(
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let is_multipart = req
-        .mime_type()
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
-    if !is_multipart {
+    if !is_multipart_form(&req) {
         return Err(ApiError::new(
             ProblemCode::UnsupportedMediaType,
             "the body must be `multipart/form-data` with a `file` part",
