@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_http::error::ParseError;
 use awc::error::{ConnectError, SendRequestError};
 use awc::http::header;
 use bytes::Bytes;
@@ -164,6 +165,11 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
         SendRequestError::Connect(_) => UpstreamError::Unreachable("connection failed"),
         SendRequestError::Send(_) | SendRequestError::Body(_) => {
             UpstreamError::Unreachable("connection lost while sending")
+        }
+        // A pooled keep-alive connection the NAS closed (restart, idle timeout) ends before
+        // an answer: that is the NAS going away, not a malformed answer.
+        SendRequestError::Response(ParseError::Incomplete | ParseError::Io(_)) => {
+            UpstreamError::Unreachable("connection closed before an answer")
         }
         SendRequestError::Response(_) => {
             UpstreamError::InvalidResponse("malformed HTTP response".to_owned())
