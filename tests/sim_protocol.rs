@@ -226,36 +226,20 @@ async fn generic_validation_codes() {
         ),
         101
     );
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.Nope", "1", "list", &[]).await),
-        102
-    );
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.Post", "8", "nope", &[]).await),
-        103
-    );
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.Post", "9", "list", &[("channel_id", "1")])
-                .await
-        ),
-        104
-    );
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.Channel", "0", "list", &[]).await),
-        104
-    );
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.Post", "8", "list", &[]).await),
-        114
-    );
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.User", "3", "get", &[("user_id", "999")])
-                .await
-        ),
-        117
-    );
+    // (api, version, method, params, expected error code)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], i64);
+    let cases: [Case; 6] = [
+        ("SYNO.Chat.Nope", "1", "list", &[], 102),
+        ("SYNO.Chat.Post", "8", "nope", &[], 103),
+        ("SYNO.Chat.Post", "9", "list", &[("channel_id", "1")], 104),
+        ("SYNO.Chat.Channel", "0", "list", &[], 104),
+        ("SYNO.Chat.Post", "8", "list", &[], 114),
+        ("SYNO.Chat.User", "3", "get", &[("user_id", "999")], 117),
+    ];
+    for (api, version, method, params, expected) in cases {
+        let answer = t.call(&s, api, version, method, params).await;
+        assert_eq!(code(&answer), expected, "{api} v{version} {method}");
+    }
     // Chat APIs are not served by the legacy CGIs.
     let v = t
         .get(
