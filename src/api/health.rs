@@ -14,11 +14,25 @@ pub struct HealthStatus {
     status: &'static str,
 }
 
-/// Liveness: the process serves requests (no DSM call)
-#[utoipa::path(tag = "health", responses((status = 200, body = HealthStatus)))]
+/// Liveness: the process serves requests and is not wedged (no DSM call)
+#[utoipa::path(tag = "health", responses(
+    (status = 200, body = HealthStatus),
+    (status = 503, body = Problem, content_type = "application/problem+json",
+        description = "Wedged: the DSM login or API-list lock has been held for several \
+            `upstream.timeout_ms` although every DSM exchange has that deadline; restart the process"),
+))]
 #[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(HealthStatus { status: "ok" })
+pub async fn healthz(chat: Chat) -> Result<HttpResponse, ApiError> {
+    match chat.wedged() {
+        None => Ok(HttpResponse::Ok().json(HealthStatus { status: "ok" })),
+        Some(reason) => {
+            tracing::error!(reason, "liveness check failed: the gateway is wedged");
+            Err(ApiError::new(
+                ProblemCode::NotReady,
+                format!("wedged: {reason}"),
+            ))
+        }
+    }
 }
 
 /// Readiness: DSM answered just now and the gateway holds a session

@@ -21,7 +21,7 @@ use actix_web::{App, HttpServer, web};
 use tokio::sync::{mpsc, oneshot};
 
 pub use events::OutboundEvent;
-use server::{Cmd, Fault, Shared, lock};
+use server::{Cmd, Fault, FaultKind, Shared, lock};
 use store::State;
 
 /// DSM account the gateway logs in with in demo mode.
@@ -283,7 +283,21 @@ impl SimControl {
             api: api.to_string(),
             method: method.map(str::to_string),
             remaining: times,
-            code,
+            kind: FaultKind::Code(code),
+        });
+    }
+
+    /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
+    /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
+    pub fn stall_next(&self, api: &str, method: Option<&str>, times: u32) {
+        if times == 0 {
+            return;
+        }
+        lock(&self.shared.faults).push(Fault {
+            api: api.to_string(),
+            method: method.map(str::to_string),
+            remaining: times,
+            kind: FaultKind::StallMidBody,
         });
     }
 

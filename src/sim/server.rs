@@ -20,7 +20,15 @@ pub(crate) struct Fault {
     pub api: String,
     pub method: Option<String>,
     pub remaining: u32,
-    pub code: i64,
+    pub kind: FaultKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// Answer this DSM error code.
+    Code(i64),
+    /// Send the headers and half the body, then nothing more (a NAS wedged mid-answer).
+    StallMidBody,
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -127,6 +135,12 @@ pub(crate) async fn handle(
         .map(str::to_string)
         .or_else(|| params.string("SynoToken"));
 
+    let stall = match (&entry.api, &entry.method) {
+        (Some(api), Some(method)) => {
+            take_fault(&shared, api, method, |k| k == FaultKind::StallMidBody).is_some()
+        }
+        _ => false,
+    };
     let mut cookies = Vec::new();
     let result = process(
         &shared,
@@ -164,7 +178,25 @@ pub(crate) async fn handle(
         }
     }
     lock(&shared.log).push(entry);
+    if stall {
+        return stalled(resp).await;
+    }
     resp
+}
+
+/// The same answer with its full Content-Length, but only the first half of the body is ever
+/// sent; the connection then stays open and silent.
+async fn stalled(resp: HttpResponse) -> HttpResponse {
+    let (head, body) = resp.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(half) });
+    let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+    head.set_body(actix_web::body::SizedStream::new(
+        bytes.len() as u64,
+        Box::pin(stream),
+    ))
+    .map_into_boxed_body()
 }
 
 fn json_response(v: Value) -> HttpResponse {
@@ -218,7 +250,9 @@ fn process(
     if version < def.min || version > def.max {
         return Err(err(104));
     }
-    if let Some(code) = take_fault(shared, &api, &method) {
+    if let Some(FaultKind::Code(code)) =
+        take_fault(shared, &api, &method, |k| matches!(k, FaultKind::Code(_)))
+    {
         return Err(err(code));
     }
 
@@ -263,18 +297,26 @@ fn process(
     r
 }
 
-fn take_fault(shared: &Shared, api: &str, method: &str) -> Option<i64> {
+fn take_fault(
+    shared: &Shared,
+    api: &str,
+    method: &str,
+    wanted: impl Fn(FaultKind) -> bool,
+) -> Option<FaultKind> {
     let mut faults = lock(&shared.faults);
     let idx = faults.iter().position(|f| {
-        f.remaining > 0 && f.api == api && f.method.as_deref().is_none_or(|m| m == method)
+        f.remaining > 0
+            && wanted(f.kind)
+            && f.api == api
+            && f.method.as_deref().is_none_or(|m| m == method)
     })?;
     let f = &mut faults[idx];
     f.remaining -= 1;
-    let code = f.code;
+    let kind = f.kind;
     if f.remaining == 0 {
         faults.remove(idx);
     }
-    Some(code)
+    Some(kind)
 }
 
 fn check_session(

@@ -32,6 +32,7 @@ pub struct Catalog {
     table: RwLock<Option<Arc<ApiTable>>>,
     // Serialises reloads so concurrent misses cause one Info call.
     pub(super) reload: tokio::sync::Mutex<()>,
+    pub(super) reload_watch: super::watchdog::LockWatch,
 }
 
 impl Catalog {

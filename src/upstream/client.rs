@@ -21,9 +21,6 @@ use crate::domain::{ChannelId, MessageText, PostId};
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-/// How long a file download may take once DSM started sending it.
-const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// DSM codes that always mean "this session is gone".
 const SESSION_GONE: [i64; 2] = [106, 107];
 /// DSM codes that mean either "session gone" or "not allowed" (upstream-protocol §3.4).
@@ -285,13 +282,17 @@ impl ChatClient {
     ) -> Result<Option<T>> {
         let family = credential.family(op);
         let started = std::time::Instant::now();
-        let result = match self.send(op, endpoint, params, credential, upload).await {
-            Ok(mut response) => match response.body().limit(MAX_RESPONSE_BYTES).await {
-                Ok(body) => parse_envelope(op, family, &body),
-                Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
-            },
-            Err(error) => Err(error),
-        };
+        // One deadline over connect, send, headers and body: awc's own timeout stops at the
+        // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
+        let result = self
+            .within_deadline(async {
+                let mut response = self.send(op, endpoint, params, credential, upload).await?;
+                match response.body().limit(MAX_RESPONSE_BYTES).await {
+                    Ok(body) => parse_envelope(op, family, &body),
+                    Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
+                }
+            })
+            .await;
         self.record_call(op, endpoint, started, result.as_ref().err());
         result
     }
@@ -307,44 +308,55 @@ impl ChatClient {
     ) -> Result<Download> {
         let family = credential.family(op);
         let started = std::time::Instant::now();
-        let result = async {
-            let mut response = self.send(op, endpoint, params, credential, None).await?;
-            let header_text = |name| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v: &header::HeaderValue| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let content_type = header_text(header::CONTENT_TYPE)
-                .unwrap_or_else(|| "application/octet-stream".to_owned());
-            let content_disposition = header_text(header::CONTENT_DISPOSITION);
-            if content_type.starts_with("application/json") {
-                // Errors come as the usual envelope; a JSON "file" with success is not a file.
-                let body = response
-                    .body()
-                    .limit(MAX_RESPONSE_BYTES)
-                    .await
-                    .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
-                parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
-                return Err(UpstreamError::InvalidResponse(format!(
-                    "{} {} answered JSON instead of a file",
-                    op.api, op.method
-                )));
-            }
-            // The file is passed on as it arrives; a large one may take longer than a call.
-            let body = response
-                .timeout(DOWNLOAD_TIMEOUT)
-                .map_err(|_| UpstreamError::Unreachable("connection lost while reading"));
-            Ok(Download {
-                content_type,
-                content_disposition,
-                body: Box::pin(body),
+        let result = self
+            .within_deadline(async {
+                let mut response = self.send(op, endpoint, params, credential, None).await?;
+                let header_text = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v: &header::HeaderValue| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let content_type = header_text(header::CONTENT_TYPE)
+                    .unwrap_or_else(|| "application/octet-stream".to_owned());
+                let content_disposition = header_text(header::CONTENT_DISPOSITION);
+                if content_type.starts_with("application/json") {
+                    // Errors come as the usual envelope; a JSON "file" with success is not a file.
+                    let body = response
+                        .body()
+                        .limit(MAX_RESPONSE_BYTES)
+                        .await
+                        .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
+                    parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
+                    return Err(UpstreamError::InvalidResponse(format!(
+                        "{} {} answered JSON instead of a file",
+                        op.api, op.method
+                    )));
+                }
+                // The file is passed on as it arrives; a large one may take longer than a call, so
+                // the deadline is per chunk: a download that stops moving ends.
+                let body = idle_limited(
+                    response
+                        .map_err(|_| UpstreamError::Unreachable("connection lost while reading")),
+                    self.up.config.timeout,
+                );
+                Ok(Download {
+                    content_type,
+                    content_disposition,
+                    body: Box::pin(body),
+                })
             })
-        }
-        .await;
+            .await;
         self.record_call(op, endpoint, started, result.as_ref().err());
         result
+    }
+
+    /// Runs one exchange under `upstream.timeout`; running out of time is a timeout.
+    async fn within_deadline<T>(&self, exchange: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.up.config.timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
     }
 
     /// Logs and counts a DSM call (never its parameters: they hold passwords, sids and tokens).
@@ -551,7 +563,10 @@ impl ChatClient {
     }
 
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
-        let _reload = self.up.catalog.reload.lock().await;
+        let _reload = tokio::time::timeout(self.up.config.timeout, self.up.catalog.reload.lock())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let _held = self.up.catalog.reload_watch.hold();
         if let Some(table) = self.up.catalog.current() {
             return Ok(table);
         }
@@ -658,11 +673,34 @@ impl ChatClient {
         Ok(LoginOutcome { device_id })
     }
 
+    /// Why the gateway counts as wedged, if it does (see [`Upstream::wedged`]).
+    pub fn wedged(&self) -> Option<&'static str> {
+        self.up.wedged()
+    }
+
     /// Readiness: a session is held (logging in if needed) and DSM answers right now.
     pub async fn probe(&self) -> Result<()> {
         self.session().await?;
         self.query_info().await.map(drop)
     }
+}
+
+/// Ends `body` with a timeout error when no chunk arrives for `idle`.
+fn idle_limited<S>(
+    body: S,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes>>
+where
+    S: futures_util::Stream<Item = Result<Bytes>> + Unpin,
+{
+    futures_util::stream::unfold(Some(body), move |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
+            Ok(Some(item)) => Some((item, Some(body))),
+            Ok(None) => None,
+            Err(_) => Some((Err(UpstreamError::Timeout), None)),
+        }
+    })
 }
 
 fn parse_envelope<T: DeserializeOwned>(

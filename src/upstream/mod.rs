@@ -17,6 +17,7 @@ mod posts;
 mod session;
 mod tls;
 mod users;
+mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,7 @@ impl Upstream {
         let tls = tls::client_config(&config.trust)?;
         let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
         Ok(Arc::new(Self {
-            sessions: SessionPool::new(config.login_backoff_max),
+            sessions: SessionPool::new(config.login_backoff_max, config.timeout),
             catalog: Catalog::default(),
             webapi_base,
             tls,
@@ -85,6 +86,22 @@ impl Upstream {
     /// Whether a DSM session is currently held.
     pub fn has_session(&self) -> bool {
         self.sessions.current().is_some()
+    }
+
+    /// Why the gateway counts as wedged, when it does: the login or API-list lock has been held
+    /// for several timeouts although every exchange under it has a deadline.
+    pub fn wedged(&self) -> Option<&'static str> {
+        let limit = self
+            .config
+            .timeout
+            .saturating_mul(watchdog::WEDGED_AFTER_TIMEOUTS);
+        if self.sessions.login_watch.stuck(limit) {
+            Some("the DSM login lock has been held for too long")
+        } else if self.catalog.reload_watch.stuck(limit) {
+            Some("the DSM API-list lock has been held for too long")
+        } else {
+            None
+        }
     }
 
     /// The DSM account the gateway logs in with (its Chat `username`).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 
 use super::error::{Result, UpstreamError};
+use super::watchdog::LockWatch;
 
 /// A logged-in session. `generation` tells apart a session that failed from its successor.
 pub struct Session {
@@ -36,12 +37,15 @@ pub struct SessionPool {
     current: RwLock<Option<Arc<Session>>>,
     // Held while logging in: waiters find the new session (or the back-off) once it is released.
     login: tokio::sync::Mutex<LoginState>,
+    pub(super) login_watch: LockWatch,
+    // How long a caller waits for another caller's login before giving up (504).
+    lock_wait: Duration,
     backoff_base: Duration,
     backoff_max: Duration,
 }
 
 impl SessionPool {
-    pub fn new(backoff_max: Duration) -> Self {
+    pub fn new(backoff_max: Duration, lock_wait: Duration) -> Self {
         Self {
             current: RwLock::new(None),
             login: tokio::sync::Mutex::new(LoginState {
@@ -50,6 +54,8 @@ impl SessionPool {
                 next_attempt: None,
                 last_error: None,
             }),
+            login_watch: LockWatch::default(),
+            lock_wait,
             backoff_base: Duration::from_secs(1),
             backoff_max,
         }
@@ -91,7 +97,10 @@ impl SessionPool {
         if let Some(session) = self.current() {
             return Ok(session);
         }
-        let mut state = self.login.lock().await;
+        let mut state = tokio::time::timeout(self.lock_wait, self.login.lock())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let _held = self.login_watch.hold();
         if let Some(session) = self.current() {
             return Ok(session);
         }
@@ -150,7 +159,10 @@ mod tests {
 
     #[actix_web::test]
     async fn concurrent_callers_share_one_login_and_failures_back_off() {
-        let pool = Arc::new(SessionPool::new(Duration::from_secs(60)));
+        let pool = Arc::new(SessionPool::new(
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        ));
         let attempts = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {

@@ -11,3 +11,4 @@ mod surface_channels;
 mod surface_integrations;
 mod surface_posts;
 mod tls;
+mod upstream_faults;

@@ -1,0 +1,91 @@
+//! A NAS that hangs, is slow or is down: deadlines, bounded waits and shared failure state.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+const TIMEOUT_MS: u64 = 1500;
+
+async fn app_with_short_timeout() -> TestApp {
+    let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = TIMEOUT_MS).await;
+    let first = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    app
+}
+
+/// Polls `path` until it answers 200 (a back-off may have to pass first).
+async fn eventually_ok(app: &TestApp, path: &str) {
+    for _ in 0..40 {
+        if app.get(path).await.status == 200 {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{path} never recovered");
+}
+
+/// Every answer arrived well within a few timeouts: nothing hangs for good.
+fn assert_bounded(started: Instant, timeouts: u32) {
+    let limit = Duration::from_millis(TIMEOUT_MS) * timeouts + Duration::from_millis(1500);
+    assert!(
+        started.elapsed() < limit,
+        "took {:?}, more than {limit:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn a_nas_silent_halfway_through_a_read_is_a_504_within_the_timeout() {
+    let app = app_with_short_timeout().await;
+    app.sim.stall_next("SYNO.Chat.Post", Some("list"), 1);
+    let started = Instant::now();
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(504, "upstream_timeout");
+    assert_bounded(started, 1);
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_nas_silent_halfway_through_a_login_does_not_hold_the_lock_for_good() {
+    let app = app_with_short_timeout().await;
+    app.sim.expire_all_sessions();
+    app.sim.stall_next("SYNO.API.Auth", Some("login"), 1);
+    let started = Instant::now();
+    let answers = join_all((0..5).map(|_| app.get("/api/v1/channels/1/posts"))).await;
+    assert_bounded(started, 2);
+    answers[0].assert_problem(504, "upstream_timeout");
+    for answer in &answers {
+        // Callers behind the lock give up after their own bounded wait, or get the back-off
+        // the timed-out login started.
+        match answer.status.as_u16() {
+            504 => answer.assert_problem(504, "upstream_timeout"),
+            _ => answer.assert_problem(503, "upstream_login_backoff"),
+        };
+    }
+    // The lock was released: once the back-off passes, a caller logs in and is served.
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+    eventually_ok(&app, "/api/v1/channels/1/posts").await;
+}
+
+#[actix_web::test]
+async fn a_nas_silent_halfway_through_the_api_list_does_not_hold_the_lock_for_good() {
+    let app = app_with_short_timeout().await;
+    // A version error makes the gateway reload the API list; that load hangs mid-answer.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 104);
+    app.sim.stall_next("SYNO.API.Info", None, 1);
+    let started = Instant::now();
+    let answers = join_all((0..5).map(|_| app.get("/api/v1/channels/1/posts"))).await;
+    assert_bounded(started, 2);
+    assert!(
+        answers.iter().any(|a| a.status == 504),
+        "the stalled load answers 504"
+    );
+    for answer in answers.iter().filter(|a| a.status != 200) {
+        answer.assert_problem(504, "upstream_timeout");
+    }
+    eventually_ok(&app, "/api/v1/channels/1/posts").await;
+}
