@@ -137,6 +137,10 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     /// Longest pause between login attempts after failures.
     pub login_backoff_max_secs: u64,
+    /// Most DSM calls in flight at once, across all workers (a NAS is a small box).
+    pub max_concurrency: u32,
+    /// How long a call waits for one of those slots before answering 503 `upstream_busy`.
+    pub slot_wait_ms: u64,
     pub tls: TlsSettings,
 }
 
@@ -153,6 +157,8 @@ impl Default for UpstreamSettings {
             session_name: "Chat".to_owned(),
             timeout_ms: 10_000,
             login_backoff_max_secs: 300,
+            max_concurrency: 8,
+            slot_wait_ms: 2_000,
             tls: TlsSettings::default(),
         }
     }
@@ -371,6 +377,18 @@ impl Settings {
             return Err(ConfigError::new(
                 "upstream.timeout_ms",
                 "must be between 100 and 600000",
+            ));
+        }
+        if !(1..=1024).contains(&up.max_concurrency) {
+            return Err(ConfigError::new(
+                "upstream.max_concurrency",
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(1..=600_000).contains(&up.slot_wait_ms) {
+            return Err(ConfigError::new(
+                "upstream.slot_wait_ms",
+                "must be between 1 and 600000",
             ));
         }
         if up.session_name.is_empty() {

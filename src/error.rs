@@ -387,6 +387,7 @@ impl From<UpstreamError> for ApiError {
             ),
             UpstreamError::Unreachable(_) => (ProblemCode::UpstreamUnreachable, None),
             UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),
+            UpstreamError::Busy => (ProblemCode::UpstreamBusy, Some(1)),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
             UpstreamError::Unsupported { .. } => (ProblemCode::UpstreamApiUnsupported, None),
         };

@@ -92,6 +92,8 @@ pub fn upstream_config(
         session_name: up.session_name.clone(),
         timeout: Duration::from_millis(up.timeout_ms),
         login_backoff_max: Duration::from_secs(up.login_backoff_max_secs),
+        max_concurrency: up.max_concurrency as usize,
+        slot_wait: Duration::from_millis(up.slot_wait_ms),
         trust,
     })
 }

@@ -282,6 +282,7 @@ impl ChatClient {
     ) -> Result<Option<T>> {
         let family = credential.family(op);
         let started = std::time::Instant::now();
+        let _slot = self.slot().await?;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
         let result = self
@@ -307,6 +308,7 @@ impl ChatClient {
         credential: Credential<'_>,
     ) -> Result<Download> {
         let family = credential.family(op);
+        let slot = self.slot().await?;
         let started = std::time::Instant::now();
         let result = self
             .within_deadline(async {
@@ -336,10 +338,13 @@ impl ChatClient {
                 }
                 // The file is passed on as it arrives; a large one may take longer than a call, so
                 // the deadline is per chunk: a download that stops moving ends.
+                // The slot goes with the stream: it is released when the download ends,
+                // fails, stops moving for a timeout, or the caller goes away.
                 let body = idle_limited(
                     response
                         .map_err(|_| UpstreamError::Unreachable("connection lost while reading")),
                     self.up.config.timeout,
+                    slot,
                 );
                 Ok(Download {
                     content_type,
@@ -350,6 +355,20 @@ impl ChatClient {
             .await;
         self.record_call(op, endpoint, started, result.as_ref().err());
         result
+    }
+
+    /// One of the `upstream.max_concurrency` slots for a DSM call; waiting longer than
+    /// `upstream.slot_wait` is [`UpstreamError::Busy`].
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(
+            self.up.config.slot_wait,
+            self.up.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(UpstreamError::Busy),
+        }
     }
 
     /// Runs one exchange under `upstream.timeout`; running out of time is a timeout.
@@ -685,18 +704,20 @@ impl ChatClient {
     }
 }
 
-/// Ends `body` with a timeout error when no chunk arrives for `idle`.
+/// Ends `body` with a timeout error when no chunk arrives for `idle`; `slot` is held until the
+/// stream ends or is dropped.
 fn idle_limited<S>(
     body: S,
     idle: std::time::Duration,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures_util::Stream<Item = Result<Bytes>>
 where
     S: futures_util::Stream<Item = Result<Bytes>> + Unpin,
 {
-    futures_util::stream::unfold(Some(body), move |state| async move {
-        let mut body = state?;
+    futures_util::stream::unfold(Some((body, slot)), move |state| async move {
+        let (mut body, slot) = state?;
         match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
-            Ok(Some(item)) => Some((item, Some(body))),
+            Ok(Some(item)) => Some((item, Some((body, slot)))),
             Ok(None) => None,
             Err(_) => Some((Err(UpstreamError::Timeout), None)),
         }

@@ -35,6 +35,10 @@ pub enum UpstreamError {
     Unreachable(&'static str),
     #[error("DSM did not answer within the configured timeout")]
     Timeout,
+    #[error(
+        "the gateway's calls to DSM are all in use (upstream.max_concurrency); try again shortly"
+    )]
+    Busy,
     #[error("DSM sent an answer that is not a valid WebAPI response: {0}")]
     InvalidResponse(String),
     #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
@@ -72,6 +76,7 @@ impl UpstreamError {
         match self {
             Self::Dsm { .. } | Self::LoginRefused { .. } | Self::LoginBackoff { .. } => "dsm_error",
             Self::Timeout => "timeout",
+            Self::Busy => "busy",
             Self::Unreachable(_) | Self::InvalidResponse(_) | Self::Unsupported { .. } => {
                 "transport_error"
             }

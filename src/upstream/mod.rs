@@ -51,6 +51,10 @@ pub struct UpstreamConfig {
     pub session_name: String,
     pub timeout: Duration,
     pub login_backoff_max: Duration,
+    /// Most DSM calls in flight at once, shared by every worker.
+    pub max_concurrency: usize,
+    /// How long a call waits for a free slot.
+    pub slot_wait: Duration,
     pub trust: TlsTrust,
 }
 
@@ -61,6 +65,8 @@ pub struct Upstream {
     tls: Arc<rustls::ClientConfig>,
     catalog: Catalog,
     sessions: SessionPool,
+    // One permit per DSM call in flight, across all workers.
+    slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -71,6 +77,7 @@ impl Upstream {
         Ok(Arc::new(Self {
             sessions: SessionPool::new(config.login_backoff_max, config.timeout),
             catalog: Catalog::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
             webapi_base,
             tls,
             config,

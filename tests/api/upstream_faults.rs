@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{READ_KEY, TestApp, spawn_app_with};
 
 const TIMEOUT_MS: u64 = 1500;
 
@@ -88,4 +88,52 @@ async fn a_nas_silent_halfway_through_the_api_list_does_not_hold_the_lock_for_go
         answer.assert_problem(504, "upstream_timeout");
     }
     eventually_ok(&app, "/api/v1/channels/1/posts").await;
+}
+
+#[actix_web::test]
+async fn calls_beyond_max_concurrency_wait_for_a_slot_then_get_503_upstream_busy() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.max_concurrency = 2;
+        s.upstream.slot_wait_ms = 200;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(Duration::from_millis(800));
+    let answers = join_all((0..6).map(|_| app.get("/api/v1/channels/1/posts"))).await;
+    let busy: Vec<_> = answers.iter().filter(|a| a.status == 503).collect();
+    assert_eq!(busy.len(), 4, "only max_concurrency calls reach the NAS");
+    for answer in busy {
+        answer.assert_problem(503, "upstream_busy");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    app.sim.set_latency(Duration::ZERO);
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+}
+
+#[actix_web::test]
+async fn a_download_that_stops_moving_gives_its_slot_back() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = TIMEOUT_MS;
+        s.upstream.max_concurrency = 1;
+        s.upstream.slot_wait_ms = 5_000;
+    })
+    .await;
+    app.sim.stall_next("SYNO.Chat.User.Avatar", Some("get"), 1);
+    let started = Instant::now();
+    let mut response = app
+        .http
+        .get(format!("{}/api/v1/users/1/avatar", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .send()
+        .await
+        .expect("headers arrive");
+    assert_eq!(response.status(), 200);
+    // The body ends (cut short) once the NAS has been silent for a timeout, instead of
+    // holding the connection and the slot for the old 600 s.
+    let _ = response.body().limit(1 << 20).await;
+    assert_bounded(started, 2);
+    // The only slot is free again: a read is served at once rather than after the 5 s wait.
+    let started = Instant::now();
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
