@@ -1,10 +1,11 @@
 //! Liveness and readiness.
 
-use actix_web::{HttpResponse, get};
+use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Chat;
+use super::mode::GatewayMode;
 use crate::error::{ApiError, Problem, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
@@ -12,13 +13,19 @@ pub struct HealthStatus {
     /// `ok` (alive) or `ready` (DSM answers and a session is held).
     #[schema(example = "ok")]
     status: &'static str,
+    /// Readiness only: `demo` when the built-in simulator answers instead of a NAS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<GatewayMode>,
 }
 
 /// Liveness: the process serves requests (no DSM call)
 #[utoipa::path(tag = "health", responses((status = 200, body = HealthStatus)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(HealthStatus { status: "ok" })
+    HttpResponse::Ok().json(HealthStatus {
+        status: "ok",
+        mode: None,
+    })
 }
 
 /// Readiness: DSM answered just now and the gateway holds a session
@@ -28,9 +35,16 @@ pub async fn healthz() -> HttpResponse {
         description = "DSM unreachable, login refused or backing off; the detail says which"),
 ))]
 #[get("/readyz")]
-pub async fn readyz(chat: Chat) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(
+    chat: Chat,
+    mode: Option<web::Data<GatewayMode>>,
+) -> Result<HttpResponse, ApiError> {
+    let mode = mode.map_or(GatewayMode::Nas, |m| **m);
     match chat.probe().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(HealthStatus { status: "ready" })),
+        Ok(()) => Ok(HttpResponse::Ok().json(HealthStatus {
+            status: "ready",
+            mode: Some(mode),
+        })),
         Err(error) => Err(ApiError::new(
             ProblemCode::NotReady,
             format!("not ready: {error}"),

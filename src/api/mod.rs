@@ -9,6 +9,7 @@ mod extract;
 pub mod health;
 mod integrations;
 mod misc;
+pub mod mode;
 mod post_actions;
 mod post_search;
 mod post_upload;

@@ -141,7 +141,30 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
             .iter()
             .any(|c| c["name"] == "general")
     );
+    // Demo mode says so on every answer, problems included, and in /readyz.
+    assert_eq!(response.headers().get("x-gateway-mode").unwrap(), "demo");
+    let missing = client
+        .get(format!("{base}/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers().get("x-gateway-mode").unwrap(), "demo");
+    let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.headers().get("x-gateway-mode").unwrap(), "demo");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready, serde_json::json!({"status": "ready", "mode": "demo"}));
     handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_real_nas_is_not_marked_as_demo() {
+    let app = spawn_app().await;
+    let ready = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["mode"], "nas");
+    assert_eq!(ready.header("x-gateway-mode"), None);
+    assert_eq!(app.get("/api/v1/channels").await.header("x-gateway-mode"), None);
 }
 
 #[actix_web::test]
