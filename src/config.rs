@@ -701,14 +701,16 @@ mod tests {
             PUBLISHED_DEMO_KEY_HASH
         );
         // Demo mode may use it (that is what it is published for).
-        load(&[
-            demo_key.as_slice(),
+        load(
             &[
-                ("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080"),
-                ("SYNOCHAT__UPSTREAM__DEMO", "true"),
-            ],
-        ]
-        .concat())
+                demo_key.as_slice(),
+                &[
+                    ("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080"),
+                    ("SYNOCHAT__UPSTREAM__DEMO", "true"),
+                ],
+            ]
+            .concat(),
+        )
         .unwrap();
     }
 
@@ -722,11 +724,13 @@ mod tests {
         let err = load(&public_with_key).unwrap_err();
         assert_eq!(err.key, "upstream.url");
         assert!(err.reason.contains("upstream.demo = true"), "{err}");
-        let chosen = load(&[
-            public_with_key.as_slice(),
-            &[("SYNOCHAT__UPSTREAM__DEMO", "true")],
-        ]
-        .concat())
+        let chosen = load(
+            &[
+                public_with_key.as_slice(),
+                &[("SYNOCHAT__UPSTREAM__DEMO", "true")],
+            ]
+            .concat(),
+        )
         .unwrap();
         assert!(chosen.is_demo());
         // A loopback demo (`make run`) needs no switch.

@@ -111,7 +111,11 @@ fn serve_refuses_unsafe_setting_combinations_in_one_line() {
     ];
     let cases: [(Vec<(&str, &str)>, &str); 3] = [
         (
-            [nas.as_slice(), &[public, ("SYNOCHAT__AUTH__DISABLED", "true")]].concat(),
+            [
+                nas.as_slice(),
+                &[public, ("SYNOCHAT__AUTH__DISABLED", "true")],
+            ]
+            .concat(),
             "auth.allow_disabled_on_public_bind",
         ),
         ([nas.as_slice(), &demo_key].concat(), "auth.keys.demo.hash"),
@@ -149,6 +153,37 @@ fn hash_key_hashes_stdin_and_makes_new_keys() {
         .to_owned();
     let check = run(&["hash-key", "--stdin"], &[], Some(&key));
     assert_eq!(text(&check.stdout).trim(), hash);
+}
+
+#[test]
+fn version_names_the_version_revision_and_compiler() {
+    let out = run(&["version"], &[], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines[0],
+        concat!("syno-chat-gateway ", env!("CARGO_PKG_VERSION"))
+    );
+    let revision = lines[1].strip_prefix("revision: ").expect("revision line");
+    assert!(
+        revision == "unknown"
+            || (revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{printed}"
+    );
+    // Built from this checkout: the revision is the commit it was built at (or HEAD's).
+    if let Ok(git) = Command::new("git")
+        .args(["log", "--format=%h", "--abbrev=12", "-n", "50"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        && git.status.success()
+    {
+        assert!(
+            text(&git.stdout).lines().any(|c| c == revision),
+            "{revision} is not a recent commit"
+        );
+    }
+    assert!(lines[2].starts_with("rustc: rustc 1."), "{printed}");
 }
 
 #[test]

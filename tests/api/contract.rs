@@ -228,7 +228,10 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
     let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.headers().get("x-gateway-mode").unwrap(), "demo");
     let ready: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(ready, serde_json::json!({"status": "ready", "mode": "demo"}));
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "mode": "demo"})
+    );
     handle.stop(true).await;
 }
 
@@ -239,7 +242,10 @@ async fn a_real_nas_is_not_marked_as_demo() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["mode"], "nas");
     assert_eq!(ready.header("x-gateway-mode"), None);
-    assert_eq!(app.get("/api/v1/channels").await.header("x-gateway-mode"), None);
+    assert_eq!(
+        app.get("/api/v1/channels").await.header("x-gateway-mode"),
+        None
+    );
 }
 
 #[actix_web::test]

@@ -387,6 +387,13 @@ def cmd_dockerfile(args) -> int:
         "ENTRYPOINT binary": r'ENTRYPOINT\s+\["/usr/local/bin/syno-chat-gateway"',
         "dependency layer (COPY Cargo.toml Cargo.lock)": r"COPY\s+Cargo\.toml\s+Cargo\.lock",
     }
+    for label in ("source", "version", "revision"):
+        if not re.search(rf"org\.opencontainers\.image\.{label}=\"\$\{{[A-Z]+\}}\"", logical):
+            bad(f"OCI label org.opencontainers.image.{label} missing or not from a build argument")
+    cargo = (Path(args.file).parents[2] / "Cargo.toml").read_text()
+    crate_version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    if f"ARG VERSION={crate_version}" not in lines:
+        bad(f"ARG VERSION default is not Cargo.toml's version {crate_version}")
     for what, rx in need.items():
         if not any(re.match(rx, ln) for ln in final if not what.startswith("dependency")) and \
                 not (what.startswith("dependency") and any(re.match(rx, ln) for ln in lines)):
