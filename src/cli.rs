@@ -1,5 +1,5 @@
 //! Command line: `serve` (default), `simulate`, `openapi`, `check-config`, `healthcheck`,
-//! `enroll-device` and `hash-key`.
+//! `enroll-device`, `hash-key` and `version`.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -63,6 +63,8 @@ enum Command {
         #[arg(long)]
         otp: Option<String>,
     },
+    /// Print the version, the git revision it was built from (when known) and the compiler.
+    Version,
     /// Make a new random API key and print it with the SHA-256 hash to configure.
     HashKey {
         /// Hash a key read from standard input instead of making one.
@@ -99,6 +101,11 @@ pub fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|s| enroll_device(&s, otp)),
         Command::HashKey { stdin } => hash_key(stdin),
+        Command::Version => {
+            use crate::build_info::{REVISION, RUSTC, VERSION};
+            println!("syno-chat-gateway {VERSION}\nrevision: {REVISION}\nrustc: {RUSTC}");
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

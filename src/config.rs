@@ -142,6 +142,9 @@ pub struct UpstreamSettings {
     /// How long a call waits for one of those slots before answering 503 `upstream_busy`.
     pub slot_wait_ms: u64,
     pub tls: TlsSettings,
+    /// Demo mode chosen explicitly: required (with no `url`) when keys are configured and the
+    /// bind is not loopback, so a forgotten `url` does not silently serve the simulator.
+    pub demo: bool,
 }
 
 impl Default for UpstreamSettings {
@@ -160,6 +163,7 @@ impl Default for UpstreamSettings {
             max_concurrency: 8,
             slot_wait_ms: 2_000,
             tls: TlsSettings::default(),
+            demo: false,
         }
     }
 }
@@ -193,7 +197,15 @@ pub struct AuthSettings {
     pub disabled: bool,
     /// API keys by name.
     pub keys: BTreeMap<String, KeySettings>,
+    /// Acknowledges `disabled = true` with a real NAS on a non-loopback bind (anyone who can
+    /// reach the port acts as the DSM account).
+    pub allow_disabled_on_public_bind: bool,
 }
+
+/// SHA-256 of the demo key published in `deploy/` (`sck_demo_…`): fine for demo mode, never
+/// in front of a real NAS.
+pub const PUBLISHED_DEMO_KEY_HASH: &str =
+    "04ad8ee9cdacecbc1a7b32119f0369c969be0a8a79081c335a9c8f7cbfec5cf1";
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -373,6 +385,7 @@ impl Settings {
                 "demo mode without API keys only binds a loopback address; configure auth.keys to expose it",
             ));
         }
+        self.check_unsafe_combinations()?;
         if !(100..=600_000).contains(&up.timeout_ms) {
             return Err(ConfigError::new(
                 "upstream.timeout_ms",
@@ -478,6 +491,51 @@ impl Settings {
             ));
         }
         Ok(self)
+    }
+
+    /// Settings that are each fine alone but open the gateway together (issue 7, items 13-15).
+    fn check_unsafe_combinations(&self) -> Result<(), ConfigError> {
+        let public_bind = !self.server.bind.ip().is_loopback();
+        if self.upstream.url.is_some() {
+            if self.upstream.demo {
+                return Err(ConfigError::new(
+                    "upstream.demo",
+                    "cannot be combined with upstream.url (remove one of them)",
+                ));
+            }
+            if self.auth.disabled && public_bind && !self.auth.allow_disabled_on_public_bind {
+                return Err(ConfigError::new(
+                    "auth.disabled",
+                    format!(
+                        "with a real NAS on the non-loopback bind {} anyone who reaches the port acts as the DSM account; bind a loopback address, configure auth.keys, or set auth.allow_disabled_on_public_bind = true",
+                        self.server.bind
+                    ),
+                ));
+            }
+            if let Some(name) = self.auth.keys.iter().find_map(|(name, key)| {
+                key.hash
+                    .as_ref()
+                    .is_some_and(|h| {
+                        h.expose_secret()
+                            .eq_ignore_ascii_case(PUBLISHED_DEMO_KEY_HASH)
+                    })
+                    .then_some(name)
+            }) {
+                return Err(ConfigError::new(
+                    format!("auth.keys.{name}.hash"),
+                    "is the published demo key (sck_demo_… from deploy/), which must not guard a real NAS; make a new key with `syno-chat-gateway hash-key`",
+                ));
+            }
+        } else if public_bind && !self.auth.keys.is_empty() && !self.upstream.demo {
+            return Err(ConfigError::new(
+                "upstream.url",
+                format!(
+                    "is not set, so the gateway would serve its built-in DSM simulator (demo mode) on the non-loopback bind {}; set upstream.url for a real NAS, or upstream.demo = true to choose demo mode",
+                    self.server.bind
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Demo mode: no NAS configured, the built-in simulator stands in.
@@ -613,6 +671,94 @@ mod tests {
     fn demo_mode_without_keys_refuses_a_public_bind() {
         let err = load(&[("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080")]).unwrap_err();
         assert_eq!(err.key, "server.bind");
+    }
+
+    const NAS: [(&str, &str); 3] = [
+        ("SYNOCHAT__UPSTREAM__URL", "https://nas.example:5001"),
+        ("SYNOCHAT__UPSTREAM__USERNAME", "bot"),
+        ("SYNOCHAT__UPSTREAM__PASSWORD", "pw"),
+    ];
+
+    fn with_nas(extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        load(&[NAS.as_slice(), extra].concat())
+    }
+
+    #[test]
+    fn auth_disabled_with_a_real_nas_on_a_public_bind_needs_an_acknowledgement() {
+        let open = [
+            ("SYNOCHAT__AUTH__DISABLED", "true"),
+            ("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080"),
+        ];
+        let err = with_nas(&open).unwrap_err();
+        assert_eq!(err.key, "auth.disabled");
+        assert!(
+            err.reason.contains("auth.allow_disabled_on_public_bind"),
+            "{err}"
+        );
+        let acknowledged = [
+            open.as_slice(),
+            &[("SYNOCHAT__AUTH__ALLOW_DISABLED_ON_PUBLIC_BIND", "true")],
+        ]
+        .concat();
+        assert!(with_nas(&acknowledged).unwrap().auth.disabled);
+        // Loopback stays as it was: only the local machine reaches it.
+        with_nas(&[("SYNOCHAT__AUTH__DISABLED", "true")]).unwrap();
+    }
+
+    #[test]
+    fn the_published_demo_key_refuses_a_real_nas() {
+        let demo_key = [
+            ("SYNOCHAT__AUTH__KEYS__DEMO__HASH", PUBLISHED_DEMO_KEY_HASH),
+            ("SYNOCHAT__AUTH__KEYS__DEMO__SCOPES", "read"),
+        ];
+        let err = with_nas(&demo_key).unwrap_err();
+        assert_eq!(err.key, "auth.keys.demo.hash");
+        assert!(err.reason.contains("hash-key"), "{err}");
+        assert_eq!(
+            crate::auth::hash_key("sck_demo_7f3a9c1e5b2d4086_not_a_secret"),
+            PUBLISHED_DEMO_KEY_HASH
+        );
+        // Demo mode may use it (that is what it is published for).
+        load(
+            &[
+                demo_key.as_slice(),
+                &[
+                    ("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080"),
+                    ("SYNOCHAT__UPSTREAM__DEMO", "true"),
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_public_demo_must_be_chosen_explicitly() {
+        let public_with_key = [
+            ("SYNOCHAT__SERVER__BIND", "0.0.0.0:8080"),
+            ("SYNOCHAT__AUTH__KEYS__CI__HASH", HASH),
+            ("SYNOCHAT__AUTH__KEYS__CI__SCOPES", "read"),
+        ];
+        let err = load(&public_with_key).unwrap_err();
+        assert_eq!(err.key, "upstream.url");
+        assert!(err.reason.contains("upstream.demo = true"), "{err}");
+        let chosen = load(
+            &[
+                public_with_key.as_slice(),
+                &[("SYNOCHAT__UPSTREAM__DEMO", "true")],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert!(chosen.is_demo());
+        // A loopback demo (`make run`) needs no switch.
+        assert!(load(&public_with_key[1..]).unwrap().is_demo());
+        let err = with_nas(&[
+            ("SYNOCHAT__UPSTREAM__DEMO", "true"),
+            ("SYNOCHAT__AUTH__DISABLED", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "upstream.demo");
     }
 
     #[test]

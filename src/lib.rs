@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod build_info;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -48,6 +48,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     cache: &'static str,
     result: &'static str,
@@ -131,6 +137,19 @@ impl Metrics {
             "cache_requests",
             "List cache lookups by result",
             metrics.cache.clone(),
+        );
+        // Constant 1: which build runs, for dashboards and alerts across a rollout.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: crate::build_info::VERSION,
+                revision: crate::build_info::REVISION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: crate version and git revision",
+            build_info,
         );
         Arc::new(Self {
             registry,
@@ -244,6 +263,19 @@ mod tests {
             "synochat_upstream_relogins_total 1",
             r#"synochat_cache_requests_total{cache="users",result="miss"} 1"#,
         ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_build_is_a_constant_series() {
+        let text = Metrics::new().render();
+        let expected = format!(
+            r#"synochat_build_info{{version="{}",revision="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            crate::build_info::REVISION
+        );
+        for expected in [expected.as_str(), "# TYPE synochat_build_info gauge"] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
     }

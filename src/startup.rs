@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, web};
 use secrecy::SecretString;
 use utoipa_actix_web::AppExt;
@@ -36,6 +36,7 @@ pub struct Application {
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
 fn metrics_server(
     bind: SocketAddr,
+    demo: bool,
     metrics: web::Data<Metrics>,
     access: web::Data<MetricsAccess>,
     keys: web::Data<ApiKeys>,
@@ -45,6 +46,10 @@ fn metrics_server(
     let server = actix_web::HttpServer::new(move || {
         App::new()
             .wrap(from_fn(telemetry::request_context))
+            .wrap(Condition::new(
+                demo,
+                from_fn(api::mode::mark_demo_responses),
+            ))
             .app_data(metrics.clone())
             .app_data(access.clone())
             .app_data(keys.clone())
@@ -142,7 +147,8 @@ impl Application {
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await?;
-            tracing::info!(simulator = %sim.base_url(), "demo mode: no NAS configured, serving the built-in DSM simulator");
+            // Warn on every start: demo data must never pass for a NAS (README, "Unsafe settings").
+            tracing::warn!(simulator = %sim.base_url(), "DEMO MODE: no NAS configured, serving the built-in DSM simulator; writes go nowhere");
             Some(sim)
         } else {
             None
@@ -199,6 +205,7 @@ impl Application {
         let metrics_server = match (settings.metrics.enabled, settings.metrics.bind) {
             (true, Some(bind)) => Some(metrics_server(
                 bind,
+                settings.is_demo(),
                 metrics_data.clone(),
                 metrics_access.clone(),
                 keys.clone(),
@@ -206,6 +213,12 @@ impl Application {
             _ => None,
         };
 
+        let demo = settings.is_demo();
+        let mode = web::Data::new(if demo {
+            api::mode::GatewayMode::Demo
+        } else {
+            api::mode::GatewayMode::Nas
+        });
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
@@ -215,6 +228,11 @@ impl Application {
                 .into_utoipa_app()
                 .map(|app| {
                     app.wrap(from_fn(telemetry::request_context))
+                        .wrap(Condition::new(
+                            demo,
+                            from_fn(api::mode::mark_demo_responses),
+                        ))
+                        .app_data(mode.clone())
                         .app_data(state.clone())
                         .app_data(keys.clone())
                         .app_data(chat)

@@ -95,6 +95,42 @@ fn serve_refuses_a_real_upstream_without_keys() {
 }
 
 #[test]
+fn serve_refuses_unsafe_setting_combinations_in_one_line() {
+    let nas = [
+        ("SYNOCHAT__UPSTREAM__URL", "https://nas.example:5001"),
+        ("SYNOCHAT__UPSTREAM__USERNAME", "bot"),
+        ("SYNOCHAT__UPSTREAM__PASSWORD", "pw"),
+    ];
+    let public = ("SYNOCHAT__SERVER__BIND", "0.0.0.0:0");
+    let demo_key = [
+        (
+            "SYNOCHAT__AUTH__KEYS__DEMO__HASH",
+            "04ad8ee9cdacecbc1a7b32119f0369c969be0a8a79081c335a9c8f7cbfec5cf1",
+        ),
+        ("SYNOCHAT__AUTH__KEYS__DEMO__SCOPES", "read,write"),
+    ];
+    let cases: [(Vec<(&str, &str)>, &str); 3] = [
+        (
+            [
+                nas.as_slice(),
+                &[public, ("SYNOCHAT__AUTH__DISABLED", "true")],
+            ]
+            .concat(),
+            "auth.allow_disabled_on_public_bind",
+        ),
+        ([nas.as_slice(), &demo_key].concat(), "auth.keys.demo.hash"),
+        ([&[public], demo_key.as_slice()].concat(), "upstream.demo"),
+    ];
+    for (env, names) in cases {
+        let out = run(&["serve"], &env, None);
+        let message = text(&out.stderr);
+        assert!(!out.status.success(), "started with {env:?}");
+        assert_eq!(message.lines().count(), 1, "one clear line: {message}");
+        assert!(message.contains(names), "{message}");
+    }
+}
+
+#[test]
 fn hash_key_hashes_stdin_and_makes_new_keys() {
     let out = run(&["hash-key", "--stdin"], &[], Some("foo\n"));
     assert_eq!(
@@ -117,6 +153,37 @@ fn hash_key_hashes_stdin_and_makes_new_keys() {
         .to_owned();
     let check = run(&["hash-key", "--stdin"], &[], Some(&key));
     assert_eq!(text(&check.stdout).trim(), hash);
+}
+
+#[test]
+fn version_names_the_version_revision_and_compiler() {
+    let out = run(&["version"], &[], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines[0],
+        concat!("syno-chat-gateway ", env!("CARGO_PKG_VERSION"))
+    );
+    let revision = lines[1].strip_prefix("revision: ").expect("revision line");
+    assert!(
+        revision == "unknown"
+            || (revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{printed}"
+    );
+    // Built from this checkout: the revision is the commit it was built at (or HEAD's).
+    if let Ok(git) = Command::new("git")
+        .args(["log", "--format=%h", "--abbrev=12", "-n", "50"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        && git.status.success()
+    {
+        assert!(
+            text(&git.stdout).lines().any(|c| c == revision),
+            "{revision} is not a recent commit"
+        );
+    }
+    assert!(lines[2].starts_with("rustc: rustc 1."), "{printed}");
 }
 
 #[test]
@@ -258,4 +325,10 @@ fn sigterm_drains_and_logs_out() {
     let log = text(&out.stderr);
     assert!(out.status.success(), "exit after SIGTERM: {log}");
     assert!(log.contains("logged out of DSM"), "{log}");
+    // Demo mode is announced at warn on every start.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("DEMO MODE")),
+        "{log}"
+    );
 }

@@ -1,10 +1,11 @@
 //! Liveness and readiness.
 
-use actix_web::{HttpResponse, get};
+use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Chat;
+use super::mode::GatewayMode;
 use crate::error::{ApiError, Problem, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
@@ -12,6 +13,9 @@ pub struct HealthStatus {
     /// `ok` (alive) or `ready` (DSM answers and a session is held).
     #[schema(example = "ok")]
     status: &'static str,
+    /// Readiness only: `demo` when the built-in simulator answers instead of a NAS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<GatewayMode>,
 }
 
 /// Liveness: the process serves requests and is not wedged (no DSM call)
@@ -24,7 +28,10 @@ pub struct HealthStatus {
 #[get("/healthz")]
 pub async fn healthz(chat: Chat) -> Result<HttpResponse, ApiError> {
     match chat.wedged() {
-        None => Ok(HttpResponse::Ok().json(HealthStatus { status: "ok" })),
+        None => Ok(HttpResponse::Ok().json(HealthStatus {
+            status: "ok",
+            mode: None,
+        })),
         Some(reason) => {
             tracing::error!(reason, "liveness check failed: the gateway is wedged");
             Err(ApiError::new(
@@ -42,9 +49,16 @@ pub async fn healthz(chat: Chat) -> Result<HttpResponse, ApiError> {
         description = "DSM unreachable, login refused or backing off; the detail says which"),
 ))]
 #[get("/readyz")]
-pub async fn readyz(chat: Chat) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(
+    chat: Chat,
+    mode: Option<web::Data<GatewayMode>>,
+) -> Result<HttpResponse, ApiError> {
+    let mode = mode.map_or(GatewayMode::Nas, |m| **m);
     match chat.probe().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(HealthStatus { status: "ready" })),
+        Ok(()) => Ok(HttpResponse::Ok().json(HealthStatus {
+            status: "ready",
+            mode: Some(mode),
+        })),
         Err(error) => Err(ApiError::new(
             ProblemCode::NotReady,
             format!("not ready: {error}"),

@@ -9,6 +9,7 @@ mod extract;
 pub mod health;
 mod integrations;
 mod misc;
+pub mod mode;
 mod post_actions;
 mod post_search;
 mod post_upload;
@@ -174,7 +175,8 @@ pub enum Unprocessable {
 #[derive(IntoResponses)]
 #[allow(dead_code)] // documentation only
 pub enum BodyProblems {
-    /// The body is not valid JSON for this operation, or DSM refused the message as too long.
+    /// The body is larger than the gateway accepts (`payload_too_large`), or DSM refused the
+    /// message as too long (`message_too_long`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
     /// The body is not `application/json`.
@@ -213,7 +215,73 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
+    document_shared_answers(&mut api);
     api
+}
+
+/// What every operation can answer, documented once here rather than per route: the
+/// `X-Request-Id` header on every response, `WWW-Authenticate` on 401, `Retry-After` on 429
+/// and 503 (when the wait is known), and 500 `internal` for the gateway's own faults.
+fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::Header;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    // Each header is described once under `components.headers` and referenced.
+    let components = api.components.get_or_insert_with(Default::default);
+    for (name, schema_type, description) in [
+        (
+            "X-Request-Id",
+            Type::String,
+            "The caller's X-Request-Id when it is sane, else a new UUID; also in the logs and in problem bodies.",
+        ),
+        (
+            "WWW-Authenticate",
+            Type::String,
+            "`Bearer`: the API key scheme.",
+        ),
+        (
+            "Retry-After",
+            Type::Integer,
+            "Seconds to wait before trying again, when the gateway knows.",
+        ),
+    ] {
+        let mut header = Header::new(ObjectBuilder::new().schema_type(schema_type).build());
+        header.description = Some(description.to_owned());
+        components.headers.insert(name.to_owned(), RefOr::T(header));
+    }
+    let reference = |name: &str| RefOr::Ref(Ref::new(format!("#/components/headers/{name}")));
+    let internal = ResponseBuilder::new()
+        .description("A fault of the gateway itself (`internal`), never of the caller's request.")
+        .content(
+            "application/problem+json",
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        )
+        .build();
+    for item in api.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("500".to_owned())
+                .or_insert_with(|| RefOr::T(internal.clone()));
+            for (status, response) in responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                let mut names = vec!["X-Request-Id"];
+                match status.as_str() {
+                    "401" => names.push("WWW-Authenticate"),
+                    "429" | "503" => names.push("Retry-After"),
+                    _ => {}
+                }
+                for name in names {
+                    response
+                        .headers
+                        .entry(name.to_owned())
+                        .or_insert_with(|| reference(name));
+                }
+            }
+        }
+    }
 }
 
 /// The served document lists the configured integration-token names as the only values of

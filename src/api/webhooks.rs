@@ -86,6 +86,8 @@ pub(super) fn outgoing_message(
 ///
 /// Names only: their tokens stay in the gateway. No call to DSM.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+    // Unique: the admin listing of DSM's webhooks is `list_incoming_webhooks`.
+    operation_id = "list_configured_incoming_webhooks",
     responses((status = 200, body = ConfiguredWebhookList), CommonProblems))]
 #[get("/webhooks/incoming")]
 pub async fn list_incoming_webhooks(

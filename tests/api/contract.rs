@@ -53,6 +53,81 @@ fn every_api_operation_is_documented_with_security_and_problems() {
     }
 }
 
+fn document() -> serde_json::Value {
+    serde_json::from_str(
+        &syno_chat_gateway::api::openapi_document()
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Every operation of the document, as (method, path, operation).
+fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            all.push((method.clone(), path.clone(), operation.clone()));
+        }
+    }
+    all
+}
+
+#[test]
+fn every_operation_id_is_unique() {
+    let doc = document();
+    let mut seen = std::collections::BTreeMap::new();
+    for (method, path, operation) in operations(&doc) {
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has no operationId"))
+            .to_owned();
+        if let Some(first) = seen.insert(id.clone(), format!("{method} {path}")) {
+            panic!("operationId {id} is used by {first} and {method} {path}");
+        }
+    }
+}
+
+#[test]
+fn shared_headers_and_internal_errors_are_documented_everywhere() {
+    let doc = document();
+    for (method, path, operation) in operations(&doc) {
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(
+            responses["500"]["content"]["application/problem+json"].is_object(),
+            "{method} {path} lacks 500"
+        );
+        for (status, response) in responses {
+            let headers = &response["headers"];
+            let documented = |name: &str| {
+                headers[name]["$ref"].as_str().is_some_and(|r| {
+                    r.strip_prefix("#/components/headers/")
+                        .is_some_and(|h| h == name && doc["components"]["headers"][h].is_object())
+                })
+            };
+            assert!(
+                documented("X-Request-Id"),
+                "{method} {path} {status} lacks X-Request-Id"
+            );
+            let expected = match status.as_str() {
+                "401" => Some("WWW-Authenticate"),
+                "429" | "503" => Some("Retry-After"),
+                _ => None,
+            };
+            if let Some(name) = expected {
+                assert!(documented(name), "{method} {path} {status} lacks {name}");
+            }
+            if status == "413" {
+                let description = response["description"].as_str().unwrap();
+                assert!(
+                    !description.contains("not valid JSON"),
+                    "{method} {path}: {description}"
+                );
+            }
+        }
+    }
+}
+
 #[actix_web::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;
@@ -141,7 +216,36 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
             .iter()
             .any(|c| c["name"] == "general")
     );
+    // Demo mode says so on every answer, problems included, and in /readyz.
+    assert_eq!(response.headers().get("x-gateway-mode").unwrap(), "demo");
+    let missing = client
+        .get(format!("{base}/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers().get("x-gateway-mode").unwrap(), "demo");
+    let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.headers().get("x-gateway-mode").unwrap(), "demo");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "mode": "demo"})
+    );
     handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_real_nas_is_not_marked_as_demo() {
+    let app = spawn_app().await;
+    let ready = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["mode"], "nas");
+    assert_eq!(ready.header("x-gateway-mode"), None);
+    assert_eq!(
+        app.get("/api/v1/channels").await.header("x-gateway-mode"),
+        None
+    );
 }
 
 #[actix_web::test]

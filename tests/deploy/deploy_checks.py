@@ -237,6 +237,8 @@ def cmd_compose(args) -> int:
     env = gw.get("environment", {})
     if any(k.startswith("SYNOCHAT__UPSTREAM__URL") for k in env):
         bad("gateway is not in demo mode (SYNOCHAT__UPSTREAM__URL set)")
+    if str(env.get("SYNOCHAT__UPSTREAM__DEMO", "")).lower() != "true":
+        bad("gateway binds 0.0.0.0 without upstream.url but lacks SYNOCHAT__UPSTREAM__DEMO=true")
     h = env.get("SYNOCHAT__AUTH__KEYS__DEMO__HASH", "")
     if not re.fullmatch(r"[0-9a-f]{64}", str(h)):
         bad("demo key hash missing or not 64 hex chars")
@@ -336,11 +338,15 @@ def cmd_k8s(args) -> int:
                 bad("demo: upstream URL / password still configured")
             if dep["spec"].get("replicas") != 1:
                 bad("demo: replicas != 1")
+            if str(data.get("SYNOCHAT__UPSTREAM__DEMO", "")).lower() != "true":
+                bad("demo: SYNOCHAT__UPSTREAM__DEMO=true missing (required on a public bind)")
         else:
             if "SYNOCHAT__UPSTREAM__URL" not in ((cm or {}).get("data", {})):
                 bad("base: SYNOCHAT__UPSTREAM__URL missing (base is for a real NAS)")
             if "SYNOCHAT__UPSTREAM__PASSWORD_FILE" not in env:
                 bad("base: SYNOCHAT__UPSTREAM__PASSWORD_FILE missing")
+            if "SYNOCHAT__UPSTREAM__DEMO" in ((cm or {}).get("data", {})):
+                bad("base: SYNOCHAT__UPSTREAM__DEMO set (refused together with upstream.url)")
     hpa = base.get(("HorizontalPodAutoscaler", "syno-chat-gateway"))
     if hpa and hpa["apiVersion"] != "autoscaling/v2":
         bad("HPA is not autoscaling/v2")
@@ -381,6 +387,13 @@ def cmd_dockerfile(args) -> int:
         "ENTRYPOINT binary": r'ENTRYPOINT\s+\["/usr/local/bin/syno-chat-gateway"',
         "dependency layer (COPY Cargo.toml Cargo.lock)": r"COPY\s+Cargo\.toml\s+Cargo\.lock",
     }
+    for label in ("source", "version", "revision"):
+        if not re.search(rf"org\.opencontainers\.image\.{label}=\"\$\{{[A-Z]+\}}\"", logical):
+            bad(f"OCI label org.opencontainers.image.{label} missing or not from a build argument")
+    cargo = (Path(args.file).parents[2] / "Cargo.toml").read_text()
+    crate_version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    if f"ARG VERSION={crate_version}" not in lines:
+        bad(f"ARG VERSION default is not Cargo.toml's version {crate_version}")
     for what, rx in need.items():
         if not any(re.match(rx, ln) for ln in final if not what.startswith("dependency")) and \
                 not (what.startswith("dependency") and any(re.match(rx, ln) for ln in lines)):
