@@ -184,6 +184,8 @@ runv "grafana dashboard: schemaVersion>=36, datasource var, PromQL (promql-parse
   "$PY" "${HELPER[@]}" grafana deploy/grafana/syno-chat-gateway.json
 
 # ---------------------------------------------------------------- Reverse proxies
+runv "nginx files: body limit and retry conditions" \
+  "$PY" "${HELPER[@]}" nginx deploy/nginx/syno-chat-gateway.conf deploy/nginx/test-template.conf
 ECHO_PORT="$("$PY" "${HELPER[@]}" free-port)"
 "$PY" "${HELPER[@]}" echo "$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
 PIDS+=("$!")
