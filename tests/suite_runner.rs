@@ -33,7 +33,10 @@ fn every_suite_runs_and_a_failure_fails_at_the_end() {
     let out = run_all(&suites, false);
     let printed = text(&out);
     assert_eq!(out.status.code(), Some(1), "{printed}");
-    assert!(marker.exists(), "the suite after a failure did not run: {printed}");
+    assert!(
+        marker.exists(),
+        "the suite after a failure did not run: {printed}"
+    );
     assert!(printed.contains("deploy   FAIL (exit 1)"), "{printed}");
     assert!(printed.contains("e2e      ok, 1 skipped"), "{printed}");
     assert!(printed.contains("rust     ok"), "{printed}");
@@ -53,7 +56,10 @@ fn a_skip_fails_only_under_ci() {
     let ci = run_all(&suites, true);
     assert_eq!(ci.status.code(), Some(1), "{}", text(&ci));
     assert!(text(&ci).contains("under CI=true every skip is a failure"));
-    let clean = run_all(&["rust=echo '1 passed, 0 failed, 0 skipped'".to_owned()], true);
+    let clean = run_all(
+        &["rust=echo '1 passed, 0 failed, 0 skipped'".to_owned()],
+        true,
+    );
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
 }
 
