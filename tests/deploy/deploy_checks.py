@@ -251,6 +251,9 @@ def cmd_compose(args) -> int:
             bad("the demo key in the comments does not hash to SYNOCHAT__AUTH__KEYS__DEMO__HASH")
     if "_FILE" not in path.read_text():
         bad("no commented *_FILE secret example for a real NAS")
+    grace = re.fullmatch(r"(\d+)s", str(gw.get("stop_grace_period", "10s")))
+    if not grace or int(grace.group(1)) <= DRAIN_SECS:
+        bad(f"gateway stop_grace_period is not longer than the drain ({DRAIN_SECS} s)")
     if gw.get("healthcheck", {}).get("test") != ["CMD", "/usr/local/bin/syno-chat-gateway", "healthcheck"]:
         bad("gateway healthcheck is not the binary's healthcheck subcommand")
     ng = services.get("nginx", {})
@@ -269,13 +272,23 @@ def cmd_compose(args) -> int:
 # --------------------------------------------------------------------------
 # Kubernetes semantics on the rendered manifests.
 # --------------------------------------------------------------------------
+# server.shutdown_timeout_secs (30) + the DSM logout, bounded by upstream.timeout_ms (10 s): every
+# stop timeout (Kubernetes, compose, systemd) must be longer, or the drain is cut short.
+DRAIN_SECS = 40
+
+
 def cmd_k8s(args) -> int:
     base = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(args.base))}
     demo = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(args.demo))}
-    for kind in ("Deployment", "Service", "ConfigMap", "Secret",
+    for kind in ("Deployment", "Service", "ConfigMap",
                  "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         if not any(k == kind for k, _ in base):
             bad(f"base: no {kind}")
+    # The operator makes the real Secret: a Secret in the base would overwrite it with placeholders.
+    if any(k == "Secret" for k, _ in base):
+        bad("base: ships a Secret (it would overwrite the operator's); leave it out")
+    if not any(k == "Secret" for k, _ in demo):
+        bad("demo: no Secret for the demo key")
     for label, res in (("base", base), ("demo", demo)):
         dep = res.get(("Deployment", "syno-chat-gateway"))
         if not dep:
@@ -296,8 +309,9 @@ def cmd_k8s(args) -> int:
             bad(f"{label}: allowPrivilegeEscalation not false")
         if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits"):
             bad(f"{label}: resources requests/limits missing")
-        if pod.get("terminationGracePeriodSeconds", 30) < 30:
-            bad(f"{label}: terminationGracePeriodSeconds < 30")
+        if pod.get("terminationGracePeriodSeconds", 30) <= DRAIN_SECS:
+            bad(f"{label}: terminationGracePeriodSeconds <= {DRAIN_SECS} s "
+                "(the drain plus the DSM logout)")
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         vols = {v["name"]: v for v in pod.get("volumes", [])}
@@ -305,14 +319,23 @@ def cmd_k8s(args) -> int:
         file_env = {k: v for k, v in env.items() if k.endswith("_FILE")}
         if not file_env:
             bad(f"{label}: no *_FILE env vars")
+        secret_names = [v["secret"]["secretName"] for v in vols.values() if "secret" in v]
         for k, v in file_env.items():
             if not any(v.startswith(d.rstrip("/") + "/") for d in secret_dirs):
                 bad(f"{label}: {k}={v} is not under a mounted Secret")
-            else:
+            elif label == "demo":
                 key = v.rsplit("/", 1)[1]
-                sec = next(d for (kk, _), d in res.items() if kk == "Secret")
-                if key not in {**sec.get("data", {}), **sec.get("stringData", {})}:
+                sec = next((res[("Secret", n)] for n in secret_names if ("Secret", n) in res), None)
+                if sec is None:
+                    bad(f"demo: the mounted Secret {secret_names} is not in the manifests")
+                elif key not in {**sec.get("data", {}), **sec.get("stringData", {})}:
                     bad(f"{label}: {k} points at '{key}', which the Secret does not have")
+        # configMapGenerator names carry a content hash: a config edit rolls the pods.
+        cm_refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
+        cm_refs += [v["configMap"]["name"] for v in vols.values() if "configMap" in v]
+        for name in cm_refs:
+            if not re.fullmatch(r"syno-chat-gateway-(env|config)-[a-z0-9]{10}", name):
+                bad(f"{label}: ConfigMap {name} is not from a configMapGenerator (no content hash)")
         cm_names = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
         if not cm_names:
             bad(f"{label}: no envFrom ConfigMap")
@@ -403,6 +426,31 @@ def cmd_dockerfile(args) -> int:
 
 
 # --------------------------------------------------------------------------
+# nginx files: body limit and retries (nginx -t cannot judge either).
+# --------------------------------------------------------------------------
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def cmd_nginx(args) -> int:
+    cargo_default = 32 * 1024 * 1024  # server.max_upload_bytes
+    for f in args.files:
+        text = re.sub(r"#.*", "", Path(f).read_text())
+        sizes = re.findall(r"client_max_body_size\s+(\d+)([kKmMgG]?)\s*;", text)
+        if not sizes:
+            bad(f"{f}: no client_max_body_size (nginx's 1m default is below the upload limit)")
+        for number, unit in sizes:
+            if int(number) * SIZE_UNITS[unit.lower()] < cargo_default:
+                bad(f"{f}: client_max_body_size {number}{unit} is below server.max_upload_bytes")
+        for retry in re.findall(r"proxy_next_upstream\s+([^;]*);", text):
+            conditions = retry.split()
+            # The gateway's own 5xx answers are about DSM, which may have done the write.
+            if any(c.startswith("http_5") or c == "non_idempotent" for c in conditions):
+                bad(f"{f}: proxy_next_upstream {retry} retries writes the NAS may have done")
+    return finish(f"{len(args.files)} files: client_max_body_size >= 32 MiB, "
+                  "no retry of the gateway's 5xx answers")
+
+
+# --------------------------------------------------------------------------
 # Traefik dynamic config structure.
 # --------------------------------------------------------------------------
 def cmd_traefik(args) -> int:
@@ -471,11 +519,14 @@ def cmd_systemd(args) -> int:
         "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
         "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes",
         "MemoryDenyWriteExecute": "yes", "LockPersonality": "yes", "RestrictNamespaces": "yes",
-        "RestrictSUIDSGID": "yes", "TimeoutStopSec": "30", "KillSignal": "SIGTERM",
+        "RestrictSUIDSGID": "yes", "KillSignal": "SIGTERM",
     }
     for k, v in want.items():
         if keys.get((S, k), [None])[-1] != v:
             bad(f"{k}={v} missing")
+    stop = keys.get((S, "TimeoutStopSec"), ["90"])[-1]
+    if not stop.isdigit() or int(stop) <= DRAIN_SECS:
+        bad(f"TimeoutStopSec={stop} is not longer than the drain ({DRAIN_SECS} s)")
     if keys.get((S, "RestrictAddressFamilies"), [None])[-1] != "AF_INET AF_INET6 AF_UNIX":
         bad("RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX missing")
     if "@system-service" not in keys.get((S, "SystemCallFilter"), []):
@@ -498,7 +549,7 @@ def cmd_systemd(args) -> int:
         bad("ExecStart missing or not absolute")
     if ("Install", "WantedBy") not in keys:
         bad("[Install] WantedBy missing")
-    return finish("hardening directives, LoadCredential + %d/_FILE, TimeoutStopSec=30")
+    return finish(f"hardening directives, LoadCredential + %d/_FILE, TimeoutStopSec > {DRAIN_SECS}")
 
 
 # --------------------------------------------------------------------------
@@ -608,6 +659,8 @@ def main() -> int:
     for name in ("grafana", "compose", "dockerfile", "traefik", "systemd"):
         sp = sub.add_parser(name)
         sp.add_argument("file")
+    sp = sub.add_parser("nginx")
+    sp.add_argument("files", nargs="+")
     sp = sub.add_parser("k8s")
     sp.add_argument("base")
     sp.add_argument("demo")
@@ -622,7 +675,7 @@ def main() -> int:
     args = ap.parse_args()
     fn = {"grafana": cmd_grafana, "compose": cmd_compose, "dockerfile": cmd_dockerfile,
           "traefik": cmd_traefik, "systemd": cmd_systemd, "k8s": cmd_k8s, "echo": cmd_echo,
-          "free-port": cmd_free_port, "probe": cmd_probe}[args.cmd]
+          "free-port": cmd_free_port, "probe": cmd_probe, "nginx": cmd_nginx}[args.cmd]
     return fn(args)
 
 
