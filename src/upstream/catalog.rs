@@ -33,6 +33,9 @@ pub struct Catalog {
     // Serialises reloads so concurrent misses cause one Info call.
     pub(super) reload: tokio::sync::Mutex<()>,
     pub(super) reload_watch: super::watchdog::LockWatch,
+    // A failed load is remembered: during its back-off callers fail fast instead of each
+    // waiting a full timeout behind the lock on a blackholed NAS.
+    pub(super) backoff: std::sync::Mutex<super::backoff::Backoff>,
 }
 
 impl Catalog {

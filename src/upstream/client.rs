@@ -582,6 +582,14 @@ impl ChatClient {
     }
 
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
+        let backoff = || {
+            self.up
+                .catalog
+                .backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        backoff().check()?;
         let _reload = tokio::time::timeout(self.up.config.timeout, self.up.catalog.reload.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
@@ -589,8 +597,19 @@ impl ChatClient {
         if let Some(table) = self.up.catalog.current() {
             return Ok(table);
         }
-        let table = self.query_info().await?;
-        Ok(self.up.catalog.store(table))
+        // The load this caller waited for may have failed just now.
+        backoff().check()?;
+        match self.query_info().await {
+            Ok(table) => {
+                backoff().succeeded();
+                Ok(self.up.catalog.store(table))
+            }
+            Err(error) => {
+                let delay = backoff().failed(&error, self.up.config.login_backoff_max);
+                tracing::warn!(retry_in_secs = delay.as_secs_f64(), %error, "DSM API list could not be loaded");
+                Err(error)
+            }
+        }
     }
 
     async fn login(&self, otp_code: Option<&str>, request_device_token: bool) -> Result<LoginData> {

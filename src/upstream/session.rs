@@ -4,10 +4,11 @@
 //! logins (DSM blocks an IP after a few failures).
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::backoff::Backoff;
 use super::error::{Result, UpstreamError};
 use super::watchdog::LockWatch;
 
@@ -28,9 +29,7 @@ impl std::fmt::Debug for Session {
 
 struct LoginState {
     generation: u64,
-    failures: u32,
-    next_attempt: Option<Instant>,
-    last_error: Option<UpstreamError>,
+    backoff: Backoff,
 }
 
 pub struct SessionPool {
@@ -40,7 +39,6 @@ pub struct SessionPool {
     pub(super) login_watch: LockWatch,
     // How long a caller waits for another caller's login before giving up (504).
     lock_wait: Duration,
-    backoff_base: Duration,
     backoff_max: Duration,
 }
 
@@ -50,13 +48,10 @@ impl SessionPool {
             current: RwLock::new(None),
             login: tokio::sync::Mutex::new(LoginState {
                 generation: 0,
-                failures: 0,
-                next_attempt: None,
-                last_error: None,
+                backoff: Backoff::default(),
             }),
             login_watch: LockWatch::default(),
             lock_wait,
-            backoff_base: Duration::from_secs(1),
             backoff_max,
         }
     }
@@ -104,21 +99,11 @@ impl SessionPool {
         if let Some(session) = self.current() {
             return Ok(session);
         }
-        if let (Some(at), Some(last)) = (state.next_attempt, &state.last_error) {
-            let now = Instant::now();
-            if now < at {
-                return Err(UpstreamError::LoginBackoff {
-                    retry_after: at - now,
-                    last: Box::new(last.clone()),
-                });
-            }
-        }
+        state.backoff.check()?;
         match login().await {
             Ok((sid, synotoken)) => {
                 state.generation += 1;
-                state.failures = 0;
-                state.next_attempt = None;
-                state.last_error = None;
+                state.backoff.succeeded();
                 let session = Arc::new(Session {
                     sid,
                     synotoken,
@@ -127,16 +112,11 @@ impl SessionPool {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
                 Ok(session)
             }
+            // The API list is backing off: not a login attempt, nothing more to count.
+            Err(error @ UpstreamError::LoginBackoff { .. }) => Err(error),
             Err(error) => {
-                state.failures += 1;
-                let exponent = (state.failures - 1).min(16);
-                let delay = self
-                    .backoff_base
-                    .saturating_mul(1 << exponent)
-                    .min(self.backoff_max);
-                state.next_attempt = Some(Instant::now() + delay);
-                state.last_error = Some(error.clone());
-                tracing::warn!(failures = state.failures, retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
+                let delay = state.backoff.failed(&error, self.backoff_max);
+                tracing::warn!(failures = state.backoff.failures(), retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
                 Err(error)
             }
         }
@@ -145,10 +125,7 @@ impl SessionPool {
     /// Whether a login back-off is in force, and until when.
     #[cfg(test)]
     pub async fn backoff_remaining(&self) -> Option<Duration> {
-        let state = self.login.lock().await;
-        state
-            .next_attempt
-            .and_then(|at| at.checked_duration_since(Instant::now()))
+        self.login.lock().await.backoff.remaining()
     }
 }
 

@@ -137,3 +137,31 @@ async fn a_download_that_stops_moving_gives_its_slot_back() {
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[actix_web::test]
+async fn a_failed_api_list_load_is_remembered_and_later_callers_fail_fast() {
+    let app = app_with_short_timeout().await;
+    // The NAS stops answering the API list (blackholed) after a version error forced a reload.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 104);
+    app.sim.stall_next("SYNO.API.Info", None, 100);
+    let infos = app.sim.count("SYNO.API.Info", "query");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(504, "upstream_timeout");
+    let started = Instant::now();
+    for _ in 0..5 {
+        let answer = app.get("/api/v1/channels/1/posts").await;
+        answer.assert_problem(503, "upstream_login_backoff");
+        assert!(answer.header("retry-after").is_some());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(TIMEOUT_MS),
+        "callers during the back-off do not each wait a timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.sim.count("SYNO.API.Info", "query"),
+        infos + 1,
+        "one load attempt per back-off step"
+    );
+}
