@@ -525,19 +525,29 @@ impl ChatClient {
         if !SESSION_OR_PERMISSION.contains(&code) {
             return false;
         }
-        let Ok(endpoint) = self.endpoint(&super::channels::CHANNEL_LIST).await else {
+        // A session proven alive a moment ago is not checked again: callers repeating a
+        // forbidden request cause at most one check per session and SESSION_CHECK_TTL.
+        if self.up.sessions.recently_proven(session) {
+            return false;
+        }
+        let proof = &super::users::PREFERENCE_GET;
+        let Ok(endpoint) = self.endpoint(proof).await else {
             return false;
         };
         let check = self
             .exchange::<serde::de::IgnoredAny>(
-                &super::channels::CHANNEL_LIST,
+                proof,
                 &endpoint,
                 &[],
                 Credential::Session(session),
                 None,
             )
             .await;
-        matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code))
+        let lost = matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code));
+        if check.is_ok() {
+            self.up.sessions.proven_alive(session);
+        }
+        lost
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.

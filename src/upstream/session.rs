@@ -4,13 +4,18 @@
 //! logins (DSM blocks an IP after a few failures).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
 use super::backoff::Backoff;
 use super::error::{Result, UpstreamError};
 use super::watchdog::LockWatch;
+
+/// How long a session proven alive after a 105/119 is taken as alive on the next ones. Longer
+/// means fewer checks; a session that really expired in that time answers 403 until then
+/// (DSM mostly reports expiry as 106/119 on the next check anyway).
+const SESSION_CHECK_TTL: Duration = Duration::from_secs(30);
 
 /// A logged-in session. `generation` tells apart a session that failed from its successor.
 pub struct Session {
@@ -37,6 +42,8 @@ pub struct SessionPool {
     // Held while logging in: waiters find the new session (or the back-off) once it is released.
     login: tokio::sync::Mutex<LoginState>,
     pub(super) login_watch: LockWatch,
+    // The session generation last proven alive after a 105/119, and when.
+    proven: std::sync::Mutex<Option<(u64, Instant)>>,
     // How long a caller waits for another caller's login before giving up (504).
     lock_wait: Duration,
     backoff_max: Duration,
@@ -51,6 +58,7 @@ impl SessionPool {
                 backoff: Backoff::default(),
             }),
             login_watch: LockWatch::default(),
+            proven: std::sync::Mutex::new(None),
             lock_wait,
             backoff_max,
         }
@@ -72,6 +80,22 @@ impl SessionPool {
         {
             *current = None;
         }
+    }
+
+    /// Records that `session` answered a session check.
+    pub fn proven_alive(&self, session: &Session) {
+        *self.proven.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((session.generation, Instant::now()));
+    }
+
+    /// Whether `session` answered a session check within [`SESSION_CHECK_TTL`].
+    pub fn recently_proven(&self, session: &Session) -> bool {
+        self.proven
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(generation, at)| {
+                generation == session.generation && at.elapsed() < SESSION_CHECK_TTL
+            })
     }
 
     /// Takes the session away (for logout at shutdown).

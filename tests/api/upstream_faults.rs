@@ -165,3 +165,33 @@ async fn a_failed_api_list_load_is_remembered_and_later_callers_fail_fast() {
         "one load attempt per back-off step"
     );
 }
+
+#[actix_web::test]
+async fn repeated_forbidden_calls_check_the_session_once_with_the_cheapest_call() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let (channel_lists, logins) = (
+        app.sim.count("SYNO.Chat.Channel", "list"),
+        app.sim.login_attempts(),
+    );
+    // 105 means "not allowed" or "session gone"; the session is alive, so it is the former.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 10, 105);
+    for _ in 0..10 {
+        let answer = app.get("/api/v1/channels/1/posts").await;
+        assert_eq!(
+            answer.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+            105
+        );
+    }
+    assert_eq!(
+        app.sim.count("SYNO.Chat.User.Preference", "get"),
+        1,
+        "one cheap check for the session, remembered"
+    );
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Channel", "list"),
+        channel_lists,
+        "no channel listing to prove a session"
+    );
+    assert_eq!(app.sim.login_attempts(), logins, "no login either");
+}
