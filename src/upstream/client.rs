@@ -209,10 +209,24 @@ impl ChatClient {
             ("version", version.as_str()),
             ("method", op.method),
         ];
+        // The sid travels in the `id` cookie, which DSM reads (upstream-protocol §3.2), so it
+        // stays out of URLs and so out of DSM's and proxies' access logs. POST forms also carry
+        // `_sid` in the body. A sid that cannot be a cookie goes in the body: such a read is
+        // sent as a POST form instead of a GET (DSM accepts both, §1.2).
+        let (session_sid, sid_cookie) = match credential {
+            Credential::Session(session) => {
+                let sid = session.sid.expose_secret();
+                (Some(sid), is_cookie_safe(sid).then_some(sid))
+            }
+            _ => None.unzip(),
+        };
+        let verb = match (op.verb, session_sid, sid_cookie) {
+            (Verb::Get, Some(_), None) => Verb::Post,
+            (verb, _, _) => verb,
+        };
         match credential {
-            Credential::Session(session) => control.push(("_sid", session.sid.expose_secret())),
             Credential::Token(token) => control.push(("token", token)),
-            Credential::Anonymous => {}
+            Credential::Session(_) | Credential::Anonymous => {}
         }
         let url = format!("{}{}", self.up.webapi_base, endpoint.path);
         let encode = |fields: &[(&str, &str)]| {
@@ -220,29 +234,28 @@ impl ChatClient {
                 UpstreamError::InvalidResponse("parameters could not be encoded".to_owned())
             })
         };
-        let (query, form) = match (op.verb, upload) {
+        let body_sid: Vec<(&str, &str)> =
+            session_sid.map(|sid| ("_sid", sid)).into_iter().collect();
+        let (query, form) = match (verb, upload) {
             (Verb::Get, _) => (encode(&[control.as_slice(), params].concat())?, None),
             (Verb::Post, Some(_)) => (encode(&control)?, None),
             (Verb::Post, None) => (
                 String::new(),
-                Some(encode(&[control.as_slice(), params].concat())?),
+                Some(encode(&[control.as_slice(), &body_sid, params].concat())?),
             ),
         };
-        let mut request = match op.verb {
+        let mut request = match verb {
             Verb::Get => self.http.get(format!("{url}?{query}")),
             Verb::Post if query.is_empty() => self.http.post(url),
             Verb::Post => self.http.post(format!("{url}?{query}")),
         };
-        if let Credential::Session(session) = credential {
-            if let Some(token) = &session.synotoken {
-                request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
-            }
-            // DSM also reads the sid from the `id` cookie; some DSM builds reject a `_sid` that
-            // starts with a digit but accept the cookie (upstream-protocol §3.2).
-            let sid = session.sid.expose_secret();
-            if is_cookie_safe(sid) {
-                request = request.insert_header((header::COOKIE, format!("id={sid}")));
-            }
+        if let Credential::Session(session) = credential
+            && let Some(token) = &session.synotoken
+        {
+            request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
+        }
+        if let Some(sid) = sid_cookie {
+            request = request.insert_header((header::COOKIE, format!("id={sid}")));
         }
         let sent = match (form, upload) {
             (Some(form), _) => {
@@ -252,7 +265,12 @@ impl ChatClient {
                     .await
             }
             (None, Some(upload)) => {
-                let (content_type, body) = upload.encode(params);
+                // Without a cookie, the sid goes in the multipart fields, not the URL.
+                let fields = match sid_cookie {
+                    Some(_) => params.to_vec(),
+                    None => [body_sid.as_slice(), params].concat(),
+                };
+                let (content_type, body) = upload.encode(&fields);
                 request
                     .insert_header((header::CONTENT_TYPE, content_type))
                     .send_body(body)

@@ -195,3 +195,27 @@ async fn repeated_forbidden_calls_check_the_session_once_with_the_cheapest_call(
     );
     assert_eq!(app.sim.login_attempts(), logins, "no login either");
 }
+
+#[actix_web::test]
+async fn the_sid_never_appears_in_a_url() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    // Several sessions, so that sids starting with a digit (a third of them) are among them:
+    // DSM does not recognise those as a GET `_sid`, only as the `id` cookie.
+    for _ in 0..6 {
+        assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+        assert_eq!(app.get("/api/v1/users/1/status").await.status, 200);
+        let avatar = app.get("/api/v1/users/1/avatar").await;
+        assert_eq!(avatar.status, 200);
+        app.sim.expire_all_sessions();
+    }
+    let session_calls: Vec<_> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.session_account.is_some())
+        .collect();
+    assert!(session_calls.len() >= 18);
+    for call in session_calls {
+        assert!(!call.query_fields.iter().any(|k| k == "_sid"), "{call:?}");
+    }
+}
