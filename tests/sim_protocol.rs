@@ -2714,3 +2714,40 @@ async fn a_get_sid_starting_with_a_digit_is_refused_but_the_cookie_works() {
     let last_get = &log[log.len() - 2];
     assert!(last_get.query_fields.iter().all(|k| k != "_sid"));
 }
+
+#[actix_web::test]
+async fn json_format_apis_decode_string_values_as_json() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let create = |name: &'static str| {
+        let (t, s) = (&t, &s);
+        async move {
+            t.call(
+                s,
+                "SYNO.Chat.Channel.Named",
+                "1",
+                "create",
+                &[("name", name), ("type", "private")],
+            )
+            .await
+        }
+    };
+    // Raw values that are JSON are decoded: not strings, so not names.
+    assert_eq!(code(&create("123").await), 101);
+    assert_eq!(code(&create("true").await), 101);
+    assert_eq!(code(&create("null").await), 114);
+    // JSON-encoded strings keep what they say; raw non-JSON text falls back to itself.
+    for (sent, stored) in [("\"123\"", "123"), ("\"null\"", "null"), ("team", "team")] {
+        let v = create(sent).await;
+        let id = data(&v)["channel_id"].as_i64().unwrap();
+        let list = t.call(&s, "SYNO.Chat.Channel", "5", "list", &[]).await;
+        let channel = data(&list)["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel_id"] == id)
+            .cloned()
+            .unwrap();
+        assert_eq!(channel["name"], stored, "{sent}");
+    }
+}

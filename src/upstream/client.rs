@@ -204,6 +204,21 @@ impl ChatClient {
         >,
     > {
         let version = endpoint.version.to_string();
+        let json_text: Vec<(&str, String)>;
+        let json_params: Vec<(&str, &str)>;
+        let params = if endpoint.json_format && !op.text_params.is_empty() {
+            json_text = params
+                .iter()
+                .map(|&(name, value)| match op.text_params.contains(&name) {
+                    true => (name, serde_json::Value::from(value).to_string()),
+                    false => (name, value.to_owned()),
+                })
+                .collect();
+            json_params = json_text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            json_params.as_slice()
+        } else {
+            params
+        };
         let mut control: Vec<(&str, &str)> = vec![
             ("api", op.api),
             ("version", version.as_str()),
@@ -595,6 +610,7 @@ impl ChatClient {
         let endpoint = Endpoint {
             path: "query.cgi".to_owned(),
             version: 1,
+            json_format: false,
         };
         self.exchange(
             &ops::INFO_QUERY,
