@@ -249,7 +249,7 @@ fn named_create(cx: &mut Cx, st: &mut State) -> R {
     if cx.a.p.raw("member_ids").is_some() {
         return Err(err(119));
     }
-    let name = cx.a.req_str("name")?;
+    let name = cx.a.req_json_str("name")?;
     let kind = match cx.a.opt_str("type").as_deref() {
         None | Some("private") => ChanKind::Private,
         Some("public") => ChanKind::Public,

@@ -78,6 +78,8 @@ pub struct LoggedRequest {
     pub version: Option<String>,
     /// Every field after merging query string and body, decoded, in arrival order.
     pub params: Vec<(String, String)>,
+    /// Names of the fields that came in the URL's query string (what access logs record).
+    pub query_fields: Vec<String>,
     pub session_account: Option<String>,
     pub syno_token_ok: bool,
     pub error_code: Option<i64>,

@@ -108,6 +108,9 @@ pub(crate) async fn handle(
         method: params.string("method"),
         version: params.string("version"),
         params: params.logged.clone(),
+        query_fields: url::form_urlencoded::parse(req.query_string().as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .collect(),
         session_account: None,
         syno_token_ok: false,
         error_code: None,
@@ -124,10 +127,20 @@ pub(crate) async fn handle(
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let cookie_sid = req.cookie("id").map(|c| c.value().to_string());
-    let sid = params
-        .string("_sid")
-        .filter(|s| !s.is_empty())
-        .or(cookie_sid);
+    // A GET `_sid` that starts with a digit is not recognised although the same sid works as
+    // the `id` cookie (upstream-protocol §3.2, aerialls/synology-srm#3); `_sid` wins over the
+    // cookie, so such a request has no usable session.
+    let get_query_sid_unusable = http_method == "GET"
+        && url::form_urlencoded::parse(req.query_string().as_bytes())
+            .any(|(k, v)| k == "_sid" && v.starts_with(|c: char| c.is_ascii_digit()));
+    let sid = if get_query_sid_unusable {
+        None
+    } else {
+        params
+            .string("_sid")
+            .filter(|s| !s.is_empty())
+            .or(cookie_sid)
+    };
     let token = req
         .headers()
         .get("X-SYNO-TOKEN")

@@ -281,6 +281,23 @@ impl<'a> Args<'a> {
         self.p.string(name).ok_or_else(|| self.missing(name))
     }
 
+    /// A string parameter decoded as a requestFormat=JSON API decodes it: JSON text first
+    /// (`"team"` is team, `null` is absent, `123` or `true` is not a string: 101), falling back
+    /// to the raw value when it is not JSON (`team`), as DSM does (upstream-protocol §1.2).
+    /// Other APIs take the value as it is.
+    pub fn req_json_str(&self, name: &str) -> Result<String, ApiErr> {
+        if !self.json_format {
+            return self.req_str(name);
+        }
+        let raw = self.p.raw(name).ok_or_else(|| self.missing(name))?;
+        match serde_json::from_str::<Value>(raw.trim()) {
+            Ok(Value::String(s)) => Ok(s),
+            Ok(Value::Null) => Err(self.missing(name)),
+            Ok(_) => Err(self.invalid(name)),
+            Err(_) => Ok(raw.to_string()),
+        }
+    }
+
     /// Free text (messages, keywords): taken verbatim unless the API is requestFormat=JSON,
     /// so a message that really starts and ends with `"` keeps its quotes.
     pub fn opt_text(&self, name: &str) -> Option<String> {

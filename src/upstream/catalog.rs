@@ -15,6 +15,9 @@ pub struct ApiInfo {
     pub min_version: u32,
     #[serde(rename = "maxVersion")]
     pub max_version: u32,
+    /// `JSON` when DSM JSON-decodes the API's parameter values.
+    #[serde(rename = "requestFormat", default)]
+    pub request_format: Option<String>,
 }
 
 pub type ApiTable = HashMap<String, ApiInfo>;
@@ -24,6 +27,8 @@ pub type ApiTable = HashMap<String, ApiInfo>;
 pub struct Endpoint {
     pub path: String,
     pub version: u32,
+    /// The API JSON-decodes its values (`requestFormat: JSON`).
+    pub json_format: bool,
 }
 
 /// The cached Info table; loaded on first use and reloaded when DSM says a version is wrong.
@@ -33,6 +38,9 @@ pub struct Catalog {
     // Serialises reloads so concurrent misses cause one Info call.
     pub(super) reload: tokio::sync::Mutex<()>,
     pub(super) reload_watch: super::watchdog::LockWatch,
+    // A failed load is remembered: during its back-off callers fail fast instead of each
+    // waiting a full timeout behind the lock on a blackholed NAS.
+    pub(super) backoff: std::sync::Mutex<super::backoff::Backoff>,
 }
 
 impl Catalog {
@@ -77,6 +85,10 @@ pub fn resolve(table: &ApiTable, op: &Op) -> Result<Endpoint> {
     Ok(Endpoint {
         path: info.path.clone(),
         version: high,
+        json_format: info
+            .request_format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("json")),
     })
 }
 
@@ -96,6 +108,7 @@ mod tests {
                 path: "entry.cgi".into(),
                 min_version: 1,
                 max_version: max,
+                request_format: None,
             },
         );
         t

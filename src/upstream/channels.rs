@@ -14,7 +14,8 @@ pub const CHANNEL_LIST: Op = op("SYNO.Chat.Channel", "list", 1..=5, Verb::Get);
 const CHANNEL_CLOSE: Op = op("SYNO.Chat.Channel", "close", 4..=4, Verb::Post);
 const CHANNEL_ARCHIVE: Op = op("SYNO.Chat.Channel", "archive", 2..=2, Verb::Post);
 const CHANNEL_VIEW: Op = op("SYNO.Chat.Channel", "view", 1..=5, Verb::Post);
-const NAMED_CREATE: Op = op("SYNO.Chat.Channel.Named", "create", 1..=1, Verb::Post);
+const NAMED_CREATE: Op =
+    op("SYNO.Chat.Channel.Named", "create", 1..=1, Verb::Post).text(&["name", "type"]);
 const NAMED_JOIN: Op = op("SYNO.Chat.Channel.Named", "join", 1..=1, Verb::Post);
 const NAMED_DISJOIN: Op = op("SYNO.Chat.Channel.Named", "disjoin", 1..=1, Verb::Post);
 const NAMED_INVITE: Op = op("SYNO.Chat.Channel.Named", "invite", 1..=1, Verb::Post);

@@ -204,15 +204,44 @@ impl ChatClient {
         >,
     > {
         let version = endpoint.version.to_string();
+        let json_text: Vec<(&str, String)>;
+        let json_params: Vec<(&str, &str)>;
+        let params = if endpoint.json_format && !op.text_params.is_empty() {
+            json_text = params
+                .iter()
+                .map(|&(name, value)| match op.text_params.contains(&name) {
+                    true => (name, serde_json::Value::from(value).to_string()),
+                    false => (name, value.to_owned()),
+                })
+                .collect();
+            json_params = json_text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            json_params.as_slice()
+        } else {
+            params
+        };
         let mut control: Vec<(&str, &str)> = vec![
             ("api", op.api),
             ("version", version.as_str()),
             ("method", op.method),
         ];
+        // The sid travels in the `id` cookie, which DSM reads (upstream-protocol §3.2), so it
+        // stays out of URLs and so out of DSM's and proxies' access logs. POST forms also carry
+        // `_sid` in the body. A sid that cannot be a cookie goes in the body: such a read is
+        // sent as a POST form instead of a GET (DSM accepts both, §1.2).
+        let (session_sid, sid_cookie) = match credential {
+            Credential::Session(session) => {
+                let sid = session.sid.expose_secret();
+                (Some(sid), is_cookie_safe(sid).then_some(sid))
+            }
+            _ => None.unzip(),
+        };
+        let verb = match (op.verb, session_sid, sid_cookie) {
+            (Verb::Get, Some(_), None) => Verb::Post,
+            (verb, _, _) => verb,
+        };
         match credential {
-            Credential::Session(session) => control.push(("_sid", session.sid.expose_secret())),
             Credential::Token(token) => control.push(("token", token)),
-            Credential::Anonymous => {}
+            Credential::Session(_) | Credential::Anonymous => {}
         }
         let url = format!("{}{}", self.up.webapi_base, endpoint.path);
         let encode = |fields: &[(&str, &str)]| {
@@ -220,29 +249,28 @@ impl ChatClient {
                 UpstreamError::InvalidResponse("parameters could not be encoded".to_owned())
             })
         };
-        let (query, form) = match (op.verb, upload) {
+        let body_sid: Vec<(&str, &str)> =
+            session_sid.map(|sid| ("_sid", sid)).into_iter().collect();
+        let (query, form) = match (verb, upload) {
             (Verb::Get, _) => (encode(&[control.as_slice(), params].concat())?, None),
             (Verb::Post, Some(_)) => (encode(&control)?, None),
             (Verb::Post, None) => (
                 String::new(),
-                Some(encode(&[control.as_slice(), params].concat())?),
+                Some(encode(&[control.as_slice(), &body_sid, params].concat())?),
             ),
         };
-        let mut request = match op.verb {
+        let mut request = match verb {
             Verb::Get => self.http.get(format!("{url}?{query}")),
             Verb::Post if query.is_empty() => self.http.post(url),
             Verb::Post => self.http.post(format!("{url}?{query}")),
         };
-        if let Credential::Session(session) = credential {
-            if let Some(token) = &session.synotoken {
-                request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
-            }
-            // DSM also reads the sid from the `id` cookie; some DSM builds reject a `_sid` that
-            // starts with a digit but accept the cookie (upstream-protocol §3.2).
-            let sid = session.sid.expose_secret();
-            if is_cookie_safe(sid) {
-                request = request.insert_header((header::COOKIE, format!("id={sid}")));
-            }
+        if let Credential::Session(session) = credential
+            && let Some(token) = &session.synotoken
+        {
+            request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
+        }
+        if let Some(sid) = sid_cookie {
+            request = request.insert_header((header::COOKIE, format!("id={sid}")));
         }
         let sent = match (form, upload) {
             (Some(form), _) => {
@@ -252,7 +280,12 @@ impl ChatClient {
                     .await
             }
             (None, Some(upload)) => {
-                let (content_type, body) = upload.encode(params);
+                // Without a cookie, the sid goes in the multipart fields, not the URL.
+                let fields = match sid_cookie {
+                    Some(_) => params.to_vec(),
+                    None => [body_sid.as_slice(), params].concat(),
+                };
+                let (content_type, body) = upload.encode(&fields);
                 request
                     .insert_header((header::CONTENT_TYPE, content_type))
                     .send_body(body)
@@ -525,19 +558,29 @@ impl ChatClient {
         if !SESSION_OR_PERMISSION.contains(&code) {
             return false;
         }
-        let Ok(endpoint) = self.endpoint(&super::channels::CHANNEL_LIST).await else {
+        // A session proven alive a moment ago is not checked again: callers repeating a
+        // forbidden request cause at most one check per session and SESSION_CHECK_TTL.
+        if self.up.sessions.recently_proven(session) {
+            return false;
+        }
+        let proof = &super::users::PREFERENCE_GET;
+        let Ok(endpoint) = self.endpoint(proof).await else {
             return false;
         };
         let check = self
             .exchange::<serde::de::IgnoredAny>(
-                &super::channels::CHANNEL_LIST,
+                proof,
                 &endpoint,
                 &[],
                 Credential::Session(session),
                 None,
             )
             .await;
-        matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code))
+        let lost = matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code));
+        if check.is_ok() {
+            self.up.sessions.proven_alive(session);
+        }
+        lost
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.
@@ -567,6 +610,7 @@ impl ChatClient {
         let endpoint = Endpoint {
             path: "query.cgi".to_owned(),
             version: 1,
+            json_format: false,
         };
         self.exchange(
             &ops::INFO_QUERY,
@@ -582,6 +626,14 @@ impl ChatClient {
     }
 
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
+        let backoff = || {
+            self.up
+                .catalog
+                .backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        backoff().check()?;
         let _reload = tokio::time::timeout(self.up.config.timeout, self.up.catalog.reload.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
@@ -589,8 +641,19 @@ impl ChatClient {
         if let Some(table) = self.up.catalog.current() {
             return Ok(table);
         }
-        let table = self.query_info().await?;
-        Ok(self.up.catalog.store(table))
+        // The load this caller waited for may have failed just now.
+        backoff().check()?;
+        match self.query_info().await {
+            Ok(table) => {
+                backoff().succeeded();
+                Ok(self.up.catalog.store(table))
+            }
+            Err(error) => {
+                let delay = backoff().failed(&error, self.up.config.login_backoff_max);
+                tracing::warn!(retry_in_secs = delay.as_secs_f64(), %error, "DSM API list could not be loaded");
+                Err(error)
+            }
+        }
     }
 
     async fn login(&self, otp_code: Option<&str>, request_device_token: bool) -> Result<LoginData> {

@@ -25,31 +25,34 @@ struct WebhookOps {
     list_key: &'static str,
 }
 
+/// The free-text parameters of the webhook and slash-command `create` calls.
+const WEBHOOK_TEXT: &[&str] = &["name", "command", "url", "icon_url"];
 const INCOMING_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Incoming", "list", 1..=1, Verb::Get),
-    create: op("SYNO.Chat.Webhook.Incoming", "create", 1..=1, Verb::Post),
+    create: op("SYNO.Chat.Webhook.Incoming", "create", 1..=1, Verb::Post).text(WEBHOOK_TEXT),
     delete: op("SYNO.Chat.Webhook.Incoming", "delete", 1..=1, Verb::Post),
     list_key: "webhook_incomings",
 };
 const OUTGOING_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Outgoing", "list", 1..=1, Verb::Get),
-    create: op("SYNO.Chat.Webhook.Outgoing", "create", 1..=1, Verb::Post),
+    create: op("SYNO.Chat.Webhook.Outgoing", "create", 1..=1, Verb::Post).text(WEBHOOK_TEXT),
     delete: op("SYNO.Chat.Webhook.Outgoing", "delete", 1..=1, Verb::Post),
     list_key: "webhook_outgoings",
 };
 const SLASH_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Slash", "list", 1..=2, Verb::Get),
-    create: op("SYNO.Chat.Webhook.Slash", "create", 1..=2, Verb::Post),
+    create: op("SYNO.Chat.Webhook.Slash", "create", 1..=2, Verb::Post).text(WEBHOOK_TEXT),
     delete: op("SYNO.Chat.Webhook.Slash", "delete", 1..=2, Verb::Post),
     list_key: "webhook_slashes",
 };
 
 const BUILTIN_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.BuiltIn", "list", 1..=2, Verb::Get);
 const BROADCAST_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.Broadcast", "list", 1..=1, Verb::Get);
-const BOT_SET: Op = op("SYNO.Chat.Bot", "set", 1..=1, Verb::Post);
+const BOT_SET: Op = op("SYNO.Chat.Bot", "set", 1..=1, Verb::Post).text(&["nickname"]);
 const BOT_DELETE: Op = op("SYNO.Chat.Bot", "delete", 1..=1, Verb::Post);
 const CHATBOT_LIST: Op = op("SYNO.Chat.Chatbot", "list", 1..=1, Verb::Get);
-const CHATBOT_SET: Op = op("SYNO.Chat.Chatbot", "set", 1..=1, Verb::Post);
+const CHATBOT_SET: Op =
+    op("SYNO.Chat.Chatbot", "set", 1..=1, Verb::Post).text(&["url", "purpose", "welcome_note"]);
 const EXTERNAL_LIST: Op = op("SYNO.Chat.External", "list", 1..=3, Verb::Get);
 
 impl WebhookKind {

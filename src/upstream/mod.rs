@@ -4,6 +4,7 @@
 //! [`Upstream`] is the shared, thread-safe part (settings, the API catalog, the session pool);
 //! [`ChatClient`] pairs it with an `awc::Client`, which is bound to one worker thread.
 
+mod backoff;
 mod catalog;
 mod channels;
 mod client;

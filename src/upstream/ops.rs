@@ -18,6 +18,10 @@ pub struct Op {
     pub method: &'static str,
     pub versions: RangeInclusive<u32>,
     pub verb: Verb,
+    /// Free-text parameters. On an API whose Info entry says `requestFormat: JSON`, DSM
+    /// JSON-decodes every value, so these are sent JSON-encoded: a name `123` or `null` stays
+    /// a string (upstream-protocol §1.2).
+    pub text_params: &'static [&'static str],
 }
 
 pub const fn op(
@@ -31,6 +35,17 @@ pub const fn op(
         method,
         versions,
         verb,
+        text_params: &[],
+    }
+}
+
+impl Op {
+    /// Declares the operation's free-text parameters (see [`Op::text_params`]).
+    pub const fn text(self, params: &'static [&'static str]) -> Op {
+        Op {
+            text_params: params,
+            ..self
+        }
     }
 }
 

@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
+use super::backoff::Backoff;
 use super::error::{Result, UpstreamError};
 use super::watchdog::LockWatch;
+
+/// How long a session proven alive after a 105/119 is taken as alive on the next ones. Longer
+/// means fewer checks; a session that really expired in that time answers 403 until then
+/// (DSM mostly reports expiry as 106/119 on the next check anyway).
+const SESSION_CHECK_TTL: Duration = Duration::from_secs(30);
 
 /// A logged-in session. `generation` tells apart a session that failed from its successor.
 pub struct Session {
@@ -28,9 +34,7 @@ impl std::fmt::Debug for Session {
 
 struct LoginState {
     generation: u64,
-    failures: u32,
-    next_attempt: Option<Instant>,
-    last_error: Option<UpstreamError>,
+    backoff: Backoff,
 }
 
 pub struct SessionPool {
@@ -38,9 +42,10 @@ pub struct SessionPool {
     // Held while logging in: waiters find the new session (or the back-off) once it is released.
     login: tokio::sync::Mutex<LoginState>,
     pub(super) login_watch: LockWatch,
+    // The session generation last proven alive after a 105/119, and when.
+    proven: std::sync::Mutex<Option<(u64, Instant)>>,
     // How long a caller waits for another caller's login before giving up (504).
     lock_wait: Duration,
-    backoff_base: Duration,
     backoff_max: Duration,
 }
 
@@ -50,13 +55,11 @@ impl SessionPool {
             current: RwLock::new(None),
             login: tokio::sync::Mutex::new(LoginState {
                 generation: 0,
-                failures: 0,
-                next_attempt: None,
-                last_error: None,
+                backoff: Backoff::default(),
             }),
             login_watch: LockWatch::default(),
+            proven: std::sync::Mutex::new(None),
             lock_wait,
-            backoff_base: Duration::from_secs(1),
             backoff_max,
         }
     }
@@ -77,6 +80,22 @@ impl SessionPool {
         {
             *current = None;
         }
+    }
+
+    /// Records that `session` answered a session check.
+    pub fn proven_alive(&self, session: &Session) {
+        *self.proven.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((session.generation, Instant::now()));
+    }
+
+    /// Whether `session` answered a session check within [`SESSION_CHECK_TTL`].
+    pub fn recently_proven(&self, session: &Session) -> bool {
+        self.proven
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(generation, at)| {
+                generation == session.generation && at.elapsed() < SESSION_CHECK_TTL
+            })
     }
 
     /// Takes the session away (for logout at shutdown).
@@ -104,21 +123,11 @@ impl SessionPool {
         if let Some(session) = self.current() {
             return Ok(session);
         }
-        if let (Some(at), Some(last)) = (state.next_attempt, &state.last_error) {
-            let now = Instant::now();
-            if now < at {
-                return Err(UpstreamError::LoginBackoff {
-                    retry_after: at - now,
-                    last: Box::new(last.clone()),
-                });
-            }
-        }
+        state.backoff.check()?;
         match login().await {
             Ok((sid, synotoken)) => {
                 state.generation += 1;
-                state.failures = 0;
-                state.next_attempt = None;
-                state.last_error = None;
+                state.backoff.succeeded();
                 let session = Arc::new(Session {
                     sid,
                     synotoken,
@@ -127,16 +136,11 @@ impl SessionPool {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
                 Ok(session)
             }
+            // The API list is backing off: not a login attempt, nothing more to count.
+            Err(error @ UpstreamError::LoginBackoff { .. }) => Err(error),
             Err(error) => {
-                state.failures += 1;
-                let exponent = (state.failures - 1).min(16);
-                let delay = self
-                    .backoff_base
-                    .saturating_mul(1 << exponent)
-                    .min(self.backoff_max);
-                state.next_attempt = Some(Instant::now() + delay);
-                state.last_error = Some(error.clone());
-                tracing::warn!(failures = state.failures, retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
+                let delay = state.backoff.failed(&error, self.backoff_max);
+                tracing::warn!(failures = state.backoff.failures(), retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
                 Err(error)
             }
         }
@@ -145,10 +149,7 @@ impl SessionPool {
     /// Whether a login back-off is in force, and until when.
     #[cfg(test)]
     pub async fn backoff_remaining(&self) -> Option<Duration> {
-        let state = self.login.lock().await;
-        state
-            .next_attempt
-            .and_then(|at| at.checked_duration_since(Instant::now()))
+        self.login.lock().await.backoff.remaining()
     }
 }
 

@@ -12,7 +12,9 @@ const USER_LIST: Op = op("SYNO.Chat.User", "list", 1..=3, Verb::Get);
 // Only version 1 of these is known (upstream-protocol §2); their answers are not documented.
 const STATUS_GET: Op = op("SYNO.Chat.User.Status", "get", 1..=1, Verb::Get);
 const AVATAR_GET: Op = op("SYNO.Chat.User.Avatar", "get", 1..=1, Verb::Get);
-const PREFERENCE_GET: Op = op("SYNO.Chat.User.Preference", "get", 1..=1, Verb::Get);
+/// The account's own preferences: no parameters, a small answer, allowed to every account that
+/// may use Chat, so it is also the cheapest proof that a session is alive.
+pub(super) const PREFERENCE_GET: Op = op("SYNO.Chat.User.Preference", "get", 1..=1, Verb::Get);
 
 impl ChatClient {
     pub async fn users(&self) -> Result<Vec<User>> {

@@ -152,7 +152,16 @@ async fn a_nas_refusing_connections_is_502_and_recovery_is_automatic() {
 #[actix_web::test]
 async fn a_slow_nas_is_a_504() {
     let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = 300).await;
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // A cold simulator on a busy machine may miss the first 300 ms deadline; its back-off passes.
+    let mut first = app.get("/api/v1/channels/1/posts").await;
+    for _ in 0..20 {
+        if first.status == 200 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        first = app.get("/api/v1/channels/1/posts").await;
+    }
+    assert_eq!(first.status, 200, "{}", first.body);
     app.sim.set_latency(Duration::from_millis(1_000));
     app.get("/api/v1/channels/1/posts")
         .await

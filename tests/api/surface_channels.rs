@@ -55,8 +55,9 @@ async fn a_created_channel_is_joined_listed_and_has_its_members() {
 
     let create = last_request(&app, "SYNO.Chat.Channel.Named", "create");
     assert_eq!(create.version.as_deref(), Some("1"));
-    assert_eq!(param(&create, "name"), Some("release-team"));
-    assert_eq!(param(&create, "type"), Some("public"));
+    // Channel.Named JSON-decodes its values (requestFormat JSON): text goes JSON-encoded.
+    assert_eq!(param(&create, "name"), Some("\"release-team\""));
+    assert_eq!(param(&create, "type"), Some("\"public\""));
     assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "join"), 1);
     let invite = last_request(&app, "SYNO.Chat.Channel.Named", "invite");
     assert_eq!(param(&invite, "channel_id"), Some(id.to_string().as_str()));
@@ -577,4 +578,18 @@ async fn every_route_demands_its_scope() {
         .filter(|m| !matches!(m.as_str(), "query" | "login" | "get" | "list"))
         .collect();
     assert!(reached.is_empty(), "no write reached the NAS: {reached:?}");
+}
+
+#[actix_web::test]
+async fn channel_names_that_look_like_json_stay_strings() {
+    let app = spawn_app().await;
+    for name in ["123", "null", "true", "\"quoted\"", "[1]"] {
+        let created = app
+            .post("/api/v1/channels", json!({"name": name, "type": "private"}))
+            .await;
+        assert_eq!(created.status, 201, "{name}: {}", created.body);
+        assert_eq!(created.body["name"], name);
+        let id = created.body["channel_id"].as_u64().unwrap();
+        assert_eq!(channel(&app, id).await["name"], name, "as DSM stored it");
+    }
 }

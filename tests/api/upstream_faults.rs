@@ -137,3 +137,85 @@ async fn a_download_that_stops_moving_gives_its_slot_back() {
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[actix_web::test]
+async fn a_failed_api_list_load_is_remembered_and_later_callers_fail_fast() {
+    let app = app_with_short_timeout().await;
+    // The NAS stops answering the API list (blackholed) after a version error forced a reload.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 104);
+    app.sim.stall_next("SYNO.API.Info", None, 100);
+    let infos = app.sim.count("SYNO.API.Info", "query");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(504, "upstream_timeout");
+    let started = Instant::now();
+    for _ in 0..5 {
+        let answer = app.get("/api/v1/channels/1/posts").await;
+        answer.assert_problem(503, "upstream_login_backoff");
+        assert!(answer.header("retry-after").is_some());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(TIMEOUT_MS),
+        "callers during the back-off do not each wait a timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.sim.count("SYNO.API.Info", "query"),
+        infos + 1,
+        "one load attempt per back-off step"
+    );
+}
+
+#[actix_web::test]
+async fn repeated_forbidden_calls_check_the_session_once_with_the_cheapest_call() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let (channel_lists, logins) = (
+        app.sim.count("SYNO.Chat.Channel", "list"),
+        app.sim.login_attempts(),
+    );
+    // 105 means "not allowed" or "session gone"; the session is alive, so it is the former.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 10, 105);
+    for _ in 0..10 {
+        let answer = app.get("/api/v1/channels/1/posts").await;
+        assert_eq!(
+            answer.assert_problem(403, "upstream_permission_denied")["dsm_code"],
+            105
+        );
+    }
+    assert_eq!(
+        app.sim.count("SYNO.Chat.User.Preference", "get"),
+        1,
+        "one cheap check for the session, remembered"
+    );
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Channel", "list"),
+        channel_lists,
+        "no channel listing to prove a session"
+    );
+    assert_eq!(app.sim.login_attempts(), logins, "no login either");
+}
+
+#[actix_web::test]
+async fn the_sid_never_appears_in_a_url() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    // Several sessions, so that sids starting with a digit (a third of them) are among them:
+    // DSM does not recognise those as a GET `_sid`, only as the `id` cookie.
+    for _ in 0..6 {
+        assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+        assert_eq!(app.get("/api/v1/users/1/status").await.status, 200);
+        let avatar = app.get("/api/v1/users/1/avatar").await;
+        assert_eq!(avatar.status, 200);
+        app.sim.expire_all_sessions();
+    }
+    let session_calls: Vec<_> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.session_account.is_some())
+        .collect();
+    assert!(session_calls.len() >= 18);
+    for call in session_calls {
+        assert!(!call.query_fields.iter().any(|k| k == "_sid"), "{call:?}");
+    }
+}
