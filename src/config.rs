@@ -103,6 +103,12 @@ pub struct ServerSettings {
     /// honoured; a list or a comma-separated string.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Uploads handled at once; more are refused with 503 and `Retry-After`.
+    pub max_concurrent_uploads: usize,
+    /// Networks (CIDRs, addresses) and host names a `file_url` may name although they are
+    /// internal (loopback, private, link-local, unique-local, `localhost`).
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub file_url_allow: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -114,6 +120,8 @@ impl Default for ServerSettings {
             shutdown_timeout_secs: 30,
             max_upload_bytes: 32 * 1024 * 1024,
             trusted_proxies: Vec::new(),
+            max_concurrent_uploads: 4,
+            file_url_allow: Vec::new(),
         }
     }
 }
@@ -459,6 +467,25 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.server.max_concurrent_uploads == 0 {
+            return Err(ConfigError::new(
+                "server.max_concurrent_uploads",
+                "must be at least 1",
+            ));
+        }
+        if let Some(bad) = self.server.file_url_allow.iter().find(|entry| {
+            let network =
+                entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+            let host = entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            !(network || (host && !entry.is_empty()))
+        }) {
+            return Err(ConfigError::new(
+                "server.file_url_allow",
+                format!("{bad:?} is not a CIDR, an IP address or a host name"),
+            ));
+        }
         Ok(self)
     }
 
@@ -589,6 +616,20 @@ mod tests {
         assert_eq!(s.server.trusted_proxies.len(), 2);
         let err = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "everyone")]).unwrap_err();
         assert!(err.to_string().contains("everyone"), "{err}");
+    }
+
+    #[test]
+    fn caller_hardening_settings_are_checked() {
+        let s = load(&[(
+            "SYNOCHAT__SERVER__FILE_URL_ALLOW",
+            "192.168.1.0/24, files.lan",
+        )])
+        .unwrap();
+        assert_eq!(s.server.file_url_allow, ["192.168.1.0/24", "files.lan"]);
+        let err = load(&[("SYNOCHAT__SERVER__FILE_URL_ALLOW", "http://x/")]).unwrap_err();
+        assert_eq!(err.key, "server.file_url_allow");
+        let err = load(&[("SYNOCHAT__SERVER__MAX_CONCURRENT_UPLOADS", "0")]).unwrap_err();
+        assert_eq!(err.key, "server.max_concurrent_uploads");
     }
 
     #[test]

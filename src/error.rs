@@ -47,6 +47,7 @@ pub enum ProblemCode {
     UpstreamError,
     NotReady,
     Internal,
+    UploadsBusy,
 }
 
 impl ProblemCode {
@@ -185,6 +186,11 @@ impl ProblemCode {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
+            ),
+            UploadsBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "uploads_busy",
+                "Too many uploads are in progress",
             ),
         }
     }

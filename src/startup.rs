@@ -176,6 +176,8 @@ impl Application {
             upstream: upstream.clone(),
             tokens: integration_tokens(&settings, simulator.as_ref()),
             max_upload_bytes: settings.server.max_upload_bytes,
+            uploads: tokio::sync::Semaphore::new(settings.server.max_concurrent_uploads),
+            file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
         });
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {

@@ -44,6 +44,10 @@ pub struct AppState {
     pub tokens: BTreeMap<String, IntegrationToken>,
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
+    /// Uploads in progress; a permit per upload (`server.max_concurrent_uploads`).
+    pub uploads: tokio::sync::Semaphore,
+    /// Which hosts a `file_url` may name (`server.file_url_allow`).
+    pub file_urls: crate::domain::FileUrlPolicy,
 }
 
 /// A configured Chat integration token.
@@ -340,7 +344,7 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
                 ProblemCode::MethodNotAllowed,
                 format!(
                     "{} is not allowed here; allowed: {}",
-                    req.method(),
+                    crate::telemetry::method_label(req.method()),
                     methods.join(", ")
                 ),
             )
