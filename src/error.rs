@@ -48,6 +48,9 @@ pub enum ProblemCode {
     NotReady,
     Internal,
     UploadsBusy,
+    RateLimited,
+    CrossSiteRequest,
+    MisdirectedRequest,
 }
 
 impl ProblemCode {
@@ -191,6 +194,21 @@ impl ProblemCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "uploads_busy",
                 "Too many uploads are in progress",
+            ),
+            RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests from this API key or address",
+            ),
+            CrossSiteRequest => (
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "Cross-site requests are refused while API keys are not required",
+            ),
+            MisdirectedRequest => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "The request's Host is not this gateway's public host",
             ),
         }
     }

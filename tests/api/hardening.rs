@@ -8,7 +8,8 @@ use serde_json::json;
 use syno_chat_gateway::sim::SimConfig;
 
 use crate::helpers::{
-    BOT_TOKEN_NAME, WEBHOOK_TOKEN_NAME, WRITE_KEY, read, spawn_app, spawn_app_with,
+    ADMIN_KEY, BOT_TOKEN_NAME, READ_KEY, WEBHOOK_TOKEN_NAME, WRITE_KEY, read, spawn_app,
+    spawn_app_with,
 };
 
 const EXTERNAL: &str = "SYNO.Chat.External";
@@ -129,9 +130,28 @@ async fn concurrent_uploads_are_capped() {
     );
     // One write: small writes would wait on Nagle and delayed acknowledgements.
     stalled.write_all(head.as_bytes()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let busy = read(upload("b.txt").await.unwrap()).await;
+    // Once the gateway has taken up the stalled upload, another one is refused.
+    let mut busy = None;
+    for _ in 0..50 {
+        let answer = read(upload("b.txt").await.unwrap()).await;
+        if answer.status == 503 {
+            busy = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(busy) = busy else {
+        stalled
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stalled.read(&mut answer).unwrap_or(0);
+        panic!(
+            "a second upload was not refused while the first was in progress; the first: {}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+    };
     busy.assert_problem(503, "uploads_busy");
     assert!(busy.header("retry-after").is_some());
 
@@ -148,4 +168,346 @@ async fn concurrent_uploads_are_capped() {
     .unwrap();
     assert!(first.starts_with("HTTP/1.1 201"), "{first}");
     assert_eq!(read(upload("c.txt").await.unwrap()).await.status, 201);
+}
+
+#[actix_web::test]
+async fn each_key_and_each_address_has_a_rate_limit() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.rate_limit.key_burst = 3;
+        s.rate_limit.key_per_minute = 60;
+        s.rate_limit.ip_burst = 2;
+        s.rate_limit.ip_per_minute = 6;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
+    }
+    let limited = app.get("/api/v1/channels/1").await;
+    limited.assert_problem(429, "rate_limited");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.header("ratelimit"), Some("\"key\";r=0;t=1"));
+    assert_eq!(limited.header("ratelimit-policy"), Some("\"key\";q=3;w=3"));
+    // Another key has its own bucket.
+    assert_eq!(
+        app.call("GET", "/api/v1/channels/1", Some(ADMIN_KEY), None)
+            .await
+            .status,
+        200
+    );
+
+    // Without a valid key: the client address's bucket (wrong keys included).
+    assert_eq!(
+        app.call("GET", "/openapi.json", None, None).await.status,
+        200
+    );
+    app.call("GET", "/api/v1/channels/1", Some("wrong-key"), None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let limited = app.call("GET", "/openapi.json", None, None).await;
+    limited.assert_problem(429, "rate_limited");
+    assert_eq!(limited.header("retry-after"), Some("10"));
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"address\";q=2;w=20")
+    );
+    // Probes are never limited.
+    for _ in 0..5 {
+        assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+    }
+}
+
+#[actix_web::test]
+async fn rate_limits_can_be_turned_off() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.rate_limit.enabled = false;
+        s.rate_limit.ip_burst = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.call("GET", "/openapi.json", None, None).await.status,
+            200
+        );
+    }
+}
+
+/// A request with extra headers (browser-like), answered as an [`Answer`].
+async fn browser_call(
+    app: &crate::helpers::TestApp,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> crate::helpers::Answer {
+    let mut request = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base));
+    if let Some(key) = key {
+        request = request.insert_header(("Authorization", format!("Bearer {key}")));
+    }
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    let response = if method == "POST" {
+        request
+            .send_json(&json!({"message": "from a browser"}))
+            .await
+    } else {
+        request.send().await
+    };
+    read(response.expect("gateway answers")).await
+}
+
+#[actix_web::test]
+async fn without_keys_cross_site_requests_and_foreign_hosts_are_refused() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.auth.disabled = true;
+        s.server.cors_origins = vec!["https://app.example.org".into()];
+    })
+    .await;
+    let posts = "/api/v1/channels/1/posts";
+    browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[("Sec-Fetch-Site", "cross-site")],
+    )
+    .await
+    .assert_problem(403, "cross_site_request");
+    browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[("Origin", "http://evil.example")],
+    )
+    .await
+    .assert_problem(403, "cross_site_request");
+    browser_call(&app, "POST", posts, None, &[("Origin", "null")])
+        .await
+        .assert_problem(403, "cross_site_request");
+    // DNS rebinding: the attacker's name resolves to the gateway, the Host still says it.
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        None,
+        &[("Host", &format!("rebind.attacker.example:{port}"))],
+    )
+    .await
+    .assert_problem(421, "misdirected_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+
+    // The gateway's own pages (Swagger UI), an allowed CORS origin and non-browser callers.
+    let own = browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[
+            ("Origin", app.base.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(own.status, 201, "{}", own.body);
+    let allowed = browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[
+            ("Origin", "https://app.example.org"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(allowed.status, 201, "{}", allowed.body);
+    let localhost = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        None,
+        &[("Host", &format!("localhost:{port}"))],
+    )
+    .await;
+    assert_eq!(localhost.status, 200, "{}", localhost.body);
+}
+
+#[actix_web::test]
+async fn with_keys_cross_site_calls_need_the_key_anyway() {
+    let app = spawn_app().await;
+    let answer = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[
+            ("Origin", "http://elsewhere.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.header("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn the_host_must_be_the_public_urls() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.public_url = Some("https://chat.example.org/chat".parse().unwrap());
+    })
+    .await;
+    app.get("/api/v1/channels/1")
+        .await
+        .assert_problem(421, "misdirected_request");
+    let named = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Host", "chat.example.org")],
+    )
+    .await;
+    assert_eq!(named.status, 200, "{}", named.body);
+    // Probes address the pod directly.
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+}
+
+async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> crate::helpers::Answer {
+    browser_call(
+        app,
+        "OPTIONS",
+        "/api/v1/channels/1",
+        None,
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn cors_is_opt_in() {
+    let origin = "https://app.example.org";
+    let closed = spawn_app().await;
+    let answer = preflight(&closed, origin).await;
+    assert!(answer.header("access-control-allow-origin").is_none());
+
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.cors_origins = vec![origin.into()];
+    })
+    .await;
+    let answer = preflight(&app, origin).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), Some(origin));
+    let read_answer = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Origin", origin)],
+    )
+    .await;
+    assert_eq!(read_answer.status, 200);
+    assert_eq!(
+        read_answer.header("access-control-allow-origin"),
+        Some(origin)
+    );
+    assert!(
+        read_answer
+            .header("access-control-expose-headers")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("x-request-id")
+    );
+    let other = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Origin", "https://other.example")],
+    )
+    .await;
+    assert!(other.header("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn swagger_ui_persists_the_key_only_when_configured() {
+    let initializer = |app: &crate::helpers::TestApp| {
+        app.http
+            .get(format!("{}/docs/swagger-initializer.js", app.base))
+            .send()
+    };
+    let app = spawn_app().await;
+    let mut response = initializer(&app).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let script = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        script.contains("persistAuthorization\": false")
+            || !script.contains("persistAuthorization\": true"),
+        "{script}"
+    );
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.docs_persist_authorization = true
+    })
+    .await;
+    let mut response = initializer(&app).await.unwrap();
+    let script = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        script.contains("\"persistAuthorization\": true"),
+        "{script}"
+    );
+}
+
+#[actix_web::test]
+async fn downloads_are_attachments_in_a_sandbox() {
+    let app = spawn_app().await;
+    let (content_type, body) = (
+        "multipart/form-data; boundary=b",
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"page.html\"\r\nContent-Type: text/html\r\n\r\n<script>alert(1)</script>\r\n--b--\r\n",
+    );
+    let created = read(
+        app.http
+            .post(format!("{}/api/v1/channels/1/posts", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let post_id = created.body["post_id"].as_u64().unwrap();
+    for path in [
+        format!("/api/v1/posts/{post_id}/file"),
+        "/api/v1/users/2/avatar".to_owned(),
+    ] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-security-policy"), "sandbox", "{path}");
+        assert!(
+            header("content-disposition").starts_with("attachment"),
+            "{path}: {}",
+            header("content-disposition")
+        );
+    }
 }
