@@ -81,13 +81,14 @@ impl ApiKeys {
         self.open
     }
 
-    /// Checks the request's bearer key for `needed`; returns the key's name.
-    pub fn authorize(&self, req: &HttpRequest, needed: Scope) -> Result<Option<String>, ApiError> {
-        if self.open {
-            return Ok(None);
-        }
-        let presented = req
-            .headers()
+    /// The configured key the request presents, if any (whether or not keys are required).
+    pub fn identify(&self, headers: &header::HeaderMap) -> Option<&str> {
+        self.find(Self::presented(headers)?)
+            .map(|key| key.name.as_str())
+    }
+
+    fn presented(headers: &header::HeaderMap) -> Option<&str> {
+        headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
@@ -96,12 +97,9 @@ impl ApiKeys {
             })
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ProblemCode::Unauthorized,
-                    "send an API key as `Authorization: Bearer <key>`",
-                )
-            })?;
+    }
+
+    fn find(&self, presented: &str) -> Option<&Key> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare with every key without stopping early, so timing reveals nothing.
         let mut found: Option<&Key> = None;
@@ -110,7 +108,22 @@ impl ApiKeys {
                 found = Some(key);
             }
         }
-        let key = found
+        found
+    }
+
+    /// Checks the request's bearer key for `needed`; returns the key's name.
+    pub fn authorize(&self, req: &HttpRequest, needed: Scope) -> Result<Option<String>, ApiError> {
+        if self.open {
+            return Ok(None);
+        }
+        let presented = Self::presented(req.headers()).ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::Unauthorized,
+                "send an API key as `Authorization: Bearer <key>`",
+            )
+        })?;
+        let key = self
+            .find(presented)
             .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "the API key is not valid"))?;
         if key.scope < needed {
             return Err(ApiError::new(

@@ -42,6 +42,31 @@ pub struct Settings {
     pub tokens: BTreeMap<String, TokenSettings>,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Token buckets per caller: per API key, and per client address for requests without a
+/// valid key. A bucket holds `*_burst` requests and refills at `*_per_minute`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub key_per_minute: u32,
+    pub key_burst: u32,
+    pub ip_per_minute: u32,
+    pub ip_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key_per_minute: 1200,
+            key_burst: 200,
+            ip_per_minute: 600,
+            ip_burst: 100,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -103,6 +128,17 @@ pub struct ServerSettings {
     /// honoured; a list or a comma-separated string.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Uploads handled at once; more are refused with 503 and `Retry-After`.
+    pub max_concurrent_uploads: usize,
+    /// Networks (CIDRs, addresses) and host names a `file_url` may name although they are
+    /// internal (loopback, private, link-local, unique-local, `localhost`).
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub file_url_allow: Vec<String>,
+    /// Origins (`https://app.example.org`) allowed to call the API from a browser (CORS).
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub cors_origins: Vec<String>,
+    /// Swagger UI keeps the key entered under "Authorize" in the browser's local storage.
+    pub docs_persist_authorization: bool,
 }
 
 impl Default for ServerSettings {
@@ -114,6 +150,10 @@ impl Default for ServerSettings {
             shutdown_timeout_secs: 30,
             max_upload_bytes: 32 * 1024 * 1024,
             trusted_proxies: Vec::new(),
+            max_concurrent_uploads: 4,
+            file_url_allow: Vec::new(),
+            cors_origins: Vec::new(),
+            docs_persist_authorization: false,
         }
     }
 }
@@ -490,6 +530,51 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.server.max_concurrent_uploads == 0 {
+            return Err(ConfigError::new(
+                "server.max_concurrent_uploads",
+                "must be at least 1",
+            ));
+        }
+        if let Some(bad) = self.server.file_url_allow.iter().find(|entry| {
+            let network =
+                entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+            let host = entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            !(network || (host && !entry.is_empty()))
+        }) {
+            return Err(ConfigError::new(
+                "server.file_url_allow",
+                format!("{bad:?} is not a CIDR, an IP address or a host name"),
+            ));
+        }
+        if let Some(bad) = self.server.cors_origins.iter().find(|origin| {
+            url::Url::parse(origin).ok().is_none_or(|url| {
+                !matches!(url.scheme(), "http" | "https")
+                    || url.origin().ascii_serialization() != origin.trim_end_matches('/')
+            })
+        }) {
+            return Err(ConfigError::new(
+                "server.cors_origins",
+                format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
+            ));
+        }
+        let rate = &self.rate_limit;
+        if rate.enabled
+            && [
+                rate.key_per_minute,
+                rate.key_burst,
+                rate.ip_per_minute,
+                rate.ip_burst,
+            ]
+            .contains(&0)
+        {
+            return Err(ConfigError::new(
+                "rate_limit",
+                "rates and bursts must be at least 1 (or set rate_limit.enabled = false)",
+            ));
+        }
         Ok(self)
     }
 
@@ -665,6 +750,35 @@ mod tests {
         assert_eq!(s.server.trusted_proxies.len(), 2);
         let err = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "everyone")]).unwrap_err();
         assert!(err.to_string().contains("everyone"), "{err}");
+    }
+
+    #[test]
+    fn caller_hardening_settings_are_checked() {
+        let s = load(&[(
+            "SYNOCHAT__SERVER__FILE_URL_ALLOW",
+            "192.168.1.0/24, files.lan",
+        )])
+        .unwrap();
+        assert_eq!(s.server.file_url_allow, ["192.168.1.0/24", "files.lan"]);
+        let err = load(&[("SYNOCHAT__SERVER__FILE_URL_ALLOW", "http://x/")]).unwrap_err();
+        assert_eq!(err.key, "server.file_url_allow");
+        let err = load(&[("SYNOCHAT__SERVER__MAX_CONCURRENT_UPLOADS", "0")]).unwrap_err();
+        assert_eq!(err.key, "server.max_concurrent_uploads");
+        let s = load(&[("SYNOCHAT__SERVER__CORS_ORIGINS", "https://app.example.org")]).unwrap();
+        assert_eq!(s.server.cors_origins, ["https://app.example.org"]);
+        let err = load(&[(
+            "SYNOCHAT__SERVER__CORS_ORIGINS",
+            "https://app.example.org/path",
+        )])
+        .unwrap_err();
+        assert_eq!(err.key, "server.cors_origins");
+        let err = load(&[("SYNOCHAT__RATE_LIMIT__KEY_BURST", "0")]).unwrap_err();
+        assert_eq!(err.key, "rate_limit");
+        load(&[
+            ("SYNOCHAT__RATE_LIMIT__ENABLED", "false"),
+            ("SYNOCHAT__RATE_LIMIT__KEY_BURST", "0"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -324,6 +324,113 @@ impl fmt::Display for HttpUrl {
     }
 }
 
+/// Which hosts a `file_url` may name. The NAS downloads the URL from inside the operator's
+/// network and the file can be read back, so by default loopback, link-local, private,
+/// shared and unique-local address literals and `localhost` are refused (SSRF); operators
+/// whose files live on the LAN allow networks or host names explicitly. Names that merely
+/// resolve to such addresses are not caught here: the NAS resolves them, not the gateway.
+#[derive(Clone, Debug, Default)]
+pub struct FileUrlPolicy {
+    networks: Vec<ipnet::IpNet>,
+    hosts: Vec<String>,
+}
+
+impl FileUrlPolicy {
+    /// `allowed`: CIDRs, addresses or host names (checked by the configuration).
+    pub fn new(allowed: &[String]) -> Self {
+        let mut policy = Self::default();
+        for entry in allowed {
+            match entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(network) => policy.networks.push(network),
+                Err(_) => policy
+                    .hosts
+                    .push(entry.trim_end_matches('.').to_ascii_lowercase()),
+            }
+        }
+        policy
+    }
+
+    /// Refuses a URL naming an internal host that is not allowed; the error says why.
+    pub fn check(&self, url: &HttpUrl) -> Result<(), String> {
+        let refused = |what: &str, host: &str| {
+            Err(format!(
+                "file_url names {what} ({host}); the NAS would fetch it from inside its network. \
+                 An operator can allow it with server.file_url_allow"
+            ))
+        };
+        match url.0.host() {
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let local = name == "localhost" || name.ends_with(".localhost");
+                if local && !self.hosts.contains(&name) {
+                    return refused("a loopback host name", &name);
+                }
+                Ok(())
+            }
+            Some(url::Host::Ipv4(ip)) => self.check_ip(std::net::IpAddr::V4(ip), refused),
+            Some(url::Host::Ipv6(ip)) => self.check_ip(std::net::IpAddr::V6(ip), refused),
+            None => refused("no host", ""),
+        }
+    }
+
+    fn check_ip(
+        &self,
+        ip: std::net::IpAddr,
+        refused: impl Fn(&str, &str) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.networks.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        match internal_kind(ip) {
+            Some(kind) => refused(kind, &ip.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What kind of internal address `ip` is, if it is one.
+fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_link_local() {
+                Some("a link-local address")
+            } else if v4.is_private() {
+                Some("a private address")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("a shared (carrier-grade NAT) address")
+            } else if a == 0 || v4.is_broadcast() {
+                Some("an unspecified address")
+            } else {
+                None
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("a loopback address")
+            } else if v6.is_unspecified() {
+                Some("an unspecified address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("a unique-local address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// DSM sends empty strings for settings a kind of integration does not have.
 fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
@@ -435,6 +542,38 @@ pub struct CreatedIntegration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_urls_naming_internal_hosts_are_refused_unless_allowed() {
+        let policy = FileUrlPolicy::default();
+        let check = |policy: &FileUrlPolicy, raw: &str| {
+            policy.check(&HttpUrl::parse("file_url", raw).unwrap())
+        };
+        for raw in [
+            "http://127.0.0.1/x",
+            "http://2130706433/x",
+            "http://0x7f.1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.1.2.3:8080/a",
+            "http://172.16.0.1/a",
+            "http://192.168.1.10/a",
+            "http://100.64.0.1/a",
+            "http://0.0.0.0/a",
+            "http://localhost:5000/a",
+            "http://LOCALHOST./a",
+            "http://nas.localhost/a",
+        ] {
+            assert!(check(&policy, raw).is_err(), "{raw} must be refused");
+        }
+        for raw in ["https://files.example.org/a.pdf", "http://203.0.113.7/a"] {
+            assert!(check(&policy, raw).is_ok(), "{raw} must pass");
+        }
+        let lan = FileUrlPolicy::new(&["192.168.1.0/24".into(), "localhost".into()]);
+        assert!(check(&lan, "http://192.168.1.10/a").is_ok());
+        assert!(check(&lan, "http://localhost/a").is_ok());
+        assert!(check(&lan, "http://192.168.2.10/a").is_err());
+        assert!(check(&lan, "http://127.0.0.1/a").is_err());
+    }
 
     #[test]
     fn ids_reject_zero_and_text() {

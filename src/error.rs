@@ -47,6 +47,10 @@ pub enum ProblemCode {
     UpstreamError,
     NotReady,
     Internal,
+    UploadsBusy,
+    RateLimited,
+    CrossSiteRequest,
+    MisdirectedRequest,
 }
 
 impl ProblemCode {
@@ -185,6 +189,26 @@ impl ProblemCode {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
+            ),
+            UploadsBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "uploads_busy",
+                "Too many uploads are in progress",
+            ),
+            RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests from this API key or address",
+            ),
+            CrossSiteRequest => (
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "Cross-site requests are refused while API keys are not required",
+            ),
+            MisdirectedRequest => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "The request's Host is not this gateway's public host",
             ),
         }
     }

@@ -39,7 +39,8 @@ pub struct PublicOrigin {
     pub host: String,
     /// Path prefix the proxy removed (`/chat`), or empty.
     pub prefix: String,
-    /// The caller's address (the first `X-Forwarded-For` hop when the peer is trusted).
+    /// The caller's address: behind trusted proxies, the rightmost `X-Forwarded-For` (or
+    /// `Forwarded: for=`) hop that is not itself a trusted proxy.
     pub client_ip: Option<IpAddr>,
 }
 
@@ -57,7 +58,7 @@ impl PublicOrigin {
             return direct;
         }
         let headers = req.headers();
-        let forwarded = parse_forwarded(headers);
+        let forwarded = parse_forwarded(headers, proxies);
         let scheme = header(headers, "x-forwarded-proto")
             .or(forwarded.proto)
             .map(|s| s.to_ascii_lowercase())
@@ -69,10 +70,7 @@ impl PublicOrigin {
             .unwrap_or(direct.host);
         let prefix = header(headers, "x-forwarded-prefix")
             .map_or_else(String::new, |p| normalize_prefix(&p));
-        let client_ip = header(headers, "x-forwarded-for")
-            .and_then(|v| v.split(',').next().and_then(|ip| ip.trim().parse().ok()))
-            .or(forwarded.for_ip)
-            .or(peer);
+        let client_ip = client_ip(headers, proxies).or(forwarded.for_ip).or(peer);
         Self {
             scheme,
             host,
@@ -105,6 +103,52 @@ impl PublicOrigin {
             client_ip: req.peer_addr().map(|a| a.ip()),
         }
     }
+}
+
+/// The client address in `X-Forwarded-For`, read from the right: each trusted proxy appends the
+/// address it received the request from, so hops left of the first untrusted one are whatever
+/// the client chose to send. When every hop is a trusted proxy, the leftmost one.
+/// An unparsable hop ends the walk (nothing left of it can be believed).
+fn client_ip(headers: &HeaderMap, proxies: &TrustedProxies) -> Option<IpAddr> {
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .collect();
+    walk_from_right(hops.into_iter().map(parse_hop), proxies)
+}
+
+/// The rightmost address that is not a trusted proxy, or the leftmost when all are; `None`
+/// when a hop cannot be parsed before one is found.
+fn walk_from_right(
+    hops: impl DoubleEndedIterator<Item = Option<IpAddr>>,
+    proxies: &TrustedProxies,
+) -> Option<IpAddr> {
+    let mut leftmost = None;
+    for hop in hops.rev() {
+        let ip = hop?;
+        if !proxies.trusts(Some(ip)) {
+            return Some(ip);
+        }
+        leftmost = Some(ip);
+    }
+    leftmost
+}
+
+/// `203.0.113.9`, `[2001:db8::1]`, `"[2001:db8::1]:4711"` or `198.51.100.7:4711`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.rsplit_once(':')
+        .and_then(|(ip, _port)| ip.parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4)
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -146,32 +190,35 @@ struct ForwardedFirst {
     for_ip: Option<IpAddr>,
 }
 
-/// The first element of an RFC 7239 `Forwarded` header.
-fn parse_forwarded(headers: &HeaderMap) -> ForwardedFirst {
+/// An RFC 7239 `Forwarded` header: `proto` and `host` of the first element, `for` walked
+/// from the right like `X-Forwarded-For`.
+fn parse_forwarded(headers: &HeaderMap, proxies: &TrustedProxies) -> ForwardedFirst {
     let mut result = ForwardedFirst::default();
     let Some(value) = headers.get("forwarded").and_then(|v| v.to_str().ok()) else {
         return result;
     };
-    let first = value.split(',').next().unwrap_or_default();
-    for pair in first.split(';') {
-        let Some((key, value)) = pair.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"');
-        match key.trim().to_ascii_lowercase().as_str() {
-            "proto" => result.proto = Some(value.to_owned()),
-            "host" => result.host = Some(value.to_owned()),
-            "for" => {
-                let ip = value
-                    .trim_start_matches('[')
-                    .split(']')
-                    .next()
-                    .unwrap_or(value);
-                result.for_ip = ip.parse().ok();
+    let mut hops = Vec::new();
+    for (index, element) in value.split(',').enumerate() {
+        let mut for_hop = None;
+        for pair in element.split(';') {
+            let Some((key, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "proto" if index == 0 => result.proto = Some(value.to_owned()),
+                "host" if index == 0 => result.host = Some(value.to_owned()),
+                "for" => for_hop = Some(parse_hop(value)),
+                _ => {}
             }
-            _ => {}
+        }
+        // An element without `for` says nothing about the client; an obfuscated one
+        // (`for=unknown`, `for=_hidden`) stops the walk like an unparsable hop.
+        if let Some(hop) = for_hop {
+            hops.push(hop);
         }
     }
+    result.for_ip = walk_from_right(hops.into_iter(), proxies);
     result
 }
 
@@ -207,6 +254,41 @@ mod tests {
         let origin = PublicOrigin::resolve(&request("198.51.100.7").to_srv_request(), &proxies());
         assert_eq!(origin.base_url(), "http://127.0.0.1:8080");
         assert_eq!(origin.client_ip, Some("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        // The client sent a forged first hop; the trusted proxy appended the real address.
+        let proxies = TrustedProxies::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+        ]);
+        let req = TestRequest::get()
+            .peer_addr("127.0.0.1:1".parse().unwrap())
+            .insert_header(("x-forwarded-for", "198.51.100.66, 203.0.113.9, 10.1.2.3"))
+            .to_srv_request();
+        let origin = PublicOrigin::resolve(&req, &proxies);
+        assert_eq!(origin.client_ip, Some("203.0.113.9".parse().unwrap()));
+
+        // Only trusted hops: the leftmost.
+        let req = TestRequest::get()
+            .peer_addr("127.0.0.1:1".parse().unwrap())
+            .insert_header(("x-forwarded-for", "10.1.9.9, 10.1.2.3"))
+            .to_srv_request();
+        let origin = PublicOrigin::resolve(&req, &proxies);
+        assert_eq!(origin.client_ip, Some("10.1.9.9".parse().unwrap()));
+
+        // RFC 7239: the same walk over `for=`.
+        let req = TestRequest::get()
+            .peer_addr("127.0.0.1:1".parse().unwrap())
+            .insert_header((
+                "forwarded",
+                "for=198.51.100.66;proto=https, for=\"[2001:db8::7]:4711\", for=10.1.2.3",
+            ))
+            .to_srv_request();
+        let origin = PublicOrigin::resolve(&req, &proxies);
+        assert_eq!(origin.client_ip, Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(origin.scheme, "https");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod browser;
 pub mod build_info;
 pub mod cache;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod forwarded;
 pub mod metrics;
+pub mod ratelimit;
 pub mod sim;
 pub mod startup;
 pub mod telemetry;

@@ -19,14 +19,15 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    /// One of a fixed set (`telemetry::method_label`), never the caller's raw method.
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,13 +172,18 @@ impl Metrics {
         InFlight(self.clone())
     }
 
-    pub fn request_finished(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub fn request_finished(
+        &self,
+        route: &str,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let route = route.to_owned();
-        let method = method.to_owned();
         self.request_duration
             .get_or_create(&RouteLabels {
                 route: route.clone(),
-                method: method.clone(),
+                method,
             })
             .observe(elapsed.as_secs_f64());
         self.requests

@@ -62,6 +62,34 @@ fn metrics_server(
     Ok((server.run(), address))
 }
 
+/// CORS for `server.cors_origins`: those origins may call with a key and read the answer's
+/// request id, `Retry-After`, rate-limit headers and file name. Other origins get no CORS
+/// headers (the browser then withholds the answer); the gateway itself decides the rest.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            telemetry::REQUEST_ID_HEADER,
+            header::HeaderName::from_static("x-chat-token"),
+        ])
+        .expose_headers([
+            telemetry::REQUEST_ID_HEADER,
+            header::RETRY_AFTER,
+            header::CONTENT_DISPOSITION,
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
+        ])
+        .max_age(600)
+        .block_on_origin_mismatch(false);
+    for origin in origins {
+        cors = cors.allowed_origin(origin.trim_end_matches('/'));
+    }
+    cors
+}
+
 /// Turns the validated settings into the upstream client's configuration.
 pub fn upstream_config(
     settings: &Settings,
@@ -184,6 +212,8 @@ impl Application {
             upstream: upstream.clone(),
             tokens: integration_tokens(&settings, simulator.as_ref()),
             max_upload_bytes: settings.server.max_upload_bytes,
+            uploads: tokio::sync::Semaphore::new(settings.server.max_concurrent_uploads),
+            file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
         });
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {
@@ -219,6 +249,16 @@ impl Application {
         } else {
             api::mode::GatewayMode::Nas
         });
+        let limits =
+            crate::ratelimit::CallerLimits::from_settings(&settings.rate_limit).map(web::Data::new);
+        let browser_guard = web::Data::new(crate::browser::BrowserGuard {
+            open: keys.is_open(),
+            public_url: settings.server.public_url.clone(),
+            cors_origins: settings.server.cors_origins.clone(),
+        });
+        let cors_origins = settings.server.cors_origins.clone();
+        let persist_authorization = settings.server.docs_persist_authorization;
+
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
@@ -227,12 +267,25 @@ impl Application {
             let (app, _) = App::new()
                 .into_utoipa_app()
                 .map(|app| {
-                    app.wrap(from_fn(telemetry::request_context))
+                    // Outermost last: request context, browser guard, CORS, rate limit.
+                    app.wrap(from_fn(crate::ratelimit::limit))
+                        .wrap(Condition::new(
+                            !cors_origins.is_empty(),
+                            cors(&cors_origins),
+                        ))
+                        .wrap(from_fn(crate::browser::guard))
+                        .wrap(from_fn(telemetry::request_context))
                         .wrap(Condition::new(
                             demo,
                             from_fn(api::mode::mark_demo_responses),
                         ))
                         .app_data(mode.clone())
+                        .app_data(browser_guard.clone())
+                        .configure(|cfg| {
+                            if let Some(limits) = &limits {
+                                cfg.app_data(limits.clone());
+                            }
+                        })
                         .app_data(state.clone())
                         .app_data(keys.clone())
                         .app_data(chat)
@@ -242,7 +295,7 @@ impl Application {
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
                         .configure(api::extractor_configs)
-                        .configure(api::docs_routes)
+                        .configure(|cfg| api::docs_routes(cfg, persist_authorization))
                         .configure(|cfg| {
                             if metrics_on_api {
                                 cfg.route("/metrics", web::get().to(api::health::metrics));

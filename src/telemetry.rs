@@ -11,6 +11,7 @@ use actix_web::body::BoxBody;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
@@ -64,6 +65,24 @@ where
     result.map_err(|e| e.to_string())
 }
 
+/// The request method as a metric label and log field: the standard methods, else `other`.
+/// Callers may send any token as a method; used raw, each invented one would add series to
+/// `/metrics` for as long as the process lives.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 fn request_id_from(req: &ServiceRequest) -> String {
     req.headers()
         .get(&REQUEST_ID_HEADER)
@@ -95,10 +114,11 @@ pub async fn request_context(
         path: format!("{}{}", origin.prefix, req.path()),
     };
     // The path, never the query string: callers' queries are not ours to log.
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
-        method = %req.method(),
+        method,
         path = %req.path(),
         client_ip = origin.client_ip.map(tracing::field::display),
     );
@@ -108,7 +128,6 @@ pub async fn request_context(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
     let metrics = req
         .app_data::<web::Data<Metrics>>()
         .map(|m| m.clone().into_inner());
@@ -132,7 +151,7 @@ pub async fn request_context(
     };
     drop(in_flight);
     if let Some(metrics) = &metrics {
-        metrics.request_finished(&route, &method, status.as_u16(), started.elapsed());
+        metrics.request_finished(&route, method, status.as_u16(), started.elapsed());
     }
     span.in_scope(|| {
         tracing::info!(

@@ -8,7 +8,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query, whole_number};
 use super::webhooks::outgoing_message;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
+use super::{
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
+};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, ChannelId, Post, PostId, User, UserId};
@@ -131,8 +133,8 @@ fn bot_read_error(
 #[utoipa::path(tag = "bots", security(("bearer" = [])),
     params(("name" = String, Path, description = "The configured bot name")),
     request_body = BotMessageBody,
-    responses((status = 200, body = BotDelivery), InvalidInput, NotFound, BodyProblems,
-        CommonProblems))]
+    responses((status = 200, body = BotDelivery), InvalidInput, NotFound, Unprocessable,
+        BodyProblems, CommonProblems))]
 #[post("/bots/{name}/messages")]
 pub async fn send_bot_message(
     _: Authorized<Write>,
@@ -143,7 +145,8 @@ pub async fn send_bot_message(
 ) -> Result<web::Json<BotDelivery>, ApiError> {
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let body = body.into_inner();
-    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let (text, file_url) =
+        outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
     let mut user_ids = body.user_ids;
     user_ids.sort();
     user_ids.dedup();

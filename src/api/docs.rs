@@ -104,10 +104,12 @@ async fn docs_redirect() -> HttpResponse {
         .finish()
 }
 
-/// `/openapi.json`, `/docs` and Swagger UI under `/docs/`.
-pub fn docs_routes(cfg: &mut web::ServiceConfig) {
+/// `/openapi.json`, `/docs` and Swagger UI under `/docs/`. `persist_authorization`: the UI
+/// keeps the entered key in the browser's local storage (where any script on the origin, and
+/// anyone at the browser later, can read it), so it is off unless configured.
+pub fn docs_routes(cfg: &mut web::ServiceConfig, persist_authorization: bool) {
     // The UI loads the document relative to its own page, so a path prefix is kept.
-    let config = Config::from("../openapi.json").persist_authorization(true);
+    let config = Config::from("../openapi.json").persist_authorization(persist_authorization);
     cfg.route("/openapi.json", web::get().to(openapi_json))
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").config(config));

@@ -45,6 +45,10 @@ pub struct AppState {
     pub tokens: BTreeMap<String, IntegrationToken>,
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
+    /// Uploads in progress; a permit per upload (`server.max_concurrent_uploads`).
+    pub uploads: tokio::sync::Semaphore,
+    /// Which hosts a `file_url` may name (`server.file_url_allow`).
+    pub file_urls: crate::domain::FileUrlPolicy,
 }
 
 /// A configured Chat integration token.
@@ -126,16 +130,30 @@ pub enum CommonProblems {
     /// No API key, or an unknown one.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
-    /// The key lacks the scope, or DSM denied the gateway's account.
+    /// The key lacks the scope, DSM denied the gateway's account, or (while keys are not
+    /// required) the request came from another site.
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden(Problem),
+    /// The `Host` is not the gateway's public host (`misdirected_request`).
+    #[response(status = 421, content_type = "application/problem+json")]
+    Misdirected(Problem),
+    /// This API key's (or, without a valid key, this address's) rate limit is used up
+    /// (`rate_limited`), or DSM is rate-limiting (`upstream_rate_limited`).
+    #[response(status = 429, content_type = "application/problem+json", headers(
+        ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        ("RateLimit" = String, description = "With `rate_limited`: the bucket's state, \
+            e.g. `\"key\";r=0;t=2` (r: requests left, t: seconds until the next is allowed)"),
+        ("RateLimit-Policy" = String, description = "With `rate_limited`: the bucket, \
+            e.g. `\"key\";q=200;w=10` (q: burst size, w: seconds an empty bucket takes to refill)")))]
+    TooManyRequests(Problem),
     /// The NAS does not offer the API this operation needs.
     #[response(status = 501, content_type = "application/problem+json")]
     Unsupported(Problem),
     /// DSM could not be reached, refused the gateway's login or request, or answered nonsense.
     #[response(status = 502, content_type = "application/problem+json")]
     BadGateway(Problem),
-    /// DSM is busy or blocks the gateway's login for now (see `Retry-After`).
+    /// DSM is busy or blocks the gateway's login for now, or too many uploads are in
+    /// progress (see `Retry-After`).
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
     /// DSM did not answer in time.
@@ -182,9 +200,6 @@ pub enum BodyProblems {
     /// The body is not `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Problem),
-    /// DSM is rate-limiting (see `Retry-After`).
-    #[response(status = 429, content_type = "application/problem+json")]
-    RateLimited(Problem),
 }
 
 /// Registers every documented route.
@@ -390,16 +405,30 @@ fn describe_bare_responses(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// A file from DSM, passed on as it arrives with DSM's content type and disposition.
+/// A file from DSM, passed on as it arrives with DSM's content type and file name. Files are
+/// whatever a chat member uploaded: a browser must save them, never render them on the
+/// gateway's origin (an HTML or SVG file would run its scripts there), so the disposition is
+/// always `attachment` and the content sandboxed.
 pub fn file_response(file: Download) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response
         .content_type(file.content_type)
         // The content type is DSM's: browsers must not guess a more dangerous one.
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if let Some(disposition) = file.content_disposition {
-        response.insert_header((header::CONTENT_DISPOSITION, disposition));
-    }
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"));
+    let disposition = file
+        .content_disposition
+        .and_then(|raw| header::HeaderValue::from_str(&raw).ok())
+        .and_then(|value| header::ContentDisposition::from_raw(&value).ok())
+        .map(|mut disposition| {
+            disposition.disposition = header::DispositionType::Attachment;
+            disposition
+        })
+        .unwrap_or(header::ContentDisposition {
+            disposition: header::DispositionType::Attachment,
+            parameters: Vec::new(),
+        });
+    response.insert_header(disposition);
     response.streaming(file.body)
 }
 
@@ -422,7 +451,7 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
                 ProblemCode::MethodNotAllowed,
                 format!(
                     "{} is not allowed here; allowed: {}",
-                    req.method(),
+                    crate::telemetry::method_label(req.method()),
                     methods.join(", ")
                 ),
             )

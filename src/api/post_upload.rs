@@ -1,10 +1,14 @@
 //! Reading a file post's `multipart/form-data` body within the upload limit.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use actix_multipart::{Field, Multipart};
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::Upload;
@@ -32,27 +36,57 @@ fn malformed(error: impl std::fmt::Display) -> ApiError {
     ApiError::invalid(format!("malformed multipart/form-data body: {error}"))
 }
 
+/// The raw body, ended with an error once more than `limit` bytes arrived, whatever
+/// `Content-Length` said (a chunked body has none, and the multipart parser buffers a
+/// preamble without a boundary for as long as it lasts). `exceeded` tells why it ended.
+fn capped(
+    payload: web::Payload,
+    limit: usize,
+    exceeded: Rc<Cell<bool>>,
+) -> impl Stream<Item = Result<Bytes, PayloadError>> + 'static {
+    let mut received = 0usize;
+    payload.map(move |chunk| {
+        let chunk = chunk?;
+        received = received.saturating_add(chunk.len());
+        if received > limit {
+            exceeded.set(true);
+            return Err(PayloadError::Overflow);
+        }
+        Ok(chunk)
+    })
+}
+
 /// Reads parts `file` (at most `max_file_bytes`) and optional `message`. Stops reading as soon
-/// as a part grows past its limit, so no more than the limit is ever buffered.
+/// as a part, or the body as a whole, grows past its limit, so no more than the limit is ever
+/// buffered.
 pub async fn read_file_form(
     req: &HttpRequest,
     payload: web::Payload,
     max_file_bytes: usize,
 ) -> Result<FileForm, ApiError> {
+    let body_limit = max_file_bytes.saturating_add(FORM_OVERHEAD_BYTES);
     let declared_length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared_length.is_some_and(|n| n > max_file_bytes.saturating_add(FORM_OVERHEAD_BYTES)) {
+    if declared_length.is_some_and(|n| n > body_limit) {
         return Err(too_large("the upload", max_file_bytes));
     }
 
-    let mut form = Multipart::new(req.headers(), payload);
+    let exceeded = Rc::new(Cell::new(false));
+    let mut form = Multipart::new(req.headers(), capped(payload, body_limit, exceeded.clone()));
+    let failed = |error: actix_multipart::MultipartError| {
+        if exceeded.get() {
+            too_large("the upload", max_file_bytes)
+        } else {
+            malformed(error)
+        }
+    };
     let mut message = None;
     let mut file = None;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(malformed)?;
+        let mut field = field.map_err(failed)?;
         match field.name().unwrap_or_default() {
             "file" if file.is_none() => {
                 let disposition = field.content_disposition();
@@ -64,7 +98,7 @@ pub async fn read_file_form(
                 let content_type = field
                     .content_type()
                     .map_or_else(|| "application/octet-stream".to_owned(), |m| m.to_string());
-                let bytes = read_part(&mut field, max_file_bytes, "the file").await?;
+                let bytes = read_part(&mut field, max_file_bytes, "the file", &failed).await?;
                 file = Some(Upload {
                     field: "file",
                     file_name,
@@ -73,7 +107,8 @@ pub async fn read_file_form(
                 });
             }
             "message" if message.is_none() => {
-                let bytes = read_part(&mut field, MESSAGE_PART_LIMIT, "the message").await?;
+                let bytes =
+                    read_part(&mut field, MESSAGE_PART_LIMIT, "the message", &failed).await?;
                 let text = String::from_utf8(bytes.to_vec())
                     .map_err(|_| ApiError::invalid("the message part must be UTF-8 text"))?;
                 message = Some(text);
@@ -97,10 +132,15 @@ pub async fn read_file_form(
     })
 }
 
-async fn read_part(field: &mut Field, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+async fn read_part(
+    field: &mut Field,
+    limit: usize,
+    what: &str,
+    failed: &impl Fn(actix_multipart::MultipartError) -> ApiError,
+) -> Result<Bytes, ApiError> {
     let mut buffer = BytesMut::new();
     while let Some(chunk) = field.next().await {
-        let chunk = chunk.map_err(malformed)?;
+        let chunk = chunk.map_err(failed)?;
         if buffer.len() + chunk.len() > limit {
             return Err(too_large(what, limit));
         }

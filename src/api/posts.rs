@@ -261,6 +261,14 @@ async fn post_file(
     state: &State,
     chat: &Chat,
 ) -> Result<HttpResponse, actix_web::Error> {
+    // Held until DSM answered: each upload holds its file in memory until then.
+    let _permit = state.uploads.try_acquire().map_err(|_| {
+        ApiError::new(
+            ProblemCode::UploadsBusy,
+            "too many uploads are in progress; try again shortly",
+        )
+        .with_retry_after(5)
+    })?;
     let form = read_file_form(req, payload, state.max_upload_bytes).await?;
     let post = chat
         .create_file_post(NewFilePost {

@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
-use crate::domain::{HttpUrl, MessageText};
-use crate::error::ApiError;
+use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
+use crate::error::{ApiError, ProblemCode};
 use crate::upstream::ExternalMessage;
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -54,6 +54,8 @@ pub struct WebhookMessageBody {
     #[schema(min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]")]
     text: String,
     /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
+    /// Loopback, private and link-local addresses and `localhost` are refused (422) unless
+    /// the operator allows them.
     #[serde(default)]
     #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
     file_url: Option<String>,
@@ -69,16 +71,23 @@ pub struct WebhookReceipt {
     webhook: Option<String>,
 }
 
-/// Validated text and file URL; the error names the field.
+/// Validated text and file URL; the error names the field. A `file_url` naming an internal
+/// host the policy does not allow is a 422.
 pub(super) fn outgoing_message(
     text: &str,
     file_url: Option<&str>,
+    policy: &FileUrlPolicy,
 ) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
     let text = MessageText::parse(text.to_owned())
         .map_err(|_| ApiError::invalid("text must not be empty"))?;
     let file_url = file_url
         .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
         .transpose()?;
+    if let Some(url) = &file_url {
+        policy
+            .check(url)
+            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
+    }
     Ok((text, file_url))
 }
 
@@ -114,8 +123,8 @@ pub async fn list_incoming_webhooks(
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
     params(("name" = String, Path, description = "The configured webhook name")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, NotFound, BodyProblems,
-        CommonProblems))]
+    responses((status = 200, body = WebhookReceipt), InvalidInput, NotFound, Unprocessable,
+        BodyProblems, CommonProblems))]
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
     _: Authorized<Write>,
@@ -126,7 +135,8 @@ pub async fn send_with_configured_webhook(
 ) -> Result<web::Json<WebhookReceipt>, ApiError> {
     let name = name.into_inner();
     let token = state.integration_token(&name, TokenKind::Webhook)?;
-    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let (text, file_url) =
+        outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
     let message = ExternalMessage {
         text: &text,
         file_url: file_url.as_ref(),
@@ -146,12 +156,14 @@ pub async fn send_with_configured_webhook(
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, BodyProblems, CommonProblems))]
+    responses((status = 200, body = WebhookReceipt), InvalidInput, Unprocessable, BodyProblems,
+        CommonProblems))]
 #[post("/webhooks/incoming")]
 pub async fn send_with_caller_token(
     _: Authorized<Write>,
     req: HttpRequest,
     body: Json<WebhookMessageBody>,
+    state: State,
     chat: Chat,
 ) -> Result<web::Json<WebhookReceipt>, ApiError> {
     let raw = req
@@ -170,7 +182,8 @@ pub async fn send_with_caller_token(
         )));
     }
     let token = SecretString::from(token);
-    let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    let (text, file_url) =
+        outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
     let message = ExternalMessage {
         text: &text,
         file_url: file_url.as_ref(),

@@ -68,9 +68,12 @@ pub struct Upload {
 }
 
 impl Upload {
-    fn encode(&self, fields: &[(&str, &str)]) -> (String, Bytes) {
+    /// The content type and the body as three chunks: the fields and the file part's headers,
+    /// the file itself (the same `Bytes`, not a copy, so a retry after a lost session sends it
+    /// again without holding the upload twice), and the closing boundary.
+    fn encode(&self, fields: &[(&str, &str)]) -> (String, [Bytes; 3]) {
         let boundary = format!("----syno-chat-gateway-{}", uuid::Uuid::new_v4().simple());
-        let mut body = Vec::with_capacity(self.bytes.len() + 512);
+        let mut body = Vec::with_capacity(512);
         for (name, value) in fields {
             body.extend_from_slice(
                 format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
@@ -92,11 +95,10 @@ impl Upload {
             )
             .as_bytes(),
         );
-        body.extend_from_slice(&self.bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let suffix = Bytes::from(format!("\r\n--{boundary}--\r\n"));
         (
             format!("multipart/form-data; boundary={boundary}"),
-            Bytes::from(body),
+            [Bytes::from(body), self.bytes.clone(), suffix],
         )
     }
 }
@@ -285,7 +287,13 @@ impl ChatClient {
                     Some(_) => params.to_vec(),
                     None => [body_sid.as_slice(), params].concat(),
                 };
-                let (content_type, body) = upload.encode(&fields);
+                let (content_type, chunks) = upload.encode(&fields);
+                let length = chunks.iter().map(|c| c.len() as u64).sum();
+                // Sized, so DSM gets a Content-Length rather than a chunked body.
+                let body = actix_http::body::SizedStream::new(
+                    length,
+                    futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)),
+                );
                 request
                     .insert_header((header::CONTENT_TYPE, content_type))
                     .send_body(body)
@@ -492,8 +500,8 @@ impl ChatClient {
         .await
     }
 
-    /// A session API call that uploads a file as `multipart/form-data` (the file is buffered:
-    /// a lost session must be retried with the same bytes).
+    /// A session API call that uploads a file as `multipart/form-data` (the file is held once,
+    /// as `Bytes`: a lost session must be retried with the same bytes).
     pub(super) async fn call_upload<T: DeserializeOwned>(
         &self,
         op: &'static Op,
@@ -822,6 +830,36 @@ fn parse_envelope<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_is_encoded_around_the_file_without_copying_it() {
+        let upload = Upload {
+            field: "file",
+            file_name: "a\"b.txt".to_owned(),
+            content_type: "text/plain".to_owned(),
+            bytes: Bytes::from(vec![7u8; 4096]),
+        };
+        let (content_type, [prefix, file, suffix]) = upload.encode(&[("channel_id", "1")]);
+        let boundary = content_type.split("boundary=").nth(1).unwrap();
+        assert_eq!(
+            file.as_ptr(),
+            upload.bytes.as_ptr(),
+            "the file is not copied"
+        );
+        assert_eq!(file.len(), 4096);
+        let prefix = String::from_utf8(prefix.to_vec()).unwrap();
+        assert!(prefix.starts_with(&format!("--{boundary}\r\n")));
+        assert!(prefix.contains("name=\"channel_id\"\r\n\r\n1\r\n"));
+        assert!(
+            prefix.ends_with(
+                "name=\"file\"; filename=\"a'b.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            suffix.as_ref(),
+            format!("\r\n--{boundary}--\r\n").as_bytes()
+        );
+    }
 
     #[derive(Debug, Deserialize)]
     struct Data {

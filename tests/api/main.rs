@@ -1,6 +1,7 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
 mod contract;
+mod hardening;
 mod helpers;
 mod keys;
 mod observability;

@@ -78,6 +78,43 @@ async fn metrics_count_requests_by_route_template_and_upstream_work() {
 }
 
 #[actix_web::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let before = app.call("GET", "/metrics", None, None).await;
+    let lines_before = before.body.as_str().unwrap().lines().count();
+    for i in 0..40 {
+        let answer = app
+            .call(
+                &format!("XMETHOD{i}"),
+                "/api/v1/channels",
+                Some(READ_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 405, "{}", answer.body);
+        assert!(!answer.body["detail"].as_str().unwrap().contains("XMETHOD"));
+    }
+    let after = app.call("GET", "/metrics", None, None).await;
+    let text = after.body.as_str().unwrap();
+    assert!(!text.contains("XMETHOD"), "{text}");
+    let others: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("synochat_http_requests_total{")
+                && l.contains(r#"method="other",status="405""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(others, 40.0, "{text}");
+    // A few new series (this route with `other`, the first scrape), not forty histograms.
+    assert!(
+        text.lines().count() <= lines_before + 100,
+        "{lines_before} lines before, {} after:\n{text}",
+        text.lines().count()
+    );
+}
+
+#[actix_web::test]
 async fn relogins_and_failed_calls_are_counted() {
     let app = spawn_app().await;
     app.get("/api/v1/channels/1/posts").await;

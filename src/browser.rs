@@ -1,0 +1,137 @@
+//! Defences against web pages a user's browser opens: DNS rebinding (a foreign `Host`) and,
+//! while API keys are not required, cross-site requests (CSRF: any page could post a form).
+
+use std::net::IpAddr;
+
+use actix_web::ResponseError;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+
+use crate::error::{ApiError, ProblemCode};
+use crate::forwarded::PublicOrigin;
+
+/// What the guard checks, built once from the settings.
+pub struct BrowserGuard {
+    /// Keys are not required (`auth.disabled`, or demo mode without keys).
+    pub open: bool,
+    /// `server.public_url`: the only host callers may name.
+    pub public_url: Option<url::Url>,
+    /// `server.cors_origins`: foreign origins allowed to call.
+    pub cors_origins: Vec<String>,
+}
+
+impl BrowserGuard {
+    /// The request's problem, if it has one.
+    fn check(&self, req: &ServiceRequest, origin: &PublicOrigin) -> Result<(), ApiError> {
+        // Probes and scrapers address the pod by IP; they never carry a browser's cookies.
+        let infrastructure = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+        if !infrastructure && !self.host_allowed(&origin.host) {
+            return Err(ApiError::new(
+                ProblemCode::MisdirectedRequest,
+                "this gateway does not answer for that host name",
+            ));
+        }
+        if self.open {
+            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+            let own = format!("{}://{}", origin.scheme, origin.host);
+            let allowed_origin = |o: &str| {
+                o.eq_ignore_ascii_case(&own)
+                    || self
+                        .cors_origins
+                        .iter()
+                        .any(|c| c.trim_end_matches('/').eq_ignore_ascii_case(o))
+            };
+            let foreign_origin = header("origin").is_some_and(|o| !allowed_origin(o));
+            let cross_site = header("sec-fetch-site") == Some("cross-site")
+                && !header("origin").is_some_and(allowed_origin);
+            if foreign_origin || cross_site {
+                return Err(ApiError::new(
+                    ProblemCode::CrossSiteRequest,
+                    "API keys are not required here, so requests from other sites are refused",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// With `server.public_url`, only its host (and port); without it, while keys are not
+    /// required, only addresses and `localhost` (a rebound DNS name is neither); else any.
+    fn host_allowed(&self, host: &str) -> bool {
+        let (name, port) = split_host(host);
+        match &self.public_url {
+            Some(url) => {
+                // Without a port the caller used the public URL's default one (behind a proxy
+                // the scheme the gateway sees may differ from the caller's).
+                url.host_str()
+                    .is_some_and(|h| h.trim_matches(['[', ']']).eq_ignore_ascii_case(name))
+                    && port.is_none_or(|p| Some(p) == url.port_or_known_default())
+            }
+            None if self.open => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                name.parse::<IpAddr>().is_ok()
+                    || name == "localhost"
+                    || name.ends_with(".localhost")
+            }
+            None => true,
+        }
+    }
+}
+
+/// `example.org:8443` → (`example.org`, 8443); `[::1]:80` → (`::1`, 80).
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (name, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// Middleware (inside the request context, which resolved the public origin).
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if let Some(guard) = req.app_data::<web::Data<BrowserGuard>>() {
+        let origin = PublicOrigin::of(req.request());
+        if let Err(error) = guard.check(&req, &origin) {
+            let response = error.error_response();
+            return Ok(req.into_response(response));
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(open: bool, public_url: Option<&str>) -> BrowserGuard {
+        BrowserGuard {
+            open,
+            public_url: public_url.map(|u| u.parse().unwrap()),
+            cors_origins: vec!["https://app.example.org".into()],
+        }
+    }
+
+    #[test]
+    fn hosts_are_checked_against_the_public_url() {
+        let g = guard(false, Some("https://chat.example.org/chat"));
+        assert!(g.host_allowed("chat.example.org"));
+        assert!(g.host_allowed("CHAT.example.org:443"));
+        assert!(!g.host_allowed("chat.example.org:8443"));
+        assert!(!g.host_allowed("evil.example"));
+        assert!(guard(false, None).host_allowed("anything.example"));
+        let open = guard(true, None);
+        assert!(open.host_allowed("127.0.0.1:8080"));
+        assert!(open.host_allowed("[::1]:8080"));
+        assert!(open.host_allowed("localhost:8080"));
+        assert!(!open.host_allowed("rebind.attacker.example:8080"));
+    }
+}

@@ -1,0 +1,513 @@
+//! Hostile callers: SSRF through `file_url`, oversized and concurrent uploads, rate limits,
+//! cross-site requests and DNS rebinding, download headers, CORS.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{
+    ADMIN_KEY, BOT_TOKEN_NAME, READ_KEY, WEBHOOK_TOKEN_NAME, WRITE_KEY, read, spawn_app,
+    spawn_app_with,
+};
+
+const EXTERNAL: &str = "SYNO.Chat.External";
+
+#[actix_web::test]
+async fn file_urls_naming_internal_hosts_are_refused() {
+    let app = spawn_app().await;
+    let webhook = format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}");
+    for url in [
+        "http://127.0.0.1/secret",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:5000/admin",
+        "http://nas.localhost/x",
+        "http://10.1.2.3/x",
+        "http://192.168.1.1/x",
+        "http://2130706433/x",
+    ] {
+        let answer = app
+            .post(&webhook, json!({"text": "x", "file_url": url}))
+            .await;
+        let detail = answer.assert_problem(422, "unprocessable")["detail"].clone();
+        assert!(detail.as_str().unwrap().contains("file_url"), "{detail}");
+    }
+    app.post(
+        &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+        json!({"text": "x", "user_ids": [2], "file_url": "http://127.0.0.1/x"}),
+    )
+    .await
+    .assert_problem(422, "unprocessable");
+    assert_eq!(app.sim.count(EXTERNAL, "incoming"), 0);
+    assert_eq!(app.sim.count(EXTERNAL, "chatbot"), 0);
+    let public = app
+        .post(
+            &webhook,
+            json!({"text": "x", "file_url": "https://files.example.org/a.pdf"}),
+        )
+        .await;
+    assert_eq!(public.status, 200, "{}", public.body);
+}
+
+#[actix_web::test]
+async fn operators_can_allow_lan_file_urls() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.file_url_allow = vec!["192.168.1.0/24".into(), "localhost".into()];
+    })
+    .await;
+    let webhook = format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}");
+    for url in [
+        "http://192.168.1.20/report.pdf",
+        "http://localhost/report.pdf",
+    ] {
+        let answer = app
+            .post(&webhook, json!({"text": "x", "file_url": url}))
+            .await;
+        assert_eq!(answer.status, 200, "{url}: {}", answer.body);
+    }
+    app.post(
+        &webhook,
+        json!({"text": "x", "file_url": "http://192.168.2.20/x"}),
+    )
+    .await
+    .assert_problem(422, "unprocessable");
+}
+
+/// A multipart body sent chunked (no Content-Length) whose preamble never reaches a boundary.
+fn endless_preamble(
+    total: usize,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let chunk = Bytes::from(vec![b'a'; 16 * 1024]);
+    futures_util::stream::iter((0..total / chunk.len()).map(move |_| Ok(chunk.clone())))
+}
+
+#[actix_web::test]
+async fn a_chunked_upload_is_cut_off_at_the_limit() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.max_upload_bytes = 1024).await;
+    let response = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=never-sent"))
+        .send_stream(endless_preamble(256 * 1024))
+        .await
+        .expect("gateway answers");
+    read(response)
+        .await
+        .assert_problem(413, "payload_too_large");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
+
+#[actix_web::test]
+async fn concurrent_uploads_are_capped() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.max_concurrent_uploads = 1
+    })
+    .await;
+    let upload = |name: &'static str| {
+        app.http
+            .post(format!("{}/api/v1/channels/1/posts", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=b"))
+            .send_body(format!(
+                "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\nx\r\n--b--\r\n"
+            ))
+    };
+    // The first upload sends its headers and part of its body, then stalls (a raw socket:
+    // awc holds a streamed body back until it has more to send).
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    stalled.set_nodelay(true).unwrap();
+    let part =
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello";
+    let head = format!(
+        "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{part}\r\n",
+        part.len()
+    );
+    // One write: small writes would wait on Nagle and delayed acknowledgements.
+    stalled.write_all(head.as_bytes()).unwrap();
+    // Once the gateway has taken up the stalled upload, another one is refused.
+    let mut busy = None;
+    for _ in 0..50 {
+        let answer = read(upload("b.txt").await.unwrap()).await;
+        if answer.status == 503 {
+            busy = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(busy) = busy else {
+        stalled
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stalled.read(&mut answer).unwrap_or(0);
+        panic!(
+            "a second upload was not refused while the first was in progress; the first: {}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+    };
+    busy.assert_problem(503, "uploads_busy");
+    assert!(busy.header("retry-after").is_some());
+
+    // The first one finishes; then uploads are accepted again.
+    let end = "\r\n--b--\r\n";
+    let tail = format!("{:x}\r\n{end}\r\n0\r\n\r\n", end.len());
+    stalled.write_all(tail.as_bytes()).unwrap();
+    let first = actix_web::rt::task::spawn_blocking(move || {
+        let mut answer = vec![0u8; 4096];
+        let n = stalled.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 201"), "{first}");
+    assert_eq!(read(upload("c.txt").await.unwrap()).await.status, 201);
+}
+
+#[actix_web::test]
+async fn each_key_and_each_address_has_a_rate_limit() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.rate_limit.key_burst = 3;
+        s.rate_limit.key_per_minute = 60;
+        s.rate_limit.ip_burst = 2;
+        s.rate_limit.ip_per_minute = 6;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
+    }
+    let limited = app.get("/api/v1/channels/1").await;
+    limited.assert_problem(429, "rate_limited");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.header("ratelimit"), Some("\"key\";r=0;t=1"));
+    assert_eq!(limited.header("ratelimit-policy"), Some("\"key\";q=3;w=3"));
+    // Another key has its own bucket.
+    assert_eq!(
+        app.call("GET", "/api/v1/channels/1", Some(ADMIN_KEY), None)
+            .await
+            .status,
+        200
+    );
+
+    // Without a valid key: the client address's bucket (wrong keys included).
+    assert_eq!(
+        app.call("GET", "/openapi.json", None, None).await.status,
+        200
+    );
+    app.call("GET", "/api/v1/channels/1", Some("wrong-key"), None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let limited = app.call("GET", "/openapi.json", None, None).await;
+    limited.assert_problem(429, "rate_limited");
+    assert_eq!(limited.header("retry-after"), Some("10"));
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"address\";q=2;w=20")
+    );
+    // Probes are never limited.
+    for _ in 0..5 {
+        assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+    }
+}
+
+#[actix_web::test]
+async fn rate_limits_can_be_turned_off() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.rate_limit.enabled = false;
+        s.rate_limit.ip_burst = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.call("GET", "/openapi.json", None, None).await.status,
+            200
+        );
+    }
+}
+
+/// A request with extra headers (browser-like), answered as an [`Answer`].
+async fn browser_call(
+    app: &crate::helpers::TestApp,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> crate::helpers::Answer {
+    let mut request = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base));
+    if let Some(key) = key {
+        request = request.insert_header(("Authorization", format!("Bearer {key}")));
+    }
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    let response = if method == "POST" {
+        request
+            .send_json(&json!({"message": "from a browser"}))
+            .await
+    } else {
+        request.send().await
+    };
+    read(response.expect("gateway answers")).await
+}
+
+#[actix_web::test]
+async fn without_keys_cross_site_requests_and_foreign_hosts_are_refused() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.auth.disabled = true;
+        s.server.cors_origins = vec!["https://app.example.org".into()];
+    })
+    .await;
+    let posts = "/api/v1/channels/1/posts";
+    browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[("Sec-Fetch-Site", "cross-site")],
+    )
+    .await
+    .assert_problem(403, "cross_site_request");
+    browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[("Origin", "http://evil.example")],
+    )
+    .await
+    .assert_problem(403, "cross_site_request");
+    browser_call(&app, "POST", posts, None, &[("Origin", "null")])
+        .await
+        .assert_problem(403, "cross_site_request");
+    // DNS rebinding: the attacker's name resolves to the gateway, the Host still says it.
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        None,
+        &[("Host", &format!("rebind.attacker.example:{port}"))],
+    )
+    .await
+    .assert_problem(421, "misdirected_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+
+    // The gateway's own pages (Swagger UI), an allowed CORS origin and non-browser callers.
+    let own = browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[
+            ("Origin", app.base.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(own.status, 201, "{}", own.body);
+    let allowed = browser_call(
+        &app,
+        "POST",
+        posts,
+        None,
+        &[
+            ("Origin", "https://app.example.org"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(allowed.status, 201, "{}", allowed.body);
+    let localhost = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        None,
+        &[("Host", &format!("localhost:{port}"))],
+    )
+    .await;
+    assert_eq!(localhost.status, 200, "{}", localhost.body);
+}
+
+#[actix_web::test]
+async fn with_keys_cross_site_calls_need_the_key_anyway() {
+    let app = spawn_app().await;
+    let answer = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[
+            ("Origin", "http://elsewhere.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.header("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn the_host_must_be_the_public_urls() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.public_url = Some("https://chat.example.org/chat".parse().unwrap());
+    })
+    .await;
+    app.get("/api/v1/channels/1")
+        .await
+        .assert_problem(421, "misdirected_request");
+    let named = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Host", "chat.example.org")],
+    )
+    .await;
+    assert_eq!(named.status, 200, "{}", named.body);
+    // Probes address the pod directly.
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
+}
+
+async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> crate::helpers::Answer {
+    browser_call(
+        app,
+        "OPTIONS",
+        "/api/v1/channels/1",
+        None,
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn cors_is_opt_in() {
+    let origin = "https://app.example.org";
+    let closed = spawn_app().await;
+    let answer = preflight(&closed, origin).await;
+    assert!(answer.header("access-control-allow-origin").is_none());
+
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.cors_origins = vec![origin.into()];
+    })
+    .await;
+    let answer = preflight(&app, origin).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), Some(origin));
+    let read_answer = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Origin", origin)],
+    )
+    .await;
+    assert_eq!(read_answer.status, 200);
+    assert_eq!(
+        read_answer.header("access-control-allow-origin"),
+        Some(origin)
+    );
+    assert!(
+        read_answer
+            .header("access-control-expose-headers")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("x-request-id")
+    );
+    let other = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &[("Origin", "https://other.example")],
+    )
+    .await;
+    assert!(other.header("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn swagger_ui_persists_the_key_only_when_configured() {
+    let initializer = |app: &crate::helpers::TestApp| {
+        app.http
+            .get(format!("{}/docs/swagger-initializer.js", app.base))
+            .send()
+    };
+    let app = spawn_app().await;
+    let mut response = initializer(&app).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let script = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        script.contains("persistAuthorization\": false")
+            || !script.contains("persistAuthorization\": true"),
+        "{script}"
+    );
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.docs_persist_authorization = true
+    })
+    .await;
+    let mut response = initializer(&app).await.unwrap();
+    let script = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        script.contains("\"persistAuthorization\": true"),
+        "{script}"
+    );
+}
+
+#[actix_web::test]
+async fn downloads_are_attachments_in_a_sandbox() {
+    let app = spawn_app().await;
+    let (content_type, body) = (
+        "multipart/form-data; boundary=b",
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"page.html\"\r\nContent-Type: text/html\r\n\r\n<script>alert(1)</script>\r\n--b--\r\n",
+    );
+    let created = read(
+        app.http
+            .post(format!("{}/api/v1/channels/1/posts", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let post_id = created.body["post_id"].as_u64().unwrap();
+    for path in [
+        format!("/api/v1/posts/{post_id}/file"),
+        "/api/v1/users/2/avatar".to_owned(),
+    ] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-security-policy"), "sandbox", "{path}");
+        assert!(
+            header("content-disposition").starts_with("attachment"),
+            "{path}: {}",
+            header("content-disposition")
+        );
+    }
+}
