@@ -140,7 +140,7 @@ pub enum CommonProblems {
     /// This API key's (or, without a valid key, this address's) rate limit is used up
     /// (`rate_limited`), or DSM is rate-limiting (`upstream_rate_limited`).
     #[response(status = 429, content_type = "application/problem+json", headers(
-        ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        // Retry-After is added to every 429 and 503 by `document_shared_answers`.
         ("RateLimit" = String, description = "With `rate_limited`: the bucket's state, \
             e.g. `\"key\";r=0;t=2` (r: requests left, t: seconds until the next is allowed)"),
         ("RateLimit-Policy" = String, description = "With `rate_limited`: the bucket, \

@@ -57,7 +57,11 @@ async fn a_nas_silent_halfway_through_a_login_does_not_hold_the_lock_for_good() 
     let started = Instant::now();
     let answers = join_all((0..5).map(|_| app.get("/api/v1/channels/1/posts"))).await;
     assert_bounded(started, 2);
-    answers[0].assert_problem(504, "upstream_timeout");
+    // Which caller ran the login is up to the scheduler; one of them met the stall.
+    assert!(
+        answers.iter().any(|a| a.status == 504),
+        "the stalled login answers 504"
+    );
     for answer in &answers {
         // Callers behind the lock give up after their own bounded wait, or get the back-off
         // the timed-out login started.
@@ -84,8 +88,13 @@ async fn a_nas_silent_halfway_through_the_api_list_does_not_hold_the_lock_for_go
         answers.iter().any(|a| a.status == 504),
         "the stalled load answers 504"
     );
+    // Callers that queued behind the stalled load share its failure: the timeout, or the
+    // back-off it started (a failed API-list load is remembered, not retried by each caller).
     for answer in answers.iter().filter(|a| a.status != 200) {
-        answer.assert_problem(504, "upstream_timeout");
+        match answer.status.as_u16() {
+            503 => answer.assert_problem(503, "upstream_login_backoff"),
+            _ => answer.assert_problem(504, "upstream_timeout"),
+        };
     }
     eventually_ok(&app, "/api/v1/channels/1/posts").await;
 }
