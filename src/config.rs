@@ -42,6 +42,22 @@ pub struct Settings {
     pub tokens: BTreeMap<String, TokenSettings>,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Longer texts are sent as several consecutive posts (DSM's limit is undocumented).
+    pub max_message_chars: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_message_chars: crate::chunking::DEFAULT_MAX_MESSAGE_CHARS,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -452,6 +468,12 @@ impl Settings {
                     format!("contains {bad:?}; tokens are letters and digits"),
                 ));
             }
+        }
+        if !(100..=100_000).contains(&self.delivery.max_message_chars) {
+            return Err(ConfigError::new(
+                "delivery.max_message_chars",
+                "must be between 100 and 100000",
+            ));
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(

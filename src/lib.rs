@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod chunking;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -176,6 +176,7 @@ impl Application {
             upstream: upstream.clone(),
             tokens: integration_tokens(&settings, simulator.as_ref()),
             max_upload_bytes: settings.server.max_upload_bytes,
+            max_message_chars: settings.delivery.max_message_chars,
         });
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {

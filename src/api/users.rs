@@ -11,7 +11,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
+    created_posts, file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
@@ -143,7 +144,9 @@ pub async fn get_user_avatar(
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
     request_body = DirectMessage,
-    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound,
+    responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        InvalidInput, NotFound,
         Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
@@ -162,17 +165,22 @@ pub async fn send_direct_message(
         ));
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
-    let post = chat
-        .create_post(NewPost {
-            channel_id,
-            message: &body.message,
-            thread_id: None,
-        })
-        .await
-        .map_err(|e| {
-            ApiError::for_resource(e, format_args!("direct-message channel {channel_id}"))
-        })?;
-    Ok(HttpResponse::Created().json(post))
+    let chat = &chat;
+    let posts = send_text(
+        &state,
+        &body.message,
+        |message| async move {
+            chat.create_post(NewPost {
+                channel_id,
+                message: &message,
+                thread_id: None,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, format_args!("direct-message channel {channel_id}")),
+    )
+    .await?;
+    Ok(created_posts(posts))
 }
 
 /// Get the gateway account's Chat preferences

@@ -3,6 +3,7 @@
 mod contract;
 mod helpers;
 mod keys;
+mod long_messages;
 mod observability;
 mod resilience;
 mod resources;
