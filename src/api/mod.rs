@@ -7,6 +7,7 @@ mod channels;
 pub mod docs;
 mod extract;
 pub mod health;
+pub mod hooks;
 mod integrations;
 mod misc;
 mod post_actions;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Texts longer than this are sent as several posts (`delivery.max_message_chars`).
     pub max_message_chars: usize,
+    /// The configured `/hooks` endpoints by name.
+    pub hooks: hooks::Hooks,
 }
 
 /// A configured Chat integration token.
@@ -168,7 +171,8 @@ pub type State = web::Data<AppState>;
         (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
-        (name = "health", description = "Liveness and readiness")
+        (name = "health", description = "Liveness and readiness"),
+        (name = "hooks", description = "Endpoints for tools that speak Slack, Mattermost, Alertmanager, Grafana or Discord (outside /api/v1: authenticated by the hook's secret)")
     )
 )]
 struct ApiDoc;
@@ -256,6 +260,7 @@ pub enum BodyProblems {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .configure(hooks::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .configure(channels::routes)

@@ -2,6 +2,7 @@
 
 mod contract;
 mod helpers;
+mod hooks;
 mod keys;
 mod long_messages;
 mod observability;
