@@ -125,7 +125,10 @@ async fn no_secret_appears_in_the_logs() {
     assert!(logs.contains("logged in to DSM"), "the capture works");
     assert!(logs.contains("DSM call"), "upstream calls are logged");
     assert!(sessions.len() >= 2);
-    assert!(logs.contains("/hooks/alerts/****"), "hook requests are logged, masked");
+    assert!(
+        logs.contains("/hooks/alerts/****"),
+        "hook requests are logged, masked"
+    );
     let mut secrets = vec![
         DEMO_PASSWORD.to_owned(),
         API_KEY.to_owned(),

@@ -382,6 +382,10 @@ async fn channels_and_users_are_found_by_name() {
     let alice = app.get("/api/v1/users?username=alice").await;
     assert_eq!(alice.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(alice.body["items"][0]["username"], "alice");
-    app.get("/api/v1/users?username=").await.assert_problem(400, "invalid_request");
-    app.get("/api/v1/channels?nam=ops").await.assert_problem(400, "invalid_request");
+    app.get("/api/v1/users?username=")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/channels?nam=ops")
+        .await
+        .assert_problem(400, "invalid_request");
 }

@@ -1,5 +1,6 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
+mod alertmanager;
 mod contract;
 mod helpers;
 mod hooks;
