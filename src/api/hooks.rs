@@ -157,12 +157,15 @@ enum Outcome {
     request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
         content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
     responses(
-        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt", body = HookReceipt,
+        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
+            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
             headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
-        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)", content_type = "text/plain", body = String),
-        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
+            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
+        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
         (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
-        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good", content_type = "application/problem+json", body = crate::error::Problem),
+        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
+            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
         (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
 #[post("/hooks/{name}/{secret}")]
 pub async fn hook_with_path_secret(
@@ -187,12 +190,15 @@ pub async fn hook_with_path_secret(
     request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
         content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
     responses(
-        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt", body = HookReceipt,
+        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
+            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
             headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
-        (status = 400, description = "`invalid_payload` or `no_text`", content_type = "text/plain", body = String),
-        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
+            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
+        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
         (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
-        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good", content_type = "application/problem+json", body = crate::error::Problem),
+        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
+            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
         (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
 #[post("/hooks/{name}")]
 pub async fn hook_with_bearer_secret(
