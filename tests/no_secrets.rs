@@ -1,4 +1,5 @@
-//! Passwords, sids, SynoTokens and API keys never reach the logs, even at the most verbose level.
+//! Passwords, sids, SynoTokens, API keys and hook secrets never reach the logs, even at the most
+//! verbose level (the same capture also checks that a misnamed hook target is reported at start-up).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +66,15 @@ async fn no_secret_appears_in_the_logs() {
         "alerts".to_owned(),
         HookSettings {
             channel: Some("general".to_owned()),
+            secret_hash: Some(SecretString::from(hash_key(HOOK_SECRET))),
+            ..HookSettings::default()
+        },
+    );
+    // A hook whose target name matches nothing is reported at start-up (its secret never).
+    settings.hooks.insert(
+        "misnamed".to_owned(),
+        HookSettings {
+            channel: Some("no-such-channel".to_owned()),
             secret_hash: Some(SecretString::from(hash_key(HOOK_SECRET))),
             ..HookSettings::default()
         },
