@@ -22,6 +22,7 @@ test:
 
 test-rust:
 	@command -v nginx >/dev/null || echo "!!!!!! SKIPPING the reverse-proxy test: nginx is not installed (apt-get install nginx) !!!!!!"
+	@command -v amtool >/dev/null || echo "!!!!!! SKIPPING the Alertmanager test: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager) !!!!!!"
 	$(CARGO) test --locked --all-targets
 
 test-deploy:

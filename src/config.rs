@@ -43,6 +43,60 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub rate_limit: RateLimitSettings,
+    pub delivery: DeliverySettings,
+    /// Hooks by name: `POST /hooks/<name>/<secret>` endpoints for Slack, Alertmanager, Grafana, …
+    pub hooks: BTreeMap<String, HookSettings>,
+}
+
+/// A hook: where its messages go (exactly one of `channel`, `user`, `token`), its secret's
+/// hash, and how bodies are read.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// A channel id or name.
+    #[serde(deserialize_with = "name_or_id")]
+    pub channel: Option<String>,
+    /// A user id or username: a direct message from the gateway's account.
+    #[serde(deserialize_with = "name_or_id")]
+    pub user: Option<String>,
+    /// The name of a configured incoming-webhook token (`tokens.<name>`).
+    pub token: Option<String>,
+    /// Hex SHA-256 of the hook's secret (`syno-chat-gateway hash-key`).
+    #[serde(serialize_with = "mask_secret")]
+    pub secret_hash: Option<SecretString>,
+    pub secret_hash_file: Option<PathBuf>,
+    /// Force a format instead of detecting it from each body.
+    pub format: Option<crate::formats::Format>,
+    /// A MiniJinja template for the generic format (the body's JSON fields are its variables).
+    pub template: Option<String>,
+}
+
+fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Id(u64),
+        Name(String),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Id(id) => id.to_string(),
+        Raw::Name(name) => name,
+    }))
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Longer texts are sent as several consecutive posts (DSM's limit is undocumented).
+    pub max_message_chars: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_message_chars: crate::chunking::DEFAULT_MAX_MESSAGE_CHARS,
+        }
+    }
 }
 
 /// Token buckets per caller: per API key, and per client address for requests without a
@@ -377,6 +431,13 @@ impl Settings {
                 &format!("auth.keys.{name}.hash"),
             )?;
         }
+        for (name, hook) in &mut self.hooks {
+            resolve_file(
+                &mut hook.secret_hash,
+                &hook.secret_hash_file,
+                &format!("hooks.{name}.secret_hash"),
+            )?;
+        }
         for (name, token) in &mut self.tokens {
             let key = format!("tokens.{name}.token");
             resolve_file(&mut token.token, &token.token_file, &key)?;
@@ -524,6 +585,15 @@ impl Settings {
                 ));
             }
         }
+        for (name, hook) in &self.hooks {
+            self.validate_hook(name, hook)?;
+        }
+        if !(100..=100_000).contains(&self.delivery.max_message_chars) {
+            return Err(ConfigError::new(
+                "delivery.max_message_chars",
+                "must be between 100 and 100000",
+            ));
+        }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(
                 "server.max_upload_bytes",
@@ -619,6 +689,82 @@ impl Settings {
                     self.server.bind
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_hook(&self, name: &str, hook: &HookSettings) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("hooks.{name}.{field}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                format!("hooks.{name}"),
+                "hook names are letters, digits, `-` and `_` (they are URL path segments)",
+            ));
+        }
+        let targets = [&hook.channel, &hook.user, &hook.token]
+            .iter()
+            .filter(|t| t.is_some())
+            .count();
+        if targets != 1 {
+            return Err(ConfigError::new(
+                format!("hooks.{name}"),
+                "needs exactly one target: `channel`, `user` or `token`",
+            ));
+        }
+        for (field, value) in [("channel", &hook.channel), ("user", &hook.user)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.trim().is_empty() || v == "0")
+            {
+                return Err(ConfigError::new(key(field), "must be an id or a name"));
+            }
+        }
+        if let Some(token) = &hook.token {
+            match self.tokens.get(token) {
+                Some(t) if t.kind == TokenKind::Webhook => {}
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        key("token"),
+                        format!(
+                            "tokens.{token} is a chatbot token; a hook needs an incoming-webhook token"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        key("token"),
+                        format!("no token is configured as tokens.{token}"),
+                    ));
+                }
+            }
+        }
+        let hash = hook
+            .secret_hash
+            .as_ref()
+            .map(|h| h.expose_secret().to_owned())
+            .unwrap_or_default();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                key("secret_hash"),
+                "must be the 64-hex-digit SHA-256 of the hook's secret (see `syno-chat-gateway hash-key`)",
+            ));
+        }
+        if let Some(template) = &hook.template {
+            crate::formats::check_template(template)
+                .map_err(|reason| ConfigError::new(key("template"), reason))?;
+            if hook
+                .format
+                .is_some_and(|f| f != crate::formats::Format::Generic)
+            {
+                return Err(ConfigError::new(
+                    key("template"),
+                    "is only used by the generic format (leave `format` unset or set it to \"generic\")",
+                ));
+            }
         }
         Ok(())
     }
@@ -898,6 +1044,59 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("robot"), "{err}");
+    }
+
+    #[test]
+    fn hooks_need_one_target_a_secret_hash_and_a_valid_template() {
+        let token = "a".repeat(64);
+        let ok = load(&[
+            ("SYNOCHAT__HOOKS__OPS__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__OPS__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__KUMA__USER", "7"),
+            ("SYNOCHAT__HOOKS__KUMA__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__KUMA__TEMPLATE", "{{ msg }}"),
+            ("SYNOCHAT__HOOKS__AM__TOKEN", "alerts"),
+            ("SYNOCHAT__HOOKS__AM__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__AM__FORMAT", "alertmanager"),
+            ("SYNOCHAT__TOKENS__ALERTS__TOKEN", &token),
+        ])
+        .unwrap();
+        assert_eq!(s_channel(&ok, "ops"), Some("ops"));
+        assert_eq!(ok.hooks["kuma"].user.as_deref(), Some("7"));
+        assert!(!ok.masked_json().contains(HASH));
+        let err = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__USER", "alice"),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "hooks.x");
+        let err = load(&[("SYNOCHAT__HOOKS__X__CHANNEL", "ops")]).unwrap_err();
+        assert_eq!(err.key, "hooks.x.secret_hash");
+        let err = load(&[
+            ("SYNOCHAT__HOOKS__X__TOKEN", "missing"),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "hooks.x.token");
+        let err = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__X__TEMPLATE", "{{ unclosed"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "hooks.x.template");
+        let err = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__X__FORMAT", "telegram"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("telegram"), "{err}");
+    }
+
+    fn s_channel<'a>(s: &'a Settings, hook: &str) -> Option<&'a str> {
+        s.hooks[hook].channel.as_deref()
     }
 
     #[test]

@@ -214,7 +214,16 @@ impl Application {
             max_upload_bytes: settings.server.max_upload_bytes,
             uploads: tokio::sync::Semaphore::new(settings.server.max_concurrent_uploads),
             file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
+            max_message_chars: settings.delivery.max_message_chars,
+            hooks: settings
+                .hooks
+                .iter()
+                .filter_map(|(name, hook)| {
+                    Some((name.clone(), api::hooks::Hook::from_settings(hook)?))
+                })
+                .collect(),
         });
+        let hook_state = state.clone();
         let mut document = api::openapi_document();
         if let Some(public_url) = &settings.server.public_url {
             document.servers = Some(vec![utoipa::openapi::Server::new(
@@ -317,11 +326,15 @@ impl Application {
         let server = server.run();
 
         // Log in ahead of the first request; failures are reported by /readyz and retried on demand.
+        // Then check that the hooks' named targets exist.
         let warm_up = upstream.clone();
+        let hook_state = hook_state;
         actix_web::rt::spawn(async move {
-            if let Err(error) = warm_up.client().probe().await {
+            let chat = web::Data::new(warm_up.client());
+            if let Err(error) = chat.probe().await {
                 tracing::warn!(%error, "DSM not ready at start-up");
             }
+            api::hooks::check_targets(&hook_state, &chat).await;
         });
         tracing::info!(%address, docs = %format!("http://{address}/docs"), "syno-chat-gateway listening");
         Ok(Self {

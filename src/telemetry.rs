@@ -97,6 +97,18 @@ fn request_id_from(req: &ServiceRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
+/// anything after it) is masked.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix("/hooks/") else {
+        return path.into();
+    };
+    match rest.split_once('/') {
+        Some((name, _secret)) => format!("/hooks/{name}/****").into(),
+        None => path.into(),
+    }
+}
+
 /// Middleware (outermost): request id, request span, access log line, and conversion of errors
 /// into responses while the request id is still known.
 pub async fn request_context(
@@ -108,10 +120,11 @@ pub async fn request_context(
         Some(proxies) => PublicOrigin::resolve(&req, proxies),
         None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
     };
+    let path = loggable_path(req.path());
     let info = RequestInfo {
         id: id.clone(),
         // As the caller sees it: behind a proxy the path carries the public prefix.
-        path: format!("{}{}", origin.prefix, req.path()),
+        path: format!("{}{}", origin.prefix, path),
     };
     // The path, never the query string: callers' queries are not ours to log.
     let method = method_label(req.method());
@@ -119,7 +132,7 @@ pub async fn request_context(
         "request",
         request_id = %id,
         method,
-        path = %req.path(),
+        path = %path,
         client_ip = origin.client_ip.map(tracing::field::display),
     );
     req.extensions_mut().insert(origin);

@@ -1,4 +1,5 @@
-//! Passwords, sids, SynoTokens and API keys never reach the logs, even at the most verbose level.
+//! Passwords, sids, SynoTokens, API keys and hook secrets never reach the logs, even at the most
+//! verbose level (the same capture also checks that a misnamed hook target is reported at start-up).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -6,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
 use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::{KeySettings, LogFormat, LogSettings, Settings};
+use syno_chat_gateway::config::{HookSettings, KeySettings, LogFormat, LogSettings, Settings};
 use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
 use syno_chat_gateway::startup::Application;
 use syno_chat_gateway::telemetry;
@@ -25,6 +26,7 @@ impl Write for Captured {
 }
 
 const API_KEY: &str = "key-that-must-not-be-logged";
+const HOOK_SECRET: &str = "hook-secret-that-must-not-be-logged";
 
 #[actix_web::test]
 async fn no_secret_appears_in_the_logs() {
@@ -58,6 +60,23 @@ async fn no_secret_appears_in_the_logs() {
             hash: Some(SecretString::from(hash_key(API_KEY))),
             hash_file: None,
             scopes: vec!["write".to_owned()],
+        },
+    );
+    settings.hooks.insert(
+        "alerts".to_owned(),
+        HookSettings {
+            channel: Some("general".to_owned()),
+            secret_hash: Some(SecretString::from(hash_key(HOOK_SECRET))),
+            ..HookSettings::default()
+        },
+    );
+    // A hook whose target name matches nothing is reported at start-up (its secret never).
+    settings.hooks.insert(
+        "misnamed".to_owned(),
+        HookSettings {
+            channel: Some("no-such-channel".to_owned()),
+            secret_hash: Some(SecretString::from(hash_key(HOOK_SECRET))),
+            ..HookSettings::default()
         },
     );
     let app = Application::build(settings).await.unwrap();
@@ -97,6 +116,17 @@ async fn no_secret_appears_in_the_logs() {
         .send()
         .await
         .unwrap();
+    // A hook's secret in the path, on a matched route and on one that is not.
+    for path in [
+        format!("/hooks/alerts/{HOOK_SECRET}"),
+        format!("/hooks/alerts/{HOOK_SECRET}/more"),
+    ] {
+        client
+            .post(format!("{base}{path}"))
+            .send_json(&serde_json::json!({"text": "hook"}))
+            .await
+            .unwrap();
+    }
     sessions.extend(sim.active_sessions());
     handle.stop(true).await;
     let _ = stopped.await;
@@ -105,7 +135,15 @@ async fn no_secret_appears_in_the_logs() {
     assert!(logs.contains("logged in to DSM"), "the capture works");
     assert!(logs.contains("DSM call"), "upstream calls are logged");
     assert!(sessions.len() >= 2);
-    let mut secrets = vec![DEMO_PASSWORD.to_owned(), API_KEY.to_owned()];
+    assert!(
+        logs.contains("/hooks/alerts/****"),
+        "hook requests are logged, masked"
+    );
+    let mut secrets = vec![
+        DEMO_PASSWORD.to_owned(),
+        API_KEY.to_owned(),
+        HOOK_SECRET.to_owned(),
+    ];
     for session in sessions {
         secrets.push(session.sid);
         secrets.push(session.synotoken);

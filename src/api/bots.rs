@@ -9,7 +9,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::extract::{Json, Query, whole_number};
 use super::webhooks::outgoing_message;
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
+    Unprocessable, file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
@@ -133,8 +134,9 @@ fn bot_read_error(
 #[utoipa::path(tag = "bots", security(("bearer" = [])),
     params(("name" = String, Path, description = "The configured bot name")),
     request_body = BotMessageBody,
-    responses((status = 200, body = BotDelivery), InvalidInput, NotFound, Unprocessable,
-        BodyProblems, CommonProblems))]
+    responses((status = 200, body = BotDelivery,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as, per user (long texts are split)"))), InvalidInput, NotFound, Unprocessable, BodyProblems,
+        CommonProblems))]
 #[post("/bots/{name}/messages")]
 pub async fn send_bot_message(
     _: Authorized<Write>,
@@ -142,7 +144,7 @@ pub async fn send_bot_message(
     body: Json<BotMessageBody>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<BotDelivery>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let body = body.into_inner();
     let (text, file_url) =
@@ -153,23 +155,45 @@ pub async fn send_bot_message(
     if user_ids.is_empty() {
         return Err(ApiError::invalid("user_ids must name at least one user"));
     }
-    let message = ExternalMessage {
-        text: &text,
-        file_url: file_url.as_ref(),
-    };
-    let delivery = chat.send_chatbot(token, &message, &user_ids).await?;
-    Ok(web::Json(BotDelivery {
-        items: delivery
-            .sent
-            .into_iter()
-            .map(|(user_id, post_id)| DeliveredMessage { user_id, post_id })
-            .collect(),
-        failed: delivery
-            .failed
-            .into_iter()
-            .map(|(user_id, reason)| FailedRecipient { user_id, reason })
-            .collect(),
-    }))
+    let (chat, user_ids, file_url) = (&chat, &user_ids, file_url.as_ref());
+    let file_sent = std::cell::Cell::new(false);
+    let file_sent = &file_sent;
+    let parts = send_text(
+        &state,
+        &text,
+        |part| async move {
+            let message = ExternalMessage {
+                text: &part,
+                file_url: file_url.filter(|_| !file_sent.get()),
+            };
+            let result = chat.send_chatbot(token, &message, user_ids).await;
+            file_sent.set(file_sent.get() || result.is_ok());
+            result
+        },
+        ApiError::from,
+    )
+    .await?;
+    // A long text is several posts per user: the answer names each user's first post, and a
+    // user any part failed for is reported with the first reason.
+    let count = parts.len();
+    let mut items: Vec<DeliveredMessage> = Vec::new();
+    let mut failed: Vec<FailedRecipient> = Vec::new();
+    for delivery in parts {
+        for (user_id, post_id) in delivery.sent {
+            if !items.iter().any(|d| d.user_id == user_id) {
+                items.push(DeliveredMessage { user_id, post_id });
+            }
+        }
+        for (user_id, reason) in delivery.failed {
+            if !failed.iter().any(|f| f.user_id == user_id) {
+                failed.push(FailedRecipient { user_id, reason });
+            }
+        }
+    }
+    items.retain(|d| !failed.iter().any(|f| f.user_id == d.user_id));
+    Ok(HttpResponse::Ok()
+        .insert_header((POST_COUNT_HEADER, count.to_string()))
+        .json(BotDelivery { items, failed }))
 }
 
 /// List the bot's channels

@@ -96,21 +96,43 @@ pub struct LeaveQuery {
     "is_muted": false, "is_favorite": false, "is_hidden": false}))]
 pub struct ChannelPreferences(Map<String, Value>);
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFilter {
+    /// Only the channels with this name (ignoring case), e.g. `ops`.
+    #[param(min_length = 1)]
+    name: Option<String>,
+}
+
 /// List the channels visible to the gateway's account
 ///
-/// Served from a cache refreshed every `cache.ttl_secs`.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    responses((status = 200, body = ChannelList), CommonProblems))]
+/// Served from a cache refreshed every `cache.ttl_secs`. `?name=` filters by name.
+#[utoipa::path(tag = "channels", security(("bearer" = [])), params(ChannelFilter),
+    responses((status = 200, body = ChannelList), InvalidInput, CommonProblems))]
 #[get("/channels")]
 pub async fn list_channels(
     _: Authorized<Read>,
+    filter: Query<ChannelFilter>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(list.body.clone()))
+    let Some(name) = filter.name.as_deref() else {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(list.body.clone()));
+    };
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    let items = list
+        .items
+        .iter()
+        .filter(|c| !c.name.is_empty() && c.name.eq_ignore_ascii_case(name))
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(ChannelList { items }))
 }
 
 /// Get one channel

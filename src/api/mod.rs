@@ -7,6 +7,7 @@ mod channels;
 pub mod docs;
 mod extract;
 pub mod health;
+pub mod hooks;
 mod integrations;
 mod misc;
 pub mod mode;
@@ -30,8 +31,12 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use actix_web::ResponseError;
+
 use crate::cache::Caches;
+use crate::chunking;
 use crate::config::TokenKind;
+use crate::domain::{MessageText, Post};
 use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::{ChatClient, Download, Upstream};
 
@@ -49,6 +54,10 @@ pub struct AppState {
     pub uploads: tokio::sync::Semaphore,
     /// Which hosts a `file_url` may name (`server.file_url_allow`).
     pub file_urls: crate::domain::FileUrlPolicy,
+    /// Texts longer than this are sent as several posts (`delivery.max_message_chars`).
+    pub max_message_chars: usize,
+    /// The configured `/hooks` endpoints by name.
+    pub hooks: hooks::Hooks,
 }
 
 /// A configured Chat integration token.
@@ -83,6 +92,67 @@ impl AppState {
     }
 }
 
+/// Response header: how many posts a text was sent as (long texts are split).
+pub const POST_COUNT_HEADER: &str = "X-Chat-Post-Count";
+
+/// What DSM's answer to one part of a long text means for [`chunking::send_in_parts`]: 410 is
+/// "too long" and 411 "too fast" in both the session and the External family.
+pub(crate) fn part_outcome<T>(
+    result: Result<T, crate::upstream::UpstreamError>,
+    describe: impl FnOnce(crate::upstream::UpstreamError) -> ApiError,
+) -> chunking::PartOutcome<T, ApiError> {
+    use crate::upstream::UpstreamError;
+    match result {
+        Ok(value) => chunking::PartOutcome::Sent(value),
+        Err(error @ UpstreamError::Dsm { code: 410, .. }) => {
+            chunking::PartOutcome::TooLong(describe(error))
+        }
+        Err(error @ UpstreamError::Dsm { code: 411, .. }) => {
+            chunking::PartOutcome::RateLimited(describe(error))
+        }
+        Err(error) => chunking::PartOutcome::Failed(describe(error)),
+    }
+}
+
+/// A part of a long text as a message; parts [`chunking::send_in_parts`] sends are never blank.
+pub(crate) fn part_text(part: String) -> Result<MessageText, ApiError> {
+    MessageText::parse(part).map_err(|_| ApiError::new(ProblemCode::Internal, "blank message part"))
+}
+
+/// Sends `text` as one post, or as consecutive posts when it is longer than
+/// `delivery.max_message_chars`, through `send` (one call per part, in order); `describe`
+/// turns DSM's refusal into the route's problem. Answers what each part's call returned.
+pub(crate) async fn send_text<T, F, Fut>(
+    state: &AppState,
+    text: &MessageText,
+    send: F,
+    describe: impl Fn(crate::upstream::UpstreamError) -> ApiError,
+) -> Result<Vec<T>, ApiError>
+where
+    F: Fn(MessageText) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::upstream::UpstreamError>>,
+{
+    let (send, describe) = (&send, &describe);
+    chunking::send_in_parts(text.as_str(), state.max_message_chars, |part| async move {
+        match part_text(part) {
+            Ok(message) => part_outcome(send(message).await, describe),
+            Err(error) => chunking::PartOutcome::Failed(error),
+        }
+    })
+    .await
+}
+
+/// 201 with the first post created and, in [`POST_COUNT_HEADER`], how many were.
+pub(crate) fn created_posts(posts: Vec<Post>) -> HttpResponse {
+    let count = posts.len();
+    match posts.into_iter().next() {
+        Some(first) => HttpResponse::Created()
+            .insert_header((POST_COUNT_HEADER, count.to_string()))
+            .json(first),
+        None => ApiError::new(ProblemCode::Internal, "no post was created").error_response(),
+    }
+}
+
 /// The worker-local DSM client, as handlers receive it.
 pub type Chat = web::Data<ChatClient>;
 /// The shared state, as handlers receive it.
@@ -106,7 +176,8 @@ pub type State = web::Data<AppState>;
         (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
-        (name = "health", description = "Liveness and readiness")
+        (name = "health", description = "Liveness and readiness"),
+        (name = "hooks", description = "Endpoints for tools that speak Slack, Mattermost, Alertmanager, Grafana or Discord (outside /api/v1: authenticated by the hook's secret)")
     )
 )]
 struct ApiDoc;
@@ -206,6 +277,7 @@ pub enum BodyProblems {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .configure(hooks::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .configure(channels::routes)
@@ -444,7 +516,6 @@ fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
 
 /// Answers requests no route took: 405 with `Allow` when the path exists, else 404.
 pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
-    use actix_web::ResponseError;
     match table.allowed_methods(req.path()) {
         Some(methods) => {
             let mut response = ApiError::new(

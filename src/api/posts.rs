@@ -8,7 +8,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
+use super::{
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, created_posts,
+    file_response, send_text,
+};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, MessageText, Post, PostId};
 use crate::error::{ApiError, ProblemCode};
@@ -172,7 +175,9 @@ pub async fn list_posts(
 /// Post a message to a channel
 ///
 /// Posts text (optionally as a thread reply). Text with `%`, `&`, `+`, quotes, new lines and
-/// non-ASCII characters arrives unchanged. Answers 201 with the post DSM created.
+/// non-ASCII characters arrives unchanged. Answers 201 with the post DSM created. A text longer
+/// than `delivery.max_message_chars` is posted as consecutive posts (split at paragraph, line,
+/// then word boundaries); the answer is the first and `X-Chat-Post-Count` says how many.
 ///
 /// This route also takes the `multipart/form-data` upload of `POST
 /// /channels/{channel_id}/files`; that one is documented separately because client generators
@@ -180,7 +185,9 @@ pub async fn list_posts(
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
     request_body = NewPostBody,
-    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, description = "The (first) post created", body = Post,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
     _: Authorized<Write>,
@@ -207,15 +214,22 @@ pub async fn create_post(
         .into());
     }
     let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
-    let post = chat
-        .create_post(NewPost {
-            channel_id,
-            message: &body.message,
-            thread_id: body.thread_id,
-        })
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(HttpResponse::Created().json(post))
+    let (chat, thread_id) = (&chat, body.thread_id);
+    let posts = send_text(
+        &state,
+        &body.message,
+        |message| async move {
+            chat.create_post(NewPost {
+                channel_id,
+                message: &message,
+                thread_id,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, format_args!("channel {channel_id}")),
+    )
+    .await?;
+    Ok(created_posts(posts))
 }
 
 fn is_multipart_form(req: &HttpRequest) -> bool {
@@ -288,25 +302,35 @@ async fn post_file(
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
     params(("post_id" = u64, Path, minimum = 1, description = "Id of the thread's root post")),
     request_body = ReplyBody,
-    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, description = "The (first) reply created", body = Post,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/posts/{post_id}/replies")]
 pub async fn reply_to_post(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
     body: Json<ReplyBody>,
+    state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     let channel_id = channel_of(post_id)?;
-    let reply = chat
-        .create_post(NewPost {
-            channel_id,
-            message: &body.message,
-            thread_id: Some(post_id),
-        })
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?;
-    Ok(HttpResponse::Created().json(reply))
+    let chat = &chat;
+    let replies = send_text(
+        &state,
+        &body.message,
+        |message| async move {
+            chat.create_post(NewPost {
+                channel_id,
+                message: &message,
+                thread_id: Some(post_id),
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, format_args!("post {post_id}")),
+    )
+    .await?;
+    Ok(created_posts(replies))
 }
 
 /// Download a post's file

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::Json;
+use super::extract::{Json, Query};
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
+    created_posts, file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
@@ -57,21 +58,43 @@ pub struct DirectMessage {
     message: MessageText,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    /// Only the user with this username (DSM account names ignore case), e.g. `alice`.
+    #[param(min_length = 1)]
+    username: Option<String>,
+}
+
 /// List Chat users
 ///
-/// Served from a cache refreshed every `cache.ttl_secs`.
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserList), CommonProblems))]
+/// Served from a cache refreshed every `cache.ttl_secs`. `?username=` filters by username.
+#[utoipa::path(tag = "users", security(("bearer" = [])), params(UserFilter),
+    responses((status = 200, body = UserList), InvalidInput, CommonProblems))]
 #[get("/users")]
 pub async fn list_users(
     _: Authorized<Read>,
+    filter: Query<UserFilter>,
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(list.body.clone()))
+    let Some(username) = filter.username.as_deref() else {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(list.body.clone()));
+    };
+    if username.trim().is_empty() {
+        return Err(ApiError::invalid("username must not be empty"));
+    }
+    let items = list
+        .items
+        .iter()
+        .filter(|u| u.username.eq_ignore_ascii_case(username))
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(UserList { items }))
 }
 
 /// Get one user
@@ -143,7 +166,9 @@ pub async fn get_user_avatar(
 #[utoipa::path(tag = "users", security(("bearer" = [])),
     params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
     request_body = DirectMessage,
-    responses((status = 201, description = "The post in the direct-message channel", body = Post), InvalidInput, NotFound,
+    responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        InvalidInput, NotFound,
         Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
@@ -162,17 +187,22 @@ pub async fn send_direct_message(
         ));
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
-    let post = chat
-        .create_post(NewPost {
-            channel_id,
-            message: &body.message,
-            thread_id: None,
-        })
-        .await
-        .map_err(|e| {
-            ApiError::for_resource(e, format_args!("direct-message channel {channel_id}"))
-        })?;
-    Ok(HttpResponse::Created().json(post))
+    let chat = &chat;
+    let posts = send_text(
+        &state,
+        &body.message,
+        |message| async move {
+            chat.create_post(NewPost {
+                channel_id,
+                message: &message,
+                thread_id: None,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, format_args!("direct-message channel {channel_id}")),
+    )
+    .await?;
+    Ok(created_posts(posts))
 }
 
 /// Get the gateway account's Chat preferences
@@ -188,7 +218,7 @@ pub async fn get_own_preferences(
 
 /// The DM channel of the two users: an `anonymous` channel with exactly them as members
 /// (upstream-protocol §6.1 note 2), opened through DSM when the channel list has none.
-async fn direct_channel(
+pub(super) async fn direct_channel(
     state: &State,
     chat: &Chat,
     own_id: UserId,

@@ -1,19 +1,24 @@
 //! `/webhooks/incoming`: sending through Chat incoming webhooks. Configured webhooks are used by
 //! name, so their tokens never leave the gateway; a caller may also bring its own token.
 
-use actix_web::{HttpRequest, get, post, web};
+use std::cell::Cell;
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
+use super::{
+    AppState, BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
+    Unprocessable, send_text,
+};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
 use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
 use crate::error::{ApiError, ProblemCode};
-use crate::upstream::ExternalMessage;
+use crate::upstream::{ChatClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_incoming_webhooks)
@@ -91,6 +96,45 @@ pub(super) fn outgoing_message(
     Ok((text, file_url))
 }
 
+/// Sends `text` through an incoming webhook, as several posts when it is long (the file goes
+/// with the first part that DSM accepts). Answers how many posts were sent.
+pub(crate) async fn send_incoming_text(
+    state: &AppState,
+    chat: &ChatClient,
+    token: &SecretString,
+    text: &MessageText,
+    file_url: Option<&HttpUrl>,
+    describe: impl Fn(UpstreamError) -> ApiError,
+) -> Result<usize, ApiError> {
+    let file_sent = Cell::new(false);
+    let file_sent = &file_sent;
+    let sent = send_text(
+        state,
+        text,
+        |part| async move {
+            let message = ExternalMessage {
+                text: &part,
+                file_url: file_url.filter(|_| !file_sent.get()),
+            };
+            let result = chat.send_incoming(token, &message).await;
+            file_sent.set(file_sent.get() || result.is_ok());
+            result
+        },
+        describe,
+    )
+    .await?;
+    Ok(sent.len())
+}
+
+fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((POST_COUNT_HEADER, count.to_string()))
+        .json(WebhookReceipt {
+            accepted: true,
+            webhook,
+        })
+}
+
 /// List the configured incoming webhooks
 ///
 /// Names only: their tokens stay in the gateway. No call to DSM.
@@ -123,8 +167,9 @@ pub async fn list_incoming_webhooks(
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
     params(("name" = String, Path, description = "The configured webhook name")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, NotFound, Unprocessable,
-        BodyProblems, CommonProblems))]
+    responses((status = 200, body = WebhookReceipt,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), InvalidInput, NotFound, Unprocessable, BodyProblems,
+        CommonProblems))]
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
     _: Authorized<Write>,
@@ -132,20 +177,21 @@ pub async fn send_with_configured_webhook(
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<WebhookReceipt>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
-    let message = ExternalMessage {
-        text: &text,
-        file_url: file_url.as_ref(),
-    };
-    chat.send_incoming(token, &message).await?;
-    Ok(web::Json(WebhookReceipt {
-        accepted: true,
-        webhook: Some(name),
-    }))
+    let count = send_incoming_text(
+        &state,
+        &chat,
+        token,
+        &text,
+        file_url.as_ref(),
+        ApiError::from,
+    )
+    .await?;
+    Ok(receipt(Some(name), count))
 }
 
 /// Send with your own incoming-webhook token
@@ -156,8 +202,8 @@ pub async fn send_with_configured_webhook(
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, Unprocessable, BodyProblems,
-        CommonProblems))]
+    responses((status = 200, body = WebhookReceipt,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), InvalidInput, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/webhooks/incoming")]
 pub async fn send_with_caller_token(
     _: Authorized<Write>,
@@ -165,7 +211,7 @@ pub async fn send_with_caller_token(
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<WebhookReceipt>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let raw = req
         .headers()
         .get(CHAT_TOKEN_HEADER)
@@ -184,15 +230,14 @@ pub async fn send_with_caller_token(
     let token = SecretString::from(token);
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
-    let message = ExternalMessage {
-        text: &text,
-        file_url: file_url.as_ref(),
-    };
-    chat.send_incoming(&token, &message)
-        .await
-        .map_err(ApiError::for_caller_token)?;
-    Ok(web::Json(WebhookReceipt {
-        accepted: true,
-        webhook: None,
-    }))
+    let count = send_incoming_text(
+        &state,
+        &chat,
+        &token,
+        &text,
+        file_url.as_ref(),
+        ApiError::for_caller_token,
+    )
+    .await?;
+    Ok(receipt(None, count))
 }

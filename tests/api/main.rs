@@ -1,9 +1,12 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
+mod alertmanager;
 mod contract;
 mod hardening;
 mod helpers;
+mod hooks;
 mod keys;
+mod long_messages;
 mod observability;
 mod resilience;
 mod resources;

@@ -1,0 +1,546 @@
+//! `/hooks/{name}`: endpoints that speak the senders' languages (Slack, Mattermost,
+//! Alertmanager, Grafana, Discord, generic JSON, text). Outside `/api/v1` because those tools
+//! cannot send our API keys: the hook's secret is in the path (like Slack's URLs) or in
+//! `Authorization: Bearer`. Bodies become Chat text in [`crate::formats`]; every send goes
+//! through [`dispatch`].
+
+use std::collections::BTreeMap;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::users::{direct_channel, own_user_id};
+use super::webhooks::send_incoming_text;
+use super::{Chat, State, send_text};
+use crate::auth::hash_key;
+use crate::config::{HookSettings, TokenKind};
+use crate::domain::{ChannelId, MessageText, UserId};
+use crate::error::{ApiError, ProblemCode};
+use crate::formats::{self, Format, FormatError};
+use crate::upstream::NewPost;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(hook_with_path_secret)
+        .service(hook_with_bearer_secret);
+}
+
+/// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
+const MAX_HOOK_BODY: usize = 5 * 1024 * 1024;
+
+/// Where a hook posts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookTarget {
+    Channel(Address),
+    /// A direct message from the gateway's account.
+    User(Address),
+    /// A configured incoming-webhook token, by name.
+    Token(String),
+}
+
+/// An id, or a name resolved through the cached lists on each use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Id(u64),
+    Name(String),
+}
+
+impl Address {
+    fn parse(raw: &str) -> Self {
+        match raw.trim().parse::<u64>() {
+            Ok(id) if id > 0 => Self::Id(id),
+            _ => Self::Name(raw.trim().to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for HookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = |a: &Address| match a {
+            Address::Id(id) => id.to_string(),
+            Address::Name(name) => format!("{name:?}"),
+        };
+        match self {
+            Self::Channel(a) => write!(f, "channel {}", address(a)),
+            Self::User(a) => write!(f, "user {}", address(a)),
+            Self::Token(name) => write!(f, "incoming webhook {name:?}"),
+        }
+    }
+}
+
+/// A configured hook, ready to serve.
+pub struct Hook {
+    pub target: HookTarget,
+    secret_hash: SecretString,
+    pub format: Option<Format>,
+    pub template: Option<String>,
+}
+
+impl Hook {
+    /// From validated settings (exactly one target, a 64-hex-digit hash).
+    pub fn from_settings(settings: &HookSettings) -> Option<Self> {
+        let target = match (&settings.channel, &settings.user, &settings.token) {
+            (Some(channel), None, None) => HookTarget::Channel(Address::parse(channel)),
+            (None, Some(user), None) => HookTarget::User(Address::parse(user)),
+            (None, None, Some(token)) => HookTarget::Token(token.clone()),
+            _ => return None,
+        };
+        Some(Self {
+            target,
+            secret_hash: settings.secret_hash.clone()?,
+            format: settings.format,
+            template: settings.template.clone(),
+        })
+    }
+
+    /// Whether `secret` is this hook's, compared in constant time on the hashes.
+    fn accepts(&self, secret: &str) -> bool {
+        let presented = hash_key(secret);
+        let expected = self.secret_hash.expose_secret().to_ascii_lowercase();
+        presented.as_bytes().ct_eq(expected.as_bytes()).into()
+    }
+}
+
+/// The configured hooks by name.
+pub type Hooks = BTreeMap<String, Hook>;
+
+/// What a non-Slack sender gets back.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"ok": true, "format": "alertmanager", "posts": 1}))]
+pub struct HookReceipt {
+    ok: bool,
+    /// The format the body was read as.
+    format: &'static str,
+    /// How many Chat posts the message became (long texts are split).
+    posts: usize,
+}
+
+/// How a hook request ended, answered in the sender's dialect.
+enum Outcome {
+    Posted {
+        format: Format,
+        posts: usize,
+    },
+    /// Wrong name or secret: nothing posted.
+    NoService,
+    BadBody {
+        format: Option<Format>,
+        error: FormatError,
+    },
+    TooLarge,
+    /// The hook's target name matches nothing, or DSM refused for good.
+    Refused {
+        slack_code: &'static str,
+        error: ApiError,
+    },
+    /// The NAS is down, busy or rate-limiting: the sender should retry.
+    Unavailable(ApiError),
+}
+
+/// Post to a hook (secret in the path)
+///
+/// For tools that only take a URL: Slack- and Mattermost-compatible senders (Alertmanager
+/// `slack_configs`, Grafana's Slack contact point, Uptime Kuma, Gitea, Sonarr, shoutrrr),
+/// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, any JSON with the
+/// hook's template, or plain text. The format is detected from the body unless the hook sets
+/// `format`. Slack-style bodies are answered as Slack does: `200 ok`, `400 invalid_payload`,
+/// `400 no_text`, `404 no_service` (text/plain); other formats get a small JSON receipt. A
+/// wrong name or secret is `404 no_service` and posts nothing. The NAS being unreachable,
+/// busy or rate-limiting is a 503 (senders retry 5xx), never a 4xx.
+#[utoipa::path(tag = "hooks",
+    params(("name" = String, Path, description = "The hook's configured name"),
+        ("secret" = String, Path, description = "The hook's secret")),
+    request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
+        content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
+    responses(
+        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
+            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
+            headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
+        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
+            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
+        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
+        (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
+        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
+            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
+        (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+#[post("/hooks/{name}/{secret}")]
+pub async fn hook_with_path_secret(
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Chat,
+) -> HttpResponse {
+    let (name, secret) = path.into_inner();
+    handle(&name, Some(&secret), &req, payload, &state, &chat).await
+}
+
+/// Post to a hook (secret as a bearer token)
+///
+/// The same as `POST /hooks/{name}/{secret}`, for senders that can set
+/// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
+/// secret stays out of URLs and proxy logs.
+#[utoipa::path(tag = "hooks",
+    params(("name" = String, Path, description = "The hook's configured name"),
+        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
+    request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
+        content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
+    responses(
+        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
+            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
+            headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
+        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
+            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
+        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
+        (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
+        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
+            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
+        (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+#[post("/hooks/{name}")]
+pub async fn hook_with_bearer_secret(
+    name: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Chat,
+) -> HttpResponse {
+    let secret = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_owned);
+    handle(&name, secret.as_deref(), &req, payload, &state, &chat).await
+}
+
+async fn handle(
+    name: &str,
+    secret: Option<&str>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    chat: &Chat,
+) -> HttpResponse {
+    let hook = state.hooks.get(name);
+    let outcome = match (hook, secret) {
+        (Some(hook), Some(secret)) if hook.accepts(secret) => {
+            receive(hook, req, payload, state, chat).await
+        }
+        _ => Outcome::NoService,
+    };
+    let slack_style = |format: Option<Format>| {
+        format
+            .or(hook.and_then(|h| h.format))
+            .is_none_or(Format::answers_like_slack)
+    };
+    match outcome {
+        Outcome::Posted { format, posts } if format.answers_like_slack() => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .insert_header((super::POST_COUNT_HEADER, posts.to_string()))
+            .body("ok"),
+        Outcome::Posted { format, posts } => HttpResponse::Ok()
+            .insert_header((super::POST_COUNT_HEADER, posts.to_string()))
+            .json(HookReceipt {
+                ok: true,
+                format: format.as_str(),
+                posts,
+            }),
+        Outcome::NoService => plain(StatusCode::NOT_FOUND, "no_service"),
+        Outcome::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        Outcome::BadBody { format, error } => {
+            let code = match error {
+                FormatError::NoText => "no_text",
+                FormatError::InvalidPayload(_) => "invalid_payload",
+            };
+            if slack_style(format) {
+                plain(StatusCode::BAD_REQUEST, code)
+            } else {
+                use actix_web::ResponseError;
+                ApiError::invalid(format!("{code}: {error}")).error_response()
+            }
+        }
+        Outcome::Refused { slack_code, error } => {
+            tracing::warn!(hook = name, %error, "hook message refused");
+            if slack_style(None) {
+                plain(StatusCode::UNPROCESSABLE_ENTITY, slack_code)
+            } else {
+                use actix_web::ResponseError;
+                error.error_response()
+            }
+        }
+        Outcome::Unavailable(error) => {
+            tracing::warn!(hook = name, %error, "hook message not delivered: the NAS is not available");
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            response
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+async fn receive(
+    hook: &Hook,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    chat: &Chat,
+) -> Outcome {
+    let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Outcome::TooLarge,
+        Err(_) => {
+            return Outcome::BadBody {
+                format: hook.format,
+                error: FormatError::InvalidPayload("the body could not be read".into()),
+            };
+        }
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let rendered = formats::parse_body(content_type, &body)
+        .and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
+    let rendered = match rendered {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            return Outcome::BadBody {
+                format: hook.format,
+                error,
+            };
+        }
+    };
+    let Ok(text) = MessageText::parse(rendered.text) else {
+        return Outcome::BadBody {
+            format: Some(rendered.format),
+            error: FormatError::NoText,
+        };
+    };
+    match dispatch(state, chat, &hook.target, &text).await {
+        Ok(posts) => Outcome::Posted {
+            format: rendered.format,
+            posts,
+        },
+        Err(DispatchError::Transient(error)) => Outcome::Unavailable(error),
+        Err(DispatchError::Permanent { slack_code, error }) => {
+            Outcome::Refused { slack_code, error }
+        }
+    }
+}
+
+/// Why [`dispatch`] did not post.
+pub enum DispatchError {
+    /// Worth retrying later: the NAS unreachable or slow, busy, rate-limiting, a login backing
+    /// off.
+    Transient(ApiError),
+    /// Retrying will not help: an unknown target name, a refusal by DSM.
+    Permanent {
+        slack_code: &'static str,
+        error: ApiError,
+    },
+}
+
+impl From<ApiError> for DispatchError {
+    fn from(error: ApiError) -> Self {
+        let status = error.code().status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            Self::Transient(error)
+        } else {
+            Self::Permanent {
+                slack_code: "action_prohibited",
+                error,
+            }
+        }
+    }
+}
+
+/// The one place a hook's message is sent: to the target's channel, DM or incoming webhook,
+/// split into several posts when long. Answers how many posts were made.
+///
+/// Today it posts synchronously; it is the single seam for handing hook messages to a durable
+/// outbox instead.
+pub async fn dispatch(
+    state: &State,
+    chat: &Chat,
+    target: &HookTarget,
+    text: &MessageText,
+) -> Result<usize, DispatchError> {
+    let channel_id = match target {
+        HookTarget::Token(name) => {
+            let token = state.integration_token(name, TokenKind::Webhook)?;
+            return Ok(send_incoming_text(state, chat, token, text, None, ApiError::from).await?);
+        }
+        HookTarget::Channel(address) => resolve_channel(state, chat, address).await?,
+        HookTarget::User(address) => {
+            let user_id = resolve_user(state, chat, address).await?;
+            let own_id = own_user_id(state, chat).await?;
+            if user_id == own_id {
+                return Err(DispatchError::Permanent {
+                    slack_code: "user_not_found",
+                    error: ApiError::new(
+                        ProblemCode::Unprocessable,
+                        "the hook's user is the gateway's own account, which cannot message itself",
+                    ),
+                });
+            }
+            direct_channel(state, chat, own_id, user_id).await?
+        }
+    };
+    let posts = send_text(
+        state,
+        text,
+        |message| async move {
+            chat.create_post(NewPost {
+                channel_id,
+                message: &message,
+                thread_id: None,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, format_args!("channel {channel_id}")),
+    )
+    .await?;
+    Ok(posts.len())
+}
+
+/// A channel id as configured, or the one channel whose name matches (exactly, else ignoring
+/// case); none or several is a permanent problem, never a guess.
+pub async fn resolve_channel(
+    state: &State,
+    chat: &Chat,
+    address: &Address,
+) -> Result<ChannelId, DispatchError> {
+    let name = match address {
+        Address::Id(id) => {
+            return ChannelId::new(*id).map_err(|e| unknown("channel_not_found", e));
+        }
+        Address::Name(name) => name,
+    };
+    let channels = state.caches.channels.get_or_load(chat.channels()).await?;
+    let names: Vec<(&str, ChannelId)> = channels
+        .items
+        .iter()
+        .filter(|c| !c.name.is_empty())
+        .map(|c| (c.name.as_str(), c.channel_id))
+        .collect();
+    pick(&names, name)
+        .map_err(|reason| unknown("channel_not_found", format!("channel {name:?} {reason}")))
+}
+
+/// A user id as configured, or the user with this username (DSM account names ignore case).
+pub async fn resolve_user(
+    state: &State,
+    chat: &Chat,
+    address: &Address,
+) -> Result<UserId, DispatchError> {
+    let name = match address {
+        Address::Id(id) => return UserId::new(*id).map_err(|e| unknown("user_not_found", e)),
+        Address::Name(name) => name,
+    };
+    let users = state.caches.users.get_or_load(chat.users()).await?;
+    let names: Vec<(&str, UserId)> = users
+        .items
+        .iter()
+        .filter(|u| !u.deleted)
+        .map(|u| (u.username.as_str(), u.user_id))
+        .collect();
+    pick(&names, name)
+        .map_err(|reason| unknown("user_not_found", format!("user {name:?} {reason}")))
+}
+
+/// The value of the one entry named `name`: an exact match, else the only match ignoring case.
+fn pick<T: Copy>(entries: &[(&str, T)], name: &str) -> Result<T, &'static str> {
+    if let Some((_, value)) = entries.iter().find(|(n, _)| *n == name) {
+        return Ok(*value);
+    }
+    let mut folded = entries.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+    match (folded.next(), folded.next()) {
+        (Some((_, value)), None) => Ok(*value),
+        (Some(_), Some(_)) => Err("matches several entries (names differ only in case)"),
+        (None, _) => Err("does not exist or is not visible to the gateway's account"),
+    }
+}
+
+fn unknown(slack_code: &'static str, detail: impl std::fmt::Display) -> DispatchError {
+    DispatchError::Permanent {
+        slack_code,
+        error: ApiError::new(ProblemCode::Unprocessable, detail.to_string()),
+    }
+}
+
+/// At start-up: resolves every named hook target once, so a name that matches nothing is
+/// reported before the first alert needs it (a warning only when the NAS cannot be asked yet).
+pub async fn check_targets(state: &State, chat: &Chat) {
+    for (name, hook) in &state.hooks {
+        let result = match &hook.target {
+            HookTarget::Channel(address @ Address::Name(_)) => {
+                resolve_channel(state, chat, address).await.map(drop)
+            }
+            HookTarget::User(address @ Address::Name(_)) => {
+                resolve_user(state, chat, address).await.map(drop)
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(DispatchError::Transient(error)) => tracing::warn!(
+                hook = %name, target = %hook.target, %error,
+                "could not check the hook's target yet (the NAS is not reachable); it is resolved on use"
+            ),
+            Err(DispatchError::Permanent { error, .. }) => tracing::error!(
+                hook = %name, target = %hook.target, %error,
+                "the hook's target matches nothing: its messages will be refused until the configuration is fixed"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_exactly_then_ignoring_case_but_never_ambiguously() {
+        let entries = [("ops", 1), ("Dev", 2), ("dev", 3), ("Alerts", 4)];
+        assert_eq!(pick(&entries, "ops"), Ok(1));
+        assert_eq!(pick(&entries, "dev"), Ok(3));
+        assert_eq!(pick(&entries, "alerts"), Ok(4));
+        assert!(pick(&entries, "DEV").is_err());
+        assert!(pick(&entries, "nope").is_err());
+    }
+
+    #[test]
+    fn secrets_are_checked_against_the_hash() {
+        let hook = Hook {
+            target: HookTarget::Token("t".into()),
+            secret_hash: SecretString::from(hash_key("s3cret").to_uppercase()),
+            format: None,
+            template: None,
+        };
+        assert!(hook.accepts("s3cret"));
+        assert!(!hook.accepts("s3cre"));
+        assert!(!hook.accepts(""));
+    }
+
+    #[test]
+    fn targets_are_ids_or_names() {
+        assert_eq!(Address::parse("7"), Address::Id(7));
+        assert_eq!(Address::parse("ops"), Address::Name("ops".into()));
+        assert_eq!(Address::parse("0"), Address::Name("0".into()));
+    }
+}

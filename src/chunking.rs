@@ -1,0 +1,338 @@
+//! Long messages as several consecutive posts. DSM refuses an over-long message with 410
+//! "message too long" but does not document the threshold (upstream-protocol §4.3), so texts
+//! longer than `delivery.max_message_chars` are split before sending, and a part DSM still
+//! refuses is split further.
+//!
+//! [`split_message`] is pure. Its contract:
+//! - lengths are counted in Unicode scalar values (`char`s), so no part ends inside a
+//!   multi-byte character;
+//! - every part has at most `max_chars` characters and is non-empty;
+//! - the parts, concatenated, are exactly the input: the whitespace at a break stays at the
+//!   **end of the part before it** (a part may end with `"\n\n"`; nothing is added or removed);
+//! - breaks fall, by preference, after a blank line (paragraph), after a new line, after any
+//!   whitespace (word); a break before a chosen position of the first two kinds is only taken
+//!   when it leaves the part at least half full, so a text is not cut into crumbs;
+//! - no break falls inside a Chat link or token written `<…>` (`<https://url|label with
+//!   spaces>`), unless that link alone is longer than `max_chars`;
+//! - only a text without any usable break point is cut in the middle of a word.
+
+use std::future::Future;
+
+/// The default of `delivery.max_message_chars`: the figure ACE's Chat client splits at as a
+/// safety margin below DSM's undocumented limit (upstream-protocol §6.3).
+pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 1800;
+
+/// The pause before a rate-limited part is sent again (DSM allows about one post a second per
+/// token).
+pub const PACE: std::time::Duration = std::time::Duration::from_millis(1100);
+/// How often one rate-limited part is sent again before giving up.
+const MAX_PACED_RETRIES: u32 = 5;
+
+/// The smallest part the 410 re-split goes down to; a DSM refusing even this is reported.
+const MIN_RESPLIT_CHARS: usize = 50;
+
+/// Splits `text` into consecutive parts of at most `max_chars` characters (see the module
+/// documentation for where breaks fall). `max_chars` of 0 is treated as 1.
+pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
+    let max_chars = max_chars.max(1);
+    let chars: Vec<char> = text.chars().collect();
+    let links = link_spans(&chars);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while chars.len() - start > max_chars {
+        let end = start + break_within(&chars[start..], max_chars, &links, start);
+        parts.push(chars[start..end].iter().collect());
+        start = end;
+    }
+    if start < chars.len() || parts.is_empty() {
+        parts.push(chars[start..].iter().collect());
+    }
+    parts
+}
+
+/// Where to end the part starting at `offset` (relative to `window`, `1..=max`).
+fn break_within(window: &[char], max: usize, links: &[(usize, usize)], offset: usize) -> usize {
+    let inside_link = |p: usize| {
+        let p = p + offset;
+        links.iter().any(|&(s, e)| s < p && p < e)
+    };
+    let half = max.div_ceil(2);
+    // Break after position p-1: the candidates from the end of the window backwards.
+    let best = |class: fn(&[char], usize) -> bool, min: usize| {
+        (min.max(1)..=max)
+            .rev()
+            .find(|&p| class(window, p) && !inside_link(p))
+    };
+    let paragraph = |w: &[char], p: usize| p >= 2 && w[p - 1] == '\n' && w[p - 2] == '\n';
+    let line = |w: &[char], p: usize| w[p - 1] == '\n';
+    let word = |w: &[char], p: usize| w[p - 1].is_whitespace();
+    if let Some(p) = best(paragraph, half)
+        .or_else(|| best(line, half))
+        .or_else(|| best(word, 1))
+    {
+        return p;
+    }
+    // No whitespace: cut at the limit, or before a link the limit would cut.
+    match links
+        .iter()
+        .find(|&&(s, e)| s < max + offset && max + offset < e)
+    {
+        Some(&(s, _)) if s > offset => s - offset,
+        _ => max,
+    }
+}
+
+/// Character spans `[start, end)` of `<…>` links and tokens on one line, to keep whole.
+fn link_spans(chars: &[char]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '<'
+            && let Some(len) = chars[i + 1..]
+                .iter()
+                .take_while(|&&c| c != '\n' && c != '<')
+                .position(|&c| c == '>')
+            && len > 0
+            && !chars[i + 1].is_whitespace()
+        {
+            spans.push((i, i + len + 2));
+            i += len + 2;
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
+/// What sending one part can answer.
+pub enum PartOutcome<T, E> {
+    Sent(T),
+    /// DSM refused the part as too long (410): split it further and try again.
+    TooLong(E),
+    /// DSM is rate-limiting (411). After the first part this is the gateway's own burst: the
+    /// part is sent again after [`PACE`] (a few times); on the first part it is the caller's.
+    RateLimited(E),
+    Failed(E),
+}
+
+/// Sends `text` as consecutive parts of at most `max_chars`, in order, through `send`. A part
+/// DSM refuses as too long is split in half-size parts and those are sent instead, down to
+/// [`MIN_RESPLIT_CHARS`]; a later part DSM rate-limits is paced; any other failure stops (earlier parts stay posted). Parts that are
+/// only whitespace are not sent (DSM refuses blank messages). Answers what each sent part
+/// returned, in order.
+pub async fn send_in_parts<T, E, F, Fut>(
+    text: &str,
+    max_chars: usize,
+    mut send: F,
+) -> Result<Vec<T>, E>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = PartOutcome<T, E>>,
+{
+    let mut sent = Vec::new();
+    // A stack of (part, its limit), next part on top, so re-split parts keep their order.
+    let mut pending: Vec<(String, usize)> = split_message(text, max_chars)
+        .into_iter()
+        .rev()
+        .map(|part| (part, max_chars))
+        .collect();
+    let mut paced = 0;
+    while let Some((part, limit)) = pending.pop() {
+        if part.trim().is_empty() {
+            continue;
+        }
+        match send(part.clone()).await {
+            PartOutcome::Sent(value) => {
+                sent.push(value);
+                paced = 0;
+            }
+            PartOutcome::RateLimited(error) => {
+                if sent.is_empty() || paced >= MAX_PACED_RETRIES {
+                    return Err(error);
+                }
+                paced += 1;
+                pending.push((part, limit));
+                tokio::time::sleep(PACE).await;
+            }
+            PartOutcome::TooLong(error) => {
+                let len = part.chars().count();
+                let smaller = (len.min(limit) / 2).max(1);
+                if smaller < MIN_RESPLIT_CHARS {
+                    return Err(error);
+                }
+                tracing::warn!(
+                    chars = len,
+                    next_limit = smaller,
+                    "DSM refused a message part as too long; splitting it further (lower delivery.max_message_chars)"
+                );
+                pending.extend(
+                    split_message(&part, smaller)
+                        .into_iter()
+                        .rev()
+                        .map(|p| (p, smaller)),
+                );
+            }
+            PartOutcome::Failed(error) => return Err(error),
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_invariants(text: &str, max: usize) -> Vec<String> {
+        let parts = split_message(text, max);
+        assert_eq!(parts.concat(), text, "parts must join back to the text");
+        for part in &parts {
+            assert!(part.chars().count() <= max, "part over {max}: {part:?}");
+            assert!(!part.is_empty() || text.is_empty());
+        }
+        parts
+    }
+
+    /// A deterministic pseudo-random text with words, lines, paragraphs, links, multi-byte
+    /// characters and emoji.
+    fn sample_text(seed: u64, len_chars: usize) -> String {
+        let words = [
+            "deploy",
+            "ünïcode",
+            "✓",
+            "🚀",
+            "100%",
+            "&amp;",
+            "<https://example.org/a?b=c|the report with spaces>",
+            "<@U123|bob>",
+            "backup",
+            "日本語テキスト",
+            "x",
+        ];
+        let seps = [" ", " ", " ", " ", "\n", "\n\n", "  "];
+        let mut state = seed;
+        let mut next = |n: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % n
+        };
+        let mut text = String::new();
+        while text.chars().count() < len_chars {
+            text.push_str(words[next(words.len())]);
+            text.push_str(seps[next(seps.len())]);
+        }
+        text
+    }
+
+    #[test]
+    fn a_6000_character_message_splits_into_ordered_parts_that_join_back() {
+        for seed in 0..40 {
+            let text = sample_text(seed, 6000);
+            for max in [60, 200, 1800, 2000] {
+                let parts = check_invariants(&text, max);
+                assert!(parts.len() >= text.chars().count().div_ceil(max));
+            }
+        }
+    }
+
+    #[test]
+    fn short_text_is_one_part() {
+        assert_eq!(split_message("hello", 1800), ["hello"]);
+        assert_eq!(split_message("", 10), [""]);
+        let exact = "a".repeat(10);
+        assert_eq!(split_message(&exact, 10), [exact]);
+    }
+
+    #[test]
+    fn paragraphs_break_before_lines_before_words() {
+        let text = "first paragraph line\nsecond line\n\nnext paragraph words";
+        // Window of 40 contains a paragraph break at 34, a line break at 21, words.
+        assert_eq!(
+            check_invariants(text, 40),
+            [
+                "first paragraph line\nsecond line\n\n",
+                "next paragraph words"
+            ]
+        );
+        let lines = "one two three\nfour five six seven";
+        assert_eq!(
+            check_invariants(lines, 20),
+            ["one two three\n", "four five six seven"]
+        );
+        let words = "alpha beta gamma delta";
+        assert_eq!(check_invariants(words, 12), ["alpha beta ", "gamma delta"]);
+    }
+
+    #[test]
+    fn an_early_paragraph_break_does_not_leave_a_crumb() {
+        // The blank line is at 3 of a 30-character window: breaking there would post "ab\n\n".
+        let text = format!("ab\n\n{}", "word ".repeat(10));
+        let parts = check_invariants(&text, 30);
+        assert!(parts[0].chars().count() > 15, "{parts:?}");
+    }
+
+    #[test]
+    fn links_are_never_cut() {
+        let link = "<https://grafana.example/d/abc?from=now-1h|open the dashboard>";
+        let text = format!("alert fired {link} please look");
+        for max in 20..text.chars().count() {
+            let parts = check_invariants(&text, max);
+            if max >= link.chars().count() {
+                assert!(
+                    parts.iter().any(|p| p.contains(link)),
+                    "max {max}: {parts:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn multi_byte_characters_are_counted_and_kept_whole() {
+        let text = "é".repeat(25) + &"🚀".repeat(25);
+        let parts = check_invariants(&text, 10);
+        assert_eq!(parts.len(), 5);
+        assert!(parts.iter().all(|p| p.chars().count() == 10));
+    }
+
+    #[test]
+    fn a_text_without_spaces_is_cut_at_the_limit_but_not_inside_a_link() {
+        let text = format!("{}<https://x.example/{}>", "a".repeat(15), "b".repeat(10));
+        let parts = check_invariants(&text, 20);
+        assert_eq!(parts[0], "a".repeat(15));
+        // A link longer than the limit is cut: nothing else can be done.
+        let long = format!("<https://x.example/{}>", "b".repeat(40));
+        check_invariants(&long, 20);
+    }
+
+    #[actix_rt::test]
+    async fn refused_parts_are_split_further_in_order() {
+        let text = sample_text(7, 3000);
+        // A "DSM" that refuses anything over 700 characters, while we start at 1800.
+        let sent = send_in_parts(&text, 1800, |part| async move {
+            if part.chars().count() > 700 {
+                PartOutcome::TooLong("410")
+            } else {
+                PartOutcome::Sent(part)
+            }
+        })
+        .await
+        .unwrap();
+        assert!(sent.iter().all(|p| p.chars().count() <= 700));
+        assert_eq!(sent.concat(), text, "every part arrives, in order");
+    }
+
+    #[actix_rt::test]
+    async fn other_failures_stop_and_a_hopeless_part_is_reported() {
+        let mut calls = 0;
+        let result: Result<Vec<()>, &str> = send_in_parts(&"word ".repeat(100), 100, |_| {
+            calls += 1;
+            async { PartOutcome::Failed("down") }
+        })
+        .await;
+        assert_eq!(result.unwrap_err(), "down");
+        assert_eq!(calls, 1);
+        let result: Result<Vec<()>, &str> =
+            send_in_parts("short text", 100, |_| async { PartOutcome::TooLong("410") }).await;
+        assert_eq!(result.unwrap_err(), "410");
+    }
+}

@@ -1,0 +1,142 @@
+//! Alertmanager `webhook_configs` (version 4; prometheus/alertmanager notify/webhook): a
+//! headline like Alertmanager's own `__subject` (`[FIRING:2] HighCPU (prod)`), a line per alert,
+//! the link back to Alertmanager and "…and N more" for truncated alerts.
+
+use serde_json::{Map, Value};
+
+use super::markup::{self, link};
+use super::{FormatError, text_field};
+
+pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
+    let alerts = message
+        .get("alerts")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            FormatError::InvalidPayload("an Alertmanager payload has `alerts`".into())
+        })?;
+    let labels = |key: &str| message.get(key).and_then(Value::as_object);
+    let status = text_field(message, "status").unwrap_or("firing");
+    let firing = alerts
+        .iter()
+        .filter(|a| a.get("status").and_then(Value::as_str) != Some("resolved"))
+        .count();
+    let mut lines = vec![headline(
+        status,
+        firing,
+        labels("groupLabels"),
+        labels("commonLabels"),
+    )];
+    let common_annotations = labels("commonAnnotations");
+    for alert in alerts.iter().filter_map(Value::as_object) {
+        lines.push(alert_line(alert, status, common_annotations));
+    }
+    if let Some(more) = message.get("truncatedAlerts").and_then(Value::as_u64)
+        && more > 0
+    {
+        lines.push(format!("…and {more} more"));
+    }
+    if let Some(url) = text_field(message, "externalURL") {
+        lines.push(link(url, "Alertmanager"));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// `🔥 [FIRING:2] HighCPU (prod)` or `✅ [RESOLVED] HighCPU (prod)`: the group labels' values,
+/// then in parentheses the other common labels' values, each sorted by label name.
+fn headline(
+    status: &str,
+    firing: usize,
+    group: Option<&Map<String, Value>>,
+    common: Option<&Map<String, Value>>,
+) -> String {
+    let values = |map: Option<&Map<String, Value>>, skip: Option<&Map<String, Value>>| {
+        let mut pairs: Vec<(&String, &str)> = map
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !skip.is_some_and(|s| s.contains_key(*k)))
+            .filter_map(|(k, v)| Some((k, v.as_str()?)))
+            .collect();
+        pairs.sort();
+        pairs
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (marker, tag) = if status == "resolved" {
+        ("✅", "[RESOLVED]".to_owned())
+    } else {
+        ("🔥", format!("[FIRING:{firing}]"))
+    };
+    let mut line = format!("{marker} {tag}");
+    let group_values = values(group, None);
+    if !group_values.is_empty() {
+        line.push(' ');
+        line.push_str(&group_values);
+    }
+    let rest = values(common, group);
+    if !rest.is_empty() {
+        line.push_str(&format!(" ({rest})"));
+    }
+    line
+}
+
+/// `• 🔴 critical · HighCPU: summary · since 2024-05-01 12:00 UTC · <url|source>`.
+fn alert_line(
+    alert: &Map<String, Value>,
+    group_status: &str,
+    common_annotations: Option<&Map<String, Value>>,
+) -> String {
+    let labels = alert.get("labels").and_then(Value::as_object);
+    let annotations = alert.get("annotations").and_then(Value::as_object);
+    let label = |key: &str| labels.and_then(|l| text_field(l, key));
+    let annotation = |key: &str| {
+        annotations
+            .and_then(|a| text_field(a, key))
+            .or_else(|| common_annotations.and_then(|a| text_field(a, key)))
+    };
+    let resolved = alert.get("status").and_then(Value::as_str) == Some("resolved");
+    let mut parts: Vec<String> = Vec::new();
+    let severity = label("severity");
+    let marker = if resolved {
+        "✅"
+    } else {
+        match severity.map(str::to_ascii_lowercase).as_deref() {
+            Some("critical" | "page" | "error" | "high") => "🔴",
+            Some("warning" | "warn" | "medium") => "🟡",
+            Some("info" | "low" | "none") => "🔵",
+            _ => "⚪",
+        }
+    };
+    let mut head = marker.to_owned();
+    if let Some(severity) = severity {
+        head.push(' ');
+        head.push_str(severity);
+    }
+    parts.push(head);
+    let name = label("alertname").unwrap_or("alert");
+    let what = annotation("summary").or_else(|| annotation("description"));
+    let mut title = match label("instance") {
+        Some(instance) => format!("{name} on {instance}"),
+        None => name.to_owned(),
+    };
+    if let Some(what) = what {
+        title.push_str(": ");
+        title.push_str(what);
+    }
+    parts.push(title);
+    if resolved && group_status != "resolved" {
+        parts.push("resolved".to_owned());
+    }
+    if let Some(starts) = alert.get("startsAt").and_then(Value::as_str) {
+        parts.push(format!("since {}", markup::rfc3339(starts)));
+    }
+    if let Some(url) = alert
+        .get("generatorURL")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    {
+        parts.push(link(url, "source"));
+    }
+    format!("• {}", parts.join(" · "))
+}

@@ -1,0 +1,259 @@
+//! Markup conversions to what Chat shows (senders-delivery-events B.3).
+
+/// A Chat link: `<url|label>`, or `<url>` without a label. `|` and `>` in the label would end
+/// it early, so they are replaced.
+pub fn link(url: &str, label: &str) -> String {
+    let label = label.trim().replace('|', "¦").replace('>', "›");
+    if label.is_empty() {
+        format!("<{url}>")
+    } else {
+        format!("<{url}|{label}>")
+    }
+}
+
+/// Slack mrkdwn to Chat text: links pass through; user, group, channel and broadcast tokens
+/// become readable `@name`/`#name`; dates become their fallback text; `&amp;`, `&lt;` and
+/// `&gt;` are unescaped; Markdown links `[t](u)` (Mattermost, Gitea) become Chat links.
+pub fn slack(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        out.push_str(&unescape(&rest[..start]));
+        out.push_str(&slack_token(&rest[start + 1..start + len]));
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(&unescape(rest));
+    markdown_links(&out)
+}
+
+fn slack_token(inner: &str) -> String {
+    let (target, label) = match inner.split_once('|') {
+        Some((t, l)) => (t, Some(l)),
+        None => (inner, None),
+    };
+    let label = label.map(unescape);
+    if let Some(user) = target.strip_prefix('@') {
+        return format!(
+            "@{}",
+            label.as_deref().unwrap_or(user).trim_start_matches('@')
+        );
+    }
+    if let Some(channel) = target.strip_prefix('#') {
+        return format!(
+            "#{}",
+            label.as_deref().unwrap_or(channel).trim_start_matches('#')
+        );
+    }
+    if let Some(special) = target.strip_prefix('!') {
+        if let Some(label) = label {
+            // <!subteam^S1|@ops>, <!date^1700000000^{date}|Nov 14>: the readable fallback.
+            return label;
+        }
+        let name = special.split('^').next().unwrap_or(special);
+        return format!("@{name}");
+    }
+    // Slack senders escape `&` in URLs too.
+    let target = unescape(target);
+    match label {
+        Some(label) => link(&target, &label),
+        None => format!("<{target}>"),
+    }
+}
+
+/// `&amp;`, `&lt;`, `&gt;` (the entities Slack senders escape) to their characters.
+pub fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Markdown links `[label](http…)` to Chat links; other brackets are left alone.
+pub fn markdown_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let parsed = after.find("](").and_then(|close| {
+            let label = &after[..close];
+            let target = &after[close + 2..];
+            let end = target.find(')')?;
+            let url = &target[..end];
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.contains(char::is_whitespace)
+                && !label.contains('\n');
+            ok.then(|| (label, url, open + 1 + close + 2 + end + 1))
+        });
+        match parsed {
+            Some((label, url, consumed)) => {
+                out.push_str(&rest[..open]);
+                out.push_str(&link(url, label));
+                rest = &rest[consumed..];
+            }
+            None => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Discord's tokens, which Chat cannot resolve, as readable text: `<@123>` → `@123`,
+/// `<@&1>` → `@role-1`, `<#1>` → `#1`, `<:name:1>` → `:name:`, `<t:1700000000:R>` → a UTC
+/// time; then Markdown links.
+pub fn discord(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        let inner = &rest[start + 1..start + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&discord_token(inner).unwrap_or_else(|| format!("<{inner}>")));
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    markdown_links(&out)
+}
+
+fn discord_token(inner: &str) -> Option<String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(role) = inner.strip_prefix("@&") {
+        return digits(role).then(|| format!("@role-{role}"));
+    }
+    if let Some(user) = inner.strip_prefix("@!").or_else(|| inner.strip_prefix('@')) {
+        return digits(user).then(|| format!("@{user}"));
+    }
+    if let Some(channel) = inner.strip_prefix('#') {
+        return digits(channel).then(|| format!("#{channel}"));
+    }
+    if let Some(time) = inner.strip_prefix("t:") {
+        let secs = time.split(':').next()?.parse().ok()?;
+        return Some(utc(secs));
+    }
+    let emoji = inner
+        .strip_prefix("a:")
+        .or_else(|| inner.strip_prefix(':'))?;
+    let (name, id) = emoji.split_once(':')?;
+    digits(id).then(|| format!(":{name}:"))
+}
+
+/// A colour (Slack `good`/`warning`/`danger` or `#rrggbb`) as an emoji marker.
+pub fn color_marker(color: &str) -> Option<&'static str> {
+    match color.trim().to_ascii_lowercase().as_str() {
+        "good" => Some("🟢"),
+        "warning" => Some("🟡"),
+        "danger" => Some("🔴"),
+        hex => u32::from_str_radix(hex.trim_start_matches('#'), 16)
+            .ok()
+            .filter(|_| hex.trim_start_matches('#').len() == 6)
+            .and_then(rgb_marker),
+    }
+}
+
+/// An RGB colour (Discord's integer) as the nearest of 🔴 🟡 🟢 🔵, or none for grey.
+pub fn rgb_marker(rgb: u32) -> Option<&'static str> {
+    let (r, g, b) = ((rgb >> 16) & 0xff, (rgb >> 8) & 0xff, rgb & 0xff);
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    if max - min < 40 {
+        return None;
+    }
+    Some(if r >= g && r >= b {
+        if g * 10 >= r * 6 { "🟡" } else { "🔴" }
+    } else if g >= b {
+        if r * 10 >= g * 6 { "🟡" } else { "🟢" }
+    } else {
+        "🔵"
+    })
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// An RFC 3339 time (`2024-05-01T12:34:56.789Z`) shortened to `2024-05-01 12:34 UTC` when it is
+/// in UTC; other times as sent.
+pub fn rfc3339(time: &str) -> String {
+    let b = time.as_bytes();
+    let utc = time.ends_with('Z') || time.ends_with("+00:00");
+    if utc && b.len() >= 16 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' {
+        format!("{} {} UTC", &time[..10], &time[11..16])
+    } else {
+        time.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_tokens_become_readable_text() {
+        assert_eq!(
+            slack("hi <@U123|bob> and <@U9>, see <#C1|ops> <!here> <!subteam^S1|@oncall>"),
+            "hi @bob and @U9, see #ops @here @oncall"
+        );
+        assert_eq!(
+            slack(
+                "<!date^1700000000^{date}|Nov 14> &lt;b&gt; &amp; <https://x.example/?a=1&amp;b=2|x &amp; y>"
+            ),
+            "Nov 14 <b> & <https://x.example/?a=1&b=2|x & y>"
+        );
+        assert_eq!(slack("<https://x.example>"), "<https://x.example>");
+        assert_eq!(
+            slack("a [review](https://git.example/pr/1) rate(x[5m])*100"),
+            "a <https://git.example/pr/1|review> rate(x[5m])*100"
+        );
+    }
+
+    #[test]
+    fn discord_tokens_become_readable_text() {
+        assert_eq!(
+            discord("<@123> <@!4> <@&5> <#6> <:party:7> <a:wave:8> <t:0:R> <b>"),
+            "@123 @4 @role-5 #6 :party: :wave: 1970-01-01 00:00 UTC <b>"
+        );
+    }
+
+    #[test]
+    fn colours_become_markers() {
+        assert_eq!(color_marker("danger"), Some("🔴"));
+        assert_eq!(color_marker("#E01E5A"), Some("🔴"));
+        assert_eq!(color_marker("#2EB67D"), Some("🟢"));
+        assert_eq!(color_marker("#ECB22E"), Some("🟡"));
+        assert_eq!(color_marker("#439FE0"), Some("🔵"));
+        assert_eq!(color_marker("#808080"), None);
+        assert_eq!(color_marker("nonsense"), None);
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(rfc3339("2024-05-01T12:34:56.789Z"), "2024-05-01 12:34 UTC");
+        assert_eq!(
+            rfc3339("2024-05-01T12:34:56+02:00"),
+            "2024-05-01T12:34:56+02:00"
+        );
+    }
+}

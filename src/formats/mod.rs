@@ -1,0 +1,271 @@
+//! Sender formats: pure functions from what a tool sends (Slack/Mattermost incoming webhooks,
+//! Alertmanager, Grafana, Discord, generic JSON with a template, plain text) to one Chat text.
+//! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
+//! [`render`].
+//!
+//! Chat renders links written `<https://url|label>` (Slack's syntax, upstream-protocol §6.3), so
+//! links are written that way. Slack mentions, channels and broadcasts, Discord mention tokens
+//! and Markdown links, which Chat cannot show, become readable text; nothing is dropped
+//! silently. Emphasis (`*b*`, `**b**`) is left as sent (senders-delivery-events B.3: stripping
+//! misfires on text like `rate(x[5m])*100`).
+
+mod alertmanager;
+mod discord;
+mod generic;
+mod grafana;
+mod markup;
+mod slack;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use generic::check_template;
+
+/// A sender format, forced by a hook's `format` or detected from the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Slack incoming webhook: `text`, `attachments`, `blocks` (JSON or form `payload=`).
+    Slack,
+    /// Mattermost incoming webhook: Slack's payload with Markdown text.
+    Mattermost,
+    /// Prometheus Alertmanager `webhook_configs` (version 4).
+    Alertmanager,
+    /// Grafana alerting webhook contact point (version 1).
+    Grafana,
+    /// Discord execute-webhook: `content` and `embeds`.
+    Discord,
+    /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
+    Generic,
+    /// The body is the text.
+    Text,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Mattermost => "mattermost",
+            Self::Alertmanager => "alertmanager",
+            Self::Grafana => "grafana",
+            Self::Discord => "discord",
+            Self::Generic => "generic",
+            Self::Text => "text",
+        }
+    }
+
+    /// Senders of these formats expect Slack's answers (`ok`, `invalid_payload`, `no_text`).
+    pub fn answers_like_slack(self) -> bool {
+        matches!(self, Self::Slack | Self::Mattermost)
+    }
+}
+
+/// Why a body cannot become a message. Both are the sender's problem, never transient.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Not a body of the format (malformed JSON in a form, not UTF-8, wrong shape).
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// Well formed, but nothing in it can be shown.
+    #[error("the payload has no text to post")]
+    NoText,
+}
+
+/// A request body, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Json(Value),
+    Text(String),
+}
+
+/// The message for Chat and the format it was read as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub format: Format,
+    pub text: String,
+}
+
+/// Parses a body by its content type: a form's `payload` (Slack's legacy form, Gitea) as JSON;
+/// anything else as JSON when it is JSON, else as text (shoutrrr sends raw text labelled
+/// `application/json`).
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, FormatError> {
+    let is_form = content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| {
+            ct.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if is_form {
+        let payload = form_urlencoded::parse(body)
+            .find(|(key, _)| key == "payload")
+            .map(|(_, value)| value.into_owned())
+            .ok_or_else(|| {
+                FormatError::InvalidPayload("a form body needs a `payload` field".into())
+            })?;
+        return serde_json::from_str(&payload)
+            .map(Payload::Json)
+            .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| FormatError::InvalidPayload("the body is not UTF-8 text".into()))?;
+    let trimmed = text.trim_start();
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(value) = serde_json::from_str(text)
+    {
+        return Ok(Payload::Json(value));
+    }
+    Ok(Payload::Text(text.to_owned()))
+}
+
+/// Renders `payload` in the `forced` format, or the detected one. A `template` makes the
+/// detected format [`Format::Generic`].
+pub fn render(
+    payload: &Payload,
+    forced: Option<Format>,
+    template: Option<&str>,
+) -> Result<Rendered, FormatError> {
+    let format = forced.unwrap_or_else(|| detect(payload, template.is_some()));
+    let text = match (format, payload) {
+        (Format::Text, Payload::Text(text)) => text.clone(),
+        (Format::Text, Payload::Json(Value::String(text))) => text.clone(),
+        (Format::Text, Payload::Json(value)) => value.to_string(),
+        (Format::Generic, payload) => generic::render(payload, template)?,
+        (_, Payload::Text(_)) => {
+            return Err(FormatError::InvalidPayload(format!(
+                "a {} payload must be JSON",
+                format.as_str()
+            )));
+        }
+        (Format::Slack | Format::Mattermost, Payload::Json(value)) => slack::render(object(value)?),
+        (Format::Alertmanager, Payload::Json(value)) => alertmanager::render(object(value)?)?,
+        (Format::Grafana, Payload::Json(value)) => grafana::render(object(value)?)?,
+        (Format::Discord, Payload::Json(value)) => discord::render(object(value)?),
+    };
+    let text = tidy(&text);
+    if text.trim().is_empty() {
+        return Err(FormatError::NoText);
+    }
+    Ok(Rendered { format, text })
+}
+
+/// The format a body looks like.
+pub fn detect(payload: &Payload, has_template: bool) -> Format {
+    if has_template {
+        return Format::Generic;
+    }
+    let Payload::Json(Value::Object(map)) = payload else {
+        return match payload {
+            Payload::Text(_) | Payload::Json(Value::String(_)) => Format::Text,
+            Payload::Json(_) => Format::Generic,
+        };
+    };
+    let has = |key: &str| map.contains_key(key);
+    if map.get("alerts").is_some_and(Value::is_array) {
+        if has("orgId") || has("state") || (has("title") && has("message")) {
+            return Format::Grafana;
+        }
+        if has("groupKey") || has("version") || has("status") {
+            return Format::Alertmanager;
+        }
+    }
+    if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
+        return Format::Discord;
+    }
+    if has("text") || has("attachments") || has("blocks") {
+        return Format::Slack;
+    }
+    Format::Generic
+}
+
+fn object(value: &Value) -> Result<&serde_json::Map<String, Value>, FormatError> {
+    value
+        .as_object()
+        .ok_or_else(|| FormatError::InvalidPayload("the payload must be a JSON object".into()))
+}
+
+/// Trailing spaces off every line, at most one blank line in a row, no blank lines at the ends.
+fn tidy(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim_end) {
+        if line.is_empty() && out.last().is_none_or(|l| l.is_empty()) {
+            continue;
+        }
+        out.push(line);
+    }
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out.join("\n")
+}
+
+/// A string field of a JSON object, when present and not blank.
+fn text_field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    map.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_are_read_by_content_type() {
+        let form = b"payload=%7B%22text%22%3A%22a+%26+b%22%7D";
+        assert_eq!(
+            parse_body(Some("application/x-www-form-urlencoded"), form).unwrap(),
+            Payload::Json(json!({"text": "a & b"}))
+        );
+        assert_eq!(
+            parse_body(Some("application/json"), b"plain words").unwrap(),
+            Payload::Text("plain words".into())
+        );
+        assert!(matches!(
+            parse_body(None, b"\xff\xfe"),
+            Err(FormatError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            parse_body(
+                Some("application/x-www-form-urlencoded"),
+                b"payload=%7Bnope"
+            ),
+            Err(FormatError::InvalidPayload(_))
+        ));
+    }
+
+    #[test]
+    fn formats_are_detected_from_the_body() {
+        let detect_json = |v: Value| detect(&Payload::Json(v), false);
+        assert_eq!(detect_json(json!({"text": "x"})), Format::Slack);
+        assert_eq!(detect_json(json!({"attachments": []})), Format::Slack);
+        assert_eq!(detect_json(json!({"content": "x"})), Format::Discord);
+        assert_eq!(
+            detect_json(json!({"version": "4", "groupKey": "k", "alerts": []})),
+            Format::Alertmanager
+        );
+        assert_eq!(
+            detect_json(json!({"version": "1", "orgId": 1, "alerts": [], "state": "alerting"})),
+            Format::Grafana
+        );
+        assert_eq!(detect_json(json!({"msg": "x"})), Format::Generic);
+        assert_eq!(detect(&Payload::Text("x".into()), false), Format::Text);
+        assert_eq!(detect(&Payload::Text("x".into()), true), Format::Generic);
+    }
+
+    #[test]
+    fn nothing_to_show_and_wrong_shapes_are_errors() {
+        assert_eq!(
+            render(&Payload::Json(json!({"text": "  "})), None, None),
+            Err(FormatError::NoText)
+        );
+        assert!(matches!(
+            render(&Payload::Text("x".into()), Some(Format::Slack), None),
+            Err(FormatError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            render(&Payload::Json(json!([1])), Some(Format::Slack), None),
+            Err(FormatError::InvalidPayload(_))
+        ));
+    }
+}

@@ -1,0 +1,244 @@
+//! The real Alertmanager (Debian's `prometheus-alertmanager`) against the gateway's hooks: a
+//! `slack_configs` receiver and a `webhook_configs` receiver, alerts fired with `amtool`. The
+//! posts must arrive in the simulator and Alertmanager must count no failed notification
+//! (the Slack notifier fails on any answer but `ok`). Without Alertmanager the test says so
+//! loudly and passes, except under `CI=true`, where it fails.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::HookSettings;
+use syno_chat_gateway::formats::Format;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{TestApp, param, spawn_app_with};
+
+const SECRET: &str = "alertmanager-hook-secret-2b9d";
+
+/// The first of `names` found on PATH or in the usual directories.
+fn find_tool(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from));
+    let dirs: Vec<PathBuf> = dirs.collect();
+    names
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the Alertmanager process when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn http_get(url: &str) -> Option<String> {
+    let mut response = awc::Client::default().get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.body().limit(8 * 1024 * 1024).await.ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sum of every sample of `metric` whose labels contain `label` in Prometheus text output.
+fn metric_sum(metrics: &str, metric: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn posted_messages(app: &TestApp, channel_id: &str) -> Vec<String> {
+    app.sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.api.as_deref() == Some("SYNO.Chat.Post")
+                && r.method.as_deref() == Some("create")
+                && r.error_code.is_none()
+                && param(r, "channel_id") == Some(channel_id)
+        })
+        .filter_map(|r| param(&r, "message").map(str::to_owned))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures() {
+    let (Some(alertmanager), Some(amtool)) = (
+        find_tool(&["prometheus-alertmanager", "alertmanager"]),
+        find_tool(&["amtool"]),
+    ) else {
+        let message = "!!!!!! SKIPPING the Alertmanager test: prometheus-alertmanager/amtool are not installed (apt-get install prometheus-alertmanager) !!!!!!";
+        eprintln!("{message}");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        return;
+    };
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        let hook = |format| HookSettings {
+            channel: Some("ops".into()),
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            format,
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("am-slack".into(), hook(None));
+        settings
+            .hooks
+            .insert("am-webhook".into(), hook(Some(Format::Alertmanager)));
+    })
+    .await;
+    let ops = app.get("/api/v1/channels?name=ops").await;
+    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+
+    let dir = std::env::temp_dir().join(format!(
+        "synochat-am-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let config = format!(
+        r#"route:
+  receiver: chat
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: chat
+    slack_configs:
+      - api_url: '{base}/hooks/am-slack/{SECRET}'
+        channel: '#ops'
+        send_resolved: true
+    webhook_configs:
+      - url: '{base}/hooks/am-webhook'
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: '{SECRET}'
+"#,
+        base = app.base
+    );
+    let config_file = dir.join("alertmanager.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let port = free_port();
+    let am_url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let _running = Running(
+        Command::new(&alertmanager)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("alertmanager starts"),
+    );
+    let started = Instant::now();
+    while http_get(&format!("{am_url}/-/ready")).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Alertmanager did not become ready: {}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let fired = Command::new(&amtool)
+        .args([
+            "alert",
+            "add",
+            "alertname=HighCPU",
+            "severity=critical",
+            "instance=web-1:9100",
+            "--annotation=summary=CPU above 90% & rising",
+            &format!("--alertmanager.url={am_url}"),
+        ])
+        .output()
+        .expect("amtool runs");
+    assert!(
+        fired.status.success(),
+        "amtool: {}",
+        String::from_utf8_lossy(&fired.stderr)
+    );
+
+    // Both receivers deliver: the Slack-format post and the webhook-format post.
+    let started = Instant::now();
+    let (slack, webhook) = loop {
+        let messages = posted_messages(&app, &ops_id);
+        let slack = messages
+            .iter()
+            .find(|m| m.contains("[FIRING:1] HighCPU") && m.starts_with("🔴 <"))
+            .cloned();
+        let webhook = messages
+            .iter()
+            .find(|m| m.starts_with("🔥 [FIRING:1] HighCPU"))
+            .cloned();
+        if let (Some(slack), Some(webhook)) = (&slack, &webhook) {
+            break (slack.clone(), webhook.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "posts did not arrive: {messages:?}\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(webhook.contains("CPU above 90% & rising"), "{webhook}");
+    assert!(
+        slack.contains(&format!("{am_url}/")) || slack.contains("/#/alerts"),
+        "{slack}"
+    );
+
+    // Alertmanager itself counts the notifications as delivered, none failed.
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&format!("{am_url}/metrics"))
+            .await
+            .unwrap_or_default();
+        let sent = |integration: &str| {
+            metric_sum(
+                &metrics,
+                "alertmanager_notifications_total",
+                &format!("integration=\"{integration}\""),
+            )
+        };
+        if sent("slack") >= 1.0 && sent("webhook") >= 1.0 {
+            assert_eq!(
+                metric_sum(&metrics, "alertmanager_notifications_failed_total", ""),
+                0.0,
+                "Alertmanager counted failed notifications:\n{}",
+                metrics
+                    .lines()
+                    .filter(|l| l.starts_with("alertmanager_notifications_failed_total"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no notification counted"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

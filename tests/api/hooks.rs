@@ -1,0 +1,391 @@
+//! `/hooks/{name}`: senders' payloads in, Chat posts out, answered in each sender's dialect;
+//! secrets in the path or as a bearer token, never in logs or metrics.
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::{HookSettings, Settings};
+use syno_chat_gateway::formats::Format;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{
+    Answer, TestApp, WEBHOOK_TOKEN_NAME, last_request, param, read, spawn_app_with,
+};
+
+const SECRET: &str = "hook-secret-5f0d8c2a9b7e4d1f";
+
+fn hook(target: (&str, &str)) -> HookSettings {
+    let mut hook = HookSettings {
+        secret_hash: Some(SecretString::from(hash_key(SECRET))),
+        ..HookSettings::default()
+    };
+    match target {
+        ("channel", value) => hook.channel = Some(value.into()),
+        ("user", value) => hook.user = Some(value.into()),
+        (_, value) => hook.token = Some(value.into()),
+    }
+    hook
+}
+
+fn with_hooks(settings: &mut Settings) {
+    settings
+        .hooks
+        .insert("ops".into(), hook(("channel", "ops")));
+    settings
+        .hooks
+        .insert("by-id".into(), hook(("channel", "1")));
+    settings
+        .hooks
+        .insert("alice".into(), hook(("user", "alice")));
+    settings
+        .hooks
+        .insert("webhook".into(), hook(("token", WEBHOOK_TOKEN_NAME)));
+    settings
+        .hooks
+        .insert("nowhere".into(), hook(("channel", "no-such-channel")));
+    let mut kuma = hook(("channel", "ops"));
+    kuma.template = Some("{{ monitor.name }}: {{ msg }}".into());
+    settings.hooks.insert("kuma".into(), kuma);
+    let mut am = hook(("channel", "ops"));
+    am.format = Some(Format::Alertmanager);
+    settings.hooks.insert("am".into(), am);
+}
+
+async fn app() -> TestApp {
+    spawn_app_with(SimConfig::default(), with_hooks).await
+}
+
+async fn send(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    bearer: Option<&str>,
+) -> Answer {
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Content-Type", content_type));
+    if let Some(secret) = bearer {
+        request = request.insert_header(("Authorization", format!("Bearer {secret}")));
+    }
+    read(request.send_body(body).await.expect("gateway answers")).await
+}
+
+async fn send_json(app: &TestApp, path: &str, body: Value) -> Answer {
+    send(
+        app,
+        path,
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+        None,
+    )
+    .await
+}
+
+fn golden(case: &str) -> Value {
+    let path = format!("{}/tests/formats/{case}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn channel_id(app: &TestApp, name: &str) -> String {
+    let found = app.get(&format!("/api/v1/channels?name={name}")).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    found.body["items"][0]["channel_id"].to_string()
+}
+
+#[actix_rt::test]
+async fn a_slack_payload_is_posted_by_channel_name_and_answered_ok() {
+    let app = app().await;
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}"),
+        golden("slack/alertmanager_default"),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "ok");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(
+        param(&create, "channel_id"),
+        Some(channel_id(&app, "ops").await.as_str())
+    );
+    assert_eq!(
+        param(&create, "message"),
+        Some(
+            "🔴 <http://alertmanager.example:9093/#/alerts?receiver=chat-slack|[FIRING:2] HighCPU (prod critical)>"
+        )
+    );
+}
+
+#[actix_rt::test]
+async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
+    let app = app().await;
+    let body = serde_json::to_vec(&golden("alertmanager/firing")).unwrap();
+    let answer = send(&app, "/hooks/am", "application/json", body, Some(SECRET)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.body,
+        json!({"ok": true, "format": "alertmanager", "posts": 1})
+    );
+    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    assert!(
+        param(&create, "message")
+            .unwrap()
+            .starts_with("🔥 [FIRING:2] HighCPU (prod critical)\n")
+    );
+}
+
+#[actix_rt::test]
+async fn a_wrong_name_or_secret_is_no_service_and_posts_nothing() {
+    let app = app().await;
+    let before = app.sim.count("SYNO.Chat.Post", "create");
+    for path in [
+        format!("/hooks/ops/{SECRET}x"),
+        format!("/hooks/unknown/{SECRET}"),
+        "/hooks/ops/".to_owned() + &"a".repeat(64),
+    ] {
+        let answer = send_json(&app, &path, json!({"text": "hi"})).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert_eq!(answer.body, "no_service");
+    }
+    let answer = send(
+        &app,
+        "/hooks/ops",
+        "application/json",
+        b"{\"text\":\"hi\"}".to_vec(),
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.clone()),
+        (404, json!("no_service"))
+    );
+    let answer = send(
+        &app,
+        "/hooks/ops",
+        "application/json",
+        b"{\"text\":\"hi\"}".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), before);
+}
+
+#[actix_rt::test]
+async fn bad_payloads_get_slacks_error_strings() {
+    let app = app().await;
+    let path = format!("/hooks/ops/{SECRET}");
+    let form = send(
+        &app,
+        &path,
+        "application/x-www-form-urlencoded",
+        b"text=hi".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (form.status.as_u16(), form.body.clone()),
+        (400, json!("invalid_payload"))
+    );
+    let empty = send_json(&app, &path, json!({"text": " ", "attachments": []})).await;
+    assert_eq!(
+        (empty.status.as_u16(), empty.body.clone()),
+        (400, json!("no_text"))
+    );
+    // A legacy form with `payload=` is accepted.
+    let legacy = send(
+        &app,
+        &path,
+        "application/x-www-form-urlencoded",
+        b"payload=%7B%22text%22%3A%22a+%26+b%22%7D".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (legacy.status.as_u16(), legacy.body.clone()),
+        (200, json!("ok"))
+    );
+    assert_eq!(
+        param(&last_request(&app, "SYNO.Chat.Post", "create"), "message"),
+        Some("a & b")
+    );
+    // A forced non-Slack format answers problems.
+    let wrong = send_json(
+        &app,
+        &format!("/hooks/am/{SECRET}"),
+        json!({"text": "not an alert"}),
+    )
+    .await;
+    wrong.assert_problem(400, "invalid_request");
+}
+
+#[actix_rt::test]
+async fn a_nas_that_refuses_for_now_is_a_503_never_a_4xx() {
+    let app = app().await;
+    let path = format!("/hooks/ops/{SECRET}");
+    // Resolve the name first, so the failures below hit the post itself.
+    assert_eq!(
+        send_json(&app, &path, json!({"text": "warm"})).await.status,
+        200
+    );
+    for code in [411, 109] {
+        app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, code);
+        let answer = send_json(&app, &path, json!({"text": "alert"})).await;
+        assert_eq!(answer.status, 503, "DSM {code}: {}", answer.body);
+        assert_eq!(answer.body, "temporarily_unavailable");
+        assert!(answer.header("retry-after").is_some());
+    }
+}
+
+#[actix_rt::test]
+async fn a_target_name_that_matches_nothing_is_refused_and_posts_nothing() {
+    let app = app().await;
+    let before = app.sim.count("SYNO.Chat.Post", "create");
+    let answer = send(
+        &app,
+        &format!("/hooks/nowhere/{SECRET}"),
+        "text/plain",
+        b"hello".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), before);
+}
+
+#[actix_rt::test]
+async fn hooks_post_to_users_ids_and_incoming_webhooks() {
+    let app = app().await;
+    let dm = send(
+        &app,
+        &format!("/hooks/alice/{SECRET}"),
+        "text/plain",
+        b"backup done".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(dm.status, 200, "{}", dm.body);
+    assert_eq!(dm.body["format"], "text");
+    let alice = app.get("/api/v1/users?username=alice").await;
+    let alice_id = alice.body["items"][0]["user_id"].as_u64().unwrap();
+    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    let channels = app.get("/api/v1/channels").await;
+    let dm_channel = channels.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["type"] == "anonymous" && c["members"].as_array().unwrap().contains(&json!(alice_id))
+        })
+        .expect("a DM channel with alice");
+    assert_eq!(
+        param(&create, "channel_id"),
+        Some(dm_channel["channel_id"].to_string().as_str())
+    );
+
+    let by_id = send_json(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        json!({"content": "from <@1>"}),
+    )
+    .await;
+    assert_eq!(by_id.body["format"], "discord");
+    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(
+        (param(&create, "channel_id"), param(&create, "message")),
+        (Some("1"), Some("from @1"))
+    );
+
+    let webhook = send_json(
+        &app,
+        &format!("/hooks/webhook/{SECRET}"),
+        json!({"text": "via token"}),
+    )
+    .await;
+    assert_eq!(
+        (webhook.status.as_u16(), webhook.body.clone()),
+        (200, json!("ok"))
+    );
+    let incoming = last_request(&app, "SYNO.Chat.External", "incoming");
+    let payload: Value = serde_json::from_str(param(&incoming, "payload").unwrap()).unwrap();
+    assert_eq!(payload["text"], "via token");
+
+    let kuma = send_json(
+        &app,
+        &format!("/hooks/kuma/{SECRET}"),
+        golden("generic/uptime_kuma_webhook"),
+    )
+    .await;
+    assert_eq!(kuma.body["format"], "generic");
+    assert_eq!(
+        param(&last_request(&app, "SYNO.Chat.Post", "create"), "message"),
+        Some("My site: [My site] [🔴 Down] timeout of 48000ms exceeded")
+    );
+}
+
+#[actix_rt::test]
+async fn long_hook_texts_are_chunked() {
+    let app = app().await;
+    let text = "word ".repeat(800);
+    let answer = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        "text/plain",
+        text.clone().into_bytes(),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["posts"], 3);
+    assert_eq!(answer.header("x-chat-post-count"), Some("3"));
+}
+
+#[actix_rt::test]
+async fn the_secret_never_reaches_metrics_or_problem_documents() {
+    let app = app().await;
+    send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "x"})).await;
+    send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}/extra"),
+        json!({"text": "x"}),
+    )
+    .await;
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(!text.contains(SECRET));
+    assert!(text.contains(r#"route="/hooks/{name}/{secret}""#), "{text}");
+    let problem = send_json(&app, &format!("/hooks/am/{SECRET}"), json!({"text": "x"})).await;
+    assert!(
+        !problem.body.to_string().contains(SECRET),
+        "{}",
+        problem.body
+    );
+    assert_eq!(problem.body["instance"], "/hooks/am/****");
+}
+
+#[actix_rt::test]
+async fn channels_and_users_are_found_by_name() {
+    let app = app().await;
+    let ops = app.get("/api/v1/channels?name=OPS").await;
+    assert_eq!(ops.status, 200);
+    let items = ops.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["name"], "ops");
+    let none = app.get("/api/v1/channels?name=nope").await;
+    assert_eq!(none.body, json!({"items": []}));
+    let alice = app.get("/api/v1/users?username=alice").await;
+    assert_eq!(alice.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(alice.body["items"][0]["username"], "alice");
+    app.get("/api/v1/users?username=")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/channels?nam=ops")
+        .await
+        .assert_problem(400, "invalid_request");
+}

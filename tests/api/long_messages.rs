@@ -1,0 +1,151 @@
+//! Long texts become several consecutive posts (`delivery.max_message_chars`), split further
+//! when DSM still answers 410, and paced when an incoming webhook's parts meet DSM's 411.
+
+use serde_json::{Value, json};
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{WEBHOOK_TOKEN_NAME, param, spawn_app, spawn_app_with};
+
+/// About `len` characters of paragraphs, lines, links and multi-byte characters.
+fn long_text(len: usize) -> String {
+    let mut text = String::new();
+    let mut n = 0;
+    while text.chars().count() < len {
+        n += 1;
+        text.push_str(&format!(
+            "Zeile {n}: ünïcode ✓ 🚀 <https://example.org/{n}|link {n}> & more"
+        ));
+        text.push_str(if n % 7 == 0 {
+            "\n\n"
+        } else if n % 3 == 0 {
+            "\n"
+        } else {
+            " "
+        });
+    }
+    text
+}
+
+/// The newest `count` posts of a channel, oldest first.
+async fn newest_messages(app: &crate::helpers::TestApp, channel: u64, count: usize) -> Vec<String> {
+    let list = app
+        .get(&format!("/api/v1/channels/{channel}/posts?limit={count}"))
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let mut messages: Vec<String> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap().to_owned())
+        .collect();
+    messages.reverse();
+    messages
+}
+
+#[actix_rt::test]
+async fn a_6000_character_message_arrives_as_ordered_posts_that_join_back() {
+    let app = spawn_app().await;
+    let text = long_text(6000);
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({ "message": text }))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let count: usize = created
+        .header("x-chat-post-count")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        count >= 4,
+        "6000 characters at 1800 need at least 4 posts, got {count}"
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), count);
+    let messages = newest_messages(&app, 1, count).await;
+    assert!(messages.iter().all(|m| m.chars().count() <= 1800));
+    assert_eq!(messages.concat(), text);
+    // The answer is the first part's post.
+    assert_eq!(created.body["message"].as_str(), Some(messages[0].as_str()));
+}
+
+#[actix_rt::test]
+async fn a_part_dsm_still_refuses_is_split_further() {
+    let app = spawn_app_with(
+        SimConfig {
+            max_message_len: 700,
+            ..SimConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    let text = long_text(3000);
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({ "message": text }))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let count: usize = created
+        .header("x-chat-post-count")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Some sends were refused with 410 and split: more calls than posts.
+    assert!(app.sim.count("SYNO.Chat.Post", "create") > count);
+    let messages = newest_messages(&app, 1, count).await;
+    assert!(messages.iter().all(|m| m.chars().count() <= 700));
+    assert_eq!(messages.concat(), text);
+}
+
+#[actix_rt::test]
+async fn a_short_message_is_one_post_and_says_so() {
+    let app = spawn_app().await;
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({ "message": "short" }))
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("x-chat-post-count"), Some("1"));
+    let dm = app
+        .post(
+            "/api/v1/users/2/messages",
+            json!({ "message": long_text(2500) }),
+        )
+        .await;
+    assert_eq!(dm.status, 201, "{}", dm.body);
+    assert_eq!(dm.header("x-chat-post-count"), Some("2"));
+}
+
+#[actix_rt::test]
+async fn a_long_webhook_text_is_paced_through_dsms_rate_limit() {
+    let app = spawn_app().await;
+    // The simulator allows 2 External sends per token per second: 4 parts meet its 411.
+    let text = long_text(6500);
+    let sent = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({ "text": text }),
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let count: usize = sent.header("x-chat-post-count").unwrap().parse().unwrap();
+    assert!(count >= 4);
+    let incoming: Vec<_> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.api.as_deref() == Some("SYNO.Chat.External")
+                && r.method.as_deref() == Some("incoming")
+        })
+        .collect();
+    assert!(
+        incoming.len() > count,
+        "some sends were refused with 411 and paced"
+    );
+    let accepted: String = incoming
+        .iter()
+        .filter(|r| r.error_code.is_none())
+        .map(|r| {
+            let payload: Value = serde_json::from_str(param(r, "payload").unwrap()).unwrap();
+            payload["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(accepted, text);
+}
