@@ -500,8 +500,22 @@ async fn downloads_are_attachments_in_a_sandbox() {
     .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let post_id = created.body["post_id"].as_u64().unwrap();
+    // A file post the bot can read: sent through the webhook into channel 1.
+    let sent = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "bot file", "file_url": "https://files.example.org/page.svg"}),
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let bot = format!("/api/v1/bots/{BOT_TOKEN_NAME}");
+    let newest = app
+        .get(&format!("{bot}/channels/1/posts?prev_count=1"))
+        .await;
+    let bot_post = newest.body["items"][0]["post_id"].as_u64().unwrap();
     for path in [
         format!("/api/v1/posts/{post_id}/file"),
+        format!("{bot}/posts/{bot_post}/file"),
         "/api/v1/users/2/avatar".to_owned(),
     ] {
         let response = app
