@@ -99,27 +99,12 @@ async fn a_chunked_upload_is_cut_off_at_the_limit() {
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
 }
 
-#[actix_web::test]
-async fn concurrent_uploads_are_capped() {
-    use std::io::{Read, Write};
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.server.max_concurrent_uploads = 1
-    })
-    .await;
-    let upload = |name: &'static str| {
-        app.http
-            .post(format!("{}/api/v1/channels/1/posts", app.base))
-            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
-            .insert_header(("Content-Type", "multipart/form-data; boundary=b"))
-            .send_body(format!(
-                "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\nx\r\n--b--\r\n"
-            ))
-    };
-    // The first upload sends its headers and part of its body, then stalls (a raw socket:
-    // awc holds a streamed body back until it has more to send).
-    let address = app.base.trim_start_matches("http://").to_owned();
-    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
-    stalled.set_nodelay(true).unwrap();
+/// An upload that sends its headers and part of its body, then stalls (a raw socket: awc
+/// holds a streamed body back until it has more to send).
+fn stalled_upload(address: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
     let part =
         "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello";
     let head = format!(
@@ -129,45 +114,77 @@ async fn concurrent_uploads_are_capped() {
         part.len()
     );
     // One write: small writes would wait on Nagle and delayed acknowledgements.
-    stalled.write_all(head.as_bytes()).unwrap();
-    // Once the gateway has taken up the stalled upload, another one is refused.
-    let mut busy = None;
-    for _ in 0..50 {
-        let answer = read(upload("b.txt").await.unwrap()).await;
-        if answer.status == 503 {
-            busy = Some(answer);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    stream
+}
+
+/// What has arrived on `stream` so far (nothing when the gateway has not answered yet).
+fn answered(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut answer = vec![0u8; 4096];
+    match stream.read(&mut answer) {
+        Ok(n) => String::from_utf8_lossy(&answer[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_uploads_are_capped() {
+    use std::io::Write;
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.max_concurrent_uploads = 1
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // Two uploads that stall halfway: whichever the gateway takes up second is refused.
+    let mut uploads = [stalled_upload(&address), stalled_upload(&address)];
+    let mut refused = None;
+    for _ in 0..100 {
+        for (index, upload) in uploads.iter_mut().enumerate() {
+            let answer = answered(upload);
+            if !answer.is_empty() {
+                refused = Some((index, answer));
+            }
+        }
+        if refused.is_some() {
             break;
         }
-        assert_eq!(answer.status, 201, "{}", answer.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let Some(busy) = busy else {
-        stalled
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = stalled.read(&mut answer).unwrap_or(0);
-        panic!(
-            "a second upload was not refused while the first was in progress; the first: {}",
-            String::from_utf8_lossy(&answer[..n])
-        );
-    };
-    busy.assert_problem(503, "uploads_busy");
-    assert!(busy.header("retry-after").is_some());
+    let (index, answer) = refused.expect("one of two concurrent uploads is refused");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("uploads_busy"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 5"),
+        "{answer}"
+    );
 
-    // The first one finishes; then uploads are accepted again.
+    // The other one finishes; then uploads are accepted again.
+    let mut other = uploads.into_iter().nth(1 - index).unwrap();
     let end = "\r\n--b--\r\n";
     let tail = format!("{:x}\r\n{end}\r\n0\r\n\r\n", end.len());
-    stalled.write_all(tail.as_bytes()).unwrap();
-    let first = actix_web::rt::task::spawn_blocking(move || {
-        let mut answer = vec![0u8; 4096];
-        let n = stalled.read(&mut answer).unwrap();
-        String::from_utf8_lossy(&answer[..n]).into_owned()
-    })
-    .await
-    .unwrap();
-    assert!(first.starts_with("HTTP/1.1 201"), "{first}");
-    assert_eq!(read(upload("c.txt").await.unwrap()).await.status, 201);
+    other.write_all(tail.as_bytes()).unwrap();
+    let mut finished = String::new();
+    for _ in 0..100 {
+        finished = answered(&mut other);
+        if !finished.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(finished.starts_with("HTTP/1.1 201"), "{finished}");
+    let again = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=b"))
+        .send_body("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\nx\r\n--b--\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read(again).await.status, 201);
 }
 
 #[actix_web::test]
@@ -483,8 +500,22 @@ async fn downloads_are_attachments_in_a_sandbox() {
     .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let post_id = created.body["post_id"].as_u64().unwrap();
+    // A file post the bot can read: sent through the webhook into channel 1.
+    let sent = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "bot file", "file_url": "https://files.example.org/page.svg"}),
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let bot = format!("/api/v1/bots/{BOT_TOKEN_NAME}");
+    let newest = app
+        .get(&format!("{bot}/channels/1/posts?prev_count=1"))
+        .await;
+    let bot_post = newest.body["items"][0]["post_id"].as_u64().unwrap();
     for path in [
         format!("/api/v1/posts/{post_id}/file"),
+        format!("{bot}/posts/{bot_post}/file"),
         "/api/v1/users/2/avatar".to_owned(),
     ] {
         let response = app
