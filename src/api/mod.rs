@@ -191,6 +191,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(health::readyz)
         .service(
             utoipa_actix_web::scope("/api/v1")
+                .service(health::health_details)
                 .configure(channels::routes)
                 .configure(posts::routes)
                 .configure(post_search::routes)

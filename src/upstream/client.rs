@@ -760,6 +760,40 @@ impl ChatClient {
         self.up.wedged()
     }
 
+    /// DSM's state for the health view: the last check if younger than [`super::HEALTH_TTL`],
+    /// else a new one. Concurrent callers share one check in flight.
+    pub async fn dsm_health(&self) -> super::DsmHealth {
+        let wait = self
+            .up
+            .config
+            .timeout
+            .saturating_mul(super::watchdog::WEDGED_AFTER_TIMEOUTS);
+        let Ok(mut last) = tokio::time::timeout(wait, self.up.health.lock()).await else {
+            return super::DsmHealth {
+                checked_at: std::time::Instant::now(),
+                error: Some(UpstreamError::Timeout),
+            };
+        };
+        if let Some(fresh) = last
+            .as_ref()
+            .filter(|h| h.checked_at.elapsed() < super::HEALTH_TTL)
+        {
+            return fresh.clone();
+        }
+        let error = self.probe().await.err();
+        let health = super::DsmHealth {
+            checked_at: std::time::Instant::now(),
+            error,
+        };
+        *last = Some(health.clone());
+        health
+    }
+
+    /// Whether a DSM session is currently held.
+    pub fn has_session(&self) -> bool {
+        self.up.has_session()
+    }
+
     /// Readiness: a session is held (logging in if needed) and DSM answers right now.
     pub async fn probe(&self) -> Result<()> {
         self.session().await?;
