@@ -4,6 +4,7 @@ mod contract;
 mod helpers;
 mod keys;
 mod observability;
+mod replicas;
 mod resilience;
 mod resources;
 mod reverse_proxy;
