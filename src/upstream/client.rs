@@ -177,7 +177,15 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
 
 impl ChatClient {
     pub(super) fn new(up: Arc<Upstream>) -> Self {
+        let tcp = actix_service::ServiceExt::map(
+            actix_tls::connect::ConnectorService::default(),
+            |connection: actix_tls::connect::Connection<awc::http::Uri, tokio::net::TcpStream>| {
+                enable_keepalive(connection.io_ref());
+                connection
+            },
+        );
         let connector = awc::Connector::new()
+            .connector(tcp)
             .rustls_0_23(up.tls.clone())
             .timeout(up.config.timeout);
         let http = awc::Client::builder()
@@ -633,7 +641,13 @@ impl ChatClient {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
         };
-        backoff().check()?;
+        // During the back-off callers get the remembered failure itself (unreachable, timeout,
+        // ...): it says what is wrong with the NAS, where "login back-off" would not.
+        let remembered = |error| match error {
+            UpstreamError::LoginBackoff { last, .. } => *last,
+            other => other,
+        };
+        backoff().check().map_err(remembered)?;
         let _reload = tokio::time::timeout(self.up.config.timeout, self.up.catalog.reload.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
@@ -642,7 +656,7 @@ impl ChatClient {
             return Ok(table);
         }
         // The load this caller waited for may have failed just now.
-        backoff().check()?;
+        backoff().check().map_err(remembered)?;
         match self.query_info().await {
             Ok(table) => {
                 backoff().succeeded();
@@ -801,6 +815,17 @@ impl ChatClient {
     }
 }
 
+/// TCP keepalive on a connection to the NAS: a NAS that vanished (power cut, cable) without a
+/// FIN is noticed on pooled idle connections instead of leaving them half-open.
+fn enable_keepalive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "TCP keepalive could not be enabled");
+    }
+}
+
 /// Ends `body` with a timeout error when no chunk arrives for `idle`; `slot` is held until the
 /// stream ends or is dropped.
 fn idle_limited<S>(
@@ -882,6 +907,22 @@ mod tests {
             &Bytes::from_static(b"<html>"),
         );
         assert!(matches!(garbage, Err(UpstreamError::InvalidResponse(_))));
+    }
+
+    #[actix_web::test]
+    async fn connections_to_the_nas_get_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
+        enable_keepalive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(30)
+        );
     }
 
     #[test]
