@@ -319,7 +319,10 @@ pub fn file_response(file: Download) -> HttpResponse {
     if let Some(disposition) = file.content_disposition {
         response.insert_header((header::CONTENT_DISPOSITION, disposition));
     }
-    response.streaming(file.body)
+    match file.content_length {
+        Some(length) => response.body(actix_web::body::SizedStream::new(length, file.body)),
+        None => response.streaming(file.body),
+    }
 }
 
 /// Turns actix's path-extractor failures into problem documents (bodies and query strings

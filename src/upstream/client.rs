@@ -55,6 +55,9 @@ impl Credential<'_> {
 pub struct Download {
     pub content_type: String,
     pub content_disposition: Option<String>,
+    /// The file's length when DSM announced it (and did not compress it in transit): passed
+    /// on so a download cut short is seen as incomplete, never as a complete, shorter file.
+    pub content_length: Option<u64>,
     pub body: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes>>>>,
 }
 
@@ -364,6 +367,9 @@ impl ChatClient {
                 let content_type = header_text(header::CONTENT_TYPE)
                     .unwrap_or_else(|| "application/octet-stream".to_owned());
                 let content_disposition = header_text(header::CONTENT_DISPOSITION);
+                let content_length = header_text(header::CONTENT_LENGTH)
+                    .filter(|_| header_text(header::CONTENT_ENCODING).is_none())
+                    .and_then(|length| length.parse().ok());
                 if content_type.starts_with("application/json") {
                     // Errors come as the usual envelope; a JSON "file" with success is not a file.
                     let body = response
@@ -390,6 +396,7 @@ impl ChatClient {
                 Ok(Download {
                     content_type,
                     content_disposition,
+                    content_length,
                     body: Box::pin(body),
                 })
             })

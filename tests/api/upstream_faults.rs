@@ -138,9 +138,23 @@ async fn a_download_that_stops_moving_gives_its_slot_back() {
         .await
         .expect("headers arrive");
     assert_eq!(response.status(), 200);
-    // The body ends (cut short) once the NAS has been silent for a timeout, instead of
-    // holding the connection and the slot for the old 600 s.
-    let _ = response.body().limit(1 << 20).await;
+    // The body ends once the NAS has been silent for a timeout, instead of holding the
+    // connection and the slot for the old 600 s; DSM's length is passed on, so the caller
+    // sees an incomplete download rather than a complete, shorter file.
+    let announced: usize = response
+        .headers()
+        .get("content-length")
+        .expect("DSM's length is passed on")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // (awc ends the body at the closed connection; curl or httpx report it incomplete.)
+    let received = response.body().limit(1 << 20).await.map_or(0, |b| b.len());
+    assert!(
+        received < announced,
+        "a download cut short is visibly incomplete: {received} of {announced} bytes"
+    );
     assert_bounded(started, 2);
     // The only slot is free again: a read is served at once rather than after the 5 s wait.
     let started = Instant::now();
