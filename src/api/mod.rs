@@ -280,6 +280,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .configure(hooks::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
+                .service(health::health_details)
                 .configure(channels::routes)
                 .configure(posts::routes)
                 .configure(post_search::routes)
@@ -501,7 +502,10 @@ pub fn file_response(file: Download) -> HttpResponse {
             parameters: Vec::new(),
         });
     response.insert_header(disposition);
-    response.streaming(file.body)
+    match file.content_length {
+        Some(length) => response.body(actix_web::body::SizedStream::new(length, file.body)),
+        None => response.streaming(file.body),
+    }
 }
 
 /// Turns actix's path-extractor failures into problem documents (bodies and query strings

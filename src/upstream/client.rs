@@ -55,6 +55,9 @@ impl Credential<'_> {
 pub struct Download {
     pub content_type: String,
     pub content_disposition: Option<String>,
+    /// The file's length when DSM announced it (and did not compress it in transit): passed
+    /// on so a download cut short is seen as incomplete, never as a complete, shorter file.
+    pub content_length: Option<u64>,
     pub body: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes>>>>,
 }
 
@@ -179,7 +182,15 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
 
 impl ChatClient {
     pub(super) fn new(up: Arc<Upstream>) -> Self {
+        let tcp = actix_service::ServiceExt::map(
+            actix_tls::connect::ConnectorService::default(),
+            |connection: actix_tls::connect::Connection<awc::http::Uri, tokio::net::TcpStream>| {
+                enable_keepalive(connection.io_ref());
+                connection
+            },
+        );
         let connector = awc::Connector::new()
+            .connector(tcp)
             .rustls_0_23(up.tls.clone())
             .timeout(up.config.timeout);
         let http = awc::Client::builder()
@@ -364,6 +375,9 @@ impl ChatClient {
                 let content_type = header_text(header::CONTENT_TYPE)
                     .unwrap_or_else(|| "application/octet-stream".to_owned());
                 let content_disposition = header_text(header::CONTENT_DISPOSITION);
+                let content_length = header_text(header::CONTENT_LENGTH)
+                    .filter(|_| header_text(header::CONTENT_ENCODING).is_none())
+                    .and_then(|length| length.parse().ok());
                 if content_type.starts_with("application/json") {
                     // Errors come as the usual envelope; a JSON "file" with success is not a file.
                     let body = response
@@ -390,6 +404,7 @@ impl ChatClient {
                 Ok(Download {
                     content_type,
                     content_disposition,
+                    content_length,
                     body: Box::pin(body),
                 })
             })
@@ -641,7 +656,13 @@ impl ChatClient {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
         };
-        backoff().check()?;
+        // During the back-off callers get the remembered failure itself (unreachable, timeout,
+        // ...): it says what is wrong with the NAS, where "login back-off" would not.
+        let remembered = |error| match error {
+            UpstreamError::LoginBackoff { last, .. } => *last,
+            other => other,
+        };
+        backoff().check().map_err(remembered)?;
         let _reload = tokio::time::timeout(self.up.config.timeout, self.up.catalog.reload.lock())
             .await
             .map_err(|_| UpstreamError::Timeout)?;
@@ -650,7 +671,7 @@ impl ChatClient {
             return Ok(table);
         }
         // The load this caller waited for may have failed just now.
-        backoff().check()?;
+        backoff().check().map_err(remembered)?;
         match self.query_info().await {
             Ok(table) => {
                 backoff().succeeded();
@@ -768,10 +789,55 @@ impl ChatClient {
         self.up.wedged()
     }
 
+    /// DSM's state for the health view: the last check if younger than [`super::HEALTH_TTL`],
+    /// else a new one. Concurrent callers share one check in flight.
+    pub async fn dsm_health(&self) -> super::DsmHealth {
+        let wait = self
+            .up
+            .config
+            .timeout
+            .saturating_mul(super::watchdog::WEDGED_AFTER_TIMEOUTS);
+        let Ok(mut last) = tokio::time::timeout(wait, self.up.health.lock()).await else {
+            return super::DsmHealth {
+                checked_at: std::time::Instant::now(),
+                error: Some(UpstreamError::Timeout),
+            };
+        };
+        if let Some(fresh) = last
+            .as_ref()
+            .filter(|h| h.checked_at.elapsed() < super::HEALTH_TTL)
+        {
+            return fresh.clone();
+        }
+        let error = self.probe().await.err();
+        let health = super::DsmHealth {
+            checked_at: std::time::Instant::now(),
+            error,
+        };
+        *last = Some(health.clone());
+        health
+    }
+
+    /// Whether a DSM session is currently held.
+    pub fn has_session(&self) -> bool {
+        self.up.has_session()
+    }
+
     /// Readiness: a session is held (logging in if needed) and DSM answers right now.
     pub async fn probe(&self) -> Result<()> {
         self.session().await?;
         self.query_info().await.map(drop)
+    }
+}
+
+/// TCP keepalive on a connection to the NAS: a NAS that vanished (power cut, cable) without a
+/// FIN is noticed on pooled idle connections instead of leaving them half-open.
+fn enable_keepalive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "TCP keepalive could not be enabled");
     }
 }
 
@@ -886,6 +952,22 @@ mod tests {
             &Bytes::from_static(b"<html>"),
         );
         assert!(matches!(garbage, Err(UpstreamError::InvalidResponse(_))));
+    }
+
+    #[actix_web::test]
+    async fn connections_to_the_nas_get_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
+        enable_keepalive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(30)
+        );
     }
 
     #[test]

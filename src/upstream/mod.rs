@@ -40,6 +40,17 @@ pub use tls::TlsTrust;
 use catalog::Catalog;
 use session::SessionPool;
 
+/// How long a DSM health check is reused: probes of the health view cost at most one DSM
+/// check per this period.
+pub const HEALTH_TTL: Duration = Duration::from_secs(5);
+
+/// The outcome of the last DSM health check (a login if needed, then `SYNO.API.Info`).
+#[derive(Clone, Debug)]
+pub struct DsmHealth {
+    pub checked_at: std::time::Instant,
+    pub error: Option<UpstreamError>,
+}
+
 /// How to reach and log in to the NAS.
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
@@ -66,6 +77,8 @@ pub struct Upstream {
     tls: Arc<rustls::ClientConfig>,
     catalog: Catalog,
     sessions: SessionPool,
+    // The last DSM health check; its lock makes concurrent checks share one.
+    health: tokio::sync::Mutex<Option<DsmHealth>>,
     // One permit per DSM call in flight, across all workers.
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
@@ -78,6 +91,7 @@ impl Upstream {
         Ok(Arc::new(Self {
             sessions: SessionPool::new(config.login_backoff_max, config.timeout),
             catalog: Catalog::default(),
+            health: tokio::sync::Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
             webapi_base,
             tls,

@@ -8,6 +8,7 @@ mod hooks;
 mod keys;
 mod long_messages;
 mod observability;
+mod replicas;
 mod resilience;
 mod resources;
 mod reverse_proxy;

@@ -82,8 +82,14 @@ async fn a_wrong_password_is_one_login_attempt_per_backoff_step_under_load() {
         1,
         "at most one login per back-off step"
     );
-    let readiness = app.call("GET", "/readyz", None, None).await;
-    readiness.assert_problem(503, "not_ready");
+    // Readiness does not depend on DSM; the health view says what is wrong.
+    assert_eq!(app.call("GET", "/readyz", None, None).await.status, 200);
+    let health = app.get("/api/v1/health").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.body["status"], "degraded");
+    assert_eq!(health.body["dsm"]["ok"], false);
+    assert_eq!(health.body["dsm"]["code"], "upstream_login_backoff");
+    assert_eq!(health.body["dsm"]["dsm_code"], 400);
 }
 
 #[actix_web::test]
@@ -128,9 +134,14 @@ async fn a_nas_refusing_connections_is_502_and_recovery_is_automatic() {
     refused
         .expect("the gateway notices the NAS is gone")
         .assert_problem(502, "upstream_unreachable");
-    app.call("GET", "/readyz", None, None)
-        .await
-        .assert_problem(503, "not_ready");
+    assert_eq!(
+        app.call("GET", "/readyz", None, None).await.status,
+        200,
+        "the gateway stays in the Service during a NAS outage, answering its own problems"
+    );
+    let health = app.get("/api/v1/health").await;
+    assert_eq!(health.body["dsm"]["ok"], false, "{}", health.body);
+    assert_eq!(health.body["dsm"]["code"], "upstream_unreachable");
     assert_eq!(
         app.call("GET", "/healthz", None, None).await.status,
         200,

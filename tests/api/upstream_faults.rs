@@ -57,7 +57,6 @@ async fn a_nas_silent_halfway_through_a_login_does_not_hold_the_lock_for_good() 
     let started = Instant::now();
     let answers = join_all((0..5).map(|_| app.get("/api/v1/channels/1/posts"))).await;
     assert_bounded(started, 2);
-    // Which caller ran the login is up to the scheduler; one of them met the stall.
     assert!(
         answers.iter().any(|a| a.status == 504),
         "the stalled login answers 504"
@@ -91,9 +90,11 @@ async fn a_nas_silent_halfway_through_the_api_list_does_not_hold_the_lock_for_go
     // Callers that queued behind the stalled load share its failure: the timeout, or the
     // back-off it started (a failed API-list load is remembered, not retried by each caller).
     for answer in answers.iter().filter(|a| a.status != 200) {
+        // Callers behind the lock give up after their bounded wait, or get the failed load's
+        // back-off.
         match answer.status.as_u16() {
-            503 => answer.assert_problem(503, "upstream_login_backoff"),
-            _ => answer.assert_problem(504, "upstream_timeout"),
+            504 => answer.assert_problem(504, "upstream_timeout"),
+            _ => answer.assert_problem(503, "upstream_login_backoff"),
         };
     }
     eventually_ok(&app, "/api/v1/channels/1/posts").await;
@@ -111,18 +112,9 @@ async fn calls_beyond_max_concurrency_wait_for_a_slot_then_get_503_upstream_busy
     app.sim.clear_requests();
     let answers = join_all((0..6).map(|_| app.get("/api/v1/channels/1/posts"))).await;
     let served = answers.iter().filter(|a| a.status == 200).count();
-    let busy: Vec<_> = answers.iter().filter(|a| a.status == 503).collect();
-    // On a loaded machine a slot may be taken late, so fewer than two may be served; never more.
-    assert!(
-        (1..=2).contains(&served),
-        "only max_concurrency calls reach the NAS"
-    );
-    assert!(app.sim.count("SYNO.Chat.Post", "list") <= 2);
-    assert_eq!(
-        busy.len(),
-        6 - served,
-        "the others wait, then are told to retry"
-    );
+    assert!(served <= 2, "only max_concurrency calls reach the NAS");
+    let busy: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(busy.len() >= 4, "the others wait for a slot, then give up");
     for answer in busy {
         answer.assert_problem(503, "upstream_busy");
         assert_eq!(answer.header("retry-after"), Some("1"));
@@ -149,9 +141,23 @@ async fn a_download_that_stops_moving_gives_its_slot_back() {
         .await
         .expect("headers arrive");
     assert_eq!(response.status(), 200);
-    // The body ends (cut short) once the NAS has been silent for a timeout, instead of
-    // holding the connection and the slot for the old 600 s.
-    let _ = response.body().limit(1 << 20).await;
+    // The body ends once the NAS has been silent for a timeout, instead of holding the
+    // connection and the slot for the old 600 s; DSM's length is passed on, so the caller
+    // sees an incomplete download rather than a complete, shorter file.
+    let announced: usize = response
+        .headers()
+        .get("content-length")
+        .expect("DSM's length is passed on")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // (awc ends the body at the closed connection; curl or httpx report it incomplete.)
+    let received = response.body().limit(1 << 20).await.map_or(0, |b| b.len());
+    assert!(
+        received < announced,
+        "a download cut short is visibly incomplete: {received} of {announced} bytes"
+    );
     assert_bounded(started, 2);
     // The only slot is free again: a read is served at once rather than after the 5 s wait.
     let started = Instant::now();
@@ -171,9 +177,10 @@ async fn a_failed_api_list_load_is_remembered_and_later_callers_fail_fast() {
         .assert_problem(504, "upstream_timeout");
     let started = Instant::now();
     for _ in 0..5 {
-        let answer = app.get("/api/v1/channels/1/posts").await;
-        answer.assert_problem(503, "upstream_login_backoff");
-        assert!(answer.header("retry-after").is_some());
+        // The remembered failure, at once.
+        app.get("/api/v1/channels/1/posts")
+            .await
+            .assert_problem(504, "upstream_timeout");
     }
     assert!(
         started.elapsed() < Duration::from_millis(TIMEOUT_MS),
@@ -239,4 +246,36 @@ async fn the_sid_never_appears_in_a_url() {
     for call in session_calls {
         assert!(!call.query_fields.iter().any(|k| k == "_sid"), "{call:?}");
     }
+}
+
+#[actix_web::test]
+async fn readiness_probes_never_call_dsm() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let before = app.sim.requests().len();
+    let answers = join_all((0..100).map(|_| app.call("GET", "/readyz", None, None))).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    assert_eq!(app.sim.requests().len(), before, "100 probes, no DSM call");
+}
+
+#[actix_web::test]
+async fn the_health_view_needs_a_key_and_checks_dsm_once_per_period() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.call("GET", "/api/v1/health", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let infos = app.sim.count("SYNO.API.Info", "query");
+    let answers = join_all((0..50).map(|_| app.get("/api/v1/health"))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["status"], "ok");
+        assert_eq!(answer.body["dsm"]["ok"], true);
+        assert_eq!(answer.body["dsm"]["session_held"], true);
+    }
+    assert_eq!(
+        app.sim.count("SYNO.API.Info", "query"),
+        infos + 1,
+        "one shared, cached check for 50 callers"
+    );
 }
