@@ -42,6 +42,40 @@ pub struct Settings {
     pub tokens: BTreeMap<String, TokenSettings>,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub store: StoreSettings,
+}
+
+/// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
+/// and systemd files point it at `/var/lib/syno-chat-gateway`.
+pub const DEFAULT_STORE_URL: &str = "sqlite://syno-chat-gateway.db";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (WAL, created with mode 0600) or `postgres://user@host/db` (replicas).
+    /// A secret because a PostgreSQL URL may carry the password.
+    #[serde(serialize_with = "mask_store_url")]
+    pub url: SecretString,
+    pub url_file: Option<PathBuf>,
+    /// The PostgreSQL password, when it is not in the URL.
+    #[serde(serialize_with = "mask_secret")]
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(DEFAULT_STORE_URL),
+            url_file: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+fn mask_store_url<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::store::redacted_url(value.expose_secret()))
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -312,6 +346,15 @@ impl Settings {
             &self.upstream.device_id_file,
             "upstream.device_id",
         )?;
+        if let Some(path) = &self.store.url_file {
+            self.store.url = read_secret_file(path)
+                .map_err(|reason| ConfigError::new("store.url_file", reason))?;
+        }
+        resolve_file(
+            &mut self.store.password,
+            &self.store.password_file,
+            "store.password",
+        )?;
         for (name, key) in &mut self.auth.keys {
             resolve_file(
                 &mut key.hash,
@@ -452,6 +495,16 @@ impl Settings {
                     format!("contains {bad:?}; tokens are letters and digits"),
                 ));
             }
+        }
+        let store_url = self.store.url.expose_secret();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| store_url.starts_with(scheme))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with sqlite:// or postgres://",
+            ));
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(
@@ -620,6 +673,19 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("robot"), "{err}");
+    }
+
+    #[test]
+    fn the_store_url_is_checked_and_its_password_masked() {
+        let s = load(&[(
+            "SYNOCHAT__STORE__URL",
+            "postgres://gateway:hunter2@db.example/chat",
+        )])
+        .unwrap();
+        assert!(!s.masked_json().contains("hunter2"), "{}", s.masked_json());
+        assert!(s.masked_json().contains("db.example"));
+        let err = load(&[("SYNOCHAT__STORE__URL", "mysql://db.example/chat")]).unwrap_err();
+        assert_eq!(err.key, "store.url");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - [`api`]: the HTTP face, one module per resource;
 //! - [`upstream`]: the DSM client, the only code that knows `entry.cgi`;
 //! - [`sim`]: the built-in DSM simulator (demo mode, tests, users' CI);
+//! - [`store`]: the delivery store (SQLite or PostgreSQL), the only code that knows SQL;
 //! - [`startup`]: the composition root; [`cli`]: the command line.
 
 pub mod api;
@@ -16,5 +17,6 @@ pub mod forwarded;
 pub mod metrics;
 pub mod sim;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;

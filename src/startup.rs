@@ -22,6 +22,7 @@ use crate::config::TokenKind;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
+use crate::store::Store;
 use crate::telemetry;
 use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
 
@@ -31,6 +32,7 @@ pub struct Application {
     upstream: Arc<Upstream>,
     simulator: Option<Simulator>,
     metrics_server: Option<(Server, SocketAddr)>,
+    store: Store,
 }
 
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
@@ -137,6 +139,11 @@ impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        // First: a gateway that cannot keep messages must not start taking them.
+        let store = Store::connect(&settings.store)
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(backend = ?store.backend(), "store ready");
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await?;
@@ -207,6 +214,7 @@ impl Application {
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
+        let store_data = web::Data::new(store.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -221,6 +229,7 @@ impl Application {
                         .app_data(metrics_data.clone())
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
+                        .app_data(store_data.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
                         .configure(|cfg| {
@@ -257,6 +266,7 @@ impl Application {
             upstream,
             simulator,
             metrics_server,
+            store,
         })
     }
 
@@ -296,6 +306,7 @@ impl Application {
         if let Some(simulator) = self.simulator {
             simulator.stop().await;
         }
+        self.store.close().await;
         result
     }
 }

@@ -1,0 +1,116 @@
+//! The store on both back-ends: SQLite in a temporary directory and a real PostgreSQL started by
+//! the tests (see `support/postgres.rs`).
+
+#[path = "support/backends.rs"]
+mod backends;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use secrecy::SecretString;
+use syno_chat_gateway::config::StoreSettings;
+use syno_chat_gateway::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
+
+fn settings(url: &str) -> StoreSettings {
+    StoreSettings {
+        url: SecretString::from(url.to_owned()),
+        ..Default::default()
+    }
+}
+
+backends::on_both!(
+    migrations_run_once_and_reopen_cleanly,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        store.ping().await.unwrap();
+        let version = store.schema_version().await.unwrap();
+        assert!(version >= 1, "schema version {version}");
+        store.close().await;
+        let again = Store::connect(&settings(&backend.url)).await.unwrap();
+        assert_eq!(again.schema_version().await.unwrap(), version);
+    }
+);
+
+backends::on_both!(
+    a_schema_newer_than_the_binary_refuses_to_start,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        store.close().await;
+        backend.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (998, 'from the future', TRUE, X'00', 1)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (998, 'from the future', TRUE, '\\x00', 1)",
+    )
+    .await;
+        let error = Store::connect(&settings(&backend.url)).await.unwrap_err();
+        assert!(error.contains("schema version 998"), "{error}");
+        assert!(error.contains("newer than this binary"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+);
+
+#[actix_web::test]
+async fn the_sqlite_file_is_private_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("gateway.db");
+    let store = Store::connect(&settings(&format!("sqlite://{}", path.display())))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "database file mode {mode:o}");
+    assert!(
+        dir.path().join("nested").join("gateway.db-wal").exists(),
+        "WAL mode keeps a -wal file next to the database"
+    );
+}
+
+#[actix_web::test]
+async fn an_unreachable_postgres_is_one_clear_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = Store::connect(&settings(&format!(
+        "postgres://gateway:hunter2@127.0.0.1:{port}/chat"
+    )))
+    .await
+    .unwrap_err();
+    assert!(error.starts_with("store: cannot connect to"), "{error}");
+    assert!(!error.contains("hunter2"), "the password leaked: {error}");
+    assert!(!error.contains('\n'), "{error}");
+}
+
+#[test]
+fn the_binary_exits_non_zero_with_one_line_on_a_bad_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    for (url, expected) in [
+        ("mysql://localhost/chat", "store.url"),
+        (
+            // A directory that cannot be created: its parent is a file.
+            &*format!("sqlite://{}/sub/gateway.db", blocked.display()),
+            "store: cannot create",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env_remove("SYNOCHAT_CONFIG")
+            .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("SYNOCHAT__STORE__URL", url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(expected), "{url}: {stderr}");
+        assert!(last.starts_with("syno-chat-gateway: "), "{stderr}");
+    }
+}
