@@ -43,6 +43,25 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub store: StoreSettings,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// A queued message not delivered within this many seconds fails for good.
+    pub max_age_secs: u64,
+    /// Sends per second per integration token (DSM answers 411 to bursts).
+    pub rate_per_sec: f64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 86_400,
+            rate_per_sec: 1.0,
+        }
+    }
 }
 
 /// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
@@ -495,6 +514,18 @@ impl Settings {
                     format!("contains {bad:?}; tokens are letters and digits"),
                 ));
             }
+        }
+        if !(60..=30 * 86_400).contains(&self.delivery.max_age_secs) {
+            return Err(ConfigError::new(
+                "delivery.max_age_secs",
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
+        if !(self.delivery.rate_per_sec > 0.0 && self.delivery.rate_per_sec <= 100.0) {
+            return Err(ConfigError::new(
+                "delivery.rate_per_sec",
+                "must be above 0 and at most 100",
+            ));
         }
         let store_url = self.store.url.expose_secret();
         if !["sqlite:", "postgres://", "postgresql://"]

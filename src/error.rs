@@ -47,6 +47,8 @@ pub enum ProblemCode {
     UpstreamError,
     NotReady,
     Internal,
+    StoreUnavailable,
+    DeliveryExpired,
 }
 
 impl ProblemCode {
@@ -186,6 +188,16 @@ impl ProblemCode {
                 "internal",
                 "Internal error",
             ),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The delivery store is unavailable",
+            ),
+            DeliveryExpired => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "delivery_expired",
+                "The message could not be delivered within delivery.max_age_secs",
+            ),
         }
     }
 
@@ -319,7 +331,8 @@ impl ApiError {
         self
     }
 
-    fn problem(&self) -> Problem {
+    /// The problem document (also stored as a delivery's `last_error`).
+    pub fn problem(&self) -> Problem {
         let (status, code, title) = self.code.spec();
         let request = telemetry::current_request();
         Problem {

@@ -19,6 +19,7 @@ use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
+use crate::delivery::Outbox;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
@@ -33,6 +34,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     metrics_server: Option<(Server, SocketAddr)>,
     store: Store,
+    outbox: Arc<Outbox>,
+    shutdown_grace: Duration,
 }
 
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
@@ -178,10 +181,19 @@ impl Application {
                 "API keys are not required (demo mode without keys, or auth.disabled = true)"
             );
         }
+        let tokens = integration_tokens(&settings, simulator.as_ref());
+        let outbox = Outbox::new(store.clone(), settings.delivery.clone(), metrics.clone());
+        outbox.spawn_worker(
+            upstream.clone(),
+            tokens
+                .iter()
+                .map(|(name, t)| (name.clone(), t.token.clone()))
+                .collect(),
+        );
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),
             upstream: upstream.clone(),
-            tokens: integration_tokens(&settings, simulator.as_ref()),
+            tokens,
             max_upload_bytes: settings.server.max_upload_bytes,
         });
         let mut document = api::openapi_document();
@@ -215,6 +227,7 @@ impl Application {
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
+        let outbox_data = web::Data::from(outbox.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -230,6 +243,7 @@ impl Application {
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
                         .app_data(store_data.clone())
+                        .app_data(outbox_data.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
                         .configure(|cfg| {
@@ -267,6 +281,8 @@ impl Application {
             simulator,
             metrics_server,
             store,
+            outbox,
+            shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
 
@@ -296,6 +312,8 @@ impl Application {
             handle
         });
         let result = self.server.await;
+        // No new work; the message being sent finishes its chunk, the rest is handed back.
+        self.outbox.shut_down(self.shutdown_grace).await;
         if let Some(handle) = metrics_handle {
             handle.stop(true).await;
         }

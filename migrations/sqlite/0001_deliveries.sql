@@ -21,14 +21,18 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_by_state ON deliveries (state, target, seq);
 
--- Progress per chunk: a chunk with a row here is posted and never posted again.
+-- Progress per chunk: a chunk with a row here is posted and never posted again. A chatbot
+-- chunk has one row per recipient.
 CREATE TABLE delivery_posts (
     delivery_id TEXT    NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
     chunk       INTEGER NOT NULL,
+    recipient   BIGINT  NOT NULL DEFAULT 0,                -- the chatbot recipient, else 0
     post_id     BIGINT,                                 -- none for incoming-webhook sends
     posted_at   BIGINT  NOT NULL,
-    PRIMARY KEY (delivery_id, chunk)
+    PRIMARY KEY (delivery_id, chunk, recipient)
 );
+-- The duplicate check after an ambiguous send skips posts another delivery already owns.
+CREATE INDEX delivery_posts_by_post ON delivery_posts (post_id);
 
 -- One row per target: pacing (rate limits) and, on PostgreSQL, the row a worker locks.
 CREATE TABLE targets (

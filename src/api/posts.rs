@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
 use crate::auth::{Authorized, Read, Write};
+use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::{Download, NewFilePost, NewPost};
@@ -178,17 +180,19 @@ pub async fn list_posts(
 /// /channels/{channel_id}/files`; that one is documented separately because client generators
 /// cannot handle one operation with two body types.
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it (JSON messages only)")),
     request_body = NewPostBody,
-    responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
+    responses((status = 201, body = Post), (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
     chat: Chat,
+    outbox: Deliveries,
 ) -> Result<HttpResponse, actix_web::Error> {
     let channel_id = channel_id.into_inner();
     if is_multipart_form(&req) {
@@ -207,6 +211,19 @@ pub async fn create_post(
         .into());
     }
     let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
+    if wants_async(&req) {
+        let job = Job::Channel {
+            channel_id,
+            thread_id: body.thread_id,
+        };
+        return Ok(accept(
+            &outbox,
+            auth.key_name.as_deref(),
+            &job,
+            body.message.as_str(),
+        )
+        .await?);
+    }
     let post = chat
         .create_post(NewPost {
             channel_id,

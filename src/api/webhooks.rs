@@ -7,13 +7,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
+use crate::delivery::Job;
 use crate::domain::{HttpUrl, MessageText};
 use crate::error::ApiError;
 use crate::upstream::ExternalMessage;
+use actix_web::HttpResponse;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_incoming_webhooks)
@@ -110,27 +113,37 @@ pub async fn list_incoming_webhooks(
 ///
 /// Posts into the webhook's channel with the token configured under `name`.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured webhook name")),
+    params(("name" = String, Path, description = "The configured webhook name"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, NotFound, BodyProblems,
+    responses((status = 200, body = WebhookReceipt), (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     name: web::Path<String>,
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<WebhookReceipt>, ApiError> {
+    req: HttpRequest,
+    outbox: Deliveries,
+) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) = outgoing_message(&body.text, body.file_url.as_deref())?;
+    if wants_async(&req) {
+        let job = Job::Webhook {
+            name,
+            file_url: body.file_url.clone(),
+        };
+        return accept(&outbox, auth.key_name.as_deref(), &job, text.as_str()).await;
+    }
     let message = ExternalMessage {
         text: &text,
         file_url: file_url.as_ref(),
     };
     chat.send_incoming(token, &message).await?;
-    Ok(web::Json(WebhookReceipt {
+    Ok(HttpResponse::Ok().json(WebhookReceipt {
         accepted: true,
         webhook: Some(name),
     }))
@@ -140,11 +153,15 @@ pub async fn send_with_configured_webhook(
 ///
 /// Posts through the configured NAS with the token in `X-Chat-Token` (as copied from Chat:
 /// surrounding `"` or `%22` are removed). A token DSM rejects is a 400 `chat_token_rejected`.
+///
+/// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
+/// at rest until delivery. Configure the token (`tokens.<name>`) and use
+/// `/webhooks/incoming/{name}` for asynchronous delivery.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,
-    responses((status = 200, body = WebhookReceipt), InvalidInput, BodyProblems, CommonProblems))]
+    responses((status = 200, body = WebhookReceipt), InvalidInput, BodyProblems, super::Unprocessable, CommonProblems))]
 #[post("/webhooks/incoming")]
 pub async fn send_with_caller_token(
     _: Authorized<Write>,
@@ -152,6 +169,12 @@ pub async fn send_with_caller_token(
     body: Json<WebhookMessageBody>,
     chat: Chat,
 ) -> Result<web::Json<WebhookReceipt>, ApiError> {
+    if wants_async(&req) {
+        return Err(ApiError::new(
+            crate::error::ProblemCode::Unprocessable,
+            "Prefer: respond-async is not offered with X-Chat-Token: the gateway does not keep callers' tokens at rest; configure the token as tokens.<name> and send to /api/v1/webhooks/incoming/{name}",
+        ));
+    }
     let raw = req
         .headers()
         .get(CHAT_TOKEN_HEADER)

@@ -20,6 +20,8 @@ use sqlx::sqlite::{
 
 use crate::config::StoreSettings;
 
+pub mod deliveries;
+
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -43,7 +45,6 @@ macro_rules! with_pool {
         }
     };
 }
-#[allow(unused_imports)] // for the store's submodules
 pub(crate) use with_pool;
 
 /// The store handle; cheap to clone (the pools are shared).

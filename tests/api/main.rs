@@ -1,6 +1,7 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
 mod contract;
+mod deliveries;
 mod helpers;
 mod keys;
 mod observability;
@@ -11,3 +12,6 @@ mod surface_channels;
 mod surface_integrations;
 mod surface_posts;
 mod tls;
+
+#[path = "../support/postgres.rs"]
+mod postgres;
