@@ -182,7 +182,12 @@ impl Application {
             );
         }
         let tokens = integration_tokens(&settings, simulator.as_ref());
-        let outbox = Outbox::new(store.clone(), settings.delivery.clone(), metrics.clone());
+        let outbox = Outbox::new(
+            store.clone(),
+            settings.delivery.clone(),
+            metrics.clone(),
+            Duration::from_millis(settings.upstream.timeout_ms),
+        );
         outbox.spawn_worker(
             upstream.clone(),
             tokens

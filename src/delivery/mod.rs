@@ -97,8 +97,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How long a claim lasts without progress before another worker may take the delivery over.
-const LEASE_MS: i64 = 60_000;
 /// Poll interval when nothing wakes the worker (another replica's enqueues, expired leases).
 const POLL: Duration = Duration::from_secs(2);
 /// How far back the duplicate check looks before the uncertain send (NAS clock skew).
@@ -160,11 +158,20 @@ pub struct Outbox {
     stopping: AtomicBool,
     stopped: Notify,
     metrics: Arc<Metrics>,
+    /// How long a claim lasts without progress before another worker may take it over: it is
+    /// renewed before every chunk, so it covers one send (three upstream timeouts, at least 5 s).
+    lease_ms: i64,
 }
 
 impl Outbox {
-    pub fn new(store: Store, settings: DeliverySettings, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        settings: DeliverySettings,
+        metrics: Arc<Metrics>,
+        upstream_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            lease_ms: (upstream_timeout.as_millis() as i64 * 3).max(5_000),
             store,
             settings,
             wake: Notify::new(),
@@ -256,6 +263,17 @@ enum Outcome {
 impl Worker {
     async fn run(self) {
         let store = self.outbox.store.clone();
+        // A SQLite file has one gateway: claims left by a previous process (killed) are void.
+        if store.backend() == crate::store::Backend::Sqlite {
+            match store.release_all_leases().await {
+                Ok(n) if n > 0 => tracing::info!(
+                    taken_back = n,
+                    "deliveries left sending by a previous run are queued again"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot take back earlier claims"),
+            }
+        }
         let mut gauges_at = 0;
         while !self.outbox.stopping.load(Ordering::SeqCst) {
             let now = now_ms();
@@ -263,7 +281,10 @@ impl Worker {
                 gauges_at = now;
                 self.update_gauges(now).await;
             }
-            match store.claim(&self.owner, now, now + LEASE_MS).await {
+            match store
+                .claim(&self.owner, now, now + self.outbox.lease_ms)
+                .await
+            {
                 Ok(Some(row)) => self.deliver(row).await,
                 Ok(None) => {
                     let wait = match store.next_due().await {
@@ -417,7 +438,7 @@ impl Worker {
             }
             let now = now_ms();
             match store
-                .mark_uncertain(&row.id, &self.owner, now, now + LEASE_MS)
+                .mark_uncertain(&row.id, &self.owner, now, now + self.outbox.lease_ms)
                 .await
             {
                 Ok(true) => {}

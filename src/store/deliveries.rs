@@ -403,6 +403,13 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query(sql).bind(owner).execute(p).await?.rows_affected()))
     }
 
+    /// Hands back every claim (single-node SQLite at start-up: no other process holds one).
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL \
+                   WHERE state = 'sending'";
+        Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await?.rows_affected()))
+    }
+
     /// Count and oldest creation time per state.
     pub async fn queue_stats(&self) -> Result<Vec<StateStats>, StoreError> {
         let sql =
