@@ -117,9 +117,7 @@ async fn an_async_post_answers_202_then_is_delivered_once() {
     // The post id is DSM's.
     let post_id = done["post_ids"][0].as_u64().unwrap();
     assert_eq!(
-        app.get(&format!("/api/v1/channels/2/posts?limit=1"))
-            .await
-            .body["items"][0]["post_id"],
+        app.get("/api/v1/channels/2/posts?limit=1").await.body["items"][0]["post_id"],
         post_id
     );
 }
@@ -413,4 +411,57 @@ async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
     let posted = messages(&app, 2).await;
     let tail: String = posted[posted.len() - 2..].concat();
     assert_eq!(tail, text);
+}
+
+#[actix_web::test]
+async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_working() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let app = spawn_app_with(SimConfig::default(), {
+        let url = url.clone();
+        move |s| s.store.url = SecretString::from(url)
+    })
+    .await;
+    // The database goes away under the running gateway.
+    let admin = sqlx::PgPool::connect(&url.replace(&format!("/{database}"), "/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let refused = post_async(
+        &app,
+        "/api/v1/channels/2/posts",
+        json!({"message": "later"}),
+    )
+    .await;
+    refused.assert_problem(503, "store_unavailable");
+    assert!(refused.header("retry-after").is_some());
+    // Synchronous calls do not need the store.
+    assert_eq!(
+        app.post("/api/v1/channels/2/posts", json!({"message": "now"}))
+            .await
+            .status
+            .as_u16(),
+        201
+    );
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    // Back: accepted again.
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "back"})).await);
+    wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
 }
