@@ -237,3 +237,59 @@ async fn two_gateways_on_one_postgres_deliver_each_message_once() {
         );
     }
 }
+
+#[actix_web::test]
+async fn sigterm_hands_back_the_work_and_a_restart_finishes_it() {
+    let Some(url) = postgres::fresh_database() else {
+        return;
+    };
+    let sim = simulator().await;
+    sim.control().set_latency(Duration::from_millis(200));
+    let mut first = start_gateway(&sim.base_url(), &url).await;
+    let mut ids = Vec::new();
+    for n in 0..10u64 {
+        ids.push(enqueue(&first, 1, &format!("term {n}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = first.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = actix_web::rt::task::spawn_blocking(move || {
+        let status = first.child.wait();
+        (first, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    // Nothing is left claimed by the stopped gateway.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let sending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'sending' OR lease_owner IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sending, 0, "leases held after SIGTERM");
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        delivered < 10,
+        "the shutdown came too late to test anything"
+    );
+    pool.close().await;
+    let second = start_gateway(&sim.base_url(), &url).await;
+    wait_delivered(&second, &ids, Duration::from_secs(60)).await;
+    sim.control().set_latency(Duration::ZERO);
+    let expected: Vec<String> = (0..10u64).map(|n| format!("term {n}")).collect();
+    assert_eq!(messages(&second, 1, "term ").await, expected);
+}
