@@ -43,6 +43,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub rate_limit: RateLimitSettings,
+    pub store: StoreSettings,
     pub delivery: DeliverySettings,
     /// Hooks by name: `POST /hooks/<name>/<secret>` endpoints for Slack, Alertmanager, Grafana, …
     pub hooks: BTreeMap<String, HookSettings>,
@@ -89,12 +90,18 @@ fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 pub struct DeliverySettings {
     /// Longer texts are sent as several consecutive posts (DSM's limit is undocumented).
     pub max_message_chars: usize,
+    /// A queued message not delivered within this many seconds fails for good.
+    pub max_age_secs: u64,
+    /// Sends per second per integration token (DSM answers 411 to bursts).
+    pub rate_per_sec: f64,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             max_message_chars: crate::chunking::DEFAULT_MAX_MESSAGE_CHARS,
+            max_age_secs: 86_400,
+            rate_per_sec: 1.0,
         }
     }
 }
@@ -121,6 +128,39 @@ impl Default for RateLimitSettings {
             ip_burst: 100,
         }
     }
+}
+
+/// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
+/// and systemd files point it at `/var/lib/syno-chat-gateway`.
+pub const DEFAULT_STORE_URL: &str = "sqlite://syno-chat-gateway.db";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (WAL, created with mode 0600) or `postgres://user@host/db` (replicas).
+    /// A secret because a PostgreSQL URL may carry the password.
+    #[serde(serialize_with = "mask_store_url")]
+    pub url: SecretString,
+    pub url_file: Option<PathBuf>,
+    /// The PostgreSQL password, when it is not in the URL.
+    #[serde(serialize_with = "mask_secret")]
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(DEFAULT_STORE_URL),
+            url_file: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+fn mask_store_url<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::store::redacted_url(value.expose_secret()))
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -424,6 +464,15 @@ impl Settings {
             &self.upstream.device_id_file,
             "upstream.device_id",
         )?;
+        if let Some(path) = &self.store.url_file {
+            self.store.url = read_secret_file(path)
+                .map_err(|reason| ConfigError::new("store.url_file", reason))?;
+        }
+        resolve_file(
+            &mut self.store.password,
+            &self.store.password_file,
+            "store.password",
+        )?;
         for (name, key) in &mut self.auth.keys {
             resolve_file(
                 &mut key.hash,
@@ -592,6 +641,28 @@ impl Settings {
             return Err(ConfigError::new(
                 "delivery.max_message_chars",
                 "must be between 100 and 100000",
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.delivery.max_age_secs) {
+            return Err(ConfigError::new(
+                "delivery.max_age_secs",
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
+        if !(self.delivery.rate_per_sec > 0.0 && self.delivery.rate_per_sec <= 100.0) {
+            return Err(ConfigError::new(
+                "delivery.rate_per_sec",
+                "must be above 0 and at most 100",
+            ));
+        }
+        let store_url = self.store.url.expose_secret();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| store_url.starts_with(scheme))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with sqlite:// or postgres://",
             ));
         }
         if self.server.max_upload_bytes == 0 {
@@ -1097,6 +1168,19 @@ mod tests {
 
     fn s_channel<'a>(s: &'a Settings, hook: &str) -> Option<&'a str> {
         s.hooks[hook].channel.as_deref()
+    }
+
+    #[test]
+    fn the_store_url_is_checked_and_its_password_masked() {
+        let s = load(&[(
+            "SYNOCHAT__STORE__URL",
+            "postgres://gateway:hunter2@db.example/chat",
+        )])
+        .unwrap();
+        assert!(!s.masked_json().contains("hunter2"), "{}", s.masked_json());
+        assert!(s.masked_json().contains("db.example"));
+        let err = load(&[("SYNOCHAT__STORE__URL", "mysql://db.example/chat")]).unwrap_err();
+        assert_eq!(err.key, "store.url");
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum ProblemCode {
     RateLimited,
     CrossSiteRequest,
     MisdirectedRequest,
+    StoreUnavailable,
+    DeliveryExpired,
 }
 
 impl ProblemCode {
@@ -210,6 +212,16 @@ impl ProblemCode {
                 "misdirected_request",
                 "The request's Host is not this gateway's public host",
             ),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The delivery store is unavailable",
+            ),
+            DeliveryExpired => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "delivery_expired",
+                "The message could not be delivered within delivery.max_age_secs",
+            ),
         }
     }
 
@@ -343,7 +355,8 @@ impl ApiError {
         self
     }
 
-    fn problem(&self) -> Problem {
+    /// The problem document (also stored as a delivery's `last_error`).
+    pub fn problem(&self) -> Problem {
         let (status, code, title) = self.code.spec();
         let request = telemetry::current_request();
         Problem {

@@ -77,6 +77,15 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     relogins: Counter<u64, AtomicU64>,
     cache: Family<CacheLabels, Counter>,
+    delivery_attempts: Family<OutcomeLabels, Counter>,
+    delivery_latency: Histogram,
+    delivery_depth: Family<StateLabels, Gauge>,
+    delivery_oldest: Family<StateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +106,11 @@ impl Metrics {
             logins: Family::default(),
             relogins: Counter::default(),
             cache: Family::default(),
+            delivery_attempts: Family::default(),
+            // 10 ms … ~3 h: deliveries may wait out a NAS reboot.
+            delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
+            delivery_depth: Family::default(),
+            delivery_oldest: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,6 +165,26 @@ impl Metrics {
             "build_info",
             "The running build: crate version and git revision",
             build_info,
+        );
+        registry.register(
+            "delivery_attempts",
+            "Asynchronous delivery attempts by outcome (delivered, retry, failed, expired, handed_back)",
+            metrics.delivery_attempts.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from accepting an asynchronous message to its delivery",
+            metrics.delivery_latency.clone(),
+        );
+        registry.register(
+            "delivery_queue_depth",
+            "Deliveries in the store by state",
+            metrics.delivery_depth.clone(),
+        );
+        registry.register(
+            "delivery_oldest_age_seconds",
+            "Age of the oldest delivery in the store by state",
+            metrics.delivery_oldest.clone(),
         );
         Arc::new(Self {
             registry,
@@ -223,6 +257,27 @@ impl Metrics {
         self.relogins.inc();
     }
 
+    pub fn delivery_attempt(&self, outcome: &'static str) {
+        self.delivery_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn delivery_latency(&self, latency: Duration) {
+        self.delivery_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Sets depth and oldest age for `state` (ages in seconds; 0 when empty).
+    pub fn delivery_queue(&self, state: &str, depth: i64, oldest_age_secs: f64) {
+        let labels = StateLabels {
+            state: state.to_owned(),
+        };
+        self.delivery_depth.get_or_create(&labels).set(depth);
+        self.delivery_oldest
+            .get_or_create(&labels)
+            .set(oldest_age_secs);
+    }
+
     pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.cache
@@ -257,6 +312,9 @@ mod tests {
         metrics.login(true);
         metrics.relogin();
         metrics.cache_lookup("users", false);
+        metrics.delivery_attempt("delivered");
+        metrics.delivery_latency(Duration::from_millis(40));
+        metrics.delivery_queue("queued", 3, 12.5);
         drop(metrics.request_started());
         let text = metrics.render();
         for expected in [
@@ -268,6 +326,10 @@ mod tests {
             r#"synochat_upstream_logins_total{outcome="ok"} 1"#,
             "synochat_upstream_relogins_total 1",
             r#"synochat_cache_requests_total{cache="users",result="miss"} 1"#,
+            r#"synochat_delivery_attempts_total{outcome="delivered"} 1"#,
+            "synochat_delivery_latency_seconds_count 1",
+            r#"synochat_delivery_queue_depth{state="queued"} 3"#,
+            r#"synochat_delivery_oldest_age_seconds{state="queued"} 12.5"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

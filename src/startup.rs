@@ -19,9 +19,11 @@ use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
+use crate::delivery::Outbox;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
+use crate::store::Store;
 use crate::telemetry;
 use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
 
@@ -31,6 +33,9 @@ pub struct Application {
     upstream: Arc<Upstream>,
     simulator: Option<Simulator>,
     metrics_server: Option<(Server, SocketAddr)>,
+    store: Store,
+    outbox: Arc<Outbox>,
+    shutdown_grace: Duration,
 }
 
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
@@ -172,6 +177,11 @@ impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        // First: a gateway that cannot keep messages must not start taking them.
+        let store = Store::connect(&settings.store)
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(backend = ?store.backend(), "store ready");
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await?;
@@ -207,10 +217,24 @@ impl Application {
                 "API keys are not required (demo mode without keys, or auth.disabled = true)"
             );
         }
+        let tokens = integration_tokens(&settings, simulator.as_ref());
+        let outbox = Outbox::new(
+            store.clone(),
+            settings.delivery.clone(),
+            metrics.clone(),
+            Duration::from_millis(settings.upstream.timeout_ms),
+        );
+        outbox.spawn_worker(
+            upstream.clone(),
+            tokens
+                .iter()
+                .map(|(name, t)| (name.clone(), t.token.clone()))
+                .collect(),
+        );
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),
             upstream: upstream.clone(),
-            tokens: integration_tokens(&settings, simulator.as_ref()),
+            tokens,
             max_upload_bytes: settings.server.max_upload_bytes,
             uploads: tokio::sync::Semaphore::new(settings.server.max_concurrent_uploads),
             file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
@@ -271,6 +295,8 @@ impl Application {
         let listener = TcpListener::bind(settings.server.bind)?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
+        let store_data = web::Data::new(store.clone());
+        let outbox_data = web::Data::from(outbox.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -303,6 +329,8 @@ impl Application {
                         .app_data(metrics_data.clone())
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
+                        .app_data(store_data.clone())
+                        .app_data(outbox_data.clone())
                         .configure(api::extractor_configs)
                         .configure(|cfg| api::docs_routes(cfg, persist_authorization))
                         .configure(|cfg| {
@@ -343,6 +371,9 @@ impl Application {
             upstream,
             simulator,
             metrics_server,
+            store,
+            outbox,
+            shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
 
@@ -372,6 +403,8 @@ impl Application {
             handle
         });
         let result = self.server.await;
+        // No new work; the message being sent finishes its chunk, the rest is handed back.
+        self.outbox.shut_down(self.shutdown_grace).await;
         if let Some(handle) = metrics_handle {
             handle.stop(true).await;
         }
@@ -382,6 +415,7 @@ impl Application {
         if let Some(simulator) = self.simulator {
             simulator.stop().await;
         }
+        self.store.close().await;
         result
     }
 }

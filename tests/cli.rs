@@ -8,10 +8,17 @@ use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
 
+/// A per-process working directory for the binary (its default SQLite store lands there).
+fn scratch_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 /// Runs the binary with only the given SYNOCHAT variables (none inherited from the machine).
 fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut command = Command::new(BIN);
     command
+        .current_dir(scratch_dir())
         .args(args)
         .env_remove("SYNOCHAT_CONFIG")
         .env_remove("RUST_LOG");
@@ -219,6 +226,11 @@ async fn healthcheck_reports_whether_the_gateway_answers() {
 
     let mut settings = syno_chat_gateway::config::Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let store_dir = tempfile::tempdir().unwrap();
+    settings.store.url = secrecy::SecretString::from(format!(
+        "sqlite://{}",
+        store_dir.path().join("store.db").display()
+    ));
     settings.server.workers = Some(1);
     let app = syno_chat_gateway::startup::Application::build(settings)
         .await
@@ -310,6 +322,7 @@ async fn enroll_device_asks_for_the_code_and_prints_a_device_id_that_skips_it() 
 #[test]
 fn sigterm_drains_and_logs_out() {
     let child = Command::new(BIN)
+        .current_dir(scratch_dir())
         .arg("serve")
         .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
         .env("SYNOCHAT__LOG__FORMAT", "json")

@@ -50,6 +50,11 @@ async fn no_secret_appears_in_the_logs() {
     let sim = simulator.control();
     let mut settings = Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let store_dir = tempfile::tempdir().unwrap();
+    settings.store.url = SecretString::from(format!(
+        "sqlite://{}",
+        store_dir.path().join("store.db").display()
+    ));
     settings.server.workers = Some(1);
     settings.upstream.url = Some(simulator.base_url().parse().unwrap());
     settings.upstream.username = Some(DEMO_ACCOUNT.to_owned());

@@ -132,18 +132,22 @@ fn bot_read_error(
 /// Sends the message to each user's conversation with the bot configured as `name`; answers
 /// the post created per user and the users DSM did not deliver to.
 #[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name")),
+    params(("name" = String, Path, description = "The configured bot name"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = BotMessageBody,
     responses((status = 200, body = BotDelivery,
-        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as, per user (long texts are split)"))), InvalidInput, NotFound, Unprocessable, BodyProblems,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as, per user (long texts are split)"))), (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        InvalidInput, NotFound, Unprocessable, BodyProblems,
         CommonProblems))]
 #[post("/bots/{name}/messages")]
 pub async fn send_bot_message(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     name: web::Path<String>,
     body: Json<BotMessageBody>,
     state: State,
     chat: Chat,
+    req: actix_web::HttpRequest,
+    outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let body = body.into_inner();
@@ -154,6 +158,15 @@ pub async fn send_bot_message(
     user_ids.dedup();
     if user_ids.is_empty() {
         return Err(ApiError::invalid("user_ids must name at least one user"));
+    }
+    if super::deliveries::wants_async(&req) {
+        let job = crate::delivery::Job::Bot {
+            name: name.into_inner(),
+            user_ids,
+            file_url: body.file_url.clone(),
+        };
+        return super::deliveries::accept(&outbox, auth.key_name.as_deref(), &job, text.as_str())
+            .await;
     }
     let (chat, user_ids, file_url) = (&chat, &user_ids, file_url.as_ref());
     let file_sent = std::cell::Cell::new(false);

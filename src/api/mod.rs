@@ -4,6 +4,7 @@
 
 mod bots;
 mod channels;
+pub mod deliveries;
 pub mod docs;
 mod extract;
 pub mod health;
@@ -176,6 +177,7 @@ pub type State = web::Data<AppState>;
         (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
+        (name = "deliveries", description = "Messages accepted with `Prefer: respond-async`, delivered by the outbox"),
         (name = "health", description = "Liveness and readiness"),
         (name = "hooks", description = "Endpoints for tools that speak Slack, Mattermost, Alertmanager, Grafana or Discord (outside /api/v1: authenticated by the hook's secret)")
     )
@@ -290,7 +292,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(integrations::routes)
                 .configure(webhooks::routes)
                 .configure(bots::routes)
-                .configure(misc::routes),
+                .configure(misc::routes)
+                .configure(deliveries::routes),
         );
 }
 

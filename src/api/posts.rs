@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
 use super::{
@@ -13,6 +14,7 @@ use super::{
     file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
+use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::{Download, NewFilePost, NewPost};
@@ -183,19 +185,22 @@ pub async fn list_posts(
 /// /channels/{channel_id}/files`; that one is documented separately because client generators
 /// cannot handle one operation with two body types.
 #[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it (JSON messages only)")),
     request_body = NewPostBody,
     responses((status = 201, description = "The (first) post created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
     chat: Chat,
+    outbox: Deliveries,
 ) -> Result<HttpResponse, actix_web::Error> {
     let channel_id = channel_id.into_inner();
     if is_multipart_form(&req) {
@@ -214,6 +219,19 @@ pub async fn create_post(
         .into());
     }
     let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
+    if wants_async(&req) {
+        let job = Job::Channel {
+            channel_id,
+            thread_id: body.thread_id,
+        };
+        return Ok(accept(
+            &outbox,
+            auth.key_name.as_deref(),
+            &job,
+            body.message.as_str(),
+        )
+        .await?);
+    }
     let (chat, thread_id) = (&chat, body.thread_id);
     let posts = send_text(
         &state,

@@ -164,21 +164,36 @@ pub async fn get_user_avatar(
 /// Posts into the 1:1 conversation between the gateway's account and the user, opening it
 /// first when there is none. Answers 201 with the post.
 #[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id")),
+    params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it")),
     request_body = DirectMessage,
     responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound,
         Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     user_id: web::Path<UserId>,
     body: Json<DirectMessage>,
     state: State,
     chat: Chat,
+    req: actix_web::HttpRequest,
+    outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
     let recipient = user_id.into_inner();
+    if super::deliveries::wants_async(&req) {
+        // No DSM call before the 202: the outbox opens the conversation when it sends.
+        let job = crate::delivery::Job::User { user_id: recipient };
+        return super::deliveries::accept(
+            &outbox,
+            auth.key_name.as_deref(),
+            &job,
+            body.message.as_str(),
+        )
+        .await;
+    }
     let own_id = own_user_id(&state, &chat).await?;
     if recipient == own_id {
         return Err(ApiError::new(

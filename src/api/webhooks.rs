@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{
     AppState, BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
@@ -16,6 +17,7 @@ use super::{
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
+use crate::delivery::Job;
 use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::{ChatClient, ExternalMessage, UpstreamError};
@@ -165,23 +167,34 @@ pub async fn list_incoming_webhooks(
 ///
 /// Posts into the webhook's channel with the token configured under `name`.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured webhook name")),
+    params(("name" = String, Path, description = "The configured webhook name"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
     responses((status = 200, body = WebhookReceipt,
-        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), InvalidInput, NotFound, Unprocessable, BodyProblems,
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        InvalidInput, NotFound, Unprocessable, BodyProblems,
         CommonProblems))]
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     name: web::Path<String>,
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
+    req: HttpRequest,
+    outbox: Deliveries,
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
+    if wants_async(&req) {
+        let job = Job::Webhook {
+            name,
+            file_url: body.file_url.clone(),
+        };
+        return accept(&outbox, auth.key_name.as_deref(), &job, text.as_str()).await;
+    }
     let count = send_incoming_text(
         &state,
         &chat,
@@ -198,6 +211,10 @@ pub async fn send_with_configured_webhook(
 ///
 /// Posts through the configured NAS with the token in `X-Chat-Token` (as copied from Chat:
 /// surrounding `"` or `%22` are removed). A token DSM rejects is a 400 `chat_token_rejected`.
+///
+/// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
+/// at rest until delivery. Configure the token (`tokens.<name>`) and use
+/// `/webhooks/incoming/{name}` for asynchronous delivery.
 #[utoipa::path(tag = "webhooks", security(("bearer" = [])),
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
@@ -212,6 +229,12 @@ pub async fn send_with_caller_token(
     state: State,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
+    if wants_async(&req) {
+        return Err(ApiError::new(
+            crate::error::ProblemCode::Unprocessable,
+            "Prefer: respond-async is not offered with X-Chat-Token: the gateway does not keep callers' tokens at rest; configure the token as tokens.<name> and send to /api/v1/webhooks/incoming/{name}",
+        ));
+    }
     let raw = req
         .headers()
         .get(CHAT_TOKEN_HEADER)

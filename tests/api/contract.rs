@@ -196,6 +196,8 @@ async fn demo_mode_serves_the_simulator_without_keys_on_loopback() {
     let mut settings = Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.server.workers = Some(1);
+    let store_dir = tempfile::tempdir().unwrap();
+    settings.store.url = crate::helpers::store_url(store_dir.path());
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.address());
     let handle = app.handle();

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub handle: ServerHandle,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     _simulator: Simulator,
+    /// Holds the test's SQLite store.
+    _store_dir: tempfile::TempDir,
 }
 
 /// The answer to a gateway call.
@@ -99,6 +101,11 @@ pub fn settings_for(sim_url: &str) -> Settings {
     settings
 }
 
+/// A SQLite store in `dir` (a test's temporary directory).
+pub fn store_url(dir: &std::path::Path) -> SecretString {
+    SecretString::from(format!("sqlite://{}", dir.join("store.db").display()))
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(SimConfig::default(), |_| {}).await
 }
@@ -109,6 +116,8 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         .await
         .expect("simulator starts");
     let mut settings = settings_for(&simulator.base_url());
+    let store_dir = tempfile::tempdir().expect("temporary directory");
+    settings.store.url = store_url(store_dir.path());
     let control = simulator.control();
     for (name, token, kind) in [
         (
@@ -148,6 +157,7 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         handle,
         stopped: Some(stopped),
         _simulator: simulator,
+        _store_dir: store_dir,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod contract;
+mod deliveries;
 mod hardening;
 mod helpers;
 mod hooks;
@@ -17,3 +18,6 @@ mod surface_integrations;
 mod surface_posts;
 mod tls;
 mod upstream_faults;
+
+#[path = "../support/postgres.rs"]
+mod postgres;

@@ -47,14 +47,22 @@ COUNTERS = {
     "synochat_upstream_logins_total": {"outcome"},
     "synochat_upstream_relogins_total": set(),
     "synochat_cache_requests_total": {"cache", "result"},
+    "synochat_delivery_attempts_total": {"outcome"},
 }
-GAUGES = {"synochat_http_requests_in_flight": set()}
+GAUGES = {
+    "synochat_http_requests_in_flight": set(),
+    "synochat_delivery_queue_depth": {"state"},
+    "synochat_delivery_oldest_age_seconds": {"state"},
+}
 HISTOGRAMS = {
     "synochat_http_request_duration_seconds": {"route", "method"},
     "synochat_upstream_call_duration_seconds": {"api", "method"},
+    "synochat_delivery_latency_seconds": set(),
 }
 LABEL_VALUES = {
-    "outcome": {"ok", "dsm_error", "transport_error", "timeout", "failed"},
+    "outcome": {"ok", "dsm_error", "transport_error", "timeout", "failed",
+                "delivered", "retry", "expired", "handed_back"},
+    "state": {"queued", "sending", "delivered", "failed", "cancelled"},
     "cache": {"users", "channels"},
     "result": {"hit", "miss"},
 }

@@ -1,0 +1,288 @@
+//! `/deliveries`: messages accepted with `Prefer: respond-async` (RFC 7240), and the shared
+//! 202 answer of the sending routes.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::extract::Query;
+use super::{CommonProblems, InvalidInput, NotFound};
+use crate::auth::{Authorized, Read, Write};
+use crate::delivery::{Job, Outbox, now_ms};
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::store::StoreError;
+use crate::store::deliveries::{DeliveryRow, Transition};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_deliveries)
+        .service(get_delivery)
+        .service(retry_delivery)
+        .service(cancel_delivery);
+}
+
+/// The outbox, as handlers receive it.
+pub type Deliveries = web::Data<Outbox>;
+
+/// Whether the caller asked for `Prefer: respond-async`.
+pub(super) fn wants_async(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|token| token.trim().eq_ignore_ascii_case("respond-async"))
+        })
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::new(ProblemCode::StoreUnavailable, error.to_string()).with_retry_after(5)
+    }
+}
+
+/// Commits the message to the store and answers 202 with where to follow it.
+pub(super) async fn accept(
+    outbox: &Outbox,
+    caller: Option<&str>,
+    job: &Job,
+    text: &str,
+) -> Result<HttpResponse, ApiError> {
+    let id = outbox
+        .enqueue(caller.unwrap_or("anonymous"), job, text)
+        .await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/api/v1/deliveries/{id}")))
+        .insert_header(("Preference-Applied", "respond-async"))
+        .json(DeliveryAccepted {
+            delivery_id: id,
+            state: "queued",
+        }))
+}
+
+/// A message accepted for asynchronous delivery.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"delivery_id": "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10", "state": "queued"}))]
+pub struct DeliveryAccepted {
+    delivery_id: String,
+    /// Always `queued`.
+    state: &'static str,
+}
+
+/// One message handed over with `Prefer: respond-async`.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    delivery_id: String,
+    /// `queued`, `sending`, `delivered`, `failed` (for good) or `cancelled`.
+    state: String,
+    /// Send attempts so far.
+    attempts: i64,
+    /// The last failure, as a problem document.
+    #[schema(value_type = Option<Object>)]
+    last_error: Option<serde_json::Value>,
+    /// Posts created so far, in order (a long message becomes several; an incoming webhook
+    /// names none).
+    post_ids: Vec<i64>,
+    /// Number of posts the message is sent as.
+    chunks: usize,
+    /// Chunks posted so far.
+    chunks_posted: usize,
+    /// `true` when a token send was repeated after an answer that never came: it may have
+    /// been posted twice (incoming webhooks and bots cannot check what they posted).
+    at_least_once: bool,
+    /// Unix milliseconds.
+    created_at: i64,
+    updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<i64>,
+    /// When a queued delivery is tried next (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<i64>,
+    /// When it fails for good if still not delivered.
+    expires_at: i64,
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(row: DeliveryRow) -> Self {
+        let mut posted: Vec<i64> = row.posts.iter().map(|(c, _)| *c).collect();
+        posted.dedup();
+        Self {
+            post_ids: row.posts.iter().filter_map(|(_, p)| *p).collect(),
+            chunks: row.chunks.len(),
+            chunks_posted: posted.len(),
+            last_error: row
+                .last_error
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
+            next_attempt_at: (row.state == "queued").then_some(row.next_attempt_at),
+            delivery_id: row.id,
+            state: row.state,
+            attempts: row.attempts,
+            at_least_once: row.at_least_once,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    items: Vec<Delivery>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Only deliveries in this state.
+    #[param(pattern = "^(queued|sending|delivered|failed|cancelled)$")]
+    state: Option<String>,
+    /// At most this many (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// Continue after this delivery id (the last one of the previous page).
+    after: Option<String>,
+}
+
+const STATES: [&str; 5] = ["queued", "sending", "delivered", "failed", "cancelled"];
+
+/// A delivery id is a UUID; anything else cannot exist.
+fn delivery_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::invalid("delivery_id must be a UUID"))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no delivery {id}"))
+}
+
+/// List asynchronous deliveries
+///
+/// In order of arrival. Scope: read.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
+    params(DeliveryQuery),
+    responses((status = 200, body = DeliveryList), InvalidInput, CommonProblems))]
+#[get("/deliveries")]
+pub async fn list_deliveries(
+    _: Authorized<Read>,
+    query: Query<DeliveryQuery>,
+    outbox: Deliveries,
+) -> Result<web::Json<DeliveryList>, ApiError> {
+    let query = query.into_inner();
+    if let Some(state) = &query.state
+        && !STATES.contains(&state.as_str())
+    {
+        return Err(ApiError::invalid(
+            "state must be one of queued, sending, delivered, failed, cancelled",
+        ));
+    }
+    let limit = super::posts::page_limit(query.limit, 50, 500)?;
+    let after = query.after.as_deref().map(delivery_id).transpose()?;
+    let rows = outbox
+        .store()
+        .deliveries(query.state.as_deref(), after.as_deref(), i64::from(limit))
+        .await?;
+    Ok(web::Json(DeliveryList {
+        items: rows.into_iter().map(Delivery::from).collect(),
+    }))
+}
+
+/// Get an asynchronous delivery
+///
+/// Scope: read.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
+    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    responses((status = 200, body = Delivery), InvalidInput, NotFound, CommonProblems))]
+#[get("/deliveries/{delivery_id}")]
+pub async fn get_delivery(
+    _: Authorized<Read>,
+    id: web::Path<String>,
+    outbox: Deliveries,
+) -> Result<web::Json<Delivery>, ApiError> {
+    let id = delivery_id(&id)?;
+    let row = outbox.store().delivery(&id).await?;
+    row.map(|r| web::Json(r.into()))
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Retry a failed delivery
+///
+/// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`.
+/// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
+    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    responses((status = 200, body = Delivery), InvalidInput, NotFound,
+        (status = 409, description = "The delivery is not failed", body = Problem, content_type = "application/problem+json"),
+        CommonProblems))]
+#[post("/deliveries/{delivery_id}/retry")]
+pub async fn retry_delivery(
+    _: Authorized<Write>,
+    id: web::Path<String>,
+    outbox: Deliveries,
+) -> Result<web::Json<Delivery>, ApiError> {
+    let id = delivery_id(&id)?;
+    let now = now_ms();
+    let result = outbox
+        .store()
+        .retry_delivery(&id, now, now + outbox.max_age_ms())
+        .await?;
+    settle(
+        &outbox,
+        &id,
+        result,
+        "only a failed delivery can be retried",
+    )
+    .await
+}
+
+/// Cancel a queued delivery
+///
+/// 409 when it is being sent or already finished. Scope: write.
+#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
+    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    responses((status = 200, body = Delivery), InvalidInput, NotFound,
+        (status = 409, description = "The delivery is not queued", body = Problem, content_type = "application/problem+json"),
+        CommonProblems))]
+#[delete("/deliveries/{delivery_id}")]
+pub async fn cancel_delivery(
+    _: Authorized<Write>,
+    id: web::Path<String>,
+    outbox: Deliveries,
+) -> Result<web::Json<Delivery>, ApiError> {
+    let id = delivery_id(&id)?;
+    let result = outbox.store().cancel_delivery(&id, now_ms()).await?;
+    settle(
+        &outbox,
+        &id,
+        result,
+        "only a queued delivery can be cancelled",
+    )
+    .await
+}
+
+async fn settle(
+    outbox: &Outbox,
+    id: &str,
+    result: Transition,
+    refusal: &str,
+) -> Result<web::Json<Delivery>, ApiError> {
+    match result {
+        Transition::Done => {
+            outbox.wake();
+            let row = outbox.store().delivery(id).await?;
+            row.map(|r| web::Json(r.into()))
+                .ok_or_else(|| not_found(id))
+        }
+        Transition::NotFound => Err(not_found(id)),
+        Transition::WrongState(state) => Err(ApiError::new(
+            ProblemCode::Conflict,
+            format!("{refusal}; delivery {id} is {state}"),
+        )),
+    }
+}

@@ -1,0 +1,752 @@
+//! Asynchronous delivery: the only code that retries. Messages accepted with
+//! `Prefer: respond-async` are committed to the [`Store`] first; a worker per gateway process
+//! claims them with a lease and sends them chunk by chunk, in order per target.
+//!
+//! Exactly once: before each chunk is sent its delivery is marked *uncertain*; a recorded post
+//! clears the mark. A send whose outcome is unknown (timeout, connection lost after the request
+//! left, or a crash) leaves the mark, and the next attempt first looks for the post among the
+//! channel's recent posts by the gateway's account. Token sends cannot look (an incoming webhook
+//! or a bot cannot list what it posted), so they are re-sent and the delivery says
+//! `at_least_once: true`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::config::DeliverySettings;
+use crate::domain::{ChannelId, HttpUrl, MessageText, PostId, UserId};
+use crate::error::{ApiError, ProblemCode};
+use crate::metrics::Metrics;
+use crate::store::deliveries::{DeliveryRow, NewDelivery};
+use crate::store::{Store, StoreError};
+use crate::upstream::{ApiFamily, ChatClient, ExternalMessage, NewPost, Upstream, UpstreamError};
+
+/// What a delivery sends, besides its text (stored as JSON with the delivery).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    Channel {
+        channel_id: ChannelId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<PostId>,
+    },
+    User {
+        user_id: UserId,
+    },
+    /// A configured incoming webhook, by name (the token stays in the configuration).
+    Webhook {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_url: Option<String>,
+    },
+    /// A configured chatbot, by name.
+    Bot {
+        name: String,
+        user_ids: Vec<UserId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_url: Option<String>,
+    },
+}
+
+impl Job {
+    /// The unit of ordering and pacing: one channel, one user's conversation, one token.
+    pub fn target(&self) -> String {
+        match self {
+            Job::Channel { channel_id, .. } => format!("channel:{channel_id}"),
+            Job::User { user_id } => format!("user:{user_id}"),
+            Job::Webhook { name, .. } | Job::Bot { name, .. } => format!("token:{name}"),
+        }
+    }
+
+    fn uses_token(&self) -> bool {
+        matches!(self, Job::Webhook { .. } | Job::Bot { .. })
+    }
+}
+
+/// Splits a chunk DSM found too long (410) in two at a whitespace near the middle, never inside
+/// a character. `None` when it cannot get shorter.
+fn halve(chunk: &str) -> Option<(String, String)> {
+    let chars: Vec<(usize, char)> = chunk.char_indices().collect();
+    if chars.len() < 2 {
+        return None;
+    }
+    let middle = chars.len() / 2;
+    let window = chars.len() / 4;
+    let at = (0..=window)
+        .flat_map(|d| [middle + d, middle.saturating_sub(d)])
+        .find(|&i| i > 0 && i < chars.len() && chars[i].1.is_whitespace())
+        .unwrap_or(middle);
+    let split = chars[at].0;
+    Some((chunk[..split].to_owned(), chunk[split..].to_owned()))
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Poll interval when nothing wakes the worker (another replica's enqueues, expired leases).
+const POLL: Duration = Duration::from_secs(2);
+/// How far back the duplicate check looks before the uncertain send (NAS clock skew).
+const CHECK_SKEW_MS: i64 = 5 * 60_000;
+/// Recent posts read for the duplicate check.
+const CHECK_POSTS: u32 = 100;
+
+/// Retry delay after `attempts` failed attempts: 0.5 s doubling, capped at 2 min, ±20 % jitter.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    let base = (500u64.saturating_mul(1u64 << exp)).min(120_000);
+    let mut byte = [0u8; 2];
+    let _ = getrandom::fill(&mut byte);
+    let jitter = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX); // 0..1
+    Duration::from_millis((base as f64 * (0.8 + 0.4 * jitter)) as u64)
+}
+
+/// What a failed send means for the delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The request never reached DSM or DSM refused it: try again later.
+    NotSent,
+    /// DSM may have posted: look before sending again.
+    Ambiguous,
+    /// DSM 411: slow this target down.
+    RateLimited,
+    /// DSM 410: split the chunk.
+    TooLong,
+    /// No retry can succeed.
+    Permanent,
+}
+
+fn classify(error: &UpstreamError) -> Failure {
+    match error {
+        UpstreamError::Timeout => Failure::Ambiguous,
+        UpstreamError::Unreachable(reason) if *reason == "connection failed" => Failure::NotSent,
+        UpstreamError::Unreachable(_) => Failure::Ambiguous,
+        // Busy: no concurrency slot was free, so nothing left the gateway.
+        UpstreamError::InvalidResponse(_)
+        | UpstreamError::Busy
+        | UpstreamError::LoginBackoff { .. }
+        | UpstreamError::LoginRefused { .. } => Failure::NotSent,
+        UpstreamError::Unsupported { .. } => Failure::Permanent,
+        UpstreamError::Dsm { code, family, .. } => match (family, code) {
+            (_, 411) => Failure::RateLimited,
+            (_, 410) => Failure::TooLong,
+            // Session expired or interrupted; busy.
+            (ApiFamily::Session, 106 | 107 | 119) | (_, 408 | 500 | 502 | 503 | 504) => {
+                Failure::NotSent
+            }
+            _ => Failure::Permanent,
+        },
+    }
+}
+
+/// Shared by the handlers (enqueue) and the worker.
+pub struct Outbox {
+    store: Store,
+    settings: DeliverySettings,
+    wake: Notify,
+    stopping: AtomicBool,
+    stopped: Notify,
+    metrics: Arc<Metrics>,
+    /// How long a claim lasts without progress before another worker may take it over: it is
+    /// renewed before every chunk, so it covers one send (three upstream timeouts, at least 5 s).
+    lease_ms: i64,
+}
+
+impl Outbox {
+    pub fn new(
+        store: Store,
+        settings: DeliverySettings,
+        metrics: Arc<Metrics>,
+        upstream_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            lease_ms: (upstream_timeout.as_millis() as i64 * 3).max(5_000),
+            store,
+            settings,
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            stopped: Notify::new(),
+            metrics,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Commits the message; the worker is woken at once. Returns the delivery id.
+    pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        self.store
+            .enqueue(&NewDelivery {
+                id: id.clone(),
+                caller: caller.to_owned(),
+                target: job.target(),
+                request: serde_json::to_string(job).unwrap_or_default(),
+                // Split like synchronous sends; a part of only whitespace is not posted.
+                chunks: crate::chunking::split_message(text, self.settings.max_message_chars)
+                    .into_iter()
+                    .filter(|part| !part.trim().is_empty())
+                    .collect(),
+                now_ms: now,
+                expires_at_ms: now + self.max_age_ms(),
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    pub fn max_age_ms(&self) -> i64 {
+        (self.settings.max_age_secs as i64).saturating_mul(1000)
+    }
+
+    /// Wakes the worker (a delivery was put back in the queue).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops claiming new work; the delivery being sent finishes its chunk and is handed back.
+    /// Returns once the worker has released its leases (or after `grace`).
+    pub async fn shut_down(&self, grace: Duration) {
+        let stopped = self.stopped.notified();
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(grace, stopped).await;
+    }
+
+    /// Starts the worker on the current thread's runtime.
+    pub fn spawn_worker(
+        self: &Arc<Self>,
+        upstream: Arc<Upstream>,
+        tokens: BTreeMap<String, SecretString>,
+    ) {
+        let worker = Worker {
+            outbox: self.clone(),
+            chat: upstream.client(),
+            account: upstream.account().to_owned(),
+            tokens,
+            owner: uuid::Uuid::new_v4().to_string(),
+        };
+        actix_web::rt::spawn(worker.run());
+    }
+}
+
+struct Worker {
+    outbox: Arc<Outbox>,
+    chat: ChatClient,
+    account: String,
+    tokens: BTreeMap<String, SecretString>,
+    /// This process's lease owner id.
+    owner: String,
+}
+
+/// How one claim ended.
+enum Outcome {
+    Delivered,
+    Retry {
+        at: i64,
+        error: ApiError,
+    },
+    Failed(ApiError),
+    /// Shutting down, or the lease was lost: leave the row to its next owner.
+    HandBack,
+}
+
+impl Worker {
+    async fn run(self) {
+        let store = self.outbox.store.clone();
+        // A SQLite file has one gateway: claims left by a previous process (killed) are void.
+        if store.backend() == crate::store::Backend::Sqlite {
+            match store.release_all_leases().await {
+                Ok(n) if n > 0 => tracing::info!(
+                    taken_back = n,
+                    "deliveries left sending by a previous run are queued again"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot take back earlier claims"),
+            }
+        }
+        let mut gauges_at = 0;
+        while !self.outbox.stopping.load(Ordering::SeqCst) {
+            let now = now_ms();
+            if now - gauges_at >= 2_000 {
+                gauges_at = now;
+                self.update_gauges(now).await;
+            }
+            match store
+                .claim(&self.owner, now, now + self.outbox.lease_ms)
+                .await
+            {
+                Ok(Some(row)) => self.deliver(row).await,
+                Ok(None) => {
+                    let wait = match store.next_due().await {
+                        Ok(Some(due)) if due > now => {
+                            Duration::from_millis((due - now) as u64).min(POLL)
+                        }
+                        Ok(Some(_)) => Duration::from_millis(200).min(POLL),
+                        _ => POLL,
+                    };
+                    tokio::select! {
+                        _ = self.outbox.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "delivery worker cannot reach the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        match store.release_leases(&self.owner).await {
+            Ok(n) if n > 0 => tracing::info!(handed_back = n, "delivery worker stopped"),
+            Ok(_) => tracing::info!("delivery worker stopped"),
+            Err(error) => tracing::warn!(%error, "delivery worker could not hand back its leases"),
+        }
+        self.outbox.stopped.notify_waiters();
+    }
+
+    /// Queue depth and oldest age per state, for the metrics.
+    async fn update_gauges(&self, now: i64) {
+        let Ok(stats) = self.outbox.store.queue_stats().await else {
+            return;
+        };
+        for state in ["queued", "sending", "delivered", "failed", "cancelled"] {
+            let found = stats.iter().find(|s| s.state == state);
+            let depth = found.map_or(0, |s| s.count);
+            let age = found
+                .and_then(|s| s.oldest_created_at)
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            self.outbox.metrics.delivery_queue(state, depth, age);
+        }
+    }
+
+    async fn deliver(&self, row: DeliveryRow) {
+        let store = &self.outbox.store;
+        let outcome = match serde_json::from_str::<Job>(&row.request) {
+            Ok(job) => self.attempt(&job, row.clone()).await,
+            Err(error) => Outcome::Failed(ApiError::new(
+                ProblemCode::Internal,
+                format!("the stored request cannot be read: {error}"),
+            )),
+        };
+        let now = now_ms();
+        let (state, at, error, label) = match outcome {
+            Outcome::Delivered => ("delivered", now, None, "delivered"),
+            Outcome::Failed(error) => ("failed", now, Some(error), "failed"),
+            Outcome::Retry { at, error } if at < row.expires_at => {
+                ("queued", at, Some(error), "retry")
+            }
+            Outcome::Retry { error, .. } => (
+                "failed",
+                now,
+                Some(ApiError::new(
+                    ProblemCode::DeliveryExpired,
+                    format!("not delivered within delivery.max_age_secs; last error: {error}"),
+                )),
+                "expired",
+            ),
+            Outcome::HandBack => ("queued", now, None, "handed_back"),
+        };
+        self.outbox.metrics.delivery_attempt(label);
+        if state == "delivered" {
+            self.outbox
+                .metrics
+                .delivery_latency(Duration::from_millis((now - row.created_at).max(0) as u64));
+        }
+        let problem = error
+            .as_ref()
+            .and_then(|e| serde_json::to_string(&e.problem()).ok());
+        if let Some(error) = &error {
+            tracing::info!(delivery = %row.id, outcome = label, %error, "delivery attempt");
+        }
+        match store
+            .finish(&row.id, &self.owner, state, at, problem.as_deref(), now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %row.id, "lease lost before the outcome was recorded")
+            }
+            Err(error) => {
+                tracing::warn!(delivery = %row.id, %error, "cannot record a delivery outcome; the lease will expire")
+            }
+        }
+    }
+
+    fn retry(&self, row: &DeliveryRow, error: ApiError) -> Outcome {
+        Outcome::Retry {
+            at: now_ms() + backoff(row.attempts).as_millis() as i64,
+            error,
+        }
+    }
+
+    /// Sends the chunks not yet posted, in order.
+    async fn attempt(&self, job: &Job, mut row: DeliveryRow) -> Outcome {
+        let store = &self.outbox.store;
+        let mut posted = distinct_chunks(&row.posts);
+        let mut uncertain = row.uncertain_since;
+        let mut channel: Option<ChannelId> = None;
+        while posted < row.chunks.len() {
+            if self.outbox.stopping.load(Ordering::SeqCst) {
+                return Outcome::HandBack;
+            }
+            let chunk = row.chunks[posted].clone();
+            if !job.uses_token() && channel.is_none() {
+                match self.channel_of(job).await {
+                    Ok(id) => channel = Some(id),
+                    Err(error) => return self.failed_send(&row, error),
+                }
+            }
+            if let Some(since) = uncertain {
+                match channel {
+                    Some(channel_id) => match self.find_post(channel_id, &chunk, since).await {
+                        Ok(Some(post_id)) => {
+                            tracing::info!(delivery = %row.id, chunk = posted, "an uncertain send had posted: not sending again");
+                            if let Err(error) = store
+                                .record_post(
+                                    &row.id,
+                                    posted as i64,
+                                    &[(0, Some(post_id))],
+                                    now_ms(),
+                                )
+                                .await
+                            {
+                                return self.store_trouble(&row, error);
+                            }
+                            posted += 1;
+                            uncertain = None;
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(error) => return self.failed_send(&row, error),
+                    },
+                    None => {
+                        // Token sends cannot look: re-send and say so on the delivery.
+                        if let Err(error) = store.clear_uncertain(&row.id, true).await {
+                            return self.store_trouble(&row, error);
+                        }
+                    }
+                }
+            }
+            let now = now_ms();
+            match store
+                .mark_uncertain(&row.id, &self.owner, now, now + self.outbox.lease_ms)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Outcome::HandBack,
+                Err(error) => return self.store_trouble(&row, error),
+            }
+            let first = posted == 0;
+            match self.send(job, channel, &chunk, first).await {
+                Ok(posts) => {
+                    if let Err(error) = store
+                        .record_post(&row.id, posted as i64, &posts.sent, now_ms())
+                        .await
+                    {
+                        return self.store_trouble(&row, error);
+                    }
+                    posted += 1;
+                    uncertain = None;
+                    if !posts.failed.is_empty() {
+                        return Outcome::Failed(ApiError::new(
+                            ProblemCode::UpstreamRejectedInput,
+                            format!("DSM did not deliver to: {}", posts.failed.join("; ")),
+                        ));
+                    }
+                    if job.uses_token() {
+                        // Pace the token: across deliveries through the target row, between
+                        // the chunks of this one by waiting.
+                        let interval = self.interval_ms(0);
+                        let _ = store.pace_target(&row.target, now_ms() + interval, 0).await;
+                        if posted < row.chunks.len() {
+                            tokio::time::sleep(Duration::from_millis(interval as u64)).await;
+                        }
+                    }
+                }
+                Err(error) => match classify(&error) {
+                    Failure::Ambiguous => {
+                        // The mark stays: the next attempt looks before sending.
+                        return self.retry(&row, ApiError::from(error));
+                    }
+                    Failure::TooLong => {
+                        let _ = store.clear_uncertain(&row.id, false).await;
+                        uncertain = None;
+                        let Some((a, b)) = halve(&chunk) else {
+                            return Outcome::Failed(error.into());
+                        };
+                        row.chunks.splice(posted..=posted, [a, b]);
+                        if let Err(error) = store.replace_chunks(&row.id, &row.chunks).await {
+                            return self.store_trouble(&row, error);
+                        }
+                    }
+                    Failure::RateLimited => {
+                        let _ = store.clear_uncertain(&row.id, false).await;
+                        let penalty = store.target_penalty(&row.target).await.unwrap_or(0);
+                        let penalty = (penalty * 2).clamp(500, 30_000);
+                        let _ = store
+                            .pace_target(&row.target, now_ms() + self.interval_ms(penalty), penalty)
+                            .await;
+                        return Outcome::Retry {
+                            at: now_ms(),
+                            error: error.into(),
+                        };
+                    }
+                    Failure::NotSent => {
+                        let _ = store.clear_uncertain(&row.id, false).await;
+                        return self.retry(&row, error.into());
+                    }
+                    Failure::Permanent => {
+                        let _ = store.clear_uncertain(&row.id, false).await;
+                        return Outcome::Failed(error.into());
+                    }
+                },
+            }
+        }
+        Outcome::Delivered
+    }
+
+    fn failed_send(&self, row: &DeliveryRow, error: UpstreamError) -> Outcome {
+        match classify(&error) {
+            Failure::Permanent => Outcome::Failed(error.into()),
+            _ => self.retry(row, error.into()),
+        }
+    }
+
+    fn store_trouble(&self, row: &DeliveryRow, error: StoreError) -> Outcome {
+        self.retry(
+            row,
+            ApiError::new(ProblemCode::StoreUnavailable, error.to_string()),
+        )
+    }
+
+    /// Milliseconds between two sends with one token: `1 / rate_per_sec` plus any penalty.
+    fn interval_ms(&self, penalty: i64) -> i64 {
+        (1000.0 / self.outbox.settings.rate_per_sec) as i64 + penalty
+    }
+
+    fn token(&self, job: &Job) -> Option<&SecretString> {
+        match job {
+            Job::Webhook { name, .. } | Job::Bot { name, .. } => self.tokens.get(name),
+            _ => None,
+        }
+    }
+
+    async fn channel_of(&self, job: &Job) -> Result<ChannelId, UpstreamError> {
+        match job {
+            Job::Channel { channel_id, .. } => Ok(*channel_id),
+            // DSM returns the existing 1:1 conversation when there is one.
+            Job::User { user_id } => self.chat.open_direct_channel(*user_id).await,
+            Job::Webhook { .. } | Job::Bot { .. } => unreachable!("token jobs have no channel"),
+        }
+    }
+
+    /// A post by the gateway's account in `channel_id` with exactly `text`, created after
+    /// `since` (less the skew allowance), that no delivery owns yet.
+    async fn find_post(
+        &self,
+        channel_id: ChannelId,
+        text: &str,
+        since: i64,
+    ) -> Result<Option<i64>, UpstreamError> {
+        let own = self
+            .chat
+            .users()
+            .await?
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(&self.account))
+            .map(|u| u.user_id.get());
+        let posts = self.chat.posts(channel_id, CHECK_POSTS, 0).await?;
+        let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
+        for post in posts {
+            if post.message == text
+                && post.create_at >= earliest
+                && own.is_none_or(|own| post.creator_id == own)
+            {
+                let id = post.post_id.get() as i64;
+                match self.outbox.store.post_is_recorded(id).await {
+                    Ok(false) => return Ok(Some(id)),
+                    Ok(true) => {}
+                    Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn send(
+        &self,
+        job: &Job,
+        channel: Option<ChannelId>,
+        text: &str,
+        first: bool,
+    ) -> Result<Sent, UpstreamError> {
+        let message = MessageText::parse(text.to_owned())
+            .map_err(|e| UpstreamError::InvalidResponse(format!("stored text: {e}")))?;
+        let file_url = |raw: &Option<String>| {
+            raw.as_deref()
+                .filter(|_| first)
+                .and_then(|u| HttpUrl::parse("file_url", u).ok())
+        };
+        match job {
+            Job::Channel { .. } | Job::User { .. } => {
+                let thread_id = match job {
+                    Job::Channel { thread_id, .. } => *thread_id,
+                    _ => None,
+                };
+                let channel_id = channel.expect("session jobs resolve their channel first");
+                let post = self
+                    .chat
+                    .create_post(NewPost {
+                        channel_id,
+                        message: &message,
+                        thread_id,
+                    })
+                    .await?;
+                Ok(Sent {
+                    sent: vec![(0, Some(post.post_id.get() as i64))],
+                    failed: Vec::new(),
+                })
+            }
+            Job::Webhook { file_url: url, .. } => {
+                let token = self.token(job).ok_or(UpstreamError::Unsupported {
+                    api: "SYNO.Chat.External",
+                    reason: "the configured token is gone".to_owned(),
+                })?;
+                let url = file_url(url);
+                self.chat
+                    .send_incoming(
+                        token,
+                        &ExternalMessage {
+                            text: &message,
+                            file_url: url.as_ref(),
+                        },
+                    )
+                    .await?;
+                Ok(Sent {
+                    sent: vec![(0, None)],
+                    failed: Vec::new(),
+                })
+            }
+            Job::Bot {
+                user_ids,
+                file_url: url,
+                ..
+            } => {
+                let token = self.token(job).ok_or(UpstreamError::Unsupported {
+                    api: "SYNO.Chat.External",
+                    reason: "the configured token is gone".to_owned(),
+                })?;
+                let url = file_url(url);
+                let delivery = self
+                    .chat
+                    .send_chatbot(
+                        token,
+                        &ExternalMessage {
+                            text: &message,
+                            file_url: url.as_ref(),
+                        },
+                        user_ids,
+                    )
+                    .await?;
+                Ok(Sent {
+                    sent: delivery
+                        .sent
+                        .iter()
+                        .map(|(user, post)| (user.get() as i64, Some(post.get() as i64)))
+                        .collect(),
+                    failed: delivery
+                        .failed
+                        .iter()
+                        .map(|(user, reason)| format!("user {user}: {reason}"))
+                        .collect(),
+                })
+            }
+        }
+    }
+}
+
+/// What one chunk's send produced.
+struct Sent {
+    sent: Vec<(i64, Option<i64>)>,
+    failed: Vec<String>,
+}
+
+fn distinct_chunks(posts: &[(i64, Option<i64>)]) -> usize {
+    let mut chunks: Vec<i64> = posts.iter().map(|(c, _)| *c).collect();
+    chunks.dedup();
+    chunks.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_within_a_second_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(600));
+        assert!(backoff(1) >= Duration::from_millis(400));
+        assert!(backoff(30) <= Duration::from_secs(144));
+        assert!(backoff(30) >= Duration::from_secs(96));
+    }
+
+    #[test]
+    fn halving_keeps_every_character_and_prefers_whitespace() {
+        let (a, b) = halve("one two three four").unwrap();
+        assert_eq!(format!("{a}{b}"), "one two three four");
+        assert!(b.starts_with(' ') || a.ends_with(' '), "{a:?} {b:?}");
+        let (a, b) = halve("ééééé").unwrap();
+        assert_eq!(format!("{a}{b}"), "ééééé");
+        assert!(halve("x").is_none());
+    }
+
+    #[test]
+    fn only_unknown_outcomes_are_ambiguous() {
+        assert_eq!(classify(&UpstreamError::Timeout), Failure::Ambiguous);
+        assert_eq!(
+            classify(&UpstreamError::Unreachable("connection failed")),
+            Failure::NotSent
+        );
+        assert_eq!(
+            classify(&UpstreamError::Unreachable("connection lost while reading")),
+            Failure::Ambiguous
+        );
+        let dsm = |code| UpstreamError::Dsm {
+            api: "SYNO.Chat.Post",
+            method: "create",
+            code,
+            family: ApiFamily::Session,
+        };
+        assert_eq!(classify(&dsm(411)), Failure::RateLimited);
+        assert_eq!(classify(&dsm(410)), Failure::TooLong);
+        assert_eq!(classify(&dsm(117)), Failure::Permanent);
+    }
+
+    #[test]
+    fn targets_separate_channels_users_and_tokens() {
+        let channel = Job::Channel {
+            channel_id: ChannelId::new(3).unwrap(),
+            thread_id: None,
+        };
+        assert_eq!(channel.target(), "channel:3");
+        let json = serde_json::to_string(&channel).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), channel);
+        assert_eq!(
+            Job::Webhook {
+                name: "alerts".into(),
+                file_url: None
+            }
+            .target(),
+            "token:alerts"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The outbox tables: deliveries, their per-chunk progress and per-target pacing.
+//!
+//! Order per target: a target's *head* is its oldest delivery still `queued` or `sending`; only
+//! the head may be claimed, so message n+1 waits until n is delivered, failed or cancelled.
+//! A claim sets a lease; a `sending` row whose lease expired (a dead replica) is claimable again.
+
+use sqlx::Row;
+
+use super::{Pool, Store, StoreError, with_pool};
+
+/// What the outbox needs to keep for one message.
+pub struct NewDelivery {
+    pub id: String,
+    pub caller: String,
+    /// `channel:<id>`, `user:<id>` or `token:<name>`: the unit of ordering and pacing.
+    pub target: String,
+    /// What to send (JSON, read by the delivery module).
+    pub request: String,
+    pub chunks: Vec<String>,
+    pub now_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A delivery as stored.
+#[derive(Clone, Debug)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub caller: String,
+    pub target: String,
+    pub request: String,
+    pub chunks: Vec<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub uncertain_since: Option<i64>,
+    pub at_least_once: bool,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub expires_at: i64,
+    /// Posts in chunk order: (chunk index, post id when DSM named one); a chatbot chunk has one
+    /// per recipient.
+    pub posts: Vec<(i64, Option<i64>)>,
+}
+
+/// A state change asked for over the API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    NotFound,
+    /// The delivery is in another state (named).
+    WrongState(String),
+}
+
+/// Queue depth and oldest entry per state.
+#[derive(Debug)]
+pub struct StateStats {
+    pub state: String,
+    pub count: i64,
+    pub oldest_created_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, caller, target, request, chunks, state, attempts, next_attempt_at, \
+    uncertain_since, at_least_once, last_error, created_at, updated_at, finished_at, expires_at";
+
+/// The claimable head of each target: oldest unfinished delivery, queued (or with an expired
+/// lease), due, and its target not paced. `$1` = now.
+const CLAIMABLE: &str = "d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
+        WHERE h.state IN ('queued', 'sending') GROUP BY h.target) \
+    AND (d.state = 'queued' OR d.lease_until < $1) \
+    AND d.next_attempt_at <= $1 \
+    AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = d.target AND t.next_send_at > $1)";
+
+fn decode<R: Row>(row: &R) -> Result<DeliveryRow, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let chunks: String = row.try_get("chunks")?;
+    Ok(DeliveryRow {
+        id: row.try_get("id")?,
+        caller: row.try_get("caller")?,
+        target: row.try_get("target")?,
+        request: row.try_get("request")?,
+        chunks: serde_json::from_str(&chunks).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        uncertain_since: row.try_get("uncertain_since")?,
+        at_least_once: row.try_get::<i64, _>("at_least_once")? != 0,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        expires_at: row.try_get("expires_at")?,
+        posts: Vec::new(),
+    })
+}
+
+fn chunks_json(chunks: &[String]) -> String {
+    serde_json::to_string(chunks).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store {
+    /// Commits a new queued delivery (and its target's pacing row).
+    pub async fn enqueue(&self, new: &NewDelivery) -> Result<(), StoreError> {
+        let chunks = chunks_json(&new.chunks);
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO targets (target, next_send_at, penalty_ms) VALUES ($1, 0, 0) \
+                 ON CONFLICT (target) DO NOTHING",
+            )
+            .bind(&new.target)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
+                 next_attempt_at, created_at, updated_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7)",
+            )
+            .bind(&new.id)
+            .bind(&new.caller)
+            .bind(&new.target)
+            .bind(&new.request)
+            .bind(&chunks)
+            .bind(new.now_ms)
+            .bind(new.expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// One delivery with its posted chunks.
+    pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1");
+        let row = with_pool!(self, p => {
+            match sqlx::query(&sql).bind(id).fetch_optional(p).await? {
+                Some(row) => Some(decode(&row)?),
+                None => None,
+            }
+        });
+        let Some(mut row) = row else { return Ok(None) };
+        row.posts = self.posts_of(&row.id).await?;
+        Ok(Some(row))
+    }
+
+    async fn posts_of(&self, id: &str) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
+        let sql = "SELECT chunk, post_id FROM delivery_posts WHERE delivery_id = $1 \
+                   ORDER BY chunk, recipient";
+        Ok(with_pool!(self, p => {
+            let rows = sqlx::query(sql).bind(id).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("chunk")?, r.try_get("post_id")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        }))
+    }
+
+    /// Deliveries in arrival order, optionally of one state, after the delivery `after`.
+    pub async fn deliveries(
+        &self,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deliveries \
+             WHERE ($1 = '' OR state = $1) \
+               AND seq > COALESCE((SELECT seq FROM deliveries WHERE id = $2), 0) \
+             ORDER BY seq LIMIT $3"
+        );
+        let rows = with_pool!(self, p => {
+            sqlx::query(&sql)
+                .bind(state.unwrap_or(""))
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(decode)
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        let mut out = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            row.posts = self.posts_of(&row.id).await?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Takes the next due delivery for `owner` until `lease_until`, or `None`. On PostgreSQL
+    /// the target row is locked with `FOR UPDATE SKIP LOCKED` first, so replicas never claim
+    /// the same target at once and pacing holds across them.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        // The outer state check makes a concurrent claim of the same row a no-op.
+        let update = format!(
+            "UPDATE deliveries SET state = 'sending', lease_owner = $2, lease_until = $3, \
+                 attempts = attempts + 1, updated_at = $1 \
+             WHERE (state = 'queued' OR lease_until < $1) AND seq = ( \
+                 SELECT d.seq FROM deliveries d WHERE {CLAIMABLE} AND d.target = COALESCE($4, d.target) \
+                 ORDER BY d.next_attempt_at, d.seq LIMIT 1) \
+             RETURNING {COLUMNS}"
+        );
+        let row = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(&update)
+                .bind(now)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(None::<String>)
+                .fetch_optional(p)
+                .await?
+                .map(|r| decode(&r))
+                .transpose()?,
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let lock = format!(
+                    "SELECT t.target FROM targets t WHERE t.next_send_at <= $1 AND EXISTS ( \
+                         SELECT 1 FROM deliveries d WHERE d.target = t.target AND {CLAIMABLE}) \
+                     LIMIT 1 FOR UPDATE SKIP LOCKED"
+                );
+                let target: Option<String> = sqlx::query_scalar(&lock)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let row = match target {
+                    Some(target) => sqlx::query(&update)
+                        .bind(now)
+                        .bind(owner)
+                        .bind(lease_until)
+                        .bind(Some(target))
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| decode(&r))
+                        .transpose()?,
+                    None => None,
+                };
+                tx.commit().await?;
+                row
+            }
+        };
+        let Some(mut row) = row else { return Ok(None) };
+        row.posts = self.posts_of(&row.id).await?;
+        Ok(Some(row))
+    }
+
+    /// Notes that chunk `chunk` is about to be sent (its outcome unknown until recorded), and
+    /// extends the lease. `false` when `owner` no longer holds the lease.
+    pub async fn mark_uncertain(
+        &self,
+        id: &str,
+        owner: &str,
+        since: i64,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE deliveries SET uncertain_since = $3, lease_until = $4, updated_at = $3 \
+                   WHERE id = $1 AND lease_owner = $2 AND state = 'sending'";
+        let done = with_pool!(self, p => {
+            sqlx::query(sql).bind(id).bind(owner).bind(since).bind(lease_until)
+                .execute(p).await?.rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Records chunk `chunk` as posted (with each recipient's post id, or one row with
+    /// recipient 0) and clears the uncertainty, in one transaction.
+    pub async fn record_post(
+        &self,
+        id: &str,
+        chunk: i64,
+        posts: &[(i64, Option<i64>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (recipient, post_id) in posts {
+                sqlx::query(
+                    "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (delivery_id, chunk, recipient) DO NOTHING",
+                )
+                .bind(id).bind(chunk).bind(recipient).bind(post_id).bind(now)
+                .execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE deliveries SET uncertain_since = NULL, updated_at = $2 WHERE id = $1")
+                .bind(id).bind(now)
+                .execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Whether some delivery already recorded `post_id` as its own.
+    pub async fn post_is_recorded(&self, post_id: i64) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) FROM delivery_posts WHERE post_id = $1";
+        let n: i64 =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(post_id).fetch_one(p).await)?;
+        Ok(n > 0)
+    }
+
+    /// Clears an uncertainty that turned out to be a send that never happened.
+    pub async fn clear_uncertain(&self, id: &str, at_least_once: bool) -> Result<(), StoreError> {
+        let sql = "UPDATE deliveries SET uncertain_since = NULL, \
+                   at_least_once = CASE WHEN $2 = 1 THEN 1 ELSE at_least_once END WHERE id = $1";
+        with_pool!(self, p => sqlx::query(sql).bind(id).bind(i64::from(at_least_once)).execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Replaces the chunk list (a chunk DSM found too long, split in two).
+    pub async fn replace_chunks(&self, id: &str, chunks: &[String]) -> Result<(), StoreError> {
+        with_pool!(self, p => sqlx::query("UPDATE deliveries SET chunks = $2 WHERE id = $1")
+            .bind(id).bind(chunks_json(chunks)).execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Ends a claim: `delivered`, `failed` (for good) or back to `queued` at `next_attempt_at`.
+    pub async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        state: &str,
+        next_attempt_at: i64,
+        last_error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE deliveries SET state = $3, next_attempt_at = $4, \
+                       last_error = COALESCE($5, last_error), lease_owner = NULL, lease_until = NULL, \
+                       updated_at = $6, finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $6 END \
+                   WHERE id = $1 AND lease_owner = $2 AND state = 'sending'";
+        let done = with_pool!(self, p => {
+            sqlx::query(sql).bind(id).bind(owner).bind(state).bind(next_attempt_at)
+                .bind(last_error).bind(now).execute(p).await?.rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Spaces the next send to `target` (rate limits): not before `next_send_at`.
+    pub async fn pace_target(
+        &self,
+        target: &str,
+        next_send_at: i64,
+        penalty_ms: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE targets SET next_send_at = $2, penalty_ms = $3 WHERE target = $1";
+        with_pool!(self, p => sqlx::query(sql).bind(target).bind(next_send_at).bind(penalty_ms)
+            .execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// The extra spacing currently applied to `target` after rate limiting.
+    pub async fn target_penalty(&self, target: &str) -> Result<i64, StoreError> {
+        let sql = "SELECT penalty_ms FROM targets WHERE target = $1";
+        let penalty: Option<i64> =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(target).fetch_optional(p).await)?;
+        Ok(penalty.unwrap_or(0))
+    }
+
+    /// A failed delivery back to the queue, due now.
+    pub async fn retry_delivery(
+        &self,
+        id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Transition, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'queued', next_attempt_at = $2, expires_at = $3, \
+                   finished_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'failed'";
+        let done = with_pool!(self, p => sqlx::query(sql).bind(id).bind(now).bind(expires_at)
+            .execute(p).await?.rows_affected());
+        self.transition(id, done).await
+    }
+
+    /// A queued delivery cancelled.
+    pub async fn cancel_delivery(&self, id: &str, now: i64) -> Result<Transition, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
+                   WHERE id = $1 AND state = 'queued'";
+        let done = with_pool!(self, p => sqlx::query(sql).bind(id).bind(now).execute(p).await?.rows_affected());
+        self.transition(id, done).await
+    }
+
+    async fn transition(&self, id: &str, changed: u64) -> Result<Transition, StoreError> {
+        if changed == 1 {
+            return Ok(Transition::Done);
+        }
+        let sql = "SELECT state FROM deliveries WHERE id = $1";
+        let state: Option<String> =
+            with_pool!(self, p => sqlx::query_scalar(sql).bind(id).fetch_optional(p).await)?;
+        Ok(state.map_or(Transition::NotFound, Transition::WrongState))
+    }
+
+    /// Hands back every claim of `owner` (graceful shutdown): `sending` becomes `queued`.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL \
+                   WHERE lease_owner = $1 AND state = 'sending'";
+        Ok(with_pool!(self, p => sqlx::query(sql).bind(owner).execute(p).await?.rows_affected()))
+    }
+
+    /// Hands back every claim (single-node SQLite at start-up: no other process holds one).
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL \
+                   WHERE state = 'sending'";
+        Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await?.rows_affected()))
+    }
+
+    /// Count and oldest creation time per state.
+    pub async fn queue_stats(&self) -> Result<Vec<StateStats>, StoreError> {
+        let sql =
+            "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries GROUP BY state";
+        Ok(with_pool!(self, p => {
+            sqlx::query(sql).fetch_all(p).await?.iter().map(|r| {
+                Ok(StateStats {
+                    state: r.try_get("state")?,
+                    count: r.try_get("n")?,
+                    oldest_created_at: r.try_get("oldest")?,
+                })
+            }).collect::<Result<Vec<_>, sqlx::Error>>()?
+        }))
+    }
+
+    /// The earliest time something may become due (the worker sleeps until then at most).
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT MIN(CASE WHEN state = 'sending' THEN lease_until ELSE next_attempt_at END) \
+                   FROM deliveries WHERE state IN ('queued', 'sending')";
+        Ok(with_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await)?)
+    }
+}

@@ -1,0 +1,233 @@
+//! The store: the only code that knows SQL. SQLite (one file, WAL) by default; PostgreSQL when
+//! several replicas share one queue.
+//!
+//! The two back-ends sit behind one enum over two native sqlx pools rather than sqlx's `Any`
+//! driver: each keeps its own connect options (WAL, `busy_timeout`, a 0600 file; TLS and a
+//! password from a file for PostgreSQL) and native types, and the few statements that must
+//! differ (PostgreSQL's `FOR UPDATE SKIP LOCKED`) say so in one `match`. Every other query is
+//! written once and run on either pool by [`with_pool!`], so there are no two copies of the logic.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::StoreSettings;
+
+pub mod deliveries;
+
+/// Which database the store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever native pool the store has: the query is written
+/// once and type-checked against both drivers.
+macro_rules! with_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// The store handle; cheap to clone (the pools are shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// A failure while running: the database is unreachable or refused a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is busy: try again later (answered as 503).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A row did not have the expected shape (a bug or a hand-edited database).
+    #[error("the store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::Corrupt(error.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Migrations per back-end. Versions 0001–0999 belong to the delivery store, 1001+ to the
+/// idempotency records. A database holding a version missing here is newer than this binary.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "deliveries",
+    include_str!("../../migrations/sqlite/0001_deliveries.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "deliveries",
+    include_str!("../../migrations/postgres/0001_deliveries.sql"),
+)];
+
+fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            list.iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+/// The store URL without its password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("********"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens the store and brings its schema up to date. Every error is one line fit for the
+    /// start-up failure message (no password in it).
+    pub async fn connect(settings: &StoreSettings) -> Result<Self, String> {
+        let url = settings.url.expose_secret();
+        let shown = redacted_url(url);
+        let pool = if url.starts_with("sqlite:") {
+            Pool::Sqlite(open_sqlite(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut options = PgConnectOptions::from_str(url)
+                .map_err(|e| format!("store.url {shown} is not a PostgreSQL URL: {e}"))?;
+            if let Some(password) = &settings.password {
+                options = options.password(password.expose_secret());
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .map_err(|e| format!("store: cannot connect to {shown}: {e}"))?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(format!(
+                "store.url {shown} must start with sqlite:// or postgres://"
+            ));
+        };
+        let store = Self { pool };
+        store.migrate().await.map_err(|e| match e {
+            MigrateError::VersionMissing(version) => format!(
+                "store: the database at {shown} has schema version {version}, newer than this binary knows; run a newer gateway or restore a backup"
+            ),
+            other => format!("store: cannot migrate the database at {shown}: {other}"),
+        })?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), MigrateError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrator(SQLITE_MIGRATIONS).run(pool).await,
+            Pool::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A round trip to the database (readiness, tests).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// The highest schema version applied.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let version: Option<i64> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(p)
+                .await
+        })?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Closes the pools (waits for connections in use to come back).
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await);
+    }
+}
+
+/// Opens (creating it with mode 0600 when missing) a SQLite file in WAL mode.
+async fn open_sqlite(url: &str) -> Result<SqlitePool, String> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| format!("store.url {url} is not a SQLite URL: {e}"))?;
+    let path = options.get_filename().to_owned();
+    if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" && !path.exists() {
+        create_private_file(&path)
+            .map_err(|e| format!("store: cannot create {}: {e}", path.display()))?;
+    }
+    let options = options
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is on disk before the 202 goes out, even across a power loss.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|e| format!("store: cannot open {}: {e}", path.display()))
+}
+
+/// The database holds queued messages: readable by the gateway's user only. SQLite gives its
+/// `-wal` and `-shm` files the same mode.
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}

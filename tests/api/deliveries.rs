@@ -1,0 +1,467 @@
+//! Asynchronous delivery (`Prefer: respond-async`) against the simulator, on SQLite and on a
+//! real PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{
+    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, read, spawn_app, spawn_app_with,
+};
+
+/// POSTs `body` to `path` with `Prefer: respond-async`.
+pub async fn post_async(app: &TestApp, path: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Prefer", "respond-async"))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+/// Asserts the 202 answer and returns the delivery id.
+fn accepted(answer: &Answer) -> String {
+    assert_eq!(answer.status.as_u16(), 202, "body: {}", answer.body);
+    assert_eq!(answer.body["state"], "queued");
+    assert_eq!(answer.header("preference-applied"), Some("respond-async"));
+    let id = answer.body["delivery_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        answer.header("location"),
+        Some(format!("/api/v1/deliveries/{id}").as_str())
+    );
+    id
+}
+
+/// Polls the delivery until it reaches `state`.
+pub async fn wait_for(app: &TestApp, id: &str, state: &str, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let answer = app.get(&format!("/api/v1/deliveries/{id}")).await;
+        assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
+        if answer.body["state"] == state {
+            return answer.body;
+        }
+        assert!(
+            start.elapsed() < within,
+            "delivery {id} not {state} in {within:?}: {}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The messages of channel `channel_id`, oldest first.
+async fn messages(app: &TestApp, channel_id: u64) -> Vec<String> {
+    let list = app
+        .get(&format!("/api/v1/channels/{channel_id}/posts?limit=200"))
+        .await;
+    assert_eq!(list.status.as_u16(), 200, "{}", list.body);
+    let mut posts: Vec<(u64, String)> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["post_id"].as_u64().unwrap(),
+                p["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    posts.sort();
+    posts.into_iter().map(|(_, m)| m).collect()
+}
+
+/// A gateway on SQLite, or on a fresh PostgreSQL database (`None`: skipped loudly).
+async fn app_on(postgres: bool, sim: SimConfig, timeout_ms: u64) -> Option<TestApp> {
+    let url = if postgres {
+        Some(crate::postgres::fresh_database()?)
+    } else {
+        None
+    };
+    Some(
+        spawn_app_with(sim, move |s| {
+            if let Some(url) = url {
+                s.store.url = SecretString::from(url);
+            }
+            s.upstream.timeout_ms = timeout_ms;
+        })
+        .await,
+    )
+}
+
+#[actix_web::test]
+async fn an_async_post_answers_202_then_is_delivered_once() {
+    let app = spawn_app().await;
+    let answer = post_async(
+        &app,
+        "/api/v1/channels/2/posts",
+        json!({"message": "async hello"}),
+    )
+    .await;
+    let id = accepted(&answer);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["at_least_once"], false);
+    assert!(done["finished_at"].as_i64().is_some());
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == "async hello").count(),
+        1,
+        "{posted:?}"
+    );
+    // The post id is DSM's.
+    let post_id = done["post_ids"][0].as_u64().unwrap();
+    assert_eq!(
+        app.get("/api/v1/channels/2/posts?limit=1").await.body["items"][0]["post_id"],
+        post_id
+    );
+}
+
+#[actix_web::test]
+async fn every_sending_route_takes_respond_async() {
+    let app = spawn_app().await;
+    let dm = accepted(
+        &post_async(
+            &app,
+            "/api/v1/users/2/messages",
+            json!({"message": "dm later"}),
+        )
+        .await,
+    );
+    let hook = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "hook later"}),
+        )
+        .await,
+    );
+    let bot = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": "bot later", "user_ids": [2]}),
+        )
+        .await,
+    );
+    for id in [&dm, &hook, &bot] {
+        wait_for(&app, id, "delivered", Duration::from_secs(20)).await;
+    }
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 1);
+    assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 1);
+    let dm = app.get(&format!("/api/v1/deliveries/{dm}")).await;
+    assert_eq!(dm.body["post_ids"].as_array().unwrap().len(), 1);
+
+    // A caller's own token is not kept at rest: asynchronous sending is refused.
+    let response = app
+        .http
+        .post(format!("{}/api/v1/webhooks/incoming", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Prefer", "respond-async"))
+        .insert_header(("X-Chat-Token", "a".repeat(64)))
+        .send_json(&json!({"text": "x"}))
+        .await;
+    let refused = read(response.unwrap()).await;
+    assert!(
+        refused.assert_problem(422, "unprocessable")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.<name>")
+    );
+    // Invalid input is refused before anything is stored.
+    post_async(&app, "/api/v1/channels/2/posts", json!({"message": " "}))
+        .await
+        .assert_problem(400, "invalid_request");
+    let listed = app.get("/api/v1/deliveries").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 3);
+}
+
+async fn nas_down_while_messages_arrive(postgres: bool) {
+    let Some(app) = app_on(postgres, SimConfig::default(), 3_000).await else {
+        return;
+    };
+    app.sim.refuse_connections(true).await;
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let channel = 1 + n % 3;
+        let start = Instant::now();
+        let answer = post_async(
+            &app,
+            &format!("/api/v1/channels/{channel}/posts"),
+            json!({"message": format!("down {n}")}),
+        )
+        .await;
+        assert!(
+            start.elapsed() < Duration::from_millis(1_000),
+            "the 202 took {:?} while the NAS is down",
+            start.elapsed()
+        );
+        ids.push(accepted(&answer));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let queued = app.get("/api/v1/deliveries?state=delivered").await;
+    assert_eq!(queued.body["items"].as_array().unwrap().len(), 0);
+    app.sim.refuse_connections(false).await;
+    for (n, id) in ids.iter().enumerate() {
+        let done = wait_for(&app, id, "delivered", Duration::from_secs(90)).await;
+        if n < 3 {
+            // The head of each channel was tried while the NAS was away; the rest waited.
+            assert_eq!(done["last_error"]["code"], "upstream_unreachable", "{done}");
+            assert!(done["attempts"].as_i64().unwrap() > 1, "{done}");
+        }
+    }
+    for channel in 1..=3u64 {
+        let posted: Vec<String> = messages(&app, channel)
+            .await
+            .into_iter()
+            .filter(|m| m.starts_with("down "))
+            .collect();
+        let expected: Vec<String> = (0..50u64)
+            .filter(|n| 1 + n % 3 == channel)
+            .map(|n| format!("down {n}"))
+            .collect();
+        assert_eq!(posted, expected, "channel {channel}: once each, in order");
+    }
+}
+
+#[actix_web::test]
+async fn nas_down_for_10s_while_50_messages_arrive_sqlite() {
+    nas_down_while_messages_arrive(false).await;
+}
+
+#[actix_web::test]
+async fn nas_down_for_10s_while_50_messages_arrive_postgres() {
+    nas_down_while_messages_arrive(true).await;
+}
+
+async fn timeout_after_the_post_was_created(postgres: bool) {
+    let Some(app) = app_on(postgres, SimConfig::default(), 500).await else {
+        return;
+    };
+    // Log in first, so only the send is slow.
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.set_latency(Duration::from_millis(1_500));
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "slow but once"}),
+        )
+        .await,
+    );
+    let start = Instant::now();
+    while app.sim.count("SYNO.Chat.Post", "create") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no send attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    app.sim.set_latency(Duration::ZERO);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(done["last_error"]["code"], "upstream_timeout", "{done}");
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == "slow but once").count(),
+        1,
+        "a duplicate after the timeout: {posted:?}"
+    );
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
+}
+
+#[actix_web::test]
+async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_sqlite() {
+    timeout_after_the_post_was_created(false).await;
+}
+
+#[actix_web::test]
+async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_postgres() {
+    timeout_after_the_post_was_created(true).await;
+}
+
+#[actix_web::test]
+async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
+    let app = spawn_app().await;
+    // DSM: no such channel (117) is permanent.
+    let lost = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/9999/posts",
+            json!({"message": "nowhere"}),
+        )
+        .await,
+    );
+    let failed = wait_for(&app, &lost, "failed", Duration::from_secs(20)).await;
+    assert_eq!(failed["attempts"], 1);
+    assert_eq!(failed["last_error"]["dsm_code"], 117, "{failed}");
+    let listed = app.get("/api/v1/deliveries?state=failed").await;
+    assert_eq!(listed.body["items"][0]["delivery_id"], lost.as_str());
+    let retried = app
+        .call(
+            "POST",
+            &format!("/api/v1/deliveries/{lost}/retry"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(retried.status.as_u16(), 200, "{}", retried.body);
+    let again = wait_for(&app, &lost, "failed", Duration::from_secs(20)).await;
+    assert_eq!(again["attempts"], 2);
+
+    // With the NAS away, the second message to a channel waits behind the first: cancel it.
+    app.sim.refuse_connections(true).await;
+    let first =
+        accepted(&post_async(&app, "/api/v1/channels/3/posts", json!({"message": "one"})).await);
+    let second =
+        accepted(&post_async(&app, "/api/v1/channels/3/posts", json!({"message": "two"})).await);
+    let cancelled = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/deliveries/{second}"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status.as_u16(), 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["state"], "cancelled");
+    app.call(
+        "DELETE",
+        &format!("/api/v1/deliveries/{second}"),
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(409, "conflict");
+    app.sim.refuse_connections(false).await;
+    wait_for(&app, &first, "delivered", Duration::from_secs(30)).await;
+    app.call(
+        "POST",
+        &format!("/api/v1/deliveries/{first}/retry"),
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(409, "conflict");
+    assert!(!messages(&app, 3).await.contains(&"two".to_owned()));
+
+    app.get("/api/v1/deliveries/not-a-uuid")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.get("/api/v1/deliveries/00000000-0000-4000-8000-000000000000")
+        .await
+        .assert_problem(404, "not_found");
+    app.get("/api/v1/deliveries?state=lost")
+        .await
+        .assert_problem(400, "invalid_request");
+    // Reading needs the read scope, changing the write scope.
+    app.call(
+        "DELETE",
+        &format!("/api/v1/deliveries/{first}"),
+        Some(crate::helpers::READ_KEY),
+        None,
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+}
+
+#[actix_web::test]
+async fn a_rate_limited_token_waits_and_is_paced() {
+    let app = spawn_app().await;
+    app.sim
+        .fail_next("SYNO.Chat.External", Some("incoming"), 2, 411);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(accepted(
+            &post_async(
+                &app,
+                &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+                json!({"text": format!("paced {n}")}),
+            )
+            .await,
+        ));
+    }
+    let start = Instant::now();
+    for id in &ids {
+        wait_for(&app, id, "delivered", Duration::from_secs(30)).await;
+    }
+    // Two 411s, then three sends at most one per second.
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let first = app.get(&format!("/api/v1/deliveries/{}", ids[0])).await;
+    assert_eq!(first.body["attempts"], 3, "{}", first.body);
+    assert_eq!(first.body["last_error"]["dsm_code"], 411);
+}
+
+#[actix_web::test]
+async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
+    let app = spawn_app().await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 410);
+    let text = "alpha beta gamma delta";
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": text})).await);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(done["chunks"], 2, "{done}");
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 2);
+    let posted = messages(&app, 2).await;
+    let tail: String = posted[posted.len() - 2..].concat();
+    assert_eq!(tail, text);
+}
+
+#[actix_web::test]
+async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_working() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let app = spawn_app_with(SimConfig::default(), {
+        let url = url.clone();
+        move |s| s.store.url = SecretString::from(url)
+    })
+    .await;
+    // The database goes away under the running gateway.
+    let admin = sqlx::PgPool::connect(&url.replace(&format!("/{database}"), "/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let refused = post_async(
+        &app,
+        "/api/v1/channels/2/posts",
+        json!({"message": "later"}),
+    )
+    .await;
+    refused.assert_problem(503, "store_unavailable");
+    assert!(refused.header("retry-after").is_some());
+    // Synchronous calls do not need the store.
+    assert_eq!(
+        app.post("/api/v1/channels/2/posts", json!({"message": "now"}))
+            .await
+            .status
+            .as_u16(),
+        201
+    );
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    // Back: accepted again.
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "back"})).await);
+    wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+}

@@ -1,0 +1,295 @@
+//! The outbox with the real binary: SIGKILL and restart on the same store, and two gateway
+//! processes sharing one PostgreSQL.
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
+const KEY: &str = "outbox-test-key";
+
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_gateway(sim_url: &str, store_url: &str) -> Gateway {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env_remove("SYNOCHAT_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("SYNOCHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SYNOCHAT__UPSTREAM__URL", sim_url)
+        .env("SYNOCHAT__UPSTREAM__USERNAME", DEMO_ACCOUNT)
+        .env("SYNOCHAT__UPSTREAM__PASSWORD", DEMO_PASSWORD)
+        .env("SYNOCHAT__UPSTREAM__TIMEOUT_MS", "1000")
+        .env("SYNOCHAT__AUTH__KEYS__CI__HASH", hash_key(KEY))
+        .env("SYNOCHAT__AUTH__KEYS__CI__SCOPES", "write")
+        .env("SYNOCHAT__STORE__URL", store_url)
+        .env("SYNOCHAT__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the gateway starts");
+    let gateway = Gateway {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    let client = awc::Client::default();
+    while client
+        .get(format!("{}/healthz", gateway.base))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway
+}
+
+async fn call(method: &str, url: String, body: Option<Value>, prefer: bool) -> (u16, Value) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut request = client
+        .request(method.parse().unwrap(), url)
+        .insert_header(("Authorization", format!("Bearer {KEY}")));
+    if prefer {
+        request = request.insert_header(("Prefer", "respond-async"));
+    }
+    let mut response = match body {
+        Some(body) => request.send_json(&body).await,
+        None => request.send().await,
+    }
+    .expect("gateway answers");
+    let bytes = response.body().limit(1 << 24).await.unwrap();
+    (
+        response.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn enqueue(gateway: &Gateway, channel: u64, message: &str) -> String {
+    let (status, body) = call(
+        "POST",
+        format!("{}/api/v1/channels/{channel}/posts", gateway.base),
+        Some(json!({ "message": message })),
+        true,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body["delivery_id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_delivered(gateway: &Gateway, ids: &[String], within: Duration) {
+    let start = Instant::now();
+    for id in ids {
+        loop {
+            let (_, body) = call(
+                "GET",
+                format!("{}/api/v1/deliveries/{id}", gateway.base),
+                None,
+                false,
+            )
+            .await;
+            if body["state"] == "delivered" {
+                break;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{id} not delivered in {within:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The channel's messages with `prefix`, oldest first.
+async fn messages(gateway: &Gateway, channel: u64, prefix: &str) -> Vec<String> {
+    let (status, body) = call(
+        "GET",
+        format!("{}/api/v1/channels/{channel}/posts?limit=200", gateway.base),
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut posts: Vec<(u64, String)> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["post_id"].as_u64().unwrap(),
+                p["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .filter(|(_, m)| m.starts_with(prefix))
+        .collect();
+    posts.sort();
+    posts.into_iter().map(|(_, m)| m).collect()
+}
+
+async fn simulator() -> Simulator {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap()
+}
+
+async fn sigkill_and_restart(store_url: String) {
+    let sim = simulator().await;
+    // Every DSM call is slow, so the kill lands in the middle of the sends.
+    sim.control().set_latency(Duration::from_millis(150));
+    let first = start_gateway(&sim.base_url(), &store_url).await;
+    let mut ids = Vec::new();
+    for n in 0..30u64 {
+        ids.push(enqueue(&first, 1 + n % 2, &format!("kill {n}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(first); // SIGKILL
+    let second = start_gateway(&sim.base_url(), &store_url).await;
+    wait_delivered(&second, &ids, Duration::from_secs(120)).await;
+    sim.control().set_latency(Duration::ZERO);
+    for channel in 1..=2u64 {
+        let expected: Vec<String> = (0..30u64)
+            .filter(|n| 1 + n % 2 == channel)
+            .map(|n| format!("kill {n}"))
+            .collect();
+        assert_eq!(
+            messages(&second, channel, "kill ").await,
+            expected,
+            "channel {channel}: each once, in order"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn sigkill_and_restart_delivers_each_message_once_in_order_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_and_restart(format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await;
+}
+
+#[actix_web::test]
+async fn sigkill_and_restart_delivers_each_message_once_in_order_postgres() {
+    let Some(url) = postgres::fresh_database() else {
+        return;
+    };
+    sigkill_and_restart(url).await;
+}
+
+#[actix_web::test]
+async fn two_gateways_on_one_postgres_deliver_each_message_once() {
+    let Some(url) = postgres::fresh_database() else {
+        return;
+    };
+    let sim = simulator().await;
+    sim.control().set_latency(Duration::from_millis(30));
+    let a = start_gateway(&sim.base_url(), &url).await;
+    let b = start_gateway(&sim.base_url(), &url).await;
+    let mut ids = Vec::new();
+    for n in 0..30u64 {
+        let gateway = if n % 2 == 0 { &a } else { &b };
+        ids.push(enqueue(gateway, 1 + n % 3, &format!("pair {n}")).await);
+    }
+    wait_delivered(&a, &ids, Duration::from_secs(90)).await;
+    for channel in 1..=3u64 {
+        let expected: Vec<String> = (0..30u64)
+            .filter(|n| 1 + n % 3 == channel)
+            .map(|n| format!("pair {n}"))
+            .collect();
+        assert_eq!(
+            messages(&b, channel, "pair ").await,
+            expected,
+            "channel {channel}: each once, in order"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn sigterm_hands_back_the_work_and_a_restart_finishes_it() {
+    let Some(url) = postgres::fresh_database() else {
+        return;
+    };
+    let sim = simulator().await;
+    sim.control().set_latency(Duration::from_millis(200));
+    let mut first = start_gateway(&sim.base_url(), &url).await;
+    let mut ids = Vec::new();
+    for n in 0..10u64 {
+        ids.push(enqueue(&first, 1, &format!("term {n}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = first.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = actix_web::rt::task::spawn_blocking(move || {
+        let status = first.child.wait();
+        (first, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    // Nothing is left claimed by the stopped gateway.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let sending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'sending' OR lease_owner IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sending, 0, "leases held after SIGTERM");
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        delivered < 10,
+        "the shutdown came too late to test anything"
+    );
+    pool.close().await;
+    let second = start_gateway(&sim.base_url(), &url).await;
+    wait_delivered(&second, &ids, Duration::from_secs(60)).await;
+    sim.control().set_latency(Duration::ZERO);
+    let expected: Vec<String> = (0..10u64).map(|n| format!("term {n}")).collect();
+    assert_eq!(messages(&second, 1, "term ").await, expected);
+}

@@ -1,0 +1,254 @@
+//! The store on both back-ends: SQLite in a temporary directory and a real PostgreSQL started by
+//! the tests (see `support/postgres.rs`).
+
+#[path = "support/backends.rs"]
+mod backends;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use secrecy::SecretString;
+use syno_chat_gateway::config::StoreSettings;
+use syno_chat_gateway::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
+
+fn settings(url: &str) -> StoreSettings {
+    StoreSettings {
+        url: SecretString::from(url.to_owned()),
+        ..Default::default()
+    }
+}
+
+backends::on_both!(
+    migrations_run_once_and_reopen_cleanly,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        store.ping().await.unwrap();
+        let version = store.schema_version().await.unwrap();
+        assert!(version >= 1, "schema version {version}");
+        store.close().await;
+        let again = Store::connect(&settings(&backend.url)).await.unwrap();
+        assert_eq!(again.schema_version().await.unwrap(), version);
+    }
+);
+
+backends::on_both!(
+    a_schema_newer_than_the_binary_refuses_to_start,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        store.close().await;
+        backend.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (998, 'from the future', TRUE, X'00', 1)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (998, 'from the future', TRUE, '\\x00', 1)",
+    )
+    .await;
+        let error = Store::connect(&settings(&backend.url)).await.unwrap_err();
+        assert!(error.contains("schema version 998"), "{error}");
+        assert!(error.contains("newer than this binary"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+);
+
+#[actix_web::test]
+async fn the_sqlite_file_is_private_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("gateway.db");
+    let store = Store::connect(&settings(&format!("sqlite://{}", path.display())))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "database file mode {mode:o}");
+    assert!(
+        dir.path().join("nested").join("gateway.db-wal").exists(),
+        "WAL mode keeps a -wal file next to the database"
+    );
+}
+
+#[actix_web::test]
+async fn an_unreachable_postgres_is_one_clear_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = Store::connect(&settings(&format!(
+        "postgres://gateway:hunter2@127.0.0.1:{port}/chat"
+    )))
+    .await
+    .unwrap_err();
+    assert!(error.starts_with("store: cannot connect to"), "{error}");
+    assert!(!error.contains("hunter2"), "the password leaked: {error}");
+    assert!(!error.contains('\n'), "{error}");
+}
+
+#[test]
+fn the_binary_exits_non_zero_with_one_line_on_a_bad_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    for (url, expected) in [
+        ("mysql://localhost/chat", "store.url"),
+        (
+            // A directory that cannot be created: its parent is a file.
+            &*format!("sqlite://{}/sub/gateway.db", blocked.display()),
+            "store: cannot create",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env_remove("SYNOCHAT_CONFIG")
+            .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("SYNOCHAT__STORE__URL", url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(expected), "{url}: {stderr}");
+        assert!(last.starts_with("syno-chat-gateway: "), "{stderr}");
+    }
+}
+
+fn delivery(id: &str, target: &str, now: i64) -> syno_chat_gateway::store::deliveries::NewDelivery {
+    syno_chat_gateway::store::deliveries::NewDelivery {
+        id: id.to_owned(),
+        caller: "ci".to_owned(),
+        target: target.to_owned(),
+        request: "{}".to_owned(),
+        chunks: vec![format!("text of {id}")],
+        now_ms: now,
+        expires_at_ms: now + 86_400_000,
+    }
+}
+
+backends::on_both!(
+    claims_follow_the_order_per_target_and_leases_expire,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        for (id, target) in [
+            ("a1", "channel:1"),
+            ("a2", "channel:1"),
+            ("b1", "channel:2"),
+        ] {
+            store.enqueue(&delivery(id, target, now)).await.unwrap();
+        }
+        let first = store.claim("w1", now, now + 10).await.unwrap().unwrap();
+        assert_eq!(first.id, "a1");
+        assert_eq!(first.attempts, 1);
+        // a2 waits behind a1, which is being sent: the next claim is the other target's head.
+        let second = store.claim("w1", now, now + 10).await.unwrap().unwrap();
+        assert_eq!(second.id, "b1");
+        assert!(store.claim("w1", now, now + 10).await.unwrap().is_none());
+        // w1 dies: after its lease another worker takes a1 over, and w1 can no longer finish it.
+        let taken = store
+            .claim("w2", now + 20, now + 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.id, "a1");
+        assert_eq!(taken.attempts, 2);
+        assert!(
+            !store
+                .finish("a1", "w1", "delivered", now + 21, None, now + 21)
+                .await
+                .unwrap()
+        );
+        store
+            .record_post("a1", 0, &[(0, Some(42))], now + 21)
+            .await
+            .unwrap();
+        assert!(store.post_is_recorded(42).await.unwrap());
+        assert!(
+            store
+                .finish("a1", "w2", "delivered", now + 21, None, now + 21)
+                .await
+                .unwrap()
+        );
+        // b1's lease expired too; a2 is now its target's head.
+        let mut next: Vec<String> = Vec::new();
+        while let Some(row) = store.claim("w2", now + 40, now + 50).await.unwrap() {
+            next.push(row.id);
+        }
+        next.sort();
+        assert_eq!(next, ["a2", "b1"]);
+        let a1 = store.delivery("a1").await.unwrap().unwrap();
+        assert_eq!(a1.state, "delivered");
+        assert_eq!(a1.posts, [(0, Some(42))]);
+        // A failed one can be retried, a queued one cancelled; other states are refused.
+        use syno_chat_gateway::store::deliveries::Transition;
+        assert!(
+            store
+                .finish("b1", "w2", "failed", now + 41, Some("{}"), now + 41)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .retry_delivery("b1", now + 42, now + 99_999)
+                .await
+                .unwrap(),
+            Transition::Done
+        );
+        assert_eq!(
+            store.cancel_delivery("b1", now + 43).await.unwrap(),
+            Transition::Done
+        );
+        assert_eq!(
+            store.cancel_delivery("b1", now + 44).await.unwrap(),
+            Transition::WrongState("cancelled".to_owned())
+        );
+        assert_eq!(
+            store.cancel_delivery("zz", now).await.unwrap(),
+            Transition::NotFound
+        );
+        assert_eq!(
+            store.release_leases("w2").await.unwrap(),
+            1,
+            "a2 handed back"
+        );
+        let listed = store.deliveries(Some("queued"), None, 10).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["a2"]
+        );
+        let after = store.deliveries(None, Some("a1"), 10).await.unwrap();
+        assert_eq!(
+            after.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["a2", "b1"]
+        );
+    }
+);
+
+backends::on_both!(
+    a_paced_target_is_not_claimed_before_its_time,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 2_000_000;
+        store
+            .enqueue(&delivery("t1", "token:alerts", now))
+            .await
+            .unwrap();
+        store
+            .pace_target("token:alerts", now + 1_000, 500)
+            .await
+            .unwrap();
+        assert!(store.claim("w", now, now + 10).await.unwrap().is_none());
+        assert_eq!(store.target_penalty("token:alerts").await.unwrap(), 500);
+        assert_eq!(
+            store
+                .claim("w", now + 1_000, now + 2_000)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "t1"
+        );
+    }
+);

@@ -1,0 +1,70 @@
+//! Both store back-ends for a test: a SQLite file in a temporary directory, and a fresh database
+//! on the test process's PostgreSQL cluster (skipped loudly when PostgreSQL is not installed).
+
+#![allow(dead_code)]
+
+use super::postgres;
+
+pub struct Backend {
+    pub url: String,
+    pub postgres: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("store.db").display()),
+            postgres: false,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `None` after a loud SKIP when PostgreSQL is missing (a panic under `CI=true`).
+    pub fn postgres() -> Option<Self> {
+        Some(Self {
+            url: postgres::fresh_database()?,
+            postgres: true,
+            _dir: None,
+        })
+    }
+
+    /// Runs a statement behind the gateway's back (the SQL differs per back-end when needed).
+    pub async fn execute(&self, sqlite: &str, postgres: &str) {
+        if self.postgres {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            sqlx::query(postgres).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            sqlx::query(sqlite).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Defines `<name>::sqlite` and `<name>::postgres`, the same test body on each back-end.
+macro_rules! on_both {
+    ($name:ident, |$backend:ident : Backend| async move $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[actix_web::test]
+            async fn sqlite() {
+                let $backend = $crate::backends::Backend::sqlite();
+                $body
+            }
+
+            #[actix_web::test]
+            async fn postgres() {
+                let Some($backend) = $crate::backends::Backend::postgres() else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_both;
