@@ -43,6 +43,27 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub store: StoreSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+/// `Idempotency-Key` on `/api/v1` writes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a key's first answer is kept and replayed (Stripe keeps keys at least 24 h).
+    pub ttl_secs: u64,
+    /// How long a key stays claimed by a request that has not answered; after that (a crashed
+    /// gateway) the key is free again. Longer than any request takes.
+    pub lease_secs: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 86_400,
+            lease_secs: 120,
+        }
+    }
 }
 
 /// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
@@ -505,6 +526,14 @@ impl Settings {
                 "store.url",
                 "must start with sqlite:// or postgres://",
             ));
+        }
+        for (key, value) in [
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+            ("idempotency.lease_secs", self.idempotency.lease_secs),
+        ] {
+            if !(1..=31_536_000).contains(&value) {
+                return Err(ConfigError::new(key, "must be between 1 and 31536000"));
+            }
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(

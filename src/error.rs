@@ -47,6 +47,9 @@ pub enum ProblemCode {
     UpstreamError,
     NotReady,
     Internal,
+    IdempotencyKeyReused,
+    IdempotencyKeyInFlight,
+    StoreUnavailable,
 }
 
 impl ProblemCode {
@@ -185,6 +188,21 @@ impl ProblemCode {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "The Idempotency-Key was already used with a different request body",
+            ),
+            IdempotencyKeyInFlight => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_flight",
+                "A request with this Idempotency-Key is still being processed",
+            ),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The gateway's store is unavailable",
             ),
         }
     }

@@ -135,6 +135,25 @@ fn integration_tokens(
     tokens
 }
 
+/// Deletes expired Idempotency-Key records every few minutes (expired keys met by a request are
+/// also deleted then). Runs until the runtime stops.
+fn spawn_idempotency_purge(store: Store) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            match store.idempotency_purge(now).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired Idempotency-Key records deleted"),
+                Err(error) => tracing::warn!(%error, "expired Idempotency-Key records not deleted"),
+            }
+        }
+    });
+}
+
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
@@ -215,6 +234,15 @@ impl Application {
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
+        let idempotency = web::Data::new(api::idempotency::Idempotency {
+            ttl: Duration::from_secs(settings.idempotency.ttl_secs),
+            lease: Duration::from_secs(settings.idempotency.lease_secs),
+            max_body_bytes: settings
+                .server
+                .max_upload_bytes
+                .saturating_add(api::idempotency::FORM_OVERHEAD_BYTES),
+        });
+        spawn_idempotency_purge(store.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -230,6 +258,7 @@ impl Application {
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
                         .app_data(store_data.clone())
+                        .app_data(idempotency.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
                         .configure(|cfg| {

@@ -7,6 +7,7 @@ mod channels;
 pub mod docs;
 mod extract;
 pub mod health;
+pub mod idempotency;
 mod integrations;
 mod misc;
 mod post_actions;
@@ -200,7 +201,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(integrations::routes)
                 .configure(webhooks::routes)
                 .configure(bots::routes)
-                .configure(misc::routes),
+                .configure(misc::routes)
+                .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
         );
 }
 
@@ -213,6 +215,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
+    idempotency::document(&mut api);
     api
 }
 

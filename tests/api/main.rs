@@ -1,9 +1,14 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
+#[path = "../support/backends.rs"]
+mod backends;
 mod contract;
 mod helpers;
+mod idempotency;
 mod keys;
 mod observability;
+#[path = "../support/postgres.rs"]
+mod postgres;
 mod resilience;
 mod resources;
 mod reverse_proxy;
