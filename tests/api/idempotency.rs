@@ -217,3 +217,40 @@ async fn a_malformed_key_is_400_naming_the_header() {
     }
     assert_eq!(creates(&app), 0);
 }
+
+/// The upload's raw body is read once for the fingerprint and handed on whole to the handler.
+#[actix_web::test]
+async fn an_upload_is_fingerprinted_and_still_reaches_the_handler() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let app = &app;
+    let upload = |file: &'static str| async move {
+        let boundary = "idem-boundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\nreport\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\n{file}\r\n--{boundary}--\r\n"
+        );
+        let response = app
+            .http
+            .post(format!("{}{POSTS}", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Idempotency-Key", "upload-1"))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            ))
+            .send_body(body)
+            .await;
+        read(response.expect("gateway answers")).await
+    };
+    let first = upload("hello").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = upload("hello").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    upload("other bytes")
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert_eq!(creates(&app), 1);
+}
