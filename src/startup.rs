@@ -139,7 +139,10 @@ fn integration_tokens(
 /// also deleted then). Runs until the runtime stops.
 fn spawn_idempotency_purge(store: Store) {
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        // The first purge one period after start: start-up (and every short-lived test
+        // gateway) does not wait on it.
+        let period = Duration::from_secs(300);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             let now = std::time::SystemTime::now()
