@@ -252,5 +252,5 @@ async fn an_upload_is_fingerprinted_and_still_reaches_the_handler() {
     upload("other bytes")
         .await
         .assert_problem(422, "idempotency_key_reused");
-    assert_eq!(creates(&app), 1);
+    assert_eq!(creates(app), 1);
 }
