@@ -47,6 +47,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Hooks by name: `POST /hooks/<name>/<secret>` endpoints for Slack, Alertmanager, Grafana, …
     pub hooks: BTreeMap<String, HookSettings>,
+    pub idempotency: IdempotencySettings,
 }
 
 /// A hook: where its messages go (exactly one of `channel`, `user`, `token`), its secret's
@@ -126,6 +127,26 @@ impl Default for RateLimitSettings {
             key_burst: 200,
             ip_per_minute: 600,
             ip_burst: 100,
+        }
+    }
+}
+
+/// `Idempotency-Key` on `/api/v1` writes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a key's first answer is kept and replayed (Stripe keeps keys at least 24 h).
+    pub ttl_secs: u64,
+    /// How long a key stays claimed by a request that has not answered; after that (a crashed
+    /// gateway) the key is free again. Longer than any request takes.
+    pub lease_secs: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 86_400,
+            lease_secs: 120,
         }
     }
 }
@@ -664,6 +685,14 @@ impl Settings {
                 "store.url",
                 "must start with sqlite:// or postgres://",
             ));
+        }
+        for (key, value) in [
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+            ("idempotency.lease_secs", self.idempotency.lease_secs),
+        ] {
+            if !(1..=31_536_000).contains(&value) {
+                return Err(ConfigError::new(key, "must be between 1 and 31536000"));
+            }
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(

@@ -53,6 +53,8 @@ pub enum ProblemCode {
     MisdirectedRequest,
     StoreUnavailable,
     DeliveryExpired,
+    IdempotencyKeyReused,
+    IdempotencyKeyInFlight,
 }
 
 impl ProblemCode {
@@ -212,10 +214,20 @@ impl ProblemCode {
                 "misdirected_request",
                 "The request's Host is not this gateway's public host",
             ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "The Idempotency-Key was already used with a different request body",
+            ),
+            IdempotencyKeyInFlight => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_flight",
+                "A request with this Idempotency-Key is still being processed",
+            ),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
-                "The delivery store is unavailable",
+                "The gateway's store is unavailable",
             ),
             DeliveryExpired => (
                 StatusCode::GATEWAY_TIMEOUT,

@@ -173,6 +173,28 @@ fn integration_tokens(
     tokens
 }
 
+/// Deletes expired Idempotency-Key records every few minutes (expired keys met by a request are
+/// also deleted then). Runs until the runtime stops.
+fn spawn_idempotency_purge(store: Store) {
+    actix_web::rt::spawn(async move {
+        // The first purge one period after start: start-up (and every short-lived test
+        // gateway) does not wait on it.
+        let period = Duration::from_secs(300);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            match store.idempotency_purge(now).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired Idempotency-Key records deleted"),
+                Err(error) => tracing::warn!(%error, "expired Idempotency-Key records not deleted"),
+            }
+        }
+    });
+}
+
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
@@ -297,6 +319,15 @@ impl Application {
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
         let outbox_data = web::Data::from(outbox.clone());
+        let idempotency = web::Data::new(api::idempotency::Idempotency {
+            ttl: Duration::from_secs(settings.idempotency.ttl_secs),
+            lease: Duration::from_secs(settings.idempotency.lease_secs),
+            max_body_bytes: settings
+                .server
+                .max_upload_bytes
+                .saturating_add(api::idempotency::FORM_OVERHEAD_BYTES),
+        });
+        spawn_idempotency_purge(store.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -331,6 +362,7 @@ impl Application {
                         .app_data(proxies.clone())
                         .app_data(store_data.clone())
                         .app_data(outbox_data.clone())
+                        .app_data(idempotency.clone())
                         .configure(api::extractor_configs)
                         .configure(|cfg| api::docs_routes(cfg, persist_authorization))
                         .configure(|cfg| {

@@ -252,3 +252,83 @@ backends::on_both!(
         );
     }
 );
+
+backends::on_both!(
+    idempotency_records_are_kept_released_and_purged,
+    |backend: Backend| async move {
+        use syno_chat_gateway::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let scope = IdempotencyScope {
+            caller: "ci".into(),
+            method: "POST".into(),
+            path: "/api/v1/channels/1/posts".into(),
+            key: "k1".into(),
+        };
+        let answer = StoredResponse {
+            status: 201,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{\"post_id\":1}".to_vec(),
+        };
+        assert_eq!(
+            store
+                .idempotency_begin(&scope, "fp", "a", 1_000, 60_000)
+                .await
+                .unwrap(),
+            Begin::Started
+        );
+        // Only the owner stores the answer.
+        assert!(
+            !store
+                .idempotency_finish(&scope, "b", &answer, 5_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .idempotency_finish(&scope, "a", &answer, 5_000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .idempotency_begin(&scope, "fp", "c", 2_000, 60_000)
+                .await
+                .unwrap(),
+            Begin::Replay(answer.clone())
+        );
+        assert_eq!(
+            store
+                .idempotency_begin(&scope, "other", "c", 2_000, 60_000)
+                .await
+                .unwrap(),
+            Begin::Reused
+        );
+        // A released key runs again.
+        let released = IdempotencyScope {
+            key: "k2".into(),
+            ..scope.clone()
+        };
+        store
+            .idempotency_begin(&released, "fp", "d", 2_000, 60_000)
+            .await
+            .unwrap();
+        store.idempotency_release(&released, "d").await.unwrap();
+        assert_eq!(
+            store
+                .idempotency_begin(&released, "fp", "e", 2_000, 60_000)
+                .await
+                .unwrap(),
+            Begin::Started
+        );
+        // The purge deletes the expired answer (5 000) and the claim whose lease ended (62 000).
+        assert_eq!(store.idempotency_purge(4_999).await.unwrap(), 0);
+        assert_eq!(store.idempotency_purge(62_000).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .idempotency_begin(&scope, "other", "f", 62_000, 60_000)
+                .await
+                .unwrap(),
+            Begin::Started
+        );
+    }
+);

@@ -9,6 +9,7 @@ pub mod docs;
 mod extract;
 pub mod health;
 pub mod hooks;
+pub mod idempotency;
 mod integrations;
 mod misc;
 pub mod mode;
@@ -293,7 +294,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(webhooks::routes)
                 .configure(bots::routes)
                 .configure(misc::routes)
-                .configure(deliveries::routes),
+                .configure(deliveries::routes)
+                .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
         );
 }
 
@@ -307,6 +309,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
     document_shared_answers(&mut api);
+    idempotency::document(&mut api);
     api
 }
 

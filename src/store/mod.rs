@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use crate::config::StoreSettings;
 
 pub mod deliveries;
+pub mod idempotency;
 
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,16 +79,30 @@ impl From<sqlx::Error> for StoreError {
 
 /// Migrations per back-end. Versions 0001–0999 belong to the delivery store, 1001+ to the
 /// idempotency records. A database holding a version missing here is newer than this binary.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/sqlite/0001_deliveries.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/postgres/0001_deliveries.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/sqlite/0001_deliveries.sql"),
+    ),
+    (
+        1001,
+        "idempotency_keys",
+        include_str!("../../migrations/sqlite/1001_idempotency_keys.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/postgres/0001_deliveries.sql"),
+    ),
+    (
+        1001,
+        "idempotency_keys",
+        include_str!("../../migrations/postgres/1001_idempotency_keys.sql"),
+    ),
+];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {

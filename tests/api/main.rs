@@ -1,11 +1,14 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
 mod alertmanager;
+#[path = "../support/backends.rs"]
+mod backends;
 mod contract;
 mod deliveries;
 mod hardening;
 mod helpers;
 mod hooks;
+mod idempotency;
 mod keys;
 mod long_messages;
 mod observability;

@@ -1,0 +1,586 @@
+//! `Idempotency-Key` on every `/api/v1` write (POST, PUT, PATCH, DELETE), after the IETF
+//! httpapi draft and Stripe: the first request with a key runs and its answer is kept; a repeat
+//! with the same body gets that answer again (`Idempotent-Replayed: true`) without reaching DSM.
+//!
+//! One middleware on the `/api/v1` scope, not code in each handler. A request carrying the
+//! header has its body read here once (hashed for the fingerprint) and handed on to the handler.
+//! Transient failures (5xx, 429) are not kept: the key is released so the client can retry.
+
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{ApiKeys, Scope};
+use crate::error::{ApiError, ProblemCode};
+use crate::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
+use crate::store::{Store, StoreError};
+
+/// The request header.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on an answer that is a replay of the first one.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest key accepted (Stripe's limit).
+pub const MAX_KEY_LEN: usize = 255;
+/// Seconds a client is told to wait before retrying a key that is still in flight.
+const IN_FLIGHT_RETRY_SECS: u64 = 1;
+/// Seconds a client is told to wait when the store cannot be reached.
+const STORE_RETRY_SECS: u64 = 5;
+
+/// The middleware's settings, as app data.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub ttl: Duration,
+    pub lease: Duration,
+    /// Largest body read for the fingerprint: the upload limit plus room for the form.
+    pub max_body_bytes: usize,
+}
+
+/// Room for multipart boundaries, part headers and a caption next to an upload's file.
+pub const FORM_OVERHEAD_BYTES: usize = 128 * 1024;
+
+/// Headers of an answer that belong to that one exchange, not to the stored answer.
+const NOT_STORED: [HeaderName; 5] = [
+    header::DATE,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    crate::telemetry::REQUEST_ID_HEADER,
+];
+
+fn bad_key(detail: &str) -> ApiError {
+    ApiError::invalid(format!("the Idempotency-Key header {detail}"))
+}
+
+/// The key from the header: an RFC 8941 string (`"abc"`, as the draft says) or a bare value,
+/// 1 to 255 printable ASCII characters. `None` without the header.
+pub fn parse_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad_key("must be sent once"));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| bad_key("must be printable ASCII"))?
+        .trim();
+    let key = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => unescape(quoted).ok_or_else(|| bad_key("is not a valid quoted string"))?,
+        // A lone quote is a broken structured string, not part of a bare key.
+        None if text.starts_with('"') => return Err(bad_key("is not a valid quoted string")),
+        None => text.to_owned(),
+    };
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(bad_key(&format!(
+            "must be 1 to {MAX_KEY_LEN} characters long"
+        )));
+    }
+    if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(bad_key("must be printable ASCII"));
+    }
+    Ok(Some(key))
+}
+
+/// The inside of an RFC 8941 string: `\"` and `\\` are the only escapes, a bare `"` is refused.
+fn unescape(quoted: &str) -> Option<String> {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                e @ ('"' | '\\') => out.push(e),
+                _ => return None,
+            },
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// SHA-256 over content type, query string and body: a repeat must match all three.
+fn fingerprint(content_type: &str, query: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        content_type.as_bytes(),
+        b"\n",
+        query.as_bytes(),
+        b"\n",
+        body,
+    ] {
+        hash.update(part);
+    }
+    hex::encode(hash.finalize())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "idempotency store unavailable");
+            ApiError::new(
+                ProblemCode::StoreUnavailable,
+                "the Idempotency-Key cannot be checked: the gateway's store is unavailable",
+            )
+            .with_retry_after(STORE_RETRY_SECS)
+        }
+        StoreError::Corrupt(detail) => ApiError::new(ProblemCode::Internal, detail),
+    }
+}
+
+fn answer(req: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
+    let response = error.error_response();
+    req.into_response(response)
+}
+
+/// The middleware (on the `/api/v1` scope).
+pub async fn middleware(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let is_write = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let key = match parse_key(req.headers()) {
+        Ok(Some(key)) if is_write => key,
+        Ok(_) => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
+        }
+        Err(error) => return Ok(answer(req, error)),
+    };
+    let (Some(settings), Some(store)) = (
+        req.app_data::<web::Data<Idempotency>>().cloned(),
+        req.app_data::<web::Data<Store>>().cloned(),
+    ) else {
+        return Ok(answer(
+            req,
+            ApiError::new(ProblemCode::Internal, "idempotency is not configured"),
+        ));
+    };
+    // The scope is the caller's identity. Without one (no or a bad key) the handler answers
+    // 401/403 itself: such an answer is nobody's to keep.
+    let caller = match req.app_data::<web::Data<ApiKeys>>() {
+        Some(keys) => match keys.authorize(req.request(), Scope::Read) {
+            Ok(name) => name.unwrap_or_default(),
+            Err(_) => {
+                return next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body);
+            }
+        },
+        None => String::new(),
+    };
+
+    // Read the body once: hashed here, then handed on to the handler unchanged.
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Ok(answer(
+                req,
+                ApiError::invalid("the request body could not be read"),
+            ));
+        };
+        if body.len() + chunk.len() > settings.max_body_bytes {
+            return Ok(answer(
+                req,
+                ApiError::new(
+                    ProblemCode::PayloadTooLarge,
+                    format!("the body exceeds {} bytes", settings.max_body_bytes),
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let print = fingerprint(content_type, req.query_string(), &body);
+    let (_, mut handed_on) = actix_http::h1::Payload::create(true);
+    handed_on.unread_data(body);
+    req.set_payload(handed_on.into());
+
+    let scope = IdempotencyScope {
+        caller,
+        method: req.method().as_str().to_owned(),
+        path: req.path().to_owned(),
+        key,
+    };
+    let owner = uuid::Uuid::new_v4().to_string();
+    let lease_ms = settings.lease.as_millis() as i64;
+    match store
+        .idempotency_begin(&scope, &print, &owner, now_ms(), lease_ms)
+        .await
+    {
+        Err(error) => return Ok(answer(req, store_error(error))),
+        Ok(Begin::Reused) => {
+            return Ok(answer(
+                req,
+                ApiError::new(
+                    ProblemCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was used for a request with a different body; use a new key for a new request",
+                ),
+            ));
+        }
+        Ok(Begin::InFlight) => {
+            return Ok(answer(
+                req,
+                ApiError::new(
+                    ProblemCode::IdempotencyKeyInFlight,
+                    "the first request with this Idempotency-Key is still running; retry later",
+                )
+                .with_retry_after(IN_FLIGHT_RETRY_SECS),
+            ));
+        }
+        Ok(Begin::Replay(stored)) => return Ok(req.into_response(replay(stored))),
+        Ok(Begin::Started) => {}
+    }
+
+    let claim = Claim {
+        store,
+        scope,
+        owner,
+        held: true,
+    };
+    let response = next.call(req).await;
+    claim.settle(response, settings.ttl).await
+}
+
+/// The stored answer again, marked as a replay.
+fn replay(stored: StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.append_header((name, value));
+        }
+    }
+    response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    response.body(stored.body)
+}
+
+/// A key held by the running request. Dropped while still held (the client went away and the
+/// handler was cancelled), it is released so a retry runs.
+struct Claim {
+    store: web::Data<Store>,
+    scope: IdempotencyScope,
+    owner: String,
+    held: bool,
+}
+
+impl Claim {
+    /// Keeps the answer, or releases the key when the answer is transient.
+    async fn settle<B: MessageBody + 'static>(
+        mut self,
+        response: Result<ServiceResponse<B>, actix_web::Error>,
+        ttl: Duration,
+    ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                self.release().await;
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || !(status.is_success() || status.is_client_error())
+        {
+            self.release().await;
+            return Ok(response.map_into_boxed_body());
+        }
+        let (req, response) = response.into_parts();
+        let (head, body) = response.into_parts();
+        let Ok(bytes) = actix_web::body::to_bytes(body).await else {
+            self.release().await;
+            let error = ApiError::new(ProblemCode::Internal, "the answer could not be read");
+            return Ok(answer_for(req, error));
+        };
+        let headers = head
+            .headers()
+            .iter()
+            .filter(|(name, _)| !NOT_STORED.contains(name) && **name != IDEMPOTENT_REPLAYED)
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        let stored = StoredResponse {
+            status: status.as_u16(),
+            headers,
+            body: bytes.to_vec(),
+        };
+        let expires_at = now_ms().saturating_add(ttl.as_millis() as i64);
+        match self
+            .store
+            .idempotency_finish(&self.scope, &self.owner, &stored, expires_at)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "the request outlived its Idempotency-Key lease; its answer is not kept"
+                )
+            }
+            // The work is done and its answer goes out; the key stays claimed until its lease
+            // ends, so a retry within the lease gets 409 rather than a second run.
+            Err(error) => {
+                tracing::warn!(%error, "the answer to an Idempotency-Key request could not be kept")
+            }
+        }
+        self.held = false;
+        let response = head.set_body(bytes).map_into_boxed_body();
+        Ok(ServiceResponse::new(req, response))
+    }
+
+    async fn release(&mut self) {
+        self.held = false;
+        if let Err(error) = self
+            .store
+            .idempotency_release(&self.scope, &self.owner)
+            .await
+        {
+            tracing::warn!(%error, "an Idempotency-Key could not be released; it frees itself when its lease ends");
+        }
+    }
+}
+
+fn answer_for(req: actix_web::HttpRequest, error: ApiError) -> ServiceResponse<BoxBody> {
+    ServiceResponse::new(req, error.error_response())
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.held {
+            let store = self.store.clone();
+            let scope = self.scope.clone();
+            let owner = std::mem::take(&mut self.owner);
+            actix_web::rt::spawn(async move {
+                let _ = store.idempotency_release(&scope, &owner).await;
+            });
+        }
+    }
+}
+
+/// Documents the header once for every `/api/v1` write operation: the `Idempotency-Key`
+/// parameter, the 409/422 problems, and `Idempotent-Replayed` on success answers, all as
+/// references to shared components.
+pub fn document(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
+
+    let string = |max: Option<usize>| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(max.map(|_| 1))
+            .max_length(max)
+            .build()
+    };
+    let problem = |description: &str, retry_after: bool| {
+        let mut response = ResponseBuilder::new().description(description).content(
+            crate::error::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        if retry_after {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(string(None)))
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            );
+        }
+        response.build()
+    };
+    let components = api.components.get_or_insert_with(Default::default);
+    components.parameters.insert(
+        "IdempotencyKey".into(),
+        RefOr::T(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Makes the write safe to retry: the first request with a key runs and its \
+                     answer (2xx or 4xx) is kept for `idempotency.ttl_secs` (default 24 h), per \
+                     API key, method and path; a repeat with the same body gets that answer again \
+                     with `Idempotent-Replayed: true` and does not reach DSM. 1 to 255 printable \
+                     ASCII characters, bare or as a quoted string (`\"8e03…\"`); a UUID is a good \
+                     choice. 5xx and 429 answers are not kept: retry them with the same key.",
+                ))
+                .schema(Some(string(Some(MAX_KEY_LEN))))
+                .build(),
+        ),
+    );
+    components.headers.insert(
+        "IdempotentReplayed".into(),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(string(None)))
+                .description(Some(
+                    "`true` when this is the kept answer to an earlier request with the same Idempotency-Key",
+                ))
+                .build(),
+        ),
+    );
+    components.responses.insert(
+        "IdempotencyKeyInFlight".into(),
+        RefOr::T(problem(
+            "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`)",
+            true,
+        )),
+    );
+    components.responses.insert(
+        "IdempotencyKeyReused".into(),
+        RefOr::T(problem(
+            "`idempotency_key_reused`: the Idempotency-Key was used with a different body",
+            false,
+        )),
+    );
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let writes = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in writes.into_iter().flatten() {
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(RefOr::Ref(Ref::new(
+                    "#/components/parameters/IdempotencyKey",
+                )));
+            let responses = &mut operation.responses.responses;
+            for (status, name, also) in [
+                (
+                    "409",
+                    "IdempotencyKeyInFlight",
+                    "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`).",
+                ),
+                (
+                    "422",
+                    "IdempotencyKeyReused",
+                    "Or `idempotency_key_reused`: the Idempotency-Key was used with a different body.",
+                ),
+                (
+                    "503",
+                    "",
+                    "Or `store_unavailable`: a request with an Idempotency-Key while the store is unavailable (see `Retry-After`).",
+                ),
+            ] {
+                match responses.get_mut(status) {
+                    Some(RefOr::T(existing)) => {
+                        existing.description =
+                            format!("{} {also}", existing.description.trim_end());
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None if !name.is_empty() => {
+                        responses.insert(status.into(), RefOr::Ref(Ref::from_response_name(name)));
+                    }
+                    None => {
+                        responses.insert(
+                            status.into(),
+                            RefOr::T(problem(also.trim_start_matches("Or "), true)),
+                        );
+                    }
+                }
+            }
+            for (status, response) in responses.iter_mut() {
+                if status.starts_with('2')
+                    && let RefOr::T(response) = response
+                {
+                    response.headers.insert(
+                        "Idempotent-Replayed".into(),
+                        RefOr::Ref(Ref::new("#/components/headers/IdempotentReplayed")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(raw: &str) -> Result<Option<String>, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(raw).unwrap());
+        parse_key(&headers)
+    }
+
+    #[test]
+    fn keys_are_bare_or_structured_strings_of_printable_ascii() {
+        assert_eq!(key_of("abc-123").unwrap().as_deref(), Some("abc-123"));
+        assert_eq!(key_of("\"8e03 x\"").unwrap().as_deref(), Some("8e03 x"));
+        assert_eq!(key_of(r#""a\"b\\c""#).unwrap().as_deref(), Some(r#"a"b\c"#));
+        assert_eq!(key_of(&"k".repeat(255)).unwrap().unwrap().len(), 255);
+        for bad in [
+            "",
+            "\"\"",
+            &"k".repeat(256),
+            "tab\there",
+            r#""bad\escape""#,
+            r#""in"side""#,
+            "\"unterminated",
+        ] {
+            let error = key_of(bad).unwrap_err();
+            assert_eq!(error.code(), ProblemCode::InvalidRequest, "{bad:?}");
+            assert!(error.to_string().contains("Idempotency-Key"), "{error}");
+        }
+        assert_eq!(parse_key(&HeaderMap::new()).unwrap(), None);
+        let mut twice = HeaderMap::new();
+        twice.append(IDEMPOTENCY_KEY, HeaderValue::from_static("a"));
+        twice.append(IDEMPOTENCY_KEY, HeaderValue::from_static("b"));
+        assert!(parse_key(&twice).is_err());
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            IDEMPOTENCY_KEY,
+            HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        assert!(parse_key(&binary).is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_covers_content_type_query_and_body() {
+        let base = fingerprint("application/json", "", b"{}");
+        assert_eq!(base, fingerprint("application/json", "", b"{}"));
+        assert_ne!(base, fingerprint("text/plain", "", b"{}"));
+        assert_ne!(base, fingerprint("application/json", "a=1", b"{}"));
+        assert_ne!(base, fingerprint("application/json", "", b"{ }"));
+        assert_eq!(base.len(), 64);
+    }
+}

@@ -1,0 +1,165 @@
+//! Idempotency-Key records: the SQL behind the `/api/v1` idempotency middleware.
+//!
+//! A record is claimed (`running`, with a lease) before the request runs, then either filled
+//! with the answer (`done`, kept until `expires_at`) or released. A running record whose lease
+//! has passed belongs to a request that died with its process; it is taken over.
+
+use super::{Store, StoreError, with_pool};
+
+/// Which request a record belongs to: the caller's identity, the method and path, and the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyScope {
+    /// The API key's configured name; empty when authentication is off (one shared scope).
+    pub caller: String,
+    pub method: String,
+    pub path: String,
+    pub key: String,
+}
+
+/// A stored answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What [`Store::idempotency_begin`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// The key is now held by this request (`owner`): run it, then `finish` or `release`.
+    Started,
+    /// The same key and body were answered before: replay this.
+    Replay(StoredResponse),
+    /// The same key is held by a request still running.
+    InFlight,
+    /// The same key was used with a different body.
+    Reused,
+}
+
+/// fingerprint, state, status, headers, body.
+type Row = (String, String, Option<i64>, Option<String>, Option<Vec<u8>>);
+
+impl Store {
+    /// Claims `scope` for the request `owner`, or says why not. Records past their expiry (or
+    /// running records past their lease) are deleted first, so an expired key starts afresh.
+    pub async fn idempotency_begin(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Begin, StoreError> {
+        let s = scope;
+        // A concurrent request may delete or insert between the statements: look again.
+        for _ in 0..3 {
+            with_pool!(self, p => sqlx::query(
+                "DELETE FROM idempotency_keys \
+                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 \
+                 AND ((state = 'done' AND expires_at <= $5) OR (state = 'running' AND lease_until <= $5))",
+            )
+            .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(now_ms)
+            .execute(p).await.map(drop))?;
+            let inserted = with_pool!(self, p => sqlx::query(
+                "INSERT INTO idempotency_keys \
+                 (scope, method, path, key, fingerprint, owner, state, lease_until, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $7) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key)
+            .bind(fingerprint).bind(owner).bind(now_ms + lease_ms).bind(now_ms)
+            .execute(p).await.map(|r| r.rows_affected()))?;
+            if inserted == 1 {
+                return Ok(Begin::Started);
+            }
+            let row: Option<Row> = with_pool!(self, p => sqlx::query_as(
+                "SELECT fingerprint, state, status, headers, body FROM idempotency_keys \
+                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4",
+            )
+            .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key)
+            .fetch_optional(p).await)?;
+            let Some(row) = row else { continue };
+            // While the first runs its body is not compared: "wait and retry" holds either way.
+            if row.1 != "done" {
+                return Ok(Begin::InFlight);
+            }
+            if row.0 != fingerprint {
+                return Ok(Begin::Reused);
+            }
+            return Ok(Begin::Replay(stored(row)?));
+        }
+        // Three lost races in a row: another request is busy with this very key.
+        Ok(Begin::InFlight)
+    }
+
+    /// Stores the answer of the request that holds `scope`, kept until `expires_at_ms`. Does
+    /// nothing when the record was taken over (this request outlived its lease).
+    pub async fn idempotency_finish(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+        response: &StoredResponse,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let s = scope;
+        let headers = serde_json::to_string(&response.headers)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let updated = with_pool!(self, p => sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', status = $6, headers = $7, body = $8, \
+             expires_at = $9 \
+             WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND owner = $5 \
+             AND state = 'running'",
+        )
+        .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(owner)
+        .bind(i64::from(response.status)).bind(headers).bind(&response.body).bind(expires_at_ms)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(updated == 1)
+    }
+
+    /// Gives the key back (the answer was transient, or the request was abandoned), so the
+    /// client's retry runs again.
+    pub async fn idempotency_release(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let s = scope;
+        with_pool!(self, p => sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND owner = $5 \
+             AND state = 'running'",
+        )
+        .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(owner)
+        .execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Deletes expired records and abandoned claims; returns how many.
+    pub async fn idempotency_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let deleted = with_pool!(self, p => sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE (state = 'done' AND expires_at <= $1) OR (state = 'running' AND lease_until <= $1)",
+        )
+        .bind(now_ms)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(deleted)
+    }
+}
+
+fn stored((_, _, status, headers, body): Row) -> Result<StoredResponse, StoreError> {
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| StoreError::Corrupt("idempotency record without a status".into()))?;
+    let headers = match headers {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency record headers: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(StoredResponse {
+        status,
+        headers,
+        body: body.unwrap_or_default(),
+    })
+}

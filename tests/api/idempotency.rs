@@ -1,0 +1,256 @@
+//! `Idempotency-Key` on `/api/v1` writes, on both store back-ends (SQLite and the test's
+//! PostgreSQL): replays, reuse with another body, concurrency, transient failures, expiry,
+//! scoping per API key, and a store that refuses.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use syno_chat_gateway::config::Settings;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::backends::{self, Backend};
+use crate::helpers::{ADMIN_KEY, Answer, TestApp, WRITE_KEY, read, spawn_app_with};
+
+const POSTS: &str = "/api/v1/channels/1/posts";
+
+async fn gateway(backend: &Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = backend.url.clone();
+    spawn_app_with(SimConfig::default(), move |settings| {
+        settings.store.url = SecretString::from(url);
+        adjust(settings);
+    })
+    .await
+}
+
+/// A write with an Idempotency-Key.
+async fn send(app: &TestApp, api_key: &str, idempotency_key: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}{POSTS}", app.base))
+        .insert_header(("Authorization", format!("Bearer {api_key}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+fn creates(app: &TestApp) -> usize {
+    app.sim.count("SYNO.Chat.Post", "create")
+}
+
+backends::on_both!(
+    a_repeat_gets_the_kept_answer_without_reaching_dsm,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let body = json!({"message": "deploy finished"});
+        let first = send(&app, WRITE_KEY, "\"key-1\"", body.clone()).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert_eq!(first.header("idempotent-replayed"), None);
+        let again = send(&app, WRITE_KEY, "\"key-1\"", body.clone()).await;
+        assert_eq!(again.status, 201);
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.header("content-type"), first.header("content-type"));
+        assert_ne!(again.header("x-request-id"), first.header("x-request-id"));
+        assert_eq!(creates(&app), 1, "DSM saw one Post create");
+
+        // The same key with another body is refused and still does not reach DSM.
+        let other = send(
+            &app,
+            WRITE_KEY,
+            "key-1",
+            json!({"message": "something else"}),
+        )
+        .await;
+        other.assert_problem(422, "idempotency_key_reused");
+        assert_eq!(creates(&app), 1);
+        // Without a key the same write runs again: nothing changes for callers who do not opt in.
+        let plain = app.post(POSTS, body).await;
+        assert_eq!(plain.status, 201);
+        assert_eq!(creates(&app), 2);
+    }
+);
+
+backends::on_both!(
+    a_repeat_while_the_first_runs_gets_409,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        // Log in first, so the latency below holds only the post.
+        assert_eq!(app.get("/api/v1/channels").await.status, 200);
+        app.sim.set_latency(Duration::from_millis(1_500));
+        let body = json!({"message": "slow"});
+        let first = send(&app, WRITE_KEY, "slow-key", body.clone());
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            send(&app, WRITE_KEY, "slow-key", body.clone()).await
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!(first.status, 201, "{}", first.body);
+        second.assert_problem(409, "idempotency_key_in_flight");
+        assert!(second.header("retry-after").is_some());
+        assert_eq!(creates(&app), 1);
+        app.sim.set_latency(Duration::ZERO);
+        let later = send(&app, WRITE_KEY, "slow-key", body).await;
+        assert_eq!(later.header("idempotent-replayed"), Some("true"));
+        assert_eq!(later.body, first.body);
+    }
+);
+
+backends::on_both!(
+    a_transient_failure_is_not_kept,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let body = json!({"message": "retry me"});
+        app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 100);
+        let failed = send(&app, WRITE_KEY, "flaky", body.clone()).await;
+        failed.assert_problem(502, "upstream_error");
+        let retried = send(&app, WRITE_KEY, "flaky", body.clone()).await;
+        assert_eq!(retried.status, 201, "{}", retried.body);
+        assert_eq!(retried.header("idempotent-replayed"), None);
+        // A client error is kept: the same request gets the same 4xx again.
+        let missing = json!({"message": "to nowhere"});
+        let path = "/api/v1/channels/999999/posts";
+        let send_missing = || async {
+            let response = app
+                .http
+                .post(format!("{}{path}", app.base))
+                .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+                .insert_header(("Idempotency-Key", "to-nowhere"))
+                .send_json(&missing)
+                .await;
+            read(response.expect("gateway answers")).await
+        };
+        let first = send_missing().await;
+        assert!(first.status.is_client_error(), "{}", first.status);
+        let before = creates(&app);
+        let second = send_missing().await;
+        assert_eq!(second.status, first.status);
+        assert_eq!(second.body, first.body);
+        assert_eq!(second.header("idempotent-replayed"), Some("true"));
+        assert_eq!(creates(&app), before);
+    }
+);
+
+backends::on_both!(an_expired_key_runs_again, |backend: Backend| async move {
+    let app = gateway(&backend, |s| s.idempotency.ttl_secs = 1).await;
+    let body = json!({"message": "daily report"});
+    assert_eq!(
+        send(&app, WRITE_KEY, "daily", body.clone()).await.status,
+        201
+    );
+    let replay = send(&app, WRITE_KEY, "daily", body.clone()).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let again = send(&app, WRITE_KEY, "daily", body).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), None);
+    assert_eq!(creates(&app), 2);
+});
+
+backends::on_both!(keys_are_scoped_per_api_key, |backend: Backend| async move {
+    let app = gateway(&backend, |_| {}).await;
+    let body = json!({"message": "same key, two callers"});
+    let writer = send(&app, WRITE_KEY, "shared-value", body.clone()).await;
+    let admin = send(&app, ADMIN_KEY, "shared-value", body).await;
+    assert_eq!(writer.status, 201);
+    assert_eq!(admin.status, 201);
+    assert_eq!(admin.header("idempotent-replayed"), None);
+    assert_ne!(writer.body["post_id"], admin.body["post_id"]);
+    assert_eq!(creates(&app), 2);
+});
+
+backends::on_both!(
+    an_abandoned_claim_frees_itself_when_its_lease_ends,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        // Claims left by a gateway that died mid-request: one whose lease ended, one still leased.
+        for (key, lease_until) in [("crashed", 1_i64), ("running", i64::MAX / 2)] {
+            let sql = format!(
+                "INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, owner, state, \
+             lease_until, created_at, expires_at) VALUES ('writer', 'POST', '{POSTS}', '{key}', \
+             'x', 'dead', 'running', {lease_until}, 0, {lease_until})"
+            );
+            backend.execute(&sql, &sql).await;
+        }
+        let body = json!({"message": "after a crash"});
+        let taken_over = send(&app, WRITE_KEY, "crashed", body.clone()).await;
+        assert_eq!(taken_over.status, 201, "{}", taken_over.body);
+        send(&app, WRITE_KEY, "running", body)
+            .await
+            .assert_problem(409, "idempotency_key_in_flight");
+        assert_eq!(creates(&app), 1);
+    }
+);
+
+backends::on_both!(
+    a_store_that_refuses_is_503_for_keyed_writes_only,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        // The database refuses the idempotency statements (as when it is gone or broken).
+        backend
+            .execute("DROP TABLE idempotency_keys", "DROP TABLE idempotency_keys")
+            .await;
+        let body = json!({"message": "store down"});
+        let refused = send(&app, WRITE_KEY, "k", body.clone()).await;
+        refused.assert_problem(503, "store_unavailable");
+        assert!(refused.header("retry-after").is_some());
+        assert_eq!(creates(&app), 0);
+        assert_eq!(app.post(POSTS, body).await.status, 201);
+    }
+);
+
+#[actix_web::test]
+async fn a_malformed_key_is_400_naming_the_header() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    for bad in ["\"\"", "\"unterminated", "\"in\"side\"", &"k".repeat(256)] {
+        let answer = send(&app, WRITE_KEY, bad, json!({"message": "x"})).await;
+        let problem = answer.assert_problem(400, "invalid_request");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Idempotency-Key"),
+            "{bad:?}: {problem}"
+        );
+    }
+    assert_eq!(creates(&app), 0);
+}
+
+/// The upload's raw body is read once for the fingerprint and handed on whole to the handler.
+#[actix_web::test]
+async fn an_upload_is_fingerprinted_and_still_reaches_the_handler() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let app = &app;
+    let upload = |file: &'static str| async move {
+        let boundary = "idem-boundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\nreport\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\n{file}\r\n--{boundary}--\r\n"
+        );
+        let response = app
+            .http
+            .post(format!("{}{POSTS}", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Idempotency-Key", "upload-1"))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            ))
+            .send_body(body)
+            .await;
+        read(response.expect("gateway answers")).await
+    };
+    let first = upload("hello").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = upload("hello").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    upload("other bytes")
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert_eq!(creates(app), 1);
+}
