@@ -43,6 +43,48 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub store: StoreSettings,
+    /// Receivers for Chat's outgoing webhooks, slash commands and chatbots, by name.
+    pub inbound: BTreeMap<String, InboundSettings>,
+    pub events: EventsSettings,
+}
+
+/// Which kind of Chat integration calls an inbound URL.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundKind {
+    /// An outgoing webhook: events of kind `message`, or `trigger_word` when Chat sends one.
+    #[default]
+    OutgoingWebhook,
+    SlashCommand,
+    Chatbot,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundSettings {
+    /// The token Chat shows for the integration; calls without it are refused (403).
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub kind: InboundKind,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// How long received events are kept (and can be replayed).
+    pub retention_secs: u64,
+    /// Interval of the keep-alive comment on event streams.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            retention_secs: 7 * 86_400,
+            heartbeat_ms: 15_000,
+        }
+    }
 }
 
 /// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
@@ -370,6 +412,14 @@ impl Settings {
                 .take()
                 .map(|t| SecretString::from(normalize_token(t.expose_secret())));
         }
+        for (name, inbound) in &mut self.inbound {
+            let key = format!("inbound.{name}.token");
+            resolve_file(&mut inbound.token, &inbound.token_file, &key)?;
+            inbound.token = inbound
+                .token
+                .take()
+                .map(|t| SecretString::from(normalize_token(t.expose_secret())));
+        }
         Ok(self)
     }
 
@@ -504,6 +554,40 @@ impl Settings {
             return Err(ConfigError::new(
                 "store.url",
                 "must start with sqlite:// or postgres://",
+            ));
+        }
+        for (name, inbound) in &self.inbound {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}"),
+                    "names are letters, digits, - and _ (they appear in the URL /inbound/{name})",
+                ));
+            }
+            if inbound
+                .token
+                .as_ref()
+                .is_none_or(|t| t.expose_secret().is_empty())
+            {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}.token"),
+                    "is required (or inbound.<name>.token_file): the token Chat shows for the integration",
+                ));
+            }
+        }
+        if self.events.retention_secs == 0 {
+            return Err(ConfigError::new(
+                "events.retention_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.events.heartbeat_ms) {
+            return Err(ConfigError::new(
+                "events.heartbeat_ms",
+                "must be between 10 and 3600000",
             ));
         }
         if self.server.max_upload_bytes == 0 {

@@ -47,6 +47,7 @@ pub enum ProblemCode {
     UpstreamError,
     NotReady,
     Internal,
+    InboundTokenRejected,
 }
 
 impl ProblemCode {
@@ -185,6 +186,11 @@ impl ProblemCode {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
+            ),
+            InboundTokenRejected => (
+                StatusCode::FORBIDDEN,
+                "inbound_token_rejected",
+                "The token Chat sent does not match the inbound's configured token",
             ),
         }
     }

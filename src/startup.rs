@@ -19,6 +19,7 @@ use crate::auth::ApiKeys;
 use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
+use crate::events::Events;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
@@ -215,6 +216,11 @@ impl Application {
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
+        let events = Events::new(store.clone(), &settings)
+            .await
+            .map_err(std::io::Error::other)?;
+        events.spawn_pump();
+        let events_data = web::Data::from(events);
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -230,6 +236,7 @@ impl Application {
                         .app_data(metrics_access.clone())
                         .app_data(proxies.clone())
                         .app_data(store_data.clone())
+                        .app_data(events_data.clone())
                         .configure(api::extractor_configs)
                         .configure(api::docs_routes)
                         .configure(|cfg| {

@@ -65,6 +65,14 @@ async fn no_secret_appears_in_the_logs() {
             scopes: vec!["write".to_owned()],
         },
     );
+    let inbound_token = "i".repeat(64);
+    settings.inbound.insert(
+        "ops".to_owned(),
+        syno_chat_gateway::config::InboundSettings {
+            token: Some(SecretString::from(inbound_token.clone())),
+            ..Default::default()
+        },
+    );
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.address());
     let handle = app.handle();
@@ -103,14 +111,26 @@ async fn no_secret_appears_in_the_logs() {
         .await
         .unwrap();
     sessions.extend(sim.active_sessions());
+    // Chat's call to an inbound carries the integration token in its body.
+    for token in [inbound_token.as_str(), "wrong"] {
+        client
+            .post(format!("{base}/inbound/ops"))
+            .send_form(&[("token", token), ("text", "hi"), ("post_id", "5")])
+            .await
+            .unwrap();
+    }
     handle.stop(true).await;
     let _ = stopped.await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("logged in to DSM"), "the capture works");
     assert!(logs.contains("DSM call"), "upstream calls are logged");
+    assert!(
+        logs.contains("inbound event stored"),
+        "the inbound call is logged"
+    );
     assert!(sessions.len() >= 2);
-    let mut secrets = vec![DEMO_PASSWORD.to_owned(), API_KEY.to_owned()];
+    let mut secrets = vec![DEMO_PASSWORD.to_owned(), API_KEY.to_owned(), inbound_token];
     for session in sessions {
         secrets.push(session.sid);
         secrets.push(session.synotoken);

@@ -5,8 +5,10 @@
 mod bots;
 mod channels;
 pub mod docs;
+mod events;
 mod extract;
 pub mod health;
+mod inbound;
 mod integrations;
 mod misc;
 mod post_actions;
@@ -92,7 +94,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::events::Event)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -101,6 +103,8 @@ pub type State = web::Data<AppState>;
         (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
+        (name = "inbound", description = "Receiving what Chat's outgoing webhooks, slash commands and chatbots send"),
+        (name = "events", description = "Reading the events Chat sent (Server-Sent Events or polling)"),
         (name = "health", description = "Liveness and readiness")
     )
 )]
@@ -189,6 +193,7 @@ pub enum BodyProblems {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .configure(inbound::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .configure(channels::routes)
@@ -200,7 +205,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(integrations::routes)
                 .configure(webhooks::routes)
                 .configure(bots::routes)
-                .configure(misc::routes),
+                .configure(misc::routes)
+                .configure(events::routes),
         );
 }
 

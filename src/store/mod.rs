@@ -20,6 +20,8 @@ use sqlx::sqlite::{
 
 use crate::config::StoreSettings;
 
+pub mod events;
+
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -76,17 +78,31 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Migrations per back-end. Versions 0001–0999 belong to the delivery store, 1001+ to the
-/// idempotency records. A database holding a version missing here is newer than this binary.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/sqlite/0001_deliveries.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/postgres/0001_deliveries.sql"),
-)];
+/// idempotency records, 2001+ to the inbound events. A database holding a version missing here is newer than this binary.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/sqlite/0001_deliveries.sql"),
+    ),
+    (
+        2001,
+        "events",
+        include_str!("../../migrations/sqlite/2001_events.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/postgres/0001_deliveries.sql"),
+    ),
+    (
+        2001,
+        "events",
+        include_str!("../../migrations/postgres/2001_events.sql"),
+    ),
+];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {

@@ -1,6 +1,7 @@
 //! Integration tests: each starts its own DSM simulator and gateway on port 0.
 
 mod contract;
+mod events;
 mod helpers;
 mod keys;
 mod observability;
