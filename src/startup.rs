@@ -219,7 +219,7 @@ impl Application {
         let events = Events::new(store.clone(), &settings)
             .await
             .map_err(std::io::Error::other)?;
-        events.spawn_pump();
+        events.start().await.map_err(std::io::Error::other)?;
         let events_data = web::Data::from(events);
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());

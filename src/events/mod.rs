@@ -212,8 +212,27 @@ impl Events {
         }
     }
 
-    /// Runs the pump and the retention purge until the process ends.
-    pub fn spawn_pump(self: &Arc<Self>) {
+    /// Starts listening to the other replicas (PostgreSQL), then runs the pump and the
+    /// retention purge until the process ends.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        if let Some(mut notifications) = self.store.listen_events().await? {
+            let hub = self.clone();
+            actix_web::rt::spawn(async move {
+                loop {
+                    if let Err(error) = notifications.next().await {
+                        tracing::warn!(%error, "events: lost the PostgreSQL notifications; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // The id in the notification is not needed: the pump reads the table.
+                    hub.wake();
+                }
+            });
+        }
+        self.spawn_pump();
+        Ok(())
+    }
+
+    fn spawn_pump(self: &Arc<Self>) {
         let hub = self.clone();
         actix_web::rt::spawn(async move {
             let mut purge = tokio::time::interval(PURGE_EVERY);

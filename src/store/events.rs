@@ -75,7 +75,46 @@ macro_rules! bind_new_event {
     };
 }
 
+/// New-event notifications from every replica (PostgreSQL only).
+pub struct EventNotifications(Option<sqlx::postgres::PgListener>);
+
+impl EventNotifications {
+    /// Waits for the next notification. After an error the listener reconnects on the next
+    /// call; notifications sent meanwhile are lost, so the caller re-reads the table.
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        if let Some(listener) = self.0.as_mut() {
+            listener.recv().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EventNotifications {
+    fn drop(&mut self) {
+        // PgListener's own drop spawns a task to hand its connection back, which panics when
+        // the runtime is going away (the listening task is dropped at shutdown): then the
+        // connection is simply closed with the process.
+        if let Some(listener) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(listener);
+        }
+    }
+}
+
 impl Store {
+    /// Listens for events stored by any replica; `None` on SQLite (one gateway per file).
+    pub async fn listen_events(&self) -> Result<Option<EventNotifications>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok(Some(EventNotifications(Some(listener))))
+            }
+        }
+    }
+
     /// Stores an event; `None` when the inbound already holds this post.
     pub async fn insert_event(
         &self,

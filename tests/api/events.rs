@@ -494,3 +494,49 @@ async fn events_survive_a_restart() {
     let (_, _, data) = stream.next_event(WAIT).await;
     assert_eq!(data["post_id"], 4);
 }
+
+#[actix_web::test]
+async fn an_event_on_replica_a_reaches_an_sse_client_on_replica_b_over_postgres() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let shared = SecretString::from(url);
+    let store_a = shared.clone();
+    let (a, token_a) = app_with_inbounds(move |s| s.store.url = store_a).await;
+    let (b, token_b) = app_with_inbounds(move |s| s.store.url = shared).await;
+    let mut on_b = Sse::open(&b.base, "/api/v1/events", None).await;
+    let mut on_a = Sse::open(&a.base, "/api/v1/events", None).await;
+
+    let sent = tokio::time::Instant::now();
+    send_posts(&a.base, &token_a, 1, 1).await;
+    let (first, _, data) = on_b.next_event(WAIT).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(data["post_id"], 1);
+
+    // Both replicas take posts at once: each stream sees every event once, in id order.
+    let (base_a, base_b) = (a.base.clone(), b.base.clone());
+    let writers = [
+        actix_web::rt::spawn(async move { send_posts(&base_a, &token_a, 100, 15).await }),
+        actix_web::rt::spawn(async move { send_posts(&base_b, &token_b, 200, 15).await }),
+    ];
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all: Vec<i64> = stored(&a).await.iter().map(|e| e.event_id).collect();
+    assert_eq!(all.len(), 31);
+    assert_eq!(all[0], first);
+    let mut seen_b = vec![first];
+    let mut seen_a = Vec::new();
+    while seen_b.len() < 31 {
+        seen_b.push(on_b.next_event(WAIT).await.0);
+    }
+    while seen_a.len() < 31 {
+        seen_a.push(on_a.next_event(WAIT).await.0);
+    }
+    assert_eq!(seen_b, all);
+    assert_eq!(seen_a, all);
+}

@@ -5,6 +5,8 @@ mod events;
 mod helpers;
 mod keys;
 mod observability;
+#[path = "../support/postgres.rs"]
+mod postgres;
 mod resilience;
 mod resources;
 mod reverse_proxy;
