@@ -787,4 +787,43 @@ mod tests {
         .unwrap();
         assert_eq!(s.upstream.password.unwrap().expose_secret(), "s3cret");
     }
+
+    #[test]
+    fn inbounds_need_their_token_and_a_known_kind() {
+        let token = "a".repeat(64);
+        let settings = load(&[
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &format!("\"{token}\"")),
+            ("SYNOCHAT__INBOUND__DEPLOY__TOKEN", &token),
+            ("SYNOCHAT__INBOUND__DEPLOY__KIND", "slash_command"),
+        ])
+        .unwrap();
+        assert_eq!(settings.inbound["ops"].kind, InboundKind::OutgoingWebhook);
+        assert_eq!(
+            settings.inbound["ops"]
+                .token
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            token
+        );
+        assert_eq!(settings.inbound["deploy"].kind, InboundKind::SlashCommand);
+        assert!(!settings.masked_json().contains(&token));
+        assert_eq!(settings.events.retention_secs, 604_800);
+
+        let err = load(&[("SYNOCHAT__INBOUND__OPS__KIND", "chatbot")]).unwrap_err();
+        assert_eq!(err.key, "inbound.ops.token");
+        let err = load(&[
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &token),
+            ("SYNOCHAT__INBOUND__OPS__KIND", "webhook"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("kind") || err.to_string().contains("variant"),
+            "{err}"
+        );
+        let err = load(&[("SYNOCHAT__EVENTS__HEARTBEAT_MS", "0")]).unwrap_err();
+        assert_eq!(err.key, "events.heartbeat_ms");
+        let err = load(&[("SYNOCHAT__EVENTS__RETENTION_SECS", "0")]).unwrap_err();
+        assert_eq!(err.key, "events.retention_secs");
+    }
 }
