@@ -68,13 +68,15 @@ pub struct EventStream(String);
 
 /// Stream or poll the events Chat sent
 ///
-/// With `Accept: text/event-stream` (the default): a Server-Sent Events stream. Each event is
+/// With `Accept: text/event-stream` (as EventSource and SSE libraries send): a Server-Sent
+/// Events stream. Each event is
 /// `id: <event_id>`, `event: <kind>` and `data: <Event as JSON>`; a `: heartbeat` comment
 /// comes every 15 s. `Last-Event-ID` (or `?after=`) first replays the kept events after that
 /// id, then the stream continues live with nothing lost or repeated at the seam. Behind nginx
 /// the answer carries `X-Accel-Buffering: no`.
 ///
-/// With `Accept: application/json`: one page, `{"items": [...], "next_after": id}`.
+/// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
+/// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
 #[utoipa::path(tag = "events", security(("bearer" = [])),
     params(EventsQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume a stream after this event id")),
@@ -98,7 +100,7 @@ pub async fn list_events(
     if filter.channel_id == Some(0) {
         return Err(ApiError::invalid("channel_id must be a positive integer"));
     }
-    if wants_json(&req) {
+    if !wants_stream(&req) {
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(format!(
@@ -140,15 +142,12 @@ pub async fn list_events(
         .streaming(feed.into_stream()))
 }
 
-/// `application/json` asked for, and `text/event-stream` not.
-fn wants_json(req: &HttpRequest) -> bool {
-    let accept = req
-        .headers()
+/// The client asked for `text/event-stream` by name.
+fn wants_stream(req: &HttpRequest) -> bool {
+    req.headers()
         .get_all(header::ACCEPT)
         .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    accept.contains("application/json") && !accept.contains("text/event-stream")
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
 enum Start {

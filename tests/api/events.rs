@@ -449,6 +449,10 @@ async fn polling_pages_through_the_events() {
     assert_eq!(empty.body["next_after"], end);
     let none = poll("?inbound=helper".into()).await;
     assert_eq!(none.body["items"], serde_json::json!([]));
+    // Without Accept: text/event-stream a generic client gets a page, never an endless stream.
+    let plain = app.get("/api/v1/events?limit=1").await;
+    assert_eq!(plain.status.as_u16(), 200);
+    assert_eq!(plain.body["items"][0]["post_id"], 1);
 
     for bad in [
         "?limit=0",
@@ -466,6 +470,7 @@ async fn polling_pages_through_the_events() {
         .http
         .get(format!("{}/api/v1/events", app.base))
         .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "text/event-stream"))
         .insert_header(("Last-Event-ID", "abc"))
         .send()
         .await

@@ -187,5 +187,8 @@ async fn chat_events_come_in_and_stream_out_through_nginx() {
     );
     assert_eq!(kind, "trigger_word");
     assert_eq!(data["post_id"], post_id);
-    assert_eq!(app.sim.outbound_events()[0].status, Some(200));
+    assert_eq!(
+        crate::events::outbound_calls(&app, 1).await[0].status,
+        Some(200)
+    );
 }
