@@ -48,6 +48,9 @@ pub struct Settings {
     /// Hooks by name: `POST /hooks/<name>/<secret>` endpoints for Slack, Alertmanager, Grafana, …
     pub hooks: BTreeMap<String, HookSettings>,
     pub idempotency: IdempotencySettings,
+    /// Receivers for Chat's outgoing webhooks, slash commands and chatbots, by name.
+    pub inbound: BTreeMap<String, InboundSettings>,
+    pub events: EventsSettings,
 }
 
 /// A hook: where its messages go (exactly one of `channel`, `user`, `token`), its secret's
@@ -84,6 +87,27 @@ fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Raw::Id(id) => id.to_string(),
         Raw::Name(name) => name,
     }))
+}
+
+/// Which kind of Chat integration calls an inbound URL.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundKind {
+    /// An outgoing webhook: events of kind `message`, or `trigger_word` when Chat sends one.
+    #[default]
+    OutgoingWebhook,
+    SlashCommand,
+    Chatbot,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundSettings {
+    /// The token Chat shows for the integration; calls without it are refused (403).
+    #[serde(serialize_with = "mask_secret")]
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub kind: InboundKind,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -147,6 +171,24 @@ impl Default for IdempotencySettings {
         Self {
             ttl_secs: 86_400,
             lease_secs: 120,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// How long received events are kept (and can be replayed).
+    pub retention_secs: u64,
+    /// Interval of the keep-alive comment on event streams.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            retention_secs: 7 * 86_400,
+            heartbeat_ms: 15_000,
         }
     }
 }
@@ -516,6 +558,14 @@ impl Settings {
                 .take()
                 .map(|t| SecretString::from(normalize_token(t.expose_secret())));
         }
+        for (name, inbound) in &mut self.inbound {
+            let key = format!("inbound.{name}.token");
+            resolve_file(&mut inbound.token, &inbound.token_file, &key)?;
+            inbound.token = inbound
+                .token
+                .take()
+                .map(|t| SecretString::from(normalize_token(t.expose_secret())));
+        }
         Ok(self)
     }
 
@@ -693,6 +743,40 @@ impl Settings {
             if !(1..=31_536_000).contains(&value) {
                 return Err(ConfigError::new(key, "must be between 1 and 31536000"));
             }
+        }
+        for (name, inbound) in &self.inbound {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}"),
+                    "names are letters, digits, - and _ (they appear in the URL /inbound/{name})",
+                ));
+            }
+            if inbound
+                .token
+                .as_ref()
+                .is_none_or(|t| t.expose_secret().is_empty())
+            {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}.token"),
+                    "is required (or inbound.<name>.token_file): the token Chat shows for the integration",
+                ));
+            }
+        }
+        if self.events.retention_secs == 0 {
+            return Err(ConfigError::new(
+                "events.retention_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.events.heartbeat_ms) {
+            return Err(ConfigError::new(
+                "events.heartbeat_ms",
+                "must be between 10 and 3600000",
+            ));
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(
@@ -1226,5 +1310,44 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.upstream.password.unwrap().expose_secret(), "s3cret");
+    }
+
+    #[test]
+    fn inbounds_need_their_token_and_a_known_kind() {
+        let token = "a".repeat(64);
+        let settings = load(&[
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &format!("\"{token}\"")),
+            ("SYNOCHAT__INBOUND__DEPLOY__TOKEN", &token),
+            ("SYNOCHAT__INBOUND__DEPLOY__KIND", "slash_command"),
+        ])
+        .unwrap();
+        assert_eq!(settings.inbound["ops"].kind, InboundKind::OutgoingWebhook);
+        assert_eq!(
+            settings.inbound["ops"]
+                .token
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            token
+        );
+        assert_eq!(settings.inbound["deploy"].kind, InboundKind::SlashCommand);
+        assert!(!settings.masked_json().contains(&token));
+        assert_eq!(settings.events.retention_secs, 604_800);
+
+        let err = load(&[("SYNOCHAT__INBOUND__OPS__KIND", "chatbot")]).unwrap_err();
+        assert_eq!(err.key, "inbound.ops.token");
+        let err = load(&[
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &token),
+            ("SYNOCHAT__INBOUND__OPS__KIND", "webhook"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("kind") || err.to_string().contains("variant"),
+            "{err}"
+        );
+        let err = load(&[("SYNOCHAT__EVENTS__HEARTBEAT_MS", "0")]).unwrap_err();
+        assert_eq!(err.key, "events.heartbeat_ms");
+        let err = load(&[("SYNOCHAT__EVENTS__RETENTION_SECS", "0")]).unwrap_err();
+        assert_eq!(err.key, "events.retention_secs");
     }
 }

@@ -55,6 +55,7 @@ pub enum ProblemCode {
     DeliveryExpired,
     IdempotencyKeyReused,
     IdempotencyKeyInFlight,
+    InboundTokenRejected,
 }
 
 impl ProblemCode {
@@ -233,6 +234,11 @@ impl ProblemCode {
                 StatusCode::GATEWAY_TIMEOUT,
                 "delivery_expired",
                 "The message could not be delivered within delivery.max_age_secs",
+            ),
+            InboundTokenRejected => (
+                StatusCode::FORBIDDEN,
+                "inbound_token_rejected",
+                "The token Chat sent does not match the inbound's configured token",
             ),
         }
     }

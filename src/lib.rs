@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod formats;
 pub mod forwarded;
 pub mod metrics;

@@ -20,6 +20,7 @@ use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
 use crate::delivery::Outbox;
+use crate::events::Events;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
@@ -328,6 +329,11 @@ impl Application {
                 .saturating_add(api::idempotency::FORM_OVERHEAD_BYTES),
         });
         spawn_idempotency_purge(store.clone());
+        let events = Events::new(store.clone(), &settings)
+            .await
+            .map_err(std::io::Error::other)?;
+        events.start().await.map_err(std::io::Error::other)?;
+        let events_data = web::Data::from(events);
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -363,6 +369,7 @@ impl Application {
                         .app_data(store_data.clone())
                         .app_data(outbox_data.clone())
                         .app_data(idempotency.clone())
+                        .app_data(events_data.clone())
                         .configure(api::extractor_configs)
                         .configure(|cfg| api::docs_routes(cfg, persist_authorization))
                         .configure(|cfg| {

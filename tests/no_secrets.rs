@@ -84,6 +84,14 @@ async fn no_secret_appears_in_the_logs() {
             ..HookSettings::default()
         },
     );
+    let inbound_token = "i".repeat(64);
+    settings.inbound.insert(
+        "ops".to_owned(),
+        syno_chat_gateway::config::InboundSettings {
+            token: Some(SecretString::from(inbound_token.clone())),
+            ..Default::default()
+        },
+    );
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.address());
     let handle = app.handle();
@@ -133,12 +141,24 @@ async fn no_secret_appears_in_the_logs() {
             .unwrap();
     }
     sessions.extend(sim.active_sessions());
+    // Chat's call to an inbound carries the integration token in its body.
+    for token in [inbound_token.as_str(), "wrong"] {
+        client
+            .post(format!("{base}/inbound/ops"))
+            .send_form(&[("token", token), ("text", "hi"), ("post_id", "5")])
+            .await
+            .unwrap();
+    }
     handle.stop(true).await;
     let _ = stopped.await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("logged in to DSM"), "the capture works");
     assert!(logs.contains("DSM call"), "upstream calls are logged");
+    assert!(
+        logs.contains("inbound event stored"),
+        "the inbound call is logged"
+    );
     assert!(sessions.len() >= 2);
     assert!(
         logs.contains("/hooks/alerts/****"),
@@ -148,6 +168,7 @@ async fn no_secret_appears_in_the_logs() {
         DEMO_PASSWORD.to_owned(),
         API_KEY.to_owned(),
         HOOK_SECRET.to_owned(),
+        inbound_token,
     ];
     for session in sessions {
         secrets.push(session.sid);

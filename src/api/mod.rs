@@ -6,10 +6,12 @@ mod bots;
 mod channels;
 pub mod deliveries;
 pub mod docs;
+mod events;
 mod extract;
 pub mod health;
 pub mod hooks;
 pub mod idempotency;
+mod inbound;
 mod integrations;
 mod misc;
 pub mod mode;
@@ -169,7 +171,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::events::Event)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -179,6 +181,8 @@ pub type State = web::Data<AppState>;
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
         (name = "deliveries", description = "Messages accepted with `Prefer: respond-async`, delivered by the outbox"),
+        (name = "inbound", description = "Receiving what Chat's outgoing webhooks, slash commands and chatbots send"),
+        (name = "events", description = "Reading the events Chat sent (Server-Sent Events or polling)"),
         (name = "health", description = "Liveness and readiness"),
         (name = "hooks", description = "Endpoints for tools that speak Slack, Mattermost, Alertmanager, Grafana or Discord (outside /api/v1: authenticated by the hook's secret)")
     )
@@ -281,6 +285,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
         .configure(hooks::routes)
+        .configure(inbound::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .service(health::health_details)
@@ -295,6 +300,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(bots::routes)
                 .configure(misc::routes)
                 .configure(deliveries::routes)
+                .configure(events::routes)
                 .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
         );
 }

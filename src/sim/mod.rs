@@ -430,6 +430,55 @@ impl SimControl {
         lock(&self.shared.state).post_list_ignores_offset = on;
     }
 
+    /// An enabled outgoing webhook, as an admin would create it in Chat: it calls `url` for UI
+    /// posts in `channel_id` (0: any channel, then a trigger word is needed) that start with
+    /// `trigger_word` (empty: every post). Returns its token.
+    pub fn add_outgoing_webhook(&self, channel_id: i64, trigger_word: &str, url: &str) -> String {
+        self.add_caller(store::IntegKind::Outgoing, "outgoing", |i| {
+            i.channel_id = channel_id;
+            i.trigger_word = trigger_word.to_owned();
+            i.url = url.to_owned();
+        })
+    }
+
+    /// An enabled slash command `/command` that calls `url`. Returns its token.
+    pub fn add_slash_command(&self, command: &str, url: &str) -> String {
+        self.add_caller(store::IntegKind::Slash, command, |i| {
+            i.command = command.to_owned();
+            i.url = url.to_owned();
+        })
+    }
+
+    /// Points the integration holding `token` (e.g. the demo chatbot) at `url`; false when
+    /// no integration has that token.
+    pub fn set_integration_url(&self, token: &str, url: &str) -> bool {
+        let mut st = lock(&self.shared.state);
+        st.integrations
+            .values_mut()
+            .find(|i| i.token == token)
+            .map(|i| i.url = url.to_owned())
+            .is_some()
+    }
+
+    fn add_caller(
+        &self,
+        kind: store::IntegKind,
+        name: &str,
+        set: impl FnOnce(&mut store::Integration),
+    ) -> String {
+        let mut st = lock(&self.shared.state);
+        let admin = st.accounts.get(DEMO_ACCOUNT).map_or(1, |a| a.user_id);
+        let user_id = st.add_integration(kind, name, admin);
+        let i = st
+            .integrations
+            .get_mut(&user_id)
+            .expect("the integration just added");
+        i.nickname = name.to_owned();
+        i.is_disabled = false;
+        set(i);
+        i.token.clone()
+    }
+
     pub fn demo_webhook_token(&self) -> String {
         lock(&self.shared.state).demo_webhook_token.clone()
     }

@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use crate::config::StoreSettings;
 
 pub mod deliveries;
+pub mod events;
 pub mod idempotency;
 
 /// Which database the store runs on.
@@ -78,29 +79,39 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Migrations per back-end. Versions 0001–0999 belong to the delivery store, 1001+ to the
-/// idempotency records. A database holding a version missing here is newer than this binary.
+/// idempotency records, 2001+ to the inbound events. A database holding a version missing here is newer than this binary.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "deliveries",
-        include_str!("../../migrations/sqlite/0001_deliveries.sql"),
+        include_str!("migrations/sqlite/0001_deliveries.sql"),
     ),
     (
         1001,
         "idempotency_keys",
-        include_str!("../../migrations/sqlite/1001_idempotency_keys.sql"),
+        include_str!("migrations/sqlite/1001_idempotency_keys.sql"),
+    ),
+    (
+        2001,
+        "events",
+        include_str!("migrations/sqlite/2001_events.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "deliveries",
-        include_str!("../../migrations/postgres/0001_deliveries.sql"),
+        include_str!("migrations/postgres/0001_deliveries.sql"),
     ),
     (
         1001,
         "idempotency_keys",
-        include_str!("../../migrations/postgres/1001_idempotency_keys.sql"),
+        include_str!("migrations/postgres/1001_idempotency_keys.sql"),
+    ),
+    (
+        2001,
+        "events",
+        include_str!("migrations/postgres/2001_events.sql"),
     ),
 ];
 

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub handle: ServerHandle,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     _simulator: Simulator,
+    /// The gateway's store.
+    pub store_url: SecretString,
     /// Holds the test's SQLite store.
     _store_dir: tempfile::TempDir,
 }
@@ -111,6 +113,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_sim(sim_config, |settings, _| adjust(settings)).await
+}
+
+/// Like [`spawn_app_with`], with the simulator at hand while adjusting the settings (e.g. to
+/// create an integration in Chat and configure its token in the gateway).
+pub async fn spawn_app_with_sim(
+    sim_config: SimConfig,
+    adjust: impl FnOnce(&mut Settings, &SimControl),
+) -> TestApp {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -136,7 +147,8 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
             },
         );
     }
-    adjust(&mut settings);
+    adjust(&mut settings, &control);
+    let store_url = settings.store.url.clone();
     let app = Application::build(settings).await.expect("gateway starts");
     let base = format!("http://{}", app.address());
     let metrics_base = app.metrics_address().map(|a| format!("http://{a}"));
@@ -157,6 +169,7 @@ pub async fn spawn_app_with(sim_config: SimConfig, adjust: impl FnOnce(&mut Sett
         handle,
         stopped: Some(stopped),
         _simulator: simulator,
+        store_url,
         _store_dir: store_dir,
     }
 }

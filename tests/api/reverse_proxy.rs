@@ -139,3 +139,56 @@ async fn the_gateway_works_behind_nginx_under_a_prefix() {
     let direct = app.call("GET", "/openapi.json", None, None).await;
     assert_eq!(direct.body["servers"][0]["url"], app.base);
 }
+
+#[actix_web::test]
+async fn chat_events_come_in_and_stream_out_through_nginx() {
+    let Some(binary) = nginx_binary() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nginx is required in CI (.ci/run installs it)"
+        );
+        eprintln!(
+            "SKIPPED: reverse-proxy SSE test: nginx is not installed (apt-get install nginx)"
+        );
+        return;
+    };
+    let (app, token) = crate::events::app_with_inbounds(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.events.heartbeat_ms = 200;
+    })
+    .await;
+    let upstream: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let (_nginx, port) = start_nginx(binary, upstream, "/chat");
+    let public = format!("http://127.0.0.1:{port}");
+    // Chat calls the inbound URL through the proxy.
+    assert!(
+        app.sim
+            .set_integration_url(&token, &format!("{public}/chat/inbound/ops"))
+    );
+    let mut stream = crate::events::Sse::open(&public, "/chat/api/v1/events", None).await;
+    assert_eq!(
+        stream.headers.get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    // Each heartbeat comes on its own, not when a buffer fills.
+    for _ in 0..3 {
+        assert!(matches!(
+            stream.next(Duration::from_secs(2)).await,
+            crate::events::Frame::Comment(_)
+        ));
+    }
+    let post_id = app.sim.post_as_user(3, 2, "!ping through the proxy");
+    let started = Instant::now();
+    let (_, kind, data) = stream.next_event(Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(kind, "trigger_word");
+    assert_eq!(data["post_id"], post_id);
+    assert_eq!(
+        crate::events::outbound_calls(&app, 1).await[0].status,
+        Some(200)
+    );
+}

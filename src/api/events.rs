@@ -1,0 +1,270 @@
+//! `/events`: the events Chat sent, as a Server-Sent Events stream (replay after an id, then
+//! live) or as pages for clients that poll.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::extract::{Query, whole_number};
+use super::inbound::store_failure;
+use super::{CommonProblems, InvalidInput};
+use crate::auth::{Authorized, Read};
+use crate::error::ApiError;
+use crate::events::{Event, EventFilter, EventKind, Events};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_events);
+}
+
+/// Events read from the store at a time while replaying.
+const REPLAY_PAGE: i64 = 500;
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events after this id. For streams the `Last-Event-ID` header, when sent, wins (a
+    /// reconnecting browser sends it with the original URL); without either a stream starts
+    /// with the next event and a page with the oldest kept.
+    #[param(value_type = Option<u64>, minimum = 0)]
+    #[serde(default, deserialize_with = "whole_number")]
+    after: Option<i64>,
+    /// Page size for `application/json` (1 to 1000, default 100).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole_number")]
+    limit: Option<i64>,
+    /// Only events received on this inbound.
+    inbound: Option<String>,
+    /// Only events from this channel.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    #[serde(default, deserialize_with = "whole_number")]
+    channel_id: Option<i64>,
+    /// Only events of this kind.
+    kind: Option<EventKind>,
+}
+
+/// A page of events, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    items: Vec<Event>,
+    /// Pass as `after` for the next page (the last item's id, or `after` when empty).
+    next_after: i64,
+}
+
+/// A Server-Sent Events stream.
+#[derive(ToSchema)]
+#[schema(value_type = String, example = "retry: 3000\n\nid: 42\nevent: trigger_word\ndata: {\"event_id\":42,\"kind\":\"trigger_word\",\"inbound\":\"ops\",\"text\":\"!deploy web\"}\n\n: heartbeat\n\n")]
+#[allow(dead_code)] // documentation only
+pub struct EventStream(String);
+
+/// Stream or poll the events Chat sent
+///
+/// With `Accept: text/event-stream` (as EventSource and SSE libraries send): a Server-Sent
+/// Events stream. Each event is
+/// `id: <event_id>`, `event: <kind>` and `data: <Event as JSON>`; a `: heartbeat` comment
+/// comes every 15 s. `Last-Event-ID` (or `?after=`) first replays the kept events after that
+/// id, then the stream continues live with nothing lost or repeated at the seam. Behind nginx
+/// the answer carries `X-Accel-Buffering: no`.
+///
+/// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
+/// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
+#[utoipa::path(tag = "events", security(("bearer" = [])),
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume a stream after this event id")),
+    responses(
+        (status = 200, description = "The events",
+            content((EventStream = "text/event-stream"), (EventPage = "application/json"))),
+        InvalidInput, CommonProblems))]
+#[get("/events")]
+pub async fn list_events(
+    _: Authorized<Read>,
+    req: HttpRequest,
+    query: Query<EventsQuery>,
+    events: web::Data<Events>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let filter = EventFilter {
+        inbound: query.inbound,
+        channel_id: query.channel_id,
+        kind: query.kind,
+    };
+    if filter.channel_id == Some(0) {
+        return Err(ApiError::invalid("channel_id must be a positive integer"));
+    }
+    if !wants_stream(&req) {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let after = query.after.unwrap_or(0);
+        let items = events
+            .store
+            .events_after(after, &filter, limit)
+            .await
+            .map_err(store_failure)?;
+        let next_after = items.last().map_or(after, |e| e.event_id);
+        return Ok(HttpResponse::Ok().json(EventPage { items, next_after }));
+    }
+    let last_event_id = match req.headers().get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event id"))?,
+        ),
+    };
+    // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
+    let live = events.subscribe();
+    let start = match last_event_id.or(query.after) {
+        Some(after) => Start::Replay(after),
+        None => Start::Live,
+    };
+    let feed = Feed::new(events.into_inner(), live, filter, start);
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // nginx: pass each event on as it comes instead of filling a buffer.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(feed.into_stream()))
+}
+
+/// The client asked for `text/event-stream` by name.
+fn wants_stream(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+enum Start {
+    Live,
+    Replay(i64),
+}
+
+/// One client's stream: replays the table after `last`, then follows the live broadcast,
+/// dropping what it already sent. A client that falls behind the broadcast reads the table.
+struct Feed {
+    hub: Arc<Events>,
+    live: broadcast::Receiver<Arc<Event>>,
+    filter: EventFilter,
+    /// The highest event id sent or skipped.
+    last: i64,
+    replaying: bool,
+    pending: VecDeque<Bytes>,
+    heartbeat: tokio::time::Interval,
+    done: bool,
+}
+
+impl Feed {
+    fn new(
+        hub: Arc<Events>,
+        live: broadcast::Receiver<Arc<Event>>,
+        filter: EventFilter,
+        start: Start,
+    ) -> Self {
+        let period = hub.heartbeat;
+        let (last, replaying) = match start {
+            Start::Live => (0, false),
+            Start::Replay(after) => (after, true),
+        };
+        Self {
+            hub,
+            live,
+            filter,
+            last,
+            replaying,
+            // Tells EventSource how soon to reconnect, and gets the headers through proxies.
+            pending: VecDeque::from([Bytes::from_static(b"retry: 3000\n\n")]),
+            heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+            done: false,
+        }
+    }
+
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+        futures_util::stream::unfold(self, |mut feed| async move {
+            let chunk = feed.next_chunk().await?;
+            Some((Ok(chunk), feed))
+        })
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some(chunk);
+            }
+            if self.done {
+                return None;
+            }
+            if self.replaying {
+                self.replay_page().await;
+                continue;
+            }
+            tokio::select! {
+                received = self.live.recv() => match received {
+                    Ok(event) => self.offer(&event),
+                    // Fell behind: the table has everything after `last`.
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.replaying = true,
+                    Err(broadcast::error::RecvError::Closed) => self.done = true,
+                },
+                _ = self.heartbeat.tick() => {
+                    self.pending.push_back(Bytes::from_static(b": heartbeat\n\n"));
+                }
+            }
+        }
+    }
+
+    async fn replay_page(&mut self) {
+        match self
+            .hub
+            .store
+            .events_after(self.last, &self.filter, REPLAY_PAGE)
+            .await
+        {
+            Ok(page) => {
+                self.replaying = page.len() as i64 == REPLAY_PAGE;
+                for event in &page {
+                    self.offer(event);
+                }
+            }
+            Err(error) => {
+                // End the stream: the client reconnects with Last-Event-ID and loses nothing.
+                tracing::warn!(%error, "events: cannot replay for a stream");
+                self.done = true;
+            }
+        }
+    }
+
+    fn offer(&mut self, event: &Event) {
+        if event.event_id <= self.last {
+            return;
+        }
+        self.last = event.event_id;
+        if self.filter.matches(event) {
+            self.pending.push_back(frame(event));
+        }
+    }
+}
+
+/// One event in the SSE format (the JSON is on one line).
+fn frame(event: &Event) -> Bytes {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        event.event_id,
+        event.kind.as_str()
+    ))
+}

@@ -1,0 +1,161 @@
+//! `/inbound/{name}`: the URL pasted into Chat's outgoing webhook, slash command or chatbot
+//! settings. Chat authenticates with the integration's token in the body, not an API key.
+//! Each accepted call is stored before Chat gets its answer.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, head, post, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{ApiError, ProblemCode};
+use crate::events::inbound::{Fields, Refusal, accept};
+use crate::events::{Events, Inbound};
+use crate::store::StoreError;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(receive).service(probe).service(probe_head);
+}
+
+/// What Chat sends (form-urlencoded; a JSON object with the same fields is accepted too).
+/// Every value is a string; fields a kind of integration does not send are absent.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler reads the fields one by one
+#[schema(example = json!({"token": "<the integration's token>", "channel_id": "2",
+    "channel_name": "general", "channel_type": "1", "user_id": "3", "username": "alice",
+    "post_id": "8589934605", "thread_id": "0", "timestamp": "1647060330657",
+    "text": "!deploy web", "trigger_word": "!deploy"}))]
+pub struct InboundCall {
+    /// The integration's token, as Chat shows it.
+    token: String,
+    channel_id: Option<String>,
+    channel_name: Option<String>,
+    user_id: Option<String>,
+    username: Option<String>,
+    post_id: Option<String>,
+    thread_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    timestamp: Option<String>,
+    text: Option<String>,
+    trigger_word: Option<String>,
+}
+
+/// The configured inbound called `name`; unknown names are 404 whatever the method.
+fn inbound<'a>(events: &'a Events, name: &str) -> Result<&'a Inbound, ApiError> {
+    events
+        .inbounds
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("no inbound is configured as `{name}`")))
+}
+
+/// The store could not take the event: Chat gets a 503 and nothing is acknowledged.
+pub(super) fn store_failure(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Unavailable(_) => {
+            ApiError::new(ProblemCode::NotReady, "the event store is unavailable")
+                .with_retry_after(1)
+        }
+        StoreError::Corrupt(_) => ApiError::new(ProblemCode::Internal, "the event store failed"),
+    }
+}
+
+/// Receive an event from Chat
+///
+/// For outgoing webhooks, slash commands and chatbots: set this URL and the integration's
+/// token in Chat, and `inbound.<name>.token` in the gateway. A call with a wrong or missing
+/// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
+/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`.
+#[utoipa::path(tag = "inbound",
+    params(("name" = String, Path, description = "The configured inbound name")),
+    request_body(content(
+        (InboundCall = "application/x-www-form-urlencoded"),
+        (InboundCall = "application/json"))),
+    responses(
+        (status = 200, description = "Stored (or a post already stored): nothing to say in Chat"),
+        (status = 400, description = "A field is malformed", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "Wrong or missing token", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "No such inbound", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable", body = crate::error::Problem,
+            content_type = "application/problem+json")))]
+#[post("/inbound/{name}")]
+pub async fn receive(
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: web::Bytes,
+    events: web::Data<Events>,
+) -> Result<HttpResponse, ApiError> {
+    let inbound = inbound(&events, &name)?;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    // Chat sends forms; anything that is not JSON is read as one.
+    let fields = if is_json {
+        Fields::from_json(&body)
+    } else {
+        Ok(Fields::from_form(&body))
+    };
+    let event = fields
+        .and_then(|fields| accept(&name, inbound, &fields))
+        .map_err(|refusal| match refusal {
+            Refusal::BadToken => {
+                tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
+                ApiError::new(
+                    ProblemCode::InboundTokenRejected,
+                    format!("the token does not match inbound `{name}`"),
+                )
+            }
+            Refusal::Malformed(detail) => ApiError::invalid(detail),
+        })?;
+    match events.record(&event).await.map_err(store_failure)? {
+        Some(event_id) => {
+            tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored")
+        }
+        None => {
+            tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored")
+        }
+    }
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Probe an inbound URL
+///
+/// Chat and proxies check the URL before using it: 200 with an empty body.
+#[utoipa::path(tag = "inbound",
+    params(("name" = String, Path, description = "The configured inbound name")),
+    responses((status = 200, description = "The inbound exists"),
+        (status = 404, description = "No such inbound", body = crate::error::Problem,
+            content_type = "application/problem+json")))]
+#[get("/inbound/{name}")]
+pub async fn probe(
+    name: web::Path<String>,
+    events: web::Data<Events>,
+) -> Result<HttpResponse, ApiError> {
+    answer_probe(&events, &name)
+}
+
+fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
+    inbound(events, name)?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Probe an inbound URL (HEAD)
+#[utoipa::path(tag = "inbound",
+    params(("name" = String, Path, description = "The configured inbound name")),
+    responses((status = 200, description = "The inbound exists"),
+        (status = 404, description = "No such inbound")))]
+#[head("/inbound/{name}")]
+pub async fn probe_head(
+    name: web::Path<String>,
+    events: web::Data<Events>,
+) -> Result<HttpResponse, ApiError> {
+    answer_probe(&events, &name)
+}

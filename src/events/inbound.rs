@@ -1,0 +1,225 @@
+//! What Chat sends to an inbound URL, read into an event (upstream-protocol §5). Pure: no HTTP,
+//! no store.
+
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use super::{EventKind, Inbound, NewEvent};
+use crate::config::InboundKind;
+
+/// Why a call was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token, or not the configured one.
+    BadToken,
+    /// A field that must be a number is not (the message names it).
+    Malformed(String),
+}
+
+/// The fields of a call, all strings as Chat sends them (form or JSON).
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// A form-urlencoded body.
+    pub fn from_form(body: &[u8]) -> Self {
+        Self(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// A JSON object body; numbers and booleans are taken as their text, like a form.
+    pub fn from_json(body: &[u8]) -> Result<Self, Refusal> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Refusal::Malformed(format!("the body is not JSON: {e}")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(Refusal::Malformed("the body must be a JSON object".into()));
+        };
+        Ok(Self(
+            map.into_iter()
+                .filter_map(|(k, v)| {
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((k, text))
+                })
+                .collect(),
+        ))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).map(str::to_owned)
+    }
+
+    fn number(&self, name: &str) -> Result<Option<i64>, Refusal> {
+        match self.get(name).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(raw) => raw
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| Refusal::Malformed(format!("{name} must be an integer"))),
+        }
+    }
+}
+
+/// Checks the token (constant time) and reads the call into an event for `inbound_name`.
+pub fn accept(inbound_name: &str, inbound: &Inbound, fields: &Fields) -> Result<NewEvent, Refusal> {
+    let expected = inbound.token.expose_secret().as_bytes();
+    let given = fields.get("token").unwrap_or_default().as_bytes();
+    if given.is_empty() || !bool::from(given.ct_eq(expected)) {
+        return Err(Refusal::BadToken);
+    }
+    let text = fields.get("text").unwrap_or_default().to_owned();
+    let trigger_word = fields.text("trigger_word");
+    let (kind, command) = match inbound.kind {
+        InboundKind::OutgoingWebhook if trigger_word.is_some() => (EventKind::TriggerWord, None),
+        InboundKind::OutgoingWebhook => (EventKind::Message, None),
+        InboundKind::Chatbot => (EventKind::Chatbot, None),
+        // The whole line comes as `text`: the command is its first word.
+        InboundKind::SlashCommand => (
+            EventKind::SlashCommand,
+            text.split_whitespace()
+                .next()
+                .filter(|w| w.starts_with('/'))
+                .map(str::to_owned),
+        ),
+    };
+    Ok(NewEvent {
+        kind,
+        inbound: inbound_name.to_owned(),
+        channel_id: fields.number("channel_id")?,
+        channel_name: fields.text("channel_name"),
+        user_id: fields.number("user_id")?,
+        username: fields.text("username"),
+        // Chat numbers posts from 1; 0 or absent means "no post" (no deduplication).
+        post_id: fields.number("post_id")?.filter(|id| *id > 0),
+        thread_id: fields.number("thread_id")?,
+        timestamp: fields.number("timestamp")?,
+        text,
+        trigger_word: trigger_word.filter(|_| kind == EventKind::TriggerWord),
+        command,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn inbound(kind: InboundKind) -> Inbound {
+        Inbound {
+            token: SecretString::from("a".repeat(64)),
+            kind,
+        }
+    }
+
+    fn form(extra: &str) -> Fields {
+        Fields::from_form(format!("token={}&{extra}", "a".repeat(64)).as_bytes())
+    }
+
+    #[test]
+    fn an_outgoing_webhook_post_with_a_trigger_word() {
+        let event = accept(
+            "ops",
+            &inbound(InboundKind::OutgoingWebhook),
+            &form("channel_id=2&channel_name=general&channel_type=1&user_id=3&username=alice&post_id=146028888230&thread_id=0&timestamp=1647060330657&text=%21deploy+web&trigger_word=%21deploy"),
+        )
+        .unwrap();
+        assert_eq!(event.kind, EventKind::TriggerWord);
+        assert_eq!(event.inbound, "ops");
+        assert_eq!(event.channel_id, Some(2));
+        assert_eq!(event.channel_name.as_deref(), Some("general"));
+        assert_eq!(event.user_id, Some(3));
+        assert_eq!(event.username.as_deref(), Some("alice"));
+        assert_eq!(event.post_id, Some(146_028_888_230));
+        assert_eq!(event.thread_id, Some(0));
+        assert_eq!(event.timestamp, Some(1_647_060_330_657));
+        assert_eq!(event.text, "!deploy web");
+        assert_eq!(event.trigger_word.as_deref(), Some("!deploy"));
+        assert_eq!(event.command, None);
+    }
+
+    #[test]
+    fn kinds_follow_the_configured_integration() {
+        let message = accept(
+            "ops",
+            &inbound(InboundKind::OutgoingWebhook),
+            &form("text=hi&trigger_word="),
+        )
+        .unwrap();
+        assert_eq!(message.kind, EventKind::Message);
+        assert_eq!(message.trigger_word, None);
+        let slash = accept(
+            "cmd",
+            &inbound(InboundKind::SlashCommand),
+            &form("text=%2Fdeploy+web+now&user_id=3"),
+        )
+        .unwrap();
+        assert_eq!(slash.kind, EventKind::SlashCommand);
+        assert_eq!(slash.command.as_deref(), Some("/deploy"));
+        assert_eq!(slash.post_id, None);
+        let bot = accept("bot", &inbound(InboundKind::Chatbot), &form("text=help")).unwrap();
+        assert_eq!(bot.kind, EventKind::Chatbot);
+    }
+
+    #[test]
+    fn json_bodies_are_read_like_forms() {
+        let body = format!(
+            r#"{{"token":"{}","channel_id":2,"post_id":"7","text":"hi"}}"#,
+            "a".repeat(64)
+        );
+        let event = accept(
+            "ops",
+            &inbound(InboundKind::OutgoingWebhook),
+            &Fields::from_json(body.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((event.channel_id, event.post_id), (Some(2), Some(7)));
+        assert!(matches!(
+            Fields::from_json(b"[1]"),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_wrong_missing_or_partial_token_is_refused() {
+        let hook = inbound(InboundKind::OutgoingWebhook);
+        for body in [
+            "text=hi".to_owned(),
+            "token=&text=hi".to_owned(),
+            format!("token={}&text=hi", "b".repeat(64)),
+            format!("token={}&text=hi", "a".repeat(63)),
+            format!("token={}&text=hi", "a".repeat(65)),
+        ] {
+            assert_eq!(
+                accept("ops", &hook, &Fields::from_form(body.as_bytes())),
+                Err(Refusal::BadToken),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_numeric_id_is_named() {
+        assert_eq!(
+            accept(
+                "ops",
+                &inbound(InboundKind::OutgoingWebhook),
+                &form("channel_id=abc")
+            ),
+            Err(Refusal::Malformed("channel_id must be an integer".into()))
+        );
+    }
+}

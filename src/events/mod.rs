@@ -1,0 +1,270 @@
+//! Inbound events: what Chat's outgoing webhooks, slash commands and chatbots send to the
+//! gateway, kept in the store and fanned out to consumers.
+//!
+//! The table is the source of truth. One pump per gateway reads the events after the last one
+//! it broadcast whenever it is woken (a local insert, or on PostgreSQL a `NOTIFY` from any
+//! replica) and hands them to the live streams in id order; a stream that falls behind reads
+//! the table instead. Inserts commit in id order (SQLite has one writer; PostgreSQL takes a
+//! transaction lock), so "after the last id" never skips an event.
+
+pub mod inbound;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+use utoipa::ToSchema;
+
+use crate::config::{InboundKind, Settings};
+use crate::store::{Store, StoreError};
+
+/// What happened in Chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A post in a channel an outgoing webhook watches (no trigger word configured).
+    Message,
+    /// A slash command typed by a user.
+    SlashCommand,
+    /// A message to a chatbot.
+    Chatbot,
+    /// A post starting with an outgoing webhook's trigger word.
+    TriggerWord,
+}
+
+impl EventKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::SlashCommand => "slash_command",
+            Self::Chatbot => "chatbot",
+            Self::TriggerWord => "trigger_word",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Message,
+            Self::SlashCommand,
+            Self::Chatbot,
+            Self::TriggerWord,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
+}
+
+/// An event as stored and as consumers receive it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"event_id": 42, "kind": "trigger_word", "inbound": "ops",
+    "channel_id": 2, "channel_name": "general", "user_id": 3, "username": "alice",
+    "post_id": 8589934605_i64, "thread_id": 0, "timestamp": 1647060330657_i64,
+    "text": "!deploy web", "trigger_word": "!deploy", "command": null,
+    "received_at": 1647060330702_i64}))]
+pub struct Event {
+    /// Increasing, never reused: resume a stream after it (`Last-Event-ID`, `?after=`).
+    pub event_id: i64,
+    pub kind: EventKind,
+    /// The configured inbound (`inbound.<name>`) Chat called.
+    pub inbound: String,
+    pub channel_id: Option<i64>,
+    pub channel_name: Option<String>,
+    /// The Chat user who wrote.
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    /// The post Chat reported (none for slash commands on some versions).
+    pub post_id: Option<i64>,
+    pub thread_id: Option<i64>,
+    /// When the post was made, ms since the Unix epoch (Chat's clock).
+    pub timestamp: Option<i64>,
+    /// The text as written (for slash commands the whole line, `/command` included).
+    pub text: String,
+    /// The outgoing webhook's trigger word, for `trigger_word` events.
+    pub trigger_word: Option<String>,
+    /// The slash command (`/deploy`), for `slash_command` events.
+    pub command: Option<String>,
+    /// When the gateway stored it, ms since the Unix epoch.
+    pub received_at: i64,
+}
+
+/// An accepted call, before the store gives it an id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub inbound: String,
+    pub channel_id: Option<i64>,
+    pub channel_name: Option<String>,
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    pub post_id: Option<i64>,
+    pub thread_id: Option<i64>,
+    pub timestamp: Option<i64>,
+    pub text: String,
+    pub trigger_word: Option<String>,
+    pub command: Option<String>,
+}
+
+/// Which events a consumer wants.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub inbound: Option<String>,
+    pub channel_id: Option<i64>,
+    pub kind: Option<EventKind>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event) -> bool {
+        self.inbound.as_ref().is_none_or(|i| *i == event.inbound)
+            && self.channel_id.is_none_or(|c| Some(c) == event.channel_id)
+            && self.kind.is_none_or(|k| k == event.kind)
+    }
+}
+
+/// A configured receiver: the token Chat sends and what kind of integration calls it.
+pub struct Inbound {
+    pub token: SecretString,
+    pub kind: InboundKind,
+}
+
+/// Live events for the streams of this gateway.
+const LIVE_CAPACITY: usize = 1024;
+/// How often old events are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// The event hub: the receivers, the live broadcast and the pump that feeds it.
+pub struct Events {
+    pub store: Store,
+    pub inbounds: BTreeMap<String, Inbound>,
+    pub heartbeat: Duration,
+    retention: Duration,
+    live: broadcast::Sender<Arc<Event>>,
+    wake: Notify,
+    /// The highest event id broadcast so far.
+    broadcast_up_to: AtomicI64,
+}
+
+impl Events {
+    pub async fn new(store: Store, settings: &Settings) -> Result<Arc<Self>, StoreError> {
+        let inbounds = settings
+            .inbound
+            .iter()
+            .filter_map(|(name, i)| {
+                Some((
+                    name.clone(),
+                    Inbound {
+                        token: i.token.clone()?,
+                        kind: i.kind,
+                    },
+                ))
+            })
+            .collect();
+        let latest = store.latest_event_id().await?;
+        Ok(Arc::new(Self {
+            store,
+            inbounds,
+            heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
+            retention: Duration::from_secs(settings.events.retention_secs),
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            wake: Notify::new(),
+            broadcast_up_to: AtomicI64::new(latest),
+        }))
+    }
+
+    /// Stores an event (before Chat gets its answer); `None` when Chat sent this post before.
+    pub async fn record(&self, event: &NewEvent) -> Result<Option<i64>, StoreError> {
+        let id = self.store.insert_event(event, now_ms()).await?;
+        if id.is_some() {
+            self.wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// A receiver of the events broadcast from now on. Subscribe before reading the backlog.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// Wakes the pump (another replica stored an event).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Broadcasts every stored event after the last one broadcast, in id order.
+    async fn pump_once(&self) -> Result<(), StoreError> {
+        loop {
+            let after = self.broadcast_up_to.load(Ordering::Acquire);
+            let batch = self
+                .store
+                .events_after(after, &EventFilter::default(), 500)
+                .await?;
+            let Some(last) = batch.last().map(|e| e.event_id) else {
+                return Ok(());
+            };
+            for event in batch {
+                // No receiver is fine: nobody is listening.
+                let _ = self.live.send(Arc::new(event));
+            }
+            self.broadcast_up_to.store(last, Ordering::Release);
+        }
+    }
+
+    /// Starts listening to the other replicas (PostgreSQL), then runs the pump and the
+    /// retention purge until the process ends.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        if let Some(mut notifications) = self.store.listen_events().await? {
+            let hub = self.clone();
+            actix_web::rt::spawn(async move {
+                loop {
+                    if let Err(error) = notifications.next().await {
+                        tracing::warn!(%error, "events: lost the PostgreSQL notifications; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // The id in the notification is not needed: the pump reads the table.
+                    hub.wake();
+                }
+            });
+        }
+        self.spawn_pump();
+        Ok(())
+    }
+
+    fn spawn_pump(self: &Arc<Self>) {
+        let hub = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut purge = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    () = hub.wake.notified() => {
+                        if let Err(error) = hub.pump_once().await {
+                            tracing::warn!(%error, "events: cannot read new events");
+                            // Try again shortly: the events are in the table.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            hub.wake.notify_one();
+                        }
+                    }
+                    _ = purge.tick() => hub.purge().await,
+                }
+            }
+        });
+    }
+
+    async fn purge(&self) {
+        let cutoff = now_ms() - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        match self.store.purge_events(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "events: removed events past retention"),
+            Err(error) => tracing::warn!(%error, "events: purge failed"),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,195 @@
+//! Events received from Chat: insert (deduplicated per inbound and post), read after an id,
+//! purge past retention. On PostgreSQL inserts are serialised by a transaction lock, so ids
+//! become visible in increasing order, and each commit notifies every replica.
+
+use super::{Pool, Store, StoreError, with_pool};
+use crate::events::{Event, EventFilter, EventKind, NewEvent};
+
+/// The PostgreSQL channel carrying new event ids between replicas.
+pub const EVENTS_CHANNEL: &str = "syno_chat_gateway_events";
+/// `pg_advisory_xact_lock` key serialising event inserts ("2001", the events migration).
+const INSERT_LOCK: i64 = 2001;
+
+const INSERT: &str = "INSERT INTO events (inbound, kind, channel_id, channel_name, user_id, \
+    username, post_id, thread_id, timestamp, text, trigger_word, command, received_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+    ON CONFLICT (inbound, post_id) DO NOTHING RETURNING event_id";
+
+const COLUMNS: &str = "event_id, kind, inbound, channel_id, channel_name, user_id, username, \
+    post_id, thread_id, timestamp, text, trigger_word, command, received_at";
+
+type Row = (
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+fn event(row: Row) -> Result<Event, StoreError> {
+    let kind = EventKind::parse(&row.1)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {} has kind {:?}", row.0, row.1)))?;
+    Ok(Event {
+        event_id: row.0,
+        kind,
+        inbound: row.2,
+        channel_id: row.3,
+        channel_name: row.4,
+        user_id: row.5,
+        username: row.6,
+        post_id: row.7,
+        thread_id: row.8,
+        timestamp: row.9,
+        text: row.10,
+        trigger_word: row.11,
+        command: row.12,
+        received_at: row.13,
+    })
+}
+
+macro_rules! bind_new_event {
+    ($e:expr, $now:expr) => {
+        sqlx::query_scalar::<_, i64>(INSERT)
+            .bind(&$e.inbound)
+            .bind($e.kind.as_str())
+            .bind($e.channel_id)
+            .bind(&$e.channel_name)
+            .bind($e.user_id)
+            .bind(&$e.username)
+            .bind($e.post_id)
+            .bind($e.thread_id)
+            .bind($e.timestamp)
+            .bind(&$e.text)
+            .bind(&$e.trigger_word)
+            .bind(&$e.command)
+            .bind($now)
+    };
+}
+
+/// New-event notifications from every replica (PostgreSQL only).
+pub struct EventNotifications(Option<sqlx::postgres::PgListener>);
+
+impl EventNotifications {
+    /// Waits for the next notification. After an error the listener reconnects on the next
+    /// call; notifications sent meanwhile are lost, so the caller re-reads the table.
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        if let Some(listener) = self.0.as_mut() {
+            listener.recv().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EventNotifications {
+    fn drop(&mut self) {
+        // PgListener's own drop spawns a task to hand its connection back, which panics when
+        // the runtime is going away (the listening task is dropped at shutdown): then the
+        // connection is simply closed with the process.
+        if let Some(listener) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(listener);
+        }
+    }
+}
+
+impl Store {
+    /// Listens for events stored by any replica; `None` on SQLite (one gateway per file).
+    pub async fn listen_events(&self) -> Result<Option<EventNotifications>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen(EVENTS_CHANNEL).await?;
+                Ok(Some(EventNotifications(Some(listener))))
+            }
+        }
+    }
+
+    /// Stores an event; `None` when the inbound already holds this post.
+    pub async fn insert_event(
+        &self,
+        e: &NewEvent,
+        received_at: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => Ok(bind_new_event!(e, received_at).fetch_optional(p).await?),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(INSERT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let id = bind_new_event!(e, received_at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(id) = id {
+                    // Delivered to the listeners when the transaction commits.
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(EVENTS_CHANNEL)
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Up to `limit` events after `after` matching `filter`, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE event_id > $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR inbound = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR channel_id = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR kind = $4) \
+             ORDER BY event_id LIMIT $5"
+        );
+        let rows: Vec<Row> = with_pool!(self, p => {
+            sqlx::query_as(&sql)
+                .bind(after)
+                .bind(&filter.inbound)
+                .bind(filter.channel_id)
+                .bind(filter.kind.map(EventKind::as_str))
+                .bind(limit)
+                .fetch_all(p)
+                .await
+        })?;
+        rows.into_iter().map(event).collect()
+    }
+
+    /// The highest event id ever given (0 when none).
+    pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT MAX(event_id) FROM events").fetch_one(p).await
+        })?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Removes the events received before `before` (ms); returns how many.
+    pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
+        let done = with_pool!(self, p => {
+            sqlx::query("DELETE FROM events WHERE received_at < $1")
+                .bind(before)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done)
+    }
+}

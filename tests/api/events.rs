@@ -1,0 +1,547 @@
+//! Inbound events end to end: the simulator's outgoing webhook, slash command and chatbot call
+//! the gateway's `/inbound/{name}` as Chat would, and consumers read the events back.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::Value;
+use syno_chat_gateway::config::{InboundKind, InboundSettings};
+use syno_chat_gateway::events::EventFilter;
+use syno_chat_gateway::sim::SimConfig;
+use syno_chat_gateway::store::Store;
+
+use crate::helpers::{READ_KEY, TestApp, spawn_app_with_sim};
+
+/// Channel 2 of the simulator's demo data, and a member of it.
+const CHANNEL: i64 = 2;
+const USER: i64 = 3;
+
+/// A gateway with inbound `ops` fed by a `!ping` outgoing webhook on channel 2, `deploy` by
+/// the slash command `/deploy` and `helper` by the demo chatbot. Returns the app and the
+/// outgoing webhook's token.
+pub async fn app_with_inbounds(
+    adjust: impl FnOnce(&mut syno_chat_gateway::config::Settings),
+) -> (TestApp, String) {
+    let mut tokens = Vec::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        let hook = sim.add_outgoing_webhook(CHANNEL, "!ping", "");
+        let slash = sim.add_slash_command("deploy", "");
+        for (name, token, kind) in [
+            ("ops", hook.clone(), InboundKind::OutgoingWebhook),
+            ("deploy", slash.clone(), InboundKind::SlashCommand),
+            ("helper", sim.demo_bot_token(), InboundKind::Chatbot),
+        ] {
+            settings.inbound.insert(
+                name.to_owned(),
+                InboundSettings {
+                    token: Some(SecretString::from(token.clone())),
+                    token_file: None,
+                    kind,
+                },
+            );
+            tokens.push((name, token));
+        }
+        adjust(settings);
+    })
+    .await;
+    for (name, token) in &tokens {
+        assert!(
+            app.sim
+                .set_integration_url(token, &format!("{}/inbound/{name}", app.base)),
+            "{name}"
+        );
+    }
+    (app, tokens[0].1.clone())
+}
+
+/// Waits until the simulator has made `count` outbound calls (and had their answers).
+pub async fn outbound_calls(
+    app: &TestApp,
+    count: usize,
+) -> Vec<syno_chat_gateway::sim::OutboundEvent> {
+    for _ in 0..250 {
+        let calls = app.sim.outbound_events();
+        if calls.len() >= count {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the simulator made {} calls, not {count}",
+        app.sim.outbound_events().len()
+    );
+}
+
+pub async fn stored(app: &TestApp) -> Vec<syno_chat_gateway::events::Event> {
+    let store = Store::connect(&syno_chat_gateway::config::StoreSettings {
+        url: app.store_url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let events = store
+        .events_after(0, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    store.close().await;
+    events
+}
+
+async fn post_form(app: &TestApp, path: &str, body: String) -> (u16, Value) {
+    let response = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body(body)
+        .await
+        .expect("gateway answers");
+    let answer = crate::helpers::read(response).await;
+    (answer.status.as_u16(), answer.body)
+}
+
+#[actix_web::test]
+async fn a_post_in_chat_becomes_one_stored_event() {
+    let (app, _) = app_with_inbounds(|_| {}).await;
+    app.sim.post_as_user(USER, CHANNEL, "not for the hook");
+    let post_id = app.sim.post_as_user(USER, CHANNEL, "!ping the NAS");
+    let calls = outbound_calls(&app, 1).await;
+    assert_eq!(calls.len(), 1, "only the trigger word fires");
+    assert_eq!(
+        calls[0].status,
+        Some(200),
+        "the gateway accepted Chat's call"
+    );
+    assert_eq!(
+        calls[0].reply_post_id, None,
+        "an empty answer posts nothing"
+    );
+
+    let events = stored(&app).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event.kind.as_str(), "trigger_word");
+    assert_eq!(event.inbound, "ops");
+    assert_eq!(event.channel_id, Some(CHANNEL));
+    assert!(event.channel_name.as_deref().is_some_and(|n| !n.is_empty()));
+    assert_eq!(event.user_id, Some(USER));
+    assert!(event.username.is_some());
+    assert_eq!(event.post_id, Some(post_id));
+    assert_eq!(event.thread_id, Some(0));
+    assert!(event.timestamp.unwrap() > 1_600_000_000_000);
+    assert_eq!(event.text, "!ping the NAS");
+    assert_eq!(event.trigger_word.as_deref(), Some("!ping"));
+    assert!(event.event_id > 0);
+}
+
+#[actix_web::test]
+async fn slash_commands_and_chatbot_messages_are_events_too() {
+    let (app, _) = app_with_inbounds(|_| {}).await;
+    app.sim.post_as_user(USER, CHANNEL, "/deploy web now");
+    app.sim.message_chatbot(USER, 6, "help me");
+    outbound_calls(&app, 2).await;
+    let events = stored(&app).await;
+    let slash = events.iter().find(|e| e.inbound == "deploy").unwrap();
+    assert_eq!(slash.kind.as_str(), "slash_command");
+    assert_eq!(slash.command.as_deref(), Some("/deploy"));
+    assert_eq!(slash.text, "/deploy web now");
+    let bot = events.iter().find(|e| e.inbound == "helper").unwrap();
+    assert_eq!(bot.kind.as_str(), "chatbot");
+    assert_eq!(bot.text, "help me");
+    assert_eq!(bot.user_id, Some(USER));
+    assert!(slash.event_id != bot.event_id);
+}
+
+#[actix_web::test]
+async fn a_wrong_or_missing_token_is_refused_and_nothing_is_stored() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let wrong = "x".repeat(64);
+    for body in [
+        format!("token={wrong}&channel_id=2&post_id=11&text=hi"),
+        "channel_id=2&post_id=12&text=hi".to_owned(),
+        format!("token={}&post_id=13&text=hi", &token[..63]),
+    ] {
+        let (status, problem) = post_form(&app, "/inbound/ops", body.clone()).await;
+        assert_eq!(status, 403, "{body}: {problem}");
+        assert_eq!(problem["code"], "inbound_token_rejected");
+        assert!(!problem.to_string().contains(&token));
+    }
+    // The right token on another inbound is refused too.
+    let (status, _) = post_form(
+        &app,
+        "/inbound/deploy",
+        format!("token={token}&text=%2Fdeploy"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(stored(&app).await.is_empty());
+
+    let (status, problem) = post_form(&app, "/inbound/nobody", format!("token={token}")).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn the_same_post_twice_is_stored_once() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let body = format!(
+        "token={token}&channel_id=2&user_id=3&post_id=77&text=%21ping+x&trigger_word=%21ping"
+    );
+    for _ in 0..2 {
+        assert_eq!(post_form(&app, "/inbound/ops", body.clone()).await.0, 200);
+    }
+    // A JSON body is accepted as well; no post id: no deduplication.
+    for _ in 0..2 {
+        let answer = app
+            .call(
+                "POST",
+                "/inbound/ops",
+                None,
+                Some(serde_json::json!({"token": token, "channel_id": 2, "text": "plain"})),
+            )
+            .await;
+        assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
+    }
+    let events = stored(&app).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0].post_id, Some(77));
+    assert_eq!(events[1].kind.as_str(), "message");
+    assert!(events[0].event_id < events[1].event_id && events[1].event_id < events[2].event_id);
+}
+
+#[actix_web::test]
+async fn probes_get_an_empty_200_and_bad_fields_a_400() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    for method in ["GET", "HEAD"] {
+        let answer = app.call(method, "/inbound/ops", None, None).await;
+        assert_eq!(answer.status.as_u16(), 200, "{method}");
+        assert_eq!(answer.body, Value::Null, "{method}: empty body");
+        let unknown = app.call(method, "/inbound/nobody", None, None).await;
+        assert_eq!(unknown.status.as_u16(), 404, "{method}");
+    }
+    let (status, problem) = post_form(
+        &app,
+        "/inbound/ops",
+        format!("token={token}&channel_id=two&text=x"),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "invalid_request");
+    assert!(problem["detail"].as_str().unwrap().contains("channel_id"));
+    let answer = app
+        .call("PUT", "/inbound/ops", None, Some(serde_json::json!({})))
+        .await;
+    answer.assert_problem(405, "method_not_allowed");
+    assert!(stored(&app).await.is_empty());
+}
+
+/// A Server-Sent Events reader over a gateway response.
+pub struct Sse {
+    response: awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>,
+    buffer: String,
+    pub headers: actix_web::http::header::HeaderMap,
+}
+
+/// One frame: (id, event, data) for events, or a comment.
+#[derive(Debug)]
+pub enum Frame {
+    Event { id: i64, event: String, data: Value },
+    Comment(String),
+}
+
+impl Sse {
+    pub async fn open(base: &str, path: &str, last_event_id: Option<i64>) -> Self {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut request = client
+            .get(format!("{base}{path}"))
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+            .insert_header(("Accept", "text/event-stream"));
+        if let Some(id) = last_event_id {
+            request = request.insert_header(("Last-Event-ID", id.to_string()));
+        }
+        let response = request.send().await.expect("the stream opens");
+        assert_eq!(response.status().as_u16(), 200);
+        let headers = response.headers().clone();
+        Self {
+            response,
+            buffer: String::new(),
+            headers,
+        }
+    }
+
+    /// The next frame (skipping `retry:`), or a panic after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Frame {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut event = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        return Frame::Comment(comment.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(v).ok();
+                    }
+                }
+                if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                    return Frame::Event { id, event, data };
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream goes on")
+                .expect("readable");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event, skipping comments.
+    pub async fn next_event(&mut self, wait: Duration) -> (i64, String, Value) {
+        loop {
+            if let Frame::Event { id, event, data } = self.next(wait).await {
+                return (id, event, data);
+            }
+        }
+    }
+}
+
+/// Makes Chat send `count` distinct trigger-word posts to inbound `ops` (as the simulator's
+/// outgoing webhook would), straight to the gateway.
+async fn send_posts(base: &str, token: &str, first_post: i64, count: i64) {
+    let client = awc::Client::default();
+    for post_id in first_post..first_post + count {
+        let response = client
+            .post(format!("{base}/inbound/ops"))
+            .send_form(&[
+                ("token", token),
+                ("channel_id", "2"),
+                ("post_id", &post_id.to_string()),
+                ("text", &format!("!ping {post_id}")),
+                ("trigger_word", "!ping"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[actix_web::test]
+async fn a_post_in_chat_reaches_an_sse_client() {
+    let (app, _) = app_with_inbounds(|_| {}).await;
+    let mut stream = Sse::open(&app.base, "/api/v1/events", None).await;
+    assert_eq!(
+        stream.headers.get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    assert_eq!(stream.headers.get("x-accel-buffering").unwrap(), "no");
+    let post_id = app.sim.post_as_user(USER, CHANNEL, "!ping from the UI");
+    let (id, kind, data) = stream.next_event(WAIT).await;
+    assert_eq!(kind, "trigger_word");
+    assert_eq!(data["event_id"], id);
+    assert_eq!(data["post_id"], post_id);
+    assert_eq!(data["text"], "!ping from the UI");
+    assert_eq!(data["inbound"], "ops");
+    assert_eq!(data["channel_id"], CHANNEL);
+}
+
+#[actix_web::test]
+async fn last_event_id_replays_exactly_then_continues_live_without_gap_or_duplicate() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    send_posts(&app.base, &token, 100, 5).await;
+    let first = stored(&app).await[0].event_id;
+    // A client that saw the first event reconnects while more keep arriving.
+    let mut stream = Sse::open(&app.base, "/api/v1/events", Some(first)).await;
+    let base = app.base.clone();
+    let writer = actix_web::rt::spawn(async move { send_posts(&base, &token, 200, 40).await });
+    let mut seen = Vec::new();
+    while seen.len() < 44 {
+        let (id, _, data) = stream.next_event(WAIT).await;
+        seen.push((id, data["post_id"].as_i64().unwrap()));
+    }
+    writer.await.unwrap();
+    let expected: Vec<(i64, i64)> = stored(&app)
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|e| (e.event_id, e.post_id.unwrap()))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "every event after the first, once, in order"
+    );
+    // ?after= does the same for clients that cannot send headers.
+    let last = expected.last().unwrap().0;
+    let mut from_query = Sse::open(
+        &app.base,
+        &format!("/api/v1/events?after={}", last - 1),
+        None,
+    )
+    .await;
+    assert_eq!(from_query.next_event(WAIT).await.0, last);
+}
+
+#[actix_web::test]
+async fn streams_filter_and_send_heartbeats() {
+    let (app, token) = app_with_inbounds(|s| s.events.heartbeat_ms = 50).await;
+    let mut slash_only = Sse::open(&app.base, "/api/v1/events?kind=slash_command", Some(0)).await;
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        if let Frame::Comment(text) = slash_only.next(WAIT).await {
+            assert_eq!(text, "heartbeat");
+            heartbeats += 1;
+        }
+    }
+    send_posts(&app.base, &token, 1, 2).await;
+    app.sim.post_as_user(USER, CHANNEL, "/deploy api");
+    let (_, kind, data) = slash_only.next_event(WAIT).await;
+    assert_eq!(kind, "slash_command");
+    assert_eq!(data["command"], "/deploy");
+    let mut other_channel = Sse::open(&app.base, "/api/v1/events?channel_id=1", Some(0)).await;
+    send_posts(&app.base, &token, 3, 1).await;
+    // Nothing from channel 2 comes through: only heartbeats.
+    for _ in 0..3 {
+        assert!(matches!(other_channel.next(WAIT).await, Frame::Comment(_)));
+    }
+}
+
+#[actix_web::test]
+async fn polling_pages_through_the_events() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    send_posts(&app.base, &token, 1, 5).await;
+    let poll = |query: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .get(format!("{}/api/v1/events{query}", app.base))
+                .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+                .insert_header(("Accept", "application/json"))
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::read(response).await
+        }
+    };
+    let page = poll("?limit=3".into()).await;
+    assert_eq!(page.status.as_u16(), 200, "{}", page.body);
+    let items = page.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    let next = page.body["next_after"].as_i64().unwrap();
+    assert_eq!(items[2]["event_id"], next);
+    let rest = poll(format!("?after={next}&limit=3")).await;
+    let rest_items = rest.body["items"].as_array().unwrap();
+    assert_eq!(rest_items.len(), 2);
+    assert_eq!(rest_items[0]["post_id"], 4);
+    let end = rest.body["next_after"].as_i64().unwrap();
+    let empty = poll(format!("?after={end}")).await;
+    assert_eq!(empty.body["items"], serde_json::json!([]));
+    assert_eq!(empty.body["next_after"], end);
+    let none = poll("?inbound=helper".into()).await;
+    assert_eq!(none.body["items"], serde_json::json!([]));
+    // Without Accept: text/event-stream a generic client gets a page, never an endless stream.
+    let plain = app.get("/api/v1/events?limit=1").await;
+    assert_eq!(plain.status.as_u16(), 200);
+    assert_eq!(plain.body["items"][0]["post_id"], 1);
+
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?kind=bogus",
+        "?after=-1",
+        "?channel_id=0",
+        "?what=1",
+    ] {
+        poll(bad.into())
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+    let bad_header = app
+        .http
+        .get(format!("{}/api/v1/events", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("Last-Event-ID", "abc"))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::read(bad_header)
+        .await
+        .assert_problem(400, "invalid_request");
+    app.call("GET", "/api/v1/events", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+}
+
+#[actix_web::test]
+async fn events_survive_a_restart() {
+    let (mut first, token) = app_with_inbounds(|_| {}).await;
+    send_posts(&first.base, &token, 1, 3).await;
+    first.stop().await;
+    let url = first.store_url.clone();
+    let (second, token) = app_with_inbounds(move |s| s.store.url = url).await;
+    let mut stream = Sse::open(&second.base, "/api/v1/events", Some(0)).await;
+    for post_id in 1..=3 {
+        assert_eq!(stream.next_event(WAIT).await.2["post_id"], post_id);
+    }
+    // New events continue after the old ids; a post Chat sends again is still known.
+    send_posts(&second.base, &token, 3, 2).await;
+    let (_, _, data) = stream.next_event(WAIT).await;
+    assert_eq!(data["post_id"], 4);
+}
+
+#[actix_web::test]
+async fn an_event_on_replica_a_reaches_an_sse_client_on_replica_b_over_postgres() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let shared = SecretString::from(url);
+    let store_a = shared.clone();
+    let (a, token_a) = app_with_inbounds(move |s| s.store.url = store_a).await;
+    let (b, token_b) = app_with_inbounds(move |s| s.store.url = shared).await;
+    let mut on_b = Sse::open(&b.base, "/api/v1/events", None).await;
+    let mut on_a = Sse::open(&a.base, "/api/v1/events", None).await;
+
+    let sent = tokio::time::Instant::now();
+    send_posts(&a.base, &token_a, 1, 1).await;
+    let (first, _, data) = on_b.next_event(WAIT).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(data["post_id"], 1);
+
+    // Both replicas take posts at once: each stream sees every event once, in id order.
+    let (base_a, base_b) = (a.base.clone(), b.base.clone());
+    let writers = [
+        actix_web::rt::spawn(async move { send_posts(&base_a, &token_a, 100, 15).await }),
+        actix_web::rt::spawn(async move { send_posts(&base_b, &token_b, 200, 15).await }),
+    ];
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all: Vec<i64> = stored(&a).await.iter().map(|e| e.event_id).collect();
+    assert_eq!(all.len(), 31);
+    assert_eq!(all[0], first);
+    let mut seen_b = vec![first];
+    let mut seen_a = Vec::new();
+    while seen_b.len() < 31 {
+        seen_b.push(on_b.next_event(WAIT).await.0);
+    }
+    while seen_a.len() < 31 {
+        seen_a.push(on_a.next_event(WAIT).await.0);
+    }
+    assert_eq!(seen_b, all);
+    assert_eq!(seen_a, all);
+}
