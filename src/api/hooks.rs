@@ -14,15 +14,14 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::users::{direct_channel, own_user_id};
-use super::webhooks::send_incoming_text;
-use super::{Chat, State, send_text};
+use super::deliveries::Deliveries;
+use super::{Chat, State};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
+use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
 use crate::error::{ApiError, ProblemCode};
 use crate::formats::{self, Format, FormatError};
-use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
@@ -110,20 +109,21 @@ pub type Hooks = BTreeMap<String, Hook>;
 
 /// What a non-Slack sender gets back.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"ok": true, "format": "alertmanager", "posts": 1}))]
+#[schema(example = json!({"ok": true, "format": "alertmanager", "delivery_id": "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10"}))]
 pub struct HookReceipt {
     ok: bool,
     /// The format the body was read as.
     format: &'static str,
-    /// How many Chat posts the message became (long texts are split).
-    posts: usize,
+    /// The stored delivery (`GET /api/v1/deliveries/{id}` with a read key).
+    delivery_id: String,
 }
 
 /// How a hook request ended, answered in the sender's dialect.
 enum Outcome {
-    Posted {
+    /// Committed to the outbox.
+    Accepted {
         format: Format,
-        posts: usize,
+        delivery_id: String,
     },
     /// Wrong name or secret: nothing posted.
     NoService,
@@ -148,25 +148,29 @@ enum Outcome {
 /// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, any JSON with the
 /// hook's template, or plain text. The format is detected from the body unless the hook sets
 /// `format`. Slack-style bodies are answered as Slack does: `200 ok`, `400 invalid_payload`,
-/// `400 no_text`, `404 no_service` (text/plain); other formats get a small JSON receipt. A
-/// wrong name or secret is `404 no_service` and posts nothing. The NAS being unreachable,
-/// busy or rate-limiting is a 503 (senders retry 5xx), never a 4xx.
+/// `400 no_text`, `404 no_service` (text/plain); other formats get `202` and a small JSON
+/// receipt. A wrong name or secret is `404 no_service` and posts nothing. The message is
+/// committed to the durable outbox before the answer, so the NAS being down, busy or
+/// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it.
+/// Only a store that cannot be written (or a target name that cannot be looked up yet) is a
+/// 503, never a 4xx.
 #[utoipa::path(tag = "hooks",
     params(("name" = String, Path, description = "The hook's configured name"),
         ("secret" = String, Path, description = "The hook's secret")),
     request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
         content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
     responses(
-        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
-            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
-            headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
+        (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
+            content_type = "text/plain", body = String, example = "ok"),
+        (status = 202, description = "Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery",
+            body = HookReceipt, headers(("Location" = String, description = "`/api/v1/deliveries/{delivery_id}`"))),
         (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
             content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
         (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
         (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
         (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
             content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
-        (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+        (status = 503, description = "The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
 #[post("/hooks/{name}/{secret}")]
 pub async fn hook_with_path_secret(
     path: web::Path<(String, String)>,
@@ -174,9 +178,17 @@ pub async fn hook_with_path_secret(
     payload: web::Payload,
     state: State,
     chat: Chat,
+    outbox: Deliveries,
 ) -> HttpResponse {
     let (name, secret) = path.into_inner();
-    handle(&name, Some(&secret), &req, payload, &state, &chat).await
+    handle(
+        &name,
+        Some(&secret),
+        &req,
+        payload,
+        (&state, &chat, &outbox),
+    )
+    .await
 }
 
 /// Post to a hook (secret as a bearer token)
@@ -190,16 +202,17 @@ pub async fn hook_with_path_secret(
     request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
         content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
     responses(
-        (status = 200, description = "Posted. Slack-style senders get the body `ok` (text/plain); others get a receipt",
-            content((String = "text/plain", example = "ok"), (HookReceipt = "application/json")),
-            headers(("X-Chat-Post-Count" = u32, description = "How many posts the message became"))),
+        (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
+            content_type = "text/plain", body = String, example = "ok"),
+        (status = 202, description = "Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery",
+            body = HookReceipt, headers(("Location" = String, description = "`/api/v1/deliveries/{delivery_id}`"))),
         (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
             content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
         (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
         (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
         (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
             content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
-        (status = 503, description = "The NAS is unreachable, busy or rate-limiting; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+        (status = 503, description = "The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
 #[post("/hooks/{name}")]
 pub async fn hook_with_bearer_secret(
     name: web::Path<String>,
@@ -207,6 +220,7 @@ pub async fn hook_with_bearer_secret(
     payload: web::Payload,
     state: State,
     chat: Chat,
+    outbox: Deliveries,
 ) -> HttpResponse {
     let secret = req
         .headers()
@@ -218,7 +232,14 @@ pub async fn hook_with_bearer_secret(
         })
         .map(str::trim)
         .map(str::to_owned);
-    handle(&name, secret.as_deref(), &req, payload, &state, &chat).await
+    handle(
+        &name,
+        secret.as_deref(),
+        &req,
+        payload,
+        (&state, &chat, &outbox),
+    )
+    .await
 }
 
 async fn handle(
@@ -226,13 +247,13 @@ async fn handle(
     secret: Option<&str>,
     req: &HttpRequest,
     payload: web::Payload,
-    state: &State,
-    chat: &Chat,
+    services: (&State, &Chat, &Outbox),
 ) -> HttpResponse {
+    let state = services.0;
     let hook = state.hooks.get(name);
     let outcome = match (hook, secret) {
         (Some(hook), Some(secret)) if hook.accepts(secret) => {
-            receive(hook, req, payload, state, chat).await
+            receive((name, hook), req, payload, services).await
         }
         _ => Outcome::NoService,
     };
@@ -242,16 +263,22 @@ async fn handle(
             .is_none_or(Format::answers_like_slack)
     };
     match outcome {
-        Outcome::Posted { format, posts } if format.answers_like_slack() => HttpResponse::Ok()
+        // Slack's senders accept only `200 ok`; the message is stored, not yet posted.
+        Outcome::Accepted { format, .. } if format.answers_like_slack() => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
-            .insert_header((super::POST_COUNT_HEADER, posts.to_string()))
             .body("ok"),
-        Outcome::Posted { format, posts } => HttpResponse::Ok()
-            .insert_header((super::POST_COUNT_HEADER, posts.to_string()))
+        Outcome::Accepted {
+            format,
+            delivery_id,
+        } => HttpResponse::Accepted()
+            .insert_header((
+                header::LOCATION,
+                format!("/api/v1/deliveries/{delivery_id}"),
+            ))
             .json(HookReceipt {
                 ok: true,
                 format: format.as_str(),
-                posts,
+                delivery_id,
             }),
         Outcome::NoService => plain(StatusCode::NOT_FOUND, "no_service"),
         Outcome::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -277,7 +304,7 @@ async fn handle(
             }
         }
         Outcome::Unavailable(error) => {
-            tracing::warn!(hook = name, %error, "hook message not delivered: the NAS is not available");
+            tracing::warn!(hook = name, %error, "hook message not accepted: it could not be stored or its target looked up");
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
             response
                 .headers_mut()
@@ -294,11 +321,10 @@ fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
 }
 
 async fn receive(
-    hook: &Hook,
+    (name, hook): (&str, &Hook),
     req: &HttpRequest,
     payload: web::Payload,
-    state: &State,
-    chat: &Chat,
+    (state, chat, outbox): (&State, &Chat, &Outbox),
 ) -> Outcome {
     let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
         Ok(Ok(body)) => body,
@@ -331,10 +357,10 @@ async fn receive(
             error: FormatError::NoText,
         };
     };
-    match dispatch(state, chat, &hook.target, &text).await {
-        Ok(posts) => Outcome::Posted {
+    match dispatch(state, chat, outbox, name, &hook.target, &text).await {
+        Ok(delivery_id) => Outcome::Accepted {
             format: rendered.format,
-            posts,
+            delivery_id,
         },
         Err(DispatchError::Transient(error)) => Outcome::Unavailable(error),
         Err(DispatchError::Permanent { slack_code, error }) => {
@@ -369,53 +395,39 @@ impl From<ApiError> for DispatchError {
     }
 }
 
-/// The one place a hook's message is sent: to the target's channel, DM or incoming webhook,
-/// split into several posts when long. Answers how many posts were made.
-///
-/// Today it posts synchronously; it is the single seam for handing hook messages to a durable
-/// outbox instead.
+/// The one place a hook's message is handed on: its target is resolved (names through the
+/// cached lists) and the message is committed to the durable outbox, which posts it (split
+/// when long, paced, retried while the NAS is down) exactly once. Answers the delivery's id.
 pub async fn dispatch(
     state: &State,
     chat: &Chat,
+    outbox: &Outbox,
+    hook_name: &str,
     target: &HookTarget,
     text: &MessageText,
-) -> Result<usize, DispatchError> {
-    let channel_id = match target {
+) -> Result<String, DispatchError> {
+    let job = match target {
         HookTarget::Token(name) => {
-            let token = state.integration_token(name, TokenKind::Webhook)?;
-            return Ok(send_incoming_text(state, chat, token, text, None, ApiError::from).await?);
-        }
-        HookTarget::Channel(address) => resolve_channel(state, chat, address).await?,
-        HookTarget::User(address) => {
-            let user_id = resolve_user(state, chat, address).await?;
-            let own_id = own_user_id(state, chat).await?;
-            if user_id == own_id {
-                return Err(DispatchError::Permanent {
-                    slack_code: "user_not_found",
-                    error: ApiError::new(
-                        ProblemCode::Unprocessable,
-                        "the hook's user is the gateway's own account, which cannot message itself",
-                    ),
-                });
+            state.integration_token(name, TokenKind::Webhook)?;
+            Job::Webhook {
+                name: name.clone(),
+                file_url: None,
             }
-            direct_channel(state, chat, own_id, user_id).await?
         }
-    };
-    let posts = send_text(
-        state,
-        text,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id: None,
-            })
-            .await
+        HookTarget::Channel(address) => Job::Channel {
+            channel_id: resolve_channel(state, chat, address).await?,
+            thread_id: None,
         },
-        |e| ApiError::for_resource(e, format_args!("channel {channel_id}")),
-    )
-    .await?;
-    Ok(posts.len())
+        // The worker opens the conversation; DSM's refusal of a DM to the gateway's own
+        // account is stored on the delivery as a permanent failure.
+        HookTarget::User(address) => Job::User {
+            user_id: resolve_user(state, chat, address).await?,
+        },
+    };
+    outbox
+        .enqueue(&format!("hook:{hook_name}"), &job, text.as_str())
+        .await
+        .map_err(|e| DispatchError::Transient(ApiError::from(e)))
 }
 
 /// A channel id as configured, or the one channel whose name matches (exactly, else ignoring

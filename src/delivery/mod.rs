@@ -138,10 +138,9 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
-            // Session expired or interrupted; busy.
-            (ApiFamily::Session, 106 | 107 | 119) | (_, 408 | 500 | 502 | 503 | 504) => {
-                Failure::NotSent
-            }
+            // Session expired or interrupted; network unstable or system busy (109-111, 118).
+            (ApiFamily::Session, 106 | 107 | 109..=111 | 118 | 119)
+            | (_, 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
             _ => Failure::Permanent,
         },
     }

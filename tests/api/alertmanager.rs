@@ -240,5 +240,64 @@ receivers:
         );
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // The NAS goes down: Alertmanager's notifications still succeed (the hooks answer once the
+    // message is stored), and the posts arrive after the NAS is back.
+    app.sim.refuse_connections(true).await;
+    let fired = Command::new(&amtool)
+        .args([
+            "alert",
+            "add",
+            "alertname=DiskFull",
+            "severity=warning",
+            "--annotation=summary=Disk 95% full",
+            &format!("--alertmanager.url={am_url}"),
+        ])
+        .output()
+        .expect("amtool runs");
+    assert!(fired.status.success());
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&format!("{am_url}/metrics"))
+            .await
+            .unwrap_or_default();
+        let sent = |integration: &str| {
+            metric_sum(
+                &metrics,
+                "alertmanager_notifications_total",
+                &format!("integration=\"{integration}\""),
+            )
+        };
+        if sent("slack") >= 2.0 && sent("webhook") >= 2.0 {
+            assert_eq!(
+                metric_sum(&metrics, "alertmanager_notifications_failed_total", ""),
+                0.0,
+                "a notification failed while the NAS was down"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no notification counted while the NAS was down"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.sim.refuse_connections(false).await;
+    let started = Instant::now();
+    loop {
+        let disk: Vec<String> = posted_messages(&app, &ops_id)
+            .into_iter()
+            .filter(|m| m.contains("DiskFull"))
+            .collect();
+        if disk.len() >= 2 {
+            assert_eq!(disk.len(), 2, "each notification posted once: {disk:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the posts did not follow once the NAS was back: {disk:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::{HookSettings, Settings};
 use syno_chat_gateway::formats::Format;
-use syno_chat_gateway::sim::SimConfig;
+use syno_chat_gateway::sim::{LoggedRequest, SimConfig};
 
 use crate::helpers::{
     Answer, TestApp, WEBHOOK_TOKEN_NAME, last_request, param, read, spawn_app_with,
@@ -88,6 +88,18 @@ fn golden(case: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The hook's message is posted by the outbox after the answer: waits for the `count`-th such
+/// call in the simulator's log and returns the latest.
+async fn posted(app: &TestApp, api: &str, method: &str, count: usize) -> LoggedRequest {
+    for _ in 0..200 {
+        if app.sim.count(api, method) >= count {
+            return last_request(app, api, method);
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{api} {method} was not called {count} times");
+}
+
 async fn channel_id(app: &TestApp, name: &str) -> String {
     let found = app.get(&format!("/api/v1/channels?name={name}")).await;
     assert_eq!(found.status, 200, "{}", found.body);
@@ -109,7 +121,7 @@ async fn a_slack_payload_is_posted_by_channel_name_and_answered_ok() {
         answer.header("content-type"),
         Some("text/plain; charset=utf-8")
     );
-    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
     assert_eq!(
         param(&create, "channel_id"),
         Some(channel_id(&app, "ops").await.as_str())
@@ -127,12 +139,15 @@ async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     let app = app().await;
     let body = serde_json::to_vec(&golden("alertmanager/firing")).unwrap();
     let answer = send(&app, "/hooks/am", "application/json", body, Some(SECRET)).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.body["ok"], true);
+    assert_eq!(answer.body["format"], "alertmanager");
+    let delivery = answer.body["delivery_id"].as_str().unwrap();
     assert_eq!(
-        answer.body,
-        json!({"ok": true, "format": "alertmanager", "posts": 1})
+        answer.header("location"),
+        Some(format!("/api/v1/deliveries/{delivery}").as_str())
     );
-    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
     assert!(
         param(&create, "message")
             .unwrap()
@@ -212,7 +227,10 @@ async fn bad_payloads_get_slacks_error_strings() {
         (200, json!("ok"))
     );
     assert_eq!(
-        param(&last_request(&app, "SYNO.Chat.Post", "create"), "message"),
+        param(
+            &posted(&app, "SYNO.Chat.Post", "create", 1).await,
+            "message"
+        ),
         Some("a & b")
     );
     // A forced non-Slack format answers problems.
@@ -225,22 +243,59 @@ async fn bad_payloads_get_slacks_error_strings() {
     wrong.assert_problem(400, "invalid_request");
 }
 
+/// Waits until the simulator created a post with exactly this text.
+async fn post_arrives(app: &TestApp, text: &str) {
+    for _ in 0..600 {
+        let created = app.sim.requests().iter().any(|r| {
+            r.method.as_deref() == Some("create")
+                && r.api.as_deref() == Some("SYNO.Chat.Post")
+                && r.error_code.is_none()
+                && param(r, "message") == Some(text)
+        });
+        if created {
+            return;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no post {text:?} arrived");
+}
+
 #[actix_rt::test]
-async fn a_nas_that_refuses_for_now_is_a_503_never_a_4xx() {
+async fn a_nas_that_refuses_or_is_down_still_gets_ok_and_the_post_follows() {
     let app = app().await;
     let path = format!("/hooks/ops/{SECRET}");
-    // Resolve the name first, so the failures below hit the post itself.
+    // The name is resolved through the cached channel list; then the NAS fails.
     assert_eq!(
         send_json(&app, &path, json!({"text": "warm"})).await.status,
         200
     );
-    for code in [411, 109] {
-        app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, code);
-        let answer = send_json(&app, &path, json!({"text": "alert"})).await;
-        assert_eq!(answer.status, 503, "DSM {code}: {}", answer.body);
-        assert_eq!(answer.body, "temporarily_unavailable");
-        assert!(answer.header("retry-after").is_some());
-    }
+    post_arrives(&app, "warm").await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 2, 109);
+    let busy = send_json(&app, &path, json!({"text": "while busy"})).await;
+    assert_eq!(
+        (busy.status.as_u16(), busy.body.clone()),
+        (200, json!("ok"))
+    );
+    post_arrives(&app, "while busy").await;
+
+    app.sim.refuse_connections(true).await;
+    let down = send_json(&app, &path, json!({"text": "while down"})).await;
+    assert_eq!(
+        (down.status.as_u16(), down.body.clone()),
+        (200, json!("ok"))
+    );
+    actix_rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.sim.refuse_connections(false).await;
+    post_arrives(&app, "while down").await;
+    let sent = app
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.error_code.is_none() && param(r, "message").is_some_and(|m| m.starts_with("while"))
+        })
+        .count();
+    assert_eq!(sent, 2, "each message is posted once");
 }
 
 #[actix_rt::test]
@@ -270,11 +325,11 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
         None,
     )
     .await;
-    assert_eq!(dm.status, 200, "{}", dm.body);
+    assert_eq!(dm.status, 202, "{}", dm.body);
     assert_eq!(dm.body["format"], "text");
     let alice = app.get("/api/v1/users?username=alice").await;
     let alice_id = alice.body["items"][0]["user_id"].as_u64().unwrap();
-    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
     let channels = app.get("/api/v1/channels").await;
     let dm_channel = channels.body["items"]
         .as_array()
@@ -296,7 +351,7 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
     )
     .await;
     assert_eq!(by_id.body["format"], "discord");
-    let create = last_request(&app, "SYNO.Chat.Post", "create");
+    let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
     assert_eq!(
         (param(&create, "channel_id"), param(&create, "message")),
         (Some("1"), Some("from @1"))
@@ -312,7 +367,7 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
         (webhook.status.as_u16(), webhook.body.clone()),
         (200, json!("ok"))
     );
-    let incoming = last_request(&app, "SYNO.Chat.External", "incoming");
+    let incoming = posted(&app, "SYNO.Chat.External", "incoming", 1).await;
     let payload: Value = serde_json::from_str(param(&incoming, "payload").unwrap()).unwrap();
     assert_eq!(payload["text"], "via token");
 
@@ -324,7 +379,10 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
     .await;
     assert_eq!(kuma.body["format"], "generic");
     assert_eq!(
-        param(&last_request(&app, "SYNO.Chat.Post", "create"), "message"),
+        param(
+            &posted(&app, "SYNO.Chat.Post", "create", 3).await,
+            "message"
+        ),
         Some("My site: [My site] [🔴 Down] timeout of 48000ms exceeded")
     );
 }
@@ -341,9 +399,19 @@ async fn long_hook_texts_are_chunked() {
         None,
     )
     .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(answer.body["posts"], 3);
-    assert_eq!(answer.header("x-chat-post-count"), Some("3"));
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    // The outbox posts the text as three consecutive parts that join back to it.
+    posted(&app, "SYNO.Chat.Post", "create", 3).await;
+    let parts: Vec<String> = app
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.api.as_deref() == Some("SYNO.Chat.Post") && r.error_code.is_none())
+        .filter_map(|r| param(r, "message").map(str::to_owned))
+        .collect();
+    assert_eq!(parts.len(), 3);
+    // The text format trims the body's trailing whitespace.
+    assert_eq!(parts.concat(), text.trim_end());
 }
 
 #[actix_rt::test]
