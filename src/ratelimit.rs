@@ -166,8 +166,10 @@ fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Liveness and readiness probes are never limited: a throttled probe restarts the pod.
+/// Hooks are not either: their senders drop a notification on any 4xx (a 429 included), so a
+/// burst is stored and paced by the outbox instead; a wrong secret costs one hash and a 404.
 fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz") || path.starts_with("/hooks/")
 }
 
 /// Middleware (inside the request context): the presented API key's bucket, or the client
@@ -240,6 +242,12 @@ pub async fn limit(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn probes_and_hooks_are_never_limited() {
+        assert!(super::exempt("/healthz") && super::exempt("/hooks/alerts/secret"));
+        assert!(!super::exempt("/api/v1/channels") && !super::exempt("/hookshot"));
+    }
+
     use super::*;
 
     #[test]

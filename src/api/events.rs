@@ -100,22 +100,7 @@ pub async fn list_events(
     if filter.channel_id == Some(0) {
         return Err(ApiError::invalid("channel_id must be a positive integer"));
     }
-    if !wants_stream(&req) {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit must be between 1 and {MAX_LIMIT}"
-            )));
-        }
-        let after = query.after.unwrap_or(0);
-        let items = events
-            .store
-            .events_after(after, &filter, limit)
-            .await
-            .map_err(store_failure)?;
-        let next_after = items.last().map_or(after, |e| e.event_id);
-        return Ok(HttpResponse::Ok().json(EventPage { items, next_after }));
-    }
+    // Checked for both answers: a malformed id is the caller's mistake, never silently ignored.
     let last_event_id = match req.headers().get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -127,6 +112,22 @@ pub async fn list_events(
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event id"))?,
         ),
     };
+    if !wants_stream(&req) {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let after = last_event_id.or(query.after).unwrap_or(0);
+        let items = events
+            .store
+            .events_after(after, &filter, limit)
+            .await
+            .map_err(store_failure)?;
+        let next_after = items.last().map_or(after, |e| e.event_id);
+        return Ok(HttpResponse::Ok().json(EventPage { items, next_after }));
+    }
     // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
     let live = events.subscribe();
     let start = match last_event_id.or(query.after) {

@@ -157,8 +157,10 @@ enum Outcome {
 #[utoipa::path(tag = "hooks",
     params(("name" = String, Path, description = "The hook's configured name"),
         ("secret" = String, Path, description = "The hook's secret")),
-    request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
-        content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
+    request_body(description = "A sender's payload as JSON. Also accepted, for the senders that send them: a form with \
+        `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is described here because \
+        client generators cannot model a text body.",
+        content((Object = "application/json"))),
     responses(
         (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
             content_type = "text/plain", body = String, example = "ok"),
@@ -199,8 +201,10 @@ pub async fn hook_with_path_secret(
 #[utoipa::path(tag = "hooks",
     params(("name" = String, Path, description = "The hook's configured name"),
         ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
-    request_body(description = "A sender's payload: JSON, a form with `payload=<json>` (Slack's legacy form), or text",
-        content((Object = "application/json"), (String = "application/x-www-form-urlencoded"), (String = "text/plain"))),
+    request_body(description = "A sender's payload as JSON. Also accepted, for the senders that send them: a form with \
+        `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is described here because \
+        client generators cannot model a text body.",
+        content((Object = "application/json"))),
     responses(
         (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
             content_type = "text/plain", body = String, example = "ok"),

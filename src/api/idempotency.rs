@@ -386,6 +386,17 @@ impl Drop for Claim {
     }
 }
 
+/// What [`parse_key`] accepts, as a schema: a bare key (not starting with `"`) or an RFC 8941
+/// string, in printable ASCII; so clients and contract tests send only keys the gateway takes.
+fn key_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .pattern(Some(r#"^(?:[!#-~][ -~]*|"(?:[ !#-\[\]-~]|\\["\\])+")$"#))
+        .build()
+}
+
 /// Documents the header once for every `/api/v1` write operation: the `Idempotency-Key`
 /// parameter, the 409/422 problems, and `Idempotent-Replayed` on success answers, all as
 /// references to shared components.
@@ -437,7 +448,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                      ASCII characters, bare or as a quoted string (`\"8e03…\"`); a UUID is a good \
                      choice. 5xx and 429 answers are not kept: retry them with the same key.",
                 ))
-                .schema(Some(string(Some(MAX_KEY_LEN))))
+                .schema(Some(key_schema()))
                 .build(),
         ),
     );

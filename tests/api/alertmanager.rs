@@ -81,6 +81,42 @@ fn posted_messages(app: &TestApp, channel_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until Alertmanager counts `at_least` notifications through each integration, and
+/// asserts that it counted none as failed.
+async fn notifications_succeeded(am_url: &str, at_least: f64) {
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&format!("{am_url}/metrics"))
+            .await
+            .unwrap_or_default();
+        let sent = |integration: &str| {
+            metric_sum(
+                &metrics,
+                "alertmanager_notifications_total",
+                &format!("integration=\"{integration}\""),
+            )
+        };
+        if sent("slack") >= at_least && sent("webhook") >= at_least {
+            assert_eq!(
+                metric_sum(&metrics, "alertmanager_notifications_failed_total", ""),
+                0.0,
+                "Alertmanager counted failed notifications:\n{}",
+                metrics
+                    .lines()
+                    .filter(|l| l.starts_with("alertmanager_notifications_failed_total"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "fewer than {at_least} notifications per integration counted"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures() {
     let (Some(alertmanager), Some(amtool)) = (
@@ -209,37 +245,7 @@ receivers:
     );
 
     // Alertmanager itself counts the notifications as delivered, none failed.
-    let started = Instant::now();
-    loop {
-        let metrics = http_get(&format!("{am_url}/metrics"))
-            .await
-            .unwrap_or_default();
-        let sent = |integration: &str| {
-            metric_sum(
-                &metrics,
-                "alertmanager_notifications_total",
-                &format!("integration=\"{integration}\""),
-            )
-        };
-        if sent("slack") >= 1.0 && sent("webhook") >= 1.0 {
-            assert_eq!(
-                metric_sum(&metrics, "alertmanager_notifications_failed_total", ""),
-                0.0,
-                "Alertmanager counted failed notifications:\n{}",
-                metrics
-                    .lines()
-                    .filter(|l| l.starts_with("alertmanager_notifications_failed_total"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no notification counted"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
+    notifications_succeeded(&am_url, 1.0).await;
 
     // The NAS goes down: Alertmanager's notifications still succeed (the hooks answer once the
     // message is stored), and the posts arrive after the NAS is back.
@@ -256,32 +262,7 @@ receivers:
         .output()
         .expect("amtool runs");
     assert!(fired.status.success());
-    let started = Instant::now();
-    loop {
-        let metrics = http_get(&format!("{am_url}/metrics"))
-            .await
-            .unwrap_or_default();
-        let sent = |integration: &str| {
-            metric_sum(
-                &metrics,
-                "alertmanager_notifications_total",
-                &format!("integration=\"{integration}\""),
-            )
-        };
-        if sent("slack") >= 2.0 && sent("webhook") >= 2.0 {
-            assert_eq!(
-                metric_sum(&metrics, "alertmanager_notifications_failed_total", ""),
-                0.0,
-                "a notification failed while the NAS was down"
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no notification counted while the NAS was down"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
+    notifications_succeeded(&am_url, 2.0).await;
     app.sim.refuse_connections(false).await;
     let started = Instant::now();
     loop {
