@@ -146,6 +146,9 @@ pub struct DeliveryQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Continue after this delivery id (the last one of the previous page).
+    #[param(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     after: Option<String>,
 }
 
@@ -153,9 +156,12 @@ const STATES: [&str; 5] = ["queued", "sending", "delivered", "failed", "cancelle
 
 /// A delivery id is a UUID; anything else cannot exist.
 fn delivery_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
+    // The hyphenated form only, as documented (uuid also parses braced and simple forms).
+    Some(raw)
+        .filter(|raw| raw.len() == 36)
+        .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
         .map(|u| u.to_string())
-        .map_err(|_| ApiError::invalid("delivery_id must be a UUID"))
+        .ok_or_else(|| ApiError::invalid("delivery_id must be a UUID"))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -197,7 +203,7 @@ pub async fn list_deliveries(
 ///
 /// Scope: read.
 #[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
     responses((status = 200, body = Delivery), InvalidInput, NotFound, CommonProblems))]
 #[get("/deliveries/{delivery_id}")]
 pub async fn get_delivery(
@@ -216,7 +222,7 @@ pub async fn get_delivery(
 /// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`.
 /// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write.
 #[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not failed", body = Problem, content_type = "application/problem+json"),
         CommonProblems))]
@@ -245,7 +251,7 @@ pub async fn retry_delivery(
 ///
 /// 409 when it is being sent or already finished. Scope: write.
 #[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, description = "The id from the 202 answer (a UUID)")),
+    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not queued", body = Problem, content_type = "application/problem+json"),
         CommonProblems))]

@@ -79,7 +79,7 @@ pub struct EventStream(String);
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
 #[utoipa::path(tag = "events", security(("bearer" = [])),
     params(EventsQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume a stream after this event id")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume a stream (or a page) after this event id")),
     responses(
         (status = 200, description = "The events",
             content((EventStream = "text/event-stream"), (EventPage = "application/json"))),

@@ -307,7 +307,11 @@ impl Claim {
             }
         };
         let status = response.status();
-        if status.is_server_error()
+        // No route took the request (an unknown path or method): nothing ran, keep nothing.
+        let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+            || (status == StatusCode::NOT_FOUND && response.request().match_pattern().is_none());
+        if unrouted
+            || status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
             || !(status.is_success() || status.is_client_error())
         {

@@ -67,9 +67,9 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`.
 #[utoipa::path(tag = "inbound",
     params(("name" = String, Path, description = "The configured inbound name")),
-    request_body(content(
-        (InboundCall = "application/x-www-form-urlencoded"),
-        (InboundCall = "application/json"))),
+    request_body(description = "The form Chat sends. The same fields as JSON are accepted too (not \
+        described separately: client generators cannot model one body in two encodings).",
+        content((InboundCall = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Stored (or a post already stored): nothing to say in Chat"),
         (status = 400, description = "A field is malformed", body = crate::error::Problem,

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use syno_chat_gateway::sim::SimConfig;
 
 use crate::helpers::{
-    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, read, spawn_app, spawn_app_with,
+    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, param, read, spawn_app,
+    spawn_app_with,
 };
 
 /// POSTs `body` to `path` with `Prefer: respond-async`.
@@ -119,6 +120,36 @@ async fn an_async_post_answers_202_then_is_delivered_once() {
     assert_eq!(
         app.get("/api/v1/channels/2/posts?limit=1").await.body["items"][0]["post_id"],
         post_id
+    );
+}
+
+#[actix_web::test]
+async fn a_long_async_message_is_posted_as_ordered_parts_that_join_back() {
+    let app = spawn_app().await;
+    let text = (0..1000).map(|i| format!("w{i:04} ")).collect::<String>() + "end";
+    assert!(text.chars().count() > 6000);
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({ "message": text })).await);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    let parts = done["post_ids"].as_array().unwrap().len();
+    assert!(parts >= 4, "split at delivery.max_message_chars: {done}");
+    let sent: Vec<String> = app
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.api.as_deref() == Some("SYNO.Chat.Post")
+                && r.method.as_deref() == Some("create")
+                && r.error_code.is_none()
+        })
+        .filter_map(|r| param(r, "message").map(str::to_owned))
+        .collect();
+    assert_eq!(sent.len(), parts);
+    assert!(sent.iter().all(|part| part.chars().count() <= 1800));
+    assert_eq!(
+        sent.concat(),
+        text,
+        "the parts, in order, join back to the text"
     );
 }
 
