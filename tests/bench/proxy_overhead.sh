@@ -32,7 +32,7 @@ SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port)
 "$BIN" simulate --bind "127.0.0.1:$SIM_PORT" >"$TMP/sim.log" 2>&1 & PIDS+=($!)
 wait_for "http://127.0.0.1:$SIM_PORT/webapi/query.cgi?api=SYNO.API.Info&version=1&method=query&query=all"
 
-SYNOCHAT__RATE_LIMIT__ENABLED=false \
+SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" SYNOCHAT__RATE_LIMIT__ENABLED=false \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$SIM_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
 SYNOCHAT__UPSTREAM__PASSWORD=synology-demo SYNOCHAT__AUTH__DISABLED=true SYNOCHAT__LOG__LEVEL=warn \

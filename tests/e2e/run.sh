@@ -201,6 +201,8 @@ HASH="$(printf '%s' "$KEY" | "$GATEWAY_BIN" hash-key --stdin)"
 BASE="http://127.0.0.1:$PORT"
 # The suites send thousands of requests with one key as fast as they can; the rate limits
 # have their own tests (tests/api/hardening.rs) and would only turn answers here into 429s.
+# A fresh store per run: queued messages and Idempotency-Keys of an earlier run must not answer.
+SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" \
 SYNOCHAT__RATE_LIMIT__ENABLED=false \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$PORT" \
 SYNOCHAT__AUTH__KEYS__E2E__HASH="$HASH" \
