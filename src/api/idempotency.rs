@@ -467,19 +467,14 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
-    components.responses.insert(
-        "IdempotencyKeyInFlight".into(),
-        RefOr::T(problem(
-            "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`)",
-            true,
-        )),
+    // Inline (not `$ref`) so the shared headers (X-Request-Id, Retry-After) are added to them.
+    let in_flight = problem(
+        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`)",
+        true,
     );
-    components.responses.insert(
-        "IdempotencyKeyReused".into(),
-        RefOr::T(problem(
-            "`idempotency_key_reused`: the Idempotency-Key was used with a different body",
-            false,
-        )),
+    let reused = problem(
+        "`idempotency_key_reused`: the Idempotency-Key was used with a different body",
+        false,
     );
     for (path, item) in api.paths.paths.iter_mut() {
         if !path.starts_with("/api/v1/") {
@@ -499,20 +494,20 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                     "#/components/parameters/IdempotencyKey",
                 )));
             let responses = &mut operation.responses.responses;
-            for (status, name, also) in [
+            for (status, own, also) in [
                 (
                     "409",
-                    "IdempotencyKeyInFlight",
+                    Some(&in_flight),
                     "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`).",
                 ),
                 (
                     "422",
-                    "IdempotencyKeyReused",
+                    Some(&reused),
                     "Or `idempotency_key_reused`: the Idempotency-Key was used with a different body.",
                 ),
                 (
                     "503",
-                    "",
+                    None,
                     "Or `store_unavailable`: a request with an Idempotency-Key while the store is unavailable (see `Retry-After`).",
                 ),
             ] {
@@ -522,8 +517,8 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                             format!("{} {also}", existing.description.trim_end());
                     }
                     Some(RefOr::Ref(_)) => {}
-                    None if !name.is_empty() => {
-                        responses.insert(status.into(), RefOr::Ref(Ref::from_response_name(name)));
+                    None if own.is_some() => {
+                        responses.insert(status.into(), RefOr::T(own.cloned().unwrap_or_default()));
                     }
                     None => {
                         responses.insert(

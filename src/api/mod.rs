@@ -314,8 +314,9 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
-    document_shared_answers(&mut api);
+    // Idempotency first: the responses it adds get the shared headers too.
     idempotency::document(&mut api);
+    document_shared_answers(&mut api);
     api
 }
 
@@ -451,6 +452,9 @@ fn operations_mut(
         &mut item.post,
         &mut item.delete,
         &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
     ]
     .into_iter()
     .flatten()
