@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Benchmark: CPU the gateway spends per request, against nginx proxying the same DSM answer.
+# Benchmark: the gateway against nginx forwarding the same DSM call, in one run.
 #
-# Both proxies sit in front of the same standalone DSM simulator and get one worker each. wrk
-# drives each for the same time; the figure that matters is CPU microseconds per request of
-# the proxy process alone (from /proc), which does not depend on how fast the simulator is.
-#   bash tests/bench/proxy_overhead.sh            (needs: wrk, nginx, curl; release build)
-# Prints a table and the ratios gateway/nginx. It asserts nothing: numbers vary by machine.
+# An nginx "fake NAS" answers DSM calls with the bodies in tests/bench/data/ (a 50-post,
+# 16 KB Post.list; a Post.create answer; a 20-channel list; login and API.Info), whether the
+# parameters come in the query or in a POST form. Against it, side by side, in interleaved rounds:
+#   posts:  GET  /api/v1/channels/1/posts?limit=50 (uncached)  vs nginx proxying Post.list
+#   create: POST /api/v1/channels/1/posts (60-byte JSON)        vs nginx proxying the Post.create form
+#   cached: GET  /api/v1/channels (cached list)                 vs nginx proxying Channel.list,
+#           and vs a static actix-web answer of the same bytes (examples/bench_static.rs)
+# Each server under test is pinned to core SERVER_CPU with one worker; wrk and the fake NAS run
+# on core LOAD_CPU. Printed: requests/s ratios (median over rounds), CPU µs per request of the
+# server process alone (/proc/<pid>/stat), p99 latency next to nginx's, and RSS idle and under
+# 256 connections. It asserts nothing: absolute figures move with the machine, ratios less.
+#   make bench        ROUNDS=5 DURATION=5s make bench        (needs wrk, nginx, curl, taskset)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION="${DURATION:-8s}"
-CONNECTIONS="${CONNECTIONS:-32}"
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-5s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+SERVER_CPU="${SERVER_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
 BIN="${GATEWAY_BIN:-target/release/syno-chat-gateway}"
-for tool in wrk nginx curl; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install $tool)"; exit 2; }
+STATIC_BIN="${STATIC_BIN:-target/release/examples/bench_static}"
+DATA="$PWD/tests/bench/data"
+for tool in wrk nginx curl taskset python3; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 2; }
 done
 [ -x "$BIN" ] || cargo build --release --bin syno-chat-gateway
+[ -x "$STATIC_BIN" ] || cargo build --release --example bench_static
 
 TMP="$(mktemp -d)"; chmod 0755 "$TMP"
 PIDS=()
@@ -23,68 +36,162 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Sum over a process and its children (nginx master + worker).
-tree_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
+wait_for() { for _ in $(seq 100); do curl -fs -o /dev/null "$@" && return 0; sleep 0.1; done; echo "no answer from $*"; exit 1; }
+# CPU ticks (user + system) of a process and its children (nginx master + worker).
+tree_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# Resident memory in KB of a process and its children.
+tree_rss() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 
-SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port)
-"$BIN" simulate --bind "127.0.0.1:$SIM_PORT" >"$TMP/sim.log" 2>&1 & PIDS+=($!)
-wait_for "http://127.0.0.1:$SIM_PORT/webapi/query.cgi?api=SYNO.API.Info&version=1&method=query&query=all"
+NAS_PORT=$(free_port); FORM_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); STATIC_PORT=$(free_port)
 
-SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" SYNOCHAT__RATE_LIMIT__ENABLED=false \
-SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
-SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$SIM_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
-SYNOCHAT__UPSTREAM__PASSWORD=synology-demo SYNOCHAT__AUTH__DISABLED=true SYNOCHAT__LOG__LEVEL=warn \
-  "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
-wait_for "http://127.0.0.1:$GW_PORT/readyz"
-
-# nginx's baseline request needs a DSM session of its own: log in once like a client would.
-LOGIN=$(curl -fs "http://127.0.0.1:$SIM_PORT/webapi/entry.cgi" --data-urlencode api=SYNO.API.Auth -d version=7 \
-  -d method=login -d account=admin -d passwd=synology-demo -d session=Chat -d format=sid -d enable_syno_token=yes)
-SID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["data"]["sid"])' "$LOGIN")
-TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["data"]["synotoken"])' "$LOGIN")
-SID_Q=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SID")
-
-cat >"$TMP/nginx.conf" <<CONF
+# The fake NAS. GETs pick the body from the query's api and method; a POST is passed to a second
+# server with its form in a header (nginx has no other way to look into a body), which picks
+# the body from that.
+mkdir -p "$TMP/nas" "$TMP/proxy"
+cat >"$TMP/nas/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid nginx.pid; error_log error.log warn;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
+http {
+  access_log off; types { } default_type application/json;
+  client_body_temp_path cb; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
+  map "\$arg_api:\$arg_method" \$query_body {
+    default default.json;
+    "SYNO.API.Info:query" api_info.json; "SYNO.API.Auth:login" auth_login.json;
+    "SYNO.Chat.Post:list" post_list.json; "SYNO.Chat.Post:create" post_create.json;
+    "SYNO.Chat.Channel:list" channel_list.json; "SYNO.Chat.User:list" user_list.json;
+  }
+  map \$http_x_form \$form_body {
+    default default.json;
+    "~(^|&)api=SYNO\.API\.Auth&(.*&)?method=login(&|\$)" auth_login.json;
+    "~(^|&)api=SYNO\.Chat\.Post&(.*&)?method=create(&|\$)" post_create.json;
+    "~(^|&)api=SYNO\.Chat\.Post&(.*&)?method=list(&|\$)" post_list.json;
+    "~(^|&)api=SYNO\.Chat\.Channel&(.*&)?method=list(&|\$)" channel_list.json;
+  }
+  upstream form { server 127.0.0.1:$FORM_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NAS_PORT backlog=4096; root $DATA;
+    location /webapi/ { if (\$request_method = POST) { rewrite ^ /form last; } try_files /\$query_body =404; }
+    location = /form { internal; client_body_buffer_size 64k; proxy_pass http://form;
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_method GET;
+      proxy_pass_request_body off; proxy_set_header Content-Length ""; proxy_set_header X-Form \$request_body; } }
+  server { listen 127.0.0.1:$FORM_PORT; root $DATA; location / { try_files /\$form_body =404; } }
+}
+CONF
+taskset -c "$LOAD_CPU" nginx -p "$TMP/nas" -c "$TMP/nas/nginx.conf" -e stderr 2>"$TMP/nas.err" & PIDS+=($!)
+wait_for "http://127.0.0.1:$NAS_PORT/webapi/query.cgi?api=SYNO.API.Info&version=1&method=query"
+
+# (b): nginx as a plain reverse proxy to the fake NAS.
+cat >"$TMP/proxy/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid nginx.pid; error_log error.log warn;
+events { worker_connections 4096; }
 http {
   access_log off;
   client_body_temp_path cb; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
-  upstream dsm { server 127.0.0.1:$SIM_PORT; keepalive 64; }
-  server { listen 127.0.0.1:$NGINX_PORT;
+  upstream dsm { server 127.0.0.1:$NAS_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT backlog=4096;
     location / { proxy_pass http://dsm; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
-nginx -p "$TMP" -c "$TMP/nginx.conf" -e stderr 2>"$TMP/nginx.err" & NGINX_PID=$!; PIDS+=($NGINX_PID)
-NGINX_URL="http://127.0.0.1:$NGINX_PORT/webapi/entry.cgi?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=5&offset=0&_sid=$SID_Q"
-wait_for "$NGINX_URL"
+taskset -c "$SERVER_CPU" nginx -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e stderr 2>"$TMP/proxy.err" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 
-printf '%-44s %10s %12s %14s %8s\n' "target" "req/s" "p99 latency" "CPU µs/req" "bytes"
-declare -A CPU
-run() { # name pid url [header]
-  local name=$1 pid=$2 url=$3 header=${4:-X-Bench: 1}
-  local bytes; bytes=$(curl -fs -H "$header" "$url" | wc -c)
-  local before; before=$(tree_ticks "$pid")
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "$header" "$url" >"$TMP/wrk.out"
-  local after; after=$(tree_ticks "$pid")
-  local reqs rps p99
-  reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
-  rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.out")
-  local hz; hz=$(getconf CLK_TCK)
-  local us; us=$(python3 -c "print(round(($after-$before)/$hz*1e6/$reqs, 1))")
-  CPU[$name]=$us
-  printf '%-44s %10s %12s %14s %8s\n' "$name" "$rps" "$p99" "$us" "$bytes"
+SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" SYNOCHAT__RATE_LIMIT__ENABLED=false \
+SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
+SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
+SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__AUTH__DISABLED=true SYNOCHAT__LOG__LEVEL=warn \
+  taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
+wait_for "http://127.0.0.1:$GW_PORT/readyz"
+
+GW="http://127.0.0.1:$GW_PORT/api/v1"
+NX="http://127.0.0.1:$NGINX_PORT/webapi/entry.cgi"
+MESSAGE='Deploy finished on nas-01: all green, 100% ok!'
+JSON_BODY="{\"message\":\"$MESSAGE\"}"
+FORM_BODY="api=SYNO.Chat.Post&version=8&method=create&_sid=S1&channel_id=1&message=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote_plus(sys.argv[1]))' "$MESSAGE")&type=normal"
+post_script() { # file content-type body
+  printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "%s"\nwrk.body = [[%s]]\n' "$2" "$3" >"$1"
 }
-run "nginx -> DSM Post.list (baseline)" "$NGINX_PID" "$NGINX_URL" "X-SYNO-TOKEN: $TOKEN"
-run "gateway GET /channels/1/posts?limit=5" "$GW_PID" "http://127.0.0.1:$GW_PORT/api/v1/channels/1/posts?limit=5&offset=0"
-run "gateway GET /channels (cached list)" "$GW_PID" "http://127.0.0.1:$GW_PORT/api/v1/channels"
-echo
-python3 - "${CPU[nginx -> DSM Post.list (baseline)]}" "${CPU[gateway GET /channels/1/posts?limit=5]}" "${CPU[gateway GET /channels (cached list)]}" <<'PY'
-import sys
-nginx, posts, cached = map(float, sys.argv[1:])
-print(f"CPU per request, gateway translating Post.list / nginx forwarding it: {posts / nginx:.2f}x")
-print(f"CPU per request, gateway serving the cached channel list / nginx forwarding: {cached / nginx:.2f}x")
+post_script "$TMP/create_json.lua" application/json "$JSON_BODY"
+post_script "$TMP/create_form.lua" application/x-www-form-urlencoded "$FORM_BODY"
+NAS_HEADERS=(-H "Cookie: id=S1" -H "X-SYNO-TOKEN: T1")
+
+# The static answer serves exactly the bytes the gateway answers for the cached list.
+curl -fs "$GW/channels" -o "$TMP/channels.json"
+taskset -c "$SERVER_CPU" "$STATIC_BIN" "127.0.0.1:$STATIC_PORT" "$TMP/channels.json" >"$TMP/static.log" 2>&1 & STATIC_PID=$!; PIDS+=($STATIC_PID)
+wait_for "http://127.0.0.1:$STATIC_PORT/"
+
+# name pid url [wrk args...]: one wrk run; appends "round name rps p99_ms cpu_us" to results.
+RESULTS="$TMP/results"; : >"$RESULTS"
+ROUND=0
+run() {
+  local name=$1 pid=$2 url=$3; shift 3
+  local before after
+  before=$(tree_ticks "$pid")
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$TMP/wrk.out"
+  after=$(tree_ticks "$pid")
+  if grep -q "Non-2xx" "$TMP/wrk.out"; then echo "!! $name: $(grep Non-2xx "$TMP/wrk.out")"; fi
+  python3 - "$TMP/wrk.out" "$ROUND" "$name" "$before" "$after" "$(getconf CLK_TCK)" >>"$RESULTS" <<'PY'
+import re, sys
+out, rnd, name, before, after, hz = sys.argv[1:]
+text = open(out).read()
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+cpu = (int(after) - int(before)) / int(hz) * 1e6 / max(reqs, 1)
+print(rnd, name, rps, p99, cpu)
+PY
+}
+
+# Check every target answers what it should before measuring.
+[ "$(curl -fs "$GW/channels/1/posts?limit=50" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" = 50 ]
+[ "$(curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" | wc -c)" -gt 16000 ]
+curl -fs -X POST -H 'Content-Type: application/json' -d "$JSON_BODY" "$GW/channels/1/posts" | grep -q '"post_id":1000051'
+curl -fs "${NAS_HEADERS[@]}" -d "$FORM_BODY" "$NX" | grep -q '"post_id":1000051'
+curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Channel&version=5&method=list" | grep -q channel-20
+cmp -s "$TMP/channels.json" <(curl -fs "http://127.0.0.1:$STATIC_PORT/")
+
+IDLE_GW=$(tree_rss "$GW_PID"); IDLE_NGINX=$(tree_rss "$NGINX_PID"); IDLE_STATIC=$(tree_rss "$STATIC_PID")
+echo "rounds: $ROUNDS × $DURATION per target, $CONNECTIONS connections, servers on CPU $SERVER_CPU, wrk + fake NAS on CPU $LOAD_CPU"
+for ROUND in $(seq "$ROUNDS"); do
+  run nginx_posts "$NGINX_PID" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
+  run gw_posts "$GW_PID" "$GW/channels/1/posts?limit=50"
+  run nginx_create "$NGINX_PID" "$NX" "${NAS_HEADERS[@]}" -s "$TMP/create_form.lua"
+  run gw_create "$GW_PID" "$GW/channels/1/posts" -s "$TMP/create_json.lua"
+  run nginx_cached "$NGINX_PID" "$NX?api=SYNO.Chat.Channel&version=5&method=list" "${NAS_HEADERS[@]}"
+  run static_cached "$STATIC_PID" "http://127.0.0.1:$STATIC_PORT/"
+  run gw_cached "$GW_PID" "$GW/channels"
+  echo "round $ROUND done"
+done
+
+# Memory under 256 connections: the largest RSS seen while wrk reads the 50-post page.
+PEAK_GW=0
+taskset -c "$LOAD_CPU" wrk -t1 -c256 -d"$DURATION" "$GW/channels/1/posts?limit=50" >"$TMP/wrk256.out" & WRK=$!
+while kill -0 "$WRK" 2>/dev/null; do
+  rss=$(tree_rss "$GW_PID"); [ "$rss" -gt "$PEAK_GW" ] && PEAK_GW=$rss; sleep 0.2
+done
+
+python3 - "$RESULTS" "$IDLE_GW" "$IDLE_NGINX" "$IDLE_STATIC" "$PEAK_GW" <<'PY'
+import statistics as st, sys
+from collections import defaultdict
+results, idle_gw, idle_nginx, idle_static, peak_gw = sys.argv[1:]
+runs = defaultdict(dict)  # round -> name -> (rps, p99, cpu)
+for line in open(results):
+    rnd, name, rps, p99, cpu = line.split()
+    runs[rnd][name] = (float(rps), float(p99), float(cpu))
+def med(name, i):
+    return st.median(r[name][i] for r in runs.values())
+def ratio(a, b):
+    return st.median(r[a][0] / r[b][0] for r in runs.values())
+print()
+print(f"{'target':<16}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}   (medians over {len(runs)} rounds)")
+for name in ["nginx_posts", "gw_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached"]:
+    print(f"{name:<16}{med(name, 0):>10.0f}{med(name, 1):>9.2f}{med(name, 2):>12.1f}")
+print()
+print(f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
+print(f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
+print(f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95; vs nginx forwarding: {ratio('gw_cached', 'nginx_cached'):.2f})")
+for s in ["posts", "create", "cached"]:
+    print(f"p99 {s:<7} gateway {med('gw_' + s, 1):.2f} ms, nginx {med('nginx_' + s, 1):.2f} ms: {med('gw_' + s, 1) / med('nginx_' + s, 1):.2f}×" + ("   (goal ≤ 1.2×)" if s == "posts" else ""))
+print(f"CPU per request, gateway/nginx: posts {med('gw_posts', 2) / med('nginx_posts', 2):.2f}×, create {med('gw_create', 2) / med('nginx_create', 2):.2f}×")
+mb = lambda kb: int(kb) / 1024
+print(f"RSS idle: gateway {mb(idle_gw):.1f} MB (goal ≤ 20), nginx {mb(idle_nginx):.1f} MB, static actix {mb(idle_static):.1f} MB; "
+      f"gateway under 256 connections: {mb(peak_gw):.1f} MB (goal ≤ 60)")
 PY
