@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
 use crate::startup::Application;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{DsmShared, UpstreamError};
 use crate::{api, auth, sim, telemetry};
 
 #[derive(Parser)]
@@ -201,7 +201,7 @@ fn enroll_device(settings: &Settings, otp: Option<String>) -> Result<(), String>
     }
     let config = crate::startup::upstream_config(settings, None)?;
     actix_web::rt::System::new().block_on(async move {
-        let client = Upstream::new(config, crate::metrics::Metrics::new())?.client();
+        let client = DsmShared::new(config, crate::metrics::Metrics::new())?.client();
         let outcome = match client.login_once(otp.as_deref(), true).await {
             Err(UpstreamError::LoginRefused { code: 403 }) if otp.is_none() => {
                 eprint!("One-time code from your authenticator app: ");

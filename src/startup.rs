@@ -26,12 +26,12 @@ use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
 use crate::store::Store;
 use crate::telemetry;
-use crate::upstream::{TlsTrust, Upstream, UpstreamConfig};
+use crate::upstream::{DsmShared, TlsTrust, UpstreamConfig};
 
 pub struct Application {
     server: Server,
     address: SocketAddr,
-    upstream: Arc<Upstream>,
+    upstream: Arc<DsmShared>,
     simulator: Option<Simulator>,
     metrics_server: Option<(Server, SocketAddr)>,
     store: Store,
@@ -233,7 +233,7 @@ impl Application {
             );
         }
         let metrics = Metrics::new();
-        let upstream = Upstream::new(config, metrics.clone()).map_err(std::io::Error::other)?;
+        let upstream = DsmShared::new(config, metrics.clone()).map_err(std::io::Error::other)?;
         let keys = web::Data::new(ApiKeys::from_settings(&settings.auth, settings.is_demo()));
         if keys.is_open() {
             tracing::warn!(

@@ -9,7 +9,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::extract::{Json, Query, whole_number};
 use super::webhooks::outgoing_message;
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
+    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
@@ -145,7 +145,7 @@ pub async fn send_bot_message(
     name: web::Path<String>,
     body: Json<BotMessageBody>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     req: actix_web::HttpRequest,
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
@@ -218,7 +218,7 @@ pub async fn list_bot_channels(
     _: Authorized<Read>,
     name: web::Path<String>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<BotChannelList>, ApiError> {
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let items = chat.bot_channels(token).await?;
@@ -234,7 +234,7 @@ pub async fn list_bot_users(
     _: Authorized<Read>,
     name: web::Path<String>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<BotUserList>, ApiError> {
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let items = chat.bot_users(token).await?;
@@ -255,7 +255,7 @@ pub async fn list_bot_posts(
     path: web::Path<(String, ChannelId)>,
     query: Query<PostWindowQuery>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<BotPostList>, ApiError> {
     let (name, channel_id) = path.into_inner();
     let token = state.integration_token(&name, TokenKind::Bot)?;
@@ -298,7 +298,7 @@ pub async fn get_bot_post_file(
     _: Authorized<Read>,
     path: web::Path<(String, PostId)>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let (name, post_id) = path.into_inner();
     let token = state.integration_token(&name, TokenKind::Bot)?;

@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query};
 use super::users::{ensure_users_exist, own_user_id};
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
 use crate::error::{ApiError, Problem, ProblemCode};
@@ -115,7 +115,7 @@ pub async fn list_channels(
     _: Authorized<Read>,
     filter: Query<ChannelFilter>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
     let Some(name) = filter.name.as_deref() else {
@@ -144,7 +144,7 @@ pub async fn get_channel(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<Channel>, ApiError> {
     let channel_id = channel_id.into_inner();
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
@@ -170,7 +170,7 @@ pub async fn create_channel(
     _: Authorized<Write>,
     body: Json<NewChannel>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let NewChannel {
         name,
@@ -237,7 +237,7 @@ pub async fn close_channel(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     channel_changed(&state, channel_id, chat.close_channel(channel_id).await).await
@@ -254,7 +254,7 @@ pub async fn archive_channel(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     channel_changed(&state, channel_id, chat.archive_channel(channel_id).await).await
@@ -273,7 +273,7 @@ pub async fn invite_members(
     channel_id: web::Path<ChannelId>,
     body: Json<NewMembers>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     let mut user_ids = body.into_inner().user_ids;
@@ -298,7 +298,7 @@ pub async fn join_channel(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     match chat.join_channel(channel_id).await {
@@ -337,7 +337,7 @@ pub async fn leave_channel(
     channel_id: web::Path<ChannelId>,
     query: Query<LeaveQuery>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     let own_id = own_user_id(&state, &chat).await?.get();
@@ -385,7 +385,7 @@ pub async fn mark_read(
     channel_id: web::Path<ChannelId>,
     body: Json<ReadMarker>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     let last_view_at = body.last_view_at.unwrap_or_else(now_millis);
@@ -401,7 +401,7 @@ pub async fn mark_read(
 pub async fn get_channel_preferences(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<ChannelPreferences>, ApiError> {
     let channel_id = channel_id.into_inner();
     let preferences = chat
@@ -426,7 +426,7 @@ async fn channel_changed(
 /// The channel as DSM lists it right now, for decisions a stale cache must not make.
 async fn fresh_channel(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     channel_id: ChannelId,
 ) -> Result<Option<Channel>, ApiError> {
     state.caches.channels.invalidate().await;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::mode::GatewayMode;
-use super::{Chat, CommonProblems};
+use super::{CommonProblems, Dsm};
 use crate::auth::{Authorized, Read};
 use crate::error::{ApiError, Problem, ProblemCode};
 
@@ -27,7 +27,7 @@ pub struct HealthStatus {
             `upstream.timeout_ms` although every DSM exchange has that deadline; restart the process"),
 ))]
 #[get("/healthz")]
-pub async fn healthz(chat: Chat) -> Result<HttpResponse, ApiError> {
+pub async fn healthz(chat: Dsm) -> Result<HttpResponse, ApiError> {
     match chat.wedged() {
         None => Ok(HttpResponse::Ok().json(HealthStatus {
             status: "ok",
@@ -55,7 +55,7 @@ pub async fn healthz(chat: Chat) -> Result<HttpResponse, ApiError> {
 ))]
 #[get("/readyz")]
 pub async fn readyz(
-    chat: Chat,
+    chat: Dsm,
     mode: Option<web::Data<GatewayMode>>,
 ) -> Result<HttpResponse, ApiError> {
     let mode = mode.map_or(GatewayMode::Nas, |m| **m);
@@ -113,7 +113,7 @@ pub struct HealthDetails {
 #[get("/health")]
 pub async fn health_details(
     _: Authorized<Read>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<HealthDetails>, ApiError> {
     let health = chat.dsm_health().await;
     let wedged = chat.wedged();

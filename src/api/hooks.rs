@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
-use super::{Chat, State};
+use super::{Dsm, State};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
@@ -179,7 +179,7 @@ pub async fn hook_with_path_secret(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
     let (name, secret) = path.into_inner();
@@ -223,7 +223,7 @@ pub async fn hook_with_bearer_secret(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
     let secret = req
@@ -251,7 +251,7 @@ async fn handle(
     secret: Option<&str>,
     req: &HttpRequest,
     payload: web::Payload,
-    services: (&State, &Chat, &Outbox),
+    services: (&State, &Dsm, &Outbox),
 ) -> HttpResponse {
     let state = services.0;
     let hook = state.hooks.get(name);
@@ -328,7 +328,7 @@ async fn receive(
     (name, hook): (&str, &Hook),
     req: &HttpRequest,
     payload: web::Payload,
-    (state, chat, outbox): (&State, &Chat, &Outbox),
+    (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
     let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
         Ok(Ok(body)) => body,
@@ -404,7 +404,7 @@ impl From<ApiError> for DispatchError {
 /// when long, paced, retried while the NAS is down) exactly once. Answers the delivery's id.
 pub async fn dispatch(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     outbox: &Outbox,
     hook_name: &str,
     target: &HookTarget,
@@ -438,7 +438,7 @@ pub async fn dispatch(
 /// case); none or several is a permanent problem, never a guess.
 pub async fn resolve_channel(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     address: &Address,
 ) -> Result<ChannelId, DispatchError> {
     let name = match address {
@@ -461,7 +461,7 @@ pub async fn resolve_channel(
 /// A user id as configured, or the user with this username (DSM account names ignore case).
 pub async fn resolve_user(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     address: &Address,
 ) -> Result<UserId, DispatchError> {
     let name = match address {
@@ -501,7 +501,7 @@ fn unknown(slack_code: &'static str, detail: impl std::fmt::Display) -> Dispatch
 
 /// At start-up: resolves every named hook target once, so a name that matches nothing is
 /// reported before the first alert needs it (a warning only when the NAS cannot be asked yet).
-pub async fn check_targets(state: &State, chat: &Chat) {
+pub async fn check_targets(state: &State, chat: &Dsm) {
     for (name, hook) in &state.hooks {
         let result = match &hook.target {
             HookTarget::Channel(address @ Address::Name(_)) => {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, present};
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
     ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook, is_blank, is_blank_char,
@@ -197,12 +197,12 @@ fn webhook_noun(kind: WebhookKind) -> &'static str {
 }
 
 /// The list/create/delete helpers behind the three webhook kinds' routes.
-async fn list_webhooks(kind: WebhookKind, chat: Chat) -> Result<web::Json<WebhookList>, ApiError> {
+async fn list_webhooks(kind: WebhookKind, chat: Dsm) -> Result<web::Json<WebhookList>, ApiError> {
     let items = chat.webhooks(kind).await?;
     Ok(web::Json(WebhookList { items }))
 }
 
-async fn create_webhook(new: NewWebhook<'_>, chat: Chat) -> Result<HttpResponse, ApiError> {
+async fn create_webhook(new: NewWebhook<'_>, chat: Dsm) -> Result<HttpResponse, ApiError> {
     let channel = match &new {
         NewWebhook::Incoming { channel_id, .. } | NewWebhook::Outgoing { channel_id, .. } => {
             Some(*channel_id)
@@ -219,7 +219,7 @@ async fn create_webhook(new: NewWebhook<'_>, chat: Chat) -> Result<HttpResponse,
 async fn delete_webhook(
     kind: WebhookKind,
     id: UserId,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     chat.delete_webhook(kind, id)
         .await
@@ -236,7 +236,7 @@ async fn delete_webhook(
 #[get("/integrations")]
 pub async fn list_integrations(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<IntegrationOverview>, ApiError> {
     Ok(web::Json(IntegrationOverview(
         chat.external_integrations().await?,
@@ -249,7 +249,7 @@ pub async fn list_integrations(
 #[get("/integrations/incoming-webhooks")]
 pub async fn list_incoming_webhooks(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<WebhookList>, ApiError> {
     list_webhooks(WebhookKind::Incoming, chat).await
 }
@@ -265,7 +265,7 @@ pub async fn list_incoming_webhooks(
 pub async fn create_incoming_webhook(
     _: Authorized<Admin>,
     body: Json<NewIncomingWebhookBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let icon_url = body
         .icon_url
@@ -288,7 +288,7 @@ pub async fn create_incoming_webhook(
 pub async fn delete_incoming_webhook(
     _: Authorized<Admin>,
     id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     delete_webhook(WebhookKind::Incoming, id.into_inner(), chat).await
 }
@@ -299,7 +299,7 @@ pub async fn delete_incoming_webhook(
 #[get("/integrations/outgoing-webhooks")]
 pub async fn list_outgoing_webhooks(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<WebhookList>, ApiError> {
     list_webhooks(WebhookKind::Outgoing, chat).await
 }
@@ -315,7 +315,7 @@ pub async fn list_outgoing_webhooks(
 pub async fn create_outgoing_webhook(
     _: Authorized<Admin>,
     body: Json<NewOutgoingWebhookBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let events = body
         .events
@@ -351,7 +351,7 @@ pub async fn create_outgoing_webhook(
 pub async fn delete_outgoing_webhook(
     _: Authorized<Admin>,
     id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     delete_webhook(WebhookKind::Outgoing, id.into_inner(), chat).await
 }
@@ -362,7 +362,7 @@ pub async fn delete_outgoing_webhook(
 #[get("/integrations/slash-commands")]
 pub async fn list_slash_commands(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<WebhookList>, ApiError> {
     list_webhooks(WebhookKind::Slash, chat).await
 }
@@ -378,7 +378,7 @@ pub async fn list_slash_commands(
 pub async fn create_slash_command(
     _: Authorized<Admin>,
     body: Json<NewSlashCommandBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     // DSM stores the command without its slash (§4.1).
     let command = body
@@ -408,7 +408,7 @@ pub async fn create_slash_command(
 pub async fn delete_slash_command(
     _: Authorized<Admin>,
     id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     delete_webhook(WebhookKind::Slash, id.into_inner(), chat).await
 }
@@ -421,7 +421,7 @@ pub async fn delete_slash_command(
 #[get("/integrations/builtin-webhooks")]
 pub async fn list_builtin_webhooks(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<BuiltinWebhooks>, ApiError> {
     Ok(web::Json(BuiltinWebhooks(chat.builtin_webhooks().await?)))
 }
@@ -434,7 +434,7 @@ pub async fn list_builtin_webhooks(
 #[get("/integrations/broadcast-webhooks")]
 pub async fn list_broadcast_webhooks(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<BroadcastWebhooks>, ApiError> {
     Ok(web::Json(BroadcastWebhooks(
         chat.broadcast_webhooks().await?,
@@ -455,7 +455,7 @@ pub async fn set_bot(
     _: Authorized<Admin>,
     user_id: web::Path<UserId>,
     body: Json<BotNicknameBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
     let nickname = non_blank("nickname", &body.nickname)?;
@@ -475,7 +475,7 @@ pub async fn set_bot(
 pub async fn delete_bot(
     _: Authorized<Admin>,
     user_id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
     chat.delete_bot(user_id)
@@ -490,7 +490,7 @@ pub async fn delete_bot(
 #[get("/integrations/chatbots")]
 pub async fn list_chatbots(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<ChatbotList>, ApiError> {
     Ok(web::Json(ChatbotList {
         items: chat.chatbots().await?,
@@ -508,7 +508,7 @@ pub async fn set_chatbot(
     _: Authorized<Admin>,
     user_id: web::Path<UserId>,
     body: Json<ChatbotSettingsBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
     let body = body.into_inner();

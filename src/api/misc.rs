@@ -5,7 +5,7 @@ use actix_web::{get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::integrations::dsm_object;
-use super::{Chat, CommonProblems};
+use super::{CommonProblems, Dsm};
 use crate::auth::{Admin, Authorized, Read};
 use crate::error::ApiError;
 
@@ -46,7 +46,7 @@ dsm_object!(
 #[get("/stickers")]
 pub async fn list_stickers(
     _: Authorized<Read>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<StickerCatalog>, ApiError> {
     Ok(web::Json(StickerCatalog(chat.stickers().await?)))
 }
@@ -59,7 +59,7 @@ pub async fn list_stickers(
 #[get("/admin/settings")]
 pub async fn get_admin_settings(
     _: Authorized<Admin>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<AdminSettings>, ApiError> {
     Ok(web::Json(AdminSettings(chat.admin_settings().await?)))
 }
@@ -68,7 +68,7 @@ pub async fn get_admin_settings(
 #[utoipa::path(tag = "misc", security(("bearer" = [])),
     responses((status = 200, body = AppInfo), CommonProblems))]
 #[get("/app")]
-pub async fn get_app_info(_: Authorized<Read>, chat: Chat) -> Result<web::Json<AppInfo>, ApiError> {
+pub async fn get_app_info(_: Authorized<Read>, chat: Dsm) -> Result<web::Json<AppInfo>, ApiError> {
     Ok(web::Json(AppInfo(chat.app_info().await?)))
 }
 
@@ -78,7 +78,7 @@ pub async fn get_app_info(_: Authorized<Read>, chat: Chat) -> Result<web::Json<A
 #[get("/misc")]
 pub async fn get_misc_info(
     _: Authorized<Read>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<MiscInfo>, ApiError> {
     Ok(web::Json(MiscInfo(chat.misc_info().await?)))
 }

@@ -42,14 +42,14 @@ use crate::chunking;
 use crate::config::TokenKind;
 use crate::domain::{MessageText, Post};
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::upstream::{ChatClient, Download, Upstream};
+use crate::upstream::{Download, DsmClient, DsmShared};
 
 pub use docs::RouteTable;
 
 /// State shared by all workers.
 pub struct AppState {
     pub caches: Caches,
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<DsmShared>,
     /// Chat integration tokens by configured name; callers use the name, never the token.
     pub tokens: BTreeMap<String, IntegrationToken>,
     /// Largest file accepted by the upload route.
@@ -158,7 +158,7 @@ pub(crate) fn created_posts(posts: Vec<Post>) -> HttpResponse {
 }
 
 /// The worker-local DSM client, as handlers receive it.
-pub type Chat = web::Data<ChatClient>;
+pub type Dsm = web::Data<DsmClient>;
 /// The shared state, as handlers receive it.
 pub type State = web::Data<AppState>;
 

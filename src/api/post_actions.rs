@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
 use super::posts::future_unix_ms;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, PostId};
 use crate::error::ApiError;
@@ -95,7 +95,7 @@ pub struct ReminderList {
 pub async fn pin_post(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     done(
@@ -112,7 +112,7 @@ pub async fn pin_post(
 pub async fn unpin_post(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     done(
@@ -134,7 +134,7 @@ pub async fn add_reaction(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
     body: Json<ReactionBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     let result = chat.add_reaction(post_id, &body.sticker.0).await;
@@ -151,7 +151,7 @@ pub async fn add_reaction(
 pub async fn get_reminder(
     _: Authorized<Read>,
     post_id: web::Path<PostId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<Reminder>, ApiError> {
     let post_id = post_id.into_inner();
     let remind_at = chat
@@ -178,7 +178,7 @@ pub async fn set_reminder(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
     body: Json<ReminderBody>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<Reminder>, ApiError> {
     let post_id = post_id.into_inner();
     let remind_at = future_unix_ms("remind_at", body.remind_at)?;
@@ -200,7 +200,7 @@ pub async fn set_reminder(
 pub async fn delete_reminder(
     _: Authorized<Write>,
     post_id: web::Path<PostId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     // Chat answers 117 both for an unknown post and for a post without reminder.
@@ -218,7 +218,7 @@ pub async fn delete_reminder(
 pub async fn list_reminders(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<ReminderList>, ApiError> {
     let channel_id = channel_id.into_inner();
     let items = chat

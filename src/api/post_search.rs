@@ -8,7 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Query, whole_number};
 use super::posts::{page_limit, page_offset, unix_ms};
-use super::{Chat, CommonProblems, InvalidInput, NotFound};
+use super::{CommonProblems, Dsm, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read};
 use crate::domain::{ChannelId, Post, UserId};
 use crate::error::ApiError;
@@ -187,7 +187,7 @@ fn words<T: WireWord>() -> String {
 pub async fn search_posts(
     _: Authorized<Read>,
     query: Query<SearchQuery>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<SearchResult>, ApiError> {
     let q = query.into_inner();
     let channel_ids = comma_list(
@@ -258,7 +258,7 @@ pub async fn list_threads(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
     query: Query<ThreadsQuery>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<ThreadList>, ApiError> {
     let limit = page_limit(query.limit, DEFAULT_THREAD_LIMIT, MAX_LIMIT)?;
     let replies = query
@@ -292,7 +292,7 @@ pub async fn list_attachments(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
     query: Query<AttachmentQuery>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<AttachmentList>, ApiError> {
     let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let channel_id = channel_id.into_inner();

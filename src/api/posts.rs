@@ -10,8 +10,8 @@ use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query, whole_number};
 use super::post_upload::read_file_form;
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, created_posts,
-    file_response, send_text,
+    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, created_posts, file_response,
+    send_text,
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
@@ -163,7 +163,7 @@ pub async fn list_posts(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
     page: Query<PageQuery>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<PostList>, ApiError> {
     let limit = page_limit(page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let channel_id = channel_id.into_inner();
@@ -199,7 +199,7 @@ pub async fn create_post(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     outbox: Deliveries,
 ) -> Result<HttpResponse, actix_web::Error> {
     let channel_id = channel_id.into_inner();
@@ -273,7 +273,7 @@ pub async fn upload_file(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !is_multipart_form(&req) {
         return Err(ApiError::new(
@@ -291,7 +291,7 @@ async fn post_file(
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
 ) -> Result<HttpResponse, actix_web::Error> {
     // Held until DSM answered: each upload holds its file in memory until then.
     let _permit = state.uploads.try_acquire().map_err(|_| {
@@ -329,7 +329,7 @@ pub async fn reply_to_post(
     post_id: web::Path<PostId>,
     body: Json<ReplyBody>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     let channel_id = channel_of(post_id)?;
@@ -364,7 +364,7 @@ pub async fn reply_to_post(
 pub async fn get_post_file(
     _: Authorized<Read>,
     post_id: web::Path<PostId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = post_id.into_inner();
     let file = chat

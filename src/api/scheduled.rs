@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::Json;
 use super::posts::future_unix_ms;
-use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{ChannelId, CronjobId, MessageText};
 use crate::error::ApiError;
@@ -48,7 +48,7 @@ pub struct NewScheduledPost {
 pub async fn list_scheduled_posts(
     _: Authorized<Read>,
     channel_id: web::Path<ChannelId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<ScheduledPostList>, ApiError> {
     let channel_id = channel_id.into_inner();
     let items = chat
@@ -70,7 +70,7 @@ pub async fn schedule_post(
     _: Authorized<Write>,
     channel_id: web::Path<ChannelId>,
     body: Json<NewScheduledPost>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = channel_id.into_inner();
     let send_at = future_unix_ms("send_at", body.send_at)?;
@@ -91,7 +91,7 @@ pub async fn schedule_post(
 pub async fn delete_scheduled_post(
     _: Authorized<Write>,
     cronjob_id: web::Path<CronjobId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let cronjob_id = cronjob_id.into_inner();
     chat.delete_scheduled_post(cronjob_id)

@@ -11,8 +11,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{Json, Query};
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
-    created_posts, file_response, send_text,
+    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable, created_posts,
+    file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
 use crate::cache::CachedList;
@@ -77,7 +77,7 @@ pub async fn list_users(
     _: Authorized<Read>,
     filter: Query<UserFilter>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
     let Some(username) = filter.username.as_deref() else {
@@ -106,7 +106,7 @@ pub async fn get_user(
     _: Authorized<Read>,
     user_id: web::Path<UserId>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<User>, ApiError> {
     let user_id = user_id.into_inner();
     let list = state.caches.users.get_or_load(chat.users()).await?;
@@ -128,7 +128,7 @@ pub async fn get_user(
 pub async fn get_user_status(
     _: Authorized<Read>,
     user_id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<UserStatus>, ApiError> {
     let user_id = user_id.into_inner();
     let status = chat
@@ -149,7 +149,7 @@ pub async fn get_user_status(
 pub async fn get_user_avatar(
     _: Authorized<Read>,
     user_id: web::Path<UserId>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
     let avatar = chat
@@ -178,7 +178,7 @@ pub async fn send_direct_message(
     user_id: web::Path<UserId>,
     body: Json<DirectMessage>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     req: actix_web::HttpRequest,
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
@@ -226,7 +226,7 @@ pub async fn send_direct_message(
 #[get("/me/preferences")]
 pub async fn get_own_preferences(
     _: Authorized<Read>,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<web::Json<OwnPreferences>, ApiError> {
     Ok(web::Json(OwnPreferences(chat.own_preferences().await?)))
 }
@@ -235,7 +235,7 @@ pub async fn get_own_preferences(
 /// (upstream-protocol §6.1 note 2), opened through DSM when the channel list has none.
 pub(super) async fn direct_channel(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     own_id: UserId,
     recipient: UserId,
 ) -> Result<ChannelId, ApiError> {
@@ -261,7 +261,7 @@ pub(super) async fn direct_channel(
 /// added since it was cached).
 async fn users_reloaded_if(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     stale: impl Fn(&[User]) -> bool,
 ) -> Result<Arc<CachedList<User>>, ApiError> {
     let cached = state.caches.users.get_or_load(chat.users()).await?;
@@ -275,7 +275,7 @@ async fn users_reloaded_if(
 /// The Chat user id of the account the gateway logs in with: the user whose `username` is the
 /// configured account name (DSM account names are case-insensitive). The user list is used
 /// rather than the channel list because every account is in it, even one in no channel.
-pub(super) async fn own_user_id(state: &State, chat: &Chat) -> Result<UserId, ApiError> {
+pub(super) async fn own_user_id(state: &State, chat: &Dsm) -> Result<UserId, ApiError> {
     let account = state.upstream.account();
     let find = |users: &[User]| {
         users
@@ -296,7 +296,7 @@ pub(super) async fn own_user_id(state: &State, chat: &Chat) -> Result<UserId, Ap
 /// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
 pub(super) async fn ensure_users_exist(
     state: &State,
-    chat: &Chat,
+    chat: &Dsm,
     ids: &[UserId],
     field: &str,
 ) -> Result<(), ApiError> {

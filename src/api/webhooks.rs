@@ -12,7 +12,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{
-    AppState, BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
+    AppState, BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
@@ -20,7 +20,7 @@ use crate::config::{TokenKind, normalize_token};
 use crate::delivery::Job;
 use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
 use crate::error::{ApiError, ProblemCode};
-use crate::upstream::{ChatClient, ExternalMessage, UpstreamError};
+use crate::upstream::{DsmClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_incoming_webhooks)
@@ -102,7 +102,7 @@ pub(super) fn outgoing_message(
 /// with the first part that DSM accepts). Answers how many posts were sent.
 pub(crate) async fn send_incoming_text(
     state: &AppState,
-    chat: &ChatClient,
+    chat: &DsmClient,
     token: &SecretString,
     text: &MessageText,
     file_url: Option<&HttpUrl>,
@@ -180,7 +180,7 @@ pub async fn send_with_configured_webhook(
     name: web::Path<String>,
     body: Json<WebhookMessageBody>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
     req: HttpRequest,
     outbox: Deliveries,
 ) -> Result<HttpResponse, ApiError> {
@@ -227,7 +227,7 @@ pub async fn send_with_caller_token(
     req: HttpRequest,
     body: Json<WebhookMessageBody>,
     state: State,
-    chat: Chat,
+    chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     if wants_async(&req) {
         return Err(ApiError::new(

@@ -24,7 +24,7 @@ use crate::error::{ApiError, ProblemCode};
 use crate::metrics::Metrics;
 use crate::store::deliveries::{DeliveryRow, NewDelivery};
 use crate::store::{Store, StoreError};
-use crate::upstream::{ApiFamily, ChatClient, ExternalMessage, NewPost, Upstream, UpstreamError};
+use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
 
 /// What a delivery sends, besides its text (stored as JSON with the delivery).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -225,7 +225,7 @@ impl Outbox {
     /// Starts the worker on the current thread's runtime.
     pub fn spawn_worker(
         self: &Arc<Self>,
-        upstream: Arc<Upstream>,
+        upstream: Arc<DsmShared>,
         tokens: BTreeMap<String, SecretString>,
     ) {
         let worker = Worker {
@@ -241,7 +241,7 @@ impl Outbox {
 
 struct Worker {
     outbox: Arc<Outbox>,
-    chat: ChatClient,
+    chat: DsmClient,
     account: String,
     tokens: BTreeMap<String, SecretString>,
     /// This process's lease owner id.

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::client::ChatClient;
+use super::client::DsmClient;
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId};
@@ -28,7 +28,7 @@ fn json_id_list(ids: &[UserId]) -> String {
     Value::from(ids).to_string()
 }
 
-impl ChatClient {
+impl DsmClient {
     pub async fn channels(&self) -> Result<Vec<Channel>> {
         #[derive(Deserialize)]
         struct Data {

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::Upstream;
+use super::DsmShared;
 use super::catalog::{self, ApiTable, Endpoint};
 use super::error::{ApiFamily, Result, UpstreamError};
 use super::ops::{self, Op, Verb};
@@ -27,9 +27,9 @@ const SESSION_GONE: [i64; 2] = [106, 107];
 const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
 
 /// A worker's handle on the NAS.
-pub struct ChatClient {
+pub struct DsmClient {
     http: awc::Client,
-    up: Arc<Upstream>,
+    up: Arc<DsmShared>,
 }
 
 /// Who a request speaks for.
@@ -180,8 +180,8 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
     }
 }
 
-impl ChatClient {
-    pub(super) fn new(up: Arc<Upstream>) -> Self {
+impl DsmClient {
+    pub(super) fn new(up: Arc<DsmShared>) -> Self {
         let tcp = actix_service::ServiceExt::map(
             actix_tls::connect::ConnectorService::default(),
             |connection: actix_tls::connect::Connection<awc::http::Uri, tokio::net::TcpStream>| {
@@ -784,7 +784,7 @@ impl ChatClient {
         Ok(LoginOutcome { device_id })
     }
 
-    /// Why the gateway counts as wedged, if it does (see [`Upstream::wedged`]).
+    /// Why the gateway counts as wedged, if it does (see [`DsmShared::wedged`]).
     pub fn wedged(&self) -> Option<&'static str> {
         self.up.wedged()
     }

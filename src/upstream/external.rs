@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Upstream;
-use super::client::{ChatClient, Download};
+use super::DsmShared;
+use super::client::{Download, DsmClient};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use crate::domain::{Channel, ChannelId, HttpUrl, MessageText, Post, PostId, User, UserId};
@@ -70,7 +70,7 @@ fn post_id_of(value: &Value) -> Option<PostId> {
         .and_then(|id| PostId::new(id).ok())
 }
 
-impl ChatClient {
+impl DsmClient {
     /// Like [`Self::call_with_token`] for methods whose answer must carry `data`.
     async fn fetch_with_token<T: serde::de::DeserializeOwned>(
         &self,
@@ -214,7 +214,7 @@ impl ChatClient {
     }
 }
 
-impl Upstream {
+impl DsmShared {
     /// The URL an incoming webhook posts to, with the token masked (the library's
     /// `build_webhook_url`; Chat's UI quotes the token as `%22…%22`).
     pub fn masked_incoming_webhook_url(&self) -> String {

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::client::ChatClient;
+use super::client::DsmClient;
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
@@ -143,7 +143,7 @@ fn list_items<T: serde::de::DeserializeOwned>(
         .map_err(|e| UpstreamError::InvalidResponse(format!("{} {}: {e}", op.api, op.method)))
 }
 
-impl ChatClient {
+impl DsmClient {
     pub async fn webhooks(&self, kind: WebhookKind) -> Result<Vec<Webhook>> {
         let ops = kind.ops();
         let data: Map<String, Value> = self.fetch(&ops.list, &[]).await?;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::client::ChatClient;
+use super::client::DsmClient;
 use super::error::Result;
 use super::ops::{Op, Verb, op};
 
@@ -12,7 +12,7 @@ const ADMIN_SETTING_GET: Op = op("SYNO.Chat.Admin.Setting", "get", 1..=5, Verb::
 const APP_GET: Op = op("SYNO.Chat.App", "get", 1..=1, Verb::Get);
 const MISC_GET: Op = op("SYNO.Chat.Misc", "get", 1..=1, Verb::Get);
 
-impl ChatClient {
+impl DsmClient {
     pub async fn stickers(&self) -> Result<Map<String, Value>> {
         self.fetch(&STICKER_LIST, &[]).await
     }

@@ -1,8 +1,10 @@
 //! The DSM client: the only code that knows `entry.cgi`, `SYNO.API.Auth` and the WebAPI
 //! envelope. It returns domain types and [`UpstreamError`]s and knows nothing of actix handlers.
 //!
-//! [`Upstream`] is the shared, thread-safe part (settings, the API catalog, the session pool);
-//! [`ChatClient`] pairs it with an `awc::Client`, which is bound to one worker thread.
+//! One name for the DSM client: [`DsmClient`] (a worker's handle; handlers extract it as
+//! `api::Dsm`). [`DsmShared`] is its shared, thread-safe part (settings, the API catalog, the
+//! one DSM session); a [`DsmClient`] pairs it with an `awc::Client`, which is bound to one
+//! worker thread.
 
 mod backoff;
 mod catalog;
@@ -27,7 +29,7 @@ use secrecy::SecretString;
 
 use crate::metrics::Metrics;
 
-pub use client::{ChatClient, Download, LoginOutcome, NewPost, Upload};
+pub use client::{Download, DsmClient, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
 pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
 pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
@@ -38,7 +40,7 @@ pub use posts::{
 pub use tls::TlsTrust;
 
 use catalog::Catalog;
-use session::SessionPool;
+use session::SharedSession;
 
 /// How long a DSM health check is reused: probes of the health view cost at most one DSM
 /// check per this period.
@@ -70,13 +72,13 @@ pub struct UpstreamConfig {
     pub trust: TlsTrust,
 }
 
-/// State shared by every worker's [`ChatClient`].
-pub struct Upstream {
+/// State shared by every worker's [`DsmClient`].
+pub struct DsmShared {
     config: UpstreamConfig,
     webapi_base: String,
     tls: Arc<rustls::ClientConfig>,
     catalog: Catalog,
-    sessions: SessionPool,
+    sessions: SharedSession,
     // The last DSM health check; its lock makes concurrent checks share one.
     health: tokio::sync::Mutex<Option<DsmHealth>>,
     // One permit per DSM call in flight, across all workers.
@@ -84,12 +86,12 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
-impl Upstream {
+impl DsmShared {
     pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
         let tls = tls::client_config(&config.trust)?;
         let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
         Ok(Arc::new(Self {
-            sessions: SessionPool::new(config.login_backoff_max, config.timeout),
+            sessions: SharedSession::new(config.login_backoff_max, config.timeout),
             catalog: Catalog::default(),
             health: tokio::sync::Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
@@ -101,8 +103,8 @@ impl Upstream {
     }
 
     /// A client for the calling worker thread (awc clients cannot move between threads).
-    pub fn client(self: &Arc<Self>) -> ChatClient {
-        ChatClient::new(self.clone())
+    pub fn client(self: &Arc<Self>) -> DsmClient {
+        DsmClient::new(self.clone())
     }
 
     /// Whether a DSM session is currently held.

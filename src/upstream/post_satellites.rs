@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::client::ChatClient;
+use super::client::DsmClient;
 use super::error::Result;
 use super::ops::{Op, Verb, op};
 use crate::domain::{ChannelId, CronjobId, MessageText, PostId};
@@ -44,7 +44,7 @@ pub struct ScheduledPost {
     pub send_at: u64,
 }
 
-impl ChatClient {
+impl DsmClient {
     /// A channel's files. DSM's answer is not documented, so its `data` is passed on as is.
     pub async fn attachments(
         &self,

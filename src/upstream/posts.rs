@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::client::{ChatClient, Download, NewPost, Upload};
+use super::client::{Download, DsmClient, NewPost, Upload};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use crate::domain::{ChannelId, FileProps, Post, PostId, UserId};
@@ -163,7 +163,7 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
-impl ChatClient {
+impl DsmClient {
     pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
         #[derive(Deserialize)]
         struct Data {

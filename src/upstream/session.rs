@@ -37,7 +37,8 @@ struct LoginState {
     backoff: Backoff,
 }
 
-pub struct SessionPool {
+/// The one DSM session every worker shares, with the login lock and back-off that guard it.
+pub struct SharedSession {
     current: RwLock<Option<Arc<Session>>>,
     // Held while logging in: waiters find the new session (or the back-off) once it is released.
     login: tokio::sync::Mutex<LoginState>,
@@ -49,7 +50,7 @@ pub struct SessionPool {
     backoff_max: Duration,
 }
 
-impl SessionPool {
+impl SharedSession {
     pub fn new(backoff_max: Duration, lock_wait: Duration) -> Self {
         Self {
             current: RwLock::new(None),
@@ -160,7 +161,7 @@ mod tests {
 
     #[actix_web::test]
     async fn concurrent_callers_share_one_login_and_failures_back_off() {
-        let pool = Arc::new(SessionPool::new(
+        let pool = Arc::new(SharedSession::new(
             Duration::from_secs(60),
             Duration::from_secs(5),
         ));

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::{ChatClient, Download};
+use super::client::{Download, DsmClient};
 use super::error::Result;
 use super::ops::{Op, Verb, op};
 use crate::domain::{User, UserId};
@@ -16,7 +16,7 @@ const AVATAR_GET: Op = op("SYNO.Chat.User.Avatar", "get", 1..=1, Verb::Get);
 /// may use Chat, so it is also the cheapest proof that a session is alive.
 pub(super) const PREFERENCE_GET: Op = op("SYNO.Chat.User.Preference", "get", 1..=1, Verb::Get);
 
-impl ChatClient {
+impl DsmClient {
     pub async fn users(&self) -> Result<Vec<User>> {
         #[derive(Deserialize)]
         struct Data {

@@ -13,6 +13,7 @@
 # server process alone (/proc/<pid>/stat), p99 latency next to nginx's, and RSS idle and under
 # 256 connections. It asserts nothing: absolute figures move with the machine, ratios less.
 #   make bench        ROUNDS=5 DURATION=5s make bench        (needs wrk, nginx, curl, taskset)
+#   PERF_DIR=/tmp/prof ROUNDS=1 bash tests/bench/proxy_overhead.sh: also perf-records each gateway run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -124,6 +125,10 @@ run() {
   local name=$1 pid=$2 url=$3; shift 3
   local before after
   before=$(tree_ticks "$pid")
+  # PERF_DIR=dir: a call-graph profile of each gateway run (perf report -i dir/gw_posts.data).
+  if [ -n "${PERF_DIR:-}" ] && [[ $name == gw_* ]]; then
+    perf record -q -g -F 499 -p "$pid" -o "$PERF_DIR/$name.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+  fi
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$TMP/wrk.out"
   after=$(tree_ticks "$pid")
   if grep -q "Non-2xx" "$TMP/wrk.out"; then echo "!! $name: $(grep Non-2xx "$TMP/wrk.out")"; fi
