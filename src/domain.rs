@@ -43,6 +43,12 @@ macro_rules! positive_id {
             }
         }
 
+        impl From<$name> for u64 {
+            fn from(id: $name) -> u64 {
+                id.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)
@@ -243,45 +249,160 @@ pub struct User {
 }
 
 /// Name and size of a post's attached file.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FileProps {
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub size: u64,
 }
 
+/// What a post is. Serialised as DSM's word; words this gateway does not know are passed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostKind {
+    Normal,
+    File,
+    System,
+    Sticker,
+    Other(String),
+}
+
+impl PostKind {
+    pub fn from_word(word: &str) -> Self {
+        match word {
+            "normal" => Self::Normal,
+            "file" => Self::File,
+            "system" => Self::System,
+            "sticker" => Self::Sticker,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Normal => "normal",
+            Self::File => "file",
+            Self::System => "system",
+            Self::Sticker => "sticker",
+            Self::Other(word) => word,
+        }
+    }
+}
+
+impl Serialize for PostKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Writes an absent id as 0, the way DSM (and so this API's document) spells "none".
+fn id_or_zero<S: serde::Serializer, T: Copy + Into<u64>>(
+    id: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(id.map_or(0, Into::into))
+}
+
 /// A Chat post as DSM describes it.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"post_id": 4294967307_u64, "channel_id": 1, "creator_id": 1,
     "message": "Deploy finished: 100% & green", "create_at": 1764133200000_u64,
     "update_at": 1764133200000_u64, "thread_id": 0, "comment_count": 0, "type": "normal"}))]
 pub struct Post {
     pub post_id: PostId,
     pub channel_id: ChannelId,
-    #[serde(default)]
-    pub creator_id: u64,
-    #[serde(default)]
+    #[serde(serialize_with = "id_or_zero")]
+    #[schema(value_type = u64)]
+    pub creator_id: Option<UserId>,
     pub message: String,
     /// Unix milliseconds.
-    #[serde(default)]
     pub create_at: u64,
     /// Unix milliseconds.
-    #[serde(default)]
     pub update_at: u64,
     /// 0 for a top-level post; the root post's id for a thread reply.
-    #[serde(default)]
-    pub thread_id: u64,
-    #[serde(default)]
+    #[serde(serialize_with = "id_or_zero")]
+    #[schema(value_type = u64)]
+    pub thread_id: Option<PostId>,
     pub comment_count: u64,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_comment_at: Option<u64>,
     /// `normal`, `file`, `system`, `sticker`, …
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: PostKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file_props: Option<FileProps>,
+}
+
+/// A closed set of words DSM accepts for a parameter (the API takes the same words).
+pub trait WireWord: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+}
+
+/// Declares a [`WireWord`] enum. Each word must be its variant's name in snake case, which is
+/// how serde and the OpenAPI schema spell it.
+macro_rules! wire_word {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl WireWord for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+        }
+    };
+}
+
+wire_word!(
+    /// Kinds of posts `search` can filter on (DSM's `post_type`).
+    PostType { File = "file", Normal = "normal" }
+);
+wire_word!(
+    /// Properties `search` can filter on (DSM's `has`; DSM ignores any other value).
+    PostHas { Pin = "pin", Url = "url", Star = "star" }
+);
+wire_word!(
+    /// Orders `search` can sort by, newest first.
+    SearchOrder {
+        CreateAt = "create_at",
+        UpdateAt = "update_at",
+        LastPinAt = "last_pin_at",
+        LastCommentAt = "last_comment_at",
+    }
+);
+
+/// A reminder the gateway's account set on a post.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(example = json!({"post_id": 4294967307_u64, "remind_at": 1764219600000_u64,
+    "message": "Deploy finished: 100% & green"}))]
+pub struct Reminder {
+    pub post_id: PostId,
+    /// When Chat reminds, in Unix milliseconds.
+    pub remind_at: u64,
+    /// The post's text, when DSM lists it with the reminder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A post Chat will send later on the gateway account's behalf.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(example = json!({"cronjob_id": 3, "channel_id": 1, "message": "Stand-up in 5 minutes",
+    "send_at": 1764219600000_u64}))]
+pub struct ScheduledPost {
+    pub cronjob_id: CronjobId,
+    pub channel_id: ChannelId,
+    pub message: String,
+    /// When Chat sends it, in Unix milliseconds.
+    pub send_at: u64,
 }
 
 /// An absolute `http`/`https` URL (the NAS fetches `file_url`s; Chat posts events to `url`s).

@@ -569,7 +569,7 @@ impl Worker {
         for post in posts {
             if post.message == text
                 && post.create_at >= earliest
-                && own.is_none_or(|own| post.creator_id == own)
+                && own.is_none_or(|own| post.creator_id.map(u64::from) == Some(own))
             {
                 let id = post.post_id.get() as i64;
                 match self.outbox.store.post_is_recorded(id).await {

@@ -332,6 +332,31 @@ impl DsmClient {
         credential: Credential<'_>,
         upload: Option<&Upload>,
     ) -> Result<Option<T>> {
+        self.exchange_with(
+            op,
+            endpoint,
+            params,
+            credential,
+            upload,
+            &|op, family, body| parse_envelope::<T>(op, family, body),
+        )
+        .await
+    }
+
+    /// [`Self::exchange`] with the answer read by `decode` from the body, which it may borrow
+    /// from (see [`super::wire`]).
+    async fn exchange_with<R, D>(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+        decode: &D,
+    ) -> Result<Option<R>>
+    where
+        D: Fn(&Op, ApiFamily, &[u8]) -> Result<Option<R>>,
+    {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let _slot = self.slot().await?;
@@ -341,7 +366,7 @@ impl DsmClient {
             .within_deadline(async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
                 match response.body().limit(MAX_RESPONSE_BYTES).await {
-                    Ok(body) => parse_envelope(op, family, &body),
+                    Ok(body) => decode(op, family, &body),
                     Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
                 }
             })
@@ -500,6 +525,41 @@ impl DsmClient {
                 .await
         })
         .await
+    }
+
+    /// A session API call whose `data` is decoded borrowed from the body as `W` and converted
+    /// by `convert`; an answer without `data` is an invalid response.
+    pub(super) async fn fetch_converted<R>(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+        decode: impl Fn(&[u8]) -> serde_json::Result<Result<R>>,
+    ) -> Result<R> {
+        let decode = |op: &Op, family: ApiFamily, body: &[u8]| -> Result<Option<R>> {
+            match decode(body) {
+                Ok(converted) => converted.map(Some),
+                // Not the expected shape: an error envelope, or an invalid answer.
+                Err(error) => parse_envelope_error(op, family, body, &error),
+            }
+        };
+        self.with_session(op, |endpoint, session| async move {
+            self.exchange_with(
+                op,
+                &endpoint,
+                params,
+                Credential::Session(&session),
+                None,
+                &decode,
+            )
+            .await
+        })
+        .await?
+        .ok_or_else(|| {
+            UpstreamError::InvalidResponse(format!(
+                "{} {} answered without data",
+                op.api, op.method
+            ))
+        })
     }
 
     /// A session API call answered with a file.
@@ -861,36 +921,73 @@ where
     })
 }
 
-fn parse_envelope<T: DeserializeOwned>(
+fn parse_envelope<'a, T: Deserialize<'a>>(
     op: &Op,
     family: ApiFamily,
-    body: &Bytes,
+    body: &'a [u8],
 ) -> Result<Option<T>> {
-    let dsm_refused = |code| UpstreamError::Dsm {
-        api: op.api,
-        method: op.method,
-        code,
-        family,
-    };
     match serde_json::from_slice::<Envelope<T>>(body) {
         Ok(Envelope {
             success: true,
             data,
             ..
         }) => Ok(data),
-        Ok(Envelope { error, .. }) => Err(dsm_refused(error.map_or(100, |e| e.code))),
-        // The data did not have the expected shape: still honour an error envelope.
-        Err(decode_error) => match serde_json::from_slice::<EnvelopeHead>(body) {
-            Ok(EnvelopeHead {
-                success: false,
-                error,
-            }) => Err(dsm_refused(error.map_or(100, |e| e.code))),
-            _ => Err(UpstreamError::InvalidResponse(format!(
-                "{} {}: {}",
-                op.api, op.method, decode_error
-            ))),
-        },
+        Ok(Envelope { error, .. }) => Err(dsm_refused(op, family, error)),
+        Err(decode_error) => parse_envelope_error(op, family, body, &decode_error),
     }
+}
+
+fn dsm_refused(op: &Op, family: ApiFamily, error: Option<ErrorBody>) -> UpstreamError {
+    UpstreamError::Dsm {
+        api: op.api,
+        method: op.method,
+        code: error.map_or(100, |e| e.code),
+        family,
+    }
+}
+
+/// A body whose data did not have the expected shape: still honour an error envelope.
+fn parse_envelope_error<T>(
+    op: &Op,
+    family: ApiFamily,
+    body: &[u8],
+    decode_error: &serde_json::Error,
+) -> Result<T> {
+    match serde_json::from_slice::<EnvelopeHead>(body) {
+        Ok(EnvelopeHead {
+            success: false,
+            error,
+        }) => Err(dsm_refused(op, family, error)),
+        _ => Err(UpstreamError::InvalidResponse(format!(
+            "{} {}: {}",
+            op.api, op.method, decode_error
+        ))),
+    }
+}
+
+/// Decodes a successful envelope's `data` as `W` borrowed from `body` and converts it; an
+/// error envelope or another shape is a `serde_json` error for [`parse_envelope_error`].
+pub(super) fn decode_data<'a, W: Deserialize<'a>, R>(
+    body: &'a [u8],
+    convert: impl FnOnce(W) -> Result<R>,
+) -> serde_json::Result<Result<R>> {
+    #[derive(Deserialize)]
+    struct Success<W> {
+        #[serde(rename = "success")]
+        _success: True,
+        data: W,
+    }
+    /// Only `true`: a `false` envelope fails here and is read as an error envelope.
+    struct True;
+    impl<'de> Deserialize<'de> for True {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            match bool::deserialize(d)? {
+                true => Ok(True),
+                false => Err(serde::de::Error::custom("success is false")),
+            }
+        }
+    }
+    serde_json::from_slice::<Success<W>>(body).map(|s| convert(s.data))
 }
 
 #[cfg(test)]

@@ -186,7 +186,7 @@ impl DsmClient {
     ) -> Result<Vec<Post>> {
         #[derive(Deserialize)]
         struct Data {
-            posts: Vec<Post>,
+            posts: serde_json::Value,
         }
         let channel_id = channel_id.to_string();
         let prev_count = window.prev_count.to_string();
@@ -200,10 +200,10 @@ impl DsmClient {
         if let Some(anchor) = &anchor {
             params.push(("post_id", anchor.as_str()));
         }
-        Ok(self
+        let data = self
             .fetch_with_token::<Data>(&EXTERNAL_POST_LIST, token, &params)
-            .await?
-            .posts)
+            .await?;
+        super::wire::posts_from_value(&data.posts)
     }
 
     /// The file attached to a post in a channel the chatbot is a member of.

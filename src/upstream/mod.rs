@@ -21,6 +21,7 @@ mod session;
 mod tls;
 mod users;
 mod watchdog;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,13 +1,13 @@
 //! The APIs around posts: `SYNO.Chat.Post.Attachment`, `.Reaction`, `.Reminder`, `.Schedule`.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 use super::client::DsmClient;
 use super::error::Result;
 use super::ops::{Op, Verb, op};
 use crate::domain::{ChannelId, CronjobId, MessageText, PostId};
+pub use crate::domain::{Reminder, ScheduledPost};
 
 const ATTACHMENT_LIST: Op = op("SYNO.Chat.Post.Attachment", "list", 1..=1, Verb::Get);
 const REACTION_SET: Op = op("SYNO.Chat.Post.Reaction", "set", 1..=1, Verb::Post);
@@ -18,31 +18,6 @@ const REMINDER_LIST: Op = op("SYNO.Chat.Post.Reminder", "list", 1..=1, Verb::Get
 const SCHEDULE_LIST: Op = op("SYNO.Chat.Post.Schedule", "list", 1..=1, Verb::Get);
 const SCHEDULE_CREATE: Op = op("SYNO.Chat.Post.Schedule", "create", 1..=1, Verb::Post);
 const SCHEDULE_DELETE: Op = op("SYNO.Chat.Post.Schedule", "delete", 1..=1, Verb::Post);
-
-/// A reminder the gateway's account set on a post.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
-#[schema(example = json!({"post_id": 4294967307_u64, "remind_at": 1764219600000_u64,
-    "message": "Deploy finished: 100% & green"}))]
-pub struct Reminder {
-    pub post_id: PostId,
-    /// When Chat reminds, in Unix milliseconds.
-    pub remind_at: u64,
-    /// The post's text, when DSM lists it with the reminder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// A post Chat will send later on the gateway account's behalf.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[schema(example = json!({"cronjob_id": 3, "channel_id": 1, "message": "Stand-up in 5 minutes",
-    "send_at": 1764219600000_u64}))]
-pub struct ScheduledPost {
-    pub cronjob_id: CronjobId,
-    pub channel_id: ChannelId,
-    pub message: String,
-    /// When Chat sends it, in Unix milliseconds.
-    pub send_at: u64,
-}
 
 impl DsmClient {
     /// A channel's files. DSM's answer is not documented, so its `data` is passed on as is.
@@ -115,15 +90,30 @@ impl DsmClient {
     pub async fn reminders(&self, channel_id: ChannelId) -> Result<Vec<Reminder>> {
         // The seed reads `posts` (posts carrying `remind_at`); other clients expect `reminders`.
         #[derive(Deserialize)]
+        struct Listed {
+            post_id: PostId,
+            remind_at: u64,
+            #[serde(default)]
+            message: Option<String>,
+        }
+        #[derive(Deserialize)]
         struct Data {
             #[serde(alias = "reminders", default)]
-            posts: Vec<Reminder>,
+            posts: Vec<Listed>,
         }
         let channel_id = channel_id.to_string();
         let data: Data = self
             .fetch(&REMINDER_LIST, &[("channel_id", channel_id.as_str())])
             .await?;
-        Ok(data.posts)
+        Ok(data
+            .posts
+            .into_iter()
+            .map(|r| Reminder {
+                post_id: r.post_id,
+                remind_at: r.remind_at,
+                message: r.message,
+            })
+            .collect())
     }
 
     pub async fn scheduled_posts(&self, channel_id: ChannelId) -> Result<Vec<ScheduledPost>> {

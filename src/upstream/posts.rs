@@ -1,12 +1,13 @@
 //! Post operations of `SYNO.Chat.Post` and `SYNO.Chat.Post.File`.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use super::client::{Download, DsmClient, NewPost, Upload};
+use super::client::{Download, DsmClient, NewPost, Upload, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
-use crate::domain::{ChannelId, FileProps, Post, PostId, UserId};
+use super::wire::{Sent, WireCreated, WirePost, into_posts};
+use crate::domain::{ChannelId, FileProps, Post, PostId, PostKind, UserId};
+pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post);
@@ -17,53 +18,6 @@ const POST_PIN: Op = op("SYNO.Chat.Post", "pin", 1..=8, Verb::Post);
 const POST_UNPIN: Op = op("SYNO.Chat.Post", "unpin", 1..=8, Verb::Post);
 const POST_THREAD_LIST: Op = op("SYNO.Chat.Post", "thread_list", 1..=8, Verb::Get);
 const POST_FILE_GET: Op = op("SYNO.Chat.Post.File", "get", 2..=2, Verb::Get);
-
-/// A closed set of words DSM accepts for a parameter.
-pub trait WireWord: Copy + 'static {
-    const ALL: &'static [Self];
-    fn as_str(self) -> &'static str;
-}
-
-/// Declares a [`WireWord`] enum. Each word must be its variant's name in snake case, which is
-/// how serde and the OpenAPI schema spell it.
-macro_rules! wire_word {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($variant),+
-        }
-
-        impl WireWord for $name {
-            const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $word),+
-                }
-            }
-        }
-    };
-}
-
-wire_word!(
-    /// Kinds of posts `search` can filter on (DSM's `post_type`).
-    PostType { File = "file", Normal = "normal" }
-);
-wire_word!(
-    /// Properties `search` can filter on (DSM's `has`; DSM ignores any other value).
-    PostHas { Pin = "pin", Url = "url", Star = "star" }
-);
-wire_word!(
-    /// Orders `search` can sort by, newest first.
-    SearchOrder {
-        CreateAt = "create_at",
-        UpdateAt = "update_at",
-        LastPinAt = "last_pin_at",
-        LastCommentAt = "last_comment_at",
-    }
-);
 
 /// A `Post.search` query. Empty lists do not filter.
 pub struct PostSearch<'a> {
@@ -107,57 +61,6 @@ pub struct NewFilePost<'a> {
     pub file: Upload,
 }
 
-/// What `Post.create` answers: at least the new post's id. Fields it leaves out are the ones
-/// just sent.
-#[derive(Deserialize)]
-struct Created {
-    post_id: PostId,
-    #[serde(default)]
-    creator_id: Option<u64>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    create_at: Option<u64>,
-    #[serde(default)]
-    update_at: Option<u64>,
-    #[serde(default)]
-    thread_id: Option<u64>,
-    #[serde(default)]
-    comment_count: Option<u64>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    file_props: Option<FileProps>,
-}
-
-impl Created {
-    fn into_post(
-        self,
-        channel_id: ChannelId,
-        message: &str,
-        thread_id: Option<PostId>,
-        kind: &str,
-    ) -> Post {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let create_at = self.create_at.unwrap_or(now_ms);
-        Post {
-            post_id: self.post_id,
-            channel_id,
-            creator_id: self.creator_id.unwrap_or_default(),
-            message: self.message.unwrap_or_else(|| message.to_owned()),
-            create_at,
-            update_at: self.update_at.unwrap_or(create_at),
-            thread_id: self.thread_id.or(thread_id.map(PostId::get)).unwrap_or(0),
-            comment_count: self.comment_count.unwrap_or(0),
-            last_comment_at: None,
-            kind: self.kind.unwrap_or_else(|| kind.to_owned()),
-            file_props: self.file_props,
-        }
-    }
-}
-
 /// DSM takes lists as JSON text (`in=[72,73]`, `has=["pin"]`, upstream-protocol §1.2).
 fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
@@ -166,8 +69,9 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 impl DsmClient {
     pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
         #[derive(Deserialize)]
-        struct Data {
-            posts: Vec<Post>,
+        struct Data<'a> {
+            #[serde(borrow)]
+            posts: Vec<WirePost<'a>>,
         }
         let (channel_id, limit, offset) = (
             channel_id.to_string(),
@@ -179,7 +83,10 @@ impl DsmClient {
             ("limit", limit.as_str()),
             ("offset", offset.as_str()),
         ];
-        Ok(self.fetch::<Data>(&POST_LIST, &params).await?.posts)
+        self.fetch_converted(&POST_LIST, &params, |body| {
+            decode_data(body, |data: Data| into_posts(data.posts))
+        })
+        .await
     }
 
     pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {
@@ -194,13 +101,17 @@ impl DsmClient {
         if let Some(thread_id) = &thread_id {
             params.push(("thread_id", thread_id.as_str()));
         }
-        let created: Created = self.fetch(&POST_CREATE, &params).await?;
-        Ok(created.into_post(
-            new.channel_id,
-            new.message.as_str(),
-            new.thread_id,
-            "normal",
-        ))
+        self.fetch_converted(&POST_CREATE, &params, |body| {
+            decode_data(body, |created: WireCreated| {
+                created.into_post(Sent {
+                    channel_id: new.channel_id,
+                    message: new.message.as_str(),
+                    thread_id: new.thread_id,
+                    kind: PostKind::Normal,
+                })
+            })
+        })
+        .await
     }
 
     /// Posts a file (multipart `Post.create` v5, the file as the last part).
@@ -211,7 +122,7 @@ impl DsmClient {
             ("type", "file"),
             ("message", new.message),
         ];
-        let created: Created = self
+        let created: serde_json::Value = self
             .call_upload(&POST_UPLOAD, &params, &new.file)
             .await?
             .ok_or_else(|| {
@@ -219,7 +130,15 @@ impl DsmClient {
                     "SYNO.Chat.Post create answered without data".to_owned(),
                 )
             })?;
-        let mut post = created.into_post(new.channel_id, new.message, None, "file");
+        // Uploads are rare and large: the answer is read owned, then converted the same way.
+        let created = WireCreated::deserialize(&created)
+            .map_err(|e| UpstreamError::InvalidResponse(format!("created post: {e}")))?;
+        let mut post = created.into_post(Sent {
+            channel_id: new.channel_id,
+            message: new.message,
+            thread_id: None,
+            kind: PostKind::File,
+        })?;
         post.file_props.get_or_insert_with(|| FileProps {
             name: new.file.file_name.clone(),
             size: new.file.bytes.len() as u64,
@@ -229,8 +148,9 @@ impl DsmClient {
 
     pub async fn search_posts(&self, query: &PostSearch<'_>) -> Result<SearchPage> {
         #[derive(Deserialize)]
-        struct Data {
-            search_results: Vec<Post>,
+        struct Data<'a> {
+            #[serde(borrow)]
+            search_results: Vec<WirePost<'a>>,
             #[serde(default)]
             total: Option<u64>,
         }
@@ -270,10 +190,17 @@ impl DsmClient {
                 .into_iter()
                 .filter_map(|(name, value)| value.map(|v| (name, v))),
         );
-        let data: Data = self.fetch(&POST_SEARCH, &params).await?;
+        let (posts, total) = self
+            .fetch_converted(&POST_SEARCH, &params, |body| {
+                decode_data(body, |data: Data| {
+                    let total = data.total.unwrap_or(data.search_results.len() as u64);
+                    Ok((into_posts(data.search_results)?, total))
+                })
+            })
+            .await?;
         Ok(SearchPage {
-            total: data.total.unwrap_or(data.search_results.len() as u64),
-            posts: data.search_results,
+            total,
+            posts,
             offset: u64::from(query.offset),
             limit: u64::from(query.limit),
         })
@@ -295,10 +222,11 @@ impl DsmClient {
         replies_per_thread: u32,
     ) -> Result<ThreadPage> {
         #[derive(Deserialize)]
-        struct Data {
-            search_results: Vec<Post>,
-            #[serde(default)]
-            related_posts: Vec<Post>,
+        struct Data<'a> {
+            #[serde(borrow)]
+            search_results: Vec<WirePost<'a>>,
+            #[serde(default, borrow)]
+            related_posts: Vec<WirePost<'a>>,
             #[serde(default)]
             total: Option<u64>,
         }
@@ -314,12 +242,16 @@ impl DsmClient {
             ("limit", limit.as_str()),
             ("related_comment_count", related.as_str()),
         ];
-        let data: Data = self.fetch(&POST_THREAD_LIST, &params).await?;
-        Ok(ThreadPage {
-            total: data.total.unwrap_or(data.search_results.len() as u64),
-            roots: data.search_results,
-            replies: data.related_posts,
+        self.fetch_converted(&POST_THREAD_LIST, &params, |body| {
+            decode_data(body, |data: Data| {
+                Ok(ThreadPage {
+                    total: data.total.unwrap_or(data.search_results.len() as u64),
+                    roots: into_posts(data.search_results)?,
+                    replies: into_posts(data.related_posts)?,
+                })
+            })
         })
+        .await
     }
 
     /// The file attached to a post, as DSM sends it.
