@@ -1,0 +1,154 @@
+//! Cached user and channel lists (moka). Concurrent misses share one upstream call; each list
+//! is kept together with its serialised `{"items": [...]}` body and its `ETag`, so a hit costs
+//! no JSON work and no copy (the body is a `Bytes` clone), and a caller that has the list
+//! already gets `304 Not Modified` without it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::domain::{Channel, User};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamError;
+
+/// A list as loaded from DSM, its ready-to-send JSON body and that body's entity tag.
+pub struct CachedList<T> {
+    pub items: Vec<T>,
+    pub body: Bytes,
+    pub etag: HeaderValue,
+}
+
+impl<T> CachedList<T> {
+    /// The whole list: 200 with the body, or 304 when `If-None-Match` names this version.
+    pub fn respond(&self, req: &HttpRequest) -> HttpResponse {
+        if if_none_match(req, &self.etag) {
+            return HttpResponse::NotModified()
+                .insert_header((header::ETAG, self.etag.clone()))
+                .finish();
+        }
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, APPLICATION_JSON))
+            .insert_header((header::ETAG, self.etag.clone()))
+            .body(self.body.clone())
+    }
+}
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A strong tag from the body's SHA-256 (16 hex digits): equal bodies, equal tags, across
+/// reloads and replicas.
+fn entity_tag(body: &[u8]) -> HeaderValue {
+    let digest = sha2::Sha256::digest(body);
+    let tag = format!("\"{}\"", hex::encode(&digest[..8]));
+    HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// Whether `If-None-Match` lists `etag` or is `*` (RFC 9110 §13.1.2, weak comparison).
+fn if_none_match(req: &HttpRequest, etag: &HeaderValue) -> bool {
+    let tag = etag.as_bytes();
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == tag)
+}
+
+#[derive(Serialize)]
+struct ListBody<'a, T> {
+    items: &'a [T],
+}
+
+pub struct ListCache<T> {
+    name: &'static str,
+    inner: moka::future::Cache<(), Arc<CachedList<T>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
+    pub fn new(name: &'static str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            name,
+            inner: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(ttl)
+                .build(),
+            metrics,
+        }
+    }
+
+    /// The cached list, or the result of `load` (run once for all concurrent callers).
+    pub async fn get_or_load<F>(&self, load: F) -> Result<Arc<CachedList<T>>, ApiError>
+    where
+        F: Future<Output = Result<Vec<T>, UpstreamError>>,
+    {
+        let entry = self
+            .inner
+            .entry(())
+            .or_try_insert_with(async {
+                let items = load.await?;
+                let body = serde_json::to_vec(&ListBody { items: &items })
+                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+                Ok::<_, UpstreamError>(Arc::new(CachedList {
+                    items,
+                    etag: entity_tag(&body),
+                    body: Bytes::from(body),
+                }))
+            })
+            .await?;
+        let hit = !entry.is_fresh();
+        self.metrics.cache_lookup(self.name, hit);
+        tracing::debug!(cache = self.name, hit, "list cache");
+        Ok(entry.into_value())
+    }
+
+    /// Drops the list after a write that changed it.
+    pub async fn invalidate(&self) {
+        self.inner.invalidate(&()).await;
+    }
+}
+
+pub struct Caches {
+    pub users: ListCache<User>,
+    pub channels: ListCache<Channel>,
+}
+
+impl Caches {
+    pub fn new(ttl: Duration, metrics: &Arc<Metrics>) -> Self {
+        Self {
+            users: ListCache::new("users", ttl, metrics.clone()),
+            channels: ListCache::new("channels", ttl, metrics.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_matches_the_tag_in_lists_weakly_and_star() {
+        let etag = entity_tag(b"{\"items\":[]}");
+        assert_eq!(etag, entity_tag(b"{\"items\":[]}"));
+        assert_ne!(etag, entity_tag(b"{\"items\":[1]}"));
+        let tag = etag.to_str().unwrap().to_owned();
+        let with = |value: &str| {
+            actix_web::test::TestRequest::default()
+                .insert_header((header::IF_NONE_MATCH, value))
+                .to_http_request()
+        };
+        assert!(if_none_match(&with(&tag), &etag));
+        assert!(if_none_match(&with(&format!("\"x\", W/{tag}")), &etag));
+        assert!(if_none_match(&with("*"), &etag));
+        assert!(!if_none_match(&with("\"x\""), &etag));
+        let none = actix_web::test::TestRequest::default().to_http_request();
+        assert!(!if_none_match(&none, &etag));
+    }
+}

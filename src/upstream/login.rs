@@ -1,0 +1,205 @@
+//! Logging in: the shared session (one login for all callers, retried once when DSM says the
+//! session is gone), logout, and the one-off login of `enroll-device`.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::catalog::Endpoint;
+use super::client::DsmClient;
+use super::error::{Result, UpstreamError};
+use super::ops::{self, Op};
+use super::session::Session;
+use super::transport::Credential;
+
+/// DSM codes that always mean "this session is gone".
+const SESSION_GONE: [i64; 2] = [106, 107];
+/// DSM codes that mean either "session gone" or "not allowed" (upstream-protocol §3.4).
+const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
+
+/// What a one-off login (device enrolment) produced.
+pub struct LoginOutcome {
+    /// The trusted-device id DSM issued, when one was requested.
+    pub device_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginData {
+    sid: String,
+    #[serde(default)]
+    synotoken: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+    // DSM 6 names the device token `did`.
+    #[serde(default)]
+    did: Option<String>,
+}
+
+impl DsmClient {
+    /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
+    /// (once, for all concurrent callers) and retries once; on a version error, reloads the
+    /// Info table and retries once.
+    pub(super) async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
+    where
+        F: Fn(Endpoint, Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut retried = false;
+        loop {
+            let endpoint = self.endpoint(op).await?;
+            let session = self.session().await?;
+            match attempt(endpoint, session.clone()).await {
+                Err(UpstreamError::Dsm { code, .. })
+                    if !retried && self.session_is_lost(code, &session).await =>
+                {
+                    tracing::info!(
+                        api = op.api,
+                        method = op.method,
+                        dsm_code = code,
+                        "DSM session lost; logging in again"
+                    );
+                    self.up.metrics.relogin();
+                    self.up.sessions.invalidate(&session);
+                }
+                Err(UpstreamError::Dsm { code: 104, .. }) if !retried => self.up.catalog.forget(),
+                other => return other,
+            }
+            retried = true;
+        }
+    }
+
+    /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
+    /// may not make; re-logging in on each of those would let any caller make the gateway hammer
+    /// the NAS's login, so the session is first checked with a call every account may make.
+    pub(super) async fn session_is_lost(&self, code: i64, session: &Session) -> bool {
+        if SESSION_GONE.contains(&code) {
+            return true;
+        }
+        if !SESSION_OR_PERMISSION.contains(&code) {
+            return false;
+        }
+        // A session proven alive a moment ago is not checked again: callers repeating a
+        // forbidden request cause at most one check per session and SESSION_CHECK_TTL.
+        if self.up.sessions.recently_proven(session) {
+            return false;
+        }
+        let proof = &super::users::PREFERENCE_GET;
+        let Ok(endpoint) = self.endpoint(proof).await else {
+            return false;
+        };
+        let check = self
+            .exchange::<serde::de::IgnoredAny>(
+                proof,
+                &endpoint,
+                &[],
+                Credential::Session(session),
+                None,
+            )
+            .await;
+        let lost = matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code));
+        if check.is_ok() {
+            self.up.sessions.proven_alive(session);
+        }
+        lost
+    }
+
+    async fn login(&self, otp_code: Option<&str>, request_device_token: bool) -> Result<LoginData> {
+        let endpoint = self.endpoint(&ops::AUTH_LOGIN).await?;
+        let config = &self.up.config;
+        let mut params = vec![
+            ("account", config.account.as_str()),
+            ("passwd", config.password.expose_secret()),
+            ("session", config.session_name.as_str()),
+            ("format", "sid"),
+            ("enable_syno_token", "yes"),
+        ];
+        if let Some(device_id) = &config.device_id {
+            params.push(("device_id", device_id.expose_secret()));
+        }
+        if config.device_id.is_some() || request_device_token {
+            params.push(("device_name", config.device_name.as_str()));
+        }
+        if let Some(code) = otp_code {
+            params.push(("otp_code", code));
+        }
+        if request_device_token {
+            params.push(("enable_device_token", "yes"));
+        }
+        let outcome = self
+            .exchange(
+                &ops::AUTH_LOGIN,
+                &endpoint,
+                &params,
+                Credential::Anonymous,
+                None,
+            )
+            .await;
+        match outcome {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(UpstreamError::InvalidResponse(
+                "login answered without a session id".to_owned(),
+            )),
+            Err(UpstreamError::Dsm { code, .. }) => Err(UpstreamError::LoginRefused { code }),
+            Err(other) => Err(other),
+        }
+    }
+
+    pub(super) async fn session(&self) -> Result<Arc<Session>> {
+        self.up
+            .sessions
+            .get(|| async {
+                let outcome = self.login(None, false).await;
+                self.up.metrics.login(outcome.is_ok());
+                let data = outcome?;
+                tracing::info!("logged in to DSM");
+                Ok((
+                    SecretString::from(data.sid),
+                    data.synotoken.map(SecretString::from),
+                ))
+            })
+            .await
+    }
+
+    pub(super) async fn end_session(&self, session: &Session) -> Result<()> {
+        let endpoint = self.endpoint(&ops::AUTH_LOGOUT).await?;
+        let params = [("session", self.up.config.session_name.as_str())];
+        self.exchange::<serde::de::IgnoredAny>(
+            &ops::AUTH_LOGOUT,
+            &endpoint,
+            &params,
+            Credential::Session(session),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Ends the shared session (at shutdown), so sessions do not pile up on the NAS.
+    pub async fn logout(&self) -> Result<()> {
+        match self.up.sessions.take() {
+            Some(session) => self.end_session(&session).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Logs in once outside the pool (optionally with a one-time code and asking for a trusted
+    /// device id), then logs out again. Used by `enroll-device`.
+    pub async fn login_once(
+        &self,
+        otp_code: Option<&str>,
+        request_device_token: bool,
+    ) -> Result<LoginOutcome> {
+        let data = self.login(otp_code, request_device_token).await?;
+        let device_id = data.device_id.clone().or(data.did.clone());
+        let session = Session {
+            sid: SecretString::from(data.sid),
+            synotoken: data.synotoken.map(SecretString::from),
+            generation: 0,
+        };
+        if let Err(error) = self.end_session(&session).await {
+            tracing::warn!(%error, "logout after enrolment failed");
+        }
+        Ok(LoginOutcome { device_id })
+    }
+}

@@ -1,0 +1,497 @@
+//! The transport to DSM: one request encoded (query, form or multipart; the sid as a cookie),
+//! sent under a deadline and a concurrency slot, its answer read and recorded.
+
+use actix_http::error::ParseError;
+use awc::error::{ConnectError, SendRequestError};
+use awc::http::header;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+
+use super::catalog::Endpoint;
+use super::client::DsmClient;
+use super::envelope::parse_envelope;
+use super::error::{ApiFamily, Result, UpstreamError};
+use super::ops::{Op, Verb};
+use super::session::Session;
+
+/// Largest DSM answer read (user and channel lists of big installations run to megabytes).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Who a request speaks for.
+#[derive(Clone, Copy)]
+pub(super) enum Credential<'a> {
+    Session(&'a Session),
+    Token(&'a str),
+    Anonymous,
+}
+
+impl Credential<'_> {
+    /// Which error table DSM's answer belongs to.
+    fn family(&self, op: &Op) -> ApiFamily {
+        match self {
+            _ if op.api == "SYNO.API.Auth" => ApiFamily::Auth,
+            Credential::Token(_) => ApiFamily::External,
+            _ => ApiFamily::Session,
+        }
+    }
+}
+
+/// A file DSM sends, streamed as it arrives.
+pub struct Download {
+    pub content_type: String,
+    pub content_disposition: Option<String>,
+    /// The file's length when DSM announced it (and did not compress it in transit): passed
+    /// on so a download cut short is seen as incomplete, never as a complete, shorter file.
+    pub content_length: Option<u64>,
+    pub body: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes>>>>,
+}
+
+/// A file to upload, sent as the last part of a `multipart/form-data` body after the
+/// operation's other fields (DSM reads the file part last).
+pub struct Upload {
+    pub field: &'static str,
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+impl Upload {
+    /// The content type and the body as three chunks: the fields and the file part's headers,
+    /// the file itself (the same `Bytes`, not a copy, so a retry after a lost session sends it
+    /// again without holding the upload twice), and the closing boundary.
+    fn encode(&self, fields: &[(&str, &str)]) -> (String, [Bytes; 3]) {
+        let boundary = format!("----syno-chat-gateway-{}", uuid::Uuid::new_v4().simple());
+        let mut body = Vec::with_capacity(512);
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(value.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
+        let file_name: String = self
+            .file_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .map(|c| if c == '"' { '\'' } else { c })
+            .collect();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {}\r\n\r\n",
+                self.field, self.content_type
+            )
+            .as_bytes(),
+        );
+        let suffix = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        (
+            format!("multipart/form-data; boundary={boundary}"),
+            [Bytes::from(body), self.bytes.clone(), suffix],
+        )
+    }
+}
+
+fn is_cookie_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
+}
+
+fn classify_send_error(error: &SendRequestError) -> UpstreamError {
+    // The awc error's own text can contain the request URL (and so `_sid`): never keep it.
+    match error {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            UpstreamError::Timeout
+        }
+        SendRequestError::Connect(_) => UpstreamError::Unreachable("connection failed"),
+        SendRequestError::Send(_) | SendRequestError::Body(_) => {
+            UpstreamError::Unreachable("connection lost while sending")
+        }
+        // A pooled keep-alive connection the NAS closed (restart, idle timeout) ends before
+        // an answer: that is the NAS going away, not a malformed answer.
+        SendRequestError::Response(ParseError::Incomplete | ParseError::Io(_)) => {
+            UpstreamError::Unreachable("connection closed before an answer")
+        }
+        SendRequestError::Response(_) => {
+            UpstreamError::InvalidResponse("malformed HTTP response".to_owned())
+        }
+        _ => UpstreamError::Unreachable("request failed"),
+    }
+}
+
+impl DsmClient {
+    /// Encodes and sends one request; answers the HTTP response once its status is 200.
+    /// Control fields and credentials go in the query for GETs and uploads, else in the form.
+    pub(super) async fn send(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+    ) -> Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>
+            + use<>,
+        >,
+    > {
+        let version = endpoint.version.to_string();
+        let json_text: Vec<(&str, String)>;
+        let json_params: Vec<(&str, &str)>;
+        let params = if endpoint.json_format && !op.text_params.is_empty() {
+            json_text = params
+                .iter()
+                .map(|&(name, value)| match op.text_params.contains(&name) {
+                    true => (name, serde_json::Value::from(value).to_string()),
+                    false => (name, value.to_owned()),
+                })
+                .collect();
+            json_params = json_text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            json_params.as_slice()
+        } else {
+            params
+        };
+        let mut control: Vec<(&str, &str)> = vec![
+            ("api", op.api),
+            ("version", version.as_str()),
+            ("method", op.method),
+        ];
+        // The sid travels in the `id` cookie, which DSM reads (upstream-protocol §3.2), so it
+        // stays out of URLs and so out of DSM's and proxies' access logs. POST forms also carry
+        // `_sid` in the body. A sid that cannot be a cookie goes in the body: such a read is
+        // sent as a POST form instead of a GET (DSM accepts both, §1.2).
+        let (session_sid, sid_cookie) = match credential {
+            Credential::Session(session) => {
+                let sid = session.sid.expose_secret();
+                (Some(sid), is_cookie_safe(sid).then_some(sid))
+            }
+            _ => None.unzip(),
+        };
+        let verb = match (op.verb, session_sid, sid_cookie) {
+            (Verb::Get, Some(_), None) => Verb::Post,
+            (verb, _, _) => verb,
+        };
+        match credential {
+            Credential::Token(token) => control.push(("token", token)),
+            Credential::Session(_) | Credential::Anonymous => {}
+        }
+        let url = format!("{}{}", self.up.webapi_base, endpoint.path);
+        let encode = |fields: &[(&str, &str)]| {
+            serde_urlencoded::to_string(fields).map_err(|_| {
+                UpstreamError::InvalidResponse("parameters could not be encoded".to_owned())
+            })
+        };
+        let body_sid: Vec<(&str, &str)> =
+            session_sid.map(|sid| ("_sid", sid)).into_iter().collect();
+        let (query, form) = match (verb, upload) {
+            (Verb::Get, _) => (encode(&[control.as_slice(), params].concat())?, None),
+            (Verb::Post, Some(_)) => (encode(&control)?, None),
+            (Verb::Post, None) => (
+                String::new(),
+                Some(encode(&[control.as_slice(), &body_sid, params].concat())?),
+            ),
+        };
+        let mut request = match verb {
+            Verb::Get => self.http.get(format!("{url}?{query}")),
+            Verb::Post if query.is_empty() => self.http.post(url),
+            Verb::Post => self.http.post(format!("{url}?{query}")),
+        };
+        if let Credential::Session(session) = credential
+            && let Some(token) = &session.synotoken
+        {
+            request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
+        }
+        if let Some(sid) = sid_cookie {
+            request = request.insert_header((header::COOKIE, format!("id={sid}")));
+        }
+        let sent = match (form, upload) {
+            (Some(form), _) => {
+                request
+                    .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                    .send_body(form)
+                    .await
+            }
+            (None, Some(upload)) => {
+                // Without a cookie, the sid goes in the multipart fields, not the URL.
+                let fields = match sid_cookie {
+                    Some(_) => params.to_vec(),
+                    None => [body_sid.as_slice(), params].concat(),
+                };
+                let (content_type, chunks) = upload.encode(&fields);
+                let length = chunks.iter().map(|c| c.len() as u64).sum();
+                // Sized, so DSM gets a Content-Length rather than a chunked body.
+                let body = actix_http::body::SizedStream::new(
+                    length,
+                    futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)),
+                );
+                request
+                    .insert_header((header::CONTENT_TYPE, content_type))
+                    .send_body(body)
+                    .await
+            }
+            (None, None) => request.send().await,
+        };
+        match sent {
+            Err(error) => Err(classify_send_error(&error)),
+            Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) => Err(UpstreamError::InvalidResponse(format!(
+                "HTTP status {}",
+                response.status().as_u16()
+            ))),
+        }
+    }
+
+    /// One JSON exchange: send, read, unwrap the envelope, and log the outcome (never the
+    /// parameters: they hold passwords, sids and tokens).
+    pub(super) async fn exchange<T: DeserializeOwned>(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+    ) -> Result<Option<T>> {
+        self.exchange_with(
+            op,
+            endpoint,
+            params,
+            credential,
+            upload,
+            &|op, family, body| parse_envelope::<T>(op, family, body),
+        )
+        .await
+    }
+
+    /// [`Self::exchange`] with the answer read by `decode` from the body, which it may borrow
+    /// from (see [`super::wire`]).
+    pub(super) async fn exchange_with<R, D>(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+        decode: &D,
+    ) -> Result<Option<R>>
+    where
+        D: Fn(&Op, ApiFamily, &[u8]) -> Result<Option<R>>,
+    {
+        let family = credential.family(op);
+        let started = std::time::Instant::now();
+        let _slot = self.slot().await?;
+        // One deadline over connect, send, headers and body: awc's own timeout stops at the
+        // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
+        let result = self
+            .within_deadline(async {
+                let mut response = self.send(op, endpoint, params, credential, upload).await?;
+                match response.body().limit(MAX_RESPONSE_BYTES).await {
+                    Ok(body) => decode(op, family, &body),
+                    Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
+                }
+            })
+            .await;
+        self.record_call(op, endpoint, started, result.as_ref().err());
+        result
+    }
+
+    /// A binary exchange (files, avatars): the bytes with DSM's content type, or DSM's JSON
+    /// error envelope turned into an error.
+    pub(super) async fn exchange_download(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+    ) -> Result<Download> {
+        let family = credential.family(op);
+        let slot = self.slot().await?;
+        let started = std::time::Instant::now();
+        let result = self
+            .within_deadline(async {
+                let mut response = self.send(op, endpoint, params, credential, None).await?;
+                let header_text = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v: &header::HeaderValue| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let content_type = header_text(header::CONTENT_TYPE)
+                    .unwrap_or_else(|| "application/octet-stream".to_owned());
+                let content_disposition = header_text(header::CONTENT_DISPOSITION);
+                let content_length = header_text(header::CONTENT_LENGTH)
+                    .filter(|_| header_text(header::CONTENT_ENCODING).is_none())
+                    .and_then(|length| length.parse().ok());
+                if content_type.starts_with("application/json") {
+                    // Errors come as the usual envelope; a JSON "file" with success is not a file.
+                    let body = response
+                        .body()
+                        .limit(MAX_RESPONSE_BYTES)
+                        .await
+                        .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
+                    parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
+                    return Err(UpstreamError::InvalidResponse(format!(
+                        "{} {} answered JSON instead of a file",
+                        op.api, op.method
+                    )));
+                }
+                // The file is passed on as it arrives; a large one may take longer than a call, so
+                // the deadline is per chunk: a download that stops moving ends.
+                // The slot goes with the stream: it is released when the download ends,
+                // fails, stops moving for a timeout, or the caller goes away.
+                let body = idle_limited(
+                    response
+                        .map_err(|_| UpstreamError::Unreachable("connection lost while reading")),
+                    self.up.config.timeout,
+                    slot,
+                );
+                Ok(Download {
+                    content_type,
+                    content_disposition,
+                    content_length,
+                    body: Box::pin(body),
+                })
+            })
+            .await;
+        self.record_call(op, endpoint, started, result.as_ref().err());
+        result
+    }
+
+    /// One of the `upstream.max_concurrency` slots for a DSM call; waiting longer than
+    /// `upstream.slot_wait` is [`UpstreamError::Busy`].
+    pub(super) async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(
+            self.up.config.slot_wait,
+            self.up.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(UpstreamError::Busy),
+        }
+    }
+
+    /// Runs one exchange under `upstream.timeout`; running out of time is a timeout.
+    pub(super) async fn within_deadline<T>(
+        &self,
+        exchange: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.up.config.timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    /// Logs and counts a DSM call (never its parameters: they hold passwords, sids and tokens).
+    pub(super) fn record_call(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        started: std::time::Instant,
+        error: Option<&UpstreamError>,
+    ) {
+        let outcome = error.map_or("ok", UpstreamError::outcome);
+        self.up
+            .metrics
+            .upstream_call(op.api, op.method, outcome, started.elapsed());
+        tracing::debug!(
+            api = op.api,
+            method = op.method,
+            version = endpoint.version,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            outcome,
+            dsm_code = error.and_then(UpstreamError::dsm_code),
+            "DSM call"
+        );
+    }
+}
+
+/// TCP keepalive on a connection to the NAS: a NAS that vanished (power cut, cable) without a
+/// FIN is noticed on pooled idle connections instead of leaving them half-open.
+pub(super) fn enable_keepalive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "TCP keepalive could not be enabled");
+    }
+}
+
+/// Ends `body` with a timeout error when no chunk arrives for `idle`; `slot` is held until the
+/// stream ends or is dropped.
+fn idle_limited<S>(
+    body: S,
+    idle: std::time::Duration,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<Bytes>>
+where
+    S: futures_util::Stream<Item = Result<Bytes>> + Unpin,
+{
+    futures_util::stream::unfold(Some((body, slot)), move |state| async move {
+        let (mut body, slot) = state?;
+        match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
+            Ok(Some(item)) => Some((item, Some((body, slot)))),
+            Ok(None) => None,
+            Err(_) => Some((Err(UpstreamError::Timeout), None)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_encoded_around_the_file_without_copying_it() {
+        let upload = Upload {
+            field: "file",
+            file_name: "a\"b.txt".to_owned(),
+            content_type: "text/plain".to_owned(),
+            bytes: Bytes::from(vec![7u8; 4096]),
+        };
+        let (content_type, [prefix, file, suffix]) = upload.encode(&[("channel_id", "1")]);
+        let boundary = content_type.split("boundary=").nth(1).unwrap();
+        assert_eq!(
+            file.as_ptr(),
+            upload.bytes.as_ptr(),
+            "the file is not copied"
+        );
+        assert_eq!(file.len(), 4096);
+        let prefix = String::from_utf8(prefix.to_vec()).unwrap();
+        assert!(prefix.starts_with(&format!("--{boundary}\r\n")));
+        assert!(prefix.contains("name=\"channel_id\"\r\n\r\n1\r\n"));
+        assert!(
+            prefix.ends_with(
+                "name=\"file\"; filename=\"a'b.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            suffix.as_ref(),
+            format!("\r\n--{boundary}--\r\n").as_bytes()
+        );
+    }
+
+    #[actix_web::test]
+    async fn connections_to_the_nas_get_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
+        enable_keepalive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn odd_sids_are_not_put_in_cookies() {
+        assert!(is_cookie_safe("0aB-_.x"));
+        assert!(!is_cookie_safe("a;b"));
+        assert!(!is_cookie_safe("a b"));
+    }
+}
