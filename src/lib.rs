@@ -10,7 +10,6 @@ pub mod api;
 pub mod auth;
 pub mod browser;
 pub mod build_info;
-pub mod cache;
 pub mod chunking;
 pub mod cli;
 pub mod config;

@@ -68,6 +68,8 @@ fn latency_histogram() -> Histogram {
 }
 
 pub struct Metrics {
+    /// Tells registries apart in per-worker caches of [`RouteMetrics`] (never reused).
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histograms<RouteLabels>,
@@ -97,7 +99,9 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("synochat");
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let metrics = Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
@@ -206,6 +210,30 @@ impl Metrics {
         InFlight(self.clone())
     }
 
+    /// This registry's id, for caches of [`RouteMetrics`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The request metrics of one route template and method, resolved once so that a request
+    /// costs atomic updates only, with no label set built and hashed (see [`RouteMetrics`]).
+    pub fn route(&self, route: &str, method: &'static str) -> RouteMetrics {
+        let duration = self
+            .request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method,
+            })
+            .clone();
+        RouteMetrics {
+            route: route.to_owned(),
+            method,
+            duration,
+            requests: self.requests.clone(),
+            by_status: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
     pub fn request_finished(
         &self,
         route: &str,
@@ -213,22 +241,46 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let route = route.to_owned();
-        self.request_duration
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-                method,
-            })
-            .observe(elapsed.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method,
-                status,
-            })
-            .inc();
+        self.route(route, method).finished(status, elapsed);
     }
+}
 
+/// A route's request counters and latency histogram, handles on the registry's own series
+/// (cloning a prometheus-client metric shares it). Kept per worker thread.
+pub struct RouteMetrics {
+    route: String,
+    method: &'static str,
+    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    // The few statuses a route answers, each resolved on its first use.
+    by_status: std::cell::RefCell<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn finished(&self, status: u16, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let mut by_status = self.by_status.borrow_mut();
+        match by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let counter = self
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        method: self.method,
+                        status,
+                    })
+                    .clone();
+                counter.inc();
+                by_status.push((status, counter));
+            }
+        }
+    }
+}
+
+impl Metrics {
     pub fn upstream_call(
         &self,
         api: &'static str,

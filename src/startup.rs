@@ -13,10 +13,10 @@ use utoipa_actix_web::AppExt;
 
 use std::collections::BTreeMap;
 
+use crate::api::cache::Caches;
 use crate::api::health::MetricsAccess;
 use crate::api::{self, AppState, IntegrationToken, RouteTable};
 use crate::auth::ApiKeys;
-use crate::cache::Caches;
 use crate::config::Settings;
 use crate::config::TokenKind;
 use crate::delivery::Outbox;

@@ -21,7 +21,8 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::forwarded::{PublicOrigin, TrustedProxies};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
+use std::rc::Rc;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -83,6 +84,58 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Per worker thread: the route metrics of each (registry, method, path) seen. Resolving a
+/// path's route template (`match_pattern`) walks the route table's patterns again, and a
+/// label set is built and hashed to find its series; a hit here costs one map look-up.
+/// Bounded: emptied when full, so paths that are all different (scanners, ids) cannot grow it.
+struct RouteCache {
+    entries: std::collections::HashMap<
+        (u64, &'static str),
+        std::collections::HashMap<Box<str>, Rc<RouteMetrics>>,
+    >,
+    len: usize,
+}
+
+const ROUTE_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static ROUTES: std::cell::RefCell<RouteCache> = std::cell::RefCell::new(RouteCache {
+        entries: Default::default(),
+        len: 0,
+    });
+}
+
+fn route_metrics(
+    metrics: &Metrics,
+    req: &ServiceRequest,
+    method: &'static str,
+) -> Rc<RouteMetrics> {
+    ROUTES.with_borrow_mut(|cache| {
+        let key = (metrics.id(), method);
+        if let Some(hit) = cache
+            .entries
+            .get(&key)
+            .and_then(|paths| paths.get(req.path()))
+        {
+            return hit.clone();
+        }
+        if cache.len >= ROUTE_CACHE_MAX {
+            cache.entries.clear();
+            cache.len = 0;
+        }
+        // Label by route template, never the raw path: unknown paths share one label.
+        let route = req.match_pattern();
+        let resolved = Rc::new(metrics.route(route.as_deref().unwrap_or("unmatched"), method));
+        cache
+            .entries
+            .entry(key)
+            .or_default()
+            .insert(req.path().into(), resolved.clone());
+        cache.len += 1;
+        resolved
+    })
+}
+
 fn request_id_from(req: &ServiceRequest) -> String {
     req.headers()
         .get(&REQUEST_ID_HEADER)
@@ -137,13 +190,10 @@ pub async fn request_context(
     );
     req.extensions_mut().insert(origin);
     let started = Instant::now();
-    // Label by route template, never the raw path: unknown paths share one label.
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let metrics = req
         .app_data::<web::Data<Metrics>>()
         .map(|m| m.clone().into_inner());
+    let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
     let in_flight = metrics.as_ref().map(Metrics::request_started);
     let outcome = CURRENT_REQUEST
         .scope(info, async move {
@@ -163,8 +213,8 @@ pub async fn request_context(
         Err((_, response)) => response.status(),
     };
     drop(in_flight);
-    if let Some(metrics) = &metrics {
-        metrics.request_finished(&route, method, status.as_u16(), started.elapsed());
+    if let Some(route) = &route {
+        route.finished(status.as_u16(), started.elapsed());
     }
     span.in_scope(|| {
         tracing::info!(

@@ -2,7 +2,7 @@
 //! account's membership, read marker and preferences in them.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -108,20 +108,24 @@ pub struct ChannelFilter {
 /// List the channels visible to the gateway's account
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?name=` filters by name.
-#[utoipa::path(tag = "channels", security(("bearer" = [])), params(ChannelFilter),
-    responses((status = 200, body = ChannelList), InvalidInput, CommonProblems))]
+#[utoipa::path(tag = "channels", security(("bearer" = [])), params(ChannelFilter,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
+    responses((status = 200, body = ChannelList,
+            headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
+        (status = 304, description = "The list is the one `If-None-Match` names",
+            headers(("ETag" = String, description = "The whole list's version"))),
+        InvalidInput, CommonProblems))]
 #[get("/channels")]
 pub async fn list_channels(
     _: Authorized<Read>,
+    req: HttpRequest,
     filter: Query<ChannelFilter>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
     let Some(name) = filter.name.as_deref() else {
-        return Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(list.body.clone()));
+        return Ok(list.respond(&req));
     };
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name must not be empty"));

@@ -77,6 +77,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if bytes.len() > JSON_LIMIT {
                 return Err(too_large());
             }
+            // Most bodies decode straight from the bytes. Only one that does not (an integer
+            // written `36941.0`, or a mistake to describe) is read again through a `Value`.
+            let mut direct = serde_json::Deserializer::from_slice(&bytes);
+            if let Ok(parsed) = T::deserialize(&mut direct)
+                && direct.end().is_ok()
+            {
+                return Ok(Json(parsed));
+            }
             let mut value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
             integral_floats_to_integers(&mut value);

@@ -3,6 +3,7 @@
 //! entries come from the same declarations (utoipa-actix-web).
 
 mod bots;
+pub mod cache;
 mod channels;
 pub mod deliveries;
 pub mod docs;
@@ -37,7 +38,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use actix_web::ResponseError;
 
-use crate::cache::Caches;
+use crate::api::cache::Caches;
 use crate::chunking;
 use crate::config::TokenKind;
 use crate::domain::{MessageText, Post};

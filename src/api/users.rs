@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -14,8 +14,8 @@ use super::{
     BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable, created_posts,
     file_response, send_text,
 };
+use crate::api::cache::CachedList;
 use crate::auth::{Authorized, Read, Write};
-use crate::cache::CachedList;
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::NewPost;
@@ -70,20 +70,24 @@ pub struct UserFilter {
 /// List Chat users
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?username=` filters by username.
-#[utoipa::path(tag = "users", security(("bearer" = [])), params(UserFilter),
-    responses((status = 200, body = UserList), InvalidInput, CommonProblems))]
+#[utoipa::path(tag = "users", security(("bearer" = [])), params(UserFilter,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
+    responses((status = 200, body = UserList,
+            headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
+        (status = 304, description = "The list is the one `If-None-Match` names",
+            headers(("ETag" = String, description = "The whole list's version"))),
+        InvalidInput, CommonProblems))]
 #[get("/users")]
 pub async fn list_users(
     _: Authorized<Read>,
+    req: HttpRequest,
     filter: Query<UserFilter>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
     let Some(username) = filter.username.as_deref() else {
-        return Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(list.body.clone()));
+        return Ok(list.respond(&req));
     };
     if username.trim().is_empty() {
         return Err(ApiError::invalid("username must not be empty"));

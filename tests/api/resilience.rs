@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{READ_KEY, spawn_app, spawn_app_with};
+use crate::helpers::{READ_KEY, read, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn an_expired_session_is_renewed_with_one_login() {
@@ -201,6 +201,65 @@ async fn the_cache_expires_after_its_ttl() {
     actix_web::rt::time::sleep(Duration::from_millis(1_200)).await;
     app.get("/api/v1/channels").await;
     assert_eq!(app.sim.count("SYNO.Chat.Channel", "list"), 2);
+}
+
+#[actix_web::test]
+async fn cached_lists_carry_an_etag_and_answer_304_to_if_none_match() {
+    let app = spawn_app().await;
+    let with_tag = |path: &str, tag: &str| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+            .insert_header(("If-None-Match", tag.to_owned()))
+    };
+    for path in ["/api/v1/channels", "/api/v1/users"] {
+        let first = app.get(path).await;
+        assert_eq!(first.status, 200);
+        let etag = first
+            .header("etag")
+            .expect("a whole list has an ETag")
+            .to_owned();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+        let same = read(with_tag(path, &etag).send().await.unwrap()).await;
+        assert_eq!(same.status, 304, "{path}");
+        assert_eq!(same.body, serde_json::Value::Null, "a 304 has no body");
+        assert_eq!(same.header("etag"), Some(etag.as_str()));
+        assert!(same.header("x-request-id").is_some());
+
+        let other = read(with_tag(path, "\"0000\"").send().await.unwrap()).await;
+        assert_eq!(other.status, 200);
+        assert_eq!(other.body, first.body);
+        assert_eq!(other.header("etag"), Some(etag.as_str()));
+    }
+    // A filtered answer is another representation: no tag, and a tag does not make it 304.
+    let etag = app
+        .get("/api/v1/channels")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let filtered = read(
+        with_tag("/api/v1/channels?name=general", &etag)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(filtered.status, 200);
+    assert_eq!(filtered.header("etag"), None);
+    // Only the same list matches: another version of the channel list gets another tag.
+    assert_eq!(app.sim.count("SYNO.Chat.Channel", "list"), 1);
+    let created = app
+        .post(
+            "/api/v1/channels",
+            json!({"name": "etag-check", "type": "public"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let changed = read(with_tag("/api/v1/channels", &etag).send().await.unwrap()).await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
 }
 
 #[actix_web::test]
