@@ -286,10 +286,8 @@ impl DsmClient {
         let result = self
             .within_deadline(async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
-                match response.body().limit(MAX_RESPONSE_BYTES).await {
-                    Ok(body) => decode(op, family, &body),
-                    Err(_) => Err(UpstreamError::Unreachable("connection lost while reading")),
-                }
+                let body = read_whole(&mut response).await?;
+                decode(op, family, &body)
             })
             .await;
         self.record_call(op, endpoint, started, result.as_ref().err());
@@ -405,6 +403,40 @@ impl DsmClient {
             "DSM call"
         );
     }
+}
+
+/// Reads a whole JSON answer (at most [`MAX_RESPONSE_BYTES`]). An answer that arrives as one
+/// chunk is passed on as that chunk, with no copy; one in several chunks is gathered into one
+/// buffer sized from `Content-Length` up front (awc's own reader grows its buffer as it goes).
+async fn read_whole<S>(response: &mut awc::ClientResponse<S>) -> Result<Bytes>
+where
+    S: futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let lost = || UpstreamError::Unreachable("connection lost while reading");
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if length.is_some_and(|length| length > MAX_RESPONSE_BYTES) {
+        return Err(lost());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut gathered = bytes::BytesMut::new();
+    while let Some(chunk) = futures_util::StreamExt::next(response).await {
+        let chunk = chunk.map_err(|_| lost())?;
+        if let Some(first) = first.take() {
+            gathered.reserve(length.unwrap_or(0).max(first.len() + chunk.len()));
+            gathered.extend_from_slice(&first);
+        } else if gathered.is_empty() {
+            first = Some(chunk);
+            continue;
+        }
+        if gathered.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(lost());
+        }
+        gathered.extend_from_slice(&chunk);
+    }
+    Ok(first.unwrap_or_else(|| gathered.freeze()))
 }
 
 /// TCP keepalive on a connection to the NAS: a NAS that vanished (power cut, cable) without a
