@@ -402,6 +402,9 @@ impl Application {
                 tracing::warn!(%error, "DSM not ready at start-up");
             }
             api::hooks::check_targets(&hook_state, &chat).await;
+            // By now the workers have built their apps: give back what start-up freed.
+            actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+            release_freed_heap();
         });
         tracing::info!(%address, docs = %format!("http://{address}/docs"), "syno-chat-gateway listening");
         Ok(Self {
@@ -456,5 +459,21 @@ impl Application {
         }
         self.store.close().await;
         result
+    }
+}
+
+/// Gives the heap that start-up used and freed (the OpenAPI document is built once, and once
+/// more by each worker) back to the system: glibc keeps freed memory for reuse otherwise, and
+/// it counted for about 10 MB of the idle RSS (`make bench`).
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only returns free pages to the kernel; it has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
