@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::forwarded::PublicOrigin;
 use utoipa::openapi::OpenApi;
-use utoipa_swagger_ui::{Config, SwaggerUi};
+use utoipa_swagger_ui::Config;
 
 /// The serialised document, built once at start-up.
 pub struct OpenApiJson {
@@ -110,7 +110,37 @@ async fn docs_redirect() -> HttpResponse {
 pub fn docs_routes(cfg: &mut web::ServiceConfig, persist_authorization: bool) {
     // The UI loads the document relative to its own page, so a path prefix is kept.
     let config = Config::from("../openapi.json").persist_authorization(persist_authorization);
-    cfg.route("/openapi.json", web::get().to(openapi_json))
+    cfg.app_data(web::Data::new(config))
+        .route("/openapi.json", web::get().to(openapi_json))
         .route("/docs", web::get().to(docs_redirect))
-        .service(SwaggerUi::new("/docs/{_:.*}").config(config));
+        // Guarded like the library's resource: other methods fall through to the API's 404/405.
+        .service(
+            web::resource("/docs/{file:.*}")
+                .guard(actix_web::guard::Get())
+                .to(swagger_ui),
+        );
+}
+
+/// A Swagger UI file. Its assets are served from the binary as `Bytes::from_static` (the
+/// library's own actix handler copies each one, 1.5 MB for the bundle, to the heap per request);
+/// only the files it fills in with the configuration are built per request.
+async fn swagger_ui(file: web::Path<String>, config: web::Data<Config<'static>>) -> HttpResponse {
+    match utoipa_swagger_ui::serve(&file, config.into_inner()) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            if file.gzpipped {
+                response.insert_header((header::CONTENT_ENCODING, "gzip"));
+            }
+            let body = match file.bytes {
+                std::borrow::Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                std::borrow::Cow::Owned(bytes) => Bytes::from(bytes),
+            };
+            response.content_type(file.content_type).body(body)
+        }
+        Ok(None) => HttpResponse::NotFound().finish(),
+        Err(error) => {
+            tracing::error!(%error, "Swagger UI file could not be prepared");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
 }

@@ -185,6 +185,20 @@ async fn swagger_ui_and_the_document_are_served() {
             .unwrap()
             .contains("../openapi.json")
     );
+    // The UI's assets come from the binary whole (served without a copy to the heap).
+    let bundle = app
+        .call("GET", "/docs/swagger-ui-bundle.js", None, None)
+        .await;
+    assert_eq!(bundle.status, 200);
+    assert!(
+        bundle
+            .header("content-type")
+            .unwrap()
+            .contains("javascript")
+    );
+    assert!(bundle.body.as_str().unwrap().len() > 100_000);
+    let missing = app.call("GET", "/docs/no-such-file.js", None, None).await;
+    assert_eq!(missing.status, 404);
     let doc = app.call("GET", "/openapi.json", None, None).await;
     assert_eq!(doc.body["info"]["title"], "syno-chat-gateway");
     assert!(doc.body["paths"]["/api/v1/channels/{channel_id}/posts"]["post"].is_object());
