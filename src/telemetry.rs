@@ -89,12 +89,11 @@ pub fn method_label(method: &Method) -> &'static str {
 /// label set is built and hashed to find its series; a hit here costs one map look-up.
 /// Bounded: emptied when full, so paths that are all different (scanners, ids) cannot grow it.
 struct RouteCache {
-    entries: std::collections::HashMap<
-        (u64, &'static str),
-        std::collections::HashMap<Box<str>, Rc<RouteMetrics>>,
-    >,
+    entries: std::collections::HashMap<(u64, &'static str), RoutesByPath>,
     len: usize,
 }
+
+type RoutesByPath = std::collections::HashMap<Box<str>, Rc<RouteMetrics>>;
 
 const ROUTE_CACHE_MAX: usize = 4096;
 
