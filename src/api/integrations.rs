@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{IntegrationPath, UserPath};
 use super::extract::{Json, present};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
@@ -231,7 +232,7 @@ async fn delete_webhook(
 ///
 /// DSM's `SYNO.Chat.External list` answer, passed through without tokens (its shape is not
 /// documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = IntegrationOverview), CommonProblems))]
 #[get("/integrations")]
 pub async fn list_integrations(
@@ -244,7 +245,7 @@ pub async fn list_integrations(
 }
 
 /// List incoming webhooks
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/incoming-webhooks")]
 pub async fn list_incoming_webhooks(
@@ -257,7 +258,7 @@ pub async fn list_incoming_webhooks(
 /// Create an incoming webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewIncomingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -281,20 +282,20 @@ pub async fn create_incoming_webhook(
 }
 
 /// Delete an incoming webhook
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/incoming-webhooks/{id}")]
 pub async fn delete_incoming_webhook(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Incoming, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Incoming, path.id, chat).await
 }
 
 /// List outgoing webhooks
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/outgoing-webhooks")]
 pub async fn list_outgoing_webhooks(
@@ -307,7 +308,7 @@ pub async fn list_outgoing_webhooks(
 /// Create an outgoing webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewOutgoingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -344,20 +345,20 @@ pub async fn create_outgoing_webhook(
 }
 
 /// Delete an outgoing webhook
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/outgoing-webhooks/{id}")]
 pub async fn delete_outgoing_webhook(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Outgoing, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Outgoing, path.id, chat).await
 }
 
 /// List slash commands
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/slash-commands")]
 pub async fn list_slash_commands(
@@ -370,7 +371,7 @@ pub async fn list_slash_commands(
 /// Create a slash command
 ///
 /// Answers 201 with the new command's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewSlashCommandBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -401,22 +402,22 @@ pub async fn create_slash_command(
 }
 
 /// Delete a slash command
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The command's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/slash-commands/{id}")]
 pub async fn delete_slash_command(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Slash, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Slash, path.id, chat).await
 }
 
 /// List built-in webhooks
 ///
 /// The integrations Synology packages bring, as DSM describes them (shape not documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = BuiltinWebhooks), CommonProblems))]
 #[get("/integrations/builtin-webhooks")]
 pub async fn list_builtin_webhooks(
@@ -429,7 +430,7 @@ pub async fn list_builtin_webhooks(
 /// List broadcast webhooks
 ///
 /// As DSM describes them, without tokens (shape not documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = BroadcastWebhooks), CommonProblems))]
 #[get("/integrations/broadcast-webhooks")]
 pub async fn list_broadcast_webhooks(
@@ -445,19 +446,19 @@ pub async fn list_broadcast_webhooks(
 ///
 /// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
 /// integration that has none.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(UserPath),
     request_body = BotNicknameBody,
     responses((status = 204, description = "Renamed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/bots/{user_id}")]
 pub async fn set_bot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     body: Json<BotNicknameBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let nickname = non_blank("nickname", &body.nickname)?;
     chat.set_bot_nickname(user_id, nickname)
         .await
@@ -468,16 +469,16 @@ pub async fn set_bot(
 /// Delete a bot
 ///
 /// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(UserPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/bots/{user_id}")]
 pub async fn delete_bot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     chat.delete_bot(user_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
@@ -485,7 +486,7 @@ pub async fn delete_bot(
 }
 
 /// List chatbots
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = ChatbotList), CommonProblems))]
 #[get("/integrations/chatbots")]
 pub async fn list_chatbots(
@@ -498,19 +499,19 @@ pub async fn list_chatbots(
 }
 
 /// Change a chatbot's settings
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The chatbot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(UserPath),
     request_body = ChatbotSettingsBody,
     responses((status = 204, description = "Changed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/chatbots/{user_id}")]
 pub async fn set_chatbot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     body: Json<ChatbotSettingsBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let body = body.into_inner();
     if body.url.is_none()
         && body.purpose.is_none()

@@ -4,6 +4,7 @@
 
 mod bots;
 mod channels;
+mod common;
 pub mod deliveries;
 pub mod docs;
 mod events;
@@ -171,7 +172,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::events::Event)),
+    components(schemas(Problem, crate::events::Event, common::DeliveryId)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -314,10 +315,41 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
+    document_security(&mut api);
     // Idempotency first: the responses it adds get the shared headers too.
     idempotency::document(&mut api);
     document_shared_answers(&mut api);
     api
+}
+
+/// The API key is required once, for the whole document; the routes outside `/api/v1`
+/// (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`.
+fn document_security(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    api.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in api.paths.paths.iter_mut() {
+        if path.starts_with("/api/v1/") {
+            continue;
+        }
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(Vec::new());
+        }
+    }
 }
 
 /// What every operation can answer, documented once here rather than per route: the

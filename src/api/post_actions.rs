@@ -5,11 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ChannelPath, PostPath, UnixMillis};
 use super::extract::Json;
-use super::posts::future_unix_ms;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{ChannelId, PostId};
 use crate::error::ApiError;
 use crate::upstream::{Reminder, UpstreamError};
 
@@ -74,8 +73,7 @@ pub struct ReactionBody {
 #[schema(example = json!({"remind_at": 1893456000000_u64}))]
 pub struct ReminderBody {
     /// Unix time in milliseconds, in the future.
-    #[schema(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    remind_at: u64,
+    remind_at: UnixMillis,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -88,16 +86,16 @@ pub struct ReminderList {
 /// Pin a post
 ///
 /// Pinned posts are found with `GET /posts/search?has=pin`.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Pinned"), InvalidInput, NotFound, CommonProblems))]
 #[put("/posts/{post_id}/pin")]
 pub async fn pin_post(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     done(
         chat.pin_post(post_id, true).await,
         format_args!("post {post_id}"),
@@ -105,16 +103,16 @@ pub async fn pin_post(
 }
 
 /// Unpin a post
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Unpinned"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/pin")]
 pub async fn unpin_post(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     done(
         chat.pin_post(post_id, false).await,
         format_args!("post {post_id}"),
@@ -124,19 +122,19 @@ pub async fn unpin_post(
 /// React to a post with a sticker
 ///
 /// Adding the same reaction again changes nothing.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     request_body = ReactionBody,
     responses((status = 204, description = "Reaction added"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[post("/posts/{post_id}/reactions")]
 pub async fn add_reaction(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     body: Json<ReactionBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let result = chat.add_reaction(post_id, &body.sticker.0).await;
     done(result, format_args!("post {post_id}"))
 }
@@ -144,16 +142,16 @@ pub async fn add_reaction(
 /// Get the reminder on a post
 ///
 /// 404 when the gateway's account has no reminder on the post.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 200, body = Reminder), InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/reminder")]
 pub async fn get_reminder(
     _: Authorized<Read>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Chat,
 ) -> Result<web::Json<Reminder>, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let remind_at = chat
         .reminder(post_id)
         .await
@@ -169,19 +167,19 @@ pub async fn get_reminder(
 /// Set the reminder on a post
 ///
 /// Replaces any earlier reminder of the gateway's account on the post.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     request_body = ReminderBody,
     responses((status = 200, body = Reminder), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[put("/posts/{post_id}/reminder")]
 pub async fn set_reminder(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     body: Json<ReminderBody>,
     chat: Chat,
 ) -> Result<web::Json<Reminder>, ApiError> {
-    let post_id = post_id.into_inner();
-    let remind_at = future_unix_ms("remind_at", body.remind_at)?;
+    let post_id = path.post_id;
+    let remind_at = body.remind_at.in_future("remind_at")?.get();
     chat.set_reminder(post_id, remind_at)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?;
@@ -193,16 +191,16 @@ pub async fn set_reminder(
 }
 
 /// Delete the reminder on a post
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Reminder deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/reminder")]
 pub async fn delete_reminder(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     // Chat answers 117 both for an unknown post and for a post without reminder.
     let result = chat.delete_reminder(post_id).await;
     done(result, format_args!("the reminder of post {post_id}"))
@@ -211,16 +209,16 @@ pub async fn delete_reminder(
 /// List the reminders in a channel
 ///
 /// The gateway account's reminders on the channel's posts.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath),
     responses((status = 200, body = ReminderList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/reminders")]
 pub async fn list_reminders(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     chat: Chat,
 ) -> Result<web::Json<ReminderList>, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let items = chat
         .reminders(channel_id)
         .await

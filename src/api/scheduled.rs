@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ChannelPath, CronjobPath, UnixMillis};
 use super::extract::Json;
-use super::posts::future_unix_ms;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{ChannelId, CronjobId, MessageText};
+use crate::domain::MessageText;
 use crate::error::ApiError;
 use crate::upstream::ScheduledPost;
 
@@ -34,23 +34,22 @@ pub struct NewScheduledPost {
     /// The text, sent to Chat byte for byte.
     message: MessageText,
     /// When to send it: Unix time in milliseconds, in the future.
-    #[schema(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    send_at: u64,
+    send_at: UnixMillis,
 }
 
 /// List a channel's scheduled posts
 ///
 /// The posts the gateway's account scheduled in the channel.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath),
     responses((status = 200, body = ScheduledPostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/scheduled-posts")]
 pub async fn list_scheduled_posts(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     chat: Chat,
 ) -> Result<web::Json<ScheduledPostList>, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let items = chat
         .scheduled_posts(channel_id)
         .await
@@ -61,19 +60,19 @@ pub async fn list_scheduled_posts(
 /// Schedule a post
 ///
 /// Chat sends the message into the channel at `send_at`. Answers 201 with the scheduled post.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath),
     request_body = NewScheduledPost,
     responses((status = 201, body = ScheduledPost), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/scheduled-posts")]
 pub async fn schedule_post(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     body: Json<NewScheduledPost>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
-    let send_at = future_unix_ms("send_at", body.send_at)?;
+    let channel_id = path.channel_id;
+    let send_at = body.send_at.in_future("send_at")?.get();
     let scheduled = chat
         .schedule_post(channel_id, &body.message, send_at)
         .await
@@ -84,16 +83,16 @@ pub async fn schedule_post(
 /// Delete a scheduled post
 ///
 /// Chat will not send it.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("cronjob_id" = u64, Path, minimum = 1, description = "Scheduled post id")),
+#[utoipa::path(tag = "posts",
+    params(CronjobPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/scheduled-posts/{cronjob_id}")]
 pub async fn delete_scheduled_post(
     _: Authorized<Write>,
-    cronjob_id: web::Path<CronjobId>,
+    path: web::Path<CronjobPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let cronjob_id = cronjob_id.into_inner();
+    let cronjob_id = path.cronjob_id;
     chat.delete_scheduled_post(cronjob_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("scheduled post {cronjob_id}")))?;

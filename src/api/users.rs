@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::UserPath;
 use super::extract::{Json, Query};
 use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
@@ -70,7 +71,7 @@ pub struct UserFilter {
 /// List Chat users
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?username=` filters by username.
-#[utoipa::path(tag = "users", security(("bearer" = [])), params(UserFilter),
+#[utoipa::path(tag = "users", params(UserFilter),
     responses((status = 200, body = UserList), InvalidInput, CommonProblems))]
 #[get("/users")]
 pub async fn list_users(
@@ -98,17 +99,17 @@ pub async fn list_users(
 }
 
 /// Get one user
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, body = User), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}")]
 pub async fn get_user(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     state: State,
     chat: Chat,
 ) -> Result<web::Json<User>, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let list = state.caches.users.get_or_load(chat.users()).await?;
     list.items
         .iter()
@@ -121,16 +122,16 @@ pub async fn get_user(
 /// Get a user's presence
 ///
 /// Asks DSM each time (not cached).
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, description = "DSM's presence object", body = UserStatus), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/status")]
 pub async fn get_user_status(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     chat: Chat,
 ) -> Result<web::Json<UserStatus>, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let status = chat
         .user_status(user_id)
         .await
@@ -141,17 +142,17 @@ pub async fn get_user_status(
 /// Get a user's avatar
 ///
 /// The image bytes with the `Content-Type` (and `Content-Disposition`) DSM sent.
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, description = "The avatar image", content_type = "image/*"),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/avatar")]
 pub async fn get_user_avatar(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let avatar = chat
         .user_avatar(user_id)
         .await
@@ -163,8 +164,8 @@ pub async fn get_user_avatar(
 ///
 /// Posts into the 1:1 conversation between the gateway's account and the user, opening it
 /// first when there is none. Answers 201 with the post.
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id"),
+#[utoipa::path(tag = "users",
+    params(UserPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it")),
     request_body = DirectMessage,
     responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
@@ -175,14 +176,14 @@ pub async fn get_user_avatar(
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
     auth: Authorized<Write>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     body: Json<DirectMessage>,
     state: State,
     chat: Chat,
     req: actix_web::HttpRequest,
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
-    let recipient = user_id.into_inner();
+    let recipient = path.user_id;
     if super::deliveries::wants_async(&req) {
         // No DSM call before the 202: the outbox opens the conversation when it sends.
         let job = crate::delivery::Job::User { user_id: recipient };
@@ -221,7 +222,7 @@ pub async fn send_direct_message(
 }
 
 /// Get the gateway account's Chat preferences
-#[utoipa::path(tag = "users", security(("bearer" = [])),
+#[utoipa::path(tag = "users",
     responses((status = 200, description = "DSM's preferences object", body = OwnPreferences), CommonProblems))]
 #[get("/me/preferences")]
 pub async fn get_own_preferences(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::WebhookPath;
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{
@@ -140,7 +141,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 /// List the configured incoming webhooks
 ///
 /// Names only: their tokens stay in the gateway. No call to DSM.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(tag = "webhooks",
     // Unique: the admin listing of DSM's webhooks is `list_incoming_webhooks`.
     operation_id = "list_configured_incoming_webhooks",
     responses((status = 200, body = ConfiguredWebhookList), CommonProblems))]
@@ -166,8 +167,8 @@ pub async fn list_incoming_webhooks(
 /// Send through a configured incoming webhook
 ///
 /// Posts into the webhook's channel with the token configured under `name`.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured webhook name"),
+#[utoipa::path(tag = "webhooks",
+    params(WebhookPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
     responses((status = 200, body = WebhookReceipt,
@@ -177,14 +178,14 @@ pub async fn list_incoming_webhooks(
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
     auth: Authorized<Write>,
-    name: web::Path<String>,
+    path: web::Path<WebhookPath>,
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Chat,
     req: HttpRequest,
     outbox: Deliveries,
 ) -> Result<HttpResponse, ApiError> {
-    let name = name.into_inner();
+    let name = path.into_inner().name;
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
@@ -215,7 +216,7 @@ pub async fn send_with_configured_webhook(
 /// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
 /// at rest until delivery. Configure the token (`tokens.<name>`) and use
 /// `/webhooks/incoming/{name}` for asynchronous delivery.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(tag = "webhooks",
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,

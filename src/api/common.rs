@@ -1,0 +1,331 @@
+//! What several handler modules share: the input types that validate themselves while they are
+//! parsed (so a handler never re-checks them and the OpenAPI document states the same rule),
+//! the path parameters, and the list wrapper every `items` answer uses.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use crate::domain::{ChannelId, CronjobId, PostId, UserId, parse_whole_number};
+use crate::error::{ApiError, ProblemCode};
+
+/// A whole number that may arrive as a JSON number or as text (path segments and query values
+/// are text); `what` describes the expected value in the error.
+fn whole<'de, D: Deserializer<'de>>(deserializer: D, what: &str) -> Result<u64, D::Error> {
+    struct Whole<'a>(&'a str);
+
+    impl serde::de::Visitor<'_> for Whole<'_> {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format!("must be {}", self.0)))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            self.visit_str(&value.to_string())
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+            parse_whole_number(text).ok_or_else(|| E::custom(format!("must be {}", self.0)))
+        }
+    }
+
+    deserializer.deserialize_any(Whole(what))
+}
+
+/// A Unix time in milliseconds, from 1973-03-03 (`100000000000`) up to 2286-11-20
+/// (`9999999999999`). The lower bound is there to catch seconds: a time in seconds stays below
+/// it until the year 5138, while every millisecond time Chat has ever stored lies above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = u64, minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64,
+    example = 1893456000000_u64)]
+pub struct UnixMillis(u64);
+
+impl UnixMillis {
+    pub const MIN: u64 = 100_000_000_000;
+    pub const MAX: u64 = 9_999_999_999_999;
+
+    pub fn new(value: u64) -> Result<Self, String> {
+        if value < Self::MIN {
+            Err(format!(
+                "must be a Unix time in milliseconds; {value} looks like seconds"
+            ))
+        } else if value > Self::MAX {
+            Err(format!(
+                "must be a Unix time in milliseconds up to {}",
+                Self::MAX
+            ))
+        } else {
+            Ok(Self(value))
+        }
+    }
+
+    pub fn now() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self(now.clamp(Self::MIN, Self::MAX))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The time when it is after now; a past time is well formed, but not one a schema can rule
+    /// out, so it is a 422 naming `field`.
+    pub fn in_future(self, field: &str) -> Result<Self, ApiError> {
+        let now = Self::now();
+        if self <= now {
+            return Err(ApiError::new(
+                ProblemCode::Unprocessable,
+                format!("{field} must be in the future (now is {})", now.0),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnixMillis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = whole(deserializer, "a Unix time in milliseconds")?;
+        Self::new(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for UnixMillis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How many items a page holds: 1 to `MAX`, `DEFAULT` when the query leaves it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit<const DEFAULT: u32, const MAX: u32>(u32);
+
+impl<const DEFAULT: u32, const MAX: u32> Limit<DEFAULT, MAX> {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> Default for Limit<DEFAULT, MAX> {
+    fn default() -> Self {
+        Self(DEFAULT)
+    }
+}
+
+impl<'de, const DEFAULT: u32, const MAX: u32> Deserialize<'de> for Limit<DEFAULT, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let what = format!("between 1 and {MAX}");
+        match whole(deserializer, &what)? {
+            value @ 1.. if value <= u64::from(MAX) => Ok(Self(value as u32)),
+            _ => Err(serde::de::Error::custom(format!("must be {what}"))),
+        }
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> PartialSchema for Limit<DEFAULT, MAX> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(1))
+            .maximum(Some(MAX))
+            .default(Some(DEFAULT.into()))
+            .into()
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> ToSchema for Limit<DEFAULT, MAX> {}
+
+/// How many items to skip: 0 up to `i32::MAX` (the document says int32, so larger values are
+/// refused rather than clipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offset(u32);
+
+impl Offset {
+    pub const MAX: u32 = i32::MAX as u32;
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let what = format!("between 0 and {}", Self::MAX);
+        match whole(deserializer, &what)? {
+            value if value <= u64::from(Self::MAX) => Ok(Self(value as u32)),
+            _ => Err(serde::de::Error::custom(format!("must be {what}"))),
+        }
+    }
+}
+
+impl PartialSchema for Offset {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(0))
+            .maximum(Some(Self::MAX))
+            .default(Some(0.into()))
+            .into()
+    }
+}
+
+impl ToSchema for Offset {}
+
+/// `limit` and `offset` of a list that pages through posts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// How many (1 to 200, default 50).
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit<50, 200>,
+    /// How many of the newest to skip (default 0).
+    #[serde(default)]
+    #[param(inline)]
+    pub offset: Offset,
+}
+
+/// `/channels/{channel_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelPath {
+    /// Channel id
+    pub channel_id: ChannelId,
+}
+
+/// `/posts/{post_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PostPath {
+    /// Post id
+    pub post_id: PostId,
+}
+
+/// `/users/{user_id}/…` and the integrations addressed by their bot user.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// User id (of an integration: its bot user's)
+    pub user_id: UserId,
+}
+
+/// `/scheduled-posts/{cronjob_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CronjobPath {
+    /// Scheduled post id
+    pub cronjob_id: CronjobId,
+}
+
+/// `/integrations/…/{id}`: a webhook or slash command, by its `user_id`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IntegrationPath {
+    /// The integration's `user_id`
+    pub id: UserId,
+}
+
+/// `/bots/{name}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotPath {
+    /// The configured bot name
+    pub name: String,
+}
+
+/// `/bots/{name}/channels/{channel_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotChannelPath {
+    /// The configured bot name
+    pub name: String,
+    /// Channel id
+    pub channel_id: ChannelId,
+}
+
+/// `/bots/{name}/posts/{post_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotPostPath {
+    /// The configured bot name
+    pub name: String,
+    /// Post id
+    pub post_id: PostId,
+}
+
+/// `/webhooks/incoming/{name}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookPath {
+    /// The configured webhook name
+    pub name: String,
+}
+
+/// `/deliveries/{delivery_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeliveryPath {
+    /// The id from the 202 answer (a UUID)
+    pub delivery_id: DeliveryId,
+}
+
+/// A delivery's id: a hyphenated UUID, the only form the gateway hands out (anything else
+/// cannot name a delivery).
+#[derive(Clone, Debug, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String,
+    pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+pub struct DeliveryId(String);
+
+impl DeliveryId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        // The hyphenated form only, as documented (uuid also parses braced and simple forms).
+        Some(raw)
+            .filter(|raw| raw.len() == 36)
+            .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
+            .map(|u| Self(u.to_string()))
+            .ok_or_else(|| "delivery_id must be a UUID".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Cow::<str>::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
