@@ -26,6 +26,19 @@ pub struct ApiKeys {
     open: bool,
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
+pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 /// Hex SHA-256 of a key, as configured in `auth.keys.<name>.hash`.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -64,15 +77,7 @@ impl ApiKeys {
     }
 
     fn presented(headers: &header::HeaderMap) -> Option<&str> {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        bearer_token(headers)
     }
 
     fn find(&self, presented: &str) -> Option<&Key> {

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{BotChannelPath, BotPath, BotPostPath};
+use super::common::{
+    BotChannelPath, BotPath, BotPostPath, ChannelList, FileBytes, Items, PostList, UserList,
+    outgoing_message,
+};
 use super::extract::{Json, Query, whole_number};
-use super::webhooks::outgoing_message;
 use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text,
@@ -74,27 +76,6 @@ pub struct BotDelivery {
     items: Vec<DeliveredMessage>,
     failed: Vec<FailedRecipient>,
 }
-
-#[derive(Serialize, ToSchema)]
-pub struct BotChannelList {
-    items: Vec<Channel>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotUserList {
-    items: Vec<User>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotPostList {
-    items: Vec<Post>,
-}
-
-/// A file's bytes.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-#[allow(dead_code)] // documentation only: the handler answers DSM's bytes as they came
-pub struct FileBytes(Vec<u8>);
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -214,33 +195,33 @@ pub async fn send_bot_message(
 /// List the bot's channels
 #[utoipa::path(tag = "bots",
     params(BotPath),
-    responses((status = 200, body = BotChannelList), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = ChannelList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels")]
 pub async fn list_bot_channels(
     _: Authorized<Read>,
     path: web::Path<BotPath>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<BotChannelList>, ApiError> {
+) -> Result<web::Json<Items<Channel>>, ApiError> {
     let token = state.integration_token(&path.name, TokenKind::Bot)?;
     let items = chat.bot_channels(token).await?;
-    Ok(web::Json(BotChannelList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// List the users the bot sees
 #[utoipa::path(tag = "bots",
     params(BotPath),
-    responses((status = 200, body = BotUserList), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = UserList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/users")]
 pub async fn list_bot_users(
     _: Authorized<Read>,
     path: web::Path<BotPath>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<BotUserList>, ApiError> {
+) -> Result<web::Json<Items<User>>, ApiError> {
     let token = state.integration_token(&path.name, TokenKind::Bot)?;
     let items = chat.bot_users(token).await?;
-    Ok(web::Json(BotUserList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Read posts of a channel the bot is in
@@ -249,7 +230,7 @@ pub async fn list_bot_users(
 /// in DSM's order. A channel the bot is not a member of is a 403.
 #[utoipa::path(tag = "bots",
     params(BotChannelPath, PostWindowQuery),
-    responses((status = 200, body = BotPostList), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels/{channel_id}/posts")]
 pub async fn list_bot_posts(
     _: Authorized<Read>,
@@ -257,7 +238,7 @@ pub async fn list_bot_posts(
     query: Query<PostWindowQuery>,
     state: State,
     chat: Chat,
-) -> Result<web::Json<BotPostList>, ApiError> {
+) -> Result<web::Json<Items<Post>>, ApiError> {
     let BotChannelPath { name, channel_id } = path.into_inner();
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let (prev_count, next_count) = match (query.prev_count, query.next_count) {
@@ -283,7 +264,7 @@ pub async fn list_bot_posts(
             let channel = format_args!("channel {channel_id}");
             bot_read_error(e, &name, channel, channel)
         })?;
-    Ok(web::Json(BotPostList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Download a post's file as the bot

@@ -8,9 +8,10 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, UnixMillis};
+use super::common::{
+    ChannelList, ChannelPath, UnixMillis, cached_item, cached_list, ensure_users_exist, own_user_id,
+};
 use super::extract::{Json, Query};
-use super::users::{ensure_users_exist, own_user_id};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
@@ -28,11 +29,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(leave_channel)
         .service(mark_read)
         .service(get_channel_preferences);
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChannelList {
-    items: Vec<Channel>,
 }
 
 /// A named channel to create.
@@ -114,21 +110,9 @@ pub async fn list_channels(
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    let Some(name) = filter.name.as_deref() else {
-        return Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(list.body.clone()));
-    };
-    if name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
-    let items = list
-        .items
-        .iter()
-        .filter(|c| !c.name.is_empty() && c.name.eq_ignore_ascii_case(name))
-        .cloned()
-        .collect();
-    Ok(HttpResponse::Ok().json(ChannelList { items }))
+    cached_list(&list, "name", filter.name.as_deref(), |c, name| {
+        !c.name.is_empty() && c.name.eq_ignore_ascii_case(name)
+    })
 }
 
 /// Get one channel
@@ -144,12 +128,11 @@ pub async fn get_channel(
 ) -> Result<web::Json<Channel>, ApiError> {
     let channel_id = path.channel_id;
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    list.items
-        .iter()
-        .find(|c| c.channel_id == channel_id)
-        .cloned()
-        .map(web::Json)
-        .ok_or_else(|| not_visible(channel_id))
+    cached_item(
+        &list,
+        |c| c.channel_id == channel_id,
+        || not_visible(channel_id),
+    )
 }
 
 /// Create a named channel

@@ -6,12 +6,22 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::domain::{ChannelId, CronjobId, PostId, UserId, parse_whole_number};
+use actix_web::{HttpResponse, web};
+
+use crate::cache::CachedList;
+use std::sync::Arc;
+
+use super::{Chat, State};
+use crate::domain::{
+    ChannelId, CronjobId, FileUrlPolicy, HttpUrl, MessageText, PostId, User, UserId,
+    parse_whole_number,
+};
 use crate::error::{ApiError, ProblemCode};
+use crate::upstream::UpstreamError;
 
 /// A whole number that may arrive as a JSON number or as text (path segments and query values
 /// are text); `what` describes the expected value in the error.
@@ -327,5 +337,225 @@ impl<'de> Deserialize<'de> for DeliveryId {
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A file's bytes, as file downloads answer them.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: downloads stream DSM's bytes as they came
+pub struct FileBytes(Vec<u8>);
+
+/// The documented names of the list answers: an operation naming `Items<T>` as its body would
+/// be documented under utoipa's generic name `Items_T`, an alias under `<T>List`.
+pub type ChannelList = Items<crate::domain::Channel>;
+pub type UserList = Items<crate::domain::User>;
+pub type PostList = Items<crate::domain::Post>;
+pub type ReminderList = Items<crate::upstream::Reminder>;
+pub type ScheduledPostList = Items<crate::upstream::ScheduledPost>;
+pub type WebhookList = Items<crate::domain::Webhook>;
+pub type ChatbotList = Items<crate::domain::Chatbot>;
+pub type ConfiguredWebhookList = Items<super::webhooks::ConfiguredWebhook>;
+pub type DeliveryList = Items<super::deliveries::Delivery>;
+
+/// A list answer: `{"items": [...]}`. Documented as `<Item>List` (`ChannelList`, `PostList`,
+/// ...), so each instance has its own readable name, and with an example built from the item's.
+#[derive(Serialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> From<Vec<T>> for Items<T> {
+    fn from(items: Vec<T>) -> Self {
+        Self { items }
+    }
+}
+
+impl<T: ToSchema> PartialSchema for Items<T> {
+    fn schema() -> RefOr<Schema> {
+        let item_example = match T::schema() {
+            RefOr::T(Schema::Object(object)) => {
+                object.examples.into_iter().next().or(object.example)
+            }
+            _ => None,
+        };
+        ObjectBuilder::new()
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("items")
+            .examples(item_example.map(|example| serde_json::json!({ "items": [example] })))
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Items<T> {
+    fn name() -> Cow<'static, str> {
+        Cow::Owned(format!("{}List", T::name()))
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
+}
+
+/// 204 when DSM did it; Chat's "no such resource" (117) as a 404 naming `what`.
+pub fn done(
+    result: Result<(), UpstreamError>,
+    what: impl fmt::Display,
+) -> Result<HttpResponse, ApiError> {
+    result.map_err(|e| ApiError::for_resource(e, what))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A cached list's answer: its serialised JSON as cached, or, with a `filter` value, the items
+/// `keep` selects (an empty filter value names `field` in a 400).
+pub fn cached_list<T: Clone + Serialize>(
+    list: &CachedList<T>,
+    field: &str,
+    filter: Option<&str>,
+    keep: impl Fn(&T, &str) -> bool,
+) -> Result<HttpResponse, ApiError> {
+    let Some(value) = filter else {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(list.body.clone()));
+    };
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    let items: Vec<T> = list
+        .items
+        .iter()
+        .filter(|item| keep(item, value))
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(Items { items }))
+}
+
+/// One item of a cached list, or `missing`.
+pub fn cached_item<T: Clone>(
+    list: &CachedList<T>,
+    is_it: impl Fn(&T) -> bool,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<web::Json<T>, ApiError> {
+    list.items
+        .iter()
+        .find(|item| is_it(item))
+        .cloned()
+        .map(web::Json)
+        .ok_or_else(missing)
+}
+
+/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
+/// a free-form object in the OpenAPI document, with a description and an example.
+macro_rules! dsm_object {
+    ($description:literal, $name:ident, $example:tt) => {
+        #[doc = $description]
+        #[derive(serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(serde_json::Map<String, serde_json::Value>);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Object)
+                    .description(Some($description))
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(super) use dsm_object;
+
+/// Validated text and file URL; the error names the field. A `file_url` naming an internal
+/// host the policy does not allow is a 422.
+pub fn outgoing_message(
+    text: &str,
+    file_url: Option<&str>,
+    policy: &FileUrlPolicy,
+) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
+    let text = MessageText::parse(text.to_owned())
+        .map_err(|_| ApiError::invalid("text must not be empty"))?;
+    let file_url = file_url
+        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
+        .transpose()?;
+    if let Some(url) = &file_url {
+        policy
+            .check(url)
+            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
+    }
+    Ok((text, file_url))
+}
+
+/// The cached user list, reloaded once when `stale` says it lacks someone (users may have been
+/// added since it was cached).
+async fn users_reloaded_if(
+    state: &State,
+    chat: &Chat,
+    stale: impl Fn(&[User]) -> bool,
+) -> Result<Arc<CachedList<User>>, ApiError> {
+    let cached = state.caches.users.get_or_load(chat.users()).await?;
+    if !stale(&cached.items) {
+        return Ok(cached);
+    }
+    state.caches.users.invalidate().await;
+    state.caches.users.get_or_load(chat.users()).await
+}
+
+/// The Chat user id of the account the gateway logs in with: the user whose `username` is the
+/// configured account name (DSM account names are case-insensitive). The user list is used
+/// rather than the channel list because every account is in it, even one in no channel.
+pub async fn own_user_id(state: &State, chat: &Chat) -> Result<UserId, ApiError> {
+    let account = state.upstream.account();
+    let find = |users: &[User]| {
+        users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(account))
+            .map(|u| u.user_id)
+    };
+    let users = users_reloaded_if(state, chat, |users| find(users).is_none()).await?;
+    find(&users.items).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UpstreamInvalidResponse,
+            format!("the gateway's DSM account {account:?} is not in Chat's user list"),
+        )
+    })
+}
+
+/// Refuses with a 400 naming `field` unless every id is an existing, not deleted Chat user, so
+/// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
+pub async fn ensure_users_exist(
+    state: &State,
+    chat: &Chat,
+    ids: &[UserId],
+    field: &str,
+) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let unknown = |users: &[User]| -> Vec<String> {
+        ids.iter()
+            .filter(|id| !users.iter().any(|u| u.user_id == **id && !u.deleted))
+            .map(ToString::to_string)
+            .collect()
+    };
+    let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
+    match unknown(&users.items) {
+        missing if missing.is_empty() => Ok(()),
+        // Well-formed ids of users that are not there: the request cannot be carried out (422;
+        // a 404 would say the addressed resource, e.g. the channel, is missing).
+        missing => Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            format!(
+                "{field} names users that do not exist: {}",
+                missing.join(", ")
+            ),
+        )),
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{DeliveryId, DeliveryPath, Limit};
+use super::common::{DeliveryId, DeliveryList, DeliveryPath, Items, Limit};
 use super::extract::Query;
 use super::{CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Authorized, Read, Write};
@@ -131,11 +131,6 @@ impl From<DeliveryRow> for Delivery {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryList {
-    items: Vec<Delivery>,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -168,7 +163,7 @@ pub async fn list_deliveries(
     _: Authorized<Read>,
     query: Query<DeliveryQuery>,
     outbox: Deliveries,
-) -> Result<web::Json<DeliveryList>, ApiError> {
+) -> Result<web::Json<Items<Delivery>>, ApiError> {
     let query = query.into_inner();
     if let Some(state) = &query.state
         && !STATES.contains(&state.as_str())
@@ -185,7 +180,7 @@ pub async fn list_deliveries(
         .store()
         .deliveries(query.state.as_deref(), after, i64::from(limit))
         .await?;
-    Ok(web::Json(DeliveryList {
+    Ok(web::Json(Items {
         items: rows.into_iter().map(Delivery::from).collect(),
     }))
 }

@@ -3,11 +3,11 @@
 //! answer to the `POST` that created it.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{IntegrationPath, UserPath};
+use super::common::{ChatbotList, IntegrationPath, Items, UserPath, WebhookList, done, dsm_object};
 use super::extract::{Json, present};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::auth::{Admin, Authorized};
@@ -37,30 +37,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(set_chatbot);
 }
 
-/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
-/// a free-form object in the OpenAPI document, with a description and an example.
-macro_rules! dsm_object {
-    ($description:literal, $name:ident, $example:tt) => {
-        #[doc = $description]
-        #[derive(serde::Serialize)]
-        #[serde(transparent)]
-        pub struct $name(serde_json::Map<String, serde_json::Value>);
-
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::Object)
-                    .description(Some($description))
-                    .examples([serde_json::json!($example)])
-                    .into()
-            }
-        }
-
-        impl utoipa::ToSchema for $name {}
-    };
-}
-pub(super) use dsm_object;
-
 dsm_object!(
     "DSM's answer to `SYNO.Chat.External list`, passed through without tokens.",
     IntegrationOverview,
@@ -78,16 +54,6 @@ dsm_object!(
     {"webhook_broadcasts": [{"user_id": 8, "name": "announcements", "channel_id": 0,
         "url": "https://hooks.example.org/chat", "is_disabled": false}]}
 );
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhookList {
-    items: Vec<Webhook>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatbotList {
-    items: Vec<Chatbot>,
-}
 
 /// A new incoming webhook: it posts into one channel.
 #[derive(Deserialize, ToSchema)]
@@ -198,9 +164,12 @@ fn webhook_noun(kind: WebhookKind) -> &'static str {
 }
 
 /// The list/create/delete helpers behind the three webhook kinds' routes.
-async fn list_webhooks(kind: WebhookKind, chat: Chat) -> Result<web::Json<WebhookList>, ApiError> {
+async fn list_webhooks(
+    kind: WebhookKind,
+    chat: Chat,
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     let items = chat.webhooks(kind).await?;
-    Ok(web::Json(WebhookList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 async fn create_webhook(new: NewWebhook<'_>, chat: Chat) -> Result<HttpResponse, ApiError> {
@@ -222,10 +191,8 @@ async fn delete_webhook(
     id: UserId,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
-    chat.delete_webhook(kind, id)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("{} {id}", webhook_noun(kind))))?;
-    Ok(HttpResponse::NoContent().finish())
+    let result = chat.delete_webhook(kind, id).await;
+    done(result, format_args!("{} {id}", webhook_noun(kind)))
 }
 
 /// List every integration
@@ -251,7 +218,7 @@ pub async fn list_integrations(
 pub async fn list_incoming_webhooks(
     _: Authorized<Admin>,
     chat: Chat,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Incoming, chat).await
 }
 
@@ -301,7 +268,7 @@ pub async fn delete_incoming_webhook(
 pub async fn list_outgoing_webhooks(
     _: Authorized<Admin>,
     chat: Chat,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Outgoing, chat).await
 }
 
@@ -364,7 +331,7 @@ pub async fn delete_outgoing_webhook(
 pub async fn list_slash_commands(
     _: Authorized<Admin>,
     chat: Chat,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Slash, chat).await
 }
 
@@ -460,10 +427,8 @@ pub async fn set_bot(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
     let nickname = non_blank("nickname", &body.nickname)?;
-    chat.set_bot_nickname(user_id, nickname)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
-    Ok(HttpResponse::NoContent().finish())
+    let result = chat.set_bot_nickname(user_id, nickname).await;
+    done(result, format_args!("bot {user_id}"))
 }
 
 /// Delete a bot
@@ -479,10 +444,10 @@ pub async fn delete_bot(
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
-    chat.delete_bot(user_id)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
-    Ok(HttpResponse::NoContent().finish())
+    done(
+        chat.delete_bot(user_id).await,
+        format_args!("bot {user_id}"),
+    )
 }
 
 /// List chatbots
@@ -492,8 +457,8 @@ pub async fn delete_bot(
 pub async fn list_chatbots(
     _: Authorized<Admin>,
     chat: Chat,
-) -> Result<web::Json<ChatbotList>, ApiError> {
-    Ok(web::Json(ChatbotList {
+) -> Result<web::Json<Items<Chatbot>>, ApiError> {
+    Ok(web::Json(Items {
         items: chat.chatbots().await?,
     }))
 }

@@ -4,7 +4,7 @@
 use actix_web::{get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::integrations::dsm_object;
+use super::common::dsm_object;
 use super::{Chat, CommonProblems};
 use crate::auth::{Admin, Authorized, Read};
 use crate::error::ApiError;

@@ -172,7 +172,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::events::Event, common::DeliveryId)),
+    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -334,19 +334,7 @@ fn document_security(api: &mut utoipa::openapi::OpenApi) {
         if path.starts_with("/api/v1/") {
             continue;
         }
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations_mut(item) {
             operation.security = Some(Vec::new());
         }
     }

@@ -1,16 +1,17 @@
 //! What the gateway's account does to a post: pins, reactions and reminders.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, PostPath, UnixMillis};
+use super::common::{ChannelPath, Items, PostPath, ReminderList, UnixMillis, done};
 use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
+use crate::domain::PostId;
 use crate::error::ApiError;
-use crate::upstream::{Reminder, UpstreamError};
+use crate::upstream::Reminder;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(pin_post)
@@ -23,15 +24,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 const MAX_STICKER_NAME: usize = 64;
-
-/// 204 when DSM did it; Chat's "no such post" (117) as 404.
-fn done(
-    result: Result<(), UpstreamError>,
-    what: impl std::fmt::Display,
-) -> Result<HttpResponse, ApiError> {
-    result.map_err(|e| ApiError::for_resource(e, what))?;
-    Ok(HttpResponse::NoContent().finish())
-}
 
 /// A sticker's name, such as `thumbsup`.
 #[derive(Deserialize, ToSchema)]
@@ -74,13 +66,6 @@ pub struct ReactionBody {
 pub struct ReminderBody {
     /// Unix time in milliseconds, in the future.
     remind_at: UnixMillis,
-}
-
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"items": [{"post_id": 4294967307_u64, "remind_at": 1893456000000_u64,
-    "message": "Deploy finished: 100% & green"}]}))]
-pub struct ReminderList {
-    items: Vec<Reminder>,
 }
 
 /// Pin a post
@@ -139,6 +124,15 @@ pub async fn add_reaction(
     done(result, format_args!("post {post_id}"))
 }
 
+/// The answer of the reminder pair (get and set): DSM's answers carry no message.
+fn reminder(post_id: PostId, remind_at: u64) -> web::Json<Reminder> {
+    web::Json(Reminder {
+        post_id,
+        remind_at,
+        message: None,
+    })
+}
+
 /// Get the reminder on a post
 ///
 /// 404 when the gateway's account has no reminder on the post.
@@ -157,11 +151,7 @@ pub async fn get_reminder(
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?
         .ok_or_else(|| ApiError::not_found(format!("post {post_id} has no reminder")))?;
-    Ok(web::Json(Reminder {
-        post_id,
-        remind_at,
-        message: None,
-    }))
+    Ok(reminder(post_id, remind_at))
 }
 
 /// Set the reminder on a post
@@ -183,11 +173,7 @@ pub async fn set_reminder(
     chat.set_reminder(post_id, remind_at)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?;
-    Ok(web::Json(Reminder {
-        post_id,
-        remind_at,
-        message: None,
-    }))
+    Ok(reminder(post_id, remind_at))
 }
 
 /// Delete the reminder on a post
@@ -217,11 +203,11 @@ pub async fn list_reminders(
     _: Authorized<Read>,
     path: web::Path<ChannelPath>,
     chat: Chat,
-) -> Result<web::Json<ReminderList>, ApiError> {
+) -> Result<web::Json<Items<Reminder>>, ApiError> {
     let channel_id = path.channel_id;
     let items = chat
         .reminders(channel_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(web::Json(ReminderList { items }))
+    Ok(web::Json(Items { items }))
 }

@@ -2,11 +2,11 @@
 //! thread replies and files.
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, get, mime, post, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, Page, PostPath};
+use super::common::{ChannelPath, FileBytes, Items, Page, PostList, PostPath};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
@@ -26,11 +26,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(upload_file)
         .service(reply_to_post)
         .service(get_post_file);
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PostList {
-    items: Vec<Post>,
 }
 
 /// A message to post.
@@ -60,12 +55,6 @@ pub struct NewFilePostForm {
     message: Option<String>,
 }
 
-/// A file's bytes.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-#[allow(dead_code)] // documentation only: files are streamed from DSM's answer
-pub struct FileBytes(Vec<u8>);
-
 /// A reply in a thread.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,13 +76,13 @@ pub async fn list_posts(
     path: web::Path<ChannelPath>,
     page: Query<Page>,
     chat: Chat,
-) -> Result<web::Json<PostList>, ApiError> {
+) -> Result<web::Json<Items<Post>>, ApiError> {
     let channel_id = path.channel_id;
     let items = chat
         .posts(channel_id, page.limit.get(), page.offset.get())
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(web::Json(PostList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Post a message to a channel
@@ -279,7 +268,7 @@ pub async fn reply_to_post(
 #[utoipa::path(tag = "posts",
     params(PostPath),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = inline(FileBytes),
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = FileBytes,
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"))),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/file")]

@@ -1,11 +1,11 @@
 //! Scheduled posts: messages Chat sends later on the gateway account's behalf.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, CronjobPath, UnixMillis};
+use super::common::{ChannelPath, CronjobPath, Items, ScheduledPostList, UnixMillis, done};
 use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Authorized, Read, Write};
@@ -17,13 +17,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_scheduled_posts)
         .service(schedule_post)
         .service(delete_scheduled_post);
-}
-
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"items": [{"cronjob_id": 3, "channel_id": 1,
-    "message": "Stand-up in 5 minutes", "send_at": 1893456000000_u64}]}))]
-pub struct ScheduledPostList {
-    items: Vec<ScheduledPost>,
 }
 
 /// A message to send later.
@@ -48,13 +41,13 @@ pub async fn list_scheduled_posts(
     _: Authorized<Read>,
     path: web::Path<ChannelPath>,
     chat: Chat,
-) -> Result<web::Json<ScheduledPostList>, ApiError> {
+) -> Result<web::Json<Items<ScheduledPost>>, ApiError> {
     let channel_id = path.channel_id;
     let items = chat
         .scheduled_posts(channel_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(web::Json(ScheduledPostList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Schedule a post
@@ -93,8 +86,6 @@ pub async fn delete_scheduled_post(
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let cronjob_id = path.cronjob_id;
-    chat.delete_scheduled_post(cronjob_id)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("scheduled post {cronjob_id}")))?;
-    Ok(HttpResponse::NoContent().finish())
+    let result = chat.delete_scheduled_post(cronjob_id).await;
+    done(result, format_args!("scheduled post {cronjob_id}"))
 }

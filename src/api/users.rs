@@ -1,22 +1,19 @@
 //! `/users` and `/me`: Chat users, their presence and avatars, direct messages, and the
 //! gateway account's own preferences.
 
-use std::sync::Arc;
-
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::UserPath;
+use super::common::{UserList, UserPath, cached_item, cached_list, own_user_id};
 use super::extract::{Json, Query};
 use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
     created_posts, file_response, send_text,
 };
 use crate::auth::{Authorized, Read, Write};
-use crate::cache::CachedList;
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
 use crate::error::{ApiError, ProblemCode};
 use crate::upstream::NewPost;
@@ -28,11 +25,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_user_avatar)
         .service(send_direct_message)
         .service(get_own_preferences);
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UserList {
-    items: Vec<User>,
 }
 
 /// A user's presence as DSM reports it. DSM does not document this object: its fields are
@@ -81,21 +73,12 @@ pub async fn list_users(
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    let Some(username) = filter.username.as_deref() else {
-        return Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(list.body.clone()));
-    };
-    if username.trim().is_empty() {
-        return Err(ApiError::invalid("username must not be empty"));
-    }
-    let items = list
-        .items
-        .iter()
-        .filter(|u| u.username.eq_ignore_ascii_case(username))
-        .cloned()
-        .collect();
-    Ok(HttpResponse::Ok().json(UserList { items }))
+    cached_list(
+        &list,
+        "username",
+        filter.username.as_deref(),
+        |u, username| u.username.eq_ignore_ascii_case(username),
+    )
 }
 
 /// Get one user
@@ -111,12 +94,11 @@ pub async fn get_user(
 ) -> Result<web::Json<User>, ApiError> {
     let user_id = path.user_id;
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    list.items
-        .iter()
-        .find(|u| u.user_id == user_id)
-        .cloned()
-        .map(web::Json)
-        .ok_or_else(|| ApiError::not_found(format!("user {user_id} does not exist")))
+    cached_item(
+        &list,
+        |u| u.user_id == user_id,
+        || ApiError::not_found(format!("user {user_id} does not exist")),
+    )
 }
 
 /// Get a user's presence
@@ -256,71 +238,4 @@ pub(super) async fn direct_channel(
         .map_err(|e| ApiError::for_resource(e, format_args!("user {recipient}")))?;
     state.caches.channels.invalidate().await;
     Ok(channel_id)
-}
-
-/// The cached user list, reloaded once when `stale` says it lacks someone (users may have been
-/// added since it was cached).
-async fn users_reloaded_if(
-    state: &State,
-    chat: &Chat,
-    stale: impl Fn(&[User]) -> bool,
-) -> Result<Arc<CachedList<User>>, ApiError> {
-    let cached = state.caches.users.get_or_load(chat.users()).await?;
-    if !stale(&cached.items) {
-        return Ok(cached);
-    }
-    state.caches.users.invalidate().await;
-    state.caches.users.get_or_load(chat.users()).await
-}
-
-/// The Chat user id of the account the gateway logs in with: the user whose `username` is the
-/// configured account name (DSM account names are case-insensitive). The user list is used
-/// rather than the channel list because every account is in it, even one in no channel.
-pub(super) async fn own_user_id(state: &State, chat: &Chat) -> Result<UserId, ApiError> {
-    let account = state.upstream.account();
-    let find = |users: &[User]| {
-        users
-            .iter()
-            .find(|u| u.username.eq_ignore_ascii_case(account))
-            .map(|u| u.user_id)
-    };
-    let users = users_reloaded_if(state, chat, |users| find(users).is_none()).await?;
-    find(&users.items).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::UpstreamInvalidResponse,
-            format!("the gateway's DSM account {account:?} is not in Chat's user list"),
-        )
-    })
-}
-
-/// Refuses with a 400 naming `field` unless every id is an existing, not deleted Chat user, so
-/// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
-pub(super) async fn ensure_users_exist(
-    state: &State,
-    chat: &Chat,
-    ids: &[UserId],
-    field: &str,
-) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let unknown = |users: &[User]| -> Vec<String> {
-        ids.iter()
-            .filter(|id| !users.iter().any(|u| u.user_id == **id && !u.deleted))
-            .map(ToString::to_string)
-            .collect()
-    };
-    let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
-    match unknown(&users.items) {
-        missing if missing.is_empty() => Ok(()),
-        // Well-formed ids of users that are not there: the request cannot be carried out (422;
-        // a 404 would say the addressed resource, e.g. the channel, is missing).
-        missing => Err(ApiError::new(
-            ProblemCode::Unprocessable,
-            format!(
-                "{field} names users that do not exist: {}",
-                missing.join(", ")
-            ),
-        )),
-    }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::WebhookPath;
+use super::common::{ConfiguredWebhookList, Items, WebhookPath, outgoing_message};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{
@@ -19,8 +19,8 @@ use super::{
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
 use crate::delivery::Job;
-use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
-use crate::error::{ApiError, ProblemCode};
+use crate::domain::{HttpUrl, MessageText};
+use crate::error::ApiError;
 use crate::upstream::{ChatClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -45,11 +45,6 @@ pub struct ConfiguredWebhook {
     url: String,
     /// The Chat URL the gateway posts to, with the token masked.
     upstream_url: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConfiguredWebhookList {
-    items: Vec<ConfiguredWebhook>,
 }
 
 /// A message for an incoming webhook.
@@ -77,26 +72,6 @@ pub struct WebhookReceipt {
     /// The configured webhook used; absent when the caller sent the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<String>,
-}
-
-/// Validated text and file URL; the error names the field. A `file_url` naming an internal
-/// host the policy does not allow is a 422.
-pub(super) fn outgoing_message(
-    text: &str,
-    file_url: Option<&str>,
-    policy: &FileUrlPolicy,
-) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
-    let text = MessageText::parse(text.to_owned())
-        .map_err(|_| ApiError::invalid("text must not be empty"))?;
-    let file_url = file_url
-        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
-        .transpose()?;
-    if let Some(url) = &file_url {
-        policy
-            .check(url)
-            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
-    }
-    Ok((text, file_url))
 }
 
 /// Sends `text` through an incoming webhook, as several posts when it is long (the file goes
@@ -149,7 +124,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 pub async fn list_incoming_webhooks(
     _: Authorized<Read>,
     state: State,
-) -> web::Json<ConfiguredWebhookList> {
+) -> web::Json<Items<ConfiguredWebhook>> {
     let upstream_url = state.upstream.masked_incoming_webhook_url();
     let items = state
         .tokens
@@ -161,7 +136,7 @@ pub async fn list_incoming_webhooks(
             upstream_url: upstream_url.clone(),
         })
         .collect();
-    web::Json(ConfiguredWebhookList { items })
+    web::Json(Items { items })
 }
 
 /// Send through a configured incoming webhook
