@@ -568,6 +568,44 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_error_table_lists_exactly_the_codes_with_their_status() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let table = readme
+            .split("| `code` | HTTP | When |")
+            .nth(1)
+            .expect("the README has the error table");
+        let mut listed = Vec::new();
+        for row in table
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+        {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let status: u16 = cells[2].parse().expect("an HTTP status");
+            // `a` / `b` and `a`, `b` rows name several codes of one status.
+            for name in cells[1].split('`').skip(1).step_by(2) {
+                let code = ProblemCode::ALL
+                    .into_iter()
+                    .find(|code| code.as_str() == name)
+                    .unwrap_or_else(|| {
+                        panic!("the README lists `{name}`, which is no ProblemCode")
+                    });
+                assert_eq!(code.status().as_u16(), status, "`{name}` in the README");
+                listed.push(code);
+            }
+        }
+        for code in ProblemCode::ALL {
+            assert_eq!(
+                listed.iter().filter(|c| **c == code).count(),
+                1,
+                "`{}` must be listed once in the README's error table",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn the_documented_code_enum_is_the_code_strings() {
         use utoipa::PartialSchema;
         let schema = serde_json::to_value(ProblemCode::schema()).unwrap();
