@@ -10,9 +10,9 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::api::error::{ApiError, ProblemCode};
 use crate::config::AuthSettings;
 pub use crate::config::Scope;
-use crate::error::{ApiError, ProblemCode};
 
 struct Key {
     name: String,

@@ -2,8 +2,8 @@
 //!
 //! The HTTP face and what guards it:
 //! - [`api`]: the HTTP face, one module per resource (handlers validate input into types,
-//!   call the DSM client, answer JSON or a problem document); [`error`]: its error type and
-//!   the one table of problem codes; [`cache`]: the cached user and channel lists;
+//!   call the DSM client, answer JSON or a problem document), with [`api::error`], its error
+//!   type and the one table of problem codes; [`cache`]: the cached user and channel lists;
 //! - [`auth`]: API keys and scopes; [`ratelimit`]: token buckets per key and address;
 //!   [`browser`]: DNS-rebinding and cross-site defences; [`forwarded`]: the public origin
 //!   behind trusted reverse proxies;
@@ -35,7 +35,6 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
-pub mod error;
 pub mod events;
 pub mod formats;
 pub mod forwarded;
@@ -46,3 +45,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+
+/// The old path of [`api::error`], for the modules that still use it (`cache`, which is moving
+/// into `api/`, and `delivery`, which stores problem documents as a delivery's last error).
+pub use api::error;

@@ -15,10 +15,10 @@ use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text,
 };
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, Post, PostId, User, UserId};
-use crate::error::ApiError;
 use crate::upstream::{ExternalMessage, PostWindow, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {

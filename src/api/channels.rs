@@ -13,9 +13,9 @@ use super::common::{
 };
 use super::extract::{Json, Query};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::UpstreamError;
 
 pub fn routes(cfg: &mut ServiceConfig) {

@@ -16,11 +16,11 @@ use crate::cache::CachedList;
 use std::sync::Arc;
 
 use super::{Chat, State};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::domain::{
     ChannelId, CronjobId, FileUrlPolicy, HttpUrl, MessageText, PostId, User, UserId,
     parse_whole_number,
 };
-use crate::error::{ApiError, ProblemCode};
 use crate::upstream::UpstreamError;
 
 /// A whole number that may arrive as a JSON number or as text (path segments and query values

@@ -10,9 +10,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{DeliveryId, DeliveryList, DeliveryPath, Items, Limit};
 use super::extract::Query;
 use super::{CommonProblems, InvalidInput, NotFound};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::{Job, Outbox, now_ms};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::store::StoreError;
 use crate::store::deliveries::{DeliveryRow, Transition};
 

@@ -6,8 +6,8 @@ use utoipa::ToSchema;
 
 use super::mode::GatewayMode;
 use super::{Chat, CommonProblems};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read};
-use crate::error::{ApiError, Problem, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthStatus {

@@ -16,11 +16,11 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
 use super::{Chat, State};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
-use crate::error::{ApiError, ProblemCode};
 use crate::formats::{self, Format, FormatError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -188,7 +188,7 @@ impl utoipa::IntoResponses for HookAnswers {
                 .schema(Some(Ref::from_schema_name(schema)))
                 .build()
         };
-        let problem = || json(&crate::error::Problem::name());
+        let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
                 .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)")

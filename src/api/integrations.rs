@@ -10,12 +10,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{ChatbotList, IntegrationPath, Items, UserPath, WebhookList, done, dsm_object};
 use super::extract::{Json, present};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
+use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
     ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook, is_blank, is_blank_char,
     is_name_separator,
 };
-use crate::error::ApiError;
 use crate::upstream::{ChatbotChanges, NewWebhook, WebhookKind};
 
 pub fn routes(cfg: &mut ServiceConfig) {

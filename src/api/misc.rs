@@ -6,8 +6,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::common::dsm_object;
 use super::{Chat, CommonProblems};
+use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized, Read};
-use crate::error::ApiError;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_stickers)

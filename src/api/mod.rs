@@ -7,6 +7,7 @@ mod channels;
 mod common;
 pub mod deliveries;
 pub mod docs;
+pub mod error;
 mod events;
 mod extract;
 pub mod health;
@@ -38,11 +39,11 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use actix_web::ResponseError;
 
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::cache::Caches;
 use crate::chunking;
 use crate::config::TokenKind;
 use crate::domain::{MessageText, Post};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::{ChatClient, Download, Upstream};
 
 pub use docs::RouteTable;

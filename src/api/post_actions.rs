@@ -8,9 +8,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{ChannelPath, Items, PostPath, ReminderList, UnixMillis, done};
 use super::extract::Json;
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, Unprocessable};
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::PostId;
-use crate::error::ApiError;
 use crate::upstream::Reminder;
 
 pub fn routes(cfg: &mut ServiceConfig) {

@@ -9,9 +9,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{ChannelPath, Limit, Offset, UnixMillis};
 use super::extract::{Query, whole_number};
 use super::{Chat, CommonProblems, InvalidInput, NotFound};
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read};
 use crate::domain::{ChannelId, Post, UserId};
-use crate::error::ApiError;
 use crate::upstream::{PostHas, PostSearch, PostType, SearchOrder, WireWord};
 
 pub fn routes(cfg: &mut ServiceConfig) {

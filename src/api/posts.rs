@@ -14,10 +14,10 @@ use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, created_posts,
     file_response, send_text,
 };
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::error::{ApiError, ProblemCode};
 use crate::upstream::{Download, NewFilePost, NewPost};
 
 pub fn routes(cfg: &mut ServiceConfig) {

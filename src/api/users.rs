@@ -13,9 +13,9 @@ use super::{
     BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
     created_posts, file_response, send_text,
 };
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
-use crate::error::{ApiError, ProblemCode};
 use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {

@@ -16,11 +16,11 @@ use super::{
     AppState, BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, send_text,
 };
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
 use crate::delivery::Job;
 use crate::domain::{HttpUrl, MessageText};
-use crate::error::ApiError;
 use crate::upstream::{ChatClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -207,7 +207,7 @@ pub async fn send_with_caller_token(
 ) -> Result<HttpResponse, ApiError> {
     if wants_async(&req) {
         return Err(ApiError::new(
-            crate::error::ProblemCode::Unprocessable,
+            crate::api::error::ProblemCode::Unprocessable,
             "Prefer: respond-async is not offered with X-Chat-Token: the gateway does not keep callers' tokens at rest; configure the token as tokens.<name> and send to /api/v1/webhooks/incoming/{name}",
         ));
     }
