@@ -559,3 +559,32 @@ pub async fn ensure_users_exist(
         )),
     }
 }
+
+/// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
+/// several posts when it is long, and answers 201 with the first; `what` names the target in a
+/// 404.
+pub async fn post_text(
+    state: &State,
+    chat: &Chat,
+    channel_id: ChannelId,
+    thread_id: Option<PostId>,
+    text: &MessageText,
+    what: impl fmt::Display,
+) -> Result<HttpResponse, ApiError> {
+    let what = &what;
+    let posts = super::send_text(
+        state,
+        text,
+        |message| async move {
+            chat.create_post(crate::upstream::NewPost {
+                channel_id,
+                message: &message,
+                thread_id,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, what),
+    )
+    .await?;
+    Ok(super::created_posts(posts))
+}

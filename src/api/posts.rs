@@ -6,19 +6,16 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, FileBytes, Items, Page, PostList, PostPath};
+use super::common::{ChannelPath, FileBytes, Items, Page, PostList, PostPath, post_text};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
-use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, created_posts,
-    file_response, send_text,
-};
+use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, file_response};
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::upstream::{Download, NewFilePost, NewPost};
+use crate::upstream::{Download, NewFilePost};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
@@ -143,22 +140,16 @@ pub async fn create_post(
         )
         .await?);
     }
-    let (chat, thread_id) = (&chat, body.thread_id);
-    let posts = send_text(
+    let channel = format!("channel {channel_id}");
+    Ok(post_text(
         &state,
+        &chat,
+        channel_id,
+        body.thread_id,
         &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id,
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("channel {channel_id}")),
+        channel,
     )
-    .await?;
-    Ok(created_posts(posts))
+    .await?)
 }
 
 fn is_multipart_form(req: &HttpRequest) -> bool {
@@ -244,22 +235,15 @@ pub async fn reply_to_post(
 ) -> Result<HttpResponse, ApiError> {
     let post_id = path.post_id;
     let channel_id = channel_of(post_id)?;
-    let chat = &chat;
-    let replies = send_text(
+    post_text(
         &state,
+        &chat,
+        channel_id,
+        Some(post_id),
         &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id: Some(post_id),
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("post {post_id}")),
+        format_args!("post {post_id}"),
     )
-    .await?;
-    Ok(created_posts(replies))
+    .await
 }
 
 /// Download a post's file

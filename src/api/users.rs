@@ -7,16 +7,14 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{UserList, UserPath, cached_item, cached_list, own_user_id};
+use super::common::{UserList, UserPath, cached_item, cached_list, own_user_id, post_text};
 use super::extract::{Json, Query};
 use super::{
-    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable,
-    created_posts, file_response, send_text,
+    BodyProblems, Chat, CommonProblems, InvalidInput, NotFound, State, Unprocessable, file_response,
 };
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
-use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_users)
@@ -185,22 +183,8 @@ pub async fn send_direct_message(
         ));
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
-    let chat = &chat;
-    let posts = send_text(
-        &state,
-        &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id: None,
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("direct-message channel {channel_id}")),
-    )
-    .await?;
-    Ok(created_posts(posts))
+    let what = format!("direct-message channel {channel_id}");
+    post_text(&state, &chat, channel_id, None, &body.message, what).await
 }
 
 /// Get the gateway account's Chat preferences

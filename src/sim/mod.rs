@@ -288,21 +288,18 @@ impl SimControl {
     /// The next `times` calls of `api` (and `method`, when given) answer error `code`.
     #[cfg(feature = "sim-test-hooks")]
     pub fn fail_next(&self, api: &str, method: Option<&str>, times: u32, code: i64) {
-        if times == 0 {
-            return;
-        }
-        lock(&self.shared.faults).push(Fault {
-            api: api.to_string(),
-            method: method.map(str::to_string),
-            remaining: times,
-            kind: FaultKind::Code(code),
-        });
+        self.inject(api, method, times, FaultKind::Code(code));
     }
 
     /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
     /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
     #[cfg(feature = "sim-test-hooks")]
     pub fn stall_next(&self, api: &str, method: Option<&str>, times: u32) {
+        self.inject(api, method, times, FaultKind::StallMidBody);
+    }
+
+    #[cfg(feature = "sim-test-hooks")]
+    fn inject(&self, api: &str, method: Option<&str>, times: u32, kind: FaultKind) {
         if times == 0 {
             return;
         }
@@ -310,7 +307,7 @@ impl SimControl {
             api: api.to_string(),
             method: method.map(str::to_string),
             remaining: times,
-            kind: FaultKind::StallMidBody,
+            kind,
         });
     }
 
