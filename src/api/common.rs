@@ -202,16 +202,16 @@ impl PartialSchema for Offset {
 
 impl ToSchema for Offset {}
 
-/// `limit` and `offset` of a list that pages through posts.
+/// `limit` and `offset` of a page of posts.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
-    /// How many (1 to 200, default 50).
+    /// How many posts (1 to 200, default 50).
     #[serde(default)]
     #[param(inline)]
     pub limit: Limit<50, 200>,
-    /// How many of the newest to skip (default 0).
+    /// How many of the newest posts to skip (default 0).
     #[serde(default)]
     #[param(inline)]
     pub offset: Offset,
@@ -233,11 +233,19 @@ pub struct PostPath {
     pub post_id: PostId,
 }
 
-/// `/users/{user_id}/…` and the integrations addressed by their bot user.
+/// `/users/{user_id}/…`
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct UserPath {
-    /// User id (of an integration: its bot user's)
+    /// User id
+    pub user_id: UserId,
+}
+
+/// `/integrations/bots/{user_id}` and `/integrations/chatbots/{user_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotUserPath {
+    /// The bot's user id
     pub user_id: UserId,
 }
 

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChatbotList, IntegrationPath, Items, UserPath, WebhookList, done, dsm_object};
+use super::common::{
+    BotUserPath, ChatbotList, IntegrationPath, Items, WebhookList, done, dsm_object,
+};
 use super::extract::{Json, present};
 use super::{BodyProblems, Chat, CommonProblems, InvalidInput, NotFound};
 use crate::api::error::ApiError;
@@ -414,14 +416,14 @@ pub async fn list_broadcast_webhooks(
 /// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
 /// integration that has none.
 #[utoipa::path(tag = "integrations",
-    params(UserPath),
+    params(BotUserPath),
     request_body = BotNicknameBody,
     responses((status = 204, description = "Renamed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/bots/{user_id}")]
 pub async fn set_bot(
     _: Authorized<Admin>,
-    path: web::Path<UserPath>,
+    path: web::Path<BotUserPath>,
     body: Json<BotNicknameBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
@@ -435,12 +437,12 @@ pub async fn set_bot(
 ///
 /// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
 #[utoipa::path(tag = "integrations",
-    params(UserPath),
+    params(BotUserPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/bots/{user_id}")]
 pub async fn delete_bot(
     _: Authorized<Admin>,
-    path: web::Path<UserPath>,
+    path: web::Path<BotUserPath>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
@@ -465,14 +467,14 @@ pub async fn list_chatbots(
 
 /// Change a chatbot's settings
 #[utoipa::path(tag = "integrations",
-    params(UserPath),
+    params(BotUserPath),
     request_body = ChatbotSettingsBody,
     responses((status = 204, description = "Changed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/chatbots/{user_id}")]
 pub async fn set_chatbot(
     _: Authorized<Admin>,
-    path: web::Path<UserPath>,
+    path: web::Path<BotUserPath>,
     body: Json<ChatbotSettingsBody>,
     chat: Chat,
 ) -> Result<HttpResponse, ApiError> {
