@@ -10,34 +10,9 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::api::error::{ApiError, ProblemCode};
 use crate::config::AuthSettings;
-use crate::error::{ApiError, ProblemCode};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Scope {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "read" => Some(Self::Read),
-            "write" => Some(Self::Write),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Admin => "admin",
-        }
-    }
-}
+pub use crate::config::Scope;
 
 struct Key {
     name: String,
@@ -49,6 +24,19 @@ struct Key {
 pub struct ApiKeys {
     keys: Vec<Key>,
     open: bool,
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
+pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// Hex SHA-256 of a key, as configured in `auth.keys.<name>.hash`.
@@ -65,7 +53,8 @@ impl ApiKeys {
             .filter_map(|(name, key)| {
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(key.hash.as_ref()?.expose_secret(), &mut hash).ok()?;
-                let scope = key.scopes.iter().filter_map(|s| Scope::parse(s)).max()?;
+                // Validation refused keys without scopes; the widest one counts.
+                let scope = key.scopes.iter().copied().max()?;
                 Some(Key {
                     name: name.clone(),
                     hash,
@@ -88,15 +77,7 @@ impl ApiKeys {
     }
 
     fn presented(headers: &header::HeaderMap) -> Option<&str> {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        bearer_token(headers)
     }
 
     fn find(&self, presented: &str) -> Option<&Key> {
@@ -197,7 +178,7 @@ mod tests {
             KeySettings {
                 hash: Some(SecretString::from(hash_key("r-key"))),
                 hash_file: None,
-                scopes: vec!["read".into()],
+                scopes: vec![Scope::Read],
             },
         );
         ApiKeys::from_settings(&settings, true)

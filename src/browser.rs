@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 
-use crate::error::{ApiError, ProblemCode};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::forwarded::PublicOrigin;
 
 /// What the guard checks, built once from the settings.

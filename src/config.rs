@@ -412,8 +412,50 @@ pub struct KeySettings {
     pub hash: Option<SecretString>,
     pub hash_file: Option<PathBuf>,
     /// `read`, `write`, `admin` (each implies the ones before it); a list or a comma-separated string.
-    #[serde(deserialize_with = "list_or_comma_string")]
-    pub scopes: Vec<String>,
+    #[serde(deserialize_with = "scopes")]
+    pub scopes: Vec<Scope>,
+}
+
+/// What an API key may do; each scope includes the ones before it (`read` < `write` < `admin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Scope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "read" => Ok(Self::Read),
+            "write" => Ok(Self::Write),
+            "admin" => Ok(Self::Admin),
+            _ => Err(format!(
+                "unknown scope {name:?} (expected read, write or admin)"
+            )),
+        }
+    }
+}
+
+/// Scopes as a list or a comma-separated string; an unknown one is refused at load.
+fn scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Scope>, D::Error> {
+    list_or_comma_string(d)?
+        .iter()
+        .map(|name| name.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -667,16 +709,6 @@ impl Settings {
                 return Err(ConfigError::new(
                     format!("auth.keys.{name}.scopes"),
                     "must name at least one scope",
-                ));
-            }
-            if let Some(bad) = key
-                .scopes
-                .iter()
-                .find(|s| !matches!(s.as_str(), "read" | "write" | "admin"))
-            {
-                return Err(ConfigError::new(
-                    format!("auth.keys.{name}.scopes"),
-                    format!("unknown scope {bad:?} (expected read, write or admin)"),
                 ));
             }
         }
@@ -1037,8 +1069,23 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.upstream.timeout_ms, 2500);
-        assert_eq!(s.auth.keys["ci"].scopes, ["read", "write"]);
+        assert_eq!(s.auth.keys["ci"].scopes, [Scope::Read, Scope::Write]);
         assert!(!s.masked_json().contains("\"pw\""));
+    }
+
+    #[test]
+    fn unknown_scopes_are_refused_at_load() {
+        let err = load(&[
+            ("SYNOCHAT__AUTH__KEYS__CI__HASH", HASH),
+            ("SYNOCHAT__AUTH__KEYS__CI__SCOPES", "read,root"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.reason
+                .contains("unknown scope \"root\" (expected read, write or admin)"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("auth.keys.ci.scopes"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,29 @@
 //! syno-chat-gateway: a REST/JSON gateway in front of Synology Chat.
 //!
-//! - [`api`]: the HTTP face, one module per resource;
+//! The HTTP face and what guards it:
+//! - [`api`]: the HTTP face, one module per resource (handlers validate input into types,
+//!   call the DSM client, answer JSON or a problem document), with [`api::error`], its error
+//!   type and the one table of problem codes, and [`api::cache`], the cached user and channel lists;
+//! - [`auth`]: API keys and scopes; [`ratelimit`]: token buckets per key and address;
+//!   [`browser`]: DNS-rebinding and cross-site defences; [`forwarded`]: the public origin
+//!   behind trusted reverse proxies;
+//! - [`telemetry`]: logging and request ids; [`metrics`]: the Prometheus registry.
+//!
+//! Below it, each with one job:
 //! - [`upstream`]: the DSM client, the only code that knows `entry.cgi`;
-//! - [`sim`]: the built-in DSM simulator (demo mode, tests, users' CI);
-//! - [`store`]: the delivery store (SQLite or PostgreSQL), the only code that knows SQL;
-//! - [`startup`]: the composition root; [`cli`]: the command line.
+//! - [`domain`]: validated identifiers, message text and the Chat resources;
+//! - [`chunking`]: long texts as several posts;
+//! - [`store`]: the delivery, idempotency and event store (SQLite or PostgreSQL), the only
+//!   code that knows SQL;
+//! - [`delivery`]: the outbox worker, the only code that retries;
+//! - [`formats`]: sender formats (Slack, Alertmanager, ...) as pure functions to Chat text;
+//! - [`events`]: inbound events from Chat, stored and fanned out.
+//!
+//! Around them:
+//! - [`sim`]: the built-in DSM simulator (demo mode, tests, users' CI), sharing no code with
+//!   [`upstream`];
+//! - [`config`]: typed, validated settings; [`startup`]: the composition root; [`cli`]: the
+//!   command line; [`build_info`]: what was built.
 
 pub mod api;
 pub mod auth;
@@ -15,7 +34,6 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
-pub mod error;
 pub mod events;
 pub mod formats;
 pub mod forwarded;
@@ -26,3 +44,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+
+/// The old path of [`api::error`], for the modules that still use it (`cache`, which is moving
+/// into `api/`, and `delivery`, which stores problem documents as a delivery's last error).
+pub use api::error;

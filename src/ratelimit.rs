@@ -17,9 +17,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::ApiKeys;
 use crate::config::RateLimitSettings;
-use crate::error::{ApiError, ProblemCode};
 use crate::forwarded::PublicOrigin;
 
 /// Buckets kept at most per limiter; beyond it full (idle) buckets are dropped first, then the

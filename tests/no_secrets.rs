@@ -64,7 +64,7 @@ async fn no_secret_appears_in_the_logs() {
         KeySettings {
             hash: Some(SecretString::from(hash_key(API_KEY))),
             hash_file: None,
-            scopes: vec!["write".to_owned()],
+            scopes: vec!["write".parse().unwrap()],
         },
     );
     settings.hooks.insert(

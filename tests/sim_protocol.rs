@@ -118,7 +118,44 @@ impl Sim {
         self.post("/webapi/entry.cgi", &p, &[("X-SYNO-TOKEN", &s.token)])
             .await
     }
+
+    /// Asserts that a session call fails with DSM error `expected`, naming the call if not.
+    async fn expect_error(
+        &self,
+        s: &Session,
+        expected: i64,
+        api: &str,
+        version: &str,
+        method: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let answer = self.call(s, api, version, method, extra).await;
+        assert_eq!(
+            code(&answer),
+            expected,
+            "{api} v{version} {method} {extra:?}"
+        );
+    }
+
+    /// [`Self::expect_error`] for each case, in order: (session, code, api, version, method,
+    /// parameters).
+    async fn expect_errors(&self, cases: &[ErrorCase<'_>]) {
+        for (s, expected, api, version, method, extra) in cases {
+            self.expect_error(s, *expected, api, version, method, extra)
+                .await;
+        }
+    }
 }
+
+/// A call that must fail: (session, DSM code, api, version, method, parameters).
+type ErrorCase<'a> = (
+    &'a Session,
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+);
 
 fn code(v: &Value) -> i64 {
     assert_eq!(v["success"], false, "expected an error: {v}");
@@ -484,18 +521,14 @@ async fn sessions_expire_when_idle_and_on_reboot() {
     );
     assert_eq!(t.ctl().active_sessions().len(), 1);
     actix_rt::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.User", "3", "list", &[]).await),
-        119
-    );
+    t.expect_error(&s, 119, "SYNO.Chat.User", "3", "list", &[])
+        .await;
 
     let s = t.login().await;
     t.ctl().expire_all_sessions();
     assert!(t.ctl().active_sessions().is_empty());
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.User", "3", "list", &[]).await),
-        119
-    );
+    t.expect_error(&s, 119, "SYNO.Chat.User", "3", "list", &[])
+        .await;
 }
 
 #[actix_web::test]
@@ -507,10 +540,8 @@ async fn relogin_kills_previous_session_when_configured() {
     .await;
     let first = t.login().await;
     let second = t.login().await;
-    assert_eq!(
-        code(&t.call(&first, "SYNO.Chat.User", "3", "list", &[]).await),
-        107
-    );
+    t.expect_error(&first, 107, "SYNO.Chat.User", "3", "list", &[])
+        .await;
     assert_eq!(
         t.call(&second, "SYNO.Chat.User", "3", "list", &[]).await["success"],
         true
@@ -539,10 +570,8 @@ async fn logout_needs_the_sid() {
     );
     let v = t.call(&s, "SYNO.API.Auth", "7", "logout", &[]).await;
     assert_eq!(v["success"], true);
-    assert_eq!(
-        code(&t.call(&s, "SYNO.Chat.User", "3", "list", &[]).await),
-        119
-    );
+    t.expect_error(&s, 119, "SYNO.Chat.User", "3", "list", &[])
+        .await;
 }
 
 #[actix_web::test]
@@ -711,13 +740,15 @@ async fn seed_channels_users_and_visibility() {
 
     // Private channel posts are hidden from non-members.
     let bob = t.login_as("bob", "bob-pass").await;
-    assert_eq!(
-        code(
-            &t.call(&bob, "SYNO.Chat.Post", "8", "list", &[("channel_id", "3")])
-                .await
-        ),
-        117
-    );
+    t.expect_error(
+        &bob,
+        117,
+        "SYNO.Chat.Post",
+        "8",
+        "list",
+        &[("channel_id", "3")],
+    )
+    .await;
     // Public but not joined: readable, not writable.
     assert_eq!(
         t.call(
@@ -730,19 +761,15 @@ async fn seed_channels_users_and_visibility() {
         .await["success"],
         true
     );
-    assert_eq!(
-        code(
-            &t.call(
-                &carol,
-                "SYNO.Chat.Post",
-                "8",
-                "create",
-                &[("channel_id", "2"), ("message", "hi")]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &carol,
+        105,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "2"), ("message", "hi")],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -800,19 +827,15 @@ async fn message_bytes_survive_exactly() {
     assert_eq!(posts[1]["post_id"], post["post_id"]);
 
     let long = "x".repeat(2001);
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Post",
-                "8",
-                "create",
-                &[("channel_id", "1"), ("message", &long)]
-            )
-            .await
-        ),
-        410
-    );
+    t.expect_error(
+        &s,
+        410,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "1"), ("message", &long)],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -945,19 +968,15 @@ async fn threads_and_anchor_listing() {
     assert_eq!(ids, vec![(2i64 << 32) | 2, (2i64 << 32) | 1]);
     // A reply to a reply is refused.
     let rid = reply["post_id"].as_i64().unwrap().to_string();
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Post",
-                "8",
-                "create",
-                &[("channel_id", "2"), ("message", "x"), ("thread_id", &rid)]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &s,
+        117,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "2"), ("message", "x"), ("thread_id", &rid)],
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------- phase 2: channels
@@ -967,32 +986,25 @@ async fn named_channels_lifecycle() {
     let t = start(SimConfig::default()).await;
     let admin = t.login().await;
     let bob = t.login_as("bob", "bob-pass").await;
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Channel.Named",
-                "1",
-                "create",
-                &[("name", "two words")]
-            )
-            .await
+    t.expect_errors(&[
+        (
+            &admin,
+            152,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "create",
+            &[("name", "two words")],
         ),
-        152
-    );
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Channel.Named",
-                "1",
-                "create",
-                &[("name", "x"), ("member_ids", "[2]")]
-            )
-            .await
+        (
+            &admin,
+            119,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "create",
+            &[("name", "x"), ("member_ids", "[2]")],
         ),
-        119
-    );
+    ])
+    .await;
     let v = t
         .call(
             &admin,
@@ -1007,33 +1019,25 @@ async fn named_channels_lifecycle() {
     assert_eq!(data(&v)["name"], "team");
     assert_eq!(data(&v)["type"], "private");
     // Creator is already a member: join answers 117.
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Channel.Named",
-                "1",
-                "join",
-                &[("channel_id", &c)]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &admin,
+        117,
+        "SYNO.Chat.Channel.Named",
+        "1",
+        "join",
+        &[("channel_id", &c)],
+    )
+    .await;
     // Private: bob neither sees nor can join it.
-    assert_eq!(
-        code(
-            &t.call(
-                &bob,
-                "SYNO.Chat.Channel.Named",
-                "1",
-                "join",
-                &[("channel_id", &c)]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &bob,
+        105,
+        "SYNO.Chat.Channel.Named",
+        "1",
+        "join",
+        &[("channel_id", &c)],
+    )
+    .await;
     let v = t
         .call(
             &admin,
@@ -1080,13 +1084,15 @@ async fn named_channels_lifecycle() {
         .await["success"],
         true
     );
-    assert_eq!(
-        code(
-            &t.call(&bob, "SYNO.Chat.Post", "8", "list", &[("channel_id", &c)])
-                .await
-        ),
-        117
-    );
+    t.expect_error(
+        &bob,
+        117,
+        "SYNO.Chat.Post",
+        "8",
+        "list",
+        &[("channel_id", &c)],
+    )
+    .await;
     // Public channel join by a non-member.
     let carol = t.login_as("carol", "carol-pass").await;
     assert_eq!(
@@ -1180,19 +1186,15 @@ async fn close_view_archive_and_dm() {
     assert_eq!(dm["last_view_at"].as_i64().unwrap().to_string(), at);
 
     // Anonymous.initiate: self only -> 400; existing DM is reused; new pair creates one.
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Channel.Anonymous",
-                "2",
-                "initiate",
-                &[("user_ids", "[1]")]
-            )
-            .await
-        ),
-        400
-    );
+    t.expect_error(
+        &admin,
+        400,
+        "SYNO.Chat.Channel.Anonymous",
+        "2",
+        "initiate",
+        &[("user_ids", "[1]")],
+    )
+    .await;
     let v = t
         .call(
             &admin,
@@ -1217,19 +1219,15 @@ async fn close_view_archive_and_dm() {
     assert_eq!(data(&v)["type"], "anonymous");
 
     // archive: only creator/admin, then no more posts.
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Channel",
-                "2",
-                "archive",
-                &[("channel_id", "2")]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &alice,
+        105,
+        "SYNO.Chat.Channel",
+        "2",
+        "archive",
+        &[("channel_id", "2")],
+    )
+    .await;
     assert_eq!(
         t.call(
             &admin,
@@ -1241,19 +1239,15 @@ async fn close_view_archive_and_dm() {
         .await["success"],
         true
     );
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Post",
-                "8",
-                "create",
-                &[("channel_id", "2"), ("message", "x")]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &admin,
+        105,
+        "SYNO.Chat.Post",
+        "8",
+        "create",
+        &[("channel_id", "2"), ("message", "x")],
+    )
+    .await;
 
     let v = t
         .call(
@@ -1314,19 +1308,15 @@ async fn user_status_avatar_preference() {
     assert!(resp.headers().get("content-disposition").is_some());
     let body = resp.body().await.unwrap();
     assert_eq!(&body[..8], b"\x89PNG\r\n\x1a\n");
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.User.Avatar",
-                "1",
-                "get",
-                &[("user_id", "999")]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &s,
+        117,
+        "SYNO.Chat.User.Avatar",
+        "1",
+        "get",
+        &[("user_id", "999")],
+    )
+    .await;
 
     t.call(
         &s,
@@ -1349,27 +1339,26 @@ async fn search_pin_and_threads() {
     let t = start(SimConfig::default()).await;
     let s = t.login().await;
     // `in` must be a JSON number array.
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("in", "[\"1\"]")])
-                .await
+    t.expect_errors(&[
+        (
+            &s,
+            101,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("in", "[\"1\"]")],
         ),
-        101
-    );
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("in", "1")])
-                .await
+        (&s, 101, "SYNO.Chat.Post", "5", "search", &[("in", "1")]),
+        (
+            &s,
+            114,
+            "SYNO.Chat.Post",
+            "5",
+            "search",
+            &[("channel_id", "1")],
         ),
-        101
-    );
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.Post", "5", "search", &[("channel_id", "1")])
-                .await
-        ),
-        114
-    );
+    ])
+    .await;
     let v = t
         .call(
             &s,
@@ -1515,32 +1504,25 @@ async fn edit_delete_reaction_reminder_schedule() {
         )
         .await;
     assert_eq!(data(&v)["message"], "final");
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Post",
-                "8",
-                "set",
-                &[("post_id", &pid), ("message", "x")]
-            )
-            .await
+    t.expect_errors(&[
+        (
+            &alice,
+            105,
+            "SYNO.Chat.Post",
+            "8",
+            "set",
+            &[("post_id", &pid), ("message", "x")],
         ),
-        105
-    );
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Post",
-                "8",
-                "delete",
-                &[("post_id", &pid)]
-            )
-            .await
+        (
+            &alice,
+            415,
+            "SYNO.Chat.Post",
+            "8",
+            "delete",
+            &[("post_id", &pid)],
         ),
-        415
-    );
+    ])
+    .await;
 
     let v = t
         .call(
@@ -1613,13 +1595,8 @@ async fn edit_delete_reaction_reminder_schedule() {
             .await["success"],
         true
     );
-    assert_eq!(
-        code(
-            &t.call(&s, "SYNO.Chat.Post", "8", "get", &[("post_id", &pid)])
-                .await
-        ),
-        117
-    );
+    t.expect_error(&s, 117, "SYNO.Chat.Post", "8", "get", &[("post_id", &pid)])
+        .await;
 
     // Schedules: created, listed, materialised once due, deletable.
     let soon = (chrono_ms() + 300).to_string();
@@ -1687,19 +1664,15 @@ async fn edit_delete_reaction_reminder_schedule() {
         .call(&s, "SYNO.Chat.Post.Schedule", "1", "list", &[])
         .await;
     assert!(data(&v)["schedule_posts"].as_array().unwrap().is_empty());
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Post.Schedule",
-                "1",
-                "delete",
-                &[("cronjob_id", &job2)]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &s,
+        117,
+        "SYNO.Chat.Post.Schedule",
+        "1",
+        "delete",
+        &[("cronjob_id", &job2)],
+    )
+    .await;
 }
 
 fn chrono_ms() -> i64 {
@@ -1826,19 +1799,15 @@ async fn multipart_upload_and_file_get() {
     assert_eq!(data(&v)["total"], 1);
     // A text post has no file: JSON error.
     let first = ((1i64 << 32) | 1).to_string();
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Post.File",
-                "2",
-                "get",
-                &[("post_id", &first)]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &s,
+        117,
+        "SYNO.Chat.Post.File",
+        "2",
+        "get",
+        &[("post_id", &first)],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -1894,19 +1863,15 @@ async fn misc_apis_and_admin_only() {
         )
         .await;
     let pid = data(&v)["post_id"].as_i64().unwrap().to_string();
-    assert_eq!(
-        code(
-            &t.call(
-                &admin,
-                "SYNO.Chat.Post",
-                "8",
-                "set",
-                &[("post_id", &pid), ("message", "b")]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &admin,
+        105,
+        "SYNO.Chat.Post",
+        "8",
+        "set",
+        &[("post_id", &pid), ("message", "b")],
+    )
+    .await;
     // type=0 "succeeds" but stores an invisible post (N8N).
     let v = t
         .call(
@@ -2250,19 +2215,15 @@ async fn chatbot_token_methods() {
         data(&v)["chatbots"][0]["chatbot_props"]["purpose"],
         "triage"
     );
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Chatbot",
-                "1",
-                "set",
-                &[("user_id", "1"), ("purpose", "x")]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &s,
+        105,
+        "SYNO.Chat.Chatbot",
+        "1",
+        "set",
+        &[("user_id", "1"), ("purpose", "x")],
+    )
+    .await;
     for i in 0..4 {
         let v = t
             .call(
@@ -2275,19 +2236,15 @@ async fn chatbot_token_methods() {
             .await;
         assert_eq!(data(&v)["token"].as_str().unwrap().len(), 64);
     }
-    assert_eq!(
-        code(
-            &t.call(
-                &s,
-                "SYNO.Chat.Chatbot",
-                "1",
-                "create",
-                &[("nickname", "one-too-many")]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &s,
+        117,
+        "SYNO.Chat.Chatbot",
+        "1",
+        "create",
+        &[("nickname", "one-too-many")],
+    )
+    .await;
     t.call(
         &s,
         "SYNO.Chat.Bot",
@@ -2507,19 +2464,15 @@ async fn votes_forward_and_literal_quotes() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Post.Vote",
-                "1",
-                "vote",
-                &[("post_id", &vid), ("choice_ids", "[1]")]
-            )
-            .await
-        ),
-        101
-    );
+    t.expect_error(
+        &alice,
+        101,
+        "SYNO.Chat.Post.Vote",
+        "1",
+        "vote",
+        &[("post_id", &vid), ("choice_ids", "[1]")],
+    )
+    .await;
     let ids = format!("[\"{choice}\"]");
     assert_eq!(
         t.call(
@@ -2543,19 +2496,15 @@ async fn votes_forward_and_literal_quotes() {
         .await;
     assert_eq!(data(&v)["choices"][1]["count"], 1);
     assert_eq!(data(&v)["choices"][1]["voters"], serde_json::json!([2]));
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Post.Vote",
-                "1",
-                "close",
-                &[("post_id", &vid)]
-            )
-            .await
-        ),
-        105
-    );
+    t.expect_error(
+        &alice,
+        105,
+        "SYNO.Chat.Post.Vote",
+        "1",
+        "close",
+        &[("post_id", &vid)],
+    )
+    .await;
     t.call(
         &s,
         "SYNO.Chat.Post.Vote",
@@ -2564,19 +2513,15 @@ async fn votes_forward_and_literal_quotes() {
         &[("post_id", &vid)],
     )
     .await;
-    assert_eq!(
-        code(
-            &t.call(
-                &alice,
-                "SYNO.Chat.Post.Vote",
-                "1",
-                "vote",
-                &[("post_id", &vid), ("choice_ids", &ids)]
-            )
-            .await
-        ),
-        117
-    );
+    t.expect_error(
+        &alice,
+        117,
+        "SYNO.Chat.Post.Vote",
+        "1",
+        "vote",
+        &[("post_id", &vid), ("choice_ids", &ids)],
+    )
+    .await;
 }
 
 #[actix_web::test]

@@ -6,16 +6,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{
+    BotChannelPath, BotPath, BotPostPath, ChannelList, FileBytes, Items, PostList, UserList,
+    outgoing_message,
+};
 use super::extract::{Json, Query, whole_number};
-use super::webhooks::outgoing_message;
 use super::{
     BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text,
 };
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
-use crate::domain::{Channel, ChannelId, Post, PostId, User, UserId};
-use crate::error::ApiError;
+use crate::domain::{Channel, Post, PostId, User, UserId};
 use crate::upstream::{ExternalMessage, PostWindow, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -74,27 +77,6 @@ pub struct BotDelivery {
     failed: Vec<FailedRecipient>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct BotChannelList {
-    items: Vec<Channel>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotUserList {
-    items: Vec<User>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotPostList {
-    items: Vec<Post>,
-}
-
-/// A file's bytes.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-#[allow(dead_code)] // documentation only: the handler answers DSM's bytes as they came
-pub struct FileBytes(Vec<u8>);
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -131,8 +113,8 @@ fn bot_read_error(
 ///
 /// Sends the message to each user's conversation with the bot configured as `name`; answers
 /// the post created per user and the users DSM did not deliver to.
-#[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name"),
+#[utoipa::path(tag = "bots",
+    params(BotPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = BotMessageBody,
     responses((status = 200, body = BotDelivery,
@@ -142,13 +124,14 @@ fn bot_read_error(
 #[post("/bots/{name}/messages")]
 pub async fn send_bot_message(
     auth: Authorized<Write>,
-    name: web::Path<String>,
+    path: web::Path<BotPath>,
     body: Json<BotMessageBody>,
     state: State,
     chat: Dsm,
     req: actix_web::HttpRequest,
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner().name;
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let body = body.into_inner();
     let (text, file_url) =
@@ -161,7 +144,7 @@ pub async fn send_bot_message(
     }
     if super::deliveries::wants_async(&req) {
         let job = crate::delivery::Job::Bot {
-            name: name.into_inner(),
+            name: name.clone(),
             user_ids,
             file_url: body.file_url.clone(),
         };
@@ -210,54 +193,53 @@ pub async fn send_bot_message(
 }
 
 /// List the bot's channels
-#[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name")),
-    responses((status = 200, body = BotChannelList), InvalidInput, NotFound, CommonProblems))]
+#[utoipa::path(tag = "bots",
+    params(BotPath),
+    responses((status = 200, body = ChannelList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels")]
 pub async fn list_bot_channels(
     _: Authorized<Read>,
-    name: web::Path<String>,
+    path: web::Path<BotPath>,
     state: State,
     chat: Dsm,
-) -> Result<web::Json<BotChannelList>, ApiError> {
-    let token = state.integration_token(&name, TokenKind::Bot)?;
+) -> Result<web::Json<Items<Channel>>, ApiError> {
+    let token = state.integration_token(&path.name, TokenKind::Bot)?;
     let items = chat.bot_channels(token).await?;
-    Ok(web::Json(BotChannelList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// List the users the bot sees
-#[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name")),
-    responses((status = 200, body = BotUserList), InvalidInput, NotFound, CommonProblems))]
+#[utoipa::path(tag = "bots",
+    params(BotPath),
+    responses((status = 200, body = UserList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/users")]
 pub async fn list_bot_users(
     _: Authorized<Read>,
-    name: web::Path<String>,
+    path: web::Path<BotPath>,
     state: State,
     chat: Dsm,
-) -> Result<web::Json<BotUserList>, ApiError> {
-    let token = state.integration_token(&name, TokenKind::Bot)?;
+) -> Result<web::Json<Items<User>>, ApiError> {
+    let token = state.integration_token(&path.name, TokenKind::Bot)?;
     let items = chat.bot_users(token).await?;
-    Ok(web::Json(BotUserList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Read posts of a channel the bot is in
 ///
 /// `prev_count` posts before the anchor `post_id`, the anchor, and `next_count` posts after it,
 /// in DSM's order. A channel the bot is not a member of is a 403.
-#[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name"),
-        ("channel_id" = u64, Path, minimum = 1, description = "Channel id"), PostWindowQuery),
-    responses((status = 200, body = BotPostList), InvalidInput, NotFound, CommonProblems))]
+#[utoipa::path(tag = "bots",
+    params(BotChannelPath, PostWindowQuery),
+    responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels/{channel_id}/posts")]
 pub async fn list_bot_posts(
     _: Authorized<Read>,
-    path: web::Path<(String, ChannelId)>,
+    path: web::Path<BotChannelPath>,
     query: Query<PostWindowQuery>,
     state: State,
     chat: Dsm,
-) -> Result<web::Json<BotPostList>, ApiError> {
-    let (name, channel_id) = path.into_inner();
+) -> Result<web::Json<Items<Post>>, ApiError> {
+    let BotChannelPath { name, channel_id } = path.into_inner();
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let (prev_count, next_count) = match (query.prev_count, query.next_count) {
         (None, None) => (DEFAULT_PREV_COUNT, 0),
@@ -282,25 +264,24 @@ pub async fn list_bot_posts(
             let channel = format_args!("channel {channel_id}");
             bot_read_error(e, &name, channel, channel)
         })?;
-    Ok(web::Json(BotPostList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 /// Download a post's file as the bot
 ///
 /// The bytes with DSM's content type, for a post in a channel the bot is a member of.
-#[utoipa::path(tag = "bots", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured bot name"),
-        ("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "bots",
+    params(BotPostPath),
     responses((status = 200, description = "The file", content_type = "application/octet-stream",
         body = FileBytes), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/posts/{post_id}/file")]
 pub async fn get_bot_post_file(
     _: Authorized<Read>,
-    path: web::Path<(String, PostId)>,
+    path: web::Path<BotPostPath>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, post_id) = path.into_inner();
+    let BotPostPath { name, post_id } = path.into_inner();
     let token = state.integration_token(&name, TokenKind::Bot)?;
     let file = chat.bot_post_file(token, post_id).await.map_err(|e| {
         bot_read_error(

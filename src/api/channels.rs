@@ -3,17 +3,19 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{
+    ChannelList, ChannelPath, UnixMillis, cached_item, cached_list, ensure_users_exist, own_user_id,
+};
 use super::extract::{Json, Query};
-use super::users::{ensure_users_exist, own_user_id};
 use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::UpstreamError;
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -27,15 +29,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(leave_channel)
         .service(mark_read)
         .service(get_channel_preferences);
-}
-
-/// Earliest and latest accepted Unix millisecond timestamps (2001 to 2286): values outside
-/// are seconds or nonsense.
-const MILLIS_RANGE: std::ops::RangeInclusive<u64> = 1_000_000_000_000..=9_999_999_999_999;
-
-#[derive(Serialize, ToSchema)]
-pub struct ChannelList {
-    items: Vec<Channel>,
 }
 
 /// A named channel to create.
@@ -73,9 +66,8 @@ pub struct NewMembers {
 pub struct ReadMarker {
     /// Unix milliseconds; default now. Chat's own clients send the `create_at` of the last
     /// post they showed.
-    #[serde(default, deserialize_with = "unix_millis")]
-    #[schema(minimum = 1_000_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    last_view_at: Option<u64>,
+    #[serde(default)]
+    last_view_at: Option<UnixMillis>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -108,7 +100,7 @@ pub struct ChannelFilter {
 /// List the channels visible to the gateway's account
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?name=` filters by name.
-#[utoipa::path(tag = "channels", security(("bearer" = [])), params(ChannelFilter,
+#[utoipa::path(tag = "channels", params(ChannelFilter,
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
     responses((status = 200, body = ChannelList,
             headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
@@ -124,40 +116,29 @@ pub async fn list_channels(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    let Some(name) = filter.name.as_deref() else {
-        return Ok(list.respond(&req));
-    };
-    if name.trim().is_empty() {
-        return Err(ApiError::invalid("name must not be empty"));
-    }
-    let items = list
-        .items
-        .iter()
-        .filter(|c| !c.name.is_empty() && c.name.eq_ignore_ascii_case(name))
-        .cloned()
-        .collect();
-    Ok(HttpResponse::Ok().json(ChannelList { items }))
+    cached_list(&req, &list, "name", filter.name.as_deref(), |c, name| {
+        !c.name.is_empty() && c.name.eq_ignore_ascii_case(name)
+    })
 }
 
 /// Get one channel
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     responses((status = 200, body = Channel), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}")]
 pub async fn get_channel(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     state: State,
     chat: Dsm,
 ) -> Result<web::Json<Channel>, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let list = state.caches.channels.get_or_load(chat.channels()).await?;
-    list.items
-        .iter()
-        .find(|c| c.channel_id == channel_id)
-        .cloned()
-        .map(web::Json)
-        .ok_or_else(|| not_visible(channel_id))
+    cached_item(
+        &list,
+        |c| c.channel_id == channel_id,
+        || not_visible(channel_id),
+    )
 }
 
 /// Create a named channel
@@ -165,7 +146,7 @@ pub async fn get_channel(
 /// Creates the channel, makes sure the gateway's account has joined it and invites `members`.
 /// Answers 201 with the channel as DSM then lists it. If inviting fails after the channel was
 /// created, the channel exists (see `GET /channels`) and the problem says why inviting failed.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
+#[utoipa::path(tag = "channels",
     request_body = NewChannel,
     responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
         InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
@@ -233,53 +214,53 @@ pub async fn create_channel(
 ///
 /// DSM hides the conversation from the account's channel list until its next post; no
 /// message is deleted and other members are not affected.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     responses((status = 204, description = "Closed"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/channels/{channel_id}")]
 pub async fn close_channel(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     channel_changed(&state, channel_id, chat.close_channel(channel_id).await).await
 }
 
 /// Archive a channel
 ///
 /// DSM allows it to the channel's creator and to administrators.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     responses((status = 204, description = "Archived"), InvalidInput, NotFound, CommonProblems))]
 #[post("/channels/{channel_id}/archive")]
 pub async fn archive_channel(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     channel_changed(&state, channel_id, chat.archive_channel(channel_id).await).await
 }
 
 /// Invite users to a channel
 ///
 /// Every id must be an existing user; members already in the channel are left as they are.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     request_body = NewMembers,
     responses((status = 204, description = "Invited"), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/members")]
 pub async fn invite_members(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     body: Json<NewMembers>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let mut user_ids = body.into_inner().user_ids;
     if user_ids.is_empty() {
         return Err(ApiError::invalid("user_ids must name at least one user"));
@@ -294,17 +275,17 @@ pub async fn invite_members(
 /// Join a channel with the gateway's account
 ///
 /// Idempotent: answers 204 when the account is already a member.
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     responses((status = 204, description = "The gateway's account is a member"), InvalidInput, NotFound, CommonProblems))]
 #[put("/channels/{channel_id}/membership")]
 pub async fn join_channel(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     match chat.join_channel(channel_id).await {
         // 117 means "already a member" or "no such channel": the channel list tells which.
         Err(e) if e.dsm_code() == Some(117) => {
@@ -330,20 +311,20 @@ pub async fn join_channel(
 /// Refused with 409 when the gateway's account is the only member (leaving would orphan the
 /// channel) unless `force=true`, and for direct-message and bot conversations, which cannot be
 /// left (close them instead).
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), LeaveQuery),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath, LeaveQuery),
     responses((status = 204, description = "Left"), InvalidInput, NotFound,
         (status = 409, description = "Leaving would orphan the channel, or it cannot be left", body = Problem, content_type = "application/problem+json"),
         CommonProblems))]
 #[delete("/channels/{channel_id}/membership")]
 pub async fn leave_channel(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     query: Query<LeaveQuery>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let own_id = own_user_id(&state, &chat).await?.get();
     // Decided on a fresh list: a stale one could let the last member leave.
     let channel = fresh_channel(&state, &chat, channel_id)
@@ -379,35 +360,35 @@ pub async fn leave_channel(
 ///
 /// Moves the gateway account's read marker to `last_view_at` (default now), which resets the
 /// channel's `unread` count. Send `{}` for "now".
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     request_body = ReadMarker,
     responses((status = 204, description = "Marked"), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/read")]
 pub async fn mark_read(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     body: Json<ReadMarker>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = channel_id.into_inner();
-    let last_view_at = body.last_view_at.unwrap_or_else(now_millis);
+    let channel_id = path.channel_id;
+    let last_view_at = body.last_view_at.unwrap_or_else(UnixMillis::now).get();
     let result = chat.view_channel(channel_id, last_view_at).await;
     channel_changed(&state, channel_id, result).await
 }
 
 /// Get the gateway account's preferences for a channel
-#[utoipa::path(tag = "channels", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "channels",
+    params(ChannelPath),
     responses((status = 200, description = "DSM's preferences object", body = ChannelPreferences), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/preferences")]
 pub async fn get_channel_preferences(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     chat: Dsm,
 ) -> Result<web::Json<ChannelPreferences>, ApiError> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let preferences = chat
         .channel_preferences(channel_id)
         .await
@@ -446,27 +427,4 @@ fn not_visible(channel_id: ChannelId) -> ApiError {
     ApiError::not_found(format!(
         "channel {channel_id} does not exist or is not visible to the gateway's account"
     ))
-}
-
-/// Reads `last_view_at`, refusing seconds and other non-millisecond values while parsing so
-/// the problem names the field.
-fn unix_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    match Option::<Value>::deserialize(deserializer)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .filter(|ms| MILLIS_RANGE.contains(ms))
-            .map(Some)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "last_view_at must be a Unix time in milliseconds (13 digits), got {value}"
-                ))
-            }),
-    }
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

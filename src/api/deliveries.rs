@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{DeliveryId, DeliveryList, DeliveryPath, Items, Limit};
 use super::extract::Query;
 use super::{CommonProblems, InvalidInput, NotFound};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::{Job, Outbox, now_ms};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::store::StoreError;
 use crate::store::deliveries::{DeliveryRow, Transition};
 
@@ -130,11 +131,6 @@ impl From<DeliveryRow> for Delivery {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryList {
-    items: Vec<Delivery>,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -143,26 +139,14 @@ pub struct DeliveryQuery {
     #[param(pattern = "^(queued|sending|delivered|failed|cancelled)$")]
     state: Option<String>,
     /// At most this many (default 50, at most 500).
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<50, 500>,
     /// Continue after this delivery id (the last one of the previous page).
-    #[param(
-        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
-    after: Option<String>,
+    after: Option<DeliveryId>,
 }
 
 const STATES: [&str; 5] = ["queued", "sending", "delivered", "failed", "cancelled"];
-
-/// A delivery id is a UUID; anything else cannot exist.
-fn delivery_id(raw: &str) -> Result<String, ApiError> {
-    // The hyphenated form only, as documented (uuid also parses braced and simple forms).
-    Some(raw)
-        .filter(|raw| raw.len() == 36)
-        .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
-        .map(|u| u.to_string())
-        .ok_or_else(|| ApiError::invalid("delivery_id must be a UUID"))
-}
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no delivery {id}"))
@@ -171,7 +155,7 @@ fn not_found(id: &str) -> ApiError {
 /// List asynchronous deliveries
 ///
 /// In order of arrival. Scope: read.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
+#[utoipa::path(tag = "deliveries",
     params(DeliveryQuery),
     responses((status = 200, body = DeliveryList), InvalidInput, CommonProblems))]
 #[get("/deliveries")]
@@ -179,7 +163,7 @@ pub async fn list_deliveries(
     _: Authorized<Read>,
     query: Query<DeliveryQuery>,
     outbox: Deliveries,
-) -> Result<web::Json<DeliveryList>, ApiError> {
+) -> Result<web::Json<Items<Delivery>>, ApiError> {
     let query = query.into_inner();
     if let Some(state) = &query.state
         && !STATES.contains(&state.as_str())
@@ -188,13 +172,15 @@ pub async fn list_deliveries(
             "state must be one of queued, sending, delivered, failed, cancelled",
         ));
     }
-    let limit = super::posts::page_limit(query.limit, 50, 500)?;
-    let after = query.after.as_deref().map(delivery_id).transpose()?;
+    let (limit, after) = (
+        query.limit.get(),
+        query.after.as_ref().map(DeliveryId::as_str),
+    );
     let rows = outbox
         .store()
-        .deliveries(query.state.as_deref(), after.as_deref(), i64::from(limit))
+        .deliveries(query.state.as_deref(), after, i64::from(limit))
         .await?;
-    Ok(web::Json(DeliveryList {
+    Ok(web::Json(Items {
         items: rows.into_iter().map(Delivery::from).collect(),
     }))
 }
@@ -202,16 +188,16 @@ pub async fn list_deliveries(
 /// Get an asynchronous delivery
 ///
 /// Scope: read.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
+#[utoipa::path(tag = "deliveries",
+    params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound, CommonProblems))]
 #[get("/deliveries/{delivery_id}")]
 pub async fn get_delivery(
     _: Authorized<Read>,
-    id: web::Path<String>,
+    path: web::Path<DeliveryPath>,
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
-    let id = delivery_id(&id)?;
+    let id = path.into_inner().delivery_id.to_string();
     let row = outbox.store().delivery(&id).await?;
     row.map(|r| web::Json(r.into()))
         .ok_or_else(|| not_found(&id))
@@ -221,18 +207,18 @@ pub async fn get_delivery(
 ///
 /// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`.
 /// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
+#[utoipa::path(tag = "deliveries",
+    params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not failed", body = Problem, content_type = "application/problem+json"),
         CommonProblems))]
 #[post("/deliveries/{delivery_id}/retry")]
 pub async fn retry_delivery(
     _: Authorized<Write>,
-    id: web::Path<String>,
+    path: web::Path<DeliveryPath>,
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
-    let id = delivery_id(&id)?;
+    let id = path.into_inner().delivery_id.to_string();
     let now = now_ms();
     let result = outbox
         .store()
@@ -250,18 +236,18 @@ pub async fn retry_delivery(
 /// Cancel a queued delivery
 ///
 /// 409 when it is being sent or already finished. Scope: write.
-#[utoipa::path(tag = "deliveries", security(("bearer" = [])),
-    params(("delivery_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The id from the 202 answer (a UUID)")),
+#[utoipa::path(tag = "deliveries",
+    params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not queued", body = Problem, content_type = "application/problem+json"),
         CommonProblems))]
 #[delete("/deliveries/{delivery_id}")]
 pub async fn cancel_delivery(
     _: Authorized<Write>,
-    id: web::Path<String>,
+    path: web::Path<DeliveryPath>,
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
-    let id = delivery_id(&id)?;
+    let id = path.into_inner().delivery_id.to_string();
     let result = outbox.store().cancel_delivery(&id, now_ms()).await?;
     settle(
         &outbox,

@@ -9,7 +9,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ProblemCode};
+use crate::api::error::{ApiError, ProblemCode};
 
 /// Largest JSON body accepted.
 pub const JSON_LIMIT: usize = 256 * 1024;

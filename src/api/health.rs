@@ -6,8 +6,8 @@ use utoipa::ToSchema;
 
 use super::mode::GatewayMode;
 use super::{CommonProblems, Dsm};
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read};
-use crate::error::{ApiError, Problem, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthStatus {
@@ -108,7 +108,7 @@ pub struct HealthDetails {
 ///
 /// Needs the read scope. DSM is checked at most once per 5 s (a login if needed and
 /// `SYNO.API.Info`); concurrent callers share the check in flight.
-#[utoipa::path(tag = "health", security(("bearer" = [])),
+#[utoipa::path(tag = "health",
     responses((status = 200, body = HealthDetails), CommonProblems))]
 #[get("/health")]
 pub async fn health_details(

@@ -16,11 +16,11 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
 use super::{Dsm, State};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
-use crate::error::{ApiError, ProblemCode};
 use crate::formats::{self, Format, FormatError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -141,6 +141,87 @@ enum Outcome {
     Unavailable(ApiError),
 }
 
+/// A sender's payload as JSON. Also accepted, for the senders that send them: a form with
+/// `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is
+/// described here because client generators cannot model a text body.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)] // documentation only: the body is read by `handle` in whichever form it came
+pub struct HookPayload(serde_json::Value);
+
+/// `/hooks/{name}`
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HookPath {
+    /// The hook's configured name
+    name: String,
+}
+
+/// `/hooks/{name}/{secret}`
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HookSecretPath {
+    /// The hook's configured name
+    name: String,
+    /// The hook's secret
+    secret: String,
+}
+
+/// The answers of both hook routes, documented once: text for Slack-style senders, a receipt or
+/// a problem for the others.
+pub struct HookAnswers;
+
+impl utoipa::IntoResponses for HookAnswers {
+    fn responses() -> BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        use utoipa::openapi::{
+            ContentBuilder, Ref, ResponseBuilder, ResponsesBuilder, header::HeaderBuilder,
+        };
+        use utoipa::{PartialSchema, ToSchema};
+        let text = |example: Option<&str>| {
+            ContentBuilder::new()
+                .schema(Some(String::schema()))
+                .example(example.map(Into::into))
+                .build()
+        };
+        let json = |schema: &str| {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build()
+        };
+        let problem = || json(&crate::api::error::Problem::name());
+        ResponsesBuilder::new()
+            .response("200", ResponseBuilder::new()
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)")
+                .content("text/plain", text(Some("ok"))))
+            .response("202", ResponseBuilder::new()
+                .description("Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery")
+                .header("Location", HeaderBuilder::new()
+                    .schema(Some(String::schema()))
+                    .description(Some("`/api/v1/deliveries/{delivery_id}`"))
+                    .build())
+                .content("application/json", json(&HookReceipt::name())))
+            .response("400", ResponseBuilder::new()
+                .description("`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)")
+                .content("text/plain", text(Some("invalid_payload")))
+                .content("application/problem+json", problem()))
+            .response("404", ResponseBuilder::new()
+                .description("`no_service`: no hook with this name and secret")
+                .content("text/plain", text(Some("no_service"))))
+            .response("413", ResponseBuilder::new()
+                .description("The body is over 5 MiB")
+                .content("text/plain", text(None)))
+            .response("422", ResponseBuilder::new()
+                .description("The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)")
+                .content("text/plain", text(Some("channel_not_found")))
+                .content("application/problem+json", problem()))
+            .response("503", ResponseBuilder::new()
+                .description("The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)")
+                .content("text/plain", text(None)))
+            .build()
+            .into()
+    }
+}
+
 /// Post to a hook (secret in the path)
 ///
 /// For tools that only take a URL: Slack- and Mattermost-compatible senders (Alertmanager
@@ -155,34 +236,19 @@ enum Outcome {
 /// Only a store that cannot be written (or a target name that cannot be looked up yet) is a
 /// 503, never a 4xx.
 #[utoipa::path(tag = "hooks",
-    params(("name" = String, Path, description = "The hook's configured name"),
-        ("secret" = String, Path, description = "The hook's secret")),
-    request_body(description = "A sender's payload as JSON. Also accepted, for the senders that send them: a form with \
-        `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is described here because \
-        client generators cannot model a text body.",
-        content((Object = "application/json"))),
-    responses(
-        (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
-            content_type = "text/plain", body = String, example = "ok"),
-        (status = 202, description = "Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery",
-            body = HookReceipt, headers(("Location" = String, description = "`/api/v1/deliveries/{delivery_id}`"))),
-        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
-            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
-        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
-        (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
-        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
-            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
-        (status = 503, description = "The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+    params(HookSecretPath),
+    request_body = HookPayload,
+    responses(HookAnswers))]
 #[post("/hooks/{name}/{secret}")]
 pub async fn hook_with_path_secret(
-    path: web::Path<(String, String)>,
+    path: web::Path<HookSecretPath>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
     chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
-    let (name, secret) = path.into_inner();
+    let HookSecretPath { name, secret } = path.into_inner();
     handle(
         &name,
         Some(&secret),
@@ -199,46 +265,22 @@ pub async fn hook_with_path_secret(
 /// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
 /// secret stays out of URLs and proxy logs.
 #[utoipa::path(tag = "hooks",
-    params(("name" = String, Path, description = "The hook's configured name"),
+    params(HookPath,
         ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
-    request_body(description = "A sender's payload as JSON. Also accepted, for the senders that send them: a form with \
-        `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is described here because \
-        client generators cannot model a text body.",
-        content((Object = "application/json"))),
-    responses(
-        (status = 200, description = "Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)",
-            content_type = "text/plain", body = String, example = "ok"),
-        (status = 202, description = "Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery",
-            body = HookReceipt, headers(("Location" = String, description = "`/api/v1/deliveries/{delivery_id}`"))),
-        (status = 400, description = "`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)",
-            content((String = "text/plain", example = "invalid_payload"), (crate::error::Problem = "application/problem+json"))),
-        (status = 404, description = "`no_service`: no hook with this name and secret", content_type = "text/plain", body = String, example = "no_service"),
-        (status = 413, description = "The body is over 5 MiB", content_type = "text/plain", body = String),
-        (status = 422, description = "The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)",
-            content((String = "text/plain", example = "channel_not_found"), (crate::error::Problem = "application/problem+json"))),
-        (status = 503, description = "The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)", content_type = "text/plain", body = String)))]
+    request_body = HookPayload,
+    responses(HookAnswers))]
 #[post("/hooks/{name}")]
 pub async fn hook_with_bearer_secret(
-    name: web::Path<String>,
+    path: web::Path<HookPath>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
     chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
-    let secret = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .map(str::to_owned);
     handle(
-        &name,
-        secret.as_deref(),
+        &path.name,
+        crate::auth::bearer_token(req.headers()),
         &req,
         payload,
         (&state, &chat, &outbox),

@@ -17,8 +17,8 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{ApiKeys, Scope};
-use crate::error::{ApiError, ProblemCode};
 use crate::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
 use crate::store::{Store, StoreError};
 
@@ -420,7 +420,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
     };
     let problem = |description: &str, retry_after: bool| {
         let mut response = ResponseBuilder::new().description(description).content(
-            crate::error::PROBLEM_JSON,
+            crate::api::error::PROBLEM_JSON,
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),

@@ -3,18 +3,21 @@
 //! answer to the `POST` that created it.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{
+    BotUserPath, ChatbotList, IntegrationPath, Items, WebhookList, done, dsm_object,
+};
 use super::extract::{Json, present};
 use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound};
+use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
     ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook, is_blank, is_blank_char,
     is_name_separator,
 };
-use crate::error::ApiError;
 use crate::upstream::{ChatbotChanges, NewWebhook, WebhookKind};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -36,30 +39,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(set_chatbot);
 }
 
-/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
-/// a free-form object in the OpenAPI document, with a description and an example.
-macro_rules! dsm_object {
-    ($description:literal, $name:ident, $example:tt) => {
-        #[doc = $description]
-        #[derive(serde::Serialize)]
-        #[serde(transparent)]
-        pub struct $name(serde_json::Map<String, serde_json::Value>);
-
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::Object)
-                    .description(Some($description))
-                    .examples([serde_json::json!($example)])
-                    .into()
-            }
-        }
-
-        impl utoipa::ToSchema for $name {}
-    };
-}
-pub(super) use dsm_object;
-
 dsm_object!(
     "DSM's answer to `SYNO.Chat.External list`, passed through without tokens.",
     IntegrationOverview,
@@ -77,16 +56,6 @@ dsm_object!(
     {"webhook_broadcasts": [{"user_id": 8, "name": "announcements", "channel_id": 0,
         "url": "https://hooks.example.org/chat", "is_disabled": false}]}
 );
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhookList {
-    items: Vec<Webhook>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatbotList {
-    items: Vec<Chatbot>,
-}
 
 /// A new incoming webhook: it posts into one channel.
 #[derive(Deserialize, ToSchema)]
@@ -197,9 +166,12 @@ fn webhook_noun(kind: WebhookKind) -> &'static str {
 }
 
 /// The list/create/delete helpers behind the three webhook kinds' routes.
-async fn list_webhooks(kind: WebhookKind, chat: Dsm) -> Result<web::Json<WebhookList>, ApiError> {
+async fn list_webhooks(
+    kind: WebhookKind,
+    chat: Dsm,
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     let items = chat.webhooks(kind).await?;
-    Ok(web::Json(WebhookList { items }))
+    Ok(web::Json(Items { items }))
 }
 
 async fn create_webhook(new: NewWebhook<'_>, chat: Dsm) -> Result<HttpResponse, ApiError> {
@@ -221,17 +193,15 @@ async fn delete_webhook(
     id: UserId,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    chat.delete_webhook(kind, id)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("{} {id}", webhook_noun(kind))))?;
-    Ok(HttpResponse::NoContent().finish())
+    let result = chat.delete_webhook(kind, id).await;
+    done(result, format_args!("{} {id}", webhook_noun(kind)))
 }
 
 /// List every integration
 ///
 /// DSM's `SYNO.Chat.External list` answer, passed through without tokens (its shape is not
 /// documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = IntegrationOverview), CommonProblems))]
 #[get("/integrations")]
 pub async fn list_integrations(
@@ -244,20 +214,20 @@ pub async fn list_integrations(
 }
 
 /// List incoming webhooks
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/incoming-webhooks")]
 pub async fn list_incoming_webhooks(
     _: Authorized<Admin>,
     chat: Dsm,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Incoming, chat).await
 }
 
 /// Create an incoming webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewIncomingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -281,33 +251,33 @@ pub async fn create_incoming_webhook(
 }
 
 /// Delete an incoming webhook
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/incoming-webhooks/{id}")]
 pub async fn delete_incoming_webhook(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Incoming, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Incoming, path.id, chat).await
 }
 
 /// List outgoing webhooks
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/outgoing-webhooks")]
 pub async fn list_outgoing_webhooks(
     _: Authorized<Admin>,
     chat: Dsm,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Outgoing, chat).await
 }
 
 /// Create an outgoing webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewOutgoingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -344,33 +314,33 @@ pub async fn create_outgoing_webhook(
 }
 
 /// Delete an outgoing webhook
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The webhook's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/outgoing-webhooks/{id}")]
 pub async fn delete_outgoing_webhook(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Outgoing, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Outgoing, path.id, chat).await
 }
 
 /// List slash commands
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/slash-commands")]
 pub async fn list_slash_commands(
     _: Authorized<Admin>,
     chat: Dsm,
-) -> Result<web::Json<WebhookList>, ApiError> {
+) -> Result<web::Json<Items<Webhook>>, ApiError> {
     list_webhooks(WebhookKind::Slash, chat).await
 }
 
 /// Create a slash command
 ///
 /// Answers 201 with the new command's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     request_body = NewSlashCommandBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -401,22 +371,22 @@ pub async fn create_slash_command(
 }
 
 /// Delete a slash command
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("id" = u64, Path, minimum = 1, description = "The command's `user_id`")),
+#[utoipa::path(tag = "integrations",
+    params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/slash-commands/{id}")]
 pub async fn delete_slash_command(
     _: Authorized<Admin>,
-    id: web::Path<UserId>,
+    path: web::Path<IntegrationPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Slash, id.into_inner(), chat).await
+    delete_webhook(WebhookKind::Slash, path.id, chat).await
 }
 
 /// List built-in webhooks
 ///
 /// The integrations Synology packages bring, as DSM describes them (shape not documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = BuiltinWebhooks), CommonProblems))]
 #[get("/integrations/builtin-webhooks")]
 pub async fn list_builtin_webhooks(
@@ -429,7 +399,7 @@ pub async fn list_builtin_webhooks(
 /// List broadcast webhooks
 ///
 /// As DSM describes them, without tokens (shape not documented).
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = BroadcastWebhooks), CommonProblems))]
 #[get("/integrations/broadcast-webhooks")]
 pub async fn list_broadcast_webhooks(
@@ -445,72 +415,70 @@ pub async fn list_broadcast_webhooks(
 ///
 /// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
 /// integration that has none.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(BotUserPath),
     request_body = BotNicknameBody,
     responses((status = 204, description = "Renamed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/bots/{user_id}")]
 pub async fn set_bot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<BotUserPath>,
     body: Json<BotNicknameBody>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let nickname = non_blank("nickname", &body.nickname)?;
-    chat.set_bot_nickname(user_id, nickname)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
-    Ok(HttpResponse::NoContent().finish())
+    let result = chat.set_bot_nickname(user_id, nickname).await;
+    done(result, format_args!("bot {user_id}"))
 }
 
 /// Delete a bot
 ///
 /// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The bot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(BotUserPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/bots/{user_id}")]
 pub async fn delete_bot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<BotUserPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
-    chat.delete_bot(user_id)
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("bot {user_id}")))?;
-    Ok(HttpResponse::NoContent().finish())
+    let user_id = path.user_id;
+    done(
+        chat.delete_bot(user_id).await,
+        format_args!("bot {user_id}"),
+    )
 }
 
 /// List chatbots
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
+#[utoipa::path(tag = "integrations",
     responses((status = 200, body = ChatbotList), CommonProblems))]
 #[get("/integrations/chatbots")]
 pub async fn list_chatbots(
     _: Authorized<Admin>,
     chat: Dsm,
-) -> Result<web::Json<ChatbotList>, ApiError> {
-    Ok(web::Json(ChatbotList {
+) -> Result<web::Json<Items<Chatbot>>, ApiError> {
+    Ok(web::Json(Items {
         items: chat.chatbots().await?,
     }))
 }
 
 /// Change a chatbot's settings
-#[utoipa::path(tag = "integrations", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The chatbot's user id")),
+#[utoipa::path(tag = "integrations",
+    params(BotUserPath),
     request_body = ChatbotSettingsBody,
     responses((status = 204, description = "Changed"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[put("/integrations/chatbots/{user_id}")]
 pub async fn set_chatbot(
     _: Authorized<Admin>,
-    user_id: web::Path<UserId>,
+    path: web::Path<BotUserPath>,
     body: Json<ChatbotSettingsBody>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let body = body.into_inner();
     if body.url.is_none()
         && body.purpose.is_none()

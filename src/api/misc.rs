@@ -4,10 +4,10 @@
 use actix_web::{get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::integrations::dsm_object;
+use super::common::dsm_object;
 use super::{CommonProblems, Dsm};
+use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized, Read};
-use crate::error::ApiError;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_stickers)
@@ -41,7 +41,7 @@ dsm_object!(
 /// List stickers
 ///
 /// The sticker names usable in sticker posts, as DSM lists them.
-#[utoipa::path(tag = "misc", security(("bearer" = [])),
+#[utoipa::path(tag = "misc",
     responses((status = 200, body = StickerCatalog), CommonProblems))]
 #[get("/stickers")]
 pub async fn list_stickers(
@@ -54,7 +54,7 @@ pub async fn list_stickers(
 /// Get Chat's admin settings
 ///
 /// Needs the admin scope and a DSM account with Chat admin rights.
-#[utoipa::path(tag = "misc", security(("bearer" = [])),
+#[utoipa::path(tag = "misc",
     responses((status = 200, body = AdminSettings), CommonProblems))]
 #[get("/admin/settings")]
 pub async fn get_admin_settings(
@@ -65,7 +65,7 @@ pub async fn get_admin_settings(
 }
 
 /// Get information about the Chat application
-#[utoipa::path(tag = "misc", security(("bearer" = [])),
+#[utoipa::path(tag = "misc",
     responses((status = 200, body = AppInfo), CommonProblems))]
 #[get("/app")]
 pub async fn get_app_info(_: Authorized<Read>, chat: Dsm) -> Result<web::Json<AppInfo>, ApiError> {
@@ -73,7 +73,7 @@ pub async fn get_app_info(_: Authorized<Read>, chat: Dsm) -> Result<web::Json<Ap
 }
 
 /// Get miscellaneous Chat server information
-#[utoipa::path(tag = "misc", security(("bearer" = [])),
+#[utoipa::path(tag = "misc",
     responses((status = 200, body = MiscInfo), CommonProblems))]
 #[get("/misc")]
 pub async fn get_misc_info(

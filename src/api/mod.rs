@@ -5,8 +5,10 @@
 mod bots;
 pub mod cache;
 mod channels;
+mod common;
 pub mod deliveries;
 pub mod docs;
+pub mod error;
 mod events;
 mod extract;
 pub mod health;
@@ -39,10 +41,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use actix_web::ResponseError;
 
 use crate::api::cache::Caches;
+use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::chunking;
 use crate::config::TokenKind;
 use crate::domain::{MessageText, Post};
-use crate::error::{ApiError, Problem, ProblemCode};
 use crate::upstream::{Download, DsmClient, DsmShared};
 
 pub use docs::RouteTable;
@@ -172,7 +174,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::events::Event)),
+    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -315,10 +317,29 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .split_for_parts();
     describe_bare_responses(&mut api);
     require_request_bodies(&mut api);
+    document_security(&mut api);
     // Idempotency first: the responses it adds get the shared headers too.
     idempotency::document(&mut api);
     document_shared_answers(&mut api);
     api
+}
+
+/// The API key is required once, for the whole document; the routes outside `/api/v1`
+/// (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`.
+fn document_security(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    api.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in api.paths.paths.iter_mut() {
+        if path.starts_with("/api/v1/") {
+            continue;
+        }
+        for operation in operations_mut(item) {
+            operation.security = Some(Vec::new());
+        }
+    }
 }
 
 /// What every operation can answer, documented once here rather than per route: the

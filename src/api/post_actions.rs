@@ -1,17 +1,17 @@
 //! What the gateway's account does to a post: pins, reactions and reminders.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ChannelPath, Items, PostPath, ReminderList, UnixMillis, done};
 use super::extract::Json;
-use super::posts::future_unix_ms;
 use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, Unprocessable};
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{ChannelId, PostId};
-use crate::error::ApiError;
-use crate::upstream::{Reminder, UpstreamError};
+use crate::domain::PostId;
+use crate::upstream::Reminder;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(pin_post)
@@ -24,15 +24,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 const MAX_STICKER_NAME: usize = 64;
-
-/// 204 when DSM did it; Chat's "no such post" (117) as 404.
-fn done(
-    result: Result<(), UpstreamError>,
-    what: impl std::fmt::Display,
-) -> Result<HttpResponse, ApiError> {
-    result.map_err(|e| ApiError::for_resource(e, what))?;
-    Ok(HttpResponse::NoContent().finish())
-}
 
 /// A sticker's name, such as `thumbsup`.
 #[derive(Deserialize, ToSchema)]
@@ -74,30 +65,22 @@ pub struct ReactionBody {
 #[schema(example = json!({"remind_at": 1893456000000_u64}))]
 pub struct ReminderBody {
     /// Unix time in milliseconds, in the future.
-    #[schema(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    remind_at: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"items": [{"post_id": 4294967307_u64, "remind_at": 1893456000000_u64,
-    "message": "Deploy finished: 100% & green"}]}))]
-pub struct ReminderList {
-    items: Vec<Reminder>,
+    remind_at: UnixMillis,
 }
 
 /// Pin a post
 ///
 /// Pinned posts are found with `GET /posts/search?has=pin`.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Pinned"), InvalidInput, NotFound, CommonProblems))]
 #[put("/posts/{post_id}/pin")]
 pub async fn pin_post(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     done(
         chat.pin_post(post_id, true).await,
         format_args!("post {post_id}"),
@@ -105,16 +88,16 @@ pub async fn pin_post(
 }
 
 /// Unpin a post
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Unpinned"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/pin")]
 pub async fn unpin_post(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     done(
         chat.pin_post(post_id, false).await,
         format_args!("post {post_id}"),
@@ -124,85 +107,86 @@ pub async fn unpin_post(
 /// React to a post with a sticker
 ///
 /// Adding the same reaction again changes nothing.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     request_body = ReactionBody,
     responses((status = 204, description = "Reaction added"), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
 #[post("/posts/{post_id}/reactions")]
 pub async fn add_reaction(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     body: Json<ReactionBody>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let result = chat.add_reaction(post_id, &body.sticker.0).await;
     done(result, format_args!("post {post_id}"))
+}
+
+/// The answer of the reminder pair (get and set): DSM's answers carry no message.
+fn reminder(post_id: PostId, remind_at: u64) -> web::Json<Reminder> {
+    web::Json(Reminder {
+        post_id,
+        remind_at,
+        message: None,
+    })
 }
 
 /// Get the reminder on a post
 ///
 /// 404 when the gateway's account has no reminder on the post.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 200, body = Reminder), InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/reminder")]
 pub async fn get_reminder(
     _: Authorized<Read>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Dsm,
 ) -> Result<web::Json<Reminder>, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let remind_at = chat
         .reminder(post_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?
         .ok_or_else(|| ApiError::not_found(format!("post {post_id} has no reminder")))?;
-    Ok(web::Json(Reminder {
-        post_id,
-        remind_at,
-        message: None,
-    }))
+    Ok(reminder(post_id, remind_at))
 }
 
 /// Set the reminder on a post
 ///
 /// Replaces any earlier reminder of the gateway's account on the post.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     request_body = ReminderBody,
     responses((status = 200, body = Reminder), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
 #[put("/posts/{post_id}/reminder")]
 pub async fn set_reminder(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     body: Json<ReminderBody>,
     chat: Dsm,
 ) -> Result<web::Json<Reminder>, ApiError> {
-    let post_id = post_id.into_inner();
-    let remind_at = future_unix_ms("remind_at", body.remind_at)?;
+    let post_id = path.post_id;
+    let remind_at = body.remind_at.in_future("remind_at")?.get();
     chat.set_reminder(post_id, remind_at)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("post {post_id}")))?;
-    Ok(web::Json(Reminder {
-        post_id,
-        remind_at,
-        message: None,
-    }))
+    Ok(reminder(post_id, remind_at))
 }
 
 /// Delete the reminder on a post
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Post id")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses((status = 204, description = "Reminder deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/reminder")]
 pub async fn delete_reminder(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     // Chat answers 117 both for an unknown post and for a post without reminder.
     let result = chat.delete_reminder(post_id).await;
     done(result, format_args!("the reminder of post {post_id}"))
@@ -211,19 +195,19 @@ pub async fn delete_reminder(
 /// List the reminders in a channel
 ///
 /// The gateway account's reminders on the channel's posts.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath),
     responses((status = 200, body = ReminderList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/reminders")]
 pub async fn list_reminders(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     chat: Dsm,
-) -> Result<web::Json<ReminderList>, ApiError> {
-    let channel_id = channel_id.into_inner();
+) -> Result<web::Json<Items<Reminder>>, ApiError> {
+    let channel_id = path.channel_id;
     let items = chat
         .reminders(channel_id)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    Ok(web::Json(ReminderList { items }))
+    Ok(web::Json(Items { items }))
 }

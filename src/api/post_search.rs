@@ -6,12 +6,12 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ChannelPath, Limit, Offset, UnixMillis};
 use super::extract::{Query, whole_number};
-use super::posts::{page_limit, page_offset, unix_ms};
 use super::{CommonProblems, Dsm, InvalidInput, NotFound};
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read};
 use crate::domain::{ChannelId, Post, UserId};
-use crate::error::ApiError;
 use crate::upstream::{PostHas, PostSearch, PostType, SearchOrder, WireWord};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -20,9 +20,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_attachments);
 }
 
-const MAX_LIMIT: u32 = 200;
-const DEFAULT_LIMIT: u32 = 50;
-const DEFAULT_THREAD_LIMIT: u32 = 20;
 const DEFAULT_REPLIES_PER_THREAD: u32 = 3;
 const MAX_REPLIES_PER_THREAD: u32 = 50;
 
@@ -48,13 +45,9 @@ pub struct SearchQuery {
     #[param(value_type = Option<Vec<UserId>>, style = Form, explode = false)]
     creator_id: Option<String>,
     /// Posts created after this Unix time in milliseconds.
-    #[param(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    #[serde(default, deserialize_with = "whole_number")]
-    after: Option<u64>,
+    after: Option<UnixMillis>,
     /// Posts created before this Unix time in milliseconds.
-    #[param(minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64)]
-    #[serde(default, deserialize_with = "whole_number")]
-    before: Option<u64>,
+    before: Option<UnixMillis>,
     /// Sort order, newest first (default `create_at`).
     #[param(inline, value_type = Option<SearchOrder>)]
     sort_by: Option<String>,
@@ -63,13 +56,13 @@ pub struct SearchQuery {
     #[serde(default, deserialize_with = "whole_number")]
     thread_id: Option<u64>,
     /// How many hits to skip (default 0).
-    #[param(minimum = 0, maximum = 2147483647)]
-    #[serde(default, deserialize_with = "whole_number")]
-    offset: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    offset: Offset,
     /// How many hits (1 to 200, default 50).
-    #[param(minimum = 1, maximum = 200)]
-    #[serde(default, deserialize_with = "whole_number")]
-    limit: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<50, 200>,
 }
 
 /// A page of search hits.
@@ -91,13 +84,13 @@ pub struct SearchResult {
 #[serde(deny_unknown_fields)]
 pub struct ThreadsQuery {
     /// How many threads to skip (default 0).
-    #[param(minimum = 0, maximum = 2147483647)]
-    #[serde(default, deserialize_with = "whole_number")]
-    offset: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    offset: Offset,
     /// How many threads (1 to 200, default 20).
-    #[param(minimum = 1, maximum = 200)]
-    #[serde(default, deserialize_with = "whole_number")]
-    limit: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<20, 200>,
     /// How many of each thread's latest replies to include (0 to 50, default 3).
     #[param(minimum = 0, maximum = 50)]
     #[serde(default, deserialize_with = "whole_number")]
@@ -127,9 +120,9 @@ pub struct ThreadList {
 #[serde(deny_unknown_fields)]
 pub struct AttachmentQuery {
     /// How many files (1 to 200, default 50).
-    #[param(minimum = 1, maximum = 200)]
-    #[serde(default, deserialize_with = "whole_number")]
-    limit: Option<u32>,
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<50, 200>,
 }
 
 /// A channel's files, newest first, exactly as DSM describes them: the shape of DSM's answer is
@@ -180,7 +173,7 @@ fn words<T: WireWord>() -> String {
 ///
 /// Searches the given channels (all visible chats by default) and answers one page of hits with
 /// the total. Pinned posts are `has=pin`; files are `type=file`.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
+#[utoipa::path(tag = "posts",
     params(SearchQuery),
     responses((status = 200, body = SearchResult), InvalidInput, CommonProblems))]
 #[get("/posts/search")]
@@ -213,9 +206,6 @@ pub async fn search_posts(
             })
         })
         .transpose()?;
-    let after = q.after.map(|t| unix_ms("after", t)).transpose()?;
-    let before = q.before.map(|t| unix_ms("before", t)).transpose()?;
-    let limit = page_limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = chat
         .search_posts(&PostSearch {
             channel_ids: &channel_ids,
@@ -223,8 +213,8 @@ pub async fn search_posts(
             post_types: &post_types,
             has: &has,
             creator_ids: &creator_ids,
-            after,
-            before,
+            after: q.after.map(UnixMillis::get),
+            before: q.before.map(UnixMillis::get),
             sort_by,
             thread_id: q
                 .thread_id
@@ -235,8 +225,8 @@ pub async fn search_posts(
                     )),
                 })
                 .transpose()?,
-            offset: page_offset(q.offset)?,
-            limit,
+            offset: q.offset.get(),
+            limit: q.limit.get(),
         })
         .await?;
     Ok(web::Json(SearchResult {
@@ -250,17 +240,16 @@ pub async fn search_posts(
 /// List a channel's threads
 ///
 /// Thread root posts with recent replies, most recently active first.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), ThreadsQuery),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath, ThreadsQuery),
     responses((status = 200, body = ThreadList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/threads")]
 pub async fn list_threads(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     query: Query<ThreadsQuery>,
     chat: Dsm,
 ) -> Result<web::Json<ThreadList>, ApiError> {
-    let limit = page_limit(query.limit, DEFAULT_THREAD_LIMIT, MAX_LIMIT)?;
     let replies = query
         .replies_per_thread
         .unwrap_or(DEFAULT_REPLIES_PER_THREAD);
@@ -269,9 +258,9 @@ pub async fn list_threads(
             "replies_per_thread must be between 0 and {MAX_REPLIES_PER_THREAD}"
         )));
     }
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let page = chat
-        .threads(channel_id, page_offset(query.offset)?, limit, replies)
+        .threads(channel_id, query.offset.get(), query.limit.get(), replies)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(web::Json(ThreadList {
@@ -282,22 +271,21 @@ pub async fn list_threads(
 }
 
 /// List a channel's attachments
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), AttachmentQuery),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath, AttachmentQuery),
     responses((status = 200, body = AttachmentList, example = json!({"attachments": [{
         "post_id": 4294967309_u64, "channel_id": 1, "creator_id": 1, "message": "", "type": "file",
         "file_props": {"name": "report.pdf", "size": 48213}}], "total": 1})), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/attachments")]
 pub async fn list_attachments(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     query: Query<AttachmentQuery>,
     chat: Dsm,
 ) -> Result<web::Json<AttachmentList>, ApiError> {
-    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let data = chat
-        .attachments(channel_id, limit)
+        .attachments(channel_id, query.limit.get())
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(web::Json(AttachmentList(data)))

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
-use crate::error::{ApiError, ProblemCode};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::upstream::Upload;
 
 /// Largest caption part read.

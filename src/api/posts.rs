@@ -2,22 +2,20 @@
 //! thread replies and files.
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, get, mime, post, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ChannelPath, FileBytes, Items, Page, PostList, PostPath, post_text};
 use super::deliveries::{Deliveries, accept, wants_async};
-use super::extract::{Json, Query, whole_number};
+use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
-use super::{
-    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, created_posts, file_response,
-    send_text,
-};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, file_response};
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::error::{ApiError, ProblemCode};
-use crate::upstream::{Download, NewFilePost, NewPost};
+use crate::upstream::{Download, NewFilePost};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
@@ -25,89 +23,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(upload_file)
         .service(reply_to_post)
         .service(get_post_file);
-}
-
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 200;
-/// Earliest instant accepted as Unix milliseconds (1973-03-03): smaller numbers are almost
-/// certainly seconds, which DSM would read as January 1970.
-const MIN_UNIX_MS: u64 = 100_000_000_000;
-
-/// `limit` when given, else `default`; 400 outside `1..=max`.
-pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(default);
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid(format!(
-            "limit must be between 1 and {max}"
-        )))
-    }
-}
-
-/// Smallest Unix time in milliseconds after the year 2286: anything larger is no timestamp.
-const MAX_UNIX_MS: u64 = 10_000_000_000_000;
-
-/// Largest offset: the document says int32, so larger values are refused, not clipped.
-pub(super) const MAX_OFFSET: u32 = i32::MAX as u32;
-
-/// `offset` when given, else 0; 400 above [`MAX_OFFSET`].
-pub(super) fn page_offset(offset: Option<u32>) -> Result<u32, ApiError> {
-    match offset.unwrap_or(0) {
-        offset if offset <= MAX_OFFSET => Ok(offset),
-        _ => Err(ApiError::invalid(format!(
-            "offset must be between 0 and {MAX_OFFSET}"
-        ))),
-    }
-}
-
-/// Checks that `value` of `field` is a Unix time in milliseconds.
-pub(super) fn unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
-    if value < MIN_UNIX_MS {
-        return Err(ApiError::invalid(format!(
-            "{field} must be a Unix time in milliseconds; {value} looks like seconds"
-        )));
-    }
-    if value >= MAX_UNIX_MS {
-        return Err(ApiError::invalid(format!(
-            "{field} must be a Unix time in milliseconds before {MAX_UNIX_MS}"
-        )));
-    }
-    Ok(value)
-}
-
-/// Checks that `value` of `field` is a Unix time in milliseconds after now.
-pub(super) fn future_unix_ms(field: &str, value: u64) -> Result<u64, ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    if unix_ms(field, value)? <= now_ms {
-        // Well formed, but not a time a schema can rule out: 422, not 400.
-        return Err(ApiError::new(
-            ProblemCode::Unprocessable,
-            format!("{field} must be in the future (now is {now_ms})"),
-        ));
-    }
-    Ok(value)
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// How many posts (1 to 200, default 50).
-    #[param(minimum = 1, maximum = 200)]
-    #[serde(default, deserialize_with = "whole_number")]
-    limit: Option<u32>,
-    /// How many of the newest posts to skip (default 0).
-    #[param(minimum = 0, maximum = 2147483647)]
-    #[serde(default, deserialize_with = "whole_number")]
-    offset: Option<u32>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PostList {
-    items: Vec<Post>,
 }
 
 /// A message to post.
@@ -137,12 +52,6 @@ pub struct NewFilePostForm {
     message: Option<String>,
 }
 
-/// A file's bytes.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-#[allow(dead_code)] // documentation only: files are streamed from DSM's answer
-pub struct FileBytes(Vec<u8>);
-
 /// A reply in a thread.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,25 +64,24 @@ pub struct ReplyBody {
 /// List a channel's posts
 ///
 /// Top-level posts, newest first as DSM returns them; thread replies are not included.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"), PageQuery),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath, Page),
     responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/posts")]
 pub async fn list_posts(
     _: Authorized<Read>,
-    channel_id: web::Path<ChannelId>,
-    page: Query<PageQuery>,
+    path: web::Path<ChannelPath>,
+    page: Query<Page>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = page_limit(page.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     let items = chat
-        .posts(channel_id, limit, page_offset(page.offset)?)
+        .posts(channel_id, page.limit.get(), page.offset.get())
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     // Written once into a buffer of about the page's size: no regrowth, no copy afterwards.
     let mut body = Vec::with_capacity(16 + 400 * items.len());
-    serde_json::to_writer(&mut body, &PostList { items })
+    serde_json::to_writer(&mut body, &Items { items })
         .map_err(|e| ApiError::new(ProblemCode::Internal, e.to_string()))?;
     Ok(HttpResponse::Ok()
         .content_type(mime::APPLICATION_JSON)
@@ -190,8 +98,8 @@ pub async fn list_posts(
 /// This route also takes the `multipart/form-data` upload of `POST
 /// /channels/{channel_id}/files`; that one is documented separately because client generators
 /// cannot handle one operation with two body types.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id"),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it (JSON messages only)")),
     request_body = NewPostBody,
     responses((status = 201, description = "The (first) post created", body = Post,
@@ -201,14 +109,14 @@ pub async fn list_posts(
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
     auth: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
     chat: Dsm,
     outbox: Deliveries,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let channel_id = channel_id.into_inner();
+    let channel_id = path.channel_id;
     if is_multipart_form(&req) {
         return post_file(channel_id, &req, payload, &state, &chat).await;
     }
@@ -238,22 +146,16 @@ pub async fn create_post(
         )
         .await?);
     }
-    let (chat, thread_id) = (&chat, body.thread_id);
-    let posts = send_text(
+    let channel = format!("channel {channel_id}");
+    Ok(post_text(
         &state,
+        &chat,
+        channel_id,
+        body.thread_id,
         &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id,
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("channel {channel_id}")),
+        channel,
     )
-    .await?;
-    Ok(created_posts(posts))
+    .await?)
 }
 
 fn is_multipart_form(req: &HttpRequest) -> bool {
@@ -268,14 +170,14 @@ fn is_multipart_form(req: &HttpRequest) -> bool {
 /// `multipart/form-data` with the part `file` (at most `server.max_upload_bytes`; larger
 /// uploads are refused with 413 while they arrive) and the optional caption part `message`.
 /// Answers 201 with the file post DSM created.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("channel_id" = u64, Path, minimum = 1, description = "Channel id")),
+#[utoipa::path(tag = "posts",
+    params(ChannelPath),
     request_body(content = NewFilePostForm, content_type = "multipart/form-data"),
     responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/files")]
 pub async fn upload_file(
     _: Authorized<Write>,
-    channel_id: web::Path<ChannelId>,
+    path: web::Path<ChannelPath>,
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -288,7 +190,7 @@ pub async fn upload_file(
         )
         .into());
     }
-    post_file(channel_id.into_inner(), &req, payload, &state, &chat).await
+    post_file(path.channel_id, &req, payload, &state, &chat).await
 }
 
 /// Streams a `multipart/form-data` upload (within the size limit) into a file post.
@@ -323,8 +225,8 @@ async fn post_file(
 ///
 /// Posts into the channel the post belongs to (`post_id >> 32`), with the post as thread root.
 /// Answers 201 with the reply.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Id of the thread's root post")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     request_body = ReplyBody,
     responses((status = 201, description = "The (first) reply created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
@@ -332,47 +234,40 @@ async fn post_file(
 #[post("/posts/{post_id}/replies")]
 pub async fn reply_to_post(
     _: Authorized<Write>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     body: Json<ReplyBody>,
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let channel_id = channel_of(post_id)?;
-    let chat = &chat;
-    let replies = send_text(
+    post_text(
         &state,
+        &chat,
+        channel_id,
+        Some(post_id),
         &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id: Some(post_id),
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("post {post_id}")),
+        format_args!("post {post_id}"),
     )
-    .await?;
-    Ok(created_posts(replies))
+    .await
 }
 
 /// Download a post's file
 ///
 /// The bytes with the content type and `Content-Disposition` (file name) DSM sends.
-#[utoipa::path(tag = "posts", security(("bearer" = [])),
-    params(("post_id" = u64, Path, minimum = 1, description = "Id of a file post")),
+#[utoipa::path(tag = "posts",
+    params(PostPath),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = inline(FileBytes),
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = FileBytes,
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"))),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/file")]
 pub async fn get_post_file(
     _: Authorized<Read>,
-    post_id: web::Path<PostId>,
+    path: web::Path<PostPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let post_id = post_id.into_inner();
+    let post_id = path.post_id;
     let file = chat
         .post_file(post_id)
         .await

@@ -1,24 +1,20 @@
 //! `/users` and `/me`: Chat users, their presence and avatars, direct messages, and the
 //! gateway account's own preferences.
 
-use std::sync::Arc;
-
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{UserList, UserPath, cached_item, cached_list, own_user_id, post_text};
 use super::extract::{Json, Query};
 use super::{
-    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable, created_posts,
-    file_response, send_text,
+    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable, file_response,
 };
-use crate::api::cache::CachedList;
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
-use crate::error::{ApiError, ProblemCode};
-use crate::upstream::NewPost;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_users)
@@ -27,11 +23,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_user_avatar)
         .service(send_direct_message)
         .service(get_own_preferences);
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UserList {
-    items: Vec<User>,
 }
 
 /// A user's presence as DSM reports it. DSM does not document this object: its fields are
@@ -70,7 +61,7 @@ pub struct UserFilter {
 /// List Chat users
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?username=` filters by username.
-#[utoipa::path(tag = "users", security(("bearer" = [])), params(UserFilter,
+#[utoipa::path(tag = "users", params(UserFilter,
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
     responses((status = 200, body = UserList,
             headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
@@ -86,55 +77,48 @@ pub async fn list_users(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    let Some(username) = filter.username.as_deref() else {
-        return Ok(list.respond(&req));
-    };
-    if username.trim().is_empty() {
-        return Err(ApiError::invalid("username must not be empty"));
-    }
-    let items = list
-        .items
-        .iter()
-        .filter(|u| u.username.eq_ignore_ascii_case(username))
-        .cloned()
-        .collect();
-    Ok(HttpResponse::Ok().json(UserList { items }))
+    cached_list(
+        &req,
+        &list,
+        "username",
+        filter.username.as_deref(),
+        |u, username| u.username.eq_ignore_ascii_case(username),
+    )
 }
 
 /// Get one user
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, body = User), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}")]
 pub async fn get_user(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     state: State,
     chat: Dsm,
 ) -> Result<web::Json<User>, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let list = state.caches.users.get_or_load(chat.users()).await?;
-    list.items
-        .iter()
-        .find(|u| u.user_id == user_id)
-        .cloned()
-        .map(web::Json)
-        .ok_or_else(|| ApiError::not_found(format!("user {user_id} does not exist")))
+    cached_item(
+        &list,
+        |u| u.user_id == user_id,
+        || ApiError::not_found(format!("user {user_id} does not exist")),
+    )
 }
 
 /// Get a user's presence
 ///
 /// Asks DSM each time (not cached).
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, description = "DSM's presence object", body = UserStatus), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/status")]
 pub async fn get_user_status(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     chat: Dsm,
 ) -> Result<web::Json<UserStatus>, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let status = chat
         .user_status(user_id)
         .await
@@ -145,17 +129,17 @@ pub async fn get_user_status(
 /// Get a user's avatar
 ///
 /// The image bytes with the `Content-Type` (and `Content-Disposition`) DSM sent.
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "User id")),
+#[utoipa::path(tag = "users",
+    params(UserPath),
     responses((status = 200, description = "The avatar image", content_type = "image/*"),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/avatar")]
 pub async fn get_user_avatar(
     _: Authorized<Read>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user_id.into_inner();
+    let user_id = path.user_id;
     let avatar = chat
         .user_avatar(user_id)
         .await
@@ -167,8 +151,8 @@ pub async fn get_user_avatar(
 ///
 /// Posts into the 1:1 conversation between the gateway's account and the user, opening it
 /// first when there is none. Answers 201 with the post.
-#[utoipa::path(tag = "users", security(("bearer" = [])),
-    params(("user_id" = u64, Path, minimum = 1, description = "The recipient's user id"),
+#[utoipa::path(tag = "users",
+    params(UserPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it")),
     request_body = DirectMessage,
     responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
@@ -179,14 +163,14 @@ pub async fn get_user_avatar(
 #[post("/users/{user_id}/messages")]
 pub async fn send_direct_message(
     auth: Authorized<Write>,
-    user_id: web::Path<UserId>,
+    path: web::Path<UserPath>,
     body: Json<DirectMessage>,
     state: State,
     chat: Dsm,
     req: actix_web::HttpRequest,
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
-    let recipient = user_id.into_inner();
+    let recipient = path.user_id;
     if super::deliveries::wants_async(&req) {
         // No DSM call before the 202: the outbox opens the conversation when it sends.
         let job = crate::delivery::Job::User { user_id: recipient };
@@ -206,26 +190,12 @@ pub async fn send_direct_message(
         ));
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
-    let chat = &chat;
-    let posts = send_text(
-        &state,
-        &body.message,
-        |message| async move {
-            chat.create_post(NewPost {
-                channel_id,
-                message: &message,
-                thread_id: None,
-            })
-            .await
-        },
-        |e| ApiError::for_resource(e, format_args!("direct-message channel {channel_id}")),
-    )
-    .await?;
-    Ok(created_posts(posts))
+    let what = format!("direct-message channel {channel_id}");
+    post_text(&state, &chat, channel_id, None, &body.message, what).await
 }
 
 /// Get the gateway account's Chat preferences
-#[utoipa::path(tag = "users", security(("bearer" = [])),
+#[utoipa::path(tag = "users",
     responses((status = 200, description = "DSM's preferences object", body = OwnPreferences), CommonProblems))]
 #[get("/me/preferences")]
 pub async fn get_own_preferences(
@@ -259,71 +229,4 @@ pub(super) async fn direct_channel(
         .map_err(|e| ApiError::for_resource(e, format_args!("user {recipient}")))?;
     state.caches.channels.invalidate().await;
     Ok(channel_id)
-}
-
-/// The cached user list, reloaded once when `stale` says it lacks someone (users may have been
-/// added since it was cached).
-async fn users_reloaded_if(
-    state: &State,
-    chat: &Dsm,
-    stale: impl Fn(&[User]) -> bool,
-) -> Result<Arc<CachedList<User>>, ApiError> {
-    let cached = state.caches.users.get_or_load(chat.users()).await?;
-    if !stale(&cached.items) {
-        return Ok(cached);
-    }
-    state.caches.users.invalidate().await;
-    state.caches.users.get_or_load(chat.users()).await
-}
-
-/// The Chat user id of the account the gateway logs in with: the user whose `username` is the
-/// configured account name (DSM account names are case-insensitive). The user list is used
-/// rather than the channel list because every account is in it, even one in no channel.
-pub(super) async fn own_user_id(state: &State, chat: &Dsm) -> Result<UserId, ApiError> {
-    let account = state.upstream.account();
-    let find = |users: &[User]| {
-        users
-            .iter()
-            .find(|u| u.username.eq_ignore_ascii_case(account))
-            .map(|u| u.user_id)
-    };
-    let users = users_reloaded_if(state, chat, |users| find(users).is_none()).await?;
-    find(&users.items).ok_or_else(|| {
-        ApiError::new(
-            ProblemCode::UpstreamInvalidResponse,
-            format!("the gateway's DSM account {account:?} is not in Chat's user list"),
-        )
-    })
-}
-
-/// Refuses with a 400 naming `field` unless every id is an existing, not deleted Chat user, so
-/// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
-pub(super) async fn ensure_users_exist(
-    state: &State,
-    chat: &Dsm,
-    ids: &[UserId],
-    field: &str,
-) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let unknown = |users: &[User]| -> Vec<String> {
-        ids.iter()
-            .filter(|id| !users.iter().any(|u| u.user_id == **id && !u.deleted))
-            .map(ToString::to_string)
-            .collect()
-    };
-    let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
-    match unknown(&users.items) {
-        missing if missing.is_empty() => Ok(()),
-        // Well-formed ids of users that are not there: the request cannot be carried out (422;
-        // a 404 would say the addressed resource, e.g. the channel, is missing).
-        missing => Err(ApiError::new(
-            ProblemCode::Unprocessable,
-            format!(
-                "{field} names users that do not exist: {}",
-                missing.join(", ")
-            ),
-        )),
-    }
 }

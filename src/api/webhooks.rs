@@ -9,17 +9,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::common::{ConfiguredWebhookList, Items, WebhookPath, outgoing_message};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::Json;
 use super::{
     AppState, BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, send_text,
 };
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
 use crate::delivery::Job;
-use crate::domain::{FileUrlPolicy, HttpUrl, MessageText};
-use crate::error::{ApiError, ProblemCode};
+use crate::domain::{HttpUrl, MessageText};
 use crate::upstream::{DsmClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -44,11 +45,6 @@ pub struct ConfiguredWebhook {
     url: String,
     /// The Chat URL the gateway posts to, with the token masked.
     upstream_url: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConfiguredWebhookList {
-    items: Vec<ConfiguredWebhook>,
 }
 
 /// A message for an incoming webhook.
@@ -76,26 +72,6 @@ pub struct WebhookReceipt {
     /// The configured webhook used; absent when the caller sent the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<String>,
-}
-
-/// Validated text and file URL; the error names the field. A `file_url` naming an internal
-/// host the policy does not allow is a 422.
-pub(super) fn outgoing_message(
-    text: &str,
-    file_url: Option<&str>,
-    policy: &FileUrlPolicy,
-) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
-    let text = MessageText::parse(text.to_owned())
-        .map_err(|_| ApiError::invalid("text must not be empty"))?;
-    let file_url = file_url
-        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
-        .transpose()?;
-    if let Some(url) = &file_url {
-        policy
-            .check(url)
-            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
-    }
-    Ok((text, file_url))
 }
 
 /// Sends `text` through an incoming webhook, as several posts when it is long (the file goes
@@ -140,7 +116,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 /// List the configured incoming webhooks
 ///
 /// Names only: their tokens stay in the gateway. No call to DSM.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(tag = "webhooks",
     // Unique: the admin listing of DSM's webhooks is `list_incoming_webhooks`.
     operation_id = "list_configured_incoming_webhooks",
     responses((status = 200, body = ConfiguredWebhookList), CommonProblems))]
@@ -148,7 +124,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 pub async fn list_incoming_webhooks(
     _: Authorized<Read>,
     state: State,
-) -> web::Json<ConfiguredWebhookList> {
+) -> web::Json<Items<ConfiguredWebhook>> {
     let upstream_url = state.upstream.masked_incoming_webhook_url();
     let items = state
         .tokens
@@ -160,14 +136,14 @@ pub async fn list_incoming_webhooks(
             upstream_url: upstream_url.clone(),
         })
         .collect();
-    web::Json(ConfiguredWebhookList { items })
+    web::Json(Items { items })
 }
 
 /// Send through a configured incoming webhook
 ///
 /// Posts into the webhook's channel with the token configured under `name`.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The configured webhook name"),
+#[utoipa::path(tag = "webhooks",
+    params(WebhookPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
     responses((status = 200, body = WebhookReceipt,
@@ -177,14 +153,14 @@ pub async fn list_incoming_webhooks(
 #[post("/webhooks/incoming/{name}")]
 pub async fn send_with_configured_webhook(
     auth: Authorized<Write>,
-    name: web::Path<String>,
+    path: web::Path<WebhookPath>,
     body: Json<WebhookMessageBody>,
     state: State,
     chat: Dsm,
     req: HttpRequest,
     outbox: Deliveries,
 ) -> Result<HttpResponse, ApiError> {
-    let name = name.into_inner();
+    let name = path.into_inner().name;
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
@@ -215,7 +191,7 @@ pub async fn send_with_configured_webhook(
 /// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
 /// at rest until delivery. Configure the token (`tokens.<name>`) and use
 /// `/webhooks/incoming/{name}` for asynchronous delivery.
-#[utoipa::path(tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(tag = "webhooks",
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,
@@ -231,7 +207,7 @@ pub async fn send_with_caller_token(
 ) -> Result<HttpResponse, ApiError> {
     if wants_async(&req) {
         return Err(ApiError::new(
-            crate::error::ProblemCode::Unprocessable,
+            crate::api::error::ProblemCode::Unprocessable,
             "Prefer: respond-async is not offered with X-Chat-Token: the gateway does not keep callers' tokens at rest; configure the token as tokens.<name> and send to /api/v1/webhooks/incoming/{name}",
         ));
     }

@@ -21,7 +21,9 @@ use actix_web::{App, HttpServer, web};
 use tokio::sync::{mpsc, oneshot};
 
 pub use events::OutboundEvent;
-use server::{Cmd, Fault, FaultKind, Shared, lock};
+use server::{Cmd, Shared, lock};
+#[cfg(feature = "sim-test-hooks")]
+use server::{Fault, FaultKind};
 use store::State;
 
 /// DSM account the gateway logs in with in demo mode.
@@ -117,6 +119,7 @@ fn build_server(
     Ok(server.run())
 }
 
+#[cfg(feature = "sim-test-hooks")]
 /// Binds `addr` again after a refusal; the old socket may take a moment to be released.
 async fn rebind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let mut last = None;
@@ -131,6 +134,7 @@ async fn rebind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Owns the actix server handle so that Send + Sync `SimControl` can stop/restart listening.
+#[cfg_attr(not(feature = "sim-test-hooks"), allow(unused_variables))]
 async fn control_loop(
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -139,12 +143,14 @@ async fn control_loop(
 ) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
+            #[cfg(feature = "sim-test-hooks")]
             Cmd::Refuse(true, reply) => {
                 if let Some(h) = handle.take() {
                     h.stop(false).await;
                 }
                 let _ = reply.send(Ok(()));
             }
+            #[cfg(feature = "sim-test-hooks")]
             Cmd::Refuse(false, reply) => {
                 let res = if handle.is_some() {
                     Ok(())
@@ -189,8 +195,11 @@ impl Simulator {
                 config.session_idle_timeout,
             )),
             config,
+            #[cfg(feature = "sim-test-hooks")]
             log: Mutex::new(Vec::new()),
+            #[cfg(feature = "sim-test-hooks")]
             faults: Mutex::new(Vec::new()),
+            #[cfg(feature = "sim-test-hooks")]
             latency: Mutex::new(Duration::ZERO),
             login_attempts: AtomicUsize::new(0),
             outbound: Mutex::new(Vec::new()),
@@ -277,21 +286,20 @@ async fn wait_for_shutdown() {
 
 impl SimControl {
     /// The next `times` calls of `api` (and `method`, when given) answer error `code`.
+    #[cfg(feature = "sim-test-hooks")]
     pub fn fail_next(&self, api: &str, method: Option<&str>, times: u32, code: i64) {
-        if times == 0 {
-            return;
-        }
-        lock(&self.shared.faults).push(Fault {
-            api: api.to_string(),
-            method: method.map(str::to_string),
-            remaining: times,
-            kind: FaultKind::Code(code),
-        });
+        self.inject(api, method, times, FaultKind::Code(code));
     }
 
     /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
     /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
+    #[cfg(feature = "sim-test-hooks")]
     pub fn stall_next(&self, api: &str, method: Option<&str>, times: u32) {
+        self.inject(api, method, times, FaultKind::StallMidBody);
+    }
+
+    #[cfg(feature = "sim-test-hooks")]
+    fn inject(&self, api: &str, method: Option<&str>, times: u32, kind: FaultKind) {
         if times == 0 {
             return;
         }
@@ -299,7 +307,7 @@ impl SimControl {
             api: api.to_string(),
             method: method.map(str::to_string),
             remaining: times,
-            kind: FaultKind::StallMidBody,
+            kind,
         });
     }
 
@@ -310,11 +318,13 @@ impl SimControl {
         st.killed.clear();
     }
 
+    #[cfg(feature = "sim-test-hooks")]
     pub fn set_latency(&self, d: Duration) {
         *lock(&self.shared.latency) = d;
     }
 
     /// true: stop listening (connects are refused); false: listen again on the same port.
+    #[cfg(feature = "sim-test-hooks")]
     pub async fn refuse_connections(&self, refuse: bool) {
         let (tx, rx) = oneshot::channel();
         if self.shared.ctl.send(Cmd::Refuse(refuse, tx)).is_ok()
@@ -324,14 +334,17 @@ impl SimControl {
         }
     }
 
+    #[cfg(feature = "sim-test-hooks")]
     pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.shared.log).clone()
     }
 
+    #[cfg(feature = "sim-test-hooks")]
     pub fn clear_requests(&self) {
         lock(&self.shared.log).clear();
     }
 
+    #[cfg(feature = "sim-test-hooks")]
     pub fn count(&self, api: &str, method: &str) -> usize {
         lock(&self.shared.log)
             .iter()

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+#[cfg(feature = "sim-test-hooks")]
+use std::time::Duration;
+use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,6 +18,7 @@ use super::store::State;
 use super::wire::{ApiErr, Args, Params, R, Reply, envelope_err, envelope_ok, err};
 use super::{LoggedRequest, SimConfig};
 
+#[cfg(feature = "sim-test-hooks")]
 pub(crate) struct Fault {
     pub api: String,
     pub method: Option<String>,
@@ -24,6 +27,7 @@ pub(crate) struct Fault {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "sim-test-hooks"), allow(dead_code))]
 pub(crate) enum FaultKind {
     /// Answer this DSM error code.
     Code(i64),
@@ -33,6 +37,7 @@ pub(crate) enum FaultKind {
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
 pub(crate) enum Cmd {
+    #[cfg(feature = "sim-test-hooks")]
     Refuse(bool, tokio::sync::oneshot::Sender<std::io::Result<()>>),
     Stop(tokio::sync::oneshot::Sender<()>),
     Deliver(super::events::Delivery),
@@ -41,8 +46,11 @@ pub(crate) enum Cmd {
 pub(crate) struct Shared {
     pub config: SimConfig,
     pub state: Mutex<State>,
+    #[cfg(feature = "sim-test-hooks")]
     pub log: Mutex<Vec<LoggedRequest>>,
+    #[cfg(feature = "sim-test-hooks")]
     pub faults: Mutex<Vec<Fault>>,
+    #[cfg(feature = "sim-test-hooks")]
     pub latency: Mutex<Duration>,
     pub login_attempts: AtomicUsize,
     pub outbound: Mutex<Vec<super::events::OutboundEvent>>,
@@ -88,9 +96,12 @@ pub(crate) async fn handle(
     body: Bytes,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
-    let latency = *lock(&shared.latency);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    #[cfg(feature = "sim-test-hooks")]
+    {
+        let latency = *lock(&shared.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
     let content_type = req
         .headers()
@@ -116,7 +127,7 @@ pub(crate) async fn handle(
         error_code: None,
     };
     if !apis::is_known_path(&path) || !(http_method == "GET" || http_method == "POST") {
-        lock(&shared.log).push(entry);
+        record(&shared, entry);
         return HttpResponse::NotFound()
             .content_type("text/html")
             .body("<h1>404 Not Found</h1>");
@@ -190,7 +201,7 @@ pub(crate) async fn handle(
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
     }
-    lock(&shared.log).push(entry);
+    record(&shared, entry);
     if stall {
         return stalled(resp).await;
     }
@@ -310,6 +321,21 @@ fn process(
     r
 }
 
+/// Keeps the request in the tests' log; without the test hooks there is no log to grow.
+fn record(shared: &Shared, entry: LoggedRequest) {
+    #[cfg(feature = "sim-test-hooks")]
+    lock(&shared.log).push(entry);
+    #[cfg(not(feature = "sim-test-hooks"))]
+    let _ = (shared, entry);
+}
+
+/// Without the test hooks no fault can have been injected.
+#[cfg(not(feature = "sim-test-hooks"))]
+fn take_fault(_: &Shared, _: &str, _: &str, _: impl Fn(FaultKind) -> bool) -> Option<FaultKind> {
+    None
+}
+
+#[cfg(feature = "sim-test-hooks")]
 fn take_fault(
     shared: &Shared,
     api: &str,

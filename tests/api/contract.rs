@@ -30,6 +30,8 @@ fn every_api_operation_is_documented_with_security_and_problems() {
             .unwrap(),
     )
     .unwrap();
+    // The key is required once for the whole document; operations do not repeat it.
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             assert!(
@@ -38,8 +40,8 @@ fn every_api_operation_is_documented_with_security_and_problems() {
             );
             if path.starts_with("/api/v1") {
                 assert!(
-                    operation["security"].is_array(),
-                    "{method} {path} has no security"
+                    operation.get("security").is_none() || operation["security"] == doc["security"],
+                    "{method} {path} overrides the API key requirement"
                 );
                 for status in ["401", "403", "502", "503", "504"] {
                     let response = &operation["responses"][status];
@@ -48,6 +50,12 @@ fn every_api_operation_is_documented_with_security_and_problems() {
                         "{method} {path} lacks {status}"
                     );
                 }
+            } else {
+                assert_eq!(
+                    operation["security"],
+                    serde_json::json!([]),
+                    "{method} {path} takes no API key and must say so"
+                );
             }
         }
     }

@@ -96,7 +96,7 @@ pub fn settings_for(sim_url: &str) -> Settings {
             KeySettings {
                 hash: Some(SecretString::from(hash_key(key))),
                 hash_file: None,
-                scopes: vec![scope.to_owned()],
+                scopes: vec![scope.parse().unwrap()],
             },
         );
     }

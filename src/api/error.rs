@@ -17,7 +17,8 @@ use crate::upstream::{ApiFamily, UpstreamError};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Stable, machine-readable problem codes. The `type` URI of a problem is derived from them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum ProblemCode {
     InvalidRequest,
     UnsupportedMediaType,
@@ -59,6 +60,93 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
+    /// Every code, in declaration order (the README's error table lists exactly these).
+    pub const ALL: [ProblemCode; 37] = [
+        ProblemCode::InvalidRequest,
+        ProblemCode::UnsupportedMediaType,
+        ProblemCode::PayloadTooLarge,
+        ProblemCode::Unauthorized,
+        ProblemCode::InsufficientScope,
+        ProblemCode::RouteNotFound,
+        ProblemCode::MethodNotAllowed,
+        ProblemCode::NotFound,
+        ProblemCode::Conflict,
+        ProblemCode::Unprocessable,
+        ProblemCode::UpstreamPermissionDenied,
+        ProblemCode::UpstreamTokenRejected,
+        ProblemCode::ChatTokenRejected,
+        ProblemCode::UpstreamRejectedInput,
+        ProblemCode::UpstreamContractError,
+        ProblemCode::MessageTooLong,
+        ProblemCode::UpstreamRateLimited,
+        ProblemCode::UpstreamApiUnsupported,
+        ProblemCode::UpstreamLoginFailed,
+        ProblemCode::UpstreamLoginBlocked,
+        ProblemCode::UpstreamLoginBackoff,
+        ProblemCode::UpstreamBusy,
+        ProblemCode::UpstreamUnreachable,
+        ProblemCode::UpstreamTimeout,
+        ProblemCode::UpstreamInvalidResponse,
+        ProblemCode::UpstreamError,
+        ProblemCode::NotReady,
+        ProblemCode::Internal,
+        ProblemCode::UploadsBusy,
+        ProblemCode::RateLimited,
+        ProblemCode::CrossSiteRequest,
+        ProblemCode::MisdirectedRequest,
+        ProblemCode::StoreUnavailable,
+        ProblemCode::DeliveryExpired,
+        ProblemCode::IdempotencyKeyReused,
+        ProblemCode::IdempotencyKeyInFlight,
+        ProblemCode::InboundTokenRejected,
+    ];
+
+    /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
+    /// added there (checked by the tests).
+    #[cfg(test)]
+    const fn index(self) -> usize {
+        use ProblemCode::*;
+        match self {
+            InvalidRequest => 0,
+            UnsupportedMediaType => 1,
+            PayloadTooLarge => 2,
+            Unauthorized => 3,
+            InsufficientScope => 4,
+            RouteNotFound => 5,
+            MethodNotAllowed => 6,
+            NotFound => 7,
+            Conflict => 8,
+            Unprocessable => 9,
+            UpstreamPermissionDenied => 10,
+            UpstreamTokenRejected => 11,
+            ChatTokenRejected => 12,
+            UpstreamRejectedInput => 13,
+            UpstreamContractError => 14,
+            MessageTooLong => 15,
+            UpstreamRateLimited => 16,
+            UpstreamApiUnsupported => 17,
+            UpstreamLoginFailed => 18,
+            UpstreamLoginBlocked => 19,
+            UpstreamLoginBackoff => 20,
+            UpstreamBusy => 21,
+            UpstreamUnreachable => 22,
+            UpstreamTimeout => 23,
+            UpstreamInvalidResponse => 24,
+            UpstreamError => 25,
+            NotReady => 26,
+            Internal => 27,
+            UploadsBusy => 28,
+            RateLimited => 29,
+            CrossSiteRequest => 30,
+            MisdirectedRequest => 31,
+            StoreUnavailable => 32,
+            DeliveryExpired => 33,
+            IdempotencyKeyReused => 34,
+            IdempotencyKeyInFlight => 35,
+            InboundTokenRejected => 36,
+        }
+    }
+
     /// The one table from problem code to HTTP status, stable code string and title.
     pub const fn spec(self) -> (StatusCode, &'static str, &'static str) {
         use ProblemCode::*;
@@ -292,6 +380,7 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// Stable machine-readable code (see the README's error table).
+    #[schema(value_type = ProblemCode)]
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -462,6 +551,73 @@ impl From<std::sync::Arc<UpstreamError>> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_code_once_in_its_place() {
+        for (i, code) in ProblemCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+        }
+        let mut names: Vec<_> = ProblemCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            ProblemCode::ALL.len(),
+            "code strings are unique"
+        );
+    }
+
+    #[test]
+    fn the_readme_error_table_lists_exactly_the_codes_with_their_status() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let table = readme
+            .split("| `code` | HTTP | When |")
+            .nth(1)
+            .expect("the README has the error table");
+        let mut listed = Vec::new();
+        for row in table
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+        {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let status: u16 = cells[2].parse().expect("an HTTP status");
+            // `a` / `b` and `a`, `b` rows name several codes of one status.
+            for name in cells[1].split('`').skip(1).step_by(2) {
+                let code = ProblemCode::ALL
+                    .into_iter()
+                    .find(|code| code.as_str() == name)
+                    .unwrap_or_else(|| {
+                        panic!("the README lists `{name}`, which is no ProblemCode")
+                    });
+                assert_eq!(code.status().as_u16(), status, "`{name}` in the README");
+                listed.push(code);
+            }
+        }
+        for code in ProblemCode::ALL {
+            assert_eq!(
+                listed.iter().filter(|c| **c == code).count(),
+                1,
+                "`{}` must be listed once in the README's error table",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_code_enum_is_the_code_strings() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(ProblemCode::schema()).unwrap();
+        let documented: Vec<&str> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let codes: Vec<&str> = ProblemCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(documented, codes);
+    }
 
     #[test]
     fn dsm_table_follows_the_documented_mapping() {

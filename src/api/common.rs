@@ -1,0 +1,598 @@
+//! What several handler modules share: the input types that validate themselves while they are
+//! parsed (so a handler never re-checks them and the OpenAPI document states the same rule),
+//! the path parameters, and the list wrapper every `items` answer uses.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::api::cache::CachedList;
+use std::sync::Arc;
+
+use super::{Dsm, State};
+use crate::api::error::{ApiError, ProblemCode};
+use crate::domain::{
+    ChannelId, CronjobId, FileUrlPolicy, HttpUrl, MessageText, PostId, User, UserId,
+    parse_whole_number,
+};
+use crate::upstream::UpstreamError;
+
+/// A whole number that may arrive as a JSON number or as text (path segments and query values
+/// are text); `what` describes the expected value in the error.
+fn whole<'de, D: Deserializer<'de>>(deserializer: D, what: &str) -> Result<u64, D::Error> {
+    struct Whole<'a>(&'a str);
+
+    impl serde::de::Visitor<'_> for Whole<'_> {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format!("must be {}", self.0)))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            self.visit_str(&value.to_string())
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+            parse_whole_number(text).ok_or_else(|| E::custom(format!("must be {}", self.0)))
+        }
+    }
+
+    deserializer.deserialize_any(Whole(what))
+}
+
+/// A Unix time in milliseconds, from 1973-03-03 (`100000000000`) up to 2286-11-20
+/// (`9999999999999`). The lower bound is there to catch seconds: a time in seconds stays below
+/// it until the year 5138, while every millisecond time Chat has ever stored lies above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = u64, minimum = 100_000_000_000_u64, maximum = 9_999_999_999_999_u64,
+    example = 1893456000000_u64)]
+pub struct UnixMillis(u64);
+
+impl UnixMillis {
+    pub const MIN: u64 = 100_000_000_000;
+    pub const MAX: u64 = 9_999_999_999_999;
+
+    pub fn new(value: u64) -> Result<Self, String> {
+        if value < Self::MIN {
+            Err(format!(
+                "must be a Unix time in milliseconds; {value} looks like seconds"
+            ))
+        } else if value > Self::MAX {
+            Err(format!(
+                "must be a Unix time in milliseconds up to {}",
+                Self::MAX
+            ))
+        } else {
+            Ok(Self(value))
+        }
+    }
+
+    pub fn now() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self(now.clamp(Self::MIN, Self::MAX))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The time when it is after now; a past time is well formed, but not one a schema can rule
+    /// out, so it is a 422 naming `field`.
+    pub fn in_future(self, field: &str) -> Result<Self, ApiError> {
+        let now = Self::now();
+        if self <= now {
+            return Err(ApiError::new(
+                ProblemCode::Unprocessable,
+                format!("{field} must be in the future (now is {})", now.0),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnixMillis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = whole(deserializer, "a Unix time in milliseconds")?;
+        Self::new(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for UnixMillis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How many items a page holds: 1 to `MAX`, `DEFAULT` when the query leaves it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit<const DEFAULT: u32, const MAX: u32>(u32);
+
+impl<const DEFAULT: u32, const MAX: u32> Limit<DEFAULT, MAX> {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> Default for Limit<DEFAULT, MAX> {
+    fn default() -> Self {
+        Self(DEFAULT)
+    }
+}
+
+impl<'de, const DEFAULT: u32, const MAX: u32> Deserialize<'de> for Limit<DEFAULT, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let what = format!("between 1 and {MAX}");
+        match whole(deserializer, &what)? {
+            value @ 1.. if value <= u64::from(MAX) => Ok(Self(value as u32)),
+            _ => Err(serde::de::Error::custom(format!("must be {what}"))),
+        }
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> PartialSchema for Limit<DEFAULT, MAX> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(1))
+            .maximum(Some(MAX))
+            .default(Some(DEFAULT.into()))
+            .into()
+    }
+}
+
+impl<const DEFAULT: u32, const MAX: u32> ToSchema for Limit<DEFAULT, MAX> {}
+
+/// How many items to skip: 0 up to `i32::MAX` (the document says int32, so larger values are
+/// refused rather than clipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offset(u32);
+
+impl Offset {
+    pub const MAX: u32 = i32::MAX as u32;
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Offset {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let what = format!("between 0 and {}", Self::MAX);
+        match whole(deserializer, &what)? {
+            value if value <= u64::from(Self::MAX) => Ok(Self(value as u32)),
+            _ => Err(serde::de::Error::custom(format!("must be {what}"))),
+        }
+    }
+}
+
+impl PartialSchema for Offset {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int32,
+            )))
+            .minimum(Some(0))
+            .maximum(Some(Self::MAX))
+            .default(Some(0.into()))
+            .into()
+    }
+}
+
+impl ToSchema for Offset {}
+
+/// `limit` and `offset` of a page of posts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// How many posts (1 to 200, default 50).
+    #[serde(default)]
+    #[param(inline)]
+    pub limit: Limit<50, 200>,
+    /// How many of the newest posts to skip (default 0).
+    #[serde(default)]
+    #[param(inline)]
+    pub offset: Offset,
+}
+
+/// `/channels/{channel_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelPath {
+    /// Channel id
+    pub channel_id: ChannelId,
+}
+
+/// `/posts/{post_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PostPath {
+    /// Post id
+    pub post_id: PostId,
+}
+
+/// `/users/{user_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// User id
+    pub user_id: UserId,
+}
+
+/// `/integrations/bots/{user_id}` and `/integrations/chatbots/{user_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotUserPath {
+    /// The bot's user id
+    pub user_id: UserId,
+}
+
+/// `/scheduled-posts/{cronjob_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CronjobPath {
+    /// Scheduled post id
+    pub cronjob_id: CronjobId,
+}
+
+/// `/integrations/…/{id}`: a webhook or slash command, by its `user_id`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IntegrationPath {
+    /// The integration's `user_id`
+    pub id: UserId,
+}
+
+/// `/bots/{name}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotPath {
+    /// The configured bot name
+    pub name: String,
+}
+
+/// `/bots/{name}/channels/{channel_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotChannelPath {
+    /// The configured bot name
+    pub name: String,
+    /// Channel id
+    pub channel_id: ChannelId,
+}
+
+/// `/bots/{name}/posts/{post_id}/…`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BotPostPath {
+    /// The configured bot name
+    pub name: String,
+    /// Post id
+    pub post_id: PostId,
+}
+
+/// `/webhooks/incoming/{name}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookPath {
+    /// The configured webhook name
+    pub name: String,
+}
+
+/// `/deliveries/{delivery_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeliveryPath {
+    /// The id from the 202 answer (a UUID)
+    pub delivery_id: DeliveryId,
+}
+
+/// A delivery's id: a hyphenated UUID, the only form the gateway hands out (anything else
+/// cannot name a delivery).
+#[derive(Clone, Debug, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String,
+    pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+pub struct DeliveryId(String);
+
+impl DeliveryId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        // The hyphenated form only, as documented (uuid also parses braced and simple forms).
+        Some(raw)
+            .filter(|raw| raw.len() == 36)
+            .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
+            .map(|u| Self(u.to_string()))
+            .ok_or_else(|| "delivery_id must be a UUID".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Cow::<str>::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A file's bytes, as file downloads answer them.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: downloads stream DSM's bytes as they came
+pub struct FileBytes(Vec<u8>);
+
+/// The documented names of the list answers: an operation naming `Items<T>` as its body would
+/// be documented under utoipa's generic name `Items_T`, an alias under `<T>List`.
+pub type ChannelList = Items<crate::domain::Channel>;
+pub type UserList = Items<crate::domain::User>;
+pub type PostList = Items<crate::domain::Post>;
+pub type ReminderList = Items<crate::upstream::Reminder>;
+pub type ScheduledPostList = Items<crate::upstream::ScheduledPost>;
+pub type WebhookList = Items<crate::domain::Webhook>;
+pub type ChatbotList = Items<crate::domain::Chatbot>;
+pub type ConfiguredWebhookList = Items<super::webhooks::ConfiguredWebhook>;
+pub type DeliveryList = Items<super::deliveries::Delivery>;
+
+/// A list answer: `{"items": [...]}`. Documented as `<Item>List` (`ChannelList`, `PostList`,
+/// ...), so each instance has its own readable name, and with an example built from the item's.
+#[derive(Serialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> From<Vec<T>> for Items<T> {
+    fn from(items: Vec<T>) -> Self {
+        Self { items }
+    }
+}
+
+impl<T: ToSchema> PartialSchema for Items<T> {
+    fn schema() -> RefOr<Schema> {
+        let item_example = match T::schema() {
+            RefOr::T(Schema::Object(object)) => {
+                object.examples.into_iter().next().or(object.example)
+            }
+            _ => None,
+        };
+        ObjectBuilder::new()
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("items")
+            .examples(item_example.map(|example| serde_json::json!({ "items": [example] })))
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Items<T> {
+    fn name() -> Cow<'static, str> {
+        Cow::Owned(format!("{}List", T::name()))
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
+}
+
+/// 204 when DSM did it; Chat's "no such resource" (117) as a 404 naming `what`.
+pub fn done(
+    result: Result<(), UpstreamError>,
+    what: impl fmt::Display,
+) -> Result<HttpResponse, ApiError> {
+    result.map_err(|e| ApiError::for_resource(e, what))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A cached list's answer: its serialised JSON as cached (or 304 when `If-None-Match` names its
+/// `ETag`), or, with a `filter` value, the items `keep` selects (an empty filter value names
+/// `field` in a 400).
+pub fn cached_list<T: Clone + Serialize>(
+    req: &HttpRequest,
+    list: &CachedList<T>,
+    field: &str,
+    filter: Option<&str>,
+    keep: impl Fn(&T, &str) -> bool,
+) -> Result<HttpResponse, ApiError> {
+    let Some(value) = filter else {
+        return Ok(list.respond(req));
+    };
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    let items: Vec<T> = list
+        .items
+        .iter()
+        .filter(|item| keep(item, value))
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(Items { items }))
+}
+
+/// One item of a cached list, or `missing`.
+pub fn cached_item<T: Clone>(
+    list: &CachedList<T>,
+    is_it: impl Fn(&T) -> bool,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<web::Json<T>, ApiError> {
+    list.items
+        .iter()
+        .find(|item| is_it(item))
+        .cloned()
+        .map(web::Json)
+        .ok_or_else(missing)
+}
+
+/// Declares a documented pass-through of a DSM `data` object whose shape DSM does not document:
+/// a free-form object in the OpenAPI document, with a description and an example.
+macro_rules! dsm_object {
+    ($description:literal, $name:ident, $example:tt) => {
+        #[doc = $description]
+        #[derive(serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(serde_json::Map<String, serde_json::Value>);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Object)
+                    .description(Some($description))
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(super) use dsm_object;
+
+/// Validated text and file URL; the error names the field. A `file_url` naming an internal
+/// host the policy does not allow is a 422.
+pub fn outgoing_message(
+    text: &str,
+    file_url: Option<&str>,
+    policy: &FileUrlPolicy,
+) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
+    let text = MessageText::parse(text.to_owned())
+        .map_err(|_| ApiError::invalid("text must not be empty"))?;
+    let file_url = file_url
+        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
+        .transpose()?;
+    if let Some(url) = &file_url {
+        policy
+            .check(url)
+            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
+    }
+    Ok((text, file_url))
+}
+
+/// The cached user list, reloaded once when `stale` says it lacks someone (users may have been
+/// added since it was cached).
+async fn users_reloaded_if(
+    state: &State,
+    chat: &Dsm,
+    stale: impl Fn(&[User]) -> bool,
+) -> Result<Arc<CachedList<User>>, ApiError> {
+    let cached = state.caches.users.get_or_load(chat.users()).await?;
+    if !stale(&cached.items) {
+        return Ok(cached);
+    }
+    state.caches.users.invalidate().await;
+    state.caches.users.get_or_load(chat.users()).await
+}
+
+/// The Chat user id of the account the gateway logs in with: the user whose `username` is the
+/// configured account name (DSM account names are case-insensitive). The user list is used
+/// rather than the channel list because every account is in it, even one in no channel.
+pub async fn own_user_id(state: &State, chat: &Dsm) -> Result<UserId, ApiError> {
+    let account = state.upstream.account();
+    let find = |users: &[User]| {
+        users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(account))
+            .map(|u| u.user_id)
+    };
+    let users = users_reloaded_if(state, chat, |users| find(users).is_none()).await?;
+    find(&users.items).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UpstreamInvalidResponse,
+            format!("the gateway's DSM account {account:?} is not in Chat's user list"),
+        )
+    })
+}
+
+/// Refuses with a 400 naming `field` unless every id is an existing, not deleted Chat user, so
+/// that DSM's ambiguous 117 ("no such channel" or "no such user") cannot come back.
+pub async fn ensure_users_exist(
+    state: &State,
+    chat: &Dsm,
+    ids: &[UserId],
+    field: &str,
+) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let unknown = |users: &[User]| -> Vec<String> {
+        ids.iter()
+            .filter(|id| !users.iter().any(|u| u.user_id == **id && !u.deleted))
+            .map(ToString::to_string)
+            .collect()
+    };
+    let users = users_reloaded_if(state, chat, |users| !unknown(users).is_empty()).await?;
+    match unknown(&users.items) {
+        missing if missing.is_empty() => Ok(()),
+        // Well-formed ids of users that are not there: the request cannot be carried out (422;
+        // a 404 would say the addressed resource, e.g. the channel, is missing).
+        missing => Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            format!(
+                "{field} names users that do not exist: {}",
+                missing.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
+/// several posts when it is long, and answers 201 with the first; `what` names the target in a
+/// 404.
+pub async fn post_text(
+    state: &State,
+    chat: &Dsm,
+    channel_id: ChannelId,
+    thread_id: Option<PostId>,
+    text: &MessageText,
+    what: impl fmt::Display,
+) -> Result<HttpResponse, ApiError> {
+    let what = &what;
+    let posts = super::send_text(
+        state,
+        text,
+        |message| async move {
+            chat.create_post(crate::upstream::NewPost {
+                channel_id,
+                message: &message,
+                thread_id,
+            })
+            .await
+        },
+        |e| ApiError::for_resource(e, what),
+    )
+    .await?;
+    Ok(super::created_posts(posts))
+}
