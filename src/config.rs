@@ -51,6 +51,8 @@ pub struct Settings {
     /// Receivers for Chat's outgoing webhooks, slash commands and chatbots, by name.
     pub inbound: BTreeMap<String, InboundSettings>,
     pub events: EventsSettings,
+    /// HTTP subscriptions to inbound events (`/api/v1/subscriptions`).
+    pub subscriptions: SubscriptionsSettings,
 }
 
 /// A hook: where its messages go (exactly one of `channel`, `user`, `token`), its secret's
@@ -189,6 +191,31 @@ impl Default for EventsSettings {
         Self {
             retention_secs: 7 * 86_400,
             heartbeat_ms: 15_000,
+        }
+    }
+}
+
+/// HTTP subscriptions: signed deliveries of events, and synchronous replies.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// Consecutive failed attempts after which a subscription is disabled.
+    pub max_failures: u32,
+    /// Allow subscription URLs on loopback, private, link-local and similar addresses.
+    pub allow_private: bool,
+    /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
+    pub reply_timeout_ms: u64,
+    /// Timeout of one delivery attempt.
+    pub timeout_ms: u64,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            allow_private: false,
+            reply_timeout_ms: 3_000,
+            timeout_ms: 10_000,
         }
     }
 }
@@ -777,6 +804,23 @@ impl Settings {
                 "events.heartbeat_ms",
                 "must be between 10 and 3600000",
             ));
+        }
+        if self.subscriptions.max_failures == 0 {
+            return Err(ConfigError::new(
+                "subscriptions.max_failures",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            (
+                "subscriptions.reply_timeout_ms",
+                self.subscriptions.reply_timeout_ms,
+            ),
+            ("subscriptions.timeout_ms", self.subscriptions.timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(ConfigError::new(key, "must be between 100 and 600000"));
+            }
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(

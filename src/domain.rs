@@ -396,7 +396,7 @@ impl FileUrlPolicy {
 }
 
 /// What kind of internal address `ip` is, if it is one.
-fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
+pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

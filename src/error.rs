@@ -56,6 +56,8 @@ pub enum ProblemCode {
     IdempotencyKeyReused,
     IdempotencyKeyInFlight,
     InboundTokenRejected,
+    SubscriptionUrlRefused,
+    SubscriptionDeliveryFailed,
 }
 
 impl ProblemCode {
@@ -239,6 +241,16 @@ impl ProblemCode {
                 StatusCode::FORBIDDEN,
                 "inbound_token_rejected",
                 "The token Chat sent does not match the inbound's configured token",
+            ),
+            SubscriptionUrlRefused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "subscription_url_refused",
+                "The subscription URL points inside the gateway's network",
+            ),
+            SubscriptionDeliveryFailed => (
+                StatusCode::BAD_GATEWAY,
+                "subscription_delivery_failed",
+                "The subscription's receiver did not accept the delivery",
             ),
         }
     }

@@ -64,14 +64,16 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// For outgoing webhooks, slash commands and chatbots: set this URL and the integration's
 /// token in Chat, and `inbound.<name>.token` in the gateway. A call with a wrong or missing
 /// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
-/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`.
+/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`. When a
+/// `respond: true` subscription answers `{"text": …}` within `subscriptions.reply_timeout_ms`,
+/// that answer is the body (`application/json`), and Chat posts it.
 #[utoipa::path(tag = "inbound",
     params(("name" = String, Path, description = "The configured inbound name")),
     request_body(description = "The form Chat sends. The same fields as JSON are accepted too (not \
         described separately: client generators cannot model one body in two encodings).",
         content((InboundCall = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Stored (or a post already stored): nothing to say in Chat"),
+        (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer for Chat to post"),
         (status = 400, description = "A field is malformed", body = crate::error::Problem,
             content_type = "application/problem+json"),
         (status = 403, description = "Wrong or missing token", body = crate::error::Problem,
@@ -115,15 +117,21 @@ pub async fn receive(
             }
             Refusal::Malformed(detail) => ApiError::invalid(detail),
         })?;
-    match events.record(&event).await.map_err(store_failure)? {
+    let reply = match events.record(&event).await.map_err(store_failure)? {
         Some(event_id) => {
-            tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored")
+            tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored");
+            crate::events::subscriptions::reply_to_stored(&events, event_id).await
         }
         None => {
-            tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored")
+            tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored");
+            None
         }
-    }
-    Ok(HttpResponse::Ok().finish())
+    };
+    // Chat posts a `{"text": …}` answer in the channel (upstream-protocol §5).
+    Ok(match reply {
+        Some(text) => HttpResponse::Ok().json(serde_json::json!({ "text": text })),
+        None => HttpResponse::Ok().finish(),
+    })
 }
 
 /// Probe an inbound URL

@@ -8,6 +8,7 @@
 //! transaction lock), so "after the last id" never skips an event.
 
 pub mod inbound;
+pub mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use utoipa::ToSchema;
 
-use crate::config::{InboundKind, Settings};
+use crate::config::{InboundKind, Settings, SubscriptionsSettings};
 use crate::store::{Store, StoreError};
 
 /// What happened in Chat.
@@ -140,6 +141,8 @@ pub struct Events {
     pub store: Store,
     pub inbounds: BTreeMap<String, Inbound>,
     pub heartbeat: Duration,
+    /// What subscriptions may call and how long replies may take.
+    pub subscriptions: SubscriptionsSettings,
     retention: Duration,
     live: broadcast::Sender<Arc<Event>>,
     wake: Notify,
@@ -167,6 +170,7 @@ impl Events {
             store,
             inbounds,
             heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
+            subscriptions: settings.subscriptions.clone(),
             retention: Duration::from_secs(settings.events.retention_secs),
             live: broadcast::channel(LIVE_CAPACITY).0,
             wake: Notify::new(),

@@ -17,6 +17,7 @@ mod replicas;
 mod resilience;
 mod resources;
 mod reverse_proxy;
+mod subscriptions;
 mod surface_channels;
 mod surface_integrations;
 mod surface_posts;
