@@ -371,3 +371,74 @@ async fn subscriptions_need_the_admin_scope() {
         .await
         .assert_problem(401, "unauthorized");
 }
+
+#[actix_web::test]
+async fn a_respond_subscription_answers_in_the_channel_and_is_not_called_again() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.reply_timeout_ms = 500;
+    })
+    .await;
+    let bot = Receiver::start(&[], (200, r#"{"text": "pong from the bot"}"#, 0)).await;
+    let (id, secret) = subscribe(
+        &app,
+        json!({"url": bot.url, "respond": true, "kind": "trigger_word"}),
+    )
+    .await;
+    // A plain subscriber gets the same event through the outbox.
+    let plain = Receiver::start(&[], (200, "", 0)).await;
+    subscribe(&app, json!({"url": plain.url})).await;
+
+    app.sim.post_as_user(USER, CHANNEL, "!ping are you there");
+    let calls = crate::events::outbound_calls(&app, 1).await;
+    assert_eq!(calls[0].status, Some(200));
+    let reply = calls[0].reply_post_id.expect("Chat posted the answer");
+    let posts = app
+        .get(&format!("/api/v1/channels/{CHANNEL}/posts?limit=10"))
+        .await;
+    assert_eq!(posts.status, 200, "{}", posts.body);
+    let posted = posts.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["post_id"] == reply)
+        .unwrap_or_else(|| panic!("post {reply} in {}", posts.body));
+    assert_eq!(posted["message"], "pong from the bot");
+
+    let r = &bot.received()[0];
+    assert_eq!(r.signature, expected_signature(&secret, r));
+    plain.wait_for(1).await;
+    let s = subscription_until(&app, &id, |s| !s["last_delivered_event_id"].is_null()).await;
+    assert_eq!(s["consecutive_failures"], 0);
+    // Past the reply budget and the outbox's wait: the synchronous call was the delivery.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(bot.received().len(), 1, "{:?}", bot.received());
+    assert_eq!(plain.received().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_same_id() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.reply_timeout_ms = 300;
+    })
+    .await;
+    let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
+    subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    let started = std::time::Instant::now();
+    app.sim.post_as_user(USER, CHANNEL, "!ping slow");
+    let calls = crate::events::outbound_calls(&app, 1).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the budget held"
+    );
+    assert_eq!(calls[0].status, Some(200), "Chat still gets its answer");
+    assert_eq!(calls[0].reply_post_id, None);
+    let got = bot.wait_for(2).await;
+    assert_eq!(got[0].id, got[1].id, "the retry reuses webhook-id");
+    assert_eq!(
+        crate::events::stored(&app).await.len(),
+        1,
+        "the event is kept"
+    );
+}
