@@ -110,6 +110,21 @@ pub struct InboundSettings {
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
     pub kind: InboundKind,
+    /// `dsm`: check the token against DSM's own integrations instead of `token`.
+    pub verify: InboundVerify,
+}
+
+/// How an inbound checks the token Chat sends.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundVerify {
+    /// Against the configured `token`.
+    #[default]
+    Token,
+    /// Against the tokens of DSM's outgoing webhooks, slash commands or chatbots (by `kind`),
+    /// read with the gateway's account (an administrator), cached, refreshed at most once a
+    /// minute when a token is not found.
+    Dsm,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -782,11 +797,17 @@ impl Settings {
                     "names are letters, digits, - and _ (they appear in the URL /inbound/{name})",
                 ));
             }
-            if inbound
+            let has_token = inbound
                 .token
                 .as_ref()
-                .is_none_or(|t| t.expose_secret().is_empty())
-            {
+                .is_some_and(|t| !t.expose_secret().is_empty());
+            if inbound.verify == InboundVerify::Dsm && has_token {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}.token"),
+                    "is not used with verify = \"dsm\" (DSM's own tokens are checked): remove one",
+                ));
+            }
+            if inbound.verify == InboundVerify::Token && !has_token {
                 return Err(ConfigError::new(
                     format!("inbound.{name}.token"),
                     "is required (or inbound.<name>.token_file): the token Chat shows for the integration",
@@ -1393,5 +1414,23 @@ mod tests {
         assert_eq!(err.key, "events.heartbeat_ms");
         let err = load(&[("SYNOCHAT__EVENTS__RETENTION_SECS", "0")]).unwrap_err();
         assert_eq!(err.key, "events.retention_secs");
+    }
+
+    #[test]
+    fn dsm_verified_inbounds_take_no_token_and_subscriptions_are_bounded() {
+        let settings = load(&[("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm")]).unwrap();
+        assert_eq!(settings.inbound["ops"].verify, InboundVerify::Dsm);
+        let err = load(&[
+            ("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm"),
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &"a".repeat(64)),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "inbound.ops.token");
+        assert_eq!(settings.subscriptions.max_failures, 10);
+        assert!(!settings.subscriptions.allow_private);
+        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__MAX_FAILURES", "0")]).unwrap_err();
+        assert_eq!(err.key, "subscriptions.max_failures");
+        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__REPLY_TIMEOUT_MS", "5")]).unwrap_err();
+        assert_eq!(err.key, "subscriptions.reply_timeout_ms");
     }
 }

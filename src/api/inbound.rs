@@ -8,8 +8,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::config::InboundVerify;
 use crate::error::{ApiError, ProblemCode};
-use crate::events::inbound::{Fields, Refusal, accept};
+use crate::events::inbound::{Fields, Refusal, accept_with, token};
 use crate::events::{Events, Inbound};
 use crate::store::StoreError;
 
@@ -88,6 +89,7 @@ pub async fn receive(
     name: web::Path<String>,
     body: web::Bytes,
     events: web::Data<Events>,
+    chat: super::Chat,
 ) -> Result<HttpResponse, ApiError> {
     let inbound = inbound(&events, &name)?;
     let is_json = req
@@ -105,18 +107,26 @@ pub async fn receive(
     } else {
         Ok(Fields::from_form(&body))
     };
-    let event = fields
-        .and_then(|fields| accept(&name, inbound, &fields))
-        .map_err(|refusal| match refusal {
-            Refusal::BadToken => {
-                tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
-                ApiError::new(
-                    ProblemCode::InboundTokenRejected,
-                    format!("the token does not match inbound `{name}`"),
-                )
-            }
-            Refusal::Malformed(detail) => ApiError::invalid(detail),
-        })?;
+    let refused = |refusal| match refusal {
+        Refusal::BadToken => {
+            tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
+            ApiError::new(
+                ProblemCode::InboundTokenRejected,
+                format!("the token does not match inbound `{name}`"),
+            )
+        }
+        Refusal::Malformed(detail) => ApiError::invalid(detail),
+    };
+    let fields = fields.map_err(refused)?;
+    let dsm_tokens = match inbound.verify {
+        InboundVerify::Token => Vec::new(),
+        InboundVerify::Dsm => events
+            .dsm_tokens
+            .tokens_for(&chat, inbound.kind, token(&fields))
+            .await
+            .map_err(ApiError::from)?,
+    };
+    let event = accept_with(&name, inbound, &fields, &dsm_tokens).map_err(refused)?;
     let reply = match events.record(&event).await.map_err(store_failure)? {
         Some(event_id) => {
             tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored");

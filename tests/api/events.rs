@@ -37,6 +37,7 @@ pub async fn app_with_inbounds(
                     token: Some(SecretString::from(token.clone())),
                     token_file: None,
                     kind,
+                    ..Default::default()
                 },
             );
             tokens.push((name, token));

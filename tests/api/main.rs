@@ -10,6 +10,7 @@ mod hardening;
 mod helpers;
 mod hooks;
 mod idempotency;
+mod inbound_dsm;
 mod keys;
 mod long_messages;
 mod observability;
