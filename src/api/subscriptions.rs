@@ -124,8 +124,13 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
     if raw.len() > 2048 {
         return Err(ApiError::invalid("url must be at most 2048 characters"));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| ApiError::invalid(format!("url is not an absolute URL: {e}")))?;
+    // Any string is well-formed here (the schema says so): what cannot be used is 422.
+    let url = url::Url::parse(raw).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Unprocessable,
+            format!("url is not an absolute URL: {e}"),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ApiError::new(
             ProblemCode::Unprocessable,

@@ -191,12 +191,18 @@ impl Store {
         now: i64,
         build: &(dyn Fn(&Subscription, &Event) -> SubscriptionDelivery + Sync),
     ) -> Result<usize, StoreError> {
-        // PostgreSQL: replicas fanning out the same subscription wait for each other.
-        let lock = match self.pool {
-            Pool::Sqlite(_) => format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1"),
-            Pool::Postgres(_) => {
-                format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE")
-            }
+        // PostgreSQL: replicas fanning out the same subscription wait for each other. SQLite:
+        // write first, so the transaction holds the write lock from the start (a read
+        // transaction cannot become a writer once another connection has written: "locked").
+        let (take_lock, lock) = match self.pool {
+            Pool::Sqlite(_) => (
+                "UPDATE subscriptions SET fanned_out_to = fanned_out_to WHERE id = $1",
+                format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1"),
+            ),
+            Pool::Postgres(_) => (
+                "SELECT CAST($1 AS TEXT)",
+                format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE"),
+            ),
         };
         let events = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE event_id > \
@@ -208,6 +214,7 @@ impl Store {
         );
         let made = with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            sqlx::query(take_lock).bind(id).execute(&mut *tx).await?;
             let row: Option<Row> = sqlx::query_as(&lock).bind(id).fetch_optional(&mut *tx).await?;
             let Some(sub) = row.map(subscription).transpose()? else {
                 return Ok(0);

@@ -254,7 +254,12 @@ async fn internal_and_non_http_urls_are_refused() {
             .await;
         answer.assert_problem(422, "subscription_url_refused");
     }
-    for url in ["ftp://example.org/x", "file:///etc/passwd"] {
+    for url in [
+        "ftp://example.org/x",
+        "file:///etc/passwd",
+        "not a url",
+        "/relative",
+    ] {
         let answer = app
             .call(
                 "POST",
@@ -270,7 +275,7 @@ async fn internal_and_non_http_urls_are_refused() {
             "POST",
             "/api/v1/subscriptions",
             Some(ADMIN_KEY),
-            Some(json!({ "url": "not a url" })),
+            Some(json!({ "url": "https://example.org/", "channel_id": 0 })),
         )
         .await;
     answer.assert_problem(400, "invalid_request");
