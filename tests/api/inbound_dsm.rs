@@ -1,7 +1,6 @@
 //! `inbound.<name>.verify = "dsm"`: Chat's token is checked against DSM's own lists of
 //! integrations (read through the simulated NAS), cached and refreshed at most once a minute.
 
-use secrecy::SecretString;
 use syno_chat_gateway::config::{InboundKind, InboundSettings, InboundVerify};
 use syno_chat_gateway::sim::SimConfig;
 
