@@ -447,3 +447,60 @@ async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_
         "the event is kept"
     );
 }
+
+#[actix_web::test]
+async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let shared = secrecy::SecretString::from(url);
+    let store_a = shared.clone();
+    let (a, token_a) = app_with_inbounds(move |s| {
+        allow_private(s);
+        s.store.url = store_a;
+    })
+    .await;
+    let (b, token_b) = app_with_inbounds(move |s| {
+        allow_private(s);
+        s.store.url = shared;
+    })
+    .await;
+    let receiver = Receiver::start(&[], (200, "", 0)).await;
+    let (id, _) = subscribe(&a, json!({"url": receiver.url})).await;
+    // Created on A, visible on B: one store.
+    assert_eq!(subscription(&b, &id).await["enabled"], true);
+
+    let (base_a, base_b) = (a.base.clone(), b.base.clone());
+    let writers = [
+        actix_web::rt::spawn(
+            async move { crate::events::send_posts(&base_a, &token_a, 100, 12).await },
+        ),
+        actix_web::rt::spawn(
+            async move { crate::events::send_posts(&base_b, &token_b, 200, 12).await },
+        ),
+    ];
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    receiver.wait_for(24).await;
+    // Both replicas fan out and deliver: give a duplicate time to show up.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 24, "each event once");
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["event_id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in event order: {ids:?}"
+    );
+    let mut webhook_ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    webhook_ids.sort_unstable();
+    webhook_ids.dedup();
+    assert_eq!(webhook_ids.len(), 24);
+}
