@@ -447,6 +447,59 @@ mod tests {
         }
     }
 
+    /// A name that is not `localhost` at creation but resolves inside is refused when sent.
+    #[actix_web::test]
+    async fn names_resolving_to_internal_addresses_are_refused_at_delivery() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let subscription = Subscription {
+            id: "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10".into(),
+            // Built directly (the API refuses `localhost` already): this checks the resolution.
+            url: format!("http://localhost:{port}/hook"),
+            secret: new_secret(),
+            filter: EventFilter::default(),
+            respond: false,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            last_delivered_event_id: None,
+            created_at: 0,
+        };
+        let settings = SubscriptionsSettings::default();
+        let sent = post_signed(
+            &client(),
+            &subscription,
+            1,
+            "{}",
+            &settings,
+            Duration::from_secs(2),
+        )
+        .await;
+        match sent {
+            Sent::Failed(reason) => assert!(reason.contains("loopback"), "{reason}"),
+            Sent::Accepted(_) => panic!("an internal address was called"),
+        }
+        // Allowed, the same request is made (and fails only because nobody answers HTTP).
+        drop(listener);
+        let allowed = SubscriptionsSettings {
+            allow_private: true,
+            ..SubscriptionsSettings::default()
+        };
+        match post_signed(
+            &client(),
+            &subscription,
+            1,
+            "{}",
+            &allowed,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Sent::Failed(reason) => assert!(!reason.contains("loopback"), "{reason}"),
+            Sent::Accepted(_) => panic!("nothing listens"),
+        }
+    }
+
     #[test]
     fn reply_text_needs_a_non_blank_text() {
         assert_eq!(reply_text(br#"{"text":"hi"}"#).as_deref(), Some("hi"));
