@@ -77,12 +77,19 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
         (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer for Chat to post"),
         (status = 400, description = "A field is malformed", body = crate::error::Problem,
             content_type = "application/problem+json"),
-        (status = 403, description = "Wrong or missing token", body = crate::error::Problem,
+        (status = 403, description = "Wrong or missing token (or, with `verify = \"dsm\"`, the \
+            gateway's account may not list integrations)", body = crate::error::Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "No such inbound", body = crate::error::Problem,
             content_type = "application/problem+json"),
-        (status = 503, description = "The event store is unavailable", body = crate::error::Problem,
-            content_type = "application/problem+json")))]
+        (status = 502, description = "With `verify = \"dsm\"`: DSM could not be asked for its \
+            integrations' tokens", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable (or, with `verify = \"dsm\"`, \
+            DSM is busy)", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 504, description = "With `verify = \"dsm\"`: DSM did not answer in time",
+            body = crate::error::Problem, content_type = "application/problem+json")))]
 #[post("/inbound/{name}")]
 pub async fn receive(
     req: HttpRequest,
