@@ -78,3 +78,30 @@ async fn tokens_are_checked_against_dsm_and_refreshes_are_rate_limited() {
     assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Outgoing"), 1);
     assert_eq!(stored(&app).await.len(), 3);
 }
+
+#[actix_web::test]
+async fn an_account_that_may_not_list_integrations_stores_nothing() {
+    let mut token = String::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        token = sim.add_slash_command("deploy", "");
+        settings.inbound.insert(
+            "deploy".to_owned(),
+            InboundSettings {
+                kind: InboundKind::SlashCommand,
+                verify: InboundVerify::Dsm,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    // DSM's "no permission" (a non-administrator account).
+    app.sim
+        .fail_next("SYNO.Chat.Webhook.Slash", Some("list"), 1, 105);
+    let body = format!("token={token}&text=%2Fdeploy");
+    assert_eq!(post_form(&app, "/inbound/deploy", body.clone()).await, 403);
+    assert!(stored(&app).await.is_empty());
+    // Within the minute the list is not asked for again: the call stays refused.
+    assert_eq!(post_form(&app, "/inbound/deploy", body).await, 403);
+    assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Slash"), 1);
+    assert!(stored(&app).await.is_empty());
+}
