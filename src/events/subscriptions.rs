@@ -142,7 +142,7 @@ pub fn refuse_host(url: &url::Url) -> Option<String> {
     let internal = match url.host()? {
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            (name == "localhost" || name.ends_with(".localhost")).then_some("a loopback host name")
+            crate::domain::is_loopback_name(&name).then_some("a loopback host name")
         }
         url::Host::Ipv4(ip) => crate::domain::internal_kind(ip.into()),
         url::Host::Ipv6(ip) => {
