@@ -51,6 +51,8 @@ pub struct Settings {
     /// Receivers for Chat's outgoing webhooks, slash commands and chatbots, by name.
     pub inbound: BTreeMap<String, InboundSettings>,
     pub events: EventsSettings,
+    /// HTTP subscriptions to inbound events (`/api/v1/subscriptions`).
+    pub subscriptions: SubscriptionsSettings,
 }
 
 /// A hook: where its messages go (exactly one of `channel`, `user`, `token`), its secret's
@@ -108,6 +110,21 @@ pub struct InboundSettings {
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
     pub kind: InboundKind,
+    /// `dsm`: check the token against DSM's own integrations instead of `token`.
+    pub verify: InboundVerify,
+}
+
+/// How an inbound checks the token Chat sends.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundVerify {
+    /// Against the configured `token`.
+    #[default]
+    Token,
+    /// Against the tokens of DSM's outgoing webhooks, slash commands or chatbots (by `kind`),
+    /// read with the gateway's account (an administrator), cached, refreshed at most once a
+    /// minute when a token is not found.
+    Dsm,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -189,6 +206,31 @@ impl Default for EventsSettings {
         Self {
             retention_secs: 7 * 86_400,
             heartbeat_ms: 15_000,
+        }
+    }
+}
+
+/// HTTP subscriptions: signed deliveries of events, and synchronous replies.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// Consecutive failed attempts after which a subscription is disabled.
+    pub max_failures: u32,
+    /// Allow subscription URLs on loopback, private, link-local and similar addresses.
+    pub allow_private: bool,
+    /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
+    pub reply_timeout_ms: u64,
+    /// Timeout of one delivery attempt.
+    pub timeout_ms: u64,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            allow_private: false,
+            reply_timeout_ms: 3_000,
+            timeout_ms: 10_000,
         }
     }
 }
@@ -787,11 +829,17 @@ impl Settings {
                     "names are letters, digits, - and _ (they appear in the URL /inbound/{name})",
                 ));
             }
-            if inbound
+            let has_token = inbound
                 .token
                 .as_ref()
-                .is_none_or(|t| t.expose_secret().is_empty())
-            {
+                .is_some_and(|t| !t.expose_secret().is_empty());
+            if inbound.verify == InboundVerify::Dsm && has_token {
+                return Err(ConfigError::new(
+                    format!("inbound.{name}.token"),
+                    "is not used with verify = \"dsm\" (DSM's own tokens are checked): remove one",
+                ));
+            }
+            if inbound.verify == InboundVerify::Token && !has_token {
                 return Err(ConfigError::new(
                     format!("inbound.{name}.token"),
                     "is required (or inbound.<name>.token_file): the token Chat shows for the integration",
@@ -809,6 +857,23 @@ impl Settings {
                 "events.heartbeat_ms",
                 "must be between 10 and 3600000",
             ));
+        }
+        if self.subscriptions.max_failures == 0 {
+            return Err(ConfigError::new(
+                "subscriptions.max_failures",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            (
+                "subscriptions.reply_timeout_ms",
+                self.subscriptions.reply_timeout_ms,
+            ),
+            ("subscriptions.timeout_ms", self.subscriptions.timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(ConfigError::new(key, "must be between 100 and 600000"));
+            }
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(
@@ -1396,5 +1461,23 @@ mod tests {
         assert_eq!(err.key, "events.heartbeat_ms");
         let err = load(&[("SYNOCHAT__EVENTS__RETENTION_SECS", "0")]).unwrap_err();
         assert_eq!(err.key, "events.retention_secs");
+    }
+
+    #[test]
+    fn dsm_verified_inbounds_take_no_token_and_subscriptions_are_bounded() {
+        let settings = load(&[("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm")]).unwrap();
+        assert_eq!(settings.inbound["ops"].verify, InboundVerify::Dsm);
+        let err = load(&[
+            ("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm"),
+            ("SYNOCHAT__INBOUND__OPS__TOKEN", &"a".repeat(64)),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "inbound.ops.token");
+        assert_eq!(settings.subscriptions.max_failures, 10);
+        assert!(!settings.subscriptions.allow_private);
+        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__MAX_FAILURES", "0")]).unwrap_err();
+        assert_eq!(err.key, "subscriptions.max_failures");
+        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__REPLY_TIMEOUT_MS", "5")]).unwrap_err();
+        assert_eq!(err.key, "subscriptions.reply_timeout_ms");
     }
 }

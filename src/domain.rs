@@ -485,7 +485,7 @@ impl FileUrlPolicy {
         match url.0.host() {
             Some(url::Host::Domain(name)) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
-                let local = name == "localhost" || name.ends_with(".localhost");
+                let local = is_loopback_name(&name);
                 if local && !self.hosts.contains(&name) {
                     return refused("a loopback host name", &name);
                 }
@@ -516,8 +516,13 @@ impl FileUrlPolicy {
     }
 }
 
+/// `localhost` and its subdomains (RFC 6761), given lower-case without a trailing dot.
+pub fn is_loopback_name(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 /// What kind of internal address `ip` is, if it is one.
-fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
+pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

@@ -44,7 +44,3 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
-
-/// The old path of [`api::error`], for the modules that still use it (`cache`, which is moving
-/// into `api/`, and `delivery`, which stores problem documents as a delivery's last error).
-pub use api::error;

@@ -253,6 +253,7 @@ impl Application {
                 .iter()
                 .map(|(name, t)| (name.clone(), t.token.clone()))
                 .collect(),
+            settings.subscriptions.clone(),
         );
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),
@@ -333,6 +334,7 @@ impl Application {
             .await
             .map_err(std::io::Error::other)?;
         events.start().await.map_err(std::io::Error::other)?;
+        crate::events::subscriptions::spawn_fan_out(events.clone(), outbox.clone());
         let events_data = web::Data::from(events);
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());

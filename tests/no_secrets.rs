@@ -64,7 +64,7 @@ async fn no_secret_appears_in_the_logs() {
         KeySettings {
             hash: Some(SecretString::from(hash_key(API_KEY))),
             hash_file: None,
-            scopes: vec!["write".parse().unwrap()],
+            scopes: vec!["admin".parse().unwrap()],
         },
     );
     settings.hooks.insert(
@@ -85,6 +85,7 @@ async fn no_secret_appears_in_the_logs() {
         },
     );
     let inbound_token = "i".repeat(64);
+    settings.subscriptions.allow_private = true;
     settings.inbound.insert(
         "ops".to_owned(),
         syno_chat_gateway::config::InboundSettings {
@@ -141,6 +142,16 @@ async fn no_secret_appears_in_the_logs() {
             .unwrap();
     }
     sessions.extend(sim.active_sessions());
+    // A subscription's signing secret is in the creation's answer only.
+    let mut created = client
+        .post(format!("{base}/api/v1/subscriptions"))
+        .insert_header(auth.clone())
+        .send_json(&serde_json::json!({"url": "http://127.0.0.1:9/nobody-listens"}))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let subscription_secret = created["secret"].as_str().unwrap().to_owned();
     // Chat's call to an inbound carries the integration token in its body.
     for token in [inbound_token.as_str(), "wrong"] {
         client
@@ -149,6 +160,8 @@ async fn no_secret_appears_in_the_logs() {
             .await
             .unwrap();
     }
+    // The subscription's delivery is signed and attempted (port 9 refuses it).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     handle.stop(true).await;
     let _ = stopped.await;
 
@@ -161,6 +174,10 @@ async fn no_secret_appears_in_the_logs() {
     );
     assert!(sessions.len() >= 2);
     assert!(
+        logs.contains("subscription_delivery_failed"),
+        "the subscription delivery was attempted and logged"
+    );
+    assert!(
         logs.contains("/hooks/alerts/****"),
         "hook requests are logged, masked"
     );
@@ -169,6 +186,8 @@ async fn no_secret_appears_in_the_logs() {
         API_KEY.to_owned(),
         HOOK_SECRET.to_owned(),
         inbound_token,
+        subscription_secret.clone(),
+        subscription_secret["whsec_".len()..].to_owned(),
     ];
     for session in sessions {
         secrets.push(session.sid);

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::Digest;
 
+use super::error::ApiError;
 use crate::domain::{Channel, User};
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
 

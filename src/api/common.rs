@@ -293,6 +293,25 @@ pub struct BotPostPath {
     pub post_id: PostId,
 }
 
+/// `/inbound/{name}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InboundPath {
+    /// The configured inbound name
+    pub name: String,
+}
+
+/// `/subscriptions/{subscription_id}`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SubscriptionPath {
+    /// The subscription id
+    #[param(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub subscription_id: String,
+}
+
 /// `/webhooks/incoming/{name}`
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

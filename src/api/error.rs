@@ -57,11 +57,13 @@ pub enum ProblemCode {
     IdempotencyKeyReused,
     IdempotencyKeyInFlight,
     InboundTokenRejected,
+    SubscriptionUrlRefused,
+    SubscriptionDeliveryFailed,
 }
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 37] = [
+    pub const ALL: [ProblemCode; 39] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -99,6 +101,8 @@ impl ProblemCode {
         ProblemCode::IdempotencyKeyReused,
         ProblemCode::IdempotencyKeyInFlight,
         ProblemCode::InboundTokenRejected,
+        ProblemCode::SubscriptionUrlRefused,
+        ProblemCode::SubscriptionDeliveryFailed,
     ];
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
@@ -144,6 +148,8 @@ impl ProblemCode {
             IdempotencyKeyReused => 34,
             IdempotencyKeyInFlight => 35,
             InboundTokenRejected => 36,
+            SubscriptionUrlRefused => 37,
+            SubscriptionDeliveryFailed => 38,
         }
     }
 
@@ -327,6 +333,16 @@ impl ProblemCode {
                 StatusCode::FORBIDDEN,
                 "inbound_token_rejected",
                 "The token Chat sent does not match the inbound's configured token",
+            ),
+            SubscriptionUrlRefused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "subscription_url_refused",
+                "The subscription URL points inside the gateway's network",
+            ),
+            SubscriptionDeliveryFailed => (
+                StatusCode::BAD_GATEWAY,
+                "subscription_delivery_failed",
+                "The subscription's receiver did not accept the delivery",
             ),
         }
     }

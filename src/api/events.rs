@@ -12,11 +12,11 @@ use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ApiError;
 use super::extract::{Query, whole_number};
 use super::inbound::store_failure;
 use super::{CommonProblems, InvalidInput};
 use crate::auth::{Authorized, Read};
-use crate::error::ApiError;
 use crate::events::{Event, EventFilter, EventKind, Events};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -77,7 +77,7 @@ pub struct EventStream(String);
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
-#[utoipa::path(tag = "events", security(("bearer" = [])),
+#[utoipa::path(tag = "events",
     params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume a stream (or a page) after this event id")),
     responses(

@@ -8,8 +8,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{ApiError, ProblemCode};
-use crate::events::inbound::{Fields, Refusal, accept};
+use super::common::InboundPath;
+use super::error::{ApiError, ProblemCode};
+use crate::config::InboundVerify;
+use crate::events::inbound::{Fields, Refusal, accept_with, token};
 use crate::events::{Events, Inbound};
 use crate::store::StoreError;
 
@@ -64,30 +66,41 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// For outgoing webhooks, slash commands and chatbots: set this URL and the integration's
 /// token in Chat, and `inbound.<name>.token` in the gateway. A call with a wrong or missing
 /// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
-/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`.
+/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`. When a
+/// `respond: true` subscription answers `{"text": …}` within `subscriptions.reply_timeout_ms`,
+/// that answer is the body (`application/json`), and Chat posts it.
 #[utoipa::path(tag = "inbound",
-    params(("name" = String, Path, description = "The configured inbound name")),
+    params(InboundPath),
     request_body(description = "The form Chat sends. The same fields as JSON are accepted too (not \
         described separately: client generators cannot model one body in two encodings).",
         content((InboundCall = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Stored (or a post already stored): nothing to say in Chat"),
-        (status = 400, description = "A field is malformed", body = crate::error::Problem,
+        (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer for Chat to post"),
+        (status = 400, description = "A field is malformed", body = super::error::Problem,
             content_type = "application/problem+json"),
-        (status = 403, description = "Wrong or missing token", body = crate::error::Problem,
+        (status = 403, description = "Wrong or missing token (or, with `verify = \"dsm\"`, the \
+            gateway's account may not list integrations)", body = super::error::Problem,
             content_type = "application/problem+json"),
-        (status = 404, description = "No such inbound", body = crate::error::Problem,
+        (status = 404, description = "No such inbound", body = super::error::Problem,
             content_type = "application/problem+json"),
-        (status = 503, description = "The event store is unavailable", body = crate::error::Problem,
-            content_type = "application/problem+json")))]
+        (status = 502, description = "With `verify = \"dsm\"`: DSM could not be asked for its \
+            integrations' tokens", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable (or, with `verify = \"dsm\"`, \
+            DSM is busy)", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 504, description = "With `verify = \"dsm\"`: DSM did not answer in time",
+            body = super::error::Problem, content_type = "application/problem+json")))]
 #[post("/inbound/{name}")]
 pub async fn receive(
     req: HttpRequest,
-    name: web::Path<String>,
+    path: web::Path<InboundPath>,
     body: web::Bytes,
     events: web::Data<Events>,
+    chat: super::Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let inbound = inbound(&events, &name)?;
+    let name = &path.name;
+    let inbound = inbound(&events, name)?;
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -103,43 +116,57 @@ pub async fn receive(
     } else {
         Ok(Fields::from_form(&body))
     };
-    let event = fields
-        .and_then(|fields| accept(&name, inbound, &fields))
-        .map_err(|refusal| match refusal {
-            Refusal::BadToken => {
-                tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
-                ApiError::new(
-                    ProblemCode::InboundTokenRejected,
-                    format!("the token does not match inbound `{name}`"),
-                )
-            }
-            Refusal::Malformed(detail) => ApiError::invalid(detail),
-        })?;
-    match events.record(&event).await.map_err(store_failure)? {
+    let refused = |refusal| match refusal {
+        Refusal::BadToken => {
+            tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
+            ApiError::new(
+                ProblemCode::InboundTokenRejected,
+                format!("the token does not match inbound `{name}`"),
+            )
+        }
+        Refusal::Malformed(detail) => ApiError::invalid(detail),
+    };
+    let fields = fields.map_err(refused)?;
+    let dsm_tokens = match inbound.verify {
+        InboundVerify::Token => Vec::new(),
+        InboundVerify::Dsm => events
+            .dsm_tokens
+            .tokens_for(&chat, inbound.kind, token(&fields))
+            .await
+            .map_err(ApiError::from)?,
+    };
+    let event = accept_with(name, inbound, &fields, &dsm_tokens).map_err(refused)?;
+    let reply = match events.record(&event).await.map_err(store_failure)? {
         Some(event_id) => {
-            tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored")
+            tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored");
+            crate::events::subscriptions::reply_to_stored(&events, event_id).await
         }
         None => {
-            tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored")
+            tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored");
+            None
         }
-    }
-    Ok(HttpResponse::Ok().finish())
+    };
+    // Chat posts a `{"text": …}` answer in the channel (upstream-protocol §5).
+    Ok(match reply {
+        Some(text) => HttpResponse::Ok().json(serde_json::json!({ "text": text })),
+        None => HttpResponse::Ok().finish(),
+    })
 }
 
 /// Probe an inbound URL
 ///
 /// Chat and proxies check the URL before using it: 200 with an empty body.
 #[utoipa::path(tag = "inbound",
-    params(("name" = String, Path, description = "The configured inbound name")),
+    params(InboundPath),
     responses((status = 200, description = "The inbound exists"),
-        (status = 404, description = "No such inbound", body = crate::error::Problem,
+        (status = 404, description = "No such inbound", body = super::error::Problem,
             content_type = "application/problem+json")))]
 #[get("/inbound/{name}")]
 pub async fn probe(
-    name: web::Path<String>,
+    path: web::Path<InboundPath>,
     events: web::Data<Events>,
 ) -> Result<HttpResponse, ApiError> {
-    answer_probe(&events, &name)
+    answer_probe(&events, &path.name)
 }
 
 fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
@@ -149,13 +176,13 @@ fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
 
 /// Probe an inbound URL (HEAD)
 #[utoipa::path(tag = "inbound",
-    params(("name" = String, Path, description = "The configured inbound name")),
+    params(InboundPath),
     responses((status = 200, description = "The inbound exists"),
         (status = 404, description = "No such inbound")))]
 #[head("/inbound/{name}")]
 pub async fn probe_head(
-    name: web::Path<String>,
+    path: web::Path<InboundPath>,
     events: web::Data<Events>,
 ) -> Result<HttpResponse, ApiError> {
-    answer_probe(&events, &name)
+    answer_probe(&events, &path.name)
 }

@@ -23,6 +23,7 @@ mod post_search;
 mod post_upload;
 mod posts;
 mod scheduled;
+mod subscriptions;
 mod users;
 mod webhooks;
 
@@ -186,6 +187,7 @@ pub type State = web::Data<AppState>;
         (name = "deliveries", description = "Messages accepted with `Prefer: respond-async`, delivered by the outbox"),
         (name = "inbound", description = "Receiving what Chat's outgoing webhooks, slash commands and chatbots send"),
         (name = "events", description = "Reading the events Chat sent (Server-Sent Events or polling)"),
+        (name = "subscriptions", description = "HTTP endpoints that receive the events Chat sent, signed (Standard Webhooks); admin scope"),
         (name = "health", description = "Liveness and readiness"),
         (name = "hooks", description = "Endpoints for tools that speak Slack, Mattermost, Alertmanager, Grafana or Discord (outside /api/v1: authenticated by the hook's secret)")
     )
@@ -304,6 +306,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(misc::routes)
                 .configure(deliveries::routes)
                 .configure(events::routes)
+                .configure(subscriptions::routes)
                 .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
         );
 }

@@ -18,9 +18,12 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::config::DeliverySettings;
+use crate::config::{DeliverySettings, SubscriptionsSettings};
 use crate::domain::{ChannelId, HttpUrl, MessageText, PostId, UserId};
-use crate::error::{ApiError, ProblemCode};
+// A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows, so
+// delivery speaks the HTTP face's error vocabulary (and only that of it).
+use crate::api::error::{ApiError, ProblemCode};
+use crate::events::subscriptions::{Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
 use crate::store::deliveries::{DeliveryRow, NewDelivery};
 use crate::store::{Store, StoreError};
@@ -51,6 +54,11 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_url: Option<String>,
     },
+    /// One event POSTed to an HTTP subscription (the body is the delivery's one chunk).
+    Subscription {
+        subscription_id: String,
+        event_id: i64,
+    },
 }
 
 impl Job {
@@ -60,6 +68,9 @@ impl Job {
             Job::Channel { channel_id, .. } => format!("channel:{channel_id}"),
             Job::User { user_id } => format!("user:{user_id}"),
             Job::Webhook { name, .. } | Job::Bot { name, .. } => format!("token:{name}"),
+            Job::Subscription {
+                subscription_id, ..
+            } => crate::events::subscriptions::target(subscription_id),
         }
     }
 
@@ -227,8 +238,11 @@ impl Outbox {
         self: &Arc<Self>,
         upstream: Arc<DsmShared>,
         tokens: BTreeMap<String, SecretString>,
+        subscriptions: SubscriptionsSettings,
     ) {
         let worker = Worker {
+            subscriptions,
+            http: crate::events::subscriptions::client(),
             outbox: self.clone(),
             chat: upstream.client(),
             account: upstream.account().to_owned(),
@@ -244,6 +258,9 @@ struct Worker {
     chat: DsmClient,
     account: String,
     tokens: BTreeMap<String, SecretString>,
+    subscriptions: SubscriptionsSettings,
+    /// The client for subscription deliveries (not the NAS's).
+    http: awc::Client,
     /// This process's lease owner id.
     owner: String,
 }
@@ -390,6 +407,15 @@ impl Worker {
 
     /// Sends the chunks not yet posted, in order.
     async fn attempt(&self, job: &Job, mut row: DeliveryRow) -> Outcome {
+        if let Job::Subscription {
+            subscription_id,
+            event_id,
+        } = job
+        {
+            return self
+                .attempt_subscription(subscription_id, *event_id, &row)
+                .await;
+        }
         let store = &self.outbox.store;
         let mut posted = distinct_chunks(&row.posts);
         let mut uncertain = row.uncertain_since;
@@ -514,6 +540,83 @@ impl Worker {
         Outcome::Delivered
     }
 
+    /// One signed POST of an event to a subscription. Every failed attempt counts towards
+    /// `subscriptions.max_failures`; at that count the subscription is disabled.
+    async fn attempt_subscription(&self, id: &str, event_id: i64, row: &DeliveryRow) -> Outcome {
+        let store = &self.outbox.store;
+        let failed = |detail: String| {
+            Outcome::Failed(ApiError::new(
+                ProblemCode::SubscriptionDeliveryFailed,
+                detail,
+            ))
+        };
+        let subscription = match store.subscription(id).await {
+            Ok(Some(s)) if s.enabled => s,
+            Ok(Some(s)) => {
+                return failed(format!(
+                    "the subscription is disabled: {}",
+                    s.disabled_reason.unwrap_or_default()
+                ));
+            }
+            Ok(None) => return failed("the subscription was deleted".into()),
+            Err(error) => return self.store_trouble(row, error),
+        };
+        let Some(body) = row.chunks.first() else {
+            return failed("the stored delivery has no body".into());
+        };
+        let timeout = Duration::from_millis(self.subscriptions.timeout_ms);
+        // The lease must outlast the request, or another replica could send it too.
+        let now = now_ms();
+        let lease_until = now + self.outbox.lease_ms + timeout.as_millis() as i64;
+        match store
+            .mark_uncertain(&row.id, &self.owner, now, lease_until)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::HandBack,
+            Err(error) => return self.store_trouble(row, error),
+        }
+        let sent = post_signed(
+            &self.http,
+            &subscription,
+            event_id,
+            body,
+            &self.subscriptions,
+            timeout,
+        )
+        .await;
+        // Receivers drop repeats by `webhook-id`: a retry after an unknown outcome is safe.
+        let _ = store.clear_uncertain(&row.id, false).await;
+        match sent {
+            SubscriptionSent::Accepted(_) => {
+                if let Err(error) = store.subscription_succeeded(id, event_id).await {
+                    tracing::warn!(subscription = %id, %error, "cannot record a subscription's success");
+                }
+                Outcome::Delivered
+            }
+            SubscriptionSent::Failed(reason) => {
+                let error = ApiError::new(ProblemCode::SubscriptionDeliveryFailed, reason.clone());
+                match store
+                    .subscription_failed(
+                        id,
+                        &row.target,
+                        i64::from(self.subscriptions.max_failures),
+                        &reason,
+                        now_ms(),
+                    )
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(subscription = %id, %reason, "subscription disabled after repeated failures");
+                        Outcome::Failed(error)
+                    }
+                    Ok(false) => self.retry(row, error),
+                    Err(store_error) => self.store_trouble(row, store_error),
+                }
+            }
+        }
+    }
+
     fn failed_send(&self, row: &DeliveryRow, error: UpstreamError) -> Outcome {
         match classify(&error) {
             Failure::Permanent => Outcome::Failed(error.into()),
@@ -545,7 +648,9 @@ impl Worker {
             Job::Channel { channel_id, .. } => Ok(*channel_id),
             // DSM returns the existing 1:1 conversation when there is one.
             Job::User { user_id } => self.chat.open_direct_channel(*user_id).await,
-            Job::Webhook { .. } | Job::Bot { .. } => unreachable!("token jobs have no channel"),
+            Job::Webhook { .. } | Job::Bot { .. } | Job::Subscription { .. } => {
+                unreachable!("token and subscription jobs have no channel")
+            }
         }
     }
 
@@ -597,6 +702,10 @@ impl Worker {
                 .and_then(|u| HttpUrl::parse("file_url", u).ok())
         };
         match job {
+            Job::Subscription { .. } => Err(UpstreamError::Unsupported {
+                api: "subscription",
+                reason: "subscription deliveries are not sent to Chat".to_owned(),
+            }),
             Job::Channel { .. } | Job::User { .. } => {
                 let thread_id = match job {
                     Job::Channel { thread_id, .. } => *thread_id,

@@ -1,7 +1,7 @@
 //! What Chat sends to an inbound URL, read into an event (upstream-protocol §5). Pure: no HTTP,
 //! no store.
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::{EventKind, Inbound, NewEvent};
@@ -73,11 +73,36 @@ impl Fields {
     }
 }
 
-/// Checks the token (constant time) and reads the call into an event for `inbound_name`.
+/// Checks the token against the configured one (constant time) and reads the call into an
+/// event for `inbound_name`.
 pub fn accept(inbound_name: &str, inbound: &Inbound, fields: &Fields) -> Result<NewEvent, Refusal> {
-    let expected = inbound.token.expose_secret().as_bytes();
-    let given = fields.get("token").unwrap_or_default().as_bytes();
-    if given.is_empty() || !bool::from(given.ct_eq(expected)) {
+    accept_with(inbound_name, inbound, fields, &[])
+}
+
+/// The token Chat sent (empty when none).
+pub fn token(fields: &Fields) -> &str {
+    fields.get("token").unwrap_or_default()
+}
+
+/// Whether `given` is one of `tokens`, compared in constant time (each one fully).
+pub fn token_matches(given: &str, tokens: &[&SecretString]) -> bool {
+    let given = given.as_bytes();
+    let mut found = subtle::Choice::from(0);
+    for token in tokens {
+        found |= given.ct_eq(token.expose_secret().as_bytes());
+    }
+    !given.is_empty() && bool::from(found)
+}
+
+/// Like [`accept`], with DSM's tokens for the inbound's kind accepted too.
+pub fn accept_with(
+    inbound_name: &str,
+    inbound: &Inbound,
+    fields: &Fields,
+    dsm_tokens: &[SecretString],
+) -> Result<NewEvent, Refusal> {
+    let accepted: Vec<&SecretString> = inbound.token.iter().chain(dsm_tokens).collect();
+    if !token_matches(token(fields), &accepted) {
         return Err(Refusal::BadToken);
     }
     let text = fields.get("text").unwrap_or_default().to_owned();
@@ -114,14 +139,13 @@ pub fn accept(inbound_name: &str, inbound: &Inbound, fields: &Fields) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use secrecy::SecretString;
-
     use super::*;
 
     fn inbound(kind: InboundKind) -> Inbound {
         Inbound {
-            token: SecretString::from("a".repeat(64)),
+            token: Some(SecretString::from("a".repeat(64))),
             kind,
+            verify: crate::config::InboundVerify::Token,
         }
     }
 
@@ -209,6 +233,32 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn dsm_tokens_are_accepted_when_the_inbound_has_none() {
+        let dsm = Inbound {
+            token: None,
+            kind: InboundKind::SlashCommand,
+            verify: crate::config::InboundVerify::Dsm,
+        };
+        let tokens = [
+            SecretString::from("d".repeat(64)),
+            SecretString::from("e".repeat(64)),
+        ];
+        let body = format!("token={}&text=%2Fx", "e".repeat(64));
+        assert!(accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens).is_ok());
+        for body in ["text=x".to_owned(), format!("token={}", "f".repeat(64))] {
+            assert_eq!(
+                accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens),
+                Err(Refusal::BadToken)
+            );
+        }
+        assert_eq!(
+            accept("c", &dsm, &Fields::from_form(body.as_bytes())),
+            Err(Refusal::BadToken),
+            "no DSM tokens: nothing matches"
+        );
     }
 
     #[test]

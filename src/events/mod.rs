@@ -7,7 +7,9 @@
 //! the table instead. Inserts commit in id order (SQLite has one writer; PostgreSQL takes a
 //! transaction lock), so "after the last id" never skips an event.
 
+pub mod dsm_tokens;
 pub mod inbound;
+pub mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use utoipa::ToSchema;
 
-use crate::config::{InboundKind, Settings};
+use crate::config::{InboundKind, InboundVerify, Settings, SubscriptionsSettings};
 use crate::store::{Store, StoreError};
 
 /// What happened in Chat.
@@ -124,10 +126,12 @@ impl EventFilter {
     }
 }
 
-/// A configured receiver: the token Chat sends and what kind of integration calls it.
+/// A configured receiver: the token Chat sends (or that DSM's lists are checked) and what
+/// kind of integration calls it.
 pub struct Inbound {
-    pub token: SecretString,
+    pub token: Option<SecretString>,
     pub kind: InboundKind,
+    pub verify: InboundVerify,
 }
 
 /// Live events for the streams of this gateway.
@@ -140,6 +144,10 @@ pub struct Events {
     pub store: Store,
     pub inbounds: BTreeMap<String, Inbound>,
     pub heartbeat: Duration,
+    /// What subscriptions may call and how long replies may take.
+    pub subscriptions: SubscriptionsSettings,
+    /// DSM's integration tokens, for inbounds with `verify = "dsm"`.
+    pub dsm_tokens: dsm_tokens::DsmTokens,
     retention: Duration,
     live: broadcast::Sender<Arc<Event>>,
     wake: Notify,
@@ -152,14 +160,15 @@ impl Events {
         let inbounds = settings
             .inbound
             .iter()
-            .filter_map(|(name, i)| {
-                Some((
+            .map(|(name, i)| {
+                (
                     name.clone(),
                     Inbound {
-                        token: i.token.clone()?,
+                        token: i.token.clone(),
                         kind: i.kind,
+                        verify: i.verify,
                     },
-                ))
+                )
             })
             .collect();
         let latest = store.latest_event_id().await?;
@@ -167,6 +176,8 @@ impl Events {
             store,
             inbounds,
             heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
+            subscriptions: settings.subscriptions.clone(),
+            dsm_tokens: dsm_tokens::DsmTokens::default(),
             retention: Duration::from_secs(settings.events.retention_secs),
             live: broadcast::channel(LIVE_CAPACITY).0,
             wake: Notify::new(),

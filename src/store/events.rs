@@ -15,10 +15,10 @@ const INSERT: &str = "INSERT INTO events (inbound, kind, channel_id, channel_nam
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
     ON CONFLICT (inbound, post_id) DO NOTHING RETURNING event_id";
 
-const COLUMNS: &str = "event_id, kind, inbound, channel_id, channel_name, user_id, username, \
+pub(super) const COLUMNS: &str = "event_id, kind, inbound, channel_id, channel_name, user_id, username, \
     post_id, thread_id, timestamp, text, trigger_word, command, received_at";
 
-type Row = (
+pub(super) type Row = (
     i64,
     String,
     String,
@@ -35,7 +35,7 @@ type Row = (
     i64,
 );
 
-fn event(row: Row) -> Result<Event, StoreError> {
+pub(super) fn event(row: Row) -> Result<Event, StoreError> {
     let kind = EventKind::parse(&row.1)
         .ok_or_else(|| StoreError::Corrupt(format!("event {} has kind {:?}", row.0, row.1)))?;
     Ok(Event {

@@ -23,6 +23,7 @@ use crate::config::StoreSettings;
 pub mod deliveries;
 pub mod events;
 pub mod idempotency;
+pub mod subscriptions;
 
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +80,8 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Migrations per back-end. Versions 0001–0999 belong to the delivery store, 1001+ to the
-/// idempotency records, 2001+ to the inbound events. A database holding a version missing here is newer than this binary.
+/// idempotency records, 2001+ to the inbound events, 3001+ to
+/// the subscriptions. A database holding a version missing here is newer than this binary.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
@@ -95,6 +97,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2001,
         "events",
         include_str!("migrations/sqlite/2001_events.sql"),
+    ),
+    (
+        3001,
+        "subscriptions",
+        include_str!("migrations/sqlite/3001_subscriptions.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -112,6 +119,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2001,
         "events",
         include_str!("migrations/postgres/2001_events.sql"),
+    ),
+    (
+        3001,
+        "subscriptions",
+        include_str!("migrations/postgres/3001_subscriptions.sql"),
     ),
 ];
 

@@ -1,5 +1,5 @@
 //! The upstream boundary's error type. It names what went wrong on the wire, never how the
-//! HTTP face should answer (that is `crate::error`'s table), and never carries a secret: URLs
+//! HTTP face should answer (that is `crate::api::error`'s table), and never carries a secret: URLs
 //! (which hold `_sid` on GETs) and raw transport messages are not kept.
 
 use std::time::Duration;

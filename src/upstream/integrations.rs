@@ -243,6 +243,33 @@ impl DsmClient {
             .map(drop)
     }
 
+    /// The tokens DSM holds for outgoing webhooks (`Outgoing`), slash commands (`Slash`) or, with
+    /// `None`, chatbots: what Chat sends to an inbound URL, to check a call against. They stay
+    /// secret (never serialised, never logged).
+    pub async fn inbound_tokens(
+        &self,
+        kind: Option<WebhookKind>,
+    ) -> Result<Vec<secrecy::SecretString>> {
+        #[derive(serde::Deserialize)]
+        struct Tokened {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            is_disabled: bool,
+        }
+        let (list, key) = match kind {
+            Some(kind) => (&kind.ops().list, kind.ops().list_key),
+            None => (&CHATBOT_LIST, "chatbots"),
+        };
+        let data: Map<String, Value> = self.fetch(list, &[]).await?;
+        let items: Vec<Tokened> = list_items(list, key, data)?;
+        Ok(items
+            .into_iter()
+            .filter(|i| !i.is_disabled && !i.token.is_empty())
+            .map(|i| secrecy::SecretString::from(i.token))
+            .collect())
+    }
+
     pub async fn chatbots(&self) -> Result<Vec<Chatbot>> {
         let data: Map<String, Value> = self.fetch(&CHATBOT_LIST, &[]).await?;
         list_items(&CHATBOT_LIST, "chatbots", data)

@@ -37,6 +37,7 @@ pub async fn app_with_inbounds(
                     token: Some(SecretString::from(token.clone())),
                     token_file: None,
                     kind,
+                    ..Default::default()
                 },
             );
             tokens.push((name, token));
@@ -316,7 +317,7 @@ impl Sse {
 
 /// Makes Chat send `count` distinct trigger-word posts to inbound `ops` (as the simulator's
 /// outgoing webhook would), straight to the gateway.
-async fn send_posts(base: &str, token: &str, first_post: i64, count: i64) {
+pub async fn send_posts(base: &str, token: &str, first_post: i64, count: i64) {
     let client = awc::Client::default();
     for post_id in first_post..first_post + count {
         let response = client

@@ -4,7 +4,9 @@
 #
 # Starts the gateway binary in demo mode (built-in DSM simulator) on a free loopback port with a
 # fresh admin API key, then runs against it:
-#   1. python-client     tests/e2e/python/test_handwritten_client.py: httpx, problem+json errors
+#   1. python-client     tests/e2e/python/test_handwritten_client.py: httpx, problem+json errors;
+#                        test_events_and_subscriptions.py: SSE with httpx-sse, a subscription
+#                        verified with standardwebhooks (plays Chat on inbound `e2e`)
 #   2. generated-client  tests/e2e/python/test_generated_client.py: openapi-python-client generates
 #                        a client from the live /openapi.json at test time, which is then used
 #   3. swagger-ui        tests/e2e/browser/test_swagger_ui.py: Swagger UI at /docs/ in headless
@@ -198,6 +200,8 @@ banner "gateway"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 KEY="e2e-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
 HASH="$(printf '%s' "$KEY" | "$GATEWAY_BIN" hash-key --stdin)"
+# The token of inbound `e2e`: the tests play Chat's outgoing webhook with it.
+INBOUND_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 BASE="http://127.0.0.1:$PORT"
 # The suites send thousands of requests with one key as fast as they can; the rate limits
 # have their own tests (tests/api/hardening.rs) and would only turn answers here into 429s.
@@ -207,6 +211,8 @@ SYNOCHAT__RATE_LIMIT__ENABLED=false \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$PORT" \
 SYNOCHAT__AUTH__KEYS__E2E__HASH="$HASH" \
 SYNOCHAT__AUTH__KEYS__E2E__SCOPES=admin \
+SYNOCHAT__INBOUND__E2E__TOKEN="$INBOUND_TOKEN" \
+SYNOCHAT__SUBSCRIPTIONS__ALLOW_PRIVATE=true \
 SYNOCHAT__LOG__FORMAT=json \
   "$GATEWAY_BIN" serve >"$GATEWAY_LOG" 2>&1 </dev/null &
 GATEWAY_PID=$!
@@ -226,12 +232,13 @@ if ! $READY; then
   finish
 fi
 say "healthz and readyz answer 200"
-export GATEWAY_URL="$BASE" GATEWAY_KEY="$KEY" ARTIFACTS CHROMIUM CHROMEDRIVER
+export GATEWAY_URL="$BASE" GATEWAY_KEY="$KEY" GATEWAY_INBOUND_TOKEN="$INBOUND_TOKEN" ARTIFACTS CHROMIUM CHROMEDRIVER
 
 # ------------------------------------------------------------------ suites
 PYTEST=("$PY" -m pytest -c tests/e2e/pytest.ini)
 if wanted python-client; then
   suite python-client 180 "${PYTEST[@]}" tests/e2e/python/test_handwritten_client.py \
+    tests/e2e/python/test_events_and_subscriptions.py \
     --junitxml="$ARTIFACTS/e2e-python-client.xml"
 fi
 if wanted generated-client; then

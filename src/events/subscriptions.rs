@@ -1,0 +1,509 @@
+//! HTTP subscriptions: events POSTed as JSON to a URL, signed as the Standard Webhooks
+//! specification says (<https://www.standardwebhooks.com/>), and `respond: true` subscriptions
+//! called synchronously so their `{"text": …}` answer goes back to Chat.
+//!
+//! This module signs and sends one request; retrying is the outbox's job (`delivery`), and
+//! the store makes the one delivery per (subscription, event).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::{Event, EventFilter, Events, now_ms};
+use crate::config::SubscriptionsSettings;
+use crate::store::subscriptions::SubscriptionDelivery;
+
+/// A subscription as stored.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    /// A UUID.
+    pub id: String,
+    pub url: String,
+    /// `whsec_<base64>`: shown once, when the subscription is created.
+    pub secret: SecretString,
+    pub filter: EventFilter,
+    pub respond: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i64,
+    pub last_delivered_event_id: Option<i64>,
+    pub created_at: i64,
+}
+
+impl Subscription {
+    /// The outbox target: one per subscription, so its deliveries go out in order.
+    pub fn target(&self) -> String {
+        target(&self.id)
+    }
+}
+
+pub fn target(subscription_id: &str) -> String {
+    format!("subscription:{subscription_id}")
+}
+
+/// The outbox job of a subscription delivery (stored as JSON in the delivery).
+pub fn job(subscription_id: &str, event_id: i64) -> crate::delivery::Job {
+    crate::delivery::Job::Subscription {
+        subscription_id: subscription_id.to_owned(),
+        event_id,
+    }
+}
+
+/// A new signing secret: 32 random bytes, as Standard Webhooks libraries read them.
+pub fn new_secret() -> SecretString {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    SecretString::from(format!("whsec_{}", BASE64.encode(bytes)))
+}
+
+/// `webhook-id`: the same for every attempt at one event for one subscription (retries and a
+/// synchronous reply included), so receivers can drop duplicates.
+pub fn message_id(subscription_id: &str, event_id: i64) -> String {
+    format!("msg_{event_id}_{}", subscription_id.replace('-', ""))
+}
+
+/// `webhook-signature`: `v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` keyed with
+/// the base64-decoded part of the secret after `whsec_`.
+pub fn signature(secret: &SecretString, id: &str, timestamp: i64, body: &str) -> String {
+    let raw = secret.expose_secret();
+    let key = BASE64
+        .decode(raw.strip_prefix("whsec_").unwrap_or(raw))
+        .unwrap_or_else(|_| raw.as_bytes().to_vec());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+/// The JSON body a subscription receives for an event.
+#[derive(Serialize)]
+struct Body<'a> {
+    /// `chat.<kind>`, e.g. `chat.slash_command`.
+    #[serde(rename = "type")]
+    kind: String,
+    data: &'a Event,
+}
+
+pub fn body(event: &Event) -> String {
+    serde_json::to_string(&Body {
+        kind: format!("chat.{}", event.kind.as_str()),
+        data: event,
+    })
+    .unwrap_or_default()
+}
+
+/// The outbox delivery of `event` to `subscription`. A `respond: true` subscription's waits
+/// for the synchronous reply to be over: when that reached the subscriber, it counts as the
+/// delivery and this one is never sent.
+pub fn delivery(
+    subscription: &Subscription,
+    event: &Event,
+    reply_budget_ms: i64,
+    max_age_ms: i64,
+) -> SubscriptionDelivery {
+    let now = now_ms();
+    let after_reply = event.received_at + reply_budget_ms + REPLY_MARGIN_MS;
+    SubscriptionDelivery {
+        id: uuid::Uuid::new_v4().to_string(),
+        target: subscription.target(),
+        request: serde_json::to_string(&job(&subscription.id, event.event_id)).unwrap_or_default(),
+        body: body(event),
+        next_attempt_at: if subscription.respond && replies_to(event) {
+            after_reply.max(now)
+        } else {
+            now
+        },
+        expires_at: now + max_age_ms,
+    }
+}
+
+/// Time left after the reply budget before the durable delivery may start.
+const REPLY_MARGIN_MS: i64 = 2_000;
+
+/// Chat reads the answer of every kind of call (outgoing webhooks, slash commands, chatbots).
+fn replies_to(event: &Event) -> bool {
+    matches!(
+        event.kind,
+        super::EventKind::Message
+            | super::EventKind::TriggerWord
+            | super::EventKind::SlashCommand
+            | super::EventKind::Chatbot
+    )
+}
+
+/// Why a URL is refused, if it is (at creation: the literal host; at delivery: every address
+/// the name resolves to).
+pub fn refuse_host(url: &url::Url) -> Option<String> {
+    let internal = match url.host()? {
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            crate::domain::is_loopback_name(&name).then_some("a loopback host name")
+        }
+        url::Host::Ipv4(ip) => crate::domain::internal_kind(ip.into()),
+        url::Host::Ipv6(ip) => {
+            crate::domain::internal_kind(ip.to_ipv4_mapped().map_or(ip.into(), Into::into))
+        }
+    }?;
+    Some(format!(
+        "the URL names {internal}; the gateway would call inside its own network. \
+         An operator can allow it with subscriptions.allow_private"
+    ))
+}
+
+fn refuse_address(addr: &SocketAddr) -> Option<String> {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), Into::into),
+        v4 => v4,
+    };
+    crate::domain::internal_kind(ip).map(|kind| {
+        format!("the host resolves to {kind} ({ip}); set subscriptions.allow_private to allow it")
+    })
+}
+
+/// How one signed POST ended.
+#[derive(Debug)]
+pub enum Sent {
+    /// A 2xx answer, with its body.
+    Accepted(bytes::Bytes),
+    /// Not delivered: the reason (no secret in it).
+    Failed(String),
+}
+
+/// An HTTP client for subscriptions (public CA roots; HTTP/1.1).
+pub fn client() -> awc::Client {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    awc::Client::builder()
+        .disable_redirects()
+        .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
+        .finish()
+}
+
+/// POSTs `body` to the subscription, signed, with the address checked after resolving (and
+/// used for the connection, so a second resolution cannot point elsewhere).
+pub async fn post_signed(
+    client: &awc::Client,
+    subscription: &Subscription,
+    event_id: i64,
+    body: &str,
+    settings: &SubscriptionsSettings,
+    timeout: Duration,
+) -> Sent {
+    let Ok(url) = url::Url::parse(&subscription.url) else {
+        return Sent::Failed("the URL cannot be parsed".into());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Sent::Failed("the URL has no host".into());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((host.to_owned(), port))).await
+        {
+            Ok(Ok(found)) => found.collect::<Vec<_>>(),
+            Ok(Err(error)) => return Sent::Failed(format!("cannot resolve {host}: {error}")),
+            Err(_) => return Sent::Failed(format!("resolving {host} timed out")),
+        };
+    let Some(address) = addresses.first().copied() else {
+        return Sent::Failed(format!("{host} has no address"));
+    };
+    if !settings.allow_private
+        && let Some(reason) = addresses.iter().find_map(refuse_address)
+    {
+        return Sent::Failed(reason);
+    }
+    let id = message_id(&subscription.id, event_id);
+    let timestamp = now_ms() / 1000;
+    let request = client
+        .post(url.as_str())
+        .address(address)
+        .timeout(timeout)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("webhook-id", id.as_str()))
+        .insert_header(("webhook-timestamp", timestamp.to_string()))
+        .insert_header((
+            "webhook-signature",
+            signature(&subscription.secret, &id, timestamp, body),
+        ));
+    match request.send_body(body.to_owned()).await {
+        Ok(mut response) if response.status().is_success() => {
+            Sent::Accepted(response.body().limit(64 * 1024).await.unwrap_or_default())
+        }
+        Ok(response) => Sent::Failed(format!("the receiver answered {}", response.status())),
+        Err(error) => Sent::Failed(format!("the request failed: {error}")),
+    }
+}
+
+/// Fans every new event out to the subscriptions: when a local or remote event is broadcast,
+/// and every few seconds (a new subscription, a missed wake). Runs on every replica; the
+/// store makes each delivery once.
+pub fn spawn_fan_out(events: Arc<Events>, outbox: Arc<crate::delivery::Outbox>) {
+    actix_web::rt::spawn(async move {
+        let mut live = events.subscribe();
+        loop {
+            tokio::select! {
+                _ = live.recv() => {}
+                () = tokio::time::sleep(FAN_OUT_EVERY) => {}
+            }
+            // Everything waiting is read from the table, whatever woke us.
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                live.try_recv()
+            {}
+            if let Err(error) = fan_out(&events, &outbox).await {
+                tracing::warn!(%error, "subscriptions: cannot fan events out");
+            }
+        }
+    });
+}
+
+const FAN_OUT_EVERY: Duration = Duration::from_secs(2);
+
+async fn fan_out(
+    events: &Events,
+    outbox: &crate::delivery::Outbox,
+) -> Result<(), crate::store::StoreError> {
+    let budget = events.subscriptions.reply_timeout_ms as i64;
+    let max_age = outbox.max_age_ms();
+    let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
+    let mut made = 0;
+    for subscription in events.store.subscriptions().await? {
+        if !subscription.enabled {
+            continue;
+        }
+        loop {
+            let n = events
+                .store
+                .fan_out(&subscription.id, 500, now_ms(), &build)
+                .await?;
+            made += n;
+            if n < 500 {
+                break;
+            }
+        }
+    }
+    if made > 0 {
+        outbox.wake();
+    }
+    Ok(())
+}
+
+/// Calls the enabled `respond: true` subscriptions matching `event` at once, within the reply
+/// budget, and returns the first `text` answer. Each call that reached its subscriber is its
+/// delivery of the event (the outbox will not send it again); the others are left to the
+/// outbox, which sends them after the budget with the same `webhook-id`.
+pub async fn reply(events: &Events, event: &Event) -> Option<String> {
+    if !replies_to(event) {
+        return None;
+    }
+    let subscriptions = match events.store.subscriptions().await {
+        Ok(all) => all,
+        Err(error) => {
+            tracing::warn!(%error, "subscriptions: cannot read them for a reply");
+            return None;
+        }
+    };
+    let responders: Vec<Subscription> = subscriptions
+        .into_iter()
+        .filter(|s| s.enabled && s.respond && s.filter.matches(event))
+        .collect();
+    if responders.is_empty() {
+        return None;
+    }
+    let settings = &events.subscriptions;
+    let budget = Duration::from_millis(settings.reply_timeout_ms);
+    let deadline = tokio::time::Instant::now() + budget;
+    let client = client();
+    let payload = body(event);
+    let calls = responders.iter().map(|s| {
+        let (client, payload) = (&client, &payload);
+        async move {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let sent = tokio::time::timeout(
+                left,
+                post_signed(client, s, event.event_id, payload, settings, left),
+            )
+            .await
+            .unwrap_or_else(|_| Sent::Failed("no answer within the reply budget".into()));
+            (s, sent)
+        }
+    });
+    let mut answer = None;
+    for (subscription, sent) in futures_util::future::join_all(calls).await {
+        match sent {
+            Sent::Accepted(body) => {
+                let d = delivery(subscription, event, 0, 0);
+                if let Err(error) = events
+                    .store
+                    .record_reply(&subscription.id, event.event_id, &d, now_ms())
+                    .await
+                {
+                    tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot record a reply");
+                }
+                if answer.is_none() {
+                    answer = reply_text(&body);
+                }
+            }
+            Sent::Failed(reason) => tracing::info!(
+                subscription = %subscription.id, event_id = event.event_id, %reason,
+                "subscriptions: no synchronous reply; the outbox will deliver the event"
+            ),
+        }
+    }
+    answer
+}
+
+/// [`reply`] for the event just stored as `event_id`.
+pub async fn reply_to_stored(events: &Events, event_id: i64) -> Option<String> {
+    match events
+        .store
+        .events_after(event_id - 1, &EventFilter::default(), 1)
+        .await
+    {
+        Ok(found) => match found.first() {
+            Some(event) if event.event_id == event_id => reply(events, event).await,
+            _ => None,
+        },
+        Err(error) => {
+            tracing::warn!(%error, "subscriptions: cannot read the event for a reply");
+            None
+        }
+    }
+}
+
+/// The `text` of a `{"text": …}` answer, when there is a non-blank one.
+fn reply_text(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get("text")?
+        .as_str()
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_matches_the_standard_webhooks_example() {
+        // The example of the specification's reference libraries (standard-webhooks tests).
+        let secret = SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let sig = signature(
+            &secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn secrets_are_prefixed_and_carry_32_random_bytes() {
+        let a = new_secret();
+        let b = new_secret();
+        let raw = a.expose_secret();
+        assert!(raw.starts_with("whsec_"));
+        assert_eq!(BASE64.decode(&raw[6..]).unwrap().len(), 32);
+        assert_ne!(raw, b.expose_secret());
+    }
+
+    #[test]
+    fn internal_hosts_are_refused() {
+        for url in [
+            "http://localhost/x",
+            "http://a.localhost/x",
+            "http://127.0.0.1/",
+            "http://10.1.2.3/",
+            "http://192.168.1.1/",
+            "http://172.16.0.1/",
+            "http://169.254.169.254/latest",
+            "http://100.64.0.1/",
+            "http://[::1]/",
+            "http://[fe80::1]/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(
+                refuse_host(&url::Url::parse(url).unwrap()).is_some(),
+                "{url}"
+            );
+        }
+        for url in ["https://example.org/hook", "http://93.184.215.14:8080/"] {
+            assert!(
+                refuse_host(&url::Url::parse(url).unwrap()).is_none(),
+                "{url}"
+            );
+        }
+    }
+
+    /// A name that is not `localhost` at creation but resolves inside is refused when sent.
+    #[actix_web::test]
+    async fn names_resolving_to_internal_addresses_are_refused_at_delivery() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let subscription = Subscription {
+            id: "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10".into(),
+            // Built directly (the API refuses `localhost` already): this checks the resolution.
+            url: format!("http://localhost:{port}/hook"),
+            secret: new_secret(),
+            filter: EventFilter::default(),
+            respond: false,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            last_delivered_event_id: None,
+            created_at: 0,
+        };
+        let settings = SubscriptionsSettings::default();
+        let sent = post_signed(
+            &client(),
+            &subscription,
+            1,
+            "{}",
+            &settings,
+            Duration::from_secs(2),
+        )
+        .await;
+        match sent {
+            Sent::Failed(reason) => assert!(reason.contains("loopback"), "{reason}"),
+            Sent::Accepted(_) => panic!("an internal address was called"),
+        }
+        // Allowed, the same request is made (and fails only because nobody answers HTTP).
+        drop(listener);
+        let allowed = SubscriptionsSettings {
+            allow_private: true,
+            ..SubscriptionsSettings::default()
+        };
+        match post_signed(
+            &client(),
+            &subscription,
+            1,
+            "{}",
+            &allowed,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Sent::Failed(reason) => assert!(!reason.contains("loopback"), "{reason}"),
+            Sent::Accepted(_) => panic!("nothing listens"),
+        }
+    }
+
+    #[test]
+    fn reply_text_needs_a_non_blank_text() {
+        assert_eq!(reply_text(br#"{"text":"hi"}"#).as_deref(), Some("hi"));
+        assert_eq!(reply_text(br#"{"text":"  "}"#), None);
+        assert_eq!(reply_text(b"ok"), None);
+    }
+}

@@ -1,0 +1,347 @@
+//! HTTP subscriptions and their fan-out into the outbox.
+//!
+//! Fan-out turns each stored event a subscription wants into one outbox delivery (target
+//! `subscription:<id>`, so the outbox keeps them in order). The pair (subscription, event) is a
+//! primary key in `subscription_deliveries`, so whichever replica (or a synchronous reply) gets
+//! there first makes the only delivery; on PostgreSQL the subscription row is locked while its
+//! fan-out runs, so replicas also keep the deliveries in event order.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::events::{COLUMNS as EVENT_COLUMNS, Row as EventRow, event};
+use super::{Pool, Store, StoreError, with_pool};
+use crate::events::subscriptions::Subscription;
+use crate::events::{Event, EventFilter, EventKind};
+
+/// What the outbox needs to send one event to one subscription.
+pub struct SubscriptionDelivery {
+    /// The outbox delivery id (a UUID).
+    pub id: String,
+    pub target: String,
+    /// The job (JSON, read by the delivery module).
+    pub request: String,
+    /// The body to POST.
+    pub body: String,
+    pub next_attempt_at: i64,
+    pub expires_at: i64,
+}
+
+const COLUMNS: &str = "id, url, secret, inbound, channel_id, kind, respond, enabled, \
+    disabled_reason, consecutive_failures, last_delivered_event_id, created_at";
+
+type Row = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+fn subscription(row: Row) -> Result<Subscription, StoreError> {
+    let kind = match row.5.as_deref() {
+        None => None,
+        Some(raw) => Some(EventKind::parse(raw).ok_or_else(|| {
+            StoreError::Corrupt(format!("subscription {} has kind {raw:?}", row.0))
+        })?),
+    };
+    Ok(Subscription {
+        id: row.0,
+        url: row.1,
+        secret: SecretString::from(row.2),
+        filter: EventFilter {
+            inbound: row.3,
+            channel_id: row.4,
+            kind,
+        },
+        respond: row.6 != 0,
+        enabled: row.7 != 0,
+        disabled_reason: row.8,
+        consecutive_failures: row.9,
+        last_delivered_event_id: row.10,
+        created_at: row.11,
+    })
+}
+
+/// Inserts the delivery row of one (subscription, event) unless it has one: `true` when this
+/// call made it. `$state` is `queued` (fan-out) or `delivered` (a synchronous reply).
+macro_rules! insert_delivery {
+    ($tx:expr, $subscription:expr, $event_id:expr, $d:expr, $state:expr, $now:expr) => {{
+        let claimed = sqlx::query(
+            "INSERT INTO subscription_deliveries (subscription_id, event_id, delivery_id) \
+             VALUES ($1, $2, $3) ON CONFLICT (subscription_id, event_id) DO NOTHING",
+        )
+        .bind($subscription)
+        .bind($event_id)
+        .bind(&$d.id)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            sqlx::query(
+                "INSERT INTO targets (target, next_send_at, penalty_ms) VALUES ($1, 0, 0) \
+                 ON CONFLICT (target) DO NOTHING",
+            )
+            .bind(&$d.target)
+            .execute(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
+                 next_attempt_at, created_at, updated_at, expires_at, finished_at) \
+                 VALUES ($1, 'subscriptions', $2, $3, $4, $5, 0, $6, $7, $7, $8, \
+                 CASE WHEN $5 = 'delivered' THEN $7 ELSE NULL END)",
+            )
+            .bind(&$d.id)
+            .bind(&$d.target)
+            .bind(&$d.request)
+            .bind(serde_json::to_string(&[&$d.body]).unwrap_or_default())
+            .bind($state)
+            .bind($d.next_attempt_at)
+            .bind($now)
+            .bind($d.expires_at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        claimed
+    }};
+}
+
+impl Store {
+    /// Stores a new subscription; it receives the events after `after` (the latest at creation).
+    pub async fn insert_subscription(
+        &self,
+        s: &Subscription,
+        after: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO subscriptions (id, url, secret, inbound, channel_id, kind, respond, \
+                   enabled, consecutive_failures, fanned_out_to, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9)";
+        with_pool!(self, p => sqlx::query(sql)
+            .bind(&s.id)
+            .bind(&s.url)
+            .bind(s.secret.expose_secret())
+            .bind(&s.filter.inbound)
+            .bind(s.filter.channel_id)
+            .bind(s.filter.kind.map(EventKind::as_str))
+            .bind(i64::from(s.respond))
+            .bind(after)
+            .bind(s.created_at)
+            .execute(p)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
+    /// Every subscription, oldest first.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM subscriptions ORDER BY created_at, id");
+        let rows: Vec<Row> = with_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await)?;
+        rows.into_iter().map(subscription).collect()
+    }
+
+    pub async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1");
+        let row: Option<Row> =
+            with_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
+        row.map(subscription).transpose()
+    }
+
+    /// Removes a subscription and cancels its queued deliveries; `false` when there was none.
+    pub async fn delete_subscription(
+        &self,
+        id: &str,
+        target: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let deleted = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
+                 WHERE target = $1 AND state = 'queued'",
+            )
+            .bind(target)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            deleted
+        });
+        Ok(deleted == 1)
+    }
+
+    /// Makes the deliveries of the events after the subscription's fan-out cursor (at most
+    /// `limit` events read), in event order; returns how many were made. `build` turns an event
+    /// into its delivery. A disabled or deleted subscription gets none.
+    pub async fn fan_out(
+        &self,
+        id: &str,
+        limit: i64,
+        now: i64,
+        build: &(dyn Fn(&Subscription, &Event) -> SubscriptionDelivery + Sync),
+    ) -> Result<usize, StoreError> {
+        // PostgreSQL: replicas fanning out the same subscription wait for each other. SQLite:
+        // write first, so the transaction holds the write lock from the start (a read
+        // transaction cannot become a writer once another connection has written: "locked").
+        let (take_lock, lock) = match self.pool {
+            Pool::Sqlite(_) => (
+                "UPDATE subscriptions SET fanned_out_to = fanned_out_to WHERE id = $1",
+                format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1"),
+            ),
+            Pool::Postgres(_) => (
+                "SELECT CAST($1 AS TEXT)",
+                format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE"),
+            ),
+        };
+        let events = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id > \
+                 (SELECT fanned_out_to FROM subscriptions WHERE id = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR inbound = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR channel_id = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR kind = $4) \
+             AND event_id <= $6 ORDER BY event_id LIMIT $5"
+        );
+        let made = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(take_lock).bind(id).execute(&mut *tx).await?;
+            let row: Option<Row> = sqlx::query_as(&lock).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(sub) = row.map(subscription).transpose()? else {
+                return Ok(0);
+            };
+            if !sub.enabled {
+                return Ok(0);
+            }
+            // Read first: an event committed meanwhile waits for the next round, not skipped.
+            let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(event_id), 0) FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows: Vec<EventRow> = sqlx::query_as(&events)
+                .bind(id)
+                .bind(&sub.filter.inbound)
+                .bind(sub.filter.channel_id)
+                .bind(sub.filter.kind.map(EventKind::as_str))
+                .bind(limit)
+                .bind(newest)
+                .fetch_all(&mut *tx)
+                .await?;
+            // The cursor passes non-matching events too: up to the last event read, or the
+            // newest one when fewer than `limit` matched.
+            let upto = if (rows.len() as i64) < limit {
+                newest
+            } else {
+                rows.last().map_or(newest, |r| r.0)
+            };
+            let mut made = 0;
+            for row in rows {
+                let e = event(row)?;
+                let d = build(&sub, &e);
+                if insert_delivery!(tx, &sub.id, e.event_id, d, "queued", now) {
+                    made += 1;
+                }
+            }
+            sqlx::query(
+                "UPDATE subscriptions SET fanned_out_to = $2 WHERE id = $1 AND fanned_out_to < $2",
+            )
+            .bind(id)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            made
+        });
+        Ok(made)
+    }
+
+    /// A synchronous reply reached the subscription: its delivery of this event is done. Makes
+    /// the delivery as delivered, or marks the one fan-out made (still waiting) delivered.
+    pub async fn record_reply(
+        &self,
+        subscription_id: &str,
+        event_id: i64,
+        d: &SubscriptionDelivery,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if !insert_delivery!(tx, subscription_id, event_id, d, "delivered", now) {
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'delivered', finished_at = $3, updated_at = $3 \
+                     WHERE state = 'queued' AND id = (SELECT delivery_id FROM subscription_deliveries \
+                         WHERE subscription_id = $1 AND event_id = $2)",
+                )
+                .bind(subscription_id)
+                .bind(event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        self.subscription_succeeded(subscription_id, event_id).await
+    }
+
+    /// A delivery reached the subscription: the failure count starts again.
+    pub async fn subscription_succeeded(&self, id: &str, event_id: i64) -> Result<(), StoreError> {
+        let sql = "UPDATE subscriptions SET consecutive_failures = 0, \
+                   last_delivered_event_id = CASE WHEN last_delivered_event_id IS NULL \
+                       OR last_delivered_event_id < $2 THEN $2 ELSE last_delivered_event_id END \
+                   WHERE id = $1";
+        with_pool!(self, p => sqlx::query(sql).bind(id).bind(event_id).execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Counts a failed attempt; at `max_failures` in a row the subscription is disabled with
+    /// `reason` and its queued deliveries are cancelled. Returns whether it is now disabled.
+    pub async fn subscription_failed(
+        &self,
+        id: &str,
+        target: &str,
+        max_failures: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let disabled = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let failures: Option<i64> = sqlx::query_scalar(
+                "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 \
+                 WHERE id = $1 RETURNING consecutive_failures",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let disabled = failures.is_some_and(|n| n >= max_failures);
+            if disabled {
+                sqlx::query(
+                    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2 \
+                     WHERE id = $1 AND enabled = 1",
+                )
+                .bind(id)
+                .bind(format!("{max_failures} consecutive failed deliveries; the last: {reason}"))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
+                     WHERE target = $1 AND state = 'queued'",
+                )
+                .bind(target)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            disabled
+        });
+        Ok(disabled)
+    }
+}

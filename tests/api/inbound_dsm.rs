@@ -1,0 +1,107 @@
+//! `inbound.<name>.verify = "dsm"`: Chat's token is checked against DSM's own lists of
+//! integrations (read through the simulated NAS), cached and refreshed at most once a minute.
+
+use syno_chat_gateway::config::{InboundKind, InboundSettings, InboundVerify};
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::events::stored;
+use crate::helpers::{TestApp, spawn_app_with_sim};
+
+fn list_calls(app: &TestApp, api: &str) -> usize {
+    app.sim
+        .requests()
+        .iter()
+        .filter(|r| r.api.as_deref() == Some(api) && r.method.as_deref() == Some("list"))
+        .count()
+}
+
+async fn post_form(app: &TestApp, path: &str, body: String) -> u16 {
+    let response = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body(body)
+        .await
+        .expect("gateway answers");
+    crate::helpers::read(response).await.status.as_u16()
+}
+
+#[actix_web::test]
+async fn tokens_are_checked_against_dsm_and_refreshes_are_rate_limited() {
+    let mut tokens = (String::new(), String::new());
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        tokens = (
+            sim.add_slash_command("deploy", ""),
+            sim.add_outgoing_webhook(2, "!ping", ""),
+        );
+        for (name, kind) in [
+            ("deploy", InboundKind::SlashCommand),
+            ("ops", InboundKind::OutgoingWebhook),
+        ] {
+            settings.inbound.insert(
+                name.to_owned(),
+                InboundSettings {
+                    kind,
+                    verify: InboundVerify::Dsm,
+                    ..Default::default()
+                },
+            );
+        }
+    })
+    .await;
+    let (slash, outgoing) = tokens;
+    let slash_lists = || list_calls(&app, "SYNO.Chat.Webhook.Slash");
+
+    // The slash command's token, as Chat sends it.
+    let ok = format!("token={slash}&user_id=3&username=alice&text=%2Fdeploy+web");
+    assert_eq!(post_form(&app, "/inbound/deploy", ok.clone()).await, 200);
+    assert_eq!(slash_lists(), 1);
+    assert_eq!(post_form(&app, "/inbound/deploy", ok).await, 200);
+    assert_eq!(slash_lists(), 1, "a known token is answered from the cache");
+    assert_eq!(stored(&app).await.len(), 2);
+
+    // Wrong tokens: refused, nothing stored, and DSM is read again at most once a minute.
+    for body in [
+        format!("token={}&text=%2Fdeploy", "w".repeat(64)),
+        "text=%2Fdeploy".to_owned(),
+        // Another integration's token is not this kind's.
+        format!("token={outgoing}&text=%2Fdeploy"),
+    ] {
+        assert_eq!(post_form(&app, "/inbound/deploy", body).await, 403);
+    }
+    assert_eq!(slash_lists(), 1, "misses within the minute do not refresh");
+    assert_eq!(stored(&app).await.len(), 2);
+
+    // The outgoing webhook's inbound reads its own list.
+    let hook = format!("token={outgoing}&channel_id=2&post_id=5&text=%21ping&trigger_word=%21ping");
+    assert_eq!(post_form(&app, "/inbound/ops", hook).await, 200);
+    assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Outgoing"), 1);
+    assert_eq!(stored(&app).await.len(), 3);
+}
+
+#[actix_web::test]
+async fn an_account_that_may_not_list_integrations_stores_nothing() {
+    let mut token = String::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        token = sim.add_slash_command("deploy", "");
+        settings.inbound.insert(
+            "deploy".to_owned(),
+            InboundSettings {
+                kind: InboundKind::SlashCommand,
+                verify: InboundVerify::Dsm,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    // DSM's "no permission" (a non-administrator account).
+    app.sim
+        .fail_next("SYNO.Chat.Webhook.Slash", Some("list"), 1, 105);
+    let body = format!("token={token}&text=%2Fdeploy");
+    assert_eq!(post_form(&app, "/inbound/deploy", body.clone()).await, 403);
+    assert!(stored(&app).await.is_empty());
+    // Within the minute the list is not asked for again: the call stays refused.
+    assert_eq!(post_form(&app, "/inbound/deploy", body).await, 403);
+    assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Slash"), 1);
+    assert!(stored(&app).await.is_empty());
+}

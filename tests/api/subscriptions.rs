@@ -1,0 +1,506 @@
+//! HTTP subscriptions end to end: a post in the simulated Chat reaches the gateway's inbound,
+//! and the gateway POSTs the event, signed, to a receiver on a local port.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+
+use crate::backends::on_both;
+use crate::events::app_with_inbounds;
+use crate::helpers::{ADMIN_KEY, READ_KEY, TestApp, WRITE_KEY};
+
+const CHANNEL: i64 = 2;
+const USER: i64 = 3;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    content_type: String,
+    body: String,
+}
+
+/// How the receiver answers: status, body, delay.
+type Answer = (u16, &'static str, u64);
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    /// Answers to give, in order; afterwards `otherwise`.
+    script: VecDeque<Answer>,
+    otherwise: Option<Answer>,
+}
+
+struct Receiver {
+    url: String,
+    state: Arc<Mutex<ReceiverState>>,
+    _server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    async fn start(script: &[Answer], otherwise: Answer) -> Self {
+        let state = Arc::new(Mutex::new(ReceiverState {
+            script: script.iter().copied().collect(),
+            otherwise: Some(otherwise),
+            ..Default::default()
+        }));
+        let shared = state.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(shared.clone()))
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            state,
+            _server: handle,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..500 {
+            let got = self.received();
+            if got.len() >= count {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the receiver got {} requests, not {count}",
+            self.received().len()
+        );
+    }
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<Mutex<ReceiverState>>>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (status, reply, delay) = {
+        let mut state = state.lock().unwrap();
+        state.received.push(Received {
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            content_type: header("content-type"),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        let otherwise = state.otherwise.unwrap_or((200, "", 0));
+        state.script.pop_front().unwrap_or(otherwise)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .content_type("application/json")
+        .body(reply)
+}
+
+/// The signature the Standard Webhooks specification gives for this request and secret.
+fn expected_signature(secret: &str, r: &Received) -> String {
+    let key = BASE64
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+async fn subscribe(app: &TestApp, body: Value) -> (String, String) {
+    let answer = app
+        .call("POST", "/api/v1/subscriptions", Some(ADMIN_KEY), Some(body))
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let id = answer.body["subscription_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        answer.header("location"),
+        Some(format!("/api/v1/subscriptions/{id}").as_str())
+    );
+    (id, answer.body["secret"].as_str().unwrap().to_owned())
+}
+
+async fn subscription(app: &TestApp, id: &str) -> Value {
+    let answer = app
+        .call(
+            "GET",
+            &format!("/api/v1/subscriptions/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body
+}
+
+/// Polls the subscription until `done` holds.
+async fn subscription_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..300 {
+        let s = subscription(app, id).await;
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "subscription never reached the state: {}",
+        subscription(app, id).await
+    );
+}
+
+fn allow_private(settings: &mut syno_chat_gateway::config::Settings) {
+    settings.subscriptions.allow_private = true;
+}
+
+on_both!(
+    a_post_in_chat_reaches_a_subscription_signed,
+    |backend: Backend| async move {
+        let (app, _) = app_with_inbounds(|s| {
+            allow_private(s);
+            s.store.url = secrecy::SecretString::from(backend.url.clone());
+        })
+        .await;
+        let receiver = Receiver::start(&[], (200, "", 0)).await;
+        let (id, secret) = subscribe(&app, json!({"url": receiver.url, "inbound": "ops"})).await;
+        assert!(secret.starts_with("whsec_"));
+        assert!(BASE64.decode(&secret[6..]).unwrap().len() >= 24);
+
+        let post_id = app.sim.post_as_user(USER, CHANNEL, "!ping the NAS");
+        app.sim.post_as_user(USER, CHANNEL, "/deploy web");
+        let got = receiver.wait_for(1).await;
+        let r = &got[0];
+        assert_eq!(r.content_type, "application/json");
+        assert_eq!(r.signature, expected_signature(&secret, r), "{r:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((r.timestamp.parse::<i64>().unwrap() - now).abs() < 60);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["type"], "chat.trigger_word");
+        assert_eq!(body["data"]["text"], "!ping the NAS");
+        assert_eq!(body["data"]["post_id"], post_id);
+        let event_id = body["data"]["event_id"].as_i64().unwrap();
+
+        let s = subscription_until(&app, &id, |s| s["last_delivered_event_id"] == event_id).await;
+        assert_eq!(s["enabled"], true);
+        assert_eq!(s["consecutive_failures"], 0);
+        assert_eq!(s["inbound"], "ops");
+        // The slash command is not for this subscription: still one request.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(receiver.received().len(), 1);
+
+        // The secret is shown once only.
+        let list = app
+            .call("GET", "/api/v1/subscriptions", Some(ADMIN_KEY), None)
+            .await;
+        assert_eq!(list.status, 200);
+        assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+        for text in [list.body.to_string(), s.to_string()] {
+            assert!(!text.contains(&secret[6..]), "{text}");
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+);
+
+#[actix_web::test]
+async fn internal_and_non_http_urls_are_refused() {
+    let (app, _) = app_with_inbounds(|_| {}).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://chat.localhost/hook",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.64.1.1/",
+        "http://[::1]/hook",
+        "http://[fd12::1]/hook",
+    ] {
+        let answer = app
+            .call(
+                "POST",
+                "/api/v1/subscriptions",
+                Some(ADMIN_KEY),
+                Some(json!({ "url": url })),
+            )
+            .await;
+        answer.assert_problem(422, "subscription_url_refused");
+    }
+    for url in [
+        "ftp://example.org/x",
+        "file:///etc/passwd",
+        "not a url",
+        "/relative",
+    ] {
+        let answer = app
+            .call(
+                "POST",
+                "/api/v1/subscriptions",
+                Some(ADMIN_KEY),
+                Some(json!({ "url": url })),
+            )
+            .await;
+        answer.assert_problem(422, "unprocessable");
+    }
+    let answer = app
+        .call(
+            "POST",
+            "/api/v1/subscriptions",
+            Some(ADMIN_KEY),
+            Some(json!({ "url": "https://example.org/", "channel_id": 0 })),
+        )
+        .await;
+    answer.assert_problem(400, "invalid_request");
+    let list = app
+        .call("GET", "/api/v1/subscriptions", Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(list.body["items"], json!([]));
+}
+
+#[actix_web::test]
+async fn a_failing_receiver_is_retried_with_the_same_webhook_id() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    let receiver = Receiver::start(&[(500, "", 0), (503, "", 0)], (200, "", 0)).await;
+    let (id, secret) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping retry");
+    let got = receiver.wait_for(3).await;
+    assert!(got.iter().all(|r| r.id == got[0].id), "{got:?}");
+    assert!(got.iter().all(|r| r.body == got[0].body));
+    for r in &got {
+        assert_eq!(r.signature, expected_signature(&secret, r));
+    }
+    let s = subscription_until(&app, &id, |s| !s["last_delivered_event_id"].is_null()).await;
+    assert_eq!(s["consecutive_failures"], 0);
+    assert_eq!(s["enabled"], true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 3, "delivered once");
+}
+
+#[actix_web::test]
+async fn a_receiver_that_keeps_failing_is_disabled_and_gets_nothing_more() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.max_failures = 2;
+    })
+    .await;
+    let receiver = Receiver::start(&[], (500, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    let s = subscription_until(&app, &id, |s| s["enabled"] == false).await;
+    assert_eq!(s["consecutive_failures"], 2);
+    let reason = s["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("500"), "{reason}");
+    assert!(s["last_delivered_event_id"].is_null());
+    app.sim.post_as_user(USER, CHANNEL, "!ping three");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|r| r.body.contains("!ping one")), "in order");
+}
+
+#[actix_web::test]
+async fn a_deleted_subscription_gets_nothing_more() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    let receiver = Receiver::start(&[], (200, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping before");
+    receiver.wait_for(1).await;
+    let path = format!("/api/v1/subscriptions/{id}");
+    let answer = app.call("DELETE", &path, Some(ADMIN_KEY), None).await;
+    assert_eq!(answer.status, 204);
+    app.call("GET", &path, Some(ADMIN_KEY), None)
+        .await
+        .assert_problem(404, "not_found");
+    app.call("DELETE", &path, Some(ADMIN_KEY), None)
+        .await
+        .assert_problem(404, "not_found");
+    app.call(
+        "GET",
+        "/api/v1/subscriptions/not-a-uuid",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    app.sim.post_as_user(USER, CHANNEL, "!ping after");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[actix_web::test]
+async fn subscriptions_need_the_admin_scope() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    for key in [READ_KEY, WRITE_KEY] {
+        app.call(
+            "POST",
+            "/api/v1/subscriptions",
+            Some(key),
+            Some(json!({"url": "https://example.org/hook"})),
+        )
+        .await
+        .assert_problem(403, "insufficient_scope");
+        app.call("GET", "/api/v1/subscriptions", Some(key), None)
+            .await
+            .assert_problem(403, "insufficient_scope");
+    }
+    app.call("GET", "/api/v1/subscriptions", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+}
+
+#[actix_web::test]
+async fn a_respond_subscription_answers_in_the_channel_and_is_not_called_again() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.reply_timeout_ms = 500;
+    })
+    .await;
+    let bot = Receiver::start(&[], (200, r#"{"text": "pong from the bot"}"#, 0)).await;
+    let (id, secret) = subscribe(
+        &app,
+        json!({"url": bot.url, "respond": true, "kind": "trigger_word"}),
+    )
+    .await;
+    // A plain subscriber gets the same event through the outbox.
+    let plain = Receiver::start(&[], (200, "", 0)).await;
+    subscribe(&app, json!({"url": plain.url})).await;
+
+    app.sim.post_as_user(USER, CHANNEL, "!ping are you there");
+    let calls = crate::events::outbound_calls(&app, 1).await;
+    assert_eq!(calls[0].status, Some(200));
+    let reply = calls[0].reply_post_id.expect("Chat posted the answer");
+    let posts = app
+        .get(&format!("/api/v1/channels/{CHANNEL}/posts?limit=10"))
+        .await;
+    assert_eq!(posts.status, 200, "{}", posts.body);
+    let posted = posts.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["post_id"] == reply)
+        .unwrap_or_else(|| panic!("post {reply} in {}", posts.body));
+    assert_eq!(posted["message"], "pong from the bot");
+
+    let r = &bot.received()[0];
+    assert_eq!(r.signature, expected_signature(&secret, r));
+    plain.wait_for(1).await;
+    let s = subscription_until(&app, &id, |s| !s["last_delivered_event_id"].is_null()).await;
+    assert_eq!(s["consecutive_failures"], 0);
+    // Past the reply budget and the outbox's wait: the synchronous call was the delivery.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(bot.received().len(), 1, "{:?}", bot.received());
+    assert_eq!(plain.received().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_same_id() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.reply_timeout_ms = 300;
+    })
+    .await;
+    let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
+    subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    let started = std::time::Instant::now();
+    app.sim.post_as_user(USER, CHANNEL, "!ping slow");
+    let calls = crate::events::outbound_calls(&app, 1).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the budget held"
+    );
+    assert_eq!(calls[0].status, Some(200), "Chat still gets its answer");
+    assert_eq!(calls[0].reply_post_id, None);
+    let got = bot.wait_for(2).await;
+    assert_eq!(got[0].id, got[1].id, "the retry reuses webhook-id");
+    assert_eq!(
+        crate::events::stored(&app).await.len(),
+        1,
+        "the event is kept"
+    );
+}
+
+#[actix_web::test]
+async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let shared = secrecy::SecretString::from(url);
+    let store_a = shared.clone();
+    let (a, token_a) = app_with_inbounds(move |s| {
+        allow_private(s);
+        s.store.url = store_a;
+    })
+    .await;
+    let (b, token_b) = app_with_inbounds(move |s| {
+        allow_private(s);
+        s.store.url = shared;
+    })
+    .await;
+    let receiver = Receiver::start(&[], (200, "", 0)).await;
+    let (id, _) = subscribe(&a, json!({"url": receiver.url})).await;
+    // Created on A, visible on B: one store.
+    assert_eq!(subscription(&b, &id).await["enabled"], true);
+
+    let (base_a, base_b) = (a.base.clone(), b.base.clone());
+    let writers = [
+        actix_web::rt::spawn(
+            async move { crate::events::send_posts(&base_a, &token_a, 100, 12).await },
+        ),
+        actix_web::rt::spawn(
+            async move { crate::events::send_posts(&base_b, &token_b, 200, 12).await },
+        ),
+    ];
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    receiver.wait_for(24).await;
+    // Both replicas fan out and deliver: give a duplicate time to show up.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 24, "each event once");
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["event_id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in event order: {ids:?}"
+    );
+    let mut webhook_ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    webhook_ids.sort_unstable();
+    webhook_ids.dedup();
+    assert_eq!(webhook_ids.len(), 24);
+}
