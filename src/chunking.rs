@@ -1,5 +1,5 @@
 //! Long messages as several consecutive posts. DSM refuses an over-long message with 410
-//! "message too long" but does not document the threshold (upstream-protocol §4.3), so texts
+//! "message too long" but does not document the threshold (upstream/PROTOCOL.md [C2]), so texts
 //! longer than `delivery.max_message_chars` are split before sending, and a part DSM still
 //! refuses is split further.
 //!
@@ -19,7 +19,7 @@
 use std::future::Future;
 
 /// The default of `delivery.max_message_chars`: the figure ACE's Chat client splits at as a
-/// safety margin below DSM's undocumented limit (upstream-protocol §6.3).
+/// safety margin below DSM's undocumented limit (upstream/PROTOCOL.md [C3]).
 pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 1800;
 
 /// The pause before a rate-limited part is sent again (DSM allows about one post a second per

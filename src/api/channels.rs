@@ -183,7 +183,7 @@ pub async fn create_channel(
         })?;
     let channel_id = created.channel_id;
     state.caches.channels.invalidate().await;
-    // The creator is normally a member already; join answers 117 then (§6.1 note 6).
+    // The creator is normally a member already; join answers 117 then (upstream/PROTOCOL.md [C1]).
     if let Err(e) = chat.join_channel(channel_id).await
         && e.dsm_code() != Some(117)
     {

@@ -146,7 +146,7 @@ pub async fn receive(
             None
         }
     };
-    // Chat posts a `{"text": …}` answer in the channel (upstream-protocol §5).
+    // Chat posts a `{"text": …}` answer in the channel (upstream/PROTOCOL.md [I1]).
     Ok(match reply {
         Some(text) => HttpResponse::Ok().json(serde_json::json!({ "text": text })),
         None => HttpResponse::Ok().finish(),

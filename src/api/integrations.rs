@@ -350,7 +350,7 @@ pub async fn create_slash_command(
     body: Json<NewSlashCommandBody>,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    // DSM stores the command without its slash (§4.1).
+    // DSM stores the command without its slash (upstream/PROTOCOL.md [C1]).
     let command = body
         .command
         .trim_matches(is_blank_char)

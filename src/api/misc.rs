@@ -1,5 +1,5 @@
 //! `/stickers`, `/admin/settings`, `/app`, `/misc`: DSM's answers passed through, since their
-//! shapes are not documented (upstream-protocol §8).
+//! shapes are not documented (upstream/PROTOCOL.md [C1]).
 
 use actix_web::{get, web};
 use utoipa_actix_web::service_config::ServiceConfig;

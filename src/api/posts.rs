@@ -281,7 +281,7 @@ pub async fn get_post_file(
     }))
 }
 
-/// The channel a post lives in: its id's high 32 bits (upstream-protocol §6.4).
+/// The channel a post lives in: its id's high 32 bits (upstream/PROTOCOL.md [C4]).
 fn channel_of(post_id: PostId) -> Result<ChannelId, ApiError> {
     // Such an id is well formed but cannot name a post: like any missing post, a 404.
     ChannelId::new(post_id.get() >> 32).map_err(|_| {

@@ -206,7 +206,7 @@ pub async fn get_own_preferences(
 }
 
 /// The DM channel of the two users: an `anonymous` channel with exactly them as members
-/// (upstream-protocol §6.1 note 2), opened through DSM when the channel list has none.
+/// (upstream/PROTOCOL.md [C1]), opened through DSM when the channel list has none.
 pub(super) async fn direct_channel(
     state: &State,
     chat: &Dsm,

@@ -31,7 +31,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 /// Header carrying a caller's own incoming-webhook token.
 const CHAT_TOKEN_HEADER: &str = "X-Chat-Token";
-/// Chat's tokens are 64 letters and digits (§6.5).
+/// Chat's tokens are 64 letters and digits (upstream/PROTOCOL.md [C5]).
 const TOKEN_LEN: usize = 64;
 
 /// A configured incoming webhook.

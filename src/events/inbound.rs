@@ -1,4 +1,4 @@
-//! What Chat sends to an inbound URL, read into an event (upstream-protocol §5). Pure: no HTTP,
+//! What Chat sends to an inbound URL, read into an event (upstream/PROTOCOL.md [I1]). Pure: no HTTP,
 //! no store.
 
 use secrecy::{ExposeSecret, SecretString};

@@ -3,7 +3,7 @@
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
 //! [`render`].
 //!
-//! Chat renders links written `<https://url|label>` (Slack's syntax, upstream-protocol §6.3), so
+//! Chat renders links written `<https://url|label>` (Slack's syntax, upstream/PROTOCOL.md [C5]), so
 //! links are written that way. Slack mentions, channels and broadcasts, Discord mention tokens
 //! and Markdown links, which Chat cannot show, become readable text; nothing is dropped
 //! silently. Emphasis (`*b*`, `**b**`) is left as sent (senders-delivery-events B.3: stripping

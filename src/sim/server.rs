@@ -139,7 +139,7 @@ pub(crate) async fn handle(
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let cookie_sid = req.cookie("id").map(|c| c.value().to_string());
     // A GET `_sid` that starts with a digit is not recognised although the same sid works as
-    // the `id` cookie (upstream-protocol §3.2, aerialls/synology-srm#3); `_sid` wins over the
+    // the `id` cookie (upstream/PROTOCOL.md [S2], aerialls/synology-srm#3); `_sid` wins over the
     // cookie, so such a request has no usable session.
     let get_query_sid_unusable = http_method == "GET"
         && url::form_urlencoded::parse(req.query_string().as_bytes())

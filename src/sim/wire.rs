@@ -283,7 +283,7 @@ impl<'a> Args<'a> {
 
     /// A string parameter decoded as a requestFormat=JSON API decodes it: JSON text first
     /// (`"team"` is team, `null` is absent, `123` or `true` is not a string: 101), falling back
-    /// to the raw value when it is not JSON (`team`), as DSM does (upstream-protocol §1.2).
+    /// to the raw value when it is not JSON (`team`), as DSM does (upstream/PROTOCOL.md [T2]).
     /// Other APIs take the value as it is.
     pub fn req_json_str(&self, name: &str) -> Result<String, ApiErr> {
         if !self.json_format {

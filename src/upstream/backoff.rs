@@ -1,7 +1,7 @@
 //! When to try DSM again after a failed login or API-list load: exponential, with added
 //! jitter so replicas that failed together do not retry together, and starting high after a
 //! refused password so N replicas stay under DSM's auto-block (about 10 failures in 5 minutes,
-//! upstream-protocol §3.7). Callers during the window get the last failure without a DSM call.
+//! PROTOCOL.md [S5]). Callers during the window get the last failure without a DSM call.
 
 use std::time::{Duration, Instant};
 

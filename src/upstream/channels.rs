@@ -72,8 +72,8 @@ impl DsmClient {
         self.channel_call(&NAMED_INVITE, channel_id, &params).await
     }
 
-    /// Closes the conversation for the gateway's account; messages are kept (upstream-protocol
-    /// §6.5: close is not delete).
+    /// Closes the conversation for the gateway's account; messages are kept (PROTOCOL.md
+    /// [C1]: close is not delete).
     pub async fn close_channel(&self, channel_id: ChannelId) -> Result<()> {
         self.channel_call(&CHANNEL_CLOSE, channel_id, &[]).await
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-/// Which family of WebAPI answered: their error numbers collide (see upstream-protocol §3.5, §4.3).
+/// Which family of WebAPI answered: their error numbers collide (PROTOCOL.md [T4], [S4], [C2]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiFamily {
     /// `SYNO.API.Auth` login/logout.
@@ -45,7 +45,7 @@ pub enum UpstreamError {
     Unsupported { api: &'static str, reason: String },
 }
 
-/// What `SYNO.API.Auth` login error numbers mean (upstream-protocol §3.5).
+/// What `SYNO.API.Auth` login error numbers mean (PROTOCOL.md [S4]).
 pub fn login_refusal_meaning(code: i64) -> &'static str {
     match code {
         400 => "no such account or wrong password",

@@ -1,4 +1,4 @@
-//! `SYNO.Chat.External` v2 with an integration token (upstream-protocol §4.2): sending through
+//! `SYNO.Chat.External` v2 with an integration token (PROTOCOL.md [C1]): sending through
 //! incoming webhooks and chatbots, and a chatbot's reads. No DSM session is involved.
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub struct ExternalMessage<'a> {
 }
 
 /// Which posts of a channel to read: `prev_count` before the anchor and `next_count` after it;
-/// without an anchor, `prev_count` counts back from the newest post (§6.4).
+/// without an anchor, `prev_count` counts back from the newest post (PROTOCOL.md [C4]).
 pub struct PostWindow {
     pub anchor: Option<PostId>,
     pub prev_count: u32,
@@ -44,7 +44,7 @@ pub struct ChatbotDelivery {
 }
 
 /// The `payload` form field: JSON text, URL-encoded by the transport like every form value, so
-/// `%`, `&`, `+` and quotes arrive intact (§6.5).
+/// `%`, `&`, `+` and quotes arrive intact (PROTOCOL.md [C5]).
 fn payload(message: &ExternalMessage<'_>, user_ids: Option<&[UserId]>) -> Result<String> {
     #[derive(Serialize)]
     struct Payload<'a> {

@@ -1,5 +1,5 @@
 //! Integration management through the DSM session (admin account): webhooks, slash commands,
-//! bots and chatbots (upstream-protocol §4.1). Integration tokens in DSM's lists are removed
+//! bots and chatbots (PROTOCOL.md [C1]). Integration tokens in DSM's lists are removed
 //! here: the only token that leaves this module is the one a `create` just issued.
 
 use serde_json::{Map, Value};
@@ -65,7 +65,7 @@ impl WebhookKind {
     }
 }
 
-/// A webhook or slash command to create, with the parameters the seed sends (§4.1).
+/// A webhook or slash command to create, with the parameters the seed sends (PROTOCOL.md [C1]).
 pub enum NewWebhook<'a> {
     Incoming {
         name: &'a str,
@@ -123,7 +123,7 @@ fn without_tokens(mut data: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// The items of a list answer: under the documented key or, when DSM names it otherwise (the
-/// Slash key is not documented, §8), the one array in `data`.
+/// Slash key is not documented, PROTOCOL.md [C1]), the one array in `data`.
 fn list_items<T: serde::de::DeserializeOwned>(
     op: &Op,
     key: &str,
@@ -174,7 +174,7 @@ impl DsmClient {
                 params.push(("name", name.to_string()));
                 params.push(("channel_id", channel_id.to_string()));
                 params.push(("url", url.to_string()));
-                // Lists travel as JSON text (§1.2).
+                // Lists travel as JSON text (PROTOCOL.md [T2]).
                 let events = serde_json::to_string(events).map_err(|_| {
                     UpstreamError::InvalidResponse("events could not be encoded".to_owned())
                 })?;
@@ -225,7 +225,7 @@ impl DsmClient {
     }
 
     /// Sets a bot's (webhook's or chatbot's) display name; without one External refuses its
-    /// token (§6.1 item 3).
+    /// token (PROTOCOL.md [C1]).
     pub async fn set_bot_nickname(&self, user_id: UserId, nickname: &str) -> Result<()> {
         let user_id = user_id.to_string();
         self.call::<serde::de::IgnoredAny>(

@@ -15,7 +15,7 @@ use super::transport::Credential;
 
 /// DSM codes that always mean "this session is gone".
 const SESSION_GONE: [i64; 2] = [106, 107];
-/// DSM codes that mean either "session gone" or "not allowed" (upstream-protocol §3.4).
+/// DSM codes that mean either "session gone" or "not allowed" (PROTOCOL.md [S3]).
 const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
 
 /// What a one-off login (device enrolment) produced.

@@ -1,4 +1,4 @@
-//! Stickers, Chat's admin settings, and information about the Chat server (§4.1). Their answers'
+//! Stickers, Chat's admin settings, and information about the Chat server (PROTOCOL.md [C1]). Their answers'
 //! shapes are not documented, so DSM's `data` object is handed on as it is.
 
 use serde_json::{Map, Value};

@@ -5,6 +5,10 @@
 //! `api::Dsm`). [`DsmShared`] is its shared, thread-safe part (settings, the API catalog, the
 //! one DSM session); a [`DsmClient`] pairs it with an `awc::Client`, which is bound to one
 //! worker thread.
+//!
+//! What the client assumes about DSM, and where each fact comes from (the reference library,
+//! observed behaviour, or our inference), is written down in `src/upstream/PROTOCOL.md`; code
+//! comments cite its sections by tag, for example `(PROTOCOL.md [T2])`.
 
 mod backoff;
 mod catalog;

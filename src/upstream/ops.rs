@@ -1,6 +1,6 @@
 //! How an operation is described: API, method, the versions whose wire format the gateway
 //! speaks, and the HTTP verb. The version actually sent is the highest one both the operation
-//! and the NAS's `SYNO.API.Info` allow (upstream-protocol §2). Each resource module declares its
+//! and the NAS's `SYNO.API.Info` allow (PROTOCOL.md [T1]). Each resource module declares its
 //! own operations next to the code that calls them.
 
 use std::ops::RangeInclusive;
@@ -20,7 +20,7 @@ pub struct Op {
     pub verb: Verb,
     /// Free-text parameters. On an API whose Info entry says `requestFormat: JSON`, DSM
     /// JSON-decodes every value, so these are sent JSON-encoded: a name `123` or `null` stays
-    /// a string (upstream-protocol §1.2).
+    /// a string (PROTOCOL.md [T2]).
     pub text_params: &'static [&'static str],
 }
 

@@ -11,7 +11,7 @@ pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post);
-/// Uploads go through version 5, the one whose multipart form is known (upstream-protocol §4.1).
+/// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]).
 const POST_UPLOAD: Op = op("SYNO.Chat.Post", "create", 5..=5, Verb::Post);
 const POST_SEARCH: Op = op("SYNO.Chat.Post", "search", 1..=8, Verb::Get);
 const POST_PIN: Op = op("SYNO.Chat.Post", "pin", 1..=8, Verb::Post);
@@ -61,7 +61,7 @@ pub struct NewFilePost<'a> {
     pub file: Upload,
 }
 
-/// DSM takes lists as JSON text (`in=[72,73]`, `has=["pin"]`, upstream-protocol §1.2).
+/// DSM takes lists as JSON text (`in=[72,73]`, `has=["pin"]`, PROTOCOL.md [T2]).
 fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -95,7 +95,7 @@ impl DsmClient {
         let mut params = vec![
             ("channel_id", channel_id.as_str()),
             ("message", new.message.as_str()),
-            // Must be the string `normal`: a numeric type stores an invisible post (§4.1).
+            // Must be the string `normal`: a numeric type stores an invisible post (PROTOCOL.md [C1]).
             ("type", "normal"),
         ];
         if let Some(thread_id) = &thread_id {
@@ -163,7 +163,7 @@ impl DsmClient {
         let before = query.before.map(|t| t.to_string());
         let thread_id = query.thread_id.map(|t| t.to_string());
         let sort_by = query.sort_by.map(|s| s.as_str());
-        // `in` is required; DSM ignores a `channel_id` here and searches everywhere (§4.1).
+        // `in` is required; DSM ignores a `channel_id` here and searches everywhere (PROTOCOL.md [C1]).
         let mut params = vec![
             ("in", within.as_str()),
             ("offset", offset.as_str()),

@@ -158,10 +158,10 @@ impl DsmClient {
             ("version", version.as_str()),
             ("method", op.method),
         ];
-        // The sid travels in the `id` cookie, which DSM reads (upstream-protocol §3.2), so it
+        // The sid travels in the `id` cookie, which DSM reads (PROTOCOL.md [S2]), so it
         // stays out of URLs and so out of DSM's and proxies' access logs. POST forms also carry
         // `_sid` in the body. A sid that cannot be a cookie goes in the body: such a read is
-        // sent as a POST form instead of a GET (DSM accepts both, §1.2).
+        // sent as a POST form instead of a GET (DSM accepts both, PROTOCOL.md [T2]).
         let (session_sid, sid_cookie) = match credential {
             Credential::Session(session) => {
                 let sid = session.sid.expose_secret();

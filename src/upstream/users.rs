@@ -9,7 +9,7 @@ use super::ops::{Op, Verb, op};
 use crate::domain::{User, UserId};
 
 const USER_LIST: Op = op("SYNO.Chat.User", "list", 1..=3, Verb::Get);
-// Only version 1 of these is known (upstream-protocol §2); their answers are not documented.
+// Only version 1 of these is known (PROTOCOL.md [T1]); their answers are not documented.
 const STATUS_GET: Op = op("SYNO.Chat.User.Status", "get", 1..=1, Verb::Get);
 const AVATAR_GET: Op = op("SYNO.Chat.User.Avatar", "get", 1..=1, Verb::Get);
 /// The account's own preferences: no parameters, a small answer, allowed to every account that

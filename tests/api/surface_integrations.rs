@@ -7,7 +7,7 @@ use crate::helpers::{
 };
 
 const EXTERNAL: &str = "SYNO.Chat.External";
-/// Text that breaks an unencoded form body (upstream-protocol §6.5).
+/// Text that breaks an unencoded form body (src/upstream/PROTOCOL.md [C5]).
 const TRICKY_TEXT: &str = "100% & \"done\" + a=b?c\nnext line ✓ 🎉";
 
 async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> Answer {
