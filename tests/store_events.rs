@@ -127,3 +127,61 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+backends::on_both!(
+    purging_events_forgets_the_subscription_deliveries_made_for_them,
+    |backend: Backend| async move {
+        use syno_chat_gateway::events::subscriptions::Subscription;
+        use syno_chat_gateway::store::subscriptions::SubscriptionDelivery;
+
+        let store = open(&backend.url).await;
+        let subscription = Subscription {
+            id: "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e01".into(),
+            url: "https://receiver.example.org/chat".into(),
+            secret: SecretString::from("whsec_c2VjcmV0".to_owned()),
+            filter: EventFilter::default(),
+            respond: false,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            last_delivered_event_id: None,
+            created_at: 900,
+        };
+        store.insert_subscription(&subscription, 0).await.unwrap();
+        for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
+            store
+                .insert_event(
+                    &event("ops", EventKind::Message, 2, Some(post_id)),
+                    received_at,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let build = |s: &Subscription, e: &syno_chat_gateway::events::Event| SubscriptionDelivery {
+            id: format!("00000000-0000-4000-8000-{:012}", e.event_id),
+            target: format!("subscription:{}", s.id),
+            request: "{}".into(),
+            body: "{}".into(),
+            next_attempt_at: 0,
+            expires_at: i64::MAX,
+        };
+        assert_eq!(
+            store
+                .fan_out(&subscription.id, 100, 2_001, &build)
+                .await
+                .unwrap(),
+            3
+        );
+        let recorded = "SELECT COUNT(*) FROM subscription_deliveries";
+        assert_eq!(backend.count(recorded).await, 3);
+
+        assert_eq!(store.purge_events(1_500).await.unwrap(), 2);
+        assert_eq!(
+            backend.count(recorded).await,
+            1,
+            "only the kept event's record stays"
+        );
+        store.close().await;
+    }
+);

@@ -181,15 +181,27 @@ impl Store {
         Ok(id.unwrap_or(0))
     }
 
-    /// Removes the events received before `before` (ms); returns how many.
+    /// Removes the events received before `before` (ms), and the subscriptions' records of
+    /// having made a delivery for them (fan-out never goes back to a purged event, so those
+    /// would only grow); returns how many events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
         let done = with_pool!(self, p => {
-            sqlx::query("DELETE FROM events WHERE received_at < $1")
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "DELETE FROM subscription_deliveries WHERE event_id IN \
+                 (SELECT event_id FROM events WHERE received_at < $1)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            let done = sqlx::query("DELETE FROM events WHERE received_at < $1")
                 .bind(before)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            done
+        });
         Ok(done)
     }
 }

@@ -30,6 +30,21 @@ impl Backend {
         })
     }
 
+    /// Reads one number behind the gateway's back (the same SQL on both back-ends).
+    pub async fn count(&self, sql: &str) -> i64 {
+        if self.postgres {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+
     /// Runs a statement behind the gateway's back (the SQL differs per back-end when needed).
     pub async fn execute(&self, sqlite: &str, postgres: &str) {
         if self.postgres {
