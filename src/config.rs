@@ -48,8 +48,8 @@ pub struct Settings {
     /// Hooks by name: `POST /hooks/<name>/<secret>` endpoints for Slack, Alertmanager, Grafana, …
     pub hooks: BTreeMap<String, HookSettings>,
     pub idempotency: IdempotencySettings,
-    /// Receivers for Chat's outgoing webhooks, slash commands and chatbots, by name.
-    pub inbound: BTreeMap<String, InboundSettings>,
+    /// Receivers for Chat's outgoing webhooks, slash commands and chatbots.
+    pub inbound: InboundSection,
     pub events: EventsSettings,
     /// HTTP subscriptions to inbound events (`/api/v1/subscriptions`).
     pub subscriptions: SubscriptionsSettings,
@@ -89,6 +89,51 @@ fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Raw::Id(id) => id.to_string(),
         Raw::Name(name) => name,
     }))
+}
+
+/// The `[inbound]` table: the receivers by name (`[inbound.<name>]`), and the one setting they
+/// share, `reply_timeout_ms` (so no receiver can be named that).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct InboundSection {
+    /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
+    #[serde(
+        default = "default_reply_timeout_ms",
+        deserialize_with = "number_or_numeric_text"
+    )]
+    pub reply_timeout_ms: u64,
+    #[serde(flatten)]
+    pub receivers: BTreeMap<String, InboundSettings>,
+}
+
+impl Default for InboundSection {
+    fn default() -> Self {
+        Self {
+            reply_timeout_ms: default_reply_timeout_ms(),
+            receivers: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_reply_timeout_ms() -> u64 {
+    3_000
+}
+
+/// A number as TOML writes it, or as text as environment variables carry it: the flattened
+/// receivers make serde buffer the table, which bypasses the config crate's own conversion.
+fn number_or_numeric_text<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a number, got {text:?}"))),
+    }
 }
 
 /// Which kind of Chat integration calls an inbound URL.
@@ -218,8 +263,6 @@ pub struct SubscriptionsSettings {
     pub max_failures: u32,
     /// Allow subscription URLs on loopback, private, link-local and similar addresses.
     pub allow_private: bool,
-    /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
-    pub reply_timeout_ms: u64,
     /// Timeout of one delivery attempt.
     pub timeout_ms: u64,
 }
@@ -229,7 +272,6 @@ impl Default for SubscriptionsSettings {
         Self {
             max_failures: 10,
             allow_private: false,
-            reply_timeout_ms: 3_000,
             timeout_ms: 10_000,
         }
     }
@@ -642,7 +684,7 @@ impl Settings {
                 .take()
                 .map(|t| SecretString::from(normalize_token(t.expose_secret())));
         }
-        for (name, inbound) in &mut self.inbound {
+        for (name, inbound) in &mut self.inbound.receivers {
             let key = format!("inbound.{name}.token");
             resolve_file(&mut inbound.token, &inbound.token_file, &key)?;
             inbound.token = inbound
@@ -818,7 +860,7 @@ impl Settings {
                 return Err(ConfigError::new(key, "must be between 1 and 31536000"));
             }
         }
-        for (name, inbound) in &self.inbound {
+        for (name, inbound) in &self.inbound.receivers {
             if name.is_empty()
                 || !name
                     .bytes()
@@ -865,10 +907,7 @@ impl Settings {
             ));
         }
         for (key, value) in [
-            (
-                "subscriptions.reply_timeout_ms",
-                self.subscriptions.reply_timeout_ms,
-            ),
+            ("inbound.reply_timeout_ms", self.inbound.reply_timeout_ms),
             ("subscriptions.timeout_ms", self.subscriptions.timeout_ms),
         ] {
             if !(100..=600_000).contains(&value) {
@@ -1433,16 +1472,22 @@ mod tests {
             ("SYNOCHAT__INBOUND__DEPLOY__KIND", "slash_command"),
         ])
         .unwrap();
-        assert_eq!(settings.inbound["ops"].kind, InboundKind::OutgoingWebhook);
         assert_eq!(
-            settings.inbound["ops"]
+            settings.inbound.receivers["ops"].kind,
+            InboundKind::OutgoingWebhook
+        );
+        assert_eq!(
+            settings.inbound.receivers["ops"]
                 .token
                 .as_ref()
                 .unwrap()
                 .expose_secret(),
             token
         );
-        assert_eq!(settings.inbound["deploy"].kind, InboundKind::SlashCommand);
+        assert_eq!(
+            settings.inbound.receivers["deploy"].kind,
+            InboundKind::SlashCommand
+        );
         assert!(!settings.masked_json().contains(&token));
         assert_eq!(settings.events.retention_secs, 604_800);
 
@@ -1466,7 +1511,7 @@ mod tests {
     #[test]
     fn dsm_verified_inbounds_take_no_token_and_subscriptions_are_bounded() {
         let settings = load(&[("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm")]).unwrap();
-        assert_eq!(settings.inbound["ops"].verify, InboundVerify::Dsm);
+        assert_eq!(settings.inbound.receivers["ops"].verify, InboundVerify::Dsm);
         let err = load(&[
             ("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm"),
             ("SYNOCHAT__INBOUND__OPS__TOKEN", &"a".repeat(64)),
@@ -1477,7 +1522,25 @@ mod tests {
         assert!(!settings.subscriptions.allow_private);
         let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__MAX_FAILURES", "0")]).unwrap_err();
         assert_eq!(err.key, "subscriptions.max_failures");
-        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__REPLY_TIMEOUT_MS", "5")]).unwrap_err();
-        assert_eq!(err.key, "subscriptions.reply_timeout_ms");
+        // The shared setting sits next to the receivers, as the environment gives it (text)
+        // and as TOML writes it (a number), and is bounded.
+        assert_eq!(settings.inbound.reply_timeout_ms, 3_000);
+        let s = load(&[
+            ("SYNOCHAT__INBOUND__REPLY_TIMEOUT_MS", "2500"),
+            ("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm"),
+        ])
+        .unwrap();
+        assert_eq!(s.inbound.reply_timeout_ms, 2_500);
+        assert_eq!(s.inbound.receivers.len(), 1, "not a receiver");
+        let err = load(&[("SYNOCHAT__INBOUND__REPLY_TIMEOUT_MS", "5")]).unwrap_err();
+        assert_eq!(err.key, "inbound.reply_timeout_ms");
+        let toml = "[inbound]\nreply_timeout_ms = 1500\n[inbound.ops]\nverify = \"dsm\"\n";
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        assert_eq!(s.inbound.reply_timeout_ms, 1_500);
+        assert_eq!(s.inbound.receivers["ops"].verify, InboundVerify::Dsm);
     }
 }

@@ -86,7 +86,7 @@ async fn no_secret_appears_in_the_logs() {
     );
     let inbound_token = "i".repeat(64);
     settings.subscriptions.allow_private = true;
-    settings.inbound.insert(
+    settings.inbound.receivers.insert(
         "ops".to_owned(),
         syno_chat_gateway::config::InboundSettings {
             token: Some(SecretString::from(inbound_token.clone())),

@@ -67,7 +67,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// token in Chat, and `inbound.<name>.token` in the gateway. A call with a wrong or missing
 /// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
 /// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`. When a
-/// `respond: true` subscription answers `{"text": …}` within `subscriptions.reply_timeout_ms`,
+/// `respond: true` subscription answers `{"text": …}` within `inbound.reply_timeout_ms`,
 /// that answer is the body (`application/json`), and Chat posts it.
 #[utoipa::path(tag = "inbound",
     params(InboundPath),

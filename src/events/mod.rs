@@ -144,8 +144,10 @@ pub struct Events {
     pub store: Store,
     pub inbounds: BTreeMap<String, Inbound>,
     pub heartbeat: Duration,
-    /// What subscriptions may call and how long replies may take.
+    /// What subscriptions may call.
     pub subscriptions: SubscriptionsSettings,
+    /// How long `respond: true` subscriptions may take to answer, all together.
+    pub reply_timeout: Duration,
     /// DSM's integration tokens, for inbounds with `verify = "dsm"`.
     pub dsm_tokens: dsm_tokens::DsmTokens,
     retention: Duration,
@@ -159,6 +161,7 @@ impl Events {
     pub async fn new(store: Store, settings: &Settings) -> Result<Arc<Self>, StoreError> {
         let inbounds = settings
             .inbound
+            .receivers
             .iter()
             .map(|(name, i)| {
                 (
@@ -177,6 +180,7 @@ impl Events {
             inbounds,
             heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
             subscriptions: settings.subscriptions.clone(),
+            reply_timeout: Duration::from_millis(settings.inbound.reply_timeout_ms),
             dsm_tokens: dsm_tokens::DsmTokens::default(),
             retention: Duration::from_secs(settings.events.retention_secs),
             live: broadcast::channel(LIVE_CAPACITY).0,

@@ -273,7 +273,7 @@ async fn fan_out(
     events: &Events,
     outbox: &crate::delivery::Outbox,
 ) -> Result<(), crate::store::StoreError> {
-    let budget = events.subscriptions.reply_timeout_ms as i64;
+    let budget = i64::try_from(events.reply_timeout.as_millis()).unwrap_or(i64::MAX);
     let max_age = outbox.max_age_ms();
     let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
     let mut made = 0;
@@ -321,7 +321,7 @@ pub async fn reply(events: &Events, event: &Event) -> Option<String> {
         return None;
     }
     let settings = &events.subscriptions;
-    let budget = Duration::from_millis(settings.reply_timeout_ms);
+    let budget = events.reply_timeout;
     let deadline = tokio::time::Instant::now() + budget;
     let client = client();
     let payload = body(event);

@@ -31,7 +31,7 @@ pub async fn app_with_inbounds(
             ("deploy", slash.clone(), InboundKind::SlashCommand),
             ("helper", sim.demo_bot_token(), InboundKind::Chatbot),
         ] {
-            settings.inbound.insert(
+            settings.inbound.receivers.insert(
                 name.to_owned(),
                 InboundSettings {
                     token: Some(SecretString::from(token.clone())),

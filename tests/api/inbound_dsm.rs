@@ -38,7 +38,7 @@ async fn tokens_are_checked_against_dsm_and_refreshes_are_rate_limited() {
             ("deploy", InboundKind::SlashCommand),
             ("ops", InboundKind::OutgoingWebhook),
         ] {
-            settings.inbound.insert(
+            settings.inbound.receivers.insert(
                 name.to_owned(),
                 InboundSettings {
                     kind,
@@ -84,7 +84,7 @@ async fn an_account_that_may_not_list_integrations_stores_nothing() {
     let mut token = String::new();
     let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
         token = sim.add_slash_command("deploy", "");
-        settings.inbound.insert(
+        settings.inbound.receivers.insert(
             "deploy".to_owned(),
             InboundSettings {
                 kind: InboundKind::SlashCommand,

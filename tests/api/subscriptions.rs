@@ -381,7 +381,7 @@ async fn subscriptions_need_the_admin_scope() {
 async fn a_respond_subscription_answers_in_the_channel_and_is_not_called_again() {
     let (app, _) = app_with_inbounds(|s| {
         allow_private(s);
-        s.subscriptions.reply_timeout_ms = 500;
+        s.inbound.reply_timeout_ms = 500;
     })
     .await;
     let bot = Receiver::start(&[], (200, r#"{"text": "pong from the bot"}"#, 0)).await;
@@ -425,7 +425,7 @@ async fn a_respond_subscription_answers_in_the_channel_and_is_not_called_again()
 async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_same_id() {
     let (app, _) = app_with_inbounds(|s| {
         allow_private(s);
-        s.subscriptions.reply_timeout_ms = 300;
+        s.inbound.reply_timeout_ms = 300;
     })
     .await;
     let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
