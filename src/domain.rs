@@ -608,105 +608,74 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
     }
 }
 
-/// DSM sends empty strings for settings a kind of integration does not have.
-fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
-}
-
 /// An incoming or outgoing webhook or a slash command, without its token.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 7, "name": "CI", "nickname": "CI", "channel_id": 1,
     "is_disabled": false, "creator_id": 1, "create_at": 1764133200000_u64,
     "url": "https://ci.example.org/chat", "events": ["message"]}))]
 pub struct Webhook {
     /// The integration's bot user; use it to delete or rename the integration.
     pub user_id: UserId,
-    #[serde(default)]
     pub name: String,
     /// The display name; DSM refuses to send through a webhook without one.
-    #[serde(default)]
     pub nickname: String,
     /// 0 means any channel.
-    #[serde(default)]
-    pub channel_id: u64,
-    #[serde(default)]
+    #[serde(serialize_with = "id_or_zero")]
+    #[schema(value_type = u64)]
+    pub channel_id: Option<ChannelId>,
     pub is_disabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creator_id: Option<u64>,
+    /// Absent when DSM names no creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<UserId>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts events (outgoing webhooks, slash commands).
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_word: Option<String>,
     /// The slash command, without `/`.
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub icon_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
 }
 
 /// How a chatbot presents itself.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct ChatbotProps {
-    #[serde(default)]
     pub hide_from_user: bool,
-    #[serde(default)]
     pub purpose: String,
-    #[serde(default)]
     pub welcome_note: String,
 }
 
 /// A chatbot, without its token.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 9, "nickname": "helper", "is_disabled": false, "creator_id": 1,
     "create_at": 1764133200000_u64, "url": "https://bot.example.org/chat",
     "chatbot_props": {"hide_from_user": false, "purpose": "Answers questions",
     "welcome_note": "Hi, I am helper."}}))]
 pub struct Chatbot {
     pub user_id: UserId,
-    #[serde(default)]
     pub nickname: String,
-    #[serde(default)]
     pub is_disabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creator_id: Option<u64>,
+    /// Absent when DSM names no creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<UserId>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts users' messages to the bot.
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default)]
     pub chatbot_props: ChatbotProps,
 }
 
 /// A new integration: its token is shown this once.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 12,
     "token": "Zq3vW8yTn0bR5kLm2XcA7dEf9GhJ4iKo1PsU6VwYz8aBcDeFgHiJkLmNoPqRsTuV"}))]
 pub struct CreatedIntegration {

@@ -1,14 +1,16 @@
 //! DSM's wire forms, private to `upstream/`, each with its one conversion into the API's type:
-//! posts here, channels and users in [`channel`]. A DSM rename
-//! then fails a conversion test instead of silently changing the API. The structs borrow
+//! posts here, channels and users in [`channel`], integrations in [`integration`]. A DSM
+//! rename then fails a conversion test instead of silently changing the API. The structs borrow
 //! strings from the response body (`Cow` stays borrowed unless a string holds escapes) and name
-//! only the fields used: the rest (`hashtags`, `mentions`, `attachments`, …)
-//! is skipped without being built. Post ids arrive as plain numbers here, so they are read as
+//! only the fields used: the rest (`hashtags`, `mentions`, `attachments`, integration tokens,
+//! …) is skipped without being built. Post ids arrive as plain numbers here, so they are read as
 //! `u64` and checked once in [`WirePost::into_post`].
 
 mod channel;
+mod integration;
 
 pub(super) use channel::{WireChannel, WireUser};
+pub(super) use integration::{WireChatbot, WireCreatedIntegration, WireWebhook};
 
 use std::borrow::Cow;
 
