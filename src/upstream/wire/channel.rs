@@ -9,8 +9,7 @@ use super::{invalid, optional_id};
 use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, User, UserId, UserProps};
 use crate::upstream::error::Result;
 
-/// A channel as DSM lists it (PROTOCOL.md [C1]); `purpose`, `create_at` and the rest are
-/// skipped.
+/// A channel as DSM lists it; `purpose`, `create_at` and the rest are skipped.
 #[derive(Deserialize)]
 pub(in crate::upstream) struct WireChannel<'a> {
     channel_id: ChannelId,
@@ -21,6 +20,7 @@ pub(in crate::upstream) struct WireChannel<'a> {
     kind: Cow<'a, str>,
     #[serde(default)]
     members: Vec<u64>,
+    /// 0: no creator (PROTOCOL.md [C4]).
     #[serde(default)]
     creator_id: Option<u64>,
     #[serde(default)]
@@ -38,8 +38,8 @@ pub(in crate::upstream) struct WireChannel<'a> {
 }
 
 impl WireChannel<'_> {
-    /// A listed channel. A type this gateway does not know becomes [`ChannelKind::Unknown`]:
-    /// one new kind of conversation must not make the whole channel list fail.
+    /// A listed channel. A type this gateway does not know becomes [`ChannelKind::Unknown`]
+    /// (PROTOCOL.md [C4]): one new kind of conversation must not make the whole list fail.
     pub(in crate::upstream) fn into_channel(self) -> Result<Channel> {
         let kind = ChannelKind::from_word(&self.kind);
         self.convert(kind, None)
@@ -136,7 +136,7 @@ mod tests {
     use super::super::tests::assert_renames_are_noticed;
     use super::*;
 
-    /// A channel as DSM 7 lists it (the fields of PROTOCOL.md [C1], plus two the API drops).
+    /// A channel as DSM 7 lists it, with two fields the API drops.
     const DSM_CHANNEL: &str = r#"{"channel_id":3,"name":"ops","type":"private","members":[1,8],"creator_id":8,"total_member_count":2,"is_joined":true,"last_post_at":1700000061000,"last_view_at":1700000050000,"unread":2,"encrypted":false,"purpose":"on call","create_at":1690000000000}"#;
 
     /// A user as DSM 7 lists it.

@@ -25,7 +25,7 @@ pub(in crate::upstream) struct WireWebhook<'a> {
     name: Cow<'a, str>,
     #[serde(default, borrow)]
     nickname: Cow<'a, str>,
-    /// 0: any channel.
+    /// 0: any channel (PROTOCOL.md [C4]).
     #[serde(default)]
     channel_id: u64,
     #[serde(default)]
