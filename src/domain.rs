@@ -153,36 +153,91 @@ impl<'de> Deserialize<'de> for MessageText {
     }
 }
 
+/// What a channel is (DSM's `type`): a named channel (`public`, `private`), a direct-message
+/// conversation or unnamed group chat (`anonymous`), a conversation with a chatbot (`chatbot`)
+/// or with Synology's system bot (`synobot`). `unknown` stands for a type this gateway does not
+/// know (a newer DSM's word, or none): such a channel is still listed rather than failing the
+/// whole list, and nothing treats it as a named channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(example = "public")]
+pub enum ChannelKind {
+    Public,
+    Private,
+    Anonymous,
+    Chatbot,
+    Synobot,
+    Unknown,
+}
+
+impl ChannelKind {
+    /// DSM's word for the type; any other word is [`Self::Unknown`].
+    pub fn from_word(word: &str) -> Self {
+        match word {
+            "public" => Self::Public,
+            "private" => Self::Private,
+            "anonymous" => Self::Anonymous,
+            "chatbot" => Self::Chatbot,
+            "synobot" => Self::Synobot,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::Anonymous => "anonymous",
+            Self::Chatbot => "chatbot",
+            Self::Synobot => "synobot",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<ChannelType> for ChannelKind {
+    fn from(kind: ChannelType) -> Self {
+        match kind {
+            ChannelType::Public => Self::Public,
+            ChannelType::Private => Self::Private,
+        }
+    }
+}
+
 /// A Chat channel as DSM describes it.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"channel_id": 1, "name": "general", "type": "public", "members": [1, 2],
     "creator_id": 1, "total_member_count": 2, "is_joined": true, "last_post_at": 1764133200000_u64,
     "last_view_at": 1764133200000_u64, "unread": 0, "encrypted": false}))]
 pub struct Channel {
     pub channel_id: ChannelId,
     /// Empty for direct-message channels.
-    #[serde(default)]
     pub name: String,
-    /// `public`, `private`, `anonymous` (direct messages), `chatbot` or `synobot`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub members: Vec<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creator_id: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    pub members: Vec<UserId>,
+    /// Absent when DSM names no creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total_member_count: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub is_joined: Option<bool>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_post_at: Option<u64>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_view_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unread: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
 }
 
@@ -217,34 +272,30 @@ impl<'de> Deserialize<'de> for ChannelType {
 }
 
 /// Free-form profile fields of a Chat user.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct UserProps {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
 /// A Chat user as DSM describes it.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 2, "username": "alice", "nickname": "Alice", "status": "online",
     "deleted": false, "is_disabled": false, "type": "user", "user_props": {"email": "alice@example.org"}}))]
 pub struct User {
     pub user_id: UserId,
-    #[serde(default)]
     pub username: String,
-    #[serde(default)]
     pub nickname: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(default)]
     pub deleted: bool,
-    #[serde(default)]
     pub is_disabled: bool,
     /// `user` or `bot`.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_props: Option<UserProps>,
 }
 
@@ -557,105 +608,74 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
     }
 }
 
-/// DSM sends empty strings for settings a kind of integration does not have.
-fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
-}
-
 /// An incoming or outgoing webhook or a slash command, without its token.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 7, "name": "CI", "nickname": "CI", "channel_id": 1,
     "is_disabled": false, "creator_id": 1, "create_at": 1764133200000_u64,
     "url": "https://ci.example.org/chat", "events": ["message"]}))]
 pub struct Webhook {
     /// The integration's bot user; use it to delete or rename the integration.
     pub user_id: UserId,
-    #[serde(default)]
     pub name: String,
     /// The display name; DSM refuses to send through a webhook without one.
-    #[serde(default)]
     pub nickname: String,
     /// 0 means any channel.
-    #[serde(default)]
-    pub channel_id: u64,
-    #[serde(default)]
+    #[serde(serialize_with = "id_or_zero")]
+    #[schema(value_type = u64)]
+    pub channel_id: Option<ChannelId>,
     pub is_disabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creator_id: Option<u64>,
+    /// Absent when DSM names no creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<UserId>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts events (outgoing webhooks, slash commands).
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_word: Option<String>,
     /// The slash command, without `/`.
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub icon_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
 }
 
 /// How a chatbot presents itself.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct ChatbotProps {
-    #[serde(default)]
     pub hide_from_user: bool,
-    #[serde(default)]
     pub purpose: String,
-    #[serde(default)]
     pub welcome_note: String,
 }
 
 /// A chatbot, without its token.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 9, "nickname": "helper", "is_disabled": false, "creator_id": 1,
     "create_at": 1764133200000_u64, "url": "https://bot.example.org/chat",
     "chatbot_props": {"hide_from_user": false, "purpose": "Answers questions",
     "welcome_note": "Hi, I am helper."}}))]
 pub struct Chatbot {
     pub user_id: UserId,
-    #[serde(default)]
     pub nickname: String,
-    #[serde(default)]
     pub is_disabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creator_id: Option<u64>,
+    /// Absent when DSM names no creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<UserId>,
     /// Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub create_at: Option<u64>,
     /// Where Chat posts users' messages to the bot.
-    #[serde(
-        default,
-        deserialize_with = "non_empty",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default)]
     pub chatbot_props: ChatbotProps,
 }
 
 /// A new integration: its token is shown this once.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"user_id": 12,
     "token": "Zq3vW8yTn0bR5kLm2XcA7dEf9GhJ4iKo1PsU6VwYz8aBcDeFgHiJkLmNoPqRsTuV"}))]
 pub struct CreatedIntegration {

@@ -15,7 +15,7 @@ use super::extract::{Json, Query};
 use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable};
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{Channel, ChannelId, ChannelType, UserId, is_name_separator};
+use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, UserId, is_name_separator};
 use crate::upstream::UpstreamError;
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -190,7 +190,7 @@ pub async fn create_channel(
         return Err(e.into());
     }
     // Whoever DSM already lists as a member (the creator) needs no invitation.
-    members.retain(|m| !created.members.contains(&m.get()));
+    members.retain(|m| !created.members.contains(m));
     if !members.is_empty() {
         chat.invite_to_channel(channel_id, &members).await?;
     }
@@ -292,7 +292,7 @@ pub async fn join_channel(
             let own_id = own_user_id(&state, &chat).await?;
             let is_member = fresh_channel(&state, &chat, channel_id)
                 .await?
-                .is_some_and(|c| c.members.contains(&own_id.get()));
+                .is_some_and(|c| c.members.contains(&own_id));
             if is_member {
                 Ok(HttpResponse::NoContent().finish())
             } else {
@@ -325,7 +325,7 @@ pub async fn leave_channel(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.channel_id;
-    let own_id = own_user_id(&state, &chat).await?.get();
+    let own_id = own_user_id(&state, &chat).await?;
     // Decided on a fresh list: a stale one could let the last member leave.
     let channel = fresh_channel(&state, &chat, channel_id)
         .await?
@@ -335,7 +335,7 @@ pub async fn leave_channel(
             "the gateway's account is not a member of channel {channel_id}"
         )));
     }
-    if !matches!(channel.kind.as_str(), "public" | "private") {
+    if !matches!(channel.kind, ChannelKind::Public | ChannelKind::Private) {
         return Err(ApiError::new(
             ProblemCode::Conflict,
             format!(

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
-use crate::domain::{Channel, ChannelId, MessageText, Post, User, UserId};
+use crate::domain::{Channel, ChannelId, ChannelKind, MessageText, Post, User, UserId};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_users)
@@ -214,10 +214,10 @@ pub(super) async fn direct_channel(
     recipient: UserId,
 ) -> Result<ChannelId, ApiError> {
     let is_direct = |c: &Channel| {
-        c.kind == "anonymous"
+        c.kind == ChannelKind::Anonymous
             && c.members.len() == 2
-            && c.members.contains(&own_id.get())
-            && c.members.contains(&recipient.get())
+            && c.members.contains(&own_id)
+            && c.members.contains(&recipient)
     };
     let channels = state.caches.channels.get_or_load(chat.channels()).await?;
     if let Some(channel) = channels.items.iter().find(|c| is_direct(c)) {

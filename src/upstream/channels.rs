@@ -4,9 +4,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::client::DsmClient;
+use super::client::{DsmClient, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
+use super::wire::WireChannel;
 use crate::domain::{Channel, ChannelId, ChannelType, UserId};
 
 pub const CHANNEL_LIST: Op = op("SYNO.Chat.Channel", "list", 1..=5, Verb::Get);
@@ -31,24 +32,31 @@ fn json_id_list(ids: &[UserId]) -> String {
 impl DsmClient {
     pub async fn channels(&self) -> Result<Vec<Channel>> {
         #[derive(Deserialize)]
-        struct Data {
-            channels: Vec<Channel>,
+        struct Data<'a> {
+            #[serde(borrow)]
+            channels: Vec<WireChannel<'a>>,
         }
-        Ok(self.fetch::<Data>(&CHANNEL_LIST, &[]).await?.channels)
+        self.fetch_converted(&CHANNEL_LIST, &[], |body| {
+            decode_data(body, |data: Data| {
+                data.channels
+                    .into_iter()
+                    .map(WireChannel::into_channel)
+                    .collect()
+            })
+        })
+        .await
     }
 
     /// Creates a named channel. DSM answers at least its id; fields it leaves out are taken
     /// from the request.
     pub async fn create_channel(&self, name: &str, kind: ChannelType) -> Result<Channel> {
         let params = [("name", name), ("type", kind.as_str())];
-        let mut channel: Channel = self.fetch(&NAMED_CREATE, &params).await?;
-        if channel.name.is_empty() {
-            channel.name = name.to_owned();
-        }
-        if channel.kind.is_empty() {
-            channel.kind = kind.as_str().to_owned();
-        }
-        Ok(channel)
+        self.fetch_converted(&NAMED_CREATE, &params, |body| {
+            decode_data(body, |created: WireChannel| {
+                created.into_created(name, kind)
+            })
+        })
+        .await
     }
 
     /// Joins a channel. DSM answers 117 both when the account is already a member and when the

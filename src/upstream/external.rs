@@ -11,6 +11,7 @@ use super::DsmShared;
 use super::client::{Download, DsmClient};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
+use super::wire::{WireChannel, WireUser, list_from_value};
 use crate::domain::{Channel, ChannelId, HttpUrl, MessageText, Post, PostId, User, UserId};
 
 const EXTERNAL_INCOMING: Op = op("SYNO.Chat.External", "incoming", 2..=2, Verb::Post);
@@ -158,23 +159,23 @@ impl DsmClient {
     pub async fn bot_channels(&self, token: &SecretString) -> Result<Vec<Channel>> {
         #[derive(Deserialize)]
         struct Data {
-            channels: Vec<Channel>,
+            channels: Value,
         }
-        Ok(self
+        let data = self
             .fetch_with_token::<Data>(&EXTERNAL_CHANNEL_LIST, token, &[])
-            .await?
-            .channels)
+            .await?;
+        list_from_value("channels", &data.channels, WireChannel::into_channel)
     }
 
     pub async fn bot_users(&self, token: &SecretString) -> Result<Vec<User>> {
         #[derive(Deserialize)]
         struct Data {
-            users: Vec<User>,
+            users: Value,
         }
-        Ok(self
+        let data = self
             .fetch_with_token::<Data>(&EXTERNAL_USER_LIST, token, &[])
-            .await?
-            .users)
+            .await?;
+        list_from_value("users", &data.users, WireUser::into_user)
     }
 
     /// Posts of a channel the chatbot is a member of (DSM answers 401 otherwise).

@@ -2,11 +2,13 @@
 //! bots and chatbots (PROTOCOL.md [C1]). Integration tokens in DSM's lists are removed
 //! here: the only token that leaves this module is the one a `create` just issued.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::DsmClient;
+use super::client::{DsmClient, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
+use super::wire::{WireChatbot, WireCreatedIntegration, WireWebhook, list_from_value};
 use crate::domain::{ChannelId, Chatbot, CreatedIntegration, HttpUrl, UserId, Webhook};
 
 /// The three webhook-like integrations; their list/create/delete calls differ only in the API.
@@ -124,12 +126,8 @@ fn without_tokens(mut data: Map<String, Value>) -> Map<String, Value> {
 
 /// The items of a list answer: under the documented key or, when DSM names it otherwise (the
 /// Slash key is not documented, PROTOCOL.md [C1]), the one array in `data`.
-fn list_items<T: serde::de::DeserializeOwned>(
-    op: &Op,
-    key: &str,
-    mut data: Map<String, Value>,
-) -> Result<Vec<T>> {
-    let items = match data.remove(key) {
+fn list_array(key: &str, mut data: Map<String, Value>) -> Value {
+    match data.remove(key) {
         Some(items) => items,
         None => {
             let mut arrays = data.into_iter().filter(|(_, v)| v.is_array());
@@ -138,8 +136,16 @@ fn list_items<T: serde::de::DeserializeOwned>(
                 _ => Value::Array(Vec::new()),
             }
         }
-    };
-    serde_json::from_value(items)
+    }
+}
+
+/// The items of a list answer (see [`list_array`]), decoded as `T`.
+fn list_items<T: serde::de::DeserializeOwned>(
+    op: &Op,
+    key: &str,
+    data: Map<String, Value>,
+) -> Result<Vec<T>> {
+    serde_json::from_value(list_array(key, data))
         .map_err(|e| UpstreamError::InvalidResponse(format!("{} {}: {e}", op.api, op.method)))
 }
 
@@ -147,7 +153,8 @@ impl DsmClient {
     pub async fn webhooks(&self, kind: WebhookKind) -> Result<Vec<Webhook>> {
         let ops = kind.ops();
         let data: Map<String, Value> = self.fetch(&ops.list, &[]).await?;
-        list_items(&ops.list, ops.list_key, data)
+        let items = list_array(ops.list_key, data);
+        list_from_value(ops.list.api, &items, WireWebhook::into_webhook)
     }
 
     pub async fn create_webhook(&self, new: NewWebhook<'_>) -> Result<CreatedIntegration> {
@@ -195,7 +202,10 @@ impl DsmClient {
             }
         }
         let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.fetch(&ops.create, &params).await
+        self.fetch_converted(&ops.create, &params, |body| {
+            decode_data(body, WireCreatedIntegration::into_created)
+        })
+        .await
     }
 
     pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<()> {
@@ -250,7 +260,7 @@ impl DsmClient {
         &self,
         kind: Option<WebhookKind>,
     ) -> Result<Vec<secrecy::SecretString>> {
-        #[derive(serde::Deserialize)]
+        #[derive(Deserialize)]
         struct Tokened {
             #[serde(default)]
             token: String,
@@ -272,7 +282,8 @@ impl DsmClient {
 
     pub async fn chatbots(&self) -> Result<Vec<Chatbot>> {
         let data: Map<String, Value> = self.fetch(&CHATBOT_LIST, &[]).await?;
-        list_items(&CHATBOT_LIST, "chatbots", data)
+        let items = list_array("chatbots", data);
+        list_from_value(CHATBOT_LIST.api, &items, WireChatbot::into_chatbot)
     }
 
     /// Changes a chatbot's settings. Answers `false` when `user_id` is not a chatbot: DSM says

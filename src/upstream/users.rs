@@ -3,9 +3,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::{Download, DsmClient};
+use super::client::{Download, DsmClient, decode_data};
 use super::error::Result;
 use super::ops::{Op, Verb, op};
+use super::wire::WireUser;
 use crate::domain::{User, UserId};
 
 const USER_LIST: Op = op("SYNO.Chat.User", "list", 1..=3, Verb::Get);
@@ -19,10 +20,16 @@ pub(super) const PREFERENCE_GET: Op = op("SYNO.Chat.User.Preference", "get", 1..
 impl DsmClient {
     pub async fn users(&self) -> Result<Vec<User>> {
         #[derive(Deserialize)]
-        struct Data {
-            users: Vec<User>,
+        struct Data<'a> {
+            #[serde(borrow)]
+            users: Vec<WireUser<'a>>,
         }
-        Ok(self.fetch::<Data>(&USER_LIST, &[]).await?.users)
+        self.fetch_converted(&USER_LIST, &[], |body| {
+            decode_data(body, |data: Data| {
+                data.users.into_iter().map(WireUser::into_user).collect()
+            })
+        })
+        .await
     }
 
     /// A user's presence, as DSM's free-form `data` object.

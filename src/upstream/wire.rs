@@ -1,8 +1,16 @@
-//! DSM's wire form of posts, private to `upstream/`, and its one conversion into the API's
-//! [`Post`]. The structs borrow strings from the response body (`Cow` stays borrowed unless a
-//! string holds escapes) and name only the fields used: the rest (`hashtags`, `mentions`,
-//! `attachments`, …) is skipped without being built. Ids arrive as plain numbers here, so they
-//! are read as `u64` and checked once in [`WirePost::into_post`].
+//! DSM's wire forms, private to `upstream/`, each with its one conversion into the API's type:
+//! posts here, channels and users in [`channel`], integrations in [`integration`]. A DSM
+//! rename then fails a conversion test instead of silently changing the API. The structs borrow
+//! strings from the response body (`Cow` stays borrowed unless a string holds escapes) and name
+//! only the fields used: the rest (`hashtags`, `mentions`, `attachments`, integration tokens,
+//! …) is skipped without being built. Post ids arrive as plain numbers here, so they are read as
+//! `u64` and checked once in [`WirePost::into_post`].
+
+mod channel;
+mod integration;
+
+pub(super) use channel::{WireChannel, WireUser};
+pub(super) use integration::{WireChatbot, WireCreatedIntegration, WireWebhook};
 
 use std::borrow::Cow;
 
@@ -57,12 +65,27 @@ fn invalid(what: &str, error: String) -> UpstreamError {
     UpstreamError::InvalidResponse(format!("{what}: {error}"))
 }
 
-/// 0 is DSM's "none" for optional ids.
-fn optional_id<T>(raw: u64, new: fn(u64) -> std::result::Result<T, String>) -> Result<Option<T>> {
+/// 0 is DSM's "none" for optional ids; `what` names the resource in the error.
+fn optional_id<T>(
+    what: &str,
+    raw: u64,
+    new: fn(u64) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
     match raw {
         0 => Ok(None),
-        raw => new(raw).map(Some).map_err(|e| invalid("post", e)),
+        raw => new(raw).map(Some).map_err(|e| invalid(what, e)),
     }
+}
+
+/// Decodes a list that was read into a JSON value first (token calls, uploads, integration
+/// lists whose key varies), borrowing its strings, and converts each item.
+pub(super) fn list_from_value<'v, W: Deserialize<'v>, R>(
+    what: &str,
+    items: &'v serde_json::Value,
+    convert: fn(W) -> Result<R>,
+) -> Result<Vec<R>> {
+    let wire = Vec::<W>::deserialize(items).map_err(|e| invalid(what, e.to_string()))?;
+    wire.into_iter().map(convert).collect()
 }
 
 impl WirePost<'_> {
@@ -70,11 +93,11 @@ impl WirePost<'_> {
         Ok(Post {
             post_id: PostId::new(self.post_id).map_err(|e| invalid("post", e))?,
             channel_id: ChannelId::new(self.channel_id).map_err(|e| invalid("post", e))?,
-            creator_id: optional_id(self.creator_id, UserId::new)?,
+            creator_id: optional_id("post", self.creator_id, UserId::new)?,
             message: self.message.into_owned(),
             create_at: self.create_at,
             update_at: self.update_at,
-            thread_id: optional_id(self.thread_id, PostId::new)?,
+            thread_id: optional_id("post", self.thread_id, PostId::new)?,
             comment_count: self.comment_count,
             last_comment_at: self.last_comment_at,
             kind: PostKind::from_word(&self.kind),
@@ -90,8 +113,7 @@ pub(super) fn into_posts(posts: Vec<WirePost<'_>>) -> Result<Vec<Post>> {
 
 /// Converts posts that were read into a JSON value first (rare paths: token calls, uploads).
 pub(super) fn posts_from_value(posts: &serde_json::Value) -> Result<Vec<Post>> {
-    let wire = Vec::<WirePost>::deserialize(posts).map_err(|e| invalid("posts", e.to_string()))?;
-    into_posts(wire)
+    list_from_value("posts", posts, WirePost::into_post)
 }
 
 /// What `Post.create` answers: at least the new post's id. Fields it leaves out are the ones
@@ -132,13 +154,13 @@ impl WireCreated<'_> {
             .map_or(0, |d| d.as_millis() as u64);
         let create_at = self.create_at.unwrap_or(now_ms);
         let thread_id = match self.thread_id {
-            Some(raw) => optional_id(raw, PostId::new)?,
+            Some(raw) => optional_id("created post", raw, PostId::new)?,
             None => sent.thread_id,
         };
         Ok(Post {
             post_id: PostId::new(self.post_id).map_err(|e| invalid("created post", e))?,
             channel_id: sent.channel_id,
-            creator_id: optional_id(self.creator_id.unwrap_or(0), UserId::new)?,
+            creator_id: optional_id("created post", self.creator_id.unwrap_or(0), UserId::new)?,
             message: self
                 .message
                 .map_or_else(|| sent.message.to_owned(), Cow::into_owned),
@@ -156,6 +178,38 @@ impl WireCreated<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Renames each of `fields` on the wire in turn (`"f":` becomes `"f_v2":`, first
+    /// occurrence): the `required` ones must fail the conversion, the others must change the
+    /// API's answer, which the type's field-by-field test then reports. Every field the API
+    /// serves must be in one of the lists, so a field added later is not left untested.
+    pub(super) fn assert_renames_are_noticed<R: serde::Serialize>(
+        json: &str,
+        fields: &[&str],
+        required: &[&str],
+        convert: impl Fn(&str) -> Result<R>,
+    ) {
+        let expected = serde_json::to_value(convert(json).unwrap()).unwrap();
+        for served in expected.as_object().unwrap().keys() {
+            assert!(
+                fields.contains(&served.as_str()) || required.contains(&served.as_str()),
+                "the API serves {served}, which no rename checks"
+            );
+        }
+        for field in fields.iter().chain(required) {
+            let tag = format!("\"{field}\":");
+            assert!(json.contains(&tag), "{field} is not in the sample");
+            let renamed = json.replacen(&tag, &format!("\"{field}_v2\":"), 1);
+            match convert(&renamed) {
+                Err(_) => assert!(required.contains(field), "renaming {field} failed"),
+                Ok(converted) => {
+                    assert!(!required.contains(field), "renaming {field} did not fail");
+                    let converted = serde_json::to_value(converted).unwrap();
+                    assert_ne!(converted, expected, "renaming {field} went unnoticed");
+                }
+            }
+        }
+    }
 
     /// A post exactly as DSM 7 sends it in `Post.list` (tests/bench/data/post_list.json), with
     /// an escaped quote in the message and a file.
