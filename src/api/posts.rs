@@ -81,7 +81,7 @@ pub async fn list_posts(
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     // Written once into a buffer of about the page's size: no regrowth, no copy afterwards.
     let mut body = Vec::with_capacity(16 + 400 * items.len());
-    serde_json::to_writer(&mut body, &Items { items })
+    sonic_rs::to_writer(&mut body, &Items { items })
         .map_err(|e| ApiError::new(ProblemCode::Internal, e.to_string()))?;
     Ok(HttpResponse::Ok()
         .content_type(mime::APPLICATION_JSON)

@@ -179,6 +179,52 @@ impl WireCreated<'_> {
 mod tests {
     use super::*;
 
+    /// sonic-rs decodes DSM's answers and writes the posts page (for speed); it must give the
+    /// bytes serde_json gives, for a realistic page and for every kind of character.
+    #[test]
+    fn sonic_rs_reads_and_writes_posts_exactly_as_serde_json() {
+        #[derive(Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow)]
+            posts: Vec<WirePost<'a>>,
+        }
+        let page = include_bytes!("../../tests/bench/data/post_list.json");
+        let decoded =
+            super::super::envelope::decode_data(page, |data: Data| into_posts(data.posts))
+                .unwrap()
+                .unwrap();
+        let by_serde: serde_json::Value = serde_json::from_slice(page).unwrap();
+        let by_serde = posts_from_value(&by_serde["data"]["posts"]).unwrap();
+        assert_eq!(decoded.len(), 50);
+        assert_eq!(
+            sonic_rs::to_string(&decoded).unwrap(),
+            serde_json::to_string(&by_serde).unwrap()
+        );
+
+        let every_char: String = (0u32..0x800)
+            .chain([0x2028, 0x2029, 0xfeff, 0xfffd, 0x1f600])
+            .filter_map(char::from_u32)
+            .collect();
+        for text in [every_char.as_str(), "\"\\/\u{7f}<script>&amp;", ""] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(sonic_rs::to_string(text).unwrap(), json);
+            let back: String = sonic_rs::from_str(&json).unwrap();
+            assert_eq!(back, text);
+        }
+        let escaped = r#""\u00e9\ud83d\ude00\n\t\"\\\/""#;
+        let sonic: String = sonic_rs::from_str(escaped).unwrap();
+        let serde: String = serde_json::from_str(escaped).unwrap();
+        assert_eq!(sonic, serde);
+        // What serde_json refuses (a lone surrogate, invalid UTF-8), DSM's answers are refused for.
+        for body in [
+            &br#"{"success": true, "data": "\ud800"}"#[..],
+            b"{\"success\": true, \"data\": \"\xff\"}",
+        ] {
+            let decoded = super::super::envelope::decode_data(body, |text: String| Ok(text));
+            assert!(decoded.is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
     /// Renames each of `fields` on the wire in turn (`"f":` becomes `"f_v2":`, first
     /// occurrence): the `required` ones must fail the conversion, the others must change the
     /// API's answer, which the type's field-by-field test then reports. Every field the API
