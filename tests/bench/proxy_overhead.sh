@@ -8,6 +8,7 @@
 #   create: POST /api/v1/channels/1/posts (60-byte JSON)        vs nginx proxying the Post.create form
 #   cached: GET  /api/v1/channels (cached list)                 vs nginx proxying Channel.list,
 #           and vs a static actix-web answer of the same bytes (examples/bench_static.rs)
+#   floor:  GET  /readyz (no DSM call, no handler work): the cost of routing and middleware alone
 # Each server under test is pinned to core SERVER_CPU with one worker; wrk and the fake NAS run
 # on core LOAD_CPU. Printed: requests/s ratios (median over rounds), CPU µs per request of the
 # server process alone (/proc/<pid>/stat), p99 latency next to nginx's, and RSS idle and under
@@ -164,6 +165,7 @@ for ROUND in $(seq "$ROUNDS"); do
   run nginx_cached "$NGINX_PID" "$NX?api=SYNO.Chat.Channel&version=5&method=list" "${NAS_HEADERS[@]}"
   run static_cached "$STATIC_PID" "http://127.0.0.1:$STATIC_PORT/"
   run gw_cached "$GW_PID" "$GW/channels"
+  run gw_floor "$GW_PID" "http://127.0.0.1:$GW_PORT/readyz"
   echo "round $ROUND done"
 done
 
@@ -189,12 +191,15 @@ def ratio(a, b):
     return st.median(r[a][0] / r[b][0] for r in runs.values())
 print()
 print(f"{'target':<16}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}   (medians over {len(runs)} rounds)")
-for name in ["nginx_posts", "gw_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached"]:
+for name in ["nginx_posts", "gw_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached", "gw_floor"]:
     print(f"{name:<16}{med(name, 0):>10.0f}{med(name, 1):>9.2f}{med(name, 2):>12.1f}")
 print()
 print(f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
 print(f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
 print(f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95; vs nginx forwarding: {ratio('gw_cached', 'nginx_cached'):.2f})")
+print(f"floor: the gateway's no-op route (/readyz: routing, middleware, no handler work) against static: "
+      f"req/s {ratio('gw_floor', 'static_cached'):.2f}, CPU {med('gw_floor', 2):.1f} µs against {med('static_cached', 2):.1f}; "
+      f"the cached list adds {med('gw_cached', 2) - med('gw_floor', 2):.1f} µs (API key check, cache, its bytes)")
 for s in ["posts", "create", "cached"]:
     print(f"p99 {s:<7} gateway {med('gw_' + s, 1):.2f} ms, nginx {med('nginx_' + s, 1):.2f} ms: {med('gw_' + s, 1) / med('nginx_' + s, 1):.2f}×" + ("   (goal ≤ 1.2×)" if s == "posts" else ""))
 print(f"CPU per request, gateway/nginx: posts {med('gw_posts', 2) / med('nginx_posts', 2):.2f}×, create {med('gw_create', 2) / med('nginx_create', 2):.2f}×")
