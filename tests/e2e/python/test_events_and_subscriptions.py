@@ -7,8 +7,11 @@ token (tests/e2e/run.sh configures it and exports it as GATEWAY_INBOUND_TOKEN).
 
 import json
 import os
+import pathlib
 import queue
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -178,3 +181,49 @@ def test_a_respond_subscription_answers_chat(api, base_url, inbound_token):
         assert api.delete(f"/subscriptions/{created.json()['subscription_id']}").status_code == 204
     finally:
         receiver.close()
+
+
+def readme_bot() -> str:
+    """The `!ping` bot of the README's "React to Chat" section, exactly as printed there."""
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    start = readme.index("```python\n", readme.index("A bot that answers `!ping`")) + len("```python\n")
+    return readme[start : readme.index("```\n", start)]
+
+
+def test_the_readme_bot_answers_in_the_channel(api, api_key, base_url, inbound_token, channel_id, tmp_path):
+    code = readme_bot()
+    assert sum(1 for line in code.splitlines() if line.strip()) <= 20, "the README promises 20 lines"
+    bot_file = tmp_path / "bot.py"
+    bot_file.write_text(code)
+    bot = subprocess.Popen(
+        [sys.executable, str(bot_file)],
+        env={**os.environ, "GATEWAY": base_url, "SYNOCHAT_KEY": api_key},
+    )
+    try:
+        # The bot reads from the moment it connects, so Chat keeps calling until it answers.
+        for _ in range(30):
+            nonce = secrets.token_hex(4)
+            response = httpx.post(
+                f"{base_url}/inbound/{INBOUND}",
+                data={
+                    "token": inbound_token,
+                    "channel_id": str(channel_id),
+                    "user_id": "3",
+                    "username": "alice",
+                    "post_id": str(secrets.randbelow(10**12) + 1),
+                    "timestamp": str(int(time.time() * 1000)),
+                    "text": f"!ping {nonce}",
+                    "trigger_word": "!ping",
+                },
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            time.sleep(1)
+            posts = api.get(f"/channels/{channel_id}/posts", params={"limit": 50}).json()["items"]
+            if any(p["message"] == f"pong, alice: !ping {nonce}" for p in posts):
+                return
+            assert bot.poll() is None, "the README bot exited"
+        pytest.fail("the README bot never answered")
+    finally:
+        bot.kill()
+        bot.wait()
