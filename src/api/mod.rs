@@ -285,12 +285,12 @@ pub enum BodyProblems {
     UnsupportedMediaType(Problem),
 }
 
-/// Registers every documented route. actix-web tries routes in this order, and a route with a
-/// path parameter costs a regex match; so the `/api/v1` scope (one prefix comparison) comes
-/// before `/hooks/{name}` and `/inbound/{name}`, which every API request would otherwise try.
+/// Registers every documented route.
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .configure(hooks::routes)
+        .configure(inbound::routes)
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .service(health::health_details)
@@ -308,9 +308,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(events::routes)
                 .configure(subscriptions::routes)
                 .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
-        )
-        .configure(hooks::routes)
-        .configure(inbound::routes);
+        );
 }
 
 /// The OpenAPI document, built from the same registrations the server uses.
