@@ -69,6 +69,20 @@ fn subscription(row: Row) -> Result<Subscription, StoreError> {
     })
 }
 
+/// Cancels a subscription's queued deliveries (its outbox target), inside transaction `tx`.
+macro_rules! cancel_queued {
+    ($tx:expr, $target:expr, $now:expr) => {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
+             WHERE target = $1 AND state = 'queued'",
+        )
+        .bind($target)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// Inserts the delivery row of one (subscription, event) unless it has one: `true` when this
 /// call made it. `$state` is `queued` (fan-out) or `delivered` (a synchronous reply).
 macro_rules! insert_delivery {
@@ -167,14 +181,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query(
-                "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
-                 WHERE target = $1 AND state = 'queued'",
-            )
-            .bind(target)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            cancel_queued!(tx, target, now);
             tx.commit().await?;
             deleted
         });
@@ -330,14 +337,7 @@ impl Store {
                 .bind(format!("{max_failures} consecutive failed deliveries; the last: {reason}"))
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
-                     WHERE target = $1 AND state = 'queued'",
-                )
-                .bind(target)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                cancel_queued!(tx, target, now);
             }
             tx.commit().await?;
             disabled
