@@ -117,6 +117,7 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
+    crate::startup::limit_malloc_arenas(settings.server.workers);
     telemetry::init(&settings.log, std::io::stderr)?;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
