@@ -15,6 +15,7 @@
 # 256 connections. It asserts nothing: absolute figures move with the machine, ratios less.
 #   make bench        ROUNDS=5 DURATION=5s make bench        (needs wrk, nginx, curl, taskset)
 #   PERF_DIR=/tmp/prof ROUNDS=1 bash tests/bench/proxy_overhead.sh: also perf-records each gateway run
+#   (PERF_CALLGRAPH=dwarf for deep stacks: the release build has no frame pointers)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -128,7 +129,7 @@ run() {
   before=$(tree_ticks "$pid")
   # PERF_DIR=dir: a call-graph profile of each gateway run (perf report -i dir/gw_posts.data).
   if [ -n "${PERF_DIR:-}" ] && [[ $name == gw_* ]]; then
-    perf record -q -g -F 499 -p "$pid" -o "$PERF_DIR/$name.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+    perf record -q --call-graph "${PERF_CALLGRAPH:-fp}" -F 499 -p "$pid" -o "$PERF_DIR/$name.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
   fi
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$TMP/wrk.out"
   after=$(tree_ticks "$pid")
