@@ -9,6 +9,8 @@
 #   cached: GET  /api/v1/channels (cached list)                 vs nginx proxying Channel.list,
 #           and vs a static actix-web answer of the same bytes (examples/bench_static.rs)
 #   floor:  GET  /readyz (no DSM call, no handler work): the cost of routing and middleware alone
+#   forward: the posts page through a bare actix-web + awc forwarder (examples/bench_forward.rs:
+#           no JSON work, no middleware, no session), the stack's own cost, next to nginx's
 # Each server under test is pinned to core SERVER_CPU with one worker; wrk and the fake NAS run
 # on core LOAD_CPU. Printed: requests/s ratios (median over rounds), CPU µs per request of the
 # server process alone (/proc/<pid>/stat), p99 latency next to nginx's, and RSS idle and under
@@ -26,12 +28,14 @@ SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BIN="${GATEWAY_BIN:-target/release/syno-chat-gateway}"
 STATIC_BIN="${STATIC_BIN:-target/release/examples/bench_static}"
+FORWARD_BIN="${FORWARD_BIN:-target/release/examples/bench_forward}"
 DATA="$PWD/tests/bench/data"
 for tool in wrk nginx curl taskset python3; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 2; }
 done
 [ -x "$BIN" ] || cargo build --release --bin syno-chat-gateway
 [ -x "$STATIC_BIN" ] || cargo build --release --example bench_static
+[ -x "$FORWARD_BIN" ] || cargo build --release --example bench_forward
 
 TMP="$(mktemp -d)"; chmod 0755 "$TMP"
 PIDS=()
@@ -45,7 +49,7 @@ tree_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(
 # Resident memory in KB of a process and its children.
 tree_rss() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 
-NAS_PORT=$(free_port); FORM_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); STATIC_PORT=$(free_port)
+NAS_PORT=$(free_port); FORM_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); STATIC_PORT=$(free_port); FORWARD_PORT=$(free_port)
 
 # The fake NAS. GETs pick the body from the query's api and method; a POST is passed to a second
 # server with its form in a header (nginx has no other way to look into a body), which picks
@@ -119,6 +123,9 @@ NAS_HEADERS=(-H "Cookie: id=S1" -H "X-SYNO-TOKEN: T1")
 curl -fs "$GW/channels" -o "$TMP/channels.json"
 taskset -c "$SERVER_CPU" "$STATIC_BIN" "127.0.0.1:$STATIC_PORT" "$TMP/channels.json" >"$TMP/static.log" 2>&1 & STATIC_PID=$!; PIDS+=($STATIC_PID)
 wait_for "http://127.0.0.1:$STATIC_PORT/"
+taskset -c "$SERVER_CPU" "$FORWARD_BIN" "127.0.0.1:$FORWARD_PORT" "http://127.0.0.1:$NAS_PORT" >"$TMP/forward.log" 2>&1 & FORWARD_PID=$!; PIDS+=($FORWARD_PID)
+FW="http://127.0.0.1:$FORWARD_PORT/webapi/entry.cgi"
+wait_for "$FW?api=SYNO.API.Info&version=1&method=query"
 
 # name pid url [wrk args...]: one wrk run; appends "round name rps p99_ms cpu_us" to results.
 RESULTS="$TMP/results"; : >"$RESULTS"
@@ -128,7 +135,7 @@ run() {
   local before after
   before=$(tree_ticks "$pid")
   # PERF_DIR=dir: a call-graph profile of each gateway run (perf report -i dir/gw_posts.data).
-  if [ -n "${PERF_DIR:-}" ] && [[ $name == gw_* ]]; then
+  if [ -n "${PERF_DIR:-}" ] && [[ $name == gw_* || $name == forward_* ]]; then
     perf record -q --call-graph "${PERF_CALLGRAPH:-fp}" -F 499 -p "$pid" -o "$PERF_DIR/$name.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
   fi
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$TMP/wrk.out"
@@ -154,6 +161,8 @@ curl -fs -X POST -H 'Content-Type: application/json' -d "$JSON_BODY" "$GW/channe
 curl -fs "${NAS_HEADERS[@]}" -d "$FORM_BODY" "$NX" | grep -q '"post_id":1000051'
 curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Channel&version=5&method=list" | grep -q channel-20
 cmp -s "$TMP/channels.json" <(curl -fs "http://127.0.0.1:$STATIC_PORT/")
+cmp -s <(curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0") \
+  <(curl -fs "${NAS_HEADERS[@]}" "$FW?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0")
 
 sleep 3  # start-up settles (the gateway gives back its start-up heap a second after warming up)
 IDLE_GW=$(tree_rss "$GW_PID"); IDLE_NGINX=$(tree_rss "$NGINX_PID"); IDLE_STATIC=$(tree_rss "$STATIC_PID")
@@ -161,6 +170,7 @@ echo "rounds: $ROUNDS × $DURATION per target, $CONNECTIONS connections, servers
 for ROUND in $(seq "$ROUNDS"); do
   run nginx_posts "$NGINX_PID" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
   run gw_posts "$GW_PID" "$GW/channels/1/posts?limit=50"
+  run forward_posts "$FORWARD_PID" "$FW?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
   run nginx_create "$NGINX_PID" "$NX" "${NAS_HEADERS[@]}" -s "$TMP/create_form.lua"
   run gw_create "$GW_PID" "$GW/channels/1/posts" -s "$TMP/create_json.lua"
   run nginx_cached "$NGINX_PID" "$NX?api=SYNO.Chat.Channel&version=5&method=list" "${NAS_HEADERS[@]}"
@@ -192,10 +202,12 @@ def ratio(a, b):
     return st.median(r[a][0] / r[b][0] for r in runs.values())
 print()
 print(f"{'target':<16}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}   (medians over {len(runs)} rounds)")
-for name in ["nginx_posts", "gw_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached", "gw_floor"]:
+for name in ["nginx_posts", "gw_posts", "forward_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached", "gw_floor"]:
     print(f"{name:<16}{med(name, 0):>10.0f}{med(name, 1):>9.2f}{med(name, 2):>12.1f}")
 print()
 print(f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
+print(f"  the bare actix-web + awc forwarder (no JSON, no middleware)/nginx req/s: {ratio('forward_posts', 'nginx_posts'):.2f}; "
+      f"CPU {med('forward_posts', 2):.1f} µs; the gateway spends {med('gw_posts', 2) - med('forward_posts', 2):.1f} µs more")
 print(f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
 print(f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95; vs nginx forwarding: {ratio('gw_cached', 'nginx_cached'):.2f})")
 print(f"floor: the gateway's no-op route (/readyz: routing, middleware, no handler work) against static: "
