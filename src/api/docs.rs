@@ -38,19 +38,24 @@ impl OpenApiJson {
     /// proxy: its public scheme, host and prefix), so "Try it out" works from anywhere.
     fn for_origin(&self, origin: &PublicOrigin) -> std::io::Result<Vec<u8>> {
         use std::io::Read;
-        let mut document = Vec::with_capacity(self.len);
-        GzDecoder::new(&self.gzip[..]).read_to_end(&mut document)?;
-        if self.fixed_servers || !document.starts_with(b"{") {
-            return Ok(document);
+        let mut json = Vec::with_capacity(self.len + 128);
+        let mut document = GzDecoder::new(&self.gzip[..]);
+        if !self.fixed_servers {
+            // Inflated after the servers, in one pass: the document's own `{` is replaced.
+            let mut first = [0; 1];
+            document.read_exact(&mut first)?;
+            if first != *b"{" {
+                json.extend_from_slice(&first);
+            } else {
+                let servers = serde_json::json!([{ "url": origin.base_url() }]);
+                json.extend_from_slice(b"{\"servers\":");
+                json.extend_from_slice(servers.to_string().as_bytes());
+                if self.len > 2 {
+                    json.push(b',');
+                }
+            }
         }
-        let servers = serde_json::json!([{ "url": origin.base_url() }]);
-        let mut json = Vec::with_capacity(document.len() + 128);
-        json.extend_from_slice(b"{\"servers\":");
-        json.extend_from_slice(servers.to_string().as_bytes());
-        if document.len() > 2 {
-            json.push(b',');
-        }
-        json.extend_from_slice(&document[1..]);
+        document.read_to_end(&mut json)?;
         Ok(json)
     }
 }
