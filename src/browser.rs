@@ -3,11 +3,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::ResponseError;
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::dev::ServiceRequest;
 
 use crate::api::error::{ApiError, ProblemCode};
 use crate::forwarded::PublicOrigin;
@@ -23,8 +19,12 @@ pub struct BrowserGuard {
 }
 
 impl BrowserGuard {
-    /// The request's problem, if it has one.
-    fn check(&self, req: &ServiceRequest, origin: &PublicOrigin) -> Result<(), ApiError> {
+    /// The request's problem, if it has one (checked by the front door).
+    pub(crate) fn refusal(
+        &self,
+        req: &ServiceRequest,
+        origin: &PublicOrigin,
+    ) -> Result<(), ApiError> {
         // Probes and scrapers address the pod by IP; they never carry a browser's cookies.
         let infrastructure = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
         if !infrastructure && !self.host_allowed(&origin.host) {
@@ -35,9 +35,8 @@ impl BrowserGuard {
         }
         if self.open {
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-            let own = format!("{}://{}", origin.scheme, origin.host);
             let allowed_origin = |o: &str| {
-                o.eq_ignore_ascii_case(&own)
+                o.eq_ignore_ascii_case(&format!("{}://{}", origin.scheme, origin.host))
                     || self
                         .cors_origins
                         .iter()
@@ -89,23 +88,6 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
         Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
         _ => (host, None),
     }
-}
-
-/// Middleware (inside the request context, which resolved the public origin).
-pub async fn guard(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if let Some(guard) = req.app_data::<web::Data<BrowserGuard>>() {
-        let origin = PublicOrigin::of(req.request());
-        if let Err(error) = guard.check(&req, &origin) {
-            let response = error.error_response();
-            return Ok(req.into_response(response));
-        }
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_boxed_body)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod domain;
 pub mod events;
 pub mod formats;
 pub mod forwarded;
+pub mod front_door;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sim;

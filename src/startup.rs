@@ -22,6 +22,7 @@ use crate::config::TokenKind;
 use crate::delivery::Outbox;
 use crate::events::Events;
 use crate::forwarded::TrustedProxies;
+use crate::front_door::front_door;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
 use crate::store::Store;
@@ -51,7 +52,7 @@ fn metrics_server(
     let address = listener.local_addr()?;
     let server = actix_web::HttpServer::new(move || {
         App::new()
-            .wrap(from_fn(telemetry::request_context))
+            .wrap(from_fn(front_door))
             .wrap(Condition::new(
                 demo,
                 from_fn(api::mode::mark_demo_responses),
@@ -340,44 +341,47 @@ impl Application {
             let (app, _) = App::new()
                 .into_utoipa_app()
                 .map(|app| {
-                    // Outermost last: request context, browser guard, CORS, rate limit.
-                    app.wrap(from_fn(crate::ratelimit::limit))
-                        .wrap(Condition::new(
-                            !cors_origins.is_empty(),
-                            cors(&cors_origins),
-                        ))
-                        .wrap(from_fn(crate::browser::guard))
-                        .wrap(from_fn(telemetry::request_context))
-                        .wrap(Condition::new(
-                            demo,
-                            from_fn(api::mode::mark_demo_responses),
-                        ))
-                        .app_data(mode.clone())
-                        .app_data(browser_guard.clone())
-                        .configure(|cfg| {
-                            if let Some(limits) = &limits {
-                                cfg.app_data(limits.clone());
-                            }
-                        })
-                        .app_data(state.clone())
-                        .app_data(keys.clone())
-                        .app_data(chat)
-                        .app_data(routes.clone())
-                        .app_data(document.clone())
-                        .app_data(metrics_data.clone())
-                        .app_data(metrics_access.clone())
-                        .app_data(proxies.clone())
-                        .app_data(store_data.clone())
-                        .app_data(outbox_data.clone())
-                        .app_data(idempotency.clone())
-                        .app_data(events_data.clone())
-                        .configure(api::extractor_configs)
-                        .configure(|cfg| api::docs_routes(cfg, persist_authorization))
-                        .configure(|cfg| {
-                            if metrics_on_api {
-                                cfg.route("/metrics", web::get().to(api::health::metrics));
-                            }
-                        })
+                    // Outermost last: the front door (request context, browser guard), CORS,
+                    // the rate limit. A layer that is off is not in the way at all.
+                    app.wrap(Condition::new(
+                        limits.is_some(),
+                        from_fn(crate::ratelimit::limit),
+                    ))
+                    .wrap(Condition::new(
+                        !cors_origins.is_empty(),
+                        cors(&cors_origins),
+                    ))
+                    .wrap(from_fn(front_door))
+                    .wrap(Condition::new(
+                        demo,
+                        from_fn(api::mode::mark_demo_responses),
+                    ))
+                    .app_data(mode.clone())
+                    .app_data(browser_guard.clone())
+                    .configure(|cfg| {
+                        if let Some(limits) = &limits {
+                            cfg.app_data(limits.clone());
+                        }
+                    })
+                    .app_data(state.clone())
+                    .app_data(keys.clone())
+                    .app_data(chat)
+                    .app_data(routes.clone())
+                    .app_data(document.clone())
+                    .app_data(metrics_data.clone())
+                    .app_data(metrics_access.clone())
+                    .app_data(proxies.clone())
+                    .app_data(store_data.clone())
+                    .app_data(outbox_data.clone())
+                    .app_data(idempotency.clone())
+                    .app_data(events_data.clone())
+                    .configure(api::extractor_configs)
+                    .configure(|cfg| api::docs_routes(cfg, persist_authorization))
+                    .configure(|cfg| {
+                        if metrics_on_api {
+                            cfg.route("/metrics", web::get().to(api::health::metrics));
+                        }
+                    })
                 })
                 .configure(api::routes)
                 .split_for_parts();

@@ -1,26 +1,19 @@
 //! Logging and request ids.
 //!
-//! Every request gets an id (the caller's `X-Request-Id` when it is sane, else a new UUID). It is
-//! echoed in the response header, recorded on the request's span (so every log line of the
-//! request carries it) and kept in a task-local so error bodies can name it.
+//! Every request gets an id (the caller's `X-Request-Id` when it is sane, else a new UUID). The
+//! [front door](crate::front_door) echoes it in the response header and records it on the
+//! request's span (so every log line of the request carries it); it is kept in a task-local so
+//! error bodies can name it.
 
 use std::io::IsTerminal;
-use std::time::Instant;
 
-use actix_web::body::BoxBody;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::InternalError;
+use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
-use tracing::Instrument;
+use actix_web::http::header::HeaderName;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
-use crate::forwarded::{PublicOrigin, TrustedProxies};
 use crate::metrics::{Metrics, RouteMetrics};
 use std::rc::Rc;
 
@@ -35,6 +28,14 @@ pub struct RequestInfo {
 
 tokio::task_local! {
     static CURRENT_REQUEST: RequestInfo;
+}
+
+/// Runs `fut` as the serving of the request `info` describes: error bodies rendered inside name it.
+pub(crate) fn serving<F: std::future::Future>(
+    info: RequestInfo,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestInfo, F> {
+    CURRENT_REQUEST.scope(info, fut)
 }
 
 /// The request being served by the current task, if any.
@@ -104,7 +105,7 @@ thread_local! {
     });
 }
 
-fn route_metrics(
+pub(crate) fn route_metrics(
     metrics: &Metrics,
     req: &ServiceRequest,
     method: &'static str,
@@ -135,7 +136,7 @@ fn route_metrics(
     })
 }
 
-fn request_id_from(req: &ServiceRequest) -> String {
+pub(crate) fn request_id_from(req: &ServiceRequest) -> String {
     req.headers()
         .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -158,83 +159,5 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     match rest.split_once('/') {
         Some((name, _secret)) => format!("/hooks/{name}/****").into(),
         None => path.into(),
-    }
-}
-
-/// Middleware (outermost): request id, request span, access log line, and conversion of errors
-/// into responses while the request id is still known.
-pub async fn request_context(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let id = request_id_from(&req);
-    let origin = match req.app_data::<web::Data<TrustedProxies>>() {
-        Some(proxies) => PublicOrigin::resolve(&req, proxies),
-        None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
-    };
-    let path = loggable_path(req.path());
-    let info = RequestInfo {
-        id: id.clone(),
-        // As the caller sees it: behind a proxy the path carries the public prefix.
-        path: format!("{}{}", origin.prefix, path),
-    };
-    // The path, never the query string: callers' queries are not ours to log.
-    let method = method_label(req.method());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method,
-        path = %path,
-        client_ip = origin.client_ip.map(tracing::field::display),
-    );
-    req.extensions_mut().insert(origin);
-    let started = Instant::now();
-    let metrics = req
-        .app_data::<web::Data<Metrics>>()
-        .map(|m| m.clone().into_inner());
-    let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
-    let in_flight = metrics.as_ref().map(Metrics::request_started);
-    let outcome = CURRENT_REQUEST
-        .scope(info, async move {
-            // Errors are rendered inside the scope so the problem body carries the request id.
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_boxed_body)
-                .map_err(|error| {
-                    let response = error.error_response();
-                    (error, response)
-                })
-        })
-        .instrument(span.clone())
-        .await;
-    let status = match &outcome {
-        Ok(response) => response.status(),
-        Err((_, response)) => response.status(),
-    };
-    drop(in_flight);
-    if let Some(route) = &route {
-        route.finished(status.as_u16(), started.elapsed());
-    }
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        )
-    });
-    let id_header = HeaderValue::from_str(&id).ok();
-    match outcome {
-        Ok(mut response) => {
-            if let Some(value) = id_header {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
-            Ok(response)
-        }
-        Err((error, mut response)) => {
-            if let Some(value) = id_header {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
-            Err(InternalError::from_response(error.to_string(), response).into())
-        }
     }
 }

@@ -239,7 +239,7 @@ impl utoipa::IntoResponses for HookAnswers {
     params(HookSecretPath),
     request_body = HookPayload,
     responses(HookAnswers))]
-#[post("/hooks/{name}/{secret}")]
+#[post("/{name}/{secret}")]
 pub async fn hook_with_path_secret(
     path: web::Path<HookSecretPath>,
     req: HttpRequest,
@@ -269,7 +269,7 @@ pub async fn hook_with_path_secret(
         ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
     request_body = HookPayload,
     responses(HookAnswers))]
-#[post("/hooks/{name}")]
+#[post("/{name}")]
 pub async fn hook_with_bearer_secret(
     path: web::Path<HookPath>,
     req: HttpRequest,

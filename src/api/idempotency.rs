@@ -147,6 +147,12 @@ fn answer(req: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
 }
 
 /// The middleware (on the `/api/v1` scope).
+/// The requests the middleware looks at: those naming a key (a write to keep, or a bad key to
+/// refuse). The rest pass it by.
+pub fn concerns(req: &ServiceRequest) -> bool {
+    req.headers().contains_key(IDEMPOTENCY_KEY)
+}
+
 pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

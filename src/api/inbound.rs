@@ -91,7 +91,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             content_type = "application/problem+json"),
         (status = 504, description = "With `verify = \"dsm\"`: DSM did not answer in time",
             body = super::error::Problem, content_type = "application/problem+json")))]
-#[post("/inbound/{name}")]
+#[post("/{name}")]
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<InboundPath>,
@@ -161,7 +161,7 @@ pub async fn receive(
     responses((status = 200, description = "The inbound exists"),
         (status = 404, description = "No such inbound", body = super::error::Problem,
             content_type = "application/problem+json")))]
-#[get("/inbound/{name}")]
+#[get("/{name}")]
 pub async fn probe(
     path: web::Path<InboundPath>,
     events: web::Data<Events>,
@@ -179,7 +179,7 @@ fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
     params(InboundPath),
     responses((status = 200, description = "The inbound exists"),
         (status = 404, description = "No such inbound")))]
-#[head("/inbound/{name}")]
+#[head("/{name}")]
 pub async fn probe_head(
     path: web::Path<InboundPath>,
     events: web::Data<Events>,

@@ -7,6 +7,7 @@ pub mod cache;
 mod channels;
 mod common;
 pub mod deliveries;
+mod divert;
 pub mod docs;
 pub mod error;
 mod events;
@@ -289,8 +290,10 @@ pub enum BodyProblems {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
-        .configure(hooks::routes)
-        .configure(inbound::routes)
+        // Scopes: their prefix is a plain string test, where each route's own pattern is a
+        // regex that every `/api/v1` request would otherwise run on its way past.
+        .service(utoipa_actix_web::scope("/hooks").configure(hooks::routes))
+        .service(utoipa_actix_web::scope("/inbound").configure(inbound::routes))
         .service(
             utoipa_actix_web::scope("/api/v1")
                 .service(health::health_details)
@@ -307,7 +310,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .configure(deliveries::routes)
                 .configure(events::routes)
                 .configure(subscriptions::routes)
-                .wrap(actix_web::middleware::from_fn(idempotency::middleware)),
+                .wrap(divert::Divert::new(
+                    idempotency::concerns,
+                    actix_web::middleware::from_fn(idempotency::middleware),
+                )),
         );
 }
 

@@ -1,0 +1,108 @@
+//! The front door: the one middleware every request passes first. It gives the request its id
+//! (the caller's `X-Request-Id` when it is sane, else a new UUID), its span and its public
+//! origin, turns away what the browser guard refuses, and once the request is answered records
+//! the route's metrics, logs the access line and puts the id on the answer, errors included.
+//!
+//! One layer, not one per concern: each `from_fn` layer keeps its own future and boxes the
+//! next one, and the profile showed the copies of those futures on every request.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
+use actix_web::http::header::HeaderValue;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+use tracing::Instrument;
+
+use crate::browser::BrowserGuard;
+use crate::forwarded::{PublicOrigin, TrustedProxies};
+use crate::metrics::Metrics;
+use crate::telemetry::{
+    REQUEST_ID_HEADER, RequestInfo, loggable_path, method_label, request_id_from, route_metrics,
+    serving,
+};
+
+/// Middleware (outermost but for the demo marker).
+pub async fn front_door(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = request_id_from(&req);
+    let origin = match req.app_data::<web::Data<TrustedProxies>>() {
+        Some(proxies) => PublicOrigin::resolve(&req, proxies),
+        None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
+    };
+    let path = loggable_path(req.path());
+    let info = RequestInfo {
+        id: id.clone(),
+        // As the caller sees it: behind a proxy the path carries the public prefix.
+        path: format!("{}{}", origin.prefix, path),
+    };
+    // The path, never the query string: callers' queries are not ours to log.
+    let method = method_label(req.method());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method,
+        path = %path,
+        client_ip = origin.client_ip.map(tracing::field::display),
+    );
+    let refusal = req
+        .app_data::<web::Data<BrowserGuard>>()
+        .and_then(|guard| guard.refusal(&req, &origin).err());
+    req.extensions_mut().insert(origin);
+    let started = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<Metrics>>()
+        .map(|m| m.clone().into_inner());
+    let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
+    let in_flight = metrics.as_ref().map(Metrics::request_started);
+    let outcome = serving(info, async move {
+        // Errors are rendered inside the scope so the problem body carries the request id.
+        if let Some(refusal) = refusal {
+            let response = refusal.error_response();
+            return Ok(req.into_response(response));
+        }
+        next.call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body)
+            .map_err(|error| {
+                let response = error.error_response();
+                (error, response)
+            })
+    })
+    .instrument(span.clone())
+    .await;
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err((_, response)) => response.status(),
+    };
+    drop(in_flight);
+    if let Some(route) = &route {
+        route.finished(status.as_u16(), started.elapsed());
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    let id_header = HeaderValue::from_str(&id).ok();
+    match outcome {
+        Ok(mut response) => {
+            if let Some(value) = id_header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Ok(response)
+        }
+        Err((error, mut response)) => {
+            if let Some(value) = id_header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Err(InternalError::from_response(error.to_string(), response).into())
+        }
+    }
+}
