@@ -331,10 +331,15 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
+        self.cache_counter(cache, hit).inc();
+    }
+
+    /// One cache's hit or miss counter, for a caller that counts often to keep.
+    pub fn cache_counter(&self, cache: &'static str, hit: bool) -> Counter {
         let result = if hit { "hit" } else { "miss" };
         self.cache
             .get_or_create(&CacheLabels { cache, result })
-            .inc();
+            .clone()
     }
 }
 

@@ -4,8 +4,9 @@
 //! already gets `304 Not Modified` without it.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -17,6 +18,7 @@ use super::error::ApiError;
 use crate::domain::{Channel, User};
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
+use prometheus_client::metrics::counter::Counter;
 
 /// A list as loaded from DSM, its ready-to-send JSON body and that body's entity tag.
 pub struct CachedList<T> {
@@ -69,7 +71,22 @@ struct ListBody<'a, T> {
 pub struct ListCache<T> {
     name: &'static str,
     inner: moka::future::Cache<(), Arc<CachedList<T>>>,
-    metrics: Arc<Metrics>,
+    /// The list moka last loaded, while it is fresh. A hit reads it under an uncontended lock:
+    /// a clock read and an `Arc` clone, where moka's own read path also records the access
+    /// for its eviction policy, which a one-entry cache does not need. Moka still decides
+    /// expiry on a miss and runs one load for all concurrent misses.
+    current: RwLock<Option<Current<T>>>,
+    /// Bumped by every invalidation, so a load that began before one does not publish its
+    /// list after it.
+    generation: AtomicU64,
+    ttl: Duration,
+    hits: Counter,
+    misses: Counter,
+}
+
+struct Current<T> {
+    list: Arc<CachedList<T>>,
+    stale_at: Instant,
 }
 
 impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
@@ -80,7 +97,11 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
                 .max_capacity(1)
                 .time_to_live(ttl)
                 .build(),
-            metrics,
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            ttl,
+            hits: metrics.cache_counter(name, true),
+            misses: metrics.cache_counter(name, false),
         }
     }
 
@@ -89,6 +110,12 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     where
         F: Future<Output = Result<Vec<T>, UpstreamError>>,
     {
+        if let Some(list) = self.fresh() {
+            self.hits.inc();
+            return Ok(list);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let asked = Instant::now();
         let entry = self
             .inner
             .entry(())
@@ -104,13 +131,38 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
             })
             .await?;
         let hit = !entry.is_fresh();
-        self.metrics.cache_lookup(self.name, hit);
+        if hit {
+            self.hits.inc();
+        } else {
+            self.misses.inc();
+            // Stale no later than moka's copy, whose clock started once the load was done.
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            if self.generation.load(Ordering::Acquire) == generation {
+                *current = Some(Current {
+                    list: entry.value().clone(),
+                    stale_at: asked + self.ttl,
+                });
+            }
+        }
         tracing::debug!(cache = self.name, hit, "list cache");
         Ok(entry.into_value())
     }
 
+    fn fresh(&self) -> Option<Arc<CachedList<T>>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|c| Instant::now() < c.stale_at)
+            .map(|c| c.list.clone())
+    }
+
     /// Drops the list after a write that changed it.
     pub async fn invalidate(&self) {
+        {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            *current = None;
+        }
         self.inner.invalidate(&()).await;
     }
 }
@@ -132,6 +184,60 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn cache(ttl: Duration) -> ListCache<u32> {
+        ListCache::new("users", ttl, Metrics::new())
+    }
+
+    async fn load(cache: &ListCache<u32>, loads: &AtomicUsize, item: u32) -> Arc<CachedList<u32>> {
+        cache
+            .get_or_load(async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![item])
+            })
+            .await
+            .unwrap_or_else(|_| panic!("load failed"))
+    }
+
+    #[actix_web::test]
+    async fn a_list_is_loaded_once_until_it_is_invalidated_or_stale() {
+        let loads = AtomicUsize::new(0);
+        let lists = cache(Duration::from_millis(300));
+        let first = load(&lists, &loads, 1).await;
+        let again = load(&lists, &loads, 2).await;
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(&first.body[..], b"{\"items\":[1]}");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        lists.invalidate().await;
+        assert!(lists.fresh().is_none());
+        assert_eq!(&load(&lists, &loads, 3).await.body[..], b"{\"items\":[3]}");
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        assert!(lists.fresh().is_none());
+        assert_eq!(&load(&lists, &loads, 4).await.body[..], b"{\"items\":[4]}");
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
+    }
+
+    #[actix_web::test]
+    async fn a_load_that_an_invalidation_overtook_is_not_served_from_the_fast_path() {
+        let lists = cache(Duration::from_secs(60));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let slow = lists.get_or_load(async {
+            released.await.ok();
+            Ok(vec![1])
+        });
+        let invalidate = async {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            lists.invalidate().await;
+            release.send(()).ok();
+        };
+        let (loaded, ()) = futures_util::join!(slow, invalidate);
+        assert!(loaded.is_ok());
+        assert!(lists.fresh().is_none());
+    }
 
     #[test]
     fn if_none_match_matches_the_tag_in_lists_weakly_and_star() {
