@@ -106,14 +106,24 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     }
 
     /// The cached list, or the result of `load` (run once for all concurrent callers).
-    pub async fn get_or_load<F>(&self, load: F) -> Result<Arc<CachedList<T>>, ApiError>
+    pub async fn get_or_load<L, F>(&self, load: L) -> Result<Arc<CachedList<T>>, ApiError>
     where
+        L: FnOnce() -> F,
         F: Future<Output = Result<Vec<T>, UpstreamError>>,
     {
         if let Some(list) = self.fresh() {
             self.hits.inc();
             return Ok(list);
         }
+        // Boxed: the upstream call's future is large, and kept inline it would be part of (and
+        // copied with) every hit's future too.
+        Box::pin(self.load(load())).await
+    }
+
+    async fn load<F>(&self, load: F) -> Result<Arc<CachedList<T>>, ApiError>
+    where
+        F: Future<Output = Result<Vec<T>, UpstreamError>>,
+    {
         let generation = self.generation.load(Ordering::Acquire);
         let asked = Instant::now();
         let entry = self
@@ -192,7 +202,7 @@ mod tests {
 
     async fn load(cache: &ListCache<u32>, loads: &AtomicUsize, item: u32) -> Arc<CachedList<u32>> {
         cache
-            .get_or_load(async {
+            .get_or_load(|| async {
                 loads.fetch_add(1, Ordering::SeqCst);
                 Ok(vec![item])
             })
@@ -225,7 +235,7 @@ mod tests {
     async fn a_load_that_an_invalidation_overtook_is_not_served_from_the_fast_path() {
         let lists = cache(Duration::from_secs(60));
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let slow = lists.get_or_load(async {
+        let slow = lists.get_or_load(|| async {
             released.await.ok();
             Ok(vec![1])
         });

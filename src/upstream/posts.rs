@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{Download, DsmClient, NewPost, Upload, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
-use super::wire::{Sent, WireCreated, WirePost, into_posts};
+use super::wire::{Posts, Sent, WireCreated};
 use crate::domain::{ChannelId, FileProps, Post, PostId, PostKind, UserId};
 pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
 
@@ -69,9 +69,8 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 impl DsmClient {
     pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
         #[derive(Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow)]
-            posts: Vec<WirePost<'a>>,
+        struct Data {
+            posts: Posts,
         }
         let (channel_id, limit, offset) = (
             channel_id.to_string(),
@@ -84,7 +83,7 @@ impl DsmClient {
             ("offset", offset.as_str()),
         ];
         self.fetch_converted(&POST_LIST, &params, |body| {
-            decode_data(body, |data: Data| into_posts(data.posts))
+            decode_data(body, |data: Data| data.posts.into_result())
         })
         .await
     }
@@ -148,9 +147,8 @@ impl DsmClient {
 
     pub async fn search_posts(&self, query: &PostSearch<'_>) -> Result<SearchPage> {
         #[derive(Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow)]
-            search_results: Vec<WirePost<'a>>,
+        struct Data {
+            search_results: Posts,
             #[serde(default)]
             total: Option<u64>,
         }
@@ -190,11 +188,11 @@ impl DsmClient {
                 .into_iter()
                 .filter_map(|(name, value)| value.map(|v| (name, v))),
         );
-        let (posts, total) = self
+        let (total, posts) = self
             .fetch_converted(&POST_SEARCH, &params, |body| {
                 decode_data(body, |data: Data| {
-                    let total = data.total.unwrap_or(data.search_results.len() as u64);
-                    Ok((into_posts(data.search_results)?, total))
+                    let posts = data.search_results.into_result()?;
+                    Ok((data.total.unwrap_or(posts.len() as u64), posts))
                 })
             })
             .await?;
@@ -222,11 +220,10 @@ impl DsmClient {
         replies_per_thread: u32,
     ) -> Result<ThreadPage> {
         #[derive(Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow)]
-            search_results: Vec<WirePost<'a>>,
-            #[serde(default, borrow)]
-            related_posts: Vec<WirePost<'a>>,
+        struct Data {
+            search_results: Posts,
+            #[serde(default)]
+            related_posts: Posts,
             #[serde(default)]
             total: Option<u64>,
         }
@@ -244,10 +241,11 @@ impl DsmClient {
         ];
         self.fetch_converted(&POST_THREAD_LIST, &params, |body| {
             decode_data(body, |data: Data| {
+                let roots = data.search_results.into_result()?;
                 Ok(ThreadPage {
-                    total: data.total.unwrap_or(data.search_results.len() as u64),
-                    roots: into_posts(data.search_results)?,
-                    replies: into_posts(data.related_posts)?,
+                    total: data.total.unwrap_or(roots.len() as u64),
+                    roots,
+                    replies: data.related_posts.into_result()?,
                 })
             })
         })
