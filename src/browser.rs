@@ -68,10 +68,13 @@ impl BrowserGuard {
                     && port.is_none_or(|p| Some(p) == url.port_or_known_default())
             }
             None if self.open => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let name = name.trim_end_matches('.');
+                let tail = name.len().saturating_sub(".localhost".len());
                 name.parse::<IpAddr>().is_ok()
-                    || name == "localhost"
-                    || name.ends_with(".localhost")
+                    || name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .get(tail..)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(".localhost"))
             }
             None => true,
         }
@@ -115,5 +118,10 @@ mod tests {
         assert!(open.host_allowed("[::1]:8080"));
         assert!(open.host_allowed("localhost:8080"));
         assert!(!open.host_allowed("rebind.attacker.example:8080"));
+        assert!(open.host_allowed("LocalHost."));
+        assert!(open.host_allowed("app.LOCALHOST:3000"));
+        assert!(!open.host_allowed("localhost.attacker.example"));
+        assert!(!open.host_allowed("notlocalhost"));
+        assert!(!open.host_allowed("é.localhos"));
     }
 }

@@ -35,11 +35,6 @@ pub async fn front_door(
         None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
     };
     let path = loggable_path(req.path());
-    let info = RequestInfo {
-        id: id.clone(),
-        // As the caller sees it: behind a proxy the path carries the public prefix.
-        path: format!("{}{}", origin.prefix, path),
-    };
     // The path, never the query string: callers' queries are not ours to log.
     let method = method_label(req.method());
     let span = tracing::info_span!(
@@ -49,6 +44,12 @@ pub async fn front_door(
         path = %path,
         client_ip = origin.client_ip.map(tracing::field::display),
     );
+    let id_header = HeaderValue::from_str(&id).ok();
+    let info = RequestInfo {
+        id,
+        // As the caller sees it: behind a proxy the path carries the public prefix.
+        path: format!("{}{}", origin.prefix, path),
+    };
     let refusal = req
         .app_data::<web::Data<BrowserGuard>>()
         .and_then(|guard| guard.refusal(&req, &origin).err());
@@ -80,17 +81,17 @@ pub async fn front_door(
         Err((_, response)) => response.status(),
     };
     drop(in_flight);
+    let elapsed = started.elapsed();
     if let Some(route) = &route {
-        route.finished(status.as_u16(), started.elapsed());
+        route.finished(status.as_u16(), elapsed);
     }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             "request finished"
         )
     });
-    let id_header = HeaderValue::from_str(&id).ok();
     match outcome {
         Ok(mut response) => {
             if let Some(value) = id_header {

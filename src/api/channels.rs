@@ -115,7 +115,11 @@ pub async fn list_channels(
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let list = state.caches.channels.get_or_load(|| chat.channels()).await?;
+    let list = state
+        .caches
+        .channels
+        .get_or_load(|| chat.channels())
+        .await?;
     cached_list(&req, &list, "name", filter.name.as_deref(), |c, name| {
         !c.name.is_empty() && c.name.eq_ignore_ascii_case(name)
     })
@@ -133,7 +137,11 @@ pub async fn get_channel(
     chat: Dsm,
 ) -> Result<web::Json<Channel>, ApiError> {
     let channel_id = path.channel_id;
-    let list = state.caches.channels.get_or_load(|| chat.channels()).await?;
+    let list = state
+        .caches
+        .channels
+        .get_or_load(|| chat.channels())
+        .await?;
     cached_item(
         &list,
         |c| c.channel_id == channel_id,
@@ -415,7 +423,11 @@ async fn fresh_channel(
     channel_id: ChannelId,
 ) -> Result<Option<Channel>, ApiError> {
     state.caches.channels.invalidate().await;
-    let list = state.caches.channels.get_or_load(|| chat.channels()).await?;
+    let list = state
+        .caches
+        .channels
+        .get_or_load(|| chat.channels())
+        .await?;
     Ok(list
         .items
         .iter()

@@ -489,7 +489,11 @@ pub async fn resolve_channel(
         }
         Address::Name(name) => name,
     };
-    let channels = state.caches.channels.get_or_load(|| chat.channels()).await?;
+    let channels = state
+        .caches
+        .channels
+        .get_or_load(|| chat.channels())
+        .await?;
     let names: Vec<(&str, ChannelId)> = channels
         .items
         .iter()

@@ -219,7 +219,11 @@ pub(super) async fn direct_channel(
             && c.members.contains(&own_id)
             && c.members.contains(&recipient)
     };
-    let channels = state.caches.channels.get_or_load(|| chat.channels()).await?;
+    let channels = state
+        .caches
+        .channels
+        .get_or_load(|| chat.channels())
+        .await?;
     if let Some(channel) = channels.items.iter().find(|c| is_direct(c)) {
         return Ok(channel.channel_id);
     }
