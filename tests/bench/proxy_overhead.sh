@@ -206,24 +206,25 @@ print()
 print(f"{'target':<16}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}   (medians over {len(runs)} rounds)")
 for name in ["nginx_posts", "gw_posts", "forward_posts", "nginx_create", "gw_create", "nginx_cached", "static_cached", "gw_cached", "gw_floor"]:
     if name in runs["1"]: print(f"{name:<16}{med(name, 0):>10.0f}{med(name, 1):>9.2f}{med(name, 2):>12.1f}")
-def summary():
-    print()
-    print(f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
-    print(f"  the bare actix-web + awc forwarder (no JSON, no middleware)/nginx req/s: {ratio('forward_posts', 'nginx_posts'):.2f}; "
-          f"CPU {med('forward_posts', 2):.1f} µs; the gateway spends {med('gw_posts', 2) - med('forward_posts', 2):.1f} µs more")
-    print(f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
-    print(f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95; vs nginx forwarding: {ratio('gw_cached', 'nginx_cached'):.2f})")
-    print(f"floor: the gateway's no-op route (/readyz: routing, middleware, no handler work) against static: "
-          f"req/s {ratio('gw_floor', 'static_cached'):.2f}, CPU {med('gw_floor', 2):.1f} µs against {med('static_cached', 2):.1f}; "
-          f"the cached list adds {med('gw_cached', 2) - med('gw_floor', 2):.1f} µs (API key check, cache, its bytes)")
-    for s in ["posts", "create", "cached"]:
-        print(f"p99 {s:<7} gateway {med('gw_' + s, 1):.2f} ms, nginx {med('nginx_' + s, 1):.2f} ms: {med('gw_' + s, 1) / med('nginx_' + s, 1):.2f}×" + ("   (goal ≤ 1.2×)" if s == "posts" else ""))
-    print(f"CPU per request, gateway/nginx: posts {med('gw_posts', 2) / med('nginx_posts', 2):.2f}×, create {med('gw_create', 2) / med('nginx_create', 2):.2f}×")
-
-try:
-    summary()
-except KeyError as missing:  # TARGETS left that run out
-    print(f"(summary lines need {missing})")
+def line(text):
+    """Prints one summary line, or nothing when TARGETS left out a run it needs."""
+    try:
+        print(text())
+    except KeyError:
+        pass
+print()
+line(lambda: f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
+line(lambda: f"  the bare actix-web + awc forwarder (no JSON, no middleware)/nginx req/s: {ratio('forward_posts', 'nginx_posts'):.2f}; "
+     f"CPU {med('forward_posts', 2):.1f} µs; the gateway spends {med('gw_posts', 2) - med('forward_posts', 2):.1f} µs more")
+line(lambda: f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
+line(lambda: f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95)")
+line(lambda: f"  vs nginx forwarding Channel.list: {ratio('gw_cached', 'nginx_cached'):.2f}")
+line(lambda: f"floor: the gateway's no-op route (/readyz: routing, middleware, no handler work) against static: "
+     f"req/s {ratio('gw_floor', 'static_cached'):.2f}, CPU {med('gw_floor', 2):.1f} µs against {med('static_cached', 2):.1f}; "
+     f"the cached list adds {med('gw_cached', 2) - med('gw_floor', 2):.1f} µs (API key check, cache, its bytes)")
+for s in ["posts", "create", "cached"]:
+    line(lambda: f"p99 {s:<7} gateway {med('gw_' + s, 1):.2f} ms, nginx {med('nginx_' + s, 1):.2f} ms: {med('gw_' + s, 1) / med('nginx_' + s, 1):.2f}×" + ("   (goal ≤ 1.2×)" if s == "posts" else ""))
+line(lambda: f"CPU per request, gateway/nginx: posts {med('gw_posts', 2) / med('nginx_posts', 2):.2f}×, create {med('gw_create', 2) / med('nginx_create', 2):.2f}×")
 mb = lambda kb: int(kb) / 1024
 print(f"RSS idle: gateway {mb(idle_gw):.1f} MB (goal ≤ 20), nginx {mb(idle_nginx):.1f} MB, static actix {mb(idle_static):.1f} MB; "
       f"gateway idle after the rounds {mb(after_gw):.1f} MB, under 256 connections {mb(peak_gw):.1f} MB (goal ≤ 60)")
