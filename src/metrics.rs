@@ -2,6 +2,8 @@
 //! explode the label set), upstream calls, logins and cache use. One explicit registry, shared
 //! by the HTTP face, the upstream client and the caches.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -12,6 +14,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+type StaticName = (usize, usize);
+
+thread_local! {
+    /// Per thread: the series of each (registry, api, method, outcome) of DSM calls seen. The
+    /// names are static, so a registry has at most one entry per operation and outcome.
+    static UPSTREAM_SERIES: RefCell<
+        HashMap<(u64, StaticName, StaticName, StaticName), (Counter, Histogram)>,
+    > = RefCell::new(HashMap::new());
+}
+
+/// Bound for registries that come and go (tests build one per app).
+const UPSTREAM_SERIES_MAX: usize = 1024;
 
 /// Content type of the exposition format `encode` writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -288,16 +303,36 @@ impl Metrics {
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        self.upstream_calls
-            .get_or_create(&UpstreamLabels {
-                api,
-                method,
-                outcome,
-            })
-            .inc();
-        self.upstream_duration
-            .get_or_create(&UpstreamOpLabels { api, method })
-            .observe(elapsed.as_secs_f64());
+        // The series of a call are found by where its static names are (address and length:
+        // the linker may let one name start inside another), not by building and hashing its
+        // label set on every call.
+        let place = |name: &'static str| (name.as_ptr() as usize, name.len());
+        let key = (self.id, place(api), place(method), place(outcome));
+        let (calls, duration) = UPSTREAM_SERIES.with_borrow_mut(|series| {
+            if series.len() >= UPSTREAM_SERIES_MAX {
+                series.clear();
+            }
+            series
+                .entry(key)
+                .or_insert_with(|| {
+                    let calls = self
+                        .upstream_calls
+                        .get_or_create(&UpstreamLabels {
+                            api,
+                            method,
+                            outcome,
+                        })
+                        .clone();
+                    let duration = self
+                        .upstream_duration
+                        .get_or_create(&UpstreamOpLabels { api, method })
+                        .clone();
+                    (calls, duration)
+                })
+                .clone()
+        });
+        calls.inc();
+        duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn login(&self, ok: bool) {
@@ -390,6 +425,31 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+    }
+
+    #[test]
+    fn dsm_calls_count_by_their_names_in_each_registry() {
+        let (one, two) = (Metrics::new(), Metrics::new());
+        // A name that starts where another does: same address, different text.
+        let method: &'static str = "listing";
+        let prefix: &'static str = &method[..4];
+        for _ in 0..3 {
+            one.upstream_call("SYNO.Chat.Post", method, "ok", Duration::from_millis(1));
+        }
+        one.upstream_call("SYNO.Chat.Post", prefix, "ok", Duration::from_millis(1));
+        one.upstream_call("SYNO.Chat.Post", method, "timeout", Duration::from_millis(1));
+        two.upstream_call("SYNO.Chat.Post", method, "ok", Duration::from_millis(1));
+        let (one, two) = (one.render(), two.render());
+        for expected in [
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="listing",outcome="ok"} 3"#,
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="ok"} 1"#,
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="listing",outcome="timeout"} 1"#,
+            r#"synochat_upstream_call_duration_seconds_count{api="SYNO.Chat.Post",method="listing"} 4"#,
+        ] {
+            assert!(one.contains(expected), "missing {expected} in\n{one}");
+        }
+        let only = r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="listing",outcome="ok"} 1"#;
+        assert!(two.contains(only), "missing {only} in\n{two}");
     }
 
     #[test]
