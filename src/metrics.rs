@@ -16,13 +16,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type StaticName = (usize, usize);
+type UpstreamKey = (u64, StaticName, StaticName, StaticName);
 
 thread_local! {
     /// Per thread: the series of each (registry, api, method, outcome) of DSM calls seen. The
     /// names are static, so a registry has at most one entry per operation and outcome.
-    static UPSTREAM_SERIES: RefCell<
-        HashMap<(u64, StaticName, StaticName, StaticName), (Counter, Histogram)>,
-    > = RefCell::new(HashMap::new());
+    static UPSTREAM_SERIES: RefCell<HashMap<UpstreamKey, (Counter, Histogram)>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Bound for registries that come and go (tests build one per app).
@@ -437,7 +437,12 @@ mod tests {
             one.upstream_call("SYNO.Chat.Post", method, "ok", Duration::from_millis(1));
         }
         one.upstream_call("SYNO.Chat.Post", prefix, "ok", Duration::from_millis(1));
-        one.upstream_call("SYNO.Chat.Post", method, "timeout", Duration::from_millis(1));
+        one.upstream_call(
+            "SYNO.Chat.Post",
+            method,
+            "timeout",
+            Duration::from_millis(1),
+        );
         two.upstream_call("SYNO.Chat.Post", method, "ok", Duration::from_millis(1));
         let (one, two) = (one.render(), two.render());
         for expected in [
