@@ -5,19 +5,22 @@ use std::net::SocketAddr;
 use syno_chat_gateway::sim::{SimConfig, Simulator};
 use syno_chat_gateway::startup::Application;
 
-use crate::helpers::{READ_KEY, settings_for};
+use crate::helpers::{READ_KEY, settings_for, store_url};
 
-/// Starts `n` gateways against one simulator, each with the given session name.
-async fn replicas(sim: &Simulator, session_names: &[&str]) -> Vec<String> {
+/// Starts `n` gateways against one simulator, each with the given session name and its own
+/// store in the returned temporary directory (which must outlive them).
+async fn replicas(sim: &Simulator, session_names: &[&str]) -> (tempfile::TempDir, Vec<String>) {
+    let stores = tempfile::tempdir().expect("temporary directory");
     let mut bases = Vec::new();
-    for name in session_names {
+    for (i, name) in session_names.iter().enumerate() {
         let mut settings = settings_for(&sim.base_url());
         settings.upstream.session_name = (*name).to_owned();
+        settings.store.url = store_url(&stores.path().join(format!("replica-{i}")));
         let app = Application::build(settings).await.expect("gateway starts");
         bases.push(format!("http://{}", app.address()));
         actix_web::rt::spawn(app.run_until_stopped());
     }
-    bases
+    (stores, bases)
 }
 
 async fn read_posts(base: &str) -> u16 {
@@ -51,7 +54,7 @@ async fn replicas_sharing_one_session_name_keep_their_own_sessions() {
     let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
-    let bases = replicas(&sim, &["Chat", "Chat", "Chat"]).await;
+    let (_stores, bases) = replicas(&sim, &["Chat", "Chat", "Chat"]).await;
     assert_eq!(
         alternate(&sim, &bases).await,
         0,
@@ -73,7 +76,7 @@ async fn a_nas_that_ends_older_sessions_of_the_account_makes_replicas_log_each_o
     .await
     .unwrap();
     // Different session names do not help: DSM's "duplicate login" (107) is per account.
-    let bases = replicas(&sim, &["Chat-a", "Chat-b"]).await;
+    let (_stores, bases) = replicas(&sim, &["Chat-a", "Chat-b"]).await;
     assert!(
         alternate(&sim, &bases).await >= 5,
         "each switch of replica costs a login: give each replica its own DSM account"
