@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release test test-rust test-deploy test-e2e openapi lint fmt bench clean
+.PHONY: run build release test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions clean
 
 ## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
 run:
@@ -49,6 +49,12 @@ fmt:
 bench:
 	$(CARGO) build --release --bin syno-chat-gateway --example bench_static --example bench_forward
 	bash tests/bench/proxy_overhead.sh
+
+## bench-instructions: user-space instructions per request under callgrind (needs valgrind): an
+## exact count, to compare two builds on a noisy machine (tests/bench/instructions.sh OLD NEW)
+bench-instructions:
+	$(CARGO) build --release --bin syno-chat-gateway
+	bash tests/bench/instructions.sh
 
 clean:
 	$(CARGO) clean

@@ -4,8 +4,9 @@
 
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -15,9 +16,23 @@ use crate::config::AuthSettings;
 pub use crate::config::Scope;
 
 struct Key {
-    name: String,
+    name: Arc<str>,
     hash: [u8; 32],
     scope: Scope,
+}
+
+/// A configured key, by its place in [`ApiKeys`]: what the rate limit counts requests by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyId(usize);
+
+/// The configured key a request presented (`None`: none, or not a configured one), found once
+/// per request and kept in its extensions: the rate limit, idempotency and the route's own
+/// check all ask, and finding it means hashing the presented key.
+#[derive(Clone, Copy)]
+struct Presented {
+    /// Whether the request has a bearer token at all.
+    token: bool,
+    key: Option<KeyId>,
 }
 
 /// The configured keys, or an open gate when authentication is off.
@@ -56,7 +71,7 @@ impl ApiKeys {
                 // Validation refused keys without scopes; the widest one counts.
                 let scope = key.scopes.iter().copied().max()?;
                 Some(Key {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     hash,
                     scope,
                 })
@@ -71,41 +86,60 @@ impl ApiKeys {
     }
 
     /// The configured key the request presents, if any (whether or not keys are required).
-    pub fn identify(&self, headers: &header::HeaderMap) -> Option<&str> {
-        self.find(Self::presented(headers)?)
-            .map(|key| key.name.as_str())
+    pub fn identify(&self, req: &HttpRequest) -> Option<KeyId> {
+        self.presented(req).key
     }
 
-    fn presented(headers: &header::HeaderMap) -> Option<&str> {
-        bearer_token(headers)
+    fn presented(&self, req: &HttpRequest) -> Presented {
+        if let Some(known) = req.extensions().get::<Presented>() {
+            return *known;
+        }
+        let token = bearer_token(req.headers());
+        let presented = Presented {
+            token: token.is_some(),
+            key: token.and_then(|token| self.find(token)),
+        };
+        req.extensions_mut().insert(presented);
+        presented
     }
 
-    fn find(&self, presented: &str) -> Option<&Key> {
+    fn find(&self, presented: &str) -> Option<KeyId> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare with every key without stopping early, so timing reveals nothing.
-        let mut found: Option<&Key> = None;
-        for key in &self.keys {
+        let mut found = None;
+        for (at, key) in self.keys.iter().enumerate() {
             if bool::from(key.hash.ct_eq(&digest)) {
-                found = Some(key);
+                found = Some(KeyId(at));
             }
         }
         found
     }
 
     /// Checks the request's bearer key for `needed`; returns the key's name.
-    pub fn authorize(&self, req: &HttpRequest, needed: Scope) -> Result<Option<String>, ApiError> {
+    pub fn authorize(
+        &self,
+        req: &HttpRequest,
+        needed: Scope,
+    ) -> Result<Option<Arc<str>>, ApiError> {
         if self.open {
             return Ok(None);
         }
-        let presented = Self::presented(req.headers()).ok_or_else(|| {
-            ApiError::new(
-                ProblemCode::Unauthorized,
-                "send an API key as `Authorization: Bearer <key>`",
-            )
-        })?;
-        let key = self
-            .find(presented)
-            .ok_or_else(|| ApiError::new(ProblemCode::Unauthorized, "the API key is not valid"))?;
+        let KeyId(at) = match self.presented(req) {
+            Presented { token: false, .. } => {
+                return Err(ApiError::new(
+                    ProblemCode::Unauthorized,
+                    "send an API key as `Authorization: Bearer <key>`",
+                ));
+            }
+            Presented { key: None, .. } => {
+                return Err(ApiError::new(
+                    ProblemCode::Unauthorized,
+                    "the API key is not valid",
+                ));
+            }
+            Presented { key: Some(key), .. } => key,
+        };
+        let key = &self.keys[at];
         if key.scope < needed {
             return Err(ApiError::new(
                 ProblemCode::InsufficientScope,
@@ -141,7 +175,7 @@ impl RequiredScope for Admin {
 
 /// Extractor that admits a request only with a key holding scope `S`.
 pub struct Authorized<S> {
-    pub key_name: Option<String>,
+    pub key_name: Option<Arc<str>>,
     scope: PhantomData<S>,
 }
 
@@ -184,12 +218,16 @@ mod tests {
         ApiKeys::from_settings(&settings, true)
     }
 
+    fn bearer(key: &str) -> HttpRequest {
+        TestRequest::default()
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .to_http_request()
+    }
+
     #[test]
     fn scopes_are_enforced() {
         let keys = keys();
-        let req = TestRequest::default()
-            .insert_header(("Authorization", "Bearer r-key"))
-            .to_http_request();
+        let req = bearer("r-key");
         assert_eq!(
             keys.authorize(&req, Scope::Read).unwrap().as_deref(),
             Some("reader")
@@ -203,11 +241,28 @@ mod tests {
             keys.authorize(&anonymous, Scope::Read).unwrap_err().code(),
             ProblemCode::Unauthorized
         );
-        let wrong = TestRequest::default()
-            .insert_header(("Authorization", "Bearer nope"))
-            .to_http_request();
+        let wrong = bearer("nope");
         assert_eq!(
             keys.authorize(&wrong, Scope::Read).unwrap_err().code(),
+            ProblemCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn a_key_found_once_answers_every_later_question_about_the_request() {
+        let keys = keys();
+        let valid = bearer("r-key");
+        let found = keys.identify(&valid);
+        assert_eq!(found, Some(KeyId(0)));
+        assert_eq!(keys.identify(&valid), found);
+        assert_eq!(
+            keys.authorize(&valid, Scope::Read).unwrap().as_deref(),
+            Some("reader")
+        );
+        let invalid = bearer("r-key-");
+        assert_eq!(keys.identify(&invalid), None);
+        assert_eq!(
+            keys.authorize(&invalid, Scope::Read).unwrap_err().code(),
             ProblemCode::Unauthorized
         );
     }

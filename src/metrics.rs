@@ -2,8 +2,8 @@
 //! explode the label set), upstream calls, logins and cache use. One explicit registry, shared
 //! by the HTTP face, the upstream client and the caches.
 
+use crate::telemetry::FastMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -21,8 +21,8 @@ type UpstreamKey = (u64, StaticName, StaticName, StaticName);
 thread_local! {
     /// Per thread: the series of each (registry, api, method, outcome) of DSM calls seen. The
     /// names are static, so a registry has at most one entry per operation and outcome.
-    static UPSTREAM_SERIES: RefCell<HashMap<UpstreamKey, (Counter, Histogram)>> =
-        RefCell::new(HashMap::new());
+    static UPSTREAM_SERIES: RefCell<FastMap<UpstreamKey, (Counter, Histogram)>> =
+        RefCell::new(FastMap::default());
 }
 
 /// Bound for registries that come and go (tests build one per app).

@@ -1,11 +1,11 @@
 //! Rate limits: a token bucket per caller. [`RateLimiter`] is keyed by any type, so a limit
-//! per API key, per client address (and later per hook secret) share one implementation; the
-//! middleware [`limit`] applies the configured ones to every request except the probes.
+//! per API key, per client address (and later per hook secret) share one implementation;
+//! [`refuses`] and [`refuse`] apply the configured ones to every request except the probes and
+//! hooks.
 //!
 //! An empty bucket answers 429 `rate_limited` with `Retry-After` and the `RateLimit` /
 //! `RateLimit-Policy` headers of the IETF draft (draft-ietf-httpapi-ratelimit-headers).
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -18,9 +18,10 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 
 use crate::api::error::{ApiError, ProblemCode};
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, KeyId};
 use crate::config::RateLimitSettings;
 use crate::forwarded::PublicOrigin;
+use crate::telemetry::FastMap;
 
 /// Buckets kept at most per limiter; beyond it full (idle) buckets are dropped first, then the
 /// least recently used, so a flood of new callers cannot grow memory without bound.
@@ -62,14 +63,14 @@ struct Bucket {
 /// Token buckets by key.
 pub struct RateLimiter<K> {
     quota: Quota,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<FastMap<K, Bucket>>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(quota: Quota) -> Self {
         Self {
             quota,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(FastMap::default()),
         }
     }
 
@@ -112,7 +113,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
-    fn make_room(buckets: &mut HashMap<K, Bucket>, now: Instant, rate: f64, burst: f64) {
+    fn make_room(buckets: &mut FastMap<K, Bucket>, now: Instant, rate: f64, burst: f64) {
         // A bucket that has refilled is the same as no bucket.
         buckets.retain(|_, b| {
             b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
@@ -130,7 +131,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
 /// The configured limits, shared by all workers.
 pub struct CallerLimits {
-    keys: RateLimiter<String>,
+    keys: RateLimiter<KeyId>,
     addresses: RateLimiter<IpAddr>,
 }
 
@@ -172,50 +173,74 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || path.starts_with("/hooks/")
 }
 
-/// Middleware (inside the request context): the presented API key's bucket, or the client
-/// address's for requests without a valid key.
-pub async fn limit(
+/// A request the limits refused, with what the 429 tells.
+#[derive(Clone, Copy)]
+struct Refused {
+    decision: Decision,
+    quota: Quota,
+    policy: &'static str,
+}
+
+/// Takes the request from the presented API key's bucket, or from the client address's for
+/// requests without a valid key; whether the limits refuse it. Every request is checked here;
+/// only refused ones go on to [`refuse`] (through [`crate::api::divert::Divert`]), so an allowed
+/// request carries no middleware future of its own.
+pub fn refuses(req: &ServiceRequest) -> bool {
+    let Some(limits) = req.app_data::<web::Data<CallerLimits>>() else {
+        return false;
+    };
+    if exempt(req.path()) {
+        return false;
+    }
+    let key = req
+        .app_data::<web::Data<ApiKeys>>()
+        .and_then(|keys| keys.identify(req.request()));
+    let (limiter_decision, quota, policy) = match key {
+        Some(key) => (limits.keys.check(&key), limits.keys.quota(), "key"),
+        None => {
+            let client_ip = req
+                .extensions()
+                .get::<PublicOrigin>()
+                .and_then(|o| o.client_ip);
+            let Some(ip) = client_ip.or_else(|| req.peer_addr().map(|a| a.ip())) else {
+                return false;
+            };
+            (
+                limits.addresses.check(&address_key(ip)),
+                limits.addresses.quota(),
+                "address",
+            )
+        }
+    };
+    if limiter_decision.allowed {
+        return false;
+    }
+    req.extensions_mut().insert(Refused {
+        decision: limiter_decision,
+        quota,
+        policy,
+    });
+    true
+}
+
+/// Middleware for the requests [`refuses`] refused: 429 `rate_limited` with `Retry-After` and
+/// the `RateLimit` headers.
+pub async fn refuse(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let limits = req.app_data::<web::Data<CallerLimits>>().cloned();
-    let Some(limits) = limits.filter(|_| !exempt(req.path())) else {
+    let refused = req.extensions_mut().remove::<Refused>();
+    let Some(Refused {
+        decision,
+        quota,
+        policy,
+    }) = refused
+    else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    let key = req
-        .app_data::<web::Data<ApiKeys>>()
-        .and_then(|keys| keys.identify(req.headers()).map(str::to_owned));
-    let (decision, quota, policy) = match key {
-        Some(name) => (limits.keys.check(&name), limits.keys.quota(), "key"),
-        None => {
-            let origin = req.extensions().get::<PublicOrigin>().cloned();
-            let ip = origin
-                .and_then(|o| o.client_ip)
-                .or_else(|| req.peer_addr().map(|a| a.ip()));
-            match ip {
-                Some(ip) => (
-                    limits.addresses.check(&address_key(ip)),
-                    limits.addresses.quota(),
-                    "address",
-                ),
-                None => {
-                    return next
-                        .call(req)
-                        .await
-                        .map(ServiceResponse::map_into_boxed_body);
-                }
-            }
-        }
-    };
-    if decision.allowed {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    }
     let retry_after = decision.reset.as_secs_f64().ceil().max(1.0) as u64;
     let error = ApiError::new(
         ProblemCode::RateLimited,

@@ -345,7 +345,10 @@ impl Application {
                     // the rate limit. A layer that is off is not in the way at all.
                     app.wrap(Condition::new(
                         limits.is_some(),
-                        from_fn(crate::ratelimit::limit),
+                        crate::api::divert::Divert::new(
+                            crate::ratelimit::refuses,
+                            from_fn(crate::ratelimit::refuse),
+                        ),
                     ))
                     .wrap(Condition::new(
                         !cors_origins.is_empty(),

@@ -90,11 +90,14 @@ pub fn method_label(method: &Method) -> &'static str {
 /// label set is built and hashed to find its series; a hit here costs one map look-up.
 /// Bounded: emptied when full, so paths that are all different (scanners, ids) cannot grow it.
 struct RouteCache {
-    entries: std::collections::HashMap<(u64, &'static str), RoutesByPath>,
+    entries: FastMap<(u64, &'static str), RoutesByPath>,
     len: usize,
 }
 
-type RoutesByPath = std::collections::HashMap<Box<str>, Rc<RouteMetrics>>;
+type RoutesByPath = FastMap<Box<str>, Rc<RouteMetrics>>;
+
+/// A map looked up on every request: foldhash (seeded per process) instead of SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
 const ROUTE_CACHE_MAX: usize = 4096;
 

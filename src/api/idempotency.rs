@@ -184,7 +184,7 @@ pub async fn middleware(
     // 401/403 itself: such an answer is nobody's to keep.
     let caller = match req.app_data::<web::Data<ApiKeys>>() {
         Some(keys) => match keys.authorize(req.request(), Scope::Read) {
-            Ok(name) => name.unwrap_or_default(),
+            Ok(name) => name.as_deref().unwrap_or_default().to_owned(),
             Err(_) => {
                 return next
                     .call(req)

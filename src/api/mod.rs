@@ -7,7 +7,7 @@ pub mod cache;
 mod channels;
 mod common;
 pub mod deliveries;
-mod divert;
+pub(crate) mod divert;
 pub mod docs;
 pub mod error;
 mod events;

@@ -19,6 +19,9 @@
 #   PERF_DIR=/tmp/prof ROUNDS=1 bash tests/bench/proxy_overhead.sh: also perf-records each gateway run
 #   (PERF_CALLGRAPH=dwarf for deep stacks: the release build has no frame pointers)
 #   TARGETS="gw_cached static_cached" ...: only those runs (the summary then lacks the others)
+#   GATEWAY_AUTH=open ...: the gateway without API keys or rate limits (runs before 2026-12-03
+#   were made so); by default it runs as users run it: every request carries an API key, checked
+#   against its hash, and the per-key rate limit is on (with a quota the load stays under)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -101,10 +104,19 @@ http {
 CONF
 taskset -c "$SERVER_CPU" nginx -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e stderr 2>"$TMP/proxy.err" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 
-SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" SYNOCHAT__RATE_LIMIT__ENABLED=false \
+GW_KEY="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+case "${GATEWAY_AUTH:-key}" in
+  key) GW_ENV=(SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$GW_KEY" | "$BIN" hash-key --stdin)"
+         SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write
+         SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000) ;;
+  open) GW_ENV=(SYNOCHAT__AUTH__DISABLED=true SYNOCHAT__RATE_LIMIT__ENABLED=false) ;;
+  *) echo "GATEWAY_AUTH is key or open"; exit 2 ;;
+esac
+GW_AUTH=(-H "Authorization: Bearer $GW_KEY")
+env "${GW_ENV[@]}" SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
-SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__AUTH__DISABLED=true SYNOCHAT__LOG__LEVEL=warn \
+SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL=warn \
   taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
 wait_for "http://127.0.0.1:$GW_PORT/readyz"
 
@@ -121,7 +133,7 @@ post_script "$TMP/create_form.lua" application/x-www-form-urlencoded "$FORM_BODY
 NAS_HEADERS=(-H "Cookie: id=S1" -H "X-SYNO-TOKEN: T1")
 
 # The static answer serves exactly the bytes the gateway answers for the cached list.
-curl -fs "$GW/channels" -o "$TMP/channels.json"
+curl -fs "${GW_AUTH[@]}" "$GW/channels" -o "$TMP/channels.json"
 taskset -c "$SERVER_CPU" "$STATIC_BIN" "127.0.0.1:$STATIC_PORT" "$TMP/channels.json" >"$TMP/static.log" 2>&1 & STATIC_PID=$!; PIDS+=($STATIC_PID)
 wait_for "http://127.0.0.1:$STATIC_PORT/"
 taskset -c "$SERVER_CPU" "$FORWARD_BIN" "127.0.0.1:$FORWARD_PORT" "http://127.0.0.1:$NAS_PORT" >"$TMP/forward.log" 2>&1 & FORWARD_PID=$!; PIDS+=($FORWARD_PID)
@@ -157,9 +169,9 @@ PY
 }
 
 # Check every target answers what it should before measuring.
-[ "$(curl -fs "$GW/channels/1/posts?limit=50" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" = 50 ]
+[ "$(curl -fs "${GW_AUTH[@]}" "$GW/channels/1/posts?limit=50" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" = 50 ]
 [ "$(curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" | wc -c)" -gt 16000 ]
-curl -fs -X POST -H 'Content-Type: application/json' -d "$JSON_BODY" "$GW/channels/1/posts" | grep -q '"post_id":1000051'
+curl -fs "${GW_AUTH[@]}" -X POST -H 'Content-Type: application/json' -d "$JSON_BODY" "$GW/channels/1/posts" | grep -q '"post_id":1000051'
 curl -fs "${NAS_HEADERS[@]}" -d "$FORM_BODY" "$NX" | grep -q '"post_id":1000051'
 curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Channel&version=5&method=list" | grep -q channel-20
 cmp -s "$TMP/channels.json" <(curl -fs "http://127.0.0.1:$STATIC_PORT/")
@@ -171,13 +183,13 @@ IDLE_GW=$(tree_rss "$GW_PID"); IDLE_NGINX=$(tree_rss "$NGINX_PID"); IDLE_STATIC=
 echo "rounds: $ROUNDS × $DURATION per target, $CONNECTIONS connections, servers on CPU $SERVER_CPU, wrk + fake NAS on CPU $LOAD_CPU"
 for ROUND in $(seq "$ROUNDS"); do
   run nginx_posts "$NGINX_PID" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
-  run gw_posts "$GW_PID" "$GW/channels/1/posts?limit=50"
+  run gw_posts "$GW_PID" "$GW/channels/1/posts?limit=50" "${GW_AUTH[@]}"
   run forward_posts "$FORWARD_PID" "$FW?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
   run nginx_create "$NGINX_PID" "$NX" "${NAS_HEADERS[@]}" -s "$TMP/create_form.lua"
-  run gw_create "$GW_PID" "$GW/channels/1/posts" -s "$TMP/create_json.lua"
+  run gw_create "$GW_PID" "$GW/channels/1/posts" "${GW_AUTH[@]}" -s "$TMP/create_json.lua"
   run nginx_cached "$NGINX_PID" "$NX?api=SYNO.Chat.Channel&version=5&method=list" "${NAS_HEADERS[@]}"
   run static_cached "$STATIC_PID" "http://127.0.0.1:$STATIC_PORT/"
-  run gw_cached "$GW_PID" "$GW/channels"
+  run gw_cached "$GW_PID" "$GW/channels" "${GW_AUTH[@]}"
   run gw_floor "$GW_PID" "http://127.0.0.1:$GW_PORT/readyz"
   echo "round $ROUND done"
 done
@@ -185,7 +197,7 @@ done
 sleep 2; AFTER_GW=$(tree_rss "$GW_PID")
 # Memory under 256 connections: the largest RSS seen while wrk reads the 50-post page.
 PEAK_GW=0
-taskset -c "$LOAD_CPU" wrk -t1 -c256 -d"$DURATION" "$GW/channels/1/posts?limit=50" >"$TMP/wrk256.out" & WRK=$!
+taskset -c "$LOAD_CPU" wrk -t1 -c256 -d"$DURATION" "${GW_AUTH[@]}" "$GW/channels/1/posts?limit=50" >"$TMP/wrk256.out" & WRK=$!
 while kill -0 "$WRK" 2>/dev/null; do
   rss=$(tree_rss "$GW_PID"); [ "$rss" -gt "$PEAK_GW" ] && PEAK_GW=$rss; sleep 0.2
 done

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# User-space instructions per request of one or more gateway builds, counted by valgrind's
+# callgrind: an exact count, so two builds can be compared on a shared, noisy machine where CPU
+# time per request moves by 20-50 % between runs (make bench's ratios stay the judge of speed).
+#
+#   bash tests/bench/instructions.sh [BIN ...]              (default: target/release/syno-chat-gateway)
+#   REQUEST_PATH=/api/v1/channels/1/posts?limit=50 bash tests/bench/instructions.sh old new
+#   KEEP_DIR=/tmp/cg bash tests/bench/instructions.sh ...  (keeps the callgrind files:
+#                                                           callgrind_annotate KEEP_DIR/<bin>-3000.out)
+#
+# Each build serves the built-in simulator's data with an API key and the per-key rate limit on,
+# as users run it, on one worker. It is run twice, answering FEW and MANY requests (keep-alive,
+# one connection); (instructions of the second - of the first) / (MANY - FEW) leaves out
+# start-up and shutdown. Under valgrind, SHA-256 runs without the CPU's SHA extensions, so the
+# API key check counts a few thousand instructions more than it costs on such a CPU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
+REQUEST_PATH="${REQUEST_PATH:-/api/v1/channels}"
+FEW="${FEW:-1000}"
+MANY="${MANY:-3000}"
+[ $# -gt 0 ] || set -- target/release/syno-chat-gateway
+[ -x "$1" ] || cargo build --release --bin syno-chat-gateway
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# bin requests -> total instructions of the gateway process
+count() {
+  local bin=$1 requests=$2 tmp sim_port gw_port key sim gw
+  tmp="$(mktemp -d)"; sim_port=$(free_port); gw_port=$(free_port)
+  key="instructions-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+  "$bin" simulate --bind "127.0.0.1:$sim_port" >"$tmp/sim.log" 2>&1 & sim=$!
+  env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$key" | "$bin" hash-key --stdin)" \
+    SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write \
+    SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
+    SYNOCHAT__STORE__URL="sqlite://$tmp/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$gw_port" \
+    SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$sim_port" \
+    SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=synology-demo \
+    SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
+  python3 - "$gw_port" "$requests" "$REQUEST_PATH" "$key" <<'PY'
+import http.client, sys, time
+port, n, path, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for _ in range(300):  # start-up under valgrind takes a while
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/readyz"); c.getresponse().read(); break
+    except OSError:
+        time.sleep(0.2)
+headers = {"Authorization": "Bearer " + key}
+for _ in range(n):
+    c.request("GET", path, headers=headers)
+    r = c.getresponse(); r.read()
+    if r.status != 200:
+        sys.exit(f"{path} answered {r.status}")
+PY
+  kill -INT "$gw"; wait "$gw" || true
+  kill "$sim"; wait "$sim" 2>/dev/null || true
+  [ -n "${KEEP_DIR:-}" ] && mkdir -p "$KEEP_DIR" && cp "$tmp/cg.out" "$KEEP_DIR/$(basename "$bin")-$requests.out"
+  sed -n 's/^totals: //p' "$tmp/cg.out"
+  rm -rf "$tmp"
+}
+
+echo "GET $REQUEST_PATH: user-space instructions per request (callgrind, $FEW and $MANY requests)"
+for bin in "$@"; do
+  few=$(count "$bin" "$FEW"); many=$(count "$bin" "$MANY")
+  printf '%-50s %8d\n' "$bin" $(( (many - few) / (MANY - FEW) ))
+done
