@@ -2,7 +2,6 @@
 //! explode the label set), upstream calls, logins and cache use. One explicit registry, shared
 //! by the HTTP face, the upstream client and the caches.
 
-use crate::telemetry::FastMap;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -14,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::telemetry::FastMap;
 
 type StaticName = (usize, usize);
 type UpstreamKey = (u64, StaticName, StaticName, StaticName);
