@@ -43,6 +43,15 @@ for spec in "$@"; do
   NAMES+=("$name") LINES+=("$status")
 done
 
+# A failed suite's last lines again, just above the summary: the end of the output is often all
+# a reader (a CI page) shows, and the Rust suite's output would otherwise bury them.
+for i in "${!NAMES[@]}"; do
+  if [[ "${LINES[$i]}" == FAIL* ]]; then
+    printf '\n==== make test: suite %s failed; its last 60 lines\n' "${NAMES[$i]}"
+    tail -n 60 "$LOGS/${NAMES[$i]}.log" | cut -c1-300
+  fi
+done
+
 printf '\n==== make test: summary\n'
 for i in "${!NAMES[@]}"; do printf '  %-8s %s\n' "${NAMES[$i]}" "${LINES[$i]}"; done
 for s in "${SKIP_REPORT[@]}"; do printf '  !!!! SKIPPED %s\n' "$s"; done

@@ -40,6 +40,13 @@ fn every_suite_runs_and_a_failure_fails_at_the_end() {
     assert!(printed.contains("deploy   FAIL (exit 1)"), "{printed}");
     assert!(printed.contains("e2e      ok, 1 skipped"), "{printed}");
     assert!(printed.contains("rust     ok"), "{printed}");
+    // The failed suite's output comes again after the last suite's, where a reader of only the
+    // end of the output sees it.
+    let last_suite = printed.find("==== make test: suite rust").unwrap();
+    assert!(
+        printed.rfind("FAIL: something").unwrap() > last_suite,
+        "{printed}"
+    );
     assert!(
         printed.contains("!!!! SKIPPED e2e: !!!! e2e: SKIPPING 'swagger-ui' (no chromium)"),
         "{printed}"

@@ -219,6 +219,12 @@ impl Outbox {
         (self.settings.max_age_secs as i64).saturating_mul(1000)
     }
 
+    /// True once `shut_down` has begun: the store is about to close, so background tasks
+    /// that write to it end instead of failing against a closed pool.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Wakes the worker (a delivery was put back in the queue).
     pub fn wake(&self) {
         self.wake.notify_one();

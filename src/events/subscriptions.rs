@@ -256,11 +256,18 @@ pub fn spawn_fan_out(events: Arc<Events>, outbox: Arc<crate::delivery::Outbox>) 
                 _ = live.recv() => {}
                 () = tokio::time::sleep(FAN_OUT_EVERY) => {}
             }
+            if outbox.is_stopping() {
+                // What is left waiting is fanned out by the next start (or another replica).
+                break;
+            }
             // Everything waiting is read from the table, whatever woke us.
             while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
                 live.try_recv()
             {}
             if let Err(error) = fan_out(&events, &outbox).await {
+                if outbox.is_stopping() {
+                    break;
+                }
                 tracing::warn!(%error, "subscriptions: cannot fan events out");
             }
         }

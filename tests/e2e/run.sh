@@ -142,6 +142,16 @@ finish() {
     tail -n 10 "$GATEWAY_LOG" | cut -c1-400
     say "----"
   fi
+  # Each failed suite's last lines once more, after the gateway's: what a reader of only the
+  # end of the output (a CI summary) needs to see why.
+  for i in "${!RESULT_NAMES[@]}"; do
+    local log="$TMP/${RESULT_NAMES[$i]}.log"
+    if [[ "${RESULT_LINES[$i]}" == FAIL* ]] && [ -s "$log" ]; then
+      say ""; say "---- failed suite '${RESULT_NAMES[$i]}': its last 40 lines"
+      tail -n 40 "$log" | cut -c1-300 | sed 's/^/    /'
+      say "----"
+    fi
+  done
   for i in "${!RESULT_NAMES[@]}"; do
     [[ "${RESULT_LINES[$i]}" == SKIPPED* ]] && say "!!!! e2e: suite '${RESULT_NAMES[$i]}' was SKIPPED: ${RESULT_LINES[$i]#SKIPPED }"
   done
