@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, FileBytes, Items, Page, PostList, PostPath, post_text};
+use super::common::{ChannelPath, FileBytes, Page, PostList, PostPath, post_text};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
@@ -75,14 +75,10 @@ pub async fn list_posts(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.channel_id;
-    let items = chat
-        .posts(channel_id, page.limit.get(), page.offset.get())
+    let body = chat
+        .posts_json(channel_id, page.limit.get(), page.offset.get())
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    // Written once into a buffer of about the page's size: no regrowth, no copy afterwards.
-    let mut body = Vec::with_capacity(16 + 400 * items.len());
-    sonic_rs::to_writer(&mut body, &Items { items })
-        .map_err(|e| ApiError::new(ProblemCode::Internal, e.to_string()))?;
     Ok(HttpResponse::Ok()
         .content_type(mime::APPLICATION_JSON)
         .body(body))

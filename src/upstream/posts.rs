@@ -5,8 +5,14 @@ use serde::{Deserialize, Serialize};
 use super::client::{Download, DsmClient, NewPost, Upload, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
-use super::wire::{Posts, Sent, WireCreated};
+use super::wire::{self, Posts, Sent, WireCreated};
 use crate::domain::{ChannelId, FileProps, Post, PostId, PostKind, UserId};
+
+/// `Post.list`'s data.
+#[derive(Deserialize)]
+struct PostListData {
+    posts: Posts,
+}
 pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
@@ -68,10 +74,43 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 
 impl DsmClient {
     pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
-        #[derive(Deserialize)]
-        struct Data {
-            posts: Posts,
-        }
+        self.post_list(channel_id, limit, offset, |body| {
+            decode_data(body, |data: PostListData| data.posts.into_result())
+        })
+        .await
+    }
+
+    /// A page of a channel's posts as the API's `{"items": [...]}` document, written from
+    /// DSM's answer in one pass ([`wire::page`]); an answer that reader gives up on goes the
+    /// way of [`Self::posts`], which decides its verdict and error.
+    pub async fn posts_json(
+        &self,
+        channel_id: ChannelId,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<u8>> {
+        self.post_list(
+            channel_id,
+            limit,
+            offset,
+            |body| match wire::page::posts_page(body) {
+                Some(json) => Ok(Ok(json)),
+                None => decode_data(body, |data: PostListData| {
+                    wire::page::items_json(&data.posts.into_result()?)
+                        .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+                }),
+            },
+        )
+        .await
+    }
+
+    async fn post_list<R>(
+        &self,
+        channel_id: ChannelId,
+        limit: u32,
+        offset: u32,
+        decode: impl Fn(&[u8]) -> serde_json::Result<Result<R>>,
+    ) -> Result<R> {
         let (channel_id, limit, offset) = (
             channel_id.to_string(),
             limit.to_string(),
@@ -82,10 +121,7 @@ impl DsmClient {
             ("limit", limit.as_str()),
             ("offset", offset.as_str()),
         ];
-        self.fetch_converted(&POST_LIST, &params, |body| {
-            decode_data(body, |data: Data| data.posts.into_result())
-        })
-        .await
+        self.fetch_converted(&POST_LIST, &params, decode).await
     }
 
     pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {

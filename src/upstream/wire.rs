@@ -4,10 +4,12 @@
 //! strings from the response body (`Cow` stays borrowed unless a string holds escapes) and name
 //! only the fields used: the rest (`hashtags`, `mentions`, `attachments`, integration tokens,
 //! …) is skipped without being built. Post ids arrive as plain numbers here, so they are read as
-//! `u64` and checked once in [`WirePost::into_post`].
+//! `u64` and checked once in [`WirePost::into_post`]. The posts page the API serves is written
+//! from DSM's bytes in one pass by [`page`], held to these conversions by a differential test.
 
 mod channel;
 mod integration;
+pub(super) mod page;
 
 pub(super) use channel::{WireChannel, WireUser};
 pub(super) use integration::{WireChatbot, WireCreatedIntegration, WireWebhook};

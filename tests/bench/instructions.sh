@@ -8,10 +8,14 @@
 #   KEEP_DIR=/tmp/cg bash tests/bench/instructions.sh ...  (keeps the callgrind files:
 #                                                           callgrind_annotate KEEP_DIR/<bin>-3000.out)
 #
-# Each build serves the built-in simulator's data with an API key and the per-key rate limit on,
-# as users run it, on one worker. It is run twice, answering FEW and MANY requests (keep-alive,
-# one connection); (instructions of the second - of the first) / (MANY - FEW) leaves out
-# start-up and shutdown. Under valgrind, SHA-256 runs without the CPU's SHA extensions, so the
+# Each build runs with an API key and the per-key rate limit on, as users run it, on one worker,
+# in front of the bench's fake NAS (tests/bench/fake_nas.sh: nginx serving tests/bench/data/, so
+# the posts page is make bench's 50-post, 16 KB page), or with UPSTREAM=simulator in front of
+# the built-in simulator (a page of a few posts; no nginx needed). Each build is run twice,
+# answering FEW and MANY requests (keep-alive, one connection); (instructions of the second - of
+# the first) / (MANY - FEW) leaves out start-up and shutdown. Counts of `memset`/`memcpy` are
+# inflated: callgrind counts each byte a `rep stosb`/`rep movsb` moves as an instruction (so the
+# 3 KB header table actix-http's decoder zeroes on every read counts about 3,000). Under valgrind, SHA-256 runs without the CPU's SHA extensions, so the
 # API key check counts a few thousand instructions more than it costs on such a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,20 +26,32 @@ MANY="${MANY:-3000}"
 [ $# -gt 0 ] || set -- target/release/syno-chat-gateway
 [ -x "$1" ] || cargo build --release --bin syno-chat-gateway
 
+UPSTREAM="${UPSTREAM:-fake}"
+if [ "$UPSTREAM" != simulator ]; then
+  command -v nginx >/dev/null || { echo "needs nginx for the fake NAS (or UPSTREAM=simulator)"; exit 2; }
+  . tests/bench/fake_nas.sh
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # bin requests -> total instructions of the gateway process
 count() {
-  local bin=$1 requests=$2 tmp sim_port gw_port key sim gw
-  tmp="$(mktemp -d)"; sim_port=$(free_port); gw_port=$(free_port)
+  local bin=$1 requests=$2 tmp nas_port gw_port key nas gw password
+  tmp="$(mktemp -d)"; nas_port=$(free_port); gw_port=$(free_port)
   key="instructions-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
-  "$bin" simulate --bind "127.0.0.1:$sim_port" >"$tmp/sim.log" 2>&1 & sim=$!
+  if [ "$UPSTREAM" = simulator ]; then
+    "$bin" simulate --bind "127.0.0.1:$nas_port" >"$tmp/sim.log" 2>&1 & nas=$!
+    password=synology-demo
+  else
+    start_fake_nas "$tmp/nas" "$nas_port" "$(free_port)"; nas=$FAKE_NAS_PID
+    password=bench
+  fi
   env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$key" | "$bin" hash-key --stdin)" \
     SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write \
     SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
     SYNOCHAT__STORE__URL="sqlite://$tmp/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$gw_port" \
-    SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$sim_port" \
-    SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=synology-demo \
+    SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$nas_port" \
+    SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD="$password" \
     SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
   python3 - "$gw_port" "$requests" "$REQUEST_PATH" "$key" <<'PY'
@@ -55,13 +71,13 @@ for _ in range(n):
         sys.exit(f"{path} answered {r.status}")
 PY
   kill -INT "$gw"; wait "$gw" || true
-  kill "$sim"; wait "$sim" 2>/dev/null || true
+  kill "$nas"; wait "$nas" 2>/dev/null || true
   [ -n "${KEEP_DIR:-}" ] && mkdir -p "$KEEP_DIR" && cp "$tmp/cg.out" "$KEEP_DIR/$(basename "$bin")-$requests.out"
   sed -n 's/^totals: //p' "$tmp/cg.out"
   rm -rf "$tmp"
 }
 
-echo "GET $REQUEST_PATH: user-space instructions per request (callgrind, $FEW and $MANY requests)"
+echo "GET $REQUEST_PATH from the $([ "$UPSTREAM" = simulator ] && echo simulator || echo "fake NAS"): user-space instructions per request (callgrind, $FEW and $MANY requests)"
 for bin in "$@"; do
   few=$(count "$bin" "$FEW"); many=$(count "$bin" "$MANY")
   printf '%-50s %8d\n' "$bin" $(( (many - few) / (MANY - FEW) ))

@@ -33,7 +33,6 @@ LOAD_CPU="${LOAD_CPU:-1}"
 BIN="${GATEWAY_BIN:-target/release/syno-chat-gateway}"
 STATIC_BIN="${STATIC_BIN:-target/release/examples/bench_static}"
 FORWARD_BIN="${FORWARD_BIN:-target/release/examples/bench_forward}"
-DATA="$PWD/tests/bench/data"
 for tool in wrk nginx curl taskset python3; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 2; }
 done
@@ -55,42 +54,13 @@ tree_rss() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(aw
 
 NAS_PORT=$(free_port); FORM_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); STATIC_PORT=$(free_port); FORWARD_PORT=$(free_port)
 
-# The fake NAS. GETs pick the body from the query's api and method; a POST is passed to a second
-# server with its form in a header (nginx has no other way to look into a body), which picks
-# the body from that.
-mkdir -p "$TMP/nas" "$TMP/proxy"
-cat >"$TMP/nas/nginx.conf" <<CONF
-daemon off; worker_processes 1; pid nginx.pid; error_log error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; types { } default_type application/json;
-  client_body_temp_path cb; proxy_temp_path pt; fastcgi_temp_path ft; uwsgi_temp_path ut; scgi_temp_path st;
-  map "\$arg_api:\$arg_method" \$query_body {
-    default default.json;
-    "SYNO.API.Info:query" api_info.json; "SYNO.API.Auth:login" auth_login.json;
-    "SYNO.Chat.Post:list" post_list.json; "SYNO.Chat.Post:create" post_create.json;
-    "SYNO.Chat.Channel:list" channel_list.json; "SYNO.Chat.User:list" user_list.json;
-  }
-  map \$http_x_form \$form_body {
-    default default.json;
-    "~(^|&)api=SYNO\.API\.Auth&(.*&)?method=login(&|\$)" auth_login.json;
-    "~(^|&)api=SYNO\.Chat\.Post&(.*&)?method=create(&|\$)" post_create.json;
-    "~(^|&)api=SYNO\.Chat\.Post&(.*&)?method=list(&|\$)" post_list.json;
-    "~(^|&)api=SYNO\.Chat\.Channel&(.*&)?method=list(&|\$)" channel_list.json;
-  }
-  upstream form { server 127.0.0.1:$FORM_PORT; keepalive 64; }
-  server { listen 127.0.0.1:$NAS_PORT backlog=4096; root $DATA;
-    location /webapi/ { if (\$request_method = POST) { rewrite ^ /form last; } try_files /\$query_body =404; }
-    location = /form { internal; client_body_buffer_size 64k; proxy_pass http://form;
-      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_method GET;
-      proxy_pass_request_body off; proxy_set_header Content-Length ""; proxy_set_header X-Form \$request_body; } }
-  server { listen 127.0.0.1:$FORM_PORT; root $DATA; location / { try_files /\$form_body =404; } }
-}
-CONF
-taskset -c "$LOAD_CPU" nginx -p "$TMP/nas" -c "$TMP/nas/nginx.conf" -e stderr 2>"$TMP/nas.err" & PIDS+=($!)
+# The fake NAS (tests/bench/fake_nas.sh), on the load's core.
+. tests/bench/fake_nas.sh
+start_fake_nas "$TMP/nas" "$NAS_PORT" "$FORM_PORT" "$LOAD_CPU"; PIDS+=("$FAKE_NAS_PID")
 wait_for "http://127.0.0.1:$NAS_PORT/webapi/query.cgi?api=SYNO.API.Info&version=1&method=query"
 
 # (b): nginx as a plain reverse proxy to the fake NAS.
+mkdir -p "$TMP/proxy"
 cat >"$TMP/proxy/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid nginx.pid; error_log error.log warn;
 events { worker_connections 4096; }
