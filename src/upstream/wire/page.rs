@@ -173,51 +173,42 @@ fn write_post(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
     {
         return None;
     }
-    out.extend_from_slice(b"{\"post_id\":");
-    write_int(out, f.post_id);
-    out.extend_from_slice(b",\"channel_id\":");
-    write_int(out, f.channel_id);
-    out.extend_from_slice(b",\"creator_id\":");
-    write_int(out, f.creator_id);
-    out.extend_from_slice(b",\"message\":");
-    write_str(out, f.message)?;
-    out.extend_from_slice(b",\"create_at\":");
-    write_int(out, f.create_at);
-    out.extend_from_slice(b",\"update_at\":");
-    write_int(out, f.update_at);
-    out.extend_from_slice(b",\"thread_id\":");
-    write_int(out, f.thread_id);
-    out.extend_from_slice(b",\"comment_count\":");
-    write_int(out, f.comment_count);
+    int_member(out, b"{\"post_id\":", f.post_id);
+    int_member(out, b",\"channel_id\":", f.channel_id);
+    int_member(out, b",\"creator_id\":", f.creator_id);
+    str_member(out, b",\"message\":", f.message)?;
+    int_member(out, b",\"create_at\":", f.create_at);
+    int_member(out, b",\"update_at\":", f.update_at);
+    int_member(out, b",\"thread_id\":", f.thread_id);
+    int_member(out, b",\"comment_count\":", f.comment_count);
     if let Some(Some(at)) = f.last_comment_at {
-        out.extend_from_slice(b",\"last_comment_at\":");
-        write_int(out, Some(at));
+        int_member(out, b",\"last_comment_at\":", Some(at));
     }
-    out.extend_from_slice(b",\"type\":");
-    write_str(out, f.kind)?;
+    str_member(out, b",\"type\":", f.kind)?;
     if let Some(Some((name, size))) = f.file_props {
-        out.extend_from_slice(b",\"file_props\":{\"name\":");
-        write_str(out, name)?;
-        out.extend_from_slice(b",\"size\":");
-        write_int(out, size);
+        str_member(out, b",\"file_props\":{\"name\":", name)?;
+        int_member(out, b",\"size\":", size);
         out.push(b'}');
     }
     out.push(b'}');
     Some(())
 }
 
-/// An absent number is 0, as `#[serde(default)]` makes it.
-fn write_int(out: &mut Vec<u8>, int: Option<Int<'_>>) {
+/// `key` (with what comes before it), then the number; an absent number is 0, as
+/// `#[serde(default)]` makes it.
+fn int_member(out: &mut Vec<u8>, key: &[u8], int: Option<Int<'_>>) {
+    out.extend_from_slice(key);
     match int {
         Some(int) => out.extend_from_slice(int.digits),
         None => out.push(b'0'),
     }
 }
 
-/// An absent string is `""`. Without escapes, the bytes between the quotes are what the encoder
+/// `key` (with what comes before it), then the string; an absent string is `""`. Without escapes, the bytes between the quotes are what the encoder
 /// writes (it escapes only `"`, `\` and control characters, which cannot appear unescaped); a
 /// string with escapes is decoded and encoded again, as the general way does.
-fn write_str(out: &mut Vec<u8>, s: Option<Str<'_>>) -> Option<()> {
+fn str_member(out: &mut Vec<u8>, key: &[u8], s: Option<Str<'_>>) -> Option<()> {
+    out.extend_from_slice(key);
     match s {
         None => out.extend_from_slice(b"\"\""),
         Some(Str {
