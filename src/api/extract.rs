@@ -173,3 +173,31 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_become_integers_exactly_and_others_stay() {
+        // 2251799813685247.0 was read as a float just off the integer (serde_json's default,
+        // fast float parsing), so it was refused as an id (found by schemathesis).
+        let mut value: serde_json::Value = serde_json::from_str(
+            r#"[4064.0, 2251799813685247.0, 8999999999999999.0, 1.5, 1e300, -3.0, 7]"#,
+        )
+        .unwrap();
+        integral_floats_to_integers(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!([
+                4064,
+                2251799813685247_i64,
+                8999999999999999_i64,
+                1.5,
+                1e300,
+                -3,
+                7
+            ])
+        );
+    }
+}
