@@ -167,12 +167,20 @@ impl Field {
 #[derive(Default)]
 struct Shape<'a> {
     members: Vec<Member<'a>>,
+    /// The members as steps: each matches the bytes up to a value that is read, or up to the
+    /// end of the post, taking the values that have stayed the same on the way as read.
+    steps: Vec<Step<'a>>,
+    /// Where the first post ends.
+    end: usize,
     learned: bool,
 }
 
 struct Member<'a> {
     /// What comes before the value: `{"post_id":`, `,"type":`.
     before: Pattern<'a>,
+    /// Where `before` begins and the value ends, in the first post.
+    from: usize,
+    to: usize,
     field: Field,
     /// `before` and `field` are the output's member `k`, as the output spells it.
     as_output: bool,
@@ -180,6 +188,63 @@ struct Member<'a> {
     /// `"hashtags":[]`): the same bytes followed by `,` or `}` are the same JSON value, already
     /// checked, so it is taken as read the first time.
     same: Option<Same<'a>>,
+}
+
+/// Members from `first` on, up to the one read (`read`) or to the end of the post.
+struct Step<'a> {
+    /// The first post's bytes from `first`'s `before` to `read`'s `before`, or to its end.
+    bytes: Pattern<'a>,
+    first: usize,
+    read: Option<usize>,
+    /// The values of the scalar members before `read`, the same in every post so far.
+    keeps: Vec<(usize, Scalar<'a>)>,
+    /// How many of the members before `read` lead the step spelled as the output spells them,
+    /// and how many bytes they take.
+    copies: usize,
+    copies_len: usize,
+}
+
+impl<'a> Shape<'a> {
+    /// The steps for the members as they are now; `b` holds the first post.
+    fn build_steps(&mut self, b: &'a [u8]) {
+        self.steps.clear();
+        let mut from = self.members.first().map_or(self.end, |m| m.from);
+        let (mut first, mut copies, mut copies_to) = (0, 0, from);
+        let mut keeps = Vec::new();
+        for (k, m) in self.members.iter().enumerate() {
+            if let Some(same) = m.same {
+                if let (Field::Scalar(field), Some(scalar)) = (m.field, same.scalar) {
+                    keeps.push((field, scalar));
+                }
+                if copies == k - first && m.as_output && same.as_output {
+                    (copies, copies_to) = (copies + 1, m.to);
+                }
+                continue;
+            }
+            let bytes = Pattern::new(&b[from..m.from + m.before.bytes.len()]);
+            let copies_len = copies_to - from;
+            let keeps = std::mem::take(&mut keeps);
+            self.steps.push(Step {
+                bytes,
+                first,
+                read: Some(k),
+                keeps,
+                copies,
+                copies_len,
+            });
+            (from, first, copies, copies_to) = (m.to, k + 1, 0, m.to);
+        }
+        let bytes = Pattern::new(&b[from..self.end]);
+        let copies_len = copies_to - from;
+        self.steps.push(Step {
+            bytes,
+            first,
+            read: None,
+            keeps,
+            copies,
+            copies_len,
+        });
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -226,19 +291,12 @@ impl<'a> Pattern<'a> {
         match word(text, 0) {
             Some(first) if (first ^ self.head) & self.head_mask != 0 => false,
             Some(_) if self.bytes.len() <= 8 => true,
-            Some(_) => {
-                // The rest a word at a time, the last word overlapping the one before.
+            // The second word overlaps the first.
+            Some(_) if self.bytes.len() <= 16 => {
                 let last = self.bytes.len() - 8;
-                let mut at = 8;
-                while at < last {
-                    if word(text, at) != word(self.bytes, at) {
-                        return false;
-                    }
-                    at += 8;
-                }
                 word(text, last) == word(self.bytes, last)
             }
-            None => text.starts_with(self.bytes),
+            _ => text.starts_with(self.bytes),
         }
     }
 }
@@ -336,14 +394,62 @@ fn is_id(int: Option<Int<'_>>, optional: bool) -> bool {
     }
 }
 
-fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) -> Option<()> {
-    let mut f = Fields::default();
-    let start = r.i;
-    // The members in the page's shape, as long as they come so; the first `copied` of them are
-    // spelled as the output spells them, up to `copied_to`.
-    let (mut read, mut copied, mut copied_to) = (0, 0, start);
-    if shape.learned {
-        while let Some(m) = shape.members.get_mut(read) {
+/// How far a post has been read in its page's shape: `read` members, of which the first
+/// `copied` are spelled as the output spells them, up to `copied_to`; `closed` once its `}` is.
+struct Progress {
+    read: usize,
+    copied: usize,
+    copied_to: usize,
+    closed: bool,
+}
+
+impl Progress {
+    /// Member `k` has been read, up to `end`; `as_output` if spelled as the output spells it.
+    fn member(&mut self, k: usize, as_output: bool, end: usize) {
+        self.read = k + 1;
+        if as_output && self.copied == k {
+            (self.copied, self.copied_to) = (k + 1, end);
+        }
+    }
+}
+
+impl<'a> Shape<'a> {
+    /// Reads a post by the steps, as far as they match.
+    fn read_steps(&self, r: &mut Reader<'a>, f: &mut Fields<'a>, p: &mut Progress) -> Option<()> {
+        for step in &self.steps {
+            if !step.bytes.begins(&r.b[r.i..]) {
+                break;
+            }
+            let at = r.i;
+            r.i += step.bytes.bytes.len();
+            for &(k, scalar) in &step.keeps {
+                once(&mut f.scalars[k], Some(scalar))?;
+            }
+            if p.copied == step.first {
+                (p.copied, p.copied_to) = (p.copied + step.copies, at + step.copies_len);
+            }
+            let Some(k) = step.read else {
+                (p.read, p.closed) = (self.members.len(), true);
+                break;
+            };
+            let m = &self.members[k];
+            let as_output = f.read(r, m.field)?;
+            p.member(k, as_output && m.as_output, r.i);
+        }
+        Some(())
+    }
+
+    /// Reads on member by member from where the steps stopped, as long as the post keeps the
+    /// first post's keys and order. A value that is not the same as before is read, and is no
+    /// longer taken as the same in later posts.
+    fn read_members(
+        &mut self,
+        r: &mut Reader<'a>,
+        f: &mut Fields<'a>,
+        p: &mut Progress,
+    ) -> Option<()> {
+        let mut changed = false;
+        while let Some(m) = self.members.get_mut(p.read).filter(|_| !p.closed) {
             if !m.before.begins(&r.b[r.i..]) {
                 break;
             }
@@ -354,48 +460,84 @@ fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) 
                     same.as_output
                 }
                 _ => {
-                    m.same = None;
+                    changed |= m.same.take().is_some();
                     f.read(r, m.field)?
                 }
             };
-            read += 1;
-            if as_output && m.as_output && copied + 1 == read {
-                (copied, copied_to) = (read, r.i);
-            }
+            p.member(p.read, as_output && m.as_output, r.i);
         }
+        if changed {
+            self.build_steps(r.b);
+        }
+        Some(())
+    }
+
+    /// The first post's member just read: `field`, its key from `from` and its value from `at`
+    /// to `r.i`; `as_output` if the value is spelled as the output spells it.
+    fn learn(
+        &mut self,
+        r: &Reader<'a>,
+        from: usize,
+        at: usize,
+        field: Field,
+        f: &Fields<'a>,
+        as_output: bool,
+    ) {
+        let k = self.members.len();
+        let before = &r.b[from..at];
+        let same = match field {
+            Field::Scalar(k) => Some(f.scalars[k]),
+            Field::Other => Some(None),
+            Field::LastCommentAt | Field::FileProps => None,
+        };
+        self.members.push(Member {
+            before: Pattern::new(before),
+            from,
+            to: r.i,
+            field,
+            as_output: k < OPENING && field == Field::Scalar(k) && before == SCALARS[k],
+            same: same.map(|scalar| Same {
+                bytes: Pattern::new(&r.b[at..r.i]),
+                scalar,
+                as_output,
+            }),
+        });
+    }
+}
+
+fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) -> Option<()> {
+    let mut f = Fields::default();
+    let start = r.i;
+    let mut p = Progress {
+        read: 0,
+        copied: 0,
+        copied_to: start,
+        closed: false,
+    };
+    let learning = !shape.learned;
+    if !learning {
+        shape.read_steps(r, &mut f, &mut p)?;
+        shape.read_members(r, &mut f, &mut p)?;
     }
     // The rest by name; the first post is the page's shape.
-    let learning = !shape.learned;
     let mut member = |r: &mut Reader<'a>, key: &[u8]| {
         let field = Field::named(key);
-        let (before, at) = (&r.b[r.item_start..r.i], r.i);
+        let (from, at) = (r.item_start, r.i);
         let as_output = f.read(r, field)?;
         if learning {
-            let k = shape.members.len();
-            let same = match field {
-                Field::Scalar(k) => Some(f.scalars[k]),
-                Field::Other => Some(None),
-                _ => None,
-            };
-            shape.members.push(Member {
-                before: Pattern::new(before),
-                field,
-                as_output: k < OPENING && field == Field::Scalar(k) && before == SCALARS[k],
-                same: same.map(|scalar| Same {
-                    bytes: Pattern::new(&r.b[at..r.i]),
-                    scalar,
-                    as_output,
-                }),
-            });
+            shape.learn(r, from, at, field, &f, as_output);
         }
         Some(())
     };
-    if read == 0 {
-        r.object(&mut member)?;
-    } else {
-        r.rest_of_object(true, &mut member)?;
+    match p {
+        Progress { closed: true, .. } => {}
+        Progress { read: 0, .. } => r.object(&mut member)?,
+        _ => r.rest_of_object(true, &mut member)?,
     }
-    shape.learned = true;
+    if learning {
+        (shape.end, shape.learned) = (r.i, true);
+        shape.build_steps(r.b);
+    }
     if !(is_id(f.int(POST_ID), false)
         && is_id(f.int(CHANNEL_ID), false)
         && is_id(f.int(CREATOR_ID), true)
@@ -403,25 +545,32 @@ fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) 
     {
         return None;
     }
-    out.extend_from_slice(&r.b[start..copied_to]);
-    for (k, key) in SCALARS.iter().enumerate().take(OPENING).skip(copied) {
-        if k == MESSAGE {
-            str_member(out, key, f.str(k))?;
-        } else {
-            int_member(out, key, f.int(k));
+    out.extend_from_slice(&r.b[start..p.copied_to]);
+    f.write(out, p.copied)
+}
+
+impl Fields<'_> {
+    /// Writes the post's members after the first `copied`, which are written already.
+    fn write(&self, out: &mut Vec<u8>, copied: usize) -> Option<()> {
+        for (k, key) in SCALARS.iter().enumerate().take(OPENING).skip(copied) {
+            if k == MESSAGE {
+                str_member(out, key, self.str(k))?;
+            } else {
+                int_member(out, key, self.int(k));
+            }
         }
-    }
-    if let Some(Some(at)) = f.last_comment_at {
-        int_member(out, b",\"last_comment_at\":", Some(at));
-    }
-    str_member(out, SCALARS[TYPE], f.str(TYPE))?;
-    if let Some(Some((name, size))) = f.file_props {
-        str_member(out, b",\"file_props\":{\"name\":", name)?;
-        int_member(out, b",\"size\":", size);
+        if let Some(Some(at)) = self.last_comment_at {
+            int_member(out, b",\"last_comment_at\":", Some(at));
+        }
+        str_member(out, SCALARS[TYPE], self.str(TYPE))?;
+        if let Some(Some((name, size))) = self.file_props {
+            str_member(out, b",\"file_props\":{\"name\":", name)?;
+            int_member(out, b",\"size\":", size);
+            out.push(b'}');
+        }
         out.push(b'}');
+        Some(())
     }
-    out.push(b'}');
-    Some(())
 }
 
 /// `key` (with what comes before it), then the number; an absent number is 0, as
