@@ -46,5 +46,6 @@ CONF
   else
     nginx -p "$dir" -c "$dir/nginx.conf" -e stderr 2>"$dir/stderr" &
   fi
+  # shellcheck disable=SC2034  # read by the scripts that source this file
   FAKE_NAS_PID=$!
 }

@@ -5,6 +5,8 @@
 #
 #   bash tests/bench/instructions.sh [BIN ...]              (default: target/release/syno-chat-gateway)
 #   REQUEST_PATH=/api/v1/channels/1/posts?limit=50 bash tests/bench/instructions.sh old new
+#   REQUEST_PATH=... bash tests/bench/instructions.sh target/release/examples/bench_forward BIN
+#       (the bare actix-web + awc forwarder on the same DSM call as the posts page: FORWARD_PATH)
 #   KEEP_DIR=/tmp/cg bash tests/bench/instructions.sh ...  (keeps the callgrind files:
 #                                                           callgrind_annotate KEEP_DIR/<bin>-3000.out)
 #
@@ -21,6 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
 REQUEST_PATH="${REQUEST_PATH:-/api/v1/channels}"
+# What target/release/examples/bench_forward (the bare forwarder) is asked for: the posts page.
+FORWARD_PATH="${FORWARD_PATH:-/webapi/entry.cgi?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0}"
 FEW="${FEW:-1000}"
 MANY="${MANY:-3000}"
 [ $# -gt 0 ] || set -- target/release/syno-chat-gateway
@@ -36,7 +40,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # bin requests -> total instructions of the gateway process
 count() {
-  local bin=$1 requests=$2 tmp nas_port gw_port key nas gw password
+  local bin=$1 requests=$2 tmp nas_port gw_port key nas gw password path headers
   tmp="$(mktemp -d)"; nas_port=$(free_port); gw_port=$(free_port)
   key="instructions-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
   if [ "$UPSTREAM" = simulator ]; then
@@ -46,6 +50,13 @@ count() {
     start_fake_nas "$tmp/nas" "$nas_port" "$(free_port)"; nas=$FAKE_NAS_PID
     password=bench
   fi
+  if [ "$(basename "$bin")" = bench_forward ]; then
+    # The bare forwarder (examples/bench_forward.rs), asked for the DSM call itself.
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" "127.0.0.1:$gw_port" \
+      "http://127.0.0.1:$nas_port" >"$tmp/gw.log" 2>&1 & gw=$!
+    path="$FORWARD_PATH"; headers='{"Cookie": "id=S1", "X-SYNO-TOKEN": "T1"}'
+  else
+  path="$REQUEST_PATH"; headers="{\"Authorization\": \"Bearer $key\"}"
   env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$key" | "$bin" hash-key --stdin)" \
     SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write \
     SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
@@ -54,16 +65,16 @@ count() {
     SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD="$password" \
     SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
-  python3 - "$gw_port" "$requests" "$REQUEST_PATH" "$key" <<'PY'
-import http.client, sys, time
-port, n, path, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+  fi
+  python3 - "$gw_port" "$requests" "$path" "$headers" <<'PY'
+import http.client, json, sys, time
+port, n, path, headers = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 for _ in range(300):  # start-up under valgrind takes a while
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         c.request("GET", "/readyz"); c.getresponse().read(); break
     except OSError:
         time.sleep(0.2)
-headers = {"Authorization": "Bearer " + key}
 for _ in range(n):
     c.request("GET", path, headers=headers)
     r = c.getresponse(); r.read()

@@ -72,7 +72,7 @@ http {
     location / { proxy_pass http://dsm; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
-taskset -c "$SERVER_CPU" nginx -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e stderr 2>"$TMP/proxy.err" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+taskset -c "$SERVER_CPU" nginx -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e stderr 2>"$TMP/proxy.err" & NGINX_PID=$!; PIDS+=("$NGINX_PID")
 
 GW_KEY="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
 case "${GATEWAY_AUTH:-key}" in
@@ -87,7 +87,7 @@ env "${GW_ENV[@]}" SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
 SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL=warn \
-  taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
+  taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=("$GW_PID")
 wait_for "http://127.0.0.1:$GW_PORT/readyz"
 
 GW="http://127.0.0.1:$GW_PORT/api/v1"
@@ -104,9 +104,9 @@ NAS_HEADERS=(-H "Cookie: id=S1" -H "X-SYNO-TOKEN: T1")
 
 # The static answer serves exactly the bytes the gateway answers for the cached list.
 curl -fs "${GW_AUTH[@]}" "$GW/channels" -o "$TMP/channels.json"
-taskset -c "$SERVER_CPU" "$STATIC_BIN" "127.0.0.1:$STATIC_PORT" "$TMP/channels.json" >"$TMP/static.log" 2>&1 & STATIC_PID=$!; PIDS+=($STATIC_PID)
+taskset -c "$SERVER_CPU" "$STATIC_BIN" "127.0.0.1:$STATIC_PORT" "$TMP/channels.json" >"$TMP/static.log" 2>&1 & STATIC_PID=$!; PIDS+=("$STATIC_PID")
 wait_for "http://127.0.0.1:$STATIC_PORT/"
-taskset -c "$SERVER_CPU" "$FORWARD_BIN" "127.0.0.1:$FORWARD_PORT" "http://127.0.0.1:$NAS_PORT" >"$TMP/forward.log" 2>&1 & FORWARD_PID=$!; PIDS+=($FORWARD_PID)
+taskset -c "$SERVER_CPU" "$FORWARD_BIN" "127.0.0.1:$FORWARD_PORT" "http://127.0.0.1:$NAS_PORT" >"$TMP/forward.log" 2>&1 & FORWARD_PID=$!; PIDS+=("$FORWARD_PID")
 FW="http://127.0.0.1:$FORWARD_PORT/webapi/entry.cgi"
 wait_for "$FW?api=SYNO.API.Info&version=1&method=query"
 

@@ -94,6 +94,7 @@ fi
 
 # ---------------------------------------------------------------- lint the test itself + YAML
 run "shellcheck tests/deploy/check_deploy.sh" "$VENV/bin/shellcheck" -x tests/deploy/check_deploy.sh
+run "shellcheck tests/bench/*.sh (make bench)" "$VENV/bin/shellcheck" -x tests/bench/*.sh
 mapfile -t YAMLS < <(find deploy -name '*.yaml' -o -name '*.yml' | sort)
 run "yamllint (${#YAMLS[@]} files)" "$VENV/bin/yamllint" -s -c tests/deploy/yamllint.yaml "${YAMLS[@]}"
 
