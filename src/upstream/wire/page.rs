@@ -170,10 +170,18 @@ struct Shape<'a> {
     /// The members as steps: each matches the bytes up to a value that is read, or up to the
     /// end of the post, taking the values that have stayed the same on the way as read.
     steps: Vec<Step<'a>>,
-    /// Where the first post ends.
+    /// Where the first post begins and ends.
+    start: usize,
     end: usize,
     learned: bool,
+    /// The first post had more than `MAX_SHAPE` members: every post is read by name.
+    too_large: bool,
 }
+
+/// A first post with more members than this does not become the page's shape: DSM's posts have
+/// about fifteen, and a hostile answer must not make the reader keep a member (about 150 bytes)
+/// for every few bytes it sends.
+const MAX_SHAPE: usize = 64;
 
 struct Member<'a> {
     /// What comes before the value: `{"post_id":`, `,"type":`.
@@ -208,7 +216,10 @@ impl<'a> Shape<'a> {
     /// The steps for the members as they are now; `b` holds the first post.
     fn build_steps(&mut self, b: &'a [u8]) {
         self.steps.clear();
-        let mut from = self.members.first().map_or(self.end, |m| m.from);
+        if self.too_large {
+            return;
+        }
+        let mut from = self.start;
         let (mut first, mut copies, mut copies_to) = (0, 0, from);
         let mut keeps = Vec::new();
         for (k, m) in self.members.iter().enumerate() {
@@ -485,6 +496,12 @@ impl<'a> Shape<'a> {
         f: &Fields<'a>,
         as_output: bool,
     ) {
+        if self.members.len() == MAX_SHAPE {
+            (self.too_large, self.members) = (true, Vec::new());
+        }
+        if self.too_large {
+            return;
+        }
         let k = self.members.len();
         let before = &r.b[from..at];
         let same = match field {
@@ -537,7 +554,7 @@ fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) 
         _ => r.rest_of_object(true, &mut member)?,
     }
     if learning {
-        (shape.end, shape.learned) = (r.i, true);
+        (shape.start, shape.end, shape.learned) = (start, r.i, true);
         shape.build_steps(r.b);
     }
     if !(is_id(f.int(POST_ID), false)
@@ -941,6 +958,38 @@ mod tests {
                 bytes[7] = 0xfa;
                 assert_eq!(first(bytes), Some(at as u32), "{c} at {at}, 0xfa at 7");
             }
+        }
+    }
+
+    /// A first post too large to keep as the page's shape, among posts that are not: every post
+    /// is read by name, as the general way reads it.
+    #[test]
+    fn a_first_post_with_very_many_members_is_not_kept_as_the_shape() {
+        let post = |id: u32, extra: usize| {
+            let extra: String = (0..extra).map(|i| format!(",\"x{i}\":[{i}]")).collect();
+            format!(
+                r#"{{"post_id":{id},"channel_id":1,"creator_id":2,"message":"m{id}","create_at":5,"update_at":6,"type":"normal","thread_id":0{extra}}}"#
+            )
+        };
+        for first in [MAX_SHAPE - 8, MAX_SHAPE - 7, MAX_SHAPE, 300] {
+            // The first post again, byte for byte: no step may take it as read.
+            let posts = [
+                post(1, first),
+                post(2, 0),
+                post(3, first),
+                post(1, first),
+                post(4, 0),
+            ];
+            let page = format!(
+                r#"{{"success":true,"data":{{"posts":[{}]}}}}"#,
+                posts.join(",")
+            );
+            let fast = posts_page(page.as_bytes()).expect("the one-pass reader takes the page");
+            assert_eq!(
+                fast,
+                general(page.as_bytes()).unwrap(),
+                "{first} extra members"
+            );
         }
     }
 
