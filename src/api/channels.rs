@@ -18,10 +18,14 @@ use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, UserId, is_name_separator};
 use crate::upstream::UpstreamError;
 
+/// The routes without a path parameter: looked up first (see `api::routes`).
+pub fn collection_routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_channels).service(create_channel);
+}
+
+/// The routes of one channel.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_channels)
-        .service(get_channel)
-        .service(create_channel)
+    cfg.service(get_channel)
         .service(close_channel)
         .service(archive_channel)
         .service(invite_members)
