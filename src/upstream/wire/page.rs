@@ -461,8 +461,11 @@ impl<'a> Shape<'a> {
         f: &mut Fields<'a>,
         p: &mut Progress,
     ) -> Option<()> {
+        if p.closed {
+            return Some(());
+        }
         let mut changed = false;
-        while let Some(m) = self.members.get_mut(p.read).filter(|_| !p.closed) {
+        while let Some(m) = self.members.get_mut(p.read) {
             if !m.before.begins(&r.b[r.i..]) {
                 break;
             }
