@@ -170,6 +170,9 @@ struct Shape<'a> {
     /// The members as steps: each matches the bytes up to a value that is read, or up to the
     /// end of the post, taking the values that have stayed the same on the way as read.
     steps: Vec<Step<'a>>,
+    /// The values the steps take as read, each step's in a range of its own (one buffer for
+    /// them all: no allocation per step).
+    kept: Vec<(usize, Scalar<'a>)>,
     /// Where the first post begins and ends.
     start: usize,
     end: usize,
@@ -204,8 +207,9 @@ struct Step<'a> {
     bytes: Pattern<'a>,
     first: usize,
     read: Option<usize>,
-    /// The values of the scalar members before `read`, the same in every post so far.
-    keeps: Vec<(usize, Scalar<'a>)>,
+    /// The values of the scalar members before `read`, the same in every post so far: a range
+    /// of [`Shape::kept`].
+    keeps: std::ops::Range<usize>,
     /// How many of the members before `read` lead the step spelled as the output spells them,
     /// and how many bytes they take.
     copies: usize,
@@ -216,16 +220,20 @@ impl<'a> Shape<'a> {
     /// The steps for the members as they are now; `b` holds the first post.
     fn build_steps(&mut self, b: &'a [u8]) {
         self.steps.clear();
+        self.kept.clear();
         if self.too_large {
             return;
         }
+        self.steps.reserve(self.members.len() + 1);
+        self.kept.reserve(self.members.len());
         let mut from = self.start;
         let (mut first, mut copies, mut copies_to) = (0, 0, from);
-        let mut keeps = Vec::new();
+        let mut keeps = 0..0;
         for (k, m) in self.members.iter().enumerate() {
             if let Some(same) = m.same {
                 if let (Field::Scalar(field), Some(scalar)) = (m.field, same.scalar) {
-                    keeps.push((field, scalar));
+                    self.kept.push((field, scalar));
+                    keeps.end = self.kept.len();
                 }
                 if copies == k - first && m.as_output && same.as_output {
                     (copies, copies_to) = (copies + 1, m.to);
@@ -234,7 +242,7 @@ impl<'a> Shape<'a> {
             }
             let bytes = Pattern::new(&b[from..m.from + m.before.bytes.len()]);
             let copies_len = copies_to - from;
-            let keeps = std::mem::take(&mut keeps);
+            let keeps = std::mem::replace(&mut keeps, self.kept.len()..self.kept.len());
             self.steps.push(Step {
                 bytes,
                 first,
@@ -435,7 +443,7 @@ impl<'a> Shape<'a> {
             }
             let at = r.i;
             r.i += step.bytes.bytes.len();
-            for &(k, scalar) in &step.keeps {
+            for &(k, scalar) in &self.kept[step.keeps.clone()] {
                 once(&mut f.scalars[k], Some(scalar))?;
             }
             if p.copied == step.first {
@@ -506,6 +514,10 @@ impl<'a> Shape<'a> {
             return;
         }
         let k = self.members.len();
+        if k == 0 {
+            // DSM's posts have about fifteen members: one allocation, not four.
+            self.members.reserve(16);
+        }
         let before = &r.b[from..at];
         let same = match field {
             Field::Scalar(k) => Some(f.scalars[k]),
