@@ -228,12 +228,12 @@ impl<'a> Shape<'a> {
         self.kept.reserve(self.members.len());
         let mut from = self.start;
         let (mut first, mut copies, mut copies_to) = (0, 0, from);
-        let mut keeps = 0..0;
+        // Where the step being built begins in `kept`.
+        let mut kept_from = 0;
         for (k, m) in self.members.iter().enumerate() {
             if let Some(same) = m.same {
                 if let (Field::Scalar(field), Some(scalar)) = (m.field, same.scalar) {
                     self.kept.push((field, scalar));
-                    keeps.end = self.kept.len();
                 }
                 if copies == k - first && m.as_output && same.as_output {
                     (copies, copies_to) = (copies + 1, m.to);
@@ -242,16 +242,16 @@ impl<'a> Shape<'a> {
             }
             let bytes = Pattern::new(&b[from..m.from + m.before.bytes.len()]);
             let copies_len = copies_to - from;
-            let keeps = std::mem::replace(&mut keeps, self.kept.len()..self.kept.len());
             self.steps.push(Step {
                 bytes,
                 first,
                 read: Some(k),
-                keeps,
+                keeps: kept_from..self.kept.len(),
                 copies,
                 copies_len,
             });
             (from, first, copies, copies_to) = (m.to, k + 1, 0, m.to);
+            kept_from = self.kept.len();
         }
         let bytes = Pattern::new(&b[from..self.end]);
         let copies_len = copies_to - from;
@@ -259,7 +259,7 @@ impl<'a> Shape<'a> {
             bytes,
             first,
             read: None,
-            keeps,
+            keeps: kept_from..self.kept.len(),
             copies,
             copies_len,
         });
