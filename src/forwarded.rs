@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use actix_web::dev::ServiceRequest;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest};
 use ipnet::IpNet;
 
@@ -34,9 +34,9 @@ impl TrustedProxies {
 #[derive(Clone, Debug)]
 pub struct PublicOrigin {
     /// `http` or `https`.
-    pub scheme: String,
+    pub scheme: &'static str,
     /// Host (and port) the caller used.
-    pub host: String,
+    pub host: Host,
     /// Path prefix the proxy removed (`/chat`), or empty.
     pub prefix: String,
     /// The caller's address: behind trusted proxies, the rightmost `X-Forwarded-For` (or
@@ -61,12 +61,15 @@ impl PublicOrigin {
         let forwarded = parse_forwarded(headers, proxies);
         let scheme = header(headers, "x-forwarded-proto")
             .or(forwarded.proto)
-            .map(|s| s.to_ascii_lowercase())
-            .filter(|s| s == "http" || s == "https")
+            .and_then(|s| {
+                ["http", "https"]
+                    .into_iter()
+                    .find(|known| s.eq_ignore_ascii_case(known))
+            })
             .unwrap_or(direct.scheme);
         let host = header(headers, "x-forwarded-host")
             .or(forwarded.host)
-            .filter(|h| is_valid_host(h))
+            .and_then(|h| Host::new(&h))
             .unwrap_or(direct.host);
         let prefix = header(headers, "x-forwarded-prefix")
             .map_or_else(String::new, |p| normalize_prefix(&p));
@@ -92,13 +95,14 @@ impl PublicOrigin {
     fn direct(req: &HttpRequest) -> Self {
         let config = req.app_config();
         Self {
-            scheme: if config.secure() { "https" } else { "http" }.to_owned(),
+            scheme: if config.secure() { "https" } else { "http" },
             host: req
                 .headers()
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| is_valid_host(h))
-                .map_or_else(|| config.host().to_owned(), str::to_owned),
+                .get(actix_web::http::header::HOST)
+                .and_then(Host::of_header)
+                // As configured (actix's `server_hostname`, by default `localhost:8080`).
+                .or_else(|| HeaderValue::from_str(config.host()).ok().map(Host))
+                .unwrap_or_else(|| Host(HeaderValue::from_static("localhost"))),
             prefix: String::new(),
             client_ip: req.peer_addr().map(|a| a.ip()),
         }
@@ -156,6 +160,47 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     let value = headers.get(name)?.to_str().ok()?;
     let first = value.split(',').next()?.trim();
     (!first.is_empty()).then(|| first.to_owned())
+}
+
+/// The host (and port) a caller used, checked ([`is_valid_host`]). Kept as the header value it
+/// came in, so the request's own `Host` is shared, not copied, on every request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Host(HeaderValue);
+
+impl Host {
+    pub fn new(host: &str) -> Option<Self> {
+        is_valid_host(host)
+            .then(|| HeaderValue::from_str(host).ok().map(Self))
+            .flatten()
+    }
+
+    fn of_header(value: &HeaderValue) -> Option<Self> {
+        is_valid_host(value.to_str().ok()?).then(|| Self(value.clone()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // A header value made from a `&str` or checked by `is_valid_host`: visible ASCII.
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Host {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<&str> for Host {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A host header value: letters, digits, dots, dashes, brackets and colons only.

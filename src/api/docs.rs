@@ -190,8 +190,8 @@ mod tests {
             doc.len
         );
         let origin = PublicOrigin {
-            scheme: "https".to_owned(),
-            host: "chat.example.com".to_owned(),
+            scheme: "https",
+            host: crate::forwarded::Host::new("chat.example.com").unwrap(),
             prefix: "/gw".to_owned(),
             client_ip: None,
         };

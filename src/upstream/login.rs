@@ -192,11 +192,11 @@ impl DsmClient {
     ) -> Result<LoginOutcome> {
         let data = self.login(otp_code, request_device_token).await?;
         let device_id = data.device_id.clone().or(data.did.clone());
-        let session = Session {
-            sid: SecretString::from(data.sid),
-            synotoken: data.synotoken.map(SecretString::from),
-            generation: 0,
-        };
+        let session = Session::new(
+            SecretString::from(data.sid),
+            data.synotoken.map(SecretString::from),
+            0,
+        );
         if let Err(error) = self.end_session(&session).await {
             tracing::warn!(%error, "logout after enrolment failed");
         }

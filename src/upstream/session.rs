@@ -6,7 +6,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use actix_http::header::{HeaderValue, InvalidHeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::backoff::Backoff;
 use super::error::{Result, UpstreamError};
@@ -20,8 +21,49 @@ const SESSION_CHECK_TTL: Duration = Duration::from_secs(30);
 /// A logged-in session. `generation` tells apart a session that failed from its successor.
 pub struct Session {
     pub sid: SecretString,
-    pub synotoken: Option<SecretString>,
     pub generation: u64,
+    /// The headers every call with this session carries, made once per login rather than per
+    /// call (each was a `format!` and a header parse), and marked sensitive.
+    pub(super) headers: SessionHeaders,
+}
+
+pub(super) struct SessionHeaders {
+    /// `id=<sid>`: the sid travels in the `id` cookie (PROTOCOL.md [S2]); `None` for a sid
+    /// that cannot be a cookie, which goes in the form body instead.
+    pub(super) cookie: Option<HeaderValue>,
+    /// `X-SYNO-TOKEN`, when DSM gave a SynoToken; `Err` for one that cannot be a header value.
+    pub(super) synotoken: Option<std::result::Result<HeaderValue, InvalidHeaderValue>>,
+}
+
+impl Session {
+    pub fn new(sid: SecretString, synotoken: Option<SecretString>, generation: u64) -> Self {
+        let sensitive = |mut value: HeaderValue| {
+            value.set_sensitive(true);
+            value
+        };
+        let cookie = Some(sid.expose_secret())
+            .filter(|sid| is_cookie_safe(sid))
+            .and_then(|sid| HeaderValue::try_from(format!("id={sid}")).ok())
+            .map(sensitive);
+        let token = synotoken
+            .as_ref()
+            .map(|token| HeaderValue::from_str(token.expose_secret()).map(sensitive));
+        Self {
+            sid,
+            generation,
+            headers: SessionHeaders {
+                cookie,
+                synotoken: token,
+            },
+        }
+    }
+}
+
+/// A sid fit for a cookie value: visible ASCII without `"`, `,`, `;` or `\`.
+fn is_cookie_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
 }
 
 impl std::fmt::Debug for Session {
@@ -129,11 +171,7 @@ impl SharedSession {
             Ok((sid, synotoken)) => {
                 state.generation += 1;
                 state.backoff.succeeded();
-                let session = Arc::new(Session {
-                    sid,
-                    synotoken,
-                    generation: state.generation,
-                });
+                let session = Arc::new(Session::new(sid, synotoken, state.generation));
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
                 Ok(session)
             }
@@ -158,6 +196,25 @@ impl SharedSession {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_session_makes_its_headers_once_and_odd_sids_stay_out_of_cookies() {
+        let session = |sid: &str, token: Option<&str>| {
+            Session::new(sid.into(), token.map(SecretString::from), 1).headers
+        };
+        let headers = session("0aB-_.x", Some("tok3n"));
+        let cookie = headers.cookie.unwrap();
+        assert_eq!(cookie, "id=0aB-_.x");
+        assert!(cookie.is_sensitive());
+        let token = headers.synotoken.unwrap().unwrap();
+        assert_eq!(token, "tok3n");
+        assert!(token.is_sensitive());
+        for odd in ["a;b", "a b", "a\"b", "a,b", "a\\b", "sid\u{e9}"] {
+            assert!(session(odd, None).cookie.is_none(), "{odd}");
+        }
+        assert!(session("s", None).synotoken.is_none());
+        assert!(session("s", Some("bad\ntoken")).synotoken.unwrap().is_err());
+    }
 
     #[actix_web::test]
     async fn concurrent_callers_share_one_login_and_failures_back_off() {

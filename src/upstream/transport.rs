@@ -16,6 +16,9 @@ use super::error::{ApiFamily, Result, UpstreamError};
 use super::ops::{Op, Verb};
 use super::session::Session;
 
+/// DSM's CSRF header, sent with a session that has a SynoToken.
+const SYNO_TOKEN: header::HeaderName = header::HeaderName::from_static("x-syno-token");
+
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -93,12 +96,6 @@ impl Upload {
     }
 }
 
-fn is_cookie_safe(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
-}
-
 fn classify_send_error(error: &SendRequestError) -> UpstreamError {
     // The awc error's own text can contain the request URL (and so `_sid`): never keep it.
     match error {
@@ -163,10 +160,10 @@ impl DsmClient {
         // `_sid` in the body. A sid that cannot be a cookie goes in the body: such a read is
         // sent as a POST form instead of a GET (DSM accepts both, PROTOCOL.md [T2]).
         let (session_sid, sid_cookie) = match credential {
-            Credential::Session(session) => {
-                let sid = session.sid.expose_secret();
-                (Some(sid), is_cookie_safe(sid).then_some(sid))
-            }
+            Credential::Session(session) => (
+                Some(session.sid.expose_secret()),
+                session.headers.cookie.as_ref(),
+            ),
             _ => None.unzip(),
         };
         let verb = match (op.verb, session_sid, sid_cookie) {
@@ -177,29 +174,42 @@ impl DsmClient {
             Credential::Token(token) => control.push(("token", token)),
             Credential::Session(_) | Credential::Anonymous => {}
         }
-        let url = format!("{}{}", self.up.webapi_base, endpoint.path);
-        let body_sid: Vec<(&str, &str)> =
-            session_sid.map(|sid| ("_sid", sid)).into_iter().collect();
-        let (query, form) = match (verb, upload) {
-            (Verb::Get, _) => (url_encoded(&[&control, params]), None),
-            (Verb::Post, Some(_)) => (url_encoded(&[&control]), None),
+        let body_sid: &[(&str, &str)] = match session_sid {
+            Some(sid) => &[("_sid", sid)],
+            None => &[],
+        };
+        // The URL, with its query, is written in one allocation.
+        let url = [&*self.up.webapi_base, &endpoint.path];
+        let (mut request, form) = match (verb, upload) {
+            (Verb::Get, _) => (
+                self.http.get(url_encoded(
+                    &[&url[..], &["?"]].concat(),
+                    &[&control, params],
+                )),
+                None,
+            ),
+            (Verb::Post, Some(_)) => (
+                self.http
+                    .post(url_encoded(&[&url[..], &["?"]].concat(), &[&control])),
+                None,
+            ),
             (Verb::Post, None) => (
-                String::new(),
-                Some(url_encoded(&[&control, &body_sid, params])),
+                self.http.post(url.concat()),
+                Some(url_encoded(&[], &[&control, body_sid, params])),
             ),
         };
-        let mut request = match verb {
-            Verb::Get => self.http.get(format!("{url}?{query}")),
-            Verb::Post if query.is_empty() => self.http.post(url),
-            Verb::Post => self.http.post(format!("{url}?{query}")),
-        };
         if let Credential::Session(session) = credential
-            && let Some(token) = &session.synotoken
+            && let Some(token) = &session.headers.synotoken
         {
-            request = request.insert_header(("X-SYNO-TOKEN", token.expose_secret()));
+            let token = token.as_ref().map_err(|_| {
+                UpstreamError::InvalidResponse(
+                    "DSM gave a SynoToken that is not a header value".into(),
+                )
+            })?;
+            request = request.insert_header((SYNO_TOKEN, token.clone()));
         }
-        if let Some(sid) = sid_cookie {
-            request = request.insert_header((header::COOKIE, format!("id={sid}")));
+        if let Some(cookie) = sid_cookie {
+            request = request.insert_header((header::COOKIE, cookie.clone()));
         }
         let sent = match (form, upload) {
             (Some(form), _) => {
@@ -212,7 +222,7 @@ impl DsmClient {
                 // Without a cookie, the sid goes in the multipart fields, not the URL.
                 let fields = match sid_cookie {
                     Some(_) => params.to_vec(),
-                    None => [body_sid.as_slice(), params].concat(),
+                    None => [body_sid, params].concat(),
                 };
                 let (content_type, chunks) = upload.encode(&fields);
                 let length = chunks.iter().map(|c| c.len() as u64).sum();
@@ -400,16 +410,21 @@ impl DsmClient {
     }
 }
 
-/// `application/x-www-form-urlencoded` text of the fields, written into one allocation sized
-/// for them up front (the encoding is serde_urlencoded's, which uses the same encoder).
-fn url_encoded(groups: &[&[(&str, &str)]]) -> String {
+/// The pieces of `prefix`, then the `application/x-www-form-urlencoded` text of the fields,
+/// written into one allocation sized for them up front (the encoding is serde_urlencoded's,
+/// which uses the same encoder).
+fn url_encoded(prefix: &[&str], groups: &[&[(&str, &str)]]) -> String {
     let fields = groups.iter().flat_map(|group| group.iter());
     // Names are plain; values grow by a third when about one byte in six needs escaping.
-    let capacity = fields
-        .clone()
-        .map(|(name, value)| name.len() + value.len() + value.len() / 3 + 2)
-        .sum();
-    form_urlencoded::Serializer::new(String::with_capacity(capacity))
+    let capacity = prefix.iter().map(|piece| piece.len()).sum::<usize>()
+        + fields
+            .clone()
+            .map(|(name, value)| name.len() + value.len() + value.len() / 3 + 2)
+            .sum::<usize>();
+    let mut text = String::with_capacity(capacity);
+    prefix.iter().for_each(|piece| text.push_str(piece));
+    let start = text.len();
+    form_urlencoded::Serializer::for_suffix(text, start)
         .extend_pairs(fields)
         .finish()
 }
@@ -534,14 +549,12 @@ mod tests {
         let control = [("api", "SYNO.Chat.Post"), ("method", "create")];
         let params = [("message", "100% & green + \"ü\"\n"), ("type", "normal")];
         let expected = serde_urlencoded::to_string([control.as_slice(), &params].concat()).unwrap();
-        assert_eq!(url_encoded(&[&control, &params]), expected);
-        assert_eq!(url_encoded(&[]), "");
-    }
-
-    #[test]
-    fn odd_sids_are_not_put_in_cookies() {
-        assert!(is_cookie_safe("0aB-_.x"));
-        assert!(!is_cookie_safe("a;b"));
-        assert!(!is_cookie_safe("a b"));
+        assert_eq!(url_encoded(&[], &[&control, &params]), expected);
+        assert_eq!(url_encoded(&[], &[]), "");
+        let url = url_encoded(
+            &["http://nas/webapi/", "entry.cgi", "?"],
+            &[&control, &params],
+        );
+        assert_eq!(url, format!("http://nas/webapi/entry.cgi?{expected}"));
     }
 }
