@@ -179,22 +179,12 @@ impl DsmClient {
             None => &[],
         };
         // The URL, with its query, is written in one allocation.
-        let url = [&*self.up.webapi_base, &endpoint.path];
+        let url = [&*self.up.webapi_base, &endpoint.path, "?"];
         let (mut request, form) = match (verb, upload) {
-            (Verb::Get, _) => (
-                self.http.get(url_encoded(
-                    &[&url[..], &["?"]].concat(),
-                    &[&control, params],
-                )),
-                None,
-            ),
-            (Verb::Post, Some(_)) => (
-                self.http
-                    .post(url_encoded(&[&url[..], &["?"]].concat(), &[&control])),
-                None,
-            ),
+            (Verb::Get, _) => (self.http.get(url_encoded(&url, &[&control, params])), None),
+            (Verb::Post, Some(_)) => (self.http.post(url_encoded(&url, &[&control])), None),
             (Verb::Post, None) => (
-                self.http.post(url.concat()),
+                self.http.post(url[..2].concat()),
                 Some(url_encoded(&[], &[&control, body_sid, params])),
             ),
         };
