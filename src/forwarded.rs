@@ -164,14 +164,15 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The host (and port) a caller used, checked ([`is_valid_host`]). Kept as the header value it
 /// came in, so the request's own `Host` is shared, not copied, on every request.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Host(HeaderValue);
 
 impl Host {
     pub fn new(host: &str) -> Option<Self> {
-        is_valid_host(host)
-            .then(|| HeaderValue::from_str(host).ok().map(Self))
-            .flatten()
+        if !is_valid_host(host) {
+            return None;
+        }
+        HeaderValue::from_str(host).ok().map(Self)
     }
 
     fn of_header(value: &HeaderValue) -> Option<Self> {
@@ -188,12 +189,6 @@ impl std::ops::Deref for Host {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
-    }
-}
-
-impl PartialEq<&str> for Host {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
