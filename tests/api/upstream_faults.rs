@@ -13,7 +13,26 @@ async fn app_with_short_timeout() -> TestApp {
     let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = TIMEOUT_MS).await;
     let first = app.get("/api/v1/channels/1/posts").await;
     assert_eq!(first.status, 200, "{}", first.body);
+    warm_up_finished(&app).await;
     app
+}
+
+/// Waits for the start-up warm-up (spawned at start: the login, then its own API.Info query),
+/// after a first call has made its own query. On a loaded machine the warm-up's query can still
+/// be on its way, and would then land among the calls a test counts or stalls.
+async fn warm_up_finished(app: &TestApp) {
+    let info_queries = || {
+        let calls = app.sim.requests();
+        calls
+            .iter()
+            .filter(|r| r.api.as_deref() == Some("SYNO.API.Info"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info_queries() < 2 {
+        assert!(Instant::now() < deadline, "no start-up API.Info query");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `path` until it answers 200 (a back-off may have to pass first).
@@ -252,21 +271,8 @@ async fn the_sid_never_appears_in_a_url() {
 async fn readiness_probes_never_call_dsm() {
     let app = spawn_app_with(SimConfig::default(), |_| {}).await;
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
-    // The start-up warm-up (spawned at start: the login, then its own API.Info query) can
-    // still be on its way on a loaded machine, and its query then landed among the probes:
-    // wait for it, so that only the probes are measured.
-    let info_queries = || {
-        let calls = app.sim.requests();
-        calls
-            .iter()
-            .filter(|r| r.api.as_deref() == Some("SYNO.API.Info"))
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while info_queries() < 2 {
-        assert!(Instant::now() < deadline, "no start-up API.Info query");
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Only the probes are measured.
+    warm_up_finished(&app).await;
     let before = app.sim.requests().len();
     let answers = join_all((0..100).map(|_| app.call("GET", "/readyz", None, None))).await;
     assert!(answers.iter().all(|a| a.status == 200));
@@ -281,6 +287,7 @@ async fn the_health_view_needs_a_key_and_checks_dsm_once_per_period() {
     app.call("GET", "/api/v1/health", None, None)
         .await
         .assert_problem(401, "unauthorized");
+    warm_up_finished(&app).await;
     let infos = app.sim.count("SYNO.API.Info", "query");
     let answers = join_all((0..50).map(|_| app.get("/api/v1/health"))).await;
     for answer in &answers {
