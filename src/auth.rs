@@ -43,15 +43,13 @@ pub struct ApiKeys {
 
 /// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
 pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // The scheme's name is case-insensitive (RFC 9110, section 11.1).
+    let (scheme, token) = value.split_at_checked("Bearer ".len())?;
+    if !scheme.eq_ignore_ascii_case("Bearer ") {
+        return None;
+    }
+    Some(token.trim_ascii()).filter(|token| !token.is_empty())
 }
 
 /// Hex SHA-256 of a key, as configured in `auth.keys.<name>.hash`.
@@ -265,6 +263,30 @@ mod tests {
             keys.authorize(&invalid, Scope::Read).unwrap_err().code(),
             ProblemCode::Unauthorized
         );
+    }
+
+    #[test]
+    fn a_bearer_token_is_the_trimmed_visible_ascii_after_the_scheme() {
+        let token = |value: &[u8]| {
+            let mut headers = header::HeaderMap::new();
+            let value = header::HeaderValue::from_bytes(value).unwrap();
+            headers.insert(header::AUTHORIZATION, value);
+            bearer_token(&headers).map(str::to_owned)
+        };
+        assert_eq!(token(b"Bearer r-key").as_deref(), Some("r-key"));
+        assert_eq!(token(b"bearer \t r-key  ").as_deref(), Some("r-key"));
+        assert_eq!(token(b"BEARER r-key").as_deref(), Some("r-key"));
+        assert_eq!(token(b"Bearer a key").as_deref(), Some("a key"));
+        for refused in [
+            &b"Basic r-key"[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Bearerr-key",
+            "Bearer clé".as_bytes(),
+        ] {
+            assert_eq!(token(refused), None, "{}", String::from_utf8_lossy(refused));
+        }
+        assert_eq!(bearer_token(&header::HeaderMap::new()), None);
     }
 
     #[test]

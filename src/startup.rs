@@ -379,14 +379,17 @@ impl Application {
                     .app_data(idempotency.clone())
                     .app_data(events_data.clone())
                     .configure(api::extractor_configs)
-                    .configure(|cfg| api::docs_routes(cfg, persist_authorization))
-                    .configure(|cfg| {
-                        if metrics_on_api {
-                            cfg.route("/metrics", web::get().to(api::health::metrics));
-                        }
-                    })
                 })
                 .configure(api::routes)
+                // After the API's routes: actix tries the patterns in order (`api::routes`).
+                .map(|app| {
+                    app.configure(|cfg| api::docs_routes(cfg, persist_authorization))
+                        .configure(|cfg| {
+                            if metrics_on_api {
+                                cfg.route("/metrics", web::get().to(api::health::metrics));
+                            }
+                        })
+                })
                 .split_for_parts();
             app.default_service(web::to(api::fallback))
         })

@@ -288,6 +288,8 @@ pub enum BodyProblems {
 
 /// Registers every documented route.
 pub fn routes(cfg: &mut ServiceConfig) {
+    // The order is the OpenAPI document's, and the order in which actix tries the patterns
+    // (the docs and `/metrics` come after these, see `startup`).
     cfg.service(health::healthz)
         .service(health::readyz)
         // Scopes: their prefix is a plain string test, where each route's own pattern is a
