@@ -58,9 +58,9 @@ impl BrowserGuard {
     /// With `server.public_url`, only its host (and port); without it, while keys are not
     /// required, only addresses and `localhost` (a rebound DNS name is neither); else any.
     fn host_allowed(&self, host: &str) -> bool {
-        let (name, port) = split_host(host);
         match &self.public_url {
             Some(url) => {
+                let (name, port) = split_host(host);
                 // Without a port the caller used the public URL's default one (behind a proxy
                 // the scheme the gateway sees may differ from the caller's).
                 url.host_str()
@@ -68,7 +68,7 @@ impl BrowserGuard {
                     && port.is_none_or(|p| Some(p) == url.port_or_known_default())
             }
             None if self.open => {
-                let name = name.trim_end_matches('.');
+                let name = split_host(host).0.trim_end_matches('.');
                 let tail = name.len().saturating_sub(".localhost".len());
                 name.parse::<IpAddr>().is_ok()
                     || name.eq_ignore_ascii_case("localhost")

@@ -169,19 +169,20 @@ pub struct Host(HeaderValue);
 
 impl Host {
     pub fn new(host: &str) -> Option<Self> {
-        if !is_valid_host(host) {
+        if !is_valid_host(host.as_bytes()) {
             return None;
         }
         HeaderValue::from_str(host).ok().map(Self)
     }
 
     fn of_header(value: &HeaderValue) -> Option<Self> {
-        is_valid_host(value.to_str().ok()?).then(|| Self(value.clone()))
+        is_valid_host(value.as_bytes()).then(|| Self(value.clone()))
     }
 
     pub fn as_str(&self) -> &str {
-        // A header value made from a `&str` or checked by `is_valid_host`: visible ASCII.
-        self.0.to_str().unwrap_or_default()
+        // Checked by `is_valid_host`: ASCII, so UTF-8 (and std's check of ASCII goes a word at a
+        // time, where `HeaderValue::to_str` checks each byte again).
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -199,12 +200,12 @@ impl std::fmt::Display for Host {
 }
 
 /// A host header value: letters, digits, dots, dashes, brackets and colons only.
-fn is_valid_host(host: &str) -> bool {
+fn is_valid_host(host: &[u8]) -> bool {
     !host.is_empty()
         && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        && host.iter().all(|b| {
+            matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 /// `/chat/` → `/chat`; anything that is not a clean absolute path → no prefix.

@@ -48,7 +48,7 @@ pub async fn front_door(
     let info = RequestInfo {
         id,
         // As the caller sees it: behind a proxy the path carries the public prefix.
-        path: format!("{}{}", origin.prefix, path),
+        path: [origin.prefix.as_str(), &path].concat(),
     };
     let refusal = req
         .app_data::<web::Data<BrowserGuard>>()
