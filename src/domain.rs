@@ -680,8 +680,10 @@ pub struct Chatbot {
     "token": "Zq3vW8yTn0bR5kLm2XcA7dEf9GhJ4iKo1PsU6VwYz8aBcDeFgHiJkLmNoPqRsTuV"}))]
 pub struct CreatedIntegration {
     pub user_id: UserId,
-    /// Store it now: the gateway never shows it again. Before Chat accepts it, the integration
-    /// needs a nickname (`PUT /integrations/bots/{user_id}`) and must be enabled in Chat.
+    /// Store it now: the gateway never shows it again. An incoming webhook's token is ready to
+    /// send with: the gateway has given its bot the webhook's name as nickname and enabled it.
+    /// Other integrations need a nickname (`PUT /integrations/bots/{user_id}`) before Chat
+    /// accepts their tokens.
     pub token: String,
 }
 

@@ -169,8 +169,13 @@ fn address_key(ip: IpAddr) -> IpAddr {
 /// Liveness and readiness probes are never limited: a throttled probe restarts the pod.
 /// Hooks are not either: their senders drop a notification on any 4xx (a 429 included), so a
 /// burst is stored and paced by the outbox instead; a wrong secret costs one hash and a 404.
+/// Nor are Chat's calls to `/inbound/`: the NAS is one address whose bucket its other calls
+/// may share, and whether Chat retries a refused call is not known, so a 429 could lose the
+/// event; a wrong token costs one comparison and a 403.
 fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || path.starts_with("/hooks/")
+    matches!(path, "/healthz" | "/readyz")
+        || path.starts_with("/hooks/")
+        || path.starts_with("/inbound/")
 }
 
 /// A request the limits refused, with what the 429 tells.

@@ -52,6 +52,7 @@ const BUILTIN_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.BuiltIn", "list", 1..=2, 
 const BROADCAST_WEBHOOK_LIST: Op = op("SYNO.Chat.Webhook.Broadcast", "list", 1..=1, Verb::Get);
 const BOT_SET: Op = op("SYNO.Chat.Bot", "set", 1..=1, Verb::Post).text(&["nickname"]);
 const BOT_DELETE: Op = op("SYNO.Chat.Bot", "delete", 1..=1, Verb::Post);
+const BOT_ENABLE: Op = op("SYNO.Chat.Bot", "enable", 1..=1, Verb::Post);
 const CHATBOT_LIST: Op = op("SYNO.Chat.Chatbot", "list", 1..=1, Verb::Get);
 const CHATBOT_SET: Op =
     op("SYNO.Chat.Chatbot", "set", 1..=1, Verb::Post).text(&["url", "purpose", "welcome_note"]);
@@ -202,10 +203,32 @@ impl DsmClient {
             }
         }
         let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.fetch_converted(&ops.create, &params, |body| {
-            decode_data(body, WireCreatedIntegration::into_created)
-        })
-        .await
+        let created = self
+            .fetch_converted(&ops.create, &params, |body| {
+                decode_data(body, WireCreatedIntegration::into_created)
+            })
+            .await?;
+        if let NewWebhook::Incoming { name, .. } = new {
+            // External refuses an incoming webhook's token until its bot has a nickname and is
+            // enabled (PROTOCOL.md §6.1, item 3); a token nobody can use is not left behind.
+            if let Err(error) = self.make_sendable(created.user_id, name).await {
+                if let Err(cleanup) = self.delete_webhook(new.kind(), created.user_id).await {
+                    tracing::warn!(user_id = %created.user_id, error = %cleanup,
+                        "an incoming webhook that could not be enabled was not deleted");
+                }
+                return Err(error);
+            }
+        }
+        Ok(created)
+    }
+
+    /// Names an incoming webhook's bot and enables it.
+    async fn make_sendable(&self, user_id: UserId, nickname: &str) -> Result<()> {
+        self.set_bot_nickname(user_id, nickname).await?;
+        let user_id = user_id.to_string();
+        self.call::<serde::de::IgnoredAny>(&BOT_ENABLE, &[("user_id", &user_id)])
+            .await
+            .map(drop)
     }
 
     pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<()> {

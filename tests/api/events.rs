@@ -210,6 +210,29 @@ async fn the_same_post_twice_is_stored_once() {
 }
 
 #[actix_web::test]
+async fn a_burst_from_chat_is_not_rate_limited() {
+    // The NAS is one client address; a burst larger than that address's bucket is all stored.
+    let (app, token) = app_with_inbounds(|s| {
+        s.rate_limit.ip_burst = 2;
+        s.rate_limit.ip_per_minute = 6;
+    })
+    .await;
+    for post_id in 1..=6 {
+        let body = format!("token={token}&channel_id=2&user_id=3&post_id={post_id}&text=hi");
+        let (status, answer) = post_form(&app, "/inbound/ops", body).await;
+        assert_eq!(status, 200, "post {post_id}: {answer}");
+    }
+    assert_eq!(stored(&app).await.len(), 6);
+    // The address's bucket still limits everything else.
+    for _ in 0..2 {
+        app.call("GET", "/openapi.json", None, None).await;
+    }
+    app.call("GET", "/openapi.json", None, None)
+        .await
+        .assert_problem(429, "rate_limited");
+}
+
+#[actix_web::test]
 async fn probes_get_an_empty_200_and_bad_fields_a_400() {
     let (app, token) = app_with_inbounds(|_| {}).await;
     for method in ["GET", "HEAD"] {

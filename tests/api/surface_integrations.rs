@@ -111,6 +111,17 @@ async fn webhook_kinds_are_created_listed_and_deleted() {
         let token = created.body["token"].as_str().unwrap();
         assert_eq!(token.len(), 64);
         let id = created.body["user_id"].as_u64().unwrap();
+        if resource == "incoming-webhooks" {
+            // Ready to send with: its bot is named after the webhook and enabled (the simulator,
+            // like DSM, refuses a token whose bot has no nickname or is disabled).
+            let set = last_params(&app, "SYNO.Chat.Bot", "set");
+            assert_eq!(param(&set, "nickname"), Some("ci"));
+            assert_eq!(param(&set, "user_id"), Some(&*id.to_string()));
+            let enable = last_params(&app, "SYNO.Chat.Bot", "enable");
+            assert_eq!(param(&enable, "user_id"), Some(&*id.to_string()));
+            let sent = send_with_header(&app, Some(token), json!({"text": "first"})).await;
+            assert_eq!(sent.status, 200, "{}", sent.body);
+        }
 
         let list = admin(&app, "GET", &path, None).await;
         assert_eq!(list.status, 200, "{}", list.body);
@@ -135,6 +146,27 @@ async fn webhook_kinds_are_created_listed_and_deleted() {
     let slash = last_params(&app, "SYNO.Chat.Webhook.Slash", "create");
     assert_eq!(param(&slash, "command"), Some("deploy"));
     assert_eq!(param(&slash, "channel_id"), None);
+}
+
+#[actix_web::test]
+async fn an_incoming_webhook_that_cannot_be_enabled_is_not_left_behind() {
+    let app = spawn_app().await;
+    app.sim.fail_next("SYNO.Chat.Bot", Some("enable"), 1, 105);
+    let path = "/api/v1/integrations/incoming-webhooks";
+    admin(
+        &app,
+        "POST",
+        path,
+        Some(json!({"name": "half", "channel_id": 1})),
+    )
+    .await
+    .assert_problem(403, "upstream_permission_denied");
+    let created = last_params(&app, "SYNO.Chat.Bot", "set");
+    let id = param(&created, "user_id").unwrap().to_owned();
+    let deleted = last_params(&app, "SYNO.Chat.Webhook.Incoming", "delete");
+    assert_eq!(param(&deleted, "id"), Some(&*id));
+    let list = admin(&app, "GET", path, None).await;
+    assert!(!ids(&list).contains(&id.parse().unwrap()), "{}", list.body);
 }
 
 #[actix_web::test]
@@ -277,7 +309,8 @@ async fn bots_are_renamed_and_deleted() {
     admin(&app, "PUT", &path, Some(json!({})))
         .await
         .assert_problem(400, "invalid_request");
-    assert_eq!(app.sim.count("SYNO.Chat.Bot", "set"), 1);
+    // Once when the webhook was created, once to rename it; the refused bodies call nothing.
+    assert_eq!(app.sim.count("SYNO.Chat.Bot", "set"), 2);
 
     assert_eq!(admin(&app, "DELETE", &path, None).await.status, 204);
     let list = admin(&app, "GET", "/api/v1/integrations/incoming-webhooks", None).await;
