@@ -79,21 +79,12 @@ impl Job {
     }
 }
 
-/// Splits a chunk DSM found too long (410) in two at a whitespace near the middle, never inside
-/// a character. `None` when it cannot get shorter.
-fn halve(chunk: &str) -> Option<(String, String)> {
-    let chars: Vec<(usize, char)> = chunk.char_indices().collect();
-    if chars.len() < 2 {
-        return None;
-    }
-    let middle = chars.len() / 2;
-    let window = chars.len() / 4;
-    let at = (0..=window)
-        .flat_map(|d| [middle + d, middle.saturating_sub(d)])
-        .find(|&i| i > 0 && i < chars.len() && chars[i].1.is_whitespace())
-        .unwrap_or(middle);
-    let split = chars[at].0;
-    Some((chunk[..split].to_owned(), chunk[split..].to_owned()))
+/// Splits a chunk DSM found too long (410) into parts of at most half its characters, where
+/// [`crate::chunking::split_message`] breaks (whitespace, never inside a `<url|label>` link when
+/// it can help it, never inside a character). `None` when it cannot get shorter.
+fn halve(chunk: &str) -> Option<Vec<String>> {
+    let chars = chunk.chars().count();
+    (chars >= 2).then(|| crate::chunking::split_message(chunk, chars.div_ceil(2)))
 }
 
 pub fn now_ms() -> i64 {
@@ -149,9 +140,11 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
-            // Session expired or interrupted; network unstable or system busy (109-111, 118).
-            (ApiFamily::Session, 106 | 107 | 109..=111 | 118 | 119)
-            | (_, 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
+            // Session expired or interrupted (106, 107, 119).
+            (ApiFamily::Session, 106 | 107 | 119)
+            // Network unstable or system busy: common codes, for External sends too (PROTOCOL.md
+            // §1.4).
+            | (_, 109..=111 | 118 | 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
             _ => Failure::Permanent,
         },
     }
@@ -512,10 +505,10 @@ impl Worker {
                     Failure::TooLong => {
                         let _ = store.clear_uncertain(&row.id, false).await;
                         uncertain = None;
-                        let Some((a, b)) = halve(&chunk) else {
+                        let Some(parts) = halve(&chunk) else {
                             return Outcome::Failed(error.into());
                         };
-                        row.chunks.splice(posted..=posted, [a, b]);
+                        row.chunks.splice(posted..=posted, parts);
                         if let Err(error) = store.replace_chunks(&row.id, &row.chunks).await {
                             return self.store_trouble(&row, error);
                         }
@@ -815,12 +808,29 @@ mod tests {
 
     #[test]
     fn halving_keeps_every_character_and_prefers_whitespace() {
-        let (a, b) = halve("one two three four").unwrap();
-        assert_eq!(format!("{a}{b}"), "one two three four");
-        assert!(b.starts_with(' ') || a.ends_with(' '), "{a:?} {b:?}");
-        let (a, b) = halve("ééééé").unwrap();
-        assert_eq!(format!("{a}{b}"), "ééééé");
+        let parts = halve("one two three four").unwrap();
+        assert_eq!(parts.concat(), "one two three four");
+        assert!(parts.len() >= 2 && parts.iter().all(|p| p.chars().count() <= 9));
+        assert!(parts[0].ends_with(' '), "{parts:?}");
+        let parts = halve("ééééé").unwrap();
+        assert_eq!(parts.concat(), "ééééé");
+        assert!(parts.iter().all(|p| p.chars().count() <= 3), "{parts:?}");
         assert!(halve("x").is_none());
+    }
+
+    #[test]
+    fn halving_keeps_a_link_whole() {
+        // The middle (character 39 of 78) falls inside the link (25..60), between two words.
+        let text = "Disk full on nas-01, see <https://g.example/d|the dashboard> and act on it now";
+        let parts = halve(text).unwrap();
+        assert_eq!(parts.concat(), text);
+        assert!(parts.iter().all(|p| p.chars().count() <= 39), "{parts:?}");
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.contains("<https://g.example/d|the dashboard>")),
+            "{parts:?}"
+        );
     }
 
     #[test]
@@ -843,6 +853,20 @@ mod tests {
         assert_eq!(classify(&dsm(411)), Failure::RateLimited);
         assert_eq!(classify(&dsm(410)), Failure::TooLong);
         assert_eq!(classify(&dsm(117)), Failure::Permanent);
+        assert_eq!(classify(&dsm(106)), Failure::NotSent);
+        // Network unstable or system busy, for a session call and for an External send alike.
+        let external = |code| UpstreamError::Dsm {
+            api: "SYNO.Chat.External",
+            method: "incoming",
+            code,
+            family: ApiFamily::External,
+        };
+        for code in [109, 110, 111, 118] {
+            assert_eq!(classify(&dsm(code)), Failure::NotSent, "{code}");
+            assert_eq!(classify(&external(code)), Failure::NotSent, "{code}");
+        }
+        assert_eq!(classify(&external(106)), Failure::Permanent);
+        assert_eq!(classify(&external(404)), Failure::Permanent);
     }
 
     #[test]
