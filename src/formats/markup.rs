@@ -70,35 +70,47 @@ pub fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Markdown links `[label](http…)` to Chat links; other brackets are left alone.
+/// Markdown links `[label](http…)` to Chat links; other brackets are left alone. A label holds
+/// no brackets and no line break: `[FIRING:1] see [dashboard](u)` links only `dashboard`. Each
+/// character is read a bounded number of times, whatever the brackets (sender text is large).
 pub fn markdown_links(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        let after = &rest[open + 1..];
-        let parsed = after.find("](").and_then(|close| {
-            let label = &after[..close];
-            let target = &after[close + 2..];
-            let end = target.find(')')?;
-            let url = &target[..end];
-            let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                && !url.contains(char::is_whitespace)
-                && !label.contains('\n');
-            ok.then(|| (label, url, open + 1 + close + 2 + end + 1))
-        });
-        match parsed {
-            Some((label, url, consumed)) => {
-                out.push_str(&rest[..open]);
-                out.push_str(&link(url, label));
-                rest = &rest[consumed..];
-            }
-            None => {
-                out.push_str(&rest[..=open]);
-                rest = &rest[open + 1..];
-            }
+    // `text[..copied]` is in `out`; the next `[` is looked for from `from`.
+    let (mut copied, mut from) = (0, 0);
+    // Where the last look for a URL's end stopped (the first `)` or whitespace after it): a
+    // later URL that starts before it ends there too, so the text after it is not read again.
+    let mut url_stop = 0;
+    while let Some(open) = text[from..].find('[').map(|i| from + i) {
+        let Some(close) = text[open + 1..].find(']').map(|i| open + 1 + i) else {
+            break; // no `]` after this `[`: none after any later one either
+        };
+        // A `[` inside opens a label of its own: the label follows the last one.
+        let open = text[open + 1..close]
+            .rfind('[')
+            .map_or(open, |i| open + 1 + i);
+        let label = &text[open + 1..close];
+        from = close + 1;
+        if !text[close..].starts_with("](") || label.contains('\n') {
+            continue;
         }
+        let url_start = close + 2;
+        if url_stop < url_start {
+            url_stop = text[url_start..]
+                .find(|c: char| c == ')' || c.is_whitespace())
+                .map_or(text.len(), |i| url_start + i);
+        }
+        let url = &text[url_start..url_stop];
+        if !text[url_stop..].starts_with(')')
+            || !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            continue;
+        }
+        out.push_str(&text[copied..open]);
+        out.push_str(&link(url, label));
+        copied = url_stop + 1;
+        from = copied;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -225,6 +237,55 @@ mod tests {
         assert_eq!(
             slack("a [review](https://git.example/pr/1) rate(x[5m])*100"),
             "a <https://git.example/pr/1|review> rate(x[5m])*100"
+        );
+    }
+
+    #[test]
+    fn a_markdown_label_is_the_bracket_right_before_the_link() {
+        assert_eq!(
+            markdown_links("[FIRING:1] Disk full, see [dashboard](https://g.example/d)"),
+            "[FIRING:1] Disk full, see <https://g.example/d|dashboard>"
+        );
+        // Gitea's Slack text: a repository link in brackets, then a Markdown link.
+        assert_eq!(
+            slack(
+                "[<https://git.example/o/r|o/r>] approved: [#12 Fix](https://git.example/o/r/pulls/12)"
+            ),
+            "[<https://git.example/o/r|o/r>] approved: <https://git.example/o/r/pulls/12|#12 Fix>"
+        );
+        assert_eq!(
+            markdown_links("[a [b](https://x.example/1) [c](https://x.example/2)"),
+            "[a <https://x.example/1|b> <https://x.example/2|c>"
+        );
+        for kept in [
+            "[x](ftp://x.example)",
+            "[x](https://x.example/a b)",
+            "[x\ny](https://x.example)",
+            "[x] (https://x.example)",
+            "[x](https://x.example",
+            "]](([[",
+        ] {
+            assert_eq!(markdown_links(kept), kept);
+        }
+        assert_eq!(
+            markdown_links("[é](https://x.example/é) ü"),
+            "<https://x.example/é|é> ü"
+        );
+    }
+
+    #[test]
+    fn many_brackets_are_read_in_one_pass() {
+        // Reading on from every `[` or `](` to the end of texts like these is quadratic.
+        let unclosed = "[a](https://x".repeat(40_000) + " )";
+        assert_eq!(markdown_links(&unclosed), unclosed);
+        let nested = "[".repeat(100_000) + "]";
+        assert_eq!(markdown_links(&nested), nested);
+        let links = "[a](https://x.example) ".repeat(20_000);
+        assert_eq!(
+            markdown_links(&links)
+                .matches("<https://x.example|a>")
+                .count(),
+            20_000
         );
     }
 
