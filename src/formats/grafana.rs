@@ -54,6 +54,12 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             lines.push(format!("• {name}: {}", extra.join(" · ")));
         }
     }
+    // Alerts beyond the contact point's `max_alerts` are left out of `alerts` and counted here.
+    if let Some(more) = message.get("truncatedAlerts").and_then(Value::as_u64)
+        && more > 0
+    {
+        lines.push(format!("…and {more} more"));
+    }
     if lines.iter().all(|l| l.trim().is_empty())
         && let Some(url) = text_field(message, "externalURL")
     {
