@@ -185,3 +185,47 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+/// PostgreSQL notifications are not durable: a replica whose listening connection is cut still
+/// streams an event another replica stored meanwhile (it re-reads the table after reconnecting,
+/// and every few seconds).
+#[actix_web::test]
+async fn a_replica_streams_events_stored_while_its_listener_was_cut_off() {
+    let Some(backend) = backends::Backend::postgres() else {
+        return;
+    };
+    let settings = syno_chat_gateway::config::Settings::default();
+    let hub = syno_chat_gateway::events::Events::new(open(&backend.url).await, &settings)
+        .await
+        .unwrap();
+    hub.start().await.unwrap();
+    let mut live = hub.subscribe();
+    let other_replica = open(&backend.url).await;
+    for round in 0..3 {
+        let listening = "SELECT COUNT(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
+        assert_eq!(
+            backend.count(listening).await,
+            1,
+            "round {round}: one listener"
+        );
+        backend
+            .execute(
+                "SELECT 1",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            )
+            .await;
+        let id = other_replica
+            .insert_event(&event("ops", EventKind::Message, 2, Some(round)), 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(15), live.recv())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: event {id} never streamed"))
+            .unwrap();
+        assert_eq!(seen.event_id, id);
+    }
+    other_replica.close().await;
+}

@@ -132,7 +132,15 @@ pub async fn list_events(
     let live = events.subscribe();
     let start = match last_event_id.or(query.after) {
         Some(after) => Start::Replay(after),
-        None => Start::Live,
+        // Live: the events stored after this read, whether they come through the broadcast or,
+        // for a client that falls behind, from the table (which must not replay older ones).
+        None => Start::Live(
+            events
+                .store
+                .latest_event_id()
+                .await
+                .map_err(store_failure)?,
+        ),
     };
     let feed = Feed::new(events.into_inner(), live, filter, start);
     Ok(HttpResponse::Ok()
@@ -152,7 +160,8 @@ fn wants_stream(req: &HttpRequest) -> bool {
 }
 
 enum Start {
-    Live,
+    /// After the latest event stored when the stream opened.
+    Live(i64),
     Replay(i64),
 }
 
@@ -179,7 +188,7 @@ impl Feed {
     ) -> Self {
         let period = hub.heartbeat;
         let (last, replaying) = match start {
-            Start::Live => (0, false),
+            Start::Live(latest) => (latest, false),
             Start::Replay(after) => (after, true),
         };
         Self {
@@ -268,4 +277,83 @@ fn frame(event: &Event) -> Bytes {
         event.event_id,
         event.kind.as_str()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, StoreSettings};
+    use crate::events::NewEvent;
+    use crate::store::Store;
+
+    fn post(post_id: i64) -> NewEvent {
+        NewEvent {
+            kind: EventKind::Message,
+            inbound: "ops".into(),
+            channel_id: Some(2),
+            channel_name: None,
+            user_id: Some(3),
+            username: None,
+            post_id: Some(post_id),
+            thread_id: None,
+            timestamp: None,
+            text: format!("post {post_id}"),
+            trigger_word: None,
+            command: None,
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_live_stream_that_falls_behind_replays_only_what_came_after_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&StoreSettings {
+            url: format!("sqlite://{}/events.db", dir.path().display()).into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let hub = Events::new(store, &Settings::default()).await.unwrap();
+        hub.start().await.unwrap();
+        for post_id in 1..=3 {
+            hub.record(&post(post_id)).await.unwrap();
+        }
+        let latest = hub.store.latest_event_id().await.unwrap();
+        let live = hub.subscribe();
+        let mut feed = Feed::new(
+            hub.clone(),
+            live,
+            EventFilter::default(),
+            Start::Live(latest),
+        );
+        assert_eq!(feed.next_chunk().await.unwrap(), "retry: 3000\n\n");
+        // More than the broadcast holds arrive before the client reads any.
+        let count = crate::events::LIVE_CAPACITY as i64 + 10;
+        for post_id in 100..100 + count {
+            hub.record(&post(post_id)).await.unwrap();
+        }
+        // Until the pump has broadcast enough for this receiver to have lagged.
+        for _ in 0..500 {
+            if feed.live.len() > crate::events::LIVE_CAPACITY {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            feed.live.len() > crate::events::LIVE_CAPACITY,
+            "the stream fell behind"
+        );
+        let mut ids = Vec::new();
+        while ids.len() < count as usize {
+            let chunk = feed.next_chunk().await.unwrap();
+            let text = std::str::from_utf8(&chunk).unwrap();
+            if let Some(id) = text.strip_prefix("id: ") {
+                ids.push(id.split('\n').next().unwrap().parse::<i64>().unwrap());
+            }
+        }
+        let expected: Vec<i64> = (latest + 1..=latest + count).collect();
+        assert_eq!(
+            ids, expected,
+            "the new events, once, in order, and none from before"
+        );
+    }
 }

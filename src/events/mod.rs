@@ -135,7 +135,9 @@ pub struct Inbound {
 }
 
 /// Live events for the streams of this gateway.
-const LIVE_CAPACITY: usize = 1024;
+pub(crate) const LIVE_CAPACITY: usize = 1024;
+/// How often a replica reads the table for events whose notification it missed (PostgreSQL).
+const REPLICA_POLL: Duration = Duration::from_secs(5);
 /// How often old events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -239,6 +241,16 @@ impl Events {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     // The id in the notification is not needed: the pump reads the table.
+                    hub.wake();
+                }
+            });
+            // Notifications are not durable (one sent while the listener reconnects is lost):
+            // the table is also read every few seconds, so such an event waits that long at most.
+            let hub = self.clone();
+            actix_web::rt::spawn(async move {
+                let mut poll = tokio::time::interval(REPLICA_POLL);
+                loop {
+                    poll.tick().await;
                     hub.wake();
                 }
             });

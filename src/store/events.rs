@@ -79,11 +79,14 @@ macro_rules! bind_new_event {
 pub struct EventNotifications(Option<sqlx::postgres::PgListener>);
 
 impl EventNotifications {
-    /// Waits for the next notification. After an error the listener reconnects on the next
-    /// call; notifications sent meanwhile are lost, so the caller re-reads the table.
+    /// Waits for the next notification, or until the connection was lost and made again
+    /// (`PgListener::recv` would reconnect silently). Notifications sent while it was lost are
+    /// gone, so after either the caller re-reads the table. After an error the listener
+    /// reconnects on the next call.
     pub async fn next(&mut self) -> Result<(), StoreError> {
         if let Some(listener) = self.0.as_mut() {
-            listener.recv().await?;
+            // `None`: the connection was lost; the listener has reconnected (eagerly).
+            listener.try_recv().await?;
         }
         Ok(())
     }
