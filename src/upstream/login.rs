@@ -13,8 +13,9 @@ use super::ops::{self, Op};
 use super::session::Session;
 use super::transport::Credential;
 
-/// DSM codes that always mean "this session is gone".
-const SESSION_GONE: [i64; 2] = [106, 107];
+/// DSM codes that always mean "this session is gone": timed out, interrupted by another login,
+/// or made from another address than the request's (150, when DSM pins sessions to the IP).
+const SESSION_GONE: [i64; 3] = [106, 107, 150];
 /// DSM codes that mean either "session gone" or "not allowed" (PROTOCOL.md [S3]).
 const SESSION_OR_PERMISSION: [i64; 2] = [105, 119];
 

@@ -14,9 +14,10 @@ use super::error::{Result, UpstreamError};
 use super::watchdog::LockWatch;
 
 /// How long a session proven alive after a 105/119 is taken as alive on the next ones. Longer
-/// means fewer checks; a session that really expired in that time answers 403 until then
-/// (DSM mostly reports expiry as 106/119 on the next check anyway).
-const SESSION_CHECK_TTL: Duration = Duration::from_secs(30);
+/// means fewer checks (each one call every account may make, never a login); a session that
+/// ends in that time, as at a NAS reboot, answers 403 until then (PROTOCOL.md §1.4 says to
+/// log in again once), so it is short.
+const SESSION_CHECK_TTL: Duration = Duration::from_secs(2);
 
 /// A logged-in session. `generation` tells apart a session that failed from its successor.
 pub struct Session {
