@@ -191,8 +191,15 @@ impl utoipa::IntoResponses for HookAnswers {
         let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down)")
-                .content("text/plain", text(Some("ok"))))
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true`: the receipt")
+                .content("text/plain", text(Some("ok")))
+                .content("application/json", json(&HookReceipt::name())))
+            .response("204", ResponseBuilder::new()
+                .description("Discord-style senders (as Discord answers them): the message is stored in the outbox and will be posted")
+                .header("Location", HeaderBuilder::new()
+                    .schema(Some(String::schema()))
+                    .description(Some("`/api/v1/deliveries/{delivery_id}`"))
+                    .build()))
             .response("202", ResponseBuilder::new()
                 .description("Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery")
                 .header("Location", HeaderBuilder::new()
@@ -229,8 +236,8 @@ impl utoipa::IntoResponses for HookAnswers {
 /// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, any JSON with the
 /// hook's template, or plain text. The format is detected from the body unless the hook sets
 /// `format`. Slack-style bodies are answered as Slack does: `200 ok`, `400 invalid_payload`,
-/// `400 no_text`, `404 no_service` (text/plain); other formats get `202` and a small JSON
-/// receipt. A wrong name or secret is `404 no_service` and posts nothing. The message is
+/// `400 no_text`, `404 no_service` (text/plain); Discord-style ones as Discord does (`204`, or
+/// with `?wait=true` `200` and the receipt); other formats get `202` and a small JSON receipt. A wrong name or secret is `404 no_service` and posts nothing. The message is
 /// committed to the durable outbox before the answer, so the NAS being down, busy or
 /// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it.
 /// Only a store that cannot be written (or a target name that cannot be looked up yet) is a
@@ -316,16 +323,28 @@ async fn handle(
         Outcome::Accepted {
             format,
             delivery_id,
-        } => HttpResponse::Accepted()
-            .insert_header((
-                header::LOCATION,
-                format!("/api/v1/deliveries/{delivery_id}"),
-            ))
-            .json(HookReceipt {
-                ok: true,
-                format: format.as_str(),
-                delivery_id,
-            }),
+        } => {
+            let location = format!("/api/v1/deliveries/{delivery_id}");
+            // Discord answers an execute-webhook call 204, or with `?wait=true` 200 and a body.
+            let discord = format == Format::Discord;
+            if discord && !asks_to_wait(req) {
+                return HttpResponse::NoContent()
+                    .insert_header((header::LOCATION, location))
+                    .finish();
+            }
+            let mut answer = if discord {
+                HttpResponse::Ok()
+            } else {
+                HttpResponse::Accepted()
+            };
+            answer
+                .insert_header((header::LOCATION, location))
+                .json(HookReceipt {
+                    ok: true,
+                    format: format.as_str(),
+                    delivery_id,
+                })
+        }
         Outcome::NoService => plain(StatusCode::NOT_FOUND, "no_service"),
         Outcome::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Outcome::BadBody { format, error } => {
@@ -360,6 +379,37 @@ async fn handle(
     }
 }
 
+/// Whether the query says `wait=true` (Discord's "answer with the message" flag).
+fn asks_to_wait(req: &HttpRequest) -> bool {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(key, value)| key == "wait" && value.eq_ignore_ascii_case("true"))
+}
+
+/// The JSON field of a `multipart/form-data` body: Discord's `payload_json` (its file parts are
+/// not posted), Uptime Kuma's form-data `data`, or a `payload`.
+async fn multipart_json(req: &HttpRequest, body: web::Bytes) -> Result<web::Bytes, FormatError> {
+    use futures_util::StreamExt;
+    let invalid =
+        |e: &dyn std::fmt::Display| FormatError::InvalidPayload(format!("multipart body: {e}"));
+    let whole =
+        futures_util::stream::once(async move { Ok::<_, actix_web::error::PayloadError>(body) });
+    let mut form = actix_multipart::Multipart::new(req.headers(), whole);
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|e| invalid(&e))?;
+        if !matches!(field.name(), Some("payload_json" | "data" | "payload")) {
+            continue;
+        }
+        let mut value = bytes::BytesMut::new();
+        while let Some(chunk) = field.next().await {
+            value.extend_from_slice(&chunk.map_err(|e| invalid(&e))?);
+        }
+        return Ok(value.freeze());
+    }
+    Err(FormatError::InvalidPayload(
+        "a multipart body needs a `payload_json`, `data` or `payload` field".into(),
+    ))
+}
+
 fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
@@ -382,11 +432,21 @@ async fn receive(
             };
         }
     };
-    let content_type = req
+    let mut content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let rendered = formats::parse_body(content_type, &body)
+    let is_multipart = content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("multipart/form-data"));
+    let body = if is_multipart {
+        content_type = Some("application/json");
+        multipart_json(req, body).await
+    } else {
+        Ok(body)
+    };
+    let rendered = body
+        .and_then(|body| formats::parse_body(content_type, &body))
         .and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
     let rendered = match rendered {
         Ok(rendered) => rendered,

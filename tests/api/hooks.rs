@@ -350,7 +350,14 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
         json!({"content": "from <@1>"}),
     )
     .await;
-    assert_eq!(by_id.body["format"], "discord");
+    // Answered as Discord answers: 204, or with `?wait=true` 200 and a body.
+    assert_eq!(by_id.status, 204, "{}", by_id.body);
+    assert!(
+        by_id
+            .header("location")
+            .unwrap()
+            .starts_with("/api/v1/deliveries/")
+    );
     let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
     assert_eq!(
         (param(&create, "channel_id"), param(&create, "message")),
@@ -385,6 +392,74 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
         ),
         Some("My site: [My site] [🔴 Down] timeout of 48000ms exceeded")
     );
+}
+
+#[actix_rt::test]
+async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered_as_discord() {
+    let app = app().await;
+    let multipart = |field: &str, json: &str| {
+        let body = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"a.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nnot posted\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{json}\r\n--XyZ--\r\n"
+        );
+        body.into_bytes()
+    };
+    // Discord with a file: the message is `payload_json`.
+    let discord = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        "multipart/form-data; boundary=XyZ",
+        multipart(
+            "payload_json",
+            r#"{"content": "deploy [log](https://ci.example/1)"}"#,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(discord.status, 204, "{}", discord.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("deploy <https://ci.example/1|log>")
+    );
+    let waiting = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}?wait=true"),
+        "application/json",
+        br#"{"content": "and wait"}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(waiting.status, 200, "{}", waiting.body);
+    assert_eq!(waiting.body["format"], "discord");
+    posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    // Uptime Kuma's form-data option: one field `data`.
+    let kuma = send(
+        &app,
+        &format!("/hooks/kuma/{SECRET}"),
+        "multipart/form-data; boundary=XyZ",
+        multipart(
+            "data",
+            r#"{"msg": "[web] [Down] timeout", "monitor": {"name": "web"}}"#,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(kuma.status, 202, "{}", kuma.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 3).await;
+    assert_eq!(param(&create, "message"), Some("web: [web] [Down] timeout"));
+    // Without such a field: refused, nothing posted.
+    let none = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        "multipart/form-data; boundary=XyZ",
+        multipart("other", "{}"),
+        None,
+    )
+    .await;
+    assert_eq!(none.status, 400, "{}", none.body);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
 }
 
 #[actix_rt::test]
