@@ -14,6 +14,9 @@
 //!   when it leaves the part at least half full, so a text is not cut into crumbs;
 //! - no break falls inside a Chat link or token written `<…>` (`<https://url|label with
 //!   spaces>`), unless that link alone is longer than `max_chars`;
+//! - nor inside a fenced code block (from a line starting with three backticks to the line
+//!   closing it) when a break outside it is possible and the block fits in a part: a break
+//!   inside would leave one part's fence open and make the next part's closing fence open one;
 //! - only a text without any usable break point is cut in the middle of a word.
 
 use std::future::Future;
@@ -37,10 +40,12 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
     let max_chars = max_chars.max(1);
     let chars: Vec<char> = text.chars().collect();
     let links = link_spans(&chars);
+    let mut fences = fence_spans(&chars);
+    fences.retain(|&(s, e)| e - s <= max_chars);
     let mut parts = Vec::new();
     let mut start = 0;
     while chars.len() - start > max_chars {
-        let end = start + break_within(&chars[start..], max_chars, &links, start);
+        let end = start + break_within(&chars[start..], max_chars, (&links, &fences), start);
         parts.push(chars[start..end].iter().collect());
         start = end;
     }
@@ -51,26 +56,33 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
 }
 
 /// Where to end the part starting at `offset` (relative to `window`, `1..=max`).
-fn break_within(window: &[char], max: usize, links: &[(usize, usize)], offset: usize) -> usize {
-    let inside_link = |p: usize| {
+fn break_within(
+    window: &[char],
+    max: usize,
+    (links, fences): (&[(usize, usize)], &[(usize, usize)]),
+    offset: usize,
+) -> usize {
+    let inside = |spans: &[(usize, usize)], p: usize| {
         let p = p + offset;
-        links.iter().any(|&(s, e)| s < p && p < e)
+        spans.iter().any(|&(s, e)| s < p && p < e)
     };
     let half = max.div_ceil(2);
     // Break after position p-1: the candidates from the end of the window backwards.
-    let best = |class: fn(&[char], usize) -> bool, min: usize| {
+    let best = |class: fn(&[char], usize) -> bool, min: usize, keep_fences: bool| {
         (min.max(1)..=max)
             .rev()
-            .find(|&p| class(window, p) && !inside_link(p))
+            .find(|&p| class(window, p) && !inside(links, p) && !(keep_fences && inside(fences, p)))
     };
     let paragraph = |w: &[char], p: usize| p >= 2 && w[p - 1] == '\n' && w[p - 2] == '\n';
     let line = |w: &[char], p: usize| w[p - 1] == '\n';
     let word = |w: &[char], p: usize| w[p - 1].is_whitespace();
-    if let Some(p) = best(paragraph, half)
-        .or_else(|| best(line, half))
-        .or_else(|| best(word, 1))
-    {
-        return p;
+    for keep_fences in [true, false] {
+        if let Some(p) = best(paragraph, half, keep_fences)
+            .or_else(|| best(line, half, keep_fences))
+            .or_else(|| best(word, 1, keep_fences))
+        {
+            return p;
+        }
     }
     // No whitespace: cut at the limit, or before a link the limit would cut.
     match links
@@ -80,6 +92,35 @@ fn break_within(window: &[char], max: usize, links: &[(usize, usize)], offset: u
         Some(&(s, _)) if s > offset => s - offset,
         _ => max,
     }
+}
+
+/// Character spans `[start, end)` of fenced code blocks: from the start of a line opening one
+/// (three backticks after any spaces) to the end of the line closing it, its line break
+/// included; an unclosed block runs to the end.
+fn fence_spans(chars: &[char]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut open = None;
+    let mut line_start = 0;
+    while line_start < chars.len() {
+        let line_end = chars[line_start..]
+            .iter()
+            .position(|&c| c == '\n')
+            .map_or(chars.len(), |i| line_start + i + 1);
+        let mut line = chars[line_start..line_end]
+            .iter()
+            .skip_while(|&&c| c == ' ');
+        if line.by_ref().take(3).filter(|&&c| c == '`').count() == 3 {
+            match open.take() {
+                Some(start) => spans.push((start, line_end)),
+                None => open = Some(line_start),
+            }
+        }
+        line_start = line_end;
+    }
+    if let Some(start) = open {
+        spans.push((start, chars.len()));
+    }
+    spans
 }
 
 /// Character spans `[start, end)` of `<…>` links and tokens on one line, to keep whole.
@@ -233,6 +274,24 @@ mod tests {
                 assert!(parts.len() >= text.chars().count().div_ceil(max));
             }
         }
+    }
+
+    #[test]
+    fn a_code_block_that_fits_is_not_split() {
+        let block = "```\nfn main() {\n    println!(\"hi\");\n}\n```\n";
+        let text = format!("Build failed at this step, see the code:\n{block}and more after it");
+        // A break at the limit (50) would fall in the block (40..83, 43 characters).
+        let parts = check_invariants(&text, 50);
+        assert!(parts.iter().any(|p| p.contains(block)), "{parts:?}");
+        assert_eq!(parts[0], "Build failed at this step, see the code:\n");
+        // A block longer than a part is split where it has to be, like any text.
+        let long = format!("intro\n```\n{}```\n", "word ".repeat(30));
+        let parts = check_invariants(&long, 50);
+        assert!(parts.len() >= 3, "{parts:?}");
+        assert_eq!(
+            fence_spans(&"a\n```x\n```\nb\n  ```\nc".chars().collect::<Vec<_>>()),
+            [(2, 11), (13, 20)]
+        );
     }
 
     #[test]
