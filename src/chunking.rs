@@ -59,10 +59,10 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
 fn break_within(
     window: &[char],
     max: usize,
-    (links, fences): (&[(usize, usize)], &[(usize, usize)]),
+    (links, fences): (&[Span], &[Span]),
     offset: usize,
 ) -> usize {
-    let inside = |spans: &[(usize, usize)], p: usize| {
+    let inside = |spans: &[Span], p: usize| {
         let p = p + offset;
         spans.iter().any(|&(s, e)| s < p && p < e)
     };
@@ -93,6 +93,9 @@ fn break_within(
         _ => max,
     }
 }
+
+/// A character range `[start, end)` to keep in one part.
+type Span = (usize, usize);
 
 /// Character spans `[start, end)` of fenced code blocks: from the start of a line opening one
 /// (three backticks after any spaces) to the end of the line closing it, its line break
