@@ -237,9 +237,10 @@ impl utoipa::IntoResponses for HookAnswers {
 /// hook's template, or plain text. The format is detected from the body unless the hook sets
 /// `format`. Slack-style bodies are answered as Slack does: `200 ok`, `400 invalid_payload`,
 /// `400 no_text`, `404 no_service` (text/plain); Discord-style ones as Discord does (`204`, or
-/// with `?wait=true` `200` and the receipt); other formats get `202` and a small JSON receipt. A wrong name or secret is `404 no_service` and posts nothing. The message is
-/// committed to the durable outbox before the answer, so the NAS being down, busy or
-/// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it.
+/// with `?wait=true` `200` and the receipt); other formats get `202` and a small JSON receipt.
+/// A wrong name or secret is `404 no_service` and posts nothing. The message is committed to
+/// the durable outbox before the answer, so the NAS being down, busy or rate-limiting still
+/// gets `ok`: the post follows once, in order, when the NAS can take it.
 /// Only a store that cannot be written (or a target name that cannot be looked up yet) is a
 /// 503, never a 4xx.
 #[utoipa::path(tag = "hooks",
@@ -436,10 +437,7 @@ async fn receive(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let is_multipart = content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("multipart/form-data"));
-    let body = if is_multipart {
+    let body = if formats::media_type_is(content_type, "multipart/form-data") {
         content_type = Some("application/json");
         multipart_json(req, body).await
     } else {

@@ -89,13 +89,7 @@ pub struct Rendered {
 /// anything else as JSON when it is JSON, else as text (shoutrrr sends raw text labelled
 /// `application/json`).
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, FormatError> {
-    let is_form = content_type
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|ct| {
-            ct.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if is_form {
+    if media_type_is(content_type, "application/x-www-form-urlencoded") {
         let payload = form_urlencoded::parse(body)
             .find(|(key, _)| key == "payload")
             .map(|(_, value)| value.into_owned())
@@ -115,6 +109,13 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
         return Ok(Payload::Json(value));
     }
     Ok(Payload::Text(text.to_owned()))
+}
+
+/// Whether a `Content-Type` names `media_type` (ignoring its parameters and case).
+pub fn media_type_is(content_type: Option<&str>, media_type: &str) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case(media_type))
 }
 
 /// Renders `payload` in the `forced` format, or the detected one. A `template` makes the
