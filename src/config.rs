@@ -259,8 +259,18 @@ impl Default for EventsSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubscriptionsSettings {
-    /// Consecutive failed attempts after which a subscription is disabled.
+    /// Consecutive failed attempts after which a subscription is disabled. With the default
+    /// `retry_delays_ms` the tenth failure in a row comes about three days after the first.
     pub max_failures: u32,
+    /// Wait after the 1st, 2nd, … failure in a row (the last one repeats), ±20 % jitter: the
+    /// Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h). A
+    /// receiver's `Retry-After` on 429, 502, 503 or 504 is honoured when it asks for longer.
+    /// A list or a comma-separated string.
+    #[serde(deserialize_with = "millis_list")]
+    pub retry_delays_ms: Vec<u64>,
+    /// A delivery to a subscription not made within this many seconds fails for good (the
+    /// retry schedule spans about three days).
+    pub max_age_secs: u64,
     /// Allow subscription URLs on loopback, private, link-local and similar addresses.
     pub allow_private: bool,
     /// Timeout of one delivery attempt.
@@ -271,11 +281,19 @@ impl Default for SubscriptionsSettings {
     fn default() -> Self {
         Self {
             max_failures: 10,
+            retry_delays_ms: STANDARD_WEBHOOKS_RETRY_DELAYS_MS.to_vec(),
+            max_age_secs: 4 * 86_400,
             allow_private: false,
             timeout_ms: 10_000,
         }
     }
 }
+
+/// The retry schedule the Standard Webhooks specification recommends, after the first attempt.
+pub const STANDARD_WEBHOOKS_RETRY_DELAYS_MS: [u64; 9] = [
+    5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000,
+    86_400_000,
+];
 
 /// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
 /// and systemd files point it at `/var/lib/syno-chat-gateway`.
@@ -592,6 +610,28 @@ fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     })
 }
 
+fn millis_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Numbers(Vec<u64>),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Numbers(list) => Ok(list),
+        Raw::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                entry.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("{entry:?} is not a number of milliseconds"))
+                })
+            })
+            .collect(),
+    }
+}
+
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
     list_or_comma_string(d)?
         .iter()
@@ -904,6 +944,25 @@ impl Settings {
             return Err(ConfigError::new(
                 "subscriptions.max_failures",
                 "must be at least 1",
+            ));
+        }
+        if self.subscriptions.retry_delays_ms.is_empty()
+            || self.subscriptions.retry_delays_ms.len() > 100
+            || self
+                .subscriptions
+                .retry_delays_ms
+                .iter()
+                .any(|d| !(10..=7 * 86_400_000).contains(d))
+        {
+            return Err(ConfigError::new(
+                "subscriptions.retry_delays_ms",
+                "must list 1 to 100 delays, each between 10 ms and 7 days",
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.subscriptions.max_age_secs) {
+            return Err(ConfigError::new(
+                "subscriptions.max_age_secs",
+                "must be between 60 and 2592000",
             ));
         }
         for (key, value) in [
@@ -1522,6 +1581,22 @@ mod tests {
         assert!(!settings.subscriptions.allow_private);
         let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__MAX_FAILURES", "0")]).unwrap_err();
         assert_eq!(err.key, "subscriptions.max_failures");
+        assert_eq!(
+            settings.subscriptions.retry_delays_ms[..2],
+            [5_000, 300_000]
+        );
+        assert_eq!(settings.subscriptions.max_age_secs, 345_600);
+        let s = load(&[("SYNOCHAT__SUBSCRIPTIONS__RETRY_DELAYS_MS", "100, 2000")]).unwrap();
+        assert_eq!(s.subscriptions.retry_delays_ms, [100, 2000]);
+        for bad in ["", "5", "100,x"] {
+            let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__RETRY_DELAYS_MS", bad)]).unwrap_err();
+            assert!(
+                err.key.starts_with("subscriptions") || err.key == "config",
+                "{bad}: {err:?}"
+            );
+        }
+        let err = load(&[("SYNOCHAT__SUBSCRIPTIONS__MAX_AGE_SECS", "10")]).unwrap_err();
+        assert_eq!(err.key, "subscriptions.max_age_secs");
         // The shared setting sits next to the receivers, as the environment gives it (text)
         // and as TOML writes it (a number), and is bounded.
         assert_eq!(settings.inbound.reply_timeout_ms, 3_000);

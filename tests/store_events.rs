@@ -146,6 +146,7 @@ backends::on_both!(
             consecutive_failures: 0,
             last_delivered_event_id: None,
             created_at: 900,
+            disabled_at: None,
         };
         store.insert_subscription(&subscription, 0).await.unwrap();
         for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
@@ -181,6 +182,126 @@ backends::on_both!(
             backend.count(recorded).await,
             1,
             "only the kept event's record stays"
+        );
+        store.close().await;
+    }
+);
+
+backends::on_both!(
+    a_subscription_enabled_again_gets_the_deliveries_cancelled_when_it_was_disabled,
+    |backend: Backend| async move {
+        use syno_chat_gateway::events::subscriptions::Subscription;
+        use syno_chat_gateway::store::subscriptions::SubscriptionDelivery;
+
+        let store = open(&backend.url).await;
+        let id = "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e02";
+        let target = format!("subscription:{id}");
+        let subscription = Subscription {
+            id: id.into(),
+            url: "https://receiver.example.org/chat".into(),
+            secret: SecretString::from("whsec_c2VjcmV0".to_owned()),
+            filter: EventFilter::default(),
+            respond: false,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            last_delivered_event_id: None,
+            created_at: 900,
+            disabled_at: None,
+        };
+        store.insert_subscription(&subscription, 0).await.unwrap();
+        for post_id in [10, 11] {
+            let e = event("ops", EventKind::Message, 2, Some(post_id));
+            store.insert_event(&e, 1_000).await.unwrap().unwrap();
+        }
+        let build = |s: &Subscription, e: &syno_chat_gateway::events::Event| SubscriptionDelivery {
+            id: format!("00000000-0000-4000-8000-{:012}", e.event_id),
+            target: format!("subscription:{}", s.id),
+            request: "{}".into(),
+            body: "{}".into(),
+            next_attempt_at: 0,
+            expires_at: i64::MAX,
+        };
+        assert_eq!(store.fan_out(id, 100, 1_001, &build).await.unwrap(), 2);
+        let queued = format!(
+            "SELECT COUNT(*) FROM deliveries WHERE target = '{target}' AND state = 'queued'"
+        );
+
+        // Two failures of three allowed, then a third: disabled, the queue cancelled.
+        assert_eq!(
+            store
+                .subscription_failed(id, &target, 3, "500", 2_000)
+                .await
+                .unwrap(),
+            (1, false)
+        );
+        assert_eq!(
+            store
+                .subscription_failed(id, &target, 3, "500", 2_001)
+                .await
+                .unwrap(),
+            (2, false)
+        );
+        assert_eq!(
+            store
+                .subscription_failed(id, &target, 3, "503", 2_002)
+                .await
+                .unwrap(),
+            (3, true)
+        );
+        let disabled = store.subscription(id).await.unwrap().unwrap();
+        assert!(!disabled.enabled);
+        assert_eq!(disabled.disabled_at, Some(2_002));
+        assert!(disabled.disabled_reason.unwrap().contains("503"));
+        assert_eq!(backend.count(&queued).await, 0);
+        // Disabling again keeps the first reason and time.
+        assert!(
+            store
+                .disable_subscription(id, &target, "again", 2_500)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.subscription(id).await.unwrap().unwrap().disabled_at,
+            Some(2_002)
+        );
+
+        assert_eq!(
+            store
+                .enable_subscription(id, &target, 3_000, 9_000)
+                .await
+                .unwrap(),
+            Some(2)
+        );
+        let enabled = store.subscription(id).await.unwrap().unwrap();
+        assert!(enabled.enabled);
+        assert_eq!(
+            (enabled.consecutive_failures, enabled.disabled_at),
+            (0, None)
+        );
+        assert!(enabled.disabled_reason.is_none());
+        assert_eq!(backend.count(&queued).await, 2);
+        // Enabled already: nothing more; unknown: none.
+        assert_eq!(
+            store
+                .enable_subscription(id, &target, 3_100, 9_000)
+                .await
+                .unwrap(),
+            Some(0)
+        );
+        let unknown = "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e03";
+        assert_eq!(
+            store
+                .enable_subscription(unknown, "subscription:x", 3_100, 9_000)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .disable_subscription(unknown, "subscription:x", "x", 3_100)
+                .await
+                .unwrap()
         );
         store.close().await;
     }

@@ -2,7 +2,7 @@
 //! Webhooks). The signing secret is shown once, in the answer to the creation.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,6 +21,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(create_subscription)
         .service(list_subscriptions)
         .service(get_subscription)
+        .service(change_subscription)
         .service(delete_subscription);
 }
 
@@ -54,7 +55,8 @@ pub struct NewSubscription {
 #[schema(example = json!({"subscription_id": "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10",
     "url": "https://bot.example.org/chat-events", "inbound": null, "channel_id": null,
     "kind": "slash_command", "respond": true, "enabled": true, "disabled_reason": null,
-    "consecutive_failures": 0, "last_delivered_event_id": 42, "created_at": 1764133200000_i64}))]
+    "consecutive_failures": 0, "last_delivered_event_id": 42, "created_at": 1764133200000_i64,
+    "disabled_at": null}))]
 pub struct Subscription {
     subscription_id: String,
     url: String,
@@ -62,7 +64,8 @@ pub struct Subscription {
     channel_id: Option<i64>,
     kind: Option<EventKind>,
     respond: bool,
-    /// `false` once `subscriptions.max_failures` attempts in a row failed; nothing is sent then.
+    /// `false` once `subscriptions.max_failures` attempts in a row failed, the receiver
+    /// answered `410 Gone`, or an operator disabled it; nothing is sent then.
     enabled: bool,
     disabled_reason: Option<String>,
     /// Failed attempts since the last success.
@@ -71,6 +74,8 @@ pub struct Subscription {
     last_delivered_event_id: Option<i64>,
     /// Unix milliseconds.
     created_at: i64,
+    /// When it was disabled, Unix milliseconds (while it is).
+    disabled_at: Option<i64>,
 }
 
 impl From<Stored> for Subscription {
@@ -87,8 +92,20 @@ impl From<Stored> for Subscription {
             consecutive_failures: s.consecutive_failures,
             last_delivered_event_id: s.last_delivered_event_id,
             created_at: s.created_at,
+            disabled_at: s.disabled_at,
         }
     }
+}
+
+/// A change to a subscription.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": true}))]
+pub struct SubscriptionChange {
+    /// `true` enables a disabled subscription: its failure count starts again, and the
+    /// deliveries that failed or were cancelled since it was disabled are queued again, in
+    /// order. `false` disables it and cancels its queued deliveries.
+    enabled: bool,
 }
 
 /// A subscription just created, with its signing secret (shown this once).
@@ -147,12 +164,14 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
 /// Create a subscription
 ///
 /// Every new event matching the filters is POSTed to `url` as JSON
-/// (`{"type": "chat.<kind>", "data": <Event>}`), signed as Standard Webhooks says:
-/// `webhook-id` (the same for every attempt at one event), `webhook-timestamp` (Unix seconds)
-/// and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` keyed with
-/// the secret returned here, once. Deliveries are in event order; a receiver that does not
-/// answer 2xx is retried with back-off, and after `subscriptions.max_failures` failures in a
-/// row the subscription is disabled. Scope: admin.
+/// (`{"type": "chat.<kind>", "timestamp": "<RFC 3339>", "data": <Event>}`), signed as Standard
+/// Webhooks says: `webhook-id` (the same for every attempt at one event), `webhook-timestamp`
+/// (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`
+/// keyed with the secret returned here, once. Deliveries are in event order. A receiver that
+/// does not answer 2xx is retried on the Standard Webhooks schedule (5 s … 24 h), with its
+/// `Retry-After` honoured on 429, 502, 503 and 504; 429 is not counted as a failure, `410 Gone`
+/// disables the subscription, and so do `subscriptions.max_failures` failures in a row. Scope:
+/// admin.
 #[utoipa::path(tag = "subscriptions",
     request_body = NewSubscription,
     responses((status = 201, body = CreatedSubscription,
@@ -195,6 +214,7 @@ pub async fn create_subscription(
         consecutive_failures: 0,
         last_delivered_event_id: None,
         created_at: now_ms(),
+        disabled_at: None,
     };
     // The events from now on: earlier ones are on the event stream.
     let after = events
@@ -256,6 +276,53 @@ pub async fn get_subscription(
         .await
         .map_err(store_failure)?
     {
+        Some(s) => Ok(web::Json(s.into())),
+        None => Err(not_found(&id)),
+    }
+}
+
+/// Enable or disable a subscription
+///
+/// Enabling a disabled subscription (after the receiver was fixed) resets its failure count
+/// and queues again, in their order, the deliveries that failed or were cancelled since it was
+/// disabled; the events after that follow. Disabling cancels its queued deliveries, which
+/// enabling brings back. Either is idempotent. Scope: admin.
+#[utoipa::path(tag = "subscriptions",
+    params(SubscriptionPath),
+    request_body = SubscriptionChange,
+    responses((status = 200, body = Subscription), InvalidInput, NotFound, BodyProblems,
+        CommonProblems))]
+#[patch("/subscriptions/{subscription_id}")]
+pub async fn change_subscription(
+    _: Authorized<Admin>,
+    path: web::Path<SubscriptionPath>,
+    body: Json<SubscriptionChange>,
+    events: web::Data<Events>,
+) -> Result<web::Json<Subscription>, ApiError> {
+    let id = subscription_id(&path.subscription_id)?;
+    let store = &events.store;
+    let now = now_ms();
+    let found = if body.enabled {
+        let max_age_ms =
+            i64::try_from(events.subscriptions.max_age_secs).unwrap_or(i64::MAX / 2_000) * 1000;
+        let requeued = store
+            .enable_subscription(&id, &target(&id), now, now + max_age_ms)
+            .await
+            .map_err(store_failure)?;
+        if let Some(n) = requeued {
+            tracing::info!(subscription = %id, requeued = n, "subscription enabled");
+        }
+        requeued.is_some()
+    } else {
+        store
+            .disable_subscription(&id, &target(&id), "disabled by an operator", now)
+            .await
+            .map_err(store_failure)?
+    };
+    if !found {
+        return Err(not_found(&id));
+    }
+    match store.subscription(&id).await.map_err(store_failure)? {
         Some(s) => Ok(web::Json(s.into())),
         None => Err(not_found(&id)),
     }

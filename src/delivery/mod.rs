@@ -23,7 +23,7 @@ use crate::domain::{ChannelId, HttpUrl, MessageText, PostId, UserId};
 // A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows, so
 // delivery speaks the HTTP face's error vocabulary (and only that of it).
 use crate::api::error::{ApiError, ProblemCode};
-use crate::events::subscriptions::{Sent as SubscriptionSent, post_signed};
+use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
 use crate::store::deliveries::{DeliveryRow, NewDelivery};
 use crate::store::{Store, StoreError};
@@ -87,6 +87,10 @@ fn halve(chunk: &str) -> Option<Vec<String>> {
     (chars >= 2).then(|| crate::chunking::split_message(chunk, chars.div_ceil(2)))
 }
 
+fn millis(wait: Duration) -> i64 {
+    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,11 +108,34 @@ const CHECK_POSTS: u32 = 100;
 /// Retry delay after `attempts` failed attempts: 0.5 s doubling, capped at 2 min, ±20 % jitter.
 pub fn backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
-    let base = (500u64.saturating_mul(1u64 << exp)).min(120_000);
+    jittered(500u64.saturating_mul(1u64 << exp).min(120_000))
+}
+
+/// `base_ms` ±20 %, so retries of many deliveries do not arrive together.
+fn jittered(base_ms: u64) -> Duration {
     let mut byte = [0u8; 2];
     let _ = getrandom::fill(&mut byte);
     let jitter = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX); // 0..1
-    Duration::from_millis((base as f64 * (0.8 + 0.4 * jitter)) as u64)
+    Duration::from_millis((base_ms as f64 * (0.8 + 0.4 * jitter)) as u64)
+}
+
+/// The wait after the `failures`-th failure in a row of a subscription: its entry of
+/// `subscriptions.retry_delays_ms` (the last one repeats), with jitter.
+fn subscription_delay(delays: &[u64], failures: i64) -> Duration {
+    let index = usize::try_from(failures.max(1) - 1).unwrap_or(usize::MAX);
+    jittered(
+        delays
+            .get(index)
+            .or(delays.last())
+            .copied()
+            .unwrap_or(5_000),
+    )
+}
+
+/// A receiver's `Retry-After`, no longer than the schedule's longest wait.
+fn bounded_retry_after(delays: &[u64], asked: Duration) -> Duration {
+    let longest = Duration::from_millis(delays.iter().copied().max().unwrap_or(86_400_000));
+    asked.min(longest)
 }
 
 /// What a failed send means for the delivery.
@@ -539,8 +566,11 @@ impl Worker {
         Outcome::Delivered
     }
 
-    /// One signed POST of an event to a subscription. Every failed attempt counts towards
-    /// `subscriptions.max_failures`; at that count the subscription is disabled.
+    /// One signed POST of an event to a subscription, with the Standard Webhooks etiquette:
+    /// `410 Gone` disables the subscription at once; `429` is a request to wait (its
+    /// `Retry-After`) and does not count as a failure; every other failure counts towards
+    /// `subscriptions.max_failures`, and the next attempt waits the schedule's delay for the
+    /// failures in a row (or the receiver's longer `Retry-After` on 502, 503, 504).
     async fn attempt_subscription(&self, id: &str, event_id: i64, row: &DeliveryRow) -> Outcome {
         let store = &self.outbox.store;
         let failed = |detail: String| {
@@ -593,26 +623,67 @@ impl Worker {
                 }
                 Outcome::Delivered
             }
-            SubscriptionSent::Failed(reason) => {
-                let error = ApiError::new(ProblemCode::SubscriptionDeliveryFailed, reason.clone());
+            SubscriptionSent::Failed(failed) => self.subscription_refused(id, row, failed).await,
+        }
+    }
+
+    async fn subscription_refused(
+        &self,
+        id: &str,
+        row: &DeliveryRow,
+        failed: NotDelivered,
+    ) -> Outcome {
+        let store = &self.outbox.store;
+        let delays = &self.subscriptions.retry_delays_ms;
+        let error = ApiError::new(
+            ProblemCode::SubscriptionDeliveryFailed,
+            failed.reason.clone(),
+        );
+        let asked = failed
+            .retry_after
+            .map(|wait| bounded_retry_after(delays, wait));
+        match failed.status {
+            Some(410) => {
+                let reason = "the receiver answered 410 Gone";
                 match store
-                    .subscription_failed(
-                        id,
-                        &row.target,
-                        i64::from(self.subscriptions.max_failures),
-                        &reason,
-                        now_ms(),
-                    )
+                    .disable_subscription(id, &row.target, reason, now_ms())
                     .await
                 {
-                    Ok(true) => {
-                        tracing::warn!(subscription = %id, %reason, "subscription disabled after repeated failures");
+                    Ok(_) => {
+                        tracing::warn!(subscription = %id, "subscription disabled: {reason}");
                         Outcome::Failed(error)
                     }
-                    Ok(false) => self.retry(row, error),
                     Err(store_error) => self.store_trouble(row, store_error),
                 }
             }
+            Some(429) => Outcome::Retry {
+                at: now_ms()
+                    + millis(asked.unwrap_or_else(|| subscription_delay(delays, row.attempts))),
+                error,
+            },
+            _ => match store
+                .subscription_failed(
+                    id,
+                    &row.target,
+                    i64::from(self.subscriptions.max_failures),
+                    &failed.reason,
+                    now_ms(),
+                )
+                .await
+            {
+                Ok((_, true)) => {
+                    tracing::warn!(subscription = %id, reason = %failed.reason, "subscription disabled after repeated failures");
+                    Outcome::Failed(error)
+                }
+                Ok((failures, false)) => {
+                    let wait = subscription_delay(delays, failures).max(asked.unwrap_or_default());
+                    Outcome::Retry {
+                        at: now_ms() + millis(wait),
+                        error,
+                    }
+                }
+                Err(store_error) => self.store_trouble(row, store_error),
+            },
         }
     }
 
@@ -804,6 +875,31 @@ mod tests {
         assert!(backoff(1) >= Duration::from_millis(400));
         assert!(backoff(30) <= Duration::from_secs(144));
         assert!(backoff(30) >= Duration::from_secs(96));
+    }
+
+    #[test]
+    fn subscriptions_follow_the_standard_webhooks_schedule() {
+        let delays = crate::config::STANDARD_WEBHOOKS_RETRY_DELAYS_MS;
+        let within = |d: Duration, ms: u64| {
+            d >= Duration::from_millis(ms * 8 / 10) && d <= Duration::from_millis(ms * 12 / 10)
+        };
+        assert!(within(subscription_delay(&delays, 1), 5_000));
+        assert!(within(subscription_delay(&delays, 2), 300_000));
+        assert!(within(subscription_delay(&delays, 9), 86_400_000));
+        assert!(
+            within(subscription_delay(&delays, 40), 86_400_000),
+            "the last repeats"
+        );
+        assert!(within(subscription_delay(&delays, 0), 5_000));
+        let asked = Duration::from_secs(3 * 86_400);
+        assert_eq!(
+            bounded_retry_after(&delays, asked),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            bounded_retry_after(&delays, Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Subscription {
     pub consecutive_failures: i64,
     pub last_delivered_event_id: Option<i64>,
     pub created_at: i64,
+    /// When it was disabled (ms), while it is.
+    pub disabled_at: Option<i64>,
 }
 
 impl Subscription {
@@ -80,21 +82,49 @@ pub fn signature(secret: &SecretString, id: &str, timestamp: i64, body: &str) ->
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
-/// The JSON body a subscription receives for an event.
+/// The JSON body a subscription receives for an event: the Standard Webhooks convention.
 #[derive(Serialize)]
 struct Body<'a> {
     /// `chat.<kind>`, e.g. `chat.slash_command`.
     #[serde(rename = "type")]
     kind: String,
+    /// When the gateway received the event, RFC 3339 (UTC, milliseconds).
+    timestamp: String,
     data: &'a Event,
 }
 
 pub fn body(event: &Event) -> String {
     serde_json::to_string(&Body {
         kind: format!("chat.{}", event.kind.as_str()),
+        timestamp: rfc3339_ms(event.received_at),
         data: event,
     })
     .unwrap_or_default()
+}
+
+/// `2026-12-04T05:06:07.089Z` for Unix milliseconds.
+fn rfc3339_ms(unix_ms: i64) -> String {
+    let (days, ms) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// The outbox delivery of `event` to `subscription`. A `respond: true` subscription's waits
@@ -170,8 +200,42 @@ fn refuse_address(addr: &SocketAddr) -> Option<String> {
 pub enum Sent {
     /// A 2xx answer, with its body.
     Accepted(bytes::Bytes),
-    /// Not delivered: the reason (no secret in it).
-    Failed(String),
+    /// Not delivered.
+    Failed(NotDelivered),
+}
+
+/// Why a POST did not deliver (no secret in it).
+#[derive(Debug)]
+pub struct NotDelivered {
+    pub reason: String,
+    /// The receiver's status, when it answered.
+    pub status: Option<u16>,
+    /// How long the receiver asked to be left alone (`Retry-After` on 429, 502, 503, 504).
+    pub retry_after: Option<Duration>,
+}
+
+impl NotDelivered {
+    /// A failure before any answer from the receiver.
+    fn unanswered(reason: impl Into<String>) -> Sent {
+        Sent::Failed(Self {
+            reason: reason.into(),
+            status: None,
+            retry_after: None,
+        })
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, from now (RFC 9110 §10.2.3).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date: std::time::SystemTime = value
+        .parse::<actix_web::http::header::HttpDate>()
+        .ok()?
+        .into();
+    Some(date.duration_since(now).unwrap_or_default())
 }
 
 /// An HTTP client for subscriptions (public CA roots; HTTP/1.1).
@@ -202,26 +266,28 @@ pub async fn post_signed(
     timeout: Duration,
 ) -> Sent {
     let Ok(url) = url::Url::parse(&subscription.url) else {
-        return Sent::Failed("the URL cannot be parsed".into());
+        return NotDelivered::unanswered("the URL cannot be parsed");
     };
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return Sent::Failed("the URL has no host".into());
+        return NotDelivered::unanswered("the URL has no host");
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addresses =
         match tokio::time::timeout(timeout, tokio::net::lookup_host((host.to_owned(), port))).await
         {
             Ok(Ok(found)) => found.collect::<Vec<_>>(),
-            Ok(Err(error)) => return Sent::Failed(format!("cannot resolve {host}: {error}")),
-            Err(_) => return Sent::Failed(format!("resolving {host} timed out")),
+            Ok(Err(error)) => {
+                return NotDelivered::unanswered(format!("cannot resolve {host}: {error}"));
+            }
+            Err(_) => return NotDelivered::unanswered(format!("resolving {host} timed out")),
         };
     let Some(address) = addresses.first().copied() else {
-        return Sent::Failed(format!("{host} has no address"));
+        return NotDelivered::unanswered(format!("{host} has no address"));
     };
     if !settings.allow_private
         && let Some(reason) = addresses.iter().find_map(refuse_address)
     {
-        return Sent::Failed(reason);
+        return NotDelivered::unanswered(reason);
     }
     let id = message_id(&subscription.id, event_id);
     let timestamp = now_ms() / 1000;
@@ -240,8 +306,21 @@ pub async fn post_signed(
         Ok(mut response) if response.status().is_success() => {
             Sent::Accepted(response.body().limit(64 * 1024).await.unwrap_or_default())
         }
-        Ok(response) => Sent::Failed(format!("the receiver answered {}", response.status())),
-        Err(error) => Sent::Failed(format!("the request failed: {error}")),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let throttled = matches!(status, 429 | 502 | 503 | 504);
+            Sent::Failed(NotDelivered {
+                reason: format!("the receiver answered {}", response.status()),
+                status: Some(status),
+                retry_after: response
+                    .headers()
+                    .get(actix_web::http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|_| throttled)
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now())),
+            })
+        }
+        Err(error) => NotDelivered::unanswered(format!("the request failed: {error}")),
     }
 }
 
@@ -281,7 +360,8 @@ async fn fan_out(
     outbox: &crate::delivery::Outbox,
 ) -> Result<(), crate::store::StoreError> {
     let budget = i64::try_from(events.reply_timeout.as_millis()).unwrap_or(i64::MAX);
-    let max_age = outbox.max_age_ms();
+    let max_age =
+        i64::try_from(events.subscriptions.max_age_secs).unwrap_or(i64::MAX / 2_000) * 1000;
     let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
     let mut made = 0;
     for subscription in events.store.subscriptions().await? {
@@ -341,7 +421,7 @@ pub async fn reply(events: &Events, event: &Event) -> Option<String> {
                 post_signed(client, s, event.event_id, payload, settings, left),
             )
             .await
-            .unwrap_or_else(|_| Sent::Failed("no answer within the reply budget".into()));
+            .unwrap_or_else(|_| NotDelivered::unanswered("no answer within the reply budget"));
             (s, sent)
         }
     });
@@ -361,8 +441,8 @@ pub async fn reply(events: &Events, event: &Event) -> Option<String> {
                     answer = reply_text(&body);
                 }
             }
-            Sent::Failed(reason) => tracing::info!(
-                subscription = %subscription.id, event_id = event.event_id, %reason,
+            Sent::Failed(failed) => tracing::info!(
+                subscription = %subscription.id, event_id = event.event_id, reason = %failed.reason,
                 "subscriptions: no synchronous reply; the outbox will deliver the event"
             ),
         }
@@ -413,6 +493,34 @@ mod tests {
             r#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_647_060_330_657), "2022-03-12T04:45:30.657Z");
+        // A leap day, and the last millisecond of a century year.
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(1_445_412_600 - 1_445_412_480))
+        );
+        // A date in the past: now.
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 
     #[test]
@@ -471,6 +579,7 @@ mod tests {
             consecutive_failures: 0,
             last_delivered_event_id: None,
             created_at: 0,
+            disabled_at: None,
         };
         let settings = SubscriptionsSettings::default();
         let sent = post_signed(
@@ -483,7 +592,7 @@ mod tests {
         )
         .await;
         match sent {
-            Sent::Failed(reason) => assert!(reason.contains("loopback"), "{reason}"),
+            Sent::Failed(failed) => assert!(failed.reason.contains("loopback"), "{failed:?}"),
             Sent::Accepted(_) => panic!("an internal address was called"),
         }
         // Allowed, the same request is made (and fails only because nobody answers HTTP).
@@ -502,7 +611,7 @@ mod tests {
         )
         .await
         {
-            Sent::Failed(reason) => assert!(!reason.contains("loopback"), "{reason}"),
+            Sent::Failed(failed) => assert!(!failed.reason.contains("loopback"), "{failed:?}"),
             Sent::Accepted(_) => panic!("nothing listens"),
         }
     }

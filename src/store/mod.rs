@@ -103,6 +103,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions",
         include_str!("migrations/sqlite/3001_subscriptions.sql"),
     ),
+    (
+        3002,
+        "subscriptions_disabled_at",
+        include_str!("migrations/sqlite/3002_subscriptions_disabled_at.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -124,6 +129,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3001,
         "subscriptions",
         include_str!("migrations/postgres/3001_subscriptions.sql"),
+    ),
+    (
+        3002,
+        "subscriptions_disabled_at",
+        include_str!("migrations/postgres/3002_subscriptions_disabled_at.sql"),
     ),
 ];
 

@@ -27,7 +27,7 @@ pub struct SubscriptionDelivery {
 }
 
 const COLUMNS: &str = "id, url, secret, inbound, channel_id, kind, respond, enabled, \
-    disabled_reason, consecutive_failures, last_delivered_event_id, created_at";
+    disabled_reason, consecutive_failures, last_delivered_event_id, created_at, disabled_at";
 
 type Row = (
     String,
@@ -42,6 +42,7 @@ type Row = (
     i64,
     Option<i64>,
     i64,
+    Option<i64>,
 );
 
 fn subscription(row: Row) -> Result<Subscription, StoreError> {
@@ -66,6 +67,7 @@ fn subscription(row: Row) -> Result<Subscription, StoreError> {
         consecutive_failures: row.9,
         last_delivered_event_id: row.10,
         created_at: row.11,
+        disabled_at: row.12,
     })
 }
 
@@ -81,6 +83,29 @@ macro_rules! cancel_queued {
         .execute(&mut *$tx)
         .await?
     };
+}
+
+/// Disables subscription `$id` with `$reason` unless it is disabled, and cancels its queued
+/// deliveries, inside transaction `$tx`; `true` when the subscription exists.
+macro_rules! disable {
+    ($tx:expr, $id:expr, $target:expr, $reason:expr, $now:expr) => {{
+        sqlx::query(
+            "UPDATE subscriptions SET enabled = 0, disabled_reason = $2, disabled_at = $3 \
+             WHERE id = $1 AND enabled = 1",
+        )
+        .bind($id)
+        .bind($reason)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        cancel_queued!($tx, $target, $now);
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM subscriptions WHERE id = $1")
+                .bind($id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        exists.is_some()
+    }};
 }
 
 /// Inserts the delivery row of one (subscription, event) unless it has one: `true` when this
@@ -309,7 +334,8 @@ impl Store {
     }
 
     /// Counts a failed attempt; at `max_failures` in a row the subscription is disabled with
-    /// `reason` and its queued deliveries are cancelled. Returns whether it is now disabled.
+    /// `reason` and its queued deliveries are cancelled. Returns the failures in a row now, and
+    /// whether the subscription is now disabled.
     pub async fn subscription_failed(
         &self,
         id: &str,
@@ -317,8 +343,8 @@ impl Store {
         max_failures: i64,
         reason: &str,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        let disabled = with_pool!(self, p => {
+    ) -> Result<(i64, bool), StoreError> {
+        let counted = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let failures: Option<i64> = sqlx::query_scalar(
                 "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 \
@@ -327,21 +353,91 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            let disabled = failures.is_some_and(|n| n >= max_failures);
+            let failures = failures.unwrap_or(0);
+            let disabled = failures >= max_failures;
             if disabled {
-                sqlx::query(
-                    "UPDATE subscriptions SET enabled = 0, disabled_reason = $2 \
-                     WHERE id = $1 AND enabled = 1",
-                )
-                .bind(id)
-                .bind(format!("{max_failures} consecutive failed deliveries; the last: {reason}"))
-                .execute(&mut *tx)
-                .await?;
-                cancel_queued!(tx, target, now);
+                let why = format!("{max_failures} consecutive failed deliveries; the last: {reason}");
+                let _ = disable!(tx, id, target, &why, now);
             }
             tx.commit().await?;
-            disabled
+            (failures, disabled)
         });
-        Ok(disabled)
+        Ok(counted)
+    }
+
+    /// Disables the subscription at once (the receiver said `410 Gone`, or an operator asked)
+    /// and cancels its queued deliveries. `false` when there is no such subscription.
+    pub async fn disable_subscription(
+        &self,
+        id: &str,
+        target: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let found = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let found = disable!(tx, id, target, reason, now);
+            tx.commit().await?;
+            found
+        });
+        Ok(found)
+    }
+
+    /// Enables a disabled subscription: its failure count starts again, and the deliveries that
+    /// failed or were cancelled since it was disabled are queued again (due now, expiring at
+    /// `expires_at`), in their order. Returns how many, or `None` when there is no such
+    /// subscription. Enabling an enabled subscription changes nothing.
+    pub async fn enable_subscription(
+        &self,
+        id: &str,
+        target: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let requeued = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let disabled_at: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT disabled_at FROM subscriptions WHERE id = $1 AND enabled = 0",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let requeued = match disabled_at {
+                None => {
+                    let exists: Option<String> =
+                        sqlx::query_scalar("SELECT id FROM subscriptions WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    exists.map(|_| 0)
+                }
+                Some(since) => {
+                    sqlx::query(
+                        "UPDATE subscriptions SET enabled = 1, disabled_reason = NULL, \
+                         disabled_at = NULL, consecutive_failures = 0 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let again = sqlx::query(
+                        "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = $2, \
+                         expires_at = $3, finished_at = NULL, last_error = NULL, updated_at = $2 \
+                         WHERE target = $1 AND state IN ('failed', 'cancelled') \
+                         AND finished_at >= $4",
+                    )
+                    .bind(target)
+                    .bind(now)
+                    .bind(expires_at)
+                    .bind(since.unwrap_or(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    Some(again)
+                }
+            };
+            tx.commit().await?;
+            requeued
+        });
+        Ok(requeued)
     }
 }

@@ -26,6 +26,7 @@ struct Received {
     signature: String,
     content_type: String,
     body: String,
+    at: std::time::Instant,
 }
 
 /// How the receiver answers: status, body, delay.
@@ -37,6 +38,8 @@ struct ReceiverState {
     /// Answers to give, in order; afterwards `otherwise`.
     script: VecDeque<Answer>,
     otherwise: Option<Answer>,
+    /// Sent with every answer that is not a 2xx.
+    retry_after: Option<&'static str>,
 }
 
 struct Receiver {
@@ -73,6 +76,17 @@ impl Receiver {
         }
     }
 
+    /// From now on, every answer is `answer`.
+    fn answer_with(&self, answer: Answer) {
+        let mut state = self.state.lock().unwrap();
+        state.script.clear();
+        state.otherwise = Some(answer);
+    }
+
+    fn set_retry_after(&self, value: &'static str) {
+        self.state.lock().unwrap().retry_after = Some(value);
+    }
+
     fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -104,7 +118,7 @@ async fn receive(
             .unwrap_or_default()
             .to_owned()
     };
-    let (status, reply, delay) = {
+    let (status, reply, delay, retry_after) = {
         let mut state = state.lock().unwrap();
         state.received.push(Received {
             id: header("webhook-id"),
@@ -112,16 +126,20 @@ async fn receive(
             signature: header("webhook-signature"),
             content_type: header("content-type"),
             body: String::from_utf8_lossy(&body).into_owned(),
+            at: std::time::Instant::now(),
         });
         let otherwise = state.otherwise.unwrap_or((200, "", 0));
-        state.script.pop_front().unwrap_or(otherwise)
+        let answer = state.script.pop_front().unwrap_or(otherwise);
+        (answer.0, answer.1, answer.2, state.retry_after)
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-        .content_type("application/json")
-        .body(reply)
+    let mut answer = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if let Some(wait) = retry_after.filter(|_| !(200..300).contains(&status)) {
+        answer.insert_header(("retry-after", wait));
+    }
+    answer.content_type("application/json").body(reply)
 }
 
 /// The signature the Standard Webhooks specification gives for this request and secret.
@@ -175,8 +193,11 @@ async fn subscription_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bo
     );
 }
 
+/// Receivers on this host are allowed, and retries come within a second (not the Standard
+/// Webhooks schedule's minutes and hours).
 fn allow_private(settings: &mut syno_chat_gateway::config::Settings) {
     settings.subscriptions.allow_private = true;
+    settings.subscriptions.retry_delays_ms = vec![100, 200, 400];
 }
 
 on_both!(
@@ -205,6 +226,16 @@ on_both!(
         assert!((r.timestamp.parse::<i64>().unwrap() - now).abs() < 60);
         let body: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["type"], "chat.trigger_word");
+        // Standard Webhooks' payload convention: an RFC 3339 time next to type and data.
+        let time = body["timestamp"].as_str().unwrap();
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{time}"
+        );
+        assert!(
+            time.starts_with(&format!("{}-", 1970 + now / 31_556_952)),
+            "{time}"
+        );
         assert_eq!(body["data"]["text"], "!ping the NAS");
         assert_eq!(body["data"]["post_id"], post_id);
         let event_id = body["data"]["event_id"].as_i64().unwrap();
@@ -331,6 +362,145 @@ async fn a_receiver_that_keeps_failing_is_disabled_and_gets_nothing_more() {
         got.iter().all(|r| r.body.contains("!ping one")),
         "in order: {got:?}"
     );
+}
+
+#[actix_web::test]
+async fn a_gone_receiver_disables_the_subscription_at_once() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    let receiver = Receiver::start(&[], (410, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping gone");
+    let s = subscription_until(&app, &id, |s| s["enabled"] == false).await;
+    assert!(
+        s["disabled_reason"].as_str().unwrap().contains("410"),
+        "{s}"
+    );
+    assert!(s["disabled_at"].as_i64().is_some(), "{s}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "410 is not retried");
+}
+
+/// 429 asks the sender to wait: its `Retry-After` is honoured and it is not a failure (with
+/// `max_failures = 1`, a counted failure would disable the subscription). 503 counts, and its
+/// longer `Retry-After` wins over the schedule.
+#[actix_web::test]
+async fn a_throttling_receiver_is_waited_for_as_it_asks() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.max_failures = 2;
+        // Retry-After is honoured up to the schedule's longest wait.
+        s.subscriptions.retry_delays_ms = vec![100, 100, 3_000];
+    })
+    .await;
+    let receiver = Receiver::start(&[(429, "", 0), (429, "", 0), (503, "", 0)], (200, "", 0)).await;
+    receiver.set_retry_after("1");
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping slowly");
+    let got = receiver.wait_for(4).await;
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(900), "waited {gap:?}");
+    }
+    assert!(got.iter().all(|r| r.id == got[0].id));
+    let s = subscription_until(&app, &id, |s| !s["last_delivered_event_id"].is_null()).await;
+    assert_eq!(s["enabled"], true, "{s}");
+    assert_eq!(s["consecutive_failures"], 0);
+}
+
+#[actix_web::test]
+async fn a_disabled_subscription_enabled_again_gets_what_it_missed_in_order() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.max_failures = 1;
+    })
+    .await;
+    let receiver = Receiver::start(&[], (500, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    let path = format!("/api/v1/subscriptions/{id}");
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    subscription_until(&app, &id, |s| s["enabled"] == false).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    crate::events::outbound_calls(&app, 2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.received().len(), 1, "nothing while disabled");
+
+    // Wrong bodies and ids first.
+    for body in [
+        json!({}),
+        json!({"enabled": "yes"}),
+        json!({"enabled": true, "url": "x"}),
+    ] {
+        app.call("PATCH", &path, Some(ADMIN_KEY), Some(body))
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+    app.call(
+        "PATCH",
+        "/api/v1/subscriptions/0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10",
+        Some(ADMIN_KEY),
+        Some(json!({"enabled": true})),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    app.call(
+        "PATCH",
+        &path,
+        Some(WRITE_KEY),
+        Some(json!({"enabled": true})),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+
+    receiver.answer_with((200, "", 0));
+    let answer = app
+        .call(
+            "PATCH",
+            &path,
+            Some(ADMIN_KEY),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["enabled"], true);
+    assert_eq!(answer.body["consecutive_failures"], 0);
+    assert!(answer.body["disabled_reason"].is_null());
+    let got = receiver.wait_for(3).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"].to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        [r#""!ping one""#, r#""!ping one""#, r#""!ping two""#]
+    );
+    assert_eq!(got[0].id, got[1].id, "the same event, the same webhook-id");
+
+    // Disabled by hand: nothing more until enabled, then the event comes.
+    let answer = app
+        .call(
+            "PATCH",
+            &path,
+            Some(ADMIN_KEY),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(answer.body["enabled"], false, "{}", answer.body);
+    assert_eq!(answer.body["disabled_reason"], "disabled by an operator");
+    app.sim.post_as_user(USER, CHANNEL, "!ping three");
+    crate::events::outbound_calls(&app, 3).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.received().len(), 3);
+    app.call(
+        "PATCH",
+        &path,
+        Some(ADMIN_KEY),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let got = receiver.wait_for(4).await;
+    assert!(got[3].body.contains("!ping three"), "{:?}", got[3]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 4, "each event once");
 }
 
 #[actix_web::test]
