@@ -33,6 +33,7 @@ fn event(inbound: &str, kind: EventKind, channel_id: i64, post_id: Option<i64>) 
         text: "hello".into(),
         trigger_word: None,
         command: None,
+        button: None,
     }
 }
 
@@ -303,6 +304,48 @@ backends::on_both!(
                 .await
                 .unwrap()
         );
+        store.close().await;
+    }
+);
+
+backends::on_both!(
+    button_clicks_are_stored_whole_and_never_taken_for_a_repeated_post,
+    |backend: Backend| async move {
+        use syno_chat_gateway::events::{ButtonAction, ButtonClick};
+
+        let store = open(&backend.url).await;
+        let message = (2_i64 << 32) + 9;
+        let mut click = event("helper", EventKind::ButtonClick, 2, Some(message));
+        click.button = Some(ButtonClick {
+            callback_id: Some("release-7".into()),
+            actions: vec![ButtonAction {
+                kind: Some("button".into()),
+                name: Some("deploy".into()),
+                value: Some("deploy web".into()),
+                text: Some("Deploy".into()),
+                style: Some("teal".into()),
+            }],
+        });
+        let first = store.insert_event(&click, 1_000).await.unwrap();
+        let second = store.insert_event(&click, 1_001).await.unwrap();
+        assert!(
+            first.is_some() && second.is_some() && first != second,
+            "two clicks"
+        );
+        // The message itself, as a post, is still stored once.
+        let post = event("helper", EventKind::Chatbot, 2, Some(message));
+        assert!(store.insert_event(&post, 1_002).await.unwrap().is_some());
+        assert!(store.insert_event(&post, 1_003).await.unwrap().is_none());
+        let read = store
+            .events_after(0, &EventFilter::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 3);
+        for e in &read[..2] {
+            assert_eq!(e.post_id, Some(message));
+            assert_eq!(e.button, click.button);
+        }
+        assert_eq!(read[2].button, None);
         store.close().await;
     }
 );

@@ -300,6 +300,7 @@ mod tests {
             text: format!("post {post_id}"),
             trigger_word: None,
             command: None,
+            button: None,
         }
     }
 

@@ -20,7 +20,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 /// What Chat sends (form-urlencoded; a JSON object with the same fields is accepted too).
-/// Every value is a string; fields a kind of integration does not send are absent.
+/// Every value is a string; fields a kind of integration does not send are absent. A click on
+/// a chatbot's button is a form with `payload` alone.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // documentation only: the handler reads the fields one by one
 #[schema(example = json!({"token": "<the integration's token>", "channel_id": "2",
@@ -28,8 +29,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
     "post_id": "8589934605", "thread_id": "0", "timestamp": "1647060330657",
     "text": "!deploy web", "trigger_word": "!deploy"}))]
 pub struct InboundCall {
-    /// The integration's token, as Chat shows it.
-    token: String,
+    /// The integration's token, as Chat shows it (inside `payload` for a button click).
+    token: Option<String>,
     channel_id: Option<String>,
     channel_name: Option<String>,
     user_id: Option<String>,
@@ -40,6 +41,10 @@ pub struct InboundCall {
     timestamp: Option<String>,
     text: Option<String>,
     trigger_word: Option<String>,
+    /// A click on a chatbot's button, the only field then: JSON `{"actions": [{"type",
+    /// "name", "value", "text", "style"}], "callback_id", "post_id", "token", "user":
+    /// {"user_id", "username"}}`. Stored as a `button_click` event.
+    payload: Option<String>,
 }
 
 /// The configured inbound called `name`; unknown names are 404 whatever the method.
@@ -114,7 +119,7 @@ pub async fn receive(
     let fields = if is_json {
         Fields::from_json(&body)
     } else {
-        Ok(Fields::from_form(&body))
+        Fields::from_form(&body)
     };
     let refused = |refusal| match refusal {
         Refusal::BadToken => {

@@ -4,7 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use super::{EventKind, Inbound, NewEvent};
+use super::{ButtonAction, ButtonClick, EventKind, Inbound, NewEvent};
 use crate::config::InboundKind;
 
 /// Why a call was not accepted.
@@ -16,43 +16,89 @@ pub enum Refusal {
     Malformed(String),
 }
 
-/// The fields of a call, all strings as Chat sends them (form or JSON).
-pub struct Fields(Vec<(String, String)>);
+/// The fields of a call, all strings as Chat sends them (form or JSON), and the button of a
+/// button click.
+pub struct Fields {
+    fields: Vec<(String, String)>,
+    button: Option<ButtonClick>,
+}
 
 impl Fields {
-    /// A form-urlencoded body.
-    pub fn from_form(body: &[u8]) -> Self {
-        Self(
-            form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+    /// A form-urlencoded body. A click on a chatbot's button comes as a form with one field,
+    /// `payload`, holding JSON: `{actions, callback_id, post_id, token, user: {user_id,
+    /// username}}` (upstream/PROTOCOL.md §5.3); its fields are read as a call's.
+    pub fn from_form(body: &[u8]) -> Result<Self, Refusal> {
+        let fields: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let has = |name: &str| fields.iter().any(|(k, _)| k == name);
+        if !has("token") && has("payload") {
+            let payload = fields.iter().find(|(k, _)| k == "payload").map(|(_, v)| v);
+            return Self::button_click(payload.map_or("", String::as_str));
+        }
+        Ok(Self {
+            fields,
+            button: None,
+        })
     }
 
     /// A JSON object body; numbers and booleans are taken as their text, like a form.
     pub fn from_json(body: &[u8]) -> Result<Self, Refusal> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| Refusal::Malformed(format!("the body is not JSON: {e}")))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(Refusal::Malformed("the body must be a JSON object".into()));
-        };
-        Ok(Self(
-            map.into_iter()
-                .filter_map(|(k, v)| {
-                    let text = match v {
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        _ => return None,
-                    };
-                    Some((k, text))
+        let map = json_object(body, "the body")?;
+        Ok(Self {
+            fields: map
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, as_text(v)?)))
+                .collect(),
+            button: None,
+        })
+    }
+
+    fn button_click(payload: &str) -> Result<Self, Refusal> {
+        let mut map = json_object(payload.as_bytes(), "payload")?;
+        let mut fields = Vec::new();
+        for name in ["token", "post_id"] {
+            if let Some(text) = map.remove(name).and_then(as_text) {
+                fields.push((name.to_owned(), text));
+            }
+        }
+        if let Some(serde_json::Value::Object(mut user)) = map.remove("user") {
+            for name in ["user_id", "username"] {
+                if let Some(text) = user.remove(name).and_then(as_text) {
+                    fields.push((name.to_owned(), text));
+                }
+            }
+        }
+        let actions = match map.remove("actions") {
+            Some(serde_json::Value::Array(list)) => list
+                .into_iter()
+                .filter_map(|action| match action {
+                    serde_json::Value::Object(mut a) => {
+                        let mut take = |name: &str| a.remove(name).and_then(as_text);
+                        Some(ButtonAction {
+                            kind: take("type"),
+                            name: take("name"),
+                            value: take("value"),
+                            text: take("text"),
+                            style: take("style"),
+                        })
+                    }
+                    _ => None,
                 })
                 .collect(),
-        ))
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            fields,
+            button: Some(ButtonClick {
+                callback_id: map.remove("callback_id").and_then(as_text),
+                actions,
+            }),
+        })
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -70,6 +116,28 @@ impl Fields {
                 .map(Some)
                 .map_err(|_| Refusal::Malformed(format!("{name} must be an integer"))),
         }
+    }
+}
+
+/// A JSON object, or why not (`what` names it).
+fn json_object(
+    body: &[u8],
+    what: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Refusal> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Refusal::Malformed(format!("{what} must be a JSON object"))),
+        Err(e) => Err(Refusal::Malformed(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+/// A string, number or boolean as the text a form would carry.
+fn as_text(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -105,6 +173,9 @@ pub fn accept_with(
     if !token_matches(token(fields), &accepted) {
         return Err(Refusal::BadToken);
     }
+    if let Some(button) = &fields.button {
+        return button_click(inbound_name, fields, button);
+    }
     let text = fields.get("text").unwrap_or_default().to_owned();
     let trigger_word = fields.text("trigger_word");
     let (kind, command) = match inbound.kind {
@@ -134,6 +205,37 @@ pub fn accept_with(
         text,
         trigger_word: trigger_word.filter(|_| kind == EventKind::TriggerWord),
         command,
+        button: None,
+    })
+}
+
+/// A click on a chatbot's button. Chat names neither the channel nor a time: the channel is
+/// the high half of the message's post id (upstream/PROTOCOL.md §6.4). Every click is an event
+/// (a user may click twice, and no id tells two clicks apart).
+fn button_click(
+    inbound_name: &str,
+    fields: &Fields,
+    button: &ButtonClick,
+) -> Result<NewEvent, Refusal> {
+    let post_id = fields.number("post_id")?.filter(|id| *id > 0);
+    Ok(NewEvent {
+        kind: EventKind::ButtonClick,
+        inbound: inbound_name.to_owned(),
+        channel_id: post_id.map(|id| id >> 32).filter(|id| *id > 0),
+        channel_name: None,
+        user_id: fields.number("user_id")?,
+        username: fields.text("username"),
+        post_id,
+        thread_id: None,
+        timestamp: None,
+        text: button
+            .actions
+            .first()
+            .and_then(|a| a.value.clone())
+            .unwrap_or_default(),
+        trigger_word: None,
+        command: None,
+        button: Some(button.clone()),
     })
 }
 
@@ -150,7 +252,7 @@ mod tests {
     }
 
     fn form(extra: &str) -> Fields {
-        Fields::from_form(format!("token={}&{extra}", "a".repeat(64)).as_bytes())
+        Fields::from_form(format!("token={}&{extra}", "a".repeat(64)).as_bytes()).unwrap()
     }
 
     #[test]
@@ -228,7 +330,7 @@ mod tests {
             format!("token={}&text=hi", "a".repeat(65)),
         ] {
             assert_eq!(
-                accept("ops", &hook, &Fields::from_form(body.as_bytes())),
+                accept("ops", &hook, &Fields::from_form(body.as_bytes()).unwrap()),
                 Err(Refusal::BadToken),
                 "{body}"
             );
@@ -247,18 +349,83 @@ mod tests {
             SecretString::from("e".repeat(64)),
         ];
         let body = format!("token={}&text=%2Fx", "e".repeat(64));
-        assert!(accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens).is_ok());
+        assert!(
+            accept_with(
+                "c",
+                &dsm,
+                &Fields::from_form(body.as_bytes()).unwrap(),
+                &tokens
+            )
+            .is_ok()
+        );
         for body in ["text=x".to_owned(), format!("token={}", "f".repeat(64))] {
             assert_eq!(
-                accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens),
+                accept_with(
+                    "c",
+                    &dsm,
+                    &Fields::from_form(body.as_bytes()).unwrap(),
+                    &tokens
+                ),
                 Err(Refusal::BadToken)
             );
         }
         assert_eq!(
-            accept("c", &dsm, &Fields::from_form(body.as_bytes())),
+            accept("c", &dsm, &Fields::from_form(body.as_bytes()).unwrap()),
             Err(Refusal::BadToken),
             "no DSM tokens: nothing matches"
         );
+    }
+
+    /// The form Chat sends when a button is clicked (FHEM's `__botCGIcheckPayload` reads it).
+    #[test]
+    fn a_button_click_is_read_from_its_payload() {
+        let payload = format!(
+            r#"{{"actions":[{{"type":"button","name":"approve","value":"approve 42","text":"Approve","style":"green"}}],"callback_id":"deploy-42","post_id":8589934605,"token":"{}","user":{{"user_id":3,"username":"alice"}}}}"#,
+            "a".repeat(64)
+        );
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload)
+            .finish();
+        let fields = Fields::from_form(body.as_bytes()).unwrap();
+        for kind in [InboundKind::Chatbot, InboundKind::OutgoingWebhook] {
+            let event = accept("helper", &inbound(kind), &fields).unwrap();
+            assert_eq!(event.kind, EventKind::ButtonClick);
+            assert_eq!(event.post_id, Some(8_589_934_605));
+            assert_eq!(event.channel_id, Some(2), "8589934605 >> 32");
+            assert_eq!(
+                (event.user_id, event.username.as_deref()),
+                (Some(3), Some("alice"))
+            );
+            assert_eq!(event.text, "approve 42");
+            let button = event.button.unwrap();
+            assert_eq!(button.callback_id.as_deref(), Some("deploy-42"));
+            assert_eq!(
+                button.actions,
+                [ButtonAction {
+                    kind: Some("button".into()),
+                    name: Some("approve".into()),
+                    value: Some("approve 42".into()),
+                    text: Some("Approve".into()),
+                    style: Some("green".into()),
+                }]
+            );
+        }
+        // The token inside the payload is checked like any other.
+        let wrong = body.replace(&"a".repeat(64), &"b".repeat(64));
+        let fields = Fields::from_form(wrong.as_bytes()).unwrap();
+        assert_eq!(
+            accept("helper", &inbound(InboundKind::Chatbot), &fields),
+            Err(Refusal::BadToken)
+        );
+        for bad in ["payload=%7Bnot+json", "payload=%5B1%5D"] {
+            assert!(
+                matches!(
+                    Fields::from_form(bad.as_bytes()),
+                    Err(Refusal::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum EventKind {
     Chatbot,
     /// A post starting with an outgoing webhook's trigger word.
     TriggerWord,
+    /// A click on a button of a chatbot's message (`button` says which).
+    ButtonClick,
 }
 
 impl EventKind {
@@ -45,6 +47,7 @@ impl EventKind {
             Self::SlashCommand => "slash_command",
             Self::Chatbot => "chatbot",
             Self::TriggerWord => "trigger_word",
+            Self::ButtonClick => "button_click",
         }
     }
 
@@ -54,6 +57,7 @@ impl EventKind {
             Self::SlashCommand,
             Self::Chatbot,
             Self::TriggerWord,
+            Self::ButtonClick,
         ]
         .into_iter()
         .find(|k| k.as_str() == raw)
@@ -91,6 +95,36 @@ pub struct Event {
     pub command: Option<String>,
     /// When the gateway stored it, ms since the Unix epoch.
     pub received_at: i64,
+    /// For `button_click` events: the button clicked, as Chat reports it. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button: Option<ButtonClick>,
+}
+
+/// A click on a button of a chatbot's message: Chat sends the message's `callback_id` and the
+/// clicked button's fields. The event's `post_id` is the message's, `text` the button's
+/// `value`, and `channel_id` the message's channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"callback_id": "deploy-42", "actions": [{"type": "button",
+    "name": "approve", "value": "approve 42", "text": "Approve", "style": "green"}]}))]
+pub struct ButtonClick {
+    /// The `callback_id` of the message's attachment.
+    pub callback_id: Option<String>,
+    /// The button clicked (Chat sends a list of one).
+    pub actions: Vec<ButtonAction>,
+}
+
+/// One button, as the chatbot's message defined it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ButtonAction {
+    /// `button`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub value: Option<String>,
+    /// The label shown.
+    pub text: Option<String>,
+    /// `green`, `grey`, `red`, `orange`, `blue` or `teal`.
+    pub style: Option<String>,
 }
 
 /// An accepted call, before the store gives it an id.
@@ -108,6 +142,7 @@ pub struct NewEvent {
     pub text: String,
     pub trigger_word: Option<String>,
     pub command: Option<String>,
+    pub button: Option<ButtonClick>,
 }
 
 /// Which events a consumer wants.

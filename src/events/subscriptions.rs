@@ -155,7 +155,8 @@ pub fn delivery(
 /// Time left after the reply budget before the durable delivery may start.
 const REPLY_MARGIN_MS: i64 = 2_000;
 
-/// Chat reads the answer of every kind of call (outgoing webhooks, slash commands, chatbots).
+/// Chat reads the answer of every kind of call (outgoing webhooks, slash commands, chatbots and
+/// their buttons).
 fn replies_to(event: &Event) -> bool {
     matches!(
         event.kind,
@@ -163,6 +164,7 @@ fn replies_to(event: &Event) -> bool {
             | super::EventKind::TriggerWord
             | super::EventKind::SlashCommand
             | super::EventKind::Chatbot
+            | super::EventKind::ButtonClick
     )
 }
 

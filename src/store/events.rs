@@ -3,7 +3,7 @@
 //! become visible in increasing order, and each commit notifies every replica.
 
 use super::{Pool, Store, StoreError, with_pool};
-use crate::events::{Event, EventFilter, EventKind, NewEvent};
+use crate::events::{ButtonClick, Event, EventFilter, EventKind, NewEvent};
 
 /// The PostgreSQL channel carrying new event ids between replicas.
 pub const EVENTS_CHANNEL: &str = "syno_chat_gateway_events";
@@ -11,12 +11,12 @@ pub const EVENTS_CHANNEL: &str = "syno_chat_gateway_events";
 const INSERT_LOCK: i64 = 2001;
 
 const INSERT: &str = "INSERT INTO events (inbound, kind, channel_id, channel_name, user_id, \
-    username, post_id, thread_id, timestamp, text, trigger_word, command, received_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+    username, post_id, thread_id, timestamp, text, trigger_word, command, received_at, button) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
     ON CONFLICT (inbound, post_id) DO NOTHING RETURNING event_id";
 
 pub(super) const COLUMNS: &str = "event_id, kind, inbound, channel_id, channel_name, user_id, username, \
-    post_id, thread_id, timestamp, text, trigger_word, command, received_at";
+    post_id, thread_id, timestamp, text, trigger_word, command, received_at, button";
 
 pub(super) type Row = (
     i64,
@@ -33,11 +33,27 @@ pub(super) type Row = (
     Option<String>,
     Option<String>,
     i64,
+    Option<String>,
 );
+
+/// The `button` column: a click, with the clicked message's post id (kept out of `post_id`, which
+/// deduplicates posts).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredClick {
+    post_id: Option<i64>,
+    #[serde(flatten)]
+    click: ButtonClick,
+}
 
 pub(super) fn event(row: Row) -> Result<Event, StoreError> {
     let kind = EventKind::parse(&row.1)
         .ok_or_else(|| StoreError::Corrupt(format!("event {} has kind {:?}", row.0, row.1)))?;
+    let click = match row.14.as_deref() {
+        None => None,
+        Some(raw) => Some(serde_json::from_str::<StoredClick>(raw).map_err(|e| {
+            StoreError::Corrupt(format!("event {} has a malformed button: {e}", row.0))
+        })?),
+    };
     Ok(Event {
         event_id: row.0,
         kind,
@@ -46,13 +62,14 @@ pub(super) fn event(row: Row) -> Result<Event, StoreError> {
         channel_name: row.4,
         user_id: row.5,
         username: row.6,
-        post_id: row.7,
+        post_id: row.7.or(click.as_ref().and_then(|c| c.post_id)),
         thread_id: row.8,
         timestamp: row.9,
         text: row.10,
         trigger_word: row.11,
         command: row.12,
         received_at: row.13,
+        button: click.map(|c| c.click),
     })
 }
 
@@ -65,13 +82,20 @@ macro_rules! bind_new_event {
             .bind(&$e.channel_name)
             .bind($e.user_id)
             .bind(&$e.username)
-            .bind($e.post_id)
+            .bind($e.post_id.filter(|_| $e.button.is_none()))
             .bind($e.thread_id)
             .bind($e.timestamp)
             .bind(&$e.text)
             .bind(&$e.trigger_word)
             .bind(&$e.command)
             .bind($now)
+            .bind($e.button.as_ref().map(|click| {
+                serde_json::to_string(&StoredClick {
+                    post_id: $e.post_id,
+                    click: click.clone(),
+                })
+                .unwrap_or_default()
+            }))
     };
 }
 

@@ -99,6 +99,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/2001_events.sql"),
     ),
     (
+        2002,
+        "events_button",
+        include_str!("migrations/sqlite/2002_events_button.sql"),
+    ),
+    (
         3001,
         "subscriptions",
         include_str!("migrations/sqlite/3001_subscriptions.sql"),
@@ -124,6 +129,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2001,
         "events",
         include_str!("migrations/postgres/2001_events.sql"),
+    ),
+    (
+        2002,
+        "events_button",
+        include_str!("migrations/postgres/2002_events_button.sql"),
     ),
     (
         3001,

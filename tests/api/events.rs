@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 use syno_chat_gateway::config::{InboundKind, InboundSettings};
 use syno_chat_gateway::events::EventFilter;
 use syno_chat_gateway::sim::SimConfig;
@@ -150,6 +150,61 @@ async fn slash_commands_and_chatbot_messages_are_events_too() {
     assert_eq!(bot.text, "help me");
     assert_eq!(bot.user_id, Some(USER));
     assert!(slash.event_id != bot.event_id);
+}
+
+/// Chat posts a button click as a form with one field, `payload`, holding JSON with the token
+/// inside (upstream/PROTOCOL.md §5.3). Each click is an event, even two on one message.
+#[actix_web::test]
+async fn clicks_on_a_chatbots_buttons_are_events() {
+    let (app, _) = app_with_inbounds(|_| {}).await;
+    let message = (7_i64 << 32) + 5;
+    let click = |token: &str, value: &str| {
+        let payload = json!({
+            "actions": [{"type": "button", "name": "deploy", "value": value,
+                "text": "Deploy", "style": "green"}],
+            "callback_id": "release-7", "post_id": message, "token": token,
+            "user": {"user_id": USER, "username": "alice"},
+        });
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish()
+    };
+    let token = app.sim.demo_bot_token();
+    for value in ["deploy web", "deploy web"] {
+        let (status, body) = post_form(&app, "/inbound/helper", click(&token, value)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, problem) = post_form(&app, "/inbound/helper", click(&"x".repeat(64), "no")).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, problem) = post_form(&app, "/inbound/helper", "payload=%7Bbroken".into()).await;
+    assert_eq!(status, 400, "{problem}");
+
+    let page = app.get("/api/v1/events?kind=button_click").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let items = page.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "two clicks, two events: {}", page.body);
+    for event in items {
+        assert_eq!(event["kind"], "button_click");
+        assert_eq!(event["inbound"], "helper");
+        assert_eq!(event["post_id"], message);
+        assert_eq!(event["channel_id"], 7);
+        assert_eq!(event["user_id"], USER);
+        assert_eq!(event["username"], "alice");
+        assert_eq!(event["text"], "deploy web");
+        assert_eq!(event["button"]["callback_id"], "release-7");
+        assert_eq!(
+            event["button"]["actions"],
+            json!([{"type": "button", "name": "deploy", "value": "deploy web",
+                "text": "Deploy", "style": "green"}])
+        );
+    }
+    // Other events carry no `button`.
+    app.sim.message_chatbot(USER, 6, "help me");
+    outbound_calls(&app, 1).await;
+    let page = app.get("/api/v1/events?kind=chatbot").await;
+    let event = &page.body["items"][0];
+    assert_eq!(event["text"], "help me", "{}", page.body);
+    assert!(event.get("button").is_none(), "{event}");
 }
 
 #[actix_web::test]
