@@ -437,7 +437,7 @@ wire_word!(
     "message": "Deploy finished: 100% & green"}))]
 pub struct Reminder {
     pub post_id: PostId,
-    /// When Chat reminds, in Unix milliseconds.
+    /// When Chat reminds, in Unix milliseconds (0: DSM listed the post without a time).
     pub remind_at: u64,
     /// The post's text, when DSM lists it with the reminder.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,7 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "alertmanager" => (Format::Alertmanager, Format::Alertmanager),
         "grafana" => (Format::Grafana, Format::Grafana),
         "discord" => (Format::Discord, Format::Discord),
+        "sonarr" | "radarr" => (Format::Arr, Format::Arr),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),
         other => panic!("unknown sender directory {other}"),

@@ -59,11 +59,12 @@ pub enum ProblemCode {
     InboundTokenRejected,
     SubscriptionUrlRefused,
     SubscriptionDeliveryFailed,
+    FileTooLarge,
 }
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 39] = [
+    pub const ALL: [ProblemCode; 40] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -103,6 +104,7 @@ impl ProblemCode {
         ProblemCode::InboundTokenRejected,
         ProblemCode::SubscriptionUrlRefused,
         ProblemCode::SubscriptionDeliveryFailed,
+        ProblemCode::FileTooLarge,
     ];
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
@@ -150,6 +152,7 @@ impl ProblemCode {
             InboundTokenRejected => 36,
             SubscriptionUrlRefused => 37,
             SubscriptionDeliveryFailed => 38,
+            FileTooLarge => 39,
         }
     }
 
@@ -344,6 +347,11 @@ impl ProblemCode {
                 "subscription_delivery_failed",
                 "The subscription's receiver did not accept the delivery",
             ),
+            FileTooLarge => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "file_too_large",
+                "DSM refused the file_url's file as larger than it accepts (32 MB)",
+            ),
         }
     }
 
@@ -369,7 +377,9 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (ApiFamily::External, 101 | 117 | 120) => UpstreamRejectedInput,
         (ApiFamily::External, 401) => UpstreamPermissionDenied,
         (ApiFamily::External, 404) => UpstreamTokenRejected,
-        (ApiFamily::External, 409 | 410) => MessageTooLong,
+        // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md §3.3, §6.2).
+        (ApiFamily::External, 409) => FileTooLarge,
+        (ApiFamily::External, 410) => MessageTooLong,
         (ApiFamily::External, 411) => UpstreamRateLimited,
         (_, 105 | 119 | 160) => UpstreamPermissionDenied,
         (_, 101 | 114 | 120) => UpstreamContractError,
@@ -670,6 +680,12 @@ mod tests {
         assert_eq!(
             problem_for_dsm(External, 410).status(),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        // External 409 is the file behind `file_url`, not the message.
+        assert_eq!(problem_for_dsm(External, 409), ProblemCode::FileTooLarge);
+        assert_eq!(
+            problem_for_dsm(External, 409).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
         );
         assert_eq!(
             problem_for_dsm(Session, 103).status(),

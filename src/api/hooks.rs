@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, put, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -25,7 +25,9 @@ use crate::formats::{self, Format, FormatError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
-        .service(hook_with_bearer_secret);
+        .service(hook_with_bearer_secret)
+        .service(put_hook_with_path_secret)
+        .service(put_hook_with_bearer_secret);
 }
 
 /// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
@@ -256,6 +258,36 @@ pub async fn hook_with_path_secret(
     chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
+    by_path_secret(path, req, payload, state, chat, outbox).await
+}
+
+/// Put to a hook (secret in the path)
+///
+/// The same as `POST /hooks/{name}/{secret}`, for senders set to PUT (Sonarr, Radarr).
+#[utoipa::path(tag = "hooks",
+    params(HookSecretPath),
+    request_body = HookPayload,
+    responses(HookAnswers))]
+#[put("/{name}/{secret}")]
+pub async fn put_hook_with_path_secret(
+    path: web::Path<HookSecretPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    by_path_secret(path, req, payload, state, chat, outbox).await
+}
+
+async fn by_path_secret(
+    path: web::Path<HookSecretPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
     let HookSecretPath { name, secret } = path.into_inner();
     handle(
         &name,
@@ -279,6 +311,37 @@ pub async fn hook_with_path_secret(
     responses(HookAnswers))]
 #[post("/{name}")]
 pub async fn hook_with_bearer_secret(
+    path: web::Path<HookPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    by_bearer_secret(path, req, payload, state, chat, outbox).await
+}
+
+/// Put to a hook (secret as a bearer token)
+///
+/// The same as `POST /hooks/{name}`, for senders set to PUT.
+#[utoipa::path(tag = "hooks",
+    params(HookPath,
+        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
+    request_body = HookPayload,
+    responses(HookAnswers))]
+#[put("/{name}")]
+pub async fn put_hook_with_bearer_secret(
+    path: web::Path<HookPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    by_bearer_secret(path, req, payload, state, chat, outbox).await
+}
+
+async fn by_bearer_secret(
     path: web::Path<HookPath>,
     req: HttpRequest,
     payload: web::Payload,

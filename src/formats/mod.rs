@@ -1,5 +1,6 @@
 //! Sender formats: pure functions from what a tool sends (Slack/Mattermost incoming webhooks,
-//! Alertmanager, Grafana, Discord, generic JSON with a template, plain text) to one Chat text.
+//! Alertmanager, Grafana, Discord, Sonarr/Radarr, generic JSON with a template, plain text) to
+//! one Chat text.
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
 //! [`render`].
 //!
@@ -10,6 +11,7 @@
 //! misfires on text like `rate(x[5m])*100`).
 
 mod alertmanager;
+mod arr;
 mod discord;
 mod generic;
 mod grafana;
@@ -35,6 +37,15 @@ pub enum Format {
     Grafana,
     /// Discord execute-webhook: `content` and `embeds`.
     Discord,
+    /// Sonarr, Radarr, Lidarr and Readarr "Webhook" connections (`eventType`).
+    #[serde(
+        rename = "arr",
+        alias = "sonarr",
+        alias = "radarr",
+        alias = "lidarr",
+        alias = "readarr"
+    )]
+    Arr,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -49,6 +60,7 @@ impl Format {
             Self::Alertmanager => "alertmanager",
             Self::Grafana => "grafana",
             Self::Discord => "discord",
+            Self::Arr => "arr",
             Self::Generic => "generic",
             Self::Text => "text",
         }
@@ -141,6 +153,7 @@ pub fn render(
         (Format::Alertmanager, Payload::Json(value)) => alertmanager::render(object(value)?)?,
         (Format::Grafana, Payload::Json(value)) => grafana::render(object(value)?)?,
         (Format::Discord, Payload::Json(value)) => discord::render(object(value)?),
+        (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
     };
     let text = tidy(&text);
     if text.trim().is_empty() {
@@ -168,6 +181,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
         if has("groupKey") || has("version") || has("status") {
             return Format::Alertmanager;
         }
+    }
+    if arr::looks_like(map) {
+        return Format::Arr;
     }
     if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
         return Format::Discord;

@@ -92,7 +92,10 @@ impl DsmClient {
         #[derive(Deserialize)]
         struct Listed {
             post_id: PostId,
-            remind_at: u64,
+            // The seed documents only `posts: [...]`: a listed post without the field is kept,
+            // with DSM's own "no reminder" value (0, as `get` answers).
+            #[serde(default)]
+            remind_at: Option<u64>,
             #[serde(default)]
             message: Option<String>,
         }
@@ -110,7 +113,7 @@ impl DsmClient {
             .into_iter()
             .map(|r| Reminder {
                 post_id: r.post_id,
-                remind_at: r.remind_at,
+                remind_at: r.remind_at.unwrap_or(0),
                 message: r.message,
             })
             .collect())

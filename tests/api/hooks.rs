@@ -155,6 +155,53 @@ async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     );
 }
 
+/// Sonarr's and Radarr's Webhook connection, with PUT as their settings allow: the Test event
+/// is confirmed in Chat and answered 2xx, so the Test button shows success.
+#[actix_rt::test]
+async fn sonarr_and_radarr_webhooks_are_posted_with_post_or_put() {
+    let app = app().await;
+    for (method, case, text) in [
+        (
+            "PUT",
+            "sonarr/test",
+            "[Sonarr] ✅ Test notification: this connection reaches Synology Chat",
+        ),
+        (
+            "POST",
+            "radarr/imported",
+            "[Radarr] ✅ Imported Arrival (2016) [Bluray-1080p]",
+        ),
+    ] {
+        let body = serde_json::to_vec(&golden(case)).unwrap();
+        let request = app
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/hooks/ops/{SECRET}", app.base),
+            )
+            .insert_header(("Content-Type", "application/json"));
+        let answer = read(request.send_body(body).await.unwrap()).await;
+        assert_eq!(answer.status, 202, "{method} {case}: {}", answer.body);
+        assert_eq!(answer.body["format"], "arr");
+        post_arrives(&app, text).await;
+    }
+    // PUT with the secret as a bearer token, and a wrong secret.
+    let put = |secret: &str| {
+        app.http
+            .put(format!("{}/hooks/ops", app.base))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("Authorization", format!("Bearer {secret}")))
+    };
+    let health = serde_json::to_vec(&golden("sonarr/health")).unwrap();
+    let answer = read(put(SECRET).send_body(health.clone()).await.unwrap()).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let answer = read(put("wrong").send_body(health).await.unwrap()).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    let wrong_method = app.get(&format!("/hooks/ops/{SECRET}")).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("POST, PUT"));
+}
+
 #[actix_rt::test]
 async fn a_wrong_name_or_secret_is_no_service_and_posts_nothing() {
     let app = app().await;
