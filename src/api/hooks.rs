@@ -210,17 +210,20 @@ impl utoipa::IntoResponses for HookAnswers {
                     .build())
                 .content("application/json", json(&HookReceipt::name())))
             .response("400", ResponseBuilder::new()
-                .description("`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem)")
+                .description("`invalid_payload` or `no_text` (text/plain for Slack-style senders, else a problem); for Slack-style senders also `user_not_found`")
                 .content("text/plain", text(Some("invalid_payload")))
                 .content("application/problem+json", problem()))
+            .response("403", ResponseBuilder::new()
+                .description("Slack-style senders: `action_prohibited`, DSM refused the message for good")
+                .content("text/plain", text(Some("action_prohibited"))))
             .response("404", ResponseBuilder::new()
-                .description("`no_service`: no hook with this name and secret")
+                .description("`no_service`: no hook with this name and secret; for Slack-style senders also `channel_not_found`")
                 .content("text/plain", text(Some("no_service"))))
             .response("413", ResponseBuilder::new()
                 .description("The body is over 5 MiB")
                 .content("text/plain", text(None)))
             .response("422", ResponseBuilder::new()
-                .description("The hook's target name matches no channel or user, or DSM refused the message for good (`channel_not_found`, `user_not_found`, `action_prohibited` for Slack-style senders)")
+                .description("Other senders: the hook's target name matches no channel or user, or DSM refused the message for good. Slack-style senders get Slack's own statuses instead: `404 channel_not_found`, `400 user_not_found`, `403 action_prohibited`")
                 .content("text/plain", text(Some("channel_not_found")))
                 .content("application/problem+json", problem()))
             .response("503", ResponseBuilder::new()
@@ -426,7 +429,13 @@ async fn handle(
         Outcome::Refused { slack_code, error } => {
             tracing::warn!(hook = name, %error, "hook message refused");
             if slack_style(None) {
-                plain(StatusCode::UNPROCESSABLE_ENTITY, slack_code)
+                // The statuses Slack gives these bodies (senders-delivery-events A.1).
+                let status = match slack_code {
+                    "channel_not_found" => StatusCode::NOT_FOUND,
+                    "action_prohibited" => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                plain(status, slack_code)
             } else {
                 use actix_web::ResponseError;
                 error.error_response()

@@ -98,8 +98,8 @@ pub struct Rendered {
 }
 
 /// Parses a body by its content type: a form's `payload` (Slack's legacy form, Gitea) as JSON;
-/// anything else as JSON when it is JSON, else as text (shoutrrr sends raw text labelled
-/// `application/json`).
+/// `text/plain` as text; anything else as JSON when it is JSON, else as text (shoutrrr sends raw
+/// text labelled `application/json`).
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, FormatError> {
     if media_type_is(content_type, "application/x-www-form-urlencoded") {
         let payload = form_urlencoded::parse(body)
@@ -115,7 +115,10 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
     let text = std::str::from_utf8(body)
         .map_err(|_| FormatError::InvalidPayload("the body is not UTF-8 text".into()))?;
     let trimmed = text.trim_start();
-    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+    // Text said to be text is posted as written, even when it looks like JSON (a hook forced
+    // to a JSON format still reads it as JSON, in `render`).
+    if !media_type_is(content_type, "text/plain")
+        && (trimmed.starts_with('{') || trimmed.starts_with('['))
         && let Ok(value) = serde_json::from_str(text)
     {
         return Ok(Payload::Json(value));
@@ -143,12 +146,17 @@ pub fn render(
         (Format::Text, Payload::Json(Value::String(text))) => text.clone(),
         (Format::Text, Payload::Json(value)) => value.to_string(),
         (Format::Generic, payload) => generic::render(payload, template)?,
-        (_, Payload::Text(_)) => {
-            return Err(FormatError::InvalidPayload(format!(
-                "a {} payload must be JSON",
-                format.as_str()
-            )));
-        }
+        (_, Payload::Text(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => {
+                return render(&Payload::Json(value), Some(format), template);
+            }
+            _ => {
+                return Err(FormatError::InvalidPayload(format!(
+                    "a {} payload must be JSON",
+                    format.as_str()
+                )));
+            }
+        },
         (Format::Slack | Format::Mattermost, Payload::Json(value)) => slack::render(object(value)?),
         (Format::Alertmanager, Payload::Json(value)) => alertmanager::render(object(value)?)?,
         (Format::Grafana, Payload::Json(value)) => grafana::render(object(value)?)?,
@@ -237,6 +245,21 @@ mod tests {
         assert_eq!(
             parse_body(Some("application/json"), b"plain words").unwrap(),
             Payload::Text("plain words".into())
+        );
+        // Text labelled as text stays text, so `curl -H 'Content-Type: text/plain'` posts what
+        // it sends; a hook forced to a JSON format still reads it.
+        let braces = br#"{"text": "deploy {app}"}"#;
+        let as_text = parse_body(Some("text/plain; charset=utf-8"), braces).unwrap();
+        assert_eq!(as_text, Payload::Text(r#"{"text": "deploy {app}"}"#.into()));
+        assert_eq!(
+            render(&as_text, None, None).unwrap().text,
+            r#"{"text": "deploy {app}"}"#
+        );
+        let forced = render(&as_text, Some(Format::Slack), None).unwrap();
+        assert_eq!(forced.text, "deploy {app}");
+        assert_eq!(
+            parse_body(Some("application/json"), braces).unwrap(),
+            Payload::Json(json!({"text": "deploy {app}"}))
         );
         assert!(matches!(
             parse_body(None, b"\xff\xfe"),

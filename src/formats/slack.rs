@@ -189,7 +189,8 @@ pub fn render_blocks(blocks: &[Value]) -> String {
                     lines.push(parts.join(" · "));
                 }
             }
-            "divider" => lines.push("──────────".to_owned()),
+            // An empty line, as senders-delivery-events B.3 renders it.
+            "divider" => lines.push(DIVIDER.to_owned()),
             "image" => {
                 if let Some(url) = block.get("image_url").and_then(Value::as_str) {
                     let label = text_object(block.get("title"))
@@ -224,9 +225,12 @@ pub fn render_blocks(blocks: &[Value]) -> String {
             _ => {}
         }
     }
-    lines.retain(|l| !l.trim().is_empty());
-    lines.join("\n")
+    lines.retain(|l| l == DIVIDER || !l.trim().is_empty());
+    lines.join("\n").replace(DIVIDER, "")
 }
+
+/// Stands for a divider's empty line until the empty lines of other blocks are dropped.
+const DIVIDER: &str = "\u{0}";
 
 /// An element of a context or actions block, or a section accessory: texts, images (their
 /// alternative text) and buttons with a URL (as links).
