@@ -76,6 +76,8 @@ pub struct HookSettings {
     pub format: Option<crate::formats::Format>,
     /// A MiniJinja template for the generic format (the body's JSON fields are its variables).
     pub template: Option<String>,
+    /// `raw` (default): emphasis left as sent; `plain`: `**b**`, `_i_`, `# h` markers stripped.
+    pub markup: crate::formats::Markup,
 }
 
 fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -79,6 +79,7 @@ pub struct Hook {
     secret_hash: SecretString,
     pub format: Option<Format>,
     pub template: Option<String>,
+    pub markup: formats::Markup,
 }
 
 impl Hook {
@@ -95,6 +96,7 @@ impl Hook {
             secret_hash: settings.secret_hash.clone()?,
             format: settings.format,
             template: settings.template.clone(),
+            markup: settings.markup,
         })
     }
 
@@ -519,6 +521,10 @@ async fn receive(
         .and_then(|body| formats::parse_body(content_type, &body))
         .and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
     let rendered = match rendered {
+        Ok(rendered) if hook.markup == formats::Markup::Plain => formats::Rendered {
+            text: formats::plain_markup(&rendered.text),
+            ..rendered
+        },
         Ok(rendered) => rendered,
         Err(error) => {
             return Outcome::BadBody {
@@ -723,6 +729,7 @@ mod tests {
             secret_hash: SecretString::from(hash_key("s3cret").to_uppercase()),
             format: None,
             template: None,
+            markup: formats::Markup::Raw,
         };
         assert!(hook.accepts("s3cret"));
         assert!(!hook.accepts("s3cre"));

@@ -217,9 +217,160 @@ pub fn rfc3339(time: &str) -> String {
     }
 }
 
+/// The `plain` markup of a hook: also strips emphasis markers (`**b**`, `__b__`, `~~s~~`,
+/// `*b*`, `_i_`, `~s~`) and heading marks (`# h`), which Chat shows as typed. Only pairs that
+/// open after a space or an opening bracket and close before a non-letter are taken, so
+/// `rate(x[5m])*100`, `snake_case` and URLs stay as they are; code (inline and fenced) and
+/// Chat links are never touched.
+pub fn plain(text: &str) -> String {
+    let mut in_fence = false;
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            if line.trim_start().starts_with("```") {
+                in_fence = !in_fence;
+                return line.to_owned();
+            }
+            if in_fence {
+                return line.to_owned();
+            }
+            plain_line(strip_heading(line))
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn strip_heading(line: &str) -> &str {
+    let hashes = line.bytes().take_while(|b| *b == b'#').count();
+    match line[hashes..].strip_prefix(' ') {
+        Some(rest) if (1..=6).contains(&hashes) => rest.trim_start(),
+        _ => line,
+    }
+}
+
+/// One line, its code spans and Chat links kept as they are.
+fn plain_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    loop {
+        let Some((start, end)) = protected_span(rest) else {
+            out.push_str(&strip_emphasis(rest));
+            return out;
+        };
+        out.push_str(&strip_emphasis(&rest[..start]));
+        out.push_str(&rest[start..end]);
+        rest = &rest[end..];
+    }
+}
+
+/// The first inline code span or `<http…>`/`<mailto:…>` link: its byte range.
+fn protected_span(text: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(offset) = text[from..].find(['`', '<']) {
+        let start = from + offset;
+        let after = &text[start + 1..];
+        let end = if text[start..].starts_with('`') {
+            after.find('`')
+        } else if ["http://", "https://", "mailto:"]
+            .iter()
+            .any(|scheme| after.starts_with(scheme))
+        {
+            after.find('>')
+        } else {
+            None
+        };
+        match end {
+            Some(end) => return Some((start, start + 1 + end + 1)),
+            None => from = start + 1,
+        }
+    }
+    None
+}
+
+fn strip_emphasis(text: &str) -> String {
+    ["**", "__", "~~", "*", "_", "~"]
+        .iter()
+        .fold(text.to_owned(), |text, marker| strip_pairs(&text, marker))
+}
+
+/// `marker`…`marker` pairs removed, their content kept.
+fn strip_pairs(text: &str, marker: &str) -> String {
+    let mark = marker.chars().next().unwrap_or('*');
+    let opens = |before: Option<char>, after: Option<char>| {
+        before.is_none_or(|c| c.is_whitespace() || "([{\"'".contains(c))
+            && after.is_some_and(|c| !c.is_whitespace() && c != mark)
+    };
+    let closes = |before: Option<char>, after: Option<char>| {
+        before.is_some_and(|c| !c.is_whitespace() && c != mark)
+            && after.is_none_or(|c| !c.is_alphanumeric() && c != mark)
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'pairs: loop {
+        for (open, _) in rest.match_indices(marker) {
+            let inner = open + marker.len();
+            if !opens(
+                rest[..open].chars().next_back(),
+                rest[inner..].chars().next(),
+            ) {
+                continue;
+            }
+            for (close, _) in rest[inner..].match_indices(marker) {
+                let close = inner + close;
+                let after = close + marker.len();
+                if close > inner
+                    && closes(
+                        rest[..close].chars().next_back(),
+                        rest[after..].chars().next(),
+                    )
+                {
+                    out.push_str(&rest[..open]);
+                    out.push_str(&rest[inner..close]);
+                    rest = &rest[after..];
+                    continue 'pairs;
+                }
+            }
+        }
+        out.push_str(rest);
+        return out;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_markup_strips_emphasis_and_headings_only() {
+        assert_eq!(
+            plain("**Firing** _now_ ~gone~ ~~old~~ __big__"),
+            "Firing now gone old big"
+        );
+        assert_eq!(
+            plain("# Alert\n## Details\n#ops stays"),
+            "Alert\nDetails\n#ops stays"
+        );
+        for kept in [
+            "rate(x[5m])*100 > 0.5",
+            "my_snake_case_name",
+            "a * b * c",
+            "2*3*4",
+            "<https://x.example/a_b_c|the *link*>",
+            "`*not bold*` and ```inline```",
+            "path/_private_/x",
+        ] {
+            assert_eq!(plain(kept), kept);
+        }
+        assert_eq!(
+            plain("see (*this*) and \"_that_\""),
+            "see (this) and \"that\""
+        );
+        assert_eq!(
+            plain("```\n**kept** in a fence\n```\n**gone**"),
+            "```\n**kept** in a fence\n```\ngone"
+        );
+        assert_eq!(plain("rate(x)*100 and *bold*"), "rate(x)*100 and bold");
+    }
 
     #[test]
     fn slack_tokens_become_readable_text() {

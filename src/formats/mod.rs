@@ -22,6 +22,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use generic::check_template;
+pub use markup::plain as plain_markup;
+
+/// What a hook does with the markup Chat shows as typed (senders-delivery-events B.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Markup {
+    /// Links, entities and mention tokens converted; emphasis left as sent (lossless).
+    #[default]
+    Raw,
+    /// Also strips emphasis markers and heading marks.
+    Plain,
+}
 
 /// A sender format, forced by a hook's `format` or detected from the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

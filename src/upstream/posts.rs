@@ -156,6 +156,8 @@ impl DsmClient {
             ("channel_id", channel_id.as_str()),
             ("type", "file"),
             ("message", new.message),
+            // The seed and Chat's own UI send it (empty is accepted, PROTOCOL.md §3).
+            ("conn_id", ""),
         ];
         let created: serde_json::Value = self
             .call_upload(&POST_UPLOAD, &params, &new.file)

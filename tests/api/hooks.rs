@@ -49,6 +49,9 @@ fn with_hooks(settings: &mut Settings) {
     let mut am = hook(("channel", "ops"));
     am.format = Some(Format::Alertmanager);
     settings.hooks.insert("am".into(), am);
+    let mut plain = hook(("channel", "ops"));
+    plain.markup = syno_chat_gateway::formats::Markup::Plain;
+    settings.hooks.insert("plain".into(), plain);
 }
 
 async fn app() -> TestApp {
@@ -153,6 +156,19 @@ async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
             .unwrap()
             .starts_with("🔥 [FIRING:2] HighCPU (prod critical)\n")
     );
+}
+
+/// `markup = "plain"` strips what Chat would show as typed; the default leaves it.
+#[actix_rt::test]
+async fn a_plain_markup_hook_strips_emphasis_and_the_default_keeps_it() {
+    let app = app().await;
+    let body = json!({"text": "# Deploy\n**done** for `app_v2` in rate(x)*2"});
+    let answer = send_json(&app, &format!("/hooks/plain/{SECRET}"), body.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    post_arrives(&app, "Deploy\ndone for `app_v2` in rate(x)*2").await;
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    post_arrives(&app, "# Deploy\n**done** for `app_v2` in rate(x)*2").await;
 }
 
 /// Sonarr's and Radarr's Webhook connection, with PUT as their settings allow: the Test event
