@@ -37,6 +37,23 @@ fn event(inbound: &str, kind: EventKind, channel_id: i64, post_id: Option<i64>) 
     }
 }
 
+/// An enabled subscription to every event, as created through the API.
+fn subscription(id: &str) -> syno_chat_gateway::events::subscriptions::Subscription {
+    syno_chat_gateway::events::subscriptions::Subscription {
+        id: id.into(),
+        url: "https://receiver.example.org/chat".into(),
+        secret: SecretString::from("whsec_c2VjcmV0".to_owned()),
+        filter: EventFilter::default(),
+        respond: false,
+        enabled: true,
+        disabled_reason: None,
+        consecutive_failures: 0,
+        last_delivered_event_id: None,
+        created_at: 900,
+        disabled_at: None,
+    }
+}
+
 backends::on_both!(
     events_get_increasing_ids_and_one_row_per_post,
     |backend: Backend| async move {
@@ -136,19 +153,7 @@ backends::on_both!(
         use syno_chat_gateway::store::subscriptions::SubscriptionDelivery;
 
         let store = open(&backend.url).await;
-        let subscription = Subscription {
-            id: "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e01".into(),
-            url: "https://receiver.example.org/chat".into(),
-            secret: SecretString::from("whsec_c2VjcmV0".to_owned()),
-            filter: EventFilter::default(),
-            respond: false,
-            enabled: true,
-            disabled_reason: None,
-            consecutive_failures: 0,
-            last_delivered_event_id: None,
-            created_at: 900,
-            disabled_at: None,
-        };
+        let subscription = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e01");
         store.insert_subscription(&subscription, 0).await.unwrap();
         for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
             store
@@ -197,19 +202,7 @@ backends::on_both!(
         let store = open(&backend.url).await;
         let id = "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e02";
         let target = format!("subscription:{id}");
-        let subscription = Subscription {
-            id: id.into(),
-            url: "https://receiver.example.org/chat".into(),
-            secret: SecretString::from("whsec_c2VjcmV0".to_owned()),
-            filter: EventFilter::default(),
-            respond: false,
-            enabled: true,
-            disabled_reason: None,
-            consecutive_failures: 0,
-            last_delivered_event_id: None,
-            created_at: 900,
-            disabled_at: None,
-        };
+        let subscription = subscription(id);
         store.insert_subscription(&subscription, 0).await.unwrap();
         for post_id in [10, 11] {
             let e = event("ops", EventKind::Message, 2, Some(post_id));
@@ -229,27 +222,14 @@ backends::on_both!(
         );
 
         // Two failures of three allowed, then a third: disabled, the queue cancelled.
-        assert_eq!(
-            store
-                .subscription_failed(id, &target, 3, "500", 2_000)
-                .await
-                .unwrap(),
-            (1, false)
-        );
-        assert_eq!(
-            store
-                .subscription_failed(id, &target, 3, "500", 2_001)
-                .await
-                .unwrap(),
-            (2, false)
-        );
-        assert_eq!(
-            store
-                .subscription_failed(id, &target, 3, "503", 2_002)
-                .await
-                .unwrap(),
-            (3, true)
-        );
+        for (at, status, counted) in [
+            (2_000, "500", (1, false)),
+            (2_001, "500", (2, false)),
+            (2_002, "503", (3, true)),
+        ] {
+            let failed = store.subscription_failed(id, &target, 3, status, at).await;
+            assert_eq!(failed.unwrap(), counted, "{at}");
+        }
         let disabled = store.subscription(id).await.unwrap().unwrap();
         assert!(!disabled.enabled);
         assert_eq!(disabled.disabled_at, Some(2_002));
