@@ -22,6 +22,9 @@ pub enum WebhookKind {
 struct WebhookOps {
     list: Op,
     create: Op,
+    /// `set {user_id, channel_id, …}`: binds what `create` made (N8N's Chat 2.4.6 binds the
+    /// channel and URL only this way, PROTOCOL.md §3 and §6.1 item 3).
+    bind: Option<Op>,
     delete: Op,
     /// Key of the item array in `list`'s data (Slash's is undocumented, see `webhook_items`).
     list_key: &'static str,
@@ -32,18 +35,21 @@ const WEBHOOK_TEXT: &[&str] = &["name", "command", "url", "icon_url"];
 const INCOMING_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Incoming", "list", 1..=1, Verb::Get),
     create: op("SYNO.Chat.Webhook.Incoming", "create", 1..=1, Verb::Post).text(WEBHOOK_TEXT),
+    bind: Some(op("SYNO.Chat.Webhook.Incoming", "set", 1..=1, Verb::Post)),
     delete: op("SYNO.Chat.Webhook.Incoming", "delete", 1..=1, Verb::Post),
     list_key: "webhook_incomings",
 };
 const OUTGOING_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Outgoing", "list", 1..=1, Verb::Get),
     create: op("SYNO.Chat.Webhook.Outgoing", "create", 1..=1, Verb::Post).text(WEBHOOK_TEXT),
+    bind: Some(op("SYNO.Chat.Webhook.Outgoing", "set", 1..=1, Verb::Post).text(&["url"])),
     delete: op("SYNO.Chat.Webhook.Outgoing", "delete", 1..=1, Verb::Post),
     list_key: "webhook_outgoings",
 };
 const SLASH_OPS: WebhookOps = WebhookOps {
     list: op("SYNO.Chat.Webhook.Slash", "list", 1..=2, Verb::Get),
     create: op("SYNO.Chat.Webhook.Slash", "create", 1..=2, Verb::Post).text(WEBHOOK_TEXT),
+    bind: None,
     delete: op("SYNO.Chat.Webhook.Slash", "delete", 1..=2, Verb::Post),
     list_key: "webhook_slashes",
 };
@@ -208,18 +214,43 @@ impl DsmClient {
                 decode_data(body, WireCreatedIntegration::into_created)
             })
             .await?;
-        if let NewWebhook::Incoming { name, .. } = new {
-            // External refuses an incoming webhook's token until its bot has a nickname and is
-            // enabled (PROTOCOL.md §6.1, item 3); a token nobody can use is not left behind.
-            if let Err(error) = self.make_sendable(created.user_id, name).await {
-                if let Err(cleanup) = self.delete_webhook(new.kind(), created.user_id).await {
-                    tracing::warn!(user_id = %created.user_id, error = %cleanup,
-                        "an incoming webhook that could not be enabled was not deleted");
-                }
-                return Err(error);
+        // A webhook nobody can use is not left behind.
+        if let Err(error) = self.finish_setup(&new, created.user_id).await {
+            if let Err(cleanup) = self.delete_webhook(new.kind(), created.user_id).await {
+                tracing::warn!(user_id = %created.user_id, error = %cleanup,
+                    "a webhook that could not be set up was not deleted");
             }
+            return Err(error);
         }
         Ok(created)
+    }
+
+    /// After `create`: binds the channel (and URL) with `set`, as DSM versions that ignore
+    /// them in `create` need; an incoming webhook's bot is then named and enabled, without
+    /// which External refuses its token (PROTOCOL.md §6.1, item 3).
+    async fn finish_setup(&self, new: &NewWebhook<'_>, user_id: UserId) -> Result<()> {
+        let id = user_id.to_string();
+        let (channel_id, url) = match new {
+            NewWebhook::Incoming { channel_id, .. } => (channel_id.to_string(), None),
+            NewWebhook::Outgoing {
+                channel_id, url, ..
+            } => (channel_id.to_string(), Some(url.to_string())),
+            NewWebhook::Slash { .. } => return Ok(()),
+        };
+        if let Some(bind) = &new.kind().ops().bind {
+            let mut params = vec![
+                ("user_id", id.as_str()),
+                ("channel_id", channel_id.as_str()),
+            ];
+            if let Some(url) = &url {
+                params.push(("url", url.as_str()));
+            }
+            self.call::<serde::de::IgnoredAny>(bind, &params).await?;
+        }
+        if let NewWebhook::Incoming { name, .. } = new {
+            self.make_sendable(user_id, name).await?;
+        }
+        Ok(())
     }
 
     /// Names an incoming webhook's bot and enables it.
@@ -271,7 +302,9 @@ impl DsmClient {
 
     pub async fn delete_bot(&self, user_id: UserId) -> Result<()> {
         let user_id = user_id.to_string();
-        self.call::<serde::de::IgnoredAny>(&BOT_DELETE, &[("user_id", &user_id)])
+        // Without it DSM may only mark the bot deleted (N8N sends it, PROTOCOL.md §3).
+        let params = [("user_id", user_id.as_str()), ("real_delete", "true")];
+        self.call::<serde::de::IgnoredAny>(&BOT_DELETE, &params)
             .await
             .map(drop)
     }

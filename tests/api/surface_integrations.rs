@@ -106,11 +106,21 @@ async fn webhook_kinds_are_created_listed_and_deleted() {
     ];
     for (resource, api, body) in kinds {
         let path = format!("/api/v1/integrations/{resource}");
-        let created = admin(&app, "POST", &path, Some(body)).await;
+        let created = admin(&app, "POST", &path, Some(body.clone())).await;
         assert_eq!(created.status, 201, "{resource}: {}", created.body);
         let token = created.body["token"].as_str().unwrap();
         assert_eq!(token.len(), 64);
         let id = created.body["user_id"].as_u64().unwrap();
+        if resource != "slash-commands" {
+            // The channel (and URL) bound with `set` too, for DSMs that ignore them in `create`.
+            let bound = last_params(&app, api, "set");
+            assert_eq!(param(&bound, "user_id"), Some(&*id.to_string()));
+            assert_eq!(
+                param(&bound, "channel_id"),
+                Some(&*body["channel_id"].to_string())
+            );
+            assert_eq!(param(&bound, "url"), body["url"].as_str());
+        }
         if resource == "incoming-webhooks" {
             // Ready to send with: its bot is named after the webhook and enabled (the simulator,
             // like DSM, refuses a token whose bot has no nickname or is disabled).
@@ -313,6 +323,8 @@ async fn bots_are_renamed_and_deleted() {
     assert_eq!(app.sim.count("SYNO.Chat.Bot", "set"), 2);
 
     assert_eq!(admin(&app, "DELETE", &path, None).await.status, 204);
+    let deleted = last_params(&app, "SYNO.Chat.Bot", "delete");
+    assert_eq!(param(&deleted, "real_delete"), Some("true"), "not only marked deleted");
     let list = admin(&app, "GET", "/api/v1/integrations/incoming-webhooks", None).await;
     assert!(!ids(&list).contains(&id));
     admin(&app, "DELETE", &path, None)
