@@ -48,11 +48,15 @@ fn slack_token(inner: &str) -> String {
         );
     }
     if let Some(special) = target.strip_prefix('!') {
+        let name = special.split('^').next().unwrap_or(special);
+        // Broadcasts read as typed (`<!here|here>` too): B.3 gives `@here`.
+        if matches!(name, "here" | "channel" | "everyone") {
+            return format!("@{name}");
+        }
         if let Some(label) = label {
             // <!subteam^S1|@ops>, <!date^1700000000^{date}|Nov 14>: the readable fallback.
             return label;
         }
-        let name = special.split('^').next().unwrap_or(special);
         return format!("@{name}");
     }
     // Slack senders escape `&` in URLs too.
@@ -100,6 +104,11 @@ pub fn markdown_links(text: &str) -> String {
                 .map_or(text.len(), |i| url_start + i);
         }
         let url = &text[url_start..url_stop];
+        // Discord's `[t](<u>)`: a link whose preview is suppressed.
+        let url = url
+            .strip_prefix('<')
+            .and_then(|u| u.strip_suffix('>'))
+            .unwrap_or(url);
         if !text[url_stop..].starts_with(')')
             || !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -330,6 +339,23 @@ fn strip_pairs(text: &str, marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_broadcasts_and_masked_links_read_as_chat_shows_them() {
+        assert_eq!(
+            slack("<!here|here> and <!channel> <!everyone|all>"),
+            "@here and @channel @everyone"
+        );
+        assert_eq!(slack("<!subteam^S1|@ops>"), "@ops");
+        assert_eq!(
+            markdown_links("see [the run](<https://ci.example/1>) now"),
+            "see <https://ci.example/1|the run> now"
+        );
+        assert_eq!(
+            discord("[docs](<https://d.example/a>)"),
+            "<https://d.example/a|docs>"
+        );
+    }
 
     #[test]
     fn plain_markup_strips_emphasis_and_headings_only() {

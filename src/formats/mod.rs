@@ -109,20 +109,36 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// Parses a body by its content type: a form's `payload` (Slack's legacy form, Gitea) as JSON;
+/// Parses a body by its content type: a form's `payload` (Slack's legacy form, Gitea) or
+/// `payload_json` as JSON, another form by its fields or as a raw body;
 /// `text/plain` as text; anything else as JSON when it is JSON, else as text (shoutrrr sends raw
 /// text labelled `application/json`).
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, FormatError> {
     if media_type_is(content_type, "application/x-www-form-urlencoded") {
-        let payload = form_urlencoded::parse(body)
-            .find(|(key, _)| key == "payload")
-            .map(|(_, value)| value.into_owned())
-            .ok_or_else(|| {
-                FormatError::InvalidPayload("a form body needs a `payload` field".into())
-            })?;
-        return serde_json::from_str(&payload)
-            .map(Payload::Json)
-            .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")));
+        let fields: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if let Some((_, payload)) = fields
+            .iter()
+            .find(|(key, _)| key == "payload" || key == "payload_json")
+        {
+            return serde_json::from_str(payload)
+                .map(Payload::Json)
+                .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")));
+        }
+        // `curl -d '{…}'` labels JSON as a form; Discord and others post `content=…`: a form
+        // naming a text field is read as an object of its fields, anything else as the body.
+        if fields
+            .iter()
+            .any(|(key, _)| ["text", "content", "message", "msg"].contains(&key.as_str()))
+        {
+            let object = fields
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            return Ok(Payload::Json(Value::Object(object)));
+        }
+        return parse_body(None, body);
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| FormatError::InvalidPayload("the body is not UTF-8 text".into()))?;
@@ -284,6 +300,20 @@ mod tests {
             ),
             Err(FormatError::InvalidPayload(_))
         ));
+        // What curl sends without `-H`, a Discord-style form, and text under a form's label.
+        let form = Some("application/x-www-form-urlencoded");
+        assert_eq!(
+            parse_body(form, br#"{"text":"a+b & c"}"#).unwrap(),
+            Payload::Json(json!({"text": "a+b & c"}))
+        );
+        assert_eq!(
+            parse_body(form, b"content=deployed+v2&username=ci").unwrap(),
+            Payload::Json(json!({"content": "deployed v2", "username": "ci"}))
+        );
+        assert_eq!(
+            parse_body(form, b"Backup finished").unwrap(),
+            Payload::Text("Backup finished".into())
+        );
     }
 
     #[test]

@@ -263,7 +263,7 @@ async fn bad_payloads_get_slacks_error_strings() {
         &app,
         &path,
         "application/x-www-form-urlencoded",
-        b"text=hi".to_vec(),
+        b"payload=%7Bnot+json".to_vec(),
         None,
     )
     .await;
@@ -271,6 +271,20 @@ async fn bad_payloads_get_slacks_error_strings() {
         (form.status.as_u16(), form.body.clone()),
         (400, json!("invalid_payload"))
     );
+    // A form without `payload` is read by its fields (nothing is refused that can be shown).
+    let fields = send(
+        &app,
+        &path,
+        "application/x-www-form-urlencoded",
+        b"text=hi+from+a+form".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (fields.status.as_u16(), fields.body.clone()),
+        (200, json!("ok"))
+    );
+    post_arrives(&app, "hi from a form").await;
     let empty = send_json(&app, &path, json!({"text": " ", "attachments": []})).await;
     assert_eq!(
         (empty.status.as_u16(), empty.body.clone()),
@@ -291,7 +305,7 @@ async fn bad_payloads_get_slacks_error_strings() {
     );
     assert_eq!(
         param(
-            &posted(&app, "SYNO.Chat.Post", "create", 1).await,
+            &posted(&app, "SYNO.Chat.Post", "create", 2).await,
             "message"
         ),
         Some("a & b")

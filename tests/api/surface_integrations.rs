@@ -324,7 +324,11 @@ async fn bots_are_renamed_and_deleted() {
 
     assert_eq!(admin(&app, "DELETE", &path, None).await.status, 204);
     let deleted = last_params(&app, "SYNO.Chat.Bot", "delete");
-    assert_eq!(param(&deleted, "real_delete"), Some("true"), "not only marked deleted");
+    assert_eq!(
+        param(&deleted, "real_delete"),
+        Some("true"),
+        "not only marked deleted"
+    );
     let list = admin(&app, "GET", "/api/v1/integrations/incoming-webhooks", None).await;
     assert!(!ids(&list).contains(&id));
     admin(&app, "DELETE", &path, None)
