@@ -85,24 +85,40 @@ impl DsmClient {
         if self.up.sessions.recently_proven(session) {
             return false;
         }
-        let proof = &super::users::PREFERENCE_GET;
-        let Ok(endpoint) = self.endpoint(proof).await else {
-            return false;
-        };
-        let check = self
-            .exchange::<serde::de::IgnoredAny>(
-                proof,
-                &endpoint,
-                &[],
-                Credential::Session(session),
-                None,
-            )
-            .await;
-        let lost = matches!(check, Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code));
-        if check.is_ok() {
-            self.up.sessions.proven_alive(session);
+        // The cheapest call that proves a session; when the NAS cannot answer it (an API or
+        // method it does not offer: 102–104), the channel list, which every Chat has.
+        for proof in [&super::users::PREFERENCE_GET, &super::channels::CHANNEL_LIST] {
+            let Ok(endpoint) = self.endpoint(proof).await else {
+                continue;
+            };
+            let check = self
+                .exchange::<serde::de::IgnoredAny>(
+                    proof,
+                    &endpoint,
+                    &[],
+                    Credential::Session(session),
+                    None,
+                )
+                .await;
+            match check {
+                Ok(_) => {
+                    self.up.sessions.proven_alive(session);
+                    return false;
+                }
+                Err(UpstreamError::Dsm { code, .. })
+                    if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code) =>
+                {
+                    return true;
+                }
+                Err(UpstreamError::Dsm {
+                    code: 102..=104, ..
+                }) => continue,
+                // A timeout or a NAS going away proves nothing either way: the caller gets its
+                // error, and the next call checks again.
+                Err(_) => return false,
+            }
         }
-        lost
+        false
     }
 
     async fn login(&self, otp_code: Option<&str>, request_device_token: bool) -> Result<LoginData> {

@@ -265,6 +265,21 @@ async fn a_session_ended_soon_after_a_permission_error_is_logged_in_again() {
     assert_eq!(app.sim.login_attempts(), logins + 1);
 }
 
+/// A NAS that does not offer the cheap proof (`User.Preference get` answers 103) still gets
+/// its ended sessions replaced: the channel list proves the session instead.
+#[actix_web::test]
+async fn a_nas_without_the_cheap_session_proof_still_gets_a_new_login() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.fail_next("SYNO.Chat.User.Preference", Some("get"), 100, 103);
+    app.sim.expire_all_sessions();
+    let logins = app.sim.login_attempts();
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+    assert!(app.sim.count("SYNO.Chat.User.Preference", "get") >= 1);
+}
+
 #[actix_web::test]
 async fn the_sid_never_appears_in_a_url() {
     let app = spawn_app_with(SimConfig::default(), |_| {}).await;
