@@ -17,6 +17,7 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "grafana" => (Format::Grafana, Format::Grafana),
         "discord" => (Format::Discord, Format::Discord),
         "sonarr" | "radarr" => (Format::Arr, Format::Arr),
+        "github" | "gitea" => (Format::Forge, Format::Forge),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),
         other => panic!("unknown sender directory {other}"),

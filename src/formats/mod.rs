@@ -1,6 +1,6 @@
 //! Sender formats: pure functions from what a tool sends (Slack/Mattermost incoming webhooks,
-//! Alertmanager, Grafana, Discord, Sonarr/Radarr, generic JSON with a template, plain text) to
-//! one Chat text.
+//! Alertmanager, Grafana, Discord, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
+//! plain text) to one Chat text.
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
 //! [`render`].
 //!
@@ -13,6 +13,7 @@
 mod alertmanager;
 mod arr;
 mod discord;
+mod forge;
 mod generic;
 mod grafana;
 mod markup;
@@ -58,6 +59,15 @@ pub enum Format {
         alias = "readarr"
     )]
     Arr,
+    /// GitHub, Gitea, Forgejo and Gogs native webhooks (push, issues, pull requests, releases).
+    #[serde(
+        rename = "forge",
+        alias = "github",
+        alias = "gitea",
+        alias = "forgejo",
+        alias = "gogs"
+    )]
+    Forge,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -73,6 +83,7 @@ impl Format {
             Self::Grafana => "grafana",
             Self::Discord => "discord",
             Self::Arr => "arr",
+            Self::Forge => "forge",
             Self::Generic => "generic",
             Self::Text => "text",
         }
@@ -190,6 +201,7 @@ pub fn render(
         (Format::Grafana, Payload::Json(value)) => grafana::render(object(value)?)?,
         (Format::Discord, Payload::Json(value)) => discord::render(object(value)?),
         (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
+        (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
     };
     let text = tidy(&text);
     if text.trim().is_empty() {
@@ -220,6 +232,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if arr::looks_like(map) {
         return Format::Arr;
+    }
+    if forge::looks_like(map) {
+        return Format::Forge;
     }
     if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
         return Format::Discord;

@@ -87,7 +87,10 @@ impl DsmClient {
         }
         // The cheapest call that proves a session; when the NAS cannot answer it (an API or
         // method it does not offer: 102–104), the channel list, which every Chat has.
-        for proof in [&super::users::PREFERENCE_GET, &super::channels::CHANNEL_LIST] {
+        for proof in [
+            &super::users::PREFERENCE_GET,
+            &super::channels::CHANNEL_LIST,
+        ] {
             let Ok(endpoint) = self.endpoint(proof).await else {
                 continue;
             };

@@ -271,7 +271,8 @@ async fn a_session_ended_soon_after_a_permission_error_is_logged_in_again() {
 async fn a_nas_without_the_cheap_session_proof_still_gets_a_new_login() {
     let app = spawn_app_with(SimConfig::default(), |_| {}).await;
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
-    app.sim.fail_next("SYNO.Chat.User.Preference", Some("get"), 100, 103);
+    app.sim
+        .fail_next("SYNO.Chat.User.Preference", Some("get"), 100, 103);
     app.sim.expire_all_sessions();
     let logins = app.sim.login_attempts();
     let answer = app.get("/api/v1/channels/1/posts").await;

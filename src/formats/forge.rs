@@ -1,0 +1,209 @@
+//! GitHub, Gitea, Forgejo and Gogs native webhooks (senders-delivery-events A.9): a headline
+//! per event, read from the body's shape (the `X-GitHub-Event`/`X-Gitea-Event` header names the
+//! same thing): push with its commits, issues, pull requests, comments, releases, and the ping
+//! sent when a hook is created, which is confirmed in one line.
+
+use serde_json::{Map, Value};
+
+use super::markup::link;
+use super::{FormatError, text_field};
+
+/// Commits listed under a push headline.
+const COMMITS_SHOWN: usize = 5;
+
+/// Whether the body is a forge's: a repository with a full name, and who acted.
+pub fn looks_like(message: &Map<String, Value>) -> bool {
+    message
+        .get("repository")
+        .and_then(Value::as_object)
+        .is_some_and(|r| text_field(r, "full_name").is_some())
+        && ["sender", "pusher"]
+            .iter()
+            .any(|k| message.contains_key(*k))
+}
+
+pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
+    let object = |key: &str| message.get(key).and_then(Value::as_object);
+    let repo = object("repository")
+        .and_then(|r| text_field(r, "full_name"))
+        .ok_or_else(|| {
+            FormatError::InvalidPayload("a forge payload names its repository".into())
+        })?;
+    let who = actor(message);
+    let action = text_field(message, "action").unwrap_or("updated");
+    // GitHub's `ping` when a hook is created: confirmed in one line.
+    if message.contains_key("zen") {
+        return Ok(format!("🔗 [{repo}] webhook connected"));
+    }
+    if let Some(commits) = message.get("commits").and_then(Value::as_array) {
+        return Ok(push(message, repo, &who, commits));
+    }
+    if let Some(pull) = object("pull_request") {
+        let merged = pull.get("merged").and_then(Value::as_bool) == Some(true);
+        let action = if action == "closed" && merged {
+            "merged"
+        } else {
+            action
+        };
+        return Ok(format!(
+            "[{repo}] {who} {action} pull request {}",
+            numbered(pull)
+        ));
+    }
+    if let (Some(issue), Some(comment)) = (object("issue"), object("comment")) {
+        let mut text = format!("[{repo}] {who} commented on {}", numbered(issue));
+        if let Some(body) = text_field(comment, "body") {
+            text.push('\n');
+            text.push_str(&quoted(body));
+        }
+        return Ok(text);
+    }
+    if let Some(issue) = object("issue") {
+        return Ok(format!("[{repo}] {who} {action} issue {}", numbered(issue)));
+    }
+    if let Some(release) = object("release") {
+        let name = text_field(release, "name")
+            .or_else(|| text_field(release, "tag_name"))
+            .unwrap_or("a release");
+        let name = match text_field(release, "html_url") {
+            Some(url) => link(url, name),
+            None => name.to_owned(),
+        };
+        return Ok(format!("[{repo}] {who} {action} release {name}"));
+    }
+    Ok(format!("[{repo}] {who} {action}"))
+}
+
+/// `[owner/repo:main] alice pushed 2 commits <compare|compare>` and the commits.
+fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) -> String {
+    let reference = text_field(message, "ref").unwrap_or_default();
+    let place = match (
+        reference.strip_prefix("refs/heads/"),
+        reference.strip_prefix("refs/tags/"),
+    ) {
+        (Some(branch), _) => format!("{repo}:{branch}"),
+        (_, Some(tag)) => format!("{repo} tag {tag}"),
+        _ => repo.to_owned(),
+    };
+    // Gitea counts commits beyond those it lists in `total_commits`.
+    let total = message
+        .get("total_commits")
+        .and_then(Value::as_u64)
+        .map_or(commits.len(), |n| n as usize)
+        .max(commits.len());
+    let compare = text_field(message, "compare_url")
+        .or_else(|| text_field(message, "compare"))
+        .map(|url| format!(" {}", link(url, "compare")))
+        .unwrap_or_default();
+    let mut lines = vec![match total {
+        0 => format!("[{place}] {who} pushed{compare}"),
+        1 => format!("[{place}] {who} pushed 1 commit{compare}"),
+        n => format!("[{place}] {who} pushed {n} commits{compare}"),
+    }];
+    for commit in commits
+        .iter()
+        .filter_map(Value::as_object)
+        .take(COMMITS_SHOWN)
+    {
+        let id = text_field(commit, "id").unwrap_or_default();
+        let short = id.get(..7).unwrap_or(id);
+        let sha = match text_field(commit, "url") {
+            Some(url) => link(url, short),
+            None => short.to_owned(),
+        };
+        let subject = text_field(commit, "message")
+            .and_then(|m| m.lines().next())
+            .unwrap_or_default();
+        let author = commit
+            .get("author")
+            .and_then(Value::as_object)
+            .and_then(|a| text_field(a, "name"))
+            .map(|name| format!(" — {name}"))
+            .unwrap_or_default();
+        lines.push(format!("• {sha} {subject}{author}"));
+    }
+    if total > COMMITS_SHOWN {
+        lines.push(format!("…and {} more", total - COMMITS_SHOWN));
+    }
+    lines.join("\n")
+}
+
+/// Who acted: the sender's or pusher's login, username or name.
+fn actor(message: &Map<String, Value>) -> String {
+    ["sender", "pusher"]
+        .iter()
+        .filter_map(|key| message.get(*key).and_then(Value::as_object))
+        .find_map(|who| {
+            ["login", "username", "name"]
+                .iter()
+                .find_map(|k| text_field(who, k))
+        })
+        .unwrap_or("someone")
+        .to_owned()
+}
+
+/// `#12 <url|title>` for an issue or a pull request.
+fn numbered(item: &Map<String, Value>) -> String {
+    let number = item
+        .get("number")
+        .and_then(Value::as_u64)
+        .map(|n| format!("#{n} "))
+        .unwrap_or_default();
+    let title = text_field(item, "title").unwrap_or("(untitled)");
+    match text_field(item, "html_url") {
+        Some(url) => format!("{number}{}", link(url, title)),
+        None => format!("{number}{title}"),
+    }
+}
+
+/// A comment's first lines, quoted.
+fn quoted(body: &str) -> String {
+    const LINES: usize = 3;
+    let mut lines: Vec<String> = body.lines().take(LINES).map(|l| format!("> {l}")).collect();
+    if body.lines().count() > LINES {
+        lines.push("> …".to_owned());
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn only_forge_shapes_are_taken_for_a_forge() {
+        let repo = json!({"full_name": "o/r"});
+        assert!(looks_like(&map(json!({"repository": repo, "sender": {}}))));
+        assert!(looks_like(&map(json!({"repository": repo, "pusher": {}}))));
+        assert!(!looks_like(&map(json!({"repository": repo}))));
+        assert!(!looks_like(&map(
+            json!({"repository": "o/r", "sender": {}})
+        )));
+        assert!(!looks_like(&map(json!({"text": "hi", "sender": {}}))));
+    }
+
+    #[test]
+    fn long_pushes_are_counted_and_tags_named() {
+        let commits: Vec<Value> = (0..7)
+            .map(|n| json!({"id": format!("{n:040}"), "message": format!("change {n}")}))
+            .collect();
+        let text = render(&map(json!({"ref": "refs/tags/v2", "commits": commits,
+            "total_commits": 9, "repository": {"full_name": "o/r"},
+            "pusher": {"username": "bob"}})))
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "[o/r tag v2] bob pushed 9 commits");
+        assert_eq!(lines[1], "• 0000000 change 0");
+        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(lines[6], "…and 4 more");
+        let deleted = render(&map(json!({"ref": "refs/heads/old", "commits": [],
+            "repository": {"full_name": "o/r"}, "sender": {"login": "al"}})))
+        .unwrap();
+        assert_eq!(deleted, "[o/r:old] al pushed");
+    }
+}
