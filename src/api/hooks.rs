@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -27,7 +27,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
         .service(hook_with_bearer_secret)
         .service(put_hook_with_path_secret)
-        .service(put_hook_with_bearer_secret);
+        .service(put_hook_with_bearer_secret)
+        .service(get_hook_with_path_secret)
+        .service(get_hook_with_bearer_secret);
 }
 
 /// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
@@ -285,6 +287,25 @@ pub async fn put_hook_with_path_secret(
     by_path_secret(path, req, payload, state, chat, outbox).await
 }
 
+/// Call a hook with GET (secret in the path)
+///
+/// For senders set to GET (Uptime Kuma, Gitea): the query string is the body. Its fields are
+/// read as a JSON object (a field holding a JSON object or array as that: Uptime Kuma's
+/// `heartbeat` and `monitor`), or a `payload` field as the whole JSON body; then as
+/// `POST /hooks/{name}/{secret}`.
+#[utoipa::path(tag = "hooks", params(HookSecretPath), responses(HookAnswers))]
+#[get("/{name}/{secret}")]
+pub async fn get_hook_with_path_secret(
+    path: web::Path<HookSecretPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    by_path_secret(path, req, payload, state, chat, outbox).await
+}
+
 async fn by_path_secret(
     path: web::Path<HookSecretPath>,
     req: HttpRequest,
@@ -336,6 +357,25 @@ pub async fn hook_with_bearer_secret(
     responses(HookAnswers))]
 #[put("/{name}")]
 pub async fn put_hook_with_bearer_secret(
+    path: web::Path<HookPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    by_bearer_secret(path, req, payload, state, chat, outbox).await
+}
+
+/// Call a hook with GET (secret as a bearer token)
+///
+/// The same as `GET /hooks/{name}/{secret}`, with `Authorization: Bearer <secret>`.
+#[utoipa::path(tag = "hooks",
+    params(HookPath,
+        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
+    responses(HookAnswers))]
+#[get("/{name}")]
+pub async fn get_hook_with_bearer_secret(
     path: web::Path<HookPath>,
     req: HttpRequest,
     payload: web::Payload,
@@ -517,9 +557,12 @@ async fn receive(
     } else {
         Ok(body)
     };
-    let rendered = body
-        .and_then(|body| formats::parse_body(content_type, &body))
-        .and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
+    let parsed = if req.method() == actix_web::http::Method::GET {
+        formats::query_payload(req.query_string())
+    } else {
+        body.and_then(|body| formats::parse_body(content_type, &body))
+    };
+    let rendered = parsed.and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
     let rendered = match rendered {
         Ok(rendered) if hook.markup == formats::Markup::Plain => formats::Rendered {
             text: formats::plain_markup(&rendered.text),

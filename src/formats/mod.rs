@@ -165,6 +165,31 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
     Ok(Payload::Text(text.to_owned()))
 }
 
+/// A `GET` hook call's query string as a body (Uptime Kuma's GET webhook sends `msg`, and
+/// `heartbeat` and `monitor` as JSON): a `payload` field as JSON, else an object of the fields,
+/// each read as JSON when it is a JSON object or array.
+pub fn query_payload(query: &str) -> Result<Payload, FormatError> {
+    let fields: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some((_, payload)) = fields.iter().find(|(key, _)| key == "payload") {
+        return serde_json::from_str(payload)
+            .map(Payload::Json)
+            .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")));
+    }
+    let object = fields
+        .into_iter()
+        .map(|(key, value)| {
+            let trimmed = value.trim_start();
+            let json = (trimmed.starts_with('{') || trimmed.starts_with('['))
+                .then(|| serde_json::from_str::<Value>(&value).ok())
+                .flatten();
+            (key, json.unwrap_or(Value::String(value)))
+        })
+        .collect();
+    Ok(Payload::Json(Value::Object(object)))
+}
+
 /// Whether a `Content-Type` names `media_type` (ignoring its parameters and case).
 pub fn media_type_is(content_type: Option<&str>, media_type: &str) -> bool {
     content_type
@@ -329,6 +354,30 @@ mod tests {
             parse_body(form, b"Backup finished").unwrap(),
             Payload::Text("Backup finished".into())
         );
+    }
+
+    #[test]
+    fn a_get_calls_query_is_its_body() {
+        let kuma = "msg=%5Bweb%5D+%5B%F0%9F%94%B4+Down%5D+timeout&heartbeat=%7B%22status%22%3A0%7D&monitor=%7B%22name%22%3A%22web%22%7D";
+        let payload = query_payload(kuma).unwrap();
+        assert_eq!(
+            payload,
+            Payload::Json(json!({"msg": "[web] [🔴 Down] timeout",
+                "heartbeat": {"status": 0}, "monitor": {"name": "web"}}))
+        );
+        assert_eq!(
+            render(&payload, None, None).unwrap().text,
+            "[web] [🔴 Down] timeout"
+        );
+        assert_eq!(
+            query_payload("payload=%7B%22text%22%3A%22hi%22%7D").unwrap(),
+            Payload::Json(json!({"text": "hi"}))
+        );
+        assert_eq!(
+            query_payload("msg=%7Bnot+json").unwrap(),
+            Payload::Json(json!({"msg": "{not json"}))
+        );
+        assert!(query_payload("payload=%7B").is_err());
     }
 
     #[test]

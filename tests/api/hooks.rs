@@ -213,9 +213,32 @@ async fn sonarr_and_radarr_webhooks_are_posted_with_post_or_put() {
     assert_eq!(answer.status, 202, "{}", answer.body);
     let answer = read(put("wrong").send_body(health).await.unwrap()).await;
     assert_eq!(answer.status, 404, "{}", answer.body);
-    let wrong_method = app.get(&format!("/hooks/ops/{SECRET}")).await;
+    let wrong_method = read(
+        app.http
+            .delete(format!("{}/hooks/ops/{SECRET}", app.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(wrong_method.status, 405);
-    assert_eq!(wrong_method.header("allow"), Some("POST, PUT"));
+    assert_eq!(wrong_method.header("allow"), Some("GET, POST, PUT"));
+}
+
+/// Uptime Kuma's webhook set to GET sends `msg`, `heartbeat` and `monitor` in the query.
+#[actix_rt::test]
+async fn a_get_call_is_read_from_its_query() {
+    let app = app().await;
+    let query = "msg=%5Bweb%5D+%5B%F0%9F%94%B4+Down%5D+timeout&heartbeat=%7B%22status%22%3A0%7D&monitor=%7B%22name%22%3A%22web%22%7D";
+    let answer = app.get(&format!("/hooks/kuma/{SECRET}?{query}")).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(answer.body["format"], "generic");
+    // The hook's template reads the JSON fields of the query.
+    post_arrives(&app, "web: [web] [🔴 Down] timeout").await;
+    let empty = app.get(&format!("/hooks/ops/{SECRET}")).await;
+    assert_eq!(empty.status, 400, "{}", empty.body);
+    let wrong = app.get("/hooks/ops/wrong?msg=x").await;
+    assert_eq!(wrong.status, 404);
 }
 
 #[actix_rt::test]
