@@ -238,72 +238,82 @@ impl utoipa::IntoResponses for HookAnswers {
     }
 }
 
-/// Post to a hook (secret in the path)
-///
-/// For tools that only take a URL: Slack- and Mattermost-compatible senders (Alertmanager
-/// `slack_configs`, Grafana's Slack contact point, Uptime Kuma, Gitea, Sonarr, shoutrrr),
-/// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, any JSON with the
-/// hook's template, or plain text. The format is detected from the body unless the hook sets
-/// `format`. Slack-style bodies are answered as Slack does: `200 ok`, `400 invalid_payload`,
-/// `400 no_text`, `404 no_service` (text/plain); Discord-style ones as Discord does (`204`, or
-/// with `?wait=true` `200` and the receipt); other formats get `202` and a small JSON receipt.
-/// A wrong name or secret is `404 no_service` and posts nothing. The message is committed to
-/// the durable outbox before the answer, so the NAS being down, busy or rate-limiting still
-/// gets `ok`: the post follows once, in order, when the NAS can take it.
-/// Only a store that cannot be written (or a target name that cannot be looked up yet) is a
-/// 503, never a 4xx.
-#[utoipa::path(tag = "hooks",
-    params(HookSecretPath),
-    request_body = HookPayload,
-    responses(HookAnswers))]
-#[post("/{name}/{secret}")]
-pub async fn hook_with_path_secret(
-    path: web::Path<HookSecretPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_path_secret(path, req, payload, state, chat, outbox).await
+/// One documented operation for one method and path: utoipa wants a function for each (and a
+/// unique operation id), so each is this thin call of the handler for its kind of secret.
+macro_rules! hook_operation {
+    ($(#[doc = $doc:literal])* $method:ident $path:literal, $name:ident -> $handler:ident($path_type:ty), utoipa($($args:tt)*)) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(tag = "hooks", $($args)*, responses(HookAnswers))]
+        #[$method($path)]
+        pub async fn $name(
+            path: web::Path<$path_type>,
+            req: HttpRequest,
+            payload: web::Payload,
+            state: State,
+            chat: Dsm,
+            outbox: Deliveries,
+        ) -> HttpResponse {
+            $handler(path, req, payload, state, chat, outbox).await
+        }
+    };
 }
 
-/// Put to a hook (secret in the path)
-///
-/// The same as `POST /hooks/{name}/{secret}`, for senders set to PUT (Sonarr, Radarr).
-#[utoipa::path(tag = "hooks",
-    params(HookSecretPath),
-    request_body = HookPayload,
-    responses(HookAnswers))]
-#[put("/{name}/{secret}")]
-pub async fn put_hook_with_path_secret(
-    path: web::Path<HookSecretPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_path_secret(path, req, payload, state, chat, outbox).await
+hook_operation! {
+    /// Post to a hook (secret in the path)
+    ///
+    /// For tools that only take a URL: Slack- and Mattermost-compatible senders (Alertmanager
+    /// `slack_configs`, Grafana's Slack contact point, Uptime Kuma, Gitea, Sonarr, shoutrrr),
+    /// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, Sonarr/Radarr and
+    /// GitHub/Gitea webhooks, any JSON with the hook's template, or plain text. The format is
+    /// detected from the body unless the hook sets `format`. Slack-style bodies are answered as
+    /// Slack does: `200 ok`, `400 invalid_payload`, `400 no_text`, `404 no_service`
+    /// (text/plain); Discord-style ones as Discord does (`204`, or with `?wait=true` `200` and
+    /// the receipt); other formats get `202` and a small JSON receipt. A wrong name or secret is
+    /// `404 no_service` and posts nothing. The message is committed to the durable outbox
+    /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
+    /// follows once, in order, when the NAS can take it. Only a store that cannot be written (or
+    /// a target name that cannot be looked up yet) is a 503, never a 4xx.
+    post "/{name}/{secret}", hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
 }
 
-/// Call a hook with GET (secret in the path)
-///
-/// For senders set to GET (Uptime Kuma, Gitea): the query string is the body. Its fields are
-/// read as a JSON object (a field holding a JSON object or array as that: Uptime Kuma's
-/// `heartbeat` and `monitor`), or a `payload` field as the whole JSON body; then as
-/// `POST /hooks/{name}/{secret}`.
-#[utoipa::path(tag = "hooks", params(HookSecretPath), responses(HookAnswers))]
-#[get("/{name}/{secret}")]
-pub async fn get_hook_with_path_secret(
-    path: web::Path<HookSecretPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_path_secret(path, req, payload, state, chat, outbox).await
+hook_operation! {
+    /// Put to a hook (secret in the path)
+    ///
+    /// The same as `POST /hooks/{name}/{secret}`, for senders set to PUT (Sonarr, Radarr).
+    put "/{name}/{secret}", put_hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
+}
+
+hook_operation! {
+    /// Call a hook with GET (secret in the path)
+    ///
+    /// For senders set to GET (Uptime Kuma, Gitea): the query string is the body. Its fields are
+    /// read as a JSON object (a field holding a JSON object or array as that: Uptime Kuma's
+    /// `heartbeat` and `monitor`), or a `payload` field as the whole JSON body; then as
+    /// `POST /hooks/{name}/{secret}`.
+    get "/{name}/{secret}", get_hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath))
+}
+
+hook_operation! {
+    /// Post to a hook (secret as a bearer token)
+    ///
+    /// The same as `POST /hooks/{name}/{secret}`, for senders that can set
+    /// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
+    /// secret stays out of URLs and proxy logs.
+    post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
+}
+
+hook_operation! {
+    /// Put to a hook (secret as a bearer token)
+    ///
+    /// The same as `POST /hooks/{name}`, for senders set to PUT.
+    put "/{name}", put_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
+}
+
+hook_operation! {
+    /// Call a hook with GET (secret as a bearer token)
+    ///
+    /// The same as `GET /hooks/{name}/{secret}`, with `Authorization: Bearer <secret>`.
+    get "/{name}", get_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")))
 }
 
 async fn by_path_secret(
@@ -323,67 +333,6 @@ async fn by_path_secret(
         (&state, &chat, &outbox),
     )
     .await
-}
-
-/// Post to a hook (secret as a bearer token)
-///
-/// The same as `POST /hooks/{name}/{secret}`, for senders that can set
-/// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
-/// secret stays out of URLs and proxy logs.
-#[utoipa::path(tag = "hooks",
-    params(HookPath,
-        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
-    request_body = HookPayload,
-    responses(HookAnswers))]
-#[post("/{name}")]
-pub async fn hook_with_bearer_secret(
-    path: web::Path<HookPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_bearer_secret(path, req, payload, state, chat, outbox).await
-}
-
-/// Put to a hook (secret as a bearer token)
-///
-/// The same as `POST /hooks/{name}`, for senders set to PUT.
-#[utoipa::path(tag = "hooks",
-    params(HookPath,
-        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
-    request_body = HookPayload,
-    responses(HookAnswers))]
-#[put("/{name}")]
-pub async fn put_hook_with_bearer_secret(
-    path: web::Path<HookPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_bearer_secret(path, req, payload, state, chat, outbox).await
-}
-
-/// Call a hook with GET (secret as a bearer token)
-///
-/// The same as `GET /hooks/{name}/{secret}`, with `Authorization: Bearer <secret>`.
-#[utoipa::path(tag = "hooks",
-    params(HookPath,
-        ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")),
-    responses(HookAnswers))]
-#[get("/{name}")]
-pub async fn get_hook_with_bearer_secret(
-    path: web::Path<HookPath>,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    chat: Dsm,
-    outbox: Deliveries,
-) -> HttpResponse {
-    by_bearer_secret(path, req, payload, state, chat, outbox).await
 }
 
 async fn by_bearer_secret(
