@@ -687,6 +687,20 @@ pub struct CreatedIntegration {
     pub token: String,
 }
 
+/// The value of the one entry named `name`: an exact match, else the only match ignoring case;
+/// none or several is an error (the reason), never a guess.
+pub fn find_by_name<T: Copy>(entries: &[(&str, T)], name: &str) -> Result<T, &'static str> {
+    if let Some((_, value)) = entries.iter().find(|(n, _)| *n == name) {
+        return Ok(*value);
+    }
+    let mut folded = entries.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+    match (folded.next(), folded.next()) {
+        (Some((_, value)), None) => Ok(*value),
+        (Some(_), Some(_)) => Err("matches several entries (names differ only in case)"),
+        (None, _) => Err("does not exist or is not visible to the gateway's account"),
+    }
+}
+
 /// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
 /// civil-from-days), for writing times without a date-time crate.
 pub fn civil_date(days: i64) -> (i64, i64, i64) {

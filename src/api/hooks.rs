@@ -231,7 +231,7 @@ impl utoipa::IntoResponses for HookAnswers {
                 .content("text/plain", text(Some("channel_not_found")))
                 .content("application/problem+json", problem()))
             .response("503", ResponseBuilder::new()
-                .description("The message could not be stored, or a target name could not be looked up while the NAS is unreachable; retry later (`Retry-After`)")
+                .description("The message could not be stored; retry later (`Retry-After`)")
                 .content("text/plain", text(None)))
             .build()
             .into()
@@ -271,8 +271,8 @@ hook_operation! {
     /// the receipt); other formats get `202` and a small JSON receipt. A wrong name or secret is
     /// `404 no_service` and posts nothing. The message is committed to the durable outbox
     /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
-    /// follows once, in order, when the NAS can take it. Only a store that cannot be written (or
-    /// a target name that cannot be looked up yet) is a 503, never a 4xx.
+    /// follows once, in order, when the NAS can take it (a target *name* too is looked up when
+    /// the message is sent). Only a store that cannot be written is a 503, never a 4xx.
     post "/{name}/{secret}", hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
 }
 
@@ -433,7 +433,7 @@ async fn handle(
             }
         }
         Outcome::Unavailable(error) => {
-            tracing::warn!(hook = name, %error, "hook message not accepted: it could not be stored or its target looked up");
+            tracing::warn!(hook = name, %error, "hook message not accepted: it could not be stored");
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
             response
                 .headers_mut()
@@ -588,6 +588,28 @@ pub async fn dispatch(
                 file_url: None,
             }
         }
+        // A name is checked now, so one that matches nothing is refused before anything is
+        // stored; but the job keeps the name and the worker looks it up when it sends. So a
+        // message is accepted while the NAS cannot be asked (nothing in memory yet), and all of
+        // a hook's messages share one target, hence one order.
+        HookTarget::Channel(Address::Name(name)) => {
+            accept_unverified(
+                resolve_channel(state, chat, &Address::Name(name.clone())).await,
+                hook_name,
+            )?;
+            Job::ChannelNamed {
+                channel: name.clone(),
+            }
+        }
+        HookTarget::User(Address::Name(name)) => {
+            accept_unverified(
+                resolve_user(state, chat, &Address::Name(name.clone())).await,
+                hook_name,
+            )?;
+            Job::UserNamed {
+                username: name.clone(),
+            }
+        }
         HookTarget::Channel(address) => Job::Channel {
             channel_id: resolve_channel(state, chat, address).await?,
             thread_id: None,
@@ -628,7 +650,7 @@ pub async fn resolve_channel(
         .filter(|c| !c.name.is_empty())
         .map(|c| (c.name.as_str(), c.channel_id))
         .collect();
-    pick(&names, name)
+    crate::domain::find_by_name(&names, name)
         .map_err(|reason| unknown("channel_not_found", format!("channel {name:?} {reason}")))
 }
 
@@ -649,20 +671,23 @@ pub async fn resolve_user(
         .filter(|u| !u.deleted)
         .map(|u| (u.username.as_str(), u.user_id))
         .collect();
-    pick(&names, name)
+    crate::domain::find_by_name(&names, name)
         .map_err(|reason| unknown("user_not_found", format!("user {name:?} {reason}")))
 }
 
-/// The value of the one entry named `name`: an exact match, else the only match ignoring case.
-fn pick<T: Copy>(entries: &[(&str, T)], name: &str) -> Result<T, &'static str> {
-    if let Some((_, value)) = entries.iter().find(|(n, _)| *n == name) {
-        return Ok(*value);
-    }
-    let mut folded = entries.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
-    match (folded.next(), folded.next()) {
-        (Some((_, value)), None) => Ok(*value),
-        (Some(_), Some(_)) => Err("matches several entries (names differ only in case)"),
-        (None, _) => Err("does not exist or is not visible to the gateway's account"),
+/// A name that could not be checked (the NAS unreachable or busy) is accepted: the worker looks
+/// it up when it can, and a name that then matches nothing fails that delivery, visibly.
+fn accept_unverified<T>(
+    checked: Result<T, DispatchError>,
+    hook_name: &str,
+) -> Result<(), DispatchError> {
+    match checked {
+        Ok(_) => Ok(()),
+        Err(DispatchError::Transient(error)) => {
+            tracing::info!(hook = hook_name, %error, "hook target name not checked now: it is looked up when the message is sent");
+            Ok(())
+        }
+        Err(permanent) => Err(permanent),
     }
 }
 
@@ -707,11 +732,11 @@ mod tests {
     #[test]
     fn names_match_exactly_then_ignoring_case_but_never_ambiguously() {
         let entries = [("ops", 1), ("Dev", 2), ("dev", 3), ("Alerts", 4)];
-        assert_eq!(pick(&entries, "ops"), Ok(1));
-        assert_eq!(pick(&entries, "dev"), Ok(3));
-        assert_eq!(pick(&entries, "alerts"), Ok(4));
-        assert!(pick(&entries, "DEV").is_err());
-        assert!(pick(&entries, "nope").is_err());
+        assert_eq!(crate::domain::find_by_name(&entries, "ops"), Ok(1));
+        assert_eq!(crate::domain::find_by_name(&entries, "dev"), Ok(3));
+        assert_eq!(crate::domain::find_by_name(&entries, "alerts"), Ok(4));
+        assert!(crate::domain::find_by_name(&entries, "DEV").is_err());
+        assert!(crate::domain::find_by_name(&entries, "nope").is_err());
     }
 
     #[test]

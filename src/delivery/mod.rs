@@ -41,6 +41,14 @@ pub enum Job {
     User {
         user_id: UserId,
     },
+    /// A channel by name, looked up when sent (a hook whose target is named).
+    ChannelNamed {
+        channel: String,
+    },
+    /// A user's conversation by username, looked up when sent.
+    UserNamed {
+        username: String,
+    },
     /// A configured incoming webhook, by name (the token stays in the configuration).
     Webhook {
         name: String,
@@ -67,6 +75,8 @@ impl Job {
         match self {
             Job::Channel { channel_id, .. } => format!("channel:{channel_id}"),
             Job::User { user_id } => format!("user:{user_id}"),
+            Job::ChannelNamed { channel } => format!("channel-name:{}", channel.to_lowercase()),
+            Job::UserNamed { username } => format!("user-name:{}", username.to_lowercase()),
             Job::Webhook { name, .. } | Job::Bot { name, .. } => format!("token:{name}"),
             Job::Subscription {
                 subscription_id, ..
@@ -452,9 +462,9 @@ impl Worker {
             }
             let chunk = row.chunks[posted].clone();
             if !job.uses_token() && channel.is_none() {
-                match self.channel_of(job).await {
+                match self.channel_of(job, &row).await {
                     Ok(id) => channel = Some(id),
-                    Err(error) => return self.failed_send(&row, error),
+                    Err(outcome) => return outcome,
                 }
             }
             if let Some(since) = uncertain {
@@ -713,11 +723,46 @@ impl Worker {
         }
     }
 
-    async fn channel_of(&self, job: &Job) -> Result<ChannelId, UpstreamError> {
+    async fn channel_of(&self, job: &Job, row: &DeliveryRow) -> Result<ChannelId, Outcome> {
+        let missing = |what: &str, name: &str, reason: &str| {
+            Outcome::Failed(ApiError::new(
+                ProblemCode::Unprocessable,
+                format!("{what} {name:?} {reason}"),
+            ))
+        };
+        let upstream = |error| self.failed_send(row, error);
         match job {
             Job::Channel { channel_id, .. } => Ok(*channel_id),
             // DSM returns the existing 1:1 conversation when there is one.
-            Job::User { user_id } => self.chat.open_direct_channel(*user_id).await,
+            Job::User { user_id } => self
+                .chat
+                .open_direct_channel(*user_id)
+                .await
+                .map_err(upstream),
+            Job::ChannelNamed { channel } => {
+                let channels = self.chat.channels().await.map_err(upstream)?;
+                let names: Vec<(&str, ChannelId)> = channels
+                    .iter()
+                    .filter(|c| !c.name.is_empty())
+                    .map(|c| (c.name.as_str(), c.channel_id))
+                    .collect();
+                crate::domain::find_by_name(&names, channel)
+                    .map_err(|reason| missing("channel", channel, reason))
+            }
+            Job::UserNamed { username } => {
+                let users = self.chat.users().await.map_err(upstream)?;
+                let names: Vec<(&str, UserId)> = users
+                    .iter()
+                    .filter(|u| !u.deleted)
+                    .map(|u| (u.username.as_str(), u.user_id))
+                    .collect();
+                let user_id = crate::domain::find_by_name(&names, username)
+                    .map_err(|reason| missing("user", username, reason))?;
+                self.chat
+                    .open_direct_channel(user_id)
+                    .await
+                    .map_err(upstream)
+            }
             Job::Webhook { .. } | Job::Bot { .. } | Job::Subscription { .. } => {
                 unreachable!("token and subscription jobs have no channel")
             }
@@ -776,7 +821,10 @@ impl Worker {
                 api: "subscription",
                 reason: "subscription deliveries are not sent to Chat".to_owned(),
             }),
-            Job::Channel { .. } | Job::User { .. } => {
+            Job::Channel { .. }
+            | Job::User { .. }
+            | Job::ChannelNamed { .. }
+            | Job::UserNamed { .. } => {
                 let thread_id = match job {
                     Job::Channel { thread_id, .. } => *thread_id,
                     _ => None,

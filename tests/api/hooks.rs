@@ -398,6 +398,55 @@ async fn a_nas_that_refuses_or_is_down_still_gets_ok_and_the_post_follows() {
     assert_eq!(sent, 2, "each message is posted once");
 }
 
+/// A hook naming its channel, called while the NAS is down and the channel list is not in
+/// memory (just after a start): the message is accepted and posted, in order, once the NAS is
+/// back; senders that do not retry (Grafana, the forges, Uptime Kuma) lose nothing.
+#[actix_rt::test]
+async fn a_named_target_is_looked_up_when_the_nas_is_back() {
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        with_hooks(settings);
+        settings.cache.ttl_secs = 1;
+    })
+    .await;
+    let path = format!("/hooks/ops/{SECRET}");
+    // Past the list's time in memory, with the NAS gone.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    app.sim.refuse_connections(true).await;
+    for text in ["first while down", "second while down"] {
+        let answer = send_json(&app, &path, json!({"text": text})).await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.clone()),
+            (200, json!("ok")),
+            "{text}"
+        );
+    }
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    app.sim.refuse_connections(false).await;
+    post_arrives(&app, "second while down").await;
+    let ops = channel_id(&app, "ops").await;
+    let posted: Vec<(String, String)> = app
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.error_code.is_none() && r.method.as_deref() == Some("create"))
+        .filter_map(|r| {
+            Some((
+                param(r, "channel_id")?.to_owned(),
+                param(r, "message")?.to_owned(),
+            ))
+        })
+        .filter(|(_, m)| m.ends_with("while down"))
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            (ops.clone(), "first while down".into()),
+            (ops, "second while down".into())
+        ],
+        "once each, in order, in the named channel"
+    );
+}
+
 #[actix_rt::test]
 async fn a_target_name_that_matches_nothing_is_refused_and_posts_nothing() {
     let app = app().await;
