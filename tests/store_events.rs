@@ -54,6 +54,21 @@ fn subscription(id: &str) -> syno_chat_gateway::events::subscriptions::Subscript
     }
 }
 
+/// A delivery of `e` to `s`, due at once, that never expires.
+fn bare_delivery(
+    s: &syno_chat_gateway::events::subscriptions::Subscription,
+    e: &syno_chat_gateway::events::Event,
+) -> syno_chat_gateway::store::subscriptions::SubscriptionDelivery {
+    syno_chat_gateway::store::subscriptions::SubscriptionDelivery {
+        id: format!("00000000-0000-4000-8000-{:012}", e.event_id),
+        target: format!("subscription:{}", s.id),
+        request: "{}".into(),
+        body: "{}".into(),
+        next_attempt_at: 0,
+        expires_at: i64::MAX,
+    }
+}
+
 backends::on_both!(
     events_get_increasing_ids_and_one_row_per_post,
     |backend: Backend| async move {
@@ -149,9 +164,6 @@ backends::on_both!(
 backends::on_both!(
     purging_events_forgets_the_subscription_deliveries_made_for_them,
     |backend: Backend| async move {
-        use syno_chat_gateway::events::subscriptions::Subscription;
-        use syno_chat_gateway::store::subscriptions::SubscriptionDelivery;
-
         let store = open(&backend.url).await;
         let subscription = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e01");
         store.insert_subscription(&subscription, 0).await.unwrap();
@@ -165,17 +177,9 @@ backends::on_both!(
                 .unwrap()
                 .unwrap();
         }
-        let build = |s: &Subscription, e: &syno_chat_gateway::events::Event| SubscriptionDelivery {
-            id: format!("00000000-0000-4000-8000-{:012}", e.event_id),
-            target: format!("subscription:{}", s.id),
-            request: "{}".into(),
-            body: "{}".into(),
-            next_attempt_at: 0,
-            expires_at: i64::MAX,
-        };
         assert_eq!(
             store
-                .fan_out(&subscription.id, 100, 2_001, &build)
+                .fan_out(&subscription.id, 100, 2_001, &bare_delivery)
                 .await
                 .unwrap(),
             3
@@ -196,9 +200,6 @@ backends::on_both!(
 backends::on_both!(
     a_subscription_enabled_again_gets_the_deliveries_cancelled_when_it_was_disabled,
     |backend: Backend| async move {
-        use syno_chat_gateway::events::subscriptions::Subscription;
-        use syno_chat_gateway::store::subscriptions::SubscriptionDelivery;
-
         let store = open(&backend.url).await;
         let id = "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e02";
         let target = format!("subscription:{id}");
@@ -208,15 +209,10 @@ backends::on_both!(
             let e = event("ops", EventKind::Message, 2, Some(post_id));
             store.insert_event(&e, 1_000).await.unwrap().unwrap();
         }
-        let build = |s: &Subscription, e: &syno_chat_gateway::events::Event| SubscriptionDelivery {
-            id: format!("00000000-0000-4000-8000-{:012}", e.event_id),
-            target: format!("subscription:{}", s.id),
-            request: "{}".into(),
-            body: "{}".into(),
-            next_attempt_at: 0,
-            expires_at: i64::MAX,
-        };
-        assert_eq!(store.fan_out(id, 100, 1_001, &build).await.unwrap(), 2);
+        assert_eq!(
+            store.fan_out(id, 100, 1_001, &bare_delivery).await.unwrap(),
+            2
+        );
         let queued = format!(
             "SELECT COUNT(*) FROM deliveries WHERE target = '{target}' AND state = 'queued'"
         );

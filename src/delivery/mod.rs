@@ -284,6 +284,8 @@ impl Outbox {
             account: upstream.account().to_owned(),
             tokens,
             owner: uuid::Uuid::new_v4().to_string(),
+            channel_names: name_cache(),
+            user_names: name_cache(),
         };
         actix_web::rt::spawn(worker.run());
     }
@@ -299,6 +301,17 @@ struct Worker {
     http: awc::Client,
     /// This process's lease owner id.
     owner: String,
+    /// Named targets looked up in the last minute, so a busy hook with a named target does not
+    /// list DSM's channels (or users) before each message.
+    channel_names: moka::future::Cache<String, ChannelId>,
+    user_names: moka::future::Cache<String, UserId>,
+}
+
+fn name_cache<T: Clone + Send + Sync + 'static>() -> moka::future::Cache<String, T> {
+    moka::future::Cache::builder()
+        .max_capacity(1_000)
+        .time_to_live(Duration::from_secs(60))
+        .build()
 }
 
 /// How one claim ended.
@@ -740,24 +753,36 @@ impl Worker {
                 .await
                 .map_err(upstream),
             Job::ChannelNamed { channel } => {
+                if let Some(id) = self.channel_names.get(channel).await {
+                    return Ok(id);
+                }
                 let channels = self.chat.channels().await.map_err(upstream)?;
                 let names: Vec<(&str, ChannelId)> = channels
                     .iter()
                     .filter(|c| !c.name.is_empty())
                     .map(|c| (c.name.as_str(), c.channel_id))
                     .collect();
-                crate::domain::find_by_name(&names, channel)
-                    .map_err(|reason| missing("channel", channel, reason))
+                let id = crate::domain::find_by_name(&names, channel)
+                    .map_err(|reason| missing("channel", channel, reason))?;
+                self.channel_names.insert(channel.clone(), id).await;
+                Ok(id)
             }
             Job::UserNamed { username } => {
-                let users = self.chat.users().await.map_err(upstream)?;
-                let names: Vec<(&str, UserId)> = users
-                    .iter()
-                    .filter(|u| !u.deleted)
-                    .map(|u| (u.username.as_str(), u.user_id))
-                    .collect();
-                let user_id = crate::domain::find_by_name(&names, username)
-                    .map_err(|reason| missing("user", username, reason))?;
+                let user_id = match self.user_names.get(username).await {
+                    Some(id) => id,
+                    None => {
+                        let users = self.chat.users().await.map_err(upstream)?;
+                        let names: Vec<(&str, UserId)> = users
+                            .iter()
+                            .filter(|u| !u.deleted)
+                            .map(|u| (u.username.as_str(), u.user_id))
+                            .collect();
+                        let id = crate::domain::find_by_name(&names, username)
+                            .map_err(|reason| missing("user", username, reason))?;
+                        self.user_names.insert(username.clone(), id).await;
+                        id
+                    }
+                };
                 self.chat
                     .open_direct_channel(user_id)
                     .await
