@@ -245,6 +245,7 @@ impl Application {
         let outbox = Outbox::new(
             store.clone(),
             settings.delivery.clone(),
+            &settings.subscriptions,
             metrics.clone(),
             Duration::from_millis(settings.upstream.timeout_ms),
         );

@@ -205,7 +205,8 @@ pub async fn get_delivery(
 
 /// Retry a failed delivery
 ///
-/// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`.
+/// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`
+/// (`subscriptions.max_age_secs` for an event POSTed to a subscription).
 /// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write.
 #[utoipa::path(tag = "deliveries",
     params(DeliveryPath),
@@ -219,10 +220,13 @@ pub async fn retry_delivery(
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
     let id = path.into_inner().delivery_id.to_string();
+    let Some(row) = outbox.store().delivery(&id).await? else {
+        return Err(not_found(&id));
+    };
     let now = now_ms();
     let result = outbox
         .store()
-        .retry_delivery(&id, now, now + outbox.max_age_ms())
+        .retry_delivery(&id, now, now + outbox.max_age_ms_for(&row.target))
         .await?;
     settle(
         &outbox,

@@ -473,6 +473,21 @@ impl ApiError {
         api_error
     }
 
+    /// A problem stored as a delivery's `last_error` ([`Self::problem`]), as an error again:
+    /// its code, detail and DSM code.
+    pub fn from_stored(problem: &str) -> Option<Self> {
+        let problem: serde_json::Value = serde_json::from_str(problem).ok()?;
+        let code = ProblemCode::ALL
+            .into_iter()
+            .find(|code| problem["code"].as_str() == Some(code.as_str()))?;
+        Some(Self {
+            code,
+            detail: problem["detail"].as_str().unwrap_or_default().to_owned(),
+            dsm_code: problem["dsm_code"].as_i64(),
+            retry_after_secs: None,
+        })
+    }
+
     /// Replaces the detail with one that says more than the generic DSM refusal.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();

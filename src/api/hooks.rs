@@ -5,9 +5,10 @@
 //! through [`dispatch`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, put, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -122,6 +123,10 @@ pub struct HookReceipt {
     format: &'static str,
     /// The stored delivery (`GET /api/v1/deliveries/{id}` with a read key).
     delivery_id: String,
+    /// Discord-style `?wait=true`, once posted: the Chat post's id (the first, when the
+    /// message was split), as a string like Discord's message ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
 }
 
 /// How a hook request ended, answered in the sender's dialect.
@@ -197,7 +202,7 @@ impl utoipa::IntoResponses for HookAnswers {
         let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true`: the receipt")
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true`, once the message is posted (they wait up to 10 s): the receipt with the post's `id`")
                 .content("text/plain", text(Some("ok")))
                 .content("application/json", json(&HookReceipt::name())))
             .response("204", ResponseBuilder::new()
@@ -207,7 +212,7 @@ impl utoipa::IntoResponses for HookAnswers {
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
                     .build()))
             .response("202", ResponseBuilder::new()
-                .description("Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery")
+                .description("Other senders, and Discord-style `?wait=true` calls whose message is not posted within 10 s: the message is stored in the outbox and will be posted; the receipt names the delivery")
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
@@ -268,7 +273,8 @@ hook_operation! {
     /// detected from the body unless the hook sets `format`. Slack-style bodies are answered as
     /// Slack does: `200 ok`, `400 invalid_payload`, `400 no_text`, `404 no_service`
     /// (text/plain); Discord-style ones as Discord does (`204`, or with `?wait=true` `200` and
-    /// the receipt); other formats get `202` and a small JSON receipt. A wrong name or secret is
+    /// the receipt with the post's `id` once it is posted: `202` if that takes over 10 s, the
+    /// delivery's problem if it fails); other formats get `202` and a small JSON receipt. A wrong name or secret is
     /// `404 no_service` and posts nothing. The message is committed to the durable outbox
     /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
     /// follows once, in order, when the NAS can take it (a target *name* too is looked up when
@@ -390,7 +396,22 @@ async fn handle(
                     .insert_header((header::LOCATION, location))
                     .finish();
             }
-            let mut answer = if discord {
+            // `?wait=true`: Discord answers once the message exists, with its id.
+            let post_id = if discord {
+                match posted(services.2, &delivery_id).await {
+                    Ok(post_id) => post_id,
+                    Err(error) => {
+                        let mut response = error.error_response();
+                        if let Ok(value) = header::HeaderValue::from_str(&location) {
+                            response.headers_mut().insert(header::LOCATION, value);
+                        }
+                        return response;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut answer = if post_id.is_some() {
                 HttpResponse::Ok()
             } else {
                 HttpResponse::Accepted()
@@ -401,6 +422,7 @@ async fn handle(
                     ok: true,
                     format: format.as_str(),
                     delivery_id,
+                    id: post_id.map(|id| id.to_string()),
                 })
         }
         Outcome::NoService => plain(StatusCode::NOT_FOUND, "no_service"),
@@ -413,7 +435,6 @@ async fn handle(
             if slack_style(format) {
                 plain(StatusCode::BAD_REQUEST, code)
             } else {
-                use actix_web::ResponseError;
                 ApiError::invalid(format!("{code}: {error}")).error_response()
             }
         }
@@ -428,7 +449,6 @@ async fn handle(
                 };
                 plain(status, slack_code)
             } else {
-                use actix_web::ResponseError;
                 error.error_response()
             }
         }
@@ -440,6 +460,34 @@ async fn handle(
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
             response
         }
+    }
+}
+
+/// How long a Discord-style `?wait=true` call waits for its message to be posted before it
+/// is answered `202` (stored, not yet posted).
+const DISCORD_WAIT: Duration = Duration::from_secs(10);
+
+/// The id of the (first) post once the delivery is delivered (`Ok(None)`: not yet, after
+/// [`DISCORD_WAIT`], or posted without an id DSM named), or why it failed.
+async fn posted(outbox: &Outbox, delivery_id: &str) -> Result<Option<i64>, ApiError> {
+    let row = match outbox.settled(delivery_id, DISCORD_WAIT).await {
+        Ok(Some(row)) => row,
+        // It is stored; what became of it can be read at its `Location`.
+        Ok(None) | Err(_) => return Ok(None),
+    };
+    match row.state.as_str() {
+        "delivered" => Ok(row.posts.iter().find_map(|(_, post)| *post)),
+        "failed" | "cancelled" => Err(row
+            .last_error
+            .as_deref()
+            .and_then(ApiError::from_stored)
+            .unwrap_or_else(|| {
+                ApiError::new(
+                    ProblemCode::Conflict,
+                    format!("delivery {delivery_id} was {}", row.state),
+                )
+            })),
+        _ => Ok(None),
     }
 }
 

@@ -194,26 +194,33 @@ pub struct Outbox {
     wake: Notify,
     stopping: AtomicBool,
     stopped: Notify,
+    /// Notified whenever this replica's worker records a delivery's final state.
+    finished: Notify,
     metrics: Arc<Metrics>,
     /// How long a claim lasts without progress before another worker may take it over: it is
     /// renewed before every chunk, so it covers one send (three upstream timeouts, at least 5 s).
     lease_ms: i64,
+    /// `subscriptions.max_age_secs` in ms: a subscription delivery's age limit, on retry too.
+    subscription_max_age_ms: i64,
 }
 
 impl Outbox {
     pub fn new(
         store: Store,
         settings: DeliverySettings,
+        subscriptions: &SubscriptionsSettings,
         metrics: Arc<Metrics>,
         upstream_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             lease_ms: (upstream_timeout.as_millis() as i64 * 3).max(5_000),
+            subscription_max_age_ms: (subscriptions.max_age_secs as i64).saturating_mul(1000),
             store,
             settings,
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
+            finished: Notify::new(),
             metrics,
         })
     }
@@ -249,6 +256,16 @@ impl Outbox {
         (self.settings.max_age_secs as i64).saturating_mul(1000)
     }
 
+    /// The age limit of a delivery to `target`: `subscriptions.max_age_secs` for an event
+    /// POSTed to a subscription, `delivery.max_age_secs` for a message to Chat.
+    pub fn max_age_ms_for(&self, target: &str) -> i64 {
+        if crate::events::subscriptions::is_target(target) {
+            self.subscription_max_age_ms
+        } else {
+            self.max_age_ms()
+        }
+    }
+
     /// True once `shut_down` has begun: the store is about to close, so background tasks
     /// that write to it end instead of failing against a closed pool.
     pub fn is_stopping(&self) -> bool {
@@ -258,6 +275,33 @@ impl Outbox {
     /// Wakes the worker (a delivery was put back in the queue).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The delivery once it is delivered, failed or cancelled, or as it is after `patience`
+    /// (`None`: no such delivery). This replica's worker says when it finishes one; the store
+    /// is also read every 250 ms, since another replica's worker may be the one sending it.
+    pub async fn settled(
+        &self,
+        id: &str,
+        patience: Duration,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            // Registered before the read, so a finish between the two is not missed.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let row = self.store.delivery(id).await?;
+            let done = row
+                .as_ref()
+                .is_none_or(|r| !matches!(r.state.as_str(), "queued" | "sending"));
+            let now = tokio::time::Instant::now();
+            if done || now >= deadline {
+                return Ok(row);
+            }
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            let _ = tokio::time::timeout(nap, finished).await;
+        }
     }
 
     /// Stops claiming new work; the delivery being sent finishes its chunk and is handed back.
@@ -437,6 +481,7 @@ impl Worker {
             .finish(&row.id, &self.owner, state, at, problem.as_deref(), now)
             .await
         {
+            Ok(true) if state != "queued" => self.outbox.finished.notify_waiters(),
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(delivery = %row.id, "lease lost before the outcome was recorded")

@@ -45,8 +45,15 @@ impl Subscription {
     }
 }
 
+const TARGET_PREFIX: &str = "subscription:";
+
 pub fn target(subscription_id: &str) -> String {
-    format!("subscription:{subscription_id}")
+    format!("{TARGET_PREFIX}{subscription_id}")
+}
+
+/// Whether an outbox target is a subscription's (see `target`).
+pub fn is_target(target: &str) -> bool {
+    target.starts_with(TARGET_PREFIX)
 }
 
 /// The outbox job of a subscription delivery (stored as JSON in the delivery).

@@ -43,6 +43,9 @@ fn with_hooks(settings: &mut Settings) {
     settings
         .hooks
         .insert("nowhere".into(), hook(("channel", "no-such-channel")));
+    settings
+        .hooks
+        .insert("gone".into(), hook(("channel", "9999")));
     let mut kuma = hook(("channel", "ops"));
     kuma.template = Some("{{ monitor.name }}: {{ msg }}".into());
     settings.hooks.insert("kuma".into(), kuma);
@@ -582,9 +585,27 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
         None,
     )
     .await;
+    // Answered once the message is posted, with the post's id (a string, as Discord's are).
     assert_eq!(waiting.status, 200, "{}", waiting.body);
     assert_eq!(waiting.body["format"], "discord");
-    posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        2,
+        "posted before the answer"
+    );
+    let delivery = app
+        .get(&format!(
+            "/api/v1/deliveries/{}",
+            waiting.body["delivery_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(delivery.body["state"], "delivered", "{}", delivery.body);
+    assert_eq!(
+        waiting.body["id"],
+        delivery.body["post_ids"][0].to_string().as_str(),
+        "{}",
+        waiting.body
+    );
     // Uptime Kuma's form-data option: one field `data`.
     let kuma = send(
         &app,
@@ -611,6 +632,54 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
     .await;
     assert_eq!(none.status, 400, "{}", none.body);
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
+}
+
+/// Discord's `?wait=true` waits for the post: a delivery that fails is answered with its
+/// problem (DSM's code included, the secret masked), one not posted within 10 s with `202`
+/// and the receipt.
+#[actix_rt::test]
+async fn a_discord_wait_answers_what_became_of_the_message() {
+    let app = app().await;
+    let failed = send(
+        &app,
+        &format!("/hooks/gone/{SECRET}?wait=true"),
+        "application/json",
+        br#"{"content": "to a channel that is not there"}"#.to_vec(),
+        None,
+    )
+    .await;
+    // The hook's target is the gateway's configuration, not the caller's mistake.
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert_eq!(failed.body["dsm_code"], 117, "{}", failed.body);
+    assert_eq!(
+        failed.body["instance"], "/hooks/gone/****",
+        "{}",
+        failed.body
+    );
+    assert!(
+        failed.headers.contains_key("location"),
+        "{:?}",
+        failed.headers
+    );
+
+    app.sim.refuse_connections(true).await;
+    let started = std::time::Instant::now();
+    let pending = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}?wait=true"),
+        "application/json",
+        br#"{"content": "while the NAS is away"}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(pending.status, 202, "{}", pending.body);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    assert!(pending.body["id"].is_null(), "{}", pending.body);
+    assert!(pending.body["delivery_id"].is_string(), "{}", pending.body);
+    app.sim.refuse_connections(false).await;
+    // The first create was DSM's refusal of the channel that is not there.
+    let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(param(&create, "message"), Some("while the NAS is away"));
 }
 
 #[actix_rt::test]

@@ -380,6 +380,52 @@ async fn a_gone_receiver_disables_the_subscription_at_once() {
     assert_eq!(receiver.received().len(), 1, "410 is not retried");
 }
 
+/// A failed subscription delivery retried by hand gets `subscriptions.max_age_secs` again, not
+/// the age limit of messages to Chat (`delivery.max_age_secs`).
+#[actix_web::test]
+async fn a_retried_subscription_delivery_keeps_the_subscription_age_limit() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.max_failures = 1;
+        s.subscriptions.max_age_secs = 7 * 86_400;
+        s.delivery.max_age_secs = 600;
+    })
+    .await;
+    let receiver = Receiver::start(&[], (500, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping once");
+    subscription_until(&app, &id, |s| s["enabled"] == false).await;
+    let failed = app.get("/api/v1/deliveries?state=failed").await;
+    let delivery = failed.body["items"][0]["delivery_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a failed delivery: {}", failed.body))
+        .to_owned();
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = unix_ms();
+    let retried = app
+        .call(
+            "POST",
+            &format!("/api/v1/deliveries/{delivery}/retry"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    let after = unix_ms();
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let week = 7 * 86_400 * 1000;
+    let expires = retried.body["expires_at"].as_i64().unwrap();
+    assert!(
+        (before + week..=after + week).contains(&expires),
+        "{}",
+        retried.body
+    );
+}
+
 /// 429 asks the sender to wait: its `Retry-After` is honoured and it is not a failure (with
 /// `max_failures = 1`, a counted failure would disable the subscription). 503 counts, and its
 /// longer `Retry-After` wins over the schedule.
