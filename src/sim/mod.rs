@@ -443,6 +443,12 @@ impl SimControl {
         lock(&self.shared.state).post_list_ignores_offset = on;
     }
 
+    /// Answer a file post's `Post.create` with its `file_props` only, without `post_id` (the
+    /// answer the seed describes for uploads).
+    pub fn set_upload_answers_file_props_only(&self, on: bool) {
+        lock(&self.shared.state).upload_answers_file_props_only = on;
+    }
+
     /// An enabled outgoing webhook, as an admin would create it in Chat: it calls `url` for UI
     /// posts in `channel_id` (0: any channel, then a trigger word is needed) that start with
     /// `trigger_word` (empty: every post). Returns its token.

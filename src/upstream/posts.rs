@@ -159,6 +159,7 @@ impl DsmClient {
             // The seed and Chat's own UI send it (empty is accepted, PROTOCOL.md §3).
             ("conn_id", ""),
         ];
+        let sent_at = unix_ms();
         let created: serde_json::Value = self
             .call_upload(&POST_UPLOAD, &params, &new.file)
             .await?
@@ -167,6 +168,11 @@ impl DsmClient {
                     "SYNO.Chat.Post create answered without data".to_owned(),
                 )
             })?;
+        if created.get("post_id").is_none() {
+            // The seed describes an upload's answer as `file_props` alone: the post exists,
+            // so it is found among the channel's newest instead of reported as a failure.
+            return self.find_uploaded(&new, sent_at).await;
+        }
         // Uploads are rare and large: the answer is read owned, then converted the same way.
         let created = WireCreated::deserialize(&created)
             .map_err(|e| UpstreamError::InvalidResponse(format!("created post: {e}")))?;
@@ -181,6 +187,34 @@ impl DsmClient {
             size: new.file.bytes.len() as u64,
         });
         Ok(post)
+    }
+
+    /// The newest file post in the upload's channel with its file name and caption, created
+    /// since `sent_at` (less a minute of NAS clock skew).
+    async fn find_uploaded(&self, new: &NewFilePost<'_>, sent_at: u64) -> Result<Post> {
+        const NEWEST: u32 = 20;
+        const SKEW_MS: u64 = 60_000;
+        let earliest = sent_at.saturating_sub(SKEW_MS);
+        self.posts(new.channel_id, NEWEST, 0)
+            .await?
+            .into_iter()
+            .filter(|post| {
+                post.kind == PostKind::File
+                    && post.message == new.message
+                    && post.create_at >= earliest
+                    && post
+                        .file_props
+                        .as_ref()
+                        .is_some_and(|f| f.name == new.file.file_name)
+            })
+            .max_by_key(|post| (post.create_at, post.post_id.get()))
+            .ok_or_else(|| {
+                UpstreamError::InvalidResponse(format!(
+                    "SYNO.Chat.Post create accepted the file without naming its post, and no \
+                     post of {:?} is among channel {}'s newest {NEWEST}",
+                    new.file.file_name, new.channel_id
+                ))
+            })
     }
 
     pub async fn search_posts(&self, query: &PostSearch<'_>) -> Result<SearchPage> {
@@ -296,6 +330,12 @@ impl DsmClient {
         self.call_download(&POST_FILE_GET, &[("post_id", post_id.as_str())])
             .await
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

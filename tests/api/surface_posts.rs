@@ -622,6 +622,38 @@ async fn an_uploaded_file_arrives_intact_and_downloads_byte_for_byte() {
     assert_eq!(ids(&files.body["items"]), [post_id]);
 }
 
+/// The seed describes an upload's answer as `file_props` alone: the post DSM created is found
+/// among the channel's newest, and answered as any upload is.
+#[actix_web::test]
+async fn an_upload_answered_without_a_post_id_finds_its_post() {
+    let app = spawn_app().await;
+    app.sim.set_upload_answers_file_props_only(true);
+    let older = upload(&app, 1, &[("file", Some(("same.txt", "text/plain")), b"1")]).await;
+    assert_eq!(older.status, 201, "{}", older.body);
+    app.post("/api/v1/channels/1/posts", json!({"message": "in between"}))
+        .await;
+    let created = upload(
+        &app,
+        1,
+        &[
+            ("message", None, b"second".as_slice()),
+            ("file", Some(("same.txt", "text/plain")), b"22"),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["message"], "second");
+    assert_eq!(created.body["file_props"]["name"], "same.txt");
+    assert_eq!(created.body["type"], "file");
+    let newest = app.get("/api/v1/channels/1/posts?limit=1").await;
+    assert_eq!(created.body["post_id"], newest.body["items"][0]["post_id"]);
+    assert_ne!(created.body["post_id"], older.body["post_id"]);
+    // The same name and caption again: the newer post, not the one found before.
+    let again = upload(&app, 1, &[("file", Some(("same.txt", "text/plain")), b"3")]).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert!(again.body["post_id"].as_u64() > older.body["post_id"].as_u64());
+}
+
 #[actix_web::test]
 async fn a_file_without_caption_is_posted_with_an_empty_message() {
     let app = spawn_app().await;
