@@ -124,7 +124,8 @@ pub struct HookReceipt {
     /// The stored delivery (`GET /api/v1/deliveries/{id}` with a read key).
     delivery_id: String,
     /// Discord-style `?wait=true`, once posted: the Chat post's id (the first, when the
-    /// message was split), as a string like Discord's message ids.
+    /// message was split), as a string like Discord's message ids; absent when DSM names no
+    /// post (an incoming webhook's answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
 }
@@ -397,9 +398,9 @@ async fn handle(
                     .finish();
             }
             // `?wait=true`: Discord answers once the message exists, with its id.
-            let post_id = if discord {
-                match posted(services.2, &delivery_id).await {
-                    Ok(post_id) => post_id,
+            let waited = if discord {
+                match waited_for(services.2, &delivery_id).await {
+                    Ok(waited) => waited,
                     Err(error) => {
                         let mut response = error.error_response();
                         if let Ok(value) = header::HeaderValue::from_str(&location) {
@@ -409,12 +410,11 @@ async fn handle(
                     }
                 }
             } else {
-                None
+                Waited::NotYet
             };
-            let mut answer = if post_id.is_some() {
-                HttpResponse::Ok()
-            } else {
-                HttpResponse::Accepted()
+            let (mut answer, post_id) = match waited {
+                Waited::Posted(post_id) => (HttpResponse::Ok(), post_id),
+                Waited::NotYet => (HttpResponse::Accepted(), None),
             };
             answer
                 .insert_header((header::LOCATION, location))
@@ -467,16 +467,23 @@ async fn handle(
 /// is answered `202` (stored, not yet posted).
 const DISCORD_WAIT: Duration = Duration::from_secs(10);
 
-/// The id of the (first) post once the delivery is delivered (`Ok(None)`: not yet, after
-/// [`DISCORD_WAIT`], or posted without an id DSM named), or why it failed.
-async fn posted(outbox: &Outbox, delivery_id: &str) -> Result<Option<i64>, ApiError> {
+/// What a Discord-style `?wait=true` call found after waiting.
+enum Waited {
+    /// Delivered; the id of its (first) post, when DSM named one (incoming webhooks do not).
+    Posted(Option<i64>),
+    /// Still in the outbox after [`DISCORD_WAIT`] (or its state could not be read).
+    NotYet,
+}
+
+/// Waits up to [`DISCORD_WAIT`] for the delivery; `Err` is why it failed or was cancelled.
+async fn waited_for(outbox: &Outbox, delivery_id: &str) -> Result<Waited, ApiError> {
     let row = match outbox.settled(delivery_id, DISCORD_WAIT).await {
         Ok(Some(row)) => row,
         // It is stored; what became of it can be read at its `Location`.
-        Ok(None) | Err(_) => return Ok(None),
+        Ok(None) | Err(_) => return Ok(Waited::NotYet),
     };
     match row.state.as_str() {
-        "delivered" => Ok(row.posts.iter().find_map(|(_, post)| *post)),
+        "delivered" => Ok(Waited::Posted(row.posts.iter().find_map(|(_, post)| *post))),
         "failed" | "cancelled" => Err(row
             .last_error
             .as_deref()
@@ -487,7 +494,7 @@ async fn posted(outbox: &Outbox, delivery_id: &str) -> Result<Option<i64>, ApiEr
                     format!("delivery {delivery_id} was {}", row.state),
                 )
             })),
-        _ => Ok(None),
+        _ => Ok(Waited::NotYet),
     }
 }
 

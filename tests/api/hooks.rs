@@ -662,6 +662,25 @@ async fn a_discord_wait_answers_what_became_of_the_message() {
         failed.headers
     );
 
+    // Through an incoming webhook, whose answer names no post: posted, so 200, without an id.
+    let webhook = send(
+        &app,
+        &format!("/hooks/webhook/{SECRET}?wait=true"),
+        "application/json",
+        br#"{"content": "through the webhook"}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(webhook.status, 200, "{}", webhook.body);
+    assert!(webhook.body["id"].is_null(), "{}", webhook.body);
+    let delivery = app
+        .get(&format!(
+            "/api/v1/deliveries/{}",
+            webhook.body["delivery_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(delivery.body["state"], "delivered", "{}", delivery.body);
+
     app.sim.refuse_connections(true).await;
     let started = std::time::Instant::now();
     let pending = send(
