@@ -284,6 +284,76 @@ backends::on_both!(
     }
 );
 
+// The worker found the subscription disabled and records it. If an operator enabled it in the
+// meantime (after the worker looked, before it recorded), enabling could not queue the delivery
+// again (it was being sent), so recording queues it; otherwise it is failed, and enabling
+// queues it.
+backends::on_both!(
+    a_delivery_found_disabled_is_queued_if_its_subscription_was_enabled_meanwhile,
+    |backend: Backend| async move {
+        let store = open(&backend.url).await;
+        let id = "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e04";
+        let target = format!("subscription:{id}");
+        store
+            .insert_subscription(&subscription(id), 0)
+            .await
+            .unwrap();
+        let e = event("ops", EventKind::Message, 2, Some(12));
+        store.insert_event(&e, 1_000).await.unwrap().unwrap();
+        assert_eq!(
+            store.fan_out(id, 100, 1_001, &bare_delivery).await.unwrap(),
+            1
+        );
+        let state =
+            format!("SELECT COUNT(*) FROM deliveries WHERE target = '{target}' AND state = ");
+
+        // Enabled again before the worker recorded what it saw: queued, due now.
+        let claimed = store.claim("w", 2_000, 9_000).await.unwrap().unwrap();
+        assert!(
+            store
+                .finish_while_disabled(&claimed.id, "w", id, "{}", 2_001)
+                .await
+                .unwrap()
+        );
+        let row = store.delivery(&claimed.id).await.unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.finished_at), ("queued", None));
+        assert_eq!(row.next_attempt_at, 2_001);
+
+        // Disabled while it was being sent, and still disabled: failed, and enabling queues it
+        // again.
+        let claimed = store.claim("w", 3_000, 9_000).await.unwrap().unwrap();
+        assert!(
+            store
+                .disable_subscription(id, &target, "by hand", 2_500)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_while_disabled(&claimed.id, "other", id, "{}", 3_001)
+                .await
+                .unwrap(),
+            "only the claim's owner records"
+        );
+        assert!(
+            store
+                .finish_while_disabled(&claimed.id, "w", id, "{}", 3_001)
+                .await
+                .unwrap()
+        );
+        assert_eq!(backend.count(&format!("{state}'failed'")).await, 1);
+        assert_eq!(
+            store
+                .enable_subscription(id, &target, 4_000, 9_000)
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(backend.count(&format!("{state}'queued'")).await, 1);
+        store.close().await;
+    }
+);
+
 backends::on_both!(
     button_clicks_are_stored_whole_and_never_taken_for_a_repeated_post,
     |backend: Backend| async move {

@@ -366,6 +366,11 @@ enum Outcome {
         error: ApiError,
     },
     Failed(ApiError),
+    /// Not sent: the subscription it is for is disabled (failed until it is enabled again).
+    Paused {
+        subscription_id: String,
+        error: ApiError,
+    },
     /// Shutting down, or the lease was lost: leave the row to its next owner.
     HandBack,
 }
@@ -448,9 +453,17 @@ impl Worker {
             )),
         };
         let now = now_ms();
+        let mut paused_for = None;
         let (state, at, error, label) = match outcome {
             Outcome::Delivered => ("delivered", now, None, "delivered"),
             Outcome::Failed(error) => ("failed", now, Some(error), "failed"),
+            Outcome::Paused {
+                subscription_id,
+                error,
+            } => {
+                paused_for = Some(subscription_id);
+                ("failed", now, Some(error), "failed")
+            }
             Outcome::Retry { at, error } if at < row.expires_at => {
                 ("queued", at, Some(error), "retry")
             }
@@ -477,10 +490,20 @@ impl Worker {
         if let Some(error) = &error {
             tracing::info!(delivery = %row.id, outcome = label, %error, "delivery attempt");
         }
-        match store
-            .finish(&row.id, &self.owner, state, at, problem.as_deref(), now)
-            .await
-        {
+        let recorded = match (&paused_for, &problem) {
+            // Enabled again meanwhile: queued at once, not left failed (see the store).
+            (Some(subscription_id), Some(problem)) => {
+                store
+                    .finish_while_disabled(&row.id, &self.owner, subscription_id, problem, now)
+                    .await
+            }
+            _ => {
+                store
+                    .finish(&row.id, &self.owner, state, at, problem.as_deref(), now)
+                    .await
+            }
+        };
+        match recorded {
             Ok(true) if state != "queued" => self.outbox.finished.notify_waiters(),
             Ok(true) => {}
             Ok(false) => {
@@ -650,10 +673,16 @@ impl Worker {
         let subscription = match store.subscription(id).await {
             Ok(Some(s)) if s.enabled => s,
             Ok(Some(s)) => {
-                return failed(format!(
-                    "the subscription is disabled: {}",
-                    s.disabled_reason.unwrap_or_default()
-                ));
+                return Outcome::Paused {
+                    subscription_id: s.id,
+                    error: ApiError::new(
+                        ProblemCode::SubscriptionDeliveryFailed,
+                        format!(
+                            "the subscription is disabled: {}",
+                            s.disabled_reason.unwrap_or_default()
+                        ),
+                    ),
+                };
             }
             Ok(None) => return failed("the subscription was deleted".into()),
             Err(error) => return self.store_trouble(row, error),

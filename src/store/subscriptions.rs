@@ -383,6 +383,34 @@ impl Store {
         Ok(found)
     }
 
+    /// Records that a claimed delivery to subscription `subscription_id` was not sent because
+    /// the subscription is disabled: `failed`, so enabling it queues the delivery again. If it
+    /// has been enabled since the worker looked, the delivery is queued at once instead, due
+    /// `now` (enabling re-queues only what had failed by then). `false` when `owner` no longer
+    /// holds the claim.
+    pub async fn finish_while_disabled(
+        &self,
+        delivery_id: &str,
+        owner: &str,
+        subscription_id: &str,
+        last_error: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE deliveries SET \
+                       state = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
+                           WHERE id = $3 AND enabled = 1) THEN 'queued' ELSE 'failed' END, \
+                       finished_at = CASE WHEN EXISTS (SELECT 1 FROM subscriptions \
+                           WHERE id = $3 AND enabled = 1) THEN NULL ELSE $5 END, \
+                       next_attempt_at = $5, last_error = $4, lease_owner = NULL, \
+                       lease_until = NULL, updated_at = $5 \
+                   WHERE id = $1 AND lease_owner = $2 AND state = 'sending'";
+        let done = with_pool!(self, p => {
+            sqlx::query(sql).bind(delivery_id).bind(owner).bind(subscription_id)
+                .bind(last_error).bind(now).execute(p).await?.rows_affected()
+        });
+        Ok(done == 1)
+    }
+
     /// Enables a disabled subscription: its failure count starts again, and the deliveries that
     /// failed or were cancelled since it was disabled are queued again (due now, expiring at
     /// `expires_at`), in their order. Returns how many, or `None` when there is no such
