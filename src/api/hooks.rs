@@ -203,7 +203,7 @@ impl utoipa::IntoResponses for HookAnswers {
         let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true`, once the message is posted (they wait up to 10 s): the receipt with the post's `id`")
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then)")
                 .content("text/plain", text(Some("ok")))
                 .content("application/json", json(&HookReceipt::name())))
             .response("204", ResponseBuilder::new()
@@ -213,7 +213,7 @@ impl utoipa::IntoResponses for HookAnswers {
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
                     .build()))
             .response("202", ResponseBuilder::new()
-                .description("Other senders, and Discord-style `?wait=true` calls whose message is not posted within 10 s: the message is stored in the outbox and will be posted; the receipt names the delivery")
+                .description("Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery")
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
@@ -274,8 +274,8 @@ hook_operation! {
     /// detected from the body unless the hook sets `format`. Slack-style bodies are answered as
     /// Slack does: `200 ok`, `400 invalid_payload`, `400 no_text`, `404 no_service`
     /// (text/plain); Discord-style ones as Discord does (`204`, or with `?wait=true` `200` and
-    /// the receipt with the post's `id` once it is posted: `202` if that takes over 10 s, the
-    /// delivery's problem if it fails); other formats get `202` and a small JSON receipt. A wrong name or secret is
+    /// the receipt, with the post's `id` once it is posted, waiting up to 5 s; the delivery's
+    /// problem if it fails for good); other formats get `202` and a small JSON receipt. A wrong name or secret is
     /// `404 no_service` and posts nothing. The message is committed to the durable outbox
     /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
     /// follows once, in order, when the NAS can take it (a target *name* too is looked up when
@@ -414,6 +414,8 @@ async fn handle(
             };
             let (mut answer, post_id) = match waited {
                 Waited::Posted(post_id) => (HttpResponse::Ok(), post_id),
+                // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`).
+                Waited::NotYet if discord => (HttpResponse::Ok(), None),
                 Waited::NotYet => (HttpResponse::Accepted(), None),
             };
             answer
@@ -463,9 +465,11 @@ async fn handle(
     }
 }
 
-/// How long a Discord-style `?wait=true` call waits for its message to be posted before it
-/// is answered `202` (stored, not yet posted).
-const DISCORD_WAIT: Duration = Duration::from_secs(10);
+/// How long a Discord-style `?wait=true` call waits for its message to be posted. Then it is
+/// answered `200` with the receipt alone: stored is success for every hook sender, and Discord
+/// clients take any other success status as a failure (Apprise accepts only 200 and 204), so a
+/// retry would post the message twice. Short, for clients with short timeouts.
+const DISCORD_WAIT: Duration = Duration::from_secs(5);
 
 /// What a Discord-style `?wait=true` call found after waiting.
 enum Waited {
@@ -498,10 +502,11 @@ async fn waited_for(outbox: &Outbox, delivery_id: &str) -> Result<Waited, ApiErr
     }
 }
 
-/// Whether the query says `wait=true` (Discord's "answer with the message" flag).
+/// Whether the query says `wait=true` (Discord's "answer with the message" flag). Discord
+/// reads `true`, `True` and `1` as true in a query (discord.py sends `wait=1`).
 fn asks_to_wait(req: &HttpRequest) -> bool {
     form_urlencoded::parse(req.query_string().as_bytes())
-        .any(|(key, value)| key == "wait" && value.eq_ignore_ascii_case("true"))
+        .any(|(key, value)| key == "wait" && (value.eq_ignore_ascii_case("true") || value == "1"))
 }
 
 /// The JSON field of a `multipart/form-data` body: Discord's `payload_json` (its file parts are
