@@ -472,7 +472,14 @@ impl Worker {
                 now,
                 Some(ApiError::new(
                     ProblemCode::DeliveryExpired,
-                    format!("not delivered within delivery.max_age_secs; last error: {error}"),
+                    format!(
+                        "not delivered within {}; last error: {error}",
+                        if crate::events::subscriptions::is_target(&row.target) {
+                            "subscriptions.max_age_secs"
+                        } else {
+                            "delivery.max_age_secs"
+                        }
+                    ),
                 )),
                 "expired",
             ),
