@@ -890,7 +890,7 @@ impl Worker {
             .into_iter()
             .find(|u| u.username.eq_ignore_ascii_case(&self.account))
             .map(|u| u.user_id.get());
-        let posts = self.chat.posts(channel_id, CHECK_POSTS, 0).await?;
+        let posts = self.chat.newest_posts(channel_id, CHECK_POSTS).await?;
         let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
         for post in posts {
             if post.message == text

@@ -443,6 +443,12 @@ impl SimControl {
         lock(&self.shared.state).post_list_ignores_offset = on;
     }
 
+    /// Mimic ACE's Post.list v8: `offset`/`limit` ignored; without an anchor (`post_id`,
+    /// `prev_count`, `next_count`) the answer is the channel's oldest post.
+    pub fn set_post_list_anchor_only(&self, on: bool) {
+        lock(&self.shared.state).post_list_anchor_only = on;
+    }
+
     /// Answer a file post's `Post.create` with its `file_props` only, without `post_id` (the
     /// answer the seed describes for uploads).
     pub fn set_upload_answers_file_props_only(&self, on: bool) {

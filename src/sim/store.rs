@@ -288,6 +288,8 @@ pub(crate) struct State {
     pub admin_settings: serde_json::Map<String, Value>,
     /// Mimic Chat 2.4.1 v5, where Post.list ignored offset/limit and returned the newest 10.
     pub post_list_ignores_offset: bool,
+    /// Mimic ACE's v8: Post.list pages only from an anchor; without one it answers the oldest post.
+    pub post_list_anchor_only: bool,
     /// A file post's `Post.create` answers only `file_props`, as the seed describes it.
     pub upload_answers_file_props_only: bool,
     /// Sessions idle longer than this are expired (for the online status).

@@ -124,6 +124,54 @@ impl DsmClient {
         self.fetch_converted(&POST_LIST, &params, decode).await
     }
 
+    /// The channel's newest posts, up to `count` from each way of asking, to find a post the
+    /// gateway made. Sources disagree on `Post.list` (PROTOCOL.md): the seed and n8n page with
+    /// `offset`/`limit`; Chat 2.4.1 (v5) ignores them and answers the newest ten; ACE (v8) pages
+    /// from an anchor, and without one starts at the oldest post. So the channel is also asked
+    /// for the `count` posts before an anchor past its last possible id; the posts of both
+    /// answers are returned. A NAS that refuses the anchored form leaves the first answer.
+    pub async fn newest_posts(&self, channel_id: ChannelId, count: u32) -> Result<Vec<Post>> {
+        let mut posts = self.posts(channel_id, count, 0).await?;
+        // post_id = channel_id << 32 + running number (PROTOCOL.md).
+        let Some(anchor) = channel_id
+            .get()
+            .checked_mul(1 << 32)
+            .map(|base| base | 0xFFFF_FFFF)
+            .filter(|anchor| i64::try_from(*anchor).is_ok())
+        else {
+            return Ok(posts);
+        };
+        let (channel, anchor, count) = (
+            channel_id.to_string(),
+            anchor.to_string(),
+            count.to_string(),
+        );
+        let params = [
+            ("channel_id", channel.as_str()),
+            ("post_id", anchor.as_str()),
+            ("prev_count", count.as_str()),
+            ("next_count", "0"),
+        ];
+        let anchored = self
+            .fetch_converted(&POST_LIST, &params, |body| {
+                decode_data(body, |data: PostListData| data.posts.into_result())
+            })
+            .await;
+        match anchored {
+            Ok(more) => {
+                for post in more {
+                    if !posts.iter().any(|p| p.post_id == post.post_id) {
+                        posts.push(post);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Post.list with an anchor refused; offset/limit alone")
+            }
+        }
+        Ok(posts)
+    }
+
     pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {
         let channel_id = new.channel_id.to_string();
         let thread_id = new.thread_id.map(|t| t.to_string());
@@ -195,7 +243,7 @@ impl DsmClient {
         const NEWEST: u32 = 20;
         const SKEW_MS: u64 = 60_000;
         let earliest = sent_at.saturating_sub(SKEW_MS);
-        self.posts(new.channel_id, NEWEST, 0)
+        self.newest_posts(new.channel_id, NEWEST)
             .await?
             .into_iter()
             .filter(|post| {

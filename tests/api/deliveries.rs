@@ -275,12 +275,15 @@ async fn nas_down_for_10s_while_50_messages_arrive_postgres() {
     nas_down_while_messages_arrive(true).await;
 }
 
-async fn timeout_after_the_post_was_created(postgres: bool) {
+/// `anchor_only`: the NAS lists posts as ACE's v8 does, from an anchor only (without one, the
+/// oldest post), so the duplicate check must ask with an anchor to see the newest posts.
+async fn timeout_after_the_post_was_created(postgres: bool, anchor_only: bool) {
     let Some(app) = app_on(postgres, SimConfig::default(), 500).await else {
         return;
     };
     // Log in first, so only the send is slow.
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.set_post_list_anchor_only(anchor_only);
     app.sim.set_latency(Duration::from_millis(1_500));
     let id = accepted(
         &post_async(
@@ -299,6 +302,7 @@ async fn timeout_after_the_post_was_created(postgres: bool) {
     app.sim.set_latency(Duration::ZERO);
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(done["last_error"]["code"], "upstream_timeout", "{done}");
+    app.sim.set_post_list_anchor_only(false);
     let posted = messages(&app, 2).await;
     assert_eq!(
         posted.iter().filter(|m| *m == "slow but once").count(),
@@ -310,12 +314,17 @@ async fn timeout_after_the_post_was_created(postgres: bool) {
 
 #[actix_web::test]
 async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_sqlite() {
-    timeout_after_the_post_was_created(false).await;
+    timeout_after_the_post_was_created(false, false).await;
 }
 
 #[actix_web::test]
 async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_postgres() {
-    timeout_after_the_post_was_created(true).await;
+    timeout_after_the_post_was_created(true, false).await;
+}
+
+#[actix_web::test]
+async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only() {
+    timeout_after_the_post_was_created(false, true).await;
 }
 
 #[actix_web::test]

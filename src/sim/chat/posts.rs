@@ -47,6 +47,8 @@ pub(crate) fn select_posts(
                 .take(next),
         );
         out
+    } else if st.post_list_anchor_only {
+        set[..set.len().min(1)].to_vec()
     } else if st.post_list_ignores_offset {
         set[set.len().saturating_sub(10)..].to_vec()
     } else {
