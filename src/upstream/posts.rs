@@ -72,12 +72,15 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// A `Post.list` answer's posts.
+fn decode_posts(body: &[u8]) -> serde_json::Result<Result<Vec<Post>>> {
+    decode_data(body, |data: PostListData| data.posts.into_result())
+}
+
 impl DsmClient {
     pub async fn posts(&self, channel_id: ChannelId, limit: u32, offset: u32) -> Result<Vec<Post>> {
-        self.post_list(channel_id, limit, offset, |body| {
-            decode_data(body, |data: PostListData| data.posts.into_result())
-        })
-        .await
+        self.post_list(channel_id, limit, offset, decode_posts)
+            .await
     }
 
     /// A page of a channel's posts as the API's `{"items": [...]}` document, written from
@@ -152,12 +155,10 @@ impl DsmClient {
             ("prev_count", count.as_str()),
             ("next_count", "0"),
         ];
-        let anchored = self
-            .fetch_converted(&POST_LIST, &params, |body| {
-                decode_data(body, |data: PostListData| data.posts.into_result())
-            })
-            .await;
-        match anchored {
+        match self
+            .fetch_converted(&POST_LIST, &params, decode_posts)
+            .await
+        {
             Ok(more) => {
                 for post in more {
                     if !posts.iter().any(|p| p.post_id == post.post_id) {
