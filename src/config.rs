@@ -442,6 +442,9 @@ pub struct UpstreamSettings {
     pub max_concurrency: u32,
     /// How long a call waits for one of those slots before answering 503 `upstream_busy`.
     pub slot_wait_ms: u64,
+    /// How the NAS pages `Post.list`: `offset` (its `offset`/`limit`, as the seed library asks)
+    /// or `anchor` (from a post id, for a NAS that ignores `offset`, as ACE's v8 does).
+    pub post_list_paging: PostListPaging,
     pub tls: TlsSettings,
     /// Demo mode chosen explicitly: required (with no `url`) when keys are configured and the
     /// bind is not loopback, so a forgotten `url` does not silently serve the simulator.
@@ -463,10 +466,23 @@ impl Default for UpstreamSettings {
             login_backoff_max_secs: 300,
             max_concurrency: 8,
             slot_wait_ms: 2_000,
+            post_list_paging: PostListPaging::Offset,
             tls: TlsSettings::default(),
             demo: false,
         }
     }
+}
+
+/// How the NAS pages a channel's posts (PROTOCOL.md §6.4: sources disagree).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostListPaging {
+    /// `offset`/`limit` are honoured (the seed library and n8n page this way).
+    #[default]
+    Offset,
+    /// Only a `post_id` anchor with `prev_count`/`next_count` pages; without one the NAS
+    /// answers its oldest post (ACE's v8) or ignores `offset` (Chat 2.4.1).
+    Anchor,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

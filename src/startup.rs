@@ -134,6 +134,7 @@ pub fn upstream_config(
         login_backoff_max: Duration::from_secs(up.login_backoff_max_secs),
         max_concurrency: up.max_concurrency as usize,
         slot_wait: Duration::from_millis(up.slot_wait_ms),
+        post_list_paging: up.post_list_paging,
         trust,
     })
 }

@@ -202,7 +202,7 @@ impl PartialSchema for Offset {
 
 impl ToSchema for Offset {}
 
-/// `limit` and `offset` of a page of posts.
+/// `limit` and where a page of posts starts: `offset`, or `before` a post.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -211,10 +211,15 @@ pub struct Page {
     #[serde(default)]
     #[param(inline)]
     pub limit: Limit<50, 200>,
-    /// How many of the newest posts to skip (default 0).
+    /// How many of the newest posts to skip (default 0). Not with `before`; only where the
+    /// NAS honours it (`upstream.post_list_paging = "offset"`, the default).
     #[serde(default)]
     #[param(inline)]
     pub offset: Offset,
+    /// The page starts at the newest post older than this post id: pass the last `post_id` of
+    /// a page to get the next one. Works on every NAS, whichever way it pages.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 9223372036854775807_i64)]
+    pub before: Option<PostId>,
 }
 
 /// `/channels/{channel_id}/…`

@@ -43,7 +43,8 @@ pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
 pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use post_satellites::{Reminder, ScheduledPost};
 pub use posts::{
-    NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
+    NewFilePost, PageStart, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage,
+    WireWord,
 };
 pub use tls::TlsTrust;
 
@@ -77,6 +78,8 @@ pub struct UpstreamConfig {
     pub max_concurrency: usize,
     /// How long a call waits for a free slot.
     pub slot_wait: Duration,
+    /// How the NAS pages `Post.list`.
+    pub post_list_paging: crate::config::PostListPaging,
     pub trust: TlsTrust,
 }
 

@@ -6,6 +6,7 @@ use super::client::{Download, DsmClient, NewPost, Upload, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use super::wire::{self, Posts, Sent, WireCreated};
+use crate::config::PostListPaging;
 use crate::domain::{ChannelId, FileProps, Post, PostId, PostKind, UserId};
 
 /// `Post.list`'s data.
@@ -72,6 +73,26 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Where a page of a channel's posts starts; pages run from newer to older posts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageStart {
+    /// Past this many of the newest posts (`offset`).
+    Skip(u32),
+    /// At the newest post older than this one.
+    Before(PostId),
+}
+
+/// An anchor past the channel's last possible post: `post_id = channel_id << 32 + running
+/// number` (PROTOCOL.md §6.4), so the posts before it are the channel's newest. ACE's recipe.
+fn newest_anchor(channel_id: ChannelId) -> u64 {
+    channel_id
+        .get()
+        .checked_mul(1 << 32)
+        .map(|base| base | 0xFFFF_FFFF)
+        .filter(|anchor| i64::try_from(*anchor).is_ok())
+        .unwrap_or(i64::MAX as u64)
+}
+
 /// A `Post.list` answer's posts.
 fn decode_posts(body: &[u8]) -> serde_json::Result<Result<Vec<Post>>> {
     decode_data(body, |data: PostListData| data.posts.into_result())
@@ -83,28 +104,50 @@ impl DsmClient {
             .await
     }
 
-    /// A page of a channel's posts as the API's `{"items": [...]}` document, written from
-    /// DSM's answer in one pass ([`wire::page`]); an answer that reader gives up on goes the
-    /// way of [`Self::posts`], which decides its verdict and error.
+    /// Whether a page may start past the newest posts ([`PageStart::Skip`] above 0): only
+    /// where the NAS honours `offset` (`upstream.post_list_paging`).
+    pub fn pages_posts_by_offset(&self) -> bool {
+        self.up.config.post_list_paging == PostListPaging::Offset
+    }
+
+    /// A page of a channel's posts, newest first, as the API's `{"items": [...]}` document.
+    /// An `offset` page is written from DSM's answer in one pass ([`wire::page`]); an answer
+    /// that reader gives up on goes the way of [`Self::posts`], which decides its verdict and
+    /// error. Anchored pages go through [`Self::posts_before`].
     pub async fn posts_json(
         &self,
         channel_id: ChannelId,
         limit: u32,
-        offset: u32,
+        start: PageStart,
     ) -> Result<Vec<u8>> {
-        self.post_list(
-            channel_id,
-            limit,
-            offset,
-            |body| match wire::page::posts_page(body) {
-                Some(json) => Ok(Ok(json)),
-                None => decode_data(body, |data: PostListData| {
-                    wire::page::items_json(&data.posts.into_result()?)
-                        .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
-                }),
-            },
-        )
-        .await
+        let anchor = match (start, self.up.config.post_list_paging) {
+            (PageStart::Skip(offset), PostListPaging::Offset) => {
+                return self
+                    .post_list(
+                        channel_id,
+                        limit,
+                        offset,
+                        |body| match wire::page::posts_page(body) {
+                            Some(json) => Ok(Ok(json)),
+                            None => decode_data(body, |data: PostListData| {
+                                wire::page::items_json(&data.posts.into_result()?)
+                                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+                            }),
+                        },
+                    )
+                    .await;
+            }
+            (PageStart::Skip(0), PostListPaging::Anchor) => newest_anchor(channel_id),
+            (PageStart::Skip(_), PostListPaging::Anchor) => {
+                return Err(UpstreamError::Unsupported {
+                    api: POST_LIST.api,
+                    reason: "this NAS pages posts from an anchor, not an offset".to_owned(),
+                });
+            }
+            (PageStart::Before(post_id), _) => post_id.get(),
+        };
+        let posts = self.posts_before(channel_id, anchor, limit).await?;
+        wire::page::items_json(&posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
     }
 
     async fn post_list<R>(
@@ -127,6 +170,37 @@ impl DsmClient {
         self.fetch_converted(&POST_LIST, &params, decode).await
     }
 
+    /// Up to `count` of the channel's posts older than the post id `anchor`, newest first:
+    /// `Post.list` with `post_id`, `prev_count` and `next_count=0`, the form every source that
+    /// pages from an anchor uses (PROTOCOL.md §6.4). DSM may echo the anchor back, and no
+    /// source says in which order it lists; both are settled here, by post id, which grows
+    /// with each post of a channel.
+    async fn posts_before(
+        &self,
+        channel_id: ChannelId,
+        anchor: u64,
+        count: u32,
+    ) -> Result<Vec<Post>> {
+        let (channel, anchor_text, count_text) = (
+            channel_id.to_string(),
+            anchor.to_string(),
+            count.to_string(),
+        );
+        let params = [
+            ("channel_id", channel.as_str()),
+            ("post_id", anchor_text.as_str()),
+            ("prev_count", count_text.as_str()),
+            ("next_count", "0"),
+        ];
+        let mut posts = self
+            .fetch_converted(&POST_LIST, &params, decode_posts)
+            .await?;
+        posts.retain(|post| post.post_id.get() < anchor);
+        posts.sort_unstable_by(|a, b| b.post_id.cmp(&a.post_id));
+        posts.truncate(count as usize);
+        Ok(posts)
+    }
+
     /// The channel's newest posts, up to `count` from each way of asking, to find a post the
     /// gateway made. Sources disagree on `Post.list` (PROTOCOL.md): the seed and n8n page with
     /// `offset`/`limit`; Chat 2.4.1 (v5) ignores them and answers the newest ten; ACE (v8) pages
@@ -135,28 +209,8 @@ impl DsmClient {
     /// answers are returned. A NAS that refuses the anchored form leaves the first answer.
     pub async fn newest_posts(&self, channel_id: ChannelId, count: u32) -> Result<Vec<Post>> {
         let mut posts = self.posts(channel_id, count, 0).await?;
-        // post_id = channel_id << 32 + running number (PROTOCOL.md).
-        let Some(anchor) = channel_id
-            .get()
-            .checked_mul(1 << 32)
-            .map(|base| base | 0xFFFF_FFFF)
-            .filter(|anchor| i64::try_from(*anchor).is_ok())
-        else {
-            return Ok(posts);
-        };
-        let (channel, anchor, count) = (
-            channel_id.to_string(),
-            anchor.to_string(),
-            count.to_string(),
-        );
-        let params = [
-            ("channel_id", channel.as_str()),
-            ("post_id", anchor.as_str()),
-            ("prev_count", count.as_str()),
-            ("next_count", "0"),
-        ];
         match self
-            .fetch_converted(&POST_LIST, &params, decode_posts)
+            .posts_before(channel_id, newest_anchor(channel_id), count)
             .await
         {
             Ok(more) => {

@@ -875,3 +875,132 @@ async fn every_post_route_checks_the_key_and_its_scope() {
     let search = app.get("/api/v1/posts/search").await;
     assert_eq!(search.status, 200, "read key reads: {}", search.body);
 }
+
+/// Every top-level post of `channel`, newest first, read `limit` at a time with `before` from
+/// the page `first` starts with.
+async fn page_through(app: &TestApp, channel: u64, first: &str, limit: u32) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::new();
+    let mut path = first.to_owned();
+    for _ in 0..100 {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let items: Vec<u64> = page.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["post_id"].as_u64().unwrap())
+            .collect();
+        assert!(items.len() <= limit as usize, "{path}: {items:?}");
+        let Some(&last) = items.last() else {
+            return ids;
+        };
+        ids.extend(items);
+        path = format!("/api/v1/channels/{channel}/posts?limit={limit}&before={last}");
+    }
+    panic!("paging did not end: {ids:?}");
+}
+
+async fn post_messages(app: &TestApp, channel: u64, count: usize) {
+    for n in 0..count {
+        let created = app
+            .post(
+                &format!("/api/v1/channels/{channel}/posts"),
+                json!({"message": format!("page test {n}")}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+}
+
+#[actix_web::test]
+async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
+    let app = spawn_app().await;
+    post_messages(&app, 1, 7).await;
+    let everything = app.get("/api/v1/channels/1/posts?limit=200").await;
+    let expected: Vec<u64> = everything.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["post_id"].as_u64().unwrap())
+        .collect();
+    assert!(expected.len() >= 8, "{expected:?}");
+    assert!(
+        expected.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {expected:?}"
+    );
+    let first = "/api/v1/channels/1/posts?limit=3";
+    assert_eq!(
+        page_through(&app, 1, first, 3).await,
+        expected,
+        "a NAS honouring offset"
+    );
+
+    // The first page as the default (offset) paging reads it, then `before` on a NAS that
+    // ignores offset (Chat 2.4.1) and on one that pages only from an anchor (ACE's v8).
+    let newest = expected[0];
+    let from_newest = format!("/api/v1/channels/1/posts?limit=3&before={}", newest + 1);
+    app.sim.set_post_list_offset_ignored(true);
+    assert_eq!(
+        page_through(&app, 1, &from_newest, 3).await,
+        expected,
+        "offset ignored"
+    );
+    app.sim.set_post_list_offset_ignored(false);
+    app.sim.set_post_list_anchor_only(true);
+    assert_eq!(
+        page_through(&app, 1, &from_newest, 3).await,
+        expected,
+        "anchor only"
+    );
+    let sent = last_request(&app, "SYNO.Chat.Post", "list");
+    assert_eq!(param(&sent, "next_count"), Some("0"));
+    assert_eq!(param(&sent, "prev_count"), Some("3"));
+    assert!(
+        param(&sent, "offset").is_none(),
+        "an anchored page asks no offset"
+    );
+
+    app.get(&format!(
+        "/api/v1/channels/1/posts?offset=3&before={newest}"
+    ))
+    .await
+    .assert_problem(400, "invalid_request");
+    for bad in ["0", "-1", "x", "9223372036854775808"] {
+        app.get(&format!("/api/v1/channels/1/posts?before={bad}"))
+            .await
+            .assert_problem(400, "invalid_request");
+    }
+}
+
+#[actix_web::test]
+async fn a_nas_that_pages_from_an_anchor_lists_its_newest_posts_first() {
+    use syno_chat_gateway::config::PostListPaging;
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.post_list_paging = PostListPaging::Anchor;
+    })
+    .await;
+    post_messages(&app, 1, 5).await;
+    let everything = app.get("/api/v1/channels/1/posts?limit=200").await;
+    let expected: Vec<u64> = everything.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["post_id"].as_u64().unwrap())
+        .collect();
+    // The simulator as ACE's v8: without an anchor it would answer the oldest post.
+    app.sim.set_post_list_anchor_only(true);
+    let first = "/api/v1/channels/1/posts?limit=2";
+    let newest = app.get(first).await;
+    assert_eq!(
+        newest.body["items"][0]["message"], "page test 4",
+        "{}",
+        newest.body
+    );
+    assert_eq!(page_through(&app, 1, first, 2).await, expected);
+    let refused = app.get("/api/v1/channels/1/posts?offset=2").await;
+    let problem = refused.assert_problem(400, "invalid_request");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("before"),
+        "{problem}"
+    );
+}
