@@ -196,7 +196,7 @@ impl DsmClient {
             .fetch_converted(&POST_LIST, &params, decode_posts)
             .await?;
         posts.retain(|post| post.post_id.get() < anchor);
-        posts.sort_unstable_by(|a, b| b.post_id.cmp(&a.post_id));
+        posts.sort_unstable_by_key(|post| std::cmp::Reverse(post.post_id));
         posts.truncate(count as usize);
         Ok(posts)
     }
