@@ -127,10 +127,12 @@ impl DsmClient {
                         channel_id,
                         limit,
                         offset,
-                        |body| match wire::page::posts_page(body) {
+                        |body| match wire::page::posts_page(body, limit as usize) {
                             Some(json) => Ok(Ok(json)),
                             None => decode_data(body, |data: PostListData| {
-                                wire::page::items_json(&data.posts.into_result()?)
+                                let mut posts = data.posts.into_result()?;
+                                posts.truncate(limit as usize);
+                                wire::page::items_json(&posts)
                                     .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
                             }),
                         },

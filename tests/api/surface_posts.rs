@@ -945,6 +945,15 @@ async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
         expected,
         "offset ignored"
     );
+    // That NAS answers its newest ten whatever the limit: the page still holds `limit` posts.
+    let capped = app.get("/api/v1/channels/1/posts?limit=3").await;
+    let capped: Vec<u64> = capped.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["post_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(capped, expected[..3], "limit kept where the NAS ignores it");
     app.sim.set_post_list_offset_ignored(false);
     app.sim.set_post_list_anchor_only(true);
     assert_eq!(

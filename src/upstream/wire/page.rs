@@ -34,8 +34,10 @@ pub(in crate::upstream) fn items_json(posts: &[Post]) -> sonic_rs::Result<Vec<u8
     Ok(body)
 }
 
-/// The API's page document from a whole `Post.list` answer, or `None`: the general way decides.
-pub(in crate::upstream) fn posts_page(body: &[u8]) -> Option<Vec<u8>> {
+/// The API's page document from a whole `Post.list` answer, its first `limit` posts, or
+/// `None`: the general way decides. (A NAS that ignores `limit` answers more: Chat 2.4.1 its
+/// newest ten, PROTOCOL.md §6.4.)
+pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<Vec<u8>> {
     // Strings are copied as they are, so the whole answer must be UTF-8 first. (simdutf8 checks
     // the mostly ASCII page in a third of std's instructions: 2,600 against 7,400.)
     simdutf8::basic::from_utf8(body).ok()?;
@@ -57,7 +59,7 @@ pub(in crate::upstream) fn posts_page(body: &[u8]) -> Option<Vec<u8>> {
             r.object(|r, key| match key {
                 b"posts" if !posts => {
                     posts = true;
-                    write_posts(r, &mut out)
+                    write_posts(r, &mut out, limit)
                 }
                 b"posts" => None,
                 _ => r.skip(0),
@@ -71,18 +73,26 @@ pub(in crate::upstream) fn posts_page(body: &[u8]) -> Option<Vec<u8>> {
     (success && data && r.i == body.len()).then_some(out)
 }
 
-/// `[post, ...]` as `{"items":[...]}`.
-fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>) -> Option<()> {
+/// `[post, ...]` as `{"items":[...]}`, up to `limit` posts. Posts past the limit are still
+/// read as the others, so that a page is refused (or not) as the general way would.
+fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Option<()> {
     out.extend_from_slice(b"{\"items\":[");
-    let mut first = true;
+    let mut written = 0;
+    let mut end_of_limit = None;
     let mut shape = Shape::default();
     r.array(|r| {
-        if !first {
+        if written == limit {
+            end_of_limit = Some(out.len());
+        }
+        if written > 0 {
             out.push(b',');
         }
-        first = false;
+        written += 1;
         write_post(r, out, &mut shape)
     })?;
+    if let Some(end) = end_of_limit {
+        out.truncate(end);
+    }
     out.extend_from_slice(b"]}");
     Some(())
 }
@@ -922,7 +932,7 @@ mod tests {
     use crate::upstream::wire::Posts;
 
     /// The general way: serde decode, conversion, serde encode.
-    fn general(body: &[u8]) -> Option<Vec<u8>> {
+    fn general(body: &[u8], limit: usize) -> Option<Vec<u8>> {
         #[derive(serde::Deserialize)]
         struct Data {
             posts: Posts,
@@ -930,14 +940,20 @@ mod tests {
         let posts = decode_data(body, |data: Data| data.posts.into_result())
             .ok()?
             .ok()?;
-        Some(items_json(&posts).unwrap())
+        Some(items_json(&posts[..posts.len().min(limit)]).unwrap())
     }
 
     #[test]
     fn the_bench_page_reads_as_the_general_way_reads_it() {
         let page = include_bytes!("../../../tests/bench/data/post_list.json");
-        let fast = posts_page(page).expect("the one-pass reader takes the bench page");
-        assert_eq!(fast, general(page).unwrap());
+        let fast = posts_page(page, 50).expect("the one-pass reader takes the bench page");
+        assert_eq!(fast, general(page, 50).unwrap());
+        // A NAS that ignores `limit` (Chat 2.4.1): the page still holds `limit` posts.
+        let five = posts_page(page, 5).expect("the one-pass reader takes the bench page");
+        assert_eq!(five, general(page, 5).unwrap());
+        let items: serde_json::Value = serde_json::from_slice(&five).unwrap();
+        assert_eq!(items["items"].as_array().unwrap().len(), 5);
+        assert_eq!(items["items"][4]["post_id"], 1000005);
     }
 
     #[test]
@@ -1003,10 +1019,11 @@ mod tests {
                 r#"{{"success":true,"data":{{"posts":[{}]}}}}"#,
                 posts.join(",")
             );
-            let fast = posts_page(page.as_bytes()).expect("the one-pass reader takes the page");
+            let fast = posts_page(page.as_bytes(), usize::MAX)
+                .expect("the one-pass reader takes the page");
             assert_eq!(
                 fast,
-                general(page.as_bytes()).unwrap(),
+                general(page.as_bytes(), usize::MAX).unwrap(),
                 "{first} extra members"
             );
         }
@@ -1311,8 +1328,9 @@ mod tests {
         for round in 0..6000 {
             let odd = [0, 10, 60, 250][round % 4];
             let body = page(&mut g, odd);
-            let fast = posts_page(body.as_bytes());
-            match (fast, general(body.as_bytes())) {
+            let limit = [usize::MAX, 1, 2, 7][round / 4 % 4];
+            let fast = posts_page(body.as_bytes(), limit);
+            match (fast, general(body.as_bytes(), limit)) {
                 (Some(fast), Some(general)) => {
                     assert_eq!(
                         String::from_utf8_lossy(&fast),
