@@ -876,20 +876,25 @@ async fn every_post_route_checks_the_key_and_its_scope() {
     assert_eq!(search.status, 200, "read key reads: {}", search.body);
 }
 
+/// The `post_id`s of a page's items, in order.
+async fn page_ids(app: &TestApp, path: &str) -> Vec<u64> {
+    let page = app.get(path).await;
+    assert_eq!(page.status, 200, "{path}: {}", page.body);
+    page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["post_id"].as_u64().unwrap())
+        .collect()
+}
+
 /// Every top-level post of `channel`, newest first, read `limit` at a time with `before` from
 /// the page `first` starts with.
 async fn page_through(app: &TestApp, channel: u64, first: &str, limit: u32) -> Vec<u64> {
     let mut ids: Vec<u64> = Vec::new();
     let mut path = first.to_owned();
     for _ in 0..100 {
-        let page = app.get(&path).await;
-        assert_eq!(page.status, 200, "{path}: {}", page.body);
-        let items: Vec<u64> = page.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["post_id"].as_u64().unwrap())
-            .collect();
+        let items = page_ids(app, &path).await;
         assert!(items.len() <= limit as usize, "{path}: {items:?}");
         let Some(&last) = items.last() else {
             return ids;
@@ -916,13 +921,7 @@ async fn post_messages(app: &TestApp, channel: u64, count: usize) {
 async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
     let app = spawn_app().await;
     post_messages(&app, 1, 7).await;
-    let everything = app.get("/api/v1/channels/1/posts?limit=200").await;
-    let expected: Vec<u64> = everything.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["post_id"].as_u64().unwrap())
-        .collect();
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
     assert!(expected.len() >= 8, "{expected:?}");
     assert!(
         expected.windows(2).all(|w| w[0] > w[1]),
@@ -946,13 +945,7 @@ async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
         "offset ignored"
     );
     // That NAS answers its newest ten whatever the limit: the page still holds `limit` posts.
-    let capped = app.get("/api/v1/channels/1/posts?limit=3").await;
-    let capped: Vec<u64> = capped.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["post_id"].as_u64().unwrap())
-        .collect();
+    let capped = page_ids(&app, "/api/v1/channels/1/posts?limit=3").await;
     assert_eq!(capped, expected[..3], "limit kept where the NAS ignores it");
     app.sim.set_post_list_offset_ignored(false);
     app.sim.set_post_list_anchor_only(true);
@@ -989,13 +982,7 @@ async fn a_nas_that_pages_from_an_anchor_lists_its_newest_posts_first() {
     })
     .await;
     post_messages(&app, 1, 5).await;
-    let everything = app.get("/api/v1/channels/1/posts?limit=200").await;
-    let expected: Vec<u64> = everything.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["post_id"].as_u64().unwrap())
-        .collect();
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
     // The simulator as ACE's v8: without an anchor it would answer the oldest post.
     app.sim.set_post_list_anchor_only(true);
     let first = "/api/v1/channels/1/posts?limit=2";
