@@ -298,6 +298,13 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::StallMidBody);
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are carried out, then the
+    /// connection closes before any byte of the answer (a NAS whose web server restarts).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn close_next(&self, api: &str, method: Option<&str>, times: u32) {
+        self.inject(api, method, times, FaultKind::CloseBeforeAnswer);
+    }
+
     #[cfg(feature = "sim-test-hooks")]
     fn inject(&self, api: &str, method: Option<&str>, times: u32, kind: FaultKind) {
         if times == 0 {

@@ -33,6 +33,9 @@ pub(crate) enum FaultKind {
     Code(i64),
     /// Send the headers and half the body, then nothing more (a NAS wedged mid-answer).
     StallMidBody,
+    /// Carry the call out, then close the connection before any byte of the answer (a NAS
+    /// whose web server restarts mid-request).
+    CloseBeforeAnswer,
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -159,11 +162,11 @@ pub(crate) async fn handle(
         .map(str::to_string)
         .or_else(|| params.string("SynoToken"));
 
-    let stall = match (&entry.api, &entry.method) {
-        (Some(api), Some(method)) => {
-            take_fault(&shared, api, method, |k| k == FaultKind::StallMidBody).is_some()
-        }
-        _ => false,
+    let fault = match (&entry.api, &entry.method) {
+        (Some(api), Some(method)) => take_fault(&shared, api, method, |k| {
+            matches!(k, FaultKind::StallMidBody | FaultKind::CloseBeforeAnswer)
+        }),
+        _ => None,
     };
     let mut cookies = Vec::new();
     let result = process(
@@ -202,10 +205,21 @@ pub(crate) async fn handle(
         }
     }
     record(&shared, entry);
-    if stall {
-        return stalled(resp).await;
+    match fault {
+        Some(FaultKind::StallMidBody) => stalled(resp).await,
+        Some(FaultKind::CloseBeforeAnswer) => closed_before_answer(),
+        _ => resp,
     }
-    resp
+}
+
+/// An answer whose body fails before its first byte: actix-http then drops the connection
+/// without writing the head it had encoded, so the caller reads the end of the stream where
+/// the answer should begin.
+fn closed_before_answer() -> HttpResponse {
+    let failing = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("the web server restarts"))
+    });
+    HttpResponse::Ok().streaming(failing)
 }
 
 /// The same answer with its full Content-Length, but only the first half of the body is ever

@@ -96,20 +96,28 @@ impl Upload {
     }
 }
 
+/// The request was sent and the connection ended before any byte of an answer.
+const CLOSED_BEFORE_ANSWER: &str = "connection closed before an answer";
+
 fn classify_send_error(error: &SendRequestError) -> UpstreamError {
     // The awc error's own text can contain the request URL (and so `_sid`): never keep it.
     match error {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             UpstreamError::Timeout
         }
+        // awc names the end of the stream where the answer's head should begin `Disconnected`,
+        // a connect error, although the request was sent then: the NAS may have carried it
+        // out (a web server restarting mid-request), so the outcome is unknown, which the
+        // outbox must not take for a connection that never opened.
+        SendRequestError::Connect(ConnectError::Disconnected)
+        // A pooled keep-alive connection the NAS closed (restart, idle timeout) ends before
+        // an answer: that is the NAS going away, not a malformed answer.
+        | SendRequestError::Response(ParseError::Incomplete | ParseError::Io(_)) => {
+            UpstreamError::Unreachable(CLOSED_BEFORE_ANSWER)
+        }
         SendRequestError::Connect(_) => UpstreamError::Unreachable("connection failed"),
         SendRequestError::Send(_) | SendRequestError::Body(_) => {
             UpstreamError::Unreachable("connection lost while sending")
-        }
-        // A pooled keep-alive connection the NAS closed (restart, idle timeout) ends before
-        // an answer: that is the NAS going away, not a malformed answer.
-        SendRequestError::Response(ParseError::Incomplete | ParseError::Io(_)) => {
-            UpstreamError::Unreachable("connection closed before an answer")
         }
         SendRequestError::Response(_) => {
             UpstreamError::InvalidResponse("malformed HTTP response".to_owned())
@@ -119,9 +127,40 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
 }
 
 impl DsmClient {
+    /// [`Self::send_once`], and once more for a read whose connection closed before its
+    /// answer: awc reuses a keep-alive connection unless the NAS had already closed it, so a
+    /// request can meet the NAS's idle timeout on its way. A read is safe to repeat; a write
+    /// is not (the outbox checks what the NAS did before it sends again).
+    pub(super) async fn send(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        params: &[(&str, &str)],
+        credential: Credential<'_>,
+        upload: Option<&Upload>,
+    ) -> Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>
+            + use<>,
+        >,
+    > {
+        match self
+            .send_once(op, endpoint, params, credential, upload)
+            .await
+        {
+            Err(UpstreamError::Unreachable(reason))
+                if reason == CLOSED_BEFORE_ANSWER && op.verb == Verb::Get =>
+            {
+                self.send_once(op, endpoint, params, credential, upload)
+                    .await
+            }
+            sent => sent,
+        }
+    }
+
     /// Encodes and sends one request; answers the HTTP response once its status is 200.
     /// Control fields and credentials go in the query for GETs and uploads, else in the form.
-    pub(super) async fn send(
+    async fn send_once(
         &self,
         op: &Op,
         endpoint: &Endpoint,

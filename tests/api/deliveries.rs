@@ -327,6 +327,63 @@ async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only()
     timeout_after_the_post_was_created(false, true).await;
 }
 
+/// A NAS that creates the post and then closes the connection before its answer (its web
+/// server restarting): the send's outcome is unknown, so the next attempt checks before it
+/// posts again. Neither the synchronous route nor the outbox may call it a failed connect.
+#[actix_web::test]
+async fn a_connection_closed_before_the_answer_does_not_duplicate() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "closed but once"}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
+    assert_eq!(
+        done["last_error"]["detail"], "could not reach DSM: connection closed before an answer",
+        "{done}"
+    );
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == "closed but once").count(),
+        1,
+        "a duplicate after the closed connection: {posted:?}"
+    );
+
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let answer = app
+        .post("/api/v1/channels/2/posts", json!({"message": "sync"}))
+        .await;
+    let problem = answer.assert_problem(502, "upstream_unreachable");
+    assert_eq!(
+        problem["detail"],
+        "could not reach DSM: connection closed before an answer"
+    );
+}
+
+/// A read whose connection closes before the answer (a keep-alive connection meeting the
+/// NAS's idle timeout) is sent once more on a new connection; twice in a row is a 502.
+#[actix_web::test]
+async fn a_read_is_sent_again_once_when_its_connection_closed_before_the_answer() {
+    let app = spawn_app().await;
+    app.sim.close_next("SYNO.Chat.Post", Some("list"), 1);
+    let listed = app.get("/api/v1/channels/2/posts?limit=5").await;
+    assert_eq!(listed.status.as_u16(), 200, "{}", listed.body);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "list"), 2);
+
+    app.sim.close_next("SYNO.Chat.Post", Some("list"), 2);
+    app.get("/api/v1/channels/2/posts?limit=5")
+        .await
+        .assert_problem(502, "upstream_unreachable");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "list"), 4);
+}
+
 #[actix_web::test]
 async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
     let app = spawn_app().await;
