@@ -211,13 +211,12 @@ pub struct Page {
     #[serde(default)]
     #[param(inline)]
     pub limit: Limit<50, 200>,
-    /// How many of the newest posts to skip (default 0). Not with `before`; only where the
-    /// NAS honours it (`upstream.post_list_paging = "offset"`, the default).
+    /// How many posts to skip (default 0): of the newest, or of those before `before`.
     #[serde(default)]
     #[param(inline)]
     pub offset: Offset,
-    /// The page starts at the newest post older than this post id: pass the last `post_id` of
-    /// a page to get the next one. Works on every NAS, whichever way it pages.
+    /// Only posts older than this post id: pass the last `post_id` of a page to get the next
+    /// one. Works on every NAS, whichever way it pages.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 9223372036854775807_i64)]
     pub before: Option<PostId>,
 }

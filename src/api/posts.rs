@@ -15,7 +15,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::upstream::{Download, NewFilePost, PageStart};
+use crate::upstream::{Download, NewFilePost};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
@@ -63,9 +63,9 @@ pub struct ReplyBody {
 
 /// List a channel's posts
 ///
-/// Top-level posts, newest first (a page by `offset` keeps DSM's order); thread replies are
-/// not included. Page with `before` (the last `post_id` of the page before): it works on every
-/// NAS, where `offset` needs one that honours it.
+/// Top-level posts, newest first (a page by `offset` alone keeps DSM's order); thread replies
+/// are not included. Page with `before`, the last `post_id` of the page before: it asks DSM
+/// from that post, so pages neither repeat nor skip posts while new ones arrive.
 #[utoipa::path(tag = "posts",
     params(ChannelPath, Page),
     responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
@@ -77,25 +77,8 @@ pub async fn list_posts(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.channel_id;
-    let start = match (page.offset.get(), page.before) {
-        (0, Some(post_id)) => PageStart::Before(post_id),
-        (_, Some(_)) => {
-            return Err(ApiError::new(
-                ProblemCode::InvalidRequest,
-                "give `offset` or `before`, not both",
-            ));
-        }
-        (1.., None) if !chat.pages_posts_by_offset() => {
-            return Err(ApiError::new(
-                ProblemCode::InvalidRequest,
-                "this NAS pages posts from an anchor (`upstream.post_list_paging = \"anchor\"`): \
-                 page with `before`, the last `post_id` of the page before",
-            ));
-        }
-        (offset, None) => PageStart::Skip(offset),
-    };
     let body = chat
-        .posts_json(channel_id, page.limit.get(), start)
+        .posts_json(channel_id, page.limit.get(), page.offset.get(), page.before)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Ok()

@@ -43,8 +43,7 @@ pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
 pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use post_satellites::{Reminder, ScheduledPost};
 pub use posts::{
-    NewFilePost, PageStart, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage,
-    WireWord,
+    NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
 };
 pub use tls::TlsTrust;
 

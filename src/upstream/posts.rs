@@ -73,15 +73,6 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Where a page of a channel's posts starts; pages run from newer to older posts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PageStart {
-    /// Past this many of the newest posts (`offset`).
-    Skip(u32),
-    /// At the newest post older than this one.
-    Before(PostId),
-}
-
 /// An anchor past the channel's last possible post: `post_id = channel_id << 32 + running
 /// number` (PROTOCOL.md §6.4), so the posts before it are the channel's newest. ACE's recipe.
 fn newest_anchor(channel_id: ChannelId) -> u64 {
@@ -104,29 +95,32 @@ impl DsmClient {
             .await
     }
 
-    /// Whether a page may start past the newest posts ([`PageStart::Skip`] above 0): only
-    /// where the NAS honours `offset` (`upstream.post_list_paging`).
-    pub fn pages_posts_by_offset(&self) -> bool {
+    fn pages_posts_by_offset(&self) -> bool {
         self.up.config.post_list_paging == PostListPaging::Offset
     }
 
-    /// A page of a channel's posts, newest first, as the API's `{"items": [...]}` document.
-    /// An `offset` page is written from DSM's answer in one pass ([`wire::page`]); an answer
-    /// that reader gives up on goes the way of [`Self::posts`], which decides its verdict and
-    /// error. Anchored pages go through [`Self::posts_before`].
+    /// A page of a channel's posts, newest first, as the API's `{"items": [...]}` document:
+    /// `limit` posts after skipping `skip`, counted from the newest post or from `before`.
+    /// Where the NAS honours `offset`, a page without `before` is asked with `offset`/`limit`
+    /// and written from DSM's answer in one pass ([`wire::page`]); an answer that reader gives
+    /// up on goes the way of [`Self::posts`], which decides its verdict and error. Other pages
+    /// are anchored ([`Self::posts_before`]).
     pub async fn posts_json(
         &self,
         channel_id: ChannelId,
         limit: u32,
-        start: PageStart,
+        skip: u32,
+        before: Option<PostId>,
     ) -> Result<Vec<u8>> {
-        let anchor = match (start, self.up.config.post_list_paging) {
-            (PageStart::Skip(offset), PostListPaging::Offset) => {
+        let anchor = match before {
+            Some(post_id) => post_id.get(),
+            None if !self.pages_posts_by_offset() => newest_anchor(channel_id),
+            None => {
                 return self
                     .post_list(
                         channel_id,
                         limit,
-                        offset,
+                        skip,
                         |body| match wire::page::posts_page(body, limit as usize) {
                             Some(json) => Ok(Ok(json)),
                             None => decode_data(body, |data: PostListData| {
@@ -139,16 +133,8 @@ impl DsmClient {
                     )
                     .await;
             }
-            (PageStart::Skip(0), PostListPaging::Anchor) => newest_anchor(channel_id),
-            (PageStart::Skip(_), PostListPaging::Anchor) => {
-                return Err(UpstreamError::Unsupported {
-                    api: POST_LIST.api,
-                    reason: "this NAS pages posts from an anchor, not an offset".to_owned(),
-                });
-            }
-            (PageStart::Before(post_id), _) => post_id.get(),
         };
-        let posts = self.posts_before(channel_id, anchor, limit).await?;
+        let posts = self.posts_before(channel_id, anchor, skip, limit).await?;
         wire::page::items_json(&posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
     }
 
@@ -172,21 +158,24 @@ impl DsmClient {
         self.fetch_converted(&POST_LIST, &params, decode).await
     }
 
-    /// Up to `count` of the channel's posts older than the post id `anchor`, newest first:
-    /// `Post.list` with `post_id`, `prev_count` and `next_count=0`, the form every source that
-    /// pages from an anchor uses (PROTOCOL.md §6.4). DSM may echo the anchor back, and no
-    /// source says in which order it lists; both are settled here, by post id, which grows
-    /// with each post of a channel.
+    /// Up to `count` of the channel's posts older than the post id `anchor`, newest first,
+    /// after the `skip` newest of them: `Post.list` with `post_id`, `prev_count` and
+    /// `next_count=0`, the form every source that pages from an anchor uses (PROTOCOL.md §6.4).
+    /// DSM may echo the anchor back, perhaps as one of the `prev_count`, so one post more is
+    /// asked for than is kept: a page is short only at the channel's oldest post, where a
+    /// caller may stop. No source says in which order DSM lists; the posts are ordered here,
+    /// by post id, which grows with each post of a channel.
     async fn posts_before(
         &self,
         channel_id: ChannelId,
         anchor: u64,
+        skip: u32,
         count: u32,
     ) -> Result<Vec<Post>> {
         let (channel, anchor_text, count_text) = (
             channel_id.to_string(),
             anchor.to_string(),
-            count.to_string(),
+            skip.saturating_add(count).saturating_add(1).to_string(),
         );
         let params = [
             ("channel_id", channel.as_str()),
@@ -199,6 +188,7 @@ impl DsmClient {
             .await?;
         posts.retain(|post| post.post_id.get() < anchor);
         posts.sort_unstable_by_key(|post| std::cmp::Reverse(post.post_id));
+        posts.drain(..posts.len().min(skip as usize));
         posts.truncate(count as usize);
         Ok(posts)
     }
@@ -209,12 +199,14 @@ impl DsmClient {
     /// from an anchor, and without one starts at the oldest post. So the channel is also asked
     /// for the `count` posts before an anchor past its last possible id; the posts of both
     /// answers are returned. A NAS that refuses the anchored form leaves the first answer.
+    /// With `upstream.post_list_paging = "anchor"` only the anchored form is asked.
     pub async fn newest_posts(&self, channel_id: ChannelId, count: u32) -> Result<Vec<Post>> {
+        let anchor = newest_anchor(channel_id);
+        if !self.pages_posts_by_offset() {
+            return self.posts_before(channel_id, anchor, 0, count).await;
+        }
         let mut posts = self.posts(channel_id, count, 0).await?;
-        match self
-            .posts_before(channel_id, newest_anchor(channel_id), count)
-            .await
-        {
+        match self.posts_before(channel_id, anchor, 0, count).await {
             Ok(more) => {
                 for post in more {
                     if !posts.iter().any(|p| p.post_id == post.post_id) {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use syno_chat_gateway::config::PostListPaging;
 use syno_chat_gateway::sim::SimConfig;
 
 use crate::helpers::{
@@ -277,9 +278,24 @@ async fn nas_down_for_10s_while_50_messages_arrive_postgres() {
 
 /// `anchor_only`: the NAS lists posts as ACE's v8 does, from an anchor only (without one, the
 /// oldest post), so the duplicate check must ask with an anchor to see the newest posts.
-async fn timeout_after_the_post_was_created(postgres: bool, anchor_only: bool) {
-    let Some(app) = app_on(postgres, SimConfig::default(), 500).await else {
-        return;
+/// `anchor_only`: the simulator pages `Post.list` as ACE's v8; `anchor_paging`: the gateway is
+/// told so (`upstream.post_list_paging = "anchor"`).
+async fn timeout_after_the_post_was_created(
+    postgres: bool,
+    anchor_only: bool,
+    anchor_paging: bool,
+) {
+    let app = if anchor_paging {
+        spawn_app_with(SimConfig::default(), |s| {
+            s.upstream.timeout_ms = 500;
+            s.upstream.post_list_paging = PostListPaging::Anchor;
+        })
+        .await
+    } else {
+        let Some(app) = app_on(postgres, SimConfig::default(), 500).await else {
+            return;
+        };
+        app
     };
     // Log in first, so only the send is slow.
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
@@ -310,21 +326,32 @@ async fn timeout_after_the_post_was_created(postgres: bool, anchor_only: bool) {
         "a duplicate after the timeout: {posted:?}"
     );
     assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
+    let lists = app.sim.requests();
+    let lists = lists.iter().filter(|r| {
+        r.api.as_deref() == Some("SYNO.Chat.Post") && r.method.as_deref() == Some("list")
+    });
+    if anchor_paging {
+        assert!(
+            lists.clone().count() > 0 && lists.clone().all(|r| param(r, "post_id").is_some()),
+            "told the NAS pages from an anchor, the gateway asks no offset"
+        );
+    }
 }
 
 #[actix_web::test]
 async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_sqlite() {
-    timeout_after_the_post_was_created(false, false).await;
+    timeout_after_the_post_was_created(false, false, false).await;
 }
 
 #[actix_web::test]
 async fn a_timeout_after_dsm_created_the_post_does_not_duplicate_postgres() {
-    timeout_after_the_post_was_created(true, false).await;
+    timeout_after_the_post_was_created(true, false, false).await;
 }
 
 #[actix_web::test]
 async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only() {
-    timeout_after_the_post_was_created(false, true).await;
+    timeout_after_the_post_was_created(false, true, false).await;
+    timeout_after_the_post_was_created(false, true, true).await;
 }
 
 /// A NAS that creates the post and then closes the connection before its answer (its web
