@@ -167,10 +167,11 @@ fn classify(error: &UpstreamError) -> Failure {
     match error {
         UpstreamError::Timeout => Failure::Ambiguous,
         UpstreamError::Unreachable(reason) if *reason == "connection failed" => Failure::NotSent,
-        UpstreamError::Unreachable(_) => Failure::Ambiguous,
+        // An answer that is not DSM's (a proxy's 504 page, a garbled body) may follow a call
+        // DSM carried out.
+        UpstreamError::Unreachable(_) | UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
         // Busy: no concurrency slot was free, so nothing left the gateway.
-        UpstreamError::InvalidResponse(_)
-        | UpstreamError::Busy
+        UpstreamError::Busy
         | UpstreamError::LoginBackoff { .. }
         | UpstreamError::LoginRefused { .. } => Failure::NotSent,
         UpstreamError::Unsupported { .. } => Failure::Permanent,
@@ -1094,6 +1095,11 @@ mod tests {
             classify(&UpstreamError::Unreachable("connection lost while reading")),
             Failure::Ambiguous
         );
+        assert_eq!(
+            classify(&UpstreamError::InvalidResponse("HTTP status 504".into())),
+            Failure::Ambiguous
+        );
+        assert_eq!(classify(&UpstreamError::Busy), Failure::NotSent);
         let dsm = |code| UpstreamError::Dsm {
             api: "SYNO.Chat.Post",
             method: "create",

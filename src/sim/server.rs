@@ -36,6 +36,9 @@ pub(crate) enum FaultKind {
     /// Carry the call out, then close the connection before any byte of the answer (a NAS
     /// whose web server restarts mid-request).
     CloseBeforeAnswer,
+    /// Carry the call out, then answer a proxy's 504 page (a reverse proxy in front of the
+    /// NAS that stopped waiting).
+    ProxyTimeoutAfter,
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -164,7 +167,12 @@ pub(crate) async fn handle(
 
     let fault = match (&entry.api, &entry.method) {
         (Some(api), Some(method)) => take_fault(&shared, api, method, |k| {
-            matches!(k, FaultKind::StallMidBody | FaultKind::CloseBeforeAnswer)
+            matches!(
+                k,
+                FaultKind::StallMidBody
+                    | FaultKind::CloseBeforeAnswer
+                    | FaultKind::ProxyTimeoutAfter
+            )
         }),
         _ => None,
     };
@@ -208,6 +216,9 @@ pub(crate) async fn handle(
     match fault {
         Some(FaultKind::StallMidBody) => stalled(resp).await,
         Some(FaultKind::CloseBeforeAnswer) => closed_before_answer(),
+        Some(FaultKind::ProxyTimeoutAfter) => HttpResponse::GatewayTimeout()
+            .content_type("text/html")
+            .body("<html><body><h1>504 Gateway Time-out</h1></body></html>"),
         _ => resp,
     }
 }

@@ -354,33 +354,54 @@ async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only()
     timeout_after_the_post_was_created(false, true, true).await;
 }
 
+/// Posts `message` through the outbox while the simulator has a fault armed for the next
+/// `Post.create`: the delivery once delivered, after exactly one post of `message`.
+async fn posted_once_after(app: &TestApp, message: &str) -> Value {
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    let id = accepted(
+        &post_async(
+            app,
+            "/api/v1/channels/2/posts",
+            json!({ "message": message }),
+        )
+        .await,
+    );
+    let done = wait_for(app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 1,
+        "{done}"
+    );
+    let posted = messages(app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == message).count(),
+        1,
+        "a duplicate after the fault: {posted:?}"
+    );
+    done
+}
+
 /// A NAS that creates the post and then closes the connection before its answer (its web
 /// server restarting): the send's outcome is unknown, so the next attempt checks before it
-/// posts again. Neither the synchronous route nor the outbox may call it a failed connect.
+/// posts again. Neither the synchronous route nor the outbox may call it a failed connect. So
+/// for an answer that is not DSM's.
 #[actix_web::test]
 async fn a_connection_closed_before_the_answer_does_not_duplicate() {
     let app = spawn_app().await;
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
     app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
-    let id = accepted(
-        &post_async(
-            &app,
-            "/api/v1/channels/2/posts",
-            json!({"message": "closed but once"}),
-        )
-        .await,
-    );
-    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
-    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
+    let done = posted_once_after(&app, "closed but once").await;
     assert_eq!(
         done["last_error"]["detail"], "could not reach DSM: connection closed before an answer",
         "{done}"
     );
-    let posted = messages(&app, 2).await;
+    // A reverse proxy in front of the NAS that stopped waiting: its 504 page is no answer.
+    app.sim
+        .proxy_timeout_next("SYNO.Chat.Post", Some("create"), 1);
+    let done = posted_once_after(&app, "proxied but once").await;
     assert_eq!(
-        posted.iter().filter(|m| *m == "closed but once").count(),
-        1,
-        "a duplicate after the closed connection: {posted:?}"
+        done["last_error"]["code"], "upstream_invalid_response",
+        "{done}"
     );
 
     app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
