@@ -96,6 +96,9 @@ impl Upload {
     }
 }
 
+/// DSM's HTTP answer, its body still to be read.
+type DsmResponse = awc::ClientResponse<actix_http::encoding::Decoder<actix_http::Payload>>;
+
 /// The request was sent and the connection ended before any byte of an answer.
 const CLOSED_BEFORE_ANSWER: &str = "connection closed before an answer";
 
@@ -127,10 +130,12 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
 }
 
 impl DsmClient {
-    /// [`Self::send_once`], and once more for a read whose connection closed before its
-    /// answer: awc reuses a keep-alive connection unless the NAS had already closed it, so a
-    /// request can meet the NAS's idle timeout on its way. A read is safe to repeat; a write
-    /// is not (the outbox checks what the NAS did before it sends again).
+    /// Encodes and sends one request; answers the HTTP response once its status is 200.
+    /// Control fields and credentials go in the query for GETs and uploads, else in the form.
+    /// A read whose connection closed before its answer is sent once more: awc reuses a
+    /// keep-alive connection unless the NAS had already closed it, so a request can meet the
+    /// NAS's idle timeout on its way. A read is safe to repeat; a write is not (the outbox
+    /// checks what the NAS did before it sends again).
     pub(super) async fn send(
         &self,
         op: &Op,
@@ -138,41 +143,7 @@ impl DsmClient {
         params: &[(&str, &str)],
         credential: Credential<'_>,
         upload: Option<&Upload>,
-    ) -> Result<
-        awc::ClientResponse<
-            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>
-            + use<>,
-        >,
-    > {
-        match self
-            .send_once(op, endpoint, params, credential, upload)
-            .await
-        {
-            Err(UpstreamError::Unreachable(reason))
-                if reason == CLOSED_BEFORE_ANSWER && op.verb == Verb::Get =>
-            {
-                self.send_once(op, endpoint, params, credential, upload)
-                    .await
-            }
-            sent => sent,
-        }
-    }
-
-    /// Encodes and sends one request; answers the HTTP response once its status is 200.
-    /// Control fields and credentials go in the query for GETs and uploads, else in the form.
-    async fn send_once(
-        &self,
-        op: &Op,
-        endpoint: &Endpoint,
-        params: &[(&str, &str)],
-        credential: Credential<'_>,
-        upload: Option<&Upload>,
-    ) -> Result<
-        awc::ClientResponse<
-            impl futures_util::Stream<Item = std::result::Result<Bytes, awc::error::PayloadError>>
-            + use<>,
-        >,
-    > {
+    ) -> Result<DsmResponse> {
         let version = endpoint.version.to_string();
         let json_text: Vec<(&str, String)>;
         let json_params: Vec<(&str, &str)>;
@@ -217,63 +188,72 @@ impl DsmClient {
             Some(sid) => &[("_sid", sid)],
             None => &[],
         };
-        // The URL, with its query, is written in one allocation.
-        let url = [&*self.up.webapi_base, &endpoint.path, "?"];
-        let (mut request, form) = match (verb, upload) {
-            (Verb::Get, _) => (self.http.get(url_encoded(&url, &[&control, params])), None),
-            (Verb::Post, Some(_)) => (self.http.post(url_encoded(&url, &[&control])), None),
-            (Verb::Post, None) => (
-                self.http.post(url[..2].concat()),
-                Some(url_encoded(&[], &[&control, body_sid, params])),
-            ),
-        };
-        if let Credential::Session(session) = credential
-            && let Some(token) = &session.headers.synotoken
-        {
-            let token = token.as_ref().map_err(|_| {
-                UpstreamError::InvalidResponse(
-                    "DSM gave a SynoToken that is not a header value".into(),
-                )
-            })?;
-            request = request.insert_header((SYNO_TOKEN, token.clone()));
-        }
-        if let Some(cookie) = sid_cookie {
-            request = request.insert_header((header::COOKIE, cookie.clone()));
-        }
-        let sent = match (form, upload) {
-            (Some(form), _) => {
-                request
-                    .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
-                    .send_body(form)
-                    .await
+        let mut repeat = op.verb == Verb::Get;
+        loop {
+            // The URL, with its query, is written in one allocation.
+            let url = [&*self.up.webapi_base, &endpoint.path, "?"];
+            let (mut request, form) = match (verb, upload) {
+                (Verb::Get, _) => (self.http.get(url_encoded(&url, &[&control, params])), None),
+                (Verb::Post, Some(_)) => (self.http.post(url_encoded(&url, &[&control])), None),
+                (Verb::Post, None) => (
+                    self.http.post(url[..2].concat()),
+                    Some(url_encoded(&[], &[&control, body_sid, params])),
+                ),
+            };
+            if let Credential::Session(session) = credential
+                && let Some(token) = &session.headers.synotoken
+            {
+                let token = token.as_ref().map_err(|_| {
+                    UpstreamError::InvalidResponse(
+                        "DSM gave a SynoToken that is not a header value".into(),
+                    )
+                })?;
+                request = request.insert_header((SYNO_TOKEN, token.clone()));
             }
-            (None, Some(upload)) => {
-                // Without a cookie, the sid goes in the multipart fields, not the URL.
-                let fields = match sid_cookie {
-                    Some(_) => params.to_vec(),
-                    None => [body_sid, params].concat(),
-                };
-                let (content_type, chunks) = upload.encode(&fields);
-                let length = chunks.iter().map(|c| c.len() as u64).sum();
-                // Sized, so DSM gets a Content-Length rather than a chunked body.
-                let body = actix_http::body::SizedStream::new(
-                    length,
-                    futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)),
-                );
-                request
-                    .insert_header((header::CONTENT_TYPE, content_type))
-                    .send_body(body)
-                    .await
+            if let Some(cookie) = sid_cookie {
+                request = request.insert_header((header::COOKIE, cookie.clone()));
             }
-            (None, None) => request.send().await,
-        };
-        match sent {
-            Err(error) => Err(classify_send_error(&error)),
-            Ok(response) if response.status().is_success() => Ok(response),
-            Ok(response) => Err(UpstreamError::InvalidResponse(format!(
-                "HTTP status {}",
-                response.status().as_u16()
-            ))),
+            let sent = match (form, upload) {
+                (Some(form), _) => {
+                    request
+                        .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                        .send_body(form)
+                        .await
+                }
+                (None, Some(upload)) => {
+                    // Without a cookie, the sid goes in the multipart fields, not the URL.
+                    let fields = match sid_cookie {
+                        Some(_) => params.to_vec(),
+                        None => [body_sid, params].concat(),
+                    };
+                    let (content_type, chunks) = upload.encode(&fields);
+                    let length = chunks.iter().map(|c| c.len() as u64).sum();
+                    // Sized, so DSM gets a Content-Length rather than a chunked body.
+                    let body = actix_http::body::SizedStream::new(
+                        length,
+                        futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)),
+                    );
+                    request
+                        .insert_header((header::CONTENT_TYPE, content_type))
+                        .send_body(body)
+                        .await
+                }
+                (None, None) => request.send().await,
+            };
+            return match sent {
+                Err(error) => match classify_send_error(&error) {
+                    UpstreamError::Unreachable(CLOSED_BEFORE_ANSWER) if repeat => {
+                        repeat = false;
+                        continue;
+                    }
+                    error => Err(error),
+                },
+                Ok(response) if response.status().is_success() => Ok(response),
+                Ok(response) => Err(UpstreamError::InvalidResponse(format!(
+                    "HTTP status {}",
+                    response.status().as_u16()
+                ))),
+            };
         }
     }
 
