@@ -95,6 +95,7 @@ impl DsmClient {
             .await
     }
 
+    /// Whether the NAS honours `offset`/`limit` (`upstream.post_list_paging`).
     fn pages_posts_by_offset(&self) -> bool {
         self.up.config.post_list_paging == PostListPaging::Offset
     }
