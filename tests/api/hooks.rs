@@ -593,12 +593,7 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
         2,
         "posted before the answer"
     );
-    let delivery = app
-        .get(&format!(
-            "/api/v1/deliveries/{}",
-            waiting.body["delivery_id"].as_str().unwrap()
-        ))
-        .await;
+    let delivery = delivery_named_in(&app, &waiting).await;
     assert_eq!(delivery.body["state"], "delivered", "{}", delivery.body);
     assert_eq!(
         waiting.body["id"],
@@ -673,12 +668,7 @@ async fn a_discord_wait_answers_what_became_of_the_message() {
     .await;
     assert_eq!(webhook.status, 200, "{}", webhook.body);
     assert!(webhook.body["id"].is_null(), "{}", webhook.body);
-    let delivery = app
-        .get(&format!(
-            "/api/v1/deliveries/{}",
-            webhook.body["delivery_id"].as_str().unwrap()
-        ))
-        .await;
+    let delivery = delivery_named_in(&app, &webhook).await;
     assert_eq!(delivery.body["state"], "delivered", "{}", delivery.body);
 
     app.sim.refuse_connections(true).await;
@@ -773,4 +763,10 @@ async fn channels_and_users_are_found_by_name() {
     app.get("/api/v1/channels?nam=ops")
         .await
         .assert_problem(400, "invalid_request");
+}
+
+/// The delivery a hook's receipt names (`delivery_id`).
+async fn delivery_named_in(app: &TestApp, receipt: &Answer) -> Answer {
+    let id = receipt.body["delivery_id"].as_str().unwrap();
+    app.get(&format!("/api/v1/deliveries/{id}")).await
 }
