@@ -30,6 +30,7 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     for alert in alerts.iter().filter_map(Value::as_object) {
         lines.push(alert_line(alert, status, common_annotations));
     }
+    lines.extend(shared_annotations(common_annotations));
     if let Some(more) = message.get("truncatedAlerts").and_then(Value::as_u64)
         && more > 0
     {
@@ -39,6 +40,30 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         lines.push(link(url, "Alertmanager"));
     }
     Ok(lines.join("\n"))
+}
+
+/// The annotations every alert shares, but for the summary and description the alert lines
+/// show: `<https://runbooks.example/cpu|runbook_url> · team: web`, sorted by name (a link when
+/// the value is a URL).
+fn shared_annotations(common: Option<&Map<String, Value>>) -> Option<String> {
+    let mut pairs: Vec<(&String, &str)> = common?
+        .iter()
+        .filter(|(key, _)| !matches!(key.as_str(), "summary" | "description"))
+        .filter_map(|(key, value)| Some((key, value.as_str()?.trim())))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    pairs.sort();
+    let parts: Vec<String> = pairs
+        .into_iter()
+        .map(|(key, value)| {
+            if value.starts_with("https://") || value.starts_with("http://") {
+                link(value, key)
+            } else {
+                format!("{key}: {value}")
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// `🔥 [FIRING:2] HighCPU (prod)` or `✅ [RESOLVED] HighCPU (prod)`: the group labels' values,

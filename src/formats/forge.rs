@@ -11,32 +11,52 @@ use super::{FormatError, text_field};
 /// Commits listed under a push headline.
 const COMMITS_SHOWN: usize = 5;
 
-/// Whether the body is a forge's: a repository with a full name, and who acted.
+/// Whether the body is a forge's: a repository with a full name, and who acted; or GitHub's
+/// `ping`, which an organisation's or an app's hook sends without a repository.
 pub fn looks_like(message: &Map<String, Value>) -> bool {
-    message
-        .get("repository")
-        .and_then(Value::as_object)
-        .is_some_and(|r| text_field(r, "full_name").is_some())
-        && ["sender", "pusher"]
-            .iter()
-            .any(|k| message.contains_key(*k))
+    is_ping(message)
+        || message
+            .get("repository")
+            .and_then(Value::as_object)
+            .is_some_and(|r| text_field(r, "full_name").is_some())
+            && ["sender", "pusher"]
+                .iter()
+                .any(|k| message.contains_key(*k))
+}
+
+/// GitHub's `ping` when a hook is created: `zen` and `hook_id`.
+fn is_ping(message: &Map<String, Value>) -> bool {
+    message.contains_key("zen") && message.contains_key("hook_id")
 }
 
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let object = |key: &str| message.get(key).and_then(Value::as_object);
-    let repo = object("repository")
-        .and_then(|r| text_field(r, "full_name"))
-        .ok_or_else(|| {
-            FormatError::InvalidPayload("a forge payload names its repository".into())
-        })?;
+    let repo = object("repository").and_then(|r| text_field(r, "full_name"));
+    // The ping is confirmed in one line: GitHub shows a hook whose ping failed as broken.
+    if message.contains_key("zen") {
+        let place = repo
+            .or_else(|| object("organization").and_then(|o| text_field(o, "login")))
+            .unwrap_or("GitHub");
+        return Ok(format!("🔗 [{place}] webhook connected"));
+    }
+    let repo = repo.ok_or_else(|| {
+        FormatError::InvalidPayload("a forge payload names its repository".into())
+    })?;
     let who = actor(message);
     let action = text_field(message, "action").unwrap_or("updated");
-    // GitHub's `ping` when a hook is created: confirmed in one line.
-    if message.contains_key("zen") {
-        return Ok(format!("🔗 [{repo}] webhook connected"));
-    }
     if let Some(commits) = message.get("commits").and_then(Value::as_array) {
         return Ok(push(message, repo, &who, commits));
+    }
+    // `create` and `delete` events: a branch or tag by name. GitHub's `create` carries
+    // `master_branch` and Gitea's `sha`; the `delete` events of both carry neither.
+    if let (Some(kind), Some(name)) = (text_field(message, "ref_type"), text_field(message, "ref"))
+    {
+        let verb = if message.contains_key("master_branch") || message.contains_key("sha") {
+            "created"
+        } else {
+            "deleted"
+        };
+        return Ok(format!("[{repo}] {who} {verb} {kind} {name}"));
     }
     if let Some(pull) = object("pull_request") {
         let merged = pull.get("merged").and_then(Value::as_bool) == Some(true);
@@ -95,6 +115,22 @@ fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) 
         .or_else(|| text_field(message, "compare"))
         .map(|url| format!(" {}", link(url, "compare")))
         .unwrap_or_default();
+    let flag = |key: &str| message.get(key).and_then(Value::as_bool) == Some(true);
+    let (kind, name) = match (
+        reference.strip_prefix("refs/heads/"),
+        reference.strip_prefix("refs/tags/"),
+    ) {
+        (Some(branch), _) => ("branch", branch),
+        (_, Some(tag)) => ("tag", tag),
+        _ => ("ref", reference),
+    };
+    // A push that removes a branch or tag lists no commits; one that creates it may.
+    if flag("deleted") {
+        return format!("[{repo}] {who} deleted {kind} {name}");
+    }
+    if flag("created") && total == 0 {
+        return format!("[{repo}] {who} created {kind} {name}{compare}");
+    }
     let mut lines = vec![match total {
         0 => format!("[{place}] {who} pushed{compare}"),
         1 => format!("[{place}] {who} pushed 1 commit{compare}"),
@@ -201,9 +237,51 @@ mod tests {
         assert_eq!(lines[1], "• 0000000 change 0");
         assert_eq!(lines.len(), 7, "{text}");
         assert_eq!(lines[6], "…and 4 more");
-        let deleted = render(&map(json!({"ref": "refs/heads/old", "commits": [],
+        let empty = render(&map(json!({"ref": "refs/heads/old", "commits": [],
             "repository": {"full_name": "o/r"}, "sender": {"login": "al"}})))
         .unwrap();
-        assert_eq!(deleted, "[o/r:old] al pushed");
+        assert_eq!(empty, "[o/r:old] al pushed");
+        let deleted = render(&map(json!({"ref": "refs/heads/old", "commits": [],
+            "deleted": true, "created": false,
+            "repository": {"full_name": "o/r"}, "sender": {"login": "al"}})))
+        .unwrap();
+        assert_eq!(deleted, "[o/r] al deleted branch old");
+    }
+
+    #[test]
+    fn branches_and_tags_made_or_removed_are_named() {
+        let repo = json!({"full_name": "o/r"});
+        let github_create = json!({"ref": "release/v2.0", "ref_type": "branch",
+            "master_branch": "main", "description": null, "pusher_type": "user",
+            "repository": repo, "sender": {"login": "al"}});
+        assert_eq!(
+            render(&map(github_create)).unwrap(),
+            "[o/r] al created branch release/v2.0"
+        );
+        let gitea_create = json!({"sha": "1b2c", "ref": "v2.0", "ref_type": "tag",
+            "repository": repo, "sender": {"login": "al"}});
+        assert_eq!(
+            render(&map(gitea_create)).unwrap(),
+            "[o/r] al created tag v2.0"
+        );
+        let delete = json!({"ref": "release/v2.0", "ref_type": "branch",
+            "pusher_type": "user", "repository": repo, "sender": {"login": "al"}});
+        assert_eq!(
+            render(&map(delete)).unwrap(),
+            "[o/r] al deleted branch release/v2.0"
+        );
+    }
+
+    #[test]
+    fn a_ping_without_a_repository_is_confirmed() {
+        let org = map(json!({"zen": "Keep it logically awesome.", "hook_id": 7,
+            "hook": {"type": "Organization"}, "organization": {"login": "acme"},
+            "sender": {"login": "al"}}));
+        assert!(looks_like(&org));
+        assert_eq!(render(&org).unwrap(), "🔗 [acme] webhook connected");
+        let app = map(json!({"zen": "Speak like a human.", "hook_id": 8,
+            "hook": {"type": "App"}}));
+        assert!(looks_like(&app));
+        assert_eq!(render(&app).unwrap(), "🔗 [GitHub] webhook connected");
     }
 }

@@ -34,9 +34,12 @@ fn render_template(payload: &Payload, source: &str) -> Result<String, FormatErro
         .map_err(|e| FormatError::InvalidPayload(format!("the hook's template: {e}")))?;
     let context = match payload {
         Payload::Json(Value::Object(map)) => {
-            let mut map = map.clone();
-            map.insert("body".into(), Value::Object(map.clone()));
-            Value::Object(map)
+            // `body` is the whole payload, unless the payload has a `body` of its own.
+            let mut context = map.clone();
+            context
+                .entry("body")
+                .or_insert_with(|| Value::Object(map.clone()));
+            Value::Object(context)
         }
         Payload::Json(other) => serde_json::json!({ "body": other }),
         Payload::Text(text) => serde_json::json!({ "body": text, "text": text }),
@@ -71,4 +74,24 @@ fn known_fields(payload: &Payload) -> String {
         .map(markup::markdown_links)
         .collect();
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn body_is_the_whole_payload_unless_the_payload_has_a_body() {
+        let own = Payload::Json(json!({"title": "Backup", "body": "finished in 3 min"}));
+        assert_eq!(
+            render(&own, Some("{{ title }}: {{ body }}")).unwrap(),
+            "Backup: finished in 3 min"
+        );
+        let without = Payload::Json(json!({"title": "Backup"}));
+        assert_eq!(
+            render(&without, Some("{{ body.title }}")).unwrap(),
+            "Backup"
+        );
+    }
 }

@@ -255,6 +255,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
             return Format::Alertmanager;
         }
     }
+    if grafana::is_legacy(map) {
+        return Format::Grafana;
+    }
     if arr::looks_like(map) {
         return Format::Arr;
     }
@@ -264,7 +267,14 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
         return Format::Discord;
     }
-    if has("text") || has("attachments") || has("blocks") {
+    // Apprise's `json://` always sends `"attachments": []` beside its `title` and `message`: an
+    // empty list says nothing about Slack.
+    let listed = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    if has("text") || listed("attachments") || has("blocks") {
         return Format::Slack;
     }
     Format::Generic
@@ -384,7 +394,15 @@ mod tests {
     fn formats_are_detected_from_the_body() {
         let detect_json = |v: Value| detect(&Payload::Json(v), false);
         assert_eq!(detect_json(json!({"text": "x"})), Format::Slack);
-        assert_eq!(detect_json(json!({"attachments": []})), Format::Slack);
+        assert_eq!(
+            detect_json(json!({"attachments": [{"text": "x"}]})),
+            Format::Slack
+        );
+        // Apprise's `json://` body: an empty `attachments` is not Slack's.
+        assert_eq!(
+            detect_json(json!({"title": "t", "message": "m", "attachments": []})),
+            Format::Generic
+        );
         assert_eq!(detect_json(json!({"content": "x"})), Format::Discord);
         assert_eq!(
             detect_json(json!({"version": "4", "groupKey": "k", "alerts": []})),
