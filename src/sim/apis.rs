@@ -154,3 +154,8 @@ pub(crate) fn is_known_path(path: &str) -> bool {
         .strip_prefix("/webapi/entry.cgi/")
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
+
+/// An API of the Chat package (what a NAS whose Chat is stopped does not offer).
+pub fn is_chat(name: &str) -> bool {
+    name.starts_with("SYNO.Chat.")
+}

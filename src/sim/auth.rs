@@ -15,7 +15,7 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 
 pub(crate) fn handle(api: &str, cx: &mut Cx, st: &mut State) -> R {
     match (api, cx.method) {
-        ("SYNO.API.Info", "query") => info(cx),
+        ("SYNO.API.Info", "query") => info(cx, st.chat_stopped),
         ("SYNO.API.Auth", "login") => login(cx, st),
         ("SYNO.API.Auth", "logout") => logout(cx, st),
         ("SYNO.API.Auth", "token") => refresh_token(cx, st),
@@ -25,7 +25,7 @@ pub(crate) fn handle(api: &str, cx: &mut Cx, st: &mut State) -> R {
     }
 }
 
-fn info(cx: &mut Cx) -> R {
+fn info(cx: &mut Cx, chat_stopped: bool) -> R {
     let query = cx.a.opt_str("query").unwrap_or_else(|| "all".into());
     let wanted: Vec<&str> = query
         .split(',')
@@ -35,7 +35,7 @@ fn info(cx: &mut Cx) -> R {
     let all = wanted.iter().any(|w| w.eq_ignore_ascii_case("all"));
     let mut data = Map::new();
     for d in APIS {
-        if !all && !wanted.contains(&d.name) {
+        if (!all && !wanted.contains(&d.name)) || (chat_stopped && super::apis::is_chat(d.name)) {
             continue;
         }
         let mut e = json!({"path": d.path, "minVersion": d.min, "maxVersion": d.max});

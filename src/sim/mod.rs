@@ -463,6 +463,12 @@ impl SimControl {
         lock(&self.shared.state).post_list_anchor_only = on;
     }
 
+    /// Stop (or start) the Chat package: while stopped, Info lists no `SYNO.Chat.*` API and
+    /// calls to one answer 102 (a NAS still starting Chat after a reboot or an upgrade).
+    pub fn set_chat_stopped(&self, stopped: bool) {
+        lock(&self.shared.state).chat_stopped = stopped;
+    }
+
     /// Answer a file post's `Post.create` with its `file_props` only, without `post_id` (the
     /// answer the seed describes for uploads).
     pub fn set_upload_answers_file_props_only(&self, on: bool) {

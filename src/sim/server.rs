@@ -290,7 +290,10 @@ fn process(
     if api == "SYNO.API.Auth" && method == "login" {
         shared.login_attempts.fetch_add(1, Ordering::SeqCst);
     }
-    let Some(def) = apis::find(&api).filter(|d| apis::path_serves(path, d.name)) else {
+    let Some(def) = apis::find(&api)
+        .filter(|d| apis::path_serves(path, d.name))
+        .filter(|d| !(st.chat_stopped && apis::is_chat(d.name)))
+    else {
         return Err(err(102));
     };
     let Ok(version) = version.trim().parse::<u32>() else {

@@ -290,6 +290,9 @@ pub(crate) struct State {
     pub post_list_ignores_offset: bool,
     /// Mimic ACE's v8: Post.list pages only from an anchor; without one it answers the oldest post.
     pub post_list_anchor_only: bool,
+    /// The Chat package is stopped (or still starting): Info lists no `SYNO.Chat.*` API and
+    /// calling one answers 102.
+    pub chat_stopped: bool,
     /// A file post's `Post.create` answers only `file_props`, as the seed describes it.
     pub upload_answers_file_props_only: bool,
     /// Sessions idle longer than this are expired (for the online status).

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -31,10 +32,17 @@ pub struct Endpoint {
     pub json_format: bool,
 }
 
-/// The cached Info table; loaded on first use and reloaded when DSM says a version is wrong.
+/// How long a table that lacks an API is trusted before a call that needs the API asks DSM
+/// again: a NAS whose Chat package is still starting (after a reboot or an upgrade) lists no
+/// Chat APIs yet, and a gateway that kept that first answer would stay broken until restarted.
+/// Not on every call: a NAS without Chat must not be asked for the list on every request.
+pub const MISSING_API_RECHECK: Duration = Duration::from_secs(3);
+
+/// The cached Info table; loaded on first use, reloaded when DSM says a version or an API is
+/// wrong, and when a call needs an API it lacks ([`MISSING_API_RECHECK`]).
 #[derive(Default)]
 pub struct Catalog {
-    table: RwLock<Option<Arc<ApiTable>>>,
+    table: RwLock<Option<Loaded>>,
     // Serialises reloads so concurrent misses cause one Info call.
     pub(super) reload: tokio::sync::Mutex<()>,
     pub(super) reload_watch: super::watchdog::LockWatch,
@@ -43,19 +51,49 @@ pub struct Catalog {
     pub(super) backoff: std::sync::Mutex<super::backoff::Backoff>,
 }
 
+/// A table and when it was loaded.
+#[derive(Clone)]
+struct Loaded {
+    table: Arc<ApiTable>,
+    at: Instant,
+}
+
 impl Catalog {
     pub fn current(&self) -> Option<Arc<ApiTable>> {
+        self.loaded().map(|loaded| loaded.table)
+    }
+
+    fn loaded(&self) -> Option<Loaded> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn store(&self, table: ApiTable) -> Arc<ApiTable> {
         let table = Arc::new(table);
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Some(Loaded {
+            table: table.clone(),
+            at: Instant::now(),
+        });
         table
     }
 
     pub fn forget(&self) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Forgets `table` if it lacks `api`, is still the current one (a concurrent caller may have
+    /// reloaded it already) and is older than [`MISSING_API_RECHECK`]; whether it did.
+    pub fn forget_if_lacking(&self, table: &Arc<ApiTable>, api: &str) -> bool {
+        if table.contains_key(api) {
+            return false;
+        }
+        let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let stale = current.as_ref().is_some_and(|loaded| {
+            Arc::ptr_eq(&loaded.table, table) && loaded.at.elapsed() >= MISSING_API_RECHECK
+        });
+        if stale {
+            *current = None;
+        }
+        stale
     }
 }
 

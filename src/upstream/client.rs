@@ -141,14 +141,16 @@ impl DsmClient {
         token: &SecretString,
         params: &[(&str, &str)],
     ) -> Result<Option<T>> {
-        let endpoint = self.endpoint(op).await?;
-        self.exchange(
-            op,
-            &endpoint,
-            params,
-            Credential::Token(token.expose_secret()),
-            None,
-        )
+        self.with_catalog(op, |endpoint| async move {
+            self.exchange(
+                op,
+                &endpoint,
+                params,
+                Credential::Token(token.expose_secret()),
+                None,
+            )
+            .await
+        })
         .await
     }
 
@@ -159,14 +161,35 @@ impl DsmClient {
         token: &SecretString,
         params: &[(&str, &str)],
     ) -> Result<Download> {
-        let endpoint = self.endpoint(op).await?;
-        self.exchange_download(
-            op,
-            &endpoint,
-            params,
-            Credential::Token(token.expose_secret()),
-        )
+        self.with_catalog(op, |endpoint| async move {
+            self.exchange_download(
+                op,
+                &endpoint,
+                params,
+                Credential::Token(token.expose_secret()),
+            )
+            .await
+        })
         .await
+    }
+
+    /// Runs a call that needs no session; when DSM says the API or version is not there (102,
+    /// 104: a Chat package upgraded or restarted since the Info table was loaded), reloads the
+    /// table and runs it once more. DSM did not carry such a call out, so it is safe to repeat.
+    async fn with_catalog<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match attempt(self.endpoint(op).await?).await {
+            Err(UpstreamError::Dsm {
+                code: 102 | 104, ..
+            }) => {
+                self.up.catalog.forget();
+                attempt(self.endpoint(op).await?).await
+            }
+            other => other,
+        }
     }
 
     /// Like [`Self::call`] for operations whose answer must carry `data`.
@@ -188,6 +211,11 @@ impl DsmClient {
             Some(table) => table,
             None => self.load_catalog().await?,
         };
+        if self.up.catalog.forget_if_lacking(&table, op.api) {
+            tracing::info!(api = op.api, "DSM did not list the API; asking for the list again");
+            let table = self.load_catalog().await?;
+            return catalog::resolve(&table, op);
+        }
         catalog::resolve(&table, op)
     }
 

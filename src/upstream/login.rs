@@ -39,21 +39,24 @@ struct LoginData {
 
 impl DsmClient {
     /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
-    /// (once, for all concurrent callers) and retries once; on a version error, reloads the
-    /// Info table and retries once.
+    /// (once, for all concurrent callers) and retries once; when DSM says the API or version is
+    /// not there (102, 104), reloads the Info table and retries once. Each at most once, but
+    /// both in one call: a NAS back from an upgrade may answer 104 and then, on the retry, say
+    /// the session is gone.
     pub(super) async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
     where
         F: Fn(Endpoint, Arc<Session>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut retried = false;
+        let (mut logged_in_again, mut reloaded) = (false, false);
         loop {
             let endpoint = self.endpoint(op).await?;
             let session = self.session().await?;
             match attempt(endpoint, session.clone()).await {
                 Err(UpstreamError::Dsm { code, .. })
-                    if !retried && self.session_is_lost(code, &session).await =>
+                    if !logged_in_again && self.session_is_lost(code, &session).await =>
                 {
+                    logged_in_again = true;
                     tracing::info!(
                         api = op.api,
                         method = op.method,
@@ -63,10 +66,14 @@ impl DsmClient {
                     self.up.metrics.relogin();
                     self.up.sessions.invalidate(&session);
                 }
-                Err(UpstreamError::Dsm { code: 104, .. }) if !retried => self.up.catalog.forget(),
+                Err(UpstreamError::Dsm {
+                    code: 102 | 104, ..
+                }) if !reloaded => {
+                    reloaded = true;
+                    self.up.catalog.forget();
+                }
                 other => return other,
             }
-            retried = true;
         }
     }
 

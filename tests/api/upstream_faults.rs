@@ -340,3 +340,43 @@ async fn the_health_view_needs_a_key_and_checks_dsm_once_per_period() {
         "one shared, cached check for 50 callers"
     );
 }
+
+#[actix_web::test]
+async fn a_nas_whose_chat_was_not_running_yet_is_served_once_chat_runs() {
+    // A gateway started while the NAS is still starting Chat: the API list lacks every Chat API.
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    app.sim.set_chat_stopped(true);
+    app.get("/api/v1/channels")
+        .await
+        .assert_problem(501, "upstream_api_unsupported");
+    // Chat starts: the list is asked for again, not kept until the gateway restarts.
+    app.sim.set_chat_stopped(false);
+    eventually_ok(&app, "/api/v1/channels").await;
+}
+
+#[actix_web::test]
+async fn chat_stopped_after_the_api_list_was_loaded_is_reported_as_missing_then_served_again() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // DSM answers 102 for an API its list named: the list is loaded again, and it says why.
+    app.sim.set_chat_stopped(true);
+    let lists_before = app.sim.count("SYNO.API.Info", "query");
+    app.get("/api/v1/channels/1/posts")
+        .await
+        .assert_problem(501, "upstream_api_unsupported");
+    assert_eq!(app.sim.count("SYNO.API.Info", "query"), lists_before + 1);
+    app.sim.set_chat_stopped(false);
+    eventually_ok(&app, "/api/v1/channels/1/posts").await;
+}
+
+#[actix_web::test]
+async fn a_version_error_then_a_lost_session_are_both_recovered_in_one_call() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // A Chat upgrade: the first answer is a version error (the list is reloaded), the retry
+    // finds the session gone (the gateway logs in again).
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 104);
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 106);
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
