@@ -222,7 +222,8 @@ async fn post_file(
 /// Reply in a post's thread
 ///
 /// Posts into the channel the post belongs to (`post_id >> 32`), with the post as thread root.
-/// Answers 201 with the reply.
+/// Answers 201 with the reply. The post must be a thread's root (a top-level post): to answer
+/// a reply, reply to its `thread_id`. DSM takes only a root as a thread; a reply's id gets 404.
 #[utoipa::path(tag = "posts",
     params(PostPath),
     request_body = ReplyBody,
@@ -245,7 +246,7 @@ pub async fn reply_to_post(
         channel_id,
         Some(post_id),
         &body.message,
-        format_args!("post {post_id}"),
+        format_args!("post {post_id} (a thread's root; to answer a reply, use its thread_id)"),
     )
     .await
 }

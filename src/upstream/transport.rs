@@ -336,8 +336,10 @@ impl DsmClient {
                 let content_length = header_text(header::CONTENT_LENGTH)
                     .filter(|_| header_text(header::CONTENT_ENCODING).is_none())
                     .and_then(|length| length.parse().ok());
-                if content_type.starts_with("application/json") {
-                    // Errors come as the usual envelope; a JSON "file" with success is not a file.
+                // Errors come as the usual envelope, without `Content-Disposition`; a JSON file
+                // someone posted comes as a file, with it.
+                if content_type.starts_with("application/json") && content_disposition.is_none() {
+                    // A JSON "file" with success and no file name is not a file.
                     let body = response
                         .body()
                         .limit(MAX_RESPONSE_BYTES)

@@ -999,3 +999,27 @@ async fn a_nas_that_pages_from_an_anchor_lists_its_newest_posts_first() {
         expected[2..4]
     );
 }
+
+#[actix_web::test]
+async fn a_json_file_downloads_as_the_file_it_is() {
+    let app = spawn_app().await;
+    let data = br#"{"success": true, "data": {"report": [1, 2]}}"#;
+    let created = upload(
+        &app,
+        1,
+        &[("file", Some(("data.json", "application/json")), data)],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let post_id = created.body["post_id"].as_u64().unwrap();
+    // DSM answers it as `application/json` with its file name: a file, not DSM's envelope.
+    let mut response = app
+        .http
+        .get(format!("{}/api/v1/posts/{post_id}/file", app.base))
+        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::READ_KEY)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().await.unwrap().as_ref(), data);
+}
