@@ -146,11 +146,15 @@ enum Outcome {
     TooLarge,
     /// The hook's target name matches nothing, or DSM refused for good.
     Refused {
+        format: Format,
         slack_code: &'static str,
         error: ApiError,
     },
-    /// The NAS is down, busy or rate-limiting: the sender should retry.
-    Unavailable(ApiError),
+    /// The message could not be stored: the sender should retry.
+    Unavailable {
+        format: Format,
+        error: ApiError,
+    },
 }
 
 /// A sender's payload as JSON. Also accepted, for the senders that send them: a form with
@@ -427,8 +431,19 @@ async fn handle(
                     id: post_id.map(|id| id.to_string()),
                 })
         }
-        Outcome::NoService => plain(StatusCode::NOT_FOUND, "no_service"),
-        Outcome::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        // Slack's senders get Slack's strings; the others a problem document.
+        Outcome::NoService if slack_style(None) => plain(StatusCode::NOT_FOUND, "no_service"),
+        Outcome::NoService => {
+            ApiError::not_found("no hook by that name, or not with that secret").error_response()
+        }
+        Outcome::TooLarge if slack_style(None) => {
+            plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        }
+        Outcome::TooLarge => ApiError::new(
+            ProblemCode::PayloadTooLarge,
+            format!("a hook's body may hold at most {MAX_HOOK_BODY} bytes"),
+        )
+        .error_response(),
         Outcome::BadBody { format, error } => {
             let code = match error {
                 FormatError::NoText => "no_text",
@@ -440,9 +455,13 @@ async fn handle(
                 ApiError::invalid(format!("{code}: {error}")).error_response()
             }
         }
-        Outcome::Refused { slack_code, error } => {
+        Outcome::Refused {
+            format,
+            slack_code,
+            error,
+        } => {
             tracing::warn!(hook = name, %error, "hook message refused");
-            if slack_style(None) {
+            if slack_style(Some(format)) {
                 // The statuses Slack gives these bodies (senders-delivery-events A.1).
                 let status = match slack_code {
                     "channel_not_found" => StatusCode::NOT_FOUND,
@@ -454,9 +473,13 @@ async fn handle(
                 error.error_response()
             }
         }
-        Outcome::Unavailable(error) => {
+        Outcome::Unavailable { format, error } => {
             tracing::warn!(hook = name, %error, "hook message not accepted: it could not be stored");
-            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+            let mut response = if slack_style(Some(format)) {
+                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            } else {
+                error.error_response()
+            };
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
@@ -509,29 +532,53 @@ fn asks_to_wait(req: &HttpRequest) -> bool {
         .any(|(key, value)| key == "wait" && (value.eq_ignore_ascii_case("true") || value == "1"))
 }
 
-/// The JSON field of a `multipart/form-data` body: Discord's `payload_json` (its file parts are
-/// not posted), Uptime Kuma's form-data `data`, or a `payload`.
-async fn multipart_json(req: &HttpRequest, body: web::Bytes) -> Result<web::Bytes, FormatError> {
+/// A `multipart/form-data` body: its JSON field (Discord's `payload_json`, Uptime Kuma's
+/// form-data `data`, a `payload`), else its text fields as an object (Discord also takes
+/// `content`, `username`, ... as fields beside the files; Apprise's `form://`); and the names
+/// of its files, which are not posted.
+async fn multipart_body(
+    req: &HttpRequest,
+    body: web::Bytes,
+) -> Result<(web::Bytes, Vec<String>), FormatError> {
     use futures_util::StreamExt;
     let invalid =
         |e: &dyn std::fmt::Display| FormatError::InvalidPayload(format!("multipart body: {e}"));
     let whole =
         futures_util::stream::once(async move { Ok::<_, actix_web::error::PayloadError>(body) });
     let mut form = actix_multipart::Multipart::new(req.headers(), whole);
+    let (mut json, mut fields, mut files) = (None, Vec::new(), Vec::new());
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| invalid(&e))?;
-        if !matches!(field.name(), Some("payload_json" | "data" | "payload")) {
-            continue;
-        }
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field
+            .content_disposition()
+            .and_then(|d| d.get_filename())
+            .map(str::to_owned);
         let mut value = bytes::BytesMut::new();
         while let Some(chunk) = field.next().await {
             value.extend_from_slice(&chunk.map_err(|e| invalid(&e))?);
         }
-        return Ok(value.freeze());
+        match file_name {
+            Some(file_name) => files.push(file_name),
+            None if json.is_none()
+                && matches!(name.as_str(), "payload_json" | "data" | "payload") =>
+            {
+                json = Some(value.freeze());
+            }
+            None => {
+                let text = String::from_utf8(value.to_vec())
+                    .map_err(|_| invalid(&format_args!("field `{name}` is not UTF-8 text")))?;
+                fields.push((name, text));
+            }
+        }
     }
-    Err(FormatError::InvalidPayload(
-        "a multipart body needs a `payload_json`, `data` or `payload` field".into(),
-    ))
+    let json = match json {
+        Some(json) => json,
+        None => serde_json::to_vec(&formats::fields_object(fields))
+            .map_err(|e| invalid(&e))?
+            .into(),
+    };
+    Ok((json, files))
 }
 
 fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
@@ -560,9 +607,13 @@ async fn receive(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    let mut files = Vec::new();
     let body = if formats::media_type_is(content_type, "multipart/form-data") {
         content_type = Some("application/json");
-        multipart_json(req, body).await
+        multipart_body(req, body).await.map(|(json, named)| {
+            files = named;
+            json
+        })
     } else {
         Ok(body)
     };
@@ -571,7 +622,11 @@ async fn receive(
     } else {
         body.and_then(|body| formats::parse_body(content_type, &body))
     };
-    let rendered = parsed.and_then(|p| formats::render(&p, hook.format, hook.template.as_deref()));
+    let rendered = formats::with_files(
+        parsed.and_then(|p| formats::render(&p, hook.format, hook.template.as_deref())),
+        &files,
+        hook.format.unwrap_or(Format::Discord),
+    );
     let rendered = match rendered {
         Ok(rendered) if hook.markup == formats::Markup::Plain => formats::Rendered {
             text: formats::plain_markup(&rendered.text),
@@ -596,10 +651,15 @@ async fn receive(
             format: rendered.format,
             delivery_id,
         },
-        Err(DispatchError::Transient(error)) => Outcome::Unavailable(error),
-        Err(DispatchError::Permanent { slack_code, error }) => {
-            Outcome::Refused { slack_code, error }
-        }
+        Err(DispatchError::Transient(error)) => Outcome::Unavailable {
+            format: rendered.format,
+            error,
+        },
+        Err(DispatchError::Permanent { slack_code, error }) => Outcome::Refused {
+            format: rendered.format,
+            slack_code,
+            error,
+        },
     }
 }
 

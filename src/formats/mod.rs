@@ -177,6 +177,12 @@ pub fn query_payload(query: &str) -> Result<Payload, FormatError> {
             .map(Payload::Json)
             .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")));
     }
+    Ok(Payload::Json(fields_object(fields)))
+}
+
+/// Form fields (a query string's, or a multipart body's without a JSON field) as an object of
+/// the fields, each read as JSON when it is a JSON object or array.
+pub fn fields_object(fields: Vec<(String, String)>) -> Value {
     let object = fields
         .into_iter()
         .map(|(key, value)| {
@@ -187,7 +193,37 @@ pub fn query_payload(query: &str) -> Result<Payload, FormatError> {
             (key, json.unwrap_or(Value::String(value)))
         })
         .collect();
-    Ok(Payload::Json(Value::Object(object)))
+    Value::Object(object)
+}
+
+/// The message with a line naming each file the sender attached, which Chat does not get (a
+/// hook passes on text only): nothing is dropped silently, and a message of files alone still
+/// says what was sent. `rendered` is what the body gave: its text, or why it gave none; a
+/// message of files alone is read as `files_only` (Discord's, unless the hook forces a format).
+pub fn with_files(
+    rendered: Result<Rendered, FormatError>,
+    files: &[String],
+    files_only: Format,
+) -> Result<Rendered, FormatError> {
+    if files.is_empty() {
+        return rendered;
+    }
+    let lines: Vec<String> = files
+        .iter()
+        .map(|name| format!("📎 {} (file not forwarded)", name.trim()))
+        .collect();
+    match rendered {
+        Ok(Rendered { format, text }) => Ok(Rendered {
+            format,
+            text: format!("{text}\n{}", lines.join("\n")),
+        }),
+        // Discord's message may be a file alone (senders-delivery-events A.4).
+        Err(FormatError::NoText) => Ok(Rendered {
+            format: files_only,
+            text: lines.join("\n"),
+        }),
+        Err(error) => Err(error),
+    }
 }
 
 /// Whether a `Content-Type` names `media_type` (ignoring its parameters and case).

@@ -212,7 +212,10 @@ impl DsmClient {
             None => self.load_catalog().await?,
         };
         if self.up.catalog.forget_if_lacking(&table, op.api) {
-            tracing::info!(api = op.api, "DSM did not list the API; asking for the list again");
+            tracing::info!(
+                api = op.api,
+                "DSM did not list the API; asking for the list again"
+            );
             let table = self.load_catalog().await?;
             return catalog::resolve(&table, op);
         }

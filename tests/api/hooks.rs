@@ -278,6 +278,17 @@ async fn a_wrong_name_or_secret_is_no_service_and_posts_nothing() {
     )
     .await;
     assert_eq!(answer.status, 404);
+    // A hook set to a format that answers JSON answers a problem document.
+    let answer = send(
+        &app,
+        "/hooks/am",
+        "application/json",
+        b"{}".to_vec(),
+        Some("wrong"),
+    )
+    .await;
+    answer.assert_problem(404, "not_found");
+    assert!(!answer.body.to_string().contains("wrong"));
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), before);
 }
 
@@ -462,9 +473,29 @@ async fn a_target_name_that_matches_nothing_is_refused_and_posts_nothing() {
         None,
     )
     .await;
-    // Slack's own answer to a channel it does not know.
-    assert_eq!(answer.status, 404, "{}", answer.body);
-    assert_eq!(answer.body, "channel_not_found");
+    // A plain-text sender gets JSON answers, so a problem document.
+    answer.assert_problem(422, "unprocessable");
+    // Slack's own answer to a channel it does not know, to a Slack body.
+    let slack = send(
+        &app,
+        &format!("/hooks/nowhere/{SECRET}"),
+        "application/json",
+        br#"{"text": "hello"}"#.to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(slack.status, 404, "{}", slack.body);
+    assert_eq!(slack.body, "channel_not_found");
+    // And an Alertmanager body, detected as such, its problem document.
+    let alerts = send(
+        &app,
+        &format!("/hooks/nowhere/{SECRET}"),
+        "application/json",
+        br#"{"version": "4", "groupKey": "g", "status": "firing", "alerts": []}"#.to_vec(),
+        None,
+    )
+    .await;
+    alerts.assert_problem(422, "unprocessable");
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), before);
 }
 
@@ -551,14 +582,13 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
 #[actix_rt::test]
 async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered_as_discord() {
     let app = app().await;
-    let multipart = |field: &str, json: &str| {
-        let body = format!(
-            "--XyZ\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"a.txt\"\r\n\
-             Content-Type: text/plain\r\n\r\nnot posted\r\n\
-             --XyZ\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{json}\r\n--XyZ--\r\n"
-        );
-        body.into_bytes()
+    const FILE: &str = "--XyZ\r\nContent-Disposition: form-data; name=\"files[0]\"; \
+        filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nnot posted\r\n";
+    let field = |name: &str, value: &str| {
+        format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
     };
+    let multipart =
+        |name: &str, json: &str| format!("{FILE}{}--XyZ--\r\n", field(name, json)).into_bytes();
     // Discord with a file: the message is `payload_json`.
     let discord = send(
         &app,
@@ -573,9 +603,10 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
     .await;
     assert_eq!(discord.status, 204, "{}", discord.body);
     let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    // The file is not posted, and the message says so.
     assert_eq!(
         param(&create, "message"),
-        Some("deploy <https://ci.example/1|log>")
+        Some("deploy <https://ci.example/1|log>\n📎 a.txt (file not forwarded)")
     );
     let waiting = send(
         &app,
@@ -606,27 +637,66 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
         &app,
         &format!("/hooks/kuma/{SECRET}"),
         "multipart/form-data; boundary=XyZ",
-        multipart(
-            "data",
-            r#"{"msg": "[web] [Down] timeout", "monitor": {"name": "web"}}"#,
-        ),
+        format!(
+            "{}--XyZ--\r\n",
+            field(
+                "data",
+                r#"{"msg": "[web] [Down] timeout", "monitor": {"name": "web"}}"#
+            )
+        )
+        .into_bytes(),
         None,
     )
     .await;
     assert_eq!(kuma.status, 202, "{}", kuma.body);
     let create = posted(&app, "SYNO.Chat.Post", "create", 3).await;
     assert_eq!(param(&create, "message"), Some("web: [web] [Down] timeout"));
-    // Without such a field: refused, nothing posted.
+    // Discord also takes the message's fields as form fields beside the files.
+    let fields = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        "multipart/form-data; boundary=XyZ",
+        format!(
+            "{FILE}{}{}--XyZ--\r\n",
+            field("content", "build 7 ✓"),
+            field("username", "ci")
+        )
+        .into_bytes(),
+        None,
+    )
+    .await;
+    assert_eq!(fields.status, 204, "{}", fields.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 4).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("build 7 ✓\n📎 a.txt (file not forwarded)")
+    );
+    // A file alone is a Discord message too: it is named.
+    let file_only = send(
+        &app,
+        &format!("/hooks/by-id/{SECRET}"),
+        "multipart/form-data; boundary=XyZ",
+        format!("{FILE}--XyZ--\r\n").into_bytes(),
+        None,
+    )
+    .await;
+    assert_eq!(file_only.status, 204, "{}", file_only.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 5).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("📎 a.txt (file not forwarded)")
+    );
+    // Neither text nor a file: refused, nothing posted.
     let none = send(
         &app,
         &format!("/hooks/by-id/{SECRET}"),
         "multipart/form-data; boundary=XyZ",
-        multipart("other", "{}"),
+        format!("{}--XyZ--\r\n", field("other", "{}")).into_bytes(),
         None,
     )
     .await;
     assert_eq!(none.status, 400, "{}", none.body);
-    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 5);
 }
 
 /// Discord's `?wait=true` waits for the post: a delivery that fails is answered with its

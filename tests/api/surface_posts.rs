@@ -1016,7 +1016,10 @@ async fn a_json_file_downloads_as_the_file_it_is() {
     let mut response = app
         .http
         .get(format!("{}/api/v1/posts/{post_id}/file", app.base))
-        .insert_header(("Authorization", format!("Bearer {}", crate::helpers::READ_KEY)))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", crate::helpers::READ_KEY),
+        ))
         .send()
         .await
         .unwrap();
