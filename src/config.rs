@@ -275,7 +275,7 @@ pub struct SubscriptionsSettings {
     pub max_age_secs: u64,
     /// Allow subscription URLs on loopback, private, link-local and similar addresses.
     pub allow_private: bool,
-    /// Timeout of one delivery attempt.
+    /// Timeout of one delivery attempt (Standard Webhooks senders wait 15 to 30 s).
     pub timeout_ms: u64,
 }
 
@@ -286,7 +286,7 @@ impl Default for SubscriptionsSettings {
             retry_delays_ms: STANDARD_WEBHOOKS_RETRY_DELAYS_MS.to_vec(),
             max_age_secs: 4 * 86_400,
             allow_private: false,
-            timeout_ms: 10_000,
+            timeout_ms: 15_000,
         }
     }
 }
@@ -1300,6 +1300,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(example.masked_json(), Settings::default().masked_json());
+    }
+
+    #[test]
+    fn subscription_deliveries_wait_as_long_as_standard_webhooks_recommends() {
+        // Standard Webhooks: a timeout of 15 to 30 s per attempt.
+        let timeout = Settings::default().subscriptions.timeout_ms;
+        assert!((15_000..=30_000).contains(&timeout), "{timeout}");
     }
 
     #[test]
