@@ -69,8 +69,9 @@ fn metrics_server(
     Ok((server.run(), address))
 }
 
-/// CORS for `server.cors_origins`: those origins may call with a key and read the answer's
-/// request id, `Retry-After`, rate-limit headers and file name. Other origins get no CORS
+/// CORS for `server.cors_origins`: those origins may call with a key (and resume an event
+/// stream with `Last-Event-ID`) and read the answer's request id, `Retry-After`, rate-limit
+/// headers and file name. Other origins get no CORS
 /// headers (the browser then withholds the answer); the gateway itself decides the rest.
 fn cors(origins: &[String]) -> actix_cors::Cors {
     use actix_web::http::header;
@@ -81,6 +82,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             header::CONTENT_TYPE,
             telemetry::REQUEST_ID_HEADER,
             header::HeaderName::from_static("x-chat-token"),
+            // A fetch-based SSE client resuming `GET /api/v1/events` sends it itself.
+            header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             telemetry::REQUEST_ID_HEADER,
