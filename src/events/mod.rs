@@ -218,7 +218,9 @@ impl Events {
             heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
             subscriptions: settings.subscriptions.clone(),
             reply_timeout: Duration::from_millis(settings.inbound.reply_timeout_ms),
-            dsm_tokens: dsm_tokens::DsmTokens::default(),
+            dsm_tokens: dsm_tokens::DsmTokens::new(Duration::from_millis(
+                settings.inbound.dsm_refresh_ms,
+            )),
             retention: Duration::from_secs(settings.events.retention_secs),
             live: broadcast::channel(LIVE_CAPACITY).0,
             wake: Notify::new(),
