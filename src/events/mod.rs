@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use utoipa::ToSchema;
 
 use crate::config::{InboundKind, InboundVerify, Settings, SubscriptionsSettings};
@@ -192,6 +192,8 @@ pub struct Events {
     wake: Notify,
     /// The highest event id broadcast so far.
     broadcast_up_to: AtomicI64,
+    /// Set when graceful shutdown begins: event streams end, so they do not hold it up.
+    stopping: watch::Sender<bool>,
 }
 
 impl Events {
@@ -225,6 +227,7 @@ impl Events {
             live: broadcast::channel(LIVE_CAPACITY).0,
             wake: Notify::new(),
             broadcast_up_to: AtomicI64::new(latest),
+            stopping: watch::channel(false).0,
         }))
     }
 
@@ -240,6 +243,18 @@ impl Events {
     /// A receiver of the events broadcast from now on. Subscribe before reading the backlog.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// Ends every event stream, now and for streams opened later: graceful shutdown has begun,
+    /// and an open stream would hold the drain for its whole timeout. Clients reconnect (to
+    /// another replica, or to this gateway once it is back) with `Last-Event-ID`.
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether streams should end, watched by each stream.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Wakes the pump (another replica stored an event).
