@@ -1,5 +1,6 @@
 //! `inbound.<name>.verify = "dsm"`: Chat's token is checked against DSM's own lists of
-//! integrations (read through the simulated NAS), cached and refreshed at most once a minute.
+//! integrations (read through the simulated NAS), cached for `inbound.dsm_refresh_ms` and read
+//! at most once per interval.
 
 use syno_chat_gateway::config::{InboundKind, InboundSettings, InboundVerify};
 use syno_chat_gateway::sim::SimConfig;
