@@ -93,8 +93,8 @@ fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
     }))
 }
 
-/// The `[inbound]` table: the receivers by name (`[inbound.<name>]`), and the one setting they
-/// share, `reply_timeout_ms` (so no receiver can be named that).
+/// The `[inbound]` table: the receivers by name (`[inbound.<name>]`), and the settings they
+/// share, `reply_timeout_ms` and `dsm_refresh_ms` (so no receiver can be named either).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct InboundSection {
     /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
@@ -103,6 +103,13 @@ pub struct InboundSection {
         deserialize_with = "number_or_numeric_text"
     )]
     pub reply_timeout_ms: u64,
+    /// For `verify = "dsm"`: how long DSM's list of integration tokens is used before it is
+    /// read again (also the least time between two reads).
+    #[serde(
+        default = "default_dsm_refresh_ms",
+        deserialize_with = "number_or_numeric_text"
+    )]
+    pub dsm_refresh_ms: u64,
     #[serde(flatten)]
     pub receivers: BTreeMap<String, InboundSettings>,
 }
@@ -111,6 +118,7 @@ impl Default for InboundSection {
     fn default() -> Self {
         Self {
             reply_timeout_ms: default_reply_timeout_ms(),
+            dsm_refresh_ms: default_dsm_refresh_ms(),
             receivers: BTreeMap::new(),
         }
     }
@@ -118,6 +126,10 @@ impl Default for InboundSection {
 
 fn default_reply_timeout_ms() -> u64 {
     3_000
+}
+
+fn default_dsm_refresh_ms() -> u64 {
+    60_000
 }
 
 /// A number as TOML writes it, or as text as environment variables carry it: the flattened
@@ -169,8 +181,8 @@ pub enum InboundVerify {
     #[default]
     Token,
     /// Against the tokens of DSM's outgoing webhooks, slash commands or chatbots (by `kind`),
-    /// read with the gateway's account (an administrator), cached, refreshed at most once a
-    /// minute when a token is not found.
+    /// read with the gateway's account (an administrator), cached for `inbound.dsm_refresh_ms`
+    /// (a minute) and read again on the first call after that.
     Dsm,
 }
 
@@ -275,7 +287,7 @@ pub struct SubscriptionsSettings {
     pub max_age_secs: u64,
     /// Allow subscription URLs on loopback, private, link-local and similar addresses.
     pub allow_private: bool,
-    /// Timeout of one delivery attempt.
+    /// Timeout of one delivery attempt (Standard Webhooks senders wait 15 to 30 s).
     pub timeout_ms: u64,
 }
 
@@ -286,7 +298,7 @@ impl Default for SubscriptionsSettings {
             retry_delays_ms: STANDARD_WEBHOOKS_RETRY_DELAYS_MS.to_vec(),
             max_age_secs: 4 * 86_400,
             allow_private: false,
-            timeout_ms: 10_000,
+            timeout_ms: 15_000,
         }
     }
 }
@@ -983,6 +995,12 @@ impl Settings {
                 "must be between 60 and 2592000",
             ));
         }
+        if !(1_000..=3_600_000).contains(&self.inbound.dsm_refresh_ms) {
+            return Err(ConfigError::new(
+                "inbound.dsm_refresh_ms",
+                "must be between 1000 and 3600000",
+            ));
+        }
         for (key, value) in [
             ("inbound.reply_timeout_ms", self.inbound.reply_timeout_ms),
             ("subscriptions.timeout_ms", self.subscriptions.timeout_ms),
@@ -1300,6 +1318,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(example.masked_json(), Settings::default().masked_json());
+    }
+
+    #[test]
+    fn subscription_deliveries_wait_as_long_as_standard_webhooks_recommends() {
+        // Standard Webhooks: a timeout of 15 to 30 s per attempt.
+        let timeout = Settings::default().subscriptions.timeout_ms;
+        assert!((15_000..=30_000).contains(&timeout), "{timeout}");
     }
 
     #[test]
@@ -1635,5 +1660,16 @@ mod tests {
             .unwrap();
         assert_eq!(s.inbound.reply_timeout_ms, 1_500);
         assert_eq!(s.inbound.receivers["ops"].verify, InboundVerify::Dsm);
+        // The DSM token list's refresh interval is shared the same way.
+        assert_eq!(settings.inbound.dsm_refresh_ms, 60_000);
+        let s = load(&[
+            ("SYNOCHAT__INBOUND__DSM_REFRESH_MS", "5000"),
+            ("SYNOCHAT__INBOUND__OPS__VERIFY", "dsm"),
+        ])
+        .unwrap();
+        assert_eq!(s.inbound.dsm_refresh_ms, 5_000);
+        assert_eq!(s.inbound.receivers.len(), 1, "not a receiver");
+        let err = load(&[("SYNOCHAT__INBOUND__DSM_REFRESH_MS", "10")]).unwrap_err();
+        assert_eq!(err.key, "inbound.dsm_refresh_ms");
     }
 }

@@ -37,7 +37,26 @@ pub struct Application {
     metrics_server: Option<(Server, SocketAddr)>,
     store: Store,
     outbox: Arc<Outbox>,
+    events: Arc<Events>,
     shutdown_grace: Duration,
+}
+
+/// Stops the gateway (the CLI on SIGTERM/SIGINT, tests, embedding).
+#[derive(Clone)]
+pub struct AppHandle {
+    server: actix_web::dev::ServerHandle,
+    events: Arc<Events>,
+}
+
+impl AppHandle {
+    /// Stops the server; `graceful` drains in-flight requests for up to
+    /// `server.shutdown_timeout_secs`. Event streams never end on their own, so they are ended
+    /// first (clients reconnect with `Last-Event-ID`), or one open stream would hold the drain
+    /// for the whole timeout.
+    pub async fn stop(&self, graceful: bool) {
+        self.events.stop_streams();
+        self.server.stop(graceful).await;
+    }
 }
 
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
@@ -69,8 +88,9 @@ fn metrics_server(
     Ok((server.run(), address))
 }
 
-/// CORS for `server.cors_origins`: those origins may call with a key and read the answer's
-/// request id, `Retry-After`, rate-limit headers and file name. Other origins get no CORS
+/// CORS for `server.cors_origins`: those origins may call with a key (and resume an event
+/// stream with `Last-Event-ID`) and read the answer's request id, `Retry-After`, rate-limit
+/// headers and file name. Other origins get no CORS
 /// headers (the browser then withholds the answer); the gateway itself decides the rest.
 fn cors(origins: &[String]) -> actix_cors::Cors {
     use actix_web::http::header;
@@ -81,6 +101,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             header::CONTENT_TYPE,
             telemetry::REQUEST_ID_HEADER,
             header::HeaderName::from_static("x-chat-token"),
+            // A fetch-based SSE client resuming `GET /api/v1/events` sends it itself.
+            header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             telemetry::REQUEST_ID_HEADER,
@@ -337,7 +359,7 @@ impl Application {
             .map_err(std::io::Error::other)?;
         events.start().await.map_err(std::io::Error::other)?;
         crate::events::subscriptions::spawn_fan_out(events.clone(), outbox.clone());
-        let events_data = web::Data::from(events);
+        let events_data = web::Data::from(events.clone());
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -428,6 +450,7 @@ impl Application {
             metrics_server,
             store,
             outbox,
+            events,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
@@ -446,8 +469,11 @@ impl Application {
     }
 
     /// A handle that stops the server gracefully (tests, embedding).
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+            events: self.events.clone(),
+        }
     }
 
     /// Serves until stopped (SIGTERM drains in-flight requests), then ends the DSM session.

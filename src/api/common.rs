@@ -514,14 +514,19 @@ pub fn outgoing_message(
     let text = MessageText::parse(text.to_owned())
         .map_err(|_| ApiError::invalid("text must not be empty"))?;
     let file_url = file_url
-        .map(|raw| HttpUrl::parse("file_url", raw).map_err(ApiError::invalid))
+        .map(|raw| checked_file_url(raw, policy))
         .transpose()?;
-    if let Some(url) = &file_url {
-        policy
-            .check(url)
-            .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
-    }
     Ok((text, file_url))
+}
+
+/// A `file_url` the NAS may fetch: an absolute http(s) URL (400 otherwise) not naming an
+/// internal host the policy does not allow (422).
+pub fn checked_file_url(raw: &str, policy: &FileUrlPolicy) -> Result<HttpUrl, ApiError> {
+    let url = HttpUrl::parse("file_url", raw).map_err(ApiError::invalid)?;
+    policy
+        .check(&url)
+        .map_err(|detail| ApiError::new(ProblemCode::Unprocessable, detail))?;
+    Ok(url)
 }
 
 /// The cached user list, reloaded once when `stale` says it lacks someone (users may have been

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -62,18 +62,21 @@ pub struct EventPage {
 
 /// A Server-Sent Events stream.
 #[derive(ToSchema)]
-#[schema(value_type = String, example = "retry: 3000\n\nid: 42\nevent: trigger_word\ndata: {\"event_id\":42,\"kind\":\"trigger_word\",\"inbound\":\"ops\",\"text\":\"!deploy web\"}\n\n: heartbeat\n\n")]
+#[schema(value_type = String, example = "retry: 3000\nid: 41\nevent: ready\n\nid: 42\nevent: trigger_word\ndata: {\"event_id\":42,\"kind\":\"trigger_word\",\"inbound\":\"ops\",\"text\":\"!deploy web\"}\n\n: heartbeat\n")]
 #[allow(dead_code)] // documentation only
 pub struct EventStream(String);
 
 /// Stream or poll the events Chat sent
 ///
 /// With `Accept: text/event-stream` (as EventSource and SSE libraries send): a Server-Sent
-/// Events stream. Each event is
-/// `id: <event_id>`, `event: <kind>` and `data: <Event as JSON>`; a `: heartbeat` comment
-/// comes every 15 s. `Last-Event-ID` (or `?after=`) first replays the kept events after that
-/// id, then the stream continues live with nothing lost or repeated at the seam. Behind nginx
-/// the answer carries `X-Accel-Buffering: no`.
+/// Events stream. It opens with `retry: 3000`, `id: <resume point>` and `event: ready`, without
+/// `data:` (browsers take the id as their `Last-Event-ID` and dispatch nothing; SSE libraries
+/// that yield it see an event named `ready`). Each event is `id: <event_id>`, `event: <kind>`
+/// and `data: <Event as JSON>`; a `: heartbeat` comment line (no blank line after it, so no
+/// client dispatches anything) comes every 15 s. `Last-Event-ID` (or `?after=`) first replays
+/// the kept events after that id, then the stream continues live with nothing lost or repeated
+/// at the seam. When the gateway shuts down the stream ends; reconnect with `Last-Event-ID`.
+/// Behind nginx the answer carries `X-Accel-Buffering: no`.
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
@@ -142,7 +145,8 @@ pub async fn list_events(
                 .map_err(store_failure)?,
         ),
     };
-    let feed = Feed::new(events.into_inner(), live, filter, start);
+    let stopping = events.stopping();
+    let feed = Feed::new(events.into_inner(), live, stopping, filter, start);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -167,9 +171,12 @@ enum Start {
 
 /// One client's stream: replays the table after `last`, then follows the live broadcast,
 /// dropping what it already sent. A client that falls behind the broadcast reads the table.
+/// It ends when the gateway begins to shut down.
 struct Feed {
     hub: Arc<Events>,
     live: broadcast::Receiver<Arc<Event>>,
+    /// True once graceful shutdown has begun.
+    stopping: watch::Receiver<bool>,
     filter: EventFilter,
     /// The highest event id sent or skipped.
     last: i64,
@@ -183,6 +190,7 @@ impl Feed {
     fn new(
         hub: Arc<Events>,
         live: broadcast::Receiver<Arc<Event>>,
+        stopping: watch::Receiver<bool>,
         filter: EventFilter,
         start: Start,
     ) -> Self {
@@ -194,11 +202,11 @@ impl Feed {
         Self {
             hub,
             live,
+            stopping,
             filter,
             last,
             replaying,
-            // Tells EventSource how soon to reconnect, and gets the headers through proxies.
-            pending: VecDeque::from([Bytes::from_static(b"retry: 3000\n\n")]),
+            pending: VecDeque::from([opening(last)]),
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
             done: false,
         }
@@ -219,6 +227,11 @@ impl Feed {
             if self.done {
                 return None;
             }
+            if *self.stopping.borrow() {
+                // Shutting down: the client reconnects with Last-Event-ID and loses nothing.
+                self.done = true;
+                continue;
+            }
             if self.replaying {
                 self.replay_page().await;
                 continue;
@@ -231,7 +244,17 @@ impl Feed {
                     Err(broadcast::error::RecvError::Closed) => self.done = true,
                 },
                 _ = self.heartbeat.tick() => {
-                    self.pending.push_back(Bytes::from_static(b": heartbeat\n\n"));
+                    // A comment line with no blank line after it: valid SSE that no client
+                    // dispatches (httpx-sse makes an empty `message` of every blank line once
+                    // it has seen an id). Each is its own chunk, which nginx passes on at once
+                    // (`X-Accel-Buffering: no`).
+                    self.pending.push_back(Bytes::from_static(b": heartbeat\n"));
+                }
+                changed = self.stopping.changed() => {
+                    // Checked at the top of the loop; a gone sender cannot say "stop" any more.
+                    if changed.is_err() {
+                        self.done = true;
+                    }
                 }
             }
         }
@@ -267,6 +290,16 @@ impl Feed {
             self.pending.push_back(frame(event));
         }
     }
+}
+
+/// The stream's opening block: how soon EventSource reconnects, and the resume point as an
+/// id without data. Browsers take the id as their `Last-Event-ID` and dispatch nothing, so a
+/// client that drops before the first event resumes after `resume` and loses nothing; libraries
+/// that yield data-less blocks see an event named `ready`, not a fake `message` (a real kind).
+/// `resume` is 0 for an empty store: `Last-Event-ID: 0` replays every event kept. The block also
+/// gets the headers through proxies at once.
+fn opening(resume: i64) -> Bytes {
+    Bytes::from(format!("retry: 3000\nid: {resume}\nevent: ready\n\n"))
 }
 
 /// One event in the SSE format (the JSON is on one line).
@@ -323,10 +356,14 @@ mod tests {
         let mut feed = Feed::new(
             hub.clone(),
             live,
+            hub.stopping(),
             EventFilter::default(),
             Start::Live(latest),
         );
-        assert_eq!(feed.next_chunk().await.unwrap(), "retry: 3000\n\n");
+        assert_eq!(
+            feed.next_chunk().await.unwrap(),
+            format!("retry: 3000\nid: {latest}\nevent: ready\n\n")
+        );
         // More than the broadcast holds arrive before the client reads any.
         let count = crate::events::LIVE_CAPACITY as i64 + 10;
         for post_id in 100..100 + count {

@@ -8,9 +8,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::InboundPath;
+use super::common::{InboundPath, checked_file_url};
 use super::error::{ApiError, ProblemCode};
-use crate::config::InboundVerify;
+use crate::config::{InboundKind, InboundVerify};
 use crate::events::inbound::{Fields, Refusal, accept_with, token};
 use crate::events::{Events, Inbound};
 use crate::store::StoreError;
@@ -73,14 +73,17 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
 /// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`. When a
 /// `respond: true` subscription answers `{"text": …}` within `inbound.reply_timeout_ms`,
-/// that answer is the body (`application/json`), and Chat posts it.
+/// that answer is the body (`application/json`), and Chat posts it. Its `file_url`, when it
+/// has one, is passed on for outgoing webhooks and chatbots (Chat ignores it for slash
+/// commands) if it passes the checks of every `file_url` (`server.file_url_allow`); otherwise
+/// it is left out and the text still goes.
 #[utoipa::path(tag = "inbound",
     params(InboundPath),
     request_body(description = "The form Chat sends. The same fields as JSON are accepted too (not \
         described separately: client generators cannot model one body in two encodings).",
         content((InboundCall = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer for Chat to post"),
+        (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer (with its `file_url`, except for slash commands) for Chat to post"),
         (status = 400, description = "A field is malformed", body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 403, description = "Wrong or missing token (or, with `verify = \"dsm\"`, the \
@@ -103,6 +106,7 @@ pub async fn receive(
     body: web::Bytes,
     events: web::Data<Events>,
     chat: super::Dsm,
+    state: super::State,
 ) -> Result<HttpResponse, ApiError> {
     let name = &path.name;
     let inbound = inbound(&events, name)?;
@@ -153,7 +157,24 @@ pub async fn receive(
     };
     // Chat posts a `{"text": …}` answer in the channel (upstream/PROTOCOL.md [I1]).
     Ok(match reply {
-        Some(text) => HttpResponse::Ok().json(serde_json::json!({ "text": text })),
+        Some(reply) => {
+            let mut answer = serde_json::json!({ "text": reply.text });
+            // Outgoing webhooks and chatbots may attach a file; slash commands may not. The NAS
+            // fetches it, so it gets the same SSRF checks as any `file_url` sent through the API.
+            let file_url = reply
+                .file_url
+                .filter(|_| inbound.kind != InboundKind::SlashCommand);
+            if let Some(raw) = file_url {
+                match checked_file_url(&raw, &state.file_urls) {
+                    Ok(url) => answer["file_url"] = url.to_string().into(),
+                    Err(refused) => tracing::warn!(
+                        inbound = %name, %refused,
+                        "a subscription's reply named a file_url Chat may not fetch; sent without it"
+                    ),
+                }
+            }
+            HttpResponse::Ok().json(answer)
+        }
         None => HttpResponse::Ok().finish(),
     })
 }

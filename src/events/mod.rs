@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use utoipa::ToSchema;
 
 use crate::config::{InboundKind, InboundVerify, Settings, SubscriptionsSettings};
@@ -192,6 +192,8 @@ pub struct Events {
     wake: Notify,
     /// The highest event id broadcast so far.
     broadcast_up_to: AtomicI64,
+    /// Set when graceful shutdown begins: event streams end, so they do not hold it up.
+    stopping: watch::Sender<bool>,
 }
 
 impl Events {
@@ -218,11 +220,14 @@ impl Events {
             heartbeat: Duration::from_millis(settings.events.heartbeat_ms),
             subscriptions: settings.subscriptions.clone(),
             reply_timeout: Duration::from_millis(settings.inbound.reply_timeout_ms),
-            dsm_tokens: dsm_tokens::DsmTokens::default(),
+            dsm_tokens: dsm_tokens::DsmTokens::new(Duration::from_millis(
+                settings.inbound.dsm_refresh_ms,
+            )),
             retention: Duration::from_secs(settings.events.retention_secs),
             live: broadcast::channel(LIVE_CAPACITY).0,
             wake: Notify::new(),
             broadcast_up_to: AtomicI64::new(latest),
+            stopping: watch::channel(false).0,
         }))
     }
 
@@ -238,6 +243,18 @@ impl Events {
     /// A receiver of the events broadcast from now on. Subscribe before reading the backlog.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// Ends every event stream, now and for streams opened later: graceful shutdown has begun,
+    /// and an open stream would hold the drain for its whole timeout. Clients reconnect (to
+    /// another replica, or to this gateway once it is back) with `Last-Event-ID`.
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether streams should end, watched by each stream.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Wakes the pump (another replica stored an event).

@@ -385,11 +385,20 @@ async fn fan_out(
     Ok(())
 }
 
+/// A `respond: true` subscription's `{"text": …, "file_url": …}` answer, as it came: the
+/// receiver decides what Chat may be given (`file_url` is checked there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    /// A file for Chat to attach (outgoing webhooks and chatbots; not slash commands).
+    pub file_url: Option<String>,
+}
+
 /// Calls the enabled `respond: true` subscriptions matching `event` at once, within the reply
-/// budget, and returns the first `text` answer. Each call that reached its subscriber is its
+/// budget, and returns the first answer with a `text`. Each call that reached its subscriber is its
 /// delivery of the event (the outbox will not send it again); the others are left to the
 /// outbox, which sends them after the budget with the same `webhook-id`.
-pub async fn reply(events: &Events, event: &Event) -> Option<String> {
+pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     if !replies_to(event) {
         return None;
     }
@@ -438,7 +447,7 @@ pub async fn reply(events: &Events, event: &Event) -> Option<String> {
                     tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot record a reply");
                 }
                 if answer.is_none() {
-                    answer = reply_text(&body);
+                    answer = reply_body(&body);
                 }
             }
             Sent::Failed(failed) => tracing::info!(
@@ -451,7 +460,7 @@ pub async fn reply(events: &Events, event: &Event) -> Option<String> {
 }
 
 /// [`reply`] for the event just stored as `event_id`.
-pub async fn reply_to_stored(events: &Events, event_id: i64) -> Option<String> {
+pub async fn reply_to_stored(events: &Events, event_id: i64) -> Option<Reply> {
     match events
         .store
         .events_after(event_id - 1, &EventFilter::default(), 1)
@@ -468,14 +477,21 @@ pub async fn reply_to_stored(events: &Events, event_id: i64) -> Option<String> {
     }
 }
 
-/// The `text` of a `{"text": …}` answer, when there is a non-blank one.
-fn reply_text(body: &[u8]) -> Option<String> {
+/// A `{"text": …}` answer with a non-blank text, and its `file_url` when it is a non-blank
+/// string (upstream/PROTOCOL.md [I1]).
+fn reply_body(body: &[u8]) -> Option<Reply> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value
+    let text = value
         .get("text")?
         .as_str()
-        .filter(|t| !t.trim().is_empty())
-        .map(str::to_owned)
+        .filter(|t| !t.trim().is_empty())?
+        .to_owned();
+    let file_url = value
+        .get("file_url")
+        .and_then(serde_json::Value::as_str)
+        .filter(|u| !u.trim().is_empty())
+        .map(str::to_owned);
+    Some(Reply { text, file_url })
 }
 
 #[cfg(test)]
@@ -617,9 +633,29 @@ mod tests {
     }
 
     #[test]
-    fn reply_text_needs_a_non_blank_text() {
-        assert_eq!(reply_text(br#"{"text":"hi"}"#).as_deref(), Some("hi"));
-        assert_eq!(reply_text(br#"{"text":"  "}"#), None);
-        assert_eq!(reply_text(b"ok"), None);
+    fn replies_need_a_non_blank_text_and_may_carry_a_file_url() {
+        let reply = |text: &str, file_url: Option<&str>| Reply {
+            text: text.into(),
+            file_url: file_url.map(Into::into),
+        };
+        assert_eq!(reply_body(br#"{"text":"hi"}"#), Some(reply("hi", None)));
+        assert_eq!(
+            reply_body(br#"{"text":"chart","file_url":"https://f.example/a.png"}"#),
+            Some(reply("chart", Some("https://f.example/a.png")))
+        );
+        assert_eq!(
+            reply_body(br#"{"text":"hi","file_url":""}"#),
+            Some(reply("hi", None))
+        );
+        assert_eq!(
+            reply_body(br#"{"text":"hi","file_url":3}"#),
+            Some(reply("hi", None))
+        );
+        assert_eq!(reply_body(br#"{"text":"  "}"#), None);
+        assert_eq!(
+            reply_body(br#"{"file_url":"https://f.example/a.png"}"#),
+            None
+        );
+        assert_eq!(reply_body(b"ok"), None);
     }
 }

@@ -505,6 +505,17 @@ impl SimControl {
             .is_some()
     }
 
+    /// Disables (or enables again) the integration holding `token`, as an admin would in
+    /// Chat's settings; false when no integration has that token.
+    pub fn set_integration_disabled(&self, token: &str, disabled: bool) -> bool {
+        let mut st = lock(&self.shared.state);
+        st.integrations
+            .values_mut()
+            .find(|i| i.token == token)
+            .map(|i| i.is_disabled = disabled)
+            .is_some()
+    }
+
     fn add_caller(
         &self,
         kind: store::IntegKind,

@@ -313,18 +313,38 @@ async fn probes_get_an_empty_200_and_bad_fields_a_400() {
     assert!(stored(&app).await.is_empty());
 }
 
-/// A Server-Sent Events reader over a gateway response.
+/// A Server-Sent Events reader over a gateway response, line by line as the WHATWG parser
+/// reads (and as strictly as httpx-sse: a blank line with nothing before it is a frame).
 pub struct Sse {
     response: awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>,
     buffer: String,
+    /// The lines of the block being read.
+    block: Vec<String>,
     pub headers: actix_web::http::header::HeaderMap,
+    /// The opening block, as sent.
+    pub opening: String,
+    /// The resume point the opening block gave (its `id:`).
+    pub ready_id: i64,
+    /// Everything received after the opening block.
+    pub raw: String,
 }
 
 /// One frame: (id, event, data) for events, or a comment.
 #[derive(Debug)]
 pub enum Frame {
-    Event { id: i64, event: String, data: Value },
+    Event {
+        id: i64,
+        event: String,
+        data: Value,
+    },
     Comment(String),
+    /// `event: ready` with an `id:` and no `data:`.
+    Ready {
+        id: i64,
+    },
+    /// A blank line ending a block with no field: nothing for a browser, but an empty
+    /// `message` event for httpx-sse once it has seen an id.
+    Empty,
 }
 
 impl Sse {
@@ -342,52 +362,106 @@ impl Sse {
         let response = request.send().await.expect("the stream opens");
         assert_eq!(response.status().as_u16(), 200);
         let headers = response.headers().clone();
-        Self {
+        let mut sse = Self {
             response,
             buffer: String::new(),
+            block: Vec::new(),
             headers,
+            opening: String::new(),
+            ready_id: -1,
+            raw: String::new(),
+        };
+        // The opening block comes at once: `retry:`, the resume point, `event: ready`.
+        while !sse.buffer.contains("\n\n") {
+            sse.read_chunk(tokio::time::Instant::now() + WAIT).await;
         }
+        let end = sse.buffer.find("\n\n").unwrap() + 2;
+        sse.opening = sse.buffer[..end].to_owned();
+        sse.raw = sse.buffer[end..].to_owned();
+        match sse.next(WAIT).await {
+            Frame::Ready { id } => sse.ready_id = id,
+            other => panic!("the stream opens with `event: ready`, not {other:?}"),
+        }
+        sse
     }
 
-    /// The next frame (skipping `retry:`), or a panic after `wait`.
-    pub async fn next(&mut self, wait: Duration) -> Frame {
+    async fn read_chunk(&mut self, deadline: tokio::time::Instant) -> Option<()> {
         use futures_util::StreamExt;
+        let chunk = tokio::time::timeout_at(deadline, self.response.next())
+            .await
+            .expect("a frame in time")?
+            .expect("readable");
+        let text = std::str::from_utf8(&chunk).unwrap();
+        self.buffer.push_str(text);
+        self.raw.push_str(text);
+        Some(())
+    }
+
+    /// The next frame (skipping a block of `retry:` alone), or a panic after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Frame {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut id = None;
-                let mut event = None;
-                let mut data = None;
-                for line in block.lines() {
-                    if let Some(comment) = line.strip_prefix(':') {
-                        return Frame::Comment(comment.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        id = v.parse().ok();
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = serde_json::from_str(v).ok();
-                    }
+            while let Some(end) = self.buffer.find('\n') {
+                let line: String = self.buffer.drain(..=end).collect();
+                let line = line.trim_end_matches('\n');
+                if let Some(comment) = line.strip_prefix(':') {
+                    return Frame::Comment(comment.trim().to_owned());
                 }
-                if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-                    return Frame::Event { id, event, data };
+                if !line.is_empty() {
+                    self.block.push(line.to_owned());
+                    continue;
+                }
+                let block = std::mem::take(&mut self.block);
+                if block.is_empty() {
+                    return Frame::Empty;
+                }
+                let field = |name: &str| {
+                    block
+                        .iter()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                };
+                let id = field("id").map(|v| v.parse::<i64>().expect("a numeric id"));
+                match (id, field("event"), field("data")) {
+                    (Some(id), Some(event), Some(data)) => {
+                        return Frame::Event {
+                            id,
+                            event: event.to_owned(),
+                            data: serde_json::from_str(data).expect("JSON data"),
+                        };
+                    }
+                    (Some(id), Some("ready"), None) => return Frame::Ready { id },
+                    (None, None, None) if field("retry").is_some() => {}
+                    _ => panic!("an unexpected block: {block:?}"),
                 }
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.next())
-                .await
-                .expect("a frame in time")
-                .expect("the stream goes on")
-                .expect("readable");
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            self.read_chunk(deadline).await.expect("the stream goes on");
         }
     }
 
     /// The next event, skipping comments.
     pub async fn next_event(&mut self, wait: Duration) -> (i64, String, Value) {
         loop {
-            if let Frame::Event { id, event, data } = self.next(wait).await {
-                return (id, event, data);
+            match self.next(wait).await {
+                Frame::Event { id, event, data } => return (id, event, data),
+                Frame::Comment(_) => {}
+                other => panic!("{other:?} on a stream already opened"),
+            }
+        }
+    }
+
+    /// Whether the stream ends (the server closes it) within `wait`, reading what comes.
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(
+                deadline,
+                futures_util::StreamExt::next(&mut self.response),
+            )
+            .await
+            {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
             }
         }
     }
@@ -492,6 +566,105 @@ async fn streams_filter_and_send_heartbeats() {
     for _ in 0..3 {
         assert!(matches!(other_channel.next(WAIT).await, Frame::Comment(_)));
     }
+}
+
+/// A client that drops before its first event still has a resume point: the opening block's
+/// id (0 for an empty store).
+#[actix_web::test]
+async fn a_stream_opened_without_last_event_id_gives_a_resume_point() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    // Empty store: the resume point is 0, and 0 replays every event kept.
+    let first = Sse::open(&app.base, "/api/v1/events", None).await;
+    assert_eq!(first.ready_id, 0);
+    assert_eq!(first.opening, "retry: 3000\nid: 0\nevent: ready\n\n");
+    drop(first);
+    send_posts(&app.base, &token, 1, 2).await;
+    let mut resumed = Sse::open(&app.base, "/api/v1/events", Some(0)).await;
+    let ids: Vec<i64> = stored(&app).await.iter().map(|e| e.event_id).collect();
+    for id in &ids {
+        assert_eq!(resumed.next_event(WAIT).await.0, *id);
+    }
+    drop(resumed);
+
+    // Events stored: the resume point is the latest. Events posted while the client is away
+    // come on reconnect, and nothing from before.
+    let second = Sse::open(&app.base, "/api/v1/events?kind=trigger_word", None).await;
+    assert_eq!(second.ready_id, *ids.last().unwrap());
+    let resume = second.ready_id;
+    drop(second);
+    send_posts(&app.base, &token, 10, 3).await;
+    let mut resumed = Sse::open(&app.base, "/api/v1/events?kind=trigger_word", Some(resume)).await;
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        posts.push(
+            resumed.next_event(WAIT).await.2["post_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(posts, [10, 11, 12]);
+}
+
+/// Heartbeats are comment lines with no blank line after them: nothing a client dispatches,
+/// not even httpx-sse, which makes an empty `message` of a blank line once it has seen an id.
+#[actix_web::test]
+async fn heartbeats_dispatch_nothing_even_after_an_id() {
+    let (app, token) = app_with_inbounds(|s| s.events.heartbeat_ms = 50).await;
+    send_posts(&app.base, &token, 1, 1).await;
+    let mut stream = Sse::open(&app.base, "/api/v1/events", Some(0)).await;
+    stream.next_event(WAIT).await;
+    let mut heartbeats = 0;
+    while heartbeats < 3 {
+        match stream.next(WAIT).await {
+            Frame::Comment(text) => {
+                assert_eq!(text, "heartbeat");
+                heartbeats += 1;
+            }
+            other => panic!("only heartbeats, not {other:?}"),
+        }
+    }
+    let after_event = stream.raw.split("\n\n").last().unwrap();
+    assert!(
+        after_event
+            .split_inclusive('\n')
+            .all(|line| line == ": heartbeat\n"),
+        "{after_event:?}"
+    );
+}
+
+/// A graceful stop ends open streams at once instead of waiting out the drain timeout.
+#[actix_web::test]
+async fn open_streams_end_when_the_gateway_shuts_down() {
+    let (mut app, token) = app_with_inbounds(|s| s.server.shutdown_timeout_secs = 30).await;
+    send_posts(&app.base, &token, 1, 1).await;
+    let mut live = Sse::open(&app.base, "/api/v1/events", None).await;
+    let mut replaying = Sse::open(&app.base, "/api/v1/events", Some(0)).await;
+    replaying.next_event(WAIT).await;
+    let started = std::time::Instant::now();
+    let handle = app.handle.clone();
+    let stopping = actix_web::rt::spawn(async move { handle.stop(true).await });
+    assert!(
+        live.ends_within(Duration::from_secs(5)).await,
+        "the live stream ended"
+    );
+    assert!(
+        replaying.ends_within(Duration::from_secs(5)).await,
+        "the other one too"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped without waiting out the drain")
+        .unwrap();
+    let stopped = app.stopped.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the gateway shut down")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[actix_web::test]

@@ -394,18 +394,52 @@ async fn the_host_must_be_the_public_urls() {
 }
 
 async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> crate::helpers::Answer {
+    preflight_for(app, origin, "/api/v1/channels/1", "authorization").await
+}
+
+async fn preflight_for(
+    app: &crate::helpers::TestApp,
+    origin: &str,
+    path: &str,
+    headers: &str,
+) -> crate::helpers::Answer {
     browser_call(
         app,
         "OPTIONS",
-        "/api/v1/channels/1",
+        path,
         None,
         &[
             ("Origin", origin),
             ("Access-Control-Request-Method", "GET"),
-            ("Access-Control-Request-Headers", "authorization"),
+            ("Access-Control-Request-Headers", headers),
         ],
     )
     .await
+}
+
+/// A fetch-based SSE client (not EventSource) sends its key and, when resuming, the last id.
+#[actix_web::test]
+async fn cors_lets_an_event_stream_resume_with_last_event_id() {
+    let origin = "https://app.example.org";
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.cors_origins = vec![origin.into()];
+    })
+    .await;
+    let answer = preflight_for(
+        &app,
+        origin,
+        "/api/v1/events",
+        "authorization,last-event-id",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), Some(origin));
+    let allowed = answer
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+    assert!(allowed.contains("authorization"), "{allowed}");
 }
 
 #[actix_web::test]

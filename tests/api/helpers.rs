@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -12,7 +11,7 @@ use syno_chat_gateway::config::{KeySettings, Settings, TokenKind, TokenSettings}
 use syno_chat_gateway::sim::{
     DEMO_ACCOUNT, DEMO_PASSWORD, LoggedRequest, SimConfig, SimControl, Simulator,
 };
-use syno_chat_gateway::startup::Application;
+use syno_chat_gateway::startup::{AppHandle, Application};
 
 pub const READ_KEY: &str = "test-read-key";
 pub const WRITE_KEY: &str = "test-write-key";
@@ -28,7 +27,7 @@ pub struct TestApp {
     pub metrics_base: Option<String>,
     pub sim: SimControl,
     pub http: awc::Client,
-    pub handle: ServerHandle,
+    pub handle: AppHandle,
     pub stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     _simulator: Simulator,
     /// The gateway's store.

@@ -1,5 +1,6 @@
 //! `inbound.<name>.verify = "dsm"`: Chat's token is checked against DSM's own lists of
-//! integrations (read through the simulated NAS), cached and refreshed at most once a minute.
+//! integrations (read through the simulated NAS), cached for `inbound.dsm_refresh_ms` and read
+//! at most once per interval.
 
 use syno_chat_gateway::config::{InboundKind, InboundSettings, InboundVerify};
 use syno_chat_gateway::sim::SimConfig;
@@ -104,4 +105,136 @@ async fn an_account_that_may_not_list_integrations_stores_nothing() {
     assert_eq!(post_form(&app, "/inbound/deploy", body).await, 403);
     assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Slash"), 1);
     assert!(stored(&app).await.is_empty());
+}
+
+/// The test gateway's DSM token lists expire after this (the default is a minute).
+const REFRESH_MS: u64 = 1_000;
+
+fn verified_by_dsm(
+    settings: &mut syno_chat_gateway::config::Settings,
+    receivers: &[(&str, InboundKind)],
+) {
+    settings.inbound.dsm_refresh_ms = REFRESH_MS;
+    for (name, kind) in receivers {
+        settings.inbound.receivers.insert(
+            (*name).to_owned(),
+            InboundSettings {
+                kind: *kind,
+                verify: InboundVerify::Dsm,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// Waits past the refresh interval.
+async fn list_expires() {
+    tokio::time::sleep(std::time::Duration::from_millis(REFRESH_MS + 200)).await;
+}
+
+#[actix_web::test]
+async fn a_token_deleted_or_disabled_in_dsm_is_refused_after_the_refresh_interval() {
+    let mut tokens = (String::new(), String::new());
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        tokens = (
+            sim.add_slash_command("deploy", ""),
+            sim.add_outgoing_webhook(2, "!ping", ""),
+        );
+        verified_by_dsm(
+            settings,
+            &[
+                ("deploy", InboundKind::SlashCommand),
+                ("ops", InboundKind::OutgoingWebhook),
+            ],
+        );
+    })
+    .await;
+    let (slash, outgoing) = tokens;
+    let command = format!("token={slash}&user_id=3&username=alice&text=%2Fdeploy+web");
+    let hook = |post_id: i64| {
+        format!("token={outgoing}&channel_id=2&post_id={post_id}&text=%21ping&trigger_word=%21ping")
+    };
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", command.clone()).await,
+        200
+    );
+    assert_eq!(post_form(&app, "/inbound/ops", hook(5)).await, 200);
+    assert_eq!(stored(&app).await.len(), 2);
+
+    // An administrator deletes the slash command (through DSM) and disables the webhook.
+    let listed = app
+        .call(
+            "GET",
+            "/api/v1/integrations/slash-commands",
+            Some(crate::helpers::ADMIN_KEY),
+            None,
+        )
+        .await;
+    let user_id = listed.body["items"][0]["user_id"].as_i64().unwrap();
+    let deleted = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/integrations/slash-commands/{user_id}"),
+            Some(crate::helpers::ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert!(app.sim.set_integration_disabled(&outgoing, true));
+
+    // Once the cached lists are older than the interval, the tokens are checked again: the
+    // known tokens are refused now, and nothing more is stored.
+    list_expires().await;
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", command.clone()).await,
+        403
+    );
+    assert_eq!(post_form(&app, "/inbound/ops", hook(6)).await, 403);
+    assert_eq!(stored(&app).await.len(), 2);
+    // One read per interval whatever the calls: refusals do not read again at once.
+    let slash_lists = list_calls(&app, "SYNO.Chat.Webhook.Slash");
+    assert_eq!(post_form(&app, "/inbound/deploy", command).await, 403);
+    assert_eq!(list_calls(&app, "SYNO.Chat.Webhook.Slash"), slash_lists);
+
+    // Enabled again: accepted after the next refresh.
+    assert!(app.sim.set_integration_disabled(&outgoing, false));
+    list_expires().await;
+    assert_eq!(post_form(&app, "/inbound/ops", hook(7)).await, 200);
+    assert_eq!(stored(&app).await.len(), 3);
+}
+
+#[actix_web::test]
+async fn while_dsm_cannot_be_reached_the_last_list_is_used_for_a_bounded_time() {
+    let mut token = String::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        token = sim.add_slash_command("deploy", "");
+        verified_by_dsm(settings, &[("deploy", InboundKind::SlashCommand)]);
+    })
+    .await;
+    let call = |n: u32| format!("token={token}&user_id=3&username=alice&text=%2Fdeploy+{n}");
+    assert_eq!(post_form(&app, "/inbound/deploy", call(1)).await, 200);
+    let read = std::time::Instant::now();
+
+    // DSM goes away after the list expired: the last list read is still used.
+    list_expires().await;
+    app.sim.refuse_connections(true).await;
+    assert_eq!(post_form(&app, "/inbound/deploy", call(2)).await, 200);
+    assert_eq!(stored(&app).await.len(), 2);
+
+    // Past the grace (5 intervals after the last read), the call is refused with DSM's error
+    // and nothing is stored.
+    let grace = std::time::Duration::from_millis(
+        REFRESH_MS * u64::from(syno_chat_gateway::events::dsm_tokens::UNREACHABLE_GRACE_INTERVALS),
+    );
+    tokio::time::sleep((read + grace).saturating_duration_since(std::time::Instant::now())).await;
+    list_expires().await;
+    let status = post_form(&app, "/inbound/deploy", call(3)).await;
+    assert!((502..=504).contains(&status), "{status}");
+    assert_eq!(stored(&app).await.len(), 2);
+
+    // DSM back: the list is read again and the token accepted.
+    app.sim.refuse_connections(false).await;
+    list_expires().await;
+    assert_eq!(post_form(&app, "/inbound/deploy", call(4)).await, 200);
+    assert_eq!(stored(&app).await.len(), 3);
 }

@@ -726,3 +726,107 @@ async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
     webhook_ids.dedup();
     assert_eq!(webhook_ids.len(), 24);
 }
+
+/// A `respond: true` answer's `file_url` reaches Chat for outgoing webhooks and chatbots
+/// (upstream protocol §5.1), not for slash commands (§5.2), and only when the NAS may fetch it.
+#[actix_web::test]
+async fn a_reply_passes_its_file_url_on_where_chat_supports_it() {
+    use secrecy::SecretString;
+    use syno_chat_gateway::config::{InboundKind, InboundSettings};
+    let mut tokens = Vec::new();
+    let app = crate::helpers::spawn_app_with_sim(
+        syno_chat_gateway::sim::SimConfig::default(),
+        |settings, sim| {
+            allow_private(settings);
+            settings.inbound.reply_timeout_ms = 2_000;
+            for (name, token, kind) in [
+                (
+                    "ops",
+                    sim.add_outgoing_webhook(CHANNEL, "!chart", ""),
+                    InboundKind::OutgoingWebhook,
+                ),
+                (
+                    "deploy",
+                    sim.add_slash_command("chart", ""),
+                    InboundKind::SlashCommand,
+                ),
+                ("helper", sim.demo_bot_token(), InboundKind::Chatbot),
+            ] {
+                settings.inbound.receivers.insert(
+                    name.to_owned(),
+                    InboundSettings {
+                        token: Some(SecretString::from(token.clone())),
+                        kind,
+                        ..Default::default()
+                    },
+                );
+                tokens.push(token);
+            }
+        },
+    )
+    .await;
+    let bot = Receiver::start(
+        &[],
+        (
+            200,
+            r#"{"text": "the chart", "file_url": "https://files.example.org/chart.png"}"#,
+            0,
+        ),
+    )
+    .await;
+    subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    let chat_calls = |path: &'static str, token: String, post_id: i64| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(format!("{}{path}", app.base))
+                .send_form(&[
+                    ("token", token.as_str()),
+                    ("channel_id", "2"),
+                    ("user_id", "3"),
+                    ("post_id", &post_id.to_string()),
+                    ("text", "!chart cpu"),
+                    ("trigger_word", "!chart"),
+                ])
+                .await
+                .unwrap();
+            let answer = crate::helpers::read(response).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            answer.body
+        }
+    };
+    let with_file = json!({"text": "the chart", "file_url": "https://files.example.org/chart.png"});
+    assert_eq!(
+        chat_calls("/inbound/ops", tokens[0].clone(), 1).await,
+        with_file
+    );
+    assert_eq!(
+        chat_calls("/inbound/helper", tokens[2].clone(), 2).await,
+        with_file
+    );
+    assert_eq!(
+        chat_calls("/inbound/deploy", tokens[1].clone(), 3).await,
+        json!({"text": "the chart"}),
+        "slash commands cannot attach files"
+    );
+    // A file the NAS would fetch from inside its network, or no URL at all: the text goes alone.
+    for file_url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:5000/",
+        "file:///etc/passwd",
+    ] {
+        let body = format!(r#"{{"text": "the chart", "file_url": "{file_url}"}}"#);
+        bot.answer_with((200, Box::leak(body.into_boxed_str()), 0));
+        assert_eq!(
+            chat_calls(
+                "/inbound/ops",
+                tokens[0].clone(),
+                10 + file_url.len() as i64
+            )
+            .await,
+            json!({"text": "the chart"}),
+            "{file_url}"
+        );
+    }
+}

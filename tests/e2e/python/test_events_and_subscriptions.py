@@ -77,8 +77,11 @@ def test_a_bot_reads_chat_over_sse_and_resumes_with_last_event_id(api, base_url,
         # The first arrives from the replay; the second live, while the stream is open.
         threading.Timer(0.5, chat_posts, (base_url, inbound_token, "!deploy api")).start()
         for sse in source.iter_sse():
-            if not sse.data:  # httpx-sse also yields the stream's opening `retry:` field
+            if sse.event == "ready":  # the opening block: the resume point as an id, no data
+                assert not sse.data and int(sse.id) == start, sse
                 continue
+            # Heartbeats dispatch nothing, even once an id was seen (no empty `message` events).
+            assert sse.data, sse
             event = json.loads(sse.data)
             assert sse.event == event["kind"] == "trigger_word"
             assert int(sse.id) == event["event_id"]
@@ -98,7 +101,7 @@ def test_a_bot_reads_chat_over_sse_and_resumes_with_last_event_id(api, base_url,
     ) as again, connect_sse(again, "GET", "/events", params={"inbound": INBOUND}) as source:
         texts = []
         for sse in source.iter_sse():
-            if not sse.data:
+            if sse.event == "ready":
                 continue
             texts.append(json.loads(sse.data)["text"])
             if len(texts) == 2:
