@@ -114,7 +114,13 @@ pub fn markdown_links(text: &str) -> String {
         {
             continue;
         }
-        out.push_str(&text[copied..open]);
+        // An image, `![alt](url)`, is a link to it too: without the `!`, labelled by its alt text.
+        let image = open > copied && text[..open].ends_with('!');
+        out.push_str(&text[copied..open - usize::from(image)]);
+        let label = match label.trim() {
+            "" if image => "image",
+            _ => label,
+        };
         out.push_str(&link(url, label));
         copied = url_stop + 1;
         from = copied;
@@ -354,6 +360,22 @@ mod tests {
         assert_eq!(
             discord("[docs](<https://d.example/a>)"),
             "<https://d.example/a|docs>"
+        );
+    }
+
+    #[test]
+    fn markdown_images_become_links_to_the_image() {
+        assert_eq!(
+            markdown_links("graph: ![CPU](https://g.example/cpu.png)!"),
+            "graph: <https://g.example/cpu.png|CPU>!"
+        );
+        assert_eq!(
+            markdown_links("![](https://g.example/a.png)"),
+            "<https://g.example/a.png|image>"
+        );
+        assert_eq!(
+            markdown_links("wow! [x](https://x.example)"),
+            "wow! <https://x.example|x>"
         );
     }
 

@@ -13,22 +13,32 @@ pub fn render(message: &Map<String, Value>) -> String {
         .and_then(Value::as_array)
         .map(|b| render_blocks(b))
         .unwrap_or_default();
-    let text = text_field(message, "text").map(markup::slack);
-    // With blocks, `text` is Slack's notification fallback: shown only when it adds something.
-    if let Some(text) = text
-        && (blocks.trim().is_empty() || !blocks.contains(text.trim()))
-    {
-        sections.push(text);
-    }
-    for attachment in message
+    let attachments: Vec<String> = message
         .get("attachments")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_object)
-    {
-        sections.push(render_attachment(attachment));
+        .map(render_attachment)
+        .collect();
+    let text = text_field(message, "text").map(markup::slack);
+    // With blocks, `text` is Slack's notification fallback: shown only when it adds something,
+    // a line that the blocks or attachments do not already show (Uptime Kuma sends its message
+    // as `text` and again in an attachment's blocks).
+    if let Some(text) = text {
+        let shown =
+            |line: &str| blocks.contains(line) || attachments.iter().any(|a| a.contains(line));
+        let repeated = (!blocks.trim().is_empty() || !attachments.is_empty())
+            && text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .all(shown);
+        if !repeated {
+            sections.push(text);
+        }
     }
+    sections.extend(attachments);
     sections.push(blocks);
     sections.retain(|s| !s.trim().is_empty());
     sections.join("\n\n")
