@@ -374,7 +374,7 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (ApiFamily::Auth, _) => UpstreamLoginFailed,
         (_, 102..=104) => UpstreamApiUnsupported,
         (_, 109..=111 | 118) => UpstreamBusy,
-        (ApiFamily::External, 101 | 117 | 120) => UpstreamRejectedInput,
+        (ApiFamily::External, 101 | 117 | 120 | 407) => UpstreamRejectedInput,
         (ApiFamily::External, 401) => UpstreamPermissionDenied,
         (ApiFamily::External, 404) => UpstreamTokenRejected,
         // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md §3.3, §6.2).
@@ -682,6 +682,11 @@ mod tests {
         assert_eq!(
             problem_for_dsm(Auth, 407).status(),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        // External's 407 is a record (the payload) DSM finds invalid, not a blocked login.
+        assert_eq!(
+            problem_for_dsm(External, 407).status(),
+            StatusCode::BAD_REQUEST
         );
         assert_eq!(problem_for_dsm(Auth, 400).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(
