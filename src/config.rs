@@ -289,6 +289,9 @@ pub struct SubscriptionsSettings {
     pub allow_private: bool,
     /// Timeout of one delivery attempt (Standard Webhooks senders wait 15 to 30 s).
     pub timeout_ms: u64,
+    /// PEM file with CA certificates trusted for `https://` subscription URLs besides the
+    /// public roots: receivers on the LAN whose certificates a private CA signed.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SubscriptionsSettings {
@@ -299,6 +302,7 @@ impl Default for SubscriptionsSettings {
             max_age_secs: 4 * 86_400,
             allow_private: false,
             timeout_ms: 15_000,
+            ca_file: None,
         }
     }
 }
@@ -833,13 +837,18 @@ impl Settings {
                 "cannot be combined with upstream.tls.ca_file",
             ));
         }
-        if let Some(ca) = &up.tls.ca_file
-            && !ca.is_file()
-        {
-            return Err(ConfigError::new(
-                "upstream.tls.ca_file",
-                format!("{} is not a readable file", ca.display()),
-            ));
+        for (key, ca) in [
+            ("upstream.tls.ca_file", &up.tls.ca_file),
+            ("subscriptions.ca_file", &self.subscriptions.ca_file),
+        ] {
+            if let Some(ca) = ca
+                && !ca.is_file()
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
         }
         if self.cache.ttl_secs > 86_400 {
             return Err(ConfigError::new("cache.ttl_secs", "must be at most 86400"));

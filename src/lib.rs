@@ -44,4 +44,5 @@ pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

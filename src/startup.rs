@@ -272,6 +272,9 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.upstream.timeout_ms),
         );
+        let callbacks =
+            crate::events::subscriptions::client(settings.subscriptions.ca_file.as_deref())
+                .map_err(|e| std::io::Error::other(format!("subscriptions.ca_file: {e}")))?;
         outbox.spawn_worker(
             upstream.clone(),
             tokens
@@ -279,6 +282,7 @@ impl Application {
                 .map(|(name, t)| (name.clone(), t.token.clone()))
                 .collect(),
             settings.subscriptions.clone(),
+            callbacks,
         );
         let state = web::Data::new(AppState {
             caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),

@@ -1,5 +1,7 @@
-//! TLS for the NAS connection: verification on by default (public roots), a custom CA file for
-//! self-signed NAS certificates, and an explicit, loudly logged switch that accepts anything.
+//! TLS for the gateway's outgoing connections. To the NAS: verification on by default (public
+//! roots), a custom CA file for self-signed NAS certificates, and an explicit, loudly logged
+//! switch that accepts anything. To subscribers: public roots, plus a CA file for receivers on
+//! the LAN with a private CA.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +45,21 @@ pub fn client_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, String> {
             .with_no_client_auth(),
     };
     // awc only speaks HTTP/1.1 to the NAS; say so in ALPN.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Public roots and, when given, the CA certificates in `ca_file` (HTTP/1.1 in ALPN).
+pub fn public_roots_and(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        roots.roots.extend(roots_from_pem(path)?.roots);
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

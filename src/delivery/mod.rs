@@ -320,10 +320,11 @@ impl Outbox {
         upstream: Arc<DsmShared>,
         tokens: BTreeMap<String, SecretString>,
         subscriptions: SubscriptionsSettings,
+        callbacks: awc::Client,
     ) {
         let worker = Worker {
             subscriptions,
-            http: crate::events::subscriptions::client(),
+            http: callbacks,
             outbox: self.clone(),
             chat: upstream.client(),
             account: upstream.account().to_owned(),

@@ -238,21 +238,14 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or_default())
 }
 
-/// An HTTP client for subscriptions (public CA roots; HTTP/1.1).
-pub fn client() -> awc::Client {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    awc::Client::builder()
+/// An HTTP client for subscriptions: public CA roots and `subscriptions.ca_file`'s; HTTP/1.1;
+/// redirects not followed (a redirect could lead past the address check).
+pub fn client(ca_file: Option<&std::path::Path>) -> Result<awc::Client, String> {
+    let config = crate::tls::public_roots_and(ca_file)?;
+    Ok(awc::Client::builder()
         .disable_redirects()
-        .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
-        .finish()
+        .connector(awc::Connector::new().rustls_0_23(config))
+        .finish())
 }
 
 /// POSTs `body` to the subscription, signed, with the address checked after resolving (and
@@ -419,7 +412,13 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     let settings = &events.subscriptions;
     let budget = events.reply_timeout;
     let deadline = tokio::time::Instant::now() + budget;
-    let client = client();
+    let client = match client(settings.ca_file.as_deref()) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "subscriptions: no client for a reply (subscriptions.ca_file)");
+            return None;
+        }
+    };
     let payload = body(event);
     let calls = responders.iter().map(|s| {
         let (client, payload) = (&client, &payload);
@@ -599,7 +598,7 @@ mod tests {
         };
         let settings = SubscriptionsSettings::default();
         let sent = post_signed(
-            &client(),
+            &client(None).unwrap(),
             &subscription,
             1,
             "{}",
@@ -618,7 +617,7 @@ mod tests {
             ..SubscriptionsSettings::default()
         };
         match post_signed(
-            &client(),
+            &client(None).unwrap(),
             &subscription,
             1,
             "{}",

@@ -24,7 +24,6 @@ mod ops;
 mod post_satellites;
 mod posts;
 mod session;
-mod tls;
 mod transport;
 mod users;
 mod watchdog;
@@ -37,6 +36,7 @@ use secrecy::SecretString;
 
 use crate::metrics::Metrics;
 
+pub use crate::tls::TlsTrust;
 pub use client::{Download, DsmClient, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
 pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
@@ -45,7 +45,6 @@ pub use post_satellites::{Reminder, ScheduledPost};
 pub use posts::{
     NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
 };
-pub use tls::TlsTrust;
 
 use catalog::Catalog;
 use session::SharedSession;
@@ -98,7 +97,7 @@ pub struct DsmShared {
 
 impl DsmShared {
     pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
-        let tls = tls::client_config(&config.trust)?;
+        let tls = crate::tls::client_config(&config.trust)?;
         let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
         Ok(Arc::new(Self {
             sessions: SharedSession::new(config.login_backoff_max, config.timeout),

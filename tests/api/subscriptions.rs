@@ -50,6 +50,19 @@ struct Receiver {
 
 impl Receiver {
     async fn start(script: &[Answer], otherwise: Answer) -> Self {
+        Self::serve(script, otherwise, None).await
+    }
+
+    /// A receiver over HTTPS, with `tls`'s certificate.
+    async fn start_https(tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::serve(&[], (200, "", 0), Some(tls)).await
+    }
+
+    async fn serve(
+        script: &[Answer],
+        otherwise: Answer,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let state = Arc::new(Mutex::new(ReceiverState {
             script: script.iter().copied().collect(),
             otherwise: Some(otherwise),
@@ -63,14 +76,18 @@ impl Receiver {
                 .app_data(web::Data::new(shared.clone()))
                 .default_service(web::to(receive))
         })
-        .workers(1)
-        .listen(listener)
+        .workers(1);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, (*tls).clone()),
+            None => server.listen(listener),
+        }
         .unwrap()
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Self {
-            url: format!("http://127.0.0.1:{port}/hook"),
+            url: format!("{scheme}://127.0.0.1:{port}/hook"),
             state,
             _server: handle,
         }
@@ -829,4 +846,45 @@ async fn a_reply_passes_its_file_url_on_where_chat_supports_it() {
             "{file_url}"
         );
     }
+}
+
+/// A self-signed certificate for 127.0.0.1, its PEM in a temporary file.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let pem = dir.join("lan-ca.pem");
+    std::fs::write(&pem, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    (pem, Arc::new(server))
+}
+
+#[actix_web::test]
+async fn a_receiver_with_a_private_ca_is_reached_once_its_ca_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, tls) = self_signed(dir.path());
+    let receiver = Receiver::start_https(tls).await;
+    // Public roots only: the receiver's certificate is refused, nothing is delivered.
+    let (untrusting, _) = app_with_inbounds(allow_private).await;
+    let (refused, _) = subscribe(&untrusting, json!({"url": receiver.url, "inbound": "ops"})).await;
+    untrusting.sim.post_as_user(USER, CHANNEL, "!ping first");
+    subscription_until(&untrusting, &refused, |s| {
+        s["consecutive_failures"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(receiver.received().is_empty());
+    // With its CA in `subscriptions.ca_file`, the event arrives over TLS.
+    let (trusting, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.ca_file = Some(pem.clone());
+    })
+    .await;
+    subscribe(&trusting, json!({"url": receiver.url, "inbound": "ops"})).await;
+    trusting.sim.post_as_user(USER, CHANNEL, "!ping second");
+    let got = receiver.wait_for(1).await;
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["data"]["text"], "!ping second");
 }
