@@ -225,21 +225,38 @@ async fn post_file(
 /// Answers 201 with the reply. The post must be a thread's root (a top-level post): to answer
 /// a reply, reply to its `thread_id`. DSM takes only a root as a thread; a reply's id gets 404.
 #[utoipa::path(tag = "posts",
-    params(PostPath),
+    params(PostPath,
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the reply is stored; the outbox delivers it")),
     request_body = ReplyBody,
     responses((status = 201, description = "The (first) reply created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
+        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/posts/{post_id}/replies")]
 pub async fn reply_to_post(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     path: web::Path<PostPath>,
+    req: HttpRequest,
     body: Json<ReplyBody>,
     state: State,
     chat: Dsm,
+    outbox: Deliveries,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = path.post_id;
     let channel_id = channel_of(post_id)?;
+    if wants_async(&req) {
+        let job = Job::Channel {
+            channel_id,
+            thread_id: Some(post_id),
+        };
+        return accept(
+            &outbox,
+            auth.key_name.as_deref(),
+            &job,
+            body.message.as_str(),
+        )
+        .await;
+    }
     post_text(
         &state,
         &chat,

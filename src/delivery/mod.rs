@@ -87,6 +87,14 @@ impl Job {
     fn uses_token(&self) -> bool {
         matches!(self, Job::Webhook { .. } | Job::Bot { .. })
     }
+
+    /// The thread a reply goes into.
+    fn thread(&self) -> Option<PostId> {
+        match self {
+            Job::Channel { thread_id, .. } => *thread_id,
+            _ => None,
+        }
+    }
 }
 
 /// Splits a chunk DSM found too long (410) into parts of at most half its characters, where
@@ -199,7 +207,8 @@ pub struct Outbox {
     finished: Notify,
     metrics: Arc<Metrics>,
     /// How long a claim lasts without progress before another worker may take it over: it is
-    /// renewed before every chunk, so it covers one send (three upstream timeouts, at least 5 s).
+    /// renewed before every chunk (four upstream timeouts, at least 5 s), and a send is cut short
+    /// before it ends ([`Self::send_budget_ms`]).
     lease_ms: i64,
     /// `subscriptions.max_age_secs` in ms: a subscription delivery's age limit, on retry too.
     subscription_max_age_ms: i64,
@@ -214,7 +223,7 @@ impl Outbox {
         upstream_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
-            lease_ms: (upstream_timeout.as_millis() as i64 * 3).max(5_000),
+            lease_ms: (upstream_timeout.as_millis() as i64 * 4).max(5_000),
             subscription_max_age_ms: (subscriptions.max_age_secs as i64).saturating_mul(1000),
             store,
             settings,
@@ -224,6 +233,12 @@ impl Outbox {
             finished: Notify::new(),
             metrics,
         })
+    }
+
+    /// How long one send may take: a quarter of the lease is kept as a margin (the clocks of
+    /// replicas and the store's commit).
+    fn send_budget_ms(&self) -> i64 {
+        self.lease_ms - self.lease_ms / 4
     }
 
     pub fn store(&self) -> &Store {
@@ -559,7 +574,10 @@ impl Worker {
             }
             if let Some(since) = uncertain {
                 match channel {
-                    Some(channel_id) => match self.find_post(channel_id, &chunk, since).await {
+                    Some(channel_id) => match self
+                        .find_post(channel_id, job.thread(), &chunk, since)
+                        .await
+                    {
                         Ok(Some(post_id)) => {
                             tracing::info!(delivery = %row.id, chunk = posted, "an uncertain send had posted: not sending again");
                             if let Err(error) = store
@@ -598,7 +616,15 @@ impl Worker {
                 Err(error) => return self.store_trouble(&row, error),
             }
             let first = posted == 0;
-            match self.send(job, channel, &chunk, first).await {
+            // The send ends before the lease just renewed does: once it expires another worker
+            // (another replica on PostgreSQL) may take the delivery over and post this chunk
+            // too. One send may chain several exchanges (the API list, a new login, the call);
+            // cut short, it is an unknown outcome, and the next attempt looks before posting.
+            let budget = Duration::from_millis(self.outbox.send_budget_ms() as u64);
+            let sent = tokio::time::timeout(budget, self.send(job, channel, &chunk, first))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
+            match sent {
                 Ok(posts) => {
                     if let Err(error) = store
                         .record_post(&row.id, posted as i64, &posts.sent, now_ms())
@@ -877,11 +903,13 @@ impl Worker {
         }
     }
 
-    /// A post by the gateway's account in `channel_id` with exactly `text`, created after
-    /// `since` (less the skew allowance), that no delivery owns yet.
+    /// A post by the gateway's account in `channel_id` (in the thread of `thread`, for a
+    /// reply) with exactly `text`, created after `since` (less the skew allowance), that no
+    /// delivery owns yet.
     async fn find_post(
         &self,
         channel_id: ChannelId,
+        thread: Option<PostId>,
         text: &str,
         since: i64,
     ) -> Result<Option<i64>, UpstreamError> {
@@ -892,7 +920,15 @@ impl Worker {
             .into_iter()
             .find(|u| u.username.eq_ignore_ascii_case(&self.account))
             .map(|u| u.user_id.get());
-        let posts = self.chat.newest_posts(channel_id, CHECK_POSTS).await?;
+        // Replies are not in the channel's list: a reply is looked for in its thread.
+        let posts = match thread {
+            Some(root) => {
+                self.chat
+                    .newest_replies(channel_id, root, CHECK_POSTS)
+                    .await?
+            }
+            None => self.chat.newest_posts(channel_id, CHECK_POSTS).await?,
+        };
         let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
         for post in posts {
             if post.message == text

@@ -173,17 +173,46 @@ impl DsmClient {
         skip: u32,
         count: u32,
     ) -> Result<Vec<Post>> {
-        let (channel, anchor_text, count_text) = (
+        self.anchored_list(channel_id, None, anchor, skip, count)
+            .await
+    }
+
+    /// The newest replies in the thread of `root` (up to `count`), newest first, to find a
+    /// reply the gateway made: the channel's list leaves replies out, so they are asked for with
+    /// `thread_id` and an anchor past the channel's last possible id (PROTOCOL.md §6.4).
+    pub async fn newest_replies(
+        &self,
+        channel_id: ChannelId,
+        root: PostId,
+        count: u32,
+    ) -> Result<Vec<Post>> {
+        self.anchored_list(channel_id, Some(root), newest_anchor(channel_id), 0, count)
+            .await
+    }
+
+    async fn anchored_list(
+        &self,
+        channel_id: ChannelId,
+        thread: Option<PostId>,
+        anchor: u64,
+        skip: u32,
+        count: u32,
+    ) -> Result<Vec<Post>> {
+        let (channel, anchor_text, count_text, thread) = (
             channel_id.to_string(),
             anchor.to_string(),
             skip.saturating_add(count).saturating_add(1).to_string(),
+            thread.map(|root| root.to_string()),
         );
-        let params = [
+        let mut params = vec![
             ("channel_id", channel.as_str()),
             ("post_id", anchor_text.as_str()),
             ("prev_count", count_text.as_str()),
             ("next_count", "0"),
         ];
+        if let Some(root) = &thread {
+            params.push(("thread_id", root.as_str()));
+        }
         let mut posts = self
             .fetch_converted(&POST_LIST, &params, decode_posts)
             .await?;

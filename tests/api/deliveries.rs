@@ -9,8 +9,8 @@ use syno_chat_gateway::config::PostListPaging;
 use syno_chat_gateway::sim::SimConfig;
 
 use crate::helpers::{
-    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, param, read, spawn_app,
-    spawn_app_with,
+    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, last_request, param, read,
+    spawn_app, spawn_app_with,
 };
 
 /// POSTs `body` to `path` with `Prefer: respond-async`.
@@ -379,6 +379,42 @@ async fn posted_once_after(app: &TestApp, message: &str) -> Value {
         "a duplicate after the fault: {posted:?}"
     );
     done
+}
+
+/// A reply whose send had an unknown outcome is looked for in its thread (the channel's list
+/// leaves replies out): found there, it is not posted again.
+#[actix_web::test]
+async fn an_uncertain_reply_is_looked_for_in_its_thread_and_not_posted_twice() {
+    let app = spawn_app().await;
+    let root = app
+        .call(
+            "POST",
+            "/api/v1/channels/2/posts",
+            Some(WRITE_KEY),
+            Some(json!({"message": "a root"})),
+        )
+        .await;
+    assert_eq!(root.status.as_u16(), 201, "{}", root.body);
+    let root = root.body["post_id"].as_u64().unwrap();
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/posts/{root}/replies"),
+            json!({ "message": "replied once" }),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 1,
+        "the reply was posted again: {done}"
+    );
+    let looked = last_request(&app, "SYNO.Chat.Post", "list");
+    assert_eq!(param(&looked, "thread_id"), Some(root.to_string().as_str()));
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
 }
 
 /// A NAS that creates the post and then closes the connection before its answer (its web
