@@ -182,7 +182,9 @@ where
         .collect();
     let mut paced = 0;
     while let Some((part, limit)) = pending.pop() {
-        if part.trim().is_empty() {
+        // Blank as the message's own check has it (ASCII blanks): a part of other white space
+        // (U+00A0, U+3000) is sent like any text, never silently dropped.
+        if crate::domain::is_blank(&part) {
             continue;
         }
         match send(part.clone()).await {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
+use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
@@ -26,9 +27,14 @@ use crate::telemetry::{
 
 /// Middleware (outermost but for the demo marker).
 pub async fn front_door(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Labelled as sent, before a HEAD is routed as its GET.
+    let method = method_label(req.method());
+    if req.method() == Method::HEAD && head_is_get(req.path()) {
+        req.head_mut().method = Method::GET;
+    }
     let id = request_id_from(&req);
     let origin = match req.app_data::<web::Data<TrustedProxies>>() {
         Some(proxies) => PublicOrigin::resolve(&req, proxies),
@@ -36,7 +42,6 @@ pub async fn front_door(
     };
     let path = loggable_path(req.path());
     // The path, never the query string: callers' queries are not ours to log.
-    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -106,4 +111,16 @@ pub async fn front_door(
             Err(InternalError::from_response(error.to_string(), response).into())
         }
     }
+}
+
+/// Whether a HEAD request is answered as its GET without the body (RFC 9110 §9.3.2: actix's
+/// codec leaves the body of a HEAD answer out). Not where a GET has an effect (a hook called
+/// with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
+pub fn head_is_get(path: &str) -> bool {
+    !["/hooks", "/inbound", "/api/v1/events"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }

@@ -103,13 +103,22 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             header::HeaderName::from_static("x-chat-token"),
             // A fetch-based SSE client resuming `GET /api/v1/events` sends it itself.
             header::HeaderName::from_static("last-event-id"),
+            // Asynchronous sends, idempotent retries and conditional reads of cached lists.
+            header::HeaderName::from_static("prefer"),
+            header::HeaderName::from_static("idempotency-key"),
+            header::IF_NONE_MATCH,
         ])
         .expose_headers([
             telemetry::REQUEST_ID_HEADER,
             header::RETRY_AFTER,
             header::CONTENT_DISPOSITION,
+            header::LOCATION,
+            header::ETAG,
             header::HeaderName::from_static("ratelimit"),
             header::HeaderName::from_static("ratelimit-policy"),
+            header::HeaderName::from_static("preference-applied"),
+            header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderName::from_static("x-chat-post-count"),
         ])
         .max_age(600)
         .block_on_origin_mismatch(false);

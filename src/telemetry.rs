@@ -154,13 +154,42 @@ pub(crate) fn request_id_from(req: &ServiceRequest) -> String {
 }
 
 /// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
-/// anything after it) is masked.
+/// anything after it) is masked, wherever the `hooks` segment is (`//hooks/...` from a base URL
+/// ending in `/`, a prefix a proxy did not strip).
 pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let Some(rest) = path.strip_prefix("/hooks/") else {
+    // Cheap for every other path: one search.
+    if !path.contains("hooks/") {
+        return path.into();
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let Some(hooks) = segments
+        .iter()
+        .position(|s| *s == "hooks")
+        .filter(|&i| segments[i + 1..].iter().filter(|s| !s.is_empty()).count() >= 2)
+    else {
         return path.into();
     };
-    match rest.split_once('/') {
-        Some((name, _secret)) => format!("/hooks/{name}/****").into(),
-        None => path.into(),
+    let mut kept: Vec<&str> = segments[..=hooks].to_vec();
+    let mut rest = segments[hooks + 1..].iter().filter(|s| !s.is_empty());
+    kept.extend(rest.next());
+    kept.push("****");
+    kept.join("/").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn a_hooks_secret_is_masked_wherever_the_hooks_segment_is() {
+        assert_eq!(loggable_path("/hooks/am/s3cr3t"), "/hooks/am/****");
+        assert_eq!(loggable_path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
+        assert_eq!(loggable_path("//hooks/am/s3cr3t"), "//hooks/am/****");
+        assert_eq!(
+            loggable_path("/chat/hooks//am/s3cr3t"),
+            "/chat/hooks/am/****"
+        );
+        assert_eq!(loggable_path("/hooks/am"), "/hooks/am");
+        assert_eq!(loggable_path("/api/v1/channels"), "/api/v1/channels");
     }
 }

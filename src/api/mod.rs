@@ -576,7 +576,12 @@ fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
 /// Answers requests no route took: 405 with `Allow` when the path exists, else 404.
 pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
     match table.allowed_methods(req.path()) {
-        Some(methods) => {
+        Some(mut methods) => {
+            // A GET route takes HEAD too (the front door routes it as its GET).
+            if methods.iter().any(|m| m == "GET") && crate::front_door::head_is_get(req.path()) {
+                methods.push("HEAD".to_owned());
+                methods.sort();
+            }
             let mut response = ApiError::new(
                 ProblemCode::MethodNotAllowed,
                 format!(
@@ -593,7 +598,10 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
         }
         None => ApiError::new(
             ProblemCode::RouteNotFound,
-            format!("no route for {}", req.path()),
+            format!(
+                "no route for {}",
+                crate::telemetry::loggable_path(req.path())
+            ),
         )
         .error_response(),
     }

@@ -258,7 +258,7 @@ impl Outbox {
                 // Split like synchronous sends; a part of only whitespace is not posted.
                 chunks: crate::chunking::split_message(text, self.settings.max_message_chars)
                     .into_iter()
-                    .filter(|part| !part.trim().is_empty())
+                    .filter(|part| !crate::domain::is_blank(part))
                     .collect(),
                 now_ms: now,
                 expires_at_ms: now + self.max_age_ms(),

@@ -442,6 +442,45 @@ async fn cors_lets_an_event_stream_resume_with_last_event_id() {
     assert!(allowed.contains("authorization"), "{allowed}");
 }
 
+/// A browser app sends asynchronously and idempotently, and reads what the answers name.
+#[actix_web::test]
+async fn cors_lets_browser_apps_send_async_and_idempotently_and_read_the_answers() {
+    let origin = "https://app.example.org";
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.cors_origins = vec![origin.into()];
+    })
+    .await;
+    let answer = preflight_for(
+        &app,
+        origin,
+        "/api/v1/channels/1/posts",
+        "authorization,content-type,prefer,idempotency-key,if-none-match",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels",
+        Some(READ_KEY),
+        &[("Origin", origin)],
+    )
+    .await;
+    let exposed = answer
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for name in [
+        "location",
+        "etag",
+        "preference-applied",
+        "idempotent-replayed",
+        "x-chat-post-count",
+    ] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
+}
+
 #[actix_web::test]
 async fn cors_is_opt_in() {
     let origin = "https://app.example.org";

@@ -840,3 +840,20 @@ async fn delivery_named_in(app: &TestApp, receipt: &Answer) -> Answer {
     let id = receipt.body["delivery_id"].as_str().unwrap();
     app.get(&format!("/api/v1/deliveries/{id}")).await
 }
+
+#[actix_rt::test]
+async fn a_hooks_secret_is_never_echoed_by_an_unknown_route() {
+    let app = app().await;
+    for path in [
+        format!("/hooks/am/{SECRET}/extra"),
+        format!("//hooks/am/{SECRET}"),
+    ] {
+        let answer = app.call("GET", &path, None, None).await;
+        assert!(answer.status.is_client_error(), "{path}: {}", answer.body);
+        assert!(
+            !answer.body.to_string().contains(SECRET),
+            "{path}: {}",
+            answer.body
+        );
+    }
+}

@@ -185,3 +185,31 @@ async fn metrics_can_live_on_a_separate_listener() {
     let body = response.body().await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("synochat_http_requests_total"));
 }
+
+/// HEAD is GET without the body (RFC 9110 §9.3.2), except where a GET posts (a hook).
+#[actix_web::test]
+async fn head_answers_as_get_without_the_body() {
+    let app = crate::helpers::spawn_app().await;
+    let get = app.get("/api/v1/channels").await;
+    let head = app
+        .call(
+            "HEAD",
+            "/api/v1/channels",
+            Some(crate::helpers::READ_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, serde_json::Value::Null, "no body");
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(app.call("HEAD", "/healthz", None, None).await.status, 200);
+    // A route's 405 lists HEAD beside GET.
+    let delete = app.call("DELETE", "/healthz", None, None).await;
+    assert_eq!(delete.status, 405);
+    assert_eq!(delete.header("allow"), Some("GET, HEAD"));
+    // A hook called with GET posts its message: HEAD does not.
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    let hook = app.call("HEAD", "/hooks/any/secret", None, None).await;
+    assert_eq!(hook.status, 405);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates);
+}

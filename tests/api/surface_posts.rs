@@ -1026,3 +1026,28 @@ async fn a_json_file_downloads_as_the_file_it_is() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.body().await.unwrap().as_ref(), data);
 }
+
+/// White space beyond ASCII's (U+00A0, U+3000) is text to the message's own check (which the
+/// documented pattern shares), so it goes to DSM like any text and DSM decides: never a 500,
+/// never "accepted" with nothing sent.
+#[actix_web::test]
+async fn a_message_of_unicode_white_space_goes_to_dsm_which_decides() {
+    let app = spawn_app().await;
+    for text in ["\u{a0}", "\u{3000}", "\u{2028}"] {
+        let answer = app
+            .call(
+                "POST",
+                "/api/v1/channels/1/posts",
+                Some(crate::helpers::WRITE_KEY),
+                Some(serde_json::json!({ "message": text })),
+            )
+            .await;
+        assert!(
+            answer.status.as_u16() < 500 || answer.body["dsm_code"].is_i64(),
+            "{text:?}: {}",
+            answer.body
+        );
+        let sent = last_request(&app, "SYNO.Chat.Post", "create");
+        assert_eq!(param(&sent, "message"), Some(text));
+    }
+}
