@@ -123,11 +123,17 @@ const CHECK_SKEW_MS: i64 = 5 * 60_000;
 /// Recent posts read for the duplicate check.
 const CHECK_POSTS: u32 = 100;
 
-/// Retry delay after `attempts` failed attempts: 0.5 s doubling, capped at 2 min, ±20 % jitter.
+/// Retry delay after `attempts` failed attempts: 0.5 s doubling, capped at 15 s, ±20 % jitter.
+/// The cap is what a backlog waits after the NAS is back (the issue: seconds, not minutes). It
+/// costs little while the NAS is down: only the oldest delivery of each target is tried, and a
+/// NAS the gateway already knows to be down fails the call in the gateway (the login and
+/// API-list back-offs).
 pub fn backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
-    jittered(500u64.saturating_mul(1u64 << exp).min(120_000))
+    jittered(500u64.saturating_mul(1u64 << exp).min(BACKOFF_CAP_MS))
 }
+
+const BACKOFF_CAP_MS: u64 = 15_000;
 
 /// `base_ms` ±20 %, so retries of many deliveries do not arrive together.
 fn jittered(base_ms: u64) -> Duration {
@@ -1065,8 +1071,9 @@ mod tests {
     fn backoff_starts_within_a_second_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(600));
         assert!(backoff(1) >= Duration::from_millis(400));
-        assert!(backoff(30) <= Duration::from_secs(144));
-        assert!(backoff(30) >= Duration::from_secs(96));
+        // A backlog is sent within seconds of the NAS's return, not minutes.
+        assert!(backoff(30) <= Duration::from_secs(18));
+        assert!(backoff(30) >= Duration::from_secs(12));
     }
 
     #[test]
