@@ -88,6 +88,41 @@ impl Job {
         matches!(self, Job::Webhook { .. } | Job::Bot { .. })
     }
 
+    /// How many of the delivery's chunks are done, from the first: posted, and for a chatbot
+    /// posted to every recipient (a retry after some failed must not skip them).
+    fn chunks_done(&self, row: &DeliveryRow) -> usize {
+        match self {
+            Job::Bot { user_ids, .. } => (0..row.chunks.len())
+                .take_while(|&chunk| {
+                    user_ids
+                        .iter()
+                        .all(|user| row.posted_to.contains(&(chunk as i64, user.get() as i64)))
+                })
+                .count(),
+            _ => distinct_chunks(&row.posts),
+        }
+    }
+
+    /// The job for chunk `chunk`: a chatbot's without the recipients it was posted to already.
+    fn left_for(&self, chunk: i64, posted_to: &[(i64, i64)]) -> Job {
+        match self {
+            Job::Bot {
+                name,
+                user_ids,
+                file_url,
+            } => Job::Bot {
+                name: name.clone(),
+                user_ids: user_ids
+                    .iter()
+                    .copied()
+                    .filter(|user| !posted_to.contains(&(chunk, user.get() as i64)))
+                    .collect(),
+                file_url: file_url.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The thread a reply goes into.
     fn thread(&self) -> Option<PostId> {
         match self {
@@ -564,7 +599,7 @@ impl Worker {
                 .await;
         }
         let store = &self.outbox.store;
-        let mut posted = distinct_chunks(&row.posts);
+        let mut posted = job.chunks_done(&row);
         let mut uncertain = row.uncertain_since;
         let mut channel: Option<ChannelId> = None;
         while posted < row.chunks.len() {
@@ -622,6 +657,8 @@ impl Worker {
                 Err(error) => return self.store_trouble(&row, error),
             }
             let first = posted == 0;
+            // A chatbot chunk retried after some recipients failed goes to those alone.
+            let job = &job.left_for(posted as i64, &row.posted_to);
             // The send ends before the lease just renewed does: once it expires another worker
             // (another replica on PostgreSQL) may take the delivery over and post this chunk
             // too. One send may chain several exchanges (the API list, a new login, the call);

@@ -42,7 +42,12 @@ pub struct DeliveryRow {
     /// Posts in chunk order: (chunk index, post id when DSM named one); a chatbot chunk has one
     /// per recipient.
     pub posts: Vec<(i64, Option<i64>)>,
+    /// Who each post went to, in the same order: (chunk index, recipient); a chatbot's
+    /// recipient is the user's id, every other post's 0.
+    pub posted_to: Vec<(i64, i64)>,
 }
+
+type PostsOf = (Vec<(i64, Option<i64>)>, Vec<(i64, i64)>);
 
 /// A state change asked for over the API.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,6 +103,7 @@ where
         finished_at: row.try_get("finished_at")?,
         expires_at: row.try_get("expires_at")?,
         posts: Vec::new(),
+        posted_to: Vec::new(),
     })
 }
 
@@ -147,19 +153,24 @@ impl Store {
             }
         });
         let Some(mut row) = row else { return Ok(None) };
-        row.posts = self.posts_of(&row.id).await?;
+        (row.posts, row.posted_to) = self.posts_of(&row.id).await?;
         Ok(Some(row))
     }
 
-    async fn posts_of(&self, id: &str) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let sql = "SELECT chunk, post_id FROM delivery_posts WHERE delivery_id = $1 \
+    /// A delivery's posts (chunk, post id) and their recipients (chunk, recipient).
+    async fn posts_of(&self, id: &str) -> Result<PostsOf, StoreError> {
+        let sql = "SELECT chunk, recipient, post_id FROM delivery_posts WHERE delivery_id = $1 \
                    ORDER BY chunk, recipient";
-        Ok(with_pool!(self, p => {
+        let rows: Vec<(i64, i64, Option<i64>)> = with_pool!(self, p => {
             let rows = sqlx::query(sql).bind(id).fetch_all(p).await?;
             rows.iter()
-                .map(|r| Ok((r.try_get("chunk")?, r.try_get("post_id")?)))
+                .map(|r| Ok((r.try_get("chunk")?, r.try_get("recipient")?, r.try_get("post_id")?)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
-        }))
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(chunk, recipient, post)| ((chunk, post), (chunk, recipient)))
+            .unzip())
     }
 
     /// Deliveries in arrival order, optionally of one state, after the delivery `after`.
@@ -188,7 +199,7 @@ impl Store {
         });
         let mut out = Vec::with_capacity(rows.len());
         for mut row in rows {
-            row.posts = self.posts_of(&row.id).await?;
+            (row.posts, row.posted_to) = self.posts_of(&row.id).await?;
             out.push(row);
         }
         Ok(out)
@@ -250,7 +261,7 @@ impl Store {
             }
         };
         let Some(mut row) = row else { return Ok(None) };
-        row.posts = self.posts_of(&row.id).await?;
+        (row.posts, row.posted_to) = self.posts_of(&row.id).await?;
         Ok(Some(row))
     }
 

@@ -417,6 +417,43 @@ async fn an_uncertain_reply_is_looked_for_in_its_thread_and_not_posted_twice() {
     assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
 }
 
+/// A chatbot message that reached some recipients and failed for others is retried for those
+/// alone: a retry neither skips them (it was reported "delivered" with nothing sent) nor posts
+/// twice to the others.
+#[actix_web::test]
+async fn a_retried_chatbot_message_goes_to_the_recipients_it_missed() {
+    let app = spawn_app().await;
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": "to two", "user_ids": [2, 999]}),
+        )
+        .await,
+    );
+    let failed = wait_for(&app, &id, "failed", Duration::from_secs(20)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.External", "chatbot"),
+        1,
+        "{failed}"
+    );
+    let retried = app
+        .call(
+            "POST",
+            &format!("/api/v1/deliveries/{id}/retry"),
+            Some(WRITE_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(retried.status.as_u16(), 200, "{}", retried.body);
+    let again = wait_for(&app, &id, "failed", Duration::from_secs(20)).await;
+    assert_eq!(again["attempts"], 2, "{again}");
+    assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 2);
+    let sent = last_request(&app, "SYNO.Chat.External", "chatbot");
+    let payload: Value = serde_json::from_str(param(&sent, "payload").unwrap()).unwrap();
+    assert_eq!(payload["user_ids"], json!([999]), "{payload}");
+}
+
 /// A NAS that creates the post and then closes the connection before its answer (its web
 /// server restarting): the send's outcome is unknown, so the next attempt checks before it
 /// posts again. Neither the synchronous route nor the outbox may call it a failed connect. So
