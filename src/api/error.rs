@@ -575,6 +575,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Busy => (ProblemCode::UpstreamBusy, Some(1)),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
             UpstreamError::Unsupported { .. } => (ProblemCode::UpstreamApiUnsupported, None),
+            UpstreamError::NotSendable(_) => (ProblemCode::Unprocessable, None),
         };
         let mut api_error = ApiError::new(code, error.to_string());
         api_error.dsm_code = error.dsm_code();
