@@ -106,9 +106,49 @@ fn unescape(quoted: &str) -> Option<String> {
     Some(out)
 }
 
-/// SHA-256 over content type, query string and body: a repeat must match all three.
-fn fingerprint(content_type: &str, query: &str, body: &[u8]) -> String {
+/// Request headers holding a credential that chooses where a write goes: `X-Chat-Token` picks
+/// the incoming webhook `POST /webhooks/incoming` posts through. The same key, body and another
+/// token is another request (a different integration), so the token is part of the fingerprint;
+/// only a SHA-256 of it, never the token itself, since the fingerprint is kept in the store.
+const CREDENTIAL_HEADERS: [HeaderName; 1] = [HeaderName::from_static("x-chat-token")];
+
+/// The SHA-256 of the credentials the request presents ([`CREDENTIAL_HEADERS`], normalized as
+/// the routes read them), or `None` when it presents none.
+fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
     let mut hash = Sha256::new();
+    let mut any = false;
+    for name in &CREDENTIAL_HEADERS {
+        for value in headers.get_all(name) {
+            any = true;
+            hash.update(name.as_str().as_bytes());
+            hash.update(b":");
+            match value.to_str() {
+                Ok(text) => hash.update(crate::config::normalize_token(text.trim()).as_bytes()),
+                Err(_) => hash.update(value.as_bytes()),
+            }
+            hash.update(b"\n");
+        }
+    }
+    any.then(|| hash.finalize().into())
+}
+
+/// SHA-256 over content type, query string and body, and the digest of the request's
+/// credential headers when it has any: a repeat must match them all. (A request without
+/// credentials hashes exactly as before, so keys kept by an earlier version still replay;
+/// the credential part starts with a NUL, which no content type can, so the two layouts
+/// cannot collide.)
+fn fingerprint(
+    content_type: &str,
+    query: &str,
+    body: &[u8],
+    credential: Option<&[u8; 32]>,
+) -> String {
+    let mut hash = Sha256::new();
+    if let Some(digest) = credential {
+        hash.update(b"\0credential:");
+        hash.update(hex::encode(digest).as_bytes());
+        hash.update(b"\n");
+    }
     for part in [
         content_type.as_bytes(),
         b"\n",
@@ -222,7 +262,8 @@ pub async fn middleware(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let print = fingerprint(content_type, req.query_string(), &body);
+    let credential = credential_digest(req.headers());
+    let print = fingerprint(content_type, req.query_string(), &body, credential.as_ref());
     let (_, mut handed_on) = actix_http::h1::Payload::create(true);
     handed_on.unread_data(body);
     req.set_payload(handed_on.into());
@@ -245,7 +286,7 @@ pub async fn middleware(
                 req,
                 ApiError::new(
                     ProblemCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was used for a request with a different body; use a new key for a new request",
+                    "this Idempotency-Key was used for a different request (another body, content type, query or X-Chat-Token); use a new key for a new request",
                 ),
             ));
         }
@@ -479,7 +520,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
         true,
     );
     let reused = problem(
-        "`idempotency_key_reused`: the Idempotency-Key was used with a different body",
+        "`idempotency_key_reused`: the Idempotency-Key was used with a different request (body, content type, query or `X-Chat-Token`)",
         false,
     );
     for (path, item) in api.paths.paths.iter_mut() {
@@ -509,7 +550,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                 (
                     "422",
                     Some(&reused),
-                    "Or `idempotency_key_reused`: the Idempotency-Key was used with a different body.",
+                    "Or `idempotency_key_reused`: the Idempotency-Key was used with a different request (body, content type, query or `X-Chat-Token`).",
                 ),
                 (
                     "503",
@@ -592,11 +633,34 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_content_type_query_and_body() {
-        let base = fingerprint("application/json", "", b"{}");
-        assert_eq!(base, fingerprint("application/json", "", b"{}"));
-        assert_ne!(base, fingerprint("text/plain", "", b"{}"));
-        assert_ne!(base, fingerprint("application/json", "a=1", b"{}"));
-        assert_ne!(base, fingerprint("application/json", "", b"{ }"));
+        let base = fingerprint("application/json", "", b"{}", None);
+        assert_eq!(base, fingerprint("application/json", "", b"{}", None));
+        assert_ne!(base, fingerprint("text/plain", "", b"{}", None));
+        assert_ne!(base, fingerprint("application/json", "a=1", b"{}", None));
+        assert_ne!(base, fingerprint("application/json", "", b"{ }", None));
         assert_eq!(base.len(), 64);
+        // Unchanged for requests without credentials: records kept before still replay.
+        assert_eq!(base, hex::encode(Sha256::digest(b"application/json\n\n{}")));
+    }
+
+    #[test]
+    fn the_fingerprint_covers_a_hash_of_the_chat_token() {
+        let with = |token: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static("x-chat-token"),
+                HeaderValue::from_str(token).unwrap(),
+            );
+            credential_digest(&headers)
+        };
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        assert_eq!(credential_digest(&HeaderMap::new()), None);
+        let print = |t: &str| fingerprint("application/json", "", b"{}", with(t).as_ref());
+        assert_ne!(print(&a), print(&b));
+        assert_ne!(print(&a), fingerprint("application/json", "", b"{}", None));
+        // The same token as the route reads it (quoted as copied from Chat) is the same request.
+        assert_eq!(print(&a), print(&format!("\"{a}\"")));
+        assert_eq!(print(&a), print(&format!("%22{a}%22")));
     }
 }

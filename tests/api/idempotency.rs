@@ -200,6 +200,75 @@ backends::on_both!(
     }
 );
 
+/// Every kept record (key, fingerprint, headers, body) as text, read behind the gateway's back.
+async fn stored_records(backend: &Backend) -> Vec<String> {
+    let columns = "key || ' ' || fingerprint || ' ' || COALESCE(headers, '')";
+    backend
+        .bytes(
+            &format!("SELECT CAST({columns} AS BLOB) || COALESCE(body, X'') FROM idempotency_keys"),
+            &format!(
+                "SELECT convert_to({columns}, 'UTF8') || COALESCE(body, ''::bytea) FROM idempotency_keys"
+            ),
+        )
+        .await
+        .into_iter()
+        .map(|row| String::from_utf8_lossy(&row).into_owned())
+        .collect()
+}
+
+/// `POST /webhooks/incoming` with a caller's `X-Chat-Token`.
+async fn send_with_token(app: &TestApp, token: &str, idempotency_key: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}/api/v1/webhooks/incoming", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
+        .insert_header(("X-Chat-Token", token))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+/// The same key and body with another `X-Chat-Token` is another integration's message: it is
+/// refused as a reuse, never answered with the first integration's receipt.
+#[actix_web::test]
+async fn another_chat_token_with_the_same_key_is_a_reuse() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/integrations/incoming-webhooks",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "second", "channel_id": 1})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let first_token = app.sim.demo_webhook_token();
+    let second_token = created.body["token"].as_str().unwrap().to_owned();
+    let incoming = || app.sim.count("SYNO.Chat.External", "incoming");
+    let body = json!({"text": "build green"});
+
+    let first = send_with_token(&app, &first_token, "hook-1", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(incoming(), 1);
+    send_with_token(&app, &second_token, "hook-1", body.clone())
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert_eq!(incoming(), 1);
+    // The same token, even quoted as copied from Chat, is the same request: a replay.
+    let again = send_with_token(&app, &format!("\"{first_token}\""), "hook-1", body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(incoming(), 1);
+    // The store holds neither token, only a digest inside the fingerprint.
+    let rows = stored_records(&backend).await;
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert!(!row.contains(&first_token) && !row.contains(&second_token));
+    }
+}
+
 #[actix_web::test]
 async fn a_malformed_key_is_400_naming_the_header() {
     let backend = Backend::sqlite();
