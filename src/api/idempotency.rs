@@ -33,6 +33,42 @@ const IN_FLIGHT_RETRY_SECS: u64 = 1;
 /// Seconds a client is told to wait when the store cannot be reached.
 const STORE_RETRY_SECS: u64 = 5;
 
+/// Marks an answer that holds secrets in the named top-level JSON fields (a new integration's
+/// `token`, a subscription's signing `secret`). Such an answer goes to the caller as it is, but
+/// the gateway never keeps secrets at rest, so the idempotency record keeps it **without** those
+/// fields and a repeat of the key gets 409 `idempotency_answer_withheld` (with that redacted
+/// answer as `answer`) rather than a replay:
+/// - replaying the secret would mean storing it for `idempotency.ttl_secs`;
+/// - replaying a 2xx without it (or with a placeholder) would look like success to a client
+///   that then has no usable token and may not notice until it sends;
+/// - running the request again would create a second integration, which the key exists to
+///   prevent.
+///
+/// The caller learns that the first request succeeded, what it created (`user_id`, `id`,
+/// `Location`), and that the secret must be obtained again (delete and re-create, or read it in
+/// DSM).
+#[derive(Clone, Copy, Debug)]
+pub struct SecretFields(pub &'static [&'static str]);
+
+/// `response`, marked as holding secrets in `fields` (see [`SecretFields`]).
+pub fn holds_secrets(mut response: HttpResponse, fields: &'static [&'static str]) -> HttpResponse {
+    response.extensions_mut().insert(SecretFields(fields));
+    response
+}
+
+/// `body` (a JSON object) without `fields`; anything else is not kept at all.
+fn redacted(body: &[u8], fields: &[&str]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for field in fields {
+                map.remove(*field);
+            }
+            serde_json::to_vec(&map).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The middleware's settings, as app data.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
@@ -316,6 +352,9 @@ pub async fn middleware(
 
 /// The stored answer again, marked as a replay.
 fn replay(stored: StoredResponse) -> HttpResponse {
+    if stored.withheld {
+        return withheld(stored);
+    }
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in &stored.headers {
@@ -328,6 +367,39 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     }
     response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     response.body(stored.body)
+}
+
+/// The answer to a repeat whose first answer held a secret: 409 `idempotency_answer_withheld`,
+/// with the kept answer (without its secret) as the extension member `answer`.
+fn withheld(stored: StoredResponse) -> HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::IdempotencyAnswerWithheld,
+        format!(
+            "the request with this Idempotency-Key already ran and answered {}; that answer held a secret, which the gateway shows once and does not keep. `answer` is the answer without it: to get a secret again, delete what was created and create it anew (or read it in DSM)",
+            stored.status
+        ),
+    );
+    let mut problem = serde_json::to_value(error.problem()).unwrap_or_default();
+    let mut answer = serde_json::Map::new();
+    answer.insert("status".into(), stored.status.into());
+    if let Some((_, location)) = stored
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+    {
+        answer.insert("location".into(), location.clone().into());
+    }
+    answer.insert(
+        "body".into(),
+        serde_json::from_slice(&stored.body).unwrap_or_default(),
+    );
+    if let Some(map) = problem.as_object_mut() {
+        map.insert("answer".into(), answer.into());
+    }
+    HttpResponse::build(error.code().status())
+        .content_type(crate::api::error::PROBLEM_JSON)
+        .insert_header((IDEMPOTENT_REPLAYED, "true"))
+        .body(problem.to_string())
 }
 
 /// A key held by the running request. Dropped while still held (the client went away and the
@@ -365,6 +437,11 @@ impl Claim {
             self.release().await;
             return Ok(response.map_into_boxed_body());
         }
+        let secrets = response
+            .response()
+            .extensions()
+            .get::<SecretFields>()
+            .copied();
         let (req, response) = response.into_parts();
         let (head, body) = response.into_parts();
         let Ok(bytes) = actix_web::body::to_bytes(body).await else {
@@ -380,10 +457,15 @@ impl Claim {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect();
+        // Secrets are never kept: such an answer is stored without them (see `SecretFields`).
         let stored = StoredResponse {
             status: status.as_u16(),
             headers,
-            body: bytes.to_vec(),
+            body: match secrets {
+                Some(SecretFields(fields)) => redacted(&bytes, fields),
+                None => bytes.to_vec(),
+            },
+            withheld: secrets.is_some(),
         };
         let expires_at = now_ms().saturating_add(ttl.as_millis() as i64);
         match self
@@ -516,7 +598,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
     );
     // Inline (not `$ref`) so the shared headers (X-Request-Id, Retry-After) are added to them.
     let in_flight = problem(
-        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`)",
+        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran, and its answer held a secret (a token), which is not kept or replayed (the problem's `answer` is that answer without it)",
         true,
     );
     let reused = problem(
@@ -545,7 +627,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                 (
                     "409",
                     Some(&in_flight),
-                    "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`).",
+                    "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran and its answer held a secret, which is not kept (`answer` is that answer without it).",
                 ),
                 (
                     "422",

@@ -216,6 +216,91 @@ async fn stored_records(backend: &Backend) -> Vec<String> {
         .collect()
 }
 
+/// An admin write with an Idempotency-Key.
+async fn admin_send(app: &TestApp, path: &str, idempotency_key: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {ADMIN_KEY}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+backends::on_both!(
+    an_answer_with_a_secret_is_never_kept_nor_replayed,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        for (path, body, field) in [
+            (
+                "/api/v1/integrations/incoming-webhooks",
+                json!({"name": "ci", "channel_id": 1}),
+                "token",
+            ),
+            (
+                "/api/v1/integrations/outgoing-webhooks",
+                json!({"name": "out", "channel_id": 1, "url": "https://hooks.example.com/out"}),
+                "token",
+            ),
+            (
+                "/api/v1/integrations/slash-commands",
+                json!({"name": "cmd", "command": "/deploy", "url": "https://hooks.example.com/cmd"}),
+                "token",
+            ),
+            (
+                "/api/v1/subscriptions",
+                json!({"url": "https://hooks.example.com/events"}),
+                "secret",
+            ),
+        ] {
+            let first = admin_send(&app, path, "create-once", body.clone()).await;
+            assert_eq!(first.status, 201, "{path}: {}", first.body);
+            let secret = first.body[field].as_str().unwrap().to_owned();
+            assert!(secret.len() >= 16, "{path}: {}", first.body);
+            for record in stored_records(&backend).await {
+                assert!(
+                    !record.contains(&secret),
+                    "{path}: the secret is at rest: {record}"
+                );
+            }
+            // A repeat does not run again, does not show the secret, and says why.
+            let again = admin_send(&app, path, "create-once", body).await;
+            let problem = again.assert_problem(409, "idempotency_answer_withheld");
+            assert_eq!(again.header("idempotent-replayed"), Some("true"));
+            assert!(
+                again.header("retry-after").is_none(),
+                "not a wait-and-retry"
+            );
+            assert!(
+                !again.body.to_string().contains(&secret),
+                "{path}: {}",
+                again.body
+            );
+            assert_eq!(problem["answer"]["status"], 201);
+            let kept = &problem["answer"]["body"];
+            assert!(kept.get(field).is_none(), "{path}: {kept}");
+            let id = if field == "token" { "user_id" } else { "id" };
+            assert_eq!(kept[id], first.body[id], "{path}: {kept}");
+            if let Some(location) = first.header("location") {
+                assert_eq!(problem["answer"]["location"], location);
+            }
+        }
+        // Each DSM integration was created once.
+        for api in [
+            "SYNO.Chat.Webhook.Incoming",
+            "SYNO.Chat.Webhook.Outgoing",
+            "SYNO.Chat.Webhook.Slash",
+        ] {
+            assert_eq!(app.sim.count(api, "create"), 1, "{api}");
+        }
+        let kept = backend
+            .count("SELECT COUNT(*) FROM idempotency_keys WHERE state = 'done'")
+            .await;
+        assert_eq!(kept, 4);
+    }
+);
+
 /// `POST /webhooks/incoming` with a caller's `X-Chat-Token`.
 async fn send_with_token(app: &TestApp, token: &str, idempotency_key: &str, body: Value) -> Answer {
     let response = app
