@@ -4,8 +4,13 @@
 //! refuses is split further.
 //!
 //! [`split_message`] is pure. Its contract:
-//! - lengths are counted in Unicode scalar values (`char`s), so no part ends inside a
-//!   multi-byte character;
+//! - lengths are counted in Unicode scalar values (`char`s);
+//! - no part ends inside a user-perceived character: every break is an extended grapheme
+//!   cluster boundary (Unicode UAX #29), so an emoji ZWJ sequence (👨‍👩‍👧), a flag (a pair of
+//!   regional indicators), a letter with combining marks (e + U+0301), an emoji with a skin-tone
+//!   modifier or a variation selector stays in one part. Only a single cluster longer than
+//!   `max_chars` (which no real text has at the default) is cut inside, as nothing else can be
+//!   done;
 //! - every part has at most `max_chars` characters and is non-empty;
 //! - the parts, concatenated, are exactly the input: the whitespace at a break stays at the
 //!   **end of the part before it** (a part may end with `"\n\n"`; nothing is added or removed);
@@ -17,9 +22,12 @@
 //! - nor inside a fenced code block (from a line starting with three backticks to the line
 //!   closing it) when a break outside it is possible and the block fits in a part: a break
 //!   inside would leave one part's fence open and make the next part's closing fence open one;
-//! - only a text without any usable break point is cut in the middle of a word.
+//! - only a text without any usable break point is cut in the middle of a word, at the last
+//!   grapheme cluster boundary that fits.
 
 use std::future::Future;
+
+use unicode_segmentation::UnicodeSegmentation;
 
 /// The default of `delivery.max_message_chars`: the figure ACE's Chat client splits at as a
 /// safety margin below DSM's undocumented limit (upstream/PROTOCOL.md [C3]).
@@ -39,13 +47,20 @@ const MIN_RESPLIT_CHARS: usize = 50;
 pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
     let max_chars = max_chars.max(1);
     let chars: Vec<char> = text.chars().collect();
+    let clusters = cluster_boundaries(text, chars.len());
     let links = link_spans(&chars);
     let mut fences = fence_spans(&chars);
     fences.retain(|&(s, e)| e - s <= max_chars);
     let mut parts = Vec::new();
     let mut start = 0;
     while chars.len() - start > max_chars {
-        let end = start + break_within(&chars[start..], max_chars, (&links, &fences), start);
+        let end = start
+            + break_within(
+                &chars[start..],
+                max_chars,
+                (&links, &fences, &clusters),
+                start,
+            );
         parts.push(chars[start..end].iter().collect());
         start = end;
     }
@@ -55,23 +70,40 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
     parts
 }
 
+/// `result[i]`: whether a part may end before character `i`, i.e. `i` is an extended grapheme
+/// cluster boundary (`0` and `len` always are).
+fn cluster_boundaries(text: &str, len: usize) -> Vec<bool> {
+    let mut boundaries = vec![false; len + 1];
+    let mut at = 0;
+    for cluster in text.graphemes(true) {
+        boundaries[at] = true;
+        at += cluster.chars().count();
+    }
+    boundaries[len] = true;
+    boundaries
+}
+
 /// Where to end the part starting at `offset` (relative to `window`, `1..=max`).
 fn break_within(
     window: &[char],
     max: usize,
-    (links, fences): (&[Span], &[Span]),
+    (links, fences, clusters): (&[Span], &[Span], &[bool]),
     offset: usize,
 ) -> usize {
     let inside = |spans: &[Span], p: usize| {
         let p = p + offset;
         spans.iter().any(|&(s, e)| s < p && p < e)
     };
+    let boundary = |p: usize| clusters[p + offset];
     let half = max.div_ceil(2);
     // Break after position p-1: the candidates from the end of the window backwards.
     let best = |class: fn(&[char], usize) -> bool, min: usize, keep_fences: bool| {
-        (min.max(1)..=max)
-            .rev()
-            .find(|&p| class(window, p) && !inside(links, p) && !(keep_fences && inside(fences, p)))
+        (min.max(1)..=max).rev().find(|&p| {
+            class(window, p)
+                && boundary(p)
+                && !inside(links, p)
+                && !(keep_fences && inside(fences, p))
+        })
     };
     let paragraph = |w: &[char], p: usize| p >= 2 && w[p - 1] == '\n' && w[p - 2] == '\n';
     let line = |w: &[char], p: usize| w[p - 1] == '\n';
@@ -84,13 +116,14 @@ fn break_within(
             return p;
         }
     }
-    // No whitespace: cut at the limit, or before a link the limit would cut.
+    // No whitespace: cut before a link the limit would cut, else at the last cluster boundary
+    // within the limit (a lone cluster longer than the limit is cut at the limit).
     match links
         .iter()
         .find(|&&(s, e)| s < max + offset && max + offset < e)
     {
-        Some(&(s, _)) if s > offset => s - offset,
-        _ => max,
+        Some(&(s, _)) if s > offset && clusters[s] => s - offset,
+        _ => (1..=max).rev().find(|&p| boundary(p)).unwrap_or(max),
     }
 }
 
@@ -356,6 +389,127 @@ mod tests {
         let parts = check_invariants(&text, 10);
         assert_eq!(parts.len(), 5);
         assert!(parts.iter().all(|p| p.chars().count() == 10));
+    }
+
+    /// Characters that cannot begin a user-perceived character: combining marks, ZWJ, variation
+    /// selectors and skin-tone modifiers.
+    fn continues_a_cluster(c: char) -> bool {
+        matches!(c,
+            '\u{0300}'..='\u{036F}' | '\u{1AB0}'..='\u{1AFF}' | '\u{20D0}'..='\u{20FF}'
+            | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0020}'..='\u{E007F}'
+            | '\u{1F3FB}'..='\u{1F3FF}')
+    }
+
+    fn regional_indicator(c: char) -> bool {
+        ('\u{1F1E6}'..='\u{1F1FF}').contains(&c)
+    }
+
+    /// Splits `text` and checks the grapheme-level contract on top of [`check_invariants`].
+    fn check_clusters(text: &str, max: usize) -> Vec<String> {
+        let parts = check_invariants(text, max);
+        let chars: Vec<char> = text.chars().collect();
+        let mut at = 0;
+        for part in &parts {
+            if at > 0 {
+                let first = part.chars().next().unwrap();
+                assert!(
+                    !continues_a_cluster(first),
+                    "max {max}: part starts with U+{:04X}: {part:?}",
+                    first as u32
+                );
+                // A regional indicator preceded by an odd run of them is the second of a flag.
+                let before = chars[..at]
+                    .iter()
+                    .rev()
+                    .take_while(|&&c| regional_indicator(c))
+                    .count();
+                assert!(
+                    !(regional_indicator(first) && before % 2 == 1),
+                    "max {max}: a flag is cut: {part:?}"
+                );
+                let byte = chars[..at].iter().map(|c| c.len_utf8()).sum::<usize>();
+                assert!(
+                    text.grapheme_indices(true).any(|(i, _)| i == byte),
+                    "max {max}: a part starts inside a cluster: {part:?}"
+                );
+            }
+            at += part.chars().count();
+        }
+        parts
+    }
+
+    /// Texts made of whole clusters, mostly without white space, as a sender's emoji-heavy
+    /// alert might be.
+    fn cluster_text(seed: u64, clusters: usize) -> String {
+        let pool = [
+            "a",
+            "Z",
+            "7",
+            "\u{e9}",                                                       // é, precomposed
+            "e\u{301}",                                                     // e + combining acute
+            "a\u{301}\u{323}",                                              // two combining marks
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{200D}\u{1F466}", // family (7 chars)
+            "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",                           // rainbow flag
+            "\u{1F1E9}\u{1F1EA}",                                           // 🇩🇪
+            "\u{1F1EB}\u{1F1F7}",                                           // 🇫🇷
+            "\u{1F44D}\u{1F3FD}",                                           // 👍🏽
+            "\u{1F469}\u{1F3FE}\u{200D}\u{1F4BB}", // woman technologist, skin tone
+            "\u{2764}\u{FE0F}",                    // ❤️
+            "1\u{FE0F}\u{20E3}",                   // keycap 1
+            "\u{65E5}",                            // 日
+            "\u{D55C}",                            // 한 (one syllable)
+            "\u{1100}\u{1161}\u{11A8}",            // 각 as conjoining jamo
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", // Scotland
+            "<https://x.example/a|the label>",
+            " ",
+            "\n",
+        ];
+        let mut state = seed;
+        let mut next = |n: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % n
+        };
+        // Most texts have no white space at all, so the last-resort cut is what is tested.
+        let spaced = next(4) == 0;
+        let pool = if spaced {
+            &pool[..]
+        } else {
+            &pool[..pool.len() - 3]
+        };
+        (0..clusters).map(|_| pool[next(pool.len())]).collect()
+    }
+
+    #[test]
+    fn no_part_starts_inside_a_grapheme_cluster() {
+        for seed in 0..300 {
+            let text = cluster_text(seed, 40 + (seed as usize % 200));
+            for max in [8, 9, 10, 13, 17, 31, 64, 100] {
+                check_clusters(&text, max);
+            }
+        }
+    }
+
+    #[test]
+    fn clusters_without_spaces_stay_whole_at_100() {
+        // The audit's cases: 100-character parts of long texts with no white space.
+        for cluster in [
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{200D}\u{1F466}",
+            "\u{1F1E9}\u{1F1EA}",
+            "e\u{301}",
+            "\u{1F44D}\u{1F3FD}",
+        ] {
+            let text = format!("x{}", cluster.repeat(150));
+            let parts = check_clusters(&text, 100);
+            assert!(parts.len() > 1);
+            for part in &parts[1..] {
+                assert!(part.starts_with(cluster), "{part:?}");
+            }
+        }
+        // A single cluster longer than the limit is cut: nothing else can be done.
+        let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{200D}\u{1F466}";
+        check_invariants(family, 3);
     }
 
     #[test]

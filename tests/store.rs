@@ -268,6 +268,7 @@ backends::on_both!(
             status: 201,
             headers: vec![("content-type".into(), "application/json".into())],
             body: b"{\"post_id\":1}".to_vec(),
+            withheld: false,
         };
         assert_eq!(
             store

@@ -56,6 +56,7 @@ pub enum ProblemCode {
     DeliveryExpired,
     IdempotencyKeyReused,
     IdempotencyKeyInFlight,
+    IdempotencyAnswerWithheld,
     InboundTokenRejected,
     SubscriptionUrlRefused,
     SubscriptionDeliveryFailed,
@@ -64,7 +65,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 40] = [
+    pub const ALL: [ProblemCode; 41] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -101,6 +102,7 @@ impl ProblemCode {
         ProblemCode::DeliveryExpired,
         ProblemCode::IdempotencyKeyReused,
         ProblemCode::IdempotencyKeyInFlight,
+        ProblemCode::IdempotencyAnswerWithheld,
         ProblemCode::InboundTokenRejected,
         ProblemCode::SubscriptionUrlRefused,
         ProblemCode::SubscriptionDeliveryFailed,
@@ -149,10 +151,11 @@ impl ProblemCode {
             DeliveryExpired => 33,
             IdempotencyKeyReused => 34,
             IdempotencyKeyInFlight => 35,
-            InboundTokenRejected => 36,
-            SubscriptionUrlRefused => 37,
-            SubscriptionDeliveryFailed => 38,
-            FileTooLarge => 39,
+            IdempotencyAnswerWithheld => 36,
+            InboundTokenRejected => 37,
+            SubscriptionUrlRefused => 38,
+            SubscriptionDeliveryFailed => 39,
+            FileTooLarge => 40,
         }
     }
 
@@ -321,6 +324,11 @@ impl ProblemCode {
                 StatusCode::CONFLICT,
                 "idempotency_key_in_flight",
                 "A request with this Idempotency-Key is still being processed",
+            ),
+            IdempotencyAnswerWithheld => (
+                StatusCode::CONFLICT,
+                "idempotency_answer_withheld",
+                "The request with this Idempotency-Key already ran; its answer held a secret, which is not kept",
             ),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -575,6 +583,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Busy => (ProblemCode::UpstreamBusy, Some(1)),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
             UpstreamError::Unsupported { .. } => (ProblemCode::UpstreamApiUnsupported, None),
+            UpstreamError::NotSendable(_) => (ProblemCode::Unprocessable, None),
         };
         let mut api_error = ApiError::new(code, error.to_string());
         api_error.dsm_code = error.dsm_code();

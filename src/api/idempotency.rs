@@ -33,6 +33,42 @@ const IN_FLIGHT_RETRY_SECS: u64 = 1;
 /// Seconds a client is told to wait when the store cannot be reached.
 const STORE_RETRY_SECS: u64 = 5;
 
+/// Marks an answer that holds secrets in the named top-level JSON fields (a new integration's
+/// `token`, a subscription's signing `secret`). Such an answer goes to the caller as it is, but
+/// the gateway never keeps secrets at rest, so the idempotency record keeps it **without** those
+/// fields and a repeat of the key gets 409 `idempotency_answer_withheld` (with that redacted
+/// answer as `answer`) rather than a replay:
+/// - replaying the secret would mean storing it for `idempotency.ttl_secs`;
+/// - replaying a 2xx without it (or with a placeholder) would look like success to a client
+///   that then has no usable token and may not notice until it sends;
+/// - running the request again would create a second integration, which the key exists to
+///   prevent.
+///
+/// The caller learns that the first request succeeded, what it created (`user_id`, `id`,
+/// `Location`), and that the secret must be obtained again (delete and re-create, or read it in
+/// DSM).
+#[derive(Clone, Copy, Debug)]
+pub struct SecretFields(pub &'static [&'static str]);
+
+/// `response`, marked as holding secrets in `fields` (see [`SecretFields`]).
+pub fn holds_secrets(mut response: HttpResponse, fields: &'static [&'static str]) -> HttpResponse {
+    response.extensions_mut().insert(SecretFields(fields));
+    response
+}
+
+/// `body` (a JSON object) without `fields`; anything else is not kept at all.
+fn redacted(body: &[u8], fields: &[&str]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for field in fields {
+                map.remove(*field);
+            }
+            serde_json::to_vec(&map).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The middleware's settings, as app data.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
@@ -106,9 +142,49 @@ fn unescape(quoted: &str) -> Option<String> {
     Some(out)
 }
 
-/// SHA-256 over content type, query string and body: a repeat must match all three.
-fn fingerprint(content_type: &str, query: &str, body: &[u8]) -> String {
+/// Request headers holding a credential that chooses where a write goes: `X-Chat-Token` picks
+/// the incoming webhook `POST /webhooks/incoming` posts through. The same key, body and another
+/// token is another request (a different integration), so the token is part of the fingerprint;
+/// only a SHA-256 of it, never the token itself, since the fingerprint is kept in the store.
+const CREDENTIAL_HEADERS: [HeaderName; 1] = [HeaderName::from_static("x-chat-token")];
+
+/// The SHA-256 of the credentials the request presents ([`CREDENTIAL_HEADERS`], normalized as
+/// the routes read them), or `None` when it presents none.
+fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
     let mut hash = Sha256::new();
+    let mut any = false;
+    for name in &CREDENTIAL_HEADERS {
+        for value in headers.get_all(name) {
+            any = true;
+            hash.update(name.as_str().as_bytes());
+            hash.update(b":");
+            match value.to_str() {
+                Ok(text) => hash.update(crate::config::normalize_token(text.trim()).as_bytes()),
+                Err(_) => hash.update(value.as_bytes()),
+            }
+            hash.update(b"\n");
+        }
+    }
+    any.then(|| hash.finalize().into())
+}
+
+/// SHA-256 over content type, query string and body, and the digest of the request's
+/// credential headers when it has any: a repeat must match them all. (A request without
+/// credentials hashes exactly as before, so keys kept by an earlier version still replay;
+/// the credential part starts with a NUL, which no content type can, so the two layouts
+/// cannot collide.)
+fn fingerprint(
+    content_type: &str,
+    query: &str,
+    body: &[u8],
+    credential: Option<&[u8; 32]>,
+) -> String {
+    let mut hash = Sha256::new();
+    if let Some(digest) = credential {
+        hash.update(b"\0credential:");
+        hash.update(hex::encode(digest).as_bytes());
+        hash.update(b"\n");
+    }
     for part in [
         content_type.as_bytes(),
         b"\n",
@@ -222,7 +298,8 @@ pub async fn middleware(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let print = fingerprint(content_type, req.query_string(), &body);
+    let credential = credential_digest(req.headers());
+    let print = fingerprint(content_type, req.query_string(), &body, credential.as_ref());
     let (_, mut handed_on) = actix_http::h1::Payload::create(true);
     handed_on.unread_data(body);
     req.set_payload(handed_on.into());
@@ -245,7 +322,7 @@ pub async fn middleware(
                 req,
                 ApiError::new(
                     ProblemCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was used for a request with a different body; use a new key for a new request",
+                    "this Idempotency-Key was used for a different request (another body, content type, query or X-Chat-Token); use a new key for a new request",
                 ),
             ));
         }
@@ -275,6 +352,9 @@ pub async fn middleware(
 
 /// The stored answer again, marked as a replay.
 fn replay(stored: StoredResponse) -> HttpResponse {
+    if stored.withheld {
+        return withheld(stored);
+    }
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in &stored.headers {
@@ -287,6 +367,39 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     }
     response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     response.body(stored.body)
+}
+
+/// The answer to a repeat whose first answer held a secret: 409 `idempotency_answer_withheld`,
+/// with the kept answer (without its secret) as the extension member `answer`.
+fn withheld(stored: StoredResponse) -> HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::IdempotencyAnswerWithheld,
+        format!(
+            "the request with this Idempotency-Key already ran and answered {}; that answer held a secret, which the gateway shows once and does not keep. `answer` is the answer without it: to get a secret again, delete what was created and create it anew (or read it in DSM)",
+            stored.status
+        ),
+    );
+    let mut problem = serde_json::to_value(error.problem()).unwrap_or_default();
+    let mut answer = serde_json::Map::new();
+    answer.insert("status".into(), stored.status.into());
+    if let Some((_, location)) = stored
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+    {
+        answer.insert("location".into(), location.clone().into());
+    }
+    answer.insert(
+        "body".into(),
+        serde_json::from_slice(&stored.body).unwrap_or_default(),
+    );
+    if let Some(map) = problem.as_object_mut() {
+        map.insert("answer".into(), answer.into());
+    }
+    HttpResponse::build(error.code().status())
+        .content_type(crate::api::error::PROBLEM_JSON)
+        .insert_header((IDEMPOTENT_REPLAYED, "true"))
+        .body(problem.to_string())
 }
 
 /// A key held by the running request. Dropped while still held (the client went away and the
@@ -324,6 +437,11 @@ impl Claim {
             self.release().await;
             return Ok(response.map_into_boxed_body());
         }
+        let secrets = response
+            .response()
+            .extensions()
+            .get::<SecretFields>()
+            .copied();
         let (req, response) = response.into_parts();
         let (head, body) = response.into_parts();
         let Ok(bytes) = actix_web::body::to_bytes(body).await else {
@@ -339,10 +457,15 @@ impl Claim {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect();
+        // Secrets are never kept: such an answer is stored without them (see `SecretFields`).
         let stored = StoredResponse {
             status: status.as_u16(),
             headers,
-            body: bytes.to_vec(),
+            body: match secrets {
+                Some(SecretFields(fields)) => redacted(&bytes, fields),
+                None => bytes.to_vec(),
+            },
+            withheld: secrets.is_some(),
         };
         let expires_at = now_ms().saturating_add(ttl.as_millis() as i64);
         match self
@@ -475,11 +598,11 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
     );
     // Inline (not `$ref`) so the shared headers (X-Request-Id, Retry-After) are added to them.
     let in_flight = problem(
-        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`)",
+        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran, and its answer held a secret (a token), which is not kept or replayed (the problem's `answer` is that answer without it)",
         true,
     );
     let reused = problem(
-        "`idempotency_key_reused`: the Idempotency-Key was used with a different body",
+        "`idempotency_key_reused`: the Idempotency-Key was used with a different request (body, content type, query or `X-Chat-Token`)",
         false,
     );
     for (path, item) in api.paths.paths.iter_mut() {
@@ -504,12 +627,12 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                 (
                     "409",
                     Some(&in_flight),
-                    "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`).",
+                    "Or `idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran and its answer held a secret, which is not kept (`answer` is that answer without it).",
                 ),
                 (
                     "422",
                     Some(&reused),
-                    "Or `idempotency_key_reused`: the Idempotency-Key was used with a different body.",
+                    "Or `idempotency_key_reused`: the Idempotency-Key was used with a different request (body, content type, query or `X-Chat-Token`).",
                 ),
                 (
                     "503",
@@ -592,11 +715,34 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_content_type_query_and_body() {
-        let base = fingerprint("application/json", "", b"{}");
-        assert_eq!(base, fingerprint("application/json", "", b"{}"));
-        assert_ne!(base, fingerprint("text/plain", "", b"{}"));
-        assert_ne!(base, fingerprint("application/json", "a=1", b"{}"));
-        assert_ne!(base, fingerprint("application/json", "", b"{ }"));
+        let base = fingerprint("application/json", "", b"{}", None);
+        assert_eq!(base, fingerprint("application/json", "", b"{}", None));
+        assert_ne!(base, fingerprint("text/plain", "", b"{}", None));
+        assert_ne!(base, fingerprint("application/json", "a=1", b"{}", None));
+        assert_ne!(base, fingerprint("application/json", "", b"{ }", None));
         assert_eq!(base.len(), 64);
+        // Unchanged for requests without credentials: records kept before still replay.
+        assert_eq!(base, hex::encode(Sha256::digest(b"application/json\n\n{}")));
+    }
+
+    #[test]
+    fn the_fingerprint_covers_a_hash_of_the_chat_token() {
+        let with = |token: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static("x-chat-token"),
+                HeaderValue::from_str(token).unwrap(),
+            );
+            credential_digest(&headers)
+        };
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        assert_eq!(credential_digest(&HeaderMap::new()), None);
+        let print = |t: &str| fingerprint("application/json", "", b"{}", with(t).as_ref());
+        assert_ne!(print(&a), print(&b));
+        assert_ne!(print(&a), fingerprint("application/json", "", b"{}", None));
+        // The same token as the route reads it (quoted as copied from Chat) is the same request.
+        assert_eq!(print(&a), print(&format!("\"{a}\"")));
+        assert_eq!(print(&a), print(&format!("%22{a}%22")));
     }
 }

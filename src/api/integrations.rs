@@ -185,7 +185,11 @@ async fn create_webhook(new: NewWebhook<'_>, chat: Dsm) -> Result<HttpResponse, 
         Some(channel_id) => ApiError::for_resource(e, format_args!("channel {channel_id}")),
         None => e.into(),
     })?;
-    Ok(HttpResponse::Created().json(created))
+    // The token is shown once: never kept by the Idempotency-Key layer.
+    Ok(crate::api::idempotency::holds_secrets(
+        HttpResponse::Created().json(created),
+        &["token"],
+    ))
 }
 
 async fn delete_webhook(

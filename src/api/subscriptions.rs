@@ -229,7 +229,7 @@ pub async fn create_subscription(
         .map_err(store_failure)?;
     tracing::info!(subscription = %stored.id, host = url.host_str().unwrap_or_default(), respond = stored.respond, "subscription created");
     let secret = stored.secret.expose_secret().to_owned();
-    Ok(HttpResponse::Created()
+    let response = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
             format!("/api/v1/subscriptions/{}", stored.id),
@@ -237,7 +237,12 @@ pub async fn create_subscription(
         .json(CreatedSubscription {
             subscription: stored.into(),
             secret,
-        }))
+        });
+    // The secret is shown once: never kept by the Idempotency-Key layer.
+    Ok(crate::api::idempotency::holds_secrets(
+        response,
+        &["secret"],
+    ))
 }
 
 /// List subscriptions

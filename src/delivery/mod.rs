@@ -134,10 +134,17 @@ impl Job {
 
 /// Splits a chunk DSM found too long (410) into parts of at most half its characters, where
 /// [`crate::chunking::split_message`] breaks (whitespace, never inside a `<url|label>` link when
-/// it can help it, never inside a character). `None` when it cannot get shorter.
+/// it can help it, never inside a character). Parts of only white space are dropped, as at
+/// enqueue and in the synchronous path (DSM refuses blank messages). `None` when it cannot get
+/// shorter.
 fn halve(chunk: &str) -> Option<Vec<String>> {
     let chars = chunk.chars().count();
-    (chars >= 2).then(|| crate::chunking::split_message(chunk, chars.div_ceil(2)))
+    (chars >= 2).then(|| {
+        crate::chunking::split_message(chunk, chars.div_ceil(2))
+            .into_iter()
+            .filter(|part| !crate::domain::is_blank(part))
+            .collect()
+    })
 }
 
 fn millis(wait: Duration) -> i64 {
@@ -223,7 +230,8 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Busy
         | UpstreamError::LoginBackoff { .. }
         | UpstreamError::LoginRefused { .. } => Failure::NotSent,
-        UpstreamError::Unsupported { .. } => Failure::Permanent,
+        // Found by the gateway before sending: nothing left it and no retry can change it.
+        UpstreamError::Unsupported { .. } | UpstreamError::NotSendable(_) => Failure::Permanent,
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
@@ -997,7 +1005,7 @@ impl Worker {
         first: bool,
     ) -> Result<Sent, UpstreamError> {
         let message = MessageText::parse(text.to_owned())
-            .map_err(|e| UpstreamError::InvalidResponse(format!("stored text: {e}")))?;
+            .map_err(|e| UpstreamError::NotSendable(format!("stored text: {e}")))?;
         let file_url = |raw: &Option<String>| {
             raw.as_deref()
                 .filter(|_| first)
@@ -1151,6 +1159,15 @@ mod tests {
     }
 
     #[test]
+    fn halving_drops_parts_of_only_white_space() {
+        // Halves of 21: "x…\n\n" (a paragraph), then ten spaces (a word break before the y's).
+        let chunk = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
+        let parts = halve(&chunk).unwrap();
+        assert!(parts.iter().all(|p| !p.trim().is_empty()), "{parts:?}");
+        assert_eq!(parts, [format!("{}\n\n", "x".repeat(10)), "y".repeat(20)]);
+    }
+
+    #[test]
     fn halving_keeps_a_link_whole() {
         // The middle (character 39 of 78) falls inside the link (25..60), between two words.
         let text = "Disk full on nas-01, see <https://g.example/d|the dashboard> and act on it now";
@@ -1181,6 +1198,11 @@ mod tests {
             Failure::Ambiguous
         );
         assert_eq!(classify(&UpstreamError::Busy), Failure::NotSent);
+        // The gateway's own refusal (a stored chunk that is not a message) is not DSM's
+        // answer: retrying it would only hold up the target until the delivery expires.
+        let local = UpstreamError::NotSendable("stored text: message must not be empty".into());
+        assert_eq!(classify(&local), Failure::Permanent);
+        assert_eq!(ApiError::from(local).code(), ProblemCode::Unprocessable);
         let dsm = |code| UpstreamError::Dsm {
             api: "SYNO.Chat.Post",
             method: "create",

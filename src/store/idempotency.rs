@@ -23,7 +23,14 @@ pub struct StoredResponse {
     /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The answer held a secret (a new integration's token, a signing secret): `body` is kept
+    /// without it, and a repeat is told so instead of being replayed.
+    pub withheld: bool,
 }
+
+/// How [`StoredResponse::withheld`] is kept: a pseudo-header in the `headers` column (no
+/// migration), which is never a valid header name, so no replay can send it.
+const WITHHELD: &str = ":secret-withheld";
 
 /// What [`Store::idempotency_begin`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,8 +111,12 @@ impl Store {
         expires_at_ms: i64,
     ) -> Result<bool, StoreError> {
         let s = scope;
-        let headers = serde_json::to_string(&response.headers)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut headers = response.headers.clone();
+        if response.withheld {
+            headers.push((WITHHELD.to_owned(), "true".to_owned()));
+        }
+        let headers =
+            serde_json::to_string(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let updated = with_pool!(self, p => sqlx::query(
             "UPDATE idempotency_keys SET state = 'done', status = $6, headers = $7, body = $8, \
              expires_at = $9 \
@@ -152,13 +163,16 @@ fn stored((_, _, status, headers, body): Row) -> Result<StoredResponse, StoreErr
     let status = status
         .and_then(|s| u16::try_from(s).ok())
         .ok_or_else(|| StoreError::Corrupt("idempotency record without a status".into()))?;
-    let headers = match headers {
+    let mut headers: Vec<(String, String)> = match headers {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| StoreError::Corrupt(format!("idempotency record headers: {e}")))?,
         None => Vec::new(),
     };
+    let before = headers.len();
+    headers.retain(|(name, _)| name != WITHHELD);
     Ok(StoredResponse {
         status,
+        withheld: headers.len() != before,
         headers,
         body: body.unwrap_or_default(),
     })

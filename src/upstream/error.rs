@@ -43,6 +43,10 @@ pub enum UpstreamError {
     InvalidResponse(String),
     #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
     Unsupported { api: &'static str, reason: String },
+    /// The gateway itself found the request unsendable before anything left it (e.g. a stored
+    /// chunk that is not a valid message). Never DSM's answer, and no retry can change it.
+    #[error("the gateway cannot send this: {0}")]
+    NotSendable(String),
 }
 
 /// What `SYNO.API.Auth` login error numbers mean (PROTOCOL.md [S4]).
@@ -80,6 +84,7 @@ impl UpstreamError {
             Self::Unreachable(_) | Self::InvalidResponse(_) | Self::Unsupported { .. } => {
                 "transport_error"
             }
+            Self::NotSendable(_) => "not_sendable",
         }
     }
 }

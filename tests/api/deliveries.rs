@@ -636,6 +636,40 @@ async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
     assert_eq!(tail, text);
 }
 
+/// Halving a chunk DSM refused can leave a part of only spaces; it is dropped (as at enqueue),
+/// not sent, refused locally and retried until expiry while the target's next message waits.
+#[actix_web::test]
+async fn a_blank_half_of_a_refused_chunk_is_dropped_and_the_target_moves_on() {
+    let app = spawn_app().await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 410);
+    // Halves of 21 characters: "x…\n\n", ten spaces, the y's.
+    let text = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
+    let first =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": text})).await);
+    let next = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "next one"}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &first, "delivered", Duration::from_secs(10)).await;
+    assert_eq!(done["chunks"], 2, "{done}");
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 2, "{done}");
+    wait_for(&app, &next, "delivered", Duration::from_secs(10)).await;
+    let posted = messages(&app, 2).await;
+    let tail = &posted[posted.len() - 3..];
+    assert_eq!(
+        tail,
+        [
+            format!("{}\n\n", "x".repeat(10)),
+            "y".repeat(20),
+            "next one".into()
+        ]
+    );
+}
+
 #[actix_web::test]
 async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_working() {
     let Some(url) = crate::postgres::fresh_database() else {

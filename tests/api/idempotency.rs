@@ -200,6 +200,160 @@ backends::on_both!(
     }
 );
 
+/// Every kept record (key, fingerprint, headers, body) as text, read behind the gateway's back.
+async fn stored_records(backend: &Backend) -> Vec<String> {
+    let columns = "key || ' ' || fingerprint || ' ' || COALESCE(headers, '')";
+    backend
+        .bytes(
+            &format!("SELECT CAST({columns} AS BLOB) || COALESCE(body, X'') FROM idempotency_keys"),
+            &format!(
+                "SELECT convert_to({columns}, 'UTF8') || COALESCE(body, ''::bytea) FROM idempotency_keys"
+            ),
+        )
+        .await
+        .into_iter()
+        .map(|row| String::from_utf8_lossy(&row).into_owned())
+        .collect()
+}
+
+/// An admin write with an Idempotency-Key.
+async fn admin_send(app: &TestApp, path: &str, idempotency_key: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {ADMIN_KEY}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+backends::on_both!(
+    an_answer_with_a_secret_is_never_kept_nor_replayed,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        for (path, body, field) in [
+            (
+                "/api/v1/integrations/incoming-webhooks",
+                json!({"name": "ci", "channel_id": 1}),
+                "token",
+            ),
+            (
+                "/api/v1/integrations/outgoing-webhooks",
+                json!({"name": "out", "channel_id": 1, "url": "https://hooks.example.com/out"}),
+                "token",
+            ),
+            (
+                "/api/v1/integrations/slash-commands",
+                json!({"name": "cmd", "command": "/deploy", "url": "https://hooks.example.com/cmd"}),
+                "token",
+            ),
+            (
+                "/api/v1/subscriptions",
+                json!({"url": "https://hooks.example.com/events"}),
+                "secret",
+            ),
+        ] {
+            let first = admin_send(&app, path, "create-once", body.clone()).await;
+            assert_eq!(first.status, 201, "{path}: {}", first.body);
+            let secret = first.body[field].as_str().unwrap().to_owned();
+            assert!(secret.len() >= 16, "{path}: {}", first.body);
+            for record in stored_records(&backend).await {
+                assert!(
+                    !record.contains(&secret),
+                    "{path}: the secret is at rest: {record}"
+                );
+            }
+            // A repeat does not run again, does not show the secret, and says why.
+            let again = admin_send(&app, path, "create-once", body).await;
+            let problem = again.assert_problem(409, "idempotency_answer_withheld");
+            assert_eq!(again.header("idempotent-replayed"), Some("true"));
+            assert!(
+                again.header("retry-after").is_none(),
+                "not a wait-and-retry"
+            );
+            assert!(
+                !again.body.to_string().contains(&secret),
+                "{path}: {}",
+                again.body
+            );
+            assert_eq!(problem["answer"]["status"], 201);
+            let kept = &problem["answer"]["body"];
+            assert!(kept.get(field).is_none(), "{path}: {kept}");
+            let id = if field == "token" { "user_id" } else { "id" };
+            assert_eq!(kept[id], first.body[id], "{path}: {kept}");
+            if let Some(location) = first.header("location") {
+                assert_eq!(problem["answer"]["location"], location);
+            }
+        }
+        // Each DSM integration was created once.
+        for api in [
+            "SYNO.Chat.Webhook.Incoming",
+            "SYNO.Chat.Webhook.Outgoing",
+            "SYNO.Chat.Webhook.Slash",
+        ] {
+            assert_eq!(app.sim.count(api, "create"), 1, "{api}");
+        }
+        let kept = backend
+            .count("SELECT COUNT(*) FROM idempotency_keys WHERE state = 'done'")
+            .await;
+        assert_eq!(kept, 4);
+    }
+);
+
+/// `POST /webhooks/incoming` with a caller's `X-Chat-Token`.
+async fn send_with_token(app: &TestApp, token: &str, idempotency_key: &str, body: Value) -> Answer {
+    let response = app
+        .http
+        .post(format!("{}/api/v1/webhooks/incoming", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
+        .insert_header(("X-Chat-Token", token))
+        .send_json(&body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+/// The same key and body with another `X-Chat-Token` is another integration's message: it is
+/// refused as a reuse, never answered with the first integration's receipt.
+#[actix_web::test]
+async fn another_chat_token_with_the_same_key_is_a_reuse() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/integrations/incoming-webhooks",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "second", "channel_id": 1})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let first_token = app.sim.demo_webhook_token();
+    let second_token = created.body["token"].as_str().unwrap().to_owned();
+    let incoming = || app.sim.count("SYNO.Chat.External", "incoming");
+    let body = json!({"text": "build green"});
+
+    let first = send_with_token(&app, &first_token, "hook-1", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(incoming(), 1);
+    send_with_token(&app, &second_token, "hook-1", body.clone())
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert_eq!(incoming(), 1);
+    // The same token, even quoted as copied from Chat, is the same request: a replay.
+    let again = send_with_token(&app, &format!("\"{first_token}\""), "hook-1", body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(incoming(), 1);
+    // The store holds neither token, only a digest inside the fingerprint.
+    let rows = stored_records(&backend).await;
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert!(!row.contains(&first_token) && !row.contains(&second_token));
+    }
+}
+
 #[actix_web::test]
 async fn a_malformed_key_is_400_naming_the_header() {
     let backend = Backend::sqlite();

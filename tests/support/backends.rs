@@ -45,6 +45,22 @@ impl Backend {
         }
     }
 
+    /// Reads one column of bytes per row behind the gateway's back (`sqlite` selects a BLOB or
+    /// TEXT, `postgres` a `bytea`, e.g. `convert_to(text_column, 'UTF8')`).
+    pub async fn bytes(&self, sqlite: &str, postgres: &str) -> Vec<Vec<u8>> {
+        if self.postgres {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let rows = sqlx::query_scalar(postgres).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let rows = sqlx::query_scalar(sqlite).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+    }
+
     /// Runs a statement behind the gateway's back (the SQL differs per back-end when needed).
     pub async fn execute(&self, sqlite: &str, postgres: &str) {
         if self.postgres {
