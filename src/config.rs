@@ -407,6 +407,12 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Uploads handled at once; more are refused with 503 and `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Longest pause in a request body, and the longest a body other than an upload may take
+    /// to arrive; then 408 `request_timeout`.
+    pub body_timeout_ms: u64,
+    /// The longest a `multipart/form-data` upload may take to arrive (pauses are still limited
+    /// by `body_timeout_ms`).
+    pub upload_timeout_ms: u64,
     /// Networks (CIDRs, addresses) and host names a `file_url` may name although they are
     /// internal (loopback, private, link-local, unique-local, `localhost`).
     #[serde(deserialize_with = "list_or_comma_string")]
@@ -428,6 +434,8 @@ impl Default for ServerSettings {
             max_upload_bytes: 32 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             max_concurrent_uploads: 4,
+            body_timeout_ms: 30_000,
+            upload_timeout_ms: 300_000,
             file_url_allow: Vec::new(),
             cors_origins: Vec::new(),
             docs_persist_authorization: false,
@@ -1023,6 +1031,14 @@ impl Settings {
                 "server.max_upload_bytes",
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.upload_timeout_ms", self.server.upload_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&value) {
+                return Err(ConfigError::new(key, "must be between 100 and 3600000"));
+            }
         }
         if self.server.max_concurrent_uploads == 0 {
             return Err(ConfigError::new(

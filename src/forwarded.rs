@@ -9,6 +9,27 @@ use actix_web::http::header::{HeaderMap, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest};
 use ipnet::IpNet;
 
+/// `server.public_url` (app data, when configured): the base of every URL the gateway hands out.
+#[derive(Clone, Debug)]
+pub struct ConfiguredBase(String);
+
+impl ConfiguredBase {
+    pub fn new(public_url: &url::Url) -> Self {
+        Self(public_url.as_str().trim_end_matches('/').to_owned())
+    }
+}
+
+/// The absolute URL under which the caller reaches `path` (`/api/v1/…`): below
+/// `server.public_url` when it is configured, else below the request's public origin (through
+/// a trusted proxy: its scheme, host and `X-Forwarded-Prefix`). The one place `Location`
+/// headers and self-links are made.
+pub fn public_url_for(req: &HttpRequest, path: &str) -> String {
+    match req.app_data::<actix_web::web::Data<ConfiguredBase>>() {
+        Some(base) => format!("{}{path}", base.0),
+        None => format!("{}{path}", PublicOrigin::of(req).base_url()),
+    }
+}
+
 /// The peers whose forwarding headers are believed.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -281,6 +302,26 @@ mod tests {
             .insert_header(("x-forwarded-host", "example.org"))
             .insert_header(("x-forwarded-prefix", "/chat/"))
             .insert_header(("x-forwarded-for", "203.0.113.9, 127.0.0.1"))
+    }
+
+    #[test]
+    fn self_urls_carry_the_public_prefix_or_the_configured_base() {
+        let proxied = request("127.0.0.1").to_srv_request();
+        let origin = PublicOrigin::resolve(&proxied, &proxies());
+        proxied.extensions_mut().insert(origin);
+        assert_eq!(
+            public_url_for(proxied.request(), "/api/v1/channels/5"),
+            "https://example.org/chat/api/v1/channels/5"
+        );
+        let configured = TestRequest::get()
+            .app_data(actix_web::web::Data::new(ConfiguredBase::new(
+                &"https://chat.example.net/gw/".parse().unwrap(),
+            )))
+            .to_http_request();
+        assert_eq!(
+            public_url_for(&configured, "/api/v1/deliveries/x"),
+            "https://chat.example.net/gw/api/v1/deliveries/x"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The front door: the one middleware every request passes first. It gives the request its id
 //! (the caller's `X-Request-Id` when it is sane, else a new UUID), its span and its public
-//! origin, turns away what the browser guard refuses, and once the request is answered records
+//! origin and a deadline over reading its body, turns away what the browser guard refuses, and once the request is answered records
 //! the route's metrics, logs the access line and puts the id on the answer, errors included.
 //!
 //! One layer, not one per concern: each `from_fn` layer keeps its own future and boxes the
@@ -17,6 +17,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 use tracing::Instrument;
 
+use crate::body_deadline::BodyDeadlines;
 use crate::browser::BrowserGuard;
 use crate::forwarded::{PublicOrigin, TrustedProxies};
 use crate::metrics::Metrics;
@@ -59,6 +60,9 @@ pub async fn front_door(
         .app_data::<web::Data<BrowserGuard>>()
         .and_then(|guard| guard.refusal(&req, &origin).err());
     req.extensions_mut().insert(origin);
+    if let Some(deadlines) = req.app_data::<web::Data<BodyDeadlines>>().cloned() {
+        deadlines.apply(&mut req);
+    }
     let started = Instant::now();
     let metrics = req
         .app_data::<web::Data<Metrics>>()

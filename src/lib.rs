@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body_deadline;
 pub mod browser;
 pub mod build_info;
 pub mod chunking;

@@ -320,6 +320,15 @@ impl Application {
         let routes = web::Data::new(RouteTable::from_openapi(&document));
         let document = web::Data::new(api::docs::OpenApiJson::new(&document)?);
         let proxies = web::Data::new(TrustedProxies::new(settings.server.trusted_proxies.clone()));
+        let body_deadlines = web::Data::new(crate::body_deadline::BodyDeadlines {
+            timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            upload_timeout: Duration::from_millis(settings.server.upload_timeout_ms),
+        });
+        let public_base = settings
+            .server
+            .public_url
+            .as_ref()
+            .map(|url| web::Data::new(crate::forwarded::ConfiguredBase::new(url)));
 
         let metrics_data = web::Data::from(metrics.clone());
         let metrics_access = web::Data::new(MetricsAccess {
@@ -411,6 +420,12 @@ impl Application {
                     .app_data(metrics_data.clone())
                     .app_data(metrics_access.clone())
                     .app_data(proxies.clone())
+                    .app_data(body_deadlines.clone())
+                    .configure(|cfg| {
+                        if let Some(base) = &public_base {
+                            cfg.app_data(base.clone());
+                        }
+                    })
                     .app_data(store_data.clone())
                     .app_data(outbox_data.clone())
                     .app_data(idempotency.clone())

@@ -148,8 +148,14 @@ pub async fn send_bot_message(
             user_ids,
             file_url: body.file_url.clone(),
         };
-        return super::deliveries::accept(&outbox, auth.key_name.as_deref(), &job, text.as_str())
-            .await;
+        return super::deliveries::accept(
+            &req,
+            &outbox,
+            auth.key_name.as_deref(),
+            &job,
+            text.as_str(),
+        )
+        .await;
     }
     let (chat, user_ids, file_url) = (&chat, &user_ids, file_url.as_ref());
     let file_sent = std::cell::Cell::new(false);

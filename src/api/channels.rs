@@ -16,6 +16,7 @@ use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Un
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, UserId, is_name_separator};
+use crate::forwarded::public_url_for;
 use crate::upstream::UpstreamError;
 
 /// The routes without a path parameter: looked up first (see `api::routes`).
@@ -165,6 +166,7 @@ pub async fn get_channel(
 #[post("/channels")]
 pub async fn create_channel(
     _: Authorized<Write>,
+    req: HttpRequest,
     body: Json<NewChannel>,
     state: State,
     chat: Dsm,
@@ -218,7 +220,10 @@ pub async fn create_channel(
         Err(_) => created,
     };
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/channels/{channel_id}")))
+        .insert_header((
+            header::LOCATION,
+            public_url_for(&req, &format!("/api/v1/channels/{channel_id}")),
+        ))
         .json(channel))
 }
 

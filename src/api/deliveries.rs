@@ -13,6 +13,7 @@ use super::{CommonProblems, InvalidInput, NotFound};
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::{Job, Outbox, now_ms};
+use crate::forwarded::public_url_for;
 use crate::store::StoreError;
 use crate::store::deliveries::{DeliveryRow, Transition};
 
@@ -47,6 +48,7 @@ impl From<StoreError> for ApiError {
 
 /// Commits the message to the store and answers 202 with where to follow it.
 pub(super) async fn accept(
+    req: &HttpRequest,
     outbox: &Outbox,
     caller: Option<&str>,
     job: &Job,
@@ -56,7 +58,10 @@ pub(super) async fn accept(
         .enqueue(caller.unwrap_or("anonymous"), job, text)
         .await?;
     Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/api/v1/deliveries/{id}")))
+        .insert_header((
+            header::LOCATION,
+            public_url_for(req, &format!("/api/v1/deliveries/{id}")),
+        ))
         .insert_header(("Preference-Applied", "respond-async"))
         .json(DeliveryAccepted {
             delivery_id: id,

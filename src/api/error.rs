@@ -61,11 +61,12 @@ pub enum ProblemCode {
     SubscriptionUrlRefused,
     SubscriptionDeliveryFailed,
     FileTooLarge,
+    RequestTimeout,
 }
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 41] = [
+    pub const ALL: [ProblemCode; 42] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -107,6 +108,7 @@ impl ProblemCode {
         ProblemCode::SubscriptionUrlRefused,
         ProblemCode::SubscriptionDeliveryFailed,
         ProblemCode::FileTooLarge,
+        ProblemCode::RequestTimeout,
     ];
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
@@ -156,6 +158,7 @@ impl ProblemCode {
             SubscriptionUrlRefused => 38,
             SubscriptionDeliveryFailed => 39,
             FileTooLarge => 40,
+            RequestTimeout => 41,
         }
     }
 
@@ -177,6 +180,11 @@ impl ProblemCode {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "The request body is too large",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time",
             ),
             Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -547,6 +555,10 @@ impl ResponseError for ApiError {
         }
         if self.code == ProblemCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.code == ProblemCode::RequestTimeout {
+            // The rest of the body may still come: the connection cannot carry another request.
+            response.force_close();
         }
         if self.code.status().is_server_error() {
             tracing::warn!(code = self.code.as_str(), dsm_code = self.dsm_code, detail = %self.detail, "request failed");

@@ -57,6 +57,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
             .is_some_and(|length| length > JSON_LIMIT);
         let body = web::Bytes::from_request(req, payload);
+        let req = req.clone();
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::new(
@@ -73,7 +74,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if too_long {
                 return Err(too_large());
             }
-            let bytes = body.await.map_err(|_| too_large())?;
+            let bytes = body
+                .await
+                .map_err(|_| crate::body_deadline::read_failed(&req, too_large()))?;
             if bytes.len() > JSON_LIMIT {
                 return Err(too_large());
             }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{ConnectionType, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, put, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -23,6 +23,7 @@ use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
 use crate::formats::{self, Format, FormatError};
+use crate::forwarded::public_url_for;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
@@ -144,6 +145,8 @@ enum Outcome {
         error: FormatError,
     },
     TooLarge,
+    /// The body did not arrive within `server.body_timeout_ms`.
+    TimedOut,
     /// The hook's target name matches nothing, or DSM refused for good.
     Refused {
         format: Format,
@@ -393,7 +396,7 @@ async fn handle(
             format,
             delivery_id,
         } => {
-            let location = format!("/api/v1/deliveries/{delivery_id}");
+            let location = public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}"));
             // Discord answers an execute-webhook call 204, or with `?wait=true` 200 and a body.
             let discord = format == Format::Discord;
             if discord && !asks_to_wait(req) {
@@ -444,6 +447,14 @@ async fn handle(
             format!("a hook's body may hold at most {MAX_HOOK_BODY} bytes"),
         )
         .error_response(),
+        Outcome::TimedOut if slack_style(None) => {
+            let mut response = plain(StatusCode::REQUEST_TIMEOUT, "request_timeout");
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            response
+        }
+        Outcome::TimedOut => crate::body_deadline::timeout_problem().error_response(),
         Outcome::BadBody { format, error } => {
             let code = match error {
                 FormatError::NoText => "no_text",
@@ -593,15 +604,17 @@ async fn receive(
     payload: web::Payload,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
+    // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
     let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
         Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Outcome::TooLarge,
-        Err(_) => {
+        Ok(Err(_)) if crate::body_deadline::timed_out(req) => return Outcome::TimedOut,
+        Ok(Err(_)) => {
             return Outcome::BadBody {
                 format: hook.format,
                 error: FormatError::InvalidPayload("the body could not be read".into()),
             };
         }
+        Err(_) => return Outcome::TooLarge,
     };
     let mut content_type = req
         .headers()

@@ -276,10 +276,11 @@ pub async fn middleware(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let Ok(chunk) = chunk else {
-            return Ok(answer(
-                req,
+            let error = crate::body_deadline::read_failed(
+                req.request(),
                 ApiError::invalid("the request body could not be read"),
-            ));
+            );
+            return Ok(answer(req, error));
         };
         if body.len() + chunk.len() > settings.max_body_bytes {
             return Ok(answer(

@@ -47,6 +47,9 @@ pub struct InboundCall {
     payload: Option<String>,
 }
 
+/// Largest body of a call from Chat (what `web::Bytes` allowed before: Chat's forms are small).
+const MAX_INBOUND_BODY: usize = 256 * 1024;
+
 /// The configured inbound called `name`; unknown names are 404 whatever the method.
 fn inbound<'a>(events: &'a Events, name: &str) -> Result<&'a Inbound, ApiError> {
     events
@@ -91,6 +94,10 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             content_type = "application/problem+json"),
         (status = 404, description = "No such inbound", body = super::error::Problem,
             content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `server.body_timeout_ms`",
+            body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 256 KiB", body = super::error::Problem,
+            content_type = "application/problem+json"),
         (status = 502, description = "With `verify = \"dsm\"`: DSM could not be asked for its \
             integrations' tokens", body = super::error::Problem,
             content_type = "application/problem+json"),
@@ -103,13 +110,29 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<InboundPath>,
-    body: web::Bytes,
+    payload: web::Payload,
     events: web::Data<Events>,
     chat: super::Dsm,
     state: super::State,
 ) -> Result<HttpResponse, ApiError> {
     let name = &path.name;
+    // Before a byte of the body is read: an unknown name costs the caller nothing of ours.
     let inbound = inbound(&events, name)?;
+    let body = match payload.to_bytes_limited(MAX_INBOUND_BODY).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(crate::body_deadline::read_failed(
+                &req,
+                ApiError::invalid("the request body could not be read"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                ProblemCode::PayloadTooLarge,
+                format!("an inbound call's body may hold at most {MAX_INBOUND_BODY} bytes"),
+            ));
+        }
+    };
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -284,6 +284,11 @@ pub enum BodyProblems {
     /// The body is not `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Problem),
+    /// The body paused for longer than `server.body_timeout_ms`, or took longer than it (an
+    /// upload: `server.upload_timeout_ms`) to arrive (`request_timeout`); the connection is
+    /// closed.
+    #[response(status = 408, content_type = "application/problem+json")]
+    TimedOut(Problem),
 }
 
 /// Registers every documented route.

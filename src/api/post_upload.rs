@@ -77,10 +77,16 @@ pub async fn read_file_form(
     let exceeded = Rc::new(Cell::new(false));
     let mut form = Multipart::new(req.headers(), capped(payload, body_limit, exceeded.clone()));
     let failed = |error: actix_multipart::MultipartError| {
-        if exceeded.get() {
+        // The parser's own buffer limit (a preamble or part head that never ends) is a body
+        // too large as well.
+        let overflow = matches!(
+            error,
+            actix_multipart::MultipartError::Payload(PayloadError::Overflow)
+        );
+        if exceeded.get() || overflow {
             too_large("the upload", max_file_bytes)
         } else {
-            malformed(error)
+            crate::body_deadline::read_failed(req, malformed(error))
         }
     };
     let mut message = None;

@@ -137,6 +137,7 @@ pub async fn create_post(
             thread_id: body.thread_id,
         };
         return Ok(accept(
+            &req,
             &outbox,
             auth.key_name.as_deref(),
             &job,
@@ -250,6 +251,7 @@ pub async fn reply_to_post(
             thread_id: Some(post_id),
         };
         return accept(
+            &req,
             &outbox,
             auth.key_name.as_deref(),
             &job,

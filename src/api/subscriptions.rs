@@ -2,7 +2,7 @@
 //! Webhooks). The signing secret is shown once, in the answer to the creation.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +16,7 @@ use super::{BodyProblems, CommonProblems, InvalidInput, NotFound, Unprocessable}
 use crate::auth::{Admin, Authorized};
 use crate::events::subscriptions::{Subscription as Stored, new_secret, refuse_host, target};
 use crate::events::{EventFilter, EventKind, Events, now_ms};
+use crate::forwarded::public_url_for;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(create_subscription)
@@ -180,6 +181,7 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
 #[post("/subscriptions")]
 pub async fn create_subscription(
     _: Authorized<Admin>,
+    req: HttpRequest,
     body: Json<NewSubscription>,
     events: web::Data<Events>,
 ) -> Result<HttpResponse, ApiError> {
@@ -232,7 +234,7 @@ pub async fn create_subscription(
     let response = HttpResponse::Created()
         .insert_header((
             header::LOCATION,
-            format!("/api/v1/subscriptions/{}", stored.id),
+            public_url_for(&req, &format!("/api/v1/subscriptions/{}", stored.id)),
         ))
         .json(CreatedSubscription {
             subscription: stored.into(),

@@ -175,6 +175,7 @@ pub async fn send_direct_message(
         // No DSM call before the 202: the outbox opens the conversation when it sends.
         let job = crate::delivery::Job::User { user_id: recipient };
         return super::deliveries::accept(
+            &req,
             &outbox,
             auth.key_name.as_deref(),
             &job,

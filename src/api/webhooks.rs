@@ -21,6 +21,7 @@ use crate::auth::{Authorized, Read, Write};
 use crate::config::{TokenKind, normalize_token};
 use crate::delivery::Job;
 use crate::domain::{HttpUrl, MessageText};
+use crate::forwarded::public_url_for;
 use crate::upstream::{DsmClient, ExternalMessage, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -36,12 +37,14 @@ const TOKEN_LEN: usize = 64;
 
 /// A configured incoming webhook.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"name": "alerts", "url": "/api/v1/webhooks/incoming/alerts",
+#[schema(example = json!({"name": "alerts", "url": "https://example.org/chat/api/v1/webhooks/incoming/alerts",
     "upstream_url": "https://nas.example:5001/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2&token=%22****%22"}))]
 pub struct ConfiguredWebhook {
     /// The configured name.
     name: String,
-    /// Where to `POST` messages through the gateway.
+    /// Where to `POST` messages through the gateway: an absolute URL under the gateway's public
+    /// base (`server.public_url`, else the origin the caller used, through a trusted proxy with
+    /// its prefix).
     url: String,
     /// The Chat URL the gateway posts to, with the token masked.
     upstream_url: String,
@@ -123,6 +126,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 #[get("/webhooks/incoming")]
 pub async fn list_incoming_webhooks(
     _: Authorized<Read>,
+    req: HttpRequest,
     state: State,
 ) -> web::Json<Items<ConfiguredWebhook>> {
     let upstream_url = state.upstream.masked_incoming_webhook_url();
@@ -131,7 +135,7 @@ pub async fn list_incoming_webhooks(
         .iter()
         .filter(|(_, token)| token.kind == TokenKind::Webhook)
         .map(|(name, _)| ConfiguredWebhook {
-            url: format!("/api/v1/webhooks/incoming/{name}"),
+            url: public_url_for(&req, &format!("/api/v1/webhooks/incoming/{name}")),
             name: name.clone(),
             upstream_url: upstream_url.clone(),
         })
@@ -169,7 +173,7 @@ pub async fn send_with_configured_webhook(
             name,
             file_url: body.file_url.clone(),
         };
-        return accept(&outbox, auth.key_name.as_deref(), &job, text.as_str()).await;
+        return accept(&req, &outbox, auth.key_name.as_deref(), &job, text.as_str()).await;
     }
     let count = send_incoming_text(
         &state,

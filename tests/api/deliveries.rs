@@ -31,9 +31,12 @@ fn accepted(answer: &Answer) -> String {
     assert_eq!(answer.body["state"], "queued");
     assert_eq!(answer.header("preference-applied"), Some("respond-async"));
     let id = answer.body["delivery_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        answer.header("location"),
-        Some(format!("/api/v1/deliveries/{id}").as_str())
+    // Absolute, under the origin the caller used.
+    let location = answer.header("location").unwrap();
+    assert!(location.starts_with("http://127.0.0.1:"), "{location}");
+    assert!(
+        location.ends_with(&format!("/api/v1/deliveries/{id}")),
+        "{location}"
     );
     id
 }

@@ -615,3 +615,171 @@ async fn downloads_are_attachments_in_a_sandbox() {
         );
     }
 }
+
+/// Opens a connection and sends `request` (head and as much of the body as the test wants).
+fn raw(address: &str, request: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    stream
+}
+
+/// Waits up to `within` for the gateway's answer on `stream` (empty when none came).
+async fn answer_within(stream: &mut std::net::TcpStream, within: Duration) -> String {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        let answer = answered(stream);
+        if !answer.is_empty() {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    String::new()
+}
+
+/// The head of a file upload to `/api/v1/channels/1/files` with the start of its `file`
+/// part, whose closing boundary never comes.
+fn cut_off_upload(address: &str) -> String {
+    let part =
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello";
+    format!(
+        "POST /api/v1/channels/1/files HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 4096\r\n\r\n{part}"
+    )
+}
+
+async fn upload_once(app: &crate::helpers::TestApp) -> u16 {
+    let response = app
+        .http
+        .post(format!("{}/api/v1/channels/1/files", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Content-Type", "multipart/form-data; boundary=b"))
+        .send_body("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\nx\r\n--b--\r\n")
+        .await
+        .unwrap();
+    read(response).await.status.as_u16()
+}
+
+#[actix_web::test]
+async fn a_stalled_upload_answers_408_and_frees_its_slot() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.body_timeout_ms = 500).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // As many stalled uploads as there are slots (4).
+    let mut stalled: Vec<_> = (0..4)
+        .map(|_| raw(&address, &cut_off_upload(&address)))
+        .collect();
+    for upload in &mut stalled {
+        let answer = answer_within(upload, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    assert_eq!(upload_once(&app).await, 201, "the slots are free again");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1);
+}
+
+#[actix_web::test]
+async fn uploads_cut_off_by_a_disconnect_free_their_slots() {
+    // The body deadline is far away: only the end of the connection can free the slots.
+    let app = spawn_app().await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    for _ in 0..4 {
+        let upload = raw(&address, &cut_off_upload(&address));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(upload);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let status = upload_once(&app).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(
+            status, 503,
+            "only busy while the cut-off uploads are wound up"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cut-off uploads still hold the upload slots"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_trickled_body_is_cut_off_at_the_deadline() {
+    use std::io::Write;
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.body_timeout_ms = 1_000).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+        ),
+    );
+    // A byte every 100 ms: never idle long enough for the pause limit, still cut off.
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        answer = answered(&mut stream);
+        if !answer.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if answer.is_empty() {
+        answer = answered(&mut stream);
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn an_unknown_inbound_is_refused_before_its_body_is_read() {
+    let app = spawn_app().await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // The body never comes: the name alone decides.
+    let mut stream = raw(
+        &address,
+        &format!(
+            "POST /inbound/nope HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ntoken="
+        ),
+    );
+    let answer = answer_within(&mut stream, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    assert!(answer.contains("not_found"), "{answer}");
+}
+
+#[actix_web::test]
+async fn a_stalled_inbound_body_answers_408() {
+    let (app, _) = crate::events::app_with_inbounds(|s| s.server.body_timeout_ms = 500).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = raw(
+        &address,
+        &format!(
+            "POST /inbound/ops HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ntoken="
+        ),
+    );
+    let answer = answer_within(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}

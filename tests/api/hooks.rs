@@ -151,7 +151,7 @@ async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     let delivery = answer.body["delivery_id"].as_str().unwrap();
     assert_eq!(
         answer.header("location"),
-        Some(format!("/api/v1/deliveries/{delivery}").as_str())
+        Some(format!("{}/api/v1/deliveries/{delivery}", app.base).as_str())
     );
     let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
     assert!(
@@ -541,7 +541,7 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
         by_id
             .header("location")
             .unwrap()
-            .starts_with("/api/v1/deliveries/")
+            .starts_with(&format!("{}/api/v1/deliveries/", app.base))
     );
     let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
     assert_eq!(
@@ -856,4 +856,72 @@ async fn a_hooks_secret_is_never_echoed_by_an_unknown_route() {
             answer.body
         );
     }
+}
+
+#[actix_web::test]
+async fn an_oversized_body_is_413() {
+    let app = app().await;
+    let big = |text: &str| {
+        let mut body = serde_json::to_vec(&json!({ "text": text })).unwrap();
+        body.resize(6 * 1024 * 1024, b' ');
+        body
+    };
+    // Slack's senders get Slack's string; the others a problem document.
+    let slack = send(
+        &app,
+        &format!("/hooks/ops/{SECRET}"),
+        "application/json",
+        big("x"),
+        None,
+    )
+    .await;
+    assert_eq!(slack.status, 413, "{}", slack.body);
+    assert_eq!(slack.body, "payload_too_large");
+    let am = send(
+        &app,
+        "/hooks/am",
+        "application/json",
+        big("x"),
+        Some(SECRET),
+    )
+    .await;
+    am.assert_problem(413, "payload_too_large");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
+
+#[actix_web::test]
+async fn a_stalled_hook_body_answers_408() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        with_hooks(s);
+        s.server.body_timeout_ms = 500;
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /hooks/ops/{SECRET} HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"text\":"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // Short reads between sleeps: a blocking read would stall the test's runtime.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    let mut answer = String::new();
+    for _ in 0..100 {
+        let mut buffer = vec![0; 4096];
+        if let Ok(n) = stream.read(&mut buffer) {
+            answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A Slack-style hook: Slack's kind of answer, a string.
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.ends_with("request_timeout"), "{answer}");
 }

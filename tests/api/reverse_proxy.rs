@@ -202,3 +202,109 @@ async fn chat_events_come_in_and_stream_out_through_nginx() {
         Some(200)
     );
 }
+
+/// Behind a trusted proxy that sends its public origin (no nginx needed: the test is the
+/// proxy), every `Location` and self-link carries the public scheme, host and prefix.
+#[actix_web::test]
+async fn locations_and_self_links_carry_the_public_prefix() {
+    use serde_json::json;
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let call = |method: &str, path: &str, key: &str, body: Option<serde_json::Value>| {
+        let request = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", app.base))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("X-Forwarded-Proto", "https"))
+            .insert_header(("X-Forwarded-Host", "example.org"))
+            .insert_header(("X-Forwarded-Prefix", "/chat/"))
+            .insert_header(("Prefer", "respond-async"));
+        async move {
+            let response = match body {
+                Some(body) => request.send_json(&body).await,
+                None => request.send().await,
+            };
+            crate::helpers::read(response.unwrap()).await
+        }
+    };
+    let public = "https://example.org/chat";
+
+    let created = call(
+        "POST",
+        "/api/v1/channels",
+        crate::helpers::WRITE_KEY,
+        Some(json!({"name": "behind-proxy", "type": "public"})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["channel_id"].as_u64().unwrap();
+    assert_eq!(
+        created.header("location"),
+        Some(format!("{public}/api/v1/channels/{id}").as_str())
+    );
+
+    let queued = call(
+        "POST",
+        "/api/v1/channels/1/posts",
+        crate::helpers::WRITE_KEY,
+        Some(json!({"message": "later"})),
+    )
+    .await;
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let delivery = queued.body["delivery_id"].as_str().unwrap();
+    assert_eq!(
+        queued.header("location"),
+        Some(format!("{public}/api/v1/deliveries/{delivery}").as_str())
+    );
+
+    let subscribed = call(
+        "POST",
+        "/api/v1/subscriptions",
+        crate::helpers::ADMIN_KEY,
+        Some(json!({"url": "https://receiver.example.org/in"})),
+    )
+    .await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.body);
+    let subscription = subscribed.body["subscription_id"].as_str().unwrap();
+    assert_eq!(
+        subscribed.header("location"),
+        Some(format!("{public}/api/v1/subscriptions/{subscription}").as_str())
+    );
+
+    let webhooks = call("GET", "/api/v1/webhooks/incoming", READ_KEY, None).await;
+    assert_eq!(
+        webhooks.body["items"][0]["url"],
+        format!(
+            "{public}/api/v1/webhooks/incoming/{}",
+            crate::helpers::WEBHOOK_TOKEN_NAME
+        )
+    );
+}
+
+/// With `server.public_url`, self-links are made under it.
+#[actix_web::test]
+async fn self_links_use_the_configured_public_url() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.public_url = Some("https://gw.example.org/gw/".parse().unwrap());
+    })
+    .await;
+    let response = app
+        .http
+        .get(format!("{}/api/v1/webhooks/incoming", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Host", "gw.example.org"))
+        .send()
+        .await
+        .unwrap();
+    let webhooks = crate::helpers::read(response).await;
+    assert_eq!(webhooks.status, 200, "{}", webhooks.body);
+    assert_eq!(
+        webhooks.body["items"][0]["url"],
+        format!(
+            "https://gw.example.org/gw/api/v1/webhooks/incoming/{}",
+            crate::helpers::WEBHOOK_TOKEN_NAME
+        )
+    );
+}

@@ -177,7 +177,7 @@ async fn subscribe(app: &TestApp, body: Value) -> (String, String) {
     let id = answer.body["subscription_id"].as_str().unwrap().to_owned();
     assert_eq!(
         answer.header("location"),
-        Some(format!("/api/v1/subscriptions/{id}").as_str())
+        Some(format!("{}/api/v1/subscriptions/{id}", app.base).as_str())
     );
     (id, answer.body["secret"].as_str().unwrap().to_owned())
 }

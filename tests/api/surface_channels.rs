@@ -45,7 +45,7 @@ async fn a_created_channel_is_joined_listed_and_has_its_members() {
     let id = created.body["channel_id"].as_u64().unwrap();
     assert_eq!(
         created.header("location"),
-        Some(format!("/api/v1/channels/{id}").as_str())
+        Some(format!("{}/api/v1/channels/{id}", app.base).as_str())
     );
     assert_eq!(created.body["name"], "release-team");
     assert_eq!(created.body["type"], "public");

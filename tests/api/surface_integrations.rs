@@ -473,7 +473,7 @@ async fn configured_webhooks_are_listed_with_masked_urls() {
     assert_eq!(items[0]["name"], WEBHOOK_TOKEN_NAME);
     assert_eq!(
         items[0]["url"],
-        format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}")
+        format!("{}/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}", app.base)
     );
     let upstream = items[0]["upstream_url"].as_str().unwrap();
     assert!(upstream.ends_with(
