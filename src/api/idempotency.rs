@@ -256,10 +256,11 @@ pub async fn middleware(
             ApiError::new(ProblemCode::Internal, "idempotency is not configured"),
         ));
     };
-    // The scope is the caller's identity. Without one (no or a bad key) the handler answers
-    // 401/403 itself: such an answer is nobody's to keep.
+    // The scope is the caller's identity. Without one that may write (no key, a bad one, a
+    // read key) the handler answers 401/403 itself: such an answer is nobody's to keep, and
+    // its body is not read here (a read key must not make the gateway hold an upload's bytes).
     let caller = match req.app_data::<web::Data<ApiKeys>>() {
-        Some(keys) => match keys.authorize(req.request(), Scope::Read) {
+        Some(keys) => match keys.authorize(req.request(), Scope::Write) {
             Ok(name) => name.as_deref().unwrap_or_default().to_owned(),
             Err(_) => {
                 return next
@@ -271,7 +272,23 @@ pub async fn middleware(
         None => String::new(),
     };
 
-    // Read the body once: hashed here, then handed on to the handler unchanged.
+    // Read the body once: hashed here, then handed on to the handler unchanged. Only an upload
+    // (a multipart form) may be as large as the upload limit; any other body is JSON, whose
+    // limit is far smaller.
+    let is_upload = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"))
+        });
+    let max_body_bytes = if is_upload {
+        settings.max_body_bytes
+    } else {
+        super::extract::JSON_LIMIT.min(settings.max_body_bytes)
+    };
     let mut payload = req.take_payload();
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -282,12 +299,12 @@ pub async fn middleware(
             );
             return Ok(answer(req, error));
         };
-        if body.len() + chunk.len() > settings.max_body_bytes {
+        if body.len() + chunk.len() > max_body_bytes {
             return Ok(answer(
                 req,
                 ApiError::new(
                     ProblemCode::PayloadTooLarge,
-                    format!("the body exceeds {} bytes", settings.max_body_bytes),
+                    format!("the body exceeds {max_body_bytes} bytes"),
                 ),
             ));
         }

@@ -150,7 +150,7 @@ async fn unknown_routes_and_methods_are_problems() {
         )
         .await;
     wrong_method.assert_problem(405, "method_not_allowed");
-    assert_eq!(wrong_method.header("allow"), Some("GET"));
+    assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));
 }
 
 #[actix_web::test]

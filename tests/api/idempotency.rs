@@ -372,6 +372,30 @@ async fn a_malformed_key_is_400_naming_the_header() {
     assert_eq!(creates(&app), 0);
 }
 
+/// The body is read for the fingerprint only for a caller who may write, and only up to the
+/// limit of its kind: a read key (refused by the route anyway) or a JSON body cannot make the
+/// gateway hold an upload's worth of bytes.
+#[actix_web::test]
+async fn only_a_writer_s_body_is_read_for_the_fingerprint_and_json_only_to_its_limit() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let big = json!({"message": "x".repeat(300 * 1024)});
+    // Refused by the route for its scope, before anything is read.
+    let reader = send(&app, crate::helpers::READ_KEY, "k-read", big.clone()).await;
+    reader.assert_problem(403, "insufficient_scope");
+    // A JSON body over the JSON limit: 413 at that limit, not at the upload limit.
+    let writer = send(&app, WRITE_KEY, "k-write", big).await;
+    let problem = writer.assert_problem(413, "payload_too_large");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&(256 * 1024).to_string()),
+        "{problem}"
+    );
+    assert_eq!(creates(&app), 0);
+}
+
 /// The upload's raw body is read once for the fingerprint and handed on whole to the handler.
 #[actix_web::test]
 async fn an_upload_is_fingerprinted_and_still_reaches_the_handler() {
