@@ -417,14 +417,20 @@ async fn preflight_for(
     .await
 }
 
+/// A gateway whose CORS allows `origin`.
+async fn app_allowing(origin: &str) -> crate::helpers::TestApp {
+    let origin = origin.to_owned();
+    spawn_app_with(SimConfig::default(), move |s| {
+        s.server.cors_origins = vec![origin];
+    })
+    .await
+}
+
 /// A fetch-based SSE client (not EventSource) sends its key and, when resuming, the last id.
 #[actix_web::test]
 async fn cors_lets_an_event_stream_resume_with_last_event_id() {
     let origin = "https://app.example.org";
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.server.cors_origins = vec![origin.into()];
-    })
-    .await;
+    let app = app_allowing(origin).await;
     let answer = preflight_for(
         &app,
         origin,
@@ -446,10 +452,7 @@ async fn cors_lets_an_event_stream_resume_with_last_event_id() {
 #[actix_web::test]
 async fn cors_lets_browser_apps_send_async_and_idempotently_and_read_the_answers() {
     let origin = "https://app.example.org";
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.server.cors_origins = vec![origin.into()];
-    })
-    .await;
+    let app = app_allowing(origin).await;
     let answer = preflight_for(
         &app,
         origin,
@@ -488,10 +491,7 @@ async fn cors_is_opt_in() {
     let answer = preflight(&closed, origin).await;
     assert!(answer.header("access-control-allow-origin").is_none());
 
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.server.cors_origins = vec![origin.into()];
-    })
-    .await;
+    let app = app_allowing(origin).await;
     let answer = preflight(&app, origin).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("access-control-allow-origin"), Some(origin));
