@@ -618,6 +618,7 @@ pub async fn post_text(
                 thread_id,
             })
             .await
+            .inspect(|post| chat.note_posted_directly(post.post_id))
         },
         |e| ApiError::for_resource(e, what),
     )

@@ -986,6 +986,9 @@ impl Worker {
                 && post.create_at >= earliest
                 && own.is_none_or(|own| post.creator_id.map(u64::from) == Some(own))
             {
+                if self.chat.posted_directly(post.post_id.get()) {
+                    continue;
+                }
                 let id = post.post_id.get() as i64;
                 match self.outbox.store.post_is_recorded(id).await {
                     Ok(false) => return Ok(Some(id)),

@@ -305,6 +305,13 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::CloseBeforeAnswer);
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are not carried out: the
+    /// connection closes before any byte of the answer (a web server going down).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn drop_next(&self, api: &str, method: Option<&str>, times: u32) {
+        self.inject(api, method, times, FaultKind::DropBeforeCall);
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) are carried out, then
     /// answered by a reverse proxy's 504 page.
     #[cfg(feature = "sim-test-hooks")]

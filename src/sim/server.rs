@@ -39,6 +39,9 @@ pub(crate) enum FaultKind {
     /// Carry the call out, then answer a proxy's 504 page (a reverse proxy in front of the
     /// NAS that stopped waiting).
     ProxyTimeoutAfter,
+    /// Close the connection before any byte of the answer without carrying the call out (a
+    /// NAS whose web server went down as the request arrived).
+    DropBeforeCall,
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -172,10 +175,15 @@ pub(crate) async fn handle(
                 FaultKind::StallMidBody
                     | FaultKind::CloseBeforeAnswer
                     | FaultKind::ProxyTimeoutAfter
+                    | FaultKind::DropBeforeCall
             )
         }),
         _ => None,
     };
+    if matches!(fault, Some(FaultKind::DropBeforeCall)) {
+        record(&shared, entry);
+        return closed_before_answer();
+    }
     let mut cookies = Vec::new();
     let result = process(
         &shared,

@@ -88,6 +88,9 @@ pub struct DsmShared {
     tls: Arc<rustls::ClientConfig>,
     catalog: Catalog,
     sessions: SharedSession,
+    /// The latest posts made by synchronous sends (not the outbox), newest last: the outbox's
+    /// duplicate check must not take one of them for its own (same text, same account).
+    direct_posts: std::sync::Mutex<std::collections::VecDeque<u64>>,
     // The last DSM health check; its lock makes concurrent checks share one.
     health: tokio::sync::Mutex<Option<DsmHealth>>,
     // One permit per DSM call in flight, across all workers.
@@ -101,6 +104,7 @@ impl DsmShared {
         let webapi_base = format!("{}/webapi/", config.base_url.as_str().trim_end_matches('/'));
         Ok(Arc::new(Self {
             sessions: SharedSession::new(config.login_backoff_max, config.timeout),
+            direct_posts: Default::default(),
             catalog: Catalog::default(),
             health: tokio::sync::Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),

@@ -53,6 +53,10 @@ pub struct SearchPage {
     pub limit: u64,
 }
 
+/// How many posts of synchronous sends are remembered for the outbox's duplicate check (it
+/// looks at the 100 newest posts of a channel, within minutes).
+const DIRECT_POSTS_KEPT: usize = 4096;
+
 /// A page of threads: root posts, newest activity first, and their latest replies.
 pub struct ThreadPage {
     pub roots: Vec<Post>,
@@ -249,6 +253,31 @@ impl DsmClient {
             }
         }
         Ok(posts)
+    }
+
+    /// Remembers a post a synchronous send made (see [`Self::posted_directly`]).
+    pub fn note_posted_directly(&self, post_id: PostId) {
+        let mut posts = self
+            .up
+            .direct_posts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if posts.len() == DIRECT_POSTS_KEPT {
+            posts.pop_front();
+        }
+        posts.push_back(post_id.get());
+    }
+
+    /// Whether a synchronous send of this process made `post_id` (one of the latest
+    /// [`DIRECT_POSTS_KEPT`]): the outbox's duplicate check, looking for a post of its own
+    /// with the same text, passes it over, or a message sent both ways would be taken for
+    /// posted when only the synchronous one is.
+    pub fn posted_directly(&self, post_id: u64) -> bool {
+        self.up
+            .direct_posts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&post_id)
     }
 
     pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {

@@ -457,6 +457,41 @@ async fn a_retried_chatbot_message_goes_to_the_recipients_it_missed() {
     assert_eq!(payload["user_ids"], json!([999]), "{payload}");
 }
 
+/// The duplicate check after an unknown outcome does not take a synchronous post of the same
+/// text for the outbox's own: that message would be counted delivered and never posted.
+#[actix_web::test]
+async fn the_duplicate_check_does_not_take_a_synchronous_post_of_the_same_text() {
+    let app = spawn_app().await;
+    let text = "CPU high on nas-01";
+    let direct = app
+        .call(
+            "POST",
+            "/api/v1/channels/2/posts",
+            Some(WRITE_KEY),
+            Some(json!({ "message": text })),
+        )
+        .await;
+    assert_eq!(direct.status.as_u16(), 201, "{}", direct.body);
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    // The connection drops before DSM carries the create out: an unknown outcome.
+    app.sim.drop_next("SYNO.Chat.Post", Some("create"), 1);
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({ "message": text })).await);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 2,
+        "{done}"
+    );
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == text).count(),
+        2,
+        "the async message was taken for the synchronous one: {posted:?}"
+    );
+    assert_ne!(done["post_ids"][0], direct.body["post_id"], "{done}");
+}
+
 /// A NAS that creates the post and then closes the connection before its answer (its web
 /// server restarting): the send's outcome is unknown, so the next attempt checks before it
 /// posts again. Neither the synchronous route nor the outbox may call it a failed connect. So
