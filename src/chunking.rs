@@ -271,6 +271,17 @@ mod tests {
         parts
     }
 
+    /// A deterministic generator from `seed`: each call picks a number below its argument.
+    fn pseudo_random(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed;
+        move |n| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % n
+        }
+    }
+
     /// A deterministic pseudo-random text with words, lines, paragraphs, links, multi-byte
     /// characters and emoji.
     fn sample_text(seed: u64, len_chars: usize) -> String {
@@ -288,13 +299,7 @@ mod tests {
             "x",
         ];
         let seps = [" ", " ", " ", " ", "\n", "\n\n", "  "];
-        let mut state = seed;
-        let mut next = |n: usize| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as usize) % n
-        };
+        let mut next = pseudo_random(seed);
         let mut text = String::new();
         while text.chars().count() < len_chars {
             text.push_str(words[next(words.len())]);
@@ -464,13 +469,7 @@ mod tests {
             " ",
             "\n",
         ];
-        let mut state = seed;
-        let mut next = |n: usize| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as usize) % n
-        };
+        let mut next = pseudo_random(seed);
         // Most texts have no white space at all, so the last-resort cut is what is tested.
         let spaced = next(4) == 0;
         let pool = if spaced {
