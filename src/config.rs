@@ -195,6 +195,9 @@ pub struct DeliverySettings {
     pub max_age_secs: u64,
     /// Sends per second per integration token (DSM answers 411 to bursts).
     pub rate_per_sec: f64,
+    /// How long a finished delivery (delivered, failed, cancelled) stays listed before it is
+    /// removed.
+    pub retention_secs: u64,
 }
 
 impl Default for DeliverySettings {
@@ -203,6 +206,7 @@ impl Default for DeliverySettings {
             max_message_chars: crate::chunking::DEFAULT_MAX_MESSAGE_CHARS,
             max_age_secs: 86_400,
             rate_per_sec: 1.0,
+            retention_secs: 7 * 86_400,
         }
     }
 }
@@ -923,6 +927,14 @@ impl Settings {
                 "must be between 60 and 2592000 (30 days)",
             ));
         }
+        // The check after an unanswered send looks back minutes for posts other deliveries
+        // own; a delivery removed sooner could have its post taken for another's.
+        if self.delivery.retention_secs < 3_600 {
+            return Err(ConfigError::new(
+                "delivery.retention_secs",
+                "must be at least 3600 (one hour)",
+            ));
+        }
         if !(self.delivery.rate_per_sec > 0.0 && self.delivery.rate_per_sec <= 100.0) {
             return Err(ConfigError::new(
                 "delivery.rate_per_sec",
@@ -1633,6 +1645,10 @@ mod tests {
         assert_eq!(err.key, "events.heartbeat_ms");
         let err = load(&[("SYNOCHAT__EVENTS__RETENTION_SECS", "0")]).unwrap_err();
         assert_eq!(err.key, "events.retention_secs");
+        let err = load(&[("SYNOCHAT__DELIVERY__RETENTION_SECS", "3599")]).unwrap_err();
+        assert_eq!(err.key, "delivery.retention_secs");
+        let settings = load(&[("SYNOCHAT__DELIVERY__RETENTION_SECS", "3600")]).unwrap();
+        assert_eq!(settings.delivery.retention_secs, 3_600);
     }
 
     #[test]

@@ -207,23 +207,29 @@ fn integration_tokens(
     tokens
 }
 
-/// Deletes expired Idempotency-Key records every few minutes (expired keys met by a request are
-/// also deleted then). Runs until the runtime stops.
-fn spawn_idempotency_purge(store: Store) {
+/// Every few minutes: deletes expired Idempotency-Key records (expired keys met by a request
+/// are also deleted then) and deliveries finished more than `delivery.retention_secs` ago.
+/// Runs until the runtime stops; with several replicas each one does it (the deletes are
+/// idempotent).
+fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
     actix_web::rt::spawn(async move {
-        // The first purge one period after start: start-up (and every short-lived test
+        // The first pass one period after start: start-up (and every short-lived test
         // gateway) does not wait on it.
         let period = Duration::from_secs(300);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now = crate::delivery::now_ms();
             match store.idempotency_purge(now).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(purged, "expired Idempotency-Key records deleted"),
                 Err(error) => tracing::warn!(%error, "expired Idempotency-Key records not deleted"),
+            }
+            let before = now.saturating_sub(delivery_retention.as_millis() as i64);
+            match store.purge_deliveries(before).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "finished deliveries past retention removed"),
+                Err(error) => tracing::warn!(%error, "finished deliveries not removed"),
             }
         }
     });
@@ -375,7 +381,10 @@ impl Application {
                 .max_upload_bytes
                 .saturating_add(api::idempotency::FORM_OVERHEAD_BYTES),
         });
-        spawn_idempotency_purge(store.clone());
+        spawn_housekeeping(
+            store.clone(),
+            Duration::from_secs(settings.delivery.retention_secs),
+        );
         let events = Events::new(store.clone(), &settings)
             .await
             .map_err(std::io::Error::other)?;

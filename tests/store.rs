@@ -213,16 +213,112 @@ backends::on_both!(
             1,
             "a2 handed back"
         );
-        let listed = store.deliveries(Some("queued"), None, 10).await.unwrap();
+        let listed = store
+            .deliveries(Some("queued"), None, 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             ["a2"]
         );
-        let after = store.deliveries(None, Some("a1"), 10).await.unwrap();
+        let after = store
+            .deliveries(None, Some("a1"), 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             after.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             ["a2", "b1"]
         );
+        // A cursor naming no delivery is not taken for the start of the list.
+        assert!(
+            store
+                .deliveries(None, Some("zz"), 10)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);
+
+backends::on_both!(
+    finished_deliveries_past_retention_are_purged_with_their_posts,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 3_000_000;
+        // 505 delivered ones (more than one batch of 500), then one of each other state.
+        for n in 0..505 {
+            let id = format!("old{n}");
+            store
+                .enqueue(&delivery(&id, &format!("channel:{n}"), now))
+                .await
+                .unwrap();
+        }
+        while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
+            store
+                .record_post(&row.id, 0, &[(0, Some(row.id[3..].parse().unwrap()))], now)
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .finish(&row.id, "w", "delivered", now, None, now)
+                    .await
+                    .unwrap()
+            );
+        }
+        for (id, target) in [
+            ("x1", "channel:a"),
+            ("x2", "channel:b"),
+            ("x3", "channel:c"),
+            ("x4", "channel:d"),
+            ("cancelled", "channel:e"),
+        ] {
+            store.enqueue(&delivery(id, target, now)).await.unwrap();
+        }
+        store.cancel_delivery("cancelled", now).await.unwrap();
+        // Of three claimed: one fails, one is delivered after the cutoff, one stays sending;
+        // the fourth stays queued.
+        let claimed: Vec<String> = [
+            store.claim("w", now, now + 10).await.unwrap().unwrap().id,
+            store.claim("w", now, now + 10).await.unwrap().unwrap().id,
+            store.claim("w", now, now + 10).await.unwrap().unwrap().id,
+        ]
+        .into();
+        assert!(
+            store
+                .finish(&claimed[0], "w", "failed", now, Some("{}"), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish(
+                    &claimed[1],
+                    "w",
+                    "delivered",
+                    now + 5_000,
+                    None,
+                    now + 5_000
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.purge_deliveries(now + 1_000).await.unwrap(), 507);
+        let mut left: Vec<String> = store
+            .deliveries(None, None, 500)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.state)
+            .collect();
+        left.sort();
+        // Unfinished ones stay whatever their age, and so does one finished after the cutoff.
+        assert_eq!(left, ["delivered", "queued", "sending"]);
+        // Their posts went with them: post 7 is no longer owned by a delivery.
+        assert!(!store.post_is_recorded(7).await.unwrap());
+        assert_eq!(store.purge_deliveries(now + 1_000).await.unwrap(), 0);
     }
 );
 

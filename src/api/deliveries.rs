@@ -99,6 +99,10 @@ pub struct Delivery {
     /// `true` when a token send was repeated after an answer that never came: it may have
     /// been posted twice (incoming webhooks and bots cannot check what they posted).
     at_least_once: bool,
+    /// `true` while a chunk was sent and DSM's answer never came: the next attempt looks for
+    /// that post before sending anything. On a cancelled delivery it means the chunk may have
+    /// been posted.
+    outcome_unknown: bool,
     /// Unix milliseconds.
     created_at: i64,
     updated_at: i64,
@@ -128,6 +132,7 @@ impl From<DeliveryRow> for Delivery {
             state: row.state,
             attempts: row.attempts,
             at_least_once: row.at_least_once,
+            outcome_unknown: row.uncertain_since.is_some(),
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
@@ -147,7 +152,8 @@ pub struct DeliveryQuery {
     #[serde(default)]
     #[param(inline)]
     limit: Limit<50, 500>,
-    /// Continue after this delivery id (the last one of the previous page).
+    /// Continue after this delivery id (the last one of the previous page); 400 when it names
+    /// no delivery (finished ones are removed after `delivery.retention_secs`).
     after: Option<DeliveryId>,
 }
 
@@ -181,10 +187,16 @@ pub async fn list_deliveries(
         query.limit.get(),
         query.after.as_ref().map(DeliveryId::as_str),
     );
-    let rows = outbox
+    let Some(rows) = outbox
         .store()
         .deliveries(query.state.as_deref(), after, i64::from(limit))
-        .await?;
+        .await?
+    else {
+        return Err(ApiError::invalid(
+            "after names no delivery: never one, or finished longer ago than \
+             delivery.retention_secs and removed; list again without after",
+        ));
+    };
     Ok(web::Json(Items {
         items: rows.into_iter().map(Delivery::from).collect(),
     }))

@@ -173,23 +173,36 @@ impl Store {
             .unzip())
     }
 
-    /// Deliveries in arrival order, optionally of one state, after the delivery `after`.
+    /// Deliveries in arrival order, optionally of one state, after the delivery `after`;
+    /// `None` when `after` names no delivery (never one, or purged): starting over from the
+    /// first would hand a poller everything again.
     pub async fn deliveries(
         &self,
         state: Option<&str>,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<DeliveryRow>, StoreError> {
+    ) -> Result<Option<Vec<DeliveryRow>>, StoreError> {
+        let after_seq = match after {
+            Some(id) => {
+                let sql = "SELECT seq FROM deliveries WHERE id = $1";
+                let seq: Option<i64> = with_pool!(self, p =>
+                    sqlx::query_scalar(sql).bind(id).fetch_optional(p).await)?;
+                match seq {
+                    Some(seq) => seq,
+                    None => return Ok(None),
+                }
+            }
+            None => 0,
+        };
         let sql = format!(
             "SELECT {COLUMNS} FROM deliveries \
-             WHERE ($1 = '' OR state = $1) \
-               AND seq > COALESCE((SELECT seq FROM deliveries WHERE id = $2), 0) \
+             WHERE ($1 = '' OR state = $1) AND seq > $2 \
              ORDER BY seq LIMIT $3"
         );
         let rows = with_pool!(self, p => {
             sqlx::query(&sql)
                 .bind(state.unwrap_or(""))
-                .bind(after.unwrap_or(""))
+                .bind(after_seq)
                 .bind(limit)
                 .fetch_all(p)
                 .await?
@@ -202,7 +215,29 @@ impl Store {
             (row.posts, row.posted_to) = self.posts_of(&row.id).await?;
             out.push(row);
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// Removes deliveries that finished (delivered, failed or cancelled) before `before` (ms),
+    /// and with them their posts (`ON DELETE CASCADE`), a batch at a time so a large backlog
+    /// never holds the write lock long; returns how many. Unfinished ones stay, whatever their
+    /// age. The outer test repeats the inner one: a delivery retried meanwhile is kept.
+    pub async fn purge_deliveries(&self, before: i64) -> Result<u64, StoreError> {
+        const BATCH: i64 = 500;
+        const FINISHED: &str = "state IN ('delivered', 'failed', 'cancelled') AND finished_at < $1";
+        let sql = format!(
+            "DELETE FROM deliveries WHERE {FINISHED} AND seq IN \
+             (SELECT seq FROM deliveries WHERE {FINISHED} ORDER BY seq LIMIT $2)"
+        );
+        let mut purged = 0;
+        loop {
+            let done = with_pool!(self, p => sqlx::query(&sql).bind(before).bind(BATCH)
+                .execute(p).await?.rows_affected());
+            purged += done;
+            if done < BATCH as u64 {
+                return Ok(purged);
+            }
+        }
     }
 
     /// Takes the next due delivery for `owner` until `lease_until`, or `None`. On PostgreSQL

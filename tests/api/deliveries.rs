@@ -321,6 +321,10 @@ async fn timeout_after_the_post_was_created(
     app.sim.set_latency(Duration::ZERO);
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(done["last_error"]["code"], "upstream_timeout", "{done}");
+    assert_eq!(
+        done["outcome_unknown"], false,
+        "the check settled it: {done}"
+    );
     app.sim.set_post_list_anchor_only(false);
     let posted = messages(&app, 2).await;
     assert_eq!(
@@ -617,6 +621,13 @@ async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
     app.get("/api/v1/deliveries?state=lost")
         .await
         .assert_problem(400, "invalid_request");
+    // A cursor naming no delivery is refused, not taken for the start of the list.
+    app.get("/api/v1/deliveries?after=00000000-0000-4000-8000-000000000000")
+        .await
+        .assert_problem(400, "invalid_request");
+    let after_lost = app.get(&format!("/api/v1/deliveries?after={lost}")).await;
+    assert_eq!(after_lost.status.as_u16(), 200, "{}", after_lost.body);
+    assert_eq!(after_lost.body["items"][0]["delivery_id"], first.as_str());
     // Reading needs the read scope, changing the write scope.
     app.call(
         "DELETE",
@@ -626,6 +637,44 @@ async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
     )
     .await
     .assert_problem(403, "insufficient_scope");
+}
+
+#[actix_web::test]
+async fn a_cancelled_delivery_whose_send_went_unanswered_says_it_may_be_posted() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = 500).await;
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    // Every call outlasts the timeout: the create and each later check go unanswered.
+    app.sim.set_latency(Duration::from_millis(1_500));
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "maybe posted"}),
+        )
+        .await,
+    );
+    let start = Instant::now();
+    let cancelled = loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "never cancelled");
+        let now = app.get(&format!("/api/v1/deliveries/{id}")).await;
+        if now.body["outcome_unknown"] == true {
+            let answer = app
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/deliveries/{id}"),
+                    Some(WRITE_KEY),
+                    None,
+                )
+                .await;
+            // 409 while an attempt holds it; the next pause between attempts lets it go.
+            if answer.status.as_u16() == 200 {
+                break answer.body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["outcome_unknown"], true, "{cancelled}");
 }
 
 #[actix_web::test]
