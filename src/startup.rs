@@ -25,7 +25,7 @@ use crate::forwarded::TrustedProxies;
 use crate::front_door::front_door;
 use crate::metrics::Metrics;
 use crate::sim::{self, SimConfig, Simulator};
-use crate::store::Store;
+use crate::store::{SoleUse, Store};
 use crate::telemetry;
 use crate::upstream::{DsmShared, TlsTrust, UpstreamConfig};
 
@@ -36,6 +36,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     metrics_server: Option<(Server, SocketAddr)>,
     store: Store,
+    /// Released once the gateway has stopped (after the outbox handed its claims back).
+    sole_use: SoleUse,
     outbox: Arc<Outbox>,
     events: Arc<Events>,
     shutdown_grace: Duration,
@@ -243,6 +245,7 @@ impl Application {
         let store = Store::connect(&settings.store)
             .await
             .map_err(std::io::Error::other)?;
+        let sole_use = store.take_sole_use().map_err(std::io::Error::other)?;
         tracing::info!(backend = ?store.backend(), "store ready");
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -486,6 +489,7 @@ impl Application {
             simulator,
             metrics_server,
             store,
+            sole_use,
             outbox,
             events,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
@@ -534,6 +538,7 @@ impl Application {
             simulator.stop().await;
         }
         self.store.close().await;
+        drop(self.sole_use);
         result
     }
 }

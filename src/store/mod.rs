@@ -56,6 +56,14 @@ pub struct Store {
     pool: Pool,
 }
 
+/// Held by the gateway that serves from a SQLite file, for as long as it serves: a second
+/// gateway on the same file would hand the first one's claims back at its start and post them
+/// again. Released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct SoleUse {
+    _lock: Option<std::fs::File>,
+}
+
 /// A failure while running: the database is unreachable or refused a statement.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -219,6 +227,45 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(pool) => migrator(SQLITE_MIGRATIONS).run(pool).await,
             Pool::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await,
+        }
+    }
+
+    /// Takes the SQLite file for this process alone (an advisory lock on `<file>.lock`,
+    /// independent of SQLite's own locks); PostgreSQL and in-memory stores are shared freely.
+    pub fn take_sole_use(&self) -> Result<SoleUse, String> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return Ok(SoleUse { _lock: None });
+        };
+        let path = pool.connect_options().get_filename().to_owned();
+        let name = path.as_os_str();
+        if name.is_empty() || name == ":memory:" || name.to_string_lossy().starts_with("file:") {
+            return Ok(SoleUse { _lock: None });
+        }
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(|e| format!("store: cannot open {}: {e}", lock_path.display()))?
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(SoleUse { _lock: Some(file) }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "store: another gateway is serving from {} (it holds {}); a SQLite file serves \
+                 one gateway, so give each its own file, or point several replicas at one \
+                 PostgreSQL",
+                path.display(),
+                lock_path.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("store: cannot lock {}: {e}", lock_path.display()))
+            }
         }
     }
 

@@ -809,3 +809,29 @@ async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_worki
         accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "back"})).await);
     wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
 }
+
+#[actix_web::test]
+async fn a_second_gateway_on_the_same_sqlite_file_does_not_start() {
+    let mut first = spawn_app().await;
+    let store_url = first.store_url.clone();
+    let second_settings = || {
+        let mut settings = crate::helpers::settings_for("http://127.0.0.1:9");
+        settings.store.url = store_url.clone();
+        settings
+    };
+    // It would take the first one's claims back at its start and post them again.
+    let refused = syno_chat_gateway::startup::Application::build(second_settings())
+        .await
+        .err()
+        .expect("a second gateway on one SQLite file is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("another gateway is serving from"),
+        "{refused}"
+    );
+    // Once the first has stopped, the file is free.
+    first.stop().await;
+    let later = syno_chat_gateway::startup::Application::build(second_settings()).await;
+    assert!(later.is_ok(), "{:?}", later.err());
+}
