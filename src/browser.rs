@@ -35,13 +35,8 @@ impl BrowserGuard {
         }
         if self.open {
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-            let allowed_origin = |o: &str| {
-                o.eq_ignore_ascii_case(&format!("{}://{}", origin.scheme, origin.host))
-                    || self
-                        .cors_origins
-                        .iter()
-                        .any(|c| c.trim_end_matches('/').eq_ignore_ascii_case(o))
-            };
+            let allowed_origin =
+                |o: &str| self.origin_allowed(o, origin.scheme, origin.host.as_str());
             let foreign_origin = header("origin").is_some_and(|o| !allowed_origin(o));
             let cross_site = header("sec-fetch-site") == Some("cross-site")
                 && !header("origin").is_some_and(allowed_origin);
@@ -53,6 +48,24 @@ impl BrowserGuard {
             }
         }
         Ok(())
+    }
+
+    /// An `Origin` the gateway's own pages have: its public URL's origin (behind a proxy that
+    /// ends TLS, the scheme the gateway sees is not the browser's), the origin as seen, or one
+    /// of `server.cors_origins`.
+    fn origin_allowed(&self, origin: &str, seen_scheme: &str, seen_host: &str) -> bool {
+        let public = self
+            .public_url
+            .as_ref()
+            .map(|url| url.origin().ascii_serialization());
+        public.is_some_and(|public| public.eq_ignore_ascii_case(origin))
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                scheme.eq_ignore_ascii_case(seen_scheme) && host.eq_ignore_ascii_case(seen_host)
+            })
+            || self
+                .cors_origins
+                .iter()
+                .any(|c| c.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
 
     /// With `server.public_url`, only its host (and port); without it, while keys are not
@@ -123,5 +136,19 @@ mod tests {
         assert!(!open.host_allowed("localhost.attacker.example"));
         assert!(!open.host_allowed("notlocalhost"));
         assert!(!open.host_allowed("é.localhos"));
+    }
+
+    #[test]
+    fn the_public_urls_origin_is_the_gateways_own_behind_a_proxy_that_ends_tls() {
+        let g = guard(true, Some("https://chat.example.org/chat"));
+        // The proxy speaks plain HTTP to the gateway; the browser's page is https.
+        assert!(g.origin_allowed("https://chat.example.org", "http", "chat.example.org"));
+        assert!(g.origin_allowed("http://chat.example.org", "http", "chat.example.org"));
+        assert!(!g.origin_allowed("https://chat.example.org:8443", "http", "chat.example.org"));
+        assert!(!g.origin_allowed("https://evil.example", "http", "chat.example.org"));
+        assert!(g.origin_allowed("https://app.example.org", "http", "chat.example.org"));
+        let without = guard(true, None);
+        assert!(!without.origin_allowed("https://127.0.0.1:8080", "http", "127.0.0.1:8080"));
+        assert!(without.origin_allowed("http://127.0.0.1:8080", "http", "127.0.0.1:8080"));
     }
 }
