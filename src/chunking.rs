@@ -192,16 +192,24 @@ pub enum PartOutcome<T, E> {
     Failed(E),
 }
 
+/// A send that stopped at a part: the failure, and what the parts sent before it returned (they
+/// stay posted, so the caller must be told).
+#[derive(Debug)]
+pub struct Stopped<T, E> {
+    pub error: E,
+    pub sent: Vec<T>,
+}
+
 /// Sends `text` as consecutive parts of at most `max_chars`, in order, through `send`. A part
 /// DSM refuses as too long is split in half-size parts and those are sent instead, down to
-/// [`MIN_RESPLIT_CHARS`]; a later part DSM rate-limits is paced; any other failure stops (earlier parts stay posted). Parts that are
-/// only whitespace are not sent (DSM refuses blank messages). Answers what each sent part
-/// returned, in order.
+/// [`MIN_RESPLIT_CHARS`]; a later part DSM rate-limits is paced; any other failure stops, with
+/// what the earlier parts returned. Parts that are only whitespace are not sent (DSM refuses
+/// blank messages). Answers what each sent part returned, in order.
 pub async fn send_in_parts<T, E, F, Fut>(
     text: &str,
     max_chars: usize,
     mut send: F,
-) -> Result<Vec<T>, E>
+) -> Result<Vec<T>, Stopped<T, E>>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = PartOutcome<T, E>>,
@@ -227,7 +235,7 @@ where
             }
             PartOutcome::RateLimited(error) => {
                 if sent.is_empty() || paced >= MAX_PACED_RETRIES {
-                    return Err(error);
+                    return Err(Stopped { error, sent });
                 }
                 paced += 1;
                 pending.push((part, limit));
@@ -237,7 +245,7 @@ where
                 let len = part.chars().count();
                 let smaller = (len.min(limit) / 2).max(1);
                 if smaller < MIN_RESPLIT_CHARS {
-                    return Err(error);
+                    return Err(Stopped { error, sent });
                 }
                 tracing::warn!(
                     chars = len,
@@ -251,7 +259,7 @@ where
                         .map(|p| (p, smaller)),
                 );
             }
-            PartOutcome::Failed(error) => return Err(error),
+            PartOutcome::Failed(error) => return Err(Stopped { error, sent }),
         }
     }
     Ok(sent)
@@ -541,15 +549,36 @@ mod tests {
     #[actix_rt::test]
     async fn other_failures_stop_and_a_hopeless_part_is_reported() {
         let mut calls = 0;
-        let result: Result<Vec<()>, &str> = send_in_parts(&"word ".repeat(100), 100, |_| {
+        let result = send_in_parts(&"word ".repeat(100), 100, |_| {
             calls += 1;
-            async { PartOutcome::Failed("down") }
+            async { PartOutcome::<(), _>::Failed("down") }
         })
         .await;
-        assert_eq!(result.unwrap_err(), "down");
+        assert_eq!(result.unwrap_err().error, "down");
         assert_eq!(calls, 1);
-        let result: Result<Vec<()>, &str> =
-            send_in_parts("short text", 100, |_| async { PartOutcome::TooLong("410") }).await;
-        assert_eq!(result.unwrap_err(), "410");
+        let result = send_in_parts("short text", 100, |_| async {
+            PartOutcome::<(), _>::TooLong("410")
+        })
+        .await;
+        assert_eq!(result.unwrap_err().error, "410");
+    }
+
+    #[actix_rt::test]
+    async fn a_send_stopped_midway_names_the_parts_already_sent() {
+        let mut calls = 0;
+        let stopped = send_in_parts(&"word ".repeat(100), 100, |part| {
+            calls += 1;
+            let outcome = if calls < 3 {
+                PartOutcome::Sent(part)
+            } else {
+                PartOutcome::Failed("down")
+            };
+            async move { outcome }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(stopped.error, "down");
+        assert_eq!(stopped.sent.len(), 2);
+        assert!("word ".repeat(100).starts_with(&stopped.sent.concat()));
     }
 }

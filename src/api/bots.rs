@@ -173,6 +173,7 @@ pub async fn send_bot_message(
             result
         },
         ApiError::from,
+        |delivery| delivery.sent.iter().map(|(_, post)| post.get()).collect(),
     )
     .await?;
     // A long text is several posts per user: the answer names each user's first post, and a

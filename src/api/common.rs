@@ -621,6 +621,7 @@ pub async fn post_text(
             .inspect(|post| chat.note_posted_directly(post.post_id))
         },
         |e| ApiError::for_resource(e, what),
+        |post| vec![post.post_id.get()],
     )
     .await?;
     Ok(super::created_posts(posts))

@@ -429,6 +429,13 @@ pub struct Problem {
     /// The error number DSM answered with, when DSM refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dsm_code: Option<i64>,
+    /// A long message sent as several posts that failed midway: how many of its parts were
+    /// posted before the failure. They stay posted; sending the whole text again repeats them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts_posted: Option<usize>,
+    /// The ids of those posts, where DSM names them (not for incoming webhooks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_ids: Option<Vec<u64>>,
 }
 
 /// The HTTP face's one error type.
@@ -438,6 +445,8 @@ pub struct ApiError {
     detail: String,
     dsm_code: Option<i64>,
     retry_after_secs: Option<u64>,
+    /// Parts of a long message posted before this failure, and their post ids.
+    posted: Option<(usize, Vec<u64>)>,
 }
 
 impl ApiError {
@@ -447,6 +456,7 @@ impl ApiError {
             detail: detail.into(),
             dsm_code: None,
             retry_after_secs: None,
+            posted: None,
         }
     }
 
@@ -501,6 +511,7 @@ impl ApiError {
             detail: problem["detail"].as_str().unwrap_or_default().to_owned(),
             dsm_code: problem["dsm_code"].as_i64(),
             retry_after_secs: None,
+            posted: None,
         })
     }
 
@@ -512,6 +523,21 @@ impl ApiError {
 
     pub fn code(&self) -> ProblemCode {
         self.code
+    }
+
+    /// A failure after `parts` parts of a long message were posted (with `post_ids` where DSM
+    /// named them): said in the detail and in `parts_posted`/`post_ids`, since repeating the
+    /// whole text would post those parts twice.
+    pub fn after_parts_posted(mut self, parts: usize, post_ids: Vec<u64>) -> Self {
+        if parts > 0 {
+            self.detail = format!(
+                "{}; {parts} part(s) of the message had been posted before this failure and \
+                 stay posted (sending the whole text again repeats them)",
+                self.detail
+            );
+            self.posted = Some((parts, post_ids));
+        }
+        self
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {
@@ -532,6 +558,12 @@ impl ApiError {
             code,
             request_id: request.map(|r| r.id),
             dsm_code: self.dsm_code,
+            parts_posted: self.posted.as_ref().map(|(parts, _)| *parts),
+            post_ids: self
+                .posted
+                .as_ref()
+                .map(|(_, ids)| ids.clone())
+                .filter(|ids| !ids.is_empty()),
         }
     }
 }

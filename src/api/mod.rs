@@ -130,12 +130,14 @@ pub(crate) fn part_text(part: String) -> Result<MessageText, ApiError> {
 
 /// Sends `text` as one post, or as consecutive posts when it is longer than
 /// `delivery.max_message_chars`, through `send` (one call per part, in order); `describe`
-/// turns DSM's refusal into the route's problem. Answers what each part's call returned.
+/// turns DSM's refusal into the route's problem, which names the parts posted before it
+/// (their ids as `post_ids` reads them). Answers what each part's call returned.
 pub(crate) async fn send_text<T, F, Fut>(
     state: &AppState,
     text: &MessageText,
     send: F,
     describe: impl Fn(crate::upstream::UpstreamError) -> ApiError,
+    post_ids: impl Fn(&T) -> Vec<u64>,
 ) -> Result<Vec<T>, ApiError>
 where
     F: Fn(MessageText) -> Fut,
@@ -149,6 +151,10 @@ where
         }
     })
     .await
+    .map_err(|stopped| {
+        let ids = stopped.sent.iter().flat_map(&post_ids).collect();
+        stopped.error.after_parts_posted(stopped.sent.len(), ids)
+    })
 }
 
 /// 201 with the first post created and, in [`POST_COUNT_HEADER`], how many were.

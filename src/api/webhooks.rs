@@ -102,6 +102,7 @@ pub(crate) async fn send_incoming_text(
             result
         },
         describe,
+        |_| Vec::new(),
     )
     .await?;
     Ok(sent.len())

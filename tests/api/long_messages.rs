@@ -149,3 +149,36 @@ async fn a_long_webhook_text_is_paced_through_dsms_rate_limit() {
         .collect();
     assert_eq!(accepted, text);
 }
+
+#[actix_rt::test]
+async fn a_long_message_that_fails_midway_names_the_parts_already_posted() {
+    let app = spawn_app().await;
+    let text = long_text(6000);
+    // Each call takes a while, so the fault is in place before the second part goes out.
+    app.sim.set_latency(std::time::Duration::from_millis(300));
+    let sim = app.sim.clone();
+    actix_rt::spawn(async move {
+        while sim.count("SYNO.Chat.Post", "create") == 0 {
+            actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 105);
+    });
+    let failed = app
+        .post("/api/v1/channels/1/posts", json!({ "message": text }))
+        .await;
+    let problem = failed.assert_problem(403, "upstream_permission_denied");
+    assert_eq!(problem["dsm_code"], 105);
+    assert_eq!(problem["parts_posted"], 1, "{problem}");
+    app.sim.set_latency(std::time::Duration::ZERO);
+    let posted = newest_messages(&app, 1, 1).await;
+    assert!(text.starts_with(&posted[0]));
+    let first = &app.get("/api/v1/channels/1/posts?limit=1").await.body["items"][0];
+    assert_eq!(problem["post_ids"], json!([first["post_id"]]), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 part(s) of the message had been posted"),
+        "{problem}"
+    );
+}
