@@ -187,6 +187,9 @@ async fn a_download_that_stops_moving_gives_its_slot_back() {
 #[actix_web::test]
 async fn a_failed_api_list_load_is_remembered_and_later_callers_fail_fast() {
     let app = app_with_short_timeout().await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // The start-up probe's own API.Info query is not counted below.
+    warm_up_finished(&app).await;
     // The NAS stops answering the API list (blackholed) after a version error forced a reload.
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 104);
     app.sim.stall_next("SYNO.API.Info", None, 100);
@@ -358,6 +361,8 @@ async fn a_nas_whose_chat_was_not_running_yet_is_served_once_chat_runs() {
 async fn chat_stopped_after_the_api_list_was_loaded_is_reported_as_missing_then_served_again() {
     let app = spawn_app_with(SimConfig::default(), |_| {}).await;
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // The start-up probe's own API.Info query is not counted below.
+    warm_up_finished(&app).await;
     // DSM answers 102 for an API its list named: the list is loaded again, and it says why.
     app.sim.set_chat_stopped(true);
     let lists_before = app.sim.count("SYNO.API.Info", "query");
