@@ -192,12 +192,15 @@ pub enum PartOutcome<T, E> {
     Failed(E),
 }
 
-/// A send that stopped at a part: the failure, and what the parts sent before it returned (they
-/// stay posted, so the caller must be told).
+/// A send that stopped at a part: the failure, what the parts sent before it returned (they
+/// stay posted, so the caller must be told), their texts, and the texts not sent, the failed
+/// part first: together the message as it was being sent, for the outbox to finish.
 #[derive(Debug)]
 pub struct Stopped<T, E> {
     pub error: E,
     pub sent: Vec<T>,
+    pub done: Vec<String>,
+    pub left: Vec<String>,
 }
 
 /// Sends `text` as consecutive parts of at most `max_chars`, in order, through `send`. A part
@@ -215,6 +218,7 @@ where
     Fut: Future<Output = PartOutcome<T, E>>,
 {
     let mut sent = Vec::new();
+    let mut done = Vec::new();
     // A stack of (part, its limit), next part on top, so re-split parts keep their order.
     let mut pending: Vec<(String, usize)> = split_message(text, max_chars)
         .into_iter()
@@ -228,14 +232,27 @@ where
         if crate::domain::is_blank(&part) {
             continue;
         }
+        // The failure, with the parts sent and the parts left (this one first).
+        let stop = |error, sent, done, part, pending: Vec<(String, usize)>| {
+            let left = std::iter::once(part)
+                .chain(pending.into_iter().rev().map(|(p, _)| p))
+                .collect();
+            Err(Stopped {
+                error,
+                sent,
+                done,
+                left,
+            })
+        };
         match send(part.clone()).await {
             PartOutcome::Sent(value) => {
                 sent.push(value);
+                done.push(part);
                 paced = 0;
             }
             PartOutcome::RateLimited(error) => {
                 if sent.is_empty() || paced >= MAX_PACED_RETRIES {
-                    return Err(Stopped { error, sent });
+                    return stop(error, sent, done, part, pending);
                 }
                 paced += 1;
                 pending.push((part, limit));
@@ -245,7 +262,7 @@ where
                 let len = part.chars().count();
                 let smaller = (len.min(limit) / 2).max(1);
                 if smaller < MIN_RESPLIT_CHARS {
-                    return Err(Stopped { error, sent });
+                    return stop(error, sent, done, part, pending);
                 }
                 tracing::warn!(
                     chars = len,
@@ -259,7 +276,7 @@ where
                         .map(|p| (p, smaller)),
                 );
             }
-            PartOutcome::Failed(error) => return Err(Stopped { error, sent }),
+            PartOutcome::Failed(error) => return stop(error, sent, done, part, pending),
         }
     }
     Ok(sent)
@@ -579,6 +596,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(stopped.error, "down");
         assert_eq!(stopped.sent.len(), 2);
-        assert!("word ".repeat(100).starts_with(&stopped.sent.concat()));
+        assert_eq!(stopped.done, stopped.sent);
+        // Sent and left together are the message, in order.
+        let (done, left) = (stopped.done.concat(), stopped.left.concat());
+        assert_eq!(done + &left, "word ".repeat(100));
+        assert!(stopped.left.len() > 1);
     }
 }

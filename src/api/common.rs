@@ -596,6 +596,18 @@ pub async fn ensure_users_exist(
     }
 }
 
+/// Where a synchronous text send goes when DSM's answer to one of its parts never came (DSM
+/// may have posted it): with an `Idempotency-Key`, a caller that wants each message once, the
+/// outbox finishes the message, looking for that part before sending it again, and the route
+/// answers 202 naming the delivery; without one, the caller gets the failure.
+pub struct Unanswered<'a> {
+    pub req: &'a HttpRequest,
+    pub outbox: &'a crate::delivery::Outbox,
+    pub caller: Option<&'a str>,
+    /// The message as the outbox would send it.
+    pub job: crate::delivery::Job,
+}
+
 /// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
 /// several posts when it is long, and answers 201 with the first; `what` names the target in a
 /// 404.
@@ -606,9 +618,11 @@ pub async fn post_text(
     thread_id: Option<PostId>,
     text: &MessageText,
     what: impl fmt::Display,
+    unanswered: Unanswered<'_>,
 ) -> Result<HttpResponse, ApiError> {
     let what = &what;
-    let posts = super::send_text(
+    let since = crate::delivery::now_ms();
+    let sent = super::send_text_stopping(
         state,
         text,
         |message| async move {
@@ -621,8 +635,44 @@ pub async fn post_text(
             .inspect(|post| chat.note_posted_directly(post.post_id))
         },
         |e| ApiError::for_resource(e, what),
-        |post| vec![post.post_id.get()],
     )
-    .await?;
-    Ok(super::created_posts(posts))
+    .await;
+    let stopped = match sent {
+        Ok(posts) => return Ok(super::created_posts(posts)),
+        Err(stopped) => stopped,
+    };
+    let Unanswered {
+        req,
+        outbox,
+        caller,
+        job,
+    } = unanswered;
+    if stopped.error.outcome_unknown()
+        && req
+            .headers()
+            .contains_key(super::idempotency::IDEMPOTENCY_KEY)
+    {
+        let done = stopped
+            .done
+            .iter()
+            .cloned()
+            .zip(stopped.sent.iter().map(|post| post.post_id.get() as i64))
+            .collect();
+        let caller = caller.unwrap_or("anonymous");
+        match outbox
+            .take_over(caller, &job, done, stopped.left.clone(), since)
+            .await
+        {
+            Ok(id) => {
+                tracing::warn!(delivery = %id, error = %stopped.error, "DSM's answer to a synchronous send never came; the outbox finishes the message");
+                return Ok(super::deliveries::accepted(req, id, false));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "an unanswered synchronous send could not be handed to the outbox");
+            }
+        }
+    }
+    Err(super::told_parts_posted(stopped, |post| {
+        vec![post.post_id.get()]
+    }))
 }

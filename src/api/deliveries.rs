@@ -57,16 +57,23 @@ pub(super) async fn accept(
     let id = outbox
         .enqueue(caller.unwrap_or("anonymous"), job, text)
         .await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((
-            header::LOCATION,
-            public_url_for(req, &format!("/api/v1/deliveries/{id}")),
-        ))
-        .insert_header(("Preference-Applied", "respond-async"))
-        .json(DeliveryAccepted {
-            delivery_id: id,
-            state: "queued",
-        }))
+    Ok(accepted(req, id, true))
+}
+
+/// 202 naming the delivery; `asked` when the caller preferred `respond-async`.
+pub(super) fn accepted(req: &HttpRequest, id: String, asked: bool) -> HttpResponse {
+    let mut response = HttpResponse::Accepted();
+    response.insert_header((
+        header::LOCATION,
+        public_url_for(req, &format!("/api/v1/deliveries/{id}")),
+    ));
+    if asked {
+        response.insert_header(("Preference-Applied", "respond-async"));
+    }
+    response.json(DeliveryAccepted {
+        delivery_id: id,
+        state: "queued",
+    })
 }
 
 /// A message accepted for asynchronous delivery.

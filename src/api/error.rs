@@ -447,6 +447,8 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
     /// Parts of a long message posted before this failure, and their post ids.
     posted: Option<(usize, Vec<u64>)>,
+    /// DSM may have carried the call out although its answer never came.
+    outcome_unknown: bool,
 }
 
 impl ApiError {
@@ -457,6 +459,7 @@ impl ApiError {
             dsm_code: None,
             retry_after_secs: None,
             posted: None,
+            outcome_unknown: false,
         }
     }
 
@@ -512,6 +515,7 @@ impl ApiError {
             dsm_code: problem["dsm_code"].as_i64(),
             retry_after_secs: None,
             posted: None,
+            outcome_unknown: false,
         })
     }
 
@@ -523,6 +527,11 @@ impl ApiError {
 
     pub fn code(&self) -> ProblemCode {
         self.code
+    }
+
+    /// Whether DSM may have carried the failed call out (its answer never came).
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// A failure after `parts` parts of a long message were posted (with `post_ids` where DSM
@@ -631,6 +640,7 @@ impl From<UpstreamError> for ApiError {
         };
         let mut api_error = ApiError::new(code, error.to_string());
         api_error.dsm_code = error.dsm_code();
+        api_error.outcome_unknown = error.may_have_been_carried_out();
         api_error.retry_after_secs = retry_after.map(|s| s.max(1));
         api_error
     }

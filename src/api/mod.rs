@@ -143,6 +143,23 @@ where
     F: Fn(MessageText) -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::upstream::UpstreamError>>,
 {
+    send_text_stopping(state, text, send, describe)
+        .await
+        .map_err(|stopped| told_parts_posted(stopped, post_ids))
+}
+
+/// [`send_text`], answering a failure with the parts sent before it and those left, for a
+/// route that can hand the rest to the outbox.
+pub(crate) async fn send_text_stopping<T, F, Fut>(
+    state: &AppState,
+    text: &MessageText,
+    send: F,
+    describe: impl Fn(crate::upstream::UpstreamError) -> ApiError,
+) -> Result<Vec<T>, chunking::Stopped<T, ApiError>>
+where
+    F: Fn(MessageText) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::upstream::UpstreamError>>,
+{
     let (send, describe) = (&send, &describe);
     chunking::send_in_parts(text.as_str(), state.max_message_chars, |part| async move {
         match part_text(part) {
@@ -151,10 +168,15 @@ where
         }
     })
     .await
-    .map_err(|stopped| {
-        let ids = stopped.sent.iter().flat_map(&post_ids).collect();
-        stopped.error.after_parts_posted(stopped.sent.len(), ids)
-    })
+}
+
+/// A stopped send's failure, naming the parts posted before it (ids as `post_ids` reads them).
+pub(crate) fn told_parts_posted<T>(
+    stopped: chunking::Stopped<T, ApiError>,
+    post_ids: impl Fn(&T) -> Vec<u64>,
+) -> ApiError {
+    let ids = stopped.sent.iter().flat_map(&post_ids).collect();
+    stopped.error.after_parts_posted(stopped.sent.len(), ids)
 }
 
 /// 201 with the first post created and, in [`POST_COUNT_HEADER`], how many were.

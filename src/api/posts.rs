@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, FileBytes, Page, PostList, PostPath, post_text};
+use super::common::{ChannelPath, FileBytes, Page, PostList, PostPath, Unanswered, post_text};
 use super::deliveries::{Deliveries, accept, wants_async};
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
@@ -102,7 +102,7 @@ pub async fn list_posts(
     request_body = NewPostBody,
     responses((status = 201, description = "The (first) post created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        (status = 202, description = "With `Prefer: respond-async`, or with an `Idempotency-Key` when DSM's answer to a part never came (it may have posted it): committed to the outbox, which sends each part once (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
@@ -146,6 +146,15 @@ pub async fn create_post(
         .await?);
     }
     let channel = format!("channel {channel_id}");
+    let unanswered = Unanswered {
+        req: &req,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: Job::Channel {
+            channel_id,
+            thread_id: body.thread_id,
+        },
+    };
     Ok(post_text(
         &state,
         &chat,
@@ -153,6 +162,7 @@ pub async fn create_post(
         body.thread_id,
         &body.message,
         channel,
+        unanswered,
     )
     .await?)
 }
@@ -231,7 +241,7 @@ async fn post_file(
     request_body = ReplyBody,
     responses((status = 201, description = "The (first) reply created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        (status = 202, description = "With `Prefer: respond-async`, or with an `Idempotency-Key` when DSM's answer to a part never came (it may have posted it): committed to the outbox, which sends each part once (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/posts/{post_id}/replies")]
 pub async fn reply_to_post(
@@ -259,6 +269,15 @@ pub async fn reply_to_post(
         )
         .await;
     }
+    let unanswered = Unanswered {
+        req: &req,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: Job::Channel {
+            channel_id,
+            thread_id: Some(post_id),
+        },
+    };
     post_text(
         &state,
         &chat,
@@ -266,6 +285,7 @@ pub async fn reply_to_post(
         Some(post_id),
         &body.message,
         format_args!("post {post_id} (a thread's root; to answer a reply, use its thread_id)"),
+        unanswered,
     )
     .await
 }

@@ -157,7 +157,7 @@ pub async fn get_user_avatar(
     request_body = DirectMessage,
     responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        (status = 202, description = "With `Prefer: respond-async`, or with an `Idempotency-Key` when DSM's answer to a part never came (it may have posted it): committed to the outbox, which sends each part once (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound,
         Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
@@ -192,7 +192,22 @@ pub async fn send_direct_message(
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
     let what = format!("direct-message channel {channel_id}");
-    post_text(&state, &chat, channel_id, None, &body.message, what).await
+    let unanswered = super::common::Unanswered {
+        req: &req,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: crate::delivery::Job::User { user_id: recipient },
+    };
+    post_text(
+        &state,
+        &chat,
+        channel_id,
+        None,
+        &body.message,
+        what,
+        unanswered,
+    )
+    .await
 }
 
 /// Get the gateway account's Chat preferences

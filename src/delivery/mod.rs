@@ -221,11 +221,11 @@ enum Failure {
 
 fn classify(error: &UpstreamError) -> Failure {
     match error {
-        UpstreamError::Timeout => Failure::Ambiguous,
-        UpstreamError::Unreachable(reason) if *reason == "connection failed" => Failure::NotSent,
-        // An answer that is not DSM's (a proxy's 504 page, a garbled body) may follow a call
-        // DSM carried out.
-        UpstreamError::Unreachable(_) | UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
+        // A timeout, or an answer that is not DSM's (a proxy's 504 page, a garbled body), may
+        // follow a call DSM carried out.
+        error if error.may_have_been_carried_out() => Failure::Ambiguous,
+        UpstreamError::Timeout | UpstreamError::Unreachable(_) => Failure::NotSent,
+        UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
         // Busy: no concurrency slot was free, so nothing left the gateway.
         UpstreamError::Busy
         | UpstreamError::LoginBackoff { .. }
@@ -296,22 +296,56 @@ impl Outbox {
 
     /// Commits the message; the worker is woken at once. Returns the delivery id.
     pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
+        // Split like synchronous sends.
+        let chunks = crate::chunking::split_message(text, self.settings.max_message_chars);
+        self.commit(caller, job, chunks, &[], None).await
+    }
+
+    /// Takes over a synchronous send whose part went unanswered (DSM may have posted it):
+    /// `done` are the texts of the parts it posted, with their post ids, `left` the unanswered
+    /// part and the ones after it. The outbox records the posted parts as delivered, looks for
+    /// the unanswered one (sent after `since`) before sending it, and sends the rest: each
+    /// part once, as for a message accepted with `respond-async`. Returns the delivery id.
+    pub async fn take_over(
+        &self,
+        caller: &str,
+        job: &Job,
+        done: Vec<(String, i64)>,
+        left: Vec<String>,
+        since: i64,
+    ) -> Result<String, StoreError> {
+        let posted: Vec<(i64, Option<i64>)> = (0..done.len() as i64)
+            .zip(done.iter().map(|(_, post_id)| Some(*post_id)))
+            .collect();
+        let chunks = done.into_iter().map(|(text, _)| text).chain(left).collect();
+        self.commit(caller, job, chunks, &posted, Some(since)).await
+    }
+
+    async fn commit(
+        &self,
+        caller: &str,
+        job: &Job,
+        chunks: Vec<String>,
+        posted: &[(i64, Option<i64>)],
+        uncertain_since: Option<i64>,
+    ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
+        let new = NewDelivery {
+            id: id.clone(),
+            caller: caller.to_owned(),
+            target: job.target(),
+            request: serde_json::to_string(job).unwrap_or_default(),
+            // A part of only whitespace is not posted (the posted ones never are).
+            chunks: chunks
+                .into_iter()
+                .filter(|part| !crate::domain::is_blank(part))
+                .collect(),
+            now_ms: now,
+            expires_at_ms: now + self.max_age_ms(),
+        };
         self.store
-            .enqueue(&NewDelivery {
-                id: id.clone(),
-                caller: caller.to_owned(),
-                target: job.target(),
-                request: serde_json::to_string(job).unwrap_or_default(),
-                // Split like synchronous sends; a part of only whitespace is not posted.
-                chunks: crate::chunking::split_message(text, self.settings.max_message_chars)
-                    .into_iter()
-                    .filter(|part| !crate::domain::is_blank(part))
-                    .collect(),
-                now_ms: now,
-                expires_at_ms: now + self.max_age_ms(),
-            })
+            .enqueue_resumed(&new, posted, uncertain_since)
             .await?;
         self.wake.notify_one();
         Ok(id)

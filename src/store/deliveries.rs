@@ -114,6 +114,19 @@ fn chunks_json(chunks: &[String]) -> String {
 impl Store {
     /// Commits a new queued delivery (and its target's pacing row).
     pub async fn enqueue(&self, new: &NewDelivery) -> Result<(), StoreError> {
+        self.enqueue_resumed(new, &[], None).await
+    }
+
+    /// Commits a new queued delivery that a synchronous send began: the chunks `posted` names
+    /// (chunk, post id) are recorded as posted, and with `uncertain_since` the next one's send
+    /// went unanswered, so the worker looks for it before sending. One transaction: no worker
+    /// sees the delivery without its progress.
+    pub async fn enqueue_resumed(
+        &self,
+        new: &NewDelivery,
+        posted: &[(i64, Option<i64>)],
+        uncertain_since: Option<i64>,
+    ) -> Result<(), StoreError> {
         let chunks = chunks_json(&new.chunks);
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -126,8 +139,8 @@ impl Store {
             .await?;
             sqlx::query(
                 "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
-                 next_attempt_at, created_at, updated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7)",
+                 next_attempt_at, created_at, updated_at, expires_at, uncertain_since) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8)",
             )
             .bind(&new.id)
             .bind(&new.caller)
@@ -136,8 +149,17 @@ impl Store {
             .bind(&chunks)
             .bind(new.now_ms)
             .bind(new.expires_at_ms)
+            .bind(uncertain_since)
             .execute(&mut *tx)
             .await?;
+            for (chunk, post_id) in posted {
+                sqlx::query(
+                    "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
+                     VALUES ($1, $2, 0, $3, $4)",
+                )
+                .bind(&new.id).bind(chunk).bind(post_id).bind(new.now_ms)
+                .execute(&mut *tx).await?;
+            }
             tx.commit().await
         })?;
         Ok(())

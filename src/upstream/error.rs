@@ -75,6 +75,17 @@ impl UpstreamError {
         }
     }
 
+    /// Whether DSM may have carried the call out although no answer of its own came back: a
+    /// timeout, a connection lost after the request left, an answer that is not DSM's (a
+    /// proxy's 504 page). A connection that never opened sent nothing.
+    pub fn may_have_been_carried_out(&self) -> bool {
+        match self {
+            Self::Timeout | Self::InvalidResponse(_) => true,
+            Self::Unreachable(reason) => *reason != "connection failed",
+            _ => false,
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -835,3 +835,98 @@ async fn a_second_gateway_on_the_same_sqlite_file_does_not_start() {
     let later = syno_chat_gateway::startup::Application::build(second_settings()).await;
     assert!(later.is_ok(), "{:?}", later.err());
 }
+
+/// POSTs `body` to `path` synchronously (no `Prefer`), with `Idempotency-Key: key` when given.
+async fn post_sync(app: &TestApp, path: &str, key: Option<&str>, body: &Value) -> Answer {
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")));
+    if let Some(key) = key {
+        request = request.insert_header(("Idempotency-Key", key));
+    }
+    read(request.send_json(body).await.expect("gateway answers")).await
+}
+
+#[actix_web::test]
+async fn an_unanswered_synchronous_send_with_an_idempotency_key_is_finished_once_by_the_outbox() {
+    let app = spawn_app().await;
+    // Three parts; DSM posts the first and its answer is lost (the connection closes).
+    let text = (1..=40)
+        .map(|n| format!("paragraph {n}: {}", "lorem ipsum ".repeat(11)))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let body = json!({"message": text});
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let first = post_sync(&app, "/api/v1/channels/3/posts", Some("sync-once-1"), &body).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    // Not asked for, so not said to be applied; the Location names the delivery.
+    assert_eq!(first.header("preference-applied"), None);
+    let id = first.body["delivery_id"].as_str().unwrap().to_owned();
+    assert!(
+        first
+            .header("location")
+            .unwrap()
+            .ends_with(&format!("/api/v1/deliveries/{id}"))
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert!(done["chunks"].as_u64().unwrap() >= 3, "{done}");
+    // The retry with the same key is the same answer, and posts nothing.
+    let again = post_sync(&app, "/api/v1/channels/3/posts", Some("sync-once-1"), &body).await;
+    assert_eq!(again.status.as_u16(), 202, "{}", again.body);
+    assert_eq!(again.body["delivery_id"], id.as_str());
+    let posted: Vec<String> = messages(&app, 3)
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with("paragraph "))
+        .collect();
+    assert!(
+        posted.concat() == text,
+        "each part once, in order: {posted:#?}"
+    );
+    assert_eq!(
+        done["post_ids"].as_array().unwrap().len(),
+        posted.len(),
+        "{done}"
+    );
+    // The first part was found, not sent again.
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        posted.len(),
+        "{done}"
+    );
+
+    // Without a key the caller learns the outcome is unknown, and nothing is queued.
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let unkeyed = post_sync(
+        &app,
+        "/api/v1/channels/3/posts",
+        None,
+        &json!({"message": "no key"}),
+    )
+    .await;
+    assert!(unkeyed.status.is_server_error(), "{}", unkeyed.body);
+    let listed = app.get("/api/v1/deliveries").await;
+    assert_eq!(
+        listed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+}
+
+#[actix_web::test]
+async fn a_synchronous_send_refused_by_dsm_is_not_handed_to_the_outbox() {
+    let app = spawn_app().await;
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 105);
+    post_sync(
+        &app,
+        "/api/v1/channels/3/posts",
+        Some("refused-1"),
+        &json!({"message": "denied"}),
+    )
+    .await
+    .assert_problem(403, "upstream_permission_denied");
+    let listed = app.get("/api/v1/deliveries").await;
+    assert_eq!(listed.body["items"], json!([]), "{}", listed.body);
+}
