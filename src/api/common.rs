@@ -596,16 +596,33 @@ pub async fn ensure_users_exist(
     }
 }
 
-/// Where a synchronous text send goes when DSM's answer to one of its parts never came (DSM
-/// may have posted it): with an `Idempotency-Key`, a caller that wants each message once, the
-/// outbox finishes the message, looking for that part before sending it again, and the route
-/// answers 202 naming the delivery; without one, the caller gets the failure.
-pub struct Unanswered<'a> {
+/// A text message as the outbox would send it, and who handed it over: committed at once with
+/// `Prefer: respond-async` ([`Self::accept`]), or taken over when DSM's answer to a part of a
+/// synchronous send never came (DSM may have posted it) and the caller sent an
+/// `Idempotency-Key`, a caller that wants each message once: the outbox finishes the message,
+/// looking for that part before sending it again, and the route answers 202 naming the
+/// delivery. Without a key the caller gets the failure.
+pub struct Handover<'a> {
     pub req: &'a HttpRequest,
     pub outbox: &'a crate::delivery::Outbox,
     pub caller: Option<&'a str>,
-    /// The message as the outbox would send it.
     pub job: crate::delivery::Job,
+}
+
+impl Handover<'_> {
+    /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`.
+    pub async fn accept_if_asked(
+        &self,
+        text: &MessageText,
+    ) -> Option<Result<HttpResponse, ApiError>> {
+        if !super::deliveries::wants_async(self.req) {
+            return None;
+        }
+        Some(
+            super::deliveries::accept(self.req, self.outbox, self.caller, &self.job, text.as_str())
+                .await,
+        )
+    }
 }
 
 /// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
@@ -618,7 +635,7 @@ pub async fn post_text(
     thread_id: Option<PostId>,
     text: &MessageText,
     what: impl fmt::Display,
-    unanswered: Unanswered<'_>,
+    handover: Handover<'_>,
 ) -> Result<HttpResponse, ApiError> {
     let what = &what;
     let since = crate::delivery::now_ms();
@@ -641,12 +658,12 @@ pub async fn post_text(
         Ok(posts) => return Ok(super::created_posts(posts)),
         Err(stopped) => stopped,
     };
-    let Unanswered {
+    let Handover {
         req,
         outbox,
         caller,
         job,
-    } = unanswered;
+    } = handover;
     if stopped.error.outcome_unknown()
         && req
             .headers()

@@ -159,7 +159,7 @@ pub struct DeliveryQuery {
     #[serde(default)]
     #[param(inline)]
     limit: Limit<50, 500>,
-    /// Continue after this delivery id (the last one of the previous page); 400 when it names
+    /// Continue after this delivery id (the last one of the previous page); 404 when it names
     /// no delivery (finished ones are removed after `delivery.retention_secs`).
     after: Option<DeliveryId>,
 }
@@ -175,7 +175,9 @@ fn not_found(id: &str) -> ApiError {
 /// In order of arrival. Scope: read.
 #[utoipa::path(tag = "deliveries",
     params(DeliveryQuery),
-    responses((status = 200, body = DeliveryList), InvalidInput, CommonProblems))]
+    responses((status = 200, body = DeliveryList), InvalidInput,
+        (status = 404, description = "`after` names no delivery", body = Problem, content_type = "application/problem+json"),
+        CommonProblems))]
 #[get("/deliveries")]
 pub async fn list_deliveries(
     _: Authorized<Read>,
@@ -199,7 +201,7 @@ pub async fn list_deliveries(
         .deliveries(query.state.as_deref(), after, i64::from(limit))
         .await?
     else {
-        return Err(ApiError::invalid(
+        return Err(ApiError::not_found(
             "after names no delivery: never one, or finished longer ago than \
              delivery.retention_secs and removed; list again without after",
         ));

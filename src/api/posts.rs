@@ -6,8 +6,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ChannelPath, FileBytes, Page, PostList, PostPath, Unanswered, post_text};
-use super::deliveries::{Deliveries, accept, wants_async};
+use super::common::{ChannelPath, FileBytes, Handover, Page, PostList, PostPath, post_text};
+use super::deliveries::Deliveries;
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
 use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, file_response};
@@ -131,22 +131,7 @@ pub async fn create_post(
         .into());
     }
     let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
-    if wants_async(&req) {
-        let job = Job::Channel {
-            channel_id,
-            thread_id: body.thread_id,
-        };
-        return Ok(accept(
-            &req,
-            &outbox,
-            auth.key_name.as_deref(),
-            &job,
-            body.message.as_str(),
-        )
-        .await?);
-    }
-    let channel = format!("channel {channel_id}");
-    let unanswered = Unanswered {
+    let handover = Handover {
         req: &req,
         outbox: &outbox,
         caller: auth.key_name.as_deref(),
@@ -155,6 +140,10 @@ pub async fn create_post(
             thread_id: body.thread_id,
         },
     };
+    if let Some(accepted) = handover.accept_if_asked(&body.message).await {
+        return Ok(accepted?);
+    }
+    let channel = format!("channel {channel_id}");
     Ok(post_text(
         &state,
         &chat,
@@ -162,7 +151,7 @@ pub async fn create_post(
         body.thread_id,
         &body.message,
         channel,
-        unanswered,
+        handover,
     )
     .await?)
 }
@@ -255,21 +244,7 @@ pub async fn reply_to_post(
 ) -> Result<HttpResponse, ApiError> {
     let post_id = path.post_id;
     let channel_id = channel_of(post_id)?;
-    if wants_async(&req) {
-        let job = Job::Channel {
-            channel_id,
-            thread_id: Some(post_id),
-        };
-        return accept(
-            &req,
-            &outbox,
-            auth.key_name.as_deref(),
-            &job,
-            body.message.as_str(),
-        )
-        .await;
-    }
-    let unanswered = Unanswered {
+    let handover = Handover {
         req: &req,
         outbox: &outbox,
         caller: auth.key_name.as_deref(),
@@ -278,6 +253,9 @@ pub async fn reply_to_post(
             thread_id: Some(post_id),
         },
     };
+    if let Some(accepted) = handover.accept_if_asked(&body.message).await {
+        return accepted;
+    }
     post_text(
         &state,
         &chat,
@@ -285,7 +263,7 @@ pub async fn reply_to_post(
         Some(post_id),
         &body.message,
         format_args!("post {post_id} (a thread's root; to answer a reply, use its thread_id)"),
-        unanswered,
+        handover,
     )
     .await
 }

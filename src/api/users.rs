@@ -171,17 +171,15 @@ pub async fn send_direct_message(
     outbox: super::deliveries::Deliveries,
 ) -> Result<HttpResponse, ApiError> {
     let recipient = path.user_id;
-    if super::deliveries::wants_async(&req) {
-        // No DSM call before the 202: the outbox opens the conversation when it sends.
-        let job = crate::delivery::Job::User { user_id: recipient };
-        return super::deliveries::accept(
-            &req,
-            &outbox,
-            auth.key_name.as_deref(),
-            &job,
-            body.message.as_str(),
-        )
-        .await;
+    let handover = super::common::Handover {
+        req: &req,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: crate::delivery::Job::User { user_id: recipient },
+    };
+    // No DSM call before the 202: the outbox opens the conversation when it sends.
+    if let Some(accepted) = handover.accept_if_asked(&body.message).await {
+        return accepted;
     }
     let own_id = own_user_id(&state, &chat).await?;
     if recipient == own_id {
@@ -192,12 +190,6 @@ pub async fn send_direct_message(
     }
     let channel_id = direct_channel(&state, &chat, own_id, recipient).await?;
     let what = format!("direct-message channel {channel_id}");
-    let unanswered = super::common::Unanswered {
-        req: &req,
-        outbox: &outbox,
-        caller: auth.key_name.as_deref(),
-        job: crate::delivery::Job::User { user_id: recipient },
-    };
     post_text(
         &state,
         &chat,
@@ -205,7 +197,7 @@ pub async fn send_direct_message(
         None,
         &body.message,
         what,
-        unanswered,
+        handover,
     )
     .await
 }

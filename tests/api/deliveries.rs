@@ -624,7 +624,7 @@ async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
     // A cursor naming no delivery is refused, not taken for the start of the list.
     app.get("/api/v1/deliveries?after=00000000-0000-4000-8000-000000000000")
         .await
-        .assert_problem(400, "invalid_request");
+        .assert_problem(404, "not_found");
     let after_lost = app.get(&format!("/api/v1/deliveries?after={lost}")).await;
     assert_eq!(after_lost.status.as_u16(), 200, "{}", after_lost.body);
     assert_eq!(after_lost.body["items"][0]["delivery_id"], first.as_str());
