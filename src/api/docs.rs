@@ -1,6 +1,6 @@
 //! The OpenAPI document, Swagger UI, and the route table used to tell 405 from 404.
 
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, ResponseError, http::header, web};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -163,10 +163,16 @@ async fn swagger_ui(file: web::Path<String>, config: web::Data<Config<'static>>)
             };
             response.content_type(file.content_type).body(body)
         }
-        Ok(None) => HttpResponse::NotFound().finish(),
+        // Problem documents like every other answer, not empty bodies.
+        Ok(None) => ApiError::new(
+            ProblemCode::RouteNotFound,
+            "Swagger UI has no such file; it starts at /docs/",
+        )
+        .error_response(),
         Err(error) => {
             tracing::error!(%error, "Swagger UI file could not be prepared");
-            HttpResponse::InternalServerError().finish()
+            ApiError::new(ProblemCode::Internal, "Swagger UI could not be prepared")
+                .error_response()
         }
     }
 }

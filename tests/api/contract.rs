@@ -205,8 +205,9 @@ async fn swagger_ui_and_the_document_are_served() {
             .contains("javascript")
     );
     assert!(bundle.body.as_str().unwrap().len() > 100_000);
-    let missing = app.call("GET", "/docs/no-such-file.js", None, None).await;
-    assert_eq!(missing.status, 404);
+    app.call("GET", "/docs/no-such-file.js", None, None)
+        .await
+        .assert_problem(404, "route_not_found");
     let doc = app.call("GET", "/openapi.json", None, None).await;
     assert_eq!(doc.body["info"]["title"], "syno-chat-gateway");
     assert!(doc.body["paths"]["/api/v1/channels/{channel_id}/posts"]["post"].is_object());
