@@ -243,6 +243,34 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    a_delivery_taken_over_from_a_synchronous_send_keeps_its_progress,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 4_000_000;
+        let mut new = delivery("t1", "channel:7", now);
+        new.chunks = vec!["one".into(), "two".into(), "three".into()];
+        // Part one was answered (post 51); part two's answer never came.
+        store
+            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10))
+            .await
+            .unwrap();
+        let row = store.claim("w", now, now + 10).await.unwrap().unwrap();
+        assert_eq!(row.id, "t1");
+        assert_eq!(row.posts, [(0, Some(51))]);
+        assert_eq!(row.uncertain_since, Some(now - 10));
+        assert!(store.post_is_recorded(51).await.unwrap());
+        // A plain enqueue has neither.
+        store
+            .enqueue(&delivery("t2", "channel:8", now))
+            .await
+            .unwrap();
+        let plain = store.delivery("t2").await.unwrap().unwrap();
+        assert!(plain.posts.is_empty());
+        assert_eq!(plain.uncertain_since, None);
+    }
+);
+
+backends::on_both!(
     finished_deliveries_past_retention_are_purged_with_their_posts,
     |backend: Backend| async move {
         let store = Store::connect(&settings(&backend.url)).await.unwrap();
