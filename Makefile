@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-cpu clean
+.PHONY: run build release release-pgo test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-cpu clean
 
 ## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
 run:
@@ -14,6 +14,11 @@ build:
 ## release: the exact binary the Dockerfile builds
 release:
 	$(CARGO) build --release --locked --bin syno-chat-gateway
+
+## release-pgo: the release binary optimised with a profile of its own training run (needs
+## `rustup component add llvm-tools`; two release builds) -> target/release-pgo/syno-chat-gateway
+release-pgo:
+	bash tests/bench/pgo.sh
 
 ## test: every suite, each one even when another failed or could not run; one summary with
 ## every skip at the end (tests/run_all.sh). Fails on a failure, and under CI=true on a skip.
