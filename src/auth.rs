@@ -119,6 +119,11 @@ impl ApiKeys {
         req: &HttpRequest,
         needed: Scope,
     ) -> Result<Option<Arc<str>>, ApiError> {
+        Ok(self.authorize_key(req, needed)?.map(|key| key.name.clone()))
+    }
+
+    /// As [`ApiKeys::authorize`], with the whole key; `None` when the gate is open.
+    fn authorize_key(&self, req: &HttpRequest, needed: Scope) -> Result<Option<&Key>, ApiError> {
         if self.open {
             return Ok(None);
         }
@@ -148,7 +153,7 @@ impl ApiKeys {
                 ),
             ));
         }
-        Ok(Some(key.name.clone()))
+        Ok(Some(key))
     }
 }
 
@@ -174,7 +179,16 @@ impl RequiredScope for Admin {
 /// Extractor that admits a request only with a key holding scope `S`.
 pub struct Authorized<S> {
     pub key_name: Option<Arc<str>>,
+    /// The key has the `admin` scope, or keys are off.
+    admin: bool,
     scope: PhantomData<S>,
+}
+
+impl<S> Authorized<S> {
+    /// The key has the `admin` scope, or keys are off.
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
 }
 
 impl<S: RequiredScope> FromRequest for Authorized<S> {
@@ -183,8 +197,9 @@ impl<S: RequiredScope> FromRequest for Authorized<S> {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<ApiKeys>>() {
-            Some(keys) => keys.authorize(req, S::SCOPE).map(|key_name| Authorized {
-                key_name,
+            Some(keys) => keys.authorize_key(req, S::SCOPE).map(|key| Authorized {
+                key_name: key.map(|key| key.name.clone()),
+                admin: key.is_none_or(|key| key.scope >= Scope::Admin),
                 scope: PhantomData,
             }),
             None => Err(ApiError::new(

@@ -55,7 +55,7 @@ pub(super) async fn accept(
     text: &str,
 ) -> Result<HttpResponse, ApiError> {
     let id = outbox
-        .enqueue(caller.unwrap_or("anonymous"), job, text)
+        .enqueue(caller.unwrap_or(ANONYMOUS), job, text)
         .await?;
     Ok(accepted(req, id, true))
 }
@@ -170,6 +170,40 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no delivery {id}"))
 }
 
+/// Whether a delivery's `caller` is an API key's name, not a hook (`hook:<name>`), the HTTP
+/// subscriptions (`subscriptions`, src/store/subscriptions.rs) or a gateway without keys
+/// (`anonymous`): a key named like one of those acts on none of them.
+fn handed_over_by_a_key(caller: &str) -> bool {
+    caller != ANONYMOUS && caller != "subscriptions" && !caller.starts_with("hook:")
+}
+
+/// The `caller` of what is handed over while keys are off.
+pub(super) const ANONYMOUS: &str = "anonymous";
+
+/// A delivery the caller may retry or cancel: one its own key handed over, or any with an
+/// admin key. Every key with the read scope can see them all (they hold no message text); a
+/// write key changing another key's, a hook's or a subscription's messages could silence them.
+async fn owned_delivery(
+    auth: &Authorized<Write>,
+    outbox: &Outbox,
+    id: &str,
+) -> Result<DeliveryRow, ApiError> {
+    let Some(row) = outbox.store().delivery(id).await? else {
+        return Err(not_found(id));
+    };
+    let own = handed_over_by_a_key(&row.caller) && auth.key_name.as_deref() == Some(&row.caller);
+    if !(own || auth.is_admin()) {
+        return Err(ApiError::new(
+            ProblemCode::InsufficientScope,
+            format!(
+                "delivery {id} was handed over by another key, a hook or a subscription; only \
+                 the key that handed it over or a key with the `admin` scope can change it"
+            ),
+        ));
+    }
+    Ok(row)
+}
+
 /// List asynchronous deliveries
 ///
 /// In order of arrival. Scope: read.
@@ -233,7 +267,8 @@ pub async fn get_delivery(
 ///
 /// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`
 /// (`subscriptions.max_age_secs` for an event POSTed to a subscription).
-/// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write.
+/// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write,
+/// for a delivery the key handed over itself; admin for any other (a hook's, a subscription's).
 #[utoipa::path(tag = "deliveries",
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
@@ -241,14 +276,12 @@ pub async fn get_delivery(
         CommonProblems))]
 #[post("/deliveries/{delivery_id}/retry")]
 pub async fn retry_delivery(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     path: web::Path<DeliveryPath>,
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
     let id = path.into_inner().delivery_id.to_string();
-    let Some(row) = outbox.store().delivery(&id).await? else {
-        return Err(not_found(&id));
-    };
+    let row = owned_delivery(&auth, &outbox, &id).await?;
     let now = now_ms();
     let result = outbox
         .store()
@@ -265,7 +298,8 @@ pub async fn retry_delivery(
 
 /// Cancel a queued delivery
 ///
-/// 409 when it is being sent or already finished. Scope: write.
+/// 409 when it is being sent or already finished. Scope: write, for a delivery the key handed
+/// over itself; admin for any other (a hook's, a subscription's).
 #[utoipa::path(tag = "deliveries",
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
@@ -273,11 +307,12 @@ pub async fn retry_delivery(
         CommonProblems))]
 #[delete("/deliveries/{delivery_id}")]
 pub async fn cancel_delivery(
-    _: Authorized<Write>,
+    auth: Authorized<Write>,
     path: web::Path<DeliveryPath>,
     outbox: Deliveries,
 ) -> Result<web::Json<Delivery>, ApiError> {
     let id = path.into_inner().delivery_id.to_string();
+    owned_delivery(&auth, &outbox, &id).await?;
     let result = outbox.store().cancel_delivery(&id, now_ms()).await?;
     settle(
         &outbox,

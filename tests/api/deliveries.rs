@@ -9,8 +9,8 @@ use syno_chat_gateway::config::PostListPaging;
 use syno_chat_gateway::sim::SimConfig;
 
 use crate::helpers::{
-    Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, last_request, param, read,
-    spawn_app, spawn_app_with,
+    ADMIN_KEY, Answer, BOT_TOKEN_NAME, TestApp, WEBHOOK_TOKEN_NAME, WRITE_KEY, last_request, param,
+    read, spawn_app, spawn_app_with,
 };
 
 /// POSTs `body` to `path` with `Prefer: respond-async`.
@@ -637,6 +637,69 @@ async fn failed_deliveries_can_be_retried_and_queued_ones_cancelled() {
     )
     .await
     .assert_problem(403, "insufficient_scope");
+}
+
+#[actix_web::test]
+async fn only_the_key_that_handed_a_delivery_over_or_an_admin_key_changes_it() {
+    const OTHER_WRITER: &str = "test-other-writer-key";
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.auth.keys.insert(
+            "other-writer".to_owned(),
+            syno_chat_gateway::config::KeySettings {
+                hash: Some(SecretString::from(syno_chat_gateway::auth::hash_key(
+                    OTHER_WRITER,
+                ))),
+                hash_file: None,
+                scopes: vec!["write".parse().unwrap()],
+            },
+        );
+    })
+    .await;
+    // With the NAS away the messages stay queued.
+    app.sim.refuse_connections(true).await;
+    let first =
+        accepted(&post_async(&app, "/api/v1/channels/3/posts", json!({"message": "one"})).await);
+    let second =
+        accepted(&post_async(&app, "/api/v1/channels/3/posts", json!({"message": "two"})).await);
+    let call = |method: &'static str, path: String, key: &'static str| {
+        let app = &app;
+        async move { app.call(method, &path, Some(key), None).await }
+    };
+    // Another write key sees them, and can neither cancel nor retry them.
+    let seen = call("GET", format!("/api/v1/deliveries/{second}"), OTHER_WRITER).await;
+    assert_eq!(seen.status.as_u16(), 200, "{}", seen.body);
+    call(
+        "DELETE",
+        format!("/api/v1/deliveries/{second}"),
+        OTHER_WRITER,
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+    call(
+        "POST",
+        format!("/api/v1/deliveries/{second}/retry"),
+        OTHER_WRITER,
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+    let still = call("GET", format!("/api/v1/deliveries/{second}"), OTHER_WRITER).await;
+    assert_eq!(still.body["state"], "queued", "{}", still.body);
+    // The key that handed it over can, and so can an admin key.
+    let own = call("DELETE", format!("/api/v1/deliveries/{second}"), WRITE_KEY).await;
+    assert_eq!(own.status.as_u16(), 200, "{}", own.body);
+    assert_eq!(own.body["state"], "cancelled");
+    let admin = call("DELETE", format!("/api/v1/deliveries/{first}"), ADMIN_KEY).await;
+    assert_eq!(admin.status.as_u16(), 200, "{}", admin.body);
+    assert_eq!(admin.body["state"], "cancelled");
+    // An unknown delivery is still a 404, whoever asks.
+    call(
+        "DELETE",
+        "/api/v1/deliveries/00000000-0000-4000-8000-000000000000".to_owned(),
+        OTHER_WRITER,
+    )
+    .await
+    .assert_problem(404, "not_found");
+    app.sim.refuse_connections(false).await;
 }
 
 #[actix_web::test]
