@@ -2,7 +2,9 @@
 //! instrumented gateway through the requests users send most, so that the profile it writes
 //! tells the compiler which paths are hot. Not part of the gateway's build.
 //!
-//!   cargo run --release --example pgo_train -- http://127.0.0.1:8080 <api key>
+//!   cargo run --release --example pgo_train -- http://127.0.0.1:8080 <api key> <hook secret>
+//!
+//! The key needs the write scope; the hook is `hooks.alerts`, posting to channel 1.
 //!
 //! Plain HTTP/1.1 over std's `TcpStream`, a few keep-alive connections on threads: no client
 //! library, so nothing of the gateway's own client (awc) runs in this process. Every answer's
@@ -13,8 +15,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// Who a request authenticates as.
+#[derive(Clone, Copy)]
+enum Credential {
+    /// The API key (`/api/v1`).
+    Key,
+    /// The hook's secret (`/hooks/alerts`).
+    Hook,
+}
+
 /// A request the training sends, how often, and the status it must get.
 struct Scenario {
+    credential: Credential,
     method: &'static str,
     path: &'static str,
     /// The JSON body of the `n`th request, if any.
@@ -27,6 +39,7 @@ struct Scenario {
 /// first, then new posts (which also fill the channel whose page is read).
 const SCENARIOS: &[Scenario] = &[
     Scenario {
+        credential: Credential::Key,
         method: "POST",
         path: "/api/v1/channels/1/posts",
         body: Some(message),
@@ -34,6 +47,7 @@ const SCENARIOS: &[Scenario] = &[
         times: 600,
     },
     Scenario {
+        credential: Credential::Key,
         method: "GET",
         path: "/api/v1/channels/1/posts?limit=50",
         body: None,
@@ -41,6 +55,7 @@ const SCENARIOS: &[Scenario] = &[
         times: 3000,
     },
     Scenario {
+        credential: Credential::Key,
         method: "GET",
         path: "/api/v1/channels/1/posts",
         body: None,
@@ -48,6 +63,7 @@ const SCENARIOS: &[Scenario] = &[
         times: 1000,
     },
     Scenario {
+        credential: Credential::Key,
         method: "GET",
         path: "/api/v1/channels",
         body: None,
@@ -55,13 +71,33 @@ const SCENARIOS: &[Scenario] = &[
         times: 8000,
     },
     Scenario {
+        credential: Credential::Key,
         method: "GET",
         path: "/api/v1/users",
         body: None,
         status: 200,
         times: 2000,
     },
+    // Tools posting through a hook: a Slack-style text (answered at once) and an Alertmanager
+    // group (queued for the outbox, which then sends it).
     Scenario {
+        credential: Credential::Hook,
+        method: "POST",
+        path: "/hooks/alerts",
+        body: Some(slack),
+        status: 200,
+        times: 400,
+    },
+    Scenario {
+        credential: Credential::Hook,
+        method: "POST",
+        path: "/hooks/alerts",
+        body: Some(alertmanager),
+        status: 202,
+        times: 200,
+    },
+    Scenario {
+        credential: Credential::Key,
         method: "GET",
         path: "/readyz",
         body: None,
@@ -91,13 +127,31 @@ fn message(n: usize) -> String {
     }
 }
 
+fn slack(n: usize) -> String {
+    format!(
+        r#"{{"text":"Deploy *{n}* finished: <https://ci.example/builds/{n}|build {n}> is green"}}"#
+    )
+}
+
+fn alertmanager(n: usize) -> String {
+    let status = if n.is_multiple_of(3) {
+        "resolved"
+    } else {
+        "firing"
+    };
+    format!(
+        r#"{{"version":"4","groupKey":"{{}}:{{alertname=\"DiskFull\"}}","status":"{status}","receiver":"chat","groupLabels":{{"alertname":"DiskFull"}},"commonLabels":{{"alertname":"DiskFull","severity":"critical"}},"commonAnnotations":{{"summary":"Volume 1 is 95% full"}},"externalURL":"http://alertmanager:9093","alerts":[{{"status":"{status}","labels":{{"alertname":"DiskFull","instance":"nas-0{}"}},"annotations":{{"summary":"Volume 1 is 95% full"}},"startsAt":"2026-12-04T10:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph","fingerprint":"{n:016x}"}}],"truncatedAlerts":0}}"#,
+        n % 7
+    )
+}
+
 /// Keep-alive connections, each on its own thread.
 const CONNECTIONS: usize = 4;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(base), Some(key)) = (args.next(), args.next()) else {
-        eprintln!("usage: pgo_train <http://host:port> <api key>");
+    let (Some(base), Some(key), Some(hook_secret)) = (args.next(), args.next(), args.next()) else {
+        eprintln!("usage: pgo_train <http://host:port> <api key> <secret of the hook `alerts`>");
         std::process::exit(2);
     };
     let Some(authority) = base
@@ -111,14 +165,17 @@ fn main() {
         eprintln!("pgo_train: the gateway is not ready: {error}");
         std::process::exit(1);
     }
-    let auth = key_header(&key);
+    let (key, hook) = (bearer(&key), bearer(&hook_secret));
     for scenario in SCENARIOS {
         let failures: Vec<String> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..CONNECTIONS)
                 .map(|n| {
                     let share = scenario.times / CONNECTIONS
                         + usize::from(n < scenario.times % CONNECTIONS);
-                    let auth = &auth;
+                    let auth = match scenario.credential {
+                        Credential::Key => &key,
+                        Credential::Hook => &hook,
+                    };
                     scope.spawn(move || run(authority, auth, scenario, share))
                 })
                 .collect();
@@ -165,8 +222,8 @@ fn wait_until_ready(authority: &str) -> Result<(), String> {
     Err(last)
 }
 
-fn key_header(key: &str) -> String {
-    format!("Authorization: Bearer {key}\r\n")
+fn bearer(secret: &str) -> String {
+    format!("Authorization: Bearer {secret}\r\n")
 }
 
 /// `times` requests of `scenario` on one keep-alive connection.

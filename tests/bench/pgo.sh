@@ -9,7 +9,8 @@
 # Needs llvm-profdata of rustc's own LLVM version: `rustup component add llvm-tools` (or
 # LLVM_PROFDATA=/path/to/llvm-profdata). No NAS and no other tool: the training runs
 # against the built-in DSM simulator, from a second process whose own profile is thrown away,
-# and the load is examples/pgo_train.rs (std only, compiled with rustc alone), which fails the
+# and the load is examples/pgo_train.rs (std only, compiled with rustc alone: the API's reads and
+# writes and a hook's Slack and Alertmanager posts, which the outbox then sends), which fails the
 # build on any unexpected answer. Takes two release builds (about 12 minutes on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,11 +40,13 @@ rustc --edition 2024 -O examples/pgo_train.rs -o "$WORK/pgo_train"
 echo "pgo: 2/3 training"
 NAS_PORT=$(free_port); GW_PORT=$(free_port)
 KEY="pgo-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+HOOK_SECRET="pgo-hook-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+hash() { printf '%s' "$1" | LLVM_PROFILE_FILE="$WORK/discarded/%p.profraw" "$BIN" hash-key --stdin; }
 LLVM_PROFILE_FILE="$WORK/discarded/%p.profraw" "$BIN" simulate --bind "127.0.0.1:$NAS_PORT" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 env LLVM_PROFILE_FILE="$WORK/profiles/gateway-%p.profraw" \
-  SYNOCHAT__AUTH__KEYS__TRAIN__HASH="$(printf '%s' "$KEY" | LLVM_PROFILE_FILE="$WORK/discarded/%p.profraw" "$BIN" hash-key --stdin)" \
-  SYNOCHAT__AUTH__KEYS__TRAIN__SCOPES=write \
+  SYNOCHAT__AUTH__KEYS__TRAIN__HASH="$(hash "$KEY")" SYNOCHAT__AUTH__KEYS__TRAIN__SCOPES=write \
+  SYNOCHAT__HOOKS__ALERTS__CHANNEL=1 SYNOCHAT__HOOKS__ALERTS__SECRET_HASH="$(hash "$HOOK_SECRET")" \
   SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
   SYNOCHAT__STORE__URL="sqlite://$WORK/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" \
   SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
@@ -52,7 +55,7 @@ env LLVM_PROFILE_FILE="$WORK/profiles/gateway-%p.profraw" \
 GW_PID=$!
 PIDS+=("$GW_PID")
 # The trainer waits for /readyz first.
-"$WORK/pgo_train" "http://127.0.0.1:$GW_PORT" "$KEY" || { cat "$WORK/gateway.log"; exit 1; }
+"$WORK/pgo_train" "http://127.0.0.1:$GW_PORT" "$KEY" "$HOOK_SECRET" || { cat "$WORK/gateway.log"; exit 1; }
 # The profile is written when the process exits normally.
 kill -INT "$GW_PID"
 wait "$GW_PID" || true
