@@ -423,12 +423,21 @@ async fn a_retried_subscription_delivery_keeps_the_subscription_age_limit() {
             .unwrap()
             .as_millis() as i64
     };
+    // Subscriptions are the admin's: a write key may not retry their deliveries.
+    app.call(
+        "POST",
+        &format!("/api/v1/deliveries/{delivery}/retry"),
+        Some(WRITE_KEY),
+        None,
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
     let before = unix_ms();
     let retried = app
         .call(
             "POST",
             &format!("/api/v1/deliveries/{delivery}/retry"),
-            Some(WRITE_KEY),
+            Some(ADMIN_KEY),
             None,
         )
         .await;
