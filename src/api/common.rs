@@ -675,7 +675,7 @@ pub async fn post_text(
             .cloned()
             .zip(stopped.sent.iter().map(|post| post.post_id.get() as i64))
             .collect();
-        let caller = caller.unwrap_or(super::deliveries::ANONYMOUS);
+        let caller = caller.unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
         match outbox
             .take_over(caller, &job, done, stopped.left.clone(), since)
             .await

@@ -15,7 +15,7 @@ use crate::auth::{Authorized, Read, Write};
 use crate::delivery::{Job, Outbox, now_ms};
 use crate::forwarded::public_url_for;
 use crate::store::StoreError;
-use crate::store::deliveries::{DeliveryRow, Transition};
+use crate::store::deliveries::{DeliveryRow, Transition, callers};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_deliveries)
@@ -55,7 +55,7 @@ pub(super) async fn accept(
     text: &str,
 ) -> Result<HttpResponse, ApiError> {
     let id = outbox
-        .enqueue(caller.unwrap_or(ANONYMOUS), job, text)
+        .enqueue(caller.unwrap_or(callers::ANONYMOUS), job, text)
         .await?;
     Ok(accepted(req, id, true))
 }
@@ -170,16 +170,6 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no delivery {id}"))
 }
 
-/// Whether a delivery's `caller` is an API key's name, not a hook (`hook:<name>`), the HTTP
-/// subscriptions (`subscriptions`, src/store/subscriptions.rs) or a gateway without keys
-/// (`anonymous`): a key named like one of those acts on none of them.
-fn handed_over_by_a_key(caller: &str) -> bool {
-    caller != ANONYMOUS && caller != "subscriptions" && !caller.starts_with("hook:")
-}
-
-/// The `caller` of what is handed over while keys are off.
-pub(super) const ANONYMOUS: &str = "anonymous";
-
 /// A delivery the caller may retry or cancel: one its own key handed over, or any with an
 /// admin key. Every key with the read scope can see them all (they hold no message text); a
 /// write key changing another key's, a hook's or a subscription's messages could silence them.
@@ -191,7 +181,7 @@ async fn owned_delivery(
     let Some(row) = outbox.store().delivery(id).await? else {
         return Err(not_found(id));
     };
-    let own = handed_over_by_a_key(&row.caller) && auth.key_name.as_deref() == Some(&row.caller);
+    let own = callers::is_key(&row.caller) && auth.key_name.as_deref() == Some(&row.caller);
     if !(own || auth.is_admin()) {
         return Err(ApiError::new(
             ProblemCode::InsufficientScope,

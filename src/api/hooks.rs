@@ -24,6 +24,7 @@ use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
 use crate::formats::{self, Format, FormatError};
 use crate::forwarded::public_url_for;
+use crate::store::deliveries::callers;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
@@ -754,7 +755,7 @@ pub async fn dispatch(
         },
     };
     outbox
-        .enqueue(&format!("hook:{hook_name}"), &job, text.as_str())
+        .enqueue(&callers::hook(hook_name), &job, text.as_str())
         .await
         .map_err(|e| DispatchError::Transient(ApiError::from(e)))
 }

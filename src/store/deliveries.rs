@@ -8,6 +8,26 @@ use sqlx::Row;
 
 use super::{Pool, Store, StoreError, with_pool};
 
+/// Who handed a delivery over (`deliveries.caller`): an API key's name, or one of these.
+pub mod callers {
+    /// Anything handed over while keys are off.
+    pub const ANONYMOUS: &str = "anonymous";
+    /// Events fanned out to HTTP subscriptions.
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    const HOOK_PREFIX: &str = "hook:";
+
+    /// A hook's messages: `hook:<name>`.
+    pub fn hook(name: &str) -> String {
+        format!("{HOOK_PREFIX}{name}")
+    }
+
+    /// Whether `caller` names an API key, not one of the callers above (a key named like one of
+    /// them is taken for it).
+    pub fn is_key(caller: &str) -> bool {
+        caller != ANONYMOUS && caller != SUBSCRIPTIONS && !caller.starts_with(HOOK_PREFIX)
+    }
+}
+
 /// What the outbox needs to keep for one message.
 pub struct NewDelivery {
     pub id: String,

@@ -134,7 +134,7 @@ macro_rules! insert_delivery {
             sqlx::query(
                 "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
                  next_attempt_at, created_at, updated_at, expires_at, finished_at) \
-                 VALUES ($1, 'subscriptions', $2, $3, $4, $5, 0, $6, $7, $7, $8, \
+                 VALUES ($1, $9, $2, $3, $4, $5, 0, $6, $7, $7, $8, \
                  CASE WHEN $5 = 'delivered' THEN $7 ELSE NULL END)",
             )
             .bind(&$d.id)
@@ -145,6 +145,7 @@ macro_rules! insert_delivery {
             .bind($d.next_attempt_at)
             .bind($now)
             .bind($d.expires_at)
+            .bind(super::deliveries::callers::SUBSCRIPTIONS)
             .execute(&mut *$tx)
             .await?;
         }
