@@ -480,6 +480,7 @@ impl Application {
             // By now the workers have built their apps: give back what start-up freed.
             actix_web::rt::time::sleep(Duration::from_secs(1)).await;
             release_freed_heap();
+            release_start_up_code();
         });
         tracing::info!(%address, docs = %format!("http://{address}/docs"), "syno-chat-gateway listening");
         Ok(Self {
@@ -585,5 +586,138 @@ fn release_freed_heap() {
         unsafe {
             malloc_trim(0);
         }
+    }
+}
+
+/// Unmaps the gateway's own code and constants from the process, so that only what runs after
+/// start-up is mapped again, on use. Start-up (configuration, migrations, the OpenAPI document,
+/// every worker's routes) runs code from all over the binary, and the kernel maps the pages
+/// around each one touched (fault-around): about 12 MB of the 15 MB of code stayed mapped,
+/// two thirds of the idle RSS, though most of it never runs again. Only mappings the process
+/// never wrote to are dropped (no private copies: relocated data keeps its pages); their
+/// content comes back from the executable, unchanged, when next touched. The kernel's page
+/// cache keeps the file's pages either way; what falls is the memory mapped into the gateway.
+fn release_start_up_code() {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+            return;
+        };
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return;
+        };
+        for (start, end) in untouched_executable_mappings(&smaps, &exe.to_string_lossy()) {
+            unsafe extern "C" {
+                fn madvise(
+                    addr: *mut std::ffi::c_void,
+                    len: usize,
+                    advice: std::ffi::c_int,
+                ) -> std::ffi::c_int;
+            }
+            const MADV_DONTNEED: std::ffi::c_int = 4;
+            // SAFETY: the range is a whole read-only mapping of the executable with no private
+            // (written) pages, so dropping it loses nothing: the kernel maps the file's pages
+            // again on the next access.
+            unsafe {
+                madvise(start as *mut std::ffi::c_void, end - start, MADV_DONTNEED);
+            }
+        }
+    }
+}
+
+#[cfg_attr(
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
+    allow(dead_code)
+)]
+/// The private, read-only mappings of `exe` listed in `/proc/self/smaps` that hold no
+/// anonymous (written, copied-on-write) pages.
+fn untouched_executable_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut current = None;
+    for line in smaps.lines() {
+        if let Some((range, perms, path)) = mapping_header(line) {
+            current = (perms.starts_with('r')
+                && !perms.contains('w')
+                && perms.ends_with('p')
+                && path == exe)
+                .then_some(range);
+        } else if let Some(anonymous) = line.strip_prefix("Anonymous:")
+            && let Some(range) = current.take()
+            && anonymous.trim() == "0 kB"
+        {
+            found.push(range);
+        }
+    }
+    found
+}
+
+#[cfg_attr(
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
+    allow(dead_code)
+)]
+/// A mapping's header line in `/proc/<pid>/smaps`: `start-end perms offset dev inode path`.
+fn mapping_header(line: &str) -> Option<((usize, usize), &str, &str)> {
+    let (range, rest) = line.split_once(' ')?;
+    let (start, end) = range.split_once('-')?;
+    let range = (
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    );
+    let (perms, mut rest) = rest.split_once(' ')?;
+    for _ in 0..3 {
+        // offset, device, inode
+        rest = rest
+            .trim_start()
+            .split_once(' ')
+            .map_or("", |(_, after)| after);
+    }
+    Some((range, perms, rest.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untouched_executable_mappings;
+
+    const SMAPS: &str = "\
+5647f378f000-5647f3f37000 r--p 00000000 fd:01 1234                       /opt/gw/bin/syno chat
+Rss:                1344 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+5647f3f37000-5647f4df7000 r-xp 007a8000 fd:01 1234                       /opt/gw/bin/syno chat
+Rss:                8064 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+5647f4df7000-5647f4e70000 r--p 01668000 fd:01 1234                       /opt/gw/bin/syno chat
+Rss:                 484 kB
+Anonymous:           484 kB
+5647f4e70000-5647f4e78000 rw-p 016e1000 fd:01 1234                       /opt/gw/bin/syno chat
+Anonymous:            32 kB
+5647f4e78000-5647f4e80000 rw-p 00000000 00:00 0 
+Anonymous:             0 kB
+7f967a45d000-7f967a5b3000 r-xp 00028000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             0 kB
+";
+
+    #[test]
+    fn only_the_executables_unwritten_read_only_mappings_are_released() {
+        assert_eq!(
+            untouched_executable_mappings(SMAPS, "/opt/gw/bin/syno chat"),
+            [
+                (0x5647_f378_f000, 0x5647_f3f3_7000),
+                (0x5647_f3f3_7000, 0x5647_f4df_7000)
+            ],
+            "the constants and the code; not the relocated (written) data, not libc"
+        );
+        assert!(untouched_executable_mappings(SMAPS, "/opt/gw/bin/syno").is_empty());
+        assert!(untouched_executable_mappings("garbage\n-\n", "/x").is_empty());
     }
 }
