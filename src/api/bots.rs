@@ -113,7 +113,7 @@ fn bot_read_error(
 ///
 /// Sends the message to each user's conversation with the bot configured as `name`; answers
 /// the post created per user and the users DSM did not deliver to.
-#[utoipa::path(tag = "bots",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "bots",
     params(BotPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = BotMessageBody,
@@ -200,7 +200,7 @@ pub async fn send_bot_message(
 }
 
 /// List the bot's channels
-#[utoipa::path(tag = "bots",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "bots",
     params(BotPath),
     responses((status = 200, body = ChannelList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels")]
@@ -216,7 +216,7 @@ pub async fn list_bot_channels(
 }
 
 /// List the users the bot sees
-#[utoipa::path(tag = "bots",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "bots",
     params(BotPath),
     responses((status = 200, body = UserList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/users")]
@@ -235,7 +235,7 @@ pub async fn list_bot_users(
 ///
 /// `prev_count` posts before the anchor `post_id`, the anchor, and `next_count` posts after it,
 /// in DSM's order. A channel the bot is not a member of is a 403.
-#[utoipa::path(tag = "bots",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "bots",
     params(BotChannelPath, PostWindowQuery),
     responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/channels/{channel_id}/posts")]
@@ -277,7 +277,7 @@ pub async fn list_bot_posts(
 /// Download a post's file as the bot
 ///
 /// The bytes with DSM's content type, for a post in a channel the bot is a member of.
-#[utoipa::path(tag = "bots",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "bots",
     params(BotPostPath),
     responses((status = 200, description = "The file", content_type = "application/octet-stream",
         body = FileBytes), InvalidInput, NotFound, CommonProblems))]

@@ -105,7 +105,7 @@ pub struct ChannelFilter {
 /// List the channels visible to the gateway's account
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?name=` filters by name.
-#[utoipa::path(tag = "channels", params(ChannelFilter,
+#[utoipa::path(security(("bearer" = ["read"])), tag = "channels", params(ChannelFilter,
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
     responses((status = 200, body = ChannelList,
             headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
@@ -131,7 +131,7 @@ pub async fn list_channels(
 }
 
 /// Get one channel
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "channels",
     params(ChannelPath),
     responses((status = 200, body = Channel), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}")]
@@ -159,7 +159,7 @@ pub async fn get_channel(
 /// Creates the channel, makes sure the gateway's account has joined it and invites `members`.
 /// Answers 201 with the channel as DSM then lists it. If inviting fails after the channel was
 /// created, the channel exists (see `GET /channels`) and the problem says why inviting failed.
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     request_body = NewChannel,
     responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
         InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
@@ -231,7 +231,7 @@ pub async fn create_channel(
 ///
 /// DSM hides the conversation from the account's channel list until its next post; no
 /// message is deleted and other members are not affected.
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath),
     responses((status = 204, description = "Closed"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/channels/{channel_id}")]
@@ -248,7 +248,7 @@ pub async fn close_channel(
 /// Archive a channel
 ///
 /// DSM allows it to the channel's creator and to administrators.
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath),
     responses((status = 204, description = "Archived"), InvalidInput, NotFound, CommonProblems))]
 #[post("/channels/{channel_id}/archive")]
@@ -265,7 +265,7 @@ pub async fn archive_channel(
 /// Invite users to a channel
 ///
 /// Every id must be an existing user; members already in the channel are left as they are.
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath),
     request_body = NewMembers,
     responses((status = 204, description = "Invited"), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
@@ -292,7 +292,7 @@ pub async fn invite_members(
 /// Join a channel with the gateway's account
 ///
 /// Idempotent: answers 204 when the account is already a member.
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath),
     responses((status = 204, description = "The gateway's account is a member"), InvalidInput, NotFound, CommonProblems))]
 #[put("/channels/{channel_id}/membership")]
@@ -328,7 +328,7 @@ pub async fn join_channel(
 /// Refused with 409 when the gateway's account is the only member (leaving would orphan the
 /// channel) unless `force=true`, and for direct-message and bot conversations, which cannot be
 /// left (close them instead).
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath, LeaveQuery),
     responses((status = 204, description = "Left"), InvalidInput, NotFound,
         (status = 409, description = "Leaving would orphan the channel, or it cannot be left", body = Problem, content_type = "application/problem+json"),
@@ -377,7 +377,7 @@ pub async fn leave_channel(
 ///
 /// Moves the gateway account's read marker to `last_view_at` (default now), which resets the
 /// channel's `unread` count. Send `{}` for "now".
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     params(ChannelPath),
     request_body = ReadMarker,
     responses((status = 204, description = "Marked"), InvalidInput, NotFound, BodyProblems, CommonProblems))]
@@ -396,7 +396,7 @@ pub async fn mark_read(
 }
 
 /// Get the gateway account's preferences for a channel
-#[utoipa::path(tag = "channels",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "channels",
     params(ChannelPath),
     responses((status = 200, description = "DSM's preferences object", body = ChannelPreferences), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/preferences")]

@@ -197,7 +197,7 @@ async fn owned_delivery(
 /// List asynchronous deliveries
 ///
 /// In order of arrival. Scope: read.
-#[utoipa::path(tag = "deliveries",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "deliveries",
     params(DeliveryQuery),
     responses((status = 200, body = DeliveryList), InvalidInput,
         (status = 404, description = "`after` names no delivery", body = Problem, content_type = "application/problem+json"),
@@ -238,7 +238,7 @@ pub async fn list_deliveries(
 /// Get an asynchronous delivery
 ///
 /// Scope: read.
-#[utoipa::path(tag = "deliveries",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "deliveries",
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound, CommonProblems))]
 #[get("/deliveries/{delivery_id}")]
@@ -259,7 +259,7 @@ pub async fn get_delivery(
 /// (`subscriptions.max_age_secs` for an event POSTed to a subscription).
 /// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write,
 /// for a delivery the key handed over itself; admin for any other (a hook's, a subscription's).
-#[utoipa::path(tag = "deliveries",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "deliveries",
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not failed", body = Problem, content_type = "application/problem+json"),
@@ -290,7 +290,7 @@ pub async fn retry_delivery(
 ///
 /// 409 when it is being sent or already finished. Scope: write, for a delivery the key handed
 /// over itself; admin for any other (a hook's, a subscription's).
-#[utoipa::path(tag = "deliveries",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "deliveries",
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not queued", body = Problem, content_type = "application/problem+json"),

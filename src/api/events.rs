@@ -80,7 +80,7 @@ pub struct EventStream(String);
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
-#[utoipa::path(tag = "events",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "events",
     params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume a stream (or a page) after this event id")),
     responses(

@@ -108,7 +108,7 @@ pub struct HealthDetails {
 ///
 /// Needs the read scope. DSM is checked at most once per 5 s (a login if needed and
 /// `SYNO.API.Info`); concurrent callers share the check in flight.
-#[utoipa::path(tag = "health",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "health",
     responses((status = 200, body = HealthDetails), CommonProblems))]
 #[get("/health")]
 pub async fn health_details(

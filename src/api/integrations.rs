@@ -205,7 +205,7 @@ async fn delete_webhook(
 ///
 /// DSM's `SYNO.Chat.External list` answer, passed through without tokens (its shape is not
 /// documented).
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = IntegrationOverview), CommonProblems))]
 #[get("/integrations")]
 pub async fn list_integrations(
@@ -218,7 +218,7 @@ pub async fn list_integrations(
 }
 
 /// List incoming webhooks
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/incoming-webhooks")]
 pub async fn list_incoming_webhooks(
@@ -231,7 +231,7 @@ pub async fn list_incoming_webhooks(
 /// Create an incoming webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     request_body = NewIncomingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -255,7 +255,7 @@ pub async fn create_incoming_webhook(
 }
 
 /// Delete an incoming webhook
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/incoming-webhooks/{id}")]
@@ -268,7 +268,7 @@ pub async fn delete_incoming_webhook(
 }
 
 /// List outgoing webhooks
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/outgoing-webhooks")]
 pub async fn list_outgoing_webhooks(
@@ -281,7 +281,7 @@ pub async fn list_outgoing_webhooks(
 /// Create an outgoing webhook
 ///
 /// Answers 201 with the new webhook's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     request_body = NewOutgoingWebhookBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -318,7 +318,7 @@ pub async fn create_outgoing_webhook(
 }
 
 /// Delete an outgoing webhook
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/outgoing-webhooks/{id}")]
@@ -331,7 +331,7 @@ pub async fn delete_outgoing_webhook(
 }
 
 /// List slash commands
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = WebhookList), CommonProblems))]
 #[get("/integrations/slash-commands")]
 pub async fn list_slash_commands(
@@ -344,7 +344,7 @@ pub async fn list_slash_commands(
 /// Create a slash command
 ///
 /// Answers 201 with the new command's bot user id and token; the token is not shown again.
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     request_body = NewSlashCommandBody,
     responses((status = 201, body = CreatedIntegration), InvalidInput, NotFound, BodyProblems,
         CommonProblems))]
@@ -375,7 +375,7 @@ pub async fn create_slash_command(
 }
 
 /// Delete a slash command
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(IntegrationPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/slash-commands/{id}")]
@@ -390,7 +390,7 @@ pub async fn delete_slash_command(
 /// List built-in webhooks
 ///
 /// The integrations Synology packages bring, as DSM describes them (shape not documented).
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = BuiltinWebhooks), CommonProblems))]
 #[get("/integrations/builtin-webhooks")]
 pub async fn list_builtin_webhooks(
@@ -403,7 +403,7 @@ pub async fn list_builtin_webhooks(
 /// List broadcast webhooks
 ///
 /// As DSM describes them, without tokens (shape not documented).
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = BroadcastWebhooks), CommonProblems))]
 #[get("/integrations/broadcast-webhooks")]
 pub async fn list_broadcast_webhooks(
@@ -419,7 +419,7 @@ pub async fn list_broadcast_webhooks(
 ///
 /// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
 /// integration that has none.
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(BotUserPath),
     request_body = BotNicknameBody,
     responses((status = 204, description = "Renamed"), InvalidInput, NotFound, BodyProblems,
@@ -440,7 +440,7 @@ pub async fn set_bot(
 /// Delete a bot
 ///
 /// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(BotUserPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/integrations/bots/{user_id}")]
@@ -457,7 +457,7 @@ pub async fn delete_bot(
 }
 
 /// List chatbots
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     responses((status = 200, body = ChatbotList), CommonProblems))]
 #[get("/integrations/chatbots")]
 pub async fn list_chatbots(
@@ -470,7 +470,7 @@ pub async fn list_chatbots(
 }
 
 /// Change a chatbot's settings
-#[utoipa::path(tag = "integrations",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(BotUserPath),
     request_body = ChatbotSettingsBody,
     responses((status = 204, description = "Changed"), InvalidInput, NotFound, BodyProblems,

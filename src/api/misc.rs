@@ -41,7 +41,7 @@ dsm_object!(
 /// List stickers
 ///
 /// The sticker names usable in sticker posts, as DSM lists them.
-#[utoipa::path(tag = "misc",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "misc",
     responses((status = 200, body = StickerCatalog), CommonProblems))]
 #[get("/stickers")]
 pub async fn list_stickers(
@@ -54,7 +54,7 @@ pub async fn list_stickers(
 /// Get Chat's admin settings
 ///
 /// Needs the admin scope and a DSM account with Chat admin rights.
-#[utoipa::path(tag = "misc",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "misc",
     responses((status = 200, body = AdminSettings), CommonProblems))]
 #[get("/admin/settings")]
 pub async fn get_admin_settings(
@@ -65,7 +65,7 @@ pub async fn get_admin_settings(
 }
 
 /// Get information about the Chat application
-#[utoipa::path(tag = "misc",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "misc",
     responses((status = 200, body = AppInfo), CommonProblems))]
 #[get("/app")]
 pub async fn get_app_info(_: Authorized<Read>, chat: Dsm) -> Result<web::Json<AppInfo>, ApiError> {
@@ -73,7 +73,7 @@ pub async fn get_app_info(_: Authorized<Read>, chat: Dsm) -> Result<web::Json<Ap
 }
 
 /// Get miscellaneous Chat server information
-#[utoipa::path(tag = "misc",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "misc",
     responses((status = 200, body = MiscInfo), CommonProblems))]
 #[get("/misc")]
 pub async fn get_misc_info(

@@ -374,8 +374,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api
 }
 
-/// The API key is required once, for the whole document; the routes outside `/api/v1`
-/// (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`.
+/// The API key is required once, for the whole document, and each `/api/v1` operation names
+/// the scope it needs in its own `security` (`#[utoipa::path(security(...))]`, next to the
+/// `Authorized<Scope>` that enforces it; a test holds the two together). The routes outside
+/// `/api/v1` (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`.
 fn document_security(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::SecurityRequirement;
     api.security = Some(vec![SecurityRequirement::new(

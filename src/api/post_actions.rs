@@ -71,7 +71,7 @@ pub struct ReminderBody {
 /// Pin a post
 ///
 /// Pinned posts are found with `GET /posts/search?has=pin`.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath),
     responses((status = 204, description = "Pinned"), InvalidInput, NotFound, CommonProblems))]
 #[put("/posts/{post_id}/pin")]
@@ -88,7 +88,7 @@ pub async fn pin_post(
 }
 
 /// Unpin a post
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath),
     responses((status = 204, description = "Unpinned"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/pin")]
@@ -107,7 +107,7 @@ pub async fn unpin_post(
 /// React to a post with a sticker
 ///
 /// Adding the same reaction again changes nothing.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath),
     request_body = ReactionBody,
     responses((status = 204, description = "Reaction added"), InvalidInput, NotFound, BodyProblems,
@@ -136,7 +136,7 @@ fn reminder(post_id: PostId, remind_at: u64) -> web::Json<Reminder> {
 /// Get the reminder on a post
 ///
 /// 404 when the gateway's account has no reminder on the post.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(PostPath),
     responses((status = 200, body = Reminder), InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/reminder")]
@@ -157,7 +157,7 @@ pub async fn get_reminder(
 /// Set the reminder on a post
 ///
 /// Replaces any earlier reminder of the gateway's account on the post.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath),
     request_body = ReminderBody,
     responses((status = 200, body = Reminder), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
@@ -177,7 +177,7 @@ pub async fn set_reminder(
 }
 
 /// Delete the reminder on a post
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath),
     responses((status = 204, description = "Reminder deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/posts/{post_id}/reminder")]
@@ -195,7 +195,7 @@ pub async fn delete_reminder(
 /// List the reminders in a channel
 ///
 /// The gateway account's reminders on the channel's posts.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath),
     responses((status = 200, body = ReminderList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/reminders")]

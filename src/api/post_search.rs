@@ -173,7 +173,7 @@ fn words<T: WireWord>() -> String {
 ///
 /// Searches the given channels (all visible chats by default) and answers one page of hits with
 /// the total. Pinned posts are `has=pin`; files are `type=file`.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(SearchQuery),
     responses((status = 200, body = SearchResult), InvalidInput, CommonProblems))]
 #[get("/posts/search")]
@@ -240,7 +240,7 @@ pub async fn search_posts(
 /// List a channel's threads
 ///
 /// Thread root posts with recent replies, most recently active first.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath, ThreadsQuery),
     responses((status = 200, body = ThreadList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/threads")]
@@ -271,7 +271,7 @@ pub async fn list_threads(
 }
 
 /// List a channel's attachments
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath, AttachmentQuery),
     responses((status = 200, body = AttachmentList, example = json!({"attachments": [{
         "post_id": 4294967309_u64, "channel_id": 1, "creator_id": 1, "message": "", "type": "file",

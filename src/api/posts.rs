@@ -66,7 +66,7 @@ pub struct ReplyBody {
 /// Top-level posts, newest first (a page by `offset` alone keeps DSM's order); thread replies
 /// are not included. Page with `before`, the last `post_id` of the page before: it asks DSM
 /// from that post, so pages neither repeat nor skip posts while new ones arrive.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath, Page),
     responses((status = 200, body = PostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/posts")]
@@ -96,7 +96,7 @@ pub async fn list_posts(
 /// This route also takes the `multipart/form-data` upload of `POST
 /// /channels/{channel_id}/files`; that one is documented separately because client generators
 /// cannot handle one operation with two body types.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(ChannelPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it (JSON messages only)")),
     request_body = NewPostBody,
@@ -168,7 +168,7 @@ fn is_multipart_form(req: &HttpRequest) -> bool {
 /// `multipart/form-data` with the part `file` (at most `server.max_upload_bytes`; larger
 /// uploads are refused with 413 while they arrive) and the optional caption part `message`.
 /// Answers 201 with the file post DSM created.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(ChannelPath),
     request_body(content = NewFilePostForm, content_type = "multipart/form-data"),
     responses((status = 201, body = Post), InvalidInput, NotFound, BodyProblems, CommonProblems))]
@@ -224,7 +224,7 @@ async fn post_file(
 /// Posts into the channel the post belongs to (`post_id >> 32`), with the post as thread root.
 /// Answers 201 with the reply. The post must be a thread's root (a top-level post): to answer
 /// a reply, reply to its `thread_id`. DSM takes only a root as a thread; a reply's id gets 404.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(PostPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the reply is stored; the outbox delivers it")),
     request_body = ReplyBody,
@@ -271,7 +271,7 @@ pub async fn reply_to_post(
 /// Download a post's file
 ///
 /// The bytes with the content type and `Content-Disposition` (file name) DSM sends.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(PostPath),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = FileBytes,

@@ -33,7 +33,7 @@ pub struct NewScheduledPost {
 /// List a channel's scheduled posts
 ///
 /// The posts the gateway's account scheduled in the channel.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath),
     responses((status = 200, body = ScheduledPostList), InvalidInput, NotFound, CommonProblems))]
 #[get("/channels/{channel_id}/scheduled-posts")]
@@ -53,7 +53,7 @@ pub async fn list_scheduled_posts(
 /// Schedule a post
 ///
 /// Chat sends the message into the channel at `send_at`. Answers 201 with the scheduled post.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(ChannelPath),
     request_body = NewScheduledPost,
     responses((status = 201, body = ScheduledPost), InvalidInput, NotFound, Unprocessable, BodyProblems, CommonProblems))]
@@ -76,7 +76,7 @@ pub async fn schedule_post(
 /// Delete a scheduled post
 ///
 /// Chat will not send it.
-#[utoipa::path(tag = "posts",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "posts",
     params(CronjobPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/scheduled-posts/{cronjob_id}")]

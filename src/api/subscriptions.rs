@@ -173,7 +173,7 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
 /// `Retry-After` honoured on 429, 502, 503 and 504; 429 is not counted as a failure, `410 Gone`
 /// disables the subscription, and so do `subscriptions.max_failures` failures in a row. Scope:
 /// admin.
-#[utoipa::path(tag = "subscriptions",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     request_body = NewSubscription,
     responses((status = 201, body = CreatedSubscription,
             headers(("Location" = String, description = "The new subscription"))),
@@ -250,7 +250,7 @@ pub async fn create_subscription(
 /// List subscriptions
 ///
 /// Oldest first, without their secrets. Scope: admin.
-#[utoipa::path(tag = "subscriptions",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     responses((status = 200, body = SubscriptionList), CommonProblems))]
 #[get("/subscriptions")]
 pub async fn list_subscriptions(
@@ -267,7 +267,7 @@ pub async fn list_subscriptions(
 ///
 /// With its state: `enabled`, why it was disabled, failures in a row, the last event
 /// delivered. Scope: admin.
-#[utoipa::path(tag = "subscriptions",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath),
     responses((status = 200, body = Subscription), InvalidInput, NotFound, CommonProblems))]
 #[get("/subscriptions/{subscription_id}")]
@@ -294,7 +294,7 @@ pub async fn get_subscription(
 /// and queues again, in their order, the deliveries that failed or were cancelled since it was
 /// disabled; the events after that follow. Disabling cancels its queued deliveries, which
 /// enabling brings back. Either is idempotent. Scope: admin.
-#[utoipa::path(tag = "subscriptions",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath),
     request_body = SubscriptionChange,
     responses((status = 200, body = Subscription), InvalidInput, NotFound, BodyProblems,
@@ -338,7 +338,7 @@ pub async fn change_subscription(
 /// Delete a subscription
 ///
 /// Nothing more is sent to it; its queued deliveries are cancelled. Scope: admin.
-#[utoipa::path(tag = "subscriptions",
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
 #[delete("/subscriptions/{subscription_id}")]

@@ -61,7 +61,7 @@ pub struct UserFilter {
 /// List Chat users
 ///
 /// Served from a cache refreshed every `cache.ttl_secs`. `?username=` filters by username.
-#[utoipa::path(tag = "users", params(UserFilter,
+#[utoipa::path(security(("bearer" = ["read"])), tag = "users", params(UserFilter,
         ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a list already held: answered 304 while it is current")),
     responses((status = 200, body = UserList,
             headers(("ETag" = String, description = "The whole list's version (not sent for filtered lists)"))),
@@ -87,7 +87,7 @@ pub async fn list_users(
 }
 
 /// Get one user
-#[utoipa::path(tag = "users",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "users",
     params(UserPath),
     responses((status = 200, body = User), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}")]
@@ -109,7 +109,7 @@ pub async fn get_user(
 /// Get a user's presence
 ///
 /// Asks DSM each time (not cached).
-#[utoipa::path(tag = "users",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "users",
     params(UserPath),
     responses((status = 200, description = "DSM's presence object", body = UserStatus), InvalidInput, NotFound, CommonProblems))]
 #[get("/users/{user_id}/status")]
@@ -129,7 +129,7 @@ pub async fn get_user_status(
 /// Get a user's avatar
 ///
 /// The image bytes with the `Content-Type` (and `Content-Disposition`) DSM sent.
-#[utoipa::path(tag = "users",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "users",
     params(UserPath),
     responses((status = 200, description = "The avatar image", content_type = "image/*"),
         InvalidInput, NotFound, CommonProblems))]
@@ -151,7 +151,7 @@ pub async fn get_user_avatar(
 ///
 /// Posts into the 1:1 conversation between the gateway's account and the user, opening it
 /// first when there is none. Answers 201 with the post.
-#[utoipa::path(tag = "users",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "users",
     params(UserPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it")),
     request_body = DirectMessage,
@@ -203,7 +203,7 @@ pub async fn send_direct_message(
 }
 
 /// Get the gateway account's Chat preferences
-#[utoipa::path(tag = "users",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "users",
     responses((status = 200, description = "DSM's preferences object", body = OwnPreferences), CommonProblems))]
 #[get("/me/preferences")]
 pub async fn get_own_preferences(

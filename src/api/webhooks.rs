@@ -120,7 +120,7 @@ fn receipt(webhook: Option<String>, count: usize) -> HttpResponse {
 /// List the configured incoming webhooks
 ///
 /// Names only: their tokens stay in the gateway. No call to DSM.
-#[utoipa::path(tag = "webhooks",
+#[utoipa::path(security(("bearer" = ["read"])), tag = "webhooks",
     // Unique: the admin listing of DSM's webhooks is `list_incoming_webhooks`.
     operation_id = "list_configured_incoming_webhooks",
     responses((status = 200, body = ConfiguredWebhookList), CommonProblems))]
@@ -147,7 +147,7 @@ pub async fn list_incoming_webhooks(
 /// Send through a configured incoming webhook
 ///
 /// Posts into the webhook's channel with the token configured under `name`.
-#[utoipa::path(tag = "webhooks",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "webhooks",
     params(WebhookPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
@@ -196,7 +196,7 @@ pub async fn send_with_configured_webhook(
 /// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
 /// at rest until delivery. Configure the token (`tokens.<name>`) and use
 /// `/webhooks/incoming/{name}` for asynchronous delivery.
-#[utoipa::path(tag = "webhooks",
+#[utoipa::path(security(("bearer" = ["write"])), tag = "webhooks",
     params(("X-Chat-Token" = String, Header, pattern = "^([A-Za-z0-9]{64}|\"[A-Za-z0-9]{64}\"|%22[A-Za-z0-9]{64}%22)$",
         description = "The incoming webhook's 64-character token")),
     request_body = WebhookMessageBody,

@@ -78,3 +78,70 @@ async fn health_needs_no_key() {
         200
     );
 }
+
+/// The scope each operation documents (`security: [{"bearer": [scope]}]`) is the one it
+/// enforces: a key one scope short is refused with 403 `insufficient_scope`, a key with the
+/// scope is not (whatever else it is answered: the calls carry no body, so writes stop at
+/// validation).
+#[actix_web::test]
+async fn every_operation_enforces_the_scope_it_documents() {
+    let app = spawn_app().await;
+    let document = app.call("GET", "/openapi.json", None, None).await.body;
+    let mut checked = std::collections::BTreeMap::<&str, usize>::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let documented = &operation["security"];
+            if !path.starts_with("/api/v1/") {
+                assert_eq!(documented, &json!([]), "{method} {path} takes no API key");
+                continue;
+            }
+            let scope = match documented.as_array().map(Vec::as_slice) {
+                Some([requirement]) => requirement["bearer"][0].as_str(),
+                _ => None,
+            }
+            .unwrap_or_else(|| panic!("{method} {path} documents one scope: {documented}"));
+            let (short, enough) = match scope {
+                "read" => (None, READ_KEY),
+                "write" => (Some(READ_KEY), WRITE_KEY),
+                "admin" => (Some(WRITE_KEY), ADMIN_KEY),
+                other => panic!("{method} {path}: unknown scope {other}"),
+            };
+            // Every parameter is 1: an id, or a name no resource has.
+            let concrete: String = path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        "1"
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = method.to_uppercase();
+            if let Some(short) = short {
+                let refused = app.call(&method, &concrete, Some(short), None).await;
+                assert_eq!(
+                    refused.status.as_u16(),
+                    403,
+                    "{method} {path} documents the {scope} scope but let a lesser key in"
+                );
+                refused.assert_problem(403, "insufficient_scope");
+            }
+            let answer = app.call(&method, &concrete, Some(enough), None).await;
+            assert_ne!(
+                answer.body["code"], "insufficient_scope",
+                "{method} {path} refused a key with the {scope} scope"
+            );
+            assert_ne!(answer.status.as_u16(), 401, "{method} {path}");
+            *checked.entry(scope).or_default() += 1;
+        }
+    }
+    assert!(
+        checked.values().sum::<usize>() > 60 && checked.len() == 3,
+        "operations checked by scope: {checked:?}"
+    );
+}
