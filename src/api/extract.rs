@@ -99,12 +99,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 }
 
 /// JSON Schema counts `36941.0` as an integer; serde's integer types do not. Rewrites such
-/// numbers (whole, within 64 bits) as integers so documented integer fields accept them.
+/// numbers (whole, and below 2^53, where a float names one integer) as integers so documented
+/// integer fields accept them.
 fn integral_floats_to_integers(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Number(n) if n.is_f64() => {
             let f = n.as_f64().unwrap_or(f64::NAN);
-            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+            if f.fract() == 0.0 && f.abs() < crate::domain::EXACT_FLOAT_INTEGERS {
                 *n = serde_json::Number::from(f as i64);
             }
         }
@@ -186,7 +187,7 @@ mod tests {
         // 2251799813685247.0 was read as a float just off the integer (serde_json's default,
         // fast float parsing), so it was refused as an id (found by schemathesis).
         let mut value: serde_json::Value = serde_json::from_str(
-            r#"[4064.0, 2251799813685247.0, 8999999999999999.0, 1.5, 1e300, -3.0, 7]"#,
+            r#"[4064.0, 2251799813685247.0, 8999999999999999.0, 9007199254740991.0, -9007199254740991.0, 9007199254740992.0, 1.5, 1e300, -3.0, 7]"#,
         )
         .unwrap();
         integral_floats_to_integers(&mut value);
@@ -196,6 +197,10 @@ mod tests {
                 4064,
                 2251799813685247_i64,
                 8999999999999999_i64,
+                // 2^53 - 1, JavaScript's largest safe integer (found by schemathesis).
+                9007199254740991_i64,
+                -9007199254740991_i64,
+                9007199254740992.0,
                 1.5,
                 1e300,
                 -3,
