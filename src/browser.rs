@@ -25,9 +25,7 @@ impl BrowserGuard {
         req: &ServiceRequest,
         origin: &PublicOrigin,
     ) -> Result<(), ApiError> {
-        // Probes and scrapers address the pod by IP; they never carry a browser's cookies.
-        let infrastructure = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
-        if !infrastructure && !self.host_allowed(&origin.host) {
+        if !any_host_may_name(req.path()) && !self.host_allowed(&origin.host) {
             return Err(ApiError::new(
                 ProblemCode::MisdirectedRequest,
                 "this gateway does not answer for that host name",
@@ -92,6 +90,17 @@ impl BrowserGuard {
             None => true,
         }
     }
+}
+
+/// Routes that answer whatever host name the caller used. Probes and scrapers address the pod
+/// by IP. Senders (`/hooks`) and Chat (`/inbound`) reach the gateway by whatever name leads to
+/// it (a Kubernetes Service name, a LAN address) and prove themselves with a secret or token
+/// of the route's own, which a page rebound to the gateway's address does not have: the Host
+/// check guards what a browser could reach with no secret of its own.
+fn any_host_may_name(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || path.starts_with("/hooks/")
+        || path.starts_with("/inbound/")
 }
 
 /// `example.org:8443` → (`example.org`, 8443); `[::1]:80` → (`::1`, 80).

@@ -373,13 +373,37 @@ async fn with_keys_cross_site_calls_need_the_key_anyway() {
 
 #[actix_web::test]
 async fn the_host_must_be_the_public_urls() {
+    const HOOK_SECRET: &str = "hook-secret-for-any-host";
     let app = spawn_app_with(SimConfig::default(), |s| {
         s.server.public_url = Some("https://chat.example.org/chat".parse().unwrap());
+        s.hooks.insert(
+            "alerts".into(),
+            syno_chat_gateway::config::HookSettings {
+                secret_hash: Some(syno_chat_gateway::auth::hash_key(HOOK_SECRET).into()),
+                channel: Some("1".into()),
+                ..Default::default()
+            },
+        );
     })
     .await;
     app.get("/api/v1/channels/1")
         .await
         .assert_problem(421, "misdirected_request");
+    // A sender in the cluster names the Service, not the public URL; the hook's secret is
+    // what it proves itself with.
+    let in_cluster = [("Host", "syno-chat-gateway.chat.svc:8080")];
+    let hook = format!("/hooks/alerts/{HOOK_SECRET}");
+    let sent = browser_call(&app, "POST", &hook, None, &in_cluster).await;
+    assert!(sent.status.is_success(), "{} {}", sent.status, sent.body);
+    browser_call(
+        &app,
+        "GET",
+        "/api/v1/channels/1",
+        Some(READ_KEY),
+        &in_cluster,
+    )
+    .await
+    .assert_problem(421, "misdirected_request");
     let named = browser_call(
         &app,
         "GET",
