@@ -134,9 +134,11 @@ pub struct HookReceipt {
 
 /// How a hook request ended, answered in the sender's dialect.
 enum Outcome {
-    /// Committed to the outbox.
+    /// Committed to the outbox. `format` is the sender's dialect, `rendered` how the message
+    /// was written (they differ under a template).
     Accepted {
         format: Format,
+        rendered: Format,
         delivery_id: String,
     },
     /// Wrong name or secret: nothing posted.
@@ -395,6 +397,7 @@ async fn handle(
             .body("ok"),
         Outcome::Accepted {
             format,
+            rendered,
             delivery_id,
         } => {
             let location = public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}"));
@@ -430,7 +433,7 @@ async fn handle(
                 .insert_header((header::LOCATION, location))
                 .json(HookReceipt {
                     ok: true,
-                    format: format.as_str(),
+                    format: rendered.as_str(),
                     delivery_id,
                     id: post_id.map(|id| id.to_string()),
                 })
@@ -636,6 +639,14 @@ async fn receive(
     } else {
         body.and_then(|body| formats::parse_body(content_type, &body))
     };
+    // The answer speaks the sender's dialect (Grafana's Slack contact point takes only `ok`,
+    // Discord clients only 200 or 204): the hook's format, or the shape of the body. A template,
+    // or a generic or text rendering, decides how the message reads, not who sent it.
+    let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
+    let dialect = |rendered: Format| match rendered {
+        Format::Generic | Format::Text => shape.unwrap_or(rendered),
+        format => format,
+    };
     let rendered = formats::with_files(
         parsed.and_then(|p| formats::render(&p, hook.format, hook.template.as_deref())),
         &files,
@@ -656,21 +667,22 @@ async fn receive(
     };
     let Ok(text) = MessageText::parse(rendered.text) else {
         return Outcome::BadBody {
-            format: Some(rendered.format),
+            format: Some(dialect(rendered.format)),
             error: FormatError::NoText,
         };
     };
     match dispatch(state, chat, outbox, name, &hook.target, &text).await {
         Ok(delivery_id) => Outcome::Accepted {
-            format: rendered.format,
+            format: dialect(rendered.format),
+            rendered: rendered.format,
             delivery_id,
         },
         Err(DispatchError::Transient(error)) => Outcome::Unavailable {
-            format: rendered.format,
+            format: dialect(rendered.format),
             error,
         },
         Err(DispatchError::Permanent { slack_code, error }) => Outcome::Refused {
-            format: rendered.format,
+            format: dialect(rendered.format),
             slack_code,
             error,
         },

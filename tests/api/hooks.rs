@@ -49,6 +49,9 @@ fn with_hooks(settings: &mut Settings) {
     let mut kuma = hook(("channel", "ops"));
     kuma.template = Some("{{ monitor.name }}: {{ msg }}".into());
     settings.hooks.insert("kuma".into(), kuma);
+    let mut templated = hook(("channel", "ops"));
+    templated.template = Some("alert: {{ text }}".into());
+    settings.hooks.insert("templated".into(), templated);
     let mut am = hook(("channel", "ops"));
     am.format = Some(Format::Alertmanager);
     settings.hooks.insert("am".into(), am);
@@ -576,6 +579,23 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
             "message"
         ),
         Some("My site: [My site] [🔴 Down] timeout of 48000ms exceeded")
+    );
+
+    // A template decides how the message reads, not who sent it: a Slack sender (Grafana's
+    // Slack contact point takes nothing but `ok`) still gets Slack's answer.
+    let slack = send_json(
+        &app,
+        &format!("/hooks/templated/{SECRET}"),
+        json!({"text": "CPU high"}),
+    )
+    .await;
+    assert_eq!((slack.status.as_u16(), slack.body), (200, json!("ok")));
+    assert_eq!(
+        param(
+            &posted(&app, "SYNO.Chat.Post", "create", 4).await,
+            "message"
+        ),
+        Some("alert: CPU high")
     );
 }
 
