@@ -505,7 +505,8 @@ impl Default for UpstreamSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PostListPaging {
-    /// `offset`/`limit` are honoured (the seed library and n8n page this way).
+    /// `offset`/`limit` are honoured (the seed library and n8n page this way), until the NAS
+    /// shows otherwise (`upstream::posts::OffsetPaging`).
     #[default]
     Offset,
     /// Only a `post_id` anchor with `prev_count`/`next_count` pages; without one the NAS

@@ -96,6 +96,8 @@ pub struct DsmShared {
     // One permit per DSM call in flight, across all workers.
     slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
+    /// What the NAS showed of its `Post.list` paging (see `posts::OffsetPaging`).
+    pub(crate) offset_paging: posts::OffsetPaging,
 }
 
 impl DsmShared {
@@ -108,6 +110,7 @@ impl DsmShared {
             catalog: Catalog::default(),
             health: tokio::sync::Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
+            offset_paging: posts::OffsetPaging::new(config.post_list_paging),
             webapi_base,
             tls,
             config,

@@ -1,5 +1,7 @@
 //! Post operations of `SYNO.Chat.Post` and `SYNO.Chat.Post.File`.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use super::client::{Download, DsmClient, NewPost, Upload, decode_data};
@@ -99,17 +101,18 @@ impl DsmClient {
             .await
     }
 
-    /// Whether the NAS honours `offset`/`limit` (`upstream.post_list_paging`).
+    /// Whether the NAS is asked with `offset`/`limit` (`upstream.post_list_paging`, unless
+    /// the NAS showed it ignores them: [`OffsetPaging`]).
     fn pages_posts_by_offset(&self) -> bool {
-        self.up.config.post_list_paging == PostListPaging::Offset
+        !self.up.offset_paging.is_ignored()
     }
 
     /// A page of a channel's posts, newest first, as the API's `{"items": [...]}` document:
     /// `limit` posts after skipping `skip`, counted from the newest post or from `before`.
-    /// Where the NAS honours `offset`, a page without `before` is asked with `offset`/`limit`
-    /// and written from DSM's answer in one pass ([`wire::page`]); an answer that reader gives
-    /// up on goes the way of [`Self::posts`], which decides its verdict and error. Other pages
-    /// are anchored ([`Self::posts_before`]).
+    /// Unless the NAS showed it ignores `offset` ([`OffsetPaging`]), a page without `before` is
+    /// asked with `offset`/`limit` and written from DSM's answer in one pass ([`wire::page`]);
+    /// an answer that reader gives up on goes the way of [`Self::posts`], which decides its
+    /// verdict and error. Other pages are anchored ([`Self::posts_before`]).
     pub async fn posts_json(
         &self,
         channel_id: ChannelId,
@@ -121,26 +124,75 @@ impl DsmClient {
             Some(post_id) => post_id.get(),
             None if !self.pages_posts_by_offset() => newest_anchor(channel_id),
             None => {
-                return self
+                let (page, answered) = self
                     .post_list(
                         channel_id,
                         limit,
                         skip,
                         |body| match wire::page::posts_page(body, limit as usize) {
-                            Some(json) => Ok(Ok(json)),
+                            Some(counted) => Ok(Ok(counted)),
                             None => decode_data(body, |data: PostListData| {
                                 let mut posts = data.posts.into_result()?;
+                                let answered = posts.len();
                                 posts.truncate(limit as usize);
                                 wire::page::items_json(&posts)
+                                    .map(|page| (page, answered))
                                     .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
                             }),
                         },
                     )
-                    .await;
+                    .await?;
+                let limit = limit as usize;
+                if answered > limit {
+                    // More than asked for: the NAS ignores `limit`, and `offset` with it.
+                    self.up.offset_paging.ignored();
+                } else if answered == limit || !self.up.offset_paging.is_unproven() {
+                    return Ok(page);
+                } else {
+                    return self
+                        .check_short_page(channel_id, skip, limit, page, answered)
+                        .await;
+                }
+                newest_anchor(channel_id)
             }
         };
         let posts = self.posts_before(channel_id, anchor, skip, limit).await?;
         wire::page::items_json(&posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+    }
+
+    /// A short first answer while the NAS's paging is unproven: the end of the channel, or a
+    /// NAS that does not page by `offset` (ACE's v8 answers its oldest post). The same page,
+    /// asked from an anchor, tells: more posts there, and paging turns to anchors for good
+    /// (that answer is the page); as many, and `offset` is proven. A NAS that refuses the
+    /// anchored form pages by `offset`.
+    async fn check_short_page(
+        &self,
+        channel_id: ChannelId,
+        skip: u32,
+        limit: usize,
+        page: Vec<u8>,
+        answered: usize,
+    ) -> Result<Vec<u8>> {
+        let anchored = self
+            .posts_before(channel_id, newest_anchor(channel_id), skip, limit as u32)
+            .await;
+        match anchored {
+            Ok(posts) if posts.len() > answered => {
+                self.up.offset_paging.ignored();
+                wire::page::items_json(&posts)
+                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+            }
+            Ok(_) if answered == 0 => Ok(page),
+            Ok(_) | Err(UpstreamError::Dsm { .. }) => {
+                self.up.offset_paging.honoured();
+                Ok(page)
+            }
+            // Not an answer about paging (the NAS is down, say): ask again another time.
+            Err(error) => {
+                tracing::debug!(%error, "Post.list with an anchor not answered; paging unproven");
+                Ok(page)
+            }
+        }
     }
 
     async fn post_list<R>(
@@ -492,6 +544,50 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the NAS has shown of `Post.list`'s `offset`/`limit` (PROTOCOL.md §6.4: sources
+/// disagree; the seed and n8n page by them, Chat 2.4.1 ignores them, ACE's v8 answers its
+/// oldest post without an anchor). With `upstream.post_list_paging = "offset"` it starts
+/// unproven: an answer of more posts than asked, or a short page that the same page asked from
+/// an anchor outnumbers, turns paging to anchors for the life of the process; a short page the
+/// anchored ask agrees with proves `offset`, and nothing more is asked twice.
+pub(crate) struct OffsetPaging(AtomicU8);
+
+const UNPROVEN: u8 = 0;
+const HONOURED: u8 = 1;
+const IGNORED: u8 = 2;
+
+impl OffsetPaging {
+    pub(crate) fn new(configured: PostListPaging) -> Self {
+        Self(AtomicU8::new(match configured {
+            PostListPaging::Offset => UNPROVEN,
+            PostListPaging::Anchor => IGNORED,
+        }))
+    }
+
+    fn is_ignored(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == IGNORED
+    }
+
+    fn is_unproven(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == UNPROVEN
+    }
+
+    fn honoured(&self) {
+        let _ = self
+            .0
+            .compare_exchange(UNPROVEN, HONOURED, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn ignored(&self) {
+        if self.0.swap(IGNORED, Ordering::Relaxed) != IGNORED {
+            tracing::warn!(
+                "the NAS does not page Post.list by offset/limit: pages are asked from an anchor \
+                 from now on (upstream.post_list_paging = \"anchor\" starts that way)"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -975,6 +975,76 @@ async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
     }
 }
 
+/// With the default (`offset`) paging, a NAS that shows it pages otherwise is paged from an
+/// anchor from then on, without configuration: the page a caller gets is the same.
+#[actix_web::test]
+async fn a_nas_that_does_not_page_by_offset_is_recognised_and_paged_from_an_anchor() {
+    // Chat 2.4.1: offset and limit ignored, the newest ten answered.
+    let app = spawn_app().await;
+    post_messages(&app, 1, 14).await;
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
+    assert!(expected.len() >= 15, "{expected:?}");
+    app.sim.set_post_list_offset_ignored(true);
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=3&offset=3").await,
+        expected[3..6],
+        "offset ignored"
+    );
+    let sent = last_request(&app, "SYNO.Chat.Post", "list");
+    assert!(param(&sent, "post_id").is_some(), "asked from an anchor");
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=4&offset=8").await,
+        expected[8..12]
+    );
+    assert!(param(&last_request(&app, "SYNO.Chat.Post", "list"), "offset").is_none());
+
+    // ACE's v8: without an anchor, the oldest post alone.
+    let app = spawn_app().await;
+    post_messages(&app, 1, 6).await;
+    app.sim.set_post_list_anchor_only(true);
+    // Asked from an anchor past the channel's last possible post id.
+    let newest_anchor = (1u64 << 32) | 0xFFFF_FFFF;
+    let expected = page_ids(
+        &app,
+        &format!("/api/v1/channels/1/posts?limit=200&before={newest_anchor}"),
+    )
+    .await;
+    assert!(expected.len() >= 6, "{expected:?}");
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=5").await,
+        expected[..5],
+        "the newest five, not the oldest post"
+    );
+    let lists = app.sim.count("SYNO.Chat.Post", "list");
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=2&offset=1").await,
+        expected[1..3]
+    );
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "list"),
+        lists + 1,
+        "recognised once: one call a page"
+    );
+}
+
+/// A NAS that pages by offset is asked once per page once a short page proved it.
+#[actix_web::test]
+async fn a_short_page_proves_offset_paging_once() {
+    let app = spawn_app().await;
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
+    let lists = app.sim.count("SYNO.Chat.Post", "list");
+    assert!(!expected.is_empty());
+    // The first short page is checked from an anchor; the later ones are not.
+    for _ in 0..3 {
+        assert_eq!(
+            page_ids(&app, "/api/v1/channels/1/posts?limit=200").await,
+            expected
+        );
+    }
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "list"), lists + 3);
+    assert!(param(&last_request(&app, "SYNO.Chat.Post", "list"), "offset").is_some());
+}
+
 #[actix_web::test]
 async fn a_nas_that_pages_from_an_anchor_lists_its_newest_posts_first() {
     use syno_chat_gateway::config::PostListPaging;

@@ -34,10 +34,11 @@ pub(in crate::upstream) fn items_json(posts: &[Post]) -> sonic_rs::Result<Vec<u8
     Ok(body)
 }
 
-/// The API's page document from a whole `Post.list` answer, or `None`: the general way
-/// decides. Also `None` for an answer of more than `limit` posts (a NAS that ignores `limit`:
-/// Chat 2.4.1 answers its newest ten, PROTOCOL.md §6.4), which the general way cuts to size.
-pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+/// The API's page document from a whole `Post.list` answer, with the number of posts in it,
+/// or `None`: the general way decides. Also `None` for an answer of more than `limit` posts (a
+/// NAS that ignores `limit`: Chat 2.4.1 answers its newest ten, PROTOCOL.md §6.4), which the
+/// general way cuts to size.
+pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<(Vec<u8>, usize)> {
     // Strings are copied as they are, so the whole answer must be UTF-8 first. (simdutf8 checks
     // the mostly ASCII page in a third of std's instructions: 2,600 against 7,400.)
     simdutf8::basic::from_utf8(body).ok()?;
@@ -48,6 +49,7 @@ pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<Vec<u
         item_start: 0,
     };
     let (mut success, mut data) = (false, false);
+    let mut count = 0;
     r.object(|r, key| match key {
         b"success" if !success => {
             success = true;
@@ -59,7 +61,8 @@ pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<Vec<u
             r.object(|r, key| match key {
                 b"posts" if !posts => {
                     posts = true;
-                    write_posts(r, &mut out, limit)
+                    count = write_posts(r, &mut out, limit)?;
+                    Some(())
                 }
                 b"posts" => None,
                 _ => r.skip(0),
@@ -70,11 +73,11 @@ pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<Vec<u
         _ => r.skip(0),
     })?;
     r.ws();
-    (success && data && r.i == body.len()).then_some(out)
+    (success && data && r.i == body.len()).then_some((out, count))
 }
 
-/// `[post, ...]` as `{"items":[...]}`, or `None` for more than `limit` posts.
-fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Option<()> {
+/// `[post, ...]` as `{"items":[...]}`, and how many; `None` for more than `limit` posts.
+fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Option<usize> {
     out.extend_from_slice(b"{\"items\":[");
     let mut written = 0;
     let mut shape = Shape::default();
@@ -86,7 +89,7 @@ fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Optio
         write_post(r, out, &mut shape)
     })?;
     out.extend_from_slice(b"]}");
-    (written <= limit).then_some(())
+    (written <= limit).then_some(written)
 }
 
 /// A string's bytes with its quotes, and whether it holds escapes.
@@ -938,8 +941,9 @@ mod tests {
     #[test]
     fn the_bench_page_reads_as_the_general_way_reads_it() {
         let page = include_bytes!("../../../tests/bench/data/post_list.json");
-        let fast = posts_page(page, 50).expect("the one-pass reader takes the bench page");
+        let (fast, count) = posts_page(page, 50).expect("the one-pass reader takes the bench page");
         assert_eq!(fast, general(page, 50).unwrap());
+        assert_eq!(count, 50);
         // More posts than asked for (a NAS that ignores `limit`): the general way cuts them.
         assert!(posts_page(page, 49).is_none());
         let five: serde_json::Value = serde_json::from_slice(&general(page, 5).unwrap()).unwrap();
@@ -1010,7 +1014,7 @@ mod tests {
                 r#"{{"success":true,"data":{{"posts":[{}]}}}}"#,
                 posts.join(",")
             );
-            let fast = posts_page(page.as_bytes(), usize::MAX)
+            let (fast, _) = posts_page(page.as_bytes(), usize::MAX)
                 .expect("the one-pass reader takes the page");
             assert_eq!(
                 fast,
@@ -1320,7 +1324,11 @@ mod tests {
             let odd = [0, 10, 60, 250][round % 4];
             let body = page(&mut g, odd);
             let limit = [usize::MAX, 1, 2, 7][round / 4 % 4];
-            let fast = posts_page(body.as_bytes(), limit);
+            let fast = posts_page(body.as_bytes(), limit).map(|(page, count)| {
+                let items: serde_json::Value = serde_json::from_slice(&page).unwrap();
+                assert_eq!(items["items"].as_array().unwrap().len(), count);
+                page
+            });
             match (fast, general(body.as_bytes(), limit)) {
                 (Some(fast), Some(general)) => {
                     assert_eq!(
