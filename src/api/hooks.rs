@@ -740,7 +740,7 @@ pub async fn dispatch(
         // a hook's messages share one target, hence one order.
         HookTarget::Channel(Address::Name(name)) => {
             accept_unverified(
-                resolve_channel(state, chat, &Address::Name(name.clone())).await,
+                checked_soon(resolve_channel(state, chat, &Address::Name(name.clone()))).await,
                 hook_name,
             )?;
             Job::ChannelNamed {
@@ -749,7 +749,7 @@ pub async fn dispatch(
         }
         HookTarget::User(Address::Name(name)) => {
             accept_unverified(
-                resolve_user(state, chat, &Address::Name(name.clone())).await,
+                checked_soon(resolve_user(state, chat, &Address::Name(name.clone()))).await,
                 hook_name,
             )?;
             Job::UserNamed {
@@ -823,6 +823,24 @@ pub async fn resolve_user(
 
 /// A name that could not be checked (the NAS unreachable or busy) is accepted: the worker looks
 /// it up when it can, and a name that then matches nothing fails that delivery, visibly.
+/// How long a hook's answer waits for its named target to be checked. Senders give up early
+/// (Gitea after 5 s, GitHub after 10 s) and some retry, so with a NAS that hangs the message is
+/// stored unchecked instead, and its name is looked up when it is sent.
+const NAME_CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// `check`, or a transient failure once [`NAME_CHECK_WAIT`] has passed.
+async fn checked_soon<T>(
+    check: impl Future<Output = Result<T, DispatchError>>,
+) -> Result<T, DispatchError> {
+    actix_web::rt::time::timeout(NAME_CHECK_WAIT, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DispatchError::Transient(ApiError::from(
+                crate::upstream::UpstreamError::Timeout,
+            )))
+        })
+}
+
 fn accept_unverified<T>(
     checked: Result<T, DispatchError>,
     hook_name: &str,

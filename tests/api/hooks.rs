@@ -418,6 +418,39 @@ async fn a_nas_that_refuses_or_is_down_still_gets_ok_and_the_post_follows() {
 /// A hook naming its channel, called while the NAS is down and the channel list is not in
 /// memory (just after a start): the message is accepted and posted, in order, once the NAS is
 /// back; senders that do not retry (Grafana, the forges, Uptime Kuma) lose nothing.
+/// A NAS that hangs does not hold a sender's answer past its patience (Gitea gives up after
+/// 5 s): a named target not checked within 2 s is stored unchecked and looked up when sent.
+#[actix_rt::test]
+async fn a_hanging_nas_does_not_hold_the_answer_to_a_named_target() {
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        with_hooks(settings);
+        settings.cache.ttl_secs = 1;
+        settings.upstream.timeout_ms = 10_000;
+    })
+    .await;
+    // Past the list's time in memory, with every DSM answer 6 s late.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    app.sim.set_latency(std::time::Duration::from_secs(6));
+    let started = std::time::Instant::now();
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}"),
+        json!({"text": "while the NAS hangs"}),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.clone()),
+        (200, json!("ok"))
+    );
+    assert!(
+        waited < std::time::Duration::from_millis(4_500),
+        "answered after {waited:?}, not within the 2 s check"
+    );
+    app.sim.set_latency(std::time::Duration::ZERO);
+    post_arrives(&app, "while the NAS hangs").await;
+}
+
 #[actix_rt::test]
 async fn a_named_target_is_looked_up_when_the_nas_is_back() {
     let app = spawn_app_with(SimConfig::default(), |settings| {
