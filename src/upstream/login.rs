@@ -37,18 +37,26 @@ struct LoginData {
     did: Option<String>,
 }
 
+/// How many times a read is asked again after DSM's "network unstable / system busy" (109–111).
+const BUSY_RETRIES: u32 = 2;
+/// The pause before the first of those; the second waits twice as long.
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl DsmClient {
     /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
     /// (once, for all concurrent callers) and retries once; when DSM says the API or version is
     /// not there (102, 104), reloads the Info table and retries once. Each at most once, but
     /// both in one call: a NAS back from an upgrade may answer 104 and then, on the retry, say
-    /// the session is gone.
+    /// the session is gone. A read that DSM answers "network unstable / system busy" (109–111)
+    /// is asked again, at most [`BUSY_RETRIES`] times after a short pause (PROTOCOL.md §1.4:
+    /// bounded retry); a write is not, since it may have been carried out (the outbox retries
+    /// its own, with its duplicate check).
     pub(super) async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
     where
         F: Fn(Endpoint, Arc<Session>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let (mut logged_in_again, mut reloaded) = (false, false);
+        let (mut logged_in_again, mut reloaded, mut busy) = (false, false, 0);
         loop {
             let endpoint = self.endpoint(op).await?;
             let session = self.session().await?;
@@ -71,6 +79,19 @@ impl DsmClient {
                 }) if !reloaded => {
                     reloaded = true;
                     self.up.catalog.forget();
+                }
+                Err(UpstreamError::Dsm {
+                    code: code @ 109..=111,
+                    ..
+                }) if op.verb == super::ops::Verb::Get && busy < BUSY_RETRIES => {
+                    busy += 1;
+                    tracing::debug!(
+                        api = op.api,
+                        method = op.method,
+                        dsm_code = code,
+                        "DSM busy; asking again"
+                    );
+                    actix_web::rt::time::sleep(BUSY_PAUSE * busy).await;
                 }
                 other => return other,
             }

@@ -300,7 +300,8 @@ async fn dsm_error_codes_map_to_documented_statuses() {
         .await;
     limited.assert_problem(429, "upstream_rate_limited");
     assert!(limited.header("retry-after").is_some());
-    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 111);
+    // A read is asked again twice before DSM's "busy" is the answer.
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 3, 111);
     app.get("/api/v1/channels/1/posts")
         .await
         .assert_problem(503, "upstream_busy");

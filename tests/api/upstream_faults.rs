@@ -385,3 +385,38 @@ async fn a_version_error_then_a_lost_session_are_both_recovered_in_one_call() {
     let answer = app.get("/api/v1/channels/1/posts").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
+
+/// DSM's "network unstable / system busy" (109–111): a read is asked again (at most twice), a
+/// write is not, since DSM may have carried it out.
+#[actix_web::test]
+async fn a_busy_nas_is_asked_again_for_reads_and_not_for_writes() {
+    let app = crate::helpers::spawn_app().await;
+    let page = "/api/v1/channels/1/posts?limit=5";
+    assert_eq!(app.get(page).await.status, 200);
+    let lists = || app.sim.count("SYNO.Chat.Post", "list");
+
+    let before = lists();
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 2, 110);
+    let answer = app.get(page).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(lists(), before + 3, "two answers of 110, then the page");
+
+    let before = lists();
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 3, 109);
+    app.get(page).await.assert_problem(503, "upstream_busy");
+    assert_eq!(lists(), before + 3, "bounded: asked three times in all");
+
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 111);
+    app.post(
+        "/api/v1/channels/1/posts",
+        serde_json::json!({"message": "once"}),
+    )
+    .await
+    .assert_problem(503, "upstream_busy");
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 1,
+        "a write is not asked again"
+    );
+}
