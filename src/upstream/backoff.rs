@@ -9,7 +9,7 @@ use super::error::UpstreamError;
 
 /// First pause after a transport failure (NAS down, timeout): recover quickly.
 const TRANSPORT_START: Duration = Duration::from_secs(1);
-/// First pause after DSM refused the credentials (400–404): with the doubling that follows,
+/// First pause after DSM refused the account (400–411): with the doubling that follows,
 /// one replica makes at most 2 attempts in any 5 minutes, so 4 replicas stay under 10.
 const CREDENTIALS_START: Duration = Duration::from_secs(120);
 /// Jitter is added, never subtracted: up to this fraction of the pause.
@@ -66,7 +66,11 @@ impl Backoff {
 /// at `max`), plus `jitter` (0..1) of up to [`JITTER`] of it.
 fn pause(failures: u32, error: &UpstreamError, max: Duration, jitter: f64) -> Duration {
     let start = match error {
-        UpstreamError::LoginRefused { code: 400..=404 } => CREDENTIALS_START,
+        // Every refusal of the account (PROTOCOL.md §3.5): wrong credentials, 2-step
+        // verification, an account disabled, locked (411) or its password expired, the IP
+        // blocked (407). None of them passes in a second, and each attempt counts towards DSM's
+        // auto-block (§3.7).
+        UpstreamError::LoginRefused { code: 400..=411 } => CREDENTIALS_START,
         _ => TRANSPORT_START,
     };
     let exponent = failures.saturating_sub(1).min(16);
@@ -94,13 +98,14 @@ mod tests {
 
     #[test]
     fn refused_credentials_start_high_so_replicas_stay_under_the_auto_block() {
-        for code in 400..=404 {
+        for code in 400..=411 {
             let e = UpstreamError::LoginRefused { code };
             assert_eq!(pause(1, &e, MAX, 0.0), Duration::from_secs(120));
         }
-        // A blocked IP (407) is not a wrong password: DSM says when by itself.
-        let blocked = UpstreamError::LoginRefused { code: 407 };
-        assert_eq!(pause(1, &blocked, MAX, 0.0), Duration::from_secs(1));
+        // A blocked IP (407) or locked account (411) lasts minutes at least; an attempt a
+        // second while it does is the flood DSM's auto-block is there to stop.
+        let other = UpstreamError::LoginRefused { code: 100 };
+        assert_eq!(pause(1, &other, MAX, 0.0), Duration::from_secs(1));
         // Attempts of one replica in the first five minutes: t = 0, 120 (the next is at 360).
         let e = UpstreamError::LoginRefused { code: 400 };
         let mut t = Duration::ZERO;
