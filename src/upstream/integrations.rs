@@ -134,7 +134,7 @@ fn without_tokens(mut data: Map<String, Value>) -> Map<String, Value> {
 /// The items of a list answer: under the documented key or, when DSM names it otherwise (the
 /// Slash key is not documented, PROTOCOL.md [C1]), the one array in `data`.
 fn list_array(key: &str, mut data: Map<String, Value>) -> Value {
-    match data.remove(key) {
+    let mut items = match data.remove(key) {
         Some(items) => items,
         None => {
             let mut arrays = data.into_iter().filter(|(_, v)| v.is_array());
@@ -143,7 +143,19 @@ fn list_array(key: &str, mut data: Map<String, Value>) -> Value {
                 _ => Value::Array(Vec::new()),
             }
         }
+    };
+    // DSM keeps some deleted integrations, marked `deleted` (PROTOCOL.md §4.1: the webhook lists
+    // carry it; `Bot.delete` without `real_delete` only marks): gone for the gateway, in lists
+    // and as tokens to trust.
+    if let Value::Array(list) = &mut items {
+        list.retain(|item| !item.get("deleted").is_some_and(is_set));
     }
+    items
+}
+
+/// A flag DSM sends as `true` or `1`.
+fn is_set(flag: &Value) -> bool {
+    flag.as_bool().unwrap_or(false) || flag.as_i64().is_some_and(|n| n != 0)
 }
 
 /// The items of a list answer (see [`list_array`]), decoded as `T`.
@@ -403,5 +415,21 @@ mod tests {
         };
         let items: Vec<Value> = list_items(&SLASH_OPS.list, SLASH_OPS.list_key, data).unwrap();
         assert_eq!(items, vec![json!({"user_id": 4})]);
+    }
+
+    #[test]
+    fn integrations_dsm_marks_deleted_are_left_out() {
+        let Value::Object(data) = json!({"webhook_outgoings": [
+            {"user_id": 1, "deleted": false},
+            {"user_id": 2, "deleted": true},
+            {"user_id": 3, "deleted": 1},
+            {"user_id": 4, "deleted": 0},
+            {"user_id": 5}
+        ]}) else {
+            unreachable!()
+        };
+        let items: Vec<Value> = list_items(&SLASH_OPS.list, "webhook_outgoings", data).unwrap();
+        let kept: Vec<_> = items.iter().map(|i| i["user_id"].as_i64()).collect();
+        assert_eq!(kept, [Some(1), Some(4), Some(5)]);
     }
 }
