@@ -26,8 +26,7 @@ pub fn render(message: &Map<String, Value>) -> String {
     // a line that the blocks or attachments do not already show (Uptime Kuma sends its message
     // as `text` and again in an attachment's blocks).
     if let Some(text) = text {
-        let shown =
-            |line: &str| blocks.contains(line) || attachments.iter().any(|a| a.contains(line));
+        let shown = |line: &str| shows(&blocks, line) || attachments.iter().any(|a| shows(a, line));
         let repeated = (!blocks.trim().is_empty() || !attachments.is_empty())
             && text
                 .lines()
@@ -42,6 +41,16 @@ pub fn render(message: &Map<String, Value>) -> String {
     sections.push(blocks);
     sections.retain(|s| !s.trim().is_empty());
     sections.join("\n\n")
+}
+
+/// Whether `shown` holds `line` as words of its own: `Deploy` is not shown by `Deployment
+/// finished`, so a text line that only begins another is kept.
+fn shows(shown: &str, line: &str) -> bool {
+    shown.match_indices(line).any(|(at, _)| {
+        let before = shown[..at].chars().next_back();
+        let after = shown[at + line.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }
 
 fn render_attachment(a: &Map<String, Value>) -> String {
