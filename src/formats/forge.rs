@@ -1,6 +1,7 @@
 //! GitHub, Gitea, Forgejo and Gogs native webhooks (senders-delivery-events A.9): a headline
 //! per event, read from the body's shape (the `X-GitHub-Event`/`X-Gitea-Event` header names the
-//! same thing): push with its commits, issues, pull requests, comments, releases, and the ping
+//! same thing): push with its commits, issues, pull requests and their reviews, comments,
+//! releases, and the ping
 //! sent when a hook is created, which is confirmed in one line.
 
 use serde_json::{Map, Value};
@@ -57,6 +58,39 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             "deleted"
         };
         return Ok(format!("[{repo}] {who} {verb} {kind} {name}"));
+    }
+    // A review, and a comment on a pull request's code (GitHub's `pull_request_review` and
+    // `pull_request_review_comment`, Gitea's `pull_request_review_*`): they carry the pull
+    // request too, but say what was done to it.
+    if let (Some(pull), Some(review)) = (object("pull_request"), object("review")) {
+        let state = text_field(review, "state")
+            .or_else(|| text_field(review, "type"))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let verb = if state.contains("approved") {
+            "approved"
+        } else if state.contains("changes_requested") || state.contains("rejected") {
+            "requested changes on"
+        } else {
+            "reviewed"
+        };
+        let mut text = format!("[{repo}] {who} {verb} pull request {}", numbered(pull));
+        if let Some(body) = text_field(review, "body").or_else(|| text_field(review, "content")) {
+            text.push('\n');
+            text.push_str(&quoted(body));
+        }
+        return Ok(text);
+    }
+    if let (Some(pull), Some(comment)) = (object("pull_request"), object("comment")) {
+        let mut text = format!(
+            "[{repo}] {who} commented on pull request {}",
+            numbered(pull)
+        );
+        if let Some(body) = text_field(comment, "body") {
+            text.push('\n');
+            text.push_str(&quoted(body));
+        }
+        return Ok(text);
     }
     if let Some(pull) = object("pull_request") {
         let merged = pull.get("merged").and_then(Value::as_bool) == Some(true);
@@ -269,6 +303,47 @@ mod tests {
         assert_eq!(
             render(&map(delete)).unwrap(),
             "[o/r] al deleted branch release/v2.0"
+        );
+    }
+
+    #[test]
+    fn reviews_and_review_comments_say_what_was_done_to_the_pull_request() {
+        let base = json!({"repository": {"full_name": "o/r"}, "sender": {"login": "al"},
+            "pull_request": {"number": 12, "title": "Fix", "html_url": "https://g/o/r/pull/12"}});
+        let with = |key: &str, value: Value, action: &str| {
+            let mut m = map(base.clone());
+            m.insert(key.into(), value);
+            m.insert("action".into(), json!(action));
+            render(&m).unwrap()
+        };
+        assert_eq!(
+            with("comment", json!({"body": "nit: typo"}), "created"),
+            "[o/r] al commented on pull request #12 <https://g/o/r/pull/12|Fix>\n> nit: typo"
+        );
+        assert_eq!(
+            with(
+                "review",
+                json!({"state": "approved", "body": "LGTM"}),
+                "submitted"
+            ),
+            "[o/r] al approved pull request #12 <https://g/o/r/pull/12|Fix>\n> LGTM"
+        );
+        assert_eq!(
+            with("review", json!({"state": "changes_requested"}), "submitted"),
+            "[o/r] al requested changes on pull request #12 <https://g/o/r/pull/12|Fix>"
+        );
+        // Gitea: the review's `type` and `content`.
+        assert_eq!(
+            with(
+                "review",
+                json!({"type": "pull_request_review_rejected", "content": "not yet"}),
+                "reviewed"
+            ),
+            "[o/r] al requested changes on pull request #12 <https://g/o/r/pull/12|Fix>\n> not yet"
+        );
+        assert_eq!(
+            with("review", json!({"state": "commented"}), "submitted"),
+            "[o/r] al reviewed pull request #12 <https://g/o/r/pull/12|Fix>"
         );
     }
 
