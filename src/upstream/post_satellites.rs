@@ -10,13 +10,17 @@ use crate::domain::{ChannelId, CronjobId, MessageText, PostId};
 pub use crate::domain::{Reminder, ScheduledPost};
 
 const ATTACHMENT_LIST: Op = op("SYNO.Chat.Post.Attachment", "list", 1..=1, Verb::Get);
-const REACTION_SET: Op = op("SYNO.Chat.Post.Reaction", "set", 1..=1, Verb::Post);
+// Free text is declared on every API whose Info entry may say `requestFormat: JSON` (PROTOCOL.md
+// §2: unknown for these), so a sticker `100` or a message `true` stays a string there.
+const REACTION_SET: Op =
+    op("SYNO.Chat.Post.Reaction", "set", 1..=1, Verb::Post).text(&["sticker_name"]);
 const REMINDER_GET: Op = op("SYNO.Chat.Post.Reminder", "get", 1..=1, Verb::Get);
 const REMINDER_SET: Op = op("SYNO.Chat.Post.Reminder", "set", 1..=1, Verb::Post);
 const REMINDER_DELETE: Op = op("SYNO.Chat.Post.Reminder", "delete", 1..=1, Verb::Post);
 const REMINDER_LIST: Op = op("SYNO.Chat.Post.Reminder", "list", 1..=1, Verb::Get);
 const SCHEDULE_LIST: Op = op("SYNO.Chat.Post.Schedule", "list", 1..=1, Verb::Get);
-const SCHEDULE_CREATE: Op = op("SYNO.Chat.Post.Schedule", "create", 1..=1, Verb::Post);
+const SCHEDULE_CREATE: Op =
+    op("SYNO.Chat.Post.Schedule", "create", 1..=1, Verb::Post).text(&["message"]);
 const SCHEDULE_DELETE: Op = op("SYNO.Chat.Post.Schedule", "delete", 1..=1, Verb::Post);
 
 impl DsmClient {

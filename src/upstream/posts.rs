@@ -19,7 +19,9 @@ struct PostListData {
 pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
-const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post);
+// `message` is declared free text, in case a NAS's Info marks `SYNO.Chat.Post` as JSON (none
+// known does, PROTOCOL.md §2): only then is it sent JSON-encoded.
+const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post).text(&["message"]);
 /// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]).
 const POST_UPLOAD: Op = op("SYNO.Chat.Post", "create", 5..=5, Verb::Post);
 const POST_SEARCH: Op = op("SYNO.Chat.Post", "search", 1..=8, Verb::Get);
