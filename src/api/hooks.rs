@@ -132,6 +132,18 @@ pub struct HookReceipt {
     id: Option<String>,
 }
 
+/// What a non-Slack sender gets back for an event the hook leaves unposted on purpose (a
+/// forge's repeat of a release, CI still in progress): nothing is stored.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"ok": true, "posted": false, "reason": "a workflow run is posted once it has completed"}))]
+pub struct HookNotPosted {
+    ok: bool,
+    /// Always `false`.
+    posted: bool,
+    /// Why the event is not posted.
+    reason: &'static str,
+}
+
 /// How a hook request ended, answered in the sender's dialect.
 enum Outcome {
     /// Committed to the outbox. `format` is the sender's dialect, `rendered` how the message
@@ -143,6 +155,11 @@ enum Outcome {
     },
     /// Wrong name or secret: nothing posted.
     NoService,
+    /// An event the format does not post (GitHub's repeats of a release, CI in progress).
+    NotPosted {
+        format: Format,
+        reason: &'static str,
+    },
     BadBody {
         format: Option<Format>,
         error: FormatError,
@@ -213,9 +230,14 @@ impl utoipa::IntoResponses for HookAnswers {
         let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then)")
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
                 .content("text/plain", text(Some("ok")))
-                .content("application/json", json(&HookReceipt::name())))
+                .content("application/json", ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Schema::OneOf(utoipa::openapi::schema::OneOfBuilder::new()
+                        .item(Ref::from_schema_name(HookReceipt::name()))
+                        .item(Ref::from_schema_name(HookNotPosted::name()))
+                        .build())))
+                    .build()))
             .response("204", ResponseBuilder::new()
                 .description("Discord-style senders (as Discord answers them): the message is stored in the outbox and will be posted")
                 .header("Location", HeaderBuilder::new()
@@ -459,10 +481,25 @@ async fn handle(
             response
         }
         Outcome::TimedOut => crate::body_deadline::timeout_problem().error_response(),
+        // Nothing stored, on purpose, and said so: a success, in the sender's dialect.
+        Outcome::NotPosted { format, reason } => {
+            tracing::debug!(hook = name, reason, "hook event not posted");
+            if format.answers_like_slack() {
+                plain(StatusCode::OK, "ok")
+            } else if format == Format::Discord {
+                HttpResponse::NoContent().finish()
+            } else {
+                HttpResponse::Ok().json(HookNotPosted {
+                    ok: true,
+                    posted: false,
+                    reason,
+                })
+            }
+        }
         Outcome::BadBody { format, error } => {
             let code = match error {
                 FormatError::NoText => "no_text",
-                FormatError::InvalidPayload(_) => "invalid_payload",
+                FormatError::InvalidPayload(_) | FormatError::NotPosted(_) => "invalid_payload",
             };
             if slack_style(format) {
                 plain(StatusCode::BAD_REQUEST, code)
@@ -658,6 +695,12 @@ async fn receive(
             ..rendered
         },
         Ok(rendered) => rendered,
+        Err(FormatError::NotPosted(reason)) => {
+            return Outcome::NotPosted {
+                format: hook.format.or(shape).unwrap_or(Format::Generic),
+                reason,
+            };
+        }
         Err(error) => {
             return Outcome::BadBody {
                 format: hook.format,

@@ -204,7 +204,7 @@ pub type State = web::Data<AppState>;
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt)),
+    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),

@@ -43,8 +43,17 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let repo = repo.ok_or_else(|| {
         FormatError::InvalidPayload("a forge payload names its repository".into())
     })?;
+    if let Some(reason) = not_posted(message) {
+        return Err(FormatError::NotPosted(reason));
+    }
     let who = actor(message);
     let action = text_field(message, "action").unwrap_or("updated");
+    if let Some(run) = object("workflow_run") {
+        return Ok(workflow_run(repo, run));
+    }
+    if is_commit_status(message) {
+        return Ok(commit_status(repo, message));
+    }
     if let Some(commits) = message.get("commits").and_then(Value::as_array) {
         return Ok(push(message, repo, &who, commits));
     }
@@ -126,6 +135,81 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         return Ok(format!("[{repo}] {who} {action} release {name}"));
     }
     Ok(format!("[{repo}] {who} {action}"))
+}
+
+/// Events that would say nothing a channel needs, or say it again (senders-delivery-events
+/// A.9): GitHub sends `created`, `published` and `released` for one release (Gitea sends only
+/// `published`, which is posted), and CI reports every step (a workflow run is posted once it
+/// has completed, a commit status once it is not pending).
+fn not_posted(message: &Map<String, Value>) -> Option<&'static str> {
+    let action = text_field(message, "action");
+    if message.contains_key("release")
+        && matches!(action, Some("created" | "released" | "prereleased"))
+    {
+        return Some("the release is posted once, when it is published");
+    }
+    if ["check_run", "check_suite", "workflow_job"]
+        .iter()
+        .any(|key| message.contains_key(*key))
+    {
+        return Some("CI is posted once its workflow run has completed");
+    }
+    if message.contains_key("workflow_run") && action != Some("completed") {
+        return Some("a workflow run is posted once it has completed");
+    }
+    if is_commit_status(message) && text_field(message, "state") == Some("pending") {
+        return Some("a commit status is posted once it is not pending");
+    }
+    None
+}
+
+/// GitHub's and Gitea's `status` event: a commit's `sha`, `state` and `context`.
+fn is_commit_status(message: &Map<String, Value>) -> bool {
+    ["sha", "state", "context"]
+        .iter()
+        .all(|key| message.contains_key(*key))
+}
+
+/// The mark of a run's or a status's outcome.
+fn outcome_mark(outcome: &str) -> &'static str {
+    match outcome {
+        "success" => "✅",
+        "failure" | "error" | "timed_out" | "startup_failure" => "❌",
+        "cancelled" | "skipped" => "⚪",
+        _ => "ℹ️",
+    }
+}
+
+/// `[owner/repo] ❌ workflow CI failure on main <url|run>`.
+fn workflow_run(repo: &str, run: &Map<String, Value>) -> String {
+    let name = text_field(run, "name").unwrap_or("workflow");
+    let conclusion = text_field(run, "conclusion").unwrap_or("completed");
+    let branch = text_field(run, "head_branch")
+        .map(|branch| format!(" on {branch}"))
+        .unwrap_or_default();
+    let url = text_field(run, "html_url")
+        .map(|url| format!(" {}", link(url, "run")))
+        .unwrap_or_default();
+    format!(
+        "[{repo}] {} workflow {name} {conclusion}{branch}{url}",
+        outcome_mark(conclusion)
+    )
+}
+
+/// `[owner/repo] ❌ ci/build failure: tests failed <url|details>`.
+fn commit_status(repo: &str, message: &Map<String, Value>) -> String {
+    let state = text_field(message, "state").unwrap_or_default();
+    let context = text_field(message, "context").unwrap_or("status");
+    let description = text_field(message, "description")
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    let url = text_field(message, "target_url")
+        .map(|url| format!(" {}", link(url, "details")))
+        .unwrap_or_default();
+    format!(
+        "[{repo}] {} {context} {state}{description}{url}",
+        outcome_mark(state)
+    )
 }
 
 /// `[owner/repo:main] alice pushed 2 commits <compare|compare>` and the commits.
@@ -345,6 +429,67 @@ mod tests {
             with("review", json!({"state": "commented"}), "submitted"),
             "[o/r] al reviewed pull request #12 <https://g/o/r/pull/12|Fix>"
         );
+    }
+
+    #[test]
+    fn ci_is_posted_when_it_has_an_outcome_and_a_release_once() {
+        let repo = json!({"full_name": "o/r"});
+        let sender = json!({"login": "al"});
+        let run = |action: &str, conclusion: Value| {
+            map(
+                json!({"action": action, "repository": repo, "sender": sender,
+                "workflow_run": {"name": "CI", "conclusion": conclusion, "head_branch": "main",
+                    "html_url": "https://g/o/r/actions/runs/9"}}),
+            )
+        };
+        assert_eq!(
+            render(&run("completed", json!("failure"))).unwrap(),
+            "[o/r] ❌ workflow CI failure on main <https://g/o/r/actions/runs/9|run>"
+        );
+        for action in ["requested", "in_progress"] {
+            assert!(matches!(
+                render(&run(action, Value::Null)),
+                Err(FormatError::NotPosted(_))
+            ));
+        }
+        for step in ["check_run", "check_suite", "workflow_job"] {
+            let event = map(json!({"action": "completed", "repository": repo,
+                "sender": sender, step: {"conclusion": "success"}}));
+            assert!(looks_like(&event));
+            assert!(
+                matches!(render(&event), Err(FormatError::NotPosted(_))),
+                "{step}"
+            );
+        }
+        let status = |state: &str| {
+            map(json!({"sha": "1b2c", "state": state, "context": "ci/build",
+                "description": "tests", "target_url": "https://ci/1",
+                "repository": repo, "sender": sender}))
+        };
+        assert_eq!(
+            render(&status("success")).unwrap(),
+            "[o/r] ✅ ci/build success: tests <https://ci/1|details>"
+        );
+        assert!(matches!(
+            render(&status("pending")),
+            Err(FormatError::NotPosted(_))
+        ));
+        let release = |action: &str| {
+            map(
+                json!({"action": action, "repository": repo, "sender": sender,
+                "release": {"tag_name": "v2"}}),
+            )
+        };
+        assert_eq!(
+            render(&release("published")).unwrap(),
+            "[o/r] al published release v2"
+        );
+        for repeat in ["created", "released", "prereleased"] {
+            assert!(matches!(
+                render(&release(repeat)),
+                Err(FormatError::NotPosted(_))
+            ));
+        }
     }
 
     #[test]

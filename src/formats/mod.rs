@@ -95,7 +95,8 @@ impl Format {
     }
 }
 
-/// Why a body cannot become a message. Both are the sender's problem, never transient.
+/// Why a body does not become a message. The first two are the sender's problem, never
+/// transient; the last is no problem at all.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     /// Not a body of the format (malformed JSON in a form, not UTF-8, wrong shape).
@@ -104,6 +105,10 @@ pub enum FormatError {
     /// Well formed, but nothing in it can be shown.
     #[error("the payload has no text to post")]
     NoText,
+    /// An event the format posts elsewhere or not at all (the reason says which): GitHub's
+    /// repeats of one release, CI runs still in progress.
+    #[error("not posted: {0}")]
+    NotPosted(&'static str),
 }
 
 /// A request body, parsed once.

@@ -632,6 +632,39 @@ async fn hooks_post_to_users_ids_and_incoming_webhooks() {
     );
 }
 
+/// A forge event the hook does not post (CI in progress, GitHub's repeat of a release) is a
+/// success that says so, and stores nothing.
+#[actix_rt::test]
+async fn forge_events_left_unposted_are_answered_as_such() {
+    let app = app().await;
+    let run = |action: &str| {
+        json!({"action": action, "repository": {"full_name": "o/r"}, "sender": {"login": "al"},
+            "workflow_run": {"name": "CI", "conclusion": "success", "head_branch": "main"}})
+    };
+    let path = format!("/hooks/by-id/{SECRET}");
+    let waiting = send_json(&app, &path, run("in_progress")).await;
+    assert_eq!(waiting.status.as_u16(), 200, "{}", waiting.body);
+    assert_eq!(waiting.body["posted"], false);
+    assert!(
+        waiting.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("completed")
+    );
+    let done = send_json(&app, &path, run("completed")).await;
+    assert_eq!(done.status.as_u16(), 202, "{}", done.body);
+    let posted = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&posted, "message"),
+        Some("[o/r] ✅ workflow CI success on main")
+    );
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        1,
+        "the run in progress was not posted"
+    );
+}
+
 #[actix_rt::test]
 async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered_as_discord() {
     let app = app().await;
