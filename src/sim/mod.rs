@@ -482,6 +482,11 @@ impl SimControl {
         lock(&self.shared.state).upload_answers_file_props_only = on;
     }
 
+    /// Answer a file post's `Post.create` with success alone, no `data` (the post is created).
+    pub fn set_upload_answers_without_data(&self, on: bool) {
+        lock(&self.shared.state).upload_answers_without_data = on;
+    }
+
     /// An enabled outgoing webhook, as an admin would create it in Chat: it calls `url` for UI
     /// posts in `channel_id` (0: any channel, then a trigger word is needed) that start with
     /// `trigger_word` (empty: every post). Returns its token.

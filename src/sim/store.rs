@@ -295,6 +295,8 @@ pub(crate) struct State {
     pub chat_stopped: bool,
     /// A file post's `Post.create` answers only `file_props`, as the seed describes it.
     pub upload_answers_file_props_only: bool,
+    /// A file post's `Post.create` answers success without `data`.
+    pub upload_answers_without_data: bool,
     /// Sessions idle longer than this are expired (for the online status).
     pub idle_timeout: std::time::Duration,
 }

@@ -370,19 +370,14 @@ impl DsmClient {
             ("conn_id", ""),
         ];
         let sent_at = unix_ms();
-        let created: serde_json::Value = self
-            .call_upload(&POST_UPLOAD, &params, &new.file)
-            .await?
-            .ok_or_else(|| {
-                UpstreamError::InvalidResponse(
-                    "SYNO.Chat.Post create answered without data".to_owned(),
-                )
-            })?;
-        if created.get("post_id").is_none() {
-            // The seed describes an upload's answer as `file_props` alone: the post exists,
-            // so it is found among the channel's newest instead of reported as a failure.
+        let created: Option<serde_json::Value> =
+            self.call_upload(&POST_UPLOAD, &params, &new.file).await?;
+        let Some(created) = created.filter(|c| c.get("post_id").is_some()) else {
+            // The seed describes an upload's answer as `file_props` alone, and a bare success
+            // says no more: the post exists, so it is found among the channel's newest
+            // instead of reported as a failure (which would invite a second upload).
             return self.find_uploaded(&new, sent_at).await;
-        }
+        };
         // Uploads are rare and large: the answer is read owned, then converted the same way.
         let created = WireCreated::deserialize(&created)
             .map_err(|e| UpstreamError::InvalidResponse(format!("created post: {e}")))?;

@@ -654,6 +654,32 @@ async fn an_upload_answered_without_a_post_id_finds_its_post() {
     assert!(again.body["post_id"].as_u64() > older.body["post_id"].as_u64());
 }
 
+/// A success with no `data` at all: the post exists, and is found the same way.
+#[actix_web::test]
+async fn an_upload_answered_without_data_finds_its_post() {
+    let app = spawn_app().await;
+    app.sim.set_upload_answers_without_data(true);
+    let created = upload(
+        &app,
+        1,
+        &[
+            ("message", None, b"bare".as_slice()),
+            ("file", Some(("bare.txt", "text/plain")), b"1"),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["message"], "bare");
+    assert_eq!(created.body["file_props"]["name"], "bare.txt");
+    let newest = app.get("/api/v1/channels/1/posts?limit=1").await;
+    assert_eq!(created.body["post_id"], newest.body["items"][0]["post_id"]);
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        1,
+        "uploaded once"
+    );
+}
+
 #[actix_web::test]
 async fn a_file_without_caption_is_posted_with_an_empty_message() {
     let app = spawn_app().await;

@@ -129,7 +129,10 @@ pub(super) fn post_create(cx: &mut Cx, st: &mut State) -> R {
     if let Some(ch) = st.channels.get_mut(&channel_id) {
         ch.last_view.insert(me, now);
     }
-    let props_only = st.upload_answers_file_props_only;
+    let (props_only, no_data) = (
+        st.upload_answers_file_props_only,
+        st.upload_answers_without_data,
+    );
     let post = st.posts.get_mut(&post_id).ok_or_else(|| err(117))?;
     post.kind = kind;
     if let Some(f) = file {
@@ -138,6 +141,9 @@ pub(super) fn post_create(cx: &mut Cx, st: &mut State) -> R {
             content_type: f.content_type,
             data: f.data,
         });
+        if no_data {
+            return ok_empty();
+        }
         if props_only {
             let answer = post.to_json();
             return ok(json!({"file_props": answer["file_props"]}));
