@@ -78,6 +78,10 @@ pub struct HookSettings {
     pub template: Option<String>,
     /// `raw` (default): emphasis left as sent; `plain`: `**b**`, `_i_`, `# h` markers stripped.
     pub markup: crate::formats::Markup,
+    /// How long (s) a second copy of an Alertmanager or Grafana notification (same receiver,
+    /// group, status and alerts) is taken for the same one and not posted again; 0: never.
+    /// Default 60.
+    pub duplicate_window_secs: Option<u64>,
 }
 
 fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -1206,6 +1210,12 @@ impl Settings {
                 "must be the 64-hex-digit SHA-256 of the hook's secret (see `syno-chat-gateway hash-key`)",
             ));
         }
+        if hook.duplicate_window_secs.is_some_and(|secs| secs > 86_400) {
+            return Err(ConfigError::new(
+                key("duplicate_window_secs"),
+                "must be at most 86400 (a day): Alertmanager repeats an unchanged group after its repeat_interval, and such a repeat is posted",
+            ));
+        }
         if let Some(template) = &hook.template {
             crate::formats::check_template(template)
                 .map_err(|reason| ConfigError::new(key("template"), reason))?;
@@ -1568,6 +1578,21 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("telegram"), "{err}");
+        let window = |secs: &str| {
+            load(&[
+                ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+                ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+                ("SYNOCHAT__HOOKS__X__DUPLICATE_WINDOW_SECS", secs),
+            ])
+        };
+        assert_eq!(
+            window("0").unwrap().hooks["x"].duplicate_window_secs,
+            Some(0)
+        );
+        assert_eq!(
+            window("86401").unwrap_err().key,
+            "hooks.x.duplicate_window_secs"
+        );
     }
 
     fn s_channel<'a>(s: &'a Settings, hook: &str) -> Option<&'a str> {

@@ -457,3 +457,79 @@ backends::on_both!(
         );
     }
 );
+
+/// Hands the delivery `id`, created at `at`, over as the event `key`.
+async fn as_event(
+    store: &Store,
+    (id, caller, at): (&str, &str, i64),
+    key: &str,
+    since_ms: Option<i64>,
+) -> syno_chat_gateway::store::deliveries::Enqueued {
+    let mut new = delivery(id, "channel:1", at);
+    new.caller = caller.to_owned();
+    let key = syno_chat_gateway::store::deliveries::EventKey {
+        key: key.to_owned(),
+        since_ms,
+    };
+    store.enqueue_event(&new, &key).await.unwrap()
+}
+
+backends::on_both!(
+    an_event_is_queued_once_per_caller_and_window,
+    |backend: Backend| async move {
+        use syno_chat_gateway::store::deliveries::Enqueued;
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 5_000_000;
+        let (hook, guid) = ("hook:a", "delivery:guid-1");
+        assert_eq!(
+            as_event(&store, ("e1", hook, now), guid, None).await,
+            Enqueued::New
+        );
+        // A redelivery much later is still the same event; nothing is stored for it.
+        let again = as_event(&store, ("e2", hook, now + 9_000_000), guid, None).await;
+        assert_eq!(again, Enqueued::Repeat("e1".into()));
+        assert!(store.delivery("e2").await.unwrap().is_none());
+        // Another caller's event with the same key is its own.
+        let theirs = as_event(&store, ("e3", "hook:b", now), guid, None).await;
+        assert_eq!(theirs, Enqueued::New);
+
+        // A key with a window (60 s here): a copy inside it is the same event, one after it a
+        // new one, which then owns the key.
+        let window = |at: i64| Some(at - 60_000);
+        let digest = "alerts:abc";
+        let w1 = as_event(&store, ("w1", hook, now), digest, window(now)).await;
+        assert_eq!(w1, Enqueued::New);
+        let at = now + 30_000;
+        let inside = as_event(&store, ("w2", hook, at), digest, window(at)).await;
+        assert_eq!(inside, Enqueued::Repeat("w1".into()));
+        let at = now + 61_000;
+        let after = as_event(&store, ("w3", hook, at), digest, window(at)).await;
+        assert_eq!(after, Enqueued::New);
+        let at = now + 62_000;
+        let of_new = as_event(&store, ("w4", hook, at), digest, window(at)).await;
+        assert_eq!(of_new, Enqueued::Repeat("w3".into()));
+        assert!(store.delivery("w1").await.unwrap().is_some(), "kept");
+
+        // Copies racing each other: exactly one is stored, and all name it.
+        let copies: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                actix_web::rt::spawn(async move {
+                    let id = format!("r{i}");
+                    as_event(&store, (&id, hook, now), "delivery:race", None).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for copy in copies {
+            answers.push(copy.await.unwrap());
+        }
+        let firsts: Vec<usize> = (0..8).filter(|i| answers[*i] == Enqueued::New).collect();
+        assert_eq!(firsts.len(), 1, "{answers:?}");
+        let first = Enqueued::Repeat(format!("r{}", firsts[0]));
+        assert!(
+            answers.iter().all(|a| *a == Enqueued::New || *a == first),
+            "{answers:?}"
+        );
+    }
+);

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::{ConnectionType, StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, put, web};
+use actix_web::{
+    HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, get, post, put, web,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -16,6 +18,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
+use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::{Dsm, State};
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::hash_key;
@@ -24,7 +27,7 @@ use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, MessageText, UserId};
 use crate::formats::{self, Format, FormatError};
 use crate::forwarded::public_url_for;
-use crate::store::deliveries::callers;
+use crate::store::deliveries::{EventKey, callers};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
@@ -85,7 +88,14 @@ pub struct Hook {
     pub format: Option<Format>,
     pub template: Option<String>,
     pub markup: formats::Markup,
+    /// How long a second copy of a notification is the same one ([`formats::event_key`]).
+    duplicate_window: Duration,
 }
+
+/// The default of `hooks.<name>.duplicate_window_secs`: the members of an Alertmanager cluster
+/// send their copies 15 s apart (`--cluster.peer-timeout`), a retry follows within seconds, and
+/// an unchanged group repeats no sooner than its `group_interval` (5 min by default).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Hook {
     /// From validated settings (exactly one target, a 64-hex-digit hash).
@@ -102,6 +112,9 @@ impl Hook {
             format: settings.format,
             template: settings.template.clone(),
             markup: settings.markup,
+            duplicate_window: settings
+                .duplicate_window_secs
+                .map_or(DUPLICATE_WINDOW, Duration::from_secs),
         })
     }
 
@@ -130,6 +143,11 @@ pub struct HookReceipt {
     /// post (an incoming webhook's answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    /// `true` when this event was handed over before (the same `X-GitHub-Delivery`, or a
+    /// second copy of an Alertmanager notification): nothing new is stored and `delivery_id`
+    /// is the first copy's. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 /// What a non-Slack sender gets back for an event the hook leaves unposted on purpose (a
@@ -152,6 +170,8 @@ enum Outcome {
         format: Format,
         rendered: Format,
         delivery_id: String,
+        /// The event was handed over before; `delivery_id` is the first copy's.
+        duplicate: bool,
     },
     /// Wrong name or secret: nothing posted.
     NoService,
@@ -311,7 +331,11 @@ hook_operation! {
     /// `404 no_service` and posts nothing. The message is committed to the durable outbox
     /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
     /// follows once, in order, when the NAS can take it (a target *name* too is looked up when
-    /// the message is sent). Only a store that cannot be written is a 503, never a 4xx.
+    /// the message is sent). Only a store that cannot be written is a 503, never a 4xx. An event
+    /// delivered again (the same `X-GitHub-Delivery`, `X-Gitea-Delivery`, `webhook-id` or
+    /// `Idempotency-Key`; a copy of an Alertmanager or Grafana notification within the hook's
+    /// `duplicate_window_secs`) gets the first answer with `Idempotent-Replayed: true` and is
+    /// not posted again.
     post "/{name}/{secret}", hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
 }
 
@@ -414,19 +438,22 @@ async fn handle(
     };
     match outcome {
         // Slack's senders accept only `200 ok`; the message is stored, not yet posted.
-        Outcome::Accepted { format, .. } if format.answers_like_slack() => HttpResponse::Ok()
+        Outcome::Accepted {
+            format, duplicate, ..
+        } if format.answers_like_slack() => replayed(HttpResponse::Ok(), duplicate)
             .content_type("text/plain; charset=utf-8")
             .body("ok"),
         Outcome::Accepted {
             format,
             rendered,
             delivery_id,
+            duplicate,
         } => {
             let location = public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}"));
             // Discord answers an execute-webhook call 204, or with `?wait=true` 200 and a body.
             let discord = format == Format::Discord;
             if discord && !asks_to_wait(req) {
-                return HttpResponse::NoContent()
+                return replayed(HttpResponse::NoContent(), duplicate)
                     .insert_header((header::LOCATION, location))
                     .finish();
             }
@@ -445,19 +472,20 @@ async fn handle(
             } else {
                 Waited::NotYet
             };
-            let (mut answer, post_id) = match waited {
+            let (answer, post_id) = match waited {
                 Waited::Posted(post_id) => (HttpResponse::Ok(), post_id),
                 // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`).
                 Waited::NotYet if discord => (HttpResponse::Ok(), None),
                 Waited::NotYet => (HttpResponse::Accepted(), None),
             };
-            answer
+            replayed(answer, duplicate)
                 .insert_header((header::LOCATION, location))
                 .json(HookReceipt {
                     ok: true,
                     format: rendered.as_str(),
                     delivery_id,
                     id: post_id.map(|id| id.to_string()),
+                    duplicate,
                 })
         }
         // Slack's senders get Slack's strings; the others a problem document.
@@ -633,6 +661,67 @@ async fn multipart_body(
     Ok((json, files))
 }
 
+/// Marks the answer to a repeated event as the API's idempotent replays are marked.
+fn replayed(mut answer: HttpResponseBuilder, duplicate: bool) -> HttpResponseBuilder {
+    if duplicate {
+        answer.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    answer
+}
+
+/// Headers in which senders name the event a request delivers, the same on every redelivery
+/// of it: an `Idempotency-Key` set by the caller, Standard Webhooks' `webhook-id`, and the
+/// forges' delivery GUIDs (Gitea and Forgejo send GitHub's header too, with the same value).
+const EVENT_ID_HEADERS: [&str; 5] = [
+    "webhook-id",
+    "x-github-delivery",
+    "x-gitea-delivery",
+    "x-forgejo-delivery",
+    "x-gogs-delivery",
+];
+
+/// What identifies the event this request delivers, if anything does: a header naming it
+/// (kept for as long as its delivery is), else the content of an Alertmanager or Grafana
+/// notification (for the hook's duplicate window). A malformed `Idempotency-Key` is the
+/// caller's mistake and refused; a sender header that is not a plain id is ignored.
+fn event_of(
+    req: &HttpRequest,
+    payload: Option<&formats::Payload>,
+    hook: &Hook,
+) -> Result<Option<EventKey>, FormatError> {
+    let named = |key: String| EventKey {
+        key: format!("delivery:{key}"),
+        since_ms: None,
+    };
+    if let Some(key) = super::idempotency::parse_key(req.headers())
+        .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
+    {
+        return Ok(Some(named(key)));
+    }
+    let sender_id = EVENT_ID_HEADERS.iter().find_map(|name| {
+        let value = req.headers().get(*name)?.to_str().ok()?.trim();
+        let plain = (1..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+        plain.then(|| value.to_owned())
+    });
+    if let Some(id) = sender_id {
+        return Ok(Some(named(id)));
+    }
+    if hook.duplicate_window.is_zero() {
+        return Ok(None);
+    }
+    let since = unix_ms().saturating_sub(hook.duplicate_window.as_millis() as i64);
+    Ok(payload.and_then(formats::event_key).map(|key| EventKey {
+        key,
+        since_ms: Some(since),
+    }))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
@@ -680,6 +769,15 @@ async fn receive(
     // Discord clients only 200 or 204): the hook's format, or the shape of the body. A template,
     // or a generic or text rendering, decides how the message reads, not who sent it.
     let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
+    let event = match event_of(req, parsed.as_ref().ok(), hook) {
+        Ok(event) => event,
+        Err(error) => {
+            return Outcome::BadBody {
+                format: hook.format.or(shape),
+                error,
+            };
+        }
+    };
     let dialect = |rendered: Format| match rendered {
         Format::Generic | Format::Text => shape.unwrap_or(rendered),
         format => format,
@@ -714,11 +812,20 @@ async fn receive(
             error: FormatError::NoText,
         };
     };
-    match dispatch(state, chat, outbox, name, &hook.target, &text).await {
-        Ok(delivery_id) => Outcome::Accepted {
+    match dispatch(
+        state,
+        chat,
+        outbox,
+        (name, &hook.target, event.as_ref()),
+        &text,
+    )
+    .await
+    {
+        Ok((delivery_id, duplicate)) => Outcome::Accepted {
             format: dialect(rendered.format),
             rendered: rendered.format,
             delivery_id,
+            duplicate,
         },
         Err(DispatchError::Transient(error)) => Outcome::Unavailable {
             format: dialect(rendered.format),
@@ -760,15 +867,16 @@ impl From<ApiError> for DispatchError {
 
 /// The one place a hook's message is handed on: its target is resolved (names through the
 /// cached lists) and the message is committed to the durable outbox, which posts it (split
-/// when long, paced, retried while the NAS is down) exactly once. Answers the delivery's id.
+/// when long, paced, retried while the NAS is down) exactly once. With the `event` it reports,
+/// a second copy of that event is not stored again. Answers the delivery's id, and whether it
+/// is the first copy's.
 pub async fn dispatch(
     state: &State,
     chat: &Dsm,
     outbox: &Outbox,
-    hook_name: &str,
-    target: &HookTarget,
+    (hook_name, target, event): (&str, &HookTarget, Option<&EventKey>),
     text: &MessageText,
-) -> Result<String, DispatchError> {
+) -> Result<(String, bool), DispatchError> {
     let job = match target {
         HookTarget::Token(name) => {
             state.integration_token(name, TokenKind::Webhook)?;
@@ -809,10 +917,19 @@ pub async fn dispatch(
             user_id: resolve_user(state, chat, address).await?,
         },
     };
-    outbox
-        .enqueue(&callers::hook(hook_name), &job, text.as_str())
-        .await
-        .map_err(|e| DispatchError::Transient(ApiError::from(e)))
+    let caller = callers::hook(hook_name);
+    let enqueued = match event {
+        Some(event) => {
+            outbox
+                .enqueue_event(&caller, &job, text.as_str(), event)
+                .await
+        }
+        None => outbox
+            .enqueue(&caller, &job, text.as_str())
+            .await
+            .map(|id| (id, false)),
+    };
+    enqueued.map_err(|e| DispatchError::Transient(ApiError::from(e)))
 }
 
 /// A channel id as configured, or the one channel whose name matches (exactly, else ignoring
@@ -954,6 +1071,7 @@ mod tests {
             format: None,
             template: None,
             markup: formats::Markup::Raw,
+            duplicate_window: DUPLICATE_WINDOW,
         };
         assert!(hook.accepts("s3cret"));
         assert!(!hook.accepts("s3cre"));

@@ -25,7 +25,7 @@ use crate::domain::{ChannelId, HttpUrl, MessageText, PostId, UserId};
 use crate::api::error::{ApiError, ProblemCode};
 use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
-use crate::store::deliveries::{DeliveryRow, NewDelivery};
+use crate::store::deliveries::{DeliveryRow, Enqueued, EventKey, NewDelivery};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
 
@@ -301,6 +301,30 @@ impl Outbox {
         self.commit(caller, job, chunks, &[], None).await
     }
 
+    /// Commits the message of a sender's event, unless the same caller handed that event over
+    /// before (a redelivery, a second copy from a cluster): then nothing is stored and the
+    /// first delivery's id is answered. Returns the delivery id and whether it was a repeat.
+    pub async fn enqueue_event(
+        &self,
+        caller: &str,
+        job: &Job,
+        text: &str,
+        event: &EventKey,
+    ) -> Result<(String, bool), StoreError> {
+        let new = self.new_delivery(
+            caller,
+            job,
+            crate::chunking::split_message(text, self.settings.max_message_chars),
+        );
+        match self.store.enqueue_event(&new, event).await? {
+            Enqueued::New => {
+                self.wake.notify_one();
+                Ok((new.id, false))
+            }
+            Enqueued::Repeat(first) => Ok((first, true)),
+        }
+    }
+
     /// Takes over a synchronous send whose part went unanswered (DSM may have posted it):
     /// `done` are the texts of the parts it posted, with their post ids, `left` the unanswered
     /// part and the ones after it. The outbox records the posted parts as delivered, looks for
@@ -329,10 +353,18 @@ impl Outbox {
         posted: &[(i64, Option<i64>)],
         uncertain_since: Option<i64>,
     ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let new = self.new_delivery(caller, job, chunks);
+        self.store
+            .enqueue_resumed(&new, posted, uncertain_since)
+            .await?;
+        self.wake.notify_one();
+        Ok(new.id)
+    }
+
+    fn new_delivery(&self, caller: &str, job: &Job, chunks: Vec<String>) -> NewDelivery {
         let now = now_ms();
-        let new = NewDelivery {
-            id: id.clone(),
+        NewDelivery {
+            id: uuid::Uuid::new_v4().to_string(),
             caller: caller.to_owned(),
             target: job.target(),
             request: serde_json::to_string(job).unwrap_or_default(),
@@ -343,12 +375,7 @@ impl Outbox {
                 .collect(),
             now_ms: now,
             expires_at_ms: now + self.max_age_ms(),
-        };
-        self.store
-            .enqueue_resumed(&new, posted, uncertain_since)
-            .await?;
-        self.wake.notify_one();
-        Ok(id)
+        }
     }
 
     pub fn max_age_ms(&self) -> i64 {

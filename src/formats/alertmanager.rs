@@ -3,9 +3,47 @@
 //! the link back to Alertmanager and "…and N more" for truncated alerts.
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::markup::{self, link};
 use super::{FormatError, text_field};
+
+/// What makes two notifications the same one: the receiver, the group, its status and each
+/// alert's fingerprint, status and start (senders-delivery-events A.2). The members of an
+/// Alertmanager (or Grafana) cluster each send the group, and a notification whose answer was
+/// lost is sent again; both copies have this key. A later repeat of a group that has not
+/// changed (`repeat_interval`) has it too, which is why the key only holds for a short while.
+/// `None` when an alert has no fingerprint (nothing then tells copies apart from repeats).
+pub fn event_key(message: &Map<String, Value>) -> Option<String> {
+    let text = |key: &str| message.get(key).and_then(Value::as_str);
+    let (group, status) = (text("groupKey")?, text("status")?);
+    let mut alerts = message
+        .get("alerts")?
+        .as_array()?
+        .iter()
+        .map(|alert| {
+            let field = |key: &str| alert.get(key).and_then(Value::as_str);
+            // `startsAt` tells an alert that fired again after it resolved from its first run.
+            let started = field("startsAt").unwrap_or_default();
+            Some(format!(
+                "{}:{}:{started}",
+                field("fingerprint")?,
+                field("status")?
+            ))
+        })
+        .collect::<Option<Vec<String>>>()?;
+    alerts.sort_unstable();
+    let mut hash = Sha256::new();
+    for part in [text("receiver").unwrap_or_default(), group, status]
+        .into_iter()
+        .chain(alerts.iter().map(String::as_str))
+    {
+        // Length-prefixed, so no two lists of parts hash alike.
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    Some(format!("alerts:{}", hex::encode(hash.finalize())))
+}
 
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let alerts = message

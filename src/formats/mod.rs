@@ -276,6 +276,15 @@ pub fn render(
     Ok(Rendered { format, text })
 }
 
+/// What identifies the event a body reports, when its content says (Alertmanager's and
+/// Grafana's notifications): a second copy of it is the same event, if it comes soon.
+pub fn event_key(payload: &Payload) -> Option<String> {
+    match payload {
+        Payload::Json(Value::Object(map)) => alertmanager::event_key(map),
+        _ => None,
+    }
+}
+
 /// The format a body looks like.
 pub fn detect(payload: &Payload, has_template: bool) -> Format {
     if has_template {
@@ -353,6 +362,53 @@ fn text_field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn copies_of_a_notification_share_a_key_and_changes_do_not() {
+        let notification = |external: &str, alerts: Value| {
+            Payload::Json(json!({
+                "receiver": "chat", "status": "firing", "groupKey": "{}:{alertname=\"Disk\"}",
+                "externalURL": external, "alerts": alerts,
+            }))
+        };
+        let two = json!([
+            {"fingerprint": "aa", "status": "firing"},
+            {"fingerprint": "bb", "status": "firing"},
+        ]);
+        let key = event_key(&notification("http://am-1", two.clone())).expect("a key");
+        // The cluster's other member: another URL, the alerts in another order.
+        let reversed = json!([two[1], two[0]]);
+        assert_eq!(
+            event_key(&notification("http://am-2", reversed)),
+            Some(key.clone())
+        );
+        // One alert resolved, one more alert, another receiver: another notification.
+        let resolved = json!([two[0], {"fingerprint": "bb", "status": "resolved"}]);
+        assert_ne!(
+            event_key(&notification("http://am-1", resolved)),
+            Some(key.clone())
+        );
+        let three = json!([two[0], two[1], {"fingerprint": "cc", "status": "firing"}]);
+        assert_ne!(
+            event_key(&notification("http://am-1", three)),
+            Some(key.clone())
+        );
+        let mut other = notification("http://am-1", two.clone());
+        if let Payload::Json(Value::Object(map)) = &mut other {
+            map.insert("receiver".into(), json!("pager"));
+        }
+        assert_ne!(event_key(&other), Some(key.clone()));
+        // The alert fired again after it resolved: a new start, a new notification.
+        let again = json!([two[0], {"fingerprint": "bb", "status": "firing", "startsAt": "t2"}]);
+        assert_ne!(
+            event_key(&notification("http://am-1", again)),
+            Some(key.clone())
+        );
+        // Nothing to tell copies from repeats by: no key.
+        let bare = json!([{"status": "firing"}]);
+        assert_eq!(event_key(&notification("http://am-1", bare)), None);
+        assert_eq!(event_key(&Payload::Json(json!({"text": "hi"}))), None);
+    }
 
     #[test]
     fn bodies_are_read_by_content_type() {

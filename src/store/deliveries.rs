@@ -41,6 +41,24 @@ pub struct NewDelivery {
     pub expires_at_ms: i64,
 }
 
+/// The sender's id of an event, or a digest of it: what makes a second copy of the event
+/// recognisable (`deliveries.event_key`, per caller).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventKey {
+    pub key: String,
+    /// A copy created before this time (ms) is an earlier occurrence, not the same event;
+    /// `None`: the key names one event for as long as its delivery is kept.
+    pub since_ms: Option<i64>,
+}
+
+/// What [`Store::enqueue_event`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    New,
+    /// The event was handed over before: nothing stored; the earlier delivery's id.
+    Repeat(String),
+}
+
 /// A delivery as stored.
 #[derive(Clone, Debug)]
 pub struct DeliveryRow {
@@ -147,9 +165,44 @@ impl Store {
         posted: &[(i64, Option<i64>)],
         uncertain_since: Option<i64>,
     ) -> Result<(), StoreError> {
+        self.insert(new, posted, uncertain_since, None)
+            .await
+            .map(drop)
+    }
+
+    /// Commits a new queued delivery for the event `event`, unless the same caller handed the
+    /// same event over before (within its window): then nothing is stored and the earlier
+    /// delivery's id is answered. The check and the insert are one transaction, and the
+    /// unique index decides between concurrent copies, so an event is queued once.
+    pub async fn enqueue_event(
+        &self,
+        new: &NewDelivery,
+        event: &EventKey,
+    ) -> Result<Enqueued, StoreError> {
+        self.insert(new, &[], None, Some(event)).await
+    }
+
+    async fn insert(
+        &self,
+        new: &NewDelivery,
+        posted: &[(i64, Option<i64>)],
+        uncertain_since: Option<i64>,
+        event: Option<&EventKey>,
+    ) -> Result<Enqueued, StoreError> {
         let chunks = chunks_json(&new.chunks);
+        let key = event.map(|e| e.key.as_str());
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            if let Some(EventKey { key, since_ms: Some(since) }) = event {
+                // An older copy is another occurrence: its key no longer stands in the way.
+                sqlx::query(
+                    "UPDATE deliveries SET event_key = NULL \
+                     WHERE caller = $1 AND event_key = $2 AND created_at < $3",
+                )
+                .bind(&new.caller).bind(key).bind(since)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "INSERT INTO targets (target, next_send_at, penalty_ms) VALUES ($1, 0, 0) \
                  ON CONFLICT (target) DO NOTHING",
@@ -157,10 +210,11 @@ impl Store {
             .bind(&new.target)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
-                 next_attempt_at, created_at, updated_at, expires_at, uncertain_since) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8)",
+                 next_attempt_at, created_at, updated_at, expires_at, uncertain_since, event_key) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8, $9) \
+                 ON CONFLICT (caller, event_key) DO NOTHING",
             )
             .bind(&new.id)
             .bind(&new.caller)
@@ -170,8 +224,24 @@ impl Store {
             .bind(new.now_ms)
             .bind(new.expires_at_ms)
             .bind(uncertain_since)
+            .bind(key)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM deliveries WHERE caller = $1 AND event_key = $2",
+                )
+                .bind(&new.caller)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                // Gone between the two statements (removed by retention): rare; try again.
+                return first.map(Enqueued::Repeat).ok_or_else(|| {
+                    StoreError::Unavailable("the event's earlier delivery vanished; retry".into())
+                });
+            }
             for (chunk, post_id) in posted {
                 sqlx::query(
                     "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
@@ -180,9 +250,9 @@ impl Store {
                 .bind(&new.id).bind(chunk).bind(post_id).bind(new.now_ms)
                 .execute(&mut *tx).await?;
             }
-            tx.commit().await
-        })?;
-        Ok(())
+            tx.commit().await?;
+        });
+        Ok(Enqueued::New)
     }
 
     /// One delivery with its posted chunks.

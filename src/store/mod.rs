@@ -97,6 +97,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0001_deliveries.sql"),
     ),
     (
+        2,
+        "deliveries_event_key",
+        include_str!("migrations/sqlite/0002_deliveries_event_key.sql"),
+    ),
+    (
         1001,
         "idempotency_keys",
         include_str!("migrations/sqlite/1001_idempotency_keys.sql"),
@@ -127,6 +132,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         1,
         "deliveries",
         include_str!("migrations/postgres/0001_deliveries.sql"),
+    ),
+    (
+        2,
+        "deliveries_event_key",
+        include_str!("migrations/postgres/0002_deliveries_event_key.sql"),
     ),
     (
         1001,

@@ -58,6 +58,9 @@ fn with_hooks(settings: &mut Settings) {
     let mut plain = hook(("channel", "ops"));
     plain.markup = syno_chat_gateway::formats::Markup::Plain;
     settings.hooks.insert("plain".into(), plain);
+    let mut brief = hook(("channel", "1"));
+    brief.duplicate_window_secs = Some(1);
+    settings.hooks.insert("brief".into(), brief);
 }
 
 async fn app() -> TestApp {
@@ -663,6 +666,120 @@ async fn forge_events_left_unposted_are_answered_as_such() {
         1,
         "the run in progress was not posted"
     );
+}
+
+/// Sends `body` with extra headers (a sender's delivery id).
+async fn send_with(app: &TestApp, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Content-Type", "application/json"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    read(request.send_json(body).await.expect("gateway answers")).await
+}
+
+/// Waits until `count` posts were created, then a little longer, and says how many there are.
+async fn posts_after_settling(app: &TestApp, count: usize) -> usize {
+    posted(app, "SYNO.Chat.Post", "create", count).await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(400)).await;
+    app.sim.count("SYNO.Chat.Post", "create")
+}
+
+/// GitHub's "Redeliver" (and a script redelivering what looked failed) sends the event again
+/// with the same `X-GitHub-Delivery`: it is answered as the first time, not posted twice.
+#[actix_rt::test]
+async fn a_redelivered_forge_event_is_answered_as_before_and_posted_once() {
+    let app = app().await;
+    let path = format!("/hooks/by-id/{SECRET}");
+    let push = golden("github/push");
+    let event = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "72d3162e-cc78-11e3"),
+    ];
+    let first = send_with(&app, &path, &push, &event).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    assert!(first.body.get("duplicate").is_none(), "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = send_with(&app, &path, &push, &event).await;
+    assert_eq!(again.status.as_u16(), 202, "{}", again.body);
+    assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("location"), first.header("location"));
+    // Another event, and the same event sent to another hook, are posted.
+    let next = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "72d3162e-cc78-11e4"),
+    ];
+    let other = send_with(&app, &path, &push, &next).await;
+    assert_ne!(other.body["delivery_id"], first.body["delivery_id"]);
+    let elsewhere = send_with(&app, &format!("/hooks/brief/{SECRET}"), &push, &event).await;
+    assert_eq!(elsewhere.status.as_u16(), 202, "{}", elsewhere.body);
+    assert!(elsewhere.body.get("duplicate").is_none());
+    assert_eq!(
+        posts_after_settling(&app, 3).await,
+        3,
+        "the redelivery was not posted"
+    );
+
+    // Gitea's header, from a Slack-style sender: `ok` both times, posted once.
+    let slack = json!({"text": "deployed"});
+    let gitea = [("X-Gitea-Delivery", "b8bd5a1c-0f3f-4c5e")];
+    for _ in 0..2 {
+        let answer = send_with(&app, &format!("/hooks/ops/{SECRET}"), &slack, &gitea).await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.clone()),
+            (200, json!("ok"))
+        );
+    }
+    assert_eq!(posts_after_settling(&app, 4).await, 4);
+
+    // A caller's own Idempotency-Key works the same; a malformed one is refused.
+    let keyed = [("Idempotency-Key", "\"nightly-42\"")];
+    let text = json!({"title": "Backup", "message": "done"});
+    let once = send_with(&app, &path, &text, &keyed).await;
+    let twice = send_with(&app, &path, &text, &keyed).await;
+    assert_eq!(twice.body["delivery_id"], once.body["delivery_id"]);
+    assert_eq!(posts_after_settling(&app, 5).await, 5);
+    let bad = send_with(&app, &path, &text, &[("Idempotency-Key", "\"open")]).await;
+    bad.assert_problem(400, "invalid_request");
+}
+
+/// The members of an Alertmanager cluster each send a group's notification (with their own
+/// `externalURL`): the copies arriving within the hook's window are posted once. Later, or
+/// changed, the same group is posted again.
+#[actix_rt::test]
+async fn copies_of_an_alertmanager_notification_are_posted_once() {
+    let app = app().await;
+    let path = format!("/hooks/brief/{SECRET}");
+    let mut firing = golden("alertmanager/firing");
+    let first = send_with(&app, &path, &firing, &[]).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    firing["externalURL"] = json!("http://alertmanager-2.example:9093");
+    let copy = send_with(&app, &path, &firing, &[]).await;
+    assert_eq!(copy.body["delivery_id"], first.body["delivery_id"]);
+    assert_eq!(copy.body["duplicate"], true);
+    assert_eq!(
+        posts_after_settling(&app, 1).await,
+        1,
+        "the copy was not posted"
+    );
+
+    // A changed group is another notification.
+    let mut resolved = firing.clone();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    let changed = send_with(&app, &path, &resolved, &[]).await;
+    assert_ne!(changed.body["delivery_id"], first.body["delivery_id"]);
+    // After the window (1 s on this hook), the unchanged group is a repeat worth posting.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let repeat = send_with(&app, &path, &firing, &[]).await;
+    assert_eq!(repeat.status.as_u16(), 202, "{}", repeat.body);
+    assert_ne!(repeat.body["delivery_id"], first.body["delivery_id"]);
+    assert!(repeat.body.get("duplicate").is_none());
+    assert_eq!(posts_after_settling(&app, 3).await, 3);
 }
 
 #[actix_rt::test]
