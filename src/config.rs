@@ -72,6 +72,18 @@ pub struct HookSettings {
     #[serde(serialize_with = "mask_secret")]
     pub secret_hash: Option<SecretString>,
     pub secret_hash_file: Option<PathBuf>,
+    /// The secret the sender signs its bodies with (GitHub's, Gitea's or Forgejo's webhook
+    /// secret, Grafana's HMAC secret): every request must carry a valid HMAC-SHA256 signature.
+    #[serde(serialize_with = "mask_secret")]
+    pub signing_secret: Option<SecretString>,
+    pub signing_secret_file: Option<PathBuf>,
+    /// The header holding a bare hex signature, when not one the gateway knows
+    /// (`X-Hub-Signature-256`, `X-Gitea-Signature`, `X-Forgejo-Signature`,
+    /// `X-Gogs-Signature`, `X-Grafana-Alerting-Signature`).
+    pub signature_header: Option<String>,
+    /// Grafana's `timestamp_header`: the signed text is `<timestamp>:<body>`, and a timestamp
+    /// more than 5 minutes away from now is refused (a replayed request).
+    pub signature_timestamp_header: Option<String>,
     /// Force a format instead of detecting it from each body.
     pub format: Option<crate::formats::Format>,
     /// A MiniJinja template for the generic format (the body's JSON fields are its variables).
@@ -766,6 +778,11 @@ impl Settings {
                 &hook.secret_hash_file,
                 &format!("hooks.{name}.secret_hash"),
             )?;
+            resolve_file(
+                &mut hook.signing_secret,
+                &hook.signing_secret_file,
+                &format!("hooks.{name}.signing_secret"),
+            )?;
         }
         for (name, token) in &mut self.tokens {
             let key = format!("tokens.{name}.token");
@@ -1199,16 +1216,45 @@ impl Settings {
                 }
             }
         }
-        let hash = hook
-            .secret_hash
+        let signed = hook.signing_secret.is_some();
+        match hook.secret_hash.as_ref().map(|h| h.expose_secret()) {
+            Some(hash) if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            // A signed hook may do without a secret in its URL: the signature authenticates.
+            None if signed => {}
+            _ => {
+                return Err(ConfigError::new(
+                    key("secret_hash"),
+                    "must be the 64-hex-digit SHA-256 of the hook's secret (see `syno-chat-gateway hash-key`), unless the hook has a signing_secret",
+                ));
+            }
+        }
+        if hook
+            .signing_secret
             .as_ref()
-            .map(|h| h.expose_secret().to_owned())
-            .unwrap_or_default();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            .is_some_and(|s| s.expose_secret().len() < 16)
+        {
             return Err(ConfigError::new(
-                key("secret_hash"),
-                "must be the 64-hex-digit SHA-256 of the hook's secret (see `syno-chat-gateway hash-key`)",
+                key("signing_secret"),
+                "must be at least 16 characters (e.g. `openssl rand -hex 32`)",
             ));
+        }
+        for (field, header) in [
+            ("signature_header", &hook.signature_header),
+            (
+                "signature_timestamp_header",
+                &hook.signature_timestamp_header,
+            ),
+        ] {
+            if let Some(header) = header {
+                if !signed {
+                    return Err(ConfigError::new(key(field), "needs a signing_secret"));
+                }
+                // RFC 9110 token characters.
+                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+                if header.is_empty() || !header.bytes().all(token) {
+                    return Err(ConfigError::new(key(field), "is not a header name"));
+                }
+            }
         }
         if hook.duplicate_window_secs.is_some_and(|secs| secs > 86_400) {
             return Err(ConfigError::new(
@@ -1593,6 +1639,34 @@ mod tests {
             window("86401").unwrap_err().key,
             "hooks.x.duplicate_window_secs"
         );
+        // A signing secret stands in for the secret hash, if it is long enough; the signature
+        // headers need it.
+        let signed = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SIGNING_SECRET", "sixteen-chars-ok"),
+        ])
+        .unwrap();
+        assert!(!signed.masked_json().contains("sixteen-chars-ok"));
+        let short = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SIGNING_SECRET", "short"),
+        ]);
+        assert_eq!(short.unwrap_err().key, "hooks.x.signing_secret");
+        let unsigned_header = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+            ("SYNOCHAT__HOOKS__X__SIGNATURE_TIMESTAMP_HEADER", "X-Stamp"),
+        ]);
+        assert_eq!(
+            unsigned_header.unwrap_err().key,
+            "hooks.x.signature_timestamp_header"
+        );
+        let bad_name = load(&[
+            ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+            ("SYNOCHAT__HOOKS__X__SIGNING_SECRET", "sixteen-chars-ok"),
+            ("SYNOCHAT__HOOKS__X__SIGNATURE_HEADER", "X Sig"),
+        ]);
+        assert_eq!(bad_name.unwrap_err().key, "hooks.x.signature_header");
     }
 
     fn s_channel<'a>(s: &'a Settings, hook: &str) -> Option<&'a str> {

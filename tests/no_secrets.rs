@@ -27,6 +27,7 @@ impl Write for Captured {
 
 const API_KEY: &str = "key-that-must-not-be-logged";
 const HOOK_SECRET: &str = "hook-secret-that-must-not-be-logged";
+const SIGNING_SECRET: &str = "signing-secret-that-must-not-be-logged";
 
 #[actix_web::test]
 async fn no_secret_appears_in_the_logs() {
@@ -72,6 +73,14 @@ async fn no_secret_appears_in_the_logs() {
         HookSettings {
             channel: Some("general".to_owned()),
             secret_hash: Some(SecretString::from(hash_key(HOOK_SECRET))),
+            ..HookSettings::default()
+        },
+    );
+    settings.hooks.insert(
+        "signed".to_owned(),
+        HookSettings {
+            channel: Some("general".to_owned()),
+            signing_secret: Some(SecretString::from(SIGNING_SECRET)),
             ..HookSettings::default()
         },
     );
@@ -141,6 +150,13 @@ async fn no_secret_appears_in_the_logs() {
             .await
             .unwrap();
     }
+    // A signature that does not verify is logged as such.
+    client
+        .post(format!("{base}/hooks/signed"))
+        .insert_header(("X-Hub-Signature-256", "sha256=00"))
+        .send_json(&serde_json::json!({"text": "forged"}))
+        .await
+        .unwrap();
     sessions.extend(sim.active_sessions());
     // A subscription's signing secret is in the creation's answer only.
     let mut created = client
@@ -181,10 +197,15 @@ async fn no_secret_appears_in_the_logs() {
         logs.contains("/hooks/alerts/****"),
         "hook requests are logged, masked"
     );
+    assert!(
+        logs.contains("signature did not verify"),
+        "a refused signature is logged"
+    );
     let mut secrets = vec![
         DEMO_PASSWORD.to_owned(),
         API_KEY.to_owned(),
         HOOK_SECRET.to_owned(),
+        SIGNING_SECRET.to_owned(),
         inbound_token,
         subscription_secret.clone(),
         subscription_secret["whsec_".len()..].to_owned(),

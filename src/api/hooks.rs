@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
+use super::hook_signature::Signing;
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::{Dsm, State};
 use crate::api::error::{ApiError, ProblemCode};
@@ -84,7 +85,10 @@ impl std::fmt::Display for HookTarget {
 /// A configured hook, ready to serve.
 pub struct Hook {
     pub target: HookTarget,
-    secret_hash: SecretString,
+    /// The secret in the URL or bearer token; a signed hook may have none.
+    secret_hash: Option<SecretString>,
+    /// The sender's HMAC signature, checked on every body when configured.
+    signing: Option<Signing>,
     pub format: Option<Format>,
     pub template: Option<String>,
     pub markup: formats::Markup,
@@ -98,7 +102,8 @@ pub struct Hook {
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Hook {
-    /// From validated settings (exactly one target, a 64-hex-digit hash).
+    /// From validated settings (exactly one target; a 64-hex-digit hash, a signing secret or
+    /// both).
     pub fn from_settings(settings: &HookSettings) -> Option<Self> {
         let target = match (&settings.channel, &settings.user, &settings.token) {
             (Some(channel), None, None) => HookTarget::Channel(Address::parse(channel)),
@@ -106,9 +111,21 @@ impl Hook {
             (None, None, Some(token)) => HookTarget::Token(token.clone()),
             _ => return None,
         };
+        let signing = match &settings.signing_secret {
+            Some(secret) => Some(Signing::new(
+                secret.clone(),
+                settings.signature_header.as_deref(),
+                settings.signature_timestamp_header.as_deref(),
+            )?),
+            None => None,
+        };
+        if settings.secret_hash.is_none() && signing.is_none() {
+            return None;
+        }
         Some(Self {
             target,
-            secret_hash: settings.secret_hash.clone()?,
+            secret_hash: settings.secret_hash.clone(),
+            signing,
             format: settings.format,
             template: settings.template.clone(),
             markup: settings.markup,
@@ -118,12 +135,32 @@ impl Hook {
         })
     }
 
-    /// Whether `secret` is this hook's, compared in constant time on the hashes.
-    fn accepts(&self, secret: &str) -> bool {
-        let presented = hash_key(secret);
-        let expected = self.secret_hash.expose_secret().to_ascii_lowercase();
-        presented.as_bytes().ct_eq(expected.as_bytes()).into()
+    /// Whether the request's secret lets it in (before its body is read): the hook's secret,
+    /// compared in constant time on the hashes; a signed hook without one takes requests at its
+    /// bare URL (the bearer token then is not its business) and checks their signatures.
+    fn admits(&self, secret: Secret<'_>) -> bool {
+        let presented = match (&self.secret_hash, secret) {
+            (None, Secret::Bearer(_)) => return self.signing.is_some(),
+            (None, Secret::Path(_)) | (Some(_), Secret::Bearer(None)) => return false,
+            (Some(_), Secret::Path(presented) | Secret::Bearer(Some(presented))) => presented,
+        };
+        self.secret_hash.as_ref().is_some_and(|hash| {
+            let expected = hash.expose_secret().to_ascii_lowercase();
+            hash_key(presented)
+                .as_bytes()
+                .ct_eq(expected.as_bytes())
+                .into()
+        })
     }
+}
+
+/// The secret a request presents, and where.
+#[derive(Clone, Copy)]
+enum Secret<'a> {
+    /// `/hooks/{name}/{secret}`.
+    Path(&'a str),
+    /// `/hooks/{name}`, with `Authorization: Bearer <secret>` or without it.
+    Bearer(Option<&'a str>),
 }
 
 /// The configured hooks by name.
@@ -361,7 +398,11 @@ hook_operation! {
     ///
     /// The same as `POST /hooks/{name}/{secret}`, for senders that can set
     /// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
-    /// secret stays out of URLs and proxy logs.
+    /// secret stays out of URLs and proxy logs. A hook with a `signing_secret` checks the
+    /// sender's HMAC-SHA256 signature of the body (`X-Hub-Signature-256`, `X-Gitea-Signature`,
+    /// `X-Forgejo-Signature`, `X-Gogs-Signature`, `X-Grafana-Alerting-Signature`), and needs no
+    /// bearer token when it has no other secret; a signature that does not verify is
+    /// `404 no_service`.
     post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
 }
 
@@ -390,7 +431,7 @@ async fn by_path_secret(
     let HookSecretPath { name, secret } = path.into_inner();
     handle(
         &name,
-        Some(&secret),
+        Secret::Path(&secret),
         &req,
         payload,
         (&state, &chat, &outbox),
@@ -408,7 +449,7 @@ async fn by_bearer_secret(
 ) -> HttpResponse {
     handle(
         &path.name,
-        crate::auth::bearer_token(req.headers()),
+        Secret::Bearer(crate::auth::bearer_token(req.headers())),
         &req,
         payload,
         (&state, &chat, &outbox),
@@ -418,17 +459,15 @@ async fn by_bearer_secret(
 
 async fn handle(
     name: &str,
-    secret: Option<&str>,
+    secret: Secret<'_>,
     req: &HttpRequest,
     payload: web::Payload,
     services: (&State, &Dsm, &Outbox),
 ) -> HttpResponse {
     let state = services.0;
     let hook = state.hooks.get(name);
-    let outcome = match (hook, secret) {
-        (Some(hook), Some(secret)) if hook.accepts(secret) => {
-            receive((name, hook), req, payload, services).await
-        }
+    let outcome = match hook {
+        Some(hook) if hook.admits(secret) => receive((name, hook), req, payload, services).await,
         _ => Outcome::NoService,
     };
     let slack_style = |format: Option<Format>| {
@@ -746,6 +785,13 @@ async fn receive(
         }
         Err(_) => return Outcome::TooLarge,
     };
+    if let Some(signing) = &hook.signing {
+        // A GET's query is not what the forges sign, so a signed hook takes bodies only.
+        if let Err(why) = signing.verify(req.headers(), &body, unix_ms() / 1000) {
+            tracing::warn!(hook = name, %why, "hook request refused: its signature did not verify");
+            return Outcome::NoService;
+        }
+    }
     let mut content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1067,15 +1113,34 @@ mod tests {
     fn secrets_are_checked_against_the_hash() {
         let hook = Hook {
             target: HookTarget::Token("t".into()),
-            secret_hash: SecretString::from(hash_key("s3cret").to_uppercase()),
+            secret_hash: Some(SecretString::from(hash_key("s3cret").to_uppercase())),
+            signing: None,
             format: None,
             template: None,
             markup: formats::Markup::Raw,
             duplicate_window: DUPLICATE_WINDOW,
         };
-        assert!(hook.accepts("s3cret"));
-        assert!(!hook.accepts("s3cre"));
-        assert!(!hook.accepts(""));
+        for presented in [Secret::Path("s3cret"), Secret::Bearer(Some("s3cret"))] {
+            assert!(hook.admits(presented));
+        }
+        for wrong in [
+            Secret::Path("s3cre"),
+            Secret::Path(""),
+            Secret::Bearer(Some("s3cre")),
+            Secret::Bearer(None),
+        ] {
+            assert!(!hook.admits(wrong));
+        }
+        // A signed hook without a secret: its bare URL, whatever the bearer token; never a
+        // secret in the path (there is none to match).
+        let signed = Hook {
+            secret_hash: None,
+            signing: Signing::new(SecretString::from("sixteen chars ok"), None, None),
+            ..hook
+        };
+        assert!(signed.admits(Secret::Bearer(None)));
+        assert!(signed.admits(Secret::Bearer(Some("anything"))));
+        assert!(!signed.admits(Secret::Path("s3cret")));
     }
 
     #[test]

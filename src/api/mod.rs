@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 mod extract;
 pub mod health;
+pub mod hook_signature;
 pub mod hooks;
 pub mod idempotency;
 mod inbound;

@@ -61,6 +61,26 @@ fn with_hooks(settings: &mut Settings) {
     let mut brief = hook(("channel", "1"));
     brief.duplicate_window_secs = Some(1);
     settings.hooks.insert("brief".into(), brief);
+    // GitHub's webhook secret instead of a secret in the URL.
+    let mut signed = hook(("channel", "1"));
+    signed.secret_hash = None;
+    signed.signing_secret = Some(SecretString::from(SIGNING_SECRET));
+    settings.hooks.insert("signed".into(), signed);
+    // Grafana: a bearer secret and a timestamped HMAC, both required.
+    let mut grafana = hook(("channel", "1"));
+    grafana.signing_secret = Some(SecretString::from(SIGNING_SECRET));
+    grafana.signature_timestamp_header = Some("X-Grafana-Alerting-Timestamp".into());
+    settings.hooks.insert("grafana".into(), grafana);
+}
+
+const SIGNING_SECRET: &str = "signing-secret-0c1d2e3f4a5b";
+
+/// Hex HMAC-SHA256 of `text` under [`SIGNING_SECRET`], as the senders compute it.
+fn hmac_hex(text: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
+    mac.update(text);
+    hex::encode(mac.finalize().into_bytes())
 }
 
 async fn app() -> TestApp {
@@ -780,6 +800,132 @@ async fn copies_of_an_alertmanager_notification_are_posted_once() {
     assert_ne!(repeat.body["delivery_id"], first.body["delivery_id"]);
     assert!(repeat.body.get("duplicate").is_none());
     assert_eq!(posts_after_settling(&app, 3).await, 3);
+}
+
+/// Posts raw `body` bytes with headers.
+async fn send_raw(app: &TestApp, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Answer {
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Content-Type", "application/json"));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    read(
+        request
+            .send_body(body.to_vec())
+            .await
+            .expect("gateway answers"),
+    )
+    .await
+}
+
+/// A hook with GitHub's webhook secret: the signature authenticates the body, so the URL holds
+/// no secret; anything unsigned, signed over other bytes or with another secret posts nothing.
+#[actix_rt::test]
+async fn a_signed_hook_takes_what_its_sender_signed_and_nothing_else() {
+    let app = app().await;
+    let body = serde_json::to_vec(&golden("github/push")).unwrap();
+    let signature = format!("sha256={}", hmac_hex(&body));
+    let signed = send_raw(
+        &app,
+        "/hooks/signed",
+        &body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(signed.status.as_u16(), 202, "{}", signed.body);
+    posted(&app, "SYNO.Chat.Post", "create", 1).await;
+
+    // Gitea's bare header works alike.
+    let gitea = send_raw(
+        &app,
+        "/hooks/signed",
+        &body,
+        &[("X-Gitea-Signature", &hmac_hex(&body))],
+    )
+    .await;
+    assert_eq!(gitea.status.as_u16(), 202, "{}", gitea.body);
+    let mut tampered = body.clone();
+    let last = tampered.len() - 2;
+    tampered[last] = b' ';
+    let refused = [
+        send_raw(
+            &app,
+            "/hooks/signed",
+            &tampered,
+            &[("X-Hub-Signature-256", &signature)],
+        )
+        .await,
+        send_raw(&app, "/hooks/signed", &body, &[]).await,
+        send_raw(
+            &app,
+            "/hooks/signed",
+            &body,
+            &[("X-Hub-Signature-256", "sha256=00")],
+        )
+        .await,
+        // No secret in the path to match: the path form is not this hook's.
+        send_raw(
+            &app,
+            &format!("/hooks/signed/{SECRET}"),
+            &body,
+            &[("X-Hub-Signature-256", &signature)],
+        )
+        .await,
+    ];
+    for answer in refused {
+        assert_eq!(answer.status.as_u16(), 404, "{}", answer.body);
+        assert_eq!(answer.body, "no_service");
+    }
+    actix_rt::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        2,
+        "only the signed bodies"
+    );
+}
+
+/// Grafana's HMAC with its timestamp header, on a hook that also wants its bearer secret.
+#[actix_rt::test]
+async fn grafanas_timestamped_signature_is_checked_beside_the_bearer_secret() {
+    let app = app().await;
+    let body = serde_json::to_vec(&golden("grafana/firing")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed_at = |at: u64| {
+        let mut text = format!("{at}:").into_bytes();
+        text.extend_from_slice(&body);
+        (at.to_string(), hmac_hex(&text))
+    };
+    let bearer = format!("Bearer {SECRET}");
+    let (at, signature) = signed_at(now);
+    let fresh = [
+        ("Authorization", bearer.as_str()),
+        ("X-Grafana-Alerting-Timestamp", at.as_str()),
+        ("X-Grafana-Alerting-Signature", signature.as_str()),
+    ];
+    let ok = send_raw(&app, "/hooks/grafana", &body, &fresh).await;
+    assert_eq!(ok.status.as_u16(), 202, "{}", ok.body);
+    // Without the bearer secret; a capture replayed ten minutes later.
+    let unsigned_in = send_raw(&app, "/hooks/grafana", &body, &fresh[1..]).await;
+    assert_eq!(unsigned_in.status.as_u16(), 404);
+    let (old, old_signature) = signed_at(now - 600);
+    let replayed = [
+        ("Authorization", bearer.as_str()),
+        ("X-Grafana-Alerting-Timestamp", old.as_str()),
+        ("X-Grafana-Alerting-Signature", old_signature.as_str()),
+    ];
+    assert_eq!(
+        send_raw(&app, "/hooks/grafana", &body, &replayed)
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+    assert_eq!(posts_after_settling(&app, 1).await, 1);
 }
 
 #[actix_rt::test]
