@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release release-pgo test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-cpu clean
+.PHONY: run build release release-pgo test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-syscalls bench-cpu clean
 
 ## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
 run:
@@ -60,6 +60,12 @@ bench:
 bench-instructions:
 	$(CARGO) build --release --bin syno-chat-gateway
 	bash tests/bench/instructions.sh
+
+## bench-syscalls: system calls per request of the cached list and of a static answer (needs
+## strace; tests/bench/syscalls.sh)
+bench-syscalls:
+	$(CARGO) build --release --bin syno-chat-gateway --example bench_static
+	bash tests/bench/syscalls.sh
 
 ## bench-cpu: user and system CPU µs per request, alternated between builds, and with PERF=1 where
 ## perf's samples fall (kernel, allocator, page, ...) (tests/bench/cpu_split.sh OLD NEW)
