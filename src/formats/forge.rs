@@ -1,7 +1,7 @@
 //! GitHub, Gitea, Forgejo and Gogs native webhooks (senders-delivery-events A.9): a headline
 //! per event, read from the body's shape (the `X-GitHub-Event`/`X-Gitea-Event` header names the
 //! same thing): push with its commits, issues, pull requests and their reviews, comments,
-//! releases, and the ping
+//! releases, CI outcomes, deployments, stars, forks, labels and milestones, and the ping
 //! sent when a hook is created, which is confirmed in one line.
 
 use serde_json::{Map, Value};
@@ -50,6 +50,25 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let action = text_field(message, "action").unwrap_or("updated");
     if let Some(run) = object("workflow_run") {
         return Ok(workflow_run(repo, run));
+    }
+    if let Some(status) = object("deployment_status") {
+        return Ok(deployment_status(repo, status, object("deployment")));
+    }
+    // GitHub's `star` (`starred_at`, null when unstarred) and its older `watch` (`started`).
+    if message.contains_key("starred_at") || action == "started" {
+        return Ok(if action == "deleted" {
+            format!("[{repo}] {who} unstarred the repository")
+        } else {
+            format!("[{repo}] ⭐ {who} starred the repository")
+        });
+    }
+    if let Some(fork) = object("forkee") {
+        let name = text_field(fork, "full_name").unwrap_or("a fork");
+        let name = match text_field(fork, "html_url") {
+            Some(url) => link(url, name),
+            None => name.to_owned(),
+        };
+        return Ok(format!("[{repo}] {who} forked the repository to {name}"));
     }
     if is_commit_status(message) {
         return Ok(commit_status(repo, message));
@@ -134,8 +153,25 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         };
         return Ok(format!("[{repo}] {who} {action} release {name}"));
     }
+    // Events named by one object: what was done, to which (a label, a milestone, a member...).
+    for (kind, key) in NAMED_OBJECTS {
+        if let Some(name) = object(kind).and_then(|o| text_field(o, key)) {
+            let kind = kind.replace('_', " ");
+            return Ok(format!("[{repo}] {who} {action} {kind} {name}"));
+        }
+    }
     Ok(format!("[{repo}] {who} {action}"))
 }
+
+/// Objects whose event is said as "<action> <object> <its name>", with the field naming it.
+const NAMED_OBJECTS: [(&str, &str); 6] = [
+    ("label", "name"),
+    ("milestone", "title"),
+    ("member", "login"),
+    ("discussion", "title"),
+    ("branch_protection_rule", "name"),
+    ("package", "name"),
+];
 
 /// Events that would say nothing a channel needs, or say it again (senders-delivery-events
 /// A.9): GitHub sends `created`, `published` and `released` for one release (Gitea sends only
@@ -159,6 +195,20 @@ fn not_posted(message: &Map<String, Value>) -> Option<&'static str> {
     }
     if is_commit_status(message) && text_field(message, "state") == Some("pending") {
         return Some("a commit status is posted once it is not pending");
+    }
+    // A deployment is said once, by its final status; the statuses before it say it starts.
+    let deployment_state = message
+        .get("deployment_status")
+        .and_then(Value::as_object)
+        .and_then(|status| text_field(status, "state"));
+    match deployment_state {
+        Some("pending" | "queued" | "in_progress" | "waiting") => {
+            return Some("a deployment is posted once it has finished");
+        }
+        None if message.contains_key("deployment") && !message.contains_key("workflow_run") => {
+            return Some("a deployment is posted once it has finished");
+        }
+        _ => {}
     }
     None
 }
@@ -194,6 +244,36 @@ fn workflow_run(repo: &str, run: &Map<String, Value>) -> String {
         "[{repo}] {} workflow {name} {conclusion}{branch}{url}",
         outcome_mark(conclusion)
     )
+}
+
+/// `[owner/repo] ✅ deployment to production success <url|production>`.
+fn deployment_status(
+    repo: &str,
+    status: &Map<String, Value>,
+    deployment: Option<&Map<String, Value>>,
+) -> String {
+    let state = text_field(status, "state").unwrap_or("finished");
+    let environment = text_field(status, "environment")
+        .or_else(|| deployment.and_then(|d| text_field(d, "environment")))
+        .unwrap_or("an environment");
+    let reference = deployment
+        .and_then(|d| text_field(d, "ref"))
+        .map(|r| format!(" of {r}"))
+        .unwrap_or_default();
+    let description = text_field(status, "description")
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    let url = text_field(status, "environment_url")
+        .map(|url| format!(" {}", link(url, environment)))
+        .or_else(|| {
+            text_field(status, "target_url").map(|url| format!(" {}", link(url, "details")))
+        })
+        .unwrap_or_default();
+    let mark = match state {
+        "inactive" => "⚪",
+        other => outcome_mark(other),
+    };
+    format!("[{repo}] {mark} deployment{reference} to {environment} {state}{description}{url}")
 }
 
 /// `[owner/repo] ❌ ci/build failure: tests failed <url|details>`.
@@ -339,6 +419,44 @@ mod tests {
             json!({"repository": "o/r", "sender": {}})
         )));
         assert!(!looks_like(&map(json!({"text": "hi", "sender": {}}))));
+    }
+
+    #[test]
+    fn deployments_are_posted_once_finished_and_stars_both_ways() {
+        let event = |extra: Value| {
+            let mut body = map(json!({"repository": {"full_name": "o/r"},
+                "sender": {"login": "al"}}));
+            body.extend(map(extra));
+            render(&body)
+        };
+        let deployment = json!({"ref": "v2", "environment": "staging"});
+        for state in ["pending", "queued", "in_progress"] {
+            let status = json!({"deployment_status": {"state": state}, "deployment": deployment});
+            assert!(
+                matches!(event(status), Err(FormatError::NotPosted(_))),
+                "{state}"
+            );
+        }
+        let created = json!({"action": "created", "deployment": deployment});
+        assert!(matches!(event(created), Err(FormatError::NotPosted(_))));
+        let done = json!({"deployment_status": {"state": "success",
+            "environment_url": "https://staging.example"}, "deployment": deployment});
+        assert_eq!(
+            event(done).unwrap(),
+            "[o/r] ✅ deployment of v2 to staging success <https://staging.example|staging>"
+        );
+        let unstarred = json!({"action": "deleted", "starred_at": null});
+        assert_eq!(
+            event(unstarred).unwrap(),
+            "[o/r] al unstarred the repository"
+        );
+        let watched = json!({"action": "started"});
+        assert_eq!(
+            event(watched).unwrap(),
+            "[o/r] ⭐ al starred the repository"
+        );
+        let milestone = json!({"action": "closed", "milestone": {"title": "v1.0"}});
+        assert_eq!(event(milestone).unwrap(), "[o/r] al closed milestone v1.0");
     }
 
     #[test]
