@@ -117,15 +117,61 @@ async fn notifications_succeeded(am_url: &str, at_least: f64) {
     }
 }
 
-#[actix_rt::test]
-async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures() {
-    let (Some(alertmanager), Some(amtool)) = (
+/// Alertmanager and amtool, or a loud skip (a failure under `CI=true`).
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let found = (
         find_tool(&["prometheus-alertmanager", "alertmanager"]),
         find_tool(&["amtool"]),
-    ) else {
-        let message = "!!!!!! SKIPPING the Alertmanager test: prometheus-alertmanager/amtool are not installed (apt-get install prometheus-alertmanager) !!!!!!";
-        eprintln!("{message}");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    );
+    if let (Some(alertmanager), Some(amtool)) = found {
+        return Some((alertmanager, amtool));
+    }
+    let message = "!!!!!! SKIPPING the Alertmanager test: prometheus-alertmanager/amtool are not installed (apt-get install prometheus-alertmanager) !!!!!!";
+    eprintln!("{message}");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    None
+}
+
+/// A running Alertmanager with `config`, on its own port and directory, without a cluster;
+/// ready when this returns. Killed when the first element is dropped.
+async fn start_alertmanager(alertmanager: &PathBuf, config: &str) -> (Running, String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "synochat-am-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let config_file = dir.join("alertmanager.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let port = free_port();
+    let am_url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let running = Running(
+        Command::new(alertmanager)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("alertmanager starts"),
+    );
+    let started = Instant::now();
+    while http_get(&format!("{am_url}/-/ready")).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Alertmanager did not become ready: {}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    (running, am_url, dir)
+}
+
+#[actix_rt::test]
+async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures() {
+    let Some((alertmanager, amtool)) = tools() else {
         return;
     };
     let app = spawn_app_with(SimConfig::default(), |settings| {
@@ -144,12 +190,6 @@ async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures()
     let ops = app.get("/api/v1/channels?name=ops").await;
     let ops_id = ops.body["items"][0]["channel_id"].to_string();
 
-    let dir = std::env::temp_dir().join(format!(
-        "synochat-am-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(dir.join("data")).unwrap();
     let config = format!(
         r#"route:
   receiver: chat
@@ -172,31 +212,7 @@ receivers:
 "#,
         base = app.base
     );
-    let config_file = dir.join("alertmanager.yml");
-    std::fs::write(&config_file, config).unwrap();
-    let port = free_port();
-    let am_url = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
-    let _running = Running(
-        Command::new(&alertmanager)
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("alertmanager starts"),
-    );
-    let started = Instant::now();
-    while http_get(&format!("{am_url}/-/ready")).await.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "Alertmanager did not become ready: {}",
-            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (_running, am_url, dir) = start_alertmanager(&alertmanager, &config).await;
 
     let fired = Command::new(&amtool)
         .args([
@@ -281,4 +297,98 @@ receivers:
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An Alertmanager pair whose members do not hear each other (a partition, or gossip that is
+/// late): Prometheus gives both the same alert, and both notify. The hook posts the group
+/// once, and both members count their notification as delivered.
+#[actix_rt::test]
+async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
+    let Some((alertmanager, amtool)) = tools() else {
+        return;
+    };
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        let hook = HookSettings {
+            channel: Some("ops".into()),
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("am-pair".into(), hook);
+    })
+    .await;
+    let ops = app.get("/api/v1/channels?name=ops").await;
+    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+    let config = format!(
+        r#"route:
+  receiver: chat
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: chat
+    webhook_configs:
+      - url: '{base}/hooks/am-pair'
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: '{SECRET}'
+"#,
+        base = app.base
+    );
+    let (_first, first_url, first_dir) = start_alertmanager(&alertmanager, &config).await;
+    let (_second, second_url, second_dir) = start_alertmanager(&alertmanager, &config).await;
+    // As Prometheus sends it to every member: the same labels and the same start.
+    let start = "2026-12-05T03:00:00Z";
+    for am_url in [&first_url, &second_url] {
+        let fired = Command::new(&amtool)
+            .args([
+                "alert",
+                "add",
+                "alertname=NodeDown",
+                "instance=nas-01:9100",
+                "--annotation=summary=nas-01 is unreachable",
+                &format!("--start={start}"),
+                &format!("--alertmanager.url={am_url}"),
+            ])
+            .output()
+            .expect("amtool runs");
+        assert!(
+            fired.status.success(),
+            "amtool: {}",
+            String::from_utf8_lossy(&fired.stderr)
+        );
+    }
+    // Both members notify, and count it delivered.
+    for am_url in [&first_url, &second_url] {
+        let started = Instant::now();
+        loop {
+            let metrics = http_get(&format!("{am_url}/metrics"))
+                .await
+                .unwrap_or_default();
+            let sent = metric_sum(
+                &metrics,
+                "alertmanager_notifications_total",
+                "integration=\"webhook\"",
+            );
+            if sent >= 1.0 {
+                let failed = metric_sum(&metrics, "alertmanager_notifications_failed_total", "");
+                assert_eq!(failed, 0.0, "{am_url} counted a failed notification");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{am_url} did not notify"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    let posts: Vec<String> = posted_messages(&app, &ops_id)
+        .into_iter()
+        .filter(|m| m.contains("NodeDown"))
+        .collect();
+    assert_eq!(posts.len(), 1, "the group is posted once: {posts:?}");
+    let _ = std::fs::remove_dir_all(&first_dir);
+    let _ = std::fs::remove_dir_all(&second_dir);
 }
