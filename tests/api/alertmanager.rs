@@ -19,6 +19,17 @@ use crate::helpers::{TestApp, param, spawn_app_with};
 
 const SECRET: &str = "alertmanager-hook-secret-2b9d";
 
+/// Every alert to the receiver `chat`, grouped by name and sent at once: its integrations follow.
+const ROUTE: &str = "route:
+  receiver: chat
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: chat
+";
+
 /// The first of `names` found on PATH or in the usual directories.
 fn find_tool(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -191,15 +202,7 @@ async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures()
     let ops_id = ops.body["items"][0]["channel_id"].to_string();
 
     let config = format!(
-        r#"route:
-  receiver: chat
-  group_by: ['alertname']
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: chat
-    slack_configs:
+        "{ROUTE}    slack_configs:
       - api_url: '{base}/hooks/am-slack/{SECRET}'
         channel: '#ops'
         send_resolved: true
@@ -209,7 +212,7 @@ receivers:
         http_config:
           authorization:
             credentials: '{SECRET}'
-"#,
+",
         base = app.base
     );
     let (_running, am_url, dir) = start_alertmanager(&alertmanager, &config).await;
@@ -319,21 +322,13 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     let ops = app.get("/api/v1/channels?name=ops").await;
     let ops_id = ops.body["items"][0]["channel_id"].to_string();
     let config = format!(
-        r#"route:
-  receiver: chat
-  group_by: ['alertname']
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: chat
-    webhook_configs:
+        "{ROUTE}    webhook_configs:
       - url: '{base}/hooks/am-pair'
         send_resolved: true
         http_config:
           authorization:
             credentials: '{SECRET}'
-"#,
+",
         base = app.base
     );
     let (_first, first_url, first_dir) = start_alertmanager(&alertmanager, &config).await;

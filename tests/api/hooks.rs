@@ -690,14 +690,7 @@ async fn forge_events_left_unposted_are_answered_as_such() {
 
 /// Sends `body` with extra headers (a sender's delivery id).
 async fn send_with(app: &TestApp, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", app.base))
-        .insert_header(("Content-Type", "application/json"));
-    for header in headers {
-        request = request.insert_header(*header);
-    }
-    read(request.send_json(body).await.expect("gateway answers")).await
+    send_raw(app, path, &serde_json::to_vec(body).unwrap(), headers).await
 }
 
 /// Waits until `count` posts were created, then a little longer, and says how many there are.
