@@ -62,9 +62,22 @@ impl Signing {
         })
     }
 
-    /// Checks the request's signature over `body`, at `now` (Unix seconds). Every signature
-    /// header present must verify: a request cannot pass on one while carrying a forged other.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Unsigned> {
+    /// Checks the request's signature, at `now` (Unix seconds), over one of `texts`: the body,
+    /// or the JSON the body carries (Gitea and Forgejo sign the payload, also when they send it
+    /// as a form's or a query's `payload` field). Every signature header present must verify
+    /// over the same text: a request cannot pass on one while carrying a forged other.
+    pub fn verify(&self, headers: &HeaderMap, texts: &[&[u8]], now: i64) -> Result<(), Unsigned> {
+        let mut outcome = Err(Unsigned::Missing);
+        for text in texts {
+            outcome = self.verify_text(headers, text, now);
+            if !matches!(outcome, Err(Unsigned::Mismatch)) {
+                break;
+            }
+        }
+        outcome
+    }
+
+    fn verify_text(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Unsigned> {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
             .expect("HMAC takes keys of any length");
         if let Some(name) = &self.timestamp_header {
@@ -145,7 +158,7 @@ mod tests {
         let s = signing(None, None);
         let github = format!("sha256={GITHUB_EXAMPLE}");
         assert_eq!(
-            s.verify(&headers(&[("X-Hub-Signature-256", &github)]), BODY, 0),
+            s.verify(&headers(&[("X-Hub-Signature-256", &github)]), &[BODY], 0),
             Ok(())
         );
         for header in [
@@ -154,7 +167,7 @@ mod tests {
             "X-Gogs-Signature",
         ] {
             assert_eq!(
-                s.verify(&headers(&[(header, GITHUB_EXAMPLE)]), BODY, 0),
+                s.verify(&headers(&[(header, GITHUB_EXAMPLE)]), &[BODY], 0),
                 Ok(())
             );
         }
@@ -163,12 +176,22 @@ mod tests {
             ("X-Hub-Signature-256", &github),
             ("X-Gitea-Signature", GITHUB_EXAMPLE),
         ]);
-        assert_eq!(s.verify(&both, BODY, 0), Ok(()));
+        assert_eq!(s.verify(&both, &[BODY], 0), Ok(()));
         let forged = headers(&[
             ("X-Hub-Signature-256", &github),
             ("X-Gitea-Signature", "00"),
         ]);
-        assert_eq!(s.verify(&forged, BODY, 0), Err(Unsigned::Mismatch));
+        assert_eq!(s.verify(&forged, &[BODY], 0), Err(Unsigned::Mismatch));
+    }
+
+    #[test]
+    fn a_form_or_query_payload_is_checked_as_the_json_it_carries() {
+        let s = signing(None, None);
+        let gitea = headers(&[("X-Gitea-Signature", GITHUB_EXAMPLE)]);
+        let form: &[u8] = b"payload=Hello%2C+World%21";
+        assert_eq!(s.verify(&gitea, &[form, BODY], 0), Ok(()));
+        assert_eq!(s.verify(&gitea, &[form], 0), Err(Unsigned::Mismatch));
+        assert_eq!(s.verify(&gitea, &[], 0), Err(Unsigned::Missing));
     }
 
     #[test]
@@ -176,15 +199,18 @@ mod tests {
         let s = signing(None, None);
         let github = format!("sha256={GITHUB_EXAMPLE}");
         let h = headers(&[("X-Hub-Signature-256", &github)]);
-        assert_eq!(s.verify(&h, b"Hello, World?", 0), Err(Unsigned::Mismatch));
+        assert_eq!(
+            s.verify(&h, &[b"Hello, World?"], 0),
+            Err(Unsigned::Mismatch)
+        );
         let other = Signing::new(SecretString::from("another secret!!"), None, None).unwrap();
-        assert_eq!(other.verify(&h, BODY, 0), Err(Unsigned::Mismatch));
+        assert_eq!(other.verify(&h, &[BODY], 0), Err(Unsigned::Mismatch));
         // GitHub's header without its prefix, or not hex.
         let bare = headers(&[("X-Hub-Signature-256", GITHUB_EXAMPLE)]);
-        assert_eq!(s.verify(&bare, BODY, 0), Err(Unsigned::Mismatch));
+        assert_eq!(s.verify(&bare, &[BODY], 0), Err(Unsigned::Mismatch));
         let junk = headers(&[("X-Gitea-Signature", "zz")]);
-        assert_eq!(s.verify(&junk, BODY, 0), Err(Unsigned::Mismatch));
-        assert_eq!(s.verify(&headers(&[]), BODY, 0), Err(Unsigned::Missing));
+        assert_eq!(s.verify(&junk, &[BODY], 0), Err(Unsigned::Mismatch));
+        assert_eq!(s.verify(&headers(&[]), &[BODY], 0), Err(Unsigned::Missing));
     }
 
     #[test]
@@ -198,15 +224,18 @@ mod tests {
             ("X-Signature", &hex_digest),
             ("X-Grafana-Alerting-Timestamp", "1700000000"),
         ]);
-        assert_eq!(s.verify(&signed, BODY, 1_700_000_100), Ok(()));
-        assert_eq!(s.verify(&signed, BODY, 1_700_000_400), Err(Unsigned::Stale));
+        assert_eq!(s.verify(&signed, &[BODY], 1_700_000_100), Ok(()));
+        assert_eq!(
+            s.verify(&signed, &[BODY], 1_700_000_400),
+            Err(Unsigned::Stale)
+        );
         // The known headers are not looked at when the hook names its own.
         let elsewhere = headers(&[
             ("X-Grafana-Alerting-Signature", &hex_digest),
             ("X-Grafana-Alerting-Timestamp", "1700000000"),
         ]);
         assert_eq!(
-            s.verify(&elsewhere, BODY, 1_700_000_000),
+            s.verify(&elsewhere, &[BODY], 1_700_000_000),
             Err(Unsigned::Missing)
         );
         // The timestamp is part of what is signed.
@@ -215,12 +244,12 @@ mod tests {
             ("X-Grafana-Alerting-Timestamp", "1700000001"),
         ]);
         assert_eq!(
-            s.verify(&moved, BODY, 1_700_000_000),
+            s.verify(&moved, &[BODY], 1_700_000_000),
             Err(Unsigned::Mismatch)
         );
         let unstamped = headers(&[("X-Signature", &hex_digest)]);
         assert_eq!(
-            s.verify(&unstamped, BODY, 1_700_000_000),
+            s.verify(&unstamped, &[BODY], 1_700_000_000),
             Err(Unsigned::Stale)
         );
     }

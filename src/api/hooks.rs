@@ -755,6 +755,24 @@ fn event_of(
     }))
 }
 
+/// The `payload` field of a form body, or of a GET's query: the JSON a forge sent that way.
+fn carried_payload(req: &HttpRequest, body: &[u8]) -> Option<String> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let fields = if req.method() == actix_web::http::Method::GET {
+        req.query_string().as_bytes()
+    } else if formats::media_type_is(content_type, "application/x-www-form-urlencoded") {
+        body
+    } else {
+        return None;
+    };
+    form_urlencoded::parse(fields)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, value)| value.into_owned())
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -786,8 +804,11 @@ async fn receive(
         Err(_) => return Outcome::TooLarge,
     };
     if let Some(signing) = &hook.signing {
-        // A GET's query is not what the forges sign, so a signed hook takes bodies only.
-        if let Err(why) = signing.verify(req.headers(), &body, unix_ms() / 1000) {
+        // Gitea and Forgejo sign the JSON they send, also as a form's or a query's `payload`.
+        let carried = carried_payload(req, &body);
+        let mut texts: Vec<&[u8]> = vec![&body];
+        texts.extend(carried.as_deref().map(str::as_bytes));
+        if let Err(why) = signing.verify(req.headers(), &texts, unix_ms() / 1000) {
             tracing::warn!(hook = name, %why, "hook request refused: its signature did not verify");
             return Outcome::NoService;
         }

@@ -877,6 +877,35 @@ async fn a_signed_hook_takes_what_its_sender_signed_and_nothing_else() {
         2,
         "only the signed bodies"
     );
+
+    // Gitea and Forgejo sign the JSON also when they send it as a form, or with GET.
+    let json = serde_json::to_vec(&golden("gitea/push")).unwrap();
+    let signature = hmac_hex(&json);
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", std::str::from_utf8(&json).unwrap())
+        .finish();
+    let request = app
+        .http
+        .post(format!("{}/hooks/signed", app.base))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .insert_header(("X-Gitea-Signature", signature.as_str()));
+    let as_form = read(request.send_body(form.clone()).await.unwrap()).await;
+    assert_eq!(as_form.status.as_u16(), 202, "{}", as_form.body);
+    let request = app
+        .http
+        .get(format!("{}/hooks/signed?{form}", app.base))
+        .insert_header(("X-Gitea-Signature", signature.as_str()));
+    let as_query = read(request.send().await.unwrap()).await;
+    assert_eq!(as_query.status.as_u16(), 202, "{}", as_query.body);
+    let request = app
+        .http
+        .get(format!("{}/hooks/signed?{form}", app.base))
+        .insert_header(("X-Gitea-Signature", hmac_hex(b"other").as_str()));
+    assert_eq!(
+        read(request.send().await.unwrap()).await.status.as_u16(),
+        404
+    );
+    assert_eq!(posts_after_settling(&app, 4).await, 4);
 }
 
 /// Grafana's HMAC with its timestamp header, on a hook that also wants its bearer secret.
