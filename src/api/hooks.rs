@@ -725,7 +725,8 @@ const EVENT_ID_HEADERS: [&str; 5] = [
 /// caller's mistake and refused; a sender header that is not a plain id is ignored.
 fn event_of(
     req: &HttpRequest,
-    payload: Option<&formats::Payload>,
+    content_key: Option<String>,
+    text: &MessageText,
     hook: &Hook,
 ) -> Result<Option<EventKey>, FormatError> {
     let named = |key: String| EventKey {
@@ -735,7 +736,14 @@ fn event_of(
     if let Some(key) = super::idempotency::parse_key(req.headers())
         .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
     {
-        return Ok(Some(named(key)));
+        // A caller's key names its request: the same key with another message is another
+        // message, posted, never dropped as a repeat.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_str().as_bytes());
+        let digest = hex::encode(&digest[..16]);
+        return Ok(Some(EventKey {
+            key: format!("key:{key}:{digest}"),
+            since_ms: None,
+        }));
     }
     let sender_id = EVENT_ID_HEADERS.iter().find_map(|name| {
         let value = req.headers().get(*name)?.to_str().ok()?.trim();
@@ -749,7 +757,7 @@ fn event_of(
         return Ok(None);
     }
     let since = unix_ms().saturating_sub(hook.duplicate_window.as_millis() as i64);
-    Ok(payload.and_then(formats::event_key).map(|key| EventKey {
+    Ok(content_key.map(|key| EventKey {
         key,
         since_ms: Some(since),
     }))
@@ -836,15 +844,7 @@ async fn receive(
     // Discord clients only 200 or 204): the hook's format, or the shape of the body. A template,
     // or a generic or text rendering, decides how the message reads, not who sent it.
     let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
-    let event = match event_of(req, parsed.as_ref().ok(), hook) {
-        Ok(event) => event,
-        Err(error) => {
-            return Outcome::BadBody {
-                format: hook.format.or(shape),
-                error,
-            };
-        }
-    };
+    let content_key = parsed.as_ref().ok().and_then(formats::event_key);
     let dialect = |rendered: Format| match rendered {
         Format::Generic | Format::Text => shape.unwrap_or(rendered),
         format => format,
@@ -878,6 +878,15 @@ async fn receive(
             format: Some(dialect(rendered.format)),
             error: FormatError::NoText,
         };
+    };
+    let event = match event_of(req, content_key, &text, hook) {
+        Ok(event) => event,
+        Err(error) => {
+            return Outcome::BadBody {
+                format: Some(dialect(rendered.format)),
+                error,
+            };
+        }
     };
     match dispatch(
         state,

@@ -756,6 +756,12 @@ async fn a_redelivered_forge_event_is_answered_as_before_and_posted_once() {
     let twice = send_with(&app, &path, &text, &keyed).await;
     assert_eq!(twice.body["delivery_id"], once.body["delivery_id"]);
     assert_eq!(posts_after_settling(&app, 5).await, 5);
+    // The same key with another message: another message, posted, not dropped as a repeat.
+    let other = json!({"title": "Backup", "message": "failed"});
+    let reused = send_with(&app, &path, &other, &keyed).await;
+    assert_ne!(reused.body["delivery_id"], once.body["delivery_id"]);
+    assert!(reused.body.get("duplicate").is_none());
+    assert_eq!(posts_after_settling(&app, 6).await, 6);
     let bad = send_with(&app, &path, &text, &[("Idempotency-Key", "\"open")]).await;
     bad.assert_problem(400, "invalid_request");
 }
