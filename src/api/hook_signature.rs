@@ -1,10 +1,12 @@
 //! Signed hook bodies: the HMAC-SHA256 signatures GitHub, Gitea, Forgejo, Gogs and Grafana put
-//! on what they send, checked against the hook's `signing_secret`. A sender's secret then
-//! authenticates it without appearing in the URL (senders-delivery-events A.3, A.9).
+//! on what they send, and Standard Webhooks' (a `whsec_` secret: Svix-based senders, another
+//! gateway's subscriptions), checked against the hook's `signing_secret`. A sender's secret
+//! then authenticates it without appearing in the URL (senders-delivery-events A.3, A.9, D).
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 
 /// How far a signed timestamp may be from now (Grafana's `timestamp_header`): a captured
 /// request replayed later than this is refused.
@@ -67,6 +69,9 @@ impl Signing {
     /// as a form's or a query's `payload` field). Every signature header present must verify
     /// over the same text: a request cannot pass on one while carrying a forged other.
     pub fn verify(&self, headers: &HeaderMap, texts: &[&[u8]], now: i64) -> Result<(), Unsigned> {
+        if self.secret.expose_secret().starts_with("whsec_") {
+            return self.verify_standard(headers, texts.first().copied().unwrap_or_default(), now);
+        }
         let mut outcome = Err(Unsigned::Missing);
         for text in texts {
             outcome = self.verify_text(headers, text, now);
@@ -75,6 +80,36 @@ impl Signing {
             }
         }
         outcome
+    }
+
+    /// Standard Webhooks: `webhook-signature` holds space-separated `v1,<base64>` signatures of
+    /// `{webhook-id}.{webhook-timestamp}.{body}` (several while a secret rotates); one that
+    /// matches is enough. The timestamp must be within 5 minutes of now.
+    fn verify_standard(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Unsigned> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(id), Some(stamp), Some(signatures)) = (
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        ) else {
+            return Err(Unsigned::Missing);
+        };
+        let at: i64 = stamp.trim().parse().map_err(|_| Unsigned::Stale)?;
+        if (now - at).abs() > TIMESTAMP_TOLERANCE_SECS {
+            return Err(Unsigned::Stale);
+        }
+        let body = std::str::from_utf8(body).map_err(|_| Unsigned::Mismatch)?;
+        let expected = crate::events::subscriptions::signature(&self.secret, id, at, body);
+        let matches = signatures
+            .split_ascii_whitespace()
+            .fold(false, |found, presented| {
+                found | bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+            });
+        if matches {
+            Ok(())
+        } else {
+            Err(Unsigned::Mismatch)
+        }
     }
 
     fn verify_text(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Unsigned> {
@@ -211,6 +246,44 @@ mod tests {
         let junk = headers(&[("X-Gitea-Signature", "zz")]);
         assert_eq!(s.verify(&junk, &[BODY], 0), Err(Unsigned::Mismatch));
         assert_eq!(s.verify(&headers(&[]), &[BODY], 0), Err(Unsigned::Missing));
+    }
+
+    #[test]
+    fn standard_webhooks_signatures_verify_with_a_whsec_secret() {
+        // The specification's reference example (standard-webhooks tests).
+        let s = Signing::new(
+            SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            None,
+            None,
+        )
+        .unwrap();
+        let body: &[u8] = br#"{"test": 2432232314}"#;
+        let at = 1_614_265_330;
+        let signed = |signature: &str| {
+            headers(&[
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", "1614265330"),
+                ("webhook-signature", signature),
+            ])
+        };
+        let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert_eq!(s.verify(&signed(good), &[body], at), Ok(()));
+        // While a secret rotates, the sender signs with both; one match is enough.
+        let rotating = format!("v1,bm9wZQ== {good}");
+        assert_eq!(s.verify(&signed(&rotating), &[body], at + 10), Ok(()));
+        assert_eq!(
+            s.verify(&signed("v1,bm9wZQ=="), &[body], at),
+            Err(Unsigned::Mismatch)
+        );
+        assert_eq!(
+            s.verify(&signed(good), &[b"{}"], at),
+            Err(Unsigned::Mismatch)
+        );
+        assert_eq!(
+            s.verify(&signed(good), &[body], at + 301),
+            Err(Unsigned::Stale)
+        );
+        assert_eq!(s.verify(&headers(&[]), &[body], at), Err(Unsigned::Missing));
     }
 
     #[test]

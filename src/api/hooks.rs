@@ -400,7 +400,8 @@ hook_operation! {
     /// `Authorization: Bearer <secret>` (Alertmanager `http_config`, Grafana, Uptime Kuma), so the
     /// secret stays out of URLs and proxy logs. A hook with a `signing_secret` checks the
     /// sender's HMAC-SHA256 signature of the body (`X-Hub-Signature-256`, `X-Gitea-Signature`,
-    /// `X-Forgejo-Signature`, `X-Gogs-Signature`, `X-Grafana-Alerting-Signature`), and needs no
+    /// `X-Forgejo-Signature`, `X-Gogs-Signature`, `X-Grafana-Alerting-Signature`; with a
+    /// `whsec_` secret, Standard Webhooks' `webhook-signature`), and needs no
     /// bearer token when it has no other secret; a signature that does not verify is
     /// `404 no_service`.
     post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)

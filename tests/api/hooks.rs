@@ -71,7 +71,14 @@ fn with_hooks(settings: &mut Settings) {
     grafana.signing_secret = Some(SecretString::from(SIGNING_SECRET));
     grafana.signature_timestamp_header = Some("X-Grafana-Alerting-Timestamp".into());
     settings.hooks.insert("grafana".into(), grafana);
+    // A Standard Webhooks sender (Svix-based services, another gateway's subscriptions).
+    let mut standard = hook(("channel", "1"));
+    standard.secret_hash = None;
+    standard.signing_secret = Some(SecretString::from(STANDARD_SECRET));
+    settings.hooks.insert("standard".into(), standard);
 }
+
+const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 const SIGNING_SECRET: &str = "signing-secret-0c1d2e3f4a5b";
 
@@ -912,6 +919,42 @@ async fn a_signed_hook_takes_what_its_sender_signed_and_nothing_else() {
         404
     );
     assert_eq!(posts_after_settling(&app, 4).await, 4);
+}
+
+/// A Standard Webhooks sender: signed with a `whsec_` secret, and a redelivery (the same
+/// `webhook-id`) answered as the first and not posted again.
+#[actix_rt::test]
+async fn a_standard_webhooks_sender_is_verified_and_its_redelivery_posted_once() {
+    let app = app().await;
+    let body = r##"{"title": "Invoice paid", "message": "#1042: 120 EUR"}"##;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let secret = SecretString::from(STANDARD_SECRET);
+    let signature =
+        syno_chat_gateway::events::subscriptions::signature(&secret, "msg_1", now, body);
+    let stamp = now.to_string();
+    let signed = [
+        ("webhook-id", "msg_1"),
+        ("webhook-timestamp", stamp.as_str()),
+        ("webhook-signature", signature.as_str()),
+    ];
+    let first = send_raw(&app, "/hooks/standard", body.as_bytes(), &signed).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let again = send_raw(&app, "/hooks/standard", body.as_bytes(), &signed).await;
+    assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+    assert_eq!(again.body["duplicate"], true);
+    // Signed for another message id: refused.
+    let moved = [("webhook-id", "msg_2"), signed[1], signed[2]];
+    let refused = send_raw(&app, "/hooks/standard", body.as_bytes(), &moved).await;
+    assert_eq!(refused.status.as_u16(), 404, "{}", refused.body);
+    assert_eq!(posts_after_settling(&app, 1).await, 1);
+    let posted = last_request(&app, "SYNO.Chat.Post", "create");
+    assert_eq!(
+        param(&posted, "message"),
+        Some("Invoice paid\n#1042: 120 EUR")
+    );
 }
 
 /// Grafana's HMAC with its timestamp header, on a hook that also wants its bearer secret.
