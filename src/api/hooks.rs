@@ -898,12 +898,29 @@ async fn receive(
     )
     .await
     {
-        Ok((delivery_id, duplicate)) => Outcome::Accepted {
-            format: dialect(rendered.format),
-            rendered: rendered.format,
-            delivery_id,
-            duplicate,
-        },
+        Ok((delivery_id, duplicate)) => {
+            if duplicate {
+                // The key says what kind of repeat it was (`delivery:`, `key:`, `alerts:`),
+                // never the secret; the ids in it are the sender's own.
+                let kind = event.as_ref().map_or("", |e| {
+                    e.key
+                        .split_once(':')
+                        .map_or(e.key.as_str(), |(kind, _)| kind)
+                });
+                tracing::info!(
+                    hook = name,
+                    delivery_id,
+                    repeat_of = kind,
+                    "hook event handed over before: answered with its delivery, not posted again"
+                );
+            }
+            Outcome::Accepted {
+                format: dialect(rendered.format),
+                rendered: rendered.format,
+                delivery_id,
+                duplicate,
+            }
+        }
         Err(DispatchError::Transient(error)) => Outcome::Unavailable {
             format: dialect(rendered.format),
             error,
