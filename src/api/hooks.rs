@@ -710,8 +710,8 @@ fn replayed(mut answer: HttpResponseBuilder, duplicate: bool) -> HttpResponseBui
 }
 
 /// Headers in which senders name the event a request delivers, the same on every redelivery
-/// of it: an `Idempotency-Key` set by the caller, Standard Webhooks' `webhook-id`, and the
-/// forges' delivery GUIDs (Gitea and Forgejo send GitHub's header too, with the same value).
+/// of it: Standard Webhooks' `webhook-id` and the forges' delivery GUIDs (Gitea and Forgejo
+/// send GitHub's header too, with the same value). A caller's `Idempotency-Key` is read apart.
 const EVENT_ID_HEADERS: [&str; 5] = [
     "webhook-id",
     "x-github-delivery",
