@@ -533,3 +533,32 @@ backends::on_both!(
         );
     }
 );
+
+backends::on_both!(
+    a_store_from_before_event_keys_gains_them_at_start,
+    |backend: Backend| async move {
+        use syno_chat_gateway::store::deliveries::Enqueued;
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        store
+            .enqueue(&delivery("queued-before", "channel:1", 1_000))
+            .await
+            .unwrap();
+        store.close().await;
+        // The schema as the release before event keys left it: migration 2 missing, though
+        // later ones (1001, 2001, 3001...) are applied.
+        for sql in [
+            "DROP INDEX deliveries_by_event_key",
+            "ALTER TABLE deliveries DROP COLUMN event_key",
+            "DELETE FROM _sqlx_migrations WHERE version = 2",
+        ] {
+            backend.execute(sql, sql).await;
+        }
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        assert!(store.delivery("queued-before").await.unwrap().is_some());
+        let key = "delivery:after-upgrade";
+        let first = as_event(&store, ("e1", "hook:a", 2_000), key, None).await;
+        assert_eq!(first, Enqueued::New);
+        let again = as_event(&store, ("e2", "hook:a", 3_000), key, None).await;
+        assert_eq!(again, Enqueued::Repeat("e1".into()));
+    }
+);
