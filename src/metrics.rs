@@ -64,6 +64,14 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// A configured hook (the names come from the configuration only, never from a request) and
+/// how its request was answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: String,
+    answer: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -96,6 +104,7 @@ pub struct Metrics {
     relogins: Counter<u64, AtomicU64>,
     cache: Family<CacheLabels, Counter>,
     delivery_attempts: Family<OutcomeLabels, Counter>,
+    hook_requests: Family<HookLabels, Counter>,
     delivery_latency: Histogram,
     delivery_depth: Family<StateLabels, Gauge>,
     delivery_oldest: Family<StateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -127,6 +136,7 @@ impl Metrics {
             relogins: Counter::default(),
             cache: Family::default(),
             delivery_attempts: Family::default(),
+            hook_requests: Family::default(),
             // 10 ms … ~3 h: deliveries may wait out a NAS reboot.
             delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
             delivery_depth: Family::default(),
@@ -185,6 +195,11 @@ impl Metrics {
             "build_info",
             "The running build: crate version and git revision",
             build_info,
+        );
+        registry.register(
+            "hook_requests",
+            "Requests to configured hooks by answer (accepted, duplicate, not_posted, bad_request, unauthorized, refused, unavailable)",
+            metrics.hook_requests.clone(),
         );
         registry.register(
             "delivery_attempts",
@@ -348,6 +363,16 @@ impl Metrics {
     pub fn delivery_attempt(&self, outcome: &'static str) {
         self.delivery_attempts
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A request to the configured hook `hook`, answered as `answer`.
+    pub fn hook_request(&self, hook: &str, answer: &'static str) {
+        self.hook_requests
+            .get_or_create(&HookLabels {
+                hook: hook.to_owned(),
+                answer,
+            })
             .inc();
     }
 

@@ -237,6 +237,23 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The `answer` label of `synochat_hook_requests_total`.
+    fn answer(&self) -> &'static str {
+        match self {
+            Self::Accepted {
+                duplicate: true, ..
+            } => "duplicate",
+            Self::Accepted { .. } => "accepted",
+            Self::NoService => "unauthorized",
+            Self::NotPosted { .. } => "not_posted",
+            Self::BadBody { .. } | Self::TooLarge | Self::TimedOut => "bad_request",
+            Self::Refused { .. } => "refused",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
 /// A sender's payload as JSON. Also accepted, for the senders that send them: a form with
 /// `payload=<json>` (Slack's legacy form) and `text/plain` (posted as it is). Only JSON is
 /// described here because client generators cannot model a text body.
@@ -471,6 +488,10 @@ async fn handle(
         Some(hook) if hook.admits(secret) => receive((name, hook), req, payload, services).await,
         _ => Outcome::NoService,
     };
+    // Counted for configured hooks only: a request's made-up name never becomes a label.
+    if let (Some(_), Some(metrics)) = (hook, req.app_data::<web::Data<crate::metrics::Metrics>>()) {
+        metrics.hook_request(name, outcome.answer());
+    }
     let slack_style = |format: Option<Format>| {
         format
             .or(hook.and_then(|h| h.format))

@@ -1234,6 +1234,34 @@ async fn the_secret_never_reaches_metrics_or_problem_documents() {
     assert_eq!(problem.body["instance"], "/hooks/am/****");
 }
 
+/// `synochat_hook_requests_total{hook, answer}`: per configured hook, how its requests were
+/// answered; a name no hook has never becomes a label.
+#[actix_rt::test]
+async fn hook_requests_are_counted_by_hook_and_answer() {
+    let app = app().await;
+    let ops = format!("/hooks/ops/{SECRET}");
+    send_json(&app, &ops, json!({"text": "one"})).await;
+    let keyed = [("X-GitHub-Delivery", "g-1")];
+    send_with(&app, &ops, &json!({"text": "two"}), &keyed).await;
+    send_with(&app, &ops, &json!({"text": "two"}), &keyed).await;
+    send_json(&app, "/hooks/ops/wrong-secret", json!({"text": "x"})).await;
+    send_json(&app, &ops, json!({"no": "text"})).await;
+    send_json(&app, "/hooks/made-up-name/x", json!({"text": "x"})).await;
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    let count = |answer: &str| {
+        let series = format!(r#"synochat_hook_requests_total{{hook="ops",answer="{answer}"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(count("accepted"), Some(2.0), "{text}");
+    assert_eq!(count("duplicate"), Some(1.0));
+    assert_eq!(count("unauthorized"), Some(1.0));
+    assert_eq!(count("bad_request"), Some(1.0));
+    assert!(!text.contains("made-up-name"));
+}
+
 #[actix_rt::test]
 async fn channels_and_users_are_found_by_name() {
     let app = app().await;

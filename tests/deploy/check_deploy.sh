@@ -189,6 +189,8 @@ fi
 # ---------------------------------------------------------------- Grafana
 runv "grafana dashboard: schemaVersion>=36, datasource var, PromQL (promql-parser) uses only gateway series" \
   "$PY" "${HELPER[@]}" grafana deploy/grafana/syno-chat-gateway.json
+runv "prometheus alert rules: PromQL (promql-parser) uses only gateway series and documented values" \
+  "$PY" "${HELPER[@]}" rules deploy/prometheus/alerts.yaml
 
 # ---------------------------------------------------------------- Reverse proxies
 runv "nginx files: body limit and retry conditions" \

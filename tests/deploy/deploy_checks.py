@@ -48,6 +48,7 @@ COUNTERS = {
     "synochat_upstream_relogins_total": set(),
     "synochat_cache_requests_total": {"cache", "result"},
     "synochat_delivery_attempts_total": {"outcome"},
+    "synochat_hook_requests_total": {"hook", "answer"},
 }
 GAUGES = {
     "synochat_http_requests_in_flight": set(),
@@ -65,6 +66,8 @@ LABEL_VALUES = {
     "state": {"queued", "sending", "delivered", "failed", "cancelled"},
     "cache": {"users", "channels"},
     "result": {"hit", "miss"},
+    "answer": {"accepted", "duplicate", "not_posted", "bad_request", "unauthorized",
+               "refused", "unavailable"},
 }
 
 
@@ -221,6 +224,31 @@ def cmd_grafana(args) -> int:
 # --------------------------------------------------------------------------
 # Compose structure (in addition to the compose-spec JSON schema).
 # --------------------------------------------------------------------------
+def cmd_rules(args) -> int:
+    """Prometheus alerting rules: each has a name, an expression over the gateway's series
+    (labels and documented label values checked as on the dashboard) and a summary."""
+    import yaml
+    try:
+        doc = yaml.safe_load(Path(args.file).read_text())
+    except Exception as exc:  # noqa: BLE001
+        bad(f"not valid YAML: {exc}")
+        return finish("")
+    used: set[str] = set()
+    rules = 0
+    for group in (doc or {}).get("groups", []):
+        for rule in group.get("rules", []):
+            rules += 1
+            name = rule.get("alert") or "?"
+            if not rule.get("alert"):
+                bad(f"rule {rules}: no alert name")
+            if not (rule.get("annotations") or {}).get("summary"):
+                bad(f"rule {name}: no summary annotation")
+            check_promql(str(rule.get("expr", "")), f"rule {name}", used)
+    if rules == 0:
+        bad("no rules")
+    return finish(f"{rules} alerting rules use only gateway series ({', '.join(sorted(used))})")
+
+
 def cmd_compose(args) -> int:
     path = Path(args.file)
     docs = load_yaml_all(path)
@@ -664,7 +692,7 @@ def cmd_probe(args) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("grafana", "compose", "dockerfile", "traefik", "systemd"):
+    for name in ("grafana", "rules", "compose", "dockerfile", "traefik", "systemd"):
         sp = sub.add_parser(name)
         sp.add_argument("file")
     sp = sub.add_parser("nginx")
@@ -681,7 +709,7 @@ def main() -> int:
     sp.add_argument("--request-id", action="store_true")
     sp.add_argument("--keepalive", action="store_true")
     args = ap.parse_args()
-    fn = {"grafana": cmd_grafana, "compose": cmd_compose, "dockerfile": cmd_dockerfile,
+    fn = {"grafana": cmd_grafana, "rules": cmd_rules, "compose": cmd_compose, "dockerfile": cmd_dockerfile,
           "traefik": cmd_traefik, "systemd": cmd_systemd, "k8s": cmd_k8s, "echo": cmd_echo,
           "free-port": cmd_free_port, "probe": cmd_probe, "nginx": cmd_nginx}[args.cmd]
     return fn(args)
