@@ -64,6 +64,20 @@ impl Signing {
         })
     }
 
+    /// Whether the request carries a signature header this check reads: without one a signed
+    /// hook refuses it before reading its body.
+    pub fn is_presented(&self, headers: &HeaderMap) -> bool {
+        if self.secret.expose_secret().starts_with("whsec_") {
+            return headers.contains_key("webhook-signature");
+        }
+        match &self.header {
+            Some(custom) => headers.contains_key(custom),
+            None => KNOWN_HEADERS
+                .iter()
+                .any(|(name, _)| headers.contains_key(*name)),
+        }
+    }
+
     /// Checks the request's signature, at `now` (Unix seconds), over one of `texts`: the body,
     /// or the JSON the body carries (Gitea and Forgejo sign the payload, also when they send it
     /// as a form's or a query's `payload` field). Every signature header present must verify

@@ -137,10 +137,16 @@ impl Hook {
 
     /// Whether the request's secret lets it in (before its body is read): the hook's secret,
     /// compared in constant time on the hashes; a signed hook without one takes requests at its
-    /// bare URL (the bearer token then is not its business) and checks their signatures.
-    fn admits(&self, secret: Secret<'_>) -> bool {
+    /// bare URL (the bearer token then is not its business) that carry a signature, and checks
+    /// it once the body is read.
+    fn admits(&self, secret: Secret<'_>, headers: &header::HeaderMap) -> bool {
         let presented = match (&self.secret_hash, secret) {
-            (None, Secret::Bearer(_)) => return self.signing.is_some(),
+            (None, Secret::Bearer(_)) => {
+                return self
+                    .signing
+                    .as_ref()
+                    .is_some_and(|s| s.is_presented(headers));
+            }
             (None, Secret::Path(_)) | (Some(_), Secret::Bearer(None)) => return false,
             (Some(_), Secret::Path(presented) | Secret::Bearer(Some(presented))) => presented,
         };
@@ -485,7 +491,9 @@ async fn handle(
     let state = services.0;
     let hook = state.hooks.get(name);
     let outcome = match hook {
-        Some(hook) if hook.admits(secret) => receive((name, hook), req, payload, services).await,
+        Some(hook) if hook.admits(secret, req.headers()) => {
+            receive((name, hook), req, payload, services).await
+        }
         _ => Outcome::NoService,
     };
     // Counted for configured hooks only: a request's made-up name never becomes a label.
@@ -1189,8 +1197,9 @@ mod tests {
             markup: formats::Markup::Raw,
             duplicate_window: DUPLICATE_WINDOW,
         };
+        let none = header::HeaderMap::new();
         for presented in [Secret::Path("s3cret"), Secret::Bearer(Some("s3cret"))] {
-            assert!(hook.admits(presented));
+            assert!(hook.admits(presented, &none));
         }
         for wrong in [
             Secret::Path("s3cre"),
@@ -1198,18 +1207,25 @@ mod tests {
             Secret::Bearer(Some("s3cre")),
             Secret::Bearer(None),
         ] {
-            assert!(!hook.admits(wrong));
+            assert!(!hook.admits(wrong, &none));
         }
-        // A signed hook without a secret: its bare URL, whatever the bearer token; never a
-        // secret in the path (there is none to match).
+        // A signed hook without a secret: its bare URL, whatever the bearer token, if the
+        // request carries a signature (checked once the body is read; without one the body is
+        // not read at all); never a secret in the path (there is none to match).
         let signed = Hook {
             secret_hash: None,
             signing: Signing::new(SecretString::from("sixteen chars ok"), None, None),
             ..hook
         };
-        assert!(signed.admits(Secret::Bearer(None)));
-        assert!(signed.admits(Secret::Bearer(Some("anything"))));
-        assert!(!signed.admits(Secret::Path("s3cret")));
+        let mut signature = header::HeaderMap::new();
+        signature.insert(
+            header::HeaderName::from_static("x-hub-signature-256"),
+            header::HeaderValue::from_static("sha256=00"),
+        );
+        assert!(signed.admits(Secret::Bearer(None), &signature));
+        assert!(signed.admits(Secret::Bearer(Some("anything")), &signature));
+        assert!(!signed.admits(Secret::Bearer(None), &none));
+        assert!(!signed.admits(Secret::Path("s3cret"), &signature));
     }
 
     #[test]
