@@ -128,6 +128,34 @@ async fn notifications_succeeded(am_url: &str, at_least: f64) {
     }
 }
 
+/// The receiver's `webhook_configs`: the native webhook to `hook`, its secret as a bearer token.
+fn webhook_config(base: &str, hook: &str) -> String {
+    format!(
+        "    webhook_configs:
+      - url: '{base}/hooks/{hook}'
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: '{SECRET}'
+"
+    )
+}
+
+/// `amtool alert add` with `args` (labels and flags) against the Alertmanager at `am_url`.
+fn fire(amtool: &PathBuf, am_url: &str, args: &[&str]) {
+    let fired = Command::new(amtool)
+        .args(["alert", "add"])
+        .args(args)
+        .arg(format!("--alertmanager.url={am_url}"))
+        .output()
+        .expect("amtool runs");
+    assert!(
+        fired.status.success(),
+        "amtool: {}",
+        String::from_utf8_lossy(&fired.stderr)
+    );
+}
+
 /// Alertmanager and amtool, or a loud skip (a failure under `CI=true`).
 fn tools() -> Option<(PathBuf, PathBuf)> {
     let found = (
@@ -206,33 +234,21 @@ async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures()
       - api_url: '{base}/hooks/am-slack/{SECRET}'
         channel: '#ops'
         send_resolved: true
-    webhook_configs:
-      - url: '{base}/hooks/am-webhook'
-        send_resolved: true
-        http_config:
-          authorization:
-            credentials: '{SECRET}'
-",
-        base = app.base
+{webhook}",
+        base = app.base,
+        webhook = webhook_config(&app.base, "am-webhook"),
     );
     let (_running, am_url, dir) = start_alertmanager(&alertmanager, &config).await;
 
-    let fired = Command::new(&amtool)
-        .args([
-            "alert",
-            "add",
+    fire(
+        &amtool,
+        &am_url,
+        &[
             "alertname=HighCPU",
             "severity=critical",
             "instance=web-1:9100",
             "--annotation=summary=CPU above 90% & rising",
-            &format!("--alertmanager.url={am_url}"),
-        ])
-        .output()
-        .expect("amtool runs");
-    assert!(
-        fired.status.success(),
-        "amtool: {}",
-        String::from_utf8_lossy(&fired.stderr)
+        ],
     );
 
     // Both receivers deliver: the Slack-format post and the webhook-format post.
@@ -269,18 +285,15 @@ async fn alertmanager_delivers_to_the_slack_and_webhook_hooks_without_failures()
     // The NAS goes down: Alertmanager's notifications still succeed (the hooks answer once the
     // message is stored), and the posts arrive after the NAS is back.
     app.sim.refuse_connections(true).await;
-    let fired = Command::new(&amtool)
-        .args([
-            "alert",
-            "add",
+    fire(
+        &amtool,
+        &am_url,
+        &[
             "alertname=DiskFull",
             "severity=warning",
             "--annotation=summary=Disk 95% full",
-            &format!("--alertmanager.url={am_url}"),
-        ])
-        .output()
-        .expect("amtool runs");
-    assert!(fired.status.success());
+        ],
+    );
     notifications_succeeded(&am_url, 2.0).await;
     app.sim.refuse_connections(false).await;
     let started = Instant::now();
@@ -321,37 +334,22 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     .await;
     let ops = app.get("/api/v1/channels?name=ops").await;
     let ops_id = ops.body["items"][0]["channel_id"].to_string();
-    let config = format!(
-        "{ROUTE}    webhook_configs:
-      - url: '{base}/hooks/am-pair'
-        send_resolved: true
-        http_config:
-          authorization:
-            credentials: '{SECRET}'
-",
-        base = app.base
-    );
+    let config = format!("{ROUTE}{}", webhook_config(&app.base, "am-pair"));
     let (_first, first_url, first_dir) = start_alertmanager(&alertmanager, &config).await;
     let (_second, second_url, second_dir) = start_alertmanager(&alertmanager, &config).await;
     // As Prometheus sends it to every member: the same labels and the same start.
     let start = "2026-12-05T03:00:00Z";
     for am_url in [&first_url, &second_url] {
-        let fired = Command::new(&amtool)
-            .args([
-                "alert",
-                "add",
+        let started_at = format!("--start={start}");
+        fire(
+            &amtool,
+            am_url,
+            &[
                 "alertname=NodeDown",
                 "instance=nas-01:9100",
                 "--annotation=summary=nas-01 is unreachable",
-                &format!("--start={start}"),
-                &format!("--alertmanager.url={am_url}"),
-            ])
-            .output()
-            .expect("amtool runs");
-        assert!(
-            fired.status.success(),
-            "amtool: {}",
-            String::from_utf8_lossy(&fired.stderr)
+                &started_at,
+            ],
         );
     }
     // Both members notify, and count it delivered.
