@@ -31,11 +31,7 @@ if [ -n "${PERF:-}" ]; then
 fi
 
 . tests/bench/fake_nas.sh
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TMP="$(mktemp -d)"; chmod 0755 "$TMP"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
+. tests/bench/common.sh
 NAS_PORT=$(free_port)
 start_fake_nas "$TMP/nas" "$NAS_PORT" "$(free_port)" "$LOAD_CPU"; PIDS+=("$FAKE_NAS_PID")
 TICKS=$(getconf CLK_TCK)

@@ -40,13 +40,8 @@ done
 [ -x "$STATIC_BIN" ] || cargo build --release --example bench_static
 [ -x "$FORWARD_BIN" ] || cargo build --release --example bench_forward
 
-TMP="$(mktemp -d)"; chmod 0755 "$TMP"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
+. tests/bench/common.sh
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { for _ in $(seq 100); do curl -fs -o /dev/null "$@" && return 0; sleep 0.1; done; echo "no answer from $*"; exit 1; }
 # CPU ticks (user + system) of a process and its children (nginx master + worker).
 tree_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 # Resident memory in KB of a process and its children.

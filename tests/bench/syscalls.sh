@@ -23,12 +23,7 @@ done
 [ -x "$BIN" ] || cargo build --release --bin syno-chat-gateway
 [ -x "$STATIC_BIN" ] || cargo build --release --example bench_static
 
-TMP="$(mktemp -d)"; chmod 0755 "$TMP"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { for _ in $(seq 100); do curl -fs -o /dev/null "$@" && return 0; sleep 0.1; done; echo "no answer from $*"; exit 1; }
+. tests/bench/common.sh
 
 NAS_PORT=$(free_port); GW_PORT=$(free_port); STATIC_PORT=$(free_port)
 . tests/bench/fake_nas.sh
