@@ -176,19 +176,29 @@ impl DsmClient {
     /// Runs a call that needs no session; when DSM says the API or version is not there (102,
     /// 104: a Chat package upgraded or restarted since the Info table was loaded), reloads the
     /// table and runs it once more. DSM did not carry such a call out, so it is safe to repeat.
+    /// A read answered busy is asked again, as with a session
+    /// ([`super::login::asks_again_when_busy`]).
     async fn with_catalog<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
     where
         F: Fn(Endpoint) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        match attempt(self.endpoint(op).await?).await {
-            Err(UpstreamError::Dsm {
-                code: 102 | 104, ..
-            }) => {
-                self.up.catalog.forget();
-                attempt(self.endpoint(op).await?).await
+        let (mut reloaded, mut busy) = (false, 0);
+        loop {
+            match attempt(self.endpoint(op).await?).await {
+                Err(UpstreamError::Dsm {
+                    code: 102 | 104, ..
+                }) if !reloaded => {
+                    reloaded = true;
+                    self.up.catalog.forget();
+                }
+                Err(UpstreamError::Dsm { code, .. })
+                    if super::login::asks_again_when_busy(op, code, busy) =>
+                {
+                    super::login::pause_for_busy(op, code, &mut busy).await;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -42,15 +42,33 @@ const BUSY_RETRIES: u32 = 2;
 /// The pause before the first of those; the second waits twice as long.
 const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Whether a call DSM answered `code` is asked again after [`pause_for_busy`]: a read, answered
+/// "network unstable / system busy" (109–111), asked again fewer than [`BUSY_RETRIES`] times.
+/// A write is not, since it may have been carried out (the outbox retries its own, with its
+/// duplicate check).
+pub(super) fn asks_again_when_busy(op: &Op, code: i64, busy: u32) -> bool {
+    (109..=111).contains(&code) && op.verb == super::ops::Verb::Get && busy < BUSY_RETRIES
+}
+
+/// Counts a busy answer and waits before asking again, longer each time.
+pub(super) async fn pause_for_busy(op: &Op, code: i64, busy: &mut u32) {
+    *busy += 1;
+    tracing::debug!(
+        api = op.api,
+        method = op.method,
+        dsm_code = code,
+        "DSM busy; asking again"
+    );
+    actix_web::rt::time::sleep(BUSY_PAUSE * *busy).await;
+}
+
 impl DsmClient {
     /// Runs `attempt` with the shared session; when DSM says the session is gone, logs in again
     /// (once, for all concurrent callers) and retries once; when DSM says the API or version is
     /// not there (102, 104), reloads the Info table and retries once. Each at most once, but
     /// both in one call: a NAS back from an upgrade may answer 104 and then, on the retry, say
-    /// the session is gone. A read that DSM answers "network unstable / system busy" (109–111)
-    /// is asked again, at most [`BUSY_RETRIES`] times after a short pause (PROTOCOL.md §1.4:
-    /// bounded retry); a write is not, since it may have been carried out (the outbox retries
-    /// its own, with its duplicate check).
+    /// the session is gone. A read that DSM answers busy is asked again
+    /// ([`asks_again_when_busy`]; PROTOCOL.md §1.4: bounded retry).
     pub(super) async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
     where
         F: Fn(Endpoint, Arc<Session>) -> Fut,
@@ -62,7 +80,7 @@ impl DsmClient {
             let session = self.session().await?;
             match attempt(endpoint, session.clone()).await {
                 Err(UpstreamError::Dsm { code, .. })
-                    if !logged_in_again && self.session_is_lost(code, &session).await =>
+                    if !logged_in_again && self.session_is_lost(code, &session, op).await =>
                 {
                     logged_in_again = true;
                     tracing::info!(
@@ -80,18 +98,8 @@ impl DsmClient {
                     reloaded = true;
                     self.up.catalog.forget();
                 }
-                Err(UpstreamError::Dsm {
-                    code: code @ 109..=111,
-                    ..
-                }) if op.verb == super::ops::Verb::Get && busy < BUSY_RETRIES => {
-                    busy += 1;
-                    tracing::debug!(
-                        api = op.api,
-                        method = op.method,
-                        dsm_code = code,
-                        "DSM busy; asking again"
-                    );
-                    actix_web::rt::time::sleep(BUSY_PAUSE * busy).await;
+                Err(UpstreamError::Dsm { code, .. }) if asks_again_when_busy(op, code, busy) => {
+                    pause_for_busy(op, code, &mut busy).await;
                 }
                 other => return other,
             }
@@ -101,16 +109,18 @@ impl DsmClient {
     /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
     /// may not make; re-logging in on each of those would let any caller make the gateway hammer
     /// the NAS's login, so the session is first checked with a call every account may make.
-    pub(super) async fn session_is_lost(&self, code: i64, session: &Session) -> bool {
+    pub(super) async fn session_is_lost(&self, code: i64, session: &Session, op: &Op) -> bool {
         if SESSION_GONE.contains(&code) {
             return true;
         }
         if !SESSION_OR_PERMISSION.contains(&code) {
             return false;
         }
-        // A session proven alive a moment ago is not checked again: callers repeating a
-        // forbidden request cause at most one check per session and SESSION_CHECK_TTL.
-        if self.up.sessions.recently_proven(session) {
+        // A session proven alive a moment ago for the same operation is not checked again:
+        // callers repeating a forbidden request cause at most one check per session and
+        // SESSION_CHECK_TTL.
+        let refused = (op.api, op.method);
+        if self.up.sessions.recently_proven(session, refused) {
             return false;
         }
         // The cheapest call that proves a session; when the NAS cannot answer it (an API or
@@ -133,7 +143,7 @@ impl DsmClient {
                 .await;
             match check {
                 Ok(_) => {
-                    self.up.sessions.proven_alive(session);
+                    self.up.sessions.proven_alive(session, refused);
                     return false;
                 }
                 Err(UpstreamError::Dsm { code, .. })

@@ -24,7 +24,7 @@ const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post).text(&["message"]);
 /// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]).
 const POST_UPLOAD: Op = op("SYNO.Chat.Post", "create", 5..=5, Verb::Post);
-const POST_SEARCH: Op = op("SYNO.Chat.Post", "search", 1..=8, Verb::Get);
+const POST_SEARCH: Op = op("SYNO.Chat.Post", "search", 1..=8, Verb::Get).text(&["keyword"]);
 const POST_PIN: Op = op("SYNO.Chat.Post", "pin", 1..=8, Verb::Post);
 const POST_UNPIN: Op = op("SYNO.Chat.Post", "unpin", 1..=8, Verb::Post);
 const POST_THREAD_LIST: Op = op("SYNO.Chat.Post", "thread_list", 1..=8, Verb::Get);

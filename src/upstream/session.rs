@@ -80,14 +80,23 @@ struct LoginState {
     backoff: Backoff,
 }
 
+/// A session check that found the session alive after an operation was refused 105/119.
+#[derive(Clone, Copy)]
+struct Proof {
+    generation: u64,
+    at: Instant,
+    refused: (&'static str, &'static str),
+}
+
 /// The one DSM session every worker shares, with the login lock and back-off that guard it.
 pub struct SharedSession {
     current: RwLock<Option<Arc<Session>>>,
     // Held while logging in: waiters find the new session (or the back-off) once it is released.
     login: tokio::sync::Mutex<LoginState>,
     pub(super) login_watch: LockWatch,
-    // The session generation last proven alive after a 105/119, and when.
-    proven: std::sync::Mutex<Option<(u64, Instant)>>,
+    // The session generation last proven alive after a 105/119, when, and the operation
+    // (api, method) whose refusal it was checked for.
+    proven: std::sync::Mutex<Option<Proof>>,
     // How long a caller waits for another caller's login before giving up (504).
     lock_wait: Duration,
     backoff_max: Duration,
@@ -126,19 +135,32 @@ impl SharedSession {
         }
     }
 
-    /// Records that `session` answered a session check.
-    pub fn proven_alive(&self, session: &Session) {
-        *self.proven.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((session.generation, Instant::now()));
+    /// Records that `session` answered a session check made after `refused` (api, method)
+    /// was refused.
+    pub fn proven_alive(&self, session: &Session, refused: (&'static str, &'static str)) {
+        *self.proven.lock().unwrap_or_else(|e| e.into_inner()) = Some(Proof {
+            generation: session.generation,
+            at: Instant::now(),
+            refused,
+        });
     }
 
-    /// Whether `session` answered a session check within [`SESSION_CHECK_TTL`].
-    pub fn recently_proven(&self, session: &Session) -> bool {
+    /// Whether `session` answered a session check within [`SESSION_CHECK_TTL`], after a
+    /// refusal of the same operation: the refusals of one forbidden call repeated. Another
+    /// operation's refusal is checked (a NAS rebooted since ends every session, PROTOCOL.md
+    /// §1.4: log in again once).
+    pub fn recently_proven(
+        &self,
+        session: &Session,
+        refused: (&'static str, &'static str),
+    ) -> bool {
         self.proven
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|(generation, at)| {
-                generation == session.generation && at.elapsed() < SESSION_CHECK_TTL
+            .is_some_and(|proof| {
+                proof.generation == session.generation
+                    && proof.refused == refused
+                    && proof.at.elapsed() < SESSION_CHECK_TTL
             })
     }
 

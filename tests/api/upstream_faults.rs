@@ -249,6 +249,30 @@ async fn repeated_forbidden_calls_check_the_session_once_with_the_cheapest_call(
     assert_eq!(app.sim.login_attempts(), logins, "no login either");
 }
 
+/// A NAS rebooted right after another call was refused: the proof of that refusal does not
+/// stand for this one (PROTOCOL.md §1.4: 119 or 105 after a reboot, log in again once).
+#[actix_web::test]
+async fn a_reboot_right_after_another_calls_permission_error_is_logged_in_again() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim
+        .fail_next("SYNO.Chat.Admin.Setting", Some("get"), 1, 105);
+    app.call(
+        "GET",
+        "/api/v1/admin/settings",
+        Some(crate::helpers::ADMIN_KEY),
+        None,
+    )
+    .await
+    .assert_problem(403, "upstream_permission_denied");
+    // No pause: the session was proven alive for the admin call a moment ago.
+    app.sim.expire_all_sessions();
+    let logins = app.sim.login_attempts();
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+}
+
 #[actix_web::test]
 async fn a_session_ended_soon_after_a_permission_error_is_logged_in_again() {
     let app = spawn_app_with(SimConfig::default(), |_| {}).await;
@@ -405,6 +429,16 @@ async fn a_busy_nas_is_asked_again_for_reads_and_not_for_writes() {
     app.sim.fail_next("SYNO.Chat.Post", Some("list"), 3, 109);
     app.get(page).await.assert_problem(503, "upstream_busy");
     assert_eq!(lists(), before + 3, "bounded: asked three times in all");
+
+    // Reads with an integration token too.
+    let bot_channels = format!("/api/v1/bots/{}/channels", crate::helpers::BOT_TOKEN_NAME);
+    let external = || app.sim.count("SYNO.Chat.External", "channel_list");
+    let before = external();
+    app.sim
+        .fail_next("SYNO.Chat.External", Some("channel_list"), 2, 111);
+    let answer = app.get(&bot_channels).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(external(), before + 3, "two answers of 111, then the list");
 
     let creates = app.sim.count("SYNO.Chat.Post", "create");
     app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 111);
