@@ -41,7 +41,9 @@ pub async fn front_door(
         Some(proxies) => PublicOrigin::resolve(&req, proxies),
         None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
     };
-    let path = loggable_path(req.path());
+    let path = loggable_path(req.path(), |name| {
+        crate::api::is_hook_name(req.app_data(), name)
+    });
     // The path, never the query string: callers' queries are not ours to log.
     let span = tracing::info_span!(
         "request",

@@ -155,8 +155,9 @@ pub(crate) fn request_id_from(req: &ServiceRequest) -> String {
 
 /// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
 /// anything after it) is masked, wherever the `hooks` segment is (`//hooks/...` from a base URL
-/// ending in `/`, a prefix a proxy did not strip).
-pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+/// ending in `/`, a prefix a proxy did not strip); so is a lone segment after it that
+/// `is_hook_name` does not know (`/hooks/{secret}`, Mattermost's shape).
+pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
     // Cheap for every other path: a look at each segment's start (a substring search costs
     // several hundred instructions on every request, the profile showed).
     let bytes = path.as_bytes();
@@ -168,16 +169,21 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         return path.into();
     }
     let segments: Vec<&str> = path.split('/').collect();
-    let Some(hooks) = segments
-        .iter()
-        .position(|s| *s == "hooks")
-        .filter(|&i| segments[i + 1..].iter().filter(|s| !s.is_empty()).count() >= 2)
-    else {
+    let Some(hooks) = segments.iter().position(|s| *s == "hooks") else {
         return path.into();
     };
+    let rest: Vec<&str> = segments[hooks + 1..]
+        .iter()
+        .copied()
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut kept: Vec<&str> = segments[..=hooks].to_vec();
-    let mut rest = segments[hooks + 1..].iter().filter(|s| !s.is_empty());
-    kept.extend(rest.next());
+    match rest.as_slice() {
+        [] => return path.into(),
+        [name] if is_hook_name(name) => return path.into(),
+        [_] => {}
+        [name, ..] => kept.push(name),
+    }
     kept.push("****");
     kept.join("/").into()
 }
@@ -188,14 +194,15 @@ mod tests {
 
     #[test]
     fn a_hooks_secret_is_masked_wherever_the_hooks_segment_is() {
-        assert_eq!(loggable_path("/hooks/am/s3cr3t"), "/hooks/am/****");
-        assert_eq!(loggable_path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
-        assert_eq!(loggable_path("//hooks/am/s3cr3t"), "//hooks/am/****");
-        assert_eq!(
-            loggable_path("/chat/hooks//am/s3cr3t"),
-            "/chat/hooks/am/****"
-        );
-        assert_eq!(loggable_path("/hooks/am"), "/hooks/am");
-        assert_eq!(loggable_path("/api/v1/channels"), "/api/v1/channels");
+        let path = |p| loggable_path(p, |name| name == "am");
+        assert_eq!(path("/hooks/am/s3cr3t"), "/hooks/am/****");
+        assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
+        assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");
+        assert_eq!(path("/chat/hooks//am/s3cr3t"), "/chat/hooks/am/****");
+        assert_eq!(path("/hooks/am"), "/hooks/am");
+        // Not a hook's name: a secret (`/hooks/{secret}`).
+        assert_eq!(path("/hooks/s3cr3t"), "/hooks/****");
+        assert_eq!(path("/chat/hooks/s3cr3t/"), "/chat/hooks/****");
+        assert_eq!(path("/api/v1/channels"), "/api/v1/channels");
     }
 }

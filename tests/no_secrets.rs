@@ -143,6 +143,8 @@ async fn no_secret_appears_in_the_logs() {
     for path in [
         format!("/hooks/alerts/{HOOK_SECRET}"),
         format!("/hooks/alerts/{HOOK_SECRET}/more"),
+        // Mattermost's shape: the secret alone.
+        format!("/hooks/{HOOK_SECRET}"),
     ] {
         client
             .post(format!("{base}{path}"))

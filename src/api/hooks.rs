@@ -141,15 +141,20 @@ impl Hook {
     /// it once the body is read.
     fn admits(&self, secret: Secret<'_>, headers: &header::HeaderMap) -> bool {
         let presented = match (&self.secret_hash, secret) {
-            (None, Secret::Bearer(_)) => {
+            (None, Secret::Header(_)) => {
                 return self
                     .signing
                     .as_ref()
                     .is_some_and(|s| s.is_presented(headers));
             }
-            (None, Secret::Path(_)) | (Some(_), Secret::Bearer(None)) => return false,
-            (Some(_), Secret::Path(presented) | Secret::Bearer(Some(presented))) => presented,
+            (None, Secret::Path(_)) | (Some(_), Secret::Header(None)) => return false,
+            (Some(_), Secret::Path(presented) | Secret::Header(Some(presented))) => presented,
         };
+        self.has_secret(presented)
+    }
+
+    /// Whether `presented` is the hook's secret: compared in constant time on the hashes.
+    fn has_secret(&self, presented: &str) -> bool {
         self.secret_hash.as_ref().is_some_and(|hash| {
             let expected = hash.expose_secret().to_ascii_lowercase();
             hash_key(presented)
@@ -165,8 +170,9 @@ impl Hook {
 enum Secret<'a> {
     /// `/hooks/{name}/{secret}`.
     Path(&'a str),
-    /// `/hooks/{name}`, with `Authorization: Bearer <secret>` or without it.
-    Bearer(Option<&'a str>),
+    /// `/hooks/{name}`, with `Authorization: Bearer <secret>` (or Basic, [`header_secret`]) or
+    /// without it.
+    Header(Option<&'a str>),
 }
 
 /// The configured hooks by name.
@@ -426,7 +432,10 @@ hook_operation! {
     /// `X-Forgejo-Signature`, `X-Gogs-Signature`, `X-Grafana-Alerting-Signature`; with a
     /// `whsec_` secret, Standard Webhooks' `webhook-signature`), and needs no
     /// bearer token when it has no other secret; a signature that does not verify is
-    /// `404 no_service`.
+    /// `404 no_service`. Basic credentials whose password is the secret do as well as a bearer
+    /// token (senders that offer only `basic_auth`). Mattermost's URL shape, the secret alone as
+    /// `{name}` (`/hooks/<secret>`, all that shoutrrr's `mattermost://` can send), reaches the
+    /// hook whose secret it is, unless another hook shares that secret.
     post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
 }
 
@@ -471,14 +480,62 @@ async fn by_bearer_secret(
     chat: Dsm,
     outbox: Deliveries,
 ) -> HttpResponse {
+    let services = (&state, &chat, &**outbox);
+    let presented = header_secret(req.headers());
+    if presented.is_none()
+        && !state.hooks.contains_key(&path.name)
+        && let Some(name) = hook_of_secret(&state.hooks, &path.name)
+    {
+        // `/hooks/<secret>`: Mattermost's URL shape, the only one shoutrrr's `mattermost://`
+        // (Watchtower) can send.
+        return handle(name, Secret::Path(&path.name), &req, payload, services).await;
+    }
     handle(
         &path.name,
-        Secret::Bearer(crate::auth::bearer_token(req.headers())),
+        Secret::Header(presented.as_deref()),
         &req,
         payload,
-        (&state, &chat, &outbox),
+        services,
     )
     .await
+}
+
+/// The secret in a request's `Authorization`: a bearer token, or the password of Basic
+/// credentials (the user name when the password is empty), for senders that offer only basic
+/// auth (Alertmanager's and Grafana's `basic_auth`).
+fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(token) = crate::auth::bearer_token(headers) {
+        return Some(token.into());
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_at_checked("Basic ".len())?;
+    if !scheme.eq_ignore_ascii_case("Basic ") {
+        return None;
+    }
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim_ascii())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    let secret = if password.is_empty() { user } else { password };
+    (!secret.is_empty()).then(|| secret.to_owned().into())
+}
+
+/// The hook whose secret is `presented` (`/hooks/<secret>`), if exactly one hook has it (two
+/// hooks sharing a secret cannot be told apart by it). Every hook is asked, so the time taken
+/// does not tell which matched.
+fn hook_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Option<&'h str> {
+    let mut found = Vec::new();
+    for (name, hook) in hooks {
+        if hook.has_secret(presented) {
+            found.push(name.as_str());
+        }
+    }
+    match found.as_slice() {
+        [name] => Some(name),
+        _ => None,
+    }
 }
 
 async fn handle(
@@ -1198,14 +1255,14 @@ mod tests {
             duplicate_window: DUPLICATE_WINDOW,
         };
         let none = header::HeaderMap::new();
-        for presented in [Secret::Path("s3cret"), Secret::Bearer(Some("s3cret"))] {
+        for presented in [Secret::Path("s3cret"), Secret::Header(Some("s3cret"))] {
             assert!(hook.admits(presented, &none));
         }
         for wrong in [
             Secret::Path("s3cre"),
             Secret::Path(""),
-            Secret::Bearer(Some("s3cre")),
-            Secret::Bearer(None),
+            Secret::Header(Some("s3cre")),
+            Secret::Header(None),
         ] {
             assert!(!hook.admits(wrong, &none));
         }
@@ -1222,9 +1279,9 @@ mod tests {
             header::HeaderName::from_static("x-hub-signature-256"),
             header::HeaderValue::from_static("sha256=00"),
         );
-        assert!(signed.admits(Secret::Bearer(None), &signature));
-        assert!(signed.admits(Secret::Bearer(Some("anything")), &signature));
-        assert!(!signed.admits(Secret::Bearer(None), &none));
+        assert!(signed.admits(Secret::Header(None), &signature));
+        assert!(signed.admits(Secret::Header(Some("anything")), &signature));
+        assert!(!signed.admits(Secret::Header(None), &none));
         assert!(!signed.admits(Secret::Path("s3cret"), &signature));
     }
 

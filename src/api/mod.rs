@@ -70,6 +70,12 @@ pub struct AppState {
     pub hooks: hooks::Hooks,
 }
 
+/// Whether `name` is a configured hook's: a lone segment after `/hooks/` that is not one is a
+/// secret (`/hooks/{secret}`), masked wherever the path is logged or echoed.
+pub fn is_hook_name(state: Option<&web::Data<AppState>>, name: &str) -> bool {
+    state.is_some_and(|state| state.hooks.contains_key(name))
+}
+
 /// A configured Chat integration token.
 pub struct IntegrationToken {
     pub token: SecretString,
@@ -636,7 +642,10 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
             ProblemCode::RouteNotFound,
             format!(
                 "no route for {}",
-                crate::telemetry::loggable_path(req.path())
+                crate::telemetry::loggable_path(req.path(), |name| is_hook_name(
+                    req.app_data(),
+                    name
+                ))
             ),
         )
         .error_response(),

@@ -71,12 +71,18 @@ fn with_hooks(settings: &mut Settings) {
     grafana.signing_secret = Some(SecretString::from(SIGNING_SECRET));
     grafana.signature_timestamp_header = Some("X-Grafana-Alerting-Timestamp".into());
     settings.hooks.insert("grafana".into(), grafana);
+    // A secret of its own, so `/hooks/<secret>` finds it (shoutrrr's `mattermost://`).
+    let mut watchtower = hook(("channel", "ops"));
+    watchtower.secret_hash = Some(SecretString::from(hash_key(WATCHTOWER_SECRET)));
+    settings.hooks.insert("watchtower".into(), watchtower);
     // A Standard Webhooks sender (Svix-based services, another gateway's subscriptions).
     let mut standard = hook(("channel", "1"));
     standard.secret_hash = None;
     standard.signing_secret = Some(SecretString::from(STANDARD_SECRET));
     settings.hooks.insert("standard".into(), standard);
 }
+
+const WATCHTOWER_SECRET: &str = "watchtower-7d2c0e9a41b3";
 
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -192,6 +198,58 @@ async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
             .unwrap()
             .starts_with("🔥 [FIRING:2] HighCPU (prod critical)\n")
     );
+}
+
+/// Mattermost's incoming-webhook URL is `/hooks/<key>`, the only shape shoutrrr's
+/// `mattermost://` (Watchtower's notifications) can send: the secret alone finds its hook, when
+/// no other hook shares it. Basic credentials carry the secret as their password, for senders
+/// that offer only `basic_auth`.
+#[actix_rt::test]
+async fn a_hook_is_found_by_its_secret_alone_or_basic_credentials() {
+    let app = app().await;
+    // shoutrrr's Mattermost body: text, username, channel, icon_url.
+    let body = json!({"text": "Watchtower updated 2 containers", "username": "watchtower",
+        "channel": "", "icon_url": ""});
+    let answer = send_json(&app, &format!("/hooks/{WATCHTOWER_SECRET}"), body.clone()).await;
+    assert_eq!((answer.status.as_u16(), &answer.body), (200, &json!("ok")));
+    post_arrives(&app, "Watchtower updated 2 containers").await;
+    // A secret several hooks share, a wrong one, and a hook's name without its secret.
+    for path in [
+        format!("/hooks/{SECRET}"),
+        "/hooks/wrong".into(),
+        "/hooks/watchtower".into(),
+    ] {
+        let answer = send_json(&app, &path, body.clone()).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+    }
+
+    let basic = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let credentials = format!("{user}:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    };
+    let alert = serde_json::to_vec(&golden("alertmanager/firing")).unwrap();
+    for (authorization, status) in [
+        (basic("alertmanager", SECRET), 202),
+        (basic(SECRET, ""), 202),
+        (basic("alertmanager", "wrong"), 404),
+        ("Basic not-base64".into(), 404),
+    ] {
+        let answer = send_raw(
+            &app,
+            "/hooks/am",
+            &alert,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &authorization),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, status, "{authorization}: {}", answer.body);
+    }
 }
 
 /// `markup = "plain"` strips what Chat would show as typed; the default leaves it.
