@@ -74,7 +74,8 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
 /// For outgoing webhooks, slash commands and chatbots: set this URL and the integration's
 /// token in Chat, and `inbound.<name>.token` in the gateway. A call with a wrong or missing
 /// token is refused (403) and nothing is stored. An accepted call is stored (once per post)
-/// and answered 200 with an empty body; consumers read it from `GET /api/v1/events`. When a
+/// and answered 200 `{"success": true}`, the acknowledgement Chat's outgoing webhooks look for
+/// (a body without `text`, so Chat posts nothing); consumers read it from `GET /api/v1/events`. When a
 /// `respond: true` subscription answers `{"text": …}` within `inbound.reply_timeout_ms`,
 /// that answer is the body (`application/json`), and Chat posts it. Its `file_url`, when it
 /// has one, is passed on for outgoing webhooks and chatbots (Chat ignores it for slash
@@ -198,13 +199,14 @@ pub async fn receive(
             }
             HttpResponse::Ok().json(answer)
         }
-        None => HttpResponse::Ok().finish(),
+        None => acknowledged(),
     })
 }
 
 /// Probe an inbound URL
 ///
-/// Chat and proxies check the URL before using it: 200 with an empty body.
+/// Chat and proxies check the URL before using it: 200 `{"success": true}` (Chat's outgoing
+/// webhook probes with HEAD and flags a bot that answers 405 or 204).
 #[utoipa::path(tag = "inbound",
     params(InboundPath),
     responses((status = 200, description = "The inbound exists"),
@@ -220,7 +222,15 @@ pub async fn probe(
 
 fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
     inbound(events, name)?;
-    Ok(HttpResponse::Ok().finish())
+    Ok(acknowledged())
+}
+
+/// The answer Chat's outgoing webhooks expect (docs `peer-survey`: openclaw #53439): `200`
+/// and `{"success": true}`, with no `text` to post.
+fn acknowledged() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::mime::APPLICATION_JSON)
+        .body(r#"{"success":true}"#)
 }
 
 /// Probe an inbound URL (HEAD)

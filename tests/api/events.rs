@@ -288,12 +288,27 @@ async fn a_burst_from_chat_is_not_rate_limited() {
 }
 
 #[actix_web::test]
-async fn probes_get_an_empty_200_and_bad_fields_a_400() {
+async fn probes_get_chats_acknowledgement_and_bad_fields_a_400() {
     let (app, token) = app_with_inbounds(|_| {}).await;
     for method in ["GET", "HEAD"] {
         let answer = app.call(method, "/inbound/ops", None, None).await;
         assert_eq!(answer.status.as_u16(), 200, "{method}");
-        assert_eq!(answer.body, Value::Null, "{method}: empty body");
+        let expected = match method {
+            "GET" => serde_json::json!({"success": true}),
+            _ => Value::Null,
+        };
+        assert_eq!(answer.body, expected, "{method}");
+        if method == "HEAD" {
+            let length = answer
+                .headers
+                .get("content-length")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(
+                length,
+                Some("16"),
+                "HEAD: the GET's length, without its body"
+            );
+        }
         let unknown = app.call(method, "/inbound/nobody", None, None).await;
         assert_eq!(unknown.status.as_u16(), 404, "{method}");
     }
