@@ -33,12 +33,12 @@ fn is_ping(message: &Map<String, Value>) -> bool {
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let object = |key: &str| message.get(key).and_then(Value::as_object);
     let repo = object("repository").and_then(|r| text_field(r, "full_name"));
-    // The ping is confirmed in one line: GitHub shows a hook whose ping failed as broken.
-    if message.contains_key("zen") {
-        let place = repo
-            .or_else(|| object("organization").and_then(|o| text_field(o, "login")))
-            .unwrap_or("GitHub");
-        return Ok(format!("🔗 [{place}] webhook connected"));
+    // The ping when a hook is made (a repository's, an organisation's, an app's) is answered
+    // 2xx, which is all GitHub checks, and not posted: it is no event of the repository.
+    if is_ping(message) {
+        return Err(FormatError::NotPosted(
+            "GitHub's ping is answered, not posted",
+        ));
     }
     let repo = repo.ok_or_else(|| {
         FormatError::InvalidPayload("a forge payload names its repository".into())
@@ -611,15 +611,18 @@ mod tests {
     }
 
     #[test]
-    fn a_ping_without_a_repository_is_confirmed() {
+    fn pings_are_answered_and_not_posted() {
+        let repo = map(json!({"zen": "Design for failure.", "hook_id": 6,
+            "hook": {"type": "Repository"}, "repository": {"full_name": "o/r"},
+            "sender": {"login": "al"}}));
         let org = map(json!({"zen": "Keep it logically awesome.", "hook_id": 7,
             "hook": {"type": "Organization"}, "organization": {"login": "acme"},
             "sender": {"login": "al"}}));
-        assert!(looks_like(&org));
-        assert_eq!(render(&org).unwrap(), "🔗 [acme] webhook connected");
         let app = map(json!({"zen": "Speak like a human.", "hook_id": 8,
             "hook": {"type": "App"}}));
-        assert!(looks_like(&app));
-        assert_eq!(render(&app).unwrap(), "🔗 [GitHub] webhook connected");
+        for ping in [repo, org, app] {
+            assert!(looks_like(&ping));
+            assert!(matches!(render(&ping), Err(FormatError::NotPosted(_))));
+        }
     }
 }
