@@ -296,9 +296,7 @@ impl Outbox {
 
     /// Commits the message; the worker is woken at once. Returns the delivery id.
     pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
-        // Split like synchronous sends.
-        let chunks = crate::chunking::split_message(text, self.settings.max_message_chars);
-        self.commit(caller, job, chunks, &[], None).await
+        self.commit(caller, job, self.parts(text), &[], None).await
     }
 
     /// Commits the message of a sender's event, unless the same caller handed that event over
@@ -311,11 +309,7 @@ impl Outbox {
         text: &str,
         event: &EventKey,
     ) -> Result<(String, bool), StoreError> {
-        let new = self.new_delivery(
-            caller,
-            job,
-            crate::chunking::split_message(text, self.settings.max_message_chars),
-        );
+        let new = self.new_delivery(caller, job, self.parts(text));
         match self.store.enqueue_event(&new, event).await? {
             Enqueued::New => {
                 self.wake.notify_one();
@@ -343,6 +337,11 @@ impl Outbox {
             .collect();
         let chunks = done.into_iter().map(|(text, _)| text).chain(left).collect();
         self.commit(caller, job, chunks, &posted, Some(since)).await
+    }
+
+    /// The parts a message is posted in, split like synchronous sends.
+    fn parts(&self, text: &str) -> Vec<String> {
+        crate::chunking::split_message(text, self.settings.max_message_chars)
     }
 
     async fn commit(
