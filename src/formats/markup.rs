@@ -1,14 +1,44 @@
 //! Markup conversions to what Chat shows (senders-delivery-events B.3).
 
+use std::fmt::Write as _;
+
 /// A Chat link: `<url|label>`, or `<url>` without a label. `|` and `>` in the label would end
-/// it early, so they are replaced.
+/// it early, so they are replaced, and a line break would split it (Chat, and the splitting of
+/// long messages, take a link to be one line), so it becomes a space. In the URL those and
+/// spaces, `<` and control characters are percent-encoded, which leaves its meaning as it was.
 pub fn link(url: &str, label: &str) -> String {
-    let label = label.trim().replace('|', "¦").replace('>', "›");
+    let label: String = label
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '|' => '¦',
+            '>' => '›',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    let url = link_url(url.trim());
     if label.is_empty() {
         format!("<{url}>")
     } else {
         format!("<{url}|{label}>")
     }
+}
+
+fn link_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let breaks = |c: char| c.is_ascii_control() || matches!(c, ' ' | '<' | '>' | '|');
+    if !url.contains(breaks) {
+        return url.into();
+    }
+    let mut encoded = String::with_capacity(url.len() + 8);
+    for c in url.chars() {
+        if breaks(c) {
+            let _ = write!(encoded, "%{:02X}", c as u32);
+        } else {
+            encoded.push(c);
+        }
+    }
+    encoded.into()
 }
 
 /// Slack mrkdwn to Chat text: links pass through; user, group, channel and broadcast tokens
@@ -345,6 +375,22 @@ fn strip_pairs(text: &str, marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_stays_one_link_on_one_line() {
+        assert_eq!(
+            link("https://g.example/d?q=a|b c", "CPU > 90%\non web|db"),
+            "<https://g.example/d?q=a%7Cb%20c|CPU › 90% on web¦db>"
+        );
+        assert_eq!(
+            link(" https://g.example/<x>\n", "  "),
+            "<https://g.example/%3Cx%3E>"
+        );
+        assert_eq!(
+            link("https://g.example/ok", "fine"),
+            "<https://g.example/ok|fine>"
+        );
+    }
 
     #[test]
     fn labelled_broadcasts_and_masked_links_read_as_chat_shows_them() {
