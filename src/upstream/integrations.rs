@@ -354,38 +354,38 @@ impl DsmClient {
         list_from_value(CHATBOT_LIST.api, &items, WireChatbot::into_chatbot)
     }
 
-    /// Changes a chatbot's settings. Answers `false` when `user_id` is not a chatbot: DSM says
-    /// so with 105 or 117, which also mean "no permission", so the list decides.
+    /// Changes a chatbot's settings. Answers `false` when `user_id` is not a chatbot (the
+    /// list says so before anything is changed). `Chatbot.set` is sent with every setting, as
+    /// the seed sends it (DSM may answer 105 "missing parameter" otherwise, and a NAS that
+    /// replaces the settings must not lose those not changed): the changes over the chatbot's
+    /// current settings from the list. Its `url` is kept only when the list shows it.
     pub async fn set_chatbot(&self, user_id: UserId, changes: &ChatbotChanges<'_>) -> Result<bool> {
+        let known = self.chatbots().await?;
+        let Some(current) = known.into_iter().find(|bot| bot.user_id == user_id) else {
+            return Ok(false);
+        };
         let id = user_id.to_string();
-        let url = changes.url.map(ToString::to_string);
-        let hide = changes.hide_from_user.map(|h| h.to_string());
-        let mut params = vec![("user_id", id.as_str())];
-        for (key, value) in [
-            ("url", url.as_deref()),
-            ("purpose", changes.purpose),
-            ("welcome_note", changes.welcome_note),
-            ("hide_from_user", hide.as_deref()),
-        ] {
-            if let Some(value) = value {
-                params.push((key, value));
-            }
+        let url = changes.url.map(ToString::to_string).or(current.url);
+        let props = current.chatbot_props;
+        let hide = changes
+            .hide_from_user
+            .unwrap_or(props.hide_from_user)
+            .to_string();
+        let mut params = vec![
+            ("user_id", id.as_str()),
+            ("purpose", changes.purpose.unwrap_or(&props.purpose)),
+            (
+                "welcome_note",
+                changes.welcome_note.unwrap_or(&props.welcome_note),
+            ),
+            ("hide_from_user", hide.as_str()),
+        ];
+        if let Some(url) = &url {
+            params.insert(1, ("url", url.as_str()));
         }
-        match self
-            .call::<serde::de::IgnoredAny>(&CHATBOT_SET, &params)
+        self.call::<serde::de::IgnoredAny>(&CHATBOT_SET, &params)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(error) if matches!(error.dsm_code(), Some(105 | 117)) => {
-                let known = self.chatbots().await?;
-                if known.iter().any(|bot| bot.user_id == user_id) {
-                    Err(error)
-                } else {
-                    Ok(false)
-                }
-            }
-            Err(error) => Err(error),
-        }
+            .map(|_| true)
     }
 }
 

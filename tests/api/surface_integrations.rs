@@ -371,6 +371,16 @@ async fn chatbots_are_listed_and_changed() {
     )
     .await;
     assert_eq!(changed.status, 204, "{}", changed.body);
+    // Sent with every setting, as the seed sends it: those not changed as they were.
+    let set = crate::helpers::last_request(&app, "SYNO.Chat.Chatbot", "set");
+    let sent = |name| crate::helpers::param(&set, name);
+    assert_eq!(sent("purpose"), Some("Deploys & reports"));
+    assert_eq!(sent("hide_from_user"), Some("true"));
+    assert_eq!(sent("url"), Some("https://bot.example.org/in"));
+    assert_eq!(
+        sent("welcome_note"),
+        helper["chatbot_props"]["welcome_note"].as_str()
+    );
     let list = admin(&app, "GET", "/api/v1/integrations/chatbots", None).await;
     let helper = list.body["items"]
         .as_array()
