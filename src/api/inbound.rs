@@ -33,6 +33,8 @@ pub struct InboundCall {
     token: Option<String>,
     channel_id: Option<String>,
     channel_name: Option<String>,
+    /// A number (`1` in real captures); kept on the event as `channel_type` when it is one.
+    channel_type: Option<String>,
     user_id: Option<String>,
     username: Option<String>,
     post_id: Option<String>,
@@ -182,7 +184,16 @@ pub async fn receive(
     // Chat posts a `{"text": …}` answer in the channel (upstream/PROTOCOL.md [I1]).
     Ok(match reply {
         Some(reply) => {
-            let mut answer = serde_json::json!({ "text": reply.text });
+            let text = within_one_post(&reply.text, state.max_message_chars);
+            if text.len() < reply.text.len() {
+                tracing::warn!(
+                    inbound = %name,
+                    chars = reply.text.chars().count(),
+                    max_chars = state.max_message_chars,
+                    "a subscription's reply is longer than one post; Chat gets its first part"
+                );
+            }
+            let mut answer = serde_json::json!({ "text": text });
             // Outgoing webhooks and chatbots may attach a file; slash commands may not. The NAS
             // fetches it, so it gets the same SSRF checks as any `file_url` sent through the API.
             let file_url = reply
@@ -201,6 +212,19 @@ pub async fn receive(
         }
         None => acknowledged(),
     })
+}
+
+/// A reply as Chat can post it: Chat refuses a post over its length (DSM 410), and this answer
+/// cannot be split into several, so a longer reply is cut where the outbox would split it, and
+/// says so with `…`.
+fn within_one_post(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    if text.chars().count() <= max_chars {
+        return text.into();
+    }
+    let mut parts = crate::chunking::split_message(text, max_chars.saturating_sub(1));
+    let mut first = parts.swap_remove(0);
+    first.push('…');
+    first.into()
 }
 
 /// Probe an inbound URL
@@ -244,4 +268,19 @@ pub async fn probe_head(
     events: web::Data<Events>,
 ) -> Result<HttpResponse, ApiError> {
     answer_probe(&events, &path.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_one_post;
+
+    #[test]
+    fn a_reply_longer_than_one_post_is_cut_where_the_outbox_would_split_it() {
+        assert_eq!(within_one_post("pong", 10), "pong");
+        assert_eq!(within_one_post("exactly 10", 10), "exactly 10");
+        let cut = within_one_post("one two three four five", 10);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert!(cut.chars().count() <= 10, "{cut}");
+        assert!("one two three four five".starts_with(cut.trim_end_matches('…').trim_end()));
+    }
 }
