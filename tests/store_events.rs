@@ -25,6 +25,7 @@ fn event(inbound: &str, kind: EventKind, channel_id: i64, post_id: Option<i64>) 
         inbound: inbound.to_owned(),
         channel_id: Some(channel_id),
         channel_name: Some("general".into()),
+        channel_type: Some(1),
         user_id: Some(3),
         username: Some("alice".into()),
         post_id,
@@ -116,6 +117,7 @@ backends::on_both!(
         );
         assert_eq!(all[0].received_at, 1_000);
         assert_eq!(all[0].channel_name.as_deref(), Some("general"));
+        assert_eq!(all[0].channel_type, Some(1));
         assert_eq!(all[0].timestamp, Some(1_647_060_330_657));
         let ids = |filter: EventFilter, after: i64, limit: i64| {
             let store = store.clone();

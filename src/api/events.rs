@@ -325,6 +325,7 @@ mod tests {
             inbound: "ops".into(),
             channel_id: Some(2),
             channel_name: None,
+            channel_type: None,
             user_id: Some(3),
             username: None,
             post_id: Some(post_id),

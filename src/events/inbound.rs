@@ -196,6 +196,10 @@ pub fn accept_with(
         inbound: inbound_name.to_owned(),
         channel_id: fields.number("channel_id")?,
         channel_name: fields.text("channel_name"),
+        // Undocumented (a number in real captures): kept when it is one, never a refusal.
+        channel_type: fields
+            .text("channel_type")
+            .and_then(|t| t.trim().parse().ok()),
         user_id: fields.number("user_id")?,
         username: fields.text("username"),
         // Chat numbers posts from 1; 0 or absent means "no post" (no deduplication).
@@ -223,6 +227,7 @@ fn button_click(
         inbound: inbound_name.to_owned(),
         channel_id: post_id.map(|id| id >> 32).filter(|id| *id > 0),
         channel_name: None,
+        channel_type: None,
         user_id: fields.number("user_id")?,
         username: fields.text("username"),
         post_id,

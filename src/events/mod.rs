@@ -67,8 +67,8 @@ impl EventKind {
 /// An event as stored and as consumers receive it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"event_id": 42, "kind": "trigger_word", "inbound": "ops",
-    "channel_id": 2, "channel_name": "general", "user_id": 3, "username": "alice",
-    "post_id": 8589934605_i64, "thread_id": 0, "timestamp": 1647060330657_i64,
+    "channel_id": 2, "channel_name": "general", "channel_type": 1, "user_id": 3,
+    "username": "alice", "post_id": 8589934605_i64, "thread_id": 0, "timestamp": 1647060330657_i64,
     "text": "!deploy web", "trigger_word": "!deploy", "command": null,
     "received_at": 1647060330702_i64}))]
 pub struct Event {
@@ -79,6 +79,9 @@ pub struct Event {
     pub inbound: String,
     pub channel_id: Option<i64>,
     pub channel_name: Option<String>,
+    /// The channel's type as Chat reports it (a number: 1 in real captures), when it does.
+    #[serde(default)]
+    pub channel_type: Option<i64>,
     /// The Chat user who wrote.
     pub user_id: Option<i64>,
     pub username: Option<String>,
@@ -134,6 +137,7 @@ pub struct NewEvent {
     pub inbound: String,
     pub channel_id: Option<i64>,
     pub channel_name: Option<String>,
+    pub channel_type: Option<i64>,
     pub user_id: Option<i64>,
     pub username: Option<String>,
     pub post_id: Option<i64>,

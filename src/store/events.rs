@@ -11,12 +11,12 @@ pub const EVENTS_CHANNEL: &str = "syno_chat_gateway_events";
 const INSERT_LOCK: i64 = 2001;
 
 const INSERT: &str = "INSERT INTO events (inbound, kind, channel_id, channel_name, user_id, \
-    username, post_id, thread_id, timestamp, text, trigger_word, command, received_at, button) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+    username, post_id, thread_id, timestamp, text, trigger_word, command, received_at, button, \
+    channel_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
     ON CONFLICT (inbound, post_id) DO NOTHING RETURNING event_id";
 
 pub(super) const COLUMNS: &str = "event_id, kind, inbound, channel_id, channel_name, user_id, username, \
-    post_id, thread_id, timestamp, text, trigger_word, command, received_at, button";
+    post_id, thread_id, timestamp, text, trigger_word, command, received_at, button, channel_type";
 
 pub(super) type Row = (
     i64,
@@ -34,6 +34,7 @@ pub(super) type Row = (
     Option<String>,
     i64,
     Option<String>,
+    Option<i64>,
 );
 
 /// The `button` column: a click, with the clicked message's post id (kept out of `post_id`, which
@@ -60,6 +61,7 @@ pub(super) fn event(row: Row) -> Result<Event, StoreError> {
         inbound: row.2,
         channel_id: row.3,
         channel_name: row.4,
+        channel_type: row.15,
         user_id: row.5,
         username: row.6,
         post_id: row.7.or(click.as_ref().and_then(|c| c.post_id)),
@@ -96,6 +98,7 @@ macro_rules! bind_new_event {
                 })
                 .unwrap_or_default()
             }))
+            .bind($e.channel_type)
     };
 }
 

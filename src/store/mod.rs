@@ -117,6 +117,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/2002_events_button.sql"),
     ),
     (
+        2003,
+        "events_channel_type",
+        include_str!("migrations/sqlite/2003_events_channel_type.sql"),
+    ),
+    (
         3001,
         "subscriptions",
         include_str!("migrations/sqlite/3001_subscriptions.sql"),
@@ -152,6 +157,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2002,
         "events_button",
         include_str!("migrations/postgres/2002_events_button.sql"),
+    ),
+    (
+        2003,
+        "events_channel_type",
+        include_str!("migrations/postgres/2003_events_channel_type.sql"),
     ),
     (
         3001,

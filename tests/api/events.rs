@@ -124,6 +124,11 @@ async fn a_post_in_chat_becomes_one_stored_event() {
     assert_eq!(event.inbound, "ops");
     assert_eq!(event.channel_id, Some(CHANNEL));
     assert!(event.channel_name.as_deref().is_some_and(|n| !n.is_empty()));
+    assert_eq!(
+        event.channel_type,
+        Some(1),
+        "the simulator's public channel"
+    );
     assert_eq!(event.user_id, Some(USER));
     assert!(event.username.is_some());
     assert_eq!(event.post_id, Some(post_id));
