@@ -387,6 +387,7 @@ pub type ScheduledPostList = Items<crate::upstream::ScheduledPost>;
 pub type WebhookList = Items<crate::domain::Webhook>;
 pub type ChatbotList = Items<crate::domain::Chatbot>;
 pub type ConfiguredWebhookList = Items<super::webhooks::ConfiguredWebhook>;
+pub type TokenCheckList = Items<super::token_check::TokenCheck>;
 pub type DeliveryList = Items<super::deliveries::Delivery>;
 
 /// A list answer: `{"items": [...]}`. Documented as `<Item>List` (`ChannelList`, `PostList`,

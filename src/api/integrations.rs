@@ -36,7 +36,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(set_bot)
         .service(delete_bot)
         .service(list_chatbots)
-        .service(set_chatbot);
+        .service(set_chatbot)
+        .service(super::token_check::check_tokens);
 }
 
 dsm_object!(

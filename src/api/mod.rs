@@ -26,6 +26,7 @@ mod post_upload;
 mod posts;
 mod scheduled;
 mod subscriptions;
+pub mod token_check;
 mod users;
 mod webhooks;
 

@@ -808,3 +808,50 @@ async fn every_route_demands_its_scope() {
         "no Chat call without the scope"
     );
 }
+
+/// The configured tokens, each looked for among DSM's integrations: the mix-ups users make (a
+/// chatbot's token configured as a webhook's, a webhook deleted since) are named, and no token
+/// is shown.
+#[actix_web::test]
+async fn configured_tokens_are_checked_against_dsms_integrations() {
+    use secrecy::SecretString;
+    use syno_chat_gateway::config::{TokenKind, TokenSettings};
+    let app = crate::helpers::spawn_app_with_sim(
+        syno_chat_gateway::sim::SimConfig::default(),
+        |settings, sim| {
+            for (name, token) in [("mixed-up", sim.demo_bot_token()), ("gone", "g".repeat(64))] {
+                settings.tokens.insert(
+                    name.to_owned(),
+                    TokenSettings {
+                        token: Some(SecretString::from(token)),
+                        token_file: None,
+                        kind: TokenKind::Webhook,
+                    },
+                );
+            }
+        },
+    )
+    .await;
+    let checked = admin(&app, "GET", "/api/v1/integrations/tokens", None).await;
+    assert_eq!(checked.status, 200, "{}", checked.body);
+    assert_eq!(
+        checked.body,
+        json!({"items": [
+            {"name": WEBHOOK_TOKEN_NAME, "kind": "webhook", "state": "ok"},
+            {"name": "gone", "kind": "webhook", "state": "not_found"},
+            {"name": BOT_TOKEN_NAME, "kind": "bot", "state": "ok"},
+            {"name": "mixed-up", "kind": "webhook", "state": "wrong_kind", "found_as": "chatbot"},
+        ]})
+    );
+    assert_no_configured_token(&app, &checked);
+    assert!(
+        app.sim
+            .requests()
+            .iter()
+            .all(|r| r.api.as_deref() != Some(EXTERNAL)),
+        "nothing is sent with the tokens"
+    );
+    app.call("GET", "/api/v1/integrations/tokens", Some(WRITE_KEY), None)
+        .await
+        .assert_problem(403, "insufficient_scope");
+}
