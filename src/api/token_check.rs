@@ -14,7 +14,7 @@ use super::{CommonProblems, Dsm, State};
 use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized};
 use crate::config::TokenKind;
-use crate::upstream::WebhookKind;
+use crate::upstream::{UpstreamError, WebhookKind};
 
 /// The integrations whose tokens DSM lists, as the check names them; `None` is the chatbots.
 const LISTED: [(&str, Option<WebhookKind>); 4] = [
@@ -112,7 +112,13 @@ pub async fn check_tokens(
     let mut lists = Vec::with_capacity(LISTED.len());
     if !state.tokens.is_empty() {
         for (integration, kind) in LISTED {
-            lists.push((integration, chat.inbound_tokens(kind).await?));
+            let tokens = match chat.inbound_tokens(kind).await {
+                // A Chat that does not offer this kind of integration has none of its tokens.
+                Err(UpstreamError::Unsupported { .. }) => Vec::new(),
+                Err(error) if matches!(error.dsm_code(), Some(102..=104)) => Vec::new(),
+                listed => listed?,
+            };
+            lists.push((integration, tokens));
         }
     }
     let items = state

@@ -851,6 +851,17 @@ async fn configured_tokens_are_checked_against_dsms_integrations() {
             .all(|r| r.api.as_deref() != Some(EXTERNAL)),
         "nothing is sent with the tokens"
     );
+    // A Chat without slash commands (103, asked again after reloading the API list) has none
+    // of their tokens; an account that may not list integrations gets DSM's refusal.
+    app.sim
+        .fail_next("SYNO.Chat.Webhook.Slash", Some("list"), 2, 103);
+    let without_slash = admin(&app, "GET", "/api/v1/integrations/tokens", None).await;
+    assert_eq!(without_slash.body, checked.body);
+    app.sim
+        .fail_next("SYNO.Chat.Webhook.Incoming", Some("list"), 1, 105);
+    admin(&app, "GET", "/api/v1/integrations/tokens", None)
+        .await
+        .assert_problem(403, "upstream_permission_denied");
     app.call("GET", "/api/v1/integrations/tokens", Some(WRITE_KEY), None)
         .await
         .assert_problem(403, "insufficient_scope");
