@@ -43,13 +43,18 @@ pub struct ApiKeys {
 
 /// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
 pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    credentials(headers, "Bearer ")
+}
+
+/// The credentials of an `Authorization` header in `scheme` (its name and the space after it),
+/// if they are not empty. The scheme's name is case-insensitive (RFC 9110, section 11.1).
+pub fn credentials<'h>(headers: &'h header::HeaderMap, scheme: &str) -> Option<&'h str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    // The scheme's name is case-insensitive (RFC 9110, section 11.1).
-    let (scheme, token) = value.split_at_checked("Bearer ".len())?;
-    if !scheme.eq_ignore_ascii_case("Bearer ") {
+    let (given, credentials) = value.split_at_checked(scheme.len())?;
+    if !given.eq_ignore_ascii_case(scheme) {
         return None;
     }
-    Some(token.trim_ascii()).filter(|token| !token.is_empty())
+    Some(credentials.trim_ascii()).filter(|credentials| !credentials.is_empty())
 }
 
 /// Hex SHA-256 of a key, as configured in `auth.keys.<name>.hash`.

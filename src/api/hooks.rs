@@ -507,14 +507,9 @@ fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str
     if let Some(token) = crate::auth::bearer_token(headers) {
         return Some(token.into());
     }
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credentials) = value.split_at_checked("Basic ".len())?;
-    if !scheme.eq_ignore_ascii_case("Basic ") {
-        return None;
-    }
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(credentials.trim_ascii())
+        .decode(crate::auth::credentials(headers, "Basic ")?)
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
