@@ -9,6 +9,11 @@
 #       (the bare actix-web + awc forwarder on the same DSM call as the posts page: FORWARD_PATH)
 #   KEEP_DIR=/tmp/cg bash tests/bench/instructions.sh ...  (keeps the callgrind files:
 #                                                           callgrind_annotate KEEP_DIR/<bin>-3000.out)
+#   bash tests/bench/instructions.sh BIN target/release/examples/bench_static
+#       (the static actix-web answer of the cached channel list's bytes, asked for `/`)
+#   ICACHE=1 bash tests/bench/instructions.sh ...  (also simulates a 32 KB, 8-way L1 instruction
+#       cache and prints its misses per request: how many 64-byte lines of code a request runs
+#       that were not in the cache, which an instruction count does not show)
 #
 # Each build runs with an API key and the per-key rate limit on, as users run it, on one worker,
 # in front of the bench's fake NAS (tests/bench/fake_nas.sh: nginx serving tests/bench/data/, so
@@ -31,6 +36,8 @@ MANY="${MANY:-3000}"
 [ -x "$1" ] || cargo build --release --bin syno-chat-gateway
 
 UPSTREAM="${UPSTREAM:-fake}"
+CACHE_SIM=()
+[ -n "${ICACHE:-}" ] && CACHE_SIM=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=8388608,16,64)
 if [ "$UPSTREAM" != simulator ]; then
   command -v nginx >/dev/null || { echo "needs nginx for the fake NAS (or UPSTREAM=simulator)"; exit 2; }
   . tests/bench/fake_nas.sh
@@ -52,9 +59,14 @@ count() {
   fi
   if [ "$(basename "$bin")" = bench_forward ]; then
     # The bare forwarder (examples/bench_forward.rs), asked for the DSM call itself.
-    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" "127.0.0.1:$gw_port" \
+    valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$tmp/cg.out" "$bin" "127.0.0.1:$gw_port" \
       "http://127.0.0.1:$nas_port" >"$tmp/gw.log" 2>&1 & gw=$!
     path="$FORWARD_PATH"; headers='{"Cookie": "id=S1", "X-SYNO-TOKEN": "T1"}'
+  elif [ "$(basename "$bin")" = bench_static ]; then
+    # The static answer (examples/bench_static.rs) of the cached channel list's bytes.
+    valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$tmp/cg.out" "$bin" "127.0.0.1:$gw_port" \
+      tests/bench/data/channel_list.json >"$tmp/gw.log" 2>&1 & gw=$!
+    path=/; headers='{}'
   else
   path="$REQUEST_PATH"; headers="{\"Authorization\": \"Bearer $key\"}"
   env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$key" | "$bin" hash-key --stdin)" \
@@ -64,7 +76,7 @@ count() {
     SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$nas_port" \
     SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD="$password" \
     SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
+    valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
   fi
   python3 - "$gw_port" "$requests" "$path" "$headers" <<'PY'
 import http.client, json, sys, time
@@ -84,12 +96,18 @@ PY
   kill -INT "$gw"; wait "$gw" || true
   kill "$nas"; wait "$nas" 2>/dev/null || true
   [ -n "${KEEP_DIR:-}" ] && mkdir -p "$KEEP_DIR" && cp "$tmp/cg.out" "$KEEP_DIR/$(basename "$bin")-$requests.out"
-  sed -n 's/^totals: //p' "$tmp/cg.out"
+  # Instructions, then (with ICACHE=1) L1 instruction-cache misses.
+  awk '/^events:/ { for (i = 2; i <= NF; i++) at[$i] = i }
+       /^totals:/ { printf "%s %s\n", $(at["Ir"]), (at["I1mr"] ? $(at["I1mr"]) : 0) }' "$tmp/cg.out"
   rm -rf "$tmp"
 }
 
-echo "GET $REQUEST_PATH from the $([ "$UPSTREAM" = simulator ] && echo simulator || echo "fake NAS"): user-space instructions per request (callgrind, $FEW and $MANY requests)"
+echo "GET $REQUEST_PATH from the $([ "$UPSTREAM" = simulator ] && echo simulator || echo "fake NAS"): user-space instructions per request (callgrind, $FEW and $MANY requests)${ICACHE:+, and L1 instruction-cache misses (32 KB, 8-way, 64-byte lines)}"
 for bin in "$@"; do
-  few=$(count "$bin" "$FEW"); many=$(count "$bin" "$MANY")
-  printf '%-50s %8d\n' "$bin" $(( (many - few) / (MANY - FEW) ))
+  read -r few_ir few_i1 < <(count "$bin" "$FEW"); read -r many_ir many_i1 < <(count "$bin" "$MANY")
+  if [ -n "${ICACHE:-}" ]; then
+    printf '%-50s %8d  L1i misses %6d\n' "$bin" $(( (many_ir - few_ir) / (MANY - FEW) )) $(( (many_i1 - few_i1) / (MANY - FEW) ))
+  else
+    printf '%-50s %8d\n' "$bin" $(( (many_ir - few_ir) / (MANY - FEW) ))
+  fi
 done
