@@ -221,8 +221,8 @@ enum Failure {
 
 fn classify(error: &UpstreamError) -> Failure {
     match error {
-        // A timeout, or an answer that is not DSM's (a proxy's 504 page, a garbled body), may
-        // follow a call DSM carried out.
+        // A timeout, an answer that is not DSM's (a proxy's 504 page, a garbled body), or DSM's
+        // "busy" (109-111, 118) may follow a call DSM carried out.
         error if error.may_have_been_carried_out() => Failure::Ambiguous,
         UpstreamError::Timeout | UpstreamError::Unreachable(_) => Failure::NotSent,
         UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
@@ -235,11 +235,9 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
-            // Session expired or interrupted (106, 107, 119).
+            // Session expired or interrupted (106, 107, 119): refused before it ran.
             (ApiFamily::Session, 106 | 107 | 119)
-            // Network unstable or system busy: common codes, for External sends too (PROTOCOL.md
-            // §1.4).
-            | (_, 109..=111 | 118 | 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
+            | (_, 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
             _ => Failure::Permanent,
         },
     }
@@ -1276,7 +1274,8 @@ mod tests {
         assert_eq!(classify(&dsm(410)), Failure::TooLong);
         assert_eq!(classify(&dsm(117)), Failure::Permanent);
         assert_eq!(classify(&dsm(106)), Failure::NotSent);
-        // Network unstable or system busy, for a session call and for an External send alike.
+        // Network unstable or system busy, for a session call and for an External send alike:
+        // DSM does not say whether the post was made, so the next attempt looks first.
         let external = |code| UpstreamError::Dsm {
             api: "SYNO.Chat.External",
             method: "incoming",
@@ -1284,9 +1283,10 @@ mod tests {
             family: ApiFamily::External,
         };
         for code in [109, 110, 111, 118] {
-            assert_eq!(classify(&dsm(code)), Failure::NotSent, "{code}");
-            assert_eq!(classify(&external(code)), Failure::NotSent, "{code}");
+            assert_eq!(classify(&dsm(code)), Failure::Ambiguous, "{code}");
+            assert_eq!(classify(&external(code)), Failure::Ambiguous, "{code}");
         }
+        assert_eq!(classify(&dsm(503)), Failure::NotSent);
         assert_eq!(classify(&external(106)), Failure::Permanent);
         assert_eq!(classify(&external(404)), Failure::Permanent);
     }

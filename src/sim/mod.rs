@@ -291,6 +291,13 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::Code(code));
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are carried out, then
+    /// answered with error `code` (DSM's "busy" after it made the post).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn fail_after_next(&self, api: &str, method: Option<&str>, times: u32, code: i64) {
+        self.inject(api, method, times, FaultKind::CodeAfter(code));
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
     /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
     #[cfg(feature = "sim-test-hooks")]

@@ -42,6 +42,9 @@ pub(crate) enum FaultKind {
     /// Close the connection before any byte of the answer without carrying the call out (a
     /// NAS whose web server went down as the request arrived).
     DropBeforeCall,
+    /// Carry the call out, then answer this DSM error code (a busy NAS that made the post
+    /// but reported 110).
+    CodeAfter(i64),
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -176,6 +179,7 @@ pub(crate) async fn handle(
                     | FaultKind::CloseBeforeAnswer
                     | FaultKind::ProxyTimeoutAfter
                     | FaultKind::DropBeforeCall
+                    | FaultKind::CodeAfter(_)
             )
         }),
         _ => None,
@@ -196,6 +200,10 @@ pub(crate) async fn handle(
         &mut cookies,
     );
 
+    let result = match (fault, result) {
+        (Some(FaultKind::CodeAfter(code)), Ok(_)) => Err(err(code)),
+        (_, result) => result,
+    };
     let mut resp = match result {
         Ok(Reply::Binary {
             content_type,

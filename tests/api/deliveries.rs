@@ -519,6 +519,12 @@ async fn a_connection_closed_before_the_answer_does_not_duplicate() {
         "{done}"
     );
 
+    // DSM's "busy" (109-111, 118) does not say the post was not made: this NAS made it.
+    app.sim
+        .fail_after_next("SYNO.Chat.Post", Some("create"), 1, 110);
+    let done = posted_once_after(&app, "busy but once").await;
+    assert_eq!(done["last_error"]["code"], "upstream_busy", "{done}");
+
     app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
     let answer = app
         .post("/api/v1/channels/2/posts", json!({"message": "sync"}))
@@ -980,6 +986,30 @@ async fn an_unanswered_synchronous_send_with_an_idempotency_key_is_finished_once
         "{}",
         listed.body
     );
+}
+
+/// DSM answering "busy" to a synchronous keyed send may have made the post: the outbox
+/// finishes the message, looking before it posts, instead of a 503 that frees the key for a
+/// retry that would post it again.
+#[actix_web::test]
+async fn a_busy_answer_to_a_synchronous_keyed_send_is_finished_once_by_the_outbox() {
+    let app = spawn_app().await;
+    let body = json!({"message": "busy, once"});
+    app.sim
+        .fail_after_next("SYNO.Chat.Post", Some("create"), 1, 111);
+    let first = post_sync(&app, "/api/v1/channels/3/posts", Some("busy-once-1"), &body).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let id = first.body["delivery_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    let again = post_sync(&app, "/api/v1/channels/3/posts", Some("busy-once-1"), &body).await;
+    assert_eq!(again.body["delivery_id"], id.as_str(), "{}", again.body);
+    let posted = messages(&app, 3).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == "busy, once").count(),
+        1,
+        "{posted:?} {done}"
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
 }
 
 #[actix_web::test]
