@@ -251,7 +251,7 @@ backends::on_both!(
         new.chunks = vec!["one".into(), "two".into(), "three".into()];
         // Part one was answered (post 51); part two's answer never came.
         store
-            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10))
+            .enqueue_resumed(&new, &[(0, Some(51))], now - 10, now)
             .await
             .unwrap();
         let row = store.claim("w", now, now + 10).await.unwrap().unwrap();
@@ -267,6 +267,21 @@ backends::on_both!(
         let plain = store.delivery("t2").await.unwrap().unwrap();
         assert!(plain.posts.is_empty());
         assert_eq!(plain.uncertain_since, None);
+        // Not looked at before the unanswered part has had time to land.
+        let mut later = delivery("t3", "channel:9", now);
+        later.chunks = vec!["late".into()];
+        store
+            .enqueue_resumed(&later, &[], now - 10, now + 1_000)
+            .await
+            .unwrap();
+        while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
+            assert_ne!(row.id, "t3", "claimed before its first attempt is due");
+        }
+        let mut due = Vec::new();
+        while let Some(row) = store.claim("w", now + 1_000, now + 100_000).await.unwrap() {
+            due.push(row.id);
+        }
+        assert!(due.iter().any(|id| id == "t3"), "{due:?}");
     }
 );
 

@@ -236,8 +236,9 @@ fn classify(error: &UpstreamError) -> Failure {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
             // Session expired or interrupted (106, 107, 119): refused before it ran.
-            (ApiFamily::Session, 106 | 107 | 119)
-            | (_, 408 | 500 | 502 | 503 | 504) => Failure::NotSent,
+            (ApiFamily::Session, 106 | 107 | 119) | (_, 408 | 500 | 502 | 503 | 504) => {
+                Failure::NotSent
+            }
             _ => Failure::Permanent,
         },
     }
@@ -282,6 +283,14 @@ impl Outbox {
         })
     }
 
+    /// How long after a send with an unknown outcome the channel is first looked at: twice the
+    /// upstream timeout, so a call DSM was still working on when the gateway gave up has had as
+    /// long again to land (a look that came first would not see it, and the chunk would be
+    /// posted twice).
+    fn settle_ms(&self) -> i64 {
+        self.lease_ms / 2
+    }
+
     /// How long one send may take: a quarter of the lease is kept as a margin (the clocks of
     /// replicas and the store's commit).
     fn send_budget_ms(&self) -> i64 {
@@ -294,7 +303,10 @@ impl Outbox {
 
     /// Commits the message; the worker is woken at once. Returns the delivery id.
     pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
-        self.commit(caller, job, self.parts(text), &[], None).await
+        let new = self.new_delivery(caller, job, self.parts(text));
+        self.store.enqueue(&new).await?;
+        self.wake.notify_one();
+        Ok(new.id)
     }
 
     /// Commits the message of a sender's event, unless the same caller handed that event over
@@ -334,28 +346,18 @@ impl Outbox {
             .zip(done.iter().map(|(_, post_id)| Some(*post_id)))
             .collect();
         let chunks = done.into_iter().map(|(text, _)| text).chain(left).collect();
-        self.commit(caller, job, chunks, &posted, Some(since)).await
+        let new = self.new_delivery(caller, job, chunks);
+        let first_attempt_at = now_ms() + self.settle_ms();
+        self.store
+            .enqueue_resumed(&new, &posted, since, first_attempt_at)
+            .await?;
+        self.wake.notify_one();
+        Ok(new.id)
     }
 
     /// The parts a message is posted in, split like synchronous sends.
     fn parts(&self, text: &str) -> Vec<String> {
         crate::chunking::split_message(text, self.settings.max_message_chars)
-    }
-
-    async fn commit(
-        &self,
-        caller: &str,
-        job: &Job,
-        chunks: Vec<String>,
-        posted: &[(i64, Option<i64>)],
-        uncertain_since: Option<i64>,
-    ) -> Result<String, StoreError> {
-        let new = self.new_delivery(caller, job, chunks);
-        self.store
-            .enqueue_resumed(&new, posted, uncertain_since)
-            .await?;
-        self.wake.notify_one();
-        Ok(new.id)
     }
 
     fn new_delivery(&self, caller: &str, job: &Job, chunks: Vec<String>) -> NewDelivery {
@@ -761,8 +763,13 @@ impl Worker {
                 }
                 Err(error) => match classify(&error) {
                     Failure::Ambiguous => {
-                        // The mark stays: the next attempt looks before sending.
-                        return self.retry(&row, ApiError::from(error));
+                        // The mark stays: the next attempt looks before sending, once the
+                        // call has had time to land.
+                        let wait = backoff(row.attempts).as_millis() as i64;
+                        return Outcome::Retry {
+                            at: now_ms() + wait.max(self.outbox.settle_ms()),
+                            error: error.into(),
+                        };
                     }
                     Failure::TooLong => {
                         let _ = store.clear_uncertain(&row.id, false).await;

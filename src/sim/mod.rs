@@ -298,6 +298,18 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::CodeAfter(code));
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are carried out and answered
+    /// after `delay`; other calls meanwhile are answered at once.
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn slow_next(&self, api: &str, method: Option<&str>, times: u32, delay: Duration) {
+        self.inject(
+            api,
+            method,
+            times,
+            FaultKind::SlowCall(delay.as_millis() as u64),
+        );
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
     /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
     #[cfg(feature = "sim-test-hooks")]

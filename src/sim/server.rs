@@ -45,6 +45,9 @@ pub(crate) enum FaultKind {
     /// Carry the call out, then answer this DSM error code (a busy NAS that made the post
     /// but reported 110).
     CodeAfter(i64),
+    /// Wait this many milliseconds, then carry the call out and answer (a NAS slower than
+    /// the gateway waits, while other calls are answered at once).
+    SlowCall(u64),
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -180,10 +183,14 @@ pub(crate) async fn handle(
                     | FaultKind::ProxyTimeoutAfter
                     | FaultKind::DropBeforeCall
                     | FaultKind::CodeAfter(_)
+                    | FaultKind::SlowCall(_)
             )
         }),
         _ => None,
     };
+    if let Some(FaultKind::SlowCall(ms)) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     if matches!(fault, Some(FaultKind::DropBeforeCall)) {
         record(&shared, entry);
         return closed_before_answer();

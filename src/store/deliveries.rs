@@ -152,20 +152,23 @@ fn chunks_json(chunks: &[String]) -> String {
 impl Store {
     /// Commits a new queued delivery (and its target's pacing row).
     pub async fn enqueue(&self, new: &NewDelivery) -> Result<(), StoreError> {
-        self.enqueue_resumed(new, &[], None).await
+        self.insert(new, &[], None, new.now_ms, None)
+            .await
+            .map(drop)
     }
 
     /// Commits a new queued delivery that a synchronous send began: the chunks `posted` names
-    /// (chunk, post id) are recorded as posted, and with `uncertain_since` the next one's send
-    /// went unanswered, so the worker looks for it before sending. One transaction: no worker
-    /// sees the delivery without its progress.
+    /// (chunk, post id) are recorded as posted, and the next one's send went unanswered (sent
+    /// at `uncertain_since`), so the worker looks for it before sending, not before
+    /// `first_attempt_at`. One transaction: no worker sees the delivery without its progress.
     pub async fn enqueue_resumed(
         &self,
         new: &NewDelivery,
         posted: &[(i64, Option<i64>)],
-        uncertain_since: Option<i64>,
+        uncertain_since: i64,
+        first_attempt_at: i64,
     ) -> Result<(), StoreError> {
-        self.insert(new, posted, uncertain_since, None)
+        self.insert(new, posted, Some(uncertain_since), first_attempt_at, None)
             .await
             .map(drop)
     }
@@ -179,7 +182,7 @@ impl Store {
         new: &NewDelivery,
         event: &EventKey,
     ) -> Result<Enqueued, StoreError> {
-        self.insert(new, &[], None, Some(event)).await
+        self.insert(new, &[], None, new.now_ms, Some(event)).await
     }
 
     async fn insert(
@@ -187,6 +190,7 @@ impl Store {
         new: &NewDelivery,
         posted: &[(i64, Option<i64>)],
         uncertain_since: Option<i64>,
+        first_attempt_at: i64,
         event: Option<&EventKey>,
     ) -> Result<Enqueued, StoreError> {
         let chunks = chunks_json(&new.chunks);
@@ -213,7 +217,7 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
                  next_attempt_at, created_at, updated_at, expires_at, uncertain_since, event_key) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6, $7, $8, $9) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $10, $6, $6, $7, $8, $9) \
                  ON CONFLICT (caller, event_key) DO NOTHING",
             )
             .bind(&new.id)
@@ -225,6 +229,7 @@ impl Store {
             .bind(new.expires_at_ms)
             .bind(uncertain_since)
             .bind(key)
+            .bind(first_attempt_at)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -361,6 +361,42 @@ async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only()
     timeout_after_the_post_was_created(false, true, true).await;
 }
 
+/// A send DSM carries out only after the gateway gave up on it (a NAS slower than
+/// `upstream.timeout_ms`, other calls answered at once): the duplicate check waits for it to
+/// land instead of looking at once, finding nothing and posting the chunk a second time.
+#[actix_web::test]
+async fn the_duplicate_check_waits_for_a_slow_send_to_land() {
+    let Some(app) = app_on(false, SimConfig::default(), 500).await else {
+        return;
+    };
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.slow_next(
+        "SYNO.Chat.Post",
+        Some("create"),
+        1,
+        Duration::from_millis(2_000),
+    );
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({ "message": "late but once" }),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(done["last_error"]["code"], "upstream_timeout", "{done}");
+    // The slow create has landed by now, whatever the outbox did meanwhile.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == "late but once").count(),
+        1,
+        "a duplicate after the slow send: {posted:?}"
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
+}
+
 /// Posts `message` through the outbox while the simulator has a fault armed for the next
 /// `Post.create`: the delivery once delivered, after exactly one post of `message`.
 async fn posted_once_after(app: &TestApp, message: &str) -> Value {
