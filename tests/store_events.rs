@@ -244,6 +244,8 @@ backends::on_both!(
             store.subscription(id).await.unwrap().unwrap().disabled_at,
             Some(2_002)
         );
+        // Past the deliveries' retention, while their events are retained, they stay.
+        assert_eq!(store.purge_deliveries(1_000_000).await.unwrap(), 0);
 
         assert_eq!(
             store

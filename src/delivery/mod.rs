@@ -842,9 +842,10 @@ impl Worker {
             return failed("the stored delivery has no body".into());
         };
         let timeout = Duration::from_millis(self.subscriptions.timeout_ms);
-        // The lease must outlast the request, or another replica could send it too.
+        // The lease must outlast the request, or another replica could send it too: the
+        // receiver's address lookup and the POST each have `timeout`.
         let now = now_ms();
-        let lease_until = now + self.outbox.lease_ms + timeout.as_millis() as i64;
+        let lease_until = now + self.outbox.lease_ms + 2 * timeout.as_millis() as i64;
         match store
             .mark_uncertain(&row.id, &self.owner, now, lease_until)
             .await

@@ -338,10 +338,14 @@ impl Store {
     /// Removes deliveries that finished (delivered, failed or cancelled) before `before` (ms),
     /// and with them their posts (`ON DELETE CASCADE`), a batch at a time so a large backlog
     /// never holds the write lock long; returns how many. Unfinished ones stay, whatever their
-    /// age. The outer test repeats the inner one: a delivery retried meanwhile is kept.
+    /// age, and so does a subscription's failed or cancelled delivery of an event still
+    /// retained: enabling the subscription again queues it again. The outer test repeats the
+    /// inner one: a delivery retried meanwhile is kept.
     pub async fn purge_deliveries(&self, before: i64) -> Result<u64, StoreError> {
         const BATCH: i64 = 500;
-        const FINISHED: &str = "state IN ('delivered', 'failed', 'cancelled') AND finished_at < $1";
+        const FINISHED: &str = "finished_at < $1 AND (state = 'delivered' \
+             OR state IN ('failed', 'cancelled') \
+             AND id NOT IN (SELECT delivery_id FROM subscription_deliveries))";
         let sql = format!(
             "DELETE FROM deliveries WHERE {FINISHED} AND seq IN \
              (SELECT seq FROM deliveries WHERE {FINISHED} ORDER BY seq LIMIT $2)"
