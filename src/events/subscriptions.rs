@@ -388,9 +388,12 @@ pub struct Reply {
 }
 
 /// Calls the enabled `respond: true` subscriptions matching `event` at once, within the reply
-/// budget, and returns the first answer with a `text`. Each call that reached its subscriber is its
-/// delivery of the event (the outbox will not send it again); the others are left to the
-/// outbox, which sends them after the budget with the same `webhook-id`.
+/// budget counted from the event's arrival, and returns the first answer with a `text` (in the
+/// subscriptions' order). Each call that reached its subscriber is its delivery of the event,
+/// recorded as it comes (the outbox will not send it again); the others are left to the
+/// outbox, which sends them after the budget with the same `webhook-id`. A subscription that
+/// is failing, or has an earlier event the outbox is sending or will try again, is not called:
+/// the event follows those through the outbox, in order, and its failures keep counting there.
 pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     if !replies_to(event) {
         return None;
@@ -402,16 +405,31 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
             return None;
         }
     };
-    let responders: Vec<Subscription> = subscriptions
-        .into_iter()
-        .filter(|s| s.enabled && s.respond && s.filter.matches(event))
-        .collect();
+    let mut responders: Vec<Subscription> = Vec::new();
+    for s in subscriptions {
+        if !(s.enabled && s.respond && s.consecutive_failures == 0 && s.filter.matches(event)) {
+            continue;
+        }
+        match events
+            .store
+            .subscription_has_backlog(&s.id, event.event_id)
+            .await
+        {
+            Ok(false) => responders.push(s),
+            Ok(true) => {}
+            Err(error) => {
+                tracing::warn!(%error, "subscriptions: cannot read a backlog for a reply");
+                return None;
+            }
+        }
+    }
     if responders.is_empty() {
         return None;
     }
     let settings = &events.subscriptions;
-    let budget = events.reply_timeout;
-    let deadline = tokio::time::Instant::now() + budget;
+    // From the event's arrival: the outbox's copy becomes due a margin after the same budget.
+    let spent = Duration::from_millis(now_ms().saturating_sub(event.received_at).max(0) as u64);
+    let deadline = tokio::time::Instant::now() + events.reply_timeout.saturating_sub(spent);
     let client = match client(settings.ca_file.as_deref()) {
         Ok(client) => client,
         Err(error) => {
@@ -420,21 +438,25 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
         }
     };
     let payload = body(event);
-    let calls = responders.iter().map(|s| {
-        let (client, payload) = (&client, &payload);
-        async move {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let sent = tokio::time::timeout(
-                left,
-                post_signed(client, s, event.event_id, payload, settings, left),
-            )
-            .await
-            .unwrap_or_else(|_| NotDelivered::unanswered("no answer within the reply budget"));
-            (s, sent)
-        }
-    });
-    let mut answer = None;
-    for (subscription, sent) in futures_util::future::join_all(calls).await {
+    let mut calls: futures_util::stream::FuturesUnordered<_> = responders
+        .iter()
+        .enumerate()
+        .map(|(at, s)| {
+            let (client, payload) = (&client, &payload);
+            async move {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let sent = tokio::time::timeout(
+                    left,
+                    post_signed(client, s, event.event_id, payload, settings, left),
+                )
+                .await
+                .unwrap_or_else(|_| NotDelivered::unanswered("no answer within the reply budget"));
+                (at, s, sent)
+            }
+        })
+        .collect();
+    let mut answers: Vec<(usize, Reply)> = Vec::new();
+    while let Some((at, subscription, sent)) = futures_util::StreamExt::next(&mut calls).await {
         match sent {
             Sent::Accepted(body) => {
                 let d = delivery(subscription, event, 0, 0);
@@ -445,9 +467,7 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
                 {
                     tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot record a reply");
                 }
-                if answer.is_none() {
-                    answer = reply_body(&body);
-                }
+                answers.extend(reply_body(&body).map(|reply| (at, reply)));
             }
             Sent::Failed(failed) => tracing::info!(
                 subscription = %subscription.id, event_id = event.event_id, reason = %failed.reason,
@@ -455,7 +475,10 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
             ),
         }
     }
-    answer
+    answers
+        .into_iter()
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, reply)| reply)
 }
 
 /// [`reply`] for the event just stored as `event_id`.

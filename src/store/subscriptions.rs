@@ -324,6 +324,23 @@ impl Store {
         self.subscription_succeeded(subscription_id, event_id).await
     }
 
+    /// Whether the subscription has a delivery of an event before `event_id` that the outbox
+    /// is sending or will try again: a later event must not overtake it. (One still waiting for
+    /// its own synchronous reply to be over has not been tried and does not count.)
+    pub async fn subscription_has_backlog(
+        &self,
+        subscription_id: &str,
+        event_id: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "SELECT d.id FROM deliveries d JOIN subscription_deliveries s \
+                   ON s.delivery_id = d.id \
+                   WHERE s.subscription_id = $1 AND s.event_id < $2 \
+                   AND (d.state = 'sending' OR d.state = 'queued' AND d.attempts > 0) LIMIT 1";
+        let found: Option<String> = with_pool!(self, p => sqlx::query_scalar(sql)
+            .bind(subscription_id).bind(event_id).fetch_optional(p).await)?;
+        Ok(found.is_some())
+    }
+
     /// A delivery reached the subscription: the failure count starts again.
     pub async fn subscription_succeeded(&self, id: &str, event_id: i64) -> Result<(), StoreError> {
         let sql = "UPDATE subscriptions SET consecutive_failures = 0, \

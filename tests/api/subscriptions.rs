@@ -696,6 +696,49 @@ async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_
     );
 }
 
+/// A `respond: true` receiver that is failing is not called at once for a new event: it
+/// would get that event before the earlier one the outbox is retrying, and its failures
+/// would never count.
+#[actix_web::test]
+async fn a_failing_respond_subscription_gets_later_events_in_order_through_the_outbox() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.inbound.reply_timeout_ms = 300;
+        s.subscriptions.retry_delays_ms = vec![3_000];
+    })
+    .await;
+    // Down for the first event's synchronous call and its first retry, then back.
+    let bot = Receiver::start(
+        &[(503, "", 0), (503, "", 0)],
+        (200, r#"{"text": "pong"}"#, 0),
+    )
+    .await;
+    let (id, _) = subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    bot.wait_for(2).await;
+    subscription_until(&app, &id, |s| s["consecutive_failures"] == 1).await;
+
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    let calls = crate::events::outbound_calls(&app, 2).await;
+    assert_eq!(calls[1].status, Some(200), "Chat still gets its answer");
+    assert_eq!(calls[1].reply_post_id, None, "not called at once");
+    let got = bot.wait_for(4).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["!ping one", "!ping one", "!ping one", "!ping two"],
+        "in event order"
+    );
+}
+
 #[actix_web::test]
 async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
     let Some(url) = crate::postgres::fresh_database() else {
