@@ -251,7 +251,7 @@ backends::on_both!(
         new.chunks = vec!["one".into(), "two".into(), "three".into()];
         // Part one was answered (post 51); part two's answer never came.
         store
-            .enqueue_resumed(&new, &[(0, Some(51))], now - 10, now)
+            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10), now)
             .await
             .unwrap();
         let row = store.claim("w", now, now + 10).await.unwrap().unwrap();
@@ -271,7 +271,7 @@ backends::on_both!(
         let mut later = delivery("t3", "channel:9", now);
         later.chunks = vec!["late".into()];
         store
-            .enqueue_resumed(&later, &[], now - 10, now + 1_000)
+            .enqueue_resumed(&later, &[], Some(now - 10), now + 1_000)
             .await
             .unwrap();
         while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {

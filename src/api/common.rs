@@ -598,11 +598,12 @@ pub async fn ensure_users_exist(
 }
 
 /// A text message as the outbox would send it, and who handed it over: committed at once with
-/// `Prefer: respond-async` ([`Self::accept`]), or taken over when DSM's answer to a part of a
-/// synchronous send never came (DSM may have posted it) and the caller sent an
-/// `Idempotency-Key`, a caller that wants each message once: the outbox finishes the message,
-/// looking for that part before sending it again, and the route answers 202 naming the
-/// delivery. Without a key the caller gets the failure.
+/// `Prefer: respond-async` ([`Self::accept`]), or taken over when a synchronous send stopped
+/// part way and the caller sent an `Idempotency-Key`, a caller that wants each message once:
+/// when DSM's answer to a part never came (DSM may have posted it; the outbox looks for that
+/// part before sending it again), or when earlier parts were posted and DSM turned the next
+/// one away for now (busy, rate limited). The outbox finishes the message and the route
+/// answers 202 naming the delivery. Without a key the caller gets the failure.
 pub struct Handover<'a> {
     pub req: &'a HttpRequest,
     pub outbox: &'a crate::delivery::Outbox,
@@ -665,7 +666,11 @@ pub async fn post_text(
         caller,
         job,
     } = handover;
-    if stopped.error.outcome_unknown()
+    // Parts already posted and a failure a later attempt can get past (DSM busy or rate
+    // limiting): a retry of the request would post those parts again, so the outbox finishes.
+    let partly_posted = !stopped.done.is_empty() && stopped.error.asks_to_wait();
+    let unknown = stopped.error.outcome_unknown();
+    if (unknown || partly_posted)
         && req
             .headers()
             .contains_key(super::idempotency::IDEMPOTENCY_KEY)
@@ -678,11 +683,17 @@ pub async fn post_text(
             .collect();
         let caller = caller.unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
         match outbox
-            .take_over(caller, &job, done, stopped.left.clone(), since)
+            .take_over(
+                caller,
+                &job,
+                done,
+                stopped.left.clone(),
+                unknown.then_some(since),
+            )
             .await
         {
             Ok(id) => {
-                tracing::warn!(delivery = %id, error = %stopped.error, "DSM's answer to a synchronous send never came; the outbox finishes the message");
+                tracing::warn!(delivery = %id, error = %stopped.error, "a synchronous send stopped part way; the outbox finishes the message");
                 return Ok(super::deliveries::accepted(req, id, false));
             }
             Err(error) => {

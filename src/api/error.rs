@@ -534,6 +534,16 @@ impl ApiError {
         self.outcome_unknown
     }
 
+    /// Whether the failure says to come back later (429, 503: DSM rate limiting or busy, the
+    /// gateway's DSM calls all in use, a login back-off), which the outbox's retries can wait
+    /// out.
+    pub fn asks_to_wait(&self) -> bool {
+        matches!(
+            self.status_code(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+    }
+
     /// A failure after `parts` parts of a long message were posted (with `post_ids` where DSM
     /// named them): said in the detail and in `parts_posted`/`post_ids`, since repeating the
     /// whole text would post those parts twice.
@@ -601,12 +611,21 @@ impl ResponseError for ApiError {
             // The rest of the body may still come: the connection cannot carry another request.
             response.force_close();
         }
+        if self.posted.is_some() {
+            response.extensions_mut().insert(PartsPosted);
+        }
         if self.code.status().is_server_error() {
             tracing::warn!(code = self.code.as_str(), dsm_code = self.dsm_code, detail = %self.detail, "request failed");
         }
         response.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
     }
 }
+
+/// On an answer: parts of a long message were posted before the failure it reports, so running
+/// the request again would post them twice (the `Idempotency-Key` layer keeps such an answer,
+/// 5xx and 429 included).
+#[derive(Clone, Copy, Debug)]
+pub struct PartsPosted;
 
 impl From<UpstreamError> for ApiError {
     fn from(error: UpstreamError) -> Self {

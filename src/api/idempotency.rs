@@ -447,10 +447,17 @@ impl Claim {
         // No route took the request (an unknown path or method): nothing ran, keep nothing.
         let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
             || (status == StatusCode::NOT_FOUND && response.request().match_pattern().is_none());
+        // A failure a retry may get past is released, unless parts of the message were posted
+        // before it: running the request again would post them twice.
+        let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        let partly_done = response
+            .response()
+            .extensions()
+            .get::<super::error::PartsPosted>()
+            .is_some();
         if unrouted
-            || status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || !(status.is_success() || status.is_client_error())
+            || (transient && !partly_done)
+            || !(status.is_success() || status.is_client_error() || transient)
         {
             self.release().await;
             return Ok(response.map_into_boxed_body());

@@ -340,16 +340,21 @@ impl Outbox {
         job: &Job,
         done: Vec<(String, i64)>,
         left: Vec<String>,
-        since: i64,
+        unanswered_since: Option<i64>,
     ) -> Result<String, StoreError> {
         let posted: Vec<(i64, Option<i64>)> = (0..done.len() as i64)
             .zip(done.iter().map(|(_, post_id)| Some(*post_id)))
             .collect();
         let chunks = done.into_iter().map(|(text, _)| text).chain(left).collect();
         let new = self.new_delivery(caller, job, chunks);
-        let first_attempt_at = now_ms() + self.settle_ms();
+        // An unanswered part is looked for once it has had time to land; a part DSM turned
+        // away (busy, rate limited) is sent again after the first back-off.
+        let wait = match unanswered_since {
+            Some(_) => self.settle_ms(),
+            None => backoff(1).as_millis() as i64,
+        };
         self.store
-            .enqueue_resumed(&new, &posted, since, first_attempt_at)
+            .enqueue_resumed(&new, &posted, unanswered_since, now_ms() + wait)
             .await?;
         self.wake.notify_one();
         Ok(new.id)

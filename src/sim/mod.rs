@@ -291,6 +291,20 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::Code(code));
     }
 
+    /// As [`Self::fail_next`], once `pass` calls of `api` (and `method`) were answered normally
+    /// (a long message whose later parts DSM turns away).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn fail_after_passing(
+        &self,
+        api: &str,
+        method: Option<&str>,
+        pass: u32,
+        times: u32,
+        code: i64,
+    ) {
+        self.inject_after(api, method, pass, times, FaultKind::Code(code));
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) are carried out, then
     /// answered with error `code` (DSM's "busy" after it made the post).
     #[cfg(feature = "sim-test-hooks")]
@@ -340,12 +354,25 @@ impl SimControl {
 
     #[cfg(feature = "sim-test-hooks")]
     fn inject(&self, api: &str, method: Option<&str>, times: u32, kind: FaultKind) {
+        self.inject_after(api, method, 0, times, kind);
+    }
+
+    #[cfg(feature = "sim-test-hooks")]
+    fn inject_after(
+        &self,
+        api: &str,
+        method: Option<&str>,
+        pass: u32,
+        times: u32,
+        kind: FaultKind,
+    ) {
         if times == 0 {
             return;
         }
         lock(&self.shared.faults).push(Fault {
             api: api.to_string(),
             method: method.map(str::to_string),
+            pass,
             remaining: times,
             kind,
         });

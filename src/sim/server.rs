@@ -22,6 +22,8 @@ use super::{LoggedRequest, SimConfig};
 pub(crate) struct Fault {
     pub api: String,
     pub method: Option<String>,
+    /// Matching calls still answered normally before the fault starts.
+    pub pass: u32,
     pub remaining: u32,
     pub kind: FaultKind,
 }
@@ -401,6 +403,10 @@ fn take_fault(
             && f.method.as_deref().is_none_or(|m| m == method)
     })?;
     let f = &mut faults[idx];
+    if f.pass > 0 {
+        f.pass -= 1;
+        return None;
+    }
     f.remaining -= 1;
     let kind = f.kind;
     if f.remaining == 0 {

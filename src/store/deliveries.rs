@@ -158,17 +158,17 @@ impl Store {
     }
 
     /// Commits a new queued delivery that a synchronous send began: the chunks `posted` names
-    /// (chunk, post id) are recorded as posted, and the next one's send went unanswered (sent
-    /// at `uncertain_since`), so the worker looks for it before sending, not before
+    /// (chunk, post id) are recorded as posted, and with `uncertain_since` the next one's send
+    /// went unanswered (sent then), so the worker looks for it before sending. Not tried before
     /// `first_attempt_at`. One transaction: no worker sees the delivery without its progress.
     pub async fn enqueue_resumed(
         &self,
         new: &NewDelivery,
         posted: &[(i64, Option<i64>)],
-        uncertain_since: i64,
+        uncertain_since: Option<i64>,
         first_attempt_at: i64,
     ) -> Result<(), StoreError> {
-        self.insert(new, posted, Some(uncertain_since), first_attempt_at, None)
+        self.insert(new, posted, uncertain_since, first_attempt_at, None)
             .await
             .map(drop)
     }

@@ -1048,6 +1048,79 @@ async fn a_busy_answer_to_a_synchronous_keyed_send_is_finished_once_by_the_outbo
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
 }
 
+/// A text of three parts at the default `delivery.max_message_chars` (1800).
+fn three_part_text(label: &str) -> String {
+    (1..=40)
+        .map(|n| format!("{label} {n}: {}", "lorem ipsum ".repeat(11)))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// A keyed synchronous send whose second part DSM keeps rate limiting (411 past the pacing)
+/// after the first was posted: the outbox finishes the message, instead of a 429 that frees
+/// the key for a retry that would post the first part again. Without a key, the 429 names
+/// the part posted.
+#[actix_web::test]
+async fn a_keyed_send_rate_limited_part_way_is_finished_once_by_the_outbox() {
+    let app = spawn_app().await;
+    let text = three_part_text("limited");
+    app.sim
+        .fail_after_passing("SYNO.Chat.Post", Some("create"), 1, 6, 411);
+    let first = post_sync(
+        &app,
+        "/api/v1/channels/3/posts",
+        Some("limited-1"),
+        &json!({ "message": text }),
+    )
+    .await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let id = first.body["delivery_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(done["outcome_unknown"], false, "{done}");
+    let posted: Vec<String> = messages(&app, 3)
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with("limited "))
+        .collect();
+    assert!(
+        posted.concat() == text,
+        "each part once, in order: {posted:#?}"
+    );
+
+    let text = three_part_text("unkeyed");
+    app.sim
+        .fail_after_passing("SYNO.Chat.Post", Some("create"), 1, 6, 411);
+    let unkeyed = post_sync(
+        &app,
+        "/api/v1/channels/3/posts",
+        None,
+        &json!({ "message": text }),
+    )
+    .await;
+    let problem = unkeyed.assert_problem(429, "upstream_rate_limited");
+    assert_eq!(problem["parts_posted"], 1, "{problem}");
+}
+
+/// An incoming-webhook send (which the outbox cannot check) that fails part way after posting
+/// a part keeps its answer under its `Idempotency-Key`: the retry is told again, and posts
+/// nothing a second time.
+#[actix_web::test]
+async fn a_token_send_that_failed_part_way_keeps_its_answer_for_the_key() {
+    let app = spawn_app().await;
+    let path = format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}");
+    let body = json!({ "text": three_part_text("token") });
+    app.sim
+        .fail_after_passing("SYNO.Chat.External", Some("incoming"), 1, 6, 411);
+    let first = post_sync(&app, &path, Some("token-1"), &body).await;
+    let problem = first.assert_problem(429, "upstream_rate_limited");
+    assert_eq!(problem["parts_posted"], 1, "{problem}");
+    let sends = app.sim.count("SYNO.Chat.External", "incoming");
+    let again = post_sync(&app, &path, Some("token-1"), &body).await;
+    assert_eq!(again.status.as_u16(), 429, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), sends);
+}
+
 #[actix_web::test]
 async fn a_synchronous_send_refused_by_dsm_is_not_handed_to_the_outbox() {
     let app = spawn_app().await;
