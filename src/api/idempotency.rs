@@ -4,7 +4,8 @@
 //!
 //! One middleware on the `/api/v1` scope, not code in each handler. A request carrying the
 //! header has its body read here once (hashed for the fingerprint) and handed on to the handler.
-//! Transient failures (5xx, 429) are not kept: the key is released so the client can retry.
+//! Transient failures (5xx, 429) are not kept: the key is released so the client can retry
+//! (unless parts of a message were posted before the failure: see `PartsPosted`).
 
 use std::time::Duration;
 
@@ -604,7 +605,9 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                      API key, method and path; a repeat with the same body gets that answer again \
                      with `Idempotent-Replayed: true` and does not reach DSM. 1 to 255 printable \
                      ASCII characters, bare or as a quoted string (`\"8e03…\"`); a UUID is a good \
-                     choice. 5xx and 429 answers are not kept: retry them with the same key.",
+                     choice. 5xx and 429 answers are not kept (retry them with the same key), except one that \
+                     reports `parts_posted`: parts of the message were posted, and a retry gets that \
+                     answer again instead of posting them twice.",
                 ))
                 .schema(Some(key_schema()))
                 .build(),
