@@ -366,6 +366,55 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    a_delivery_retried_by_hand_waits_for_the_one_in_flight_to_its_target,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 6_000_000;
+        for id in ["r1", "r2"] {
+            store
+                .enqueue(&delivery(id, "channel:4", now))
+                .await
+                .unwrap();
+        }
+        let first = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+        assert_eq!(first.id, "r1");
+        assert!(
+            store
+                .finish("r1", "a", "failed", now, Some("{}"), now)
+                .await
+                .unwrap()
+        );
+        let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+        assert_eq!(second.id, "r2");
+        // r1 retried by hand while r2 is being sent: the older one is the head again, but
+        // another worker (another replica) must not send it beside r2.
+        store
+            .retry_delivery("r1", now + 1, now + 100_000)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim("b", now + 2, now + 60_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .finish("r2", "a", "delivered", now + 3, None, now + 3)
+                .await
+                .unwrap()
+        );
+        let retried = store
+            .claim("b", now + 4, now + 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(retried.id, "r1");
+    }
+);
+
+backends::on_both!(
     a_paced_target_is_not_claimed_before_its_time,
     |backend: Backend| async move {
         let store = Store::connect(&settings(&backend.url)).await.unwrap();

@@ -108,12 +108,16 @@ const COLUMNS: &str = "id, caller, target, request, chunks, state, attempts, nex
     uncertain_since, at_least_once, last_error, created_at, updated_at, finished_at, expires_at";
 
 /// The claimable head of each target: oldest unfinished delivery, queued (or with an expired
-/// lease), due, and its target not paced. `$1` = now.
+/// lease), due, its target not paced, and no other delivery to the target being sent (a
+/// failed one retried by hand is older than the one in flight, and must not go out beside
+/// it). `$1` = now.
 const CLAIMABLE: &str = "d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
         WHERE h.state IN ('queued', 'sending') GROUP BY h.target) \
     AND (d.state = 'queued' OR d.lease_until < $1) \
     AND d.next_attempt_at <= $1 \
-    AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = d.target AND t.next_send_at > $1)";
+    AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = d.target AND t.next_send_at > $1) \
+    AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.target = d.target \
+        AND o.state = 'sending' AND o.lease_until >= $1 AND o.seq <> d.seq)";
 
 fn decode<R: Row>(row: &R) -> Result<DeliveryRow, sqlx::Error>
 where
