@@ -443,3 +443,27 @@ async fn a_replica_streams_events_stored_while_its_listener_was_cut_off() {
     }
     other_replica.close().await;
 }
+
+// Text PostgreSQL cannot hold (a NUL character) is the caller's value, not a store outage:
+// refused as such (answered 4xx), never taken for "unavailable, try again".
+backends::on_both!(
+    a_value_the_database_cannot_hold_is_refused_not_unavailable,
+    |backend: Backend| async move {
+        let store = open(&backend.url).await;
+        let mut e = event("ops", EventKind::Message, 2, Some(77));
+        e.text = "a\0b".into();
+        let stored = store.insert_event(&e, 1_000).await;
+        if backend.postgres {
+            assert!(
+                matches!(
+                    stored,
+                    Err(syno_chat_gateway::store::StoreError::Refused(_))
+                ),
+                "{stored:?}"
+            );
+        } else {
+            assert!(stored.is_ok(), "{stored:?}");
+        }
+        store.close().await;
+    }
+);

@@ -42,7 +42,13 @@ pub(super) fn wants_async(req: &HttpRequest) -> bool {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::new(ProblemCode::StoreUnavailable, error.to_string()).with_retry_after(5)
+        match error {
+            // The caller's value, not the store's state: asking again cannot help.
+            StoreError::Refused(_) => ApiError::new(ProblemCode::Unprocessable, error.to_string()),
+            _ => {
+                ApiError::new(ProblemCode::StoreUnavailable, error.to_string()).with_retry_after(5)
+            }
+        }
     }
 }
 

@@ -215,6 +215,7 @@ fn store_error(error: StoreError) -> ApiError {
             .with_retry_after(STORE_RETRY_SECS)
         }
         StoreError::Corrupt(detail) => ApiError::new(ProblemCode::Internal, detail),
+        StoreError::Refused(detail) => ApiError::new(ProblemCode::Unprocessable, detail),
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
                 .with_retry_after(1)
         }
         StoreError::Corrupt(_) => ApiError::new(ProblemCode::Internal, "the event store failed"),
+        StoreError::Refused(detail) => ApiError::new(ProblemCode::InvalidRequest, detail),
     }
 }
 

@@ -97,6 +97,23 @@ impl Fields {
         })
     }
 
+    /// The name of a field whose value holds a NUL character, if one does: text no store
+    /// column may hold (PostgreSQL refuses it), so the call is refused on every backend alike.
+    fn holding_nul(&self) -> Option<&str> {
+        let nul = |v: &str| v.contains('\0');
+        if let Some((name, _)) = self.fields.iter().find(|(_, v)| nul(v)) {
+            return Some(name);
+        }
+        let button = self.button.as_ref()?;
+        let in_actions = button.actions.iter().any(|a| {
+            [&a.kind, &a.name, &a.value, &a.text, &a.style]
+                .into_iter()
+                .flatten()
+                .any(|v| nul(v))
+        });
+        (in_actions || button.callback_id.as_deref().is_some_and(nul)).then_some("payload")
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -172,6 +189,11 @@ pub fn accept_with(
     let accepted: Vec<&SecretString> = inbound.token.iter().chain(dsm_tokens).collect();
     if !token_matches(token(fields), &accepted) {
         return Err(Refusal::BadToken);
+    }
+    if let Some(name) = fields.holding_nul() {
+        return Err(Refusal::Malformed(format!(
+            "{name} holds a NUL character, which no event may hold"
+        )));
     }
     if let Some(button) = &fields.button {
         return button_click(inbound_name, fields, button);
@@ -379,6 +401,39 @@ mod tests {
             Err(Refusal::BadToken),
             "no DSM tokens: nothing matches"
         );
+    }
+
+    /// A NUL character is refused as malformed (after the token), in a field or in a button's
+    /// payload alike, on every backend: PostgreSQL cannot store it.
+    #[test]
+    fn a_nul_character_is_refused_after_the_token() {
+        let hook = inbound(InboundKind::OutgoingWebhook);
+        assert_eq!(
+            accept("ops", &hook, &form("text=a%00b")),
+            Err(Refusal::Malformed(
+                "text holds a NUL character, which no event may hold".into()
+            ))
+        );
+        assert_eq!(
+            accept(
+                "ops",
+                &hook,
+                &Fields::from_form(b"token=x&text=%00").unwrap()
+            ),
+            Err(Refusal::BadToken)
+        );
+        let payload = format!(
+            r#"{{"actions":[{{"type":"button","value":"a\u0000"}}],"token":"{}"}}"#,
+            "a".repeat(64)
+        );
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload)
+            .finish();
+        let click = Fields::from_form(body.as_bytes()).unwrap();
+        assert!(matches!(
+            accept("ops", &inbound(InboundKind::Chatbot), &click),
+            Err(Refusal::Malformed(m)) if m.starts_with("payload")
+        ));
     }
 
     /// The form Chat sends when a button is clicked (FHEM's `__botCGIcheckPayload` reads it).

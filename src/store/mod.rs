@@ -73,11 +73,22 @@ pub enum StoreError {
     /// A row did not have the expected shape (a bug or a hand-edited database).
     #[error("the store holds an unreadable row: {0}")]
     Corrupt(String),
+    /// The database refused a value it cannot hold (PostgreSQL's data exceptions, SQLSTATE
+    /// class 22, e.g. a NUL character in text): retrying cannot help (answered as 422).
+    #[error("the store cannot hold a value: {0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| pg.code().starts_with("22")) =>
+            {
+                Self::Refused(db.message().to_owned())
+            }
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::ColumnNotFound(_)
             | sqlx::Error::Decode(_)
