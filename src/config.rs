@@ -214,6 +214,9 @@ pub struct DeliverySettings {
     /// How long a finished delivery (delivered, failed, cancelled) stays listed before it is
     /// removed.
     pub retention_secs: u64,
+    /// Deliveries this process sends at once, each to a different target (a channel, a user, a
+    /// token, a subscription), so one slow or paced target does not hold up the others.
+    pub concurrency: usize,
 }
 
 impl Default for DeliverySettings {
@@ -223,6 +226,7 @@ impl Default for DeliverySettings {
             max_age_secs: 86_400,
             rate_per_sec: 1.0,
             retention_secs: 7 * 86_400,
+            concurrency: 4,
         }
     }
 }
@@ -955,6 +959,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "delivery.retention_secs",
                 "must be at least 3600 (one hour)",
+            ));
+        }
+        if !(1..=64).contains(&self.delivery.concurrency) {
+            return Err(ConfigError::new(
+                "delivery.concurrency",
+                "must be between 1 and 64",
             ));
         }
         if !(self.delivery.rate_per_sec > 0.0 && self.delivery.rate_per_sec <= 100.0) {

@@ -214,7 +214,7 @@ fn integration_tokens(
 /// Runs until the runtime stops; with several replicas each one does it (the deletes are
 /// idempotent).
 fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
-    actix_web::rt::spawn(async move {
+    crate::store::task::spawn(async move {
         // The first pass one period after start: start-up (and every short-lived test
         // gateway) does not wait on it.
         let period = Duration::from_secs(300);

@@ -439,6 +439,7 @@ impl Outbox {
     pub async fn shut_down(&self, grace: Duration) {
         let stopped = self.stopped.notified();
         self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
         self.wake.notify_one();
         let _ = tokio::time::timeout(grace, stopped).await;
     }
@@ -462,7 +463,7 @@ impl Outbox {
             channel_names: name_cache(),
             user_names: name_cache(),
         };
-        actix_web::rt::spawn(worker.run());
+        crate::store::task::spawn(worker.run());
     }
 }
 
@@ -520,10 +521,45 @@ impl Worker {
                 Err(error) => tracing::warn!(%error, "cannot take back earlier claims"),
             }
         }
+        // Lanes on this one task: each claims and sends on its own, and the claim gives each a
+        // different target, so a slow or paced target holds up only its lane.
+        let lanes = self.outbox.settings.concurrency.max(1);
+        futures_util::future::join_all((0..lanes).map(|lane| self.lane(lane == 0))).await;
+        match store.release_leases(&self.owner).await {
+            Ok(n) if n > 0 => tracing::info!(handed_back = n, "delivery worker stopped"),
+            Ok(_) => tracing::info!("delivery worker stopped"),
+            Err(error) => tracing::warn!(%error, "delivery worker could not hand back its leases"),
+        }
+        self.outbox.stopped.notify_waiters();
+    }
+
+    /// Claims and sends until the outbox stops. `poller`: this lane also watches the clock
+    /// (deliveries coming due, the queue metrics); the others wait to be woken, when a message
+    /// is handed over or a lane took one, so an idle gateway asks its store no more often than
+    /// with one lane.
+    async fn lane(&self, poller: bool) {
+        let store = &self.outbox.store;
+        let wake = &self.outbox.wake;
+        let stopping = || self.outbox.stopping.load(Ordering::SeqCst);
         let mut gauges_at = 0;
-        while !self.outbox.stopping.load(Ordering::SeqCst) {
+        let mut claim_now = poller;
+        loop {
+            if !claim_now {
+                // Registered before the check, so a stop in between still wakes it.
+                let woken = wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if stopping() {
+                    break;
+                }
+                woken.await;
+            }
+            if stopping() {
+                break;
+            }
+            claim_now = poller;
             let now = now_ms();
-            if now - gauges_at >= 2_000 {
+            if poller && now - gauges_at >= 2_000 {
                 gauges_at = now;
                 self.update_gauges(now).await;
             }
@@ -531,8 +567,13 @@ impl Worker {
                 .claim(&self.owner, now, now + self.outbox.lease_ms)
                 .await
             {
-                Ok(Some(row)) => self.deliver(row).await,
-                Ok(None) => {
+                Ok(Some(row)) => {
+                    // Another lane may take the next target meanwhile.
+                    wake.notify_one();
+                    self.deliver(row).await;
+                    claim_now = true;
+                }
+                Ok(None) if poller => {
                     let wait = match store.next_due().await {
                         Ok(Some(due)) if due > now => {
                             Duration::from_millis((due - now) as u64).min(POLL)
@@ -541,22 +582,17 @@ impl Worker {
                         _ => POLL,
                     };
                     tokio::select! {
-                        _ = self.outbox.wake.notified() => {}
+                        _ = wake.notified() => {}
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "delivery worker cannot reach the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        match store.release_leases(&self.owner).await {
-            Ok(n) if n > 0 => tracing::info!(handed_back = n, "delivery worker stopped"),
-            Ok(_) => tracing::info!("delivery worker stopped"),
-            Err(error) => tracing::warn!(%error, "delivery worker could not hand back its leases"),
-        }
-        self.outbox.stopped.notify_waiters();
     }
 
     /// Queue depth and oldest age per state, for the metrics.

@@ -290,7 +290,7 @@ impl Events {
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         if let Some(mut notifications) = self.store.listen_events().await? {
             let hub = self.clone();
-            actix_web::rt::spawn(async move {
+            crate::store::task::spawn(async move {
                 loop {
                     if let Err(error) = notifications.next().await {
                         tracing::warn!(%error, "events: lost the PostgreSQL notifications; reconnecting");
@@ -317,7 +317,7 @@ impl Events {
 
     fn spawn_pump(self: &Arc<Self>) {
         let hub = self.clone();
-        actix_web::rt::spawn(async move {
+        crate::store::task::spawn(async move {
             let mut purge = tokio::time::interval(PURGE_EVERY);
             loop {
                 tokio::select! {

@@ -321,7 +321,7 @@ pub async fn post_signed(
 /// and every few seconds (a new subscription, a missed wake). Runs on every replica; the
 /// store makes each delivery once.
 pub fn spawn_fan_out(events: Arc<Events>, outbox: Arc<crate::delivery::Outbox>) {
-    actix_web::rt::spawn(async move {
+    crate::store::task::spawn(async move {
         let mut live = events.subscribe();
         loop {
             tokio::select! {

@@ -24,6 +24,7 @@ pub mod deliveries;
 pub mod events;
 pub mod idempotency;
 pub mod subscriptions;
+pub mod task;
 
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -397,6 +397,40 @@ async fn the_duplicate_check_waits_for_a_slow_send_to_land() {
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
 }
 
+/// A target whose send is slow holds up only its own messages: another channel's message is
+/// delivered meanwhile (`delivery.concurrency`).
+#[actix_web::test]
+async fn a_slow_target_does_not_hold_up_another() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.slow_next(
+        "SYNO.Chat.Post",
+        Some("create"),
+        1,
+        Duration::from_millis(2_500),
+    );
+    let slow =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "slow"})).await);
+    // Its create is under way (the simulator logs a call once answered): the claim says so.
+    let start = Instant::now();
+    while app.get(&format!("/api/v1/deliveries/{slow}")).await.body["state"] != "sending" {
+        assert!(start.elapsed() < Duration::from_secs(5), "never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quick = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/3/posts",
+            json!({"message": "quick"}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &quick, "delivered", Duration::from_secs(10)).await;
+    let still = app.get(&format!("/api/v1/deliveries/{slow}")).await;
+    assert_eq!(still.body["state"], "sending", "{done} {}", still.body);
+    wait_for(&app, &slow, "delivered", Duration::from_secs(10)).await;
+}
+
 /// Posts `message` through the outbox while the simulator has a fault armed for the next
 /// `Post.create`: the delivery once delivered, after exactly one post of `message`.
 async fn posted_once_after(app: &TestApp, message: &str) -> Value {
