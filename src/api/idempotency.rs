@@ -366,7 +366,17 @@ pub async fn middleware(
         owner,
         held: true,
     };
-    let response = next.call(req).await;
+    // The lease is renewed while the request runs (a long message paced through DSM's rate
+    // limit can outlast it): a retry meanwhile gets 409, never a second run beside this one.
+    let handler = next.call(req);
+    tokio::pin!(handler);
+    let renew_every = settings.lease / 3;
+    let response = loop {
+        tokio::select! {
+            response = &mut handler => break response,
+            () = tokio::time::sleep(renew_every) => claim.renew(lease_ms).await,
+        }
+    };
     claim.settle(response, settings.ttl).await
 }
 
@@ -515,6 +525,24 @@ impl Claim {
         self.held = false;
         let response = head.set_body(bytes).map_into_boxed_body();
         Ok(ServiceResponse::new(req, response))
+    }
+
+    /// Extends the lease to `lease_ms` from now.
+    async fn renew(&self, lease_ms: i64) {
+        let until = now_ms().saturating_add(lease_ms);
+        match self
+            .store
+            .idempotency_renew(&self.scope, &self.owner, until)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("an Idempotency-Key's lease was lost while its request ran")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "an Idempotency-Key's lease could not be renewed")
+            }
+        }
     }
 
     async fn release(&mut self) {

@@ -129,6 +129,24 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// Extends a running request's claim to `lease_until` (ms); whether `owner` still held it.
+    pub async fn idempotency_renew(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let s = scope;
+        let updated = with_pool!(self, p => sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = $6 \
+             WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND owner = $5 \
+             AND state = 'running'",
+        )
+        .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(owner).bind(lease_until)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(updated == 1)
+    }
+
     /// Gives the key back (the answer was transient, or the request was abandoned), so the
     /// client's retry runs again.
     pub async fn idempotency_release(

@@ -184,6 +184,34 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    a_request_outlasting_its_lease_keeps_its_key,
+    |backend: Backend| async move {
+        // A one-second lease, and a send DSM takes two and a half seconds over.
+        let app = gateway(&backend, |s| s.idempotency.lease_secs = 1).await;
+        assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
+        app.sim.slow_next(
+            "SYNO.Chat.Post",
+            Some("create"),
+            1,
+            Duration::from_millis(2_500),
+        );
+        let body = json!({"message": "slow, once"});
+        let first = {
+            let (app, body) = (&app, body.clone());
+            async move { send(app, WRITE_KEY, "slow-1", body).await }
+        };
+        let retry = async {
+            tokio::time::sleep(Duration::from_millis(1_800)).await;
+            send(&app, WRITE_KEY, "slow-1", body.clone()).await
+        };
+        let (first, retry) = tokio::join!(first, retry);
+        assert_eq!(first.status, 201, "{}", first.body);
+        retry.assert_problem(409, "idempotency_key_in_flight");
+        assert_eq!(creates(&app), 1);
+    }
+);
+
+backends::on_both!(
     a_store_that_refuses_is_503_for_keyed_writes_only,
     |backend: Backend| async move {
         let app = gateway(&backend, |_| {}).await;
