@@ -211,21 +211,31 @@ impl Store {
         Ok(id.unwrap_or(0))
     }
 
-    /// Removes the events received before `before` (ms), and the subscriptions' records of
-    /// having made a delivery for them (fan-out never goes back to a purged event, so those
-    /// would only grow); returns how many events.
+    /// Removes the events received before `before` (ms) that every enabled subscription has
+    /// fanned out (one not yet fanned out, after a gateway was down longer than the retention,
+    /// stays until it is), and the subscriptions' records of having made a delivery for them
+    /// (fan-out never goes back to a purged event, so those would only grow); returns how many
+    /// events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
         let done = with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            let fanned_out: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(fanned_out_to) FROM subscriptions WHERE enabled = 1",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let up_to = fanned_out.unwrap_or(i64::MAX);
             sqlx::query(
                 "DELETE FROM subscription_deliveries WHERE event_id IN \
-                 (SELECT event_id FROM events WHERE received_at < $1)",
+                 (SELECT event_id FROM events WHERE received_at < $1 AND event_id <= $2)",
             )
             .bind(before)
+            .bind(up_to)
             .execute(&mut *tx)
             .await?;
-            let done = sqlx::query("DELETE FROM events WHERE received_at < $1")
+            let done = sqlx::query("DELETE FROM events WHERE received_at < $1 AND event_id <= $2")
                 .bind(before)
+                .bind(up_to)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
