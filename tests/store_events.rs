@@ -52,6 +52,7 @@ fn subscription(id: &str) -> syno_chat_gateway::events::subscriptions::Subscript
         last_delivered_event_id: None,
         created_at: 900,
         disabled_at: None,
+        previous_secret: None,
     }
 }
 

@@ -5,12 +5,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::common::SubscriptionPath;
 use super::error::{ApiError, ProblemCode};
-use super::extract::Json;
+use super::extract::{Json, Query, whole_number};
 use super::inbound::store_failure;
 use super::{BodyProblems, CommonProblems, InvalidInput, NotFound, Unprocessable};
 use crate::auth::{Admin, Authorized};
@@ -23,6 +23,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_subscriptions)
         .service(get_subscription)
         .service(change_subscription)
+        .service(rotate_secret)
         .service(delete_subscription);
 }
 
@@ -57,7 +58,7 @@ pub struct NewSubscription {
     "url": "https://bot.example.org/chat-events", "inbound": null, "channel_id": null,
     "kind": "slash_command", "respond": true, "enabled": true, "disabled_reason": null,
     "consecutive_failures": 0, "last_delivered_event_id": 42, "created_at": 1764133200000_i64,
-    "disabled_at": null}))]
+    "disabled_at": null, "previous_secret_until": null}))]
 pub struct Subscription {
     subscription_id: String,
     url: String,
@@ -77,6 +78,9 @@ pub struct Subscription {
     created_at: i64,
     /// When it was disabled, Unix milliseconds (while it is).
     disabled_at: Option<i64>,
+    /// After a rotation of its secret: until when (Unix milliseconds) the secret replaced still
+    /// signs beside the new one (while it does).
+    previous_secret_until: Option<i64>,
 }
 
 impl From<Stored> for Subscription {
@@ -94,6 +98,10 @@ impl From<Stored> for Subscription {
             last_delivered_event_id: s.last_delivered_event_id,
             created_at: s.created_at,
             disabled_at: s.disabled_at,
+            previous_secret_until: s
+                .previous_secret
+                .map(|(_, until)| until)
+                .filter(|until| *until > now_ms()),
         }
     }
 }
@@ -217,6 +225,7 @@ pub async fn create_subscription(
         last_delivered_event_id: None,
         created_at: now_ms(),
         disabled_at: None,
+        previous_secret: None,
     };
     // The events from now on: earlier ones are on the event stream.
     let after = events
@@ -333,6 +342,75 @@ pub async fn change_subscription(
         Some(s) => Ok(web::Json(s.into())),
         None => Err(not_found(&id)),
     }
+}
+
+/// How long a replaced secret keeps signing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRotation {
+    /// Seconds the secret being replaced keeps signing deliveries beside the new one, so the
+    /// receiver can switch over without refusing any: 0 to 604800 (7 days), default 86400.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 604800)]
+    #[serde(default, deserialize_with = "whole_number")]
+    grace_secs: Option<u64>,
+}
+
+/// A subscription's new signing secret (shown this once).
+#[derive(Serialize, ToSchema)]
+pub struct RotatedSecret {
+    /// The new `whsec_<base64>`. It is never shown again.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    secret: String,
+    /// Until when (Unix ms) deliveries also carry a signature made with the secret replaced.
+    previous_secret_until: i64,
+}
+
+/// Rotate a subscription's signing secret
+///
+/// Answers a new secret, once. Deliveries are signed with it from now on, and for
+/// `grace_secs` also with the secret it replaces: `webhook-signature` then holds both
+/// (`v1,<new> v1,<old>`, space-separated), which Standard Webhooks verifiers accept with either
+/// secret, so the receiver can switch to the new one at its pace. A second rotation within the
+/// grace drops the oldest. Its queue, its place in the events and its state are unchanged.
+/// Scope: admin.
+#[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
+    params(SubscriptionPath, SecretRotation),
+    responses((status = 200, body = RotatedSecret), InvalidInput, NotFound, CommonProblems))]
+#[post("/subscriptions/{subscription_id}/secret")]
+pub async fn rotate_secret(
+    _: Authorized<Admin>,
+    path: web::Path<SubscriptionPath>,
+    query: Query<SecretRotation>,
+    events: web::Data<Events>,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path.subscription_id)?;
+    let grace_secs = query.grace_secs.unwrap_or(86_400);
+    if grace_secs > 604_800 {
+        return Err(ApiError::invalid(
+            "grace_secs must be at most 604800 (7 days)",
+        ));
+    }
+    let secret = new_secret();
+    let previous_secret_until = now_ms().saturating_add(grace_secs as i64 * 1000);
+    if !events
+        .store
+        .rotate_subscription_secret(&id, &secret, previous_secret_until)
+        .await
+        .map_err(store_failure)?
+    {
+        return Err(not_found(&id));
+    }
+    tracing::info!(subscription = %id, grace_secs, "subscription secret rotated");
+    let response = HttpResponse::Ok().json(RotatedSecret {
+        secret: secret.expose_secret().to_owned(),
+        previous_secret_until,
+    });
+    // Shown once: never kept by the Idempotency-Key layer.
+    Ok(crate::api::idempotency::holds_secrets(
+        response,
+        &["secret"],
+    ))
 }
 
 /// Delete a subscription

@@ -36,6 +36,23 @@ pub struct Subscription {
     pub created_at: i64,
     /// When it was disabled (ms), while it is.
     pub disabled_at: Option<i64>,
+    /// The secret a rotation replaced, and until when (ms) it still signs beside `secret`.
+    pub previous_secret: Option<(SecretString, i64)>,
+}
+
+impl Subscription {
+    /// `webhook-signature` for a delivery at `timestamp` (Unix seconds): signed with the secret
+    /// and, while a rotation's grace lasts, with the one it replaced too (space-separated, as
+    /// Standard Webhooks lets a receiver accept either).
+    pub fn signatures(&self, id: &str, timestamp: i64, body: &str) -> String {
+        let current = signature(&self.secret, id, timestamp, body);
+        match &self.previous_secret {
+            Some((previous, until)) if now_ms() < *until => {
+                format!("{current} {}", signature(previous, id, timestamp, body))
+            }
+            _ => current,
+        }
+    }
 }
 
 impl Subscription {
@@ -293,7 +310,7 @@ pub async fn post_signed(
         .insert_header(("webhook-timestamp", timestamp.to_string()))
         .insert_header((
             "webhook-signature",
-            signature(&subscription.secret, &id, timestamp, body),
+            subscription.signatures(&id, timestamp, body),
         ));
     match request.send_body(body.to_owned()).await {
         Ok(mut response) if response.status().is_success() => {
@@ -618,6 +635,7 @@ mod tests {
             last_delivered_event_id: None,
             created_at: 0,
             disabled_at: None,
+            previous_secret: None,
         };
         let settings = SubscriptionsSettings::default();
         let sent = post_signed(

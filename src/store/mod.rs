@@ -143,6 +143,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions_disabled_at",
         include_str!("migrations/sqlite/3002_subscriptions_disabled_at.sql"),
     ),
+    (
+        3003,
+        "subscriptions_previous_secret",
+        include_str!("migrations/sqlite/3003_subscriptions_previous_secret.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -184,6 +189,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3002,
         "subscriptions_disabled_at",
         include_str!("migrations/postgres/3002_subscriptions_disabled_at.sql"),
+    ),
+    (
+        3003,
+        "subscriptions_previous_secret",
+        include_str!("migrations/postgres/3003_subscriptions_previous_secret.sql"),
     ),
 ];
 

@@ -27,7 +27,8 @@ pub struct SubscriptionDelivery {
 }
 
 const COLUMNS: &str = "id, url, secret, inbound, channel_id, kind, respond, enabled, \
-    disabled_reason, consecutive_failures, last_delivered_event_id, created_at, disabled_at";
+    disabled_reason, consecutive_failures, last_delivered_event_id, created_at, disabled_at, \
+    previous_secret, previous_secret_until";
 
 type Row = (
     String,
@@ -42,6 +43,8 @@ type Row = (
     i64,
     Option<i64>,
     i64,
+    Option<i64>,
+    Option<String>,
     Option<i64>,
 );
 
@@ -68,6 +71,10 @@ fn subscription(row: Row) -> Result<Subscription, StoreError> {
         last_delivered_event_id: row.10,
         created_at: row.11,
         disabled_at: row.12,
+        previous_secret: row
+            .13
+            .zip(row.14)
+            .map(|(secret, until)| (SecretString::from(secret), until)),
     })
 }
 
@@ -339,6 +346,22 @@ impl Store {
         let found: Option<String> = with_pool!(self, p => sqlx::query_scalar(sql)
             .bind(subscription_id).bind(event_id).fetch_optional(p).await)?;
         Ok(found.is_some())
+    }
+
+    /// Gives the subscription `secret`; the one it replaces keeps signing beside it until
+    /// `previous_until` (ms). `false` when there is no such subscription.
+    pub async fn rotate_subscription_secret(
+        &self,
+        id: &str,
+        secret: &SecretString,
+        previous_until: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE subscriptions SET previous_secret = secret, \
+                   previous_secret_until = $3, secret = $2 WHERE id = $1";
+        let done = with_pool!(self, p => sqlx::query(sql).bind(id)
+            .bind(secret.expose_secret()).bind(previous_until)
+            .execute(p).await?.rows_affected());
+        Ok(done == 1)
     }
 
     /// A delivery reached the subscription: the failure count starts again.

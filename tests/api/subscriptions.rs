@@ -604,6 +604,64 @@ async fn a_deleted_subscription_gets_nothing_more() {
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// A rotated secret signs from then on; the one it replaced signs beside it for the grace
+/// (`v1,<new> v1,<old>`), so the receiver can switch over without refusing a delivery.
+#[actix_web::test]
+async fn a_rotated_secret_signs_beside_the_old_one_for_the_grace() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    let receiver = Receiver::start(&[], (200, "", 0)).await;
+    let (id, old) = subscribe(&app, json!({"url": receiver.url})).await;
+    let rotate = |query: &'static str| {
+        let path = format!("/api/v1/subscriptions/{id}/secret{query}");
+        let app = &app;
+        async move { app.call("POST", &path, Some(ADMIN_KEY), None).await }
+    };
+    let rotated = rotate("").await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    let until = rotated.body["previous_secret_until"].as_i64().unwrap();
+    let in_a_day = syno_chat_gateway::events::now_ms() + 86_400_000;
+    assert!((in_a_day - 5_000..=in_a_day).contains(&until), "{until}");
+    assert_eq!(
+        subscription(&app, &id).await["previous_secret_until"],
+        until
+    );
+
+    app.sim
+        .post_as_user(USER, CHANNEL, "!ping after the rotation");
+    let got = receiver.wait_for(1).await;
+    let both = format!(
+        "{} {}",
+        expected_signature(&new, &got[0]),
+        expected_signature(&old, &got[0])
+    );
+    assert_eq!(got[0].signature, both);
+
+    // Without a grace, only the newest secret signs; the secret is never listed.
+    let rotated = rotate("?grace_secs=0").await;
+    let newest = rotated.body["secret"].as_str().unwrap().to_owned();
+    app.sim
+        .post_as_user(USER, CHANNEL, "!ping after the second rotation");
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].signature, expected_signature(&newest, &got[1]));
+    let listed = subscription(&app, &id).await;
+    assert!(!listed.to_string().contains("whsec_"), "{listed}");
+    assert_eq!(listed["previous_secret_until"], Value::Null);
+
+    rotate("?grace_secs=604801")
+        .await
+        .assert_problem(400, "invalid_request");
+    app.call(
+        "POST",
+        "/api/v1/subscriptions/6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e09/secret",
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
+}
+
 #[actix_web::test]
 async fn subscriptions_need_the_admin_scope() {
     let (app, _) = app_with_inbounds(allow_private).await;
