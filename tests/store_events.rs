@@ -160,6 +160,10 @@ backends::on_both!(
             .unwrap()
             .unwrap();
         assert!(e > d);
+        // Every event purged: none is kept, and the ids handed out are still known.
+        assert_eq!(store.purge_events(3_000).await.unwrap(), 3);
+        assert_eq!(store.latest_event_id().await.unwrap(), 0);
+        assert_eq!(store.event_id_high_water().await.unwrap(), e);
         store.close().await;
     }
 );

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::error::ApiError;
+use super::error::{ApiError, ProblemCode};
 use super::extract::{Query, whole_number};
 use super::inbound::store_failure;
 use super::{CommonProblems, InvalidInput};
@@ -80,12 +80,19 @@ pub struct EventStream(String);
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
+///
+/// A resume point newer than the newest event the store has ever given (an id from another
+/// gateway's store, or from before the store was replaced) is refused with 409: resuming there
+/// would skip every event until the ids caught up.
 #[utoipa::path(security(("bearer" = ["read"])), tag = "events",
     params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume a stream (or a page) after this event id")),
     responses(
         (status = 200, description = "The events",
             content((EventStream = "text/event-stream"), (EventPage = "application/json"))),
+        (status = 409, description = "The resume point is newer than any event this store \
+            has given (`conflict`): read again without it", body = super::error::Problem,
+            content_type = "application/problem+json"),
         InvalidInput, CommonProblems))]
 #[get("/events")]
 pub async fn list_events(
@@ -115,6 +122,24 @@ pub async fn list_events(
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event id"))?,
         ),
     };
+    let resume = last_event_id.or(query.after);
+    if let Some(after) = resume.filter(|after| *after > 0) {
+        let newest = events
+            .store
+            .event_id_high_water()
+            .await
+            .map_err(store_failure)?;
+        if after > newest {
+            return Err(ApiError::new(
+                ProblemCode::Conflict,
+                format!(
+                    "event {after} is newer than any event this store has given (the newest is \
+                     {newest}): it comes from another store, or the store was replaced; read \
+                     again without Last-Event-ID or after"
+                ),
+            ));
+        }
+    }
     if !wants_stream(&req) {
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -133,7 +158,7 @@ pub async fn list_events(
     }
     // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
     let live = events.subscribe();
-    let start = match last_event_id.or(query.after) {
+    let start = match resume {
         Some(after) => Start::Replay(after),
         // Live: the events stored after this read, whether they come through the broadcast or,
         // for a client that falls behind, from the table (which must not replay older ones).

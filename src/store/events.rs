@@ -203,7 +203,31 @@ impl Store {
         rows.into_iter().map(event).collect()
     }
 
-    /// The highest event id ever given (0 when none).
+    /// The highest event id the store has handed out, its events purged or not (0 when none):
+    /// ids are never reused, so a resume point above it comes from elsewhere.
+    pub async fn event_id_high_water(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_scalar(
+                    "SELECT MAX(v) FROM (SELECT MAX(event_id) AS v FROM events \
+                     UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'events')",
+                )
+                .fetch_one(p)
+                .await?
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_scalar(
+                    "SELECT GREATEST((SELECT MAX(event_id) FROM events), \
+                     pg_sequence_last_value(pg_get_serial_sequence('events', 'event_id')))",
+                )
+                .fetch_one(p)
+                .await?
+            }
+        };
+        Ok(id.unwrap_or(0))
+    }
+
+    /// The newest event kept (0 when none): where a live stream starts.
     pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
         let id: Option<i64> = with_pool!(self, p => {
             sqlx::query_scalar("SELECT MAX(event_id) FROM events").fetch_one(p).await

@@ -562,6 +562,28 @@ async fn last_event_id_replays_exactly_then_continues_live_without_gap_or_duplic
     )
     .await;
     assert_eq!(from_query.next_event(WAIT).await.0, last);
+
+    // A resume point this store never gave (another gateway's, or from before the store was
+    // replaced) is refused: resuming there would skip every event until the ids caught up.
+    let beyond = last + 1_000;
+    app.get(&format!("/api/v1/events?after={beyond}"))
+        .await
+        .assert_problem(409, "conflict");
+    let refused = awc::Client::new()
+        .get(format!("{}/api/v1/events", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "text/event-stream"))
+        .insert_header(("Last-Event-ID", beyond.to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    assert_eq!(
+        app.get(&format!("/api/v1/events?after={last}"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[actix_web::test]
