@@ -361,6 +361,22 @@ async fn a_timeout_does_not_duplicate_on_a_nas_that_lists_posts_by_anchor_only()
     timeout_after_the_post_was_created(false, true, true).await;
 }
 
+/// Queues `message` for channel `channel` (`Prefer: respond-async`); its delivery id.
+async fn queued(app: &TestApp, channel: u64, message: &str) -> String {
+    let path = format!("/api/v1/channels/{channel}/posts");
+    accepted(&post_async(app, &path, json!({ "message": message })).await)
+}
+
+/// The next `Post.create` is carried out and answered only after `ms` milliseconds.
+fn slow_create(app: &TestApp, ms: u64) {
+    app.sim.slow_next(
+        "SYNO.Chat.Post",
+        Some("create"),
+        1,
+        Duration::from_millis(ms),
+    );
+}
+
 /// A send DSM carries out only after the gateway gave up on it (a NAS slower than
 /// `upstream.timeout_ms`, other calls answered at once): the duplicate check waits for it to
 /// land instead of looking at once, finding nothing and posting the chunk a second time.
@@ -370,20 +386,8 @@ async fn the_duplicate_check_waits_for_a_slow_send_to_land() {
         return;
     };
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
-    app.sim.slow_next(
-        "SYNO.Chat.Post",
-        Some("create"),
-        1,
-        Duration::from_millis(2_000),
-    );
-    let id = accepted(
-        &post_async(
-            &app,
-            "/api/v1/channels/2/posts",
-            json!({ "message": "late but once" }),
-        )
-        .await,
-    );
+    slow_create(&app, 2_000);
+    let id = queued(&app, 2, "late but once").await;
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(done["last_error"]["code"], "upstream_timeout", "{done}");
     // The slow create has landed by now, whatever the outbox did meanwhile.
@@ -403,28 +407,15 @@ async fn the_duplicate_check_waits_for_a_slow_send_to_land() {
 async fn a_slow_target_does_not_hold_up_another() {
     let app = spawn_app().await;
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
-    app.sim.slow_next(
-        "SYNO.Chat.Post",
-        Some("create"),
-        1,
-        Duration::from_millis(2_500),
-    );
-    let slow =
-        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "slow"})).await);
+    slow_create(&app, 2_500);
+    let slow = queued(&app, 2, "slow").await;
     // Its create is under way (the simulator logs a call once answered): the claim says so.
     let start = Instant::now();
     while app.get(&format!("/api/v1/deliveries/{slow}")).await.body["state"] != "sending" {
         assert!(start.elapsed() < Duration::from_secs(5), "never claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let quick = accepted(
-        &post_async(
-            &app,
-            "/api/v1/channels/3/posts",
-            json!({"message": "quick"}),
-        )
-        .await,
-    );
+    let quick = queued(&app, 3, "quick").await;
     let done = wait_for(&app, &quick, "delivered", Duration::from_secs(10)).await;
     let still = app.get(&format!("/api/v1/deliveries/{slow}")).await;
     assert_eq!(still.body["state"], "sending", "{done} {}", still.body);
@@ -995,10 +986,7 @@ async fn post_sync(app: &TestApp, path: &str, key: Option<&str>, body: &Value) -
 async fn an_unanswered_synchronous_send_with_an_idempotency_key_is_finished_once_by_the_outbox() {
     let app = spawn_app().await;
     // Three parts; DSM posts the first and its answer is lost (the connection closes).
-    let text = (1..=40)
-        .map(|n| format!("paragraph {n}: {}", "lorem ipsum ".repeat(11)))
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    let text = three_part_text("paragraph");
     let body = json!({"message": text});
     app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
     let first = post_sync(&app, "/api/v1/channels/3/posts", Some("sync-once-1"), &body).await;
@@ -1018,15 +1006,7 @@ async fn an_unanswered_synchronous_send_with_an_idempotency_key_is_finished_once
     let again = post_sync(&app, "/api/v1/channels/3/posts", Some("sync-once-1"), &body).await;
     assert_eq!(again.status.as_u16(), 202, "{}", again.body);
     assert_eq!(again.body["delivery_id"], id.as_str());
-    let posted: Vec<String> = messages(&app, 3)
-        .await
-        .into_iter()
-        .filter(|m| m.starts_with("paragraph "))
-        .collect();
-    assert!(
-        posted.concat() == text,
-        "each part once, in order: {posted:#?}"
-    );
+    let posted = parts_posted_once(&app, 3, "paragraph", &text).await;
     assert_eq!(
         done["post_ids"].as_array().unwrap().len(),
         posted.len(),
@@ -1082,6 +1062,22 @@ async fn a_busy_answer_to_a_synchronous_keyed_send_is_finished_once_by_the_outbo
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "{done}");
 }
 
+/// The posts of channel `channel` made from [`three_part_text`]`(label)`, checked to be each
+/// part of `text` once, in order.
+async fn parts_posted_once(app: &TestApp, channel: u64, label: &str, text: &str) -> Vec<String> {
+    let prefix = format!("{label} ");
+    let posted: Vec<String> = messages(app, channel)
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    assert!(
+        posted.concat() == text,
+        "each part once, in order: {posted:#?}"
+    );
+    posted
+}
+
 /// A text of three parts at the default `delivery.max_message_chars` (1800).
 fn three_part_text(label: &str) -> String {
     (1..=40)
@@ -1111,15 +1107,7 @@ async fn a_keyed_send_rate_limited_part_way_is_finished_once_by_the_outbox() {
     let id = first.body["delivery_id"].as_str().unwrap().to_owned();
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(done["outcome_unknown"], false, "{done}");
-    let posted: Vec<String> = messages(&app, 3)
-        .await
-        .into_iter()
-        .filter(|m| m.starts_with("limited "))
-        .collect();
-    assert!(
-        posted.concat() == text,
-        "each part once, in order: {posted:#?}"
-    );
+    parts_posted_once(&app, 3, "limited", &text).await;
 
     let text = three_part_text("unkeyed");
     app.sim
