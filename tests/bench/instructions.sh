@@ -37,7 +37,7 @@ MANY="${MANY:-3000}"
 
 UPSTREAM="${UPSTREAM:-fake}"
 CACHE_SIM=()
-[ -n "${ICACHE:-}" ] && CACHE_SIM=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=8388608,16,64)
+[ -n "${ICACHE:-}" ] && CACHE_SIM=(--cache-sim=yes "--I1=32768,8,64" "--D1=32768,8,64" "--LL=8388608,16,64")
 if [ "$UPSTREAM" != simulator ]; then
   command -v nginx >/dev/null || { echo "needs nginx for the fake NAS (or UPSTREAM=simulator)"; exit 2; }
   . tests/bench/fake_nas.sh
