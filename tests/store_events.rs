@@ -475,3 +475,33 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+// A rotation keeps the replaced secret beside the new one until the grace ends.
+backends::on_both!(
+    a_rotated_secret_keeps_the_one_it_replaced_for_the_grace,
+    |backend: Backend| async move {
+        let store = open(&backend.url).await;
+        let first = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e04");
+        store.insert_subscription(&first, 0).await.unwrap();
+        let new = SecretString::from("whsec_bmV3LXNlY3JldC1mb3ItdGhlLXRlc3Q=".to_owned());
+        assert!(
+            store
+                .rotate_subscription_secret(&first.id, &new, 5_000)
+                .await
+                .unwrap()
+        );
+        let rotated = store.subscription(&first.id).await.unwrap().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(rotated.secret.expose_secret(), new.expose_secret());
+        let (previous, until) = rotated.previous_secret.unwrap();
+        assert_eq!(previous.expose_secret(), first.secret.expose_secret());
+        assert_eq!(until, 5_000);
+        assert!(
+            !store
+                .rotate_subscription_secret("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e05", &new, 5_000)
+                .await
+                .unwrap()
+        );
+        store.close().await;
+    }
+);

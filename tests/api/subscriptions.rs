@@ -677,6 +677,14 @@ async fn subscriptions_need_the_admin_scope() {
         app.call("GET", "/api/v1/subscriptions", Some(key), None)
             .await
             .assert_problem(403, "insufficient_scope");
+        app.call(
+            "POST",
+            "/api/v1/subscriptions/6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e09/secret",
+            Some(key),
+            None,
+        )
+        .await
+        .assert_problem(403, "insufficient_scope");
     }
     app.call("GET", "/api/v1/subscriptions", None, None)
         .await
