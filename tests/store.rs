@@ -458,13 +458,20 @@ backends::on_both!(
             body: b"{\"post_id\":1}".to_vec(),
             withheld: false,
         };
-        assert_eq!(
-            store
-                .idempotency_begin(&scope, "fp", "a", 1_000, 60_000)
-                .await
-                .unwrap(),
-            Begin::Started
-        );
+        // A minute's lease, ten minutes' keeping.
+        let begin = |scope: &IdempotencyScope, print: &'static str, owner: &'static str, now| {
+            let (store, scope) = (store.clone(), scope.clone());
+            async move {
+                store
+                    .idempotency_begin(&scope, print, owner, now, 60_000, 600_000)
+                    .await
+                    .unwrap()
+            }
+        };
+        let fresh = Begin::Started {
+            interrupted_since: None,
+        };
+        assert_eq!(begin(&scope, "fp", "a", 1_000).await, fresh);
         // Only the owner stores the answer.
         assert!(
             !store
@@ -479,46 +486,47 @@ backends::on_both!(
                 .unwrap()
         );
         assert_eq!(
-            store
-                .idempotency_begin(&scope, "fp", "c", 2_000, 60_000)
-                .await
-                .unwrap(),
+            begin(&scope, "fp", "c", 2_000).await,
             Begin::Replay(answer.clone())
         );
-        assert_eq!(
-            store
-                .idempotency_begin(&scope, "other", "c", 2_000, 60_000)
-                .await
-                .unwrap(),
-            Begin::Reused
-        );
+        assert_eq!(begin(&scope, "other", "c", 2_000).await, Begin::Reused);
         // A released key runs again.
         let released = IdempotencyScope {
             key: "k2".into(),
             ..scope.clone()
         };
+        begin(&released, "fp", "d", 2_000).await;
+        store.idempotency_release(&released, "d").await.unwrap();
+        assert_eq!(begin(&released, "fp", "e", 3_000).await, fresh);
+        // The purge deletes the expired answer (5 000), not the claim whose lease ended
+        // (63 000): it is kept until the key expires.
+        assert_eq!(store.idempotency_purge(4_999).await.unwrap(), 0);
+        assert_eq!(store.idempotency_purge(63_000).await.unwrap(), 1);
+        assert_eq!(begin(&scope, "other", "f", 63_000).await, fresh);
+        // A claim whose lease ended is taken over by the same request, which learns when the
+        // cut-off attempt began; another body is another request.
+        assert_eq!(begin(&released, "other", "g", 63_000).await, Begin::Reused);
+        assert_eq!(
+            begin(&released, "fp", "g", 63_000).await,
+            Begin::Started {
+                interrupted_since: Some(3_000)
+            }
+        );
+        assert_eq!(begin(&released, "fp", "h", 64_000).await, Begin::InFlight);
+        // Abandoned again (cut off once more): the first attempt's start is still known.
         store
-            .idempotency_begin(&released, "fp", "d", 2_000, 60_000)
+            .idempotency_abandon(&released, "g", 65_000)
             .await
             .unwrap();
-        store.idempotency_release(&released, "d").await.unwrap();
         assert_eq!(
-            store
-                .idempotency_begin(&released, "fp", "e", 2_000, 60_000)
-                .await
-                .unwrap(),
-            Begin::Started
+            begin(&released, "fp", "h", 65_000).await,
+            Begin::Started {
+                interrupted_since: Some(3_000)
+            }
         );
-        // The purge deletes the expired answer (5 000) and the claim whose lease ended (62 000).
-        assert_eq!(store.idempotency_purge(4_999).await.unwrap(), 0);
-        assert_eq!(store.idempotency_purge(62_000).await.unwrap(), 2);
-        assert_eq!(
-            store
-                .idempotency_begin(&scope, "other", "f", 62_000, 60_000)
-                .await
-                .unwrap(),
-            Begin::Started
-        );
+        // Ten minutes after it was first claimed, the key starts afresh.
+        assert_eq!(store.idempotency_purge(603_000).await.unwrap(), 1);
+        assert_eq!(begin(&released, "fp", "i", 603_000).await, fresh);
     }
 );
 

@@ -10,13 +10,14 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use crate::api::cache::CachedList;
 use std::sync::Arc;
 
 use super::{Dsm, State};
 use crate::api::error::{ApiError, ProblemCode};
+use crate::api::idempotency::InterruptedAttempt;
 use crate::domain::{
     ChannelId, CronjobId, FileUrlPolicy, HttpUrl, MessageText, PostId, User, UserId,
     parse_whole_number,
@@ -625,6 +626,34 @@ impl Handover<'_> {
                 .await,
         )
     }
+
+    /// A retry whose key an earlier attempt held until it was cut off (the gateway died or
+    /// stopped; see [`InterruptedAttempt`]): any of its parts may be in the channel, so the
+    /// outbox takes the message over, looks for each part posted since that attempt began, and
+    /// posts only those it does not find. Answers 202 naming the delivery; `None` for a request
+    /// that is no such retry.
+    async fn resume_interrupted(
+        &self,
+        state: &State,
+        text: &MessageText,
+    ) -> Option<Result<HttpResponse, ApiError>> {
+        let earlier = self.req.extensions().get::<InterruptedAttempt>().copied()?;
+        let parts = crate::chunking::split_message(text.as_str(), state.max_message_chars);
+        let caller = self
+            .caller
+            .unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
+        let taken = self
+            .outbox
+            .take_over(caller, &self.job, Vec::new(), parts, Some(earlier.since_ms))
+            .await;
+        Some(match taken {
+            Ok(id) => {
+                tracing::warn!(delivery = %id, "a send cut off before it answered is finished by the outbox");
+                Ok(super::deliveries::accepted(self.req, id, false))
+            }
+            Err(error) => Err(error.into()),
+        })
+    }
 }
 
 /// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
@@ -639,6 +668,9 @@ pub async fn post_text(
     what: impl fmt::Display,
     handover: Handover<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(resumed) = handover.resume_interrupted(state, text).await {
+        return resumed;
+    }
     let what = &what;
     let since = crate::delivery::now_ms();
     let sent = super::send_text_stopping(

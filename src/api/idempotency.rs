@@ -332,8 +332,9 @@ pub async fn middleware(
     };
     let owner = uuid::Uuid::new_v4().to_string();
     let lease_ms = settings.lease.as_millis() as i64;
+    let ttl_ms = settings.ttl.as_millis() as i64;
     match store
-        .idempotency_begin(&scope, &print, &owner, now_ms(), lease_ms)
+        .idempotency_begin(&scope, &print, &owner, now_ms(), lease_ms, ttl_ms)
         .await
     {
         Err(error) => return Ok(answer(req, store_error(error))),
@@ -357,7 +358,14 @@ pub async fn middleware(
             ));
         }
         Ok(Begin::Replay(stored)) => return Ok(req.into_response(replay(stored))),
-        Ok(Begin::Started) => {}
+        Ok(Begin::Started { interrupted_since }) => {
+            if let Some(since_ms) = interrupted_since {
+                tracing::warn!(
+                    "an earlier attempt with this Idempotency-Key ended without an answer; it is taken over"
+                );
+                req.extensions_mut().insert(InterruptedAttempt { since_ms });
+            }
+        }
     }
 
     let claim = Claim {
@@ -366,18 +374,62 @@ pub async fn middleware(
         owner,
         held: true,
     };
-    // The lease is renewed while the request runs (a long message paced through DSM's rate
-    // limit can outlast it): a retry meanwhile gets 409, never a second run beside this one.
-    let handler = next.call(req);
-    tokio::pin!(handler);
-    let renew_every = settings.lease / 3;
-    let response = loop {
-        tokio::select! {
-            response = &mut handler => break response,
-            () = tokio::time::sleep(renew_every) => claim.renew(lease_ms).await,
-        }
+    run_to_the_end(async move {
+        // The lease is renewed while the request runs (a long message paced through DSM's
+        // rate limit can outlast it): a retry meanwhile gets 409, never a second run beside it.
+        let handler = next.call(req);
+        tokio::pin!(handler);
+        let renew_every = settings.lease / 3;
+        let response = loop {
+            tokio::select! {
+                response = &mut handler => break response,
+                () = tokio::time::sleep(renew_every) => claim.renew(lease_ms).await,
+            }
+        };
+        claim.settle(response, settings.ttl).await
+    })
+    .await
+}
+
+/// On a request whose key an earlier attempt held, with the same body, that ended without an
+/// answer (the gateway died or stopped while it ran): it began at `since_ms` and may have
+/// carried out part of its work. A route that can find out what it did (a channel post looks
+/// for its parts in the channel) does so before acting again; the others run again.
+#[derive(Clone, Copy, Debug)]
+pub struct InterruptedAttempt {
+    pub since_ms: i64,
+}
+
+/// Runs a keyed request to its end in a task of its own, so a client that goes away does not
+/// cut it off part way (a message half posted, a post made whose answer nobody keeps): its
+/// answer is kept for the retry, which meanwhile gets 409 `idempotency_key_in_flight`.
+async fn run_to_the_end<F>(run: F) -> Result<ServiceResponse<BoxBody>, actix_web::Error>
+where
+    F: std::future::Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + 'static,
+{
+    use tracing::Instrument;
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let request = crate::telemetry::current_request();
+    let run = async move {
+        // Error bodies rendered inside name the request, as they would on its own task.
+        let response = match request {
+            Some(info) => crate::telemetry::serving(info, run).await,
+            None => run.await,
+        };
+        // Nobody waits when the client went away: the answer was kept, which is what counts.
+        let _ = answer.send(response);
     };
-    claim.settle(response, settings.ttl).await
+    crate::store::task::spawn(run.instrument(tracing::Span::current()));
+    answered.await.unwrap_or_else(|_| {
+        // The task was dropped: the gateway is stopping. The claim lapses, so the retry takes
+        // it over.
+        Err(ApiError::new(
+            ProblemCode::NotReady,
+            "the gateway stopped while the request ran; retry it with the same Idempotency-Key",
+        )
+        .with_retry_after(IN_FLIGHT_RETRY_SECS)
+        .into())
+    })
 }
 
 /// The stored answer again, marked as a replay.
@@ -432,8 +484,9 @@ fn withheld(stored: StoredResponse) -> HttpResponse {
         .body(problem.to_string())
 }
 
-/// A key held by the running request. Dropped while still held (the client went away and the
-/// handler was cancelled), it is released so a retry runs.
+/// A key held by the running request. Dropped while still held (the gateway stopped while the
+/// request ran), its lease is ended at once, so a retry takes it over and is told that this
+/// attempt may have carried out part of its work ([`InterruptedAttempt`]).
 struct Claim {
     store: web::Data<Store>,
     scope: IdempotencyScope,
@@ -471,7 +524,18 @@ impl Claim {
             || (transient && !partly_done)
             || !(status.is_success() || status.is_client_error() || transient)
         {
-            self.release().await;
+            // A retry of a cut-off attempt that failed in turn: what the first did is still
+            // unknown, so the next retry is told as well.
+            let interrupted = response
+                .request()
+                .extensions()
+                .get::<InterruptedAttempt>()
+                .is_some();
+            if interrupted {
+                self.abandon().await;
+            } else {
+                self.release().await;
+            }
             return Ok(response.map_into_boxed_body());
         }
         let secrets = response
@@ -545,6 +609,18 @@ impl Claim {
         }
     }
 
+    /// Ends the lease, keeping the claim: see [`Store::idempotency_abandon`].
+    async fn abandon(&mut self) {
+        self.held = false;
+        if let Err(error) = self
+            .store
+            .idempotency_abandon(&self.scope, &self.owner, now_ms())
+            .await
+        {
+            tracing::warn!(%error, "an Idempotency-Key could not be given back; it frees itself when its lease ends");
+        }
+    }
+
     async fn release(&mut self) {
         self.held = false;
         if let Err(error) = self
@@ -563,12 +639,13 @@ fn answer_for(req: actix_web::HttpRequest, error: ApiError) -> ServiceResponse<B
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if self.held {
+        // No runtime: the process is ending, and the lease lapses by itself.
+        if self.held && tokio::runtime::Handle::try_current().is_ok() {
             let store = self.store.clone();
             let scope = self.scope.clone();
             let owner = std::mem::take(&mut self.owner);
-            actix_web::rt::spawn(async move {
-                let _ = store.idempotency_release(&scope, &owner).await;
+            crate::store::task::spawn(async move {
+                let _ = store.idempotency_abandon(&scope, &owner, now_ms()).await;
             });
         }
     }

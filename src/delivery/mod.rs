@@ -730,19 +730,17 @@ impl Worker {
                     {
                         Ok(Some(post_id)) => {
                             tracing::info!(delivery = %row.id, chunk = posted, "an uncertain send had posted: not sending again");
+                            let more = posted + 1 < row.chunks.len();
                             if let Err(error) = store
-                                .record_post(
-                                    &row.id,
-                                    posted as i64,
-                                    &[(0, Some(post_id))],
-                                    now_ms(),
-                                )
+                                .record_found_post(&row.id, posted as i64, post_id, more, now_ms())
                                 .await
                             {
                                 return self.store_trouble(&row, error);
                             }
+                            // The send got past this part, so the next one may have
+                            // landed too (a cut-off synchronous send posts them in a row):
+                            // it is looked for as well.
                             posted += 1;
-                            uncertain = None;
                             continue;
                         }
                         Ok(None) => {}

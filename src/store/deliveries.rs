@@ -452,6 +452,31 @@ impl Store {
         posts: &[(i64, Option<i64>)],
         now: i64,
     ) -> Result<(), StoreError> {
+        self.record_posts(id, chunk, posts, now, false).await
+    }
+
+    /// Records chunk `chunk` as found posted by a send whose outcome was unknown. With `more`
+    /// chunks after it the uncertainty is kept: that send may have gone on to post the next.
+    pub async fn record_found_post(
+        &self,
+        id: &str,
+        chunk: i64,
+        post_id: i64,
+        more: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.record_posts(id, chunk, &[(0, Some(post_id))], now, more)
+            .await
+    }
+
+    async fn record_posts(
+        &self,
+        id: &str,
+        chunk: i64,
+        posts: &[(i64, Option<i64>)],
+        now: i64,
+        still_uncertain: bool,
+    ) -> Result<(), StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             for (recipient, post_id) in posts {
@@ -462,9 +487,12 @@ impl Store {
                 .bind(id).bind(chunk).bind(recipient).bind(post_id).bind(now)
                 .execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE deliveries SET uncertain_since = NULL, updated_at = $2 WHERE id = $1")
-                .bind(id).bind(now)
-                .execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE deliveries SET uncertain_since = CASE WHEN $3 THEN uncertain_since END, \
+                 updated_at = $2 WHERE id = $1",
+            )
+            .bind(id).bind(now).bind(still_uncertain)
+            .execute(&mut *tx).await?;
             tx.commit().await
         })?;
         Ok(())

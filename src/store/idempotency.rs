@@ -2,7 +2,10 @@
 //!
 //! A record is claimed (`running`, with a lease) before the request runs, then either filled
 //! with the answer (`done`, kept until `expires_at`) or released. A running record whose lease
-//! has passed belongs to a request that died with its process; it is taken over.
+//! has passed belongs to a request that died with its process (or was dropped): a retry with
+//! the same body takes it over and is told when that first attempt began, since it may have
+//! carried out part of its work. Claims are kept until the key expires, so that is known
+//! however late the retry comes.
 
 use super::{Store, StoreError, with_pool};
 
@@ -36,7 +39,10 @@ const WITHHELD: &str = ":secret-withheld";
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
     /// The key is now held by this request (`owner`): run it, then `finish` or `release`.
-    Started,
+    /// `interrupted_since`: the key was held by an earlier attempt with the same body that
+    /// ended without an answer (its process died); it began then (ms), and what it did is not
+    /// known.
+    Started { interrupted_since: Option<i64> },
     /// The same key and body were answered before: replay this.
     Replay(StoredResponse),
     /// The same key is held by a request still running.
@@ -45,12 +51,20 @@ pub enum Begin {
     Reused,
 }
 
-/// fingerprint, state, status, headers, body.
-type Row = (String, String, Option<i64>, Option<String>, Option<Vec<u8>>);
+/// fingerprint, state, status, headers, body, lease_until.
+type Row = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    i64,
+);
 
 impl Store {
-    /// Claims `scope` for the request `owner`, or says why not. Records past their expiry (or
-    /// running records past their lease) are deleted first, so an expired key starts afresh.
+    /// Claims `scope` for the request `owner` until `now_ms + lease_ms`, or says why not.
+    /// Records past their expiry are deleted first, so an expired key starts afresh; a claim
+    /// kept until `now_ms + ttl_ms`.
     pub async fn idempotency_begin(
         &self,
         scope: &IdempotencyScope,
@@ -58,41 +72,68 @@ impl Store {
         owner: &str,
         now_ms: i64,
         lease_ms: i64,
+        ttl_ms: i64,
     ) -> Result<Begin, StoreError> {
         let s = scope;
         // A concurrent request may delete or insert between the statements: look again.
         for _ in 0..3 {
             with_pool!(self, p => sqlx::query(
                 "DELETE FROM idempotency_keys \
-                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 \
-                 AND ((state = 'done' AND expires_at <= $5) OR (state = 'running' AND lease_until <= $5))",
+                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND expires_at <= $5",
             )
             .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(now_ms)
             .execute(p).await.map(drop))?;
             let inserted = with_pool!(self, p => sqlx::query(
                 "INSERT INTO idempotency_keys \
                  (scope, method, path, key, fingerprint, owner, state, lease_until, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $7) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key)
             .bind(fingerprint).bind(owner).bind(now_ms + lease_ms).bind(now_ms)
+            .bind(now_ms.saturating_add(ttl_ms))
             .execute(p).await.map(|r| r.rows_affected()))?;
             if inserted == 1 {
-                return Ok(Begin::Started);
+                return Ok(Begin::Started {
+                    interrupted_since: None,
+                });
+            }
+            // An abandoned claim with this body: taken over, keeping when the first attempt
+            // began (a second interruption still knows it).
+            let began: Option<i64> = with_pool!(self, p => sqlx::query_scalar(
+                "UPDATE idempotency_keys SET owner = $6, lease_until = $7 \
+                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND fingerprint = $5 \
+                 AND state = 'running' AND lease_until <= $8 \
+                 RETURNING created_at",
+            )
+            .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(fingerprint)
+            .bind(owner).bind(now_ms + lease_ms).bind(now_ms)
+            .fetch_optional(p).await)?;
+            if let Some(began) = began {
+                return Ok(Begin::Started {
+                    interrupted_since: Some(began),
+                });
             }
             let row: Option<Row> = with_pool!(self, p => sqlx::query_as(
-                "SELECT fingerprint, state, status, headers, body FROM idempotency_keys \
+                "SELECT fingerprint, state, status, headers, body, lease_until FROM idempotency_keys \
                  WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4",
             )
             .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key)
             .fetch_optional(p).await)?;
             let Some(row) = row else { continue };
-            // While the first runs its body is not compared: "wait and retry" holds either way.
+            let same_body = row.0 == fingerprint;
             if row.1 != "done" {
-                return Ok(Begin::InFlight);
+                // While the first runs its body is not compared: "wait and retry" holds either
+                // way. An abandoned one with another body: this is another request.
+                let abandoned = row.5 <= now_ms;
+                return Ok(match (abandoned, same_body) {
+                    (false, _) => Begin::InFlight,
+                    (true, false) => Begin::Reused,
+                    // Taken over by a concurrent retry between the statements.
+                    (true, true) => continue,
+                });
             }
-            if row.0 != fingerprint {
+            if !same_body {
                 return Ok(Begin::Reused);
             }
             return Ok(Begin::Replay(stored(row)?));
@@ -165,11 +206,29 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes expired records and abandoned claims; returns how many.
+    /// Ends the lease of a claim whose request was cut off part way (it may have carried out
+    /// some of its work): a retry takes it over at once, and is told so.
+    pub async fn idempotency_abandon(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let s = scope;
+        with_pool!(self, p => sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = $6 \
+             WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND owner = $5 \
+             AND state = 'running'",
+        )
+        .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(owner).bind(now_ms)
+        .execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Deletes expired records, abandoned claims included; returns how many.
     pub async fn idempotency_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
         let deleted = with_pool!(self, p => sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE (state = 'done' AND expires_at <= $1) OR (state = 'running' AND lease_until <= $1)",
+            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
         )
         .bind(now_ms)
         .execute(p).await.map(|r| r.rows_affected()))?;
@@ -177,7 +236,7 @@ impl Store {
     }
 }
 
-fn stored((_, _, status, headers, body): Row) -> Result<StoredResponse, StoreError> {
+fn stored((_, _, status, headers, body, _): Row) -> Result<StoredResponse, StoreError> {
     let status = status
         .and_then(|s| u16::try_from(s).ok())
         .ok_or_else(|| StoreError::Corrupt("idempotency record without a status".into()))?;

@@ -1064,7 +1064,12 @@ async fn a_busy_answer_to_a_synchronous_keyed_send_is_finished_once_by_the_outbo
 
 /// The posts of channel `channel` made from [`three_part_text`]`(label)`, checked to be each
 /// part of `text` once, in order.
-async fn parts_posted_once(app: &TestApp, channel: u64, label: &str, text: &str) -> Vec<String> {
+pub(crate) async fn parts_posted_once(
+    app: &TestApp,
+    channel: u64,
+    label: &str,
+    text: &str,
+) -> Vec<String> {
     let prefix = format!("{label} ");
     let posted: Vec<String> = messages(app, channel)
         .await
@@ -1079,7 +1084,7 @@ async fn parts_posted_once(app: &TestApp, channel: u64, label: &str, text: &str)
 }
 
 /// A text of three parts at the default `delivery.max_message_chars` (1800).
-fn three_part_text(label: &str) -> String {
+pub(crate) fn three_part_text(label: &str) -> String {
     (1..=40)
         .map(|n| format!("{label} {n}: {}", "lorem ipsum ".repeat(11)))
         .collect::<Vec<_>>()

@@ -25,9 +25,24 @@ async fn gateway(backend: &Backend, adjust: impl FnOnce(&mut Settings)) -> TestA
 
 /// A write with an Idempotency-Key.
 async fn send(app: &TestApp, api_key: &str, idempotency_key: &str, body: Value) -> Answer {
+    keyed(app, api_key, POSTS, idempotency_key, body).await
+}
+
+/// A writer's post to `path` with an Idempotency-Key.
+async fn send_to(app: &TestApp, path: &str, idempotency_key: &str, body: Value) -> Answer {
+    keyed(app, WRITE_KEY, path, idempotency_key, body).await
+}
+
+async fn keyed(
+    app: &TestApp,
+    api_key: &str,
+    path: &str,
+    idempotency_key: &str,
+    body: Value,
+) -> Answer {
     let response = app
         .http
-        .post(format!("{}{POSTS}", app.base))
+        .post(format!("{}{path}", app.base))
         .insert_header(("Authorization", format!("Bearer {api_key}")))
         .insert_header(("Idempotency-Key", idempotency_key))
         .send_json(&body)
@@ -460,3 +475,104 @@ async fn an_upload_is_fingerprinted_and_still_reaches_the_handler() {
         .assert_problem(422, "idempotency_key_reused");
     assert_eq!(creates(app), 1);
 }
+
+// A client that gives up on a keyed send (its connection reset) does not cut the
+// send off part way: it runs to its end and its answer is kept, so the retry is told to wait
+// while it runs and then gets that answer, instead of posting the message a second time.
+backends::on_both!(
+    a_client_that_goes_away_does_not_cut_its_keyed_send_off,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
+        app.sim.slow_next(
+            "SYNO.Chat.Post",
+            Some("create"),
+            1,
+            Duration::from_millis(1_500),
+        );
+        let body = json!({"message": "posted once, though nobody waited"});
+        // The client resets its connection while DSM is still at work.
+        let addr = app.base.trim_start_matches("http://");
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let json = body.to_string();
+        let request = format!(
+            "POST {POSTS} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
+             Idempotency-Key: gone-1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.set_zero_linger().unwrap();
+        drop(client);
+        send(&app, WRITE_KEY, "gone-1", body.clone())
+            .await
+            .assert_problem(409, "idempotency_key_in_flight");
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        let again = send(&app, WRITE_KEY, "gone-1", body).await;
+        assert_eq!(again.status, 201, "{}", again.body);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(creates(&app), 1);
+    }
+);
+
+// A keyed send whose gateway died part way (its claim left running, its lease over): the
+// retry cannot know which parts were posted, so the outbox finishes the message, looking for
+// each part posted since the first attempt began; none is posted twice.
+backends::on_both!(
+    a_send_cut_off_by_a_crash_is_finished_without_posting_a_part_twice,
+    |backend: Backend| async move {
+        use sha2::{Digest, Sha256};
+        let app = gateway(&backend, |_| {}).await;
+        let path = "/api/v1/channels/3/posts";
+        let text = crate::deliveries::three_part_text("crashed");
+        let body = json!({ "message": text });
+        let print = {
+            let mut hash = Sha256::new();
+            hash.update(b"application/json\n\n");
+            hash.update(serde_json::to_vec(&body).unwrap());
+            hex::encode(hash.finalize())
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let (began, lapsed, expires) = (now - 5_000, now - 1_000, now + 86_400_000);
+        let sql = format!(
+            "INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, owner, state, \
+             lease_until, created_at, expires_at) VALUES ('writer', 'POST', '{path}', \
+             'crashed-1', '{print}', 'dead', 'running', {lapsed}, {began}, {expires})"
+        );
+        backend.execute(&sql, &sql).await;
+        // The dead attempt had posted all parts but the last as the gateway's account.
+        let users = app.get("/api/v1/users").await;
+        let own = users.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == syno_chat_gateway::sim::DEMO_ACCOUNT)
+            .and_then(|u| u["user_id"].as_i64())
+            .expect("the gateway's account is a Chat user");
+        let parts = syno_chat_gateway::chunking::split_message(
+            &text,
+            syno_chat_gateway::chunking::DEFAULT_MAX_MESSAGE_CHARS,
+        );
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for part in &parts[..parts.len() - 1] {
+            app.sim.post_as_user(own, 3, part);
+        }
+
+        let answer = send_to(&app, path, "crashed-1", body.clone()).await;
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        let id = answer.body["delivery_id"].as_str().unwrap().to_owned();
+        let done =
+            crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+        crate::deliveries::parts_posted_once(&app, 3, "crashed", &text).await;
+        assert_eq!(creates(&app), 1, "only the last part was posted: {done}");
+        let again = send_to(&app, path, "crashed-1", body).await;
+        assert_eq!(again.body["delivery_id"], id.as_str(), "{}", again.body);
+        assert_eq!(creates(&app), 1);
+    }
+);
