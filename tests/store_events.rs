@@ -152,8 +152,10 @@ backends::on_both!(
         assert_eq!(ids(by_kind, 0, 100).await, [a]);
 
         // Retention: what was received before the cut-off goes; ids are not reused.
+        assert_eq!(store.events_purged_through().await.unwrap(), 0);
         assert_eq!(store.purge_events(1_003).await.unwrap(), 2);
         assert_eq!(ids(EventFilter::default(), 0, 100).await, [c, d]);
+        assert_eq!(store.events_purged_through().await.unwrap(), b);
         let e = store
             .insert_event(&event("ops", EventKind::Message, 2, Some(11)), 2_000)
             .await
@@ -164,6 +166,10 @@ backends::on_both!(
         assert_eq!(store.purge_events(3_000).await.unwrap(), 3);
         assert_eq!(store.latest_event_id().await.unwrap(), 0);
         assert_eq!(store.event_id_high_water().await.unwrap(), e);
+        assert_eq!(store.events_purged_through().await.unwrap(), e);
+        // A purge that deletes nothing leaves the mark where it was.
+        assert_eq!(store.purge_events(3_000).await.unwrap(), 0);
+        assert_eq!(store.events_purged_through().await.unwrap(), e);
         store.close().await;
     }
 );

@@ -58,6 +58,12 @@ pub struct EventPage {
     items: Vec<Event>,
     /// Pass as `after` for the next page (the last item's id, or `after` when empty).
     next_after: i64,
+    /// Present when events after `after` were deleted by the retention (`events.retention_secs`)
+    /// before they were read: those up to this id are gone (some may not have matched the
+    /// filter). The page holds the events kept after `after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    purged_through: Option<i64>,
 }
 
 /// A Server-Sent Events stream.
@@ -76,10 +82,14 @@ pub struct EventStream(String);
 /// client dispatches anything) comes every 15 s. `Last-Event-ID` (or `?after=`) first replays
 /// the kept events after that id, then the stream continues live with nothing lost or repeated
 /// at the seam. When the gateway shuts down the stream ends; reconnect with `Last-Event-ID`.
+/// Events older than `events.retention_secs` are deleted: a replay that starts before one of
+/// them first sends `event: gap` with `data: {"after": id, "purged_through": id}` (no `id:`),
+/// saying that the events after `after` up to `purged_through` are gone.
 /// Behind nginx the answer carries `X-Accel-Buffering: no`.
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
-/// "next_after": id}`, so generic HTTP clients never hang on an endless answer.
+/// "next_after": id}`, so generic HTTP clients never hang on an endless answer; with
+/// `"purged_through": id` when events after `after` were deleted by the retention.
 ///
 /// A resume point newer than the newest event the store has ever given (an id from another
 /// gateway's store, or from before the store was replaced) is refused with 409: resuming there
@@ -153,8 +163,17 @@ pub async fn list_events(
             .events_after(after, &filter, limit)
             .await
             .map_err(store_failure)?;
+        let purged = events
+            .store
+            .events_purged_through()
+            .await
+            .map_err(store_failure)?;
         let next_after = items.last().map_or(after, |e| e.event_id);
-        return Ok(HttpResponse::Ok().json(EventPage { items, next_after }));
+        return Ok(HttpResponse::Ok().json(EventPage {
+            items,
+            next_after,
+            purged_through: (purged > after).then_some(purged),
+        }));
     }
     // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
     let live = events.subscribe();
@@ -206,6 +225,8 @@ struct Feed {
     /// The highest event id sent or skipped.
     last: i64,
     replaying: bool,
+    /// The purge point last reported with `event: gap`.
+    gap_told: i64,
     pending: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
     done: bool,
@@ -231,6 +252,7 @@ impl Feed {
             filter,
             last,
             replaying,
+            gap_told: 0,
             pending: VecDeque::from([opening(last)]),
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
             done: false,
@@ -286,6 +308,20 @@ impl Feed {
     }
 
     async fn replay_page(&mut self) {
+        // Events after `last` that the retention deleted: the client is told, not left to
+        // believe the replay is whole.
+        match self.hub.store.events_purged_through().await {
+            Ok(through) if through > self.last && through > self.gap_told => {
+                self.gap_told = through;
+                self.pending.push_back(gap(self.last, through));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "events: cannot replay for a stream");
+                self.done = true;
+                return;
+            }
+        }
         match self
             .hub
             .store
@@ -325,6 +361,14 @@ impl Feed {
 /// gets the headers through proxies at once.
 fn opening(resume: i64) -> Bytes {
     Bytes::from(format!("retry: 3000\nid: {resume}\nevent: ready\n\n"))
+}
+
+/// Events after `after` up to `through` were purged. No `id:`, so the client's resume point
+/// stays where it was.
+fn gap(after: i64, through: i64) -> Bytes {
+    Bytes::from(format!(
+        "event: gap\ndata: {{\"after\":{after},\"purged_through\":{through}}}\n\n"
+    ))
 }
 
 /// One event in the SSE format (the JSON is on one line).

@@ -227,6 +227,15 @@ impl Store {
         Ok(id.unwrap_or(0))
     }
 
+    /// The highest event id the retention purge has deleted (0 when none): a reader whose
+    /// resume point is below it has missed events.
+    pub async fn events_purged_through(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT MAX(through_id) FROM events_purged").fetch_one(p).await
+        })?;
+        Ok(id.unwrap_or(0))
+    }
+
     /// The newest event kept (0 when none): where a live stream starts.
     pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
         let id: Option<i64> = with_pool!(self, p => {
@@ -238,8 +247,8 @@ impl Store {
     /// Removes the events received before `before` (ms) that every enabled subscription has
     /// fanned out (one not yet fanned out, after a gateway was down longer than the retention,
     /// stays until it is), and the subscriptions' records of having made a delivery for them
-    /// (fan-out never goes back to a purged event, so those would only grow); returns how many
-    /// events.
+    /// (fan-out never goes back to a purged event, so those would only grow), and remembers the
+    /// highest id deleted ([`Self::events_purged_through`]); returns how many events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
         let done = with_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -257,6 +266,24 @@ impl Store {
             .bind(up_to)
             .execute(&mut *tx)
             .await?;
+            let through: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(event_id) FROM events WHERE received_at < $1 AND event_id <= $2",
+            )
+            .bind(before)
+            .bind(up_to)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(through) = through {
+                sqlx::query(
+                    "INSERT INTO events_purged (singleton, through_id) VALUES (1, $1) \
+                     ON CONFLICT (singleton) DO UPDATE SET through_id = CASE \
+                     WHEN excluded.through_id > events_purged.through_id \
+                     THEN excluded.through_id ELSE events_purged.through_id END",
+                )
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            }
             let done = sqlx::query("DELETE FROM events WHERE received_at < $1 AND event_id <= $2")
                 .bind(before)
                 .bind(up_to)

@@ -134,6 +134,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/2003_events_channel_type.sql"),
     ),
     (
+        2004,
+        "events_purged",
+        include_str!("migrations/sqlite/2004_events_purged.sql"),
+    ),
+    (
         3001,
         "subscriptions",
         include_str!("migrations/sqlite/3001_subscriptions.sql"),
@@ -179,6 +184,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2003,
         "events_channel_type",
         include_str!("migrations/postgres/2003_events_channel_type.sql"),
+    ),
+    (
+        2004,
+        "events_purged",
+        include_str!("migrations/postgres/2004_events_purged.sql"),
     ),
     (
         3001,

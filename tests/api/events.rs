@@ -362,6 +362,10 @@ pub enum Frame {
     Ready {
         id: i64,
     },
+    /// `event: gap` without an id: the events after `after` up to `purged_through` are gone.
+    Gap {
+        data: Value,
+    },
     /// A blank line ending a block with no field: nothing for a browser, but an empty
     /// `message` event for httpx-sse once it has seen an id.
     Empty,
@@ -450,6 +454,11 @@ impl Sse {
                         };
                     }
                     (Some(id), Some("ready"), None) => return Frame::Ready { id },
+                    (None, Some("gap"), Some(data)) => {
+                        return Frame::Gap {
+                            data: serde_json::from_str(data).expect("JSON data"),
+                        };
+                    }
                     (None, None, None) if field("retry").is_some() => {}
                     _ => panic!("an unexpected block: {block:?}"),
                 }
@@ -775,6 +784,50 @@ async fn polling_pages_through_the_events() {
     app.call("GET", "/api/v1/events", None, None)
         .await
         .assert_problem(401, "unauthorized");
+}
+
+/// Events the retention deleted are not skipped in silence: a page or a replay that starts
+/// before them says which are gone, then goes on with those kept.
+#[actix_web::test]
+async fn a_resume_point_older_than_the_retention_is_told_what_is_gone() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    send_posts(&app.base, &token, 1, 3).await;
+    let purged: Vec<i64> = stored(&app).await.iter().map(|e| e.event_id).collect();
+    assert_eq!(purged.len(), 3);
+    let store = Store::connect(&syno_chat_gateway::config::StoreSettings {
+        url: app.store_url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let now = syno_chat_gateway::events::now_ms();
+    assert_eq!(store.purge_events(now + 1).await.unwrap(), 3);
+    store.close().await;
+    send_posts(&app.base, &token, 4, 2).await;
+    let (first, last) = (purged[0], purged[2]);
+
+    let page = app.get(&format!("/api/v1/events?after={first}")).await;
+    assert_eq!(page.status.as_u16(), 200, "{}", page.body);
+    assert_eq!(page.body["purged_through"], last, "{}", page.body);
+    assert_eq!(page.body["items"][0]["post_id"], 4, "{}", page.body);
+    let whole = app.get(&format!("/api/v1/events?after={last}")).await;
+    assert_eq!(whole.body.get("purged_through"), None, "{}", whole.body);
+    assert_eq!(whole.body["items"].as_array().unwrap().len(), 2);
+
+    let mut stream = Sse::open(&app.base, "/api/v1/events", Some(first)).await;
+    match stream.next(WAIT).await {
+        Frame::Gap { data } => {
+            assert_eq!(
+                data,
+                serde_json::json!({"after": first, "purged_through": last})
+            );
+        }
+        other => panic!("a gap first, not {other:?}"),
+    }
+    assert_eq!(stream.next_event(WAIT).await.2["post_id"], 4);
+    assert_eq!(stream.next_event(WAIT).await.2["post_id"], 5);
+    let mut whole = Sse::open(&app.base, "/api/v1/events", Some(last)).await;
+    assert_eq!(whole.next_event(WAIT).await.2["post_id"], 4);
 }
 
 #[actix_web::test]
