@@ -12,6 +12,7 @@ use std::process::Command;
 use secrecy::SecretString;
 use syno_chat_gateway::config::StoreSettings;
 use syno_chat_gateway::store::Store;
+use syno_chat_gateway::store::deliveries::{Enqueued, EventKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
 
@@ -251,7 +252,7 @@ backends::on_both!(
         new.chunks = vec!["one".into(), "two".into(), "three".into()];
         // Part one was answered (post 51); part two's answer never came.
         store
-            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10), now)
+            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10), now, None)
             .await
             .unwrap();
         let row = store.claim("w", now, now + 10).await.unwrap().unwrap();
@@ -271,9 +272,32 @@ backends::on_both!(
         let mut later = delivery("t3", "channel:9", now);
         later.chunks = vec!["late".into()];
         store
-            .enqueue_resumed(&later, &[], Some(now - 10), now + 1_000)
+            .enqueue_resumed(&later, &[], Some(now - 10), now + 1_000, None)
             .await
             .unwrap();
+        // Taken over again under the same key (a retry of a cut-off request): the first
+        // delivery stands, nothing new is stored.
+        let key = EventKey {
+            key: "idempotency:k".into(),
+            since_ms: Some(now - 100),
+        };
+        let keyed = delivery("t4", "channel:10", now);
+        assert_eq!(
+            store
+                .enqueue_resumed(&keyed, &[], None, now, Some(&key))
+                .await
+                .unwrap(),
+            Enqueued::New
+        );
+        let again = delivery("t5", "channel:10", now + 5);
+        assert_eq!(
+            store
+                .enqueue_resumed(&again, &[], Some(now), now, Some(&key))
+                .await
+                .unwrap(),
+            Enqueued::Repeat("t4".into())
+        );
+        assert!(store.delivery("t5").await.unwrap().is_none());
         while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
             assert_ne!(row.id, "t3", "claimed before its first attempt is due");
         }
@@ -536,10 +560,10 @@ async fn as_event(
     (id, caller, at): (&str, &str, i64),
     key: &str,
     since_ms: Option<i64>,
-) -> syno_chat_gateway::store::deliveries::Enqueued {
+) -> Enqueued {
     let mut new = delivery(id, "channel:1", at);
     new.caller = caller.to_owned();
-    let key = syno_chat_gateway::store::deliveries::EventKey {
+    let key = EventKey {
         key: key.to_owned(),
         since_ms,
     };
@@ -549,7 +573,6 @@ async fn as_event(
 backends::on_both!(
     an_event_is_queued_once_per_caller_and_window,
     |backend: Backend| async move {
-        use syno_chat_gateway::store::deliveries::Enqueued;
         let store = Store::connect(&settings(&backend.url)).await.unwrap();
         let now = 5_000_000;
         let (hook, guid) = ("hook:a", "delivery:guid-1");
@@ -609,7 +632,6 @@ backends::on_both!(
 backends::on_both!(
     a_store_from_before_event_keys_gains_them_at_start,
     |backend: Backend| async move {
-        use syno_chat_gateway::store::deliveries::Enqueued;
         let store = Store::connect(&settings(&backend.url)).await.unwrap();
         store
             .enqueue(&delivery("queued-before", "channel:1", 1_000))

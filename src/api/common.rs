@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::{Dsm, State};
 use crate::api::error::{ApiError, ProblemCode};
-use crate::api::idempotency::InterruptedAttempt;
+use crate::api::idempotency::{InterruptedAttempt, KeyedRequest};
 use crate::domain::{
     ChannelId, CronjobId, FileUrlPolicy, HttpUrl, MessageText, PostId, User, UserId,
     parse_whole_number,
@@ -644,7 +644,14 @@ impl Handover<'_> {
             .unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
         let taken = self
             .outbox
-            .take_over(caller, &self.job, Vec::new(), parts, Some(earlier.since_ms))
+            .take_over(
+                caller,
+                &self.job,
+                Vec::new(),
+                parts,
+                Some(earlier.since_ms),
+                delivery_key(self.req).as_ref(),
+            )
             .await;
         Some(match taken {
             Ok(id) => {
@@ -654,6 +661,14 @@ impl Handover<'_> {
             Err(error) => Err(error.into()),
         })
     }
+}
+
+/// What a message handed to the outbox is committed under when the request holds an
+/// Idempotency-Key (see [`KeyedRequest`]).
+fn delivery_key(req: &HttpRequest) -> Option<crate::store::deliveries::EventKey> {
+    req.extensions()
+        .get::<KeyedRequest>()
+        .map(|keyed| keyed.delivery_key.clone())
 }
 
 /// Posts `text` into `channel_id` (in the thread of `thread_id`) as the gateway's account, as
@@ -721,6 +736,7 @@ pub async fn post_text(
                 done,
                 stopped.left.clone(),
                 unknown.then_some(since),
+                delivery_key(req).as_ref(),
             )
             .await
         {

@@ -2,7 +2,7 @@
 //! 202 answer of the sending routes.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -11,6 +11,7 @@ use super::common::{DeliveryId, DeliveryList, DeliveryPath, Items, Limit};
 use super::extract::Query;
 use super::{CommonProblems, InvalidInput, NotFound};
 use crate::api::error::{ApiError, Problem, ProblemCode};
+use crate::api::idempotency::KeyedRequest;
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::{Job, Outbox, now_ms};
 use crate::forwarded::public_url_for;
@@ -60,9 +61,19 @@ pub(super) async fn accept(
     job: &Job,
     text: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let id = outbox
-        .enqueue(caller.unwrap_or(callers::ANONYMOUS), job, text)
-        .await?;
+    let caller = caller.unwrap_or(callers::ANONYMOUS);
+    // With an Idempotency-Key, under it: a retry of a request cut off after this commit gets
+    // the same delivery, not a second one.
+    let keyed = req.extensions().get::<KeyedRequest>().cloned();
+    let id = match keyed {
+        Some(keyed) => {
+            outbox
+                .enqueue_event(caller, job, text, &keyed.delivery_key)
+                .await?
+                .0
+        }
+        None => outbox.enqueue(caller, job, text).await?,
+    };
     Ok(accepted(req, id, true))
 }
 

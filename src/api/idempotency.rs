@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{ApiKeys, Scope};
+use crate::store::deliveries::EventKey;
 use crate::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
 use crate::store::{Store, StoreError};
 
@@ -333,8 +334,9 @@ pub async fn middleware(
     let owner = uuid::Uuid::new_v4().to_string();
     let lease_ms = settings.lease.as_millis() as i64;
     let ttl_ms = settings.ttl.as_millis() as i64;
+    let began = now_ms();
     match store
-        .idempotency_begin(&scope, &print, &owner, now_ms(), lease_ms, ttl_ms)
+        .idempotency_begin(&scope, &print, &owner, began, lease_ms, ttl_ms)
         .await
     {
         Err(error) => return Ok(answer(req, store_error(error))),
@@ -359,12 +361,19 @@ pub async fn middleware(
         }
         Ok(Begin::Replay(stored)) => return Ok(req.into_response(replay(stored))),
         Ok(Begin::Started { interrupted_since }) => {
+            let mut extensions = req.extensions_mut();
             if let Some(since_ms) = interrupted_since {
                 tracing::warn!(
                     "an earlier attempt with this Idempotency-Key ended without an answer; it is taken over"
                 );
-                req.extensions_mut().insert(InterruptedAttempt { since_ms });
+                extensions.insert(InterruptedAttempt { since_ms });
             }
+            extensions.insert(KeyedRequest {
+                delivery_key: EventKey {
+                    key: delivery_key(&scope),
+                    since_ms: Some(interrupted_since.unwrap_or(began)),
+                },
+            });
         }
     }
 
@@ -389,6 +398,25 @@ pub async fn middleware(
         claim.settle(response, settings.ttl).await
     })
     .await
+}
+
+/// On every request that holds its key: what a message it hands to the outbox is committed
+/// under, so that a retry of a request cut off after the handover finds that delivery again
+/// instead of queuing the message twice (the key, per caller, from when the first attempt
+/// with it began; an earlier use of the key that expired is another request).
+#[derive(Clone, Debug)]
+pub struct KeyedRequest {
+    pub delivery_key: EventKey,
+}
+
+/// A digest of the method, path and key: the deliveries' `event_key`, which is per caller.
+fn delivery_key(scope: &IdempotencyScope) -> String {
+    let mut hash = Sha256::new();
+    for part in [&scope.method, &scope.path, &scope.key] {
+        hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    format!("idempotency-key:{}", hex::encode(hash.finalize()))
 }
 
 /// On a request whose key an earlier attempt held, with the same body, that ended without an

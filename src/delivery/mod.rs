@@ -333,7 +333,8 @@ impl Outbox {
     /// `done` are the texts of the parts it posted, with their post ids, `left` the unanswered
     /// part and the ones after it. The outbox records the posted parts as delivered, looks for
     /// the unanswered one (sent after `since`) before sending it, and sends the rest: each
-    /// part once, as for a message accepted with `respond-async`. Returns the delivery id.
+    /// part once, as for a message accepted with `respond-async`. Returns the delivery id:
+    /// with `event`, the earlier delivery's when the caller handed that event over before.
     pub async fn take_over(
         &self,
         caller: &str,
@@ -341,6 +342,7 @@ impl Outbox {
         done: Vec<(String, i64)>,
         left: Vec<String>,
         unanswered_since: Option<i64>,
+        event: Option<&EventKey>,
     ) -> Result<String, StoreError> {
         let posted: Vec<(i64, Option<i64>)> = (0..done.len() as i64)
             .zip(done.iter().map(|(_, post_id)| Some(*post_id)))
@@ -353,11 +355,17 @@ impl Outbox {
             Some(_) => self.settle_ms(),
             None => backoff(1).as_millis() as i64,
         };
-        self.store
-            .enqueue_resumed(&new, &posted, unanswered_since, now_ms() + wait)
-            .await?;
-        self.wake.notify_one();
-        Ok(new.id)
+        match self
+            .store
+            .enqueue_resumed(&new, &posted, unanswered_since, now_ms() + wait, event)
+            .await?
+        {
+            Enqueued::New => {
+                self.wake.notify_one();
+                Ok(new.id)
+            }
+            Enqueued::Repeat(first) => Ok(first),
+        }
     }
 
     /// The parts a message is posted in, split like synchronous sends.

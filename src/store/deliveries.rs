@@ -165,16 +165,18 @@ impl Store {
     /// (chunk, post id) are recorded as posted, and with `uncertain_since` the next one's send
     /// went unanswered (sent then), so the worker looks for it before sending. Not tried before
     /// `first_attempt_at`. One transaction: no worker sees the delivery without its progress.
+    /// With `event`, nothing is stored when the caller handed that event over before (as
+    /// [`Self::enqueue_event`]).
     pub async fn enqueue_resumed(
         &self,
         new: &NewDelivery,
         posted: &[(i64, Option<i64>)],
         uncertain_since: Option<i64>,
         first_attempt_at: i64,
-    ) -> Result<(), StoreError> {
-        self.insert(new, posted, uncertain_since, first_attempt_at, None)
+        event: Option<&EventKey>,
+    ) -> Result<Enqueued, StoreError> {
+        self.insert(new, posted, uncertain_since, first_attempt_at, event)
             .await
-            .map(drop)
     }
 
     /// Commits a new queued delivery for the event `event`, unless the same caller handed the

@@ -576,3 +576,62 @@ backends::on_both!(
         assert_eq!(creates(&app), 1);
     }
 );
+
+// A keyed message accepted for the outbox (202), whose gateway died before it kept the
+// answer: the retry finds the delivery committed under the key instead of queuing the
+// message a second time.
+backends::on_both!(
+    a_retry_of_an_accept_cut_off_before_its_answer_was_kept_gets_the_same_delivery,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let accept = || async {
+            let response = app
+                .http
+                .post(format!("{}{POSTS}", app.base))
+                .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+                .insert_header(("Idempotency-Key", "accepted-1"))
+                .insert_header(("Prefer", "respond-async"))
+                .send_json(&json!({"message": "queued once"}))
+                .await;
+            read(response.expect("gateway answers")).await
+        };
+        let first = accept().await;
+        assert_eq!(first.status, 202, "{}", first.body);
+        forget_answer(&backend, "accepted-1").await;
+        let again = accept().await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        assert_eq!(
+            again.header("idempotent-replayed"),
+            None,
+            "run again, not replayed"
+        );
+        assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+
+        // The same for a synchronous send the outbox took over (DSM's answer never came).
+        app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+        let body = json!({"message": "taken over once"});
+        let first = send(&app, WRITE_KEY, "taken-over-1", body.clone()).await;
+        assert_eq!(first.status, 202, "{}", first.body);
+        forget_answer(&backend, "taken-over-1").await;
+        let again = send(&app, WRITE_KEY, "taken-over-1", body).await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+        let listed = app.get("/api/v1/deliveries").await;
+        assert_eq!(
+            listed.body["items"].as_array().unwrap().len(),
+            2,
+            "{}",
+            listed.body
+        );
+    }
+);
+
+/// Turns the kept answer of `key` back into the claim of a request that died before keeping
+/// it (its lease over).
+async fn forget_answer(backend: &Backend, key: &str) {
+    let sql = format!(
+        "UPDATE idempotency_keys SET state = 'running', lease_until = 1, status = NULL, \
+         headers = NULL, body = NULL WHERE key = '{key}'"
+    );
+    backend.execute(&sql, &sql).await;
+}
