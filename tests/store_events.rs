@@ -53,6 +53,7 @@ fn subscription(id: &str) -> syno_chat_gateway::events::subscriptions::Subscript
         created_at: 900,
         disabled_at: None,
         previous_secret: None,
+        events_missed_through: None,
     }
 }
 
@@ -170,6 +171,57 @@ backends::on_both!(
         // A purge that deletes nothing leaves the mark where it was.
         assert_eq!(store.purge_events(3_000).await.unwrap(), 0);
         assert_eq!(store.events_purged_through().await.unwrap(), e);
+        store.close().await;
+    }
+);
+
+backends::on_both!(
+    a_subscription_disabled_past_the_retention_records_the_events_it_missed,
+    |backend: Backend| async move {
+        let store = open(&backend.url).await;
+        let paused = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e02");
+        let target = format!("subscription:{}", paused.id);
+        store.insert_subscription(&paused, 0).await.unwrap();
+        let mut ids = Vec::new();
+        for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
+            let id = store
+                .insert_event(
+                    &event("ops", EventKind::Message, 2, Some(post_id)),
+                    received_at,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            ids.push(id);
+        }
+        // Disabled, it holds nothing back: the events past the retention go.
+        store
+            .disable_subscription(&paused.id, &target, "paused", 1_100)
+            .await
+            .unwrap();
+        assert_eq!(store.purge_events(1_500).await.unwrap(), 2);
+        store
+            .enable_subscription(&paused.id, &target, 2_100, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .fan_out(&paused.id, 100, 2_101, &bare_delivery)
+                .await
+                .unwrap(),
+            1
+        );
+        let after = store.subscription(&paused.id).await.unwrap().unwrap();
+        assert_eq!(after.events_missed_through, Some(ids[1]));
+        // A subscription created after the purge starts at the newest event: it missed nothing.
+        let other = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e03");
+        store.insert_subscription(&other, ids[2]).await.unwrap();
+        store
+            .fan_out(&other.id, 100, 2_102, &bare_delivery)
+            .await
+            .unwrap();
+        let other = store.subscription(&other.id).await.unwrap().unwrap();
+        assert_eq!(other.events_missed_through, None);
         store.close().await;
     }
 );

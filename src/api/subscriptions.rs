@@ -58,7 +58,7 @@ pub struct NewSubscription {
     "url": "https://bot.example.org/chat-events", "inbound": null, "channel_id": null,
     "kind": "slash_command", "respond": true, "enabled": true, "disabled_reason": null,
     "consecutive_failures": 0, "last_delivered_event_id": 42, "created_at": 1764133200000_i64,
-    "disabled_at": null, "previous_secret_until": null}))]
+    "disabled_at": null, "previous_secret_until": null, "events_missed_through": null}))]
 pub struct Subscription {
     subscription_id: String,
     url: String,
@@ -81,6 +81,9 @@ pub struct Subscription {
     /// After a rotation of its secret: until when (Unix milliseconds) the secret replaced still
     /// signs beside the new one (while it does).
     previous_secret_until: Option<i64>,
+    /// Events up to this id were deleted by the retention (`events.retention_secs`) before this
+    /// subscription was handed them (it was disabled for longer): they were never sent to it.
+    events_missed_through: Option<i64>,
 }
 
 impl From<Stored> for Subscription {
@@ -102,6 +105,7 @@ impl From<Stored> for Subscription {
                 .previous_secret
                 .map(|(_, until)| until)
                 .filter(|until| *until > now_ms()),
+            events_missed_through: s.events_missed_through,
         }
     }
 }
@@ -226,6 +230,7 @@ pub async fn create_subscription(
         created_at: now_ms(),
         disabled_at: None,
         previous_secret: None,
+        events_missed_through: None,
     };
     // The events from now on: earlier ones are on the event stream.
     let after = events

@@ -38,6 +38,8 @@ pub struct Subscription {
     pub disabled_at: Option<i64>,
     /// The secret a rotation replaced, and until when (ms) it still signs beside `secret`.
     pub previous_secret: Option<(SecretString, i64)>,
+    /// Events up to this id were deleted by the retention before it was handed them.
+    pub events_missed_through: Option<i64>,
 }
 
 impl Subscription {
@@ -636,6 +638,7 @@ mod tests {
             created_at: 0,
             disabled_at: None,
             previous_secret: None,
+            events_missed_through: None,
         };
         let settings = SubscriptionsSettings::default();
         let sent = post_signed(

@@ -153,6 +153,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions_previous_secret",
         include_str!("migrations/sqlite/3003_subscriptions_previous_secret.sql"),
     ),
+    (
+        3004,
+        "subscriptions_events_missed",
+        include_str!("migrations/sqlite/3004_subscriptions_events_missed.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -204,6 +209,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3003,
         "subscriptions_previous_secret",
         include_str!("migrations/postgres/3003_subscriptions_previous_secret.sql"),
+    ),
+    (
+        3004,
+        "subscriptions_events_missed",
+        include_str!("migrations/postgres/3004_subscriptions_events_missed.sql"),
     ),
 ];
 

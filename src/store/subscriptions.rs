@@ -28,7 +28,7 @@ pub struct SubscriptionDelivery {
 
 const COLUMNS: &str = "id, url, secret, inbound, channel_id, kind, respond, enabled, \
     disabled_reason, consecutive_failures, last_delivered_event_id, created_at, disabled_at, \
-    previous_secret, previous_secret_until";
+    previous_secret, previous_secret_until, events_missed_through";
 
 type Row = (
     String,
@@ -45,6 +45,7 @@ type Row = (
     i64,
     Option<i64>,
     Option<String>,
+    Option<i64>,
     Option<i64>,
 );
 
@@ -75,6 +76,7 @@ fn subscription(row: Row) -> Result<Subscription, StoreError> {
             .13
             .zip(row.14)
             .map(|(secret, until)| (SecretString::from(secret), until)),
+        events_missed_through: row.15,
     })
 }
 
@@ -290,6 +292,16 @@ impl Store {
                     made += 1;
                 }
             }
+            // Events the retention deleted before this subscription was handed them (it was
+            // disabled longer than the retention): the cursor passes them, and the loss is kept.
+            sqlx::query(
+                "UPDATE subscriptions SET events_missed_through = \
+                 (SELECT MAX(through_id) FROM events_purged) \
+                 WHERE id = $1 AND fanned_out_to < (SELECT COALESCE(MAX(through_id), 0) FROM events_purged)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE subscriptions SET fanned_out_to = $2 WHERE id = $1 AND fanned_out_to < $2",
             )

@@ -648,6 +648,8 @@ async fn a_rotated_secret_signs_beside_the_old_one_for_the_grace() {
     let listed = subscription(&app, &id).await;
     assert!(!listed.to_string().contains("whsec_"), "{listed}");
     assert_eq!(listed["previous_secret_until"], Value::Null);
+    // Shown, and null: this subscription missed no event to the retention.
+    assert_eq!(listed.get("events_missed_through"), Some(&Value::Null));
 
     rotate("?grace_secs=604801")
         .await
