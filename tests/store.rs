@@ -548,6 +548,29 @@ backends::on_both!(
                 interrupted_since: Some(3_000)
             }
         );
+        // A claim is never deleted while its lease runs, even past the key's expiry (a
+        // request that outlives `ttl_secs`, or a `ttl_secs` below `lease_secs`).
+        let short = IdempotencyScope {
+            key: "k3".into(),
+            ..scope.clone()
+        };
+        let long_lease = |owner: &'static str, now| {
+            let (store, short) = (store.clone(), short.clone());
+            async move {
+                store
+                    .idempotency_begin(&short, "fp", owner, now, 60_000, 1_000)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(long_lease("j", 100_000).await, fresh);
+        assert_eq!(store.idempotency_purge(102_000).await.unwrap(), 0);
+        assert_eq!(long_lease("k", 102_000).await, Begin::InFlight);
+        // Renewed, its expiry follows the lease.
+        assert!(store.idempotency_renew(&short, "j", 170_000).await.unwrap());
+        assert_eq!(store.idempotency_purge(165_000).await.unwrap(), 0);
+        assert_eq!(long_lease("k", 165_000).await, Begin::InFlight);
+        store.idempotency_release(&short, "j").await.unwrap();
         // Ten minutes after it was first claimed, the key starts afresh.
         assert_eq!(store.idempotency_purge(603_000).await.unwrap(), 1);
         assert_eq!(begin(&released, "fp", "i", 603_000).await, fresh);

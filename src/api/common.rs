@@ -607,17 +607,22 @@ pub async fn ensure_users_exist(
 /// answers 202 naming the delivery. Without a key the caller gets the failure.
 pub struct Handover<'a> {
     pub req: &'a HttpRequest,
+    pub chat: &'a Dsm,
     pub outbox: &'a crate::delivery::Outbox,
     pub caller: Option<&'a str>,
     pub job: crate::delivery::Job,
 }
 
 impl Handover<'_> {
-    /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`.
+    /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`. A retry of
+    /// a cut-off attempt is resumed first, asked or not (see [`Self::resume_interrupted`]).
     pub async fn accept_if_asked(
         &self,
         text: &MessageText,
     ) -> Option<Result<HttpResponse, ApiError>> {
+        if let Some(resumed) = self.resume_interrupted(text).await {
+            return Some(resumed);
+        }
         if !super::deliveries::wants_async(self.req) {
             return None;
         }
@@ -634,11 +639,15 @@ impl Handover<'_> {
     /// that is no such retry.
     async fn resume_interrupted(
         &self,
-        state: &State,
         text: &MessageText,
     ) -> Option<Result<HttpResponse, ApiError>> {
         let earlier = self.req.extensions().get::<InterruptedAttempt>().copied()?;
-        let parts = crate::chunking::split_message(text.as_str(), state.max_message_chars);
+        let key = delivery_key(self.req);
+        // The first attempt may have run in this process: its posts must be found, not passed
+        // over as another send's.
+        if let Some(key) = &key {
+            self.chat.forget_posted_directly(&key.key);
+        }
         let caller = self
             .caller
             .unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
@@ -648,15 +657,16 @@ impl Handover<'_> {
                 caller,
                 &self.job,
                 Vec::new(),
-                parts,
+                self.outbox.parts(text.as_str()),
                 Some(earlier.since_ms),
-                delivery_key(self.req).as_ref(),
+                key.as_ref(),
             )
             .await;
         Some(match taken {
             Ok(id) => {
                 tracing::warn!(delivery = %id, "a send cut off before it answered is finished by the outbox");
-                Ok(super::deliveries::accepted(self.req, id, false))
+                let asked = super::deliveries::wants_async(self.req);
+                Ok(super::deliveries::accepted(self.req, id, asked))
             }
             Err(error) => Err(error.into()),
         })
@@ -683,11 +693,13 @@ pub async fn post_text(
     what: impl fmt::Display,
     handover: Handover<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(resumed) = handover.resume_interrupted(state, text).await {
+    if let Some(resumed) = handover.resume_interrupted(text).await {
         return resumed;
     }
     let what = &what;
     let since = crate::delivery::now_ms();
+    let key = delivery_key(handover.req).map(|k| k.key);
+    let key = key.as_deref();
     let sent = super::send_text_stopping(
         state,
         text,
@@ -698,7 +710,7 @@ pub async fn post_text(
                 thread_id,
             })
             .await
-            .inspect(|post| chat.note_posted_directly(post.post_id))
+            .inspect(|post| chat.note_posted_directly(post.post_id, key))
         },
         |e| ApiError::for_resource(e, what),
     )
@@ -712,6 +724,7 @@ pub async fn post_text(
         outbox,
         caller,
         job,
+        ..
     } = handover;
     // Parts already posted and a failure a later attempt can get past (DSM busy or rate
     // limiting): a retry of the request would post those parts again, so the outbox finishes.

@@ -308,27 +308,23 @@ impl Feed {
     }
 
     async fn replay_page(&mut self) {
-        // Events after `last` that the retention deleted: the client is told, not left to
-        // believe the replay is whole.
-        match self.hub.store.events_purged_through().await {
-            Ok(through) if through > self.last && through > self.gap_told => {
-                self.gap_told = through;
-                self.pending.push_back(gap(self.last, through));
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "events: cannot replay for a stream");
-                self.done = true;
-                return;
-            }
-        }
-        match self
-            .hub
-            .store
+        let store = &self.hub.store;
+        // The purge point is read after the page: a purge between the two is then told too.
+        let read = match store
             .events_after(self.last, &self.filter, REPLAY_PAGE)
             .await
         {
-            Ok(page) => {
+            Ok(page) => store.events_purged_through().await.map(|p| (page, p)),
+            Err(error) => Err(error),
+        };
+        match read {
+            Ok((page, through)) => {
+                // Events after `last` that the retention deleted: the client is told, not left
+                // to believe the replay is whole.
+                if through > self.last && through > self.gap_told {
+                    self.gap_told = through;
+                    self.pending.push_back(gap(self.last, through));
+                }
                 self.replaying = page.len() as i64 == REPLAY_PAGE;
                 for event in &page {
                     self.offer(event);

@@ -378,6 +378,7 @@ pub async fn middleware(
     }
 
     let claim = Claim {
+        interrupted: req.extensions().contains::<InterruptedAttempt>(),
         store,
         scope,
         owner,
@@ -520,6 +521,9 @@ struct Claim {
     scope: IdempotencyScope,
     owner: String,
     held: bool,
+    /// A retry of a cut-off attempt ([`InterruptedAttempt`]): a failure abandons the claim
+    /// rather than releasing it, since what the first attempt did is still unknown.
+    interrupted: bool,
 }
 
 impl Claim {
@@ -532,7 +536,7 @@ impl Claim {
         let response = match response {
             Ok(response) => response,
             Err(error) => {
-                self.release().await;
+                self.give_back().await;
                 return Err(error);
             }
         };
@@ -552,18 +556,7 @@ impl Claim {
             || (transient && !partly_done)
             || !(status.is_success() || status.is_client_error() || transient)
         {
-            // A retry of a cut-off attempt that failed in turn: what the first did is still
-            // unknown, so the next retry is told as well.
-            let interrupted = response
-                .request()
-                .extensions()
-                .get::<InterruptedAttempt>()
-                .is_some();
-            if interrupted {
-                self.abandon().await;
-            } else {
-                self.release().await;
-            }
+            self.give_back().await;
             return Ok(response.map_into_boxed_body());
         }
         let secrets = response
@@ -574,7 +567,8 @@ impl Claim {
         let (req, response) = response.into_parts();
         let (head, body) = response.into_parts();
         let Ok(bytes) = actix_web::body::to_bytes(body).await else {
-            self.release().await;
+            // The request ran, and what it did is not known from here: a retry is told so.
+            self.abandon().await;
             let error = ApiError::new(ProblemCode::Internal, "the answer could not be read");
             return Ok(answer_for(req, error));
         };
@@ -634,6 +628,16 @@ impl Claim {
             Err(error) => {
                 tracing::warn!(%error, "an Idempotency-Key's lease could not be renewed")
             }
+        }
+    }
+
+    /// Lets a retry run: releases the key, or for a retry of a cut-off attempt that failed in
+    /// turn ends the lease and keeps the claim, so the next retry is told as well.
+    async fn give_back(&mut self) {
+        if self.interrupted {
+            self.abandon().await;
+        } else {
+            self.release().await;
         }
     }
 

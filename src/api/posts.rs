@@ -133,6 +133,7 @@ pub async fn create_post(
     let body = Json::<NewPostBody>::from_request(&req, &mut payload.into_inner()).await?;
     let handover = Handover {
         req: &req,
+        chat: &chat,
         outbox: &outbox,
         caller: auth.key_name.as_deref(),
         job: Job::Channel {
@@ -246,6 +247,7 @@ pub async fn reply_to_post(
     let channel_id = channel_of(post_id)?;
     let handover = Handover {
         req: &req,
+        chat: &chat,
         outbox: &outbox,
         caller: auth.key_name.as_deref(),
         job: Job::Channel {

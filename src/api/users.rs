@@ -173,6 +173,7 @@ pub async fn send_direct_message(
     let recipient = path.user_id;
     let handover = super::common::Handover {
         req: &req,
+        chat: &chat,
         outbox: &outbox,
         caller: auth.key_name.as_deref(),
         job: crate::delivery::Job::User { user_id: recipient },

@@ -369,7 +369,7 @@ impl Outbox {
     }
 
     /// The parts a message is posted in, split like synchronous sends.
-    fn parts(&self, text: &str) -> Vec<String> {
+    pub fn parts(&self, text: &str) -> Vec<String> {
         crate::chunking::split_message(text, self.settings.max_message_chars)
     }
 

@@ -236,10 +236,17 @@ impl Store {
         Ok(id.unwrap_or(0))
     }
 
-    /// The newest event kept (0 when none): where a live stream starts.
+    /// The newest event kept, or purged when the purge deleted every later one (0 when none):
+    /// where a live stream or a new subscription starts (so neither is told it missed what it
+    /// was never owed).
     pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
         let id: Option<i64> = with_pool!(self, p => {
-            sqlx::query_scalar("SELECT MAX(event_id) FROM events").fetch_one(p).await
+            sqlx::query_scalar(
+                "SELECT MAX(v) FROM (SELECT MAX(event_id) AS v FROM events \
+                 UNION ALL SELECT MAX(through_id) AS v FROM events_purged) AS newest",
+            )
+            .fetch_one(p)
+            .await
         })?;
         Ok(id.unwrap_or(0))
     }

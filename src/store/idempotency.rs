@@ -4,8 +4,8 @@
 //! with the answer (`done`, kept until `expires_at`) or released. A running record whose lease
 //! has passed belongs to a request that died with its process (or was dropped): a retry with
 //! the same body takes it over and is told when that first attempt began, since it may have
-//! carried out part of its work. Claims are kept until the key expires, so that is known
-//! however late the retry comes.
+//! carried out part of its work. Claims are kept until the key expires (and never while their
+//! lease runs), so that is known however late the retry comes.
 
 use super::{Store, StoreError, with_pool};
 
@@ -63,8 +63,8 @@ type Row = (
 
 impl Store {
     /// Claims `scope` for the request `owner` until `now_ms + lease_ms`, or says why not.
-    /// Records past their expiry are deleted first, so an expired key starts afresh; a claim
-    /// kept until `now_ms + ttl_ms`.
+    /// Records past their expiry are deleted first (a claim only once its lease has ended too),
+    /// so an expired key starts afresh; a claim is kept until `now_ms + ttl_ms`, or its lease.
     pub async fn idempotency_begin(
         &self,
         scope: &IdempotencyScope,
@@ -79,7 +79,8 @@ impl Store {
         for _ in 0..3 {
             with_pool!(self, p => sqlx::query(
                 "DELETE FROM idempotency_keys \
-                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND expires_at <= $5",
+                 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND expires_at <= $5 \
+                 AND (state = 'done' OR lease_until <= $5)",
             )
             .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(now_ms)
             .execute(p).await.map(drop))?;
@@ -101,7 +102,8 @@ impl Store {
             // An abandoned claim with this body: taken over, keeping when the first attempt
             // began (a second interruption still knows it).
             let began: Option<i64> = with_pool!(self, p => sqlx::query_scalar(
-                "UPDATE idempotency_keys SET owner = $6, lease_until = $7 \
+                "UPDATE idempotency_keys SET owner = $6, lease_until = $7, \
+                 expires_at = CASE WHEN expires_at < $7 THEN $7 ELSE expires_at END \
                  WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND fingerprint = $5 \
                  AND state = 'running' AND lease_until <= $8 \
                  RETURNING created_at",
@@ -179,7 +181,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let s = scope;
         let updated = with_pool!(self, p => sqlx::query(
-            "UPDATE idempotency_keys SET lease_until = $6 \
+            "UPDATE idempotency_keys SET lease_until = $6, \
+             expires_at = CASE WHEN expires_at < $6 THEN $6 ELSE expires_at END \
              WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND owner = $5 \
              AND state = 'running'",
         )
@@ -228,7 +231,8 @@ impl Store {
     /// Deletes expired records, abandoned claims included; returns how many.
     pub async fn idempotency_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
         let deleted = with_pool!(self, p => sqlx::query(
-            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+            "DELETE FROM idempotency_keys \
+             WHERE expires_at <= $1 AND (state = 'done' OR lease_until <= $1)",
         )
         .bind(now_ms)
         .execute(p).await.map(|r| r.rows_affected()))?;

@@ -90,7 +90,8 @@ pub struct DsmShared {
     sessions: SharedSession,
     /// The latest posts made by synchronous sends (not the outbox), newest last: the outbox's
     /// duplicate check must not take one of them for its own (same text, same account).
-    direct_posts: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Each with a tag of the Idempotency-Key it was made under (0: none).
+    direct_posts: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
     // The last DSM health check; its lock makes concurrent checks share one.
     health: tokio::sync::Mutex<Option<DsmHealth>>,
     // One permit per DSM call in flight, across all workers.

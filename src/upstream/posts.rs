@@ -61,6 +61,14 @@ pub struct SearchPage {
 /// looks at the 100 newest posts of a channel, within minutes).
 const DIRECT_POSTS_KEPT: usize = 4096;
 
+/// A key's tag among the direct posts: never 0 (no key).
+fn key_tag(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish().max(1)
+}
+
 /// A page of threads: root posts, newest activity first, and their latest replies.
 pub struct ThreadPage {
     pub roots: Vec<Post>,
@@ -309,8 +317,9 @@ impl DsmClient {
         Ok(posts)
     }
 
-    /// Remembers a post a synchronous send made (see [`Self::posted_directly`]).
-    pub fn note_posted_directly(&self, post_id: PostId) {
+    /// Remembers a post a synchronous send made (see [`Self::posted_directly`]), under the
+    /// request's Idempotency-Key (as its delivery key) when it had one.
+    pub fn note_posted_directly(&self, post_id: PostId, key: Option<&str>) {
         let mut posts = self
             .up
             .direct_posts
@@ -319,7 +328,18 @@ impl DsmClient {
         if posts.len() == DIRECT_POSTS_KEPT {
             posts.pop_front();
         }
-        posts.push_back(post_id.get());
+        posts.push_back((post_id.get(), key.map_or(0, key_tag)));
+    }
+
+    /// Forgets the posts made under `key`: a retry of that request, whose first attempt was
+    /// cut off, hands the message to the outbox, and the outbox must find those posts.
+    pub fn forget_posted_directly(&self, key: &str) {
+        let tag = key_tag(key);
+        self.up
+            .direct_posts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, by)| *by != tag);
     }
 
     /// Whether a synchronous send of this process made `post_id` (one of the latest
@@ -331,7 +351,8 @@ impl DsmClient {
             .direct_posts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&post_id)
+            .iter()
+            .any(|(id, _)| *id == post_id)
     }
 
     pub async fn create_post(&self, new: NewPost<'_>) -> Result<Post> {

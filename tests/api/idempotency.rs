@@ -635,3 +635,32 @@ async fn forget_answer(backend: &Backend, key: &str) {
     );
     backend.execute(&sql, &sql).await;
 }
+
+// A synchronous send that finished in this process but whose answer was not kept (the store
+// failed at that moment, say): the retry, even one that now asks for `respond-async`, hands
+// the message to the outbox, which finds the post this process made instead of posting again.
+backends::on_both!(
+    a_retry_finds_the_posts_its_cut_off_attempt_made_in_this_process,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let body = json!({"message": "made here, found here"});
+        let first = send(&app, WRITE_KEY, "here-1", body.clone()).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        forget_answer(&backend, "here-1").await;
+        let response = app
+            .http
+            .post(format!("{}{POSTS}", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Idempotency-Key", "here-1"))
+            .insert_header(("Prefer", "respond-async"))
+            .send_json(&body)
+            .await;
+        let again = read(response.expect("gateway answers")).await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        let id = again.body["delivery_id"].as_str().unwrap().to_owned();
+        let done =
+            crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+        assert_eq!(done["post_ids"][0], first.body["post_id"], "{done}");
+        assert_eq!(creates(&app), 1, "{done}");
+    }
+);
