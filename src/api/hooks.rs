@@ -949,8 +949,9 @@ async fn receive(
             };
         }
         Err(error) => {
+            // Answered in the sender's dialect: a Slack-style string only to a Slack-style body.
             return Outcome::BadBody {
-                format: hook.format,
+                format: hook.format.or(shape),
                 error,
             };
         }

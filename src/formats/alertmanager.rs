@@ -191,8 +191,21 @@ fn alert_line(
     if resolved && group_status != "resolved" {
         parts.push("resolved".to_owned());
     }
-    if let Some(starts) = alert.get("startsAt").and_then(Value::as_str) {
-        parts.push(format!("since {}", markup::rfc3339(starts)));
+    let starts = alert.get("startsAt").and_then(Value::as_str);
+    // A resolved alert's end (Alertmanager's zero time, `0001-01-01T00:00:00Z`, means none).
+    let ends = alert
+        .get("endsAt")
+        .and_then(Value::as_str)
+        .filter(|ends| resolved && !ends.starts_with("0001-"));
+    match (starts, ends) {
+        (Some(starts), Some(ends)) => parts.push(format!(
+            "{} to {}",
+            markup::rfc3339(starts),
+            markup::rfc3339(ends)
+        )),
+        (Some(starts), None) => parts.push(format!("since {}", markup::rfc3339(starts))),
+        (None, Some(ends)) => parts.push(format!("ended {}", markup::rfc3339(ends))),
+        (None, None) => {}
     }
     if let Some(url) = alert
         .get("generatorURL")

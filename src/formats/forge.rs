@@ -128,7 +128,8 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             action
         };
         return Ok(format!(
-            "[{repo}] {who} {action} pull request {}",
+            "[{repo}] {who} {} pull request {}",
+            readable(action),
             numbered(pull)
         ));
     }
@@ -141,7 +142,11 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         return Ok(text);
     }
     if let Some(issue) = object("issue") {
-        return Ok(format!("[{repo}] {who} {action} issue {}", numbered(issue)));
+        return Ok(format!(
+            "[{repo}] {who} {} issue {}",
+            readable(action),
+            numbered(issue)
+        ));
     }
     if let Some(release) = object("release") {
         let name = text_field(release, "name")
@@ -163,6 +168,26 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     Ok(format!("[{repo}] {who} {action}"))
 }
 
+/// A pull request's or issue's action (GitHub's and Gitea's spellings) as a verb before it.
+fn readable(action: &str) -> std::borrow::Cow<'_, str> {
+    let verb = match action {
+        "review_requested" => "requested a review on",
+        "review_request_removed" => "withdrew a review request on",
+        "ready_for_review" => "marked as ready for review",
+        "converted_to_draft" => "converted to a draft",
+        "labeled" | "label_updated" => "labelled",
+        "unlabeled" | "label_cleared" => "removed labels from",
+        "milestoned" => "set a milestone on",
+        "demilestoned" => "removed the milestone from",
+        "auto_merge_enabled" => "enabled auto-merge on",
+        "auto_merge_disabled" => "disabled auto-merge on",
+        "enqueued" => "queued for merging",
+        "dequeued" => "took out of the merge queue",
+        other => return other.replace('_', " ").into(),
+    };
+    verb.into()
+}
+
 /// Objects whose event is said as "<action> <object> <its name>", with the field naming it.
 const NAMED_OBJECTS: [(&str, &str); 6] = [
     ("label", "name"),
@@ -179,6 +204,15 @@ const NAMED_OBJECTS: [(&str, &str); 6] = [
 /// has completed, a commit status once it is not pending).
 fn not_posted(message: &Map<String, Value>) -> Option<&'static str> {
     let action = text_field(message, "action");
+    // GitHub's `synchronize` (Gitea's `synchronized`) comes with every push to an open pull
+    // request's branch; the push event says it already.
+    if message.contains_key("pull_request")
+        && !message.contains_key("review")
+        && !message.contains_key("comment")
+        && matches!(action, Some("synchronize" | "synchronized"))
+    {
+        return Some("a push to a pull request's branch is posted by its push event");
+    }
     if message.contains_key("release")
         && matches!(action, Some("created" | "released" | "prereleased"))
     {
@@ -407,6 +441,42 @@ mod tests {
 
     fn map(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn pull_request_actions_read_as_verbs_and_pushes_to_them_are_not_posted() {
+        let pr = |action: &str| {
+            let body = serde_json::json!({
+                "action": action,
+                "repository": {"full_name": "o/r"},
+                "sender": {"login": "al"},
+                "pull_request": {"number": 12, "title": "Fix", "html_url": "https://g.example/o/r/pull/12"}
+            });
+            render(body.as_object().unwrap())
+        };
+        assert!(
+            pr("review_requested")
+                .unwrap()
+                .starts_with("[o/r] al requested a review on pull request ")
+        );
+        assert!(
+            pr("label_updated")
+                .unwrap()
+                .starts_with("[o/r] al labelled pull request ")
+        );
+        assert!(
+            pr("some_new_action")
+                .unwrap()
+                .starts_with("[o/r] al some new action pull request ")
+        );
+        for push in ["synchronize", "synchronized"] {
+            assert!(matches!(pr(push), Err(FormatError::NotPosted(_))), "{push}");
+        }
+        assert!(
+            pr("opened")
+                .unwrap()
+                .starts_with("[o/r] al opened pull request ")
+        );
     }
 
     #[test]

@@ -51,12 +51,48 @@ pub fn slack(text: &str) -> String {
         let Some(len) = rest[start..].find('>') else {
             break;
         };
+        let inner = &rest[start + 1..start + len];
+        if let Some(last) = inner.rfind('<') {
+            // Only the last `<` before this `>` can open a token: the text up to it is kept as
+            // written (and each character is read a bounded number of times).
+            let upto = start + 1 + last;
+            out.push_str(&unescape(&rest[..upto]));
+            rest = &rest[upto..];
+            continue;
+        }
+        if !is_slack_token(inner) {
+            // A `<` of the text itself (`free space < 10%`, which senders' templates do not
+            // escape): kept as written, and the scan goes on after it.
+            out.push_str(&unescape(&rest[..=start]));
+            rest = &rest[start + 1..];
+            continue;
+        }
         out.push_str(&unescape(&rest[..start]));
-        out.push_str(&slack_token(&rest[start + 1..start + len]));
+        out.push_str(&slack_token(inner));
         rest = &rest[start + len + 1..];
     }
     out.push_str(&unescape(rest));
     markdown_links(&out)
+}
+
+/// Whether `<inner>` is one of Slack's tokens: a mention (`@`, `#`, `!`) or a URL with a
+/// scheme, on one line and without a `<` of its own.
+fn is_slack_token(inner: &str) -> bool {
+    if inner.contains('\n') {
+        return false;
+    }
+    let target = inner.split('|').next().unwrap_or(inner);
+    if target.starts_with(['@', '#', '!']) {
+        return true;
+    }
+    let Some((scheme, after)) = target.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !after.is_empty()
+        && !target.contains(char::is_whitespace)
 }
 
 fn slack_token(inner: &str) -> String {
@@ -170,8 +206,22 @@ pub fn discord(text: &str) -> String {
             break;
         };
         let inner = &rest[start + 1..start + len];
+        if let Some(last) = inner.rfind('<') {
+            // Only the last `<` before this `>` can open a token (see `slack`).
+            let upto = start + 1 + last;
+            out.push_str(&rest[..upto]);
+            rest = &rest[upto..];
+            continue;
+        }
+        let Some(token) = discord_token(inner) else {
+            // Not a token (a `<` of the text, a URL): kept as written, the scan going on after
+            // the `<`, so a token later on is still read.
+            out.push_str(&rest[..=start]);
+            rest = &rest[start + 1..];
+            continue;
+        };
         out.push_str(&rest[..start]);
-        out.push_str(&discord_token(inner).unwrap_or_else(|| format!("<{inner}>")));
+        out.push_str(&token);
         rest = &rest[start + len + 1..];
     }
     out.push_str(rest);
@@ -477,6 +527,24 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_less_than_sign_is_text_and_the_link_after_it_stays_a_link() {
+        // Alertmanager's and Grafana's Slack templates do not escape the text they fill in.
+        assert_eq!(
+            slack("Free space < 10% on /volume1\n*Graph:* <http://prom.example/g?x=1|:chart:>"),
+            "Free space < 10% on /volume1\n*Graph:* <http://prom.example/g?x=1|:chart:>"
+        );
+        assert_eq!(
+            slack("a<b, then <@U1|bob> and x <y> z > w"),
+            "a<b, then @bob and x <y> z > w"
+        );
+        assert_eq!(slack("10:30 < 11:00 > 9:00"), "10:30 < 11:00 > 9:00");
+        assert_eq!(
+            discord("latency < 5 ms for <@123>, > 2 <https://x.example>"),
+            "latency < 5 ms for @123, > 2 <https://x.example>"
+        );
+    }
+
+    #[test]
     fn a_markdown_label_is_the_bracket_right_before_the_link() {
         assert_eq!(
             markdown_links("[FIRING:1] Disk full, see [dashboard](https://g.example/d)"),
@@ -516,6 +584,9 @@ mod tests {
         assert_eq!(markdown_links(&unclosed), unclosed);
         let nested = "[".repeat(100_000) + "]";
         assert_eq!(markdown_links(&nested), nested);
+        let opened = "<".repeat(100_000) + ">";
+        assert_eq!(slack(&opened), opened);
+        assert_eq!(discord(&opened), opened);
         let links = "[a](https://x.example) ".repeat(20_000);
         assert_eq!(
             markdown_links(&links)

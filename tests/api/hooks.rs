@@ -438,6 +438,14 @@ async fn bad_payloads_get_slacks_error_strings() {
         ),
         Some("a & b")
     );
+    // A body of another shape that shows nothing gets a problem, not Slack's string.
+    let other = send_json(
+        &app,
+        &path,
+        json!({"type": "deploy.finished", "timestamp": "2026-12-05T10:00:00Z", "data": {"id": 1}}),
+    )
+    .await;
+    other.assert_problem(400, "invalid_request");
     // A forced non-Slack format answers problems.
     let wrong = send_json(
         &app,
