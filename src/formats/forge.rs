@@ -425,9 +425,15 @@ fn numbered(item: &Map<String, Value>) -> String {
 }
 
 /// A comment's first lines, quoted.
+/// The first lines of a comment or review, quoted; its Markdown links (`[t](u)`, as GitHub's
+/// and Gitea's comments are written) become Chat links.
 fn quoted(body: &str) -> String {
     const LINES: usize = 3;
-    let mut lines: Vec<String> = body.lines().take(LINES).map(|l| format!("> {l}")).collect();
+    let mut lines: Vec<String> = body
+        .lines()
+        .take(LINES)
+        .map(|l| format!("> {}", super::markup::markdown_links(l)))
+        .collect();
     if body.lines().count() > LINES {
         lines.push("> …".to_owned());
     }
@@ -441,6 +447,14 @@ mod tests {
 
     fn map(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn comments_are_quoted_with_their_markdown_links_as_chat_links() {
+        assert_eq!(
+            quoted("see [the log](https://ci.example/1)\nsecond\nthird\nfourth"),
+            "> see <https://ci.example/1|the log>\n> second\n> third\n> …"
+        );
     }
 
     #[test]
