@@ -176,6 +176,22 @@ backends::on_both!(
     }
 );
 
+/// Events of posts 10 and 11, received at 1 000 and 1 001, and of post 12 at 2 000: their ids.
+async fn two_old_events_and_a_new_one(store: &Store) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
+        let event = event("ops", EventKind::Message, 2, Some(post_id));
+        ids.push(
+            store
+                .insert_event(&event, received_at)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    ids
+}
+
 backends::on_both!(
     a_subscription_disabled_past_the_retention_records_the_events_it_missed,
     |backend: Backend| async move {
@@ -183,18 +199,7 @@ backends::on_both!(
         let paused = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e02");
         let target = format!("subscription:{}", paused.id);
         store.insert_subscription(&paused, 0).await.unwrap();
-        let mut ids = Vec::new();
-        for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
-            let id = store
-                .insert_event(
-                    &event("ops", EventKind::Message, 2, Some(post_id)),
-                    received_at,
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            ids.push(id);
-        }
+        let ids = two_old_events_and_a_new_one(&store).await;
         // Disabled, it holds nothing back: the events past the retention go.
         store
             .disable_subscription(&paused.id, &target, "paused", 1_100)
@@ -233,16 +238,7 @@ backends::on_both!(
         let store = open(&backend.url).await;
         let subscription = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e01");
         store.insert_subscription(&subscription, 0).await.unwrap();
-        for (post_id, received_at) in [(10, 1_000), (11, 1_001), (12, 2_000)] {
-            store
-                .insert_event(
-                    &event("ops", EventKind::Message, 2, Some(post_id)),
-                    received_at,
-                )
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        two_old_events_and_a_new_one(&store).await;
         // Past the retention but not yet fanned out (a gateway down longer than the
         // retention): kept for the subscription.
         assert_eq!(store.purge_events(1_500).await.unwrap(), 0);
