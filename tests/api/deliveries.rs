@@ -368,7 +368,7 @@ async fn queued(app: &TestApp, channel: u64, message: &str) -> String {
 }
 
 /// The next `Post.create` is carried out and answered only after `ms` milliseconds.
-fn slow_create(app: &TestApp, ms: u64) {
+pub(crate) fn slow_create(app: &TestApp, ms: u64) {
     app.sim.slow_next(
         "SYNO.Chat.Post",
         Some("create"),

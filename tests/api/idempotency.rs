@@ -204,12 +204,7 @@ backends::on_both!(
         // A one-second lease, and a send DSM takes two and a half seconds over.
         let app = gateway(&backend, |s| s.idempotency.lease_secs = 1).await;
         assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
-        app.sim.slow_next(
-            "SYNO.Chat.Post",
-            Some("create"),
-            1,
-            Duration::from_millis(2_500),
-        );
+        crate::deliveries::slow_create(&app, 2_500);
         let body = json!({"message": "slow, once"});
         let first = {
             let (app, body) = (&app, body.clone());
@@ -484,12 +479,7 @@ backends::on_both!(
     |backend: Backend| async move {
         let app = gateway(&backend, |_| {}).await;
         assert_eq!(app.get("/api/v1/channels/1").await.status, 200);
-        app.sim.slow_next(
-            "SYNO.Chat.Post",
-            Some("create"),
-            1,
-            Duration::from_millis(1_500),
-        );
+        crate::deliveries::slow_create(&app, 1_500);
         let body = json!({"message": "posted once, though nobody waited"});
         // The client resets its connection while DSM is still at work.
         let addr = app.base.trim_start_matches("http://");
