@@ -595,11 +595,14 @@ fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) 
 impl Fields<'_> {
     /// Writes the post's members after the first `copied`, which are written already.
     fn write(&self, out: &mut Vec<u8>, copied: usize) -> Option<()> {
-        for (k, key) in SCALARS.iter().enumerate().take(OPENING).skip(copied) {
+        // A range, not `enumerate().take().skip()`: that skips by `nth` on every post (2 % of
+        // the page's instructions).
+        #[allow(clippy::needless_range_loop)]
+        for k in copied..OPENING {
             if k == MESSAGE {
-                str_member(out, key, self.str(k))?;
+                str_member(out, SCALARS[k], self.str(k))?;
             } else {
-                int_member(out, key, self.int(k));
+                int_member(out, SCALARS[k], self.int(k));
             }
         }
         if let Some(Some(at)) = self.last_comment_at {
@@ -772,16 +775,7 @@ impl<'a> Reader<'a> {
         let start = self.i - 1;
         let mut escaped = false;
         loop {
-            // Plain bytes eight at a time, up to the first byte that is not plain. (memchr's
-            // SIMD search cost more: most strings here are keys of about ten bytes.)
-            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-                let special = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
-                if special != 0 {
-                    self.i += special.trailing_zeros() as usize / 8;
-                    break;
-                }
-                self.i += 8;
-            }
+            self.i += plain_run(&self.b[self.i..]);
             match *self.b.get(self.i)? {
                 b'"' => {
                     self.i += 1;
@@ -857,15 +851,8 @@ impl<'a> Reader<'a> {
     }
 
     fn digits(&mut self) {
-        // Eight at a time (ids and millisecond times run to 13 digits), then one at a time.
-        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-            let not_digits = not_digits(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-            if not_digits != 0 {
-                self.i += not_digits.trailing_zeros() as usize / 8;
-                return;
-            }
-            self.i += 8;
-        }
+        self.i += digit_run(&self.b[self.i..]);
+        // The last few bytes one at a time.
         while let Some(b'0'..=b'9') = self.b.get(self.i) {
             self.i += 1;
         }
@@ -892,6 +879,74 @@ impl<'a> Reader<'a> {
             _ => self.number(),
         }
     }
+}
+
+/// How many bytes `b` begins with that may stand in a string as they are (not `"`, `\\` or a
+/// control character), counted sixteen and then eight at a time: the last few bytes of `b` are
+/// left to the caller. Strings here are message texts of a hundred bytes or so; counted sixteen
+/// at a time, the bench page takes 7 % fewer instructions than eight at a time. (memchr's
+/// search cost more: it looks for one or three bytes, not a class, and is called, not inlined.)
+#[inline(always)]
+fn plain_run(b: &[u8]) -> usize {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of every x86_64 CPU; the load reads the 16 bytes of `chunk`.
+        let marks = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Below 0x20: the unsigned maximum with 0x1f is 0x1f.
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+        };
+        if marks != 0 {
+            return i + marks.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let special = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        if special != 0 {
+            return i + special.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// How many ASCII digits `b` begins with, counted sixteen and then eight at a time (ids and
+/// millisecond times run to 13 digits): the last few bytes of `b` are left to the caller.
+#[inline(always)]
+fn digit_run(b: &[u8]) -> usize {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of every x86_64 CPU; the load reads the 16 bytes of `chunk`.
+        let digits = unsafe {
+            // A digit less '0' is 0 to 9: the unsigned minimum with 9 is itself.
+            let v = _mm_sub_epi8(
+                _mm_loadu_si128(chunk.as_ptr().cast()),
+                _mm_set1_epi8(b'0' as i8),
+            );
+            _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(9)), v))
+        };
+        let run = (!digits).trailing_zeros() as usize;
+        if run < 16 {
+            return i + run;
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let not_digits = not_digits(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        if not_digits != 0 {
+            return i + not_digits.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    i
 }
 
 /// The high bit of each of the eight bytes of `word` (little-endian) that is `"`, `\\` or a
@@ -987,6 +1042,45 @@ mod tests {
                 assert_eq!(first(bytes), Some(at as u32), "{c} at {at}");
                 bytes[7] = 0xfa;
                 assert_eq!(first(bytes), Some(at as u32), "{c} at {at}, 0xfa at 7");
+            }
+        }
+    }
+
+    /// The runs counted sixteen and eight at a time end where the first byte that does not
+    /// belong is, on every length and position, and leave at most seven bytes to the caller.
+    #[test]
+    fn the_runs_end_at_the_first_byte_that_does_not_belong() {
+        let plain = |c: u8| c >= 0x20 && c != b'"' && c != b'\\';
+        let cases: [(&[u8], fn(&[u8]) -> usize, &dyn Fn(u8) -> bool); 2] = [
+            (b"a~ \x7f\xc3\xa9\"\\\0\x1f\n", plain_run, &plain),
+            (b"0123456789/:a\0 ,\xb9\xff", digit_run, &|c: u8| {
+                c.is_ascii_digit()
+            }),
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for (alphabet, run, belongs) in cases {
+            for _ in 0..20_000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let len = (seed % 48) as usize;
+                // Mostly bytes that belong, so long runs are common.
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| {
+                        let pick = seed.rotate_left(i as u32 * 5);
+                        match pick % 8 {
+                            0 => alphabet[(pick >> 8) as usize % alphabet.len()],
+                            _ => alphabet[(pick >> 8) as usize % 3],
+                        }
+                    })
+                    .collect();
+                let want = bytes.iter().position(|&c| !belongs(c)).unwrap_or(len);
+                let got = run(&bytes);
+                assert!(
+                    got <= want && (got == want || want - got < 8 && len - got < 8),
+                    "{bytes:?}: {got}, not {want}"
+                );
+                assert!(bytes[..got].iter().all(|&c| belongs(c)), "{bytes:?}: {got}");
             }
         }
     }
