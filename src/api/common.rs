@@ -26,14 +26,17 @@ use crate::upstream::UpstreamError;
 
 /// A whole number that may arrive as a JSON number or as text (path segments and query values
 /// are text); `what` describes the expected value in the error.
-fn whole<'de, D: Deserializer<'de>>(deserializer: D, what: &str) -> Result<u64, D::Error> {
-    struct Whole<'a>(&'a str);
+fn whole<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    what: &dyn fmt::Display,
+) -> Result<u64, D::Error> {
+    struct Whole<'a>(&'a dyn fmt::Display);
 
     impl serde::de::Visitor<'_> for Whole<'_> {
         type Value = u64;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.0)
+            self.0.fmt(f)
         }
 
         fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
@@ -54,6 +57,16 @@ fn whole<'de, D: Deserializer<'de>>(deserializer: D, what: &str) -> Result<u64, 
     }
 
     deserializer.deserialize_any(Whole(what))
+}
+
+/// "between LOW and HIGH" for an error message, written only when a message is: a query's
+/// `limit` and `offset` are read on every page of posts.
+struct Between(u32, u32);
+
+impl fmt::Display for Between {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "between {} and {}", self.0, self.1)
+    }
 }
 
 /// A Unix time in milliseconds, from 1973-03-03 (`100000000000`) up to 2286-11-20
@@ -111,7 +124,7 @@ impl UnixMillis {
 
 impl<'de> Deserialize<'de> for UnixMillis {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = whole(deserializer, "a Unix time in milliseconds")?;
+        let value = whole(deserializer, &"a Unix time in milliseconds")?;
         Self::new(value).map_err(serde::de::Error::custom)
     }
 }
@@ -140,7 +153,7 @@ impl<const DEFAULT: u32, const MAX: u32> Default for Limit<DEFAULT, MAX> {
 
 impl<'de, const DEFAULT: u32, const MAX: u32> Deserialize<'de> for Limit<DEFAULT, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let what = format!("between 1 and {MAX}");
+        let what = Between(1, MAX);
         match whole(deserializer, &what)? {
             value @ 1.. if value <= u64::from(MAX) => Ok(Self(value as u32)),
             _ => Err(serde::de::Error::custom(format!("must be {what}"))),
@@ -179,7 +192,7 @@ impl Offset {
 
 impl<'de> Deserialize<'de> for Offset {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let what = format!("between 0 and {}", Self::MAX);
+        let what = Between(0, Self::MAX);
         match whole(deserializer, &what)? {
             value if value <= u64::from(Self::MAX) => Ok(Self(value as u32)),
             _ => Err(serde::de::Error::custom(format!("must be {what}"))),

@@ -192,12 +192,27 @@ async fn bad_post_input_is_rejected_before_the_nas() {
     app.post_raw("/api/v1/channels/1/posts", "text/plain", "hello")
         .await
         .assert_problem(415, "unsupported_media_type");
-    app.get("/api/v1/channels/1/posts?limit=0")
-        .await
-        .assert_problem(400, "invalid_request");
-    app.get("/api/v1/channels/1/posts?limit=many")
-        .await
-        .assert_problem(400, "invalid_request");
+    // The query is read twice only when it fails: the second reading names the parameter.
+    for (query, detail) in [
+        (
+            "limit=0",
+            "invalid query string: limit: must be between 1 and 200",
+        ),
+        (
+            "limit=many",
+            "invalid query string: limit: must be between 1 and 200",
+        ),
+        (
+            "offset=-1",
+            "invalid query string: offset: must be between 0 and 2147483647",
+        ),
+    ] {
+        let answer = app.get(&format!("/api/v1/channels/1/posts?{query}")).await;
+        assert_eq!(
+            answer.assert_problem(400, "invalid_request")["detail"],
+            detail
+        );
+    }
     assert_eq!(
         app.sim.count("SYNO.Chat.Post", "create"),
         0,
