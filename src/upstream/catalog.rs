@@ -11,7 +11,8 @@ use super::ops::Op;
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct ApiInfo {
-    pub path: String,
+    /// Shared with every [`Endpoint`] resolved from it: resolving runs on every DSM call.
+    pub path: Arc<str>,
     #[serde(rename = "minVersion")]
     pub min_version: u32,
     #[serde(rename = "maxVersion")]
@@ -21,12 +22,13 @@ pub struct ApiInfo {
     pub request_format: Option<String>,
 }
 
-pub type ApiTable = HashMap<String, ApiInfo>;
+/// Looked up on every DSM call: foldhash, not SipHash (as `telemetry::FastMap`).
+pub type ApiTable = HashMap<String, ApiInfo, foldhash::quality::RandomState>;
 
 /// Where and in which version to send an operation.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    pub path: String,
+    pub path: Arc<str>,
     pub version: u32,
     /// The API JSON-decodes its values (`requestFormat: JSON`).
     pub json_format: bool,
@@ -139,7 +141,7 @@ mod tests {
     const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 
     fn table(max: u32) -> ApiTable {
-        let mut t = ApiTable::new();
+        let mut t = ApiTable::default();
         t.insert(
             "SYNO.Chat.Post".into(),
             ApiInfo {

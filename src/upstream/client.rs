@@ -235,7 +235,7 @@ impl DsmClient {
     async fn query_info(&self) -> Result<ApiTable> {
         let query = ops::KNOWN_APIS.join(",");
         let endpoint = Endpoint {
-            path: "query.cgi".to_owned(),
+            path: "query.cgi".into(),
             version: 1,
             json_format: false,
         };

@@ -434,10 +434,27 @@ fn url_encoded(prefix: &[&str], groups: &[&[(&str, &str)]]) -> String {
             .sum::<usize>();
     let mut text = String::with_capacity(capacity);
     prefix.iter().for_each(|piece| text.push_str(piece));
-    let start = text.len();
-    form_urlencoded::Serializer::for_suffix(text, start)
-        .extend_pairs(fields)
-        .finish()
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            text.push('&');
+        }
+        push_form_encoded(&mut text, name);
+        text.push('=');
+        push_form_encoded(&mut text, value);
+    }
+    text
+}
+
+/// `piece` as `application/x-www-form-urlencoded` writes it (form_urlencoded's encoder, which
+/// serde_urlencoded uses too). Names, `api`, `method`, ids and numbers need no escaping and are
+/// copied whole: escaping byte by byte cost about 1,500 instructions on every DSM call.
+fn push_form_encoded(text: &mut String, piece: &str) {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+    if piece.bytes().all(plain) {
+        text.push_str(piece);
+    } else {
+        text.extend(form_urlencoded::byte_serialize(piece.as_bytes()));
+    }
 }
 
 /// Reads a whole JSON answer (at most [`MAX_RESPONSE_BYTES`]). An answer that arrives as one
@@ -508,6 +525,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain pieces copied whole are encoded as form_urlencoded's serializer encodes them,
+    /// and so is every other piece.
+    #[test]
+    fn fields_are_encoded_as_form_urlencoded_encodes_them() {
+        let fields: &[(&str, &str)] = &[
+            ("api", "SYNO.Chat.Post"),
+            ("limit", "50"),
+            ("text", "a b&c=d+e%f/g?h#i\u{e9}\u{1f600}*-._~'\"<>\n"),
+            ("name with space", ""),
+            ("_sid", "Ab-9_x.Y*"),
+            ("one", "x~y"),
+            ("two", "a/b"),
+            ("three", "c d"),
+        ];
+        for prefix in [&[][..], &["http://nas:5000/webapi/entry.cgi", "?"][..]] {
+            let expected = form_urlencoded::Serializer::new(prefix.concat())
+                .extend_pairs(fields)
+                .finish();
+            let expected = match prefix {
+                [] => expected,
+                _ => expected.replacen("?&", "?", 1),
+            };
+            assert_eq!(url_encoded(prefix, &[&fields[..2], &fields[2..]]), expected);
+        }
+    }
 
     #[test]
     fn an_upload_is_encoded_around_the_file_without_copying_it() {

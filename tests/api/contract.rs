@@ -176,8 +176,23 @@ async fn request_ids_are_echoed_and_generated() {
         response.headers().get("x-request-id").unwrap(),
         "trace-me-123"
     );
-    let generated = app.get("/api/v1/channels").await;
-    assert_eq!(generated.header("x-request-id").map(str::len), Some(36));
+    // Without one, each request gets a new random UUID, in its lowercase hyphenated form.
+    let mut generated = Vec::new();
+    for _ in 0..2 {
+        let id = app
+            .get("/api/v1/channels")
+            .await
+            .header("x-request-id")
+            .unwrap()
+            .to_owned();
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(
+            (uuid.get_version_num(), uuid.hyphenated().to_string()),
+            (4, id.clone())
+        );
+        generated.push(id);
+    }
+    assert_ne!(generated[0], generated[1]);
 }
 
 #[actix_web::test]
