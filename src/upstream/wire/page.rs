@@ -1050,10 +1050,13 @@ mod tests {
     /// belong is, on every length and position, and leave at most seven bytes to the caller.
     #[test]
     fn the_runs_end_at_the_first_byte_that_does_not_belong() {
-        let plain = |c: u8| c >= 0x20 && c != b'"' && c != b'\\';
-        let cases: [(&[u8], fn(&[u8]) -> usize, &dyn Fn(u8) -> bool); 2] = [
-            (b"a~ \x7f\xc3\xa9\"\\\0\x1f\n", plain_run, &plain),
-            (b"0123456789/:a\0 ,\xb9\xff", digit_run, &|c: u8| {
+        /// The bytes to draw from (the first three belong), the run, and which bytes belong.
+        type Case = (&'static [u8], fn(&[u8]) -> usize, fn(u8) -> bool);
+        let cases: [Case; 2] = [
+            (b"a~ \x7f\xc3\xa9\"\\\0\x1f\n", plain_run, |c| {
+                c >= 0x20 && c != b'"' && c != b'\\'
+            }),
+            (b"0123456789/:a\0 ,\xb9\xff", digit_run, |c| {
                 c.is_ascii_digit()
             }),
         ];
