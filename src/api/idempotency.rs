@@ -7,6 +7,8 @@
 //! Transient failures (5xx, 429) are not kept: the key is released so the client can retry
 //! (unless parts of a message were posted before the failure: see `PartsPosted`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -377,17 +379,22 @@ pub async fn middleware(
         }
     }
 
+    let lease = Lease {
+        held_until: Arc::new(AtomicI64::new(began.saturating_add(lease_ms))),
+        length_ms: lease_ms,
+    };
     let claim = Claim {
         interrupted: req.extensions().contains::<InterruptedAttempt>(),
         store,
         scope,
         owner,
         held: true,
+        lease: lease.clone(),
     };
     run_to_the_end(async move {
         // The lease is renewed while the request runs (a long message paced through DSM's
         // rate limit can outlast it): a retry meanwhile gets 409, never a second run beside it.
-        let handler = next.call(req);
+        let handler = LEASE.scope(lease, next.call(req));
         tokio::pin!(handler);
         let renew_every = settings.lease / 3;
         let response = loop {
@@ -513,6 +520,35 @@ fn withheld(stored: StoredResponse) -> HttpResponse {
         .body(problem.to_string())
 }
 
+tokio::task_local! {
+    /// The lease of the `Idempotency-Key` the running request holds ([`step_allowed`]).
+    static LEASE: Lease;
+}
+
+/// A running request's lease, as the store last confirmed it.
+#[derive(Clone)]
+struct Lease {
+    /// Until when (Unix milliseconds); 0 once another attempt took the key over.
+    held_until: Arc<AtomicI64>,
+    length_ms: i64,
+}
+
+/// Whether the running request may start another step it cannot take back (the next part of a
+/// long message): always without an `Idempotency-Key`, and while at least a third of its key's
+/// lease is left with one. Renewals come every third of the lease, so a request whose store
+/// answers never falls below two thirds; one that has missed renewals (the store unreachable)
+/// stops before its lease can lapse and a retry take the message over while parts of it are
+/// still being posted. The third left covers the part being posted (`upstream.timeout_ms` is
+/// far shorter than the default two-minute lease).
+pub(crate) fn step_allowed() -> bool {
+    LEASE
+        .try_with(|lease| {
+            let until = lease.held_until.load(Ordering::Relaxed);
+            now_ms() < until.saturating_sub(lease.length_ms / 3)
+        })
+        .unwrap_or(true)
+}
+
 /// A key held by the running request. Dropped while still held (the gateway stopped while the
 /// request ran), its lease is ended at once, so a retry takes it over and is told that this
 /// attempt may have carried out part of its work ([`InterruptedAttempt`]).
@@ -524,6 +560,8 @@ struct Claim {
     /// A retry of a cut-off attempt ([`InterruptedAttempt`]): a failure abandons the claim
     /// rather than releasing it, since what the first attempt did is still unknown.
     interrupted: bool,
+    /// What the request's steps check ([`step_allowed`]): moved on by each renewal.
+    lease: Lease,
 }
 
 impl Claim {
@@ -621,8 +659,9 @@ impl Claim {
             .idempotency_renew(&self.scope, &self.owner, until)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => self.lease.held_until.store(until, Ordering::Relaxed),
             Ok(false) => {
+                self.lease.held_until.store(0, Ordering::Relaxed);
                 tracing::warn!("an Idempotency-Key's lease was lost while its request ran")
             }
             Err(error) => {

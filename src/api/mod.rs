@@ -170,12 +170,27 @@ where
 {
     let (send, describe) = (&send, &describe);
     chunking::send_in_parts(text.as_str(), state.max_message_chars, |part| async move {
+        if !idempotency::step_allowed() {
+            return chunking::PartOutcome::Failed(lease_lapsing());
+        }
         match part_text(part) {
             Ok(message) => part_outcome(send(message).await, describe),
             Err(error) => chunking::PartOutcome::Failed(error),
         }
     })
     .await
+}
+
+/// The request's `Idempotency-Key` lease could not be renewed for a while (the store did not
+/// answer) or another attempt took it over: no further part is posted, since a retry may be
+/// finishing the message.
+fn lease_lapsing() -> ApiError {
+    ApiError::new(
+        ProblemCode::StoreUnavailable,
+        "the store did not confirm this request's Idempotency-Key in time, so no further part was \
+         posted; a retry with the same key finishes the message once the store answers",
+    )
+    .with_retry_after(5)
 }
 
 /// A stopped send's failure, naming the parts posted before it (ids as `post_ids` reads them).

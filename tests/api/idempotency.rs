@@ -654,3 +654,42 @@ backends::on_both!(
         assert_eq!(creates(&app), 1, "{done}");
     }
 );
+
+// A keyed long message whose store stops answering while it is being posted: the request
+// renews its key's lease every third of it; once renewals have failed for two thirds, it posts
+// no further part (a retry could take the key over once the lease lapsed, and finish the
+// message beside it), and hands the rest to the outbox, which posts each part once.
+backends::on_both!(
+    a_keyed_send_whose_lease_cannot_be_renewed_posts_no_further_part_itself,
+    |backend: Backend| async move {
+        // A three-second lease (renewed every second); DSM takes 1.6 s for each part (of four).
+        let app = gateway(&backend, |s| s.idempotency.lease_secs = 3).await;
+        assert_eq!(app.get("/api/v1/channels/3").await.status, 200);
+        app.sim.slow_next(
+            "SYNO.Chat.Post",
+            Some("create"),
+            3,
+            Duration::from_millis(1_600),
+        );
+        let text = crate::deliveries::three_part_text("lapsing");
+        let body = json!({ "message": text });
+        let sent = send_to(&app, "/api/v1/channels/3/posts", "lapsing-1", body);
+        let outage = async {
+            // The claim is taken at once; then the idempotency statements fail.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            backend
+                .execute("DROP TABLE idempotency_keys", "DROP TABLE idempotency_keys")
+                .await;
+        };
+        let (first, ()) = tokio::join!(sent, outage);
+        // Part one went out, and part two (at 1.6 s, with more than a third of the lease left);
+        // part three would have started at 3.2 s, with less than a third left even had the
+        // renewal at one second come before the outage. (Posting every part itself: 201.)
+        assert_eq!(first.status, 202, "{}", first.body);
+        let id = first.body["delivery_id"].as_str().unwrap().to_owned();
+        let done =
+            crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+        let posted = crate::deliveries::parts_posted_once(&app, 3, "lapsing", &text).await;
+        assert_eq!(creates(&app), posted.len(), "{done}");
+    }
+);
