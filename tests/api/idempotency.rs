@@ -40,14 +40,31 @@ async fn keyed(
     idempotency_key: &str,
     body: Value,
 ) -> Answer {
-    let response = app
-        .http
-        .post(format!("{}{path}", app.base))
-        .insert_header(("Authorization", format!("Bearer {api_key}")))
-        .insert_header(("Idempotency-Key", idempotency_key))
+    let response = keyed_request(app, api_key, path, idempotency_key)
         .send_json(&body)
         .await;
     read(response.expect("gateway answers")).await
+}
+
+/// A writer's post with an Idempotency-Key and `Prefer: respond-async`.
+async fn send_async(app: &TestApp, idempotency_key: &str, body: &Value) -> Answer {
+    let response = keyed_request(app, WRITE_KEY, POSTS, idempotency_key)
+        .insert_header(("Prefer", "respond-async"))
+        .send_json(body)
+        .await;
+    read(response.expect("gateway answers")).await
+}
+
+fn keyed_request(
+    app: &TestApp,
+    api_key: &str,
+    path: &str,
+    idempotency_key: &str,
+) -> awc::ClientRequest {
+    app.http
+        .post(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {api_key}")))
+        .insert_header(("Idempotency-Key", idempotency_key))
 }
 
 fn creates(app: &TestApp) -> usize {
@@ -574,17 +591,8 @@ backends::on_both!(
     a_retry_of_an_accept_cut_off_before_its_answer_was_kept_gets_the_same_delivery,
     |backend: Backend| async move {
         let app = gateway(&backend, |_| {}).await;
-        let accept = || async {
-            let response = app
-                .http
-                .post(format!("{}{POSTS}", app.base))
-                .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
-                .insert_header(("Idempotency-Key", "accepted-1"))
-                .insert_header(("Prefer", "respond-async"))
-                .send_json(&json!({"message": "queued once"}))
-                .await;
-            read(response.expect("gateway answers")).await
-        };
+        let body = json!({"message": "queued once"});
+        let accept = || send_async(&app, "accepted-1", &body);
         let first = accept().await;
         assert_eq!(first.status, 202, "{}", first.body);
         forget_answer(&backend, "accepted-1").await;
@@ -637,15 +645,7 @@ backends::on_both!(
         let first = send(&app, WRITE_KEY, "here-1", body.clone()).await;
         assert_eq!(first.status, 201, "{}", first.body);
         forget_answer(&backend, "here-1").await;
-        let response = app
-            .http
-            .post(format!("{}{POSTS}", app.base))
-            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
-            .insert_header(("Idempotency-Key", "here-1"))
-            .insert_header(("Prefer", "respond-async"))
-            .send_json(&body)
-            .await;
-        let again = read(response.expect("gateway answers")).await;
+        let again = send_async(&app, "here-1", &body).await;
         assert_eq!(again.status, 202, "{}", again.body);
         let id = again.body["delivery_id"].as_str().unwrap().to_owned();
         let done =
