@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Settings, Sources};
 use crate::startup::Application;
 use crate::upstream::{DsmShared, UpstreamError};
-use crate::{api, auth, sim, telemetry};
+use crate::{api, auth, logging, sim};
 
 #[derive(Parser)]
 #[command(
@@ -118,7 +118,9 @@ pub fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> Result<(), String> {
     crate::startup::limit_malloc_arenas(settings.server.workers);
-    telemetry::init(&settings.log, std::io::stderr)?;
+    // Held to the end: dropping it writes the lines still queued.
+    let (log, _written_at_exit) = logging::background(std::io::stderr());
+    logging::init(&settings.log, log)?;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await
@@ -143,7 +145,8 @@ fn serve(settings: Settings) -> Result<(), String> {
 }
 
 fn simulate(bind: SocketAddr, idle_secs: u64) -> Result<(), String> {
-    telemetry::init(&Default::default(), std::io::stderr)?;
+    let (log, _written_at_exit) = logging::background(std::io::stderr());
+    logging::init(&Default::default(), log)?;
     let config = sim::SimConfig {
         session_idle_timeout: Duration::from_secs(idle_secs),
         ..Default::default()

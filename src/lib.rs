@@ -7,7 +7,8 @@
 //! - [`auth`]: API keys and scopes; [`ratelimit`]: token buckets per key and address;
 //!   [`browser`]: DNS-rebinding and cross-site defences; [`forwarded`]: the public origin
 //!   behind trusted reverse proxies;
-//! - [`telemetry`]: logging and request ids; [`metrics`]: the Prometheus registry.
+//! - [`telemetry`]: request ids; [`logging`]: the log lines; [`metrics`]: the Prometheus
+//!   registry.
 //!
 //! Below it, each with one job:
 //! - [`upstream`]: the DSM client, the only code that knows `entry.cgi`;
@@ -39,6 +40,7 @@ pub mod events;
 pub mod formats;
 pub mod forwarded;
 pub mod front_door;
+pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sim;

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -108,6 +108,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     delivery_depth: Family<StateLabels, Gauge>,
     delivery_oldest: Family<StateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    log_lines_dropped: Counter<u64, AtomicU64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +142,7 @@ impl Metrics {
             delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
             delivery_depth: Family::default(),
             delivery_oldest: Family::default(),
+            log_lines_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -221,6 +223,11 @@ impl Metrics {
             "Age of the oldest delivery in the store by state",
             metrics.delivery_oldest.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log's reader fell behind",
+            metrics.log_lines_dropped.clone(),
+        );
         Arc::new(Self {
             registry,
             ..metrics
@@ -229,6 +236,10 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
+        // The writer thread counts what it drops; the counter catches up when scraped.
+        self.log_lines_dropped
+            .inner()
+            .fetch_max(crate::logging::dropped_lines(), Ordering::Relaxed);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -1,19 +1,14 @@
-//! Logging and request ids.
+//! Request ids and the per-route metrics handle ([`crate::logging`] writes the log lines).
 //!
 //! Every request gets an id (the caller's `X-Request-Id` when it is sane, else a new UUID). The
 //! [front door](crate::front_door) echoes it in the response header and records it on the
 //! request's span (so every log line of the request carries it); it is kept in a task-local so
 //! error bodies can name it.
 
-use std::io::IsTerminal;
-
 use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
 use actix_web::http::header::HeaderName;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{LogFormat, LogSettings};
 use crate::metrics::{Metrics, RouteMetrics};
 use std::rc::Rc;
 
@@ -41,30 +36,6 @@ pub(crate) fn serving<F: std::future::Future>(
 /// The request being served by the current task, if any.
 pub fn current_request() -> Option<RequestInfo> {
     CURRENT_REQUEST.try_with(Clone::clone).ok()
-}
-
-/// Installs the global subscriber: pretty or JSON lines on `writer`, filtered by `RUST_LOG`
-/// when set, else by `log.level`.
-pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
-where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-{
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .map_err(|e| format!("log.level: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match settings.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
-    result.map_err(|e| e.to_string())
 }
 
 /// The request method as a metric label and log field: the standard methods, else `other`.

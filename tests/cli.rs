@@ -348,3 +348,78 @@ fn sigterm_drains_and_logs_out() {
         "{log}"
     );
 }
+
+/// One `GET path` on a kept-alive connection; the status, or `None` when no whole answer came
+/// within the stream's read timeout.
+fn get_on(stream: &mut std::net::TcpStream, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return head.get(9..12)?.parse().ok();
+            }
+        }
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// A reader of the log that stops reading (a stuck journald or log shipper) fills the pipe
+/// after a few hundred lines; the gateway goes on answering, since its lines are written by a
+/// thread of their own.
+#[test]
+fn a_log_reader_that_stops_reading_stalls_no_request() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .current_dir(scratch_dir())
+        .arg("serve")
+        .env("SYNOCHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SYNOCHAT__SERVER__WORKERS", "1")
+        .env("SYNOCHAT__LOG__FORMAT", "json")
+        .env("SYNOCHAT__LOG__LEVEL", "info")
+        .env("SYNOCHAT__RATE_LIMIT__ENABLED", "false")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        // Piped and never read: the pipe holds 64 KB, about 200 access lines.
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let connect = || {
+        for _ in 0..100 {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                return stream;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the gateway did not listen");
+    };
+    let mut stream = connect();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let answered = (0..2000)
+        .take_while(|_| get_on(&mut stream, "/healthz") == Some(200))
+        .count();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(answered, 2000, "requests stopped being answered");
+}

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use secrecy::SecretString;
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::{HookSettings, KeySettings, LogFormat, LogSettings, Settings};
+use syno_chat_gateway::logging;
 use syno_chat_gateway::sim::{DEMO_ACCOUNT, DEMO_PASSWORD, SimConfig, Simulator};
 use syno_chat_gateway::startup::Application;
-use syno_chat_gateway::telemetry;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -36,7 +36,7 @@ async fn no_secret_appears_in_the_logs() {
     let sink = captured.clone();
     // SAFETY of the test: this binary holds only this test, so the global subscriber is ours.
     unsafe { std::env::remove_var("RUST_LOG") };
-    telemetry::init(
+    logging::init(
         &LogSettings {
             format: LogFormat::Json,
             level: "trace".to_owned(),
@@ -185,6 +185,15 @@ async fn no_secret_appears_in_the_logs() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("logged in to DSM"), "the capture works");
+    // Every line, the dependencies' included, is one JSON object.
+    for line in logs.lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            parsed["timestamp"].is_string() && parsed["target"].is_string(),
+            "{line}"
+        );
+    }
     assert!(logs.contains("DSM call"), "upstream calls are logged");
     assert!(
         logs.contains("inbound event stored"),

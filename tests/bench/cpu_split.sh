@@ -14,6 +14,8 @@
 # page is the 16 KB, 50-post page of make bench); wrk (64 connections) and the fake NAS run on
 # core LOAD_CPU (1). CPU time is read from /proc/<pid>/stat around a run that follows a 2 s
 # warm-up. It asserts nothing; make bench's ratios against nginx stay the judge of speed.
+# The gateway logs as make bench's does (GATEWAY_LOG_LEVEL, default info; GATEWAY_LOG_FORMAT,
+# default pretty), to a file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for tool in wrk nginx curl taskset python3; do
@@ -77,7 +79,8 @@ for _ in $(seq "$ROUNDS"); do
       SYNOCHAT__STORE__URL="sqlite://$TMP/gateway-$port.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$port" \
       SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
       SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=bench \
-      SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
+      SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
+      SYNOCHAT__LOG__FORMAT="${GATEWAY_LOG_FORMAT:-pretty}" \
       taskset -c "$SERVER_CPU" "$bin" serve >"$TMP/gateway.log" 2>&1 & pid=$!
     PIDS+=("$pid")
     for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done

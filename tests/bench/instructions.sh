@@ -15,7 +15,9 @@
 #       cache and prints its misses per request: how many 64-byte lines of code a request runs
 #       that were not in the cache, which an instruction count does not show)
 #
-# Each build runs with an API key and the per-key rate limit on, as users run it, on one worker,
+# Each build runs with an API key and the per-key rate limit on, as users run it, and logs at
+# `info` as users do (one access line a request; GATEWAY_LOG_LEVEL=warn leaves it out, as the
+# counts before 2026-12-05 evening did; GATEWAY_LOG_FORMAT=json for the container's lines), on one worker,
 # in front of the bench's fake NAS (tests/bench/fake_nas.sh: nginx serving tests/bench/data/, so
 # the posts page is make bench's 50-post, 16 KB page), or with UPSTREAM=simulator in front of
 # the built-in simulator (a page of a few posts; no nginx needed). Each build is run twice,
@@ -75,7 +77,8 @@ count() {
     SYNOCHAT__STORE__URL="sqlite://$tmp/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$gw_port" \
     SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$nas_port" \
     SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD="$password" \
-    SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL=warn \
+    SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
+    SYNOCHAT__LOG__FORMAT="${GATEWAY_LOG_FORMAT:-pretty}" \
     valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
   fi
   python3 - "$gw_port" "$requests" "$path" "$headers" <<'PY'

@@ -11,7 +11,8 @@
 # against the built-in DSM simulator, from a second process whose own profile is thrown away,
 # and the load is examples/pgo_train.rs (std only, compiled with rustc alone: the API's reads and
 # writes and a hook's Slack and Alertmanager posts, which the outbox then sends), which fails the
-# build on any unexpected answer. Takes two release builds (about 12 minutes on two cores).
+# build on any unexpected answer. The gateway logs at `info`, as users run it: the access line is
+# on every request's path. Takes two release builds (about 12 minutes on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
@@ -51,7 +52,7 @@ env LLVM_PROFILE_FILE="$WORK/profiles/gateway-%p.profraw" \
   SYNOCHAT__STORE__URL="sqlite://$WORK/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" \
   SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
   SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=synology-demo \
-  SYNOCHAT__LOG__LEVEL=warn "$BIN" serve >"$WORK/gateway.log" 2>&1 &
+  SYNOCHAT__LOG__LEVEL=info "$BIN" serve >"$WORK/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
 # The trainer waits for /readyz first.

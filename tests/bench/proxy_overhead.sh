@@ -22,6 +22,10 @@
 #   GATEWAY_AUTH=open ...: the gateway without API keys or rate limits (runs before 2026-12-03
 #   were made so); by default it runs as users run it: every request carries an API key, checked
 #   against its hash, and the per-key rate limit is on (with a quota the load stays under)
+#   GATEWAY_LOG_LEVEL=warn ...: the gateway without its access line (runs before 2026-12-05
+#   evening were made so); by default it logs as users run it: at `info`, the default level,
+#   one line a request, in the default text format (GATEWAY_LOG_FORMAT=json: the container's),
+#   to a file
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,6 +35,8 @@ CONNECTIONS="${CONNECTIONS:-64}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BIN="${GATEWAY_BIN:-target/release/syno-chat-gateway}"
+GATEWAY_LOG_LEVEL="${GATEWAY_LOG_LEVEL:-info}"
+GATEWAY_LOG_FORMAT="${GATEWAY_LOG_FORMAT:-pretty}"
 STATIC_BIN="${STATIC_BIN:-target/release/examples/bench_static}"
 FORWARD_BIN="${FORWARD_BIN:-target/release/examples/bench_forward}"
 for tool in wrk nginx curl taskset python3; do
@@ -81,7 +87,8 @@ GW_AUTH=(-H "Authorization: Bearer $GW_KEY")
 env "${GW_ENV[@]}" SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" \
 SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" SYNOCHAT__SERVER__WORKERS=1 \
 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" SYNOCHAT__UPSTREAM__USERNAME=admin \
-SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL=warn \
+SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL="$GATEWAY_LOG_LEVEL" \
+SYNOCHAT__LOG__FORMAT="$GATEWAY_LOG_FORMAT" \
   taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=("$GW_PID")
 wait_for "http://127.0.0.1:$GW_PORT/readyz"
 
@@ -146,6 +153,7 @@ cmp -s <(curl -fs "${NAS_HEADERS[@]}" "$NX?api=SYNO.Chat.Post&version=8&method=l
 sleep 3  # start-up settles (the gateway gives back its start-up heap a second after warming up)
 IDLE_GW=$(tree_rss "$GW_PID"); IDLE_NGINX=$(tree_rss "$NGINX_PID"); IDLE_STATIC=$(tree_rss "$STATIC_PID")
 echo "rounds: $ROUNDS × $DURATION per target, $CONNECTIONS connections, servers on CPU $SERVER_CPU, wrk + fake NAS on CPU $LOAD_CPU"
+echo "gateway: log level $GATEWAY_LOG_LEVEL, $GATEWAY_LOG_FORMAT lines to a file; auth ${GATEWAY_AUTH:-key}"
 for ROUND in $(seq "$ROUNDS"); do
   run nginx_posts "$NGINX_PID" "$NX?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0" "${NAS_HEADERS[@]}"
   run gw_posts "$GW_PID" "$GW/channels/1/posts?limit=50" "${GW_AUTH[@]}"

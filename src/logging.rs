@@ -1,0 +1,799 @@
+//! Log lines: how they are formatted and written.
+//!
+//! Every request writes its access line at `info`, the default level, so each line's cost is
+//! paid by every request. tracing-subscriber's own formatters spent about 16,000 instructions on
+//! an access line as text and 48,000 as JSON, more than the cached channel list costs without a
+//! log line: the text formatter paints each field name through `nu_ansi_term` even with colours
+//! off, re-formats the time from the calendar on every line, and the JSON one renders a span's
+//! fields as JSON, then parses them back for every line (twice: `span` and `spans`). The lines
+//! here are the same (JSON without the `spans` list, which repeated `span`: the gateway has one
+//! span, the request's), written field by field. On a terminal the text keeps
+//! tracing-subscriber's colours ([`init`]).
+//!
+//! Lines are written by a thread of their own ([`background`]): a worker hands its line over
+//! and goes on, and a slow or stuck reader of the log (a full pipe to journald or Docker) cannot
+//! stall the requests. Lines that do not fit in its bounded queue are dropped and counted
+//! ([`dropped_lines`], the `synochat_log_lines_dropped_total` metric).
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FmtContext, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber: text or JSON lines on `writer`, filtered by `RUST_LOG` when
+/// set, else by `log.level`. Text on a terminal keeps tracing-subscriber's own coloured format.
+pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .map_err(|e| format!("log.level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let style = match settings.format {
+        LogFormat::Json => Style::Json,
+        LogFormat::Pretty if std::io::stderr().is_terminal() => {
+            return builder
+                .with_ansi(true)
+                .try_init()
+                .map_err(|e| e.to_string());
+        }
+        LogFormat::Pretty => Style::Text,
+    };
+    builder
+        .with_ansi(false)
+        .event_format(LineFormat(style))
+        .fmt_fields(LineFields(style))
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+/// How many lines the writer thread may have waiting: about 5 MB of access lines. A reader that
+/// falls further behind loses lines rather than the gateway its memory.
+const QUEUED_LINES: usize = 16_384;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// `sink`, written by a thread of its own: the writer to log to, and the guard that writes what
+/// is still queued when it is dropped (keep it until the process ends).
+pub fn background<S>(sink: S) -> (NonBlocking, WorkerGuard)
+where
+    S: std::io::Write + Send + 'static,
+{
+    // Buffered: the thread writes what has queued up with one system call, not one a line (it
+    // flushes whenever its queue is empty).
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, sink));
+    let _ = DROPPED.set(writer.error_counter());
+    (writer, guard)
+}
+
+/// Lines dropped so far because the log's reader fell behind ([`background`]).
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    /// `2026-12-05T15:13:21.684345Z  INFO request{request_id=… method="GET"}: target: message a=1`
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, the event's fields, `target`, `span`.
+    Json,
+}
+
+/// Formats a span's fields (once, when the span is created) and an event's: `name=value ...` as
+/// text, `"name":value,...` as JSON.
+pub struct LineFields(Style);
+
+impl<'w> FormatFields<'w> for LineFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = FieldWriter::new(writer, self.0, true);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let first = current.fields.is_empty();
+        let mut visitor = FieldWriter::new(current.as_writer(), self.0, first);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// Writes fields one after another, each preceded by its separator unless it is the `first`.
+struct FieldWriter<'w> {
+    out: Writer<'w>,
+    style: Style,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'w> FieldWriter<'w> {
+    fn new(out: Writer<'w>, style: Style, first: bool) -> Self {
+        FieldWriter {
+            out,
+            style,
+            first,
+            result: Ok(()),
+        }
+    }
+
+    /// Writes the field's name and separators, then the value by `value`; `None` for the
+    /// fields a bridged `log` record carries as metadata (`log.target`, ...), which are not
+    /// written.
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>, Style) -> fmt::Result) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = (|| {
+            match (self.style, self.first) {
+                (Style::Text, false) => self.out.write_char(' ')?,
+                (Style::Json, false) => self.out.write_char(',')?,
+                (_, true) => self.first = false,
+            }
+            match self.style {
+                // The message goes first without its name, as tracing-subscriber writes it.
+                Style::Text if name == "message" => {}
+                Style::Text => {
+                    self.out.write_str(name)?;
+                    self.out.write_char('=')?;
+                }
+                Style::Json => {
+                    json_string(&mut self.out, name)?;
+                    self.out.write_char(':')?;
+                }
+            }
+            value(&mut self.out, self.style)
+        })();
+    }
+
+    /// A value written by `fmt` (`Display` or `Debug`): as it comes in text (with control
+    /// characters escaped, so a value cannot start a line of its own), a string in JSON.
+    fn formatted(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        self.field(field, |out, style| match style {
+            Style::Text => Escaped::text(out).write_fmt(value),
+            Style::Json => {
+                out.write_char('"')?;
+                Escaped::json(out).write_fmt(value)?;
+                out.write_char('"')
+            }
+        });
+    }
+
+    /// A number or `true`/`false`: the same in both styles.
+    fn bare(&mut self, field: &Field, value: impl fmt::Display) {
+        self.field(field, |out, _| write!(out, "{value}"));
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match self.style {
+            Style::Text if field.name() == "message" => {
+                self.field(field, |out, _| Escaped::text(out).write_str(value))
+            }
+            // Quoted as `{:?}` quotes it; plain text (the usual case) without `Debug`'s walk.
+            Style::Text
+                if value
+                    .bytes()
+                    .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\') =>
+            {
+                self.field(field, |out, _| {
+                    out.write_char('"')?;
+                    out.write_str(value)?;
+                    out.write_char('"')
+                })
+            }
+            Style::Text => self.formatted(field, format_args!("{value:?}")),
+            Style::Json => self.field(field, |out, _| json_string(out, value)),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.formatted(field, format_args!("{value:?}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.bare(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.bare(field, value);
+    }
+
+    // In JSON as strings, as tracing-subscriber writes them: most readers of JSON take numbers
+    // as doubles, which would round them.
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.formatted(field, format_args!("{value}"));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.formatted(field, format_args!("{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.bare(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match self.style {
+            // JSON has no infinity or NaN (serde_json writes them as null).
+            Style::Json if !value.is_finite() => self.bare(field, "null"),
+            _ => self.bare(field, format_args!("{value:?}")),
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        match value.source() {
+            None => self.formatted(field, format_args!("{value}")),
+            // `error=outer error.sources=[cause, its cause]`, as tracing-subscriber writes it.
+            Some(source) => self.formatted(
+                field,
+                format_args!(
+                    "{value} {}.sources={:?}",
+                    field.name(),
+                    Sources(Some(source))
+                ),
+            ),
+        }
+    }
+}
+
+/// An error's chain of causes, as a list.
+struct Sources<'a>(Option<&'a (dyn std::error::Error + 'static)>);
+
+impl fmt::Debug for Sources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        let mut next = self.0;
+        while let Some(error) = next {
+            list.entry(&format_args!("{error}"));
+            next = error.source();
+        }
+        list.finish()
+    }
+}
+
+/// The event as one line, in its [`Style`].
+pub struct LineFormat(Style);
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut out: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // A record from the `log` crate, bridged: its own level and target.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        match self.0 {
+            Style::Text => {
+                UtcMicros.format_time(&mut out)?;
+                out.write_char(' ')?;
+                out.write_str(padded(meta.level()))?;
+                out.write_char(' ')?;
+                if let Some(scope) = ctx.event_scope() {
+                    for span in scope.from_root() {
+                        out.write_str(span.name())?;
+                        let extensions = span.extensions();
+                        if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                            && !fields.is_empty()
+                        {
+                            out.write_char('{')?;
+                            out.write_str(fields)?;
+                            out.write_char('}')?;
+                        }
+                        out.write_char(':')?;
+                    }
+                    out.write_char(' ')?;
+                }
+                out.write_str(meta.target())?;
+                out.write_str(": ")?;
+                let mut fields = FieldWriter::new(out.by_ref(), Style::Text, true);
+                event.record(&mut fields);
+                fields.result?;
+            }
+            Style::Json => {
+                out.write_str("{\"timestamp\":\"")?;
+                UtcMicros.format_time(&mut out)?;
+                out.write_str("\",\"level\":\"")?;
+                out.write_str(meta.level().as_str())?;
+                out.write_char('"')?;
+                let mut fields = FieldWriter::new(out.by_ref(), Style::Json, false);
+                event.record(&mut fields);
+                fields.result?;
+                out.write_str(",\"target\":")?;
+                json_string(&mut out, meta.target())?;
+                if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
+                    out.write_str(",\"span\":{")?;
+                    let extensions = span.extensions();
+                    if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                        && !fields.is_empty()
+                    {
+                        out.write_str(fields)?;
+                        out.write_char(',')?;
+                    }
+                    out.write_str("\"name\":")?;
+                    json_string(&mut out, span.name())?;
+                    out.write_char('}')?;
+                }
+                out.write_char('}')?;
+            }
+        }
+        out.write_char('\n')
+    }
+}
+
+/// The level as tracing-subscriber writes it in text: five wide, to the right.
+fn padded(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => " INFO",
+        Level::WARN => " WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+/// `text` as a JSON string, quotes included.
+fn json_string(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped::json(out).write_str(text)?;
+    out.write_char('"')
+}
+
+/// Writes through to `out`, escaping what may not stand as it is: in JSON, `"`, `\`, control
+/// characters (as serde_json escapes them), DEL and the C1 controls (`\u009b`); in text, control
+/// characters but the tab, DEL and the C1 controls (`\n`, `\x1b`, `\u{9b}`). So no value can end
+/// a line early or send a terminal that shows the log an escape sequence.
+struct Escaped<'o, W: fmt::Write> {
+    out: &'o mut W,
+    json: bool,
+}
+
+impl<'o, W: fmt::Write> Escaped<'o, W> {
+    fn json(out: &'o mut W) -> Self {
+        Escaped { out, json: true }
+    }
+
+    fn text(out: &'o mut W) -> Self {
+        Escaped { out, json: false }
+    }
+
+    fn needs_escape(&self, c: char) -> bool {
+        match c {
+            '"' | '\\' => self.json,
+            '\t' => self.json,
+            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
+            _ => false,
+        }
+    }
+}
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Most values need nothing escaped: the bytes that may (`"`, `\`, the controls, DEL,
+        // and 0xc2, which leads a C1 control) are looked for first, and the text written whole
+        // if there are none.
+        let Some(first) = text
+            .bytes()
+            .position(|b| b < 0x20 || matches!(b, b'"' | b'\\' | 0x7f | 0xc2))
+        else {
+            return self.out.write_str(text);
+        };
+        self.out.write_str(&text[..first])?;
+        let text = &text[first..];
+        let mut plain = 0;
+        for (at, c) in text.char_indices() {
+            if !self.needs_escape(c) {
+                continue;
+            }
+            self.out.write_str(&text[plain..at])?;
+            plain = at + c.len_utf8();
+            match c {
+                '"' => self.out.write_str("\\\"")?,
+                '\\' => self.out.write_str("\\\\")?,
+                '\n' => self.out.write_str("\\n")?,
+                '\r' => self.out.write_str("\\r")?,
+                '\t' => self.out.write_str("\\t")?,
+                c if self.json => write!(self.out, "\\u{:04x}", c as u32)?,
+                c if (c as u32) < 0x80 => write!(self.out, "\\x{:02x}", c as u32)?,
+                c => write!(self.out, "\\u{{{:x}}}", c as u32)?,
+            }
+        }
+        self.out.write_str(&text[plain..])
+    }
+}
+
+/// The time as RFC 3339 in UTC with microseconds (`2026-12-05T15:13:21.684345Z`), as
+/// tracing-subscriber writes it; the date and time of day are worked out once a second.
+#[derive(Clone, Copy, Default)]
+pub struct UtcMicros;
+
+thread_local! {
+    /// The second last written, and its text up to the fraction (`2026-12-05T15:13:21.`).
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl FormatTime for UtcMicros {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        write_utc(w, now.as_secs(), now.subsec_micros())
+    }
+}
+
+fn write_utc(out: &mut impl fmt::Write, secs: u64, micros: u32) -> fmt::Result {
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            text.clear();
+            let (year, month, day) = civil_from_days(secs / 86_400);
+            let of_day = secs % 86_400;
+            write!(
+                text,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                of_day / 3600,
+                of_day / 60 % 60,
+                of_day % 60
+            )?;
+            *second = secs;
+        }
+        out.write_str(text)?;
+        let mut fraction = *b"000000Z";
+        let mut rest = micros.min(999_999);
+        for digit in fraction[..6].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
+    })
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March, so that February's leap day comes last.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the call failed")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// The events every test logs: the access line inside the request's span, and fields of
+    /// every kind outside it.
+    fn log_events() {
+        let id = "48eb4ecf-5667-4e62-862e-8a8cc80c192d";
+        let ip: Option<std::net::IpAddr> = Some([127, 0, 0, 1].into());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = "GET",
+            path = %"/api/v1/channels",
+            client_ip = ip.map(tracing::field::display),
+        );
+        span.in_scope(|| {
+            tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
+            tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
+        });
+        let error = Outer(std::io::Error::other("connection reset"));
+        tracing::error!(
+            error = &error as &(dyn std::error::Error + 'static),
+            quoted = "say \"hi\" \\ there",
+            plain = "a b",
+            empty = "",
+            unicode = "grüße ✓ ©",
+            flag = true,
+            big = u128::MAX,
+            negative = -5i64,
+            ratio = 1e-7,
+            whole = 3.0,
+            debug = ?vec![1, 2],
+            "mixed {} fields",
+            "many"
+        );
+        tracing::debug!(r#type = "raw name", "a raw identifier");
+    }
+
+    /// The lines `log_events` writes through a subscriber made by `build`.
+    fn written(
+        build: impl FnOnce(
+            tracing_subscriber::fmt::SubscriberBuilder<
+                tracing_subscriber::fmt::format::DefaultFields,
+                tracing_subscriber::fmt::format::Format,
+                tracing_subscriber::filter::LevelFilter,
+                Lines,
+            >,
+        ) -> Box<dyn Subscriber + Send + Sync>,
+    ) -> String {
+        let lines = Lines::default();
+        let builder = tracing_subscriber::fmt()
+            .with_max_level(Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(lines.clone());
+        tracing::subscriber::with_default(build(builder), log_events);
+        lines.text()
+    }
+
+    fn ours(style: Style) -> String {
+        written(|b| {
+            Box::new(
+                b.event_format(LineFormat(style))
+                    .fmt_fields(LineFields(style))
+                    .finish(),
+            )
+        })
+    }
+
+    /// `2026-12-05T15:13:21.684345Z` at the start of each line, checked and cut off.
+    fn without_time(lines: &str, json: bool) -> Vec<String> {
+        lines
+            .lines()
+            .map(|line| {
+                let (prefix, at) = if json {
+                    ("{\"timestamp\":\"", 14)
+                } else {
+                    ("", 0)
+                };
+                assert!(line.starts_with(prefix), "{line}");
+                let time = &line[at..at + 27];
+                assert!(
+                    time.len() == 27
+                        && time.as_bytes()[10] == b'T'
+                        && time.ends_with('Z')
+                        && time.as_bytes()[19] == b'.',
+                    "{line}"
+                );
+                format!("{}{}", &line[..at], &line[at + 27..])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_lines_are_tracing_subscribers_full_format() {
+        let reference = written(|b| Box::new(b.finish()));
+        let ours = ours(Style::Text);
+        assert_eq!(without_time(&ours, false), without_time(&reference, false));
+        assert!(ours.contains(
+            " INFO request{request_id=48eb4ecf-5667-4e62-862e-8a8cc80c192d method=\"GET\" \
+             path=/api/v1/channels client_ip=127.0.0.1}: syno_chat_gateway::logging::tests: \
+             request finished status=200 elapsed_ms=0.319199\n"
+        ));
+        assert!(ours.contains(
+            "error=the call failed error.sources=[connection reset] \
+             quoted=\"say \\\"hi\\\" \\\\ there\" plain=\"a b\""
+        ));
+    }
+
+    #[test]
+    fn json_lines_are_tracing_subscribers_json_without_the_span_list() {
+        let reference = written(|b| {
+            Box::new(
+                b.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .finish(),
+            )
+        });
+        let ours = ours(Style::Json);
+        let parse = |lines: &str| -> Vec<serde_json::Value> {
+            lines
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+                .collect()
+        };
+        let (ours_parsed, reference) = (parse(&ours), parse(&reference));
+        assert_eq!(ours_parsed.len(), 4);
+        for (mut ours, mut reference) in ours_parsed.into_iter().zip(reference) {
+            for line in [&mut ours, &mut reference] {
+                line.as_object_mut().unwrap().remove("timestamp");
+            }
+            // An error's causes too, as the text has them (tracing-subscriber's JSON drops them).
+            if let Some(error) = ours.as_object_mut().unwrap().remove("error") {
+                assert_eq!(error, "the call failed error.sources=[connection reset]");
+                assert_eq!(
+                    reference.as_object_mut().unwrap().remove("error").unwrap(),
+                    "the call failed"
+                );
+            }
+            assert_eq!(ours, reference);
+        }
+        assert!(
+            ours.lines()
+                .all(|line| line.starts_with("{\"timestamp\":\"") && line.ends_with('}'))
+        );
+    }
+
+    /// A value cannot start a line of its own or send a terminal an escape sequence.
+    #[test]
+    fn control_characters_are_escaped_in_both_styles() {
+        let hostile = "one\ntwo\r\u{1b}[31mred\u{9b}\u{7f}\ttab\u{0}";
+        for style in [Style::Text, Style::Json] {
+            let lines = Lines::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(lines.clone())
+                .event_format(LineFormat(style))
+                .fmt_fields(LineFields(style))
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("request", path = %hostile);
+                span.in_scope(|| tracing::info!(value = %hostile, "{hostile}"));
+            });
+            let text = lines.text();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(!text.contains(['\r', '\u{1b}', '\u{9b}', '\0']), "{text:?}");
+            if style == Style::Json {
+                let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(line["message"], hostile);
+                assert_eq!(line["value"], hostile);
+                assert_eq!(line["span"]["path"], hostile);
+            } else {
+                assert!(text.contains(r"value=one\ntwo\r\x1b[31mred\u{9b}\x7f	tab\x00"));
+            }
+        }
+    }
+
+    /// A dependency's `log` record: its own level and target, without the bridge's `log.*` fields.
+    #[test]
+    fn log_records_keep_their_level_and_target() {
+        let _ = tracing_log::LogTracer::init();
+        for (style, expected) in [
+            (Style::Text, " WARN some_crate::pool: pool exhausted\n"),
+            (
+                Style::Json,
+                "\",\"level\":\"WARN\",\"message\":\"pool exhausted\",\"target\":\"some_crate::pool\"}\n",
+            ),
+        ] {
+            let lines = Lines::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(lines.clone())
+                .event_format(LineFormat(style))
+                .fmt_fields(LineFields(style))
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing_log::log::warn!(target: "some_crate::pool", "pool exhausted");
+            });
+            let text = lines.text();
+            assert!(text.ends_with(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_null_in_json() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(lines.clone())
+            .event_format(LineFormat(Style::Json))
+            .fmt_fields(LineFields(Style::Json))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(nan = f64::NAN, inf = f64::INFINITY, "odd numbers")
+        });
+        let line: serde_json::Value = serde_json::from_str(&lines.text()).unwrap();
+        assert!(line["nan"].is_null() && line["inf"].is_null(), "{line}");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        let at = |secs, micros| {
+            let mut text = String::new();
+            write_utc(&mut text, secs, micros).unwrap();
+            text
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_399, 999_999), "2000-02-28T23:59:59.999999Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(at(1_796_480_192, 723_000), "2026-12-05T14:16:32.723000Z");
+        // 2100 is not a leap year; the second before is cached, the next one is not.
+        assert_eq!(at(4_107_542_399, 1), "2100-02-28T23:59:59.000001Z");
+        assert_eq!(at(4_107_542_400, 1), "2100-03-01T00:00:00.000001Z");
+        assert_eq!(at(4_107_542_400, 2), "2100-03-01T00:00:00.000002Z");
+        // Every day for 400 years (a whole Gregorian cycle) against the day before.
+        let mut previous = civil_from_days(0);
+        for day in 1..146_097 {
+            let (year, month, date) = civil_from_days(day);
+            let next_day = (previous.0, previous.1, previous.2 + 1);
+            let next_month = (previous.0, previous.1 + 1, 1);
+            let next_year = (previous.0 + 1, 1, 1);
+            assert!(
+                [next_day, next_month, next_year].contains(&(year, month, date)),
+                "day {day}: {previous:?} then {:?}",
+                (year, month, date)
+            );
+            assert!((1..=12).contains(&month) && (1..=31).contains(&date));
+            previous = (year, month, date);
+        }
+        assert_eq!(previous, (2369, 12, 31));
+    }
+}
