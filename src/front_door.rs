@@ -99,7 +99,7 @@ pub async fn front_door(
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            elapsed_ms = crate::logging::millis(elapsed),
             "request finished"
         )
     });

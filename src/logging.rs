@@ -93,6 +93,12 @@ pub fn dropped_lines() -> u64 {
         .map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
+/// A duration in milliseconds to the microsecond, for a log field: `0.248`, where the exact
+/// double would print as `0.24775699999999998`.
+pub fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Style {
     /// `2026-12-05T15:13:21.684345Z  INFO request{request_id=… method="GET"}: target: message a=1`
@@ -747,6 +753,15 @@ mod tests {
             let text = lines.text();
             assert!(text.ends_with(expected), "{text}");
         }
+    }
+
+    #[test]
+    fn durations_are_logged_in_milliseconds_to_the_microsecond() {
+        let millis = |nanos| format!("{:?}", millis(std::time::Duration::from_nanos(nanos)));
+        assert_eq!(millis(247_757), "0.247");
+        assert_eq!(millis(1_017_021), "1.017");
+        assert_eq!(millis(12_000_000), "12.0");
+        assert_eq!(millis(3_600_000_000_123), "3600000.0");
     }
 
     #[test]

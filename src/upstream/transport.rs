@@ -413,7 +413,7 @@ impl DsmClient {
             api = op.api,
             method = op.method,
             version = endpoint.version,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = crate::logging::millis(started.elapsed()),
             outcome,
             dsm_code = error.and_then(UpstreamError::dsm_code),
             "DSM call"
