@@ -388,9 +388,15 @@ fn a_log_reader_that_stops_reading_stalls_no_request() {
         .local_addr()
         .unwrap()
         .port();
+    // A store of its own: the scratch directory's default one is another test's.
+    let store = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .current_dir(scratch_dir())
         .arg("serve")
+        .env(
+            "SYNOCHAT__STORE__URL",
+            format!("sqlite://{}", store.path().join("store.db").display()),
+        )
         .env("SYNOCHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("SYNOCHAT__SERVER__WORKERS", "1")
         .env("SYNOCHAT__LOG__FORMAT", "json")

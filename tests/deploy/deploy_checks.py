@@ -49,6 +49,7 @@ COUNTERS = {
     "synochat_cache_requests_total": {"cache", "result"},
     "synochat_delivery_attempts_total": {"outcome"},
     "synochat_hook_requests_total": {"hook", "answer"},
+    "synochat_log_lines_dropped_total": set(),
 }
 GAUGES = {
     "synochat_http_requests_in_flight": set(),
