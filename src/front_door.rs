@@ -50,7 +50,9 @@ pub async fn front_door(
         request_id = %id,
         method,
         path = %path,
-        client_ip = origin.client_ip.map(tracing::field::display),
+        client_ip = origin
+            .client_ip
+            .map(|ip| tracing::field::display(crate::logging::Address(ip))),
     );
     let id_header = HeaderValue::from_str(&id).ok();
     let info = RequestInfo {

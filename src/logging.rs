@@ -99,6 +99,39 @@ pub fn millis(duration: std::time::Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
+/// An IP address as a log field (the access line's `client_ip`), as `Display` writes it; an IPv4
+/// address is written digit by digit (std's `Display` went through `fmt` for each octet:
+/// 1,650 instructions, a seventh of the access line).
+#[derive(Clone, Copy)]
+pub struct Address(pub std::net::IpAddr);
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let std::net::IpAddr::V4(v4) = self.0 else {
+            return self.0.fmt(f);
+        };
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        for (at, octet) in v4.octets().into_iter().enumerate() {
+            if at > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            let digits = [octet / 100, octet / 10 % 10, octet % 10];
+            let first = match octet {
+                100.. => 0,
+                10.. => 1,
+                _ => 2,
+            };
+            for digit in &digits[first..] {
+                text[len] = b'0' + digit;
+                len += 1;
+            }
+        }
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Style {
     /// `2026-12-05T15:13:21.684345Z  INFO request{request_id=… method="GET"}: target: message a=1`
@@ -762,6 +795,20 @@ mod tests {
         assert_eq!(millis(1_017_021), "1.017");
         assert_eq!(millis(12_000_000), "12.0");
         assert_eq!(millis(3_600_000_000_123), "3600000.0");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for octet in 0..=255u8 {
+            for ip in [
+                std::net::IpAddr::from([octet, 0, 255 - octet, octet / 3]),
+                std::net::IpAddr::from([10, octet, 1, octet]),
+            ] {
+                assert_eq!(Address(ip).to_string(), ip.to_string());
+            }
+        }
+        let v6: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(Address(v6).to_string(), "2001:db8::7");
     }
 
     #[test]
