@@ -319,18 +319,27 @@ async fn enroll_device_asks_for_the_code_and_prints_a_device_id_that_skips_it() 
     );
 }
 
-#[test]
-fn sigterm_drains_and_logs_out() {
-    let child = Command::new(BIN)
+/// `serve` with the given settings, its standard error piped to the test.
+fn serve_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .current_dir(scratch_dir())
         .arg("serve")
-        .env("SYNOCHAT__SERVER__BIND", "127.0.0.1:0")
-        .env("SYNOCHAT__LOG__FORMAT", "json")
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn sigterm_drains_and_logs_out() {
+    let child = serve_command(&[
+        ("SYNOCHAT__SERVER__BIND", "127.0.0.1:0"),
+        ("SYNOCHAT__LOG__FORMAT", "json"),
+    ])
+    .spawn()
+    .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -390,24 +399,19 @@ fn a_log_reader_that_stops_reading_stalls_no_request() {
         .port();
     // A store of its own: the scratch directory's default one is another test's.
     let store = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(scratch_dir())
-        .arg("serve")
-        .env(
-            "SYNOCHAT__STORE__URL",
-            format!("sqlite://{}", store.path().join("store.db").display()),
-        )
-        .env("SYNOCHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("SYNOCHAT__SERVER__WORKERS", "1")
-        .env("SYNOCHAT__LOG__FORMAT", "json")
-        .env("SYNOCHAT__LOG__LEVEL", "info")
-        .env("SYNOCHAT__RATE_LIMIT__ENABLED", "false")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        // Piped and never read: the pipe holds 64 KB, about 200 access lines.
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let store_url = format!("sqlite://{}", store.path().join("store.db").display());
+    let bind = format!("127.0.0.1:{port}");
+    // Standard error is piped and never read: the pipe holds 64 KB, about 200 access lines.
+    let mut child = serve_command(&[
+        ("SYNOCHAT__STORE__URL", &store_url),
+        ("SYNOCHAT__SERVER__BIND", &bind),
+        ("SYNOCHAT__SERVER__WORKERS", "1"),
+        ("SYNOCHAT__LOG__FORMAT", "json"),
+        ("SYNOCHAT__LOG__LEVEL", "info"),
+        ("SYNOCHAT__RATE_LIMIT__ENABLED", "false"),
+    ])
+    .spawn()
+    .unwrap();
     let connect = || {
         for _ in 0..100 {
             if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
