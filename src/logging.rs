@@ -69,21 +69,65 @@ const QUEUED_LINES: usize = 16_384;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
+/// How often the log is told how many lines were dropped since it was last told.
+const GAP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `sink`, written by a thread of its own: the writer to log to, and the guard that writes what
-/// is still queued when it is dropped (keep it until the process ends).
+/// is still queued when it is dropped (keep it until the process ends). Lines dropped because
+/// the queue was full are counted ([`dropped_lines`]) and, once there is room again, reported
+/// in the log itself: a warning a gap shows.
 pub fn background<S>(sink: S) -> (NonBlocking, WorkerGuard)
+where
+    S: std::io::Write + Send + 'static,
+{
+    let (writer, guard) = queued(sink, QUEUED_LINES);
+    let _ = DROPPED.set(writer.error_counter());
+    report_gaps(writer.error_counter(), GAP_REPORT_EVERY, |dropped| {
+        tracing::warn!(
+            dropped,
+            "log lines were dropped: the log's reader fell behind \
+             (synochat_log_lines_dropped_total counts them)"
+        )
+    });
+    (writer, guard)
+}
+
+fn queued<S>(sink: S, lines: usize) -> (NonBlocking, WorkerGuard)
 where
     S: std::io::Write + Send + 'static,
 {
     // Buffered: the thread writes what has queued up with one system call, not one a line (it
     // flushes whenever its queue is empty).
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
+        .buffered_lines_limit(lines)
         .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, sink));
-    let _ = DROPPED.set(writer.error_counter());
-    (writer, guard)
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, sink))
+}
+
+/// Every `every`, calls `report` with the lines dropped since the last call, if there were any.
+/// (A report dropped too is counted, and the next one includes its lines.)
+fn report_gaps(
+    counter: ErrorCounter,
+    every: std::time::Duration,
+    report: impl Fn(u64) + Send + 'static,
+) {
+    let reporter = std::thread::Builder::new()
+        .name("log-gaps".to_owned())
+        .spawn(move || {
+            let mut reported = 0;
+            loop {
+                std::thread::sleep(every);
+                let dropped = counter.dropped_lines() as u64;
+                if dropped > reported {
+                    report(dropped - reported);
+                    reported = dropped;
+                }
+            }
+        });
+    if let Err(error) = reporter {
+        eprintln!("syno-chat-gateway: dropped log lines will not be reported in the log: {error}");
+    }
 }
 
 /// Lines dropped so far because the log's reader fell behind ([`background`]).
@@ -761,6 +805,71 @@ mod tests {
                 assert!(text.contains(r"value=one\ntwo\r\x1b[31mred\u{9b}\x7f	tab\x00"));
             }
         }
+    }
+
+    /// A sink whose writes wait until it is let go, as a pipe nobody reads does; `entered` is
+    /// set once a write waits.
+    #[derive(Clone, Default)]
+    struct Stuck {
+        lines: Lines,
+        entered: Arc<std::sync::atomic::AtomicBool>,
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.entered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let (open, opened) = &*self.open;
+            let mut is_open = open.lock().unwrap();
+            while !*is_open {
+                is_open = opened.wait(is_open).unwrap();
+            }
+            self.lines.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Until `done`, for at most ten seconds.
+    fn wait_for(done: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed().as_secs() < 10, "waited ten seconds");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_stuck_reader_drops_and_reports_lines_over_the_queue_and_stalls_no_writer() {
+        use std::io::Write;
+        let sink = Stuck::default();
+        let (mut writer, at_exit) = queued(sink.clone(), 4);
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let reported = reports.clone();
+        report_gaps(
+            writer.error_counter(),
+            std::time::Duration::from_millis(20),
+            move |dropped| reported.lock().unwrap().push(dropped),
+        );
+        // The first line is taken and stuck in the sink; four more wait; six do not fit.
+        writer.write_all(b"line 0\n").unwrap();
+        wait_for(|| sink.entered.load(std::sync::atomic::Ordering::SeqCst));
+        for n in 1..=10 {
+            writer.write_all(format!("line {n}\n").as_bytes()).unwrap();
+        }
+        assert_eq!(writer.error_counter().dropped_lines(), 6);
+        wait_for(|| !reports.lock().unwrap().is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(*reports.lock().unwrap(), [6], "one report, of all six");
+        *sink.open.0.lock().unwrap() = true;
+        sink.open.1.notify_all();
+        drop(at_exit);
+        assert_eq!(
+            sink.lines.text(),
+            "line 0\nline 1\nline 2\nline 3\nline 4\n"
+        );
     }
 
     /// A dependency's `log` record: its own level and target, without the bridge's `log.*` fields.
