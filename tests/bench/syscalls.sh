@@ -8,6 +8,8 @@
 #   bash tests/bench/syscalls.sh            (needs strace, wrk, nginx, curl, taskset)
 #   REQUEST_PATH=/readyz bash tests/bench/syscalls.sh   (another gateway route)
 #
+# The gateway logs at `info` as make bench's does (GATEWAY_LOG_LEVEL=warn: without the access line);
+# strace -f counts every thread's calls, the log writer's too.
 # strace slows both servers down; only the counts per request mean anything, not the rates.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +39,7 @@ env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$KEY" | "$BIN" hash-key --
   SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
   SYNOCHAT__STORE__URL="sqlite://$TMP/gateway.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$GW_PORT" \
   SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
-  SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL=warn \
+  SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=bench SYNOCHAT__LOG__LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
   taskset -c "$SERVER_CPU" "$BIN" serve >"$TMP/gateway.log" 2>&1 & GW_PID=$!; PIDS+=("$GW_PID")
 wait_for "http://127.0.0.1:$GW_PORT/readyz"
 AUTH=(-H "Authorization: Bearer $KEY")
