@@ -1,7 +1,8 @@
 //! The front door: the one middleware every request passes first. It gives the request its id
-//! (the caller's `X-Request-Id` when it is sane, else a new UUID), its span and its public
-//! origin and a deadline over reading its body, turns away what the browser guard refuses, and once the request is answered records
-//! the route's metrics, logs the access line and puts the id on the answer, errors included.
+//! (the caller's `X-Request-Id` when it is sane, else a new UUID), the scope its log lines and
+//! error bodies name it from, its public origin and a deadline over reading its body, turns
+//! away what the browser guard refuses, and once the request is answered records the route's
+//! metrics, logs the access line and puts the id on the answer, errors included.
 //!
 //! One layer, not one per concern: each `from_fn` layer keeps its own future and boxes the
 //! next one, and the profile showed the copies of those futures on every request.
@@ -15,7 +16,6 @@ use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
-use tracing::Instrument;
 
 use crate::body_deadline::BodyDeadlines;
 use crate::browser::BrowserGuard;
@@ -44,22 +44,9 @@ pub async fn front_door(
     let path = loggable_path(req.path(), |name| {
         crate::api::is_hook_name(req.app_data(), name)
     });
-    // The path, never the query string: callers' queries are not ours to log.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method,
-        path = %path,
-        client_ip = origin
-            .client_ip
-            .map(|ip| tracing::field::display(crate::logging::Address(ip))),
-    );
     let id_header = HeaderValue::from_str(&id).ok();
-    let info = RequestInfo {
-        id,
-        // As the caller sees it: behind a proxy the path carries the public prefix.
-        path: [origin.prefix.as_str(), &path].concat(),
-    };
+    // The path, never the query string: callers' queries are not ours to log.
+    let info = RequestInfo::new(id, method, &origin.prefix, &path, origin.client_ip);
     let refusal = req
         .app_data::<web::Data<BrowserGuard>>()
         .and_then(|guard| guard.refusal(&req, &origin).err());
@@ -73,38 +60,40 @@ pub async fn front_door(
         .map(|m| m.clone().into_inner());
     let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
     let in_flight = metrics.as_ref().map(Metrics::request_started);
+    // Served, its access line logged and its errors rendered inside the request's scope: the
+    // line carries the request's fields, the problem body its id.
     let outcome = serving(info, async move {
-        // Errors are rendered inside the scope so the problem body carries the request id.
-        if let Some(refusal) = refusal {
-            let response = refusal.error_response();
-            return Ok(req.into_response(response));
+        let outcome = match refusal {
+            Some(refusal) => {
+                let response = refusal.error_response();
+                Ok(req.into_response(response))
+            }
+            None => next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body)
+                .map_err(|error| {
+                    let response = error.error_response();
+                    (error, response)
+                }),
+        };
+        let status = match &outcome {
+            Ok(response) => response.status(),
+            Err((_, response)) => response.status(),
+        };
+        drop(in_flight);
+        let elapsed = started.elapsed();
+        if let Some(route) = &route {
+            route.finished(status.as_u16(), elapsed);
         }
-        next.call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body)
-            .map_err(|error| {
-                let response = error.error_response();
-                (error, response)
-            })
-    })
-    .instrument(span.clone())
-    .await;
-    let status = match &outcome {
-        Ok(response) => response.status(),
-        Err((_, response)) => response.status(),
-    };
-    drop(in_flight);
-    let elapsed = started.elapsed();
-    if let Some(route) = &route {
-        route.finished(status.as_u16(), elapsed);
-    }
-    span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
             elapsed_ms = crate::logging::millis(elapsed),
             "request finished"
-        )
-    });
+        );
+        outcome
+    })
+    .await;
     match outcome {
         Ok(mut response) => {
             if let Some(value) = id_header {

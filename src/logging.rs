@@ -43,22 +43,19 @@ where
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .map_err(|e| format!("log.level: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
     let style = match settings.format {
         LogFormat::Json => Style::Json,
-        LogFormat::Pretty if std::io::stderr().is_terminal() => {
-            return builder
-                .with_ansi(true)
-                .try_init()
-                .map_err(|e| e.to_string());
-        }
         LogFormat::Pretty => Style::Text,
     };
-    builder
+    let format = LineFormat {
+        style,
+        colours: style == Style::Text && std::io::stderr().is_terminal(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(false)
-        .event_format(LineFormat(style))
+        .event_format(format)
         .fmt_fields(LineFields(style))
         .try_init()
         .map_err(|e| e.to_string())
@@ -285,8 +282,14 @@ pub struct Address(pub std::net::IpAddr);
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Address {
+    fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let std::net::IpAddr::V4(v4) = self.0 else {
-            return self.0.fmt(f);
+            return write!(f, "{}", self.0);
         };
         let mut text = [0u8; 15];
         let mut len = 0;
@@ -497,8 +500,26 @@ impl fmt::Debug for Sources<'_> {
     }
 }
 
-/// The event as one line, in its [`Style`].
-pub struct LineFormat(Style);
+/// The event as one line, in its [`Style`]; text with colours on a terminal.
+pub struct LineFormat {
+    style: Style,
+    colours: bool,
+}
+
+impl LineFormat {
+    #[cfg(test)]
+    fn plain(style: Style) -> Self {
+        LineFormat {
+            style,
+            colours: false,
+        }
+    }
+}
+
+/// ANSI styles, as tracing-subscriber's coloured text uses them.
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
 
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
@@ -514,15 +535,37 @@ where
         // A record from the `log` crate, bridged: its own level and target.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        match self.0 {
+        let paint = |out: &mut Writer<'_>, style: &str| match self.colours {
+            true => out.write_str(style),
+            false => Ok(()),
+        };
+        match self.style {
             Style::Text => {
+                paint(&mut out, DIM)?;
                 UtcMicros.format_time(&mut out)?;
+                paint(&mut out, RESET)?;
                 out.write_char(' ')?;
+                paint(&mut out, level_colour(meta.level()))?;
                 out.write_str(padded(meta.level()))?;
+                paint(&mut out, RESET)?;
                 out.write_char(' ')?;
+                // The request being served, as the span `request` with its fields.
+                let request = crate::telemetry::with_current_request(|request| {
+                    paint(&mut out, BOLD)?;
+                    out.write_str("request{")?;
+                    paint(&mut out, RESET)?;
+                    request_fields(&mut out, request, Style::Text)?;
+                    paint(&mut out, BOLD)?;
+                    out.write_str("}")?;
+                    paint(&mut out, RESET)?;
+                    out.write_char(':')
+                });
+                let mut in_span = request.transpose()?.is_some();
                 if let Some(scope) = ctx.event_scope() {
                     for span in scope.from_root() {
+                        paint(&mut out, BOLD)?;
                         out.write_str(span.name())?;
+                        paint(&mut out, RESET)?;
                         let extensions = span.extensions();
                         if let Some(fields) = extensions.get::<FormattedFields<N>>()
                             && !fields.is_empty()
@@ -532,11 +575,17 @@ where
                             out.write_char('}')?;
                         }
                         out.write_char(':')?;
+                        in_span = true;
                     }
+                }
+                if in_span {
                     out.write_char(' ')?;
                 }
+                paint(&mut out, DIM)?;
                 out.write_str(meta.target())?;
-                out.write_str(": ")?;
+                out.write_str(":")?;
+                paint(&mut out, RESET)?;
+                out.write_char(' ')?;
                 let mut fields = FieldWriter::new(out.by_ref(), Style::Text, true);
                 event.record(&mut fields);
                 fields.result?;
@@ -552,7 +601,15 @@ where
                 fields.result?;
                 out.write_str(",\"target\":")?;
                 json_string(&mut out, meta.target())?;
-                if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
+                // The request being served as the span, else the innermost span there is.
+                let request = crate::telemetry::with_current_request(|request| {
+                    out.write_str(",\"span\":{")?;
+                    request_fields(&mut out, request, Style::Json)?;
+                    out.write_str(",\"name\":\"request\"}")
+                });
+                if request.transpose()?.is_none()
+                    && let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next())
+                {
                     out.write_str(",\"span\":{")?;
                     let extensions = span.extensions();
                     if let Some(fields) = extensions.get::<FormattedFields<N>>()
@@ -569,6 +626,56 @@ where
             }
         }
         out.write_char('\n')
+    }
+}
+
+/// The request's fields as the span `request` had them: `request_id=… method="GET" path=…
+/// client_ip=…` as text, `"request_id":"…",…` as JSON; `client_ip` only when it is known.
+/// Written straight into the line: the id is made of `[A-Za-z0-9-_.:]` and the method is one of
+/// [`crate::telemetry::method_label`]'s names, so only the path needs escaping.
+fn request_fields(
+    out: &mut Writer<'_>,
+    request: &crate::telemetry::RequestInfo,
+    style: Style,
+) -> fmt::Result {
+    match style {
+        Style::Text => {
+            out.write_str("request_id=")?;
+            out.write_str(&request.id)?;
+            out.write_str(" method=\"")?;
+            out.write_str(request.method)?;
+            out.write_str("\" path=")?;
+            Escaped::text(out).write_str(request.logged_path())?;
+            if let Some(ip) = request.client_ip {
+                out.write_str(" client_ip=")?;
+                Address(ip).write_to(out)?;
+            }
+        }
+        Style::Json => {
+            out.write_str("\"request_id\":\"")?;
+            out.write_str(&request.id)?;
+            out.write_str("\",\"method\":\"")?;
+            out.write_str(request.method)?;
+            out.write_str("\",\"path\":")?;
+            json_string(out, request.logged_path())?;
+            if let Some(ip) = request.client_ip {
+                out.write_str(",\"client_ip\":\"")?;
+                Address(ip).write_to(out)?;
+                out.write_char('"')?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The level's colour in tracing-subscriber's coloured text.
+fn level_colour(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "\x1b[35m",
+        Level::DEBUG => "\x1b[34m",
+        Level::INFO => "\x1b[32m",
+        Level::WARN => "\x1b[33m",
+        Level::ERROR => "\x1b[31m",
     }
 }
 
@@ -725,6 +832,7 @@ mod tests {
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::telemetry::RequestInfo;
 
     /// Lines written to memory.
     #[derive(Clone, Default)]
@@ -812,23 +920,84 @@ mod tests {
             >,
         ) -> Box<dyn Subscriber + Send + Sync>,
     ) -> String {
+        written_of(build, log_events)
+    }
+
+    /// The lines `events` writes through a subscriber made by `build`.
+    fn written_of(
+        build: impl FnOnce(
+            tracing_subscriber::fmt::SubscriberBuilder<
+                tracing_subscriber::fmt::format::DefaultFields,
+                tracing_subscriber::fmt::format::Format,
+                tracing_subscriber::filter::LevelFilter,
+                Lines,
+            >,
+        ) -> Box<dyn Subscriber + Send + Sync>,
+        events: impl FnOnce(),
+    ) -> String {
         let lines = Lines::default();
         let builder = tracing_subscriber::fmt()
             .with_max_level(Level::DEBUG)
             .with_ansi(false)
             .with_writer(lines.clone());
-        tracing::subscriber::with_default(build(builder), log_events);
+        tracing::subscriber::with_default(build(builder), events);
         lines.text()
     }
 
     fn ours(style: Style) -> String {
-        written(|b| {
-            Box::new(
-                b.event_format(LineFormat(style))
-                    .fmt_fields(LineFields(style))
-                    .finish(),
-            )
-        })
+        ours_of(LineFormat::plain(style), log_events)
+    }
+
+    fn ours_of(format: LineFormat, events: impl FnOnce()) -> String {
+        let style = format.style;
+        written_of(
+            |b| {
+                Box::new(
+                    b.event_format(format)
+                        .fmt_fields(LineFields(style))
+                        .finish(),
+                )
+            },
+            events,
+        )
+    }
+
+    const REQUEST_ID: &str = "48eb4ecf-5667-4e62-862e-8a8cc80c192d";
+
+    /// Lines logged while a request is served, behind a proxy with a public prefix (which the
+    /// log leaves out); with a client address and without.
+    fn request_events() {
+        for client_ip in [Some([127, 0, 0, 1].into()), None] {
+            let request = RequestInfo::new(
+                REQUEST_ID.into(),
+                "GET",
+                "/chat",
+                "/api/v1/channels",
+                client_ip,
+            );
+            crate::telemetry::in_request(request, || {
+                tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
+                tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
+            });
+        }
+    }
+
+    /// The same lines, logged inside a tracing span with the request's fields, as the gateway
+    /// logged them before the request's fields were a task-local.
+    fn request_span_events() {
+        for client_ip in [Some(std::net::IpAddr::from([127, 0, 0, 1])), None] {
+            let span = tracing::info_span!(
+                "request",
+                request_id = %REQUEST_ID,
+                method = "GET",
+                path = %"/api/v1/channels",
+                client_ip = client_ip.map(tracing::field::display),
+            );
+            span.in_scope(|| {
+                tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
+                tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
+            });
+        }
     }
 
     /// `2026-12-05T15:13:21.684345Z` at the start of each line, checked and cut off.
@@ -911,6 +1080,73 @@ mod tests {
         );
     }
 
+    /// The request's fields come from its task-local, not a span, and the lines are the ones
+    /// the span gave: tracing-subscriber's own, as text and as JSON.
+    #[test]
+    fn lines_inside_a_request_are_those_of_the_request_span() {
+        let reference = written_of(|b| Box::new(b.finish()), request_span_events);
+        let ours = ours_of(LineFormat::plain(Style::Text), request_events);
+        assert_eq!(without_time(&ours, false), without_time(&reference, false));
+        assert_eq!(ours.lines().count(), 4, "{ours}");
+        assert!(ours.contains(
+            " INFO request{request_id=48eb4ecf-5667-4e62-862e-8a8cc80c192d method=\"GET\" \
+             path=/api/v1/channels client_ip=127.0.0.1}: syno_chat_gateway::logging::tests: \
+             request finished status=200 elapsed_ms=0.319199\n"
+        ));
+
+        let reference = written_of(
+            |b| {
+                Box::new(
+                    b.json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .finish(),
+                )
+            },
+            request_span_events,
+        );
+        let ours = ours_of(LineFormat::plain(Style::Json), request_events);
+        let parse = |lines: &str| -> Vec<serde_json::Value> {
+            lines
+                .lines()
+                .map(|line| {
+                    let mut line: serde_json::Value = serde_json::from_str(line).unwrap();
+                    line.as_object_mut().unwrap().remove("timestamp");
+                    line
+                })
+                .collect()
+        };
+        assert_eq!(parse(&ours), parse(&reference));
+        assert_eq!(parse(&ours)[0]["span"]["request_id"], REQUEST_ID);
+    }
+
+    /// On a terminal: the same text, its time and target dimmed, its level coloured, the
+    /// request's span name bold.
+    #[test]
+    fn coloured_lines_are_the_text_lines_painted() {
+        let plain = ours_of(LineFormat::plain(Style::Text), request_events);
+        let coloured = ours_of(
+            LineFormat {
+                style: Style::Text,
+                colours: true,
+            },
+            request_events,
+        );
+        let unpainted = [
+            DIM,
+            BOLD,
+            RESET,
+            level_colour(&Level::INFO),
+            level_colour(&Level::WARN),
+        ]
+        .iter()
+        .fold(coloured.clone(), |text, code| text.replace(code, ""));
+        assert_eq!(without_time(&unpainted, false), without_time(&plain, false));
+        assert!(coloured.contains("\x1b[32m INFO\x1b[0m \x1b[1mrequest{\x1b[0mrequest_id="));
+        assert!(coloured.contains("\x1b[33m WARN\x1b[0m"));
+    }
+
     /// A value cannot start a line of its own or send a terminal an escape sequence.
     #[test]
     fn control_characters_are_escaped_in_both_styles() {
@@ -920,23 +1156,30 @@ mod tests {
             let subscriber = tracing_subscriber::fmt()
                 .with_ansi(false)
                 .with_writer(lines.clone())
-                .event_format(LineFormat(style))
+                .event_format(LineFormat::plain(style))
                 .fmt_fields(LineFields(style))
                 .finish();
             tracing::subscriber::with_default(subscriber, || {
                 let span = tracing::info_span!("request", path = %hostile);
                 span.in_scope(|| tracing::info!(value = %hostile, "{hostile}"));
+                let request = RequestInfo::new(REQUEST_ID.into(), "GET", "", hostile, None);
+                crate::telemetry::in_request(request, || tracing::info!("in a request"));
             });
             let text = lines.text();
-            assert_eq!(text.lines().count(), 1, "{text}");
+            assert_eq!(text.lines().count(), 2, "{text}");
             assert!(!text.contains(['\r', '\u{1b}', '\u{9b}', '\0']), "{text:?}");
             if style == Style::Json {
-                let line: serde_json::Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(line["message"], hostile);
-                assert_eq!(line["value"], hostile);
-                assert_eq!(line["span"]["path"], hostile);
+                let lines: Vec<serde_json::Value> = text
+                    .lines()
+                    .map(|line| serde_json::from_str(line).unwrap())
+                    .collect();
+                assert_eq!(lines[0]["message"], hostile);
+                assert_eq!(lines[0]["value"], hostile);
+                assert_eq!(lines[0]["span"]["path"], hostile);
+                assert_eq!(lines[1]["span"]["path"], hostile);
             } else {
                 assert!(text.contains(r"value=one\ntwo\r\x1b[31mred\u{9b}\x7f	tab\x00"));
+                assert!(text.contains(r"path=one\ntwo\r\x1b[31mred\u{9b}\x7f	tab\x00}"));
             }
         }
     }
@@ -1072,7 +1315,7 @@ mod tests {
             let lines = Lines::default();
             let subscriber = tracing_subscriber::fmt()
                 .with_writer(lines.clone())
-                .event_format(LineFormat(style))
+                .event_format(LineFormat::plain(style))
                 .fmt_fields(LineFields(style))
                 .finish();
             tracing::subscriber::with_default(subscriber, || {
@@ -1111,7 +1354,7 @@ mod tests {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(lines.clone())
-            .event_format(LineFormat(Style::Json))
+            .event_format(LineFormat::plain(Style::Json))
             .fmt_fields(LineFields(Style::Json))
             .finish();
         tracing::subscriber::with_default(subscriber, || {

@@ -136,6 +136,7 @@ async fn no_secret_appears_in_the_logs() {
     client
         .get(format!("{base}/api/v1/users"))
         .insert_header(auth.clone())
+        .insert_header(("X-Request-Id", "users-request"))
         .send()
         .await
         .unwrap();
@@ -195,6 +196,22 @@ async fn no_secret_appears_in_the_logs() {
         );
     }
     assert!(logs.contains("DSM call"), "upstream calls are logged");
+    // What is logged while a request is served names it, the access line and the DSM call alike.
+    let of_users_request: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["span"]["request_id"] == "users-request")
+        .collect();
+    for message in ["DSM call", "request finished"] {
+        let line = of_users_request
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line of the request: {of_users_request:?}"));
+        assert_eq!(line["span"]["name"], "request");
+        assert_eq!(line["span"]["method"], "GET");
+        assert_eq!(line["span"]["path"], "/api/v1/users");
+        assert_eq!(line["span"]["client_ip"], "127.0.0.1");
+    }
     assert!(
         logs.contains("inbound event stored"),
         "the inbound call is logged"

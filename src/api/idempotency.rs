@@ -443,11 +443,11 @@ async fn run_to_the_end<F>(run: F) -> Result<ServiceResponse<BoxBody>, actix_web
 where
     F: std::future::Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + 'static,
 {
-    use tracing::Instrument;
     let (answer, answered) = tokio::sync::oneshot::channel();
     let request = crate::telemetry::current_request();
     let run = async move {
-        // Error bodies rendered inside name the request, as they would on its own task.
+        // Error bodies rendered and lines logged inside name the request, as they would on its
+        // own task.
         let response = match request {
             Some(info) => crate::telemetry::serving(info, run).await,
             None => run.await,
@@ -455,7 +455,7 @@ where
         // Nobody waits when the client went away: the answer was kept, which is what counts.
         let _ = answer.send(response);
     };
-    crate::store::task::spawn(run.instrument(tracing::Span::current()));
+    crate::store::task::spawn(run);
     answered.await.unwrap_or_else(|_| {
         // The task was dropped: the gateway is stopping. The claim lapses, so the retry takes
         // it over.
