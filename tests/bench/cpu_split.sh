@@ -8,6 +8,7 @@
 #                                              clock) and prints the samples by where they fell:
 #                                              the kernel, glibc's allocator, glibc's memcpy, the
 #                                              page reader, the rest of the binary
+#   PERF=1 PERF_TOP=25 ...                     and the 25 functions that took the most samples
 #
 # Each build serves with one worker, pinned to core SERVER_CPU (0), with an API key and the
 # per-key rate limit on, in front of the bench's fake NAS (tests/bench/fake_nas.sh, so the posts
@@ -100,6 +101,10 @@ tick = 1e6 / int(sys.argv[6])  # µs per clock tick
 print(f"{name:40s} req/s {n / seconds:8.0f}  user {user * tick / n:5.1f} µs  system {system * tick / n:5.1f} µs")' \
       $((user1 - user0)) $((sys1 - sys0)) "$requests" "$DURATION" "$bin" "$TICKS"
     [ -z "${PERF:-}" ] || split "$TMP/perf.data"
+    if [ -n "${PERF:-}" ] && [ -n "${PERF_TOP:-}" ]; then
+      perf report -i "$TMP/perf.data" --no-children --sort dso,sym -g none 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -n "$PERF_TOP" | cut -c1-150
+    fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
