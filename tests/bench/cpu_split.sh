@@ -9,6 +9,8 @@
 #                                              the kernel, glibc's allocator, glibc's memcpy, the
 #                                              page reader, the rest of the binary
 #   PERF=1 PERF_TOP=25 ...                     and the 25 functions that took the most samples
+#   PERF=1 PERF_CALLGRAPH=dwarf PERF_KEEP=dir  with whole call stacks, kept as dir/<build>.data
+#                                              (perf report -i dir/<build>.data --no-children)
 #
 # Each build serves with one worker, pinned to core SERVER_CPU (0), with an API key and the
 # per-key rate limit on, in front of the bench's fake NAS (tests/bench/fake_nas.sh, so the posts
@@ -89,7 +91,8 @@ for _ in $(seq "$ROUNDS"); do
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s -H "Authorization: Bearer $KEY" "$url" >/dev/null
     read -r user0 sys0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     if [ -n "${PERF:-}" ]; then
-      perf record -q -F 4000 -p "$pid" -o "$TMP/perf.data" -- sleep "$DURATION" 2>/dev/null & perf=$!
+      perf record -q -F 4000 ${PERF_CALLGRAPH:+--call-graph "$PERF_CALLGRAPH"} -p "$pid" \
+        -o "$TMP/perf.data" -- sleep "$DURATION" 2>/dev/null & perf=$!
     fi
     taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$url" >"$TMP/wrk.out"
     read -r user1 sys1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
@@ -101,6 +104,9 @@ tick = 1e6 / int(sys.argv[6])  # µs per clock tick
 print(f"{name:40s} req/s {n / seconds:8.0f}  user {user * tick / n:5.1f} µs  system {system * tick / n:5.1f} µs")' \
       $((user1 - user0)) $((sys1 - sys0)) "$requests" "$DURATION" "$bin" "$TICKS"
     [ -z "${PERF:-}" ] || split "$TMP/perf.data"
+    if [ -n "${PERF:-}" ] && [ -n "${PERF_KEEP:-}" ]; then
+      mkdir -p "$PERF_KEEP" && cp "$TMP/perf.data" "$PERF_KEEP/$(basename "$bin").data"
+    fi
     if [ -n "${PERF:-}" ] && [ -n "${PERF_TOP:-}" ]; then
       perf report -i "$TMP/perf.data" --no-children --sort dso,sym -g none 2>/dev/null \
         | grep -E '^ +[0-9.]+%' | head -n "$PERF_TOP" | cut -c1-150
