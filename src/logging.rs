@@ -6,9 +6,11 @@
 //! without one: the text formatter paints each field name through `nu_ansi_term` even with colours
 //! off, re-formats the time from the calendar on every line, and the JSON one renders a span's
 //! fields as JSON, then parses them back for every line (twice: `span` and `spans`). The lines
-//! here are the same (JSON without the `spans` list, which repeated `span`: the gateway has one
-//! span, the request's), written field by field. On a terminal the text keeps
-//! tracing-subscriber's colours ([`init`]).
+//! here are the same (JSON without the `spans` list, which repeated `span`), written field by
+//! field. The request's fields (`request{request_id=… method=… path=… client_ip=…}`) are
+//! written as a span's, from the request's task-local ([`crate::telemetry`]): a tracing span
+//! cost every request more than the rest of its line. On a terminal the text is coloured as
+//! tracing-subscriber colours it ([`init`]).
 //!
 //! Lines are written by a thread of their own, in batches ([`background`]): a worker appends its
 //! line and goes on, and a slow or stuck reader of the log (a full pipe to journald or Docker)
@@ -35,7 +37,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber: text or JSON lines on `writer`, filtered by `RUST_LOG` when
-/// set, else by `log.level`. Text on a terminal keeps tracing-subscriber's own coloured format.
+/// set, else by `log.level`. Text on a terminal is coloured.
 pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
