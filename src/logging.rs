@@ -441,12 +441,14 @@ impl Visit for FieldWriter<'_> {
         self.formatted(field, format_args!("{value:?}"));
     }
 
+    // Integers by itoa: the same digits as `Display`, without the formatting machinery (about
+    // 350 instructions a field, the access line's status among them).
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.bare(field, value);
+        self.field(field, |out, _| out.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.bare(field, value);
+        self.field(field, |out, _| out.write_str(itoa::Buffer::new().format(value)));
     }
 
     // In JSON as strings, as tracing-subscriber writes them: most readers of JSON take numbers
@@ -902,6 +904,8 @@ mod tests {
             flag = true,
             big = u128::MAX,
             negative = -5i64,
+            largest = u64::MAX,
+            smallest = i64::MIN,
             ratio = 1e-7,
             whole = 3.0,
             debug = ?vec![1, 2],
