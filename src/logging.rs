@@ -276,6 +276,35 @@ pub fn millis(duration: std::time::Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
+/// `value` as `{:?}` writes it. A number of thousandths (what [`millis`] gives: the access
+/// line's `elapsed_ms`) is written from its digits: `{:?}` writes the shortest decimal that reads
+/// back as the same double, and for a double that is the nearest to `k / 1000` with fewer than
+/// 15 significant digits, that decimal is `k / 1000` itself (any other decimal of as many digits
+/// or fewer lies further away than the double's neighbours). `{:?}` spent about 700
+/// instructions on it.
+fn write_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    let thousandths = (value * 1000.0).round();
+    if !(value.is_sign_positive() && thousandths < 1e12 && thousandths / 1000.0 == value) {
+        return write!(out, "{value:?}");
+    }
+    let thousandths = thousandths as u64;
+    out.write_str(itoa::Buffer::new().format(thousandths / 1000))?;
+    let fraction = (thousandths % 1000) as u16;
+    let digits = [
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
+    // Trailing zeros are left out, but one digit always stays (`3.0`, as `{:?}` writes it).
+    let len = match fraction {
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
+    };
+    out.write_str(std::str::from_utf8(&digits[..len]).map_err(|_| fmt::Error)?)
+}
+
 /// An IP address as a log field (the access line's `client_ip`), as `Display` writes it (without
 /// width or padding, which a log field has none of); an IPv4 address is written digit by digit (std's `Display` went through `fmt` for each octet:
 /// 1,650 instructions, a seventh of the access line).
@@ -444,11 +473,15 @@ impl Visit for FieldWriter<'_> {
     // Integers by itoa: the same digits as `Display`, without the formatting machinery (about
     // 350 instructions a field, the access line's status among them).
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |out, _| out.write_str(itoa::Buffer::new().format(value)));
+        self.field(field, |out, _| {
+            out.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |out, _| out.write_str(itoa::Buffer::new().format(value)));
+        self.field(field, |out, _| {
+            out.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     // In JSON as strings, as tracing-subscriber writes them: most readers of JSON take numbers
@@ -469,7 +502,7 @@ impl Visit for FieldWriter<'_> {
         match self.style {
             // JSON has no infinity or NaN (serde_json writes them as null).
             Style::Json if !value.is_finite() => self.bare(field, "null"),
-            _ => self.bare(field, format_args!("{value:?}")),
+            _ => self.field(field, |out, _| write_f64(out, value)),
         }
     }
 
@@ -1339,6 +1372,51 @@ mod tests {
         assert_eq!(millis(1_017_021), "1.017");
         assert_eq!(millis(12_000_000), "12.0");
         assert_eq!(millis(3_600_000_000_123), "3600000.0");
+    }
+
+    /// Every duration to the microsecond up to 1 s, and spread up to the bound, and values
+    /// that are not thousandths, as `{:?}` writes them.
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        let check = |value: f64| {
+            let mut ours = String::new();
+            write_f64(&mut ours, value).unwrap();
+            assert_eq!(ours, format!("{value:?}"), "{value:e}");
+        };
+        for micros in 0..1_000_000u64 {
+            check(millis(Duration::from_micros(micros)));
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            check((state % 1_000_000_000_000) as f64 / 1000.0);
+            check(millis(Duration::from_micros(state >> 20)));
+            check(f64::from_bits(state));
+        }
+        for value in [
+            -0.0,
+            0.0,
+            -1.5,
+            1e-7,
+            1e-4,
+            0.0001,
+            999_999_999.999,
+            1e9,
+            1e12,
+            1e15,
+            1e16,
+            1e300,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+        ] {
+            check(value);
+        }
     }
 
     #[test]
