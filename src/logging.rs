@@ -914,19 +914,7 @@ mod tests {
     /// The events every test logs: the access line inside the request's span, and fields of
     /// every kind outside it.
     fn log_events() {
-        let id = "48eb4ecf-5667-4e62-862e-8a8cc80c192d";
-        let ip: Option<std::net::IpAddr> = Some([127, 0, 0, 1].into());
-        let span = tracing::info_span!(
-            "request",
-            request_id = %id,
-            method = "GET",
-            path = %"/api/v1/channels",
-            client_ip = ip.map(tracing::field::display),
-        );
-        span.in_scope(|| {
-            tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
-            tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
-        });
+        request_span(Some([127, 0, 0, 1].into())).in_scope(request_lines);
         let error = Outer(std::io::Error::other("connection reset"));
         tracing::error!(
             error = &error as &(dyn std::error::Error + 'static),
@@ -948,30 +936,33 @@ mod tests {
         tracing::debug!(r#type = "raw name", "a raw identifier");
     }
 
-    /// The lines `log_events` writes through a subscriber made by `build`.
-    fn written(
-        build: impl FnOnce(
-            tracing_subscriber::fmt::SubscriberBuilder<
-                tracing_subscriber::fmt::format::DefaultFields,
-                tracing_subscriber::fmt::format::Format,
-                tracing_subscriber::filter::LevelFilter,
-                Lines,
-            >,
-        ) -> Box<dyn Subscriber + Send + Sync>,
-    ) -> String {
-        written_of(build, log_events)
+    type Builder = tracing_subscriber::fmt::SubscriberBuilder<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        tracing_subscriber::filter::LevelFilter,
+        Lines,
+    >;
+
+    /// tracing-subscriber's own text lines.
+    fn tracing_text(builder: Builder) -> Box<dyn Subscriber + Send + Sync> {
+        Box::new(builder.finish())
+    }
+
+    /// tracing-subscriber's own JSON lines, as the gateway's (without the span list).
+    fn tracing_json(builder: Builder) -> Box<dyn Subscriber + Send + Sync> {
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        )
     }
 
     /// The lines `events` writes through a subscriber made by `build`.
     fn written_of(
-        build: impl FnOnce(
-            tracing_subscriber::fmt::SubscriberBuilder<
-                tracing_subscriber::fmt::format::DefaultFields,
-                tracing_subscriber::fmt::format::Format,
-                tracing_subscriber::filter::LevelFilter,
-                Lines,
-            >,
-        ) -> Box<dyn Subscriber + Send + Sync>,
+        build: impl FnOnce(Builder) -> Box<dyn Subscriber + Send + Sync>,
         events: impl FnOnce(),
     ) -> String {
         let lines = Lines::default();
@@ -1014,29 +1005,33 @@ mod tests {
                 "/api/v1/channels",
                 client_ip,
             );
-            crate::telemetry::in_request(request, || {
-                tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
-                tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
-            });
+            crate::telemetry::in_request(request, request_lines);
         }
     }
 
     /// The same lines, logged inside a tracing span with the request's fields, as the gateway
     /// logged them before the request's fields were a task-local.
     fn request_span_events() {
-        for client_ip in [Some(std::net::IpAddr::from([127, 0, 0, 1])), None] {
-            let span = tracing::info_span!(
-                "request",
-                request_id = %REQUEST_ID,
-                method = "GET",
-                path = %"/api/v1/channels",
-                client_ip = client_ip.map(tracing::field::display),
-            );
-            span.in_scope(|| {
-                tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
-                tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
-            });
+        for client_ip in [Some([127, 0, 0, 1].into()), None] {
+            request_span(client_ip).in_scope(request_lines);
         }
+    }
+
+    /// A span with the request's fields, as the gateway's request span had them.
+    fn request_span(client_ip: Option<std::net::IpAddr>) -> tracing::Span {
+        tracing::info_span!(
+            "request",
+            request_id = %REQUEST_ID,
+            method = "GET",
+            path = %"/api/v1/channels",
+            client_ip = client_ip.map(tracing::field::display),
+        )
+    }
+
+    /// Lines a request logs: its access line and a warning.
+    fn request_lines() {
+        tracing::info!(status = 200u16, elapsed_ms = 0.319199, "request finished");
+        tracing::warn!(dsm_code = 119i64, "DSM session lost; logging in again");
     }
 
     /// `2026-12-05T15:13:21.684345Z` at the start of each line, checked and cut off.
@@ -1065,7 +1060,7 @@ mod tests {
 
     #[test]
     fn text_lines_are_tracing_subscribers_full_format() {
-        let reference = written(|b| Box::new(b.finish()));
+        let reference = written_of(tracing_text, log_events);
         let ours = ours(Style::Text);
         assert_eq!(without_time(&ours, false), without_time(&reference, false));
         assert!(ours.contains(
@@ -1081,15 +1076,7 @@ mod tests {
 
     #[test]
     fn json_lines_are_tracing_subscribers_json_without_the_span_list() {
-        let reference = written(|b| {
-            Box::new(
-                b.json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .finish(),
-            )
-        });
+        let reference = written_of(tracing_json, log_events);
         let ours = ours(Style::Json);
         let parse = |lines: &str| -> Vec<serde_json::Value> {
             lines
@@ -1123,7 +1110,7 @@ mod tests {
     /// the span gave: tracing-subscriber's own, as text and as JSON.
     #[test]
     fn lines_inside_a_request_are_those_of_the_request_span() {
-        let reference = written_of(|b| Box::new(b.finish()), request_span_events);
+        let reference = written_of(tracing_text, request_span_events);
         let ours = ours_of(LineFormat::plain(Style::Text), request_events);
         assert_eq!(without_time(&ours, false), without_time(&reference, false));
         assert_eq!(ours.lines().count(), 4, "{ours}");
@@ -1133,18 +1120,7 @@ mod tests {
              request finished status=200 elapsed_ms=0.319199\n"
         ));
 
-        let reference = written_of(
-            |b| {
-                Box::new(
-                    b.json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false)
-                        .finish(),
-                )
-            },
-            request_span_events,
-        );
+        let reference = written_of(tracing_json, request_span_events);
         let ours = ours_of(LineFormat::plain(Style::Json), request_events);
         let parse = |lines: &str| -> Vec<serde_json::Value> {
             lines
