@@ -73,7 +73,8 @@ pub(crate) fn serving<F: std::future::Future>(
 }
 
 /// Runs `f` as part of serving the request `info` describes (log lines written inside carry it).
-pub fn in_request<R>(info: RequestInfo, f: impl FnOnce() -> R) -> R {
+#[cfg(test)]
+pub(crate) fn in_request<R>(info: RequestInfo, f: impl FnOnce() -> R) -> R {
     CURRENT_REQUEST.sync_scope(info, f)
 }
 
