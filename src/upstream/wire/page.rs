@@ -280,7 +280,9 @@ struct Same<'a> {
 }
 
 /// Bytes to find at a place, with their first eight bytes as a word: most patterns here are
-/// a word or two long, and a call to `memcmp` cost more than the comparison.
+/// a word or two long, and a call to `memcmp` cost more than the comparison. (Longer ones,
+/// about three a post, are left to `memcmp`: compared word by word or sixteen bytes at a time
+/// they took 3,800 and 7,100 more instructions a page, and no less CPU in alternated rounds.)
 #[derive(Clone, Copy)]
 struct Pattern<'a> {
     bytes: &'a [u8],
@@ -1010,6 +1012,31 @@ mod tests {
         let five: serde_json::Value = serde_json::from_slice(&general(page, 5).unwrap()).unwrap();
         assert_eq!(five["items"].as_array().unwrap().len(), 5);
         assert_eq!(five["items"][4]["post_id"], 1000005);
+    }
+
+    /// The word comparisons agree with `starts_with`: every pattern length up to 40, every place of
+    /// a first differing byte, and texts shorter than the pattern.
+    #[test]
+    fn a_pattern_begins_a_text_as_starts_with_says() {
+        let source: Vec<u8> = (0..48u8).map(|i| b'!' + i).collect();
+        for len in 0..=40 {
+            let pattern = Pattern::new(&source[..len]);
+            let mut text = source.clone();
+            text.extend_from_slice(b",\"tail\"");
+            assert!(pattern.begins(&text), "{len}: the same bytes");
+            for cut in 0..len {
+                assert_eq!(
+                    pattern.begins(&text[..cut]),
+                    text[..cut].starts_with(&source[..len]),
+                    "{len}: a text of {cut} bytes"
+                );
+            }
+            for at in 0..len {
+                let mut differing = text.clone();
+                differing[at] ^= 0x20;
+                assert!(!pattern.begins(&differing), "{len}: byte {at} differs");
+            }
+        }
     }
 
     #[test]
