@@ -170,7 +170,12 @@ pub async fn send_bot_message(
             };
             let result = chat.send_chatbot(token, &message, user_ids).await;
             file_sent.set(file_sent.get() || result.is_ok());
-            result
+            // The outbox's look for an uncertain chatbot send passes these over.
+            result.inspect(|delivery| {
+                for (_, post) in &delivery.sent {
+                    chat.note_posted_directly(*post, None);
+                }
+            })
         },
         ApiError::from,
         |delivery| delivery.sent.iter().map(|(_, post)| post.get()).collect(),

@@ -5,9 +5,11 @@
 //! Exactly once: before each chunk is sent its delivery is marked *uncertain*; a recorded post
 //! clears the mark. A send whose outcome is unknown (timeout, connection lost after the request
 //! left, or a crash) leaves the mark, and the next attempt first looks for the post among the
-//! channel's recent posts by the gateway's account. Token sends cannot look (an incoming webhook
-//! or a bot cannot list what it posted), so they are re-sent and the delivery says
-//! `at_least_once: true`.
+//! channel's recent posts by the gateway's account; a chatbot's, with its token, in each
+//! recipient's conversation with the bot. Incoming webhooks cannot look: a webhook lists
+//! nothing, and its posts' ids are never known (DSM answers a send without one), so an earlier
+//! post of the same text could not be told from the one looked for. Their sends are re-sent and
+//! the delivery says `at_least_once: true`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::{DeliverySettings, SubscriptionsSettings};
-use crate::domain::{ChannelId, HttpUrl, MessageText, PostId, UserId};
+use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId};
 // A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows, so
 // delivery speaks the HTTP face's error vocabulary (and only that of it).
 use crate::api::error::{ApiError, ProblemCode};
@@ -120,6 +122,15 @@ impl Job {
                 file_url: file_url.clone(),
             },
             other => other.clone(),
+        }
+    }
+
+    /// How many recipients chunk `chunk` still has to reach: a chatbot's without a post of
+    /// it, else one.
+    fn recipients_left(&self, chunk: i64, posted_to: &[(i64, i64)]) -> usize {
+        match self.left_for(chunk, posted_to) {
+            Job::Bot { user_ids, .. } => user_ids.len(),
+            _ => 1,
         }
     }
 
@@ -731,35 +742,61 @@ impl Worker {
                 }
             }
             if let Some(since) = uncertain {
-                match channel {
-                    Some(channel_id) => match self
+                // What this chunk's uncertain send posted, as far as it can be found:
+                // (recipient, post id), recipient 0 in a channel.
+                let looked = match channel {
+                    Some(channel_id) => self
                         .find_post(channel_id, job.thread(), &chunk, since)
                         .await
-                    {
-                        Ok(Some(post_id)) => {
-                            tracing::info!(delivery = %row.id, chunk = posted, "an uncertain send had posted: not sending again");
-                            let more = posted + 1 < row.chunks.len();
-                            if let Err(error) = store
-                                .record_found_post(&row.id, posted as i64, post_id, more, now_ms())
-                                .await
-                            {
-                                return self.store_trouble(&row, error);
-                            }
+                        .map(|found| {
+                            Some(found.map(|post_id| vec![(0, post_id)]).unwrap_or_default())
+                        }),
+                    None => {
+                        self.find_bot_posts(job, posted as i64, &row.posted_to, &chunk, since)
+                            .await
+                    }
+                };
+                match looked {
+                    Err(error) => return self.failed_send(&row, error),
+                    Ok(None) => {
+                        // Cannot look (an incoming webhook cannot list what it posted):
+                        // re-send and say so on the delivery.
+                        if let Err(error) = store.clear_uncertain(&row.id, true).await {
+                            return self.store_trouble(&row, error);
+                        }
+                    }
+                    Ok(Some(found)) if !found.is_empty() => {
+                        let complete =
+                            found.len() >= job.recipients_left(posted as i64, &row.posted_to);
+                        let more = posted + 1 < row.chunks.len();
+                        tracing::info!(delivery = %row.id, chunk = posted, posts = found.len(), "an uncertain send had posted: not sending it again");
+                        if let Err(error) = store
+                            .record_found_posts(
+                                &row.id,
+                                posted as i64,
+                                &found,
+                                complete && more,
+                                now_ms(),
+                            )
+                            .await
+                        {
+                            return self.store_trouble(&row, error);
+                        }
+                        row.posted_to.extend(
+                            found
+                                .iter()
+                                .map(|&(recipient, _)| (posted as i64, recipient)),
+                        );
+                        if complete {
                             // The send got past this part, so the next one may have
                             // landed too (a cut-off synchronous send posts them in a row):
                             // it is looked for as well.
                             posted += 1;
                             continue;
                         }
-                        Ok(None) => {}
-                        Err(error) => return self.failed_send(&row, error),
-                    },
-                    None => {
-                        // Token sends cannot look: re-send and say so on the delivery.
-                        if let Err(error) = store.clear_uncertain(&row.id, true).await {
-                            return self.store_trouble(&row, error);
-                        }
+                        // The recipients without a post get it now.
                     }
+                    Ok(Some(_)) => {}
                 }
             }
             let now = now_ms();
@@ -1111,6 +1148,79 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    /// The posts a chatbot's uncertain send of `text` made in the conversations of the
+    /// recipients of chunk `chunk` still without one: (recipient, post id), read with the bot's
+    /// token (a chatbot may list its channels and their posts). A recipient with no
+    /// conversation with the bot has none. `None` when nothing can be looked at: not a chatbot
+    /// (an incoming webhook can list nothing), or DSM lets the bot read neither its channels
+    /// nor a conversation, or names no channel's members.
+    async fn find_bot_posts(
+        &self,
+        job: &Job,
+        chunk: i64,
+        posted_to: &[(i64, i64)],
+        text: &str,
+        since: i64,
+    ) -> Result<Option<Vec<(i64, i64)>>, UpstreamError> {
+        let (Job::Bot { user_ids, .. }, Some(token)) =
+            (job.left_for(chunk, posted_to), self.token(job))
+        else {
+            return Ok(None);
+        };
+        // A refusal no retry changes means the bot cannot look; anything else is retried.
+        let cannot_look = |error: UpstreamError| match classify(&error) {
+            Failure::Permanent => Ok(None),
+            _ => Err(error),
+        };
+        let channels = match self.chat.bot_channels(token).await {
+            Ok(channels) => channels,
+            Err(error) => return cannot_look(error),
+        };
+        let conversations: Vec<_> = channels
+            .iter()
+            .filter(|c| c.kind == ChannelKind::Chatbot)
+            .collect();
+        if conversations.iter().any(|c| c.members.is_empty()) {
+            return Ok(None);
+        }
+        let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
+        let mut found = Vec::new();
+        for user in user_ids {
+            let Some(conversation) = conversations.iter().find(|c| c.members.contains(&user))
+            else {
+                continue;
+            };
+            let posts = match self
+                .chat
+                .bot_newest_posts(token, conversation.channel_id, CHECK_POSTS)
+                .await
+            {
+                Ok(posts) => posts,
+                Err(error) => return cannot_look(error),
+            };
+            // The conversation has two members: a post not by the recipient is the bot's.
+            for post in posts {
+                if post.message != text
+                    || post.create_at < earliest
+                    || post.creator_id.is_none_or(|creator| creator == user)
+                    || self.chat.posted_directly(post.post_id.get())
+                {
+                    continue;
+                }
+                let id = post.post_id.get() as i64;
+                match self.outbox.store.post_is_recorded(id).await {
+                    Ok(false) => {
+                        found.push((user.get() as i64, id));
+                        break;
+                    }
+                    Ok(true) => {}
+                    Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                }
+            }
+        }
+        Ok(Some(found))
     }
 
     async fn send(

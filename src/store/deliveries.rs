@@ -457,17 +457,22 @@ impl Store {
         self.record_posts(id, chunk, posts, now, false).await
     }
 
-    /// Records chunk `chunk` as found posted by a send whose outcome was unknown. With `more`
-    /// chunks after it the uncertainty is kept: that send may have gone on to post the next.
-    pub async fn record_found_post(
+    /// Records posts of chunk `chunk` (recipient and post id; recipient 0 in a channel) found
+    /// made by a send whose outcome was unknown. With `still_uncertain` (the chunk is done and
+    /// more follow) the uncertainty is kept: that send may have gone on to post the next.
+    pub async fn record_found_posts(
         &self,
         id: &str,
         chunk: i64,
-        post_id: i64,
-        more: bool,
+        found: &[(i64, i64)],
+        still_uncertain: bool,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.record_posts(id, chunk, &[(0, Some(post_id))], now, more)
+        let posts: Vec<(i64, Option<i64>)> = found
+            .iter()
+            .map(|&(recipient, post_id)| (recipient, Some(post_id)))
+            .collect();
+        self.record_posts(id, chunk, &posts, now, still_uncertain)
             .await
     }
 

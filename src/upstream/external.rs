@@ -207,6 +207,22 @@ impl DsmClient {
         super::wire::posts_from_value(&data.posts)
     }
 
+    /// The newest `count` posts of a channel the chatbot is a member of: those before an anchor
+    /// past the channel's last possible post id, as [`Self::newest_posts`] asks for them.
+    pub async fn bot_newest_posts(
+        &self,
+        token: &SecretString,
+        channel_id: ChannelId,
+        count: u32,
+    ) -> Result<Vec<Post>> {
+        let window = PostWindow {
+            anchor: PostId::new(super::posts::newest_anchor(channel_id)).ok(),
+            prev_count: count,
+            next_count: 0,
+        };
+        self.bot_posts(token, channel_id, &window).await
+    }
+
     /// The file attached to a post in a channel the chatbot is a member of.
     pub async fn bot_post_file(&self, token: &SecretString, post_id: PostId) -> Result<Download> {
         let post_id = post_id.to_string();

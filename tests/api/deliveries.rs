@@ -522,6 +522,158 @@ async fn a_retried_chatbot_message_goes_to_the_recipients_it_missed() {
     assert_eq!(payload["user_ids"], json!([999]), "{payload}");
 }
 
+/// The messages of user `user_id`'s conversation with the configured chatbot, oldest first
+/// (empty before the bot ever wrote to them), read through the gateway with the bot's token.
+async fn bot_messages(app: &TestApp, user_id: u64) -> Vec<String> {
+    let channels = app
+        .get(&format!("/api/v1/bots/{BOT_TOKEN_NAME}/channels"))
+        .await;
+    assert_eq!(channels.status.as_u16(), 200, "{}", channels.body);
+    let Some(conversation) = channels.body["items"].as_array().unwrap().iter().find(|c| {
+        c["type"] == "chatbot" && c["members"].as_array().unwrap().contains(&json!(user_id))
+    }) else {
+        return Vec::new();
+    };
+    let posts = app
+        .get(&format!(
+            "/api/v1/bots/{BOT_TOKEN_NAME}/channels/{}/posts?prev_count=100",
+            conversation["channel_id"]
+        ))
+        .await;
+    assert_eq!(posts.status.as_u16(), 200, "{}", posts.body);
+    let mut posts: Vec<(u64, String)> = posts.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["post_id"].as_u64().unwrap(),
+                p["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    posts.sort();
+    posts.into_iter().map(|(_, m)| m).collect()
+}
+
+/// A chatbot send whose answer never came (DSM posted, then the connection closed) is looked
+/// for with the bot's token in each recipient's conversation: found, it is recorded with its
+/// post, not sent again, and the delivery is exactly once (`at_least_once` stays false).
+#[actix_web::test]
+async fn an_uncertain_chatbot_send_is_looked_for_in_the_conversations_and_not_sent_twice() {
+    let app = spawn_app().await;
+    let text = "chatbot: backup finished";
+    app.sim.close_next("SYNO.Chat.External", Some("chatbot"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": text, "user_ids": [2, 3]}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.External", "chatbot"),
+        1,
+        "sent again: {done}"
+    );
+    assert_eq!(done["at_least_once"], false, "{done}");
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 2, "{done}");
+    for user in [2, 3] {
+        let posted = bot_messages(&app, user).await;
+        assert_eq!(
+            posted.iter().filter(|m| *m == text).count(),
+            1,
+            "user {user}: {posted:?}"
+        );
+    }
+}
+
+/// An uncertain chatbot send found in one recipient's conversation and not in another's is
+/// sent again to the second alone.
+#[actix_web::test]
+async fn an_uncertain_chatbot_send_found_for_some_recipients_goes_again_to_the_others() {
+    let app = spawn_app().await;
+    // User 999 does not exist: DSM posts to user 2 alone, then the connection closes.
+    app.sim.close_next("SYNO.Chat.External", Some("chatbot"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": "chatbot: to a user and a stranger", "user_ids": [2, 999]}),
+        )
+        .await,
+    );
+    let failed = wait_for(&app, &id, "failed", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.External", "chatbot"),
+        2,
+        "{failed}"
+    );
+    let sent = last_request(&app, "SYNO.Chat.External", "chatbot");
+    let payload: Value = serde_json::from_str(param(&sent, "payload").unwrap()).unwrap();
+    assert_eq!(payload["user_ids"], json!([999]), "{payload}");
+    assert_eq!(failed["at_least_once"], false, "{failed}");
+    assert_eq!(failed["post_ids"].as_array().unwrap().len(), 1, "{failed}");
+}
+
+/// A chatbot send that never reached DSM (the connection dropped first) is not found in the
+/// conversation, which holds a synchronous send of the same text: that post is not taken for
+/// it, the message is sent again, and once.
+#[actix_web::test]
+async fn an_uncertain_chatbot_send_that_never_landed_is_sent_again_once() {
+    let app = spawn_app().await;
+    let text = "chatbot: disk almost full";
+    let direct = app
+        .call(
+            "POST",
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            Some(WRITE_KEY),
+            Some(json!({"text": text, "user_ids": [2]})),
+        )
+        .await;
+    assert_eq!(direct.status.as_u16(), 200, "{}", direct.body);
+    app.sim.drop_next("SYNO.Chat.External", Some("chatbot"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": text, "user_ids": [2]}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 3, "{done}");
+    assert_eq!(done["at_least_once"], false, "{done}");
+    let posted = bot_messages(&app, 2).await;
+    assert_eq!(
+        posted.iter().filter(|m| *m == text).count(),
+        2,
+        "the outbox's message was taken for the synchronous one: {posted:?}"
+    );
+}
+
+/// An incoming webhook cannot look for what it posted: after an unknown outcome the message is
+/// sent again, and the delivery says it may have been posted twice.
+#[actix_web::test]
+async fn an_uncertain_incoming_webhook_send_is_sent_again_and_says_so() {
+    let app = spawn_app().await;
+    app.sim
+        .close_next("SYNO.Chat.External", Some("incoming"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "webhook: at least once"}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 2, "{done}");
+    assert_eq!(done["at_least_once"], true, "{done}");
+}
+
 /// The duplicate check after an unknown outcome does not take a synchronous post of the same
 /// text for the outbox's own: that message would be counted delivered and never posted.
 #[actix_web::test]
