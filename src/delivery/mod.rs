@@ -742,61 +742,61 @@ impl Worker {
                 }
             }
             if let Some(since) = uncertain {
-                // What this chunk's uncertain send posted, as far as it can be found:
-                // (recipient, post id), recipient 0 in a channel.
                 let looked = match channel {
                     Some(channel_id) => self
                         .find_post(channel_id, job.thread(), &chunk, since)
                         .await
-                        .map(|found| {
-                            Some(found.map(|post_id| vec![(0, post_id)]).unwrap_or_default())
+                        .map(|found| Found {
+                            posts: found.map(|post_id| vec![(0, post_id)]).unwrap_or_default(),
+                            blind: false,
                         }),
                     None => {
                         self.find_bot_posts(job, posted as i64, &row.posted_to, &chunk, since)
                             .await
                     }
                 };
-                match looked {
+                let found = match looked {
+                    Ok(found) => found,
                     Err(error) => return self.failed_send(&row, error),
-                    Ok(None) => {
-                        // Cannot look (an incoming webhook cannot list what it posted):
-                        // re-send and say so on the delivery.
-                        if let Err(error) = store.clear_uncertain(&row.id, true).await {
-                            return self.store_trouble(&row, error);
-                        }
+                };
+                if !found.posts.is_empty() {
+                    let complete =
+                        found.posts.len() >= job.recipients_left(posted as i64, &row.posted_to);
+                    let more = posted + 1 < row.chunks.len();
+                    tracing::info!(delivery = %row.id, chunk = posted, posts = found.posts.len(), "an uncertain send had posted: not sending it again");
+                    if let Err(error) = store
+                        .record_found_posts(
+                            &row.id,
+                            posted as i64,
+                            &found.posts,
+                            complete && more,
+                            now_ms(),
+                        )
+                        .await
+                    {
+                        return self.store_trouble(&row, error);
                     }
-                    Ok(Some(found)) if !found.is_empty() => {
-                        let complete =
-                            found.len() >= job.recipients_left(posted as i64, &row.posted_to);
-                        let more = posted + 1 < row.chunks.len();
-                        tracing::info!(delivery = %row.id, chunk = posted, posts = found.len(), "an uncertain send had posted: not sending it again");
-                        if let Err(error) = store
-                            .record_found_posts(
-                                &row.id,
-                                posted as i64,
-                                &found,
-                                complete && more,
-                                now_ms(),
-                            )
-                            .await
-                        {
-                            return self.store_trouble(&row, error);
-                        }
-                        row.posted_to.extend(
-                            found
-                                .iter()
-                                .map(|&(recipient, _)| (posted as i64, recipient)),
-                        );
-                        if complete {
-                            // The send got past this part, so the next one may have
-                            // landed too (a cut-off synchronous send posts them in a row):
-                            // it is looked for as well.
-                            posted += 1;
-                            continue;
-                        }
-                        // The recipients without a post get it now.
+                    row.posted_to.extend(
+                        found
+                            .posts
+                            .iter()
+                            .map(|&(recipient, _)| (posted as i64, recipient)),
+                    );
+                    if complete {
+                        // The send got past this part, so the next one may have
+                        // landed too (a cut-off synchronous send posts them in a row):
+                        // it is looked for as well.
+                        posted += 1;
+                        continue;
                     }
-                    Ok(Some(_)) => {}
+                    // The recipients without a post get it now.
+                }
+                if found.blind {
+                    // Some recipient's post could not be looked for: re-send and say so on
+                    // the delivery.
+                    if let Err(error) = store.clear_uncertain(&row.id, true).await {
+                        return self.store_trouble(&row, error);
+                    }
                 }
             }
             let now = now_ms();
@@ -1151,11 +1151,11 @@ impl Worker {
     }
 
     /// The posts a chatbot's uncertain send of `text` made in the conversations of the
-    /// recipients of chunk `chunk` still without one: (recipient, post id), read with the bot's
-    /// token (a chatbot may list its channels and their posts). A recipient with no
-    /// conversation with the bot has none. `None` when nothing can be looked at: not a chatbot
-    /// (an incoming webhook can list nothing), or DSM lets the bot read neither its channels
-    /// nor a conversation, or names no channel's members.
+    /// recipients of chunk `chunk` still without one, read with the bot's token (a chatbot may
+    /// list its channels and their posts). A conversation is a channel of the bot's of type
+    /// `chatbot` (or a two-member direct one) that holds the recipient; a recipient without
+    /// one, or one that cannot be read, is looked for blind. So is every recipient of an
+    /// incoming webhook, which can list nothing.
     async fn find_bot_posts(
         &self,
         job: &Job,
@@ -1163,42 +1163,52 @@ impl Worker {
         posted_to: &[(i64, i64)],
         text: &str,
         since: i64,
-    ) -> Result<Option<Vec<(i64, i64)>>, UpstreamError> {
+    ) -> Result<Found, UpstreamError> {
+        let blind = Found {
+            posts: Vec::new(),
+            blind: true,
+        };
         let (Job::Bot { user_ids, .. }, Some(token)) =
             (job.left_for(chunk, posted_to), self.token(job))
         else {
-            return Ok(None);
+            return Ok(blind);
         };
         // A refusal no retry changes means the bot cannot look; anything else is retried.
-        let cannot_look = |error: UpstreamError| match classify(&error) {
-            Failure::Permanent => Ok(None),
-            _ => Err(error),
-        };
+        let refused = |error: &UpstreamError| classify(error) == Failure::Permanent;
         let channels = match self.chat.bot_channels(token).await {
             Ok(channels) => channels,
-            Err(error) => return cannot_look(error),
+            Err(error) if refused(&error) => return Ok(blind),
+            Err(error) => return Err(error),
         };
-        let conversations: Vec<_> = channels
-            .iter()
-            .filter(|c| c.kind == ChannelKind::Chatbot)
-            .collect();
-        if conversations.iter().any(|c| c.members.is_empty()) {
-            return Ok(None);
-        }
         let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
-        let mut found = Vec::new();
+        let mut found = Found {
+            posts: Vec::new(),
+            blind: false,
+        };
         for user in user_ids {
-            let Some(conversation) = conversations.iter().find(|c| c.members.contains(&user))
-            else {
-                continue;
+            let conversation = channels.iter().find(|c| {
+                c.members.contains(&user)
+                    && match c.kind {
+                        ChannelKind::Chatbot => true,
+                        ChannelKind::Anonymous => c.members.len() == 2,
+                        _ => false,
+                    }
+            });
+            let posts = match conversation {
+                Some(c) => {
+                    self.chat
+                        .bot_newest_posts(token, c.channel_id, CHECK_POSTS)
+                        .await
+                }
+                None => Ok(Vec::new()),
             };
-            let posts = match self
-                .chat
-                .bot_newest_posts(token, conversation.channel_id, CHECK_POSTS)
-                .await
-            {
-                Ok(posts) => posts,
-                Err(error) => return cannot_look(error),
+            let posts = match posts {
+                Ok(posts) if conversation.is_some() => posts,
+                Err(error) if !refused(&error) => return Err(error),
+                _ => {
+                    found.blind = true;
+                    continue;
+                }
             };
             // The conversation has two members: a post not by the recipient is the bot's.
             for post in posts {
@@ -1212,7 +1222,7 @@ impl Worker {
                 let id = post.post_id.get() as i64;
                 match self.outbox.store.post_is_recorded(id).await {
                     Ok(false) => {
-                        found.push((user.get() as i64, id));
+                        found.posts.push((user.get() as i64, id));
                         break;
                     }
                     Ok(true) => {}
@@ -1220,7 +1230,7 @@ impl Worker {
                 }
             }
         }
-        Ok(Some(found))
+        Ok(found)
     }
 
     async fn send(
@@ -1320,6 +1330,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// What a look for the posts of an uncertain send found.
+struct Found {
+    /// (recipient, post id); recipient 0 in a channel.
+    posts: Vec<(i64, i64)>,
+    /// Some recipient's post could not be looked for (an incoming webhook lists nothing; a
+    /// chatbot's conversation that cannot be read or recognised): a send to them again may
+    /// post twice.
+    blind: bool,
 }
 
 /// What one chunk's send produced.
