@@ -3,6 +3,8 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/posts.rs"]
+mod posts;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -142,20 +144,10 @@ async fn messages(gateway: &Gateway, channel: u64, prefix: &str) -> Vec<String> 
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let mut posts: Vec<(u64, String)> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["post_id"].as_u64().unwrap(),
-                p["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .filter(|(_, m)| m.starts_with(prefix))
-        .collect();
-    posts.sort();
-    posts.into_iter().map(|(_, m)| m).collect()
+    posts::messages_oldest_first(&body)
+        .into_iter()
+        .filter(|m| m.starts_with(prefix))
+        .collect()
 }
 
 async fn simulator() -> Simulator {

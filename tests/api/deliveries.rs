@@ -65,19 +65,7 @@ async fn messages(app: &TestApp, channel_id: u64) -> Vec<String> {
         .get(&format!("/api/v1/channels/{channel_id}/posts?limit=200"))
         .await;
     assert_eq!(list.status.as_u16(), 200, "{}", list.body);
-    let mut posts: Vec<(u64, String)> = list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["post_id"].as_u64().unwrap(),
-                p["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    posts.sort();
-    posts.into_iter().map(|(_, m)| m).collect()
+    crate::posts::messages_oldest_first(&list.body)
 }
 
 /// A gateway on SQLite, or on a fresh PostgreSQL database (`None`: skipped loudly).
@@ -541,19 +529,7 @@ async fn bot_messages(app: &TestApp, user_id: u64) -> Vec<String> {
         ))
         .await;
     assert_eq!(posts.status.as_u16(), 200, "{}", posts.body);
-    let mut posts: Vec<(u64, String)> = posts.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["post_id"].as_u64().unwrap(),
-                p["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    posts.sort();
-    posts.into_iter().map(|(_, m)| m).collect()
+    crate::posts::messages_oldest_first(&posts.body)
 }
 
 /// A chatbot send whose answer never came (DSM posted, then the connection closed) is looked

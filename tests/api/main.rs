@@ -27,3 +27,5 @@ mod upstream_faults;
 
 #[path = "../support/postgres.rs"]
 mod postgres;
+#[path = "../support/posts.rs"]
+mod posts;
