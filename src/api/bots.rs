@@ -142,21 +142,24 @@ pub async fn send_bot_message(
     if user_ids.is_empty() {
         return Err(ApiError::invalid("user_ids must name at least one user"));
     }
-    if super::deliveries::wants_async(&req) {
-        let job = crate::delivery::Job::Bot {
+    // A retry of a keyed send cut off before its answer goes to the outbox, which looks for
+    // what the first attempt posted before it sends.
+    let handover = super::common::Handover {
+        req: &req,
+        chat: &chat,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: crate::delivery::Job::Bot {
             name: name.clone(),
-            user_ids,
+            user_ids: user_ids.clone(),
             file_url: body.file_url.clone(),
-        };
-        return super::deliveries::accept(
-            &req,
-            &outbox,
-            auth.key_name.as_deref(),
-            &job,
-            text.as_str(),
-        )
-        .await;
+        },
+    };
+    if let Some(accepted) = handover.accept_if_asked(&text).await {
+        return accepted;
     }
+    let key = handover.key();
+    let key = key.as_deref();
     let (chat, user_ids, file_url) = (&chat, &user_ids, file_url.as_ref());
     let file_sent = std::cell::Cell::new(false);
     let file_sent = &file_sent;
@@ -173,7 +176,7 @@ pub async fn send_bot_message(
             // The outbox's look for an uncertain chatbot send passes these over.
             result.inspect(|delivery| {
                 for (_, post) in &delivery.sent {
-                    chat.note_posted_directly(*post, None);
+                    chat.note_posted_directly(*post, key);
                 }
             })
         },

@@ -627,6 +627,12 @@ pub struct Handover<'a> {
 }
 
 impl Handover<'_> {
+    /// The request's Idempotency-Key, as its delivery is keyed: what a synchronous send notes
+    /// its posts under ([`crate::upstream::DsmClient::note_posted_directly`]).
+    pub fn key(&self) -> Option<String> {
+        delivery_key(self.req).map(|k| k.key)
+    }
+
     /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`. A retry of
     /// a cut-off attempt is resumed first, asked or not (see [`Self::resume_interrupted`]).
     pub async fn accept_if_asked(
@@ -711,7 +717,7 @@ pub async fn post_text(
     }
     let what = &what;
     let since = crate::delivery::now_ms();
-    let key = delivery_key(handover.req).map(|k| k.key);
+    let key = handover.key();
     let key = key.as_deref();
     let sent = super::send_text_stopping(
         state,

@@ -655,6 +655,47 @@ backends::on_both!(
     }
 );
 
+// The same for a chatbot message: the retry of a keyed send whose answer was not kept hands
+// the message to the outbox, which finds each recipient's post with the bot's token and sends
+// nothing again.
+backends::on_both!(
+    a_retried_chatbot_send_finds_the_posts_its_cut_off_attempt_made,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let path = format!("/api/v1/bots/{}/messages", crate::helpers::BOT_TOKEN_NAME);
+        let body = json!({"text": "chatbot made here, found here", "user_ids": [2, 3]});
+        let first = send_to(&app, &path, "bot-here-1", body.clone()).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        forget_answer(&backend, "bot-here-1").await;
+        let again = send_to(&app, &path, "bot-here-1", body).await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        let id = again.body["delivery_id"].as_str().unwrap().to_owned();
+        let done =
+            crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+        assert_eq!(
+            app.sim.count("SYNO.Chat.External", "chatbot"),
+            1,
+            "sent again: {done}"
+        );
+        assert_eq!(done["at_least_once"], false, "{done}");
+        let mut found: Vec<u64> = done["post_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_u64().unwrap())
+            .collect();
+        let mut made: Vec<u64> = first.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["post_id"].as_u64().unwrap())
+            .collect();
+        found.sort();
+        made.sort();
+        assert_eq!(found, made, "{done}");
+    }
+);
+
 // A keyed long message whose store stops answering while it is being posted: the request
 // renews its key's lease every third of it; once renewals have failed for two thirds, it posts
 // no further part (a retry could take the key over once the lease lapsed, and finish the
