@@ -742,20 +742,10 @@ impl Worker {
                 }
             }
             if let Some(since) = uncertain {
-                let looked = match channel {
-                    Some(channel_id) => self
-                        .find_post(channel_id, job.thread(), &chunk, since)
-                        .await
-                        .map(|found| Found {
-                            posts: found.map(|post_id| vec![(0, post_id)]).unwrap_or_default(),
-                            blind: false,
-                        }),
-                    None => {
-                        self.find_bot_posts(job, posted as i64, &row.posted_to, &chunk, since)
-                            .await
-                    }
-                };
-                let found = match looked {
+                let found = match self
+                    .look_for_posts(job, channel, posted as i64, &row.posted_to, &chunk, since)
+                    .await
+                {
                     Ok(found) => found,
                     Err(error) => return self.failed_send(&row, error),
                 };
@@ -1148,6 +1138,33 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    /// What the uncertain send of chunk `chunk` (`text`) posted: in the channel by the
+    /// gateway's account, or a chatbot's in its recipients' conversations.
+    async fn look_for_posts(
+        &self,
+        job: &Job,
+        channel: Option<ChannelId>,
+        chunk: i64,
+        posted_to: &[(i64, i64)],
+        text: &str,
+        since: i64,
+    ) -> Result<Found, UpstreamError> {
+        match channel {
+            Some(channel_id) => Ok(Found {
+                posts: self
+                    .find_post(channel_id, job.thread(), text, since)
+                    .await?
+                    .map(|post_id| vec![(0, post_id)])
+                    .unwrap_or_default(),
+                blind: false,
+            }),
+            None => {
+                self.find_bot_posts(job, chunk, posted_to, text, since)
+                    .await
+            }
+        }
     }
 
     /// The posts a chatbot's uncertain send of `text` made in the conversations of the
