@@ -252,7 +252,7 @@ backends::on_both!(
         new.chunks = vec!["one".into(), "two".into(), "three".into()];
         // Part one was answered (post 51); part two's answer never came.
         store
-            .enqueue_resumed(&new, &[(0, Some(51))], Some(now - 10), now, None)
+            .enqueue_resumed(&new, &[(0, 0, Some(51))], Some(now - 10), now, None)
             .await
             .unwrap();
         let row = store.claim("w", now, now + 10).await.unwrap().unwrap();

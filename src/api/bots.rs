@@ -13,7 +13,7 @@ use super::common::{
 use super::extract::{Json, Query, whole_number};
 use super::{
     BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
-    Unprocessable, file_response, send_text,
+    Unprocessable, file_response, send_text_stopping, told_parts_posted,
 };
 use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
@@ -158,12 +158,13 @@ pub async fn send_bot_message(
     if let Some(accepted) = handover.accept_if_asked(&text).await {
         return accepted;
     }
+    let since = crate::delivery::now_ms();
     let key = handover.key();
     let key = key.as_deref();
     let (chat, user_ids, file_url) = (&chat, &user_ids, file_url.as_ref());
     let file_sent = std::cell::Cell::new(false);
     let file_sent = &file_sent;
-    let parts = send_text(
+    let sent = send_text_stopping(
         &state,
         &text,
         |part| async move {
@@ -181,9 +182,29 @@ pub async fn send_bot_message(
             })
         },
         ApiError::from,
-        |delivery| delivery.sent.iter().map(|(_, post)| post.get()).collect(),
     )
-    .await?;
+    .await;
+    let parts = match sent {
+        Ok(parts) => parts,
+        // Every recipient of the parts posted got them: the outbox can finish the rest.
+        Err(stopped) if stopped.sent.iter().all(|part| part.failed.is_empty()) => {
+            return handover
+                .finish_stopped(stopped, since, |part| {
+                    part.sent
+                        .iter()
+                        .map(|(user, post)| (user.get(), post.get()))
+                        .collect()
+                })
+                .await;
+        }
+        // A recipient DSM refused on an earlier part is told so, not sent later parts by the
+        // outbox.
+        Err(stopped) => {
+            return Err(told_parts_posted(stopped, |part| {
+                part.sent.iter().map(|(_, post)| post.get()).collect()
+            }));
+        }
+    };
     // A long text is several posts per user: the answer names each user's first post, and a
     // user any part failed for is reported with the first reason.
     let count = parts.len();

@@ -633,6 +633,68 @@ impl Handover<'_> {
         delivery_key(self.req).map(|k| k.key)
     }
 
+    /// A synchronous send begun at `since` that stopped part way. With an Idempotency-Key, and
+    /// an unknown outcome or parts posted before DSM asked to wait (a retry would post those
+    /// again), the outbox takes the message over and the answer is 202; else the failure,
+    /// naming the parts posted. `posts` reads what a part created: (recipient, post id), the
+    /// recipient 0 in a channel.
+    pub async fn finish_stopped<T>(
+        self,
+        stopped: crate::chunking::Stopped<T, ApiError>,
+        since: i64,
+        posts: impl Fn(&T) -> Vec<(u64, u64)>,
+    ) -> Result<HttpResponse, ApiError> {
+        let Handover {
+            req,
+            outbox,
+            caller,
+            job,
+            ..
+        } = self;
+        let partly_posted = !stopped.done.is_empty() && stopped.error.asks_to_wait();
+        let unknown = stopped.error.outcome_unknown();
+        if (unknown || partly_posted)
+            && req
+                .headers()
+                .contains_key(super::idempotency::IDEMPOTENCY_KEY)
+        {
+            let done = stopped
+                .done
+                .iter()
+                .cloned()
+                .zip(stopped.sent.iter().map(|part| {
+                    posts(part)
+                        .into_iter()
+                        .map(|(recipient, post)| (recipient as i64, post as i64))
+                        .collect()
+                }))
+                .collect();
+            let caller = caller.unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
+            match outbox
+                .take_over(
+                    caller,
+                    &job,
+                    done,
+                    stopped.left.clone(),
+                    unknown.then_some(since),
+                    delivery_key(req).as_ref(),
+                )
+                .await
+            {
+                Ok(id) => {
+                    tracing::warn!(delivery = %id, error = %stopped.error, "a synchronous send stopped part way; the outbox finishes the message");
+                    return Ok(super::deliveries::accepted(req, id, false));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "an unanswered synchronous send could not be handed to the outbox");
+                }
+            }
+        }
+        Err(super::told_parts_posted(stopped, |part| {
+            posts(part).into_iter().map(|(_, post)| post).collect()
+        }))
+    }
+
     /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`. A retry of
     /// a cut-off attempt is resumed first, asked or not (see [`Self::resume_interrupted`]).
     pub async fn accept_if_asked(
@@ -734,54 +796,12 @@ pub async fn post_text(
         |e| ApiError::for_resource(e, what),
     )
     .await;
-    let stopped = match sent {
-        Ok(posts) => return Ok(super::created_posts(posts)),
-        Err(stopped) => stopped,
-    };
-    let Handover {
-        req,
-        outbox,
-        caller,
-        job,
-        ..
-    } = handover;
-    // Parts already posted and a failure a later attempt can get past (DSM busy or rate
-    // limiting): a retry of the request would post those parts again, so the outbox finishes.
-    let partly_posted = !stopped.done.is_empty() && stopped.error.asks_to_wait();
-    let unknown = stopped.error.outcome_unknown();
-    if (unknown || partly_posted)
-        && req
-            .headers()
-            .contains_key(super::idempotency::IDEMPOTENCY_KEY)
-    {
-        let done = stopped
-            .done
-            .iter()
-            .cloned()
-            .zip(stopped.sent.iter().map(|post| post.post_id.get() as i64))
-            .collect();
-        let caller = caller.unwrap_or(crate::store::deliveries::callers::ANONYMOUS);
-        match outbox
-            .take_over(
-                caller,
-                &job,
-                done,
-                stopped.left.clone(),
-                unknown.then_some(since),
-                delivery_key(req).as_ref(),
-            )
-            .await
-        {
-            Ok(id) => {
-                tracing::warn!(delivery = %id, error = %stopped.error, "a synchronous send stopped part way; the outbox finishes the message");
-                return Ok(super::deliveries::accepted(req, id, false));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "an unanswered synchronous send could not be handed to the outbox");
-            }
+    match sent {
+        Ok(posts) => Ok(super::created_posts(posts)),
+        Err(stopped) => {
+            handover
+                .finish_stopped(stopped, since, |post| vec![(0, post.post_id.get())])
+                .await
         }
     }
-    Err(super::told_parts_posted(stopped, |post| {
-        vec![post.post_id.get()]
-    }))
 }

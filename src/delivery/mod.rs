@@ -350,13 +350,19 @@ impl Outbox {
         &self,
         caller: &str,
         job: &Job,
-        done: Vec<(String, i64)>,
+        done: Vec<(String, Vec<(i64, i64)>)>,
         left: Vec<String>,
         unanswered_since: Option<i64>,
         event: Option<&EventKey>,
     ) -> Result<String, StoreError> {
-        let posted: Vec<(i64, Option<i64>)> = (0..done.len() as i64)
-            .zip(done.iter().map(|(_, post_id)| Some(*post_id)))
+        let posted: Vec<(i64, i64, Option<i64>)> = done
+            .iter()
+            .enumerate()
+            .flat_map(|(chunk, (_, posts))| {
+                posts
+                    .iter()
+                    .map(move |&(recipient, post_id)| (chunk as i64, recipient, Some(post_id)))
+            })
             .collect();
         let chunks = done.into_iter().map(|(text, _)| text).chain(left).collect();
         let new = self.new_delivery(caller, job, chunks);

@@ -161,8 +161,8 @@ impl Store {
             .map(drop)
     }
 
-    /// Commits a new queued delivery that a synchronous send began: the chunks `posted` names
-    /// (chunk, post id) are recorded as posted, and with `uncertain_since` the next one's send
+    /// Commits a new queued delivery that a synchronous send began: the posts `posted` names
+    /// (chunk, recipient (0 in a channel), post id) are recorded, and with `uncertain_since` the next one's send
     /// went unanswered (sent then), so the worker looks for it before sending. Not tried before
     /// `first_attempt_at`. One transaction: no worker sees the delivery without its progress.
     /// With `event`, nothing is stored when the caller handed that event over before (as
@@ -170,7 +170,7 @@ impl Store {
     pub async fn enqueue_resumed(
         &self,
         new: &NewDelivery,
-        posted: &[(i64, Option<i64>)],
+        posted: &[(i64, i64, Option<i64>)],
         uncertain_since: Option<i64>,
         first_attempt_at: i64,
         event: Option<&EventKey>,
@@ -194,7 +194,7 @@ impl Store {
     async fn insert(
         &self,
         new: &NewDelivery,
-        posted: &[(i64, Option<i64>)],
+        posted: &[(i64, i64, Option<i64>)],
         uncertain_since: Option<i64>,
         first_attempt_at: i64,
         event: Option<&EventKey>,
@@ -253,12 +253,12 @@ impl Store {
                     StoreError::Unavailable("the event's earlier delivery vanished; retry".into())
                 });
             }
-            for (chunk, post_id) in posted {
+            for (chunk, recipient, post_id) in posted {
                 sqlx::query(
                     "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
-                     VALUES ($1, $2, 0, $3, $4)",
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
-                .bind(&new.id).bind(chunk).bind(post_id).bind(new.now_ms)
+                .bind(&new.id).bind(chunk).bind(recipient).bind(post_id).bind(new.now_ms)
                 .execute(&mut *tx).await?;
             }
             tx.commit().await?;

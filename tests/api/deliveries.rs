@@ -1257,6 +1257,45 @@ async fn a_keyed_send_rate_limited_part_way_is_finished_once_by_the_outbox() {
     assert_eq!(problem["parts_posted"], 1, "{problem}");
 }
 
+/// The same for a chatbot message: the part posted to both recipients is recorded for each of
+/// them, and the outbox sends only the rest, each part once to each.
+#[actix_web::test]
+async fn a_keyed_chatbot_send_rate_limited_part_way_is_finished_once_by_the_outbox() {
+    let app = spawn_app().await;
+    let text = three_part_text("bot-limited");
+    app.sim
+        .fail_after_passing("SYNO.Chat.External", Some("chatbot"), 1, 6, 411);
+    let first = post_sync(
+        &app,
+        &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+        Some("bot-limited-1"),
+        &json!({ "text": text, "user_ids": [2, 3] }),
+    )
+    .await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let id = first.body["delivery_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(60)).await;
+    let chunks = done["chunks"].as_u64().unwrap();
+    assert!(chunks >= 3, "{done}");
+    // A post per part and recipient.
+    assert_eq!(
+        done["post_ids"].as_array().unwrap().len() as u64,
+        2 * chunks,
+        "{done}"
+    );
+    for user in [2, 3] {
+        let posted: Vec<String> = bot_messages(&app, user)
+            .await
+            .into_iter()
+            .filter(|m| m.starts_with("bot-limited "))
+            .collect();
+        assert!(
+            posted.concat() == text,
+            "user {user}: each part once, in order: {posted:#?}"
+        );
+    }
+}
+
 /// An incoming-webhook send (which the outbox cannot check) that fails part way after posting
 /// a part keeps its answer under its `Idempotency-Key`: the retry is told again, and posts
 /// nothing a second time.

@@ -696,6 +696,35 @@ backends::on_both!(
     }
 );
 
+// A keyed chatbot send whose DSM answer never came (DSM posted, then the connection closed) is
+// handed to the outbox (a kept 202), which finds the posts and sends nothing again; without a
+// key the caller gets the failure.
+backends::on_both!(
+    an_unanswered_keyed_chatbot_send_is_finished_once_by_the_outbox,
+    |backend: Backend| async move {
+        let app = gateway(&backend, |_| {}).await;
+        let path = format!("/api/v1/bots/{}/messages", crate::helpers::BOT_TOKEN_NAME);
+        let body = json!({"text": "chatbot: unanswered, once", "user_ids": [2, 3]});
+        app.sim.close_next("SYNO.Chat.External", Some("chatbot"), 1);
+        let answer = send_to(&app, &path, "bot-unanswered-1", body.clone()).await;
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        let id = answer.body["delivery_id"].as_str().unwrap().to_owned();
+        let done =
+            crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+        assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 1, "{done}");
+        assert_eq!(done["at_least_once"], false, "{done}");
+        assert_eq!(done["post_ids"].as_array().unwrap().len(), 2, "{done}");
+        let again = send_to(&app, &path, "bot-unanswered-1", body.clone()).await;
+        assert_eq!(again.status, 202, "{}", again.body);
+        assert_eq!(again.body["delivery_id"], id.as_str(), "{}", again.body);
+        assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 1);
+
+        app.sim.close_next("SYNO.Chat.External", Some("chatbot"), 1);
+        let unkeyed = app.call("POST", &path, Some(WRITE_KEY), Some(body)).await;
+        unkeyed.assert_problem(502, "upstream_unreachable");
+    }
+);
+
 // A keyed long message whose store stops answering while it is being posted: the request
 // renews its key's lease every third of it; once renewals have failed for two thirds, it posts
 // no further part (a retry could take the key over once the lease lapsed, and finish the
