@@ -735,6 +735,9 @@ impl Worker {
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
         let mut uncertain = row.uncertain_since;
+        // An uncertain chatbot send found for some recipients of a part: it may have posted
+        // the next part to them too.
+        let mut got_past: Option<i64> = None;
         let mut channel: Option<ChannelId> = None;
         while posted < row.chunks.len() {
             if self.outbox.stopping.load(Ordering::SeqCst) {
@@ -785,7 +788,9 @@ impl Worker {
                         posted += 1;
                         continue;
                     }
-                    // The recipients without a post get it now.
+                    // The recipients without a post get it now. The send got past this
+                    // part for the others, so the next part is looked for too.
+                    got_past = Some(since);
                 }
                 if found.blind {
                     // Some recipient's post could not be looked for: re-send and say so on
@@ -824,7 +829,7 @@ impl Worker {
                         return self.store_trouble(&row, error);
                     }
                     posted += 1;
-                    uncertain = None;
+                    uncertain = got_past.take();
                     if !posts.failed.is_empty() {
                         return Outcome::Failed(ApiError::new(
                             ProblemCode::UpstreamRejectedInput,
