@@ -631,6 +631,27 @@ async fn an_uncertain_chatbot_send_that_never_landed_is_sent_again_once() {
     );
 }
 
+/// A chatbot DSM will not let list its channels cannot look: after an unknown outcome the
+/// message is sent again, and the delivery says it may have been posted twice.
+#[actix_web::test]
+async fn an_uncertain_chatbot_send_that_cannot_be_looked_for_is_sent_again_and_says_so() {
+    let app = spawn_app().await;
+    app.sim.close_next("SYNO.Chat.External", Some("chatbot"), 1);
+    app.sim
+        .fail_next("SYNO.Chat.External", Some("channel_list"), 1, 117);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": "chatbot: blind", "user_ids": [2]}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 2, "{done}");
+    assert_eq!(done["at_least_once"], true, "{done}");
+}
+
 /// An incoming webhook cannot look for what it posted: after an unknown outcome the message is
 /// sent again, and the delivery says it may have been posted twice.
 #[actix_web::test]
