@@ -37,14 +37,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_gateway(sim_url: &str, store_url: &str) -> Gateway {
+/// The gateway binary in front of `sim`, its outbox on `store_url`, with the simulator's
+/// chatbot configured as `helper`.
+async fn start_gateway(sim: &Simulator, store_url: &str) -> Gateway {
     let port = free_port();
     let child = Command::new(BIN)
         .arg("serve")
+        .env(
+            "SYNOCHAT__TOKENS__HELPER__TOKEN",
+            sim.control().demo_bot_token(),
+        )
+        .env("SYNOCHAT__TOKENS__HELPER__KIND", "bot")
         .env_remove("SYNOCHAT_CONFIG")
         .env_remove("RUST_LOG")
         .env("SYNOCHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("SYNOCHAT__UPSTREAM__URL", sim_url)
+        .env("SYNOCHAT__UPSTREAM__URL", sim.base_url())
         .env("SYNOCHAT__UPSTREAM__USERNAME", DEMO_ACCOUNT)
         .env("SYNOCHAT__UPSTREAM__PASSWORD", DEMO_PASSWORD)
         .env("SYNOCHAT__UPSTREAM__TIMEOUT_MS", "1000")
@@ -161,14 +168,14 @@ async fn sigkill_and_restart(store_url: String) {
     let sim = simulator().await;
     // Every DSM call is slow, so the kill lands in the middle of the sends.
     sim.control().set_latency(Duration::from_millis(150));
-    let first = start_gateway(&sim.base_url(), &store_url).await;
+    let first = start_gateway(&sim, &store_url).await;
     let mut ids = Vec::new();
     for n in 0..30u64 {
         ids.push(enqueue(&first, 1 + n % 2, &format!("kill {n}")).await);
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     drop(first); // SIGKILL
-    let second = start_gateway(&sim.base_url(), &store_url).await;
+    let second = start_gateway(&sim, &store_url).await;
     wait_delivered(&second, &ids, Duration::from_secs(120)).await;
     sim.control().set_latency(Duration::ZERO);
     for channel in 1..=2u64 {
@@ -182,6 +189,77 @@ async fn sigkill_and_restart(store_url: String) {
             "channel {channel}: each once, in order"
         );
     }
+}
+
+/// Chatbot messages to two users, the gateway SIGKILLed while DSM, which has carried out the
+/// first send, hangs in its answer; restarted, each user gets each message once, in order: the
+/// unanswered send is looked for in the users' conversations with the bot's token, found, and
+/// not sent again.
+#[actix_web::test]
+async fn sigkill_and_restart_delivers_each_chatbot_message_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let sim = simulator().await;
+    // DSM carries the first send out and hangs mid-answer.
+    sim.control()
+        .stall_next("SYNO.Chat.External", Some("chatbot"), 1);
+    let first = start_gateway(&sim, &store_url).await;
+    let mut ids = Vec::new();
+    for n in 0..6u64 {
+        let (status, body) = call(
+            "POST",
+            format!("{}/api/v1/bots/helper/messages", first.base),
+            Some(json!({ "text": format!("bot kill {n}"), "user_ids": [2, 3] })),
+            true,
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["delivery_id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(first); // SIGKILL
+    let second = start_gateway(&sim, &store_url).await;
+    wait_delivered(&second, &ids, Duration::from_secs(120)).await;
+    let sends = sim.control().count("SYNO.Chat.External", "chatbot");
+    let expected: Vec<String> = (0..6u64).map(|n| format!("bot kill {n}")).collect();
+    for user in [2u64, 3] {
+        let (_, channels) = call(
+            "GET",
+            format!("{}/api/v1/bots/helper/channels", second.base),
+            None,
+            false,
+        )
+        .await;
+        let conversation = channels["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["type"] == "chatbot" && c["members"].as_array().unwrap().contains(&json!(user))
+            })
+            .unwrap_or_else(|| panic!("no conversation with user {user}: {channels}"))["channel_id"]
+            .clone();
+        let (status, page) = call(
+            "GET",
+            format!(
+                "{}/api/v1/bots/helper/channels/{conversation}/posts?prev_count=100",
+                second.base
+            ),
+            None,
+            false,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let posted: Vec<String> = posts::messages_oldest_first(&page)
+            .into_iter()
+            .filter(|m| m.starts_with("bot kill "))
+            .collect();
+        assert_eq!(
+            posted, expected,
+            "user {user}: each once, in order ({sends} sends)"
+        );
+    }
+    assert_eq!(sends, 6, "a message was sent twice");
 }
 
 #[actix_web::test]
@@ -209,8 +287,8 @@ async fn two_gateways_on_one_postgres_deliver_each_message_once() {
     };
     let sim = simulator().await;
     sim.control().set_latency(Duration::from_millis(30));
-    let a = start_gateway(&sim.base_url(), &url).await;
-    let b = start_gateway(&sim.base_url(), &url).await;
+    let a = start_gateway(&sim, &url).await;
+    let b = start_gateway(&sim, &url).await;
     let mut ids = Vec::new();
     for n in 0..30u64 {
         let gateway = if n % 2 == 0 { &a } else { &b };
@@ -237,7 +315,7 @@ async fn sigterm_hands_back_the_work_and_a_restart_finishes_it() {
     };
     let sim = simulator().await;
     sim.control().set_latency(Duration::from_millis(200));
-    let mut first = start_gateway(&sim.base_url(), &url).await;
+    let mut first = start_gateway(&sim, &url).await;
     let mut ids = Vec::new();
     for n in 0..10u64 {
         ids.push(enqueue(&first, 1, &format!("term {n}")).await);
@@ -279,7 +357,7 @@ async fn sigterm_hands_back_the_work_and_a_restart_finishes_it() {
         "the shutdown came too late to test anything"
     );
     pool.close().await;
-    let second = start_gateway(&sim.base_url(), &url).await;
+    let second = start_gateway(&sim, &url).await;
     wait_delivered(&second, &ids, Duration::from_secs(60)).await;
     sim.control().set_latency(Duration::ZERO);
     let expected: Vec<String> = (0..10u64).map(|n| format!("term {n}")).collect();

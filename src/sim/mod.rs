@@ -312,8 +312,9 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::CodeAfter(code));
     }
 
-    /// The next `times` calls of `api` (and `method`, when given) are carried out and answered
-    /// after `delay`; other calls meanwhile are answered at once.
+    /// The next `times` calls of `api` (and `method`, when given) wait `delay`, then are carried
+    /// out and answered (a NAS slower than the gateway's timeout, whose call lands late); other
+    /// calls meanwhile are answered at once.
     #[cfg(feature = "sim-test-hooks")]
     pub fn slow_next(&self, api: &str, method: Option<&str>, times: u32, delay: Duration) {
         self.inject(
