@@ -166,8 +166,11 @@ async fn simulator() -> Simulator {
 
 async fn sigkill_and_restart(store_url: String) {
     let sim = simulator().await;
-    // Every DSM call is slow, so the kill lands in the middle of the sends.
+    // Every DSM call is slow, so the kill lands in the middle of the sends; the first post is
+    // made and its answer hangs, so the outbox must find it rather than post it again.
     sim.control().set_latency(Duration::from_millis(150));
+    sim.control()
+        .stall_next("SYNO.Chat.Post", Some("create"), 1);
     let first = start_gateway(&sim, &store_url).await;
     let mut ids = Vec::new();
     for n in 0..30u64 {
