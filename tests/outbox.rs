@@ -233,15 +233,8 @@ async fn sigkill_and_restart_delivers_each_chatbot_message_once_in_order() {
             false,
         )
         .await;
-        let conversation = channels["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| {
-                c["type"] == "chatbot" && c["members"].as_array().unwrap().contains(&json!(user))
-            })
-            .unwrap_or_else(|| panic!("no conversation with user {user}: {channels}"))["channel_id"]
-            .clone();
+        let conversation = posts::conversation_with(&channels, user)
+            .unwrap_or_else(|| panic!("no conversation with user {user}: {channels}"));
         let (status, page) = call(
             "GET",
             format!(

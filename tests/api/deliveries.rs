@@ -517,15 +517,12 @@ async fn bot_messages(app: &TestApp, user_id: u64) -> Vec<String> {
         .get(&format!("/api/v1/bots/{BOT_TOKEN_NAME}/channels"))
         .await;
     assert_eq!(channels.status.as_u16(), 200, "{}", channels.body);
-    let Some(conversation) = channels.body["items"].as_array().unwrap().iter().find(|c| {
-        c["type"] == "chatbot" && c["members"].as_array().unwrap().contains(&json!(user_id))
-    }) else {
+    let Some(conversation) = crate::posts::conversation_with(&channels.body, user_id) else {
         return Vec::new();
     };
     let posts = app
         .get(&format!(
-            "/api/v1/bots/{BOT_TOKEN_NAME}/channels/{}/posts?prev_count=100",
-            conversation["channel_id"]
+            "/api/v1/bots/{BOT_TOKEN_NAME}/channels/{conversation}/posts?prev_count=100"
         ))
         .await;
     assert_eq!(posts.status.as_u16(), 200, "{}", posts.body);

@@ -18,3 +18,20 @@ pub fn messages_oldest_first(page: &Value) -> Vec<String> {
     posts.sort();
     posts.into_iter().map(|(_, m)| m).collect()
 }
+
+/// The id of user `user_id`'s conversation with a chatbot, from the bot's
+/// `{"items": [Channel, ...]}` (`GET /api/v1/bots/{name}/channels`); `None` before the bot
+/// ever wrote to them.
+pub fn conversation_with(channels: &Value, user_id: u64) -> Option<u64> {
+    channels["items"]
+        .as_array()
+        .expect("a list of channels")
+        .iter()
+        .find(|c| {
+            c["type"] == "chatbot"
+                && c["members"]
+                    .as_array()
+                    .is_some_and(|members| members.contains(&Value::from(user_id)))
+        })
+        .and_then(|c| c["channel_id"].as_u64())
+}
