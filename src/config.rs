@@ -1698,9 +1698,8 @@ mod tests {
 
     #[test]
     fn secrets_can_come_from_files() {
-        let dir = std::env::temp_dir().join(format!("synochat-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("password");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
         std::fs::write(&file, "s3cret\n").unwrap();
         let s = load(&[
             ("SYNOCHAT__UPSTREAM__URL", "https://nas.example:5001"),

@@ -8,16 +8,19 @@ use syno_chat_gateway::sim::SimConfig;
 use crate::helpers::spawn_app_with;
 
 struct SelfSigned {
+    /// Holds the certificate file; removed with it when the test ends.
+    _dir: tempfile::TempDir,
     pem_path: std::path::PathBuf,
     server: Arc<rustls::ServerConfig>,
 }
 
-fn self_signed(name: &str) -> SelfSigned {
+fn self_signed() -> SelfSigned {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
             .unwrap();
-    let pem_path = std::env::temp_dir().join(format!("synochat-{name}-{}.pem", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let pem_path = dir.path().join("nas.pem");
     std::fs::write(&pem_path, certified.cert.pem()).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let server = rustls::ServerConfig::builder()
@@ -25,6 +28,7 @@ fn self_signed(name: &str) -> SelfSigned {
         .with_single_cert(vec![certified.cert.der().clone()], key)
         .unwrap();
     SelfSigned {
+        _dir: dir,
         pem_path,
         server: Arc::new(server),
     }
@@ -39,7 +43,7 @@ fn https_sim(cert: &SelfSigned) -> SimConfig {
 
 #[actix_web::test]
 async fn a_self_signed_nas_is_refused_by_default() {
-    let cert = self_signed("refused");
+    let cert = self_signed();
     let app = spawn_app_with(https_sim(&cert), |_| {}).await;
     // The start-up warm-up may have failed first and started the back-off: either way the
     // caller is told that the NAS could not be reached.
@@ -64,7 +68,7 @@ async fn a_self_signed_nas_is_refused_by_default() {
 
 #[actix_web::test]
 async fn a_ca_file_makes_the_self_signed_nas_trusted() {
-    let cert = self_signed("trusted");
+    let cert = self_signed();
     let path = cert.pem_path.clone();
     let app = spawn_app_with(https_sim(&cert), move |s| {
         s.upstream.tls.ca_file = Some(path)
@@ -76,7 +80,7 @@ async fn a_ca_file_makes_the_self_signed_nas_trusted() {
 
 #[actix_web::test]
 async fn the_insecure_switch_accepts_any_certificate() {
-    let cert = self_signed("insecure");
+    let cert = self_signed();
     let app = spawn_app_with(https_sim(&cert), |s| {
         s.upstream.tls.insecure_skip_verify = true
     })
