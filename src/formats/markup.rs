@@ -294,9 +294,17 @@ pub fn utc(secs: i64) -> String {
 /// An RFC 3339 time (`2024-05-01T12:34:56.789Z`) shortened to `2024-05-01 12:34 UTC` when it is
 /// in UTC; other times as sent.
 pub fn rfc3339(time: &str) -> String {
-    let b = time.as_bytes();
     let utc = time.ends_with('Z') || time.ends_with("+00:00");
-    if utc && b.len() >= 16 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' {
+    // Checked byte by byte before it is cut: a sender's malformed time may hold any character.
+    let shaped = time.as_bytes().get(..16).is_some_and(|b| {
+        b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 => c == b':',
+            _ => c.is_ascii_digit(),
+        })
+    });
+    if utc && shaped {
         format!("{} {} UTC", &time[..10], &time[11..16])
     } else {
         time.to_owned()
@@ -623,5 +631,19 @@ mod tests {
             rfc3339("2024-05-01T12:34:56+02:00"),
             "2024-05-01T12:34:56+02:00"
         );
+    }
+
+    #[test]
+    fn a_malformed_time_is_kept_as_sent() {
+        // A multi-byte character where the minutes end, and other shapes that only look alike.
+        for time in [
+            "2024-05-01T12:3é:56Z",
+            "ééééé-01T12:34:56Z",
+            "2024-05-01 12:34:56Z",
+            "2024-05-01T1:234:56Z",
+            "Z",
+        ] {
+            assert_eq!(rfc3339(time), time);
+        }
     }
 }
