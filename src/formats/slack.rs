@@ -272,6 +272,9 @@ fn element(value: &Value) -> Option<String> {
     }
 }
 
+/// The deepest list `rich_text` renders indented (Slack's own limit).
+const MAX_LIST_INDENT: u64 = 8;
+
 /// `rich_text` elements: sections, lists, quotes and preformatted text.
 fn rich_text(elements: Option<&Value>) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -283,8 +286,9 @@ fn rich_text(elements: Option<&Value>) -> String {
             "rich_text_preformatted" => out.push(format!("```\n{}\n```", rich_inline(inner))),
             "rich_text_list" => {
                 let ordered = e.get("style").and_then(Value::as_str) == Some("ordered");
-                let indent =
-                    "  ".repeat(e.get("indent").and_then(Value::as_u64).unwrap_or(0) as usize);
+                // Slack nests lists at most eight deep; a sender's number decides no more.
+                let depth = e.get("indent").and_then(Value::as_u64).unwrap_or(0);
+                let indent = "  ".repeat(depth.min(MAX_LIST_INDENT) as usize);
                 for (i, item) in inner
                     .and_then(Value::as_array)
                     .into_iter()
