@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 /// How far a signed timestamp may be from now (Grafana's `timestamp_header`): a captured
 /// request replayed later than this is refused.
-const TIMESTAMP_TOLERANCE_SECS: i64 = 300;
+const TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 
 /// Headers the senders sign in, each with the prefix its value has before the hex digest.
 const KNOWN_HEADERS: [(&str, &str); 5] = [
@@ -109,7 +109,7 @@ impl Signing {
             return Err(Unsigned::Missing);
         };
         let at: i64 = stamp.trim().parse().map_err(|_| Unsigned::Stale)?;
-        if (now - at).abs() > TIMESTAMP_TOLERANCE_SECS {
+        if now.abs_diff(at) > TIMESTAMP_TOLERANCE_SECS {
             return Err(Unsigned::Stale);
         }
         let body = std::str::from_utf8(body).map_err(|_| Unsigned::Mismatch)?;
@@ -135,7 +135,7 @@ impl Signing {
                 .and_then(|v| v.to_str().ok())
                 .ok_or(Unsigned::Stale)?;
             let at: i64 = stamp.trim().parse().map_err(|_| Unsigned::Stale)?;
-            if (now - at).abs() > TIMESTAMP_TOLERANCE_SECS {
+            if now.abs_diff(at) > TIMESTAMP_TOLERANCE_SECS {
                 return Err(Unsigned::Stale);
             }
             mac.update(stamp.trim().as_bytes());
@@ -298,6 +298,15 @@ mod tests {
             Err(Unsigned::Stale)
         );
         assert_eq!(s.verify(&headers(&[]), &[body], at), Err(Unsigned::Missing));
+        // Timestamps at the ends of the range are stale, not an overflow.
+        for stamp in ["-9223372036854775808", "9223372036854775807"] {
+            let extreme = headers(&[
+                ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                ("webhook-timestamp", stamp),
+                ("webhook-signature", good),
+            ]);
+            assert_eq!(s.verify(&extreme, &[body], at), Err(Unsigned::Stale));
+        }
     }
 
     #[test]
