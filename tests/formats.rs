@@ -76,13 +76,21 @@ fn every_golden_case_renders_as_expected() {
 /// renders at Slack's deepest indent (it once asked for 2 TiB and aborted the process).
 #[test]
 fn a_hostile_list_indent_renders_at_the_deepest_indent() {
-    for indent in [u64::MAX.to_string(), (1u64 << 40).to_string(), "9".to_owned()] {
+    for indent in [
+        u64::MAX.to_string(),
+        (1u64 << 40).to_string(),
+        "9".to_owned(),
+    ] {
         let body = format!(
             r#"{{"blocks":[{{"type":"rich_text","elements":[{{"type":"rich_text_list","indent":{indent},
               "elements":[{{"type":"rich_text_section","elements":[{{"type":"text","text":"deep"}}]}}]}}]}}]}}"#
         );
         let payload = parse_body(Some("application/json"), body.as_bytes()).unwrap();
         let rendered = render(&payload, None, None).unwrap();
-        assert_eq!(rendered.text, format!("{}• deep", "  ".repeat(8)), "indent {indent}");
+        assert_eq!(
+            rendered.text,
+            format!("{}• deep", "  ".repeat(8)),
+            "indent {indent}"
+        );
     }
 }

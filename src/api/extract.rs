@@ -74,9 +74,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if too_long {
                 return Err(too_large());
             }
-            let bytes = body
-                .await
-                .map_err(|_| crate::body_deadline::read_failed(&req, too_large()))?;
+            let bytes = body.await.map_err(|error| {
+                let unreadable = match error.as_error::<actix_web::error::PayloadError>() {
+                    Some(actix_web::error::PayloadError::Overflow) | None => too_large(),
+                    // A body its Content-Encoding does not decode, or cut short.
+                    Some(error) => {
+                        ApiError::invalid(format!("the body could not be read: {error}"))
+                    }
+                };
+                crate::body_deadline::read_failed(&req, unreadable)
+            })?;
             if bytes.len() > JSON_LIMIT {
                 return Err(too_large());
             }

@@ -99,6 +99,31 @@ async fn a_chunked_upload_is_cut_off_at_the_limit() {
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
 }
 
+/// A JSON body its Content-Encoding does not decode is the caller's mistake, named as such.
+#[actix_web::test]
+async fn a_corrupt_compressed_json_body_is_refused_as_unreadable() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Content-Encoding", "gzip"))
+        .send_body(r#"{"message": "not gzip at all"}"#)
+        .await
+        .expect("gateway answers");
+    let answer = read(response).await;
+    let problem = answer.assert_problem(400, "invalid_request");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{problem}"
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
+
 /// An upload that sends its headers and part of its body, then stalls (a raw socket: awc
 /// holds a streamed body back until it has more to send).
 fn stalled_upload(address: &str) -> std::net::TcpStream {
