@@ -187,20 +187,22 @@ fn new_request_id() -> String {
 /// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
 /// anything after it) is masked, wherever the `hooks` segment is (`//hooks/...` from a base URL
 /// ending in `/`, a prefix a proxy did not strip); so is a lone segment after it that
-/// `is_hook_name` does not know (`/hooks/{secret}`, Mattermost's shape).
+/// `is_hook_name` does not know (`/hooks/{secret}`, Mattermost's shape). Segments are compared
+/// percent-decoded, as actix routes them (`/hook%73/am/...` reaches the hook `am`), and kept as
+/// sent: nothing decoded (a `%0A`, say) reaches a log line.
 pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
     // Cheap for every other path: a look at each segment's start (a substring search costs
     // several hundred instructions on every request, the profile showed).
     let bytes = path.as_bytes();
-    let has_hooks_segment = bytes
+    let maybe_hooks = bytes
         .iter()
         .enumerate()
-        .any(|(i, &b)| b == b'/' && bytes[i + 1..].starts_with(b"hooks/"));
-    if !has_hooks_segment {
+        .any(|(i, &b)| b == b'%' || b == b'/' && bytes[i + 1..].starts_with(b"hooks/"));
+    if !maybe_hooks {
         return path.into();
     }
     let segments: Vec<&str> = path.split('/').collect();
-    let Some(hooks) = segments.iter().position(|s| *s == "hooks") else {
+    let Some(hooks) = segments.iter().position(|s| decoded(s) == "hooks") else {
         return path.into();
     };
     let rest: Vec<&str> = segments[hooks + 1..]
@@ -211,12 +213,16 @@ pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::bo
     let mut kept: Vec<&str> = segments[..=hooks].to_vec();
     match rest.as_slice() {
         [] => return path.into(),
-        [name] if is_hook_name(name) => return path.into(),
+        [name] if is_hook_name(&decoded(name)) => return path.into(),
         [_] => {}
         [name, ..] => kept.push(name),
     }
     kept.push("****");
     kept.join("/").into()
+}
+
+fn decoded(segment: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
 #[cfg(test)]
@@ -235,5 +241,14 @@ mod tests {
         assert_eq!(path("/hooks/s3cr3t"), "/hooks/****");
         assert_eq!(path("/chat/hooks/s3cr3t/"), "/chat/hooks/****");
         assert_eq!(path("/api/v1/channels"), "/api/v1/channels");
+        // Encoded as actix decodes it to route: masked all the same, kept as sent.
+        assert_eq!(path("/hook%73/am/s3cr3t"), "/hook%73/am/****");
+        assert_eq!(path("/%68ooks/a%6D/s3cr3t"), "/%68ooks/a%6D/****");
+        assert_eq!(path("/hooks/s%33cr3t"), "/hooks/****");
+        assert_eq!(path("/hooks/a%6D"), "/hooks/a%6D");
+        assert_eq!(
+            path("/api/v1/channels/caf%C3%A9"),
+            "/api/v1/channels/caf%C3%A9"
+        );
     }
 }
