@@ -71,6 +71,8 @@ fn metrics_server(
 ) -> std::io::Result<(Server, SocketAddr)> {
     let listener = TcpListener::bind(bind)?;
     let address = listener.local_addr()?;
+    // Other paths and methods get the API's problem answers (404, 405 with `Allow`).
+    let routes = web::Data::new(RouteTable::of(&[("/metrics", &["GET"])]));
     let server = actix_web::HttpServer::new(move || {
         App::new()
             .wrap(from_fn(front_door))
@@ -81,7 +83,9 @@ fn metrics_server(
             .app_data(metrics.clone())
             .app_data(access.clone())
             .app_data(keys.clone())
+            .app_data(routes.clone())
             .route("/metrics", web::get().to(api::health::metrics))
+            .default_service(web::to(api::fallback))
     })
     .workers(1)
     .disable_signals()

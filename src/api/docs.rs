@@ -90,6 +90,19 @@ impl RouteTable {
         Self { routes }
     }
 
+    /// A table of the given templates and their methods, for a listener that serves a few
+    /// routes of its own (`/metrics` alone on `metrics.bind`).
+    pub fn of(routes: &[(&str, &[&str])]) -> Self {
+        let routes = routes
+            .iter()
+            .map(|(path, methods)| {
+                let segments = path.split('/').map(str::to_owned).collect();
+                (segments, methods.iter().map(|m| (*m).to_owned()).collect())
+            })
+            .collect();
+        Self { routes }
+    }
+
     /// The methods documented for `path`, if it matches a route template.
     pub fn allowed_methods(&self, path: &str) -> Option<Vec<String>> {
         let segments: Vec<&str> = path.split('/').collect();

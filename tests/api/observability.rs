@@ -184,6 +184,26 @@ async fn metrics_can_live_on_a_separate_listener() {
     assert_eq!(response.status(), 200);
     let body = response.body().await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("synochat_http_requests_total"));
+    // Anything else there is answered as the API answers it.
+    let metrics_base = app.metrics_base.as_ref().unwrap();
+    let elsewhere = app
+        .http
+        .get(format!("{metrics_base}/api/v1/channels"))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::read(elsewhere)
+        .await
+        .assert_problem(404, "route_not_found");
+    let posted = app
+        .http
+        .post(format!("{metrics_base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let posted = crate::helpers::read(posted).await;
+    posted.assert_problem(405, "method_not_allowed");
+    assert_eq!(posted.header("allow"), Some("GET, HEAD"));
 }
 
 /// HEAD is GET without the body (RFC 9110 §9.3.2), except where a GET posts (a hook).
