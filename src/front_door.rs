@@ -71,7 +71,7 @@ pub async fn front_door(
             None => next
                 .call(req)
                 .await
-                .map(ServiceResponse::map_into_boxed_body)
+                .map(|response| refusal_as_problem(response.map_into_boxed_body()))
                 .map_err(|error| {
                     let response = error.error_response();
                     (error, response)
@@ -107,6 +107,23 @@ pub async fn front_door(
             }
             Err(InternalError::from_response(error.to_string(), response).into())
         }
+    }
+}
+
+/// A CORS preflight actix-cors refuses (an origin, method or header not allowed) is answered
+/// in plain text by the middleware itself: the caller gets the API's problem instead.
+fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let refused = response
+        .response()
+        .error()
+        .and_then(|error| error.as_error::<actix_cors::CorsError>())
+        .map(|refusal| format!("the CORS preflight was refused: {refusal}"));
+    match refused {
+        Some(detail) => {
+            let problem = crate::api::error::ApiError::invalid(detail).error_response();
+            response.into_response(problem)
+        }
+        None => response,
     }
 }
 

@@ -573,6 +573,19 @@ async fn cors_is_opt_in() {
     )
     .await;
     assert!(other.header("access-control-allow-origin").is_none());
+    // A preflight from another origin, or for a header not allowed, is refused as a problem.
+    let refused = preflight(&app, "https://other.example").await;
+    let problem = refused.assert_problem(400, "invalid_request");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CORS preflight"),
+        "{problem}"
+    );
+    preflight_for(&app, origin, "/api/v1/channels/1", "x-not-allowed")
+        .await
+        .assert_problem(400, "invalid_request");
 }
 
 #[actix_web::test]
