@@ -47,20 +47,19 @@ const MIN_RESPLIT_CHARS: usize = 50;
 pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
     let max_chars = max_chars.max(1);
     let chars: Vec<char> = text.chars().collect();
-    let clusters = cluster_boundaries(text, chars.len());
     let links = link_spans(&chars);
     let mut fences = fence_spans(&chars);
     fences.retain(|&(s, e)| e - s <= max_chars);
+    let breaks = Breaks {
+        clusters: cluster_boundaries(text, chars.len()),
+        in_link: inside(&links, chars.len()),
+        in_fence: inside(&fences, chars.len()),
+        links,
+    };
     let mut parts = Vec::new();
     let mut start = 0;
     while chars.len() - start > max_chars {
-        let end = start
-            + break_within(
-                &chars[start..],
-                max_chars,
-                (&links, &fences, &clusters),
-                start,
-            );
+        let end = start + break_within(&chars[start..], max_chars, &breaks, start);
         parts.push(chars[start..end].iter().collect());
         start = end;
     }
@@ -68,6 +67,28 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
         parts.push(chars[start..].iter().collect());
     }
     parts
+}
+
+/// Where a text may break, by character position (each `len + 1` long), worked out once: a
+/// part's search looks up each candidate, where scanning the spans for each one made a text of
+/// many links cost the square of its length.
+struct Breaks {
+    /// An extended grapheme cluster boundary.
+    clusters: Vec<bool>,
+    /// Strictly inside a `<…>` link (of `links`) or a fenced block that fits in a part.
+    in_link: Vec<bool>,
+    in_fence: Vec<bool>,
+    /// The link spans, in order.
+    links: Vec<Span>,
+}
+
+/// `result[p]`: `p` falls strictly inside one of `spans` (which do not overlap).
+fn inside(spans: &[Span], len: usize) -> Vec<bool> {
+    let mut mask = vec![false; len + 1];
+    for &(s, e) in spans {
+        mask[s + 1..e].fill(true);
+    }
+    mask
 }
 
 /// `result[i]`: whether a part may end before character `i`, i.e. `i` is an extended grapheme
@@ -84,25 +105,16 @@ fn cluster_boundaries(text: &str, len: usize) -> Vec<bool> {
 }
 
 /// Where to end the part starting at `offset` (relative to `window`, `1..=max`).
-fn break_within(
-    window: &[char],
-    max: usize,
-    (links, fences, clusters): (&[Span], &[Span], &[bool]),
-    offset: usize,
-) -> usize {
-    let inside = |spans: &[Span], p: usize| {
-        let p = p + offset;
-        spans.iter().any(|&(s, e)| s < p && p < e)
-    };
-    let boundary = |p: usize| clusters[p + offset];
+fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> usize {
+    let boundary = |p: usize| breaks.clusters[p + offset];
     let half = max.div_ceil(2);
     // Break after position p-1: the candidates from the end of the window backwards.
     let best = |class: fn(&[char], usize) -> bool, min: usize, keep_fences: bool| {
         (min.max(1)..=max).rev().find(|&p| {
             class(window, p)
                 && boundary(p)
-                && !inside(links, p)
-                && !(keep_fences && inside(fences, p))
+                && !breaks.in_link[p + offset]
+                && !(keep_fences && breaks.in_fence[p + offset])
         })
     };
     let paragraph = |w: &[char], p: usize| p >= 2 && w[p - 1] == '\n' && w[p - 2] == '\n';
@@ -118,11 +130,13 @@ fn break_within(
     }
     // No whitespace: cut before a link the limit would cut, else at the last cluster boundary
     // within the limit (a lone cluster longer than the limit is cut at the limit).
-    match links
-        .iter()
-        .find(|&&(s, e)| s < max + offset && max + offset < e)
-    {
-        Some(&(s, _)) if s > offset && clusters[s] => s - offset,
+    let cut = max + offset;
+    let link_start = breaks.in_link[cut]
+        .then(|| breaks.links.partition_point(|&(s, _)| s < cut))
+        .and_then(|after| breaks.links.get(after.checked_sub(1)?))
+        .map(|&(s, _)| s);
+    match link_start {
+        Some(s) if s > offset && breaks.clusters[s] => s - offset,
         _ => (1..=max).rev().find(|&p| boundary(p)).unwrap_or(max),
     }
 }
@@ -411,6 +425,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_text_of_many_links_is_split_in_one_pass() {
+        // Every space inside a link: looking through all the links for every candidate break
+        // took the square of the length (minutes for a hook's 5 MB body).
+        let text = "<a b>".repeat(60_000);
+        let parts = check_invariants(&text, DEFAULT_MAX_MESSAGE_CHARS);
+        assert!(
+            parts.iter().all(|p| p.starts_with("<a b>")),
+            "a link was cut"
+        );
+        let fenced = "```\n<a b>\n```\n".repeat(20_000);
+        check_invariants(&fenced, DEFAULT_MAX_MESSAGE_CHARS);
     }
 
     #[test]
