@@ -359,24 +359,34 @@ fn plain_line(line: &str) -> String {
 
 /// The first inline code span or `<http…>`/`<mailto:…>` link: its byte range.
 fn protected_span(text: &str) -> Option<(usize, usize)> {
-    let mut from = 0;
+    // Once a `` ` `` or a link finds no end, no later one can: neither is looked for again
+    // (reading on to the end from each of many made a line cost the square of its length).
+    let (mut from, mut code_ends, mut links_end) = (0, true, true);
     while let Some(offset) = text[from..].find(['`', '<']) {
         let start = from + offset;
         let after = &text[start + 1..];
-        let end = if text[start..].starts_with('`') {
-            after.find('`')
-        } else if ["http://", "https://", "mailto:"]
-            .iter()
-            .any(|scheme| after.starts_with(scheme))
+        let span = |end: usize| Some((start, start + 1 + end + 1));
+        if text[start..].starts_with('`') {
+            if code_ends {
+                match after.find('`') {
+                    Some(end) => return span(end),
+                    None => code_ends = false,
+                }
+            }
+        } else if links_end
+            && ["http://", "https://", "mailto:"]
+                .iter()
+                .any(|scheme| after.starts_with(scheme))
         {
-            after.find('>')
-        } else {
-            None
-        };
-        match end {
-            Some(end) => return Some((start, start + 1 + end + 1)),
-            None => from = start + 1,
+            match after.find('>') {
+                Some(end) => return span(end),
+                None => links_end = false,
+            }
         }
+        if !code_ends && !links_end {
+            return None;
+        }
+        from = start + 1;
     }
     None
 }
@@ -424,6 +434,10 @@ fn strip_pairs(text: &str, marker: &str) -> String {
                     continue 'pairs;
                 }
             }
+            // Whether a marker closes does not depend on the opener: none after this one
+            // means none after any later opener either (looking again made `*a *a *a…` cost
+            // the square of its length).
+            break;
         }
         out.push_str(rest);
         return out;
@@ -595,6 +609,10 @@ mod tests {
         let opened = "<".repeat(100_000) + ">";
         assert_eq!(slack(&opened), opened);
         assert_eq!(discord(&opened), opened);
+        // Openers without a closer, code and links without an end, for `plain`.
+        for text in ["*a ".repeat(100_000), "<http://x ".repeat(50_000)] {
+            assert_eq!(plain(&text), text);
+        }
         let links = "[a](https://x.example) ".repeat(20_000);
         assert_eq!(
             markdown_links(&links)
