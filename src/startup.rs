@@ -311,7 +311,9 @@ impl Application {
             upstream: upstream.clone(),
             tokens,
             max_upload_bytes: settings.server.max_upload_bytes,
-            uploads: tokio::sync::Semaphore::new(settings.server.max_concurrent_uploads),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                settings.server.max_concurrent_uploads,
+            )),
             file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
             max_message_chars: settings.delivery.max_message_chars,
             hooks: settings

@@ -294,6 +294,17 @@ pub async fn middleware(
     } else {
         super::extract::JSON_LIMIT.min(settings.max_body_bytes)
     };
+    // An upload's bytes are held from here until DSM answers: its place among the uploads at
+    // once (`server.max_concurrent_uploads`) is taken before they are read, not after, and
+    // handed to the handler.
+    if is_upload && let Some(state) = req.app_data::<super::State>() {
+        match state.uploads.clone().try_acquire_owned() {
+            Ok(permit) => {
+                req.extensions_mut().insert(super::UploadPermit(permit));
+            }
+            Err(_) => return Ok(answer(req, super::posts::uploads_busy())),
+        }
+    }
     let mut payload = req.take_payload();
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {

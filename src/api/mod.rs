@@ -62,7 +62,7 @@ pub struct AppState {
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
     /// Uploads in progress; a permit per upload (`server.max_concurrent_uploads`).
-    pub uploads: tokio::sync::Semaphore,
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Which hosts a `file_url` may name (`server.file_url_allow`).
     pub file_urls: crate::domain::FileUrlPolicy,
     /// Texts longer than this are sent as several posts (`delivery.max_message_chars`).
@@ -217,6 +217,10 @@ pub(crate) fn created_posts(posts: Vec<Post>) -> HttpResponse {
 pub type Dsm = web::Data<DsmClient>;
 /// The shared state, as handlers receive it.
 pub type State = web::Data<AppState>;
+
+/// An upload's place among the uploads at once, taken before its body was read (by the
+/// idempotency middleware, which reads a keyed upload whole) and held until DSM answers.
+pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
 
 #[derive(OpenApi)]
 #[openapi(

@@ -192,6 +192,15 @@ pub async fn upload_file(
     post_file(path.channel_id, &req, payload, &state, &chat).await
 }
 
+/// 503 `uploads_busy`: `server.max_concurrent_uploads` uploads are held already.
+pub(super) fn uploads_busy() -> ApiError {
+    ApiError::new(
+        ProblemCode::UploadsBusy,
+        "too many uploads are in progress; try again shortly",
+    )
+    .with_retry_after(5)
+}
+
 /// Streams a `multipart/form-data` upload (within the size limit) into a file post.
 async fn post_file(
     channel_id: ChannelId,
@@ -201,13 +210,15 @@ async fn post_file(
     chat: &Dsm,
 ) -> Result<HttpResponse, actix_web::Error> {
     // Held until DSM answered: each upload holds its file in memory until then.
-    let _permit = state.uploads.try_acquire().map_err(|_| {
-        ApiError::new(
-            ProblemCode::UploadsBusy,
-            "too many uploads are in progress; try again shortly",
-        )
-        .with_retry_after(5)
-    })?;
+    let taken = req.extensions_mut().remove::<super::UploadPermit>();
+    let _permit = match taken {
+        Some(super::UploadPermit(permit)) => permit,
+        None => state
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| uploads_busy())?,
+    };
     let form = read_file_form(req, payload, state.max_upload_bytes).await?;
     let post = chat
         .create_file_post(NewFilePost {

@@ -125,16 +125,19 @@ async fn a_corrupt_compressed_json_body_is_refused_as_unreadable() {
 }
 
 /// An upload that sends its headers and part of its body, then stalls (a raw socket: awc
-/// holds a streamed body back until it has more to send).
-fn stalled_upload(address: &str) -> std::net::TcpStream {
+/// holds a streamed body back until it has more to send); with `key`, as an idempotent retry.
+fn stalled_upload(address: &str, key: Option<&str>) -> std::net::TcpStream {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream.set_nodelay(true).unwrap();
     let part =
         "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello";
+    let key = key
+        .map(|key| format!("Idempotency-Key: {key}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
-         Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {key}Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n\
          {:x}\r\n{part}\r\n",
         part.len()
     );
@@ -158,6 +161,17 @@ fn answered(stream: &mut std::net::TcpStream) -> String {
 
 #[actix_web::test]
 async fn concurrent_uploads_are_capped() {
+    concurrent_uploads_are_capped_with_keys([None, None]).await;
+}
+
+/// An upload with an Idempotency-Key is read whole before the handler: the cap is taken before
+/// that, not after the bytes are held.
+#[actix_web::test]
+async fn concurrent_keyed_uploads_are_capped_before_they_are_read() {
+    concurrent_uploads_are_capped_with_keys([Some("upload-a"), Some("upload-b")]).await;
+}
+
+async fn concurrent_uploads_are_capped_with_keys(keys: [Option<&str>; 2]) {
     use std::io::Write;
     let app = spawn_app_with(SimConfig::default(), |s| {
         s.server.max_concurrent_uploads = 1
@@ -165,7 +179,7 @@ async fn concurrent_uploads_are_capped() {
     .await;
     let address = app.base.trim_start_matches("http://").to_owned();
     // Two uploads that stall halfway: whichever the gateway takes up second is refused.
-    let mut uploads = [stalled_upload(&address), stalled_upload(&address)];
+    let mut uploads = keys.map(|key| stalled_upload(&address, key));
     let mut refused = None;
     for _ in 0..100 {
         for (index, upload) in uploads.iter_mut().enumerate() {
