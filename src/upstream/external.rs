@@ -189,12 +189,20 @@ impl DsmClient {
         struct Data {
             posts: serde_json::Value,
         }
-        let channel_id = channel_id.to_string();
+        let channel = channel_id.to_string();
         let prev_count = window.prev_count.to_string();
         let next_count = window.next_count.to_string();
-        let anchor = window.anchor.map(|id| id.to_string());
+        // Without an anchor, the newest posts are asked for from one past the channel's last
+        // possible post id: sources disagree on what DSM answers with none (PROTOCOL.md §6.4;
+        // ACE's v8 starts at the oldest post). Asked only forward, DSM decides.
+        let anchor = match window.anchor {
+            Some(post_id) => Some(post_id.get()),
+            None if window.next_count == 0 => Some(super::posts::newest_anchor(channel_id)),
+            None => None,
+        }
+        .map(|id| id.to_string());
         let mut params = vec![
-            ("channel_id", channel_id.as_str()),
+            ("channel_id", channel.as_str()),
             ("prev_count", prev_count.as_str()),
             ("next_count", next_count.as_str()),
         ];
@@ -216,7 +224,7 @@ impl DsmClient {
         count: u32,
     ) -> Result<Vec<Post>> {
         let window = PostWindow {
-            anchor: PostId::new(super::posts::newest_anchor(channel_id)).ok(),
+            anchor: None,
             prev_count: count,
             next_count: 0,
         };

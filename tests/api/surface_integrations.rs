@@ -697,6 +697,16 @@ async fn a_bot_reads_channels_users_posts_and_files() {
     let params = last_params(&app, EXTERNAL, "post_list");
     assert_eq!(param(&params, "prev_count"), Some("3"));
     assert_eq!(param(&params, "next_count"), Some("0"));
+    // Asked from one past the channel's last possible post id, so a NAS that answers its
+    // oldest post without an anchor (ACE's v8) still gives the newest.
+    let newest_anchor = ((1u64 << 32) | 0xFFFF_FFFF).to_string();
+    assert_eq!(param(&params, "post_id"), Some(newest_anchor.as_str()));
+    app.sim.set_post_list_anchor_only(true);
+    let as_v8 = app
+        .get(&format!("{bot}/channels/1/posts?prev_count=3"))
+        .await;
+    assert_eq!(as_v8.body["items"], newest.body["items"]);
+    app.sim.set_post_list_anchor_only(false);
 
     let around = app
         .get(&format!(
