@@ -517,6 +517,12 @@ impl SimControl {
         lock(&self.shared.state).post_list_anchor_only = on;
     }
 
+    /// List the posts `Post.list` picks oldest first, whichever way it picks them (no source
+    /// says in which order DSM lists a page).
+    pub fn set_post_list_oldest_first(&self, on: bool) {
+        lock(&self.shared.state).post_list_oldest_first = on;
+    }
+
     /// Stop (or start) the Chat package: while stopped, Info lists no `SYNO.Chat.*` API and
     /// calls to one answer 102 (a NAS still starting Chat after a reboot or an upgrade).
     pub fn set_chat_stopped(&self, stopped: bool) {

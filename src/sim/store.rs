@@ -290,6 +290,9 @@ pub(crate) struct State {
     pub post_list_ignores_offset: bool,
     /// Mimic ACE's v8: Post.list pages only from an anchor; without one it answers the oldest post.
     pub post_list_anchor_only: bool,
+    /// Post.list answers the posts it picks oldest first (no source gives DSM's order; the
+    /// shared bench data lists a page so).
+    pub post_list_oldest_first: bool,
     /// The Chat package is stopped (or still starting): Info lists no `SYNO.Chat.*` API and
     /// calling one answers 102.
     pub chat_stopped: bool,

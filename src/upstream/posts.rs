@@ -133,6 +133,9 @@ impl DsmClient {
         let anchor = match before {
             Some(post_id) => post_id.get(),
             None if !self.pages_posts_by_offset() => newest_anchor(channel_id),
+            None if self.up.offset_paging.is_unproven() => {
+                return self.page_while_unproven(channel_id, limit, skip).await;
+            }
             None => {
                 let (page, answered) = self
                     .post_list(
@@ -144,6 +147,7 @@ impl DsmClient {
                             None => decode_data(body, |data: PostListData| {
                                 let mut posts = data.posts.into_result()?;
                                 let answered = posts.len();
+                                newest_first(&mut posts);
                                 posts.truncate(limit as usize);
                                 wire::page::items_json(&posts)
                                     .map(|page| (page, answered))
@@ -152,17 +156,11 @@ impl DsmClient {
                         },
                     )
                     .await?;
-                let limit = limit as usize;
-                if answered > limit {
-                    // More than asked for: the NAS ignores `limit`, and `offset` with it.
-                    self.up.offset_paging.ignored();
-                } else if answered == limit || !self.up.offset_paging.is_unproven() {
+                if answered <= limit as usize {
                     return Ok(page);
-                } else {
-                    return self
-                        .check_short_page(channel_id, skip, limit, page, answered)
-                        .await;
                 }
+                // More than asked for: the NAS ignores `limit`, and `offset` with it.
+                self.up.offset_paging.ignored();
                 newest_anchor(channel_id)
             }
         };
@@ -170,39 +168,58 @@ impl DsmClient {
         wire::page::items_json(&posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
     }
 
-    /// A short first answer while the NAS's paging is unproven: the end of the channel, or a
-    /// NAS that does not page by `offset` (ACE's v8 answers its oldest post). The same page,
-    /// asked from an anchor, tells: more posts there, and paging turns to anchors for good
-    /// (that answer is the page); as many, and `offset` is proven. A NAS that refuses the
-    /// anchored form pages by `offset`.
-    async fn check_short_page(
+    /// A page while the NAS's paging is unproven (PROTOCOL.md §6.4: the seed and n8n page by
+    /// `offset`, Chat 2.4.1 ignores it and answers its newest ten, ACE's v8 answers its oldest
+    /// post without an anchor). The page is asked both ways, by `offset` and from an anchor,
+    /// and the post ids compared: other posts, and paging turns to anchors for good (the
+    /// anchored answer is the page). The same posts prove `offset` only where a NAS that
+    /// ignores it could not have answered them: a full page of more than ten posts, or of two
+    /// or more after skipping some. Anything less (a channel shorter than the page, say) leaves
+    /// the question open, and the next page is asked both ways again.
+    async fn page_while_unproven(
         &self,
         channel_id: ChannelId,
+        limit: u32,
         skip: u32,
-        limit: usize,
-        page: Vec<u8>,
-        answered: usize,
     ) -> Result<Vec<u8>> {
+        let items = |posts: &[Post]| {
+            wire::page::items_json(posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+        };
+        let mut by_offset = self.posts(channel_id, limit, skip).await?;
         let anchored = self
-            .posts_before(channel_id, newest_anchor(channel_id), skip, limit as u32)
+            .posts_before(channel_id, newest_anchor(channel_id), skip, limit)
             .await;
-        match anchored {
-            Ok(posts) if posts.len() > answered => {
+        newest_first(&mut by_offset);
+        let (limit, skip) = (limit as usize, skip as usize);
+        let page = match anchored {
+            Ok(anchored)
+                if anchored
+                    .iter()
+                    .map(|p| p.post_id)
+                    .ne(by_offset.iter().map(|p| p.post_id)) =>
+            {
                 self.up.offset_paging.ignored();
-                wire::page::items_json(&posts)
-                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+                return items(&anchored);
             }
-            Ok(_) if answered == 0 => Ok(page),
-            Ok(_) | Err(UpstreamError::Dsm { .. }) => {
+            Ok(_) => {
+                let full = by_offset.len() == limit;
+                if full && (limit > NEWEST_ANSWERED_IGNORING_OFFSET || skip > 0 && limit >= 2) {
+                    self.up.offset_paging.honoured();
+                }
+                by_offset
+            }
+            // A NAS that refuses the anchored form for good pages by `offset`.
+            Err(error @ UpstreamError::Dsm { .. }) if !error.may_have_been_carried_out() => {
                 self.up.offset_paging.honoured();
-                Ok(page)
+                by_offset
             }
-            // Not an answer about paging (the NAS is down, say): ask again another time.
+            // Not an answer about paging (the NAS is busy or down, say): ask again another time.
             Err(error) => {
                 tracing::debug!(%error, "Post.list with an anchor not answered; paging unproven");
-                Ok(page)
+                by_offset
             }
-        }
+        };
+        items(&page)
     }
 
     async fn post_list<R>(
@@ -283,7 +300,7 @@ impl DsmClient {
             .fetch_converted(&POST_LIST, &params, decode_posts)
             .await?;
         posts.retain(|post| post.post_id.get() < anchor);
-        posts.sort_unstable_by_key(|post| std::cmp::Reverse(post.post_id));
+        newest_first(&mut posts);
         posts.drain(..posts.len().min(skip as usize));
         posts.truncate(count as usize);
         Ok(posts)
@@ -558,6 +575,15 @@ impl DsmClient {
     }
 }
 
+/// How many posts Chat 2.4.1 answers `Post.list` with whatever its `limit` (PROTOCOL.md §6.4).
+const NEWEST_ANSWERED_IGNORING_OFFSET: usize = 10;
+
+/// Posts in the API's order, newest first: no source says in which order DSM lists them, and
+/// a post id grows with each post of a channel.
+fn newest_first(posts: &mut [Post]) {
+    posts.sort_unstable_by_key(|post| std::cmp::Reverse(post.post_id));
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -567,9 +593,10 @@ fn unix_ms() -> u64 {
 /// What the NAS has shown of `Post.list`'s `offset`/`limit` (PROTOCOL.md §6.4: sources
 /// disagree; the seed and n8n page by them, Chat 2.4.1 ignores them, ACE's v8 answers its
 /// oldest post without an anchor). With `upstream.post_list_paging = "offset"` it starts
-/// unproven: an answer of more posts than asked, or a short page that the same page asked from
-/// an anchor outnumbers, turns paging to anchors for the life of the process; a short page the
-/// anchored ask agrees with proves `offset`, and nothing more is asked twice.
+/// unproven, and each page is asked both ways ([`DsmClient::page_while_unproven`]): an answer
+/// of more posts than asked, or other posts than the anchored ask's, turns paging to anchors
+/// for the life of the process; the same posts where a NAS ignoring `offset` could not have
+/// answered them prove it, and from then on each page is asked once.
 pub(crate) struct OffsetPaging(AtomicU8);
 
 const UNPROVEN: u8 = 0;

@@ -748,9 +748,12 @@ async fn a_connection_closed_before_the_answer_does_not_duplicate() {
 /// NAS's idle timeout) is sent once more on a new connection; twice in a row is a 502.
 #[actix_web::test]
 async fn a_read_is_sent_again_once_when_its_connection_closed_before_the_answer() {
-    let app = spawn_app().await;
+    // Pages asked one way only (by default, until a page proves `offset`, both ways).
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.post_list_paging = PostListPaging::Anchor
+    })
+    .await;
     let page = "/api/v1/channels/2/posts?limit=5";
-    // A first short page proves that the NAS pages by offset (checked once from an anchor).
     assert_eq!(app.get(page).await.status.as_u16(), 200);
     let lists = app.sim.count("SYNO.Chat.Post", "list");
     app.sim.close_next("SYNO.Chat.Post", Some("list"), 1);

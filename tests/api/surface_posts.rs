@@ -1053,14 +1053,26 @@ async fn a_nas_that_does_not_page_by_offset_is_recognised_and_paged_from_an_anch
     );
 }
 
-/// A NAS that pages by offset is asked once per page once a short page proved it.
+/// A NAS that pages by offset is asked once per page once a page proved it: a full page of more
+/// than ten posts (Chat 2.4.1 answers ten whatever the limit). A page shorter than asked (the
+/// whole of a small channel) proves nothing: until then each page is asked both ways.
 #[actix_web::test]
-async fn a_short_page_proves_offset_paging_once() {
+async fn a_full_page_proves_offset_paging_once() {
     let app = spawn_app().await;
-    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
+    post_messages(&app, 1, 12).await;
     let lists = app.sim.count("SYNO.Chat.Post", "list");
-    assert!(!expected.is_empty());
-    // The first short page is checked from an anchor; the later ones are not.
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
+    assert!(expected.len() > 12, "{expected:?}");
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=200").await,
+        expected
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "list"), lists + 4);
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=11").await,
+        expected[..11]
+    );
+    let lists = app.sim.count("SYNO.Chat.Post", "list");
     for _ in 0..3 {
         assert_eq!(
             page_ids(&app, "/api/v1/channels/1/posts?limit=200").await,
@@ -1069,6 +1081,61 @@ async fn a_short_page_proves_offset_paging_once() {
     }
     assert_eq!(app.sim.count("SYNO.Chat.Post", "list"), lists + 3);
     assert!(param(&last_request(&app, "SYNO.Chat.Post", "list"), "offset").is_some());
+}
+
+/// A NAS that ignores `offset` (Chat 2.4.1's newest ten) answers a small channel as one that
+/// honours it would: that proves nothing, and a later page of a longer channel, at an offset
+/// or longer than ten, is still the right one.
+#[actix_web::test]
+async fn a_small_channel_does_not_prove_offset_paging() {
+    let app = spawn_app().await;
+    app.sim.set_post_list_offset_ignored(true);
+    let small = page_ids(&app, "/api/v1/channels/1/posts?limit=50").await;
+    assert!(!small.is_empty() && small.len() < 10, "{small:?}");
+    post_messages(&app, 1, 30).await;
+    let newest_anchor = (1u64 << 32) | 0xFFFF_FFFF;
+    let expected = page_ids(
+        &app,
+        &format!("/api/v1/channels/1/posts?limit=200&before={newest_anchor}"),
+    )
+    .await;
+    assert!(expected.len() > 30, "{expected:?}");
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=50&offset=20").await,
+        expected[20..]
+    );
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=50").await,
+        expected[..expected.len().min(50)]
+    );
+    assert_eq!(
+        page_ids(&app, "/api/v1/channels/1/posts?limit=10&offset=10").await,
+        expected[10..20]
+    );
+}
+
+/// No source says in which order DSM lists a page: the API's pages are newest first whatever
+/// it is, read from a NAS paging by offset (proven or not) or from an anchor.
+#[actix_web::test]
+async fn a_nas_listing_oldest_first_is_paged_newest_first() {
+    let app = spawn_app().await;
+    post_messages(&app, 1, 14).await;
+    let expected = page_ids(&app, "/api/v1/channels/1/posts?limit=200").await;
+    assert!(expected.windows(2).all(|w| w[0] > w[1]), "{expected:?}");
+    app.sim.set_post_list_oldest_first(true);
+    // Unproven, then proven by the full page of eleven, then read in one pass.
+    for _ in 0..2 {
+        assert_eq!(
+            page_ids(&app, "/api/v1/channels/1/posts?limit=11").await,
+            expected[..11]
+        );
+        assert_eq!(
+            page_ids(&app, "/api/v1/channels/1/posts?limit=3&offset=3").await,
+            expected[3..6]
+        );
+    }
+    let first = "/api/v1/channels/1/posts?limit=4";
+    assert_eq!(page_through(&app, 1, first, 4).await, expected);
 }
 
 #[actix_web::test]

@@ -414,7 +414,11 @@ async fn a_version_error_then_a_lost_session_are_both_recovered_in_one_call() {
 /// write is not, since DSM may have carried it out.
 #[actix_web::test]
 async fn a_busy_nas_is_asked_again_for_reads_and_not_for_writes() {
-    let app = crate::helpers::spawn_app().await;
+    // Pages asked one way only (by default, until a page proves `offset`, both ways).
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.post_list_paging = syno_chat_gateway::config::PostListPaging::Anchor
+    })
+    .await;
     let page = "/api/v1/channels/1/posts?limit=5";
     assert_eq!(app.get(page).await.status, 200);
     let lists = || app.sim.count("SYNO.Chat.Post", "list");

@@ -2,7 +2,8 @@
 
 use super::*;
 
-/// Selects posts like Post.list / External post_list. Listing order is newest first.
+/// Selects posts like Post.list / External post_list. Listing order is newest first, unless
+/// `post_list_oldest_first`.
 pub(crate) fn select_posts(
     cx: &Cx,
     st: &State,
@@ -31,7 +32,10 @@ pub(crate) fn select_posts(
     let anchor = cx.a.opt_i64("post_id")?;
     let prev = cx.a.opt_i64("prev_count")?;
     let next = cx.a.opt_i64("next_count")?;
-    let mut picked: Vec<&Post> = if anchor.is_some() || prev.is_some() || next.is_some() {
+    let mut picked: Vec<&Post> = if st.post_list_anchor_only && anchor.is_none() {
+        // ACE's v8: without an anchor, the oldest post alone, whatever the counts.
+        set[..set.len().min(1)].to_vec()
+    } else if anchor.is_some() || prev.is_some() || next.is_some() {
         // Anchor mode: `prev` posts before the anchor, the anchor itself, `next` posts after it.
         // Without an anchor, prev_count counts back from the newest and next_count from the oldest.
         let prev = prev.unwrap_or(0).max(0) as usize;
@@ -47,8 +51,6 @@ pub(crate) fn select_posts(
                 .take(next),
         );
         out
-    } else if st.post_list_anchor_only {
-        set[..set.len().min(1)].to_vec()
     } else if st.post_list_ignores_offset {
         set[set.len().saturating_sub(10)..].to_vec()
     } else {
@@ -62,7 +64,9 @@ pub(crate) fn select_posts(
             .rev()
             .collect()
     };
-    picked.reverse();
+    if !st.post_list_oldest_first {
+        picked.reverse();
+    }
     Ok((picked.into_iter().map(Post::to_json).collect(), total))
 }
 

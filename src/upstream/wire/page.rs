@@ -76,20 +76,57 @@ pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<(Vec<
     (success && data && r.i == body.len()).then_some((out, count))
 }
 
-/// `[post, ...]` as `{"items":[...]}`, and how many; `None` for more than `limit` posts.
+/// `[post, ...]` as `{"items":[...]}`, and how many; `None` for more than `limit` posts. The
+/// API lists newest first: a page DSM lists oldest first is written in reverse, and one in
+/// neither order goes the general way, which sorts it.
 fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Option<usize> {
     out.extend_from_slice(b"{\"items\":[");
-    let mut written = 0;
     let mut shape = Shape::default();
+    // Where each post begins in `out`.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut previous: Option<&[u8]> = None;
+    let mut order = None;
     r.array(|r| {
-        if written > 0 {
+        if !starts.is_empty() {
             out.push(b',');
         }
-        written += 1;
-        write_post(r, out, &mut shape)
+        starts.push(out.len());
+        let post_id = write_post(r, out, &mut shape)?;
+        if let Some(previous) = previous {
+            // Canonical digits: the shorter number is the smaller.
+            let step = (post_id.len(), post_id).cmp(&(previous.len(), previous));
+            if step == std::cmp::Ordering::Equal || order.is_some_and(|order| order != step) {
+                return None;
+            }
+            order = Some(step);
+        }
+        previous = Some(post_id);
+        Some(())
     })?;
+    if order == Some(std::cmp::Ordering::Greater) {
+        reverse_posts(out, &starts);
+    }
     out.extend_from_slice(b"]}");
-    (written <= limit).then_some(written)
+    (starts.len() <= limit).then_some(starts.len())
+}
+
+/// The posts written from `starts[0]` on (comma-separated, each beginning at its start) in the
+/// reverse order.
+fn reverse_posts(out: &mut Vec<u8>, starts: &[usize]) {
+    let Some(&first) = starts.first() else {
+        return;
+    };
+    let written = out.split_off(first);
+    for k in (0..starts.len()).rev() {
+        // Each post ends before the next one's comma; the last at the end.
+        let end = starts
+            .get(k + 1)
+            .map_or(first + written.len(), |next| next - 1);
+        out.extend_from_slice(&written[starts[k] - first..end - first]);
+        if k > 0 {
+            out.push(b',');
+        }
+    }
 }
 
 /// A string's bytes with its quotes, and whether it holds escapes.
@@ -550,7 +587,12 @@ impl<'a> Shape<'a> {
     }
 }
 
-fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) -> Option<()> {
+/// Writes a post; answers its id's digits.
+fn write_post<'a>(
+    r: &mut Reader<'a>,
+    out: &mut Vec<u8>,
+    shape: &mut Shape<'a>,
+) -> Option<&'a [u8]> {
     let mut f = Fields::default();
     let start = r.i;
     let mut p = Progress {
@@ -591,7 +633,8 @@ fn write_post<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, shape: &mut Shape<'a>) 
         return None;
     }
     out.extend_from_slice(&r.b[start..p.copied_to]);
-    f.write(out, p.copied)
+    f.write(out, p.copied)?;
+    f.int(POST_ID).map(|id| id.digits)
 }
 
 impl Fields<'_> {
@@ -989,15 +1032,30 @@ mod tests {
     use crate::upstream::envelope::decode_data;
     use crate::upstream::wire::Posts;
 
+    /// Whether a page's post ids, as DSM lists them, only fall or only rise.
+    fn listed_in_order(body: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Data {
+            posts: Posts,
+        }
+        let posts = decode_data(body, |data: Data| data.posts.into_result())
+            .unwrap()
+            .unwrap();
+        let ids: Vec<_> = posts.iter().map(|post| post.post_id).collect();
+        ids.windows(2).all(|w| w[0] > w[1]) || ids.windows(2).all(|w| w[0] < w[1])
+    }
+
     /// The general way: serde decode, conversion, serde encode.
     fn general(body: &[u8], limit: usize) -> Option<Vec<u8>> {
         #[derive(serde::Deserialize)]
         struct Data {
             posts: Posts,
         }
-        let posts = decode_data(body, |data: Data| data.posts.into_result())
+        let mut posts = decode_data(body, |data: Data| data.posts.into_result())
             .ok()?
             .ok()?;
+        // Newest first, as `DsmClient::posts_json` orders what it reads this way.
+        posts.sort_by_key(|post| std::cmp::Reverse(post.post_id));
         Some(items_json(&posts[..posts.len().min(limit)]).unwrap())
     }
 
@@ -1011,7 +1069,16 @@ mod tests {
         assert!(posts_page(page, 49).is_none());
         let five: serde_json::Value = serde_json::from_slice(&general(page, 5).unwrap()).unwrap();
         assert_eq!(five["items"].as_array().unwrap().len(), 5);
-        assert_eq!(five["items"][4]["post_id"], 1000005);
+        // DSM's page lists its posts oldest first; the API's newest first.
+        assert_eq!(five["items"][4]["post_id"], 1000046);
+        let items: serde_json::Value = serde_json::from_slice(&fast).unwrap();
+        let ids: Vec<u64> = items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|post| post["post_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, (1000001..=1000050).rev().collect::<Vec<u64>>());
     }
 
     /// The word comparisons agree with `starts_with`: every pattern length up to 40, every place of
@@ -1132,13 +1199,13 @@ mod tests {
             )
         };
         for first in [MAX_SHAPE - 8, MAX_SHAPE - 7, MAX_SHAPE, 300] {
-            // The first post again, byte for byte: no step may take it as read.
+            // The first post's members again, all but its id: no step may take them as read.
             let posts = [
-                post(1, first),
-                post(2, 0),
-                post(3, first),
-                post(1, first),
+                post(5, first),
                 post(4, 0),
+                post(3, first),
+                post(2, first),
+                post(1, 0),
             ];
             let page = format!(
                 r#"{{"success":true,"data":{{"posts":[{}]}}}}"#,
@@ -1322,7 +1389,7 @@ mod tests {
     /// A post whose fields are mostly well-formed, in the page's order or any other, sometimes
     /// missing, doubled, or odd; `odd` is how often (in 1000) a field takes a value from the odd
     /// end of a list.
-    fn post(g: &mut Gen, odd: u64, style: &Style) -> String {
+    fn post(g: &mut Gen, odd: u64, style: &Style, id: u64) -> String {
         let mut fields: Vec<String> = Vec::new();
         let int = |g: &mut Gen| {
             if g.below(1000) < odd {
@@ -1340,10 +1407,15 @@ mod tests {
                 g.pick(&TEXTS[..6]).to_owned()
             }
         };
-        for name in ["post_id", "channel_id"] {
-            if g.below(1000) >= odd / 4 {
-                fields.push(format!("\"{name}\":{}", int(g)));
-            }
+        if g.below(1000) >= odd / 4 {
+            let id = match g.below(1000) < odd {
+                true => int(g),
+                false => id.to_string(),
+            };
+            fields.push(format!("\"post_id\":{id}"));
+        }
+        if g.below(1000) >= odd / 4 {
+            fields.push(format!("\"channel_id\":{}", int(g)));
         }
         for name in [
             "creator_id",
@@ -1412,7 +1484,19 @@ mod tests {
 
     fn page(g: &mut Gen, odd: u64) -> String {
         let style = Style::new(g);
-        let posts: Vec<String> = (0..g.below(8)).map(|_| post(g, odd, &style)).collect();
+        // Ids newest first as a rule, oldest first often, in no order now and then.
+        let (count, base) = (g.below(8), 1 + g.below(1 << 40));
+        let order = g.below(10);
+        let posts: Vec<String> = (0..count)
+            .map(|k| {
+                let id = match order {
+                    0..6 => base + count - k,
+                    6..9 => base + k,
+                    _ => 1 + g.below(1 << 40),
+                };
+                post(g, odd, &style, id)
+            })
+            .collect();
         let mut data = vec![format!("\"posts\":[{}]", posts.join(","))];
         if g.below(3) == 0 {
             data.push("\"total\":3".to_owned());
@@ -1449,7 +1533,7 @@ mod tests {
     #[test]
     fn the_one_pass_reader_answers_as_the_general_way_or_gives_up() {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
-        let (mut both, mut neither, mut over_limit) = (0, 0, 0);
+        let (mut both, mut neither, mut over_limit, mut unordered) = (0, 0, 0, 0);
         for round in 0..6000 {
             let odd = [0, 10, 60, 250][round % 4];
             let body = page(&mut g, odd);
@@ -1484,14 +1568,16 @@ mod tests {
                 {
                     over_limit += 1
                 }
+                // Posts in neither order: the general way sorts them.
+                (None, Some(_)) if !listed_in_order(body.as_bytes()) => unordered += 1,
                 (None, Some(_)) => panic!("gave up on what the general way accepts: {body}"),
                 (None, None) => neither += 1,
             }
         }
         // Both kinds of page were met often enough to mean something.
         assert!(
-            both > 1500 && neither > 500 && over_limit > 500,
-            "{both} {neither} {over_limit}"
+            both > 1500 && neither > 500 && over_limit > 500 && unordered > 50,
+            "{both} {neither} {over_limit} {unordered}"
         );
     }
 }
