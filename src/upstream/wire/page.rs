@@ -111,22 +111,22 @@ fn write_posts<'a>(r: &mut Reader<'a>, out: &mut Vec<u8>, limit: usize) -> Optio
 }
 
 /// The posts written from `starts[0]` on (comma-separated, each beginning at its start) in the
-/// reverse order.
+/// reverse order: copied once into a buffer of the same capacity, which takes `out`'s place.
 fn reverse_posts(out: &mut Vec<u8>, starts: &[usize]) {
     let Some(&first) = starts.first() else {
         return;
     };
-    let written = out.split_off(first);
+    let mut reversed = Vec::with_capacity(out.capacity());
+    reversed.extend_from_slice(&out[..first]);
     for k in (0..starts.len()).rev() {
         // Each post ends before the next one's comma; the last at the end.
-        let end = starts
-            .get(k + 1)
-            .map_or(first + written.len(), |next| next - 1);
-        out.extend_from_slice(&written[starts[k] - first..end - first]);
+        let end = starts.get(k + 1).map_or(out.len(), |next| next - 1);
+        reversed.extend_from_slice(&out[starts[k]..end]);
         if k > 0 {
-            out.push(b',');
+            reversed.push(b',');
         }
     }
+    *out = reversed;
 }
 
 /// A string's bytes with its quotes, and whether it holds escapes.
