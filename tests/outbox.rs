@@ -359,3 +359,43 @@ async fn sigterm_hands_back_the_work_and_a_restart_finishes_it() {
     let expected: Vec<String> = (0..10u64).map(|n| format!("term {n}")).collect();
     assert_eq!(messages(&second, 1, "term ").await, expected);
 }
+
+/// The gateway SIGKILLed while DSM is still making a post it was sent (slow, not yet made):
+/// restarted at once, the outbox does not look for it before it has had the time to land
+/// (twice `upstream.timeout_ms`), so it is found, not posted a second time.
+#[actix_web::test]
+async fn a_post_dsm_is_still_making_when_the_gateway_dies_is_not_made_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let sim = simulator().await;
+    let first = start_gateway(&sim, &store_url).await;
+    // Signed in and warm, so the kill lands in the create.
+    let (status, _) = call(
+        "GET",
+        format!("{}/api/v1/channels/1/posts?limit=1", first.base),
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.control().slow_next(
+        "SYNO.Chat.Post",
+        Some("create"),
+        1,
+        Duration::from_millis(1500),
+    );
+    let creates = sim.control().count("SYNO.Chat.Post", "create");
+    let id = enqueue(&first, 1, "late landing").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(first); // SIGKILL, DSM still working on the post
+    let second = start_gateway(&sim, &store_url).await;
+    wait_delivered(&second, &[id], Duration::from_secs(30)).await;
+    // Whatever the outbox did, DSM has finished the first send by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        messages(&second, 1, "late landing").await,
+        ["late landing"],
+        "posted once"
+    );
+    assert_eq!(sim.control().count("SYNO.Chat.Post", "create"), creates + 1);
+}

@@ -500,7 +500,7 @@ struct Worker {
     subscriptions: SubscriptionsSettings,
     /// The client for subscription deliveries (not the NAS's).
     http: awc::Client,
-    /// This process's lease owner id.
+    /// This process's lease owner id; each lane's is this and its number.
     owner: String,
     /// Named targets looked up in the last minute, so a busy hook with a named target does not
     /// list DSM's channels (or users) before each message.
@@ -530,6 +530,10 @@ enum Outcome {
     },
     /// Shutting down, or the lease was lost: leave the row to its next owner.
     HandBack,
+    /// Not to be tried before `at` (a send with an unknown outcome settling).
+    NotYet {
+        at: i64,
+    },
 }
 
 impl Worker {
@@ -548,12 +552,33 @@ impl Worker {
         }
         // Lanes on this one task: each claims and sends on its own, and the claim gives each a
         // different target, so a slow or paced target holds up only its lane.
+        // Each lane holds its leases as its own owner: a lane's lease that ran out (a long look
+        // at DSM, a slow pace) may be taken over by a sibling lane, and the first one's writes
+        // must then find it gone, as another replica's would.
         let lanes = self.outbox.settings.concurrency.max(1);
-        futures_util::future::join_all((0..lanes).map(|lane| self.lane(lane == 0))).await;
-        match store.release_leases(&self.owner).await {
-            Ok(n) if n > 0 => tracing::info!(handed_back = n, "delivery worker stopped"),
-            Ok(_) => tracing::info!("delivery worker stopped"),
-            Err(error) => tracing::warn!(%error, "delivery worker could not hand back its leases"),
+        let owners: Vec<String> = (0..lanes)
+            .map(|lane| format!("{}/{lane}", self.owner))
+            .collect();
+        futures_util::future::join_all(
+            owners
+                .iter()
+                .enumerate()
+                .map(|(lane, owner)| self.lane(owner, lane == 0)),
+        )
+        .await;
+        let mut handed_back = 0;
+        for owner in &owners {
+            match store.release_leases(owner).await {
+                Ok(n) => handed_back += n,
+                Err(error) => {
+                    tracing::warn!(%error, "delivery worker could not hand back its leases")
+                }
+            }
+        }
+        if handed_back > 0 {
+            tracing::info!(handed_back, "delivery worker stopped");
+        } else {
+            tracing::info!("delivery worker stopped");
         }
         self.outbox.stopped.notify_waiters();
     }
@@ -562,7 +587,7 @@ impl Worker {
     /// (deliveries coming due, the queue metrics); the others wait to be woken, when a message
     /// is handed over or a lane took one, so an idle gateway asks its store no more often than
     /// with one lane.
-    async fn lane(&self, poller: bool) {
+    async fn lane(&self, owner: &str, poller: bool) {
         let store = &self.outbox.store;
         let wake = &self.outbox.wake;
         let stopping = || self.outbox.stopping.load(Ordering::SeqCst);
@@ -588,14 +613,11 @@ impl Worker {
                 gauges_at = now;
                 self.update_gauges(now).await;
             }
-            match store
-                .claim(&self.owner, now, now + self.outbox.lease_ms)
-                .await
-            {
+            match store.claim(owner, now, now + self.outbox.lease_ms).await {
                 Ok(Some(row)) => {
                     // Another lane may take the next target meanwhile.
                     wake.notify_one();
-                    self.deliver(row).await;
+                    self.deliver(row, owner).await;
                     claim_now = true;
                 }
                 Ok(None) if poller => {
@@ -635,10 +657,10 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, row: DeliveryRow) {
+    async fn deliver(&self, row: DeliveryRow, owner: &str) {
         let store = &self.outbox.store;
         let outcome = match serde_json::from_str::<Job>(&row.request) {
-            Ok(job) => self.attempt(&job, row.clone()).await,
+            Ok(job) => self.attempt(&job, row.clone(), owner).await,
             Err(error) => Outcome::Failed(ApiError::new(
                 ProblemCode::Internal,
                 format!("the stored request cannot be read: {error}"),
@@ -676,6 +698,7 @@ impl Worker {
                 "expired",
             ),
             Outcome::HandBack => ("queued", now, None, "handed_back"),
+            Outcome::NotYet { at } => ("queued", at, None, "handed_back"),
         };
         self.outbox.metrics.delivery_attempt(label);
         if state == "delivered" {
@@ -693,12 +716,12 @@ impl Worker {
             // Enabled again meanwhile: queued at once, not left failed (see the store).
             (Some(subscription_id), Some(problem)) => {
                 store
-                    .finish_while_disabled(&row.id, &self.owner, subscription_id, problem, now)
+                    .finish_while_disabled(&row.id, owner, subscription_id, problem, now)
                     .await
             }
             _ => {
                 store
-                    .finish(&row.id, &self.owner, state, at, problem.as_deref(), now)
+                    .finish(&row.id, owner, state, at, problem.as_deref(), now)
                     .await
             }
         };
@@ -722,15 +745,24 @@ impl Worker {
     }
 
     /// Sends the chunks not yet posted, in order.
-    async fn attempt(&self, job: &Job, mut row: DeliveryRow) -> Outcome {
+    async fn attempt(&self, job: &Job, mut row: DeliveryRow, owner: &str) -> Outcome {
         if let Job::Subscription {
             subscription_id,
             event_id,
         } = job
         {
             return self
-                .attempt_subscription(subscription_id, *event_id, &row)
+                .attempt_subscription(subscription_id, *event_id, &row, owner)
                 .await;
+        }
+        // A send whose outcome is unknown may still land: DSM may be carrying it out still,
+        // after the gateway gave up on it or died (a restart queues its claims again at once).
+        // It is not looked for before it has had the time to.
+        if let Some(since) = row.uncertain_since {
+            let settled = since + self.outbox.settle_ms();
+            if now_ms() < settled {
+                return Outcome::NotYet { at: settled };
+            }
         }
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
@@ -802,7 +834,7 @@ impl Worker {
             }
             let now = now_ms();
             match store
-                .mark_uncertain(&row.id, &self.owner, now, now + self.outbox.lease_ms)
+                .mark_uncertain(&row.id, owner, now, now + self.outbox.lease_ms)
                 .await
             {
                 Ok(true) => {}
@@ -898,7 +930,13 @@ impl Worker {
     /// `Retry-After`) and does not count as a failure; every other failure counts towards
     /// `subscriptions.max_failures`, and the next attempt waits the schedule's delay for the
     /// failures in a row (or the receiver's longer `Retry-After` on 502, 503, 504).
-    async fn attempt_subscription(&self, id: &str, event_id: i64, row: &DeliveryRow) -> Outcome {
+    async fn attempt_subscription(
+        &self,
+        id: &str,
+        event_id: i64,
+        row: &DeliveryRow,
+        owner: &str,
+    ) -> Outcome {
         let store = &self.outbox.store;
         let failed = |detail: String| {
             Outcome::Failed(ApiError::new(
@@ -931,10 +969,7 @@ impl Worker {
         // receiver's address lookup and the POST each have `timeout`.
         let now = now_ms();
         let lease_until = now + self.outbox.lease_ms + 2 * timeout.as_millis() as i64;
-        match store
-            .mark_uncertain(&row.id, &self.owner, now, lease_until)
-            .await
-        {
+        match store.mark_uncertain(&row.id, owner, now, lease_until).await {
             Ok(true) => {}
             Ok(false) => return Outcome::HandBack,
             Err(error) => return self.store_trouble(row, error),

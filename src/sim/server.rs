@@ -129,7 +129,7 @@ pub(crate) async fn handle(
     let params = Params::parse(req.query_string(), &content_type, body);
     let path = req.path().to_string();
     let http_method = req.method().as_str().to_string();
-    let mut entry = LoggedRequest {
+    let entry = LoggedRequest {
         http_method: http_method.clone(),
         path: path.clone(),
         api: params.string("api"),
@@ -190,61 +190,106 @@ pub(crate) async fn handle(
         }),
         _ => None,
     };
-    if let Some(FaultKind::SlowCall(ms)) = fault {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    if matches!(fault, Some(FaultKind::DropBeforeCall)) {
-        record(&shared, entry);
-        return closed_before_answer();
-    }
-    let mut cookies = Vec::new();
-    let result = process(
-        &shared,
-        &path,
-        &params,
+    let call = Call {
+        shared: shared.get_ref().clone(),
+        path,
+        params,
         peer,
         sid,
         token,
-        &mut entry,
-        &mut cookies,
-    );
-
-    let result = match (fault, result) {
-        (Some(FaultKind::CodeAfter(code)), Ok(_)) => Err(err(code)),
-        (_, result) => result,
+        entry,
+        fault,
     };
-    let mut resp = match result {
-        Ok(Reply::Binary {
-            content_type,
-            filename,
-            data,
-        }) => {
-            let mut b = HttpResponse::Ok();
-            b.content_type(content_type).insert_header((
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ));
-            b.body(data)
-        }
-        Ok(Reply::Ok(data)) => json_response(envelope_ok(data)),
-        Err(e) => {
-            entry.error_code = Some(e.code);
-            json_response(envelope_err(&e))
-        }
-    };
-    for c in cookies {
-        if let Ok(v) = header::HeaderValue::from_str(&c) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    record(&shared, entry);
     match fault {
-        Some(FaultKind::StallMidBody) => stalled(resp).await,
-        Some(FaultKind::CloseBeforeAnswer) => closed_before_answer(),
-        Some(FaultKind::ProxyTimeoutAfter) => HttpResponse::GatewayTimeout()
-            .content_type("text/html")
-            .body("<html><body><h1>504 Gateway Time-out</h1></body></html>"),
-        _ => resp,
+        // Carried out on a task of its own, to the end even when the caller hangs up (or dies)
+        // meanwhile, as DSM finishes what it was sent.
+        Some(FaultKind::SlowCall(ms)) => actix_web::rt::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            call.carry_out().await
+        })
+        .await
+        .unwrap_or_else(|_| HttpResponse::InternalServerError().finish()),
+        _ => call.carry_out().await,
+    }
+}
+
+/// A call past its faults' first effects: what is left to carry it out and answer it.
+struct Call {
+    shared: Arc<Shared>,
+    path: String,
+    params: Params,
+    peer: IpAddr,
+    sid: Option<String>,
+    token: Option<String>,
+    entry: LoggedRequest,
+    fault: Option<FaultKind>,
+}
+
+impl Call {
+    async fn carry_out(self) -> HttpResponse {
+        let Call {
+            shared,
+            path,
+            params,
+            peer,
+            sid,
+            token,
+            mut entry,
+            fault,
+        } = self;
+        if matches!(fault, Some(FaultKind::DropBeforeCall)) {
+            record(&shared, entry);
+            return closed_before_answer();
+        }
+        let mut cookies = Vec::new();
+        let result = process(
+            &shared,
+            &path,
+            &params,
+            peer,
+            sid,
+            token,
+            &mut entry,
+            &mut cookies,
+        );
+
+        let result = match (fault, result) {
+            (Some(FaultKind::CodeAfter(code)), Ok(_)) => Err(err(code)),
+            (_, result) => result,
+        };
+        let mut resp = match result {
+            Ok(Reply::Binary {
+                content_type,
+                filename,
+                data,
+            }) => {
+                let mut b = HttpResponse::Ok();
+                b.content_type(content_type).insert_header((
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{filename}\""),
+                ));
+                b.body(data)
+            }
+            Ok(Reply::Ok(data)) => json_response(envelope_ok(data)),
+            Err(e) => {
+                entry.error_code = Some(e.code);
+                json_response(envelope_err(&e))
+            }
+        };
+        for c in cookies {
+            if let Ok(v) = header::HeaderValue::from_str(&c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        record(&shared, entry);
+        match fault {
+            Some(FaultKind::StallMidBody) => stalled(resp).await,
+            Some(FaultKind::CloseBeforeAnswer) => closed_before_answer(),
+            Some(FaultKind::ProxyTimeoutAfter) => HttpResponse::GatewayTimeout()
+                .content_type("text/html")
+                .body("<html><body><h1>504 Gateway Time-out</h1></body></html>"),
+            _ => resp,
+        }
     }
 }
 
