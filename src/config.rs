@@ -423,6 +423,11 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Seconds SIGTERM waits for in-flight requests before stopping.
     pub shutdown_timeout_secs: u64,
+    /// Seconds an idle client connection is kept open for its next request (0: one request
+    /// a connection). Longer than the idle timeouts of the proxies in front (nginx's 60 s,
+    /// Go's and Traefik's 90 s, Caddy's 2 min), so the proxy, not the gateway, closes an idle
+    /// connection: one the gateway closed as the proxy reused it fails that request.
+    pub keep_alive_secs: u64,
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
     /// Reverse proxies (CIDRs or addresses) whose `X-Forwarded-*`/`Forwarded` headers are
@@ -455,6 +460,7 @@ impl Default for ServerSettings {
             public_url: None,
             workers: None,
             shutdown_timeout_secs: 30,
+            keep_alive_secs: 130,
             max_upload_bytes: 32 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             max_concurrent_uploads: 4,

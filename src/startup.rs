@@ -464,6 +464,10 @@ impl Application {
             app.default_service(web::to(api::fallback))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .keep_alive(match settings.server.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         // The owner decides when to stop (the CLI on SIGTERM/SIGINT, tests through `handle`):
         // actix's own signal handling also tore down the in-process simulator before logout.
         .disable_signals()

@@ -859,3 +859,45 @@ async fn a_stalled_inbound_body_answers_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+/// An idle keep-alive connection stays open for `server.keep_alive_secs` (longer than the
+/// proxies' idle timeouts by default, so they close first), and is closed after it.
+#[actix_web::test]
+async fn idle_connections_are_kept_for_keep_alive_secs() {
+    use std::io::{Read, Write};
+    // Set to one second, and the default (actix's own, 5 s, was shorter than every proxy's).
+    for (keep_alive_secs, idle, closed) in [(Some(1), 2500, true), (None, 6000, false)] {
+        let app = spawn_app_with(SimConfig::default(), |s| {
+            if let Some(secs) = keep_alive_secs {
+                s.server.keep_alive_secs = secs
+            }
+        })
+        .await;
+        let address = app.base.trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+            .unwrap();
+        // Read without blocking the test's runtime, which serves the simulator.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut answer = String::new();
+        for _ in 0..100 {
+            answer = answered(&mut stream);
+            if !answer.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(idle)).await;
+        let mut rest = [0u8; 64];
+        let after = stream.read(&mut rest);
+        assert_eq!(
+            matches!(after, Ok(0)),
+            closed,
+            "keep_alive_secs {keep_alive_secs:?} after {idle} ms idle: {after:?}"
+        );
+    }
+}
