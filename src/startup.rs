@@ -217,6 +217,13 @@ fn integration_tokens(
 /// are also deleted then) and deliveries finished more than `delivery.retention_secs` ago.
 /// Runs until the runtime stops; with several replicas each one does it (the deletes are
 /// idempotent).
+/// The time (ms) before which finished deliveries are past `retention`. A retention past i64
+/// milliseconds (a "forever" in the settings) keeps everything, where an `as` cast wrapped it
+/// negative and purged every finished delivery.
+fn retained_since(now: i64, retention: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
     crate::store::task::spawn(async move {
         // The first pass one period after start: start-up (and every short-lived test
@@ -231,7 +238,7 @@ fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
                 Ok(purged) => tracing::debug!(purged, "expired Idempotency-Key records deleted"),
                 Err(error) => tracing::warn!(%error, "expired Idempotency-Key records not deleted"),
             }
-            let before = now.saturating_sub(delivery_retention.as_millis() as i64);
+            let before = retained_since(now, delivery_retention);
             match store.purge_deliveries(before).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "finished deliveries past retention removed"),
@@ -695,7 +702,7 @@ fn mapping_header(line: &str) -> Option<((usize, usize), &str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::untouched_executable_mappings;
+    use super::{Duration, retained_since, untouched_executable_mappings};
 
     const SMAPS: &str = "\
 5647f378f000-5647f3f37000 r--p 00000000 fd:01 1234                       /opt/gw/bin/syno chat
@@ -729,5 +736,17 @@ Anonymous:             0 kB
         );
         assert!(untouched_executable_mappings(SMAPS, "/opt/gw/bin/syno").is_empty());
         assert!(untouched_executable_mappings("garbage\n-\n", "/x").is_empty());
+    }
+
+    #[test]
+    fn a_retention_of_forever_purges_nothing() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            retained_since(now, Duration::from_secs(3_600)),
+            now - 3_600_000
+        );
+        for forever in [u64::MAX, i64::MAX as u64, 9_300_000_000_000_000] {
+            assert!(retained_since(now, Duration::from_secs(forever)) < 0);
+        }
     }
 }

@@ -99,7 +99,8 @@ pub struct EventStream(String);
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume a stream (or a page) after this event id")),
     responses(
         (status = 200, description = "The events",
-            content((EventStream = "text/event-stream"), (EventPage = "application/json"))),
+            // The page first: Swagger UI asks for the first type, and a stream would never end.
+            content((EventPage = "application/json"), (EventStream = "text/event-stream"))),
         (status = 409, description = "The resume point is newer than any event this store \
             has given (`conflict`): read again without it", body = super::error::Problem,
             content_type = "application/problem+json"),
