@@ -11,7 +11,7 @@ use crate::auth::{Authorized, Read};
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthStatus {
-    /// `ok` (alive) or `ready` (DSM answers and a session is held).
+    /// `ok` (alive) or `ready` (serving its API; DSM's state is in `GET /api/v1/health`).
     #[schema(example = "ok")]
     status: &'static str,
     /// Readiness only: `demo` when the built-in simulator answers instead of a NAS.
