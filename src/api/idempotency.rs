@@ -771,8 +771,9 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
         if retry_after {
             response = response.header(
                 "Retry-After",
+                // An integer, as `components.headers.Retry-After` has it.
                 HeaderBuilder::new()
-                    .schema(Some(string(None)))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).build()))
                     .description(Some("Seconds to wait before retrying"))
                     .build(),
             );

@@ -90,7 +90,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
         described separately: client generators cannot model one body in two encodings).",
         content((InboundCall = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Stored (or a post already stored). Empty, or a `respond: true` subscription's `{\"text\": …}` answer (with its `file_url`, except for slash commands) for Chat to post"),
+        (status = 200, description = "Stored (or a post already stored): `{\"success\": true}`, or a `respond: true` subscription's `{\"text\": …}` answer (with its `file_url`, except for slash commands) for Chat to post", body = InboundAnswer),
         (status = 400, description = "A field is malformed", body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 403, description = "Wrong or missing token (or, with `verify = \"dsm\"`, the \
@@ -248,6 +248,19 @@ pub async fn probe(
 fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
     inbound(events, name)?;
     Ok(acknowledged())
+}
+
+/// What Chat is answered: the acknowledgement, or a subscription's reply for Chat to post.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"success": true}))]
+#[allow(dead_code)] // documentation only: the answers are written as they come
+pub struct InboundAnswer {
+    /// `true` in the acknowledgement (no text: Chat posts nothing).
+    success: Option<bool>,
+    /// A `respond: true` subscription's answer, which Chat posts.
+    text: Option<String>,
+    /// Passed on with `text`, except for slash commands, when it passes the `file_url` checks.
+    file_url: Option<String>,
 }
 
 /// The answer Chat's outgoing webhooks expect (docs `peer-survey`: openclaw #53439): `200`
