@@ -773,7 +773,9 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                 "Retry-After",
                 // An integer, as `components.headers.Retry-After` has it.
                 HeaderBuilder::new()
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).build()))
+                    .schema(Some(
+                        ObjectBuilder::new().schema_type(Type::Integer).build(),
+                    ))
                     .description(Some("Seconds to wait before retrying"))
                     .build(),
             );

@@ -460,6 +460,16 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
             Type::Integer,
             "Seconds to wait before trying again, when the gateway knows.",
         ),
+        (
+            "Location",
+            Type::String,
+            "Where the delivery the message was committed to can be read (`GET /api/v1/deliveries/{id}`).",
+        ),
+        (
+            "Preference-Applied",
+            Type::String,
+            "`respond-async` when the answer is 202 because the caller asked for it with `Prefer`.",
+        ),
     ] {
         let mut header = Header::new(ObjectBuilder::new().schema_type(schema_type).build());
         header.description = Some(description.to_owned());
@@ -473,7 +483,8 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
             Content::new(Some(Ref::from_schema_name("Problem"))),
         )
         .build();
-    for item in api.paths.paths.values_mut() {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let committed_to_outbox = path.starts_with("/api/v1/");
         for operation in operations_mut(item) {
             let responses = &mut operation.responses.responses;
             responses
@@ -487,6 +498,10 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
                 match status.as_str() {
                     "401" => names.push("WWW-Authenticate"),
                     "429" | "503" => names.push("Retry-After"),
+                    // The API's 202s: a message committed to the outbox (`deliveries::accepted`).
+                    "202" if committed_to_outbox => {
+                        names.extend(["Location", "Preference-Applied"])
+                    }
                     _ => {}
                 }
                 for name in names {
