@@ -129,6 +129,35 @@ fn delivery(id: &str, target: &str, now: i64) -> syno_chat_gateway::store::deliv
 }
 
 backends::on_both!(
+    targets_are_claimed_by_when_their_head_came_due,
+    |backend: Backend| async move {
+        // The first target in the table does not go first: each claim takes the target whose
+        // head is due soonest, so one busy target does not starve the others.
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        for (id, target, at) in [
+            ("a1", "channel:1", now),
+            ("b1", "channel:2", now + 1),
+            ("a2", "channel:1", now + 2),
+            ("a3", "channel:1", now + 3),
+        ] {
+            store.enqueue(&delivery(id, target, at)).await.unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some(row) = store.claim("w", now + 10, now + 100).await.unwrap() {
+            assert!(
+                store
+                    .finish(&row.id, "w", "delivered", now + 10, None, now + 10)
+                    .await
+                    .unwrap()
+            );
+            order.push(row.id);
+        }
+        assert_eq!(order, ["a1", "b1", "a2", "a3"]);
+    }
+);
+
+backends::on_both!(
     claims_follow_the_order_per_target_and_leases_expire,
     |backend: Backend| async move {
         let store = Store::connect(&settings(&backend.url)).await.unwrap();

@@ -397,9 +397,14 @@ impl Store {
                 .transpose()?,
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
+                // The target whose head is due first, as SQLite's claim orders them: in the
+                // table's own order, the first targets would take every free lane while later
+                // ones waited.
                 let lock = format!(
                     "SELECT t.target FROM targets t WHERE t.next_send_at <= $1 AND EXISTS ( \
                          SELECT 1 FROM deliveries d WHERE d.target = t.target AND {CLAIMABLE}) \
+                     ORDER BY (SELECT MIN(d.next_attempt_at) FROM deliveries d \
+                         WHERE d.target = t.target AND {CLAIMABLE}), t.target \
                      LIMIT 1 FOR UPDATE SKIP LOCKED"
                 );
                 let target: Option<String> = sqlx::query_scalar(&lock)
