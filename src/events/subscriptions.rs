@@ -488,10 +488,19 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
                 }
                 answers.extend(reply_body(&body).map(|reply| (at, reply)));
             }
-            Sent::Failed(failed) => tracing::info!(
-                subscription = %subscription.id, event_id = event.event_id, reason = %failed.reason,
-                "subscriptions: no synchronous reply; the outbox will deliver the event"
-            ),
+            Sent::Failed(failed) => {
+                tracing::info!(
+                    subscription = %subscription.id, event_id = event.event_id, reason = %failed.reason,
+                    "subscriptions: no synchronous reply; the outbox will deliver the event"
+                );
+                if let Err(error) = events
+                    .store
+                    .note_reply_missed(&subscription.id, event.event_id)
+                    .await
+                {
+                    tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot note a missed reply");
+                }
+            }
         }
     }
     answers

@@ -343,6 +343,22 @@ impl Store {
         self.subscription_succeeded(subscription_id, event_id).await
     }
 
+    /// A synchronous call did not reach the subscription (an error, no answer within the
+    /// reply budget): its delivery of the event counts as tried from now on, so a later event
+    /// waits behind it ([`Self::subscription_has_backlog`]) instead of overtaking it.
+    pub async fn note_reply_missed(
+        &self,
+        subscription_id: &str,
+        event_id: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE deliveries SET attempts = 1 WHERE state = 'queued' AND attempts = 0 \
+                   AND id = (SELECT delivery_id FROM subscription_deliveries \
+                       WHERE subscription_id = $1 AND event_id = $2)";
+        with_pool!(self, p => sqlx::query(sql).bind(subscription_id).bind(event_id)
+            .execute(p).await?.rows_affected());
+        Ok(())
+    }
+
     /// Whether the subscription has a delivery of an event before `event_id` that the outbox
     /// is sending or will try again: a later event must not overtake it. (One still waiting for
     /// its own synchronous reply to be over has not been tried and does not count.)
@@ -500,8 +516,10 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                    // Tried before (`attempts` 1, the back-off from its start): a new event
+                    // waits behind them, not called at once ([`Self::subscription_has_backlog`]).
                     let again = sqlx::query(
-                        "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = $2, \
+                        "UPDATE deliveries SET state = 'queued', attempts = 1, next_attempt_at = $2, \
                          expires_at = $3, finished_at = NULL, last_error = NULL, updated_at = $2 \
                          WHERE target = $1 AND state IN ('failed', 'cancelled') \
                          AND finished_at >= $4",

@@ -764,6 +764,39 @@ async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_
     );
 }
 
+/// An event whose synchronous call found no answer in time is not overtaken by the next
+/// one: that waits behind it in the outbox, so the receiver gets them in event order.
+#[actix_web::test]
+async fn a_respond_subscription_that_missed_a_reply_gets_the_next_event_after_it() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.inbound.reply_timeout_ms = 300;
+    })
+    .await;
+    let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
+    subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    crate::events::outbound_calls(&app, 1).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    let calls = crate::events::outbound_calls(&app, 2).await;
+    assert_eq!(calls[1].reply_post_id, None, "not called at once");
+    let got = bot.wait_for(3).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["!ping one", "!ping one", "!ping two"],
+        "in event order"
+    );
+}
+
 /// A `respond: true` receiver that is failing is not called at once for a new event: it
 /// would get that event before the earlier one the outbox is retrying, and its failures
 /// would never count.
