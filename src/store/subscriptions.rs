@@ -473,10 +473,35 @@ impl Store {
                        next_attempt_at = $5, last_error = $4, lease_owner = NULL, \
                        lease_until = NULL, updated_at = $5 \
                    WHERE id = $1 AND lease_owner = $2 AND state = 'sending'";
-        let done = with_pool!(self, p => {
-            sqlx::query(sql).bind(delivery_id).bind(owner).bind(subscription_id)
-                .bind(last_error).bind(now).execute(p).await?.rows_affected()
-        });
+        // The same statement on either backend, bound the same way.
+        macro_rules! update {
+            () => {
+                sqlx::query(sql)
+                    .bind(delivery_id)
+                    .bind(owner)
+                    .bind(subscription_id)
+                    .bind(last_error)
+                    .bind(now)
+            };
+        }
+        let done = match &self.pool {
+            // One writer at a time: an enable runs wholly before or after this.
+            Pool::Sqlite(p) => update!().execute(p).await?.rows_affected(),
+            // The subscription's row under a share lock first: an enable in progress (which
+            // holds it) is waited for and seen, and one that comes after sees this delivery
+            // failed and queues it again. Read unlocked, a concurrent enable could skip the
+            // row while it was still `sending`, and the event was lost to the subscription.
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 FOR SHARE")
+                    .bind(subscription_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let done = update!().execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                done
+            }
+        };
         Ok(done == 1)
     }
 
