@@ -259,6 +259,12 @@ impl Store {
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
         let done = with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            // A write first: SQLite then holds the write lock from the start, where a read
+            // first and a write after fail at once (SQLITE_BUSY_SNAPSHOT, which no busy timeout
+            // waits out) whenever another connection committed in between.
+            sqlx::query("UPDATE events_purged SET through_id = through_id WHERE singleton = 1")
+                .execute(&mut *tx)
+                .await?;
             let fanned_out: Option<i64> = sqlx::query_scalar(
                 "SELECT MIN(fanned_out_to) FROM subscriptions WHERE enabled = 1",
             )

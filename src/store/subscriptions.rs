@@ -518,6 +518,14 @@ impl Store {
     ) -> Result<Option<u64>, StoreError> {
         let requeued = with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            // A write first: SQLite then holds the write lock from the start (a read first and
+            // a write after fail at once, SQLITE_BUSY_SNAPSHOT, when another connection
+            // committed in between), and PostgreSQL the subscription's row, which a paused
+            // delivery being recorded waits for (`finish_while_disabled`).
+            sqlx::query("UPDATE subscriptions SET enabled = enabled WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             let disabled_at: Option<Option<i64>> = sqlx::query_scalar(
                 "SELECT disabled_at FROM subscriptions WHERE id = $1 AND enabled = 0",
             )
