@@ -342,21 +342,38 @@ impl utoipa::IntoResponses for HookAnswers {
                 .content("text/plain", text(Some("invalid_payload")))
                 .content("application/problem+json", problem()))
             .response("403", ResponseBuilder::new()
-                .description("Slack-style senders: `action_prohibited`, DSM refused the message for good")
-                .content("text/plain", text(Some("action_prohibited"))))
+                .description("Slack-style senders: `action_prohibited`, DSM refused the message for good. Discord-style senders that asked `?wait=true`: DSM refused it (a problem)")
+                .content("text/plain", text(Some("action_prohibited")))
+                .content("application/problem+json", problem()))
             .response("404", ResponseBuilder::new()
-                .description("`no_service`: no hook with this name and secret; for Slack-style senders also `channel_not_found`")
-                .content("text/plain", text(Some("no_service"))))
+                .description("`no_service`: no hook with this name and secret (text/plain for Slack-style senders, else a problem); for Slack-style senders also `channel_not_found`")
+                .content("text/plain", text(Some("no_service")))
+                .content("application/problem+json", problem()))
+            .response("408", ResponseBuilder::new()
+                .description("The body did not arrive within `server.body_timeout_ms`: `request_timeout` (text/plain for Slack-style senders, else a problem)")
+                .content("text/plain", text(Some("request_timeout")))
+                .content("application/problem+json", problem()))
+            .response("409", ResponseBuilder::new()
+                .description("Discord-style senders that asked `?wait=true`: the delivery was cancelled before it was posted")
+                .content("application/problem+json", problem()))
             .response("413", ResponseBuilder::new()
-                .description("The body is over 5 MiB")
-                .content("text/plain", text(None)))
+                .description("The body is over 5 MiB (text/plain for Slack-style senders, else a problem)")
+                .content("text/plain", text(Some("payload_too_large")))
+                .content("application/problem+json", problem()))
             .response("422", ResponseBuilder::new()
                 .description("Other senders: the hook's target name matches no channel or user, or DSM refused the message for good. Slack-style senders get Slack's own statuses instead: `404 channel_not_found`, `400 user_not_found`, `403 action_prohibited`")
                 .content("text/plain", text(Some("channel_not_found")))
                 .content("application/problem+json", problem()))
+            .response("502", ResponseBuilder::new()
+                .description("Discord-style senders that asked `?wait=true`: the delivery failed for good on DSM's side (the delivery's problem)")
+                .content("application/problem+json", problem()))
             .response("503", ResponseBuilder::new()
-                .description("The message could not be stored; retry later (`Retry-After`)")
-                .content("text/plain", text(None)))
+                .description("The message could not be stored; retry later (`Retry-After`): text/plain for Slack-style senders, else a problem")
+                .content("text/plain", text(None))
+                .content("application/problem+json", problem()))
+            .response("504", ResponseBuilder::new()
+                .description("Discord-style senders that asked `?wait=true`: the delivery expired before it was posted (`delivery_expired`)")
+                .content("application/problem+json", problem()))
             .build()
             .into()
     }
@@ -436,21 +453,21 @@ hook_operation! {
     /// token (senders that offer only `basic_auth`). Mattermost's URL shape, the secret alone as
     /// `{name}` (`/hooks/<secret>`, all that shoutrrr's `mattermost://` can send), reaches the
     /// hook whose secret it is, unless another hook shares that secret.
-    post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
+    post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath), request_body = HookPayload)
 }
 
 hook_operation! {
     /// Put to a hook (secret as a bearer token)
     ///
     /// The same as `POST /hooks/{name}`, for senders set to PUT.
-    put "/{name}", put_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")), request_body = HookPayload)
+    put "/{name}", put_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath), request_body = HookPayload)
 }
 
 hook_operation! {
     /// Call a hook with GET (secret as a bearer token)
     ///
     /// The same as `GET /hooks/{name}/{secret}`, with `Authorization: Bearer <secret>`.
-    get "/{name}", get_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, ("Authorization" = String, Header, description = "`Bearer <the hook's secret>`")))
+    get "/{name}", get_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath))
 }
 
 async fn by_path_secret(

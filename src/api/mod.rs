@@ -259,6 +259,15 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // A hook's secret, for `/hooks/{name}`: as a bearer token, or as Basic credentials'
+        // password (senders that offer only `basic_auth`).
+        let mut hook_secret = Http::new(HttpAuthScheme::Bearer);
+        hook_secret.description = Some("The hook's secret (`/hooks/{name}`)".to_owned());
+        components.add_security_scheme("hookSecret", SecurityScheme::Http(hook_secret));
+        let mut hook_basic = Http::new(HttpAuthScheme::Basic);
+        hook_basic.description =
+            Some("Any user name, the hook's secret as the password (`/hooks/{name}`)".to_owned());
+        components.add_security_scheme("hookBasic", SecurityScheme::Http(hook_basic));
     }
 }
 
@@ -404,19 +413,27 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The API key is required once, for the whole document, and each `/api/v1` operation names
 /// the scope it needs in its own `security` (`#[utoipa::path(security(...))]`, next to the
 /// `Authorized<Scope>` that enforces it; a test holds the two together). The routes outside
-/// `/api/v1` (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`.
+/// `/api/v1` (probes, `/hooks`, `/inbound`) take no API key and say so with an empty `security`;
+/// `/hooks/{name}` takes the hook's secret as a bearer token or a Basic password, or neither
+/// (a signed hook, Mattermost's `/hooks/<secret>`).
 fn document_security(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::SecurityRequirement;
-    api.security = Some(vec![SecurityRequirement::new(
-        "bearer",
-        Vec::<String>::new(),
-    )]);
+    let none = || Vec::<String>::new();
+    api.security = Some(vec![SecurityRequirement::new("bearer", none())]);
     for (path, item) in api.paths.paths.iter_mut() {
         if path.starts_with("/api/v1/") {
             continue;
         }
+        let security = match path.as_str() {
+            "/hooks/{name}" => vec![
+                SecurityRequirement::new("hookSecret", none()),
+                SecurityRequirement::new("hookBasic", none()),
+                SecurityRequirement::default(),
+            ],
+            _ => Vec::new(),
+        };
         for operation in operations_mut(item) {
-            operation.security = Some(Vec::new());
+            operation.security = Some(security.clone());
         }
     }
 }

@@ -55,6 +55,13 @@ fn every_api_operation_is_documented_with_security_and_problems() {
                         "{method} {path} lacks {status}"
                     );
                 }
+            } else if path == "/hooks/{name}" {
+                // The hook's secret as a bearer token or a Basic password, or neither (signed).
+                assert_eq!(
+                    operation["security"],
+                    serde_json::json!([{"hookSecret": []}, {"hookBasic": []}, {}]),
+                    "{method} {path} takes the hook's secret, or a signature"
+                );
             } else {
                 assert_eq!(
                     operation["security"],
