@@ -169,6 +169,18 @@ fn expected_signature(secret: &str, r: &Received) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The text of each event the receiver got, in the order it got them.
+fn event_texts(got: &[Received]) -> Vec<String> {
+    got.iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 async fn subscribe(app: &TestApp, body: Value) -> (String, String) {
     let answer = app
         .call("POST", "/api/v1/subscriptions", Some(ADMIN_KEY), Some(body))
@@ -781,15 +793,7 @@ async fn a_respond_subscription_that_missed_a_reply_gets_the_next_event_after_it
     let calls = crate::events::outbound_calls(&app, 2).await;
     assert_eq!(calls[1].reply_post_id, None, "not called at once");
     let got = bot.wait_for(3).await;
-    let texts: Vec<String> = got
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let texts = event_texts(&got);
     assert_eq!(
         texts,
         ["!ping one", "!ping one", "!ping two"],
@@ -824,15 +828,7 @@ async fn a_failing_respond_subscription_gets_later_events_in_order_through_the_o
     assert_eq!(calls[1].status, Some(200), "Chat still gets its answer");
     assert_eq!(calls[1].reply_post_id, None, "not called at once");
     let got = bot.wait_for(4).await;
-    let texts: Vec<String> = got
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<Value>(&r.body).unwrap()["data"]["text"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let texts = event_texts(&got);
     assert_eq!(
         texts,
         ["!ping one", "!ping one", "!ping one", "!ping two"],
