@@ -749,8 +749,9 @@ async fn a_respond_subscription_answers_in_the_channel_and_is_not_called_again()
     assert_eq!(plain.received().len(), 1);
 }
 
-#[actix_web::test]
-async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_same_id() {
+/// A gateway whose replies to Chat wait 300 ms, and a `respond: true` subscriber that answers
+/// its first call after 1.5 s (too late), the others at once.
+async fn slow_respond_subscriber() -> (TestApp, Receiver) {
     let (app, _) = app_with_inbounds(|s| {
         allow_private(s);
         s.inbound.reply_timeout_ms = 300;
@@ -758,6 +759,12 @@ async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_
     .await;
     let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
     subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    (app, bot)
+}
+
+#[actix_web::test]
+async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_same_id() {
+    let (app, bot) = slow_respond_subscriber().await;
     let started = std::time::Instant::now();
     app.sim.post_as_user(USER, CHANNEL, "!ping slow");
     let calls = crate::events::outbound_calls(&app, 1).await;
@@ -780,13 +787,7 @@ async fn a_respond_subscription_too_slow_for_chat_gets_the_event_later_with_the_
 /// one: that waits behind it in the outbox, so the receiver gets them in event order.
 #[actix_web::test]
 async fn a_respond_subscription_that_missed_a_reply_gets_the_next_event_after_it() {
-    let (app, _) = app_with_inbounds(|s| {
-        allow_private(s);
-        s.inbound.reply_timeout_ms = 300;
-    })
-    .await;
-    let bot = Receiver::start(&[(200, r#"{"text": "too late"}"#, 1500)], (200, "", 0)).await;
-    subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    let (app, bot) = slow_respond_subscriber().await;
     app.sim.post_as_user(USER, CHANNEL, "!ping one");
     crate::events::outbound_calls(&app, 1).await;
     app.sim.post_as_user(USER, CHANNEL, "!ping two");
