@@ -292,6 +292,16 @@ pub struct HookSecretPath {
     secret: String,
 }
 
+/// Discord's `wait` flag, for the hook routes that take a body.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only: read from the query by `asks_to_wait`
+pub struct HookWait {
+    /// Discord-style senders: `true` (or `True`, `1`) answers once the message is posted, with
+    /// the post's `id` (waiting up to 5 s).
+    wait: Option<String>,
+}
+
 /// The answers of both hook routes, documented once: text for Slack-style senders, a receipt or
 /// a problem for the others.
 pub struct HookAnswers;
@@ -419,14 +429,14 @@ hook_operation! {
     /// `Idempotency-Key`; a copy of an Alertmanager or Grafana notification within the hook's
     /// `duplicate_window_secs`) gets the first answer with `Idempotent-Replayed: true` and is
     /// not posted again.
-    post "/{name}/{secret}", hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
+    post "/{name}/{secret}", hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath, HookWait), request_body = HookPayload)
 }
 
 hook_operation! {
     /// Put to a hook (secret in the path)
     ///
     /// The same as `POST /hooks/{name}/{secret}`, for senders set to PUT (Sonarr, Radarr).
-    put "/{name}/{secret}", put_hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath), request_body = HookPayload)
+    put "/{name}/{secret}", put_hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath, HookWait), request_body = HookPayload)
 }
 
 hook_operation! {
@@ -453,14 +463,14 @@ hook_operation! {
     /// token (senders that offer only `basic_auth`). Mattermost's URL shape, the secret alone as
     /// `{name}` (`/hooks/<secret>`, all that shoutrrr's `mattermost://` can send), reaches the
     /// hook whose secret it is, unless another hook shares that secret.
-    post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath), request_body = HookPayload)
+    post "/{name}", hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, HookWait), request_body = HookPayload)
 }
 
 hook_operation! {
     /// Put to a hook (secret as a bearer token)
     ///
     /// The same as `POST /hooks/{name}`, for senders set to PUT.
-    put "/{name}", put_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath), request_body = HookPayload)
+    put "/{name}", put_hook_with_bearer_secret -> by_bearer_secret(HookPath), utoipa(params(HookPath, HookWait), request_body = HookPayload)
 }
 
 hook_operation! {
@@ -944,6 +954,8 @@ async fn receive(
     // or a generic or text rendering, decides how the message reads, not who sent it.
     let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
     let content_key = parsed.as_ref().ok().and_then(formats::event_key);
+    let strip_markup = hook.markup == formats::Markup::Plain
+        && parsed.as_ref().is_ok_and(formats::may_carry_markup);
     let dialect = |rendered: Format| match rendered {
         Format::Generic | Format::Text => shape.unwrap_or(rendered),
         format => format,
@@ -954,7 +966,7 @@ async fn receive(
         hook.format.unwrap_or(Format::Discord),
     );
     let rendered = match rendered {
-        Ok(rendered) if hook.markup == formats::Markup::Plain => formats::Rendered {
+        Ok(rendered) if strip_markup => formats::Rendered {
             text: formats::plain_markup(&rendered.text),
             ..rendered
         },

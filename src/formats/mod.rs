@@ -125,6 +125,15 @@ pub struct Rendered {
     pub text: String,
 }
 
+/// Whether the sender's message may carry markup to strip: not a Slack message that says
+/// `"mrkdwn": false` (its text is meant as typed, so `*` and `_` in it are characters).
+pub fn may_carry_markup(payload: &Payload) -> bool {
+    match payload {
+        Payload::Json(value) => value.get("mrkdwn") != Some(&Value::Bool(false)),
+        Payload::Text(_) => true,
+    }
+}
+
 /// Parses a body by its content type: a form's `payload` (Slack's legacy form, Gitea) or
 /// `payload_json` as JSON, another form by its fields or as a raw body;
 /// `text/plain` as text; anything else as JSON when it is JSON, else as text (shoutrrr sends raw

@@ -263,6 +263,11 @@ async fn a_plain_markup_hook_strips_emphasis_and_the_default_keeps_it() {
     let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     post_arrives(&app, "# Deploy\n**done** for `app_v2` in rate(x)*2").await;
+    // A Slack message with `mrkdwn: false` means its text as typed: nothing is stripped.
+    let literal = json!({"text": "*nightly* _backup_ done", "mrkdwn": false});
+    let answer = send_json(&app, &format!("/hooks/plain/{SECRET}"), literal).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    post_arrives(&app, "*nightly* _backup_ done").await;
 }
 
 /// Sonarr's and Radarr's Webhook connection, with PUT as their settings allow: the Test event
