@@ -149,9 +149,7 @@ impl DsmClient {
                                 let answered = posts.len();
                                 newest_first(&mut posts);
                                 posts.truncate(limit as usize);
-                                wire::page::items_json(&posts)
-                                    .map(|page| (page, answered))
-                                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+                                page_document(&posts).map(|page| (page, answered))
                             }),
                         },
                     )
@@ -164,8 +162,7 @@ impl DsmClient {
                 newest_anchor(channel_id)
             }
         };
-        let posts = self.posts_before(channel_id, anchor, skip, limit).await?;
-        wire::page::items_json(&posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+        page_document(&self.posts_before(channel_id, anchor, skip, limit).await?)
     }
 
     /// A page while the NAS's paging is unproven (PROTOCOL.md §6.4: the seed and n8n page by
@@ -182,9 +179,6 @@ impl DsmClient {
         limit: u32,
         skip: u32,
     ) -> Result<Vec<u8>> {
-        let items = |posts: &[Post]| {
-            wire::page::items_json(posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
-        };
         let mut by_offset = self.posts(channel_id, limit, skip).await?;
         let anchored = self
             .posts_before(channel_id, newest_anchor(channel_id), skip, limit)
@@ -199,7 +193,7 @@ impl DsmClient {
                     .ne(by_offset.iter().map(|p| p.post_id)) =>
             {
                 self.up.offset_paging.ignored();
-                return items(&anchored);
+                return page_document(&anchored);
             }
             Ok(_) => {
                 let full = by_offset.len() == limit;
@@ -219,7 +213,7 @@ impl DsmClient {
                 by_offset
             }
         };
-        items(&page)
+        page_document(&page)
     }
 
     async fn post_list<R>(
@@ -573,6 +567,11 @@ impl DsmClient {
         self.call_download(&POST_FILE_GET, &[("post_id", post_id.as_str())])
             .await
     }
+}
+
+/// The API's page document of `posts`, as they are ordered.
+fn page_document(posts: &[Post]) -> Result<Vec<u8>> {
+    wire::page::items_json(posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
 }
 
 /// How many posts Chat 2.4.1 answers `Post.list` with whatever its `limit` (PROTOCOL.md §6.4).
