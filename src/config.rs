@@ -743,6 +743,7 @@ impl Settings {
             builder = builder
                 .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
+        check_env_spelling(sources.env.as_ref())?;
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -756,6 +757,7 @@ impl Settings {
     }
 
     fn resolve_secret_files(mut self) -> Result<Self, ConfigError> {
+        self.check_nas_account_without_url()?;
         resolve_file(
             &mut self.upstream.password,
             &self.upstream.password_file,
@@ -820,6 +822,13 @@ impl Settings {
                 return Err(ConfigError::new(
                     "upstream.url",
                     "must be an http:// or https:// URL with a host",
+                ));
+            }
+            // Printed by `check-config` and in start-up errors; the account has its own keys.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(ConfigError::new(
+                    "upstream.url",
+                    "must not carry a user name or password (set upstream.username and upstream.password)",
                 ));
             }
             if up.username.as_deref().is_none_or(str::is_empty) {
@@ -1109,6 +1118,20 @@ impl Settings {
                 format!("{bad:?} is not a CIDR, an IP address or a host name"),
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new("log.level", e.to_string()));
+        }
+        if let Some(url) = &self.server.public_url
+            && (!matches!(url.scheme(), "http" | "https")
+                || url.host_str().is_none()
+                || !url.username().is_empty()
+                || url.password().is_some())
+        {
+            return Err(ConfigError::new(
+                "server.public_url",
+                "must be an http:// or https:// URL with a host and no user name or password",
+            ));
+        }
         if let Some(bad) = self.server.cors_origins.iter().find(|origin| {
             url::Url::parse(origin).ok().is_none_or(|url| {
                 !matches!(url.scheme(), "http" | "https")
@@ -1136,6 +1159,35 @@ impl Settings {
             ));
         }
         Ok(self)
+    }
+
+    /// A NAS account with no `upstream.url` is a real NAS meant and its URL lost (a misspelled
+    /// variable, say): refused, or the gateway would quietly serve its simulator. With
+    /// `upstream.demo = true` the account is set aside unread, so a demo needs no credential file.
+    fn check_nas_account_without_url(&mut self) -> Result<(), ConfigError> {
+        let up = &mut self.upstream;
+        if up.url.is_some() {
+            return Ok(());
+        }
+        let account = [
+            ("upstream.username", up.username.is_some()),
+            ("upstream.password", up.password.is_some()),
+            ("upstream.password_file", up.password_file.is_some()),
+            ("upstream.device_id", up.device_id.is_some()),
+            ("upstream.device_id_file", up.device_id_file.is_some()),
+        ];
+        let Some((key, _)) = account.into_iter().find(|(_, set)| *set) else {
+            return Ok(());
+        };
+        if !up.demo {
+            return Err(ConfigError::new(
+                key,
+                "is set but upstream.url is not: set upstream.url for the NAS (check its spelling, e.g. SYNOCHAT__UPSTREAM__URL), or upstream.demo = true to run the built-in simulator",
+            ));
+        }
+        (up.username, up.password, up.password_file) = (None, None, None);
+        (up.device_id, up.device_id_file) = (None, None);
+        Ok(())
     }
 
     /// Settings that are each fine alone but open the gateway together (issue 7, items 13-15).
@@ -1302,6 +1354,45 @@ impl Settings {
     /// The effective configuration with every secret masked, as pretty JSON.
     pub fn masked_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The loader reads only `SYNOCHAT__…`; a variable naming a section after one underscore
+/// (`SYNOCHAT_UPSTREAM__URL`) is a typo whose setting would silently keep its default, so it is
+/// refused. Other `SYNOCHAT_…` names (`SYNOCHAT_CONFIG`, a client's `SYNOCHAT_KEY`) are not
+/// settings and are left alone.
+fn check_env_spelling(
+    env: Option<&std::collections::HashMap<String, String>>,
+) -> Result<(), ConfigError> {
+    let sections: Vec<String> = match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = match env {
+        Some(map) => map.keys().cloned().collect(),
+        None => std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect(),
+    };
+    let single = format!("{ENV_PREFIX}_");
+    let misspelled = names.into_iter().find(|name| {
+        let Some(rest) = name.strip_prefix(&single).filter(|r| !r.starts_with('_')) else {
+            return false;
+        };
+        let rest = rest.to_ascii_lowercase();
+        sections.iter().any(|section| {
+            rest.strip_prefix(section.as_str())
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('_'))
+        })
+    });
+    match misspelled {
+        Some(name) => Err(ConfigError::new(
+            name,
+            format!(
+                "is not read: settings are {ENV_PREFIX}__ (two underscores) and the key with __ between levels, e.g. {ENV_PREFIX}__UPSTREAM__URL"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1566,6 +1657,99 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.key, "upstream.demo");
+    }
+
+    #[test]
+    fn a_nas_account_without_its_url_is_refused_unless_demo_is_chosen() {
+        // The systemd layout: a loopback bind behind nginx, the URL's variable misspelled away.
+        let account = [
+            ("SYNOCHAT__AUTH__KEYS__CI__HASH", HASH),
+            ("SYNOCHAT__UPSTREAM__USERNAME", "chat-gateway"),
+            ("SYNOCHAT__UPSTREAM__PASSWORD", "pw"),
+        ];
+        let err = load(&account).unwrap_err();
+        assert_eq!(err.key, "upstream.username");
+        assert!(err.reason.contains("upstream.url"), "{err}");
+        let err = load(&[(
+            "SYNOCHAT__UPSTREAM__PASSWORD_FILE",
+            "/nonexistent/dsm_password",
+        )])
+        .unwrap_err();
+        assert_eq!(err.key, "upstream.password_file");
+        assert!(err.reason.contains("upstream.demo = true"), "{err}");
+        // Demo chosen: the account is set aside, its file not even read.
+        let demo = load(&[
+            ("SYNOCHAT__UPSTREAM__DEMO", "true"),
+            ("SYNOCHAT__UPSTREAM__USERNAME", "chat-gateway"),
+            (
+                "SYNOCHAT__UPSTREAM__PASSWORD_FILE",
+                "/nonexistent/dsm_password",
+            ),
+        ])
+        .unwrap();
+        assert!(demo.is_demo());
+        assert!(demo.upstream.username.is_none() && demo.upstream.password.is_none());
+    }
+
+    #[test]
+    fn a_setting_after_a_single_underscore_is_refused_not_ignored() {
+        for name in [
+            "SYNOCHAT_UPSTREAM__URL",
+            "SYNOCHAT_UPSTREAM_URL",
+            "SYNOCHAT_rate_limit__enabled",
+            "SYNOCHAT_LOG",
+        ] {
+            let err = load(&[(name, "x")]).unwrap_err();
+            assert_eq!(err.key, name);
+            assert!(err.reason.contains("SYNOCHAT__UPSTREAM__URL"), "{err}");
+        }
+        // Not settings: the config file's variable, a client's key, a build's revision.
+        for name in [
+            "SYNOCHAT_CONFIG",
+            "SYNOCHAT_KEY",
+            "SYNOCHAT_GIT_REVISION",
+            "SYNOCHAT_LOGGER",
+        ] {
+            load(&[(name, "x")]).unwrap();
+        }
+    }
+
+    #[test]
+    fn urls_that_would_be_shown_with_a_password_are_refused() {
+        let err =
+            with_nas(&[("SYNOCHAT__UPSTREAM__URL", "https://admin:hunter2@nas:5001")]).unwrap_err();
+        assert_eq!(err.key, "upstream.url");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for bad in ["ftp://gateway.example/", "https://u:p@gateway.example/"] {
+            let err = load(&[("SYNOCHAT__SERVER__PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(err.key, "server.public_url", "{bad}");
+        }
+        load(&[("SYNOCHAT__SERVER__PUBLIC_URL", "https://gateway.example/")]).unwrap();
+    }
+
+    #[test]
+    fn a_log_level_serve_would_refuse_is_refused_at_load() {
+        let err = load(&[("SYNOCHAT__LOG__LEVEL", "nonsense=bogus")]).unwrap_err();
+        assert_eq!(err.key, "log.level");
+        load(&[("SYNOCHAT__LOG__LEVEL", "syno_chat_gateway=debug,warn")]).unwrap();
+    }
+
+    #[test]
+    fn the_store_url_is_shown_without_any_password() {
+        let s = load(&[(
+            "SYNOCHAT__STORE__URL",
+            "postgres://gw:inline@db/chat?password=hunter2&sslmode=require&sslpassword=keypass",
+        )])
+        .unwrap();
+        let shown = s.masked_json();
+        for secret in ["inline", "hunter2", "keypass"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert_eq!(
+            crate::store::redacted_url("sqlite://data/gateway.db"),
+            "sqlite://data/gateway.db"
+        );
     }
 
     #[test]

@@ -42,9 +42,13 @@ pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .map_err(|e| format!("log.level: {e}"))?;
+    // A `RUST_LOG` that does not parse is refused, not quietly replaced by `log.level`.
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(directives).map_err(|e| format!("RUST_LOG: {e}"))?
+        }
+        _ => EnvFilter::try_new(&settings.level).map_err(|e| format!("log.level: {e}"))?,
+    };
     let style = match settings.format {
         LogFormat::Json => Style::Json,
         LogFormat::Pretty => Style::Text,
