@@ -238,15 +238,33 @@ fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     }
 }
 
-/// The store URL without its password, for messages.
+/// The store URL without its password, for messages: the user-info password and any query
+/// parameter naming one (sqlx reads `?password=`, libpq also `sslpassword`). A URL that does not
+/// parse is not shown at all.
 pub fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("********"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    const MASK: &str = "********";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(not shown: it does not parse as a URL)".to_owned();
+    };
+    let secret = |key: &str| key.to_ascii_lowercase().contains("password");
+    let in_query = parsed.query_pairs().any(|(key, _)| secret(&key));
+    if parsed.password().is_none() && !in_query {
+        return url.to_owned();
     }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some(MASK));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if secret(&key) { MASK.into() } else { value };
+                (key.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 impl Store {
