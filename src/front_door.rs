@@ -13,10 +13,11 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
 use actix_web::http::Method;
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 
+use crate::api::error::{ApiError, ProblemCode};
 use crate::body_deadline::BodyDeadlines;
 use crate::browser::BrowserGuard;
 use crate::forwarded::{PublicOrigin, TrustedProxies};
@@ -47,9 +48,10 @@ pub async fn front_door(
     let id_header = HeaderValue::from_str(&id).ok();
     // The path, never the query string: callers' queries are not ours to log.
     let info = RequestInfo::new(id, method, &origin.prefix, &path, origin.client_ip);
-    let refusal = req
-        .app_data::<web::Data<BrowserGuard>>()
-        .and_then(|guard| guard.refusal(&req, &origin).err());
+    let refusal = encoded_body_refusal(&req).or_else(|| {
+        req.app_data::<web::Data<BrowserGuard>>()
+            .and_then(|guard| guard.refusal(&req, &origin).err())
+    });
     req.extensions_mut().insert(origin);
     if let Some(deadlines) = req.app_data::<web::Data<BodyDeadlines>>().cloned() {
         deadlines.apply(&mut req);
@@ -108,6 +110,23 @@ pub async fn front_door(
             Err(InternalError::from_response(error.to_string(), response).into())
         }
     }
+}
+
+/// A compressed request body is refused before anything reads it: actix inflates each
+/// received chunk whole before a body limit applies, so 33 KB of zstd would become a gigabyte.
+/// No sender the gateway serves compresses its requests.
+fn encoded_body_refusal(req: &ServiceRequest) -> Option<ApiError> {
+    let coding = req.headers().get(header::CONTENT_ENCODING)?;
+    if coding.as_bytes().eq_ignore_ascii_case(b"identity") {
+        return None;
+    }
+    Some(ApiError::new(
+        ProblemCode::UnsupportedMediaType,
+        format!(
+            "compressed request bodies are not accepted (Content-Encoding: {}); send the body uncompressed",
+            String::from_utf8_lossy(coding.as_bytes())
+        ),
+    ))
 }
 
 /// A CORS preflight actix-cors refuses (an origin, method or header not allowed) is answered

@@ -48,6 +48,8 @@ impl DsmClient {
             .connector(connector)
             .timeout(up.config.timeout)
             .disable_redirects()
+            // Uncompressed answers only (each request is sent with `no_decompress`).
+            .add_default_header((awc::http::header::ACCEPT_ENCODING, "identity"))
             .finish();
         Self { http, up }
     }

@@ -200,6 +200,9 @@ impl DsmClient {
                     Some(url_encoded(&[], &[&control, body_sid, params])),
                 ),
             };
+            // Answers are read as sent (the client asks for `identity`): awc would inflate a
+            // compressed chunk whole, before any size limit, so a few KB could become gigabytes.
+            request = request.no_decompress();
             if let Credential::Session(session) = credential
                 && let Some(token) = &session.headers.synotoken
             {
@@ -248,7 +251,17 @@ impl DsmClient {
                     }
                     error => Err(error),
                 },
-                Ok(response) if response.status().is_success() => Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    match response.headers().get(header::CONTENT_ENCODING) {
+                        Some(coding) if !coding.as_bytes().eq_ignore_ascii_case(b"identity") => {
+                            Err(UpstreamError::InvalidResponse(format!(
+                                "an answer with Content-Encoding {:?}, which was not asked for",
+                                String::from_utf8_lossy(coding.as_bytes())
+                            )))
+                        }
+                        _ => Ok(response),
+                    }
+                }
                 Ok(response) => Err(UpstreamError::InvalidResponse(format!(
                     "HTTP status {}",
                     response.status().as_u16()

@@ -1038,3 +1038,36 @@ async fn a_receiver_with_a_private_ca_is_reached_once_its_ca_is_trusted() {
     let body: Value = serde_json::from_str(&got[0].body).unwrap();
     assert_eq!(body["data"]["text"], "!ping second");
 }
+
+/// A receiver that answers its head and then stalls in its body: awc's timeout ends at the
+/// head, so the delivery lane waited for the body for good, and once every lane had met it no
+/// message reached DSM. The body is now read within the attempt's timeout; the 2xx stands.
+#[actix_web::test]
+async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 16 * 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok");
+            held.push(stream);
+        }
+    });
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.timeout_ms = 1_000;
+    })
+    .await;
+    let (id, _) = subscribe(&app, json!({"url": url, "inbound": "ops"})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    let s = subscription_until(&app, &id, |s| {
+        s["last_delivered_event_id"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    assert_eq!(s["consecutive_failures"], 0, "{s}");
+}
