@@ -330,6 +330,7 @@ impl Application {
                     Some((name.clone(), api::hooks::Hook::from_settings(hook)?))
                 })
                 .collect(),
+            hook_bodies: Arc::new(tokio::sync::Semaphore::new(api::hooks::BODIES_AT_ONCE)),
         });
         let hook_state = state.clone();
         let mut document = api::openapi_document();

@@ -41,6 +41,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 /// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
 const MAX_HOOK_BODY: usize = 5 * 1024 * 1024;
+/// Hook bodies read and rendered at once, across workers: each may hold [`MAX_HOOK_BODY`] and
+/// a few times that while it is rendered, and a signed hook admits a request on the mere
+/// presence of a signature, checked once its body is read.
+pub const BODIES_AT_ONCE: usize = 16;
+/// How long a hook request waits for one of those before a 503 (a burst of senders).
+const BODY_PERMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Where a hook posts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -908,6 +914,24 @@ async fn receive(
     payload: web::Payload,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_HOOK_BODY as u64) {
+        return Outcome::TooLarge;
+    }
+    let permit =
+        tokio::time::timeout(BODY_PERMIT_WAIT, state.hook_bodies.clone().acquire_owned()).await;
+    let Ok(Ok(_permit)) = permit else {
+        return Outcome::Unavailable {
+            format: hook.format.unwrap_or(Format::Slack),
+            error: ApiError::new(
+                ProblemCode::UploadsBusy,
+                format!("{BODIES_AT_ONCE} hook bodies are being read already; retry shortly"),
+            ),
+        };
+    };
     // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
     let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
         Ok(Ok(body)) => body,

@@ -69,6 +69,8 @@ pub struct AppState {
     pub max_message_chars: usize,
     /// The configured `/hooks` endpoints by name.
     pub hooks: hooks::Hooks,
+    /// Hook bodies being read and rendered: a permit each ([`hooks::BODIES_AT_ONCE`]).
+    pub hook_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 /// Whether `name` is a configured hook's: a lone segment after `/hooks/` that is not one is a

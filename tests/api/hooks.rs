@@ -1444,3 +1444,47 @@ async fn a_stalled_hook_body_answers_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.ends_with("request_timeout"), "{answer}");
 }
+
+/// Hook bodies held at once are capped (a signed hook admits a request on the mere presence of
+/// a signature header, before its body can be checked): beyond the cap a sender is told to
+/// retry, and a body declared over the limit is refused before a byte of it is read.
+#[actix_rt::test]
+async fn hook_bodies_held_at_once_are_capped() {
+    use std::io::Write;
+    let app = app().await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // Sixteen senders that declare a body and send a little of it.
+    let stalled: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            let head = format!(
+                "POST /hooks/signed HTTP/1.1\r\nHost: {address}\r\nX-Hub-Signature-256: sha256=00\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"text\":"
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "hi"})).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.body, "temporarily_unavailable");
+    assert_eq!(answer.header("retry-after"), Some("30"));
+    drop(stalled);
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "hi"})).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Declared too large: refused at once, the body never sent.
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST /hooks/ops/{SECRET} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        6 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut status = [0u8; 12];
+    std::io::Read::read_exact(&mut stream, &mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 413");
+}
