@@ -198,8 +198,9 @@ impl SharedSession {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
                 Ok(session)
             }
-            // The API list is backing off: not a login attempt, nothing more to count.
-            Err(error @ UpstreamError::LoginBackoff { .. }) => Err(error),
+            // Not a login attempt, nothing more to count: the API list is backing off, or no
+            // call slot came free in time (the gateway's own queue, not DSM refusing).
+            Err(error @ (UpstreamError::LoginBackoff { .. } | UpstreamError::Busy)) => Err(error),
             Err(error) => {
                 let delay = state.backoff.failed(&error, self.backoff_max);
                 tracing::warn!(failures = state.backoff.failures(), retry_in_secs = delay.as_secs(), error = %error, "DSM login failed");
@@ -263,5 +264,19 @@ mod tests {
         }
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
         assert!(pool.backoff_remaining().await.is_some());
+    }
+
+    /// A login that found every call slot taken (downloads held open, say) never reached DSM:
+    /// backing off for it would outlast the crowd by minutes.
+    #[actix_web::test]
+    async fn a_login_that_found_no_call_slot_does_not_back_off() {
+        let pool = SharedSession::new(Duration::from_secs(60), Duration::from_secs(5));
+        let busy = pool.get(|| async { Err(UpstreamError::Busy) }).await;
+        assert!(matches!(busy, Err(UpstreamError::Busy)));
+        assert!(pool.backoff_remaining().await.is_none());
+        let session = pool
+            .get(|| async { Ok((SecretString::from("sid"), None)) })
+            .await;
+        assert!(session.is_ok());
     }
 }
