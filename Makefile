@@ -26,7 +26,8 @@ test:
 	@bash tests/run_all.sh
 
 test-rust:
-	@command -v nginx >/dev/null || echo "!!!!!! SKIPPING the reverse-proxy test: nginx is not installed (apt-get install nginx) !!!!!!"
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || echo "!!!!!! SKIPPING the reverse-proxy test: nginx is not installed (apt-get install nginx) !!!!!!"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo "!!!!!! SKIPPING PostgreSQL tests: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql) !!!!!!"
 	@command -v amtool >/dev/null || echo "!!!!!! SKIPPING the Alertmanager test: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager) !!!!!!"
 	$(CARGO) test --locked --all-targets
 

@@ -31,7 +31,9 @@ na()   { echo "n/a: $*";  NAN=$((NAN + 1)); }
 summary() { echo "$PASS passed, $FAILN failed, $SKIPN skipped, $NAN not applicable"; }
 # A tool that should be there is not: FAIL under CI, skip otherwise.
 missing() { if [ "$CI" = "true" ]; then fail "$1 (tool missing; CI=true)"; else skip "$1"; fi; }
-have() { command -v "$1" >/dev/null 2>&1; }
+# Debian installs some tools (nginx) in /usr/sbin, which is not on a normal user's PATH.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
 
 TMP="$(mktemp -d)"
 PIDS=()
