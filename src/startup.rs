@@ -389,6 +389,7 @@ impl Application {
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
+        let store_watch = api::health::StoreWatch::spawn(store.clone());
         let outbox_data = web::Data::from(outbox.clone());
         let idempotency = web::Data::new(api::idempotency::Idempotency {
             ttl: Duration::from_secs(settings.idempotency.ttl_secs),
@@ -453,6 +454,7 @@ impl Application {
                         }
                     })
                     .app_data(store_data.clone())
+                    .app_data(store_watch.clone())
                     .app_data(outbox_data.clone())
                     .app_data(idempotency.clone())
                     .app_data(events_data.clone())

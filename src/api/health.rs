@@ -1,5 +1,8 @@
 //! Liveness and readiness.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -8,6 +11,7 @@ use super::mode::GatewayMode;
 use super::{CommonProblems, Dsm};
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read};
+use crate::store::Store;
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthStatus {
@@ -43,22 +47,94 @@ pub async fn healthz(chat: Dsm) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// Readiness: the gateway serves its API (no DSM call)
+/// Whether the store answers, as a background check last found it: readiness reads an atomic
+/// instead of asking the database on every probe.
+pub struct StoreWatch {
+    /// Unix ms since when the store has not answered; 0 while it answers.
+    unreachable_since_ms: AtomicI64,
+}
+
+/// How often the store is asked, how long an answer may take, and how long it may go without
+/// one before the replica leaves the load balancer (a brief database restart does not).
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(5);
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const STORE_UNREACHABLE_FOR: Duration = Duration::from_secs(15);
+
+impl StoreWatch {
+    /// Starts the checks (on the current runtime) and returns what readiness reads.
+    pub fn spawn(store: Store) -> web::Data<Self> {
+        let watch = web::Data::new(Self {
+            unreachable_since_ms: AtomicI64::new(0),
+        });
+        let checked = watch.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(STORE_CHECK_EVERY);
+            loop {
+                every.tick().await;
+                let answered = matches!(
+                    actix_web::rt::time::timeout(STORE_CHECK_TIMEOUT, store.ping()).await,
+                    Ok(Ok(()))
+                );
+                checked.record(answered, unix_ms());
+            }
+        });
+        watch
+    }
+
+    fn record(&self, answered: bool, now_ms: i64) {
+        if answered {
+            self.unreachable_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self.unreachable_since_ms.compare_exchange(
+                0,
+                now_ms.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long the store has gone unanswered, once that is past the allowance.
+    fn unreachable_for(&self, now_ms: i64) -> Option<Duration> {
+        let since = self.unreachable_since_ms.load(Ordering::Relaxed);
+        let gone = Duration::from_millis(u64::try_from(now_ms - since).unwrap_or(0));
+        (since != 0 && gone >= STORE_UNREACHABLE_FOR).then_some(gone)
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Readiness: the gateway serves its API and its store answers (no DSM call)
 ///
 /// Deliberately independent of DSM: during a NAS outage the gateway stays in the Service and
 /// answers its own problem documents with `Retry-After`, instead of vanishing. DSM's state is
-/// in `GET /api/v1/health`.
+/// in `GET /api/v1/health`. A store that has not answered for 15 s (checked every 5 s, in the
+/// background) makes the replica not ready: it could not take a message or an event.
 #[utoipa::path(tag = "health", responses(
     (status = 200, body = HealthStatus),
     (status = 503, body = Problem, content_type = "application/problem+json",
-        description = "Wedged (see `/healthz`)"),
+        description = "Wedged (see `/healthz`), or the store has not answered for 15 s"),
 ))]
 #[get("/readyz")]
 pub async fn readyz(
     chat: Dsm,
     mode: Option<web::Data<GatewayMode>>,
+    store: Option<web::Data<StoreWatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let mode = mode.map_or(GatewayMode::Nas, |m| **m);
+    if let Some(gone) = store.and_then(|watch| watch.unreachable_for(unix_ms())) {
+        return Err(ApiError::new(
+            ProblemCode::NotReady,
+            format!(
+                "not ready: the store has not answered for {} s",
+                gone.as_secs()
+            ),
+        ));
+    }
     match chat.wedged() {
         None => Ok(HttpResponse::Ok().json(HealthStatus {
             status: "ready",
@@ -157,4 +233,27 @@ pub async fn metrics(
 /// Whether `/metrics` needs a key.
 pub struct MetricsAccess {
     pub require_key: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_allows_the_store_a_brief_silence_and_no_more() {
+        let watch = StoreWatch {
+            unreachable_since_ms: AtomicI64::new(0),
+        };
+        assert_eq!(watch.unreachable_for(1_000_000), None);
+        watch.record(false, 1_000_000);
+        // A later miss keeps the first one's time.
+        watch.record(false, 1_005_000);
+        assert_eq!(watch.unreachable_for(1_014_999), None);
+        assert_eq!(
+            watch.unreachable_for(1_015_000),
+            Some(Duration::from_secs(15))
+        );
+        watch.record(true, 1_020_000);
+        assert_eq!(watch.unreachable_for(1_100_000), None);
+    }
 }
