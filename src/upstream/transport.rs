@@ -365,10 +365,9 @@ impl DsmClient {
                     )));
                 }
                 // The file is passed on as it arrives; a large one may take longer than a call, so
-                // the deadline is per chunk: a download that stops moving ends.
-                // The slot goes with the stream: it is released when the download ends,
-                // fails, stops moving for a timeout, or the caller goes away.
-                let body = idle_limited(
+                // the deadline is per chunk, on both sides: a download that stops moving ends,
+                // whether DSM stops sending or the caller stops reading. The slot goes with it.
+                let body = pumped(
                     response
                         .map_err(|_| UpstreamError::Unreachable("connection lost while reading")),
                     self.up.config.timeout,
@@ -517,21 +516,43 @@ pub(super) fn enable_keepalive(stream: &tokio::net::TcpStream) {
 
 /// Ends `body` with a timeout error when no chunk arrives for `idle`; `slot` is held until the
 /// stream ends or is dropped.
-fn idle_limited<S>(
-    body: S,
+/// Chunks of a download a caller may hold unread: with the ones in the socket's buffers, what
+/// a caller that stopped reading keeps in memory.
+const PUMPED_CHUNKS: usize = 4;
+
+/// A download's body, moved by a task of its own: a chunk DSM does not send within `idle`, or
+/// the caller does not take within `idle`, ends it, and the DSM call slot with it. Read in the
+/// response alone, a caller that stopped reading (actix stops polling a body it cannot write)
+/// held the slot for as long as it kept the connection open; eight such callers stopped every
+/// other DSM call, the outbox's included.
+fn pumped<S>(
+    mut body: S,
     idle: std::time::Duration,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures_util::Stream<Item = Result<Bytes>>
 where
-    S: futures_util::Stream<Item = Result<Bytes>> + Unpin,
+    S: futures_util::Stream<Item = Result<Bytes>> + Unpin + 'static,
 {
-    futures_util::stream::unfold(Some((body, slot)), move |state| async move {
-        let (mut body, slot) = state?;
-        match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
-            Ok(Some(item)) => Some((item, Some((body, slot)))),
-            Ok(None) => None,
-            Err(_) => Some((Err(UpstreamError::Timeout), None)),
+    let (chunks, taken) = tokio::sync::mpsc::channel(PUMPED_CHUNKS);
+    // awc's body is not `Send`: the task stays on this worker's thread.
+    actix_web::rt::spawn(async move {
+        let _slot = slot;
+        loop {
+            let chunk =
+                match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => return,
+                    Err(_) => Err(UpstreamError::Timeout),
+                };
+            let failed = chunk.is_err();
+            // Not taken in time, or the caller went away: the download ends here.
+            if chunks.send_timeout(chunk, idle).await.is_err() || failed {
+                return;
+            }
         }
+    });
+    futures_util::stream::unfold(taken, |mut taken| async move {
+        taken.recv().await.map(|chunk| (chunk, taken))
     })
 }
 

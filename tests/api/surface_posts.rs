@@ -1214,3 +1214,42 @@ async fn a_message_of_unicode_white_space_goes_to_dsm_which_decides() {
         assert_eq!(param(&sent, "message"), Some(text));
     }
 }
+
+/// A caller that asks for a file and never reads it: the download ends once its chunks wait
+/// `upstream.timeout_ms`, and the DSM call slot with it. Before, the slot stayed with the
+/// connection for as long as the caller kept it open, and `upstream.max_concurrency` such
+/// callers stopped every other DSM call (503 `upstream_busy`), the outbox's included.
+#[actix_web::test]
+async fn a_download_nobody_reads_gives_its_dsm_slot_back() {
+    use std::io::Write;
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.max_concurrency = 1;
+        s.upstream.timeout_ms = 2_000;
+    })
+    .await;
+    // Larger than what the sockets' buffers and actix's write buffer hold between them.
+    let bytes: Vec<u8> = (0..12 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let created = upload(
+        &app,
+        1,
+        &[("file", Some(("big.bin", "application/x-test")), &bytes)],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let post_id = created.body["post_id"].as_u64().unwrap();
+    let address: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let mut stalled: std::net::TcpStream = socket.into();
+    write!(
+        stalled,
+        "GET /api/v1/posts/{post_id}/file HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {READ_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    // The download has started and stalled; the one slot comes back within the timeout.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    let page = app.get("/api/v1/channels/1/posts?limit=1").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    drop(stalled);
+}
