@@ -390,6 +390,7 @@ impl Application {
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());
         let store_watch = api::health::StoreWatch::spawn(store.clone());
+        let open_streams = web::Data::new(api::OpenStreams::default());
         let outbox_data = web::Data::from(outbox.clone());
         let idempotency = web::Data::new(api::idempotency::Idempotency {
             ttl: Duration::from_secs(settings.idempotency.ttl_secs),
@@ -455,6 +456,7 @@ impl Application {
                     })
                     .app_data(store_data.clone())
                     .app_data(store_watch.clone())
+                    .app_data(open_streams.clone())
                     .app_data(outbox_data.clone())
                     .app_data(idempotency.clone())
                     .app_data(events_data.clone())

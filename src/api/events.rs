@@ -107,10 +107,11 @@ pub struct EventStream(String);
         InvalidInput, CommonProblems))]
 #[get("/events")]
 pub async fn list_events(
-    _: Authorized<Read>,
+    key: Authorized<Read>,
     req: HttpRequest,
     query: Query<EventsQuery>,
     events: web::Data<Events>,
+    open: web::Data<OpenStreams>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let filter = EventFilter {
@@ -176,6 +177,7 @@ pub async fn list_events(
             purged_through: (purged > after).then_some(purged),
         }));
     }
+    let held = OpenStreams::open(&open, key.key_name.clone())?;
     // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
     let live = events.subscribe();
     let start = match resume {
@@ -191,13 +193,77 @@ pub async fn list_events(
         ),
     };
     let stopping = events.stopping();
-    let feed = Feed::new(events.into_inner(), live, stopping, filter, start);
+    let mut feed = Feed::new(events.into_inner(), live, stopping, filter, start);
+    feed.held = Some(held);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // nginx: pass each event on as it comes instead of filling a buffer.
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(feed.into_stream()))
+}
+
+/// Event streams open at once, per API key and in all: each holds a connection, its buffers
+/// and a place in the broadcast for as long as its client keeps it, so a key could otherwise
+/// open them until the process ran out of file descriptors.
+pub const STREAMS_PER_KEY: usize = 32;
+pub const STREAMS_IN_ALL: usize = 2048;
+
+/// The event streams open on this gateway, by the key that opened them (`None`: keys are off).
+#[derive(Default)]
+pub struct OpenStreams(std::sync::Mutex<OpenCounts>);
+
+#[derive(Default)]
+struct OpenCounts {
+    all: usize,
+    by_key: std::collections::HashMap<Option<Arc<str>>, usize>,
+}
+
+impl OpenStreams {
+    /// A place for one more stream of `key`'s, held until the stream ends.
+    fn open(streams: &web::Data<Self>, key: Option<Arc<str>>) -> Result<HeldStream, ApiError> {
+        let mut counts = streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        let of_key = counts.by_key.get(&key).copied().unwrap_or(0);
+        let refusal = if of_key >= STREAMS_PER_KEY {
+            Some(format!(
+                "this API key has {STREAMS_PER_KEY} event streams open already; close one first"
+            ))
+        } else if counts.all >= STREAMS_IN_ALL {
+            Some(format!(
+                "the gateway has {STREAMS_IN_ALL} event streams open already; try again later"
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = refusal {
+            return Err(ApiError::new(ProblemCode::RateLimited, detail));
+        }
+        counts.all += 1;
+        *counts.by_key.entry(key.clone()).or_insert(0) += 1;
+        Ok(HeldStream {
+            streams: streams.clone().into_inner(),
+            key,
+        })
+    }
+}
+
+/// One stream's place in [`OpenStreams`], given back when the stream is dropped.
+struct HeldStream {
+    streams: Arc<OpenStreams>,
+    key: Option<Arc<str>>,
+}
+
+impl Drop for HeldStream {
+    fn drop(&mut self) {
+        let mut counts = self.streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.all = counts.all.saturating_sub(1);
+        if let Some(count) = counts.by_key.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.by_key.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The client asked for `text/event-stream` by name.
@@ -231,6 +297,8 @@ struct Feed {
     pending: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
     done: bool,
+    /// The stream's place among the open ones, given back when it ends.
+    held: Option<HeldStream>,
 }
 
 impl Feed {
@@ -257,6 +325,7 @@ impl Feed {
             pending: VecDeque::from([opening(last)]),
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
             done: false,
+            held: None,
         }
     }
 

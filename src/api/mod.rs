@@ -52,6 +52,7 @@ use crate::domain::{MessageText, Post};
 use crate::upstream::{Download, DsmClient, DsmShared};
 
 pub use docs::RouteTable;
+pub use events::OpenStreams;
 
 /// State shared by all workers.
 pub struct AppState {

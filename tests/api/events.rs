@@ -892,3 +892,51 @@ async fn an_event_on_replica_a_reaches_an_sse_client_on_replica_b_over_postgres(
     assert_eq!(seen_b, all);
     assert_eq!(seen_a, all);
 }
+
+/// A key may hold 32 streams at once: the 33rd is refused until one of them closes (each holds
+/// a connection, its buffers and a place in the broadcast for as long as its client keeps it).
+#[actix_web::test]
+async fn a_key_holds_a_bounded_number_of_streams() {
+    // A client that went away is noticed at the next heartbeat at the latest.
+    let (app, _) = app_with_inbounds(|s| s.events.heartbeat_ms = 50).await;
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        open.push(Sse::open(&app.base, "/api/v1/events", None).await);
+    }
+    let refused = app
+        .http
+        .get(format!("{}/api/v1/events", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "text/event-stream"))
+        .send()
+        .await
+        .unwrap();
+    let answer = crate::helpers::read(refused).await;
+    let problem = answer.assert_problem(429, "rate_limited");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("32 event streams"),
+        "{problem}"
+    );
+    // A page is not a stream: still answered.
+    let page = app.get("/api/v1/events").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    drop(open.pop());
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        let again = app
+            .http
+            .get(format!("{}/api/v1/events", app.base))
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+            .insert_header(("Accept", "text/event-stream"))
+            .send()
+            .await
+            .unwrap();
+        if again.status() == 200 {
+            return;
+        }
+    }
+    panic!("a closed stream's place was not given back");
+}
