@@ -353,6 +353,10 @@ pub struct StoreSettings {
     #[serde(serialize_with = "mask_secret")]
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
+    /// Connections in this gateway's pool (1–1000); unset: 16 on PostgreSQL (plus one for the
+    /// event listener), 4 on SQLite. PostgreSQL's own `max_connections` must cover every
+    /// replica's pool.
+    pub max_connections: Option<u32>,
 }
 
 impl Default for StoreSettings {
@@ -362,6 +366,7 @@ impl Default for StoreSettings {
             url_file: None,
             password: None,
             password_file: None,
+            max_connections: None,
         }
     }
 }
@@ -996,6 +1001,14 @@ impl Settings {
             return Err(ConfigError::new(
                 "store.url",
                 "must start with sqlite:// or postgres://",
+            ));
+        }
+        if let Some(n) = self.store.max_connections
+            && !(1..=1000).contains(&n)
+        {
+            return Err(ConfigError::new(
+                "store.max_connections",
+                "must be between 1 and 1000",
             ));
         }
         for (key, value) in [

@@ -560,3 +560,54 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+backends::on_both!(
+    a_backlog_is_a_tried_or_sending_delivery_of_an_earlier_event,
+    |backend: Backend| async move {
+        let store = open(&backend.url).await;
+        let (a, b) = (
+            subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e21"),
+            subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e22"),
+        );
+        let build = |s: &syno_chat_gateway::events::subscriptions::Subscription,
+                     e: &syno_chat_gateway::events::Event| {
+            syno_chat_gateway::store::subscriptions::SubscriptionDelivery {
+                id: format!("{}-{}", s.id, e.event_id),
+                ..bare_delivery(s, e)
+            }
+        };
+        for s in [&a, &b] {
+            store.insert_subscription(s, 0).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        for post_id in [10, 11] {
+            let e = event("ops", EventKind::Message, 2, Some(post_id));
+            ids.push(store.insert_event(&e, 1_000).await.unwrap().unwrap());
+        }
+        for s in [&a, &b] {
+            assert_eq!(store.fan_out(&s.id, 100, 1_001, &build).await.unwrap(), 2);
+        }
+        let backlog = |s: &str, event: i64| {
+            let (store, s) = (store.clone(), s.to_owned());
+            async move { store.subscription_has_backlog(&s, event).await.unwrap() }
+        };
+        // Queued and never tried (its own synchronous call may still be running): no backlog.
+        assert!(!backlog(&a.id, ids[1]).await);
+        store.note_reply_missed(&a.id, ids[0]).await.unwrap();
+        assert!(backlog(&a.id, ids[1]).await);
+        assert!(!backlog(&a.id, ids[0]).await, "only earlier events count");
+        assert!(!backlog(&b.id, ids[1]).await, "another subscription's");
+        // Being sent counts; delivered does not.
+        let row = store.claim("w", 2_000, 60_000).await.unwrap().unwrap();
+        assert_eq!(row.id, format!("{}-{}", a.id, ids[0]));
+        assert!(backlog(&a.id, ids[1]).await);
+        assert!(
+            store
+                .finish(&row.id, "w", "delivered", 2_001, None, 2_001)
+                .await
+                .unwrap()
+        );
+        assert!(!backlog(&a.id, ids[1]).await);
+        store.close().await;
+    }
+);

@@ -592,6 +592,7 @@ impl Worker {
         let wake = &self.outbox.wake;
         let stopping = || self.outbox.stopping.load(Ordering::SeqCst);
         let mut gauges_at = 0;
+        let mut finished_gauges_at = 0;
         let mut claim_now = poller;
         loop {
             if !claim_now {
@@ -611,7 +612,13 @@ impl Worker {
             let now = now_ms();
             if poller && now - gauges_at >= 2_000 {
                 gauges_at = now;
-                self.update_gauges(now).await;
+                // The finished states walk the retained history: every few minutes only.
+                const FINISHED_GAUGES_EVERY_MS: i64 = 5 * 60_000;
+                let finished = now - finished_gauges_at >= FINISHED_GAUGES_EVERY_MS;
+                if finished {
+                    finished_gauges_at = now;
+                }
+                self.update_gauges(now, finished).await;
             }
             match store.claim(owner, now, now + self.outbox.lease_ms).await {
                 Ok(Some(row)) => {
@@ -642,12 +649,28 @@ impl Worker {
         }
     }
 
-    /// Queue depth and oldest age per state, for the metrics.
-    async fn update_gauges(&self, now: i64) {
-        let Ok(stats) = self.outbox.store.queue_stats().await else {
-            return;
+    /// Queue depth and oldest age per state, for the metrics: the unfinished states each
+    /// time, the finished ones with `finished` (their gauges keep the last values between).
+    async fn update_gauges(&self, now: i64, finished: bool) {
+        let store = &self.outbox.store;
+        let (stats, states) = if finished {
+            let (Ok(mut stats), Ok(done)) =
+                (store.queue_stats().await, store.finished_stats().await)
+            else {
+                return;
+            };
+            stats.extend(done);
+            (
+                stats,
+                &["queued", "sending", "delivered", "failed", "cancelled"][..],
+            )
+        } else {
+            let Ok(stats) = store.queue_stats().await else {
+                return;
+            };
+            (stats, &["queued", "sending"][..])
         };
-        for state in ["queued", "sending", "delivered", "failed", "cancelled"] {
+        for &state in states {
             let found = stats.iter().find(|s| s.state == state);
             let depth = found.map_or(0, |s| s.count);
             let age = found

@@ -349,12 +349,15 @@ impl Store {
     /// inner one: a delivery retried meanwhile is kept.
     pub async fn purge_deliveries(&self, before: i64) -> Result<u64, StoreError> {
         const BATCH: i64 = 500;
-        const FINISHED: &str = "finished_at < $1 AND (state = 'delivered' \
-             OR state IN ('failed', 'cancelled') \
-             AND id NOT IN (SELECT delivery_id FROM subscription_deliveries))";
+        // An index range per state on (state, finished_at); no order for the batch, as one
+        // by seq would walk every finished row. NOT EXISTS probes an index where NOT IN
+        // materialises the whole set on PostgreSQL.
+        const FINISHED: &str = "state IN ('delivered', 'failed', 'cancelled') \
+             AND finished_at < $1 AND (state = 'delivered' OR NOT EXISTS \
+                 (SELECT 1 FROM subscription_deliveries s WHERE s.delivery_id = deliveries.id))";
         let sql = format!(
             "DELETE FROM deliveries WHERE {FINISHED} AND seq IN \
-             (SELECT seq FROM deliveries WHERE {FINISHED} ORDER BY seq LIMIT $2)"
+             (SELECT seq FROM deliveries WHERE {FINISHED} LIMIT $2)"
         );
         let mut purged = 0;
         loop {
@@ -399,13 +402,13 @@ impl Store {
                 let mut tx = p.begin().await?;
                 // The target whose head is due first, as SQLite's claim orders them: in the
                 // table's own order, the first targets would take every free lane while later
-                // ones waited.
+                // ones waited. One join of the heads (at most one claimable row per target), not
+                // a subquery per target: that was quadratic in the targets with a backlog.
                 let lock = format!(
-                    "SELECT t.target FROM targets t WHERE t.next_send_at <= $1 AND EXISTS ( \
-                         SELECT 1 FROM deliveries d WHERE d.target = t.target AND {CLAIMABLE}) \
-                     ORDER BY (SELECT MIN(d.next_attempt_at) FROM deliveries d \
-                         WHERE d.target = t.target AND {CLAIMABLE}), t.target \
-                     LIMIT 1 FOR UPDATE SKIP LOCKED"
+                    "SELECT t.target FROM targets t JOIN deliveries d ON d.target = t.target \
+                     WHERE t.next_send_at <= $1 AND {CLAIMABLE} \
+                     ORDER BY d.next_attempt_at, d.seq \
+                     LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
                 );
                 let target: Option<String> = sqlx::query_scalar(&lock)
                     .bind(now)
@@ -621,12 +624,25 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await?.rows_affected()))
     }
 
-    /// Count and oldest creation time per state.
+    /// Count and oldest creation time of the unfinished states (`queued`, `sending`): cheap
+    /// (an index range), for frequent gauges.
     pub async fn queue_stats(&self) -> Result<Vec<StateStats>, StoreError> {
-        let sql =
-            "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries GROUP BY state";
+        self.state_stats("'queued', 'sending'").await
+    }
+
+    /// Count and oldest creation time of the finished states (`delivered`, `failed`,
+    /// `cancelled`): walks the retained history's index, so call it rarely.
+    pub async fn finished_stats(&self) -> Result<Vec<StateStats>, StoreError> {
+        self.state_stats("'delivered', 'failed', 'cancelled'").await
+    }
+
+    async fn state_stats(&self, states: &str) -> Result<Vec<StateStats>, StoreError> {
+        let sql = format!(
+            "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries \
+             WHERE state IN ({states}) GROUP BY state"
+        );
         Ok(with_pool!(self, p => {
-            sqlx::query(sql).fetch_all(p).await?.iter().map(|r| {
+            sqlx::query(&sql).fetch_all(p).await?.iter().map(|r| {
                 Ok(StateStats {
                     state: r.try_get("state")?,
                     count: r.try_get("n")?,

@@ -138,7 +138,16 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(_) => Ok(None),
             Pool::Postgres(p) => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                // Its own connection (a pool of one, which also reconnects it), not one taken
+                // from the store's pool for good.
+                let own = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(0)
+                    .max_lifetime(None)
+                    .idle_timeout(None)
+                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .connect_lazy_with((*p.connect_options()).clone());
+                let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                 listener.listen(EVENTS_CHANNEL).await?;
                 Ok(Some(EventNotifications(Some(listener))))
             }

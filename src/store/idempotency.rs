@@ -228,15 +228,25 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes expired records, abandoned claims included; returns how many.
+    /// Deletes expired records, abandoned claims included, a batch at a time so a day's keys
+    /// after a long downtime never hold the write lock long; returns how many. The outer test
+    /// repeats the inner one: a record taken over meanwhile is kept.
     pub async fn idempotency_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let deleted = with_pool!(self, p => sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE expires_at <= $1 AND (state = 'done' OR lease_until <= $1)",
-        )
-        .bind(now_ms)
-        .execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(deleted)
+        const BATCH: i64 = 500;
+        const EXPIRED: &str = "expires_at <= $1 AND (state = 'done' OR lease_until <= $1)";
+        let sql = format!(
+            "DELETE FROM idempotency_keys WHERE {EXPIRED} AND (scope, method, path, key) IN \
+             (SELECT scope, method, path, key FROM idempotency_keys WHERE {EXPIRED} LIMIT $2)"
+        );
+        let mut purged = 0;
+        loop {
+            let done = with_pool!(self, p => sqlx::query(&sql).bind(now_ms).bind(BATCH)
+                .execute(p).await?.rows_affected());
+            purged += done;
+            if done < BATCH as u64 {
+                return Ok(purged);
+            }
+        }
     }
 }
 

@@ -114,6 +114,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0002_deliveries_event_key.sql"),
     ),
     (
+        3,
+        "deliveries_age_indexes",
+        include_str!("migrations/sqlite/0003_deliveries_age_indexes.sql"),
+    ),
+    (
         1001,
         "idempotency_keys",
         include_str!("migrations/sqlite/1001_idempotency_keys.sql"),
@@ -158,6 +163,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions_events_missed",
         include_str!("migrations/sqlite/3004_subscriptions_events_missed.sql"),
     ),
+    (
+        3005,
+        "subscription_deliveries_by_delivery",
+        include_str!("migrations/sqlite/3005_subscription_deliveries_by_delivery.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -169,6 +179,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "deliveries_event_key",
         include_str!("migrations/postgres/0002_deliveries_event_key.sql"),
+    ),
+    (
+        3,
+        "deliveries_age_indexes",
+        include_str!("migrations/postgres/0003_deliveries_age_indexes.sql"),
     ),
     (
         1001,
@@ -215,7 +230,37 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscriptions_events_missed",
         include_str!("migrations/postgres/3004_subscriptions_events_missed.sql"),
     ),
+    (
+        3005,
+        "subscription_deliveries_by_delivery",
+        include_str!("migrations/postgres/3005_subscription_deliveries_by_delivery.sql"),
+    ),
 ];
+
+/// Pool sizes when `store.max_connections` is unset.
+const SQLITE_POOL: u32 = 4;
+const POSTGRES_POOL: u32 = 16;
+
+/// Server-side limits on every PostgreSQL session, unless the URL's `options` sets the same
+/// one: a replica frozen inside a transaction (advisory or row locks held) is cut off after a
+/// minute, and a vanished host is noticed by keepalives in about a minute rather than hours.
+/// No `statement_timeout`: a migration may run long. Set with `SET` once connected rather than
+/// as startup `options`, which PgBouncer refuses by default.
+const SESSION_GUARDS: &[(&str, &str)] = &[
+    ("idle_in_transaction_session_timeout", "60s"),
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+];
+
+fn session_guards(options: &PgConnectOptions) -> String {
+    let given = options.get_options().unwrap_or_default();
+    SESSION_GUARDS
+        .iter()
+        .filter(|(key, _)| !given.contains(key))
+        .map(|(key, value)| format!("SET {key} = '{value}';"))
+        .collect()
+}
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator {
@@ -274,15 +319,26 @@ impl Store {
         let url = settings.url.expose_secret();
         let shown = redacted_url(url);
         let pool = if url.starts_with("sqlite:") {
-            Pool::Sqlite(open_sqlite(url).await?)
+            let size = settings.max_connections.unwrap_or(SQLITE_POOL);
+            Pool::Sqlite(open_sqlite(url, size).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut options = PgConnectOptions::from_str(url)
                 .map_err(|e| format!("store.url {shown} is not a PostgreSQL URL: {e}"))?;
             if let Some(password) = &settings.password {
                 options = options.password(password.expose_secret());
             }
+            // Once per store (a process opens one), so the text may live as long as the pool.
+            let guards: &'static str = Box::leak(session_guards(&options).into_boxed_str());
             let pool = PgPoolOptions::new()
-                .max_connections(8)
+                .after_connect(move |connection, _| {
+                    Box::pin(async move {
+                        if !guards.is_empty() {
+                            sqlx::Executor::execute(connection, guards).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .max_connections(settings.max_connections.unwrap_or(POSTGRES_POOL))
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options)
                 .await
@@ -362,6 +418,20 @@ impl Store {
         Ok(())
     }
 
+    /// A PostgreSQL session setting as a store connection sees it (tests); `None` on SQLite.
+    #[doc(hidden)]
+    pub async fn session_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(p) => Ok(Some(
+                sqlx::query_scalar("SELECT current_setting($1)")
+                    .bind(name)
+                    .fetch_one(p)
+                    .await?,
+            )),
+        }
+    }
+
     /// The highest schema version applied.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let version: Option<i64> = with_pool!(self, p => {
@@ -379,7 +449,7 @@ impl Store {
 }
 
 /// Opens (creating it with mode 0600 when missing) a SQLite file in WAL mode.
-async fn open_sqlite(url: &str) -> Result<SqlitePool, String> {
+async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| format!("store.url {url} is not a SQLite URL: {e}"))?;
     let path = options.get_filename().to_owned();
@@ -395,7 +465,7 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, String> {
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
     SqlitePoolOptions::new()
-        .max_connections(4)
+        .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await

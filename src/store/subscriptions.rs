@@ -367,12 +367,17 @@ impl Store {
         subscription_id: &str,
         event_id: i64,
     ) -> Result<bool, StoreError> {
-        let sql = "SELECT d.id FROM deliveries d JOIN subscription_deliveries s \
-                   ON s.delivery_id = d.id \
-                   WHERE s.subscription_id = $1 AND s.event_id < $2 \
-                   AND (d.state = 'sending' OR d.state = 'queued' AND d.attempts > 0) LIMIT 1";
+        // From the target's unfinished deliveries (the (state, target, seq) index), not from
+        // every retained record of the subscription.
+        let sql = "SELECT d.id FROM deliveries d \
+                   WHERE d.target = $3 AND d.state IN ('queued', 'sending') \
+                   AND (d.state = 'sending' OR d.attempts > 0) \
+                   AND EXISTS (SELECT 1 FROM subscription_deliveries s \
+                       WHERE s.delivery_id = d.id AND s.subscription_id = $1 AND s.event_id < $2) \
+                   LIMIT 1";
+        let target = crate::events::subscriptions::target(subscription_id);
         let found: Option<String> = with_pool!(self, p => sqlx::query_scalar(sql)
-            .bind(subscription_id).bind(event_id).fetch_optional(p).await)?;
+            .bind(subscription_id).bind(event_id).bind(&target).fetch_optional(p).await)?;
         Ok(found.is_some())
     }
 
