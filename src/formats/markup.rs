@@ -345,9 +345,13 @@ fn strip_heading(line: &str) -> &str {
 /// One line, its code spans and Chat links kept as they are.
 fn plain_line(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
+    let mut ends = Ends {
+        code: true,
+        links: true,
+    };
     let mut rest = line;
     loop {
-        let Some((start, end)) = protected_span(rest) else {
+        let Some((start, end)) = protected_span(rest, &mut ends) else {
             out.push_str(&strip_emphasis(rest));
             return out;
         };
@@ -357,33 +361,40 @@ fn plain_line(line: &str) -> String {
     }
 }
 
+/// Whether a `` ` `` or a link may still find its end further on in the line. Once one finds
+/// none, no later one can, so neither is looked for again: reading on to the end of the line
+/// from each of many (or from one in each of many spans) made a line cost the square of its
+/// length.
+struct Ends {
+    code: bool,
+    links: bool,
+}
+
 /// The first inline code span or `<http…>`/`<mailto:…>` link: its byte range.
-fn protected_span(text: &str) -> Option<(usize, usize)> {
-    // Once a `` ` `` or a link finds no end, no later one can: neither is looked for again
-    // (reading on to the end from each of many made a line cost the square of its length).
-    let (mut from, mut code_ends, mut links_end) = (0, true, true);
+fn protected_span(text: &str, ends: &mut Ends) -> Option<(usize, usize)> {
+    let mut from = 0;
     while let Some(offset) = text[from..].find(['`', '<']) {
         let start = from + offset;
         let after = &text[start + 1..];
         let span = |end: usize| Some((start, start + 1 + end + 1));
         if text[start..].starts_with('`') {
-            if code_ends {
+            if ends.code {
                 match after.find('`') {
                     Some(end) => return span(end),
-                    None => code_ends = false,
+                    None => ends.code = false,
                 }
             }
-        } else if links_end
+        } else if ends.links
             && ["http://", "https://", "mailto:"]
                 .iter()
                 .any(|scheme| after.starts_with(scheme))
         {
             match after.find('>') {
                 Some(end) => return span(end),
-                None => links_end = false,
+                None => ends.links = false,
             }
         }
-        if !code_ends && !links_end {
+        if !ends.code && !ends.links {
             return None;
         }
         from = start + 1;
@@ -620,6 +631,85 @@ mod tests {
                 .count(),
             20_000
         );
+    }
+
+    #[test]
+    fn plain_reads_a_line_of_many_code_spans_once() {
+        // Each code span used to restart the search for the unclosed link's `>` to the end.
+        let line = "<http:// *b* `a` ".repeat(180_000);
+        let started = std::time::Instant::now();
+        assert_eq!(plain(&line), line.replace("*b*", "b"));
+        let elapsed = started.elapsed();
+        assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    }
+
+    /// `plain` as it was: each span searched for from the start of the rest of the line.
+    fn plain_reference(text: &str) -> String {
+        fn span(text: &str) -> Option<(usize, usize)> {
+            let mut from = 0;
+            while let Some(offset) = text[from..].find(['`', '<']) {
+                let start = from + offset;
+                let after = &text[start + 1..];
+                let end = if text[start..].starts_with('`') {
+                    after.find('`')
+                } else if ["http://", "https://", "mailto:"]
+                    .iter()
+                    .any(|scheme| after.starts_with(scheme))
+                {
+                    after.find('>')
+                } else {
+                    None
+                };
+                if let Some(end) = end {
+                    return Some((start, start + 1 + end + 1));
+                }
+                from = start + 1;
+            }
+            None
+        }
+        let mut in_fence = false;
+        let lines: Vec<String> = text
+            .split('\n')
+            .map(|line| {
+                if line.trim_start().starts_with("```") {
+                    in_fence = !in_fence;
+                    return line.to_owned();
+                }
+                if in_fence {
+                    return line.to_owned();
+                }
+                let mut out = String::new();
+                let mut rest = strip_heading(line);
+                while let Some((start, end)) = span(rest) {
+                    out.push_str(&strip_emphasis(&rest[..start]));
+                    out.push_str(&rest[start..end]);
+                    rest = &rest[end..];
+                }
+                out + &strip_emphasis(rest)
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    #[test]
+    fn plain_agrees_with_searching_each_span_from_the_start() {
+        const PIECES: [&str; 20] = [
+            "<", ">", "http://", "https://", "mailto:", "`", "```", "*", "**", "_", "~", "~~", " ",
+            "\n", "# ", "(", "a", "b", "é", "😀",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..50_000 {
+            let text: String = (0..below(30))
+                .map(|_| PIECES[below(PIECES.len())])
+                .collect();
+            assert_eq!(plain(&text), plain_reference(&text), "{text:?}");
+        }
     }
 
     #[test]

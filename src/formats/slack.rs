@@ -1,6 +1,9 @@
 //! Slack (and Mattermost) incoming-webhook payloads: `text`, then each attachment, then the
 //! blocks (senders-delivery-events A.1, B.2).
 
+use std::collections::HashSet;
+
+use foldhash::quality::RandomState;
 use serde_json::{Map, Value};
 
 use super::markup::{self, color_marker, link};
@@ -26,13 +29,11 @@ pub fn render(message: &Map<String, Value>) -> String {
     // a line that the blocks or attachments do not already show (Uptime Kuma sends its message
     // as `text` and again in an attachment's blocks).
     if let Some(text) = text {
-        let shown = |line: &str| shows(&blocks, line) || attachments.iter().any(|a| shows(a, line));
+        let shown: Vec<&str> = std::iter::once(blocks.as_str())
+            .chain(attachments.iter().map(String::as_str))
+            .collect();
         let repeated = (!blocks.trim().is_empty() || !attachments.is_empty())
-            && text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .all(shown);
+            && all_shown(&text, &shown, SEARCH_BUDGET);
         if !repeated {
             sections.push(text);
         }
@@ -43,14 +44,53 @@ pub fn render(message: &Map<String, Value>) -> String {
     sections.join("\n\n")
 }
 
+/// How many bytes the searches of [`all_shown`] may read for one message: far more than a
+/// sender's message needs, far less than the square of a hostile one (5 MiB of `text` lines
+/// each looked for in 5 MiB of blocks).
+const SEARCH_BUDGET: usize = 1 << 25;
+
+/// Whether every non-empty line of `text` is shown by one of `shown` (see [`shows`]).
+/// Searching all of `shown` for each line costs lines × size, so a line is searched for once,
+/// a line that is a whole line of `shown` is found without a search, and the searches read at
+/// most about `budget` bytes: past that a line counts as not shown, and the text is kept
+/// (which loses nothing).
+fn all_shown(text: &str, shown: &[&str], mut budget: usize) -> bool {
+    let whole: HashSet<&str, RandomState> = shown
+        .iter()
+        .flat_map(|s| s.lines())
+        .map(str::trim)
+        .collect();
+    let mut seen: HashSet<&str, RandomState> = HashSet::default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        // A line seen before was shown, or `all` would have stopped there.
+        .filter(|line| !whole.contains(line) && seen.insert(line))
+        .all(|line| {
+            shown.iter().any(|s| {
+                if budget == 0 {
+                    return false;
+                }
+                let (found, read) = shows(s, line);
+                // A search also reads the whole line before it starts.
+                budget = budget.saturating_sub(line.len() + read);
+                found
+            })
+        })
+}
+
 /// Whether `shown` holds `line` as words of its own: `Deploy` is not shown by `Deployment
-/// finished`, so a text line that only begins another is kept.
-fn shows(shown: &str, line: &str) -> bool {
-    shown.match_indices(line).any(|(at, _)| {
+/// finished`, so a text line that only begins another is kept. Also how many bytes of `shown`
+/// the search read.
+fn shows(shown: &str, line: &str) -> (bool, usize) {
+    for (at, _) in shown.match_indices(line) {
         let before = shown[..at].chars().next_back();
         let after = shown[at + line.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
+        if !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric) {
+            return (true, at + line.len());
+        }
+    }
+    (false, shown.len())
 }
 
 fn render_attachment(a: &Map<String, Value>) -> String {
@@ -355,4 +395,123 @@ fn unicode_emoji(code: &str) -> Option<String> {
     code.split('-')
         .map(|c| u32::from_str_radix(c, 16).ok().and_then(char::from_u32))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    fn message(text: &str, blocks_text: &str) -> Map<String, Value> {
+        let body = json!({
+            "text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": blocks_text}}],
+        });
+        body.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn many_text_lines_beside_long_blocks_cost_a_bounded_search() {
+        // Each line used to be looked for in all of the blocks: lines × blocks.
+        let started = Instant::now();
+        let blocks = "x".repeat(1 << 20) + " a";
+        assert_eq!(render(&message(&"a\n".repeat(200_000), &blocks)), blocks);
+        // Distinct lines, each found only past a megabyte: past the budget the text is kept.
+        let distinct = (0..20_000).map(|i| format!("w{i}")).collect::<Vec<_>>();
+        let blocks = "x".repeat(1 << 20) + " " + &distinct.join(" ");
+        let text = distinct.join("\n");
+        assert_eq!(
+            render(&message(&text, &blocks)),
+            format!("{text}\n\n{blocks}")
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+
+    /// A small generator, so the comparisons below need no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn text(&mut self, max_pieces: usize) -> String {
+            const PIECES: [&str; 12] = [
+                "a", "b", "ab", "a-a", " ", " ", "-", "\n", "\r", "é", "😀", "1",
+            ];
+            (0..self.below(max_pieces + 1))
+                .map(|_| PIECES[self.below(PIECES.len())])
+                .collect()
+        }
+    }
+
+    /// The search as it was: each line looked for in every shown text.
+    fn all_shown_reference(text: &str, shown: &[&str]) -> bool {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .all(|line| shown.iter().any(|s| shows(s, line).0))
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_searching_for_each_line() {
+        let fixed: [(&str, &[&str]); 4] = [
+            ("a-a", &["ba-a-a "]),
+            ("Deploy", &["Deployment finished"]),
+            ("x\n y \nx", &["a\n  y\r\nb", "x"]),
+            ("é", &["aé é"]),
+        ];
+        for (text, shown) in fixed {
+            let expected = all_shown_reference(text, shown);
+            assert_eq!(
+                all_shown(text, shown, SEARCH_BUDGET),
+                expected,
+                "{text:?} in {shown:?}"
+            );
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut agreed_shown = 0;
+        for _ in 0..50_000 {
+            let shown: Vec<String> = (0..1 + rng.below(3)).map(|_| rng.text(16)).collect();
+            let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+            // Half the texts are pieces of a shown text, so that many are shown.
+            let text = if rng.below(2) == 0 {
+                let s = shown[rng.below(shown.len())];
+                let (a, b) = (rng.below(s.len() + 1), rng.below(s.len() + 1));
+                let (a, b) = (a.min(b), a.max(b));
+                match s.get(a..b) {
+                    Some(piece) => format!("{piece}\n{}", rng.text(2)),
+                    None => rng.text(6),
+                }
+            } else {
+                rng.text(6)
+            };
+            let expected = all_shown_reference(&text, &shown);
+            assert_eq!(
+                all_shown(&text, &shown, SEARCH_BUDGET),
+                expected,
+                "{text:?} in {shown:?}"
+            );
+            agreed_shown += usize::from(expected);
+        }
+        assert!(agreed_shown > 5_000, "{agreed_shown}");
+    }
+
+    #[test]
+    fn past_the_search_budget_a_line_counts_as_not_shown() {
+        let shown = ["xxxx w"];
+        assert!(all_shown("w", &shown, SEARCH_BUDGET));
+        // Each search reads its line and the text up to where it is found: 1 + 6 bytes for
+        // `w`, 4 + 4 for `xxxx`.
+        assert!(all_shown("w\nxxxx", &shown, 8));
+        assert!(!all_shown("w\nxxxx", &shown, 7));
+        assert!(!all_shown("w", &shown, 0));
+        // Whole lines are found without reading.
+        assert!(all_shown("xxxx w", &shown, 0));
+    }
 }
