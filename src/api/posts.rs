@@ -63,8 +63,8 @@ pub struct ReplyBody {
 
 /// List a channel's posts
 ///
-/// Top-level posts, newest first (a page by `offset` alone keeps DSM's order); thread replies
-/// are not included. Page with `before`, the last `post_id` of the page before: it asks DSM
+/// Top-level posts, newest first, whatever order DSM lists them in; thread replies are not
+/// included. Page with `before`, the last `post_id` of the page before: it asks DSM
 /// from that post, so pages neither repeat nor skip posts while new ones arrive.
 #[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(ChannelPath, Page),
