@@ -253,10 +253,9 @@ impl Application {
     /// loopback port first and the gateway is pointed at it.
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
         // First: a gateway that cannot keep messages must not start taking them.
-        let store = Store::connect(&settings.store)
+        let (store, sole_use) = Store::connect_to_serve(&settings.store)
             .await
             .map_err(std::io::Error::other)?;
-        let sole_use = store.take_sole_use().map_err(std::io::Error::other)?;
         tracing::info!(backend = ?store.backend(), "store ready");
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))

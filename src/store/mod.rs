@@ -316,6 +316,32 @@ impl Store {
     /// Opens the store and brings its schema up to date. Every error is one line fit for the
     /// start-up failure message (no password in it).
     pub async fn connect(settings: &StoreSettings) -> Result<Self, String> {
+        let store = Self::open_pool(settings).await?;
+        store.migrated(settings).await
+    }
+
+    /// [`Self::connect`] for the gateway that will serve from the store: a SQLite file is
+    /// taken for this process alone ([`Self::take_sole_use`]) before its schema is touched, so
+    /// a second gateway started on a live file is refused before it could migrate it under the
+    /// one serving.
+    pub async fn connect_to_serve(settings: &StoreSettings) -> Result<(Self, SoleUse), String> {
+        let store = Self::open_pool(settings).await?;
+        let sole_use = store.take_sole_use()?;
+        Ok((store.migrated(settings).await?, sole_use))
+    }
+
+    async fn migrated(self, settings: &StoreSettings) -> Result<Self, String> {
+        let shown = redacted_url(settings.url.expose_secret());
+        self.migrate().await.map_err(|e| match e {
+            MigrateError::VersionMissing(version) => format!(
+                "store: the database at {shown} has schema version {version}, newer than this binary knows; run a newer gateway or restore a backup"
+            ),
+            other => format!("store: cannot migrate the database at {shown}: {other}"),
+        })?;
+        Ok(self)
+    }
+
+    async fn open_pool(settings: &StoreSettings) -> Result<Self, String> {
         let url = settings.url.expose_secret();
         let shown = redacted_url(url);
         let pool = if url.starts_with("sqlite:") {
@@ -349,14 +375,7 @@ impl Store {
                 "store.url {shown} must start with sqlite:// or postgres://"
             ));
         };
-        let store = Self { pool };
-        store.migrate().await.map_err(|e| match e {
-            MigrateError::VersionMissing(version) => format!(
-                "store: the database at {shown} has schema version {version}, newer than this binary knows; run a newer gateway or restore a backup"
-            ),
-            other => format!("store: cannot migrate the database at {shown}: {other}"),
-        })?;
-        Ok(store)
+        Ok(Self { pool })
     }
 
     async fn migrate(&self) -> Result<(), MigrateError> {
