@@ -184,6 +184,31 @@ backends::on_both!(
             .unwrap();
         assert_eq!(taken.id, "a1");
         assert_eq!(taken.attempts, 2);
+        // w2 is sending a1, its outcome unknown while it is in flight; w1, whose lease ran
+        // out, cannot take that mark away (the next attempt would not look first) nor change
+        // the chunks.
+        assert!(
+            store
+                .mark_uncertain("a1", "w2", now + 20, now + 40)
+                .await
+                .unwrap()
+        );
+        store
+            .record_post("a1", "w1", 0, &[(1, Some(41))], now + 21)
+            .await
+            .unwrap();
+        store.clear_uncertain("a1", "w1", false).await.unwrap();
+        assert!(
+            !store
+                .replace_chunks("a1", "w1", &["x".into(), "y".into()])
+                .await
+                .unwrap()
+        );
+        let row = store.delivery("a1").await.unwrap().unwrap();
+        assert_eq!(row.uncertain_since, Some(now + 20));
+        assert_eq!(row.chunks.len(), 1);
+        // What w1 posted is recorded all the same: a fact the holder needs.
+        assert!(store.post_is_recorded(41, "another", 0).await.unwrap());
         assert!(
             !store
                 .finish("a1", "w1", "delivered", now + 21, None, now + 21)
@@ -191,10 +216,13 @@ backends::on_both!(
                 .unwrap()
         );
         store
-            .record_post("a1", 0, &[(0, Some(42))], now + 21)
+            .record_post("a1", "w2", 0, &[(0, Some(42))], now + 21)
             .await
             .unwrap();
-        assert!(store.post_is_recorded(42).await.unwrap());
+        assert!(store.post_is_recorded(42, "another", 0).await.unwrap());
+        assert!(store.post_is_recorded(42, "a1", 1).await.unwrap());
+        // Its own chunk's post: found by the delivery as its own, not as someone else's.
+        assert!(!store.post_is_recorded(42, "a1", 0).await.unwrap());
         assert!(
             store
                 .finish("a1", "w2", "delivered", now + 21, None, now + 21)
@@ -210,7 +238,8 @@ backends::on_both!(
         assert_eq!(next, ["a2", "b1"]);
         let a1 = store.delivery("a1").await.unwrap().unwrap();
         assert_eq!(a1.state, "delivered");
-        assert_eq!(a1.posts, [(0, Some(42))]);
+        // w2's post, and the one w1 recorded for another recipient while w2 held it.
+        assert_eq!(a1.posts, [(0, Some(42)), (0, Some(41))]);
         // A failed one can be retried, a queued one cancelled; other states are refused.
         use syno_chat_gateway::store::deliveries::Transition;
         assert!(
@@ -288,7 +317,7 @@ backends::on_both!(
         assert_eq!(row.id, "t1");
         assert_eq!(row.posts, [(0, Some(51))]);
         assert_eq!(row.uncertain_since, Some(now - 10));
-        assert!(store.post_is_recorded(51).await.unwrap());
+        assert!(store.post_is_recorded(51, "another", 0).await.unwrap());
         // A plain enqueue has neither.
         store
             .enqueue(&delivery("t2", "channel:8", now))
@@ -353,7 +382,13 @@ backends::on_both!(
         }
         while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
             store
-                .record_post(&row.id, 0, &[(0, Some(row.id[3..].parse().unwrap()))], now)
+                .record_post(
+                    &row.id,
+                    "w",
+                    0,
+                    &[(0, Some(row.id[3..].parse().unwrap()))],
+                    now,
+                )
                 .await
                 .unwrap();
             assert!(
@@ -413,7 +448,7 @@ backends::on_both!(
         // Unfinished ones stay whatever their age, and so does one finished after the cutoff.
         assert_eq!(left, ["delivered", "queued", "sending"]);
         // Their posts went with them: post 7 is no longer owned by a delivery.
-        assert!(!store.post_is_recorded(7).await.unwrap());
+        assert!(!store.post_is_recorded(7, "another", 0).await.unwrap());
         assert_eq!(store.purge_deliveries(now + 1_000).await.unwrap(), 0);
     }
 );

@@ -807,7 +807,14 @@ impl Worker {
             }
             if let Some(since) = uncertain {
                 let found = match self
-                    .look_for_posts(job, channel, posted as i64, &row.posted_to, &chunk, since)
+                    .look_for_posts(
+                        job,
+                        channel,
+                        (&row.id, posted as i64),
+                        &row.posted_to,
+                        &chunk,
+                        since,
+                    )
                     .await
                 {
                     Ok(found) => found,
@@ -821,6 +828,7 @@ impl Worker {
                     if let Err(error) = store
                         .record_found_posts(
                             &row.id,
+                            owner,
                             posted as i64,
                             &found.posts,
                             complete && more,
@@ -850,7 +858,7 @@ impl Worker {
                 if found.blind {
                     // Some recipient's post could not be looked for: re-send and say so on
                     // the delivery.
-                    if let Err(error) = store.clear_uncertain(&row.id, true).await {
+                    if let Err(error) = store.clear_uncertain(&row.id, owner, true).await {
                         return self.store_trouble(&row, error);
                     }
                 }
@@ -878,7 +886,7 @@ impl Worker {
             match sent {
                 Ok(posts) => {
                     if let Err(error) = store
-                        .record_post(&row.id, posted as i64, &posts.sent, now_ms())
+                        .record_post(&row.id, owner, posted as i64, &posts.sent, now_ms())
                         .await
                     {
                         return self.store_trouble(&row, error);
@@ -912,18 +920,20 @@ impl Worker {
                         };
                     }
                     Failure::TooLong => {
-                        let _ = store.clear_uncertain(&row.id, false).await;
+                        let _ = store.clear_uncertain(&row.id, owner, false).await;
                         uncertain = None;
                         let Some(parts) = halve(&chunk) else {
                             return Outcome::Failed(error.into());
                         };
                         row.chunks.splice(posted..=posted, parts);
-                        if let Err(error) = store.replace_chunks(&row.id, &row.chunks).await {
-                            return self.store_trouble(&row, error);
+                        match store.replace_chunks(&row.id, owner, &row.chunks).await {
+                            Ok(true) => {}
+                            Ok(false) => return Outcome::HandBack,
+                            Err(error) => return self.store_trouble(&row, error),
                         }
                     }
                     Failure::RateLimited => {
-                        let _ = store.clear_uncertain(&row.id, false).await;
+                        let _ = store.clear_uncertain(&row.id, owner, false).await;
                         let penalty = store.target_penalty(&row.target).await.unwrap_or(0);
                         let penalty = (penalty * 2).clamp(500, 30_000);
                         let _ = store
@@ -935,11 +945,11 @@ impl Worker {
                         };
                     }
                     Failure::NotSent => {
-                        let _ = store.clear_uncertain(&row.id, false).await;
+                        let _ = store.clear_uncertain(&row.id, owner, false).await;
                         return self.retry(&row, error.into());
                     }
                     Failure::Permanent => {
-                        let _ = store.clear_uncertain(&row.id, false).await;
+                        let _ = store.clear_uncertain(&row.id, owner, false).await;
                         return Outcome::Failed(error.into());
                     }
                 },
@@ -1007,7 +1017,7 @@ impl Worker {
         )
         .await;
         // Receivers drop repeats by `webhook-id`: a retry after an unknown outcome is safe.
-        let _ = store.clear_uncertain(&row.id, false).await;
+        let _ = store.clear_uncertain(&row.id, owner, false).await;
         match sent {
             SubscriptionSent::Accepted(_) => {
                 if let Err(error) = store.subscription_succeeded(id, event_id).await {
@@ -1168,6 +1178,7 @@ impl Worker {
     /// delivery owns yet.
     async fn find_post(
         &self,
+        (delivery, chunk): (&str, i64),
         channel_id: ChannelId,
         thread: Option<PostId>,
         text: &str,
@@ -1199,7 +1210,12 @@ impl Worker {
                     continue;
                 }
                 let id = post.post_id.get() as i64;
-                match self.outbox.store.post_is_recorded(id).await {
+                match self
+                    .outbox
+                    .store
+                    .post_is_recorded(id, delivery, chunk)
+                    .await
+                {
                     Ok(false) => return Ok(Some(id)),
                     Ok(true) => {}
                     Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
@@ -1215,7 +1231,7 @@ impl Worker {
         &self,
         job: &Job,
         channel: Option<ChannelId>,
-        chunk: i64,
+        (delivery, chunk): (&str, i64),
         posted_to: &[(i64, i64)],
         text: &str,
         since: i64,
@@ -1223,14 +1239,14 @@ impl Worker {
         match channel {
             Some(channel_id) => Ok(Found {
                 posts: self
-                    .find_post(channel_id, job.thread(), text, since)
+                    .find_post((delivery, chunk), channel_id, job.thread(), text, since)
                     .await?
                     .map(|post_id| vec![(0, post_id)])
                     .unwrap_or_default(),
                 blind: false,
             }),
             None => {
-                self.find_bot_posts(job, chunk, posted_to, text, since)
+                self.find_bot_posts(job, (delivery, chunk), posted_to, text, since)
                     .await
             }
         }
@@ -1245,7 +1261,7 @@ impl Worker {
     async fn find_bot_posts(
         &self,
         job: &Job,
-        chunk: i64,
+        (delivery, chunk): (&str, i64),
         posted_to: &[(i64, i64)],
         text: &str,
         since: i64,
@@ -1306,7 +1322,12 @@ impl Worker {
                     continue;
                 }
                 let id = post.post_id.get() as i64;
-                match self.outbox.store.post_is_recorded(id).await {
+                match self
+                    .outbox
+                    .store
+                    .post_is_recorded(id, delivery, chunk)
+                    .await
+                {
                     Ok(false) => {
                         found.posts.push((user.get() as i64, id));
                         break;

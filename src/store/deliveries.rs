@@ -458,11 +458,12 @@ impl Store {
     pub async fn record_post(
         &self,
         id: &str,
+        owner: &str,
         chunk: i64,
         posts: &[(i64, Option<i64>)],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.record_posts(id, chunk, posts, now, false).await
+        self.record_posts(id, owner, chunk, posts, now, false).await
     }
 
     /// Records posts of chunk `chunk` (recipient and post id; recipient 0 in a channel) found
@@ -471,6 +472,7 @@ impl Store {
     pub async fn record_found_posts(
         &self,
         id: &str,
+        owner: &str,
         chunk: i64,
         found: &[(i64, i64)],
         still_uncertain: bool,
@@ -480,13 +482,17 @@ impl Store {
             .iter()
             .map(|&(recipient, post_id)| (recipient, Some(post_id)))
             .collect();
-        self.record_posts(id, chunk, &posts, now, still_uncertain)
+        self.record_posts(id, owner, chunk, &posts, now, still_uncertain)
             .await
     }
 
+    /// The posts are facts, recorded whoever holds the delivery now (a worker whose lease ran
+    /// out mid-send still tells the new holder what it posted); the uncertainty is the
+    /// holder's alone, and a former holder must not clear the mark of a send in flight.
     async fn record_posts(
         &self,
         id: &str,
+        owner: &str,
         chunk: i64,
         posts: &[(i64, Option<i64>)],
         now: i64,
@@ -504,36 +510,59 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE deliveries SET uncertain_since = CASE WHEN $3 THEN uncertain_since END, \
-                 updated_at = $2 WHERE id = $1",
+                 updated_at = $2 WHERE id = $1 AND lease_owner = $4",
             )
-            .bind(id).bind(now).bind(still_uncertain)
+            .bind(id).bind(now).bind(still_uncertain).bind(owner)
             .execute(&mut *tx).await?;
             tx.commit().await
         })?;
         Ok(())
     }
 
-    /// Whether some delivery already recorded `post_id` as its own.
-    pub async fn post_is_recorded(&self, post_id: i64) -> Result<bool, StoreError> {
-        let sql = "SELECT COUNT(*) FROM delivery_posts WHERE post_id = $1";
-        let n: i64 =
-            with_pool!(self, p => sqlx::query_scalar(sql).bind(post_id).fetch_one(p).await)?;
+    /// Whether `post_id` is recorded as another post than chunk `chunk` of delivery `id`:
+    /// another delivery's, or another chunk's. The same chunk's record is the delivery's own
+    /// post (a former holder's send that landed), not someone else's.
+    pub async fn post_is_recorded(
+        &self,
+        post_id: i64,
+        id: &str,
+        chunk: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "SELECT COUNT(*) FROM delivery_posts WHERE post_id = $1 \
+                   AND NOT (delivery_id = $2 AND chunk = $3)";
+        let n: i64 = with_pool!(self, p => {
+            sqlx::query_scalar(sql).bind(post_id).bind(id).bind(chunk).fetch_one(p).await
+        })?;
         Ok(n > 0)
     }
 
-    /// Clears an uncertainty that turned out to be a send that never happened.
-    pub async fn clear_uncertain(&self, id: &str, at_least_once: bool) -> Result<(), StoreError> {
+    /// Clears an uncertainty that turned out to be a send that never happened, if `owner`
+    /// still holds the delivery.
+    pub async fn clear_uncertain(
+        &self,
+        id: &str,
+        owner: &str,
+        at_least_once: bool,
+    ) -> Result<(), StoreError> {
         let sql = "UPDATE deliveries SET uncertain_since = NULL, \
-                   at_least_once = CASE WHEN $2 = 1 THEN 1 ELSE at_least_once END WHERE id = $1";
-        with_pool!(self, p => sqlx::query(sql).bind(id).bind(i64::from(at_least_once)).execute(p).await.map(drop))?;
+                   at_least_once = CASE WHEN $2 = 1 THEN 1 ELSE at_least_once END \
+                   WHERE id = $1 AND lease_owner = $3";
+        with_pool!(self, p => sqlx::query(sql).bind(id).bind(i64::from(at_least_once)).bind(owner).execute(p).await.map(drop))?;
         Ok(())
     }
 
-    /// Replaces the chunk list (a chunk DSM found too long, split in two).
-    pub async fn replace_chunks(&self, id: &str, chunks: &[String]) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("UPDATE deliveries SET chunks = $2 WHERE id = $1")
-            .bind(id).bind(chunks_json(chunks)).execute(p).await.map(drop))?;
-        Ok(())
+    /// Replaces the chunk list (a chunk DSM found too long, split in two); false when `owner`
+    /// no longer holds the delivery.
+    pub async fn replace_chunks(
+        &self,
+        id: &str,
+        owner: &str,
+        chunks: &[String],
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE deliveries SET chunks = $2 WHERE id = $1 AND lease_owner = $3";
+        let done = with_pool!(self, p => sqlx::query(sql)
+            .bind(id).bind(chunks_json(chunks)).bind(owner).execute(p).await?.rows_affected());
+        Ok(done == 1)
     }
 
     /// Ends a claim: `delivered`, `failed` (for good) or back to `queued` at `next_attempt_at`.
