@@ -248,6 +248,9 @@ fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
     });
 }
 
+/// A clock this far from the database server's is warned about at start.
+const CLOCK_SKEW_WARNING_MS: i64 = 1_000;
+
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
@@ -257,6 +260,17 @@ impl Application {
             .await
             .map_err(std::io::Error::other)?;
         tracing::info!(backend = ?store.backend(), "store ready");
+        // Replicas take over each other's leases and settle times by their own clocks.
+        if let Ok(Some(ahead)) = store.clock_ahead_ms().await
+            && ahead.abs() > CLOCK_SKEW_WARNING_MS
+        {
+            tracing::warn!(
+                ahead_ms = ahead,
+                "this host's clock differs from the PostgreSQL server's by more than a second: \
+                 replicas whose clocks disagree can take over a send still in flight and post \
+                 it twice; keep every replica's clock synchronised (NTP)"
+            );
+        }
         let simulator = if settings.is_demo() {
             let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await?;

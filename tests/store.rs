@@ -1092,3 +1092,18 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+backends::on_both!(
+    the_clock_is_compared_with_the_database_servers,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let ahead = store.clock_ahead_ms().await.unwrap();
+        if backend.postgres {
+            // The same host: the two clocks agree to within the query's round trip.
+            let ahead = ahead.expect("PostgreSQL has a clock of its own");
+            assert!(ahead.abs() < 1_000, "{ahead}");
+        } else {
+            assert_eq!(ahead, None);
+        }
+    }
+);

@@ -437,6 +437,21 @@ impl Store {
         Ok(())
     }
 
+    /// How far this host's clock is ahead of the database server's, in ms; `None` on SQLite
+    /// (one clock). Replicas compare leases and settle times written by each other's clocks.
+    pub async fn clock_ahead_ms(&self) -> Result<Option<i64>, StoreError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(None);
+        };
+        let before = unix_ms_now();
+        let server: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(p)
+                .await?;
+        let after = unix_ms_now();
+        Ok(Some((before + after) / 2 - server))
+    }
+
     /// A PostgreSQL session setting as a store connection sees it (tests); `None` on SQLite.
     #[doc(hidden)]
     pub async fn session_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -504,4 +519,10 @@ fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)
         .map(drop)
+}
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
