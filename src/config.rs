@@ -433,6 +433,10 @@ pub struct ServerSettings {
     /// Go's and Traefik's 90 s, Caddy's 2 min), so the proxy, not the gateway, closes an idle
     /// connection: one the gateway closed as the proxy reused it fails that request.
     pub keep_alive_secs: u64,
+    /// Client connections held at once, across workers (event streams included); more wait in
+    /// the kernel's queue. Default: what the open-files limit leaves after room for the NAS,
+    /// the store and the logs, so the gateway's own connections never run out of descriptors.
+    pub max_connections: Option<usize>,
     /// Largest file accepted by the upload route.
     pub max_upload_bytes: usize,
     /// Reverse proxies (CIDRs or addresses) whose `X-Forwarded-*`/`Forwarded` headers are
@@ -466,6 +470,7 @@ impl Default for ServerSettings {
             workers: None,
             shutdown_timeout_secs: 30,
             keep_alive_secs: 130,
+            max_connections: None,
             max_upload_bytes: 32 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             max_concurrent_uploads: 4,
@@ -1111,6 +1116,12 @@ impl Settings {
             if !(100..=3_600_000).contains(&value) {
                 return Err(ConfigError::new(key, "must be between 100 and 3600000"));
             }
+        }
+        if self.server.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.server.max_concurrent_uploads == 0 {
             return Err(ConfigError::new(

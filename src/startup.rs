@@ -493,6 +493,13 @@ impl Application {
             0 => actix_web::http::KeepAlive::Disabled,
             secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
         })
+        .max_connections(connections_per_worker(
+            settings.server.max_connections,
+            settings.server.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
+            raise_open_files_limit(),
+        ))
         // The owner decides when to stop (the CLI on SIGTERM/SIGINT, tests through `handle`):
         // actix's own signal handling also tore down the in-process simulator before logout.
         .disable_signals()
@@ -608,6 +615,65 @@ pub fn limit_malloc_arenas(workers: Option<usize>) {
     let _ = workers;
 }
 
+/// Descriptors kept free of client connections: the NAS's and the store's connections, the
+/// log, the SQLite files, the metrics listener.
+const RESERVED_FILES: u64 = 256;
+
+/// Client connections per worker: `server.max_connections` shared out, or by default what the
+/// open-files limit leaves after [`RESERVED_FILES`] (at least 64 a worker, at most actix's
+/// own default of 25,000). Past the cap connections wait in the kernel's queue; without it a
+/// crowd of idle connections took every descriptor, and with them the NAS's and the store's.
+fn connections_per_worker(configured: Option<usize>, workers: usize, open_files: u64) -> usize {
+    let workers = workers.max(1);
+    let total = configured.unwrap_or_else(|| {
+        usize::try_from(open_files.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX)
+    });
+    let per_worker = total.div_ceil(workers);
+    match configured {
+        Some(_) => per_worker.max(1),
+        None => per_worker.clamp(64, 25_000),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime and nginx do; the
+/// soft limit is often 1024 where the hard one is far higher) and returns the soft limit then
+/// in force; `u64::MAX` where it cannot be read.
+fn raise_open_files_limit() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    {
+        #[repr(C)]
+        struct Rlimit {
+            current: u64,
+            max: u64,
+        }
+        unsafe extern "C" {
+            fn getrlimit(resource: std::ffi::c_int, limit: *mut Rlimit) -> std::ffi::c_int;
+            fn setrlimit(resource: std::ffi::c_int, limit: *const Rlimit) -> std::ffi::c_int;
+        }
+        const RLIMIT_NOFILE: std::ffi::c_int = 7;
+        let mut limit = Rlimit { current: 0, max: 0 };
+        // SAFETY: getrlimit writes one rlimit (two unsigned longs on 64-bit Linux) into a
+        // struct of that layout; setrlimit only reads it.
+        unsafe {
+            if getrlimit(RLIMIT_NOFILE, &mut limit) != 0 {
+                return u64::MAX;
+            }
+            if limit.current < limit.max {
+                let raised = Rlimit {
+                    current: limit.max,
+                    max: limit.max,
+                };
+                if setrlimit(RLIMIT_NOFILE, &raised) == 0 {
+                    return limit.max;
+                }
+            }
+        }
+        limit.current
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+    u64::MAX
+}
+
 /// Gives the heap that start-up used and freed (the OpenAPI document is built once, and once
 /// more by each worker) back to the system: glibc keeps freed memory for reuse otherwise, and
 /// it counted for about 10 MB of the idle RSS (`make bench`).
@@ -720,6 +786,20 @@ fn mapping_header(line: &str) -> Option<((usize, usize), &str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_connections_leave_room_for_the_gateways_own() {
+        use super::connections_per_worker as per_worker;
+        // A soft limit of 1024 on two workers: 768 for clients, 384 each.
+        assert_eq!(per_worker(None, 2, 1024), 384);
+        // Never below 64 a worker, never above actix's own 25,000.
+        assert_eq!(per_worker(None, 4, 300), 64);
+        assert_eq!(per_worker(None, 1, 1 << 20), 25_000);
+        assert_eq!(per_worker(None, 2, u64::MAX), 25_000);
+        // Configured: shared out as asked.
+        assert_eq!(per_worker(Some(3), 2, 1024), 2);
+        assert_eq!(per_worker(Some(100_000), 1, 1024), 100_000);
+    }
+
     use super::{Duration, retained_since, untouched_executable_mappings};
 
     const SMAPS: &str = "\

@@ -924,3 +924,53 @@ async fn idle_connections_are_kept_for_keep_alive_secs() {
         );
     }
 }
+
+/// Idle client connections beyond `server.max_connections` wait in the kernel's queue instead
+/// of taking descriptors the gateway needs for the NAS and its store; one comes in as soon as
+/// another closes.
+#[actix_web::test]
+async fn client_connections_beyond_the_cap_wait_their_turn() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.workers = Some(1);
+        s.server.max_connections = Some(2);
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let answered = |stream: &mut std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1_500)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+    };
+    // Kept-alive connections take the places (the test's own client may hold one already);
+    // by the third at the latest one must wait.
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    let mut waiting = None;
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let (served, stream) = actix_web::rt::task::spawn_blocking(move || {
+            let served = answered(&mut stream);
+            (served, stream)
+        })
+        .await
+        .unwrap();
+        if !served {
+            waiting = Some(stream);
+            break;
+        }
+        held.push(stream);
+    }
+    let mut third = waiting.expect("every connection was served beyond the cap of 2");
+    drop(held.pop());
+    let served = actix_web::rt::task::spawn_blocking(move || answered(&mut third))
+        .await
+        .unwrap();
+    assert!(
+        served,
+        "the waiting connection was not served once a place came free"
+    );
+}
