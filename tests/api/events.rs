@@ -893,6 +893,20 @@ async fn an_event_on_replica_a_reaches_an_sse_client_on_replica_b_over_postgres(
     assert_eq!(seen_a, all);
 }
 
+async fn ask_for_a_stream(
+    app: &TestApp,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>,
+> {
+    app.http
+        .get(format!("{}/api/v1/events", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "text/event-stream"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A key may hold 32 streams at once: the 33rd is refused until one of them closes (each holds
 /// a connection, its buffers and a place in the broadcast for as long as its client keeps it).
 #[actix_web::test]
@@ -903,15 +917,7 @@ async fn a_key_holds_a_bounded_number_of_streams() {
     for _ in 0..32 {
         open.push(Sse::open(&app.base, "/api/v1/events", None).await);
     }
-    let refused = app
-        .http
-        .get(format!("{}/api/v1/events", app.base))
-        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
-        .insert_header(("Accept", "text/event-stream"))
-        .send()
-        .await
-        .unwrap();
-    let answer = crate::helpers::read(refused).await;
+    let answer = crate::helpers::read(ask_for_a_stream(&app).await).await;
     let problem = answer.assert_problem(429, "rate_limited");
     assert!(
         problem["detail"]
@@ -926,15 +932,7 @@ async fn a_key_holds_a_bounded_number_of_streams() {
     drop(open.pop());
     for _ in 0..100 {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        let again = app
-            .http
-            .get(format!("{}/api/v1/events", app.base))
-            .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
-            .insert_header(("Accept", "text/event-stream"))
-            .send()
-            .await
-            .unwrap();
-        if again.status() == 200 {
+        if ask_for_a_stream(&app).await.status() == 200 {
             return;
         }
     }
