@@ -192,22 +192,33 @@ impl Store {
         filter: &EventFilter,
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE event_id > $1 \
-             AND (CAST($2 AS TEXT) IS NULL OR inbound = $2) \
-             AND (CAST($3 AS BIGINT) IS NULL OR channel_id = $3) \
-             AND (CAST($4 AS TEXT) IS NULL OR kind = $4) \
-             ORDER BY event_id LIMIT $5"
-        );
+        // Only the filters given, so each can use its index (`events_by_*`): written as
+        // `$n IS NULL OR column = $n`, none could, and a filter matching nothing read every
+        // retained event.
+        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE event_id > $1");
+        let mut n = 1;
+        let mut condition = |column: &str, given: bool| {
+            if given {
+                n += 1;
+                sql.push_str(&format!(" AND {column} = ${n}"));
+            }
+        };
+        condition("inbound", filter.inbound.is_some());
+        condition("channel_id", filter.channel_id.is_some());
+        condition("kind", filter.kind.is_some());
+        sql.push_str(&format!(" ORDER BY event_id LIMIT ${}", n + 1));
         let rows: Vec<Row> = with_pool!(self, p => {
-            sqlx::query_as(&sql)
-                .bind(after)
-                .bind(&filter.inbound)
-                .bind(filter.channel_id)
-                .bind(filter.kind.map(EventKind::as_str))
-                .bind(limit)
-                .fetch_all(p)
-                .await
+            let mut query = sqlx::query_as(&sql).bind(after);
+            if let Some(inbound) = &filter.inbound {
+                query = query.bind(inbound);
+            }
+            if let Some(channel_id) = filter.channel_id {
+                query = query.bind(channel_id);
+            }
+            if let Some(kind) = filter.kind {
+                query = query.bind(kind.as_str());
+            }
+            query.bind(limit).fetch_all(p).await
         })?;
         rows.into_iter().map(event).collect()
     }

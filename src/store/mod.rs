@@ -144,6 +144,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/2004_events_purged.sql"),
     ),
     (
+        2005,
+        "events_filters",
+        include_str!("migrations/sqlite/2005_events_filters.sql"),
+    ),
+    (
         3001,
         "subscriptions",
         include_str!("migrations/sqlite/3001_subscriptions.sql"),
@@ -209,6 +214,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2004,
         "events_purged",
         include_str!("migrations/postgres/2004_events_purged.sql"),
+    ),
+    (
+        2005,
+        "events_filters",
+        include_str!("migrations/postgres/2005_events_filters.sql"),
     ),
     (
         3001,
