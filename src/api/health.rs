@@ -94,11 +94,15 @@ impl StoreWatch {
         }
     }
 
-    /// How long the store has gone unanswered, once that is past the allowance.
-    fn unreachable_for(&self, now_ms: i64) -> Option<Duration> {
+    /// How long the store has gone unanswered, once that is past the allowance (the clock is
+    /// read only then: readiness is probed often, and answered stores are the rule).
+    fn unreachable_for(&self, now_ms: impl FnOnce() -> i64) -> Option<Duration> {
         let since = self.unreachable_since_ms.load(Ordering::Relaxed);
-        let gone = Duration::from_millis(u64::try_from(now_ms - since).unwrap_or(0));
-        (since != 0 && gone >= STORE_UNREACHABLE_FOR).then_some(gone)
+        if since == 0 {
+            return None;
+        }
+        let gone = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
+        (gone >= STORE_UNREACHABLE_FOR).then_some(gone)
     }
 }
 
@@ -126,7 +130,7 @@ pub async fn readyz(
     store: Option<web::Data<StoreWatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let mode = mode.map_or(GatewayMode::Nas, |m| **m);
-    if let Some(gone) = store.and_then(|watch| watch.unreachable_for(unix_ms())) {
+    if let Some(gone) = store.and_then(|watch| watch.unreachable_for(unix_ms)) {
         return Err(ApiError::new(
             ProblemCode::NotReady,
             format!(
@@ -244,16 +248,16 @@ mod tests {
         let watch = StoreWatch {
             unreachable_since_ms: AtomicI64::new(0),
         };
-        assert_eq!(watch.unreachable_for(1_000_000), None);
+        assert_eq!(watch.unreachable_for(|| 1_000_000), None);
         watch.record(false, 1_000_000);
         // A later miss keeps the first one's time.
         watch.record(false, 1_005_000);
-        assert_eq!(watch.unreachable_for(1_014_999), None);
+        assert_eq!(watch.unreachable_for(|| 1_014_999), None);
         assert_eq!(
-            watch.unreachable_for(1_015_000),
+            watch.unreachable_for(|| 1_015_000),
             Some(Duration::from_secs(15))
         );
         watch.record(true, 1_020_000);
-        assert_eq!(watch.unreachable_for(1_100_000), None);
+        assert_eq!(watch.unreachable_for(|| 1_100_000), None);
     }
 }
