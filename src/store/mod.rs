@@ -173,6 +173,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscription_deliveries_by_delivery",
         include_str!("migrations/sqlite/3005_subscription_deliveries_by_delivery.sql"),
     ),
+    (
+        9001,
+        "schema_compat",
+        include_str!("migrations/sqlite/9001_schema_compat.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -245,6 +250,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscription_deliveries_by_delivery",
         include_str!("migrations/postgres/3005_subscription_deliveries_by_delivery.sql"),
     ),
+    (
+        9001,
+        "schema_compat",
+        include_str!("migrations/postgres/9001_schema_compat.sql"),
+    ),
 ];
 
 /// Pool sizes when `store.max_connections` is unset.
@@ -287,7 +297,9 @@ fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
                 })
                 .collect(),
         ),
-        ignore_missing: false,
+        // A database migrated by a newer gateway still opens (a rolling upgrade can be undone);
+        // `schema_compat` says whether this gateway may run on it.
+        ignore_missing: true,
         locking: true,
         no_tx: false,
     }
@@ -342,13 +354,50 @@ impl Store {
 
     async fn migrated(self, settings: &StoreSettings) -> Result<Self, String> {
         let shown = redacted_url(settings.url.expose_secret());
-        self.migrate().await.map_err(|e| match e {
-            MigrateError::VersionMissing(version) => format!(
-                "store: the database at {shown} has schema version {version}, newer than this binary knows; run a newer gateway or restore a backup"
-            ),
-            other => format!("store: cannot migrate the database at {shown}: {other}"),
-        })?;
+        self.migrate()
+            .await
+            .map_err(|e| format!("store: cannot migrate the database at {shown}: {e}"))?;
+        let known = self.newest_known_version();
+        let (applied, requires) = self
+            .schema_state()
+            .await
+            .map_err(|e| format!("store: cannot read the schema of {shown}: {e}"))?;
+        if requires > known {
+            return Err(format!(
+                "store: the database at {shown} was changed by a newer gateway in a way this one cannot use (it requires schema version {requires}; this gateway knows up to {known}): run a newer gateway"
+            ));
+        }
+        if applied > known {
+            tracing::warn!(
+                applied,
+                known,
+                "the database's schema is newer than this gateway's (a newer gateway ran on it); \
+                 its additions are left alone"
+            );
+        }
         Ok(self)
+    }
+
+    /// The newest migration this binary carries.
+    fn newest_known_version(&self) -> i64 {
+        let list = match &self.pool {
+            Pool::Sqlite(_) => SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        list.iter()
+            .map(|(version, _, _)| *version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The newest migration applied, and the oldest schema a gateway must know to run here.
+    async fn schema_state(&self) -> Result<(i64, i64), StoreError> {
+        let requires: i64 = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT requires FROM schema_compat WHERE id = 1")
+                .fetch_one(p)
+                .await
+        })?;
+        Ok((self.schema_version().await?, requires))
     }
 
     async fn open_pool(settings: &StoreSettings) -> Result<Self, String> {
