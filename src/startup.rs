@@ -244,6 +244,11 @@ fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
                 Ok(purged) => tracing::info!(purged, "finished deliveries past retention removed"),
                 Err(error) => tracing::warn!(%error, "finished deliveries not removed"),
             }
+            match store.prune_targets(now).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "targets no delivery names removed"),
+                Err(error) => tracing::warn!(%error, "unused targets not removed"),
+            }
         }
     });
 }

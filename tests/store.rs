@@ -1185,3 +1185,47 @@ backends::on_both!(
         }
     }
 );
+
+backends::on_both!(
+    targets_no_delivery_names_are_pruned_and_come_back_when_needed,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        for (id, target) in [("p1", "channel:1"), ("p2", "channel:2"), ("p3", "user:3")] {
+            store.enqueue(&delivery(id, target, now)).await.unwrap();
+        }
+        // channel:1's delivery is done and purged; user:3's is done but its pacing lasts;
+        // channel:2's goes back to the queue.
+        while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
+            let state = if row.id == "p2" {
+                "queued"
+            } else {
+                "delivered"
+            };
+            assert!(
+                store
+                    .finish(&row.id, "w", state, now + 1, None, now + 1)
+                    .await
+                    .unwrap()
+            );
+        }
+        store.pace_target("user:3", now + 60_000, 0).await.unwrap();
+        assert_eq!(store.purge_deliveries(now + 2).await.unwrap(), 2);
+        // channel:2 still has its queued delivery.
+        assert_eq!(store.prune_targets(now + 3).await.unwrap(), 1);
+        assert_eq!(store.prune_targets(now + 3).await.unwrap(), 0);
+        // user:3 goes once its pacing has passed.
+        assert_eq!(store.prune_targets(now + 60_001).await.unwrap(), 1);
+        // A target named again is made again, and its delivery is claimed.
+        store
+            .enqueue(&delivery("p4", "channel:1", now + 10))
+            .await
+            .unwrap();
+        let mut claimed = Vec::new();
+        while let Some(row) = store.claim("w", now + 20, now + 30).await.unwrap() {
+            claimed.push(row.id);
+        }
+        claimed.sort();
+        assert_eq!(claimed, ["p2", "p4"]);
+    }
+);

@@ -153,6 +153,12 @@ fn chunks_json(chunks: &[String]) -> String {
     serde_json::to_string(chunks).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Makes sure a delivery's target row exists, and locks it until the enqueue commits (an
+/// update, not `DO NOTHING`): [`Store::prune_targets`] must not delete it in between, or on
+/// PostgreSQL the delivery would never be claimed.
+pub(super) const TARGET_KEPT: &str = "INSERT INTO targets (target, next_send_at, penalty_ms) \
+     VALUES ($1, 0, 0) ON CONFLICT (target) DO UPDATE SET target = excluded.target";
+
 impl Store {
     /// Commits a new queued delivery (and its target's pacing row).
     pub async fn enqueue(&self, new: &NewDelivery) -> Result<(), StoreError> {
@@ -213,10 +219,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
-                "INSERT INTO targets (target, next_send_at, penalty_ms) VALUES ($1, 0, 0) \
-                 ON CONFLICT (target) DO NOTHING",
-            )
+            sqlx::query(TARGET_KEPT)
             .bind(&new.target)
             .execute(&mut *tx)
             .await?;
@@ -366,6 +369,62 @@ impl Store {
             purged += done;
             if done < BATCH as u64 {
                 return Ok(purged);
+            }
+        }
+    }
+
+    /// Removes the targets no delivery names (they are kept while their deliveries are, and
+    /// while their pacing lasts), 500 at a time; how many went.
+    pub async fn prune_targets(&self, now: i64) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        loop {
+            let gone = self.prune_targets_batch(now).await?;
+            pruned += gone;
+            if gone < 500 {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    /// Up to 500 of [`Self::prune_targets`]. An enqueue locks its target row
+    /// ([`TARGET_KEPT`]): on PostgreSQL the rows are locked first, skipping those an enqueue
+    /// holds, and checked again by a later statement, which sees every enqueue committed
+    /// before the locks; one that comes after waits and inserts the row again.
+    async fn prune_targets_batch(&self, now: i64) -> Result<u64, StoreError> {
+        const UNUSED: &str = "t.next_send_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+             WHERE d.state IN ('queued', 'sending', 'delivered', 'failed', 'cancelled') \
+             AND d.target = t.target)";
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                // One writer at a time: no enqueue can come between the test and the delete.
+                let sql = format!(
+                    "DELETE FROM targets WHERE target IN \
+                     (SELECT t.target FROM targets t WHERE {UNUSED} LIMIT 500)"
+                );
+                Ok(sqlx::query(&sql)
+                    .bind(now)
+                    .execute(p)
+                    .await?
+                    .rows_affected())
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let locked: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT t.target FROM targets t WHERE {UNUSED} \
+                     LIMIT 500 FOR UPDATE SKIP LOCKED"
+                ))
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let sql = format!("DELETE FROM targets t WHERE t.target = ANY($2) AND {UNUSED}");
+                let gone = sqlx::query(&sql)
+                    .bind(now)
+                    .bind(&locked)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(gone)
             }
         }
     }

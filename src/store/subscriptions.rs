@@ -133,13 +133,10 @@ macro_rules! insert_delivery {
         .rows_affected()
             == 1;
         if claimed {
-            sqlx::query(
-                "INSERT INTO targets (target, next_send_at, penalty_ms) VALUES ($1, 0, 0) \
-                 ON CONFLICT (target) DO NOTHING",
-            )
-            .bind(&$d.target)
-            .execute(&mut *$tx)
-            .await?;
+            sqlx::query($crate::store::deliveries::TARGET_KEPT)
+                .bind(&$d.target)
+                .execute(&mut *$tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO deliveries (id, caller, target, request, chunks, state, attempts, \
                  next_attempt_at, created_at, updated_at, expires_at, finished_at) \
