@@ -82,6 +82,15 @@ async fn the_sqlite_file_is_private_and_in_wal_mode() {
         dir.path().join("nested").join("gateway.db-wal").exists(),
         "WAL mode keeps a -wal file next to the database"
     );
+    store.close().await;
+    // A backup restored readable by everyone is made private again when it is opened.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::connect(&settings(&format!("sqlite://{}", path.display())))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "reopened database file mode {mode:o}");
 }
 
 #[actix_web::test]

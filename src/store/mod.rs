@@ -305,6 +305,23 @@ fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     }
 }
 
+/// The host of a PostgreSQL URL that is neither local nor checked by `sslmode=verify-ca` or
+/// `verify-full`: its messages, events and subscription secrets travel a network unverified.
+fn unverified_remote_host(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let verified = parsed
+        .query_pairs()
+        .any(|(key, value)| key == "sslmode" && matches!(&*value, "verify-ca" | "verify-full"));
+    let host = parsed.host_str().filter(|h| !h.is_empty())?.to_owned();
+    let local = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!verified && !local).then_some(host)
+}
+
 /// The store URL without its password, for messages: the user-info password and any query
 /// parameter naming one (sqlx reads `?password=`, libpq also `sslpassword`). A URL that does not
 /// parse is not shown at all.
@@ -409,6 +426,14 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut options = PgConnectOptions::from_str(url)
                 .map_err(|e| format!("store.url {shown} is not a PostgreSQL URL: {e}"))?;
+            if let Some(host) = unverified_remote_host(url) {
+                tracing::warn!(
+                    host,
+                    "store.url reaches PostgreSQL on another host without checking its \
+                     certificate (sqlx's default sslmode=prefer can be read or downgraded on the \
+                     way): add sslmode=verify-full&sslrootcert=<CA file>"
+                );
+            }
             if let Some(password) = &settings.password {
                 options = options.password(password.expose_secret());
             }
@@ -546,9 +571,13 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| format!("store.url {url} is not a SQLite URL: {e}"))?;
     let path = options.get_filename().to_owned();
-    if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" && !path.exists() {
-        create_private_file(&path)
-            .map_err(|e| format!("store: cannot create {}: {e}", path.display()))?;
+    if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" {
+        if path.exists() {
+            keep_private(&path);
+        } else {
+            create_private_file(&path)
+                .map_err(|e| format!("store: cannot create {}: {e}", path.display()))?;
+        }
     }
     let options = options
         .create_if_missing(false)
@@ -563,6 +592,31 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
         .connect_with(options)
         .await
         .map_err(|e| format!("store: cannot open {}: {e}", path.display()))
+}
+
+/// An existing database (a restored backup, say) readable by others is made private, as a new
+/// one is created, before SQLite opens it and gives its `-wal` and `-shm` files its mode.
+fn keep_private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            was = format!("{:o}", mode & 0o777),
+            "the store's file was readable by others; made private to the gateway's user (0600)"
+        ),
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            "the store's file is readable by others and could not be made private"
+        ),
+    }
 }
 
 /// The database holds queued messages: readable by the gateway's user only. SQLite gives its
@@ -584,4 +638,30 @@ fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_remote_postgres_without_a_checked_certificate_is_named() {
+        use super::unverified_remote_host as unverified;
+        assert_eq!(
+            unverified("postgres://gw@db.example/chat").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(
+            unverified("postgres://gw@10.0.0.5/chat?sslmode=require").as_deref(),
+            Some("10.0.0.5")
+        );
+        for fine in [
+            "postgres://gw@db.example/chat?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgres://gw@db.example/chat?sslmode=verify-ca",
+            "postgres://gw@localhost/chat",
+            "postgres://gw@127.0.0.1:5433/chat",
+            "postgres://gw@[::1]/chat",
+            "postgres:///chat?host=/run/postgresql",
+        ] {
+            assert_eq!(unverified(fine), None, "{fine}");
+        }
+    }
 }
