@@ -762,7 +762,20 @@ impl Settings {
             .add_source(env)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::new("config", e.to_string()))?;
+            .map_err(|e| {
+                let reason = e.to_string();
+                // A misspelled shared key of `[inbound]` is read as a receiver's name, and
+                // serde names only the receiver type it expected.
+                match reason.contains("expected struct InboundSettings") {
+                    true => ConfigError::new(
+                        "inbound",
+                        format!(
+                            "{reason}: [inbound] holds reply_timeout_ms, dsm_refresh_ms and receivers as tables ([inbound.<name>]); is a key misspelled?"
+                        ),
+                    ),
+                    false => ConfigError::new("config", reason),
+                }
+            })?;
         settings.resolve_secret_files()?.validated()
     }
 
@@ -1749,6 +1762,14 @@ mod tests {
             assert_eq!(err.key, "server.public_url", "{bad}");
         }
         load(&[("SYNOCHAT__SERVER__PUBLIC_URL", "https://gateway.example/")]).unwrap();
+    }
+
+    #[test]
+    fn a_misspelled_shared_inbound_key_is_named_as_such() {
+        let err = load(&[("SYNOCHAT__INBOUND__REPLY_TIMEOUT", "5000")]).unwrap_err();
+        assert_eq!(err.key, "inbound");
+        assert!(err.reason.contains("reply_timeout_ms"), "{err}");
+        assert!(err.reason.contains("misspelled"), "{err}");
     }
 
     #[test]
