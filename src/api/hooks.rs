@@ -923,7 +923,7 @@ async fn receive(
     }
     let permit =
         tokio::time::timeout(BODY_PERMIT_WAIT, state.hook_bodies.clone().acquire_owned()).await;
-    let Ok(Ok(_permit)) = permit else {
+    let Ok(Ok(permit)) = permit else {
         return Outcome::Unavailable {
             format: hook.format.unwrap_or(Format::Slack),
             error: ApiError::new(
@@ -1024,6 +1024,9 @@ async fn receive(
             };
         }
     };
+    // Read and rendered: the body is gone, and the wait for DSM or the store is not held
+    // against other senders.
+    drop(permit);
     match dispatch(
         state,
         chat,
