@@ -458,3 +458,57 @@ async fn a_busy_nas_is_asked_again_for_reads_and_not_for_writes() {
         "a write is not asked again"
     );
 }
+
+/// The gateway asks DSM for answers as they are (`Accept-Encoding: identity`) and does not
+/// inflate one compressed anyway: awc would inflate each received chunk whole before any size
+/// limit, so a few KB from a NAS (or anyone on a plain-http link to it) could become gigabytes.
+#[actix_web::test]
+async fn dsm_answers_are_asked_for_and_read_uncompressed() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = asked.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nas = format!("http://{}", listener.local_addr().unwrap());
+    // A NAS that compresses every answer, whatever it was asked.
+    let server = actix_web::HttpServer::new(move || {
+        let seen = seen.clone();
+        actix_web::App::new().default_service(actix_web::web::to(
+            move |req: actix_web::HttpRequest| {
+                let seen = seen.clone();
+                async move {
+                    let accept = req
+                        .headers()
+                        .get("accept-encoding")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    seen.lock().unwrap().push(accept);
+                    let mut gzip =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gzip.write_all(br#"{"success":true,"data":{}}"#).unwrap();
+                    actix_web::HttpResponse::Ok()
+                        .content_type("application/json")
+                        .insert_header(("content-encoding", "gzip"))
+                        .body(gzip.finish().unwrap())
+                }
+            },
+        ))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.url = Some(nas.parse().unwrap());
+    })
+    .await;
+    let answer = app.get("/api/v1/channels").await;
+    answer.assert_problem(502, "upstream_invalid_response");
+    let asked = asked.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|a| a == "identity"), "{asked:?}");
+    handle.stop(false).await;
+}
