@@ -708,7 +708,7 @@ async fn handle(
             }
         }
         Outcome::Unavailable { format, error } => {
-            tracing::warn!(hook = name, %error, "hook message not accepted: it could not be stored");
+            tracing::warn!(hook = name, %error, "hook message not accepted for now (the store, or too many bodies at once): the sender is asked to retry");
             let mut response = if slack_style(Some(format)) {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             } else {
