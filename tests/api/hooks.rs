@@ -1465,7 +1465,8 @@ async fn hook_bodies_held_at_once_are_capped() {
             stream
         })
         .collect();
-    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Time for all sixteen to be read up to their stall, on a loaded machine too.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_000)).await;
     let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "hi"})).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.body, "temporarily_unavailable");

@@ -1228,7 +1228,7 @@ async fn a_download_nobody_reads_gives_its_dsm_slot_back() {
     })
     .await;
     // Larger than what the sockets' buffers and actix's write buffer hold between them.
-    let bytes: Vec<u8> = (0..12 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
     let created = upload(
         &app,
         1,
