@@ -12,8 +12,11 @@
 //!   `max_chars` (which no real text has at the default) is cut inside, as nothing else can be
 //!   done;
 //! - every part has at most `max_chars` characters and is non-empty;
-//! - the parts, concatenated, are exactly the input: the whitespace at a break stays at the
-//!   **end of the part before it** (a part may end with `"\n\n"`; nothing is added or removed);
+//! - the parts, concatenated, are exactly the input (the whitespace at a break stays at the
+//!   **end of the part before it**; a part may end with `"\n\n"`), with one exception: a
+//!   fenced code block longer than a part is closed at the end of each part it is cut in and
+//!   opened again, with its opening line (and its language), at the start of the next, so
+//!   every post shows code as code. Nothing else is added or removed;
 //! - breaks fall, by preference, after a blank line (paragraph), after a new line, after any
 //!   whitespace (word); a break before a chosen position of the first two kinds is only taken
 //!   when it leaves the part at least half full, so a text is not cut into crumbs;
@@ -21,7 +24,9 @@
 //!   spaces>`), unless that link alone is longer than `max_chars`;
 //! - nor inside a fenced code block (from a line starting with three backticks to the line
 //!   closing it) when a break outside it is possible and the block fits in a part: a break
-//!   inside would leave one part's fence open and make the next part's closing fence open one;
+//!   inside would leave one part's fence open and make the next part's closing fence open one.
+//!   A block longer than a part breaks between its lines where it can (never inside its
+//!   opening or closing line), and is closed and opened again there;
 //! - only a text without any usable break point is cut in the middle of a word, at the last
 //!   grapheme cluster boundary that fits.
 
@@ -45,28 +50,172 @@ const MIN_RESPLIT_CHARS: usize = 50;
 /// Splits `text` into consecutive parts of at most `max_chars` characters (see the module
 /// documentation for where breaks fall). `max_chars` of 0 is treated as 1.
 pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
-    let max_chars = max_chars.max(1);
     let chars: Vec<char> = text.chars().collect();
-    let links = link_spans(&chars);
-    let mut fences = fence_spans(&chars);
-    fences.retain(|&(s, e)| e - s <= max_chars);
+    plan_parts(text, &chars, max_chars)
+        .into_iter()
+        .map(|part| part.render(&chars))
+        .collect()
+}
+
+/// One part: a range of the text, with the fence it reopens before it and the fence marker
+/// that closes it after, when it falls inside a fenced block longer than a part.
+#[derive(Debug, Clone, PartialEq)]
+struct Part {
+    range: std::ops::Range<usize>,
+    /// The block's opening line (`[start, end)`, its line break included), written first.
+    reopen: Option<Span>,
+    /// The block's backtick run (`[start, end)`), written after the part on a line of its own.
+    close: Option<Span>,
+}
+
+impl Part {
+    fn render(&self, chars: &[char]) -> String {
+        let mut part = String::new();
+        if let Some((s, e)) = self.reopen {
+            part.extend(&chars[s..e]);
+        }
+        part.extend(&chars[self.range.clone()]);
+        if let Some((s, e)) = self.close {
+            if !part.ends_with('\n') {
+                part.push('\n');
+            }
+            part.extend(&chars[s..e]);
+        }
+        part
+    }
+}
+
+/// The parts of `chars`, in order (see [`split_message`]).
+fn plan_parts(text: &str, chars: &[char], max_chars: usize) -> Vec<Part> {
+    let max_chars = max_chars.max(1);
+    let links = link_spans(chars);
+    let fences = fence_spans(chars);
+    let long: Vec<LongFence> = fences
+        .iter()
+        .filter(|&&(s, e)| e - s > max_chars)
+        .filter_map(|&span| LongFence::of(chars, span, max_chars))
+        .collect();
+    let mut keep: Vec<Span> = fences
+        .iter()
+        .copied()
+        .filter(|&(s, e)| e - s <= max_chars)
+        .collect();
+    // A long block breaks in its body: never in its opening line or right after it (a part
+    // ending with an empty block, the next one's body without its fence), and not inside its
+    // closing line where another break will do.
+    let opening_lines: Vec<Span> = long.iter().map(|f| (f.span.0, f.open_end + 1)).collect();
+    keep.extend(
+        long.iter()
+            .filter(|f| f.close_start < f.span.1)
+            .map(|f| (f.close_start - 1, f.span.1)),
+    );
     let breaks = Breaks {
         clusters: cluster_boundaries(text, chars.len()),
         in_link: inside(&links, chars.len()),
-        in_fence: inside(&fences, chars.len()),
+        in_fence: inside(&keep, chars.len()),
+        in_opening_line: inside(&opening_lines, chars.len()),
         links,
     };
     let mut parts = Vec::new();
     let mut start = 0;
-    while chars.len() - start > max_chars {
-        let end = start + break_within(&chars[start..], max_chars, &breaks, start);
-        parts.push(chars[start..end].iter().collect());
+    let mut reopen: Option<&LongFence> = None;
+    loop {
+        let prefix = reopen.map_or(0, |f| f.open_end - f.span.0);
+        let mut budget = max_chars - prefix;
+        if chars.len() - start <= budget {
+            break;
+        }
+        // Room for the closing marker when the part could end inside a long block's body.
+        let may_end_inside = long
+            .iter()
+            .skip(long.partition_point(|f| f.close_start <= start))
+            .take_while(|f| f.open_end < start + budget)
+            .next();
+        if let Some(fence) = may_end_inside {
+            budget -= fence.close_len();
+        }
+        let end = start + break_within(&chars[start..], budget, &breaks, start);
+        let inside_body = long
+            .get(long.partition_point(|f| f.close_start <= end))
+            .filter(|f| f.open_end < end);
+        parts.push(Part {
+            range: start..end,
+            reopen: reopen.map(LongFence::opening_line),
+            close: inside_body.map(|f| f.marker),
+        });
+        reopen = inside_body;
         start = end;
     }
     if start < chars.len() || parts.is_empty() {
-        parts.push(chars[start..].iter().collect());
+        parts.push(Part {
+            range: start..chars.len(),
+            reopen: reopen.map(LongFence::opening_line),
+            close: None,
+        });
     }
     parts
+}
+
+/// A fenced block longer than a part, which is closed and reopened where it is cut.
+struct LongFence {
+    /// The whole block, `[start, end)`.
+    span: Span,
+    /// The end of its opening line (after its line break).
+    open_end: usize,
+    /// The start of its closing line (`span.1` for a block left open).
+    close_start: usize,
+    /// Its backtick run, which closes it.
+    marker: Span,
+}
+
+impl LongFence {
+    /// `None` for a block whose opening line takes too much of a part to be repeated (the
+    /// block is then cut like any text).
+    fn of(chars: &[char], span: Span, max_chars: usize) -> Option<Self> {
+        let (start, end) = span;
+        let open_end = chars[start..end]
+            .iter()
+            .position(|&c| c == '\n')
+            .map_or(end, |i| start + i + 1);
+        let ticks = start + chars[start..].iter().take_while(|&&c| c == ' ').count();
+        let marker = (
+            ticks,
+            ticks + chars[ticks..].iter().take_while(|&&c| c == '`').count(),
+        );
+        // The last line closes the block when it is a fence line (and not the opening one):
+        // any such line closes an open block, so only a block left open ends otherwise.
+        let body_end = end - usize::from(end > open_end && chars[end - 1] == '\n');
+        let last_line = chars[open_end..body_end.max(open_end)]
+            .iter()
+            .rposition(|&c| c == '\n')
+            .map_or(open_end, |i| open_end + i + 1);
+        let is_fence_line = |at: usize| {
+            let mut line = chars[at..end].iter().skip_while(|&&c| c == ' ');
+            line.by_ref().take(3).filter(|&&c| c == '`').count() == 3
+        };
+        let close_start = if end > open_end && is_fence_line(last_line) {
+            last_line
+        } else {
+            end
+        };
+        let fence = LongFence {
+            span,
+            open_end,
+            close_start,
+            marker,
+        };
+        let overhead = (open_end - start) + fence.close_len();
+        (open_end < end && overhead <= max_chars / 2).then_some(fence)
+    }
+
+    fn opening_line(&self) -> Span {
+        (self.span.0, self.open_end)
+    }
+
+    /// The characters a close adds at most: a line break and the backtick run.
+    fn close_len(&self) -> usize {
+        1 + self.marker.1 - self.marker.0
+    }
 }
 
 /// Where a text may break, by character position (each `len + 1` long), worked out once: a
@@ -78,6 +227,8 @@ struct Breaks {
     /// Strictly inside a `<…>` link (of `links`) or a fenced block that fits in a part.
     in_link: Vec<bool>,
     in_fence: Vec<bool>,
+    /// In the opening line of a block longer than a part, or right after it: never a break.
+    in_opening_line: Vec<bool>,
     /// The link spans, in order.
     links: Vec<Span>,
 }
@@ -106,7 +257,7 @@ fn cluster_boundaries(text: &str, len: usize) -> Vec<bool> {
 
 /// Where to end the part starting at `offset` (relative to `window`, `1..=max`).
 fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> usize {
-    let boundary = |p: usize| breaks.clusters[p + offset];
+    let boundary = |p: usize| breaks.clusters[p + offset] && !breaks.in_opening_line[p + offset];
     let half = max.div_ceil(2);
     // Break after position p-1: the candidates from the end of the window backwards.
     let best = |class: fn(&[char], usize) -> bool, min: usize, keep_fences: bool| {
@@ -136,7 +287,7 @@ fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> 
         .and_then(|after| breaks.links.get(after.checked_sub(1)?))
         .map(|&(s, _)| s);
     match link_start {
-        Some(s) if s > offset && breaks.clusters[s] => s - offset,
+        Some(s) if s > offset && boundary(s - offset) => s - offset,
         _ => (1..=max).rev().find(|&p| boundary(p)).unwrap_or(max),
     }
 }
@@ -301,13 +452,33 @@ mod tests {
     use super::*;
 
     fn check_invariants(text: &str, max: usize) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let plan = plan_parts(text, &chars, max);
         let parts = split_message(text, max);
-        assert_eq!(parts.concat(), text, "parts must join back to the text");
+        let rendered: Vec<String> = plan.iter().map(|p| p.render(&chars)).collect();
+        assert_eq!(rendered, parts);
+        let mut at = 0;
+        for part in &plan {
+            assert_eq!(part.range.start, at, "parts must follow each other: {plan:?}");
+            assert!(part.range.end > part.range.start || text.is_empty());
+            at = part.range.end;
+        }
+        assert_eq!(at, chars.len(), "the parts must cover the text");
+        if plan.iter().all(|p| p.reopen.is_none() && p.close.is_none()) {
+            assert_eq!(parts.concat(), text, "parts must join back to the text");
+        }
         for part in &parts {
             assert!(part.chars().count() <= max, "part over {max}: {part:?}");
             assert!(!part.is_empty() || text.is_empty());
         }
         parts
+    }
+
+    /// How many lines of `part` are fence lines (three backticks after any spaces).
+    fn fence_lines(part: &str) -> usize {
+        part.lines()
+            .filter(|line| line.trim_start_matches(' ').starts_with("```"))
+            .count()
     }
 
     /// A deterministic generator from `seed`: each call picks a number below its argument.
@@ -366,14 +537,83 @@ mod tests {
         let parts = check_invariants(&text, 50);
         assert!(parts.iter().any(|p| p.contains(block)), "{parts:?}");
         assert_eq!(parts[0], "Build failed at this step, see the code:\n");
-        // A block longer than a part is split where it has to be, like any text.
-        let long = format!("intro\n```\n{}```\n", "word ".repeat(30));
+        // A block longer than a part is split where it has to be, and closed and opened again.
+        let long = format!("intro\n```\n{}\n```\n", "word ".repeat(30));
         let parts = check_invariants(&long, 50);
         assert!(parts.len() >= 3, "{parts:?}");
+        assert!(parts.iter().all(|p| fence_lines(p) % 2 == 0), "{parts:?}");
         assert_eq!(
             fence_spans(&"a\n```x\n```\nb\n  ```\nc".chars().collect::<Vec<_>>()),
             [(2, 11), (13, 20)]
         );
+    }
+
+    #[test]
+    fn a_code_block_longer_than_a_part_is_closed_and_opened_again_with_its_language() {
+        let lines: String = (0..40).map(|i| format!("    step {i:02}: ok\n")).collect();
+        let text = format!("Build log:\n```rust\n{lines}```\nThat is all.");
+        let parts = check_invariants(&text, 120);
+        assert!(parts.len() >= 5, "{parts:?}");
+        assert!(parts[0].starts_with("Build log:\n```rust\n    step 00: ok\n"));
+        assert!(parts[0].ends_with("\n```"), "{parts:?}");
+        for part in &parts[1..parts.len() - 1] {
+            assert!(part.starts_with("```rust\n"), "{part:?}");
+            assert!(part.ends_with("\n```"), "{part:?}");
+        }
+        assert!(parts.last().unwrap().starts_with("```rust\n"));
+        assert!(parts.last().unwrap().ends_with("```\nThat is all."));
+        // Without the fences added, the parts are the text: nothing lost, nothing reordered,
+        // and every cut falls between two lines of the block.
+        let joined: String = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p = if i > 0 { p.strip_prefix("```rust\n").unwrap() } else { p };
+                let closed = i + 1 < parts.len();
+                if closed { p.strip_suffix("```").unwrap() } else { p }.to_owned()
+            })
+            .collect();
+        assert_eq!(joined, text);
+        assert!(parts.iter().all(|p| fence_lines(p) == 2), "{parts:?}");
+    }
+
+    #[test]
+    fn a_long_block_left_open_is_reopened_and_left_open() {
+        let text = format!("```\n{}", "x = 1\n".repeat(30));
+        let parts = check_invariants(&text, 50);
+        assert!(parts.len() >= 4);
+        let (last, rest) = parts.split_last().unwrap();
+        assert!(rest.iter().all(|p| fence_lines(p) == 2), "{parts:?}");
+        assert_eq!(fence_lines(last), 1, "{last:?}");
+        // A cut inside a line of the block (no line break fits) still closes it.
+        let long_line = format!("```sh\n{}\n```\n", "word ".repeat(40));
+        let parts = check_invariants(&long_line, 60);
+        assert!(parts.iter().all(|p| fence_lines(p) == 2), "{parts:?}");
+        assert!(parts[1].starts_with("```sh\n"));
+    }
+
+    #[test]
+    fn texts_with_blocks_of_every_length_keep_every_part_balanced() {
+        for seed in 0..60 {
+            let mut next = pseudo_random(seed);
+            let mut text = String::new();
+            for _ in 0..6 {
+                text.push_str(&sample_text(seed * 7 + next(100) as u64, 20 + next(300)));
+                let (open, close) = [
+                    ("\n```\n", "\n```\n"),
+                    ("\n```yaml\n", "\n```\n"),
+                    ("\n  ````\n", "\n  ````\n"),
+                ][next(3)];
+                text.push_str(open);
+                text.push_str(&sample_text(seed * 11 + next(100) as u64, next(700)));
+                text.push_str(close);
+            }
+            for max in [60, 200, 500] {
+                let parts = check_invariants(&text, max);
+                let odd: Vec<_> = parts.iter().filter(|p| fence_lines(p) % 2 == 1).collect();
+                assert!(odd.is_empty(), "max {max}: {odd:?} in {text:?}");
+            }
+        }
     }
 
     #[test]
