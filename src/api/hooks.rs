@@ -451,7 +451,10 @@ hook_operation! {
     /// For senders set to GET (Uptime Kuma, Gitea): the query string is the body. Its fields are
     /// read as a JSON object (a field holding a JSON object or array as that: Uptime Kuma's
     /// `heartbeat` and `monitor`), or a `payload` field as the whole JSON body; then as
-    /// `POST /hooks/{name}/{secret}`.
+    /// `POST /hooks/{name}/{secret}`. A GET without a query posts nothing and is answered as an
+    /// event the hook does not post (`200` with `posted: false`; `ok` for a Slack-style hook,
+    /// `204` for a Discord one): Discord's senders (Uptime Kuma) read a webhook's URL so
+    /// before they post.
     get "/{name}/{secret}", get_hook_with_path_secret -> by_path_secret(HookSecretPath), utoipa(params(HookSecretPath))
 }
 
@@ -533,6 +536,11 @@ async fn by_bearer_secret(
     .await
 }
 
+/// A GET without a query string: a check of the hook, not a message.
+fn is_probe(req: &HttpRequest) -> bool {
+    req.method() == actix_web::http::Method::GET && req.query_string().is_empty()
+}
+
 /// The secret in a request's `Authorization`: a bearer token, or the password of Basic
 /// credentials (the user name when the password is empty), for senders that offer only basic
 /// auth (Alertmanager's and Grafana's `basic_auth`).
@@ -576,6 +584,12 @@ async fn handle(
     let state = services.0;
     let hook = state.hooks.get(name);
     let outcome = match hook {
+        // A GET with no query carries no message: Discord's senders (Uptime Kuma) read a
+        // webhook's URL this way before posting, and a browser or a monitor checks it so.
+        Some(hook) if hook.admits(secret, req.headers()) && is_probe(req) => Outcome::NotPosted {
+            format: hook.format.unwrap_or(Format::Generic),
+            reason: "a GET without a query is a check of the hook; nothing is posted",
+        },
         Some(hook) if hook.admits(secret, req.headers()) => {
             receive((name, hook), req, payload, services).await
         }

@@ -49,6 +49,9 @@ fn with_hooks(settings: &mut Settings) {
     let mut kuma = hook(("channel", "ops"));
     kuma.template = Some("{{ monitor.name }}: {{ msg }}".into());
     settings.hooks.insert("kuma".into(), kuma);
+    let mut kuma_readme = hook(("channel", "ops"));
+    kuma_readme.template = Some(KUMA_README_TEMPLATE.into());
+    settings.hooks.insert("kuma-readme".into(), kuma_readme);
     let mut templated = hook(("channel", "ops"));
     templated.template = Some("alert: {{ text }}".into());
     settings.hooks.insert("templated".into(), templated);
@@ -334,10 +337,49 @@ async fn a_get_call_is_read_from_its_query() {
     assert_eq!(answer.body["format"], "generic");
     // The hook's template reads the JSON fields of the query.
     post_arrives(&app, "web: [web] [🔴 Down] timeout").await;
-    let empty = app.get(&format!("/hooks/ops/{SECRET}")).await;
-    assert_eq!(empty.status, 400, "{}", empty.body);
+    // A GET without a query is a check of the URL (Uptime Kuma's Discord type reads the
+    // webhook first): a success that posts nothing.
+    let posts = app.sim.count("SYNO.Chat.Post", "create");
+    let probe = app.get(&format!("/hooks/ops/{SECRET}")).await;
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    assert_eq!(probe.body["posted"], false, "{}", probe.body);
+    let probe = app.get(&format!("/hooks/ops/{SECRET}x")).await;
+    assert_eq!(probe.status, 404, "a wrong secret is still refused");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), posts);
     let wrong = app.get("/hooks/ops/wrong?msg=x").await;
     assert_eq!(wrong.status, 404);
+}
+
+/// The README's template for Uptime Kuma's webhook (section "Uptime Kuma").
+const KUMA_README_TEMPLATE: &str = r#"{% if monitor %}{{ monitor.name }} {{ "is up ✅" if heartbeat.status == 1 else "is down 🔴" }}: {{ heartbeat.msg }}{% else %}{{ msg }}{% endif %}"#;
+
+#[actix_rt::test]
+async fn the_readmes_uptime_kuma_template_reads_an_alert_and_the_test_button() {
+    let app = app().await;
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(&format!("template = '{KUMA_README_TEMPLATE}'")),
+        "the README shows the template tested here"
+    );
+    let path = format!("/hooks/kuma-readme/{SECRET}");
+    let alert = send_json(&app, &path, golden("generic/uptime_kuma_webhook")).await;
+    assert_eq!(alert.status, 202, "{}", alert.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("My site is down 🔴: timeout of 48000ms exceeded")
+    );
+    // The Test button: `heartbeat` and `monitor` are null.
+    let test = send_json(
+        &app,
+        &path,
+        json!({"heartbeat": null, "monitor": null, "msg": "Uptime Kuma Webhook Testing"}),
+    )
+    .await;
+    assert_eq!(test.status, 202, "{}", test.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(param(&create, "message"), Some("Uptime Kuma Webhook Testing"));
 }
 
 #[actix_rt::test]
