@@ -15,7 +15,7 @@ use super::{
     BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text_stopping, told_parts_posted,
 };
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, Post, PostId, User, UserId};
@@ -68,7 +68,7 @@ pub struct FailedRecipient {
     reason: String,
 }
 
-/// Per-recipient outcome; the answer is 200 even when some (or all) recipients failed.
+/// Per-recipient outcome; the answer is 200 when at least one recipient got the message.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"items": [{"user_id": 2, "post_id": 30064771073_u64}],
     "failed": [{"user_id": 3, "reason": "user not found"}]}))]
@@ -112,7 +112,9 @@ fn bot_read_error(
 /// Send a chatbot message
 ///
 /// Sends the message to each user's conversation with the bot configured as `name`; answers
-/// the post created per user and the users DSM did not deliver to.
+/// the post created per user and the users DSM did not deliver to. When DSM delivered it to
+/// none of them, the answer is a `400 upstream_rejected_input` naming each user's reason (as
+/// the outbox's delivery fails), not a success.
 #[utoipa::path(security(("bearer" = ["write"])), tag = "bots",
     params(BotPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
@@ -223,6 +225,19 @@ pub async fn send_bot_message(
         }
     }
     items.retain(|d| !failed.iter().any(|f| f.user_id == d.user_id));
+    if items.is_empty() && !failed.is_empty() {
+        let reasons: Vec<String> = failed
+            .iter()
+            .map(|f| format!("user {}: {}", f.user_id, f.reason))
+            .collect();
+        return Err(ApiError::new(
+            ProblemCode::UpstreamRejectedInput,
+            format!(
+                "DSM delivered the message to none of its recipients ({})",
+                reasons.join("; ")
+            ),
+        ));
+    }
     Ok(HttpResponse::Ok()
         .insert_header((POST_COUNT_HEADER, count.to_string()))
         .json(BotDelivery { items, failed }))

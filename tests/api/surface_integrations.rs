@@ -640,6 +640,18 @@ async fn a_bot_message_reports_posts_per_user() {
     assert_eq!(payload["text"], TRICKY_TEXT);
     assert_eq!(payload["user_ids"], json!([2, 424242]));
 
+    // Delivered to nobody: a failure, not a success with an empty list.
+    let nobody = app
+        .post(&path, json!({"text": "x", "user_ids": [424242, 424243]}))
+        .await;
+    nobody.assert_problem(400, "upstream_rejected_input");
+    let detail = nobody.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("user 424242") && detail.contains("user 424243"),
+        "{detail}"
+    );
+    assert_eq!(app.sim.count(EXTERNAL, "chatbot"), 2);
+
     for body in [
         json!({"text": "x", "user_ids": []}),
         json!({"text": "x"}),
@@ -651,7 +663,7 @@ async fn a_bot_message_reports_posts_per_user() {
             .await
             .assert_problem(400, "invalid_request");
     }
-    assert_eq!(app.sim.count(EXTERNAL, "chatbot"), 1);
+    assert_eq!(app.sim.count(EXTERNAL, "chatbot"), 2);
 }
 
 #[actix_web::test]
