@@ -459,7 +459,10 @@ mod tests {
         assert_eq!(rendered, parts);
         let mut at = 0;
         for part in &plan {
-            assert_eq!(part.range.start, at, "parts must follow each other: {plan:?}");
+            assert_eq!(
+                part.range.start, at,
+                "parts must follow each other: {plan:?}"
+            );
             assert!(part.range.end > part.range.start || text.is_empty());
             at = part.range.end;
         }
@@ -568,9 +571,18 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let p = if i > 0 { p.strip_prefix("```rust\n").unwrap() } else { p };
+                let p = if i > 0 {
+                    p.strip_prefix("```rust\n").unwrap()
+                } else {
+                    p
+                };
                 let closed = i + 1 < parts.len();
-                if closed { p.strip_suffix("```").unwrap() } else { p }.to_owned()
+                if closed {
+                    p.strip_suffix("```").unwrap()
+                } else {
+                    p
+                }
+                .to_owned()
             })
             .collect();
         assert_eq!(joined, text);

@@ -379,7 +379,10 @@ async fn the_readmes_uptime_kuma_template_reads_an_alert_and_the_test_button() {
     .await;
     assert_eq!(test.status, 202, "{}", test.body);
     let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
-    assert_eq!(param(&create, "message"), Some("Uptime Kuma Webhook Testing"));
+    assert_eq!(
+        param(&create, "message"),
+        Some("Uptime Kuma Webhook Testing")
+    );
 }
 
 #[actix_rt::test]
