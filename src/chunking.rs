@@ -544,7 +544,10 @@ mod tests {
         let long = format!("intro\n```\n{}\n```\n", "word ".repeat(30));
         let parts = check_invariants(&long, 50);
         assert!(parts.len() >= 3, "{parts:?}");
-        assert!(parts.iter().all(|p| fence_lines(p) % 2 == 0), "{parts:?}");
+        assert!(
+            parts.iter().all(|p| fence_lines(p).is_multiple_of(2)),
+            "{parts:?}"
+        );
         assert_eq!(
             fence_spans(&"a\n```x\n```\nb\n  ```\nc".chars().collect::<Vec<_>>()),
             [(2, 11), (13, 20)]
@@ -622,7 +625,10 @@ mod tests {
             }
             for max in [60, 200, 500] {
                 let parts = check_invariants(&text, max);
-                let odd: Vec<_> = parts.iter().filter(|p| fence_lines(p) % 2 == 1).collect();
+                let odd: Vec<_> = parts
+                    .iter()
+                    .filter(|p| !fence_lines(p).is_multiple_of(2))
+                    .collect();
                 assert!(odd.is_empty(), "max {max}: {odd:?} in {text:?}");
             }
         }

@@ -1,11 +1,13 @@
 //! Alertmanager `webhook_configs` (version 4; prometheus/alertmanager notify/webhook): a
 //! headline like Alertmanager's own `__subject` (`[FIRING:2] HighCPU (prod)`), a line per alert,
-//! the link back to Alertmanager and "…and N more" for truncated alerts.
+//! the link back to Alertmanager and "…and N more" for truncated alerts. Label values (which
+//! service discovery, exporters or anyone deploying a workload may set) and the annotations
+//! made of them are shown as typed ([`literal_text`]): only the links built here are links.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::markup::{self, link};
+use super::markup::{self, link, literal_text};
 use super::{FormatError, text_field};
 
 /// What makes two notifications the same one: the receiver, the group, its status and each
@@ -97,7 +99,7 @@ fn shared_annotations(common: Option<&Map<String, Value>>) -> Option<String> {
             if value.starts_with("https://") || value.starts_with("http://") {
                 link(value, key)
             } else {
-                format!("{key}: {value}")
+                literal_text(&format!("{key}: {value}")).into_owned()
             }
         })
         .collect();
@@ -141,7 +143,7 @@ fn headline(
     if !rest.is_empty() {
         line.push_str(&format!(" ({rest})"));
     }
-    line
+    literal_text(&line).into_owned()
 }
 
 /// `• 🔴 critical · HighCPU: summary · since 2024-05-01 12:00 UTC · <url|source>`.
@@ -176,7 +178,7 @@ fn alert_line(
         head.push(' ');
         head.push_str(severity);
     }
-    parts.push(head);
+    parts.push(literal_text(&head).into_owned());
     let name = label("alertname").unwrap_or("alert");
     let what = annotation("summary").or_else(|| annotation("description"));
     let mut title = match label("instance") {
@@ -187,7 +189,7 @@ fn alert_line(
         title.push_str(": ");
         title.push_str(what);
     }
-    parts.push(title);
+    parts.push(literal_text(&title).into_owned());
     if resolved && group_status != "resolved" {
         parts.push("resolved".to_owned());
     }
@@ -215,4 +217,34 @@ fn alert_line(
         parts.push(link(url, "source"));
     }
     format!("• {}", parts.join(" · "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_values_and_annotations_are_text_as_typed() {
+        let evil = "<https://evil.example/login|Approve>";
+        let body = json!({"status": "firing", "groupLabels": {"pod": evil},
+            "commonLabels": {"pod": evil, "env": "<mailto:x@evil.example|prod>"},
+            "commonAnnotations": {"owner": evil, "runbook_url": "https://runbooks.example/p"},
+            "alerts": [{"status": "firing", "labels": {"alertname": "PodCrash",
+                "severity": evil, "instance": evil},
+                "annotations": {"summary": format!("pod {evil} restarts")},
+                "generatorURL": "http://prom.example/g"}]});
+        let text = render(body.as_object().unwrap())
+            .unwrap()
+            .replace(markup::LINK_BREAK, "[WJ]");
+        assert_eq!(
+            text,
+            "🔥 [FIRING:1] <[WJ]https://evil.example/login|Approve> \
+             (<[WJ]mailto:x@evil.example|prod>)\n\
+             • ⚪ <[WJ]https://evil.example/login|Approve> · PodCrash on \
+             <[WJ]https://evil.example/login|Approve>: pod <[WJ]https://evil.example/login|Approve> \
+             restarts · <http://prom.example/g|source>\n\
+             owner: <[WJ]https://evil.example/login|Approve> · <https://runbooks.example/p|runbook_url>"
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! Sonarr, Radarr, Lidarr and Readarr "Webhook" connections (Servarr's WebhookBase: `eventType`,
 //! `instanceName`, `applicationUrl`, and the series, movie, artist or author concerned): one
 //! headline per event, as senders-delivery-events A.6 suggests. `Test` gives a short
-//! confirmation, so the Test button in the sender's settings shows success.
+//! confirmation, so the Test button in the sender's settings shows success. Titles come from
+//! public metadata and release names from indexers: they are shown as typed
+//! ([`literal_text`]), never as links.
 
 use serde_json::{Map, Value};
 
-use super::markup::link;
+use super::markup::{link, literal_text};
 use super::{FormatError, text_field};
 
 /// Whether the body is a Servarr webhook: an `eventType` next to a field they all send.
@@ -101,7 +103,9 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         }
         other => about(other),
     };
-    let mut lines = vec![format!("[{}] {headline}", application(message))];
+    // The headline holds no link of the gateway's own: all of it is text as typed.
+    let headline = format!("[{}] {headline}", application(message));
+    let mut lines = vec![literal_text(&headline).into_owned()];
     if event == "Health"
         && let Some(url) = field("wikiUrl")
     {
@@ -120,7 +124,7 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                lines.push(format!("• {text}"));
+                lines.push(format!("• {}", literal_text(text)));
             }
         }
     }
@@ -226,6 +230,37 @@ mod tests {
         )));
         assert!(!looks_like(&map(json!({"eventType": "", "series": {}}))));
         assert!(!looks_like(&map(json!({"text": "hi", "series": {}}))));
+    }
+
+    #[test]
+    fn titles_and_messages_are_text_as_typed() {
+        let link_break = crate::formats::markup::LINK_BREAK;
+        let text = render(&map(json!({"eventType": "Grab", "instanceName": "Sonarr",
+            "series": {"title": "<https://evil.example|Show>"},
+            "episodes": [{"seasonNumber": 1, "episodeNumber": 2, "title": "<mailto:x@evil.example|Pilot>"}],
+            "release": {"quality": "HDTV-720p", "indexer": "<https://evil.example|Indexer>"}})))
+        .unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[Sonarr] 📥 Grabbed <{link_break}https://evil.example|Show> S01E02 \
+                 “<{link_break}mailto:x@evil.example|Pilot>” [HDTV-720p] from \
+                 <{link_break}https://evil.example|Indexer>"
+            )
+        );
+        let text = render(&map(
+            json!({"eventType": "Health", "instanceName": "Radarr",
+            "level": "warning", "message": "<https://evil.example|Update now>",
+            "wikiUrl": "https://wiki.servarr.com/radarr/system#x"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[Radarr] ⚠️ Health (warning): <{link_break}https://evil.example|Update now>\n\
+                 <https://wiki.servarr.com/radarr/system#x|wiki>"
+            )
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::markup::{self, link, rgb_marker};
-use super::text_field;
+use super::{scalar_field, text_field};
 
 pub fn render(message: &Map<String, Value>) -> String {
     let mut sections: Vec<String> = Vec::new();
@@ -57,7 +57,7 @@ fn render_embed(embed: &Map<String, Value>) -> String {
         .filter_map(Value::as_object)
     {
         let name = text_field(field, "name").map(markup::discord);
-        let value = text_field(field, "value").map(markup::discord);
+        let value = scalar_field(field, "value").map(|v| markup::discord(&v));
         let entry = match (name, value) {
             (Some(n), Some(v)) if v.contains('\n') => format!("{n}:\n{v}"),
             (Some(n), Some(v)) => format!("{n}: {v}"),
@@ -77,7 +77,9 @@ fn render_embed(embed: &Map<String, Value>) -> String {
         }
         previous_inline = inline && !entry.contains('\n');
     }
-    if let Some(url) = nested(embed, "image", "url") {
+    // `attachment://name` points at a file sent beside the body (Grafana's screenshot), which
+    // is not forwarded and which a link cannot open: the file's own line says so.
+    if let Some(url) = nested(embed, "image", "url").filter(|url| !is_attachment(url)) {
         lines.push(link(url, "image"));
     }
     let footer = nested(embed, "footer", "text").map(markup::discord);
@@ -95,4 +97,46 @@ fn render_embed(embed: &Map<String, Value>) -> String {
         *first = format!("{marker} {first}");
     }
     lines.join("\n")
+}
+
+/// Whether a URL names a file of the request (`attachment://screenshot.png`) rather than the web.
+fn is_attachment(url: &str) -> bool {
+    url.trim_start()
+        .get(..13)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("attachment://"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rendered(body: Value) -> String {
+        render(body.as_object().unwrap())
+    }
+
+    #[test]
+    fn an_image_sent_as_a_file_is_not_linked() {
+        // Grafana's screenshot: `attachment://` names the multipart file, said by its own line.
+        for url in [
+            "attachment://abc123.png",
+            "Attachment://x.png",
+            " attachment://y.png",
+        ] {
+            let body = json!({"embeds": [{"title": "DiskFull", "image": {"url": url}}]});
+            assert_eq!(rendered(body), "DiskFull", "{url}");
+        }
+        let body = json!({"embeds": [{"title": "DiskFull",
+            "image": {"url": "https://g.example/d.png"}}]});
+        assert_eq!(rendered(body), "DiskFull\n<https://g.example/d.png|image>");
+    }
+
+    #[test]
+    fn field_values_may_be_numbers_or_booleans() {
+        let body = json!({"embeds": [{"fields": [
+            {"name": "Used %", "value": 93, "inline": true},
+            {"name": "Healthy", "value": false, "inline": true},
+        ]}]});
+        assert_eq!(rendered(body), "Used %: 93 · Healthy: false");
+    }
 }

@@ -3,11 +3,23 @@
 //! same thing): push with its commits, issues, pull requests and their reviews, comments,
 //! releases, CI outcomes, deployments, stars, forks, labels and milestones, and the ping
 //! sent when a hook is created, which is confirmed in one line.
+//!
+//! Everything but the URLs is written by people who can push or open an issue (commit
+//! messages, author names, titles, comments, labels): it is shown as typed
+//! ([`literal_text`]), so a `<https://evil|Approve>` in it is no Chat link. Only the links
+//! made here with [`link`], and the Markdown links of comments, are links.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::markup::link;
+use super::markup::{link, literal_text, markdown_text};
 use super::{FormatError, text_field};
+
+/// A field written by people, as text to show (see the module's notes).
+fn said<'a>(map: &'a Map<String, Value>, key: &str) -> Option<Cow<'a, str>> {
+    text_field(map, key).map(literal_text)
+}
 
 /// Commits listed under a push headline.
 const COMMITS_SHOWN: usize = 5;
@@ -32,7 +44,7 @@ fn is_ping(message: &Map<String, Value>) -> bool {
 
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let object = |key: &str| message.get(key).and_then(Value::as_object);
-    let repo = object("repository").and_then(|r| text_field(r, "full_name"));
+    let repo = object("repository").and_then(|r| said(r, "full_name"));
     // The ping when a hook is made (a repository's, an organisation's, an app's) is answered
     // 2xx, which is all GitHub checks, and not posted: it is no event of the repository.
     if is_ping(message) {
@@ -46,8 +58,10 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     if let Some(reason) = not_posted(message) {
         return Err(FormatError::NotPosted(reason));
     }
+    let repo = &*repo;
     let who = actor(message);
-    let action = text_field(message, "action").unwrap_or("updated");
+    let action = said(message, "action").unwrap_or(Cow::Borrowed("updated"));
+    let action = &*action;
     if let Some(run) = object("workflow_run") {
         return Ok(workflow_run(repo, run));
     }
@@ -66,7 +80,7 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         let name = text_field(fork, "full_name").unwrap_or("a fork");
         let name = match text_field(fork, "html_url") {
             Some(url) => link(url, name),
-            None => name.to_owned(),
+            None => literal_text(name).into_owned(),
         };
         return Ok(format!("[{repo}] {who} forked the repository to {name}"));
     }
@@ -78,8 +92,7 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     }
     // `create` and `delete` events: a branch or tag by name. GitHub's `create` carries
     // `master_branch` and Gitea's `sha`; the `delete` events of both carry neither.
-    if let (Some(kind), Some(name)) = (text_field(message, "ref_type"), text_field(message, "ref"))
-    {
+    if let (Some(kind), Some(name)) = (said(message, "ref_type"), said(message, "ref")) {
         let verb = if message.contains_key("master_branch") || message.contains_key("sha") {
             "created"
         } else {
@@ -154,13 +167,13 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             .unwrap_or("a release");
         let name = match text_field(release, "html_url") {
             Some(url) => link(url, name),
-            None => name.to_owned(),
+            None => literal_text(name).into_owned(),
         };
         return Ok(format!("[{repo}] {who} {action} release {name}"));
     }
     // Events named by one object: what was done, to which (a label, a milestone, a member...).
     for (kind, key) in NAMED_OBJECTS {
-        if let Some(name) = object(kind).and_then(|o| text_field(o, key)) {
+        if let Some(name) = object(kind).and_then(|o| said(o, key)) {
             let kind = kind.replace('_', " ");
             return Ok(format!("[{repo}] {who} {action} {kind} {name}"));
         }
@@ -266,9 +279,9 @@ fn outcome_mark(outcome: &str) -> &'static str {
 
 /// `[owner/repo] ❌ workflow CI failure on main <url|run>`.
 fn workflow_run(repo: &str, run: &Map<String, Value>) -> String {
-    let name = text_field(run, "name").unwrap_or("workflow");
-    let conclusion = text_field(run, "conclusion").unwrap_or("completed");
-    let branch = text_field(run, "head_branch")
+    let name = said(run, "name").unwrap_or(Cow::Borrowed("workflow"));
+    let conclusion = said(run, "conclusion").unwrap_or(Cow::Borrowed("completed"));
+    let branch = said(run, "head_branch")
         .map(|branch| format!(" on {branch}"))
         .unwrap_or_default();
     let url = text_field(run, "html_url")
@@ -276,7 +289,7 @@ fn workflow_run(repo: &str, run: &Map<String, Value>) -> String {
         .unwrap_or_default();
     format!(
         "[{repo}] {} workflow {name} {conclusion}{branch}{url}",
-        outcome_mark(conclusion)
+        outcome_mark(&conclusion)
     )
 }
 
@@ -286,15 +299,15 @@ fn deployment_status(
     status: &Map<String, Value>,
     deployment: Option<&Map<String, Value>>,
 ) -> String {
-    let state = text_field(status, "state").unwrap_or("finished");
+    let state = said(status, "state").unwrap_or(Cow::Borrowed("finished"));
     let environment = text_field(status, "environment")
         .or_else(|| deployment.and_then(|d| text_field(d, "environment")))
         .unwrap_or("an environment");
     let reference = deployment
-        .and_then(|d| text_field(d, "ref"))
+        .and_then(|d| said(d, "ref"))
         .map(|r| format!(" of {r}"))
         .unwrap_or_default();
-    let description = text_field(status, "description")
+    let description = said(status, "description")
         .map(|d| format!(": {d}"))
         .unwrap_or_default();
     let url = text_field(status, "environment_url")
@@ -303,18 +316,19 @@ fn deployment_status(
             text_field(status, "target_url").map(|url| format!(" {}", link(url, "details")))
         })
         .unwrap_or_default();
-    let mark = match state {
+    let mark = match &*state {
         "inactive" => "⚪",
         other => outcome_mark(other),
     };
+    let environment = literal_text(environment);
     format!("[{repo}] {mark} deployment{reference} to {environment} {state}{description}{url}")
 }
 
 /// `[owner/repo] ❌ ci/build failure: tests failed <url|details>`.
 fn commit_status(repo: &str, message: &Map<String, Value>) -> String {
-    let state = text_field(message, "state").unwrap_or_default();
-    let context = text_field(message, "context").unwrap_or("status");
-    let description = text_field(message, "description")
+    let state = said(message, "state").unwrap_or_default();
+    let context = said(message, "context").unwrap_or(Cow::Borrowed("status"));
+    let description = said(message, "description")
         .map(|d| format!(": {d}"))
         .unwrap_or_default();
     let url = text_field(message, "target_url")
@@ -322,13 +336,14 @@ fn commit_status(repo: &str, message: &Map<String, Value>) -> String {
         .unwrap_or_default();
     format!(
         "[{repo}] {} {context} {state}{description}{url}",
-        outcome_mark(state)
+        outcome_mark(&state)
     )
 }
 
 /// `[owner/repo:main] alice pushed 2 commits <compare|compare>` and the commits.
 fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) -> String {
-    let reference = text_field(message, "ref").unwrap_or_default();
+    let reference = said(message, "ref").unwrap_or_default();
+    let reference = &*reference;
     let place = match (
         reference.strip_prefix("refs/heads/"),
         reference.strip_prefix("refs/tags/"),
@@ -377,15 +392,16 @@ fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) 
         let short = id.get(..7).unwrap_or(id);
         let sha = match text_field(commit, "url") {
             Some(url) => link(url, short),
-            None => short.to_owned(),
+            None => literal_text(short).into_owned(),
         };
         let subject = text_field(commit, "message")
             .and_then(|m| m.lines().next())
+            .map(literal_text)
             .unwrap_or_default();
         let author = commit
             .get("author")
             .and_then(Value::as_object)
-            .and_then(|a| text_field(a, "name"))
+            .and_then(|a| said(a, "name"))
             .map(|name| format!(" — {name}"))
             .unwrap_or_default();
         lines.push(format!("• {sha} {subject}{author}"));
@@ -398,7 +414,7 @@ fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) 
 
 /// Who acted: the sender's or pusher's login, username or name.
 fn actor(message: &Map<String, Value>) -> String {
-    ["sender", "pusher"]
+    let who = ["sender", "pusher"]
         .iter()
         .filter_map(|key| message.get(*key).and_then(Value::as_object))
         .find_map(|who| {
@@ -406,8 +422,8 @@ fn actor(message: &Map<String, Value>) -> String {
                 .iter()
                 .find_map(|k| text_field(who, k))
         })
-        .unwrap_or("someone")
-        .to_owned()
+        .unwrap_or("someone");
+    literal_text(who).into_owned()
 }
 
 /// `#12 <url|title>` for an issue or a pull request.
@@ -420,19 +436,18 @@ fn numbered(item: &Map<String, Value>) -> String {
     let title = text_field(item, "title").unwrap_or("(untitled)");
     match text_field(item, "html_url") {
         Some(url) => format!("{number}{}", link(url, title)),
-        None => format!("{number}{title}"),
+        None => format!("{number}{}", literal_text(title)),
     }
 }
 
-/// A comment's first lines, quoted.
 /// The first lines of a comment or review, quoted; its Markdown links (`[t](u)`, as GitHub's
-/// and Gitea's comments are written) become Chat links.
+/// and Gitea's comments are written) become Chat links, and the rest is text as typed.
 fn quoted(body: &str) -> String {
     const LINES: usize = 3;
     let mut lines: Vec<String> = body
         .lines()
         .take(LINES)
-        .map(|l| format!("> {}", super::markup::markdown_links(l)))
+        .map(|l| format!("> {}", markdown_text(l)))
         .collect();
     if body.lines().count() > LINES {
         lines.push("> …".to_owned());
@@ -454,6 +469,66 @@ mod tests {
         assert_eq!(
             quoted("see [the log](https://ci.example/1)\nsecond\nthird\nfourth"),
             "> see <https://ci.example/1|the log>\n> second\n> third\n> …"
+        );
+    }
+
+    /// What Chat would show, the word joiner made visible.
+    fn shown(text: &str) -> String {
+        text.replace(crate::formats::markup::LINK_BREAK, "[WJ]")
+    }
+
+    #[test]
+    fn links_typed_by_people_are_text_and_the_gateways_links_are_links() {
+        let evil = "<https://evil.example/login|Approve deploy #42>";
+        let repo = json!({"full_name": "o/r"});
+        let push = map(json!({"ref": "refs/heads/main", "repository": repo,
+            "sender": {"login": evil},
+            "commits": [{"id": "abc1234567", "message": format!("{evil}\nmore"),
+                "url": "https://g.example/o/r/commit/abc1234567",
+                "author": {"name": evil}}]}));
+        assert_eq!(
+            shown(&render(&push).unwrap()),
+            "[o/r:main] <[WJ]https://evil.example/login|Approve deploy #42> pushed 1 commit\n\
+             • <https://g.example/o/r/commit/abc1234567|abc1234> \
+             <[WJ]https://evil.example/login|Approve deploy #42> — \
+             <[WJ]https://evil.example/login|Approve deploy #42>"
+        );
+        let issue = |html_url: Value| {
+            map(
+                json!({"action": "opened", "repository": repo, "sender": {"login": "m"},
+                "issue": {"number": 3, "title": evil, "html_url": html_url}}),
+            )
+        };
+        assert_eq!(
+            shown(&render(&issue(Value::Null)).unwrap()),
+            "[o/r] m opened issue #3 <[WJ]https://evil.example/login|Approve deploy #42>"
+        );
+        assert_eq!(
+            shown(&render(&issue(json!("https://g.example/o/r/issues/3"))).unwrap()),
+            "[o/r] m opened issue #3 \
+             <https://g.example/o/r/issues/3|<[WJ]https://evil.example/login¦Approve deploy #42›>"
+        );
+        let comment = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "m"}, "issue": {"number": 3, "title": "t"},
+            "comment": {"body": format!("see [the log](https://ci.example/1) {evil}")}}));
+        assert_eq!(
+            shown(&render(&comment).unwrap()),
+            "[o/r] m commented on #3 t\n\
+             > see <https://ci.example/1|the log> <[WJ]https://evil.example/login|Approve deploy #42>"
+        );
+        let label = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "m"}, "label": {"name": "<mailto:x@evil.example|bug>"}}));
+        assert_eq!(
+            shown(&render(&label).unwrap()),
+            "[o/r] m created label <[WJ]mailto:x@evil.example|bug>"
+        );
+        let status = map(json!({"sha": "1b2c", "state": "failure", "context": "ci",
+            "description": evil, "target_url": "https://ci/1",
+            "repository": repo, "sender": {"login": "m"}}));
+        assert_eq!(
+            shown(&render(&status).unwrap()),
+            "[o/r] ❌ ci failure: <[WJ]https://evil.example/login|Approve deploy #42> \
+             <https://ci/1|details>"
         );
     }
 

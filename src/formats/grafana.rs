@@ -1,10 +1,12 @@
 //! Grafana alerting webhook contact point (version 1; grafana/alerting receivers/webhook):
 //! `title` and `message` (Grafana's default template already lists each alert's values and
-//! links), then each alert's links the message does not already carry.
+//! links), then each alert's links the message does not already carry. The title and message
+//! carry label values (which anyone deploying a workload may set): they are shown as typed
+//! ([`literal_text`]), but for the message's Markdown links.
 
 use serde_json::{Map, Value};
 
-use super::markup::{self, link};
+use super::markup::{self, link, literal_text};
 use super::{FormatError, text_field};
 
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
@@ -19,10 +21,10 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     let marker = marker(message);
     let mut lines: Vec<String> = Vec::new();
     if let Some(title) = text_field(message, "title") {
-        lines.push(format!("{marker}{}", title.trim()));
+        lines.push(format!("{marker}{}", literal_text(title.trim())));
     }
     let body = text_field(message, "message")
-        .map(markup::markdown_links)
+        .map(markup::markdown_text)
         .unwrap_or_default();
     lines.push(body.clone());
     for alert in alerts.iter().filter_map(Value::as_object) {
@@ -31,10 +33,11 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         let name = labels
             .and_then(|l| text_field(l, "alertname"))
             .unwrap_or("alert");
+        let name = literal_text(name);
         if !body.contains("Value:")
             && let Some(values) = text_field(alert, "valueString")
         {
-            extra.push(format!("values {values}"));
+            extra.push(format!("values {}", literal_text(values)));
         }
         for (key, label) in [
             ("generatorURL", "source"),
@@ -93,10 +96,10 @@ pub fn is_legacy(message: &Map<String, Value>) -> bool {
 fn legacy(message: &Map<String, Value>) -> String {
     let mut lines: Vec<String> = Vec::new();
     if let Some(title) = text_field(message, "title").or_else(|| text_field(message, "ruleName")) {
-        lines.push(format!("{}{}", marker(message), title.trim()));
+        lines.push(format!("{}{}", marker(message), literal_text(title.trim())));
     }
     if let Some(body) = text_field(message, "message") {
-        lines.push(markup::markdown_links(body));
+        lines.push(markup::markdown_text(body));
     }
     for item in message
         .get("evalMatches")
@@ -111,7 +114,7 @@ fn legacy(message: &Map<String, Value>) -> String {
             Some(Value::Null) | None => "no value".to_owned(),
             Some(value) => value.to_string(),
         };
-        lines.push(format!("• {metric}: {value}"));
+        lines.push(literal_text(&format!("• {metric}: {value}")).into_owned());
     }
     let links: Vec<String> = [("ruleUrl", "rule"), ("imageUrl", "image")]
         .into_iter()
@@ -121,4 +124,41 @@ fn legacy(message: &Map<String, Value>) -> String {
         lines.push(links.join(" · "));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_title_and_message_show_a_typed_link_as_text() {
+        let evil = "<https://evil.example/login|Approve>";
+        let body = json!({"state": "alerting", "title": format!("[FIRING:1] Crash ({evil})"),
+            "message": format!("Labels:\n - pod = {evil}\nsee [the runbook](https://wiki.example/r)"),
+            "alerts": [{"labels": {"alertname": evil}, "valueString": evil,
+                "generatorURL": "https://grafana.example/g"}]});
+        let text = render(body.as_object().unwrap())
+            .unwrap()
+            .replace(markup::LINK_BREAK, "[WJ]");
+        assert_eq!(
+            text,
+            "🔥 [FIRING:1] Crash (<[WJ]https://evil.example/login|Approve>)\n\
+             Labels:\n - pod = <[WJ]https://evil.example/login|Approve>\n\
+             see <https://wiki.example/r|the runbook>\n\
+             • <[WJ]https://evil.example/login|Approve>: values \
+             <[WJ]https://evil.example/login|Approve> · <https://grafana.example/g|source>"
+        );
+        let legacy = json!({"state": "alerting", "ruleName": evil, "message": evil,
+            "evalMatches": [{"metric": evil, "value": 3}]});
+        let text = render(legacy.as_object().unwrap())
+            .unwrap()
+            .replace(markup::LINK_BREAK, "[WJ]");
+        assert_eq!(
+            text,
+            "🔥 <[WJ]https://evil.example/login|Approve>\n\
+             <[WJ]https://evil.example/login|Approve>\n\
+             • <[WJ]https://evil.example/login|Approve>: 3"
+        );
+    }
 }

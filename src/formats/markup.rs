@@ -1,13 +1,15 @@
 //! Markup conversions to what Chat shows (senders-delivery-events B.3).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A Chat link: `<url|label>`, or `<url>` without a label. `|` and `>` in the label would end
 /// it early, so they are replaced, and a line break would split it (Chat, and the splitting of
-/// long messages, take a link to be one line), so it becomes a space. In the URL those and
-/// spaces, `<` and control characters are percent-encoded, which leaves its meaning as it was.
+/// long messages, take a link to be one line), so it becomes a space; a link written in the
+/// label stays text ([`literal_text`]). In the URL those and spaces, `<` and control characters
+/// are percent-encoded, which leaves its meaning as it was.
 pub fn link(url: &str, label: &str) -> String {
-    let label: String = label
+    let label: String = literal_text(label)
         .trim()
         .chars()
         .map(|c| match c {
@@ -41,11 +43,71 @@ fn link_url(url: &str) -> std::borrow::Cow<'_, str> {
     encoded.into()
 }
 
+/// Put after a `<` that must not open a Chat link: U+2060 WORD JOINER, which shows nothing.
+pub const LINK_BREAK: char = '\u{2060}';
+
+/// Text a sender means as typed, not as markup (a commit message, an issue title, a label
+/// value): a `<` that starts what Chat would show as a link (`<https://evil|Approve>`,
+/// `<mailto:x>`: a URL scheme and `:`) gets [`LINK_BREAK`] after it, so Chat shows the text as
+/// written instead of a link whose label may hide its target. Anyone who can push a commit or
+/// set a label writes such text; only the links the gateway builds (with [`link`]) and the
+/// markup of formats that have it (Slack's unescaped `<url|label>`, Markdown `[t](u)`) are links.
+pub fn literal_text(text: &str) -> Cow<'_, str> {
+    if !text
+        .match_indices('<')
+        .any(|(at, _)| opens_link(&text[at + 1..]))
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, piece) in text.split('<').enumerate() {
+        if i > 0 {
+            out.push('<');
+            if opens_link(piece) {
+                out.push(LINK_BREAK);
+            }
+        }
+        out.push_str(piece);
+    }
+    Cow::Owned(out)
+}
+
+/// Whether text right after a `<` makes it a link for Chat: a URL scheme (a letter, then
+/// letters, digits, `+`, `-` or `.`) and `:`.
+pub fn opens_link(after: &str) -> bool {
+    let scheme = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(after.len());
+    after.starts_with(|c: char| c.is_ascii_alphabetic()) && after[scheme..].starts_with(':')
+}
+
+/// [`unescape`] for text a Slack sender escaped: a `<` written `&lt;` is text, so one that would
+/// open a Chat link gets [`LINK_BREAK`] after it (`&lt;https://x|y&gt;` shows as typed); other
+/// `&lt;` are plain `<` (`&lt;html&gt;` → `<html>`).
+fn unescape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, piece) in text.split("&lt;").enumerate() {
+        if i > 0 {
+            out.push('<');
+            // A scheme holds no `&`, so the piece reads the same before and after unescaping.
+            if opens_link(piece) {
+                out.push(LINK_BREAK);
+            }
+        }
+        out.push_str(&piece.replace("&gt;", ">").replace("&amp;", "&"));
+    }
+    out
+}
+
 /// Slack mrkdwn to Chat text: links pass through; user, group, channel and broadcast tokens
-/// become readable `@name`/`#name`; dates become their fallback text; `&amp;`, `&lt;` and
-/// `&gt;` are unescaped; Markdown links `[t](u)` (Mattermost, Gitea) become Chat links.
+/// become readable `@name`/`#name` (two in a row, as Grafana writes its mentions, a space
+/// apart); dates become their fallback text; `&amp;`, `&lt;` and `&gt;` are unescaped, a link
+/// the sender escaped staying text ([`unescape_text`]); Markdown links `[t](u)` (Mattermost,
+/// Gitea) become Chat links.
 pub fn slack(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    // Where the last mention written ends in `out`: a mention right after it is set apart.
+    let mut mention_end = None;
     let mut rest = text;
     while let Some(start) = rest.find('<') {
         let Some(len) = rest[start..].find('>') else {
@@ -56,22 +118,28 @@ pub fn slack(text: &str) -> String {
             // Only the last `<` before this `>` can open a token: the text up to it is kept as
             // written (and each character is read a bounded number of times).
             let upto = start + 1 + last;
-            out.push_str(&unescape(&rest[..upto]));
+            out.push_str(&unescape_text(&rest[..upto]));
             rest = &rest[upto..];
             continue;
         }
         if !is_slack_token(inner) {
             // A `<` of the text itself (`free space < 10%`, which senders' templates do not
             // escape): kept as written, and the scan goes on after it.
-            out.push_str(&unescape(&rest[..=start]));
+            out.push_str(&unescape_text(&rest[..=start]));
             rest = &rest[start + 1..];
             continue;
         }
-        out.push_str(&unescape(&rest[..start]));
-        out.push_str(&slack_token(inner));
+        out.push_str(&unescape_text(&rest[..start]));
+        let token = slack_token(inner);
+        let mention = inner.starts_with(['@', '#', '!']) && token.starts_with(['@', '#']);
+        if mention && mention_end == Some(out.len()) {
+            out.push(' ');
+        }
+        out.push_str(&token);
+        mention_end = mention.then_some(out.len());
         rest = &rest[start + len + 1..];
     }
-    out.push_str(&unescape(rest));
+    out.push_str(&unescape_text(rest));
     markdown_links(&out)
 }
 
@@ -100,7 +168,8 @@ fn slack_token(inner: &str) -> String {
         Some((t, l)) => (t, Some(l)),
         None => (inner, None),
     };
-    let label = label.map(unescape);
+    // A label holds no `<` of its own (see `slack`): one there was written `&lt;`.
+    let label = label.map(unescape_text);
     if let Some(user) = target.strip_prefix('@') {
         return format!(
             "@{}",
@@ -123,6 +192,12 @@ fn slack_token(inner: &str) -> String {
             // <!subteam^S1|@ops>, <!date^1700000000^{date}|Nov 14>: the readable fallback.
             return label;
         }
+        // <!subteam^S01OPS> (Grafana's groups): the group's id says who was paged.
+        if name == "subteam"
+            && let Some(id) = special.split('^').nth(1).filter(|id| !id.is_empty())
+        {
+            return format!("@{id}");
+        }
         return format!("@{name}");
     }
     // Slack senders escape `&` in URLs too.
@@ -144,6 +219,18 @@ pub fn unescape(text: &str) -> String {
 /// no brackets and no line break: `[FIRING:1] see [dashboard](u)` links only `dashboard`. Each
 /// character is read a bounded number of times, whatever the brackets (sender text is large).
 pub fn markdown_links(text: &str) -> String {
+    markdown_links_with(text, |between| Cow::Borrowed(between))
+}
+
+/// Markdown written by people (a comment, an alert's message): its links `[t](u)` become Chat
+/// links, and the text around them is [`literal_text`], so a `<https://…|…>` typed in it is not
+/// one.
+pub fn markdown_text(text: &str) -> String {
+    markdown_links_with(text, literal_text)
+}
+
+/// [`markdown_links`], the text between the links written as `between` gives it.
+fn markdown_links_with(text: &str, between: fn(&str) -> Cow<'_, str>) -> String {
     let mut out = String::with_capacity(text.len());
     // `text[..copied]` is in `out`; the next `[` is looked for from `from`.
     let (mut copied, mut from) = (0, 0);
@@ -182,7 +269,7 @@ pub fn markdown_links(text: &str) -> String {
         }
         // An image, `![alt](url)`, is a link to it too: without the `!`, labelled by its alt text.
         let image = open > copied && text[..open].ends_with('!');
-        out.push_str(&text[copied..open - usize::from(image)]);
+        out.push_str(&between(&text[copied..open - usize::from(image)]));
         let label = match label.trim() {
             "" if image => "image",
             _ => label,
@@ -191,13 +278,14 @@ pub fn markdown_links(text: &str) -> String {
         copied = url_stop + 1;
         from = copied;
     }
-    out.push_str(&text[copied..]);
+    out.push_str(&between(&text[copied..]));
     out
 }
 
 /// Discord's tokens, which Chat cannot resolve, as readable text: `<@123>` → `@123`,
 /// `<@&1>` → `@role-1`, `<#1>` → `#1`, `<:name:1>` → `:name:`, `<t:1700000000:R>` → a UTC
-/// time; then Markdown links.
+/// time; a Slack-style `<url|label>`, which Discord shows as typed, stays text
+/// ([`literal_text`]); then Markdown links.
 pub fn discord(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -217,6 +305,11 @@ pub fn discord(text: &str) -> String {
             // Not a token (a `<` of the text, a URL): kept as written, the scan going on after
             // the `<`, so a token later on is still read.
             out.push_str(&rest[..=start]);
+            // Discord has no labelled links: `<https://evil|Approve>` (a commit message in
+            // Gitea's Discord payload) is text there, and must not become a link in Chat.
+            if inner.contains('|') && opens_link(inner) {
+                out.push(LINK_BREAK);
+            }
             rest = &rest[start + 1..];
             continue;
         };
@@ -473,6 +566,151 @@ mod tests {
             link("https://g.example/ok", "fine"),
             "<https://g.example/ok|fine>"
         );
+    }
+
+    /// What Chat would show, the word joiner made visible.
+    fn shown(text: &str) -> String {
+        text.replace(LINK_BREAK, "[WJ]")
+    }
+
+    #[test]
+    fn a_link_the_slack_sender_escaped_stays_text() {
+        // Gitea's Slack push: the commit message is the literal text of a disguised link.
+        let gitea = "<https://git.example/o/r/commit/abc1234567|abc1234>: \
+            &lt;https://evil.example/login|Approve deploy #42&gt; - Mallory";
+        assert_eq!(
+            slack(gitea),
+            "<https://git.example/o/r/commit/abc1234567|abc1234>: \
+             <\u{2060}https://evil.example/login|Approve deploy #42> - Mallory"
+        );
+        // Alertmanager's annotation, and other schemes; other escaped text reads as before.
+        assert_eq!(
+            shown(&slack(
+                "target &lt;http://10.0.0.5:8080/health&gt; &amp; body &lt;html&gt; &lt;mailto:a@b.example&gt;"
+            )),
+            "target <[WJ]http://10.0.0.5:8080/health> & body <html> <[WJ]mailto:a@b.example>"
+        );
+        for text in [
+            "&lt;b&gt;",
+            "a &lt; b",
+            "&lt;10:30&gt;",
+            "&lt;@U1&gt;",
+            "&lt;&lt;x",
+        ] {
+            assert!(!slack(text).contains(LINK_BREAK), "{text}");
+        }
+        // Escaped only in part (`>` as typed), escaped twice, and right before a real link.
+        assert_eq!(
+            shown(&slack(
+                "&lt;https://evil.example|Approve> &lt;&lt;https://x.example&gt;"
+            )),
+            "<[WJ]https://evil.example|Approve> <<[WJ]https://x.example>"
+        );
+        assert_eq!(
+            shown(&slack("&lt;<https://ok.example|ok>")),
+            "<<https://ok.example|ok>"
+        );
+        // What the sender wrote unescaped is a link, as before.
+        assert_eq!(
+            slack("<https://x.example/?a=1&amp;b=2|x &amp; y>"),
+            "<https://x.example/?a=1&b=2|x & y>"
+        );
+    }
+
+    #[test]
+    fn an_escaped_link_in_a_tokens_label_stays_text() {
+        assert_eq!(
+            shown(&slack(
+                "<!date^1700000000^{date}|&lt;https://evil.example|Approve&gt;> \
+                 <@U1|&lt;https://evil.example|bob&gt;> <https://ok.example|&lt;https://evil.example&gt;>"
+            )),
+            "<[WJ]https://evil.example|Approve> @<[WJ]https://evil.example|bob> \
+             <https://ok.example|<[WJ]https://evil.example›>"
+        );
+    }
+
+    #[test]
+    fn literal_text_breaks_only_what_chat_would_link() {
+        assert_eq!(
+            shown(&literal_text(
+                "<https://evil.example|Approve> and <mailto:x@y.example>"
+            )),
+            "<[WJ]https://evil.example|Approve> and <[WJ]mailto:x@y.example>"
+        );
+        assert_eq!(
+            shown(&literal_text("<<svn+ssh://h/r> <x-y.z:1>")),
+            "<<[WJ]svn+ssh://h/r> <[WJ]x-y.z:1>"
+        );
+        for kept in [
+            "<html> a < b <@U1> <#C1> <!here> <10:30> < https://x.example> <:tada:1> <",
+            "plain text",
+            "",
+        ] {
+            assert!(
+                matches!(literal_text(kept), Cow::Borrowed(text) if text == kept),
+                "{kept}"
+            );
+        }
+        // Applied twice, it changes nothing more; and a link's label is literal text too.
+        let once = literal_text("<https://e.example|x>").into_owned();
+        assert_eq!(literal_text(&once), once);
+        assert_eq!(
+            shown(&link(
+                "https://ok.example",
+                "<https://evil.example|Approve>"
+            )),
+            "<https://ok.example|<[WJ]https://evil.example¦Approve›>"
+        );
+        // Each character is read a bounded number of times.
+        let many = "<a".repeat(200_000) + ":";
+        assert_eq!(literal_text(&many).matches(LINK_BREAK).count(), 1);
+        let escaped = "&lt;a".repeat(200_000);
+        assert_eq!(slack(&escaped), "<a".repeat(200_000));
+    }
+
+    #[test]
+    fn markdown_text_converts_links_and_keeps_the_rest_as_typed() {
+        assert_eq!(
+            shown(&markdown_text(
+                "see [the log](https://ci.example/1) or <https://evil.example|Approve>"
+            )),
+            "see <https://ci.example/1|the log> or <[WJ]https://evil.example|Approve>"
+        );
+        assert_eq!(
+            markdown_text("![](https://g.example/a.png) <b>"),
+            "<https://g.example/a.png|image> <b>"
+        );
+    }
+
+    #[test]
+    fn grafanas_mentions_are_set_apart_and_groups_keep_their_id() {
+        assert_eq!(
+            slack("<!here|here> <!subteam^S01OPS><!subteam^S02DBA> <@U01ALICE><@U02BOB>"),
+            "@here @S01OPS @S02DBA @U01ALICE @U02BOB"
+        );
+        assert_eq!(slack("<!subteam^S1|@ops><!subteam^S2>"), "@ops @S2");
+        assert_eq!(slack("<#C1><#C2|ops><!channel>"), "#C1 #ops @channel");
+        assert_eq!(slack("<!subteam>"), "@subteam");
+        // Only two mentions in a row: text, a link or a date between them stays as it is.
+        assert_eq!(slack("<@U1>,<@U2>"), "@U1,@U2");
+        assert_eq!(
+            slack("<@U1><https://x.example|x><@U2>"),
+            "@U1<https://x.example|x>@U2"
+        );
+        assert_eq!(slack("<!date^1700000000^{date}|Nov 14><@U1>"), "Nov 14@U1");
+    }
+
+    #[test]
+    fn a_labelled_link_in_discord_text_stays_text() {
+        // Discord has no `<url|label>`: Gitea's Discord push shows a commit message as typed.
+        assert_eq!(
+            shown(&discord(
+                "[abc1234](https://git.example/c/1) <https://evil.example|Approve> - Mallory"
+            )),
+            "<https://git.example/c/1|abc1234> <[WJ]https://evil.example|Approve> - Mallory"
+        );
+        // Discord's own `<url>` (a link without a preview) is still one.
+        assert_eq!(discord("<https://x.example>"), "<https://x.example>");
     }
 
     #[test]

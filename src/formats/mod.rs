@@ -367,6 +367,30 @@ fn text_field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<
         .filter(|s| !s.trim().is_empty())
 }
 
+/// A field that may be a string, a number or a boolean (Mattermost's attachment field `value`
+/// is any JSON value: `93`, `false`), as text; a blank string, `null`, an array or an object
+/// as none.
+fn scalar_field<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    match map.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        Value::Bool(b) => Some(b.to_string().into()),
+        _ => None,
+    }
+}
+
+/// A flag given as a boolean or as the string `"true"` (Mattermost's `SlackCompatibleBool`).
+fn flag_field(map: &serde_json::Map<String, Value>, key: &str) -> bool {
+    match map.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,13 @@
 //! Slack (and Mattermost) incoming-webhook payloads: `text`, then each attachment, then the
-//! blocks (senders-delivery-events A.1, B.2).
+//! blocks (senders-delivery-events A.1, B.2), then Mattermost's `props.card`.
 
 use std::collections::HashSet;
 
 use foldhash::quality::RandomState;
 use serde_json::{Map, Value};
 
-use super::markup::{self, color_marker, link};
-use super::text_field;
+use super::markup::{self, color_marker, link, literal_text};
+use super::{flag_field, scalar_field, text_field};
 
 pub fn render(message: &Map<String, Value>) -> String {
     let mut sections: Vec<String> = Vec::new();
@@ -40,6 +40,15 @@ pub fn render(message: &Map<String, Value>) -> String {
     }
     sections.extend(attachments);
     sections.push(blocks);
+    // Mattermost shows `props.card` (Alertmanager's `mattermost_configs` puts it there) in a
+    // side panel; Chat has none, so it is the message's last paragraph.
+    if let Some(card) = message
+        .get("props")
+        .and_then(Value::as_object)
+        .and_then(|props| text_field(props, "card"))
+    {
+        sections.push(markup::slack(card));
+    }
     sections.retain(|s| !s.trim().is_empty());
     sections.join("\n\n")
 }
@@ -164,7 +173,8 @@ fn render_attachment(a: &Map<String, Value>) -> String {
     lines.join("\n")
 }
 
-/// Slack's `fields`: `title: value` lines; consecutive `short` fields share a line.
+/// Slack's `fields`: `title: value` lines; consecutive `short` fields share a line. A value may
+/// be a number or a boolean, and `short` the string `"true"` (Mattermost accepts both).
 fn render_fields(fields: Option<&Value>, name: &str, value: &str, short: &str) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     let mut previous_short = false;
@@ -175,7 +185,7 @@ fn render_fields(fields: Option<&Value>, name: &str, value: &str, short: &str) -
         .filter_map(Value::as_object)
     {
         let title = text_field(f, name).map(markup::slack);
-        let text = text_field(f, value).map(markup::slack);
+        let text = scalar_field(f, value).map(|v| markup::slack(&v));
         let entry = match (title, text) {
             (Some(t), Some(v)) if v.contains('\n') => format!("{t}:\n{v}"),
             (Some(t), Some(v)) => format!("{t}: {v}"),
@@ -183,7 +193,7 @@ fn render_fields(fields: Option<&Value>, name: &str, value: &str, short: &str) -
             (None, Some(v)) => v,
             (None, None) => continue,
         };
-        let is_short = f.get(short).and_then(Value::as_bool).unwrap_or(false);
+        let is_short = flag_field(f, short);
         match lines.last_mut() {
             Some(last) if is_short && previous_short && !entry.contains('\n') => {
                 last.push_str(" · ");
@@ -211,7 +221,8 @@ fn text_object(value: Option<&Value>) -> Option<String> {
         return None;
     }
     Some(if kind == "plain_text" {
-        text.to_owned()
+        // Shown as typed by Slack: a `<https://…|…>` in it is no link.
+        literal_text(text).into_owned()
     } else {
         markup::slack(text)
     })
@@ -301,7 +312,7 @@ fn element(value: &Value) -> Option<String> {
             .get("alt_text")
             .and_then(Value::as_str)
             .filter(|s| !s.trim().is_empty())
-            .map(str::to_owned),
+            .map(|alt| literal_text(alt).into_owned()),
         "button" => {
             let label = text_object(o.get("text")).unwrap_or_else(|| "open".to_owned());
             o.get("url")
@@ -357,7 +368,15 @@ fn rich_inline(elements: Option<&Value>) -> String {
     for e in elements.and_then(Value::as_array).into_iter().flatten() {
         let s = |key: &str| e.get(key).and_then(Value::as_str).unwrap_or("");
         match s("type") {
-            "text" => out.push_str(s("text")),
+            // Rich text is structured: its `text` elements are text (a `<` ending one and a
+            // URL starting the next too), its links `link` elements.
+            "text" => {
+                let text = s("text");
+                if out.ends_with('<') && markup::opens_link(text) {
+                    out.push(markup::LINK_BREAK);
+                }
+                out.push_str(&literal_text(text));
+            }
             "link" => out.push_str(&link(
                 s("url"),
                 if s("text").is_empty() {
@@ -409,6 +428,66 @@ mod tests {
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": blocks_text}}],
         });
         body.as_object().unwrap().clone()
+    }
+
+    fn rendered(body: Value) -> String {
+        render(body.as_object().unwrap())
+    }
+
+    #[test]
+    fn field_values_may_be_numbers_or_booleans_and_short_a_string() {
+        let body = json!({"attachments": [{"title": "nas-1", "fields": [
+            {"title": "Used %", "value": 93, "short": true},
+            {"title": "Healthy", "value": false, "short": "true"},
+            {"title": "Load", "value": 1.5, "short": "TRUE"},
+            {"title": "Long", "value": "x", "short": "false"},
+            {"title": "Empty", "value": null},
+            {"title": "List", "value": [1, 2]},
+        ]}]});
+        assert_eq!(
+            rendered(body),
+            "nas-1\nUsed %: 93 · Healthy: false · Load: 1.5\nLong: x\nEmpty\nList"
+        );
+    }
+
+    #[test]
+    fn mattermosts_card_is_the_last_paragraph() {
+        let body = json!({"text": "Disk report",
+            "attachments": [{"title": "nas-1", "fields": [{"title": "Used %", "value": 93}]}],
+            "props": {"card": "Details: [volume1](https://nas.example/v1) &amp; more"}});
+        assert_eq!(
+            rendered(body),
+            "Disk report\n\nnas-1\nUsed %: 93\n\nDetails: <https://nas.example/v1|volume1> & more"
+        );
+        for props in [
+            json!({"card": ""}),
+            json!({"card": 3}),
+            json!("card"),
+            json!({}),
+        ] {
+            assert_eq!(rendered(json!({"text": "hi", "props": props})), "hi");
+        }
+    }
+
+    #[test]
+    fn plain_and_rich_text_show_a_typed_link_as_text() {
+        let link_break = markup::LINK_BREAK;
+        let body = json!({"blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "<https://evil.example|Approve>"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "<https://ok.example|ok>"}},
+            {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+                {"type": "text", "text": "see <"},
+                {"type": "text", "text": "https://evil.example|Approve>"},
+                {"type": "link", "url": "https://ok.example", "text": "ok"},
+            ]}]},
+        ]});
+        assert_eq!(
+            rendered(body),
+            format!(
+                "<{link_break}https://evil.example|Approve>\n<https://ok.example|ok>\n\
+                 see <{link_break}https://evil.example|Approve><https://ok.example|ok>"
+            )
+        );
     }
 
     #[test]
