@@ -2699,3 +2699,97 @@ async fn json_format_apis_decode_string_values_as_json() {
         assert_eq!(channel["name"], stored, "{sent}");
     }
 }
+
+/// The toggle for one n8n note (upstream-protocol §4.1, §8): `Channel.Named.create` refuses a
+/// `type` with 407; without `type` it makes a private channel. Off, `type` is taken.
+#[actix_web::test]
+async fn named_create_can_refuse_the_type_parameter() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let create = |params: &'static [(&'static str, &'static str)]| {
+        let (t, s) = (&t, &s);
+        async move {
+            t.call(s, "SYNO.Chat.Channel.Named", "1", "create", params)
+                .await
+        }
+    };
+    t.ctl().set_named_create_refuses_type(true);
+    for typed in [
+        &[("name", "typed-private"), ("type", "private")][..],
+        &[("name", "typed-public"), ("type", "public")][..],
+    ] {
+        assert_eq!(code(&create(typed).await), 407, "{typed:?}");
+    }
+    let v = create(&[("name", "untyped")]).await;
+    assert_eq!(data(&v)["type"], "private", "{v}");
+    let list = t.call(&s, "SYNO.Chat.Channel", "5", "list", &[]).await;
+    let names: Vec<&str> = data(&list)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"untyped"));
+    assert!(!names.iter().any(|n| n.starts_with("typed-")), "{names:?}");
+    t.ctl().set_named_create_refuses_type(false);
+    let v = create(&[("name", "typed-public"), ("type", "public")]).await;
+    assert_eq!(data(&v)["type"], "public", "{v}");
+}
+
+/// `External post_list` without `post_id` answers the newest posts (the library: "omit for
+/// newest"), also while session `Post.list` mimics ACE's v8, which answers the oldest.
+#[actix_web::test]
+async fn external_post_list_without_an_anchor_is_the_newest() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let bot = t.ctl().demo_bot_token();
+    for n in 0..4 {
+        t.call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "create",
+            &[("channel_id", "1"), ("message", &format!("late {n}"))],
+        )
+        .await;
+    }
+    let newest = |v: &Value| -> Vec<String> {
+        data(v)["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let window = [
+        ("channel_id", "1"),
+        ("prev_count", "2"),
+        ("next_count", "0"),
+    ];
+    for anchor_only in [false, true] {
+        t.ctl().set_post_list_anchor_only(anchor_only);
+        let v = external(&t, "post_list", &bot, &window).await;
+        assert_eq!(
+            newest(&v),
+            ["late 3", "late 2"],
+            "anchor_only {anchor_only}"
+        );
+    }
+    // Session Post.list v8 without an anchor, as ACE saw it: the oldest post alone.
+    let v = t.call(&s, "SYNO.Chat.Post", "8", "list", &window).await;
+    assert_eq!(data(&v)["posts"].as_array().unwrap().len(), 1);
+    assert_ne!(newest(&v), ["late 3"]);
+}
+
+/// Test hook: a call carried out and answered `{"success":true}` without its `data`.
+#[actix_web::test]
+async fn a_call_can_be_answered_without_data() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    t.ctl()
+        .answer_without_data_next("SYNO.Chat.Sticker", Some("list"), 1);
+    let bare = t.call(&s, "SYNO.Chat.Sticker", "2", "list", &[]).await;
+    assert_eq!(bare, serde_json::json!({"success": true}));
+    let full = t.call(&s, "SYNO.Chat.Sticker", "2", "list", &[]).await;
+    assert!(full["data"].is_object(), "{full}");
+}

@@ -189,9 +189,15 @@ pub async fn create_channel(
         .await
         .map_err(|e| match e.dsm_code() {
             // "Record not valid": DSM's verdict on the name (it refuses spaces, for one).
-            Some(152) => ApiError::new(
+            Some(152) => ApiError::from(e).recoded(
                 ProblemCode::UpstreamRejectedInput,
                 format!("name {name:?} is not a valid channel name for DSM (error 152)"),
+            ),
+            // `type` refused (one n8n note, PROTOCOL.md): a private channel was already asked
+            // again without it, so only a public one ends here.
+            Some(407) => ApiError::from(e).recoded(
+                ProblemCode::UpstreamRejectedInput,
+                "DSM refused to create a channel of this type (error 407)",
             ),
             _ => e.into(),
         })?;

@@ -520,6 +520,14 @@ impl ApiError {
     }
 
     /// Replaces the detail with one that says more than the generic DSM refusal.
+    /// The same failure (its DSM code kept) as `code`: for a DSM error number whose meaning
+    /// the operation knows better than the general table.
+    pub fn recoded(mut self, code: ProblemCode, detail: impl Into<String>) -> Self {
+        self.code = code;
+        self.detail = detail.into();
+        self
+    }
+
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self

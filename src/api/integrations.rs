@@ -198,8 +198,12 @@ async fn delete_webhook(
     id: UserId,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let result = chat.delete_webhook(kind, id).await;
-    done(result, format_args!("{} {id}", webhook_noun(kind)))
+    let what = format!("{} {id}", webhook_noun(kind));
+    match chat.delete_webhook(kind, id).await {
+        // Not among DSM's webhooks of this kind: nothing was asked of DSM.
+        Ok(false) => Err(ApiError::not_found(format!("no {what}"))),
+        result => done(result.map(drop), what),
+    }
 }
 
 /// List every integration

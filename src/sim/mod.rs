@@ -325,6 +325,13 @@ impl SimControl {
         );
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are carried out and answered
+    /// `{"success":true}` without their `data` (answers whose shape no source shows).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn answer_without_data_next(&self, api: &str, method: Option<&str>, times: u32) {
+        self.inject(api, method, times, FaultKind::WithoutData);
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) get the answer's headers and
     /// half its body, then silence on an open connection (a NAS that hangs mid-answer).
     #[cfg(feature = "sim-test-hooks")]
@@ -512,7 +519,9 @@ impl SimControl {
     }
 
     /// Mimic ACE's Post.list v8: `offset`/`limit` ignored; without an anchor (`post_id`,
-    /// `prev_count`, `next_count`) the answer is the channel's oldest post.
+    /// `prev_count`, `next_count`) the answer is the channel's oldest post. Session `Post.list`
+    /// only: `External post_list` without `post_id` still answers the newest posts (the
+    /// library's "omit for newest").
     pub fn set_post_list_anchor_only(&self, on: bool) {
         lock(&self.shared.state).post_list_anchor_only = on;
     }
@@ -538,6 +547,12 @@ impl SimControl {
     /// Answer a file post's `Post.create` with success alone, no `data` (the post is created).
     pub fn set_upload_answers_without_data(&self, on: bool) {
         lock(&self.shared.state).upload_answers_without_data = on;
+    }
+
+    /// `Channel.Named.create` refuses a `type` parameter with 407, as one n8n note reports
+    /// (another calls `type` required); without `type` it makes a private channel.
+    pub fn set_named_create_refuses_type(&self, on: bool) {
+        lock(&self.shared.state).named_create_refuses_type = on;
     }
 
     /// An enabled outgoing webhook, as an admin would create it in Chat: it calls `url` for UI

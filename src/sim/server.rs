@@ -50,6 +50,8 @@ pub(crate) enum FaultKind {
     /// Wait this many milliseconds, then carry the call out and answer (a NAS slower than
     /// the gateway waits, while other calls are answered at once).
     SlowCall(u64),
+    /// Carry the call out and answer a success without its `data` (`{"success":true}`).
+    WithoutData,
 }
 
 /// Outbound work the actix-side control task performs (it owns the server handle and awc).
@@ -186,6 +188,7 @@ pub(crate) async fn handle(
                     | FaultKind::DropBeforeCall
                     | FaultKind::CodeAfter(_)
                     | FaultKind::SlowCall(_)
+                    | FaultKind::WithoutData
             )
         }),
         _ => None,
@@ -255,6 +258,7 @@ impl Call {
 
         let result = match (fault, result) {
             (Some(FaultKind::CodeAfter(code)), Ok(_)) => Err(err(code)),
+            (Some(FaultKind::WithoutData), Ok(Reply::Ok(_))) => Ok(Reply::Ok(None)),
             (_, result) => result,
         };
         let mut resp = match result {

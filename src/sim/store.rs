@@ -300,6 +300,9 @@ pub(crate) struct State {
     pub upload_answers_file_props_only: bool,
     /// A file post's `Post.create` answers success without `data`.
     pub upload_answers_without_data: bool,
+    /// `Channel.Named.create` refuses a `type` parameter with 407 (one n8n note; another says
+    /// `type` is required: the reference leaves it open).
+    pub named_create_refuses_type: bool,
     /// Sessions idle longer than this are expired (for the online status).
     pub idle_timeout: std::time::Duration,
 }

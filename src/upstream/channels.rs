@@ -8,7 +8,7 @@ use super::client::{DsmClient, decode_data};
 use super::error::{Result, UpstreamError};
 use super::ops::{Op, Verb, op};
 use super::wire::WireChannel;
-use crate::domain::{Channel, ChannelId, ChannelType, UserId};
+use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, UserId};
 
 pub const CHANNEL_LIST: Op = op("SYNO.Chat.Channel", "list", 1..=5, Verb::Get);
 // The seed pins close to v4 and archive to v2; other versions' parameters are unknown.
@@ -21,6 +21,9 @@ const NAMED_JOIN: Op = op("SYNO.Chat.Channel.Named", "join", 1..=1, Verb::Post);
 const NAMED_DISJOIN: Op = op("SYNO.Chat.Channel.Named", "disjoin", 1..=1, Verb::Post);
 const NAMED_INVITE: Op = op("SYNO.Chat.Channel.Named", "invite", 1..=1, Verb::Post);
 const ANONYMOUS_INITIATE: Op = op("SYNO.Chat.Channel.Anonymous", "initiate", 2..=2, Verb::Post);
+/// What `Channel.Named.create` answered `type` with in one n8n report (PROTOCOL.md [C2]). DSM
+/// refused the call, so asking again without `type` cannot make a second channel.
+const TYPE_REFUSED: i64 = 407;
 const PREFERENCE_GET: Op = op("SYNO.Chat.Channel.Preference", "get", 1..=2, Verb::Get);
 
 /// Encodes ids as the JSON array text DSM expects for list parameters (`[2,3]`).
@@ -49,14 +52,42 @@ impl DsmClient {
 
     /// Creates a named channel. DSM answers at least its id; fields it leaves out are taken
     /// from the request.
+    ///
+    /// `type` is sent, as the library and the web client's fixtures send it; one n8n note says
+    /// DSM refuses it with 407 (PROTOCOL.md [C2]). A private channel, what both always ask
+    /// for, is then asked for once more without `type`; a public one cannot be, and the 407
+    /// is the answer.
     pub async fn create_channel(&self, name: &str, kind: ChannelType) -> Result<Channel> {
-        let params = [("name", name), ("type", kind.as_str())];
-        self.fetch_converted(&NAMED_CREATE, &params, |body| {
+        let decode = |body: &[u8]| {
             decode_data(body, |created: WireChannel| {
                 created.into_created(name, kind)
             })
-        })
-        .await
+        };
+        let typed = [("name", name), ("type", kind.as_str())];
+        match self.fetch_converted(&NAMED_CREATE, &typed, decode).await {
+            Err(UpstreamError::Dsm {
+                code: TYPE_REFUSED, ..
+            }) if kind == ChannelType::Private => {
+                tracing::info!(
+                    api = NAMED_CREATE.api,
+                    method = NAMED_CREATE.method,
+                    dsm_code = TYPE_REFUSED,
+                    "DSM refused the channel type; asking again without it (private by default)"
+                );
+                let created = self
+                    .fetch_converted(&NAMED_CREATE, &[("name", name)], decode)
+                    .await?;
+                if created.kind != ChannelKind::Private {
+                    tracing::warn!(
+                        channel_id = %created.channel_id,
+                        kind = ?created.kind,
+                        "DSM made a channel asked for without a type, and not a private one"
+                    );
+                }
+                Ok(created)
+            }
+            other => other,
+        }
     }
 
     /// Joins a channel. DSM answers 117 both when the account is already a member and when the
@@ -101,10 +132,11 @@ impl DsmClient {
         .await
     }
 
-    /// The account's preferences for a channel, as DSM's free-form `data` object.
+    /// The account's preferences for a channel, as DSM's free-form `data` object (empty when
+    /// DSM answers none).
     pub async fn channel_preferences(&self, channel_id: ChannelId) -> Result<Map<String, Value>> {
         let channel_id = channel_id.to_string();
-        self.fetch(&PREFERENCE_GET, &[("channel_id", channel_id.as_str())])
+        self.fetch_or_empty(&PREFERENCE_GET, &[("channel_id", channel_id.as_str())])
             .await
     }
 

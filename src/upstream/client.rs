@@ -218,6 +218,18 @@ impl DsmClient {
         })
     }
 
+    /// Like [`Self::call`] for reads whose answer's shape is undocumented and has an empty form
+    /// (an object of settings, a list that may be empty): `{"success":true}` without `data`
+    /// is that empty form (PROTOCOL.md [C1]: `data` may be absent). Reads whose data the
+    /// gateway cannot do without (posts, channels, users) use [`Self::fetch`] and refuse it.
+    pub(super) async fn fetch_or_empty<T: DeserializeOwned + Default>(
+        &self,
+        op: &'static Op,
+        params: &[(&str, &str)],
+    ) -> Result<T> {
+        Ok(self.call(op, params).await?.unwrap_or_default())
+    }
+
     pub(super) async fn endpoint(&self, op: &Op) -> Result<Endpoint> {
         let table = match self.up.catalog.current() {
             Some(table) => table,

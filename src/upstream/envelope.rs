@@ -52,6 +52,95 @@ fn dsm_refused(op: &Op, family: ApiFamily, error: Option<ErrorBody>) -> Upstream
     }
 }
 
+/// Keys of `error.errors` whose values are logged: DSM's names and reasons for a refusal. Any
+/// other key is logged by name only: 403's `errors.token` is a login token.
+const DETAIL_KEYS: [&str; 5] = ["name", "reason", "type", "types", "code"];
+/// The longest text logged from `error.errors`.
+const DETAILS_MAX: usize = 240;
+
+/// What DSM said about a refusal in `error.errors` (PROTOCOL.md [T3]: `{"name": "payload",
+/// "reason": "required"}` with 120, the 2-step `types` with 403), cut down to names and
+/// reasons for the log line of the failed call: values of other keys are left out, long runs
+/// of letters and digits (a token, a sid) are masked, and the whole is short. `None` when
+/// the body is not an error envelope with details.
+pub(super) fn error_details(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        error: Option<Detail>,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        errors: Option<serde_json::Value>,
+    }
+    let errors = serde_json::from_slice::<Head>(body).ok()?.error?.errors?;
+    let mut text = String::new();
+    describe(&errors, 0, &mut text);
+    if text.chars().count() > DETAILS_MAX {
+        text = text.chars().take(DETAILS_MAX).chain(['…']).collect();
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// Writes `value` into `out`: objects as `{key: value, other_key}` (the value only for
+/// [`DETAIL_KEYS`]), arrays as `[…]`, text masked.
+fn describe(value: &serde_json::Value, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        _ if depth > 3 => out.push('…'),
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().take(8).enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_masked(key, out);
+                if DETAIL_KEYS.contains(&key.as_str()) {
+                    out.push_str(": ");
+                    describe(item, depth + 1, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().take(8).enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                describe(item, depth + 1, out);
+            }
+            out.push(']');
+        }
+        Value::String(text) => push_masked(text, out),
+        Value::Number(_) | Value::Bool(_) | Value::Null => out.push_str(&value.to_string()),
+    }
+}
+
+/// `text` without control characters, each run of 16 or more letters and digits (the shape
+/// of tokens and sids, never of DSM's reason words) written `****`.
+fn push_masked(text: &str, out: &mut String) {
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 16 {
+            out.push_str("****");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if c.is_ascii_alphanumeric() {
+            run.push(c);
+        } else {
+            flush(&mut run, out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, out);
+}
+
 /// A body whose data did not have the expected shape: still honour an error envelope.
 pub(super) fn parse_envelope_error<T>(
     op: &Op,
@@ -132,5 +221,40 @@ mod tests {
             &Bytes::from_static(b"<html>"),
         );
         assert!(matches!(garbage, Err(UpstreamError::InvalidResponse(_))));
+    }
+
+    #[test]
+    fn error_details_keep_names_and_reasons_only() {
+        let details = |body: &str| error_details(body.as_bytes());
+        assert_eq!(
+            details(
+                r#"{"error":{"code":120,"errors":{"name":"payload","reason":"required"}},"success":false}"#
+            )
+            .as_deref(),
+            Some("{name: payload, reason: required}")
+        );
+        // 2-step login: the token's value never reaches the log, its name and the types do.
+        let login = details(
+            r#"{"error":{"code":403,"errors":{"token":"s3cr3tT0kenValue","types":[{"type":"otp"}]}},"success":false}"#,
+        )
+        .unwrap();
+        assert_eq!(login, "{token, types: [{type: otp}]}");
+        assert!(!login.contains("s3cr3t"));
+        // Free text (as FHEM reads it), with a token-shaped run masked.
+        assert_eq!(
+            details(
+                r#"{"success":false,"error":{"code":117,"errors":"bad token abcdefghijklmnopqrstuvwxyz0123456789"}}"#
+            )
+            .as_deref(),
+            Some("bad token ****")
+        );
+        assert_eq!(details(r#"{"success":false,"error":{"code":119}}"#), None);
+        assert_eq!(details(r#"{"success":true,"data":{}}"#), None);
+        assert_eq!(details("<html>"), None);
+        let long = format!(
+            r#"{{"success":false,"error":{{"code":120,"errors":"{}"}}}}"#,
+            "word ".repeat(100)
+        );
+        assert!(details(&long).unwrap().chars().count() <= DETAILS_MAX + 1);
     }
 }

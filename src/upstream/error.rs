@@ -57,6 +57,8 @@ pub fn login_refusal_meaning(code: i64) -> &'static str {
         402 => "the account may not use this application",
         403 => "2-step verification code required: run `syno-chat-gateway enroll-device`",
         404 => "2-step verification code wrong",
+        // PYDSM's meaning; FHEM-SVS reads it as "method not allowed / password too long".
+        405 => "app portal incorrect (or: method not allowed, password too long)",
         406 => "2-step verification is enforced but not set up for the account",
         407 => "this IP address is blocked after too many failed logins",
         408..=410 => "the password has expired or must be changed",

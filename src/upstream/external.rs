@@ -192,15 +192,12 @@ impl DsmClient {
         let channel = channel_id.to_string();
         let prev_count = window.prev_count.to_string();
         let next_count = window.next_count.to_string();
-        // Without an anchor, the newest posts are asked for from one past the channel's last
-        // possible post id: sources disagree on what DSM answers with none (PROTOCOL.md §6.4;
-        // ACE's v8 starts at the oldest post). Asked only forward, DSM decides.
-        let anchor = match window.anchor {
-            Some(post_id) => Some(post_id.get()),
-            None if window.next_count == 0 => Some(super::posts::newest_anchor(channel_id)),
-            None => None,
-        }
-        .map(|id| id.to_string());
+        // Without an anchor, `post_id` is left out: for this API the library documents "omit
+        // for newest", and `prev_count=N`, `next_count=0` without one reads the newest N
+        // (PROTOCOL.md [C4]). The anchor past the channel's last possible id is ACE's recipe for
+        // session `Post.list` v8 only; an External post list may look an anchor up and refuse
+        // one that does not exist.
+        let anchor = window.anchor.map(|post_id| post_id.get().to_string());
         let mut params = vec![
             ("channel_id", channel.as_str()),
             ("prev_count", prev_count.as_str()),
@@ -215,8 +212,8 @@ impl DsmClient {
         super::wire::posts_from_value(&data.posts)
     }
 
-    /// The newest `count` posts of a channel the chatbot is a member of: those before an anchor
-    /// past the channel's last possible post id, as [`Self::newest_posts`] asks for them.
+    /// The newest `count` posts of a channel the chatbot is a member of: `prev_count=count`,
+    /// `next_count=0` and no `post_id`, as the library documents it for this API.
     pub async fn bot_newest_posts(
         &self,
         token: &SecretString,
@@ -285,5 +282,79 @@ mod tests {
         let full: Value = serde_json::from_str(&full).unwrap();
         assert_eq!(full["file_url"], "https://example.org/a.png");
         assert_eq!(full["user_ids"], serde_json::json!([3]));
+    }
+
+    /// The log lines written while it runs.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// DSM's details of a refusal (`error.errors`) reach the failed call's log line, and the
+    /// token the call was made with does not.
+    #[actix_web::test]
+    async fn dsm_error_details_reach_the_log_line_of_the_failed_call() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = crate::sim::Simulator::start(
+            crate::sim::SimConfig::default(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let bot_token = sim.control().demo_bot_token();
+        let config = crate::upstream::UpstreamConfig {
+            base_url: sim.base_url().parse().unwrap(),
+            account: crate::sim::DEMO_ACCOUNT.to_owned(),
+            password: SecretString::from(crate::sim::DEMO_PASSWORD),
+            device_id: None,
+            device_name: "test".to_owned(),
+            session_name: "Chat".to_owned(),
+            timeout: std::time::Duration::from_secs(10),
+            login_backoff_max: std::time::Duration::from_secs(60),
+            max_concurrency: 4,
+            slot_wait: std::time::Duration::from_secs(5),
+            post_list_paging: crate::config::PostListPaging::Offset,
+            trust: crate::upstream::TlsTrust::PublicRoots,
+        };
+        let client = DsmShared::new(config, crate::metrics::Metrics::new())
+            .unwrap()
+            .client();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let text = MessageText::parse("hello".to_owned()).unwrap();
+        let message = ExternalMessage {
+            text: &text,
+            file_url: None,
+        };
+        // No recipients: DSM answers 120 with `{"name": "user_ids", "reason": "required"}`.
+        let refused = client
+            .send_chatbot(&SecretString::from(bot_token.clone()), &message, &[])
+            .await;
+        assert_eq!(refused.err().and_then(|e| e.dsm_code()), Some(120));
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line = log
+            .lines()
+            .find(|line| line.contains("DSM call") && line.contains("method=\"chatbot\""))
+            .unwrap_or_else(|| panic!("a log line for the call: {log}"));
+        assert!(
+            line.contains("dsm_errors=\"{name: user_ids, reason: required}\""),
+            "{line}"
+        );
+        assert!(!log.contains(&bot_token), "{log}");
+        sim.stop().await;
     }
 }

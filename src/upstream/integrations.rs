@@ -25,6 +25,9 @@ struct WebhookOps {
     /// `set {user_id, channel_id, …}`: binds what `create` made (N8N's Chat 2.4.6 binds the
     /// channel and URL only this way, PROTOCOL.md §3 and §6.1 item 3).
     bind: Option<Op>,
+    /// The library's `delete {id}`: what `id` is, is not documented (PROTOCOL.md [C1]), so it
+    /// is sent only for slash commands, where nothing else is known; webhooks are deleted as
+    /// the bots they are ([`DsmClient::delete_webhook`]).
     delete: Op,
     /// Key of the item array in `list`'s data (Slash's is undocumented, see `webhook_items`).
     list_key: &'static str,
@@ -153,6 +156,12 @@ fn list_array(key: &str, mut data: Map<String, Value>) -> Value {
     items
 }
 
+/// A listed integration's bot user id, a number or (on some builds) text.
+fn user_id_of(item: &Value) -> Option<u64> {
+    let id = item.get("user_id")?;
+    id.as_u64().or_else(|| id.as_str()?.trim().parse().ok())
+}
+
 /// A flag DSM sends as `true` or `1`.
 fn is_set(flag: &Value) -> bool {
     flag.as_bool().unwrap_or(false) || flag.as_i64().is_some_and(|n| n != 0)
@@ -171,7 +180,7 @@ fn list_items<T: serde::de::DeserializeOwned>(
 impl DsmClient {
     pub async fn webhooks(&self, kind: WebhookKind) -> Result<Vec<Webhook>> {
         let ops = kind.ops();
-        let data: Map<String, Value> = self.fetch(&ops.list, &[]).await?;
+        let data: Map<String, Value> = self.fetch_or_empty(&ops.list, &[]).await?;
         let items = list_array(ops.list_key, data);
         list_from_value(ops.list.api, &items, WireWebhook::into_webhook)
     }
@@ -228,7 +237,7 @@ impl DsmClient {
             .await?;
         // A webhook nobody can use is not left behind.
         if let Err(error) = self.finish_setup(&new, created.user_id).await {
-            if let Err(cleanup) = self.delete_webhook(new.kind(), created.user_id).await {
+            if let Err(cleanup) = self.remove_webhook(new.kind(), created.user_id).await {
                 tracing::warn!(user_id = %created.user_id, error = %cleanup,
                     "a webhook that could not be set up was not deleted");
             }
@@ -274,30 +283,62 @@ impl DsmClient {
             .map(drop)
     }
 
-    pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<()> {
-        let id = id.to_string();
-        self.call::<serde::de::IgnoredAny>(&kind.ops().delete, &[("id", &id)])
-            .await
-            .map(drop)
+    /// Deletes the webhook or slash command whose bot is `id` ([`Self::remove_webhook`]);
+    /// `false` when `kind`'s list does not show it. A webhook is deleted only once its list
+    /// shows it, since `Bot.delete` would delete any bot, a chatbot or another kind of webhook
+    /// included; for one the list does not show nothing is sent.
+    pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<bool> {
+        if kind != WebhookKind::Slash {
+            let ops = kind.ops();
+            let data: Map<String, Value> = self.fetch_or_empty(&ops.list, &[]).await?;
+            let listed = list_array(ops.list_key, data);
+            let is_listed = listed
+                .as_array()
+                .is_some_and(|items| items.iter().any(|item| user_id_of(item) == Some(id.get())));
+            if !is_listed {
+                return Ok(false);
+            }
+        }
+        self.remove_webhook(kind, id).await.map(|()| true)
+    }
+
+    /// Deletes an integration of `kind` whose bot is `id`. Incoming and outgoing webhooks are
+    /// bots, deleted with `Bot.delete {user_id, real_delete=true}`, as n8n deletes them against
+    /// a NAS (PROTOCOL.md [C1]); the library's `Webhook.*.delete {id}` is not: no source says
+    /// that `id` is the bot's user id, and a NAS that reads it as the webhook's own id could
+    /// delete another webhook. Slash commands keep the library's `Webhook.Slash.delete {id}`,
+    /// the only call any source names for them.
+    async fn remove_webhook(&self, kind: WebhookKind, id: UserId) -> Result<()> {
+        match kind {
+            WebhookKind::Incoming | WebhookKind::Outgoing => self.delete_bot(id).await,
+            WebhookKind::Slash => {
+                let id = id.to_string();
+                self.call::<serde::de::IgnoredAny>(&kind.ops().delete, &[("id", &id)])
+                    .await
+                    .map(drop)
+            }
+        }
     }
 
     /// DSM's built-in (package) integrations; the answer's shape is undocumented.
     pub async fn builtin_webhooks(&self) -> Result<Map<String, Value>> {
         Ok(without_tokens(
-            self.fetch(&BUILTIN_WEBHOOK_LIST, &[]).await?,
+            self.fetch_or_empty(&BUILTIN_WEBHOOK_LIST, &[]).await?,
         ))
     }
 
     /// Broadcast webhooks; the answer's shape is undocumented.
     pub async fn broadcast_webhooks(&self) -> Result<Map<String, Value>> {
         Ok(without_tokens(
-            self.fetch(&BROADCAST_WEBHOOK_LIST, &[]).await?,
+            self.fetch_or_empty(&BROADCAST_WEBHOOK_LIST, &[]).await?,
         ))
     }
 
     /// Every integration (`SYNO.Chat.External list` with the session); shape undocumented.
     pub async fn external_integrations(&self) -> Result<Map<String, Value>> {
-        Ok(without_tokens(self.fetch(&EXTERNAL_LIST, &[]).await?))
+        Ok(without_tokens(
+            self.fetch_or_empty(&EXTERNAL_LIST, &[]).await?,
+        ))
     }
 
     /// Sets a bot's (webhook's or chatbot's) display name; without one External refuses its
@@ -339,7 +380,8 @@ impl DsmClient {
             Some(kind) => (&kind.ops().list, kind.ops().list_key),
             None => (&CHATBOT_LIST, "chatbots"),
         };
-        let data: Map<String, Value> = self.fetch(list, &[]).await?;
+        // No `data`: no tokens, so every inbound call is refused (never the other way round).
+        let data: Map<String, Value> = self.fetch_or_empty(list, &[]).await?;
         let items: Vec<Tokened> = list_items(list, key, data)?;
         Ok(items
             .into_iter()
@@ -349,7 +391,7 @@ impl DsmClient {
     }
 
     pub async fn chatbots(&self) -> Result<Vec<Chatbot>> {
-        let data: Map<String, Value> = self.fetch(&CHATBOT_LIST, &[]).await?;
+        let data: Map<String, Value> = self.fetch_or_empty(&CHATBOT_LIST, &[]).await?;
         let items = list_array("chatbots", data);
         list_from_value(CHATBOT_LIST.api, &items, WireChatbot::into_chatbot)
     }

@@ -1,5 +1,6 @@
 //! Stickers, Chat's admin settings, and information about the Chat server (PROTOCOL.md [C1]). Their answers'
-//! shapes are not documented, so DSM's `data` object is handed on as it is.
+//! shapes are not documented, so DSM's `data` object is handed on as it is (an answer without
+//! `data` as an empty object).
 
 use serde_json::{Map, Value};
 
@@ -14,18 +15,18 @@ const MISC_GET: Op = op("SYNO.Chat.Misc", "get", 1..=1, Verb::Get);
 
 impl DsmClient {
     pub async fn stickers(&self) -> Result<Map<String, Value>> {
-        self.fetch(&STICKER_LIST, &[]).await
+        self.fetch_or_empty(&STICKER_LIST, &[]).await
     }
 
     pub async fn admin_settings(&self) -> Result<Map<String, Value>> {
-        self.fetch(&ADMIN_SETTING_GET, &[]).await
+        self.fetch_or_empty(&ADMIN_SETTING_GET, &[]).await
     }
 
     pub async fn app_info(&self) -> Result<Map<String, Value>> {
-        self.fetch(&APP_GET, &[]).await
+        self.fetch_or_empty(&APP_GET, &[]).await
     }
 
     pub async fn misc_info(&self) -> Result<Map<String, Value>> {
-        self.fetch(&MISC_GET, &[]).await
+        self.fetch_or_empty(&MISC_GET, &[]).await
     }
 }

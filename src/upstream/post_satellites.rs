@@ -35,10 +35,7 @@ impl DsmClient {
             ("channel_id", channel_id.as_str()),
             ("limit", limit.as_str()),
         ];
-        Ok(self
-            .call(&ATTACHMENT_LIST, &params)
-            .await?
-            .unwrap_or_default())
+        self.fetch_or_empty(&ATTACHMENT_LIST, &params).await
     }
 
     pub async fn add_reaction(&self, post_id: PostId, sticker_name: &str) -> Result<()> {
@@ -54,7 +51,8 @@ impl DsmClient {
 
     /// When the account is reminded of the post (Unix ms), if at all.
     pub async fn reminder(&self, post_id: PostId) -> Result<Option<u64>> {
-        #[derive(Deserialize)]
+        // An answer without `data` sets no reminder either.
+        #[derive(Deserialize, Default)]
         struct Data {
             // 0 means "no reminder".
             #[serde(default)]
@@ -62,7 +60,7 @@ impl DsmClient {
         }
         let post_id = post_id.to_string();
         let data: Data = self
-            .fetch(&REMINDER_GET, &[("post_id", post_id.as_str())])
+            .fetch_or_empty(&REMINDER_GET, &[("post_id", post_id.as_str())])
             .await?;
         Ok((data.remind_at != 0).then_some(data.remind_at))
     }
@@ -103,14 +101,15 @@ impl DsmClient {
             #[serde(default)]
             message: Option<String>,
         }
-        #[derive(Deserialize)]
+        // An answer without `data` lists none.
+        #[derive(Deserialize, Default)]
         struct Data {
             #[serde(alias = "reminders", default)]
             posts: Vec<Listed>,
         }
         let channel_id = channel_id.to_string();
         let data: Data = self
-            .fetch(&REMINDER_LIST, &[("channel_id", channel_id.as_str())])
+            .fetch_or_empty(&REMINDER_LIST, &[("channel_id", channel_id.as_str())])
             .await?;
         Ok(data
             .posts
@@ -132,14 +131,15 @@ impl DsmClient {
             #[serde(default)]
             send_at: u64,
         }
-        #[derive(Deserialize)]
+        // An answer without `data` lists none.
+        #[derive(Deserialize, Default)]
         struct Data {
             #[serde(default)]
             schedule_posts: Vec<Listed>,
         }
         let id = channel_id.to_string();
         let data: Data = self
-            .fetch(&SCHEDULE_LIST, &[("channel_id", id.as_str())])
+            .fetch_or_empty(&SCHEDULE_LIST, &[("channel_id", id.as_str())])
             .await?;
         Ok(data
             .schedule_posts

@@ -90,8 +90,9 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 }
 
 /// An anchor past the channel's last possible post: `post_id = channel_id << 32 + running
-/// number` (PROTOCOL.md §6.4), so the posts before it are the channel's newest. ACE's recipe.
-pub(super) fn newest_anchor(channel_id: ChannelId) -> u64 {
+/// number` (PROTOCOL.md §6.4), so the posts before it are the channel's newest. ACE's recipe,
+/// seen on session `Post.list` v8 only: `External`'s post list is asked without `post_id`.
+fn newest_anchor(channel_id: ChannelId) -> u64 {
     channel_id
         .get()
         .checked_mul(1 << 32)

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::catalog::Endpoint;
 use super::client::DsmClient;
-use super::envelope::parse_envelope;
+use super::envelope::{error_details, parse_envelope};
 use super::error::{ApiFamily, Result, UpstreamError};
 use super::ops::{Op, Verb};
 use super::session::Session;
@@ -75,12 +75,17 @@ impl Upload {
             body.extend_from_slice(value.as_bytes());
             body.extend_from_slice(b"\r\n");
         }
-        let file_name: String = self
-            .file_name
-            .chars()
-            .filter(|c| !c.is_control())
-            .map(|c| if c == '"' { '\'' } else { c })
-            .collect();
+        // A quoted string: `"` would end it (it becomes `'`), and `\` starts an escape, so a
+        // backslash is sent escaped, as `\\` (a name ending in `\` would otherwise escape the
+        // closing quote).
+        let mut file_name = String::with_capacity(self.file_name.len());
+        for c in self.file_name.chars().filter(|c| !c.is_control()) {
+            match c {
+                '"' => file_name.push('\''),
+                '\\' => file_name.push_str("\\\\"),
+                c => file_name.push(c),
+            }
+        }
         body.extend_from_slice(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {}\r\n\r\n",
@@ -308,16 +313,21 @@ impl DsmClient {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let _slot = self.slot().await?;
+        let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
         let result = self
             .within_deadline(async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
                 let body = read_whole(&mut response).await?;
-                decode(op, family, &body)
+                let decoded = decode(op, family, &body);
+                if let Err(UpstreamError::Dsm { .. }) = &decoded {
+                    details = error_details(&body);
+                }
+                decoded
             })
             .await;
-        self.record_call(op, endpoint, started, result.as_ref().err());
+        self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
 
@@ -333,6 +343,7 @@ impl DsmClient {
         let family = credential.family(op);
         let slot = self.slot().await?;
         let started = std::time::Instant::now();
+        let mut details = None;
         let result = self
             .within_deadline(async {
                 let mut response = self.send(op, endpoint, params, credential, None).await?;
@@ -358,7 +369,10 @@ impl DsmClient {
                         .limit(MAX_RESPONSE_BYTES)
                         .await
                         .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
-                    parse_envelope::<serde::de::IgnoredAny>(op, family, &body)?;
+                    if let Err(error) = parse_envelope::<serde::de::IgnoredAny>(op, family, &body) {
+                        details = error_details(&body);
+                        return Err(error);
+                    }
                     return Err(UpstreamError::InvalidResponse(format!(
                         "{} {} answered JSON instead of a file",
                         op.api, op.method
@@ -381,7 +395,7 @@ impl DsmClient {
                 })
             })
             .await;
-        self.record_call(op, endpoint, started, result.as_ref().err());
+        self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
 
@@ -410,12 +424,15 @@ impl DsmClient {
     }
 
     /// Logs and counts a DSM call (never its parameters: they hold passwords, sids and tokens).
+    /// `details`: what DSM said about a refusal in `error.errors`, names and reasons only
+    /// ([`error_details`]).
     pub(super) fn record_call(
         &self,
         op: &Op,
         endpoint: &Endpoint,
         started: std::time::Instant,
         error: Option<&UpstreamError>,
+        details: Option<String>,
     ) {
         let outcome = error.map_or("ok", UpstreamError::outcome);
         self.up
@@ -428,6 +445,7 @@ impl DsmClient {
             elapsed_ms = crate::logging::millis(started.elapsed()),
             outcome,
             dsm_code = error.and_then(UpstreamError::dsm_code),
+            dsm_errors = details.as_deref(),
             "DSM call"
         );
     }
@@ -590,7 +608,7 @@ mod tests {
     fn an_upload_is_encoded_around_the_file_without_copying_it() {
         let upload = Upload {
             field: "file",
-            file_name: "a\"b.txt".to_owned(),
+            file_name: "a\"b\\c\\.txt".to_owned(),
             content_type: "text/plain".to_owned(),
             bytes: Bytes::from(vec![7u8; 4096]),
         };
@@ -605,11 +623,9 @@ mod tests {
         let prefix = String::from_utf8(prefix.to_vec()).unwrap();
         assert!(prefix.starts_with(&format!("--{boundary}\r\n")));
         assert!(prefix.contains("name=\"channel_id\"\r\n\r\n1\r\n"));
-        assert!(
-            prefix.ends_with(
-                "name=\"file\"; filename=\"a'b.txt\"\r\nContent-Type: text/plain\r\n\r\n"
-            )
-        );
+        assert!(prefix.ends_with(
+            "name=\"file\"; filename=\"a'b\\\\c\\\\.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+        ));
         assert_eq!(
             suffix.as_ref(),
             format!("\r\n--{boundary}--\r\n").as_bytes()

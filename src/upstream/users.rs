@@ -32,10 +32,10 @@ impl DsmClient {
         .await
     }
 
-    /// A user's presence, as DSM's free-form `data` object.
+    /// A user's presence, as DSM's free-form `data` object (empty when DSM answers none).
     pub async fn user_status(&self, user_id: UserId) -> Result<Map<String, Value>> {
         let user_id = user_id.to_string();
-        self.fetch(&STATUS_GET, &[("user_id", user_id.as_str())])
+        self.fetch_or_empty(&STATUS_GET, &[("user_id", user_id.as_str())])
             .await
     }
 
@@ -46,8 +46,9 @@ impl DsmClient {
             .await
     }
 
-    /// The gateway account's own Chat preferences, as DSM's free-form `data` object.
+    /// The gateway account's own Chat preferences, as DSM's free-form `data` object (empty
+    /// when DSM answers none).
     pub async fn own_preferences(&self) -> Result<Map<String, Value>> {
-        self.fetch(&PREFERENCE_GET, &[]).await
+        self.fetch_or_empty(&PREFERENCE_GET, &[]).await
     }
 }

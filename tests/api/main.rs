@@ -5,6 +5,7 @@ mod alertmanager;
 mod backends;
 mod contract;
 mod deliveries;
+mod dsm_request_shapes;
 mod events;
 mod hardening;
 mod helpers;

@@ -62,6 +62,10 @@ pub(super) fn named_create(cx: &mut Cx, st: &mut State) -> R {
     if cx.a.p.raw("member_ids").is_some() {
         return Err(err(119));
     }
+    // One n8n note: `type` "rejected with 407" (a toggle: another says it is required).
+    if st.named_create_refuses_type && cx.a.p.raw("type").is_some() {
+        return Err(err(407));
+    }
     let name = cx.a.req_json_str("name")?;
     let kind = match cx.a.opt_str("type").as_deref() {
         None | Some("private") => ChanKind::Private,

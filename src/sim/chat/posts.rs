@@ -32,7 +32,9 @@ pub(crate) fn select_posts(
     let anchor = cx.a.opt_i64("post_id")?;
     let prev = cx.a.opt_i64("prev_count")?;
     let next = cx.a.opt_i64("next_count")?;
-    let mut picked: Vec<&Post> = if st.post_list_anchor_only && anchor.is_none() {
+    // ACE saw this on session `Post.list` v8 only; for `External post_list` the library
+    // documents "omit `post_id` for the newest" (upstream/PROTOCOL.md [C4]).
+    let mut picked: Vec<&Post> = if st.post_list_anchor_only && !cx.a.external && anchor.is_none() {
         // ACE's v8: without an anchor, the oldest post alone, whatever the counts.
         set[..set.len().min(1)].to_vec()
     } else if anchor.is_some() || prev.is_some() || next.is_some() {
