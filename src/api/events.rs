@@ -38,6 +38,12 @@ pub struct EventsQuery {
     #[param(value_type = Option<u64>, minimum = 0)]
     #[serde(default, deserialize_with = "whole_number")]
     after: Option<i64>,
+    /// The resume point as `event-source-polyfill` sends it on a reconnect (it cannot send
+    /// `Last-Event-ID` as a header, and appends this to the original URL): like the header, it
+    /// wins over `after`.
+    #[param(value_type = Option<u64>, minimum = 0)]
+    #[serde(default, rename = "lastEventId", deserialize_with = "whole_number")]
+    last_event_id: Option<i64>,
     /// Page size for `application/json` (1 to 1000, default 100).
     #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
     #[serde(default, deserialize_with = "whole_number")]
@@ -77,9 +83,11 @@ pub struct EventStream(String);
 /// With `Accept: text/event-stream` (as EventSource and SSE libraries send): a Server-Sent
 /// Events stream. It opens with `retry: 3000`, `id: <resume point>` and `event: ready`, without
 /// `data:` (browsers take the id as their `Last-Event-ID` and dispatch nothing; SSE libraries
-/// that yield it see an event named `ready`). Each event is `id: <event_id>`, `event: <kind>`
-/// and `data: <Event as JSON>`; a `: heartbeat` comment line (no blank line after it, so no
-/// client dispatches anything) comes every 15 s. `Last-Event-ID` (or `?after=`) first replays
+/// that yield it see an event named `ready`). Each event is `id: <event_id>`,
+/// `event: <kind>` and `data: <Event as JSON>` (listen with `addEventListener(kind, …)`:
+/// `onmessage` sees only the kind `message`); a `: heartbeat` comment line (no blank line after
+/// it, so no client dispatches anything) comes every 15 s. `Last-Event-ID` (or `?lastEventId=`,
+/// as `event-source-polyfill` sends it, or `?after=`) first replays
 /// the kept events after that id, then the stream continues live with nothing lost or repeated
 /// at the seam. When the gateway shuts down the stream ends; reconnect with `Last-Event-ID`.
 /// Events older than `events.retention_secs` are deleted: a replay that starts before one of
@@ -134,7 +142,7 @@ pub async fn list_events(
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event id"))?,
         ),
     };
-    let resume = last_event_id.or(query.after);
+    let resume = last_event_id.or(query.last_event_id).or(query.after);
     if let Some(after) = resume.filter(|after| *after > 0) {
         let newest = events
             .store
@@ -423,8 +431,10 @@ impl Feed {
 /// id without data. Browsers take the id as their `Last-Event-ID` and dispatch nothing, so a
 /// client that drops before the first event resumes after `resume` and loses nothing; libraries
 /// that yield data-less blocks see an event named `ready`, not a fake `message` (a real kind).
-/// `resume` is 0 for an empty store: `Last-Event-ID: 0` replays every event kept. The block also
-/// gets the headers through proxies at once.
+/// No data on purpose: a client that takes every `data:` line for an event (the README's
+/// example) must not meet one that is not. `resume` is 0 for an empty store:
+/// `Last-Event-ID: 0` replays every event kept. The block also gets the headers through
+/// proxies at once.
 fn opening(resume: i64) -> Bytes {
     Bytes::from(format!("retry: 3000\nid: {resume}\nevent: ready\n\n"))
 }

@@ -49,8 +49,10 @@ pub struct InboundCall {
     payload: Option<String>,
 }
 
-/// Largest body of a call from Chat (what `web::Bytes` allowed before: Chat's forms are small).
-const MAX_INBOUND_BODY: usize = 256 * 1024;
+/// Largest body of a call from Chat. Chat's forms are small, but a long message is long
+/// encoded: a CJK character takes 9 bytes of a form (`%E4%BD%A0`), so 1 MiB holds a text of
+/// over 100,000 of them (DSM's own limit on a message is far lower).
+const MAX_INBOUND_BODY: usize = 1024 * 1024;
 
 /// The configured inbound called `name`; unknown names are 404 whatever the method.
 fn inbound<'a>(events: &'a Events, name: &str) -> Result<&'a Inbound, ApiError> {
@@ -100,7 +102,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within `server.body_timeout_ms`",
             body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 256 KiB", body = super::error::Problem,
+        (status = 413, description = "The body is over 1 MiB", body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 502, description = "With `verify = \"dsm\"`: DSM could not be asked for its \
             integrations' tokens", body = super::error::Problem,
@@ -152,6 +154,18 @@ pub async fn receive(
     } else {
         Fields::from_form(&body)
     };
+    take_call(name, inbound, fields, &events, &chat, &state).await
+}
+
+/// A call from Chat, its fields read: the token checked, the event stored, the answer.
+async fn take_call(
+    name: &str,
+    inbound: &Inbound,
+    fields: Result<Fields, Refusal>,
+    events: &Events,
+    chat: &super::Dsm,
+    state: &super::State,
+) -> Result<HttpResponse, ApiError> {
     let refused = |refusal| match refusal {
         Refusal::BadToken => {
             tracing::warn!(inbound = %name, "inbound call refused: wrong or missing token");
@@ -167,7 +181,7 @@ pub async fn receive(
         InboundVerify::Token => Vec::new(),
         InboundVerify::Dsm => events
             .dsm_tokens
-            .tokens_for(&chat, inbound.kind, token(&fields))
+            .tokens_for(chat, inbound.kind, token(&fields))
             .await
             .map_err(ApiError::from)?,
     };
@@ -175,7 +189,7 @@ pub async fn receive(
     let reply = match events.record(&event).await.map_err(store_failure)? {
         Some(event_id) => {
             tracing::info!(inbound = %name, event_id, kind = event.kind.as_str(), "inbound event stored");
-            crate::events::subscriptions::reply_to_stored(&events, event_id).await
+            crate::events::subscriptions::reply_to_stored(events, event_id).await
         }
         None => {
             tracing::info!(inbound = %name, post_id = event.post_id, "inbound post already stored");
@@ -231,18 +245,46 @@ fn within_one_post(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
 /// Probe an inbound URL
 ///
 /// Chat and proxies check the URL before using it: 200 `{"success": true}` (Chat's outgoing
-/// webhook probes with HEAD and flags a bot that answers 405 or 204).
+/// webhook probes with HEAD and flags a bot that answers 405 or 204). A GET whose query holds
+/// Chat's fields, a `token` among them (a call whose POST a redirect turned into a GET), is
+/// received as `POST /inbound/{name}` receives that form, with the same answers.
 #[utoipa::path(tag = "inbound",
     params(InboundPath),
-    responses((status = 200, description = "The inbound exists"),
+    responses((status = 200, description = "The inbound exists (or, for a call in the query, as for `POST`)"),
+        (status = 400, description = "A call in the query: a field is malformed", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 403, description = "A call in the query: wrong token", body = super::error::Problem,
+            content_type = "application/problem+json"),
         (status = 404, description = "No such inbound", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "A call in the query: the event store is unavailable", body = super::error::Problem,
             content_type = "application/problem+json")))]
 #[get("/{name}")]
 pub async fn probe(
+    req: HttpRequest,
     path: web::Path<InboundPath>,
     events: web::Data<Events>,
+    chat: super::Dsm,
+    state: super::State,
 ) -> Result<HttpResponse, ApiError> {
-    answer_probe(&events, &path.name)
+    let name = &path.name;
+    let inbound = inbound(&events, name)?;
+    // Chat's fields in the query (a `token` among them): a call sent as GET (a redirect turned
+    // the POST into one, a sender that sends GET), received as the form it carries, never
+    // answered as a probe and dropped.
+    let query = req.query_string().as_bytes();
+    if form_urlencoded::parse(query).any(|(field, _)| field == "token") {
+        return take_call(
+            name,
+            inbound,
+            Fields::from_form(query),
+            &events,
+            &chat,
+            &state,
+        )
+        .await;
+    }
+    answer_probe(&events, name)
 }
 
 fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {

@@ -31,10 +31,19 @@ impl Fields {
         let fields: Vec<(String, String)> = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let has = |name: &str| fields.iter().any(|(k, _)| k == name);
-        if !has("token") && has("payload") {
-            let payload = fields.iter().find(|(k, _)| k == "payload").map(|(_, v)| v);
-            return Self::button_click(payload.map_or("", String::as_str));
+        let value = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        // A click: the lone `payload` field, or one that holds a click's JSON beside other
+        // fields (a `token` outside it too), which would otherwise be an empty message.
+        if let Some(payload) = value("payload")
+            && (value("token").is_none() || is_click(payload))
+        {
+            let mut click = Self::button_click(payload)?;
+            if click.get("token").is_none()
+                && let Some(outer) = value("token")
+            {
+                click.fields.push(("token".to_owned(), outer.clone()));
+            }
+            return Ok(click);
         }
         Ok(Self {
             fields,
@@ -125,15 +134,30 @@ impl Fields {
         self.get(name).filter(|v| !v.is_empty()).map(str::to_owned)
     }
 
-    fn number(&self, name: &str) -> Result<Option<i64>, Refusal> {
-        match self.get(name).map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(raw) => raw
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| Refusal::Malformed(format!("{name} must be an integer"))),
+    /// A number field. Read after the token is checked, so a value that is not an integer
+    /// (`1647060330657.0`) loses the field, not the event: it is stored without it, and logged.
+    fn number(&self, name: &str) -> Option<i64> {
+        let raw = self.get(name).map(str::trim).filter(|v| !v.is_empty())?;
+        let whole = raw.parse::<i64>().ok().or_else(|| {
+            let float = raw
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && f.fract() == 0.0)?;
+            // Within i64 and exact (2^53): beyond, a float cannot say which integer it was.
+            (float.abs() <= 9_007_199_254_740_992.0).then_some(float as i64)
+        });
+        if whole.is_none() {
+            let shown: String = raw.chars().take(40).collect();
+            tracing::warn!(field = name, value = %shown, "Chat sent a field that should be an integer and is not; the event is stored without it");
         }
+        whole
     }
+}
+
+/// Whether a `payload` field holds a button click's JSON (`actions` or `callback_id`).
+fn is_click(payload: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .is_ok_and(|value| value.get("actions").is_some() || value.get("callback_id").is_some())
 }
 
 /// A JSON object, or why not (`what` names it).
@@ -216,18 +240,18 @@ pub fn accept_with(
     Ok(NewEvent {
         kind,
         inbound: inbound_name.to_owned(),
-        channel_id: fields.number("channel_id")?,
+        channel_id: fields.number("channel_id"),
         channel_name: fields.text("channel_name"),
         // Undocumented (a number in real captures): kept when it is one, never a refusal.
         channel_type: fields
             .text("channel_type")
             .and_then(|t| t.trim().parse().ok()),
-        user_id: fields.number("user_id")?,
+        user_id: fields.number("user_id"),
         username: fields.text("username"),
         // Chat numbers posts from 1; 0 or absent means "no post" (no deduplication).
-        post_id: fields.number("post_id")?.filter(|id| *id > 0),
-        thread_id: fields.number("thread_id")?,
-        timestamp: fields.number("timestamp")?,
+        post_id: fields.number("post_id").filter(|id| *id > 0),
+        thread_id: fields.number("thread_id"),
+        timestamp: fields.number("timestamp"),
         text,
         trigger_word: trigger_word.filter(|_| kind == EventKind::TriggerWord),
         command,
@@ -243,14 +267,14 @@ fn button_click(
     fields: &Fields,
     button: &ButtonClick,
 ) -> Result<NewEvent, Refusal> {
-    let post_id = fields.number("post_id")?.filter(|id| *id > 0);
+    let post_id = fields.number("post_id").filter(|id| *id > 0);
     Ok(NewEvent {
         kind: EventKind::ButtonClick,
         inbound: inbound_name.to_owned(),
         channel_id: post_id.map(|id| id >> 32).filter(|id| *id > 0),
         channel_name: None,
         channel_type: None,
-        user_id: fields.number("user_id")?,
+        user_id: fields.number("user_id"),
         username: fields.text("username"),
         post_id,
         thread_id: None,
@@ -488,15 +512,51 @@ mod tests {
         }
     }
 
+    /// The token was right: a number Chat wrote otherwise loses that field, not the event (Chat
+    /// does not resend a refused call), and an integer written as a float is read.
     #[test]
-    fn a_non_numeric_id_is_named() {
-        assert_eq!(
-            accept(
-                "ops",
-                &inbound(InboundKind::OutgoingWebhook),
-                &form("channel_id=abc")
-            ),
-            Err(Refusal::Malformed("channel_id must be an integer".into()))
-        );
+    fn a_malformed_number_loses_its_field_not_the_event() {
+        let event = accept(
+            "ops",
+            &inbound(InboundKind::OutgoingWebhook),
+            &form("channel_id=abc&user_id=4&timestamp=1647060330657.0&post_id=1.5&text=hi"),
+        )
+        .unwrap();
+        assert_eq!(event.channel_id, None);
+        assert_eq!(event.user_id, Some(4));
+        assert_eq!(event.timestamp, Some(1_647_060_330_657));
+        assert_eq!(event.post_id, None);
+        assert_eq!(event.text, "hi");
+    }
+
+    /// A click whose form has a `token` beside its `payload` is still a click (it was stored
+    /// as an empty chatbot message), checked with the payload's token or else the outer one.
+    #[test]
+    fn a_click_with_a_token_beside_its_payload_is_a_click() {
+        let token = "a".repeat(64);
+        let chatbot = inbound(InboundKind::Chatbot);
+        for (inner, outer) in [(true, true), (false, true)] {
+            let payload = format!(
+                r#"{{"actions":[{{"type":"button","value":"approve"}}],"callback_id":"deploy"{}}}"#,
+                if inner {
+                    format!(r#","token":"{token}""#)
+                } else {
+                    String::new()
+                }
+            );
+            let mut body = form_urlencoded::Serializer::new(String::new());
+            body.append_pair("payload", &payload);
+            if outer {
+                body.append_pair("token", &token);
+            }
+            let click = Fields::from_form(body.finish().as_bytes()).unwrap();
+            let event = accept("ops", &chatbot, &click).unwrap();
+            assert_eq!(event.kind, EventKind::ButtonClick, "inner {inner}");
+            assert_eq!(event.button.unwrap().callback_id.as_deref(), Some("deploy"));
+        }
+        // A `payload` that is no click beside a token: the call's own fields, as before.
+        let fields = Fields::from_form(format!("token={token}&payload=hello&text=x").as_bytes());
+        let event = accept("ops", &chatbot, &fields.unwrap()).unwrap();
+        assert_eq!(event.kind, EventKind::Chatbot);
     }
 }

@@ -293,7 +293,7 @@ async fn a_burst_from_chat_is_not_rate_limited() {
 }
 
 #[actix_web::test]
-async fn probes_get_chats_acknowledgement_and_bad_fields_a_400() {
+async fn probes_get_chats_acknowledgement_and_a_malformed_number_loses_only_its_field() {
     let (app, token) = app_with_inbounds(|_| {}).await;
     for method in ["GET", "HEAD"] {
         let answer = app.call(method, "/inbound/ops", None, None).await;
@@ -317,20 +317,50 @@ async fn probes_get_chats_acknowledgement_and_bad_fields_a_400() {
         let unknown = app.call(method, "/inbound/nobody", None, None).await;
         assert_eq!(unknown.status.as_u16(), 404, "{method}");
     }
-    let (status, problem) = post_form(
-        &app,
-        "/inbound/ops",
-        format!("token={token}&channel_id=two&text=x"),
-    )
-    .await;
-    assert_eq!(status, 400, "{problem}");
-    assert_eq!(problem["code"], "invalid_request");
-    assert!(problem["detail"].as_str().unwrap().contains("channel_id"));
     let answer = app
         .call("PUT", "/inbound/ops", None, Some(serde_json::json!({})))
         .await;
     answer.assert_problem(405, "method_not_allowed");
     assert!(stored(&app).await.is_empty());
+    // The token is right: a number Chat wrote otherwise is left out, the event is kept (a
+    // refusal would lose it: Chat does not send it again).
+    let (status, answer) = post_form(
+        &app,
+        "/inbound/ops",
+        format!("token={token}&channel_id=two&user_id=4&text=x"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let events = stored(&app).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].channel_id, events[0].user_id), (None, Some(4)));
+    // A call sent as GET (a redirect turned Chat's POST into one) is received, not probed;
+    // with a wrong token it is refused like a POST.
+    let query = format!("/inbound/ops?token={token}&post_id=77&text=via+get");
+    let answer = app.call("GET", &query, None, None).await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
+    let events = stored(&app).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].text, "via get");
+    let wrong = app
+        .call("GET", "/inbound/ops?token=wrong&text=x", None, None)
+        .await;
+    wrong.assert_problem(403, "inbound_token_rejected");
+    assert_eq!(stored(&app).await.len(), 2);
+}
+
+/// A long text is long encoded: 30,000 CJK characters are 270 KB of form, received whole.
+#[actix_web::test]
+async fn a_long_cjk_message_is_received() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let text = "你".repeat(30_000);
+    let body = form_urlencoded::Serializer::new(format!("token={token}&"))
+        .append_pair("text", &text)
+        .finish();
+    assert!(body.len() > 256 * 1024);
+    let (status, answer) = post_form(&app, "/inbound/ops", body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(stored(&app).await[0].text, text);
 }
 
 /// A Server-Sent Events reader over a gateway response, line by line as the WHATWG parser
@@ -617,6 +647,20 @@ async fn streams_filter_and_send_heartbeats() {
     for _ in 0..3 {
         assert!(matches!(other_channel.next(WAIT).await, Frame::Comment(_)));
     }
+}
+
+/// `event-source-polyfill` (the usual way to send a key from a browser) resumes with
+/// `?lastEventId=` appended to its URL: it wins over the URL's own `after`, as the header does.
+#[actix_web::test]
+async fn a_polyfill_reconnect_resumes_from_its_query_parameter() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    send_posts(&app.base, &token, 1, 3).await;
+    let ids: Vec<i64> = stored(&app).await.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 3);
+    let path = format!("/api/v1/events?after=0&lastEventId={}", ids[0]);
+    let mut resumed = Sse::open(&app.base, &path, None).await;
+    assert_eq!(resumed.next_event(WAIT).await.0, ids[1]);
+    assert_eq!(resumed.next_event(WAIT).await.0, ids[2]);
 }
 
 /// A client that drops before its first event still has a resume point: the opening block's
