@@ -9,17 +9,22 @@
 #                        verified with standardwebhooks (plays Chat on inbound `e2e`)
 #   2. generated-client  tests/e2e/python/test_generated_client.py: openapi-python-client generates
 #                        a client from the live /openapi.json at test time, which is then used
-#   3. swagger-ui        tests/e2e/browser/test_swagger_ui.py: Swagger UI at /docs/ in headless
+#   3. typescript-client tests/e2e/typescript/suite.sh: openapi-typescript generates types from the
+#                        live /openapi.json, tsc (strict) checks client.mts against them, node runs
+#                        it (openapi-fetch); npm ci from tests/e2e/typescript/package-lock.json
+#   4. swagger-ui        tests/e2e/browser/test_swagger_ui.py: Swagger UI at /docs/ in headless
 #                        Debian Chromium through Selenium + Debian chromedriver (Authorize, Try it
 #                        out, Execute); screenshot tests/artifacts/swagger-ui.png
-#   4. contract          schemathesis fuzzing of every documented operation (runs last: it sends
+#   5. contract          schemathesis fuzzing of every documented operation (runs last: it sends
 #                        destructive calls to the throwaway simulator state)
 # then stops the gateway with SIGTERM and prints one line per suite: ok / FAIL / SKIPPED (why),
 # and "e2e: N passed, N failed, N skipped". Exits 1 if any suite failed.
 #
-# Needs: python3 (venv at ${VENV:-.venv}, tests/e2e/requirements.txt from PyPI) and, for the
-# browser suite, Debian's chromium and chromium-driver: installed here with apt-get when missing
-# and running as root, else the suite is skipped loudly. With CI=true a missing tool is a FAIL.
+# Needs: python3 (venv at ${VENV:-.venv}, tests/e2e/requirements.txt from PyPI); for the
+# TypeScript suite, node (18 or newer) and npm (Debian packages nodejs, npm; the suite is skipped
+# loudly without them, or when npm ci cannot reach the registry); for the browser suite, Debian's
+# chromium and chromium-driver: installed here with apt-get when missing and running as root, else
+# the suite is skipped loudly. With CI=true a missing tool is a FAIL.
 #
 # Environment: GATEWAY_BIN (default target/debug/syno-chat-gateway, built with cargo if missing),
 # VENV, CI, CHROMIUM and CHROMEDRIVER (default /usr/bin/chromium, /usr/bin/chromedriver),
@@ -35,7 +40,7 @@ GATEWAY_BIN="${GATEWAY_BIN:-target/debug/syno-chat-gateway}"
 ARTIFACTS="$ROOT/tests/artifacts"
 ST_MAX_EXAMPLES="${E2E_ST_MAX_EXAMPLES:-40}"
 ST_SEED="${E2E_ST_SEED:-1}"
-SUITES=",${E2E_SUITES:-python-client,generated-client,swagger-ui,contract},"
+SUITES=",${E2E_SUITES:-python-client,generated-client,typescript-client,swagger-ui,contract},"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
@@ -155,7 +160,7 @@ finish() {
   for i in "${!RESULT_NAMES[@]}"; do
     [[ "${RESULT_LINES[$i]}" == SKIPPED* ]] && say "!!!! e2e: suite '${RESULT_NAMES[$i]}' was SKIPPED: ${RESULT_LINES[$i]#SKIPPED }"
   done
-  say "artefacts: tests/artifacts/ (swagger-ui.png, schemathesis/, e2e-*.xml, e2e-gateway.log)"
+  say "artefacts: tests/artifacts/ (swagger-ui.png, schemathesis/, typescript-client/, e2e-*.xml, e2e-gateway.log)"
   say "e2e: $PASS passed, $FAILN failed, $SKIPN skipped"
   [ "$FAILN" -eq 0 ]
   exit $?
@@ -189,6 +194,23 @@ fi
 say "gateway: $GATEWAY_BIN ($("$GATEWAY_BIN" --version 2>/dev/null))"
 STALE="$(find src Cargo.toml Cargo.lock -newer "$GATEWAY_BIN" -print -quit 2>/dev/null)"
 [ -n "$STALE" ] && say "!!!! e2e: $GATEWAY_BIN is older than $STALE: testing an old build (cargo build --bin syno-chat-gateway)"
+
+TS_MISSING=""
+if wanted typescript-client; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    TS_MISSING="no node / npm (Debian packages nodejs, npm)"
+  elif ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' 2>/dev/null; then
+    TS_MISSING="node 18 or newer is needed (the TypeScript client uses its fetch); $(command -v node): $(node --version 2>&1 | head -n 1)"
+  # npm ci: exactly tests/e2e/typescript/package-lock.json, into tests/e2e/typescript/node_modules.
+  elif ! run_bounded 300 "$TMP/npm.log" env -C tests/e2e/typescript \
+      npm ci --prefer-offline --no-audit --no-fund --ignore-scripts --loglevel=error; then
+    # No registry (offline machine): a missing tool, not a failure of the gateway.
+    tail -n 20 "$TMP/npm.log"
+    TS_MISSING="npm ci in tests/e2e/typescript failed (no npm registry?)"
+  else
+    say "typescript: node $(node --version), npm $(npm --version); npm ci: $(grep -Eo '"(openapi-typescript|openapi-fetch|typescript)": "[^"]+"' tests/e2e/typescript/package.json | sed -E 's/"([^"]+)": "([^"]+)"/\1@\2/' | tr '\n' ' ')"
+  fi
+fi
 
 BROWSER_MISSING=""
 if wanted swagger-ui && { [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; }; then
@@ -254,6 +276,14 @@ fi
 if wanted generated-client; then
   suite generated-client 300 "${PYTEST[@]}" tests/e2e/python/test_generated_client.py \
     --junitxml="$ARTIFACTS/e2e-generated-client.xml"
+fi
+if wanted typescript-client; then
+  if [ -n "$TS_MISSING" ]; then
+    missing typescript-client "$TS_MISSING"
+  else
+    rm -rf "$ARTIFACTS/typescript-client"
+    suite typescript-client 180 bash tests/e2e/typescript/suite.sh
+  fi
 fi
 if wanted swagger-ui; then
   if [ -n "$BROWSER_MISSING" ]; then
