@@ -387,9 +387,7 @@ async fn fan_out(
     events: &Events,
     outbox: &crate::delivery::Outbox,
 ) -> Result<(), crate::store::StoreError> {
-    let budget = i64::try_from(events.reply_timeout.as_millis()).unwrap_or(i64::MAX);
-    let max_age =
-        i64::try_from(events.subscriptions.max_age_secs).unwrap_or(i64::MAX / 2_000) * 1000;
+    let (budget, max_age) = limits(events);
     let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
     let mut made = 0;
     for subscription in events.store.subscriptions().await? {
@@ -424,11 +422,14 @@ pub struct Reply {
 
 /// Calls the enabled `respond: true` subscriptions matching `event` at once, within the reply
 /// budget counted from the event's arrival, and returns the first answer with a `text` (in the
-/// subscriptions' order). Each call that reached its subscriber is its delivery of the event,
-/// recorded as it comes (the outbox will not send it again); the others are left to the
-/// outbox, which sends them after the budget with the same `webhook-id`. A subscription that
-/// is failing, or has an earlier event the outbox is sending or will try again, is not called:
-/// the event follows those through the outbox, in order, and its failures keep counting there.
+/// subscriptions' order) as soon as it is known: when the first subscription answered with a
+/// text, or every one before the first that did has finished without one. The calls still
+/// running then go on in the background until the budget is over. Each call that reached its
+/// subscriber is its delivery of the event, recorded as it comes (the outbox will not send it
+/// again); the others are left to the outbox, which sends them after the budget with the same
+/// `webhook-id`. A subscription that is failing, or has an earlier event the outbox is sending
+/// or will try again, is not called: the event follows those through the outbox, in order, and
+/// its failures keep counting there.
 pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     if !replies_to(event) {
         return None;
@@ -461,68 +462,130 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     if responders.is_empty() {
         return None;
     }
-    let settings = &events.subscriptions;
     // From the event's arrival: the outbox's copy becomes due a margin after the same budget.
     let spent = Duration::from_millis(now_ms().saturating_sub(event.received_at).max(0) as u64);
     let deadline = tokio::time::Instant::now() + events.reply_timeout.saturating_sub(spent);
-    let client = match client(settings.ca_file.as_deref()) {
+    let client = match client(events.subscriptions.ca_file.as_deref()) {
         Ok(client) => client,
         Err(error) => {
             tracing::warn!(%error, "subscriptions: no client for a reply (subscriptions.ca_file)");
             return None;
         }
     };
-    let payload = body(event);
-    let mut calls: futures_util::stream::FuturesUnordered<_> = responders
-        .iter()
-        .enumerate()
-        .map(|(at, s)| {
-            let (client, payload) = (&client, &payload);
-            async move {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let sent = tokio::time::timeout(
-                    left,
-                    post_signed(client, s, event.event_id, payload, settings, left),
-                )
-                .await
-                .unwrap_or_else(|_| NotDelivered::unanswered("no answer within the reply budget"));
-                (at, s, sent)
-            }
-        })
-        .collect();
-    let mut answers: Vec<(usize, Reply)> = Vec::new();
-    while let Some((at, subscription, sent)) = futures_util::StreamExt::next(&mut calls).await {
+    let (reply_budget_ms, max_age_ms) = limits(events);
+    // `Rc`: the calls run on this worker (awc's client is not `Send`).
+    let call = std::rc::Rc::new(ReplyCall {
+        store: events.store.clone(),
+        settings: events.subscriptions.clone(),
+        payload: body(event),
+        event: event.clone(),
+        client,
+        deadline,
+        reply_budget_ms,
+        max_age_ms,
+    });
+    // Each call on a task of its own: those still running when the answer is known finish
+    // (and are recorded) after Chat has it, or after Chat hung up.
+    let count = responders.len();
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for (at, subscription) in responders.into_iter().enumerate() {
+        let (call, done) = (call.clone(), done.clone());
+        crate::store::task::spawn(async move {
+            let reply = call.send(&subscription).await;
+            let _ = done.send((at, reply));
+        });
+    }
+    drop(done);
+    // `None` while a call runs; `Some(None)` once it finished without a text.
+    let mut answers: Vec<Option<Option<Reply>>> = (0..count).map(|_| None).collect();
+    while let Some((at, reply)) = finished.recv().await {
+        answers[at] = Some(reply);
+        // The first call, in order, that is running or answered a text decides.
+        if let Some(first) = answers.iter_mut().find(|a| !matches!(a, Some(None)))
+            && matches!(first, Some(Some(_)))
+        {
+            return first.take().flatten();
+        }
+    }
+    None
+}
+
+/// The reply budget and `subscriptions.max_age_secs`, in milliseconds, for [`delivery`].
+fn limits(events: &Events) -> (i64, i64) {
+    let budget = i64::try_from(events.reply_timeout.as_millis()).unwrap_or(i64::MAX);
+    let max_age =
+        i64::try_from(events.subscriptions.max_age_secs).unwrap_or(i64::MAX / 2_000) * 1000;
+    (budget, max_age)
+}
+
+/// What the synchronous calls of one event share.
+struct ReplyCall {
+    store: crate::store::Store,
+    settings: SubscriptionsSettings,
+    event: Event,
+    payload: String,
+    client: awc::Client,
+    deadline: tokio::time::Instant,
+    reply_budget_ms: i64,
+    max_age_ms: i64,
+}
+
+impl ReplyCall {
+    /// Calls `subscription` within the budget and records how it went; its answer when it has
+    /// a text.
+    async fn send(&self, subscription: &Subscription) -> Option<Reply> {
+        let event_id = self.event.event_id;
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let sent = tokio::time::timeout(
+            left,
+            post_signed(
+                &self.client,
+                subscription,
+                event_id,
+                &self.payload,
+                &self.settings,
+                left,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| NotDelivered::unanswered("no answer within the reply budget"));
         match sent {
             Sent::Accepted(body) => {
-                let d = delivery(subscription, event, 0, 0);
-                if let Err(error) = events
+                let d = delivery(subscription, &self.event, 0, 0);
+                if let Err(error) = self
                     .store
-                    .record_reply(&subscription.id, event.event_id, &d, now_ms())
+                    .record_reply(&subscription.id, event_id, &d, now_ms())
                     .await
                 {
                     tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot record a reply");
                 }
-                answers.extend(reply_body(&body).map(|reply| (at, reply)));
+                reply_body(&body)
             }
             Sent::Failed(failed) => {
                 tracing::info!(
-                    subscription = %subscription.id, event_id = event.event_id, reason = %failed.reason,
+                    subscription = %subscription.id, event_id, reason = %failed.reason,
                     "subscriptions: no synchronous reply; the outbox will deliver the event"
                 );
-                if let Err(error) = events
-                    .store
-                    .note_reply_missed(&subscription.id, event.event_id)
-                    .await
-                {
+                // The delivery to mark may not be made yet: made now, in event order.
+                let (budget, max_age) = (self.reply_budget_ms, self.max_age_ms);
+                let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
+                let noted = async {
+                    self.store
+                        .fan_out_through(&subscription.id, event_id, now_ms(), &build)
+                        .await?;
+                    self.store
+                        .note_reply_missed(&subscription.id, event_id)
+                        .await
+                };
+                if let Err(error) = noted.await {
                     tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot note a missed reply");
                 }
+                None
             }
         }
     }
-    answers
-        .into_iter()
-        .min_by_key(|(at, _)| *at)
-        .map(|(_, reply)| reply)
 }
 
 /// [`reply`] for the event just stored as `event_id`.

@@ -340,9 +340,41 @@ impl Store {
         self.subscription_succeeded(subscription_id, event_id).await
     }
 
+    /// Fans the subscription out ([`Self::fan_out`]) until its cursor has passed `event_id`:
+    /// the deliveries of that event and the earlier ones exist, made in event order. A
+    /// synchronous call can fail before the fan-out task has made its event's delivery (a
+    /// refused connection takes a millisecond), and [`Self::note_reply_missed`] has a delivery
+    /// to mark only once it exists; made here rather than alone, it cannot be queued ahead of
+    /// an earlier event's that the fan-out has not made yet. Nothing is made for a disabled or
+    /// deleted subscription.
+    pub async fn fan_out_through(
+        &self,
+        id: &str,
+        event_id: i64,
+        now: i64,
+        build: &(dyn Fn(&Subscription, &Event) -> SubscriptionDelivery + Sync),
+    ) -> Result<(), StoreError> {
+        let mut before = None;
+        loop {
+            self.fan_out(id, 500, now, build).await?;
+            let cursor: Option<i64> = with_pool!(self, p => sqlx::query_scalar(
+                "SELECT fanned_out_to FROM subscriptions WHERE id = $1 AND enabled = 1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await)?;
+            match cursor {
+                // Each round moves the cursor on; one that did not is the last.
+                Some(at) if at < event_id && before != Some(at) => before = Some(at),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// A synchronous call did not reach the subscription (an error, no answer within the
     /// reply budget): its delivery of the event counts as tried from now on, so a later event
-    /// waits behind it ([`Self::subscription_has_backlog`]) instead of overtaking it.
+    /// waits behind it ([`Self::subscription_has_backlog`]) instead of overtaking it. The
+    /// delivery must exist: fan the subscription out first ([`Self::fan_out_through`]).
     pub async fn note_reply_missed(
         &self,
         subscription_id: &str,

@@ -132,6 +132,20 @@ async fn list_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(REFRESH_MS + 200)).await;
 }
 
+/// Waits until DSM has been asked for `api`'s list `count` times, and a little more for the
+/// gateway to take the answer in.
+async fn lists_read(app: &TestApp, api: &str, count: usize) {
+    for _ in 0..250 {
+        if list_calls(app, api) >= count {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert_eq!(list_calls(app, api), count, "{api}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{api}: {} reads, not {count}", list_calls(app, api));
+}
+
 #[actix_web::test]
 async fn a_token_deleted_or_disabled_in_dsm_is_refused_after_the_refresh_interval() {
     let mut tokens = (String::new(), String::new());
@@ -181,16 +195,29 @@ async fn a_token_deleted_or_disabled_in_dsm_is_refused_after_the_refresh_interva
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
     assert!(app.sim.set_integration_disabled(&outgoing, true));
+    let read_before = (
+        list_calls(&app, "SYNO.Chat.Webhook.Slash"),
+        list_calls(&app, "SYNO.Chat.Webhook.Outgoing"),
+    );
 
-    // Once the cached lists are older than the interval, the tokens are checked again: the
-    // known tokens are refused now, and nothing more is stored.
+    // Once the cached lists are older than the interval, the first call is still checked
+    // against them (Chat is not kept waiting for DSM) and has them read again in the
+    // background; once that read is done, the tokens are refused, and nothing more is stored.
     list_expires().await;
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", command.clone()).await,
+        200
+    );
+    assert_eq!(post_form(&app, "/inbound/ops", hook(6)).await, 200);
+    assert_eq!(stored(&app).await.len(), 4);
+    lists_read(&app, "SYNO.Chat.Webhook.Slash", read_before.0 + 1).await;
+    lists_read(&app, "SYNO.Chat.Webhook.Outgoing", read_before.1 + 1).await;
     assert_eq!(
         post_form(&app, "/inbound/deploy", command.clone()).await,
         403
     );
-    assert_eq!(post_form(&app, "/inbound/ops", hook(6)).await, 403);
-    assert_eq!(stored(&app).await.len(), 2);
+    assert_eq!(post_form(&app, "/inbound/ops", hook(8)).await, 403);
+    assert_eq!(stored(&app).await.len(), 4);
     // One read per interval whatever the calls: refusals do not read again at once.
     let slash_lists = list_calls(&app, "SYNO.Chat.Webhook.Slash");
     assert_eq!(post_form(&app, "/inbound/deploy", command).await, 403);
@@ -200,7 +227,7 @@ async fn a_token_deleted_or_disabled_in_dsm_is_refused_after_the_refresh_interva
     assert!(app.sim.set_integration_disabled(&outgoing, false));
     list_expires().await;
     assert_eq!(post_form(&app, "/inbound/ops", hook(7)).await, 200);
-    assert_eq!(stored(&app).await.len(), 3);
+    assert_eq!(stored(&app).await.len(), 5);
 }
 
 #[actix_web::test]
@@ -237,4 +264,101 @@ async fn while_dsm_cannot_be_reached_the_last_list_is_used_for_a_bounded_time() 
     list_expires().await;
     assert_eq!(post_form(&app, "/inbound/deploy", call(4)).await, 200);
     assert_eq!(stored(&app).await.len(), 3);
+}
+
+/// A due list is read again in the background: calls whose token is in the cached list are
+/// answered at once while DSM is slow, one read serves them all, and a call with a token the
+/// cached list does not hold waits for that read instead of starting another.
+#[actix_web::test]
+async fn a_due_list_is_read_in_the_background_and_chat_is_not_kept_waiting() {
+    let mut token = String::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        token = sim.add_slash_command("deploy", "");
+        verified_by_dsm(settings, &[("deploy", InboundKind::SlashCommand)]);
+    })
+    .await;
+    let call = |token: &str, n: u32| format!("token={token}&user_id=3&text=%2Fdeploy+{n}");
+    const SLASH: &str = "SYNO.Chat.Webhook.Slash";
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", call(&token, 1)).await,
+        200
+    );
+    assert_eq!(list_calls(&app, SLASH), 1);
+
+    // DSM takes longer than the interval to list them once the list is due.
+    list_expires().await;
+    app.sim.slow_next(
+        SLASH,
+        Some("list"),
+        1,
+        std::time::Duration::from_millis(1_500),
+    );
+    let started = std::time::Instant::now();
+    let calls = (2..6).map(|n| post_form(&app, "/inbound/deploy", call(&token, n)));
+    for status in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "answered from the cached list: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored(&app).await.len(), 5);
+
+    // An integration created meanwhile: its first call waits for the read in progress (which
+    // sees it), and DSM is not asked a second time.
+    let created = app.sim.add_slash_command("release", "");
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", call(&created, 6)).await,
+        200
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1_400),
+        "it waited for the read"
+    );
+    assert_eq!(list_calls(&app, SLASH), 2, "one read for all these calls");
+    assert_eq!(stored(&app).await.len(), 6);
+    // Fresh now: answered from the cache.
+    assert_eq!(
+        post_form(&app, "/inbound/deploy", call(&created, 7)).await,
+        200
+    );
+    assert_eq!(list_calls(&app, SLASH), 2);
+}
+
+/// While DSM cannot be reached, calls whose token is in the last list are still answered at
+/// once from it (within the grace), and the failed background read is not tried again before
+/// an interval has passed, whatever the calls.
+#[actix_web::test]
+async fn a_failed_background_read_keeps_the_list_and_is_not_retried_at_once() {
+    let mut token = String::new();
+    let app = spawn_app_with_sim(SimConfig::default(), |settings, sim| {
+        token = sim.add_slash_command("deploy", "");
+        verified_by_dsm(settings, &[("deploy", InboundKind::SlashCommand)]);
+    })
+    .await;
+    let call = |n: u32| format!("token={token}&user_id=3&text=%2Fdeploy+{n}");
+    const SLASH: &str = "SYNO.Chat.Webhook.Slash";
+    assert_eq!(post_form(&app, "/inbound/deploy", call(1)).await, 200);
+    assert_eq!(list_calls(&app, SLASH), 1);
+    list_expires().await;
+    app.sim.refuse_connections(true).await;
+    let started = std::time::Instant::now();
+    assert_eq!(post_form(&app, "/inbound/deploy", call(2)).await, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    // The read in the background fails; DSM is back before the interval is over.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.sim.refuse_connections(false).await;
+    for n in 3..6 {
+        assert_eq!(post_form(&app, "/inbound/deploy", call(n)).await, 200);
+    }
+    // A wrong token does not make it ask again either.
+    let wrong = format!("token={}&text=%2Fdeploy", "w".repeat(64));
+    assert_eq!(post_form(&app, "/inbound/deploy", wrong).await, 403);
+    assert_eq!(
+        list_calls(&app, SLASH),
+        1,
+        "not asked again within the interval"
+    );
+    assert_eq!(stored(&app).await.len(), 5);
 }

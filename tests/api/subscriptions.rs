@@ -1071,3 +1071,183 @@ async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
     .await;
     assert_eq!(s["consecutive_failures"], 0, "{s}");
 }
+
+/// Posts what Chat's outgoing webhook `ops` sends (`trigger_word` empty: a `message` event);
+/// returns Chat's answer.
+async fn chat_posts(app: &TestApp, token: &str, post_id: i64, trigger_word: &str) -> Value {
+    let response = app
+        .http
+        .post(format!("{}/inbound/ops", app.base))
+        .send_form(&[
+            ("token", token),
+            ("channel_id", "2"),
+            ("user_id", "3"),
+            ("post_id", &post_id.to_string()),
+            ("text", &format!("{trigger_word} hello")),
+            ("trigger_word", trigger_word),
+        ])
+        .await
+        .unwrap();
+    let answer = crate::helpers::read(response).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body
+}
+
+/// Chat gets its answer once it is decided: at once when the first subscription (in order)
+/// answered a text, without waiting for a slower one, whose call goes on and still counts as
+/// its delivery. A later subscription's faster text does not win over an earlier one's.
+#[actix_web::test]
+async fn a_reply_goes_to_chat_once_decided_and_slower_calls_are_still_recorded() {
+    let (app, token) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.inbound.reply_timeout_ms = 1_500;
+    })
+    .await;
+    let first = Receiver::start(&[], (200, r#"{"text": "first"}"#, 0)).await;
+    let slow = Receiver::start(&[], (200, r#"{"text": "second"}"#, 800)).await;
+    let in_order = Receiver::start(&[], (200, r#"{"text": "in order"}"#, 300)).await;
+    let faster = Receiver::start(&[], (200, r#"{"text": "out of order"}"#, 0)).await;
+    let mut ids = Vec::new();
+    for (receiver, kind) in [
+        (&first, "trigger_word"),
+        (&slow, "trigger_word"),
+        (&in_order, "message"),
+        (&faster, "message"),
+    ] {
+        let (id, _) = subscribe(
+            &app,
+            json!({"url": receiver.url, "respond": true, "kind": kind}),
+        )
+        .await;
+        ids.push(id);
+        // Subscriptions are taken in the order they were created.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let started = std::time::Instant::now();
+    assert_eq!(
+        chat_posts(&app, &token, 1, "!ping").await,
+        json!({"text": "first"})
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(600),
+        "the slow subscription was waited for: {waited:?}"
+    );
+    // The slow call went on: it reached its subscription, so it is its delivery, and the
+    // outbox (due 2 s after the budget) does not send the event again.
+    let event_id = crate::events::stored(&app).await[0].event_id;
+    let s = subscription_until(&app, &ids[1], |s| s["last_delivered_event_id"] == event_id).await;
+    assert_eq!(s["consecutive_failures"], 0);
+
+    // The earlier subscription's text wins, though the later one answered first.
+    assert_eq!(
+        chat_posts(&app, &token, 2, "").await,
+        json!({"text": "in order"})
+    );
+
+    tokio::time::sleep(Duration::from_millis(4_000).saturating_sub(started.elapsed())).await;
+    for (receiver, calls) in [(&first, 1), (&slow, 1), (&in_order, 1), (&faster, 1)] {
+        assert_eq!(receiver.received().len(), calls, "{}", receiver.url);
+    }
+}
+
+on_both!(
+    a_reply_missed_before_the_fan_out_holds_the_next_event_back,
+    |backend: Backend| async move {
+        use syno_chat_gateway::events::subscriptions::{Subscription, new_secret, reply};
+        use syno_chat_gateway::events::{EventFilter, EventKind, Events, NewEvent, now_ms};
+        let store =
+            syno_chat_gateway::store::Store::connect(&syno_chat_gateway::config::StoreSettings {
+                url: secrecy::SecretString::from(backend.url.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut settings = syno_chat_gateway::config::Settings::default();
+        allow_private(&mut settings);
+        settings.inbound.reply_timeout_ms = 1_000;
+        // No fan-out task here: the synchronous call fails before the delivery of its event
+        // exists (a refused connection is that fast).
+        let events = Events::new(store.clone(), &settings).await.unwrap();
+        // Down for the first call, back for the next.
+        let bot = Receiver::start(&[(503, "", 0)], (200, r#"{"text": "too early"}"#, 0)).await;
+        let subscription = Subscription {
+            id: "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e31".into(),
+            url: bot.url.clone(),
+            secret: new_secret(),
+            filter: EventFilter::default(),
+            respond: true,
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            last_delivered_event_id: None,
+            created_at: now_ms(),
+            disabled_at: None,
+            previous_secret: None,
+            events_missed_through: None,
+        };
+        store.insert_subscription(&subscription, 0).await.unwrap();
+        let mut stored = Vec::new();
+        for post_id in [10, 11] {
+            let new = NewEvent {
+                kind: EventKind::Message,
+                inbound: "ops".into(),
+                channel_id: Some(CHANNEL),
+                channel_name: None,
+                channel_type: None,
+                user_id: Some(USER),
+                username: None,
+                post_id: Some(post_id),
+                thread_id: None,
+                timestamp: None,
+                text: format!("post {post_id}"),
+                trigger_word: None,
+                command: None,
+                button: None,
+            };
+            let id = store.insert_event(&new, now_ms()).await.unwrap().unwrap();
+            let event = store
+                .events_after(id - 1, &EventFilter::default(), 1)
+                .await
+                .unwrap()
+                .remove(0);
+            stored.push(event);
+        }
+
+        assert_eq!(reply(&events, &stored[0]).await, None);
+        // The missed call counts as tried: the next event waits behind it, so the receiver,
+        // back now, is not called at once with it.
+        assert!(
+            store
+                .subscription_has_backlog(&subscription.id, stored[1].event_id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(reply(&events, &stored[1]).await, None);
+        assert_eq!(bot.received().len(), 1, "{:?}", bot.received());
+        // Its delivery was made (both events', in event order), queued and tried once.
+        assert_eq!(
+            backend
+                .count("SELECT COUNT(*) FROM deliveries WHERE attempts = 1 AND state = 'queued'")
+                .await,
+            1
+        );
+        let first_seq = backend
+            .count(&format!(
+                "SELECT d.seq FROM deliveries d JOIN subscription_deliveries s \
+                 ON s.delivery_id = d.id WHERE s.event_id = {}",
+                stored[0].event_id
+            ))
+            .await;
+        let second_seq = backend
+            .count(&format!(
+                "SELECT d.seq FROM deliveries d JOIN subscription_deliveries s \
+                 ON s.delivery_id = d.id WHERE s.event_id = {}",
+                stored[1].event_id
+            ))
+            .await;
+        assert!(first_seq < second_seq, "queued in event order");
+        store.close().await;
+    }
+);
