@@ -855,18 +855,16 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// Log lines captured in memory, for the unit tests that read what was logged.
 #[cfg(test)]
-mod tests {
+pub(crate) mod captured {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
 
-    use super::*;
-    use crate::telemetry::RequestInfo;
-
     /// Lines written to memory.
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Lines(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Lines {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -886,10 +884,19 @@ mod tests {
     }
 
     impl Lines {
-        fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::captured::Lines;
+    use super::*;
+    use crate::telemetry::RequestInfo;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

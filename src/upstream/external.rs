@@ -284,20 +284,6 @@ mod tests {
         assert_eq!(full["user_ids"], serde_json::json!([3]));
     }
 
-    /// The log lines written while it runs.
-    #[derive(Clone, Default)]
-    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// DSM's details of a refusal (`error.errors`) reach the failed call's log line, and the
     /// token the call was made with does not.
     #[actix_web::test]
@@ -327,12 +313,11 @@ mod tests {
         let client = DsmShared::new(config, crate::metrics::Metrics::new())
             .unwrap()
             .client();
-        let lines = Lines::default();
-        let writer = lines.clone();
+        let lines = crate::logging::captured::Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
-            .with_writer(move || writer.clone())
+            .with_writer(lines.clone())
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
         let text = MessageText::parse("hello".to_owned()).unwrap();
@@ -345,7 +330,7 @@ mod tests {
             .send_chatbot(&SecretString::from(bot_token.clone()), &message, &[])
             .await;
         assert_eq!(refused.err().and_then(|e| e.dsm_code()), Some(120));
-        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let log = lines.text();
         let line = log
             .lines()
             .find(|line| line.contains("DSM call") && line.contains("method=\"chatbot\""))

@@ -24,7 +24,7 @@ fn ids(list: &Answer) -> Vec<u64> {
         .collect()
 }
 
-/// F2: without an anchor, a bot's read of the newest posts leaves `post_id` out (the library:
+/// Without an anchor, a bot's read of the newest posts leaves `post_id` out (the library:
 /// "omit for newest"), instead of ACE's made-up anchor, which only session `Post.list` v8 saw.
 #[actix_web::test]
 async fn a_bots_newest_posts_are_asked_without_an_anchor() {
@@ -53,7 +53,7 @@ async fn a_bots_newest_posts_are_asked_without_an_anchor() {
     assert_eq!(param(&asked, "post_id"), Some(&*oldest.to_string()));
 }
 
-/// F3: incoming and outgoing webhooks are deleted with `Bot.delete {user_id,
+/// Incoming and outgoing webhooks are deleted with `Bot.delete {user_id,
 /// real_delete=true}` (n8n, against a NAS), once their kind's list shows the bot; slash
 /// commands keep the library's `Webhook.Slash.delete {id}`.
 #[actix_web::test]
@@ -135,31 +135,7 @@ async fn webhooks_are_deleted_as_the_bots_they_are() {
     assert_eq!(app.sim.count("SYNO.Chat.Bot", "delete"), 2);
 }
 
-/// F3: a webhook whose setup failed is removed with `Bot.delete` too.
-#[actix_web::test]
-async fn a_webhook_whose_setup_failed_is_deleted_as_a_bot() {
-    let app = spawn_app().await;
-    app.sim.fail_next("SYNO.Chat.Bot", Some("enable"), 1, 105);
-    let path = "/api/v1/integrations/incoming-webhooks";
-    admin(
-        &app,
-        "POST",
-        path,
-        Some(json!({"name": "half", "channel_id": 1})),
-    )
-    .await
-    .assert_problem(403, "upstream_permission_denied");
-    let named = last_request(&app, "SYNO.Chat.Bot", "set");
-    let id = param(&named, "user_id").unwrap().to_owned();
-    let deleted = last_request(&app, "SYNO.Chat.Bot", "delete");
-    assert_eq!(param(&deleted, "user_id"), Some(&*id));
-    assert_eq!(param(&deleted, "real_delete"), Some("true"));
-    assert_eq!(app.sim.count("SYNO.Chat.Webhook.Incoming", "delete"), 0);
-    let list = admin(&app, "GET", path, None).await;
-    assert!(!ids(&list).contains(&id.parse().unwrap()), "{}", list.body);
-}
-
-/// F4: a NAS that refuses `type` on `Channel.Named.create` (407, one n8n note) still makes a
+/// A NAS that refuses `type` on `Channel.Named.create` (407, one n8n note) still makes a
 /// private channel: asked once more without `type`. A public one is not asked again.
 #[actix_web::test]
 async fn a_refused_channel_type_is_left_out_for_a_private_channel() {
@@ -218,7 +194,7 @@ async fn a_refused_channel_type_is_left_out_for_a_private_channel() {
     assert_eq!(typed.body["type"], "public");
 }
 
-/// F7: reads whose answer is an object or a list with an empty form take `{"success":true}`
+/// Reads whose answer is an object or a list with an empty form take `{"success":true}`
 /// without `data` as empty; a read whose data is essential still refuses it.
 #[actix_web::test]
 async fn undocumented_reads_answered_without_data_are_empty() {

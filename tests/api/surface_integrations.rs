@@ -183,6 +183,7 @@ async fn an_incoming_webhook_that_cannot_be_enabled_is_not_left_behind() {
     let deleted = last_params(&app, "SYNO.Chat.Bot", "delete");
     assert_eq!(param(&deleted, "user_id"), Some(&*id));
     assert_eq!(param(&deleted, "real_delete"), Some("true"));
+    assert_eq!(app.sim.count("SYNO.Chat.Webhook.Incoming", "delete"), 0);
     let list = admin(&app, "GET", path, None).await;
     assert!(!ids(&list).contains(&id.parse().unwrap()), "{}", list.body);
 }
