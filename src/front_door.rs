@@ -37,6 +37,9 @@ pub async fn front_door(
     if req.method() == Method::HEAD && head_is_get(req.path()) {
         req.head_mut().method = Method::GET;
     }
+    if let Some(path) = hook_path_as_meant(req.path()) {
+        route_as(&mut req, &path);
+    }
     let id = request_id_from(&req);
     let origin = match req.app_data::<web::Data<TrustedProxies>>() {
         Some(proxies) => PublicOrigin::resolve(&req, proxies),
@@ -149,6 +152,33 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 /// Whether a HEAD request is answered as its GET without the body (RFC 9110 §9.3.2: actix's
 /// codec leaves the body of a HEAD answer out). Not where a GET has an effect (a hook called
 /// with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
+/// A hook URL pasted with a trailing slash (`/hooks/alerts/<secret>/`): the hook it names.
+/// A sender gets only a 404 for it and gives up, and its alerts are lost.
+fn hook_path_as_meant(path: &str) -> Option<String> {
+    if !(path.ends_with('/') && path.starts_with("/hooks/")) {
+        return None;
+    }
+    let trimmed = path.trim_end_matches('/');
+    (trimmed.len() > "/hooks".len()).then(|| trimmed.to_owned())
+}
+
+/// Routes the request as if it had been sent to `path` (its query kept).
+fn route_as(req: &mut ServiceRequest, path: &str) {
+    let mut parts = req.head().uri.clone().into_parts();
+    let path_and_query = match req.query_string() {
+        "" => path.to_owned(),
+        query => format!("{path}?{query}"),
+    };
+    let Ok(path_and_query) = path_and_query.parse() else {
+        return;
+    };
+    parts.path_and_query = Some(path_and_query);
+    if let Ok(uri) = actix_web::http::Uri::from_parts(parts) {
+        req.match_info_mut().get_mut().update(&uri);
+        req.head_mut().uri = uri;
+    }
+}
+
 pub fn head_is_get(path: &str) -> bool {
     !["/hooks", "/inbound", "/api/v1/events"]
         .iter()

@@ -385,6 +385,37 @@ async fn the_readmes_uptime_kuma_template_reads_an_alert_and_the_test_button() {
     );
 }
 
+/// A hook URL pasted with a trailing slash still reaches its hook (a 404 loses the sender's
+/// alerts: it gives up), secret checked as ever; a GET's query is kept.
+#[actix_rt::test]
+async fn a_hook_url_with_a_trailing_slash_reaches_its_hook() {
+    let app = app().await;
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}/"),
+        json!({"text": "slash at the end"}),
+    )
+    .await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.clone()),
+        (200, json!("ok"))
+    );
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(param(&create, "message"), Some("slash at the end"));
+    let wrong = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}x//"),
+        json!({"text": "x"}),
+    )
+    .await;
+    assert_eq!(wrong.status, 404);
+    let query = "msg=via+get&monitor=%7B%22name%22%3A%22web%22%7D";
+    let answer = app.get(&format!("/hooks/kuma/{SECRET}/?{query}")).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(param(&create, "message"), Some("web: via get"));
+}
+
 #[actix_rt::test]
 async fn a_wrong_name_or_secret_is_no_service_and_posts_nothing() {
     let app = app().await;
