@@ -3,26 +3,13 @@
 //! deleted as the bots they are, a refused channel `type` left out, and reads answered without
 //! `data` taken as empty.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{ADMIN_KEY, Answer, BOT_TOKEN_NAME, TestApp, last_request, param, spawn_app};
+use crate::helpers::{BOT_TOKEN_NAME, last_request, param, spawn_app};
+use crate::surface_integrations::{admin, ids};
 
 const EXTERNAL: &str = "SYNO.Chat.External";
 const NAMED: &str = "SYNO.Chat.Channel.Named";
-
-async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> Answer {
-    app.call(method, path, Some(ADMIN_KEY), body).await
-}
-
-/// The bot user ids in a list answer.
-fn ids(list: &Answer) -> Vec<u64> {
-    list.body["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a list: {}", list.body))
-        .iter()
-        .map(|i| i["user_id"].as_u64().unwrap())
-        .collect()
-}
 
 /// Without an anchor, a bot's read of the newest posts leaves `post_id` out (the library:
 /// "omit for newest"), instead of ACE's made-up anchor, which only session `Post.list` v8 saw.

@@ -10,7 +10,8 @@ const EXTERNAL: &str = "SYNO.Chat.External";
 /// Text that breaks an unencoded form body (src/upstream/PROTOCOL.md [C5]).
 const TRICKY_TEXT: &str = "100% & \"done\" + a=b?c\nnext line ✓ 🎉";
 
-async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> Answer {
+/// A call with the admin key.
+pub(crate) async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> Answer {
     app.call(method, path, Some(ADMIN_KEY), body).await
 }
 
@@ -75,7 +76,8 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn ids(list: &Answer) -> Vec<u64> {
+/// The bot user ids in a list answer.
+pub(crate) fn ids(list: &Answer) -> Vec<u64> {
     list.body["items"]
         .as_array()
         .unwrap_or_else(|| panic!("items in {}", list.body))
