@@ -53,7 +53,7 @@ fmt:
 ## bench: the gateway against nginx forwarding the same DSM calls to a fake NAS (ratios, CPU µs
 ## per request, p99, RSS); ROUNDS=5 DURATION=5s make bench for steadier figures
 bench:
-	$(CARGO) build --release --bin syno-chat-gateway --example bench_static --example bench_forward
+	$(CARGO) build --release --bin syno-chat-gateway --example bench_static --example bench_forward --example bench_page
 	bash tests/bench/proxy_overhead.sh
 
 ## bench-instructions: user-space instructions per request under callgrind (needs valgrind): an

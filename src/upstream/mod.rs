@@ -37,6 +37,14 @@ use secrecy::SecretString;
 use crate::metrics::Metrics;
 
 pub use crate::tls::TlsTrust;
+
+/// Bench-only (`examples/bench_page.rs`, `make bench`): the posts page's one-pass translation
+/// from DSM's bytes to the API's, timed apart from the request around it; `None` where the
+/// gateway would take the general way.
+#[doc(hidden)]
+pub fn posts_page_translation(body: &[u8], limit: usize) -> Option<(Vec<u8>, usize)> {
+    wire::page::posts_page(body, limit)
+}
 pub use client::{Download, DsmClient, LoginOutcome, NewPost, Upload};
 pub use error::{ApiFamily, UpstreamError};
 pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};

@@ -11,6 +11,10 @@
 #   PERF=1 PERF_TOP=25 ...                     and the 25 functions that took the most samples
 #   PERF=1 PERF_CALLGRAPH=dwarf PERF_KEEP=dir  with whole call stacks, kept as dir/<build>.data
 #                                              (perf report -i dir/<build>.data --no-children)
+#   bash tests/bench/cpu_split.sh BIN target/release/examples/bench_forward
+#       next to the bare actix-web + awc forwarder asked for the same DSM call (FORWARD_PATH)
+#   REQUEST_PATH=/api/v1/channels bash tests/bench/cpu_split.sh BIN target/release/examples/bench_static
+#       next to the static actix-web answer of a channel list's bytes, asked for `/`
 #
 # Each build serves with one worker, pinned to core SERVER_CPU (0), with an API key and the
 # per-key rate limit on, in front of the bench's fake NAS (tests/bench/fake_nas.sh, so the posts
@@ -29,6 +33,8 @@ done
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 REQUEST_PATH="${REQUEST_PATH:-/api/v1/channels/1/posts?limit=50}"
+# What target/release/examples/bench_forward (the bare forwarder) is asked for: the posts page.
+FORWARD_PATH="${FORWARD_PATH:-/webapi/entry.cgi?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 if [ -n "${PERF:-}" ]; then
@@ -76,25 +82,36 @@ for kind, share in sorted(kinds.items(), key=lambda k: -k[1]):
 for _ in $(seq "$ROUNDS"); do
   for bin in "$@"; do
     port=$(free_port)
-    env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$KEY" | "$bin" hash-key --stdin)" \
-      SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write \
-      SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
-      SYNOCHAT__STORE__URL="sqlite://$TMP/gateway-$port.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$port" \
-      SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
-      SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=bench \
-      SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
-      SYNOCHAT__LOG__FORMAT="${GATEWAY_LOG_FORMAT:-pretty}" \
-      taskset -c "$SERVER_CPU" "$bin" serve >"$TMP/gateway.log" 2>&1 & pid=$!
+    # The bare forwarder and the static answer (as in tests/bench/instructions.sh), or a gateway.
+    case "$(basename "$bin")" in
+      bench_forward)
+        taskset -c "$SERVER_CPU" "$bin" "127.0.0.1:$port" "http://127.0.0.1:$NAS_PORT" >"$TMP/gateway.log" 2>&1 & pid=$!
+        path="$FORWARD_PATH"; auth=(-H "Cookie: id=S1" -H "X-SYNO-TOKEN: T1") ;;
+      bench_static)
+        taskset -c "$SERVER_CPU" "$bin" "127.0.0.1:$port" tests/bench/data/channel_list.json >"$TMP/gateway.log" 2>&1 & pid=$!
+        path=/; auth=() ;;
+      *)
+        env SYNOCHAT__AUTH__KEYS__BENCH__HASH="$(printf '%s' "$KEY" | "$bin" hash-key --stdin)" \
+          SYNOCHAT__AUTH__KEYS__BENCH__SCOPES=write \
+          SYNOCHAT__RATE_LIMIT__KEY_PER_MINUTE=1000000000 SYNOCHAT__RATE_LIMIT__KEY_BURST=1000000 \
+          SYNOCHAT__STORE__URL="sqlite://$TMP/gateway-$port.db" SYNOCHAT__SERVER__BIND="127.0.0.1:$port" \
+          SYNOCHAT__SERVER__WORKERS=1 SYNOCHAT__UPSTREAM__URL="http://127.0.0.1:$NAS_PORT" \
+          SYNOCHAT__UPSTREAM__USERNAME=admin SYNOCHAT__UPSTREAM__PASSWORD=bench \
+          SYNOCHAT__CACHE__TTL_SECS=3600 SYNOCHAT__LOG__LEVEL="${GATEWAY_LOG_LEVEL:-info}" \
+          SYNOCHAT__LOG__FORMAT="${GATEWAY_LOG_FORMAT:-pretty}" \
+          taskset -c "$SERVER_CPU" "$bin" serve >"$TMP/gateway.log" 2>&1 & pid=$!
+        path="$REQUEST_PATH"; auth=(-H "Authorization: Bearer $KEY") ;;
+    esac
     PIDS+=("$pid")
-    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
-    url="http://127.0.0.1:$port$REQUEST_PATH"
-    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s -H "Authorization: Bearer $KEY" "$url" >/dev/null
+    url="http://127.0.0.1:$port$path"
+    for _ in $(seq 100); do curl -fs -o /dev/null "${auth[@]}" "$url" && break; sleep 0.1; done
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d2s "${auth[@]}" "$url" >/dev/null
     read -r user0 sys0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     if [ -n "${PERF:-}" ]; then
       perf record -q -F 4000 ${PERF_CALLGRAPH:+--call-graph "$PERF_CALLGRAPH"} -p "$pid" \
         -o "$TMP/perf.data" -- sleep "$DURATION" 2>/dev/null & perf=$!
     fi
-    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$url" >"$TMP/wrk.out"
+    taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${DURATION}s" "${auth[@]}" "$url" >"$TMP/wrk.out"
     read -r user1 sys1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     [ -z "${PERF:-}" ] || wait "$perf"
     requests=$(grep -Eo '[0-9]+ requests in' "$TMP/wrk.out" | cut -d' ' -f1)

@@ -11,6 +11,8 @@
 #   floor:  GET  /readyz (no DSM call, no handler work): the cost of routing and middleware alone
 #   forward: the posts page through a bare actix-web + awc forwarder (examples/bench_forward.rs:
 #           no JSON work, no middleware, no session), the stack's own cost, next to nginx's
+#   page:   the posts page's translation alone, timed in-process (examples/bench_page.rs): how
+#           much of what the gateway spends above the forwarder is the page
 # Each server under test is pinned to core SERVER_CPU with one worker; wrk and the fake NAS run
 # on core LOAD_CPU. Printed: requests/s ratios (median over rounds), CPU µs per request of the
 # server process alone (/proc/<pid>/stat), p99 latency next to nginx's, and RSS idle and under
@@ -39,12 +41,14 @@ GATEWAY_LOG_LEVEL="${GATEWAY_LOG_LEVEL:-info}"
 GATEWAY_LOG_FORMAT="${GATEWAY_LOG_FORMAT:-pretty}"
 STATIC_BIN="${STATIC_BIN:-target/release/examples/bench_static}"
 FORWARD_BIN="${FORWARD_BIN:-target/release/examples/bench_forward}"
+PAGE_BIN="${PAGE_BIN:-target/release/examples/bench_page}"
 for tool in wrk nginx curl taskset python3; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool"; exit 2; }
 done
 [ -x "$BIN" ] || cargo build --release --bin syno-chat-gateway
 [ -x "$STATIC_BIN" ] || cargo build --release --example bench_static
 [ -x "$FORWARD_BIN" ] || cargo build --release --example bench_forward
+[ -x "$PAGE_BIN" ] || cargo build --release --example bench_page
 
 . tests/bench/common.sh
 
@@ -175,10 +179,13 @@ while kill -0 "$WRK" 2>/dev/null; do
   rss=$(tree_rss "$GW_PID"); [ "$rss" -gt "$PEAK_GW" ] && PEAK_GW=$rss; sleep 0.2
 done
 
-python3 - "$RESULTS" "$IDLE_GW" "$IDLE_NGINX" "$IDLE_STATIC" "$PEAK_GW" "$AFTER_GW" <<'PY'
+# The page's translation alone, in-process on the servers' core (examples/bench_page.rs).
+PAGE_US=$(taskset -c "$SERVER_CPU" "$PAGE_BIN" tests/bench/data/post_list.json | cut -d' ' -f1)
+
+python3 - "$RESULTS" "$IDLE_GW" "$IDLE_NGINX" "$IDLE_STATIC" "$PEAK_GW" "$AFTER_GW" "$PAGE_US" <<'PY'
 import statistics as st, sys
 from collections import defaultdict
-results, idle_gw, idle_nginx, idle_static, peak_gw, after_gw = sys.argv[1:]
+results, idle_gw, idle_nginx, idle_static, peak_gw, after_gw, page_us = sys.argv[1:]
 runs = defaultdict(dict)  # round -> name -> (rps, p99, cpu)
 for line in open(results):
     rnd, name, rps, p99, cpu = line.split()
@@ -200,7 +207,8 @@ def line(text):
 print()
 line(lambda: f"posts  (50 posts, 16 KB)  gateway/nginx req/s: {ratio('gw_posts', 'nginx_posts'):.2f}   (goal ≥ 0.70)")
 line(lambda: f"  the bare actix-web + awc forwarder (no JSON, no middleware)/nginx req/s: {ratio('forward_posts', 'nginx_posts'):.2f}; "
-     f"CPU {med('forward_posts', 2):.1f} µs; the gateway spends {med('gw_posts', 2) - med('forward_posts', 2):.1f} µs more")
+     f"CPU {med('forward_posts', 2):.1f} µs; the gateway spends {med('gw_posts', 2) - med('forward_posts', 2):.1f} µs more, "
+     f"of which the page's translation, timed in-process (examples/bench_page.rs): {float(page_us):.1f} µs")
 line(lambda: f"create (60-byte JSON)     gateway/nginx req/s: {ratio('gw_create', 'nginx_create'):.2f}   (goal ≥ 0.75)")
 line(lambda: f"cached channel list       gateway/static req/s: {ratio('gw_cached', 'static_cached'):.2f}  (goal ≥ 0.95)")
 line(lambda: f"  vs nginx forwarding Channel.list: {ratio('gw_cached', 'nginx_cached'):.2f}")
