@@ -62,11 +62,12 @@ pub enum ProblemCode {
     SubscriptionDeliveryFailed,
     FileTooLarge,
     RequestTimeout,
+    HooksBusy,
 }
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 42] = [
+    pub const ALL: [ProblemCode; 43] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -109,6 +110,7 @@ impl ProblemCode {
         ProblemCode::SubscriptionDeliveryFailed,
         ProblemCode::FileTooLarge,
         ProblemCode::RequestTimeout,
+        ProblemCode::HooksBusy,
     ];
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
@@ -159,6 +161,7 @@ impl ProblemCode {
             SubscriptionDeliveryFailed => 39,
             FileTooLarge => 40,
             RequestTimeout => 41,
+            HooksBusy => 42,
         }
     }
 
@@ -307,6 +310,11 @@ impl ProblemCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "uploads_busy",
                 "Too many uploads are in progress",
+            ),
+            HooksBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "hooks_busy",
+                "Too many hook bodies are being read at once",
             ),
             RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,

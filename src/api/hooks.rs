@@ -941,7 +941,7 @@ async fn receive(
         return Outcome::Unavailable {
             format: hook.format.unwrap_or(Format::Slack),
             error: ApiError::new(
-                ProblemCode::UploadsBusy,
+                ProblemCode::HooksBusy,
                 format!("{BODIES_AT_ONCE} hook bodies are being read already; retry shortly"),
             ),
         };

@@ -1547,6 +1547,16 @@ async fn hook_bodies_held_at_once_are_capped() {
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.body, "temporarily_unavailable");
     assert_eq!(answer.header("retry-after"), Some("30"));
+    // A format whose errors are problem documents: a code of its own, not the uploads' one.
+    let answer = send_json(
+        &app,
+        &format!("/hooks/am/{SECRET}"),
+        json!({"version": "4"}),
+    )
+    .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.body["code"], "hooks_busy", "{}", answer.body);
+    assert_eq!(answer.header("retry-after"), Some("30"));
     drop(stalled);
     let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "hi"})).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
