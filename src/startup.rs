@@ -48,14 +48,16 @@ pub struct Application {
 pub struct AppHandle {
     server: actix_web::dev::ServerHandle,
     events: Arc<Events>,
+    outbox: Arc<Outbox>,
 }
 
 impl AppHandle {
     /// Stops the server; `graceful` drains in-flight requests for up to
     /// `server.shutdown_timeout_secs`. Event streams never end on their own, so they are ended
     /// first (clients reconnect with `Last-Event-ID`), or one open stream would hold the drain
-    /// for the whole timeout.
+    /// for the whole timeout. The outbox stops claiming new work at once, during the drain.
     pub async fn stop(&self, graceful: bool) {
+        self.outbox.begin_stopping();
         self.events.stop_streams();
         self.server.stop(graceful).await;
     }
@@ -562,6 +564,7 @@ impl Application {
         AppHandle {
             server: self.server.handle(),
             events: self.events.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 
@@ -573,7 +576,9 @@ impl Application {
             handle
         });
         let result = self.server.await;
-        // No new work; the message being sent finishes its chunk, the rest is handed back.
+        // No new work (since the stop began, where it came through the handle); the message
+        // being sent finishes its chunk, the rest is handed back, within the drain's timeout
+        // counted from the stop.
         self.outbox.shut_down(self.shutdown_grace).await;
         if let Some(handle) = metrics_handle {
             handle.stop(true).await;

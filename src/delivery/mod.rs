@@ -262,6 +262,10 @@ pub struct Outbox {
     wake: Notify,
     stopping: AtomicBool,
     stopped: Notify,
+    /// When the stop began: [`Self::shut_down`]'s grace counts from then.
+    stop_began: std::sync::OnceLock<tokio::time::Instant>,
+    /// The worker has ended (for a [`Self::shut_down`] that comes after it).
+    worker_ended: AtomicBool,
     /// Notified whenever this replica's worker records a delivery's final state.
     finished: Notify,
     metrics: Arc<Metrics>,
@@ -289,6 +293,8 @@ impl Outbox {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
+            stop_began: std::sync::OnceLock::new(),
+            worker_ended: AtomicBool::new(false),
             finished: Notify::new(),
             metrics,
         })
@@ -459,14 +465,28 @@ impl Outbox {
         }
     }
 
-    /// Stops claiming new work; the delivery being sent finishes its chunk and is handed back.
-    /// Returns once the worker has released its leases (or after `grace`).
-    pub async fn shut_down(&self, grace: Duration) {
-        let stopped = self.stopped.notified();
+    /// Stops claiming new work, at once: the delivery being sent finishes its chunk, and the
+    /// worker hands the rest back while the HTTP requests drain (SIGTERM), not after them, so
+    /// the whole stop fits in `server.shutdown_timeout_secs` and the DSM logout.
+    pub fn begin_stopping(&self) {
+        self.stop_began.get_or_init(tokio::time::Instant::now);
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_waiters();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(grace, stopped).await;
+    }
+
+    /// Stops claiming new work (if not stopped already) and returns once the worker has
+    /// released its leases, or `grace` after the stop began.
+    pub async fn shut_down(&self, grace: Duration) {
+        let stopped = self.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        self.begin_stopping();
+        if self.worker_ended.load(Ordering::SeqCst) {
+            return;
+        }
+        let began = *self.stop_began.get_or_init(tokio::time::Instant::now);
+        let _ = tokio::time::timeout_at(began + grace, stopped).await;
     }
 
     /// Starts the worker on the current thread's runtime.
@@ -580,6 +600,7 @@ impl Worker {
         } else {
             tracing::info!("delivery worker stopped");
         }
+        self.outbox.worker_ended.store(true, Ordering::SeqCst);
         self.outbox.stopped.notify_waiters();
     }
 

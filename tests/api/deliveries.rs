@@ -1352,3 +1352,62 @@ async fn a_synchronous_send_refused_by_dsm_is_not_handed_to_the_outbox() {
     let listed = app.get("/api/v1/deliveries").await;
     assert_eq!(listed.body["items"], json!([]), "{}", listed.body);
 }
+
+/// A stop stops the outbox at once, not after the HTTP drain: a delivery that comes due while a
+/// request still holds the drain is left in the store for the next start, and the outbox's own
+/// wait counts from the stop, so the whole stop fits in `server.shutdown_timeout_secs` and the
+/// logout (the 45 s the deployment files give it).
+#[actix_web::test]
+async fn the_outbox_stops_when_the_stop_begins_not_after_the_drain() {
+    use std::io::Write;
+    let mut app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.shutdown_timeout_secs = 5;
+        s.server.body_timeout_ms = 20_000;
+        // An unanswered send is looked for 2.5 s later (twice the timeout, at least 2.5 s).
+        s.upstream.timeout_ms = 1_000;
+    })
+    .await;
+    // DSM "busy": the send may have been carried out, so it comes due again 2.5 s later.
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 111);
+    let answer = post_async(
+        &app,
+        "/api/v1/channels/2/posts",
+        json!({"message": "due during the drain"}),
+    )
+    .await;
+    accepted(&answer);
+    let started = Instant::now();
+    while app.sim.count("SYNO.Chat.Post", "create") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A request whose body never ends holds the drain for the whole 5 s.
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/v1/channels/2/posts HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{\"message\":"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() >= Duration::from_secs(4),
+        "the drain was held: {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(9),
+        "the stop took {:?}",
+        stopping.elapsed()
+    );
+    // The delivery came due 2.5 s into the drain and was not sent: the next start sends it.
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1);
+    drop(stalled);
+}
