@@ -32,9 +32,9 @@ const MAX_LIMIT: i64 = 1000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
-    /// Only events after this id. For streams the `Last-Event-ID` header, when sent, wins (a
-    /// reconnecting browser sends it with the original URL); without either a stream starts
-    /// with the next event and a page with the oldest kept.
+    /// Only events after this id. The `Last-Event-ID` header or `lastEventId`, when sent, wins
+    /// (a reconnecting client sends it with the original URL); without any of them a stream
+    /// starts with the next event and a page with the oldest kept.
     #[param(value_type = Option<u64>, minimum = 0)]
     #[serde(default, deserialize_with = "whole_number")]
     after: Option<i64>,
@@ -167,7 +167,7 @@ pub async fn list_events(
                 "limit must be between 1 and {MAX_LIMIT}"
             )));
         }
-        let after = last_event_id.or(query.after).unwrap_or(0);
+        let after = resume.unwrap_or(0);
         let items = events
             .store
             .events_after(after, &filter, limit)

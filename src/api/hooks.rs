@@ -333,6 +333,10 @@ impl utoipa::IntoResponses for HookAnswers {
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
                 .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .header("Location", HeaderBuilder::new()
+                    .schema(Some(String::schema()))
+                    .description(Some("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok` and the receipt; not for an event the hook does not post)"))
+                    .build())
                 .content("text/plain", text(Some("ok")))
                 .content("application/json", ContentBuilder::new()
                     .schema(Some(utoipa::openapi::Schema::OneOf(utoipa::openapi::schema::OneOfBuilder::new()
@@ -605,10 +609,18 @@ async fn handle(
             .is_none_or(Format::answers_like_slack)
     };
     match outcome {
-        // Slack's senders accept only `200 ok`; the message is stored, not yet posted.
+        // Slack's senders accept only `200 ok`; the message is stored, not yet posted, and can
+        // be followed at its `Location` as with the other formats.
         Outcome::Accepted {
-            format, duplicate, ..
+            format,
+            duplicate,
+            delivery_id,
+            ..
         } if format.answers_like_slack() => replayed(HttpResponse::Ok(), duplicate)
+            .insert_header((
+                header::LOCATION,
+                public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}")),
+            ))
             .content_type("text/plain; charset=utf-8")
             .body("ok"),
         Outcome::Accepted {

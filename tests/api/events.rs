@@ -661,6 +661,24 @@ async fn a_polyfill_reconnect_resumes_from_its_query_parameter() {
     let mut resumed = Sse::open(&app.base, &path, None).await;
     assert_eq!(resumed.next_event(WAIT).await.0, ids[1]);
     assert_eq!(resumed.next_event(WAIT).await.0, ids[2]);
+    // A JSON page reads it too.
+    let page = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .insert_header(("Accept", "application/json"))
+        .send()
+        .await
+        .unwrap();
+    let page = crate::helpers::read(page).await;
+    assert_eq!(page.status.as_u16(), 200, "{}", page.body);
+    let paged: Vec<i64> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(paged, ids[1..]);
 }
 
 /// A client that drops before its first event still has a resume point: the opening block's

@@ -169,6 +169,13 @@ async fn a_slack_payload_is_posted_by_channel_name_and_answered_ok() {
         answer.header("content-type"),
         Some("text/plain; charset=utf-8")
     );
+    // The delivery can be followed, as with the other formats.
+    let location = answer.header("location").expect("a Location").to_owned();
+    let delivery = location
+        .strip_prefix(&format!("{}/api/v1/deliveries/", app.base))
+        .unwrap_or_else(|| panic!("{location}"));
+    let followed = app.get(&format!("/api/v1/deliveries/{delivery}")).await;
+    assert_eq!(followed.status, 200, "{}", followed.body);
     let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
     assert_eq!(
         param(&create, "channel_id"),
