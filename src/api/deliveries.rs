@@ -9,7 +9,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::common::{DeliveryId, DeliveryList, DeliveryPath, Items, Limit};
 use super::extract::Query;
-use super::{CommonProblems, InvalidInput, NotFound};
+use super::{InvalidInput, NotFound, StoreProblems};
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::api::idempotency::KeyedRequest;
 use crate::auth::{Authorized, Read, Write};
@@ -102,7 +102,9 @@ pub struct DeliveryAccepted {
     state: &'static str,
 }
 
-/// One message handed over with `Prefer: respond-async`.
+/// One message the outbox delivers: one accepted with `Prefer: respond-async` or taken over
+/// after a synchronous send stopped part way (`Idempotency-Key`), a `/hooks` message, or an
+/// event POSTed to a subscription.
 #[derive(Serialize, ToSchema)]
 pub struct Delivery {
     delivery_id: String,
@@ -113,10 +115,11 @@ pub struct Delivery {
     /// The last failure, as a problem document.
     #[schema(value_type = Option<Object>)]
     last_error: Option<serde_json::Value>,
-    /// Posts created so far, in order (a long message becomes several; an incoming webhook
-    /// names none).
+    /// Posts created so far, in chunk order (a long message becomes several; a chatbot message
+    /// has one per recipient and chunk; an incoming webhook and a subscription name none).
     post_ids: Vec<i64>,
-    /// Number of posts the message is sent as.
+    /// Number of parts the message is sent as (posts per recipient; 1 for a subscription's
+    /// POST).
     chunks: usize,
     /// Chunks posted so far.
     chunks_posted: usize,
@@ -219,7 +222,7 @@ async fn owned_delivery(
     params(DeliveryQuery),
     responses((status = 200, body = DeliveryList), InvalidInput,
         (status = 404, description = "`after` names no delivery", body = Problem, content_type = "application/problem+json"),
-        CommonProblems))]
+        StoreProblems))]
 #[get("/deliveries")]
 pub async fn list_deliveries(
     _: Authorized<Read>,
@@ -258,7 +261,7 @@ pub async fn list_deliveries(
 /// Scope: read.
 #[utoipa::path(security(("bearer" = ["read"])), tag = "deliveries",
     params(DeliveryPath),
-    responses((status = 200, body = Delivery), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = Delivery), InvalidInput, NotFound, StoreProblems))]
 #[get("/deliveries/{delivery_id}")]
 pub async fn get_delivery(
     _: Authorized<Read>,
@@ -281,7 +284,7 @@ pub async fn get_delivery(
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not failed", body = Problem, content_type = "application/problem+json"),
-        CommonProblems))]
+        StoreProblems))]
 #[post("/deliveries/{delivery_id}/retry")]
 pub async fn retry_delivery(
     auth: Authorized<Write>,
@@ -312,7 +315,7 @@ pub async fn retry_delivery(
     params(DeliveryPath),
     responses((status = 200, body = Delivery), InvalidInput, NotFound,
         (status = 409, description = "The delivery is not queued", body = Problem, content_type = "application/problem+json"),
-        CommonProblems))]
+        StoreProblems))]
 #[delete("/deliveries/{delivery_id}")]
 pub async fn cancel_delivery(
     auth: Authorized<Write>,

@@ -500,7 +500,7 @@ impl ApiError {
     }
 
     /// For a `SYNO.Chat.External` call made with a token the caller sent: DSM's "bad token" is
-    /// the caller's mistake (400), not a gateway misconfiguration (502).
+    /// the caller's mistake (403 `chat_token_rejected`), not a gateway misconfiguration (502).
     pub fn for_caller_token(error: UpstreamError) -> Self {
         let mut api_error = ApiError::from(error);
         if api_error.code == ProblemCode::UpstreamTokenRejected {

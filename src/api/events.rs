@@ -15,7 +15,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::error::{ApiError, ProblemCode};
 use super::extract::{Query, whole_number};
 use super::inbound::store_failure;
-use super::{CommonProblems, InvalidInput};
+use super::{InvalidInput, StoreProblems};
 use crate::auth::{Authorized, Read};
 use crate::events::{Event, EventFilter, EventKind, Events};
 
@@ -86,14 +86,17 @@ pub struct EventStream(String);
 /// that yield it see an event named `ready`). Each event is `id: <event_id>`,
 /// `event: <kind>` and `data: <Event as JSON>` (listen with `addEventListener(kind, …)`:
 /// `onmessage` sees only the kind `message`); a `: heartbeat` comment line (no blank line after
-/// it, so no client dispatches anything) comes every 15 s. `Last-Event-ID` (or `?lastEventId=`,
-/// as `event-source-polyfill` sends it, or `?after=`) first replays
-/// the kept events after that id, then the stream continues live with nothing lost or repeated
-/// at the seam. When the gateway shuts down the stream ends; reconnect with `Last-Event-ID`.
+/// it, so no client dispatches anything) comes every `events.heartbeat_ms` (default 15 s).
+/// `Last-Event-ID` (or `?lastEventId=`, as `event-source-polyfill` sends it, or `?after=`)
+/// first replays the kept events after that id, then the stream continues live with nothing
+/// lost or repeated at the seam. When the gateway shuts down the stream ends; reconnect with
+/// `Last-Event-ID`.
 /// Events older than `events.retention_secs` are deleted: a replay that starts before one of
 /// them first sends `event: gap` with `data: {"after": id, "purged_through": id}` (no `id:`),
 /// saying that the events after `after` up to `purged_through` are gone.
-/// Behind nginx the answer carries `X-Accel-Buffering: no`.
+/// Behind nginx the answer carries `X-Accel-Buffering: no`. At most 32 streams per API key
+/// and 2048 in all are open at once; one more is refused with 429 `rate_limited` (without
+/// `Retry-After`) until another closes.
 ///
 /// Otherwise (`Accept: application/json`, `*/*`, none): one page, `{"items": [...],
 /// "next_after": id}`, so generic HTTP clients never hang on an endless answer; with
@@ -112,7 +115,7 @@ pub struct EventStream(String);
         (status = 409, description = "The resume point is newer than any event this store \
             has given (`conflict`): read again without it", body = super::error::Problem,
             content_type = "application/problem+json"),
-        InvalidInput, CommonProblems))]
+        InvalidInput, StoreProblems))]
 #[get("/events")]
 pub async fn list_events(
     key: Authorized<Read>,

@@ -189,7 +189,8 @@ pub type Hooks = BTreeMap<String, Hook>;
 #[schema(example = json!({"ok": true, "format": "alertmanager", "delivery_id": "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10"}))]
 pub struct HookReceipt {
     ok: bool,
-    /// The format the body was read as.
+    /// How the message was written: the format the body was read as, or `generic` when the
+    /// hook's template wrote it.
     format: &'static str,
     /// The stored delivery (`GET /api/v1/deliveries/{id}` with a read key).
     delivery_id: String,
@@ -198,9 +199,10 @@ pub struct HookReceipt {
     /// post (an incoming webhook's answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
-    /// `true` when this event was handed over before (the same `X-GitHub-Delivery`, or a
-    /// second copy of an Alertmanager notification): nothing new is stored and `delivery_id`
-    /// is the first copy's. Absent otherwise.
+    /// `true` when this event was handed over before (the same `Idempotency-Key` and text,
+    /// `webhook-id` or forge delivery id, or a second copy of an Alertmanager or Grafana
+    /// notification within the hook's `duplicate_window_secs`): nothing new is stored and
+    /// `delivery_id` is the first copy's. Absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
 }
@@ -332,7 +334,7 @@ impl utoipa::IntoResponses for HookAnswers {
         let problem = || json(&crate::api::error::Problem::name());
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok` and the receipt; not for an event the hook does not post)"))
@@ -362,33 +364,42 @@ impl utoipa::IntoResponses for HookAnswers {
                 .content("text/plain", text(Some("invalid_payload")))
                 .content("application/problem+json", problem()))
             .response("403", ResponseBuilder::new()
-                .description("Slack-style senders: `action_prohibited`, DSM refused the message for good. Discord-style senders that asked `?wait=true`: DSM refused it (a problem)")
+                .description("Slack-style senders: `action_prohibited`. DSM refused the gateway's account the channel or user list needed to resolve the hook's named target. Other senders get that as a problem (`upstream_permission_denied`). Discord-style senders that asked `?wait=true`: the delivery's problem when DSM refused the message")
                 .content("text/plain", text(Some("action_prohibited")))
                 .content("application/problem+json", problem()))
             .response("404", ResponseBuilder::new()
-                .description("`no_service`: no hook with this name and secret (text/plain for Slack-style senders, else a problem); for Slack-style senders also `channel_not_found`")
+                .description("`no_service`: no hook with this name and secret (text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`, then a problem; these are answered before the body is read; an unknown hook name is always text/plain `no_service`); for Slack-style senders also `channel_not_found`")
                 .content("text/plain", text(Some("no_service")))
                 .content("application/problem+json", problem()))
             .response("408", ResponseBuilder::new()
-                .description("The body did not arrive within `server.body_timeout_ms`: `request_timeout` (text/plain for Slack-style senders, else a problem)")
+                .description("The body did not arrive within `server.body_timeout_ms`: `request_timeout` (text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`, then a problem; these are answered before the body is read; an unknown hook name is always text/plain `no_service`)")
                 .content("text/plain", text(Some("request_timeout")))
                 .content("application/problem+json", problem()))
             .response("409", ResponseBuilder::new()
-                .description("Discord-style senders that asked `?wait=true`: the delivery was cancelled before it was posted")
+                .description("Discord-style senders that asked `?wait=true`: the delivery was cancelled before it was posted, and no attempt had failed (else the answer is that attempt's problem)")
                 .content("application/problem+json", problem()))
             .response("413", ResponseBuilder::new()
-                .description("The body is over 5 MiB (text/plain for Slack-style senders, else a problem)")
+                .description("The body is over 5 MiB: `payload_too_large` (text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`, then a problem; these are answered before the body is read; an unknown hook name is always text/plain `no_service`)")
                 .content("text/plain", text(Some("payload_too_large")))
                 .content("application/problem+json", problem()))
+            .response("415", ResponseBuilder::new()
+                .description("The body is compressed (`Content-Encoding`); send it uncompressed (`unsupported_media_type`, a problem for every sender: it is refused before the hook is looked up)")
+                .content("application/problem+json", problem()))
             .response("422", ResponseBuilder::new()
-                .description("Other senders: the hook's target name matches no channel or user, or DSM refused the message for good. Slack-style senders get Slack's own statuses instead: `404 channel_not_found`, `400 user_not_found`, `403 action_prohibited`")
+                .description("Other senders: the hook's target name matches no channel or user, or several (`unprocessable`). Slack-style senders get Slack's own statuses instead: `404 channel_not_found`, `400 user_not_found`")
                 .content("text/plain", text(Some("channel_not_found")))
+                .content("application/problem+json", problem()))
+            .response("429", ResponseBuilder::new()
+                .description("Discord-style senders that asked `?wait=true`: the delivery was cancelled after DSM rate-limited an attempt (the delivery's last problem, `upstream_rate_limited`)")
+                .content("application/problem+json", problem()))
+            .response("501", ResponseBuilder::new()
+                .description("Discord-style senders that asked `?wait=true`: the delivery failed for good because the NAS does not offer the API it needs (the delivery's problem, `upstream_api_unsupported`)")
                 .content("application/problem+json", problem()))
             .response("502", ResponseBuilder::new()
                 .description("Discord-style senders that asked `?wait=true`: the delivery failed for good on DSM's side (the delivery's problem)")
                 .content("application/problem+json", problem()))
             .response("503", ResponseBuilder::new()
-                .description("The message could not be stored; retry later (`Retry-After`): text/plain for Slack-style senders, else a problem")
+                .description("The message could not be stored, or 16 hook bodies were already being read (`hooks_busy`); retry later (`Retry-After: 30`). Text/plain `temporarily_unavailable` for Slack-style senders, else a problem; `hooks_busy` is answered before the body is read, so it is text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`")
                 .content("text/plain", text(None))
                 .content("application/problem+json", problem()))
             .response("504", ResponseBuilder::new()
@@ -429,13 +440,16 @@ hook_operation! {
     /// detected from the body unless the hook sets `format`. Slack-style bodies are answered as
     /// Slack does: `200 ok`, `400 invalid_payload`, `400 no_text`, `404 no_service`
     /// (text/plain); Discord-style ones as Discord does (`204`, or with `?wait=true` `200` and
-    /// the receipt, with the post's `id` once it is posted, waiting up to 5 s; the delivery's
-    /// problem if it fails for good); other formats get `202` and a small JSON receipt. A wrong name or secret is
-    /// `404 no_service` and posts nothing. The message is committed to the durable outbox
-    /// before the answer, so the NAS being down, busy or rate-limiting still gets `ok`: the post
-    /// follows once, in order, when the NAS can take it (a target *name* too is looked up when
-    /// the message is sent). Only a store that cannot be written is a 503, never a 4xx. An event
-    /// delivered again (the same `X-GitHub-Delivery`, `X-Gitea-Delivery`, `webhook-id` or
+    /// the receipt, with the post's `id` once it is posted, waiting up to 5 s); other formats get
+    /// `202` and a small JSON receipt. With `?wait=true`, if the delivery fails or is cancelled
+    /// within the wait, the answer is the delivery's last problem with its status (any of 400,
+    /// 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never
+    /// failed. A wrong name or secret is `404 no_service` and posts nothing. The message is
+    /// committed to the durable outbox before the answer, so the NAS being down, busy or
+    /// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it
+    /// (a target *name* too is looked up when the message is sent). Only a store that cannot be
+    /// written, or too many hook bodies at once, is a 503, never a 4xx. An event delivered
+    /// again (the same `X-GitHub-Delivery`, `X-Gitea-Delivery`, `webhook-id` or
     /// `Idempotency-Key`; a copy of an Alertmanager or Grafana notification within the hook's
     /// `duplicate_window_secs`) gets the first answer with `Idempotent-Replayed: true` and is
     /// not posted again.

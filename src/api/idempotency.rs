@@ -817,7 +817,7 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
     );
     // Inline (not `$ref`) so the shared headers (X-Request-Id, Retry-After) are added to them.
     let in_flight = problem(
-        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran, and its answer held a secret (a token), which is not kept or replayed (the problem's `answer` is that answer without it)",
+        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still running (see `Retry-After`); or `idempotency_answer_withheld`: it already ran, and its answer held a secret (an integration's `token` or a subscription's signing `secret`), which is not kept or replayed (the problem's `answer` is that answer without it)",
         true,
     );
     let reused = problem(

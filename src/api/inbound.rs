@@ -104,6 +104,15 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             body = super::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 1 MiB", body = super::error::Problem,
             content_type = "application/problem+json"),
+        (status = 415, description = "The body is compressed (`Content-Encoding`); send it \
+            uncompressed", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "With `verify = \"dsm\"`: DSM is rate-limiting the gateway \
+            (`upstream_rate_limited`)", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 501, description = "With `verify = \"dsm\"`: the NAS does not offer the \
+            integration lists (`upstream_api_unsupported`)", body = super::error::Problem,
+            content_type = "application/problem+json"),
         (status = 502, description = "With `verify = \"dsm\"`: DSM could not be asked for its \
             integrations' tokens", body = super::error::Problem,
             content_type = "application/problem+json"),
@@ -250,14 +259,29 @@ fn within_one_post(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
 /// received as `POST /inbound/{name}` receives that form, with the same answers.
 #[utoipa::path(tag = "inbound",
     params(InboundPath),
-    responses((status = 200, description = "The inbound exists (or, for a call in the query, as for `POST`)"),
+    responses((status = 200, description = "The inbound exists: `{\"success\": true}` (or, for a \
+            call in the query, as for `POST`)", body = InboundAnswer),
         (status = 400, description = "A call in the query: a field is malformed", body = super::error::Problem,
             content_type = "application/problem+json"),
-        (status = 403, description = "A call in the query: wrong token", body = super::error::Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "A call in the query: wrong token (or, with \
+            `verify = \"dsm\"`, the gateway's account may not list integrations)",
+            body = super::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such inbound", body = super::error::Problem,
             content_type = "application/problem+json"),
-        (status = 503, description = "A call in the query: the event store is unavailable", body = super::error::Problem,
+        (status = 429, description = "A call in the query, with `verify = \"dsm\"`: DSM is \
+            rate-limiting the gateway (`upstream_rate_limited`)", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 501, description = "A call in the query, with `verify = \"dsm\"`: the NAS does \
+            not offer the integration lists (`upstream_api_unsupported`)",
+            body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "A call in the query, with `verify = \"dsm\"`: DSM could not \
+            be asked for its integrations' tokens", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "A call in the query: the event store is unavailable (or, \
+            with `verify = \"dsm\"`, DSM is busy)", body = super::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 504, description = "A call in the query, with `verify = \"dsm\"`: DSM did not \
+            answer in time", body = super::error::Problem,
             content_type = "application/problem+json")))]
 #[get("/{name}")]
 pub async fn probe(
@@ -299,7 +323,8 @@ fn answer_probe(events: &Events, name: &str) -> Result<HttpResponse, ApiError> {
 pub struct InboundAnswer {
     /// `true` in the acknowledgement (no text: Chat posts nothing).
     success: Option<bool>,
-    /// A `respond: true` subscription's answer, which Chat posts.
+    /// A `respond: true` subscription's answer, which Chat posts; longer than
+    /// `delivery.max_message_chars`, it is cut to one post ending in `…`.
     text: Option<String>,
     /// Passed on with `text`, except for slash commands, when it passes the `file_url` checks.
     file_url: Option<String>,

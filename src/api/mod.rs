@@ -243,7 +243,7 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
         (name = "webhooks", description = "Sending through incoming webhooks with integration tokens"),
         (name = "bots", description = "Acting as a chatbot with its integration token"),
         (name = "misc", description = "Stickers, settings and Chat information"),
-        (name = "deliveries", description = "Messages accepted with `Prefer: respond-async`, delivered by the outbox"),
+        (name = "deliveries", description = "Messages delivered by the outbox: accepted with `Prefer: respond-async`, sent through `/hooks`, or events POSTed to subscriptions"),
         (name = "inbound", description = "Receiving what Chat's outgoing webhooks, slash commands and chatbots send"),
         (name = "events", description = "Reading the events Chat sent (Server-Sent Events or polling)"),
         (name = "subscriptions", description = "HTTP endpoints that receive the events Chat sent, signed (Standard Webhooks); admin scope"),
@@ -310,6 +310,33 @@ pub enum CommonProblems {
     /// DSM did not answer in time.
     #[response(status = 504, content_type = "application/problem+json")]
     Timeout(Problem),
+}
+
+/// Problem answers of the operations that read and write only the gateway's own store
+/// (deliveries, events, subscriptions): they never call DSM, so DSM's failures (501, 502, 504)
+/// cannot happen there, and their 503 is the store's.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only: the variants describe answers built by `ApiError`
+pub enum StoreProblems {
+    /// No API key, or an unknown one.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key lacks the scope, or (while keys are not required) the request came from another
+    /// site.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The `Host` is not the gateway's public host (`misdirected_request`).
+    #[response(status = 421, content_type = "application/problem+json")]
+    Misdirected(Problem),
+    /// The key's (or the address's) rate limit is used up (`rate_limited`, with `RateLimit`
+    /// and `RateLimit-Policy` as on the other operations), or, for an event stream, too many
+    /// are open (`rate_limited`, without them).
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+    /// The gateway's store (outbox, events, subscriptions) is unavailable (`store_unavailable`,
+    /// or `not_ready` for the event store); see `Retry-After`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// A path or query parameter is malformed.

@@ -12,7 +12,7 @@ use super::common::SubscriptionPath;
 use super::error::{ApiError, ProblemCode};
 use super::extract::{Json, Query, whole_number};
 use super::inbound::store_failure;
-use super::{BodyProblems, CommonProblems, InvalidInput, NotFound, Unprocessable};
+use super::{BodyProblems, InvalidInput, NotFound, StoreProblems, Unprocessable};
 use crate::auth::{Admin, Authorized};
 use crate::events::subscriptions::{Subscription as Stored, new_secret, refuse_host, target};
 use crate::events::{EventFilter, EventKind, Events, now_ms};
@@ -189,7 +189,7 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
     request_body = NewSubscription,
     responses((status = 201, body = CreatedSubscription,
             headers(("Location" = String, description = "The new subscription"))),
-        InvalidInput, Unprocessable, BodyProblems, CommonProblems))]
+        InvalidInput, Unprocessable, BodyProblems, StoreProblems))]
 #[post("/subscriptions")]
 pub async fn create_subscription(
     _: Authorized<Admin>,
@@ -265,7 +265,7 @@ pub async fn create_subscription(
 ///
 /// Oldest first, without their secrets. Scope: admin.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
-    responses((status = 200, body = SubscriptionList), CommonProblems))]
+    responses((status = 200, body = SubscriptionList), StoreProblems))]
 #[get("/subscriptions")]
 pub async fn list_subscriptions(
     _: Authorized<Admin>,
@@ -283,7 +283,7 @@ pub async fn list_subscriptions(
 /// delivered. Scope: admin.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath),
-    responses((status = 200, body = Subscription), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = Subscription), InvalidInput, NotFound, StoreProblems))]
 #[get("/subscriptions/{subscription_id}")]
 pub async fn get_subscription(
     _: Authorized<Admin>,
@@ -312,7 +312,7 @@ pub async fn get_subscription(
     params(SubscriptionPath),
     request_body = SubscriptionChange,
     responses((status = 200, body = Subscription), InvalidInput, NotFound, BodyProblems,
-        CommonProblems))]
+        StoreProblems))]
 #[patch("/subscriptions/{subscription_id}")]
 pub async fn change_subscription(
     _: Authorized<Admin>,
@@ -381,7 +381,7 @@ pub struct RotatedSecret {
 /// Scope: admin.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath, SecretRotation),
-    responses((status = 200, body = RotatedSecret), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200, body = RotatedSecret), InvalidInput, NotFound, StoreProblems))]
 #[post("/subscriptions/{subscription_id}/secret")]
 pub async fn rotate_secret(
     _: Authorized<Admin>,
@@ -423,7 +423,7 @@ pub async fn rotate_secret(
 /// Nothing more is sent to it; its queued deliveries are cancelled. Scope: admin.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "subscriptions",
     params(SubscriptionPath),
-    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 204, description = "Deleted"), InvalidInput, NotFound, StoreProblems))]
 #[delete("/subscriptions/{subscription_id}")]
 pub async fn delete_subscription(
     _: Authorized<Admin>,

@@ -191,7 +191,7 @@ pub async fn send_with_configured_webhook(
 /// Send with your own incoming-webhook token
 ///
 /// Posts through the configured NAS with the token in `X-Chat-Token` (as copied from Chat:
-/// surrounding `"` or `%22` are removed). A token DSM rejects is a 400 `chat_token_rejected`.
+/// surrounding `"` or `%22` are removed). A token DSM rejects is a 403 `chat_token_rejected`.
 ///
 /// `Prefer: respond-async` is refused (422): the outbox would have to keep the caller's token
 /// at rest until delivery. Configure the token (`tokens.<name>`) and use
