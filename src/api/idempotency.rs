@@ -242,9 +242,16 @@ pub async fn middleware(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let key = match parse_key(req.headers()) {
-        Ok(Some(key)) if is_write => key,
-        Ok(_) => {
+    // A read is idempotent already: its key, well-formed or not, changes nothing and is not
+    // read (a malformed one is no reason to refuse a GET, and no GET documents a 400 for it).
+    let parsed = if is_write {
+        parse_key(req.headers())
+    } else {
+        Ok(None)
+    };
+    let key = match parsed {
+        Ok(Some(key)) => key,
+        Ok(None) => {
             return next
                 .call(req)
                 .await

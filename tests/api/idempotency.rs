@@ -425,6 +425,16 @@ async fn a_malformed_key_is_400_naming_the_header() {
         );
     }
     assert_eq!(creates(&app), 0);
+    // A read ignores the header: it changes nothing, and no GET documents a 400 for it.
+    let read = app
+        .http
+        .get(format!("{}/api/v1/channels", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", "\"unterminated"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200);
 }
 
 /// The body is read for the fingerprint only for a caller who may write, and only up to the
