@@ -277,6 +277,19 @@ async fn generic_validation_codes() {
         let answer = t.call(&s, api, version, method, params).await;
         assert_eq!(code(&answer), expected, "{api} v{version} {method}");
     }
+    // A misspelt External method is 103 before its token is looked at (not the token's 404).
+    let external = t
+        .get(
+            "/webapi/entry.cgi",
+            &[
+                ("api", "SYNO.Chat.External"),
+                ("version", "2"),
+                ("method", "Incoming"),
+                ("token", "\"no-such-token\""),
+            ],
+        )
+        .await;
+    assert_eq!(code(&external), 103);
     // Chat APIs are not served by the legacy CGIs.
     let v = t
         .get(
@@ -2792,4 +2805,81 @@ async fn a_call_can_be_answered_without_data() {
     assert_eq!(bare, serde_json::json!({"success": true}));
     let full = t.call(&s, "SYNO.Chat.Sticker", "2", "list", &[]).await;
     assert!(full["data"].is_object(), "{full}");
+}
+
+/// An upload as the library sends it or a refusal: `type=file` (114 without it), the file in a
+/// part named `file` (101 under another name, never a text post) and last (101 otherwise).
+#[actix_web::test]
+async fn multipart_uploads_are_taken_only_as_the_library_sends_them() {
+    let t = start(SimConfig::default()).await;
+    let s = t.login().await;
+    let boundary = "----strict";
+    let field = |k: &str, v: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+    };
+    let file = |name: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"a.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nhello\r\n"
+        )
+    };
+    let upload = |parts: Vec<String>| {
+        let t = &t;
+        let s = &s;
+        async move {
+            let body = format!("{}--{boundary}--\r\n", parts.concat());
+            let url = format!(
+                "{}/webapi/entry.cgi?{}",
+                t.base,
+                qs(&[
+                    ("api", "SYNO.Chat.Post"),
+                    ("method", "create"),
+                    ("version", "5"),
+                    ("channel_id", "1"),
+                ])
+            );
+            let mut resp = t
+                .client
+                .post(url)
+                .insert_header(("Cookie", format!("id={}", s.sid)))
+                .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
+                .content_type(format!("multipart/form-data; boundary={boundary}"))
+                .send_body(body)
+                .await
+                .unwrap();
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let posts_before = t.ctl().count("SYNO.Chat.Post", "create");
+    let no_type = upload(vec![field("message", "m"), file("file")]).await;
+    assert_eq!(code(&no_type), 114, "{no_type}");
+    let misnamed = upload(vec![
+        field("type", "file"),
+        field("message", "m"),
+        file("upload"),
+    ])
+    .await;
+    assert_eq!(code(&misnamed), 101, "{misnamed}");
+    let not_last = upload(vec![
+        field("type", "file"),
+        file("file"),
+        field("message", "m"),
+    ])
+    .await;
+    assert_eq!(code(&not_last), 101, "{not_last}");
+    let as_text = upload(vec![
+        field("type", "normal"),
+        field("message", "m"),
+        file("file"),
+    ])
+    .await;
+    assert_eq!(code(&as_text), 101, "{as_text}");
+    let ok = upload(vec![
+        field("type", "file"),
+        field("message", "m"),
+        file("file"),
+    ])
+    .await;
+    assert_eq!(ok["success"], true, "{ok}");
+    assert_eq!(t.ctl().count("SYNO.Chat.Post", "create"), posts_before + 5);
 }

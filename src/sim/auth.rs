@@ -114,7 +114,7 @@ fn login(cx: &mut Cx, st: &mut State) -> R {
             .collect();
         for sid in old {
             st.sessions.remove(&sid);
-            st.killed.insert(sid);
+            st.killed.insert(sid, 107);
         }
     }
     let sid = rand::sid_like();

@@ -393,6 +393,18 @@ impl SimControl {
         st.killed.clear();
     }
 
+    /// Like a NAS reboot after which the old sids answer 105 ("no permission"), as one was seen
+    /// to (nas-download-manager#24), rather than 119: every current sid ends with that answer.
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn reboot_answering_105(&self) {
+        let mut st = lock(&self.shared.state);
+        let ended: Vec<String> = st.sessions.drain().map(|(sid, _)| sid).collect();
+        st.killed.clear();
+        for sid in ended {
+            st.killed.insert(sid, 105);
+        }
+    }
+
     #[cfg(feature = "sim-test-hooks")]
     pub fn set_latency(&self, d: Duration) {
         *lock(&self.shared.latency) = d;

@@ -398,11 +398,15 @@ fn process(
     };
     let needs_session =
         def.access == Access::Session || (def.access == Access::External && !external);
+    // Method existence is checked before the session or an integration's token, as DSM's
+    // dispatcher does: a misspelt External method is 103, not a rejected token (404).
+    let known = |api: &str, method: &str| {
+        super::chat::has_method(api, method) || super::integ::has_method(api, method)
+    };
+    if (needs_session || api == "SYNO.Chat.External") && !known(&api, &method) {
+        return Err(err(103));
+    }
     if needs_session {
-        // Method existence is checked before the session, as DSM's dispatcher does.
-        if !super::chat::has_method(&api, &method) && !super::integ::has_method(&api, &method) {
-            return Err(err(103));
-        }
         cx.caller = Some(check_session(
             &mut st,
             &shared.config,
@@ -471,8 +475,8 @@ fn check_session(
     token: Option<&str>,
 ) -> Result<Caller, ApiErr> {
     let sid = sid.ok_or_else(|| err(119))?;
-    if st.killed.contains(sid) {
-        return Err(err(107));
+    if let Some(&code) = st.killed.get(sid) {
+        return Err(err(code));
     }
     let Some(s) = st.sessions.get_mut(sid) else {
         return Err(err(119));

@@ -269,8 +269,9 @@ pub(crate) struct State {
     pub channels: BTreeMap<i64, Channel>,
     pub posts: BTreeMap<i64, Post>,
     pub sessions: HashMap<String, Session>,
-    /// Sids ended by a newer login of the same account (answer 107).
-    pub killed: HashSet<String>,
+    /// Sids that ended in a way DSM still recognises, with the error they answer: 107 for a
+    /// newer login of the same account, 105 after a reboot that answers so.
+    pub killed: HashMap<String, i64>,
     pub integrations: BTreeMap<i64, Integration>,
     /// (user_id, post_id) -> remind_at
     pub reminders: BTreeMap<(i64, i64), i64>,

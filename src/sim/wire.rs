@@ -19,6 +19,8 @@ pub(crate) struct Params {
     /// Fields for the request log (file parts as "<file N bytes>").
     pub logged: Vec<(String, String)>,
     pub raw_body: Bytes,
+    /// A multipart part came after a file part.
+    pub file_not_last: bool,
 }
 
 impl Params {
@@ -36,6 +38,10 @@ impl Params {
             && let Some(boundary) = boundary_of(content_type)
         {
             for part in multipart_parts(&body, &boundary) {
+                if !p.files.is_empty() {
+                    // The binary must be the last part (File Station's rule, LS-DOC §5.6).
+                    p.file_not_last = true;
+                }
                 match part.filename {
                     Some(filename) => {
                         p.logged.push((

@@ -321,6 +321,20 @@ async fn a_session_killed_by_duplicate_login_is_renewed() {
     assert_eq!(app.sim.login_attempts(), logins + 1);
 }
 
+/// After a reboot a NAS answered the old session 105 ("no permission", nas-download-manager#24)
+/// instead of 119: the session check finds it gone, the gateway logs in again once, and the
+/// caller gets the answer, not a 403.
+#[actix_web::test]
+async fn a_session_a_reboot_answers_105_for_is_renewed() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let logins = app.sim.login_attempts();
+    app.sim.reboot_answering_105();
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+}
+
 #[actix_web::test]
 async fn shutdown_logs_out_of_dsm() {
     let mut app = spawn_app().await;

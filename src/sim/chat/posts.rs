@@ -92,10 +92,17 @@ pub(super) fn post_create(cx: &mut Cx, st: &mut State) -> R {
     let me = me(cx)?;
     let channel_id = cx.a.req_i64("channel_id")?;
     let file = cx.a.p.file("file").cloned();
+    // An upload as the library sends it: `type=file`, the file in a part named `file`, last
+    // (ref §4.6 and the File Station rule). A file under another name is not taken for text.
+    if !cx.a.p.files.is_empty() && (file.is_none() || cx.a.p.file_not_last) {
+        return Err(err(101));
+    }
     let raw_type = cx.a.opt_str("type");
     // Numeric types (e.g. type=0) are accepted but stored as an invisible system post (N8N).
     let kind = match raw_type.as_deref().map(str::trim) {
-        None | Some("") => if file.is_some() { "file" } else { "normal" }.to_string(),
+        None | Some("") if file.is_some() => return Err(err(114)),
+        None | Some("") => "normal".to_string(),
+        Some("normal" | "sticker") if file.is_some() => return Err(err(101)),
         Some(t @ ("normal" | "sticker")) => t.to_string(),
         Some("file") => {
             if file.is_none() {
