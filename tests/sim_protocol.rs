@@ -1698,6 +1698,8 @@ fn chrono_ms() -> i64 {
 #[actix_web::test]
 async fn multipart_upload_and_file_get() {
     let t = start(SimConfig::default()).await;
+    // The whole post in the answer, for its id (by default an upload answers `file_props`).
+    t.ctl().set_upload_answers_file_props_only(false);
     let s = t.login().await;
     let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let boundary = "----simboundary42";
@@ -2881,5 +2883,8 @@ async fn multipart_uploads_are_taken_only_as_the_library_sends_them() {
     ])
     .await;
     assert_eq!(ok["success"], true, "{ok}");
+    // By default the answer the reference describes: `file_props` alone, no `post_id`.
+    assert_eq!(ok["data"]["file_props"]["name"], "a.txt", "{ok}");
+    assert!(ok["data"]["post_id"].is_null(), "{ok}");
     assert_eq!(t.ctl().count("SYNO.Chat.Post", "create"), posts_before + 5);
 }

@@ -551,7 +551,7 @@ impl SimControl {
     }
 
     /// Answer a file post's `Post.create` with its `file_props` only, without `post_id` (the
-    /// answer the seed describes for uploads).
+    /// answer the seed describes for uploads; the default), or (`false`) with the whole post.
     pub fn set_upload_answers_file_props_only(&self, on: bool) {
         lock(&self.shared.state).upload_answers_file_props_only = on;
     }
