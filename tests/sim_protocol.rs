@@ -2888,3 +2888,49 @@ async fn multipart_uploads_are_taken_only_as_the_library_sends_them() {
     assert!(ok["data"]["post_id"].is_null(), "{ok}");
     assert_eq!(t.ctl().count("SYNO.Chat.Post", "create"), posts_before + 5);
 }
+
+/// Values as the reference has clients send them, or a refusal: booleans as `true`/`false`
+/// (not `1`), control values and the password as sent (never JSON-unquoted).
+#[actix_web::test]
+async fn values_are_read_as_the_reference_has_them_sent() {
+    let t = start(SimConfig::default()).await;
+    let login = |passwd: &'static str| {
+        let t = &t;
+        async move {
+            t.get(
+                "/webapi/entry.cgi",
+                &[
+                    ("api", "SYNO.API.Auth"),
+                    ("version", "6"),
+                    ("method", "login"),
+                    ("account", DEMO_ACCOUNT),
+                    ("passwd", passwd),
+                    ("format", "sid"),
+                ],
+            )
+            .await
+        }
+    };
+    // `"synology-demo"` is another password than `synology-demo`.
+    assert_eq!(code(&login("\"synology-demo\"").await), 400);
+    assert_eq!(login(DEMO_PASSWORD).await["success"], true);
+    let s = t.login().await;
+    // A quoted api names no API.
+    let quoted = t.call(&s, "\"SYNO.Chat.Channel\"", "1", "list", &[]).await;
+    assert_eq!(code(&quoted), 102, "{quoted}");
+    // A boolean as 1 is not `true`.
+    let one = t
+        .call(
+            &s,
+            "SYNO.Chat.Channel.Named",
+            "1",
+            "create",
+            &[
+                ("name", "\"bools\""),
+                ("type", "\"public\""),
+                ("encrypted", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(code(&one), 101, "{one}");
+}

@@ -62,8 +62,9 @@ fn login(cx: &mut Cx, st: &mut State) -> R {
     if st.blocked.contains(&cx.peer) {
         return Err(err(407));
     }
-    let account = cx.a.opt_str("account").unwrap_or_default();
-    let passwd = cx.a.opt_str("passwd").unwrap_or_default();
+    // As sent: a password is never JSON-unquoted (`"secret"` is that password, quotes included).
+    let account = cx.a.p.raw("account").unwrap_or_default().to_owned();
+    let passwd = cx.a.p.raw("passwd").unwrap_or_default().to_owned();
     let Some(acc) = st
         .accounts
         .get(&account)

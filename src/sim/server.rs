@@ -134,9 +134,11 @@ pub(crate) async fn handle(
     let entry = LoggedRequest {
         http_method: http_method.clone(),
         path: path.clone(),
-        api: params.string("api"),
-        method: params.string("method"),
-        version: params.string("version"),
+        // Control values as sent: DSM does not JSON-unquote them (ref §1, "each non-control
+        // value JSON-encoded"), so `api="SYNO.Chat.Post"` names no API.
+        api: params.raw("api").map(str::to_owned),
+        method: params.raw("method").map(str::to_owned),
+        version: params.raw("version").map(str::to_owned),
         params: params.logged.clone(),
         query_fields: url::form_urlencoded::parse(req.query_string().as_bytes())
             .map(|(k, _)| k.into_owned())
@@ -167,7 +169,8 @@ pub(crate) async fn handle(
         None
     } else {
         params
-            .string("_sid")
+            .raw("_sid")
+            .map(str::to_owned)
             .filter(|s| !s.is_empty())
             .or(cookie_sid)
     };
@@ -176,7 +179,7 @@ pub(crate) async fn handle(
         .get("X-SYNO-TOKEN")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .or_else(|| params.string("SynoToken"));
+        .or_else(|| params.raw("SynoToken").map(str::to_owned));
 
     let fault = match (&entry.api, &entry.method) {
         (Some(api), Some(method)) => take_fault(&shared, api, method, |k| {

@@ -332,9 +332,11 @@ impl<'a> Args<'a> {
     pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ApiErr> {
         match self.p.raw(name).map(unquote) {
             None => Ok(None),
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" | "" => Ok(Some(false)),
+            // `true`/`false`, as every source sends them (ref §1: Python's booleans as text);
+            // `1`, `yes` or an empty value would hide a client that sends something else.
+            Some(v) => match v.trim() {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
                 _ => Err(self.invalid(name)),
             },
         }
