@@ -95,6 +95,31 @@ impl Sim {
         }
     }
 
+    /// A `Post.create` v5 in channel 1 with a multipart body (an upload), sent to `path` with
+    /// the session as the cookie and the SynoToken as the header.
+    async fn upload(&self, s: &Session, path: &str, boundary: &str, body: Vec<u8>) -> Value {
+        let url = format!(
+            "{}{path}?{}",
+            self.base,
+            qs(&[
+                ("api", "SYNO.Chat.Post"),
+                ("method", "create"),
+                ("version", "5"),
+                ("channel_id", "1"),
+            ])
+        );
+        let mut resp = self
+            .client
+            .post(url)
+            .insert_header(("Cookie", format!("id={}", s.sid)))
+            .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
+            .content_type(format!("multipart/form-data; boundary={boundary}"))
+            .send_body(body)
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    }
+
     async fn login(&self) -> Session {
         self.login_as(DEMO_ACCOUNT, DEMO_PASSWORD).await
     }
@@ -1721,26 +1746,9 @@ async fn multipart_upload_and_file_get() {
     );
     body.extend_from_slice(&payload);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let url = format!(
-        "{}/webapi/entry.cgi/SYNO.Chat.Post?{}",
-        t.base,
-        qs(&[
-            ("api", "SYNO.Chat.Post"),
-            ("method", "create"),
-            ("version", "5"),
-            ("channel_id", "1")
-        ])
-    );
-    let mut resp = t
-        .client
-        .post(url)
-        .insert_header(("Cookie", format!("id={}", s.sid)))
-        .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
-        .content_type(format!("multipart/form-data; boundary={boundary}"))
-        .send_body(body)
-        .await
-        .unwrap();
-    let v: Value = resp.json().await.unwrap();
+    let v = t
+        .upload(&s, "/webapi/entry.cgi/SYNO.Chat.Post", boundary, body)
+        .await;
     let post = data(&v).clone();
     assert_eq!(post["type"], "file");
     assert_eq!(post["message"], "the report");
@@ -2826,56 +2834,33 @@ async fn multipart_uploads_are_taken_only_as_the_library_sends_them() {
         )
     };
     let upload = |parts: Vec<String>| {
-        let t = &t;
-        let s = &s;
-        async move {
-            let body = format!("{}--{boundary}--\r\n", parts.concat());
-            let url = format!(
-                "{}/webapi/entry.cgi?{}",
-                t.base,
-                qs(&[
-                    ("api", "SYNO.Chat.Post"),
-                    ("method", "create"),
-                    ("version", "5"),
-                    ("channel_id", "1"),
-                ])
-            );
-            let mut resp = t
-                .client
-                .post(url)
-                .insert_header(("Cookie", format!("id={}", s.sid)))
-                .insert_header(("X-SYNO-TOKEN", s.token.as_str()))
-                .content_type(format!("multipart/form-data; boundary={boundary}"))
-                .send_body(body)
-                .await
-                .unwrap();
-            resp.json::<Value>().await.unwrap()
-        }
+        let body = format!("{}--{boundary}--\r\n", parts.concat()).into_bytes();
+        t.upload(&s, "/webapi/entry.cgi", boundary, body)
     };
     let posts_before = t.ctl().count("SYNO.Chat.Post", "create");
-    let no_type = upload(vec![field("message", "m"), file("file")]).await;
-    assert_eq!(code(&no_type), 114, "{no_type}");
-    let misnamed = upload(vec![
-        field("type", "file"),
-        field("message", "m"),
-        file("upload"),
-    ])
-    .await;
-    assert_eq!(code(&misnamed), 101, "{misnamed}");
-    let not_last = upload(vec![
-        field("type", "file"),
-        file("file"),
-        field("message", "m"),
-    ])
-    .await;
-    assert_eq!(code(&not_last), 101, "{not_last}");
-    let as_text = upload(vec![
-        field("type", "normal"),
-        field("message", "m"),
-        file("file"),
-    ])
-    .await;
-    assert_eq!(code(&as_text), 101, "{as_text}");
+    // (what is wrong, the parts, DSM's answer)
+    let refused = [
+        ("no type", vec![field("message", "m"), file("file")], 114),
+        (
+            "a misnamed file part",
+            vec![field("type", "file"), field("message", "m"), file("upload")],
+            101,
+        ),
+        (
+            "the file not last",
+            vec![field("type", "file"), file("file"), field("message", "m")],
+            101,
+        ),
+        (
+            "a file beside type=normal",
+            vec![field("type", "normal"), field("message", "m"), file("file")],
+            101,
+        ),
+    ];
+    for (wrong, parts, expected) in refused {
+        let answer = upload(parts).await;
+        assert_eq!(code(&answer), expected, "{wrong}: {answer}");
+    }
     let ok = upload(vec![
         field("type", "file"),
         field("message", "m"),
