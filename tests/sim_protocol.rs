@@ -82,7 +82,8 @@ impl Sim {
                     ("account", account),
                     ("passwd", passwd),
                     ("session", "Chat"),
-                    ("format", "sid"),
+                    // The library's format: the session travels as `_sid` or as the cookie.
+                    ("format", "cookie"),
                     ("enable_syno_token", "yes"),
                 ],
                 &[],
@@ -474,6 +475,54 @@ async fn otp_and_device_token() {
         t.post("/webapi/auth.cgi", &with_device, &[]).await["success"],
         true
     );
+}
+
+/// "with `sid` the id is returned in JSON; with `cookie` DSM sets the `id` cookie" (§3.1c):
+/// a `format=sid` session gets no cookie and is not taken back from one; `_sid` carries it.
+#[actix_web::test]
+async fn a_sid_format_session_travels_as_sid_only() {
+    let t = start(SimConfig::default()).await;
+    let mut resp = t
+        .client
+        .post(format!("{}/webapi/auth.cgi", t.base))
+        .send_form(&[
+            ("api", "SYNO.API.Auth"),
+            ("version", "7"),
+            ("method", "login"),
+            ("account", DEMO_ACCOUNT),
+            ("passwd", DEMO_PASSWORD),
+            ("session", "Chat"),
+            ("format", "sid"),
+            ("enable_syno_token", "yes"),
+        ])
+        .await
+        .unwrap();
+    assert!(resp.headers().get("set-cookie").is_none());
+    let v: Value = resp.json().await.unwrap();
+    let (sid, token) = (
+        data(&v)["sid"].as_str().unwrap().to_owned(),
+        data(&v)["synotoken"].as_str().unwrap().to_owned(),
+    );
+    let list = [
+        ("api", "SYNO.Chat.Channel"),
+        ("version", "5"),
+        ("method", "list"),
+    ];
+    let cookie = format!("id={sid}");
+    let by_cookie = t
+        .get_h(
+            "/webapi/entry.cgi",
+            &list,
+            &[("X-SYNO-TOKEN", &token), ("Cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(code(&by_cookie), 119, "{by_cookie}");
+    let mut with_sid = list.to_vec();
+    with_sid.push(("_sid", &sid));
+    let by_sid = t
+        .post("/webapi/entry.cgi", &with_sid, &[("X-SYNO-TOKEN", &token)])
+        .await;
+    assert_eq!(by_sid["success"], true, "{by_sid}");
 }
 
 #[actix_web::test]

@@ -120,6 +120,10 @@ fn login(cx: &mut Cx, st: &mut State) -> R {
     }
     let sid = rand::sid_like();
     let synotoken = rand::sid_like();
+    // "with `sid` the id is returned in JSON; with `cookie` DSM sets the `id` cookie"
+    // (upstream-protocol §3.1c). The reference says nothing of a login without `format`; the
+    // seed's and PYDSM's cookie handling suggests the cookie.
+    let cookie_format = cx.a.p.raw("format") != Some("sid");
     st.sessions.insert(
         sid.clone(),
         Session {
@@ -127,10 +131,13 @@ fn login(cx: &mut Cx, st: &mut State) -> R {
             synotoken: synotoken.clone(),
             account: account.clone(),
             last_used: Instant::now(),
+            cookie_format,
         },
     );
-    cx.cookies
-        .push(format!("id={sid}; max-age=604800; path=/; HttpOnly"));
+    if cookie_format {
+        cx.cookies
+            .push(format!("id={sid}; max-age=604800; path=/; HttpOnly"));
+    }
     let mut data = json!({"sid": sid, "is_portal_port": false, "account": account});
     if cx
         .a

@@ -170,9 +170,15 @@ pub(crate) async fn handle(
     } else {
         params
             .raw("_sid")
-            .map(str::to_owned)
             .filter(|s| !s.is_empty())
-            .or(cookie_sid)
+            .map(|sid| PresentedSid {
+                sid: sid.to_owned(),
+                as_cookie: false,
+            })
+            .or(cookie_sid.map(|sid| PresentedSid {
+                sid,
+                as_cookie: true,
+            }))
     };
     let token = req
         .headers()
@@ -219,13 +225,20 @@ pub(crate) async fn handle(
     }
 }
 
+/// The session id a request carries, and how.
+struct PresentedSid {
+    sid: String,
+    /// As the `id` cookie rather than `_sid`.
+    as_cookie: bool,
+}
+
 /// A call past its faults' first effects: what is left to carry it out and answer it.
 struct Call {
     shared: Arc<Shared>,
     path: String,
     params: Params,
     peer: IpAddr,
-    sid: Option<String>,
+    sid: Option<PresentedSid>,
     token: Option<String>,
     entry: LoggedRequest,
     fault: Option<FaultKind>,
@@ -341,13 +354,18 @@ fn process(
     path: &str,
     params: &Params,
     peer: IpAddr,
-    sid: Option<String>,
+    sid: Option<PresentedSid>,
     token: Option<String>,
     entry: &mut LoggedRequest,
     cookies: &mut Vec<String>,
 ) -> R {
     let mut st = lock(&shared.state);
     st.run_due_schedules();
+    // A session logged in with `format=sid` is not taken back from the cookie
+    // (upstream-protocol §3.1c): such a request carries no session.
+    let sid = sid
+        .filter(|p| !p.as_cookie || st.sessions.get(&p.sid).is_none_or(|s| s.cookie_format))
+        .map(|p| p.sid);
 
     // What the log records about the presented session, independent of the API called.
     if let Some(s) = sid.as_deref().and_then(|s| st.sessions.get(s))

@@ -36,6 +36,9 @@ pub(crate) struct Session {
     pub synotoken: String,
     pub account: String,
     pub last_used: Instant,
+    /// Logged in with `format=cookie` (or no `format`): DSM sets the `id` cookie and takes it
+    /// back. A `format=sid` session is returned in the JSON only and travels as `_sid`.
+    pub cookie_format: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -169,7 +169,10 @@ impl DsmClient {
             ("account", config.account.as_str()),
             ("passwd", config.password.expose_secret()),
             ("session", config.session_name.as_str()),
-            ("format", "sid"),
+            // The cookie format, as the library logs in: the gateway sends the sid as the `id`
+            // cookie (PROTOCOL.md [S2]), which the reference ties to this format; the answer
+            // carries the sid in its JSON as well.
+            ("format", "cookie"),
             ("enable_syno_token", "yes"),
         ];
         if let Some(device_id) = &config.device_id {
