@@ -133,16 +133,29 @@ pub fn is_blank(text: &str) -> bool {
     text.chars().all(is_blank_char)
 }
 
-/// The text of a message: not empty, not only white space, sent to DSM byte for byte.
+/// The text of a message: not empty, not only white space, without NUL (which DSM's C code
+/// would cut the text at and PostgreSQL cannot store), sent to DSM byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = String, min_length = 1, pattern = "[^ \\t\\n\\r\\f\\v]", example = "Deploy finished: 100% & green")]
+#[schema(value_type = String, min_length = 1, pattern = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$", example = "Deploy finished: 100% & green")]
 pub struct MessageText(String);
 
+/// Why a text is not a [`MessageText`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TextRefusal {
+    #[error("must not be empty")]
+    Blank,
+    #[error("must not contain a NUL character (U+0000)")]
+    Nul,
+}
+
 impl MessageText {
-    pub fn parse(text: String) -> Result<Self, String> {
+    pub fn parse(text: String) -> Result<Self, TextRefusal> {
         if is_blank(&text) {
-            return Err("message must not be empty".to_owned());
+            return Err(TextRefusal::Blank);
+        }
+        if text.contains('\0') {
+            return Err(TextRefusal::Nul);
         }
         Ok(Self(text))
     }
@@ -154,7 +167,8 @@ impl MessageText {
 
 impl<'de> Deserialize<'de> for MessageText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Self::parse(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+        Self::parse(String::deserialize(deserializer)?)
+            .map_err(|refusal| serde::de::Error::custom(format!("message {refusal}")))
     }
 }
 

@@ -527,7 +527,7 @@ pub fn outgoing_message(
     policy: &FileUrlPolicy,
 ) -> Result<(MessageText, Option<HttpUrl>), ApiError> {
     let text = MessageText::parse(text.to_owned())
-        .map_err(|_| ApiError::invalid("text must not be empty"))?;
+        .map_err(|refusal| ApiError::invalid(format!("text {refusal}")))?;
     let file_url = file_url
         .map(|raw| checked_file_url(raw, policy))
         .transpose()?;

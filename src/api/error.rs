@@ -444,6 +444,23 @@ pub struct Problem {
     /// The ids of those posts, where DSM names them (not for incoming webhooks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub post_ids: Option<Vec<u64>>,
+    /// With `idempotency_answer_withheld`: the first answer to the Idempotency-Key, without
+    /// the secret it held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<WithheldAnswer>,
+}
+
+/// The kept answer a 409 `idempotency_answer_withheld` shows instead of replaying it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithheldAnswer {
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its `Location` header, where it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Its JSON body, without the secret.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
 }
 
 /// The HTTP face's one error type.
@@ -599,6 +616,7 @@ impl ApiError {
                 .as_ref()
                 .map(|(_, ids)| ids.clone())
                 .filter(|ids| !ids.is_empty()),
+            answer: None,
         }
     }
 }

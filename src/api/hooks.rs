@@ -25,7 +25,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
-use crate::domain::{ChannelId, MessageText, UserId};
+use crate::domain::{ChannelId, MessageText, TextRefusal, UserId};
 use crate::formats::{self, Format, FormatError};
 use crate::forwarded::public_url_for;
 use crate::store::deliveries::{EventKey, callers};
@@ -332,9 +332,17 @@ impl utoipa::IntoResponses for HookAnswers {
                 .build()
         };
         let problem = || json(&crate::api::error::Problem::name());
+        // A repeat within `duplicate_window_secs` gets the first answer again, marked.
+        let replayed = || {
+            HeaderBuilder::new()
+                .schema(Some(String::schema()))
+                .description(Some("`true` when this is the first answer to the same body, sent again within the hook's `duplicate_window_secs`"))
+                .build()
+        };
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
                 .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .header("Idempotent-Replayed", replayed())
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok` and the receipt; not for an event the hook does not post)"))
@@ -348,12 +356,14 @@ impl utoipa::IntoResponses for HookAnswers {
                     .build()))
             .response("204", ResponseBuilder::new()
                 .description("Discord-style senders (as Discord answers them): the message is stored in the outbox and will be posted")
+                .header("Idempotent-Replayed", replayed())
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
                     .build()))
             .response("202", ResponseBuilder::new()
                 .description("Other senders: the message is stored in the outbox and will be posted; the receipt names the delivery")
+                .header("Idempotent-Replayed", replayed())
                 .header("Location", HeaderBuilder::new()
                     .schema(Some(String::schema()))
                     .description(Some("`/api/v1/deliveries/{delivery_id}`"))
@@ -1049,11 +1059,17 @@ async fn receive(
             };
         }
     };
-    let Ok(text) = MessageText::parse(rendered.text) else {
-        return Outcome::BadBody {
-            format: Some(dialect(rendered.format)),
-            error: FormatError::NoText,
-        };
+    let text = match MessageText::parse(rendered.text) {
+        Ok(text) => text,
+        Err(refusal) => {
+            return Outcome::BadBody {
+                format: Some(dialect(rendered.format)),
+                error: match refusal {
+                    TextRefusal::Blank => FormatError::NoText,
+                    TextRefusal::Nul => FormatError::InvalidPayload(format!("the text {refusal}")),
+                },
+            };
+        }
     };
     let event = match event_of(req, content_key, &text, hook) {
         Ok(event) => event,

@@ -20,7 +20,7 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::api::error::{ApiError, ProblemCode};
+use crate::api::error::{ApiError, ProblemCode, WithheldAnswer};
 use crate::auth::{ApiKeys, Scope};
 use crate::store::deliveries::EventKey;
 use crate::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
@@ -515,27 +515,20 @@ fn withheld(stored: StoredResponse) -> HttpResponse {
             stored.status
         ),
     );
-    let mut problem = serde_json::to_value(error.problem()).unwrap_or_default();
-    let mut answer = serde_json::Map::new();
-    answer.insert("status".into(), stored.status.into());
-    if let Some((_, location)) = stored
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
-    {
-        answer.insert("location".into(), location.clone().into());
-    }
-    answer.insert(
-        "body".into(),
-        serde_json::from_slice(&stored.body).unwrap_or_default(),
-    );
-    if let Some(map) = problem.as_object_mut() {
-        map.insert("answer".into(), answer.into());
-    }
+    let mut problem = error.problem();
+    problem.answer = Some(WithheldAnswer {
+        status: stored.status,
+        location: stored
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+            .map(|(_, location)| location.clone()),
+        body: serde_json::from_slice(&stored.body).unwrap_or_default(),
+    });
     HttpResponse::build(error.code().status())
         .content_type(crate::api::error::PROBLEM_JSON)
         .insert_header((IDEMPOTENT_REPLAYED, "true"))
-        .body(problem.to_string())
+        .body(serde_json::to_vec(&problem).unwrap_or_default())
 }
 
 tokio::task_local! {
@@ -883,8 +876,30 @@ pub fn document(api: &mut utoipa::openapi::OpenApi) {
                     }
                 }
             }
+            // A body is read to compare repeats, also for operations that take none.
+            for (status, kept) in [
+                (
+                    "408",
+                    problem(
+                        "`request_timeout`: with an Idempotency-Key the body is read before the request runs, and it paused for longer than `server.body_timeout_ms`; the connection is closed",
+                        false,
+                    ),
+                ),
+                (
+                    "413",
+                    problem(
+                        "`payload_too_large`: with an Idempotency-Key the body is read before the request runs, and it is larger than 256 KiB",
+                        false,
+                    ),
+                ),
+            ] {
+                responses.entry(status.into()).or_insert(RefOr::T(kept));
+            }
+            // Kept answers, 2xx and 4xx, are replayed with the header, and so is the withheld
+            // answer's 409; 429 is never kept.
             for (status, response) in responses.iter_mut() {
-                if status.starts_with('2')
+                if (status.starts_with('2') || status.starts_with('4'))
+                    && status != "429"
                     && let RefOr::T(response) = response
                 {
                     response.headers.insert(

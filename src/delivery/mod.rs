@@ -1369,7 +1369,7 @@ impl Worker {
         first: bool,
     ) -> Result<Sent, UpstreamError> {
         let message = MessageText::parse(text.to_owned())
-            .map_err(|e| UpstreamError::NotSendable(format!("stored text: {e}")))?;
+            .map_err(|e| UpstreamError::NotSendable(format!("stored text: message {e}")))?;
         let file_url = |raw: &Option<String>| {
             raw.as_deref()
                 .filter(|_| first)

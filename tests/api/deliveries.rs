@@ -204,6 +204,38 @@ async fn every_sending_route_takes_respond_async() {
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 3);
 }
 
+/// A NUL character is refused alike whether the message is sent at once or stored first, on
+/// either store (PostgreSQL cannot hold one in text; it used to be a 422 there alone).
+async fn a_nul_in_a_message_is_refused_before_it_is_stored(postgres: bool) {
+    let Some(app) = app_on(postgres, SimConfig::default(), 3_000).await else {
+        return;
+    };
+    let body = json!({"message": "before\u{0}after"});
+    for answer in [
+        app.post("/api/v1/channels/2/posts", body.clone()).await,
+        post_async(&app, "/api/v1/channels/2/posts", body).await,
+    ] {
+        let problem = answer.assert_problem(400, "invalid_request");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("NUL"),
+            "{problem}"
+        );
+    }
+    let listed = app.get("/api/v1/deliveries").await;
+    assert_eq!(listed.body["items"], json!([]), "{}", listed.body);
+    assert!(!messages(&app, 2).await.iter().any(|m| m.contains("before")));
+}
+
+#[actix_web::test]
+async fn a_nul_in_a_message_is_refused_before_it_is_stored_sqlite() {
+    a_nul_in_a_message_is_refused_before_it_is_stored(false).await;
+}
+
+#[actix_web::test]
+async fn a_nul_in_a_message_is_refused_before_it_is_stored_postgres() {
+    a_nul_in_a_message_is_refused_before_it_is_stored(true).await;
+}
+
 async fn nas_down_while_messages_arrive(postgres: bool) {
     let Some(app) = app_on(postgres, SimConfig::default(), 3_000).await else {
         return;

@@ -506,6 +506,11 @@ async fn bad_payloads_get_slacks_error_strings() {
         (empty.status.as_u16(), empty.body.clone()),
         (400, json!("no_text"))
     );
+    let nul = send_json(&app, &path, json!({"text": "a\u{0}b"})).await;
+    assert_eq!(
+        (nul.status.as_u16(), nul.body.clone()),
+        (400, json!("invalid_payload"))
+    );
     // A legacy form with `payload=` is accepted.
     let legacy = send(
         &app,
