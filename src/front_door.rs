@@ -7,6 +7,7 @@
 //! One layer, not one per concern: each `from_fn` layer keeps its own future and boxes the
 //! next one, and the profile showed the copies of those futures on every request.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -21,6 +22,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::body_deadline::BodyDeadlines;
 use crate::browser::BrowserGuard;
 use crate::forwarded::{PublicOrigin, TrustedProxies};
+use crate::later_heads::ConnectionClock;
 use crate::metrics::Metrics;
 use crate::telemetry::{
     REQUEST_ID_HEADER, RequestInfo, loggable_path, method_label, request_id_from, route_metrics,
@@ -39,6 +41,10 @@ pub async fn front_door(
     }
     if let Some(path) = hook_path_as_meant(req.path()) {
         route_as(&mut req, &path);
+    }
+    let clock = req.conn_data::<Arc<ConnectionClock>>().cloned();
+    if let Some(clock) = &clock {
+        clock.request_started();
     }
     let id = request_id_from(&req);
     let origin = match req.app_data::<web::Data<TrustedProxies>>() {
@@ -104,11 +110,18 @@ pub async fn front_door(
             if let Some(value) = id_header {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
-            Ok(response)
+            Ok(match clock {
+                Some(clock) => response.map_body(|_, body| clock.watch(body)),
+                None => response,
+            })
         }
         Err((error, mut response)) => {
             if let Some(value) = id_header {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            // An error's body is small and made by actix: finished here.
+            if let Some(clock) = clock {
+                clock.request_finished();
             }
             Err(InternalError::from_response(error.to_string(), response).into())
         }

@@ -40,6 +40,7 @@ pub mod events;
 pub mod formats;
 pub mod forwarded;
 pub mod front_door;
+pub mod later_heads;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;

@@ -430,6 +430,9 @@ impl Application {
         events.start().await.map_err(std::io::Error::other)?;
         crate::events::subscriptions::spawn_fan_out(events.clone(), outbox.clone());
         let events_data = web::Data::from(events.clone());
+        let later_heads = crate::later_heads::LaterHeads::start(Duration::from_secs(
+            settings.server.keep_alive_secs,
+        ));
         let mut server = actix_web::HttpServer::new(move || {
             let chat = web::Data::new(server_upstream.client());
             let (app, _) = App::new()
@@ -495,6 +498,7 @@ impl Application {
                 .split_for_parts();
             app.default_service(web::to(api::fallback))
         })
+        .on_connect(move |connection, data| later_heads.on_connect(connection, data))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .keep_alive(match settings.server.keep_alive_secs {
             0 => actix_web::http::KeepAlive::Disabled,
@@ -635,8 +639,10 @@ const RESERVED_FILES: u64 = 256;
 /// crowd of idle connections took every descriptor, and with them the NAS's and the store's.
 fn connections_per_worker(configured: Option<usize>, workers: usize, open_files: u64) -> usize {
     let workers = workers.max(1);
+    // Two descriptors a connection: its own and the one its clock shuts it down with
+    // (`later_heads`).
     let total = configured.unwrap_or_else(|| {
-        usize::try_from(open_files.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX)
+        usize::try_from(open_files.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX)
     });
     let per_worker = total.div_ceil(workers);
     match configured {
@@ -799,8 +805,8 @@ mod tests {
     #[test]
     fn client_connections_leave_room_for_the_gateways_own() {
         use super::connections_per_worker as per_worker;
-        // A soft limit of 1024 on two workers: 768 for clients, 384 each.
-        assert_eq!(per_worker(None, 2, 1024), 384);
+        // A soft limit of 1024 on two workers: 768 for clients, two a connection, 192 each.
+        assert_eq!(per_worker(None, 2, 1024), 192);
         // Never below 64 a worker, never above actix's own 25,000.
         assert_eq!(per_worker(None, 4, 300), 64);
         assert_eq!(per_worker(None, 1, 1 << 20), 25_000);

@@ -925,6 +925,57 @@ async fn idle_connections_are_kept_for_keep_alive_secs() {
     }
 }
 
+/// A later request's head sent a byte at a time does not hold the connection: actix times only
+/// a connection's first head, so the gateway gives a later head the same 5 s from its first
+/// byte (well before keep-alive's 30 s here). A connection whose requests come in time stays
+/// open.
+#[actix_web::test]
+async fn a_later_request_head_sent_slowly_is_cut_off() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.keep_alive_secs = 30).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        stream
+    };
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let (mut slow, mut steady) = (connect(), connect());
+    for stream in [&mut slow, &mut steady] {
+        stream.write_all(request.as_bytes()).unwrap();
+        let answer = answer_within(stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    let mut steady_answers = 0;
+    while started.elapsed() < Duration::from_secs(12) && closed_after.is_none() {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // A byte of the head, as long as the connection takes them.
+        let sent = slow.write_all(b"a");
+        let mut rest = [0u8; 64];
+        if sent.is_err() || matches!(slow.read(&mut rest), Ok(0)) {
+            closed_after = Some(started.elapsed());
+        }
+        // The other connection's requests come well within keep-alive.
+        steady.write_all(request.as_bytes()).unwrap();
+        let answer = answer_within(&mut steady, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        steady_answers += 1;
+    }
+    let closed_after = closed_after.expect("the slow head still held its connection after 12 s");
+    // The head deadline (5 s), noticed within the sweeper's second (and its first look).
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(9)).contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    assert!(steady_answers >= 12, "{steady_answers}");
+}
+
 /// Idle client connections beyond `server.max_connections` wait in the kernel's queue instead
 /// of taking descriptors the gateway needs for the NAS and its store; one comes in as soon as
 /// another closes.
