@@ -1343,6 +1343,24 @@ impl Settings {
                 "must be at least 16 characters (e.g. `openssl rand -hex 32`)",
             ));
         }
+        // Standard Webhooks senders show the secret as `whsec_` and the key in base64; one
+        // that is not base64 would be used as typed and match none of their signatures.
+        if let Some(encoded) = hook
+            .signing_secret
+            .as_ref()
+            .and_then(|s| s.expose_secret().strip_prefix("whsec_"))
+        {
+            use base64::Engine as _;
+            if base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .is_err()
+            {
+                return Err(ConfigError::new(
+                    key("signing_secret"),
+                    "starts with `whsec_` (a Standard Webhooks secret), so the rest must be its key in base64, as the sender shows it",
+                ));
+            }
+        }
         for (field, header) in [
             ("signature_header", &hook.signature_header),
             (
@@ -1897,6 +1915,16 @@ mod tests {
             ("SYNOCHAT__HOOKS__X__SIGNING_SECRET", "short"),
         ]);
         assert_eq!(short.unwrap_err().key, "hooks.x.signing_secret");
+        // A Standard Webhooks secret is base64 after its prefix.
+        let signed_by = |secret: &str| {
+            load(&[
+                ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
+                ("SYNOCHAT__HOOKS__X__SIGNING_SECRET", secret),
+            ])
+        };
+        assert!(signed_by("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        let not_base64 = signed_by("whsec_not-base64-but-long-enough");
+        assert_eq!(not_base64.unwrap_err().key, "hooks.x.signing_secret");
         let unsigned_header = load(&[
             ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
             ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
