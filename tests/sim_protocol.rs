@@ -1017,6 +1017,29 @@ async fn threads_and_anchor_listing() {
         .map(|p| p["message"].as_str().unwrap())
         .collect();
     assert_eq!(msgs, vec!["reply", "root"]);
+    // Anchored on its own root, a thread read answers the root alone (§6.4).
+    let v = t
+        .call(
+            &s,
+            "SYNO.Chat.Post",
+            "8",
+            "list",
+            &[
+                ("channel_id", "2"),
+                ("thread_id", &root_s),
+                ("post_id", &root_s),
+                ("prev_count", "5"),
+                ("next_count", "5"),
+            ],
+        )
+        .await;
+    let only: Vec<&str> = data(&v)["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(only, vec!["root"]);
     // Anchor mode: newest post via prev_count without anchor.
     let v = t
         .call(

@@ -66,6 +66,11 @@ pub(crate) fn select_posts(
             .rev()
             .collect()
     };
+    // A thread read anchored on its own root answers the root alone, whatever the counts
+    // (upstream-protocol §6.4: ACE, LS-OBS); the replies come with another anchor.
+    if thread_id != 0 && anchor == Some(thread_id) {
+        picked.retain(|p| p.post_id == thread_id);
+    }
     if !st.post_list_oldest_first {
         picked.reverse();
     }
