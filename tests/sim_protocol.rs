@@ -2870,7 +2870,20 @@ async fn external_post_list_without_an_anchor_is_the_newest() {
             "anchor_only {anchor_only}"
         );
     }
+    t.ctl().set_post_list_anchor_only(false);
+    // `offset` and `limit` are not External's: without counts, the newest 10 whatever they say.
+    let paged = external(
+        &t,
+        "post_list",
+        &bot,
+        &[("channel_id", "1"), ("offset", "1"), ("limit", "1")],
+    )
+    .await;
+    let paged = newest(&paged);
+    assert_eq!(paged[0], "late 3", "{paged:?}");
+    assert!(paged.len() > 1, "{paged:?}");
     // Session Post.list v8 without an anchor, as ACE saw it: the oldest post alone.
+    t.ctl().set_post_list_anchor_only(true);
     let v = t.call(&s, "SYNO.Chat.Post", "8", "list", &window).await;
     assert_eq!(data(&v)["posts"].as_array().unwrap().len(), 1);
     assert_ne!(newest(&v), ["late 3"]);

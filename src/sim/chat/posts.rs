@@ -53,7 +53,10 @@ pub(crate) fn select_posts(
                 .take(next),
         );
         out
-    } else if st.post_list_ignores_offset {
+    } else if st.post_list_ignores_offset || cx.a.external {
+        // External `post_list` takes counts and an anchor only (upstream-protocol's External
+        // table): `offset` and `limit` mean nothing to it. Without counts the reference says
+        // nothing; the simulator answers the newest 10, as v5's list does.
         set[set.len().saturating_sub(10)..].to_vec()
     } else {
         let offset = cx.a.opt_i64("offset")?.unwrap_or(0).max(0) as usize;
