@@ -2248,13 +2248,31 @@ async fn chatbot_token_methods() {
     .await;
     let pid = data(&v)["succ"]["user_id_post_map"]["2"].as_i64().unwrap();
     assert!(data(&v)["fail"].as_object().unwrap().is_empty());
-    // user_ids as a separate field, bad user reported in `fail`.
+    // `user_ids` belongs in the payload, as integers: beside it, or as strings, it is not
+    // read (upstream-protocol's External table).
+    let beside = external(
+        &t,
+        "chatbot",
+        &bot,
+        &[("payload", r#"{"text":"hi"}"#), ("user_ids", "[3]")],
+    )
+    .await;
+    assert_eq!(code(&beside), 120, "{beside}");
+    let strings = external(
+        &t,
+        "chatbot",
+        &bot,
+        &[("payload", r#"{"text":"hi","user_ids":["3"]}"#)],
+    )
+    .await;
+    assert_eq!(code(&strings), 117, "{strings}");
+    // A bad user is reported in `fail`.
     actix_rt::time::sleep(Duration::from_millis(1100)).await;
     let v = external(
         &t,
         "chatbot",
         &bot,
-        &[("payload", r#"{"text":"hi"}"#), ("user_ids", "[3, 999]")],
+        &[("payload", r#"{"text":"hi","user_ids":[3, 999]}"#)],
     )
     .await;
     assert!(data(&v)["succ"]["user_id_post_map"]["3"].is_number());

@@ -582,19 +582,19 @@ fn ext_incoming(cx: &mut Cx, st: &mut State, uid: i64) -> R {
 
 fn ext_chatbot(cx: &mut Cx, st: &mut State, bot: i64) -> R {
     let m = payload(cx)?;
+    // In the payload, as JSON integers (upstream-protocol's External table:
+    // `payload={"text":…, "user_ids":[int,…]}`); not beside it, not as strings.
     let ids: Vec<i64> = match m.get("user_ids") {
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| err(117))
-            })
+            .map(|v| v.as_i64().ok_or_else(|| err(117)))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(err(117)),
         None => {
-            cx.a.opt_ids("user_ids")?
-                .ok_or_else(|| err_with(120, json!({"name": "user_ids", "reason": "required"})))?
+            return Err(err_with(
+                120,
+                json!({"name": "user_ids", "reason": "required"}),
+            ));
         }
     };
     if ids.is_empty() {
