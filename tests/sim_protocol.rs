@@ -1001,45 +1001,38 @@ async fn threads_and_anchor_listing() {
     assert_eq!(r["comment_count"], 1);
     assert_eq!(r["thread_id"], root);
     // Thread listing.
-    let v = t
-        .call(
-            &s,
-            "SYNO.Chat.Post",
-            "8",
-            "list",
-            &[("channel_id", "2"), ("thread_id", &root_s), ("limit", "10")],
-        )
-        .await;
-    let msgs: Vec<&str> = data(&v)["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(msgs, vec!["reply", "root"]);
+    let messages = |params: Vec<(&'static str, String)>| {
+        let (t, s) = (&t, &s);
+        async move {
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let v = t.call(s, "SYNO.Chat.Post", "8", "list", &params).await;
+            data(&v)["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["message"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let thread = |more: &[(&'static str, &str)]| {
+        let mut params = vec![
+            ("channel_id", "2".to_owned()),
+            ("thread_id", root_s.clone()),
+        ];
+        params.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        params
+    };
+    assert_eq!(
+        messages(thread(&[("limit", "10")])).await,
+        ["reply", "root"]
+    );
     // Anchored on its own root, a thread read answers the root alone (§6.4).
-    let v = t
-        .call(
-            &s,
-            "SYNO.Chat.Post",
-            "8",
-            "list",
-            &[
-                ("channel_id", "2"),
-                ("thread_id", &root_s),
-                ("post_id", &root_s),
-                ("prev_count", "5"),
-                ("next_count", "5"),
-            ],
-        )
-        .await;
-    let only: Vec<&str> = data(&v)["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(only, vec!["root"]);
+    let on_root = [
+        ("post_id", root_s.as_str()),
+        ("prev_count", "5"),
+        ("next_count", "5"),
+    ];
+    assert_eq!(messages(thread(&on_root)).await, ["root"]);
     // Anchor mode: newest post via prev_count without anchor.
     let v = t
         .call(
