@@ -357,6 +357,10 @@ pub struct StoreSettings {
     /// event listener), 4 on SQLite. PostgreSQL's own `max_connections` must cover every
     /// replica's pool.
     pub max_connections: Option<u32>,
+    /// How long one store operation may take before it fails as unavailable (503 to a
+    /// request): a database that stops answering without closing its connections would
+    /// otherwise hold every request that needs it.
+    pub timeout_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -367,6 +371,7 @@ impl Default for StoreSettings {
             password: None,
             password_file: None,
             max_connections: None,
+            timeout_ms: 15_000,
         }
     }
 }
@@ -1027,6 +1032,13 @@ impl Settings {
             return Err(ConfigError::new(
                 "store.max_connections",
                 "must be between 1 and 1000",
+            ));
+        }
+        // Above the pool's 5 s wait for a connection and SQLite's 5 s wait for its lock.
+        if !(6_000..=600_000).contains(&self.store.timeout_ms) {
+            return Err(ConfigError::new(
+                "store.timeout_ms",
+                "must be between 6000 and 600000",
             ));
         }
         for (key, value) in [
@@ -1957,6 +1969,18 @@ mod tests {
         assert!(s.masked_json().contains("db.example"));
         let err = load(&[("SYNOCHAT__STORE__URL", "mysql://db.example/chat")]).unwrap_err();
         assert_eq!(err.key, "store.url");
+        assert_eq!(s.store.timeout_ms, 15_000);
+        // Above the pool's and SQLite's own 5 s waits.
+        for (value, fine) in [("6000", true), ("5999", false), ("600001", false)] {
+            let loaded = load(&[("SYNOCHAT__STORE__TIMEOUT_MS", value)]);
+            match fine {
+                true => assert_eq!(
+                    loaded.unwrap().store.timeout_ms,
+                    value.parse::<u64>().unwrap()
+                ),
+                false => assert_eq!(loaded.unwrap_err().key, "store.timeout_ms"),
+            }
+        }
     }
 
     #[test]

@@ -207,7 +207,7 @@ impl Store {
     ) -> Result<Enqueued, StoreError> {
         let chunks = chunks_json(&new.chunks);
         let key = event.map(|e| e.key.as_str());
-        with_pool!(self, p => {
+        let enqueued = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             if let Some(EventKey { key, since_ms: Some(since) }) = event {
                 // An older copy is another occurrence: its key no longer stands in the way.
@@ -252,21 +252,23 @@ impl Store {
                 .await?;
                 tx.rollback().await?;
                 // Gone between the two statements (removed by retention): rare; try again.
-                return first.map(Enqueued::Repeat).ok_or_else(|| {
+                first.map(Enqueued::Repeat).ok_or_else(|| {
                     StoreError::Unavailable("the event's earlier delivery vanished; retry".into())
-                });
+                })?
+            } else {
+                for (chunk, recipient, post_id) in posted {
+                    sqlx::query(
+                        "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&new.id).bind(chunk).bind(recipient).bind(post_id).bind(new.now_ms)
+                    .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Enqueued::New
             }
-            for (chunk, recipient, post_id) in posted {
-                sqlx::query(
-                    "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&new.id).bind(chunk).bind(recipient).bind(post_id).bind(new.now_ms)
-                .execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
         });
-        Ok(Enqueued::New)
+        Ok(enqueued)
     }
 
     /// One delivery with its posted chunks.

@@ -277,7 +277,9 @@ impl Store {
     /// (fan-out never goes back to a purged event, so those would only grow), and remembers the
     /// highest id deleted ([`Self::events_purged_through`]); returns how many events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
-        let done = with_pool!(self, p => {
+        // One transaction over every event past retention, which after a long pause can be
+        // many: not cut off by the store's deadline, which would have it start over for good.
+        let done = with_pool!(self, unbounded p => {
             let mut tx = p.begin().await?;
             // A write first: SQLite then holds the write lock from the start, where a read
             // first and a write after fail at once (SQLITE_BUSY_SNAPSHOT, which no busy timeout

@@ -40,21 +40,62 @@ enum Pool {
 }
 
 /// Runs `$body` with `$p` bound to whichever native pool the store has: the query is written
-/// once and type-checked against both drivers.
+/// once and type-checked against both drivers. The body runs under the store's deadline
+/// (`store.timeout_ms`): past it, the enclosing function returns [`StoreError::Unavailable`]
+/// (its `?` on a body's error works as before).
 macro_rules! with_pool {
-    ($store:expr, $p:ident => $body:expr) => {
+    // Background maintenance whose one statement may rightly take long (and only delays more
+    // maintenance while the database does not answer).
+    ($store:expr, unbounded $p:ident => $body:expr) => {
         match &$store.pool {
             $crate::store::Pool::Sqlite($p) => $body,
             $crate::store::Pool::Postgres($p) => $body,
         }
     };
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($p) => {
+                $crate::store::bounded($store.deadline, async {
+                    Ok::<_, $crate::store::StoreError>($body)
+                })
+                .await?
+            }
+            $crate::store::Pool::Postgres($p) => {
+                $crate::store::bounded($store.deadline, async {
+                    Ok::<_, $crate::store::StoreError>($body)
+                })
+                .await?
+            }
+        }
+    };
 }
 pub(crate) use with_pool;
+
+/// `operation` under `deadline` (`store.timeout_ms`). A database that stops answering without
+/// closing its connections (a frozen host or process: TCP keepalives are still answered) would
+/// otherwise hold each request that needs it, and the outbox, for good. When the deadline
+/// passes the operation is dropped: a transaction it held is rolled back, its connection
+/// closed by the pool.
+pub(crate) async fn bounded<T>(
+    deadline: Duration,
+    operation: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "the database did not answer within {} ms",
+                deadline.as_millis()
+            )))
+        })
+}
 
 /// The store handle; cheap to clone (the pools are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// How long one operation may take (`store.timeout_ms`).
+    deadline: Duration,
 }
 
 /// Held by the gateway that serves from a SQLite file, for as long as it serves: a second
@@ -459,7 +500,10 @@ impl Store {
                 "store.url {shown} must start with sqlite:// or postgres://"
             ));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            deadline: Duration::from_millis(settings.timeout_ms),
+        })
     }
 
     async fn migrate(&self) -> Result<(), MigrateError> {
@@ -562,7 +606,11 @@ impl Store {
 
     /// Closes the pools (waits for connections in use to come back).
     pub async fn close(&self) {
-        with_pool!(self, p => p.close().await);
+        // Not bounded: closing waits for the connections in use to come back.
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 }
 

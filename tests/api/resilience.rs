@@ -353,3 +353,44 @@ async fn shutdown_logs_out_of_dsm() {
     );
     assert!(app.sim.active_sessions().is_empty());
 }
+
+/// A statement the database does not answer (here: waiting for a lock another session holds,
+/// as it would on a frozen VM or process, whose kernel still answers TCP keepalives) does not
+/// hold the request that needs it: it fails as unavailable after `store.timeout_ms`, and the
+/// store serves again once the database does.
+#[actix_web::test]
+async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout() {
+    use sqlx::Connection as _;
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let store_url = url.clone();
+    let app = spawn_app_with(SimConfig::default(), move |s| {
+        s.store.url = secrecy::SecretString::from(store_url);
+        s.store.timeout_ms = 6_000;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
+
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let stuck = tokio::time::timeout(Duration::from_secs(20), app.get("/api/v1/deliveries"))
+        .await
+        .expect("the request was held by the statement the database did not answer");
+    stuck.assert_problem(503, "store_unavailable");
+    assert!(stuck.header("retry-after").is_some(), "{}", stuck.body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // Reads that need no store are not held meanwhile.
+    assert_eq!(app.get("/api/v1/channels").await.status, 200);
+
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
+}
