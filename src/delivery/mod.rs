@@ -246,8 +246,9 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
-            // Session expired or interrupted (106, 107, 119): refused before it ran.
-            (ApiFamily::Session, 106 | 107 | 119) | (_, 408 | 500 | 502 | 503 | 504) => {
+            // Session expired or interrupted (106, 107, 119), or seen from another address
+            // than its login's (150; the retry logs in again): refused before it ran.
+            (ApiFamily::Session, 106 | 107 | 119 | 150) | (_, 408 | 500 | 502 | 503 | 504) => {
                 Failure::NotSent
             }
             _ => Failure::Permanent,
@@ -1587,6 +1588,8 @@ mod tests {
         assert_eq!(classify(&dsm(410)), Failure::TooLong);
         assert_eq!(classify(&dsm(117)), Failure::Permanent);
         assert_eq!(classify(&dsm(106)), Failure::NotSent);
+        // Still seen from another address after the login again: the next attempt may not be.
+        assert_eq!(classify(&dsm(150)), Failure::NotSent);
         // Network unstable or system busy, for a session call and for an External send alike:
         // DSM does not say whether the post was made, so the next attempt looks first.
         let external = |code| UpstreamError::Dsm {
