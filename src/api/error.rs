@@ -398,7 +398,9 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (ApiFamily::Auth, _) => UpstreamLoginFailed,
         (_, 102..=104) => UpstreamApiUnsupported,
         (_, 109..=111 | 118) => UpstreamBusy,
-        (ApiFamily::External, 101 | 117 | 120 | 407) => UpstreamRejectedInput,
+        // 117: the caller's `file_url`. Not 101 or 120 (payload empty, missing or malformed):
+        // the gateway writes the whole payload, so those are its own mistake.
+        (ApiFamily::External, 117 | 407) => UpstreamRejectedInput,
         (ApiFamily::External, 401) => UpstreamPermissionDenied,
         (ApiFamily::External, 404) => UpstreamTokenRejected,
         // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md §3.3, §6.2).
@@ -688,7 +690,9 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),
             UpstreamError::Busy => (ProblemCode::UpstreamBusy, Some(1)),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
-            UpstreamError::Unsupported { .. } => (ProblemCode::UpstreamApiUnsupported, None),
+            UpstreamError::Unsupported { .. } | UpstreamError::NotListed { .. } => {
+                (ProblemCode::UpstreamApiUnsupported, None)
+            }
             UpstreamError::NotSendable(_) => (ProblemCode::Unprocessable, None),
         };
         let mut api_error = ApiError::new(code, error.to_string());
@@ -791,8 +795,17 @@ mod tests {
             problem_for_dsm(Session, 114).status(),
             StatusCode::BAD_GATEWAY
         );
+        // External's payload is the gateway's own writing; its `file_url` is the caller's.
         assert_eq!(
-            problem_for_dsm(External, 120).status(),
+            problem_for_dsm(External, 120),
+            ProblemCode::UpstreamContractError
+        );
+        assert_eq!(
+            problem_for_dsm(External, 101),
+            ProblemCode::UpstreamContractError
+        );
+        assert_eq!(
+            problem_for_dsm(External, 117).status(),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(

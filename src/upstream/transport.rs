@@ -134,9 +134,23 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
     }
 }
 
+/// What an upload's query carries besides the control fields, as the seed sends
+/// `post_file_upload` (PROTOCOL.md [T2]: `api`, `method`, `version`, `channel_id` in the query,
+/// the rest in the multipart body).
+const UPLOAD_QUERY_PARAMS: &[&str] = &["channel_id"];
+
+fn upload_query<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    params
+        .iter()
+        .filter(|(name, _)| UPLOAD_QUERY_PARAMS.contains(name))
+        .copied()
+        .collect()
+}
+
 impl DsmClient {
     /// Encodes and sends one request; answers the HTTP response once its status is 200.
-    /// Control fields and credentials go in the query for GETs and uploads, else in the form.
+    /// Control fields and credentials go in the query for GETs, uploads and token calls, else in
+    /// the form.
     /// A read whose connection closed before its answer is sent once more: awc reuses a
     /// keep-alive connection unless the NAS had already closed it, so a request can meet the
     /// NAS's idle timeout on its way. A read is safe to repeat; a write is not (the outbox
@@ -199,7 +213,17 @@ impl DsmClient {
             let url = [&*self.up.webapi_base, &endpoint.path, "?"];
             let (mut request, form) = match (verb, upload) {
                 (Verb::Get, _) => (self.http.get(url_encoded(&url, &[&control, params])), None),
-                (Verb::Post, Some(_)) => (self.http.post(url_encoded(&url, &[&control])), None),
+                (Verb::Post, Some(_)) => (
+                    self.http
+                        .post(url_encoded(&url, &[&control, &upload_query(params)])),
+                    None,
+                ),
+                // As the seed sends `SYNO.Chat.External`: `api`, `version`, `method` and the
+                // token in the query, `payload` in the body (PROTOCOL.md [T2]).
+                (Verb::Post, None) if matches!(credential, Credential::Token(_)) => (
+                    self.http.post(url_encoded(&url, &[&control])),
+                    Some(url_encoded(&[], &[params])),
+                ),
                 (Verb::Post, None) => (
                     self.http.post(url[..2].concat()),
                     Some(url_encoded(&[], &[&control, body_sid, params])),
@@ -230,9 +254,13 @@ impl DsmClient {
                 }
                 (None, Some(upload)) => {
                     // Without a cookie, the sid goes in the multipart fields, not the URL.
-                    let fields = match sid_cookie {
-                        Some(_) => params.to_vec(),
-                        None => [body_sid, params].concat(),
+                    let fields = params
+                        .iter()
+                        .filter(|(name, _)| !UPLOAD_QUERY_PARAMS.contains(name))
+                        .copied();
+                    let fields: Vec<(&str, &str)> = match sid_cookie {
+                        Some(_) => fields.collect(),
+                        None => body_sid.iter().copied().chain(fields).collect(),
                     };
                     let (content_type, chunks) = upload.encode(&fields);
                     let length = chunks.iter().map(|c| c.len() as u64).sum();

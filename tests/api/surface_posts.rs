@@ -709,6 +709,11 @@ async fn the_files_route_uploads_and_refuses_json() {
     assert_eq!(created.body["type"], "file");
     let sent = last_request(&app, "SYNO.Chat.Post", "create");
     assert_eq!(param(&sent, "message"), Some("report"));
+    // As the seed sends it: the channel in the query beside the control fields.
+    for field in ["api", "version", "method", "channel_id"] {
+        assert!(sent.query_fields.iter().any(|k| k == field), "{sent:?}");
+    }
+    assert!(!sent.query_fields.iter().any(|k| k == "message"), "{sent:?}");
     app.post(
         "/api/v1/channels/1/files",
         serde_json::json!({"message": "x"}),
