@@ -45,7 +45,7 @@ pub const PACE: std::time::Duration = std::time::Duration::from_millis(1100);
 const MAX_PACED_RETRIES: u32 = 5;
 
 /// The smallest part the 410 re-split goes down to; a DSM refusing even this is reported.
-const MIN_RESPLIT_CHARS: usize = 50;
+pub(crate) const MIN_RESPLIT_CHARS: usize = 50;
 
 /// Splits `text` into consecutive parts of at most `max_chars` characters (see the module
 /// documentation for where breaks fall). `max_chars` of 0 is treated as 1.

@@ -114,7 +114,9 @@ pub async fn check_tokens(
         for (integration, kind) in LISTED {
             let tokens = match chat.inbound_tokens(kind).await {
                 // A Chat that does not offer this kind of integration has none of its tokens.
-                Err(UpstreamError::Unsupported { .. }) => Vec::new(),
+                Err(UpstreamError::Unsupported { .. } | UpstreamError::NotListed { .. }) => {
+                    Vec::new()
+                }
                 Err(error) if matches!(error.dsm_code(), Some(102..=104)) => Vec::new(),
                 listed => listed?,
             };

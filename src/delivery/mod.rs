@@ -146,16 +146,19 @@ impl Job {
 /// Splits a chunk DSM found too long (410) into parts of at most half its characters, where
 /// [`crate::chunking::split_message`] breaks (whitespace, never inside a `<url|label>` link when
 /// it can help it, never inside a character). Parts of only white space are dropped, as at
-/// enqueue and in the synchronous path (DSM refuses blank messages). `None` when it cannot get
-/// shorter.
+/// enqueue and in the synchronous path (DSM refuses blank messages). `None` below the floor the
+/// synchronous path stops at too ([`crate::chunking::MIN_RESPLIT_CHARS`]): a 410 that halving
+/// down to there did not end is about the content, and would end in a run of tiny fragments.
 fn halve(chunk: &str) -> Option<Vec<String>> {
     let chars = chunk.chars().count();
-    (chars >= 2).then(|| {
-        crate::chunking::split_message(chunk, chars.div_ceil(2))
-            .into_iter()
-            .filter(|part| !crate::domain::is_blank(part))
-            .collect()
-    })
+    (chars / 2 >= crate::chunking::MIN_RESPLIT_CHARS).then(|| halves(chunk, chars))
+}
+
+fn halves(chunk: &str, chars: usize) -> Vec<String> {
+    crate::chunking::split_message(chunk, chars.div_ceil(2))
+        .into_iter()
+        .filter(|part| !crate::domain::is_blank(part))
+        .collect()
 }
 
 fn millis(wait: Duration) -> i64 {
@@ -241,14 +244,22 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::Busy
         | UpstreamError::LoginBackoff { .. }
         | UpstreamError::LoginRefused { .. } => Failure::NotSent,
+        // Chat not running (yet): a NAS starting up lists its APIs before Chat runs, and
+        // answers 102 for them once listed (PROTOCOL.md [T4]). Tried again until it runs, or
+        // until the delivery's age runs out, instead of failing the whole backlog at once.
+        UpstreamError::NotListed { .. } => Failure::NotSent,
         // Found by the gateway before sending: nothing left it and no retry can change it.
         UpstreamError::Unsupported { .. } | UpstreamError::NotSendable(_) => Failure::Permanent,
         UpstreamError::Dsm { code, family, .. } => match (family, code) {
             (_, 411) => Failure::RateLimited,
             (_, 410) => Failure::TooLong,
-            // Session expired or interrupted (106, 107, 119), or seen from another address
-            // than its login's (150; the retry logs in again): refused before it ran.
-            (ApiFamily::Session, 106 | 107 | 119 | 150) | (_, 408 | 500 | 502 | 503 | 504) => {
+            // No such API (102: Chat stopped, see `NotListed`), session expired or interrupted
+            // (106, 107), or seen from another address than its login's (150; the retry logs
+            // in again): refused before it ran. Not 119: it
+            // reaches here only when the call was refused again after a new login, which the
+            // reference reads as a request or permission error (PROTOCOL.md [S3]), and a
+            // message retried for a day would hold back every later one to its target.
+            (ApiFamily::Session, 106 | 107 | 150) | (_, 102 | 408 | 500 | 502 | 503 | 504) => {
                 Failure::NotSent
             }
             _ => Failure::Permanent,
@@ -562,7 +573,11 @@ impl Worker {
         let store = self.outbox.store.clone();
         // A SQLite file has one gateway: claims left by a previous process (killed) are void.
         if store.backend() == crate::store::Backend::Sqlite {
-            match store.release_all_leases().await {
+            // From now, not from the send's start: the process may have died at any point of it.
+            match store
+                .release_all_leases(now_ms() + self.outbox.settle_ms())
+                .await
+            {
                 Ok(n) if n > 0 => tracing::info!(
                     taken_back = n,
                     "deliveries left sending by a previous run are queued again"
@@ -885,6 +900,9 @@ impl Worker {
                     }
                 }
             }
+            // The send's budget counts from before the lease is renewed, not from when the
+            // store confirmed it: a slow store must not let the send outlive the lease.
+            let renewed = tokio::time::Instant::now();
             let now = now_ms();
             match store
                 .mark_uncertain(&row.id, owner, now, now + self.outbox.lease_ms)
@@ -902,9 +920,10 @@ impl Worker {
             // too. One send may chain several exchanges (the API list, a new login, the call);
             // cut short, it is an unknown outcome, and the next attempt looks before posting.
             let budget = Duration::from_millis(self.outbox.send_budget_ms() as u64);
-            let sent = tokio::time::timeout(budget, self.send(job, channel, &chunk, first))
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout));
+            let sent =
+                tokio::time::timeout_at(renewed + budget, self.send(job, channel, &chunk, first))
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout));
             match sent {
                 Ok(posts) => {
                     if let Err(error) = store
@@ -1523,21 +1542,24 @@ mod tests {
 
     #[test]
     fn halving_keeps_every_character_and_prefers_whitespace() {
-        let parts = halve("one two three four").unwrap();
+        let parts = halves("one two three four", "one two three four".chars().count());
         assert_eq!(parts.concat(), "one two three four");
         assert!(parts.len() >= 2 && parts.iter().all(|p| p.chars().count() <= 9));
         assert!(parts[0].ends_with(' '), "{parts:?}");
-        let parts = halve("ééééé").unwrap();
+        let parts = halves("ééééé", "ééééé".chars().count());
         assert_eq!(parts.concat(), "ééééé");
         assert!(parts.iter().all(|p| p.chars().count() <= 3), "{parts:?}");
         assert!(halve("x").is_none());
+        // Not below the synchronous path's floor: halves of 50 characters, no fewer.
+        assert!(halve(&"x".repeat(99)).is_none());
+        assert!(halve(&"x ".repeat(50)).unwrap().len() >= 2);
     }
 
     #[test]
     fn halving_drops_parts_of_only_white_space() {
         // Halves of 21: "x…\n\n" (a paragraph), then ten spaces (a word break before the y's).
         let chunk = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
-        let parts = halve(&chunk).unwrap();
+        let parts = halves(&chunk, chunk.chars().count());
         assert!(parts.iter().all(|p| !p.trim().is_empty()), "{parts:?}");
         assert_eq!(parts, [format!("{}\n\n", "x".repeat(10)), "y".repeat(20)]);
     }
@@ -1546,7 +1568,7 @@ mod tests {
     fn halving_keeps_a_link_whole() {
         // The middle (character 39 of 78) falls inside the link (25..60), between two words.
         let text = "Disk full on nas-01, see <https://g.example/d|the dashboard> and act on it now";
-        let parts = halve(text).unwrap();
+        let parts = halves(text, text.chars().count());
         assert_eq!(parts.concat(), text);
         assert!(parts.iter().all(|p| p.chars().count() <= 39), "{parts:?}");
         assert!(
@@ -1588,6 +1610,24 @@ mod tests {
         assert_eq!(classify(&dsm(410)), Failure::TooLong);
         assert_eq!(classify(&dsm(117)), Failure::Permanent);
         assert_eq!(classify(&dsm(106)), Failure::NotSent);
+        // Refused again after a new login: the request or the account's rights, for good.
+        assert_eq!(classify(&dsm(119)), Failure::Permanent);
+        // Chat not running yet on a NAS starting up: listed or not, tried again later.
+        assert_eq!(classify(&dsm(102)), Failure::NotSent);
+        assert_eq!(
+            classify(&UpstreamError::NotListed {
+                api: "SYNO.Chat.Post"
+            }),
+            Failure::NotSent
+        );
+        // A version the gateway does not speak stays so.
+        assert_eq!(
+            classify(&UpstreamError::Unsupported {
+                api: "SYNO.Chat.Post",
+                reason: String::new()
+            }),
+            Failure::Permanent
+        );
         // Still seen from another address after the login again: the next attempt may not be.
         assert_eq!(classify(&dsm(150)), Failure::NotSent);
         // Network unstable or system busy, for a session call and for an External send alike:

@@ -708,10 +708,17 @@ impl Store {
     }
 
     /// Hands back every claim (single-node SQLite at start-up: no other process holds one).
-    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
-        let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL \
+    /// One whose send was unanswered when the process died is not tried before `settled_at`:
+    /// DSM may still have been carrying the call out then, and it is looked for only once it
+    /// has had the time to land.
+    pub async fn release_all_leases(&self, settled_at: i64) -> Result<u64, StoreError> {
+        let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+                   next_attempt_at = CASE WHEN uncertain_since IS NOT NULL \
+                       AND next_attempt_at < $1 THEN $1 ELSE next_attempt_at END \
                    WHERE state = 'sending'";
-        Ok(with_pool!(self, p => sqlx::query(sql).execute(p).await?.rows_affected()))
+        Ok(
+            with_pool!(self, p => sqlx::query(sql).bind(settled_at).execute(p).await?.rows_affected()),
+        )
     }
 
     /// Count and oldest creation time of the unfinished states (`queued`, `sending`): cheap

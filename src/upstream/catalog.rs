@@ -103,11 +103,7 @@ impl Catalog {
 pub fn resolve(table: &ApiTable, op: &Op) -> Result<Endpoint> {
     let info = table
         .get(op.api)
-        .ok_or_else(|| UpstreamError::Unsupported {
-            api: op.api,
-            reason: "the NAS does not list it (is the Chat package installed and running?)"
-                .to_owned(),
-        })?;
+        .ok_or(UpstreamError::NotListed { api: op.api })?;
     let high = (*op.versions.end()).min(info.max_version);
     let low = (*op.versions.start()).max(info.min_version);
     if high < low {
@@ -161,13 +157,12 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_api_is_unsupported_not_a_crash() {
+    fn a_missing_api_is_not_listed_not_a_crash() {
         let err = resolve(&table(8), &CHANNEL_LIST).unwrap_err();
         assert!(matches!(
             err,
-            UpstreamError::Unsupported {
+            UpstreamError::NotListed {
                 api: "SYNO.Chat.Channel",
-                ..
             }
         ));
     }

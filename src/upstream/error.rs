@@ -43,6 +43,10 @@ pub enum UpstreamError {
     InvalidResponse(String),
     #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
     Unsupported { api: &'static str, reason: String },
+    /// The NAS's API list lacks the API: the Chat package is not installed, or not running
+    /// yet (a NAS starting up answers its API list before Chat runs; PROTOCOL.md [T4]).
+    #[error("the NAS does not list {api} (is the Chat package installed and running?)")]
+    NotListed { api: &'static str },
     /// The gateway itself found the request unsendable before anything left it (e.g. a stored
     /// chunk that is not a valid message). Never DSM's answer, and no retry can change it.
     #[error("the gateway cannot send this: {0}")]
@@ -99,9 +103,10 @@ impl UpstreamError {
             Self::Dsm { .. } | Self::LoginRefused { .. } | Self::LoginBackoff { .. } => "dsm_error",
             Self::Timeout => "timeout",
             Self::Busy => "busy",
-            Self::Unreachable(_) | Self::InvalidResponse(_) | Self::Unsupported { .. } => {
-                "transport_error"
-            }
+            Self::Unreachable(_)
+            | Self::InvalidResponse(_)
+            | Self::Unsupported { .. }
+            | Self::NotListed { .. } => "transport_error",
             Self::NotSendable(_) => "not_sendable",
         }
     }

@@ -177,6 +177,16 @@ async fn every_sending_route_takes_respond_async() {
     }
     assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 1);
     assert_eq!(app.sim.count("SYNO.Chat.External", "chatbot"), 1);
+    // As Synology's help and the seed send them: control fields and token in the query,
+    // `payload` alone in the body.
+    for method in ["incoming", "chatbot"] {
+        let sent = last_request(&app, "SYNO.Chat.External", method);
+        assert_eq!(sent.http_method, "POST");
+        let mut in_query = sent.query_fields.clone();
+        in_query.sort();
+        assert_eq!(in_query, ["api", "method", "token", "version"], "{sent:?}");
+        assert!(param(&sent, "payload").is_some(), "{sent:?}");
+    }
     let dm = app.get(&format!("/api/v1/deliveries/{dm}")).await;
     assert_eq!(dm.body["post_ids"].as_array().unwrap().len(), 1);
 
@@ -287,6 +297,61 @@ async fn nas_down_while_messages_arrive(postgres: bool) {
             .collect();
         assert_eq!(posted, expected, "channel {channel}: once each, in order");
     }
+}
+
+/// A NAS rebooting answers its API list before Chat runs, then 102 for Chat's APIs: the
+/// backlog waits for Chat instead of failing for good, one delivery after another.
+#[actix_web::test]
+async fn a_backlog_waits_for_chat_on_a_nas_that_is_still_starting_it() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/2/posts").await.status, 200);
+    app.sim.set_chat_stopped(true);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let answer = post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": format!("after the reboot {n}")}),
+        )
+        .await;
+        ids.push(accepted(&answer));
+    }
+    let head = &ids[0];
+    let start = Instant::now();
+    loop {
+        let answer = app.get(&format!("/api/v1/deliveries/{head}")).await;
+        assert_ne!(answer.body["state"], "failed", "{}", answer.body);
+        if answer.body["attempts"].as_i64().unwrap_or(0) >= 2
+            || start.elapsed() > Duration::from_secs(8)
+        {
+            assert_eq!(answer.body["state"], "queued", "{}", answer.body);
+            assert_eq!(
+                answer.body["last_error"]["code"], "upstream_api_unsupported",
+                "{}",
+                answer.body
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.sim.set_chat_stopped(false);
+    for id in &ids {
+        wait_for(&app, id, "delivered", Duration::from_secs(90)).await;
+    }
+    let posted: Vec<String> = messages(&app, 2)
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with("after the reboot "))
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            "after the reboot 0",
+            "after the reboot 1",
+            "after the reboot 2"
+        ],
+        "once each, in order"
+    );
 }
 
 #[actix_web::test]
@@ -1028,7 +1093,8 @@ async fn a_rate_limited_token_waits_and_is_paced() {
 async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
     let app = spawn_app().await;
     app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 410);
-    let text = "alpha beta gamma delta";
+    // Halves of 50 characters: the floor the outbox splits down to.
+    let text = format!("{} {}", "a".repeat(49), "b".repeat(50));
     let id =
         accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": text})).await);
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(20)).await;
@@ -1045,8 +1111,13 @@ async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
 async fn a_blank_half_of_a_refused_chunk_is_dropped_and_the_target_moves_on() {
     let app = spawn_app().await;
     app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 410);
-    // Halves of 21 characters: "x…\n\n", ten spaces, the y's.
-    let text = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
+    // Halves of 101 characters: "x…\n\n", fifty spaces, the y's.
+    let text = format!(
+        "{}\n\n{}{}",
+        "x".repeat(50),
+        " ".repeat(50),
+        "y".repeat(100)
+    );
     let first =
         accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": text})).await);
     let next = accepted(
@@ -1066,8 +1137,8 @@ async fn a_blank_half_of_a_refused_chunk_is_dropped_and_the_target_moves_on() {
     assert_eq!(
         tail,
         [
-            format!("{}\n\n", "x".repeat(10)),
-            "y".repeat(20),
+            format!("{}\n\n", "x".repeat(50)),
+            "y".repeat(100),
             "next one".into()
         ]
     );
