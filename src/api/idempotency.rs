@@ -560,6 +560,15 @@ pub(crate) fn step_allowed() -> bool {
         .unwrap_or(true)
 }
 
+/// Whether the request failed on a store that did not answer: what it wrote may be there.
+fn store_may_have_written<B>(response: &ServiceResponse<B>) -> bool {
+    response
+        .response()
+        .error()
+        .and_then(|error| error.as_error::<ApiError>())
+        .is_some_and(|error| error.code() == ProblemCode::StoreUnavailable)
+}
+
 /// A key held by the running request. Dropped while still held (the gateway stopped while the
 /// request ran), its lease is ended at once, so a retry takes it over and is told that this
 /// attempt may have carried out part of its work ([`InterruptedAttempt`]).
@@ -601,6 +610,13 @@ impl Claim {
             .extensions()
             .get::<super::error::PartsPosted>()
             .is_some();
+        // A store that did not answer in time may still have committed the write (the
+        // deadline drops a commit in flight): a retry takes the key over as an interrupted
+        // attempt, so it finds a delivery stored meanwhile instead of storing a second one.
+        if transient && store_may_have_written(&response) {
+            self.abandon().await;
+            return Ok(response.map_into_boxed_body());
+        }
         if unrouted
             || (transient && !partly_done)
             || !(status.is_success() || status.is_client_error() || transient)

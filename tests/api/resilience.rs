@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{READ_KEY, read, spawn_app, spawn_app_with};
+use crate::helpers::{READ_KEY, WRITE_KEY, read, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn an_expired_session_is_renewed_with_one_login() {
@@ -393,4 +393,78 @@ async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout(
 
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
     assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
+}
+
+/// A store that commits a message after the gateway stopped waiting for it (the deadline drops
+/// a commit in flight): the 503 tells the caller nothing was confirmed, and the caller's retry
+/// with the same `Idempotency-Key` answers 202 with the delivery stored meanwhile, once.
+#[actix_web::test]
+async fn a_keyed_message_committed_after_the_store_timeout_is_not_stored_twice_by_its_retry() {
+    use sqlx::Connection as _;
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let store_url = url.clone();
+    let app = spawn_app_with(SimConfig::default(), move |s| {
+        s.store.url = secrecy::SecretString::from(store_url);
+        s.store.timeout_ms = 6_000;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
+    // The next delivery stored takes 9 s to commit (a trigger deferred to COMMIT), once.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE slow_once (x int); INSERT INTO slow_once VALUES (1);
+         CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN DELETE FROM slow_once; IF FOUND THEN PERFORM pg_sleep(9); END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON deliveries
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let send = || async {
+        let response = app
+            .http
+            .post(format!("{}/api/v1/channels/2/posts", app.base))
+            .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+            .insert_header(("Prefer", "respond-async"))
+            .insert_header(("Idempotency-Key", "committed-late"))
+            .send_json(&json!({"message": "committed late"}))
+            .await;
+        read(response.expect("gateway answers")).await
+    };
+    let first = send().await;
+    first.assert_problem(503, "store_unavailable");
+    // Until the commit the gateway gave up on has landed.
+    let mut stored = 0i64;
+    for _ in 0..100 {
+        stored = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 1, "the first attempt's commit landed");
+
+    let retry = send().await;
+    assert_eq!(retry.status.as_u16(), 202, "{}", retry.body);
+    let id = retry.body["delivery_id"].as_str().unwrap().to_owned();
+    crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "one delivery for the one message");
+    let posts = app.get("/api/v1/channels/2/posts?limit=50").await;
+    let posted = crate::posts::messages_oldest_first(&posts.body);
+    assert_eq!(
+        posted.iter().filter(|m| *m == "committed late").count(),
+        1,
+        "{posted:?}"
+    );
 }
