@@ -39,7 +39,7 @@ pub async fn front_door(
     if req.method() == Method::HEAD && head_is_get(req.path()) {
         req.head_mut().method = Method::GET;
     }
-    if let Some(path) = hook_path_as_meant(req.path()) {
+    if let Some(path) = pasted_path_as_meant(req.path()) {
         route_as(&mut req, &path);
     }
     let clock = req.conn_data::<Arc<ConnectionClock>>().cloned();
@@ -165,14 +165,18 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 /// Whether a HEAD request is answered as its GET without the body (RFC 9110 §9.3.2: actix's
 /// codec leaves the body of a HEAD answer out). Not where a GET has an effect (a hook called
 /// with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
-/// A hook URL pasted with a trailing slash (`/hooks/alerts/<secret>/`): the hook it names.
-/// A sender gets only a 404 for it and gives up, and its alerts are lost.
-fn hook_path_as_meant(path: &str) -> Option<String> {
-    if !(path.ends_with('/') && path.starts_with("/hooks/")) {
+/// A hook or inbound URL pasted with a trailing slash (`/hooks/alerts/<secret>/`,
+/// `/inbound/deploys/`): the one it names. A sender, or Chat, gets only a 404 for it and gives
+/// up, and its alerts or events are lost.
+fn pasted_path_as_meant(path: &str) -> Option<String> {
+    if !path.ends_with('/') {
         return None;
     }
+    let prefix = ["/hooks/", "/inbound/"]
+        .into_iter()
+        .find(|prefix| path.starts_with(prefix))?;
     let trimmed = path.trim_end_matches('/');
-    (trimmed.len() > "/hooks".len()).then(|| trimmed.to_owned())
+    (trimmed.len() >= prefix.len()).then(|| trimmed.to_owned())
 }
 
 /// Routes the request as if it had been sent to `path` (its query kept).

@@ -189,22 +189,21 @@ pub async fn list_events(
         }));
     }
     let held = OpenStreams::open(&open, key.key_name.clone())?;
-    // Subscribe before reading the backlog: an event stored meanwhile is in one or the other.
-    let live = events.subscribe();
-    let start = match resume {
-        Some(after) => Start::Replay(after),
-        // Live: the events stored after this read, whether they come through the broadcast or,
-        // for a client that falls behind, from the table (which must not replay older ones).
-        None => Start::Live(
-            events
-                .store
-                .latest_event_id()
-                .await
-                .map_err(store_failure)?,
-        ),
+    // Without a resume point, the stream carries what is stored after its latest event, read
+    // before subscribing; then it reads the table after that point once before following the
+    // broadcast, so an event stored in between comes from the table and none falls between
+    // the two (read after subscribing, one stored in between would count as already sent).
+    let after = match resume {
+        Some(after) => after,
+        None => events
+            .store
+            .latest_event_id()
+            .await
+            .map_err(store_failure)?,
     };
+    let live = events.subscribe();
     let stopping = events.stopping();
-    let mut feed = Feed::new(events.into_inner(), live, stopping, filter, start);
+    let mut feed = Feed::new(events.into_inner(), live, stopping, filter, after);
     feed.held = Some(held);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -285,12 +284,6 @@ fn wants_stream(req: &HttpRequest) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-enum Start {
-    /// After the latest event stored when the stream opened.
-    Live(i64),
-    Replay(i64),
-}
-
 /// One client's stream: replays the table after `last`, then follows the live broadcast,
 /// dropping what it already sent. A client that falls behind the broadcast reads the table.
 /// It ends when the gateway begins to shut down.
@@ -318,22 +311,18 @@ impl Feed {
         live: broadcast::Receiver<Arc<Event>>,
         stopping: watch::Receiver<bool>,
         filter: EventFilter,
-        start: Start,
+        after: i64,
     ) -> Self {
         let period = hub.heartbeat;
-        let (last, replaying) = match start {
-            Start::Live(latest) => (latest, false),
-            Start::Replay(after) => (after, true),
-        };
         Self {
             hub,
             live,
             stopping,
             filter,
-            last,
-            replaying,
+            last: after,
+            replaying: true,
             gap_told: 0,
-            pending: VecDeque::from([opening(last)]),
+            pending: VecDeque::from([opening(after)]),
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
             done: false,
             held: None,
@@ -507,7 +496,7 @@ mod tests {
             live,
             hub.stopping(),
             EventFilter::default(),
-            Start::Live(latest),
+            latest,
         );
         assert_eq!(
             feed.next_chunk().await.unwrap(),
