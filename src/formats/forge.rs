@@ -104,6 +104,13 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     // `pull_request_review_comment`, Gitea's `pull_request_review_*`): they carry the pull
     // request too, but say what was done to it.
     if let (Some(pull), Some(review)) = (object("pull_request"), object("review")) {
+        // Its text was posted with the review; a dismissal is news without it.
+        if action == "dismissed" {
+            return Ok(format!(
+                "[{repo}] {who} dismissed a review of pull request {}",
+                numbered(pull)
+            ));
+        }
         let state = text_field(review, "state")
             .or_else(|| text_field(review, "type"))
             .unwrap_or_default()
@@ -225,6 +232,13 @@ fn not_posted(message: &Map<String, Value>) -> Option<&'static str> {
         && matches!(action, Some("synchronize" | "synchronized"))
     {
         return Some("a push to a pull request's branch is posted by its push event");
+    }
+    // A comment or review edited or deleted: it was posted when it was made, and one deleted
+    // (spam, say) must not be posted again under the name of whoever deleted it.
+    if (message.contains_key("comment") || message.contains_key("review"))
+        && matches!(action, Some("edited" | "deleted"))
+    {
+        return Some("an edited or deleted comment or review was posted when it was made");
     }
     if message.contains_key("release")
         && matches!(action, Some("created" | "released" | "prereleased"))
@@ -378,10 +392,16 @@ fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) 
     if flag("created") && total == 0 {
         return format!("[{repo}] {who} created {kind} {name}{compare}");
     }
+    // A forced push rewrote history: worth saying.
+    let pushed = if flag("forced") {
+        "force-pushed"
+    } else {
+        "pushed"
+    };
     let mut lines = vec![match total {
-        0 => format!("[{place}] {who} pushed{compare}"),
-        1 => format!("[{place}] {who} pushed 1 commit{compare}"),
-        n => format!("[{place}] {who} pushed {n} commits{compare}"),
+        0 => format!("[{place}] {who} {pushed}{compare}"),
+        1 => format!("[{place}] {who} {pushed} 1 commit{compare}"),
+        n => format!("[{place}] {who} {pushed} {n} commits{compare}"),
     }];
     for commit in commits
         .iter()
@@ -462,6 +482,62 @@ mod tests {
 
     fn map(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn edited_or_deleted_comments_are_not_posted_again_and_a_dismissal_is_a_headline() {
+        let repo = json!({"full_name": "o/r"});
+        for action in ["edited", "deleted"] {
+            let on_issue = map(json!({"action": action, "repository": repo,
+                "sender": {"login": "mod"}, "issue": {"number": 3, "title": "t"},
+                "comment": {"body": "spam link"}}));
+            let on_code = map(json!({"action": action, "repository": repo,
+                "sender": {"login": "mod"}, "pull_request": {"number": 9, "title": "t"},
+                "comment": {"body": "spam link"}}));
+            let review = map(json!({"action": action, "repository": repo,
+                "sender": {"login": "lead"}, "pull_request": {"number": 9, "title": "t"},
+                "review": {"state": "approved", "body": "LGTM"}}));
+            for payload in [on_issue, on_code, review] {
+                assert!(
+                    matches!(render(&payload), Err(FormatError::NotPosted(_))),
+                    "{action}: {:?}",
+                    render(&payload)
+                );
+            }
+        }
+        let created = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "bob"}, "issue": {"number": 3, "title": "t"},
+            "comment": {"body": "hello"}}));
+        assert_eq!(
+            render(&created).unwrap(),
+            "[o/r] bob commented on #3 t\n> hello"
+        );
+        let dismissed = map(json!({"action": "dismissed", "repository": repo,
+            "sender": {"login": "lead"}, "pull_request": {"number": 9, "title": "t"},
+            "review": {"state": "dismissed", "body": "LGTM"}}));
+        assert_eq!(
+            render(&dismissed).unwrap(),
+            "[o/r] lead dismissed a review of pull request #9 t"
+        );
+        // An edited issue is still news (its title may have changed).
+        let issue = map(json!({"action": "edited", "repository": repo,
+            "sender": {"login": "bob"}, "issue": {"number": 3, "title": "t"}}));
+        assert_eq!(render(&issue).unwrap(), "[o/r] bob edited issue #3 t");
+    }
+
+    #[test]
+    fn a_forced_push_says_so() {
+        let push = map(json!({"ref": "refs/heads/main", "forced": true,
+            "repository": {"full_name": "o/r"}, "sender": {"login": "bob"},
+            "commits": [{"id": "abc1234567", "message": "rewrite",
+                "url": "https://g.example/o/r/commit/abc1234567", "author": {"name": "bob"}}]}));
+        assert!(
+            render(&push)
+                .unwrap()
+                .starts_with("[o/r:main] bob force-pushed 1 commit"),
+            "{:?}",
+            render(&push)
+        );
     }
 
     #[test]

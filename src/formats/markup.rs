@@ -252,9 +252,7 @@ fn markdown_links_with(text: &str, between: fn(&str) -> Cow<'_, str>) -> String 
         }
         let url_start = close + 2;
         if url_stop < url_start {
-            url_stop = text[url_start..]
-                .find(|c: char| c == ')' || c.is_whitespace())
-                .map_or(text.len(), |i| url_start + i);
+            url_stop = url_start + destination_end(&text[url_start..]);
         }
         let url = &text[url_start..url_stop];
         // Discord's `[t](<u>)`: a link whose preview is suppressed.
@@ -280,6 +278,23 @@ fn markdown_links_with(text: &str, between: fn(&str) -> Cow<'_, str>) -> String 
     }
     out.push_str(&between(&text[copied..]));
     out
+}
+
+/// Where a Markdown link's destination ends: at white space, or at the `)` that closes the
+/// link. Parentheses inside it are part of it when they pair up, as CommonMark reads them
+/// (`https://en.wikipedia.org/wiki/Foo_(bar)`).
+fn destination_end(text: &str) -> usize {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return i,
+            ')' => depth -= 1,
+            c if c.is_whitespace() => return i,
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// Discord's tokens, which Chat cannot resolve, as readable text: `<@123>` → `@123`,
@@ -727,6 +742,19 @@ mod tests {
         assert_eq!(
             discord("[docs](<https://d.example/a>)"),
             "<https://d.example/a|docs>"
+        );
+    }
+
+    #[test]
+    fn parentheses_that_pair_up_belong_to_the_link() {
+        assert_eq!(
+            markdown_links("see [Foo](https://en.wikipedia.org/wiki/Foo_(bar)) now"),
+            "see <https://en.wikipedia.org/wiki/Foo_(bar)|Foo> now"
+        );
+        // One that does not pair up still ends the link.
+        assert_eq!(
+            markdown_links("([x](https://x.example/a) b)"),
+            "(<https://x.example/a|x> b)"
         );
     }
 

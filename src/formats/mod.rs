@@ -278,7 +278,12 @@ pub fn render(
         (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
     };
-    let text = tidy(&text);
+    // U+0000 cannot be stored or sent (DSM's C code would cut the text there). A sender's
+    // stray one is dropped rather than the notification refused: senders do not retry a 400.
+    let text = match text.contains('\0') {
+        true => tidy(&text.replace('\0', "")),
+        false => tidy(&text),
+    };
     if text.trim().is_empty() {
         return Err(FormatError::NoText);
     }
