@@ -14,6 +14,15 @@ use utoipa::ToSchema;
 pub const EXACT_FLOAT_INTEGERS: f64 = 9_007_199_254_740_992.0;
 
 /// Parses a non-negative integer written as `40` or, as JSON Schema allows, `40.0`.
+/// A caller's value as an error message may echo it: its first 64 characters, then `…`.
+pub fn clipped(value: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &value[..end]).into(),
+        None => value.into(),
+    }
+}
+
 pub fn parse_whole_number(text: &str) -> Option<u64> {
     text.parse::<u64>().ok().or_else(|| {
         let value: f64 = text.parse().ok()?;
@@ -64,8 +73,9 @@ macro_rules! positive_id {
             type Err = String;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let value = parse_whole_number(s)
-                    .ok_or_else(|| format!("{} must be a positive integer, got {s:?}", $field))?;
+                let value = parse_whole_number(s).ok_or_else(|| {
+                    format!("{} must be a positive integer, got {:?}", $field, clipped(s))
+                })?;
                 Self::new(value)
             }
         }
@@ -606,12 +616,23 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
                 Some("a shared (carrier-grade NAT) address")
             } else if a == 0 || v4.is_broadcast() {
                 Some("an unspecified address")
+            } else if v4.is_multicast() {
+                Some("a multicast address")
+            } else if a == 198 && (b & 0xfe) == 18 {
+                Some("a benchmarking address")
+            } else if a >= 240 {
+                Some("a reserved address")
             } else {
                 None
             }
         }
         std::net::IpAddr::V6(v6) => {
             let first = v6.segments()[0];
+            // An IPv4 address carried inside (mapped, compatible, NAT64, 6to4) reaches that
+            // IPv4 host: judged as it.
+            if let Some(kind) = embedded_ipv4(v6).and_then(|v4| internal_kind(v4.into())) {
+                return Some(kind);
+            }
             if v6.is_loopback() {
                 Some("a loopback address")
             } else if v6.is_unspecified() {
@@ -620,10 +641,35 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
                 Some("a link-local address")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("a unique-local address")
+            } else if first & 0xff00 == 0xff00 {
+                Some("a multicast address")
+            } else if v6.segments()[..3] == [0x64, 0xff9b, 1] {
+                Some("a local-use NAT64 address")
             } else {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one carries: `::ffff:a.b.c.d` (mapped), `::a.b.c.d` (the old
+/// compatible form), `64:ff9b::a.b.c.d` (NAT64, RFC 6052), `2002:AABB:CCDD::` (6to4).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let from = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        std::net::Ipv4Addr::new(a, b, c, d)
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        [0, 0, 0, 0, 0, 0, high, low] if high != 0 => Some(from(high, low)),
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => Some(from(high, low)),
+        [0x2002, high, low, ..] => Some(from(high, low)),
+        _ => None,
     }
 }
 

@@ -186,8 +186,9 @@ fn new_request_id() -> String {
 
 /// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
 /// anything after it) is masked, wherever the `hooks` segment is (`//hooks/...` from a base URL
-/// ending in `/`, a prefix a proxy did not strip); so is a lone segment after it that
-/// `is_hook_name` does not know (`/hooks/{secret}`, Mattermost's shape). Segments are compared
+/// ending in `/`, a prefix a proxy did not strip); so is everything after it unless it begins
+/// with a name `is_hook_name` knows (`/hooks/{secret}`, Mattermost's shape, and a
+/// `/hooks/{secret}/{name}` in the wrong order). Segments are compared
 /// percent-decoded, as actix routes them (`/hook%73/am/...` reaches the hook `am`), and kept as
 /// sent: nothing decoded (a `%0A`, say) reaches a log line.
 pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
@@ -211,11 +212,13 @@ pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::bo
         .filter(|s| !s.is_empty())
         .collect();
     let mut kept: Vec<&str> = segments[..=hooks].to_vec();
+    // Only a configured hook's name is kept: any other first segment may be a secret (a
+    // `/hooks/{secret}/{name}` pasted the other way round, say).
     match rest.as_slice() {
         [] => return path.into(),
         [name] if is_hook_name(&decoded(name)) => return path.into(),
-        [_] => {}
-        [name, ..] => kept.push(name),
+        [name, _, ..] if is_hook_name(&decoded(name)) => kept.push(name),
+        _ => {}
     }
     kept.push("****");
     kept.join("/").into()
@@ -240,6 +243,9 @@ mod tests {
         // Not a hook's name: a secret (`/hooks/{secret}`).
         assert_eq!(path("/hooks/s3cr3t"), "/hooks/****");
         assert_eq!(path("/chat/hooks/s3cr3t/"), "/chat/hooks/****");
+        // A first segment that is no hook's name may be the secret too.
+        assert_eq!(path("/hooks/s3cr3t/am"), "/hooks/****");
+        assert_eq!(path("/hooks/s3cr3t/x/y"), "/hooks/****");
         assert_eq!(path("/api/v1/channels"), "/api/v1/channels");
         // Encoded as actix decodes it to route: masked all the same, kept as sent.
         assert_eq!(path("/hook%73/am/s3cr3t"), "/hook%73/am/****");

@@ -148,12 +148,20 @@ async fn no_secret_appears_in_the_logs() {
         format!("/hooks/{HOOK_SECRET}"),
         // Percent-encoded, as actix decodes it to route: the same hook.
         format!("/hook%73/alerts/{HOOK_SECRET}"),
+        // The name and the secret the wrong way round, with more after them or not.
+        format!("/hooks/{HOOK_SECRET}/alerts"),
+        format!("/hooks/{HOOK_SECRET}/x/y"),
     ] {
-        client
+        let mut answer = client
             .post(format!("{base}{path}"))
             .send_json(&serde_json::json!({"text": "hook"}))
             .await
             .unwrap();
+        let body = answer.body().await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains(HOOK_SECRET),
+            "the answer to a hook URL echoes its secret"
+        );
     }
     // A signature that does not verify is logged as such.
     client

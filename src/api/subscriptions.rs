@@ -168,6 +168,15 @@ fn checked_url(raw: &str, allow_private: bool) -> Result<url::Url, ApiError> {
             "url must be an http or https URL with a host",
         ));
     }
+    // Credentials in the URL would be stored as typed and shown to every admin key; the
+    // receiver checks the signature instead.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            "url must not carry credentials (user:password@); the receiver authenticates \
+             the gateway by the signature of each delivery",
+        ));
+    }
     if !allow_private && let Some(reason) = refuse_host(&url) {
         return Err(ApiError::new(ProblemCode::SubscriptionUrlRefused, reason));
     }

@@ -693,13 +693,29 @@ mod tests {
             "http://[fe80::1]/",
             "http://[fd00::1]/",
             "http://[::ffff:127.0.0.1]/",
+            // IPv4 inside IPv6 (NAT64, 6to4, the old compatible form), multicast, benchmarking
+            // and reserved ranges.
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[::127.0.0.1]/",
+            "http://[ff02::1]/",
+            "http://224.0.0.1/",
+            "http://198.18.0.1/",
+            "http://240.0.0.1/",
         ] {
             assert!(
                 refuse_host(&url::Url::parse(url).unwrap()).is_some(),
                 "{url}"
             );
         }
-        for url in ["https://example.org/hook", "http://93.184.215.14:8080/"] {
+        for url in [
+            "https://example.org/hook",
+            "http://93.184.215.14:8080/",
+            // A public IPv4 host through NAT64 or 6to4, and a public IPv6 one.
+            "http://[64:ff9b::5db8:d70e]/",
+            "http://[2002:5db8:d70e::1]/",
+            "http://[2606:2800:220:1::1]/",
+        ] {
             assert!(
                 refuse_host(&url::Url::parse(url).unwrap()).is_none(),
                 "{url}"

@@ -303,6 +303,8 @@ async fn internal_and_non_http_urls_are_refused() {
         "http://100.64.1.1/",
         "http://[::1]/hook",
         "http://[fd12::1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://224.0.0.1/hook",
     ] {
         let answer = app
             .call(
@@ -319,6 +321,9 @@ async fn internal_and_non_http_urls_are_refused() {
         "file:///etc/passwd",
         "not a url",
         "/relative",
+        // Credentials would be stored and shown as typed.
+        "https://user:pw@example.org/hook",
+        "https://token@example.org/hook",
     ] {
         let answer = app
             .call(
