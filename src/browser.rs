@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use actix_web::dev::ServiceRequest;
 
 use crate::api::error::{ApiError, ProblemCode};
-use crate::forwarded::PublicOrigin;
+use crate::forwarded::{Host, PublicOrigin};
 
 /// What the guard checks, built once from the settings.
 pub struct BrowserGuard {
@@ -25,11 +25,26 @@ impl BrowserGuard {
         req: &ServiceRequest,
         origin: &PublicOrigin,
     ) -> Result<(), ApiError> {
-        if !any_host_may_name(req.path()) && !self.host_allowed(&origin.host) {
-            return Err(ApiError::new(
-                ProblemCode::MisdirectedRequest,
-                "this gateway does not answer for that host name",
-            ));
+        if !any_host_may_name(req.path()) {
+            // A `Host` that is no host name or address is not taken for the configured one
+            // (what the origin falls back to): it is refused where the host is checked.
+            let guarded = self.open || self.public_url.is_some();
+            if guarded
+                && req
+                    .headers()
+                    .get(actix_web::http::header::HOST)
+                    .is_some_and(|host| Host::of_header(host).is_none())
+            {
+                return Err(ApiError::invalid(
+                    "the Host header is not a host name or address",
+                ));
+            }
+            if !self.host_allowed(&origin.host) {
+                return Err(ApiError::new(
+                    ProblemCode::MisdirectedRequest,
+                    "this gateway does not answer for that host name",
+                ));
+            }
         }
         if self.open {
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());

@@ -196,7 +196,7 @@ impl Host {
         HeaderValue::from_str(host).ok().map(Self)
     }
 
-    fn of_header(value: &HeaderValue) -> Option<Self> {
+    pub(crate) fn of_header(value: &HeaderValue) -> Option<Self> {
         is_valid_host(value.as_bytes()).then(|| Self(value.clone()))
     }
 

@@ -105,6 +105,17 @@ pub async fn front_door(
         outcome
     })
     .await;
+    // A body that ran out of time (408): the connection is closed once it is answered, so the
+    // rest of that body is never read as the next request.
+    if let Some(clock) = &clock {
+        let status = match &outcome {
+            Ok(response) => response.status(),
+            Err((_, response)) => response.status(),
+        };
+        if status == actix_web::http::StatusCode::REQUEST_TIMEOUT {
+            clock.close_when_answered();
+        }
+    }
     match outcome {
         Ok(mut response) => {
             if let Some(value) = id_header {

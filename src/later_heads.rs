@@ -13,11 +13,15 @@
 //! the first head's 5 s from when the sweeper first saw it; a connection between requests for
 //! longer than keep-alive plus those 5 s is closed in any case (where `TCP_INFO` is not
 //! available). Closing is shutting the socket down, which actix sees as the client leaving.
+//!
+//! The same sweeper closes a connection whose request body ran out of time (408) once the answer
+//! is handed over: actix says `Connection: close` but, for a chunked body, goes on reading it
+//! and serves the next request on the connection.
 
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,6 +57,15 @@ pub struct ConnectionClock {
     idle_since_ms: AtomicU64,
     /// When the sweeper first saw bytes of the next request's head ([`NOT_IDLE`]: not yet).
     head_begun_ms: AtomicU64,
+    /// To be closed once between requests ([`Self::close_when_answered`]).
+    closing: AtomicBool,
+}
+
+/// Why the sweeper closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cut {
+    HeadTooSlow,
+    BodyTimedOut,
 }
 
 impl ConnectionClock {
@@ -70,16 +83,26 @@ impl ConnectionClock {
         }
     }
 
-    /// Whether the connection has been between requests for longer than `allowed`, or its next
-    /// head has taken longer than [`HEAD_DEADLINE`].
-    fn stalled(&self, now: u64, allowed: Duration) -> bool {
+    /// The connection is to be closed once its answer is handed over: its request's body ran
+    /// out of time, and the rest of it must not be read as another request.
+    pub fn close_when_answered(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Why the connection is to be closed now, if it is: it has been between requests for
+    /// longer than `allowed`, its next head has taken longer than [`HEAD_DEADLINE`], or it was
+    /// marked to close once answered.
+    fn stalled(&self, now: u64, allowed: Duration) -> Option<Cut> {
         let since = match self.idle_since_ms.load(Ordering::Acquire) {
-            NOT_IDLE => return false,
+            NOT_IDLE => return None,
             since => since,
         };
+        if self.closing.load(Ordering::Acquire) {
+            return Some(Cut::BodyTimedOut);
+        }
         let idle = now.saturating_sub(since);
         if Duration::from_millis(idle) > allowed {
-            return true;
+            return Some(Cut::HeadTooSlow);
         }
         let begun = match self.head_begun_ms.load(Ordering::Acquire) {
             NOT_IDLE => match last_data_received_ms_ago(&self.socket) {
@@ -89,11 +112,12 @@ impl ConnectionClock {
                     self.head_begun_ms.store(begun, Ordering::Release);
                     begun
                 }
-                _ => return false,
+                _ => return None,
             },
             begun => begun,
         };
-        Duration::from_millis(now.saturating_sub(begun)) > HEAD_DEADLINE
+        (Duration::from_millis(now.saturating_sub(begun)) > HEAD_DEADLINE)
+            .then_some(Cut::HeadTooSlow)
     }
 
     /// Wraps an answer's body so that its end (or its drop) marks the request finished.
@@ -155,6 +179,7 @@ impl LaterHeads {
             requests: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(NOT_IDLE),
             head_begun_ms: AtomicU64::new(NOT_IDLE),
+            closing: AtomicBool::new(false),
         });
         self.clocks
             .lock()
@@ -171,18 +196,26 @@ impl LaterHeads {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|clock| match clock.upgrade() {
                 Some(clock) => {
-                    if clock.stalled(now, self.allowed) {
-                        stalled.push(clock);
+                    if let Some(cut) = clock.stalled(now, self.allowed) {
+                        stalled.push((clock, cut));
                     }
                     true
                 }
                 None => false,
             });
-        for clock in stalled {
-            tracing::warn!(
-                client_ip = ?clock.peer.map(|peer| peer.ip()),
-                "closing a connection whose next request head did not arrive in time"
-            );
+        for (clock, cut) in stalled {
+            let client_ip = clock.peer.map(|peer| peer.ip());
+            match cut {
+                Cut::HeadTooSlow => tracing::warn!(
+                    ?client_ip,
+                    "closing a connection whose next request head did not arrive in time"
+                ),
+                // The 408 was logged with the request.
+                Cut::BodyTimedOut => tracing::debug!(
+                    ?client_ip,
+                    "closing a connection whose request body did not arrive in time"
+                ),
+            }
             // Already closed by the peer: nothing to shut down.
             let _ = clock.socket.shutdown(Shutdown::Both);
             // Told once: the connection ends now.
@@ -273,6 +306,7 @@ mod tests {
             requests: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(NOT_IDLE),
             head_begun_ms: AtomicU64::new(NOT_IDLE),
+            closing: AtomicBool::new(false),
         };
         (clock, client)
     }
@@ -285,14 +319,17 @@ mod tests {
         let allowed = KEEP_ALIVE + HEAD_DEADLINE;
         let far = now_ms() + 1_000_000;
         // Before its first request (actix times that head), and while one is served.
-        assert!(!clock.stalled(far, allowed));
+        assert_eq!(clock.stalled(far, allowed), None);
         clock.request_started();
-        assert!(!clock.stalled(far, allowed));
+        assert_eq!(clock.stalled(far, allowed), None);
         clock.request_finished();
         // Between requests: silent for keep-alive plus the head deadline at most.
         let since = clock.idle_since_ms.load(Ordering::Acquire);
-        assert!(!clock.stalled(since + 134_000, allowed));
-        assert!(clock.stalled(since + 136_000, allowed));
+        assert_eq!(clock.stalled(since + 134_000, allowed), None);
+        assert_eq!(
+            clock.stalled(since + 136_000, allowed),
+            Some(Cut::HeadTooSlow)
+        );
     }
 
     #[cfg(target_os = "linux")]
@@ -306,17 +343,29 @@ mod tests {
         let now = now_ms();
         // Nothing has arrived since the answer: no head yet (the kernel's clock is the real
         // one, so only the real time is asked here).
-        assert!(!clock.stalled(now, allowed));
+        assert_eq!(clock.stalled(now, allowed), None);
         assert_eq!(clock.head_begun_ms.load(Ordering::Acquire), NOT_IDLE);
         client.write_all(b"GET / HT").unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let seen = now_ms();
-        assert!(!clock.stalled(seen, allowed));
-        assert!(!clock.stalled(seen + 4_500, allowed));
-        assert!(clock.stalled(seen + 5_500, allowed));
+        assert_eq!(clock.stalled(seen, allowed), None);
+        assert_eq!(clock.stalled(seen + 4_500, allowed), None);
+        assert_eq!(clock.stalled(seen + 5_500, allowed), Some(Cut::HeadTooSlow));
         // A request that starts clears it.
         clock.request_started();
         clock.request_finished();
         assert_eq!(clock.head_begun_ms.load(Ordering::Acquire), NOT_IDLE);
+    }
+
+    #[test]
+    fn a_connection_whose_body_timed_out_is_closed_once_answered() {
+        let (clock, _client) = connection();
+        let allowed = KEEP_ALIVE + HEAD_DEADLINE;
+        clock.request_started();
+        clock.close_when_answered();
+        // Not while the answer is being handed over.
+        assert_eq!(clock.stalled(now_ms(), allowed), None);
+        clock.request_finished();
+        assert_eq!(clock.stalled(now_ms(), allowed), Some(Cut::BodyTimedOut));
     }
 }

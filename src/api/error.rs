@@ -415,6 +415,21 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
     }
 }
 
+/// The request path as a problem names it: at most 1024 bytes, then `…`.
+fn clipped_path(path: &str) -> String {
+    const KEPT: usize = 1024;
+    match path.len() <= KEPT {
+        true => path.to_owned(),
+        false => {
+            let end = (0..=KEPT)
+                .rev()
+                .find(|&i| path.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{}…", &path[..end])
+        }
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"type": "urn:syno-chat-gateway:problem:invalid_request",
@@ -608,7 +623,8 @@ impl ApiError {
             title,
             status: status.as_u16(),
             detail: self.detail.clone(),
-            instance: request.as_ref().map(|r| r.path.clone()),
+            // A path of 60 000 digits is not echoed whole (a document of its own size).
+            instance: request.as_ref().map(|r| clipped_path(&r.path)),
             code,
             request_id: request.map(|r| r.id),
             dsm_code: self.dsm_code,

@@ -710,7 +710,11 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
                 ProblemCode::MethodNotAllowed,
                 format!(
                     "{} is not allowed here; allowed: {}",
-                    crate::telemetry::method_label(req.method()),
+                    // An invented method is not echoed (nor counted by its name).
+                    match crate::telemetry::method_label(req.method()) {
+                        "other" => "this method",
+                        known => known,
+                    },
                     methods.join(", ")
                 ),
             )

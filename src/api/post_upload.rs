@@ -117,6 +117,12 @@ pub async fn read_file_form(
                     read_part(&mut field, MESSAGE_PART_LIMIT, "the message", &failed).await?;
                 let text = String::from_utf8(bytes.to_vec())
                     .map_err(|_| ApiError::invalid("the message part must be UTF-8 text"))?;
+                // As the JSON routes' `MessageText` (a caption may be empty, though).
+                if text.contains('\0') {
+                    return Err(ApiError::invalid(
+                        "the message part must not contain a NUL character (U+0000)",
+                    ));
+                }
                 message = Some(text);
             }
             name @ ("file" | "message") => {

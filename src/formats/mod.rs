@@ -172,9 +172,22 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
     // to a JSON format still reads it as JSON, in `render`).
     if !media_type_is(content_type, "text/plain")
         && (trimmed.starts_with('{') || trimmed.starts_with('['))
-        && let Ok(value) = serde_json::from_str(text)
     {
-        return Ok(Payload::Json(value));
+        match serde_json::from_str(text) {
+            Ok(value) => return Ok(Payload::Json(value)),
+            // Labelled JSON and begun as an object's first key, it was meant as JSON: broken
+            // (cut short, a lone surrogate), it is refused, not posted as its raw bytes. Text
+            // such as `[ALERT] disk full` or `{app} deployed` is still text.
+            Err(error)
+                if media_type_is(content_type, "application/json")
+                    && trimmed[1..].trim_start().starts_with('"') =>
+            {
+                return Err(FormatError::InvalidPayload(format!(
+                    "the body is not valid JSON: {error}"
+                )));
+            }
+            Err(_) => {}
+        }
     }
     Ok(Payload::Text(text.to_owned()))
 }
@@ -474,6 +487,24 @@ mod tests {
             parse_body(Some("application/json"), braces).unwrap(),
             Payload::Json(json!({"text": "deploy {app}"}))
         );
+        // JSON cut short, or with a lone surrogate, is refused; text that merely begins with
+        // a bracket or a brace is text.
+        for broken in [&br#"{"text":"#[..], br#"{ "text": "a\ud800b"}"#] {
+            assert!(
+                matches!(
+                    parse_body(Some("application/json"), broken),
+                    Err(FormatError::InvalidPayload(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+        for text in ["[ALERT] disk full", "{app} deployed"] {
+            assert_eq!(
+                parse_body(Some("application/json"), text.as_bytes()).unwrap(),
+                Payload::Text(text.into())
+            );
+        }
         assert!(matches!(
             parse_body(None, b"\xff\xfe"),
             Err(FormatError::InvalidPayload(_))

@@ -466,6 +466,23 @@ async fn the_host_must_be_the_public_urls() {
     )
     .await
     .assert_problem(421, "misdirected_request");
+    // A Host that is no host name is not taken for the public one.
+    for host in [
+        "chat.example.org/",
+        "a@chat.example.org",
+        "évil.example",
+        "",
+    ] {
+        browser_call(
+            &app,
+            "GET",
+            "/api/v1/channels/1",
+            Some(READ_KEY),
+            &[("Host", host)],
+        )
+        .await
+        .assert_problem(400, "invalid_request");
+    }
     let named = browser_call(
         &app,
         "GET",
@@ -850,6 +867,55 @@ async fn a_trickled_body_is_cut_off_at_the_deadline() {
     );
 }
 
+/// A chunked body that stalls gets its 408, and the connection is closed: actix announces
+/// `Connection: close` but went on reading the chunked body and serving the connection until
+/// keep-alive ran out (the sweeper closes it within its second once the 408 is handed over).
+#[actix_web::test]
+async fn a_chunked_body_that_stalls_gets_408_and_loses_its_connection() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.server.body_timeout_ms = 1_000;
+        s.server.keep_alive_secs = 30;
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {WRITE_KEY}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"mes\r\n"
+        ),
+    );
+    let answer = answer_within(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // The rest of the body, then another request, a little later: never answered on this
+    // connection.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let _ = stream
+        .write_all(format!("0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes());
+    let started = std::time::Instant::now();
+    let closed = loop {
+        let mut rest = [0u8; 256];
+        match stream.read(&mut rest) {
+            Ok(0) => break true,
+            Ok(n) => {
+                let more = String::from_utf8_lossy(&rest[..n]).into_owned();
+                assert!(
+                    !more.contains("HTTP/1.1 200"),
+                    "served after its 408: {more}"
+                );
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(closed, "the connection outlived its 408 by 12 s");
+}
+
 #[actix_web::test]
 async fn an_unknown_inbound_is_refused_before_its_body_is_read() {
     let app = spawn_app().await;
@@ -1024,4 +1090,22 @@ async fn client_connections_beyond_the_cap_wait_their_turn() {
         served,
         "the waiting connection was not served once a place came free"
     );
+}
+
+/// A caller's very long value is not echoed whole: neither the detail nor `instance` grows
+/// with it.
+#[actix_web::test]
+async fn a_very_long_path_value_is_clipped_in_the_problem() {
+    let app = spawn_app().await;
+    let long = "9".repeat(20_000);
+    let answer = app.get(&format!("/api/v1/channels/{long}")).await;
+    answer.assert_problem(400, "invalid_request");
+    let detail = answer.body["detail"].as_str().unwrap();
+    let instance = answer.body["instance"].as_str().unwrap();
+    assert!(detail.len() < 200 && detail.contains('…'), "{detail}");
+    assert!(
+        instance.len() < 1100 && instance.ends_with('…'),
+        "{instance}"
+    );
+    assert!(answer.body.to_string().len() < 2_000);
 }

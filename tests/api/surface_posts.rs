@@ -681,6 +681,22 @@ async fn an_upload_answered_without_data_finds_its_post() {
 }
 
 #[actix_web::test]
+async fn a_caption_with_a_nul_is_refused_as_the_json_routes_refuse_it() {
+    let app = spawn_app().await;
+    let refused = upload(
+        &app,
+        1,
+        &[
+            ("message", None, b"a\0b"),
+            ("file", Some(("a.txt", "text/plain")), b"hi"),
+        ],
+    )
+    .await;
+    refused.assert_problem(400, "invalid_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
+
+#[actix_web::test]
 async fn a_file_without_caption_is_posted_with_an_empty_message() {
     let app = spawn_app().await;
     let created = upload(&app, 1, &[("file", Some(("a.txt", "text/plain")), b"hi")]).await;
@@ -713,7 +729,10 @@ async fn the_files_route_uploads_and_refuses_json() {
     for field in ["api", "version", "method", "channel_id"] {
         assert!(sent.query_fields.iter().any(|k| k == field), "{sent:?}");
     }
-    assert!(!sent.query_fields.iter().any(|k| k == "message"), "{sent:?}");
+    assert!(
+        !sent.query_fields.iter().any(|k| k == "message"),
+        "{sent:?}"
+    );
     app.post(
         "/api/v1/channels/1/files",
         serde_json::json!({"message": "x"}),
