@@ -252,7 +252,13 @@ backends::on_both!(
         let recorded = "SELECT COUNT(*) FROM subscription_deliveries";
         assert_eq!(backend.count(recorded).await, 3);
 
+        // Still queued, the deliveries keep their records (a backlog is read from them).
         assert_eq!(store.purge_events(1_500).await.unwrap(), 2);
+        assert_eq!(backend.count(recorded).await, 3);
+        // Made, they go at the next purge, though their events are gone already.
+        let made = "UPDATE deliveries SET state = 'delivered', finished_at = 2000";
+        backend.execute(made, made).await;
+        assert_eq!(store.purge_events(1_500).await.unwrap(), 0);
         assert_eq!(
             backend.count(recorded).await,
             1,
@@ -307,7 +313,9 @@ backends::on_both!(
             store.subscription(id).await.unwrap().unwrap().disabled_at,
             Some(2_002)
         );
-        // Past the deliveries' retention, while their events are retained, they stay.
+        // Past the events' retention and the deliveries' (disabled for longer than both),
+        // they stay: enabling the subscription queues them again, and their bodies are theirs.
+        assert_eq!(store.purge_events(2_600).await.unwrap(), 2);
         assert_eq!(store.purge_deliveries(1_000_000).await.unwrap(), 0);
 
         assert_eq!(

@@ -274,8 +274,9 @@ impl Store {
     /// Removes the events received before `before` (ms) that every enabled subscription has
     /// fanned out (one not yet fanned out, after a gateway was down longer than the retention,
     /// stays until it is), and the subscriptions' records of having made a delivery for them
-    /// (fan-out never goes back to a purged event, so those would only grow), and remembers the
-    /// highest id deleted ([`Self::events_purged_through`]); returns how many events.
+    /// (fan-out never goes back to a purged event, so those would only grow) once those
+    /// deliveries can no longer be made, and remembers the highest id deleted
+    /// ([`Self::events_purged_through`]); returns how many events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
         // One transaction over every event past retention, which after a long pause can be
         // many: not cut off by the store's deadline, which would have it start over for good.
@@ -293,14 +294,6 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             let up_to = fanned_out.unwrap_or(i64::MAX);
-            sqlx::query(
-                "DELETE FROM subscription_deliveries WHERE event_id IN \
-                 (SELECT event_id FROM events WHERE received_at < $1 AND event_id <= $2)",
-            )
-            .bind(before)
-            .bind(up_to)
-            .execute(&mut *tx)
-            .await?;
             let through: Option<i64> = sqlx::query_scalar(
                 "SELECT MAX(event_id) FROM events WHERE received_at < $1 AND event_id <= $2",
             )
@@ -319,6 +312,22 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            // The records of events purged now or before, but not those whose delivery may
+            // still be made: one still queued or being sent (a subscription's backlog is read
+            // from them), or one failed or cancelled since its subscription was disabled, which
+            // enabling it queues again (its body is in the delivery, not in the event).
+            sqlx::query(
+                "DELETE FROM subscription_deliveries WHERE event_id <= \
+                 (SELECT COALESCE(MAX(through_id), 0) FROM events_purged) \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d, subscriptions s \
+                     WHERE d.id = subscription_deliveries.delivery_id \
+                     AND s.id = subscription_deliveries.subscription_id \
+                     AND (d.state IN ('queued', 'sending') \
+                         OR (s.enabled = 0 AND d.state IN ('failed', 'cancelled') \
+                             AND d.finished_at >= s.disabled_at)))",
+            )
+            .execute(&mut *tx)
+            .await?;
             let done = sqlx::query("DELETE FROM events WHERE received_at < $1 AND event_id <= $2")
                 .bind(before)
                 .bind(up_to)
