@@ -363,10 +363,21 @@ fn object(value: &Value) -> Result<&serde_json::Map<String, Value>, FormatError>
         .ok_or_else(|| FormatError::InvalidPayload("the payload must be a JSON object".into()))
 }
 
-/// Trailing spaces off every line, at most one blank line in a row, no blank lines at the ends.
+/// Trailing spaces off every line, at most one blank line in a row, no blank lines at the ends;
+/// but a fenced code block's lines as written.
 fn tidy(text: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
-    for line in text.lines().map(str::trim_end) {
+    // Inside a fenced code block every line is kept as written: its blank lines and trailing
+    // spaces may be the point (a diff, a log excerpt).
+    let mut in_code = false;
+    for raw in text.lines() {
+        let fence = raw.trim_start().starts_with("```");
+        if in_code && !fence {
+            out.push(raw);
+            continue;
+        }
+        in_code ^= fence;
+        let line = raw.trim_end();
         if line.is_empty() && out.last().is_none_or(|l| l.is_empty()) {
             continue;
         }
@@ -459,6 +470,15 @@ mod tests {
         let bare = json!([{"status": "firing"}]);
         assert_eq!(event_key(&notification("http://am-1", bare)), None);
         assert_eq!(event_key(&Payload::Json(json!({"text": "hi"}))), None);
+    }
+
+    #[test]
+    fn tidying_leaves_a_fenced_code_block_as_written() {
+        let text = "title  \n\n\n```\nline1\n\n\n\nline5   \n```\n\n\nafter  \n\n";
+        assert_eq!(
+            tidy(text),
+            "title\n\n```\nline1\n\n\n\nline5   \n```\n\nafter"
+        );
     }
 
     #[test]
