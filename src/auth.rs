@@ -47,9 +47,14 @@ pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
 }
 
 /// The credentials of an `Authorization` header in `scheme` (its name and the space after it),
-/// if they are not empty. The scheme's name is case-insensitive (RFC 9110, section 11.1).
+/// if they are not empty. The scheme's name is case-insensitive (RFC 9110, section 11.1). Two
+/// `Authorization` headers are none: which one counts would be a guess.
 pub fn credentials<'h>(headers: &'h header::HeaderMap, scheme: &str) -> Option<&'h str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut sent = headers.get_all(header::AUTHORIZATION);
+    let value = sent.next()?.to_str().ok()?;
+    if sent.next().is_some() {
+        return None;
+    }
     let (given, credentials) = value.split_at_checked(scheme.len())?;
     if !given.eq_ignore_ascii_case(scheme) {
         return None;
@@ -307,6 +312,12 @@ mod tests {
             assert_eq!(token(refused), None, "{}", String::from_utf8_lossy(refused));
         }
         assert_eq!(bearer_token(&header::HeaderMap::new()), None);
+        // Two headers: neither is taken (first-wins would let the order decide the key).
+        let mut twice = header::HeaderMap::new();
+        for key in ["Bearer read-key", "Bearer admin-key"] {
+            twice.append(header::AUTHORIZATION, header::HeaderValue::from_static(key));
+        }
+        assert_eq!(bearer_token(&twice), None);
     }
 
     #[test]

@@ -216,15 +216,18 @@ pub async fn send_with_caller_token(
             "Prefer: respond-async is not offered with X-Chat-Token: the gateway does not keep callers' tokens at rest; configure the token as tokens.<name> and send to /api/v1/webhooks/incoming/{name}",
         ));
     }
-    let raw = req
-        .headers()
-        .get(CHAT_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "send the incoming webhook's token in the {CHAT_TOKEN_HEADER} header"
-            ))
-        })?;
+    let mut sent = req.headers().get_all(CHAT_TOKEN_HEADER);
+    let raw = sent.next().and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "send the incoming webhook's token in the {CHAT_TOKEN_HEADER} header"
+        ))
+    })?;
+    // Which of two tokens was meant would be a guess, and it picks where the message goes.
+    if sent.next().is_some() {
+        return Err(ApiError::invalid(format!(
+            "send the {CHAT_TOKEN_HEADER} header once"
+        )));
+    }
     let token = normalize_token(raw);
     if token.len() != TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::invalid(format!(

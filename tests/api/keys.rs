@@ -155,3 +155,36 @@ async fn every_operation_enforces_the_scope_it_documents() {
         "operations checked by scope: {checked:?}"
     );
 }
+
+/// Two `Authorization` headers present no key: taking the first (or the last) would let the
+/// order of headers decide which key's rights a request gets.
+#[actix_web::test]
+async fn two_authorization_headers_present_no_key() {
+    let app = spawn_app().await;
+    for order in [[READ_KEY, ADMIN_KEY], [ADMIN_KEY, READ_KEY]] {
+        let response = app
+            .http
+            .get(format!("{}/api/v1/deliveries", app.base))
+            .append_header(("Authorization", format!("Bearer {}", order[0])))
+            .append_header(("Authorization", format!("Bearer {}", order[1])))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::read(response)
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    // Two X-Chat-Token headers name two places for the message: refused.
+    let response = app
+        .http
+        .post(format!("{}/api/v1/webhooks/incoming", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .append_header(("X-Chat-Token", "a".repeat(64)))
+        .append_header(("X-Chat-Token", "b".repeat(64)))
+        .send_json(&json!({"text": "where to?"}))
+        .await
+        .unwrap();
+    crate::helpers::read(response)
+        .await
+        .assert_problem(400, "invalid_request");
+}
