@@ -108,6 +108,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     delivery_depth: Family<StateLabels, Gauge>,
     delivery_oldest: Family<StateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    subscriptions_disabled: Gauge,
     log_lines_dropped: Counter<u64, AtomicU64>,
 }
 
@@ -142,6 +143,7 @@ impl Metrics {
             delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
             delivery_depth: Family::default(),
             delivery_oldest: Family::default(),
+            subscriptions_disabled: Gauge::default(),
             log_lines_dropped: Counter::default(),
             registry: Registry::default(),
         };
@@ -222,6 +224,11 @@ impl Metrics {
             "delivery_oldest_age_seconds",
             "Age of the oldest delivery in the store by state",
             metrics.delivery_oldest.clone(),
+        );
+        registry.register(
+            "subscriptions_disabled",
+            "Event subscriptions the gateway disabled (after failures or a 410): their events wait",
+            metrics.subscriptions_disabled.clone(),
         );
         registry.register(
             "log_lines_dropped",
@@ -400,6 +407,10 @@ impl Metrics {
         self.delivery_oldest
             .get_or_create(&labels)
             .set(oldest_age_secs);
+    }
+
+    pub fn subscriptions_disabled(&self, count: i64) {
+        self.subscriptions_disabled.set(count);
     }
 
     pub fn cache_lookup(&self, cache: &'static str, hit: bool) {

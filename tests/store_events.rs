@@ -300,6 +300,19 @@ backends::on_both!(
         let disabled = store.subscription(id).await.unwrap().unwrap();
         assert!(!disabled.enabled);
         assert_eq!(disabled.disabled_at, Some(2_002));
+        // Counted for the metrics; one an operator paused is not.
+        let paused = self::subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e09");
+        store.insert_subscription(&paused, 0).await.unwrap();
+        store
+            .disable_subscription(
+                &paused.id,
+                &format!("subscription:{}", paused.id),
+                syno_chat_gateway::store::subscriptions::DISABLED_BY_OPERATOR,
+                2_003,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.disabled_subscriptions().await.unwrap(), 1);
         assert!(disabled.disabled_reason.unwrap().contains("503"));
         assert_eq!(backend.count(&queued).await, 0);
         // Disabling again keeps the first reason and time.

@@ -345,7 +345,12 @@ pub async fn change_subscription(
         requeued.is_some()
     } else {
         store
-            .disable_subscription(&id, &target(&id), "disabled by an operator", now)
+            .disable_subscription(
+                &id,
+                &target(&id),
+                crate::store::subscriptions::DISABLED_BY_OPERATOR,
+                now,
+            )
             .await
             .map_err(store_failure)?
     };

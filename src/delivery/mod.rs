@@ -690,6 +690,10 @@ impl Worker {
     /// time, the finished ones with `finished` (their gauges keep the last values between).
     async fn update_gauges(&self, now: i64, finished: bool) {
         let store = &self.outbox.store;
+        // A small table: every time, so the alert on it is prompt.
+        if let Ok(disabled) = store.disabled_subscriptions().await {
+            self.outbox.metrics.subscriptions_disabled(disabled);
+        }
         let (stats, states) = if finished {
             let (Ok(mut stats), Ok(done)) =
                 (store.queue_stats().await, store.finished_stats().await)

@@ -159,6 +159,9 @@ macro_rules! insert_delivery {
     }};
 }
 
+/// The `disabled_reason` of a subscription an operator paused.
+pub const DISABLED_BY_OPERATOR: &str = "disabled by an operator";
+
 impl Store {
     /// Stores a new subscription; it receives the events after `after` (the latest at creation).
     pub async fn insert_subscription(
@@ -386,6 +389,15 @@ impl Store {
         with_pool!(self, p => sqlx::query(sql).bind(subscription_id).bind(event_id)
             .execute(p).await?.rows_affected());
         Ok(())
+    }
+
+    /// How many subscriptions the gateway disabled (after failures, or a 410), for the
+    /// metrics; not those an operator paused.
+    pub async fn disabled_subscriptions(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM subscriptions WHERE enabled = 0 \
+                   AND (disabled_reason IS NULL OR disabled_reason <> $1)";
+        Ok(with_pool!(self, p => sqlx::query_scalar(sql)
+            .bind(DISABLED_BY_OPERATOR).fetch_one(p).await)?)
     }
 
     /// Whether the subscription has a delivery of an event before `event_id` that the outbox

@@ -412,6 +412,20 @@ async fn a_gone_receiver_disables_the_subscription_at_once() {
     assert!(s["disabled_at"].as_i64().is_some(), "{s}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 1, "410 is not retried");
+    // Counted for the alert within the gauges' 2 s.
+    let mut counted = String::new();
+    for _ in 0..50 {
+        let metrics = app.call("GET", "/metrics", None, None).await;
+        counted = metrics.body.as_str().unwrap_or_default().to_owned();
+        if counted.contains("synochat_subscriptions_disabled 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        counted.contains("synochat_subscriptions_disabled 1"),
+        "{counted}"
+    );
 }
 
 /// A failed subscription delivery retried by hand gets `subscriptions.max_age_secs` again, not

@@ -55,6 +55,7 @@ GAUGES = {
     "synochat_http_requests_in_flight": set(),
     "synochat_delivery_queue_depth": {"state"},
     "synochat_delivery_oldest_age_seconds": {"state"},
+    "synochat_subscriptions_disabled": set(),
 }
 HISTOGRAMS = {
     "synochat_http_request_duration_seconds": {"route", "method"},
