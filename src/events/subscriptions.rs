@@ -442,17 +442,34 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
         }
     };
     let mut responders: Vec<Subscription> = Vec::new();
+    let (reply_budget_ms, max_age_ms) = limits(events);
     for s in subscriptions {
-        if !(s.enabled && s.respond && s.consecutive_failures == 0 && s.filter.matches(event)) {
+        if !(s.enabled && s.respond && s.filter.matches(event)) {
             continue;
         }
-        match events
-            .store
-            .subscription_has_backlog(&s.id, event.event_id)
-            .await
-        {
+        let backlog = match s.consecutive_failures {
+            0 => {
+                events
+                    .store
+                    .subscription_has_backlog(&s.id, event.event_id)
+                    .await
+            }
+            _ => Ok(true),
+        };
+        match backlog {
             Ok(false) => responders.push(s),
-            Ok(true) => {}
+            // Not called: its delivery of this event goes through the outbox, behind the
+            // earlier ones, and a later event must wait behind it in turn (not seeing a
+            // delivery held for a reply that is never made, and overtaking it).
+            Ok(true) => {
+                note_missed(
+                    &events.store,
+                    &s.id,
+                    event.event_id,
+                    (reply_budget_ms, max_age_ms),
+                )
+                .await;
+            }
             Err(error) => {
                 tracing::warn!(%error, "subscriptions: cannot read a backlog for a reply");
                 return None;
@@ -472,7 +489,6 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
             return None;
         }
     };
-    let (reply_budget_ms, max_age_ms) = limits(events);
     // `Rc`: the calls run on this worker (awc's client is not `Send`).
     let call = std::rc::Rc::new(ReplyCall {
         store: events.store.clone(),
@@ -508,6 +524,27 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
         }
     }
     None
+}
+
+/// The subscription's delivery of `event_id` gets no synchronous reply (the call failed, or
+/// was not made): it counts as tried, so a later event waits behind it. The delivery may not
+/// be made yet: made now, in event order. `limits`: see [`limits`].
+async fn note_missed(
+    store: &crate::store::Store,
+    subscription_id: &str,
+    event_id: i64,
+    (budget, max_age): (i64, i64),
+) {
+    let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
+    let noted = async {
+        store
+            .fan_out_through(subscription_id, event_id, now_ms(), &build)
+            .await?;
+        store.note_reply_missed(subscription_id, event_id).await
+    };
+    if let Err(error) = noted.await {
+        tracing::warn!(subscription = %subscription_id, %error, "subscriptions: cannot note a missed reply");
+    }
 }
 
 /// The reply budget and `subscriptions.max_age_secs`, in milliseconds, for [`delivery`].
@@ -568,20 +605,8 @@ impl ReplyCall {
                     subscription = %subscription.id, event_id, reason = %failed.reason,
                     "subscriptions: no synchronous reply; the outbox will deliver the event"
                 );
-                // The delivery to mark may not be made yet: made now, in event order.
-                let (budget, max_age) = (self.reply_budget_ms, self.max_age_ms);
-                let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
-                let noted = async {
-                    self.store
-                        .fan_out_through(&subscription.id, event_id, now_ms(), &build)
-                        .await?;
-                    self.store
-                        .note_reply_missed(&subscription.id, event_id)
-                        .await
-                };
-                if let Err(error) = noted.await {
-                    tracing::warn!(subscription = %subscription.id, %error, "subscriptions: cannot note a missed reply");
-                }
+                let limits = (self.reply_budget_ms, self.max_age_ms);
+                note_missed(&self.store, &subscription.id, event_id, limits).await;
                 None
             }
         }

@@ -856,6 +856,43 @@ async fn a_failing_respond_subscription_gets_later_events_in_order_through_the_o
     );
 }
 
+/// An event that came while its `respond: true` receiver was failing is not called at once,
+/// and goes through the outbox; once the receiver is back, a later event must wait behind it
+/// rather than be called at once and overtake it.
+#[actix_web::test]
+async fn an_event_held_for_the_outbox_is_not_overtaken_once_the_receiver_is_back() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.inbound.reply_timeout_ms = 1_000;
+        s.subscriptions.retry_delays_ms = vec![1_000];
+    })
+    .await;
+    // The first event's synchronous call and first retry fail; everything after succeeds.
+    let bot = Receiver::start(&[(503, "", 0), (503, "", 0)], (200, "", 0)).await;
+    let (id, _) = subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    subscription_until(&app, &id, |s| s["consecutive_failures"] == 1).await;
+    // Failing: not called, held for the outbox (due after the reply budget).
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    crate::events::outbound_calls(&app, 2).await;
+    // The first event's retry succeeds; the second is still held.
+    bot.wait_for(3).await;
+    subscription_until(&app, &id, |s| s["consecutive_failures"] == 0).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping three");
+    let got = bot.wait_for(5).await;
+    assert_eq!(
+        event_texts(&got),
+        [
+            "!ping one",
+            "!ping one",
+            "!ping one",
+            "!ping two",
+            "!ping three"
+        ],
+        "in event order"
+    );
+}
+
 #[actix_web::test]
 async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
     let Some(url) = crate::postgres::fresh_database() else {
