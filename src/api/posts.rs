@@ -144,7 +144,11 @@ pub async fn create_post(
     if let Some(accepted) = handover.accept_if_asked(&body.message).await {
         return Ok(accepted?);
     }
-    let channel = format!("channel {channel_id}");
+    // DSM's 117 does not say which of the two it did not find.
+    let channel = match body.thread_id {
+        Some(thread_id) => format!("channel {channel_id} or thread {thread_id}"),
+        None => format!("channel {channel_id}"),
+    };
     Ok(post_text(
         &state,
         &chat,

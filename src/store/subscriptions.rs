@@ -375,7 +375,8 @@ impl Store {
     }
 
     /// A synchronous call did not reach the subscription (an error, no answer within the
-    /// reply budget): its delivery of the event counts as tried from now on, so a later event
+    /// reply budget), or was not made (the subscription failing, or behind earlier events):
+    /// its delivery of the event counts as tried from now on (`attempts` 1), so a later event
     /// waits behind it ([`Self::subscription_has_backlog`]) instead of overtaking it. The
     /// delivery must exist: fan the subscription out first ([`Self::fan_out_through`]).
     pub async fn note_reply_missed(
