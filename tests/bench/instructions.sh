@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per request of one or more gateway builds, counted by valgrind's
-# callgrind: an exact count, so two builds can be compared on a shared, noisy machine where CPU
-# time per request moves by 20-50 % between runs (make bench's ratios stay the judge of speed).
+# callgrind: a count that moves far less than time does, so two builds can be compared on a
+# shared, noisy machine where CPU time per request moves by 20-50 % between runs (make bench's
+# ratios stay the judge of speed). It still moves by about 1,000 instructions (2.5 %) on the
+# cached list between runs of the same build (timers and housekeeping fall differently into
+# the two windows): compare several runs for a change smaller than that.
 #
 #   bash tests/bench/instructions.sh [BIN ...]              (default: target/release/syno-chat-gateway)
 #   REQUEST_PATH=/api/v1/channels/1/posts?limit=50 bash tests/bench/instructions.sh old new
