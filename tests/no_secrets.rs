@@ -163,6 +163,21 @@ async fn no_secret_appears_in_the_logs() {
             "the answer to a hook URL echoes its secret"
         );
     }
+    // A caller's own incoming-webhook token travels to DSM in the URL's query (as Synology's
+    // help sends it): not in the gateway's lines about the call (DSM refuses this one).
+    let chat_token = "t".repeat(64);
+    let refused = client
+        .post(format!("{base}/api/v1/webhooks/incoming"))
+        .insert_header(auth.clone())
+        .insert_header(("X-Chat-Token", chat_token.clone()))
+        .send_json(&serde_json::json!({"text": "via a caller's token"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "DSM was asked, and refused the token"
+    );
     // A signature that does not verify is logged as such.
     client
         .post(format!("{base}/hooks/signed"))
@@ -245,6 +260,7 @@ async fn no_secret_appears_in_the_logs() {
         HOOK_SECRET.to_owned(),
         SIGNING_SECRET.to_owned(),
         inbound_token,
+        chat_token,
         subscription_secret.clone(),
         subscription_secret["whsec_".len()..].to_owned(),
     ];
