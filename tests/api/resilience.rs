@@ -354,16 +354,10 @@ async fn shutdown_logs_out_of_dsm() {
     assert!(app.sim.active_sessions().is_empty());
 }
 
-/// A statement the database does not answer (here: waiting for a lock another session holds,
-/// as it would on a frozen VM or process, whose kernel still answers TCP keepalives) does not
-/// hold the request that needs it: it fails as unavailable after `store.timeout_ms`, and the
-/// store serves again once the database does.
-#[actix_web::test]
-async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout() {
-    use sqlx::Connection as _;
-    let Some(url) = crate::postgres::fresh_database() else {
-        return;
-    };
+/// A gateway on a fresh PostgreSQL database with `store.timeout_ms` at its least (6 s), its
+/// store answering, and the database's URL (`None`: skipped loudly).
+async fn gateway_with_a_short_store_deadline() -> Option<(crate::helpers::TestApp, String)> {
+    let url = crate::postgres::fresh_database()?;
     let store_url = url.clone();
     let app = spawn_app_with(SimConfig::default(), move |s| {
         s.store.url = secrecy::SecretString::from(store_url);
@@ -371,6 +365,19 @@ async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout(
     })
     .await;
     assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
+    Some((app, url))
+}
+
+/// A statement the database does not answer (here: waiting for a lock another session holds,
+/// as it would on a frozen VM or process, whose kernel still answers TCP keepalives) does not
+/// hold the request that needs it: it fails as unavailable after `store.timeout_ms`, and the
+/// store serves again once the database does.
+#[actix_web::test]
+async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout() {
+    use sqlx::Connection as _;
+    let Some((app, url)) = gateway_with_a_short_store_deadline().await else {
+        return;
+    };
 
     let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
@@ -401,16 +408,9 @@ async fn a_statement_the_database_does_not_answer_fails_after_the_store_timeout(
 #[actix_web::test]
 async fn a_keyed_message_committed_after_the_store_timeout_is_not_stored_twice_by_its_retry() {
     use sqlx::Connection as _;
-    let Some(url) = crate::postgres::fresh_database() else {
+    let Some((app, url)) = gateway_with_a_short_store_deadline().await else {
         return;
     };
-    let store_url = url.clone();
-    let app = spawn_app_with(SimConfig::default(), move |s| {
-        s.store.url = secrecy::SecretString::from(store_url);
-        s.store.timeout_ms = 6_000;
-    })
-    .await;
-    assert_eq!(app.get("/api/v1/deliveries").await.status, 200);
     // The next delivery stored takes 9 s to commit (a trigger deferred to COMMIT), once.
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(
