@@ -219,6 +219,22 @@ pub async fn create_subscription(
             "inbound must be 1 to 64 letters, digits, - or _",
         ));
     }
+    // A filter on an inbound that is not configured would match nothing, silently.
+    if let Some(inbound) = &body.inbound
+        && !events.inbounds.contains_key(inbound)
+    {
+        let configured: Vec<&str> = events.inbounds.keys().map(String::as_str).collect();
+        return Err(ApiError::new(
+            ProblemCode::Unprocessable,
+            format!(
+                "no inbound named {inbound:?} is configured (inbound.<name>); configured: {}",
+                match configured.is_empty() {
+                    true => "none".to_owned(),
+                    false => configured.join(", "),
+                }
+            ),
+        ));
+    }
     if body.channel_id.is_some_and(|c| c < 1) {
         return Err(ApiError::invalid("channel_id must be a positive integer"));
     }

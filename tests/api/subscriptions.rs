@@ -335,6 +335,21 @@ async fn internal_and_non_http_urls_are_refused() {
             .await;
         answer.assert_problem(422, "unprocessable");
     }
+    // A filter on an inbound that is not configured would match nothing.
+    let answer = app
+        .call(
+            "POST",
+            "/api/v1/subscriptions",
+            Some(ADMIN_KEY),
+            Some(json!({ "url": "https://example.org/", "inbound": "nosuch" })),
+        )
+        .await;
+    answer.assert_problem(422, "unprocessable");
+    assert!(
+        answer.body["detail"].as_str().unwrap().contains("ops"),
+        "{}",
+        answer.body
+    );
     let answer = app
         .call(
             "POST",
