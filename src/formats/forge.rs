@@ -168,6 +168,34 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             numbered(issue)
         ));
     }
+    // A comment on a discussion (GitHub's `discussion_comment`): the discussion is named too.
+    if let (Some(discussion), Some(comment)) = (object("discussion"), object("comment")) {
+        let mut text = format!(
+            "[{repo}] {who} commented on discussion {}",
+            numbered(discussion)
+        );
+        if let Some(body) = text_field(comment, "body") {
+            text.push('\n');
+            text.push_str(&quoted(body));
+        }
+        return Ok(text);
+    }
+    // A comment on a commit (`commit_comment`): no issue or pull request, the commit's id.
+    if let Some(comment) = object("comment")
+        && let Some(commit) = text_field(comment, "commit_id")
+    {
+        let short = commit.get(..7).unwrap_or(commit);
+        let name = match text_field(comment, "html_url") {
+            Some(url) => link(url, short),
+            None => literal_text(short).into_owned(),
+        };
+        let mut text = format!("[{repo}] {who} commented on commit {name}");
+        if let Some(body) = text_field(comment, "body") {
+            text.push('\n');
+            text.push_str(&quoted(body));
+        }
+        return Ok(text);
+    }
     if let Some(release) = object("release") {
         let name = text_field(release, "name")
             .or_else(|| text_field(release, "tag_name"))
@@ -523,6 +551,33 @@ mod tests {
         let issue = map(json!({"action": "edited", "repository": repo,
             "sender": {"login": "bob"}, "issue": {"number": 3, "title": "t"}}));
         assert_eq!(render(&issue).unwrap(), "[o/r] bob edited issue #3 t");
+    }
+
+    #[test]
+    fn comments_on_commits_and_discussions_name_what_they_are_on() {
+        let repo = json!({"full_name": "o/r"});
+        let on_commit = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "bob"},
+            "comment": {"commit_id": "abc1234567890", "body": "nice fix",
+                "html_url": "https://g.example/o/r/commit/abc1234567890#r1"}}));
+        assert_eq!(
+            render(&on_commit).unwrap(),
+            "[o/r] bob commented on commit <https://g.example/o/r/commit/abc1234567890#r1|abc1234>\n> nice fix"
+        );
+        let on_discussion = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "bob"}, "discussion": {"number": 5, "title": "Release plan"},
+            "comment": {"body": "agreed"}}));
+        assert_eq!(
+            render(&on_discussion).unwrap(),
+            "[o/r] bob commented on discussion #5 Release plan\n> agreed"
+        );
+        // The discussion itself is still named as before.
+        let discussion = map(json!({"action": "created", "repository": repo,
+            "sender": {"login": "bob"}, "discussion": {"number": 5, "title": "Release plan"}}));
+        assert_eq!(
+            render(&discussion).unwrap(),
+            "[o/r] bob created discussion Release plan"
+        );
     }
 
     #[test]
