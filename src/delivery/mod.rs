@@ -282,8 +282,8 @@ pub struct Outbox {
     finished: Notify,
     metrics: Arc<Metrics>,
     /// How long a claim lasts without progress before another worker may take it over: it is
-    /// renewed before every chunk (four upstream timeouts, at least 5 s), and a send is cut short
-    /// before it ends ([`Self::send_budget_ms`]).
+    /// renewed before every chunk (five upstream timeouts, at least 6.25 s), and a send is cut
+    /// short before it ends ([`Self::send_budget_ms`]).
     lease_ms: i64,
     /// `subscriptions.max_age_secs` in ms: a subscription delivery's age limit, on retry too.
     subscription_max_age_ms: i64,
@@ -298,7 +298,7 @@ impl Outbox {
         upstream_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
-            lease_ms: (upstream_timeout.as_millis() as i64 * 4).max(5_000),
+            lease_ms: (upstream_timeout.as_millis() as i64 * 5).max(6_250),
             subscription_max_age_ms: (subscriptions.max_age_secs as i64).saturating_mul(1000),
             store,
             settings,
@@ -313,17 +313,18 @@ impl Outbox {
     }
 
     /// How long after a send with an unknown outcome the channel is first looked at: twice the
-    /// upstream timeout, so a call DSM was still working on when the gateway gave up has had as
-    /// long again to land (a look that came first would not see it, and the chunk would be
-    /// posted twice).
+    /// upstream timeout (two fifths of the lease), so a call DSM was still working on when the
+    /// gateway gave up has had as long again to land (a look that came first would not see it,
+    /// and the chunk would be posted twice).
     fn settle_ms(&self) -> i64 {
-        self.lease_ms / 2
+        self.lease_ms * 2 / 5
     }
 
-    /// How long one send may take: a quarter of the lease is kept as a margin (the clocks of
-    /// replicas and the store's commit).
+    /// How long one send may take: the lease less the settle time, so another worker that takes
+    /// the delivery over when the lease ends (another replica, after a crash) looks for the post
+    /// no sooner than the settle time after the send was cut off.
     fn send_budget_ms(&self) -> i64 {
-        self.lease_ms - self.lease_ms / 4
+        self.lease_ms - self.settle_ms()
     }
 
     pub fn store(&self) -> &Store {
