@@ -28,6 +28,7 @@ const COMMITS_SHOWN: usize = 5;
 /// `ping`, which an organisation's or an app's hook sends without a repository.
 pub fn looks_like(message: &Map<String, Value>) -> bool {
     is_ping(message)
+        || is_without_repository(message)
         || message
             .get("repository")
             .and_then(Value::as_object)
@@ -35,6 +36,20 @@ pub fn looks_like(message: &Map<String, Value>) -> bool {
             && ["sender", "pusher"]
                 .iter()
                 .any(|k| message.contains_key(*k))
+}
+
+/// A forge's event about an organisation, an app installation or an enterprise rather than
+/// a repository (GitHub's `membership`, `organization`, `installation`, `projects_v2_item`...):
+/// who acted, and the organisation, installation or enterprise, and no repository.
+fn is_without_repository(message: &Map<String, Value>) -> bool {
+    !message.contains_key("repository")
+        && message
+            .get("sender")
+            .and_then(Value::as_object)
+            .is_some_and(|sender| text_field(sender, "login").is_some())
+        && ["organization", "installation", "enterprise"]
+            .iter()
+            .any(|key| message.get(*key).is_some_and(Value::is_object))
 }
 
 /// GitHub's `ping` when a hook is created: `zen` and `hook_id`.
@@ -50,6 +65,12 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     if is_ping(message) {
         return Err(FormatError::NotPosted(
             "GitHub's ping is answered, not posted",
+        ));
+    }
+    // Answered 2xx, so the forge does not list every one as a failed delivery.
+    if repo.is_none() && is_without_repository(message) {
+        return Err(FormatError::NotPosted(
+            "a forge's event about an organisation rather than a repository is not posted",
         ));
     }
     let repo = repo.ok_or_else(|| {
@@ -578,6 +599,21 @@ mod tests {
             render(&discussion).unwrap(),
             "[o/r] bob created discussion Release plan"
         );
+    }
+
+    #[test]
+    fn an_organisations_event_without_a_repository_is_answered_not_posted() {
+        let membership = map(json!({"action": "added", "scope": "team",
+            "member": {"login": "carol"}, "sender": {"login": "admin"},
+            "team": {"name": "ops"}, "organization": {"login": "acme"}}));
+        assert!(looks_like(&membership));
+        assert!(matches!(
+            render(&membership),
+            Err(FormatError::NotPosted(_))
+        ));
+        // Not a forge's: no one who acted.
+        let other = map(json!({"organization": {"login": "acme"}, "text": "hi"}));
+        assert!(!looks_like(&other));
     }
 
     #[test]
