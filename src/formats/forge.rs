@@ -143,23 +143,19 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         } else {
             "reviewed"
         };
-        let mut text = format!("[{repo}] {who} {verb} pull request {}", numbered(pull));
-        if let Some(body) = text_field(review, "body").or_else(|| text_field(review, "content")) {
-            text.push('\n');
-            text.push_str(&quoted(body));
-        }
-        return Ok(text);
+        return Ok(with_quote(
+            format!("[{repo}] {who} {verb} pull request {}", numbered(pull)),
+            text_field(review, "body").or_else(|| text_field(review, "content")),
+        ));
     }
     if let (Some(pull), Some(comment)) = (object("pull_request"), object("comment")) {
-        let mut text = format!(
-            "[{repo}] {who} commented on pull request {}",
-            numbered(pull)
-        );
-        if let Some(body) = text_field(comment, "body") {
-            text.push('\n');
-            text.push_str(&quoted(body));
-        }
-        return Ok(text);
+        return Ok(with_quote(
+            format!(
+                "[{repo}] {who} commented on pull request {}",
+                numbered(pull)
+            ),
+            text_field(comment, "body"),
+        ));
     }
     if let Some(pull) = object("pull_request") {
         let merged = pull.get("merged").and_then(Value::as_bool) == Some(true);
@@ -175,12 +171,10 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         ));
     }
     if let (Some(issue), Some(comment)) = (object("issue"), object("comment")) {
-        let mut text = format!("[{repo}] {who} commented on {}", numbered(issue));
-        if let Some(body) = text_field(comment, "body") {
-            text.push('\n');
-            text.push_str(&quoted(body));
-        }
-        return Ok(text);
+        return Ok(with_quote(
+            format!("[{repo}] {who} commented on {}", numbered(issue)),
+            text_field(comment, "body"),
+        ));
     }
     if let Some(issue) = object("issue") {
         return Ok(format!(
@@ -191,15 +185,13 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     }
     // A comment on a discussion (GitHub's `discussion_comment`): the discussion is named too.
     if let (Some(discussion), Some(comment)) = (object("discussion"), object("comment")) {
-        let mut text = format!(
-            "[{repo}] {who} commented on discussion {}",
-            numbered(discussion)
-        );
-        if let Some(body) = text_field(comment, "body") {
-            text.push('\n');
-            text.push_str(&quoted(body));
-        }
-        return Ok(text);
+        return Ok(with_quote(
+            format!(
+                "[{repo}] {who} commented on discussion {}",
+                numbered(discussion)
+            ),
+            text_field(comment, "body"),
+        ));
     }
     // A comment on a commit (`commit_comment`): no issue or pull request, the commit's id.
     if let Some(comment) = object("comment")
@@ -210,12 +202,10 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
             Some(url) => link(url, short),
             None => literal_text(short).into_owned(),
         };
-        let mut text = format!("[{repo}] {who} commented on commit {name}");
-        if let Some(body) = text_field(comment, "body") {
-            text.push('\n');
-            text.push_str(&quoted(body));
-        }
-        return Ok(text);
+        return Ok(with_quote(
+            format!("[{repo}] {who} commented on commit {name}"),
+            text_field(comment, "body"),
+        ));
     }
     if let Some(release) = object("release") {
         let name = text_field(release, "name")
@@ -511,6 +501,16 @@ fn numbered(item: &Map<String, Value>) -> String {
 
 /// The first lines of a comment or review, quoted; its Markdown links (`[t](u)`, as GitHub's
 /// and Gitea's comments are written) become Chat links, and the rest is text as typed.
+/// A headline, and under it the first lines of what was written (a comment, a review), if
+/// anything was.
+fn with_quote(mut headline: String, body: Option<&str>) -> String {
+    if let Some(body) = body {
+        headline.push('\n');
+        headline.push_str(&quoted(body));
+    }
+    headline
+}
+
 fn quoted(body: &str) -> String {
     const LINES: usize = 3;
     let mut lines: Vec<String> = body
