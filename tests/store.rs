@@ -496,8 +496,8 @@ backends::on_both!(
         );
         let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
         assert_eq!(second.id, "r2");
-        // r1 retried by hand while r2 is being sent: the older one is the head again, but
-        // another worker (another replica) must not send it beside r2.
+        // r1 retried by hand while r2 is being sent: another worker (another replica) must
+        // not send it beside r2.
         store
             .retry_delivery("r1", now + 1, now + 100_000)
             .await
@@ -521,6 +521,69 @@ backends::on_both!(
             .unwrap()
             .unwrap();
         assert_eq!(retried.id, "r1");
+    }
+);
+
+backends::on_both!(
+    a_delivery_retried_by_hand_goes_behind_its_targets_queue_and_between_no_parts,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 7_000_000;
+        let mut long = delivery("r2", "channel:5", now);
+        long.chunks = vec!["part 1".into(), "part 2".into()];
+        store
+            .enqueue(&delivery("r1", "channel:5", now))
+            .await
+            .unwrap();
+        store.enqueue(&long).await.unwrap();
+        store
+            .enqueue(&delivery("r3", "channel:5", now))
+            .await
+            .unwrap();
+        let first = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+        assert_eq!(first.id, "r1");
+        assert!(
+            store
+                .finish("r1", "a", "failed", now, Some("{}"), now)
+                .await
+                .unwrap()
+        );
+        // r2's first part is posted, then DSM turns the second away for now (a 411): back to
+        // the queue, half sent.
+        let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+        assert_eq!(second.id, "r2");
+        store
+            .record_post("r2", "a", 0, &[(0, Some(71))], now)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .finish("r2", "a", "queued", now + 1, Some("{}"), now)
+                .await
+                .unwrap()
+        );
+        // r1 retried by hand meanwhile: it must not land between r2's parts, nor before r3,
+        // which was handed over before the retry.
+        store
+            .retry_delivery("r1", now + 1, now + 100_000)
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        for step in 2..5 {
+            let at = now + step;
+            let row = store.claim("b", at, at + 60_000).await.unwrap().unwrap();
+            assert!(store.finish(&row.id, "b", "delivered", at, None, at).await.unwrap());
+            order.push(row.id);
+        }
+        assert_eq!(order, ["r2", "r3", "r1"]);
+        // The listing follows the new place, and an enqueue after it gets a later one still.
+        store
+            .enqueue(&delivery("r4", "channel:5", now))
+            .await
+            .unwrap();
+        let listed = store.deliveries(None, None, 10).await.unwrap().unwrap();
+        let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["r2", "r3", "r1", "r4"]);
     }
 );
 

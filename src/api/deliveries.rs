@@ -277,8 +277,9 @@ pub async fn get_delivery(
 /// Retry a failed delivery
 ///
 /// Puts a `failed` delivery back in the queue, due now, with a fresh `delivery.max_age_secs`
-/// (`subscriptions.max_age_secs` for an event POSTed to a subscription).
-/// Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write,
+/// (`subscriptions.max_age_secs` for an event POSTed to a subscription), behind what its
+/// target has queued (it never goes out between another message's parts; listings show it in
+/// its new place). Chunks already posted are not posted again. 409 for a delivery in any other state. Scope: write,
 /// for a delivery the key handed over itself; admin for any other (a hook's, a subscription's).
 #[utoipa::path(security(("bearer" = ["write"])), tag = "deliveries",
     params(DeliveryPath),

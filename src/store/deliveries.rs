@@ -668,17 +668,61 @@ impl Store {
         Ok(penalty.unwrap_or(0))
     }
 
-    /// A failed delivery back to the queue, due now.
+    /// A failed delivery back to the queue, due now, behind whatever its target has queued:
+    /// handed over again, it takes a new place in the order (a fresh `seq`). Kept at its old
+    /// place it would be the target's head at once, and go out between the parts of a long
+    /// message already partly posted.
     pub async fn retry_delivery(
         &self,
         id: &str,
         now: i64,
         expires_at: i64,
     ) -> Result<Transition, StoreError> {
-        let sql = "UPDATE deliveries SET state = 'queued', next_attempt_at = $2, expires_at = $3, \
-                   finished_at = NULL, updated_at = $2 WHERE id = $1 AND state = 'failed'";
-        let done = with_pool!(self, p => sqlx::query(sql).bind(id).bind(now).bind(expires_at)
-            .execute(p).await?.rows_affected());
+        const REQUEUE: &str = "state = 'queued', next_attempt_at = $2, expires_at = $3, \
+            finished_at = NULL, updated_at = $2";
+        let done = match &self.pool {
+            Pool::Sqlite(p) => {
+                // AUTOINCREMENT never hands out a seq again, but an UPDATE does not advance
+                // its counter: the new place is taken past both, and the counter moved to it.
+                let mut tx = p.begin().await?;
+                let next: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(v), 0) + 1 FROM (SELECT MAX(seq) AS v FROM deliveries \
+                     UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'deliveries')",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let done = sqlx::query(&format!(
+                    "UPDATE deliveries SET seq = $4, {REQUEUE} WHERE id = $1 AND state = 'failed'"
+                ))
+                .bind(id)
+                .bind(now)
+                .bind(expires_at)
+                .bind(next)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done == 1 {
+                    sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'deliveries'")
+                        .bind(next)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                done
+            }
+            Pool::Postgres(p) => {
+                sqlx::query(&format!(
+                    "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
+                     WHERE id = $1 AND state = 'failed'"
+                ))
+                .bind(id)
+                .bind(now)
+                .bind(expires_at)
+                .execute(p)
+                .await?
+                .rows_affected()
+            }
+        };
         self.transition(id, done).await
     }
 
