@@ -22,8 +22,8 @@
 //!   when it leaves the part at least half full, so a text is not cut into crumbs;
 //! - no break falls inside a Chat link or token written `<…>` (`<https://url|label with
 //!   spaces>`), unless that link alone is longer than `max_chars`;
-//! - nor inside a fenced code block (from a line starting with three backticks to the line
-//!   closing it) when a break outside it is possible and the block fits in a part: a break
+//! - nor inside a fenced code block (CommonMark's: from a line opening one with three or more
+//!   backticks or tildes to the line closing it; "```x``` text" is inline code) when a break outside it is possible and the block fits in a part: a break
 //!   inside would leave one part's fence open and make the next part's closing fence open one.
 //!   A block longer than a part breaks between its lines where it can (never inside its
 //!   opening or closing line), and is closed and opened again there;
@@ -89,15 +89,15 @@ impl Part {
 fn plan_parts(text: &str, chars: &[char], max_chars: usize) -> Vec<Part> {
     let max_chars = max_chars.max(1);
     let links = link_spans(chars);
-    let fences = fence_spans(chars);
+    let fences = fences(chars);
     let long: Vec<LongFence> = fences
         .iter()
-        .filter(|&&(s, e)| e - s > max_chars)
-        .filter_map(|&span| LongFence::of(chars, span, max_chars))
+        .filter(|f| f.span.1 - f.span.0 > max_chars)
+        .filter_map(|f| LongFence::of(chars, f, max_chars))
         .collect();
     let mut keep: Vec<Span> = fences
         .iter()
-        .copied()
+        .map(|f| f.span)
         .filter(|&(s, e)| e - s <= max_chars)
         .collect();
     // A long block breaks in its body: never in its opening line or right after it (a part
@@ -164,45 +164,24 @@ struct LongFence {
     open_end: usize,
     /// The start of its closing line (`span.1` for a block left open).
     close_start: usize,
-    /// Its backtick run, which closes it.
+    /// Its fence run (backticks or tildes), which closes it.
     marker: Span,
 }
 
 impl LongFence {
     /// `None` for a block whose opening line takes too much of a part to be repeated (the
     /// block is then cut like any text).
-    fn of(chars: &[char], span: Span, max_chars: usize) -> Option<Self> {
-        let (start, end) = span;
+    fn of(chars: &[char], block: &Fence, max_chars: usize) -> Option<Self> {
+        let (start, end) = block.span;
         let open_end = chars[start..end]
             .iter()
             .position(|&c| c == '\n')
             .map_or(end, |i| start + i + 1);
-        let ticks = start + chars[start..].iter().take_while(|&&c| c == ' ').count();
-        let marker = (
-            ticks,
-            ticks + chars[ticks..].iter().take_while(|&&c| c == '`').count(),
-        );
-        // The last line closes the block when it is a fence line (and not the opening one):
-        // any such line closes an open block, so only a block left open ends otherwise.
-        let body_end = end - usize::from(end > open_end && chars[end - 1] == '\n');
-        let last_line = chars[open_end..body_end.max(open_end)]
-            .iter()
-            .rposition(|&c| c == '\n')
-            .map_or(open_end, |i| open_end + i + 1);
-        let is_fence_line = |at: usize| {
-            let mut line = chars[at..end].iter().skip_while(|&&c| c == ' ');
-            line.by_ref().take(3).filter(|&&c| c == '`').count() == 3
-        };
-        let close_start = if end > open_end && is_fence_line(last_line) {
-            last_line
-        } else {
-            end
-        };
         let fence = LongFence {
-            span,
+            span: block.span,
             open_end,
-            close_start,
-            marker,
+            close_start: block.close_start.unwrap_or(end),
+            marker: block.marker,
         };
         let overhead = (open_end - start) + fence.close_len();
         (open_end < end && overhead <= max_chars / 2).then_some(fence)
@@ -295,33 +274,66 @@ fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> 
 /// A character range `[start, end)` to keep in one part.
 type Span = (usize, usize);
 
-/// Character spans `[start, end)` of fenced code blocks: from the start of a line opening one
-/// (three backticks after any spaces) to the end of the line closing it, its line break
-/// included; an unclosed block runs to the end.
-fn fence_spans(chars: &[char]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut open = None;
+/// A fenced code block: `span` `[start, end)` from the start of its opening line to the end of
+/// its closing line (its line break included), or to the end of the text when left open.
+#[derive(Debug, PartialEq)]
+struct Fence {
+    span: Span,
+    /// The opening line's run of backticks or tildes.
+    marker: Span,
+    /// Where its closing line starts; `None` for a block left open.
+    close_start: Option<usize>,
+}
+
+/// The fenced code blocks of `chars`, as CommonMark reads them: a line of at most three
+/// spaces, then three or more backticks or tildes, opens one (after backticks, no backtick on
+/// the rest of the line: "```x``` is code" is inline code, not a fence); the first later line
+/// of at least as many of the same character with nothing but blanks after them closes it.
+fn fences(chars: &[char]) -> Vec<Fence> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, Span)> = None;
     let mut line_start = 0;
     while line_start < chars.len() {
         let line_end = chars[line_start..]
             .iter()
             .position(|&c| c == '\n')
             .map_or(chars.len(), |i| line_start + i + 1);
-        let mut line = chars[line_start..line_end]
-            .iter()
-            .skip_while(|&&c| c == ' ');
-        if line.by_ref().take(3).filter(|&&c| c == '`').count() == 3 {
-            match open.take() {
-                Some(start) => spans.push((start, line_end)),
-                None => open = Some(line_start),
+        let line = &chars[line_start..line_end];
+        let indent = line.iter().take_while(|&&c| c == ' ').count();
+        let run_char = line.get(indent).copied().filter(|&c| c == '`' || c == '~');
+        let run = run_char.map_or(0, |c| line[indent..].iter().take_while(|&&x| x == c).count());
+        if indent <= 3 && run >= 3 {
+            let rest = &line[indent + run..];
+            let marker = (line_start + indent, line_start + indent + run);
+            match open {
+                None if run_char != Some('`') || !rest.contains(&'`') => {
+                    open = Some((line_start, marker));
+                }
+                Some((start, opener))
+                    if chars[opener.0] == line[indent]
+                        && run >= opener.1 - opener.0
+                        && rest.iter().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) =>
+                {
+                    blocks.push(Fence {
+                        span: (start, line_end),
+                        marker: opener,
+                        close_start: Some(line_start),
+                    });
+                    open = None;
+                }
+                _ => {}
             }
         }
         line_start = line_end;
     }
-    if let Some(start) = open {
-        spans.push((start, chars.len()));
+    if let Some((start, marker)) = open {
+        blocks.push(Fence {
+            span: (start, chars.len()),
+            marker,
+            close_start: None,
+        });
     }
-    spans
+    blocks
 }
 
 /// Character spans `[start, end)` of `<…>` links and tokens on one line, to keep whole.
@@ -548,10 +560,43 @@ mod tests {
             parts.iter().all(|p| fence_lines(p).is_multiple_of(2)),
             "{parts:?}"
         );
-        assert_eq!(
-            fence_spans(&"a\n```x\n```\nb\n  ```\nc".chars().collect::<Vec<_>>()),
-            [(2, 11), (13, 20)]
-        );
+        let spans = |text: &str| -> Vec<Span> {
+            fences(&text.chars().collect::<Vec<_>>())
+                .iter()
+                .map(|f| f.span)
+                .collect()
+        };
+        assert_eq!(spans("a\n```x\n```\nb\n  ```\nc"), [(2, 11), (13, 20)]);
+        // CommonMark's rules: inline code is no fence, a longer fence holds a shorter run, a
+        // closing line has nothing after its run, tildes fence too, four spaces indent code.
+        assert_eq!(spans("```x``` is inline code\nmore\n"), []);
+        assert_eq!(spans("````\n```\nstill code\n````\nout"), [(0, 25)]);
+        assert_eq!(spans("```\n``` not a close\n```\n"), [(0, 24)]);
+        assert_eq!(spans("~~~sh\nls ```\n~~~\nout"), [(0, 17)]);
+        assert_eq!(spans("~~~\n```\n~~~"), [(0, 11)]);
+        assert_eq!(spans("    ```\ncode\n"), []);
+    }
+
+    #[test]
+    fn a_line_of_inline_code_in_triple_backticks_is_text_not_a_block() {
+        let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        let text = format!("```x``` is inline code\n{}\nend", words.join(" "));
+        let parts = split_message(&text, 100);
+        assert!(parts.len() >= 2, "{parts:?}");
+        // Nothing repeated, nothing added: the parts are the text.
+        assert_eq!(parts.concat(), text);
+        check_invariants(&text, 100);
+        // A block fenced with more backticks holds a shorter run, and is reopened with its own.
+        let body: String = (0..20).map(|i| format!("```\nline {i}\n")).collect();
+        let text = format!("````md\n{body}````\nafter");
+        let parts = check_invariants(&text, 60);
+        assert!(parts[0].starts_with("````md\n"), "{parts:?}");
+        for part in &parts[..parts.len() - 1] {
+            assert!(part.ends_with("\n````"), "{part:?}");
+        }
+        for part in &parts[1..] {
+            assert!(part.starts_with("````md\n"), "{part:?}");
+        }
     }
 
     #[test]
