@@ -18,7 +18,7 @@
 //!   opened again, with its opening line (and its language), at the start of the next, so
 //!   every post shows code as code. Nothing else is added or removed;
 //! - breaks fall, by preference, after a blank line (paragraph), after a new line, after any
-//!   whitespace (word); a break before a chosen position of the first two kinds is only taken
+//!   whitespace but a no-break space (word); a break before a chosen position of the first two kinds is only taken
 //!   when it leaves the part at least half full, so a text is not cut into crumbs;
 //! - no break falls inside a Chat link or token written `<…>` (`<https://url|label with
 //!   spaces>`), unless that link alone is longer than `max_chars`;
@@ -89,6 +89,13 @@ impl Part {
 fn plan_parts(text: &str, chars: &[char], max_chars: usize) -> Vec<Part> {
     let max_chars = max_chars.max(1);
     let links = link_spans(chars);
+    // A link longer than a part cannot be kept whole: it breaks between words like any text
+    // (the fallback below still starts it on a part of its own when it has no space).
+    let whole_links: Vec<Span> = links
+        .iter()
+        .copied()
+        .filter(|&(s, e)| e - s <= max_chars)
+        .collect();
     let fences = fences(chars);
     let long: Vec<LongFence> = fences
         .iter()
@@ -111,7 +118,7 @@ fn plan_parts(text: &str, chars: &[char], max_chars: usize) -> Vec<Part> {
     );
     let breaks = Breaks {
         clusters: cluster_boundaries(text, chars.len()),
-        in_link: inside(&links, chars.len()),
+        in_link: inside(&whole_links, chars.len()),
         in_fence: inside(&keep, chars.len()),
         in_opening_line: inside(&opening_lines, chars.len()),
         links,
@@ -203,12 +210,12 @@ impl LongFence {
 struct Breaks {
     /// An extended grapheme cluster boundary.
     clusters: Vec<bool>,
-    /// Strictly inside a `<…>` link (of `links`) or a fenced block that fits in a part.
+    /// Strictly inside a `<…>` link that fits in a part, or a fenced block that does.
     in_link: Vec<bool>,
     in_fence: Vec<bool>,
     /// In the opening line of a block longer than a part, or right after it: never a break.
     in_opening_line: Vec<bool>,
-    /// The link spans, in order.
+    /// Every link span, in order.
     links: Vec<Span>,
 }
 
@@ -249,7 +256,10 @@ fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> 
     };
     let paragraph = |w: &[char], p: usize| p >= 2 && w[p - 1] == '\n' && w[p - 2] == '\n';
     let line = |w: &[char], p: usize| w[p - 1] == '\n';
-    let word = |w: &[char], p: usize| w[p - 1].is_whitespace();
+    // A no-break space asks for no break (`12 km`, `10 000`).
+    let word = |w: &[char], p: usize| {
+        w[p - 1].is_whitespace() && !matches!(w[p - 1], '\u{a0}' | '\u{2007}' | '\u{202f}')
+    };
     for keep_fences in [true, false] {
         if let Some(p) = best(paragraph, half, keep_fences)
             .or_else(|| best(line, half, keep_fences))
@@ -261,9 +271,12 @@ fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> 
     // No whitespace: cut before a link the limit would cut, else at the last cluster boundary
     // within the limit (a lone cluster longer than the limit is cut at the limit).
     let cut = max + offset;
-    let link_start = breaks.in_link[cut]
-        .then(|| breaks.links.partition_point(|&(s, _)| s < cut))
-        .and_then(|after| breaks.links.get(after.checked_sub(1)?))
+    let link_start = breaks
+        .links
+        .partition_point(|&(s, _)| s < cut)
+        .checked_sub(1)
+        .and_then(|last| breaks.links.get(last))
+        .filter(|&&(_, e)| e > cut)
         .map(|&(s, _)| s);
     match link_start {
         Some(s) if s > offset && boundary(s - offset) => s - offset,
@@ -301,7 +314,9 @@ fn fences(chars: &[char]) -> Vec<Fence> {
         let line = &chars[line_start..line_end];
         let indent = line.iter().take_while(|&&c| c == ' ').count();
         let run_char = line.get(indent).copied().filter(|&c| c == '`' || c == '~');
-        let run = run_char.map_or(0, |c| line[indent..].iter().take_while(|&&x| x == c).count());
+        let run = run_char.map_or(0, |c| {
+            line[indent..].iter().take_while(|&&x| x == c).count()
+        });
         if indent <= 3 && run >= 3 {
             let rest = &line[indent + run..];
             let marker = (line_start + indent, line_start + indent + run);
@@ -336,18 +351,18 @@ fn fences(chars: &[char]) -> Vec<Fence> {
     blocks
 }
 
-/// Character spans `[start, end)` of `<…>` links and tokens on one line, to keep whole.
+/// Character spans `[start, end)` of Chat links (`<scheme:…|label>`) and tokens (`<@…>`, `<#…>`,
+/// `<!…>`) on one line, to keep whole; any other `<` is text (`x<y … =>` is no link).
 fn link_spans(chars: &[char]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         if chars[i] == '<'
+            && opens_link_or_token(&chars[i + 1..])
             && let Some(len) = chars[i + 1..]
                 .iter()
                 .take_while(|&&c| c != '\n' && c != '<')
                 .position(|&c| c == '>')
-            && len > 0
-            && !chars[i + 1].is_whitespace()
         {
             spans.push((i, i + len + 2));
             i += len + 2;
@@ -356,6 +371,20 @@ fn link_spans(chars: &[char]) -> Vec<(usize, usize)> {
         }
     }
     spans
+}
+
+/// Whether the text after a `<` starts a Chat link (a URL scheme and `:`) or a token.
+fn opens_link_or_token(after: &[char]) -> bool {
+    match after.first() {
+        Some('@' | '#' | '!') => true,
+        Some(c) if c.is_ascii_alphabetic() => {
+            after
+                .iter()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                == Some(&':')
+        }
+        _ => false,
+    }
 }
 
 /// What sending one part can answer.
@@ -734,13 +763,13 @@ mod tests {
     fn a_text_of_many_links_is_split_in_one_pass() {
         // Every space inside a link: looking through all the links for every candidate break
         // took the square of the length (minutes for a hook's 5 MB body).
-        let text = "<a b>".repeat(60_000);
+        let text = "<@a b>".repeat(60_000);
         let parts = check_invariants(&text, DEFAULT_MAX_MESSAGE_CHARS);
         assert!(
-            parts.iter().all(|p| p.starts_with("<a b>")),
+            parts.iter().all(|p| p.starts_with("<@a b>")),
             "a link was cut"
         );
-        let fenced = "```\n<a b>\n```\n".repeat(20_000);
+        let fenced = "```\n<@a b>\n```\n".repeat(20_000);
         check_invariants(&fenced, DEFAULT_MAX_MESSAGE_CHARS);
     }
 
@@ -875,6 +904,38 @@ mod tests {
         // A link longer than the limit is cut: nothing else can be done.
         let long = format!("<https://x.example/{}>", "b".repeat(40));
         check_invariants(&long, 20);
+        // With spaces in its label, it breaks between words like any text.
+        let labelled = format!("<https://x.example/a|{}>", "word ".repeat(10));
+        let parts = check_invariants(&labelled, 30);
+        assert!(parts.iter().all(|p| !p.ends_with("wo")), "{parts:?}");
+    }
+
+    #[test]
+    fn a_less_than_sign_that_opens_no_link_is_text() {
+        // `x<y … =>`: the `>` of an arrow further on does not make the line one link.
+        let text = format!("x<y {}=> done", "lorem ipsum ".repeat(20));
+        let parts = check_invariants(&text, 100);
+        assert!(parts[0].starts_with("x<y lorem"), "{parts:?}");
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.ends_with(' ') || p.ends_with("done")),
+            "{parts:?}"
+        );
+        // No break after a no-break space.
+        let text = format!("{} 12345\u{a0}kmkmkmkmkm", "a".repeat(90));
+        assert_eq!(check_invariants(&text, 100)[1], "12345\u{a0}kmkmkmkmkm");
+        // Links and tokens are still kept whole.
+        for link in [
+            "<https://x.example/a b|c d>",
+            "<@U1|bob smith>",
+            "<#C1|ops room>",
+            "<!here>",
+        ] {
+            let text = format!("{}{link} tail", "z".repeat(15));
+            let parts = check_invariants(&text, 30);
+            assert!(parts.iter().any(|p| p.contains(link)), "{link}: {parts:?}");
+        }
     }
 
     #[actix_rt::test]

@@ -572,7 +572,12 @@ backends::on_both!(
         for step in 2..5 {
             let at = now + step;
             let row = store.claim("b", at, at + 60_000).await.unwrap().unwrap();
-            assert!(store.finish(&row.id, "b", "delivered", at, None, at).await.unwrap());
+            assert!(
+                store
+                    .finish(&row.id, "b", "delivered", at, None, at)
+                    .await
+                    .unwrap()
+            );
             order.push(row.id);
         }
         assert_eq!(order, ["r2", "r3", "r1"]);

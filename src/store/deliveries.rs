@@ -710,18 +710,16 @@ impl Store {
                 tx.commit().await?;
                 done
             }
-            Pool::Postgres(p) => {
-                sqlx::query(&format!(
-                    "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
+            Pool::Postgres(p) => sqlx::query(&format!(
+                "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
                      WHERE id = $1 AND state = 'failed'"
-                ))
-                .bind(id)
-                .bind(now)
-                .bind(expires_at)
-                .execute(p)
-                .await?
-                .rows_affected()
-            }
+            ))
+            .bind(id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(p)
+            .await?
+            .rows_affected(),
         };
         self.transition(id, done).await
     }
