@@ -1170,6 +1170,16 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", e.to_string()));
         }
+        if let Some(word) = bare_target(&self.log.level) {
+            return Err(ConfigError::new(
+                "log.level",
+                format!(
+                    "{word:?} is not a level (off, error, warn, info, debug, trace); a bare name \
+                     selects a log target and would switch every other line off: use a level, \
+                     or target=level"
+                ),
+            ));
+        }
         if let Some(url) = &self.server.public_url
             && (!matches!(url.scheme(), "http" | "https")
                 || url.host_str().is_none()
@@ -1500,6 +1510,20 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     ))
 }
 
+/// The first directive of a log filter that is a bare name other than a level (`warning`,
+/// `verbose`): `EnvFilter` reads it as "this target at every level", which silences every other
+/// line, where the operator meant a level.
+fn bare_target(filter: &str) -> Option<&str> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    filter.split(',').map(str::trim).find(|directive| {
+        !directive.is_empty()
+            && !directive.contains(['=', '['])
+            && !LEVELS
+                .iter()
+                .any(|level| directive.eq_ignore_ascii_case(level))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1807,6 +1831,17 @@ mod tests {
         let err = load(&[("SYNOCHAT__LOG__LEVEL", "nonsense=bogus")]).unwrap_err();
         assert_eq!(err.key, "log.level");
         load(&[("SYNOCHAT__LOG__LEVEL", "syno_chat_gateway=debug,warn")]).unwrap();
+        // A word that is no level parses as a target and would silence every other line.
+        for typo in ["warning", "verbose", "info,warning"] {
+            let err = load(&[("SYNOCHAT__LOG__LEVEL", typo)]).unwrap_err();
+            assert_eq!(err.key, "log.level");
+            assert!(
+                err.reason.contains("\"warning\"") || err.reason.contains("\"verbose\""),
+                "{err}"
+            );
+        }
+        load(&[("SYNOCHAT__LOG__LEVEL", "INFO")]).unwrap();
+        load(&[("SYNOCHAT__LOG__LEVEL", "off")]).unwrap();
     }
 
     #[test]
