@@ -68,7 +68,7 @@ impl Signing {
     /// hook refuses it before reading its body.
     pub fn is_presented(&self, headers: &HeaderMap) -> bool {
         if self.secret.expose_secret().starts_with("whsec_") {
-            return headers.contains_key("webhook-signature");
+            return standard_header(headers, "signature").is_some();
         }
         match &self.header {
             Some(custom) => headers.contains_key(custom),
@@ -100,11 +100,10 @@ impl Signing {
     /// `{webhook-id}.{webhook-timestamp}.{body}` (several while a secret rotates); one that
     /// matches is enough. The timestamp must be within 5 minutes of now.
     fn verify_standard(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Unsigned> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(id), Some(stamp), Some(signatures)) = (
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
+            standard_header(headers, "id"),
+            standard_header(headers, "timestamp"),
+            standard_header(headers, "signature"),
         ) else {
             return Err(Unsigned::Missing);
         };
@@ -175,6 +174,18 @@ fn strip_prefix_ignoring_case<'a>(value: &'a str, prefix: &str) -> Option<&'a st
     let head = value.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &value[prefix.len()..])
+}
+
+/// A Standard Webhooks header (`id`, `timestamp`, `signature`): `webhook-<name>`, or Svix's own
+/// `svix-<name>`, which every Svix sender uses unless its plan white-labels them (as Svix's
+/// libraries read them).
+pub fn standard_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let value = |prefix: &str| {
+        headers
+            .get(format!("{prefix}{name}"))
+            .and_then(|v| v.to_str().ok())
+    };
+    value("webhook-").or_else(|| value("svix-"))
 }
 
 #[cfg(test)]
@@ -298,6 +309,14 @@ mod tests {
             Err(Unsigned::Stale)
         );
         assert_eq!(s.verify(&headers(&[]), &[body], at), Err(Unsigned::Missing));
+        // Svix's own header names, which its senders use unless white-labelled.
+        let svix = headers(&[
+            ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("svix-timestamp", "1614265330"),
+            ("svix-signature", good),
+        ]);
+        assert!(s.is_presented(&svix));
+        assert_eq!(s.verify(&svix, &[body], at), Ok(()));
         // Timestamps at the ends of the range are stale, not an overflow.
         for stamp in ["-9223372036854775808", "9223372036854775807"] {
             let extreme = headers(&[

@@ -871,10 +871,12 @@ fn replayed(mut answer: HttpResponseBuilder, duplicate: bool) -> HttpResponseBui
 }
 
 /// Headers in which senders name the event a request delivers, the same on every redelivery
-/// of it: Standard Webhooks' `webhook-id` and the forges' delivery GUIDs (Gitea and Forgejo
-/// send GitHub's header too, with the same value). A caller's `Idempotency-Key` is read apart.
-const EVENT_ID_HEADERS: [&str; 5] = [
+/// of it: Standard Webhooks' `webhook-id` (Svix's `svix-id`) and the forges' delivery GUIDs
+/// (Gitea and Forgejo send GitHub's header too, with the same value). A caller's
+/// `Idempotency-Key` is read apart.
+const EVENT_ID_HEADERS: [&str; 6] = [
     "webhook-id",
+    "svix-id",
     "x-github-delivery",
     "x-gitea-delivery",
     "x-forgejo-delivery",

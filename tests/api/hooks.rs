@@ -1081,7 +1081,7 @@ async fn a_signed_hook_takes_what_its_sender_signed_and_nothing_else() {
 }
 
 /// A Standard Webhooks sender: signed with a `whsec_` secret, and a redelivery (the same
-/// `webhook-id`) answered as the first and not posted again.
+/// `webhook-id`, or Svix's `svix-id`) answered as the first and not posted again.
 #[actix_rt::test]
 async fn a_standard_webhooks_sender_is_verified_and_its_redelivery_posted_once() {
     let app = app().await;
@@ -1114,6 +1114,21 @@ async fn a_standard_webhooks_sender_is_verified_and_its_redelivery_posted_once()
         param(&posted, "message"),
         Some("Invoice paid\n#1042: 120 EUR")
     );
+    // A Svix sender (its own header names unless white-labelled), and its retry.
+    let body = r#"{"title": "Refund", "message": "svix says hi"}"#;
+    let signature =
+        syno_chat_gateway::events::subscriptions::signature(&secret, "msg_svix", now, body);
+    let svix = [
+        ("svix-id", "msg_svix"),
+        ("svix-timestamp", stamp.as_str()),
+        ("svix-signature", signature.as_str()),
+    ];
+    let first = send_raw(&app, "/hooks/standard", body.as_bytes(), &svix).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let again = send_raw(&app, "/hooks/standard", body.as_bytes(), &svix).await;
+    assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(posts_after_settling(&app, 2).await, 2);
 }
 
 /// Grafana's HMAC with its timestamp header, on a hook that also wants its bearer secret.
