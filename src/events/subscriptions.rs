@@ -479,6 +479,16 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     if responders.is_empty() {
         return None;
     }
+    // Marked before any call starts: a later event that comes meanwhile waits behind these.
+    for s in &responders {
+        note_in_flight(
+            &events.store,
+            &s.id,
+            event.event_id,
+            (reply_budget_ms, max_age_ms),
+        )
+        .await;
+    }
     // From the event's arrival: the outbox's copy becomes due a margin after the same budget.
     let spent = Duration::from_millis(now_ms().saturating_sub(event.received_at).max(0) as u64);
     let deadline = tokio::time::Instant::now() + events.reply_timeout.saturating_sub(spent);
@@ -544,6 +554,26 @@ async fn note_missed(
     };
     if let Err(error) = noted.await {
         tracing::warn!(subscription = %subscription_id, %error, "subscriptions: cannot note a missed reply");
+    }
+}
+
+/// Marks the subscription's delivery of the event as being called synchronously (made first if
+/// the fan-out has not made it yet). Unmarked, a later event could overtake this one's call.
+async fn note_in_flight(
+    store: &crate::store::Store,
+    subscription_id: &str,
+    event_id: i64,
+    (budget, max_age): (i64, i64),
+) {
+    let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
+    let noted = async {
+        store
+            .fan_out_through(subscription_id, event_id, now_ms(), &build)
+            .await?;
+        store.note_reply_in_flight(subscription_id, event_id).await
+    };
+    if let Err(error) = noted.await {
+        tracing::warn!(subscription = %subscription_id, %error, "subscriptions: cannot mark a reply in flight");
     }
 }
 

@@ -908,6 +908,30 @@ async fn an_event_held_for_the_outbox_is_not_overtaken_once_the_receiver_is_back
     );
 }
 
+/// An event that comes while the receiver is still answering the one before (slowly, and in
+/// the end with a failure) does not overtake it: it waits behind it in the outbox.
+#[actix_web::test]
+async fn an_event_does_not_overtake_the_one_whose_reply_is_still_running() {
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.inbound.reply_timeout_ms = 3_000;
+        s.subscriptions.retry_delays_ms = vec![500];
+    })
+    .await;
+    // The first call fails after 1.5 s; everything after succeeds at once.
+    let bot = Receiver::start(&[(500, "", 1_500)], (200, "", 0)).await;
+    let (_, _) = subscribe(&app, json!({"url": bot.url, "respond": true})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping one");
+    bot.wait_for(1).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping two");
+    let got = bot.wait_for(3).await;
+    assert_eq!(
+        event_texts(&got),
+        ["!ping one", "!ping one", "!ping two"],
+        "in event order"
+    );
+}
+
 #[actix_web::test]
 async fn two_replicas_on_postgres_deliver_each_event_once_in_order() {
     let Some(url) = crate::postgres::fresh_database() else {
