@@ -151,6 +151,18 @@ impl CallerLimits {
     }
 }
 
+/// The client's address, as limits count it: the one trusted proxies name, else the peer's,
+/// an IPv6 client's /64 as one ([`address_key`]).
+pub fn client_address(req: &actix_web::HttpRequest) -> Option<IpAddr> {
+    let named = req
+        .extensions()
+        .get::<PublicOrigin>()
+        .and_then(|o| o.client_ip);
+    named
+        .or_else(|| req.peer_addr().map(|a| a.ip()))
+        .map(address_key)
+}
+
 /// An IPv6 client usually holds a whole /64: one bucket for it, or it would get 2^64 buckets.
 fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
@@ -203,15 +215,11 @@ pub fn refuses(req: &ServiceRequest) -> bool {
     let (limiter_decision, quota, policy) = match key {
         Some(key) => (limits.keys.check(&key), limits.keys.quota(), "key"),
         None => {
-            let client_ip = req
-                .extensions()
-                .get::<PublicOrigin>()
-                .and_then(|o| o.client_ip);
-            let Some(ip) = client_ip.or_else(|| req.peer_addr().map(|a| a.ip())) else {
+            let Some(ip) = client_address(req.request()) else {
                 return false;
             };
             (
-                limits.addresses.check(&address_key(ip)),
+                limits.addresses.check(&ip),
                 limits.addresses.quota(),
                 "address",
             )

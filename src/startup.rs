@@ -350,7 +350,7 @@ impl Application {
                     Some((name.clone(), api::hooks::Hook::from_settings(hook)?))
                 })
                 .collect(),
-            hook_bodies: Arc::new(tokio::sync::Semaphore::new(api::hooks::BODIES_AT_ONCE)),
+            hook_bodies: Arc::new(api::hooks::HookBodies::new()),
         });
         let hook_state = state.clone();
         let mut document = api::openapi_document();

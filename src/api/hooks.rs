@@ -5,6 +5,8 @@
 //! through [`dispatch`].
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::{ConnectionType, StatusCode, header};
@@ -42,11 +44,105 @@ pub fn routes(cfg: &mut ServiceConfig) {
 /// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
 const MAX_HOOK_BODY: usize = 5 * 1024 * 1024;
 /// Hook bodies read and rendered at once, across workers: each may hold [`MAX_HOOK_BODY`] and
-/// a few times that while it is rendered, and a signed hook admits a request on the mere
-/// presence of a signature, checked once its body is read.
+/// a few times that while it is rendered. As many again for requests a signed hook admits on
+/// the mere presence of a signature, checked once its body is read ([`HookBodies`]).
 pub const BODIES_AT_ONCE: usize = 16;
+/// Bodies of the second kind one client address may have read at once: a sender without any
+/// secret trickling bodies in must not hold all of them.
+const UNVERIFIED_PER_ADDRESS: usize = 2;
 /// How long a hook request waits for one of those before a 503 (a burst of senders).
 const BODY_PERMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How a request got past a hook's door, before its body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admission {
+    /// It presented the hook's secret.
+    Secret,
+    /// It carries a signature header, which only its body can prove (anyone can send one).
+    SignatureToCheck,
+}
+
+/// The permits to read hook bodies: those of callers that proved a secret apart from those
+/// that only claim a signature, so slow unverified bodies cannot keep every hook busy; and of
+/// the latter, at most [`UNVERIFIED_PER_ADDRESS`] a client address.
+pub struct HookBodies {
+    proven: Arc<tokio::sync::Semaphore>,
+    unverified: Arc<tokio::sync::Semaphore>,
+    unverified_by_address: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// A body's permit; an unverified one also counts against its address until dropped.
+struct BodyPermit<'a> {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _counted: Option<AddressCount<'a>>,
+}
+
+/// One unverified body counted against `ip`, until dropped.
+struct AddressCount<'a> {
+    bodies: &'a HookBodies,
+    ip: IpAddr,
+}
+
+impl Drop for AddressCount<'_> {
+    fn drop(&mut self) {
+        let mut held = self.bodies.held_by_address();
+        if let std::collections::hash_map::Entry::Occupied(mut n) = held.entry(self.ip) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+}
+
+impl HookBodies {
+    pub fn new() -> Self {
+        Self {
+            proven: Arc::new(tokio::sync::Semaphore::new(BODIES_AT_ONCE)),
+            unverified: Arc::new(tokio::sync::Semaphore::new(BODIES_AT_ONCE)),
+            unverified_by_address: Default::default(),
+        }
+    }
+
+    fn held_by_address(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, usize>> {
+        self.unverified_by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A permit to read a body admitted so, waiting [`BODY_PERMIT_WAIT`] at most; `None`: busy.
+    async fn permit(&self, admission: Admission, req: &HttpRequest) -> Option<BodyPermit<'_>> {
+        let (slots, counted) = match admission {
+            Admission::Secret => (&self.proven, None),
+            Admission::SignatureToCheck => {
+                let ip = crate::ratelimit::client_address(req)?;
+                let mut held = self.held_by_address();
+                let n = held.entry(ip).or_default();
+                if *n >= UNVERIFIED_PER_ADDRESS {
+                    return None;
+                }
+                *n += 1;
+                (&self.unverified, Some(AddressCount { bodies: self, ip }))
+            }
+        };
+        let waiting = tokio::time::timeout(BODY_PERMIT_WAIT, slots.clone().acquire_owned());
+        match waiting.await {
+            Ok(Ok(permit)) => Some(BodyPermit {
+                _permit: permit,
+                _counted: counted,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Default for HookBodies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Where a hook posts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,18 +241,19 @@ impl Hook {
     /// compared in constant time on the hashes; a signed hook without one takes requests at its
     /// bare URL (the bearer token then is not its business) that carry a signature, and checks
     /// it once the body is read.
-    fn admits(&self, secret: Secret<'_>, headers: &header::HeaderMap) -> bool {
+    fn admits(&self, secret: Secret<'_>, headers: &header::HeaderMap) -> Option<Admission> {
         let presented = match (&self.secret_hash, secret) {
             (None, Secret::Header(_)) => {
                 return self
                     .signing
                     .as_ref()
-                    .is_some_and(|s| s.is_presented(headers));
+                    .is_some_and(|s| s.is_presented(headers))
+                    .then_some(Admission::SignatureToCheck);
             }
-            (None, Secret::Path(_)) | (Some(_), Secret::Header(None)) => return false,
+            (None, Secret::Path(_)) | (Some(_), Secret::Header(None)) => return None,
             (Some(_), Secret::Path(presented) | Secret::Header(Some(presented))) => presented,
         };
-        self.has_secret(presented)
+        self.has_secret(presented).then_some(Admission::Secret)
     }
 
     /// Whether `presented` is the hook's secret: compared in constant time on the hashes.
@@ -406,7 +503,7 @@ impl utoipa::IntoResponses for HookAnswers {
                 .description("Discord-style senders that asked `?wait=true`: the delivery failed for good on DSM's side (the delivery's problem)")
                 .content("application/problem+json", problem()))
             .response("503", ResponseBuilder::new()
-                .description("The message could not be stored, or 16 hook bodies were already being read (`hooks_busy`); retry later (`Retry-After: 30`). Text/plain `temporarily_unavailable` for Slack-style senders, else a problem; `hooks_busy` is answered before the body is read, so it is text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`")
+                .description("The message could not be stored, or 16 hook bodies were already being read (`hooks_busy`; 16 of requests a secret let in, 16 of requests a signature header let in, at most 2 of those per client address); retry later (`Retry-After: 30`). Text/plain `temporarily_unavailable` for Slack-style senders, else a problem; `hooks_busy` is answered before the body is read, so it is text/plain unless the hook's `format` is set to a format other than `slack` or `mattermost`")
                 .content("text/plain", text(None))
                 .content("application/problem+json", problem()))
             .response("504", ResponseBuilder::new()
@@ -608,17 +705,16 @@ async fn handle(
 ) -> HttpResponse {
     let state = services.0;
     let hook = state.hooks.get(name);
-    let outcome = match hook {
+    let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
+    let outcome = match admitted {
         // A GET with no query carries no message: Discord's senders (Uptime Kuma) read a
         // webhook's URL this way before posting, and a browser or a monitor checks it so.
-        Some(hook) if hook.admits(secret, req.headers()) && is_probe(req) => Outcome::NotPosted {
+        Some((hook, _)) if is_probe(req) => Outcome::NotPosted {
             format: hook.format.unwrap_or(Format::Generic),
             reason: "a GET without a query is a check of the hook; nothing is posted",
         },
-        Some(hook) if hook.admits(secret, req.headers()) => {
-            receive((name, hook), req, payload, services).await
-        }
-        _ => Outcome::NoService,
+        Some((hook, admission)) => receive((name, hook, admission), req, payload, services).await,
+        None => Outcome::NoService,
     };
     // Counted for configured hooks only: a request's made-up name never becomes a label.
     if let (Some(_), Some(metrics)) = (hook, req.app_data::<web::Data<crate::metrics::Metrics>>()) {
@@ -958,7 +1054,7 @@ fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
 }
 
 async fn receive(
-    (name, hook): (&str, &Hook),
+    (name, hook, admission): (&str, &Hook, Admission),
     req: &HttpRequest,
     payload: web::Payload,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
@@ -970,14 +1066,13 @@ async fn receive(
     if declared.is_some_and(|length| length > MAX_HOOK_BODY as u64) {
         return Outcome::TooLarge;
     }
-    let permit =
-        tokio::time::timeout(BODY_PERMIT_WAIT, state.hook_bodies.clone().acquire_owned()).await;
-    let Ok(Ok(permit)) = permit else {
+    let Some(permit) = state.hook_bodies.permit(admission, req).await else {
         return Outcome::Unavailable {
             format: hook.format.unwrap_or(Format::Slack),
             error: ApiError::new(
                 ProblemCode::HooksBusy,
-                format!("{BODIES_AT_ONCE} hook bodies are being read already; retry shortly"),
+                "as many hook bodies as the gateway reads at once are being read already; \
+                 retry shortly",
             ),
         };
     };
@@ -1363,7 +1458,7 @@ mod tests {
         };
         let none = header::HeaderMap::new();
         for presented in [Secret::Path("s3cret"), Secret::Header(Some("s3cret"))] {
-            assert!(hook.admits(presented, &none));
+            assert_eq!(hook.admits(presented, &none), Some(Admission::Secret));
         }
         for wrong in [
             Secret::Path("s3cre"),
@@ -1371,7 +1466,7 @@ mod tests {
             Secret::Header(Some("s3cre")),
             Secret::Header(None),
         ] {
-            assert!(!hook.admits(wrong, &none));
+            assert_eq!(hook.admits(wrong, &none), None);
         }
         // A signed hook without a secret: its bare URL, whatever the bearer token, if the
         // request carries a signature (checked once the body is read; without one the body is
@@ -1386,10 +1481,14 @@ mod tests {
             header::HeaderName::from_static("x-hub-signature-256"),
             header::HeaderValue::from_static("sha256=00"),
         );
-        assert!(signed.admits(Secret::Header(None), &signature));
-        assert!(signed.admits(Secret::Header(Some("anything")), &signature));
-        assert!(!signed.admits(Secret::Header(None), &none));
-        assert!(!signed.admits(Secret::Path("s3cret"), &signature));
+        let to_check = Some(Admission::SignatureToCheck);
+        assert_eq!(signed.admits(Secret::Header(None), &signature), to_check);
+        assert_eq!(
+            signed.admits(Secret::Header(Some("anything")), &signature),
+            to_check
+        );
+        assert_eq!(signed.admits(Secret::Header(None), &none), None);
+        assert_eq!(signed.admits(Secret::Path("s3cret"), &signature), None);
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub struct AppState {
     /// The configured `/hooks` endpoints by name.
     pub hooks: hooks::Hooks,
     /// Hook bodies being read and rendered: a permit each ([`hooks::BODIES_AT_ONCE`]).
-    pub hook_bodies: Arc<tokio::sync::Semaphore>,
+    pub hook_bodies: Arc<hooks::HookBodies>,
 }
 
 /// Whether `name` is a configured hook's: a lone segment after `/hooks/` that is not one is a

@@ -1548,25 +1548,46 @@ async fn a_stalled_hook_body_answers_408() {
     assert!(answer.ends_with("request_timeout"), "{answer}");
 }
 
-/// Hook bodies held at once are capped (a signed hook admits a request on the mere presence of
-/// a signature header, before its body can be checked): beyond the cap a sender is told to
-/// retry, and a body declared over the limit is refused before a byte of it is read.
+/// Hook bodies held at once are capped: beyond the cap a sender is told to retry, and a body
+/// declared over the limit is refused before a byte of it is read. A signed hook admits a
+/// request on the mere presence of a signature header, before its body can be checked: such
+/// requests have their own cap, and one client address holds two of them at most, so a client
+/// without any secret cannot keep the other hooks busy.
 #[actix_rt::test]
 async fn hook_bodies_held_at_once_are_capped() {
     use std::io::Write;
     let app = app().await;
     let address = app.base.trim_start_matches("http://").to_owned();
-    // Sixteen senders that declare a body and send a little of it.
+    // Senders that declare a body and send a little of it.
+    let stall = |path: &str, extra: &str| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"text\":"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    };
+    let unverified: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| stall("/hooks/signed", "X-Hub-Signature-256: sha256=00\r\n"))
+        .collect();
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    // Hooks with a secret are not held up; a third unverified body from this address is
+    // refused at once.
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "hi"})).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let third = send_raw(
+        &app,
+        "/hooks/signed",
+        br#"{"text": "x"}"#,
+        &[("X-Hub-Signature-256", "sha256=00")],
+    )
+    .await;
+    assert_eq!(third.status.as_u16(), 503, "{}", third.body);
+    drop(unverified);
+    // Sixteen bodies admitted by the secret fill that cap.
     let stalled: Vec<std::net::TcpStream> = (0..16)
-        .map(|_| {
-            let mut stream = std::net::TcpStream::connect(&address).unwrap();
-            let head = format!(
-                "POST /hooks/signed HTTP/1.1\r\nHost: {address}\r\nX-Hub-Signature-256: sha256=00\r\n\
-                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"text\":"
-            );
-            stream.write_all(head.as_bytes()).unwrap();
-            stream
-        })
+        .map(|_| stall(&format!("/hooks/ops/{SECRET}"), ""))
         .collect();
     // Time for all sixteen to be read up to their stall, on a loaded machine too.
     actix_rt::time::sleep(std::time::Duration::from_millis(1_000)).await;
