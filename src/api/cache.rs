@@ -170,7 +170,7 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     }
 
     /// Drops the list after a write that changed it.
-    pub async fn invalidate(&self) {
+    pub fn invalidate(&self) {
         {
             let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(&first.body[..], b"{\"items\":[1]}");
         assert_eq!(loads.load(Ordering::SeqCst), 1);
 
-        lists.invalidate().await;
+        lists.invalidate();
         assert!(lists.fresh().is_none());
         assert_eq!(&load(&lists, &loads, 3).await.body[..], b"{\"items\":[3]}");
         assert_eq!(loads.load(Ordering::SeqCst), 2);
@@ -244,7 +244,7 @@ mod tests {
         });
         let invalidate = async {
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-            lists.invalidate().await;
+            lists.invalidate();
             release.send(()).ok();
         };
         let (loaded, ()) = futures_util::join!(slow, invalidate);

@@ -202,7 +202,7 @@ pub async fn create_channel(
             _ => e.into(),
         })?;
     let channel_id = created.channel_id;
-    state.caches.channels.invalidate().await;
+    state.caches.channels.invalidate();
     // The creator is normally a member already; join answers 117 then (upstream/PROTOCOL.md [C1]).
     if let Err(e) = chat.join_channel(channel_id).await
         && e.dsm_code() != Some(117)
@@ -214,7 +214,7 @@ pub async fn create_channel(
     if !members.is_empty() {
         chat.invite_to_channel(channel_id, &members).await?;
     }
-    state.caches.channels.invalidate().await;
+    state.caches.channels.invalidate();
     // The channel exists now: should the list fail to load, answer with what create said.
     let channel = match state.caches.channels.get_or_load(|| chat.channels()).await {
         Ok(list) => list
@@ -427,7 +427,7 @@ async fn channel_changed(
     result: Result<(), UpstreamError>,
 ) -> Result<HttpResponse, ApiError> {
     result.map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
-    state.caches.channels.invalidate().await;
+    state.caches.channels.invalidate();
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -437,7 +437,7 @@ async fn fresh_channel(
     chat: &Dsm,
     channel_id: ChannelId,
 ) -> Result<Option<Channel>, ApiError> {
-    state.caches.channels.invalidate().await;
+    state.caches.channels.invalidate();
     let list = state
         .caches
         .channels

@@ -555,7 +555,7 @@ async fn users_reloaded_if(
     if !stale(&cached.items) {
         return Ok(cached);
     }
-    state.caches.users.invalidate().await;
+    state.caches.users.invalidate();
     state.caches.users.get_or_load(|| chat.users()).await
 }
 
@@ -796,6 +796,8 @@ pub async fn post_text(
         |e| ApiError::for_resource(e, what),
     )
     .await;
+    // The channel's `last_post_at` in the cached list moved (or may have).
+    state.caches.channels.invalidate();
     match sent {
         Ok(posts) => Ok(super::created_posts(posts)),
         Err(stopped) => {

@@ -11,7 +11,7 @@ use super::common::{
     BotUserPath, ChatbotList, IntegrationPath, Items, WebhookList, done, dsm_object,
 };
 use super::extract::{Json, present};
-use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound};
+use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State};
 use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
@@ -175,14 +175,25 @@ async fn list_webhooks(
     Ok(web::Json(Items { items }))
 }
 
-async fn create_webhook(new: NewWebhook<'_>, chat: Dsm) -> Result<HttpResponse, ApiError> {
+/// The user list holds every integration's bot user: a write to integrations drops it.
+fn bots_changed(state: &State) {
+    state.caches.users.invalidate();
+}
+
+async fn create_webhook(
+    new: NewWebhook<'_>,
+    chat: Dsm,
+    state: &State,
+) -> Result<HttpResponse, ApiError> {
     let channel = match &new {
         NewWebhook::Incoming { channel_id, .. } | NewWebhook::Outgoing { channel_id, .. } => {
             Some(*channel_id)
         }
         NewWebhook::Slash { channel_id, .. } => *channel_id,
     };
-    let created = chat.create_webhook(new).await.map_err(|e| match channel {
+    let created = chat.create_webhook(new).await;
+    bots_changed(state);
+    let created = created.map_err(|e| match channel {
         Some(channel_id) => ApiError::for_resource(e, format_args!("channel {channel_id}")),
         None => e.into(),
     })?;
@@ -197,9 +208,12 @@ async fn delete_webhook(
     kind: WebhookKind,
     id: UserId,
     chat: Dsm,
+    state: &State,
 ) -> Result<HttpResponse, ApiError> {
     let what = format!("{} {id}", webhook_noun(kind));
-    match chat.delete_webhook(kind, id).await {
+    let deleted = chat.delete_webhook(kind, id).await;
+    bots_changed(state);
+    match deleted {
         // Not among DSM's webhooks of this kind: nothing was asked of DSM.
         Ok(false) => Err(ApiError::not_found(format!("no {what}"))),
         result => done(result.map(drop), what),
@@ -245,6 +259,7 @@ pub async fn create_incoming_webhook(
     _: Authorized<Admin>,
     body: Json<NewIncomingWebhookBody>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let icon_url = body
         .icon_url
@@ -256,7 +271,7 @@ pub async fn create_incoming_webhook(
         channel_id: body.channel_id,
         icon_url: icon_url.as_ref(),
     };
-    create_webhook(new, chat).await
+    create_webhook(new, chat, &state).await
 }
 
 /// Delete an incoming webhook
@@ -268,8 +283,9 @@ pub async fn delete_incoming_webhook(
     _: Authorized<Admin>,
     path: web::Path<IntegrationPath>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Incoming, path.id, chat).await
+    delete_webhook(WebhookKind::Incoming, path.id, chat, &state).await
 }
 
 /// List outgoing webhooks
@@ -295,6 +311,7 @@ pub async fn create_outgoing_webhook(
     _: Authorized<Admin>,
     body: Json<NewOutgoingWebhookBody>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let events = body
         .events
@@ -319,7 +336,7 @@ pub async fn create_outgoing_webhook(
         url: &url,
         events: &events,
     };
-    create_webhook(new, chat).await
+    create_webhook(new, chat, &state).await
 }
 
 /// Delete an outgoing webhook
@@ -331,8 +348,9 @@ pub async fn delete_outgoing_webhook(
     _: Authorized<Admin>,
     path: web::Path<IntegrationPath>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Outgoing, path.id, chat).await
+    delete_webhook(WebhookKind::Outgoing, path.id, chat, &state).await
 }
 
 /// List slash commands
@@ -358,6 +376,7 @@ pub async fn create_slash_command(
     _: Authorized<Admin>,
     body: Json<NewSlashCommandBody>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     // DSM stores the command without its slash (upstream/PROTOCOL.md [C1]).
     let command = body
@@ -376,7 +395,7 @@ pub async fn create_slash_command(
         url: &url,
         channel_id: body.channel_id,
     };
-    create_webhook(new, chat).await
+    create_webhook(new, chat, &state).await
 }
 
 /// Delete a slash command
@@ -388,8 +407,9 @@ pub async fn delete_slash_command(
     _: Authorized<Admin>,
     path: web::Path<IntegrationPath>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
-    delete_webhook(WebhookKind::Slash, path.id, chat).await
+    delete_webhook(WebhookKind::Slash, path.id, chat, &state).await
 }
 
 /// List built-in webhooks
@@ -435,10 +455,12 @@ pub async fn set_bot(
     path: web::Path<BotUserPath>,
     body: Json<BotNicknameBody>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
     let nickname = non_blank("nickname", &body.nickname)?;
     let result = chat.set_bot_nickname(user_id, nickname).await;
+    bots_changed(&state);
     done(result, format_args!("bot {user_id}"))
 }
 
@@ -453,12 +475,12 @@ pub async fn delete_bot(
     _: Authorized<Admin>,
     path: web::Path<BotUserPath>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
-    done(
-        chat.delete_bot(user_id).await,
-        format_args!("bot {user_id}"),
-    )
+    let result = chat.delete_bot(user_id).await;
+    bots_changed(&state);
+    done(result, format_args!("bot {user_id}"))
 }
 
 /// List chatbots
@@ -486,6 +508,7 @@ pub async fn set_chatbot(
     path: web::Path<BotUserPath>,
     body: Json<ChatbotSettingsBody>,
     chat: Dsm,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
     let body = body.into_inner();
@@ -509,7 +532,9 @@ pub async fn set_chatbot(
         welcome_note: body.welcome_note.as_deref(),
         hide_from_user: body.hide_from_user,
     };
-    if !chat.set_chatbot(user_id, &changes).await? {
+    let changed = chat.set_chatbot(user_id, &changes).await;
+    bots_changed(&state);
+    if !changed? {
         return Err(ApiError::not_found(format!(
             "chatbot {user_id} does not exist"
         )));

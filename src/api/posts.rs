@@ -230,8 +230,9 @@ async fn post_file(
             message: &form.message,
             file: form.file,
         })
-        .await
-        .map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
+        .await;
+    state.caches.channels.invalidate();
+    let post = post.map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Created().json(post))
 }
 

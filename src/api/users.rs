@@ -240,6 +240,6 @@ pub(super) async fn direct_channel(
         .open_direct_channel(recipient)
         .await
         .map_err(|e| ApiError::for_resource(e, format_args!("user {recipient}")))?;
-    state.caches.channels.invalidate().await;
+    state.caches.channels.invalidate();
     Ok(channel_id)
 }

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{READ_KEY, WRITE_KEY, read, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, READ_KEY, WRITE_KEY, read, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn an_expired_session_is_renewed_with_one_login() {
@@ -260,6 +260,51 @@ async fn cached_lists_carry_an_etag_and_answer_304_to_if_none_match() {
     let changed = read(with_tag("/api/v1/channels", &etag).send().await.unwrap()).await;
     assert_eq!(changed.status, 200);
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
+}
+
+/// A write through the gateway that changes a cached list drops it: a post moves its channel's
+/// `last_post_at`, and an integration's bot user joins the user list.
+#[actix_web::test]
+async fn writes_that_change_a_cached_list_drop_it() {
+    let app = spawn_app().await;
+    let before = app.get("/api/v1/channels/1").await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    let users = app.get("/api/v1/users").await;
+    assert_eq!(users.status, 200);
+    actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    let posted = app
+        .post(
+            "/api/v1/channels/1/posts",
+            json!({"message": "cache probe"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let after = app.get("/api/v1/channels/1").await;
+    assert_eq!(
+        after.body["last_post_at"], posted.body["create_at"],
+        "{}",
+        after.body
+    );
+    assert_ne!(after.body["last_post_at"], before.body["last_post_at"]);
+
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/integrations/incoming-webhooks",
+            Some(ADMIN_KEY),
+            Some(json!({"name": "cache-check", "channel_id": 1})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let bot = created.body["user_id"].clone();
+    let listed = app.get("/api/v1/users").await;
+    let ids: Vec<&serde_json::Value> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["user_id"])
+        .collect();
+    assert!(ids.contains(&&bot), "bot {bot} in {ids:?}");
 }
 
 #[actix_web::test]
