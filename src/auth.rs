@@ -145,10 +145,10 @@ impl ApiKeys {
                 ));
             }
             Presented { key: None, .. } => {
-                return Err(ApiError::new(
-                    ProblemCode::Unauthorized,
-                    "the API key is not valid",
-                ));
+                return Err(
+                    ApiError::new(ProblemCode::Unauthorized, "the API key is not valid")
+                        .with_challenge(r#"Bearer error="invalid_token""#),
+                );
             }
             Presented { key: Some(key), .. } => key,
         };
@@ -161,7 +161,11 @@ impl ApiKeys {
                     needed.as_str(),
                     key.scope.as_str()
                 ),
-            ));
+            )
+            .with_challenge(format!(
+                r#"Bearer error="insufficient_scope", scope="{}""#,
+                needed.as_str()
+            )));
         }
         Ok(Some(key))
     }

@@ -491,6 +491,9 @@ pub struct ApiError {
     posted: Option<(usize, Vec<u64>)>,
     /// DSM may have carried the call out although its answer never came.
     outcome_unknown: bool,
+    /// The `WWW-Authenticate` challenge of a refused key (RFC 6750 §3); a 401 without one
+    /// answers the bare `Bearer`.
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -502,6 +505,7 @@ impl ApiError {
             retry_after_secs: None,
             posted: None,
             outcome_unknown: false,
+            challenge: None,
         }
     }
 
@@ -558,6 +562,7 @@ impl ApiError {
             retry_after_secs: None,
             posted: None,
             outcome_unknown: false,
+            challenge: None,
         })
     }
 
@@ -609,6 +614,12 @@ impl ApiError {
         self
     }
 
+    /// Answers with `WWW-Authenticate: <challenge>`.
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self
@@ -656,8 +667,14 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        if self.code == ProblemCode::Unauthorized {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match &self.challenge {
+            Some(challenge) => {
+                response.insert_header((header::WWW_AUTHENTICATE, challenge.as_str()));
+            }
+            None if self.code == ProblemCode::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            None => {}
         }
         if self.code == ProblemCode::RequestTimeout {
             // The rest of the body may still come: the connection cannot carry another request.

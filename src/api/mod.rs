@@ -500,7 +500,7 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
         (
             "WWW-Authenticate",
             Type::String,
-            "`Bearer`: the API key scheme.",
+            "`Bearer`: the API key scheme (RFC 6750); `Bearer error=\"invalid_token\"` for a key that is not valid, and on a 403 for a key without the scope the operation needs, `Bearer error=\"insufficient_scope\", scope=\"<scope>\"`.",
         ),
         (
             "Retry-After",
@@ -543,7 +543,7 @@ fn document_shared_answers(api: &mut utoipa::openapi::OpenApi) {
                 };
                 let mut names = vec!["X-Request-Id", mode::MODE_HEADER_NAME];
                 match status.as_str() {
-                    "401" => names.push("WWW-Authenticate"),
+                    "401" | "403" => names.push("WWW-Authenticate"),
                     "429" | "503" => names.push("Retry-After"),
                     // The API's 202s: a message committed to the outbox (`deliveries::accepted`).
                     "202" if committed_to_outbox => {

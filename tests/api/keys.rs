@@ -10,9 +10,15 @@ async fn requests_without_a_valid_key_get_401() {
     let missing = app.call("GET", "/api/v1/channels", None, None).await;
     missing.assert_problem(401, "unauthorized");
     assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
-    app.call("GET", "/api/v1/users", Some("not-a-key"), None)
-        .await
-        .assert_problem(401, "unauthorized");
+    // RFC 6750 §3: no key, the bare challenge; a wrong key, `invalid_token`.
+    let wrong = app
+        .call("GET", "/api/v1/users", Some("not-a-key"), None)
+        .await;
+    wrong.assert_problem(401, "unauthorized");
+    assert_eq!(
+        wrong.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
     app.call(
         "POST",
         "/api/v1/channels/1/posts",
@@ -28,14 +34,19 @@ async fn requests_without_a_valid_key_get_401() {
 async fn scopes_decide_what_a_key_may_do() {
     let app = spawn_app().await;
     let body = json!({"message": "scoped"});
-    app.call(
-        "POST",
-        "/api/v1/channels/1/posts",
-        Some(READ_KEY),
-        Some(body.clone()),
-    )
-    .await
-    .assert_problem(403, "insufficient_scope");
+    let refused = app
+        .call(
+            "POST",
+            "/api/v1/channels/1/posts",
+            Some(READ_KEY),
+            Some(body.clone()),
+        )
+        .await;
+    refused.assert_problem(403, "insufficient_scope");
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(r#"Bearer error="insufficient_scope", scope="write""#)
+    );
     assert_eq!(
         app.call(
             "POST",
