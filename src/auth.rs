@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::error::{ApiError, ProblemCode};
+use crate::api::error::{ApiError, Challenge, ProblemCode};
 use crate::config::AuthSettings;
 pub use crate::config::Scope;
 
@@ -147,7 +147,7 @@ impl ApiKeys {
             Presented { key: None, .. } => {
                 return Err(
                     ApiError::new(ProblemCode::Unauthorized, "the API key is not valid")
-                        .with_challenge(r#"Bearer error="invalid_token""#),
+                        .with_challenge(Challenge::InvalidToken),
                 );
             }
             Presented { key: Some(key), .. } => key,
@@ -162,10 +162,7 @@ impl ApiKeys {
                     key.scope.as_str()
                 ),
             )
-            .with_challenge(format!(
-                r#"Bearer error="insufficient_scope", scope="{}""#,
-                needed.as_str()
-            )));
+            .with_challenge(Challenge::InsufficientScope(needed)));
         }
         Ok(Some(key))
     }

@@ -480,6 +480,25 @@ pub struct WithheldAnswer {
     pub body: serde_json::Value,
 }
 
+/// Why a key was refused, as RFC 6750 §3 has a Bearer challenge say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    InvalidToken,
+    InsufficientScope(crate::config::Scope),
+}
+
+impl Challenge {
+    fn header(self) -> String {
+        match self {
+            Self::InvalidToken => r#"Bearer error="invalid_token""#.to_owned(),
+            Self::InsufficientScope(scope) => format!(
+                r#"Bearer error="insufficient_scope", scope="{}""#,
+                scope.as_str()
+            ),
+        }
+    }
+}
+
 /// The HTTP face's one error type.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -491,9 +510,9 @@ pub struct ApiError {
     posted: Option<(usize, Vec<u64>)>,
     /// DSM may have carried the call out although its answer never came.
     outcome_unknown: bool,
-    /// The `WWW-Authenticate` challenge of a refused key (RFC 6750 §3); a 401 without one
-    /// answers the bare `Bearer`.
-    challenge: Option<String>,
+    /// Why a key was refused, for `WWW-Authenticate`; a 401 without one answers the bare
+    /// `Bearer`.
+    challenge: Option<Challenge>,
 }
 
 impl ApiError {
@@ -614,9 +633,9 @@ impl ApiError {
         self
     }
 
-    /// Answers with `WWW-Authenticate: <challenge>`.
-    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
-        self.challenge = Some(challenge.into());
+    /// Answers with the `WWW-Authenticate` challenge that says why the key was refused.
+    pub fn with_challenge(mut self, challenge: Challenge) -> Self {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -667,9 +686,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        match &self.challenge {
+        match self.challenge {
             Some(challenge) => {
-                response.insert_header((header::WWW_AUTHENTICATE, challenge.as_str()));
+                response.insert_header((header::WWW_AUTHENTICATE, challenge.header()));
             }
             None if self.code == ProblemCode::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
