@@ -660,8 +660,14 @@ async fn by_bearer_secret(
 
 /// A GET without a query string: a check of the hook, not a message.
 fn is_probe(req: &HttpRequest) -> bool {
-    req.method() == actix_web::http::Method::GET && req.query_string().is_empty()
+    req.method() == actix_web::http::Method::GET
+        && form_urlencoded::parse(req.query_string().as_bytes())
+            .all(|(key, _)| DISCORD_URL_PARAMETERS.contains(&key.as_ref()))
 }
+
+/// Query parameters of a Discord webhook URL, not of a message: Uptime Kuma's Discord provider
+/// checks `…?thread_id=…` with a GET before it posts.
+const DISCORD_URL_PARAMETERS: [&str; 2] = ["thread_id", "wait"];
 
 /// The secret in a request's `Authorization`: a bearer token, or the password of Basic
 /// credentials (the user name when the password is empty), for senders that offer only basic
@@ -707,11 +713,12 @@ async fn handle(
     let hook = state.hooks.get(name);
     let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
     let outcome = match admitted {
-        // A GET with no query carries no message: Discord's senders (Uptime Kuma) read a
-        // webhook's URL this way before posting, and a browser or a monitor checks it so.
+        // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
+        // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
+        // monitor checks it so.
         Some((hook, _)) if is_probe(req) => Outcome::NotPosted {
             format: hook.format.unwrap_or(Format::Generic),
-            reason: "a GET without a query is a check of the hook; nothing is posted",
+            reason: "a GET without a message is a check of the hook; nothing is posted",
         },
         Some((hook, admission)) => receive((name, hook, admission), req, payload, services).await,
         None => Outcome::NoService,

@@ -165,8 +165,23 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
         }
         return parse_body(None, body);
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| FormatError::InvalidPayload("the body is not UTF-8 text".into()))?;
+    let decoded;
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        // Latin-1 said so: each byte is the code point of the same number.
+        Err(_) if charset_is_latin1(content_type) => {
+            decoded = body.iter().map(|&b| char::from(b)).collect::<String>();
+            &decoded
+        }
+        Err(_) => {
+            return Err(FormatError::InvalidPayload(
+                "the body is not UTF-8 text".into(),
+            ));
+        }
+    };
+    // A byte order mark (Windows PowerShell 5.1 writes one) is no part of the text or JSON
+    // (RFC 8259 §8.1 lets a parser ignore it).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     // Text said to be text is posted as written, even when it looks like JSON (a hook forced
     // to a JSON format still reads it as JSON, in `render`).
@@ -190,6 +205,23 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, Fo
         }
     }
     Ok(Payload::Text(text.to_owned()))
+}
+
+/// Whether `content_type` names ISO-8859-1 (Latin-1) as its charset.
+fn charset_is_latin1(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    content_type.split(';').skip(1).any(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return false;
+        };
+        let value = value.trim().trim_matches('"');
+        name.trim().eq_ignore_ascii_case("charset")
+            && ["iso-8859-1", "latin1", "latin-1", "iso_8859-1", "l1"]
+                .iter()
+                .any(|alias| value.eq_ignore_ascii_case(alias))
+    })
 }
 
 /// A `GET` hook call's query string as a body (Uptime Kuma's GET webhook sends `msg`, and
@@ -479,6 +511,30 @@ mod tests {
             tidy(text),
             "title\n\n```\nline1\n\n\n\nline5   \n```\n\nafter"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_a_latin1_charset_are_read_as_meant() {
+        let bom = "\u{feff}{\"text\": \"bom body\"}".as_bytes();
+        assert_eq!(
+            parse_body(Some("application/json"), bom).unwrap(),
+            Payload::Json(json!({"text": "bom body"}))
+        );
+        assert_eq!(
+            parse_body(Some("text/plain"), "\u{feff}plain".as_bytes()).unwrap(),
+            Payload::Text("plain".into())
+        );
+        let latin1 = b"caf\xe9 \xe0 5\xb0C";
+        assert_eq!(
+            parse_body(Some("text/plain; charset=ISO-8859-1"), latin1).unwrap(),
+            Payload::Text("café à 5°C".into())
+        );
+        assert_eq!(
+            parse_body(Some("text/plain; charset=\"latin1\""), latin1).unwrap(),
+            Payload::Text("café à 5°C".into())
+        );
+        // Without the charset, such bytes are no UTF-8 and refused.
+        assert!(parse_body(Some("text/plain"), latin1).is_err());
     }
 
     #[test]

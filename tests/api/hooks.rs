@@ -350,6 +350,12 @@ async fn a_get_call_is_read_from_its_query() {
     let probe = app.get(&format!("/hooks/ops/{SECRET}")).await;
     assert_eq!(probe.status, 200, "{}", probe.body);
     assert_eq!(probe.body["posted"], false, "{}", probe.body);
+    // Kuma's Discord provider checks a thread's URL with its `thread_id`: still a check.
+    let probe = app
+        .get(&format!("/hooks/ops/{SECRET}?thread_id=123456"))
+        .await;
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    assert_eq!(probe.body["posted"], false, "{}", probe.body);
     let probe = app.get(&format!("/hooks/ops/{SECRET}x")).await;
     assert_eq!(probe.status, 404, "a wrong secret is still refused");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
