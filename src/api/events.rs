@@ -74,16 +74,17 @@ pub struct EventPage {
 
 /// A Server-Sent Events stream.
 #[derive(ToSchema)]
-#[schema(value_type = String, example = "retry: 3000\nid: 41\nevent: ready\n\nid: 42\nevent: trigger_word\ndata: {\"event_id\":42,\"kind\":\"trigger_word\",\"inbound\":\"ops\",\"text\":\"!deploy web\"}\n\n: heartbeat\n")]
+#[schema(value_type = String, example = "retry: 3000\nid: 41\nevent: ready\ndata: {\"resume\":41}\n\nid: 42\nevent: trigger_word\ndata: {\"event_id\":42,\"kind\":\"trigger_word\",\"inbound\":\"ops\",\"text\":\"!deploy web\"}\n\n: heartbeat\n")]
 #[allow(dead_code)] // documentation only
 pub struct EventStream(String);
 
 /// Stream or poll the events Chat sent
 ///
 /// With `Accept: text/event-stream` (as EventSource and SSE libraries send): a Server-Sent
-/// Events stream. It opens with `retry: 3000`, `id: <resume point>` and `event: ready`, without
-/// `data:` (browsers take the id as their `Last-Event-ID` and dispatch nothing; SSE libraries
-/// that yield it see an event named `ready`). Each event is `id: <event_id>`,
+/// Events stream. It opens with `retry: 3000`, `id: <resume point>`, `event: ready` and
+/// `data: {"resume": <resume point>}` (clients take the id as their `Last-Event-ID`, so one
+/// that drops before its first event resumes without a gap; skip the kind `ready`, which
+/// browsers' `onmessage` does not see). Each event is `id: <event_id>`,
 /// `event: <kind>` and `data: <Event as JSON>` (listen with `addEventListener(kind, …)`:
 /// `onmessage` sees only the kind `message`); a `: heartbeat` comment line (no blank line after
 /// it, so no client dispatches anything) comes every `events.heartbeat_ms` (default 15 s).
@@ -419,16 +420,18 @@ impl Feed {
     }
 }
 
-/// The stream's opening block: how soon EventSource reconnects, and the resume point as an
-/// id without data. Browsers take the id as their `Last-Event-ID` and dispatch nothing, so a
-/// client that drops before the first event resumes after `resume` and loses nothing; libraries
-/// that yield data-less blocks see an event named `ready`, not a fake `message` (a real kind).
-/// No data on purpose: a client that takes every `data:` line for an event (the README's
-/// example) must not meet one that is not. `resume` is 0 for an empty store:
-/// `Last-Event-ID: 0` replays every event kept. The block also gets the headers through
+/// The stream's opening block: how soon EventSource reconnects, and the resume point as its
+/// id, so a client that drops before the first event resumes after `resume` and loses nothing.
+/// Its data names the point too (`{"resume": id}`): `event-source-polyfill` takes an id as its
+/// `Last-Event-ID` only from a block with data. The kind is `ready`, not a real kind (browsers'
+/// `onmessage` does not see it), and the data has no `channel_id`, so a client that reads every
+/// `data:` line as an event (the README's example) passes it by. `resume` is 0 for an empty
+/// store: `Last-Event-ID: 0` replays every event kept. The block also gets the headers through
 /// proxies at once.
 fn opening(resume: i64) -> Bytes {
-    Bytes::from(format!("retry: 3000\nid: {resume}\nevent: ready\n\n"))
+    Bytes::from(format!(
+        "retry: 3000\nid: {resume}\nevent: ready\ndata: {{\"resume\":{resume}}}\n\n"
+    ))
 }
 
 /// Events after `after` up to `through` were purged. No `id:`, so the client's resume point
@@ -439,9 +442,18 @@ fn gap(after: i64, through: i64) -> Bytes {
     ))
 }
 
-/// One event in the SSE format (the JSON is on one line).
+/// One event in the SSE format (the JSON is on one line). U+2028, U+2029 and U+0085 are
+/// escaped as JSON allows: the format breaks lines on CR and LF alone, but readers that split
+/// with their language's "lines" (Python's `str.splitlines()`) would cut the event there.
 fn frame(event: &Event) -> Bytes {
     let data = serde_json::to_string(event).unwrap_or_default();
+    let data = if data.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
+        data.replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029")
+            .replace('\u{85}', "\\u0085")
+    } else {
+        data
+    };
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {data}\n\n",
         event.event_id,
@@ -476,6 +488,40 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn line_separators_in_an_event_are_escaped_and_the_data_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&StoreSettings {
+            url: format!("sqlite://{}/events.db", dir.path().display()).into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut new = post(1);
+        new.text = "a\u{2028}b\u{2029}c\u{85}d\ne".into();
+        store.insert_event(&new, 1).await.unwrap();
+        let stored = store
+            .events_after(0, &EventFilter::default(), 1)
+            .await
+            .unwrap();
+        let framed = String::from_utf8(frame(&stored[0]).to_vec()).unwrap();
+        // One `data:` line, which every "lines" splitter leaves whole, and the same text.
+        assert_eq!(
+            framed.lines().filter(|l| l.starts_with("data: ")).count(),
+            1
+        );
+        assert!(
+            !framed.contains(['\u{2028}', '\u{2029}', '\u{85}']),
+            "{framed}"
+        );
+        let data = framed
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(event["text"], "a\u{2028}b\u{2029}c\u{85}d\ne");
+    }
+
+    #[actix_web::test]
     async fn a_live_stream_that_falls_behind_replays_only_what_came_after_it_opened() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&StoreSettings {
@@ -500,7 +546,7 @@ mod tests {
         );
         assert_eq!(
             feed.next_chunk().await.unwrap(),
-            format!("retry: 3000\nid: {latest}\nevent: ready\n\n")
+            format!("retry: 3000\nid: {latest}\nevent: ready\ndata: {{\"resume\":{latest}}}\n\n")
         );
         // More than the broadcast holds arrive before the client reads any.
         let count = crate::events::LIVE_CAPACITY as i64 + 10;

@@ -389,7 +389,7 @@ pub enum Frame {
         data: Value,
     },
     Comment(String),
-    /// `event: ready` with an `id:` and no `data:`.
+    /// `event: ready` with an `id:` and `data: {"resume": id}`.
     Ready {
         id: i64,
     },
@@ -477,6 +477,11 @@ impl Sse {
                 };
                 let id = field("id").map(|v| v.parse::<i64>().expect("a numeric id"));
                 match (id, field("event"), field("data")) {
+                    (Some(id), Some("ready"), Some(data)) => {
+                        let data: Value = serde_json::from_str(data).expect("JSON data");
+                        assert_eq!(data, serde_json::json!({"resume": id}));
+                        return Frame::Ready { id };
+                    }
                     (Some(id), Some(event), Some(data)) => {
                         return Frame::Event {
                             id,
@@ -484,7 +489,6 @@ impl Sse {
                             data: serde_json::from_str(data).expect("JSON data"),
                         };
                     }
-                    (Some(id), Some("ready"), None) => return Frame::Ready { id },
                     (None, Some("gap"), Some(data)) => {
                         return Frame::Gap {
                             data: serde_json::from_str(data).expect("JSON data"),
@@ -690,7 +694,10 @@ async fn a_stream_opened_without_last_event_id_gives_a_resume_point() {
     // Empty store: the resume point is 0, and 0 replays every event kept.
     let first = Sse::open(&app.base, "/api/v1/events", None).await;
     assert_eq!(first.ready_id, 0);
-    assert_eq!(first.opening, "retry: 3000\nid: 0\nevent: ready\n\n");
+    assert_eq!(
+        first.opening,
+        "retry: 3000\nid: 0\nevent: ready\ndata: {\"resume\":0}\n\n"
+    );
     drop(first);
     send_posts(&app.base, &token, 1, 2).await;
     let mut resumed = Sse::open(&app.base, "/api/v1/events", Some(0)).await;

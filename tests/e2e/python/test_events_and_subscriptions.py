@@ -77,8 +77,8 @@ def test_a_bot_reads_chat_over_sse_and_resumes_with_last_event_id(api, base_url,
         # The first arrives from the replay; the second live, while the stream is open.
         threading.Timer(0.5, chat_posts, (base_url, inbound_token, "!deploy api")).start()
         for sse in source.iter_sse():
-            if sse.event == "ready":  # the opening block: the resume point as an id, no data
-                assert not sse.data and int(sse.id) == start, sse
+            if sse.event == "ready":  # the opening block: the resume point as its id and data
+                assert json.loads(sse.data) == {"resume": start} and int(sse.id) == start, sse
                 continue
             # Heartbeats dispatch nothing, even once an id was seen (no empty `message` events).
             assert sse.data, sse
