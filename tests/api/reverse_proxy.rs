@@ -150,6 +150,43 @@ async fn the_gateway_works_behind_nginx_under_a_prefix() {
     assert_eq!(direct.body["servers"][0]["url"], app.base);
 }
 
+/// While the gateway is down, nginx closes an event stream's connection instead of answering
+/// its 502 page: a browser's EventSource gives up for good on an answer that is not a stream,
+/// and reconnects after a network error. Other routes still get the 502.
+#[actix_web::test]
+async fn an_event_stream_through_nginx_to_a_gateway_that_is_down_is_a_network_error() {
+    use std::io::{Read, Write};
+    let Some(binary) = nginx_binary() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nginx is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: reverse-proxy test: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    // Nothing listens there.
+    let down = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let (_nginx, port) = start_nginx(binary, down, "/chat");
+    let ask = |path: &str| {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let stream = ask("/chat/api/v1/events");
+    assert_eq!(stream, "", "the connection is closed without an answer");
+    let other = ask("/chat/api/v1/channels");
+    assert!(other.starts_with("HTTP/1.1 502"), "{other}");
+}
+
 #[actix_web::test]
 async fn chat_events_come_in_and_stream_out_through_nginx() {
     let Some(binary) = nginx_binary() else {
