@@ -247,16 +247,23 @@ impl DsmClient {
     }
 
     /// After `create`: binds the channel (and URL) with `set`, as DSM versions that ignore
-    /// them in `create` need; an incoming webhook's bot is then named and enabled, without
-    /// which External refuses its token (PROTOCOL.md §6.1, item 3).
+    /// them in `create` need; the integration's bot is then named and enabled. A bot made
+    /// through the session API starts unnamed and disabled: External refuses an incoming
+    /// webhook's token until it is named and enabled (PROTOCOL.md §6.1, item 3), and an
+    /// outgoing webhook or slash command left disabled would never be called.
     async fn finish_setup(&self, new: &NewWebhook<'_>, user_id: UserId) -> Result<()> {
         let id = user_id.to_string();
-        let (channel_id, url) = match new {
-            NewWebhook::Incoming { channel_id, .. } => (channel_id.to_string(), None),
+        let (channel_id, url, name) = match new {
+            NewWebhook::Incoming {
+                channel_id, name, ..
+            } => (channel_id.to_string(), None, name),
             NewWebhook::Outgoing {
-                channel_id, url, ..
-            } => (channel_id.to_string(), Some(url.to_string())),
-            NewWebhook::Slash { .. } => return Ok(()),
+                channel_id,
+                url,
+                name,
+                ..
+            } => (channel_id.to_string(), Some(url.to_string()), name),
+            NewWebhook::Slash { name, .. } => return self.make_sendable(user_id, name).await,
         };
         if let Some(bind) = &new.kind().ops().bind {
             let mut params = vec![
@@ -268,13 +275,10 @@ impl DsmClient {
             }
             self.call::<serde::de::IgnoredAny>(bind, &params).await?;
         }
-        if let NewWebhook::Incoming { name, .. } = new {
-            self.make_sendable(user_id, name).await?;
-        }
-        Ok(())
+        self.make_sendable(user_id, name).await
     }
 
-    /// Names an incoming webhook's bot and enables it.
+    /// Names an integration's bot and enables it.
     async fn make_sendable(&self, user_id: UserId, nickname: &str) -> Result<()> {
         self.set_bot_nickname(user_id, nickname).await?;
         let user_id = user_id.to_string();

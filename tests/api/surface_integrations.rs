@@ -123,14 +123,15 @@ async fn webhook_kinds_are_created_listed_and_deleted() {
             );
             assert_eq!(param(&bound, "url"), body["url"].as_str());
         }
+        // Ready for use: its bot is named after the integration and enabled (a bot made
+        // through the session API starts unnamed and disabled; the simulator, like DSM,
+        // refuses a token whose bot has no nickname or is disabled).
+        let set = last_params(&app, "SYNO.Chat.Bot", "set");
+        assert_eq!(param(&set, "nickname"), body["name"].as_str(), "{resource}");
+        assert_eq!(param(&set, "user_id"), Some(&*id.to_string()));
+        let enable = last_params(&app, "SYNO.Chat.Bot", "enable");
+        assert_eq!(param(&enable, "user_id"), Some(&*id.to_string()));
         if resource == "incoming-webhooks" {
-            // Ready to send with: its bot is named after the webhook and enabled (the simulator,
-            // like DSM, refuses a token whose bot has no nickname or is disabled).
-            let set = last_params(&app, "SYNO.Chat.Bot", "set");
-            assert_eq!(param(&set, "nickname"), Some("ci"));
-            assert_eq!(param(&set, "user_id"), Some(&*id.to_string()));
-            let enable = last_params(&app, "SYNO.Chat.Bot", "enable");
-            assert_eq!(param(&enable, "user_id"), Some(&*id.to_string()));
             let sent = send_with_header(&app, Some(token), json!({"text": "first"})).await;
             assert_eq!(sent.status, 200, "{}", sent.body);
         }
@@ -138,6 +139,13 @@ async fn webhook_kinds_are_created_listed_and_deleted() {
         let list = admin(&app, "GET", &path, None).await;
         assert_eq!(list.status, 200, "{}", list.body);
         assert!(ids(&list).contains(&id), "{resource}: {}", list.body);
+        let listed = list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["user_id"] == id)
+            .unwrap();
+        assert_eq!(listed["is_disabled"], false, "{resource}: {listed}");
         assert!(!list.body.to_string().contains(token), "list shows a token");
         assert_no_configured_token(&app, &list);
 
