@@ -28,12 +28,16 @@ pub fn render(message: &Map<String, Value>) -> String {
     // With blocks, `text` is Slack's notification fallback: shown only when it adds something,
     // a line that the blocks or attachments do not already show (Uptime Kuma sends its message
     // as `text` and again in an attachment's blocks).
+    // Compared as Chat shows them: a link by its label, so a word of a hidden URL
+    // (`https://grafana/d/rollback|Dashboard`) does not count as showing `rollback`.
     if let Some(text) = text {
-        let shown: Vec<&str> = std::iter::once(blocks.as_str())
+        let shown: Vec<String> = std::iter::once(blocks.as_str())
             .chain(attachments.iter().map(String::as_str))
+            .map(visible)
             .collect();
+        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
         let repeated = (!blocks.trim().is_empty() || !attachments.is_empty())
-            && all_shown(&text, &shown, SEARCH_BUDGET);
+            && all_shown(&visible(&text), &shown, SEARCH_BUDGET);
         if !repeated {
             sections.push(text);
         }
@@ -51,6 +55,33 @@ pub fn render(message: &Map<String, Value>) -> String {
     }
     sections.retain(|s| !s.trim().is_empty());
     sections.join("\n\n")
+}
+
+/// `text` as Chat shows it: each `<url|label>` link as its label (a bare `<url>` as its URL).
+fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let link = markup::opens_link(after)
+            .then(|| after.find(['>', '\n']))
+            .flatten()
+            .filter(|&end| after.as_bytes()[end] == b'>');
+        match link {
+            Some(end) => {
+                let inner = &after[..end];
+                out.push_str(inner.split_once('|').map_or(inner, |(_, label)| label));
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('<');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// How many bytes the searches of [`all_shown`] may read for one message: far more than a
@@ -447,6 +478,26 @@ mod tests {
         assert_eq!(
             rendered(body),
             "nas-1\nUsed %: 93 · Healthy: false · Load: 1.5\nLong: x\nEmpty\nList"
+        );
+    }
+
+    #[test]
+    fn text_is_kept_unless_an_attachment_shows_it_where_chat_shows_text() {
+        // "rollback" is only in the link's hidden URL: the text says something new.
+        let body = json!({"text": "rollback", "attachments": [{"title": "Dashboard",
+            "title_link": "https://grafana.example/d/rollback/overview",
+            "text": "3 pods restarted"}]});
+        assert_eq!(
+            rendered(body),
+            "rollback\n\n<https://grafana.example/d/rollback/overview|Dashboard>\n3 pods restarted"
+        );
+        // Shown as a link's label, or as text: said once.
+        let body = json!({"text": "Dashboard", "attachments": [{"title": "Dashboard",
+            "title_link": "https://grafana.example/d/x"}]});
+        assert_eq!(rendered(body), "<https://grafana.example/d/x|Dashboard>");
+        assert_eq!(
+            visible("a <https://x.example/y|the label> b <https://z.example> c < d"),
+            "a the label b https://z.example c < d"
         );
     }
 
