@@ -247,7 +247,18 @@ fn within_one_post(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
     }
     let mut parts = crate::chunking::split_message(text, max_chars.saturating_sub(1));
     let mut first = parts.swap_remove(0);
-    first.push('…');
+    // A part cut inside a code block ends with the fence that closes it: the `…` goes before
+    // that line, or the fence would no longer close anything.
+    let last_line = first.rfind('\n').map(|at| (at, &first[at + 1..]));
+    match last_line {
+        Some((at, line))
+            if line.len() >= 3
+                && (line.bytes().all(|b| b == b'`') || line.bytes().all(|b| b == b'~')) =>
+        {
+            first.insert(at, '…');
+        }
+        _ => first.push('…'),
+    }
     first.into()
 }
 
@@ -363,5 +374,12 @@ mod tests {
         assert!(cut.ends_with('…'), "{cut}");
         assert!(cut.chars().count() <= 10, "{cut}");
         assert!("one two three four five".starts_with(cut.trim_end_matches('…').trim_end()));
+        // Cut inside a code block: the `…` before the fence that closes the part's block.
+        let log: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let block = format!("```\n{log}```");
+        let cut = within_one_post(&block, 60);
+        assert!(cut.starts_with("```\n"), "{cut}");
+        assert!(cut.ends_with("…\n```"), "{cut}");
+        assert!(cut.chars().count() <= 60, "{cut}");
     }
 }
