@@ -938,11 +938,16 @@ impl Settings {
             return Err(ConfigError::new("server.workers", "must be at least 1"));
         }
         for (name, key) in &self.auth.keys {
-            let hash = key
-                .hash
-                .as_ref()
-                .map(|h| h.expose_secret().to_owned())
-                .unwrap_or_default();
+            let Some(hash) = key.hash.as_ref().map(|h| h.expose_secret().to_owned()) else {
+                // Often a variable meant for a key the file names with capitals or a dash:
+                // variables reach lower-case names only, and made a key of their own.
+                return Err(ConfigError::new(
+                    format!("auth.keys.{name}.hash"),
+                    "missing: every key needs the SHA-256 of its secret (see `syno-chat-gateway \
+                     hash-key`). A SYNOCHAT__AUTH__KEYS__<NAME>__… variable addresses the key \
+                     named <name> in lower case, with `_` for `-`: name keys so in the file",
+                ));
+            };
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::new(
                     format!("auth.keys.{name}.hash"),
