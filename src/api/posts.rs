@@ -77,6 +77,16 @@ pub async fn list_posts(
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.channel_id;
+    // Another channel's post as the anchor: DSM would answer this channel's newest page, and
+    // a client that mixed its cursors up would start over without knowing.
+    if let Some(before) = page.before
+        && before.get() >> 32 != u64::from(channel_id.get())
+    {
+        return Err(ApiError::invalid(format!(
+            "before: post {before} is not in channel {channel_id} (post ids are \
+             channel_id << 32 | sequence)"
+        )));
+    }
     let body = chat
         .posts_json(channel_id, page.limit.get(), page.offset.get(), page.before)
         .await

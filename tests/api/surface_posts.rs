@@ -987,6 +987,14 @@ async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
     // The first page as the default (offset) paging reads it, then `before` on a NAS that
     // ignores offset (Chat 2.4.1) and on one that pages only from an anchor (ACE's v8).
     let newest = expected[0];
+    // Another channel's post as the anchor is a mixed-up cursor, not a first page.
+    let elsewhere = format!("/api/v1/channels/2/posts?before={newest}");
+    let refused = app.get(&elsewhere).await;
+    let problem = refused.assert_problem(400, "invalid_request");
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("before:"),
+        "{problem}"
+    );
     let from_newest = format!("/api/v1/channels/1/posts?limit=3&before={}", newest + 1);
     app.sim.set_post_list_offset_ignored(true);
     assert_eq!(
