@@ -80,7 +80,7 @@ pub async fn list_posts(
     // Another channel's post as the anchor: DSM would answer this channel's newest page, and
     // a client that mixed its cursors up would start over without knowing.
     if let Some(before) = page.before
-        && before.get() >> 32 != u64::from(channel_id.get())
+        && before.get() >> 32 != channel_id.get()
     {
         return Err(ApiError::invalid(format!(
             "before: post {before} is not in channel {channel_id} (post ids are \
