@@ -407,7 +407,8 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (ApiFamily::External, 409) => FileTooLarge,
         (ApiFamily::External, 410) => MessageTooLong,
         (ApiFamily::External, 411) => UpstreamRateLimited,
-        (_, 105 | 119 | 160) => UpstreamPermissionDenied,
+        // 115: DSM does not let the account upload (PROTOCOL.md §1.4).
+        (_, 105 | 115 | 119 | 160) => UpstreamPermissionDenied,
         (_, 101 | 114 | 120) => UpstreamContractError,
         (_, 410) => MessageTooLong,
         (_, 411) => UpstreamRateLimited,

@@ -668,23 +668,54 @@ pub fn file_response(file: Download) -> HttpResponse {
         // The content type is DSM's: browsers must not guess a more dangerous one.
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"));
-    let disposition = file
-        .content_disposition
-        .and_then(|raw| header::HeaderValue::from_str(&raw).ok())
-        .and_then(|value| header::ContentDisposition::from_raw(&value).ok())
-        .map(|mut disposition| {
-            disposition.disposition = header::DispositionType::Attachment;
-            disposition
-        })
-        .unwrap_or(header::ContentDisposition {
-            disposition: header::DispositionType::Attachment,
-            parameters: Vec::new(),
-        });
-    response.insert_header(disposition);
+    let name = file.content_disposition.as_deref().and_then(download_name);
+    response.insert_header(header::ContentDisposition {
+        disposition: header::DispositionType::Attachment,
+        parameters: name.map_or_else(Vec::new, |name| attachment_name(&name)),
+    });
     match file.content_length {
         Some(length) => response.body(actix_web::body::SizedStream::new(length, file.body)),
         None => response.streaming(file.body),
     }
+}
+
+/// The file name in DSM's `Content-Disposition` (`filename*` first, UTF-8 also when DSM sends
+/// it raw), without any path a browser could be led to honour (`../../x`, `C:\x\y`).
+fn download_name(raw: &str) -> Option<String> {
+    let value = header::HeaderValue::from_bytes(raw.as_bytes()).ok()?;
+    let disposition = header::ContentDisposition::from_raw(&value).ok()?;
+    let name = match disposition.get_filename_ext() {
+        Some(ext) => String::from_utf8_lossy(&ext.value).into_owned(),
+        None => disposition.get_filename()?.to_owned(),
+    };
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    (!base.trim().is_empty()).then(|| base.to_owned())
+}
+
+/// RFC 6266 §4.3: the name as `filename*` in UTF-8, and an ASCII `filename` for clients that
+/// read only that one.
+fn attachment_name(name: &str) -> Vec<header::DispositionParam> {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut parameters = vec![header::DispositionParam::Filename(ascii.clone())];
+    if ascii != name {
+        parameters.push(header::DispositionParam::FilenameExt(
+            header::ExtendedValue {
+                charset: header::Charset::Ext("UTF-8".to_owned()),
+                language_tag: None,
+                value: name.as_bytes().to_vec(),
+            },
+        ));
+    }
+    parameters
 }
 
 /// Turns actix's path-extractor failures into problem documents (bodies and query strings

@@ -95,12 +95,10 @@ pub async fn read_file_form(
         let mut field = field.map_err(failed)?;
         match field.name().unwrap_or_default() {
             "file" if file.is_none() => {
-                let disposition = field.content_disposition();
-                let file_name = disposition
-                    .and_then(|d| d.get_filename())
-                    .filter(|name| !name.is_empty())
-                    .unwrap_or("file")
-                    .to_owned();
+                let file_name = field
+                    .content_disposition()
+                    .and_then(upload_name)
+                    .unwrap_or_else(|| "file".to_owned());
                 let content_type = field
                     .content_type()
                     .map_or_else(|| "application/octet-stream".to_owned(), |m| m.to_string());
@@ -159,4 +157,26 @@ async fn read_part(
         buffer.extend_from_slice(&chunk);
     }
     Ok(buffer.freeze())
+}
+
+/// Longest file name passed on, in bytes (most file systems' limit).
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// The name a client gave its file: `filename*` (RFC 6266: preferred when both are sent) or
+/// `filename`, without the path some clients include (RFC 7578 §4.2 says to ignore it),
+/// at most [`MAX_FILE_NAME_BYTES`]; `None` when nothing is left.
+fn upload_name(disposition: &actix_web::http::header::ContentDisposition) -> Option<String> {
+    let name = match disposition.get_filename_ext() {
+        Some(ext) => String::from_utf8_lossy(&ext.value).into_owned(),
+        None => disposition.get_filename()?.to_owned(),
+    };
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if base.is_empty() || base == "." || base == ".." {
+        return None;
+    }
+    let mut end = base.len().min(MAX_FILE_NAME_BYTES);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(base[..end].to_owned())
 }

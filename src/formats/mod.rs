@@ -267,10 +267,20 @@ pub fn with_files(
     if files.is_empty() {
         return rendered;
     }
+    // A name is the sender's text, not markup: `<https://x|click>` in it must not become a
+    // live link in Chat.
     let lines: Vec<String> = files
         .iter()
-        .map(|name| format!("📎 {} (file not forwarded)", name.trim()))
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let name = name.replace('<', "‹").replace('>', "›");
+            format!("📎 {name} (file not forwarded)")
+        })
         .collect();
+    if lines.is_empty() {
+        return rendered;
+    }
     match rendered {
         Ok(Rendered { format, text }) => Ok(Rendered {
             format,
@@ -510,6 +520,23 @@ mod tests {
         assert_eq!(
             tidy(text),
             "title\n\n```\nline1\n\n\n\nline5   \n```\n\nafter"
+        );
+    }
+
+    #[test]
+    fn file_names_are_listed_as_text_and_blank_ones_left_out() {
+        let files = vec![
+            "evil<https://evil.example|click here>.txt".to_owned(),
+            "  ".to_owned(),
+        ];
+        let text = Ok(Rendered {
+            format: Format::Discord,
+            text: "hi".into(),
+        });
+        let listed = with_files(text, &files, Format::Discord).unwrap().text;
+        assert_eq!(
+            listed,
+            "hi\n📎 evil‹https://evil.example|click here›.txt (file not forwarded)"
         );
     }
 

@@ -188,16 +188,30 @@ fn multipart_parts(body: &Bytes, boundary: &str) -> Vec<Part> {
     out
 }
 
+/// A parameter of a part's `Content-Disposition`, its quoted value read as browsers write it
+/// (WHATWG: nothing escaped but `"`, CR and LF as `%22`, `%0D`, `%0A`, kept as written): a `;`
+/// inside the quotes is part of the value.
 fn disposition_param(header: &str, key: &str) -> Option<String> {
-    for seg in header.split(';').skip(1) {
-        let Some((k, v)) = seg.trim().split_once('=') else {
-            continue;
+    let mut rest = header.split_once(';')?.1;
+    loop {
+        let (name, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                let next = quoted[end..].split_once(';').map_or("", |(_, n)| n);
+                (&quoted[..end], next)
+            }
+            None => after.split_once(';').unwrap_or((after, "")),
         };
-        if k.trim().eq_ignore_ascii_case(key) {
-            return Some(v.trim().trim_matches('"').to_string());
+        if name.trim().eq_ignore_ascii_case(key) {
+            return Some(value.trim().to_string());
         }
+        if next.is_empty() {
+            return None;
+        }
+        rest = next;
     }
-    None
 }
 
 /// An API-level failure: becomes `{"success":false,"error":{"code":N[,"errors":...]}}`.

@@ -433,6 +433,7 @@ impl DsmClient {
         const NEWEST: u32 = 20;
         const SKEW_MS: u64 = 60_000;
         let earliest = sent_at.saturating_sub(SKEW_MS);
+        let sent_name = super::transport::wire_file_name(&new.file.file_name);
         self.newest_posts(new.channel_id, NEWEST)
             .await?
             .into_iter()
@@ -440,10 +441,10 @@ impl DsmClient {
                 post.kind == PostKind::File
                     && post.message == new.message
                     && post.create_at >= earliest
-                    && post
-                        .file_props
-                        .as_ref()
-                        .is_some_and(|f| f.name == new.file.file_name)
+                    && post.file_props.as_ref().is_some_and(|f| {
+                        // As the caller named it, or as it was written on the wire.
+                        f.name == new.file.file_name || f.name == sent_name
+                    })
             })
             .max_by_key(|post| (post.create_at, post.post_id.get()))
             .ok_or_else(|| {

@@ -60,6 +60,25 @@ pub struct Upload {
     pub bytes: Bytes,
 }
 
+/// A file name as browsers write it in a multipart part's quoted `filename` (WHATWG's
+/// multipart/form-data encoding): `"` as `%22`, CR and LF as `%0D` and `%0A`, nothing else
+/// escaped (a `\` is sent as it is; browsers never escape it, so servers read it literally),
+/// other control characters dropped. DSM stores the name it reads: the lost-answer check looks
+/// for this name too ([`super::posts`]).
+pub fn wire_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("%22"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Upload {
     /// The content type and the body as three chunks: the fields and the file part's headers,
     /// the file itself (the same `Bytes`, not a copy, so a retry after a lost session sends it
@@ -75,17 +94,7 @@ impl Upload {
             body.extend_from_slice(value.as_bytes());
             body.extend_from_slice(b"\r\n");
         }
-        // A quoted string: `"` would end it (it becomes `'`), and `\` starts an escape, so a
-        // backslash is sent escaped, as `\\` (a name ending in `\` would otherwise escape the
-        // closing quote).
-        let mut file_name = String::with_capacity(self.file_name.len());
-        for c in self.file_name.chars().filter(|c| !c.is_control()) {
-            match c {
-                '"' => file_name.push('\''),
-                '\\' => file_name.push_str("\\\\"),
-                c => file_name.push(c),
-            }
-        }
+        let file_name = wire_file_name(&self.file_name);
         body.extend_from_slice(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {}\r\n\r\n",
@@ -138,6 +147,9 @@ fn classify_send_error(error: &SendRequestError) -> UpstreamError {
 /// `post_file_upload` (PROTOCOL.md [T2]: `api`, `method`, `version`, `channel_id` in the query,
 /// the rest in the multipart body).
 const UPLOAD_QUERY_PARAMS: &[&str] = &["channel_id"];
+/// The rate an upload's deadline allows for its file beyond `upstream.timeout_ms`: a 32 MiB
+/// file gets 32 s more (a NAS on a slow link, or busy writing it).
+const UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
 
 fn upload_query<'a>(params: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     params
@@ -344,8 +356,15 @@ impl DsmClient {
         let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
+        // An upload also has its file to carry: a megabyte a second on top of the deadline.
+        let deadline = self.up.config.timeout
+            + upload.map_or(std::time::Duration::ZERO, |u| {
+                std::time::Duration::from_secs(
+                    (u.bytes.len() as u64).div_ceil(UPLOAD_BYTES_PER_SEC),
+                )
+            });
         let result = self
-            .within_deadline(async {
+            .within(deadline, async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
                 let body = read_whole(&mut response).await?;
                 let decoded = decode(op, family, &body);
@@ -375,11 +394,12 @@ impl DsmClient {
         let result = self
             .within_deadline(async {
                 let mut response = self.send(op, endpoint, params, credential, None).await?;
+                // As UTF-8, not as visible ASCII: DSM names a file `é 日本.txt` in raw UTF-8.
                 let header_text = |name| {
                     response
                         .headers()
                         .get(name)
-                        .and_then(|v: &header::HeaderValue| v.to_str().ok())
+                        .and_then(|v: &header::HeaderValue| std::str::from_utf8(v.as_bytes()).ok())
                         .map(str::to_owned)
                 };
                 let content_type = header_text(header::CONTENT_TYPE)
@@ -446,7 +466,15 @@ impl DsmClient {
         &self,
         exchange: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        tokio::time::timeout(self.up.config.timeout, exchange)
+        self.within(self.up.config.timeout, exchange).await
+    }
+
+    async fn within<T>(
+        &self,
+        deadline: std::time::Duration,
+        exchange: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(deadline, exchange)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))
     }

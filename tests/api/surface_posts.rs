@@ -680,6 +680,76 @@ async fn an_upload_answered_without_data_finds_its_post() {
     );
 }
 
+/// File names with a quote, a backslash or a `;`: sent as browsers write them (`"` as `%22`,
+/// `\` as it is), and the post found by the name DSM stores when its answer names none. Before,
+/// the name was changed on the way (`"` to `'`, `\` doubled) and looked for unchanged: the
+/// upload was posted and answered 502, inviting a second one.
+#[actix_web::test]
+async fn an_upload_whose_name_needs_escaping_is_found_by_the_name_sent() {
+    let app = spawn_app().await;
+    app.sim.set_upload_answers_without_data(true);
+    // As a client writes them in the quoted `filename` (RFC 7578 quoted pairs).
+    for (written, stored) in [
+        (r#"q\"x ; y.txt"#, "q%22x ; y.txt"),
+        (r"dir\\name.txt", "name.txt"),
+    ] {
+        let created = upload(&app, 1, &[("file", Some((written, "text/plain")), b"1")]).await;
+        assert_eq!(created.status, 201, "{written}: {}", created.body);
+        assert_eq!(
+            created.body["file_props"]["name"], stored,
+            "{}",
+            created.body
+        );
+    }
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        2,
+        "each uploaded once"
+    );
+}
+
+/// A file named in UTF-8 downloads under its name (RFC 6266: `filename*`, and an ASCII
+/// `filename` for clients that read only that), JSON content included, and without the path
+/// a client put in its name.
+#[actix_web::test]
+async fn a_file_named_in_utf8_downloads_under_its_name() {
+    let app = spawn_app().await;
+    let created = upload(
+        &app,
+        1,
+        &[(
+            "file",
+            Some(("../../rapport é 日本.json", "application/json")),
+            br#"{"a": 1}"#,
+        )],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["file_props"]["name"], "rapport é 日本.json");
+    let post_id = created.body["post_id"].as_u64().unwrap();
+    let mut response = app
+        .http
+        .get(format!("{}/api/v1/posts/{post_id}/file", app.base))
+        .insert_header(("Authorization", format!("Bearer {READ_KEY}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let disposition = response
+        .headers()
+        .get("content-disposition")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"rapport _ __.json\"; \
+         filename*=UTF-8''rapport%20%C3%A9%20%E6%97%A5%E6%9C%AC.json"
+    );
+    assert_eq!(response.body().await.unwrap().as_ref(), br#"{"a": 1}"#);
+}
+
 #[actix_web::test]
 async fn a_caption_with_a_nul_is_refused_as_the_json_routes_refuse_it() {
     let app = spawn_app().await;
