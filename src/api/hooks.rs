@@ -1427,11 +1427,11 @@ pub async fn check_targets(state: &State, chat: &Dsm) {
         match result {
             Ok(()) => {}
             Err(DispatchError::Transient(error)) => tracing::warn!(
-                hook = %name, target = %hook.target, %error,
+                hook = %name, hook_target = %hook.target, %error,
                 "could not check the hook's target yet (the NAS is not reachable); it is resolved on use"
             ),
             Err(DispatchError::Permanent { error, .. }) => tracing::error!(
-                hook = %name, target = %hook.target, %error,
+                hook = %name, hook_target = %hook.target, %error,
                 "the hook's target matches nothing: its messages will be refused until the configuration is fixed"
             ),
         }
