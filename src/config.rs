@@ -845,6 +845,14 @@ impl Settings {
 
     fn validated(self) -> Result<Self, ConfigError> {
         let up = &self.upstream;
+        // Asked for first: what the settings below require depends on which of the two is
+        // meant (a user fixing the account or the keys first would meet this only then).
+        if up.url.is_some() && up.demo {
+            return Err(ConfigError::new(
+                "upstream.demo",
+                "cannot be combined with upstream.url (remove one of them)",
+            ));
+        }
         if let Some(url) = &up.url {
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(ConfigError::new(
@@ -1258,12 +1266,6 @@ impl Settings {
     fn check_unsafe_combinations(&self) -> Result<(), ConfigError> {
         let public_bind = !self.server.bind.ip().is_loopback();
         if self.upstream.url.is_some() {
-            if self.upstream.demo {
-                return Err(ConfigError::new(
-                    "upstream.demo",
-                    "cannot be combined with upstream.url (remove one of them)",
-                ));
-            }
             if self.auth.disabled && public_bind && !self.auth.allow_disabled_on_public_bind {
                 return Err(ConfigError::new(
                     "auth.disabled",
@@ -1750,6 +1752,13 @@ mod tests {
         let err = with_nas(&[
             ("SYNOCHAT__UPSTREAM__DEMO", "true"),
             ("SYNOCHAT__AUTH__DISABLED", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "upstream.demo");
+        // Named first, before what a NAS would also need (an account, keys).
+        let err = load(&[
+            ("SYNOCHAT__UPSTREAM__URL", "https://nas.lan:5001"),
+            ("SYNOCHAT__UPSTREAM__DEMO", "true"),
         ])
         .unwrap_err();
         assert_eq!(err.key, "upstream.demo");
