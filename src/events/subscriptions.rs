@@ -447,29 +447,29 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
         if !(s.enabled && s.respond && s.filter.matches(event)) {
             continue;
         }
-        let backlog = match s.consecutive_failures {
-            0 => {
+        // The deliveries of this event and of every earlier one exist from here, made in
+        // event order: whether an earlier one is unfinished (its call still running, or not
+        // yet begun by another request or replica) is then a fact the check can see.
+        let build = |s: &Subscription, e: &Event| delivery(s, e, reply_budget_ms, max_age_ms);
+        let made = events
+            .store
+            .fan_out_through(&s.id, event.event_id, now_ms(), &build)
+            .await;
+        let backlog = match (made, s.consecutive_failures) {
+            (Err(error), _) => Err(error),
+            (Ok(()), 0) => {
                 events
                     .store
                     .subscription_has_backlog(&s.id, event.event_id)
                     .await
             }
-            _ => Ok(true),
+            (Ok(()), _) => Ok(true),
         };
         match backlog {
             Ok(false) => responders.push(s),
-            // Not called: its delivery of this event goes through the outbox, behind the
-            // earlier ones, and a later event must wait behind it in turn (not seeing a
-            // delivery held for a reply that is never made, and overtaking it).
-            Ok(true) => {
-                note_missed(
-                    &events.store,
-                    &s.id,
-                    event.event_id,
-                    (reply_budget_ms, max_age_ms),
-                )
-                .await;
-            }
+            // Not called: its delivery of this event (made above) goes through the outbox,
+            // behind the earlier ones, and a later event waits behind it in turn.
+            Ok(true) => {}
             Err(error) => {
                 tracing::warn!(%error, "subscriptions: cannot read a backlog for a reply");
                 return None;
@@ -478,16 +478,6 @@ pub async fn reply(events: &Events, event: &Event) -> Option<Reply> {
     }
     if responders.is_empty() {
         return None;
-    }
-    // Marked before any call starts: a later event that comes meanwhile waits behind these.
-    for s in &responders {
-        note_in_flight(
-            &events.store,
-            &s.id,
-            event.event_id,
-            (reply_budget_ms, max_age_ms),
-        )
-        .await;
     }
     // From the event's arrival: the outbox's copy becomes due a margin after the same budget.
     let spent = Duration::from_millis(now_ms().saturating_sub(event.received_at).max(0) as u64);
@@ -554,26 +544,6 @@ async fn note_missed(
     };
     if let Err(error) = noted.await {
         tracing::warn!(subscription = %subscription_id, %error, "subscriptions: cannot note a missed reply");
-    }
-}
-
-/// Marks the subscription's delivery of the event as being called synchronously (made first if
-/// the fan-out has not made it yet). Unmarked, a later event could overtake this one's call.
-async fn note_in_flight(
-    store: &crate::store::Store,
-    subscription_id: &str,
-    event_id: i64,
-    (budget, max_age): (i64, i64),
-) {
-    let build = |s: &Subscription, e: &Event| delivery(s, e, budget, max_age);
-    let noted = async {
-        store
-            .fan_out_through(subscription_id, event_id, now_ms(), &build)
-            .await?;
-        store.note_reply_in_flight(subscription_id, event_id).await
-    };
-    if let Err(error) = noted.await {
-        tracing::warn!(subscription = %subscription_id, %error, "subscriptions: cannot mark a reply in flight");
     }
 }
 

@@ -162,10 +162,6 @@ macro_rules! insert_delivery {
 /// The `disabled_reason` of a subscription an operator paused.
 pub const DISABLED_BY_OPERATOR: &str = "disabled by an operator";
 
-/// The `lease_owner` of a held delivery whose synchronous call is running (no worker's name:
-/// those are a UUID and a lane number).
-const REPLY_IN_FLIGHT: &str = "synchronous-reply";
-
 impl Store {
     /// Stores a new subscription; it receives the events after `after` (the latest at creation).
     pub async fn insert_subscription(
@@ -332,8 +328,7 @@ impl Store {
             let mut tx = p.begin().await?;
             if !insert_delivery!(tx, subscription_id, event_id, d, "delivered", now) {
                 sqlx::query(
-                    "UPDATE deliveries SET state = 'delivered', lease_owner = NULL, finished_at = $3, \
-                     updated_at = $3 \
+                    "UPDATE deliveries SET state = 'delivered', finished_at = $3, updated_at = $3 \
                      WHERE state = 'queued' AND id = (SELECT delivery_id FROM subscription_deliveries \
                          WHERE subscription_id = $1 AND event_id = $2)",
                 )
@@ -380,40 +375,19 @@ impl Store {
     }
 
     /// A synchronous call did not reach the subscription (an error, no answer within the
-    /// reply budget), or was not made (the subscription failing, or behind earlier events):
-    /// its delivery of the event counts as tried from now on (`attempts` 1), so a later event
-    /// waits behind it ([`Self::subscription_has_backlog`]) instead of overtaking it. The
-    /// delivery must exist: fan the subscription out first ([`Self::fan_out_through`]).
+    /// reply budget): its delivery of the event counts as tried (`attempts` 1), as a failed
+    /// call of the outbox does. The delivery must exist: fan the subscription out first
+    /// ([`Self::fan_out_through`]).
     pub async fn note_reply_missed(
         &self,
         subscription_id: &str,
         event_id: i64,
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE deliveries SET attempts = 1, lease_owner = NULL \
-                   WHERE state = 'queued' AND attempts = 0 \
+        let sql = "UPDATE deliveries SET attempts = 1 WHERE state = 'queued' AND attempts = 0 \
                    AND id = (SELECT delivery_id FROM subscription_deliveries \
                        WHERE subscription_id = $1 AND event_id = $2)";
         with_pool!(self, p => sqlx::query(sql).bind(subscription_id).bind(event_id)
             .execute(p).await?.rows_affected());
-        Ok(())
-    }
-
-    /// A synchronous call of the subscription with the event is about to be made: until its
-    /// outcome is recorded, a later event sees it as backlog
-    /// ([`Self::subscription_has_backlog`]) and is not called beside it. The mark is the
-    /// held delivery's `lease_owner` ([`REPLY_IN_FLIGHT`]); the row stays queued, due after
-    /// the reply budget, so a gateway that dies mid-call leaves it to the outbox. The delivery
-    /// must exist: fan the subscription out first ([`Self::fan_out_through`]).
-    pub async fn note_reply_in_flight(
-        &self,
-        subscription_id: &str,
-        event_id: i64,
-    ) -> Result<(), StoreError> {
-        let sql = "UPDATE deliveries SET lease_owner = $3 WHERE state = 'queued' AND attempts = 0 \
-                   AND id = (SELECT delivery_id FROM subscription_deliveries \
-                       WHERE subscription_id = $1 AND event_id = $2)";
-        with_pool!(self, p => sqlx::query(sql).bind(subscription_id).bind(event_id)
-            .bind(REPLY_IN_FLIGHT).execute(p).await?.rows_affected());
         Ok(())
     }
 
@@ -426,9 +400,11 @@ impl Store {
             .bind(DISABLED_BY_OPERATOR).fetch_one(p).await)?)
     }
 
-    /// Whether the subscription has a delivery of an event before `event_id` that the outbox
-    /// is sending or will try again, or whose synchronous call is running: a later event must
-    /// not overtake it. (One held for a synchronous call not yet begun does not count.)
+    /// Whether the subscription has an unfinished delivery of an event before `event_id`: one
+    /// the outbox is sending or will send, or one held for its synchronous call, running or
+    /// not yet begun (by another request, or another replica). A later event must not
+    /// overtake it. The earlier deliveries must exist: fan out first
+    /// ([`Self::fan_out_through`]).
     pub async fn subscription_has_backlog(
         &self,
         subscription_id: &str,
@@ -438,14 +414,12 @@ impl Store {
         // every retained record of the subscription.
         let sql = "SELECT d.id FROM deliveries d \
                    WHERE d.target = $3 AND d.state IN ('queued', 'sending') \
-                   AND (d.state = 'sending' OR d.attempts > 0 OR d.lease_owner = $4) \
                    AND EXISTS (SELECT 1 FROM subscription_deliveries s \
                        WHERE s.delivery_id = d.id AND s.subscription_id = $1 AND s.event_id < $2) \
                    LIMIT 1";
         let target = crate::events::subscriptions::target(subscription_id);
         let found: Option<String> = with_pool!(self, p => sqlx::query_scalar(sql)
-            .bind(subscription_id).bind(event_id).bind(&target).bind(REPLY_IN_FLIGHT)
-            .fetch_optional(p).await)?;
+            .bind(subscription_id).bind(event_id).bind(&target).fetch_optional(p).await)?;
         Ok(found.is_some())
     }
 

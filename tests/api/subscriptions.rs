@@ -1311,8 +1311,8 @@ on_both!(
         }
 
         assert_eq!(reply(&events, &stored[0]).await, None);
-        // The missed call counts as tried: the next event waits behind it, so the receiver,
-        // back now, is not called at once with it.
+        // The missed call's delivery is unfinished: the next event waits behind it, so the
+        // receiver, back now, is not called at once with it.
         assert!(
             store
                 .subscription_has_backlog(&subscription.id, stored[1].event_id)
@@ -1321,14 +1321,20 @@ on_both!(
         );
         assert_eq!(reply(&events, &stored[1]).await, None);
         assert_eq!(bot.received().len(), 1, "{:?}", bot.received());
-        // Both events' deliveries were made, in event order, queued, and count as tried: the
-        // first's call missed, the second's was not made (behind the first), so a third event
-        // waits behind both.
+        // Both events' deliveries were made, in event order, and queued: the first's call
+        // missed (tried once), the second's was not made (behind the first, not tried), and a
+        // third event waits behind both.
         assert_eq!(
             backend
                 .count("SELECT COUNT(*) FROM deliveries WHERE attempts = 1 AND state = 'queued'")
                 .await,
-            2
+            1
+        );
+        assert_eq!(
+            backend
+                .count("SELECT COUNT(*) FROM deliveries WHERE attempts = 0 AND state = 'queued'")
+                .await,
+            1
         );
         let first_seq = backend
             .count(&format!(
