@@ -251,7 +251,7 @@ fn hash_key(from_stdin: bool) -> Result<(), String> {
     println!("key:  {key}");
     println!("hash: {}", auth::hash_key(&key));
     eprintln!(
-        "Give the key to the caller; configure only the hash, e.g. SYNOCHAT__AUTH__KEYS__<NAME>__HASH=<hash> and SYNOCHAT__AUTH__KEYS__<NAME>__SCOPES=read,write"
+        "Give the key to the caller; configure only the hash: for an API key, e.g. SYNOCHAT__AUTH__KEYS__<NAME>__HASH=<hash> and SYNOCHAT__AUTH__KEYS__<NAME>__SCOPES=read,write; for a hook's secret, SYNOCHAT__HOOKS__<NAME>__SECRET_HASH=<hash>"
     );
     Ok(())
 }
