@@ -460,6 +460,18 @@ wire_word!(
     }
 );
 
+wire_word!(
+    /// Fields `search` can sort by in turn (DSM's `sort_by_array`): `is_sticky,last_pin_at`
+    /// lists pinned posts in pin order, as Chat's own client asks.
+    SortKey {
+        IsSticky = "is_sticky",
+        CreateAt = "create_at",
+        UpdateAt = "update_at",
+        LastPinAt = "last_pin_at",
+        LastCommentAt = "last_comment_at",
+    }
+);
+
 /// A reminder the gateway's account set on a post.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 #[schema(example = json!({"post_id": 4294967307_u64, "remind_at": 1764219600000_u64,

@@ -12,7 +12,7 @@ use super::{CommonProblems, Dsm, InvalidInput, NotFound};
 use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read};
 use crate::domain::{ChannelId, Post, UserId};
-use crate::upstream::{PostHas, PostSearch, PostType, SearchOrder, WireWord};
+use crate::upstream::{PostHas, PostSearch, PostType, SearchOrder, SortKey, WireWord};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(search_posts)
@@ -51,6 +51,10 @@ pub struct SearchQuery {
     /// Sort order, newest first (default `create_at`).
     #[param(inline, value_type = Option<SearchOrder>)]
     sort_by: Option<String>,
+    /// Fields to sort by in turn, over `sort_by` (`is_sticky,last_pin_at`: pinned posts in pin
+    /// order, with `has=pin`).
+    #[param(inline, value_type = Option<Vec<SortKey>>, style = Form, explode = false)]
+    sort_by_array: Option<String>,
     /// `0`: top-level posts only; a root post's id: the posts of that thread.
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     #[serde(default, deserialize_with = "whole_number")]
@@ -206,6 +210,12 @@ pub async fn search_posts(
             })
         })
         .transpose()?;
+    let sort_by_array = comma_list(
+        "sort_by_array",
+        q.sort_by_array.as_deref(),
+        &words::<SortKey>(),
+        word,
+    )?;
     let page = chat
         .search_posts(&PostSearch {
             channel_ids: &channel_ids,
@@ -216,6 +226,7 @@ pub async fn search_posts(
             after: q.after.map(UnixMillis::get),
             before: q.before.map(UnixMillis::get),
             sort_by,
+            sort_by_array: &sort_by_array,
             thread_id: q
                 .thread_id
                 .map(|t| match i64::try_from(t) {

@@ -51,7 +51,8 @@ pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
 pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use post_satellites::{Reminder, ScheduledPost};
 pub use posts::{
-    NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, ThreadPage, WireWord,
+    NewFilePost, PostHas, PostSearch, PostType, SearchOrder, SearchPage, SortKey, ThreadPage,
+    WireWord,
 };
 
 use catalog::Catalog;

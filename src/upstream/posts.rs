@@ -16,7 +16,7 @@ use crate::domain::{ChannelId, FileProps, Post, PostId, PostKind, UserId};
 struct PostListData {
     posts: Posts,
 }
-pub use crate::domain::{PostHas, PostType, SearchOrder, WireWord};
+pub use crate::domain::{PostHas, PostType, SearchOrder, SortKey, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 // `message` is declared free text, in case a NAS's Info marks `SYNO.Chat.Post` as JSON (none
@@ -43,6 +43,8 @@ pub struct PostSearch<'a> {
     /// Unix milliseconds.
     pub before: Option<u64>,
     pub sort_by: Option<SearchOrder>,
+    /// Empty: DSM's order (or `sort_by`'s); else these fields in turn, over `sort_by`.
+    pub sort_by_array: &'a [SortKey],
     /// 0: top-level posts only; a root post's id: that thread.
     pub thread_id: Option<u64>,
     pub offset: u32,
@@ -472,6 +474,7 @@ impl DsmClient {
         let before = query.before.map(|t| t.to_string());
         let thread_id = query.thread_id.map(|t| t.to_string());
         let sort_by = query.sort_by.map(|s| s.as_str());
+        let sort_by_array = json_list(query.sort_by_array);
         // `in` is required; DSM ignores a `channel_id` here and searches everywhere (PROTOCOL.md [C1]).
         let mut params = vec![
             ("in", within.as_str()),
@@ -492,6 +495,10 @@ impl DsmClient {
             ("after", after.as_deref()),
             ("before", before.as_deref()),
             ("sort_by", sort_by),
+            (
+                "sort_by_array",
+                (!query.sort_by_array.is_empty()).then_some(sort_by_array.as_str()),
+            ),
             ("thread_id", thread_id.as_deref()),
         ];
         params.extend(
@@ -651,6 +658,7 @@ mod tests {
         serialise_as_their_words::<PostType>();
         serialise_as_their_words::<PostHas>();
         serialise_as_their_words::<SearchOrder>();
+        serialise_as_their_words::<SortKey>();
         assert_eq!(json_list(&[PostHas::Pin, PostHas::Url]), r#"["pin","url"]"#);
     }
 }

@@ -217,6 +217,19 @@ async fn search_sends_dsm_its_json_lists_and_answers_a_page() {
         assert_eq!(param(&sent, name), Some(value.as_str()), "{name}");
     }
     assert_eq!(param(&sent, "keyword"), None);
+    assert_eq!(param(&sent, "sort_by_array"), None);
+    // Pinned posts in pin order, as Chat's client asks (reference: post_pin).
+    let pinned = search(
+        &app,
+        "channel_id=1&has=pin&sort_by_array=is_sticky,last_pin_at",
+    )
+    .await;
+    assert_eq!(pinned.status, 200, "{}", pinned.body);
+    let sent = last_request(&app, "SYNO.Chat.Post", "search");
+    assert_eq!(
+        param(&sent, "sort_by_array"),
+        Some(r#"["is_sticky","last_pin_at"]"#)
+    );
 }
 
 #[actix_web::test]
@@ -227,6 +240,7 @@ async fn bad_search_queries_never_reach_the_nas() {
         ("has=pin,mention", "has"),
         ("type=sticker", "type"),
         ("sort_by=random", "sort_by"),
+        ("sort_by_array=is_sticky,random", "sort_by_array"),
         ("channel_id=abc", "channel_id"),
         ("channel_id=1,0", "channel_id"),
         ("creator_id=me", "creator_id"),
