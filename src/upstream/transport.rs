@@ -80,6 +80,12 @@ pub fn wire_file_name(name: &str) -> String {
 }
 
 impl Upload {
+    /// The time an upload has beyond `upstream.timeout_ms` to carry its file: a second a
+    /// [`UPLOAD_BYTES_PER_SEC`].
+    fn allowance(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((self.bytes.len() as u64).div_ceil(UPLOAD_BYTES_PER_SEC))
+    }
+
     /// The content type and the body as three chunks: the fields and the file part's headers,
     /// the file itself (the same `Bytes`, not a copy, so a retry after a lost session sends it
     /// again without holding the upload twice), and the closing boundary.
@@ -281,7 +287,9 @@ impl DsmClient {
                         length,
                         futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)),
                     );
+                    // awc's own deadline (to the answer's head) stretched like the exchange's.
                     request
+                        .timeout(self.up.config.timeout + upload.allowance())
                         .insert_header((header::CONTENT_TYPE, content_type))
                         .send_body(body)
                         .await
@@ -356,13 +364,8 @@ impl DsmClient {
         let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
-        // An upload also has its file to carry: a megabyte a second on top of the deadline.
-        let deadline = self.up.config.timeout
-            + upload.map_or(std::time::Duration::ZERO, |u| {
-                std::time::Duration::from_secs(
-                    (u.bytes.len() as u64).div_ceil(UPLOAD_BYTES_PER_SEC),
-                )
-            });
+        let deadline =
+            self.up.config.timeout + upload.map_or(Default::default(), Upload::allowance);
         let result = self
             .within(deadline, async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
@@ -633,6 +636,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_has_a_second_more_per_started_mib() {
+        let upload = |len: usize| Upload {
+            field: "file",
+            file_name: "f".into(),
+            content_type: "application/octet-stream".into(),
+            bytes: Bytes::from(vec![0u8; len]),
+        };
+        assert_eq!(upload(0).allowance(), std::time::Duration::ZERO);
+        assert_eq!(upload(1).allowance(), std::time::Duration::from_secs(1));
+        assert_eq!(
+            upload(32 * 1024 * 1024).allowance(),
+            std::time::Duration::from_secs(32)
+        );
+        assert_eq!(wire_file_name("q\"x\r\n\\y\u{7}.txt"), "q%22x%0D%0A\\y.txt");
+    }
 
     /// The plain pieces copied whole are encoded as form_urlencoded's serializer encodes them,
     /// and so is every other piece.
