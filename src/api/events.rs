@@ -487,15 +487,19 @@ mod tests {
         }
     }
 
-    #[actix_web::test]
-    async fn line_separators_in_an_event_are_escaped_and_the_data_reads_back_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&StoreSettings {
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        Store::connect(&StoreSettings {
             url: format!("sqlite://{}/events.db", dir.path().display()).into(),
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn line_separators_in_an_event_are_escaped_and_the_data_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
         let mut new = post(1);
         new.text = "a\u{2028}b\u{2029}c\u{85}d\ne".into();
         store.insert_event(&new, 1).await.unwrap();
@@ -524,12 +528,7 @@ mod tests {
     #[actix_web::test]
     async fn a_live_stream_that_falls_behind_replays_only_what_came_after_it_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&StoreSettings {
-            url: format!("sqlite://{}/events.db", dir.path().display()).into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir).await;
         let hub = Events::new(store, &Settings::default()).await.unwrap();
         hub.start().await.unwrap();
         for post_id in 1..=3 {

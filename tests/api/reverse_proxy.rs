@@ -38,6 +38,20 @@ fn nginx_binary() -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
+/// The nginx binary, or `None` after saying loudly that the test is skipped (under `CI=true`
+/// a missing nginx fails instead: `.ci/run` installs it).
+fn nginx_or_skip(test: &str) -> Option<&'static str> {
+    let binary = nginx_binary();
+    if binary.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nginx is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: {test}: nginx is not installed (apt-get install nginx)");
+    }
+    binary
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
@@ -81,12 +95,7 @@ fn start_nginx(binary: &str, upstream: SocketAddr, prefix: &str) -> (Nginx, u16)
 
 #[actix_web::test]
 async fn the_gateway_works_behind_nginx_under_a_prefix() {
-    let Some(binary) = nginx_binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nginx is required in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: reverse-proxy test: nginx is not installed (apt-get install nginx)");
+    let Some(binary) = nginx_or_skip("reverse-proxy test") else {
         return;
     };
     let app = spawn_app_with(SimConfig::default(), |s| {
@@ -156,12 +165,7 @@ async fn the_gateway_works_behind_nginx_under_a_prefix() {
 #[actix_web::test]
 async fn an_event_stream_through_nginx_to_a_gateway_that_is_down_is_a_network_error() {
     use std::io::{Read, Write};
-    let Some(binary) = nginx_binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nginx is required in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: reverse-proxy test: nginx is not installed (apt-get install nginx)");
+    let Some(binary) = nginx_or_skip("reverse-proxy test") else {
         return;
     };
     // Nothing listens there.
@@ -189,14 +193,7 @@ async fn an_event_stream_through_nginx_to_a_gateway_that_is_down_is_a_network_er
 
 #[actix_web::test]
 async fn chat_events_come_in_and_stream_out_through_nginx() {
-    let Some(binary) = nginx_binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nginx is required in CI (.ci/run installs it)"
-        );
-        eprintln!(
-            "SKIPPED: reverse-proxy SSE test: nginx is not installed (apt-get install nginx)"
-        );
+    let Some(binary) = nginx_or_skip("reverse-proxy SSE test") else {
         return;
     };
     let (app, token) = crate::events::app_with_inbounds(|s| {
