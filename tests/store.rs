@@ -475,6 +475,20 @@ backends::on_both!(
     }
 );
 
+/// Worker `a` takes `r1`, which fails, then takes `r2` (the next to the same target).
+async fn r1_failed_and_r2_claimed(store: &Store, now: i64) {
+    let first = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+    assert_eq!(first.id, "r1");
+    assert!(
+        store
+            .finish("r1", "a", "failed", now, Some("{}"), now)
+            .await
+            .unwrap()
+    );
+    let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+    assert_eq!(second.id, "r2");
+}
+
 backends::on_both!(
     a_delivery_retried_by_hand_waits_for_the_one_in_flight_to_its_target,
     |backend: Backend| async move {
@@ -486,16 +500,7 @@ backends::on_both!(
                 .await
                 .unwrap();
         }
-        let first = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
-        assert_eq!(first.id, "r1");
-        assert!(
-            store
-                .finish("r1", "a", "failed", now, Some("{}"), now)
-                .await
-                .unwrap()
-        );
-        let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
-        assert_eq!(second.id, "r2");
+        r1_failed_and_r2_claimed(&store, now).await;
         // r1 retried by hand while r2 is being sent: another worker (another replica) must
         // not send it beside r2.
         store
@@ -540,18 +545,9 @@ backends::on_both!(
             .enqueue(&delivery("r3", "channel:5", now))
             .await
             .unwrap();
-        let first = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
-        assert_eq!(first.id, "r1");
-        assert!(
-            store
-                .finish("r1", "a", "failed", now, Some("{}"), now)
-                .await
-                .unwrap()
-        );
         // r2's first part is posted, then DSM turns the second away for now (a 411): back to
         // the queue, half sent.
-        let second = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
-        assert_eq!(second.id, "r2");
+        r1_failed_and_r2_claimed(&store, now).await;
         store
             .record_post("r2", "a", 0, &[(0, Some(71))], now)
             .await
