@@ -36,6 +36,21 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// `log.level` with actix-http's dispatcher quiet when the level is a plain `info`, `warn` or
+/// `error`: it logs a request it could not parse (a malformed header line, a head over the
+/// limit) at ERROR, though that is the caller's mistake, answered 400/431, and a hostile
+/// caller could fill the log with such lines. At `debug`, `trace` or with targets named, the
+/// level is taken as written.
+fn with_quiet_parse_errors(level: &str) -> String {
+    let plain = ["info", "warn", "error"]
+        .iter()
+        .any(|l| level.trim().eq_ignore_ascii_case(l));
+    match plain {
+        true => format!("{},actix_http::h1::dispatcher=off", level.trim()),
+        false => level.to_owned(),
+    }
+}
+
 /// Installs the global subscriber: text or JSON lines on `writer`, filtered by `RUST_LOG` when
 /// set, else by `log.level`. Text on a terminal is coloured.
 pub fn init<W>(settings: &LogSettings, writer: W) -> Result<(), String>
@@ -47,7 +62,8 @@ where
         Ok(directives) if !directives.trim().is_empty() => {
             EnvFilter::try_new(directives).map_err(|e| format!("RUST_LOG: {e}"))?
         }
-        _ => EnvFilter::try_new(&settings.level).map_err(|e| format!("log.level: {e}"))?,
+        _ => EnvFilter::try_new(with_quiet_parse_errors(&settings.level))
+            .map_err(|e| format!("log.level: {e}"))?,
     };
     let style = match settings.format {
         LogFormat::Json => Style::Json,
@@ -896,6 +912,21 @@ mod tests {
 
     use super::captured::Lines;
     use super::*;
+
+    #[test]
+    fn requests_actix_could_not_parse_are_not_logged_as_errors_at_the_plain_levels() {
+        assert_eq!(
+            with_quiet_parse_errors("info"),
+            "info,actix_http::h1::dispatcher=off"
+        );
+        assert_eq!(
+            with_quiet_parse_errors("WARN"),
+            "WARN,actix_http::h1::dispatcher=off"
+        );
+        for written in ["debug", "trace", "off", "syno_chat_gateway=debug,warn"] {
+            assert_eq!(with_quiet_parse_errors(written), written);
+        }
+    }
     use crate::telemetry::RequestInfo;
 
     #[derive(Debug)]
