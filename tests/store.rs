@@ -589,6 +589,52 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    many_failed_deliveries_retried_at_once_are_all_requeued,
+    |backend: Backend| async move {
+        // "Retry every failed one": all at once, while new messages arrive. Taking a new place
+        // in the order reads and writes; none may be refused as "database is locked".
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 8_000_000;
+        let ids: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+        for id in &ids {
+            store
+                .enqueue(&delivery(id, &format!("channel:{id}"), now))
+                .await
+                .unwrap();
+            let row = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
+            assert!(
+                store
+                    .finish(&row.id, "a", "failed", now, Some("{}"), now)
+                    .await
+                    .unwrap()
+            );
+        }
+        let news: Vec<_> = (0..10)
+            .map(|i| delivery(&format!("n{i}"), "channel:n", now))
+            .collect();
+        let retries = ids
+            .iter()
+            .map(|id| store.retry_delivery(id, now + 1, now + 100_000));
+        let arrivals = news.iter().map(|new| store.enqueue(new));
+        let (retried, arrived) = futures_util::future::join(
+            futures_util::future::join_all(retries),
+            futures_util::future::join_all(arrivals),
+        )
+        .await;
+        for outcome in retried {
+            assert!(
+                matches!(
+                    outcome,
+                    Ok(syno_chat_gateway::store::deliveries::Transition::Done)
+                ),
+                "{outcome:?}"
+            );
+        }
+        assert!(arrived.iter().all(Result::is_ok), "{arrived:?}");
+    }
+);
+
+backends::on_both!(
     a_paced_target_is_not_claimed_before_its_time,
     |backend: Backend| async move {
         let store = Store::connect(&settings(&backend.url)).await.unwrap();

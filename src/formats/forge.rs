@@ -1,4 +1,5 @@
-//! GitHub, Gitea, Forgejo and Gogs native webhooks (senders-delivery-events A.9): a headline
+//! GitHub, Gitea, Forgejo and Gogs native webhooks (senders-delivery-events A.9; GitLab's in
+//! [`super::gitlab`]): a headline
 //! per event, read from the body's shape (the `X-GitHub-Event`/`X-Gitea-Event` header names the
 //! same thing): push with its commits, issues, pull requests and their reviews, comments,
 //! releases, CI outcomes, deployments, stars, forks, labels and milestones, and the ping
@@ -27,7 +28,8 @@ const COMMITS_SHOWN: usize = 5;
 /// Whether the body is a forge's: a repository with a full name, and who acted; or GitHub's
 /// `ping`, which an organisation's or an app's hook sends without a repository.
 pub fn looks_like(message: &Map<String, Value>) -> bool {
-    is_ping(message)
+    super::gitlab::looks_like(message)
+        || is_ping(message)
         || is_without_repository(message)
         || message
             .get("repository")
@@ -58,6 +60,9 @@ fn is_ping(message: &Map<String, Value>) -> bool {
 }
 
 pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
+    if super::gitlab::looks_like(message) {
+        return super::gitlab::render(message);
+    }
     let object = |key: &str| message.get(key).and_then(Value::as_object);
     let repo = object("repository").and_then(|r| said(r, "full_name"));
     // The ping when a hook is made (a repository's, an organisation's, an app's) is answered
@@ -321,7 +326,7 @@ fn is_commit_status(message: &Map<String, Value>) -> bool {
 }
 
 /// The mark of a run's or a status's outcome.
-fn outcome_mark(outcome: &str) -> &'static str {
+pub(super) fn outcome_mark(outcome: &str) -> &'static str {
     match outcome {
         "success" => "✅",
         "failure" | "error" | "timed_out" | "startup_failure" => "❌",
@@ -394,7 +399,12 @@ fn commit_status(repo: &str, message: &Map<String, Value>) -> String {
 }
 
 /// `[owner/repo:main] alice pushed 2 commits <compare|compare>` and the commits.
-fn push(message: &Map<String, Value>, repo: &str, who: &str, commits: &[Value]) -> String {
+pub(super) fn push(
+    message: &Map<String, Value>,
+    repo: &str,
+    who: &str,
+    commits: &[Value],
+) -> String {
     let reference = said(message, "ref").unwrap_or_default();
     let reference = &*reference;
     let place = match (
@@ -503,7 +513,7 @@ fn numbered(item: &Map<String, Value>) -> String {
 /// and Gitea's comments are written) become Chat links, and the rest is text as typed.
 /// A headline, and under it the first lines of what was written (a comment, a review), if
 /// anything was.
-fn with_quote(mut headline: String, body: Option<&str>) -> String {
+pub(super) fn with_quote(mut headline: String, body: Option<&str>) -> String {
     if let Some(body) = body {
         headline.push('\n');
         headline.push_str(&quoted(body));

@@ -15,6 +15,7 @@ mod arr;
 mod discord;
 mod forge;
 mod generic;
+mod gitlab;
 mod grafana;
 mod markup;
 mod slack;
@@ -59,13 +60,15 @@ pub enum Format {
         alias = "readarr"
     )]
     Arr,
-    /// GitHub, Gitea, Forgejo and Gogs native webhooks (push, issues, pull requests, releases).
+    /// GitHub, Gitea, Forgejo, Gogs and GitLab native webhooks (push, issues, pull and merge
+    /// requests, releases).
     #[serde(
         rename = "forge",
         alias = "github",
         alias = "gitea",
         alias = "forgejo",
-        alias = "gogs"
+        alias = "gogs",
+        alias = "gitlab"
     )]
     Forge,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).

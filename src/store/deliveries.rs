@@ -684,7 +684,9 @@ impl Store {
             Pool::Sqlite(p) => {
                 // AUTOINCREMENT never hands out a seq again, but an UPDATE does not advance
                 // its counter: the new place is taken past both, and the counter moved to it.
-                let mut tx = p.begin().await?;
+                // Writing from the start: a read that then writes is refused at once ("database
+                // is locked") when another write came between, where this waits its turn.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                 let next: i64 = sqlx::query_scalar(
                     "SELECT COALESCE(MAX(v), 0) + 1 FROM (SELECT MAX(seq) AS v FROM deliveries \
                      UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'deliveries')",
