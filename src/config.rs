@@ -1183,6 +1183,12 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", e.to_string()));
         }
+        if self.log.level.split(',').all(|d| d.trim().is_empty()) {
+            return Err(ConfigError::new(
+                "log.level",
+                "is empty: no line would be written (an unset variable?); use a level such as info",
+            ));
+        }
         if let Some(word) = bare_target(&self.log.level) {
             return Err(ConfigError::new(
                 "log.level",
@@ -1521,7 +1527,10 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
 /// `verbose`): `EnvFilter` reads it as "this target at every level", which silences every other
 /// line, where the operator meant a level.
 fn bare_target(filter: &str) -> Option<&str> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    // The names, and the numbers `EnvFilter` takes for them (0 = off … 5 = trace).
+    const LEVELS: [&str; 12] = [
+        "off", "error", "warn", "info", "debug", "trace", "0", "1", "2", "3", "4", "5",
+    ];
     filter.split(',').map(str::trim).find(|directive| {
         !directive.is_empty()
             && !directive.contains(['=', '['])
@@ -1856,6 +1865,12 @@ mod tests {
         }
         load(&[("SYNOCHAT__LOG__LEVEL", "INFO")]).unwrap();
         load(&[("SYNOCHAT__LOG__LEVEL", "off")]).unwrap();
+        load(&[("SYNOCHAT__LOG__LEVEL", "3")]).unwrap();
+        // An unset variable in a compose file: nothing would be written.
+        for empty in ["", " ", ","] {
+            let err = load(&[("SYNOCHAT__LOG__LEVEL", empty)]).unwrap_err();
+            assert_eq!(err.key, "log.level", "{empty:?}");
+        }
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl Signing {
         })
     }
 
+    /// Whether this is a Standard Webhooks check (a `whsec_` secret): its message id is signed.
+    pub fn is_standard(&self) -> bool {
+        self.secret.expose_secret().starts_with("whsec_")
+    }
+
     /// Whether the request carries a signature header this check reads: without one a signed
     /// hook refuses it before reading its body.
     pub fn is_presented(&self, headers: &HeaderMap) -> bool {

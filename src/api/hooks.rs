@@ -1002,6 +1002,13 @@ fn event_of(
         key: format!("delivery:{key}"),
         since_ms: None,
     };
+    // A Standard Webhooks id is signed with the body (and verified by now): it names the
+    // event, and an `Idempotency-Key` added to a captured request cannot make it new again.
+    if hook.signing.as_ref().is_some_and(Signing::is_standard)
+        && let Some(id) = super::hook_signature::standard_header(req.headers(), "id")
+    {
+        return Ok(Some(named(id.trim().to_owned())));
+    }
     if let Some(key) = super::idempotency::parse_key(req.headers())
         .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
     {

@@ -1134,6 +1134,14 @@ async fn a_standard_webhooks_sender_is_verified_and_its_redelivery_posted_once()
     let again = send_raw(&app, "/hooks/standard", body.as_bytes(), &svix).await;
     assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
     assert_eq!(again.body["duplicate"], true);
+    // A captured request replayed with an `Idempotency-Key` added is still the signed event.
+    let replayed = [svix[0], svix[1], svix[2], ("Idempotency-Key", "evil-1")];
+    let again = send_raw(&app, "/hooks/standard", body.as_bytes(), &replayed).await;
+    assert_eq!(
+        again.body["delivery_id"], first.body["delivery_id"],
+        "{}",
+        again.body
+    );
     assert_eq!(posts_after_settling(&app, 2).await, 2);
 }
 
