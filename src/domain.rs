@@ -138,6 +138,17 @@ pub fn is_name_separator(c: char) -> bool {
     c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}' | '\u{feff}')
 }
 
+/// A file name without what could make it show as another name: control characters and the
+/// bidirectional formatting characters (U+202E before `txt.exe` shows it as `exe.txt`).
+pub fn shown_file_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
 /// Whether `text` is empty or only white space (see [`is_blank_char`]).
 pub fn is_blank(text: &str) -> bool {
     text.chars().all(is_blank_char)

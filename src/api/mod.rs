@@ -688,6 +688,7 @@ fn download_name(raw: &str) -> Option<String> {
         Some(ext) => String::from_utf8_lossy(&ext.value).into_owned(),
         None => disposition.get_filename()?.to_owned(),
     };
+    let name = crate::domain::shown_file_name(&name);
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
     (!base.trim().is_empty()).then(|| base.to_owned())
 }

@@ -166,17 +166,74 @@ const MAX_FILE_NAME_BYTES: usize = 255;
 /// `filename`, without the path some clients include (RFC 7578 §4.2 says to ignore it),
 /// at most [`MAX_FILE_NAME_BYTES`]; `None` when nothing is left.
 fn upload_name(disposition: &actix_web::http::header::ContentDisposition) -> Option<String> {
+    use actix_web::http::header::Charset;
     let name = match disposition.get_filename_ext() {
+        Some(ext) if ext.charset == Charset::Iso_8859_1 => {
+            ext.value.iter().map(|&b| char::from(b)).collect()
+        }
         Some(ext) => String::from_utf8_lossy(&ext.value).into_owned(),
         None => disposition.get_filename()?.to_owned(),
     };
+    let name = crate::domain::shown_file_name(&name);
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
     if base.is_empty() || base == "." || base == ".." {
         return None;
     }
-    let mut end = base.len().min(MAX_FILE_NAME_BYTES);
+    if base.len() <= MAX_FILE_NAME_BYTES {
+        return Some(base.to_owned());
+    }
+    // Cut in the stem, keeping a short extension (`.pdf`): the kind of file stays known.
+    let extension = base
+        .rfind('.')
+        .map(|dot| &base[dot..])
+        .filter(|ext| ext.len() <= 16)
+        .unwrap_or_default();
+    let mut end = MAX_FILE_NAME_BYTES - extension.len();
     while !base.is_char_boundary(end) {
         end -= 1;
     }
-    Some(base[..end].to_owned())
+    Some(format!("{}{extension}", &base[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{ContentDisposition, HeaderValue};
+
+    use super::upload_name;
+
+    fn named(raw: &str) -> Option<String> {
+        let value = HeaderValue::from_bytes(raw.as_bytes()).unwrap();
+        upload_name(&ContentDisposition::from_raw(&value).unwrap())
+    }
+
+    #[test]
+    fn a_file_name_is_kept_without_path_controls_or_direction_marks() {
+        let part = |params: &str| format!("form-data; name=\"file\"; {params}");
+        assert_eq!(
+            named(&part(r#"filename="../../etc/passwd""#)).as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            named(&part(
+                "filename=\"fallback.txt\"; filename*=UTF-8''%C3%A9t%C3%A9.txt"
+            ))
+            .as_deref(),
+            Some("été.txt")
+        );
+        assert_eq!(
+            named(&part("filename*=ISO-8859-1''caf%E9.txt")).as_deref(),
+            Some("café.txt")
+        );
+        // Only a control character, or a direction override: nothing, or the name as it shows.
+        assert_eq!(named(&part("filename*=UTF-8''%07")), None);
+        assert_eq!(
+            named(&part("filename*=UTF-8''%E2%80%AEtxt.exe")).as_deref(),
+            Some("txt.exe")
+        );
+        // Cut at 255 bytes in the stem: the extension stays.
+        let long = format!("{}.pdf", "a".repeat(400));
+        let kept = named(&part(&format!("filename=\"{long}\""))).unwrap();
+        assert_eq!(kept.len(), 255);
+        assert!(kept.ends_with("aaa.pdf"), "{kept}");
+    }
 }
