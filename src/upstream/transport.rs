@@ -700,7 +700,7 @@ mod tests {
         assert!(prefix.starts_with(&format!("--{boundary}\r\n")));
         assert!(prefix.contains("name=\"channel_id\"\r\n\r\n1\r\n"));
         assert!(prefix.ends_with(
-            "name=\"file\"; filename=\"a'b\\\\c\\\\.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+            "name=\"file\"; filename=\"a%22b\\c\\.txt\"\r\nContent-Type: text/plain\r\n\r\n"
         ));
         assert_eq!(
             suffix.as_ref(),
