@@ -154,6 +154,36 @@ async fn channel_id(app: &TestApp, name: &str) -> String {
     found.body["items"][0]["channel_id"].to_string()
 }
 
+/// GitLab's own webhook: its "Secret token" in `X-Gitlab-Token`, its push read as a forge's.
+#[actix_rt::test]
+async fn a_gitlab_push_with_its_secret_token_header_is_posted() {
+    let app = app().await;
+    let body = json!({"object_kind": "push", "user_username": "jane", "ref": "refs/heads/main",
+        "before": "95790bf891e76fee5e1747ab589903a6a1f80f22",
+        "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "total_commits_count": 1,
+        "project": {"path_with_namespace": "ops/nas", "web_url": "https://gitlab.example/ops/nas"},
+        "commits": [{"id": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "message": "Fix backups",
+            "url": "https://gitlab.example/ops/nas/-/commit/da156088", "author": {"name": "Jane"}}]});
+    let answer = send_raw(
+        &app,
+        "/hooks/ops",
+        &serde_json::to_vec(&body).unwrap(),
+        &[("X-Gitlab-Token", SECRET), ("X-Gitlab-Event", "Push Hook")],
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+    assert_eq!(answer.body["format"], "forge", "{}", answer.body);
+    let sent = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    let message = param(&sent, "message").unwrap();
+    assert!(
+        message.starts_with("[ops/nas:main] jane pushed 1 commit"),
+        "{message}"
+    );
+    // A wrong token is a wrong secret.
+    let refused = send_raw(&app, "/hooks/ops", b"{}", &[("X-Gitlab-Token", "nope")]).await;
+    assert_eq!(refused.status.as_u16(), 404);
+}
+
 #[actix_rt::test]
 async fn a_slack_payload_is_posted_by_channel_name_and_answered_ok() {
     let app = app().await;
