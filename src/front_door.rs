@@ -179,7 +179,21 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 /// A hook or inbound URL pasted with a trailing slash (`/hooks/alerts/<secret>/`,
 /// `/inbound/deploys/`): the one it names. A sender, or Chat, gets only a 404 for it and gives
 /// up, and its alerts or events are lost.
+///
+/// Also a hook's URL with Discord's `/slack` or `/github` after it: senders that speak Slack's
+/// or GitHub's language to a Discord webhook add them (Netdata's Discord notifications always
+/// do), and the body says the rest.
 fn pasted_path_as_meant(path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix("/hooks/") {
+        let rest = rest.trim_end_matches('/');
+        let segments: Vec<&str> = rest.split('/').collect();
+        if let [name, secret, "slack" | "github"] = segments.as_slice()
+            && !name.is_empty()
+            && !secret.is_empty()
+        {
+            return Some(format!("/hooks/{name}/{secret}"));
+        }
+    }
     if !path.ends_with('/') {
         return None;
     }

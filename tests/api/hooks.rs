@@ -428,8 +428,9 @@ async fn the_readmes_uptime_kuma_template_reads_an_alert_and_the_test_button() {
     );
 }
 
-/// A hook URL pasted with a trailing slash still reaches its hook (a 404 loses the sender's
-/// alerts: it gives up), secret checked as ever; a GET's query is kept.
+/// A hook URL pasted with a trailing slash, or with Discord's `/slack` after it, still reaches
+/// its hook (a 404 loses the sender's alerts: it gives up), secret checked as ever; a GET's
+/// query is kept.
 #[actix_rt::test]
 async fn a_hook_url_with_a_trailing_slash_reaches_its_hook() {
     let app = app().await;
@@ -457,6 +458,19 @@ async fn a_hook_url_with_a_trailing_slash_reaches_its_hook() {
     assert_eq!(answer.status, 202, "{}", answer.body);
     let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
     assert_eq!(param(&create, "message"), Some("web: via get"));
+    // Discord's Slack-compatible suffix, as Netdata adds it to every Discord URL.
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}/slack"),
+        json!({"text": "disk 93%"}),
+    )
+    .await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.clone()),
+        (200, json!("ok"))
+    );
+    let create = posted(&app, "SYNO.Chat.Post", "create", 3).await;
+    assert_eq!(param(&create, "message"), Some("disk 93%"));
 }
 
 #[actix_rt::test]
