@@ -42,6 +42,9 @@ pub async fn front_door(
     if let Some(path) = pasted_path_as_meant(req.path()) {
         route_as(&mut req, &path);
     }
+    if let Some(path) = gotify_as_hook(&req) {
+        route_as_without_query(&mut req, &path);
+    }
     let clock = req.conn_data::<Arc<ConnectionClock>>().cloned();
     if let Some(clock) = &clock {
         clock.request_started();
@@ -202,6 +205,42 @@ fn pasted_path_as_meant(path: &str) -> Option<String> {
         .find(|prefix| path.starts_with(prefix))?;
     let trimmed = path.trim_end_matches('/');
     (trimmed.len() >= prefix.len()).then(|| trimmed.to_owned())
+}
+
+/// A Gotify sender's message to a hook (`<server>/message`, the server being the hook's URL):
+/// its application token, in `?token=` or `X-Gotify-Key`, is the hook's secret. Proxmox VE's
+/// Gotify target, and the Gotify types of Uptime Kuma, Healthchecks and the *arr apps, call so.
+/// The token leaves the query (which holds nothing else of Gotify's).
+fn gotify_as_hook(req: &ServiceRequest) -> Option<String> {
+    let name = req
+        .path()
+        .strip_prefix("/hooks/")?
+        .strip_suffix("/message")
+        .filter(|name| !name.is_empty() && !name.contains('/'))?;
+    if req.headers().contains_key("x-gotify-key") {
+        return Some(format!("/hooks/{name}"));
+    }
+    let token = form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, token)| token.into_owned())?;
+    let plain = !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    plain.then(|| format!("/hooks/{name}/{token}"))
+}
+
+/// Routes the request as if it had been sent to `path`, without its query.
+fn route_as_without_query(req: &mut ServiceRequest, path: &str) {
+    let mut parts = req.head().uri.clone().into_parts();
+    let Ok(path) = path.parse() else {
+        return;
+    };
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = actix_web::http::Uri::from_parts(parts) {
+        req.match_info_mut().get_mut().update(&uri);
+        req.head_mut().uri = uri;
+    }
 }
 
 /// Routes the request as if it had been sent to `path` (its query kept).

@@ -673,18 +673,21 @@ const DISCORD_URL_PARAMETERS: [&str; 2] = ["thread_id", "wait"];
 
 /// The secret in a request's `Authorization`: a bearer token, or the password of Basic
 /// credentials (the user name when the password is empty), for senders that offer only basic
-/// auth (Alertmanager's and Grafana's `basic_auth`); or GitLab's `X-Gitlab-Token`.
+/// auth (Alertmanager's and Grafana's `basic_auth`); or GitLab's `X-Gitlab-Token`, or a Gotify
+/// sender's `X-Gotify-Key`.
 fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
     if let Some(token) = crate::auth::bearer_token(headers) {
         return Some(token.into());
     }
-    // GitLab sends a webhook's "Secret token" as it is, in a header of its own.
-    if let Some(token) = headers
-        .get("x-gitlab-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
+    // GitLab sends a webhook's "Secret token" as it is, in a header of its own; Gotify's
+    // senders their application token.
+    if let Some(token) = ["x-gitlab-token", "x-gotify-key"].iter().find_map(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }) {
         return Some(token.into());
     }
     use base64::Engine as _;

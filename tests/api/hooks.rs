@@ -154,6 +154,34 @@ async fn channel_id(app: &TestApp, name: &str) -> String {
     found.body["items"][0]["channel_id"].to_string()
 }
 
+/// A Gotify sender (Proxmox VE's Gotify target, Kuma's Gotify type): `<server>/message`, the
+/// hook's URL as the server, its secret as the application token in `?token=` or a header.
+#[actix_rt::test]
+async fn a_gotify_sender_posts_to_the_hook_it_names_as_its_server() {
+    let app = app().await;
+    let body = json!({"title": "Backup", "message": "vzdump finished", "priority": 5});
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/message?token={SECRET}"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(param(&create, "message"), Some("Backup\nvzdump finished"));
+    let answer = send_raw(
+        &app,
+        "/hooks/ops/message",
+        &serde_json::to_vec(&body).unwrap(),
+        &[("X-Gotify-Key", SECRET)],
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+    // A wrong token is a wrong secret.
+    let wrong = send_json(&app, "/hooks/ops/message?token=nope", body).await;
+    assert_eq!(wrong.status, 404);
+}
+
 /// GitLab's own webhook: its "Secret token" in `X-Gitlab-Token`, its push read as a forge's.
 #[actix_rt::test]
 async fn a_gitlab_push_with_its_secret_token_header_is_posted() {
