@@ -230,7 +230,7 @@ pub struct Page {
     #[param(inline)]
     pub offset: Offset,
     /// Only posts older than this post id: pass the last `post_id` of a page to get the next
-    /// one. Works on every NAS, whichever way it pages. A post of another channel is a 400.
+    /// one. Works on every NAS, whichever way it pages. A post of another channel is a 404.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 9223372036854775807_i64)]
     pub before: Option<PostId>,
 }

@@ -78,11 +78,12 @@ pub async fn list_posts(
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.channel_id;
     // Another channel's post as the anchor: DSM would answer this channel's newest page, and
-    // a client that mixed its cursors up would start over without knowing.
+    // a client that mixed its cursors up would start over without knowing. No such post in
+    // this channel: a 404, as for any anchor the channel does not have.
     if let Some(before) = page.before
         && before.get() >> 32 != channel_id.get()
     {
-        return Err(ApiError::invalid(format!(
+        return Err(ApiError::not_found(format!(
             "before: post {before} is not in channel {channel_id} (post ids are \
              channel_id << 32 | sequence)"
         )));

@@ -1074,7 +1074,7 @@ async fn before_pages_newest_first_without_gaps_however_the_nas_pages() {
     // Another channel's post as the anchor is a mixed-up cursor, not a first page.
     let elsewhere = format!("/api/v1/channels/2/posts?before={newest}");
     let refused = app.get(&elsewhere).await;
-    let problem = refused.assert_problem(400, "invalid_request");
+    let problem = refused.assert_problem(404, "not_found");
     assert!(
         problem["detail"].as_str().unwrap().starts_with("before:"),
         "{problem}"
