@@ -789,6 +789,22 @@ pub fn find_by_name<T: Copy>(entries: &[(&str, T)], name: &str) -> Result<T, &'s
     }
 }
 
+/// `2026-12-04T05:06:07.089Z` for Unix milliseconds.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let (days, ms) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 /// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
 /// civil-from-days), for writing times without a date-time crate.
 pub fn civil_date(days: i64) -> (i64, i64, i64) {

@@ -304,6 +304,99 @@ pub struct HookReceipt {
     /// `delivery_id` is the first copy's. Absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+    /// Discord-style `?wait=true`, once posted with a post id: the rest of a Discord message
+    /// object, so Discord clients that read the answer as one (discord.py's `wait=True`) take it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(inline, value_type = DiscordMessage)]
+    discord: Option<DiscordMessage>,
+}
+
+/// The fields of a Discord message object besides its `id`, as Discord answers an
+/// execute-webhook call with `?wait=true`. Chat has no mentions, embeds, attachments, pins or
+/// edits to report here: those are empty, and `author` stands for the hook.
+#[derive(Serialize, ToSchema)]
+pub struct DiscordMessage {
+    /// `0`, Discord's default message type.
+    #[serde(rename = "type")]
+    #[schema(required = false)]
+    kind: u8,
+    /// The text of the (first) post, as Chat shows it.
+    #[schema(required = false)]
+    content: String,
+    /// The Chat channel the post went to, as a string like Discord's ids; absent when the
+    /// gateway does not know it (a user target, or a named channel not looked up here lately).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    channel_id: Option<String>,
+    /// When the message was posted (RFC 3339, UTC).
+    #[schema(required = false)]
+    timestamp: String,
+    /// Always `null`.
+    #[schema(required = false)]
+    edited_timestamp: Option<String>,
+    /// The hook, as a Discord webhook's author: `id` `"0"`, `username` the hook's name.
+    #[schema(required = false)]
+    author: DiscordAuthor,
+    /// Always `"0"`.
+    #[schema(required = false)]
+    webhook_id: &'static str,
+    #[schema(required = false)]
+    tts: bool,
+    #[schema(required = false)]
+    mention_everyone: bool,
+    #[schema(required = false)]
+    pinned: bool,
+    #[schema(required = false)]
+    flags: u32,
+    #[schema(value_type = Vec<Object>, required = false)]
+    mentions: [(); 0],
+    #[schema(value_type = Vec<String>, required = false)]
+    mention_roles: [(); 0],
+    #[schema(value_type = Vec<Object>, required = false)]
+    attachments: [(); 0],
+    #[schema(value_type = Vec<Object>, required = false)]
+    embeds: [(); 0],
+    #[schema(value_type = Vec<Object>, required = false)]
+    components: [(); 0],
+}
+
+/// A Discord message's `author`, for a message a webhook posted.
+#[derive(Serialize, ToSchema)]
+pub struct DiscordAuthor {
+    id: &'static str,
+    username: String,
+    discriminator: &'static str,
+    avatar: Option<String>,
+    bot: bool,
+}
+
+impl DiscordMessage {
+    fn posted(hook: &str, content: String, channel_id: Option<ChannelId>, at_ms: i64) -> Self {
+        Self {
+            kind: 0,
+            content,
+            channel_id: channel_id.map(|id| id.to_string()),
+            timestamp: crate::domain::rfc3339_ms(at_ms),
+            edited_timestamp: None,
+            author: DiscordAuthor {
+                id: "0",
+                username: hook.to_owned(),
+                discriminator: "0000",
+                avatar: None,
+                bot: true,
+            },
+            webhook_id: "0",
+            tts: false,
+            mention_everyone: false,
+            pinned: false,
+            flags: 0,
+            mentions: [],
+            mention_roles: [],
+            attachments: [],
+            embeds: [],
+            components: [],
+        }
+    }
 }
 
 /// What a non-Slack sender gets back for an event the hook leaves unposted on purpose (a
@@ -777,7 +870,7 @@ async fn handle(
             }
             // `?wait=true`: Discord answers once the message exists, with its id.
             let waited = if discord {
-                match waited_for(services.2, &delivery_id).await {
+                match waited_for(name, services.2, &delivery_id).await {
                     Ok(waited) => waited,
                     Err(error) => {
                         let mut response = error.error_response();
@@ -790,8 +883,8 @@ async fn handle(
             } else {
                 Waited::NotYet
             };
-            let (answer, post_id) = match waited {
-                Waited::Posted(post_id) => (HttpResponse::Ok(), post_id),
+            let (answer, posted) = match waited {
+                Waited::Posted(posted) => (HttpResponse::Ok(), posted),
                 // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`).
                 Waited::NotYet if discord => (HttpResponse::Ok(), None),
                 Waited::NotYet => (HttpResponse::Accepted(), None),
@@ -802,8 +895,9 @@ async fn handle(
                     ok: true,
                     format: rendered.as_str(),
                     delivery_id,
-                    id: post_id.map(|id| id.to_string()),
+                    id: posted.as_ref().map(|(id, _)| id.to_string()),
                     duplicate,
+                    discord: posted.map(|(_, message)| *message),
                 })
         }
         // Slack's senders get Slack's strings; the others a problem document.
@@ -894,21 +988,39 @@ const DISCORD_WAIT: Duration = Duration::from_secs(5);
 
 /// What a Discord-style `?wait=true` call found after waiting.
 enum Waited {
-    /// Delivered; the id of its (first) post, when DSM named one (incoming webhooks do not).
-    Posted(Option<i64>),
+    /// Delivered; the id of its (first) post, when DSM named one (incoming webhooks do not),
+    /// and the rest of the Discord message object then.
+    Posted(Option<(i64, Box<DiscordMessage>)>),
     /// Still in the outbox after [`DISCORD_WAIT`] (or its state could not be read).
     NotYet,
 }
 
 /// Waits up to [`DISCORD_WAIT`] for the delivery; `Err` is why it failed or was cancelled.
-async fn waited_for(outbox: &Outbox, delivery_id: &str) -> Result<Waited, ApiError> {
+async fn waited_for(hook: &str, outbox: &Outbox, delivery_id: &str) -> Result<Waited, ApiError> {
     let row = match outbox.settled(delivery_id, DISCORD_WAIT).await {
         Ok(Some(row)) => row,
         // It is stored; what became of it can be read at its `Location`.
         Ok(None) | Err(_) => return Ok(Waited::NotYet),
     };
     match row.state.as_str() {
-        "delivered" => Ok(Waited::Posted(row.posts.iter().find_map(|(_, post)| *post))),
+        "delivered" => {
+            let Some((chunk, post_id)) = row
+                .posts
+                .iter()
+                .find_map(|&(chunk, post)| Some((chunk, post?)))
+            else {
+                return Ok(Waited::Posted(None));
+            };
+            let content = usize::try_from(chunk)
+                .ok()
+                .and_then(|chunk| row.chunks.get(chunk))
+                .cloned()
+                .unwrap_or_default();
+            let channel_id = outbox.posted_channel(&row).await;
+            let at_ms = row.finished_at.unwrap_or(row.updated_at);
+            let message = DiscordMessage::posted(hook, content, channel_id, at_ms);
+            Ok(Waited::Posted(Some((post_id, Box::new(message)))))
+        }
         "failed" | "cancelled" => Err(row
             .last_error
             .as_deref()

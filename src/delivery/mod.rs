@@ -287,6 +287,9 @@ pub struct Outbox {
     lease_ms: i64,
     /// `subscriptions.max_age_secs` in ms: a subscription delivery's age limit, on retry too.
     subscription_max_age_ms: i64,
+    /// Named channels looked up in the last minute, so a busy hook with a named target does
+    /// not list DSM's channels before each message (and its receipt can name the channel).
+    channel_names: moka::future::Cache<String, ChannelId>,
 }
 
 impl Outbox {
@@ -309,6 +312,7 @@ impl Outbox {
             worker_ended: AtomicBool::new(false),
             finished: Notify::new(),
             metrics,
+            channel_names: name_cache(),
         })
     }
 
@@ -478,6 +482,16 @@ impl Outbox {
         }
     }
 
+    /// The channel a delivery's posts went to, when it is known here: a channel target's, or
+    /// a named channel's as looked up in the last minute (a Discord-style receipt names it).
+    pub async fn posted_channel(&self, row: &DeliveryRow) -> Option<ChannelId> {
+        match serde_json::from_str::<Job>(&row.request).ok()? {
+            Job::Channel { channel_id, .. } => Some(channel_id),
+            Job::ChannelNamed { channel } => self.channel_names.get(&channel).await,
+            _ => None,
+        }
+    }
+
     /// Stops claiming new work, at once: the delivery being sent finishes its chunk, and the
     /// worker hands the rest back while the HTTP requests drain (SIGTERM), not after them, so
     /// the whole stop fits in `server.shutdown_timeout_secs` and the DSM logout.
@@ -518,7 +532,6 @@ impl Outbox {
             account: upstream.account().to_owned(),
             tokens,
             owner: uuid::Uuid::new_v4().to_string(),
-            channel_names: name_cache(),
             user_names: name_cache(),
         };
         crate::store::task::spawn(worker.run());
@@ -535,9 +548,7 @@ struct Worker {
     http: awc::Client,
     /// This process's lease owner id; each lane's is this and its number.
     owner: String,
-    /// Named targets looked up in the last minute, so a busy hook with a named target does not
-    /// list DSM's channels (or users) before each message.
-    channel_names: moka::future::Cache<String, ChannelId>,
+    /// Named users looked up in the last minute (channels: [`Outbox::channel_names`]).
     user_names: moka::future::Cache<String, UserId>,
 }
 
@@ -1178,7 +1189,7 @@ impl Worker {
                 .await
                 .map_err(upstream),
             Job::ChannelNamed { channel } => {
-                if let Some(id) = self.channel_names.get(channel).await {
+                if let Some(id) = self.outbox.channel_names.get(channel).await {
                     return Ok(id);
                 }
                 let channels = self.chat.channels().await.map_err(upstream)?;
@@ -1189,7 +1200,7 @@ impl Worker {
                     .collect();
                 let id = crate::domain::find_by_name(&names, channel)
                     .map_err(|reason| missing("channel", channel, reason))?;
-                self.channel_names.insert(channel.clone(), id).await;
+                self.outbox.channel_names.insert(channel.clone(), id).await;
                 Ok(id)
             }
             Job::UserNamed { username } => {

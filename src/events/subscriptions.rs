@@ -122,26 +122,10 @@ struct Body<'a> {
 pub fn body(event: &Event) -> String {
     serde_json::to_string(&Body {
         kind: format!("chat.{}", event.kind.as_str()),
-        timestamp: rfc3339_ms(event.received_at),
+        timestamp: crate::domain::rfc3339_ms(event.received_at),
         data: event,
     })
     .unwrap_or_default()
-}
-
-/// `2026-12-04T05:06:07.089Z` for Unix milliseconds.
-fn rfc3339_ms(unix_ms: i64) -> String {
-    let (days, ms) = (
-        unix_ms.div_euclid(86_400_000),
-        unix_ms.rem_euclid(86_400_000),
-    );
-    let (year, month, day) = crate::domain::civil_date(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
 }
 
 /// The outbox delivery of `event` to `subscription`. A `respond: true` subscription's waits
@@ -667,12 +651,21 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_in_utc() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_647_060_330_657), "2022-03-12T04:45:30.657Z");
+        assert_eq!(crate::domain::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            crate::domain::rfc3339_ms(1_647_060_330_657),
+            "2022-03-12T04:45:30.657Z"
+        );
         // A leap day, and the last millisecond of a century year.
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            crate::domain::rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            crate::domain::rfc3339_ms(4_102_444_799_999),
+            "2099-12-31T23:59:59.999Z"
+        );
+        assert_eq!(crate::domain::rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

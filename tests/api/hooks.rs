@@ -1312,6 +1312,37 @@ async fn multipart_bodies_are_read_from_their_json_field_and_discord_is_answered
         "{}",
         waiting.body
     );
+    // The rest of a Discord message object, which discord.py's `wait=True` reads as one.
+    assert_eq!(waiting.body["content"], "and wait", "{}", waiting.body);
+    assert_eq!(waiting.body["channel_id"], "1", "{}", waiting.body);
+    assert_eq!(waiting.body["type"], 0, "{}", waiting.body);
+    assert!(
+        waiting.body["edited_timestamp"].is_null(),
+        "{}",
+        waiting.body
+    );
+    let timestamp = waiting.body["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        timestamp.len() == 24 && timestamp.ends_with('Z'),
+        "{}",
+        waiting.body
+    );
+    assert_eq!(
+        waiting.body["author"]["username"], "by-id",
+        "{}",
+        waiting.body
+    );
+    for empty in ["attachments", "embeds", "mentions", "mention_roles"] {
+        assert_eq!(
+            waiting.body[empty],
+            serde_json::json!([]),
+            "{}",
+            waiting.body
+        );
+    }
+    for no in ["tts", "pinned", "mention_everyone"] {
+        assert_eq!(waiting.body[no], false, "{}", waiting.body);
+    }
     // Uptime Kuma's form-data option: one field `data`.
     let kuma = send(
         &app,
@@ -1418,6 +1449,7 @@ async fn a_discord_wait_answers_what_became_of_the_message() {
     .await;
     assert_eq!(webhook.status, 200, "{}", webhook.body);
     assert!(webhook.body["id"].is_null(), "{}", webhook.body);
+    assert!(webhook.body["content"].is_null(), "{}", webhook.body);
     let delivery = delivery_named_in(&app, &webhook).await;
     assert_eq!(delivery.body["state"], "delivered", "{}", delivery.body);
 
@@ -1437,6 +1469,7 @@ async fn a_discord_wait_answers_what_became_of_the_message() {
         "wait=1 waits as wait=true does"
     );
     assert!(pending.body["id"].is_null(), "{}", pending.body);
+    assert!(pending.body["content"].is_null(), "{}", pending.body);
     assert!(pending.body["delivery_id"].is_string(), "{}", pending.body);
     app.sim.refuse_connections(false).await;
     // The first create was DSM's refusal of the channel that is not there.
