@@ -939,8 +939,19 @@ impl Settings {
                 ));
             }
         }
-        if self.cache.ttl_secs > 86_400 {
-            return Err(ConfigError::new("cache.ttl_secs", "must be at most 86400"));
+        // Durations the server adds to instants: a huge one overflowed them (a panic at start,
+        // or after every answer, or at SIGTERM).
+        for (key, secs) in [
+            ("cache.ttl_secs", self.cache.ttl_secs),
+            ("server.keep_alive_secs", self.server.keep_alive_secs),
+            (
+                "server.shutdown_timeout_secs",
+                self.server.shutdown_timeout_secs,
+            ),
+        ] {
+            if secs > 86_400 {
+                return Err(ConfigError::new(key, "must be at most 86400 (a day)"));
+            }
         }
         if self.server.workers == Some(0) {
             return Err(ConfigError::new("server.workers", "must be at least 1"));
@@ -1641,6 +1652,16 @@ mod tests {
         assert_eq!(s.server.trusted_proxies.len(), 2);
         let err = load(&[("SYNOCHAT__SERVER__TRUSTED_PROXIES", "everyone")]).unwrap_err();
         assert!(err.to_string().contains("everyone"), "{err}");
+    }
+
+    #[test]
+    fn durations_added_to_instants_are_at_most_a_day() {
+        for key in ["KEEP_ALIVE_SECS", "SHUTDOWN_TIMEOUT_SECS"] {
+            let var = format!("SYNOCHAT__SERVER__{key}");
+            let err = load(&[(var.as_str(), "18446744073709551615")]).unwrap_err();
+            assert_eq!(err.key, format!("server.{}", key.to_lowercase()), "{err}");
+            assert!(load(&[(var.as_str(), "86400")]).is_ok());
+        }
     }
 
     #[test]

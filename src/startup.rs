@@ -306,6 +306,7 @@ impl Application {
             );
         }
         let metrics = Metrics::new();
+        metrics.expect_alerted_series(settings.hooks.keys().map(String::as_str));
         let upstream = DsmShared::new(config, metrics.clone()).map_err(std::io::Error::other)?;
         let keys = web::Data::new(ApiKeys::from_settings(&settings.auth, settings.is_demo()));
         if keys.is_open() {

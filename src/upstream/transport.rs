@@ -360,7 +360,7 @@ impl DsmClient {
     {
         let family = credential.family(op);
         let started = std::time::Instant::now();
-        let _slot = self.slot().await?;
+        let _slot = self.counted_slot(op, endpoint, started).await?;
         let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
@@ -391,8 +391,8 @@ impl DsmClient {
         credential: Credential<'_>,
     ) -> Result<Download> {
         let family = credential.family(op);
-        let slot = self.slot().await?;
         let started = std::time::Instant::now();
+        let slot = self.counted_slot(op, endpoint, started).await?;
         let mut details = None;
         let result = self
             .within_deadline(async {
@@ -462,6 +462,18 @@ impl DsmClient {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(UpstreamError::Busy),
         }
+    }
+
+    /// [`Self::slot`] for a call: a call refused for want of one counts as a `busy` call.
+    async fn counted_slot(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        started: std::time::Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.slot().await.inspect_err(|busy| {
+            self.record_call(op, endpoint, started, Some(busy), None);
+        })
     }
 
     /// Runs one exchange under `upstream.timeout`; running out of time is a timeout.

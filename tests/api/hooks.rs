@@ -1504,6 +1504,24 @@ async fn long_hook_texts_are_chunked() {
     assert_eq!(parts.concat(), text.trim_end());
 }
 
+/// The series the shipped alert rules take `increase()` of exist at 0 from the start: a
+/// series first seen at 1 has no increase for Prometheus, so the first refusal went unseen.
+#[actix_rt::test]
+async fn alerted_series_start_at_zero() {
+    let app = app().await;
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    for series in [
+        r#"synochat_hook_requests_total{hook="ops",answer="unauthorized"} 0"#,
+        r#"synochat_hook_requests_total{hook="by-id",answer="unauthorized"} 0"#,
+        r#"synochat_delivery_attempts_total{outcome="failed"} 0"#,
+        r#"synochat_delivery_attempts_total{outcome="expired"} 0"#,
+        r#"synochat_upstream_logins_total{outcome="failed"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+    }
+}
+
 #[actix_rt::test]
 async fn the_secret_never_reaches_metrics_or_problem_documents() {
     let app = app().await;

@@ -118,6 +118,35 @@ async fn invented_methods_do_not_grow_the_metrics() {
         "{lines_before} lines before, {} after:\n{text}",
         http_lines(text)
     );
+    // Known methods a route does not serve, without a key: one `unmatched` series per method,
+    // not one per route and method.
+    let routes = [
+        "/api/v1/channels",
+        "/api/v1/channels/1/posts",
+        "/api/v1/users",
+        "/api/v1/deliveries",
+    ];
+    for route in routes {
+        for method in ["TRACE", "PATCH"] {
+            let answer = app.call(method, route, None, None).await;
+            assert_eq!(answer.status, 405, "{method} {route}: {}", answer.body);
+        }
+    }
+    let text = app.call("GET", "/metrics", None, None).await.body;
+    let text = text.as_str().unwrap();
+    for method in ["TRACE", "PATCH"] {
+        let series = format!(
+            r#"synochat_http_requests_total{{route="unmatched",method="{method}",status="405"}}"#
+        );
+        assert_eq!(line_value(text, &series), Some(4.0), "{text}");
+        let by_route = format!(r#"method="{method}""#);
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains(&by_route) && l.contains(r#"route="/api"#)),
+            "{text}"
+        );
+    }
 }
 
 #[actix_web::test]

@@ -134,10 +134,21 @@ async fn calls_beyond_max_concurrency_wait_for_a_slot_then_get_503_upstream_busy
     assert!(served <= 2, "only max_concurrency calls reach the NAS");
     let busy: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
     assert!(busy.len() >= 4, "the others wait for a slot, then give up");
+    let refused = busy.len();
     for answer in busy {
         answer.assert_problem(503, "upstream_busy");
         assert_eq!(answer.header("retry-after"), Some("1"));
     }
+    // Counted as calls that found the NAS busy.
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap_or_default();
+    let series =
+        r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="busy"} "#;
+    let counted = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    assert_eq!(counted, Some(refused), "{text}");
     app.sim.set_latency(Duration::ZERO);
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
 }

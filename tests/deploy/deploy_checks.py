@@ -63,7 +63,7 @@ HISTOGRAMS = {
     "synochat_delivery_latency_seconds": set(),
 }
 LABEL_VALUES = {
-    "outcome": {"ok", "dsm_error", "transport_error", "timeout", "failed",
+    "outcome": {"ok", "dsm_error", "transport_error", "timeout", "busy", "not_sendable", "failed",
                 "delivered", "retry", "expired", "handed_back"},
     "state": {"queued", "sending", "delivered", "failed", "cancelled"},
     "cache": {"users", "channels"},
