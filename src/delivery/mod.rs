@@ -176,8 +176,12 @@ pub fn now_ms() -> i64 {
 const POLL: Duration = Duration::from_secs(2);
 /// How far back the duplicate check looks before the uncertain send (NAS clock skew).
 const CHECK_SKEW_MS: i64 = 5 * 60_000;
-/// Recent posts read for the duplicate check.
+/// Posts read at a time for the duplicate check.
 const CHECK_POSTS: u32 = 100;
+/// Pages the duplicate check reads at most, going back until it reaches posts older than the
+/// uncertain send: a busy channel may have had hundreds of posts since (a taken-over message
+/// waits behind its target's queue while synchronous posts go on).
+const CHECK_PAGES: usize = 20;
 
 /// Retry delay after `attempts` failed attempts: 0.5 s doubling, capped at 15 s, ±20 % jitter.
 /// The cap is what a backlog waits after the NAS is back (the issue: seconds, not minutes). It
@@ -1249,7 +1253,7 @@ impl Worker {
             .find(|u| u.username.eq_ignore_ascii_case(&self.account))
             .map(|u| u.user_id.get());
         // Replies are not in the channel's list: a reply is looked for in its thread.
-        let posts = match thread {
+        let mut posts = match thread {
             Some(root) => {
                 self.chat
                     .newest_replies(channel_id, root, CHECK_POSTS)
@@ -1258,25 +1262,38 @@ impl Worker {
             None => self.chat.newest_posts(channel_id, CHECK_POSTS).await?,
         };
         let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
-        for post in posts {
-            if post.message == text
-                && post.create_at >= earliest
-                && own.is_none_or(|own| post.creator_id.map(u64::from) == Some(own))
-            {
-                if self.chat.posted_directly(post.post_id.get()) {
-                    continue;
-                }
-                let id = post.post_id.get() as i64;
-                match self
-                    .outbox
-                    .store
-                    .post_is_recorded(id, delivery, chunk)
-                    .await
+        for page in 1.. {
+            for post in &posts {
+                if post.message == text
+                    && post.create_at >= earliest
+                    && own.is_none_or(|own| post.creator_id.map(u64::from) == Some(own))
                 {
-                    Ok(false) => return Ok(Some(id)),
-                    Ok(true) => {}
-                    Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                    if self.chat.posted_directly(post.post_id.get()) {
+                        continue;
+                    }
+                    let id = post.post_id.get() as i64;
+                    match self
+                        .outbox
+                        .store
+                        .post_is_recorded(id, delivery, chunk)
+                        .await
+                    {
+                        Ok(false) => return Ok(Some(id)),
+                        Ok(true) => {}
+                        Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                    }
                 }
+            }
+            // On back, page by page, while the oldest post read is not older than the send.
+            match posts.iter().min_by_key(|post| post.post_id.get()) {
+                Some(oldest) if oldest.create_at >= earliest && page < CHECK_PAGES => {
+                    let anchor = oldest.post_id.get();
+                    posts = self
+                        .chat
+                        .posts_older_than(channel_id, thread, anchor, CHECK_POSTS)
+                        .await?;
+                }
+                _ => break,
             }
         }
         Ok(None)

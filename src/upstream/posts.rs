@@ -257,6 +257,19 @@ impl DsmClient {
             .await
     }
 
+    /// Up to `count` posts of the channel (or of the thread of `root`) older than post
+    /// `anchor`, newest first: the next page back for a search that goes past the newest.
+    pub async fn posts_older_than(
+        &self,
+        channel_id: ChannelId,
+        thread: Option<PostId>,
+        anchor: u64,
+        count: u32,
+    ) -> Result<Vec<Post>> {
+        self.anchored_list(channel_id, thread, anchor, 0, count)
+            .await
+    }
+
     /// The newest replies in the thread of `root` (up to `count`), newest first, to find a
     /// reply the gateway made: the channel's list leaves replies out, so they are asked for with
     /// `thread_id` and an anchor past the channel's last possible id (PROTOCOL.md §6.4).

@@ -570,6 +570,51 @@ async fn an_uncertain_reply_is_looked_for_in_its_thread_and_not_posted_twice() {
     assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
 }
 
+/// An uncertain post is looked for past the newest hundred: a channel that got more posts
+/// than that before the look (a busy channel, synchronous posts going on) did not find it, and
+/// posted the part again.
+#[actix_web::test]
+async fn an_uncertain_post_is_found_behind_more_than_a_page_of_newer_posts() {
+    let app = spawn_app().await;
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    app.sim.close_next("SYNO.Chat.Post", Some("create"), 1);
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({ "message": "posted once" }),
+        )
+        .await,
+    );
+    let started = Instant::now();
+    while app.sim.count("SYNO.Chat.Post", "create") == creates {
+        assert!(started.elapsed() < Duration::from_secs(5), "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Before the look (the settle time, two upstream timeouts): 150 newer posts.
+    for batch in 0..3 {
+        let posts = (0..50).map(|i| {
+            app.call(
+                "POST",
+                "/api/v1/channels/2/posts",
+                Some(WRITE_KEY),
+                Some(json!({ "message": format!("newer {batch}-{i}") })),
+            )
+        });
+        for answer in futures_util::future::join_all(posts).await {
+            assert_eq!(answer.status.as_u16(), 201, "{}", answer.body);
+        }
+    }
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 1 + 150,
+        "the message was posted again: {done}"
+    );
+    assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done["outcome_unknown"], false, "{done}");
+}
+
 /// A chatbot message that reached some recipients and failed for others is retried for those
 /// alone: a retry neither skips them (it was reported "delivered" with nothing sent) nor posts
 /// twice to the others.
