@@ -174,8 +174,13 @@ pub fn now_ms() -> i64 {
 
 /// Poll interval when nothing wakes the worker (another replica's enqueues, expired leases).
 const POLL: Duration = Duration::from_secs(2);
-/// How far back the duplicate check looks before the uncertain send (NAS clock skew).
+/// How far back the duplicate check looks before the uncertain send when the NAS's clock is
+/// not known (no answer had a `Date`): the skew between the clocks.
 const CHECK_SKEW_MS: i64 = 5 * 60_000;
+/// How far back it looks before the send as the NAS's `Date` placed it: drift since then.
+/// Tight, so an earlier post of the same text (before a restart, which forgets which posts its
+/// synchronous sends made) is not taken for the lost one.
+const CHECK_MARGIN_MS: i64 = 2_000;
 /// Posts read at a time for the duplicate check.
 const CHECK_POSTS: u32 = 100;
 /// Pages the duplicate check reads at most, going back until it reaches posts older than the
@@ -1237,6 +1242,16 @@ impl Worker {
     /// A post by the gateway's account in `channel_id` (in the thread of `thread`, for a
     /// reply) with exactly `text`, created after `since` (less the skew allowance), that no
     /// delivery owns yet.
+    /// Where the duplicate check for a send begun at `since` (this host's clock) starts, on
+    /// the NAS's clock, in which posts are dated.
+    fn check_window_start(&self, since: i64) -> u64 {
+        let start = match self.chat.nas_clock_offset_ms() {
+            Some(offset) => since.saturating_add(offset) - CHECK_MARGIN_MS,
+            None => since - CHECK_SKEW_MS,
+        };
+        start.max(0) as u64
+    }
+
     async fn find_post(
         &self,
         (delivery, chunk): (&str, i64),
@@ -1261,7 +1276,7 @@ impl Worker {
             }
             None => self.chat.newest_posts(channel_id, CHECK_POSTS).await?,
         };
-        let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
+        let earliest = self.check_window_start(since);
         for page in 1.. {
             for post in &posts {
                 if post.message == text
@@ -1356,7 +1371,7 @@ impl Worker {
             Err(error) if refused(&error) => return Ok(blind),
             Err(error) => return Err(error),
         };
-        let earliest = (since - CHECK_SKEW_MS).max(0) as u64;
+        let earliest = self.check_window_start(since);
         let mut found = Found {
             posts: Vec::new(),
             blind: false,

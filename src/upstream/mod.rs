@@ -108,7 +108,13 @@ pub struct DsmShared {
     metrics: Arc<Metrics>,
     /// What the NAS showed of its `Post.list` paging (see `posts::OffsetPaging`).
     pub(crate) offset_paging: posts::OffsetPaging,
+    /// The NAS's clock less this host's, in ms, from the `Date` of its last answer that had
+    /// one ([`NO_CLOCK`]: none yet): where the outbox's duplicate check starts looking.
+    nas_clock_offset_ms: std::sync::atomic::AtomicI64,
 }
+
+/// [`DsmShared::nas_clock_offset_ms`] before any answer with a `Date`.
+const NO_CLOCK: i64 = i64::MIN;
 
 impl DsmShared {
     pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
@@ -121,11 +127,39 @@ impl DsmShared {
             health: tokio::sync::Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
             offset_paging: posts::OffsetPaging::new(config.post_list_paging),
+            nas_clock_offset_ms: std::sync::atomic::AtomicI64::new(NO_CLOCK),
             webapi_base,
             tls,
             config,
             metrics,
         }))
+    }
+
+    /// Notes the NAS's clock from an answer's `Date` (whole seconds, taken when the answer
+    /// was made): the estimate is at most the true offset, never above it.
+    pub(crate) fn note_nas_clock(&self, date: Option<&actix_web::http::header::HeaderValue>) {
+        let Some(date) = date
+            .and_then(|date| date.to_str().ok())
+            .and_then(|date| date.parse::<actix_web::http::header::HttpDate>().ok())
+        else {
+            return;
+        };
+        let unix_ms = |time: std::time::SystemTime| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let offset = unix_ms(date.into()) - unix_ms(std::time::SystemTime::now());
+        self.nas_clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The NAS's clock less this host's (ms), as its last dated answer showed it.
+    pub fn nas_clock_offset_ms(&self) -> Option<i64> {
+        Some(
+            self.nas_clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|&offset| offset != NO_CLOCK)
     }
 
     /// A client for the calling worker thread (awc clients cannot move between threads).

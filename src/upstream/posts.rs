@@ -373,6 +373,11 @@ impl DsmClient {
     /// [`DIRECT_POSTS_KEPT`]): the outbox's duplicate check, looking for a post of its own
     /// with the same text, passes it over, or a message sent both ways would be taken for
     /// posted when only the synchronous one is.
+    /// The NAS's clock less this host's (ms), from the `Date` of DSM's last dated answer.
+    pub fn nas_clock_offset_ms(&self) -> Option<i64> {
+        self.up.nas_clock_offset_ms()
+    }
+
     pub fn posted_directly(&self, post_id: u64) -> bool {
         self.up
             .direct_posts

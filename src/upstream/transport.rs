@@ -369,6 +369,7 @@ impl DsmClient {
         let result = self
             .within(deadline, async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
+                self.up.note_nas_clock(response.headers().get(header::DATE));
                 let body = read_whole(&mut response).await?;
                 let decoded = decode(op, family, &body);
                 if let Err(UpstreamError::Dsm { .. }) = &decoded {

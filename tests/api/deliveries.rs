@@ -615,6 +615,33 @@ async fn an_uncertain_post_is_found_behind_more_than_a_page_of_newer_posts() {
     assert_eq!(done["outcome_unknown"], false, "{done}");
 }
 
+/// After a restart, a synchronous post of the same text made shortly before is not taken for
+/// an uncertain send's lost post: the restart forgot which posts its synchronous sends made,
+/// and the check looked five minutes back from the send. It now starts at the send, placed on
+/// the NAS's clock by the `Date` of its answers (whole seconds), less two seconds.
+#[actix_web::test]
+async fn a_post_made_before_a_restart_is_not_taken_for_a_lost_one() {
+    let app = spawn_app().await;
+    let body = json!({ "message": "disk full on nas1" });
+    let first = post_sync(&app, "/api/v1/channels/3/posts", None, &body).await;
+    assert_eq!(first.status.as_u16(), 201, "{}", first.body);
+    let app = app.restarted().await;
+    // Beyond the margin, and the second `Date` leaves out of the NAS's clock.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    // Not carried out: the connection closes before an answer.
+    app.sim.drop_next("SYNO.Chat.Post", Some("create"), 1);
+    let id = accepted(&post_async(&app, "/api/v1/channels/3/posts", body).await);
+    let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates + 2,
+        "the dropped call and the real post: {done} (first: {})",
+        first.body
+    );
+    assert_ne!(done["post_ids"][0], first.body["post_id"], "{done}");
+}
+
 /// A chatbot message that reached some recipients and failed for others is retried for those
 /// alone: a retry neither skips them (it was reported "delivered" with nothing sent) nor posts
 /// twice to the others.

@@ -125,8 +125,15 @@ pub async fn spawn_app_with_sim(
     let simulator = Simulator::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("simulator starts");
-    let mut settings = settings_for(&simulator.base_url());
     let store_dir = tempfile::tempdir().expect("temporary directory");
+    let mut settings = settings_on(&simulator, &store_dir);
+    adjust(&mut settings, &simulator.control());
+    start(settings, simulator, store_dir).await
+}
+
+/// The settings of a gateway in front of `simulator`, its store in `store_dir`.
+fn settings_on(simulator: &Simulator, store_dir: &tempfile::TempDir) -> Settings {
+    let mut settings = settings_for(&simulator.base_url());
     settings.store.url = store_url(store_dir.path());
     let control = simulator.control();
     for (name, token, kind) in [
@@ -146,7 +153,10 @@ pub async fn spawn_app_with_sim(
             },
         );
     }
-    adjust(&mut settings, &control);
+    settings
+}
+
+async fn start(settings: Settings, simulator: Simulator, store_dir: tempfile::TempDir) -> TestApp {
     let store_url = settings.store.url.clone();
     let app = Application::build(settings).await.expect("gateway starts");
     let base = format!("http://{}", app.address());
@@ -170,6 +180,16 @@ pub async fn spawn_app_with_sim(
         _simulator: simulator,
         store_url,
         _store_dir: store_dir,
+    }
+}
+
+impl TestApp {
+    /// Stops the gateway and starts a new one (default settings) on the same store and
+    /// simulator: a restart, which forgets what the process kept in memory.
+    pub async fn restarted(mut self) -> TestApp {
+        self.stop().await;
+        let settings = settings_on(&self._simulator, &self._store_dir);
+        start(settings, self._simulator, self._store_dir).await
     }
 }
 
