@@ -151,6 +151,52 @@ fn delivery(id: &str, target: &str, now: i64) -> syno_chat_gateway::store::deliv
 }
 
 backends::on_both!(
+    only_each_targets_head_says_when_the_worker_wakes,
+    |backend: Backend| async move {
+        // A delivery behind a head that waits out a back-off is not due, however old: counted,
+        // it woke the worker to claim in vain five times a second while the head waited.
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        store
+            .enqueue(&delivery("head", "channel:1", now))
+            .await
+            .unwrap();
+        store
+            .enqueue(&delivery("behind", "channel:1", now + 1))
+            .await
+            .unwrap();
+        let head = store.claim("w", now, now + 100).await.unwrap().unwrap();
+        assert_eq!(head.id, "head");
+        assert!(
+            store
+                .finish("head", "w", "queued", now + 60_000, None, now + 2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.next_due().await.unwrap(), Some(now + 60_000));
+        // A paced target's head is due when its pacing allows.
+        store
+            .enqueue(&delivery("paced", "channel:2", now + 3))
+            .await
+            .unwrap();
+        store
+            .pace_target("channel:2", now + 5_000, 0)
+            .await
+            .unwrap();
+        assert_eq!(store.next_due().await.unwrap(), Some(now + 5_000));
+        // A head being sent: when its lease ends.
+        store.pace_target("channel:2", 0, 0).await.unwrap();
+        let sending = store
+            .claim("w", now + 10, now + 700)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sending.id, "paced");
+        assert_eq!(store.next_due().await.unwrap(), Some(now + 700));
+    }
+);
+
+backends::on_both!(
     targets_are_claimed_by_when_their_head_came_due,
     |backend: Backend| async move {
         // The first target in the table does not go first: each claim takes the target whose

@@ -793,10 +793,17 @@ impl Store {
         }))
     }
 
-    /// The earliest time something may become due (the worker sleeps until then at most).
+    /// The earliest time something may become due (the worker sleeps until then at most): of
+    /// each target's head only, and not before its target's pacing allows. A delivery queued
+    /// behind a head that waits out a back-off is not due however old it is: counted, it kept
+    /// the worker claiming in vain five times a second for as long as the head waited.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let sql = "SELECT MIN(CASE WHEN state = 'sending' THEN lease_until ELSE next_attempt_at END) \
-                   FROM deliveries WHERE state IN ('queued', 'sending')";
+        let sql = "SELECT MIN(CASE WHEN d.state = 'sending' THEN d.lease_until \
+                       WHEN t.next_send_at > d.next_attempt_at THEN t.next_send_at \
+                       ELSE d.next_attempt_at END) \
+                   FROM deliveries d LEFT JOIN targets t ON t.target = d.target \
+                   WHERE d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
+                       WHERE h.state IN ('queued', 'sending') GROUP BY h.target)";
         Ok(with_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await)?)
     }
 }

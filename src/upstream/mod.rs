@@ -111,6 +111,9 @@ pub struct DsmShared {
     /// The NAS's clock less this host's, in ms, from the `Date` of its last answer that had
     /// one ([`NO_CLOCK`]: none yet): where the outbox's duplicate check starts looking.
     nas_clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// The `Date` that offset was taken from: later answers of the same second are skipped
+    /// (the first one's is the closer estimate, and parsing dates on every call costs).
+    nas_clock_date: std::sync::Mutex<Option<actix_web::http::header::HeaderValue>>,
 }
 
 /// [`DsmShared::nas_clock_offset_ms`] before any answer with a `Date`.
@@ -128,6 +131,7 @@ impl DsmShared {
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
             offset_paging: posts::OffsetPaging::new(config.post_list_paging),
             nas_clock_offset_ms: std::sync::atomic::AtomicI64::new(NO_CLOCK),
+            nas_clock_date: std::sync::Mutex::new(None),
             webapi_base,
             tls,
             config,
@@ -138,8 +142,20 @@ impl DsmShared {
     /// Notes the NAS's clock from an answer's `Date` (whole seconds, taken when the answer
     /// was made): the estimate is at most the true offset, never above it.
     pub(crate) fn note_nas_clock(&self, date: Option<&actix_web::http::header::HeaderValue>) {
+        let Some(date) = date else { return };
+        {
+            let mut last = self
+                .nas_clock_date
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.as_ref() == Some(date) {
+                return;
+            }
+            *last = Some(date.clone());
+        }
         let Some(date) = date
-            .and_then(|date| date.to_str().ok())
+            .to_str()
+            .ok()
             .and_then(|date| date.parse::<actix_web::http::header::HttpDate>().ok())
         else {
             return;
