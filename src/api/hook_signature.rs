@@ -12,6 +12,11 @@ use subtle::ConstantTimeEq;
 /// request replayed later than this is refused.
 const TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 
+/// How long after its first copy a request signed with a timestamp can still be replayed as
+/// it was captured: its timestamp may be up to the tolerance behind the first copy's arrival,
+/// and is accepted until the tolerance after it.
+pub const REPLAYABLE_FOR_MS: i64 = 2 * TIMESTAMP_TOLERANCE_SECS as i64 * 1000;
+
 /// Headers the senders sign in, each with the prefix its value has before the hex digest.
 const KNOWN_HEADERS: [(&str, &str); 5] = [
     // GitHub; Gitea and Forgejo send it too.
@@ -67,6 +72,24 @@ impl Signing {
     /// Whether this is a Standard Webhooks check (a `whsec_` secret): its message id is signed.
     pub fn is_standard(&self) -> bool {
         self.secret.expose_secret().starts_with("whsec_")
+    }
+
+    /// What a captured copy of a request signed over a timestamp (Grafana's
+    /// `timestamp_header`) replays unchanged: its signature. `None` for other checks: a
+    /// signature over the body alone is the same for two sends of the same text, and a
+    /// Standard Webhooks request is named by its signed id.
+    pub fn replay_name(&self, headers: &HeaderMap) -> Option<String> {
+        self.timestamp_header.as_ref()?;
+        let value = match &self.header {
+            Some(custom) => headers.get(custom)?,
+            None => KNOWN_HEADERS
+                .iter()
+                .find_map(|(name, _)| headers.get(*name))?,
+        };
+        let value = value.to_str().ok()?.trim();
+        (1..=256)
+            .contains(&value.len())
+            .then(|| value.to_ascii_lowercase())
     }
 
     /// Whether the request carries a signature header this check reads: without one a signed

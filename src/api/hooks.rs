@@ -1133,6 +1133,24 @@ fn event_of(
     {
         return Ok(Some(named(id.trim().to_owned())));
     }
+    // A request signed over a timestamp (verified by now) replays unchanged within the
+    // timestamp's tolerance: a copy of a notification is one for that long at least, and any
+    // other body is named by its signature.
+    if let Some(signature) = hook
+        .signing
+        .as_ref()
+        .and_then(|signing| signing.replay_name(req.headers()))
+    {
+        let replayable = (hook.duplicate_window.as_millis() as i64)
+            .max(super::hook_signature::REPLAYABLE_FOR_MS);
+        return Ok(Some(match content_key {
+            Some(key) => EventKey {
+                key,
+                since_ms: Some(unix_ms().saturating_sub(replayable)),
+            },
+            None => named(format!("signed:{signature}")),
+        }));
+    }
     if let Some(key) = super::idempotency::parse_key(req.headers())
         .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
     {

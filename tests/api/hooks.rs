@@ -74,6 +74,14 @@ fn with_hooks(settings: &mut Settings) {
     grafana.signing_secret = Some(SecretString::from(SIGNING_SECRET));
     grafana.signature_timestamp_header = Some("X-Grafana-Alerting-Timestamp".into());
     settings.hooks.insert("grafana".into(), grafana);
+    // A sender of its own signing a timestamp, with a short duplicate window.
+    let mut stamped = hook(("channel", "1"));
+    stamped.secret_hash = None;
+    stamped.signing_secret = Some(SecretString::from(SIGNING_SECRET));
+    stamped.signature_header = Some("X-Sig".into());
+    stamped.signature_timestamp_header = Some("X-Stamp".into());
+    stamped.duplicate_window_secs = Some(1);
+    settings.hooks.insert("stamped".into(), stamped);
     // A secret of its own, so `/hooks/<secret>` finds it (shoutrrr's `mattermost://`).
     let mut watchtower = hook(("channel", "ops"));
     watchtower.secret_hash = Some(SecretString::from(hash_key(WATCHTOWER_SECRET)));
@@ -1257,6 +1265,37 @@ async fn grafanas_timestamped_signature_is_checked_beside_the_bearer_secret() {
         404
     );
     assert_eq!(posts_after_settling(&app, 1).await, 1);
+}
+
+/// A request signed over a timestamp, captured and sent again while its timestamp is still
+/// accepted (5 minutes), is the same request: answered as a duplicate and not posted again,
+/// past the hook's duplicate window too. Before, a generic body was posted again at once, and a
+/// notification once the window (60 s by default) had passed.
+#[actix_rt::test]
+async fn a_captured_timestamped_request_sent_again_is_not_posted_again() {
+    let app = app().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let generic = br#"{"title": "disk full", "message": "on nas1"}"#.to_vec();
+    let notification = serde_json::to_vec(&golden("grafana/firing")).unwrap();
+    for body in [generic, notification] {
+        let mut text = format!("{now}:").into_bytes();
+        text.extend_from_slice(&body);
+        let signature = hmac_hex(&text);
+        let headers = [("X-Stamp", now.as_str()), ("X-Sig", signature.as_str())];
+        let first = send_raw(&app, "/hooks/stamped", &body, &headers).await;
+        assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+        // Past the hook's one-second duplicate window.
+        actix_rt::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let again = send_raw(&app, "/hooks/stamped", &body, &headers).await;
+        assert_eq!(again.status.as_u16(), 202, "{}", again.body);
+        assert_eq!(again.body["duplicate"], true, "{}", again.body);
+        assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+    }
+    assert_eq!(posts_after_settling(&app, 2).await, 2);
 }
 
 #[actix_rt::test]
