@@ -197,6 +197,73 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    stored_times_follow_a_step_of_the_wall_clock,
+    |backend: Backend| async move {
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let (now, hour) = (10_000_000, 3_600_000);
+        // Written with a clock an hour ahead: a retry time and a pacing end.
+        store
+            .enqueue(&delivery("retried", "channel:1", now))
+            .await
+            .unwrap();
+        store
+            .enqueue(&delivery("paced", "channel:2", now))
+            .await
+            .unwrap();
+        let first = store.claim("me/0", now, now + 100).await.unwrap().unwrap();
+        assert_eq!(first.id, "retried");
+        assert!(
+            store
+                .finish("retried", "me/0", "queued", now + hour + 500, None, now)
+                .await
+                .unwrap()
+        );
+        store
+            .pace_target("channel:2", now + hour + 1_000, 0)
+            .await
+            .unwrap();
+        // The clock stepped back an hour: they come due as they would have.
+        store
+            .clock_stepped(-hour, now, "me/", 50_000)
+            .await
+            .unwrap();
+        assert_eq!(store.next_due().await.unwrap(), Some(now + 500));
+        let mine = store
+            .claim("me/0", now + 1_000, now + 51_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let theirs = store
+            .claim("other/0", now + 1_000, now + 51_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut both = [mine.id.as_str(), theirs.id.as_str()];
+        both.sort_unstable();
+        assert_eq!(both, ["paced", "retried"]);
+        // Then an hour forward: this process's leases still in flight follow it, another's not.
+        let later = now + 1_000 + hour;
+        store
+            .clock_stepped(hour, later, "me/", 50_000)
+            .await
+            .unwrap();
+        let taken = store
+            .claim("x/0", later + 1, later + 50_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.id, theirs.id);
+        assert!(
+            store
+                .claim("x/0", later + 1, later + 50_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);
+
+backends::on_both!(
     targets_are_claimed_by_when_their_head_came_due,
     |backend: Backend| async move {
         // The first target in the table does not go first: each claim takes the target whose

@@ -299,6 +299,24 @@ pub struct Outbox {
     /// Named channels looked up in the last minute, so a busy hook with a named target does
     /// not list DSM's channels before each message (and its receipt can name the channel).
     channel_names: moka::future::Cache<String, ChannelId>,
+    /// The wall and monotonic clocks at the last look ([`Worker::follow_clock_steps`]); the
+    /// lock holds the lanes' claims while stored times follow a step.
+    clocks: tokio::sync::Mutex<(i64, std::time::Instant)>,
+}
+
+/// How far the wall clock must move against the monotonic one between two looks to count as a
+/// step (NTP slews at most half a millisecond a second).
+const CLOCK_STEP_MS: i64 = 2_000;
+
+/// How far the wall clock stepped between two readings of (wall ms, monotonic) against the
+/// monotonic clock: 0 unless that is at least [`CLOCK_STEP_MS`].
+fn wall_clock_step(
+    (wall_before, mono_before): (i64, std::time::Instant),
+    (wall, mono): (i64, std::time::Instant),
+) -> i64 {
+    let ran = mono.saturating_duration_since(mono_before).as_millis() as i64;
+    let step = wall - (wall_before + ran);
+    if step.abs() >= CLOCK_STEP_MS { step } else { 0 }
 }
 
 impl Outbox {
@@ -322,6 +340,7 @@ impl Outbox {
             finished: Notify::new(),
             metrics,
             channel_names: name_cache(),
+            clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
         })
     }
 
@@ -641,6 +660,31 @@ impl Worker {
         self.outbox.stopped.notify_waiters();
     }
 
+    /// Moves the store's times with a step of the wall clock since the last look (see
+    /// [`Store::clock_stepped`]), before a claim compares them with the clock.
+    async fn follow_clock_steps(&self) {
+        let mut last = self.outbox.clocks.lock().await;
+        let reading = (now_ms(), std::time::Instant::now());
+        let step = wall_clock_step(*last, reading);
+        *last = reading;
+        if step == 0 {
+            return;
+        }
+        tracing::warn!(
+            step_ms = step,
+            "the wall clock stepped: the outbox's pacing, retry and lease times follow it"
+        );
+        let prefix = format!("{}/", self.owner);
+        if let Err(error) = self
+            .outbox
+            .store
+            .clock_stepped(step, reading.0, &prefix, self.outbox.lease_ms)
+            .await
+        {
+            tracing::warn!(%error, "the outbox's times could not follow the clock's step");
+        }
+    }
+
     /// Claims and sends until the outbox stops. `poller`: this lane also watches the clock
     /// (deliveries coming due, the queue metrics); the others wait to be woken, when a message
     /// is handed over or a lane took one, so an idle gateway asks its store no more often than
@@ -678,6 +722,8 @@ impl Worker {
                 }
                 self.update_gauges(now, finished).await;
             }
+            self.follow_clock_steps().await;
+            let now = now_ms();
             match store.claim(owner, now, now + self.outbox.lease_ms).await {
                 Ok(Some(row)) => {
                     // Another lane may take the next target meanwhile.
@@ -1693,6 +1739,26 @@ mod tests {
         assert_eq!(classify(&dsm(503)), Failure::NotSent);
         assert_eq!(classify(&external(106)), Failure::Permanent);
         assert_eq!(classify(&external(404)), Failure::Permanent);
+    }
+
+    #[test]
+    fn a_wall_clock_step_is_told_from_time_passing() {
+        let start = std::time::Instant::now();
+        let later = start + Duration::from_secs(10);
+        let wall = 1_000_000;
+        assert_eq!(wall_clock_step((wall, start), (wall + 10_000, later)), 0);
+        // NTP's slew, and a reading a little off: no step.
+        assert_eq!(wall_clock_step((wall, start), (wall + 11_500, later)), 0);
+        assert_eq!(wall_clock_step((wall, start), (wall + 8_500, later)), 0);
+        // An hour back, an hour forward.
+        assert_eq!(
+            wall_clock_step((wall, start), (wall + 10_000 - 3_600_000, later)),
+            -3_600_000
+        );
+        assert_eq!(
+            wall_clock_step((wall, start), (wall + 10_000 + 3_600_000, later)),
+            3_600_000
+        );
     }
 
     #[test]

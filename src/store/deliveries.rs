@@ -793,6 +793,40 @@ impl Store {
         }))
     }
 
+    /// Moves stored times with a step of this host's wall clock by `step_ms` (found against the
+    /// monotonic clock; `now` on the clock after it). A step back left every pacing end and
+    /// retry time written before it that much further away (an hour back: an hour with nothing
+    /// sent); they are moved back with it. A step forward cut short the leases this process's
+    /// lanes (`owner_prefix`) took before it for sends still in flight, which a sibling lane or
+    /// another replica would take over and post again; those are moved forward with it (a
+    /// lease taken after the step, longer than `now - step + lease_ms`, is left alone).
+    pub async fn clock_stepped(
+        &self,
+        step_ms: i64,
+        now: i64,
+        owner_prefix: &str,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        if step_ms < 0 {
+            let paced =
+                "UPDATE targets SET next_send_at = next_send_at + $1 WHERE next_send_at > $2";
+            let due = "UPDATE deliveries SET next_attempt_at = next_attempt_at + $1 \
+                       WHERE state = 'queued' AND next_attempt_at > $2";
+            with_pool!(self, p => {
+                sqlx::query(paced).bind(step_ms).bind(now).execute(p).await?;
+                sqlx::query(due).bind(step_ms).bind(now).execute(p).await.map(drop)
+            })?;
+        } else if step_ms > 0 {
+            let leases = "UPDATE deliveries SET lease_until = lease_until + $1 \
+                          WHERE state = 'sending' AND lease_owner LIKE $2 AND lease_until <= $3";
+            let owned = format!("{owner_prefix}%");
+            let taken_before = now - step_ms + lease_ms;
+            with_pool!(self, p => sqlx::query(leases).bind(step_ms).bind(&owned)
+                .bind(taken_before).execute(p).await.map(drop))?;
+        }
+        Ok(())
+    }
+
     /// The earliest time something may become due (the worker sleeps until then at most): of
     /// each target's head only, and not before its target's pacing allows. A delivery queued
     /// behind a head that waits out a back-off is not due however old it is: counted, it kept
