@@ -75,7 +75,7 @@ impl StoreWatch {
                     actix_web::rt::time::timeout(STORE_CHECK_TIMEOUT, store.ping()).await,
                     Ok(Ok(()))
                 );
-                checked.record(answered, unix_ms());
+                checked.record(answered, monotonic_ms());
             }
         });
         watch
@@ -106,10 +106,16 @@ impl StoreWatch {
     }
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Milliseconds on the monotonic clock (from the first reading, plus one: 0 means answered).
+/// Not the wall clock: a step of it during an outage said the store had been gone an hour, or
+/// hid a real outage.
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
+        + 1
 }
 
 /// Readiness: the gateway serves its API and its store answers (no DSM call)
@@ -130,7 +136,7 @@ pub async fn readyz(
     store: Option<web::Data<StoreWatch>>,
 ) -> Result<HttpResponse, ApiError> {
     let mode = mode.map_or(GatewayMode::Nas, |m| **m);
-    if let Some(gone) = store.and_then(|watch| watch.unreachable_for(unix_ms)) {
+    if let Some(gone) = store.and_then(|watch| watch.unreachable_for(monotonic_ms)) {
         return Err(ApiError::new(
             ProblemCode::NotReady,
             format!(
