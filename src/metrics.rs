@@ -31,6 +31,56 @@ const UPSTREAM_SERIES_MAX: usize = 1024;
 
 /// Content type of the exposition format `encode` writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of Prometheus's older text format ([`as_prometheus_text`]).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics (Prometheus's own scrapes do). Others get
+/// the older text format, as Prometheus's client libraries answer them: its parsers read an
+/// OpenMetrics counter family (`# TYPE x counter`, samples `x_total`) as untyped samples.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            range
+                .trim_start()
+                .starts_with("application/openmetrics-text")
+        })
+    })
+}
+
+/// OpenMetrics text as Prometheus's text format 0.0.4: a counter family's `HELP` and `TYPE`
+/// name its samples (`x_total`), and there is no `# EOF`. The samples are the same.
+pub fn as_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + 8 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|kind| Some((kind, line.strip_prefix(kind)?)));
+        match comment {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(kind);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    text.push(' ');
+                    text.push_str(tail);
+                }
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -547,6 +597,39 @@ mod tests {
         }
         let only = r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="listing",outcome="ok"} 1"#;
         assert!(two.contains(only), "missing {only} in\n{two}");
+    }
+
+    #[test]
+    fn the_older_text_format_names_counters_by_their_samples() {
+        let metrics = Metrics::new();
+        metrics.request_finished("/api/v1/channels", "GET", 200, Duration::from_millis(3));
+        let openmetrics = metrics.render();
+        assert!(openmetrics.contains("# TYPE synochat_http_requests counter\n"));
+        let text = as_prometheus_text(&openmetrics);
+        assert!(
+            text.contains("# TYPE synochat_http_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP synochat_http_requests_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE synochat_http_request_duration_seconds histogram\n"));
+        assert!(!text.contains("# EOF"), "{text}");
+        // The samples are the same lines.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&openmetrics));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 
     #[test]

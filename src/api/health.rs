@@ -235,9 +235,19 @@ pub async fn metrics(
             .ok_or_else(|| ApiError::new(ProblemCode::Internal, "API keys are not configured"))?;
         keys.authorize(&req, crate::auth::Scope::Read)?;
     }
-    Ok(HttpResponse::Ok()
-        .content_type(crate::metrics::CONTENT_TYPE)
-        .body(metrics.render()))
+    let accept = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok());
+    Ok(if crate::metrics::wants_openmetrics(accept) {
+        HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(metrics.render())
+    } else {
+        HttpResponse::Ok()
+            .content_type(crate::metrics::TEXT_CONTENT_TYPE)
+            .body(crate::metrics::as_prometheus_text(&metrics.render()))
+    })
 }
 
 /// Whether `/metrics` needs a key.

@@ -20,15 +20,40 @@ async fn metrics_count_requests_by_route_template_and_upstream_work() {
     app.get("/api/v1/channels/2").await;
     app.get("/api/v1/no/such/route/42").await;
     app.get("/api/v1/channels/1/posts").await;
+    // Prometheus asks for OpenMetrics; a scraper that does not gets the older text format.
+    let prometheus = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .insert_header((
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let prometheus = crate::helpers::read(prometheus).await;
+    assert!(
+        prometheus
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let openmetrics = prometheus.body.as_str().unwrap().to_owned();
+    assert!(openmetrics.contains("# TYPE synochat_http_requests counter"));
+    assert!(openmetrics.ends_with("# EOF\n"));
     let answer = app.call("GET", "/metrics", None, None).await;
     assert_eq!(answer.status, 200);
     assert!(
         answer
             .header("content-type")
             .unwrap()
-            .starts_with("application/openmetrics-text")
+            .starts_with("text/plain; version=0.0.4")
     );
     let text = answer.body.as_str().unwrap();
+    assert!(
+        text.contains("# TYPE synochat_http_requests_total counter"),
+        "{text}"
+    );
     let by_template = r#"synochat_http_requests_total{route="/api/v1/channels/{channel_id}",method="GET",status="200"}"#;
     assert_eq!(line_value(text, by_template), Some(2.0), "{text}");
     assert!(
