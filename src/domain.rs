@@ -789,6 +789,19 @@ pub fn find_by_name<T: Copy>(entries: &[(&str, T)], name: &str) -> Result<T, &'s
     }
 }
 
+/// `Retry-After` as delay-seconds or an HTTP date, from now (RFC 9110 §10.2.3).
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(seconds));
+    }
+    let date: std::time::SystemTime = value
+        .parse::<actix_web::http::header::HttpDate>()
+        .ok()?
+        .into();
+    Some(date.duration_since(now).unwrap_or_default())
+}
+
 /// `2026-12-04T05:06:07.089Z` for Unix milliseconds.
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     let (days, ms) = (

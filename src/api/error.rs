@@ -743,6 +743,17 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Timeout => (ProblemCode::UpstreamTimeout, None),
             UpstreamError::Busy => (ProblemCode::UpstreamBusy, Some(1)),
             UpstreamError::InvalidResponse(_) => (ProblemCode::UpstreamInvalidResponse, None),
+            UpstreamError::TurnedAway {
+                status,
+                retry_after,
+            } => (
+                if *status == 429 {
+                    ProblemCode::UpstreamRateLimited
+                } else {
+                    ProblemCode::UpstreamBusy
+                },
+                Some(retry_after.map_or(1, |wait| wait.as_secs_f64().ceil() as u64)),
+            ),
             UpstreamError::Unsupported { .. } | UpstreamError::NotListed { .. } => {
                 (ProblemCode::UpstreamApiUnsupported, None)
             }

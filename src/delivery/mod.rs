@@ -236,6 +236,9 @@ enum Failure {
     Ambiguous,
     /// DSM 411: slow this target down.
     RateLimited,
+    /// The NAS's web server turned the call away (HTTP 429, 503): nothing was sent; try again
+    /// no sooner than it asked.
+    TurnedAway(Duration),
     /// DSM 410: split the chunk.
     TooLong,
     /// No retry can succeed.
@@ -249,6 +252,9 @@ fn classify(error: &UpstreamError) -> Failure {
         error if error.may_have_been_carried_out() => Failure::Ambiguous,
         UpstreamError::Timeout | UpstreamError::Unreachable(_) => Failure::NotSent,
         UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
+        UpstreamError::TurnedAway { retry_after, .. } => {
+            Failure::TurnedAway(retry_after.unwrap_or_default())
+        }
         // Busy: no concurrency slot was free, so nothing left the gateway.
         UpstreamError::Busy
         | UpstreamError::LoginBackoff { .. }
@@ -1060,6 +1066,14 @@ impl Worker {
                         let _ = store.clear_uncertain(&row.id, owner, false).await;
                         return self.retry(&row, error.into());
                     }
+                    Failure::TurnedAway(asked) => {
+                        let _ = store.clear_uncertain(&row.id, owner, false).await;
+                        let wait = backoff(row.attempts).max(asked);
+                        return Outcome::Retry {
+                            at: now_ms() + wait.as_millis() as i64,
+                            error: error.into(),
+                        };
+                    }
                     Failure::Permanent => {
                         let _ = store.clear_uncertain(&row.id, owner, false).await;
                         return Outcome::Failed(error.into());
@@ -1689,6 +1703,13 @@ mod tests {
             Failure::Ambiguous
         );
         assert_eq!(classify(&UpstreamError::Busy), Failure::NotSent);
+        assert_eq!(
+            classify(&UpstreamError::TurnedAway {
+                status: 503,
+                retry_after: Some(Duration::from_secs(30)),
+            }),
+            Failure::TurnedAway(Duration::from_secs(30))
+        );
         // The gateway's own refusal (a stored chunk that is not a message) is not DSM's
         // answer: retrying it would only hold up the target until the delivery expires.
         let local = UpstreamError::NotSendable("stored text: message must not be empty".into());

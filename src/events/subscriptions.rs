@@ -228,19 +228,6 @@ impl NotDelivered {
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date, from now (RFC 9110 §10.2.3).
-fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date: std::time::SystemTime = value
-        .parse::<actix_web::http::header::HttpDate>()
-        .ok()?
-        .into();
-    Some(date.duration_since(now).unwrap_or_default())
-}
-
 /// An HTTP client for subscriptions: public CA roots and `subscriptions.ca_file`'s; HTTP/1.1;
 /// redirects not followed (a redirect could lead past the address check).
 pub fn client(ca_file: Option<&std::path::Path>) -> Result<awc::Client, String> {
@@ -329,7 +316,7 @@ pub async fn post_signed(
                     .get(actix_web::http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .filter(|_| throttled)
-                    .and_then(|v| retry_after(v, std::time::SystemTime::now())),
+                    .and_then(|v| crate::domain::retry_after(v, std::time::SystemTime::now())),
             })
         }
         Err(error) => NotDelivered::unanswered(format!("the request failed: {error}")),
@@ -671,19 +658,22 @@ mod tests {
     #[test]
     fn retry_after_is_seconds_or_an_http_date() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(
-            retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            crate::domain::retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(crate::domain::retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            crate::domain::retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
             Some(Duration::from_secs(1_445_412_600 - 1_445_412_480))
         );
         // A date in the past: now.
         assert_eq!(
-            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            crate::domain::retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
             Some(Duration::ZERO)
         );
-        assert_eq!(retry_after("soon", now), None);
-        assert_eq!(retry_after("-5", now), None);
+        assert_eq!(crate::domain::retry_after("soon", now), None);
+        assert_eq!(crate::domain::retry_after("-5", now), None);
     }
 
     #[test]

@@ -353,6 +353,25 @@ impl SimControl {
         self.inject(api, method, times, FaultKind::DropBeforeCall);
     }
 
+    /// The next `times` calls of `api` (and `method`, when given) are not carried out: a
+    /// reverse proxy answers HTTP `status` (429 or 503) with `Retry-After: retry_after_secs`.
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn turn_away_next(
+        &self,
+        api: &str,
+        method: Option<&str>,
+        times: u32,
+        status: u16,
+        retry_after_secs: u64,
+    ) {
+        self.inject(
+            api,
+            method,
+            times,
+            FaultKind::TurnedAway(status, retry_after_secs),
+        );
+    }
+
     /// The next `times` calls of `api` (and `method`, when given) are carried out, then
     /// answered by a reverse proxy's 504 page.
     #[cfg(feature = "sim-test-hooks")]

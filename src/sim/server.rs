@@ -44,6 +44,9 @@ pub(crate) enum FaultKind {
     /// Close the connection before any byte of the answer without carrying the call out (a
     /// NAS whose web server went down as the request arrived).
     DropBeforeCall,
+    /// Do not carry the call out: answer this HTTP status (429 or 503) with `Retry-After`
+    /// of the given seconds (a reverse proxy in front of the NAS shedding load).
+    TurnedAway(u16, u64),
     /// Carry the call out, then answer this DSM error code (a busy NAS that made the post
     /// but reported 110).
     CodeAfter(i64),
@@ -195,6 +198,7 @@ pub(crate) async fn handle(
                     | FaultKind::CloseBeforeAnswer
                     | FaultKind::ProxyTimeoutAfter
                     | FaultKind::DropBeforeCall
+                    | FaultKind::TurnedAway(..)
                     | FaultKind::CodeAfter(_)
                     | FaultKind::SlowCall(_)
                     | FaultKind::WithoutData
@@ -259,6 +263,15 @@ impl Call {
         if matches!(fault, Some(FaultKind::DropBeforeCall)) {
             record(&shared, entry);
             return closed_before_answer();
+        }
+        if let Some(FaultKind::TurnedAway(status, retry_after)) = fault {
+            record(&shared, entry);
+            let status = actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
+            return HttpResponse::build(status)
+                .insert_header((header::RETRY_AFTER, retry_after.to_string()))
+                .content_type("text/html")
+                .body("<html><body><h1>Service Unavailable</h1></body></html>");
         }
         let mut cookies = Vec::new();
         let result = process(

@@ -41,6 +41,14 @@ pub enum UpstreamError {
     Busy,
     #[error("DSM sent an answer that is not a valid WebAPI response: {0}")]
     InvalidResponse(String),
+    /// The NAS's web server, or a proxy in front of it, turned the call away with HTTP 429 or
+    /// 503 (DSM answers its own refusals in an HTTP 200): nothing was carried out.
+    /// `retry_after`: what the answer asked for (at most [`TURNED_AWAY_WAIT_MAX`]).
+    #[error("the NAS's web server answered HTTP {status}: the call was not carried out")]
+    TurnedAway {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("DSM does not offer {api} in a version this gateway speaks ({reason})")]
     Unsupported { api: &'static str, reason: String },
     /// The NAS's API list lacks the API: the Chat package is not installed, or not running
@@ -52,6 +60,10 @@ pub enum UpstreamError {
     #[error("the gateway cannot send this: {0}")]
     NotSendable(String),
 }
+
+/// The longest `Retry-After` of a turned-away call the gateway honours: a proxy's mistaken
+/// day must not hold a caller or a delivery that long.
+pub const TURNED_AWAY_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// What `SYNO.API.Auth` login error numbers mean (PROTOCOL.md [S4]).
 pub fn login_refusal_meaning(code: i64) -> &'static str {
@@ -105,6 +117,7 @@ impl UpstreamError {
             Self::Busy => "busy",
             Self::Unreachable(_)
             | Self::InvalidResponse(_)
+            | Self::TurnedAway { .. }
             | Self::Unsupported { .. }
             | Self::NotListed { .. } => "transport_error",
             Self::NotSendable(_) => "not_sendable",

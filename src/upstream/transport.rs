@@ -315,6 +315,19 @@ impl DsmClient {
                         _ => Ok(response),
                     }
                 }
+                Ok(response) if matches!(response.status().as_u16(), 429 | 503) => {
+                    Err(UpstreamError::TurnedAway {
+                        status: response.status().as_u16(),
+                        retry_after: response
+                            .headers()
+                            .get(header::RETRY_AFTER)
+                            .and_then(|value| value.to_str().ok())
+                            .and_then(|value| {
+                                crate::domain::retry_after(value, std::time::SystemTime::now())
+                            })
+                            .map(|wait| wait.min(super::error::TURNED_AWAY_WAIT_MAX)),
+                    })
+                }
                 Ok(response) => Err(UpstreamError::InvalidResponse(format!(
                     "HTTP status {}",
                     response.status().as_u16()

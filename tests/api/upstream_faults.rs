@@ -523,3 +523,68 @@ async fn dsm_answers_are_asked_for_and_read_uncompressed() {
     assert!(asked.iter().all(|a| a == "identity"), "{asked:?}");
     handle.stop(false).await;
 }
+
+/// A reverse proxy in front of the NAS that sheds load (HTTP 503 or 429 with `Retry-After`)
+/// turned the call away: nothing was carried out. Synchronous callers get DSM's busy or rate
+/// limit problem with the proxy's `Retry-After` (it was a 502 `upstream_invalid_response`);
+/// the outbox sends again no sooner than asked, without looking for a post first.
+#[actix_web::test]
+async fn a_proxy_turning_calls_away_is_a_wait_not_an_unknown_outcome() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let creates = || app.sim.count("SYNO.Chat.Post", "create");
+    let before = creates();
+    for (status, code, wait) in [(503, "upstream_busy", 7), (429, "upstream_rate_limited", 9)] {
+        app.sim
+            .turn_away_next("SYNO.Chat.Post", Some("create"), 1, status, wait);
+        let answer = app
+            .post(
+                "/api/v1/channels/1/posts",
+                serde_json::json!({"message": "shed"}),
+            )
+            .await;
+        answer.assert_problem(status, code);
+        assert_eq!(
+            answer.header("retry-after"),
+            Some(wait.to_string().as_str())
+        );
+        assert_ne!(answer.body["outcome_unknown"], true, "{}", answer.body);
+    }
+    // Through the outbox: sent again after the proxy's two seconds, once, not looked for.
+    app.sim
+        .turn_away_next("SYNO.Chat.Post", Some("create"), 1, 503, 2);
+    let lists = || app.sim.count("SYNO.Chat.Post", "list");
+    let lists_before = lists();
+    let queued = crate::deliveries::post_async(
+        &app,
+        "/api/v1/channels/1/posts",
+        serde_json::json!({"message": "after the wait"}),
+    )
+    .await;
+    assert_eq!(queued.status.as_u16(), 202, "{}", queued.body);
+    let id = queued.body["delivery_id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let done = crate::deliveries::wait_for(&app, &id, "delivered", Duration::from_secs(20)).await;
+    assert!(started.elapsed() >= Duration::from_millis(1_800), "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["outcome_unknown"], false, "{done}");
+    assert_eq!(
+        lists(),
+        lists_before,
+        "looked for a post that was never made"
+    );
+    // The turned-away calls reached the simulator's log but made no post.
+    let made: Vec<_> = app.get("/api/v1/channels/1/posts?limit=10").await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["message"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(made.iter().filter(|m| *m == "shed").count(), 0, "{made:?}");
+    assert_eq!(
+        made.iter().filter(|m| *m == "after the wait").count(),
+        1,
+        "{made:?}"
+    );
+    assert!(creates() >= before + 3);
+}
