@@ -352,6 +352,7 @@ impl Application {
                 })
                 .collect(),
             hook_bodies: Arc::new(api::hooks::HookBodies::new()),
+            hook_replays: api::hooks::replays(),
         });
         let hook_state = state.clone();
         let mut document = api::openapi_document();

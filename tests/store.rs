@@ -203,18 +203,42 @@ backends::on_both!(
         let (now, hour) = (10_000_000, 3_600_000);
         // Written with a clock an hour ahead: a retry time and a pacing end.
         store
-            .enqueue(&delivery("retried", "channel:1", now))
+            .enqueue(&delivery("retried", "channel:1", now - 1))
             .await
             .unwrap();
         store
             .enqueue(&delivery("paced", "channel:2", now))
             .await
             .unwrap();
+        store
+            .enqueue(&delivery("elsewhere", "channel:3", now - 2))
+            .await
+            .unwrap();
+        // Another replica, on the right clock, puts its delivery off for ten minutes.
+        let other = store
+            .claim("other/0", now, now + 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.id, "elsewhere");
+        assert!(
+            store
+                .finish("elsewhere", "other/0", "queued", now + 600_000, None, now)
+                .await
+                .unwrap()
+        );
         let first = store.claim("me/0", now, now + 100).await.unwrap().unwrap();
         assert_eq!(first.id, "retried");
         assert!(
             store
-                .finish("retried", "me/0", "queued", now + hour + 500, None, now)
+                .finish(
+                    "retried",
+                    "me/0",
+                    "queued",
+                    now + hour + 500,
+                    None,
+                    now + hour
+                )
                 .await
                 .unwrap()
         );
@@ -222,12 +246,15 @@ backends::on_both!(
             .pace_target("channel:2", now + hour + 1_000, 0)
             .await
             .unwrap();
-        // The clock stepped back an hour: they come due as they would have.
+        // The clock stepped back an hour: they come due as they would have; the other
+        // replica's delivery keeps its time.
         store
             .clock_stepped(-hour, now, "me/", 50_000)
             .await
             .unwrap();
         assert_eq!(store.next_due().await.unwrap(), Some(now + 500));
+        let elsewhere = store.delivery("elsewhere").await.unwrap().unwrap();
+        assert_eq!(elsewhere.next_attempt_at, now + 600_000);
         let mine = store
             .claim("me/0", now + 1_000, now + 51_000)
             .await
@@ -253,6 +280,13 @@ backends::on_both!(
             .unwrap()
             .unwrap();
         assert_eq!(taken.id, theirs.id);
+        // What is left is the other replica's delivery, due by now; not this process's.
+        let left = store
+            .claim("x/0", later + 1, later + 50_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(left.id, "elsewhere");
         assert!(
             store
                 .claim("x/0", later + 1, later + 50_000)

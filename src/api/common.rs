@@ -646,10 +646,10 @@ impl Handover<'_> {
     ) -> Result<HttpResponse, ApiError> {
         let Handover {
             req,
+            chat,
             outbox,
             caller,
             job,
-            ..
         } = self;
         let partly_posted = !stopped.done.is_empty() && stopped.error.asks_to_wait();
         let unknown = stopped.error.outcome_unknown();
@@ -676,7 +676,8 @@ impl Handover<'_> {
                     &job,
                     done,
                     stopped.left.clone(),
-                    unknown.then_some(since),
+                    // Sent by this process: its window is placed on the NAS's clock.
+                    (unknown.then_some(since), chat.nas_clock_offset_ms()),
                     delivery_key(req).as_ref(),
                 )
                 .await
@@ -739,7 +740,8 @@ impl Handover<'_> {
                 &self.job,
                 Vec::new(),
                 self.outbox.parts(text.as_str()),
-                Some(earlier.since_ms),
+                // Perhaps another process's attempt: looked for over the wide window.
+                (Some(earlier.since_ms), None),
                 key.as_ref(),
             )
             .await;

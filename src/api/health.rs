@@ -239,13 +239,17 @@ pub async fn metrics(
         .headers()
         .get(actix_web::http::header::ACCEPT)
         .and_then(|accept| accept.to_str().ok());
+    // The format follows `Accept`: a cache in between must keep the two apart.
+    let vary = (actix_web::http::header::VARY, "Accept");
     Ok(if crate::metrics::wants_openmetrics(accept) {
         HttpResponse::Ok()
             .content_type(crate::metrics::CONTENT_TYPE)
+            .insert_header(vary)
             .body(metrics.render())
     } else {
         HttpResponse::Ok()
             .content_type(crate::metrics::TEXT_CONTENT_TYPE)
+            .insert_header(vary)
             .body(crate::metrics::as_prometheus_text(&metrics.render()))
     })
 }

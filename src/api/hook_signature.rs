@@ -78,18 +78,19 @@ impl Signing {
     /// `timestamp_header`) replays unchanged: its signature. `None` for other checks: a
     /// signature over the body alone is the same for two sends of the same text, and a
     /// Standard Webhooks request is named by its signed id.
+    ///
+    /// The MAC itself, decoded: the same MAC verifies under any of the known headers (each with
+    /// its own prefix), so a copy sent under another header's name is the same request.
     pub fn replay_name(&self, headers: &HeaderMap) -> Option<String> {
         self.timestamp_header.as_ref()?;
-        let value = match &self.header {
-            Some(custom) => headers.get(custom)?,
+        let (value, prefix) = match &self.header {
+            Some(custom) => (headers.get(custom)?, ""),
             None => KNOWN_HEADERS
                 .iter()
-                .find_map(|(name, _)| headers.get(*name))?,
+                .find_map(|(name, prefix)| Some((headers.get(*name)?, *prefix)))?,
         };
-        let value = value.to_str().ok()?.trim();
-        (1..=256)
-            .contains(&value.len())
-            .then(|| value.to_ascii_lowercase())
+        let value = strip_prefix_ignoring_case(value.to_str().ok()?.trim(), prefix)?;
+        hex::decode(value).ok().map(hex::encode)
     }
 
     /// Whether the request carries a signature header this check reads: without one a signed

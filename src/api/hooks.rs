@@ -283,6 +283,22 @@ enum Secret<'a> {
 /// The configured hooks by name.
 pub type Hooks = BTreeMap<String, Hook>;
 
+/// Requests signed over a timestamp that this replica took in the last
+/// [`REPLAYABLE_FOR_MS`](super::hook_signature::REPLAYABLE_FOR_MS): (hook, MAC) → the delivery
+/// they made. A captured copy sent again while its timestamp is still accepted is answered as
+/// that delivery's duplicate, whatever the copy added (an `Idempotency-Key`) and however short
+/// the hook's duplicate window is.
+pub type Replays = moka::future::Cache<(String, String), String>;
+
+pub fn replays() -> Replays {
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_millis(
+            super::hook_signature::REPLAYABLE_FOR_MS as u64,
+        ))
+        .build()
+}
+
 /// What a non-Slack sender gets back.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"ok": true, "format": "alertmanager", "delivery_id": "0b6f7c1e-5d0a-4f61-9d7c-2d1f1f4e8a10"}))]
@@ -323,11 +339,11 @@ pub struct DiscordMessage {
     /// The text of the (first) post, as Chat shows it.
     #[schema(required = false)]
     content: String,
-    /// The Chat channel the post went to, as a string like Discord's ids; absent when the
-    /// gateway does not know it (a user target, or a named channel not looked up here lately).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The Chat channel the post went to, as a string like Discord's ids; `"0"` when the
+    /// gateway does not know it (a user target, or a named channel not looked up on this
+    /// replica lately): Discord clients read it as a number and fail without it.
     #[schema(required = false)]
-    channel_id: Option<String>,
+    channel_id: String,
     /// When the message was posted (RFC 3339, UTC).
     #[schema(required = false)]
     timestamp: String,
@@ -375,7 +391,7 @@ impl DiscordMessage {
         Self {
             kind: 0,
             content,
-            channel_id: channel_id.map(|id| id.to_string()),
+            channel_id: channel_id.map_or_else(|| "0".to_owned(), |id| id.to_string()),
             timestamp: crate::domain::rfc3339_ms(at_ms),
             edited_timestamp: None,
             author: DiscordAuthor {
@@ -1133,24 +1149,6 @@ fn event_of(
     {
         return Ok(Some(named(id.trim().to_owned())));
     }
-    // A request signed over a timestamp (verified by now) replays unchanged within the
-    // timestamp's tolerance: a copy of a notification is one for that long at least, and any
-    // other body is named by its signature.
-    if let Some(signature) = hook
-        .signing
-        .as_ref()
-        .and_then(|signing| signing.replay_name(req.headers()))
-    {
-        let replayable = (hook.duplicate_window.as_millis() as i64)
-            .max(super::hook_signature::REPLAYABLE_FOR_MS);
-        return Ok(Some(match content_key {
-            Some(key) => EventKey {
-                key,
-                since_ms: Some(unix_ms().saturating_sub(replayable)),
-            },
-            None => named(format!("signed:{signature}")),
-        }));
-    }
     if let Some(key) = super::idempotency::parse_key(req.headers())
         .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
     {
@@ -1170,6 +1168,16 @@ fn event_of(
     });
     if let Some(id) = sender_id {
         return Ok(Some(named(id)));
+    }
+    // A body signed over a timestamp that is no notification: its MAC names it (a captured
+    // copy sent again is the same request; see also [`Replays`]).
+    if content_key.is_none()
+        && let Some(mac) = hook
+            .signing
+            .as_ref()
+            .and_then(|signing| signing.replay_name(req.headers()))
+    {
+        return Ok(Some(named(format!("signed:{mac}"))));
     }
     if hook.duplicate_window.is_zero() {
         return Ok(None);
@@ -1335,6 +1343,26 @@ async fn receive(
     // Read and rendered: the body is gone, and the wait for DSM or the store is not held
     // against other senders.
     drop(permit);
+    let replay = hook
+        .signing
+        .as_ref()
+        .and_then(|signing| signing.replay_name(req.headers()))
+        .map(|mac| (name.to_owned(), mac));
+    if let Some(replay) = &replay
+        && let Some(delivery_id) = state.hook_replays.get(replay).await
+    {
+        tracing::info!(
+            hook = name,
+            delivery_id,
+            "a signed hook request sent again: answered with its delivery, not posted again"
+        );
+        return Outcome::Accepted {
+            format: dialect(rendered.format),
+            rendered: rendered.format,
+            delivery_id,
+            duplicate: true,
+        };
+    }
     match dispatch(
         state,
         chat,
@@ -1359,6 +1387,9 @@ async fn receive(
                     repeat_of = kind,
                     "hook event handed over before: answered with its delivery, not posted again"
                 );
+            }
+            if let Some(replay) = replay {
+                state.hook_replays.insert(replay, delivery_id.clone()).await;
             }
             Outcome::Accepted {
                 format: dialect(rendered.format),

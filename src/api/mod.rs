@@ -72,6 +72,8 @@ pub struct AppState {
     pub hooks: hooks::Hooks,
     /// Hook bodies being read and rendered: a permit each ([`hooks::BODIES_AT_ONCE`]).
     pub hook_bodies: Arc<hooks::HookBodies>,
+    /// Signed hook requests taken lately, to answer a captured copy as a duplicate.
+    pub hook_replays: hooks::Replays,
 }
 
 /// Whether `name` is a configured hook's: a lone segment after `/hooks/` that is not one is a

@@ -308,7 +308,14 @@ pub struct Outbox {
     /// The wall and monotonic clocks at the last look ([`Worker::follow_clock_steps`]); the
     /// lock holds the lanes' claims while stored times follow a step.
     clocks: tokio::sync::Mutex<(i64, std::time::Instant)>,
+    /// Where the duplicate check of each uncertain send this process made starts, on the NAS's
+    /// clock: (delivery, `uncertain_since`) → ms. See [`Outbox::check_window_start`].
+    uncertain_windows: std::sync::Mutex<std::collections::HashMap<(String, i64), i64>>,
 }
+
+/// Uncertain sends whose window is remembered at most (then the memory starts over, and the
+/// older ones are looked for over [`CHECK_SKEW_MS`]).
+const UNCERTAIN_WINDOWS_KEPT: usize = 10_000;
 
 /// How far the wall clock must move against the monotonic one between two looks to count as a
 /// step (NTP slews at most half a millisecond a second).
@@ -347,6 +354,7 @@ impl Outbox {
             metrics,
             channel_names: name_cache(),
             clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
+            uncertain_windows: Default::default(),
         })
     }
 
@@ -363,6 +371,38 @@ impl Outbox {
     /// no sooner than the settle time after the send was cut off.
     fn send_budget_ms(&self) -> i64 {
         self.lease_ms - self.settle_ms()
+    }
+
+    /// Remembers where the duplicate check of a send this process began at `since` (its own
+    /// clock) starts: the send placed on the NAS's clock by `nas_offset` as known now, less
+    /// [`CHECK_MARGIN_MS`].
+    pub fn note_uncertain_send(&self, id: &str, since: i64, nas_offset: Option<i64>) {
+        let Some(offset) = nas_offset else { return };
+        let mut windows = self
+            .uncertain_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= UNCERTAIN_WINDOWS_KEPT {
+            windows.clear();
+        }
+        windows.insert(
+            (id.to_owned(), since),
+            since.saturating_add(offset) - CHECK_MARGIN_MS,
+        );
+    }
+
+    /// Where the duplicate check for the send of `delivery` begun at `since` starts, on the
+    /// NAS's clock (posts are dated by it): as noted when this process made the send, else
+    /// [`CHECK_SKEW_MS`] before `since`. A send another replica made (or this one before a
+    /// restart) was dated by a clock whose distance from the NAS's is not known here.
+    fn check_window_start(&self, delivery: &str, since: i64) -> u64 {
+        let noted = self
+            .uncertain_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(delivery.to_owned(), since))
+            .copied();
+        noted.unwrap_or(since - CHECK_SKEW_MS).max(0) as u64
     }
 
     pub fn store(&self) -> &Store {
@@ -409,7 +449,7 @@ impl Outbox {
         job: &Job,
         done: Vec<(String, Vec<(i64, i64)>)>,
         left: Vec<String>,
-        unanswered_since: Option<i64>,
+        (unanswered_since, nas_offset): (Option<i64>, Option<i64>),
         event: Option<&EventKey>,
     ) -> Result<String, StoreError> {
         let posted: Vec<(i64, i64, Option<i64>)> = done
@@ -435,6 +475,9 @@ impl Outbox {
             .await?
         {
             Enqueued::New => {
+                if let Some(since) = unanswered_since {
+                    self.note_uncertain_send(&new.id, since, nas_offset);
+                }
                 self.wake.notify_one();
                 Ok(new.id)
             }
@@ -989,6 +1032,8 @@ impl Worker {
                 Ok(false) => return Outcome::HandBack,
                 Err(error) => return self.store_trouble(&row, error),
             }
+            self.outbox
+                .note_uncertain_send(&row.id, now, self.chat.nas_clock_offset_ms());
             let first = posted == 0;
             // A chatbot chunk retried after some recipients failed goes to those alone.
             let job = &job.left_for(posted as i64, &row.posted_to);
@@ -1302,16 +1347,6 @@ impl Worker {
     /// A post by the gateway's account in `channel_id` (in the thread of `thread`, for a
     /// reply) with exactly `text`, created after `since` (less the skew allowance), that no
     /// delivery owns yet.
-    /// Where the duplicate check for a send begun at `since` (this host's clock) starts, on
-    /// the NAS's clock, in which posts are dated.
-    fn check_window_start(&self, since: i64) -> u64 {
-        let start = match self.chat.nas_clock_offset_ms() {
-            Some(offset) => since.saturating_add(offset) - CHECK_MARGIN_MS,
-            None => since - CHECK_SKEW_MS,
-        };
-        start.max(0) as u64
-    }
-
     async fn find_post(
         &self,
         (delivery, chunk): (&str, i64),
@@ -1319,7 +1354,7 @@ impl Worker {
         thread: Option<PostId>,
         text: &str,
         since: i64,
-    ) -> Result<Option<i64>, UpstreamError> {
+    ) -> Result<(Option<i64>, bool), UpstreamError> {
         let own = self
             .chat
             .users()
@@ -1336,8 +1371,8 @@ impl Worker {
             }
             None => self.chat.newest_posts(channel_id, CHECK_POSTS).await?,
         };
-        let earliest = self.check_window_start(since);
-        for page in 1.. {
+        let earliest = self.outbox.check_window_start(delivery, since);
+        for page in 1..=CHECK_PAGES {
             for post in &posts {
                 if post.message == text
                     && post.create_at >= earliest
@@ -1353,7 +1388,7 @@ impl Worker {
                         .post_is_recorded(id, delivery, chunk)
                         .await
                     {
-                        Ok(false) => return Ok(Some(id)),
+                        Ok(false) => return Ok((Some(id), false)),
                         Ok(true) => {}
                         Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
                     }
@@ -1361,17 +1396,35 @@ impl Worker {
             }
             // On back, page by page, while the oldest post read is not older than the send.
             match posts.iter().min_by_key(|post| post.post_id.get()) {
-                Some(oldest) if oldest.create_at >= earliest && page < CHECK_PAGES => {
+                Some(oldest) if oldest.create_at >= earliest && page == CHECK_PAGES => {
+                    // Not read to the window's start: a send again may post twice.
+                    tracing::warn!(
+                        delivery,
+                        pages = CHECK_PAGES,
+                        "the duplicate check stopped before the send's time: sent again blind"
+                    );
+                    return Ok((None, true));
+                }
+                Some(oldest) if oldest.create_at >= earliest => {
                     let anchor = oldest.post_id.get();
-                    posts = self
+                    // A NAS that refuses the anchored form further back cannot be read to
+                    // the window's start: the part goes again blind (at least once).
+                    match self
                         .chat
                         .posts_older_than(channel_id, thread, anchor, CHECK_POSTS)
-                        .await?;
+                        .await
+                    {
+                        Ok(older) => posts = older,
+                        Err(error) => {
+                            tracing::warn!(%error, "the duplicate check could not read further back: sent again blind");
+                            return Ok((None, true));
+                        }
+                    }
                 }
                 _ => break,
             }
         }
-        Ok(None)
+        Ok((None, false))
     }
 
     /// What the uncertain send of chunk `chunk` (`text`) posted: in the channel by the
@@ -1386,14 +1439,15 @@ impl Worker {
         since: i64,
     ) -> Result<Found, UpstreamError> {
         match channel {
-            Some(channel_id) => Ok(Found {
-                posts: self
+            Some(channel_id) => {
+                let (found, blind) = self
                     .find_post((delivery, chunk), channel_id, job.thread(), text, since)
-                    .await?
-                    .map(|post_id| vec![(0, post_id)])
-                    .unwrap_or_default(),
-                blind: false,
-            }),
+                    .await?;
+                Ok(Found {
+                    posts: found.map(|post_id| vec![(0, post_id)]).unwrap_or_default(),
+                    blind,
+                })
+            }
             None => {
                 self.find_bot_posts(job, (delivery, chunk), posted_to, text, since)
                     .await
@@ -1431,7 +1485,7 @@ impl Worker {
             Err(error) if refused(&error) => return Ok(blind),
             Err(error) => return Err(error),
         };
-        let earliest = self.check_window_start(since);
+        let earliest = self.outbox.check_window_start(delivery, since);
         let mut found = Found {
             posts: Vec::new(),
             blind: false,

@@ -810,8 +810,15 @@ impl Store {
         if step_ms < 0 {
             let paced =
                 "UPDATE targets SET next_send_at = next_send_at + $1 WHERE next_send_at > $2";
-            let due = "UPDATE deliveries SET next_attempt_at = next_attempt_at + $1 \
-                       WHERE state = 'queued' AND next_attempt_at > $2";
+            // Rows written on the clock before the step (not another replica's): their
+            // `updated_at` is ahead of now too. The uncertain send's time moves with them, or
+            // its look for the post would wait the step out.
+            let due = "UPDATE deliveries SET \
+                       next_attempt_at = CASE WHEN next_attempt_at > $2 \
+                           THEN next_attempt_at + $1 ELSE next_attempt_at END, \
+                       uncertain_since = CASE WHEN uncertain_since > $2 \
+                           THEN uncertain_since + $1 ELSE uncertain_since END \
+                       WHERE state IN ('queued', 'sending') AND updated_at > $2";
             with_pool!(self, p => {
                 sqlx::query(paced).bind(step_ms).bind(now).execute(p).await?;
                 sqlx::query(due).bind(step_ms).bind(now).execute(p).await.map(drop)

@@ -108,9 +108,12 @@ pub struct DsmShared {
     metrics: Arc<Metrics>,
     /// What the NAS showed of its `Post.list` paging (see `posts::OffsetPaging`).
     pub(crate) offset_paging: posts::OffsetPaging,
-    /// The NAS's clock less this host's, in ms, from the `Date` of its last answer that had
-    /// one ([`NO_CLOCK`]: none yet): where the outbox's duplicate check starts looking.
+    /// The NAS's clock less this host's, in ms, from the `Date` of its last good answer that
+    /// had one ([`NO_CLOCK`]: none yet): where the outbox's duplicate check starts looking.
     nas_clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// The same from the `create_at` of the last post this process made: the clock the
+    /// check compares with, where a `Date` may be a reverse proxy's on another host.
+    nas_clock_offset_of_posts_ms: std::sync::atomic::AtomicI64,
     /// The `Date` that offset was taken from: later answers of the same second are skipped
     /// (the first one's is the closer estimate, and parsing dates on every call costs).
     nas_clock_date: std::sync::Mutex<Option<actix_web::http::header::HeaderValue>>,
@@ -131,6 +134,7 @@ impl DsmShared {
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1))),
             offset_paging: posts::OffsetPaging::new(config.post_list_paging),
             nas_clock_offset_ms: std::sync::atomic::AtomicI64::new(NO_CLOCK),
+            nas_clock_offset_of_posts_ms: std::sync::atomic::AtomicI64::new(NO_CLOCK),
             nas_clock_date: std::sync::Mutex::new(None),
             webapi_base,
             tls,
@@ -169,13 +173,30 @@ impl DsmShared {
             .store(offset, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The NAS's clock less this host's (ms), as its last dated answer showed it.
+    /// Notes the NAS's clock from a post this process just made (`create_at`, ms): made
+    /// before its answer was read, so the estimate is at most the true offset.
+    pub(crate) fn note_nas_clock_of_post(&self, create_at_ms: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if let Ok(created) = i64::try_from(create_at_ms)
+            && created > 0
+        {
+            self.nas_clock_offset_of_posts_ms
+                .store(created - now, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The NAS's clock less this host's (ms): as the last post this process made dated it,
+    /// else as the last dated answer's `Date` showed it.
     pub fn nas_clock_offset_ms(&self) -> Option<i64> {
-        Some(
-            self.nas_clock_offset_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-        .filter(|&offset| offset != NO_CLOCK)
+        [
+            &self.nas_clock_offset_of_posts_ms,
+            &self.nas_clock_offset_ms,
+        ]
+        .into_iter()
+        .map(|offset| offset.load(std::sync::atomic::Ordering::Relaxed))
+        .find(|&offset| offset != NO_CLOCK)
     }
 
     /// A client for the calling worker thread (awc clients cannot move between threads).

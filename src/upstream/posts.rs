@@ -369,15 +369,15 @@ impl DsmClient {
             .retain(|(_, by)| *by != tag);
     }
 
-    /// Whether a synchronous send of this process made `post_id` (one of the latest
-    /// [`DIRECT_POSTS_KEPT`]): the outbox's duplicate check, looking for a post of its own
-    /// with the same text, passes it over, or a message sent both ways would be taken for
-    /// posted when only the synchronous one is.
     /// The NAS's clock less this host's (ms), from the `Date` of DSM's last dated answer.
     pub fn nas_clock_offset_ms(&self) -> Option<i64> {
         self.up.nas_clock_offset_ms()
     }
 
+    /// Whether a synchronous send of this process made `post_id` (one of the latest
+    /// [`DIRECT_POSTS_KEPT`]): the outbox's duplicate check, looking for a post of its own
+    /// with the same text, passes it over, or a message sent both ways would be taken for
+    /// posted when only the synchronous one is.
     pub fn posted_directly(&self, post_id: u64) -> bool {
         self.up
             .direct_posts
@@ -399,17 +399,20 @@ impl DsmClient {
         if let Some(thread_id) = &thread_id {
             params.push(("thread_id", thread_id.as_str()));
         }
-        self.fetch_converted(&POST_CREATE, &params, |body| {
-            decode_data(body, |created: WireCreated| {
-                created.into_post(Sent {
-                    channel_id: new.channel_id,
-                    message: new.message.as_str(),
-                    thread_id: new.thread_id,
-                    kind: PostKind::Normal,
+        let post = self
+            .fetch_converted(&POST_CREATE, &params, |body| {
+                decode_data(body, |created: WireCreated| {
+                    created.into_post(Sent {
+                        channel_id: new.channel_id,
+                        message: new.message.as_str(),
+                        thread_id: new.thread_id,
+                        kind: PostKind::Normal,
+                    })
                 })
             })
-        })
-        .await
+            .await?;
+        self.up.note_nas_clock_of_post(post.create_at);
+        Ok(post)
     }
 
     /// Posts a file (multipart `Post.create` v5, the file as the last part).

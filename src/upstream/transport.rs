@@ -382,9 +382,12 @@ impl DsmClient {
         let result = self
             .within(deadline, async {
                 let mut response = self.send(op, endpoint, params, credential, upload).await?;
-                self.up.note_nas_clock(response.headers().get(header::DATE));
                 let body = read_whole(&mut response).await?;
                 let decoded = decode(op, family, &body);
+                // DSM's own answers only: a proxy's error page dates it by the proxy's clock.
+                if decoded.is_ok() {
+                    self.up.note_nas_clock(response.headers().get(header::DATE));
+                }
                 if let Err(UpstreamError::Dsm { .. }) = &decoded {
                     details = error_details(&body);
                 }

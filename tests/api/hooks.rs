@@ -1294,8 +1294,34 @@ async fn a_captured_timestamped_request_sent_again_is_not_posted_again() {
         assert_eq!(again.status.as_u16(), 202, "{}", again.body);
         assert_eq!(again.body["duplicate"], true, "{}", again.body);
         assert_eq!(again.body["delivery_id"], first.body["delivery_id"]);
+        // An `Idempotency-Key` added to the copy does not make it new.
+        let keyed = [headers[0], headers[1], ("Idempotency-Key", "made-up-1")];
+        let keyed = send_raw(&app, "/hooks/stamped", &body, &keyed).await;
+        assert_eq!(keyed.body["duplicate"], true, "{}", keyed.body);
     }
-    assert_eq!(posts_after_settling(&app, 2).await, 2);
+    // Nor does another known header's name for the same MAC.
+    let body = serde_json::to_vec(&golden("grafana/firing")).unwrap();
+    let mut text = format!("{now}:").into_bytes();
+    text.extend_from_slice(&body);
+    let mac = hmac_hex(&text);
+    let bearer = format!("Bearer {SECRET}");
+    let grafana = [
+        ("Authorization", bearer.as_str()),
+        ("X-Grafana-Alerting-Timestamp", now.as_str()),
+        ("X-Grafana-Alerting-Signature", mac.as_str()),
+    ];
+    let first = send_raw(&app, "/hooks/grafana", &body, &grafana).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.body);
+    let hub = format!("sha256={mac}");
+    let renamed = [
+        grafana[0],
+        grafana[1],
+        ("X-Hub-Signature-256", hub.as_str()),
+    ];
+    let renamed = send_raw(&app, "/hooks/grafana", &body, &renamed).await;
+    assert_eq!(renamed.body["duplicate"], true, "{}", renamed.body);
+    assert_eq!(renamed.body["delivery_id"], first.body["delivery_id"]);
+    assert_eq!(posts_after_settling(&app, 3).await, 3);
 }
 
 #[actix_rt::test]
