@@ -1344,6 +1344,21 @@ impl Worker {
         }
     }
 
+    /// Whether post `id` is recorded as no other post than chunk `chunk` of `delivery`: one of
+    /// the same text that another delivery (or chunk) made is not this send's.
+    async fn owned_by_none(
+        &self,
+        id: i64,
+        (delivery, chunk): (&str, i64),
+    ) -> Result<bool, UpstreamError> {
+        self.outbox
+            .store
+            .post_is_recorded(id, delivery, chunk)
+            .await
+            .map(|recorded| !recorded)
+            .map_err(|_| UpstreamError::Unreachable("store unavailable"))
+    }
+
     /// A post by the gateway's account in `channel_id` (in the thread of `thread`, for a
     /// reply) with exactly `text`, created after `since` (less the skew allowance), that no
     /// delivery owns yet.
@@ -1382,15 +1397,8 @@ impl Worker {
                         continue;
                     }
                     let id = post.post_id.get() as i64;
-                    match self
-                        .outbox
-                        .store
-                        .post_is_recorded(id, delivery, chunk)
-                        .await
-                    {
-                        Ok(false) => return Ok((Some(id), false)),
-                        Ok(true) => {}
-                        Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                    if self.owned_by_none(id, (delivery, chunk)).await? {
+                        return Ok((Some(id), false));
                     }
                 }
             }
@@ -1525,18 +1533,9 @@ impl Worker {
                     continue;
                 }
                 let id = post.post_id.get() as i64;
-                match self
-                    .outbox
-                    .store
-                    .post_is_recorded(id, delivery, chunk)
-                    .await
-                {
-                    Ok(false) => {
-                        found.posts.push((user.get() as i64, id));
-                        break;
-                    }
-                    Ok(true) => {}
-                    Err(_) => return Err(UpstreamError::Unreachable("store unavailable")),
+                if self.owned_by_none(id, (delivery, chunk)).await? {
+                    found.posts.push((user.get() as i64, id));
+                    break;
                 }
             }
         }
