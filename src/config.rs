@@ -217,6 +217,9 @@ pub struct DeliverySettings {
     /// Deliveries this process sends at once, each to a different target (a channel, a user, a
     /// token, a subscription), so one slow or paced target does not hold up the others.
     pub concurrency: usize,
+    /// How long a synchronous send waits for the outbox's earlier messages to the same target
+    /// before it is queued behind them (202), so it cannot overtake them.
+    pub queue_wait_ms: u64,
 }
 
 impl Default for DeliverySettings {
@@ -227,6 +230,7 @@ impl Default for DeliverySettings {
             rate_per_sec: 1.0,
             retention_secs: 7 * 86_400,
             concurrency: 4,
+            queue_wait_ms: 5_000,
         }
     }
 }
@@ -1032,6 +1036,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "delivery.concurrency",
                 "must be between 1 and 64",
+            ));
+        }
+        if self.delivery.queue_wait_ms > 60_000 {
+            return Err(ConfigError::new(
+                "delivery.queue_wait_ms",
+                "must be at most 60000 (a synchronous caller waits for it)",
             ));
         }
         if !(self.delivery.rate_per_sec > 0.0 && self.delivery.rate_per_sec <= 100.0) {

@@ -322,6 +322,10 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.upstream.timeout_ms),
         );
+        // A store that cannot be read now is read by the worker's claims instead.
+        if let Err(error) = outbox.load_queued_targets().await {
+            tracing::warn!(%error, "cannot list the outbox's queued targets at start");
+        }
         let callbacks =
             crate::events::subscriptions::client(settings.subscriptions.ca_file.as_deref())
                 .map_err(|e| std::io::Error::other(format!("subscriptions.ca_file: {e}")))?;

@@ -197,6 +197,38 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    a_target_has_unfinished_deliveries_until_they_are_finished,
+    |backend: Backend| async move {
+        // What a synchronous send asks before it goes, so it cannot overtake the outbox.
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        assert!(!store.has_unfinished("channel:1").await.unwrap());
+        assert!(store.unfinished_targets().await.unwrap().is_empty());
+        for (id, target) in [("a", "channel:1"), ("b", "channel:1"), ("c", "user:2")] {
+            store.enqueue(&delivery(id, target, now)).await.unwrap();
+        }
+        let mut targets = store.unfinished_targets().await.unwrap();
+        targets.sort();
+        assert_eq!(targets, ["channel:1", "user:2"]);
+        assert!(store.has_unfinished("channel:1").await.unwrap());
+        assert!(!store.has_unfinished("channel:3").await.unwrap());
+        // Being sent is unfinished; delivered, failed or cancelled is not.
+        let sending = store.claim("w", now, now + 100).await.unwrap().unwrap();
+        assert_eq!(sending.id, "a");
+        assert!(
+            store
+                .finish("a", "w", "delivered", now, None, now + 1)
+                .await
+                .unwrap()
+        );
+        assert!(store.has_unfinished("channel:1").await.unwrap());
+        store.cancel_delivery("b", now + 2).await.unwrap();
+        assert!(!store.has_unfinished("channel:1").await.unwrap());
+        assert_eq!(store.unfinished_targets().await.unwrap(), ["user:2"]);
+    }
+);
+
+backends::on_both!(
     stored_times_follow_a_step_of_the_wall_clock,
     |backend: Backend| async move {
         let store = Store::connect(&settings(&backend.url)).await.unwrap();

@@ -120,7 +120,7 @@ fn bot_read_error(
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = BotMessageBody,
     responses((status = 200, body = BotDelivery,
-        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as, per user (long texts are split)"))), (status = 202, description = "Committed to the outbox, which sends each part once to each user (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy; only when every recipient got the parts already posted); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted).", body = super::deliveries::DeliveryAccepted),
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as, per user (long texts are split)"))), (status = 202, description = "Committed to the outbox, which sends each part once to each user (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy; only when every recipient got the parts already posted); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted). Also, with or without a key, when the outbox still has earlier messages for the same target that are not delivered within `delivery.queue_wait_ms`: the message is queued behind them rather than overtaking them.", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, Unprocessable, BodyProblems,
         CommonProblems))]
 #[post("/bots/{name}/messages")]
@@ -157,7 +157,7 @@ pub async fn send_bot_message(
             file_url: body.file_url.clone(),
         },
     };
-    if let Some(accepted) = handover.accept_if_asked(&text).await {
+    if let Some(accepted) = handover.accept_if_asked_or_queued(&text).await {
         return accepted;
     }
     let since = crate::delivery::now_ms();

@@ -696,9 +696,12 @@ impl Handover<'_> {
         }))
     }
 
-    /// With `Prefer: respond-async`, commits `text` and answers 202; else `None`. A retry of
-    /// a cut-off attempt is resumed first, asked or not (see [`Self::resume_interrupted`]).
-    pub async fn accept_if_asked(
+    /// With `Prefer: respond-async`, commits `text` and answers 202. Without it, `None` (send
+    /// now) unless the outbox's earlier messages to the target are not delivered within
+    /// `delivery.queue_wait_ms`: then `text` is committed behind them (202), so it cannot
+    /// overtake them. A retry of a cut-off attempt is resumed first, asked or not (see
+    /// [`Self::resume_interrupted`]).
+    pub async fn accept_if_asked_or_queued(
         &self,
         text: &MessageText,
     ) -> Option<Result<HttpResponse, ApiError>> {
@@ -706,11 +709,25 @@ impl Handover<'_> {
             return Some(resumed);
         }
         if !super::deliveries::wants_async(self.req) {
-            return None;
+            return super::deliveries::queued_behind(
+                self.req,
+                self.outbox,
+                self.caller,
+                &self.job,
+                text.as_str(),
+            )
+            .await;
         }
         Some(
-            super::deliveries::accept(self.req, self.outbox, self.caller, &self.job, text.as_str())
-                .await,
+            super::deliveries::accept(
+                self.req,
+                self.outbox,
+                self.caller,
+                &self.job,
+                text.as_str(),
+                true,
+            )
+            .await,
         )
     }
 

@@ -53,13 +53,40 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Commits the message to the store and answers 202 with where to follow it.
+/// A synchronous send's turn. While the outbox still has earlier messages for the job's
+/// target, the send waits for them (`delivery.queue_wait_ms`); if they are not delivered by
+/// then, it is committed behind them and answered 202. `None`: send now. Either way it cannot
+/// overtake them. A store that cannot be asked is a 503: the send might overtake them.
+pub(super) async fn queued_behind(
+    req: &HttpRequest,
+    outbox: &Outbox,
+    caller: Option<&str>,
+    job: &Job,
+    text: &str,
+) -> Option<Result<HttpResponse, ApiError>> {
+    let target = job.target();
+    match outbox.wait_turn(&target, outbox.queue_wait()).await {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::info!(
+                %target,
+                "earlier messages to the target are still in the outbox: the send is queued behind them"
+            );
+            Some(accept(req, outbox, caller, job, text, false).await)
+        }
+        Err(error) => Some(Err(error.into())),
+    }
+}
+
+/// Commits the message to the store and answers 202 with where to follow it; `asked` when
+/// the caller preferred `respond-async`.
 pub(super) async fn accept(
     req: &HttpRequest,
     outbox: &Outbox,
     caller: Option<&str>,
     job: &Job,
     text: &str,
+    asked: bool,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.unwrap_or(callers::ANONYMOUS);
     // With an Idempotency-Key, under it: a retry of a request cut off after this commit gets
@@ -74,7 +101,7 @@ pub(super) async fn accept(
         }
         None => outbox.enqueue(caller, job, text).await?,
     };
-    Ok(accepted(req, id, true))
+    Ok(accepted(req, id, asked))
 }
 
 /// 202 naming the delivery; `asked` when the caller preferred `respond-async`.
@@ -299,6 +326,7 @@ pub async fn retry_delivery(
         .store()
         .retry_delivery(&id, now, now + outbox.max_age_ms_for(&row.target))
         .await?;
+    outbox.note_queued(&row.target);
     settle(
         &outbox,
         &id,

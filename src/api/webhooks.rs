@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::common::{ConfiguredWebhookList, Items, WebhookPath, outgoing_message};
-use super::deliveries::{Deliveries, accept, wants_async};
+use super::deliveries::{Deliveries, accept, queued_behind, wants_async};
 use super::extract::Json;
 use super::{
     AppState, BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
@@ -152,7 +152,7 @@ pub async fn list_incoming_webhooks(
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
     request_body = WebhookMessageBody,
     responses((status = 200, body = WebhookReceipt,
-        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), (status = 202, description = "With `Prefer: respond-async`: committed to the outbox (`Location` names the delivery)", body = super::deliveries::DeliveryAccepted),
+        headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))), (status = 202, description = "Committed to the outbox (`Location` names the delivery): with `Prefer: respond-async` (`Preference-Applied: respond-async`), or when the outbox still has earlier messages for this webhook that are not delivered within `delivery.queue_wait_ms` (the message is queued behind them rather than overtaking them)", body = super::deliveries::DeliveryAccepted),
         InvalidInput, NotFound, Unprocessable, BodyProblems,
         CommonProblems))]
 #[post("/webhooks/incoming/{name}")]
@@ -169,12 +169,16 @@ pub async fn send_with_configured_webhook(
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
+    let job = Job::Webhook {
+        name: name.clone(),
+        file_url: body.file_url.clone(),
+    };
+    let caller = auth.key_name.as_deref();
     if wants_async(&req) {
-        let job = Job::Webhook {
-            name,
-            file_url: body.file_url.clone(),
-        };
-        return accept(&req, &outbox, auth.key_name.as_deref(), &job, text.as_str()).await;
+        return accept(&req, &outbox, caller, &job, text.as_str(), true).await;
+    }
+    if let Some(queued) = queued_behind(&req, &outbox, caller, &job, text.as_str()).await {
+        return queued;
     }
     let count = send_incoming_text(
         &state,

@@ -311,6 +311,10 @@ pub struct Outbox {
     /// Where the duplicate check of each uncertain send this process made starts, on the NAS's
     /// clock: (delivery, `uncertain_since`) → ms. See [`Outbox::check_window_start`].
     uncertain_windows: std::sync::Mutex<std::collections::HashMap<(String, i64), i64>>,
+    /// Targets this process knows may have unfinished deliveries (its own hand-overs, its
+    /// worker's claims, the store's queue at start), each with a count of times noted: a
+    /// synchronous send to one asks the store before it goes ([`Outbox::wait_turn`]).
+    maybe_queued: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Uncertain sends whose window is remembered at most (then the memory starts over, and the
@@ -355,7 +359,68 @@ impl Outbox {
             channel_names: name_cache(),
             clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
             uncertain_windows: Default::default(),
+            maybe_queued: Default::default(),
         })
+    }
+
+    /// Notes the targets the store has unfinished deliveries for (at start, before requests
+    /// come: a synchronous send must not overtake what an earlier run queued).
+    pub async fn load_queued_targets(&self) -> Result<(), StoreError> {
+        for target in self.store.unfinished_targets().await? {
+            self.note_queued(&target);
+        }
+        Ok(())
+    }
+
+    /// Notes that `target` may have unfinished deliveries. Subscriptions are left out: no
+    /// synchronous send goes to them.
+    pub fn note_queued(&self, target: &str) {
+        if crate::events::subscriptions::is_target(target) {
+            return;
+        }
+        let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+        let times = queued.entry(target.to_owned()).or_default();
+        *times = times.wrapping_add(1);
+    }
+
+    /// Waits, at most `patience`, until `target` has no delivery the outbox has not finished:
+    /// true then, false when some are still queued or being sent. A target this process has
+    /// not seen queued is not looked up. This replica's worker says when it finishes one;
+    /// the store is also read every 250 ms, since another replica's worker may be sending.
+    pub async fn wait_turn(&self, target: &str, patience: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let noted = self
+                .maybe_queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(target)
+                .copied();
+            let Some(noted) = noted else { return Ok(true) };
+            // Registered before the read, so a finish between the two is not missed.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if !self.store.has_unfinished(target).await? {
+                let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+                // Unless it was noted again meanwhile (queued after the read).
+                if queued.get(target) == Some(&noted) {
+                    queued.remove(target);
+                }
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            let _ = tokio::time::timeout(nap, finished).await;
+        }
+    }
+
+    /// How long a synchronous send waits for its target's queue ([`Self::wait_turn`]).
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.settings.queue_wait_ms)
     }
 
     /// How long after a send with an unknown outcome the channel is first looked at: twice the
@@ -413,6 +478,7 @@ impl Outbox {
     pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
         let new = self.new_delivery(caller, job, self.parts(text));
         self.store.enqueue(&new).await?;
+        self.note_queued(&new.target);
         self.wake.notify_one();
         Ok(new.id)
     }
@@ -430,6 +496,7 @@ impl Outbox {
         let new = self.new_delivery(caller, job, self.parts(text));
         match self.store.enqueue_event(&new, event).await? {
             Enqueued::New => {
+                self.note_queued(&new.target);
                 self.wake.notify_one();
                 Ok((new.id, false))
             }
@@ -475,6 +542,7 @@ impl Outbox {
             .await?
         {
             Enqueued::New => {
+                self.note_queued(&new.target);
                 if let Some(since) = unanswered_since {
                     self.note_uncertain_send(&new.id, since, nas_offset);
                 }
@@ -775,6 +843,8 @@ impl Worker {
             let now = now_ms();
             match store.claim(owner, now, now + self.outbox.lease_ms).await {
                 Ok(Some(row)) => {
+                    // Perhaps another replica's, or an earlier run's: sends wait for it.
+                    self.outbox.note_queued(&row.target);
                     // Another lane may take the next target meanwhile.
                     wake.notify_one();
                     self.deliver(row, owner).await;

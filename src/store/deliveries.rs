@@ -660,6 +660,19 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `target` has a message the outbox has not finished (queued or being sent).
+    pub async fn has_unfinished(&self, target: &str) -> Result<bool, StoreError> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM deliveries \
+                   WHERE state IN ('queued', 'sending') AND target = $1)";
+        Ok(with_pool!(self, p => sqlx::query_scalar(sql).bind(target).fetch_one(p).await)?)
+    }
+
+    /// Every target with a message the outbox has not finished.
+    pub async fn unfinished_targets(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT DISTINCT target FROM deliveries WHERE state IN ('queued', 'sending')";
+        Ok(with_pool!(self, p => sqlx::query_scalar(sql).fetch_all(p).await)?)
+    }
+
     /// The extra spacing currently applied to `target` after rate limiting.
     pub async fn target_penalty(&self, target: &str) -> Result<i64, StoreError> {
         let sql = "SELECT penalty_ms FROM targets WHERE target = $1";

@@ -591,24 +591,15 @@ async fn an_uncertain_post_is_found_behind_more_than_a_page_of_newer_posts() {
         assert!(started.elapsed() < Duration::from_secs(5), "never sent");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Before the look (the settle time, two upstream timeouts): 150 newer posts.
-    for batch in 0..3 {
-        let posts = (0..50).map(|i| {
-            app.call(
-                "POST",
-                "/api/v1/channels/2/posts",
-                Some(WRITE_KEY),
-                Some(json!({ "message": format!("newer {batch}-{i}") })),
-            )
-        });
-        for answer in futures_util::future::join_all(posts).await {
-            assert_eq!(answer.status.as_u16(), 201, "{}", answer.body);
-        }
+    // Before the look (the settle time, two upstream timeouts): 150 newer posts, by a user
+    // (the gateway's own synchronous sends would wait for the message).
+    for i in 0..150 {
+        assert_ne!(app.sim.post_as_user(2, 2, &format!("newer {i}")), 0);
     }
     let done = wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
     assert_eq!(
         app.sim.count("SYNO.Chat.Post", "create"),
-        creates + 1 + 150,
+        creates + 1,
         "the message was posted again: {done}"
     );
     assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
@@ -1585,4 +1576,75 @@ async fn the_outbox_stops_when_the_stop_begins_not_after_the_drain() {
     // The delivery came due 2.5 s into the drain and was not sent: the next start sends it.
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1);
     drop(stalled);
+}
+
+/// A message handed to the outbox and a synchronous send after it to the same channel arrive
+/// in that order: the send waits for the outbox's message, even one slow to post.
+#[actix_web::test]
+async fn a_send_waits_for_the_outbox_s_earlier_message_to_its_channel() {
+    let app = spawn_app().await;
+    slow_create(&app, 800);
+    let first = queued(&app, 2, "handed over first").await;
+    // The outbox's send has begun (and is held up by the NAS).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = app
+        .post(
+            "/api/v1/channels/2/posts",
+            json!({"message": "sent synchronously second"}),
+        )
+        .await;
+    assert_eq!(second.status.as_u16(), 201, "{}", second.body);
+    wait_for(&app, &first, "delivered", Duration::from_secs(20)).await;
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted[posted.len() - 2..],
+        ["handed over first", "sent synchronously second"],
+        "{posted:?}"
+    );
+}
+
+/// A synchronous send whose target's earlier message is not delivered within
+/// `delivery.queue_wait_ms` (the NAS turned it away for a while) is queued behind it, 202
+/// without `Preference-Applied`, rather than overtaking it.
+#[actix_web::test]
+async fn a_send_behind_a_message_that_waits_is_queued_behind_it() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.queue_wait_ms = 300).await;
+    app.sim
+        .turn_away_next("SYNO.Chat.Post", Some("create"), 1, 503, 2);
+    app.sim
+        .turn_away_next("SYNO.Chat.External", Some("incoming"), 1, 503, 2);
+    let first = queued(&app, 2, "queued first").await;
+    let hook_path = format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}");
+    let hook_first = accepted(&post_async(&app, &hook_path, json!({"text": "hook first"})).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut behind = Vec::new();
+    for (path, body) in [
+        (
+            "/api/v1/channels/2/posts",
+            json!({"message": "sent second"}),
+        ),
+        (hook_path.as_str(), json!({"text": "hook second"})),
+    ] {
+        let answer = app.post(path, body).await;
+        assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+        assert_eq!(answer.header("preference-applied"), None);
+        assert!(answer.header("location").is_some());
+        behind.push(answer.body["delivery_id"].as_str().unwrap().to_owned());
+    }
+    for id in [&first, &hook_first].into_iter().chain(&behind) {
+        wait_for(&app, id, "delivered", Duration::from_secs(20)).await;
+    }
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted[posted.len() - 2..],
+        ["queued first", "sent second"],
+        "{posted:?}"
+    );
+    // The call turned away, then the two messages.
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 3);
+    // Its queue empty, the target takes synchronous sends again.
+    let now = app
+        .post("/api/v1/channels/2/posts", json!({"message": "third"}))
+        .await;
+    assert_eq!(now.status.as_u16(), 201, "{}", now.body);
 }
