@@ -347,9 +347,14 @@ def cmd_k8s(args) -> int:
             bad(f"{label}: allowPrivilegeEscalation not false")
         if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits"):
             bad(f"{label}: resources requests/limits missing")
-        if pod.get("terminationGracePeriodSeconds", 30) <= DRAIN_SECS:
-            bad(f"{label}: terminationGracePeriodSeconds <= {DRAIN_SECS} s "
-                "(the drain plus the DSM logout)")
+        # Endpoints are removed while the pod stops, not before: without a wait before
+        # SIGTERM, connections still routed to it are refused.
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if pre_stop < 3:
+            bad(f"{label}: no preStop sleep of at least 3 s before SIGTERM")
+        if pod.get("terminationGracePeriodSeconds", 30) <= DRAIN_SECS + pre_stop:
+            bad(f"{label}: terminationGracePeriodSeconds <= {DRAIN_SECS + pre_stop} s "
+                "(the preStop wait, the drain and the DSM logout)")
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         vols = {v["name"]: v for v in pod.get("volumes", [])}
