@@ -157,8 +157,10 @@ pub async fn get_channel(
 /// Create a named channel
 ///
 /// Creates the channel, makes sure the gateway's account has joined it and invites `members`.
-/// Answers 201 with the channel as DSM then lists it. If inviting fails after the channel was
-/// created, the channel exists (see `GET /channels`) and the problem says why inviting failed.
+/// Answers 201 with the channel as DSM then lists it. If joining or inviting fails after the
+/// channel was created, the channel exists: the problem says why inviting failed and names it
+/// in `created` (its URL), and an `Idempotency-Key` keeps that answer, 5xx or not, so a retry
+/// with the key does not create a second channel.
 #[utoipa::path(security(("bearer" = ["write"])), tag = "channels",
     request_body = NewChannel,
     responses((status = 201, description = "The channel as DSM lists it", body = Channel, headers(("Location" = String, description = "The new channel's URL"))),
@@ -203,16 +205,22 @@ pub async fn create_channel(
         })?;
     let channel_id = created.channel_id;
     state.caches.channels.invalidate();
+    let location = public_url_for(&req, &format!("/api/v1/channels/{channel_id}"));
+    let created_before = |e: crate::upstream::UpstreamError| {
+        ApiError::from(e).after_creating(format_args!("channel {channel_id}"), location.clone())
+    };
     // The creator is normally a member already; join answers 117 then (upstream/PROTOCOL.md [C1]).
     if let Err(e) = chat.join_channel(channel_id).await
         && e.dsm_code() != Some(117)
     {
-        return Err(e.into());
+        return Err(created_before(e));
     }
     // Whoever DSM already lists as a member (the creator) needs no invitation.
     members.retain(|m| !created.members.contains(m));
     if !members.is_empty() {
-        chat.invite_to_channel(channel_id, &members).await?;
+        chat.invite_to_channel(channel_id, &members)
+            .await
+            .map_err(created_before)?;
     }
     state.caches.channels.invalidate();
     // The channel exists now: should the list fail to load, answer with what create said.
@@ -226,10 +234,7 @@ pub async fn create_channel(
         Err(_) => created,
     };
     Ok(HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            public_url_for(&req, &format!("/api/v1/channels/{channel_id}")),
-        ))
+        .insert_header((header::LOCATION, location))
         .json(channel))
 }
 

@@ -462,6 +462,10 @@ pub struct Problem {
     /// The ids of those posts, where DSM names them (not for incoming webhooks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub post_ids: Option<Vec<u64>>,
+    /// The URL of what the request created before it failed (a channel whose members could
+    /// not be invited): it exists, and sending the request again would create another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// With `idempotency_answer_withheld`: the first answer to the Idempotency-Key, without
     /// the secret it held.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -500,6 +504,15 @@ impl Challenge {
     }
 }
 
+/// What a failed request did before it failed, so running it again would do it twice.
+#[derive(Debug, Clone)]
+enum DoneBefore {
+    /// Parts of a long message posted, and their post ids.
+    Posted(usize, Vec<u64>),
+    /// The URL of a resource created.
+    Created(String),
+}
+
 /// The HTTP face's one error type.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -507,8 +520,9 @@ pub struct ApiError {
     detail: String,
     dsm_code: Option<i64>,
     retry_after_secs: Option<u64>,
-    /// Parts of a long message posted before this failure, and their post ids.
-    posted: Option<(usize, Vec<u64>)>,
+    /// What the request did before this failure (boxed: rare, and the error travels in
+    /// `Result`s everywhere).
+    done_before: Option<Box<DoneBefore>>,
     /// DSM may have carried the call out although its answer never came.
     outcome_unknown: bool,
     /// Why a key was refused, for `WWW-Authenticate`; a 401 without one answers the bare
@@ -523,7 +537,7 @@ impl ApiError {
             detail: detail.into(),
             dsm_code: None,
             retry_after_secs: None,
-            posted: None,
+            done_before: None,
             outcome_unknown: false,
             challenge: None,
         }
@@ -580,7 +594,7 @@ impl ApiError {
             detail: problem["detail"].as_str().unwrap_or_default().to_owned(),
             dsm_code: problem["dsm_code"].as_i64(),
             retry_after_secs: None,
-            posted: None,
+            done_before: None,
             outcome_unknown: false,
             challenge: None,
         })
@@ -629,8 +643,20 @@ impl ApiError {
                  stay posted (sending the whole text again repeats them)",
                 self.detail
             );
-            self.posted = Some((parts, post_ids));
+            self.done_before = Some(Box::new(DoneBefore::Posted(parts, post_ids)));
         }
+        self
+    }
+
+    /// A failure after the request created the resource at `url` (said in the detail and in
+    /// `created`), since sending the request again would create a second one.
+    pub fn after_creating(mut self, what: impl std::fmt::Display, url: String) -> Self {
+        self.detail = format!(
+            "{}; {what} was created before this failure and exists (`created`): sending the \
+             request again would create another",
+            self.detail
+        );
+        self.done_before = Some(Box::new(DoneBefore::Created(url)));
         self
     }
 
@@ -659,12 +685,18 @@ impl ApiError {
             code,
             request_id: request.map(|r| r.id),
             dsm_code: self.dsm_code,
-            parts_posted: self.posted.as_ref().map(|(parts, _)| *parts),
-            post_ids: self
-                .posted
-                .as_ref()
-                .map(|(_, ids)| ids.clone())
-                .filter(|ids| !ids.is_empty()),
+            parts_posted: match self.done_before.as_deref() {
+                Some(DoneBefore::Posted(parts, _)) => Some(*parts),
+                _ => None,
+            },
+            post_ids: match self.done_before.as_deref() {
+                Some(DoneBefore::Posted(_, ids)) if !ids.is_empty() => Some(ids.clone()),
+                _ => None,
+            },
+            created: match self.done_before.as_deref() {
+                Some(DoneBefore::Created(url)) => Some(url.clone()),
+                _ => None,
+            },
             answer: None,
         }
     }
@@ -700,8 +732,8 @@ impl ResponseError for ApiError {
             // The rest of the body may still come: the connection cannot carry another request.
             response.force_close();
         }
-        if self.posted.is_some() {
-            response.extensions_mut().insert(PartsPosted);
+        if self.done_before.is_some() {
+            response.extensions_mut().insert(PartlyDone);
         }
         if self.code.status().is_server_error() {
             tracing::warn!(code = self.code.as_str(), dsm_code = self.dsm_code, detail = %self.detail, "request failed");
@@ -710,11 +742,11 @@ impl ResponseError for ApiError {
     }
 }
 
-/// On an answer: parts of a long message were posted before the failure it reports, so running
-/// the request again would post them twice (the `Idempotency-Key` layer keeps such an answer,
+/// On an answer: parts of a long message were posted, or a resource created, before the
+/// failure it reports, so running the request again would post them twice or create another (the `Idempotency-Key` layer keeps such an answer,
 /// 5xx and 429 included).
 #[derive(Clone, Copy, Debug)]
-pub struct PartsPosted;
+pub struct PartlyDone;
 
 impl From<UpstreamError> for ApiError {
     fn from(error: UpstreamError) -> Self {

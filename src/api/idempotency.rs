@@ -5,7 +5,8 @@
 //! One middleware on the `/api/v1` scope, not code in each handler. A request carrying the
 //! header has its body read here once (hashed for the fingerprint) and handed on to the handler.
 //! Transient failures (5xx, 429) are not kept: the key is released so the client can retry
-//! (unless parts of a message were posted before the failure: see `PartsPosted`).
+//! (unless parts of a message were posted, or a resource created, before the failure: see
+//! `PartlyDone`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -603,12 +604,12 @@ impl Claim {
         let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
             || (status == StatusCode::NOT_FOUND && response.request().match_pattern().is_none());
         // A failure a retry may get past is released, unless parts of the message were posted
-        // before it: running the request again would post them twice.
+        // or a resource created before it: running the request again would do that twice.
         let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
         let partly_done = response
             .response()
             .extensions()
-            .get::<super::error::PartsPosted>()
+            .get::<super::error::PartlyDone>()
             .is_some();
         // A store that did not answer in time may still have committed the write (the
         // deadline drops a commit in flight): a retry takes the key over as an interrupted

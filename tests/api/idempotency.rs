@@ -773,3 +773,42 @@ backends::on_both!(
         assert_eq!(creates(&app), posted.len(), "{done}");
     }
 );
+
+/// A channel created before its invitation failed exists: the problem names it in `created`,
+/// and the key keeps that answer although it is a 5xx, so a retry with the key does not
+/// create a second channel.
+#[actix_web::test]
+async fn a_channel_created_before_its_invitation_failed_is_not_created_twice() {
+    let app = crate::helpers::spawn_app().await;
+    app.sim
+        .close_next("SYNO.Chat.Channel.Named", Some("invite"), 1);
+    let body = json!({"name": "half-made", "members": [2]});
+    let first = send_to(&app, "/api/v1/channels", "make-half-made", body.clone()).await;
+    assert!(first.status.is_server_error(), "{}", first.body);
+    let created = first.body["created"].as_str().expect("created named");
+    let channel_id: u64 = created.rsplit('/').next().unwrap().parse().unwrap();
+    assert!(
+        created.starts_with(&app.base)
+            && created.ends_with(&format!("/api/v1/channels/{channel_id}")),
+        "{created}"
+    );
+    assert!(
+        first.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("channel {channel_id} was created")),
+        "{}",
+        first.body
+    );
+    let again = send_to(&app, "/api/v1/channels", "make-half-made", body).await;
+    assert_eq!(again.status, first.status, "{}", again.body);
+    assert_eq!(again.body["created"], first.body["created"]);
+    assert_eq!(app.sim.count("SYNO.Chat.Channel.Named", "create"), 1);
+    // It is there to invite to by hand.
+    assert_eq!(
+        app.get(&format!("/api/v1/channels/{channel_id}"))
+            .await
+            .status,
+        200
+    );
+}
