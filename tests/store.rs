@@ -202,7 +202,10 @@ backends::on_both!(
         // What a synchronous send asks before it goes, so it cannot overtake the outbox.
         let store = Store::connect(&settings(&backend.url)).await.unwrap();
         let now = 1_000_000;
-        assert!(!store.has_unfinished("channel:1").await.unwrap());
+        assert_eq!(
+            store.last_unfinished("channel:1", None).await.unwrap(),
+            None
+        );
         assert!(store.unfinished_targets().await.unwrap().is_empty());
         for (id, target) in [("a", "channel:1"), ("b", "channel:1"), ("c", "user:2")] {
             store.enqueue(&delivery(id, target, now)).await.unwrap();
@@ -210,20 +213,48 @@ backends::on_both!(
         let mut targets = store.unfinished_targets().await.unwrap();
         targets.sort();
         assert_eq!(targets, ["channel:1", "user:2"]);
-        assert!(store.has_unfinished("channel:1").await.unwrap());
-        assert!(!store.has_unfinished("channel:3").await.unwrap());
+        let b = store
+            .last_unfinished("channel:1", None)
+            .await
+            .unwrap()
+            .expect("b");
+        let a = store
+            .last_unfinished("channel:1", Some(b - 1))
+            .await
+            .unwrap()
+            .expect("a, before b");
+        assert!(a < b);
+        assert_eq!(
+            store.last_unfinished("channel:3", None).await.unwrap(),
+            None
+        );
         // Being sent is unfinished; delivered, failed or cancelled is not.
         let sending = store.claim("w", now, now + 100).await.unwrap().unwrap();
         assert_eq!(sending.id, "a");
+        assert_eq!(
+            store.last_unfinished("channel:1", Some(a)).await.unwrap(),
+            Some(a)
+        );
         assert!(
             store
                 .finish("a", "w", "delivered", now, None, now + 1)
                 .await
                 .unwrap()
         );
-        assert!(store.has_unfinished("channel:1").await.unwrap());
+        // What was ahead of a send that began with `a` last is done; `b` came after it.
+        assert_eq!(
+            store.last_unfinished("channel:1", Some(a)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.last_unfinished("channel:1", None).await.unwrap(),
+            Some(b)
+        );
         store.cancel_delivery("b", now + 2).await.unwrap();
-        assert!(!store.has_unfinished("channel:1").await.unwrap());
+        assert_eq!(
+            store.last_unfinished("channel:1", None).await.unwrap(),
+            None
+        );
         assert_eq!(store.unfinished_targets().await.unwrap(), ["user:2"]);
     }
 );
@@ -1530,5 +1561,69 @@ backends::on_both!(
         }
         claimed.sort();
         assert_eq!(claimed, ["p2", "p4"]);
+    }
+);
+
+backends::on_both!(
+    a_send_waits_only_for_what_the_outbox_had_queued_before_it,
+    |backend: Backend| async move {
+        use std::time::Duration;
+        use syno_chat_gateway::config::{DeliverySettings, SubscriptionsSettings};
+        use syno_chat_gateway::delivery::{Job, Outbox, now_ms};
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let outbox = Outbox::new(
+            store.clone(),
+            DeliverySettings::default(),
+            &SubscriptionsSettings::default(),
+            syno_chat_gateway::metrics::Metrics::new(),
+            Duration::from_secs(10),
+        );
+        let job: Job = serde_json::from_str(r#"{"kind": "channel", "channel_id": 1}"#).unwrap();
+        assert!(
+            outbox
+                .wait_turn(&job.target(), Duration::ZERO)
+                .await
+                .unwrap(),
+            "nothing queued: no wait"
+        );
+        outbox.enqueue("ci", &job, "ahead").await.unwrap();
+        assert!(
+            !outbox
+                .wait_turn(&job.target(), Duration::from_millis(300))
+                .await
+                .unwrap(),
+            "a message queued before: the send waits, then is told it is still there"
+        );
+        let waiting = {
+            let outbox = outbox.clone();
+            let target = job.target();
+            actix_web::rt::spawn(
+                async move { outbox.wait_turn(&target, Duration::from_secs(10)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Queued while the send waits: after it, not waited for.
+        outbox.enqueue("ci", &job, "behind").await.unwrap();
+        let now = now_ms();
+        let ahead = store.claim("w", now, now + 60_000).await.unwrap().unwrap();
+        assert!(
+            store
+                .finish(&ahead.id, "w", "delivered", now, None, now)
+                .await
+                .unwrap()
+        );
+        let turn = tokio::time::timeout(Duration::from_secs(3), waiting)
+            .await
+            .expect("the wait ends once what was ahead is delivered")
+            .unwrap()
+            .unwrap();
+        assert!(turn);
+        assert!(
+            !outbox
+                .wait_turn(&job.target(), Duration::ZERO)
+                .await
+                .unwrap(),
+            "a new send waits for the one queued behind"
+        );
     }
 );

@@ -78,6 +78,31 @@ pub(super) async fn queued_behind(
     }
 }
 
+/// A file to `channel_id` waits its turn like a message ([`queued_behind`]). The outbox does
+/// not keep files, so one whose turn does not come within `delivery.queue_wait_ms` is refused
+/// unsent (503 `outbox_ahead`) rather than overtaking the messages ahead of it.
+pub(super) async fn file_turn(
+    outbox: &Outbox,
+    channel_id: crate::domain::ChannelId,
+) -> Result<(), ApiError> {
+    let target = Job::Channel {
+        channel_id,
+        thread_id: None,
+    }
+    .target();
+    if outbox.wait_turn(&target, outbox.queue_wait()).await? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ProblemCode::OutboxAhead,
+        format!(
+            "earlier messages to channel {channel_id} are still being delivered by the outbox \
+             (GET /api/v1/deliveries); the file was not sent, so that it does not overtake them"
+        ),
+    )
+    .with_retry_after(5))
+}
+
 /// Commits the message to the store and answers 202 with where to follow it; `asked` when
 /// the caller preferred `respond-async`.
 pub(super) async fn accept(

@@ -63,11 +63,12 @@ pub enum ProblemCode {
     FileTooLarge,
     RequestTimeout,
     HooksBusy,
+    OutboxAhead,
 }
 
 impl ProblemCode {
     /// Every code, in declaration order (the README's error table lists exactly these).
-    pub const ALL: [ProblemCode; 43] = [
+    pub const ALL: [ProblemCode; 44] = [
         ProblemCode::InvalidRequest,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::PayloadTooLarge,
@@ -111,6 +112,7 @@ impl ProblemCode {
         ProblemCode::FileTooLarge,
         ProblemCode::RequestTimeout,
         ProblemCode::HooksBusy,
+        ProblemCode::OutboxAhead,
     ];
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
@@ -162,6 +164,7 @@ impl ProblemCode {
             FileTooLarge => 40,
             RequestTimeout => 41,
             HooksBusy => 42,
+            OutboxAhead => 43,
         }
     }
 
@@ -315,6 +318,11 @@ impl ProblemCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "hooks_busy",
                 "Too many hook bodies are being read at once",
+            ),
+            OutboxAhead => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outbox_ahead",
+                "Earlier messages to this channel are still in the outbox",
             ),
             RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,

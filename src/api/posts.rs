@@ -127,7 +127,7 @@ pub async fn create_post(
 ) -> Result<HttpResponse, actix_web::Error> {
     let channel_id = path.channel_id;
     if is_multipart_form(&req) {
-        return post_file(channel_id, &req, payload, &state, &chat).await;
+        return post_file(channel_id, &req, payload, &state, &chat, &outbox).await;
     }
     let is_json = req
         .mime_type()
@@ -196,6 +196,7 @@ pub async fn upload_file(
     payload: web::Payload,
     state: State,
     chat: Dsm,
+    outbox: Deliveries,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !is_multipart_form(&req) {
         return Err(ApiError::new(
@@ -204,7 +205,7 @@ pub async fn upload_file(
         )
         .into());
     }
-    post_file(path.channel_id, &req, payload, &state, &chat).await
+    post_file(path.channel_id, &req, payload, &state, &chat, &outbox).await
 }
 
 /// 503 `uploads_busy`: `server.max_concurrent_uploads` uploads are held already.
@@ -223,7 +224,9 @@ async fn post_file(
     payload: web::Payload,
     state: &State,
     chat: &Dsm,
+    outbox: &crate::delivery::Outbox,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::deliveries::file_turn(outbox, channel_id).await?;
     // Held until DSM answered: each upload holds its file in memory until then.
     let taken = req.extensions_mut().remove::<super::UploadPermit>();
     let _permit = match taken {

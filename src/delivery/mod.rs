@@ -315,7 +315,12 @@ pub struct Outbox {
     /// worker's claims, the store's queue at start), each with a count of times noted: a
     /// synchronous send to one asks the store before it goes ([`Outbox::wait_turn`]).
     maybe_queued: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// More targets were noted than [`MAYBE_QUEUED_KEPT`]: the store is asked always.
+    too_many_queued: AtomicBool,
 }
+
+/// Targets noted as maybe queued at most ([`Outbox::note_queued`]).
+const MAYBE_QUEUED_KEPT: usize = 10_000;
 
 /// Uncertain sends whose window is remembered at most (then the memory starts over, and the
 /// older ones are looked for over [`CHECK_SKEW_MS`]).
@@ -360,12 +365,16 @@ impl Outbox {
             clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
             uncertain_windows: Default::default(),
             maybe_queued: Default::default(),
+            too_many_queued: AtomicBool::new(false),
         })
     }
 
     /// Notes the targets the store has unfinished deliveries for (at start, before requests
     /// come: a synchronous send must not overtake what an earlier run queued).
     pub async fn load_queued_targets(&self) -> Result<(), StoreError> {
+        if self.asks_store_always() {
+            return Ok(());
+        }
         for target in self.store.unfinished_targets().await? {
             self.note_queued(&target);
         }
@@ -375,20 +384,39 @@ impl Outbox {
     /// Notes that `target` may have unfinished deliveries. Subscriptions are left out: no
     /// synchronous send goes to them.
     pub fn note_queued(&self, target: &str) {
-        if crate::events::subscriptions::is_target(target) {
+        if crate::events::subscriptions::is_target(target) || self.asks_store_always() {
             return;
         }
         let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+        if queued.len() >= MAYBE_QUEUED_KEPT && !queued.contains_key(target) {
+            // Past this many targets, every synchronous send asks the store instead.
+            self.too_many_queued.store(true, Ordering::Relaxed);
+            queued.clear();
+            return;
+        }
         let times = queued.entry(target.to_owned()).or_default();
         *times = times.wrapping_add(1);
     }
 
-    /// Waits, at most `patience`, until `target` has no delivery the outbox has not finished:
-    /// true then, false when some are still queued or being sent. A target this process has
-    /// not seen queued is not looked up. This replica's worker says when it finishes one;
-    /// the store is also read every 250 ms, since another replica's worker may be sending.
+    /// Whether a synchronous send asks the store whatever this process noted: on PostgreSQL
+    /// (another replica may have queued for the target, and may be sending it now), or once
+    /// too many targets were noted to keep.
+    fn asks_store_always(&self) -> bool {
+        self.store.backend() == crate::store::Backend::Postgres
+            || self.too_many_queued.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `patience`, until the deliveries of `target` the outbox had not finished
+    /// when the wait began are finished: true then, false when some are still queued or being
+    /// sent. Those committed later come after the send that waits, and are not waited for. A
+    /// target this process has not seen queued is not looked up (on SQLite: one process has
+    /// the store). This replica's worker says when it finishes one; the store is also read
+    /// every 250 ms, since another replica's worker may be sending. A store that does not
+    /// answer within the patience (at least a second) is unavailable.
     pub async fn wait_turn(&self, target: &str, patience: Duration) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + patience;
+        // The newest delivery queued before the wait began, once read.
+        let mut ahead = None;
         loop {
             let noted = self
                 .maybe_queued
@@ -396,19 +424,34 @@ impl Outbox {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(target)
                 .copied();
-            let Some(noted) = noted else { return Ok(true) };
+            if noted.is_none() && !self.asks_store_always() {
+                return Ok(true);
+            }
             // Registered before the read, so a finish between the two is not missed.
             let finished = self.finished.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
-            if !self.store.has_unfinished(target).await? {
-                let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
-                // Unless it was noted again meanwhile (queued after the read).
-                if queued.get(target) == Some(&noted) {
-                    queued.remove(target);
+            let read_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+            let last = tokio::time::timeout_at(read_by, self.store.last_unfinished(target, ahead))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(
+                        "no answer within delivery.queue_wait_ms to whether the target has \
+                         queued messages"
+                            .to_owned(),
+                    )
+                })??;
+            let Some(last) = last else {
+                if ahead.is_none() {
+                    let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+                    // Nothing left at all, unless it was noted again meanwhile.
+                    if noted.is_some() && queued.get(target) == noted.as_ref() {
+                        queued.remove(target);
+                    }
                 }
                 return Ok(true);
-            }
+            };
+            ahead.get_or_insert(last);
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(false);

@@ -660,11 +660,17 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `target` has a message the outbox has not finished (queued or being sent).
-    pub async fn has_unfinished(&self, target: &str) -> Result<bool, StoreError> {
-        let sql = "SELECT EXISTS (SELECT 1 FROM deliveries \
-                   WHERE state IN ('queued', 'sending') AND target = $1)";
-        Ok(with_pool!(self, p => sqlx::query_scalar(sql).bind(target).fetch_one(p).await)?)
+    /// The newest delivery to `target` the outbox has not finished (queued or being sent), of
+    /// those up to `up_to` (its `seq`) when given.
+    pub async fn last_unfinished(
+        &self,
+        target: &str,
+        up_to: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT MAX(seq) FROM deliveries \
+                   WHERE state IN ('queued', 'sending') AND target = $1 AND seq <= $2";
+        Ok(with_pool!(self, p => sqlx::query_scalar(sql).bind(target)
+            .bind(up_to.unwrap_or(i64::MAX)).fetch_one(p).await)?)
     }
 
     /// Every target with a message the outbox has not finished.

@@ -1648,3 +1648,31 @@ async fn a_send_behind_a_message_that_waits_is_queued_behind_it() {
         .await;
     assert_eq!(now.status.as_u16(), 201, "{}", now.body);
 }
+
+/// Replicas on one PostgreSQL: a synchronous send to one waits for the message another
+/// replica's outbox is still sending to the same channel (it knew nothing of it before).
+#[actix_web::test]
+async fn a_send_to_one_replica_waits_for_another_replica_s_message() {
+    let Some(app) = app_on(true, SimConfig::default(), 10_000).await else {
+        return;
+    };
+    let other = app.another_replica().await;
+    slow_create(&app, 800);
+    let first = queued(&app, 2, "queued on the first replica").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = app
+        .http
+        .post(format!("{other}/api/v1/channels/2/posts"))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .send_json(&json!({"message": "sent to the second replica"}))
+        .await;
+    let second = read(second.expect("replica answers")).await;
+    assert_eq!(second.status.as_u16(), 201, "{}", second.body);
+    wait_for(&app, &first, "delivered", Duration::from_secs(20)).await;
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted[posted.len() - 2..],
+        ["queued on the first replica", "sent to the second replica"],
+        "{posted:?}"
+    );
+}

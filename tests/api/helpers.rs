@@ -184,6 +184,17 @@ async fn start(settings: Settings, simulator: Simulator, store_dir: tempfile::Te
 }
 
 impl TestApp {
+    /// Starts another gateway (default settings) on the same store and simulator: a second
+    /// replica when the store is PostgreSQL. Answers its base URL; it runs until the test ends.
+    pub async fn another_replica(&self) -> String {
+        let mut settings = settings_on(&self._simulator, &self._store_dir);
+        settings.store.url = self.store_url.clone();
+        let app = Application::build(settings).await.expect("replica starts");
+        let base = format!("http://{}", app.address());
+        actix_web::rt::spawn(app.run_until_stopped());
+        base
+    }
+
     /// Stops the gateway and starts a new one (default settings) on the same store and
     /// simulator: a restart, which forgets what the process kept in memory.
     pub async fn restarted(mut self) -> TestApp {

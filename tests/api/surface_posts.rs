@@ -1369,3 +1369,35 @@ async fn a_download_nobody_reads_gives_its_dsm_slot_back() {
     assert_eq!(page.status, 200, "{}", page.body);
     drop(stalled);
 }
+
+/// A file to a channel the outbox still has messages for does not overtake them: it waits
+/// `delivery.queue_wait_ms` for them and, as the outbox does not keep files, is refused unsent
+/// past that (503 `outbox_ahead`); once they are delivered it goes.
+#[actix_web::test]
+async fn a_file_does_not_overtake_the_outbox_s_messages() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.queue_wait_ms = 300).await;
+    app.sim
+        .turn_away_next("SYNO.Chat.Post", Some("create"), 1, 503, 2);
+    let queued = crate::deliveries::post_async(
+        &app,
+        "/api/v1/channels/2/posts",
+        json!({"message": "before the file"}),
+    )
+    .await;
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let id = queued.body["delivery_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    let file: Part<'_> = ("file", Some(("a.txt", "text/plain")), b"hello");
+    let refused = upload(&app, 2, &[file]).await;
+    refused.assert_problem(503, "outbox_ahead");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        app.sim.count("SYNO.Chat.Post", "create"),
+        creates,
+        "nothing sent"
+    );
+    crate::deliveries::wait_for(&app, &id, "delivered", std::time::Duration::from_secs(20)).await;
+    let sent = upload(&app, 2, &[file]).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+}
