@@ -197,6 +197,38 @@ backends::on_both!(
 );
 
 backends::on_both!(
+    a_target_s_backlog_takes_turns_with_other_targets,
+    |backend: Backend| async move {
+        // Claims go by when a head came due: a target's next delivery comes due when the one
+        // before it finishes, behind heads already due, so a backlog does not hold the lanes.
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        for id in ["a1", "a2", "a3"] {
+            store
+                .enqueue(&delivery(id, "channel:1", now))
+                .await
+                .unwrap();
+        }
+        store
+            .enqueue(&delivery("b1", "channel:2", now + 1))
+            .await
+            .unwrap();
+        let first = store.claim("w", now + 2, now + 100).await.unwrap().unwrap();
+        assert_eq!(first.id, "a1");
+        assert!(
+            store
+                .finish("a1", "w", "delivered", now + 2, None, now + 3)
+                .await
+                .unwrap()
+        );
+        let next = store.claim("w", now + 4, now + 100).await.unwrap().unwrap();
+        assert_eq!(next.id, "b1", "channel 2 waited behind channel 1's backlog");
+        let then = store.claim("w", now + 5, now + 100).await.unwrap().unwrap();
+        assert_eq!(then.id, "a2");
+    }
+);
+
+backends::on_both!(
     a_target_has_unfinished_deliveries_until_they_are_finished,
     |backend: Backend| async move {
         // What a synchronous send asks before it goes, so it cannot overtake the outbox.

@@ -372,9 +372,6 @@ impl Outbox {
     /// Notes the targets the store has unfinished deliveries for (at start, before requests
     /// come: a synchronous send must not overtake what an earlier run queued).
     pub async fn load_queued_targets(&self) -> Result<(), StoreError> {
-        if self.asks_store_always() {
-            return Ok(());
-        }
         for target in self.store.unfinished_targets().await? {
             self.note_queued(&target);
         }
@@ -384,7 +381,7 @@ impl Outbox {
     /// Notes that `target` may have unfinished deliveries. Subscriptions are left out: no
     /// synchronous send goes to them.
     pub fn note_queued(&self, target: &str) {
-        if crate::events::subscriptions::is_target(target) || self.asks_store_always() {
+        if crate::events::subscriptions::is_target(target) {
             return;
         }
         let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,7 +409,9 @@ impl Outbox {
     /// target this process has not seen queued is not looked up (on SQLite: one process has
     /// the store). This replica's worker says when it finishes one; the store is also read
     /// every 250 ms, since another replica's worker may be sending. A store that does not
-    /// answer within the patience (at least a second) is unavailable.
+    /// answer within the patience (at least a second) is unavailable: an error for a target
+    /// this process noted, a turn for any other (on PostgreSQL, a store outage must not stop
+    /// every synchronous send; another replica's queue may then be overtaken).
     pub async fn wait_turn(&self, target: &str, patience: Duration) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + patience;
         // The newest delivery queued before the wait began, once read.
@@ -432,15 +431,23 @@ impl Outbox {
             tokio::pin!(finished);
             finished.as_mut().enable();
             let read_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
-            let last = tokio::time::timeout_at(read_by, self.store.last_unfinished(target, ahead))
+            let read = tokio::time::timeout_at(read_by, self.store.last_unfinished(target, ahead))
                 .await
-                .map_err(|_| {
-                    StoreError::Unavailable(
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
                         "no answer within delivery.queue_wait_ms to whether the target has \
                          queued messages"
                             .to_owned(),
-                    )
-                })??;
+                    ))
+                });
+            let last = match read {
+                Ok(last) => last,
+                Err(error) if noted.is_none() && ahead.is_none() => {
+                    tracing::warn!(%error, %target, "the store cannot say whether the target has queued messages; sending");
+                    return Ok(true);
+                }
+                Err(error) => return Err(error),
+            };
             let Some(last) = last else {
                 if ahead.is_none() {
                     let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());

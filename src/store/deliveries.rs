@@ -644,6 +644,28 @@ impl Store {
             sqlx::query(sql).bind(id).bind(owner).bind(state).bind(next_attempt_at)
                 .bind(last_error).bind(now).execute(p).await?.rows_affected()
         });
+        if done == 1 && state != "queued" {
+            // The target's next delivery, its head now, waits its turn behind the heads
+            // already due (claims go by when a head came due): kept at its enqueue time, a
+            // backlog to as many targets as there are lanes took every lane until it was
+            // drained, and other targets' messages waited for all of it. Only an order; a
+            // failure leaves the old one.
+            let bump = "UPDATE deliveries SET next_attempt_at = $2 \
+                        WHERE state = 'queued' AND next_attempt_at < $2 AND seq = ( \
+                            SELECT MIN(h.seq) FROM deliveries h \
+                            WHERE h.state IN ('queued', 'sending') AND h.target = ( \
+                                SELECT target FROM deliveries WHERE id = $1))";
+            let bumped: Result<(), StoreError> = (async {
+                with_pool!(self, p => {
+                    sqlx::query(bump).bind(id).bind(now).execute(p).await.map(drop)?
+                });
+                Ok(())
+            })
+            .await;
+            if let Err(error) = bumped {
+                tracing::debug!(%error, "the next delivery's turn was not moved");
+            }
+        }
         Ok(done == 1)
     }
 
