@@ -748,6 +748,24 @@ pub struct Sources {
     pub env: Option<std::collections::HashMap<String, String>>,
 }
 
+/// A parser's error without the lines of the file it quotes (`4 | password = "…`, and the
+/// gutter and caret lines around it): a line with a syntax error may hold a secret, and the
+/// error goes to the terminal and the service's log. Its position and reason stay, on one line.
+fn without_quoted_source(reason: &str) -> String {
+    let quoted = |line: &str| {
+        let gutter = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        gutter.trim_start().starts_with('|')
+    };
+    reason
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !quoted(line))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 impl Settings {
     /// Loads, resolves `_file` secrets and validates.
     pub fn load(sources: Sources) -> Result<Self, ConfigError> {
@@ -772,7 +790,7 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| {
-                let reason = e.to_string();
+                let reason = without_quoted_source(&e.to_string());
                 // A misspelled shared key of `[inbound]` is read as a receiver's name, and
                 // serde names only the receiver type it expected.
                 match reason.contains("expected struct InboundSettings") {
@@ -2075,6 +2093,28 @@ mod tests {
                 ),
                 false => assert_eq!(loaded.unwrap_err().key, "store.timeout_ms"),
             }
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_does_not_quote_the_line_with_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "[upstream]\npassword = \"s3cret-Unclosed\n",
+            "[store]\nurl = postgres://gw:s3cret-Unclosed@db/chat\n",
+            "[upstream]\npassword = \"s3cret-Unclosed\"\npassword = \"s3cret-Unclosed\"\n",
+        ] {
+            let file = dir.path().join("gateway.toml");
+            std::fs::write(&file, bad).unwrap();
+            let error = Settings::load(Sources {
+                file: Some(file),
+                env: Some(Default::default()),
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+            assert!(error.contains("parse error at line "), "{error}");
         }
     }
 

@@ -54,8 +54,8 @@ pub async fn front_door(
         Some(proxies) => PublicOrigin::resolve(&req, proxies),
         None => PublicOrigin::resolve(&req, &TrustedProxies::default()),
     };
-    let path = loggable_path(req.path(), |name| {
-        crate::api::is_hook_name(req.app_data(), name)
+    let path = loggable_path(req.path(), |route, name| {
+        crate::api::is_endpoint_name(req.app_data(), req.app_data(), route, name)
     });
     let id_header = HeaderValue::from_str(&id).ok();
     // The path, never the query string: callers' queries are not ours to log.

@@ -246,6 +246,13 @@ fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
                 Ok(purged) => tracing::info!(purged, "finished deliveries past retention removed"),
                 Err(error) => tracing::warn!(%error, "finished deliveries not removed"),
             }
+            match store.forget_replaced_secrets(now).await {
+                Ok(0) => {}
+                Ok(forgotten) => {
+                    tracing::debug!(forgotten, "replaced subscription secrets dropped")
+                }
+                Err(error) => tracing::warn!(%error, "replaced subscription secrets not dropped"),
+            }
             match store.prune_targets(now).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::debug!(pruned, "targets no delivery names removed"),

@@ -184,44 +184,97 @@ fn new_request_id() -> String {
         .to_owned()
 }
 
-/// The path as it may be logged or echoed: a hook's secret (`/hooks/{name}/{secret}`, and
-/// anything after it) is masked, wherever the `hooks` segment is (`//hooks/...` from a base URL
-/// ending in `/`, a prefix a proxy did not strip); so is everything after it unless it begins
-/// with a name `is_hook_name` knows (`/hooks/{secret}`, Mattermost's shape, and a
-/// `/hooks/{secret}/{name}` in the wrong order). Segments are compared
-/// percent-decoded, as actix routes them (`/hook%73/am/...` reaches the hook `am`), and kept as
-/// sent: nothing decoded (a `%0A`, say) reaches a log line.
-pub fn loggable_path(path: &str, is_hook_name: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
+/// A route whose segments after its own may hold a secret: a hook's
+/// `/hooks/{name}/{secret}` (also sent as `/hook/...`, a common slip, and in any case), and an
+/// inbound's `/inbound/{name}` (Chat's token pasted into the URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretPath {
+    Hook,
+    Inbound,
+}
+
+impl SecretPath {
+    fn of(segment: &str) -> Option<Self> {
+        let segment = decoded(segment);
+        if segment.eq_ignore_ascii_case("hooks") || segment.eq_ignore_ascii_case("hook") {
+            Some(Self::Hook)
+        } else if segment.eq_ignore_ascii_case("inbound") {
+            Some(Self::Inbound)
+        } else {
+            None
+        }
+    }
+}
+
+/// The path as it may be logged or echoed: what follows a [`SecretPath`] segment is masked
+/// (`/hooks/{name}/{secret}` and anything after it), wherever that segment is (`//hooks/...`
+/// from a base URL ending in `/`, a prefix a proxy did not strip); so is everything after it
+/// unless it begins with a name `is_known` knows for that route (`/hooks/{secret}`,
+/// Mattermost's shape, `/hooks/{secret}/{name}` in the wrong order, `/inbound/{token}`).
+/// Segments are compared percent-decoded, as actix routes them (`/hook%73/am/...` reaches the
+/// hook `am`), with an encoded `/` (`%2F`) splitting them too, and kept as sent: nothing
+/// decoded (a `%0A`, say) reaches a log line.
+pub fn loggable_path(
+    path: &str,
+    is_known: impl Fn(SecretPath, &str) -> bool,
+) -> std::borrow::Cow<'_, str> {
     // Cheap for every other path: a look at each segment's start (a substring search costs
     // several hundred instructions on every request, the profile showed).
     let bytes = path.as_bytes();
-    let maybe_hooks = bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'%' || b == b'/' && bytes[i + 1..].starts_with(b"hooks/"));
-    if !maybe_hooks {
+    let starts = |at: usize, word: &[u8]| {
+        bytes
+            .get(at..at + word.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(word))
+    };
+    let maybe_secret = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%' || b == b'/' && (starts(i + 1, b"hook") || starts(i + 1, b"inbound"))
+    });
+    if !maybe_secret {
         return path.into();
     }
-    let segments: Vec<&str> = path.split('/').collect();
-    let Some(hooks) = segments.iter().position(|s| decoded(s) == "hooks") else {
+    let segments: Vec<&str> = path
+        .split('/')
+        .flat_map(|s| split_encoded_slashes(s))
+        .collect();
+    let Some((at, route)) = segments
+        .iter()
+        .enumerate()
+        .find_map(|(at, s)| SecretPath::of(s).map(|route| (at, route)))
+    else {
         return path.into();
     };
-    let rest: Vec<&str> = segments[hooks + 1..]
+    let rest: Vec<&str> = segments[at + 1..]
         .iter()
         .copied()
         .filter(|s| !s.is_empty())
         .collect();
-    let mut kept: Vec<&str> = segments[..=hooks].to_vec();
-    // Only a configured hook's name is kept: any other first segment may be a secret (a
+    let mut kept: Vec<&str> = segments[..=at].to_vec();
+    // Only a configured name is kept: any other first segment may be a secret (a
     // `/hooks/{secret}/{name}` pasted the other way round, say).
     match rest.as_slice() {
         [] => return path.into(),
-        [name] if is_hook_name(&decoded(name)) => return path.into(),
-        [name, _, ..] if is_hook_name(&decoded(name)) => kept.push(name),
+        [name] if is_known(route, &decoded(name)) => return path.into(),
+        [name, _, ..] if is_known(route, &decoded(name)) => kept.push(name),
         _ => {}
     }
     kept.push("****");
     kept.join("/").into()
+}
+
+/// A segment split at each percent-encoded `/`, which routing may decode into a separator.
+fn split_encoded_slashes(segment: &str) -> Vec<&str> {
+    let lower = segment.to_ascii_lowercase();
+    if !lower.contains("%2f") {
+        return vec![segment];
+    }
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for (at, _) in lower.match_indices("%2f") {
+        parts.push(&segment[from..at]);
+        from = at + 3;
+    }
+    parts.push(&segment[from..]);
+    parts
 }
 
 fn decoded(segment: &str) -> std::borrow::Cow<'_, str> {
@@ -234,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_hooks_secret_is_masked_wherever_the_hooks_segment_is() {
-        let path = |p| loggable_path(p, |name| name == "am");
+        let path = |p| loggable_path(p, |_, name| name == "am");
         assert_eq!(path("/hooks/am/s3cr3t"), "/hooks/am/****");
         assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
         assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");
@@ -252,6 +305,14 @@ mod tests {
         assert_eq!(path("/%68ooks/a%6D/s3cr3t"), "/%68ooks/a%6D/****");
         assert_eq!(path("/hooks/s%33cr3t"), "/hooks/****");
         assert_eq!(path("/hooks/a%6D"), "/hooks/a%6D");
+        // Encoded slashes, another case, the singular, an inbound's pasted token.
+        assert_eq!(path("/hooks%2Fam%2Fs3cr3t"), "/hooks/am/****");
+        assert_eq!(path("/HOOKS/am/s3cr3t"), "/HOOKS/am/****");
+        assert_eq!(path("/Hook/am/s3cr3t"), "/Hook/am/****");
+        assert_eq!(path("/inbound/s3cr3t"), "/inbound/****");
+        assert_eq!(path("/inbound/am/s3cr3t"), "/inbound/am/****");
+        assert_eq!(path("/inbound/am"), "/inbound/am");
+        assert_eq!(path("/api/v1/hookshot"), "/api/v1/hookshot");
         assert_eq!(
             path("/api/v1/channels/caf%C3%A9"),
             "/api/v1/channels/caf%C3%A9"

@@ -562,7 +562,7 @@ backends::on_both!(
         let new = SecretString::from("whsec_bmV3LXNlY3JldC1mb3ItdGhlLXRlc3Q=".to_owned());
         assert!(
             store
-                .rotate_subscription_secret(&first.id, &new, 5_000)
+                .rotate_subscription_secret(&first.id, &new, Some(5_000))
                 .await
                 .unwrap()
         );
@@ -574,10 +574,30 @@ backends::on_both!(
         assert_eq!(until, 5_000);
         assert!(
             !store
-                .rotate_subscription_secret("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e05", &new, 5_000)
+                .rotate_subscription_secret(
+                    "6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e05",
+                    &new,
+                    Some(5_000)
+                )
                 .await
                 .unwrap()
         );
+        // Once its grace has ended the replaced secret is dropped, not kept at rest.
+        assert_eq!(store.forget_replaced_secrets(5_000).await.unwrap(), 0);
+        assert_eq!(store.forget_replaced_secrets(5_001).await.unwrap(), 1);
+        let forgotten = store.subscription(&first.id).await.unwrap().unwrap();
+        assert!(forgotten.previous_secret.is_none());
+        // Rotated without a grace (it leaked): the replaced one is not kept at all.
+        let newer = SecretString::from("whsec_bmV3ZXItc2VjcmV0LWZvci10aGUtdGVzdA==".to_owned());
+        assert!(
+            store
+                .rotate_subscription_secret(&first.id, &newer, None)
+                .await
+                .unwrap()
+        );
+        let rotated = store.subscription(&first.id).await.unwrap().unwrap();
+        assert_eq!(rotated.secret.expose_secret(), newer.expose_secret());
+        assert!(rotated.previous_secret.is_none());
         store.close().await;
     }
 );

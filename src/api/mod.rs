@@ -76,10 +76,23 @@ pub struct AppState {
     pub hook_replays: hooks::Replays,
 }
 
-/// Whether `name` is a configured hook's: a lone segment after `/hooks/` that is not one is a
-/// secret (`/hooks/{secret}`), masked wherever the path is logged or echoed.
-pub fn is_hook_name(state: Option<&web::Data<AppState>>, name: &str) -> bool {
-    state.is_some_and(|state| state.hooks.contains_key(name))
+/// Whether `name` is a configured hook's or inbound's (as `route` says): a lone segment after
+/// `/hooks/` or `/inbound/` that is not one may be a secret (`/hooks/{secret}`, a pasted
+/// token), masked wherever the path is logged or echoed.
+pub fn is_endpoint_name(
+    state: Option<&web::Data<AppState>>,
+    events: Option<&web::Data<crate::events::Events>>,
+    route: crate::telemetry::SecretPath,
+    name: &str,
+) -> bool {
+    match route {
+        crate::telemetry::SecretPath::Hook => {
+            state.is_some_and(|state| state.hooks.contains_key(name))
+        }
+        crate::telemetry::SecretPath::Inbound => {
+            events.is_some_and(|events| events.inbounds.contains_key(name))
+        }
+    }
 }
 
 /// A configured Chat integration token.
@@ -762,10 +775,9 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
             ProblemCode::RouteNotFound,
             format!(
                 "no route for {}",
-                crate::telemetry::loggable_path(req.path(), |name| is_hook_name(
-                    req.app_data(),
-                    name
-                ))
+                crate::telemetry::loggable_path(req.path(), |route, name| {
+                    is_endpoint_name(req.app_data(), req.app_data(), route, name)
+                })
             ),
         )
         .error_response(),

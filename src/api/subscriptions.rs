@@ -430,7 +430,11 @@ pub async fn rotate_secret(
     let previous_secret_until = now_ms().saturating_add(grace_secs as i64 * 1000);
     if !events
         .store
-        .rotate_subscription_secret(&id, &secret, previous_secret_until)
+        .rotate_subscription_secret(
+            &id,
+            &secret,
+            (grace_secs > 0).then_some(previous_secret_until),
+        )
         .await
         .map_err(store_failure)?
     {

@@ -119,7 +119,7 @@ fn login(cx: &mut Cx, st: &mut State) -> R {
         }
     }
     let sid = rand::sid_like();
-    let synotoken = rand::sid_like();
+    let synotoken = st.next_synotoken.take().unwrap_or_else(rand::sid_like);
     // "with `sid` the id is returned in JSON; with `cookie` DSM sets the `id` cookie"
     // (upstream-protocol §3.1c). The reference says nothing of a login without `format`; the
     // seed's and PYDSM's cookie handling suggests the cookie.

@@ -557,6 +557,13 @@ impl SimControl {
         lock(&self.shared.state).post_list_anchor_only = on;
     }
 
+    /// The next login hands out `token` as its SynoToken (one DSM could not have meant, e.g.
+    /// with a control character).
+    #[cfg(feature = "sim-test-hooks")]
+    pub fn hand_out_synotoken_next(&self, token: &str) {
+        lock(&self.shared.state).next_synotoken = Some(token.to_owned());
+    }
+
     /// List the posts `Post.list` picks oldest first, whichever way it picks them (no source
     /// says in which order DSM lists a page).
     pub fn set_post_list_oldest_first(&self, on: bool) {

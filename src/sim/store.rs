@@ -294,6 +294,8 @@ pub(crate) struct State {
     pub post_list_ignores_offset: bool,
     /// Mimic ACE's v8: Post.list pages only from an anchor; without one it answers the oldest post.
     pub post_list_anchor_only: bool,
+    /// The SynoToken the next login hands out instead of a random one (test hook).
+    pub next_synotoken: Option<String>,
     /// Post.list answers the posts it picks oldest first (no source gives DSM's order; the
     /// shared bench data lists a page so).
     pub post_list_oldest_first: bool,

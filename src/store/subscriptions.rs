@@ -424,19 +424,29 @@ impl Store {
     }
 
     /// Gives the subscription `secret`; the one it replaces keeps signing beside it until
-    /// `previous_until` (ms). `false` when there is no such subscription.
+    /// `previous_until` (ms), or is dropped at once without one (a secret rotated because it
+    /// leaked is not kept). `false` when there is no such subscription.
     pub async fn rotate_subscription_secret(
         &self,
         id: &str,
         secret: &SecretString,
-        previous_until: i64,
+        previous_until: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE subscriptions SET previous_secret = secret, \
+        let sql = "UPDATE subscriptions SET \
+                   previous_secret = CASE WHEN $3 IS NULL THEN NULL ELSE secret END, \
                    previous_secret_until = $3, secret = $2 WHERE id = $1";
         let done = with_pool!(self, p => sqlx::query(sql).bind(id)
             .bind(secret.expose_secret()).bind(previous_until)
             .execute(p).await?.rows_affected());
         Ok(done == 1)
+    }
+
+    /// Drops the replaced secrets whose time to sign beside the new one ended before `now`:
+    /// nothing uses them any more. Returns how many.
+    pub async fn forget_replaced_secrets(&self, now: i64) -> Result<u64, StoreError> {
+        let sql = "UPDATE subscriptions SET previous_secret = NULL, previous_secret_until = NULL \
+                   WHERE previous_secret_until < $1";
+        Ok(with_pool!(self, p => sqlx::query(sql).bind(now).execute(p).await?.rows_affected()))
     }
 
     /// A delivery reached the subscription: the failure count starts again.

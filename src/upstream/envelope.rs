@@ -60,10 +60,11 @@ const DETAILS_MAX: usize = 240;
 
 /// What DSM said about a refusal in `error.errors` (PROTOCOL.md [T3]: `{"name": "payload",
 /// "reason": "required"}` with 120, the 2-step `types` with 403), cut down to names and
-/// reasons for the log line of the failed call: values of other keys are left out, long runs
-/// of letters and digits (a token, a sid) are masked, and the whole is short. `None` when
-/// the body is not an error envelope with details.
-pub(super) fn error_details(body: &[u8]) -> Option<String> {
+/// reasons for the log line of the failed call: values of other keys are left out, what the
+/// call sent (`sent`: its parameters, the sid, the SynoToken, a token; DSM or a proxy may
+/// echo them) and long runs of letters and digits (a token, a sid) are masked, and the whole
+/// is short. `None` when the body is not an error envelope with details.
+pub(super) fn error_details(body: &[u8], sent: &[&str]) -> Option<String> {
     #[derive(Deserialize)]
     struct Head {
         #[serde(default)]
@@ -76,7 +77,7 @@ pub(super) fn error_details(body: &[u8]) -> Option<String> {
     }
     let errors = serde_json::from_slice::<Head>(body).ok()?.error?.errors?;
     let mut text = String::new();
-    describe(&errors, 0, &mut text);
+    describe(&errors, 0, sent, &mut text);
     if text.chars().count() > DETAILS_MAX {
         text = text.chars().take(DETAILS_MAX).chain(['…']).collect();
     }
@@ -85,7 +86,7 @@ pub(super) fn error_details(body: &[u8]) -> Option<String> {
 
 /// Writes `value` into `out`: objects as `{key: value, other_key}` (the value only for
 /// [`DETAIL_KEYS`]), arrays as `[…]`, text masked.
-fn describe(value: &serde_json::Value, depth: usize, out: &mut String) {
+fn describe(value: &serde_json::Value, depth: usize, sent: &[&str], out: &mut String) {
     use serde_json::Value;
     match value {
         _ if depth > 3 => out.push('…'),
@@ -95,10 +96,10 @@ fn describe(value: &serde_json::Value, depth: usize, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                push_masked(key, out);
+                push_masked(key, sent, out);
                 if DETAIL_KEYS.contains(&key.as_str()) {
                     out.push_str(": ");
-                    describe(item, depth + 1, out);
+                    describe(item, depth + 1, sent, out);
                 }
             }
             out.push('}');
@@ -109,18 +110,29 @@ fn describe(value: &serde_json::Value, depth: usize, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                describe(item, depth + 1, out);
+                describe(item, depth + 1, sent, out);
             }
             out.push(']');
         }
-        Value::String(text) => push_masked(text, out),
+        Value::String(text) => push_masked(text, sent, out),
         Value::Number(_) | Value::Bool(_) | Value::Null => out.push_str(&value.to_string()),
     }
 }
 
-/// `text` without control characters, each run of 16 or more letters and digits (the shape
-/// of tokens and sids, never of DSM's reason words) written `****`.
-fn push_masked(text: &str, out: &mut String) {
+/// Values shorter than this are not looked for (a `limit=5` is no secret, and masking every
+/// `5` would garble the reasons).
+const SENT_MIN_LEN: usize = 4;
+
+/// `text` without control characters, each value of `sent` in it and each run of 16 or more
+/// letters and digits (the shape of tokens and sids, never of DSM's reason words) written
+/// `****`.
+fn push_masked(text: &str, sent: &[&str], out: &mut String) {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for value in sent.iter().filter(|v| v.len() >= SENT_MIN_LEN) {
+        if text.contains(value) {
+            text = text.replace(value, "****").into();
+        }
+    }
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
         if run.len() >= 16 {
@@ -225,7 +237,7 @@ mod tests {
 
     #[test]
     fn error_details_keep_names_and_reasons_only() {
-        let details = |body: &str| error_details(body.as_bytes());
+        let details = |body: &str| error_details(body.as_bytes(), &[]);
         assert_eq!(
             details(
                 r#"{"error":{"code":120,"errors":{"name":"payload","reason":"required"}},"success":false}"#
@@ -247,6 +259,17 @@ mod tests {
             )
             .as_deref(),
             Some("bad token ****")
+        );
+        // What the call sent, echoed back (a password, a sid, a short SynoToken), whatever
+        // its shape.
+        let echoed = error_details(
+            br#"{"success":false,"error":{"code":400,"errors":{"name":"passwd","reason":"wrong pw-S3cr3t_x sid Ab-3_x9 tok SYNO13chars"}}}"#,
+            &["pw-S3cr3t_x", "Ab-3_x9", "SYNO13chars", "5"],
+        )
+        .unwrap();
+        assert_eq!(
+            echoed,
+            "{name: passwd, reason: wrong **** sid **** tok ****}"
         );
         assert_eq!(details(r#"{"success":false,"error":{"code":119}}"#), None);
         assert_eq!(details(r#"{"success":true,"data":{}}"#), None);

@@ -117,21 +117,58 @@ pub struct ChatbotChanges<'a> {
     pub hide_from_user: Option<bool>,
 }
 
-/// Removes every `token` field, at any depth, from a DSM answer.
+/// Removes every field whose name holds `token` or `secret` (any case: `token`, `Token`,
+/// `bot_token`, `access_token`), at any depth, from a DSM answer, and masks `token=` query
+/// values in its texts (an incoming webhook's URL carries its token).
 fn without_tokens(mut data: Map<String, Value>) -> Map<String, Value> {
+    fn secret_name(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        key.contains("token") || key.contains("secret")
+    }
     fn strip(value: &mut Value) {
         match value {
             Value::Object(map) => {
-                map.remove("token");
+                map.retain(|key, _| !secret_name(key));
                 map.values_mut().for_each(strip);
             }
             Value::Array(items) => items.iter_mut().for_each(strip),
+            Value::String(text) => {
+                if let Some(masked) = masked_token_params(text) {
+                    *text = masked;
+                }
+            }
             _ => {}
         }
     }
-    data.remove("token");
+    data.retain(|key, _| !secret_name(key));
     data.values_mut().for_each(strip);
     data
+}
+
+/// `text` with the value of each `token=` parameter (any case, up to the next `&`, `#` or
+/// white space) written `****`; `None` when it has none.
+fn masked_token_params(text: &str) -> Option<String> {
+    const NAME: &str = "token=";
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains(NAME) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    for (at, _) in lower.match_indices(NAME) {
+        if at < rest {
+            continue;
+        }
+        let value = at + NAME.len();
+        let end = text[value..]
+            .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+            .map_or(text.len(), |len| value + len);
+        out.push_str(&text[rest..value]);
+        out.push_str("****");
+        rest = end;
+    }
+    out.push_str(&text[rest..]);
+    Some(out)
 }
 
 /// The items of a list answer: under the documented key or, when DSM names it otherwise (the
@@ -451,6 +488,18 @@ mod tests {
         assert_eq!(
             cleaned,
             json!({"webhook_broadcasts": [{"user_id": 3, "props": {"keep": 1}}]})
+        );
+        // Under other names, and inside a URL.
+        let Value::Object(map) = json!({"chatbot": [{"Token": "a", "bot_token": "b",
+            "name": "ops", "props": {"access_token": "c", "signing_secret": "d"}}],
+            "incoming": [{"url": "https://nas/webapi/entry.cgi?api=x&Token=%22s3cret%22&x=1"}]})
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            Value::Object(without_tokens(map)),
+            json!({"chatbot": [{"name": "ops", "props": {}}],
+                "incoming": [{"url": "https://nas/webapi/entry.cgi?api=x&Token=****&x=1"}]})
         );
     }
 

@@ -211,6 +211,18 @@ impl DsmClient {
             .sessions
             .get(|| async {
                 let outcome = self.login(None, false).await;
+                let outcome = match outcome {
+                    // A session whose every call would fail: not kept, so the next call logs in
+                    // again (with the login back-off) instead of failing until a restart.
+                    Ok(data) if !data.synotoken.as_deref().is_none_or(is_header_value) => {
+                        let session = Session::new(SecretString::from(data.sid), None, 0);
+                        let _ = self.end_session(&session).await;
+                        Err(UpstreamError::InvalidResponse(
+                            "DSM gave a SynoToken that is not a header value".into(),
+                        ))
+                    }
+                    other => other,
+                };
                 self.up.metrics.login(outcome.is_ok());
                 let data = outcome?;
                 tracing::info!("logged in to DSM");
@@ -263,4 +275,9 @@ impl DsmClient {
         }
         Ok(LoginOutcome { device_id })
     }
+}
+
+/// Whether DSM's SynoToken can travel in the `X-SYNO-TOKEN` header.
+fn is_header_value(token: &str) -> bool {
+    actix_web::http::header::HeaderValue::from_str(token).is_ok()
 }

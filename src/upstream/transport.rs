@@ -22,6 +22,26 @@ const SYNO_TOKEN: header::HeaderName = header::HeaderName::from_static("x-syno-t
 /// Largest DSM answer read (user and channel lists of big installations run to megabytes).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// What a call sent that DSM (or a proxy in front of it) may echo in a refusal: its
+/// parameters' values (a password, a device id, a one-time code among them) and its
+/// credential (the sid and SynoToken, or a token). Masked in the logged details.
+fn sent_values<'a>(params: &[(&'a str, &'a str)], credential: Credential<'a>) -> Vec<&'a str> {
+    let mut sent: Vec<&str> = params.iter().map(|&(_, value)| value).collect();
+    match credential {
+        Credential::Session(session) => {
+            sent.push(session.sid.expose_secret());
+            if let Some(Ok(token)) = &session.headers.synotoken
+                && let Ok(token) = token.to_str()
+            {
+                sent.push(token);
+            }
+        }
+        Credential::Token(token) => sent.push(token),
+        Credential::Anonymous => {}
+    }
+    sent
+}
+
 /// Who a request speaks for.
 #[derive(Clone, Copy)]
 pub(super) enum Credential<'a> {
@@ -389,7 +409,7 @@ impl DsmClient {
                     self.up.note_nas_clock(response.headers().get(header::DATE));
                 }
                 if let Err(UpstreamError::Dsm { .. }) = &decoded {
-                    details = error_details(&body);
+                    details = error_details(&body, &sent_values(params, credential));
                 }
                 decoded
             })
@@ -438,7 +458,7 @@ impl DsmClient {
                         .await
                         .map_err(|_| UpstreamError::Unreachable("connection lost while reading"))?;
                     if let Err(error) = parse_envelope::<serde::de::IgnoredAny>(op, family, &body) {
-                        details = error_details(&body);
+                        details = error_details(&body, &sent_values(params, credential));
                         return Err(error);
                     }
                     return Err(UpstreamError::InvalidResponse(format!(

@@ -588,3 +588,35 @@ async fn a_proxy_turning_calls_away_is_a_wait_not_an_unknown_outcome() {
     );
     assert!(creates() >= before + 3);
 }
+
+/// A SynoToken that cannot travel as a header is a failed login, not a session kept: the
+/// gateway logs in again (after its back-off) instead of failing every call until a restart.
+#[actix_web::test]
+async fn a_synotoken_that_cannot_be_sent_is_a_failed_login() {
+    let app = crate::helpers::spawn_app().await;
+    app.sim.hand_out_synotoken_next("bad\u{1}token");
+    let first = app.get("/api/v1/users").await;
+    assert!(first.status.is_server_error(), "{}", first.body);
+    assert!(
+        first.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SynoToken that is not a header value"),
+        "{}",
+        first.body
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let again = app.get("/api/v1/users").await;
+        if again.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "never logged in again: {}",
+            again.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(app.sim.login_attempts() >= 2);
+}
