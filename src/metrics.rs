@@ -189,10 +189,11 @@ impl Metrics {
             cache: Family::default(),
             delivery_attempts: Family::default(),
             hook_requests: Family::default(),
-            // 10 ms … ~7.8 days: a message may wait out a NAS reboot or a day of outage
+            // 10 ms … ~31 days: a message may wait out a NAS reboot or a day of outage
             // (`delivery.max_age_secs`), an event a receiver's four days
-            // (`subscriptions.max_age_secs`); beyond the last bucket only +Inf would count it.
-            delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 27)),
+            // (`subscriptions.max_age_secs`), either up to the 30 days the settings allow;
+            // beyond the last bucket only +Inf would count it.
+            delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 29)),
             delivery_depth: Family::default(),
             delivery_oldest: Family::default(),
             subscriptions_disabled: Gauge::default(),
@@ -573,9 +574,9 @@ mod tests {
 
     #[test]
     fn a_delivery_days_late_is_in_a_finite_latency_bucket() {
-        // Subscriptions retry for four days; a delivery seen only in +Inf has no quantile.
+        // The age limits allow 30 days; a delivery seen only in +Inf has no quantile.
         let metrics = Metrics::new();
-        metrics.delivery_latency(Duration::from_secs(4 * 86_400));
+        metrics.delivery_latency(Duration::from_secs(30 * 86_400));
         let text = metrics.render();
         let widest = text
             .lines()
@@ -587,7 +588,7 @@ mod tests {
             .filter(|(le, _)| le.is_finite())
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .expect("finite buckets");
-        assert!(widest.0 >= 4.0 * 86_400.0, "{widest:?}");
+        assert!(widest.0 >= 30.0 * 86_400.0, "{widest:?}");
         assert_eq!(widest.1.split_whitespace().next(), Some("1"), "{widest:?}");
     }
 

@@ -1657,5 +1657,23 @@ backends::on_both!(
                 .unwrap(),
             "a new send waits for the one queued behind"
         );
+        // Once the worker has finished the last of them the target is forgotten: a send to
+        // it no longer needs the store (noted, it would be refused while the store is away).
+        let now = now_ms();
+        let behind = store.claim("w", now, now + 60_000).await.unwrap().unwrap();
+        assert!(
+            store
+                .finish(&behind.id, "w", "delivered", now, None, now)
+                .await
+                .unwrap()
+        );
+        outbox.forget_if_done(&job.target()).await;
+        store.close().await;
+        assert!(
+            outbox
+                .wait_turn(&job.target(), Duration::from_millis(100))
+                .await
+                .unwrap()
+        );
     }
 );

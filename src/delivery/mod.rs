@@ -385,14 +385,36 @@ impl Outbox {
             return;
         }
         let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
-        if queued.len() >= MAYBE_QUEUED_KEPT && !queued.contains_key(target) {
+        if let Some(times) = queued.get_mut(target) {
+            *times = times.wrapping_add(1);
+            return;
+        }
+        if queued.len() >= MAYBE_QUEUED_KEPT {
             // Past this many targets, every synchronous send asks the store instead.
             self.too_many_queued.store(true, Ordering::Relaxed);
             queued.clear();
             return;
         }
-        let times = queued.entry(target.to_owned()).or_default();
-        *times = times.wrapping_add(1);
+        queued.insert(target.to_owned(), 1);
+    }
+
+    /// After a delivery to `target` reached its final state: forgets the target when nothing
+    /// of it is left, so later sends need not ask the store (and, during a store outage, are
+    /// not refused for a queue long empty). A target noted again meanwhile is kept.
+    pub async fn forget_if_done(&self, target: &str) {
+        let noted = self
+            .maybe_queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(target)
+            .copied();
+        let Some(noted) = noted else { return };
+        if let Ok(None) = self.store.last_unfinished(target, None).await {
+            let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+            if queued.get(target) == Some(&noted) {
+                queued.remove(target);
+            }
+        }
     }
 
     /// Whether a synchronous send asks the store whatever this process noted: on PostgreSQL
@@ -430,7 +452,12 @@ impl Outbox {
             let finished = self.finished.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
-            let read_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+            // A target not noted here is asked about only on PostgreSQL, and sent to anyway
+            // when the store cannot say: a store outage must not hold each such send long.
+            let read_by = match (noted, ahead) {
+                (None, None) => deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+                _ => deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)),
+            };
             let read = tokio::time::timeout_at(read_by, self.store.last_unfinished(target, ahead))
                 .await
                 .unwrap_or_else(|_| {
@@ -1026,7 +1053,10 @@ impl Worker {
             }
         };
         match recorded {
-            Ok(true) if state != "queued" => self.outbox.finished.notify_waiters(),
+            Ok(true) if state != "queued" => {
+                self.outbox.finished.notify_waiters();
+                self.outbox.forget_if_done(&row.target).await;
+            }
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(delivery = %row.id, "lease lost before the outcome was recorded")

@@ -645,28 +645,32 @@ impl Store {
                 .bind(last_error).bind(now).execute(p).await?.rows_affected()
         });
         if done == 1 && state != "queued" {
-            // The target's next delivery, its head now, waits its turn behind the heads
-            // already due (claims go by when a head came due): kept at its enqueue time, a
-            // backlog to as many targets as there are lanes took every lane until it was
-            // drained, and other targets' messages waited for all of it. Only an order; a
-            // failure leaves the old one.
-            let bump = "UPDATE deliveries SET next_attempt_at = $2 \
-                        WHERE state = 'queued' AND next_attempt_at < $2 AND seq = ( \
-                            SELECT MIN(h.seq) FROM deliveries h \
-                            WHERE h.state IN ('queued', 'sending') AND h.target = ( \
-                                SELECT target FROM deliveries WHERE id = $1))";
-            let bumped: Result<(), StoreError> = (async {
-                with_pool!(self, p => {
-                    sqlx::query(bump).bind(id).bind(now).execute(p).await.map(drop)?
-                });
-                Ok(())
-            })
-            .await;
-            if let Err(error) = bumped {
-                tracing::debug!(%error, "the next delivery's turn was not moved");
-            }
+            self.next_head_comes_due(id, now).await;
         }
         Ok(done == 1)
+    }
+
+    /// After the delivery `id` finished, its target's next delivery (its head now) comes due
+    /// at `now`, behind the heads already due (claims go by when a head came due): kept at its
+    /// enqueue time, a backlog to as many targets as there are lanes took every lane until it
+    /// was drained, and other targets' messages waited for all of it. Only an order; a
+    /// failure leaves the old one.
+    async fn next_head_comes_due(&self, id: &str, now: i64) {
+        let sql = "UPDATE deliveries SET next_attempt_at = $2 \
+                   WHERE state = 'queued' AND next_attempt_at < $2 AND seq = ( \
+                       SELECT MIN(h.seq) FROM deliveries h \
+                       WHERE h.state IN ('queued', 'sending') AND h.target = ( \
+                           SELECT target FROM deliveries WHERE id = $1))";
+        let moved: Result<(), StoreError> = (async {
+            with_pool!(self, p => {
+                sqlx::query(sql).bind(id).bind(now).execute(p).await.map(drop)?
+            });
+            Ok(())
+        })
+        .await;
+        if let Err(error) = moved {
+            tracing::debug!(%error, "the next delivery's turn was not moved");
+        }
     }
 
     /// Spaces the next send to `target` (rate limits): not before `next_send_at`.
@@ -772,6 +776,9 @@ impl Store {
         let sql = "UPDATE deliveries SET state = 'cancelled', finished_at = $2, updated_at = $2 \
                    WHERE id = $1 AND state = 'queued'";
         let done = with_pool!(self, p => sqlx::query(sql).bind(id).bind(now).execute(p).await?.rows_affected());
+        if done == 1 {
+            self.next_head_comes_due(id, now).await;
+        }
         self.transition(id, done).await
     }
 

@@ -119,6 +119,35 @@ fn describe(value: &serde_json::Value, depth: usize, sent: &[&str], out: &mut St
     }
 }
 
+/// `text` with every place any value of `sent` occurs in it written `****`. The places are
+/// found in the text as it is, then masked together: masking one value first (the session
+/// name `Chat`) could break up another that holds it (a password `MyChatPassword!`).
+fn without_sent<'t>(text: &'t str, sent: &[&str]) -> std::borrow::Cow<'t, str> {
+    let mut places: Vec<(usize, usize)> = sent
+        .iter()
+        .filter(|v| v.len() >= SENT_MIN_LEN)
+        .flat_map(|value| {
+            text.match_indices(value)
+                .map(|(at, found)| (at, at + found.len()))
+        })
+        .collect();
+    if places.is_empty() {
+        return text.into();
+    }
+    places.sort_unstable();
+    let mut masked = String::with_capacity(text.len());
+    let mut kept_to = 0;
+    for (start, end) in places {
+        if start >= kept_to {
+            masked.push_str(&text[kept_to..start]);
+            masked.push_str("****");
+        }
+        kept_to = kept_to.max(end);
+    }
+    masked.push_str(&text[kept_to..]);
+    masked.into()
+}
+
 /// Values shorter than this are not looked for (a `limit=5` is no secret, and masking every
 /// `5` would garble the reasons).
 const SENT_MIN_LEN: usize = 4;
@@ -127,12 +156,7 @@ const SENT_MIN_LEN: usize = 4;
 /// letters and digits (the shape of tokens and sids, never of DSM's reason words) written
 /// `****`.
 fn push_masked(text: &str, sent: &[&str], out: &mut String) {
-    let mut text = std::borrow::Cow::Borrowed(text);
-    for value in sent.iter().filter(|v| v.len() >= SENT_MIN_LEN) {
-        if text.contains(value) {
-            text = text.replace(value, "****").into();
-        }
-    }
+    let text = without_sent(text, sent);
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
         if run.len() >= 16 {
@@ -271,6 +295,13 @@ mod tests {
             echoed,
             "{name: passwd, reason: wrong **** sid **** tok ****}"
         );
+        // A value inside another (the session name in the password), and overlapping ones.
+        let inside = error_details(
+            br#"{"success":false,"error":{"code":400,"errors":"bad MyChatPassword! and abcdefgh"}}"#,
+            &["Chat", "MyChatPassword!", "abcdef", "defgh"],
+        )
+        .unwrap();
+        assert_eq!(inside, "bad **** and ****");
         assert_eq!(details(r#"{"success":false,"error":{"code":119}}"#), None);
         assert_eq!(details(r#"{"success":true,"data":{}}"#), None);
         assert_eq!(details("<html>"), None);
