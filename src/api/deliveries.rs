@@ -78,19 +78,20 @@ pub(super) async fn queued_behind(
     }
 }
 
-/// A file to `channel_id` waits its turn like a message ([`queued_behind`]). The outbox does
-/// not keep files, so one whose turn does not come within `delivery.queue_wait_ms` is refused
+/// A file to `channel_id` waits its turn like a message ([`queued_behind`]), at most
+/// `patience`. The outbox does not keep files, so one whose turn does not come is refused
 /// unsent (503 `outbox_ahead`) rather than overtaking the messages ahead of it.
 pub(super) async fn file_turn(
     outbox: &Outbox,
     channel_id: crate::domain::ChannelId,
+    patience: std::time::Duration,
 ) -> Result<(), ApiError> {
     let target = Job::Channel {
         channel_id,
         thread_id: None,
     }
     .target();
-    if outbox.wait_turn(&target, outbox.queue_wait()).await? {
+    if outbox.wait_turn(&target, patience).await? {
         return Ok(());
     }
     Err(ApiError::new(

@@ -226,7 +226,15 @@ async fn post_file(
     chat: &Dsm,
     outbox: &crate::delivery::Outbox,
 ) -> Result<HttpResponse, actix_web::Error> {
-    super::deliveries::file_turn(outbox, channel_id).await?;
+    // A keyed upload already holds its upload slot and its whole file (the idempotency
+    // layer read it): it does not wait with them, which would keep uploads to other channels
+    // out; it is told at once.
+    let patience = if req.extensions().contains::<super::UploadPermit>() {
+        std::time::Duration::ZERO
+    } else {
+        outbox.queue_wait()
+    };
+    super::deliveries::file_turn(outbox, channel_id, patience).await?;
     // Held until DSM answered: each upload holds its file in memory until then.
     let taken = req.extensions_mut().remove::<super::UploadPermit>();
     let _permit = match taken {

@@ -1375,9 +1375,9 @@ async fn a_download_nobody_reads_gives_its_dsm_slot_back() {
 /// past that (503 `outbox_ahead`); once they are delivered it goes.
 #[actix_web::test]
 async fn a_file_does_not_overtake_the_outbox_s_messages() {
-    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.queue_wait_ms = 300).await;
+    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.queue_wait_ms = 2_000).await;
     app.sim
-        .turn_away_next("SYNO.Chat.Post", Some("create"), 1, 503, 2);
+        .turn_away_next("SYNO.Chat.Post", Some("create"), 1, 503, 6);
     let queued = crate::deliveries::post_async(
         &app,
         "/api/v1/channels/2/posts",
@@ -1392,6 +1392,25 @@ async fn a_file_does_not_overtake_the_outbox_s_messages() {
     let refused = upload(&app, 2, &[file]).await;
     refused.assert_problem(503, "outbox_ahead");
     assert!(refused.header("retry-after").is_some());
+    // With a key the upload already holds its slot and its body: told at once, not after
+    // the wait.
+    let (content_type, body) = multipart_body(&[file]);
+    let asked = std::time::Instant::now();
+    let response = app
+        .http
+        .post(format!("{}/api/v1/channels/2/files", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", "file-behind-the-queue"))
+        .insert_header(("Content-Type", content_type))
+        .send_body(body)
+        .await
+        .expect("gateway answers");
+    read(response).await.assert_problem(503, "outbox_ahead");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(1_500),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         app.sim.count("SYNO.Chat.Post", "create"),
         creates,
