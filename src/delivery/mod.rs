@@ -402,18 +402,29 @@ impl Outbox {
     /// of it is left, so later sends need not ask the store (and, during a store outage, are
     /// not refused for a queue long empty). A target noted again meanwhile is kept.
     pub async fn forget_if_done(&self, target: &str) {
-        let noted = self
-            .maybe_queued
+        let Some(noted) = self.noted(target) else {
+            return;
+        };
+        if let Ok(None) = self.store.last_unfinished(target, None).await {
+            self.forget_noted(target, noted);
+        }
+    }
+
+    /// How many times `target` was noted as maybe queued, if it is.
+    fn noted(&self, target: &str) -> Option<u64> {
+        self.maybe_queued
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(target)
-            .copied();
-        let Some(noted) = noted else { return };
-        if let Ok(None) = self.store.last_unfinished(target, None).await {
-            let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
-            if queued.get(target) == Some(&noted) {
-                queued.remove(target);
-            }
+            .copied()
+    }
+
+    /// Forgets `target`, found with nothing queued after it was noted `noted` times, unless it
+    /// was noted again meanwhile (queued after the store was read).
+    fn forget_noted(&self, target: &str, noted: u64) {
+        let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
+        if queued.get(target) == Some(&noted) {
+            queued.remove(target);
         }
     }
 
@@ -439,12 +450,7 @@ impl Outbox {
         // The newest delivery queued before the wait began, once read.
         let mut ahead = None;
         loop {
-            let noted = self
-                .maybe_queued
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(target)
-                .copied();
+            let noted = self.noted(target);
             if noted.is_none() && !self.asks_store_always() {
                 return Ok(true);
             }
@@ -476,12 +482,9 @@ impl Outbox {
                 Err(error) => return Err(error),
             };
             let Some(last) = last else {
-                if ahead.is_none() {
-                    let mut queued = self.maybe_queued.lock().unwrap_or_else(|e| e.into_inner());
-                    // Nothing left at all, unless it was noted again meanwhile.
-                    if noted.is_some() && queued.get(target) == noted.as_ref() {
-                        queued.remove(target);
-                    }
+                // Nothing left at all.
+                if let (None, Some(noted)) = (ahead, noted) {
+                    self.forget_noted(target, noted);
                 }
                 return Ok(true);
             };
