@@ -178,7 +178,7 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 
 /// Whether a HEAD request is answered as its GET without the body (RFC 9110 §9.3.2: actix's
 /// codec leaves the body of a HEAD answer out). Not where a GET has an effect (a hook called
-/// with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
+/// or Synology's `entry.cgi` called with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
 /// A hook or inbound URL pasted with a trailing slash (`/hooks/alerts/<secret>/`,
 /// `/inbound/deploys/`): the one it names. A sender, or Chat, gets only a 404 for it and gives
 /// up, and its alerts or events are lost.
@@ -186,7 +186,13 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 /// Also a hook's URL with Discord's `/slack` or `/github` after it: senders that speak Slack's
 /// or GitHub's language to a Discord webhook add them (Netdata's Discord notifications always
 /// do), and the body says the rest.
+///
+/// Also Synology Chat's `/webapi/entry.cgi` after a prefix: Apprise puts its `fullpath` there
+/// (`synology://host/token/` sends `//webapi/entry.cgi`), as a proxy in front of a NAS may.
 fn pasted_path_as_meant(path: &str) -> Option<String> {
+    if path.len() > ENTRY_CGI.len() && path.ends_with(ENTRY_CGI) {
+        return Some(ENTRY_CGI.to_owned());
+    }
     if let Some(rest) = path.strip_prefix("/hooks/") {
         let rest = rest.trim_end_matches('/');
         let segments: Vec<&str> = rest.split('/').collect();
@@ -260,8 +266,11 @@ fn route_as(req: &mut ServiceRequest, path: &str) {
     }
 }
 
+/// Synology Chat's incoming-webhook path (`api::entry_cgi`).
+const ENTRY_CGI: &str = "/webapi/entry.cgi";
+
 pub fn head_is_get(path: &str) -> bool {
-    !["/hooks", "/inbound", "/api/v1/events"]
+    !["/hooks", "/inbound", "/api/v1/events", "/webapi"]
         .iter()
         .any(|prefix| {
             path.strip_prefix(prefix)

@@ -478,6 +478,21 @@ pub struct Problem {
     /// the secret it held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<WithheldAnswer>,
+    /// Only on `/webapi/entry.cgi` (Synology Chat's own incoming-webhook URL): `false`, DSM's
+    /// envelope, so that clients written for DSM read the failure too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    /// Only on `/webapi/entry.cgi`: DSM's error member, with the number DSM gives the same
+    /// mistake (`404` unknown token, `120` no or malformed payload, `101`–`104` missing or
+    /// unknown `api`, `method` or `version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<DsmErrorNumber>,
+}
+
+/// DSM's `error` member: `{"code": N}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DsmErrorNumber {
+    pub code: u16,
 }
 
 /// The kept answer a 409 `idempotency_answer_withheld` shows instead of replaying it.
@@ -536,6 +551,9 @@ pub struct ApiError {
     /// Why a key was refused, for `WWW-Authenticate`; a 401 without one answers the bare
     /// `Bearer`.
     challenge: Option<Challenge>,
+    /// Answered inside DSM's envelope as well, with this error number
+    /// ([`Self::in_dsm_envelope`]).
+    dsm_envelope: Option<u16>,
 }
 
 impl ApiError {
@@ -548,6 +566,7 @@ impl ApiError {
             done_before: None,
             outcome_unknown: false,
             challenge: None,
+            dsm_envelope: None,
         }
     }
 
@@ -605,6 +624,7 @@ impl ApiError {
             done_before: None,
             outcome_unknown: false,
             challenge: None,
+            dsm_envelope: None,
         })
     }
 
@@ -624,6 +644,10 @@ impl ApiError {
 
     pub fn code(&self) -> ProblemCode {
         self.code
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 
     /// Whether DSM may have carried the failed call out (its answer never came).
@@ -674,6 +698,13 @@ impl ApiError {
         self
     }
 
+    /// The problem also as DSM answers a failed call (`success: false`, `error.code`), for
+    /// the callers of `/webapi/entry.cgi`, which are written for DSM.
+    pub fn in_dsm_envelope(mut self, code: u16) -> Self {
+        self.dsm_envelope = Some(code);
+        self
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self
@@ -706,6 +737,8 @@ impl ApiError {
                 _ => None,
             },
             answer: None,
+            success: self.dsm_envelope.map(|_| false),
+            error: self.dsm_envelope.map(|code| DsmErrorNumber { code }),
         }
     }
 }

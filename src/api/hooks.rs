@@ -27,7 +27,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::hash_key;
 use crate::config::{HookSettings, TokenKind};
 use crate::delivery::{Job, Outbox};
-use crate::domain::{ChannelId, MessageText, TextRefusal, UserId};
+use crate::domain::{ChannelId, HttpUrl, MessageText, TextRefusal, UserId};
 use crate::formats::{self, Format, FormatError};
 use crate::forwarded::public_url_for;
 use crate::store::deliveries::{EventKey, callers};
@@ -42,7 +42,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 /// Largest hook body: Alertmanager and Grafana groups can be large (senders-delivery-events A.11).
-const MAX_HOOK_BODY: usize = 5 * 1024 * 1024;
+pub(super) const MAX_HOOK_BODY: usize = 5 * 1024 * 1024;
 /// Hook bodies read and rendered at once, across workers: each may hold [`MAX_HOOK_BODY`] and
 /// a few times that while it is rendered. As many again for requests a signed hook admits on
 /// the mere presence of a signature, checked once its body is read ([`HookBodies`]).
@@ -55,7 +55,7 @@ const BODY_PERMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How a request got past a hook's door, before its body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Admission {
+pub(super) enum Admission {
     /// It presented the hook's secret.
     Secret,
     /// It carries a signature header, which only its body can prove (anyone can send one).
@@ -72,7 +72,7 @@ pub struct HookBodies {
 }
 
 /// A body's permit; an unverified one also counts against its address until dropped.
-struct BodyPermit<'a> {
+pub(super) struct BodyPermit<'a> {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _counted: Option<AddressCount<'a>>,
 }
@@ -113,7 +113,11 @@ impl HookBodies {
     }
 
     /// A permit to read a body admitted so, waiting [`BODY_PERMIT_WAIT`] at most; `None`: busy.
-    async fn permit(&self, admission: Admission, req: &HttpRequest) -> Option<BodyPermit<'_>> {
+    pub(super) async fn permit(
+        &self,
+        admission: Admission,
+        req: &HttpRequest,
+    ) -> Option<BodyPermit<'_>> {
         let (slots, counted) = match admission {
             Admission::Secret => (&self.proven, None),
             Admission::SignatureToCheck => {
@@ -812,7 +816,7 @@ fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str
 /// The hook whose secret is `presented` (`/hooks/<secret>`), if exactly one hook has it (two
 /// hooks sharing a secret cannot be told apart by it). Every hook is asked, so the time taken
 /// does not tell which matched.
-fn hook_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Option<&'h str> {
+pub(super) fn hook_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Option<&'h str> {
     let mut found = Vec::new();
     for (name, hook) in hooks {
         if hook.has_secret(presented) {
@@ -1149,17 +1153,8 @@ fn event_of(
     {
         return Ok(Some(named(id.trim().to_owned())));
     }
-    if let Some(key) = super::idempotency::parse_key(req.headers())
-        .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
-    {
-        // A caller's key names its request: the same key with another message is another
-        // message, posted, never dropped as a repeat.
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_str().as_bytes());
-        let digest = hex::encode(&digest[..16]);
-        return Ok(Some(EventKey {
-            key: format!("key:{key}:{digest}"),
-            since_ms: None,
-        }));
+    if let Some(keyed) = keyed_event(req, text)? {
+        return Ok(Some(keyed));
     }
     let sender_id = EVENT_ID_HEADERS.iter().find_map(|name| {
         let value = req.headers().get(*name)?.to_str().ok()?.trim();
@@ -1186,6 +1181,26 @@ fn event_of(
     Ok(content_key.map(|key| EventKey {
         key,
         since_ms: Some(since),
+    }))
+}
+
+/// The event a caller's `Idempotency-Key` names, if it sent one (a malformed one is refused).
+/// The key names its request: the same key with another message is another message, posted,
+/// never dropped as a repeat.
+pub(super) fn keyed_event(
+    req: &HttpRequest,
+    text: &MessageText,
+) -> Result<Option<EventKey>, FormatError> {
+    let Some(key) = super::idempotency::parse_key(req.headers())
+        .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_str().as_bytes());
+    let digest = hex::encode(&digest[..16]);
+    Ok(Some(EventKey {
+        key: format!("key:{key}:{digest}"),
+        since_ms: None,
     }))
 }
 
@@ -1369,6 +1384,7 @@ async fn receive(
         outbox,
         (name, &hook.target, event.as_ref()),
         &text,
+        None,
     )
     .await
     {
@@ -1447,13 +1463,26 @@ pub async fn dispatch(
     outbox: &Outbox,
     (hook_name, target, event): (&str, &HookTarget, Option<&EventKey>),
     text: &MessageText,
+    file_url: Option<&HttpUrl>,
 ) -> Result<(String, bool), DispatchError> {
+    if file_url.is_some() && !matches!(target, HookTarget::Token(_)) {
+        // Only an incoming webhook takes a file by URL; the outbox keeps no files.
+        return Err(DispatchError::Permanent {
+            slack_code: "invalid_payload",
+            error: ApiError::new(
+                ProblemCode::Unprocessable,
+                format!(
+                    "a file_url is posted only through an incoming webhook, and this one's                      target is {target}: give the hook a `token` target, or leave the file out"
+                ),
+            ),
+        });
+    }
     let job = match target {
         HookTarget::Token(name) => {
             state.integration_token(name, TokenKind::Webhook)?;
             Job::Webhook {
                 name: name.clone(),
-                file_url: None,
+                file_url: file_url.map(ToString::to_string),
             }
         }
         // A name is checked now, so one that matches nothing is refused before anything is
@@ -1488,19 +1517,33 @@ pub async fn dispatch(
             user_id: resolve_user(state, chat, address).await?,
         },
     };
+    hand_over(outbox, hook_name, &job, text, event)
+        .await
+        .map_err(DispatchError::Transient)
+}
+
+/// Commits `job` to the outbox as the hook's (or door's) message: the delivery, and whether
+/// `event` was handed over before (then nothing new is stored).
+pub(super) async fn hand_over(
+    outbox: &Outbox,
+    hook_name: &str,
+    job: &Job,
+    text: &MessageText,
+    event: Option<&EventKey>,
+) -> Result<(String, bool), ApiError> {
     let caller = callers::hook(hook_name);
     let enqueued = match event {
         Some(event) => {
             outbox
-                .enqueue_event(&caller, &job, text.as_str(), event)
+                .enqueue_event(&caller, job, text.as_str(), event)
                 .await
         }
         None => outbox
-            .enqueue(&caller, &job, text.as_str())
+            .enqueue(&caller, job, text.as_str())
             .await
             .map(|id| (id, false)),
     };
-    enqueued.map_err(|e| DispatchError::Transient(ApiError::from(e)))
+    enqueued.map_err(ApiError::from)
 }
 
 /// A channel id as configured, or the one channel whose name matches (exactly, else ignoring

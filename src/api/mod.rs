@@ -9,6 +9,7 @@ mod common;
 pub mod deliveries;
 pub(crate) mod divert;
 pub mod docs;
+mod entry_cgi;
 pub mod error;
 mod events;
 mod extract;
@@ -249,7 +250,8 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
         license(name = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted)),
+    components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted,
+        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -436,7 +438,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
                     idempotency::concerns,
                     actix_web::middleware::from_fn(idempotency::middleware),
                 )),
-        );
+        )
+        // Synology Chat's own incoming-webhook URL, after the API: a plain path, tried last.
+        .configure(entry_cgi::routes);
 }
 
 /// The OpenAPI document, built from the same registrations the server uses.

@@ -19,6 +19,7 @@ mod gitlab;
 mod grafana;
 mod markup;
 mod slack;
+pub mod synology;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -6,6 +6,7 @@ mod backends;
 mod contract;
 mod deliveries;
 mod dsm_request_shapes;
+mod entry_cgi;
 mod events;
 mod hardening;
 mod helpers;

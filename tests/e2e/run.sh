@@ -8,6 +8,7 @@
 #                        test_events_and_subscriptions.py: SSE with httpx-sse, a subscription
 #                        verified with standardwebhooks (plays Chat on inbound `e2e`);
 #                        test_discord_client.py: discord.py's webhook client through hook `discord`
+#                        test_apprise_client.py: Apprise's synology:// notifier through hook `apprise`
 #   2. generated-client  tests/e2e/python/test_generated_client.py: openapi-python-client generates
 #                        a client from the live /openapi.json at test time, which is then used
 #   3. typescript-client tests/e2e/typescript/suite.sh: openapi-typescript generates types from the
@@ -237,6 +238,10 @@ HASH="$(printf '%s' "$KEY" | "$GATEWAY_BIN" hash-key --stdin)"
 # own webhook client posts through it.
 HOOK_SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
 HOOK_HASH="$(printf '%s' "$HOOK_SECRET" | "$GATEWAY_BIN" hash-key --stdin)"
+# The secret of hook `apprise` (to the channel named "general"): Apprise's own `synology://`
+# notifier uses it as Synology Chat's webhook token, at /webapi/entry.cgi.
+APPRISE_SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+APPRISE_HASH="$(printf '%s' "$APPRISE_SECRET" | "$GATEWAY_BIN" hash-key --stdin)"
 # The token of inbound `e2e`: the tests play Chat's outgoing webhook with it.
 INBOUND_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 BASE="http://127.0.0.1:$PORT"
@@ -252,6 +257,8 @@ SYNOCHAT__INBOUND__E2E__TOKEN="$INBOUND_TOKEN" \
 SYNOCHAT__HOOKS__DISCORD__CHANNEL=general \
 SYNOCHAT__HOOKS__DISCORD__FORMAT=discord \
 SYNOCHAT__HOOKS__DISCORD__SECRET_HASH="$HOOK_HASH" \
+SYNOCHAT__HOOKS__APPRISE__CHANNEL=general \
+SYNOCHAT__HOOKS__APPRISE__SECRET_HASH="$APPRISE_HASH" \
 SYNOCHAT__SUBSCRIPTIONS__ALLOW_PRIVATE=true \
 SYNOCHAT__LOG__FORMAT=json \
   "$GATEWAY_BIN" serve >"$GATEWAY_LOG" 2>&1 </dev/null &
@@ -273,14 +280,15 @@ if ! $READY; then
 fi
 say "healthz and readyz answer 200"
 export GATEWAY_URL="$BASE" GATEWAY_KEY="$KEY" GATEWAY_INBOUND_TOKEN="$INBOUND_TOKEN" \
-  GATEWAY_DISCORD_HOOK_SECRET="$HOOK_SECRET" ARTIFACTS CHROMIUM CHROMEDRIVER
+  GATEWAY_DISCORD_HOOK_SECRET="$HOOK_SECRET" GATEWAY_APPRISE_HOOK_SECRET="$APPRISE_SECRET" \
+  ARTIFACTS CHROMIUM CHROMEDRIVER
 
 # ------------------------------------------------------------------ suites
 PYTEST=("$PY" -m pytest -c tests/e2e/pytest.ini)
 if wanted python-client; then
   suite python-client 180 "${PYTEST[@]}" tests/e2e/python/test_handwritten_client.py \
     tests/e2e/python/test_events_and_subscriptions.py tests/e2e/python/test_discord_client.py \
-    --junitxml="$ARTIFACTS/e2e-python-client.xml"
+    tests/e2e/python/test_apprise_client.py --junitxml="$ARTIFACTS/e2e-python-client.xml"
 fi
 if wanted generated-client; then
   suite generated-client 300 "${PYTEST[@]}" tests/e2e/python/test_generated_client.py \

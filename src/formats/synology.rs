@@ -1,0 +1,422 @@
+//! Synology Chat's own incoming-webhook call, as the tools with a native Synology Chat notifier
+//! make it (Apprise's `synology://`, Home Assistant's `synology_chat`, scripts written from
+//! Synology's help): `entry.cgi?api=SYNO.Chat.External&method=incoming&version=2&token=…` with
+//! `payload={"text": …, "file_url": …}` (upstream-protocol §4.2). The text is Chat's own
+//! markup already and goes as it is.
+//!
+//! The call's fields are read wherever DSM reads them: the query, a form body, or (the
+//! payload) the raw body. A form body is read by its shape when it has no `Content-Type`
+//! (Home Assistant posts a bare string).
+//!
+//! Most of these senders do not URL-encode the payload (Apprise, Home Assistant, Qinglong and
+//! ioBroker write `payload={"text": …}` as it is; ioBroker escapes only `%` and `&`), and DSM
+//! decodes it as a form anyway: an `&` in the text cuts the message short, a `+` becomes a
+//! space. A payload sent so (its `{` not encoded, which every encoder would encode) is read
+//! whole to the end of the body, its `%XX` escapes decoded as DSM decodes them but its `+`
+//! kept. Raw line breaks inside its strings (Qinglong's template) are read as `\n`.
+
+use serde_json::Value;
+
+use super::FormatError;
+use crate::domain::UserId;
+
+/// The fields of a call, as sent (the token still in whichever quotes the sender used).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Call {
+    pub api: Option<String>,
+    pub method: Option<String>,
+    pub version: Option<String>,
+    pub token: Option<String>,
+    /// The payload's JSON text, from a `payload` field or the raw body.
+    pub payload: Option<String>,
+}
+
+/// What a payload asks to post.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub file_url: Option<String>,
+    /// A chatbot's recipients (`method=chatbot`); empty for `incoming`.
+    pub user_ids: Vec<UserId>,
+}
+
+/// Which of the two sending methods the payload is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// An incoming webhook's post to its channel.
+    Incoming,
+    /// A chatbot's message to each of `user_ids`.
+    Chatbot,
+}
+
+const FIELDS: [&str; 5] = ["api", "method", "version", "token", "payload"];
+
+impl Call {
+    /// The call's fields from the query and the body (the query's first; the payload from the
+    /// body first, as a form posts it).
+    pub fn read(query: &str, content_type: Option<&str>, body: &[u8]) -> Self {
+        let mut call = Self::default();
+        call.take_form(query.as_bytes(), false);
+        let body_is_form = super::media_type_is(content_type, "application/x-www-form-urlencoded")
+            || (content_type.is_none() && looks_like_form(body));
+        if body_is_form {
+            call.take_form(body, true);
+            if let Some(whole) = unencoded_payload(body) {
+                call.payload = Some(whole);
+            }
+        } else if !body.iter().all(u8::is_ascii_whitespace) {
+            // Synology's help: the JSON may be the whole POST body.
+            if let Ok(text) = std::str::from_utf8(body) {
+                call.payload = Some(text.strip_prefix('\u{feff}').unwrap_or(text).to_owned());
+            } else {
+                call.payload = Some(String::from_utf8_lossy(body).into_owned());
+            }
+        }
+        call
+    }
+
+    fn take_form(&mut self, form: &[u8], payload_first: bool) {
+        for (key, value) in form_urlencoded::parse(form) {
+            let slot = match key.as_ref() {
+                "api" => &mut self.api,
+                "method" => &mut self.method,
+                "version" => &mut self.version,
+                "token" => &mut self.token,
+                "payload" if payload_first => {
+                    self.payload = Some(value.into_owned());
+                    continue;
+                }
+                "payload" => &mut self.payload,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.into_owned());
+            }
+        }
+    }
+}
+
+/// A body without a `Content-Type` that starts as a form of the call's fields.
+fn looks_like_form(body: &[u8]) -> bool {
+    FIELDS.iter().any(|field| {
+        body.strip_prefix(field.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b'='))
+    })
+}
+
+/// The payload of a form body whose `payload=` is not URL-encoded (it opens with a bare `{`),
+/// read to the end of the body: `%XX` decoded, `+` kept. `None` when that is not one JSON
+/// value (other fields follow it): the body is then read as the form it claims to be.
+fn unencoded_payload(body: &[u8]) -> Option<String> {
+    let rest = body.strip_prefix(b"payload=")?;
+    if rest.first() != Some(&b'{') {
+        return None;
+    }
+    // Escapes that do not decode to UTF-8 (`100%AB`) were the sender's text, not escapes.
+    let decoded = match percent_encoding::percent_decode(rest).decode_utf8() {
+        Ok(decoded) => decoded,
+        Err(_) => std::str::from_utf8(rest).ok()?.into(),
+    };
+    let json = with_raw_controls_escaped(&decoded);
+    serde_json::from_str::<serde::de::IgnoredAny>(&json).ok()?;
+    Some(json.into_owned())
+}
+
+/// JSON text with the control characters that stand raw inside its strings escaped (`\n` for
+/// a line break): strict JSON refuses them, and senders that fill a template write them so.
+fn with_raw_controls_escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.bytes().any(|b| b < 0x20) {
+        return text.into();
+    }
+    let (mut out, mut in_string, mut escaped) = (String::with_capacity(text.len()), false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaped => {
+                escaped = false;
+                out.push(c);
+            }
+            '\\' if in_string => {
+                escaped = true;
+                out.push(c);
+            }
+            '"' => {
+                in_string = !in_string;
+                out.push(c);
+            }
+            '\n' if in_string => out.push_str("\\n"),
+            '\r' if in_string => out.push_str("\\r"),
+            '\t' if in_string => out.push_str("\\t"),
+            c if in_string && (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// The message a payload asks to post. Its `text` is required (Chat's own tools always send
+/// one); buttons (`attachments`) are refused rather than dropped (the gateway's outbox keeps
+/// text and a file URL only), and so are `user_ids` but for a chatbot, which needs them.
+pub fn message(payload: &str, method: Method) -> Result<Message, FormatError> {
+    let payload = with_raw_controls_escaped(payload.trim_start_matches('\u{feff}'));
+    let value: Value = serde_json::from_str(&payload)
+        .map_err(|e| FormatError::InvalidPayload(format!("`payload` is not JSON: {e}")))?;
+    let Value::Object(members) = value else {
+        return Err(FormatError::InvalidPayload(
+            "`payload` must be a JSON object".into(),
+        ));
+    };
+    let string = |name: &str| match members.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(FormatError::InvalidPayload(format!(
+            "`{name}` must be a string"
+        ))),
+    };
+    if members
+        .get("attachments")
+        .is_some_and(|a| !matches!(a, Value::Null) && a.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(FormatError::InvalidPayload(
+            "`attachments` (buttons) are not passed on by the gateway; send them to the NAS \
+             directly"
+                .into(),
+        ));
+    }
+    let user_ids = match (method, members.get("user_ids")) {
+        (Method::Incoming, None) => Vec::new(),
+        (Method::Incoming, Some(_)) => {
+            return Err(FormatError::InvalidPayload(
+                "`user_ids` belongs to a chatbot's `method=chatbot`; an incoming webhook posts \
+                 to its channel"
+                    .into(),
+            ));
+        }
+        (Method::Chatbot, ids) => {
+            let ids: Vec<UserId> = ids
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| {
+                    FormatError::InvalidPayload(format!("`user_ids` must list user ids: {e}"))
+                })?
+                .unwrap_or_default();
+            if ids.is_empty() {
+                return Err(FormatError::InvalidPayload(
+                    "a chatbot's message needs `user_ids`, the users to send it to".into(),
+                ));
+            }
+            ids
+        }
+    };
+    let file_url = string("file_url")?.filter(|url| !url.trim().is_empty());
+    let text = string("text")?.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(FormatError::NoText);
+    }
+    Ok(Message {
+        text,
+        file_url,
+        user_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(payload: &str) -> Result<Message, FormatError> {
+        message(payload, Method::Incoming)
+    }
+
+    fn call(query: &str, content_type: Option<&str>, body: &str) -> Call {
+        Call::read(query, content_type, body.as_bytes())
+    }
+
+    const QUERY: &str = "api=SYNO.Chat.External&method=incoming&version=2&token=%22abc%22";
+
+    #[test]
+    fn the_fields_come_from_the_query_and_an_encoded_form() {
+        // Apprise: the token in the query, the payload as a URL-encoded form field.
+        let read = call(
+            QUERY,
+            Some("application/x-www-form-urlencoded"),
+            "payload=%7B%22text%22%3A%2250%25+done+%26+more%22%7D",
+        );
+        assert_eq!(read.api.as_deref(), Some("SYNO.Chat.External"));
+        assert_eq!(read.method.as_deref(), Some("incoming"));
+        assert_eq!(read.version.as_deref(), Some("2"));
+        assert_eq!(read.token.as_deref(), Some("\"abc\""));
+        assert_eq!(
+            read.payload.as_deref(),
+            Some(r#"{"text":"50% done & more"}"#)
+        );
+        // Every field in the body, none in the query.
+        let read = call(
+            "",
+            Some("application/x-www-form-urlencoded"),
+            &format!("{QUERY}&payload=%7B%7D"),
+        );
+        assert_eq!(read.token.as_deref(), Some("\"abc\""));
+        assert_eq!(read.payload.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn a_bare_string_body_is_read_as_the_form_it_is() {
+        // Home Assistant: `data="payload=" + json`, no Content-Type, nothing encoded. A `%`
+        // that starts no escape stays as it is.
+        let read = call(QUERY, None, r#"payload={"text": "CPU at 50% now"}"#);
+        assert_eq!(
+            read.payload.as_deref(),
+            Some(r#"{"text": "CPU at 50% now"}"#)
+        );
+        // An `&` would cut the payload short as a form: read whole.
+        let read = call(QUERY, None, r#"payload={"text": "Tom & Jerry"}"#);
+        assert_eq!(
+            incoming(read.payload.as_deref().unwrap()).unwrap().text,
+            "Tom & Jerry"
+        );
+        // Labelled a form, the same.
+        let read = call(
+            QUERY,
+            Some("application/x-www-form-urlencoded"),
+            r#"payload={"text":"a&b=c"}"#,
+        );
+        assert_eq!(
+            incoming(read.payload.as_deref().unwrap()).unwrap().text,
+            "a&b=c"
+        );
+        // As DSM decodes a form (MoviePilot percent-encodes inside raw JSON): decoded.
+        let read = call(QUERY, None, r#"payload={"text":"50%25 and %E2%9C%93"}"#);
+        assert_eq!(
+            incoming(read.payload.as_deref().unwrap()).unwrap().text,
+            "50% and ✓"
+        );
+    }
+
+    #[test]
+    fn an_unencoded_payload_keeps_its_plus_and_its_line_breaks() {
+        let text = |body: &str| {
+            let read = call(QUERY, Some("application/x-www-form-urlencoded"), body);
+            incoming(read.payload.as_deref().unwrap()).map(|m| m.text)
+        };
+        // Apprise: `json.dumps` as it is.
+        assert_eq!(
+            text(r#"payload={"text": "C++ & more"}"#),
+            Ok("C++ & more".into())
+        );
+        // ioBroker escapes `%` and `&` only, for DSM to decode.
+        assert_eq!(
+            text(r#"payload={"text": "50%25 %26 1+1"}"#),
+            Ok("50% & 1+1".into())
+        );
+        // Qinglong's template: raw line breaks inside the string.
+        assert_eq!(
+            text("payload={\"text\":\"title\ncontent\tx\"}"),
+            Ok("title\ncontent\tx".into())
+        );
+        // Not an escape that decodes to UTF-8: the sender's text.
+        assert_eq!(
+            text(r#"payload={"text": "at 100%AB"}"#),
+            Ok("at 100%AB".into())
+        );
+        // Encoded properly: a form, where `+` is a space.
+        assert_eq!(
+            text("payload=%7B%22text%22%3A%22a+b%22%7D"),
+            Ok("a b".into())
+        );
+        // More fields after an unencoded payload: read as a form.
+        let read = call(
+            "",
+            Some("application/x-www-form-urlencoded"),
+            r#"payload={"text":"x"}&token=abc"#,
+        );
+        assert_eq!(read.token.as_deref(), Some("abc"));
+        assert_eq!(
+            incoming(read.payload.as_deref().unwrap()).unwrap().text,
+            "x"
+        );
+    }
+
+    #[test]
+    fn a_json_body_is_the_payload() {
+        let read = call(QUERY, Some("application/json"), "\u{feff}{\"text\":\"hi\"}");
+        assert_eq!(read.payload.as_deref(), Some("{\"text\":\"hi\"}"));
+        let read = call(QUERY, None, " {\"text\":\"hi\"} ");
+        assert_eq!(
+            incoming(read.payload.as_deref().unwrap()).unwrap().text,
+            "hi"
+        );
+        // Nothing in the body: no payload, unless the query has one (a GET).
+        assert_eq!(call(QUERY, None, "").payload, None);
+        let read = call(
+            &format!("{QUERY}&payload=%7B%22text%22%3A%22q%22%7D"),
+            None,
+            "",
+        );
+        assert_eq!(read.payload.as_deref(), Some(r#"{"text":"q"}"#));
+    }
+
+    #[test]
+    fn the_payload_gives_text_and_a_file_url() {
+        assert_eq!(
+            incoming(
+                r#"{"text":"see <https://x.example|x>","file_url":"https://f.example/a.png"}"#
+            ),
+            Ok(Message {
+                text: "see <https://x.example|x>".into(),
+                file_url: Some("https://f.example/a.png".into()),
+                user_ids: Vec::new(),
+            })
+        );
+        assert_eq!(
+            incoming(r#"{"text":"t","file_url":"","attachments":[]}"#),
+            Ok(Message {
+                text: "t".into(),
+                file_url: None,
+                user_ids: Vec::new(),
+            })
+        );
+        // A chatbot's recipients, as numbers or as digits.
+        let sent = message(r#"{"text":"t","user_ids":[4,"5"]}"#, Method::Chatbot).unwrap();
+        let ids: Vec<u64> = sent.user_ids.into_iter().map(u64::from).collect();
+        assert_eq!(ids, [4, 5]);
+    }
+
+    #[test]
+    fn what_cannot_be_posted_is_refused_not_dropped() {
+        for refused in [
+            r#"{"text":"t"}"#,
+            r#"{"text":"t","user_ids":[]}"#,
+            r#"{"text":"t","user_ids":[0]}"#,
+            r#"{"text":"t","user_ids":"4"}"#,
+        ] {
+            assert!(
+                matches!(
+                    message(refused, Method::Chatbot),
+                    Err(FormatError::InvalidPayload(_))
+                ),
+                "{refused}"
+            );
+        }
+        assert_eq!(incoming(r#"{"text":"  "}"#), Err(FormatError::NoText));
+        assert_eq!(
+            incoming(r#"{"file_url":"https://f.example/a"}"#),
+            Err(FormatError::NoText)
+        );
+        for refused in [
+            "not json",
+            "[1]",
+            r#"{"text":5}"#,
+            r#"{"text":"t","file_url":3}"#,
+            r#"{"text":"t","attachments":[{"actions":[]}]}"#,
+            r#"{"text":"t","user_ids":[4]}"#,
+        ] {
+            assert!(
+                matches!(incoming(refused), Err(FormatError::InvalidPayload(_))),
+                "{refused}"
+            );
+        }
+    }
+}

@@ -1,0 +1,66 @@
+"""Apprise's own Synology Chat notifier (`synology://host:port/token`) against the gateway.
+
+Apprise builds Synology Chat's incoming-webhook URL itself
+(`/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2&token=…`) and sends its
+payload without URL-encoding it; it judges by the HTTP status alone. Pointed at the gateway with
+a hook's secret as the token, its message reaches the hook's channel whole, and a wrong token is
+a failure Apprise reports.
+"""
+
+import os
+import time
+import urllib.parse
+import uuid
+
+import apprise
+import pytest
+
+
+@pytest.fixture()
+def secret() -> str:
+    value = os.environ.get("GATEWAY_APPRISE_HOOK_SECRET")
+    if not value:
+        pytest.fail("GATEWAY_APPRISE_HOOK_SECRET is not set: run through tests/e2e/run.sh", pytrace=False)
+    return value
+
+
+def _notifier(base_url: str, token: str, path: str = "") -> apprise.Apprise:
+    host = urllib.parse.urlsplit(base_url).netloc
+    notifier = apprise.Apprise()
+    assert notifier.add(f"synology://{host}/{token}{path}"), "Apprise took the synology:// URL"
+    return notifier
+
+
+def _posted(api, text: str) -> dict:
+    channels = api.get("/channels").json()["items"]
+    general = next(c for c in channels if c["name"] == "general")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = api.get(f"/channels/{general['channel_id']}/posts", params={"limit": 50})
+        assert listed.status_code == 200, listed.text
+        found = [p for p in listed.json()["items"] if text in p["message"]]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    pytest.fail(f"no post with {text!r} in channel general")
+
+
+def test_apprise_posts_through_synology_chats_url(base_url, api, secret):
+    marker = uuid.uuid4().hex[:8]
+    body = f"{marker}: C++ build 50% done & uploaded <https://ci.example/{marker}|log>"
+    assert _notifier(base_url, secret).notify(title="CI", body=body)
+    post = _posted(api, marker)
+    # Apprise folds the title into the text; the `&` and `+` that DSM itself would lose arrive.
+    assert post["message"] == f"CI\r\n{body}"
+
+
+def test_apprise_with_a_path_prefix_posts_too(base_url, api, secret):
+    # `synology://host/token/sub` sends `/sub/webapi/entry.cgi` (a NAS behind a proxy's path).
+    marker = uuid.uuid4().hex[:8]
+    assert _notifier(base_url, secret, "/sub").notify(body=f"prefixed {marker}")
+    assert _posted(api, marker)["message"] == f"prefixed {marker}"
+
+
+def test_a_wrong_token_is_a_failure_apprise_reports(base_url):
+    # Apprise 2 answers an `AppriseResult`, false when the notification failed.
+    assert not _notifier(base_url, "not-the-secret").notify(body="never posted")
