@@ -766,6 +766,37 @@ fn without_quoted_source(reason: &str) -> String {
         .join(": ")
 }
 
+/// A type error without the value it quotes (`invalid type: string "…"`, `unknown variant
+/// `…``): a password put under the wrong key, or in a variable of another setting, would
+/// otherwise be shown. The key, the expected type and the choices stay.
+fn without_given_values(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    // Where serde and the config crate quote a value, and what ends it (a field's unknown
+    // name is a key, and stays).
+    let quotes = [
+        ("string \"", "\", expected"),
+        ("unknown variant `", "`"),
+        ("does not have variant constructor ", " for key"),
+    ];
+    while let Some((at, opening, close)) = quotes
+        .iter()
+        .filter_map(|&(opening, close)| Some((rest.find(opening)?, opening, close)))
+        .min_by_key(|&(at, ..)| at)
+    {
+        let value_start = at + opening.len();
+        let Some(length) = rest[value_start..].find(close) else {
+            break;
+        };
+        out.push_str(&rest[..value_start]);
+        out.push('…');
+        out.push_str(close);
+        rest = &rest[value_start + length + close.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Settings {
     /// Loads, resolves `_file` secrets and validates.
     pub fn load(sources: Sources) -> Result<Self, ConfigError> {
@@ -790,7 +821,7 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| {
-                let reason = without_quoted_source(&e.to_string());
+                let reason = without_given_values(&without_quoted_source(&e.to_string()));
                 // A misspelled shared key of `[inbound]` is read as a receiver's name, and
                 // serde names only the receiver type it expected.
                 match reason.contains("expected struct InboundSettings") {
@@ -1962,7 +1993,9 @@ mod tests {
             ("SYNOCHAT__TOKENS__X__KIND", "robot"),
         ])
         .unwrap_err();
-        assert!(err.to_string().contains("robot"), "{err}");
+        // Named by its key; the value is not repeated (it could be a secret put there).
+        assert!(err.to_string().contains("tokens.x.kind"), "{err}");
+        assert!(!err.to_string().contains("robot"), "{err}");
     }
 
     #[test]
@@ -2011,7 +2044,8 @@ mod tests {
             ("SYNOCHAT__HOOKS__X__FORMAT", "telegram"),
         ])
         .unwrap_err();
-        assert!(err.to_string().contains("telegram"), "{err}");
+        assert!(err.to_string().contains("hooks.x.format"), "{err}");
+        assert!(!err.to_string().contains("telegram"), "{err}");
         let window = |secs: &str| {
             load(&[
                 ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
@@ -2116,6 +2150,26 @@ mod tests {
             assert!(!error.contains('\n'), "one line: {error}");
             assert!(error.contains("parse error at line "), "{error}");
         }
+    }
+
+    #[test]
+    fn a_type_error_does_not_quote_the_value_given() {
+        for (key, value) in [
+            ("SYNOCHAT__UPSTREAM__TIMEOUT_MS", "s3cret-in-a-number"),
+            ("SYNOCHAT__LOG__FORMAT", "s3cret-as-a-choice"),
+            ("SYNOCHAT__DELIVERY__RATE_PER_SEC", "s3cret \"quoted\""),
+        ] {
+            let error = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            assert!(error.contains('…'), "{error}");
+        }
+        let error = load(&[("SYNOCHAT__UPSTREAM__TIMEOUT_MS", "s3cret")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("expected an integer") && error.contains("upstream.timeout_ms"),
+            "the key and the type stay: {error}"
+        );
     }
 
     #[test]
