@@ -191,6 +191,9 @@ fn new_request_id() -> String {
 pub enum SecretPath {
     Hook,
     Inbound,
+    /// `/webapi/entry.cgi` (Synology Chat's URL): anything else under `/webapi` may be a token
+    /// pasted into the path.
+    Webapi,
 }
 
 impl SecretPath {
@@ -200,6 +203,8 @@ impl SecretPath {
             Some(Self::Hook)
         } else if segment.eq_ignore_ascii_case("inbound") {
             Some(Self::Inbound)
+        } else if segment.eq_ignore_ascii_case("webapi") {
+            Some(Self::Webapi)
         } else {
             None
         }
@@ -227,7 +232,9 @@ pub fn loggable_path(
             .is_some_and(|b| b.eq_ignore_ascii_case(word))
     };
     let maybe_secret = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%' || b == b'/' && (starts(i + 1, b"hook") || starts(i + 1, b"inbound"))
+        b == b'%'
+            || b == b'/'
+                && (starts(i + 1, b"hook") || starts(i + 1, b"inbound") || starts(i + 1, b"webapi"))
     });
     if !maybe_secret {
         return path.into();

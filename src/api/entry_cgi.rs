@@ -235,7 +235,10 @@ fn door_of<'s>(state: &'s AppState, presented: &str, method: Method) -> Option<D
     match (method, found) {
         (Method::Incoming, Some(name)) => Some(Door::Webhook(name)),
         (Method::Chatbot, Some(name)) => Some(Door::Bot(name)),
-        (Method::Incoming, None) => hooks::hook_of_secret(&state.hooks, &token).map(Door::Hook),
+        // A hook that checks its senders' signatures takes no unsigned message, here either.
+        (Method::Incoming, None) => hooks::hook_of_secret(&state.hooks, &token)
+            .filter(|name| !hooks::requires_signature(&state.hooks, name))
+            .map(Door::Hook),
         (Method::Chatbot, None) => None,
     }
 }
@@ -366,10 +369,29 @@ async fn receive(
         }
         Err(_) => return (None, too_large().into()),
     };
-    let content_type = req
+    let mut content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    // `curl -F payload=…` and PHP's forms: the payload field of a multipart body.
+    let body = if crate::formats::media_type_is(content_type, "multipart/form-data") {
+        content_type = Some("application/json");
+        match hooks::multipart_body(req, body).await {
+            Ok((json, files)) if files.is_empty() => json,
+            Ok(_) => {
+                let files = ApiError::invalid(
+                    "files in the body are not passed on: give the file's URL as `file_url`",
+                );
+                return (None, files.in_dsm_envelope(dsm_number::BAD_PAYLOAD).into());
+            }
+            Err(error) => {
+                let unread = ApiError::invalid(error.to_string());
+                return (None, unread.in_dsm_envelope(dsm_number::BAD_PAYLOAD).into());
+            }
+        }
+    } else {
+        body
+    };
     let call = Call::read(req.query_string(), content_type, &body);
     let method = match check_call(&call) {
         Ok(method) => method,
@@ -456,7 +478,11 @@ async fn post(
         outgoing_message(&message.text, message.file_url.as_deref(), &state.file_urls)
             .map_err(|error| error.in_dsm_envelope(dsm_number::INVALID_PARAMETER))?;
     let event = hooks::keyed_event(req, &text).map_err(|error| {
-        ApiError::invalid(error.to_string()).in_dsm_envelope(dsm_number::INVALID_PARAMETER)
+        let detail = match error {
+            FormatError::InvalidPayload(detail) => detail,
+            other => other.to_string(),
+        };
+        ApiError::invalid(detail).in_dsm_envelope(dsm_number::INVALID_PARAMETER)
     })?;
     // Read and checked: the wait for the store is not held against other senders.
     drop(permit);

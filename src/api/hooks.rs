@@ -813,6 +813,12 @@ fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str
     (!secret.is_empty()).then(|| secret.to_owned().into())
 }
 
+/// Whether every request to the hook must carry the sender's signature: such a hook is not
+/// reachable by its secret alone (`/webapi/entry.cgi`, whose senders sign nothing).
+pub(super) fn requires_signature(hooks: &Hooks, name: &str) -> bool {
+    hooks.get(name).is_some_and(|hook| hook.signing.is_some())
+}
+
 /// The hook whose secret is `presented` (`/hooks/<secret>`), if exactly one hook has it (two
 /// hooks sharing a secret cannot be told apart by it). Every hook is asked, so the time taken
 /// does not tell which matched.
@@ -1066,7 +1072,7 @@ fn asks_to_wait(req: &HttpRequest) -> bool {
 /// form-data `data`, a `payload`), else its text fields as an object (Discord also takes
 /// `content`, `username`, ... as fields beside the files; Apprise's `form://`); and the names
 /// of its files, which are not posted.
-async fn multipart_body(
+pub(super) async fn multipart_body(
     req: &HttpRequest,
     body: web::Bytes,
 ) -> Result<(web::Bytes, Vec<String>), FormatError> {
@@ -1472,7 +1478,8 @@ pub async fn dispatch(
             error: ApiError::new(
                 ProblemCode::Unprocessable,
                 format!(
-                    "a file_url is posted only through an incoming webhook, and this one's                      target is {target}: give the hook a `token` target, or leave the file out"
+                    "a file_url is posted only through an incoming webhook, and this hook's target is \
+                     {target}: give the hook a `token` target, or leave the file out"
                 ),
             ),
         });

@@ -93,6 +93,7 @@ pub fn is_endpoint_name(
         crate::telemetry::SecretPath::Inbound => {
             events.is_some_and(|events| events.inbounds.contains_key(name))
         }
+        crate::telemetry::SecretPath::Webapi => name == "entry.cgi",
     }
 }
 

@@ -112,14 +112,16 @@ fn unencoded_payload(body: &[u8]) -> Option<String> {
     if rest.first() != Some(&b'{') {
         return None;
     }
-    // Escapes that do not decode to UTF-8 (`100%AB`) were the sender's text, not escapes.
-    let decoded = match percent_encoding::percent_decode(rest).decode_utf8() {
-        Ok(decoded) => decoded,
-        Err(_) => std::str::from_utf8(rest).ok()?.into(),
-    };
-    let json = with_raw_controls_escaped(&decoded);
-    serde_json::from_str::<serde::de::IgnoredAny>(&json).ok()?;
-    Some(json.into_owned())
+    // Escapes are decoded as DSM decodes them, unless that breaks the JSON (a `%22` or `%5C`
+    // in a link would become a quote or a backslash) or the UTF-8 (`100%AB`): then they were
+    // the sender's text.
+    let raw = std::str::from_utf8(rest).ok();
+    let decoded = percent_encoding::percent_decode(rest).decode_utf8().ok();
+    [decoded, raw.map(Into::into)]
+        .into_iter()
+        .flatten()
+        .map(|text| with_raw_controls_escaped(&text).into_owned())
+        .find(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok())
 }
 
 /// JSON text with the control characters that stand raw inside its strings escaped (`\n` for
@@ -316,10 +318,15 @@ mod tests {
             text("payload={\"text\":\"title\ncontent\tx\"}"),
             Ok("title\ncontent\tx".into())
         );
-        // Not an escape that decodes to UTF-8: the sender's text.
+        // Not an escape that decodes to UTF-8, or one that would break the JSON: the sender's
+        // text.
         assert_eq!(
             text(r#"payload={"text": "at 100%AB"}"#),
             Ok("at 100%AB".into())
+        );
+        assert_eq!(
+            text(r#"payload={"text": "<https://x.example/?q=%22a%22&p=%5C|q>"}"#),
+            Ok("<https://x.example/?q=%22a%22&p=%5C|q>".into())
         );
         // Encoded properly: a form, where `+` is a space.
         assert_eq!(

@@ -168,6 +168,60 @@ async fn a_bare_payload_to_a_hooks_secret_arrives_whole() {
     );
 }
 
+/// `curl -F payload=…` (a multipart body) posts as a form does; a hook that checks its
+/// senders' signatures is not reachable by its secret alone at this URL; a token pasted into
+/// the path is not logged.
+#[actix_rt::test]
+async fn multipart_signed_hooks_and_pasted_tokens() {
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        let hook = HookSettings {
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            channel: Some("1".into()),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("ops".into(), hook);
+        let signed = HookSettings {
+            secret_hash: Some(SecretString::from(hash_key("signed-hook-secret"))),
+            signing_secret: Some(SecretString::from("signing-secret-0c1d2e3f4a5b")),
+            channel: Some("1".into()),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("signed".into(), signed);
+    })
+    .await;
+    let boundary = "XyZ";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n{{\"text\":\"from a form\"}}\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let answer = call(&app, &url(SECRET), Some(&content_type), &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sent = taken(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(field(&sent, "message"), Some("from a form"));
+
+    let unsigned = call(
+        &app,
+        &url("signed-hook-secret"),
+        None,
+        &form(&json!({"text": "x"})),
+    )
+    .await;
+    assert_eq!(unsigned.status, 404, "{}", unsigned.body);
+
+    let pasted = app
+        .http
+        .get(format!("{}/webapi/entry.cgi/pasted-token-1234", app.base))
+        .send()
+        .await
+        .unwrap();
+    let pasted = read(pasted).await;
+    assert!(
+        !pasted.body.to_string().contains("pasted-token-1234"),
+        "{}",
+        pasted.body
+    );
+}
+
 /// A chatbot's call (`method=chatbot` with its own token and `user_ids`), as chatbots built
 /// on Chat's bot URL make it, goes to each user through the outbox; a webhook's token does not
 /// open the chatbot's door, nor the chatbot's token the webhook's.
