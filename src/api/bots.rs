@@ -171,7 +171,7 @@ pub async fn send_bot_message(
         &text,
         |part| async move {
             let message = ExternalMessage {
-                text: &part,
+                text: Some(&part),
                 file_url: file_url.filter(|_| !file_sent.get()),
             };
             let result = chat.send_chatbot(token, &message, user_ids).await;

@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::outgoing_message;
+use super::common::{checked_file_url, outgoing_message};
 use super::deliveries::Deliveries;
 use super::error::{ApiError, ProblemCode};
 use super::hooks::{self, Admission, DispatchError, HookTarget, MAX_HOOK_BODY};
@@ -470,23 +470,51 @@ async fn post(
             .in_dsm_envelope(dsm_number::BAD_PAYLOAD)
     })?;
     let message = message(payload, method).map_err(|error| match error {
-        FormatError::NoText => ApiError::invalid("the payload has no `text` to post")
-            .in_dsm_envelope(dsm_number::PARAMETER_MISSING),
+        FormatError::NoText => no_text(),
         other => ApiError::invalid(other.to_string()).in_dsm_envelope(dsm_number::BAD_PAYLOAD),
     })?;
+    let keyed = |text: &str| {
+        hooks::keyed_event(req, text).map_err(|error| {
+            let detail = match error {
+                FormatError::InvalidPayload(detail) => detail,
+                other => other.to_string(),
+            };
+            ApiError::invalid(detail).in_dsm_envelope(dsm_number::INVALID_PARAMETER)
+        })
+    };
+    let stored = |handed: Result<(String, bool), ApiError>| {
+        handed.map_err(|error| {
+            error
+                .with_retry_after(30)
+                .in_dsm_envelope(dsm_number::UNKNOWN)
+        })
+    };
+    let label = door.label();
+    // An incoming webhook's file sent alone (ioBroker's image messages): DSM posts it.
+    if let (Door::Webhook(name), Some(raw), true) = (
+        door,
+        message.file_url.as_deref(),
+        crate::domain::is_blank(&message.text),
+    ) {
+        let file_url = checked_file_url(raw, &state.file_urls)
+            .map_err(|error| error.in_dsm_envelope(dsm_number::INVALID_PARAMETER))?;
+        let event = keyed("")?;
+        drop(permit);
+        let job = Job::Webhook {
+            name: (*name).to_owned(),
+            file_url: Some(file_url.to_string()),
+        };
+        return stored(hooks::hand_over(outbox, &label, &job, "", event.as_ref()).await);
+    }
+    if crate::domain::is_blank(&message.text) {
+        return Err(no_text());
+    }
     let (text, file_url) =
         outgoing_message(&message.text, message.file_url.as_deref(), &state.file_urls)
             .map_err(|error| error.in_dsm_envelope(dsm_number::INVALID_PARAMETER))?;
-    let event = hooks::keyed_event(req, &text).map_err(|error| {
-        let detail = match error {
-            FormatError::InvalidPayload(detail) => detail,
-            other => other.to_string(),
-        };
-        ApiError::invalid(detail).in_dsm_envelope(dsm_number::INVALID_PARAMETER)
-    })?;
+    let event = keyed(text.as_str())?;
     // Read and checked: the wait for the store is not held against other senders.
     drop(permit);
-    let label = door.label();
     let target = match door {
         Door::Webhook(name) => HookTarget::Token((*name).to_owned()),
         Door::Hook(name) => match state.hooks.get(*name) {
@@ -502,13 +530,9 @@ async fn post(
                 user_ids,
                 file_url: file_url.as_ref().map(ToString::to_string),
             };
-            return hooks::hand_over(outbox, &label, &job, &text, event.as_ref())
-                .await
-                .map_err(|error| {
-                    error
-                        .with_retry_after(30)
-                        .in_dsm_envelope(dsm_number::UNKNOWN)
-                });
+            return stored(
+                hooks::hand_over(outbox, &label, &job, text.as_str(), event.as_ref()).await,
+            );
         }
     };
     hooks::dispatch(
@@ -528,6 +552,15 @@ async fn post(
             error.in_dsm_envelope(dsm_number::INVALID_PARAMETER)
         }
     })
+}
+
+/// No text, and no file an incoming webhook could send alone.
+fn no_text() -> ApiError {
+    ApiError::invalid(
+        "the payload has no `text` to post (a `file_url` alone goes only through an incoming \
+         webhook's own token)",
+    )
+    .in_dsm_envelope(dsm_number::PARAMETER_MISSING)
 }
 
 fn unknown_token() -> ApiError {

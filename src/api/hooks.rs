@@ -1159,7 +1159,7 @@ fn event_of(
     {
         return Ok(Some(named(id.trim().to_owned())));
     }
-    if let Some(keyed) = keyed_event(req, text)? {
+    if let Some(keyed) = keyed_event(req, text.as_str())? {
         return Ok(Some(keyed));
     }
     let sender_id = EVENT_ID_HEADERS.iter().find_map(|name| {
@@ -1193,16 +1193,13 @@ fn event_of(
 /// The event a caller's `Idempotency-Key` names, if it sent one (a malformed one is refused).
 /// The key names its request: the same key with another message is another message, posted,
 /// never dropped as a repeat.
-pub(super) fn keyed_event(
-    req: &HttpRequest,
-    text: &MessageText,
-) -> Result<Option<EventKey>, FormatError> {
+pub(super) fn keyed_event(req: &HttpRequest, text: &str) -> Result<Option<EventKey>, FormatError> {
     let Some(key) = super::idempotency::parse_key(req.headers())
         .map_err(|e| FormatError::InvalidPayload(e.to_string()))?
     else {
         return Ok(None);
     };
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_str().as_bytes());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
     let digest = hex::encode(&digest[..16]);
     Ok(Some(EventKey {
         key: format!("key:{key}:{digest}"),
@@ -1524,7 +1521,7 @@ pub async fn dispatch(
             user_id: resolve_user(state, chat, address).await?,
         },
     };
-    hand_over(outbox, hook_name, &job, text, event)
+    hand_over(outbox, hook_name, &job, text.as_str(), event)
         .await
         .map_err(DispatchError::Transient)
 }
@@ -1535,18 +1532,14 @@ pub(super) async fn hand_over(
     outbox: &Outbox,
     hook_name: &str,
     job: &Job,
-    text: &MessageText,
+    text: &str,
     event: Option<&EventKey>,
 ) -> Result<(String, bool), ApiError> {
     let caller = callers::hook(hook_name);
     let enqueued = match event {
-        Some(event) => {
-            outbox
-                .enqueue_event(&caller, job, text.as_str(), event)
-                .await
-        }
+        Some(event) => outbox.enqueue_event(&caller, job, text, event).await,
         None => outbox
-            .enqueue(&caller, job, text.as_str())
+            .enqueue(&caller, job, text)
             .await
             .map(|id| (id, false)),
     };

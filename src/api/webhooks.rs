@@ -94,7 +94,7 @@ pub(crate) async fn send_incoming_text(
         text,
         |part| async move {
             let message = ExternalMessage {
-                text: &part,
+                text: Some(&part),
                 file_url: file_url.filter(|_| !file_sent.get()),
             };
             let result = chat.send_incoming(token, &message).await;

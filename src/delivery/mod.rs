@@ -90,6 +90,17 @@ impl Job {
         matches!(self, Job::Webhook { .. } | Job::Bot { .. })
     }
 
+    /// An incoming webhook's file sent without text: its one part is empty.
+    fn is_file_alone(&self, text: &str) -> bool {
+        matches!(
+            self,
+            Job::Webhook {
+                file_url: Some(_),
+                ..
+            }
+        ) && text.is_empty()
+    }
+
     /// How many of the delivery's chunks are done, from the first: posted, and for a chatbot
     /// posted to every recipient (a retry after some failed must not skip them).
     fn chunks_done(&self, row: &DeliveryRow) -> usize {
@@ -645,11 +656,16 @@ impl Outbox {
             caller: caller.to_owned(),
             target: job.target(),
             request: serde_json::to_string(job).unwrap_or_default(),
-            // A part of only whitespace is not posted (the posted ones never are).
-            chunks: chunks
+            // A part of only whitespace is not posted (the posted ones never are); a file sent
+            // alone is one empty part.
+            chunks: match chunks
                 .into_iter()
                 .filter(|part| !crate::domain::is_blank(part))
-                .collect(),
+                .collect::<Vec<_>>()
+            {
+                none if none.is_empty() && job.is_file_alone("") => vec![String::new()],
+                parts => parts,
+            },
             now_ms: now,
             expires_at_ms: now + self.max_age_ms(),
         }
@@ -1702,8 +1718,18 @@ impl Worker {
         text: &str,
         first: bool,
     ) -> Result<Sent, UpstreamError> {
-        let message = MessageText::parse(text.to_owned())
-            .map_err(|e| UpstreamError::NotSendable(format!("stored text: message {e}")))?;
+        let message = match MessageText::parse(text.to_owned()) {
+            Ok(message) => Some(message),
+            Err(_) if first && job.is_file_alone(text) => None,
+            Err(e) => {
+                return Err(UpstreamError::NotSendable(format!(
+                    "stored text: message {e}"
+                )));
+            }
+        };
+        let text_of = |message: Option<MessageText>| {
+            message.ok_or_else(|| UpstreamError::NotSendable("stored text: empty".to_owned()))
+        };
         let file_url = |raw: &Option<String>| {
             raw.as_deref()
                 .filter(|_| first)
@@ -1723,6 +1749,7 @@ impl Worker {
                     _ => None,
                 };
                 let channel_id = channel.expect("session jobs resolve their channel first");
+                let message = text_of(message)?;
                 let post = self
                     .chat
                     .create_post(NewPost {
@@ -1746,7 +1773,7 @@ impl Worker {
                     .send_incoming(
                         token,
                         &ExternalMessage {
-                            text: &message,
+                            text: message.as_ref(),
                             file_url: url.as_ref(),
                         },
                     )
@@ -1766,12 +1793,13 @@ impl Worker {
                     reason: "the configured token is gone".to_owned(),
                 })?;
                 let url = file_url(url);
+                let message = text_of(message)?;
                 let delivery = self
                     .chat
                     .send_chatbot(
                         token,
                         &ExternalMessage {
-                            text: &message,
+                            text: Some(&message),
                             file_url: url.as_ref(),
                         },
                         user_ids,

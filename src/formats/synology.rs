@@ -214,7 +214,8 @@ pub fn message(payload: &str, method: Method) -> Result<Message, FormatError> {
     };
     let file_url = string("file_url")?.filter(|url| !url.trim().is_empty());
     let text = string("text")?.unwrap_or_default();
-    if text.trim().is_empty() {
+    // An incoming webhook's file may go alone, as DSM posts it.
+    if crate::domain::is_blank(&text) && (file_url.is_none() || method == Method::Chatbot) {
         return Err(FormatError::NoText);
     }
     Ok(Message {
@@ -409,8 +410,16 @@ mod tests {
         }
         assert_eq!(incoming(r#"{"text":"  "}"#), Err(FormatError::NoText));
         assert_eq!(
-            incoming(r#"{"file_url":"https://f.example/a"}"#),
+            message(
+                r#"{"file_url":"https://f.example/a","user_ids":[2]}"#,
+                Method::Chatbot
+            ),
             Err(FormatError::NoText)
+        );
+        // A file alone: posted without text, as DSM posts it.
+        assert_eq!(
+            incoming(r#"{"file_url":"https://f.example/a"}"#).map(|m| m.text),
+            Ok(String::new())
         );
         for refused in [
             "not json",

@@ -23,7 +23,8 @@ const EXTERNAL_POST_FILE_GET: Op = op("SYNO.Chat.External", "post_file_get", 2..
 
 /// A message sent with a token.
 pub struct ExternalMessage<'a> {
-    pub text: &'a MessageText,
+    /// `None`: a file sent alone (an incoming webhook's `file_url` without text).
+    pub text: Option<&'a MessageText>,
     /// A public file the NAS downloads and attaches (at most 32 MB).
     pub file_url: Option<&'a HttpUrl>,
 }
@@ -49,14 +50,15 @@ pub struct ChatbotDelivery {
 fn payload(message: &ExternalMessage<'_>, user_ids: Option<&[UserId]>) -> Result<String> {
     #[derive(Serialize)]
     struct Payload<'a> {
-        text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         file_url: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         user_ids: Option<&'a [UserId]>,
     }
     serde_json::to_string(&Payload {
-        text: message.text.as_str(),
+        text: message.text.map(MessageText::as_str),
         file_url: message.file_url.map(ToString::to_string),
         user_ids,
     })
@@ -259,7 +261,7 @@ mod tests {
         let text = MessageText::parse("50% & \"more\" + ✓\nnext".to_owned()).unwrap();
         let plain = payload(
             &ExternalMessage {
-                text: &text,
+                text: Some(&text),
                 file_url: None,
             },
             None,
@@ -273,7 +275,7 @@ mod tests {
         let ids = [UserId::new(3).unwrap()];
         let full = payload(
             &ExternalMessage {
-                text: &text,
+                text: Some(&text),
                 file_url: Some(&file),
             },
             Some(&ids),
@@ -322,7 +324,7 @@ mod tests {
         let _logging = tracing::subscriber::set_default(subscriber);
         let text = MessageText::parse("hello".to_owned()).unwrap();
         let message = ExternalMessage {
-            text: &text,
+            text: Some(&text),
             file_url: None,
         };
         // No recipients: DSM answers 120 with `{"name": "user_ids", "reason": "required"}`.

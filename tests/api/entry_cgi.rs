@@ -122,6 +122,28 @@ async fn a_native_sender_posts_through_the_webhooks_own_token() {
     assert_eq!(state["state"], "delivered", "{state}");
 }
 
+/// ioBroker's image message: a `file_url` and no text, through the webhook's own token, is
+/// posted as DSM posts it (the file, no text); to a hook, or without a file, it is refused.
+#[actix_rt::test]
+async fn a_file_alone_goes_through_the_webhooks_token() {
+    let app = app().await;
+    let token = app.sim.demo_webhook_token();
+    let image = json!({"file_url": "https://files.example.org/cam.jpg"});
+    let answer = call(&app, &url(&token), None, &format!("payload={image}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sent = taken(&app, "SYNO.Chat.External", "incoming", 1).await;
+    let sent: Value = serde_json::from_str(field(&sent, "payload").unwrap()).unwrap();
+    assert_eq!(sent, image, "the file, and no text");
+    for (token, body) in [
+        (SECRET.to_owned(), image.clone()),
+        (token, json!({"text": ""})),
+    ] {
+        let refused = call(&app, &url(&token), None, &format!("payload={body}")).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!(refused.body["error"]["code"], 101);
+    }
+}
+
 /// Home Assistant's call: a hook's secret as the token, `payload=` and the JSON unencoded with
 /// no Content-Type. DSM splits such a body at an `&` and loses the message; here it arrives
 /// whole. A GET with the payload in the query posts too; a HEAD posts nothing.
