@@ -36,14 +36,15 @@ pub async fn front_door(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // Labelled as sent, before a HEAD is routed as its GET.
     let method = method_label(req.method());
-    if req.method() == Method::HEAD && head_is_get(req.path()) {
-        req.head_mut().method = Method::GET;
-    }
     if let Some(path) = pasted_path_as_meant(req.path()) {
         route_as(&mut req, &path);
     }
     if let Some(path) = gotify_as_hook(&req) {
         route_as_without_query(&mut req, &path);
+    }
+    // By the path it is routed to: `HEAD //webapi/entry.cgi?…` must not post as its GET would.
+    if req.method() == Method::HEAD && head_is_get(req.path()) {
+        req.head_mut().method = Method::GET;
     }
     let clock = req.conn_data::<Arc<ConnectionClock>>().cloned();
     if let Some(clock) = &clock {

@@ -138,9 +138,9 @@ impl utoipa::IntoResponses for EntryAnswers {
                         .item(Ref::from_schema_name("EntryNotServed"))
                         .build()))).build()))
             .response("400", problem("`api`, `method`, `version` or `payload` missing, `payload` not an object with `text` (or with buttons or `user_ids`), a `file_url` that is not an http(s) URL, a malformed `Idempotency-Key`, or a message for a version other than 1 or 2 (DSM numbers 101, 104, 117, 120 in `error.code`)"))
-            .response("404", problem("No configured incoming webhook or hook has this token (`error.code` 404), or a message for another API or method than `SYNO.Chat.External`'s `incoming` (102, 103)"))
+            .response("404", problem("No configured incoming webhook or hook (`incoming`) or chatbot (`chatbot`) has this token (`error.code` 404), or a message for another API or method than `SYNO.Chat.External`'s `incoming` and `chatbot` (102, 103)"))
             .response("408", problem("The body did not arrive within `server.body_timeout_ms`"))
-            .response("413", problem("The body is over 5 MiB (`error.code` 120)"))
+            .response("413", problem("The body is over 5 MiB, or over 256 KiB when the token is not in the query (`error.code` 120)"))
             .response("415", problem("The body is compressed (`Content-Encoding`)"))
             .response("422", problem("A `file_url` naming an internal host that `server.file_url_allow` does not allow, a `file_url` for a hook whose target is not an incoming webhook, or a hook target that matches nothing (`error.code` 117)"))
             .response("503", problem("The message could not be stored, or too many hook bodies are being read at once: retry later (`Retry-After`; `error.code` 100)"))
@@ -260,7 +260,7 @@ impl From<ApiError> for Outcome {
 
 /// DSM's answer to a call it does not serve (HTTP 200).
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"success": false, "error": {"code": 103, "errors": "only SYNO.Chat.External's `incoming` is answered at this URL"}}))]
+#[schema(example = json!({"success": false, "error": {"code": 103, "errors": "only SYNO.Chat.External's `incoming` and `chatbot` are answered at this URL"}}))]
 pub struct EntryNotServed {
     /// Always `false`.
     success: bool,
@@ -287,9 +287,11 @@ async fn serve(
         Outcome::Stored(_, true) => "duplicate",
         Outcome::Stored(..) => "accepted",
         Outcome::NotServed(..) => "bad_request",
-        Outcome::Refused(error) => match error.code() {
-            ProblemCode::NotFound => "unauthorized",
-            status if status.status().is_server_error() => "unavailable",
+        // As `/hooks` counts them: the target or DSM refused (403, 422), the store or the
+        // body slots are away (5xx), else the request itself.
+        Outcome::Refused(error) => match error.code().status().as_u16() {
+            403 | 422 => "refused",
+            500.. => "unavailable",
             _ => "bad_request",
         },
     };
@@ -335,7 +337,7 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_HOOK_BODY as u64) {
-        return (None, too_large().into());
+        return (None, too_large(MAX_HOOK_BODY).into());
     }
     // A token in the query of a call this URL serves is checked before the body is read; one
     // in a form body only after, so such bodies take the slots of unproven senders.
@@ -360,14 +362,22 @@ async fn receive(
                 .into(),
         );
     };
-    let body = match body.to_bytes_limited(MAX_HOOK_BODY).await {
+    // Before its token is proven, a body is read only as far as a message needs.
+    let limit = match admission {
+        Admission::Secret => MAX_HOOK_BODY,
+        Admission::SignatureToCheck => MAX_UNPROVEN_BODY,
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return (None, too_large(limit).into());
+    }
+    let body = match body.to_bytes_limited(limit).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
             let unread = ApiError::invalid("the body could not be read");
             let failed = crate::body_deadline::read_failed(req, unread);
             return (None, failed.in_dsm_envelope(dsm_number::BAD_PAYLOAD).into());
         }
-        Err(_) => return (None, too_large().into()),
+        Err(_) => return (None, too_large(limit).into()),
     };
     let mut content_type = req
         .headers()
@@ -490,6 +500,13 @@ async fn post(
         })
     };
     let label = door.label();
+    // An `Idempotency-Key` names the whole message: its text, its file and its recipients.
+    let content = format!(
+        "{}\n{}\n{:?}",
+        message.text,
+        message.file_url.as_deref().unwrap_or_default(),
+        message.user_ids
+    );
     // An incoming webhook's file sent alone (ioBroker's image messages): DSM posts it.
     if let (Door::Webhook(name), Some(raw), true) = (
         door,
@@ -498,7 +515,7 @@ async fn post(
     ) {
         let file_url = checked_file_url(raw, &state.file_urls)
             .map_err(|error| error.in_dsm_envelope(dsm_number::INVALID_PARAMETER))?;
-        let event = keyed("")?;
+        let event = keyed(&content)?;
         drop(permit);
         let job = Job::Webhook {
             name: (*name).to_owned(),
@@ -512,7 +529,7 @@ async fn post(
     let (text, file_url) =
         outgoing_message(&message.text, message.file_url.as_deref(), &state.file_urls)
             .map_err(|error| error.in_dsm_envelope(dsm_number::INVALID_PARAMETER))?;
-    let event = keyed(text.as_str())?;
+    let event = keyed(&content)?;
     // Read and checked: the wait for the store is not held against other senders.
     drop(permit);
     let target = match door {
@@ -522,12 +539,9 @@ async fn post(
             None => return Err(unknown_token()),
         },
         Door::Bot(name) => {
-            let mut user_ids = message.user_ids;
-            user_ids.sort();
-            user_ids.dedup();
             let job = Job::Bot {
                 name: (*name).to_owned(),
-                user_ids,
+                user_ids: message.user_ids,
                 file_url: file_url.as_ref().map(ToString::to_string),
             };
             return stored(
@@ -564,14 +578,25 @@ fn no_text() -> ApiError {
 }
 
 fn unknown_token() -> ApiError {
-    ApiError::not_found("no incoming webhook (tokens.<name>) or hook of the gateway has this token")
-        .in_dsm_envelope(dsm_number::UNKNOWN_TOKEN)
+    ApiError::not_found(
+        "no incoming webhook or hook (method=incoming), or chatbot (method=chatbot), of the \
+         gateway has this token",
+    )
+    .in_dsm_envelope(dsm_number::UNKNOWN_TOKEN)
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(
-        ProblemCode::PayloadTooLarge,
-        format!("the body may hold at most {MAX_HOOK_BODY} bytes"),
-    )
-    .in_dsm_envelope(dsm_number::BAD_PAYLOAD)
+/// The largest body of a call whose token is not in the query: it is read before anything
+/// proves the caller, and held while it is parsed.
+const MAX_UNPROVEN_BODY: usize = 256 * 1024;
+
+fn too_large(limit: usize) -> ApiError {
+    let detail = if limit < MAX_HOOK_BODY {
+        format!(
+            "the body may hold at most {limit} bytes when the token is not in the query \
+             ({MAX_HOOK_BODY} with it there)"
+        )
+    } else {
+        format!("the body may hold at most {limit} bytes")
+    };
+    ApiError::new(ProblemCode::PayloadTooLarge, detail).in_dsm_envelope(dsm_number::BAD_PAYLOAD)
 }

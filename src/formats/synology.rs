@@ -40,6 +40,9 @@ pub struct Message {
     pub user_ids: Vec<UserId>,
 }
 
+/// The most users one chatbot message goes to: each is a send the outbox tracks.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// Which of the two sending methods the payload is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -56,36 +59,42 @@ impl Call {
     /// body first, as a form posts it).
     pub fn read(query: &str, content_type: Option<&str>, body: &[u8]) -> Self {
         let mut call = Self::default();
-        call.take_form(query.as_bytes(), false);
+        call.take_form(query.as_bytes());
         let body_is_form = super::media_type_is(content_type, "application/x-www-form-urlencoded")
             || (content_type.is_none() && looks_like_form(body));
+        let mut sent = Self::default();
         if body_is_form {
-            call.take_form(body, true);
-            if let Some(whole) = unencoded_payload(body) {
-                call.payload = Some(whole);
+            // An unencoded payload runs to the end of the body, `&`s and all: only the fields
+            // before it are the form's.
+            match unencoded_payload(body) {
+                Some((fields, whole)) => {
+                    sent.take_form(fields);
+                    sent.payload = Some(whole);
+                }
+                None => sent.take_form(body),
             }
         } else if !body.iter().all(u8::is_ascii_whitespace) {
             // Synology's help: the JSON may be the whole POST body.
-            if let Ok(text) = std::str::from_utf8(body) {
-                call.payload = Some(text.strip_prefix('\u{feff}').unwrap_or(text).to_owned());
-            } else {
-                call.payload = Some(String::from_utf8_lossy(body).into_owned());
-            }
+            let text = String::from_utf8_lossy(body);
+            sent.payload = Some(text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned());
         }
+        // The query's fields first, as DSM reads them; the payload from the body first.
+        call.api = call.api.or(sent.api);
+        call.method = call.method.or(sent.method);
+        call.version = call.version.or(sent.version);
+        call.token = call.token.or(sent.token);
+        call.payload = sent.payload.or(call.payload);
         call
     }
 
-    fn take_form(&mut self, form: &[u8], payload_first: bool) {
+    /// The call's fields of a form, each as it first occurs.
+    fn take_form(&mut self, form: &[u8]) {
         for (key, value) in form_urlencoded::parse(form) {
             let slot = match key.as_ref() {
                 "api" => &mut self.api,
                 "method" => &mut self.method,
                 "version" => &mut self.version,
                 "token" => &mut self.token,
-                "payload" if payload_first => {
-                    self.payload = Some(value.into_owned());
-                    continue;
-                }
                 "payload" => &mut self.payload,
                 _ => continue,
             };
@@ -104,24 +113,27 @@ fn looks_like_form(body: &[u8]) -> bool {
     })
 }
 
-/// The payload of a form body whose `payload=` is not URL-encoded (it opens with a bare `{`),
-/// read to the end of the body: `%XX` decoded, `+` kept. `None` when that is not one JSON
-/// value (other fields follow it): the body is then read as the form it claims to be.
-fn unencoded_payload(body: &[u8]) -> Option<String> {
-    let rest = body.strip_prefix(b"payload=")?;
-    if rest.first() != Some(&b'{') {
-        return None;
-    }
+/// The fields before a `payload=` that is not URL-encoded (it opens with a bare `{`), and that
+/// payload read to the end of the body: `%XX` decoded, `+` kept. `None` when there is no such
+/// payload, or it is not one JSON value (other fields follow it): the body is then read as the
+/// form it claims to be.
+fn unencoded_payload(body: &[u8]) -> Option<(&[u8], String)> {
+    const FIELD: &[u8] = b"payload={";
+    let at = (0..body.len())
+        .filter(|&at| at == 0 || body[at - 1] == b'&')
+        .find(|&at| body[at..].starts_with(FIELD))?;
+    let (fields, rest) = (&body[..at], &body[at + FIELD.len() - 1..]);
     // Escapes are decoded as DSM decodes them, unless that breaks the JSON (a `%22` or `%5C`
     // in a link would become a quote or a backslash) or the UTF-8 (`100%AB`): then they were
     // the sender's text.
     let raw = std::str::from_utf8(rest).ok();
     let decoded = percent_encoding::percent_decode(rest).decode_utf8().ok();
-    [decoded, raw.map(Into::into)]
+    let json = [decoded, raw.map(Into::into)]
         .into_iter()
         .flatten()
         .map(|text| with_raw_controls_escaped(&text).into_owned())
-        .find(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok())
+        .find(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok())?;
+    Some((fields, json))
 }
 
 /// JSON text with the control characters that stand raw inside its strings escaped (`\n` for
@@ -208,6 +220,14 @@ pub fn message(payload: &str, method: Method) -> Result<Message, FormatError> {
                 return Err(FormatError::InvalidPayload(
                     "a chatbot's message needs `user_ids`, the users to send it to".into(),
                 ));
+            }
+            let mut ids = ids;
+            ids.sort();
+            ids.dedup();
+            if ids.len() > MAX_RECIPIENTS {
+                return Err(FormatError::InvalidPayload(format!(
+                    "`user_ids` may name at most {MAX_RECIPIENTS} users"
+                )));
             }
             ids
         }
@@ -333,6 +353,19 @@ mod tests {
         assert_eq!(
             text("payload=%7B%22text%22%3A%22a+b%22%7D"),
             Ok("a b".into())
+        );
+        // Fields before an unencoded payload are the form's; what looks like one inside its
+        // text is text.
+        let read = call("", None, r#"token=abc&payload={"text":"a &method=x & b"}"#);
+        assert_eq!(
+            (read.token.as_deref(), read.method.as_deref()),
+            (Some("abc"), None)
+        );
+        assert_eq!(
+            message(read.payload.as_deref().unwrap(), Method::Incoming)
+                .unwrap()
+                .text,
+            "a &method=x & b"
         );
         // More fields after an unencoded payload: read as a form.
         let read = call(

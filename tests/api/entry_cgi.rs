@@ -175,13 +175,16 @@ async fn a_bare_payload_to_a_hooks_secret_arrives_whole() {
         field(&sent, "message"),
         Some("by GET <https://x.example|x>")
     );
-    let head = app
-        .http
-        .head(format!("{}{query}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(head.status(), 200);
+    // Also at Apprise's `//webapi/…`: a HEAD never posts as its GET would.
+    for prefix in ["", "/"] {
+        let head = app
+            .http
+            .head(format!("{}{prefix}{query}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(head.status(), 200, "HEAD {prefix}{query}");
+    }
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(
         app.sim.count("SYNO.Chat.Post", "create"),
@@ -316,6 +319,44 @@ async fn a_repeated_key_is_the_same_delivery() {
     taken(&app, "SYNO.Chat.Post", "create", 1).await;
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1);
+
+    // The key names the whole message: the same key with other recipients is another one.
+    let bot = app.sim.demo_bot_token();
+    let path = url(&bot).replace("method=incoming", "method=chatbot");
+    let mut delivered = Vec::new();
+    for users in [json!([2]), json!([2, 3])] {
+        let answer = read(
+            app.http
+                .post(format!("{}{path}", app.base))
+                .insert_header(("Idempotency-Key", "native-2"))
+                .send_body(format!(
+                    "payload={}",
+                    json!({"text": "same", "user_ids": users})
+                ))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.header("idempotent-replayed"), None);
+        delivered.push(answer.body["data"]["delivery_id"].clone());
+    }
+    assert_ne!(delivered[0], delivered[1]);
+}
+
+/// A body whose token is not in the query is read before anything proves its sender: it may
+/// hold 256 KiB.
+#[actix_rt::test]
+async fn an_unproven_body_is_small() {
+    let app = app().await;
+    let path = "/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2";
+    let big = form(&json!({"text": "x".repeat(300 * 1024)}));
+    let answer = call(&app, path, None, &format!("token={SECRET}&{big}")).await;
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(answer.body["error"]["code"], 120);
+    let small = form(&json!({"text": "token in the body"}));
+    let answer = call(&app, path, None, &format!("token={SECRET}&{small}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
 /// Every refusal is an HTTP error status (DSM's senders judge by it) with a problem that also
