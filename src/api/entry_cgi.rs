@@ -69,20 +69,17 @@ mod dsm_number {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documentation only: read with the body by `Call::read`
 pub struct EntryParams {
-    /// Always `SYNO.Chat.External`.
-    #[param(inline, value_type = String, pattern = "^SYNO\\.Chat\\.External$")]
+    /// `SYNO.Chat.External` (another API is answered as DSM answers one it does not have: 102).
     api: String,
     /// `incoming` (an incoming webhook's post, or a hook's) or `chatbot` (a chatbot's message
-    /// to `user_ids`).
-    #[param(inline, value_type = String, pattern = "^(incoming|chatbot)$")]
+    /// to `user_ids`); another method is answered as DSM answers one it does not have (103).
     method: String,
-    /// `2` (or `1`).
-    #[param(inline, value_type = String, pattern = "^[12]$")]
+    /// `2` or `1` (another is answered as DSM answers a version it does not offer: 104).
     version: String,
     /// `incoming`: a configured incoming webhook's DSM token (`tokens.<name>`), or a hook's
     /// secret; `chatbot`: a configured chatbot's token. Bare or in double quotes (`%22…%22`),
     /// as Chat's settings copy it. It may come in a form body instead.
-    token: String,
+    token: Option<String>,
     /// `{"text": "…", "file_url": "…"}` (and for `chatbot` `"user_ids": [5, …]`): Chat's text
     /// (its `<url|label>` links included) and optionally a file the NAS downloads (not through
     /// a hook). It may come in a URL-encoded form body, as the whole body, or (for a GET) here.
@@ -137,8 +134,8 @@ impl utoipa::IntoResponses for EntryAnswers {
                         .item(Ref::from_schema_name("EntryAccepted"))
                         .item(Ref::from_schema_name("EntryNotServed"))
                         .build()))).build()))
-            .response("400", problem("`api`, `method`, `version` or `payload` missing, `payload` not an object with `text` (or with buttons or `user_ids`), a `file_url` that is not an http(s) URL, a malformed `Idempotency-Key`, or a message for a version other than 1 or 2 (DSM numbers 101, 104, 117, 120 in `error.code`)"))
-            .response("404", problem("No configured incoming webhook or hook (`incoming`) or chatbot (`chatbot`) has this token (`error.code` 404), or a message for another API or method than `SYNO.Chat.External`'s `incoming` and `chatbot` (102, 103)"))
+            .response("400", problem("`api`, `method`, `version` or `payload` missing, `payload` not an object with `text` (or with buttons or `user_ids`), a `file_url` that is not an http(s) URL, or a malformed `Idempotency-Key` (DSM numbers 101, 117, 120 in `error.code`)"))
+            .response("404", problem("No configured incoming webhook or hook (`incoming`) or chatbot (`chatbot`) has this token (`error.code` 404), or a message for another API or method than `SYNO.Chat.External`'s `incoming` and `chatbot`, or for a version other than 1 or 2 (102, 103, 104)"))
             .response("408", problem("The body did not arrive within `server.body_timeout_ms`"))
             .response("413", problem("The body is over 5 MiB, or over 256 KiB when the token is not in the query (`error.code` 120)"))
             .response("415", problem("The body is compressed (`Content-Encoding`)"))
@@ -459,7 +456,7 @@ fn check_call(call: &Call) -> Result<Method, (Option<u16>, ApiError)> {
     if !VERSIONS.contains(&version.as_str()) {
         return not_served(
             dsm_number::VERSION_UNSUPPORTED,
-            ApiError::invalid(format!("{API} is offered in versions 1 and 2")),
+            ApiError::not_found(format!("{API} is offered in versions 1 and 2")),
         );
     }
     Ok(method)

@@ -392,7 +392,7 @@ async fn refusals_answer_an_error_status_with_dsms_envelope() {
         (
             url(SECRET).replace("version=2", "version=3"),
             text.clone(),
-            400,
+            404,
             104,
         ),
         (
