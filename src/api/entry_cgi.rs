@@ -26,7 +26,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{checked_file_url, outgoing_message};
 use super::deliveries::Deliveries;
 use super::error::{ApiError, ProblemCode};
-use super::hooks::{self, Admission, DispatchError, HookTarget, MAX_HOOK_BODY};
+use super::hooks::{self, Admission, DispatchError, HookTarget, MAX_HOOK_BODY, Unread};
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::{AppState, Dsm, State};
 use crate::config::{TokenKind, normalize_token};
@@ -329,13 +329,6 @@ async fn receive(
     chat: &Dsm,
     outbox: &Deliveries,
 ) -> (Option<String>, Outcome) {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_HOOK_BODY as u64) {
-        return (None, too_large(MAX_HOOK_BODY).into());
-    }
     // A token in the query of a call this URL serves is checked before the body is read; one
     // in a form body only after, so such bodies take the slots of unproven senders.
     let in_query = Call::read(req.query_string(), None, b"");
@@ -346,35 +339,27 @@ async fn receive(
         (Some(_), Ok(_)) => Admission::Secret,
         _ => Admission::SignatureToCheck,
     };
-    let Some(permit) = state.hook_bodies.permit(admission, req).await else {
-        let busy = ApiError::new(
-            ProblemCode::HooksBusy,
-            "as many hook bodies as the gateway reads at once are being read already; retry \
-             shortly",
-        );
-        return (
-            None,
-            busy.with_retry_after(30)
-                .in_dsm_envelope(dsm_number::UNKNOWN)
-                .into(),
-        );
-    };
     // Before its token is proven, a body is read only as far as a message needs.
     let limit = match admission {
         Admission::Secret => MAX_HOOK_BODY,
         Admission::SignatureToCheck => MAX_UNPROVEN_BODY,
     };
-    if declared.is_some_and(|length| length > limit as u64) {
-        return (None, too_large(limit).into());
-    }
-    let body = match body.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            let unread = ApiError::invalid("the body could not be read");
-            let failed = crate::body_deadline::read_failed(req, unread);
-            return (None, failed.in_dsm_envelope(dsm_number::BAD_PAYLOAD).into());
+    let (body, permit) = match hooks::read_body(state, req, body, (admission, limit)).await {
+        Ok(read) => read,
+        Err(unread) => {
+            let error = match unread {
+                Unread::TooLarge => too_large(limit),
+                Unread::Busy => Unread::busy()
+                    .with_retry_after(30)
+                    .in_dsm_envelope(dsm_number::UNKNOWN),
+                Unread::TimedOut => {
+                    crate::body_deadline::timeout_problem().in_dsm_envelope(dsm_number::BAD_PAYLOAD)
+                }
+                Unread::Failed => ApiError::invalid("the body could not be read")
+                    .in_dsm_envelope(dsm_number::BAD_PAYLOAD),
+            };
+            return (None, error.into());
         }
-        Err(_) => return (None, too_large(limit).into()),
     };
     let mut content_type = req
         .headers()

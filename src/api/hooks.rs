@@ -1237,40 +1237,80 @@ fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// Why a sender's body was not read.
+pub(super) enum Unread {
+    /// Over the limit, as declared or as it came.
+    TooLarge,
+    /// Every slot for bodies admitted so is taken ([`BODY_PERMIT_WAIT`] passed).
+    Busy,
+    /// It did not arrive within `server.body_timeout_ms`.
+    TimedOut,
+    /// The read failed.
+    Failed,
+}
+
+impl Unread {
+    /// The problem for a body that `hooks_busy` turned away.
+    pub(super) fn busy() -> ApiError {
+        ApiError::new(
+            ProblemCode::HooksBusy,
+            "as many hook bodies as the gateway reads at once are being read already; retry \
+             shortly",
+        )
+    }
+}
+
+/// A sender's body, at most `limit` bytes, read under a permit of the kind `admission` earned;
+/// the permit is held until the body has been turned into a message.
+pub(super) async fn read_body<'s>(
+    state: &'s State,
+    req: &HttpRequest,
+    payload: web::Payload,
+    (admission, limit): (Admission, usize),
+) -> Result<(web::Bytes, BodyPermit<'s>), Unread> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Unread::TooLarge);
+    }
+    let permit = state
+        .hook_bodies
+        .permit(admission, req)
+        .await
+        .ok_or(Unread::Busy)?;
+    // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok((body, permit)),
+        Ok(Err(_)) if crate::body_deadline::timed_out(req) => Err(Unread::TimedOut),
+        Ok(Err(_)) => Err(Unread::Failed),
+        Err(_) => Err(Unread::TooLarge),
+    }
+}
+
 async fn receive(
     (name, hook, admission): (&str, &Hook, Admission),
     req: &HttpRequest,
     payload: web::Payload,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_HOOK_BODY as u64) {
-        return Outcome::TooLarge;
-    }
-    let Some(permit) = state.hook_bodies.permit(admission, req).await else {
-        return Outcome::Unavailable {
-            format: hook.format.unwrap_or(Format::Slack),
-            error: ApiError::new(
-                ProblemCode::HooksBusy,
-                "as many hook bodies as the gateway reads at once are being read already; \
-                 retry shortly",
-            ),
-        };
-    };
-    // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
-    let body = match payload.to_bytes_limited(MAX_HOOK_BODY).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) if crate::body_deadline::timed_out(req) => return Outcome::TimedOut,
-        Ok(Err(_)) => {
+    let (body, permit) = match read_body(state, req, payload, (admission, MAX_HOOK_BODY)).await {
+        Ok(read) => read,
+        Err(Unread::TooLarge) => return Outcome::TooLarge,
+        Err(Unread::TimedOut) => return Outcome::TimedOut,
+        Err(Unread::Busy) => {
+            return Outcome::Unavailable {
+                format: hook.format.unwrap_or(Format::Slack),
+                error: Unread::busy(),
+            };
+        }
+        Err(Unread::Failed) => {
             return Outcome::BadBody {
                 format: hook.format,
                 error: FormatError::InvalidPayload("the body could not be read".into()),
             };
         }
-        Err(_) => return Outcome::TooLarge,
     };
     if let Some(signing) = &hook.signing {
         // Gitea and Forgejo sign the JSON they send, also as a form's or a query's `payload`.
