@@ -60,8 +60,10 @@ impl Call {
     pub fn read(query: &str, content_type: Option<&str>, body: &[u8]) -> Self {
         let mut call = Self::default();
         call.take_form(query.as_bytes());
+        // Read by its shape without a `Content-Type` (Home Assistant) or labelled as text.
         let body_is_form = super::media_type_is(content_type, "application/x-www-form-urlencoded")
-            || (content_type.is_none() && looks_like_form(body));
+            || ((content_type.is_none() || super::media_type_is(content_type, "text/plain"))
+                && looks_like_form(body));
         let mut sent = Self::default();
         if body_is_form {
             // An unencoded payload runs to the end of the body, `&`s and all: only the fields
@@ -299,6 +301,14 @@ mod tests {
         assert_eq!(
             incoming(read.payload.as_deref().unwrap()).unwrap().text,
             "Tom & Jerry"
+        );
+        // Labelled as text, the same.
+        let read = call(QUERY, Some("text/plain"), r#"payload={"text": "a & b"}"#);
+        assert_eq!(
+            message(read.payload.as_deref().unwrap(), Method::Incoming)
+                .unwrap()
+                .text,
+            "a & b"
         );
         // Labelled a form, the same.
         let read = call(
