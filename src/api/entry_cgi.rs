@@ -455,7 +455,7 @@ async fn post(
     state: &State,
     chat: &Dsm,
     outbox: &Deliveries,
-    permit: hooks::BodyPermit<'_>,
+    permit: Option<hooks::BodyPermit<'_>>,
 ) -> Result<(String, bool), ApiError> {
     let payload = call.payload.as_deref().ok_or_else(|| {
         ApiError::invalid("the call has no `payload` (payload={\"text\": \"…\"})")

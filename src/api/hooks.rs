@@ -1261,19 +1261,31 @@ impl Unread {
 }
 
 /// A sender's body, at most `limit` bytes, read under a permit of the kind `admission` earned;
-/// the permit is held until the body has been turned into a message.
+/// the permit is held until the body has been turned into a message. A request without a body
+/// (`Content-Length: 0`, or a GET or HEAD that declares none) takes no permit: a probe is not
+/// turned away because slow bodies hold every slot.
 pub(super) async fn read_body<'s>(
     state: &'s State,
     req: &HttpRequest,
     payload: web::Payload,
     (admission, limit): (Admission, usize),
-) -> Result<(web::Bytes, BodyPermit<'s>), Unread> {
-    let declared = req
-        .headers()
+) -> Result<(web::Bytes, Option<BodyPermit<'s>>), Unread> {
+    let headers = req.headers();
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Unread::TooLarge);
+    }
+    let bodiless = declared == Some(0)
+        || (declared.is_none()
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && matches!(
+                *req.method(),
+                actix_web::http::Method::GET | actix_web::http::Method::HEAD
+            ));
+    if bodiless {
+        return Ok((web::Bytes::new(), None));
     }
     let permit = state
         .hook_bodies
@@ -1282,7 +1294,7 @@ pub(super) async fn read_body<'s>(
         .ok_or(Unread::Busy)?;
     // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
     match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok((body, permit)),
+        Ok(Ok(body)) => Ok((body, Some(permit))),
         Ok(Err(_)) if crate::body_deadline::timed_out(req) => Err(Unread::TimedOut),
         Ok(Err(_)) => Err(Unread::Failed),
         Err(_) => Err(Unread::TooLarge),

@@ -125,17 +125,49 @@ fn unencoded_payload(body: &[u8]) -> Option<(&[u8], String)> {
         .filter(|&at| at == 0 || body[at - 1] == b'&')
         .find(|&at| body[at..].starts_with(FIELD))?;
     let (fields, rest) = (&body[..at], &body[at + FIELD.len() - 1..]);
-    // Escapes are decoded as DSM decodes them, unless that breaks the JSON (a `%22` or `%5C`
-    // in a link would become a quote or a backslash) or the UTF-8 (`100%AB`): then they were
-    // the sender's text.
+    // Escapes are decoded as DSM decodes them. Where a decoded quote or backslash would end a
+    // string (Qinglong's notify.js percent-encodes its text into a JSON template), they are
+    // taken as the characters the sender meant; where the escapes do not decode to UTF-8
+    // (`100%AB`), they were the sender's text.
     let raw = std::str::from_utf8(rest).ok();
     let decoded = percent_encoding::percent_decode(rest).decode_utf8().ok();
-    let json = [decoded, raw.map(Into::into)]
-        .into_iter()
-        .flatten()
-        .map(|text| with_raw_controls_escaped(&text).into_owned())
-        .find(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok())?;
+    let json = [
+        decoded,
+        decoded_as_json_text(rest).map(Into::into),
+        raw.map(Into::into),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|text| with_raw_controls_escaped(&text).into_owned())
+    .find(|json| serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok())?;
     Some((fields, json))
+}
+
+/// `%XX` escapes decoded, with a decoded quote or backslash written as its JSON escape (`\"`,
+/// `\\`), so it stays inside the string it was written in.
+fn decoded_as_json_text(raw: &[u8]) -> Option<String> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = (raw[i] == b'%')
+            .then(|| Some(hex(*raw.get(i + 1)?)? * 16 + hex(*raw.get(i + 2)?)?))
+            .flatten();
+        match escaped.and_then(|byte| u8::try_from(byte).ok()) {
+            Some(byte) => {
+                if matches!(byte, b'"' | b'\\') {
+                    out.push(b'\\');
+                }
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// JSON text with the control characters that stand raw inside its strings escaped (`\n` for
@@ -355,9 +387,15 @@ mod tests {
             text(r#"payload={"text": "at 100%AB"}"#),
             Ok("at 100%AB".into())
         );
+        // A decoded quote or backslash stays inside its string: Qinglong's notify.js
+        // percent-encodes its text into a JSON template.
         assert_eq!(
-            text(r#"payload={"text": "<https://x.example/?q=%22a%22&p=%5C|q>"}"#),
-            Ok("<https://x.example/?q=%22a%22&p=%5C|q>".into())
+            text(r#"payload={"text":"job\nhe%20said%20%22hi%22%20in%20C:%5Cdir"}"#),
+            Ok("job\nhe said \"hi\" in C:\\dir".into())
+        );
+        assert_eq!(
+            text(r#"payload={"text": "<https://x.example/?q=%22a%22|q>"}"#),
+            Ok("<https://x.example/?q=\"a\"|q>".into())
         );
         // Encoded properly: a form, where `+` is a space.
         assert_eq!(

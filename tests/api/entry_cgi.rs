@@ -247,6 +247,40 @@ async fn multipart_signed_hooks_and_pasted_tokens() {
     );
 }
 
+/// A probe carries no body, so it takes no body slot: two slow bodies from the same address
+/// (all the unproven ones it may hold) do not turn ioBroker's start-up probe away.
+#[actix_rt::test]
+async fn a_probe_is_answered_while_slow_bodies_hold_the_slots() {
+    use std::io::Write;
+    let app = app().await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let path = "/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2";
+    let slow: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 1000\r\n\r\ntoken="
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let probe = app
+        .http
+        .get(format!(
+            "{}/webapi/entry.cgi?api=SYNO.Chat.External&method=kuchen&version=2",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let probe = read(probe).await;
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    assert_eq!(probe.body["error"]["code"], 103);
+    drop(slow);
+}
+
 /// A chatbot's call (`method=chatbot` with its own token and `user_ids`), as chatbots built
 /// on Chat's bot URL make it, goes to each user through the outbox; a webhook's token does not
 /// open the chatbot's door, nor the chatbot's token the webhook's.
