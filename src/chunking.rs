@@ -47,9 +47,102 @@ const MAX_PACED_RETRIES: u32 = 5;
 /// The smallest part the 410 re-split goes down to; a DSM refusing even this is reported.
 pub(crate) const MIN_RESPLIT_CHARS: usize = 50;
 
+/// The default of `delivery.max_message_parts`: 20 posts of 1,800 characters is 36,000
+/// characters, about where Slack starts cutting a message (40,000), and a minute of one
+/// token's pace at most.
+pub const DEFAULT_MAX_MESSAGE_PARTS: usize = 20;
+
+/// How a text is cut into posts: each of at most `max_chars` characters
+/// (`delivery.max_message_chars`), at most `max_parts` of them for one message
+/// (`delivery.max_message_parts`), so one caller's text cannot hold a channel's turn for hours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartLimits {
+    pub max_chars: usize,
+    pub max_parts: usize,
+}
+
+/// A message's text as the posts it is sent as, none of them blank, within [`PartLimits`]:
+/// made only by [`PartLimits::split`] or [`PartLimits::split_cutting`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parts(Vec<String>);
+
+impl Parts {
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+/// A text longer than one message may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the text would be {parts} posts of at most {max_chars} characters, and one message is sent \
+     as at most {max_parts} (delivery.max_message_parts); send it as several messages"
+)]
+pub struct TooManyParts {
+    pub parts: usize,
+    pub max_chars: usize,
+    pub max_parts: usize,
+}
+
+impl PartLimits {
+    /// `text`'s posts, or why it is too long to send.
+    pub fn split(self, text: &str) -> Result<Parts, TooManyParts> {
+        let parts = self.non_blank_parts(text);
+        if parts.len() > self.max_parts {
+            return Err(TooManyParts {
+                parts: parts.len(),
+                max_chars: self.max_chars,
+                max_parts: self.max_parts,
+            });
+        }
+        Ok(Parts(parts))
+    }
+
+    /// `text`'s posts, for a sender that cannot be asked to shorten it (a hook's tool): past
+    /// `max_parts`, the rest is left out and the last post says how many characters were.
+    /// Answers the posts and the characters left out.
+    pub fn split_cutting(self, text: &str) -> (Parts, usize) {
+        let mut parts = self.non_blank_parts(text);
+        if parts.len() <= self.max_parts {
+            return (Parts(parts), 0);
+        }
+        let count = |parts: &[String]| parts.iter().map(|p| p.chars().count()).sum::<usize>();
+        let mut left_out = count(&parts[self.max_parts..]);
+        parts.truncate(self.max_parts);
+        // Room for the note with the largest number it could hold.
+        let room = self
+            .max_chars
+            .saturating_sub(cut_note(text.chars().count()).chars().count())
+            .max(1);
+        let last = parts.pop().unwrap_or_default();
+        let mut pieces = split_message(&last, room).into_iter();
+        let mut kept = pieces.next().unwrap_or_default();
+        left_out += count(&pieces.collect::<Vec<_>>());
+        kept.push_str(&cut_note(left_out));
+        parts.push(kept);
+        (Parts(parts), left_out)
+    }
+
+    fn non_blank_parts(self, text: &str) -> Vec<String> {
+        let mut parts = split_message(text, self.max_chars);
+        parts.retain(|part| !crate::domain::is_blank(part));
+        parts
+    }
+}
+
+/// What ends the last post of a cut message.
+fn cut_note(left_out: usize) -> String {
+    format!("\n\n… ({left_out} more characters not shown)")
+}
+
 /// Splits `text` into consecutive parts of at most `max_chars` characters (see the module
 /// documentation for where breaks fall). `max_chars` of 0 is treated as 1.
 pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
+    // A text of at most `max_chars` bytes has at most as many characters: one part, as the
+    // plan would make it, without the plan's work (every short message takes this way).
+    if text.len() <= max_chars.max(1) {
+        return vec![text.to_owned()];
+    }
     let chars: Vec<char> = text.chars().collect();
     plan_parts(text, &chars, max_chars)
         .into_iter()
@@ -409,13 +502,13 @@ pub struct Stopped<T, E> {
     pub left: Vec<String>,
 }
 
-/// Sends `text` as consecutive parts of at most `max_chars`, in order, through `send`. A part
+/// Sends `parts` as consecutive posts, in order, through `send`. A part
 /// DSM refuses as too long is split in half-size parts and those are sent instead, down to
 /// [`MIN_RESPLIT_CHARS`]; a later part DSM rate-limits is paced; any other failure stops, with
 /// what the earlier parts returned. Parts that are only whitespace are not sent (DSM refuses
 /// blank messages). Answers what each sent part returned, in order.
 pub async fn send_in_parts<T, E, F, Fut>(
-    text: &str,
+    parts: Parts,
     max_chars: usize,
     mut send: F,
 ) -> Result<Vec<T>, Stopped<T, E>>
@@ -426,7 +519,8 @@ where
     let mut sent = Vec::new();
     let mut done = Vec::new();
     // A stack of (part, its limit), next part on top, so re-split parts keep their order.
-    let mut pending: Vec<(String, usize)> = split_message(text, max_chars)
+    let mut pending: Vec<(String, usize)> = parts
+        .into_vec()
         .into_iter()
         .rev()
         .map(|part| (part, max_chars))
@@ -938,17 +1032,87 @@ mod tests {
         }
     }
 
+    fn limits(max_chars: usize) -> PartLimits {
+        PartLimits {
+            max_chars,
+            max_parts: 1000,
+        }
+    }
+
+    #[test]
+    fn a_text_of_more_parts_than_allowed_is_refused_with_its_count() {
+        let limits = PartLimits {
+            max_chars: 100,
+            max_parts: 3,
+        };
+        let text = "word ".repeat(60); // 300 characters: 3 full parts, and 4 at 99
+        assert_eq!(limits.split(&text).unwrap().into_vec().concat(), text);
+        let longer = "word ".repeat(61);
+        let refused = limits.split(&longer).unwrap_err();
+        assert_eq!((refused.parts, refused.max_parts), (4, 3));
+        assert!(refused.to_string().contains("delivery.max_message_parts"));
+        // Blank parts are not posted, so they are not counted.
+        let spaced = format!("{}{}{}", "x".repeat(100), " ".repeat(250), "y".repeat(100));
+        assert_eq!(limits.split(&spaced).unwrap().into_vec().len(), 2);
+    }
+
+    #[test]
+    fn a_cut_text_keeps_its_first_parts_and_says_what_was_left_out() {
+        let limits = PartLimits {
+            max_chars: 100,
+            max_parts: 3,
+        };
+        let text = "word ".repeat(60);
+        assert_eq!(
+            limits.split_cutting(&text),
+            (limits.split(&text).unwrap(), 0)
+        );
+        let long = "word ".repeat(1000); // 5,000 characters
+        let (parts, left_out) = limits.split_cutting(&long);
+        let parts = parts.into_vec();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.chars().count() <= 100), "{parts:?}");
+        let note = format!("\n\n… ({left_out} more characters not shown)");
+        assert!(parts[2].ends_with(&note), "{parts:?}");
+        // What was kept and what was left out are the whole text.
+        let kept = parts.concat().chars().count() - note.chars().count();
+        assert_eq!(kept + left_out, 5000);
+        assert!(long.starts_with(parts.concat().trim_end_matches(&note)));
+    }
+
+    #[test]
+    fn a_text_that_fits_is_one_part_as_the_plan_makes_it() {
+        for text in [
+            "x",
+            "```\ncode\n```",
+            "<https://a.example|a b>",
+            "a\n\nb",
+            "é👨‍👩‍👧",
+        ] {
+            let chars: Vec<char> = text.chars().collect();
+            let planned: Vec<String> = plan_parts(text, &chars, text.len())
+                .into_iter()
+                .map(|part| part.render(&chars))
+                .collect();
+            assert_eq!(split_message(text, text.len()), planned, "{text:?}");
+        }
+    }
+
     #[actix_rt::test]
     async fn refused_parts_are_split_further_in_order() {
         let text = sample_text(7, 3000);
         // A "DSM" that refuses anything over 700 characters, while we start at 1800.
-        let sent = send_in_parts(&text, 1800, |part| async move {
-            if part.chars().count() > 700 {
-                PartOutcome::TooLong("410")
-            } else {
-                PartOutcome::Sent(part)
-            }
-        })
+        let sent = send_in_parts(
+            limits(1800).split(&text).unwrap(),
+            1800,
+            |part| async move {
+                if part.chars().count() > 700 {
+                    PartOutcome::TooLong("410")
+                } else {
+                    PartOutcome::Sent(part)
+                }
+            },
+        )
         .await
         .unwrap();
         assert!(sent.iter().all(|p| p.chars().count() <= 700));
@@ -958,14 +1122,18 @@ mod tests {
     #[actix_rt::test]
     async fn other_failures_stop_and_a_hopeless_part_is_reported() {
         let mut calls = 0;
-        let result = send_in_parts(&"word ".repeat(100), 100, |_| {
-            calls += 1;
-            async { PartOutcome::<(), _>::Failed("down") }
-        })
+        let result = send_in_parts(
+            limits(100).split(&"word ".repeat(100)).unwrap(),
+            100,
+            |_| {
+                calls += 1;
+                async { PartOutcome::<(), _>::Failed("down") }
+            },
+        )
         .await;
         assert_eq!(result.unwrap_err().error, "down");
         assert_eq!(calls, 1);
-        let result = send_in_parts("short text", 100, |_| async {
+        let result = send_in_parts(limits(100).split("short text").unwrap(), 100, |_| async {
             PartOutcome::<(), _>::TooLong("410")
         })
         .await;
@@ -975,15 +1143,19 @@ mod tests {
     #[actix_rt::test]
     async fn a_send_stopped_midway_names_the_parts_already_sent() {
         let mut calls = 0;
-        let stopped = send_in_parts(&"word ".repeat(100), 100, |part| {
-            calls += 1;
-            let outcome = if calls < 3 {
-                PartOutcome::Sent(part)
-            } else {
-                PartOutcome::Failed("down")
-            };
-            async move { outcome }
-        })
+        let stopped = send_in_parts(
+            limits(100).split(&"word ".repeat(100)).unwrap(),
+            100,
+            |part| {
+                calls += 1;
+                let outcome = if calls < 3 {
+                    PartOutcome::Sent(part)
+                } else {
+                    PartOutcome::Failed("down")
+                };
+                async move { outcome }
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(stopped.error, "down");

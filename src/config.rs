@@ -208,6 +208,9 @@ pub enum InboundVerify {
 pub struct DeliverySettings {
     /// Longer texts are sent as several consecutive posts (DSM's limit is undocumented).
     pub max_message_chars: usize,
+    /// At most this many posts for one message: an API caller's longer text is refused (413
+    /// `message_too_long`), a hook's is cut, its last post saying how much was left out.
+    pub max_message_parts: usize,
     /// A queued message not delivered within this many seconds fails for good.
     pub max_age_secs: u64,
     /// Sends per second per integration token (DSM answers 411 to bursts).
@@ -227,6 +230,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             max_message_chars: crate::chunking::DEFAULT_MAX_MESSAGE_CHARS,
+            max_message_parts: crate::chunking::DEFAULT_MAX_MESSAGE_PARTS,
             max_age_secs: 86_400,
             rate_per_sec: 1.0,
             retention_secs: 7 * 86_400,
@@ -1070,6 +1074,12 @@ impl Settings {
             return Err(ConfigError::new(
                 "delivery.max_message_chars",
                 "must be between 100 and 100000",
+            ));
+        }
+        if !(1..=1000).contains(&self.delivery.max_message_parts) {
+            return Err(ConfigError::new(
+                "delivery.max_message_parts",
+                "must be between 1 and 1000",
             ));
         }
         if !(60..=30 * 86_400).contains(&self.delivery.max_age_secs) {

@@ -512,10 +512,25 @@ pub struct ScheduledPost {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl(url::Url);
 
+/// The pattern every documented URL field carries (utoipa takes only a literal there, so each
+/// field repeats it; a test holds the document to this one).
+pub const HTTP_URL_PATTERN: &str = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$";
+
+/// A port as [`HTTP_URL_PATTERN`] has it: up to four digits, or five without a leading zero
+/// up to 65535.
+fn is_port(port: &str) -> bool {
+    port.bytes().all(|b| b.is_ascii_digit())
+        && match port.len() {
+            1..=4 => true,
+            5 => !port.starts_with('0') && port.parse::<u32>().is_ok_and(|n| n <= 65_535),
+            _ => false,
+        }
+}
+
 impl HttpUrl {
     /// Parses `raw`; the error names `field`.
-    /// The shape is the documented pattern `^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$`,
-    /// checked by hand so the document and the gateway accept exactly the same strings.
+    /// The shape is the documented pattern, [`HTTP_URL_PATTERN`], checked by hand so the
+    /// document and the gateway accept exactly the same strings (a port up to 65535).
     pub fn parse(field: &str, raw: &str) -> Result<Self, String> {
         let invalid =
             || format!("{field} must be an absolute http(s) URL (http://host[:port]/path, ASCII)");
@@ -531,9 +546,7 @@ impl HttpUrl {
             && host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && port.is_none_or(|p| {
-                (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
-            })
+            && port.is_none_or(is_port)
             && path.bytes().all(|b| (b'!'..=b'~').contains(&b));
         match url::Url::parse(raw) {
             Ok(url) if shaped && url.host_str().is_some() => Ok(Self(url)),
@@ -860,6 +873,20 @@ mod tests {
             UserId::deserialize(serde_json::json!("9007199254740991.0")).unwrap(),
             UserId::new(9_007_199_254_740_991).unwrap()
         );
+    }
+
+    #[test]
+    fn a_url_takes_any_port_up_to_65535_as_its_pattern_has_it() {
+        for port in [
+            "1", "80", "0080", "9999", "10000", "32400", "59999", "65535",
+        ] {
+            let url = format!("https://files.example.org:{port}/a.png");
+            assert!(HttpUrl::parse("file_url", &url).is_ok(), "{url}");
+        }
+        for port in ["", "65536", "70000", "99999", "08080", "123456", "8a"] {
+            let url = format!("https://files.example.org:{port}/a.png");
+            assert!(HttpUrl::parse("file_url", &url).is_err(), "{url}");
+        }
     }
 
     #[test]

@@ -354,7 +354,10 @@ impl Application {
                 settings.server.max_concurrent_uploads,
             )),
             file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
-            max_message_chars: settings.delivery.max_message_chars,
+            message_parts: crate::chunking::PartLimits {
+                max_chars: settings.delivery.max_message_chars,
+                max_parts: settings.delivery.max_message_parts,
+            },
             hooks: settings
                 .hooks
                 .iter()

@@ -1618,7 +1618,10 @@ backends::on_both!(
                 .unwrap(),
             "nothing queued: no wait"
         );
-        outbox.enqueue("ci", &job, "ahead").await.unwrap();
+        outbox
+            .enqueue("ci", &job, outbox.part_limits().split("ahead").unwrap())
+            .await
+            .unwrap();
         assert!(
             !outbox
                 .wait_turn(&job.target(), Duration::from_millis(300))
@@ -1635,7 +1638,10 @@ backends::on_both!(
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Queued while the send waits: after it, not waited for.
-        outbox.enqueue("ci", &job, "behind").await.unwrap();
+        outbox
+            .enqueue("ci", &job, outbox.part_limits().split("behind").unwrap())
+            .await
+            .unwrap();
         let now = now_ms();
         let ahead = store.claim("w", now, now + 60_000).await.unwrap().unwrap();
         assert!(

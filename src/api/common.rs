@@ -709,6 +709,8 @@ impl Handover<'_> {
             return Some(resumed);
         }
         if !super::deliveries::wants_async(self.req) {
+            // A text too long to send is refused there, before the wait (and a synchronous
+            // send refuses it before its first part).
             return super::deliveries::queued_behind(
                 self.req,
                 self.outbox,
@@ -718,17 +720,20 @@ impl Handover<'_> {
             )
             .await;
         }
-        Some(
-            super::deliveries::accept(
-                self.req,
-                self.outbox,
-                self.caller,
-                &self.job,
-                text.as_str(),
-                true,
-            )
-            .await,
-        )
+        Some(match self.outbox.part_limits().split(text.as_str()) {
+            Ok(parts) => {
+                super::deliveries::accept(
+                    self.req,
+                    self.outbox,
+                    self.caller,
+                    &self.job,
+                    parts,
+                    true,
+                )
+                .await
+            }
+            Err(too_long) => Err(too_long.into()),
+        })
     }
 
     /// A retry whose key an earlier attempt held until it was cut off (the gateway died or
@@ -741,6 +746,10 @@ impl Handover<'_> {
         text: &MessageText,
     ) -> Option<Result<HttpResponse, ApiError>> {
         let earlier = self.req.extensions().get::<InterruptedAttempt>().copied()?;
+        let parts = match self.outbox.part_limits().split(text.as_str()) {
+            Ok(parts) => parts,
+            Err(too_long) => return Some(Err(too_long.into())),
+        };
         let key = delivery_key(self.req);
         // The first attempt may have run in this process: its posts must be found, not passed
         // over as another send's.
@@ -756,7 +765,7 @@ impl Handover<'_> {
                 caller,
                 &self.job,
                 Vec::new(),
-                self.outbox.parts(text.as_str()),
+                parts.into_vec(),
                 // Perhaps another process's attempt: looked for over the wide window.
                 (Some(earlier.since_ms), None),
                 key.as_ref(),

@@ -13,6 +13,7 @@ use super::{InvalidInput, NotFound, StoreProblems};
 use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::api::idempotency::KeyedRequest;
 use crate::auth::{Authorized, Read, Write};
+use crate::chunking::Parts;
 use crate::delivery::{Job, Outbox, now_ms};
 use crate::forwarded::public_url_for;
 use crate::store::StoreError;
@@ -64,6 +65,11 @@ pub(super) async fn queued_behind(
     job: &Job,
     text: &str,
 ) -> Option<Result<HttpResponse, ApiError>> {
+    // A text too long to send is refused now, not after the wait.
+    let parts = match outbox.part_limits().split(text) {
+        Ok(parts) => parts,
+        Err(too_long) => return Some(Err(too_long.into())),
+    };
     let target = job.target();
     match outbox.wait_turn(&target, outbox.queue_wait()).await {
         Ok(true) => None,
@@ -72,7 +78,7 @@ pub(super) async fn queued_behind(
                 %target,
                 "earlier messages to the target are still in the outbox: the send is queued behind them"
             );
-            Some(accept(req, outbox, caller, job, text, false).await)
+            Some(accept(req, outbox, caller, job, parts, false).await)
         }
         Err(error) => Some(Err(error.into())),
     }
@@ -111,7 +117,7 @@ pub(super) async fn accept(
     outbox: &Outbox,
     caller: Option<&str>,
     job: &Job,
-    text: &str,
+    parts: Parts,
     asked: bool,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller.unwrap_or(callers::ANONYMOUS);
@@ -121,11 +127,11 @@ pub(super) async fn accept(
     let id = match keyed {
         Some(keyed) => {
             outbox
-                .enqueue_event(caller, job, text, &keyed.delivery_key)
+                .enqueue_event(caller, job, parts, &keyed.delivery_key)
                 .await?
                 .0
         }
-        None => outbox.enqueue(caller, job, text).await?,
+        None => outbox.enqueue(caller, job, parts).await?,
     };
     Ok(accepted(req, id, asked))
 }

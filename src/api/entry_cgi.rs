@@ -365,11 +365,26 @@ async fn receive(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    // `curl -F payload=…` and PHP's forms: the payload field of a multipart body.
+    // `curl -F token=… -F payload=…` and PHP's forms: a multipart body's fields, read as the
+    // URL-encoded form they stand for.
     let body = if crate::formats::media_type_is(content_type, "multipart/form-data") {
-        content_type = Some("application/json");
-        match hooks::multipart_body(req, body).await {
-            Ok((json, files)) if files.is_empty() => json,
+        content_type = Some("application/x-www-form-urlencoded");
+        match hooks::multipart_fields(req, body).await {
+            Ok((fields, files)) if files.is_empty() => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in &fields {
+                    let Ok(value) = std::str::from_utf8(value) else {
+                        let garbled =
+                            ApiError::invalid(format!("field `{name}` is not UTF-8 text"));
+                        return (
+                            None,
+                            garbled.in_dsm_envelope(dsm_number::BAD_PAYLOAD).into(),
+                        );
+                    };
+                    form.append_pair(name, value);
+                }
+                web::Bytes::from(form.finish())
+            }
             Ok(_) => {
                 let files = ApiError::invalid(
                     "files in the body are not passed on: give the file's URL as `file_url`",

@@ -247,7 +247,7 @@ impl ProblemCode {
             MessageTooLong => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "message_too_long",
-                "DSM rejected the message as too long",
+                "The message is too long",
             ),
             UpstreamRateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -837,6 +837,12 @@ impl From<UpstreamError> for ApiError {
         api_error.outcome_unknown = error.may_have_been_carried_out();
         api_error.retry_after_secs = retry_after.map(|s| s.max(1));
         api_error
+    }
+}
+
+impl From<crate::chunking::TooManyParts> for ApiError {
+    fn from(too_long: crate::chunking::TooManyParts) -> Self {
+        ApiError::new(ProblemCode::MessageTooLong, too_long.to_string())
     }
 }
 

@@ -1076,15 +1076,47 @@ pub(super) async fn multipart_body(
     req: &HttpRequest,
     body: web::Bytes,
 ) -> Result<(web::Bytes, Vec<String>), FormatError> {
+    let (fields, files) = multipart_fields(req, body).await?;
+    let json_field = fields
+        .iter()
+        .position(|(name, _)| matches!(name.as_str(), "payload_json" | "data" | "payload"));
+    if let Some(at) = json_field {
+        return Ok((
+            fields
+                .into_iter()
+                .nth(at)
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+            files,
+        ));
+    }
+    let texts = fields
+        .into_iter()
+        .map(|(name, value)| match String::from_utf8(value.to_vec()) {
+            Ok(text) => Ok((name, text)),
+            Err(_) => Err(multipart_invalid(&format_args!(
+                "field `{name}` is not UTF-8 text"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let json =
+        serde_json::to_vec(&formats::fields_object(texts)).map_err(|e| multipart_invalid(&e))?;
+    Ok((json.into(), files))
+}
+
+/// A `multipart/form-data` body's fields that are not files, in order, and the names of its
+/// files.
+pub(super) async fn multipart_fields(
+    req: &HttpRequest,
+    body: web::Bytes,
+) -> Result<(Vec<(String, web::Bytes)>, Vec<String>), FormatError> {
     use futures_util::StreamExt;
-    let invalid =
-        |e: &dyn std::fmt::Display| FormatError::InvalidPayload(format!("multipart body: {e}"));
     let whole =
         futures_util::stream::once(async move { Ok::<_, actix_web::error::PayloadError>(body) });
     let mut form = actix_multipart::Multipart::new(req.headers(), whole);
-    let (mut json, mut fields, mut files) = (None, Vec::new(), Vec::new());
+    let (mut fields, mut files) = (Vec::new(), Vec::new());
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| invalid(&e))?;
+        let mut field = field.map_err(|e| multipart_invalid(&e))?;
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field
             .content_disposition()
@@ -1092,29 +1124,18 @@ pub(super) async fn multipart_body(
             .map(str::to_owned);
         let mut value = bytes::BytesMut::new();
         while let Some(chunk) = field.next().await {
-            value.extend_from_slice(&chunk.map_err(|e| invalid(&e))?);
+            value.extend_from_slice(&chunk.map_err(|e| multipart_invalid(&e))?);
         }
         match file_name {
             Some(file_name) => files.push(file_name),
-            None if json.is_none()
-                && matches!(name.as_str(), "payload_json" | "data" | "payload") =>
-            {
-                json = Some(value.freeze());
-            }
-            None => {
-                let text = String::from_utf8(value.to_vec())
-                    .map_err(|_| invalid(&format_args!("field `{name}` is not UTF-8 text")))?;
-                fields.push((name, text));
-            }
+            None => fields.push((name, value.freeze())),
         }
     }
-    let json = match json {
-        Some(json) => json,
-        None => serde_json::to_vec(&formats::fields_object(fields))
-            .map_err(|e| invalid(&e))?
-            .into(),
-    };
-    Ok((json, files))
+    Ok((fields, files))
+}
+
+fn multipart_invalid(error: &dyn std::fmt::Display) -> FormatError {
+    FormatError::InvalidPayload(format!("multipart body: {error}"))
 }
 
 /// Marks the answer to a repeated event as the API's idempotent replays are marked.
@@ -1588,10 +1609,20 @@ pub(super) async fn hand_over(
     event: Option<&EventKey>,
 ) -> Result<(String, bool), ApiError> {
     let caller = callers::hook(hook_name);
+    // The sender cannot be asked to shorten its text: what is over the limit is left out, and
+    // the last post says so.
+    let (parts, left_out) = outbox.part_limits().split_cutting(text);
+    if left_out > 0 {
+        tracing::warn!(
+            hook = hook_name,
+            left_out,
+            "a message longer than delivery.max_message_parts posts was cut"
+        );
+    }
     let enqueued = match event {
-        Some(event) => outbox.enqueue_event(&caller, job, text, event).await,
+        Some(event) => outbox.enqueue_event(&caller, job, parts, event).await,
         None => outbox
-            .enqueue(&caller, job, text)
+            .enqueue(&caller, job, parts)
             .await
             .map(|id| (id, false)),
     };

@@ -208,12 +208,12 @@ async fn take_call(
     // Chat posts a `{"text": …}` answer in the channel (upstream/PROTOCOL.md [I1]).
     Ok(match reply {
         Some(reply) => {
-            let text = within_one_post(&reply.text, state.max_message_chars);
+            let text = within_one_post(&reply.text, state.message_parts.max_chars);
             if text.len() < reply.text.len() {
                 tracing::warn!(
                     inbound = %name,
                     chars = reply.text.chars().count(),
-                    max_chars = state.max_message_chars,
+                    max_chars = state.message_parts.max_chars,
                     "a subscription's reply is longer than one post; Chat gets its first part"
                 );
             }

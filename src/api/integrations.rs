@@ -69,7 +69,9 @@ pub struct NewIncomingWebhookBody {
     channel_id: ChannelId,
     /// An absolute http(s) URL of the avatar.
     #[serde(default)]
-    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+    )]
     icon_url: Option<String>,
 }
 
@@ -84,7 +86,9 @@ pub struct NewOutgoingWebhookBody {
     #[schema(value_type = u64, minimum = 1)]
     channel_id: ChannelId,
     /// An absolute http(s) URL.
-    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+    )]
     url: String,
     /// Events that fire the webhook (default `["message"]`).
     #[serde(default, deserialize_with = "present")]
@@ -106,7 +110,9 @@ pub struct NewSlashCommandBody {
     )]
     command: String,
     /// An absolute http(s) URL.
-    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+    )]
     url: String,
     /// Limit the command to one channel (default: every channel).
     #[serde(default)]
@@ -132,7 +138,7 @@ pub struct ChatbotSettingsBody {
     /// Where Chat posts users' messages: an absolute http(s) URL.
     #[serde(default, deserialize_with = "present")]
     #[schema(
-        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$",
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$",
         nullable = false
     )]
     url: Option<String>,

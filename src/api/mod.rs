@@ -67,8 +67,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Which hosts a `file_url` may name (`server.file_url_allow`).
     pub file_urls: crate::domain::FileUrlPolicy,
-    /// Texts longer than this are sent as several posts (`delivery.max_message_chars`).
-    pub max_message_chars: usize,
+    /// How texts are cut into posts (`delivery.max_message_chars`, `.max_message_parts`).
+    pub message_parts: chunking::PartLimits,
     /// The configured `/hooks` endpoints by name.
     pub hooks: hooks::Hooks,
     /// Hook bodies being read and rendered: a permit each ([`hooks::BODIES_AT_ONCE`]).
@@ -188,8 +188,19 @@ where
     F: Fn(MessageText) -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::upstream::UpstreamError>>,
 {
+    let parts = match state.message_parts.split(text.as_str()) {
+        Ok(parts) => parts,
+        Err(too_long) => {
+            return Err(chunking::Stopped {
+                error: too_long.into(),
+                sent: Vec::new(),
+                done: Vec::new(),
+                left: Vec::new(),
+            });
+        }
+    };
     let (send, describe) = (&send, &describe);
-    chunking::send_in_parts(text.as_str(), state.max_message_chars, |part| async move {
+    chunking::send_in_parts(parts, state.message_parts.max_chars, |part| async move {
         if !idempotency::step_allowed() {
             return chunking::PartOutcome::Failed(lease_lapsing());
         }
@@ -389,8 +400,9 @@ pub enum Unprocessable {
 #[derive(IntoResponses)]
 #[allow(dead_code)] // documentation only
 pub enum BodyProblems {
-    /// The body is larger than the gateway accepts (`payload_too_large`), or DSM refused the
-    /// message as too long (`message_too_long`).
+    /// The body is larger than the gateway accepts (`payload_too_large`), or the text would
+    /// be more posts than `delivery.max_message_parts` allows, or DSM refused the message as
+    /// too long (`message_too_long`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
     /// The body is not `application/json`.

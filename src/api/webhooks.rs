@@ -63,7 +63,9 @@ pub struct WebhookMessageBody {
     /// Loopback, private and link-local addresses and `localhost` are refused (422) unless
     /// the operator allows them.
     #[serde(default)]
-    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!-~]*)?$")]
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+    )]
     file_url: Option<String>,
 }
 
@@ -175,7 +177,8 @@ pub async fn send_with_configured_webhook(
     };
     let caller = auth.key_name.as_deref();
     if wants_async(&req) {
-        return accept(&req, &outbox, caller, &job, text.as_str(), true).await;
+        let parts = outbox.part_limits().split(text.as_str())?;
+        return accept(&req, &outbox, caller, &job, parts, true).await;
     }
     if let Some(queued) = queued_behind(&req, &outbox, caller, &job, text.as_str()).await {
         return queued;

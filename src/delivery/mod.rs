@@ -20,6 +20,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::chunking::{PartLimits, Parts};
 use crate::config::{DeliverySettings, SubscriptionsSettings};
 use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId};
 // A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows, so
@@ -566,8 +567,13 @@ impl Outbox {
     }
 
     /// Commits the message; the worker is woken at once. Returns the delivery id.
-    pub async fn enqueue(&self, caller: &str, job: &Job, text: &str) -> Result<String, StoreError> {
-        let new = self.new_delivery(caller, job, self.parts(text));
+    pub async fn enqueue(
+        &self,
+        caller: &str,
+        job: &Job,
+        parts: Parts,
+    ) -> Result<String, StoreError> {
+        let new = self.new_delivery(caller, job, parts.into_vec());
         self.store.enqueue(&new).await?;
         self.note_queued(&new.target);
         self.wake.notify_one();
@@ -581,10 +587,10 @@ impl Outbox {
         &self,
         caller: &str,
         job: &Job,
-        text: &str,
+        parts: Parts,
         event: &EventKey,
     ) -> Result<(String, bool), StoreError> {
-        let new = self.new_delivery(caller, job, self.parts(text));
+        let new = self.new_delivery(caller, job, parts.into_vec());
         match self.store.enqueue_event(&new, event).await? {
             Enqueued::New => {
                 self.note_queued(&new.target);
@@ -644,9 +650,12 @@ impl Outbox {
         }
     }
 
-    /// The parts a message is posted in, split like synchronous sends.
-    pub fn parts(&self, text: &str) -> Vec<String> {
-        crate::chunking::split_message(text, self.settings.max_message_chars)
+    /// How texts are cut into posts (`delivery.max_message_chars`, `.max_message_parts`).
+    pub fn part_limits(&self) -> PartLimits {
+        PartLimits {
+            max_chars: self.settings.max_message_chars,
+            max_parts: self.settings.max_message_parts,
+        }
     }
 
     fn new_delivery(&self, caller: &str, job: &Job, chunks: Vec<String>) -> NewDelivery {

@@ -116,6 +116,36 @@ fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value
 }
 
 #[test]
+fn every_documented_url_field_has_the_pattern_the_gateway_checks() {
+    fn patterns<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(pattern) = map.get("pattern").and_then(|p| p.as_str())
+                    && pattern.starts_with("^https?://")
+                {
+                    found.push(pattern);
+                }
+                map.values().for_each(|v| patterns(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| patterns(v, found)),
+            _ => {}
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(
+        &syno_chat_gateway::api::openapi_document()
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    patterns(&doc, &mut found);
+    assert!(found.len() >= 6, "{found:?}");
+    for pattern in found {
+        assert_eq!(pattern, syno_chat_gateway::domain::HTTP_URL_PATTERN);
+    }
+}
+
+#[test]
 fn every_operation_id_is_unique() {
     let doc = document();
     let mut seen = std::collections::BTreeMap::new();

@@ -223,6 +223,25 @@ async fn multipart_signed_hooks_and_pasted_tokens() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let sent = taken(&app, "SYNO.Chat.Post", "create", 1).await;
     assert_eq!(field(&sent, "message"), Some("from a form"));
+    // Every field in the multipart body, the token and the call's names too (`curl -F`).
+    let part = |name: &str, value: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    };
+    let body = [
+        part("api", "SYNO.Chat.External"),
+        part("method", "incoming"),
+        part("version", "2"),
+        part("token", &format!("\"{SECRET}\"")),
+        part("payload", r#"{"text":"all fields & 100% + more"}"#),
+        format!("--{boundary}--\r\n"),
+    ]
+    .concat();
+    let answer = call(&app, "/webapi/entry.cgi", Some(&content_type), &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sent = taken(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(field(&sent, "message"), Some("all fields & 100% + more"));
 
     let unsigned = call(
         &app,

@@ -182,3 +182,112 @@ async fn a_long_message_that_fails_midway_names_the_parts_already_posted() {
         "{problem}"
     );
 }
+
+/// A gateway that sends one message as at most three posts.
+async fn three_posts_at_most() -> crate::helpers::TestApp {
+    spawn_app_with(SimConfig::default(), |settings| {
+        settings.delivery.max_message_parts = 3;
+        let mut hook = syno_chat_gateway::config::HookSettings {
+            secret_hash: Some(secrecy::SecretString::from(
+                syno_chat_gateway::auth::hash_key(HOOK_SECRET),
+            )),
+            ..Default::default()
+        };
+        hook.channel = Some("1".into());
+        settings.hooks.insert("long".into(), hook);
+    })
+    .await
+}
+
+const HOOK_SECRET: &str = "hook-secret-long-3c9e1f7a";
+
+#[actix_rt::test]
+async fn an_api_text_of_more_posts_than_allowed_is_refused_before_anything_is_sent() {
+    let app = three_posts_at_most().await;
+    let text = long_text(6000); // at least 4 posts of 1,800 characters
+    let refused = app
+        .post("/api/v1/channels/1/posts", json!({ "message": text }))
+        .await;
+    let problem = refused.assert_problem(413, "message_too_long");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("delivery.max_message_parts") && detail.contains("at most 3"),
+        "{detail}"
+    );
+    // Asked to answer once stored: refused too, and nothing stored.
+    let asked = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", crate::helpers::WRITE_KEY),
+        ))
+        .insert_header(("Prefer", "respond-async"))
+        .send_json(&json!({ "message": text }))
+        .await
+        .unwrap();
+    crate::helpers::read(asked)
+        .await
+        .assert_problem(413, "message_too_long");
+    let webhook = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({ "text": text }),
+        )
+        .await;
+    webhook.assert_problem(413, "message_too_long");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 0);
+    let stored = app.get("/api/v1/deliveries").await;
+    assert_eq!(stored.body["items"], json!([]), "{}", stored.body);
+    // Three posts' worth is sent whole.
+    let fits = long_text(4000);
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({ "message": fits }))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let count: usize = created
+        .header("x-chat-post-count")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(newest_messages(&app, 1, count).await.concat(), fits);
+}
+
+#[actix_rt::test]
+async fn a_hooks_text_of_more_posts_than_allowed_is_cut_and_says_so() {
+    let app = three_posts_at_most().await;
+    let text = long_text(20_000);
+    let sent = app
+        .http
+        .post(format!("{}/hooks/long/{HOOK_SECRET}", app.base))
+        .send_json(&json!({ "text": text }))
+        .await
+        .unwrap();
+    let sent = crate::helpers::read(sent).await;
+    // Read as Slack's: answered `ok`, the delivery named in `Location`.
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let id = sent.header("location").unwrap().rsplit('/').next().unwrap();
+    crate::deliveries::wait_for(&app, id, "delivered", std::time::Duration::from_secs(20)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
+    let posts = newest_messages(&app, 1, 3).await;
+    let last = posts.last().unwrap();
+    let note_at = last
+        .rfind("\n\n… (")
+        .expect("the last post says the text was cut");
+    let left_out: usize = last[note_at + "\n\n… (".len()..]
+        .trim_end_matches(" more characters not shown)")
+        .parse()
+        .unwrap();
+    let kept = format!("{}{}", posts[..2].concat(), &last[..note_at]);
+    assert!(
+        text.starts_with(&kept),
+        "the posts are the text's beginning"
+    );
+    // (The hook's text is the payload's without its trailing white space.)
+    assert_eq!(
+        kept.chars().count() + left_out,
+        text.trim_end().chars().count()
+    );
+    assert!(posts.iter().all(|p| p.chars().count() <= 1800));
+}
