@@ -661,3 +661,50 @@ backends::on_both!(
         store.close().await;
     }
 );
+
+/// A secret replaced or deleted in SQLite is overwritten where it was, not left in the page's
+/// free space (or a free page) of the file or in its write-ahead log until something reuses
+/// them: a copy of the files (a backup) does not hold it.
+#[actix_rt::test]
+async fn a_replaced_secret_is_not_left_in_the_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open(&format!("sqlite://{}", path.display())).await;
+    let mut first = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e31");
+    let old = "whsec_b2xkLXNlY3JldC10aGF0LWxlYWtlZC0xMjM0NTY3OA==";
+    first.secret = SecretString::from(old.to_owned());
+    store.insert_subscription(&first, 0).await.unwrap();
+    let mut second = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e32");
+    let deleted = "whsec_ZGVsZXRlZC1zdWJzY3JpcHRpb24tc2VjcmV0LTk4NzY=";
+    second.secret = SecretString::from(deleted.to_owned());
+    store.insert_subscription(&second, 0).await.unwrap();
+    let new = SecretString::from("whsec_bmV3LXNlY3JldA==".to_owned());
+    assert!(
+        store
+            .rotate_subscription_secret(&first.id, &new, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_subscription(&second.id, &format!("subscription:{}", second.id), 0)
+            .await
+            .unwrap()
+    );
+    // Neither the file nor its write-ahead log (which held the page as inserted) has it.
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let file = std::fs::read(&path).unwrap();
+        for secret in [old, deleted] {
+            let found = file.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{secret} is still in {}", path.display());
+        }
+        files += 1;
+    }
+    assert!(files >= 2, "the database and its log");
+    let current = store.subscription(&first.id).await.unwrap().unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(current.secret.expose_secret(), new.expose_secret());
+    store.close().await;
+}

@@ -90,6 +90,29 @@ pub(crate) async fn bounded<T>(
         })
 }
 
+impl Store {
+    /// After a secret was replaced or removed: on SQLite, the write-ahead log, which still
+    /// holds the pages as they were, is copied into the file (where `secure_delete` zeroed the
+    /// old value) and emptied. Best effort: a reader that holds an older snapshot keeps the log
+    /// until a later checkpoint, and a failure is only logged (the change itself is made).
+    pub(crate) async fn scrub_replaced_values(&self) {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return;
+        };
+        let checkpoint =
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(pool);
+        match bounded(self.deadline, async { Ok(checkpoint.await?) }).await {
+            Ok((0, _, _)) => {}
+            Ok(_) => tracing::debug!(
+                "a reader held the write-ahead log: the replaced value leaves it at a later checkpoint"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "the write-ahead log could not be emptied after a secret was replaced")
+            }
+        }
+    }
+}
+
 /// The store handle; cheap to clone (the pools are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -633,7 +656,10 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
         // FULL: a commit is on disk before the 202 goes out, even across a power loss.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // A replaced or deleted value (a subscription's secret) is overwritten with zeros where
+        // it was, not left in the page's free space for a copy of the file to hold.
+        .pragma("secure_delete", "ON");
     SqlitePoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))

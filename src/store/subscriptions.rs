@@ -220,6 +220,9 @@ impl Store {
             tx.commit().await?;
             deleted
         });
+        if deleted == 1 {
+            self.scrub_replaced_values().await;
+        }
         Ok(deleted == 1)
     }
 
@@ -438,6 +441,7 @@ impl Store {
         let done = with_pool!(self, p => sqlx::query(sql).bind(id)
             .bind(secret.expose_secret()).bind(previous_until)
             .execute(p).await?.rows_affected());
+        self.scrub_replaced_values().await;
         Ok(done == 1)
     }
 
@@ -446,7 +450,12 @@ impl Store {
     pub async fn forget_replaced_secrets(&self, now: i64) -> Result<u64, StoreError> {
         let sql = "UPDATE subscriptions SET previous_secret = NULL, previous_secret_until = NULL \
                    WHERE previous_secret_until < $1";
-        Ok(with_pool!(self, p => sqlx::query(sql).bind(now).execute(p).await?.rows_affected()))
+        let forgotten =
+            with_pool!(self, p => sqlx::query(sql).bind(now).execute(p).await?.rows_affected());
+        if forgotten > 0 {
+            self.scrub_replaced_values().await;
+        }
+        Ok(forgotten)
     }
 
     /// A delivery reached the subscription: the failure count starts again.
