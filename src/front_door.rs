@@ -41,6 +41,7 @@ pub async fn front_door(
     }
     if let Some(path) = gotify_as_hook(&req) {
         route_as_without_query(&mut req, &path);
+        req.extensions_mut().insert(GotifyCall);
     }
     // By the path it is routed to: `HEAD //webapi/entry.cgi?…` must not post as its GET would.
     if req.method() == Method::HEAD && head_is_get(req.path()) {
@@ -213,6 +214,11 @@ fn pasted_path_as_meant(path: &str) -> Option<String> {
     let trimmed = path.trim_end_matches('/');
     (trimmed.len() >= prefix.len()).then(|| trimmed.to_owned())
 }
+
+/// Marks a request [`gotify_as_hook`] routed: the hook answers it 200, as Gotify does (Apprise's
+/// `gotify://` counts any other status as a failure, a 202 included).
+#[derive(Clone, Copy, Debug)]
+pub struct GotifyCall;
 
 /// A Gotify sender's message to a hook (`<server>/message`, the server being the hook's URL):
 /// its application token, in `?token=` or `X-Gotify-Key`, is the hook's secret. Proxmox VE's

@@ -559,7 +559,7 @@ impl utoipa::IntoResponses for HookAnswers {
         };
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Gotify senders (`<hook URL>/message`): the receipt, once the message is stored (Gotify answers 200, and Apprise's `gotify://` takes nothing else). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
                 .header("Idempotent-Replayed", replayed())
                 .header("Location", location("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok` and the receipt; not for an event the hook does not post)"))
                 .content("text/plain", text(Some("ok")))
@@ -911,8 +911,15 @@ async fn handle(
             };
             let (answer, posted) = match waited {
                 Waited::Posted(posted) => (HttpResponse::Ok(), posted),
-                // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`).
-                Waited::NotYet if discord => (HttpResponse::Ok(), None),
+                // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`), and
+                // Gotify's senders (Apprise's) 200 alone.
+                Waited::NotYet
+                    if discord
+                        || actix_web::HttpMessage::extensions(req)
+                            .contains::<crate::front_door::GotifyCall>() =>
+                {
+                    (HttpResponse::Ok(), None)
+                }
                 Waited::NotYet => (HttpResponse::Accepted(), None),
             };
             replayed(answer, duplicate)

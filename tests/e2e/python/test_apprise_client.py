@@ -5,6 +5,9 @@ Apprise builds Synology Chat's incoming-webhook URL itself
 payload without URL-encoding it; it judges by the HTTP status alone. Pointed at the gateway with
 a hook's secret as the token, its message reaches the hook's channel whole, and a wrong token is
 a failure Apprise reports.
+
+Its Mattermost (`mmost://`) and Gotify (`gotify://`) notifiers, which take any host, reach the
+same hook through its Mattermost- and Gotify-shaped URLs.
 """
 
 import os
@@ -64,3 +67,27 @@ def test_apprise_with_a_path_prefix_posts_too(base_url, api, secret):
 def test_a_wrong_token_is_a_failure_apprise_reports(base_url):
     # Apprise 2 answers an `AppriseResult`, false when the notification failed.
     assert not _notifier(base_url, "not-the-secret").notify(body="never posted")
+
+
+def _other_notifier(url: str) -> apprise.Apprise:
+    notifier = apprise.Apprise()
+    assert notifier.add(url), f"Apprise took {url.split('://')[0]}://"
+    return notifier
+
+
+def test_apprise_mattermost_posts_to_the_hook_by_its_secret(base_url, api, secret):
+    # `mmost://host:port/token` posts Mattermost's JSON to `/hooks/<token>`.
+    host = urllib.parse.urlsplit(base_url).netloc
+    marker = uuid.uuid4().hex[:8]
+    assert _other_notifier(f"mmost://{host}/{secret}").notify(title="Deploy", body=f"mattermost {marker} & 100%")
+    assert _posted(api, marker)["message"] == f"Deploy\nmattermost {marker} & 100%"
+
+
+def test_apprise_gotify_posts_to_the_hook_as_its_server(base_url, api, secret):
+    # `gotify://host:port/<path>/token` posts to `<path>/message` with `X-Gotify-Key` and
+    # counts any answer but 200 as a failure.
+    host = urllib.parse.urlsplit(base_url).netloc
+    marker = uuid.uuid4().hex[:8]
+    assert _other_notifier(f"gotify://{host}/hooks/apprise/{secret}").notify(title="Backup", body=f"gotify {marker}")
+    assert _posted(api, marker)["message"] == f"Backup\ngotify {marker}"
+    assert not _other_notifier(f"gotify://{host}/hooks/apprise/not-the-secret").notify(body="never posted")
