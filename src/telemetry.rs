@@ -199,7 +199,11 @@ pub enum SecretPath {
 impl SecretPath {
     fn of(segment: &str) -> Option<Self> {
         let segment = decoded(segment);
-        if segment.eq_ignore_ascii_case("hooks") || segment.eq_ignore_ascii_case("hook") {
+        // ntfy's topics are hooks' names.
+        if segment.eq_ignore_ascii_case("hooks")
+            || segment.eq_ignore_ascii_case("hook")
+            || segment.eq_ignore_ascii_case("ntfy")
+        {
             Some(Self::Hook)
         } else if segment.eq_ignore_ascii_case("inbound") {
             Some(Self::Inbound)
@@ -234,7 +238,10 @@ pub fn loggable_path(
     let maybe_secret = bytes.iter().enumerate().any(|(i, &b)| {
         b == b'%'
             || b == b'/'
-                && (starts(i + 1, b"hook") || starts(i + 1, b"inbound") || starts(i + 1, b"webapi"))
+                && (starts(i + 1, b"hook")
+                    || starts(i + 1, b"inbound")
+                    || starts(i + 1, b"webapi")
+                    || starts(i + 1, b"ntfy"))
     });
     if !maybe_secret {
         return path.into();
@@ -296,6 +303,10 @@ mod tests {
     fn a_hooks_secret_is_masked_wherever_the_hooks_segment_is() {
         let path = |p| loggable_path(p, |_, name| name == "am");
         assert_eq!(path("/hooks/am/s3cr3t"), "/hooks/am/****");
+        // ntfy's topic is a hook's name; a secret given as the topic is masked.
+        assert_eq!(path("/ntfy/am"), "/ntfy/am");
+        assert_eq!(path("/ntfy/s3cr3t"), "/ntfy/****");
+        assert_eq!(path("/NTFY/s3cr3t/publish"), "/NTFY/****");
         assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
         assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");
         assert_eq!(path("/chat/hooks//am/s3cr3t"), "/chat/hooks/am/****");

@@ -276,7 +276,7 @@ impl Hook {
 
 /// The secret a request presents, and where.
 #[derive(Clone, Copy)]
-enum Secret<'a> {
+pub(super) enum Secret<'a> {
     /// `/hooks/{name}/{secret}`.
     Path(&'a str),
     /// `/hooks/{name}`, with `Authorization: Bearer <secret>` (or Basic, [`header_secret`]) or
@@ -788,7 +788,7 @@ const DISCORD_URL_PARAMETERS: [&str; 2] = ["thread_id", "wait"];
 /// credentials (the user name when the password is empty), for senders that offer only basic
 /// auth (Alertmanager's and Grafana's `basic_auth`); or GitLab's `X-Gitlab-Token`, or a Gotify
 /// sender's `X-Gotify-Key`.
-fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+pub(super) fn header_secret(headers: &header::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
     if let Some(token) = crate::auth::bearer_token(headers) {
         return Some(token.into());
     }
@@ -835,7 +835,7 @@ pub(super) fn hook_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Option<&'
     }
 }
 
-async fn handle(
+pub(super) async fn handle(
     name: &str,
     secret: Secret<'_>,
     req: &HttpRequest,
@@ -845,11 +845,13 @@ async fn handle(
     let state = services.0;
     let hook = state.hooks.get(name);
     let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
+    // ntfy's GET to a topic's `/publish` posts even without a query ("triggered").
+    let ntfy = actix_web::HttpMessage::extensions(req).contains::<super::ntfy::NtfyCall>();
     let outcome = match admitted {
         // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
         // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
         // monitor checks it so.
-        Some((hook, _)) if is_probe(req) => Outcome::NotPosted {
+        Some((hook, _)) if is_probe(req) && !ntfy => Outcome::NotPosted {
             format: hook.format.unwrap_or(Format::Generic),
             reason: "a GET without a message is a check of the hook; nothing is posted",
         },
@@ -861,11 +863,22 @@ async fn handle(
         metrics.hook_request(name, outcome.answer());
     }
     let slack_style = |format: Option<Format>| {
-        format
-            .or(hook.and_then(|h| h.format))
-            .is_none_or(Format::answers_like_slack)
+        !ntfy
+            && format
+                .or(hook.and_then(|h| h.format))
+                .is_none_or(Format::answers_like_slack)
     };
     match outcome {
+        Outcome::Accepted {
+            delivery_id,
+            duplicate,
+            ..
+        } if ntfy => replayed(HttpResponse::Ok(), duplicate)
+            .insert_header((
+                header::LOCATION,
+                public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}")),
+            ))
+            .json(super::ntfy::Published::new(name, delivery_id)),
         // Slack's senders accept only `200 ok`; the message is stored, not yet posted, and can
         // be followed at its `Location` as with the other formats.
         Outcome::Accepted {
@@ -1366,6 +1379,30 @@ async fn receive(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    let ntfy = actix_web::HttpMessage::extensions(req)
+        .get::<super::ntfy::NtfyCall>()
+        .copied();
+    if let Some(call) = ntfy {
+        match call.payload(name, req, &body) {
+            Ok(Some(payload)) => {
+                return Box::pin(finish_receive(
+                    (name, hook),
+                    req,
+                    (Ok(payload), Vec::new(), Some(Format::Ntfy)),
+                    permit,
+                    (state, chat, outbox),
+                ))
+                .await;
+            }
+            Ok(None) => return Outcome::NoService,
+            Err(error) => {
+                return Outcome::BadBody {
+                    format: Some(Format::Ntfy),
+                    error,
+                };
+            }
+        }
+    }
     let mut files = Vec::new();
     let body = if formats::media_type_is(content_type, "multipart/form-data") {
         content_type = Some("application/json");
@@ -1381,6 +1418,29 @@ async fn receive(
     } else {
         body.and_then(|body| formats::parse_body(content_type, &body))
     };
+    finish_receive(
+        (name, hook),
+        req,
+        (parsed, files, hook.format),
+        permit,
+        (state, chat, outbox),
+    )
+    .await
+}
+
+/// A hook's parsed body (and the names of the files it carried), rendered in `format` (or the
+/// format its shape says), checked and handed to the outbox.
+async fn finish_receive(
+    (name, hook): (&str, &Hook),
+    req: &HttpRequest,
+    (parsed, files, format): (
+        Result<formats::Payload, FormatError>,
+        Vec<String>,
+        Option<Format>,
+    ),
+    permit: Option<BodyPermit<'_>>,
+    (state, chat, outbox): (&State, &Dsm, &Outbox),
+) -> Outcome {
     // The answer speaks the sender's dialect (Grafana's Slack contact point takes only `ok`,
     // Discord clients only 200 or 204): the hook's format, or the shape of the body. A template,
     // or a generic or text rendering, decides how the message reads, not who sent it.
@@ -1392,10 +1452,12 @@ async fn receive(
         Format::Generic | Format::Text => shape.unwrap_or(rendered),
         format => format,
     };
+    // ntfy's calls are read as ntfy's, whatever the hook's format or template.
+    let template = hook.template.as_deref().filter(|_| format == hook.format);
     let rendered = formats::with_files(
-        parsed.and_then(|p| formats::render(&p, hook.format, hook.template.as_deref())),
+        parsed.and_then(|p| formats::render(&p, format, template)),
         &files,
-        hook.format.unwrap_or(Format::Discord),
+        format.unwrap_or(Format::Discord),
     );
     let rendered = match rendered {
         Ok(rendered) if strip_markup => formats::Rendered {
@@ -1405,14 +1467,14 @@ async fn receive(
         Ok(rendered) => rendered,
         Err(FormatError::NotPosted(reason)) => {
             return Outcome::NotPosted {
-                format: hook.format.or(shape).unwrap_or(Format::Generic),
+                format: format.or(shape).unwrap_or(Format::Generic),
                 reason,
             };
         }
         Err(error) => {
             // Answered in the sender's dialect: a Slack-style string only to a Slack-style body.
             return Outcome::BadBody {
-                format: hook.format.or(shape),
+                format: format.or(shape),
                 error,
             };
         }

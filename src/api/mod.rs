@@ -21,6 +21,7 @@ mod inbound;
 mod integrations;
 mod misc;
 pub mod mode;
+mod ntfy;
 mod post_actions;
 mod post_search;
 mod post_upload;
@@ -263,7 +264,7 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted,
-        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed)),
+        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -452,8 +453,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
                     actix_web::middleware::from_fn(idempotency::middleware),
                 )),
         )
-        // Synology Chat's own incoming-webhook URL, after the API: a plain path, tried last.
-        .configure(entry_cgi::routes);
+        // Synology Chat's own incoming-webhook URL and ntfy's publish API, after the API: tried
+        // last.
+        .configure(entry_cgi::routes)
+        .configure(ntfy::routes)
+        .configure(ntfy::root_route);
 }
 
 /// The OpenAPI document, built from the same registrations the server uses.

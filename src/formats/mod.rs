@@ -18,6 +18,7 @@ mod generic;
 mod gitlab;
 mod grafana;
 mod markup;
+pub mod ntfy;
 mod slack;
 pub mod synology;
 
@@ -72,6 +73,9 @@ pub enum Format {
         alias = "gitlab"
     )]
     Forge,
+    /// ntfy's publish object (`topic`, `message`, `title`, `tags`, `priority`, `click`), also
+    /// as a topic URL's body and headers.
+    Ntfy,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -88,6 +92,7 @@ impl Format {
             Self::Discord => "discord",
             Self::Arr => "arr",
             Self::Forge => "forge",
+            Self::Ntfy => "ntfy",
             Self::Generic => "generic",
             Self::Text => "text",
         }
@@ -336,6 +341,7 @@ pub fn render(
         (Format::Discord, Payload::Json(value)) => discord::render(object(value)?),
         (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
+        (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
     };
     // U+0000 cannot be stored or sent (DSM's C code would cut the text there). A sender's
     // stray one is dropped rather than the notification refused: senders do not retry a 400.
@@ -386,6 +392,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if forge::looks_like(map) {
         return Format::Forge;
+    }
+    if ntfy::looks_like(map) {
+        return Format::Ntfy;
     }
     if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
         return Format::Discord;

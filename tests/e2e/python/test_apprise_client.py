@@ -6,8 +6,8 @@ payload without URL-encoding it; it judges by the HTTP status alone. Pointed at 
 a hook's secret as the token, its message reaches the hook's channel whole, and a wrong token is
 a failure Apprise reports.
 
-Its Mattermost (`mmost://`) and Gotify (`gotify://`) notifiers, which take any host, reach the
-same hook through its Mattermost- and Gotify-shaped URLs.
+Its Mattermost (`mmost://`), Gotify (`gotify://`) and ntfy (`ntfy://`) notifiers, which take any
+host, reach the same hook through the gateway's Mattermost-, Gotify- and ntfy-shaped URLs.
 """
 
 import os
@@ -91,3 +91,13 @@ def test_apprise_gotify_posts_to_the_hook_as_its_server(base_url, api, secret):
     assert _other_notifier(f"gotify://{host}/hooks/apprise/{secret}").notify(title="Backup", body=f"gotify {marker}")
     assert _posted(api, marker)["message"] == f"Backup\ngotify {marker}"
     assert not _other_notifier(f"gotify://{host}/hooks/apprise/not-the-secret").notify(body="never posted")
+
+
+def test_apprise_ntfy_publishes_to_the_hook_as_its_topic(base_url, api, secret):
+    # `ntfy://user:password@host:port/topic` posts ntfy's JSON (`topic`, `title`, `message`) to
+    # the server's root with Basic credentials; the hook's name is the topic.
+    host = urllib.parse.urlsplit(base_url).netloc
+    marker = uuid.uuid4().hex[:8]
+    assert _other_notifier(f"ntfy://someone:{secret}@{host}/apprise").notify(title="Disk", body=f"ntfy {marker} 95%")
+    assert _posted(api, marker)["message"] == f"Disk\nntfy {marker} 95%"
+    assert not _other_notifier(f"ntfy://someone:not-the-secret@{host}/apprise").notify(body="never posted")

@@ -1,0 +1,244 @@
+//! ntfy's publish API at `/ntfy` (and JSON at `/`): a hook's name as the topic, its secret as
+//! the access token, ntfy's fields in headers, query or JSON; answered as ntfy answers.
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::HookSettings;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{Answer, TestApp, last_request, param, read, spawn_app_with};
+
+const SECRET: &str = "ntfy-secret-2b7c9d1e4f";
+
+async fn app() -> TestApp {
+    spawn_app_with(SimConfig::default(), |settings| {
+        let hook = HookSettings {
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            channel: Some("1".into()),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("alerts".into(), hook);
+    })
+    .await
+}
+
+/// The `count`-th post DSM took, once it has.
+async fn post_number(app: &TestApp, count: usize) -> String {
+    for _ in 0..200 {
+        if app.sim.count("SYNO.Chat.Post", "create") >= count {
+            let sent = last_request(app, "SYNO.Chat.Post", "create");
+            return param(&sent, "message").unwrap().to_owned();
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("post {count} never came");
+}
+
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut request = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base));
+    for header in headers {
+        request = request.insert_header(*header);
+    }
+    read(
+        request
+            .send_body(body.to_vec())
+            .await
+            .expect("gateway answers"),
+    )
+    .await
+}
+
+fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {SECRET}"))
+}
+
+#[actix_rt::test]
+async fn a_topic_urls_body_and_headers_are_posted_and_answered_as_ntfy_does() {
+    let app = app().await;
+    let (name, value) = bearer();
+    let answer = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[
+            (name, &value),
+            ("Title", "Disk =?"),
+            ("X-Tags", "warning,sda"),
+            ("Priority", "5"),
+            // curl's default for `-d`: the body is still the message as typed.
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"95% full & rising",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["event"], "message");
+    assert_eq!(answer.body["topic"], "alerts");
+    let id = answer.body["id"].as_str().unwrap();
+    assert_eq!(answer.body["delivery_id"], id);
+    assert!(answer.header("location").unwrap().ends_with(id));
+    assert_eq!(
+        post_number(&app, 1).await,
+        "‼️⚠️ Disk =?\n95% full & rising\nTags: sda"
+    );
+    // A title beyond ASCII in an encoded word, as ntfy's clients send it.
+    let answer = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[(name, &value), ("X-Title", "=?UTF-8?B?w6l0w6k=?=")],
+        b"chaud",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 2).await, "été\nchaud");
+}
+
+#[actix_rt::test]
+async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
+    use base64::Engine as _;
+    let app = app().await;
+    let auth = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {SECRET}"));
+    let answer = send(
+        &app,
+        "GET",
+        &format!(
+            "/ntfy/alerts/publish?message=Backup+done&t=NAS&tags=white_check_mark&auth={auth}"
+        ),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 1).await, "✅ NAS\nBackup done");
+    // Without a message, ntfy's own "triggered".
+    let answer = send(
+        &app,
+        "GET",
+        &format!("/ntfy/alerts/trigger?auth={auth}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 2).await, "triggered");
+    let other = send(
+        &app,
+        "GET",
+        &format!("/ntfy/alerts/other?auth={auth}"),
+        &[],
+        b"",
+    )
+    .await;
+    other.assert_problem(404, "not_found");
+}
+
+#[actix_rt::test]
+async fn a_json_publish_finds_its_hook_by_token_and_topic() {
+    let app = app().await;
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("someone:{SECRET}")
+        )
+    );
+    let body = json!({"topic": "alerts", "title": "Kuma", "message": "web is down",
+        "tags": ["red_circle"], "priority": 4});
+    for (count, path) in [(1, "/ntfy"), (2, "/")] {
+        let answer = send(
+            &app,
+            "POST",
+            path,
+            &[
+                ("Authorization", &basic),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert_eq!(post_number(&app, count).await, "❗🔴 Kuma\nweb is down");
+    }
+    // Another topic than the hook the token opens, or no hook for the token: nothing posted.
+    let elsewhere = json!({"topic": "other", "message": "x"});
+    let refused = send(
+        &app,
+        "POST",
+        "/ntfy",
+        &[("Authorization", &basic)],
+        &serde_json::to_vec(&elsewhere).unwrap(),
+    )
+    .await;
+    refused.assert_problem(404, "not_found");
+    let refused = send(
+        &app,
+        "POST",
+        "/",
+        &[("Authorization", "Bearer not-the-secret")],
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    refused.assert_problem(404, "not_found");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 2);
+}
+
+#[actix_rt::test]
+async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
+    let app = app().await;
+    let (name, value) = bearer();
+    let wrong = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[("Authorization", "Bearer nope")],
+        b"x",
+    )
+    .await;
+    wrong.assert_problem(404, "not_found");
+    let unknown = send(&app, "POST", "/ntfy/nobody", &[(name, &value)], b"x").await;
+    unknown.assert_problem(404, "not_found");
+    // Scheduled delivery would post now: refused, with the reason.
+    let delayed = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[(name, &value), ("X-Delay", "30m")],
+        b"x",
+    )
+    .await;
+    let problem: &Value = delayed.assert_problem(400, "invalid_request");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("delay"),
+        "{problem}"
+    );
+    let loud = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[(name, &value), ("Priority", "9")],
+        b"x",
+    )
+    .await;
+    loud.assert_problem(400, "invalid_request");
+    // A file's bytes are not passed on.
+    let file = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[(name, &value)],
+        b"\xff\xd8\xff\xe0",
+    )
+    .await;
+    file.assert_problem(400, "invalid_request");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
