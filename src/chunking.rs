@@ -75,8 +75,8 @@ impl Parts {
 /// A text longer than one message may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the text would be {parts} posts of at most {max_chars} characters, and one message is sent \
-     as at most {max_parts} (delivery.max_message_parts); send it as several messages"
+    "the text would be {parts} posts of at most {max_chars} characters, and one message is at \
+     most {max_parts} posts (delivery.max_message_parts); send it as several messages"
 )]
 pub struct TooManyParts {
     pub parts: usize,
@@ -99,28 +99,37 @@ impl PartLimits {
     }
 
     /// `text`'s posts, for a sender that cannot be asked to shorten it (a hook's tool): past
-    /// `max_parts`, the rest is left out and the last post says how many characters were.
-    /// Answers the posts and the characters left out.
+    /// `max_parts`, the rest is left out and the last post says how many of the text's
+    /// characters were. A cut text is split with room for that note in every part, so the last
+    /// one holds its note within `max_chars`. Answers the posts and the characters left out.
     pub fn split_cutting(self, text: &str) -> (Parts, usize) {
-        let mut parts = self.non_blank_parts(text);
+        let parts = self.non_blank_parts(text);
         if parts.len() <= self.max_parts {
             return (Parts(parts), 0);
         }
-        let count = |parts: &[String]| parts.iter().map(|p| p.chars().count()).sum::<usize>();
-        let mut left_out = count(&parts[self.max_parts..]);
-        parts.truncate(self.max_parts);
+        let chars: Vec<char> = text.chars().collect();
         // Room for the note with the largest number it could hold.
         let room = self
             .max_chars
-            .saturating_sub(cut_note(text.chars().count()).chars().count())
+            .saturating_sub(cut_note(chars.len()).chars().count())
             .max(1);
-        let last = parts.pop().unwrap_or_default();
-        let mut pieces = split_message(&last, room).into_iter();
-        let mut kept = pieces.next().unwrap_or_default();
-        left_out += count(&pieces.collect::<Vec<_>>());
-        kept.push_str(&cut_note(left_out));
-        parts.push(kept);
-        (Parts(parts), left_out)
+        let (mut kept, mut end) = (Vec::new(), 0);
+        for part in plan_parts(text, &chars, room) {
+            let rendered = part.render(&chars);
+            if crate::domain::is_blank(&rendered) {
+                continue;
+            }
+            end = part.range.end;
+            kept.push(rendered);
+            if kept.len() == self.max_parts {
+                break;
+            }
+        }
+        let left_out = chars.len() - end;
+        if let Some(last) = kept.last_mut() {
+            last.push_str(&cut_note(left_out));
+        }
+        (Parts(kept), left_out)
     }
 
     fn non_blank_parts(self, text: &str) -> Vec<String> {
@@ -1078,6 +1087,57 @@ mod tests {
         let kept = parts.concat().chars().count() - note.chars().count();
         assert_eq!(kept + left_out, 5000);
         assert!(long.starts_with(parts.concat().trim_end_matches(&note)));
+    }
+
+    #[test]
+    fn a_cut_counts_the_texts_own_characters_and_keeps_links_and_the_limit() {
+        let limits = PartLimits {
+            max_chars: 100,
+            max_parts: 2,
+        };
+        let note_of = |part: &str| {
+            let at = part.rfind("\n\n… (").expect("a note");
+            let count = part[at + "\n\n… (".len()..]
+                .trim_end_matches(" more characters not shown)")
+                .parse::<usize>()
+                .unwrap();
+            (at, count)
+        };
+        // A fenced block cut in parts: its added fence lines are not counted as left out.
+        let code: String = (0..300).map(|i| format!("line {i}\n")).collect();
+        let fenced = format!("```\n{code}```\n");
+        let (parts, left_out) = limits.split_cutting(&fenced);
+        let parts = parts.into_vec();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.chars().count() <= 100), "{parts:?}");
+        let (_, count) = note_of(&parts[1]);
+        assert_eq!(count, left_out);
+        assert!(left_out < fenced.chars().count());
+        // A link that fits in a part beside the note's room is not cut.
+        let link = format!("<https://example.com/{}|label>", "p".repeat(20));
+        let text = format!("{} {link} {}", "a".repeat(50), "tail ".repeat(100));
+        let (parts, _) = limits.split_cutting(&text);
+        let parts = parts.into_vec();
+        let shown = parts.concat();
+        assert!(
+            !shown.contains("<https") || shown.contains(&link),
+            "{parts:?}"
+        );
+        // White space left out is counted, and no post is the note alone.
+        let spaced = format!(
+            "{}{}{}",
+            "word ".repeat(30),
+            " ".repeat(500),
+            "end ".repeat(30)
+        );
+        let (parts, left_out) = limits.split_cutting(&spaced);
+        let parts = parts.into_vec();
+        let (at, count) = note_of(parts.last().unwrap());
+        assert!(!parts.last().unwrap()[..at].trim().is_empty(), "{parts:?}");
+        let shown: usize = parts.iter().map(|p| p.chars().count()).sum::<usize>()
+            - parts.last().unwrap()[at..].chars().count();
+        assert_eq!(shown + count, spaced.chars().count());
+        assert_eq!(count, left_out);
     }
 
     #[test]

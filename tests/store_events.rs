@@ -708,3 +708,56 @@ async fn a_replaced_secret_is_not_left_in_the_sqlite_file() {
     assert_eq!(current.secret.expose_secret(), new.expose_secret());
     store.close().await;
 }
+
+/// A reader holding the SQLite file open (a backup tool's transaction) does not make a secret's
+/// rotation, or the writes around it, wait; the old secret leaves the files once it is done.
+#[actix_rt::test]
+async fn a_reader_holding_the_log_does_not_hold_a_rotation() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open(&format!("sqlite://{}", path.display())).await;
+    let mut first = subscription("6f1c1d9e-8a4b-4d7e-9a55-2f0c6b8f1e41");
+    let old = "whsec_cmVhZGVyLWhlbGQtc2VjcmV0LXRoYXQtbGVha2VkLTQy";
+    first.secret = SecretString::from(old.to_owned());
+    store.insert_subscription(&first, 0).await.unwrap();
+    let mut reader = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let _: (i64,) = sqlx::query_as("SELECT count(*) FROM subscriptions")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let newer = SecretString::from("whsec_bmV3ZXItb25l".to_owned());
+    assert!(
+        store
+            .rotate_subscription_secret(&first.id, &newer, None)
+            .await
+            .unwrap()
+    );
+    // The busy timeout is 5 s: a rotation that waited for the reader took all of it.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+    // The next change to a secret, with no reader left, empties the log.
+    let newest = SecretString::from("whsec_bmV3ZXN0LW9uZQ==".to_owned());
+    assert!(
+        store
+            .rotate_subscription_secret(&first.id, &newest, None)
+            .await
+            .unwrap()
+    );
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let file = std::fs::read(&path).unwrap();
+        let found = file.windows(old.len()).any(|w| w == old.as_bytes());
+        assert!(!found, "the replaced secret is still in {}", path.display());
+    }
+    store.close().await;
+}

@@ -137,7 +137,7 @@ impl utoipa::IntoResponses for EntryAnswers {
             .response("400", problem("`api`, `method`, `version` or `payload` missing, `payload` not an object with `text` (or with buttons or `user_ids`), a `file_url` that is not an http(s) URL, or a malformed `Idempotency-Key` (DSM numbers 101, 117, 120 in `error.code`)"))
             .response("404", problem("No configured incoming webhook or hook (`incoming`) or chatbot (`chatbot`) has this token (`error.code` 404), or a message for another API or method than `SYNO.Chat.External`'s `incoming` and `chatbot`, or for a version other than 1 or 2 (102, 103, 104)"))
             .response("408", problem("The body did not arrive within `server.body_timeout_ms`"))
-            .response("413", problem("The body is over 5 MiB, or over 256 KiB when the token is not in the query (`error.code` 120)"))
+            .response("413", problem("The body is over 5 MiB, or over 256 KiB unless the query names the call and its token (`api`, `method`, `version`, `token`) (`error.code` 120)"))
             .response("415", problem("The body is compressed (`Content-Encoding`)"))
             .response("422", problem("A `file_url` naming an internal host that `server.file_url_allow` does not allow, a `file_url` for a hook whose target is not an incoming webhook, or a hook target that matches nothing (`error.code` 117)"))
             .response("503", problem("The message could not be stored, or too many hook bodies are being read at once: retry later (`Retry-After`; `error.code` 100)"))
@@ -589,8 +589,8 @@ const MAX_UNPROVEN_BODY: usize = 256 * 1024;
 fn too_large(limit: usize) -> ApiError {
     let detail = if limit < MAX_HOOK_BODY {
         format!(
-            "the body may hold at most {limit} bytes when the token is not in the query \
-             ({MAX_HOOK_BODY} with it there)"
+            "the body may hold at most {limit} bytes unless the query names the call and its \
+             token (`api`, `method`, `version`, `token`: then {MAX_HOOK_BODY})"
         )
     } else {
         format!("the body may hold at most {limit} bytes")

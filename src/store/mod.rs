@@ -93,24 +93,69 @@ pub(crate) async fn bounded<T>(
 impl Store {
     /// After a secret was replaced or removed: on SQLite, the write-ahead log, which still
     /// holds the pages as they were, is copied into the file (where `secure_delete` zeroed the
-    /// old value) and emptied. Best effort: a reader that holds an older snapshot keeps the log
-    /// until a later checkpoint, and a failure is only logged (the change itself is made).
+    /// old value) and emptied. It never waits on a reader (a backup tool's open transaction):
+    /// then it is tried again every minute, in the background, for half an hour. The change
+    /// itself is made either way.
     pub(crate) async fn scrub_replaced_values(&self) {
         let Pool::Sqlite(pool) = &self.pool else {
             return;
         };
-        let checkpoint =
-            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(pool);
-        match bounded(self.deadline, async { Ok(checkpoint.await?) }).await {
-            Ok((0, _, _)) => {}
-            Ok(_) => tracing::debug!(
-                "a reader held the write-ahead log: the replaced value leaves it at a later checkpoint"
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "the write-ahead log could not be emptied after a secret was replaced")
-            }
+        if let Ok(true) | Err(_) = scrub_log(pool).await {
+            return;
         }
+        tracing::info!(
+            "a reader holds the store's write-ahead log: the replaced secret leaves it once the reader is done"
+        );
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if pool.is_closed() || !matches!(scrub_log(&pool).await, Ok(false)) {
+                    return;
+                }
+            }
+            tracing::warn!(
+                "a reader held the store's write-ahead log for half an hour: a replaced secret stays in it until SQLite's next full checkpoint"
+            );
+        });
     }
+}
+
+/// How long a SQLite statement waits for a lock another connection holds.
+const SQLITE_BUSY: Duration = Duration::from_secs(5);
+
+/// Copies the write-ahead log into the file and empties it, without waiting: `Ok(false)` when a
+/// reader still uses it. PASSIVE first, which never blocks; TRUNCATE (which would hold new
+/// writers while it waits for readers) only then, on a connection that does not wait.
+async fn scrub_log(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let passive: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if passive.0 != 0 || passive.1 != passive.2 {
+        return Ok(false);
+    }
+    let truncated = async {
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+        let done: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "PRAGMA busy_timeout = {}",
+            SQLITE_BUSY.as_millis()
+        ))
+        .execute(&mut *conn)
+        .await?;
+        Ok::<_, sqlx::Error>(done.0 == 0)
+    }
+    .await;
+    if truncated.is_err() {
+        // Its busy timeout may be left at 0: not given back to the pool.
+        let _ = conn.detach();
+    }
+    truncated
 }
 
 /// The store handle; cheap to clone (the pools are shared).
@@ -655,7 +700,7 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
         .journal_mode(SqliteJournalMode::Wal)
         // FULL: a commit is on disk before the 202 goes out, even across a power loss.
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(SQLITE_BUSY)
         .foreign_keys(true)
         // A replaced or deleted value (a subscription's secret) is overwritten with zeros where
         // it was, not left in the page's free space for a copy of the file to hold.
