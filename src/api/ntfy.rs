@@ -1,12 +1,12 @@
 //! ntfy's publish API, so the tools that notify through ntfy (curl one-liners, Apprise's
-//! `ntfy://`, Uptime Kuma's, Healthchecks' and Home Assistant's ntfy types, shoutrrr, cron
+//! `ntfy://`, Uptime Kuma's and Healthchecks' ntfy types, shoutrrr, cron
 //! scripts) post into Chat by changing the server: `https://gateway/ntfy` is the server, a
 //! hook's name the topic, the hook's secret the access token (`Authorization: Bearer`, Basic
 //! credentials' password, or ntfy's `?auth=`). The hook's own door does the rest: the message is
 //! rendered by [`crate::formats::ntfy`] and stored in the outbox before the answer.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, get, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, get, post, put, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -20,6 +20,7 @@ use crate::formats::{self, FormatError, Payload};
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(publish_json)
         .service(publish_to_topic)
+        .service(put_to_topic)
         .service(publish_by_get);
 }
 
@@ -45,11 +46,25 @@ impl NtfyCall {
         req: &HttpRequest,
         body: &[u8],
     ) -> Result<Option<Payload>, FormatError> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|value| formats::ntfy::header_text(value.as_bytes()))
+        };
+        let query = |name: &str| {
+            form_urlencoded::parse(req.query_string().as_bytes())
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.into_owned())
+        };
         if self.json {
             let value: serde_json::Value = serde_json::from_slice(body)
                 .map_err(|e| FormatError::InvalidPayload(format!("ntfy's JSON publish: {e}")))?;
             let topic = value.get("topic").and_then(serde_json::Value::as_str);
-            return Ok((topic == Some(hook)).then_some(Payload::Json(value)));
+            if topic != Some(hook) {
+                return Ok(None);
+            }
+            let value = formats::ntfy::with_fields(value, header, query);
+            return Ok(Some(Payload::Json(value)));
         }
         let text = std::str::from_utf8(body).map_err(|_| {
             FormatError::InvalidPayload(
@@ -57,14 +72,7 @@ impl NtfyCall {
                     .into(),
             )
         })?;
-        let value = formats::ntfy::from_fields(text, |name| {
-            if let Some(value) = req.headers().get(name) {
-                return formats::ntfy::header_text(value.as_bytes());
-            }
-            form_urlencoded::parse(req.query_string().as_bytes())
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.into_owned())
-        });
+        let value = formats::ntfy::from_fields(text, header, query);
         Ok(Some(Payload::Json(value)))
     }
 }
@@ -72,12 +80,12 @@ impl NtfyCall {
 /// The access token a request presents: its `Authorization` (bearer, or Basic's password), or
 /// ntfy's `auth` query parameter (that header's value in base64).
 fn presented_secret(req: &HttpRequest) -> Option<String> {
-    if let Some(secret) = hooks::header_secret(req.headers()) {
-        return Some(secret.into_owned());
-    }
-    let auth = form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(key, _)| key == "auth")?
-        .1;
+    // As ntfy reads it, the query's `auth` (or `authorization`) before the header.
+    let Some((_, auth)) = form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(key, value)| (key == "auth" || key == "authorization") && !value.is_empty())
+    else {
+        return hooks::header_secret(req.headers()).map(std::borrow::Cow::into_owned);
+    };
     use base64::Engine as _;
     let unpadded = auth.trim_end_matches('=');
     let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -162,6 +170,31 @@ pub struct NtfyPublish {
     attach: Option<String>,
 }
 
+/// The answers of ntfy's routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only
+enum NtfyAnswers {
+    /// Stored in the outbox; it is posted to the hook's target (`Location` names the delivery).
+    #[response(status = 200)]
+    Stored(Published),
+    /// A field ntfy's API does not take so (a priority beyond 1–5, a `delay`: scheduled
+    /// delivery is not offered), not ntfy's JSON, a body that is not UTF-8 text, or a malformed
+    /// `Idempotency-Key`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Invalid(super::error::Problem),
+    /// No hook by that name or with that token (or whose name is the JSON's `topic`), or a GET
+    /// to another action than `publish`, `send` or `trigger`.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NoHook(super::error::Problem),
+    /// The body is over 5 MiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(super::error::Problem),
+    /// The message could not be stored, or too many hook bodies are being read at once: retry
+    /// later.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(super::error::Problem),
+}
+
 /// The hook's door, for a request ntfy's way; `None` for a topic that names no hook.
 async fn through_hook(
     name: &str,
@@ -172,14 +205,57 @@ async fn through_hook(
 ) -> HttpResponse {
     let presented = presented_secret(&req);
     req.extensions_mut().insert(NtfyCall { json });
-    hooks::handle(
+    let answer = hooks::handle(
         name,
         Secret::Header(presented.as_deref()),
         &req,
         payload,
         (&state, &chat, &outbox),
     )
-    .await
+    .await;
+    in_ntfys_words(answer).await
+}
+
+/// A refusal as ntfy words one (`{"code": 40001, "http": 400, "error", "link"}`, which ntfy's
+/// clients parse: aiontfy fails on any other shape), from the problem the hook answered; its
+/// request id goes into `error`, its headers (`Retry-After`) stay.
+async fn in_ntfys_words(answer: HttpResponse) -> HttpResponse {
+    let status = answer.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return answer;
+    }
+    let (head, body) = answer.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let detail = problem["detail"]
+        .as_str()
+        .or(problem["title"].as_str())
+        .map_or_else(
+            || String::from_utf8_lossy(&bytes).into_owned(),
+            str::to_owned,
+        );
+    let error = match problem["request_id"].as_str() {
+        Some(id) => format!("{detail} (request {id})"),
+        None => detail,
+    };
+    let mut ntfy = HttpResponse::build(status);
+    for (name, value) in head.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            ntfy.append_header((name.clone(), value.clone()));
+        }
+    }
+    let mut answer = ntfy.json(serde_json::json!({
+        "code": u32::from(status.as_u16()) * 100 + 1,
+        "http": status.as_u16(),
+        "error": error,
+        "link": "https://docs.ntfy.sh/publish/",
+    }));
+    if head.head().connection_type() == actix_web::http::ConnectionType::Close {
+        answer
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    answer
 }
 
 /// Publish to a topic, ntfy's way
@@ -190,13 +266,28 @@ async fn through_hook(
 /// credentials, or `?auth=`). Answers 200 once the message is stored in the outbox.
 #[utoipa::path(tag = "hooks", params(TopicPath),
     request_body(content = String, content_type = "text/plain"),
-    responses((status = 200, description = "Stored in the outbox; it is posted to the hook's target (`Location` names the delivery)", body = Published),
-        (status = 400, description = "A field ntfy's API does not take so (a priority beyond 1–5, a delay: scheduled delivery is not offered), a body that is not UTF-8 text, or a malformed `Idempotency-Key`", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No hook by that name, or not with that token", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 5 MiB", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message could not be stored, or too many hook bodies are being read: retry later", body = super::error::Problem, content_type = "application/problem+json")))]
+    responses(NtfyAnswers))]
 #[post("/ntfy/{topic}")]
 pub async fn publish_to_topic(
+    path: web::Path<TopicPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    chat: Dsm,
+    outbox: Deliveries,
+) -> HttpResponse {
+    through_hook(&path.topic, false, req, payload, (state, chat, outbox)).await
+}
+
+/// Publish to a topic with PUT, ntfy's way
+///
+/// The same as the POST (`curl -T`, ntfy-lite): a file's bytes are not passed on, a small UTF-8
+/// text file is posted as the message.
+#[utoipa::path(tag = "hooks", params(TopicPath),
+    request_body(content = String, content_type = "text/plain"),
+    responses(NtfyAnswers))]
+#[put("/ntfy/{topic}")]
+pub async fn put_to_topic(
     path: web::Path<TopicPath>,
     req: HttpRequest,
     payload: web::Payload,
@@ -211,11 +302,7 @@ pub async fn publish_to_topic(
 ///
 /// ntfy's webhook URL (`/ntfy/{topic}/publish?message=…&title=…`): the fields in the query, the
 /// token too (`?auth=`). Without a message, `triggered` is posted, as ntfy does.
-#[utoipa::path(tag = "hooks", params(TopicActionPath),
-    responses((status = 200, description = "Stored in the outbox", body = Published),
-        (status = 400, description = "A field ntfy's API does not take so", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No hook by that name, or not with that token, or another action than `publish`, `send` or `trigger`", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message could not be stored: retry later", body = super::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "hooks", params(TopicActionPath), responses(NtfyAnswers))]
 #[get("/ntfy/{topic}/{action}")]
 pub async fn publish_by_get(
     path: web::Path<TopicActionPath>,
@@ -226,8 +313,8 @@ pub async fn publish_by_get(
     outbox: Deliveries,
 ) -> HttpResponse {
     if !matches!(path.action.as_str(), "publish" | "send" | "trigger") {
-        return ApiError::not_found("ntfy's GET publishes at /publish, /send or /trigger")
-            .error_response();
+        let elsewhere = ApiError::not_found("ntfy's GET publishes at /publish, /send or /trigger");
+        return in_ntfys_words(elsewhere.error_response()).await;
     }
     through_hook(&path.topic, false, req, payload, (state, chat, outbox)).await
 }
@@ -237,11 +324,7 @@ pub async fn publish_by_get(
 /// ntfy's JSON publish to the server's URL (Uptime Kuma, Healthchecks): `topic` names the hook,
 /// whose secret is the token. Answers 200 once the message is stored in the outbox.
 #[utoipa::path(tag = "hooks", request_body = NtfyPublish,
-    responses((status = 200, description = "Stored in the outbox", body = Published),
-        (status = 400, description = "Not ntfy's JSON, or a field it does not take so", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No hook has this token, or its name is not the `topic`", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 5 MiB", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message could not be stored: retry later", body = super::error::Problem, content_type = "application/problem+json")))]
+    responses(NtfyAnswers))]
 #[post("/ntfy")]
 pub async fn publish_json(
     req: HttpRequest,
@@ -258,11 +341,7 @@ pub async fn publish_json(
 /// The same as `POST /ntfy`, for clients that take a server without a path (Apprise's
 /// `ntfy://user:secret@gateway/topic`).
 #[utoipa::path(tag = "hooks", request_body = NtfyPublish,
-    responses((status = 200, description = "Stored in the outbox", body = Published),
-        (status = 400, description = "Not ntfy's JSON, or a field it does not take so", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No hook has this token, or its name is not the `topic`", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 5 MiB", body = super::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The message could not be stored: retry later", body = super::error::Problem, content_type = "application/problem+json")))]
+    responses(NtfyAnswers))]
 #[post("/")]
 pub async fn publish_json_at_root(
     req: HttpRequest,
@@ -284,6 +363,8 @@ async fn json_publish(
         .and_then(|secret| hooks::hook_of_secret(&services.0.hooks, &secret).map(str::to_owned));
     match hook {
         Some(name) => through_hook(&name, true, req, payload, services).await,
-        None => ApiError::not_found("no hook has this token").error_response(),
+        None => {
+            in_ntfys_words(ApiError::not_found("no hook has this token").error_response()).await
+        }
     }
 }

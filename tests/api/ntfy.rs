@@ -2,7 +2,7 @@
 //! the access token, ntfy's fields in headers, query or JSON; answered as ntfy answers.
 
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 use syno_chat_gateway::auth::hash_key;
 use syno_chat_gateway::config::HookSettings;
 use syno_chat_gateway::sim::SimConfig;
@@ -55,6 +55,24 @@ async fn send(
             .expect("gateway answers"),
     )
     .await
+}
+
+/// An error as ntfy words it (its clients parse exactly these members), naming the request.
+fn ntfy_error(answer: &Answer, status: u16) -> String {
+    assert_eq!(answer.status.as_u16(), status, "{}", answer.body);
+    let members: Vec<&String> = answer.body.as_object().unwrap().keys().collect();
+    assert_eq!(
+        members,
+        ["code", "error", "http", "link"],
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body["http"], status);
+    assert_eq!(answer.body["code"], u64::from(status) * 100 + 1);
+    let error = answer.body["error"].as_str().unwrap().to_owned();
+    let id = answer.header("x-request-id").unwrap();
+    assert!(error.contains(id), "{error}");
+    error
 }
 
 fn bearer() -> (&'static str, String) {
@@ -139,7 +157,7 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
         b"",
     )
     .await;
-    other.assert_problem(404, "not_found");
+    ntfy_error(&other, 404);
 }
 
 #[actix_rt::test]
@@ -179,7 +197,7 @@ async fn a_json_publish_finds_its_hook_by_token_and_topic() {
         &serde_json::to_vec(&elsewhere).unwrap(),
     )
     .await;
-    refused.assert_problem(404, "not_found");
+    ntfy_error(&refused, 404);
     let refused = send(
         &app,
         "POST",
@@ -188,7 +206,7 @@ async fn a_json_publish_finds_its_hook_by_token_and_topic() {
         &serde_json::to_vec(&body).unwrap(),
     )
     .await;
-    refused.assert_problem(404, "not_found");
+    ntfy_error(&refused, 404);
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 2);
 }
 
@@ -204,9 +222,9 @@ async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
         b"x",
     )
     .await;
-    wrong.assert_problem(404, "not_found");
+    ntfy_error(&wrong, 404);
     let unknown = send(&app, "POST", "/ntfy/nobody", &[(name, &value)], b"x").await;
-    unknown.assert_problem(404, "not_found");
+    ntfy_error(&unknown, 404);
     // Scheduled delivery would post now: refused, with the reason.
     let delayed = send(
         &app,
@@ -216,11 +234,8 @@ async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
         b"x",
     )
     .await;
-    let problem: &Value = delayed.assert_problem(400, "invalid_request");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("delay"),
-        "{problem}"
-    );
+    let error = ntfy_error(&delayed, 400);
+    assert!(error.contains("delay"), "{error}");
     let loud = send(
         &app,
         "POST",
@@ -229,7 +244,7 @@ async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
         b"x",
     )
     .await;
-    loud.assert_problem(400, "invalid_request");
+    ntfy_error(&loud, 400);
     // A file's bytes are not passed on.
     let file = send(
         &app,
@@ -239,6 +254,55 @@ async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
         b"\xff\xd8\xff\xe0",
     )
     .await;
-    file.assert_problem(400, "invalid_request");
+    ntfy_error(&file, 400);
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+}
+
+/// Apprise puts priority, tags and a delay in headers beside its JSON: taken as ntfy takes them.
+/// A proxy's `Priority: u=3, i` is HTTP's, not ntfy's; `curl -T` publishes with PUT.
+#[actix_rt::test]
+async fn fields_beside_a_json_publish_and_the_other_ways_ntfys_clients_send_them() {
+    let app = app().await;
+    let (name, value) = bearer();
+    let body = json!({"topic": "alerts", "title": "Disk", "message": "95%"});
+    let answer = send(
+        &app,
+        "POST",
+        "/",
+        &[(name, &value), ("X-Priority", "max"), ("X-Tags", "warning")],
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 1).await, "‼️⚠️ Disk\n95%");
+    let delayed = send(
+        &app,
+        "POST",
+        "/ntfy",
+        &[(name, &value), ("X-Delay", "30m")],
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    ntfy_error(&delayed, 400);
+    let proxied = send(
+        &app,
+        "POST",
+        "/ntfy/alerts",
+        &[(name, &value), ("Priority", "u=3, i")],
+        b"through a proxy",
+    )
+    .await;
+    assert_eq!(proxied.status, 200, "{}", proxied.body);
+    assert_eq!(post_number(&app, 2).await, "through a proxy");
+    let put = send(
+        &app,
+        "PUT",
+        "/ntfy/alerts",
+        &[(name, &value)],
+        b"a small log file",
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(post_number(&app, 3).await, "a small log file");
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
 }
