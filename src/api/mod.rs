@@ -264,7 +264,7 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted,
-        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published)),
+        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published, ntfy::NtfyError)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),

@@ -170,7 +170,24 @@ pub struct NtfyPublish {
     attach: Option<String>,
 }
 
-/// The answers of ntfy's routes.
+/// A refusal as ntfy words it.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // documentation only: written by `in_ntfys_words`
+#[schema(example = json!({"code": 40401, "http": 404, "error":
+    "no hook by that name, or not with that secret (request 3e0dfb99-fedb-4605-ad76-7c675f248e63)",
+    "link": "https://docs.ntfy.sh/publish/"}))]
+pub struct NtfyError {
+    /// The HTTP status times 100, plus 1.
+    code: u32,
+    /// The HTTP status.
+    http: u16,
+    /// What was wrong, and the request's id.
+    error: String,
+    /// ntfy's documentation of publishing.
+    link: String,
+}
+
+/// The answers of ntfy's routes: refusals in ntfy's words, which its clients parse.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // documentation only
 enum NtfyAnswers {
@@ -180,19 +197,28 @@ enum NtfyAnswers {
     /// A field ntfy's API does not take so (a priority beyond 1–5, a `delay`: scheduled
     /// delivery is not offered), not ntfy's JSON, a body that is not UTF-8 text, or a malformed
     /// `Idempotency-Key`.
-    #[response(status = 400, content_type = "application/problem+json")]
-    Invalid(super::error::Problem),
+    #[response(status = 400)]
+    Invalid(NtfyError),
     /// No hook by that name or with that token (or whose name is the JSON's `topic`), or a GET
     /// to another action than `publish`, `send` or `trigger`.
-    #[response(status = 404, content_type = "application/problem+json")]
-    NoHook(super::error::Problem),
+    #[response(status = 404)]
+    NoHook(NtfyError),
+    /// The body did not arrive within `server.body_timeout_ms`.
+    #[response(status = 408)]
+    TimedOut(NtfyError),
     /// The body is over 5 MiB.
-    #[response(status = 413, content_type = "application/problem+json")]
-    TooLarge(super::error::Problem),
+    #[response(status = 413)]
+    TooLarge(NtfyError),
+    /// DSM refused the gateway's account the list it needed to find the hook's target.
+    #[response(status = 403)]
+    Forbidden(NtfyError),
+    /// The hook's target name matches no channel or user, or several.
+    #[response(status = 422)]
+    NoTarget(NtfyError),
     /// The message could not be stored, or too many hook bodies are being read at once: retry
     /// later.
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(super::error::Problem),
+    #[response(status = 503)]
+    Unavailable(NtfyError),
 }
 
 /// The hook's door, for a request ntfy's way; `None` for a topic that names no hook.
@@ -221,7 +247,8 @@ async fn through_hook(
 /// request id goes into `error`, its headers (`Retry-After`) stay.
 async fn in_ntfys_words(answer: HttpResponse) -> HttpResponse {
     let status = answer.status();
-    if !status.is_client_error() && !status.is_server_error() {
+    // The gateway's own failure stays a problem document, as documented for every route.
+    if !status.is_client_error() && status != actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
         return answer;
     }
     let (head, body) = answer.into_parts();
