@@ -132,6 +132,12 @@ impl Published {
     }
 }
 
+/// A topic URL's body: the message as UTF-8 text, whatever its `Content-Type`.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documentation only: the body is read by `NtfyCall::payload`
+pub struct MessageBytes(Vec<u8>);
+
 /// A topic: the name of a configured hook.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -292,7 +298,7 @@ async fn in_ntfys_words(answer: HttpResponse) -> HttpResponse {
 /// The topic is a hook's name and the token its secret (`Authorization: Bearer`, Basic
 /// credentials, or `?auth=`). Answers 200 once the message is stored in the outbox.
 #[utoipa::path(tag = "hooks", params(TopicPath),
-    request_body(content = String, content_type = "text/plain"),
+    request_body(content = MessageBytes, content_type = "application/octet-stream", description = "The message as UTF-8 text, whatever its label (curl's `-d` labels it a form)"),
     responses(NtfyAnswers))]
 #[post("/ntfy/{topic}")]
 pub async fn publish_to_topic(
@@ -311,7 +317,7 @@ pub async fn publish_to_topic(
 /// The same as the POST (`curl -T`, ntfy-lite): a file's bytes are not passed on, a small UTF-8
 /// text file is posted as the message.
 #[utoipa::path(tag = "hooks", params(TopicPath),
-    request_body(content = String, content_type = "text/plain"),
+    request_body(content = MessageBytes, content_type = "application/octet-stream", description = "The message as UTF-8 text, whatever its label (curl's `-d` labels it a form)"),
     responses(NtfyAnswers))]
 #[put("/ntfy/{topic}")]
 pub async fn put_to_topic(
