@@ -32,6 +32,9 @@ use crate::store::deliveries::{DeliveryRow, Enqueued, EventKey, NewDelivery};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
 
+mod bells;
+use bells::FinishBells;
+
 /// What a delivery sends, besides its text (stored as JSON with the delivery).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -305,8 +308,9 @@ pub struct Outbox {
     stop_began: std::sync::OnceLock<tokio::time::Instant>,
     /// The worker has ended (for a [`Self::shut_down`] that comes after it).
     worker_ended: AtomicBool,
-    /// Notified whenever this replica's worker records a delivery's final state.
-    finished: Notify,
+    /// Rung for a target whenever this replica's worker records the final state of one of its
+    /// deliveries.
+    finished: FinishBells,
     metrics: Arc<Metrics>,
     /// How long a claim lasts without progress before another worker may take it over: it is
     /// renewed before every chunk (five upstream timeouts, at least 6.25 s), and a send is cut
@@ -371,7 +375,7 @@ impl Outbox {
             stopped: Notify::new(),
             stop_began: std::sync::OnceLock::new(),
             worker_ended: AtomicBool::new(false),
-            finished: Notify::new(),
+            finished: FinishBells::default(),
             metrics,
             channel_names: name_cache(),
             clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
@@ -461,13 +465,14 @@ impl Outbox {
         let deadline = tokio::time::Instant::now() + patience;
         // The newest delivery queued before the wait began, once read.
         let mut ahead = None;
+        let bell = self.finished.bell(target);
         loop {
             let noted = self.noted(target);
             if noted.is_none() && !self.asks_store_always() {
                 return Ok(true);
             }
             // Registered before the read, so a finish between the two is not missed.
-            let finished = self.finished.notified();
+            let finished = bell.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
             // A target not noted here is asked about only on PostgreSQL, and sent to anyway
@@ -714,17 +719,24 @@ impl Outbox {
         patience: Duration,
     ) -> Result<Option<DeliveryRow>, StoreError> {
         let deadline = tokio::time::Instant::now() + patience;
+        let settled = |row: &Option<DeliveryRow>| {
+            row.as_ref()
+                .is_none_or(|r| !matches!(r.state.as_str(), "queued" | "sending"))
+        };
+        // The first read says which target's bell to listen to.
+        let first = self.store.delivery(id).await?;
+        let bell = match &first {
+            Some(row) if !settled(&first) => self.finished.bell(&row.target),
+            _ => return Ok(first),
+        };
         loop {
             // Registered before the read, so a finish between the two is not missed.
-            let finished = self.finished.notified();
+            let finished = bell.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
             let row = self.store.delivery(id).await?;
-            let done = row
-                .as_ref()
-                .is_none_or(|r| !matches!(r.state.as_str(), "queued" | "sending"));
             let now = tokio::time::Instant::now();
-            if done || now >= deadline {
+            if settled(&row) || now >= deadline {
                 return Ok(row);
             }
             let nap = (deadline - now).min(Duration::from_millis(250));
@@ -1082,7 +1094,7 @@ impl Worker {
         };
         match recorded {
             Ok(true) if state != "queued" => {
-                self.outbox.finished.notify_waiters();
+                self.outbox.finished.ring(&row.target);
                 self.outbox.forget_if_done(&row.target).await;
             }
             Ok(true) => {}
