@@ -93,6 +93,7 @@ pub struct HookSettings {
     /// How long (s) a second copy of an Alertmanager or Grafana notification (same receiver,
     /// group, status and alerts) is taken for the same one and not posted again; 0: never.
     /// Default 60.
+    #[serde(deserialize_with = "some_whole")]
     pub duplicate_window_secs: Option<u64>,
 }
 
@@ -114,17 +115,11 @@ fn name_or_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct InboundSection {
     /// Total time `respond: true` subscriptions get to answer an inbound call (Chat waits).
-    #[serde(
-        default = "default_reply_timeout_ms",
-        deserialize_with = "number_or_numeric_text"
-    )]
+    #[serde(default = "default_reply_timeout_ms", deserialize_with = "whole")]
     pub reply_timeout_ms: u64,
     /// For `verify = "dsm"`: how long DSM's list of integration tokens is used before it is
     /// read again (also the least time between two reads).
-    #[serde(
-        default = "default_dsm_refresh_ms",
-        deserialize_with = "number_or_numeric_text"
-    )]
+    #[serde(default = "default_dsm_refresh_ms", deserialize_with = "whole")]
     pub dsm_refresh_ms: u64,
     #[serde(flatten)]
     pub receivers: BTreeMap<String, InboundSettings>,
@@ -148,23 +143,53 @@ fn default_dsm_refresh_ms() -> u64 {
     60_000
 }
 
-/// A number as TOML writes it, or as text as environment variables carry it: the flattened
-/// receivers make serde buffer the table, which bypasses the config crate's own conversion.
-fn number_or_numeric_text<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
+/// A whole number, as TOML writes it or as text as environment variables carry it (read the
+/// same way when a flattened table makes serde buffer it). The config crate's own conversion
+/// would take `2.5` as 3, `true` as 1 and `"yes"` as 1: a typo in a setting is refused instead.
+fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, Visitor};
+    struct Whole;
+    // The value is never repeated in an error: it may be a secret put under the wrong key.
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::custom("expected a whole number (not a negative one)"))
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<u64, E> {
+            Err(E::custom(
+                "expected a whole number (no decimal point or exponent)",
+            ))
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<u64, E> {
+            Err(E::custom("expected a whole number (not true or false)"))
+        }
+        fn visit_str<E: Error>(self, text: &str) -> Result<u64, E> {
+            text.trim()
+                .parse()
+                .map_err(|_| E::custom("expected a whole number"))
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Number(n) => Ok(n),
-        Raw::Text(text) => text
-            .trim()
-            .parse()
-            // The value is not repeated: it may be a secret put under the wrong key.
-            .map_err(|_| serde::de::Error::custom("expected a number")),
-    }
+    let n = d.deserialize_any(Whole)?;
+    T::try_from(n).map_err(|_| D::Error::custom("the number is too large"))
+}
+
+/// [`whole`], for a setting that may be left unset.
+fn some_whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    whole(d).map(Some)
 }
 
 /// Which kind of Chat integration calls an inbound URL.
@@ -207,22 +232,28 @@ pub enum InboundVerify {
 #[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Longer texts are sent as several consecutive posts (DSM's limit is undocumented).
+    #[serde(deserialize_with = "whole")]
     pub max_message_chars: usize,
     /// At most this many posts for one message: an API caller's longer text is refused (413
     /// `message_too_long`), a hook's is cut, its last post saying how much was left out.
+    #[serde(deserialize_with = "whole")]
     pub max_message_parts: usize,
     /// A queued message not delivered within this many seconds fails for good.
+    #[serde(deserialize_with = "whole")]
     pub max_age_secs: u64,
     /// Sends per second per integration token (DSM answers 411 to bursts).
     pub rate_per_sec: f64,
     /// How long a finished delivery (delivered, failed, cancelled) stays listed before it is
     /// removed.
+    #[serde(deserialize_with = "whole")]
     pub retention_secs: u64,
     /// Deliveries this process sends at once, each to a different target (a channel, a user, a
     /// token, a subscription), so one slow or paced target does not hold up the others.
+    #[serde(deserialize_with = "whole")]
     pub concurrency: usize,
     /// How long a synchronous send waits for the outbox's earlier messages to the same target
     /// before it is queued behind them (202), so it cannot overtake them.
+    #[serde(deserialize_with = "whole")]
     pub queue_wait_ms: u64,
 }
 
@@ -246,9 +277,13 @@ impl Default for DeliverySettings {
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub enabled: bool,
+    #[serde(deserialize_with = "whole")]
     pub key_per_minute: u32,
+    #[serde(deserialize_with = "whole")]
     pub key_burst: u32,
+    #[serde(deserialize_with = "whole")]
     pub ip_per_minute: u32,
+    #[serde(deserialize_with = "whole")]
     pub ip_burst: u32,
 }
 
@@ -269,9 +304,11 @@ impl Default for RateLimitSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// How long a key's first answer is kept and replayed (Stripe keeps keys at least 24 h).
+    #[serde(deserialize_with = "whole")]
     pub ttl_secs: u64,
     /// How long a key stays claimed by a request that has not answered; after that (a crashed
     /// gateway) the key is free again. Longer than any request takes.
+    #[serde(deserialize_with = "whole")]
     pub lease_secs: u64,
 }
 
@@ -288,8 +325,10 @@ impl Default for IdempotencySettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EventsSettings {
     /// How long received events are kept (and can be replayed).
+    #[serde(deserialize_with = "whole")]
     pub retention_secs: u64,
     /// Interval of the keep-alive comment on event streams.
+    #[serde(deserialize_with = "whole")]
     pub heartbeat_ms: u64,
 }
 
@@ -308,6 +347,7 @@ impl Default for EventsSettings {
 pub struct SubscriptionsSettings {
     /// Consecutive failed attempts after which a subscription is disabled. With the default
     /// `retry_delays_ms` the tenth failure in a row comes about three days after the first.
+    #[serde(deserialize_with = "whole")]
     pub max_failures: u32,
     /// Wait after the 1st, 2nd, … failure in a row (the last one repeats), ±20 % jitter: the
     /// Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h). A
@@ -317,10 +357,12 @@ pub struct SubscriptionsSettings {
     pub retry_delays_ms: Vec<u64>,
     /// A delivery to a subscription not made within this many seconds fails for good (the
     /// retry schedule spans about three days).
+    #[serde(deserialize_with = "whole")]
     pub max_age_secs: u64,
     /// Allow subscription URLs on loopback, private, link-local and similar addresses.
     pub allow_private: bool,
     /// Timeout of one delivery attempt (Standard Webhooks senders wait 15 to 30 s).
+    #[serde(deserialize_with = "whole")]
     pub timeout_ms: u64,
     /// PEM file with CA certificates trusted for `https://` subscription URLs besides the
     /// public roots: receivers on the LAN whose certificates a private CA signed.
@@ -365,10 +407,12 @@ pub struct StoreSettings {
     /// Connections in this gateway's pool (1–1000); unset: 16 on PostgreSQL (plus one for the
     /// event listener), 4 on SQLite. PostgreSQL's own `max_connections` must cover every
     /// replica's pool.
+    #[serde(deserialize_with = "some_whole")]
     pub max_connections: Option<u32>,
     /// How long one store operation may take before it fails as unavailable (503 to a
     /// request): a database that stops answering without closing its connections would
     /// otherwise hold every request that needs it.
+    #[serde(deserialize_with = "whole")]
     pub timeout_ms: u64,
 }
 
@@ -439,31 +483,39 @@ pub struct ServerSettings {
     /// Public base URL (e.g. `https://example.org/chat`), used in the OpenAPI `servers`.
     pub public_url: Option<url::Url>,
     /// Worker threads; default: one per core.
+    #[serde(deserialize_with = "some_whole")]
     pub workers: Option<usize>,
     /// Seconds SIGTERM waits for in-flight requests before stopping.
+    #[serde(deserialize_with = "whole")]
     pub shutdown_timeout_secs: u64,
     /// Seconds an idle client connection is kept open for its next request (0: one request
     /// a connection). Longer than the idle timeouts of the proxies in front (nginx's 60 s,
     /// Go's and Traefik's 90 s, Caddy's 2 min), so the proxy, not the gateway, closes an idle
     /// connection: one the gateway closed as the proxy reused it fails that request.
+    #[serde(deserialize_with = "whole")]
     pub keep_alive_secs: u64,
     /// Client connections held at once, across workers (event streams included); more wait in
     /// the kernel's queue. Default: what the open-files limit leaves after room for the NAS,
     /// the store and the logs, so the gateway's own connections never run out of descriptors.
+    #[serde(deserialize_with = "some_whole")]
     pub max_connections: Option<usize>,
     /// Largest file accepted by the upload route.
+    #[serde(deserialize_with = "whole")]
     pub max_upload_bytes: usize,
     /// Reverse proxies (CIDRs or addresses) whose `X-Forwarded-*`/`Forwarded` headers are
     /// honoured; a list or a comma-separated string.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Uploads handled at once; more are refused with 503 and `Retry-After`.
+    #[serde(deserialize_with = "whole")]
     pub max_concurrent_uploads: usize,
     /// Longest pause in a request body, and the longest a body other than an upload may take
     /// to arrive; then 408 `request_timeout`.
+    #[serde(deserialize_with = "whole")]
     pub body_timeout_ms: u64,
     /// The longest a `multipart/form-data` upload may take to arrive (pauses are still limited
     /// by `body_timeout_ms`).
+    #[serde(deserialize_with = "whole")]
     pub upload_timeout_ms: u64,
     /// Networks (CIDRs, addresses) and host names a `file_url` may name although they are
     /// internal (loopback, private, link-local, unique-local, `localhost`).
@@ -513,12 +565,16 @@ pub struct UpstreamSettings {
     pub device_name: String,
     /// DSM `session` name used at login.
     pub session_name: String,
+    #[serde(deserialize_with = "whole")]
     pub timeout_ms: u64,
     /// Longest pause between login attempts after failures.
+    #[serde(deserialize_with = "whole")]
     pub login_backoff_max_secs: u64,
     /// Most DSM calls in flight at once, across all workers (a NAS is a small box).
+    #[serde(deserialize_with = "whole")]
     pub max_concurrency: u32,
     /// How long a call waits for one of those slots before answering 503 `upstream_busy`.
+    #[serde(deserialize_with = "whole")]
     pub slot_wait_ms: u64,
     /// How the NAS pages `Post.list`: `offset` (its `offset`/`limit`, as the seed library asks)
     /// or `anchor` (from a post id, for a NAS that ignores `offset`, as ACE's v8 does).
@@ -577,6 +633,7 @@ pub struct TlsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     /// How long the user and channel lists are served from memory.
+    #[serde(deserialize_with = "whole")]
     pub ttl_secs: u64,
 }
 
@@ -2147,6 +2204,88 @@ mod tests {
     }
 
     #[test]
+    fn whole_number_settings_refuse_fractions_booleans_and_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let from_file = |toml: &str| {
+            let file = dir.path().join("gateway.toml");
+            std::fs::write(&file, toml).unwrap();
+            Settings::load(Sources {
+                file: Some(file),
+                env: Some(Default::default()),
+            })
+        };
+        for (toml, key, reason) in [
+            (
+                "[delivery]\nmax_message_parts = 2.5\n",
+                "delivery.max_message_parts",
+                "decimal point",
+            ),
+            (
+                "[delivery]\nmax_message_parts = 3.0\n",
+                "delivery.max_message_parts",
+                "decimal point",
+            ),
+            (
+                "[upstream]\ntimeout_ms = true\n",
+                "upstream.timeout_ms",
+                "not true or false",
+            ),
+            (
+                "[store]\ntimeout_ms = \"yes\"\n",
+                "store.timeout_ms",
+                "whole number",
+            ),
+            (
+                "[rate_limit]\nkey_burst = -1\n",
+                "rate_limit.key_burst",
+                "negative",
+            ),
+            (
+                "[rate_limit]\nkey_burst = 4294967296\n",
+                "rate_limit.key_burst",
+                "too large",
+            ),
+            (
+                "[store]\nmax_connections = 1.5\n",
+                "store.max_connections",
+                "decimal point",
+            ),
+            (
+                "[inbound]\nreply_timeout_ms = 2.5\n",
+                "inbound.reply_timeout_ms",
+                "decimal point",
+            ),
+        ] {
+            let error = from_file(toml).unwrap_err();
+            let error = error.to_string();
+            assert!(error.contains(&format!("`{key}`")), "{toml}: {error}");
+            assert!(error.contains(reason), "{toml}: {error}");
+        }
+        let loaded =
+            from_file("[delivery]\nmax_message_parts = 7\n[store]\nmax_connections = 3\n").unwrap();
+        assert_eq!(loaded.delivery.max_message_parts, 7);
+        assert_eq!(loaded.store.max_connections, Some(3));
+        // Environment variables carry numbers as text, with spaces around them at times.
+        let loaded = load(&[
+            ("SYNOCHAT__DELIVERY__MAX_MESSAGE_PARTS", " 9 "),
+            ("SYNOCHAT__SERVER__WORKERS", "2"),
+            ("SYNOCHAT__INBOUND__REPLY_TIMEOUT_MS", "4000"),
+        ])
+        .unwrap();
+        assert_eq!(loaded.delivery.max_message_parts, 9);
+        assert_eq!(loaded.server.workers, Some(2));
+        assert_eq!(loaded.inbound.reply_timeout_ms, 4000);
+        for value in ["yes", "2.5", "true"] {
+            let error = load(&[("SYNOCHAT__DELIVERY__MAX_MESSAGE_PARTS", value)]).unwrap_err();
+            let error = error.to_string();
+            assert!(
+                error.contains("`delivery.max_message_parts`"),
+                "{value}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_syntax_error_does_not_quote_the_line_with_its_secret() {
         let dir = tempfile::tempdir().unwrap();
         for bad in [
@@ -2184,7 +2323,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("expected an integer") && error.contains("upstream.timeout_ms"),
+            error.contains("expected a whole number") && error.contains("upstream.timeout_ms"),
             "the key and the type stay: {error}"
         );
     }
