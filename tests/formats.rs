@@ -18,6 +18,8 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "discord" => (Format::Discord, Format::Discord),
         "sonarr" | "radarr" => (Format::Arr, Format::Arr),
         "github" | "gitea" => (Format::Forge, Format::Forge),
+        "teams" => (Format::Teams, Format::Teams),
+        "teams_workflows" => (Format::TeamsWorkflows, Format::TeamsWorkflows),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),
         other => panic!("unknown sender directory {other}"),

@@ -559,9 +559,9 @@ impl utoipa::IntoResponses for HookAnswers {
         };
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Gotify senders (`<hook URL>/message`): the receipt, once the message is stored (Gotify answers 200, and Apprise's `gotify://` takes nothing else). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .description("Slack-style senders: `ok`; Microsoft Teams senders (a MessageCard or Adaptive Cards): `1`, as Teams' connector answered. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Gotify senders (`<hook URL>/message`): the receipt, once the message is stored (Gotify answers 200, and Apprise's `gotify://` takes nothing else). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
                 .header("Idempotent-Replayed", replayed())
-                .header("Location", location("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok` and the receipt; not for an event the hook does not post)"))
+                .header("Location", location("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok`, `1` and the receipt; not for an event the hook does not post)"))
                 .content("text/plain", text(Some("ok")))
                 .content("application/json", ContentBuilder::new()
                     .schema(Some(utoipa::openapi::Schema::OneOf(utoipa::openapi::schema::OneOfBuilder::new()
@@ -654,8 +654,8 @@ hook_operation! {
     ///
     /// For tools that only take a URL: Slack- and Mattermost-compatible senders (Alertmanager
     /// `slack_configs`, Grafana's Slack contact point, Uptime Kuma, Gitea, Sonarr, shoutrrr),
-    /// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, Sonarr/Radarr and
-    /// GitHub/Gitea webhooks, any JSON with the hook's template, or plain text. The format is
+    /// Alertmanager `webhook_configs`, Grafana webhooks, Discord webhooks, Microsoft Teams
+    /// webhooks, Sonarr/Radarr and GitHub/Gitea webhooks, any JSON with the hook's template, or plain text. The format is
     /// detected from the body unless the hook sets `format`. Slack-style bodies are answered as
     /// Slack does: `200 ok`, `400 invalid_payload`, `400 no_text`, `404 no_service`
     /// (text/plain); Discord-style ones as Discord does (`204`, or with `?wait=true` `200` and
@@ -666,8 +666,10 @@ hook_operation! {
     /// failed. A wrong name or secret is `404 no_service` and posts nothing. The message is
     /// committed to the durable outbox before the answer, so the NAS being down, busy or
     /// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it
-    /// (a target *name* too is looked up when the message is sent). Only a store that cannot be
-    /// written, or too many hook bodies at once, is a 503, never a 4xx. An event delivered
+    /// (a target *name* too is looked up when the message is sent). Microsoft Teams senders (a
+    /// connector's MessageCard, or Adaptive Cards) get what Teams' connector answered, `200`
+    /// with the body `1`. Only a store that cannot be written, or too many hook bodies at once,
+    /// is a 503, never a 4xx. An event delivered
     /// again (the same `X-GitHub-Delivery`, `X-Gitea-Delivery`, `webhook-id` or
     /// `Idempotency-Key`; a copy of an Alertmanager or Grafana notification within the hook's
     /// `duplicate_window_secs`) gets the first answer with `Idempotent-Replayed: true` and is
@@ -879,20 +881,21 @@ pub(super) async fn handle(
                 public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}")),
             ))
             .json(super::ntfy::Published::new(name, delivery_id)),
-        // Slack's senders accept only `200 ok`; the message is stored, not yet posted, and can
-        // be followed at its `Location` as with the other formats.
+        // Slack's senders accept only `200 ok`, and Teams' the connector's `200 1` (some check
+        // the body); the message is stored, not yet posted, and can be followed at its
+        // `Location` as with the other formats.
         Outcome::Accepted {
             format,
             duplicate,
             delivery_id,
             ..
-        } if format.answers_like_slack() => replayed(HttpResponse::Ok(), duplicate)
+        } if format.plain_success().is_some() => replayed(HttpResponse::Ok(), duplicate)
             .insert_header((
                 header::LOCATION,
                 public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}")),
             ))
             .content_type("text/plain; charset=utf-8")
-            .body("ok"),
+            .body(format.plain_success().unwrap_or_default()),
         Outcome::Accepted {
             format,
             rendered,
@@ -970,8 +973,8 @@ pub(super) async fn handle(
         // Nothing stored, on purpose, and said so: a success, in the sender's dialect.
         Outcome::NotPosted { format, reason } => {
             tracing::debug!(hook = name, reason, "hook event not posted");
-            if format.answers_like_slack() {
-                plain(StatusCode::OK, "ok")
+            if let Some(success) = format.plain_success() {
+                plain(StatusCode::OK, success)
             } else if format == Format::Discord {
                 HttpResponse::NoContent().finish()
             } else {

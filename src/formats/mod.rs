@@ -1,4 +1,4 @@
-//! Sender formats: pure functions from what a tool sends (Slack/Mattermost incoming webhooks,
+//! Sender formats: pure functions from what a tool sends (Slack/Mattermost/Teams incoming webhooks,
 //! Alertmanager, Grafana, Discord, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
 //! plain text) to one Chat text.
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
@@ -21,6 +21,7 @@ mod markup;
 pub mod ntfy;
 mod slack;
 pub mod synology;
+mod teams;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,6 +77,13 @@ pub enum Format {
     /// ntfy's publish object (`topic`, `message`, `title`, `tags`, `priority`, `click`), also
     /// as a topic URL's body and headers.
     Ntfy,
+    /// Microsoft Teams' Office 365 connector: a MessageCard (answered `200 1`, as it was).
+    #[serde(rename = "teams", alias = "msteams")]
+    Teams,
+    /// Microsoft Teams' Workflows webhook: Adaptive Cards, as a message's attachments or bare
+    /// (answered `202`, as Power Automate answers).
+    #[serde(rename = "teams_workflows", alias = "workflows")]
+    TeamsWorkflows,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -93,8 +101,20 @@ impl Format {
             Self::Arr => "arr",
             Self::Forge => "forge",
             Self::Ntfy => "ntfy",
+            Self::Teams => "teams",
+            Self::TeamsWorkflows => "teams_workflows",
             Self::Generic => "generic",
             Self::Text => "text",
+        }
+    }
+
+    /// The body of a success in the sender's own words, for senders that read it: Slack's
+    /// `ok`, and the Teams connector's `1` (Workflows senders get the usual `202` receipt).
+    pub fn plain_success(self) -> Option<&'static str> {
+        match self {
+            Self::Slack | Self::Mattermost => Some("ok"),
+            Self::Teams => Some("1"),
+            _ => None,
         }
     }
 
@@ -342,6 +362,9 @@ pub fn render(
         (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
         (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
+        (Format::Teams | Format::TeamsWorkflows, Payload::Json(value)) => {
+            teams::render(object(value)?)?
+        }
     };
     // U+0000 cannot be stored or sent (DSM's C code would cut the text there). A sender's
     // stray one is dropped rather than the notification refused: senders do not retry a 400.
@@ -395,6 +418,11 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if ntfy::looks_like(map) {
         return Format::Ntfy;
+    }
+    match teams::kind(map) {
+        Some(teams::Kind::Connector) => return Format::Teams,
+        Some(teams::Kind::Workflows) => return Format::TeamsWorkflows,
+        None => {}
     }
     if map.get("embeds").is_some_and(Value::is_array) || (has("content") && !has("text")) {
         return Format::Discord;

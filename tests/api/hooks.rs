@@ -260,6 +260,53 @@ async fn a_slack_payload_is_posted_by_channel_name_and_answered_ok() {
     );
 }
 
+/// A Microsoft Teams sender with the hook's URL as its webhook: a connector's MessageCard is
+/// answered as the connector answered, `200` and `1` (Argo CD and Zabbix check the body), a
+/// Workflows message of Adaptive Cards as Power Automate answers, `202`.
+#[actix_rt::test]
+async fn teams_cards_are_posted_and_answered_as_teams_answers() {
+    let app = app().await;
+    let card = json!({"@type": "MessageCard", "@context": "http://schema.org/extensions",
+        "themeColor": "2DC72D", "summary": "web-1 is up", "title": "web-1 is up",
+        "sections": [{"facts": [{"name": "Monitor", "value": "web-1"}]}]});
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), card).await;
+    assert_eq!(
+        (answer.status.as_u16(), &answer.body),
+        (200, &json!(1)),
+        "the body is the text 1"
+    );
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(answer.header("location").is_some());
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("🟢 web-1 is up\nMonitor: web-1")
+    );
+    let workflows = json!({"type": "message", "attachments": [{
+        "contentType": "application/vnd.microsoft.card.adaptive",
+        "content": {"type": "AdaptiveCard", "version": "1.4", "body": [
+            {"type": "TextBlock", "text": "HighCPU firing", "weight": "Bolder"},
+            {"type": "FactSet", "facts": [{"title": "instance", "value": "web-1"}]}]}}]});
+    // Workflows answers 202, and Zabbix's "MS Teams Workflow" takes nothing else.
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), workflows).await;
+    assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+    assert_eq!(answer.body["format"], "teams_workflows", "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 2).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("HighCPU firing\ninstance: web-1")
+    );
+    // A card with nothing to show is refused, as other bodies without text are.
+    let empty = json!({"type": "message", "attachments": [{
+        "contentType": "application/vnd.microsoft.card.adaptive",
+        "content": {"type": "AdaptiveCard", "body": []}}]});
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), empty).await;
+    assert_eq!(answer.status.as_u16(), 400, "{}", answer.body);
+}
+
 #[actix_rt::test]
 async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     let app = app().await;

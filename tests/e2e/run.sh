@@ -9,6 +9,7 @@
 #                        verified with standardwebhooks (plays Chat on inbound `e2e`);
 #                        test_discord_client.py: discord.py's webhook client through hook `discord`
 #                        test_apprise_client.py: Apprise's synology:// notifier through hook `apprise`
+#                        test_teams_client.py: pymsteams' connector cards through hook `apprise`
 #   2. generated-client  tests/e2e/python/test_generated_client.py: openapi-python-client generates
 #                        a client from the live /openapi.json at test time, which is then used
 #   3. typescript-client tests/e2e/typescript/suite.sh: openapi-typescript generates types from the
