@@ -289,7 +289,7 @@ PYTEST=("$PY" -m pytest -c tests/e2e/pytest.ini)
 if wanted python-client; then
   suite python-client 180 "${PYTEST[@]}" tests/e2e/python/test_handwritten_client.py \
     tests/e2e/python/test_events_and_subscriptions.py tests/e2e/python/test_discord_client.py \
-    tests/e2e/python/test_apprise_client.py --junitxml="$ARTIFACTS/e2e-python-client.xml"
+    tests/e2e/python/test_apprise_client.py tests/e2e/python/test_teams_client.py --junitxml="$ARTIFACTS/e2e-python-client.xml"
 fi
 if wanted generated-client; then
   suite generated-client 300 "${PYTEST[@]}" tests/e2e/python/test_generated_client.py \
