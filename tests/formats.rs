@@ -19,6 +19,7 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "sonarr" | "radarr" => (Format::Arr, Format::Arr),
         "github" | "gitea" => (Format::Forge, Format::Forge),
         "teams" => (Format::Teams, Format::Teams),
+        "webex" => (Format::Webex, Format::Webex),
         "teams_workflows" => (Format::TeamsWorkflows, Format::TeamsWorkflows),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),

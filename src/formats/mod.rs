@@ -1,5 +1,5 @@
 //! Sender formats: pure functions from what a tool sends (Slack/Mattermost/Teams incoming webhooks,
-//! Alertmanager, Grafana, Discord, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
+//! Alertmanager, Grafana, Discord, Webex, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
 //! plain text) to one Chat text.
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
 //! [`render`].
@@ -22,6 +22,7 @@ pub mod ntfy;
 mod slack;
 pub mod synology;
 mod teams;
+mod webex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,6 +85,9 @@ pub enum Format {
     /// (answered `202`, as Power Automate answers).
     #[serde(rename = "teams_workflows", alias = "workflows")]
     TeamsWorkflows,
+    /// Webex messages (`markdown` or `text` for a `roomId`), as Alertmanager's `webex_configs`
+    /// and Grafana's Webex contact point post them.
+    Webex,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -103,6 +107,7 @@ impl Format {
             Self::Ntfy => "ntfy",
             Self::Teams => "teams",
             Self::TeamsWorkflows => "teams_workflows",
+            Self::Webex => "webex",
             Self::Generic => "generic",
             Self::Text => "text",
         }
@@ -362,6 +367,7 @@ pub fn render(
         (Format::Arr, Payload::Json(value)) => arr::render(object(value)?)?,
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
         (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
+        (Format::Webex, Payload::Json(value)) => webex::render(object(value)?)?,
         (Format::Teams | Format::TeamsWorkflows, Payload::Json(value)) => {
             teams::render(object(value)?)?
         }
@@ -418,6 +424,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if ntfy::looks_like(map) {
         return Format::Ntfy;
+    }
+    if webex::looks_like(map) {
+        return Format::Webex;
     }
     match teams::kind(map) {
         Some(teams::Kind::Connector) => return Format::Teams,

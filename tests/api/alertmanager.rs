@@ -1,5 +1,5 @@
-//! The real Alertmanager (Debian's `prometheus-alertmanager`) against the gateway's hooks: a
-//! `slack_configs` receiver and a `webhook_configs` receiver, alerts fired with `amtool`. The
+//! The real Alertmanager (Debian's `prometheus-alertmanager`) against the gateway's hooks:
+//! `slack_configs`, `webhook_configs` and `webex_configs` receivers, alerts fired with `amtool`. The
 //! posts must arrive in the simulator and Alertmanager must count no failed notification
 //! (the Slack notifier fails on any answer but `ok`). Without Alertmanager the test says so
 //! loudly and passes, except under `CI=true`, where it fails.
@@ -384,4 +384,84 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     assert_eq!(posts.len(), 1, "the group is posted once: {posts:?}");
     let _ = std::fs::remove_dir_all(&first_dir);
     let _ = std::fs::remove_dir_all(&second_dir);
+}
+
+/// Alertmanager's `webex_configs` with a hook's URL as Webex's `api_url` and the hook's secret
+/// as the bot token: its Markdown message is posted, and Alertmanager counts it delivered.
+#[actix_rt::test]
+async fn alertmanager_delivers_to_a_hook_as_its_webex_api() {
+    let Some((alertmanager, amtool)) = tools() else {
+        return;
+    };
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        let hook = HookSettings {
+            channel: Some("ops".into()),
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert("am-webex".into(), hook);
+    })
+    .await;
+    let ops = app.get("/api/v1/channels?name=ops").await;
+    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+    let config = format!(
+        "{ROUTE}    webex_configs:
+      - api_url: '{base}/hooks/am-webex'
+        room_id: 'Y2lzY29zcGFyazovL3VzL1JPT00vb3Bz'
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: '{SECRET}'
+",
+        base = app.base,
+    );
+    let (_running, am_url, dir) = start_alertmanager(&alertmanager, &config).await;
+    fire(
+        &amtool,
+        &am_url,
+        &[
+            "alertname=HighCPU",
+            "instance=web-1:9100",
+            "--annotation=summary=CPU above 90% & rising",
+        ],
+    );
+    let started = Instant::now();
+    let post = loop {
+        if let Some(post) = posted_messages(&app, &ops_id)
+            .into_iter()
+            .find(|m| m.contains("Alerts Firing:"))
+        {
+            break post;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the Webex message did not arrive\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(post.starts_with("CPU above 90% & rising"), "{post}");
+    assert!(post.contains("alertname = HighCPU"), "{post}");
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&format!("{am_url}/metrics"))
+            .await
+            .unwrap_or_default();
+        let sent = metric_sum(
+            &metrics,
+            "alertmanager_notifications_total",
+            "integration=\"webex\"",
+        );
+        if sent >= 1.0 {
+            let failed = metric_sum(&metrics, "alertmanager_notifications_failed_total", "");
+            assert_eq!(failed, 0.0, "Alertmanager counted a failed notification");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Alertmanager did not count the Webex notification"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
