@@ -20,6 +20,7 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "github" | "gitea" => (Format::Forge, Format::Forge),
         "teams" => (Format::Teams, Format::Teams),
         "webex" => (Format::Webex, Format::Webex),
+        "google_chat" => (Format::GoogleChat, Format::GoogleChat),
         "teams_workflows" => (Format::TeamsWorkflows, Format::TeamsWorkflows),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),

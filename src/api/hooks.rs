@@ -559,7 +559,7 @@ impl utoipa::IntoResponses for HookAnswers {
         };
         ResponsesBuilder::new()
             .response("200", ResponseBuilder::new()
-                .description("Slack-style senders: `ok`; Microsoft Teams senders (a MessageCard or Adaptive Cards): `1`, as Teams' connector answered. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Gotify senders (`<hook URL>/message`): the receipt, once the message is stored (Gotify answers 200, and Apprise's `gotify://` takes nothing else). Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
+                .description("Slack-style senders: `ok`; Microsoft Teams senders (a MessageCard or Adaptive Cards): `1`, as Teams' connector answered. The message is stored in the outbox and will be posted (split when long, retried while the NAS is down). Discord-style senders that ask `?wait=true` (`true`, `True` or `1`): the receipt, once the message is posted with the post's `id` (they wait up to 5 s; without an `id` if it is still in the outbox then). If the delivery fails or is cancelled within the wait, the answer is the delivery's last problem with its status (any of 400, 403, 404, 413, 422, 429, 501, 502, 503, 504), or 409 for a cancelled delivery that never failed. Gotify senders (`<hook URL>/message`): the receipt, once the message is stored (Gotify answers 200, and Apprise's `gotify://` takes nothing else); Google Chat senders (cards, or a `thread`): the receipt, as Google Chat answers 200. Other senders, for an event the hook does not post (a forge's repeat of a release, CI still in progress): `posted: false` and why; nothing is stored")
                 .header("Idempotent-Replayed", replayed())
                 .header("Location", location("`/api/v1/deliveries/{delivery_id}`, where a message was stored (`ok`, `1` and the receipt; not for an event the hook does not post)"))
                 .content("text/plain", text(Some("ok")))
@@ -668,7 +668,8 @@ hook_operation! {
     /// rate-limiting still gets `ok`: the post follows once, in order, when the NAS can take it
     /// (a target *name* too is looked up when the message is sent). Microsoft Teams senders (a
     /// connector's MessageCard, or Adaptive Cards) get what Teams' connector answered, `200`
-    /// with the body `1`. Only a store that cannot be written, or too many hook bodies at once,
+    /// with the body `1`; Google Chat senders (cards, or a `thread`) `200` and the receipt. Only a
+    /// store that cannot be written, or too many hook bodies at once,
     /// is a 503, never a 4xx. An event delivered
     /// again (the same `X-GitHub-Delivery`, `X-Gitea-Delivery`, `webhook-id` or
     /// `Idempotency-Key`; a copy of an Alertmanager or Grafana notification within the hook's
@@ -927,10 +928,12 @@ pub(super) async fn handle(
             };
             let (answer, posted) = match waited {
                 Waited::Posted(posted) => (HttpResponse::Ok(), posted),
-                // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`), and
-                // Gotify's senders (Apprise's) 200 alone.
+                // Discord's senders know only 200 and 204 as success (see `DISCORD_WAIT`),
+                // Gotify's senders (Apprise's) 200 alone, and Google Chat's answers 200 (Jenkins
+                // takes nothing else; Argo CD needs a JSON body without `error`).
                 Waited::NotYet
                     if discord
+                        || format == Format::GoogleChat
                         || actix_web::HttpMessage::extensions(req)
                             .contains::<crate::front_door::GotifyCall>() =>
                 {

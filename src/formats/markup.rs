@@ -215,6 +215,113 @@ pub fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The small HTML of chat cards (Google Chat's, Teams') as Chat text: `<br>` (any spelling) a
+/// line break, a `<p>` or `<div>` a line of its own, `<a href="u">label</a>` a Chat link (web
+/// addresses only), `<at>name</at>` (a Teams mention) `@name`, the styling tags (`<b>`, `<i>`,
+/// `<u>`, `<s>`, `<font>`…) dropped, entities decoded. Anything else after a `<` is text, and the
+/// text between tags is written by `segment` (so a Chat link typed in it stays text).
+pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
+    let mut out = String::with_capacity(html.len());
+    let text_of = |text: &str, out: &mut String| {
+        let decoded = decode_entities(text);
+        out.push_str(&segment(&decoded));
+    };
+    let mut rest = html;
+    // The open `<a>`: its URL, and where its label starts in `out`.
+    let mut anchor: Option<(String, usize)> = None;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let name: String = after
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let known = matches!(
+            name.as_str(),
+            "br" | "p"
+                | "div"
+                | "a"
+                | "at"
+                | "b"
+                | "strong"
+                | "i"
+                | "em"
+                | "u"
+                | "s"
+                | "strike"
+                | "del"
+                | "font"
+                | "span"
+                | "code"
+        );
+        let end = after.find('>');
+        let (Some(end), true) = (end, known) else {
+            // Not a tag: text, as typed, up to the next `<`.
+            let next = after.find('<').map_or(rest.len(), |i| start + 1 + i);
+            text_of(&rest[..next], &mut out);
+            rest = &rest[next..];
+            continue;
+        };
+        text_of(&rest[..start], &mut out);
+        let tag = &after[..end];
+        let closing = tag.starts_with('/');
+        match name.as_str() {
+            "br" => out.push('\n'),
+            "p" | "div" if closing => out.push('\n'),
+            // A paragraph opens on a line of its own.
+            "p" | "div" if !out.is_empty() && !out.ends_with('\n') => out.push('\n'),
+            "at" if !closing => out.push('@'),
+            "a" if !closing => anchor = href(tag).map(|url| (url, out.len())),
+            "a" => {
+                if let Some((url, label_at)) = anchor.take() {
+                    let label = out.split_off(label_at);
+                    out.push_str(&link(&url, &label));
+                }
+            }
+            _ => {}
+        }
+        rest = &after[end + 1..];
+    }
+    text_of(rest, &mut out);
+    out
+}
+
+/// The HTML entities chat cards carry (`&amp;`, `&lt;`, `&gt;`, `&quot;`, `&#39;`, `&nbsp;`).
+fn decode_entities(text: &str) -> Cow<'_, str> {
+    if !text.contains('&') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&nbsp;", " ")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The `href` of an `<a …>` tag, when it is a web address.
+fn href(tag: &str) -> Option<String> {
+    let at = tag.to_ascii_lowercase().find("href=")?;
+    let value = &tag[at + 5..];
+    let (quote, value) = match value.chars().next()? {
+        q @ ('"' | '\'') => (Some(q), &value[1..]),
+        _ => (None, value),
+    };
+    let end = match quote {
+        Some(q) => value.find(q)?,
+        None => value.find(char::is_whitespace).unwrap_or(value.len()),
+    };
+    let url = value[..end].replace("&amp;", "&");
+    let web = ["http://", "https://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    });
+    web.then_some(url)
+}
+
 /// Markdown links `[label](http…)` to Chat links; other brackets are left alone. A label holds
 /// no brackets and no line break: `[FIRING:1] see [dashboard](u)` links only `dashboard`. Each
 /// character is read a bounded number of times, whatever the brackets (sender text is large).

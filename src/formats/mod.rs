@@ -1,5 +1,5 @@
 //! Sender formats: pure functions from what a tool sends (Slack/Mattermost/Teams incoming webhooks,
-//! Alertmanager, Grafana, Discord, Webex, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
+//! Alertmanager, Grafana, Discord, Webex, Google Chat, Sonarr/Radarr, GitHub/Gitea, generic JSON with a template,
 //! plain text) to one Chat text.
 //! No actix here: the `/hooks` routes parse the HTTP request and call [`parse_body`] and
 //! [`render`].
@@ -16,6 +16,7 @@ mod discord;
 mod forge;
 mod generic;
 mod gitlab;
+mod google_chat;
 mod grafana;
 mod markup;
 pub mod ntfy;
@@ -85,6 +86,9 @@ pub enum Format {
     /// (answered `202`, as Power Automate answers).
     #[serde(rename = "teams_workflows", alias = "workflows")]
     TeamsWorkflows,
+    /// Google Chat incoming webhook: `text`, and cards (`cards`, `cardsV2`).
+    #[serde(rename = "google_chat", alias = "googlechat", alias = "gchat")]
+    GoogleChat,
     /// Webex messages (`markdown` or `text` for a `roomId`), as Alertmanager's `webex_configs`
     /// and Grafana's Webex contact point post them.
     Webex,
@@ -108,6 +112,7 @@ impl Format {
             Self::Teams => "teams",
             Self::TeamsWorkflows => "teams_workflows",
             Self::Webex => "webex",
+            Self::GoogleChat => "google_chat",
             Self::Generic => "generic",
             Self::Text => "text",
         }
@@ -368,6 +373,7 @@ pub fn render(
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
         (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
         (Format::Webex, Payload::Json(value)) => webex::render(object(value)?)?,
+        (Format::GoogleChat, Payload::Json(value)) => google_chat::render(object(value)?)?,
         (Format::Teams | Format::TeamsWorkflows, Payload::Json(value)) => {
             teams::render(object(value)?)?
         }
@@ -424,6 +430,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if ntfy::looks_like(map) {
         return Format::Ntfy;
+    }
+    if google_chat::looks_like(map) {
+        return Format::GoogleChat;
     }
     if webex::looks_like(map) {
         return Format::Webex;

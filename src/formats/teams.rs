@@ -5,6 +5,8 @@
 //! "application/vnd.microsoft.card.adaptive", "content": {…}}]}`). Text is Teams' Markdown:
 //! its links become Chat links; `<at>name</at>` mentions become `@name`.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::markup::{self, link};
@@ -43,13 +45,30 @@ pub fn kind(map: &Map<String, Value>) -> Option<Kind> {
             .and_then(Value::as_str)
             .is_some_and(|c| c.contains("schema.org/extensions"))
     });
+    // Sections and actions as only a card writes them.
+    const SECTION_KEYS: [&str; 7] = [
+        "activityTitle",
+        "activitySubtitle",
+        "activityText",
+        "activityImage",
+        "facts",
+        "heroImage",
+        "startGroup",
+    ];
+    let sections = objects(map, "sections")
+        .any(|section| SECTION_KEYS.iter().any(|key| section.contains_key(*key)));
+    let actions = objects(map, "potentialAction").any(|action| action.contains_key("@type"));
+    let has_text = |key: &str| map.get(key).is_some_and(Value::is_string);
+    // A card of a title or summary and text (pymsteams, Argo CD's templates): Slack has no
+    // top-level title; a bare `{"text"}` stays Slack's (`format = "teams"` reads it as a card).
+    let titled = has_text("text") && (has_text("title") || has_text("summary"));
     let card = is_type(map, "@type", "MessageCard")
         || is_type(map, "type", "MessageCard")
         || context
-        || ["sections", "potentialAction"]
-            .iter()
-            .any(|key| map.get(*key).is_some_and(Value::is_array))
-        || map.contains_key("themeColor")
+        || sections
+        || actions
+        || titled
+        || (map.contains_key("themeColor") && (has_text("title") || has_text("text")))
         || attachments(map).any(|(content_type, _)| is_card(content_type));
     card.then_some(Kind::Connector)
 }
@@ -113,19 +132,15 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
     }
 }
 
-/// Teams' Markdown as Chat text: `<br>` as a line break, `<at>name</at>` as `@name`, Markdown
-/// links as Chat links, any other `<url|…>` left as text.
+/// Teams' text as Chat text: Markdown, in which Teams also takes a little HTML (`<br>`, `<p>`,
+/// `<at>` mentions, `<a href>`, entities): see [`markup::html_text`]. Markdown links become
+/// Chat links; any other `<url|…>` stays text.
 fn teams_text(text: &str) -> String {
-    let mut text = text.to_owned();
-    for tag in ["<br>", "<br/>", "<br />", "<BR>", "<BR/>", "<BR />"] {
-        if text.contains(tag) {
-            text = text.replace(tag, "\n");
-        }
-    }
-    if text.contains("<at>") {
-        text = text.replace("<at>", "@").replace("</at>", "");
-    }
-    markup::markdown_text(&text)
+    markup::html_text(text, markdown_segment)
+}
+
+fn markdown_segment(text: &str) -> Cow<'_, str> {
+    Cow::Owned(markup::markdown_text(text))
 }
 
 fn field(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -218,7 +233,8 @@ fn facts<'a>(
 ) -> impl Iterator<Item = String> + 'a {
     objects(map, "facts").filter_map(move |fact| {
         // Some senders end a fact's name with its colon (Healthchecks).
-        let name = field(fact, name).map(|n| n.trim_end().trim_end_matches(':').to_owned());
+        let name = super::scalar_field(fact, name)
+            .map(|n| teams_text(&n).trim_end().trim_end_matches(':').to_owned());
         match (
             name.filter(|n| !n.is_empty()),
             super::scalar_field(fact, value),
@@ -585,6 +601,32 @@ mod tests {
         ] {
             assert_eq!(kind(other.as_object().unwrap()), None, "{other}");
         }
+    }
+
+    #[test]
+    fn short_cards_are_cards_and_lookalikes_are_not() {
+        assert_eq!(
+            rendered(json!({"title": "Backup finished", "text": "2.1 GB in 312 s"})),
+            "Backup finished\n2.1 GB in 312 s"
+        );
+        assert_eq!(rendered(json!({"summary": "s", "text": "t"})), "t");
+        for other in [
+            json!({"title": "Backup", "message": "done", "sections": [{"name": "a"}]}),
+            json!({"title": "Backup", "message": "done", "potentialAction": [{"name": "x"}]}),
+            json!({"themeColor": "red", "message": "done"}),
+        ] {
+            assert_eq!(kind(other.as_object().unwrap()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn teams_html_in_text_reads_as_text() {
+        assert_eq!(
+            rendered(json!({"@type": "MessageCard",
+                "text": "a<Br>b</br>c<br >d<p>e</p>f &amp; g&nbsp;h <AT>Ops</AT> <at id=\"0\">Ann</at> 1 < 2",
+                "sections": [{"facts": [{"name": 2, "value": false}]}]})),
+            "a\nb\nc\nd\ne\nf & g h @Ops @Ann 1 < 2\n2: false"
+        );
     }
 
     #[test]

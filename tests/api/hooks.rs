@@ -307,6 +307,34 @@ async fn teams_cards_are_posted_and_answered_as_teams_answers() {
     assert_eq!(answer.status.as_u16(), 400, "{}", answer.body);
 }
 
+/// A Google Chat sender (Grafana's, Uptime Kuma's, Jenkins') with the hook's URL as its
+/// webhook, Google's query beside it: answered 200 with a JSON body, as Google Chat answers
+/// (Jenkins takes only 200; Argo CD needs JSON).
+#[actix_rt::test]
+async fn google_chat_cards_are_posted_and_answered_200() {
+    let app = app().await;
+    let card = json!({"cardsV2": [{"cardId": "c", "card": {
+    "header": {"title": "web-1 went down"},
+    "sections": [{"widgets": [
+        {"decoratedText": {"topLabel": "Message", "text": "<b>ECONNREFUSED</b>"}},
+        {"buttonList": {"buttons": [{"text": "Open", "onClick": {"openLink": {"url": "https://kuma.example/1"}}}]}}
+    ]}]}}]});
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}?key=AIza&token=t&threadKey=web-1"),
+        card,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
+    assert!(answer.body.get("error").is_none(), "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("web-1 went down\nMessage: ECONNREFUSED\n<https://kuma.example/1|Open>")
+    );
+}
+
 #[actix_rt::test]
 async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     let app = app().await;
