@@ -1394,7 +1394,7 @@ async fn receive(
                 return Box::pin(finish_receive(
                     (name, hook),
                     req,
-                    (Ok(payload), Vec::new(), Some(Format::Ntfy)),
+                    (Source::Parsed(Ok(payload)), Vec::new(), Some(Format::Ntfy)),
                     permit,
                     (state, chat, outbox),
                 ))
@@ -1419,57 +1419,130 @@ async fn receive(
     } else {
         Ok(body)
     };
-    let parsed = if req.method() == actix_web::http::Method::GET {
-        formats::query_payload(req.query_string())
+    let source = if req.method() == actix_web::http::Method::GET {
+        Source::Parsed(formats::query_payload(req.query_string()))
     } else {
-        body.and_then(|body| formats::parse_body(content_type, &body))
+        Source::Body {
+            content_type: content_type.map(str::to_owned),
+            body,
+        }
     };
     finish_receive(
         (name, hook),
         req,
-        (parsed, files, hook.format),
+        (source, files, hook.format),
         permit,
         (state, chat, outbox),
     )
     .await
 }
 
-/// A hook's parsed body (and the names of the files it carried), rendered in `format` (or the
-/// format its shape says), checked and handed to the outbox.
+/// A hook's body as it came (parsed in [`read_message`]), or already parsed (a query, ntfy's
+/// fields).
+enum Source {
+    Body {
+        content_type: Option<String>,
+        body: Result<web::Bytes, FormatError>,
+    },
+    Parsed(Result<formats::Payload, FormatError>),
+}
+
+/// Bodies larger than this are parsed and rendered on the blocking pool, not on the worker's
+/// thread: a body of megabytes takes it for many milliseconds, and every request of that
+/// worker (health checks, cached lists) would wait.
+const READ_INLINE_MAX: usize = 64 * 1024;
+
+/// What a hook's body says: the format its shape is, what identifies its event, the message.
+struct Read {
+    shape: Option<Format>,
+    content_key: Option<String>,
+    rendered: Result<formats::Rendered, FormatError>,
+}
+
+/// Parses and renders a hook's body: pure work, done where [`READ_INLINE_MAX`] says.
+fn read_message(
+    source: Source,
+    files: &[String],
+    format: Option<Format>,
+    template: Option<&str>,
+    markup: formats::Markup,
+) -> Read {
+    let parsed = match source {
+        Source::Body { content_type, body } => {
+            body.and_then(|body| formats::parse_body(content_type.as_deref(), &body))
+        }
+        Source::Parsed(parsed) => parsed,
+    };
+    // The answer speaks the sender's dialect (Grafana's Slack contact point takes only `ok`,
+    // Discord clients only 200 or 204): the hook's format, or the shape of the body.
+    let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
+    let content_key = parsed.as_ref().ok().and_then(formats::event_key);
+    let strip_markup =
+        markup == formats::Markup::Plain && parsed.as_ref().is_ok_and(formats::may_carry_markup);
+    let rendered = formats::with_files(
+        parsed.and_then(|p| formats::render(&p, format, template)),
+        files,
+        format.unwrap_or(Format::Discord),
+    )
+    .map(|rendered| match strip_markup {
+        true => formats::Rendered {
+            text: formats::plain_markup(&rendered.text),
+            ..rendered
+        },
+        false => rendered,
+    });
+    Read {
+        shape,
+        content_key,
+        rendered,
+    }
+}
+
+/// A hook's body (and the names of the files it carried), rendered in `format` (or the format
+/// its shape says), checked and handed to the outbox.
 async fn finish_receive(
     (name, hook): (&str, &Hook),
     req: &HttpRequest,
-    (parsed, files, format): (
-        Result<formats::Payload, FormatError>,
-        Vec<String>,
-        Option<Format>,
-    ),
+    (source, files, format): (Source, Vec<String>, Option<Format>),
     permit: Option<BodyPermit<'_>>,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
-    // The answer speaks the sender's dialect (Grafana's Slack contact point takes only `ok`,
-    // Discord clients only 200 or 204): the hook's format, or the shape of the body. A template,
-    // or a generic or text rendering, decides how the message reads, not who sent it.
-    let shape = parsed.as_ref().ok().map(|p| formats::detect(p, false));
-    let content_key = parsed.as_ref().ok().and_then(formats::event_key);
-    let strip_markup = hook.markup == formats::Markup::Plain
-        && parsed.as_ref().is_ok_and(formats::may_carry_markup);
+    // ntfy's calls are read as ntfy's, whatever the hook's format or template.
+    let template = hook.template.clone().filter(|_| format == hook.format);
+    let large =
+        matches!(&source, Source::Body { body: Ok(body), .. } if body.len() > READ_INLINE_MAX);
+    let markup = hook.markup;
+    let Read {
+        shape,
+        content_key,
+        rendered,
+    } = if large {
+        let read = actix_web::rt::task::spawn_blocking(move || {
+            read_message(source, &files, format, template.as_deref(), markup)
+        });
+        match read.await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(hook = name, %error, "reading a hook's body failed");
+                Read {
+                    shape: None,
+                    content_key: None,
+                    rendered: Err(FormatError::InvalidPayload(
+                        "the body could not be read".into(),
+                    )),
+                }
+            }
+        }
+    } else {
+        read_message(source, &files, format, template.as_deref(), markup)
+    };
+    // A template, or a generic or text rendering, decides how the message reads, not who sent
+    // it.
     let dialect = |rendered: Format| match rendered {
         Format::Generic | Format::Text => shape.unwrap_or(rendered),
         format => format,
     };
-    // ntfy's calls are read as ntfy's, whatever the hook's format or template.
-    let template = hook.template.as_deref().filter(|_| format == hook.format);
-    let rendered = formats::with_files(
-        parsed.and_then(|p| formats::render(&p, format, template)),
-        &files,
-        format.unwrap_or(Format::Discord),
-    );
     let rendered = match rendered {
-        Ok(rendered) if strip_markup => formats::Rendered {
-            text: formats::plain_markup(&rendered.text),
-            ..rendered
-        },
         Ok(rendered) => rendered,
         Err(FormatError::NotPosted(reason)) => {
             return Outcome::NotPosted {

@@ -335,6 +335,27 @@ async fn google_chat_cards_are_posted_and_answered_200() {
     );
 }
 
+/// A body of hundreds of kilobytes is read off the worker's thread (the blocking pool), and
+/// its message posted as any other's.
+#[actix_rt::test]
+async fn a_large_body_is_read_and_posted() {
+    let app = app().await;
+    let body = json!({"text": "backup report attached", "padding": "x".repeat(300_000)});
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), body).await;
+    assert_eq!((answer.status.as_u16(), &answer.body), (200, &json!("ok")));
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(param(&create, "message"), Some("backup report attached"));
+    let broken = send(
+        &app,
+        &format!("/hooks/ops/{SECRET}"),
+        "application/json",
+        format!("{{\"text\": \"{}", "y".repeat(300_000)).into_bytes(),
+        None,
+    )
+    .await;
+    assert_eq!(broken.status.as_u16(), 400, "{}", broken.body);
+}
+
 #[actix_rt::test]
 async fn an_alertmanager_webhook_with_a_bearer_secret_gets_a_json_receipt() {
     let app = app().await;
