@@ -489,7 +489,8 @@ pub struct Problem {
     pub error: Option<DsmErrorNumber>,
 }
 
-/// DSM's `error` member: `{"code": N}`.
+/// DSM's `error` member: `{"code": N}` (for a Google Chat sender, the HTTP status, as Google
+/// Chat's own `error.code`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DsmErrorNumber {
     pub code: u16,
@@ -554,6 +555,8 @@ pub struct ApiError {
     /// Answered inside DSM's envelope as well, with this error number
     /// ([`Self::in_dsm_envelope`]).
     dsm_envelope: Option<u16>,
+    /// With an `error` member as Google Chat answers a failure ([`Self::for_google_chat`]).
+    google_chat: bool,
 }
 
 impl ApiError {
@@ -567,6 +570,7 @@ impl ApiError {
             outcome_unknown: false,
             challenge: None,
             dsm_envelope: None,
+            google_chat: false,
         }
     }
 
@@ -625,6 +629,7 @@ impl ApiError {
             outcome_unknown: false,
             challenge: None,
             dsm_envelope: None,
+            google_chat: false,
         })
     }
 
@@ -705,6 +710,13 @@ impl ApiError {
         self
     }
 
+    /// The problem with an `error` member (`{"code": <the status>}`), as Google Chat answers a
+    /// failed call: Argo CD reads the answer of a Google Chat webhook for it, not the status.
+    pub fn for_google_chat(mut self) -> Self {
+        self.google_chat = true;
+        self
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self
@@ -738,7 +750,12 @@ impl ApiError {
             },
             answer: None,
             success: self.dsm_envelope.map(|_| false),
-            error: self.dsm_envelope.map(|code| DsmErrorNumber { code }),
+            error: self
+                .dsm_envelope
+                .map(|code| DsmErrorNumber { code })
+                .or(self.google_chat.then_some(DsmErrorNumber {
+                    code: status.as_u16(),
+                })),
         }
     }
 }

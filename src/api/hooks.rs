@@ -996,7 +996,8 @@ pub(super) async fn handle(
             if slack_style(format) {
                 plain(StatusCode::BAD_REQUEST, code)
             } else {
-                ApiError::invalid(format!("{code}: {error}")).error_response()
+                in_senders_words(ApiError::invalid(format!("{code}: {error}")), format)
+                    .error_response()
             }
         }
         Outcome::Refused {
@@ -1014,7 +1015,7 @@ pub(super) async fn handle(
                 };
                 plain(status, slack_code)
             } else {
-                error.error_response()
+                in_senders_words(error, Some(format)).error_response()
             }
         }
         Outcome::Unavailable { format, error } => {
@@ -1022,7 +1023,7 @@ pub(super) async fn handle(
             let mut response = if slack_style(Some(format)) {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             } else {
-                error.error_response()
+                in_senders_words(error, Some(format)).error_response()
             };
             response
                 .headers_mut()
@@ -1162,6 +1163,14 @@ pub(super) async fn multipart_fields(
 
 fn multipart_invalid(error: &dyn std::fmt::Display) -> FormatError {
     FormatError::InvalidPayload(format!("multipart body: {error}"))
+}
+
+/// A refusal as the sender's tool words one where that matters: Google Chat's `error` member.
+fn in_senders_words(error: ApiError, format: Option<Format>) -> ApiError {
+    match format {
+        Some(Format::GoogleChat) => error.for_google_chat(),
+        _ => error,
+    }
 }
 
 /// Marks the answer to a repeated event as the API's idempotent replays are marked.
@@ -1759,7 +1768,21 @@ pub(super) async fn hand_over(
     let caller = callers::hook(hook_name);
     // The sender cannot be asked to shorten its text: what is over the limit is left out, and
     // the last post says so.
-    let (parts, left_out) = outbox.part_limits().split_cutting(text);
+    let limits = outbox.part_limits();
+    let (parts, left_out) = if text.len() > READ_INLINE_MAX {
+        // Off the worker's thread, as the body was read ([`READ_INLINE_MAX`]).
+        let owned = text.to_owned();
+        actix_web::rt::task::spawn_blocking(move || limits.split_cutting(&owned))
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    ProblemCode::Internal,
+                    format!("splitting the message failed: {error}"),
+                )
+            })?
+    } else {
+        limits.split_cutting(text)
+    };
     if left_out > 0 {
         tracing::warn!(
             hook = hook_name,

@@ -11,17 +11,25 @@ use super::{FormatError, scalar_field, text_field};
 /// Cards nest (columns); deeper than this is not read.
 const MAX_DEPTH: usize = 8;
 
-/// Whether a body is a Google Chat message: it has cards, or names a thread as only Google
-/// Chat's messages do (`{"text", "thread": {"threadKey"}}`: Jenkins, GitLab).
+/// Whether a body is a Google Chat message: it has cards as Google Chat's are written (v1's with
+/// a `header` or `sections`, v2's `{cardId, card}`), or names a thread by key as only Google
+/// Chat's messages do (`{"text", "thread": {"threadKey"}}`: Jenkins, GitLab, Apprise).
 pub fn looks_like(map: &Map<String, Value>) -> bool {
-    ["cards", "cardsV2"]
-        .iter()
-        .any(|key| map.get(*key).is_some_and(Value::is_array))
+    let cards = |key: &str, members: &[&str]| {
+        map.get(key).and_then(Value::as_array).is_some_and(|cards| {
+            cards
+                .iter()
+                .filter_map(Value::as_object)
+                .any(|card| members.iter().any(|member| card.contains_key(*member)))
+        })
+    };
+    cards("cards", &["header", "sections"])
+        || cards("cardsV2", &["card", "cardId"])
         || map
             .get("thread")
             .and_then(Value::as_object)
             .is_some_and(|thread| {
-                ["threadKey", "thread_key", "name"]
+                ["threadKey", "thread_key"]
                     .iter()
                     .any(|key| thread.contains_key(*key))
             })
@@ -289,12 +297,15 @@ mod tests {
             json!({"text": "slack"}),
             json!({"content": "discord"}),
             json!({"thread_ts": "1.2", "text": "slack reply"}),
+            json!({"board": "b", "cards": [{"name": "todo"}], "message": "Board updated"}),
+            json!({"thread": {"name": "t"}, "text": "x"}),
         ] {
             assert!(!looks_like(other.as_object().unwrap()), "{other}");
         }
         let empty = json!({"cards": [{"sections": [{"widgets": [{"divider": {}}]}]}]});
         assert_eq!(render(empty.as_object().unwrap()), Err(FormatError::NoText));
-        let fallback = json!({"cardsV2": [], "fallbackText": "web-1 down"});
-        assert_eq!(render(fallback.as_object().unwrap()).unwrap(), "web-1 down");
+        let fallback =
+            json!({"cardsV2": [{"cardId": "c", "card": {}}], "fallbackText": "web-1 down"});
+        assert_eq!(rendered(fallback), "web-1 down");
     }
 }

@@ -218,18 +218,19 @@ pub fn unescape(text: &str) -> String {
 /// The small HTML of chat cards (Google Chat's, Teams') as Chat text: `<br>` (any spelling) a
 /// line break, a `<p>` or `<div>` a line of its own, `<a href="u">label</a>` a Chat link (web
 /// addresses only), `<at>name</at>` (a Teams mention) `@name`, the styling tags (`<b>`, `<i>`,
-/// `<u>`, `<s>`, `<font>`…) dropped, entities decoded. Anything else after a `<` is text, and the
-/// text between tags is written by `segment` (so a Chat link typed in it stays text).
+/// `<u>`, `<s>`, `<font>`…) dropped, entities decoded. Anything else after a `<` is text. The
+/// text between the links built here is written by `segment` once it is whole, so a Chat link
+/// typed in it stays text however tags or entities split it (`&lt;<b></b>https://…|…&gt;`).
+/// Each byte is looked at a bounded number of times, whatever the tags.
 pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
     let mut out = String::with_capacity(html.len());
-    let text_of = |text: &str, out: &mut String| {
-        let decoded = decode_entities(text);
-        out.push_str(&segment(&decoded));
-    };
-    let mut rest = html;
-    // The open `<a>`: its URL, and where its label starts in `out`.
+    // The text since the last link built here, tags dropped and entities decoded.
+    let mut text = String::new();
+    // The open `<a>`: its URL, and where its label starts in `text`.
     let mut anchor: Option<(String, usize)> = None;
+    let mut rest = html;
     while let Some(start) = rest.find('<') {
+        text.push_str(&decode_entities(&rest[..start]));
         let after = &rest[start + 1..];
         let name: String = after
             .trim_start_matches('/')
@@ -255,57 +256,115 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
                 | "span"
                 | "code"
         );
-        let end = after.find('>');
-        let (Some(end), true) = (end, known) else {
-            // Not a tag: text, as typed, up to the next `<`.
-            let next = after.find('<').map_or(rest.len(), |i| start + 1 + i);
-            text_of(&rest[..next], &mut out);
-            rest = &rest[next..];
+        let Some(end) = known.then(|| tag_end(after)).flatten() else {
+            // Not a tag: a `<` of the text.
+            text.push('<');
+            rest = after;
             continue;
         };
-        text_of(&rest[..start], &mut out);
         let tag = &after[..end];
         let closing = tag.starts_with('/');
         match name.as_str() {
-            "br" => out.push('\n'),
-            "p" | "div" if closing => out.push('\n'),
+            "br" => text.push('\n'),
+            "p" | "div" if closing => text.push('\n'),
             // A paragraph opens on a line of its own.
-            "p" | "div" if !out.is_empty() && !out.ends_with('\n') => out.push('\n'),
-            "at" if !closing => out.push('@'),
-            "a" if !closing => anchor = href(tag).map(|url| (url, out.len())),
+            "p" | "div" => {
+                let at_start = out.is_empty() && text.is_empty();
+                if !at_start && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            "at" if !closing => text.push('@'),
+            "a" if !closing => anchor = href(tag).map(|url| (url, text.len())),
             "a" => {
                 if let Some((url, label_at)) = anchor.take() {
-                    let label = out.split_off(label_at);
+                    let label = text.split_off(label_at);
+                    out.push_str(&segment(&text));
                     out.push_str(&link(&url, &label));
+                    text.clear();
                 }
             }
             _ => {}
         }
         rest = &after[end + 1..];
     }
-    text_of(rest, &mut out);
+    text.push_str(&decode_entities(rest));
+    out.push_str(&segment(&text));
     out
 }
 
-/// The HTML entities chat cards carry (`&amp;`, `&lt;`, `&gt;`, `&quot;`, `&#39;`, `&nbsp;`).
+/// Where a tag that starts `after` (the text after its `<`) ends: its `>`, outside quoted
+/// attribute values. None when another `<` comes first, quoted or not (then it was no tag),
+/// which keeps the reading linear.
+fn tag_end(after: &str) -> Option<usize> {
+    let mut quote = None;
+    for (at, byte) in after.bytes().enumerate() {
+        match (quote, byte) {
+            (_, b'<') => return None,
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(byte),
+            (None, b'>') => return Some(at),
+            (None, _) => {}
+        }
+    }
+    None
+}
+
+/// The HTML entities chat cards carry: `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&nbsp;`, and
+/// numbered ones (`&#60;`, `&#x3C;`); others stay as written.
 fn decode_entities(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
         return Cow::Borrowed(text);
     }
-    Cow::Owned(
-        text.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&nbsp;", " ")
-            .replace("&amp;", "&"),
-    )
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let entity = after
+            .find(';')
+            .filter(|&end| end <= 10)
+            .and_then(|end| Some((entity_char(&after[..end])?, end)));
+        match entity {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+fn entity_char(name: &str) -> Option<char> {
+    let number = |digits: &str, radix| u32::from_str_radix(digits, radix).ok();
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" | "#39" => Some('\''),
+        "nbsp" => Some(' '),
+        _ => {
+            let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                Some(hex) => number(hex, 16),
+                None => number(name.strip_prefix('#')?, 10),
+            }?;
+            char::from_u32(code).filter(|c| *c != '\0')
+        }
+    }
 }
 
 /// The `href` of an `<a …>` tag, when it is a web address.
 fn href(tag: &str) -> Option<String> {
     let at = tag.to_ascii_lowercase().find("href=")?;
     let value = &tag[at + 5..];
+    let value = value.trim_start();
     let (quote, value) = match value.chars().next()? {
         q @ ('"' | '\'') => (Some(q), &value[1..]),
         _ => (None, value),
@@ -314,7 +373,7 @@ fn href(tag: &str) -> Option<String> {
         Some(q) => value.find(q)?,
         None => value.find(char::is_whitespace).unwrap_or(value.len()),
     };
-    let url = value[..end].replace("&amp;", "&");
+    let url = value[..end].trim().replace("&amp;", "&");
     let web = ["http://", "https://"].iter().any(|scheme| {
         url.get(..scheme.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
@@ -673,6 +732,48 @@ fn strip_pairs(text: &str, marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn card_html_cannot_spell_a_link_across_tags_or_entities() {
+        for spoof in [
+            "&lt;<b></b>https://evil.example|Approve&gt;",
+            "<<b>https://evil.example|Approve></b>",
+            "&#60;https://evil.example|Approve&#62;",
+            "<b>&lt;</b>https://evil.example|Approve>",
+        ] {
+            let text = html_text(spoof, literal_text);
+            assert!(!text.contains("<https://"), "{spoof} → {text}");
+            assert!(
+                text.contains("https://evil.example|Approve"),
+                "{spoof} → {text}"
+            );
+        }
+        assert_eq!(
+            html_text(
+                "see <a href=\"https://x.example/?a=1&amp;b=2\">the <b>logs</b></a> &copy; &#x41;",
+                literal_text
+            ),
+            "see <https://x.example/?a=1&b=2|the logs> &copy; A"
+        );
+        assert_eq!(
+            html_text(
+                "<a title=\"a > b\" href=\" https://x.example \">y</a>",
+                literal_text
+            ),
+            "<https://x.example|y>"
+        );
+    }
+
+    #[test]
+    fn card_html_is_read_in_linear_time() {
+        // Each `<b` opens what looks like a tag with no end: read once, not once per `<`.
+        let hostile = "<b".repeat(200_000) + &"<b \"".repeat(100_000);
+        let started = std::time::Instant::now();
+        let text = html_text(&hostile, literal_text);
+        assert_eq!(text.len(), hostile.len());
+        // Generous: quadratic reading took minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
 
     #[test]
     fn a_link_stays_one_link_on_one_line() {

@@ -55,7 +55,8 @@ pub fn kind(map: &Map<String, Value>) -> Option<Kind> {
         "heroImage",
         "startGroup",
     ];
-    let sections = objects(map, "sections")
+    let sections = objects_or_one(map, "sections")
+        .into_iter()
         .any(|section| SECTION_KEYS.iter().any(|key| section.contains_key(*key)));
     let actions = objects(map, "potentialAction").any(|action| action.contains_key("@type"));
     let has_text = |key: &str| map.get(key).is_some_and(Value::is_string);
@@ -153,7 +154,7 @@ fn message_card(card: &Map<String, Value>) -> String {
     let mut lines: Vec<String> = Vec::new();
     let title = field(card, "title");
     let text = field(card, "text");
-    let sections: Vec<&Map<String, Value>> = objects(card, "sections").collect();
+    let sections = objects_or_one(card, "sections");
     match (title, text.is_none() && sections.is_empty()) {
         (Some(title), _) => lines.push(title),
         // A card of a summary alone: Teams shows it in the notification.
@@ -222,6 +223,14 @@ fn objects<'a>(
         .into_iter()
         .flatten()
         .filter_map(Value::as_object)
+}
+
+/// A member that is a list of objects, or one object where a sender gives one.
+fn objects_or_one<'a>(map: &'a Map<String, Value>, key: &str) -> Vec<&'a Map<String, Value>> {
+    match map.get(key) {
+        Some(Value::Object(one)) => vec![one],
+        _ => objects(map, key).collect(),
+    }
 }
 
 /// `name: value` lines of a fact list (a connector section's `name`, an Adaptive `FactSet`'s

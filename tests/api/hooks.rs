@@ -333,6 +333,12 @@ async fn google_chat_cards_are_posted_and_answered_200() {
         param(&create, "message"),
         Some("web-1 went down\nMessage: ECONNREFUSED\n<https://kuma.example/1|Open>")
     );
+    // A refusal carries Google Chat's `error` member: Argo CD reads it, not the status.
+    let empty = json!({"cardsV2": [{"cardId": "c", "card": {"sections": []}}]});
+    let answer = send_json(&app, &format!("/hooks/ops/{SECRET}"), empty).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.body["error"]["code"], 400, "{}", answer.body);
+    assert!(answer.body["request_id"].is_string(), "{}", answer.body);
 }
 
 /// A body of hundreds of kilobytes is read off the worker's thread (the blocking pool), and
