@@ -75,22 +75,10 @@ fn object<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, 
     map.get(key).and_then(Value::as_object)
 }
 
-/// Google Chat's message markup: mentions as `@…`, then as Slack's (`<url|label>` links).
+/// Google Chat's message markup: mentions (`<users/123>`, `<users/all>`) as `@…`, then as
+/// Slack's (`<url|label>` links).
 fn chat_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("<users/") {
-        let Some(len) = rest[start..].find('>') else {
-            break;
-        };
-        let user = &rest[start + 7..start + len];
-        out.push_str(&rest[..start]);
-        out.push('@');
-        out.push_str(user);
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    markup::slack(&out)
+    markup::slack(&markup::mentions(text, "<users/", |user| user))
 }
 
 /// A card: its header, then each section's header and widgets.
@@ -147,7 +135,7 @@ fn widget_lines(widget: &Map<String, Value>, depth: usize, lines: &mut Vec<Strin
     if let Some((image, url)) = object(widget, "image").and_then(|image| {
         Some((
             image,
-            text_field(image, "imageUrl").filter(|url| web_url(url))?,
+            text_field(image, "imageUrl").filter(|url| markup::is_web_url(url))?,
         ))
     }) {
         lines.push(link(url, text_field(image, "altText").unwrap_or("image")));
@@ -217,15 +205,7 @@ fn button(button: &Map<String, Value>) -> Option<String> {
 /// The page a widget's `onClick` opens (http or https only).
 fn open_link(item: &Map<String, Value>) -> Option<&str> {
     let open = object(object(item, "onClick")?, "openLink")?;
-    text_field(open, "url").filter(|url| web_url(url))
-}
-
-fn web_url(url: &str) -> bool {
-    let url = url.trim_start();
-    ["http://", "https://"].iter().any(|scheme| {
-        url.get(..scheme.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-    })
+    text_field(open, "url").filter(|url| markup::is_web_url(url))
 }
 
 /// A card's HTML as Chat text ([`markup::html_text`]); its text is not Markdown.

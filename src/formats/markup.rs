@@ -374,11 +374,34 @@ fn href(tag: &str) -> Option<String> {
         None => value.find(char::is_whitespace).unwrap_or(value.len()),
     };
     let url = value[..end].trim().replace("&amp;", "&");
-    let web = ["http://", "https://"].iter().any(|scheme| {
+    is_web_url(&url).then_some(url)
+}
+
+/// Whether `url` is a web address (http or https, any case): the only links senders may make.
+pub fn is_web_url(url: &str) -> bool {
+    let url = url.trim_start();
+    ["http://", "https://"].iter().any(|scheme| {
         url.get(..scheme.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-    });
-    web.then_some(url)
+    })
+}
+
+/// A chat tool's mentions, `<{opener}…>`, as `@name`: `name_of` reads the name from what is
+/// between the opener and the `>`.
+pub fn mentions(text: &str, opener: &str, name_of: fn(&str) -> &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(opener) {
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push('@');
+        out.push_str(name_of(&rest[start + opener.len()..start + len]).trim());
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Markdown links `[label](http…)` to Chat links; other brackets are left alone. A label holds

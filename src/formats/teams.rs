@@ -203,15 +203,7 @@ fn connector_action(action: &Map<String, Value>) -> Option<String> {
             .and_then(Value::as_str),
         _ => None,
     }?;
-    web_url(url).then(|| link(url, name))
-}
-
-fn web_url(url: &str) -> bool {
-    let url = url.trim_start();
-    ["http://", "https://"].iter().any(|scheme| {
-        url.get(..scheme.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-    })
+    markup::is_web_url(url).then(|| link(url, name))
 }
 
 fn objects<'a>(
@@ -425,7 +417,7 @@ fn image(element: &Map<String, Value>) -> Option<String> {
     {
         return None;
     }
-    let url = text_field(element, "url").filter(|url| web_url(url))?;
+    let url = text_field(element, "url").filter(|url| markup::is_web_url(url))?;
     Some(link(url, text_field(element, "altText").unwrap_or("image")))
 }
 
@@ -438,7 +430,7 @@ fn open_url_of(action: &Map<String, Value>) -> Option<&str> {
     (action.get("type")?.as_str()? == "Action.OpenUrl")
         .then(|| text_field(action, "url"))
         .flatten()
-        .filter(|url| web_url(url))
+        .filter(|url| markup::is_web_url(url))
 }
 
 /// A card's buttons that open pages, as links on one line; a button that shows a card adds
@@ -480,7 +472,7 @@ fn hero_card(card: &Map<String, Value>) -> String {
     let buttons: Vec<String> = objects(card, "buttons")
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("openUrl"))
         .filter_map(|b| {
-            let url = text_field(b, "value").filter(|url| web_url(url))?;
+            let url = text_field(b, "value").filter(|url| markup::is_web_url(url))?;
             Some(link(url, text_field(b, "title").unwrap_or("link")))
         })
         .collect();

@@ -32,7 +32,7 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+        .filter(|url| markup::is_web_url(url))
     {
         lines.push(link(url, "image"));
     }
@@ -45,25 +45,11 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
 /// Webex's Markdown: its links become Chat links; mentions (`<@personEmail:a@b|Ann>`,
 /// `<@personId:…|Ann>`, `<@all>`) become `@Ann` and `@all`.
 fn webex_markdown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("<@") {
-        let Some(len) = rest[start..].find('>') else {
-            break;
-        };
-        let inner = &rest[start + 2..start + len];
-        let name = match inner.split_once('|') {
-            Some((_, name)) => name,
-            None if inner == "all" => "all",
-            None => inner.split_once(':').map_or(inner, |(_, id)| id),
-        };
-        out.push_str(&rest[..start]);
-        out.push('@');
-        out.push_str(name.trim());
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    markup::markdown_text(&out)
+    let named = markup::mentions(text, "<@", |inner| match inner.split_once('|') {
+        Some((_, name)) => name,
+        None => inner.split_once(':').map_or(inner, |(_, id)| id),
+    });
+    markup::markdown_text(&named)
 }
 
 #[cfg(test)]

@@ -128,6 +128,32 @@ async fn notifications_succeeded(am_url: &str, at_least: f64) {
     }
 }
 
+/// Waits until the Alertmanager at `am_url` counts a notification through `integration`, and
+/// asserts that it counted none as failed.
+async fn delivered_once(am_url: &str, integration: &str) {
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(&format!("{am_url}/metrics"))
+            .await
+            .unwrap_or_default();
+        let sent = metric_sum(
+            &metrics,
+            "alertmanager_notifications_total",
+            &format!("integration=\"{integration}\""),
+        );
+        if sent >= 1.0 {
+            let failed = metric_sum(&metrics, "alertmanager_notifications_failed_total", "");
+            assert_eq!(failed, 0.0, "{am_url} counted a failed notification");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{am_url} did not notify through {integration}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The receiver's `webhook_configs`: the native webhook to `hook`, its secret as a bearer token.
 fn webhook_config(base: &str, hook: &str) -> String {
     format!(
@@ -354,27 +380,7 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     }
     // Both members notify, and count it delivered.
     for am_url in [&first_url, &second_url] {
-        let started = Instant::now();
-        loop {
-            let metrics = http_get(&format!("{am_url}/metrics"))
-                .await
-                .unwrap_or_default();
-            let sent = metric_sum(
-                &metrics,
-                "alertmanager_notifications_total",
-                "integration=\"webhook\"",
-            );
-            if sent >= 1.0 {
-                let failed = metric_sum(&metrics, "alertmanager_notifications_failed_total", "");
-                assert_eq!(failed, 0.0, "{am_url} counted a failed notification");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{am_url} did not notify"
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-        }
+        delivered_once(am_url, "webhook").await;
     }
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     let posts: Vec<String> = posted_messages(&app, &ops_id)
@@ -442,26 +448,6 @@ async fn alertmanager_delivers_to_a_hook_as_its_webex_api() {
     };
     assert!(post.starts_with("CPU above 90% & rising"), "{post}");
     assert!(post.contains("alertname = HighCPU"), "{post}");
-    let started = Instant::now();
-    loop {
-        let metrics = http_get(&format!("{am_url}/metrics"))
-            .await
-            .unwrap_or_default();
-        let sent = metric_sum(
-            &metrics,
-            "alertmanager_notifications_total",
-            "integration=\"webex\"",
-        );
-        if sent >= 1.0 {
-            let failed = metric_sum(&metrics, "alertmanager_notifications_failed_total", "");
-            assert_eq!(failed, 0.0, "Alertmanager counted a failed notification");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "Alertmanager did not count the Webex notification"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
+    delivered_once(&am_url, "webex").await;
     let _ = std::fs::remove_dir_all(&dir);
 }

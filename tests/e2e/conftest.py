@@ -4,6 +4,7 @@ GATEWAY_URL (e.g. http://127.0.0.1:40123) and GATEWAY_KEY (a key with the admin 
 """
 
 import os
+import time
 
 import httpx
 import pytest
@@ -62,3 +63,24 @@ def channel_id(api) -> int:
     ]
     assert joined, f"no joined public/private channel in {channels!r}"
     return joined[0]["channel_id"]
+
+
+@pytest.fixture()
+def posted_in_general(api):
+    """Waits (up to 15 s) for a post in channel `general` whose message holds `text`, and
+    returns it: hooks post through the outbox, after their answer."""
+
+    def find(text: str) -> dict:
+        channels = api.get("/channels").json()["items"]
+        general = next(c for c in channels if c["name"] == "general")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            listed = api.get(f"/channels/{general['channel_id']}/posts", params={"limit": 50})
+            assert listed.status_code == 200, listed.text
+            found = [p for p in listed.json()["items"] if text in p["message"]]
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        pytest.fail(f"no post with {text!r} in channel general")
+
+    return find

@@ -11,7 +11,6 @@ host, reach the same hook through the gateway's Mattermost-, Gotify- and ntfy-sh
 """
 
 import os
-import time
 import urllib.parse
 import uuid
 
@@ -34,34 +33,20 @@ def _notifier(base_url: str, token: str, path: str = "") -> apprise.Apprise:
     return notifier
 
 
-def _posted(api, text: str) -> dict:
-    channels = api.get("/channels").json()["items"]
-    general = next(c for c in channels if c["name"] == "general")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        listed = api.get(f"/channels/{general['channel_id']}/posts", params={"limit": 50})
-        assert listed.status_code == 200, listed.text
-        found = [p for p in listed.json()["items"] if text in p["message"]]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    pytest.fail(f"no post with {text!r} in channel general")
-
-
-def test_apprise_posts_through_synology_chats_url(base_url, api, secret):
+def test_apprise_posts_through_synology_chats_url(base_url, posted_in_general, secret):
     marker = uuid.uuid4().hex[:8]
     body = f"{marker}: C++ build 50% done & uploaded <https://ci.example/{marker}|log>"
     assert _notifier(base_url, secret).notify(title="CI", body=body)
-    post = _posted(api, marker)
+    post = posted_in_general(marker)
     # Apprise folds the title into the text; the `&` and `+` that DSM itself would lose arrive.
     assert post["message"] == f"CI\r\n{body}"
 
 
-def test_apprise_with_a_path_prefix_posts_too(base_url, api, secret):
+def test_apprise_with_a_path_prefix_posts_too(base_url, posted_in_general, secret):
     # `synology://host/token/sub` sends `/sub/webapi/entry.cgi` (a NAS behind a proxy's path).
     marker = uuid.uuid4().hex[:8]
     assert _notifier(base_url, secret, "/sub").notify(body=f"prefixed {marker}")
-    assert _posted(api, marker)["message"] == f"prefixed {marker}"
+    assert posted_in_general(marker)["message"] == f"prefixed {marker}"
 
 
 def test_a_wrong_token_is_a_failure_apprise_reports(base_url):
@@ -75,29 +60,29 @@ def _other_notifier(url: str) -> apprise.Apprise:
     return notifier
 
 
-def test_apprise_mattermost_posts_to_the_hook_by_its_secret(base_url, api, secret):
+def test_apprise_mattermost_posts_to_the_hook_by_its_secret(base_url, posted_in_general, secret):
     # `mmost://host:port/token` posts Mattermost's JSON to `/hooks/<token>`.
     host = urllib.parse.urlsplit(base_url).netloc
     marker = uuid.uuid4().hex[:8]
     assert _other_notifier(f"mmost://{host}/{secret}").notify(title="Deploy", body=f"mattermost {marker} & 100%")
-    assert _posted(api, marker)["message"] == f"Deploy\nmattermost {marker} & 100%"
+    assert posted_in_general(marker)["message"] == f"Deploy\nmattermost {marker} & 100%"
 
 
-def test_apprise_gotify_posts_to_the_hook_as_its_server(base_url, api, secret):
+def test_apprise_gotify_posts_to_the_hook_as_its_server(base_url, posted_in_general, secret):
     # `gotify://host:port/<path>/token` posts to `<path>/message` with `X-Gotify-Key` and
     # counts any answer but 200 as a failure.
     host = urllib.parse.urlsplit(base_url).netloc
     marker = uuid.uuid4().hex[:8]
     assert _other_notifier(f"gotify://{host}/hooks/apprise/{secret}").notify(title="Backup", body=f"gotify {marker}")
-    assert _posted(api, marker)["message"] == f"Backup\ngotify {marker}"
+    assert posted_in_general(marker)["message"] == f"Backup\ngotify {marker}"
     assert not _other_notifier(f"gotify://{host}/hooks/apprise/not-the-secret").notify(body="never posted")
 
 
-def test_apprise_ntfy_publishes_to_the_hook_as_its_topic(base_url, api, secret):
+def test_apprise_ntfy_publishes_to_the_hook_as_its_topic(base_url, posted_in_general, secret):
     # `ntfy://user:password@host:port/topic` posts ntfy's JSON (`topic`, `title`, `message`) to
     # the server's root with Basic credentials; the hook's name is the topic.
     host = urllib.parse.urlsplit(base_url).netloc
     marker = uuid.uuid4().hex[:8]
     assert _other_notifier(f"ntfy://someone:{secret}@{host}/apprise").notify(title="Disk", body=f"ntfy {marker} 95%")
-    assert _posted(api, marker)["message"] == f"Disk\nntfy {marker} 95%"
+    assert posted_in_general(marker)["message"] == f"Disk\nntfy {marker} 95%"
     assert not _other_notifier(f"ntfy://someone:not-the-secret@{host}/apprise").notify(body="never posted")

@@ -8,7 +8,6 @@ wrong secret is a failure it raises.
 
 import asyncio
 import os
-import time
 import uuid
 
 import pymsteams
@@ -23,20 +22,6 @@ def hook_url(base_url) -> str:
     return f"{base_url}/hooks/apprise/{secret}"
 
 
-def _posted(api, text: str) -> dict:
-    channels = api.get("/channels").json()["items"]
-    general = next(c for c in channels if c["name"] == "general")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        listed = api.get(f"/channels/{general['channel_id']}/posts", params={"limit": 50})
-        assert listed.status_code == 200, listed.text
-        found = [p for p in listed.json()["items"] if text in p["message"]]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    pytest.fail(f"no post with {text!r} in channel general")
-
-
 def _card(card: pymsteams.connectorcard, marker: str) -> pymsteams.connectorcard:
     card.title(f"Deploy {marker}")
     card.text("web-1 is **down**")
@@ -49,23 +34,23 @@ def _card(card: pymsteams.connectorcard, marker: str) -> pymsteams.connectorcard
     return card
 
 
-def test_pymsteams_card_is_posted_as_teams_shows_it(hook_url, api):
+def test_pymsteams_card_is_posted_as_teams_shows_it(hook_url, posted_in_general):
     marker = uuid.uuid4().hex[:8]
     card = _card(pymsteams.connectorcard(hook_url), marker)
     assert card.send()
     assert card.last_http_response.status_code == 200
-    assert _posted(api, marker)["message"] == (
+    assert posted_in_general(marker)["message"] == (
         f"🔴 Deploy {marker}\nweb-1 is **down**\nMonitoring\nHost: web-1\n"
         f"<https://ci.example/{marker}|Open>"
     )
 
 
-def test_pymsteams_async_client_gets_the_connectors_answer(hook_url, api):
+def test_pymsteams_async_client_gets_the_connectors_answer(hook_url, posted_in_general):
     marker = uuid.uuid4().hex[:8]
     card = _card(pymsteams.async_connectorcard(hook_url), marker)
     # It raises unless the answer is `200` and exactly `1`.
     assert asyncio.run(card.send())
-    assert _posted(api, marker)["message"].startswith(f"🔴 Deploy {marker}\n")
+    assert posted_in_general(marker)["message"].startswith(f"🔴 Deploy {marker}\n")
 
 
 def test_a_wrong_secret_is_a_failure_pymsteams_raises(hook_url):
