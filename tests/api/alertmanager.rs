@@ -128,6 +128,22 @@ async fn notifications_succeeded(am_url: &str, at_least: f64) {
     }
 }
 
+/// The gateway with hook `name` (detected format) posting to channel `ops`, and that channel's id.
+async fn app_with_hook(name: &'static str) -> (TestApp, String) {
+    let app = spawn_app_with(SimConfig::default(), |settings| {
+        let hook = HookSettings {
+            channel: Some("ops".into()),
+            secret_hash: Some(SecretString::from(hash_key(SECRET))),
+            ..HookSettings::default()
+        };
+        settings.hooks.insert(name.into(), hook);
+    })
+    .await;
+    let ops = app.get("/api/v1/channels?name=ops").await;
+    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+    (app, ops_id)
+}
+
 /// Waits until the Alertmanager at `am_url` counts a notification through `integration`, and
 /// asserts that it counted none as failed.
 async fn delivered_once(am_url: &str, integration: &str) {
@@ -349,17 +365,7 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     let Some((alertmanager, amtool)) = tools() else {
         return;
     };
-    let app = spawn_app_with(SimConfig::default(), |settings| {
-        let hook = HookSettings {
-            channel: Some("ops".into()),
-            secret_hash: Some(SecretString::from(hash_key(SECRET))),
-            ..HookSettings::default()
-        };
-        settings.hooks.insert("am-pair".into(), hook);
-    })
-    .await;
-    let ops = app.get("/api/v1/channels?name=ops").await;
-    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+    let (app, ops_id) = app_with_hook("am-pair").await;
     let config = format!("{ROUTE}{}", webhook_config(&app.base, "am-pair"));
     let (_first, first_url, first_dir) = start_alertmanager(&alertmanager, &config).await;
     let (_second, second_url, second_dir) = start_alertmanager(&alertmanager, &config).await;
@@ -399,17 +405,7 @@ async fn alertmanager_delivers_to_a_hook_as_its_webex_api() {
     let Some((alertmanager, amtool)) = tools() else {
         return;
     };
-    let app = spawn_app_with(SimConfig::default(), |settings| {
-        let hook = HookSettings {
-            channel: Some("ops".into()),
-            secret_hash: Some(SecretString::from(hash_key(SECRET))),
-            ..HookSettings::default()
-        };
-        settings.hooks.insert("am-webex".into(), hook);
-    })
-    .await;
-    let ops = app.get("/api/v1/channels?name=ops").await;
-    let ops_id = ops.body["items"][0]["channel_id"].to_string();
+    let (app, ops_id) = app_with_hook("am-webex").await;
     let config = format!(
         "{ROUTE}    webex_configs:
       - api_url: '{base}/hooks/am-webex'
