@@ -116,7 +116,7 @@ fn bot_read_error(
 /// Sends the message to each user's conversation with the bot configured as `name`; answers
 /// the post created per user and the users DSM did not deliver to. When DSM delivered it to
 /// none of them, the answer is a `400 upstream_rejected_input` naming each user's reason (as
-/// the outbox's delivery fails), not a success.
+/// the outbox's delivery fails), not a success; a `404` when DSM found none of the users.
 #[utoipa::path(security(("bearer" = ["write"])), tag = "bots",
     params(BotPath,
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once the message is stored; the outbox delivers it, paced at `delivery.rate_per_sec`")),
@@ -232,13 +232,18 @@ pub async fn send_bot_message(
             .iter()
             .map(|f| format!("user {}: {}", f.user_id, f.reason))
             .collect();
-        return Err(ApiError::new(
-            ProblemCode::UpstreamRejectedInput,
-            format!(
-                "DSM delivered the message to none of its recipients ({})",
-                reasons.join("; ")
-            ),
-        ));
+        let detail = format!(
+            "DSM delivered the message to none of its recipients ({})",
+            reasons.join("; ")
+        );
+        // Recipients DSM does not know are missing resources, as a missing channel is.
+        let unknown = failed
+            .iter()
+            .all(|f| f.reason.to_ascii_lowercase().contains("not found"));
+        return Err(match unknown {
+            true => ApiError::not_found(detail),
+            false => ApiError::new(ProblemCode::UpstreamRejectedInput, detail),
+        });
     }
     Ok(HttpResponse::Ok()
         .insert_header((POST_COUNT_HEADER, count.to_string()))
