@@ -521,6 +521,19 @@ fn flag_field(map: &serde_json::Map<String, Value>, key: &str) -> bool {
     }
 }
 
+/// A reader's text for a body it claims (`claims`), in the readers' tests: a body it would not
+/// be given fails the test rather than being rendered anyway.
+#[cfg(test)]
+pub(crate) fn claimed_and_rendered(
+    value: &Value,
+    claims: impl Fn(&serde_json::Map<String, Value>) -> bool,
+    render: impl Fn(&serde_json::Map<String, Value>) -> Result<String, FormatError>,
+) -> String {
+    let map = value.as_object().expect("a JSON object");
+    assert!(claims(map), "not claimed: {value}");
+    render(map).expect("rendered")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

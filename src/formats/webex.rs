@@ -59,9 +59,7 @@ mod tests {
     use super::*;
 
     fn rendered(value: Value) -> String {
-        let map = value.as_object().unwrap();
-        assert!(looks_like(map), "{value}");
-        render(map).unwrap()
+        crate::formats::claimed_and_rendered(&value, looks_like, render)
     }
 
     #[test]
