@@ -954,9 +954,13 @@ pub(super) async fn handle(
         }
         // Slack's senders get Slack's strings; the others a problem document.
         Outcome::NoService if slack_style(None) => plain(StatusCode::NOT_FOUND, "no_service"),
-        Outcome::NoService => {
-            ApiError::not_found("no hook by that name, or not with that secret").error_response()
-        }
+        // A hook set to Google Chat's format answers a wrong secret in Google's words too: Argo
+        // CD reads only the `error` member, never the status.
+        Outcome::NoService => in_senders_words(
+            ApiError::not_found("no hook by that name, or not with that secret"),
+            hook.and_then(|h| h.format),
+        )
+        .error_response(),
         Outcome::TooLarge if slack_style(None) => {
             plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
         }

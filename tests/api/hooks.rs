@@ -58,6 +58,10 @@ fn with_hooks(settings: &mut Settings) {
     let mut am = hook(("channel", "ops"));
     am.format = Some(Format::Alertmanager);
     settings.hooks.insert("am".into(), am);
+    // Argo CD's text-only Google Chat template is a bare `{"text"}`: only the hook can say so.
+    let mut gchat = hook(("channel", "ops"));
+    gchat.format = Some(Format::GoogleChat);
+    settings.hooks.insert("gchat".into(), gchat);
     let mut plain = hook(("channel", "ops"));
     plain.markup = syno_chat_gateway::formats::Markup::Plain;
     settings.hooks.insert("plain".into(), plain);
@@ -339,6 +343,36 @@ async fn google_chat_cards_are_posted_and_answered_200() {
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(answer.body["error"]["code"], 400, "{}", answer.body);
     assert!(answer.body["request_id"].is_string(), "{}", answer.body);
+}
+
+/// A hook set to Google Chat's format reads a bare text as Google Chat's and answers every
+/// refusal in Google's words, a wrong secret too: Argo CD judges by the `error` member alone.
+#[actix_rt::test]
+async fn a_google_chat_hook_answers_text_and_a_wrong_secret_as_google_chat() {
+    let app = app().await;
+    let answer = send_json(
+        &app,
+        &format!("/hooks/gchat/{SECRET}"),
+        json!({"text": "Application *web* is <https://argo.example/app|Healthy>"}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
+    assert!(answer.body.get("error").is_none(), "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("Application *web* is <https://argo.example/app|Healthy>")
+    );
+    let wrong = send_json(&app, "/hooks/gchat/not-the-secret", json!({"text": "x"})).await;
+    assert_eq!(wrong.status, 404, "{}", wrong.body);
+    assert_eq!(wrong.body["error"]["code"], 404, "{}", wrong.body);
+    // Another hook's wrong secret stays Slack's string, which Slack senders read.
+    let slack = send_json(&app, "/hooks/ops/not-the-secret", json!({"text": "x"})).await;
+    assert_eq!(
+        (slack.status.as_u16(), &slack.body),
+        (404, &json!("no_service"))
+    );
 }
 
 /// A body of hundreds of kilobytes is read off the worker's thread (the blocking pool), and
