@@ -826,16 +826,19 @@ pub(super) fn requires_signature(hooks: &Hooks, name: &str) -> bool {
 /// hooks sharing a secret cannot be told apart by it). Every hook is asked, so the time taken
 /// does not tell which matched.
 pub(super) fn hook_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Option<&'h str> {
-    let mut found = Vec::new();
-    for (name, hook) in hooks {
-        if hook.has_secret(presented) {
-            found.push(name.as_str());
-        }
-    }
-    match found.as_slice() {
+    match hooks_of_secret(hooks, presented).as_slice() {
         [name] => Some(name),
         _ => None,
     }
+}
+
+/// The names of the hooks whose secret `presented` is.
+pub(super) fn hooks_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Vec<&'h str> {
+    hooks
+        .iter()
+        .filter(|(_, hook)| hook.has_secret(presented))
+        .map(|(name, _)| name.as_str())
+        .collect()
 }
 
 pub(super) async fn handle(
@@ -850,6 +853,8 @@ pub(super) async fn handle(
     let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
     // ntfy's GET to a topic's `/publish` posts even without a query ("triggered").
     let ntfy = actix_web::HttpMessage::extensions(req).contains::<super::ntfy::NtfyCall>();
+    // Answered in their tool's words by their routes, never as Slack's strings.
+    let foreign = ntfy || actix_web::HttpMessage::extensions(req).contains::<SenderApi>();
     let outcome = match admitted {
         // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
         // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
@@ -866,7 +871,7 @@ pub(super) async fn handle(
         metrics.hook_request(name, outcome.answer());
     }
     let slack_style = |format: Option<Format>| {
-        !ntfy
+        !foreign
             && format
                 .or(hook.and_then(|h| h.format))
                 .is_none_or(Format::answers_like_slack)
@@ -1169,6 +1174,117 @@ fn multipart_invalid(error: &dyn std::fmt::Display) -> FormatError {
     FormatError::InvalidPayload(format!("multipart body: {error}"))
 }
 
+/// Marks a request that came through another chat tool's API (Matrix's): the hook reads it as
+/// that tool's message, whatever its own format or template, and the tool's module words the
+/// answer.
+#[derive(Clone, Debug)]
+pub(super) enum SenderApi {
+    /// Matrix's send of a room message; `txn` is its transaction id, which names the message:
+    /// the same id again is the same message (a client's retry), as on a homeserver.
+    Matrix { txn: Option<String> },
+}
+
+impl SenderApi {
+    fn format(&self) -> Format {
+        match self {
+            Self::Matrix { .. } => Format::Matrix,
+        }
+    }
+
+    /// The message the body carries, as the tool's API takes it.
+    fn payload(&self, body: &[u8]) -> Result<formats::Payload, FormatError> {
+        match self {
+            // The content of a Matrix event is a JSON object, whatever the Content-Type says.
+            Self::Matrix { .. } => match serde_json::from_slice(body) {
+                Ok(value @ serde_json::Value::Object(_)) => Ok(formats::Payload::Json(value)),
+                Ok(_) => Err(FormatError::InvalidPayload(
+                    "the event content must be a JSON object".into(),
+                )),
+                Err(e) => Err(FormatError::InvalidPayload(format!(
+                    "the event content is not JSON: {e}"
+                ))),
+            },
+        }
+    }
+
+    /// The event the request names, if it names one.
+    fn event(&self) -> Option<EventKey> {
+        match self {
+            Self::Matrix { txn: Some(txn) } => Some(EventKey {
+                key: format!("matrix:{txn}"),
+                since_ms: Some(unix_ms().saturating_sub(MATRIX_TXN_KEPT.as_millis() as i64)),
+            }),
+            Self::Matrix { txn: None } => None,
+        }
+    }
+}
+
+/// How long a Matrix transaction id names its message: a homeserver keeps them for a while,
+/// long enough for any client's retries, not for ever (Gitea's ids are its bodies' hashes).
+const MATRIX_TXN_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// A refusal the hook answered, for the routes that word it in another tool's terms (ntfy's,
+/// Matrix's, Telegram's), which their clients parse.
+pub(super) struct Refusal {
+    head: HttpResponse<()>,
+    /// What was wrong, with the request's id.
+    pub error: String,
+}
+
+impl Refusal {
+    /// Reads the problem (or Slack-style string) `answer` carries.
+    pub async fn of(answer: HttpResponse) -> Self {
+        let (response, body) = answer.into_parts();
+        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let detail = problem["detail"]
+            .as_str()
+            .or(problem["title"].as_str())
+            .map_or_else(
+                || String::from_utf8_lossy(&bytes).into_owned(),
+                str::to_owned,
+            );
+        let error = match problem["request_id"].as_str() {
+            Some(id) => format!("{detail} (request {id})"),
+            None => detail,
+        };
+        Self {
+            head: response,
+            error,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.head.status()
+    }
+
+    /// The answer's `Retry-After` in seconds, if it had one.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.head
+            .headers()
+            .get(header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// The same status and headers (`Retry-After`, `X-Request-Id`), with `body` as JSON.
+    pub fn answer(&self, body: serde_json::Value) -> HttpResponse {
+        let mut answer = HttpResponse::build(self.head.status());
+        for (name, value) in self.head.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                answer.append_header((name.clone(), value.clone()));
+            }
+        }
+        let mut answer = answer.json(body);
+        if self.head.head().connection_type() == ConnectionType::Close {
+            answer.head_mut().set_connection_type(ConnectionType::Close);
+        }
+        answer
+    }
+}
+
 /// A refusal as the sender's tool words one where that matters: Google Chat's `error` member.
 fn in_senders_words(error: ApiError, format: Option<Format>) -> ApiError {
     match format {
@@ -1218,6 +1334,12 @@ fn event_of(
         && let Some(id) = super::hook_signature::standard_header(req.headers(), "id")
     {
         return Ok(Some(named(id.trim().to_owned())));
+    }
+    if let Some(event) = actix_web::HttpMessage::extensions(req)
+        .get::<SenderApi>()
+        .and_then(SenderApi::event)
+    {
+        return Ok(Some(event));
     }
     if let Some(keyed) = keyed_event(req, text.as_str())? {
         return Ok(Some(keyed));
@@ -1421,6 +1543,28 @@ async fn receive(
                 };
             }
         }
+    }
+    let api = actix_web::HttpMessage::extensions(req)
+        .get::<SenderApi>()
+        .cloned();
+    if let Some(api) = api {
+        let format = api.format();
+        return match api.payload(&body) {
+            Ok(payload) => {
+                Box::pin(finish_receive(
+                    (name, hook),
+                    req,
+                    (Source::Parsed(Ok(payload)), Vec::new(), Some(format)),
+                    permit,
+                    (state, chat, outbox),
+                ))
+                .await
+            }
+            Err(error) => Outcome::BadBody {
+                format: Some(format),
+                error,
+            },
+        };
     }
     let mut files = Vec::new();
     let body = if formats::media_type_is(content_type, "multipart/form-data") {

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod idempotency;
 mod inbound;
 mod integrations;
+mod matrix;
 mod misc;
 pub mod mode;
 mod ntfy;
@@ -264,7 +265,8 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted,
-        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published, ntfy::NtfyError)),
+        entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published, ntfy::NtfyError,
+        matrix::EventSent, matrix::MatrixError)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -453,10 +455,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
                     actix_web::middleware::from_fn(idempotency::middleware),
                 )),
         )
-        // Synology Chat's own incoming-webhook URL and ntfy's publish API, after the API: tried
-        // last.
+        // Synology Chat's own incoming-webhook URL, ntfy's publish API and Matrix's
+        // client-server API, after the API: tried last.
         .configure(entry_cgi::routes)
         .configure(ntfy::routes)
+        .configure(matrix::routes)
         .configure(ntfy::root_route);
 }
 

@@ -257,38 +257,13 @@ async fn in_ntfys_words(answer: HttpResponse) -> HttpResponse {
     if !status.is_client_error() && status != actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
         return answer;
     }
-    let (head, body) = answer.into_parts();
-    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let detail = problem["detail"]
-        .as_str()
-        .or(problem["title"].as_str())
-        .map_or_else(
-            || String::from_utf8_lossy(&bytes).into_owned(),
-            str::to_owned,
-        );
-    let error = match problem["request_id"].as_str() {
-        Some(id) => format!("{detail} (request {id})"),
-        None => detail,
-    };
-    let mut ntfy = HttpResponse::build(status);
-    for (name, value) in head.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            ntfy.append_header((name.clone(), value.clone()));
-        }
-    }
-    let mut answer = ntfy.json(serde_json::json!({
+    let refusal = hooks::Refusal::of(answer).await;
+    refusal.answer(serde_json::json!({
         "code": u32::from(status.as_u16()) * 100 + 1,
         "http": status.as_u16(),
-        "error": error,
+        "error": refusal.error,
         "link": "https://docs.ntfy.sh/publish/",
-    }));
-    if head.head().connection_type() == actix_web::http::ConnectionType::Close {
-        answer
-            .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
-    }
-    answer
+    }))
 }
 
 /// Publish to a topic, ntfy's way

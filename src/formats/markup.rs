@@ -215,10 +215,12 @@ pub fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// The small HTML of chat cards (Google Chat's, Teams') as Chat text: `<br>` (any spelling) a
-/// line break, a `<p>` or `<div>` a line of its own, `<a href="u">label</a>` a Chat link (web
-/// addresses only), `<at>name</at>` (a Teams mention) `@name`, the styling tags (`<b>`, `<i>`,
-/// `<u>`, `<s>`, `<font>`…) dropped, entities decoded. Anything else after a `<` is text. The
+/// The small HTML of chat cards (Google Chat's, Teams') and chat messages (Matrix's) as Chat
+/// text: `<br>` (any spelling) a line break; a paragraph, a heading, a list, a quote, a table's
+/// row a line of its own (a list item `• `, table cells apart by ` | `); `<pre>` a fenced
+/// block; `<a href="u">label</a>` a Chat link (web addresses only), `<at>name</at>` (a Teams
+/// mention) `@name`, the styling tags (`<b>`, `<i>`, `<u>`, `<s>`, `<font>`…) dropped, entities
+/// decoded. Anything else after a `<` is text. The
 /// text between the links built here is written by `segment` once it is whole, so a Chat link
 /// typed in it stays text however tags or entities split it (`&lt;<b></b>https://…|…&gt;`).
 /// Each byte is looked at a bounded number of times, whatever the tags.
@@ -238,24 +240,28 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
             .take_while(|c| c.is_ascii_alphanumeric())
             .collect::<String>()
             .to_ascii_lowercase();
-        let known = matches!(
-            name.as_str(),
-            "br" | "p"
-                | "div"
-                | "a"
-                | "at"
-                | "b"
-                | "strong"
-                | "i"
-                | "em"
-                | "u"
-                | "s"
-                | "strike"
-                | "del"
-                | "font"
-                | "span"
-                | "code"
-        );
+        let known = is_block(&name)
+            || matches!(
+                name.as_str(),
+                "br" | "li"
+                    | "td"
+                    | "th"
+                    | "pre"
+                    | "hr"
+                    | "a"
+                    | "at"
+                    | "b"
+                    | "strong"
+                    | "i"
+                    | "em"
+                    | "u"
+                    | "s"
+                    | "strike"
+                    | "del"
+                    | "font"
+                    | "span"
+                    | "code"
+            );
         let Some(end) = known.then(|| tag_end(after)).flatten() else {
             // Not a tag: a `<` of the text.
             text.push('<');
@@ -264,16 +270,34 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
         };
         let tag = &after[..end];
         let closing = tag.starts_with('/');
+        // A block opens on a line of its own.
+        let open_line = |text: &mut String| {
+            // White space after a line's end is no text on the next line.
+            let written = text.trim_end_matches(' ');
+            let at_start = out.is_empty() && written.is_empty();
+            if !at_start && !written.ends_with('\n') {
+                text.push('\n');
+            }
+        };
         match name.as_str() {
             "br" => text.push('\n'),
-            "p" | "div" if closing => text.push('\n'),
-            // A paragraph opens on a line of its own.
-            "p" | "div" => {
-                let at_start = out.is_empty() && text.is_empty();
-                if !at_start && !text.ends_with('\n') {
-                    text.push('\n');
-                }
+            "pre" => {
+                open_line(&mut text);
+                text.push_str("```\n");
             }
+            "hr" => {
+                open_line(&mut text);
+                text.push_str("———\n");
+            }
+            "li" if !closing => {
+                open_line(&mut text);
+                text.push_str("• ");
+            }
+            "td" | "th" if !closing && !text.is_empty() && !text.ends_with('\n') => {
+                text.push_str(" | ");
+            }
+            block if is_block(block) && closing => text.push('\n'),
+            block if is_block(block) => open_line(&mut text),
             "at" if !closing => text.push('@'),
             "a" if !closing => anchor = href(tag).map(|url| (url, text.len())),
             "a" => {
@@ -291,6 +315,78 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
     text.push_str(&decode_entities(rest));
     out.push_str(&segment(&text));
     out
+}
+
+/// Tags that stand on lines of their own.
+fn is_block(name: &str) -> bool {
+    matches!(
+        name,
+        "p" | "div"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "ul"
+            | "ol"
+            | "blockquote"
+            | "table"
+            | "tr"
+    )
+}
+
+/// A document's HTML (Matrix's `formatted_body`) as Chat text: as [`html_text`], with HTML's
+/// white space: a line break in the source is a space, runs of spaces are one, but for a
+/// `<pre>` block's, which is kept as written.
+pub fn html_document(html: &str) -> String {
+    let mut collapsed = String::with_capacity(html.len());
+    let mut rest = html;
+    while !rest.is_empty() {
+        let (flowing, pre) = match find_ignoring_case(rest, "<pre") {
+            Some(at) => {
+                let end =
+                    find_ignoring_case(&rest[at..], "</pre").map_or(rest.len(), |end| at + end);
+                (&rest[..at], &rest[at..end])
+            }
+            None => (rest, ""),
+        };
+        let mut space = false;
+        for c in flowing.chars() {
+            if c.is_ascii_whitespace() {
+                space = true;
+                continue;
+            }
+            if space {
+                collapsed.push(' ');
+                space = false;
+            }
+            collapsed.push(c);
+        }
+        if space {
+            collapsed.push(' ');
+        }
+        collapsed.push_str(pre);
+        rest = &rest[flowing.len() + pre.len()..];
+    }
+    let text = html_text(&collapsed, literal_text);
+    // The spaces around a block's tags, off its lines; a fenced block's lines as written.
+    let mut in_code = false;
+    let mut lines = Vec::new();
+    for line in text.split('\n') {
+        let fence = line.trim() == "```";
+        lines.push(if in_code && !fence { line } else { line.trim() });
+        in_code ^= fence;
+    }
+    lines.join("\n")
+}
+
+/// Where `needle` (ASCII) starts in `haystack`, in any case.
+fn find_ignoring_case(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Where a tag that starts `after` (the text after its `<`) ends: its `>`, outside quoted

@@ -19,6 +19,7 @@ mod gitlab;
 mod google_chat;
 mod grafana;
 mod markup;
+mod matrix;
 pub mod ntfy;
 mod slack;
 pub mod synology;
@@ -92,6 +93,9 @@ pub enum Format {
     /// Webex messages (`markdown` or `text` for a `roomId`), as Alertmanager's `webex_configs`
     /// and Grafana's Webex contact point post them.
     Webex,
+    /// Matrix room messages (`msgtype`, `body`, `formatted_body`), as notifiers send them to a
+    /// homeserver (the gateway's `/_matrix/client/…` routes).
+    Matrix,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -112,6 +116,7 @@ impl Format {
             Self::Teams => "teams",
             Self::TeamsWorkflows => "teams_workflows",
             Self::Webex => "webex",
+            Self::Matrix => "matrix",
             Self::GoogleChat => "google_chat",
             Self::Generic => "generic",
             Self::Text => "text",
@@ -373,6 +378,7 @@ pub fn render(
         (Format::Forge, Payload::Json(value)) => forge::render(object(value)?)?,
         (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
         (Format::Webex, Payload::Json(value)) => webex::render(object(value)?)?,
+        (Format::Matrix, Payload::Json(value)) => matrix::render(object(value)?)?,
         (Format::GoogleChat, Payload::Json(value)) => google_chat::render(object(value)?)?,
         (Format::Teams | Format::TeamsWorkflows, Payload::Json(value)) => {
             teams::render(object(value)?)?
@@ -436,6 +442,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if webex::looks_like(map) {
         return Format::Webex;
+    }
+    if matrix::looks_like(map) {
+        return Format::Matrix;
     }
     match teams::kind(map) {
         Some(teams::Kind::Connector) => return Format::Teams,

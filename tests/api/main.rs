@@ -15,6 +15,7 @@ mod idempotency;
 mod inbound_dsm;
 mod keys;
 mod long_messages;
+mod matrix;
 mod ntfy;
 mod observability;
 mod replicas;

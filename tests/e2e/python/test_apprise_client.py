@@ -6,8 +6,9 @@ payload without URL-encoding it; it judges by the HTTP status alone. Pointed at 
 a hook's secret as the token, its message reaches the hook's channel whole, and a wrong token is
 a failure Apprise reports.
 
-Its Mattermost (`mmost://`), Gotify (`gotify://`) and ntfy (`ntfy://`) notifiers, which take any
-host, reach the same hook through the gateway's Mattermost-, Gotify- and ntfy-shaped URLs.
+Its Mattermost (`mmost://`), Gotify (`gotify://`), ntfy (`ntfy://`) and Matrix (`matrix://`)
+notifiers, which take any host, reach the same hook through the gateway's Mattermost-, Gotify-,
+ntfy- and Matrix-shaped URLs.
 """
 
 import os
@@ -86,3 +87,19 @@ def test_apprise_ntfy_publishes_to_the_hook_as_its_topic(base_url, posted_in_gen
     assert _other_notifier(f"ntfy://someone:{secret}@{host}/apprise").notify(title="Disk", body=f"ntfy {marker} 95%")
     assert posted_in_general(marker)["message"] == f"Disk\nntfy {marker} 95%"
     assert not _other_notifier(f"ntfy://someone:not-the-secret@{host}/apprise").notify(body="never posted")
+
+
+def test_apprise_matrix_posts_to_the_hook_as_its_room(base_url, posted_in_general, secret):
+    # `matrix://token@host:port/#room` asks who the token is, joins the room and sends to the
+    # room id the join answered (a `PUT` with a transaction id); it takes only a 200 with JSON.
+    # The hook's name is the room, its secret the access token.
+    host = urllib.parse.urlsplit(base_url).netloc
+    marker = uuid.uuid4().hex[:8]
+    assert _other_notifier(f"matrix://{secret}@{host}/#apprise").notify(title="Disk", body=f"matrix {marker} 95%")
+    assert posted_in_general(marker)["message"] == f"# Disk\nmatrix {marker} 95%"
+    # Its HTML is read as HTML: the title a line of its own, the tags gone.
+    marker = uuid.uuid4().hex[:8]
+    html = _other_notifier(f"matrix://{secret}@{host}/apprise?format=html")
+    assert html.notify(title="Disk", body=f"<b>matrix</b> {marker} &amp; 95%", body_format=apprise.NotifyFormat.HTML)
+    assert posted_in_general(marker)["message"] == f"Disk\n\nmatrix {marker} & 95%"
+    assert not _other_notifier(f"matrix://not-the-secret@{host}/#apprise").notify(body="never posted")
