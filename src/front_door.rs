@@ -191,9 +191,21 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 ///
 /// Also Synology Chat's `/webapi/entry.cgi` after a prefix: Apprise puts its `fullpath` there
 /// (`synology://host/token/` sends `//webapi/entry.cgi`), as a proxy in front of a NAS may.
+/// And Matrix's and Telegram's paths after a doubled slash.
 fn pasted_path_as_meant(path: &str) -> Option<String> {
     if path.len() > ENTRY_CGI.len() && path.ends_with(ENTRY_CGI) {
         return Some(ENTRY_CGI.to_owned());
+    }
+    // A homeserver's or Bot API's URL given with a trailing slash: Gatus and Healthchecks send
+    // `//_matrix/…`, Alertmanager `/telegram//bot…`.
+    if let Some(rest) = path
+        .strip_prefix("//")
+        .filter(|rest| rest.starts_with("_matrix/"))
+    {
+        return Some(format!("/{}", rest.trim_start_matches('/')));
+    }
+    if let Some(rest) = path.strip_prefix("/telegram//") {
+        return Some(format!("/telegram/{}", rest.trim_start_matches('/')));
     }
     if let Some(rest) = path.strip_prefix("/hooks/") {
         let rest = rest.trim_end_matches('/');

@@ -181,12 +181,16 @@ fn address_key(ip: IpAddr) -> IpAddr {
 /// Liveness and readiness probes are never limited: a throttled probe restarts the pod.
 /// Hooks are not either: their senders drop a notification on any 4xx (a 429 included), so a
 /// burst is stored and paced by the outbox instead; a wrong secret costs one hash and a 404.
+/// So are the hooks' doors that speak Matrix's and Telegram's APIs: their refusals are in those
+/// APIs' words, which a 429 of the limits is not (Apprise then gives up after one retry).
 /// Nor are Chat's calls to `/inbound/`: the NAS is one address whose bucket its other calls
 /// may share, and whether Chat retries a refused call is not known, so a 429 could lose the
 /// event; a wrong token costs one comparison and a 403.
 fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
         || path.starts_with("/hooks/")
+        || path.starts_with("/_matrix/")
+        || path.starts_with("/telegram/")
         || path.starts_with("/inbound/")
 }
 
@@ -283,6 +287,10 @@ mod tests {
     #[test]
     fn probes_and_hooks_are_never_limited() {
         assert!(super::exempt("/healthz") && super::exempt("/hooks/alerts/secret"));
+        assert!(super::exempt(
+            "/_matrix/client/v3/rooms/a/send/m.room.message/t"
+        ));
+        assert!(super::exempt("/telegram/bot1:x/sendMessage"));
         assert!(!super::exempt("/api/v1/channels") && !super::exempt("/hookshot"));
     }
 

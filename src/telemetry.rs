@@ -199,10 +199,12 @@ pub enum SecretPath {
 impl SecretPath {
     fn of(segment: &str) -> Option<Self> {
         let segment = decoded(segment);
-        // ntfy's topics are hooks' names.
+        // ntfy's topics are hooks' names; Telegram's bot token (`/telegram/bot<token>/…`) a
+        // hook's secret.
         if segment.eq_ignore_ascii_case("hooks")
             || segment.eq_ignore_ascii_case("hook")
             || segment.eq_ignore_ascii_case("ntfy")
+            || segment.eq_ignore_ascii_case("telegram")
         {
             Some(Self::Hook)
         } else if segment.eq_ignore_ascii_case("inbound") {
@@ -241,7 +243,8 @@ pub fn loggable_path(
                 && (starts(i + 1, b"hook")
                     || starts(i + 1, b"inbound")
                     || starts(i + 1, b"webapi")
-                    || starts(i + 1, b"ntfy"))
+                    || starts(i + 1, b"ntfy")
+                    || starts(i + 1, b"telegram"))
     });
     if !maybe_secret {
         return path.into();
@@ -306,6 +309,11 @@ mod tests {
         // ntfy's topic is a hook's name; a secret given as the topic is masked.
         assert_eq!(path("/ntfy/am"), "/ntfy/am");
         assert_eq!(path("/ntfy/s3cr3t"), "/ntfy/****");
+        // Telegram's bot token is a hook's secret.
+        assert_eq!(
+            path("/telegram/bot123:s3cr3t/sendMessage"),
+            "/telegram/****"
+        );
         assert_eq!(path("/NTFY/s3cr3t/publish"), "/NTFY/****");
         assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
         assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");

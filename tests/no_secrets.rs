@@ -163,6 +163,39 @@ async fn no_secret_appears_in_the_logs() {
             "the answer to a hook URL echoes its secret"
         );
     }
+    // Matrix's access token (in the query, or a header) and Telegram's bot token (in the
+    // path) are a hook's secret: the message is sent, the token stays out of the lines.
+    let matrix_path = format!(
+        "/_matrix/client/v3/rooms/alerts/send/m.room.message/t1?access_token={HOOK_SECRET}"
+    );
+    let telegram_path = format!("/telegram/bot{HOOK_SECRET}/sendMessage");
+    for (path, body) in [
+        (
+            matrix_path.as_str(),
+            serde_json::json!({"msgtype": "m.text", "body": "via matrix"}),
+        ),
+        (
+            telegram_path.as_str(),
+            serde_json::json!({"chat_id": 1, "text": "via telegram"}),
+        ),
+    ] {
+        let method = if path.starts_with("/_matrix") {
+            awc::http::Method::PUT
+        } else {
+            awc::http::Method::POST
+        };
+        let mut answer = client
+            .request(method, format!("{base}{path}"))
+            .send_json(&body)
+            .await
+            .unwrap();
+        let text = answer.body().await.unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            !text.contains(HOOK_SECRET),
+            "{path} echoes the token: {text}"
+        );
+    }
     // A caller's own incoming-webhook token travels to DSM in the URL's query (as Synology's
     // help sends it): not in the gateway's lines about the call (DSM refuses this one).
     let chat_token = "t".repeat(64);

@@ -1174,26 +1174,49 @@ fn multipart_invalid(error: &dyn std::fmt::Display) -> FormatError {
     FormatError::InvalidPayload(format!("multipart body: {error}"))
 }
 
-/// Marks a request that came through another chat tool's API (Matrix's): the hook reads it as
-/// that tool's message, whatever its own format or template, and the tool's module words the
-/// answer.
+/// Marks a request that came through another chat tool's API (Matrix's, Telegram's): the hook
+/// reads it as that tool's message, whatever its own format or template, and the tool's module
+/// words the answer.
 #[derive(Clone, Debug)]
 pub(super) enum SenderApi {
     /// Matrix's send of a room message; `txn` is its transaction id, which names the message:
     /// the same id again is the same message (a client's retry), as on a homeserver.
     Matrix { txn: Option<String> },
+    /// Telegram's Bot API `sendMessage`.
+    Telegram,
 }
 
 impl SenderApi {
     fn format(&self) -> Format {
         match self {
             Self::Matrix { .. } => Format::Matrix,
+            Self::Telegram => Format::Telegram,
         }
     }
 
     /// The message the body carries, as the tool's API takes it.
-    fn payload(&self, body: &[u8]) -> Result<formats::Payload, FormatError> {
+    fn payload(&self, req: &HttpRequest, body: &[u8]) -> Result<formats::Payload, FormatError> {
         match self {
+            // The Bot API takes its parameters as JSON, a form, or in the query.
+            Self::Telegram => {
+                let payload = if body.is_empty() {
+                    formats::query_payload(req.query_string())?
+                } else {
+                    let content_type = req
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok());
+                    formats::parse_body(content_type, body)?
+                };
+                match payload {
+                    formats::Payload::Json(value @ serde_json::Value::Object(_)) => {
+                        Ok(formats::Payload::Json(value))
+                    }
+                    _ => Err(FormatError::InvalidPayload(
+                        "the parameters must be a JSON object, a form or a query".into(),
+                    )),
+                }
+            }
             // The content of a Matrix event is a JSON object, whatever the Content-Type says.
             Self::Matrix { .. } => match serde_json::from_slice(body) {
                 Ok(value @ serde_json::Value::Object(_)) => Ok(formats::Payload::Json(value)),
@@ -1207,21 +1230,30 @@ impl SenderApi {
         }
     }
 
-    /// The event the request names, if it names one.
-    fn event(&self) -> Option<EventKey> {
+    /// The event the request names, if it names one: a Matrix transaction with this text. A
+    /// transaction id sent again with another text is another message (a client that reuses
+    /// its ids, as shoutrrr's `shoutrrr-1`), posted, never dropped as a repeat.
+    fn event(&self, text: &str) -> Option<EventKey> {
         match self {
             Self::Matrix { txn: Some(txn) } => Some(EventKey {
-                key: format!("matrix:{txn}"),
+                key: format!("matrix:{}:{}", short_digest(txn), short_digest(text)),
                 since_ms: Some(unix_ms().saturating_sub(MATRIX_TXN_KEPT.as_millis() as i64)),
             }),
-            Self::Matrix { txn: None } => None,
+            Self::Matrix { txn: None } | Self::Telegram => None,
         }
     }
 }
 
-/// How long a Matrix transaction id names its message: a homeserver keeps them for a while,
-/// long enough for any client's retries, not for ever (Gitea's ids are its bodies' hashes).
-const MATRIX_TXN_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long a Matrix transaction id names its message: as long as a homeserver keeps it
+/// (Synapse: about half an hour), long enough for a client's retries, not for a day's repeats
+/// of one event (Gitea's ids are its bodies' hashes).
+const MATRIX_TXN_KEPT: Duration = Duration::from_secs(3600);
+
+/// The first 16 bytes of `text`'s SHA-256, in hex: a key of bounded length for any text.
+fn short_digest(text: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    hex::encode(&digest[..16])
+}
 
 /// A refusal the hook answered, for the routes that word it in another tool's terms (ntfy's,
 /// Matrix's, Telegram's), which their clients parse.
@@ -1335,12 +1367,6 @@ fn event_of(
     {
         return Ok(Some(named(id.trim().to_owned())));
     }
-    if let Some(event) = actix_web::HttpMessage::extensions(req)
-        .get::<SenderApi>()
-        .and_then(SenderApi::event)
-    {
-        return Ok(Some(event));
-    }
     if let Some(keyed) = keyed_event(req, text.as_str())? {
         return Ok(Some(keyed));
     }
@@ -1351,6 +1377,13 @@ fn event_of(
     });
     if let Some(id) = sender_id {
         return Ok(Some(named(id)));
+    }
+    // After a sender's own id for the event (Gitea's Matrix webhook sends its delivery's).
+    if let Some(event) = actix_web::HttpMessage::extensions(req)
+        .get::<SenderApi>()
+        .and_then(|api| api.event(text.as_str()))
+    {
+        return Ok(Some(event));
     }
     // A body signed over a timestamp that is no notification: its MAC names it (a captured
     // copy sent again is the same request; see also [`Replays`]).
@@ -1381,10 +1414,8 @@ pub(super) fn keyed_event(req: &HttpRequest, text: &str) -> Result<Option<EventK
     else {
         return Ok(None);
     };
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
-    let digest = hex::encode(&digest[..16]);
     Ok(Some(EventKey {
-        key: format!("key:{key}:{digest}"),
+        key: format!("key:{key}:{}", short_digest(text)),
         since_ms: None,
     }))
 }
@@ -1549,7 +1580,7 @@ async fn receive(
         .cloned();
     if let Some(api) = api {
         let format = api.format();
-        return match api.payload(&body) {
+        return match api.payload(req, &body) {
             Ok(payload) => {
                 Box::pin(finish_receive(
                     (name, hook),

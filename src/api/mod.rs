@@ -29,6 +29,7 @@ mod post_upload;
 mod posts;
 mod scheduled;
 mod subscriptions;
+mod telegram;
 pub mod token_check;
 mod users;
 mod webhooks;
@@ -266,7 +267,7 @@ pub struct UploadPermit(pub tokio::sync::OwnedSemaphorePermit);
     modifiers(&BearerAuth),
     components(schemas(Problem, crate::events::Event, common::DeliveryId, hooks::HookReceipt, hooks::HookNotPosted,
         entry_cgi::EntryAccepted, entry_cgi::EntryNotServed, ntfy::Published, ntfy::NtfyError,
-        matrix::EventSent, matrix::MatrixError)),
+        matrix::EventSent, matrix::MatrixError, telegram::TelegramAnswer, telegram::TelegramError)),
     tags(
         (name = "channels", description = "Chat channels"),
         (name = "posts", description = "Messages in channels"),
@@ -455,11 +456,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
                     actix_web::middleware::from_fn(idempotency::middleware),
                 )),
         )
-        // Synology Chat's own incoming-webhook URL, ntfy's publish API and Matrix's
-        // client-server API, after the API: tried last.
+        // Synology Chat's own incoming-webhook URL, ntfy's publish API, Matrix's client-server
+        // API and Telegram's Bot API, after the API: tried last.
         .configure(entry_cgi::routes)
         .configure(ntfy::routes)
         .configure(matrix::routes)
+        .configure(telegram::routes)
         .configure(ntfy::root_route);
 }
 

@@ -225,6 +225,12 @@ pub fn unescape(text: &str) -> String {
 /// typed in it stays text however tags or entities split it (`&lt;<b></b>https://…|…&gt;`).
 /// Each byte is looked at a bounded number of times, whatever the tags.
 pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
+    read_html(html, segment, false)
+}
+
+/// [`html_text`]; a `document` (a Matrix message's) also has pictures, and elements no reader
+/// shows, which card text shows as typed.
+fn read_html(html: &str, segment: fn(&str) -> Cow<'_, str>, document: bool) -> String {
     let mut out = String::with_capacity(html.len());
     // The text since the last link built here, tags dropped and entities decoded.
     let mut text = String::new();
@@ -248,6 +254,8 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
                     | "th"
                     | "pre"
                     | "hr"
+                    | "tg"
+                    | "ins"
                     | "a"
                     | "at"
                     | "b"
@@ -261,7 +269,8 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
                     | "font"
                     | "span"
                     | "code"
-            );
+            )
+            || (document && matches!(name.as_str(), "img" | "script" | "style" | "mx"));
         let Some(end) = known.then(|| tag_end(after)).flatten() else {
             // Not a tag: a `<` of the text.
             text.push('<');
@@ -298,6 +307,37 @@ pub fn html_text(html: &str, segment: fn(&str) -> Cow<'_, str>) -> String {
             }
             block if is_block(block) && closing => text.push('\n'),
             block if is_block(block) => open_line(&mut text),
+            // What no reader shows: a script, a style sheet, Matrix's quote of the message
+            // answered (`<mx-reply>`); dropped whole, to its end (or the text's).
+            "script" | "style" | "mx" if !closing => {
+                let body = &after[end + 1..];
+                let close = match name.as_str() {
+                    "mx" => "</mx-".to_owned(),
+                    other => format!("</{other}"),
+                };
+                let closing_at = find_ignoring_case(body, &close);
+                rest = closing_at
+                    .and_then(|at| Some(&body[at + body[at..].find('>')? + 1..]))
+                    .unwrap_or_default();
+                continue;
+            }
+            // A picture: a link to it, by its `alt` (inside a link, its `alt` alone).
+            "img" => {
+                let alt = attribute(tag, "alt").unwrap_or_default();
+                match attribute(tag, "src").filter(|src| is_web_url(src)) {
+                    Some(src) if anchor.is_none() => {
+                        out.push_str(&segment(&text));
+                        let label = if alt.trim().is_empty() {
+                            "image"
+                        } else {
+                            alt.trim()
+                        };
+                        out.push_str(&link(&src, label));
+                        text.clear();
+                    }
+                    _ => text.push_str(&alt),
+                }
+            }
             "at" if !closing => text.push('@'),
             "a" if !closing => anchor = href(tag).map(|url| (url, text.len())),
             "a" => {
@@ -369,7 +409,7 @@ pub fn html_document(html: &str) -> String {
         collapsed.push_str(pre);
         rest = &rest[flowing.len() + pre.len()..];
     }
-    let text = html_text(&collapsed, literal_text);
+    let text = read_html(&collapsed, literal_text, true);
     // The spaces around a block's tags, off its lines; a fenced block's lines as written.
     let mut in_code = false;
     let mut lines = Vec::new();
@@ -458,8 +498,17 @@ fn entity_char(name: &str) -> Option<char> {
 
 /// The `href` of an `<a …>` tag, when it is a web address.
 fn href(tag: &str) -> Option<String> {
-    let at = tag.to_ascii_lowercase().find("href=")?;
-    let value = &tag[at + 5..];
+    attribute(tag, "href").filter(|url| is_web_url(url))
+}
+
+/// An attribute's value in a tag (`name="v"`, `name='v'` or `name=v`), `&amp;` decoded.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let at = lower
+        .match_indices(&format!("{name}="))
+        .map(|(at, _)| at)
+        .find(|&at| at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace())?;
+    let value = &tag[at + name.len() + 1..];
     let value = value.trim_start();
     let (quote, value) = match value.chars().next()? {
         q @ ('"' | '\'') => (Some(q), &value[1..]),
@@ -469,8 +518,7 @@ fn href(tag: &str) -> Option<String> {
         Some(q) => value.find(q)?,
         None => value.find(char::is_whitespace).unwrap_or(value.len()),
     };
-    let url = value[..end].trim().replace("&amp;", "&");
-    is_web_url(&url).then_some(url)
+    Some(value[..end].trim().replace("&amp;", "&"))
 }
 
 /// Whether `url` is a web address (http or https, any case): the only links senders may make.
@@ -881,6 +929,20 @@ mod tests {
             ),
             "<https://x.example|y>"
         );
+    }
+
+    #[test]
+    fn pictures_are_links_and_what_no_reader_shows_is_dropped() {
+        assert_eq!(
+            html_document(
+                "<mx-reply><blockquote>In reply to <b>old</b></blockquote></mx-reply>Disk full \
+                 <img src=\"https://grafana.example/r.png\" alt=\"graph\"><img src=\"mxc://x/y\" alt=\"icon\">\
+                 <script>alert(1)</script><STYLE>p{}</style> done"
+            ),
+            "Disk full <https://grafana.example/r.png|graph>icon done"
+        );
+        // An element left open drops the rest, read once.
+        assert_eq!(html_document("ok<script>never shown"), "ok");
     }
 
     #[test]

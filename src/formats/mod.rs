@@ -24,6 +24,7 @@ pub mod ntfy;
 mod slack;
 pub mod synology;
 mod teams;
+mod telegram;
 mod webex;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,9 @@ pub enum Format {
     /// Matrix room messages (`msgtype`, `body`, `formatted_body`), as notifiers send them to a
     /// homeserver (the gateway's `/_matrix/client/…` routes).
     Matrix,
+    /// Telegram bot messages (`chat_id`, `text`, `parse_mode`), as notifiers send them to the
+    /// Bot API (the gateway's `/telegram/bot{token}/sendMessage`).
+    Telegram,
     /// Any JSON rendered with the hook's template (or its `title` and `message`/`text` fields).
     Generic,
     /// The body is the text.
@@ -117,6 +121,7 @@ impl Format {
             Self::TeamsWorkflows => "teams_workflows",
             Self::Webex => "webex",
             Self::Matrix => "matrix",
+            Self::Telegram => "telegram",
             Self::GoogleChat => "google_chat",
             Self::Generic => "generic",
             Self::Text => "text",
@@ -379,6 +384,7 @@ pub fn render(
         (Format::Ntfy, Payload::Json(value)) => ntfy::render(object(value)?)?,
         (Format::Webex, Payload::Json(value)) => webex::render(object(value)?)?,
         (Format::Matrix, Payload::Json(value)) => matrix::render(object(value)?)?,
+        (Format::Telegram, Payload::Json(value)) => telegram::render(object(value)?)?,
         (Format::GoogleChat, Payload::Json(value)) => google_chat::render(object(value)?)?,
         (Format::Teams | Format::TeamsWorkflows, Payload::Json(value)) => {
             teams::render(object(value)?)?
@@ -445,6 +451,9 @@ pub fn detect(payload: &Payload, has_template: bool) -> Format {
     }
     if matrix::looks_like(map) {
         return Format::Matrix;
+    }
+    if telegram::looks_like(map) {
+        return Format::Telegram;
     }
     match teams::kind(map) {
         Some(teams::Kind::Connector) => return Format::Teams,

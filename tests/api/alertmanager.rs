@@ -447,3 +447,53 @@ async fn alertmanager_delivers_to_a_hook_as_its_webex_api() {
     delivered_once(&am_url, "webex").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Alertmanager's `telegram_configs` with the gateway's `/telegram` as the Bot API's `api_url`
+/// and the hook's secret as the bot token: its HTML message is posted, and Alertmanager counts
+/// it delivered (telebot reads the answer's `ok` and `result.chat`, never the status).
+#[actix_rt::test]
+async fn alertmanager_delivers_to_a_hook_as_its_telegram_bot_api() {
+    let Some((alertmanager, amtool)) = tools() else {
+        return;
+    };
+    let (app, ops_id) = app_with_hook("am-telegram").await;
+    let config = format!(
+        "{ROUTE}    telegram_configs:
+      - api_url: '{base}/telegram'
+        bot_token: '{SECRET}'
+        chat_id: -1001234567890
+        send_resolved: true
+",
+        base = app.base,
+    );
+    let (_running, am_url, dir) = start_alertmanager(&alertmanager, &config).await;
+    fire(
+        &amtool,
+        &am_url,
+        &[
+            "alertname=DiskFull",
+            "instance=nas-1",
+            "--annotation=summary=vol1 <95%> & rising",
+        ],
+    );
+    let started = Instant::now();
+    let post = loop {
+        if let Some(post) = posted_messages(&app, &ops_id)
+            .into_iter()
+            .find(|m| m.contains("Alerts Firing:"))
+        {
+            break post;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the Telegram message did not arrive\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(post.contains("alertname = DiskFull"), "{post}");
+    // Alertmanager escapes the template's values for HTML: they arrive as written.
+    assert!(post.contains("summary = vol1 <95%> & rising"), "{post}");
+    delivered_once(&am_url, "telegram").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

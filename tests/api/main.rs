@@ -26,6 +26,7 @@ mod subscriptions;
 mod surface_channels;
 mod surface_integrations;
 mod surface_posts;
+mod telegram;
 mod tls;
 mod upstream_faults;
 

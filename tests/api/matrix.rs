@@ -106,8 +106,17 @@ async fn a_room_message_is_posted_once_per_transaction() {
         post_number(&app, 2).await,
         "An alert for core_api has been triggered\n• ❌ - [STATUS] == 200"
     );
+    // A client that reuses its transaction ids (shoutrrr's `shoutrrr-1`) for other messages:
+    // each is posted. A homeserver URL given with a trailing slash (Gatus, Healthchecks).
+    for (count, text) in [(3, "first"), (4, "second")] {
+        let path = "//_matrix/client/v3/rooms/alerts/send/m.room.message/shoutrrr-1";
+        let body = json!({"msgtype": "m.text", "body": text});
+        let answer = call(&app, "PUT", path, Some(SECRET), &body).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(post_number(&app, count).await, text);
+    }
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 2);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 4);
 }
 
 /// Apprise's and shoutrrr's way: ask who the token is, join the room, send to the id the join

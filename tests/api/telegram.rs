@@ -1,0 +1,182 @@
+//! Telegram's Bot API at `/telegram/bot{token}/{method}`: a hook's secret as the bot token;
+//! `sendMessage` read in its `parse_mode` and answered as Telegram answers, refusals too.
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use syno_chat_gateway::auth::hash_key;
+use syno_chat_gateway::config::HookSettings;
+use syno_chat_gateway::sim::SimConfig;
+
+use crate::helpers::{Answer, TestApp, last_request, param, read, spawn_app_with};
+
+const TOKEN: &str = "123456789:AAHf-telegram-style-secret_0";
+const SHARED: &str = "987654321:shared-by-two-hooks";
+
+async fn app() -> TestApp {
+    spawn_app_with(SimConfig::default(), |settings| {
+        for (name, secret) in [("alerts", TOKEN), ("a", SHARED), ("b", SHARED)] {
+            let hook = HookSettings {
+                secret_hash: Some(SecretString::from(hash_key(secret))),
+                channel: Some("1".into()),
+                ..HookSettings::default()
+            };
+            settings.hooks.insert(name.into(), hook);
+        }
+    })
+    .await
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let request = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base))
+        .insert_header(("Content-Type", content_type));
+    read(request.send_body(body).await.expect("gateway answers")).await
+}
+
+async fn send_json(app: &TestApp, token: &str, body: &Value) -> Answer {
+    let path = format!("/telegram/bot{token}/sendMessage");
+    call(
+        app,
+        "POST",
+        &path,
+        "application/json",
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await
+}
+
+async fn post_number(app: &TestApp, count: usize) -> String {
+    for _ in 0..200 {
+        if app.sim.count("SYNO.Chat.Post", "create") >= count {
+            let sent = last_request(app, "SYNO.Chat.Post", "create");
+            return param(&sent, "message").unwrap().to_owned();
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("post {count} never came");
+}
+
+/// A refusal as the Bot API words it, naming the request.
+fn telegram_error(answer: &Answer, status: u16) -> String {
+    assert_eq!(answer.status.as_u16(), status, "{}", answer.body);
+    assert_eq!(answer.body["ok"], false, "{}", answer.body);
+    assert_eq!(answer.body["error_code"], status, "{}", answer.body);
+    let description = answer.body["description"].as_str().unwrap().to_owned();
+    assert!(
+        description.contains(answer.header("x-request-id").unwrap()),
+        "{description}"
+    );
+    description
+}
+
+/// Alertmanager's request (every value a string, HTML) and its needs: `ok`, and a `result`
+/// with a `chat` (telebot reads `result.chat.id`; without it Alertmanager crashes).
+#[actix_rt::test]
+async fn send_message_is_posted_and_answered_as_telegram_answers() {
+    let app = app().await;
+    let alertmanager = json!({"chat_id": "-1001234567890", "disable_web_page_preview": "true",
+        "parse_mode": "HTML",
+        "text": "<b>Alerts Firing:</b>\nLabels:\n - alertname = HighCPU\nSource: <a href=\"http://prom:9090/graph\">graph</a>\n"});
+    let answer = send_json(&app, TOKEN, &alertmanager).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["ok"], true);
+    let result = &answer.body["result"];
+    assert!(result["message_id"].as_i64().unwrap() > 0, "{result}");
+    assert!(result["date"].as_i64().unwrap() > 1_700_000_000, "{result}");
+    assert!(result["chat"]["id"].is_i64(), "{result}");
+    let delivery = result["delivery_id"].as_str().unwrap();
+    assert!(answer.header("location").unwrap().ends_with(delivery));
+    assert_eq!(
+        post_number(&app, 1).await,
+        "Alerts Firing:\nLabels:\n - alertname = HighCPU\nSource: <http://prom:9090/graph|graph>"
+    );
+    // A form (python-telegram-bot) and a GET with a query read alike.
+    let form = b"chat_id=42&text=Backup+done+%5Blog%5D%28https%3A%2F%2Fnas.example%2Flog%29&parse_mode=Markdown".to_vec();
+    let path = format!("/telegram/bot{TOKEN}/sendMessage");
+    let answer = call(
+        &app,
+        "POST",
+        &path,
+        "application/x-www-form-urlencoded",
+        form,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        post_number(&app, 2).await,
+        "Backup done <https://nas.example/log|log>"
+    );
+    let answer = call(
+        &app,
+        "GET",
+        &format!("{path}?chat_id=42&text=from+a+query"),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 3).await, "from a query");
+    // An API URL given with a trailing slash.
+    let body = serde_json::to_vec(&json!({"chat_id": 1, "text": "slashed"})).unwrap();
+    let slashed = format!("/telegram//bot{TOKEN}/sendMessage");
+    let answer = call(&app, "POST", &slashed, "application/json", body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(post_number(&app, 4).await, "slashed");
+    // `getMe` checks the token.
+    let me = call(
+        &app,
+        "GET",
+        &format!("/telegram/bot{TOKEN}/getMe"),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["result"]["is_bot"], true);
+    assert_eq!(me.body["result"]["username"], "alerts_bot");
+}
+
+#[actix_rt::test]
+async fn refusals_are_the_bot_apis_and_nothing_is_posted() {
+    let app = app().await;
+    let message = json!({"chat_id": 1, "text": "x"});
+    let wrong = telegram_error(&send_json(&app, "1:wrong", &message).await, 401);
+    assert!(wrong.starts_with("Unauthorized"), "{wrong}");
+    let empty = telegram_error(
+        &send_json(&app, TOKEN, &json!({"chat_id": 1, "text": ""})).await,
+        400,
+    );
+    assert!(empty.starts_with("Bad Request"), "{empty}");
+    telegram_error(&send_json(&app, TOKEN, &json!(["x"])).await, 400);
+    // Two hooks with one token: which one is meant cannot be told.
+    telegram_error(&send_json(&app, SHARED, &message).await, 400);
+    let other = call(
+        &app,
+        "POST",
+        &format!("/telegram/bot{TOKEN}/sendPhoto"),
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    telegram_error(&other, 404);
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 0);
+    // The token is a hook's secret: the metrics name the route, never the token.
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        !text.contains("AAHf-telegram") && !text.contains("shared-by-two"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/telegram/bot{token}/{method}""#),
+        "{text}"
+    );
+}
