@@ -1255,6 +1255,66 @@ fn short_digest(text: &str) -> String {
     hex::encode(&digest[..16])
 }
 
+/// The hook's answer, read for the routes that word it in another tool's terms (Matrix's,
+/// Telegram's).
+pub(super) enum Answered {
+    /// Stored in the outbox.
+    Stored(Stored),
+    /// Refused for a reason the tool's clients read: a 4xx, or a 503 to retry.
+    Refused(Refusal),
+    /// The gateway's own failure: a problem document, as on every route.
+    Failed(HttpResponse),
+}
+
+impl Answered {
+    pub async fn of(answer: HttpResponse) -> Self {
+        let status = answer.status();
+        if status.is_success() {
+            let kept: Vec<_> = [header::LOCATION, super::idempotency::IDEMPOTENT_REPLAYED]
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), answer.headers().get(&name)?.clone())))
+                .collect();
+            let bytes = actix_web::body::to_bytes(answer.into_body())
+                .await
+                .unwrap_or_default();
+            let receipt: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return match receipt["delivery_id"].as_str() {
+                Some(delivery_id) => Self::Stored(Stored {
+                    delivery_id: delivery_id.to_owned(),
+                    kept,
+                }),
+                // Every stored message has a delivery: a success without one stored nothing.
+                None => Self::Failed(
+                    ApiError::new(ProblemCode::Internal, "the message was not stored")
+                        .error_response(),
+                ),
+            };
+        }
+        if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+            return Self::Refused(Refusal::of(answer).await);
+        }
+        Self::Failed(answer)
+    }
+}
+
+/// A message the hook stored.
+pub(super) struct Stored {
+    pub delivery_id: String,
+    /// The hook's `Location` and `Idempotent-Replayed`.
+    kept: Vec<(header::HeaderName, header::HeaderValue)>,
+}
+
+impl Stored {
+    /// 200 with `body`, and the hook's `Location` and `Idempotent-Replayed`.
+    pub fn answer(&self, body: impl Serialize) -> HttpResponse {
+        let mut answer = HttpResponse::Ok();
+        for header in &self.kept {
+            answer.insert_header(header.clone());
+        }
+        answer.json(body)
+    }
+}
+
 /// A refusal the hook answered, for the routes that word it in another tool's terms (ntfy's,
 /// Matrix's, Telegram's), which their clients parse.
 pub(super) struct Refusal {

@@ -7,14 +7,14 @@
 //! before the answer, and the transaction id in the URL names it, so a client's retry is not
 //! posted twice.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, put, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
-use super::hooks::{self, Refusal, Secret, SenderApi};
+use super::hooks::{self, Answered, Secret, SenderApi};
 use super::{Dsm, State};
 use crate::forwarded::PublicOrigin;
 
@@ -444,40 +444,15 @@ fn refused(status: StatusCode, errcode: &'static str, error: impl Into<String>) 
 /// or the refusal with Matrix's error code; the gateway's own failures (500, 502, 504) stay
 /// problem documents, as documented for every route.
 async fn in_matrix_words(answer: HttpResponse, req: &HttpRequest) -> HttpResponse {
-    let status = answer.status();
-    if status.is_success() {
-        let location = answer.headers().get(header::LOCATION).cloned();
-        let replayed = answer
-            .headers()
-            .get(super::idempotency::IDEMPOTENT_REPLAYED)
-            .cloned();
-        let bytes = actix_web::body::to_bytes(answer.into_body())
-            .await
-            .unwrap_or_default();
-        let receipt: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let Some(delivery) = receipt["delivery_id"].as_str() else {
-            // Every stored message has a delivery: a success without one was nothing stored.
-            return refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "M_UNKNOWN",
-                "the message was not stored",
-            );
-        };
-        let mut sent = HttpResponse::Ok();
-        if let Some(location) = location {
-            sent.insert_header((header::LOCATION, location));
+    let refusal = match Answered::of(answer).await {
+        Answered::Stored(stored) => {
+            return stored.answer(EventSent {
+                event_id: format!("${}:{}", stored.delivery_id, server_name(req)),
+            });
         }
-        if let Some(replayed) = replayed {
-            sent.insert_header((super::idempotency::IDEMPOTENT_REPLAYED, replayed));
-        }
-        return sent.json(EventSent {
-            event_id: format!("${delivery}:{}", server_name(req)),
-        });
-    }
-    if !status.is_client_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        return answer;
-    }
-    let refusal = Refusal::of(answer).await;
+        Answered::Failed(answer) => return answer,
+        Answered::Refused(refusal) => refusal,
+    };
     let errcode = match refusal.status().as_u16() {
         400 if refusal.error.contains("not JSON") => "M_NOT_JSON",
         400 => "M_BAD_JSON",

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
-use super::hooks::{self, Refusal, Secret, SenderApi};
+use super::hooks::{self, Answered, Secret, SenderApi};
 use super::{Dsm, State};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -218,43 +218,24 @@ fn refused(status: StatusCode, description: &str) -> HttpResponse {
 /// id), or the refusal; the gateway's own failures (500, 502, 504) stay problem documents, as
 /// documented for every route.
 async fn in_telegrams_words(answer: HttpResponse, hook: &str) -> HttpResponse {
-    let status = answer.status();
-    if status.is_success() {
-        let location = answer
-            .headers()
-            .get(actix_web::http::header::LOCATION)
-            .cloned();
-        let bytes = actix_web::body::to_bytes(answer.into_body())
-            .await
-            .unwrap_or_default();
-        let receipt: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let Some(delivery) = receipt["delivery_id"].as_str() else {
-            return refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the message was not stored",
-            );
-        };
-        let mut sent = HttpResponse::Ok();
-        if let Some(location) = location {
-            sent.insert_header((actix_web::http::header::LOCATION, location));
+    let refusal = match Answered::of(answer).await {
+        Answered::Stored(stored) => {
+            let date = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            return stored.answer(TelegramAnswer {
+                ok: true,
+                result: serde_json::json!({
+                    "message_id": numeric_id(&stored.delivery_id),
+                    "date": date,
+                    "chat": {"id": numeric_id(hook), "type": "channel", "title": hook},
+                    "delivery_id": stored.delivery_id,
+                }),
+            });
         }
-        let date = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        return sent.json(TelegramAnswer {
-            ok: true,
-            result: serde_json::json!({
-                "message_id": numeric_id(delivery),
-                "date": date,
-                "chat": {"id": numeric_id(hook), "type": "channel", "title": hook},
-                "delivery_id": delivery,
-            }),
-        });
-    }
-    if !status.is_client_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        return answer;
-    }
-    let refusal = Refusal::of(answer).await;
+        Answered::Failed(answer) => return answer,
+        Answered::Refused(refusal) => refusal,
+    };
     let reason = match refusal.status().as_u16() {
         400 => "Bad Request",
         401 => "Unauthorized",

@@ -398,6 +398,26 @@ async fn the_copies_of_an_alertmanager_pair_are_posted_once() {
     let _ = std::fs::remove_dir_all(&second_dir);
 }
 
+/// The post of Alertmanager's default template (`Alerts Firing:`), once it arrived; the
+/// test fails with Alertmanager's log after 30 s.
+async fn default_template_post(app: &TestApp, ops_id: &str, dir: &std::path::Path) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(post) = posted_messages(app, ops_id)
+            .into_iter()
+            .find(|m| m.contains("Alerts Firing:"))
+        {
+            return post;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the message did not arrive\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Alertmanager's `webex_configs` with a hook's URL as Webex's `api_url` and the hook's secret
 /// as the bot token: its Markdown message is posted, and Alertmanager counts it delivered.
 #[actix_rt::test]
@@ -427,21 +447,7 @@ async fn alertmanager_delivers_to_a_hook_as_its_webex_api() {
             "--annotation=summary=CPU above 90% & rising",
         ],
     );
-    let started = Instant::now();
-    let post = loop {
-        if let Some(post) = posted_messages(&app, &ops_id)
-            .into_iter()
-            .find(|m| m.contains("Alerts Firing:"))
-        {
-            break post;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the Webex message did not arrive\n{}",
-            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    };
+    let post = default_template_post(&app, &ops_id, &dir).await;
     assert!(post.starts_with("CPU above 90% & rising"), "{post}");
     assert!(post.contains("alertname = HighCPU"), "{post}");
     delivered_once(&am_url, "webex").await;
@@ -476,21 +482,7 @@ async fn alertmanager_delivers_to_a_hook_as_its_telegram_bot_api() {
             "--annotation=summary=vol1 <95%> & rising",
         ],
     );
-    let started = Instant::now();
-    let post = loop {
-        if let Some(post) = posted_messages(&app, &ops_id)
-            .into_iter()
-            .find(|m| m.contains("Alerts Firing:"))
-        {
-            break post;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the Telegram message did not arrive\n{}",
-            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    };
+    let post = default_template_post(&app, &ops_id, &dir).await;
     assert!(post.contains("alertname = DiskFull"), "{post}");
     // Alertmanager escapes the template's values for HTML: they arrive as written.
     assert!(post.contains("summary = vol1 <95%> & rising"), "{post}");

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::Value;
 use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::{KeySettings, Settings, TokenKind, TokenSettings};
+use syno_chat_gateway::config::{HookSettings, KeySettings, Settings, TokenKind, TokenSettings};
 use syno_chat_gateway::sim::{
     DEMO_ACCOUNT, DEMO_PASSWORD, LoggedRequest, SimConfig, SimControl, Simulator,
 };
@@ -252,6 +252,33 @@ impl TestApp {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
         }
     }
+}
+
+/// A gateway whose hooks, each `(name, secret)`, post to channel 1.
+pub async fn spawn_app_with_hooks(hooks: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(SimConfig::default(), |settings| {
+        for (name, secret) in hooks {
+            let hook = HookSettings {
+                secret_hash: Some(SecretString::from(hash_key(secret))),
+                channel: Some("1".into()),
+                ..HookSettings::default()
+            };
+            settings.hooks.insert((*name).into(), hook);
+        }
+    })
+    .await
+}
+
+/// The text of the `count`-th post DSM took, once it has (the outbox posts after the answer).
+pub async fn nth_post_text(app: &TestApp, count: usize) -> String {
+    for _ in 0..200 {
+        if app.sim.count("SYNO.Chat.Post", "create") >= count {
+            let sent = last_request(app, "SYNO.Chat.Post", "create");
+            return param(&sent, "message").unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("post {count} never came");
 }
 
 /// The last call of `api` `method` the simulated NAS received.

@@ -2,29 +2,11 @@
 //! secret as the access token; messages answered with an `event_id`, refusals in Matrix's words,
 //! a transaction id that names its message.
 
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::HookSettings;
-use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{Answer, TestApp, last_request, param, read, spawn_app_with};
+use crate::helpers::{Answer, TestApp, nth_post_text, read, spawn_app_with_hooks};
 
 const SECRET: &str = "matrix-secret-8d2e6a0c4b";
-
-async fn app() -> TestApp {
-    spawn_app_with(SimConfig::default(), |settings| {
-        for (name, secret) in [("alerts", SECRET), ("other", "another-secret-77")] {
-            let hook = HookSettings {
-                secret_hash: Some(SecretString::from(hash_key(secret))),
-                channel: Some("1".into()),
-                ..HookSettings::default()
-            };
-            settings.hooks.insert(name.into(), hook);
-        }
-    })
-    .await
-}
 
 async fn call(
     app: &TestApp,
@@ -49,18 +31,6 @@ async fn call(
     .await
 }
 
-/// The number of posts DSM took, once it has at least `count`; the last one's text.
-async fn post_number(app: &TestApp, count: usize) -> String {
-    for _ in 0..200 {
-        if app.sim.count("SYNO.Chat.Post", "create") >= count {
-            let sent = last_request(app, "SYNO.Chat.Post", "create");
-            return param(&sent, "message").unwrap().to_owned();
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("post {count} never came");
-}
-
 /// An error as Matrix words it, naming the request.
 fn matrix_error(answer: &Answer, status: u16, errcode: &str) {
     assert_eq!(answer.status.as_u16(), status, "{}", answer.body);
@@ -74,7 +44,7 @@ fn matrix_error(answer: &Answer, status: u16, errcode: &str) {
 /// the query; each posted once, a retry of a transaction answered alike and not posted again.
 #[actix_rt::test]
 async fn a_room_message_is_posted_once_per_transaction() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET), ("other", "another-secret-77")]).await;
     let kuma =
         json!({"msgtype": "m.text", "body": "[My Website] [🔴 Down] timeout of 48000ms exceeded"});
     let path = "/_matrix/client/r0/rooms/%21alerts%3Agateway.example/send/m.room.message/Zm9vYmFy";
@@ -85,7 +55,7 @@ async fn a_room_message_is_posted_once_per_transaction() {
     let delivery = event[1..].split(':').next().unwrap();
     assert!(first.header("location").unwrap().ends_with(delivery));
     assert_eq!(
-        post_number(&app, 1).await,
+        nth_post_text(&app, 1).await,
         "[My Website] [🔴 Down] timeout of 48000ms exceeded"
     );
     // The client's retry: the same event, nothing posted again.
@@ -103,7 +73,7 @@ async fn a_room_message_is_posted_once_per_transaction() {
     let answer = call(&app, "PUT", &path, None, &gatus).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
-        post_number(&app, 2).await,
+        nth_post_text(&app, 2).await,
         "An alert for core_api has been triggered\n• ❌ - [STATUS] == 200"
     );
     // A client that reuses its transaction ids (shoutrrr's `shoutrrr-1`) for other messages:
@@ -113,7 +83,7 @@ async fn a_room_message_is_posted_once_per_transaction() {
         let body = json!({"msgtype": "m.text", "body": text});
         let answer = call(&app, "PUT", path, Some(SECRET), &body).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
-        assert_eq!(post_number(&app, count).await, text);
+        assert_eq!(nth_post_text(&app, count).await, text);
     }
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 4);
@@ -123,7 +93,7 @@ async fn a_room_message_is_posted_once_per_transaction() {
 /// answered (old shoutrrr with a `POST` and no transaction).
 #[actix_rt::test]
 async fn a_client_that_joins_first_sends_to_the_room_it_was_given() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET), ("other", "another-secret-77")]).await;
     let whoami = call(
         &app,
         "GET",
@@ -166,21 +136,21 @@ async fn a_client_that_joins_first_sends_to_the_room_it_was_given() {
     let sent = call(&app, "POST", &path, Some(SECRET), &body).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     assert_eq!(
-        post_number(&app, 1).await,
+        nth_post_text(&app, 1).await,
         "Watchtower updates on host1\n\n<https://hub.example/nginx|nginx> updated"
     );
     // No transaction: the same request again is another message.
     let again = call(&app, "POST", &path, Some(SECRET), &body).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_ne!(again.body["event_id"], sent.body["event_id"]);
-    post_number(&app, 2).await;
+    nth_post_text(&app, 2).await;
 }
 
 /// What Matrix clients read when something is wrong: the token missing or unknown, another
 /// hook's room, another event type, content that is no message, a version not served.
 #[actix_rt::test]
 async fn refusals_are_matrix_errors_and_nothing_is_posted() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET), ("other", "another-secret-77")]).await;
     let message = json!({"msgtype": "m.text", "body": "x"});
     let send = |room: &str| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1");
     matrix_error(

@@ -1,39 +1,11 @@
 //! ntfy's publish API at `/ntfy` (and JSON at `/`): a hook's name as the topic, its secret as
 //! the access token, ntfy's fields in headers, query or JSON; answered as ntfy answers.
 
-use secrecy::SecretString;
 use serde_json::json;
-use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::HookSettings;
-use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{Answer, TestApp, last_request, param, read, spawn_app_with};
+use crate::helpers::{Answer, TestApp, nth_post_text, read, spawn_app_with_hooks};
 
 const SECRET: &str = "ntfy-secret-2b7c9d1e4f";
-
-async fn app() -> TestApp {
-    spawn_app_with(SimConfig::default(), |settings| {
-        let hook = HookSettings {
-            secret_hash: Some(SecretString::from(hash_key(SECRET))),
-            channel: Some("1".into()),
-            ..HookSettings::default()
-        };
-        settings.hooks.insert("alerts".into(), hook);
-    })
-    .await
-}
-
-/// The `count`-th post DSM took, once it has.
-async fn post_number(app: &TestApp, count: usize) -> String {
-    for _ in 0..200 {
-        if app.sim.count("SYNO.Chat.Post", "create") >= count {
-            let sent = last_request(app, "SYNO.Chat.Post", "create");
-            return param(&sent, "message").unwrap().to_owned();
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("post {count} never came");
-}
 
 async fn send(
     app: &TestApp,
@@ -81,7 +53,7 @@ fn bearer() -> (&'static str, String) {
 
 #[actix_rt::test]
 async fn a_topic_urls_body_and_headers_are_posted_and_answered_as_ntfy_does() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET)]).await;
     let (name, value) = bearer();
     let answer = send(
         &app,
@@ -105,7 +77,7 @@ async fn a_topic_urls_body_and_headers_are_posted_and_answered_as_ntfy_does() {
     assert_eq!(answer.body["delivery_id"], id);
     assert!(answer.header("location").unwrap().ends_with(id));
     assert_eq!(
-        post_number(&app, 1).await,
+        nth_post_text(&app, 1).await,
         "‼️⚠️ Disk =?\n95% full & rising\nTags: sda"
     );
     // A title beyond ASCII in an encoded word, as ntfy's clients send it.
@@ -118,13 +90,13 @@ async fn a_topic_urls_body_and_headers_are_posted_and_answered_as_ntfy_does() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 2).await, "été\nchaud");
+    assert_eq!(nth_post_text(&app, 2).await, "été\nchaud");
 }
 
 #[actix_rt::test]
 async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
     use base64::Engine as _;
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET)]).await;
     let auth = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {SECRET}"));
     let answer = send(
         &app,
@@ -137,7 +109,7 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 1).await, "✅ NAS\nBackup done");
+    assert_eq!(nth_post_text(&app, 1).await, "✅ NAS\nBackup done");
     // Without a message, ntfy's own "triggered".
     let answer = send(
         &app,
@@ -148,7 +120,7 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 2).await, "triggered");
+    assert_eq!(nth_post_text(&app, 2).await, "triggered");
     let other = send(
         &app,
         "GET",
@@ -162,7 +134,7 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
 
 #[actix_rt::test]
 async fn a_json_publish_finds_its_hook_by_token_and_topic() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET)]).await;
     let basic = format!(
         "Basic {}",
         base64::Engine::encode(
@@ -185,7 +157,7 @@ async fn a_json_publish_finds_its_hook_by_token_and_topic() {
         )
         .await;
         assert_eq!(answer.status, 200, "{path}: {}", answer.body);
-        assert_eq!(post_number(&app, count).await, "❗🔴 Kuma\nweb is down");
+        assert_eq!(nth_post_text(&app, count).await, "❗🔴 Kuma\nweb is down");
     }
     // Another topic than the hook the token opens, or no hook for the token: nothing posted.
     let elsewhere = json!({"topic": "other", "message": "x"});
@@ -212,7 +184,7 @@ async fn a_json_publish_finds_its_hook_by_token_and_topic() {
 
 #[actix_rt::test]
 async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET)]).await;
     let (name, value) = bearer();
     let wrong = send(
         &app,
@@ -262,7 +234,7 @@ async fn what_ntfy_would_do_otherwise_is_refused_not_posted_differently() {
 /// A proxy's `Priority: u=3, i` is HTTP's, not ntfy's; `curl -T` publishes with PUT.
 #[actix_rt::test]
 async fn fields_beside_a_json_publish_and_the_other_ways_ntfys_clients_send_them() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", SECRET)]).await;
     let (name, value) = bearer();
     let body = json!({"topic": "alerts", "title": "Disk", "message": "95%"});
     let answer = send(
@@ -274,7 +246,7 @@ async fn fields_beside_a_json_publish_and_the_other_ways_ntfys_clients_send_them
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 1).await, "‼️⚠️ Disk\n95%");
+    assert_eq!(nth_post_text(&app, 1).await, "‼️⚠️ Disk\n95%");
     let delayed = send(
         &app,
         "POST",
@@ -293,7 +265,7 @@ async fn fields_beside_a_json_publish_and_the_other_ways_ntfys_clients_send_them
     )
     .await;
     assert_eq!(proxied.status, 200, "{}", proxied.body);
-    assert_eq!(post_number(&app, 2).await, "through a proxy");
+    assert_eq!(nth_post_text(&app, 2).await, "through a proxy");
     let put = send(
         &app,
         "PUT",
@@ -303,6 +275,6 @@ async fn fields_beside_a_json_publish_and_the_other_ways_ntfys_clients_send_them
     )
     .await;
     assert_eq!(put.status, 200, "{}", put.body);
-    assert_eq!(post_number(&app, 3).await, "a small log file");
+    assert_eq!(nth_post_text(&app, 3).await, "a small log file");
     assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
 }

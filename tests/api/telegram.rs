@@ -1,30 +1,12 @@
 //! Telegram's Bot API at `/telegram/bot{token}/{method}`: a hook's secret as the bot token;
 //! `sendMessage` read in its `parse_mode` and answered as Telegram answers, refusals too.
 
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use syno_chat_gateway::auth::hash_key;
-use syno_chat_gateway::config::HookSettings;
-use syno_chat_gateway::sim::SimConfig;
 
-use crate::helpers::{Answer, TestApp, last_request, param, read, spawn_app_with};
+use crate::helpers::{Answer, TestApp, nth_post_text, read, spawn_app_with_hooks};
 
 const TOKEN: &str = "123456789:AAHf-telegram-style-secret_0";
 const SHARED: &str = "987654321:shared-by-two-hooks";
-
-async fn app() -> TestApp {
-    spawn_app_with(SimConfig::default(), |settings| {
-        for (name, secret) in [("alerts", TOKEN), ("a", SHARED), ("b", SHARED)] {
-            let hook = HookSettings {
-                secret_hash: Some(SecretString::from(hash_key(secret))),
-                channel: Some("1".into()),
-                ..HookSettings::default()
-            };
-            settings.hooks.insert(name.into(), hook);
-        }
-    })
-    .await
-}
 
 async fn call(
     app: &TestApp,
@@ -52,17 +34,6 @@ async fn send_json(app: &TestApp, token: &str, body: &Value) -> Answer {
     .await
 }
 
-async fn post_number(app: &TestApp, count: usize) -> String {
-    for _ in 0..200 {
-        if app.sim.count("SYNO.Chat.Post", "create") >= count {
-            let sent = last_request(app, "SYNO.Chat.Post", "create");
-            return param(&sent, "message").unwrap().to_owned();
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("post {count} never came");
-}
-
 /// A refusal as the Bot API words it, naming the request.
 fn telegram_error(answer: &Answer, status: u16) -> String {
     assert_eq!(answer.status.as_u16(), status, "{}", answer.body);
@@ -80,7 +51,7 @@ fn telegram_error(answer: &Answer, status: u16) -> String {
 /// with a `chat` (telebot reads `result.chat.id`; without it Alertmanager crashes).
 #[actix_rt::test]
 async fn send_message_is_posted_and_answered_as_telegram_answers() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", TOKEN), ("a", SHARED), ("b", SHARED)]).await;
     let alertmanager = json!({"chat_id": "-1001234567890", "disable_web_page_preview": "true",
         "parse_mode": "HTML",
         "text": "<b>Alerts Firing:</b>\nLabels:\n - alertname = HighCPU\nSource: <a href=\"http://prom:9090/graph\">graph</a>\n"});
@@ -94,7 +65,7 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     let delivery = result["delivery_id"].as_str().unwrap();
     assert!(answer.header("location").unwrap().ends_with(delivery));
     assert_eq!(
-        post_number(&app, 1).await,
+        nth_post_text(&app, 1).await,
         "Alerts Firing:\nLabels:\n - alertname = HighCPU\nSource: <http://prom:9090/graph|graph>"
     );
     // A form (python-telegram-bot) and a GET with a query read alike.
@@ -110,7 +81,7 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
-        post_number(&app, 2).await,
+        nth_post_text(&app, 2).await,
         "Backup done <https://nas.example/log|log>"
     );
     let answer = call(
@@ -122,13 +93,13 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 3).await, "from a query");
+    assert_eq!(nth_post_text(&app, 3).await, "from a query");
     // An API URL given with a trailing slash.
     let body = serde_json::to_vec(&json!({"chat_id": 1, "text": "slashed"})).unwrap();
     let slashed = format!("/telegram//bot{TOKEN}/sendMessage");
     let answer = call(&app, "POST", &slashed, "application/json", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(post_number(&app, 4).await, "slashed");
+    assert_eq!(nth_post_text(&app, 4).await, "slashed");
     // `getMe` checks the token.
     let me = call(
         &app,
@@ -145,7 +116,7 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
 
 #[actix_rt::test]
 async fn refusals_are_the_bot_apis_and_nothing_is_posted() {
-    let app = app().await;
+    let app = spawn_app_with_hooks(&[("alerts", TOKEN), ("a", SHARED), ("b", SHARED)]).await;
     let message = json!({"chat_id": 1, "text": "x"});
     let wrong = telegram_error(&send_json(&app, "1:wrong", &message).await, 401);
     assert!(wrong.starts_with("Unauthorized"), "{wrong}");
