@@ -21,6 +21,8 @@ fn expected_format(sender: &str) -> (Format, Format) {
         "teams" => (Format::Teams, Format::Teams),
         "webex" => (Format::Webex, Format::Webex),
         "google_chat" => (Format::GoogleChat, Format::GoogleChat),
+        "matrix" => (Format::Matrix, Format::Matrix),
+        "telegram" => (Format::Telegram, Format::Telegram),
         "teams_workflows" => (Format::TeamsWorkflows, Format::TeamsWorkflows),
         "generic" => (Format::Generic, Format::Generic),
         "text" => (Format::Text, Format::Text),
