@@ -2114,11 +2114,11 @@ mod tests {
         let err = load(&[
             ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
             ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
-            ("SYNOCHAT__HOOKS__X__FORMAT", "telegram"),
+            ("SYNOCHAT__HOOKS__X__FORMAT", "irc"),
         ])
         .unwrap_err();
         assert!(err.to_string().contains("hooks.x.format"), "{err}");
-        assert!(!err.to_string().contains("telegram"), "{err}");
+        assert!(!err.to_string().contains("irc"), "{err}");
         let window = |secs: &str| {
             load(&[
                 ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),

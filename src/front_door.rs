@@ -289,10 +289,17 @@ fn route_as(req: &mut ServiceRequest, path: &str) {
 const ENTRY_CGI: &str = "/webapi/entry.cgi";
 
 pub fn head_is_get(path: &str) -> bool {
-    !["/hooks", "/inbound", "/api/v1/events", "/webapi"]
-        .iter()
-        .any(|prefix| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+    ![
+        "/hooks",
+        "/inbound",
+        "/api/v1/events",
+        "/webapi",
+        "/telegram",
+        "/_matrix",
+    ]
+    .iter()
+    .any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }

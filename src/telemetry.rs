@@ -244,7 +244,8 @@ pub fn loggable_path(
                     || starts(i + 1, b"inbound")
                     || starts(i + 1, b"webapi")
                     || starts(i + 1, b"ntfy")
-                    || starts(i + 1, b"telegram"))
+                    || starts(i + 1, b"telegram")
+                    || starts(i + 1, b"bot"))
     });
     if !maybe_secret {
         return path.into();
@@ -253,6 +254,13 @@ pub fn loggable_path(
         .split('/')
         .flat_map(|s| split_encoded_slashes(s))
         .collect();
+    // A Telegram bot token where a sender put it after a Bot API URL not quite the gateway's
+    // (`/bot<token>/…` at the root, `/telegram<token>/…`): masked, with all after it.
+    if let Some(at) = segments.iter().position(|s| bears_bot_token(&decoded(s))) {
+        let mut kept = segments[..at].to_vec();
+        kept.push("****");
+        return kept.join("/").into();
+    }
     let Some((at, route)) = segments
         .iter()
         .enumerate()
@@ -276,6 +284,18 @@ pub fn loggable_path(
     }
     kept.push("****");
     kept.join("/").into()
+}
+
+/// Whether a path segment holds a Telegram bot token, `<digits>:<secret>`, after `bot`,
+/// `telegram` or `telegrambot` (as senders join a Bot API URL and a token).
+fn bears_bot_token(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    ["telegrambot", "telegram", "bot"].iter().any(|prefix| {
+        lower.strip_prefix(prefix).is_some_and(|rest| {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            digits > 0 && rest[digits..].starts_with(':')
+        })
+    })
 }
 
 /// A segment split at each percent-encoded `/`, which routing may decode into a separator.
@@ -315,6 +335,14 @@ mod tests {
             "/telegram/****"
         );
         assert_eq!(path("/NTFY/s3cr3t/publish"), "/NTFY/****");
+        // A bot token after a Bot API URL that is not quite the gateway's.
+        assert_eq!(path("/bot123:s3cr3t/sendMessage"), "/****");
+        assert_eq!(path("/telegram123:s3cr3t/getMe"), "/****");
+        assert_eq!(path("/chat/telegrambot123:s3cr3t/getMe"), "/chat/****");
+        assert_eq!(
+            path("/api/v1/bots/helper/messages"),
+            "/api/v1/bots/helper/messages"
+        );
         assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
         assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");
         assert_eq!(path("/chat/hooks//am/s3cr3t"), "/chat/hooks/am/****");

@@ -858,8 +858,8 @@ pub(super) async fn handle(
     let outcome = match admitted {
         // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
         // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
-        // monitor checks it so.
-        Some((hook, _)) if is_probe(req) && !ntfy => Outcome::NotPosted {
+        // monitor checks it so. Not so through another tool's API, whose GET is a message.
+        Some((hook, _)) if is_probe(req) && !foreign => Outcome::NotPosted {
             format: hook.format.unwrap_or(Format::Generic),
             reason: "a GET without a message is a check of the hook; nothing is posted",
         },
@@ -1195,17 +1195,18 @@ impl SenderApi {
     }
 
     /// The message the body carries, as the tool's API takes it.
-    fn payload(&self, req: &HttpRequest, body: &[u8]) -> Result<formats::Payload, FormatError> {
+    fn payload(
+        &self,
+        req: &HttpRequest,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<formats::Payload, FormatError> {
         match self {
             // The Bot API takes its parameters as JSON, a form, or in the query.
             Self::Telegram => {
                 let payload = if body.is_empty() {
                     formats::query_payload(req.query_string())?
                 } else {
-                    let content_type = req
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok());
                     formats::parse_body(content_type, body)?
                 };
                 match payload {
@@ -1640,7 +1641,21 @@ async fn receive(
         .cloned();
     if let Some(api) = api {
         let format = api.format();
-        return match api.payload(req, &body) {
+        // A form with files (`curl -F`) as an object of its fields; the files are not passed on.
+        let (body, content_type) = if formats::media_type_is(content_type, "multipart/form-data") {
+            match multipart_body(req, body).await {
+                Ok((json, _)) => (json, Some("application/json")),
+                Err(error) => {
+                    return Outcome::BadBody {
+                        format: Some(format),
+                        error,
+                    };
+                }
+            }
+        } else {
+            (body, content_type)
+        };
+        return match api.payload(req, content_type, &body) {
             Ok(payload) => {
                 Box::pin(finish_receive(
                     (name, hook),

@@ -13,6 +13,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::deliveries::Deliveries;
 use super::hooks::{self, Answered, Secret, SenderApi};
 use super::{Dsm, State};
+use crate::formats;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(call_by_post).service(call_by_get);
@@ -24,8 +25,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 pub struct CallPath {
     /// The bot token: a hook's secret.
     token: String,
-    /// `sendMessage`, or `getMe` (a check of the token).
-    #[param(pattern = "^(sendMessage|getMe)$")]
+    /// `sendMessage`; `getMe` (a check of the token) or `getChat` (the hook's chat, as Home
+    /// Assistant asks before it sends). In any case, as Telegram reads them.
     method: String,
 }
 
@@ -53,7 +54,7 @@ pub struct SendMessage {
 pub struct TelegramAnswer {
     /// `true`.
     ok: bool,
-    /// The message sent (`sendMessage`), or the bot (`getMe`).
+    /// The message sent (`sendMessage`), the bot (`getMe`) or the chat (`getChat`).
     #[schema(value_type = Object)]
     result: serde_json::Value,
 }
@@ -81,7 +82,7 @@ pub struct TelegramError {
 enum TelegramAnswers {
     /// `sendMessage`: stored in the outbox, it is posted to the hook's target (`Location`
     /// names the delivery); `result.message_id` is derived from the delivery's id. `getMe`: the
-    /// bot, named after the hook.
+    /// bot, named after the hook. `getChat`: the hook's chat.
     #[response(status = 200)]
     Sent(TelegramAnswer),
     /// No text, parameters that are not JSON, a form or a query, or a token that several hooks
@@ -94,7 +95,7 @@ enum TelegramAnswers {
     /// DSM refused the gateway's account the list it needed to find the hook's target.
     #[response(status = 403)]
     Forbidden(TelegramError),
-    /// Another method than `sendMessage` or `getMe`.
+    /// Another method than `sendMessage`, `getMe` or `getChat`.
     #[response(status = 404)]
     NotFound(TelegramError),
     /// The body did not arrive within `server.body_timeout_ms`.
@@ -115,8 +116,9 @@ enum TelegramAnswers {
 /// Call the Bot API, Telegram's way
 ///
 /// `sendMessage` posts `text` to the hook whose secret the token is, read in its `parse_mode`;
-/// `getMe` checks the token. Answers 200 with `ok: true` once the message is stored in the
-/// outbox; refusals are `ok: false` with `error_code` and `description`, as Telegram's.
+/// `getMe` checks the token, `getChat` describes the hook's chat. Answers 200 with `ok: true`
+/// once the message is stored in the outbox; refusals are `ok: false` with `error_code` and
+/// `description`, as Telegram's.
 #[utoipa::path(tag = "hooks", params(CallPath), request_body = SendMessage,
     responses(TelegramAnswers))]
 #[post("/telegram/bot{token}/{method}")]
@@ -153,35 +155,55 @@ async fn call(
     payload: web::Payload,
     (state, chat, outbox): (State, Dsm, Deliveries),
 ) -> HttpResponse {
-    if method != "sendMessage" && method != "getMe" {
+    // Telegram reads method names in any case.
+    let method = ["sendMessage", "getMe", "getChat"]
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(&method));
+    let Some(method) = method else {
         return refused(StatusCode::NOT_FOUND, "Not Found: method not found");
-    }
-    let hooks = hooks::hooks_of_secret(&state.hooks, &token);
-    let Some(&first) = hooks.first() else {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: no hook has this token",
-        );
     };
-    if method == "getMe" {
-        return HttpResponse::Ok().json(TelegramAnswer {
-            ok: true,
-            result: serde_json::json!({
-                "id": numeric_id(first), "is_bot": true, "first_name": first,
-                "username": format!("{first}_bot"), "can_join_groups": false,
-                "can_read_all_group_messages": false, "supports_inline_queries": false,
-            }),
-        });
-    }
     // The token is all that names the hook: the chat is the hook's target, whatever `chat_id`
     // says (Alertmanager's is a number).
-    let [name] = hooks.as_slice() else {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "Bad Request: several hooks have this token; give each hook its own secret",
-        );
+    let hooks = hooks::hooks_of_secret(&state.hooks, &token);
+    let name = match hooks.as_slice() {
+        [] => {
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: no hook has this token",
+            );
+        }
+        [name] => (*name).to_owned(),
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: several hooks have this token; give each hook its own secret",
+            );
+        }
     };
-    let name = (*name).to_owned();
+    match method {
+        "getMe" => {
+            return HttpResponse::Ok().json(TelegramAnswer {
+                ok: true,
+                result: serde_json::json!({
+                    "id": numeric_id(&name), "is_bot": true, "first_name": name,
+                    "username": format!("{name}_bot"), "can_join_groups": false,
+                    "can_read_all_group_messages": false, "supports_inline_queries": false,
+                }),
+            });
+        }
+        // Home Assistant asks for each chat it is to send to before it does.
+        "getChat" => {
+            let chat_id = match chat_id_asked(&req, payload).await {
+                Ok(chat_id) => chat_id,
+                Err(refusal) => return refusal,
+            };
+            return HttpResponse::Ok().json(TelegramAnswer {
+                ok: true,
+                result: chat_of(&name, chat_id.as_deref()),
+            });
+        }
+        _ => {}
+    }
     req.extensions_mut().insert(SenderApi::Telegram);
     let answer = hooks::handle(
         &name,
@@ -192,6 +214,59 @@ async fn call(
     )
     .await;
     in_telegrams_words(answer, &name).await
+}
+
+/// Largest `getChat` body read: its parameters are a chat id.
+const CHAT_QUERY_MAX: usize = 8 * 1024;
+
+/// The `chat_id` a `getChat` asks about, from its query or its body (JSON or a form).
+async fn chat_id_asked(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Option<String>, HttpResponse> {
+    use futures_util::StreamExt as _;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the body could not be read",
+            ));
+        };
+        if body.len() + chunk.len() > CHAT_QUERY_MAX {
+            return Err(refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request Entity Too Large",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parameters = match body.is_empty() {
+        true => formats::query_payload(req.query_string()),
+        false => formats::parse_body(content_type, &body),
+    };
+    let id = match parameters {
+        Ok(formats::Payload::Json(value)) => match &value["chat_id"] {
+            serde_json::Value::String(id) => Some(id.clone()),
+            serde_json::Value::Number(id) => Some(id.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(id)
+}
+
+/// The chat a hook's messages go to, as Telegram describes one: the id asked about when it is
+/// a number, else one standing for the hook.
+fn chat_of(hook: &str, asked: Option<&str>) -> serde_json::Value {
+    let id = asked
+        .and_then(|id| id.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| numeric_id(hook));
+    serde_json::json!({"id": id, "type": "channel", "title": hook})
 }
 
 /// A number standing for `name` in Telegram's integer ids.
@@ -228,7 +303,7 @@ async fn in_telegrams_words(answer: HttpResponse, hook: &str) -> HttpResponse {
                 result: serde_json::json!({
                     "message_id": numeric_id(&stored.delivery_id),
                     "date": date,
-                    "chat": {"id": numeric_id(hook), "type": "channel", "title": hook},
+                    "chat": chat_of(hook, None),
                     "delivery_id": stored.delivery_id,
                 }),
             });

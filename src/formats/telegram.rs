@@ -25,26 +25,63 @@ pub fn render(message: &Map<String, Value>) -> Result<String, FormatError> {
         // Telegram's HTML keeps the text's line breaks, unlike a page's.
         "html" => markup::html_text(text, markup::literal_text),
         "markdownv2" => markdown_v2(text),
-        "markdown" => markup::markdown_text(text),
+        "markdown" => markdown_v1(text),
         _ => markup::literal_text(text).into_owned(),
     }];
     lines.extend(buttons(message));
     Ok(lines.join("\n"))
 }
 
-/// MarkdownV2: its links become Chat links, and the characters it escapes (`\.`, `\-`, `\!`…)
-/// read as themselves.
+/// MarkdownV2: its links become Chat links, and the characters it escapes (`\.`, `\-`, `\!`,
+/// `\\`…) read as themselves.
 fn markdown_v2(text: &str) -> String {
-    let linked = markup::markdown_text(text);
-    let mut out = String::with_capacity(linked.len());
-    let mut chars = linked.chars().peekable();
+    escaped_markdown(text, |c| c.is_ascii_punctuation())
+}
+
+/// Telegram's first Markdown: as MarkdownV2, with fewer characters to escape.
+fn markdown_v1(text: &str) -> String {
+    escaped_markdown(text, |c| matches!(c, '_' | '*' | '`' | '['))
+}
+
+/// Markdown whose `\`-escaped characters are text: each is read as itself, and an escaped
+/// bracket never delimits a link. The escapes go before any reading, so text that spells a Chat
+/// link only once they are gone (`<https\://evil|Approve\>`) is seen, and shown, as typed.
+fn escaped_markdown(text: &str, escapable: fn(char) -> bool) -> String {
+    // The escaped link brackets wait as noncharacters (none is left in the text) while the links
+    // are read, and become themselves afterwards (in a link's address too: `\)` in a URL).
+    const HELD: [(char, char); 4] = [
+        ('[', '\u{FDD0}'),
+        (']', '\u{FDD1}'),
+        ('(', '\u{FDD2}'),
+        (')', '\u{FDD3}'),
+    ];
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text
+        .chars()
+        .filter(|c| !HELD.iter().any(|(_, held)| held == c));
     while let Some(c) = chars.next() {
-        if c == '\\' && chars.peek().is_some_and(|next| next.is_ascii_punctuation()) {
-            continue;
-        }
-        out.push(c);
+        let c = match c {
+            '\\' => match chars.clone().next().filter(|next| escapable(*next)) {
+                Some(next) => {
+                    chars.next();
+                    HELD.iter()
+                        .find(|(bracket, _)| *bracket == next)
+                        .map_or(next, |(_, held)| *held)
+                }
+                None => c,
+            },
+            c => c,
+        };
+        plain.push(c);
     }
-    out
+    markup::markdown_text(&plain)
+        .chars()
+        .map(|c| {
+            HELD.iter()
+                .find(|(_, held)| *held == c)
+                .map_or(c, |(bracket, _)| *bracket)
+        })
+        .collect()
 }
 
 /// The inline keyboard's buttons that open a web page, as links, a row a line. Telegram also
@@ -118,6 +155,33 @@ mod tests {
             ),
             "[web] [🔴 Down] <\u{2060}https://evil.example|ok>"
         );
+    }
+
+    #[test]
+    fn escaped_text_never_spells_a_chat_link_and_escapes_read_as_themselves() {
+        let v2 =
+            |text: &str| rendered(json!({"chat_id": 1, "parse_mode": "MarkdownV2", "text": text}));
+        // Uptime Kuma's MarkdownV2 template escapes a heartbeat's message so.
+        assert_eq!(
+            v2("down: <https\\://evil\\.example/login\\|Approve\\>"),
+            "down: <\u{2060}https://evil.example/login|Approve>"
+        );
+        assert_eq!(
+            v2("<mailto\\:x@evil.example|Mail>"),
+            "<\u{2060}mailto:x@evil.example|Mail>"
+        );
+        // An escaped bracket is no link; an escaped `)` in a link's address is part of it; an
+        // escaped backslash is one backslash, which escapes nothing.
+        assert_eq!(v2("\\[not](https://x.example)"), "[not](https://x.example)");
+        assert_eq!(
+            v2("[wiki](https://w.example/a_\\(b\\))"),
+            "<https://w.example/a_(b)|wiki>"
+        );
+        assert_eq!(v2("C:\\\\:"), "C:\\:");
+        let v1 = rendered(
+            json!({"chat_id": 1, "parse_mode": "Markdown", "text": "snake\\_case \\*x\\*"}),
+        );
+        assert_eq!(v1, "snake_case *x*");
     }
 
     #[test]

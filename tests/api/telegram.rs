@@ -100,6 +100,33 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     let answer = call(&app, "POST", &slashed, "application/json", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(nth_post_text(&app, 4).await, "slashed");
+    // `curl -F` (a multipart form), and a method name in another case.
+    let boundary = "XyZ";
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"chat_id\"\r\n\r\n42\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nfrom a form with parts\r\n--{boundary}--\r\n"
+    );
+    let answer = call(
+        &app,
+        "POST",
+        &format!("/telegram/bot{TOKEN}/sendmessage"),
+        &format!("multipart/form-data; boundary={boundary}"),
+        multipart.into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(nth_post_text(&app, 5).await, "from a form with parts");
+    // `getChat`, as Home Assistant asks for each chat before it sends to it.
+    let asked = call(
+        &app,
+        "GET",
+        &format!("/telegram/bot{TOKEN}/getChat?chat_id=-100777"),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert_eq!(asked.body["result"]["id"], -100_777);
+    assert_eq!(asked.body["result"]["title"], "alerts");
     // `getMe` checks the token.
     let me = call(
         &app,
@@ -126,6 +153,22 @@ async fn refusals_are_the_bot_apis_and_nothing_is_posted() {
     );
     assert!(empty.starts_with("Bad Request"), "{empty}");
     telegram_error(&send_json(&app, TOKEN, &json!(["x"])).await, 400);
+    // A GET without parameters is a message without text, not a check of the hook; a HEAD
+    // posts nothing.
+    let path = format!("/telegram/bot{TOKEN}/sendMessage");
+    telegram_error(
+        &call(&app, "GET", &path, "text/plain", Vec::new()).await,
+        400,
+    );
+    let head = call(
+        &app,
+        "HEAD",
+        &format!("{path}?text=head"),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert!(head.status.is_client_error(), "{}", head.status);
     // Two hooks with one token: which one is meant cannot be told.
     telegram_error(&send_json(&app, SHARED, &message).await, 400);
     let other = call(
