@@ -10,6 +10,7 @@
 #                        test_discord_client.py: discord.py's webhook client through hook `discord`
 #                        test_apprise_client.py: Apprise's synology:// notifier through hook `apprise`
 #                        test_teams_client.py: pymsteams' connector cards through hook `apprise`
+#                        test_telegram_client.py: python-telegram-bot through /telegram (hook `apprise`)
 #   2. generated-client  tests/e2e/python/test_generated_client.py: openapi-python-client generates
 #                        a client from the live /openapi.json at test time, which is then used
 #   3. typescript-client tests/e2e/typescript/suite.sh: openapi-typescript generates types from the
@@ -289,7 +290,8 @@ PYTEST=("$PY" -m pytest -c tests/e2e/pytest.ini)
 if wanted python-client; then
   suite python-client 180 "${PYTEST[@]}" tests/e2e/python/test_handwritten_client.py \
     tests/e2e/python/test_events_and_subscriptions.py tests/e2e/python/test_discord_client.py \
-    tests/e2e/python/test_apprise_client.py tests/e2e/python/test_teams_client.py --junitxml="$ARTIFACTS/e2e-python-client.xml"
+    tests/e2e/python/test_apprise_client.py tests/e2e/python/test_teams_client.py \
+    tests/e2e/python/test_telegram_client.py --junitxml="$ARTIFACTS/e2e-python-client.xml"
 fi
 if wanted generated-client; then
   suite generated-client 300 "${PYTEST[@]}" tests/e2e/python/test_generated_client.py \
