@@ -219,7 +219,7 @@ async fn call(
 /// Largest `getChat` body read: its parameters are a chat id.
 const CHAT_QUERY_MAX: usize = 8 * 1024;
 
-/// The `chat_id` a `getChat` asks about, from its query or its body (JSON or a form).
+/// The `chat_id` a `getChat` asks about, from its body (a form or JSON) or its query.
 async fn chat_id_asked(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -245,17 +245,24 @@ async fn chat_id_asked(
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let parameters = match body.is_empty() {
-        true => formats::query_payload(req.query_string()),
-        false => formats::parse_body(content_type, &body),
+    let in_form = |fields: &[u8]| {
+        form_urlencoded::parse(fields)
+            .find(|(key, _)| key == "chat_id")
+            .map(|(_, value)| value.into_owned())
     };
-    let id = match parameters {
-        Ok(formats::Payload::Json(value)) => match &value["chat_id"] {
-            serde_json::Value::String(id) => Some(id.clone()),
-            serde_json::Value::Number(id) => Some(id.to_string()),
+    // python-telegram-bot sends a form; others JSON, or the query.
+    let id = if body.is_empty() {
+        in_form(req.query_string().as_bytes())
+    } else if formats::media_type_is(content_type, "application/x-www-form-urlencoded") {
+        in_form(&body)
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body)
+            .map(|parameters| parameters["chat_id"].clone())
+        {
+            Ok(serde_json::Value::String(id)) => Some(id),
+            Ok(serde_json::Value::Number(id)) => Some(id.to_string()),
             _ => None,
-        },
-        _ => None,
+        }
     };
     Ok(id)
 }
@@ -266,7 +273,10 @@ fn chat_of(hook: &str, asked: Option<&str>) -> serde_json::Value {
     let id = asked
         .and_then(|id| id.trim().parse::<i64>().ok())
         .unwrap_or_else(|| numeric_id(hook));
-    serde_json::json!({"id": id, "type": "channel", "title": hook})
+    // `accent_color_id` and `max_reaction_count` are required of a chat's full description since
+    // Bot API 7.3 (python-telegram-bot refuses one without them).
+    serde_json::json!({"id": id, "type": "channel", "title": hook,
+        "accent_color_id": 0, "max_reaction_count": 0})
 }
 
 /// A number standing for `name` in Telegram's integer ids.

@@ -127,6 +127,23 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     assert_eq!(asked.status, 200, "{}", asked.body);
     assert_eq!(asked.body["result"]["id"], -100_777);
     assert_eq!(asked.body["result"]["title"], "alerts");
+    // python-telegram-bot asks with a form, and reads a full description (Bot API 7.3).
+    let form = b"chat_id=-100888".to_vec();
+    let path = format!("/telegram/bot{TOKEN}/getChat");
+    let asked = call(
+        &app,
+        "POST",
+        &path,
+        "application/x-www-form-urlencoded",
+        form,
+    )
+    .await;
+    assert_eq!(asked.body["result"]["id"], -100_888, "{}", asked.body);
+    assert!(
+        asked.body["result"]["max_reaction_count"].is_u64(),
+        "{}",
+        asked.body
+    );
     // `getMe` checks the token.
     let me = call(
         &app,
