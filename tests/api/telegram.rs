@@ -22,6 +22,19 @@ async fn call(
     read(request.send_body(body).await.expect("gateway answers")).await
 }
 
+/// A Bot API call with a form, as python-telegram-bot sends one.
+async fn form(app: &TestApp, method: &str, fields: Vec<u8>) -> Answer {
+    let path = format!("/telegram/bot{TOKEN}/{method}");
+    call(
+        app,
+        "POST",
+        &path,
+        "application/x-www-form-urlencoded",
+        fields,
+    )
+    .await
+}
+
 async fn send_json(app: &TestApp, token: &str, body: &Value) -> Answer {
     let path = format!("/telegram/bot{token}/sendMessage");
     call(
@@ -69,16 +82,9 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
         "Alerts Firing:\nLabels:\n - alertname = HighCPU\nSource: <http://prom:9090/graph|graph>"
     );
     // A form (python-telegram-bot) and a GET with a query read alike.
-    let form = b"chat_id=42&text=Backup+done+%5Blog%5D%28https%3A%2F%2Fnas.example%2Flog%29&parse_mode=Markdown".to_vec();
+    let fields = b"chat_id=42&text=Backup+done+%5Blog%5D%28https%3A%2F%2Fnas.example%2Flog%29&parse_mode=Markdown";
+    let answer = form(&app, "sendMessage", fields.to_vec()).await;
     let path = format!("/telegram/bot{TOKEN}/sendMessage");
-    let answer = call(
-        &app,
-        "POST",
-        &path,
-        "application/x-www-form-urlencoded",
-        form,
-    )
-    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
         nth_post_text(&app, 2).await,
@@ -128,16 +134,7 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     assert_eq!(asked.body["result"]["id"], -100_777);
     assert_eq!(asked.body["result"]["title"], "alerts");
     // python-telegram-bot asks with a form, and reads a full description (Bot API 7.3).
-    let form = b"chat_id=-100888".to_vec();
-    let path = format!("/telegram/bot{TOKEN}/getChat");
-    let asked = call(
-        &app,
-        "POST",
-        &path,
-        "application/x-www-form-urlencoded",
-        form,
-    )
-    .await;
+    let asked = form(&app, "getChat", b"chat_id=-100888".to_vec()).await;
     assert_eq!(asked.body["result"]["id"], -100_888, "{}", asked.body);
     assert!(
         asked.body["result"]["max_reaction_count"].is_u64(),
