@@ -181,8 +181,8 @@ fn refusal_as_problem(response: ServiceResponse<BoxBody>) -> ServiceResponse<Box
 /// Whether a HEAD request is answered as its GET without the body (RFC 9110 §9.3.2: actix's
 /// codec leaves the body of a HEAD answer out). Not where a GET has an effect (a hook called
 /// or Synology's `entry.cgi` called with GET posts its message) or never ends (an event stream); `/inbound` answers HEAD itself.
-/// A hook or inbound URL pasted with a trailing slash (`/hooks/alerts/<secret>/`,
-/// `/inbound/deploys/`): the one it names. A sender, or Chat, gets only a 404 for it and gives
+/// A hook, inbound or ntfy URL pasted with a trailing slash (`/hooks/alerts/<secret>/`,
+/// `/inbound/deploys/`, `/ntfy/`): the one it names. A sender, or Chat, gets only a 404 for it and gives
 /// up, and its alerts or events are lost.
 ///
 /// Also a hook's URL with Discord's `/slack` or `/github` after it: senders that speak Slack's
@@ -219,6 +219,10 @@ fn pasted_path_as_meant(path: &str) -> Option<String> {
     }
     if !path.ends_with('/') {
         return None;
+    }
+    // ntfy's server URL as written (`/ntfy/`), or a topic's with a slash after it.
+    if path.starts_with("/ntfy/") {
+        return Some(path.trim_end_matches('/').to_owned());
     }
     let prefix = ["/hooks/", "/inbound/"]
         .into_iter()
