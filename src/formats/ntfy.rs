@@ -11,13 +11,13 @@
 
 use serde_json::{Map, Value};
 
-use super::FormatError;
+use super::{FormatError, markup};
 
 /// ntfy's message when none is given (a `curl -X POST` to the topic, a GET to `/publish`).
 const TRIGGERED: &str = "triggered";
 
 /// Each field's names in headers and query parameters, as ntfy reads them (case-insensitive).
-const FIELDS: [(&str, &[&str]); 12] = [
+const FIELDS: [(&str, &[&str]); 13] = [
     ("message", &["x-message", "message", "m"]),
     ("title", &["x-title", "title", "ti", "t"]),
     ("priority", &["x-priority", "priority", "prio", "p"]),
@@ -33,6 +33,7 @@ const FIELDS: [(&str, &[&str]); 12] = [
     ),
     ("call", &["x-call", "call"]),
     ("filename", &["x-filename", "filename", "file", "f"]),
+    ("markdown", &["x-markdown", "markdown", "md"]),
 ];
 
 /// The publish object a topic URL's request stands for: `body` is the message unless a field
@@ -160,6 +161,24 @@ pub fn render(map: &Map<String, Value>) -> Result<String, FormatError> {
                 "`{key}` must be a string, not {other}"
             ))),
         }
+    };
+    // ntfy shows its text as typed, or as Markdown when asked to: a Chat link written in it
+    // (a monitored page's text, say) stays text, and only Markdown's links are links.
+    let markdown = match map.get("markdown") {
+        Some(Value::Bool(on)) => *on,
+        Some(Value::String(on)) => {
+            matches!(
+                on.trim().to_ascii_lowercase().as_str(),
+                "yes" | "true" | "1"
+            )
+        }
+        _ => false,
+    };
+    let text_of = |key: &str| -> Result<Option<String>, FormatError> {
+        Ok(text_of(key)?.map(|text| match (key, markdown) {
+            ("message", true) => markup::markdown_text(&text),
+            _ => markup::literal_text(&text).into_owned(),
+        }))
     };
     let title = text_of("title")?;
     let message = text_of("message")?;
@@ -397,6 +416,27 @@ mod tests {
 
     fn rendered(value: Value) -> String {
         render(value.as_object().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_chat_link_in_the_text_stays_text_and_markdown_links_are_links_when_asked() {
+        // Uptime Kuma's message carries a monitored page's text.
+        assert_eq!(
+            rendered(
+                json!({"topic": "ops", "title": "<https://evil.example|Ack>",
+                "message": "Keyword not found: <https://evil.example|Approve>"})
+            ),
+            "<\u{2060}https://evil.example|Ack>\nKeyword not found: <\u{2060}https://evil.example|Approve>"
+        );
+        assert_eq!(
+            rendered(json!({"topic": "ops", "markdown": true,
+                "message": "see [logs](https://nas.example/logs) <https://evil.example|x>"})),
+            "see <https://nas.example/logs|logs> <\u{2060}https://evil.example|x>"
+        );
+        assert_eq!(
+            rendered(json!({"topic": "ops", "message": "[logs](https://nas.example/logs)"})),
+            "[logs](https://nas.example/logs)"
+        );
     }
 
     #[test]

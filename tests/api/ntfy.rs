@@ -121,6 +121,19 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(nth_post_text(&app, 2).await, "triggered");
+    // ntfy's Markdown, asked for in the query (`md`): its links are links.
+    let answer = send(
+        &app,
+        "GET",
+        &format!(
+            "/ntfy/alerts/publish?message=%5Blogs%5D(https://nas.example/l)&md=yes&auth={auth}"
+        ),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(nth_post_text(&app, 3).await, "<https://nas.example/l|logs>");
     let other = send(
         &app,
         "GET",
