@@ -860,7 +860,7 @@ pub(super) async fn handle(
         // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
         // monitor checks it so. Not so through another tool's API, whose GET is a message.
         Some((hook, _)) if is_probe(req) && !foreign => Outcome::NotPosted {
-            format: hook.format.unwrap_or(Format::Generic),
+            format: format_of(hook, req).unwrap_or(Format::Generic),
             reason: "a GET without a message is a check of the hook; nothing is posted",
         },
         Some((hook, admission)) => receive((name, hook, admission), req, payload, services).await,
@@ -873,7 +873,7 @@ pub(super) async fn handle(
     let slack_style = |format: Option<Format>| {
         !foreign
             && format
-                .or(hook.and_then(|h| h.format))
+                .or(hook.and_then(|h| format_of(h, req)))
                 .is_none_or(Format::answers_like_slack)
     };
     match outcome {
@@ -963,7 +963,7 @@ pub(super) async fn handle(
         // CD reads only the `error` member, never the status.
         Outcome::NoService => in_senders_words(
             ApiError::not_found("no hook by that name, or not with that secret"),
-            hook.and_then(|h| h.format),
+            hook.and_then(|h| format_of(h, req)),
         )
         .error_response(),
         Outcome::TooLarge if slack_style(None) => {
@@ -1378,6 +1378,21 @@ impl Refusal {
     }
 }
 
+/// The format a hook reads a request in and answers it in: its configured one, else Google
+/// Chat's when the URL carries Google Chat's threading parameters. Argo CD, GitLab and Jenkins
+/// add `messageReplyOption` (and `threadKey`) to the URL they were given when they thread, and
+/// judge the answer by Google's JSON, where their bare `{"text": …}` would read as Slack's and
+/// be answered `ok`. A template keeps its hook generic.
+fn format_of(hook: &Hook, req: &HttpRequest) -> Option<Format> {
+    hook.format.or_else(|| {
+        let threads = || {
+            form_urlencoded::parse(req.query_string().as_bytes())
+                .any(|(key, _)| key == "messageReplyOption")
+        };
+        (hook.template.is_none() && threads()).then_some(Format::GoogleChat)
+    })
+}
+
 /// A refusal as the sender's tool words one where that matters: Google Chat's `error` member.
 fn in_senders_words(error: ApiError, format: Option<Format>) -> ApiError {
     match format {
@@ -1587,13 +1602,13 @@ async fn receive(
         Err(Unread::TimedOut) => return Outcome::TimedOut,
         Err(Unread::Busy) => {
             return Outcome::Unavailable {
-                format: hook.format.unwrap_or(Format::Slack),
+                format: format_of(hook, req).unwrap_or(Format::Slack),
                 error: Unread::busy(),
             };
         }
         Err(Unread::Failed) => {
             return Outcome::BadBody {
-                format: hook.format,
+                format: format_of(hook, req),
                 error: FormatError::InvalidPayload("the body could not be read".into()),
             };
         }
@@ -1693,7 +1708,7 @@ async fn receive(
     finish_receive(
         (name, hook),
         req,
-        (source, files, hook.format),
+        (source, files, format_of(hook, req)),
         permit,
         (state, chat, outbox),
     )

@@ -375,6 +375,40 @@ async fn a_google_chat_hook_answers_text_and_a_wrong_secret_as_google_chat() {
     );
 }
 
+/// Argo CD, GitLab and Jenkins add Google Chat's `messageReplyOption` to the URL when they
+/// thread: a hook of no configured format then reads and answers their bare text as Google
+/// Chat's (JSON, and a wrong secret with the `error` member Argo CD judges by).
+#[actix_rt::test]
+async fn a_threading_google_chat_sender_is_answered_as_google_chat_without_configuration() {
+    let app = app().await;
+    let thread = "messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD&threadKey=app-web";
+    let answer = send_json(
+        &app,
+        &format!("/hooks/ops/{SECRET}?{thread}"),
+        json!({"text": "Application web is <https://argo.example/app|Healthy>"}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
+    assert!(answer.body.get("error").is_none(), "{}", answer.body);
+    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(
+        param(&create, "message"),
+        Some("Application web is <https://argo.example/app|Healthy>")
+    );
+    let wrong = send_json(
+        &app,
+        &format!("/hooks/ops/not-the-secret?{thread}"),
+        json!({"text": "x"}),
+    )
+    .await;
+    assert_eq!(wrong.status, 404, "{}", wrong.body);
+    assert_eq!(wrong.body["error"]["code"], 404, "{}", wrong.body);
+    // Without the parameter the same body is Slack's, answered `ok`.
+    let slack = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "y"})).await;
+    assert_eq!((slack.status.as_u16(), &slack.body), (200, &json!("ok")));
+}
+
 /// A body of hundreds of kilobytes is read off the worker's thread (the blocking pool), and
 /// its message posted as any other's.
 #[actix_rt::test]
