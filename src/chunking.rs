@@ -28,7 +28,10 @@
 //!   A block longer than a part breaks between its lines where it can (never inside its
 //!   opening or closing line), and is closed and opened again there;
 //! - only a text without any usable break point is cut in the middle of a word, at the last
-//!   grapheme cluster boundary that fits.
+//!   grapheme cluster boundary that fits; so is a word longer than a part (a token, a hash),
+//!   which fills the part it starts in rather than leaving it holding only the text before
+//!   it. A link (a Chat link, or an address after its scheme's `://`) still starts a part of
+//!   its own.
 
 use std::future::Future;
 
@@ -362,12 +365,37 @@ fn break_within(window: &[char], max: usize, breaks: &Breaks, offset: usize) -> 
     let word = |w: &[char], p: usize| {
         w[p - 1].is_whitespace() && !matches!(w[p - 1], '\u{a0}' | '\u{2007}' | '\u{202f}')
     };
+    // A word longer than a part is cut whatever happens: starting it on a part of its own would
+    // leave this one holding only the text before it (`see ` and a 5,000-character token). It
+    // fills this part instead, but for a link, which starts its own (below).
+    let cut_anyway = |p: usize| {
+        window[p..]
+            .iter()
+            .take_while(|c| !c.is_whitespace())
+            .nth(max)
+            .is_some()
+            && breaks
+                .links
+                .binary_search_by_key(&(p + offset), |&(s, _)| s)
+                .is_err()
+            && !begins_with_scheme(&window[p..])
+    };
     for keep_fences in [true, false] {
-        if let Some(p) = best(paragraph, half, keep_fences)
-            .or_else(|| best(line, half, keep_fences))
-            .or_else(|| best(word, 1, keep_fences))
+        if let Some(p) =
+            best(paragraph, half, keep_fences).or_else(|| best(line, half, keep_fences))
         {
             return p;
+        }
+        if let Some(p) = best(word, 1, keep_fences) {
+            if !cut_anyway(p) {
+                return p;
+            }
+            let fill = (p + 1..=max).rev().find(|&q| {
+                boundary(q)
+                    && !breaks.in_link[q + offset]
+                    && !(keep_fences && breaks.in_fence[q + offset])
+            });
+            return fill.unwrap_or(p);
         }
     }
     // No whitespace: cut before a link the limit would cut, else at the last cluster boundary
@@ -473,6 +501,17 @@ fn link_spans(chars: &[char]) -> Vec<(usize, usize)> {
         }
     }
     spans
+}
+
+/// Whether `chars` start with a URL's scheme and `://` (a bare address, which Chat shows as a
+/// link).
+fn begins_with_scheme(chars: &[char]) -> bool {
+    let scheme = chars
+        .iter()
+        .take(16)
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        .count();
+    scheme > 0 && chars[0].is_ascii_alphabetic() && chars[scheme..].starts_with(&[':', '/', '/'])
 }
 
 /// Whether the text after a `<` starts a Chat link (a URL scheme and `:`) or a token.
@@ -845,6 +884,27 @@ mod tests {
         let text = format!("ab\n\n{}", "word ".repeat(10));
         let parts = check_invariants(&text, 30);
         assert!(parts[0].chars().count() > 15, "{parts:?}");
+    }
+
+    #[test]
+    fn a_word_longer_than_a_part_fills_the_part_it_starts_in() {
+        let token = "x".repeat(100);
+        let text = format!("the token is {token} and that is all");
+        let parts = check_invariants(&text, 30);
+        assert_eq!(
+            parts[0],
+            format!("the token is {}", &token[..17]),
+            "{parts:?}"
+        );
+        // A word that fits in a part still starts the next one.
+        let parts = check_invariants(&format!("the token is {}", "y".repeat(25)), 30);
+        assert_eq!(parts[0], "the token is ", "{parts:?}");
+        // So does a link longer than a part (its start stays a link), bare or Chat's.
+        let link = format!("https://example.com/{}", "z".repeat(60));
+        let parts = check_invariants(&format!("see {link}"), 30);
+        assert_eq!(parts[0], "see ", "{parts:?}");
+        let parts = check_invariants(&format!("see <{link}|the-report>"), 30);
+        assert_eq!(parts[0], "see ", "{parts:?}");
     }
 
     #[test]
