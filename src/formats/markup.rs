@@ -447,8 +447,9 @@ fn tag_end(after: &str) -> Option<usize> {
     None
 }
 
-/// The HTML entities chat cards carry: `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&nbsp;`, and
-/// numbered ones (`&#60;`, `&#x3C;`); others stay as written.
+/// HTML's character references: named ones (`&amp;`, `&copy;`, `&auml;`, `&hellip;`: every
+/// one of HTML's list, from `htmlize`'s table of it) and numbered ones (`&#60;`, `&#x3C;`),
+/// each with its `;`. Without it, or unknown, a reference stays as written (`?a=1&copy=2`).
 fn decode_entities(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
         return Cow::Borrowed(text);
@@ -458,13 +459,14 @@ fn decode_entities(text: &str) -> Cow<'_, str> {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
+        // The longest name is `CounterClockwiseContourIntegral`, 31 characters.
         let entity = after
             .find(';')
-            .filter(|&end| end <= 10)
-            .and_then(|end| Some((entity_char(&after[..end])?, end)));
+            .filter(|&end| end <= 32)
+            .and_then(|end| Some((entity_text(&after[..end])?, end)));
         match entity {
-            Some((c, end)) => {
-                out.push(c);
+            Some((decoded, end)) => {
+                out.push_str(&decoded);
                 rest = &after[end + 1..];
             }
             None => {
@@ -477,21 +479,22 @@ fn decode_entities(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn entity_char(name: &str) -> Option<char> {
+fn entity_text(name: &str) -> Option<Cow<'static, str>> {
     let number = |digits: &str, radix| u32::from_str_radix(digits, radix).ok();
     match name {
-        "amp" => Some('&'),
-        "lt" => Some('<'),
-        "gt" => Some('>'),
-        "quot" => Some('"'),
-        "apos" | "#39" => Some('\''),
-        "nbsp" => Some(' '),
-        _ => {
+        // A no-break space is a space in Chat: it would only keep a split from breaking there.
+        "nbsp" => Some(Cow::Borrowed(" ")),
+        _ if name.starts_with('#') => {
             let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
                 Some(hex) => number(hex, 16),
-                None => number(name.strip_prefix('#')?, 10),
+                None => number(&name[1..], 10),
             }?;
-            char::from_u32(code).filter(|c| *c != '\0')
+            let c = char::from_u32(code).filter(|c| *c != '\0')?;
+            Some(Cow::Owned(c.to_string()))
+        }
+        _ => {
+            let named = htmlize::ENTITIES.get(format!("&{name};").as_bytes())?;
+            std::str::from_utf8(named).ok().map(Cow::Borrowed)
         }
     }
 }
@@ -907,6 +910,7 @@ mod tests {
             "<<b>https://evil.example|Approve></b>",
             "&#60;https://evil.example|Approve&#62;",
             "<b>&lt;</b>https://evil.example|Approve>",
+            "&LT;https&colon;//evil.example&vert;Approve&GT;",
         ] {
             let text = html_text(spoof, literal_text);
             assert!(!text.contains("<https://"), "{spoof} → {text}");
@@ -920,7 +924,15 @@ mod tests {
                 "see <a href=\"https://x.example/?a=1&amp;b=2\">the <b>logs</b></a> &copy; &#x41;",
                 literal_text
             ),
-            "see <https://x.example/?a=1&b=2|the logs> &copy; A"
+            "see <https://x.example/?a=1&b=2|the logs> © A"
+        );
+        // Every named reference of HTML's list, with its `;`; others stay as written.
+        assert_eq!(
+            html_text(
+                "Gr&uuml;&szlig;e &hellip; &mdash; &fjlig; &copy=2 &notanentity; &#0; &amp",
+                literal_text
+            ),
+            "Grüße … — fj &copy=2 &notanentity; &#0; &amp"
         );
         assert_eq!(
             html_text(
