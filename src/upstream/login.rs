@@ -124,11 +124,16 @@ impl DsmClient {
             return false;
         }
         // The cheapest call that proves a session; when the NAS cannot answer it (an API or
-        // method it does not offer: 102–104), the channel list, which every Chat has.
-        for proof in [
+        // method it does not offer: 102–104) or refuses it too (105/119: the account may not be
+        // allowed it, and then it proves nothing), the channel list, which every Chat account
+        // may make. Only the last proof's refusal says the session is gone: otherwise an
+        // account refused the cheap proof would log in again on every refused request.
+        let proofs = [
             &super::users::PREFERENCE_GET,
             &super::channels::CHANNEL_LIST,
-        ] {
+        ];
+        for (n, proof) in proofs.into_iter().enumerate() {
+            let last = n + 1 == proofs.len();
             let Ok(endpoint) = self.endpoint(proof).await else {
                 continue;
             };
@@ -146,13 +151,17 @@ impl DsmClient {
                     self.up.sessions.proven_alive(session, refused);
                     return false;
                 }
+                Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) => {
+                    return true;
+                }
                 Err(UpstreamError::Dsm { code, .. })
-                    if SESSION_GONE.contains(&code) || SESSION_OR_PERMISSION.contains(&code) =>
+                    if SESSION_OR_PERMISSION.contains(&code) && last =>
                 {
                     return true;
                 }
                 Err(UpstreamError::Dsm {
-                    code: 102..=104, ..
+                    code: 102..=105 | 119,
+                    ..
                 }) => continue,
                 // A timeout or a NAS going away proves nothing either way: the caller gets its
                 // error, and the next call checks again.

@@ -303,6 +303,33 @@ async fn a_session_ended_soon_after_a_permission_error_is_logged_in_again() {
     assert_eq!(app.sim.login_attempts(), logins + 1);
 }
 
+/// An account refused the cheap proof too (`User.Preference get` answers 105) proves its
+/// session with the channel list: refused requests log in again never, where each of them
+/// logged in again (and left the live session behind on the NAS).
+#[actix_web::test]
+async fn an_account_refused_the_cheap_proof_is_not_logged_in_again_on_every_refusal() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let logins = app.sim.login_attempts();
+    app.sim
+        .fail_next("SYNO.Chat.User.Preference", Some("get"), 100, 105);
+    for _ in 0..4 {
+        app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 105);
+        app.get("/api/v1/channels/1/posts")
+            .await
+            .assert_problem(403, "upstream_permission_denied");
+        // Past the proof's memory (2 s), so that every refusal is checked again.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+    }
+    assert_eq!(app.sim.login_attempts(), logins, "no login");
+    assert!(app.sim.count("SYNO.Chat.User.Preference", "get") >= 1);
+    // A session that is really gone is still replaced: the channel list is refused too.
+    app.sim.expire_all_sessions();
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+}
+
 /// A NAS that does not offer the cheap proof (`User.Preference get` answers 103) still gets
 /// its ended sessions replaced: the channel list proves the session instead.
 #[actix_web::test]
