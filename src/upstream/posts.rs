@@ -22,8 +22,9 @@ const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 // `message` is declared free text, in case a NAS's Info marks `SYNO.Chat.Post` as JSON (none
 // known does, PROTOCOL.md §2): only then is it sent JSON-encoded.
 const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post).text(&["message"]);
-/// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]).
-const POST_UPLOAD: Op = op("SYNO.Chat.Post", "create", 5..=5, Verb::Post);
+/// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]). The
+/// caption is free text as the message is: `123` must not reach a JSON-format NAS as a number.
+const POST_UPLOAD: Op = op("SYNO.Chat.Post", "create", 5..=5, Verb::Post).text(&["message"]);
 const POST_SEARCH: Op = op("SYNO.Chat.Post", "search", 1..=8, Verb::Get).text(&["keyword"]);
 const POST_PIN: Op = op("SYNO.Chat.Post", "pin", 1..=8, Verb::Post);
 const POST_UNPIN: Op = op("SYNO.Chat.Post", "unpin", 1..=8, Verb::Post);
@@ -76,6 +77,16 @@ pub struct ThreadPage {
     pub roots: Vec<Post>,
     pub replies: Vec<Post>,
     pub total: u64,
+}
+
+/// What a create sent, to find its post by when DSM did not name it.
+struct Created<'a> {
+    channel_id: ChannelId,
+    kind: PostKind,
+    message: &'a str,
+    thread_id: Option<PostId>,
+    /// A file's name as the caller gave it and as it went on the wire.
+    file_names: [&'a str; 2],
 }
 
 /// A file post to create.
@@ -399,18 +410,39 @@ impl DsmClient {
         if let Some(thread_id) = &thread_id {
             params.push(("thread_id", thread_id.as_str()));
         }
-        let post = self
+        let sent_at = unix_ms();
+        let created = self
             .fetch_converted(&POST_CREATE, &params, |body| {
-                decode_data(body, |created: WireCreated| {
-                    created.into_post(Sent {
-                        channel_id: new.channel_id,
-                        message: new.message.as_str(),
-                        thread_id: new.thread_id,
-                        kind: PostKind::Normal,
-                    })
+                decode_data(body, |created: Option<WireCreated>| {
+                    created
+                        .map(|created| {
+                            created.into_post(Sent {
+                                channel_id: new.channel_id,
+                                message: new.message.as_str(),
+                                thread_id: new.thread_id,
+                                kind: PostKind::Normal,
+                            })
+                        })
+                        .transpose()
                 })
             })
             .await?;
+        let post = match created {
+            Some(post) => post,
+            // A bare success (PROTOCOL.md §1.3: some writes answer without `data`): the post
+            // exists, so it is found rather than reported as a failure, which would invite the
+            // caller to post it again.
+            None => {
+                let wanted = Created {
+                    channel_id: new.channel_id,
+                    kind: PostKind::Normal,
+                    message: new.message.as_str(),
+                    thread_id: new.thread_id,
+                    file_names: [""; 2],
+                };
+                return self.find_created(&wanted, sent_at).await;
+            }
+        };
         self.up.note_nas_clock_of_post(post.create_at);
         Ok(post)
     }
@@ -432,7 +464,15 @@ impl DsmClient {
             // The seed describes an upload's answer as `file_props` alone, and a bare success
             // says no more: the post exists, so it is found among the channel's newest
             // instead of reported as a failure (which would invite a second upload).
-            return self.find_uploaded(&new, sent_at).await;
+            let sent_name = super::transport::wire_file_name(&new.file.file_name);
+            let wanted = Created {
+                channel_id: new.channel_id,
+                kind: PostKind::File,
+                message: new.message,
+                thread_id: None,
+                file_names: [new.file.file_name.as_str(), &sent_name],
+            };
+            return self.find_created(&wanted, sent_at).await;
         };
         // Uploads are rare and large: the answer is read owned, then converted the same way.
         let created = WireCreated::deserialize(&created)
@@ -450,31 +490,36 @@ impl DsmClient {
         Ok(post)
     }
 
-    /// The newest file post in the upload's channel with its file name and caption, created
-    /// since `sent_at` (less a minute of NAS clock skew).
-    async fn find_uploaded(&self, new: &NewFilePost<'_>, sent_at: u64) -> Result<Post> {
+    /// The newest post in `wanted`'s channel that is what was sent (its kind, text, thread and,
+    /// for a file, its name as the caller gave it or as it went on the wire), created since
+    /// `sent_at` (less a minute of NAS clock skew): the post of a create DSM accepted without
+    /// naming it.
+    async fn find_created(&self, wanted: &Created<'_>, sent_at: u64) -> Result<Post> {
         const NEWEST: u32 = 20;
         const SKEW_MS: u64 = 60_000;
         let earliest = sent_at.saturating_sub(SKEW_MS);
-        let sent_name = super::transport::wire_file_name(&new.file.file_name);
-        self.newest_posts(new.channel_id, NEWEST)
+        self.newest_posts(wanted.channel_id, NEWEST)
             .await?
             .into_iter()
             .filter(|post| {
-                post.kind == PostKind::File
-                    && post.message == new.message
+                post.kind == wanted.kind
+                    && post.message == wanted.message
                     && post.create_at >= earliest
-                    && post.file_props.as_ref().is_some_and(|f| {
-                        // As the caller named it, or as it was written on the wire.
-                        f.name == new.file.file_name || f.name == sent_name
-                    })
+                    && (wanted.thread_id.is_none() || post.thread_id == wanted.thread_id)
+                    && match wanted.kind {
+                        PostKind::File => post
+                            .file_props
+                            .as_ref()
+                            .is_some_and(|f| wanted.file_names.contains(&f.name.as_str())),
+                        _ => true,
+                    }
             })
             .max_by_key(|post| (post.create_at, post.post_id.get()))
             .ok_or_else(|| {
                 UpstreamError::InvalidResponse(format!(
-                    "SYNO.Chat.Post create accepted the file without naming its post, and no \
-                     post of {:?} is among channel {}'s newest {NEWEST}",
-                    new.file.file_name, new.channel_id
+                    "SYNO.Chat.Post create accepted the post without naming it, and no such \
+                     post is among channel {}'s newest {NEWEST}",
+                    wanted.channel_id
                 ))
             })
     }
@@ -672,6 +717,13 @@ mod tests {
         for word in T::ALL {
             assert_eq!(serde_json::to_value(word).unwrap(), word.as_str());
         }
+    }
+
+    #[test]
+    fn an_uploads_caption_is_free_text_as_a_posts_message_is() {
+        // Both are `Post.create`'s `message`: JSON-encoded alike on a NAS that asks for JSON.
+        assert_eq!(POST_UPLOAD.text_params, POST_CREATE.text_params);
+        assert_eq!(POST_UPLOAD.text_params, ["message"]);
     }
 
     #[test]

@@ -694,6 +694,23 @@ async fn an_upload_answered_without_data_finds_its_post() {
     );
 }
 
+/// A text post DSM accepts with a bare success (PROTOCOL.md §1.3: some writes answer without
+/// `data`) is found, not reported as a 502 that invites the caller to post it again.
+#[actix_web::test]
+async fn a_post_answered_without_data_finds_its_post() {
+    let app = spawn_app().await;
+    app.sim
+        .answer_without_data_next("SYNO.Chat.Post", Some("create"), 1);
+    let created = app
+        .post("/api/v1/channels/1/posts", json!({"message": "bare text"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["message"], "bare text");
+    let newest = app.get("/api/v1/channels/1/posts?limit=1").await;
+    assert_eq!(created.body["post_id"], newest.body["items"][0]["post_id"]);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 1, "posted once");
+}
+
 /// File names with a quote, a backslash or a `;`: sent as browsers write them (`"` as `%22`,
 /// `\` as it is), and the post found by the name DSM stores when its answer names none. Before,
 /// the name was changed on the way (`"` to `'`, `\` doubled) and looked for unchanged: the
