@@ -766,7 +766,8 @@ impl Handover<'_> {
                 &self.job,
                 Vec::new(),
                 parts.into_vec(),
-                // Perhaps another process's attempt: looked for over the wide window.
+                // Perhaps another process's attempt: placed on the NAS's clock by this one's
+                // distance from it, with room for the replicas' clocks to differ.
                 (Some(earlier.since_ms), None),
                 key.as_ref(),
             )

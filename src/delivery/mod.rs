@@ -189,13 +189,16 @@ pub fn now_ms() -> i64 {
 
 /// Poll interval when nothing wakes the worker (another replica's enqueues, expired leases).
 const POLL: Duration = Duration::from_secs(2);
-/// How far back the duplicate check looks before the uncertain send when the NAS's clock is
-/// not known (no answer had a `Date`): the skew between the clocks.
-const CHECK_SKEW_MS: i64 = 5 * 60_000;
-/// How far back it looks before the send as the NAS's `Date` placed it: drift since then.
-/// Tight, so an earlier post of the same text (before a restart, which forgets which posts its
-/// synchronous sends made) is not taken for the lost one.
+/// How far back it looks before the send as the NAS's `Date` placed it when this process made
+/// the send: drift since then. Tight, so an earlier post of the same text (a synchronous send's,
+/// which a restart forgets) is not taken for the lost one, and the lost message never posted.
 const CHECK_MARGIN_MS: i64 = 2_000;
+/// The same for a send another process made (another replica, or this one before a restart),
+/// placed on the NAS's clock by this process's distance from it: the replicas' clocks may be
+/// apart by up to a second unnoticed (the README asks for NTP; start-up warns past a second).
+/// A window that starts too late only costs a second copy (the post is not found and is sent
+/// again); one that starts too early can lose a message.
+const CHECK_MARGIN_OTHER_MS: i64 = 5_000;
 /// Posts read at a time for the duplicate check.
 const CHECK_POSTS: u32 = 100;
 /// Pages the duplicate check reads at most, going back until it reaches posts older than the
@@ -339,7 +342,7 @@ pub struct Outbox {
 const MAYBE_QUEUED_KEPT: usize = 10_000;
 
 /// Uncertain sends whose window is remembered at most (then the memory starts over, and the
-/// older ones are looked for over [`CHECK_SKEW_MS`]).
+/// older ones are looked for over [`CHECK_MARGIN_OTHER_MS`]).
 const UNCERTAIN_WINDOWS_KEPT: usize = 10_000;
 
 /// How far the wall clock must move against the monotonic one between two looks to count as a
@@ -554,17 +557,25 @@ impl Outbox {
     }
 
     /// Where the duplicate check for the send of `delivery` begun at `since` starts, on the
-    /// NAS's clock (posts are dated by it): as noted when this process made the send, else
-    /// [`CHECK_SKEW_MS`] before `since`. A send another replica made (or this one before a
-    /// restart) was dated by a clock whose distance from the NAS's is not known here.
-    fn check_window_start(&self, delivery: &str, since: i64) -> u64 {
+    /// NAS's clock (posts are dated by it): as noted when this process made the send; else
+    /// `since` placed by `nas_offset` (this process's distance from the NAS's clock, known
+    /// once any answer carried a `Date`: the check's own reads do) less
+    /// [`CHECK_MARGIN_OTHER_MS`]. Before, a send another process made was looked for over
+    /// the five minutes before it, and an earlier synchronous post of the same text (which only
+    /// the process that made it remembers) was taken for it: the message was never posted,
+    /// and its delivery said `delivered`.
+    fn check_window_start(&self, delivery: &str, since: i64, nas_offset: Option<i64>) -> u64 {
         let noted = self
             .uncertain_windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(delivery.to_owned(), since))
             .copied();
-        noted.unwrap_or(since - CHECK_SKEW_MS).max(0) as u64
+        noted
+            .unwrap_or_else(|| {
+                since.saturating_add(nas_offset.unwrap_or(0)) - CHECK_MARGIN_OTHER_MS
+            })
+            .max(0) as u64
     }
 
     pub fn store(&self) -> &Store {
@@ -1567,6 +1578,16 @@ impl Worker {
             .into_iter()
             .find(|u| u.username.eq_ignore_ascii_case(&self.account))
             .map(|u| u.user_id.get());
+        // Whose a post is cannot be told without the account's user: another user's post of
+        // the same text would be taken for the lost one, and the message never posted. The
+        // part goes again (at least once).
+        let Some(own) = own else {
+            tracing::warn!(
+                delivery,
+                "the duplicate check cannot find the gateway's account among Chat's users: sent again blind"
+            );
+            return Ok((None, true));
+        };
         // Replies are not in the channel's list: a reply is looked for in its thread.
         let mut posts = match thread {
             Some(root) => {
@@ -1576,12 +1597,14 @@ impl Worker {
             }
             None => self.chat.newest_posts(channel_id, CHECK_POSTS).await?,
         };
-        let earliest = self.outbox.check_window_start(delivery, since);
+        let earliest =
+            self.outbox
+                .check_window_start(delivery, since, self.chat.nas_clock_offset_ms());
         for page in 1..=CHECK_PAGES {
             for post in &posts {
                 if post.message == text
                     && post.create_at >= earliest
-                    && own.is_none_or(|own| post.creator_id.map(u64::from) == Some(own))
+                    && post.creator_id.map(u64::from) == Some(own)
                 {
                     if self.chat.posted_directly(post.post_id.get()) {
                         continue;
@@ -1683,7 +1706,9 @@ impl Worker {
             Err(error) if refused(&error) => return Ok(blind),
             Err(error) => return Err(error),
         };
-        let earliest = self.outbox.check_window_start(delivery, since);
+        let earliest =
+            self.outbox
+                .check_window_start(delivery, since, self.chat.nas_clock_offset_ms());
         let mut found = Found {
             posts: Vec::new(),
             blind: false,
