@@ -399,3 +399,42 @@ async fn a_post_dsm_is_still_making_when_the_gateway_dies_is_not_made_twice() {
     );
     assert_eq!(sim.control().count("SYNO.Chat.Post", "create"), creates + 1);
 }
+
+/// A message whose send DSM never carried out (the connection dropped as it arrived), the
+/// gateway SIGKILLed before it looked: restarted, it looks for the post from a few seconds
+/// before the send, so an earlier synchronous post of the same text (which the new process
+/// cannot know it made) is not taken for it. Looking five minutes back, it was: the message was
+/// never posted, and its delivery said `delivered`.
+#[actix_web::test]
+async fn an_earlier_synchronous_post_of_the_same_text_is_not_taken_for_a_lost_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let sim = simulator().await;
+    let first = start_gateway(&sim, &store_url).await;
+    let (status, body) = call(
+        "POST",
+        format!("{}/api/v1/channels/1/posts", first.base),
+        Some(json!({"message": "backup ok"})),
+        false,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // Older than the window's room for replicas' clocks.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sim.control().drop_next("SYNO.Chat.Post", Some("create"), 1);
+    let creates = sim.control().count("SYNO.Chat.Post", "create");
+    let id = enqueue(&first, 1, "backup ok").await;
+    let dropped = Instant::now();
+    while sim.control().count("SYNO.Chat.Post", "create") == creates {
+        assert!(dropped.elapsed() < Duration::from_secs(10), "never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first); // SIGKILL, before the outbox looked for the unanswered send's post
+    let second = start_gateway(&sim, &store_url).await;
+    wait_delivered(&second, std::slice::from_ref(&id), Duration::from_secs(30)).await;
+    assert_eq!(
+        messages(&second, 1, "backup ok").await,
+        ["backup ok", "backup ok"],
+        "the synchronous post and the message"
+    );
+}
