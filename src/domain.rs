@@ -656,6 +656,14 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
                 Some("a multicast address")
             } else if a == 198 && (b & 0xfe) == 18 {
                 Some("a benchmarking address")
+            } else if matches!(v4.octets(), [192, 0, 0, _] | [192, 88, 99, _]) {
+                // IETF protocol assignments (RFC 6890), the old 6to4 relays (RFC 7526).
+                Some("a special-purpose address")
+            } else if matches!(
+                v4.octets(),
+                [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+            ) {
+                Some("a documentation address")
             } else if a >= 240 {
                 Some("a reserved address")
             } else {
@@ -677,6 +685,16 @@ pub fn internal_kind(ip: std::net::IpAddr) -> Option<&'static str> {
                 Some("a link-local address")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("a unique-local address")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("a site-local address")
+            } else if v6.segments()[..4] == [0x100, 0, 0, 0] {
+                Some("a discard-only address")
+            } else if first == 0x2001 && v6.segments()[1] < 0x200 {
+                // IETF protocol assignments (RFC 6890), Teredo's 2001::/32 among them, which
+                // carries an IPv4 address obfuscated.
+                Some("a special-purpose address")
+            } else if first == 0x2001 && v6.segments()[1] == 0xdb8 {
+                Some("a documentation address")
             } else if first & 0xff00 == 0xff00 {
                 Some("a multicast address")
             } else if v6.segments()[..3] == [0x64, 0xff9b, 1] {
@@ -908,10 +926,34 @@ mod tests {
             "http://localhost:5000/a",
             "http://LOCALHOST./a",
             "http://nas.localhost/a",
+            // Special-purpose and documentation ranges (RFC 6890), which an audit found let
+            // through: 192.0.0.1 reached a host on the test machine.
+            "http://192.0.0.1/a",
+            "http://192.88.99.1/a",
+            "http://192.0.2.1/a",
+            "http://198.51.100.1/a",
+            "http://203.0.113.7/a",
         ] {
             assert!(check(&policy, raw).is_err(), "{raw} must be refused");
         }
-        for raw in ["https://files.example.org/a.pdf", "http://203.0.113.7/a"] {
+        // IPv6 (subscriptions' receivers take it; a file_url does not).
+        for ip in [
+            "fec0::1",
+            "100::1",
+            "2001::7f00:1",
+            "2001:db8::1",
+            "fd00::1",
+        ] {
+            assert!(internal_kind(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in [
+            "2606:4700::6810:84e5",
+            "2001:4860:4860::8888",
+            "2a00:1450::1",
+        ] {
+            assert!(internal_kind(ip.parse().unwrap()).is_none(), "{ip}");
+        }
+        for raw in ["https://files.example.org/a.pdf", "http://93.184.215.14/a"] {
             assert!(check(&policy, raw).is_ok(), "{raw} must pass");
         }
         let lan = FileUrlPolicy::new(&["192.168.1.0/24".into(), "localhost".into()]);
