@@ -228,10 +228,12 @@ fn retained_since(now: i64, retention: Duration) -> i64 {
 
 fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
     crate::store::task::spawn(async move {
-        // The first pass one period after start: start-up (and every short-lived test
-        // gateway) does not wait on it.
+        // The first pass soon after start, not at it (start-up does not wait on it), and not
+        // a period after it: a gateway restarted more often than every period never ran one,
+        // and a replaced subscription secret stayed in the store past its grace.
         let period = Duration::from_secs(300);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let first = Duration::from_secs(10);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
         loop {
             tick.tick().await;
             let now = crate::delivery::now_ms();
