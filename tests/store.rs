@@ -1683,3 +1683,38 @@ backends::on_both!(
         );
     }
 );
+
+backends::on_both!(
+    claims_left_by_a_dead_process_wait_to_settle_but_a_subscriptions_do_not,
+    |backend: Backend| async move {
+        // A DSM send cut off may still land, so it is looked for only after `settled_at`; a
+        // subscription's receiver drops a repeat by its id, and its queue must not wait.
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        for (id, target) in [("dsm", "channel:1"), ("sub", "subscription:s1")] {
+            store.enqueue(&delivery(id, target, now)).await.unwrap();
+            let claimed = store.claim("w", now, now + 100).await.unwrap().unwrap();
+            assert_eq!(claimed.id, id);
+            assert!(
+                store
+                    .mark_uncertain(id, "w", now + 1, now + 100)
+                    .await
+                    .unwrap()
+            );
+        }
+        let settled_at = now + 20_000;
+        assert_eq!(
+            store
+                .release_all_leases(settled_at, "subscription:")
+                .await
+                .unwrap(),
+            2
+        );
+        let due = |id: &'static str| {
+            let store = store.clone();
+            async move { store.delivery(id).await.unwrap().unwrap().next_attempt_at }
+        };
+        assert_eq!(due("dsm").await, settled_at);
+        assert!(due("sub").await < settled_at);
+    }
+);

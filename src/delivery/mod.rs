@@ -860,7 +860,10 @@ impl Worker {
         if store.backend() == crate::store::Backend::Sqlite {
             // From now, not from the send's start: the process may have died at any point of it.
             match store
-                .release_all_leases(now_ms() + self.outbox.settle_ms())
+                .release_all_leases(
+                    now_ms() + self.outbox.settle_ms(),
+                    crate::events::subscriptions::TARGET_PREFIX,
+                )
                 .await
             {
                 Ok(n) if n > 0 => tracing::info!(

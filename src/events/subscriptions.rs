@@ -64,7 +64,8 @@ impl Subscription {
     }
 }
 
-const TARGET_PREFIX: &str = "subscription:";
+/// What every subscription's outbox target starts with.
+pub const TARGET_PREFIX: &str = "subscription:";
 
 pub fn target(subscription_id: &str) -> String {
     format!("{TARGET_PREFIX}{subscription_id}")

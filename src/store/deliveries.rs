@@ -802,15 +802,24 @@ impl Store {
     /// Hands back every claim (single-node SQLite at start-up: no other process holds one).
     /// One whose send was unanswered when the process died is not tried before `settled_at`:
     /// DSM may still have been carrying the call out then, and it is looked for only once it
-    /// has had the time to land.
-    pub async fn release_all_leases(&self, settled_at: i64) -> Result<u64, StoreError> {
+    /// has had the time to land. Not so on targets starting with `resent_at_once` (the
+    /// subscriptions', whose receivers drop a repeat by its id): their queues would wait on it.
+    pub async fn release_all_leases(
+        &self,
+        settled_at: i64,
+        resent_at_once: &str,
+    ) -> Result<u64, StoreError> {
         let sql = "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
                    next_attempt_at = CASE WHEN uncertain_since IS NOT NULL \
+                       AND substr(target, 1, length($2)) <> $2 \
                        AND next_attempt_at < $1 THEN $1 ELSE next_attempt_at END \
                    WHERE state = 'sending'";
-        Ok(
-            with_pool!(self, p => sqlx::query(sql).bind(settled_at).execute(p).await?.rows_affected()),
-        )
+        Ok(with_pool!(self, p => sqlx::query(sql)
+            .bind(settled_at)
+            .bind(resent_at_once)
+            .execute(p)
+            .await?
+            .rows_affected()))
     }
 
     /// Count and oldest creation time of the unfinished states (`queued`, `sending`): cheap
