@@ -189,7 +189,13 @@ pub async fn list_events(
             purged_through: (purged > after).then_some(purged),
         }));
     }
-    let held = OpenStreams::open(&open, key.key_name.clone())?;
+    // Without keys (`auth.disabled`, a demo), each client address has its own share: one
+    // share for every keyless client let a 33rd service anywhere be refused.
+    let owner = match &key.key_name {
+        Some(name) => StreamOwner::Key(name.clone()),
+        None => StreamOwner::Address(crate::ratelimit::client_address(&req)),
+    };
+    let held = OpenStreams::open(&open, owner)?;
     // Without a resume point, the stream carries what is stored after its latest event, read
     // before subscribing; then it reads the table after that point once before following the
     // broadcast, so an event stored in between comes from the table and none falls between
@@ -220,24 +226,36 @@ pub async fn list_events(
 pub const STREAMS_PER_KEY: usize = 32;
 pub const STREAMS_IN_ALL: usize = 2048;
 
-/// The event streams open on this gateway, by the key that opened them (`None`: keys are off).
+/// The event streams open on this gateway, by the key that opened them (keys off: by the
+/// client address).
 #[derive(Default)]
 pub struct OpenStreams(std::sync::Mutex<OpenCounts>);
 
 #[derive(Default)]
 struct OpenCounts {
     all: usize,
-    by_key: std::collections::HashMap<Option<Arc<str>>, usize>,
+    by_key: std::collections::HashMap<StreamOwner, usize>,
+}
+
+/// Whose share of the streams one is: its API key's, or without keys its client address's.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum StreamOwner {
+    Key(Arc<str>),
+    Address(Option<std::net::IpAddr>),
 }
 
 impl OpenStreams {
     /// A place for one more stream of `key`'s, held until the stream ends.
-    fn open(streams: &web::Data<Self>, key: Option<Arc<str>>) -> Result<HeldStream, ApiError> {
+    fn open(streams: &web::Data<Self>, key: StreamOwner) -> Result<HeldStream, ApiError> {
         let mut counts = streams.0.lock().unwrap_or_else(|e| e.into_inner());
         let of_key = counts.by_key.get(&key).copied().unwrap_or(0);
         let refusal = if of_key >= STREAMS_PER_KEY {
+            let whose = match key {
+                StreamOwner::Key(_) => "this API key",
+                StreamOwner::Address(_) => "this client address",
+            };
             Some(format!(
-                "this API key has {STREAMS_PER_KEY} event streams open already; close one first"
+                "{whose} has {STREAMS_PER_KEY} event streams open already; close one first"
             ))
         } else if counts.all >= STREAMS_IN_ALL {
             Some(format!(
@@ -261,7 +279,7 @@ impl OpenStreams {
 /// One stream's place in [`OpenStreams`], given back when the stream is dropped.
 struct HeldStream {
     streams: Arc<OpenStreams>,
-    key: Option<Arc<str>>,
+    key: StreamOwner,
 }
 
 impl Drop for HeldStream {
@@ -465,6 +483,22 @@ fn frame(event: &Event) -> Bytes {
 mod tests {
     use super::*;
     use crate::config::{Settings, StoreSettings};
+
+    #[test]
+    fn keyless_clients_each_have_their_own_share_of_the_streams() {
+        let streams = web::Data::new(OpenStreams::default());
+        let address = |last: u8| StreamOwner::Address(Some([192, 168, 1, last].into()));
+        let held: Vec<HeldStream> = (0..STREAMS_PER_KEY)
+            .map(|_| OpenStreams::open(&streams, address(1)).unwrap())
+            .collect();
+        let refused = OpenStreams::open(&streams, address(1)).err().unwrap();
+        assert!(refused.to_string().contains("client address"), "{refused}");
+        // Another client, and a key, are not refused for that one's streams.
+        let other = OpenStreams::open(&streams, address(2)).unwrap();
+        let keyed = OpenStreams::open(&streams, StreamOwner::Key("ci".into())).unwrap();
+        drop((held, other, keyed));
+        assert_eq!(streams.0.lock().unwrap().all, 0);
+    }
     use crate::events::NewEvent;
     use crate::store::Store;
 
