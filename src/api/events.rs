@@ -295,12 +295,26 @@ impl Drop for HeldStream {
     }
 }
 
-/// The client asked for `text/event-stream` by name.
+/// The client asked for `text/event-stream` by name, and not with `q=0` ("not acceptable").
 fn wants_stream(req: &HttpRequest) -> bool {
     req.headers()
         .get_all(header::ACCEPT)
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let named = parts
+                .next()
+                .is_some_and(|media| media.eq_ignore_ascii_case("text/event-stream"));
+            let refused = parts.any(|param| {
+                param
+                    .split_once('=')
+                    .filter(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                    .and_then(|(_, q)| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            named && !refused
+        })
 }
 
 /// One client's stream: replays the table after `last`, then follows the live broadcast,
@@ -483,6 +497,22 @@ fn frame(event: &Event) -> Bytes {
 mod tests {
     use super::*;
     use crate::config::{Settings, StoreSettings};
+
+    #[test]
+    fn a_stream_is_what_accept_names_unless_its_quality_is_zero() {
+        let wants = |accept: &str| {
+            let req = actix_web::test::TestRequest::get()
+                .insert_header((header::ACCEPT, accept))
+                .to_http_request();
+            wants_stream(&req)
+        };
+        assert!(wants("text/event-stream"));
+        assert!(wants("application/json, Text/Event-Stream; q=0.5"));
+        assert!(!wants("application/json, text/event-stream;q=0"));
+        assert!(!wants("text/event-stream; q=0.000"));
+        assert!(!wants("application/json"));
+        assert!(!wants("*/*"));
+    }
 
     #[test]
     fn keyless_clients_each_have_their_own_share_of_the_streams() {
