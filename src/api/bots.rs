@@ -162,6 +162,7 @@ pub async fn send_bot_message(
     if let Some(accepted) = handover.accept_if_asked_or_queued(&text).await {
         return accepted;
     }
+    let _turn = handover.hold_target(&text).await;
     let since = crate::delivery::now_ms();
     let key = handover.key();
     let key = key.as_deref();

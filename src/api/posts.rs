@@ -155,6 +155,7 @@ pub async fn create_post(
     if let Some(accepted) = handover.accept_if_asked_or_queued(&body.message).await {
         return Ok(accepted?);
     }
+    let _turn = handover.hold_target(&body.message).await;
     // DSM's 117 does not say which of the two it did not find.
     let channel = match body.thread_id {
         Some(thread_id) => format!("channel {channel_id} or thread {thread_id}"),
@@ -296,6 +297,7 @@ pub async fn reply_to_post(
     if let Some(accepted) = handover.accept_if_asked_or_queued(&body.message).await {
         return accepted;
     }
+    let _turn = handover.hold_target(&body.message).await;
     post_text(
         &state,
         &chat,

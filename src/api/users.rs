@@ -182,6 +182,7 @@ pub async fn send_direct_message(
     if let Some(accepted) = handover.accept_if_asked_or_queued(&body.message).await {
         return accepted;
     }
+    let _turn = handover.hold_target(&body.message).await;
     let own_id = own_user_id(&state, &chat).await?;
     if recipient == own_id {
         return Err(ApiError::new(

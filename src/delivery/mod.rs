@@ -330,6 +330,8 @@ pub struct Outbox {
     /// Where the duplicate check of each uncertain send this process made starts, on the NAS's
     /// clock: (delivery, `uncertain_since`) → ms. See [`Outbox::check_window_start`].
     uncertain_windows: std::sync::Mutex<std::collections::HashMap<(String, i64), i64>>,
+    /// Each target's turn to be sent to in this process ([`Outbox::hold_target`]).
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Targets this process knows may have unfinished deliveries (its own hand-overs, its
     /// worker's claims, the store's queue at start), each with a count of times noted: a
     /// synchronous send to one asks the store before it goes ([`Outbox::wait_turn`]).
@@ -340,6 +342,16 @@ pub struct Outbox {
 
 /// Targets noted as maybe queued at most ([`Outbox::note_queued`]).
 const MAYBE_QUEUED_KEPT: usize = 10_000;
+
+/// Targets whose turn is kept before those no send holds are dropped ([`Outbox::hold_target`]).
+const TURNS_KEPT: usize = 4_096;
+
+/// A send's turn at its target ([`Outbox::hold_target`]), given back when dropped.
+#[must_use = "the turn ends when it is dropped"]
+pub enum TargetHold {
+    Shared(tokio::sync::OwnedRwLockReadGuard<()>),
+    Sole(tokio::sync::OwnedRwLockWriteGuard<()>),
+}
 
 /// Uncertain sends whose window is remembered at most (then the memory starts over, and the
 /// older ones are looked for over [`CHECK_MARGIN_OTHER_MS`]).
@@ -383,6 +395,7 @@ impl Outbox {
             channel_names: name_cache(),
             clocks: tokio::sync::Mutex::new((now_ms(), std::time::Instant::now())),
             uncertain_windows: Default::default(),
+            turns: Default::default(),
             maybe_queued: Default::default(),
             too_many_queued: AtomicBool::new(false),
         })
@@ -664,6 +677,38 @@ impl Outbox {
             }
             Enqueued::Repeat(first) => Ok(first),
         }
+    }
+
+    /// This process's turn to send to `target`, held until the send ends: a message of
+    /// `several` posts sends alone, single posts side by side, so the parts of a long message
+    /// are consecutive among this process's sends (synchronous ones and the outbox's).
+    /// Otherwise two long messages sent at once interleaved their parts. Other replicas'
+    /// sends, and people in the channel, are not held.
+    pub async fn hold_target(&self, target: &str, several: bool) -> TargetHold {
+        let turn = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            match turns.get(target) {
+                Some(turn) => turn.clone(),
+                None => {
+                    if turns.len() >= TURNS_KEPT {
+                        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+                    }
+                    let turn = Arc::new(tokio::sync::RwLock::new(()));
+                    turns.insert(target.to_owned(), turn.clone());
+                    turn
+                }
+            }
+        };
+        match several {
+            true => TargetHold::Sole(turn.write_owned().await),
+            false => TargetHold::Shared(turn.read_owned().await),
+        }
+    }
+
+    /// Whether `text` may be sent as several posts: bytes are at least characters, so a text
+    /// within the limit in bytes is one.
+    pub fn may_be_several(&self, text: &str) -> bool {
+        text.len() > self.settings.max_message_chars
     }
 
     /// How texts are cut into posts (`delivery.max_message_chars`, `.max_message_parts`).
@@ -1150,6 +1195,12 @@ impl Worker {
         }
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
+        // Not overlapping a synchronous send's long message to the target, nor letting one
+        // into this one's.
+        let _turn = self
+            .outbox
+            .hold_target(&row.target, row.chunks.len().saturating_sub(posted) > 1)
+            .await;
         let mut uncertain = row.uncertain_since;
         // An uncertain chatbot send found for some recipients of a part: it may have posted
         // the next part to them too.

@@ -291,3 +291,31 @@ async fn a_hooks_text_of_more_posts_than_allowed_is_cut_and_says_so() {
     );
     assert!(posts.iter().all(|p| p.chars().count() <= 1800));
 }
+
+/// Two long messages sent at once to one channel, DSM slow: each one's posts are consecutive.
+/// They interleaved (`A1 B1 A2 B2 …`) when each send went its own way; a message of several
+/// posts now sends alone at its target, while single posts still go side by side.
+#[actix_rt::test]
+async fn long_messages_sent_at_once_do_not_interleave() {
+    let app = spawn_app().await;
+    app.sim.set_latency(std::time::Duration::from_millis(40));
+    let (first, second) = (
+        long_text(4000).replace("Zeile", "Alpha"),
+        long_text(4000).replace("Zeile", "Beta"),
+    );
+    let (a, b) = tokio::join!(
+        app.post("/api/v1/channels/1/posts", json!({ "message": first })),
+        app.post("/api/v1/channels/1/posts", json!({ "message": second })),
+    );
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (201, 201));
+    let parts = |answer: &crate::helpers::Answer| -> usize {
+        answer.header("x-chat-post-count").unwrap().parse().unwrap()
+    };
+    let total = parts(&a) + parts(&b);
+    let posts = newest_messages(&app, 1, total).await;
+    let joined: Vec<bool> = posts.iter().map(|p| p.contains("Alpha")).collect();
+    // One run of the first message's posts, one of the second's, in either order.
+    let switches = joined.windows(2).filter(|pair| pair[0] != pair[1]).count();
+    assert_eq!(switches, 1, "{joined:?}");
+    assert_eq!(posts.concat().len(), first.len() + second.len());
+}
