@@ -367,6 +367,11 @@ pub struct SubscriptionsSettings {
     /// PEM file with CA certificates trusted for `https://` subscription URLs besides the
     /// public roots: receivers on the LAN whose certificates a private CA signed.
     pub ca_file: Option<PathBuf>,
+    /// Deliveries to subscriptions this process sends at once, each to a different
+    /// subscription: lanes of their own, apart from `delivery.concurrency`'s to Chat, so
+    /// receivers that do not answer cannot hold up messages to Chat.
+    #[serde(deserialize_with = "whole")]
+    pub concurrency: usize,
 }
 
 impl Default for SubscriptionsSettings {
@@ -378,6 +383,7 @@ impl Default for SubscriptionsSettings {
             allow_private: false,
             timeout_ms: 15_000,
             ca_file: None,
+            concurrency: 4,
         }
     }
 }
@@ -1156,6 +1162,12 @@ impl Settings {
         if !(1..=64).contains(&self.delivery.concurrency) {
             return Err(ConfigError::new(
                 "delivery.concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=64).contains(&self.subscriptions.concurrency) {
+            return Err(ConfigError::new(
+                "subscriptions.concurrency",
                 "must be between 1 and 64",
             ));
         }

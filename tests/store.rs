@@ -1718,3 +1718,47 @@ backends::on_both!(
         assert!(due("sub").await < settled_at);
     }
 );
+
+backends::on_both!(
+    a_claim_among_some_targets_leaves_the_others_to_their_own_lanes,
+    |backend: Backend| async move {
+        use syno_chat_gateway::store::deliveries::Targets;
+        let store = Store::connect(&settings(&backend.url)).await.unwrap();
+        let now = 1_000_000;
+        store
+            .enqueue(&delivery("sub", "subscription:s1", now))
+            .await
+            .unwrap();
+        store
+            .enqueue(&delivery("chat", "channel:1", now + 5))
+            .await
+            .unwrap();
+        let (callbacks, chat) = (
+            Targets::Starting("subscription:"),
+            Targets::NotStarting("subscription:"),
+        );
+        assert_eq!(store.next_due_among(chat).await.unwrap(), Some(now + 5));
+        assert_eq!(store.next_due_among(callbacks).await.unwrap(), Some(now));
+        // The subscription's delivery is due first, but not among Chat's targets.
+        let claimed = store.claim_among("w/0", now + 10, now + 100, chat).await;
+        assert_eq!(claimed.unwrap().unwrap().id, "chat");
+        assert!(
+            store
+                .claim_among("w/0", now + 10, now + 100, chat)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let claimed = store
+            .claim_among("w/1", now + 10, now + 100, callbacks)
+            .await;
+        assert_eq!(claimed.unwrap().unwrap().id, "sub");
+        assert!(
+            store
+                .claim_among("w/1", now + 10, now + 100, callbacks)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);

@@ -28,7 +28,7 @@ use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId
 use crate::api::error::{ApiError, ProblemCode};
 use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
-use crate::store::deliveries::{DeliveryRow, Enqueued, EventKey, NewDelivery};
+use crate::store::deliveries::{DeliveryRow, Enqueued, EventKey, NewDelivery, Targets};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
 
@@ -300,11 +300,54 @@ fn classify(error: &UpstreamError) -> Failure {
     }
 }
 
+/// The worker's two sets of lanes: Chat's (channels, people, tokens, chatbots) and the
+/// subscriptions' callbacks. Receivers that are slow or do not answer hold a lane up to
+/// `subscriptions.timeout_ms` (15 s) per attempt: sharing the lanes, four of them stopped every
+/// message to Chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Traffic {
+    Chat,
+    Callbacks,
+}
+
+impl Traffic {
+    fn of(target: &str) -> Self {
+        match crate::events::subscriptions::is_target(target) {
+            true => Traffic::Callbacks,
+            false => Traffic::Chat,
+        }
+    }
+
+    fn targets(self) -> Targets<'static> {
+        use crate::events::subscriptions::TARGET_PREFIX;
+        match self {
+            Traffic::Chat => Targets::NotStarting(TARGET_PREFIX),
+            Traffic::Callbacks => Targets::Starting(TARGET_PREFIX),
+        }
+    }
+}
+
+/// Wakes a lane of each [`Traffic`].
+#[derive(Default)]
+struct Wakes {
+    chat: Notify,
+    callbacks: Notify,
+}
+
+impl Wakes {
+    fn of(&self, traffic: Traffic) -> &Notify {
+        match traffic {
+            Traffic::Chat => &self.chat,
+            Traffic::Callbacks => &self.callbacks,
+        }
+    }
+}
+
 /// Shared by the handlers (enqueue) and the worker.
 pub struct Outbox {
     store: Store,
     settings: DeliverySettings,
-    wake: Notify,
+    wake: Wakes,
     stopping: AtomicBool,
     stopped: Notify,
     /// When the stop began: [`Self::shut_down`]'s grace counts from then.
@@ -385,7 +428,7 @@ impl Outbox {
             subscription_max_age_ms: (subscriptions.max_age_secs as i64).saturating_mul(1000),
             store,
             settings,
-            wake: Notify::new(),
+            wake: Wakes::default(),
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
             stop_began: std::sync::OnceLock::new(),
@@ -605,7 +648,7 @@ impl Outbox {
         let new = self.new_delivery(caller, job, parts.into_vec());
         self.store.enqueue(&new).await?;
         self.note_queued(&new.target);
-        self.wake.notify_one();
+        self.wake.of(Traffic::of(&new.target)).notify_one();
         Ok(new.id)
     }
 
@@ -623,7 +666,7 @@ impl Outbox {
         match self.store.enqueue_event(&new, event).await? {
             Enqueued::New => {
                 self.note_queued(&new.target);
-                self.wake.notify_one();
+                self.wake.of(Traffic::of(&new.target)).notify_one();
                 Ok((new.id, false))
             }
             Enqueued::Repeat(first) => Ok((first, true)),
@@ -672,7 +715,7 @@ impl Outbox {
                 if let Some(since) = unanswered_since {
                     self.note_uncertain_send(&new.id, since, nas_offset);
                 }
-                self.wake.notify_one();
+                self.wake.of(Traffic::of(&new.target)).notify_one();
                 Ok(new.id)
             }
             Enqueued::Repeat(first) => Ok(first),
@@ -763,7 +806,9 @@ impl Outbox {
 
     /// Wakes the worker (a delivery was put back in the queue).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        for traffic in [Traffic::Chat, Traffic::Callbacks] {
+            self.wake.of(traffic).notify_one();
+        }
     }
 
     /// The delivery once it is delivered, failed or cancelled, or as it is after `patience`
@@ -816,8 +861,10 @@ impl Outbox {
     pub fn begin_stopping(&self) {
         self.stop_began.get_or_init(tokio::time::Instant::now);
         self.stopping.store(true, Ordering::SeqCst);
-        self.wake.notify_waiters();
-        self.wake.notify_one();
+        for traffic in [Traffic::Chat, Traffic::Callbacks] {
+            self.wake.of(traffic).notify_waiters();
+            self.wake.of(traffic).notify_one();
+        }
     }
 
     /// Stops claiming new work (if not stopped already) and returns once the worker has
@@ -920,23 +967,30 @@ impl Worker {
             }
         }
         // Lanes on this one task: each claims and sends on its own, and the claim gives each a
-        // different target, so a slow or paced target holds up only its lane.
+        // different target, so a slow or paced target holds up only its lane. Chat's lanes and
+        // the subscriptions' are apart ([`Traffic`]).
         // Each lane holds its leases as its own owner: a lane's lease that ran out (a long look
         // at DSM, a slow pace) may be taken over by a sibling lane, and the first one's writes
         // must then find it gone, as another replica's would.
-        let lanes = self.outbox.settings.concurrency.max(1);
-        let owners: Vec<String> = (0..lanes)
-            .map(|lane| format!("{}/{lane}", self.owner))
+        let chat_lanes = self.outbox.settings.concurrency.max(1);
+        let callback_lanes = self.subscriptions.concurrency.max(1);
+        let lanes: Vec<(String, Traffic, bool)> = (0..chat_lanes + callback_lanes)
+            .map(|lane| {
+                let (traffic, first) = match lane.checked_sub(chat_lanes) {
+                    None => (Traffic::Chat, lane == 0),
+                    Some(nth) => (Traffic::Callbacks, nth == 0),
+                };
+                (format!("{}/{lane}", self.owner), traffic, first)
+            })
             .collect();
         futures_util::future::join_all(
-            owners
+            lanes
                 .iter()
-                .enumerate()
-                .map(|(lane, owner)| self.lane(owner, lane == 0)),
+                .map(|(owner, traffic, first)| self.lane(owner, *traffic, *first)),
         )
         .await;
         let mut handed_back = 0;
-        for owner in &owners {
+        for (owner, _, _) in &lanes {
             match store.release_leases(owner).await {
                 Ok(n) => handed_back += n,
                 Err(error) => {
@@ -978,13 +1032,14 @@ impl Worker {
         }
     }
 
-    /// Claims and sends until the outbox stops. `poller`: this lane also watches the clock
-    /// (deliveries coming due, the queue metrics); the others wait to be woken, when a message
-    /// is handed over or a lane took one, so an idle gateway asks its store no more often than
-    /// with one lane.
-    async fn lane(&self, owner: &str, poller: bool) {
+    /// Claims and sends `traffic`'s deliveries until the outbox stops. `poller`: this lane
+    /// also watches the clock (its traffic's deliveries coming due; Chat's poller the queue
+    /// metrics); the others wait to be woken, when a message is handed over or a lane took
+    /// one, so an idle gateway asks its store no more often than with one lane of each.
+    async fn lane(&self, owner: &str, traffic: Traffic, poller: bool) {
         let store = &self.outbox.store;
-        let wake = &self.outbox.wake;
+        let wake = self.outbox.wake.of(traffic);
+        let targets = traffic.targets();
         let stopping = || self.outbox.stopping.load(Ordering::SeqCst);
         let mut gauges_at = 0;
         let mut finished_gauges_at = 0;
@@ -1005,7 +1060,7 @@ impl Worker {
             }
             claim_now = poller;
             let now = now_ms();
-            if poller && now - gauges_at >= 2_000 {
+            if poller && traffic == Traffic::Chat && now - gauges_at >= 2_000 {
                 gauges_at = now;
                 // The finished states walk the retained history: every few minutes only.
                 const FINISHED_GAUGES_EVERY_MS: i64 = 5 * 60_000;
@@ -1017,7 +1072,10 @@ impl Worker {
             }
             self.follow_clock_steps().await;
             let now = now_ms();
-            match store.claim(owner, now, now + self.outbox.lease_ms).await {
+            match store
+                .claim_among(owner, now, now + self.outbox.lease_ms, targets)
+                .await
+            {
                 Ok(Some(row)) => {
                     // Perhaps another replica's, or an earlier run's: sends wait for it.
                     self.outbox.note_queued(&row.target);
@@ -1027,7 +1085,7 @@ impl Worker {
                     claim_now = true;
                 }
                 Ok(None) if poller => {
-                    let wait = match store.next_due().await {
+                    let wait = match store.next_due_among(targets).await {
                         Ok(Some(due)) if due > now => {
                             Duration::from_millis((due - now) as u64).min(POLL)
                         }

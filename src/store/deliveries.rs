@@ -111,6 +111,35 @@ const COLUMNS: &str = "id, caller, target, request, chunks, state, attempts, nex
 /// lease), due, its target not paced, and no other delivery to the target being sent (a
 /// failed one retried by hand is older than the one in flight, and must not go out beside
 /// it). `$1` = now.
+/// Which targets a claim looks among (`claim_among`, `next_due_among`), by a prefix of their
+/// name: lanes kept for one kind of target are not taken by another's slow sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    All,
+    Starting(&'a str),
+    NotStarting(&'a str),
+}
+
+impl Targets<'_> {
+    /// The prefix bound as the condition's parameter (unused by `All`, which is true).
+    fn prefix(&self) -> &str {
+        match self {
+            Targets::All => "",
+            Targets::Starting(prefix) | Targets::NotStarting(prefix) => prefix,
+        }
+    }
+
+    /// SQL true for the targets in `column`, with the prefix as the parameter `param`.
+    fn condition(&self, column: &str, param: &str) -> String {
+        let op = match self {
+            // Every name starts with the empty prefix.
+            Targets::All | Targets::Starting(_) => "=",
+            Targets::NotStarting(_) => "<>",
+        };
+        format!("substr({column}, 1, length({param})) {op} {param}")
+    }
+}
+
 const CLAIMABLE: &str = "d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
         WHERE h.state IN ('queued', 'sending') GROUP BY h.target) \
     AND (d.state = 'queued' OR d.lease_until < $1) \
@@ -440,13 +469,26 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<DeliveryRow>, StoreError> {
+        self.claim_among(owner, now, lease_until, Targets::All)
+            .await
+    }
+
+    /// [`Store::claim`] among `targets` only.
+    pub async fn claim_among(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        targets: Targets<'_>,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        let among = targets.condition("d.target", "$5");
         // The outer state check makes a concurrent claim of the same row a no-op.
         let update = format!(
             "UPDATE deliveries SET state = 'sending', lease_owner = $2, lease_until = $3, \
                  attempts = attempts + 1, updated_at = $1 \
              WHERE (state = 'queued' OR lease_until < $1) AND seq = ( \
                  SELECT d.seq FROM deliveries d WHERE {CLAIMABLE} AND d.target = COALESCE($4, d.target) \
-                 ORDER BY d.next_attempt_at, d.seq LIMIT 1) \
+                 AND {among} ORDER BY d.next_attempt_at, d.seq LIMIT 1) \
              RETURNING {COLUMNS}"
         );
         let row = match &self.pool {
@@ -455,6 +497,7 @@ impl Store {
                 .bind(owner)
                 .bind(lease_until)
                 .bind(None::<String>)
+                .bind(targets.prefix())
                 .fetch_optional(p)
                 .await?
                 .map(|r| decode(&r))
@@ -467,12 +510,14 @@ impl Store {
                 // a subquery per target: that was quadratic in the targets with a backlog.
                 let lock = format!(
                     "SELECT t.target FROM targets t JOIN deliveries d ON d.target = t.target \
-                     WHERE t.next_send_at <= $1 AND {CLAIMABLE} \
+                     WHERE t.next_send_at <= $1 AND {CLAIMABLE} AND {} \
                      ORDER BY d.next_attempt_at, d.seq \
-                     LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
+                     LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
+                    targets.condition("d.target", "$2")
                 );
                 let target: Option<String> = sqlx::query_scalar(&lock)
                     .bind(now)
+                    .bind(targets.prefix())
                     .fetch_optional(&mut *tx)
                     .await?;
                 let row = match target {
@@ -481,6 +526,7 @@ impl Store {
                         .bind(owner)
                         .bind(lease_until)
                         .bind(Some(target))
+                        .bind(targets.prefix())
                         .fetch_optional(&mut *tx)
                         .await?
                         .map(|r| decode(&r))
@@ -896,12 +942,22 @@ impl Store {
     /// behind a head that waits out a back-off is not due however old it is: counted, it kept
     /// the worker claiming in vain five times a second for as long as the head waited.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let sql = "SELECT MIN(CASE WHEN d.state = 'sending' THEN d.lease_until \
-                       WHEN t.next_send_at > d.next_attempt_at THEN t.next_send_at \
-                       ELSE d.next_attempt_at END) \
-                   FROM deliveries d LEFT JOIN targets t ON t.target = d.target \
-                   WHERE d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
-                       WHERE h.state IN ('queued', 'sending') GROUP BY h.target)";
-        Ok(with_pool!(self, p => sqlx::query_scalar(sql).fetch_one(p).await)?)
+        self.next_due_among(Targets::All).await
+    }
+
+    /// [`Store::next_due`] among `targets` only.
+    pub async fn next_due_among(&self, targets: Targets<'_>) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "SELECT MIN(CASE WHEN d.state = 'sending' THEN d.lease_until \
+                 WHEN t.next_send_at > d.next_attempt_at THEN t.next_send_at \
+                 ELSE d.next_attempt_at END) \
+             FROM deliveries d LEFT JOIN targets t ON t.target = d.target \
+             WHERE d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
+                 WHERE h.state IN ('queued', 'sending') GROUP BY h.target) AND {}",
+            targets.condition("d.target", "$1")
+        );
+        Ok(
+            with_pool!(self, p => sqlx::query_scalar(&sql).bind(targets.prefix()).fetch_one(p).await)?,
+        )
     }
 }

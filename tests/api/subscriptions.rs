@@ -1167,6 +1167,48 @@ async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
     assert_eq!(s["consecutive_failures"], 0, "{s}");
 }
 
+/// Receivers that take the connection and never answer hold a lane up to
+/// `subscriptions.timeout_ms` per attempt: sharing the lanes with Chat's messages, as many of
+/// them as `delivery.concurrency` stopped every message to Chat. Subscriptions have lanes of
+/// their own: a message handed over meanwhile is delivered while the receiver still hangs.
+#[actix_web::test]
+async fn a_receiver_that_never_answers_does_not_hold_up_messages_to_chat() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (reached, called) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 16 * 1024];
+            let _ = stream.read(&mut request);
+            let _ = reached.send(());
+            held.push(stream);
+        }
+    });
+    let (app, _) = app_with_inbounds(|s| {
+        allow_private(s);
+        s.subscriptions.timeout_ms = 600_000;
+        s.delivery.concurrency = 1;
+        s.subscriptions.concurrency = 1;
+    })
+    .await;
+    subscribe(&app, json!({"url": url, "inbound": "ops"})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping the NAS");
+    tokio::task::spawn_blocking(move || called.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the receiver was called");
+
+    let answer =
+        crate::deliveries::post_async(&app, "/api/v1/channels/1/posts", json!({"message": "up"}))
+            .await;
+    assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+    let id = answer.body["delivery_id"].as_str().unwrap();
+    crate::deliveries::wait_for(&app, id, "delivered", Duration::from_secs(20)).await;
+}
+
 /// Posts what Chat's outgoing webhook `ops` sends (`trigger_word` empty: a `message` event);
 /// returns Chat's answer.
 async fn chat_posts(app: &TestApp, token: &str, post_id: i64, trigger_word: &str) -> Value {
