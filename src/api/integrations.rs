@@ -182,6 +182,18 @@ async fn list_webhooks(
 }
 
 /// The user list holds every integration's bot user: a write to integrations drops it.
+/// Refuses (404) a user id that no integration lists as its bot: see
+/// [`crate::upstream::DsmClient::is_integration_bot`].
+async fn listed_bot(chat: &Dsm, user_id: UserId) -> Result<(), ApiError> {
+    match chat.is_integration_bot(user_id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::not_found(format!(
+            "no integration has bot user {user_id} (a person's account is never changed here)"
+        ))),
+        Err(error) => Err(ApiError::for_resource(error, format_args!("bot {user_id}"))),
+    }
+}
+
 fn bots_changed(state: &State) {
     state.caches.users.invalidate();
 }
@@ -449,7 +461,8 @@ pub async fn list_broadcast_webhooks(
 /// Rename a bot
 ///
 /// Sets the display name of a webhook's or chatbot's bot user. Chat refuses to send through an
-/// integration that has none.
+/// integration that has none. A user id no integration lists as its bot (a person's) is 404,
+/// and nothing is changed.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(BotUserPath),
     request_body = BotNicknameBody,
@@ -465,6 +478,7 @@ pub async fn set_bot(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
     let nickname = non_blank("nickname", &body.nickname)?;
+    listed_bot(&chat, user_id).await?;
     let result = chat.set_bot_nickname(user_id, nickname).await;
     bots_changed(&state);
     done(result, format_args!("bot {user_id}"))
@@ -472,7 +486,8 @@ pub async fn set_bot(
 
 /// Delete a bot
 ///
-/// Deletes any integration (webhook, slash command or chatbot) by its bot user id.
+/// Deletes any integration (webhook, slash command or chatbot) by its bot user id. A user id no
+/// integration lists as its bot (a person's) is 404, and nothing is deleted.
 #[utoipa::path(security(("bearer" = ["admin"])), tag = "integrations",
     params(BotUserPath),
     responses((status = 204, description = "Deleted"), InvalidInput, NotFound, CommonProblems))]
@@ -484,6 +499,7 @@ pub async fn delete_bot(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.user_id;
+    listed_bot(&chat, user_id).await?;
     let result = chat.delete_bot(user_id).await;
     bots_changed(&state);
     done(result, format_args!("bot {user_id}"))

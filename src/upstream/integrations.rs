@@ -331,12 +331,7 @@ impl DsmClient {
     pub async fn delete_webhook(&self, kind: WebhookKind, id: UserId) -> Result<bool> {
         if kind != WebhookKind::Slash {
             let ops = kind.ops();
-            let data: Map<String, Value> = self.fetch_or_empty(&ops.list, &[]).await?;
-            let listed = list_array(ops.list_key, data);
-            let is_listed = listed
-                .as_array()
-                .is_some_and(|items| items.iter().any(|item| user_id_of(item) == Some(id.get())));
-            if !is_listed {
+            if !self.lists_bot(&ops.list, ops.list_key, id).await? {
                 return Ok(false);
             }
         }
@@ -380,6 +375,35 @@ impl DsmClient {
         Ok(without_tokens(
             self.fetch_or_empty(&EXTERNAL_LIST, &[]).await?,
         ))
+    }
+
+    /// Whether `list` (items under `key`, see [`list_array`]) shows the bot `id`.
+    async fn lists_bot(&self, list: &'static Op, key: &str, id: UserId) -> Result<bool> {
+        let data: Map<String, Value> = self.fetch_or_empty(list, &[]).await?;
+        let listed = list_array(key, data);
+        Ok(listed
+            .as_array()
+            .is_some_and(|items| items.iter().any(|item| user_id_of(item) == Some(id.get()))))
+    }
+
+    /// Whether `user_id` is an integration's bot: an incoming, outgoing, slash or broadcast
+    /// webhook's, or a chatbot. `Bot.set` and `Bot.delete {real_delete}` name a user id and no
+    /// source says DSM refuses a person's, so the gateway sends them only for a listed bot:
+    /// a mistyped id must not rename or delete someone's account.
+    pub async fn is_integration_bot(&self, user_id: UserId) -> Result<bool> {
+        let lists = [
+            (&INCOMING_OPS.list, INCOMING_OPS.list_key),
+            (&OUTGOING_OPS.list, OUTGOING_OPS.list_key),
+            (&SLASH_OPS.list, SLASH_OPS.list_key),
+            (&CHATBOT_LIST, "chatbots"),
+            (&BROADCAST_WEBHOOK_LIST, "webhook_broadcasts"),
+        ];
+        for (list, key) in lists {
+            if self.lists_bot(list, key, user_id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Sets a bot's (webhook's or chatbot's) display name; without one External refuses its

@@ -361,6 +361,32 @@ async fn bots_are_renamed_and_deleted() {
     )
     .await
     .assert_problem(404, "not_found");
+
+    // A person's user id (a mistyped bot id): `Bot.delete {real_delete}` and `Bot.set` take
+    // any user id, so neither is sent for one no integration lists.
+    let (sets, deletes) = (
+        app.sim.count("SYNO.Chat.Bot", "set"),
+        app.sim.count("SYNO.Chat.Bot", "delete"),
+    );
+    let person = "/api/v1/integrations/bots/3";
+    admin(&app, "DELETE", person, None)
+        .await
+        .assert_problem(404, "not_found");
+    admin(&app, "PUT", person, Some(json!({"nickname": "bot?"})))
+        .await
+        .assert_problem(404, "not_found");
+    assert_eq!(app.sim.count("SYNO.Chat.Bot", "set"), sets);
+    assert_eq!(app.sim.count("SYNO.Chat.Bot", "delete"), deletes);
+    let users = admin(&app, "GET", "/api/v1/users", None).await;
+    assert!(
+        users.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user_id"] == 3 && u["nickname"] != "bot?"),
+        "{}",
+        users.body
+    );
 }
 
 #[actix_web::test]
