@@ -602,6 +602,18 @@ impl ApiError {
         }
     }
 
+    /// For a call on which Chat's 117 can only mean "permission denied" (`Chatbot.set` on a
+    /// chatbot its list shows, `src/upstream/PROTOCOL.md` [C2]): 403
+    /// `upstream_permission_denied`, not the unknown 117's 502.
+    pub fn for_permission(error: UpstreamError) -> Self {
+        let denied = matches!(error, UpstreamError::Dsm { code: 117, .. });
+        let mut api_error = ApiError::from(error);
+        if denied {
+            api_error.code = ProblemCode::UpstreamPermissionDenied;
+        }
+        api_error
+    }
+
     /// For a `SYNO.Chat.External` call made with a token the caller sent: DSM's "bad token" is
     /// the caller's mistake (403 `chat_token_rejected`), not a gateway misconfiguration (502).
     pub fn for_caller_token(error: UpstreamError) -> Self {

@@ -556,7 +556,8 @@ pub async fn set_chatbot(
     };
     let changed = chat.set_chatbot(user_id, &changes).await;
     bots_changed(&state);
-    if !changed? {
+    // The list showed the chatbot, so a 117 is not "no such chatbot".
+    if !changed.map_err(ApiError::for_permission)? {
         return Err(ApiError::not_found(format!(
             "chatbot {user_id} does not exist"
         )));

@@ -454,6 +454,11 @@ async fn chatbots_are_listed_and_changed() {
     )
     .await
     .assert_problem(404, "not_found");
+    // A listed chatbot's 117 is Chatbot.set's "permission denied", the account's refusal.
+    app.sim.fail_next("SYNO.Chat.Chatbot", Some("set"), 1, 117);
+    let refused = admin(&app, "PUT", &path, Some(json!({"purpose": "y"}))).await;
+    refused.assert_problem(403, "upstream_permission_denied");
+    assert_eq!(refused.body["dsm_code"], 117, "{}", refused.body);
 }
 
 #[actix_web::test]
