@@ -85,20 +85,21 @@ pub(super) async fn queued_behind(
 }
 
 /// A file to `channel_id` waits its turn like a message ([`queued_behind`]), at most
-/// `patience`. The outbox does not keep files, so one whose turn does not come is refused
-/// unsent (503 `outbox_ahead`) rather than overtaking the messages ahead of it.
+/// `patience`, and then a single post's turn at the channel (not inside a long message's
+/// posts), held until dropped. The outbox does not keep files, so one whose turn does not
+/// come is refused unsent (503 `outbox_ahead`) rather than overtaking the messages ahead of it.
 pub(super) async fn file_turn(
     outbox: &Outbox,
     channel_id: crate::domain::ChannelId,
     patience: std::time::Duration,
-) -> Result<(), ApiError> {
+) -> Result<crate::delivery::TargetHold, ApiError> {
     let target = Job::Channel {
         channel_id,
         thread_id: None,
     }
     .target();
     if outbox.wait_turn(&target, patience).await? {
-        return Ok(());
+        return Ok(outbox.hold_target(&target, false).await);
     }
     Err(ApiError::new(
         ProblemCode::OutboxAhead,

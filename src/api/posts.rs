@@ -235,7 +235,7 @@ async fn post_file(
     } else {
         outbox.queue_wait()
     };
-    super::deliveries::file_turn(outbox, channel_id, patience).await?;
+    let _turn = super::deliveries::file_turn(outbox, channel_id, patience).await?;
     // Held until DSM answered: each upload holds its file in memory until then.
     let taken = req.extensions_mut().remove::<super::UploadPermit>();
     let _permit = match taken {

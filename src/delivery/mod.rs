@@ -1254,11 +1254,18 @@ impl Worker {
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
         // Not overlapping a synchronous send's long message to the target, nor letting one
-        // into this one's.
-        let _turn = self
-            .outbox
-            .hold_target(&row.target, row.chunks.len().saturating_sub(posted) > 1)
-            .await;
+        // into this one's. Waited for a third of the lease at most, then handed back: the
+        // claim ran out while its lane waited, and other lanes took the same delivery over and
+        // waited too, while other targets' messages waited for a lane.
+        let several = row.chunks.len().saturating_sub(posted) > 1;
+        let Ok(_turn) = tokio::time::timeout(
+            Duration::from_millis((self.outbox.lease_ms / 3).max(1) as u64),
+            self.outbox.hold_target(&row.target, several),
+        )
+        .await
+        else {
+            return Outcome::NotYet { at: now_ms() };
+        };
         let mut uncertain = row.uncertain_since;
         // An uncertain chatbot send found for some recipients of a part: it may have posted
         // the next part to them too.

@@ -319,3 +319,100 @@ async fn long_messages_sent_at_once_do_not_interleave() {
     assert_eq!(switches, 1, "{joined:?}");
     assert_eq!(posts.concat().len(), first.len() + second.len());
 }
+
+/// A file posted while a long message is being sent does not land between its posts: it takes
+/// a single post's turn at the channel, as a short message does.
+#[actix_rt::test]
+async fn a_file_posted_during_a_long_message_does_not_land_between_its_posts() {
+    let app = spawn_app().await;
+    app.sim.set_latency(std::time::Duration::from_millis(100));
+    let text = long_text(6000);
+    let upload = async {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let response = app
+            .http
+            .post(format!("{}/api/v1/channels/1/files", app.base))
+            .insert_header(("Authorization", format!("Bearer {}", crate::helpers::WRITE_KEY)))
+            .insert_header(("Content-Type", "multipart/form-data; boundary=b"))
+            .send_body(
+                "--b\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\nthe file\r\n\
+                 --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\nx\r\n--b--\r\n",
+            )
+            .await
+            .unwrap();
+        crate::helpers::read(response).await
+    };
+    let (long, file) = tokio::join!(
+        app.post("/api/v1/channels/1/posts", json!({ "message": text })),
+        upload
+    );
+    assert_eq!(long.status.as_u16(), 201, "{}", long.body);
+    assert_eq!(file.status.as_u16(), 201, "{}", file.body);
+    let parts: usize = long.header("x-chat-post-count").unwrap().parse().unwrap();
+    assert!(parts >= 3, "{parts}");
+    let posts = newest_messages(&app, 1, parts + 1).await;
+    let at = posts.iter().position(|p| p == "the file").unwrap();
+    assert!(
+        at == 0 || at == parts,
+        "the file is post {at} of {}, inside the long message",
+        parts + 1
+    );
+}
+
+/// The outbox's message to a target whose turn a long synchronous send holds is put back after
+/// a third of its lease, and its lane takes another target's: it waited for the whole send,
+/// and once its claim ran out other lanes took the same message over and waited too, while
+/// messages to other channels waited for a lane.
+#[actix_rt::test]
+async fn a_lane_does_not_wait_out_a_long_synchronous_send_to_another_message_s_target() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.delivery.concurrency = 1;
+        // A lease of 6.25 s: the outbox waits for a turn about 2 s.
+        s.upstream.timeout_ms = 1_000;
+    })
+    .await;
+    app.sim.set_latency(std::time::Duration::from_millis(400));
+    let text = long_text(26_000);
+    let long_done = std::cell::Cell::new(false);
+    let long = async {
+        let answer = app
+            .post("/api/v1/channels/1/posts", json!({ "message": text }))
+            .await;
+        long_done.set(true);
+        answer
+    };
+    let others = async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let behind = crate::deliveries::post_async(
+            &app,
+            "/api/v1/channels/1/posts",
+            json!({"message": "behind the long one"}),
+        )
+        .await;
+        assert_eq!(behind.status.as_u16(), 202, "{}", behind.body);
+        let elsewhere = crate::deliveries::post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "to another channel"}),
+        )
+        .await;
+        assert_eq!(elsewhere.status.as_u16(), 202, "{}", elsewhere.body);
+        let id = elsewhere.body["delivery_id"].as_str().unwrap();
+        crate::deliveries::wait_for(&app, id, "delivered", std::time::Duration::from_secs(30))
+            .await;
+        assert!(
+            !long_done.get(),
+            "the other channel's message waited for the long send to end"
+        );
+        behind.body["delivery_id"].as_str().unwrap().to_owned()
+    };
+    let (long, behind) = tokio::join!(long, others);
+    assert_eq!(long.status.as_u16(), 201, "{}", long.body);
+    crate::deliveries::wait_for(
+        &app,
+        &behind,
+        "delivered",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+}
