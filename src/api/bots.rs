@@ -331,8 +331,10 @@ pub async fn list_bot_posts(
 /// The bytes with DSM's content type, for a post in a channel the bot is a member of.
 #[utoipa::path(security(("bearer" = ["read"])), tag = "bots",
     params(BotPostPath),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream",
-        body = FileBytes), InvalidInput, NotFound, CommonProblems))]
+    responses((status = 200,
+        description = "The file, with the content type DSM gives it (`application/octet-stream` when it names none)",
+        content((FileBytes = "application/octet-stream"), (FileBytes = "*/*"))),
+        InvalidInput, NotFound, CommonProblems))]
 #[get("/bots/{name}/posts/{post_id}/file")]
 pub async fn get_bot_post_file(
     _: Authorized<Read>,

@@ -316,7 +316,8 @@ pub async fn reply_to_post(
 #[utoipa::path(security(("bearer" = ["read"])), tag = "posts",
     params(PostPath),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = FileBytes,
+        (status = 200, description = "The file, with the content type DSM gives it (`application/octet-stream` when it names none)",
+            content((FileBytes = "application/octet-stream"), (FileBytes = "*/*")),
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"))),
         InvalidInput, NotFound, CommonProblems))]
 #[get("/posts/{post_id}/file")]
