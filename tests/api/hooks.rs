@@ -345,28 +345,32 @@ async fn google_chat_cards_are_posted_and_answered_200() {
     assert!(answer.body["request_id"].is_string(), "{}", answer.body);
 }
 
+/// Sends `text` to `path`: answered as Google Chat answers (JSON, no `error`) and posted as
+/// typed; a wrong secret at `wrong_path` gets Google's `error` member, which Argo CD judges by.
+async fn answered_as_google_chat(app: &TestApp, path: &str, wrong_path: &str, text: &str) {
+    let answer = send_json(app, path, json!({ "text": text })).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
+    assert!(answer.body.get("error").is_none(), "{}", answer.body);
+    let create = posted(app, "SYNO.Chat.Post", "create", 1).await;
+    assert_eq!(param(&create, "message"), Some(text));
+    let wrong = send_json(app, wrong_path, json!({"text": "x"})).await;
+    assert_eq!(wrong.status, 404, "{}", wrong.body);
+    assert_eq!(wrong.body["error"]["code"], 404, "{}", wrong.body);
+}
+
 /// A hook set to Google Chat's format reads a bare text as Google Chat's and answers every
 /// refusal in Google's words, a wrong secret too: Argo CD judges by the `error` member alone.
 #[actix_rt::test]
 async fn a_google_chat_hook_answers_text_and_a_wrong_secret_as_google_chat() {
     let app = app().await;
-    let answer = send_json(
+    answered_as_google_chat(
         &app,
         &format!("/hooks/gchat/{SECRET}"),
-        json!({"text": "Application *web* is <https://argo.example/app|Healthy>"}),
+        "/hooks/gchat/not-the-secret",
+        "Application *web* is <https://argo.example/app|Healthy>",
     )
     .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
-    assert!(answer.body.get("error").is_none(), "{}", answer.body);
-    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
-    assert_eq!(
-        param(&create, "message"),
-        Some("Application *web* is <https://argo.example/app|Healthy>")
-    );
-    let wrong = send_json(&app, "/hooks/gchat/not-the-secret", json!({"text": "x"})).await;
-    assert_eq!(wrong.status, 404, "{}", wrong.body);
-    assert_eq!(wrong.body["error"]["code"], 404, "{}", wrong.body);
     // Another hook's wrong secret stays Slack's string, which Slack senders read.
     let slack = send_json(&app, "/hooks/ops/not-the-secret", json!({"text": "x"})).await;
     assert_eq!(
@@ -382,28 +386,13 @@ async fn a_google_chat_hook_answers_text_and_a_wrong_secret_as_google_chat() {
 async fn a_threading_google_chat_sender_is_answered_as_google_chat_without_configuration() {
     let app = app().await;
     let thread = "messageReplyOption=REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD&threadKey=app-web";
-    let answer = send_json(
+    answered_as_google_chat(
         &app,
         &format!("/hooks/ops/{SECRET}?{thread}"),
-        json!({"text": "Application web is <https://argo.example/app|Healthy>"}),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(answer.body["format"], "google_chat", "{}", answer.body);
-    assert!(answer.body.get("error").is_none(), "{}", answer.body);
-    let create = posted(&app, "SYNO.Chat.Post", "create", 1).await;
-    assert_eq!(
-        param(&create, "message"),
-        Some("Application web is <https://argo.example/app|Healthy>")
-    );
-    let wrong = send_json(
-        &app,
         &format!("/hooks/ops/not-the-secret?{thread}"),
-        json!({"text": "x"}),
+        "Application web is <https://argo.example/app|Healthy>",
     )
     .await;
-    assert_eq!(wrong.status, 404, "{}", wrong.body);
-    assert_eq!(wrong.body["error"]["code"], 404, "{}", wrong.body);
     // Without the parameter the same body is Slack's, answered `ok`.
     let slack = send_json(&app, &format!("/hooks/ops/{SECRET}"), json!({"text": "y"})).await;
     assert_eq!((slack.status.as_u16(), &slack.body), (200, &json!("ok")));

@@ -1134,24 +1134,33 @@ async fn a_receiver_with_a_private_ca_is_reached_once_its_ca_is_trusted() {
     assert_eq!(body["data"]["text"], "!ping second");
 }
 
-/// A receiver that answers its head and then stalls in its body: awc's timeout ends at the
-/// head, so the delivery lane waited for the body for good, and once every lane had met it no
-/// message reached DSM. The body is now read within the attempt's timeout; the 2xx stands.
-#[actix_web::test]
-async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
+/// A receiver that reads each request, writes `answer` (its start, or nothing) and then holds
+/// the connection open without another byte. Its URL, and a message for each request read.
+fn holding_receiver(answer: &'static [u8]) -> (String, std::sync::mpsc::Receiver<()>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (reached, called) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             let mut request = [0u8; 16 * 1024];
             let _ = stream.read(&mut request);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok");
+            let _ = stream.write_all(answer);
+            let _ = reached.send(());
             held.push(stream);
         }
     });
+    (url, called)
+}
+
+/// A receiver that answers its head and then stalls in its body: awc's timeout ends at the
+/// head, so the delivery lane waited for the body for good, and once every lane had met it no
+/// message reached DSM. The body is now read within the attempt's timeout; the 2xx stands.
+#[actix_web::test]
+async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
+    let (url, _) = holding_receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok");
     let (app, _) = app_with_inbounds(|s| {
         allow_private(s);
         s.subscriptions.timeout_ms = 1_000;
@@ -1173,20 +1182,7 @@ async fn a_receiver_stalling_in_its_answer_body_does_not_hold_the_lane() {
 /// their own: a message handed over meanwhile is delivered while the receiver still hangs.
 #[actix_web::test]
 async fn a_receiver_that_never_answers_does_not_hold_up_messages_to_chat() {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (reached, called) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = [0u8; 16 * 1024];
-            let _ = stream.read(&mut request);
-            let _ = reached.send(());
-            held.push(stream);
-        }
-    });
+    let (url, called) = holding_receiver(b"");
     let (app, _) = app_with_inbounds(|s| {
         allow_private(s);
         s.subscriptions.timeout_ms = 600_000;
