@@ -11,6 +11,7 @@
 //! post of the same text could not be told from the one looked for. Their sends are re-sent and
 //! the delivery says `at_least_once: true`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1253,6 +1254,22 @@ impl Worker {
         }
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
+        let mut channel: Option<ChannelId> = None;
+        // A named channel's turn is its id's, which the API's sends to it take.
+        let mut turn_target = Cow::Borrowed(row.target.as_str());
+        if matches!(job, Job::ChannelNamed { .. }) && posted < row.chunks.len() {
+            match self.channel_of(job, &row).await {
+                Ok(id) => {
+                    channel = Some(id);
+                    let by_id = Job::Channel {
+                        channel_id: id,
+                        thread_id: None,
+                    };
+                    turn_target = Cow::Owned(by_id.target());
+                }
+                Err(outcome) => return outcome,
+            }
+        }
         // Not overlapping a synchronous send's long message to the target, nor letting one
         // into this one's. Waited for a third of the lease at most, then handed back: the
         // claim ran out while its lane waited, and other lanes took the same delivery over and
@@ -1260,7 +1277,7 @@ impl Worker {
         let several = row.chunks.len().saturating_sub(posted) > 1;
         let Ok(_turn) = tokio::time::timeout(
             Duration::from_millis((self.outbox.lease_ms / 3).max(1) as u64),
-            self.outbox.hold_target(&row.target, several),
+            self.outbox.hold_target(&turn_target, several),
         )
         .await
         else {
@@ -1270,7 +1287,6 @@ impl Worker {
         // An uncertain chatbot send found for some recipients of a part: it may have posted
         // the next part to them too.
         let mut got_past: Option<i64> = None;
-        let mut channel: Option<ChannelId> = None;
         while posted < row.chunks.len() {
             if self.outbox.stopping.load(Ordering::SeqCst) {
                 return Outcome::HandBack;

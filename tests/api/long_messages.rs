@@ -416,3 +416,73 @@ async fn a_lane_does_not_wait_out_a_long_synchronous_send_to_another_message_s_t
     )
     .await;
 }
+
+/// A hook's channel named by name (`channel = "general"`) takes the turn of its id: the hook's
+/// long message, sent by the outbox, and the API's to channel 1 at the same time do not
+/// interleave.
+#[actix_rt::test]
+async fn a_named_channels_long_message_and_one_to_its_id_do_not_interleave() {
+    use secrecy::SecretString;
+    use syno_chat_gateway::config::HookSettings;
+    const SECRET: &str = "hook-secret-for-the-named-channel";
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.hooks.insert(
+            "named".into(),
+            HookSettings {
+                secret_hash: Some(SecretString::from(syno_chat_gateway::auth::hash_key(
+                    SECRET,
+                ))),
+                channel: Some("general".into()),
+                ..HookSettings::default()
+            },
+        );
+    })
+    .await;
+    app.sim.set_latency(std::time::Duration::from_millis(150));
+    let text = |word: &str| -> String {
+        (1..)
+            .map(|n| format!("{word} line {n:03}: lorem ipsum dolor sit amet.\n"))
+            .scan(String::new(), |all, line| {
+                all.push_str(&line);
+                Some(all.clone())
+            })
+            .find(|all| all.len() >= 7000)
+            .unwrap()
+    };
+    let (hooked, direct) = (text("Alpha"), text("Gamma"));
+    let hook = async {
+        let response = app
+            .http
+            .post(format!("{}/hooks/named/{SECRET}", app.base))
+            .send_json(&json!({ "text": hooked }))
+            .await
+            .unwrap();
+        crate::helpers::read(response).await
+    };
+    // The API's message while the outbox sends the hook's.
+    let hook = hook.await;
+    assert_eq!(hook.status.as_u16(), 200, "{}", hook.body);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let api = app
+        .post("/api/v1/channels/1/posts", json!({ "message": direct }))
+        .await;
+    assert_eq!(api.status.as_u16(), 201, "{}", api.body);
+    let parts: usize = api.header("x-chat-post-count").unwrap().parse().unwrap();
+    assert!(parts >= 2, "{parts}");
+    let mut posts = Vec::new();
+    for _ in 0..200 {
+        posts = newest_messages(&app, 1, 2 * parts).await;
+        if posts.iter().filter(|p| p.contains("Alpha")).count() == parts {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hooked_posts: Vec<bool> = posts.iter().map(|p| p.contains("Alpha")).collect();
+    assert_eq!(
+        hooked_posts.iter().filter(|&&h| h).count(),
+        parts,
+        "{hooked_posts:?}"
+    );
+    let switches = hooked_posts.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "{hooked_posts:?}");
+}
