@@ -739,8 +739,9 @@ impl Handover<'_> {
     /// The synchronous send's turn at its target, held until it ends (see
     /// [`crate::delivery::Outbox::hold_target`]): alone for a text that may be several posts.
     pub async fn hold_target(&self, text: &MessageText) -> crate::delivery::TargetHold {
-        let several = self.outbox.may_be_several(text.as_str());
-        self.outbox.hold_target(&self.job.target(), several).await
+        self.outbox
+            .hold_target_for_text(&self.job.target(), text.as_str())
+            .await
     }
 
     /// A retry whose key an earlier attempt held until it was cut off (the gateway died or

@@ -183,8 +183,9 @@ pub async fn send_with_configured_webhook(
     if let Some(queued) = queued_behind(&req, &outbox, caller, &job, text.as_str()).await {
         return queued;
     }
-    let several = outbox.may_be_several(text.as_str());
-    let _turn = outbox.hold_target(&job.target(), several).await;
+    let _turn = outbox
+        .hold_target_for_text(&job.target(), text.as_str())
+        .await;
     let count = send_incoming_text(
         &state,
         &chat,

@@ -749,10 +749,12 @@ impl Outbox {
         }
     }
 
-    /// Whether `text` may be sent as several posts: bytes are at least characters, so a text
-    /// within the limit in bytes is one.
-    pub fn may_be_several(&self, text: &str) -> bool {
-        text.len() > self.settings.max_message_chars
+    /// The turn for a synchronous send of `text` to `target` ([`Outbox::hold_target`]):
+    /// alone when it may be several posts. Bytes are at least characters, so a text within
+    /// the limit in bytes is one post.
+    pub async fn hold_target_for_text(&self, target: &str, text: &str) -> TargetHold {
+        let several = text.len() > self.settings.max_message_chars;
+        self.hold_target(target, several).await
     }
 
     /// How texts are cut into posts (`delivery.max_message_chars`, `.max_message_parts`).
