@@ -613,7 +613,7 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// How the NAS pages a channel's posts (PROTOCOL.md §6.4: sources disagree).
+/// How the NAS pages a channel's posts (PROTOCOL.md [C4]: sources disagree).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PostListPaging {

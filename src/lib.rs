@@ -16,7 +16,10 @@
 //! - [`chunking`]: long texts as several posts;
 //! - [`store`]: the delivery, idempotency and event store (SQLite or PostgreSQL), the only
 //!   code that knows SQL;
-//! - [`delivery`]: the outbox worker, the only code that retries;
+//! - [`delivery`]: the outbox worker, the only code that retries a message (below it, the DSM
+//!   client only logs in again once and asks again when DSM answers a read "busy", and a
+//!   synchronous long message waits out DSM's 411 between its parts, its caller still
+//!   waiting: [`chunking`]);
 //! - [`formats`]: sender formats (Slack, Alertmanager, ...) as pure functions to Chat text;
 //! - [`events`]: inbound events from Chat, stored and fanned out.
 //!

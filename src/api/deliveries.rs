@@ -16,7 +16,6 @@ use crate::auth::{Authorized, Read, Write};
 use crate::chunking::Parts;
 use crate::delivery::{Job, Outbox, now_ms};
 use crate::forwarded::public_url_for;
-use crate::store::StoreError;
 use crate::store::deliveries::{DeliveryRow, Transition, callers};
 
 pub fn routes(cfg: &mut ServiceConfig) {
@@ -40,18 +39,6 @@ pub(super) fn wants_async(req: &HttpRequest) -> bool {
                 .next()
                 .is_some_and(|token| token.trim().eq_ignore_ascii_case("respond-async"))
         })
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            // The caller's value, not the store's state: asking again cannot help.
-            StoreError::Refused(_) => ApiError::new(ProblemCode::Unprocessable, error.to_string()),
-            _ => {
-                ApiError::new(ProblemCode::StoreUnavailable, error.to_string()).with_retry_after(5)
-            }
-        }
-    }
 }
 
 /// A synchronous send's turn. While the outbox still has earlier messages for the job's

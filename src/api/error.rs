@@ -2,14 +2,17 @@
 //! `application/problem+json` document with a stable `code`, the request id and, when DSM
 //! refused, the DSM error number.
 //!
-//! Two tables live here and nowhere else: [`ProblemCode::spec`] (problem code → HTTP status and
-//! title) and [`problem_for_dsm`] (DSM error number → problem code).
+//! The tables from a failure to its answer live here: [`ProblemCode::spec`] (problem code →
+//! HTTP status and title), [`problem_for_dsm`] (DSM error number → problem code) and the store's
+//! failures (`From<StoreError>`). The outbox's `classify` reads DSM's numbers for another
+//! question, whether a retry can help.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store::StoreError;
 use crate::telemetry;
 use crate::upstream::{ApiFamily, UpstreamError};
 
@@ -397,8 +400,9 @@ impl ProblemCode {
 }
 
 /// The one table from a DSM error number (in the family that answered) to a problem code.
-/// Session errors 105/106/107/119 reach this table only after the pool has logged in again once
-/// and the retry failed the same way.
+/// Session errors 106/107/150 reach this table only after the pool has logged in again once and
+/// the retry failed the same way; 105/119 once the session was checked and found alive (they
+/// also refuse what the account may not do), or after such a new login.
 pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
     use ProblemCode::*;
     match (family, code) {
@@ -411,11 +415,11 @@ pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
         (ApiFamily::External, 117 | 407) => UpstreamRejectedInput,
         (ApiFamily::External, 401) => UpstreamPermissionDenied,
         (ApiFamily::External, 404) => UpstreamTokenRejected,
-        // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md §3.3, §6.2).
+        // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md [C2], [C3]).
         (ApiFamily::External, 409) => FileTooLarge,
         (ApiFamily::External, 410) => MessageTooLong,
         (ApiFamily::External, 411) => UpstreamRateLimited,
-        // 115: DSM does not let the account upload (PROTOCOL.md §1.4).
+        // 115: DSM does not let the account upload (PROTOCOL.md [T4]).
         (_, 105 | 115 | 119 | 160) => UpstreamPermissionDenied,
         (_, 101 | 114 | 120) => UpstreamContractError,
         (_, 410) => MessageTooLong,
@@ -536,6 +540,29 @@ enum DoneBefore {
     /// The URL of a resource created.
     Created(String),
 }
+
+/// A store failure as the routes answer it, unless a route's documented answer differs
+/// (the event routes' `not_ready`, [`super::inbound::store_failure`]).
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                ApiError::new(ProblemCode::StoreUnavailable, error.to_string())
+                    .with_retry_after(STORE_RETRY_SECS)
+            }
+            // A bug or a hand-edited database: asking again cannot help.
+            StoreError::Corrupt(_) => {
+                tracing::error!(%error, "the store holds a row the gateway cannot read");
+                ApiError::new(ProblemCode::Internal, error.to_string())
+            }
+            // The caller's value, not the store's state: asking again cannot help.
+            StoreError::Refused(_) => ApiError::new(ProblemCode::Unprocessable, error.to_string()),
+        }
+    }
+}
+
+/// How long a caller is asked to wait when the store is unavailable.
+pub const STORE_RETRY_SECS: u64 = 5;
 
 /// The HTTP face's one error type.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::api::error::{ApiError, ProblemCode, WithheldAnswer};
+use crate::api::error::{ApiError, ProblemCode, STORE_RETRY_SECS, WithheldAnswer};
 use crate::auth::{ApiKeys, Scope};
 use crate::store::deliveries::EventKey;
 use crate::store::idempotency::{Begin, IdempotencyScope, StoredResponse};
@@ -35,8 +35,6 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 pub const MAX_KEY_LEN: usize = 255;
 /// Seconds a client is told to wait before retrying a key that is still in flight.
 const IN_FLIGHT_RETRY_SECS: u64 = 1;
-/// Seconds a client is told to wait when the store cannot be reached.
-const STORE_RETRY_SECS: u64 = 5;
 
 /// Marks an answer that holds secrets in the named top-level JSON fields (a new integration's
 /// `token`, a subscription's signing `secret`). Such an answer goes to the caller as it is, but
@@ -218,8 +216,7 @@ fn store_error(error: StoreError) -> ApiError {
             )
             .with_retry_after(STORE_RETRY_SECS)
         }
-        StoreError::Corrupt(detail) => ApiError::new(ProblemCode::Internal, detail),
-        StoreError::Refused(detail) => ApiError::new(ProblemCode::Unprocessable, detail),
+        other => other.into(),
     }
 }
 

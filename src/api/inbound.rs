@@ -62,15 +62,16 @@ fn inbound<'a>(events: &'a Events, name: &str) -> Result<&'a Inbound, ApiError> 
         .ok_or_else(|| ApiError::not_found(format!("no inbound is configured as `{name}`")))
 }
 
-/// The store could not take the event: Chat gets a 503 and nothing is acknowledged.
+/// The event routes' answer to a store failure: `not_ready` while the event store cannot be
+/// reached, and Chat's refused value a 400, as these routes have always documented them.
 pub(super) fn store_failure(error: StoreError) -> ApiError {
     match error {
         StoreError::Unavailable(_) => {
             ApiError::new(ProblemCode::NotReady, "the event store is unavailable")
                 .with_retry_after(1)
         }
-        StoreError::Corrupt(_) => ApiError::new(ProblemCode::Internal, "the event store failed"),
         StoreError::Refused(detail) => ApiError::new(ProblemCode::InvalidRequest, detail),
+        corrupt @ StoreError::Corrupt(_) => corrupt.into(),
     }
 }
 

@@ -269,8 +269,9 @@ fn classify(error: &UpstreamError) -> Failure {
         // A timeout, an answer that is not DSM's (a proxy's 504 page, a garbled body), or DSM's
         // "busy" (109-111, 118) may follow a call DSM carried out.
         error if error.may_have_been_carried_out() => Failure::Ambiguous,
-        UpstreamError::Timeout | UpstreamError::Unreachable(_) => Failure::NotSent,
-        UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
+        // The first arm takes every timeout and unreadable answer; a failed connection is left.
+        UpstreamError::Timeout | UpstreamError::InvalidResponse(_) => Failure::Ambiguous,
+        UpstreamError::Unreachable(_) => Failure::NotSent,
         UpstreamError::TurnedAway { retry_after, .. } => {
             Failure::TurnedAway(retry_after.unwrap_or_default())
         }
@@ -289,8 +290,8 @@ fn classify(error: &UpstreamError) -> Failure {
             (_, 410) => Failure::TooLong,
             // No such API (102: Chat stopped, see `NotListed`), session expired or interrupted
             // (106, 107), or seen from another address than its login's (150; the retry logs
-            // in again): refused before it ran. Not 119: it
-            // reaches here only when the call was refused again after a new login, which the
+            // in again): refused before it ran. Not 119: it reaches here only when the session
+            // was checked and found alive, or a new login was refused the same way, which the
             // reference reads as a request or permission error (PROTOCOL.md [S3]), and a
             // message retried for a day would hold back every later one to its target.
             (ApiFamily::Session, 106 | 107 | 150) | (_, 102 | 408 | 500 | 502 | 503 | 504) => {
@@ -1617,11 +1618,20 @@ impl Worker {
         (1000.0 / self.outbox.settings.rate_per_sec) as i64 + penalty
     }
 
-    fn token(&self, job: &Job) -> Option<&SecretString> {
-        match job {
-            Job::Webhook { name, .. } | Job::Bot { name, .. } => self.tokens.get(name),
-            _ => None,
-        }
+    /// The configured token a webhook or chatbot message is sent with. One removed from the
+    /// configuration since the message was queued fails it: nothing else may send it.
+    fn token(&self, job: &Job) -> Result<&SecretString, UpstreamError> {
+        let name = match job {
+            Job::Webhook { name, .. } | Job::Bot { name, .. } => name,
+            _ => {
+                return Err(UpstreamError::NotSendable(
+                    "no token sends this job".to_owned(),
+                ));
+            }
+        };
+        self.tokens.get(name).ok_or_else(|| {
+            UpstreamError::NotSendable(format!("tokens.{name} is no longer configured"))
+        })
     }
 
     async fn channel_of(&self, job: &Job, row: &DeliveryRow) -> Result<ChannelId, Outcome> {
@@ -1832,7 +1842,7 @@ impl Worker {
             blind: true,
         };
         let (Job::Bot { user_ids, .. }, Some(token)) =
-            (job.left_for(chunk, posted_to), self.token(job))
+            (job.left_for(chunk, posted_to), self.token(job).ok())
         else {
             return Ok(blind);
         };
@@ -1947,10 +1957,7 @@ impl Worker {
                 })
             }
             Job::Webhook { file_url: url, .. } => {
-                let token = self.token(job).ok_or(UpstreamError::Unsupported {
-                    api: "SYNO.Chat.External",
-                    reason: "the configured token is gone".to_owned(),
-                })?;
+                let token = self.token(job)?;
                 let url = file_url(url);
                 self.chat
                     .send_incoming(
@@ -1971,10 +1978,7 @@ impl Worker {
                 file_url: url,
                 ..
             } => {
-                let token = self.token(job).ok_or(UpstreamError::Unsupported {
-                    api: "SYNO.Chat.External",
-                    reason: "the configured token is gone".to_owned(),
-                })?;
+                let token = self.token(job)?;
                 let url = file_url(url);
                 let message = text_of(message)?;
                 let delivery = self

@@ -26,7 +26,7 @@ pub struct Fields {
 impl Fields {
     /// A form-urlencoded body. A click on a chatbot's button comes as a form with one field,
     /// `payload`, holding JSON: `{actions, callback_id, post_id, token, user: {user_id,
-    /// username}}` (upstream/PROTOCOL.md §5.3); its fields are read as a call's.
+    /// username}}` (upstream/PROTOCOL.md [I1]); its fields are read as a call's.
     pub fn from_form(body: &[u8]) -> Result<Self, Refusal> {
         let fields: Vec<(String, String)> = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -260,7 +260,7 @@ pub fn accept_with(
 }
 
 /// A click on a chatbot's button. Chat names neither the channel nor a time: the channel is
-/// the high half of the message's post id (upstream/PROTOCOL.md §6.4). Every click is an event
+/// the high half of the message's post id (upstream/PROTOCOL.md [C4]). Every click is an event
 /// (a user may click twice, and no id tells two clicks apart).
 fn button_click(
     inbound_name: &str,

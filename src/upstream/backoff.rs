@@ -66,7 +66,7 @@ impl Backoff {
 /// at `max`), plus `jitter` (0..1) of up to [`JITTER`] of it.
 fn pause(failures: u32, error: &UpstreamError, max: Duration, jitter: f64) -> Duration {
     let start = match error {
-        // Every refusal of the account (PROTOCOL.md §3.5): wrong credentials, 2-step
+        // Every refusal of the account (PROTOCOL.md [S4]): wrong credentials, 2-step
         // verification, an account disabled, locked (411) or its password expired, the IP
         // blocked (407). None of them passes in a second, and each attempt counts towards DSM's
         // auto-block (§3.7).

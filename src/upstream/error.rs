@@ -95,7 +95,7 @@ impl UpstreamError {
 
     /// Whether DSM may have carried the call out although it did not say so: a timeout, a
     /// connection lost after the request left, an answer that is not DSM's (a proxy's 504
-    /// page), or DSM's own "network unstable or system busy" (109-111, 118; PROTOCOL.md §1.4),
+    /// page), or DSM's own "network unstable or system busy" (109-111, 118; PROTOCOL.md [T4]),
     /// which does not say whether the call ran. A connection that never opened sent nothing.
     pub fn may_have_been_carried_out(&self) -> bool {
         match self {

@@ -23,7 +23,7 @@ struct WebhookOps {
     list: Op,
     create: Op,
     /// `set {user_id, channel_id, …}`: binds what `create` made (N8N's Chat 2.4.6 binds the
-    /// channel and URL only this way, PROTOCOL.md §3 and §6.1 item 3).
+    /// channel and URL only this way, PROTOCOL.md [C1]).
     bind: Option<Op>,
     /// The library's `delete {id}`: what `id` is, is not documented (PROTOCOL.md [C1]), so it
     /// is sent only for slash commands, where nothing else is known; webhooks are deleted as
@@ -184,7 +184,7 @@ fn list_array(key: &str, mut data: Map<String, Value>) -> Value {
             }
         }
     };
-    // DSM keeps some deleted integrations, marked `deleted` (PROTOCOL.md §4.1: the webhook lists
+    // DSM keeps some deleted integrations, marked `deleted` (PROTOCOL.md [C1]: the webhook lists
     // carry it; `Bot.delete` without `real_delete` only marks): gone for the gateway, in lists
     // and as tokens to trust.
     if let Value::Array(list) = &mut items {
@@ -286,7 +286,7 @@ impl DsmClient {
     /// After `create`: binds the channel (and URL) with `set`, as DSM versions that ignore
     /// them in `create` need; the integration's bot is then named and enabled. A bot made
     /// through the session API starts unnamed and disabled: External refuses an incoming
-    /// webhook's token until it is named and enabled (PROTOCOL.md §6.1, item 3), and an
+    /// webhook's token until it is named and enabled (PROTOCOL.md [C1]), and an
     /// outgoing webhook or slash command left disabled would never be called.
     async fn finish_setup(&self, new: &NewWebhook<'_>, user_id: UserId) -> Result<()> {
         let id = user_id.to_string();
@@ -420,7 +420,7 @@ impl DsmClient {
 
     pub async fn delete_bot(&self, user_id: UserId) -> Result<()> {
         let user_id = user_id.to_string();
-        // Without it DSM may only mark the bot deleted (N8N sends it, PROTOCOL.md §3).
+        // Without it DSM may only mark the bot deleted (N8N sends it, PROTOCOL.md [C1]).
         let params = [("user_id", user_id.as_str()), ("real_delete", "true")];
         self.call::<serde::de::IgnoredAny>(&BOT_DELETE, &params)
             .await

@@ -68,7 +68,7 @@ impl DsmClient {
     /// not there (102, 104), reloads the Info table and retries once. Each at most once, but
     /// both in one call: a NAS back from an upgrade may answer 104 and then, on the retry, say
     /// the session is gone. A read that DSM answers busy is asked again
-    /// ([`asks_again_when_busy`]; PROTOCOL.md §1.4: bounded retry).
+    /// ([`asks_again_when_busy`]; PROTOCOL.md [T4]: bounded retry).
     pub(super) async fn with_session<T, F, Fut>(&self, op: &'static Op, attempt: F) -> Result<T>
     where
         F: Fn(Endpoint, Arc<Session>) -> Fut,

@@ -20,7 +20,7 @@ pub use crate::domain::{PostHas, PostType, SearchOrder, SortKey, WireWord};
 
 const POST_LIST: Op = op("SYNO.Chat.Post", "list", 1..=8, Verb::Get);
 // `message` is declared free text, in case a NAS's Info marks `SYNO.Chat.Post` as JSON (none
-// known does, PROTOCOL.md §2): only then is it sent JSON-encoded.
+// known does, PROTOCOL.md [T2]): only then is it sent JSON-encoded.
 const POST_CREATE: Op = op("SYNO.Chat.Post", "create", 1..=8, Verb::Post).text(&["message"]);
 /// Uploads go through version 5, the one whose multipart form is known (PROTOCOL.md [C1]). The
 /// caption is free text as the message is: `123` must not reach a JSON-format NAS as a number.
@@ -103,7 +103,7 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 }
 
 /// An anchor past the channel's last possible post: `post_id = channel_id << 32 + running
-/// number` (PROTOCOL.md §6.4), so the posts before it are the channel's newest. ACE's recipe,
+/// number` (PROTOCOL.md [C4]), so the posts before it are the channel's newest. ACE's recipe,
 /// seen on session `Post.list` v8 only: `External`'s post list is asked without `post_id`.
 fn newest_anchor(channel_id: ChannelId) -> u64 {
     channel_id
@@ -179,7 +179,7 @@ impl DsmClient {
         page_document(&self.posts_before(channel_id, anchor, skip, limit).await?)
     }
 
-    /// A page while the NAS's paging is unproven (PROTOCOL.md §6.4: the seed and n8n page by
+    /// A page while the NAS's paging is unproven (PROTOCOL.md [C4]: the seed and n8n page by
     /// `offset`, Chat 2.4.1 ignores it and answers its newest ten, ACE's v8 answers its oldest
     /// post without an anchor). The page is asked both ways, by `offset` and from an anchor,
     /// and the post ids compared: other posts, and paging turns to anchors for good (the
@@ -252,7 +252,7 @@ impl DsmClient {
 
     /// Up to `count` of the channel's posts older than the post id `anchor`, newest first,
     /// after the `skip` newest of them: `Post.list` with `post_id`, `prev_count` and
-    /// `next_count=0`, the form every source that pages from an anchor uses (PROTOCOL.md §6.4).
+    /// `next_count=0`, the form every source that pages from an anchor uses (PROTOCOL.md [C4]).
     /// DSM may echo the anchor back, perhaps as one of the `prev_count`, so one post more is
     /// asked for than is kept: a page is short only at the channel's oldest post, where a
     /// caller may stop. No source says in which order DSM lists; the posts are ordered here,
@@ -283,7 +283,7 @@ impl DsmClient {
 
     /// The newest replies in the thread of `root` (up to `count`), newest first, to find a
     /// reply the gateway made: the channel's list leaves replies out, so they are asked for with
-    /// `thread_id` and an anchor past the channel's last possible id (PROTOCOL.md §6.4).
+    /// `thread_id` and an anchor past the channel's last possible id (PROTOCOL.md [C4]).
     pub async fn newest_replies(
         &self,
         channel_id: ChannelId,
@@ -429,7 +429,7 @@ impl DsmClient {
             .await?;
         let post = match created {
             Some(post) => post,
-            // A bare success (PROTOCOL.md §1.3: some writes answer without `data`): the post
+            // A bare success (PROTOCOL.md [T3]: some writes answer without `data`): the post
             // exists, so it is found rather than reported as a failure, which would invite the
             // caller to post it again.
             None => {
@@ -454,7 +454,7 @@ impl DsmClient {
             ("channel_id", channel_id.as_str()),
             ("type", "file"),
             ("message", new.message),
-            // The seed and Chat's own UI send it (empty is accepted, PROTOCOL.md §3).
+            // The seed and Chat's own UI send it (empty is accepted, PROTOCOL.md [C1]).
             ("conn_id", ""),
         ];
         let sent_at = unix_ms();
@@ -649,7 +649,7 @@ fn page_document(posts: &[Post]) -> Result<Vec<u8>> {
     wire::page::items_json(posts).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
 }
 
-/// How many posts Chat 2.4.1 answers `Post.list` with whatever its `limit` (PROTOCOL.md §6.4).
+/// How many posts Chat 2.4.1 answers `Post.list` with whatever its `limit` (PROTOCOL.md [C4]).
 const NEWEST_ANSWERED_IGNORING_OFFSET: usize = 10;
 
 /// Posts in the API's order, newest first: no source says in which order DSM lists them, and
@@ -664,7 +664,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What the NAS has shown of `Post.list`'s `offset`/`limit` (PROTOCOL.md §6.4: sources
+/// What the NAS has shown of `Post.list`'s `offset`/`limit` (PROTOCOL.md [C4]: sources
 /// disagree; the seed and n8n page by them, Chat 2.4.1 ignores them, ACE's v8 answers its
 /// oldest post without an anchor). With `upstream.post_list_paging = "offset"` it starts
 /// unproven, and each page is asked both ways ([`DsmClient::page_while_unproven`]): an answer

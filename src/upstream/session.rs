@@ -15,7 +15,7 @@ use super::watchdog::LockWatch;
 
 /// How long a session proven alive after a 105/119 is taken as alive on the next ones. Longer
 /// means fewer checks (each one call every account may make, never a login); a session that
-/// ends in that time, as at a NAS reboot, answers 403 until then (PROTOCOL.md §1.4 says to
+/// ends in that time, as at a NAS reboot, answers 403 until then (PROTOCOL.md [S3] says to
 /// log in again once), so it is short.
 const SESSION_CHECK_TTL: Duration = Duration::from_secs(2);
 

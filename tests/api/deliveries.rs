@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use syno_chat_gateway::config::PostListPaging;
 use syno_chat_gateway::sim::SimConfig;
@@ -1258,6 +1258,60 @@ async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_worki
     let id =
         accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "back"})).await);
     wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+}
+
+#[actix_web::test]
+async fn a_queued_hook_message_whose_token_left_the_configuration_fails_naming_it() {
+    let app = spawn_app().await;
+    app.sim.set_chat_stopped(true);
+    let id = accepted(
+        &post_async(
+            &app,
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "sent with a token removed before it went out"}),
+        )
+        .await,
+    );
+    let app = app
+        .restarted_with(|settings| {
+            settings.tokens.remove(WEBHOOK_TOKEN_NAME);
+        })
+        .await;
+    app.sim.set_chat_stopped(false);
+    let failed = wait_for(&app, &id, "failed", Duration::from_secs(30)).await;
+    // The gateway's configuration, not a NAS without the API (it was 501
+    // `upstream_api_unsupported`).
+    assert_eq!(failed["last_error"]["code"], "unprocessable", "{failed}");
+    assert!(
+        failed["last_error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "tokens.{WEBHOOK_TOKEN_NAME} is no longer configured"
+            )),
+        "{failed}"
+    );
+    assert_eq!(app.sim.count("SYNO.Chat.External", "incoming"), 0);
+}
+
+#[actix_web::test]
+async fn a_delivery_row_the_gateway_cannot_read_is_a_500_not_an_unavailable_store() {
+    let app = spawn_app().await;
+    let id = accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "x"})).await);
+    wait_for(&app, &id, "delivered", Duration::from_secs(20)).await;
+    // A hand-edited database: SQLite keeps any type in any column.
+    let url = app.store_url.expose_secret().to_owned();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE deliveries SET attempts = 'many' WHERE id = ?")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let answer = app.get(&format!("/api/v1/deliveries/{id}")).await;
+    // Asking again cannot help, so no `Retry-After` (it was 503 `store_unavailable`).
+    answer.assert_problem(500, "internal");
+    assert_eq!(answer.header("retry-after"), None);
 }
 
 #[actix_web::test]

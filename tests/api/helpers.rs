@@ -197,9 +197,16 @@ impl TestApp {
 
     /// Stops the gateway and starts a new one (default settings) on the same store and
     /// simulator: a restart, which forgets what the process kept in memory.
-    pub async fn restarted(mut self) -> TestApp {
+    pub async fn restarted(self) -> TestApp {
+        self.restarted_with(|_| {}).await
+    }
+
+    /// [`Self::restarted`] with its settings changed by `adjust` (a configuration edited
+    /// between two runs).
+    pub async fn restarted_with(mut self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         self.stop().await;
-        let settings = settings_on(&self._simulator, &self._store_dir);
+        let mut settings = settings_on(&self._simulator, &self._store_dir);
+        adjust(&mut settings);
         start(settings, self._simulator, self._store_dir).await
     }
 }

@@ -36,7 +36,7 @@ pub(in crate::upstream) fn items_json(posts: &[Post]) -> sonic_rs::Result<Vec<u8
 
 /// The API's page document from a whole `Post.list` answer, with the number of posts in it,
 /// or `None`: the general way decides. Also `None` for an answer of more than `limit` posts (a
-/// NAS that ignores `limit`: Chat 2.4.1 answers its newest ten, PROTOCOL.md §6.4), which the
+/// NAS that ignores `limit`: Chat 2.4.1 answers its newest ten, PROTOCOL.md [C4]), which the
 /// general way cuts to size.
 pub(in crate::upstream) fn posts_page(body: &[u8], limit: usize) -> Option<(Vec<u8>, usize)> {
     // Strings are copied as they are, so the whole answer must be UTF-8 first. (simdutf8 checks
