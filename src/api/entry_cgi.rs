@@ -344,23 +344,23 @@ async fn receive(
         Admission::Secret => MAX_HOOK_BODY,
         Admission::SignatureToCheck => MAX_UNPROVEN_BODY,
     };
-    let (body, permit) = match hooks::read_body(state, req, body, (admission, limit)).await {
-        Ok(read) => read,
-        Err(unread) => {
-            let error = match unread {
-                Unread::TooLarge => too_large(limit),
-                Unread::Busy => Unread::busy()
-                    .with_retry_after(30)
-                    .in_dsm_envelope(dsm_number::UNKNOWN),
-                Unread::TimedOut => {
-                    crate::body_deadline::timeout_problem().in_dsm_envelope(dsm_number::BAD_PAYLOAD)
-                }
-                Unread::Failed => ApiError::invalid("the body could not be read")
-                    .in_dsm_envelope(dsm_number::BAD_PAYLOAD),
-            };
-            return (None, error.into());
-        }
-    };
+    let (body, permit) =
+        match hooks::read_body(&state.hook_bodies, req, body, (admission, limit)).await {
+            Ok(read) => read,
+            Err(unread) => {
+                let error = match unread {
+                    Unread::TooLarge => too_large(limit),
+                    Unread::Busy => Unread::busy()
+                        .with_retry_after(30)
+                        .in_dsm_envelope(dsm_number::UNKNOWN),
+                    Unread::TimedOut => crate::body_deadline::timeout_problem()
+                        .in_dsm_envelope(dsm_number::BAD_PAYLOAD),
+                    Unread::Failed => ApiError::invalid("the body could not be read")
+                        .in_dsm_envelope(dsm_number::BAD_PAYLOAD),
+                };
+                return (None, error.into());
+            }
+        };
     let mut content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -1554,7 +1554,7 @@ impl Unread {
 /// (`Content-Length: 0`, or a GET or HEAD that declares none) takes no permit: a probe is not
 /// turned away because slow bodies hold every slot.
 pub(super) async fn read_body<'s>(
-    state: &'s State,
+    bodies: &'s HookBodies,
     req: &HttpRequest,
     payload: web::Payload,
     (admission, limit): (Admission, usize),
@@ -1576,11 +1576,7 @@ pub(super) async fn read_body<'s>(
     if bodiless {
         return Ok((web::Bytes::new(), None));
     }
-    let permit = state
-        .hook_bodies
-        .permit(admission, req)
-        .await
-        .ok_or(Unread::Busy)?;
+    let permit = bodies.permit(admission, req).await.ok_or(Unread::Busy)?;
     // The outer `Err` is the limit, the inner one a read that failed (or ran out of time).
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok((body, Some(permit))),
@@ -1596,23 +1592,24 @@ async fn receive(
     payload: web::Payload,
     (state, chat, outbox): (&State, &Dsm, &Outbox),
 ) -> Outcome {
-    let (body, permit) = match read_body(state, req, payload, (admission, MAX_HOOK_BODY)).await {
-        Ok(read) => read,
-        Err(Unread::TooLarge) => return Outcome::TooLarge,
-        Err(Unread::TimedOut) => return Outcome::TimedOut,
-        Err(Unread::Busy) => {
-            return Outcome::Unavailable {
-                format: format_of(hook, req).unwrap_or(Format::Slack),
-                error: Unread::busy(),
-            };
-        }
-        Err(Unread::Failed) => {
-            return Outcome::BadBody {
-                format: format_of(hook, req),
-                error: FormatError::InvalidPayload("the body could not be read".into()),
-            };
-        }
-    };
+    let (body, permit) =
+        match read_body(&state.hook_bodies, req, payload, (admission, MAX_HOOK_BODY)).await {
+            Ok(read) => read,
+            Err(Unread::TooLarge) => return Outcome::TooLarge,
+            Err(Unread::TimedOut) => return Outcome::TimedOut,
+            Err(Unread::Busy) => {
+                return Outcome::Unavailable {
+                    format: format_of(hook, req).unwrap_or(Format::Slack),
+                    error: Unread::busy(),
+                };
+            }
+            Err(Unread::Failed) => {
+                return Outcome::BadBody {
+                    format: format_of(hook, req),
+                    error: FormatError::InvalidPayload("the body could not be read".into()),
+                };
+            }
+        };
     if let Some(signing) = &hook.signing {
         // Gitea and Forgejo sign the JSON they send, also as a form's or a query's `payload`.
         let carried = carried_payload(req, &body);

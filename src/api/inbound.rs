@@ -10,6 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::common::{InboundPath, checked_file_url};
 use super::error::{ApiError, ProblemCode};
+use super::hooks::{Admission, Unread};
 use crate::config::{InboundKind, InboundVerify};
 use crate::events::inbound::{Fields, Refusal, accept_with, token};
 use crate::events::{Events, Inbound};
@@ -59,7 +60,7 @@ fn inbound<'a>(events: &'a Events, name: &str) -> Result<&'a Inbound, ApiError> 
     events
         .inbounds
         .get(name)
-        .ok_or_else(|| ApiError::not_found(format!("no inbound is configured as `{name}`")))
+        .ok_or_else(|| ApiError::not_found("no inbound is configured under this name"))
 }
 
 /// The event routes' answer to a store failure: `not_ready` while the event store cannot be
@@ -118,7 +119,9 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             integrations' tokens", body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable (or, with `verify = \"dsm\"`, \
-            DSM is busy)", body = super::error::Problem,
+            DSM is busy), or as many inbound bodies as the gateway reads at once (16, at most 2 \
+            from one client address) are being read already (`hooks_busy`)",
+            body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 504, description = "With `verify = \"dsm\"`: DSM did not answer in time",
             body = super::error::Problem, content_type = "application/problem+json")))]
@@ -134,18 +137,34 @@ pub async fn receive(
     let name = &path.name;
     // Before a byte of the body is read: an unknown name costs the caller nothing of ours.
     let inbound = inbound(&events, name)?;
-    let body = match payload.to_bytes_limited(MAX_INBOUND_BODY).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return Err(crate::body_deadline::read_failed(
-                &req,
-                ApiError::invalid("the request body could not be read"),
-            ));
-        }
-        Err(_) => {
+    // Read before its caller is known (the token is inside): at most as many at once, and
+    // from one address, as unproven hook bodies, so stalled bodies cannot fill the memory.
+    let read = super::hooks::read_body(
+        &state.inbound_bodies,
+        &req,
+        payload,
+        (Admission::SignatureToCheck, MAX_INBOUND_BODY),
+    );
+    let (body, _permit) = match read.await {
+        Ok(read) => read,
+        Err(Unread::TooLarge) => {
             return Err(ApiError::new(
                 ProblemCode::PayloadTooLarge,
                 format!("an inbound call's body may hold at most {MAX_INBOUND_BODY} bytes"),
+            ));
+        }
+        Err(Unread::Busy) => {
+            return Err(ApiError::new(
+                ProblemCode::HooksBusy,
+                "as many inbound bodies as the gateway reads at once are being read already; \
+                 retry shortly",
+            )
+            .with_retry_after(1));
+        }
+        Err(Unread::TimedOut | Unread::Failed) => {
+            return Err(crate::body_deadline::read_failed(
+                &req,
+                ApiError::invalid("the request body could not be read"),
             ));
         }
     };

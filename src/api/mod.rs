@@ -76,6 +76,9 @@ pub struct AppState {
     pub hooks: hooks::Hooks,
     /// Hook bodies being read and rendered: a permit each ([`hooks::BODIES_AT_ONCE`]).
     pub hook_bodies: Arc<hooks::HookBodies>,
+    /// Bodies of calls to `/inbound/…` being read: Chat's token is inside them, so each is
+    /// read before the caller is known, under the same limits as an unproven hook body.
+    pub inbound_bodies: Arc<hooks::HookBodies>,
     /// Signed hook requests taken lately, to answer a captured copy as a duplicate.
     pub hook_replays: hooks::Replays,
 }

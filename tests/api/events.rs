@@ -1008,3 +1008,52 @@ async fn a_key_holds_a_bounded_number_of_streams() {
     }
     panic!("a closed stream's place was not given back");
 }
+
+#[actix_web::test]
+async fn stalled_inbound_bodies_cannot_pile_up_and_a_huge_one_is_refused_unread() {
+    use std::io::{Read, Write};
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // Callers that declare a body and send a little of it: before, each held up to 1 MiB until
+    // the body timeout, without a token, as many as the connection limit let in.
+    let stall = |length: u64| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST /inbound/ops HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\ntoken="
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+    let stalled: Vec<std::net::TcpStream> = (0..2).map(|_| stall(1_000)).collect();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let body = format!("token={token}&channel_id=2&user_id=3&post_id=5&text=hi");
+    let (status, problem) = post_form(&app, "/inbound/ops", body.clone()).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["code"], "hooks_busy", "{problem}");
+    drop(stalled);
+    let mut status = 0;
+    for _ in 0..50 {
+        (status, _) = post_form(&app, "/inbound/ops", body.clone()).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the address's bodies are given back with their connections"
+    );
+    // Declared too large: refused before a byte of it is read.
+    let mut huge = stall(1_000_000_000);
+    let mut answer = [0u8; 12];
+    huge.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
+    // An unknown name is not repeated back (it may be a token pasted in the wrong place).
+    let (status, problem) = post_form(&app, &format!("/inbound/{token}"), body).await;
+    assert_eq!(status, 404, "{problem}");
+    assert!(!problem.to_string().contains(&token), "{problem}");
+}
