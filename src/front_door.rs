@@ -292,6 +292,8 @@ fn route_as(req: &mut ServiceRequest, path: &str) {
 /// Synology Chat's incoming-webhook path (`api::entry_cgi`).
 const ENTRY_CGI: &str = "/webapi/entry.cgi";
 
+/// Whether a HEAD to `path` is answered as its GET would be, without the body: not where a GET
+/// posts (hooks, ntfy, Telegram, Synology's URL, inbound calls) or streams (events).
 pub fn head_is_get(path: &str) -> bool {
     ![
         "/hooks",
@@ -300,6 +302,8 @@ pub fn head_is_get(path: &str) -> bool {
         "/webapi",
         "/telegram",
         "/_matrix",
+        // Its GETs publish (`/ntfy/{topic}/publish?message=…`): a HEAD must not post.
+        "/ntfy",
     ]
     .iter()
     .any(|prefix| {

@@ -256,7 +256,11 @@ pub fn loggable_path(
         .collect();
     // A Telegram bot token where a sender put it after a Bot API URL not quite the gateway's
     // (`/bot<token>/…` at the root, `/telegram<token>/…`): masked, with all after it.
-    if let Some(at) = segments.iter().position(|s| bears_bot_token(&decoded(s))) {
+    let bot_token_at = segments.iter().enumerate().position(|(at, s)| {
+        let after_bots = at > 0 && decoded(segments[at - 1]).eq_ignore_ascii_case("bots");
+        !after_bots && bears_bot_token(&decoded(s))
+    });
+    if let Some(at) = bot_token_at {
         let mut kept = segments[..at].to_vec();
         kept.push("****");
         return kept.join("/").into();
@@ -286,14 +290,16 @@ pub fn loggable_path(
     kept.join("/").into()
 }
 
-/// Whether a path segment holds a Telegram bot token, `<digits>:<secret>`, after `bot`,
-/// `telegram` or `telegrambot` (as senders join a Bot API URL and a token).
+/// Whether a path segment holds a bot token after `bot`, `telegram` or `telegrambot` (as
+/// senders join a Bot API URL and a token): Telegram's `<digits>:<secret>`, or anything of 8
+/// characters or more, since the gateway's bot token is a hook's secret of any shape (`scg_…`
+/// from `hash-key`). A bot's name after `/bots/` is not one.
 fn bears_bot_token(segment: &str) -> bool {
     let lower = segment.to_ascii_lowercase();
     ["telegrambot", "telegram", "bot"].iter().any(|prefix| {
         lower.strip_prefix(prefix).is_some_and(|rest| {
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            digits > 0 && rest[digits..].starts_with(':')
+            (digits > 0 && rest[digits..].starts_with(':')) || rest.chars().count() >= 8
         })
     })
 }
@@ -339,6 +345,15 @@ mod tests {
         assert_eq!(path("/bot123:s3cr3t/sendMessage"), "/****");
         assert_eq!(path("/telegram123:s3cr3t/getMe"), "/****");
         assert_eq!(path("/chat/telegrambot123:s3cr3t/getMe"), "/chat/****");
+        // The gateway's bot tokens are hooks' secrets, of any shape.
+        assert_eq!(path("/botscg_89d3a1f0c2/sendMessage"), "/****");
+        assert_eq!(path("/tg/botscg_89d3a1f0c2/getMe"), "/tg/****");
+        assert_eq!(path("/telegrambotS3cr3tS3cr3t"), "/****");
+        assert_eq!(path("/api/v1/bots"), "/api/v1/bots");
+        assert_eq!(
+            path("/api/v1/bots/bot-alerts-prod/messages"),
+            "/api/v1/bots/bot-alerts-prod/messages"
+        );
         assert_eq!(
             path("/api/v1/bots/helper/messages"),
             "/api/v1/bots/helper/messages"

@@ -114,7 +114,11 @@ impl RouteTable {
                     && template
                         .iter()
                         .zip(&segments)
-                        .all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s)
+                        .all(|(t, s)| match t.split_once('{') {
+                            // A parameter after a fixed start (`bot{token}`) or alone.
+                            Some((start, _)) => s.len() > start.len() && s.starts_with(start),
+                            None => t == s,
+                        })
             })
             .flat_map(|(_, methods)| methods.iter().cloned())
             .collect();

@@ -143,6 +143,19 @@ async fn a_get_to_publish_takes_the_query_and_the_token_in_auth() {
     )
     .await;
     ntfy_error(&other, 404);
+    // A HEAD is safe: a link checker's posts nothing (it was answered as the GET and posted).
+    let head = send(
+        &app,
+        "HEAD",
+        &format!("/ntfy/alerts/publish?message=head&auth={auth}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(head.status, 405);
+    assert_eq!(head.header("allow"), Some("GET"));
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), 3);
 }
 
 #[actix_rt::test]
