@@ -375,6 +375,16 @@ pub enum StoreProblems {
     Unavailable(Problem),
 }
 
+/// A message's 202 on the routes that send one message to one target (a channel, a reply, a
+/// person): it was committed to the outbox rather than sent while the caller waited.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only: the answer is built by `Handover`
+pub enum CommittedToOutbox {
+    /// Committed to the outbox, which sends each part once (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted). Also, with or without a key, when the outbox still has earlier messages for the same target that are not delivered within `delivery.queue_wait_ms`: the message is queued behind them rather than overtaking them.
+    #[response(status = 202)]
+    Accepted(deliveries::DeliveryAccepted),
+}
+
 /// A path or query parameter is malformed.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // documentation only

@@ -10,7 +10,10 @@ use super::common::{ChannelPath, FileBytes, Handover, Page, PostList, PostPath, 
 use super::deliveries::Deliveries;
 use super::extract::{Json, Query};
 use super::post_upload::read_file_form;
-use super::{BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, file_response};
+use super::{
+    BodyProblems, CommittedToOutbox, CommonProblems, Dsm, InvalidInput, NotFound, State,
+    file_response,
+};
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
@@ -113,7 +116,7 @@ pub async fn list_posts(
     request_body = NewPostBody,
     responses((status = 201, description = "The (first) post created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "Committed to the outbox, which sends each part once (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted). Also, with or without a key, when the outbox still has earlier messages for the same target that are not delivered within `delivery.queue_wait_ms`: the message is queued behind them rather than overtaking them.", body = super::deliveries::DeliveryAccepted),
+        CommittedToOutbox,
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/channels/{channel_id}/posts")]
 pub async fn create_post(
@@ -270,7 +273,7 @@ async fn post_file(
     request_body = ReplyBody,
     responses((status = 201, description = "The (first) reply created", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "Committed to the outbox, which sends each part once (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted). Also, with or without a key, when the outbox still has earlier messages for the same target that are not delivered within `delivery.queue_wait_ms`: the message is queued behind them rather than overtaking them.", body = super::deliveries::DeliveryAccepted),
+        CommittedToOutbox,
         InvalidInput, NotFound, BodyProblems, CommonProblems))]
 #[post("/posts/{post_id}/replies")]
 pub async fn reply_to_post(

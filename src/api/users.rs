@@ -10,7 +10,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::common::{UserList, UserPath, cached_item, cached_list, own_user_id, post_text};
 use super::extract::{Json, Query};
 use super::{
-    BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, State, Unprocessable, file_response,
+    BodyProblems, CommittedToOutbox, CommonProblems, Dsm, InvalidInput, NotFound, State,
+    Unprocessable, file_response,
 };
 use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
@@ -157,7 +158,7 @@ pub async fn get_user_avatar(
     request_body = DirectMessage,
     responses((status = 201, description = "The (first) post in the direct-message channel", body = Post,
         headers(("X-Chat-Post-Count" = u32, description = "How many posts the text was sent as (long texts are split)"))),
-        (status = 202, description = "Committed to the outbox, which sends each part once (`Location` names the delivery). Happens with `Prefer: respond-async` (`Preference-Applied: respond-async`) and, with an `Idempotency-Key`, in three more cases: DSM's answer to a part never came (it may have posted it); some parts were posted and DSM then asked the gateway to wait (rate limited or busy); or the request retries an earlier attempt with the same key that was cut off before it answered (the outbox first looks for what that attempt posted). Also, with or without a key, when the outbox still has earlier messages for the same target that are not delivered within `delivery.queue_wait_ms`: the message is queued behind them rather than overtaking them.", body = super::deliveries::DeliveryAccepted),
+        CommittedToOutbox,
         InvalidInput, NotFound,
         Unprocessable, BodyProblems, CommonProblems))]
 #[post("/users/{user_id}/messages")]
