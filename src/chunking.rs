@@ -50,6 +50,28 @@ const MAX_PACED_RETRIES: u32 = 5;
 /// The smallest part the 410 re-split goes down to; a DSM refusing even this is reported.
 pub(crate) const MIN_RESPLIT_CHARS: usize = 50;
 
+/// A part DSM refused as too long (410), as parts of at most half its characters (or half of
+/// `limit`, the part's limit so far, when that is less), where [`split_message`] breaks
+/// (whitespace, never inside a `<url|label>` link when it can help it, never inside a
+/// character), with the new limit. Parts of only white space are dropped, as at enqueue (DSM
+/// refuses blank messages). `None` below [`MIN_RESPLIT_CHARS`]: a 410 that halving down to
+/// there did not end is about the content, and would end in a run of tiny fragments. The
+/// synchronous path and the outbox both halve this way.
+pub fn halve(part: &str, limit: usize) -> Option<(Vec<String>, usize)> {
+    let chars = part.chars().count().min(limit);
+    if chars / 2 < MIN_RESPLIT_CHARS {
+        return None;
+    }
+    Some((halves(part, chars), chars.div_ceil(2)))
+}
+
+fn halves(part: &str, chars: usize) -> Vec<String> {
+    split_message(part, chars.div_ceil(2))
+        .into_iter()
+        .filter(|p| !crate::domain::is_blank(p))
+        .collect()
+}
+
 /// The default of `delivery.max_message_parts`: 20 posts of 1,800 characters is 36,000
 /// characters, about where Slack starts cutting a message (40,000), and a minute of one
 /// token's pace at most.
@@ -607,22 +629,15 @@ where
                 tokio::time::sleep(PACE).await;
             }
             PartOutcome::TooLong(error) => {
-                let len = part.chars().count();
-                let smaller = (len.min(limit) / 2).max(1);
-                if smaller < MIN_RESPLIT_CHARS {
+                let Some((halves, smaller)) = halve(&part, limit) else {
                     return stop(error, sent, done, part, pending);
-                }
+                };
                 tracing::warn!(
-                    chars = len,
+                    chars = part.chars().count(),
                     next_limit = smaller,
                     "DSM refused a message part as too long; splitting it further (lower delivery.max_message_chars)"
                 );
-                pending.extend(
-                    split_message(&part, smaller)
-                        .into_iter()
-                        .rev()
-                        .map(|p| (p, smaller)),
-                );
+                pending.extend(halves.into_iter().rev().map(|p| (p, smaller)));
             }
             PartOutcome::Failed(error) => return stop(error, sent, done, part, pending),
         }
@@ -633,6 +648,47 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halving_keeps_every_character_and_prefers_whitespace() {
+        let parts = halves("one two three four", "one two three four".chars().count());
+        assert_eq!(parts.concat(), "one two three four");
+        assert!(parts.len() >= 2 && parts.iter().all(|p| p.chars().count() <= 9));
+        assert!(parts[0].ends_with(' '), "{parts:?}");
+        let parts = halves("ééééé", "ééééé".chars().count());
+        assert_eq!(parts.concat(), "ééééé");
+        assert!(parts.iter().all(|p| p.chars().count() <= 3), "{parts:?}");
+        assert!(halve("x", usize::MAX).is_none());
+        // Not below the floor: halves of 50 characters, no fewer.
+        assert!(halve(&"x".repeat(99), usize::MAX).is_none());
+        assert!(halve(&"x ".repeat(50), usize::MAX).unwrap().0.len() >= 2);
+        // A part's own limit halves when it is less than its length.
+        assert_eq!(halve(&"x ".repeat(200), 120).unwrap().1, 60);
+    }
+
+    #[test]
+    fn halving_drops_parts_of_only_white_space() {
+        // Halves of 21: "x…\n\n" (a paragraph), then ten spaces (a word break before the y's).
+        let chunk = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
+        let parts = halves(&chunk, chunk.chars().count());
+        assert!(parts.iter().all(|p| !p.trim().is_empty()), "{parts:?}");
+        assert_eq!(parts, [format!("{}\n\n", "x".repeat(10)), "y".repeat(20)]);
+    }
+
+    #[test]
+    fn halving_keeps_a_link_whole() {
+        // The middle (character 39 of 78) falls inside the link (25..60), between two words.
+        let text = "Disk full on nas-01, see <https://g.example/d|the dashboard> and act on it now";
+        let parts = halves(text, text.chars().count());
+        assert_eq!(parts.concat(), text);
+        assert!(parts.iter().all(|p| p.chars().count() <= 39), "{parts:?}");
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.contains("<https://g.example/d|the dashboard>")),
+            "{parts:?}"
+        );
+    }
 
     fn check_invariants(text: &str, max: usize) -> Vec<String> {
         let chars: Vec<char> = text.chars().collect();

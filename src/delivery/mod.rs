@@ -159,24 +159,6 @@ impl Job {
     }
 }
 
-/// Splits a chunk DSM found too long (410) into parts of at most half its characters, where
-/// [`crate::chunking::split_message`] breaks (whitespace, never inside a `<url|label>` link when
-/// it can help it, never inside a character). Parts of only white space are dropped, as at
-/// enqueue and in the synchronous path (DSM refuses blank messages). `None` below the floor the
-/// synchronous path stops at too ([`crate::chunking::MIN_RESPLIT_CHARS`]): a 410 that halving
-/// down to there did not end is about the content, and would end in a run of tiny fragments.
-fn halve(chunk: &str) -> Option<Vec<String>> {
-    let chars = chunk.chars().count();
-    (chars / 2 >= crate::chunking::MIN_RESPLIT_CHARS).then(|| halves(chunk, chars))
-}
-
-fn halves(chunk: &str, chars: usize) -> Vec<String> {
-    crate::chunking::split_message(chunk, chars.div_ceil(2))
-        .into_iter()
-        .filter(|part| !crate::domain::is_blank(part))
-        .collect()
-}
-
 fn millis(wait: Duration) -> i64 {
     i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
 }
@@ -1424,7 +1406,7 @@ impl Worker {
                     Failure::TooLong => {
                         let _ = store.clear_uncertain(&row.id, owner, false).await;
                         uncertain = None;
-                        let Some(parts) = halve(&chunk) else {
+                        let Some((parts, _)) = crate::chunking::halve(&chunk, usize::MAX) else {
                             return Outcome::Failed(error.into());
                         };
                         row.chunks.splice(posted..=posted, parts);
@@ -2066,45 +2048,6 @@ mod tests {
         assert_eq!(
             bounded_retry_after(&delays, Duration::from_secs(7)),
             Duration::from_secs(7)
-        );
-    }
-
-    #[test]
-    fn halving_keeps_every_character_and_prefers_whitespace() {
-        let parts = halves("one two three four", "one two three four".chars().count());
-        assert_eq!(parts.concat(), "one two three four");
-        assert!(parts.len() >= 2 && parts.iter().all(|p| p.chars().count() <= 9));
-        assert!(parts[0].ends_with(' '), "{parts:?}");
-        let parts = halves("ééééé", "ééééé".chars().count());
-        assert_eq!(parts.concat(), "ééééé");
-        assert!(parts.iter().all(|p| p.chars().count() <= 3), "{parts:?}");
-        assert!(halve("x").is_none());
-        // Not below the synchronous path's floor: halves of 50 characters, no fewer.
-        assert!(halve(&"x".repeat(99)).is_none());
-        assert!(halve(&"x ".repeat(50)).unwrap().len() >= 2);
-    }
-
-    #[test]
-    fn halving_drops_parts_of_only_white_space() {
-        // Halves of 21: "x…\n\n" (a paragraph), then ten spaces (a word break before the y's).
-        let chunk = format!("{}\n\n{}{}", "x".repeat(10), " ".repeat(10), "y".repeat(20));
-        let parts = halves(&chunk, chunk.chars().count());
-        assert!(parts.iter().all(|p| !p.trim().is_empty()), "{parts:?}");
-        assert_eq!(parts, [format!("{}\n\n", "x".repeat(10)), "y".repeat(20)]);
-    }
-
-    #[test]
-    fn halving_keeps_a_link_whole() {
-        // The middle (character 39 of 78) falls inside the link (25..60), between two words.
-        let text = "Disk full on nas-01, see <https://g.example/d|the dashboard> and act on it now";
-        let parts = halves(text, text.chars().count());
-        assert_eq!(parts.concat(), text);
-        assert!(parts.iter().all(|p| p.chars().count() <= 39), "{parts:?}");
-        assert!(
-            parts
-                .iter()
-                .any(|p| p.contains("<https://g.example/d|the dashboard>")),
-            "{parts:?}"
         );
     }
 
