@@ -31,6 +31,21 @@ impl ConfigError {
     }
 }
 
+/// `value` within `range`, or the error naming `key` and the range.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    match range.contains(&value) {
+        true => Ok(()),
+        false => Err(ConfigError::new(
+            key,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )),
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -1021,24 +1036,9 @@ impl Settings {
             ));
         }
         self.check_unsafe_combinations()?;
-        if !(100..=600_000).contains(&up.timeout_ms) {
-            return Err(ConfigError::new(
-                "upstream.timeout_ms",
-                "must be between 100 and 600000",
-            ));
-        }
-        if !(1..=1024).contains(&up.max_concurrency) {
-            return Err(ConfigError::new(
-                "upstream.max_concurrency",
-                "must be between 1 and 1024",
-            ));
-        }
-        if !(1..=600_000).contains(&up.slot_wait_ms) {
-            return Err(ConfigError::new(
-                "upstream.slot_wait_ms",
-                "must be between 1 and 600000",
-            ));
-        }
+        within("upstream.timeout_ms", up.timeout_ms, 100..=600_000)?;
+        within("upstream.max_concurrency", up.max_concurrency, 1..=1024)?;
+        within("upstream.slot_wait_ms", up.slot_wait_ms, 1..=600_000)?;
         if up.session_name.is_empty() {
             return Err(ConfigError::new(
                 "upstream.session_name",
@@ -1133,24 +1133,21 @@ impl Settings {
         for (name, hook) in &self.hooks {
             self.validate_hook(name, hook)?;
         }
-        if !(100..=100_000).contains(&self.delivery.max_message_chars) {
-            return Err(ConfigError::new(
-                "delivery.max_message_chars",
-                "must be between 100 and 100000",
-            ));
-        }
-        if !(1..=1000).contains(&self.delivery.max_message_parts) {
-            return Err(ConfigError::new(
-                "delivery.max_message_parts",
-                "must be between 1 and 1000",
-            ));
-        }
-        if !(60..=30 * 86_400).contains(&self.delivery.max_age_secs) {
-            return Err(ConfigError::new(
-                "delivery.max_age_secs",
-                "must be between 60 and 2592000 (30 days)",
-            ));
-        }
+        within(
+            "delivery.max_message_chars",
+            self.delivery.max_message_chars,
+            100..=100_000,
+        )?;
+        within(
+            "delivery.max_message_parts",
+            self.delivery.max_message_parts,
+            1..=1000,
+        )?;
+        within(
+            "delivery.max_age_secs",
+            self.delivery.max_age_secs,
+            60..=30 * 86_400,
+        )?;
         // The check after an unanswered send looks back minutes for posts other deliveries
         // own; a delivery removed sooner could have its post taken for another's.
         if self.delivery.retention_secs < 3_600 {
@@ -1159,18 +1156,12 @@ impl Settings {
                 "must be at least 3600 (one hour)",
             ));
         }
-        if !(1..=64).contains(&self.delivery.concurrency) {
-            return Err(ConfigError::new(
-                "delivery.concurrency",
-                "must be between 1 and 64",
-            ));
-        }
-        if !(1..=64).contains(&self.subscriptions.concurrency) {
-            return Err(ConfigError::new(
-                "subscriptions.concurrency",
-                "must be between 1 and 64",
-            ));
-        }
+        within("delivery.concurrency", self.delivery.concurrency, 1..=64)?;
+        within(
+            "subscriptions.concurrency",
+            self.subscriptions.concurrency,
+            1..=64,
+        )?;
         if self.delivery.queue_wait_ms > 60_000 {
             return Err(ConfigError::new(
                 "delivery.queue_wait_ms",
@@ -1193,28 +1184,16 @@ impl Settings {
                 "must start with sqlite:// or postgres://",
             ));
         }
-        if let Some(n) = self.store.max_connections
-            && !(1..=1000).contains(&n)
-        {
-            return Err(ConfigError::new(
-                "store.max_connections",
-                "must be between 1 and 1000",
-            ));
+        if let Some(n) = self.store.max_connections {
+            within("store.max_connections", n, 1..=1000)?;
         }
         // Above the pool's 5 s wait for a connection and SQLite's 5 s wait for its lock.
-        if !(6_000..=600_000).contains(&self.store.timeout_ms) {
-            return Err(ConfigError::new(
-                "store.timeout_ms",
-                "must be between 6000 and 600000",
-            ));
-        }
+        within("store.timeout_ms", self.store.timeout_ms, 6_000..=600_000)?;
         for (key, value) in [
             ("idempotency.ttl_secs", self.idempotency.ttl_secs),
             ("idempotency.lease_secs", self.idempotency.lease_secs),
         ] {
-            if !(1..=31_536_000).contains(&value) {
-                return Err(ConfigError::new(key, "must be between 1 and 31536000"));
-            }
+            within(key, value, 1..=31_536_000)?;
         }
         for (name, inbound) in &self.inbound.receivers {
             if name.is_empty()
@@ -1250,12 +1229,11 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if !(10..=3_600_000).contains(&self.events.heartbeat_ms) {
-            return Err(ConfigError::new(
-                "events.heartbeat_ms",
-                "must be between 10 and 3600000",
-            ));
-        }
+        within(
+            "events.heartbeat_ms",
+            self.events.heartbeat_ms,
+            10..=3_600_000,
+        )?;
         if self.subscriptions.max_failures == 0 {
             return Err(ConfigError::new(
                 "subscriptions.max_failures",
@@ -1275,25 +1253,21 @@ impl Settings {
                 "must list 1 to 100 delays, each between 10 ms and 7 days",
             ));
         }
-        if !(60..=30 * 86_400).contains(&self.subscriptions.max_age_secs) {
-            return Err(ConfigError::new(
-                "subscriptions.max_age_secs",
-                "must be between 60 and 2592000",
-            ));
-        }
-        if !(1_000..=3_600_000).contains(&self.inbound.dsm_refresh_ms) {
-            return Err(ConfigError::new(
-                "inbound.dsm_refresh_ms",
-                "must be between 1000 and 3600000",
-            ));
-        }
+        within(
+            "subscriptions.max_age_secs",
+            self.subscriptions.max_age_secs,
+            60..=30 * 86_400,
+        )?;
+        within(
+            "inbound.dsm_refresh_ms",
+            self.inbound.dsm_refresh_ms,
+            1_000..=3_600_000,
+        )?;
         for (key, value) in [
             ("inbound.reply_timeout_ms", self.inbound.reply_timeout_ms),
             ("subscriptions.timeout_ms", self.subscriptions.timeout_ms),
         ] {
-            if !(100..=600_000).contains(&value) {
-                return Err(ConfigError::new(key, "must be between 100 and 600000"));
-            }
+            within(key, value, 100..=600_000)?;
         }
         if self.server.max_upload_bytes == 0 {
             return Err(ConfigError::new(
@@ -1305,9 +1279,7 @@ impl Settings {
             ("server.body_timeout_ms", self.server.body_timeout_ms),
             ("server.upload_timeout_ms", self.server.upload_timeout_ms),
         ] {
-            if !(100..=3_600_000).contains(&value) {
-                return Err(ConfigError::new(key, "must be between 100 and 3600000"));
-            }
+            within(key, value, 100..=3_600_000)?;
         }
         if self.server.max_connections == Some(0) {
             return Err(ConfigError::new(
