@@ -12,7 +12,7 @@ use std::process::Command;
 use secrecy::SecretString;
 use syno_chat_gateway::config::StoreSettings;
 use syno_chat_gateway::store::Store;
-use syno_chat_gateway::store::deliveries::{Enqueued, EventKey};
+use syno_chat_gateway::store::deliveries::{DeliveryState, Enqueued, EventKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
 
@@ -169,7 +169,14 @@ backends::on_both!(
         assert_eq!(head.id, "head");
         assert!(
             store
-                .finish("head", "w", "queued", now + 60_000, None, now + 2)
+                .finish(
+                    "head",
+                    "w",
+                    DeliveryState::Queued,
+                    now + 60_000,
+                    None,
+                    now + 2
+                )
                 .await
                 .unwrap()
         );
@@ -217,7 +224,7 @@ backends::on_both!(
         assert_eq!(first.id, "a1");
         assert!(
             store
-                .finish("a1", "w", "delivered", now + 2, None, now + 3)
+                .finish("a1", "w", DeliveryState::Delivered, now + 2, None, now + 3)
                 .await
                 .unwrap()
         );
@@ -269,7 +276,7 @@ backends::on_both!(
         );
         assert!(
             store
-                .finish("a", "w", "delivered", now, None, now + 1)
+                .finish("a", "w", DeliveryState::Delivered, now, None, now + 1)
                 .await
                 .unwrap()
         );
@@ -318,7 +325,14 @@ backends::on_both!(
         assert_eq!(other.id, "elsewhere");
         assert!(
             store
-                .finish("elsewhere", "other/0", "queued", now + 600_000, None, now)
+                .finish(
+                    "elsewhere",
+                    "other/0",
+                    DeliveryState::Queued,
+                    now + 600_000,
+                    None,
+                    now
+                )
                 .await
                 .unwrap()
         );
@@ -329,7 +343,7 @@ backends::on_both!(
                 .finish(
                     "retried",
                     "me/0",
-                    "queued",
+                    DeliveryState::Queued,
                     now + hour + 500,
                     None,
                     now + hour
@@ -411,7 +425,14 @@ backends::on_both!(
         while let Some(row) = store.claim("w", now + 10, now + 100).await.unwrap() {
             assert!(
                 store
-                    .finish(&row.id, "w", "delivered", now + 10, None, now + 10)
+                    .finish(
+                        &row.id,
+                        "w",
+                        DeliveryState::Delivered,
+                        now + 10,
+                        None,
+                        now + 10
+                    )
                     .await
                     .unwrap()
             );
@@ -475,7 +496,14 @@ backends::on_both!(
         assert!(store.post_is_recorded(41, "another", 0).await.unwrap());
         assert!(
             !store
-                .finish("a1", "w1", "delivered", now + 21, None, now + 21)
+                .finish(
+                    "a1",
+                    "w1",
+                    DeliveryState::Delivered,
+                    now + 21,
+                    None,
+                    now + 21
+                )
                 .await
                 .unwrap()
         );
@@ -489,7 +517,14 @@ backends::on_both!(
         assert!(!store.post_is_recorded(42, "a1", 0).await.unwrap());
         assert!(
             store
-                .finish("a1", "w2", "delivered", now + 21, None, now + 21)
+                .finish(
+                    "a1",
+                    "w2",
+                    DeliveryState::Delivered,
+                    now + 21,
+                    None,
+                    now + 21
+                )
                 .await
                 .unwrap()
         );
@@ -501,14 +536,21 @@ backends::on_both!(
         next.sort();
         assert_eq!(next, ["a2", "b1"]);
         let a1 = store.delivery("a1").await.unwrap().unwrap();
-        assert_eq!(a1.state, "delivered");
+        assert_eq!(a1.state, DeliveryState::Delivered);
         // w2's post, and the one w1 recorded for another recipient while w2 held it.
         assert_eq!(a1.posts, [(0, Some(42)), (0, Some(41))]);
         // A failed one can be retried, a queued one cancelled; other states are refused.
         use syno_chat_gateway::store::deliveries::Transition;
         assert!(
             store
-                .finish("b1", "w2", "failed", now + 41, Some("{}"), now + 41)
+                .finish(
+                    "b1",
+                    "w2",
+                    DeliveryState::Failed,
+                    now + 41,
+                    Some("{}"),
+                    now + 41
+                )
                 .await
                 .unwrap()
         );
@@ -525,7 +567,7 @@ backends::on_both!(
         );
         assert_eq!(
             store.cancel_delivery("b1", now + 44).await.unwrap(),
-            Transition::WrongState("cancelled".to_owned())
+            Transition::WrongState(DeliveryState::Cancelled)
         );
         assert_eq!(
             store.cancel_delivery("zz", now).await.unwrap(),
@@ -537,7 +579,7 @@ backends::on_both!(
             "a2 handed back"
         );
         let listed = store
-            .deliveries(Some("queued"), None, 10)
+            .deliveries(Some(DeliveryState::Queued), None, 10)
             .await
             .unwrap()
             .unwrap();
@@ -657,7 +699,7 @@ backends::on_both!(
                 .unwrap();
             assert!(
                 store
-                    .finish(&row.id, "w", "delivered", now, None, now)
+                    .finish(&row.id, "w", DeliveryState::Delivered, now, None, now)
                     .await
                     .unwrap()
             );
@@ -682,7 +724,14 @@ backends::on_both!(
         .into();
         assert!(
             store
-                .finish(&claimed[0], "w", "failed", now, Some("{}"), now)
+                .finish(
+                    &claimed[0],
+                    "w",
+                    DeliveryState::Failed,
+                    now,
+                    Some("{}"),
+                    now
+                )
                 .await
                 .unwrap()
         );
@@ -691,7 +740,7 @@ backends::on_both!(
                 .finish(
                     &claimed[1],
                     "w",
-                    "delivered",
+                    DeliveryState::Delivered,
                     now + 5_000,
                     None,
                     now + 5_000
@@ -700,13 +749,13 @@ backends::on_both!(
                 .unwrap()
         );
         assert_eq!(store.purge_deliveries(now + 1_000).await.unwrap(), 507);
-        let mut left: Vec<String> = store
+        let mut left: Vec<&str> = store
             .deliveries(None, None, 500)
             .await
             .unwrap()
             .unwrap()
             .into_iter()
-            .map(|d| d.state)
+            .map(|d| d.state.as_str())
             .collect();
         left.sort();
         // Unfinished ones stay whatever their age, and so does one finished after the cutoff.
@@ -723,7 +772,7 @@ async fn r1_failed_and_r2_claimed(store: &Store, now: i64) {
     assert_eq!(first.id, "r1");
     assert!(
         store
-            .finish("r1", "a", "failed", now, Some("{}"), now)
+            .finish("r1", "a", DeliveryState::Failed, now, Some("{}"), now)
             .await
             .unwrap()
     );
@@ -758,7 +807,7 @@ backends::on_both!(
         );
         assert!(
             store
-                .finish("r2", "a", "delivered", now + 3, None, now + 3)
+                .finish("r2", "a", DeliveryState::Delivered, now + 3, None, now + 3)
                 .await
                 .unwrap()
         );
@@ -796,7 +845,7 @@ backends::on_both!(
             .unwrap();
         assert!(
             store
-                .finish("r2", "a", "queued", now + 1, Some("{}"), now)
+                .finish("r2", "a", DeliveryState::Queued, now + 1, Some("{}"), now)
                 .await
                 .unwrap()
         );
@@ -812,7 +861,7 @@ backends::on_both!(
             let row = store.claim("b", at, at + 60_000).await.unwrap().unwrap();
             assert!(
                 store
-                    .finish(&row.id, "b", "delivered", at, None, at)
+                    .finish(&row.id, "b", DeliveryState::Delivered, at, None, at)
                     .await
                     .unwrap()
             );
@@ -846,7 +895,7 @@ backends::on_both!(
             let row = store.claim("a", now, now + 60_000).await.unwrap().unwrap();
             assert!(
                 store
-                    .finish(&row.id, "a", "failed", now, Some("{}"), now)
+                    .finish(&row.id, "a", DeliveryState::Failed, now, Some("{}"), now)
                     .await
                     .unwrap()
             );
@@ -1425,7 +1474,7 @@ backends::on_both!(
             .await
             .unwrap()
             .into_iter()
-            .map(|s| (s.state, s.count))
+            .map(|s| (s.state.to_string(), s.count))
             .collect();
         finished.sort();
         assert_eq!(
@@ -1564,9 +1613,9 @@ backends::on_both!(
         // channel:2's goes back to the queue.
         while let Some(row) = store.claim("w", now, now + 10).await.unwrap() {
             let state = if row.id == "p2" {
-                "queued"
+                DeliveryState::Queued
             } else {
-                "delivered"
+                DeliveryState::Delivered
             };
             assert!(
                 store
@@ -1646,7 +1695,7 @@ backends::on_both!(
         let ahead = store.claim("w", now, now + 60_000).await.unwrap().unwrap();
         assert!(
             store
-                .finish(&ahead.id, "w", "delivered", now, None, now)
+                .finish(&ahead.id, "w", DeliveryState::Delivered, now, None, now)
                 .await
                 .unwrap()
         );
@@ -1669,7 +1718,7 @@ backends::on_both!(
         let behind = store.claim("w", now, now + 60_000).await.unwrap().unwrap();
         assert!(
             store
-                .finish(&behind.id, "w", "delivered", now, None, now)
+                .finish(&behind.id, "w", DeliveryState::Delivered, now, None, now)
                 .await
                 .unwrap()
         );

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use syno_chat_gateway::config::StoreSettings;
 use syno_chat_gateway::events::{EventFilter, EventKind, NewEvent};
 use syno_chat_gateway::store::Store;
+use syno_chat_gateway::store::deliveries::DeliveryState;
 
 async fn open(url: &str) -> Store {
     Store::connect(&StoreSettings {
@@ -645,7 +646,7 @@ backends::on_both!(
         assert_eq!(other.id, format!("{}-{}", b.id, ids[0]));
         assert!(
             store
-                .finish(&other.id, "w", "delivered", 2_000, None, 2_000)
+                .finish(&other.id, "w", DeliveryState::Delivered, 2_000, None, 2_000)
                 .await
                 .unwrap()
         );
@@ -653,7 +654,7 @@ backends::on_both!(
         assert!(!backlog(&b.id, ids[1]).await, "another subscription's");
         assert!(
             store
-                .finish(&row.id, "w", "delivered", 2_001, None, 2_001)
+                .finish(&row.id, "w", DeliveryState::Delivered, 2_001, None, 2_001)
                 .await
                 .unwrap()
         );

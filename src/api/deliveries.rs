@@ -16,7 +16,7 @@ use crate::auth::{Authorized, Read, Write};
 use crate::chunking::Parts;
 use crate::delivery::{Job, Outbox, now_ms};
 use crate::forwarded::public_url_for;
-use crate::store::deliveries::{DeliveryRow, Transition, callers};
+use crate::store::deliveries::{DeliveryRow, DeliveryState, Transition, callers};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_deliveries)
@@ -156,7 +156,7 @@ pub struct DeliveryAccepted {
 pub struct Delivery {
     delivery_id: String,
     /// `queued`, `sending`, `delivered`, `failed` (for good) or `cancelled`.
-    state: String,
+    state: &'static str,
     /// Send attempts so far.
     attempts: i64,
     /// The last failure, as a problem document.
@@ -202,9 +202,9 @@ impl From<DeliveryRow> for Delivery {
                 .last_error
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok()),
-            next_attempt_at: (row.state == "queued").then_some(row.next_attempt_at),
+            next_attempt_at: (row.state == DeliveryState::Queued).then_some(row.next_attempt_at),
             delivery_id: row.id,
-            state: row.state,
+            state: row.state.as_str(),
             attempts: row.attempts,
             at_least_once: row.at_least_once,
             outcome_unknown: row.uncertain_since.is_some(),
@@ -231,8 +231,6 @@ pub struct DeliveryQuery {
     /// no delivery (finished ones are removed after `delivery.retention_secs`).
     after: Option<DeliveryId>,
 }
-
-const STATES: [&str; 5] = ["queued", "sending", "delivered", "failed", "cancelled"];
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no delivery {id}"))
@@ -277,20 +275,19 @@ pub async fn list_deliveries(
     outbox: Deliveries,
 ) -> Result<web::Json<Items<Delivery>>, ApiError> {
     let query = query.into_inner();
-    if let Some(state) = &query.state
-        && !STATES.contains(&state.as_str())
-    {
-        return Err(ApiError::invalid(
-            "state must be one of queued, sending, delivered, failed, cancelled",
-        ));
-    }
+    let state = match query.state.as_deref() {
+        Some(raw) => Some(DeliveryState::parse(raw).ok_or_else(|| {
+            ApiError::invalid("state must be one of queued, sending, delivered, failed, cancelled")
+        })?),
+        None => None,
+    };
     let (limit, after) = (
         query.limit.get(),
         query.after.as_ref().map(DeliveryId::as_str),
     );
     let Some(rows) = outbox
         .store()
-        .deliveries(query.state.as_deref(), after, i64::from(limit))
+        .deliveries(state, after, i64::from(limit))
         .await?
     else {
         return Err(ApiError::not_found(

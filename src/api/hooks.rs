@@ -30,7 +30,7 @@ use crate::delivery::{Job, Outbox};
 use crate::domain::{ChannelId, HttpUrl, MessageText, TextRefusal, UserId};
 use crate::formats::{self, Format, FormatError};
 use crate::forwarded::public_url_for;
-use crate::store::deliveries::{EventKey, callers};
+use crate::store::deliveries::{DeliveryState, EventKey, callers};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(hook_with_path_secret)
@@ -1064,8 +1064,8 @@ async fn waited_for(hook: &str, outbox: &Outbox, delivery_id: &str) -> Result<Wa
         // It is stored; what became of it can be read at its `Location`.
         Ok(None) | Err(_) => return Ok(Waited::NotYet),
     };
-    match row.state.as_str() {
-        "delivered" => {
+    match row.state {
+        DeliveryState::Delivered => {
             let Some((chunk, post_id)) = row
                 .posts
                 .iter()
@@ -1083,7 +1083,7 @@ async fn waited_for(hook: &str, outbox: &Outbox, delivery_id: &str) -> Result<Wa
             let message = DiscordMessage::posted(hook, content, channel_id, at_ms);
             Ok(Waited::Posted(Some((post_id, Box::new(message)))))
         }
-        "failed" | "cancelled" => Err(row
+        DeliveryState::Failed | DeliveryState::Cancelled => Err(row
             .last_error
             .as_deref()
             .and_then(ApiError::from_stored)
@@ -1093,7 +1093,7 @@ async fn waited_for(hook: &str, outbox: &Outbox, delivery_id: &str) -> Result<Wa
                     format!("delivery {delivery_id} was {}", row.state),
                 )
             })),
-        _ => Ok(Waited::NotYet),
+        DeliveryState::Queued | DeliveryState::Sending => Ok(Waited::NotYet),
     }
 }
 

@@ -29,7 +29,9 @@ use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId
 use crate::api::error::{ApiError, ProblemCode};
 use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
-use crate::store::deliveries::{DeliveryRow, Enqueued, EventKey, NewDelivery, Targets};
+use crate::store::deliveries::{
+    DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets,
+};
 use crate::store::{Store, StoreError};
 use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
 
@@ -806,10 +808,8 @@ impl Outbox {
         patience: Duration,
     ) -> Result<Option<DeliveryRow>, StoreError> {
         let deadline = tokio::time::Instant::now() + patience;
-        let settled = |row: &Option<DeliveryRow>| {
-            row.as_ref()
-                .is_none_or(|r| !matches!(r.state.as_str(), "queued" | "sending"))
-        };
+        let settled =
+            |row: &Option<DeliveryRow>| row.as_ref().is_none_or(|r| !r.state.is_unfinished());
         // The first read says which target's bell to listen to.
         let first = self.store.delivery(id).await?;
         let bell = match &first {
@@ -1107,15 +1107,12 @@ impl Worker {
                 return;
             };
             stats.extend(done);
-            (
-                stats,
-                &["queued", "sending", "delivered", "failed", "cancelled"][..],
-            )
+            (stats, &DeliveryState::ALL[..])
         } else {
             let Ok(stats) = store.queue_stats().await else {
                 return;
             };
-            (stats, &["queued", "sending"][..])
+            (stats, &[DeliveryState::Queued, DeliveryState::Sending][..])
         };
         for &state in states {
             let found = stats.iter().find(|s| s.state == state);
@@ -1123,7 +1120,9 @@ impl Worker {
             let age = found
                 .and_then(|s| s.oldest_created_at)
                 .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-            self.outbox.metrics.delivery_queue(state, depth, age);
+            self.outbox
+                .metrics
+                .delivery_queue(state.as_str(), depth, age);
         }
     }
 
@@ -1139,20 +1138,20 @@ impl Worker {
         let now = now_ms();
         let mut paused_for = None;
         let (state, at, error, label) = match outcome {
-            Outcome::Delivered => ("delivered", now, None, "delivered"),
-            Outcome::Failed(error) => ("failed", now, Some(error), "failed"),
+            Outcome::Delivered => (DeliveryState::Delivered, now, None, "delivered"),
+            Outcome::Failed(error) => (DeliveryState::Failed, now, Some(error), "failed"),
             Outcome::Paused {
                 subscription_id,
                 error,
             } => {
                 paused_for = Some(subscription_id);
-                ("failed", now, Some(error), "failed")
+                (DeliveryState::Failed, now, Some(error), "failed")
             }
             Outcome::Retry { at, error } if at < row.expires_at => {
-                ("queued", at, Some(error), "retry")
+                (DeliveryState::Queued, at, Some(error), "retry")
             }
             Outcome::Retry { error, .. } => (
-                "failed",
+                DeliveryState::Failed,
                 now,
                 Some(ApiError::new(
                     ProblemCode::DeliveryExpired,
@@ -1167,11 +1166,11 @@ impl Worker {
                 )),
                 "expired",
             ),
-            Outcome::HandBack => ("queued", now, None, "handed_back"),
-            Outcome::NotYet { at } => ("queued", at, None, "handed_back"),
+            Outcome::HandBack => (DeliveryState::Queued, now, None, "handed_back"),
+            Outcome::NotYet { at } => (DeliveryState::Queued, at, None, "handed_back"),
         };
         self.outbox.metrics.delivery_attempt(label);
-        if state == "delivered" {
+        if state == DeliveryState::Delivered {
             self.outbox
                 .metrics
                 .delivery_latency(Duration::from_millis((now - row.created_at).max(0) as u64));
@@ -1196,7 +1195,7 @@ impl Worker {
             }
         };
         match recorded {
-            Ok(true) if state != "queued" => {
+            Ok(true) if state != DeliveryState::Queued => {
                 self.outbox.finished.ring(&row.target);
                 self.outbox.forget_if_done(&row.target).await;
             }

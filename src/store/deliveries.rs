@@ -59,6 +59,62 @@ pub enum Enqueued {
     Repeat(String),
 }
 
+/// Where a delivery is in its life (the `state` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for its turn or its next attempt.
+    Queued,
+    /// Claimed by a worker, under its lease.
+    Sending,
+    /// Every part posted (or the subscription answered).
+    Delivered,
+    /// For good: no retry could help, or its age ran out.
+    Failed,
+    /// Cancelled by its caller before it was sent.
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Sending,
+        Self::Delivered,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == raw)
+    }
+
+    /// Still to be sent: queued or being sent.
+    pub const fn is_unfinished(self) -> bool {
+        matches!(self, Self::Queued | Self::Sending)
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state as the store read it: one of [`DeliveryState`], or the row is unreadable.
+fn decoded_state(raw: &str) -> Result<DeliveryState, sqlx::Error> {
+    DeliveryState::parse(raw)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown delivery state {raw:?}").into()))
+}
+
 /// A delivery as stored.
 #[derive(Clone, Debug)]
 pub struct DeliveryRow {
@@ -67,7 +123,7 @@ pub struct DeliveryRow {
     pub target: String,
     pub request: String,
     pub chunks: Vec<String>,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub uncertain_since: Option<i64>,
@@ -93,13 +149,13 @@ pub enum Transition {
     Done,
     NotFound,
     /// The delivery is in another state (named).
-    WrongState(String),
+    WrongState(DeliveryState),
 }
 
 /// Queue depth and oldest entry per state.
 #[derive(Debug)]
 pub struct StateStats {
-    pub state: String,
+    pub state: DeliveryState,
     pub count: i64,
     pub oldest_created_at: Option<i64>,
 }
@@ -163,7 +219,7 @@ where
         target: row.try_get("target")?,
         request: row.try_get("request")?,
         chunks: serde_json::from_str(&chunks).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        state: row.try_get("state")?,
+        state: decoded_state(&row.try_get::<String, _>("state")?)?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         uncertain_since: row.try_get("uncertain_since")?,
@@ -335,7 +391,7 @@ impl Store {
     /// first would hand a poller everything again.
     pub async fn deliveries(
         &self,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Option<Vec<DeliveryRow>>, StoreError> {
@@ -358,7 +414,7 @@ impl Store {
         );
         let rows = with_pool!(self, p => {
             sqlx::query(&sql)
-                .bind(state.unwrap_or(""))
+                .bind(state.map_or("", DeliveryState::as_str))
                 .bind(after_seq)
                 .bind(limit)
                 .fetch_all(p)
@@ -677,7 +733,7 @@ impl Store {
         &self,
         id: &str,
         owner: &str,
-        state: &str,
+        state: DeliveryState,
         next_attempt_at: i64,
         last_error: Option<&str>,
         now: i64,
@@ -687,10 +743,10 @@ impl Store {
                        updated_at = $6, finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $6 END \
                    WHERE id = $1 AND lease_owner = $2 AND state = 'sending'";
         let done = with_pool!(self, p => {
-            sqlx::query(sql).bind(id).bind(owner).bind(state).bind(next_attempt_at)
+            sqlx::query(sql).bind(id).bind(owner).bind(state.as_str()).bind(next_attempt_at)
                 .bind(last_error).bind(now).execute(p).await?.rows_affected()
         });
-        if done == 1 && state != "queued" {
+        if done == 1 && state != DeliveryState::Queued {
             self.next_head_comes_due(id, now).await;
         }
         Ok(done == 1)
@@ -835,7 +891,10 @@ impl Store {
         let sql = "SELECT state FROM deliveries WHERE id = $1";
         let state: Option<String> =
             with_pool!(self, p => sqlx::query_scalar(sql).bind(id).fetch_optional(p).await)?;
-        Ok(state.map_or(Transition::NotFound, Transition::WrongState))
+        match state {
+            None => Ok(Transition::NotFound),
+            Some(raw) => Ok(Transition::WrongState(decoded_state(&raw)?)),
+        }
     }
 
     /// Hands back every claim of `owner` (graceful shutdown): `sending` becomes `queued`.
@@ -888,7 +947,7 @@ impl Store {
         Ok(with_pool!(self, p => {
             sqlx::query(&sql).fetch_all(p).await?.iter().map(|r| {
                 Ok(StateStats {
-                    state: r.try_get("state")?,
+                    state: decoded_state(&r.try_get::<String, _>("state")?)?,
                     count: r.try_get("n")?,
                     oldest_created_at: r.try_get("oldest")?,
                 })
