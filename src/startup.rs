@@ -368,7 +368,7 @@ impl Application {
                 })
                 .collect(),
             hook_bodies: Arc::new(api::hooks::HookBodies::new()),
-            inbound_bodies: Arc::new(api::hooks::HookBodies::new()),
+            inbound_bodies: Arc::new(api::hooks::HookBodies::for_inbound()),
             hook_replays: api::hooks::replays(),
         });
         let hook_state = state.clone();

@@ -69,6 +69,8 @@ pub struct HookBodies {
     proven: Arc<tokio::sync::Semaphore>,
     unverified: Arc<tokio::sync::Semaphore>,
     unverified_by_address: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// Unverified bodies one address may have read at once.
+    per_address: usize,
 }
 
 /// A body's permit; an unverified one also counts against its address until dropped.
@@ -97,10 +99,21 @@ impl Drop for AddressCount<'_> {
 
 impl HookBodies {
     pub fn new() -> Self {
+        Self::with_per_address(UNVERIFIED_PER_ADDRESS)
+    }
+
+    /// The permits for `/inbound/…`'s bodies, all unverified (Chat's token is inside them).
+    pub fn for_inbound() -> Self {
+        Self::with_per_address(super::inbound::BODIES_PER_ADDRESS)
+    }
+
+    /// As [`Self::new`], with `per_address` unverified bodies an address may have read at once.
+    fn with_per_address(per_address: usize) -> Self {
         Self {
             proven: Arc::new(tokio::sync::Semaphore::new(BODIES_AT_ONCE)),
             unverified: Arc::new(tokio::sync::Semaphore::new(BODIES_AT_ONCE)),
             unverified_by_address: Default::default(),
+            per_address,
         }
     }
 
@@ -126,7 +139,7 @@ impl HookBodies {
                     .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
                 let mut held = self.held_by_address();
                 let n = held.entry(ip).or_default();
-                if *n >= UNVERIFIED_PER_ADDRESS {
+                if *n >= self.per_address {
                     return None;
                 }
                 *n += 1;

@@ -50,6 +50,10 @@ pub struct InboundCall {
     payload: Option<String>,
 }
 
+/// Bodies of calls to `/inbound/…` one client address may have read at once (Chat's come from
+/// the NAS's one address, small and whole, so only stalled bodies are held).
+pub(super) const BODIES_PER_ADDRESS: usize = 4;
+
 /// Largest body of a call from Chat. Chat's forms are small, but a long message is long
 /// encoded: a CJK character takes 9 bytes of a form (`%E4%BD%A0`), so 1 MiB holds a text of
 /// over 100,000 of them (DSM's own limit on a message is far lower).
@@ -119,7 +123,7 @@ pub(super) fn store_failure(error: StoreError) -> ApiError {
             integrations' tokens", body = super::error::Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable (or, with `verify = \"dsm\"`, \
-            DSM is busy), or as many inbound bodies as the gateway reads at once (16, at most 2 \
+            DSM is busy), or as many inbound bodies as the gateway reads at once (16, at most 4 \
             from one client address) are being read already (`hooks_busy`)",
             body = super::error::Problem,
             content_type = "application/problem+json"),
@@ -137,16 +141,17 @@ pub async fn receive(
     let name = &path.name;
     // Before a byte of the body is read: an unknown name costs the caller nothing of ours.
     let inbound = inbound(&events, name)?;
-    // Read before its caller is known (the token is inside): at most as many at once, and
-    // from one address, as unproven hook bodies, so stalled bodies cannot fill the memory.
+    // Read before its caller is known (the token is inside): at most as many at once as
+    // unproven hook bodies, [`BODIES_PER_ADDRESS`] from one address, so stalled bodies cannot
+    // fill the memory. The permit is given back once the body is in.
     let read = super::hooks::read_body(
         &state.inbound_bodies,
         &req,
         payload,
         (Admission::SignatureToCheck, MAX_INBOUND_BODY),
     );
-    let (body, _permit) = match read.await {
-        Ok(read) => read,
+    let body = match read.await {
+        Ok((body, _permit)) => body,
         Err(Unread::TooLarge) => {
             return Err(ApiError::new(
                 ProblemCode::PayloadTooLarge,

@@ -1028,7 +1028,8 @@ async fn stalled_inbound_bodies_cannot_pile_up_and_a_huge_one_is_refused_unread(
             .unwrap();
         stream
     };
-    let stalled: Vec<std::net::TcpStream> = (0..2).map(|_| stall(1_000)).collect();
+    // Four from one address (the NAS is one), held until they come or time out.
+    let stalled: Vec<std::net::TcpStream> = (0..4).map(|_| stall(1_000)).collect();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let body = format!("token={token}&channel_id=2&user_id=3&post_id=5&text=hi");
     let (status, problem) = post_form(&app, "/inbound/ops", body.clone()).await;
