@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
 use crate::startup::Application;
-use crate::upstream::{DsmShared, UpstreamError};
+use crate::upstream::{DsmShared, Refusal};
 use crate::{api, auth, logging, sim};
 
 #[derive(Parser)]
@@ -207,7 +207,7 @@ fn enroll_device(settings: &Settings, otp: Option<String>) -> Result<(), String>
     actix_web::rt::System::new().block_on(async move {
         let client = DsmShared::new(config, crate::metrics::Metrics::new())?.client();
         let outcome = match client.login_once(otp.as_deref(), true).await {
-            Err(UpstreamError::LoginRefused { code: 403 }) if otp.is_none() => {
+            Err(error) if error.refusal() == Some(Refusal::OtpRequired) && otp.is_none() => {
                 eprint!("One-time code from your authenticator app: ");
                 let _ = std::io::stderr().flush();
                 let mut code = String::new();
@@ -225,7 +225,7 @@ fn enroll_device(settings: &Settings, otp: Option<String>) -> Result<(), String>
                 }
                 None => Err("DSM accepted the login but issued no device id (is 2-step verification on for this account?)".to_owned()),
             },
-            Err(UpstreamError::LoginRefused { code: 404 }) => Err("DSM rejected the one-time code (error 404)".to_owned()),
+            Err(error) if error.refusal() == Some(Refusal::OtpWrong) => Err("DSM rejected the one-time code (error 404)".to_owned()),
             Err(error) => Err(error.to_string()),
         }
     })

@@ -19,7 +19,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, Post, PostId, User, UserId};
-use crate::upstream::{ExternalMessage, PostWindow, UpstreamError};
+use crate::upstream::{ExternalMessage, PostWindow, Refusal, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(send_bot_message)
@@ -104,7 +104,7 @@ fn bot_read_error(
     channel: impl std::fmt::Display,
     missing: impl std::fmt::Display,
 ) -> ApiError {
-    if error.dsm_code() == Some(401) {
+    if error.refusal() == Some(Refusal::BotNotInChannel) {
         let detail = format!("the bot `{name}` is not a member of {channel}");
         return ApiError::from(error).with_detail(detail);
     }

@@ -17,7 +17,7 @@ use crate::api::error::{ApiError, Problem, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::domain::{Channel, ChannelId, ChannelKind, ChannelType, UserId, is_name_separator};
 use crate::forwarded::public_url_for;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Refusal, UpstreamError};
 
 /// The routes without a path parameter: looked up first (see `api::routes`).
 pub fn collection_routes(cfg: &mut ServiceConfig) {
@@ -189,15 +189,15 @@ pub async fn create_channel(
     let created = chat
         .create_channel(&name, kind.unwrap_or(ChannelType::Private))
         .await
-        .map_err(|e| match e.dsm_code() {
+        .map_err(|e| match e.refusal() {
             // "Record not valid": DSM's verdict on the name (it refuses spaces, for one).
-            Some(152) => ApiError::from(e).recoded(
+            Some(Refusal::InvalidRecord) => ApiError::from(e).recoded(
                 ProblemCode::UpstreamRejectedInput,
                 format!("name {name:?} is not a valid channel name for DSM (error 152)"),
             ),
             // `type` refused (one n8n note, PROTOCOL.md): a private channel was already asked
             // again without it, so only a public one ends here.
-            Some(407) => ApiError::from(e).recoded(
+            Some(Refusal::RecordRefused) => ApiError::from(e).recoded(
                 ProblemCode::UpstreamRejectedInput,
                 "DSM refused to create a channel of this type (error 407)",
             ),
@@ -211,7 +211,7 @@ pub async fn create_channel(
     };
     // The creator is normally a member already; join answers 117 then (upstream/PROTOCOL.md [C1]).
     if let Err(e) = chat.join_channel(channel_id).await
-        && e.dsm_code() != Some(117)
+        && e.refusal() != Some(Refusal::NotAllowedOrMissing)
     {
         return Err(created_before(e));
     }
@@ -316,7 +316,7 @@ pub async fn join_channel(
     let channel_id = path.channel_id;
     match chat.join_channel(channel_id).await {
         // 117 means "already a member" or "no such channel": the channel list tells which.
-        Err(e) if e.dsm_code() == Some(117) => {
+        Err(e) if e.refusal() == Some(Refusal::NotAllowedOrMissing) => {
             let own_id = own_user_id(&state, &chat).await?;
             let is_member = fresh_channel(&state, &chat, channel_id)
                 .await?

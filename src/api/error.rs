@@ -3,9 +3,9 @@
 //! refused, the DSM error number.
 //!
 //! The tables from a failure to its answer live here: [`ProblemCode::spec`] (problem code →
-//! HTTP status and title), [`problem_for_dsm`] (DSM error number → problem code) and the store's
-//! failures (`From<StoreError>`). The outbox's `classify` reads DSM's numbers for another
-//! question, whether a retry can help.
+//! HTTP status and title), [`problem_for`] (what DSM's refusal means → problem code; the
+//! numbers are read in `upstream`, [`Refusal::of`]) and the store's failures
+//! (`From<StoreError>`).
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::store::StoreError;
 use crate::telemetry;
-use crate::upstream::{ApiFamily, UpstreamError};
+use crate::upstream::{ApiFamily, Refusal, UpstreamError};
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -399,33 +399,41 @@ impl ProblemCode {
     }
 }
 
-/// The one table from a DSM error number (in the family that answered) to a problem code.
-/// Session errors 106/107/150 reach this table only after the pool has logged in again once and
-/// the retry failed the same way; 105/119 once the session was checked and found alive (they
-/// also refuse what the account may not do), or after such a new login.
-pub fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
+/// The one table from what DSM's refusal means ([`Refusal`], read from its number in the
+/// family that answered) to a problem code. Session errors 106/107/150 reach it only after the
+/// pool has logged in again once and the retry failed the same way; 105/119 once the session was
+/// checked and found alive (they also refuse what the account may not do), or after such a new
+/// login.
+pub fn problem_for(refusal: Refusal) -> ProblemCode {
     use ProblemCode::*;
-    match (family, code) {
-        (ApiFamily::Auth, 407 | 411) => UpstreamLoginBlocked,
-        (ApiFamily::Auth, _) => UpstreamLoginFailed,
-        (_, 102..=104) => UpstreamApiUnsupported,
-        (_, 109..=111 | 118) => UpstreamBusy,
-        // 117: the caller's `file_url`. Not 101 or 120 (payload empty, missing or malformed):
-        // the gateway writes the whole payload, so those are its own mistake.
-        (ApiFamily::External, 117 | 407) => UpstreamRejectedInput,
-        (ApiFamily::External, 401) => UpstreamPermissionDenied,
-        (ApiFamily::External, 404) => UpstreamTokenRejected,
-        // 409: the file behind `file_url` is over DSM's limit (PROTOCOL.md [C2], [C3]).
-        (ApiFamily::External, 409) => FileTooLarge,
-        (ApiFamily::External, 410) => MessageTooLong,
-        (ApiFamily::External, 411) => UpstreamRateLimited,
-        // 115: DSM does not let the account upload (PROTOCOL.md [T4]).
-        (_, 105 | 115 | 119 | 160) => UpstreamPermissionDenied,
-        (_, 101 | 114 | 120) => UpstreamContractError,
-        (_, 410) => MessageTooLong,
-        (_, 411) => UpstreamRateLimited,
-        _ => UpstreamError,
+    match refusal {
+        Refusal::LoginBlocked => UpstreamLoginBlocked,
+        Refusal::OtpRequired | Refusal::OtpWrong | Refusal::LoginFailed => UpstreamLoginFailed,
+        Refusal::NoSuchApi | Refusal::NoSuchMethod => UpstreamApiUnsupported,
+        Refusal::Busy => UpstreamBusy,
+        // `External`'s 117: the caller's `file_url`. Not 101 or 120 (payload empty, missing or
+        // malformed): the gateway writes the whole payload, so those are its own mistake.
+        Refusal::PayloadRefused | Refusal::PayloadRecordInvalid => UpstreamRejectedInput,
+        Refusal::BotNotInChannel | Refusal::PermissionDenied => UpstreamPermissionDenied,
+        Refusal::TokenRejected => UpstreamTokenRejected,
+        // The file behind `file_url` is over DSM's limit (PROTOCOL.md [C2], [C3]).
+        Refusal::FileTooLarge => FileTooLarge,
+        Refusal::TooLong => MessageTooLong,
+        Refusal::RateLimited => UpstreamRateLimited,
+        Refusal::GatewayMistake => UpstreamContractError,
+        // What only the operation can tell apart, or no source explains.
+        Refusal::SessionLost
+        | Refusal::NotAllowedOrMissing
+        | Refusal::InvalidRecord
+        | Refusal::RecordRefused
+        | Refusal::NasFailed
+        | Refusal::Unknown => UpstreamError,
     }
+}
+
+#[cfg(test)]
+fn problem_for_dsm(family: ApiFamily, code: i64) -> ProblemCode {
+    problem_for(Refusal::of(family, code))
 }
 
 /// The request path as a problem names it: at most 1024 bytes, then `…`.
@@ -613,27 +621,25 @@ impl ApiError {
     /// when that resource does not exist or is not visible to the account (or integration
     /// token), which is a 404.
     pub fn for_resource(error: UpstreamError, what: impl std::fmt::Display) -> Self {
-        match error {
-            UpstreamError::Dsm {
-                family: ApiFamily::Session | ApiFamily::External,
-                code: 117,
-                ..
-            } => {
-                let mut api_error = ApiError::not_found(format!(
-                    "{what} does not exist or is not visible to the gateway's account"
-                ));
-                api_error.dsm_code = Some(117);
-                api_error
-            }
-            other => other.into(),
+        let missing = matches!(
+            error.refusal(),
+            Some(Refusal::NotAllowedOrMissing | Refusal::PayloadRefused)
+        );
+        if !missing {
+            return error.into();
         }
+        let mut api_error = ApiError::not_found(format!(
+            "{what} does not exist or is not visible to the gateway's account"
+        ));
+        api_error.dsm_code = error.dsm_code();
+        api_error
     }
 
     /// For a call on which Chat's 117 can only mean "permission denied" (`Chatbot.set` on a
     /// chatbot its list shows, `src/upstream/PROTOCOL.md` [C2]): 403
     /// `upstream_permission_denied`, not the unknown 117's 502.
     pub fn for_permission(error: UpstreamError) -> Self {
-        let denied = matches!(error, UpstreamError::Dsm { code: 117, .. });
+        let denied = error.refusal() == Some(Refusal::NotAllowedOrMissing);
         let mut api_error = ApiError::from(error);
         if denied {
             api_error.code = ProblemCode::UpstreamPermissionDenied;
@@ -849,7 +855,7 @@ impl From<UpstreamError> for ApiError {
     fn from(error: UpstreamError) -> Self {
         let (code, retry_after) = match &error {
             UpstreamError::Dsm { family, code, .. } => {
-                let problem = problem_for_dsm(*family, *code);
+                let problem = problem_for(Refusal::of(*family, *code));
                 let retry = matches!(
                     problem,
                     ProblemCode::UpstreamRateLimited | ProblemCode::UpstreamBusy
@@ -858,7 +864,7 @@ impl From<UpstreamError> for ApiError {
                 (problem, retry)
             }
             UpstreamError::LoginRefused { code } => {
-                let problem = problem_for_dsm(ApiFamily::Auth, *code);
+                let problem = problem_for(Refusal::of(ApiFamily::Auth, *code));
                 (
                     problem,
                     (problem == ProblemCode::UpstreamLoginBlocked).then_some(60),

@@ -138,22 +138,21 @@ impl AppState {
 /// Response header: how many posts a text was sent as (long texts are split).
 pub const POST_COUNT_HEADER: &str = "X-Chat-Post-Count";
 
-/// What DSM's answer to one part of a long text means for [`chunking::send_in_parts`]: 410 is
-/// "too long" and 411 "too fast" in both the session and the External family.
+/// What DSM's answer to one part of a long text means for [`chunking::send_in_parts`]: too
+/// long, too fast, or another failure, in the session and the External family alike.
 pub(crate) fn part_outcome<T>(
     result: Result<T, crate::upstream::UpstreamError>,
     describe: impl FnOnce(crate::upstream::UpstreamError) -> ApiError,
 ) -> chunking::PartOutcome<T, ApiError> {
-    use crate::upstream::UpstreamError;
-    match result {
-        Ok(value) => chunking::PartOutcome::Sent(value),
-        Err(error @ UpstreamError::Dsm { code: 410, .. }) => {
-            chunking::PartOutcome::TooLong(describe(error))
-        }
-        Err(error @ UpstreamError::Dsm { code: 411, .. }) => {
-            chunking::PartOutcome::RateLimited(describe(error))
-        }
-        Err(error) => chunking::PartOutcome::Failed(describe(error)),
+    use crate::upstream::Refusal;
+    let error = match result {
+        Ok(value) => return chunking::PartOutcome::Sent(value),
+        Err(error) => error,
+    };
+    match error.refusal() {
+        Some(Refusal::TooLong) => chunking::PartOutcome::TooLong(describe(error)),
+        Some(Refusal::RateLimited) => chunking::PartOutcome::RateLimited(describe(error)),
+        _ => chunking::PartOutcome::Failed(describe(error)),
     }
 }
 

@@ -14,7 +14,7 @@ use super::{CommonProblems, Dsm, State};
 use crate::api::error::ApiError;
 use crate::auth::{Admin, Authorized};
 use crate::config::TokenKind;
-use crate::upstream::{UpstreamError, WebhookKind};
+use crate::upstream::{Refusal, UpstreamError, WebhookKind};
 
 /// The integrations whose tokens DSM lists, as the check names them; `None` is the chatbots.
 const LISTED: [(&str, Option<WebhookKind>); 4] = [
@@ -117,7 +117,14 @@ pub async fn check_tokens(
                 Err(UpstreamError::Unsupported { .. } | UpstreamError::NotListed { .. }) => {
                     Vec::new()
                 }
-                Err(error) if matches!(error.dsm_code(), Some(102..=104)) => Vec::new(),
+                Err(error)
+                    if matches!(
+                        error.refusal(),
+                        Some(Refusal::NoSuchApi | Refusal::NoSuchMethod)
+                    ) =>
+                {
+                    Vec::new()
+                }
                 listed => listed?,
             };
             lists.push((integration, tokens));

@@ -33,7 +33,7 @@ use crate::store::deliveries::{
     DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets,
 };
 use crate::store::{Store, StoreError};
-use crate::upstream::{ApiFamily, DsmClient, DsmShared, ExternalMessage, NewPost, UpstreamError};
+use crate::upstream::{DsmClient, DsmShared, ExternalMessage, NewPost, Refusal, UpstreamError};
 
 mod bells;
 use bells::FinishBells;
@@ -269,16 +269,17 @@ fn classify(error: &UpstreamError) -> Failure {
         UpstreamError::NotListed { .. } => Failure::NotSent,
         // Found by the gateway before sending: nothing left it and no retry can change it.
         UpstreamError::Unsupported { .. } | UpstreamError::NotSendable(_) => Failure::Permanent,
-        UpstreamError::Dsm { code, family, .. } => match (family, code) {
-            (_, 411) => Failure::RateLimited,
-            (_, 410) => Failure::TooLong,
-            // No such API (102: Chat stopped, see `NotListed`), session expired or interrupted
-            // (106, 107), or seen from another address than its login's (150; the retry logs
-            // in again): refused before it ran. Not 119: it reaches here only when the session
-            // was checked and found alive, or a new login was refused the same way, which the
-            // reference reads as a request or permission error (PROTOCOL.md [S3]), and a
-            // message retried for a day would hold back every later one to its target.
-            (ApiFamily::Session, 106 | 107 | 150) | (_, 102 | 408 | 500 | 502 | 503 | 504) => {
+        UpstreamError::Dsm { .. } => match error.refusal() {
+            Some(Refusal::RateLimited) => Failure::RateLimited,
+            Some(Refusal::TooLong) => Failure::TooLong,
+            // No such API (Chat stopped, see `NotListed`), a session expired, interrupted or
+            // seen from another address than its login's (the retry logs in again), or the
+            // NAS's own failure: refused before it ran. Not 119 (`PermissionDenied`): it
+            // reaches here only when the session was checked and found alive, or a new login
+            // was refused the same way, which the reference reads as a request or permission
+            // error (PROTOCOL.md [S3]), and a message retried for a day would hold back every
+            // later one to its target.
+            Some(Refusal::NoSuchApi | Refusal::SessionLost | Refusal::NasFailed) => {
                 Failure::NotSent
             }
             _ => Failure::Permanent,
@@ -2015,6 +2016,7 @@ fn distinct_chunks(posts: &[(i64, Option<i64>)]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::ApiFamily;
 
     #[test]
     fn backoff_starts_within_a_second_and_is_capped() {

@@ -1,5 +1,7 @@
 //! The DSM client: the only code that knows `entry.cgi`, `SYNO.API.Auth` and the WebAPI
 //! envelope. It returns domain types and [`UpstreamError`]s and knows nothing of actix handlers.
+//! DSM's error numbers are read here too, into what they mean ([`Refusal`]), which the HTTP face
+//! and the outbox decide on.
 //!
 //! One name for the DSM client: [`DsmClient`] (a worker's handle; handlers extract it as
 //! `api::Dsm`). [`DsmShared`] is its shared, thread-safe part (settings, the API catalog, the
@@ -46,7 +48,7 @@ pub fn posts_page_translation(body: &[u8], limit: usize) -> Option<(Vec<u8>, usi
     wire::page::posts_page(body, limit)
 }
 pub use client::{Download, DsmClient, LoginOutcome, NewPost, Upload};
-pub use error::{ApiFamily, UpstreamError};
+pub use error::{ApiFamily, Refusal, UpstreamError};
 pub use external::{ChatbotDelivery, ExternalMessage, PostWindow};
 pub use integrations::{ChatbotChanges, NewWebhook, WebhookKind};
 pub use post_satellites::{Reminder, ScheduledPost};
