@@ -171,8 +171,9 @@ pub struct Delivery {
     /// Chunks posted so far.
     chunks_posted: usize,
     /// `true` when a token send was repeated after an answer that never came: it may have
-    /// been posted twice (an incoming webhook cannot check what it posted; a chatbot can,
-    /// unless DSM lets it read neither its channels nor the conversation).
+    /// been posted more than once, once for each such attempt (an incoming webhook cannot
+    /// check what it posted; a chatbot can, unless DSM lets it read neither its channels nor
+    /// the conversation).
     at_least_once: bool,
     /// `true` while a chunk was sent and DSM's answer never came: the next attempt looks for
     /// that post before sending anything. On a cancelled delivery it means the chunk may have
