@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::common::{ConfiguredWebhookList, Items, WebhookPath, outgoing_message};
-use super::deliveries::{Deliveries, accept, queued_behind, wants_async};
+use super::common::{ConfiguredWebhookList, Handover, Items, WebhookPath, outgoing_message};
+use super::deliveries::{Deliveries, wants_async};
 use super::extract::Json;
 use super::{
     AppState, BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
@@ -171,21 +171,20 @@ pub async fn send_with_configured_webhook(
     let token = state.integration_token(&name, TokenKind::Webhook)?;
     let (text, file_url) =
         outgoing_message(&body.text, body.file_url.as_deref(), &state.file_urls)?;
-    let job = Job::Webhook {
-        name: name.clone(),
-        file_url: body.file_url.clone(),
+    let handover = Handover {
+        req: &req,
+        chat: &chat,
+        outbox: &outbox,
+        caller: auth.key_name.as_deref(),
+        job: Job::Webhook {
+            name: name.clone(),
+            file_url: body.file_url.clone(),
+        },
     };
-    let caller = auth.key_name.as_deref();
-    if wants_async(&req) {
-        let parts = outbox.part_limits().split(text.as_str())?;
-        return accept(&req, &outbox, caller, &job, parts, true).await;
+    if let Some(answered) = handover.accept_if_asked_or_queued(&text).await {
+        return answered;
     }
-    if let Some(queued) = queued_behind(&req, &outbox, caller, &job, text.as_str()).await {
-        return queued;
-    }
-    let _turn = outbox
-        .hold_target_for_text(&job.target(), text.as_str())
-        .await;
+    let _turn = handover.hold_target(&text).await;
     let count = send_incoming_text(
         &state,
         &chat,
