@@ -1239,34 +1239,9 @@ impl Worker {
         }
         let store = &self.outbox.store;
         let mut posted = job.chunks_done(&row);
-        let mut channel: Option<ChannelId> = None;
-        // A named channel's turn is its id's, which the API's sends to it take.
-        let mut turn_target = Cow::Borrowed(row.target.as_str());
-        if matches!(job, Job::ChannelNamed { .. }) && posted < row.chunks.len() {
-            match self.channel_of(job, &row).await {
-                Ok(id) => {
-                    channel = Some(id);
-                    let by_id = Job::Channel {
-                        channel_id: id,
-                        thread_id: None,
-                    };
-                    turn_target = Cow::Owned(by_id.target());
-                }
-                Err(outcome) => return outcome,
-            }
-        }
-        // Not overlapping a synchronous send's long message to the target, nor letting one
-        // into this one's. Waited for a third of the lease at most, then handed back: the
-        // claim ran out while its lane waited, and other lanes took the same delivery over and
-        // waited too, while other targets' messages waited for a lane.
-        let several = row.chunks.len().saturating_sub(posted) > 1;
-        let Ok(_turn) = tokio::time::timeout(
-            Duration::from_millis((self.outbox.lease_ms / 3).max(1) as u64),
-            self.outbox.hold_target(&turn_target, several),
-        )
-        .await
-        else {
-            return Outcome::NotYet { at: now_ms() };
+        let (mut channel, _turn) = match self.take_turn(job, &row, posted).await {
+            Ok(taken) => taken,
+            Err(outcome) => return outcome,
         };
         let mut uncertain = row.uncertain_since;
         // An uncertain chatbot send found for some recipients of a part: it may have posted
@@ -1393,61 +1368,110 @@ impl Worker {
                         }
                     }
                 }
-                Err(error) => match classify(&error) {
-                    Failure::Ambiguous => {
-                        // The mark stays: the next attempt looks before sending, once the
-                        // call has had time to land.
-                        let wait = backoff(row.attempts).as_millis() as i64;
-                        return Outcome::Retry {
-                            at: now_ms() + wait.max(self.outbox.settle_ms()),
-                            error: error.into(),
-                        };
+                Err(error) => {
+                    if let Some(outcome) =
+                        self.after_failed_send(error, &mut row, owner, posted).await
+                    {
+                        return outcome;
                     }
-                    Failure::TooLong => {
-                        let _ = store.clear_uncertain(&row.id, owner, false).await;
-                        uncertain = None;
-                        let Some((parts, _)) = crate::chunking::halve(&chunk, usize::MAX) else {
-                            return Outcome::Failed(error.into());
-                        };
-                        row.chunks.splice(posted..=posted, parts);
-                        match store.replace_chunks(&row.id, owner, &row.chunks).await {
-                            Ok(true) => {}
-                            Ok(false) => return Outcome::HandBack,
-                            Err(error) => return self.store_trouble(&row, error),
-                        }
-                    }
-                    Failure::RateLimited => {
-                        let _ = store.clear_uncertain(&row.id, owner, false).await;
-                        let penalty = store.target_penalty(&row.target).await.unwrap_or(0);
-                        let penalty = (penalty * 2).clamp(500, 30_000);
-                        let _ = store
-                            .pace_target(&row.target, now_ms() + self.interval_ms(penalty), penalty)
-                            .await;
-                        return Outcome::Retry {
-                            at: now_ms(),
-                            error: error.into(),
-                        };
-                    }
-                    Failure::NotSent => {
-                        let _ = store.clear_uncertain(&row.id, owner, false).await;
-                        return self.retry(&row, error.into());
-                    }
-                    Failure::TurnedAway(asked) => {
-                        let _ = store.clear_uncertain(&row.id, owner, false).await;
-                        let wait = backoff(row.attempts).max(asked);
-                        return Outcome::Retry {
-                            at: now_ms() + wait.as_millis() as i64,
-                            error: error.into(),
-                        };
-                    }
-                    Failure::Permanent => {
-                        let _ = store.clear_uncertain(&row.id, owner, false).await;
-                        return Outcome::Failed(error.into());
-                    }
-                },
+                    // Halved: its first half is sent next, with nothing uncertain.
+                    uncertain = None;
+                }
             }
         }
         Outcome::Delivered
+    }
+
+    /// The delivery's turn at its target (see [`Outbox::hold_target`]), with the id of a
+    /// channel it names by name (whose turn is its id's, which the API's sends to it take).
+    /// Not overlapping a synchronous send's long message to the target, nor letting one into
+    /// this one's. Waited for a third of the lease at most, then handed back: the claim ran out
+    /// while its lane waited, and other lanes took the same delivery over and waited too,
+    /// while other targets' messages waited for a lane.
+    async fn take_turn(
+        &self,
+        job: &Job,
+        row: &DeliveryRow,
+        posted: usize,
+    ) -> Result<(Option<ChannelId>, TargetHold), Outcome> {
+        let mut channel = None;
+        let mut turn_target = Cow::Borrowed(row.target.as_str());
+        if matches!(job, Job::ChannelNamed { .. }) && posted < row.chunks.len() {
+            let id = self.channel_of(job, row).await?;
+            channel = Some(id);
+            let by_id = Job::Channel {
+                channel_id: id,
+                thread_id: None,
+            };
+            turn_target = Cow::Owned(by_id.target());
+        }
+        let several = row.chunks.len().saturating_sub(posted) > 1;
+        let turn = tokio::time::timeout(
+            Duration::from_millis((self.outbox.lease_ms / 3).max(1) as u64),
+            self.outbox.hold_target(&turn_target, several),
+        )
+        .await
+        .map_err(|_| Outcome::NotYet { at: now_ms() })?;
+        Ok((channel, turn))
+    }
+
+    /// What DSM's refusal of the chunk `posted` means for the delivery: its outcome, or `None`
+    /// when the chunk was too long and is now halved in `row`, to be sent next.
+    async fn after_failed_send(
+        &self,
+        error: UpstreamError,
+        row: &mut DeliveryRow,
+        owner: &str,
+        posted: usize,
+    ) -> Option<Outcome> {
+        let store = &self.outbox.store;
+        let failure = classify(&error);
+        if failure != Failure::Ambiguous {
+            let _ = store.clear_uncertain(&row.id, owner, false).await;
+        }
+        Some(match failure {
+            // The mark stays: the next attempt looks before sending, once the call has had
+            // time to land.
+            Failure::Ambiguous => {
+                let wait = backoff(row.attempts).as_millis() as i64;
+                Outcome::Retry {
+                    at: now_ms() + wait.max(self.outbox.settle_ms()),
+                    error: error.into(),
+                }
+            }
+            Failure::TooLong => {
+                let Some((parts, _)) = crate::chunking::halve(&row.chunks[posted], usize::MAX)
+                else {
+                    return Some(Outcome::Failed(error.into()));
+                };
+                row.chunks.splice(posted..=posted, parts);
+                match store.replace_chunks(&row.id, owner, &row.chunks).await {
+                    Ok(true) => return None,
+                    Ok(false) => Outcome::HandBack,
+                    Err(error) => self.store_trouble(row, error),
+                }
+            }
+            Failure::RateLimited => {
+                let penalty = store.target_penalty(&row.target).await.unwrap_or(0);
+                let penalty = (penalty * 2).clamp(500, 30_000);
+                let _ = store
+                    .pace_target(&row.target, now_ms() + self.interval_ms(penalty), penalty)
+                    .await;
+                Outcome::Retry {
+                    at: now_ms(),
+                    error: error.into(),
+                }
+            }
+            Failure::NotSent => self.retry(row, error.into()),
+            Failure::TurnedAway(asked) => {
+                let wait = backoff(row.attempts).max(asked);
+                Outcome::Retry {
+                    at: now_ms() + wait.as_millis() as i64,
+                    error: error.into(),
+                }
+            }
+            Failure::Permanent => Outcome::Failed(error.into()),
+        })
     }
 
     /// One signed POST of an event to a subscription, with the Standard Webhooks etiquette:
