@@ -267,6 +267,75 @@ fn spawn_housekeeping(store: Store, delivery_retention: Duration) {
 /// A clock this far from the database server's is warned about at start.
 const CLOCK_SKEW_WARNING_MS: i64 = 1_000;
 
+/// What every handler shares: caches, the DSM client, tokens, limits and the hooks.
+fn app_state(
+    settings: &Settings,
+    upstream: Arc<DsmShared>,
+    tokens: BTreeMap<String, IntegrationToken>,
+    metrics: &Arc<Metrics>,
+) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), metrics),
+        upstream,
+        tokens,
+        max_upload_bytes: settings.server.max_upload_bytes,
+        uploads: Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_concurrent_uploads,
+        )),
+        file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
+        message_parts: crate::chunking::PartLimits {
+            max_chars: settings.delivery.max_message_chars,
+            max_parts: settings.delivery.max_message_parts,
+        },
+        hooks: settings
+            .hooks
+            .iter()
+            .filter_map(|(name, hook)| Some((name.clone(), api::hooks::Hook::from_settings(hook)?)))
+            .collect(),
+        hook_bodies: Arc::new(api::hooks::HookBodies::new()),
+        inbound_bodies: Arc::new(api::hooks::HookBodies::for_inbound()),
+        hook_replays: api::hooks::replays(),
+    })
+}
+
+/// The OpenAPI document as this gateway serves it (its public URL, its configured tokens'
+/// names), and the table of its routes that answers 405s.
+fn served_document(
+    settings: &Settings,
+    state: &AppState,
+) -> std::io::Result<(web::Data<RouteTable>, web::Data<api::docs::OpenApiJson>)> {
+    let mut document = api::openapi_document();
+    if let Some(public_url) = &settings.server.public_url {
+        document.servers = Some(vec![utoipa::openapi::Server::new(
+            public_url.as_str().trim_end_matches('/'),
+        )]);
+    }
+    api::describe_configured_tokens(&mut document, &state.tokens);
+    let routes = web::Data::new(RouteTable::from_openapi(&document));
+    let document = web::Data::new(api::docs::OpenApiJson::new(&document)?);
+    Ok((routes, document))
+}
+
+/// Warnings for an upstream that can be read on its way: unverified TLS, plain http.
+fn warn_of_an_unsafe_upstream(settings: &Settings, config: &UpstreamConfig) {
+    if settings.upstream.tls.insecure_skip_verify {
+        tracing::warn!(
+            "upstream.tls.insecure_skip_verify is ON: the NAS's certificate is NOT verified; anyone on the path can read the DSM password"
+        );
+    }
+    if config.base_url.scheme() == "http"
+        && !config.base_url.host_str().is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    {
+        tracing::warn!(
+            "upstream.url uses plain http: the DSM password and session travel unencrypted"
+        );
+    }
+}
+
 impl Application {
     /// Builds everything and binds the listener. In demo mode the DSM simulator is started on a
     /// loopback port first and the gateway is pointed at it.
@@ -298,22 +367,7 @@ impl Application {
         };
         let config = upstream_config(&settings, simulator.as_ref().map(Simulator::base_url))
             .map_err(std::io::Error::other)?;
-        if settings.upstream.tls.insecure_skip_verify {
-            tracing::warn!(
-                "upstream.tls.insecure_skip_verify is ON: the NAS's certificate is NOT verified; anyone on the path can read the DSM password"
-            );
-        }
-        if config.base_url.scheme() == "http"
-            && !config.base_url.host_str().is_some_and(|h| {
-                h == "localhost"
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            })
-        {
-            tracing::warn!(
-                "upstream.url uses plain http: the DSM password and session travel unencrypted"
-            );
-        }
+        warn_of_an_unsafe_upstream(&settings, &config);
         let metrics = Metrics::new();
         metrics.expect_alerted_series(settings.hooks.keys().map(String::as_str));
         let upstream = DsmShared::new(config, metrics.clone()).map_err(std::io::Error::other)?;
@@ -347,40 +401,9 @@ impl Application {
             settings.subscriptions.clone(),
             callbacks,
         );
-        let state = web::Data::new(AppState {
-            caches: Caches::new(Duration::from_secs(settings.cache.ttl_secs), &metrics),
-            upstream: upstream.clone(),
-            tokens,
-            max_upload_bytes: settings.server.max_upload_bytes,
-            uploads: Arc::new(tokio::sync::Semaphore::new(
-                settings.server.max_concurrent_uploads,
-            )),
-            file_urls: crate::domain::FileUrlPolicy::new(&settings.server.file_url_allow),
-            message_parts: crate::chunking::PartLimits {
-                max_chars: settings.delivery.max_message_chars,
-                max_parts: settings.delivery.max_message_parts,
-            },
-            hooks: settings
-                .hooks
-                .iter()
-                .filter_map(|(name, hook)| {
-                    Some((name.clone(), api::hooks::Hook::from_settings(hook)?))
-                })
-                .collect(),
-            hook_bodies: Arc::new(api::hooks::HookBodies::new()),
-            inbound_bodies: Arc::new(api::hooks::HookBodies::for_inbound()),
-            hook_replays: api::hooks::replays(),
-        });
+        let state = app_state(&settings, upstream.clone(), tokens, &metrics);
         let hook_state = state.clone();
-        let mut document = api::openapi_document();
-        if let Some(public_url) = &settings.server.public_url {
-            document.servers = Some(vec![utoipa::openapi::Server::new(
-                public_url.as_str().trim_end_matches('/'),
-            )]);
-        }
-        api::describe_configured_tokens(&mut document, &state.tokens);
-        let routes = web::Data::new(RouteTable::from_openapi(&document));
-        let document = web::Data::new(api::docs::OpenApiJson::new(&document)?);
+        let (routes, document) = served_document(&settings, &state)?;
         let proxies = web::Data::new(TrustedProxies::new(settings.server.trusted_proxies.clone()));
         let body_deadlines = web::Data::new(crate::body_deadline::BodyDeadlines {
             timeout: Duration::from_millis(settings.server.body_timeout_ms),
