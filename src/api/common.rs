@@ -838,8 +838,15 @@ pub async fn post_text(
         |e| ApiError::for_resource(e, what),
     )
     .await;
-    // The channel's `last_post_at` in the cached list moved (or may have).
-    state.caches.channels.invalidate();
+    // The channel's `last_post_at` in the cached list moved (or may have). A send that
+    // posted nothing leaves the list alone: while the NAS is down it is what reads get.
+    let may_have_posted = match &sent {
+        Ok(_) => true,
+        Err(stopped) => !stopped.done.is_empty() || stopped.error.outcome_unknown(),
+    };
+    if may_have_posted {
+        state.caches.channels.invalidate();
+    }
     match sent {
         Ok(posts) => Ok(super::created_posts(posts)),
         Err(stopped) => {

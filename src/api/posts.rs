@@ -18,7 +18,7 @@ use crate::api::error::{ApiError, ProblemCode};
 use crate::auth::{Authorized, Read, Write};
 use crate::delivery::Job;
 use crate::domain::{ChannelId, MessageText, Post, PostId};
-use crate::upstream::{Download, NewFilePost};
+use crate::upstream::{Download, NewFilePost, UpstreamError};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_posts)
@@ -257,7 +257,13 @@ async fn post_file(
             file: form.file,
         })
         .await;
-    state.caches.channels.invalidate();
+    // As for a text post: only a post that was (or may have been) made moves the list.
+    if post
+        .as_ref()
+        .map_or_else(UpstreamError::may_have_been_carried_out, |_| true)
+    {
+        state.caches.channels.invalidate();
+    }
     let post = post.map_err(|e| ApiError::for_resource(e, format_args!("channel {channel_id}")))?;
     Ok(HttpResponse::Created().json(post))
 }

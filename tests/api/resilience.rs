@@ -513,3 +513,22 @@ async fn a_keyed_message_committed_after_the_store_timeout_is_not_stored_twice_b
         "{posted:?}"
     );
 }
+
+#[actix_web::test]
+async fn a_send_that_never_reached_the_nas_keeps_the_cached_channel_list() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels").await.status, 200);
+    app.sim.refuse_connections(true).await;
+    let failed = app
+        .post(
+            "/api/v1/channels/2/posts",
+            json!({"message": "while the NAS is away"}),
+        )
+        .await;
+    assert!(failed.status.is_server_error(), "{}", failed.body);
+    // Nothing was posted, so the list read before is still what reads get (it was dropped, and
+    // every channel read then failed until the NAS was back).
+    let cached = app.get("/api/v1/channels").await;
+    assert_eq!(cached.status, 200, "{}", cached.body);
+    app.sim.refuse_connections(false).await;
+}
