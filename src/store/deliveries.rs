@@ -204,6 +204,21 @@ const CLAIMABLE: &str = "d.seq IN (SELECT MIN(h.seq) FROM deliveries h \
     AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.target = d.target \
         AND o.state = 'sending' AND o.lease_until >= $1 AND o.seq <> d.seq)";
 
+/// SQLite's claimable heads, found from the targets: each target's head is two look-ups in
+/// `deliveries_by_state` (its first queued and first sending row), so a claim costs the number
+/// of targets, not the backlog. [`CLAIMABLE`]'s `GROUP BY` over every unfinished row took
+/// 36 ms a claim under a 70,000-message backlog, and the outbox drained 22 messages a second.
+/// (SQLite's two-argument `min` is NULL when either is.)
+const SQLITE_CLAIMABLE_HEAD: &str = "SELECT d.seq FROM targets t JOIN deliveries d ON d.seq = ( \
+        SELECT min(coalesce(q, s), coalesce(s, q)) FROM (SELECT \
+            (SELECT MIN(h.seq) FROM deliveries h WHERE h.state = 'queued' AND h.target = t.target) AS q, \
+            (SELECT MIN(h.seq) FROM deliveries h WHERE h.state = 'sending' AND h.target = t.target) AS s)) \
+    WHERE t.next_send_at <= $1 \
+    AND (d.state = 'queued' OR d.lease_until < $1) \
+    AND d.next_attempt_at <= $1 \
+    AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.target = d.target \
+        AND o.state = 'sending' AND o.lease_until >= $1 AND o.seq <> d.seq)";
+
 fn decode<R: Row>(row: &R) -> Result<DeliveryRow, sqlx::Error>
 where
     for<'r> &'r str: sqlx::ColumnIndex<R>,
@@ -538,12 +553,16 @@ impl Store {
         targets: Targets<'_>,
     ) -> Result<Option<DeliveryRow>, StoreError> {
         let among = targets.condition("d.target", "$5");
+        let heads = match &self.pool {
+            Pool::Sqlite(_) => SQLITE_CLAIMABLE_HEAD.to_owned(),
+            Pool::Postgres(_) => format!("SELECT d.seq FROM deliveries d WHERE {CLAIMABLE}"),
+        };
         // The outer state check makes a concurrent claim of the same row a no-op.
         let update = format!(
             "UPDATE deliveries SET state = 'sending', lease_owner = $2, lease_until = $3, \
                  attempts = attempts + 1, updated_at = $1 \
              WHERE (state = 'queued' OR lease_until < $1) AND seq = ( \
-                 SELECT d.seq FROM deliveries d WHERE {CLAIMABLE} AND d.target = COALESCE($4, d.target) \
+                 {heads} AND d.target = COALESCE($4, d.target) \
                  AND {among} ORDER BY d.next_attempt_at, d.seq LIMIT 1) \
              RETURNING {COLUMNS}"
         );
