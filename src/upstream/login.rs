@@ -89,8 +89,10 @@ impl DsmClient {
                         dsm_code = code,
                         "DSM session lost; logging in again"
                     );
-                    self.up.metrics.relogin();
-                    self.up.sessions.invalidate(&session);
+                    // Counted once per session ended, not per caller it refused.
+                    if self.up.sessions.invalidate(&session) {
+                        self.up.metrics.relogin();
+                    }
                 }
                 Err(UpstreamError::Dsm {
                     code: 102 | 104, ..
@@ -120,6 +122,20 @@ impl DsmClient {
         // callers repeating a forbidden request cause at most one check per session and
         // SESSION_CHECK_TTL.
         let refused = (op.api, op.method);
+        if self.up.sessions.recently_proven(session, refused) {
+            return false;
+        }
+        // One check at a time: callers refused together take the first one's verdict. Not
+        // waited for longer than a call may take: a check stuck on a hanging NAS proves nothing,
+        // and the caller gets its refusal.
+        let checking = self.up.sessions.checking.lock();
+        let Ok(_checking) = tokio::time::timeout(self.up.config.timeout, checking).await else {
+            return false;
+        };
+        if !self.up.sessions.is_current(session) {
+            // Found lost (or replaced) meanwhile: the retry takes the new session.
+            return true;
+        }
         if self.up.sessions.recently_proven(session, refused) {
             return false;
         }

@@ -97,6 +97,9 @@ pub struct SharedSession {
     // The session generation last proven alive after a 105/119, when, and the operation
     // (api, method) whose refusal it was checked for.
     proven: std::sync::Mutex<Option<Proof>>,
+    // Held while a session is checked after a 105/119: callers refused at once wait for one
+    // check instead of each making their own (a burst of 132 refusals made 264 checks).
+    pub(super) checking: tokio::sync::Mutex<()>,
     // How long a caller waits for another caller's login before giving up (504).
     lock_wait: Duration,
     backoff_max: Duration,
@@ -112,6 +115,7 @@ impl SharedSession {
             }),
             login_watch: LockWatch::default(),
             proven: std::sync::Mutex::new(None),
+            checking: tokio::sync::Mutex::new(()),
             lock_wait,
             backoff_max,
         }
@@ -124,15 +128,26 @@ impl SharedSession {
             .clone()
     }
 
-    /// Forgets `failed` unless a newer session already replaced it.
-    pub fn invalidate(&self, failed: &Session) {
+    /// Forgets `failed` unless a newer session already replaced it (or another caller forgot
+    /// it first): `true` when this call ended it.
+    pub fn invalidate(&self, failed: &Session) -> bool {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current
+        let ends_it = current
             .as_ref()
-            .is_some_and(|s| s.generation == failed.generation)
-        {
+            .is_some_and(|s| s.generation == failed.generation);
+        if ends_it {
             *current = None;
         }
+        ends_it
+    }
+
+    /// Whether `session` is still the one calls are made with.
+    pub fn is_current(&self, session: &Session) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.generation == session.generation)
     }
 
     /// Records that `session` answered a session check made after `refused` (api, method)
@@ -148,7 +163,7 @@ impl SharedSession {
     /// Whether `session` answered a session check within [`SESSION_CHECK_TTL`], after a
     /// refusal of the same operation: the refusals of one forbidden call repeated. Another
     /// operation's refusal is checked (a NAS rebooted since ends every session, PROTOCOL.md
-    /// §1.4: log in again once).
+    /// [S3]: log in again once).
     pub fn recently_proven(
         &self,
         session: &Session,

@@ -647,3 +647,41 @@ async fn a_synotoken_that_cannot_be_sent_is_a_failed_login() {
     }
     assert!(app.sim.login_attempts() >= 2);
 }
+
+/// A NAS reboot under load: every caller's call is refused 119 at once. One of them checks the
+/// session and logs in again; the others take its verdict. Each used to check the session
+/// itself (two calls each) and count a relogin of its own.
+#[actix_web::test]
+async fn callers_refused_together_share_one_session_check_and_one_relogin() {
+    let app = spawn_app_with(SimConfig::default(), |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let logins = app.sim.login_attempts();
+    let checks = || {
+        app.sim.count("SYNO.Chat.User.Preference", "get")
+            + app.sim.count("SYNO.Chat.Channel", "list")
+    };
+    let checked_before = checks();
+    app.sim.expire_all_sessions();
+    let answers = join_all((0..20).map(|_| app.get("/api/v1/channels/1/posts"))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+    let checked = checks() - checked_before;
+    assert!(
+        checked <= 2,
+        "{checked} session checks for one lost session"
+    );
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let relogins = metrics
+        .body
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("synochat_upstream_relogins_total"))
+        .map(str::to_owned);
+    assert_eq!(
+        relogins.as_deref(),
+        Some("synochat_upstream_relogins_total 1")
+    );
+}
