@@ -322,7 +322,8 @@ if wanted contract; then
   # (tests/e2e/contract/st_hooks.py): documented 502/503/504 answers about DSM's state are part of
   # the contract; any other 5xx, or a 502 saying the gateway sent DSM a bad request, still fails.
   # ensure_resource_availability is replaced by resource_available_unless_left (same file): a
-  # private channel the account left is 404 to it, as on DSM.
+  # private channel the account left is 404 to it, as on DSM. use_after_free is replaced by
+  # use_after_free_unless_closed: closing a channel (DELETE /channels/{id}) destroys nothing.
   # It runs in a scratch directory so its crash cache (.schemathesis/) stays out of the tree.
   rm -rf "$ARTIFACTS/schemathesis"
   mkdir -p "$ARTIFACTS/schemathesis" "$TMP/st"
@@ -331,7 +332,7 @@ if wanted contract; then
   ST=(env -C "$TMP/st" PYTHONPATH="$ROOT/tests/e2e/contract" SCHEMATHESIS_HOOKS=st_hooks NO_COLOR=1
       "$ST_BIN" --config-file "$ROOT/tests/e2e/contract/schemathesis.toml" run "$BASE/openapi.json"
       --header "Authorization: Bearer $KEY"
-      --checks all --exclude-checks not_a_server_error,ensure_resource_availability
+      --checks all --exclude-checks not_a_server_error,ensure_resource_availability,use_after_free
       # One worker: with threads, hypothesis occasionally trips over a CPython 3.11 `ast` race
       # ("AST constructor recursion depth mismatch"), a tool error, not a finding.
       --max-examples "$ST_MAX_EXAMPLES" --seed "$ST_SEED" --workers 1

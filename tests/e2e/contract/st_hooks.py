@@ -15,6 +15,7 @@ fails.
 """
 
 import json
+import re
 
 import schemathesis
 
@@ -81,3 +82,27 @@ def _left_the_channel(ctx, case) -> bool:
             if answered is not None and 200 <= answered.status_code < 300:
                 return True
     return False
+
+
+# DSM's `close`: it hides the conversation for the gateway's account and destroys nothing.
+# Matched on the request made (`free`, e.g. `DELETE /api/v1/channels/3`).
+CLOSE = re.compile(r"DELETE /api/v1/channels/[^/?]+")
+
+
+@schemathesis.check
+def use_after_free_unless_closed(ctx, response, case):
+    """The built-in `use_after_free`, but not after a channel was closed.
+
+    `DELETE /channels/{channel_id}` is DSM's `close` (schemathesis.toml says so too): the
+    channel's posts, pins and reminders stay readable, so a later read of one is no use after
+    free. The per-operation switch in schemathesis.toml does not reach the stateful phase
+    under `--checks all`, hence this wrapper (run.sh excludes the built-in check).
+    """
+    from schemathesis.specs.openapi.checks import use_after_free
+
+    try:
+        return use_after_free(ctx, response, case)
+    except Exception as error:
+        if CLOSE.fullmatch(getattr(error, "free", "") or ""):
+            return None
+        raise
