@@ -455,13 +455,19 @@ enum Outcome {
         /// The event was handed over before; `delivery_id` is the first copy's.
         duplicate: bool,
     },
-    /// Wrong name or secret: nothing posted.
-    NoService,
     /// An event the format does not post (GitHub's repeats of a release, CI in progress).
     NotPosted {
         format: Format,
         reason: &'static str,
     },
+    /// Nothing stored, and the sender told why.
+    Declined(Declined),
+}
+
+/// Why a hook stored nothing.
+enum Declined {
+    /// Wrong name or secret: nothing posted.
+    NoService,
     BadBody {
         format: Option<Format>,
         error: FormatError,
@@ -470,7 +476,7 @@ enum Outcome {
     /// The body did not arrive within `server.body_timeout_ms`.
     TimedOut,
     /// The hook's target name matches nothing, or DSM refused for good.
-    Refused {
+    Dsm {
         format: Format,
         slack_code: &'static str,
         error: ApiError,
@@ -482,6 +488,12 @@ enum Outcome {
     },
 }
 
+impl From<Declined> for Outcome {
+    fn from(declined: Declined) -> Self {
+        Self::Declined(declined)
+    }
+}
+
 impl Outcome {
     /// The `answer` label of `synochat_hook_requests_total`.
     fn answer(&self) -> &'static str {
@@ -490,12 +502,52 @@ impl Outcome {
                 duplicate: true, ..
             } => "duplicate",
             Self::Accepted { .. } => "accepted",
-            Self::NoService => "unauthorized",
             Self::NotPosted { .. } => "not_posted",
-            Self::BadBody { .. } | Self::TooLarge | Self::TimedOut => "bad_request",
-            Self::Refused { .. } => "refused",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Declined(Declined::NoService) => "unauthorized",
+            Self::Declined(Declined::BadBody { .. } | Declined::TooLarge | Declined::TimedOut) => {
+                "bad_request"
+            }
+            Self::Declined(Declined::Dsm { .. }) => "refused",
+            Self::Declined(Declined::Unavailable { .. }) => "unavailable",
         }
+    }
+}
+
+impl Declined {
+    /// As the problem document every route answers with; `hook_format` is the hook's own
+    /// (Google Chat's adds its `error` member).
+    fn problem(self, hook_format: Option<Format>) -> ApiError {
+        match self {
+            Self::NoService => in_senders_words(
+                ApiError::not_found("no hook by that name, or not with that secret"),
+                hook_format,
+            ),
+            Self::TooLarge => ApiError::new(
+                ProblemCode::PayloadTooLarge,
+                format!("a hook's body may hold at most {MAX_HOOK_BODY} bytes"),
+            ),
+            Self::TimedOut => crate::body_deadline::timeout_problem(),
+            Self::BadBody { format, error } => in_senders_words(
+                ApiError::invalid(format!("{}: {error}", slack_code(&error))),
+                format,
+            ),
+            Self::Dsm { format, error, .. } => in_senders_words(error, Some(format)),
+            // Asked to retry, whatever the failure's own hint was.
+            Self::Unavailable { format, error } => {
+                in_senders_words(error, Some(format)).with_retry_after(UNAVAILABLE_RETRY_SECS)
+            }
+        }
+    }
+}
+
+/// How long a sender is asked to wait when its hook cannot store a message for now.
+const UNAVAILABLE_RETRY_SECS: u64 = 30;
+
+/// Slack's word for a body it cannot post.
+fn slack_code(error: &FormatError) -> &'static str {
+    match error {
+        FormatError::NoText => "no_text",
+        FormatError::InvalidPayload(_) | FormatError::NotPosted(_) => "invalid_payload",
     }
 }
 
@@ -854,6 +906,50 @@ pub(super) fn hooks_of_secret<'h>(hooks: &'h Hooks, presented: &str) -> Vec<&'h 
         .collect()
 }
 
+/// What the hook `name` made of a request, counted in `synochat_hook_requests_total`, with the
+/// hook when it is configured: for a dialect to word.
+async fn outcome_of<'s>(
+    name: &str,
+    secret: Secret<'_>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    services: (&'s State, &Dsm, &Outbox),
+) -> (Option<&'s Hook>, Outcome) {
+    let state = services.0;
+    let hook = state.hooks.get(name);
+    let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
+    // Another tool's API (ntfy, Matrix, Telegram): its GET is a message, never a check.
+    let foreign = actix_web::HttpMessage::extensions(req).contains::<super::ntfy::NtfyCall>()
+        || actix_web::HttpMessage::extensions(req).contains::<SenderApi>();
+    let outcome = match admitted {
+        // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
+        // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
+        // monitor checks it so.
+        Some((hook, _)) if is_probe(req) && !foreign => Outcome::NotPosted {
+            format: format_of(hook, req).unwrap_or(Format::Generic),
+            reason: "a GET without a message is a check of the hook; nothing is posted",
+        },
+        Some((hook, admission)) => receive((name, hook, admission), req, payload, services).await,
+        None => Declined::NoService.into(),
+    };
+    // Counted for configured hooks only: a request's made-up name never becomes a label.
+    if let (Some(_), Some(metrics)) = (hook, req.app_data::<web::Data<crate::metrics::Metrics>>()) {
+        metrics.hook_request(name, outcome.answer());
+    }
+    match &outcome {
+        Outcome::Declined(Declined::Dsm { error, .. }) => {
+            tracing::warn!(hook = name, %error, "hook message refused");
+        }
+        Outcome::Declined(Declined::Unavailable { error, .. }) => {
+            tracing::warn!(hook = name, %error, "hook message not accepted for now (the store, or too many bodies at once): the sender is asked to retry");
+        }
+        _ => {}
+    }
+    (hook, outcome)
+}
+
+/// A hook's request answered in its sender's dialect: Slack's strings, Discord's `204`, Teams'
+/// `1`, else a receipt or a problem document.
 pub(super) async fn handle(
     name: &str,
     secret: Secret<'_>,
@@ -861,45 +957,14 @@ pub(super) async fn handle(
     payload: web::Payload,
     services: (&State, &Dsm, &Outbox),
 ) -> HttpResponse {
-    let state = services.0;
-    let hook = state.hooks.get(name);
-    let admitted = hook.and_then(|hook| Some((hook, hook.admits(secret, req.headers())?)));
-    // ntfy's GET to a topic's `/publish` posts even without a query ("triggered").
-    let ntfy = actix_web::HttpMessage::extensions(req).contains::<super::ntfy::NtfyCall>();
-    // Answered in their tool's words by their routes, never as Slack's strings.
-    let foreign = ntfy || actix_web::HttpMessage::extensions(req).contains::<SenderApi>();
-    let outcome = match admitted {
-        // A GET with no query (or only a Discord URL's) carries no message: Discord's senders
-        // (Uptime Kuma) read a webhook's URL this way before posting, and a browser or a
-        // monitor checks it so. Not so through another tool's API, whose GET is a message.
-        Some((hook, _)) if is_probe(req) && !foreign => Outcome::NotPosted {
-            format: format_of(hook, req).unwrap_or(Format::Generic),
-            reason: "a GET without a message is a check of the hook; nothing is posted",
-        },
-        Some((hook, admission)) => receive((name, hook, admission), req, payload, services).await,
-        None => Outcome::NoService,
-    };
-    // Counted for configured hooks only: a request's made-up name never becomes a label.
-    if let (Some(_), Some(metrics)) = (hook, req.app_data::<web::Data<crate::metrics::Metrics>>()) {
-        metrics.hook_request(name, outcome.answer());
-    }
+    let (hook, outcome) = outcome_of(name, secret, req, payload, services).await;
+    let hook_format = hook.and_then(|h| format_of(h, req));
     let slack_style = |format: Option<Format>| {
-        !foreign
-            && format
-                .or(hook.and_then(|h| format_of(h, req)))
-                .is_none_or(Format::answers_like_slack)
+        format
+            .or(hook_format)
+            .is_none_or(Format::answers_like_slack)
     };
     match outcome {
-        Outcome::Accepted {
-            delivery_id,
-            duplicate,
-            ..
-        } if ntfy => replayed(HttpResponse::Ok(), duplicate)
-            .insert_header((
-                header::LOCATION,
-                public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}")),
-            ))
-            .json(super::ntfy::Published::new(name, delivery_id)),
         // Slack's senders accept only `200 ok`, and Teams' the connector's `200 1` (some check
         // the body); the message is stored, not yet posted, and can be followed at its
         // `Location` as with the other formats.
@@ -970,31 +1035,6 @@ pub(super) async fn handle(
                     discord: posted.map(|(_, message)| *message),
                 })
         }
-        // Slack's senders get Slack's strings; the others a problem document.
-        Outcome::NoService if slack_style(None) => plain(StatusCode::NOT_FOUND, "no_service"),
-        // A hook set to Google Chat's format answers a wrong secret in Google's words too: Argo
-        // CD reads only the `error` member, never the status.
-        Outcome::NoService => in_senders_words(
-            ApiError::not_found("no hook by that name, or not with that secret"),
-            hook.and_then(|h| format_of(h, req)),
-        )
-        .error_response(),
-        Outcome::TooLarge if slack_style(None) => {
-            plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-        }
-        Outcome::TooLarge => ApiError::new(
-            ProblemCode::PayloadTooLarge,
-            format!("a hook's body may hold at most {MAX_HOOK_BODY} bytes"),
-        )
-        .error_response(),
-        Outcome::TimedOut if slack_style(None) => {
-            let mut response = plain(StatusCode::REQUEST_TIMEOUT, "request_timeout");
-            response
-                .head_mut()
-                .set_connection_type(ConnectionType::Close);
-            response
-        }
-        Outcome::TimedOut => crate::body_deadline::timeout_problem().error_response(),
         // Nothing stored, on purpose, and said so: a success, in the sender's dialect.
         Outcome::NotPosted { format, reason } => {
             tracing::debug!(hook = name, reason, "hook event not posted");
@@ -1003,55 +1043,47 @@ pub(super) async fn handle(
             } else if format == Format::Discord {
                 HttpResponse::NoContent().finish()
             } else {
-                HttpResponse::Ok().json(HookNotPosted {
-                    ok: true,
-                    posted: false,
-                    reason,
-                })
+                not_posted(reason)
             }
         }
-        Outcome::BadBody { format, error } => {
-            let code = match error {
-                FormatError::NoText => "no_text",
-                FormatError::InvalidPayload(_) | FormatError::NotPosted(_) => "invalid_payload",
-            };
-            if slack_style(format) {
-                plain(StatusCode::BAD_REQUEST, code)
-            } else {
-                in_senders_words(ApiError::invalid(format!("{code}: {error}")), format)
-                    .error_response()
+        // Slack's senders get Slack's strings; the others a problem document.
+        Outcome::Declined(declined) => match declined {
+            Declined::NoService if slack_style(None) => plain(StatusCode::NOT_FOUND, "no_service"),
+            Declined::TooLarge if slack_style(None) => {
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
-        }
-        Outcome::Refused {
-            format,
-            slack_code,
-            error,
-        } => {
-            tracing::warn!(hook = name, %error, "hook message refused");
-            if slack_style(Some(format)) {
-                // The statuses Slack gives these bodies (senders-delivery-events A.1).
+            Declined::TimedOut if slack_style(None) => {
+                let mut response = plain(StatusCode::REQUEST_TIMEOUT, "request_timeout");
+                response
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+                response
+            }
+            Declined::BadBody { format, error } if slack_style(format) => {
+                plain(StatusCode::BAD_REQUEST, slack_code(&error))
+            }
+            // The statuses Slack gives these bodies (senders-delivery-events A.1).
+            Declined::Dsm {
+                format, slack_code, ..
+            } if slack_style(Some(format)) => {
                 let status = match slack_code {
                     "channel_not_found" => StatusCode::NOT_FOUND,
                     "action_prohibited" => StatusCode::FORBIDDEN,
                     _ => StatusCode::BAD_REQUEST,
                 };
                 plain(status, slack_code)
-            } else {
-                in_senders_words(error, Some(format)).error_response()
             }
-        }
-        Outcome::Unavailable { format, error } => {
-            tracing::warn!(hook = name, %error, "hook message not accepted for now (the store, or too many bodies at once): the sender is asked to retry");
-            let mut response = if slack_style(Some(format)) {
-                plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-            } else {
-                in_senders_words(error, Some(format)).error_response()
-            };
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
-            response
-        }
+            Declined::Unavailable { format, .. } if slack_style(Some(format)) => {
+                let mut response =
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(UNAVAILABLE_RETRY_SECS),
+                );
+                response
+            }
+            declined => declined.problem(hook_format).error_response(),
+        },
     }
 }
 
@@ -1269,52 +1301,80 @@ fn short_digest(text: &str) -> String {
     hex::encode(&digest[..16])
 }
 
-/// The hook's answer, read for the routes that word it in another tool's terms (Matrix's,
-/// Telegram's).
+/// A hook's request, for the routes that word its answer in another tool's terms (ntfy's,
+/// Matrix's, Telegram's), which their clients parse.
+pub(super) async fn answered(
+    name: &str,
+    secret: Secret<'_>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    services: (&State, &Dsm, &Outbox),
+) -> Answered {
+    let (hook, outcome) = outcome_of(name, secret, req, payload, services).await;
+    match outcome {
+        Outcome::Accepted {
+            delivery_id,
+            duplicate,
+            ..
+        } => {
+            let location = public_url_for(req, &format!("/api/v1/deliveries/{delivery_id}"));
+            let mut kept = Vec::with_capacity(2);
+            kept.extend(
+                header::HeaderValue::from_str(&location)
+                    .ok()
+                    .map(|value| (header::LOCATION, value)),
+            );
+            if duplicate {
+                kept.push((
+                    IDEMPOTENT_REPLAYED,
+                    header::HeaderValue::from_static("true"),
+                ));
+            }
+            Answered::Stored(Stored { delivery_id, kept })
+        }
+        Outcome::NotPosted { reason, .. } => {
+            tracing::debug!(hook = name, reason, "hook event not posted");
+            Answered::NotPosted(reason)
+        }
+        Outcome::Declined(declined) => {
+            let problem = declined.problem(hook.and_then(|h| format_of(h, req)));
+            let status = problem.status_code();
+            // The gateway's own failure (500, 502, 504) stays a problem document, as documented
+            // for every route.
+            if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+                Answered::Refused(Refusal::from(problem))
+            } else {
+                Answered::Failed(problem.error_response())
+            }
+        }
+    }
+}
+
+/// `200` and `{"ok": true, "posted": false, "reason"}`: an event the hook does not post.
+pub(super) fn not_posted(reason: &'static str) -> HttpResponse {
+    HttpResponse::Ok().json(HookNotPosted {
+        ok: true,
+        posted: false,
+        reason,
+    })
+}
+
+/// A hook's outcome, for the routes that word it in another tool's terms.
 pub(super) enum Answered {
     /// Stored in the outbox.
     Stored(Stored),
+    /// An event the hook does not post, on purpose (the reason): a success.
+    NotPosted(&'static str),
     /// Refused for a reason the tool's clients read: a 4xx, or a 503 to retry.
     Refused(Refusal),
     /// The gateway's own failure: a problem document, as on every route.
     Failed(HttpResponse),
 }
 
-impl Answered {
-    pub async fn of(answer: HttpResponse) -> Self {
-        let status = answer.status();
-        if status.is_success() {
-            let kept: Vec<_> = [header::LOCATION, super::idempotency::IDEMPOTENT_REPLAYED]
-                .into_iter()
-                .filter_map(|name| Some((name.clone(), answer.headers().get(&name)?.clone())))
-                .collect();
-            let bytes = actix_web::body::to_bytes(answer.into_body())
-                .await
-                .unwrap_or_default();
-            let receipt: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return match receipt["delivery_id"].as_str() {
-                Some(delivery_id) => Self::Stored(Stored {
-                    delivery_id: delivery_id.to_owned(),
-                    kept,
-                }),
-                // Every stored message has a delivery: a success without one stored nothing.
-                None => Self::Failed(
-                    ApiError::new(ProblemCode::Internal, "the message was not stored")
-                        .error_response(),
-                ),
-            };
-        }
-        if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
-            return Self::Refused(Refusal::of(answer).await);
-        }
-        Self::Failed(answer)
-    }
-}
-
 /// A message the hook stored.
 pub(super) struct Stored {
     pub delivery_id: String,
-    /// The hook's `Location` and `Idempotent-Replayed`.
+    /// `Location` (the delivery) and, for a message handed over before, `Idempotent-Replayed`.
     kept: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
@@ -1329,37 +1389,34 @@ impl Stored {
     }
 }
 
-/// A refusal the hook answered, for the routes that word it in another tool's terms (ntfy's,
-/// Matrix's, Telegram's), which their clients parse.
+/// A refusal, for the routes that word it in another tool's terms.
 pub(super) struct Refusal {
+    /// The problem's status and headers (`Retry-After`, `WWW-Authenticate`, the connection's
+    /// close).
     head: HttpResponse<()>,
     /// What was wrong, with the request's id.
     pub error: String,
 }
 
-impl Refusal {
-    /// Reads the problem (or Slack-style string) `answer` carries.
-    pub async fn of(answer: HttpResponse) -> Self {
-        let (response, body) = answer.into_parts();
-        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
-        let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let detail = problem["detail"]
-            .as_str()
-            .or(problem["title"].as_str())
-            .map_or_else(
-                || String::from_utf8_lossy(&bytes).into_owned(),
-                str::to_owned,
-            );
-        let error = match problem["request_id"].as_str() {
+impl From<ApiError> for Refusal {
+    fn from(problem: ApiError) -> Self {
+        let document = problem.problem();
+        let detail = match document.detail.is_empty() {
+            true => document.title.to_owned(),
+            false => document.detail,
+        };
+        let error = match document.request_id {
             Some(id) => format!("{detail} (request {id})"),
             None => detail,
         };
         Self {
-            head: response,
+            head: problem.error_response().drop_body(),
             error,
         }
     }
+}
 
+impl Refusal {
     pub fn status(&self) -> StatusCode {
         self.head.status()
     }
@@ -1608,19 +1665,21 @@ async fn receive(
     let (body, permit) =
         match read_body(&state.hook_bodies, req, payload, (admission, MAX_HOOK_BODY)).await {
             Ok(read) => read,
-            Err(Unread::TooLarge) => return Outcome::TooLarge,
-            Err(Unread::TimedOut) => return Outcome::TimedOut,
+            Err(Unread::TooLarge) => return Declined::TooLarge.into(),
+            Err(Unread::TimedOut) => return Declined::TimedOut.into(),
             Err(Unread::Busy) => {
-                return Outcome::Unavailable {
+                return Declined::Unavailable {
                     format: format_of(hook, req).unwrap_or(Format::Slack),
                     error: Unread::busy(),
-                };
+                }
+                .into();
             }
             Err(Unread::Failed) => {
-                return Outcome::BadBody {
+                return Declined::BadBody {
                     format: format_of(hook, req),
                     error: FormatError::InvalidPayload("the body could not be read".into()),
-                };
+                }
+                .into();
             }
         };
     if let Some(signing) = &hook.signing {
@@ -1630,7 +1689,7 @@ async fn receive(
         texts.extend(carried.as_deref().map(str::as_bytes));
         if let Err(why) = signing.verify(req.headers(), &texts, unix_ms() / 1000) {
             tracing::warn!(hook = name, %why, "hook request refused: its signature did not verify");
-            return Outcome::NoService;
+            return Declined::NoService.into();
         }
     }
     let mut content_type = req
@@ -1652,12 +1711,13 @@ async fn receive(
                 ))
                 .await;
             }
-            Ok(None) => return Outcome::NoService,
+            Ok(None) => return Declined::NoService.into(),
             Err(error) => {
-                return Outcome::BadBody {
+                return Declined::BadBody {
                     format: Some(Format::Ntfy),
                     error,
-                };
+                }
+                .into();
             }
         }
     }
@@ -1671,10 +1731,11 @@ async fn receive(
             match multipart_body(req, body).await {
                 Ok((json, _)) => (json, Some("application/json")),
                 Err(error) => {
-                    return Outcome::BadBody {
+                    return Declined::BadBody {
                         format: Some(format),
                         error,
-                    };
+                    }
+                    .into();
                 }
             }
         } else {
@@ -1691,10 +1752,11 @@ async fn receive(
                 ))
                 .await
             }
-            Err(error) => Outcome::BadBody {
+            Err(error) => Declined::BadBody {
                 format: Some(format),
                 error,
-            },
+            }
+            .into(),
         };
     }
     let mut files = Vec::new();
@@ -1840,31 +1902,34 @@ async fn finish_receive(
         }
         Err(error) => {
             // Answered in the sender's dialect: a Slack-style string only to a Slack-style body.
-            return Outcome::BadBody {
+            return Declined::BadBody {
                 format: format.or(shape),
                 error,
-            };
+            }
+            .into();
         }
     };
     let text = match MessageText::parse(rendered.text) {
         Ok(text) => text,
         Err(refusal) => {
-            return Outcome::BadBody {
+            return Declined::BadBody {
                 format: Some(dialect(rendered.format)),
                 error: match refusal {
                     TextRefusal::Blank => FormatError::NoText,
                     TextRefusal::Nul => FormatError::InvalidPayload(format!("the text {refusal}")),
                 },
-            };
+            }
+            .into();
         }
     };
     let event = match event_of(req, content_key, &text, hook) {
         Ok(event) => event,
         Err(error) => {
-            return Outcome::BadBody {
+            return Declined::BadBody {
                 format: Some(dialect(rendered.format)),
                 error,
-            };
+            }
+            .into();
         }
     };
     // Read and rendered: the body is gone, and the wait for DSM or the store is not held
@@ -1926,15 +1991,17 @@ async fn finish_receive(
                 duplicate,
             }
         }
-        Err(DispatchError::Transient(error)) => Outcome::Unavailable {
+        Err(DispatchError::Transient(error)) => Declined::Unavailable {
             format: dialect(rendered.format),
             error,
-        },
-        Err(DispatchError::Permanent { slack_code, error }) => Outcome::Refused {
+        }
+        .into(),
+        Err(DispatchError::Permanent { slack_code, error }) => Declined::Dsm {
             format: dialect(rendered.format),
             slack_code,
             error,
-        },
+        }
+        .into(),
     }
 }
 

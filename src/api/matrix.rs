@@ -343,7 +343,7 @@ async fn send(
     let token = access_token(&req);
     req.extensions_mut()
         .insert(SenderApi::Matrix { txn: message.txn });
-    let answer = hooks::handle(
+    let answered = hooks::answered(
         &name,
         Secret::Header(token.as_deref()),
         &req,
@@ -351,7 +351,7 @@ async fn send(
         (&state, &chat, &outbox),
     )
     .await;
-    in_matrix_words(answer, &req).await
+    in_matrix_words(answered, &req)
 }
 
 /// The hooks whose secret the request's access token is; a refusal when there is none, or the
@@ -443,13 +443,14 @@ fn refused(status: StatusCode, errcode: &'static str, error: impl Into<String>) 
 /// The hook's answer as a homeserver's: the stored message's `event_id` (its delivery's id),
 /// or the refusal with Matrix's error code; the gateway's own failures (500, 502, 504) stay
 /// problem documents, as documented for every route.
-async fn in_matrix_words(answer: HttpResponse, req: &HttpRequest) -> HttpResponse {
-    let refusal = match Answered::of(answer).await {
+fn in_matrix_words(answered: Answered, req: &HttpRequest) -> HttpResponse {
+    let refusal = match answered {
         Answered::Stored(stored) => {
             return stored.answer(EventSent {
                 event_id: format!("${}:{}", stored.delivery_id, server_name(req)),
             });
         }
+        Answered::NotPosted(reason) => return hooks::not_posted(reason),
         Answered::Failed(answer) => return answer,
         Answered::Refused(refusal) => refusal,
     };

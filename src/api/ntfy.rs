@@ -6,14 +6,14 @@
 //! rendered by [`crate::formats::ntfy`] and stored in the outbox before the answer.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, get, post, put, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, put, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::deliveries::Deliveries;
 use super::error::ApiError;
-use super::hooks::{self, Secret};
+use super::hooks::{self, Answered, Secret};
 use super::{Dsm, State};
 use crate::formats::{self, FormatError, Payload};
 
@@ -237,7 +237,7 @@ async fn through_hook(
 ) -> HttpResponse {
     let presented = presented_secret(&req);
     req.extensions_mut().insert(NtfyCall { json });
-    let answer = hooks::handle(
+    let answered = hooks::answered(
         name,
         Secret::Header(presented.as_deref()),
         &req,
@@ -245,22 +245,26 @@ async fn through_hook(
         (&state, &chat, &outbox),
     )
     .await;
-    in_ntfys_words(answer).await
+    let refusal = match answered {
+        Answered::Stored(stored) => {
+            let published = Published::new(name, stored.delivery_id.clone());
+            return stored.answer(published);
+        }
+        Answered::NotPosted(reason) => return hooks::not_posted(reason),
+        Answered::Failed(answer) => return answer,
+        Answered::Refused(refusal) => refusal,
+    };
+    in_ntfys_words(&refusal)
 }
 
 /// A refusal as ntfy words one (`{"code": 40001, "http": 400, "error", "link"}`, which ntfy's
-/// clients parse: aiontfy fails on any other shape), from the problem the hook answered; its
-/// request id goes into `error`, its headers (`Retry-After`) stay.
-async fn in_ntfys_words(answer: HttpResponse) -> HttpResponse {
-    let status = answer.status();
-    // The gateway's own failure stays a problem document, as documented for every route.
-    if !status.is_client_error() && status != actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
-        return answer;
-    }
-    let refusal = hooks::Refusal::of(answer).await;
+/// clients parse: aiontfy fails on any other shape); its request id goes into `error`, its
+/// headers (`Retry-After`) stay.
+fn in_ntfys_words(refusal: &hooks::Refusal) -> HttpResponse {
+    let status = refusal.status().as_u16();
     refusal.answer(serde_json::json!({
-        "code": u32::from(status.as_u16()) * 100 + 1,
-        "http": status.as_u16(),
+        "code": u32::from(status) * 100 + 1,
+        "http": status,
         "error": refusal.error,
         "link": "https://docs.ntfy.sh/publish/",
     }))
@@ -322,7 +326,7 @@ pub async fn publish_by_get(
 ) -> HttpResponse {
     if !matches!(path.action.as_str(), "publish" | "send" | "trigger") {
         let elsewhere = ApiError::not_found("ntfy's GET publishes at /publish, /send or /trigger");
-        return in_ntfys_words(elsewhere.error_response()).await;
+        return in_ntfys_words(&elsewhere.into());
     }
     through_hook(&path.topic, false, req, payload, (state, chat, outbox)).await
 }
@@ -371,8 +375,6 @@ async fn json_publish(
         .and_then(|secret| hooks::hook_of_secret(&services.0.hooks, &secret).map(str::to_owned));
     match hook {
         Some(name) => through_hook(&name, true, req, payload, services).await,
-        None => {
-            in_ntfys_words(ApiError::not_found("no hook has this token").error_response()).await
-        }
+        None => in_ntfys_words(&ApiError::not_found("no hook has this token").into()),
     }
 }

@@ -205,7 +205,7 @@ async fn call(
         _ => {}
     }
     req.extensions_mut().insert(SenderApi::Telegram);
-    let answer = hooks::handle(
+    let answered = hooks::answered(
         &name,
         Secret::Header(Some(&token)),
         &req,
@@ -213,7 +213,7 @@ async fn call(
         (&state, &chat, &outbox),
     )
     .await;
-    in_telegrams_words(answer, &name).await
+    in_telegrams_words(answered, &name)
 }
 
 /// Largest `getChat` body read: its parameters are a chat id.
@@ -302,8 +302,8 @@ fn refused(status: StatusCode, description: &str) -> HttpResponse {
 /// The hook's answer as the Bot API's: the stored message (its `message_id` from the delivery's
 /// id), or the refusal; the gateway's own failures (500, 502, 504) stay problem documents, as
 /// documented for every route.
-async fn in_telegrams_words(answer: HttpResponse, hook: &str) -> HttpResponse {
-    let refusal = match Answered::of(answer).await {
+fn in_telegrams_words(answered: Answered, hook: &str) -> HttpResponse {
+    let refusal = match answered {
         Answered::Stored(stored) => {
             let date = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -318,6 +318,7 @@ async fn in_telegrams_words(answer: HttpResponse, hook: &str) -> HttpResponse {
                 }),
             });
         }
+        Answered::NotPosted(reason) => return hooks::not_posted(reason),
         Answered::Failed(answer) => return answer,
         Answered::Refused(refusal) => refusal,
     };
