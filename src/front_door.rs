@@ -76,9 +76,16 @@ pub async fn front_door(
         .map(|m| m.clone().into_inner());
     let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
     let in_flight = metrics.as_ref().map(Metrics::request_started);
+    let cancellable = reads_only(req.method(), req.path());
     // Served, its access line logged and its errors rendered inside the request's scope: the
     // line carries the request's fields, the problem body its id.
-    let outcome = serving(info, async move {
+    let serve = serving(info, async move {
+        let unanswered = Unanswered {
+            route,
+            started,
+            in_flight,
+            answered: false,
+        };
         let outcome = match refusal {
             Some(refusal) => {
                 let response = refusal.error_response();
@@ -93,23 +100,25 @@ pub async fn front_door(
                     (error, response)
                 }),
         };
-        let status = match &outcome {
+        unanswered.answered(match &outcome {
             Ok(response) => response.status(),
             Err((_, response)) => response.status(),
-        };
-        drop(in_flight);
-        let elapsed = started.elapsed();
-        if let Some(route) = &route {
-            route.finished(status.as_u16(), elapsed);
-        }
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_ms = crate::logging::millis(elapsed),
-            "request finished"
-        );
+        });
         outcome
-    })
-    .await;
+    });
+    let outcome = match cancellable {
+        // Dropped with its connection when the caller goes ([`reads_only`]).
+        true => serve.await,
+        // Runs to its end even when the caller goes.
+        false => match actix_web::rt::spawn(serve).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let error = ApiError::new(ProblemCode::Internal, "the request's task ended early");
+                let response = error.error_response();
+                Err((error.into(), response))
+            }
+        },
+    };
     // A body that ran out of time (408): the connection is closed once it is answered, so the
     // rest of that body is never read as the next request.
     if let Some(clock) = &clock {
@@ -140,6 +149,59 @@ pub async fn front_door(
                 clock.request_finished();
             }
             Err(InternalError::from_response(error.to_string(), response).into())
+        }
+    }
+}
+
+/// Whether a request only reads, so that it may end with its connection: a caller that closes
+/// it has given up on the answer, and the request's DSM call, upstream slot and memory are
+/// given back at once (a client that timed out and retried against a hanging NAS left every
+/// attempt running, holding the slots its retries waited for). GETs and HEADs of the API's
+/// resources and the health and metrics routes. Every other request runs to its end, as a
+/// write cut part way could leave a message half posted or a channel half made: the hooks'
+/// and other tools' doors post on a GET too.
+fn reads_only(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics"))
+}
+
+/// A request being served, until its answer is made: its route's metrics and access line, as
+/// `499` (nginx's "client closed request") when it is dropped unanswered because its caller
+/// closed the connection.
+struct Unanswered {
+    route: Option<std::rc::Rc<crate::metrics::RouteMetrics>>,
+    started: Instant,
+    in_flight: Option<crate::metrics::InFlight>,
+    answered: bool,
+}
+
+/// The status a request dropped unanswered is counted and logged with.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Unanswered {
+    fn answered(mut self, status: actix_web::http::StatusCode) {
+        self.answered = true;
+        self.finish(status.as_u16());
+    }
+
+    fn finish(&mut self, status: u16) {
+        self.in_flight.take();
+        let elapsed = self.started.elapsed();
+        if let Some(route) = &self.route {
+            route.finished(status, elapsed);
+        }
+        tracing::info!(
+            status,
+            elapsed_ms = crate::logging::millis(elapsed),
+            "request finished"
+        );
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.finish(CLIENT_CLOSED_REQUEST);
         }
     }
 }

@@ -542,6 +542,11 @@ impl Application {
         })
         .on_connect(move |connection, data| later_heads.on_connect(connection, data))
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // A caller that closes its connection has given up on the answer: its request is
+        // dropped at once, and with it its DSM call, upstream slot and memory. Allowed
+        // half-closed, a client that timed out and retried left every attempt running against
+        // a hanging NAS, holding the slots its retries then waited for.
+        .h1_allow_half_closed(false)
         .keep_alive(match settings.server.keep_alive_secs {
             0 => actix_web::http::KeepAlive::Disabled,
             secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),

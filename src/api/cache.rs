@@ -14,7 +14,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::Digest;
 
-use super::error::ApiError;
+use super::Dsm;
+use super::error::{ApiError, ProblemCode};
 use crate::domain::{Channel, User};
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
@@ -112,7 +113,7 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     pub async fn get_or_load<L, F>(&self, load: L) -> Result<Arc<CachedList<T>>, ApiError>
     where
         L: FnOnce() -> F,
-        F: Future<Output = Result<Vec<T>, UpstreamError>>,
+        F: Future<Output = Result<Vec<T>, UpstreamError>> + 'static,
     {
         if let Some(list) = self.fresh() {
             self.hits.inc();
@@ -125,24 +126,31 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
 
     async fn load<F>(&self, load: F) -> Result<Arc<CachedList<T>>, ApiError>
     where
-        F: Future<Output = Result<Vec<T>, UpstreamError>>,
+        F: Future<Output = Result<Vec<T>, UpstreamError>> + 'static,
     {
         let generation = self.generation.load(Ordering::Acquire);
         let asked = Instant::now();
-        let entry = self
-            .inner
-            .entry(generation)
-            .or_try_insert_with(async {
-                let items = load.await?;
-                let body = serde_json::to_vec(&ListBody { items: &items })
-                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
-                Ok::<_, UpstreamError>(Arc::new(CachedList {
-                    items,
-                    etag: entity_tag(&body),
-                    body: Bytes::from(body),
-                }))
-            })
-            .await?;
+        let inner = self.inner.clone();
+        // In a task of its own, to its end: a request is dropped when its caller goes (README
+        // "Hardening"), and moka gives up with a panic once a caller has seen 200 loads in a
+        // row dropped unfinished.
+        let entry = actix_web::rt::spawn(async move {
+            inner
+                .entry(generation)
+                .or_try_insert_with(async {
+                    let items = load.await?;
+                    let body = serde_json::to_vec(&ListBody { items: &items })
+                        .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+                    Ok::<_, UpstreamError>(Arc::new(CachedList {
+                        items,
+                        etag: entity_tag(&body),
+                        body: Bytes::from(body),
+                    }))
+                })
+                .await
+        })
+        .await
+        .map_err(|_| ApiError::new(ProblemCode::Internal, "the list's load ended early"))??;
         let hit = !entry.is_fresh();
         if hit {
             self.hits.inc();
@@ -192,6 +200,26 @@ impl Caches {
             channels: ListCache::new("channels", ttl, metrics.clone()),
         }
     }
+
+    /// The channels the gateway's account sees, cached.
+    pub async fn channel_list(&self, chat: &Dsm) -> Result<Arc<CachedList<Channel>>, ApiError> {
+        self.channels
+            .get_or_load(|| {
+                let chat = chat.clone();
+                async move { chat.channels().await }
+            })
+            .await
+    }
+
+    /// The NAS's users, cached.
+    pub async fn user_list(&self, chat: &Dsm) -> Result<Arc<CachedList<User>>, ApiError> {
+        self.users
+            .get_or_load(|| {
+                let chat = chat.clone();
+                async move { chat.users().await }
+            })
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -203,9 +231,14 @@ mod tests {
         ListCache::new("users", ttl, Metrics::new())
     }
 
-    async fn load(cache: &ListCache<u32>, loads: &AtomicUsize, item: u32) -> Arc<CachedList<u32>> {
+    async fn load(
+        cache: &ListCache<u32>,
+        loads: &Arc<AtomicUsize>,
+        item: u32,
+    ) -> Arc<CachedList<u32>> {
+        let loads = loads.clone();
         cache
-            .get_or_load(|| async {
+            .get_or_load(|| async move {
                 loads.fetch_add(1, Ordering::SeqCst);
                 Ok(vec![item])
             })
@@ -215,7 +248,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_list_is_loaded_once_until_it_is_invalidated_or_stale() {
-        let loads = AtomicUsize::new(0);
+        let loads = Arc::new(AtomicUsize::new(0));
         let lists = cache(Duration::from_millis(300));
         let first = load(&lists, &loads, 1).await;
         let again = load(&lists, &loads, 2).await;
@@ -238,7 +271,7 @@ mod tests {
     async fn a_load_that_an_invalidation_overtook_is_not_served() {
         let lists = cache(Duration::from_secs(60));
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let slow = lists.get_or_load(|| async {
+        let slow = lists.get_or_load(|| async move {
             released.await.ok();
             Ok(vec![1])
         });
@@ -251,8 +284,31 @@ mod tests {
         assert!(loaded.is_ok());
         assert!(lists.fresh().is_none());
         // Nor from moka: the next caller loads the list as it is after the write.
-        let loads = AtomicUsize::new(0);
+        let loads = Arc::new(AtomicUsize::new(0));
         assert_eq!(&load(&lists, &loads, 2).await.body[..], b"{\"items\":[2]}");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[actix_web::test]
+    async fn a_load_whose_caller_went_away_is_finished_for_the_next() {
+        let lists = cache(Duration::from_secs(60));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counted = loads.clone();
+        // The caller gives up (its request is dropped with its connection) while DSM answers.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            lists.get_or_load(|| async move {
+                actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![1])
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        // Cut off with its caller, the load would be made again (and moka panics once a
+        // waiting caller has seen 200 such loads in a row).
+        assert_eq!(&load(&lists, &loads, 2).await.body[..], b"{\"items\":[1]}");
         assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 

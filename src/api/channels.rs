@@ -120,11 +120,7 @@ pub async fn list_channels(
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let list = state
-        .caches
-        .channels
-        .get_or_load(|| chat.channels())
-        .await?;
+    let list = state.caches.channel_list(&chat).await?;
     cached_list(&req, &list, "name", filter.name.as_deref(), |c, name| {
         !c.name.is_empty() && c.name.eq_ignore_ascii_case(name)
     })
@@ -142,11 +138,7 @@ pub async fn get_channel(
     chat: Dsm,
 ) -> Result<web::Json<Channel>, ApiError> {
     let channel_id = path.channel_id;
-    let list = state
-        .caches
-        .channels
-        .get_or_load(|| chat.channels())
-        .await?;
+    let list = state.caches.channel_list(&chat).await?;
     cached_item(
         &list,
         |c| c.channel_id == channel_id,
@@ -224,7 +216,7 @@ pub async fn create_channel(
     }
     state.caches.channels.invalidate();
     // The channel exists now: should the list fail to load, answer with what create said.
-    let channel = match state.caches.channels.get_or_load(|| chat.channels()).await {
+    let channel = match state.caches.channel_list(&chat).await {
         Ok(list) => list
             .items
             .iter()
@@ -443,11 +435,7 @@ async fn fresh_channel(
     channel_id: ChannelId,
 ) -> Result<Option<Channel>, ApiError> {
     state.caches.channels.invalidate();
-    let list = state
-        .caches
-        .channels
-        .get_or_load(|| chat.channels())
-        .await?;
+    let list = state.caches.channel_list(chat).await?;
     Ok(list
         .items
         .iter()

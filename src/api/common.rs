@@ -551,12 +551,12 @@ async fn users_reloaded_if(
     chat: &Dsm,
     stale: impl Fn(&[User]) -> bool,
 ) -> Result<Arc<CachedList<User>>, ApiError> {
-    let cached = state.caches.users.get_or_load(|| chat.users()).await?;
+    let cached = state.caches.user_list(chat).await?;
     if !stale(&cached.items) {
         return Ok(cached);
     }
     state.caches.users.invalidate();
-    state.caches.users.get_or_load(|| chat.users()).await
+    state.caches.user_list(chat).await
 }
 
 /// The Chat user id of the account the gateway logs in with: the user whose `username` is the

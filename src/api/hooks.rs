@@ -2159,11 +2159,7 @@ pub async fn resolve_channel(
         }
         Address::Name(name) => name,
     };
-    let channels = state
-        .caches
-        .channels
-        .get_or_load(|| chat.channels())
-        .await?;
+    let channels = state.caches.channel_list(chat).await?;
     let names: Vec<(&str, ChannelId)> = channels
         .items
         .iter()
@@ -2184,7 +2180,7 @@ pub async fn resolve_user(
         Address::Id(id) => return UserId::new(*id).map_err(|e| unknown("user_not_found", e)),
         Address::Name(name) => name,
     };
-    let users = state.caches.users.get_or_load(|| chat.users()).await?;
+    let users = state.caches.user_list(chat).await?;
     let names: Vec<(&str, UserId)> = users
         .items
         .iter()

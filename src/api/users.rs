@@ -77,7 +77,7 @@ pub async fn list_users(
     state: State,
     chat: Dsm,
 ) -> Result<HttpResponse, ApiError> {
-    let list = state.caches.users.get_or_load(|| chat.users()).await?;
+    let list = state.caches.user_list(&chat).await?;
     cached_list(
         &req,
         &list,
@@ -99,7 +99,7 @@ pub async fn get_user(
     chat: Dsm,
 ) -> Result<web::Json<User>, ApiError> {
     let user_id = path.user_id;
-    let list = state.caches.users.get_or_load(|| chat.users()).await?;
+    let list = state.caches.user_list(&chat).await?;
     cached_item(
         &list,
         |u| u.user_id == user_id,
@@ -230,11 +230,7 @@ pub(super) async fn direct_channel(
             && c.members.contains(&own_id)
             && c.members.contains(&recipient)
     };
-    let channels = state
-        .caches
-        .channels
-        .get_or_load(|| chat.channels())
-        .await?;
+    let channels = state.caches.channel_list(chat).await?;
     if let Some(channel) = channels.items.iter().find(|c| is_direct(c)) {
         return Ok(channel.channel_id);
     }

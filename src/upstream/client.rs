@@ -19,6 +19,7 @@ pub(super) use super::envelope::decode_data;
 pub use super::login::LoginOutcome;
 
 /// A worker's handle on the NAS.
+#[derive(Clone)]
 pub struct DsmClient {
     pub(super) http: awc::Client,
     pub(super) up: Arc<DsmShared>,

@@ -231,7 +231,20 @@ impl DsmClient {
         }
     }
 
+    /// The shared session, logging in when there is none. The login runs in a task of its
+    /// own, to its end: a request dropped because its caller went away (README "Hardening")
+    /// would cut it off after DSM may have made the session, which nobody would then end.
     pub(super) async fn session(&self) -> Result<Arc<Session>> {
+        if let Some(session) = self.up.sessions.current() {
+            return Ok(session);
+        }
+        let client = self.clone();
+        actix_web::rt::spawn(async move { client.shared_login().await })
+            .await
+            .unwrap_or_else(|_| Err(UpstreamError::Unreachable("the login's task ended early")))
+    }
+
+    async fn shared_login(&self) -> Result<Arc<Session>> {
         self.up
             .sessions
             .get(|| async {

@@ -1109,3 +1109,89 @@ async fn a_very_long_path_value_is_clipped_in_the_problem() {
     );
     assert!(answer.body.to_string().len() < 2_000);
 }
+
+#[actix_web::test]
+async fn a_request_whose_caller_has_gone_gives_back_its_dsm_slot() {
+    // One upstream slot and a NAS that hangs: a caller that gave up must not keep the slot
+    // (and its DSM call) for the NAS's 30 s, or its own retry waits behind it.
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.max_concurrency = 1;
+        s.upstream.timeout_ms = 60_000;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(Duration::from_secs(30));
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let caller = raw(
+        &address,
+        &format!(
+            "GET /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {READ_KEY}\r\n\r\n"
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(caller);
+    app.sim.set_latency(Duration::ZERO);
+    let started = std::time::Instant::now();
+    loop {
+        let answer = app.get("/api/v1/users").await;
+        if answer.status == 200 {
+            break;
+        }
+        answer.assert_problem(503, "upstream_busy");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the request whose caller went away still holds the DSM slot"
+        );
+    }
+    // Counted as nginx counts a request its caller closed before the answer.
+    let answer = app.call("GET", "/metrics", None, None).await;
+    let metrics = answer.body.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains(
+            r#"synochat_http_requests_total{route="/api/v1/channels/{channel_id}/posts",method="GET",status="499"} 1"#
+        ),
+        "{metrics}"
+    );
+    // This scrape alone.
+    assert!(
+        metrics.contains("synochat_http_requests_in_flight 1"),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
+    // A long message sent synchronously, posted in three parts by a slow NAS: its caller gives
+    // up after the first part. Cut off there, the message would stay a third posted.
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.delivery.max_message_chars = 100;
+        s.upstream.timeout_ms = 60_000;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let before = app.sim.count("SYNO.Chat.Post", "create");
+    app.sim.set_latency(Duration::from_millis(700));
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let body = json!({ "message": "word ".repeat(55) }).to_string();
+    let caller = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(caller);
+    let started = std::time::Instant::now();
+    while app.sim.count("SYNO.Chat.Post", "create") < before + 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the message was cut off: {} of its 3 parts posted",
+            app.sim.count("SYNO.Chat.Post", "create") - before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

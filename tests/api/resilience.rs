@@ -532,3 +532,32 @@ async fn a_send_that_never_reached_the_nas_keeps_the_cached_channel_list() {
     assert_eq!(cached.status, 200, "{}", cached.body);
     app.sim.refuse_connections(false).await;
 }
+
+/// A request is dropped when its caller goes (README "Hardening"); a login it began is not:
+/// cut off, it could leave DSM a session nobody ends, and the next caller logged in again.
+#[actix_web::test]
+async fn a_login_whose_caller_has_gone_is_finished_and_kept() {
+    use std::io::Write;
+    let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = 60_000).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    // The session is gone: the next call logs in again, slowly (1.5 s for the refused call,
+    // then 1.5 s for the login).
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 107);
+    app.sim.set_latency(Duration::from_millis(1_500));
+    let logins = app.sim.login_attempts();
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut caller = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        caller,
+        "GET /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {READ_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    // Gone halfway through the login.
+    actix_web::rt::time::sleep(Duration::from_millis(2_250)).await;
+    drop(caller);
+    actix_web::rt::time::sleep(Duration::from_millis(1_500)).await;
+    app.sim.set_latency(Duration::ZERO);
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    assert_eq!(app.sim.login_attempts(), logins + 1, "logged in again");
+}
