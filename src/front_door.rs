@@ -8,6 +8,7 @@
 //! next one, and the profile showed the copies of those futures on every request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -77,6 +78,15 @@ pub async fn front_door(
     let route = metrics.as_ref().map(|m| route_metrics(m, &req, method));
     let in_flight = metrics.as_ref().map(Metrics::request_started);
     let cancellable = reads_only(req.method(), req.path());
+    // A request that runs in a task of its own, and whether its caller waits for it still.
+    let detached = (!cancellable).then(|| {
+        std::rc::Rc::new(Detached {
+            tasks: req.app_data::<web::Data<RequestTasks>>().cloned(),
+            caller_gone: std::cell::Cell::new(false),
+            ended: std::cell::Cell::new(false),
+        })
+    });
+    let in_task = detached.clone();
     // Served, its access line logged and its errors rendered inside the request's scope: the
     // line carries the request's fields, the problem body its id.
     let serve = serving(info, async move {
@@ -104,20 +114,39 @@ pub async fn front_door(
             Ok(response) => response.status(),
             Err((_, response)) => response.status(),
         });
+        if in_task.as_ref().is_some_and(|d| d.caller_gone.get()) {
+            tracing::info!(
+                "the caller closed its connection before the answer: the request was carried \
+                 out, its answer not delivered"
+            );
+        }
         outcome
     });
-    let outcome = match cancellable {
+    let outcome = match detached {
         // Dropped with its connection when the caller goes ([`reads_only`]).
-        true => serve.await,
-        // Runs to its end even when the caller goes.
-        false => match actix_web::rt::spawn(serve).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                let error = ApiError::new(ProblemCode::Internal, "the request's task ended early");
-                let response = error.error_response();
-                Err((error.into(), response))
+        None => serve.await,
+        // Runs to its end even when the caller goes (dropped at shutdown inside the runtime,
+        // as the store's connections need).
+        Some(detached) => {
+            let task_side = TaskSide(detached.clone());
+            let task = crate::store::task::spawn_awaited(async move {
+                let outcome = serve.await;
+                drop(task_side);
+                outcome
+            });
+            let caller_side = CallerSide(detached);
+            let joined = task.await;
+            drop(caller_side);
+            match joined {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let error =
+                        ApiError::new(ProblemCode::Internal, "the request's task ended early");
+                    let response = error.error_response();
+                    Err((error.into(), response))
+                }
             }
-        },
+        }
     };
     // A body that ran out of time (408): the connection is closed once it is answered, so the
     // rest of that body is never read as the next request.
@@ -165,6 +194,88 @@ fn reads_only(method: &Method, path: &str) -> bool {
         && (path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics"))
 }
 
+/// The requests running in tasks of their own ([`reads_only`]) whose callers have gone: a
+/// stop waits for them, since with their callers went the connections the server's drain
+/// waits for (a request whose caller is still there keeps its connection, and the drain waits
+/// for that). Once the stop began, code that would spawn from a `Drop` must not: the tasks
+/// still running when the drain's time is up are dropped with their worker, where spawning
+/// panics.
+#[derive(Default)]
+pub struct RequestTasks {
+    orphaned: AtomicUsize,
+    none_orphaned: tokio::sync::Notify,
+    stopping: AtomicBool,
+}
+
+impl RequestTasks {
+    /// Whether the gateway began to stop.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Marks the stop begun and waits up to `within` for the requests whose callers have gone.
+    pub async fn stop(&self, within: std::time::Duration) {
+        self.stopping.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.none_orphaned.notified();
+            let running = self.orphaned.load(Ordering::Acquire);
+            if running == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                tracing::warn!(
+                    running,
+                    "requests whose callers had gone were still running when the drain's time was up"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// A request running in a task of its own, between its caller and its task.
+struct Detached {
+    tasks: Option<web::Data<RequestTasks>>,
+    caller_gone: std::cell::Cell<bool>,
+    ended: std::cell::Cell<bool>,
+}
+
+/// The caller's side of a [`Detached`] request: dropped before the task ended, the caller has
+/// gone, and the request is counted in [`RequestTasks`] until it ends.
+struct CallerSide(std::rc::Rc<Detached>);
+
+impl Drop for CallerSide {
+    fn drop(&mut self) {
+        let detached = &self.0;
+        if detached.ended.get() {
+            return;
+        }
+        detached.caller_gone.set(true);
+        if let Some(tasks) = &detached.tasks {
+            tasks.orphaned.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The task's side of a [`Detached`] request, dropped when the task ends (or is dropped).
+struct TaskSide(std::rc::Rc<Detached>);
+
+impl Drop for TaskSide {
+    fn drop(&mut self) {
+        let detached = &self.0;
+        detached.ended.set(true);
+        if !detached.caller_gone.get() {
+            return;
+        }
+        if let Some(tasks) = &detached.tasks
+            && tasks.orphaned.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            tasks.none_orphaned.notify_waiters();
+        }
+    }
+}
+
 /// A request being served, until its answer is made: its route's metrics and access line, as
 /// `499` (nginx's "client closed request") when it is dropped unanswered because its caller
 /// closed the connection.
@@ -201,7 +312,12 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if !self.answered {
-            self.finish(CLIENT_CLOSED_REQUEST);
+            // A request task's panic is answered 500 ("the request's task ended early").
+            let status = match std::thread::panicking() {
+                true => 500,
+                false => CLIENT_CLOSED_REQUEST,
+            };
+            self.finish(status);
         }
     }
 }

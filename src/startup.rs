@@ -41,6 +41,7 @@ pub struct Application {
     outbox: Arc<Outbox>,
     events: Arc<Events>,
     shutdown_grace: Duration,
+    request_tasks: web::Data<crate::front_door::RequestTasks>,
 }
 
 /// Stops the gateway (the CLI on SIGTERM/SIGINT, tests, embedding).
@@ -49,6 +50,8 @@ pub struct AppHandle {
     server: actix_web::dev::ServerHandle,
     events: Arc<Events>,
     outbox: Arc<Outbox>,
+    request_tasks: web::Data<crate::front_door::RequestTasks>,
+    shutdown_grace: Duration,
 }
 
 impl AppHandle {
@@ -59,6 +62,17 @@ impl AppHandle {
     pub async fn stop(&self, graceful: bool) {
         self.outbox.begin_stopping();
         self.events.stop_streams();
+        // Writes whose callers have gone are waited for first, no new connection taken
+        // meanwhile: with their callers went the connections the server's own drain waits for.
+        if graceful {
+            self.server.pause().await;
+        }
+        let within = if graceful {
+            self.shutdown_grace
+        } else {
+            Duration::ZERO
+        };
+        self.request_tasks.stop(within).await;
         self.server.stop(graceful).await;
     }
 }
@@ -453,6 +467,8 @@ impl Application {
         let store_data = web::Data::new(store.clone());
         let store_watch = api::health::StoreWatch::spawn(store.clone());
         let open_streams = web::Data::new(api::OpenStreams::default());
+        let request_tasks = web::Data::new(crate::front_door::RequestTasks::default());
+        let tasks_data = request_tasks.clone();
         let outbox_data = web::Data::from(outbox.clone());
         let idempotency = web::Data::new(api::idempotency::Idempotency {
             ttl: Duration::from_secs(settings.idempotency.ttl_secs),
@@ -522,6 +538,7 @@ impl Application {
                     .app_data(store_data.clone())
                     .app_data(store_watch.clone())
                     .app_data(open_streams.clone())
+                    .app_data(tasks_data.clone())
                     .app_data(outbox_data.clone())
                     .app_data(idempotency.clone())
                     .app_data(events_data.clone())
@@ -594,6 +611,7 @@ impl Application {
             outbox,
             events,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
+            request_tasks,
         })
     }
 
@@ -616,6 +634,8 @@ impl Application {
             server: self.server.handle(),
             events: self.events.clone(),
             outbox: self.outbox.clone(),
+            request_tasks: self.request_tasks.clone(),
+            shutdown_grace: self.shutdown_grace,
         }
     }
 

@@ -75,6 +75,14 @@ pub struct ListCache<T> {
     /// a key nobody asks for any more (and is evicted), where under one fixed key moka would
     /// keep and serve it until it expired.
     inner: moka::future::Cache<u64, Arc<CachedList<T>>>,
+    /// Shared with the loads' tasks, which publish what they loaded.
+    published: Arc<Published<T>>,
+    ttl: Duration,
+    hits: Counter,
+    misses: Counter,
+}
+
+struct Published<T> {
     /// The list moka last loaded, while it is fresh. A hit reads it under an uncontended lock:
     /// a clock read and an `Arc` clone, where moka's own read path also records the access
     /// for its eviction policy, which a one-entry cache does not need. Moka still decides
@@ -83,9 +91,6 @@ pub struct ListCache<T> {
     /// Bumped by every invalidation, so a load that began before one does not publish its
     /// list after it, in `current` or in moka.
     generation: AtomicU64,
-    ttl: Duration,
-    hits: Counter,
-    misses: Counter,
 }
 
 struct Current<T> {
@@ -101,8 +106,10 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
                 .max_capacity(1)
                 .time_to_live(ttl)
                 .build(),
-            current: RwLock::new(None),
-            generation: AtomicU64::new(0),
+            published: Arc::new(Published {
+                current: RwLock::new(None),
+                generation: AtomicU64::new(0),
+            }),
             ttl,
             hits: metrics.cache_counter(name, true),
             misses: metrics.cache_counter(name, false),
@@ -128,14 +135,16 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     where
         F: Future<Output = Result<Vec<T>, UpstreamError>> + 'static,
     {
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.published.generation.load(Ordering::Acquire);
         let asked = Instant::now();
-        let inner = self.inner.clone();
-        // In a task of its own, to its end: a request is dropped when its caller goes (README
-        // "Hardening"), and moka gives up with a panic once a caller has seen 200 loads in a
-        // row dropped unfinished.
-        let entry = actix_web::rt::spawn(async move {
-            inner
+        let (inner, published) = (self.inner.clone(), self.published.clone());
+        let (hits, misses, ttl, name) =
+            (self.hits.clone(), self.misses.clone(), self.ttl, self.name);
+        // In a task of its own, to its end, published by it: a request is dropped when its
+        // caller goes (README "Hardening"), and moka gives up with a panic once a caller has
+        // seen 200 loads in a row dropped unfinished.
+        actix_web::rt::spawn(async move {
+            let entry = inner
                 .entry(generation)
                 .or_try_insert_with(async {
                     let items = load.await?;
@@ -147,30 +156,39 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
                         body: Bytes::from(body),
                     }))
                 })
-                .await
+                .await?;
+            let hit = !entry.is_fresh();
+            if hit {
+                hits.inc();
+            } else {
+                misses.inc();
+                // Stale no later than moka's copy, whose clock started once the load was done.
+                let mut current = published.current.write().unwrap_or_else(|e| e.into_inner());
+                if published.generation.load(Ordering::Acquire) == generation {
+                    *current = Some(Current {
+                        list: entry.value().clone(),
+                        stale_at: asked + ttl,
+                    });
+                }
+            }
+            tracing::debug!(cache = name, hit, "list cache");
+            Ok(entry.into_value())
         })
         .await
-        .map_err(|_| ApiError::new(ProblemCode::Internal, "the list's load ended early"))??;
-        let hit = !entry.is_fresh();
-        if hit {
-            self.hits.inc();
-        } else {
-            self.misses.inc();
-            // Stale no later than moka's copy, whose clock started once the load was done.
-            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-            if self.generation.load(Ordering::Acquire) == generation {
-                *current = Some(Current {
-                    list: entry.value().clone(),
-                    stale_at: asked + self.ttl,
-                });
-            }
-        }
-        tracing::debug!(cache = self.name, hit, "list cache");
-        Ok(entry.into_value())
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ProblemCode::Internal,
+                "the list's load ended early",
+            ))
+        })
     }
 
     fn fresh(&self) -> Option<Arc<CachedList<T>>> {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let current = self
+            .published
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         current
             .as_ref()
             .filter(|c| Instant::now() < c.stale_at)
@@ -180,8 +198,9 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
     /// Drops the list after a write that changed it.
     pub fn invalidate(&self) {
         {
-            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            let published = &self.published;
+            let mut current = published.current.write().unwrap_or_else(|e| e.into_inner());
+            published.generation.fetch_add(1, Ordering::AcqRel);
             *current = None;
         }
         self.inner.invalidate_all();
@@ -306,6 +325,8 @@ mod tests {
         .await;
         assert!(gave_up.is_err());
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        // Published by the load itself: hits take it without asking moka.
+        assert!(lists.fresh().is_some());
         // Cut off with its caller, the load would be made again (and moka panics once a
         // waiting caller has seen 200 such loads in a row).
         assert_eq!(&load(&lists, &loads, 2).await.body[..], b"{\"items\":[1]}");

@@ -400,6 +400,9 @@ pub async fn middleware(
         length_ms: lease_ms,
     };
     let claim = Claim {
+        tasks: req
+            .app_data::<web::Data<crate::front_door::RequestTasks>>()
+            .cloned(),
         interrupted: req.extensions().contains::<InterruptedAttempt>(),
         store,
         scope,
@@ -580,6 +583,8 @@ struct Claim {
     interrupted: bool,
     /// What the request's steps check ([`step_allowed`]): moved on by each renewal.
     lease: Lease,
+    /// Whether the gateway began to stop: then a claim dropped unfinished is left to lapse.
+    tasks: Option<web::Data<crate::front_door::RequestTasks>>,
 }
 
 impl Claim {
@@ -735,8 +740,10 @@ fn answer_for(req: actix_web::HttpRequest, error: ApiError) -> ServiceResponse<B
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        // No runtime: the process is ending, and the lease lapses by itself.
-        if self.held && tokio::runtime::Handle::try_current().is_ok() {
+        // No runtime, or the gateway stopping (dropped with its worker, where spawning
+        // panics): the lease lapses by itself.
+        let stopping = self.tasks.as_ref().is_some_and(|tasks| tasks.stopping());
+        if self.held && !stopping && tokio::runtime::Handle::try_current().is_ok() {
             let store = self.store.clone();
             let scope = self.scope.clone();
             let owner = std::mem::take(&mut self.owner);

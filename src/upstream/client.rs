@@ -1,6 +1,7 @@
 //! The DSM client's typed calls: session, token and file calls on top of the transport
 //! (`transport.rs`), the envelope (`envelope.rs`) and the login (`login.rs`), and the API list.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -267,7 +268,42 @@ impl DsmClient {
         })
     }
 
+    /// `work` on a copy of this client, in a task of its own, to its end. For work other
+    /// callers wait for and take the result of (a login, a session check, the API list, the
+    /// health probe): a request is dropped when its own caller goes (README "Hardening"), and
+    /// done in the request, such work was thrown away half done and the next caller in line
+    /// began it again. `ended_early` answers if the task failed (a panic). Its log lines keep
+    /// the request's fields.
+    pub(super) async fn to_the_end<T, F>(
+        &self,
+        work: impl FnOnce(DsmClient) -> F,
+        ended_early: impl FnOnce() -> T,
+    ) -> T
+    where
+        T: 'static,
+        F: Future<Output = T> + 'static,
+    {
+        let work = work(self.clone());
+        let task = match crate::telemetry::current_request() {
+            Some(request) => actix_web::rt::spawn(crate::telemetry::serving(request, work)),
+            None => actix_web::rt::spawn(work),
+        };
+        task.await.unwrap_or_else(|_| ended_early())
+    }
+
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
+        self.to_the_end(
+            |client| async move { client.load_catalog_once().await },
+            || {
+                Err(UpstreamError::Unreachable(
+                    "the API list's task ended early",
+                ))
+            },
+        )
+        .await
+    }
+
+    async fn load_catalog_once(&self) -> Result<Arc<ApiTable>> {
         let backoff = || {
             self.up
                 .catalog
@@ -312,6 +348,19 @@ impl DsmClient {
     /// DSM's state for the health view: the last check if younger than [`super::HEALTH_TTL`],
     /// else a new one. Concurrent callers share one check in flight.
     pub async fn dsm_health(&self) -> super::DsmHealth {
+        self.to_the_end(
+            |client| async move { client.dsm_health_shared().await },
+            || super::DsmHealth {
+                checked_at: std::time::Instant::now(),
+                error: Some(UpstreamError::Unreachable(
+                    "the health check's task ended early",
+                )),
+            },
+        )
+        .await
+    }
+
+    async fn dsm_health_shared(&self) -> super::DsmHealth {
         let wait = self
             .up
             .config

@@ -89,10 +89,7 @@ impl DsmClient {
                         dsm_code = code,
                         "DSM session lost; logging in again"
                     );
-                    // Counted once per session ended, not per caller it refused.
-                    if self.up.sessions.invalidate(&session) {
-                        self.up.metrics.relogin();
-                    }
+                    self.found_lost(&session);
                 }
                 Err(UpstreamError::Dsm {
                     code: 102 | 104, ..
@@ -111,7 +108,7 @@ impl DsmClient {
     /// Whether DSM's `code` means the session is gone. 105/119 also answer requests the account
     /// may not make; re-logging in on each of those would let any caller make the gateway hammer
     /// the NAS's login, so the session is first checked with a call every account may make.
-    pub(super) async fn session_is_lost(&self, code: i64, session: &Session, op: &Op) -> bool {
+    pub(super) async fn session_is_lost(&self, code: i64, session: &Arc<Session>, op: &Op) -> bool {
         if SESSION_GONE.contains(&code) {
             return true;
         }
@@ -125,6 +122,30 @@ impl DsmClient {
         if self.up.sessions.recently_proven(session, refused) {
             return false;
         }
+        let session = session.clone();
+        self.to_the_end(
+            |client| async move { client.check_session(&session, refused).await },
+            || false,
+        )
+        .await
+    }
+
+    /// Ends `session`, found lost, while the check's lock is held: the callers waiting for it
+    /// find it ended, not still current (each then checked it again). Counted once per session
+    /// ended, not per caller it refused. Always `true`.
+    fn found_lost(&self, session: &Session) -> bool {
+        if self.up.sessions.invalidate(session) {
+            self.up.metrics.relogin();
+        }
+        true
+    }
+
+    /// [`Self::session_is_lost`]'s check of `session` after `op` was refused with 105/119.
+    async fn check_session(
+        &self,
+        session: &Session,
+        refused: (&'static str, &'static str),
+    ) -> bool {
         // One check at a time: callers refused together take the first one's verdict. Not
         // waited for longer than a call may take: a check stuck on a hanging NAS proves nothing,
         // and the caller gets its refusal.
@@ -168,12 +189,12 @@ impl DsmClient {
                     return false;
                 }
                 Err(UpstreamError::Dsm { code, .. }) if SESSION_GONE.contains(&code) => {
-                    return true;
+                    return self.found_lost(session);
                 }
                 Err(UpstreamError::Dsm { code, .. })
                     if SESSION_OR_PERMISSION.contains(&code) && last =>
                 {
-                    return true;
+                    return self.found_lost(session);
                 }
                 Err(UpstreamError::Dsm {
                     code: 102..=105 | 119,
@@ -231,17 +252,17 @@ impl DsmClient {
         }
     }
 
-    /// The shared session, logging in when there is none. The login runs in a task of its
-    /// own, to its end: a request dropped because its caller went away (README "Hardening")
-    /// would cut it off after DSM may have made the session, which nobody would then end.
+    /// The shared session, logging in when there is none. The login runs to its end
+    /// ([`DsmClient::to_the_end`]): cut off, DSM may have made a session nobody would end.
     pub(super) async fn session(&self) -> Result<Arc<Session>> {
         if let Some(session) = self.up.sessions.current() {
             return Ok(session);
         }
-        let client = self.clone();
-        actix_web::rt::spawn(async move { client.shared_login().await })
-            .await
-            .unwrap_or_else(|_| Err(UpstreamError::Unreachable("the login's task ended early")))
+        self.to_the_end(
+            |client| async move { client.shared_login().await },
+            || Err(UpstreamError::Unreachable("the login's task ended early")),
+        )
+        .await
     }
 
     async fn shared_login(&self) -> Result<Arc<Session>> {

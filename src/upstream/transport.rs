@@ -394,6 +394,7 @@ impl DsmClient {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let _slot = self.counted_slot(op, endpoint, started).await?;
+        let unanswered = Unanswered::new(self, op, endpoint, started);
         let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
@@ -414,6 +415,7 @@ impl DsmClient {
                 decoded
             })
             .await;
+        unanswered.answered();
         self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
@@ -430,6 +432,7 @@ impl DsmClient {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let slot = self.counted_slot(op, endpoint, started).await?;
+        let unanswered = Unanswered::new(self, op, endpoint, started);
         let mut details = None;
         let result = self
             .within_deadline(async {
@@ -483,6 +486,7 @@ impl DsmClient {
                 })
             })
             .await;
+        unanswered.answered();
         self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
@@ -543,6 +547,18 @@ impl DsmClient {
         details: Option<String>,
     ) {
         let outcome = error.map_or("ok", UpstreamError::outcome);
+        let dsm_code = error.and_then(UpstreamError::dsm_code);
+        self.record_outcome(op, endpoint, started, (outcome, dsm_code), details);
+    }
+
+    fn record_outcome(
+        &self,
+        op: &Op,
+        endpoint: &Endpoint,
+        started: std::time::Instant,
+        (outcome, dsm_code): (&'static str, Option<i64>),
+        details: Option<String>,
+    ) {
         self.up
             .metrics
             .upstream_call(op.api, op.method, outcome, started.elapsed());
@@ -552,7 +568,7 @@ impl DsmClient {
             version = endpoint.version,
             elapsed_ms = crate::logging::millis(started.elapsed()),
             outcome,
-            dsm_code = error.and_then(UpstreamError::dsm_code),
+            dsm_code,
             dsm_errors = details.as_deref(),
             "DSM call"
         );
@@ -640,6 +656,51 @@ pub(super) fn enable_keepalive(stream: &tokio::net::TcpStream) {
     }
 }
 
+/// A DSM call in flight: dropped before its answer (its request dropped because the caller
+/// went away, README "Hardening"), it is counted with the outcome `cancelled`.
+struct Unanswered<'a> {
+    client: &'a DsmClient,
+    op: &'a Op,
+    endpoint: &'a Endpoint,
+    started: std::time::Instant,
+    answered: bool,
+}
+
+impl<'a> Unanswered<'a> {
+    fn new(
+        client: &'a DsmClient,
+        op: &'a Op,
+        endpoint: &'a Endpoint,
+        started: std::time::Instant,
+    ) -> Self {
+        Self {
+            client,
+            op,
+            endpoint,
+            started,
+            answered: false,
+        }
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.client.record_outcome(
+                self.op,
+                self.endpoint,
+                self.started,
+                ("cancelled", None),
+                None,
+            );
+        }
+    }
+}
+
 /// Ends `body` with a timeout error when no chunk arrives for `idle`; `slot` is held until the
 /// stream ends or is dropped.
 /// Chunks of a download a caller may hold unread: with the ones in the socket's buffers, what
@@ -664,12 +725,16 @@ where
     actix_web::rt::spawn(async move {
         let _slot = slot;
         loop {
-            let chunk =
-                match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body)).await {
+            let next = tokio::time::timeout(idle, futures_util::StreamExt::next(&mut body));
+            let chunk = tokio::select! {
+                next = next => match next {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => return,
                     Err(_) => Err(UpstreamError::Timeout),
-                };
+                },
+                // The caller went away while DSM was slow to send: the slot is not held for it.
+                () = chunks.closed() => return,
+            };
             let failed = chunk.is_err();
             // Not taken in time, or the caller went away: the download ends here.
             if chunks.send_timeout(chunk, idle).await.is_err() || failed {

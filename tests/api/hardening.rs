@@ -1158,6 +1158,12 @@ async fn a_request_whose_caller_has_gone_gives_back_its_dsm_slot() {
         metrics.contains("synochat_http_requests_in_flight 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            r#"synochat_upstream_calls_total{api="SYNO.Chat.Post",method="list",outcome="cancelled"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[actix_web::test]
@@ -1194,4 +1200,45 @@ async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_stop_waits_for_writes_whose_callers_have_gone() {
+    // Its caller gone, its connection is too: the server's own drain found nothing to wait for
+    // and dropped the write half done (and its key's claim panicked as its worker ended).
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = 60_000;
+        s.server.shutdown_timeout_secs = 10;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(Duration::from_millis(1_500));
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let body = json!({ "message": "sent just before the stop" });
+    let caller = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: before-the-stop\r\nContent-Length: {}\r\n\r\n{body}",
+            body.to_string().len()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(caller);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The write's answer was kept: its retry after the restart is answered with it.
+    let app = app.restarted().await;
+    app.sim.set_latency(Duration::ZERO);
+    let retry = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", "before-the-stop"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let retry = read(retry).await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
 }

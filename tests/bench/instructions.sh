@@ -9,6 +9,8 @@
 #   bash tests/bench/instructions.sh [BIN ...]              (default: target/release/syno-chat-gateway)
 #   REQUEST_PATH=/api/v1/channels/1/posts?limit=50 bash tests/bench/instructions.sh old new
 #   REQUEST_PATH=... bash tests/bench/instructions.sh target/release/examples/bench_forward BIN
+#   REQUEST_BODY='{"message":"…"}' REQUEST_PATH=/api/v1/channels/1/posts bash tests/bench/instructions.sh old new
+#       (a POST of that JSON body: make bench's create)
 #       (the bare actix-web + awc forwarder on the same DSM call as the posts page: FORWARD_PATH)
 #   KEEP_DIR=/tmp/cg bash tests/bench/instructions.sh ...  (keeps the callgrind files:
 #                                                           callgrind_annotate KEEP_DIR/<bin>-3000.out)
@@ -33,6 +35,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
 REQUEST_PATH="${REQUEST_PATH:-/api/v1/channels}"
+# With a body, each request is a POST of it as JSON.
+REQUEST_BODY="${REQUEST_BODY:-}"
 # What target/release/examples/bench_forward (the bare forwarder) is asked for: the posts page.
 FORWARD_PATH="${FORWARD_PATH:-/webapi/entry.cgi?api=SYNO.Chat.Post&version=8&method=list&channel_id=1&limit=50&offset=0}"
 FEW="${FEW:-1000}"
@@ -84,9 +88,13 @@ count() {
     SYNOCHAT__LOG__FORMAT="${GATEWAY_LOG_FORMAT:-pretty}" \
     valgrind --tool=callgrind "${CACHE_SIM[@]}" --callgrind-out-file="$tmp/cg.out" "$bin" serve >"$tmp/gw.log" 2>&1 & gw=$!
   fi
-  python3 - "$gw_port" "$requests" "$path" "$headers" <<'PY'
+  python3 - "$gw_port" "$requests" "$path" "$headers" "$REQUEST_BODY" <<'PY'
 import http.client, json, sys, time
 port, n, path, headers = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+body = sys.argv[5].encode() or None
+method = "POST" if body else "GET"
+if body:
+    headers["Content-Type"] = "application/json"
 for _ in range(300):  # start-up under valgrind takes a while
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -94,10 +102,10 @@ for _ in range(300):  # start-up under valgrind takes a while
     except OSError:
         time.sleep(0.2)
 for _ in range(n):
-    c.request("GET", path, headers=headers)
+    c.request(method, path, body=body, headers=headers)
     r = c.getresponse(); r.read()
-    if r.status != 200:
-        sys.exit(f"{path} answered {r.status}")
+    if r.status not in (200, 201):
+        sys.exit(f"{method} {path} answered {r.status}")
 PY
   kill -INT "$gw"; wait "$gw" || true
   kill "$nas"; wait "$nas" 2>/dev/null || true
@@ -108,7 +116,7 @@ PY
   rm -rf "$tmp"
 }
 
-echo "GET $REQUEST_PATH from the $([ "$UPSTREAM" = simulator ] && echo simulator || echo "fake NAS"): user-space instructions per request (callgrind, $FEW and $MANY requests)${ICACHE:+, and L1 instruction-cache misses (32 KB, 8-way, 64-byte lines)}"
+echo "$([ -n "$REQUEST_BODY" ] && echo POST || echo GET) $REQUEST_PATH from the $([ "$UPSTREAM" = simulator ] && echo simulator || echo "fake NAS"): user-space instructions per request (callgrind, $FEW and $MANY requests)${ICACHE:+, and L1 instruction-cache misses (32 KB, 8-way, 64-byte lines)}"
 for bin in "$@"; do
   read -r few_ir few_i1 < <(count "$bin" "$FEW"); read -r many_ir many_i1 < <(count "$bin" "$MANY")
   if [ -n "${ICACHE:-}" ]; then
