@@ -72,6 +72,19 @@ pub(crate) fn serving<F: std::future::Future>(
     CURRENT_REQUEST.scope(info, fut)
 }
 
+/// Spawns `work` on this worker, inside the current request's scope if there is one: its log
+/// lines keep the request's fields though it outlives the request (work that must run to its
+/// end when the request is dropped because its caller went away).
+pub(crate) fn spawn_for_request<F>(work: F) -> actix_web::rt::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+{
+    match current_request() {
+        Some(request) => actix_web::rt::spawn(serving(request, work)),
+        None => actix_web::rt::spawn(work),
+    }
+}
+
 /// Runs `f` as part of serving the request `info` describes (log lines written inside carry it).
 #[cfg(test)]
 pub(crate) fn in_request<R>(info: RequestInfo, f: impl FnOnce() -> R) -> R {

@@ -143,7 +143,7 @@ impl<T: Serialize + Send + Sync + 'static> ListCache<T> {
         // In a task of its own, to its end, published by it: a request is dropped when its
         // caller goes (README "Hardening"), and moka gives up with a panic once a caller has
         // seen 200 loads in a row dropped unfinished.
-        actix_web::rt::spawn(async move {
+        crate::telemetry::spawn_for_request(async move {
             let entry = inner
                 .entry(generation)
                 .or_try_insert_with(async {

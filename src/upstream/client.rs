@@ -283,12 +283,9 @@ impl DsmClient {
         T: 'static,
         F: Future<Output = T> + 'static,
     {
-        let work = work(self.clone());
-        let task = match crate::telemetry::current_request() {
-            Some(request) => actix_web::rt::spawn(crate::telemetry::serving(request, work)),
-            None => actix_web::rt::spawn(work),
-        };
-        task.await.unwrap_or_else(|_| ended_early())
+        crate::telemetry::spawn_for_request(work(self.clone()))
+            .await
+            .unwrap_or_else(|_| ended_early())
     }
 
     async fn load_catalog(&self) -> Result<Arc<ApiTable>> {
