@@ -394,7 +394,7 @@ impl DsmClient {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let _slot = self.counted_slot(op, endpoint, started).await?;
-        let unanswered = Unanswered::new(self, op, endpoint, started);
+        let in_flight = CallInFlight::new(self, op, endpoint, started);
         let mut details = None;
         // One deadline over connect, send, headers and body: awc's own timeout stops at the
         // headers, and a NAS that goes silent mid-body must not hold the caller (or a lock).
@@ -415,7 +415,7 @@ impl DsmClient {
                 decoded
             })
             .await;
-        unanswered.answered();
+        in_flight.answered();
         self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
@@ -432,7 +432,7 @@ impl DsmClient {
         let family = credential.family(op);
         let started = std::time::Instant::now();
         let slot = self.counted_slot(op, endpoint, started).await?;
-        let unanswered = Unanswered::new(self, op, endpoint, started);
+        let in_flight = CallInFlight::new(self, op, endpoint, started);
         let mut details = None;
         let result = self
             .within_deadline(async {
@@ -486,7 +486,7 @@ impl DsmClient {
                 })
             })
             .await;
-        unanswered.answered();
+        in_flight.answered();
         self.record_call(op, endpoint, started, result.as_ref().err(), details);
         result
     }
@@ -658,7 +658,7 @@ pub(super) fn enable_keepalive(stream: &tokio::net::TcpStream) {
 
 /// A DSM call in flight: dropped before its answer (its request dropped because the caller
 /// went away, README "Hardening"), it is counted with the outcome `cancelled`.
-struct Unanswered<'a> {
+struct CallInFlight<'a> {
     client: &'a DsmClient,
     op: &'a Op,
     endpoint: &'a Endpoint,
@@ -666,7 +666,7 @@ struct Unanswered<'a> {
     answered: bool,
 }
 
-impl<'a> Unanswered<'a> {
+impl<'a> CallInFlight<'a> {
     fn new(
         client: &'a DsmClient,
         op: &'a Op,
@@ -687,7 +687,7 @@ impl<'a> Unanswered<'a> {
     }
 }
 
-impl Drop for Unanswered<'_> {
+impl Drop for CallInFlight<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.client.record_outcome(
