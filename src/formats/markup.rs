@@ -430,17 +430,23 @@ fn find_ignoring_case(haystack: &str, needle: &str) -> Option<usize> {
 }
 
 /// Where a tag that starts `after` (the text after its `<`) ends: its `>`, outside quoted
-/// attribute values. None when another `<` comes first, quoted or not (then it was no tag),
-/// which keeps the reading linear.
+/// attribute values (which may hold `<` and `>`, as HTML allows: `title="a<b"`). None when a
+/// `<` outside quotes comes first, or the text ends: then it was no tag, its `<` is text, and
+/// the reading goes on from the next `<`, which may be one this scan passed.
+///
+/// That stays linear: a scan is outside quotes or inside `"…"` or `'…'`, and each character
+/// moves every scan's state by the same one-to-one map, so scans begun at different `<` (one
+/// outside quotes, the others not, or they would have ended there) never share a state. At
+/// most three scans pass over any byte.
 fn tag_end(after: &str) -> Option<usize> {
     let mut quote = None;
     for (at, byte) in after.bytes().enumerate() {
         match (quote, byte) {
-            (_, b'<') => return None,
+            (None, b'>') => return Some(at),
+            (None, b'<') => return None,
             (Some(q), b) if b == q => quote = None,
             (Some(_), _) => {}
             (None, b'"' | b'\'') => quote = Some(byte),
-            (None, b'>') => return Some(at),
             (None, _) => {}
         }
     }
@@ -504,24 +510,49 @@ fn href(tag: &str) -> Option<String> {
     attribute(tag, "href").filter(|url| is_web_url(url))
 }
 
-/// An attribute's value in a tag (`name="v"`, `name='v'` or `name=v`), `&amp;` decoded.
+/// An attribute's value in a tag (`name="v"`, `name='v'` or `name=v`, the name in any case;
+/// the first of that name, as HTML takes it), its character references decoded. The tag's
+/// attributes are read in order, as HTML reads them, so a `name=` inside another attribute's
+/// value (`title="see href=…"`) is not taken for it.
 fn attribute(tag: &str, name: &str) -> Option<String> {
-    let lower = tag.to_ascii_lowercase();
-    let at = lower
-        .match_indices(&format!("{name}="))
-        .map(|(at, _)| at)
-        .find(|&at| at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace())?;
-    let value = &tag[at + name.len() + 1..];
-    let value = value.trim_start();
-    let (quote, value) = match value.chars().next()? {
-        q @ ('"' | '\'') => (Some(q), &value[1..]),
-        _ => (None, value),
-    };
-    let end = match quote {
-        Some(q) => value.find(q)?,
-        None => value.find(char::is_whitespace).unwrap_or(value.len()),
-    };
-    Some(value[..end].trim().replace("&amp;", "&"))
+    let separator = |c: char| c.is_ascii_whitespace() || c == '/';
+    // Past the tag's own name.
+    let mut rest = tag.trim_start_matches('/');
+    rest = &rest[rest.find(separator).unwrap_or(rest.len())..];
+    loop {
+        rest = rest.trim_start_matches(separator);
+        // A name's first character may be `=` (HTML reads `<a =x>` so); it ends at white
+        // space, `/` or `=`.
+        let first = rest.chars().next()?.len_utf8();
+        let name_end = rest[first..]
+            .find(|c: char| separator(c) || c == '=')
+            .map_or(rest.len(), |at| first + at);
+        let key = &rest[..name_end];
+        rest = rest[name_end..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let value = match rest.strip_prefix('=') {
+            None => "",
+            Some(after) => {
+                let after = after.trim_start_matches(|c: char| c.is_ascii_whitespace());
+                let (value, left) = match after.chars().next() {
+                    Some(q @ ('"' | '\'')) => {
+                        let quoted = &after[1..];
+                        let end = quoted.find(q).unwrap_or(quoted.len());
+                        (&quoted[..end], quoted.get(end + 1..).unwrap_or_default())
+                    }
+                    _ => after.split_at(
+                        after
+                            .find(|c: char| c.is_ascii_whitespace())
+                            .unwrap_or(after.len()),
+                    ),
+                };
+                rest = left;
+                value
+            }
+        };
+        if key.eq_ignore_ascii_case(name) {
+            return Some(decode_entities(value).trim().to_owned());
+        }
+    }
 }
 
 /// Whether `url` is a web address (http or https, any case): the only links senders may make.
@@ -960,12 +991,47 @@ mod tests {
     #[test]
     fn card_html_is_read_in_linear_time() {
         // Each `<b` opens what looks like a tag with no end: read once, not once per `<`.
-        let hostile = "<b".repeat(200_000) + &"<b \"".repeat(100_000);
-        let started = std::time::Instant::now();
-        let text = html_text(&hostile, literal_text);
-        assert_eq!(text.len(), hostile.len());
-        // Generous: quadratic reading took minutes.
-        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // `<` inside quotes, closed or left open, each start a scan of their own.
+        for hostile in [
+            "<b".repeat(200_000) + &"<b \"".repeat(100_000),
+            "<b title=\"".to_owned() + &"<b ".repeat(200_000),
+            "<b \"<".repeat(200_000) + "<b '" + &"<b \"<i '".repeat(100_000),
+        ] {
+            let started = std::time::Instant::now();
+            let text = html_text(&hostile, literal_text);
+            assert_eq!(text.len(), hostile.len());
+            // Generous: quadratic reading took minutes.
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        }
+    }
+
+    #[test]
+    fn quoted_attribute_values_may_hold_what_ends_a_tag() {
+        assert_eq!(
+            html_text(
+                "<a title=\"a<b > c\" href='https://x.example/?q=1&amp;r=2'>y</a> <b>z</b>",
+                literal_text
+            ),
+            "<https://x.example/?q=1&r=2|y> z"
+        );
+        // The first `href` of the tag's own, not one written inside another value.
+        assert_eq!(
+            html_text(
+                "<a title=\"see href=https://evil.example\" HREF=\"https://good.example\" \
+                 href=\"https://second.example\">y</a>",
+                literal_text
+            ),
+            "<https://good.example|y>"
+        );
+        assert_eq!(
+            html_document("<img alt=\"1 &lt; 2 <ok>\" src=https://x.example/p.png>"),
+            "<https://x.example/p.png|1 < 2 <ok›>"
+        );
+        // A quote never closed: no tag, its `<` is text.
+        assert_eq!(
+            html_text("<b title=\"x <i>y</i>", literal_text),
+            "<b title=\"x y"
+        );
     }
 
     #[test]
