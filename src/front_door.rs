@@ -128,7 +128,7 @@ pub async fn front_door(
         // Runs to its end even when the caller goes (dropped at shutdown inside the runtime,
         // as the store's connections need).
         Some(detached) => {
-            let task_side = TaskSide(detached.clone());
+            let task_side = TaskSide::new(detached.clone());
             let task = crate::store::task::spawn_awaited(async move {
                 let outcome = serve.await;
                 drop(task_side);
@@ -194,16 +194,15 @@ fn reads_only(method: &Method, path: &str) -> bool {
         && (path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics"))
 }
 
-/// The requests running in tasks of their own ([`reads_only`]) whose callers have gone: a
-/// stop waits for them, since with their callers went the connections the server's drain
-/// waits for (a request whose caller is still there keeps its connection, and the drain waits
-/// for that). Once the stop began, code that would spawn from a `Drop` must not: the tasks
-/// still running when the drain's time is up are dropped with their worker, where spawning
-/// panics.
+/// The requests running in tasks of their own (not [`reads_only`]): a stop waits for them
+/// before the server's own drain. The drain waits for open connections, and a write's caller
+/// that leaves, before or during it, takes its connection along while the write goes on; the
+/// tasks still running when the drain ends are dropped with their worker. Once the stop
+/// began, code that would spawn from a `Drop` must not: spawning there panics.
 #[derive(Default)]
 pub struct RequestTasks {
-    orphaned: AtomicUsize,
-    none_orphaned: tokio::sync::Notify,
+    running: AtomicUsize,
+    none_running: tokio::sync::Notify,
     stopping: AtomicBool,
 }
 
@@ -213,20 +212,20 @@ impl RequestTasks {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Marks the stop begun and waits up to `within` for the requests whose callers have gone.
+    /// Marks the stop begun and waits up to `within` for the requests running in tasks.
     pub async fn stop(&self, within: std::time::Duration) {
         self.stopping.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let ended = self.none_orphaned.notified();
-            let running = self.orphaned.load(Ordering::Acquire);
+            let ended = self.none_running.notified();
+            let running = self.running.load(Ordering::Acquire);
             if running == 0 {
                 return;
             }
             if tokio::time::timeout_at(deadline, ended).await.is_err() {
                 tracing::warn!(
                     running,
-                    "requests whose callers had gone were still running when the drain's time was up"
+                    "writes were still running when the drain's time was up"
                 );
                 return;
             }
@@ -242,36 +241,38 @@ struct Detached {
 }
 
 /// The caller's side of a [`Detached`] request: dropped before the task ended, the caller has
-/// gone, and the request is counted in [`RequestTasks`] until it ends.
+/// gone (its answer is then not delivered, which the task logs).
 struct CallerSide(std::rc::Rc<Detached>);
 
 impl Drop for CallerSide {
     fn drop(&mut self) {
-        let detached = &self.0;
-        if detached.ended.get() {
-            return;
-        }
-        detached.caller_gone.set(true);
-        if let Some(tasks) = &detached.tasks {
-            tasks.orphaned.fetch_add(1, Ordering::AcqRel);
+        if !self.0.ended.get() {
+            self.0.caller_gone.set(true);
         }
     }
 }
 
-/// The task's side of a [`Detached`] request, dropped when the task ends (or is dropped).
+/// The task's side of a [`Detached`] request, counted in [`RequestTasks`] from its start until
+/// the task ends (or is dropped).
 struct TaskSide(std::rc::Rc<Detached>);
+
+impl TaskSide {
+    fn new(detached: std::rc::Rc<Detached>) -> Self {
+        if let Some(tasks) = &detached.tasks {
+            tasks.running.fetch_add(1, Ordering::AcqRel);
+        }
+        Self(detached)
+    }
+}
 
 impl Drop for TaskSide {
     fn drop(&mut self) {
         let detached = &self.0;
         detached.ended.set(true);
-        if !detached.caller_gone.get() {
-            return;
-        }
         if let Some(tasks) = &detached.tasks
-            && tasks.orphaned.fetch_sub(1, Ordering::AcqRel) == 1
+            && tasks.running.fetch_sub(1, Ordering::AcqRel) == 1
         {
-            tasks.none_orphaned.notify_waiters();
+            tasks.none_running.notify_waiters();
         }
     }
 }

@@ -62,8 +62,9 @@ impl AppHandle {
     pub async fn stop(&self, graceful: bool) {
         self.outbox.begin_stopping();
         self.events.stop_streams();
-        // Writes whose callers have gone are waited for first, no new connection taken
-        // meanwhile: with their callers went the connections the server's own drain waits for.
+        // Writes are waited for first, no new connection taken meanwhile: a write's caller
+        // that leaves takes along the connection the server's own drain waits for, and a write
+        // still running when that drain ends is dropped with its worker.
         if graceful {
             self.server.pause().await;
         }

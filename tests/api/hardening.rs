@@ -1203,6 +1203,50 @@ async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
 }
 
 #[actix_web::test]
+async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
+    // The stop began while its caller still waited; then the caller left, taking along the
+    // connection the server's drain waited for, and the write was dropped with its worker.
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = 60_000;
+        s.server.shutdown_timeout_secs = 10;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(Duration::from_millis(1_500));
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let body = json!({ "message": "sent as the stop began" });
+    let caller = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: during-the-stop\r\nContent-Length: {}\r\n\r\n{body}",
+            body.to_string().len()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handle = app.handle.clone();
+    let stop = actix_web::rt::spawn(async move { handle.stop(true).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(caller);
+    stop.await.unwrap();
+    // The write's answer was kept: its retry after the restart is answered with it.
+    let app = app.restarted().await;
+    app.sim.set_latency(Duration::ZERO);
+    let retry = app
+        .http
+        .post(format!("{}/api/v1/channels/1/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", "during-the-stop"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let retry = read(retry).await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+}
+
+#[actix_web::test]
 async fn a_stop_waits_for_writes_whose_callers_have_gone() {
     // Its caller gone, its connection is too: the server's own drain found nothing to wait for
     // and dropped the write half done (and its key's claim panicked as its worker ended).
