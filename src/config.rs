@@ -865,6 +865,8 @@ fn without_given_values(reason: &str) -> String {
         ("string \"", "\", expected"),
         ("unknown variant `", "`"),
         ("does not have variant constructor ", " for key"),
+        // The url crate's `relative URL without a base: "…"`.
+        (": \"", "\" for key"),
     ];
     while let Some((at, opening, close)) = quotes
         .iter()
@@ -884,6 +886,106 @@ fn without_given_values(reason: &str) -> String {
     out
 }
 
+/// The names of the environment's variables (the process's, or a test's).
+fn env_names(env: Option<&std::collections::HashMap<String, String>>) -> Vec<String> {
+    match env {
+        Some(map) => map.keys().cloned().collect(),
+        None => std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect(),
+    }
+}
+
+/// The config crate's error as one line under the key it names (`… for key `server.bind``),
+/// without the value given, with the choices of a key that takes one of a few words, and with
+/// the variable that set a key no setting has (an operator looks for a typo where it is).
+fn loading_error(error: &str, variables: &[String]) -> ConfigError {
+    let reason = without_given_values(&without_quoted_source(error));
+    // A misspelled shared key of `[inbound]` is read as a receiver's name, and serde names
+    // only the receiver type it expected.
+    if reason.contains("expected struct InboundSettings") {
+        return ConfigError::new(
+            "inbound",
+            format!(
+                "{reason}: [inbound] holds reply_timeout_ms, dsm_refresh_ms and receivers as tables ([inbound.<name>]); is a key misspelled?"
+            ),
+        );
+    }
+    // A key at the top level is named by no `for key`.
+    let (reason, key) = reason
+        .rsplit_once(" for key `")
+        .and_then(|(reason, key)| Some((reason, key.strip_suffix('`')?)))
+        .unwrap_or((&reason, ""));
+    // A receiver's kind or check: the config crate names the table only.
+    let key = match key {
+        "inbound" if reason.contains("`outgoing_webhook`") => "inbound.<name>.kind",
+        "inbound" if reason.contains("`token` or `dsm`") => "inbound.<name>.verify",
+        _ => key,
+    };
+    if reason == "invalid socket address syntax" {
+        return ConfigError::new(
+            key,
+            "must be an IP address and a port (0.0.0.0:8080, 127.0.0.1:8080, [::]:8080); a host \
+             name is not resolved",
+        );
+    }
+    if let Some(kind) = reason
+        .strip_prefix("enum ")
+        .and_then(|rest| rest.strip_suffix(" does not have variant constructor …"))
+    {
+        let reason = match choices(kind) {
+            Some(choices) => format!("must be one of {choices}"),
+            None => "is none of the words this setting takes (README: Configuration)".to_owned(),
+        };
+        return ConfigError::new(key, reason);
+    }
+    if let Some(field) = reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+    {
+        let name = match key {
+            "" => format!("{ENV_PREFIX}__{field}"),
+            key => format!("{ENV_PREFIX}__{}__{field}", key.replace('.', "__")),
+        };
+        if let Some(variable) = variables.iter().find(|v| v.eq_ignore_ascii_case(&name)) {
+            let dotted = match key {
+                "" => field.to_owned(),
+                key => format!("{key}.{field}"),
+            };
+            let expected = reason.split_once(", ").map_or("", |(_, expected)| expected);
+            return ConfigError::new(
+                variable.as_str(),
+                format!("names {dotted}, which no setting is; {expected}"),
+            );
+        }
+    }
+    match key {
+        "" => ConfigError::new("config", reason),
+        key => ConfigError::new(key, reason),
+    }
+}
+
+/// The words an enumeration of the settings takes, as serde lists them (`` `a`, `b` or `c` ``).
+fn choices(kind: &str) -> Option<String> {
+    fn listed<T: serde::de::DeserializeOwned>() -> Option<String> {
+        let refusal = serde_json::from_value::<T>(serde_json::Value::String(String::new()))
+            .err()?
+            .to_string();
+        let (_, choices) = refusal.split_once("expected ")?;
+        Some(choices.trim_start_matches("one of ").to_owned())
+    }
+    match kind {
+        "PostListPaging" => listed::<PostListPaging>(),
+        "LogFormat" => listed::<LogFormat>(),
+        "TokenKind" => listed::<TokenKind>(),
+        "InboundKind" => listed::<InboundKind>(),
+        "InboundVerify" => listed::<InboundVerify>(),
+        "Format" => listed::<crate::formats::Format>(),
+        _ => None,
+    }
+}
+
 impl Settings {
     /// Loads, resolves `_file` secrets and validates.
     pub fn load(sources: Sources) -> Result<Self, ConfigError> {
@@ -899,6 +1001,7 @@ impl Settings {
                 .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
         check_env_spelling(sources.env.as_ref())?;
+        let variables = env_names(sources.env.as_ref());
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -907,20 +1010,7 @@ impl Settings {
             .add_source(env)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                let reason = without_given_values(&without_quoted_source(&e.to_string()));
-                // A misspelled shared key of `[inbound]` is read as a receiver's name, and
-                // serde names only the receiver type it expected.
-                match reason.contains("expected struct InboundSettings") {
-                    true => ConfigError::new(
-                        "inbound",
-                        format!(
-                            "{reason}: [inbound] holds reply_timeout_ms, dsm_refresh_ms and receivers as tables ([inbound.<name>]); is a key misspelled?"
-                        ),
-                    ),
-                    false => ConfigError::new("config", reason),
-                }
-            })?;
+            .map_err(|e| loading_error(&e.to_string(), &variables))?;
         settings.resolve_secret_files()?.validated()
     }
 
@@ -1293,7 +1383,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if let Some(bad) = self.server.file_url_allow.iter().find(|entry| {
+        if let Some(bad) = self.server.file_url_allow.iter().position(|entry| {
             let network =
                 entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
             let host = entry
@@ -1303,7 +1393,10 @@ impl Settings {
         }) {
             return Err(ConfigError::new(
                 "server.file_url_allow",
-                format!("{bad:?} is not a CIDR, an IP address or a host name"),
+                format!(
+                    "entry {} is not a CIDR, an IP address or a host name",
+                    bad + 1
+                ),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -1315,13 +1408,14 @@ impl Settings {
                 "is empty: no line would be written (an unset variable?); use a level such as info",
             ));
         }
-        if let Some(word) = bare_target(&self.log.level) {
+        if let Some(at) = bare_target(&self.log.level) {
             return Err(ConfigError::new(
                 "log.level",
                 format!(
-                    "{word:?} is not a level (off, error, warn, info, debug, trace); a bare name \
-                     selects a log target and would switch every other line off: use a level, \
-                     or target=level"
+                    "directive {} is a bare name, not a level (off, error, warn, info, debug, \
+                     trace); a bare name selects a log target and would switch every other line \
+                     off: use a level, or target=level",
+                    at + 1
                 ),
             ));
         }
@@ -1336,7 +1430,7 @@ impl Settings {
                 "must be an http:// or https:// URL with a host and no user name or password",
             ));
         }
-        if let Some(bad) = self.server.cors_origins.iter().find(|origin| {
+        if let Some(bad) = self.server.cors_origins.iter().position(|origin| {
             url::Url::parse(origin).ok().is_none_or(|url| {
                 !matches!(url.scheme(), "http" | "https")
                     || url.origin().ascii_serialization() != origin.trim_end_matches('/')
@@ -1344,7 +1438,10 @@ impl Settings {
         }) {
             return Err(ConfigError::new(
                 "server.cors_origins",
-                format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
+                format!(
+                    "entry {} is not an origin (scheme://host[:port], no path)",
+                    bad + 1
+                ),
             ));
         }
         let rate = &self.rate_limit;
@@ -1649,15 +1746,15 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     ))
 }
 
-/// The first directive of a log filter that is a bare name other than a level (`warning`,
+/// Where the first directive of a log filter is that is a bare name other than a level (`warning`,
 /// `verbose`): `EnvFilter` reads it as "this target at every level", which silences every other
 /// line, where the operator meant a level.
-fn bare_target(filter: &str) -> Option<&str> {
+fn bare_target(filter: &str) -> Option<usize> {
     // The names, and the numbers `EnvFilter` takes for them (0 = off … 5 = trace).
     const LEVELS: [&str; 12] = [
         "off", "error", "warn", "info", "debug", "trace", "0", "1", "2", "3", "4", "5",
     ];
-    filter.split(',').map(str::trim).find(|directive| {
+    filter.split(',').map(str::trim).position(|directive| {
         !directive.is_empty()
             && !directive.contains(['=', '['])
             && !LEVELS
@@ -1966,6 +2063,52 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_value_is_never_shown_and_its_key_is_named() {
+        for (variable, key) in [
+            ("SYNOCHAT__UPSTREAM__URL", "upstream.url"),
+            ("SYNOCHAT__SERVER__PUBLIC_URL", "server.public_url"),
+            ("SYNOCHAT__LOG__LEVEL", "log.level"),
+            ("SYNOCHAT__LOG__FORMAT", "log.format"),
+            ("SYNOCHAT__SERVER__CORS_ORIGINS", "server.cors_origins"),
+            ("SYNOCHAT__SERVER__FILE_URL_ALLOW", "server.file_url_allow"),
+            ("SYNOCHAT__SERVER__BIND", "server.bind"),
+            (
+                "SYNOCHAT__UPSTREAM__POST_LIST_PAGING",
+                "upstream.post_list_paging",
+            ),
+            ("SYNOCHAT__HOOKS__A__FORMAT", "hooks.a.format"),
+            ("SYNOCHAT__TOKENS__A__KIND", "tokens.a.kind"),
+            ("SYNOCHAT__INBOUND__A__KIND", "inbound.<name>.kind"),
+            ("SYNOCHAT__INBOUND__A__VERIFY", "inbound.<name>.verify"),
+        ] {
+            let err = load(&[(variable, "hunter2 pw")]).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        // The words a setting takes, as its type has them.
+        let err = load(&[("SYNOCHAT__UPSTREAM__POST_LIST_PAGING", "x")]).unwrap_err();
+        assert_eq!(err.reason, "must be one of `offset` or `anchor`");
+        let err = load(&[("SYNOCHAT__HOOKS__A__FORMAT", "x")]).unwrap_err();
+        assert!(err.reason.contains("`alertmanager`"), "{err}");
+        let err = load(&[("SYNOCHAT__SERVER__BIND", "localhost:8080")]).unwrap_err();
+        assert!(err.reason.contains("IP address and a port"), "{err}");
+    }
+
+    #[test]
+    fn a_variable_for_no_setting_is_named() {
+        for (variable, dotted) in [
+            ("SYNOCHAT__SERVER__BND", "server.bnd"),
+            ("SYNOCHAT__upstream__password_fle", "upstream.password_fle"),
+            ("SYNOCHAT__AUTH_DISABLED", "auth_disabled"),
+        ] {
+            let err = load(&[(variable, "1")]).unwrap_err();
+            assert_eq!(err.key, variable);
+            assert!(err.reason.starts_with(&format!("names {dotted},")), "{err}");
+            assert!(err.reason.contains("expected one of"), "{err}");
+        }
+    }
+
+    #[test]
     fn urls_that_would_be_shown_with_a_password_are_refused() {
         let err =
             with_nas(&[("SYNOCHAT__UPSTREAM__URL", "https://admin:hunter2@nas:5001")]).unwrap_err();
@@ -1992,11 +2135,12 @@ mod tests {
         assert_eq!(err.key, "log.level");
         load(&[("SYNOCHAT__LOG__LEVEL", "syno_chat_gateway=debug,warn")]).unwrap();
         // A word that is no level parses as a target and would silence every other line.
-        for typo in ["warning", "verbose", "info,warning"] {
+        for (typo, at) in [("warning", 1), ("verbose", 1), ("info,warning", 2)] {
             let err = load(&[("SYNOCHAT__LOG__LEVEL", typo)]).unwrap_err();
             assert_eq!(err.key, "log.level");
             assert!(
-                err.reason.contains("\"warning\"") || err.reason.contains("\"verbose\""),
+                err.reason
+                    .starts_with(&format!("directive {at} is a bare name")),
                 "{err}"
             );
         }
@@ -2241,9 +2385,8 @@ mod tests {
             ),
         ] {
             let error = from_file(toml).unwrap_err();
-            let error = error.to_string();
-            assert!(error.contains(&format!("`{key}`")), "{toml}: {error}");
-            assert!(error.contains(reason), "{toml}: {error}");
+            assert_eq!(error.key, key, "{toml}: {error}");
+            assert!(error.reason.contains(reason), "{toml}: {error}");
         }
         let loaded =
             from_file("[delivery]\nmax_message_parts = 7\n[store]\nmax_connections = 3\n").unwrap();
@@ -2261,11 +2404,7 @@ mod tests {
         assert_eq!(loaded.inbound.reply_timeout_ms, 4000);
         for value in ["yes", "2.5", "true"] {
             let error = load(&[("SYNOCHAT__DELIVERY__MAX_MESSAGE_PARTS", value)]).unwrap_err();
-            let error = error.to_string();
-            assert!(
-                error.contains("`delivery.max_message_parts`"),
-                "{value}: {error}"
-            );
+            assert_eq!(error.key, "delivery.max_message_parts", "{value}: {error}");
         }
     }
 
