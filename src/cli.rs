@@ -92,8 +92,8 @@ pub fn main() -> ExitCode {
         } => simulate(bind, session_idle_timeout_secs),
         Command::Openapi { output } => print_openapi(output),
         Command::CheckConfig => load()
-            .map(|s| println!("{}", s.masked_json()))
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+            .and_then(|s| print(&(s.masked_json() + "\n"))),
         Command::Healthcheck { url, timeout_secs } => load()
             .map_err(|e| e.to_string())
             .and_then(|s| healthcheck(&s, url, timeout_secs)),
@@ -163,9 +163,16 @@ fn print_openapi(output: Option<PathBuf>) -> Result<(), String> {
         + "\n";
     match output {
         Some(path) => std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display())),
-        None => std::io::stdout()
-            .write_all(json.as_bytes())
-            .map_err(|e| e.to_string()),
+        None => print(&json),
+    }
+}
+
+/// Writes a document to standard output. A reader that stopped early (`| head`, `| less`
+/// quit) is no error: the rest was not wanted.
+fn print(text: &str) -> Result<(), String> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.to_string()),
+        _ => Ok(()),
     }
 }
 

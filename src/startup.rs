@@ -78,6 +78,17 @@ impl AppHandle {
     }
 }
 
+/// A listener on `address`, or the error naming the address and the setting (`Address
+/// already in use` alone does not say which).
+fn listen(address: SocketAddr, key: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {address} ({key}): {error}"),
+        )
+    })
+}
+
 /// `/metrics` alone on its own listener (e.g. an address only Prometheus reaches).
 fn metrics_server(
     bind: SocketAddr,
@@ -86,7 +97,7 @@ fn metrics_server(
     access: web::Data<MetricsAccess>,
     keys: web::Data<ApiKeys>,
 ) -> std::io::Result<(Server, SocketAddr)> {
-    let listener = TcpListener::bind(bind)?;
+    let listener = listen(bind, "metrics.bind")?;
     let address = listener.local_addr()?;
     // Other paths and methods get the API's problem answers (404, 405 with `Allow`).
     let routes = web::Data::new(RouteTable::of(&[("/metrics", &["GET"])]));
@@ -462,7 +473,7 @@ impl Application {
         let cors_origins = settings.server.cors_origins.clone();
         let persist_authorization = settings.server.docs_persist_authorization;
 
-        let listener = TcpListener::bind(settings.server.bind)?;
+        let listener = listen(settings.server.bind, "server.bind")?;
         let address = listener.local_addr()?;
         let server_upstream = upstream.clone();
         let store_data = web::Data::new(store.clone());

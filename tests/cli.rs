@@ -138,6 +138,43 @@ fn serve_refuses_unsafe_setting_combinations_in_one_line() {
 }
 
 #[test]
+fn serve_names_the_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = run(
+        &["serve"],
+        &[
+            ("SYNOCHAT__UPSTREAM__DEMO", "true"),
+            ("SYNOCHAT__AUTH__DISABLED", "true"),
+            ("SYNOCHAT__SERVER__BIND", &address),
+            ("SYNOCHAT__LOG__LEVEL", "error"),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let message = text(&out.stderr);
+    assert!(
+        message.contains(&format!("cannot listen on {address} (server.bind)")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_document_piped_into_a_reader_that_stops_early_is_no_error() {
+    let mut child = Command::new(BIN)
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader takes nothing and goes: the writer meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
 fn hash_key_hashes_stdin_and_makes_new_keys() {
     let out = run(&["hash-key", "--stdin"], &[], Some("foo\n"));
     assert_eq!(
