@@ -370,7 +370,11 @@ impl Application {
         let (store, sole_use) = Store::connect_to_serve(&settings.store)
             .await
             .map_err(std::io::Error::other)?;
-        tracing::info!(backend = ?store.backend(), "store ready");
+        tracing::info!(
+            backend = ?store.backend(),
+            url = %crate::store::redacted_url(secrecy::ExposeSecret::expose_secret(&settings.store.url)),
+            "store ready"
+        );
         // Replicas take over each other's leases and settle times by their own clocks.
         if let Ok(Some(ahead)) = store.clock_ahead_ms().await
             && ahead.abs() > CLOCK_SKEW_WARNING_MS

@@ -122,6 +122,11 @@ fn the_binary_exits_non_zero_with_one_line_on_a_bad_store() {
             &*format!("sqlite://{}/sub/gateway.db", blocked.display()),
             "store: cannot create",
         ),
+        (
+            // A directory that does not exist (a typo): not made, with a new, empty outbox.
+            &*format!("sqlite://{}/typo/gateway.db", dir.path().display()),
+            "typo does not exist",
+        ),
     ] {
         let out = Command::new(BIN)
             .arg("serve")

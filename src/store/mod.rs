@@ -739,11 +739,22 @@ fn keep_private(path: &std::path::Path) {
 }
 
 /// The database holds queued messages: readable by the gateway's user only. SQLite gives its
-/// `-wal` and `-shm` files the same mode.
+/// `-wal` and `-shm` files the same mode. Its directory must exist: a typo in `store.url`
+/// would otherwise make a new, empty outbox somewhere, the queued messages left behind
+/// without a word.
 fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "its directory {} does not exist (the gateway creates the database file, not \
+                 its directory)",
+                parent.display()
+            ),
+        ));
     }
     std::fs::OpenOptions::new()
         .write(true)
