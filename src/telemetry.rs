@@ -207,6 +207,9 @@ pub enum SecretPath {
     /// `/webapi/entry.cgi` (Synology Chat's URL): anything else under `/webapi` may be a token
     /// pasted into the path.
     Webapi,
+    /// A Matrix room (`/_matrix/client/{v}/rooms/{room}/…`, `/join/{room}`), which names a
+    /// hook: any other room may be the access token put in the wrong place.
+    MatrixRoom,
 }
 
 impl SecretPath {
@@ -258,7 +261,8 @@ pub fn loggable_path(
                     || starts(i + 1, b"webapi")
                     || starts(i + 1, b"ntfy")
                     || starts(i + 1, b"telegram")
-                    || starts(i + 1, b"bot"))
+                    || starts(i + 1, b"bot")
+                    || starts(i + 1, b"_matrix"))
     });
     if !maybe_secret {
         return path.into();
@@ -276,6 +280,24 @@ pub fn loggable_path(
     if let Some(at) = bot_token_at {
         let mut kept = segments[..at].to_vec();
         kept.push("****");
+        return kept.join("/").into();
+    }
+    let matrix_room = segments
+        .iter()
+        .position(|s| decoded(s) == "_matrix")
+        .and_then(|at| {
+            let rooms = segments[at..]
+                .iter()
+                .position(|s| matches!(&*decoded(s), "rooms" | "join"))?;
+            Some(at + rooms + 1).filter(|&room| {
+                segments.get(room).is_some_and(|room| {
+                    !room.is_empty() && !is_known(SecretPath::MatrixRoom, &decoded(room))
+                })
+            })
+        });
+    if let Some(room) = matrix_room {
+        let mut kept = segments.clone();
+        kept[room] = "****";
         return kept.join("/").into();
     }
     let Some((at, route)) = segments
@@ -340,6 +362,33 @@ fn decoded(segment: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::loggable_path;
+
+    #[test]
+    fn a_matrix_room_that_names_no_hook_is_masked() {
+        use super::SecretPath;
+        let path = |p| {
+            loggable_path(p, |route, room| {
+                route == SecretPath::MatrixRoom
+                    && room.trim_start_matches(['!', '#']).split(':').next() == Some("am")
+            })
+        };
+        for kept in [
+            "/_matrix/client/v3/rooms/!am:gateway.example/send/m.room.message/t1",
+            "/_matrix/client/v3/rooms/%21am%3Agateway.example/send/m.room.message/t1",
+            "/_matrix/client/r0/join/%23am%3Agateway.example",
+            "/_matrix/client/v3/account/whoami",
+        ] {
+            assert_eq!(path(kept), kept);
+        }
+        assert_eq!(
+            path("/_matrix/client/v3/rooms/s3cret-token/send/m.room.message/t1"),
+            "/_matrix/client/v3/rooms/****/send/m.room.message/t1"
+        );
+        assert_eq!(
+            path("/_matrix/client/v3/join/s3cret-token"),
+            "/_matrix/client/v3/join/****"
+        );
+    }
 
     #[test]
     fn a_hooks_secret_is_masked_wherever_the_hooks_segment_is() {

@@ -268,7 +268,7 @@ pub async fn join(path: web::Path<JoinPath>, req: HttpRequest, state: State) -> 
     };
     let name = hook_of_room(&path.room_id_or_alias);
     if !rooms.contains(&name) {
-        return not_in_room(&path.room_id_or_alias);
+        return not_in_room();
     }
     HttpResponse::Ok().json(RoomJoined {
         room_id: room_id(name, &req),
@@ -331,7 +331,7 @@ async fn send(
     };
     let name = hook_of_room(&message.room_id).to_owned();
     if !rooms.contains(&name.as_str()) {
-        return not_in_room(&message.room_id);
+        return not_in_room();
     }
     if message.event_type != MESSAGE_EVENT {
         return refused(
@@ -401,7 +401,7 @@ fn access_token(req: &HttpRequest) -> Option<String> {
 }
 
 /// The hook a room names: `!name:server`, `#name:server` or `name`.
-fn hook_of_room(room: &str) -> &str {
+pub(crate) fn hook_of_room(room: &str) -> &str {
     let local = room.strip_prefix(['!', '#']).unwrap_or(room);
     local.split_once(':').map_or(local, |(name, _)| name)
 }
@@ -418,11 +418,11 @@ fn server_name(req: &HttpRequest) -> String {
         .map_or_else(|| "gateway".to_owned(), |origin| origin.host.to_string())
 }
 
-fn not_in_room(room: &str) -> HttpResponse {
+fn not_in_room() -> HttpResponse {
     refused(
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
-        format!("the access token is not a secret of the hook the room `{room}` names"),
+        "the access token is not a secret of the hook the room names",
     )
 }
 

@@ -100,6 +100,9 @@ pub fn is_endpoint_name(
             events.is_some_and(|events| events.inbounds.contains_key(name))
         }
         crate::telemetry::SecretPath::Webapi => name == "entry.cgi",
+        crate::telemetry::SecretPath::MatrixRoom => {
+            state.is_some_and(|state| state.hooks.contains_key(matrix::hook_of_room(name)))
+        }
     }
 }
 
