@@ -411,6 +411,11 @@ pub const STANDARD_WEBHOOKS_RETRY_DELAYS_MS: [u64; 9] = [
 
 /// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
 /// and systemd files point it at `/var/lib/syno-chat-gateway`.
+/// The integration tokens demo mode adds for the simulator's incoming webhook and chatbot,
+/// unless tokens of these names are configured.
+pub const DEMO_WEBHOOK_TOKEN: &str = "demo-webhook";
+pub const DEMO_BOT_TOKEN: &str = "demo-bot";
+
 pub const DEFAULT_STORE_URL: &str = "sqlite://syno-chat-gateway.db";
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -1561,8 +1566,13 @@ impl Settings {
             }
         }
         if let Some(token) = &hook.token {
-            match self.tokens.get(token) {
-                Some(t) if t.kind == TokenKind::Webhook => {}
+            let demo_kind = match token.as_str() {
+                DEMO_WEBHOOK_TOKEN if self.is_demo() => Some(TokenKind::Webhook),
+                DEMO_BOT_TOKEN if self.is_demo() => Some(TokenKind::Bot),
+                _ => None,
+            };
+            match self.tokens.get(token).map(|t| t.kind).or(demo_kind) {
+                Some(TokenKind::Webhook) => {}
                 Some(_) => {
                     return Err(ConfigError::new(
                         key("token"),
@@ -2232,6 +2242,24 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.key, "hooks.x.token");
+        // Demo mode's own tokens, as the simulator's incoming webhook and chatbot.
+        let demo_hook = [
+            ("SYNOCHAT__HOOKS__X__TOKEN", DEMO_WEBHOOK_TOKEN),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+        ];
+        assert!(load(&demo_hook).unwrap().is_demo());
+        let with_a_nas = [
+            demo_hook.as_slice(),
+            &[("SYNOCHAT__AUTH__DISABLED", "true")],
+        ]
+        .concat();
+        assert_eq!(with_nas(&with_a_nas).unwrap_err().key, "hooks.x.token");
+        let err = load(&[
+            ("SYNOCHAT__HOOKS__X__TOKEN", DEMO_BOT_TOKEN),
+            ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),
+        ])
+        .unwrap_err();
+        assert!(err.reason.contains("chatbot token"), "{err}");
         let err = load(&[
             ("SYNOCHAT__HOOKS__X__CHANNEL", "ops"),
             ("SYNOCHAT__HOOKS__X__SECRET_HASH", HASH),

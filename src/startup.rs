@@ -226,11 +226,15 @@ fn integration_tokens(
         let control = sim.control();
         for (name, token, kind) in [
             (
-                "demo-webhook",
+                crate::config::DEMO_WEBHOOK_TOKEN,
                 control.demo_webhook_token(),
                 TokenKind::Webhook,
             ),
-            ("demo-bot", control.demo_bot_token(), TokenKind::Bot),
+            (
+                crate::config::DEMO_BOT_TOKEN,
+                control.demo_bot_token(),
+                TokenKind::Bot,
+            ),
         ] {
             tokens.entry(name.to_owned()).or_insert(IntegrationToken {
                 token: SecretString::from(token),

@@ -159,7 +159,8 @@ pub struct Delivery {
     state: &'static str,
     /// Send attempts so far.
     attempts: i64,
-    /// The last failure, as a problem document.
+    /// The last failure, as a problem document; kept once the message is delivered (why the
+    /// attempts before failed).
     #[schema(value_type = Option<Object>)]
     last_error: Option<serde_json::Value>,
     /// Posts created so far, in chunk order (a long message becomes several; a chatbot message

@@ -1180,7 +1180,14 @@ impl Worker {
             .as_ref()
             .and_then(|e| serde_json::to_string(&e.problem()).ok());
         if let Some(error) = &error {
-            tracing::info!(delivery = %row.id, outcome = label, %error, "delivery attempt");
+            // A NAS down for a day is tried every 15 s: the 1st, 2nd, 4th, 8th… attempt that
+            // leaves a delivery queued is logged at info, the others at debug.
+            let attempts = row.attempts;
+            if label != "retry" || (attempts > 0 && (attempts as u64).is_power_of_two()) {
+                tracing::info!(delivery = %row.id, outcome = label, attempts, %error, "delivery attempt");
+            } else {
+                tracing::debug!(delivery = %row.id, outcome = label, attempts, %error, "delivery attempt");
+            }
         }
         let recorded = match (&paused_for, &problem) {
             // Enabled again meanwhile: queued at once, not left failed (see the store).

@@ -113,7 +113,10 @@ pub enum UpstreamError {
     },
     #[error("DSM refused the gateway's login with error {code} ({})", login_refusal_meaning(*code))]
     LoginRefused { code: i64 },
-    #[error("login to DSM is backing off for {retry_after:?} after a failed attempt ({last})")]
+    #[error(
+        "login to DSM is backing off for another {} s after a failed attempt ({last})",
+        .retry_after.as_secs_f64().ceil()
+    )]
     LoginBackoff {
         retry_after: Duration,
         last: Box<UpstreamError>,
