@@ -212,22 +212,23 @@ impl RequestTasks {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Marks the stop begun and waits up to `within` for the requests running in tasks.
-    pub async fn stop(&self, within: std::time::Duration) {
+    /// Marks the stop begun and waits up to `within` for the requests running in tasks:
+    /// whether they all ended.
+    pub async fn stop(&self, within: std::time::Duration) -> bool {
         self.stopping.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let ended = self.none_running.notified();
             let running = self.running.load(Ordering::Acquire);
             if running == 0 {
-                return;
+                return true;
             }
             if tokio::time::timeout_at(deadline, ended).await.is_err() {
                 tracing::warn!(
                     running,
                     "writes were still running when the drain's time was up"
                 );
-                return;
+                return false;
             }
         }
     }

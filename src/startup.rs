@@ -63,8 +63,8 @@ impl AppHandle {
         self.outbox.begin_stopping();
         self.events.stop_streams();
         // Writes are waited for first, no new connection taken meanwhile: a write's caller
-        // that leaves takes along the connection the server's own drain waits for, and a write
-        // still running when that drain ends is dropped with its worker.
+        // that leaves takes along the connection the server's own drain would wait for, and a
+        // write still running when that drain ends is dropped with its worker.
         if graceful {
             self.server.pause().await;
         }
@@ -73,8 +73,11 @@ impl AppHandle {
         } else {
             Duration::ZERO
         };
-        self.request_tasks.stop(within).await;
-        self.server.stop(graceful).await;
+        // Their time up, the server's drain gets none more: the reads ran meanwhile, and the
+        // whole stop stays within `server.shutdown_timeout_secs` (and a service manager's
+        // patience).
+        let writes_ended = self.request_tasks.stop(within).await;
+        self.server.stop(graceful && writes_ended).await;
     }
 }
 
