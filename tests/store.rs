@@ -71,6 +71,7 @@ backends::on_both!(
 #[actix_web::test]
 async fn the_sqlite_file_is_private_and_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("nested")).unwrap();
     let path = dir.path().join("nested").join("gateway.db");
     let store = Store::connect(&settings(&format!("sqlite://{}", path.display())))
         .await

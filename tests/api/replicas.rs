@@ -15,7 +15,9 @@ async fn replicas(sim: &Simulator, session_names: &[&str]) -> (tempfile::TempDir
     for (i, name) in session_names.iter().enumerate() {
         let mut settings = settings_for(&sim.base_url());
         settings.upstream.session_name = (*name).to_owned();
-        settings.store.url = store_url(&stores.path().join(format!("replica-{i}")));
+        let store_dir = stores.path().join(format!("replica-{i}"));
+        std::fs::create_dir(&store_dir).expect("a replica's store directory");
+        settings.store.url = store_url(&store_dir);
         let app = Application::build(settings).await.expect("gateway starts");
         bases.push(format!("http://{}", app.address()));
         actix_web::rt::spawn(app.run_until_stopped());
