@@ -2,8 +2,8 @@
 //!
 //! The HTTP face and what guards it:
 //! - [`api`]: the HTTP face, one module per resource (handlers validate input into types,
-//!   call the DSM client, answer JSON or a problem document), with [`api::error`], its error
-//!   type and the one table of problem codes, and [`api::cache`], the cached user and channel lists;
+//!   call the DSM client, answer JSON or a problem document), with [`api::error`], which
+//!   answers [`problem`]'s errors, and [`api::cache`], the cached user and channel lists;
 //! - [`auth`]: API keys and scopes; [`ratelimit`]: token buckets per key and address;
 //!   [`browser`]: DNS-rebinding and cross-site defences; [`forwarded`]: the public origin
 //!   behind trusted reverse proxies;
@@ -13,6 +13,8 @@
 //! Below it, each with one job:
 //! - [`upstream`]: the DSM client, the only code that knows `entry.cgi`;
 //! - [`domain`]: validated identifiers, message text and the Chat resources;
+//! - [`problem`]: the one error type and table of problem codes, answered by [`api`] and
+//!   kept by [`delivery`];
 //! - [`chunking`]: long texts as several posts;
 //! - [`store`]: the delivery, idempotency and event store (SQLite or PostgreSQL), the only
 //!   code that knows SQL;
@@ -46,6 +48,7 @@ pub mod front_door;
 pub mod later_heads;
 pub mod logging;
 pub mod metrics;
+pub mod problem;
 pub mod ratelimit;
 pub mod sim;
 pub mod startup;

@@ -24,11 +24,10 @@ use tokio::sync::Notify;
 use crate::chunking::{PartLimits, Parts};
 use crate::config::{DeliverySettings, SubscriptionsSettings};
 use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId};
-// A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows, so
-// delivery speaks the HTTP face's error vocabulary (and only that of it).
-use crate::api::error::{ApiError, ProblemCode};
+// A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows.
 use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
+use crate::problem::{ApiError, ProblemCode};
 use crate::store::deliveries::{
     DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets,
 };
