@@ -1202,10 +1202,16 @@ async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
     }
 }
 
-#[actix_web::test]
-async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
-    // The stop began while its caller still waited; then the caller left, taking along the
-    // connection the server's drain waited for, and the write was dropped with its worker.
+/// When a keyed write's caller leaves, against the gateway's stop.
+#[derive(Clone, Copy)]
+enum CallerLeaves {
+    BeforeTheStop,
+    DuringTheStop,
+}
+
+/// A keyed post to a slow NAS whose caller leaves (`when`) as the gateway stops: the write is
+/// carried out, and its retry after the restart is answered with the answer kept for it.
+async fn a_keyed_write_outlives_its_caller(when: CallerLeaves, key: &str) {
     let app = spawn_app_with(SimConfig::default(), |s| {
         s.upstream.timeout_ms = 60_000;
         s.server.shutdown_timeout_secs = 10;
@@ -1214,30 +1220,38 @@ async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
     assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     app.sim.set_latency(Duration::from_millis(1_500));
     let address = app.base.trim_start_matches("http://").to_owned();
-    let body = json!({ "message": "sent as the stop began" });
+    let body = json!({ "message": format!("sent with the key {key}") });
     let caller = raw(
         &address,
         &format!(
             "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
              Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
-             Idempotency-Key: during-the-stop\r\nContent-Length: {}\r\n\r\n{body}",
+             Idempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
             body.to_string().len()
         ),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let handle = app.handle.clone();
-    let stop = actix_web::rt::spawn(async move { handle.stop(true).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(caller);
-    stop.await.unwrap();
-    // The write's answer was kept: its retry after the restart is answered with it.
-    let app = app.restarted().await;
+    let app = match when {
+        CallerLeaves::BeforeTheStop => {
+            drop(caller);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            app.restarted().await
+        }
+        CallerLeaves::DuringTheStop => {
+            let handle = app.handle.clone();
+            let stop = actix_web::rt::spawn(async move { handle.stop(true).await });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(caller);
+            stop.await.unwrap();
+            app.restarted().await
+        }
+    };
     app.sim.set_latency(Duration::ZERO);
     let retry = app
         .http
         .post(format!("{}/api/v1/channels/1/posts", app.base))
         .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
-        .insert_header(("Idempotency-Key", "during-the-stop"))
+        .insert_header(("Idempotency-Key", key))
         .send_json(&body)
         .await
         .unwrap();
@@ -1250,39 +1264,12 @@ async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
 async fn a_stop_waits_for_writes_whose_callers_have_gone() {
     // Its caller gone, its connection is too: the server's own drain found nothing to wait for
     // and dropped the write half done (and its key's claim panicked as its worker ended).
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream.timeout_ms = 60_000;
-        s.server.shutdown_timeout_secs = 10;
-    })
-    .await;
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
-    app.sim.set_latency(Duration::from_millis(1_500));
-    let address = app.base.trim_start_matches("http://").to_owned();
-    let body = json!({ "message": "sent just before the stop" });
-    let caller = raw(
-        &address,
-        &format!(
-            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
-             Idempotency-Key: before-the-stop\r\nContent-Length: {}\r\n\r\n{body}",
-            body.to_string().len()
-        ),
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(caller);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // The write's answer was kept: its retry after the restart is answered with it.
-    let app = app.restarted().await;
-    app.sim.set_latency(Duration::ZERO);
-    let retry = app
-        .http
-        .post(format!("{}/api/v1/channels/1/posts", app.base))
-        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
-        .insert_header(("Idempotency-Key", "before-the-stop"))
-        .send_json(&body)
-        .await
-        .unwrap();
-    let retry = read(retry).await;
-    assert_eq!(retry.status, 201, "{}", retry.body);
-    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    a_keyed_write_outlives_its_caller(CallerLeaves::BeforeTheStop, "before-the-stop").await;
+}
+
+#[actix_web::test]
+async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
+    // The stop began while its caller still waited; then the caller left, taking along the
+    // connection the server's drain waited for, and the write was dropped with its worker.
+    a_keyed_write_outlives_its_caller(CallerLeaves::DuringTheStop, "during-the-stop").await;
 }
