@@ -282,30 +282,29 @@ pub fn loggable_path(
         kept.push("****");
         return kept.join("/").into();
     }
-    let matrix_room = segments
-        .iter()
-        .position(|s| decoded(s) == "_matrix")
-        .and_then(|at| {
-            let rooms = segments[at..]
-                .iter()
-                .position(|s| matches!(&*decoded(s), "rooms" | "join"))?;
-            Some(at + rooms + 1).filter(|&room| {
-                segments.get(room).is_some_and(|room| {
-                    !room.is_empty() && !is_known(SecretPath::MatrixRoom, &decoded(room))
-                })
-            })
-        });
-    if let Some(room) = matrix_room {
-        let mut kept = segments.clone();
-        kept[room] = "****";
-        return kept.join("/").into();
-    }
+    // A Matrix room that names no hook may be the access token put where the room goes: it
+    // is masked with all after it, as a hook's secret is, and the path before it still goes
+    // through the masking below (a hook's URL taken for a homeserver's:
+    // `/hooks/am/{secret}/_matrix/…`).
+    let mut segments = segments;
+    let room_masked = match unknown_matrix_room(&segments, &is_known) {
+        Some(room) => {
+            segments.truncate(room);
+            segments.push("****");
+            true
+        }
+        None => false,
+    };
+    let as_read = |segments: &[&str]| match room_masked {
+        true => segments.join("/").into(),
+        false => path.into(),
+    };
     let Some((at, route)) = segments
         .iter()
         .enumerate()
         .find_map(|(at, s)| SecretPath::of(s).map(|route| (at, route)))
     else {
-        return path.into();
+        return as_read(&segments);
     };
     let rest: Vec<&str> = segments[at + 1..]
         .iter()
@@ -316,13 +315,29 @@ pub fn loggable_path(
     // Only a configured name is kept: any other first segment may be a secret (a
     // `/hooks/{secret}/{name}` pasted the other way round, say).
     match rest.as_slice() {
-        [] => return path.into(),
-        [name] if is_known(route, &decoded(name)) => return path.into(),
+        [] => return as_read(&segments),
+        [name] if is_known(route, &decoded(name)) => return as_read(&segments),
         [name, _, ..] if is_known(route, &decoded(name)) => kept.push(name),
         _ => {}
     }
     kept.push("****");
     kept.join("/").into()
+}
+
+/// Where a Matrix room (`…/_matrix/client/{v}/rooms/{room}/…`, `…/join/{room}`, in any case,
+/// the first segment that is not empty) that names no hook is among `segments`.
+fn unknown_matrix_room(
+    segments: &[&str],
+    is_known: &impl Fn(SecretPath, &str) -> bool,
+) -> Option<usize> {
+    let is = |segment: &str, word: &str| decoded(segment).eq_ignore_ascii_case(word);
+    let matrix = segments.iter().position(|s| is(s, "_matrix"))?;
+    let rooms = matrix
+        + segments[matrix..]
+            .iter()
+            .position(|s| is(s, "rooms") || is(s, "join"))?;
+    let room = rooms + 1 + segments[rooms + 1..].iter().position(|s| !s.is_empty())?;
+    (!is_known(SecretPath::MatrixRoom, &decoded(segments[room]))).then_some(room)
 }
 
 /// Whether a path segment holds a bot token after `bot`, `telegram` or `telegrambot` (as
@@ -382,11 +397,43 @@ mod tests {
         }
         assert_eq!(
             path("/_matrix/client/v3/rooms/s3cret-token/send/m.room.message/t1"),
-            "/_matrix/client/v3/rooms/****/send/m.room.message/t1"
+            "/_matrix/client/v3/rooms/****"
         );
         assert_eq!(
             path("/_matrix/client/v3/join/s3cret-token"),
             "/_matrix/client/v3/join/****"
+        );
+        // In any case, after an empty segment, with what follows an encoded `/`.
+        for (sent, logged) in [
+            (
+                "/_MATRIX/client/v3/ROOMS/s3cret/send/m.room.message/t1",
+                "/_MATRIX/client/v3/ROOMS/****",
+            ),
+            (
+                "/_matrix/client/v3/rooms//s3cret/send/m.room.message/t1",
+                "/_matrix/client/v3/rooms//****",
+            ),
+            (
+                "/_matrix/client/v3/rooms/s3cret%2Fmore-secret/send/m.room.message/t1",
+                "/_matrix/client/v3/rooms/****",
+            ),
+        ] {
+            assert_eq!(path(sent), logged);
+        }
+        // A hook's URL taken for a homeserver's: its secret is masked still.
+        let hooks = |p| {
+            loggable_path(p, |route, name| match route {
+                SecretPath::Hook => name == "am",
+                _ => false,
+            })
+        };
+        assert_eq!(
+            hooks("/hooks/am/s3cret/_matrix/client/v3/rooms/!x:y/send/m.room.message/t1"),
+            "/hooks/am/****"
+        );
+        assert_eq!(
+            hooks("/hooks/s3cret/_matrix/client/v3/join/x"),
+            "/hooks/****"
         );
     }
 
