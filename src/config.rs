@@ -864,11 +864,11 @@ fn without_quoted_source(reason: &str) -> String {
 fn without_given_values(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len());
     let mut rest = reason;
-    // Where serde and the config crate quote a value, and what ends it (a field's unknown
-    // name is a key, and stays).
+    // Where serde and the config crate quote a value, and what ends it: its last occurrence,
+    // as the value may hold it too (a field's unknown name is a key, and stays).
     let quotes = [
         ("string \"", "\", expected"),
-        ("unknown variant `", "`"),
+        ("unknown variant `", "`, expected"),
         ("does not have variant constructor ", " for key"),
         // The url crate's `relative URL without a base: "…"`.
         (": \"", "\" for key"),
@@ -879,7 +879,7 @@ fn without_given_values(reason: &str) -> String {
         .min_by_key(|&(at, ..)| at)
     {
         let value_start = at + opening.len();
-        let Some(length) = rest[value_start..].find(close) else {
+        let Some(length) = rest[value_start..].rfind(close) else {
             break;
         };
         out.push_str(&rest[..value_start]);
@@ -917,9 +917,10 @@ fn loading_error(error: &str, variables: &[String]) -> ConfigError {
         );
     }
     // A key at the top level is named by no `for key`.
+    // (`… for key `server.bind` in the environment`, `… in <file>`: where it was set.)
     let (reason, key) = reason
         .rsplit_once(" for key `")
-        .and_then(|(reason, key)| Some((reason, key.strip_suffix('`')?)))
+        .and_then(|(reason, key)| Some((reason, key.split_once('`')?.0)))
         .unwrap_or((&reason, ""));
     // A receiver's kind or check: the config crate names the table only.
     let key = match key {
@@ -953,11 +954,30 @@ fn loading_error(error: &str, variables: &[String]) -> ConfigError {
             "" => format!("{ENV_PREFIX}__{field}"),
             key => format!("{ENV_PREFIX}__{}__{field}", key.replace('.', "__")),
         };
-        if let Some(variable) = variables.iter().find(|v| v.eq_ignore_ascii_case(&name)) {
-            let dotted = match key {
-                "" => field.to_owned(),
-                key => format!("{key}.{field}"),
-            };
+        // A table of named entries (`[inbound.<name>]`) is named without the entry.
+        let (prefix, suffix) = (
+            format!("{}__", name.rsplit_once("__").map_or("", |(head, _)| head)),
+            format!("__{field}"),
+        );
+        let in_an_entry = |v: &str| {
+            let v = v.to_ascii_uppercase();
+            v.len() > prefix.len() + suffix.len()
+                && v.starts_with(&prefix.to_ascii_uppercase())
+                && v.ends_with(&suffix.to_ascii_uppercase())
+        };
+        if let Some(variable) = variables
+            .iter()
+            .find(|v| v.eq_ignore_ascii_case(&name))
+            .or_else(|| variables.iter().find(|v| in_an_entry(v)))
+        {
+            // The key as the variable spells it: `SYNOCHAT__INBOUND__A__KND` is inbound.a.knd.
+            let dotted = variable
+                .get(ENV_PREFIX.len() + 2..)
+                .unwrap_or_default()
+                .split("__")
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_ascii_lowercase();
             let expected = reason.split_once(", ").map_or("", |(_, expected)| expected);
             return ConfigError::new(
                 variable.as_str(),
@@ -2091,10 +2111,23 @@ mod tests {
             ("SYNOCHAT__INBOUND__A__KIND", "inbound.<name>.kind"),
             ("SYNOCHAT__INBOUND__A__VERIFY", "inbound.<name>.verify"),
         ] {
-            let err = load(&[(variable, "hunter2 pw")]).unwrap_err();
-            assert_eq!(err.key, key, "{err}");
-            assert!(!err.to_string().contains("hunter2"), "{err}");
+            // Values that hold what ends a quoted value in the messages, too.
+            for value in [
+                "hunter2 pw",
+                "x\" for key hunter2",
+                "x for key hunter2",
+                "x`, expected hunter2",
+                "x\", expected hunter2",
+            ] {
+                let err = load(&[(variable, value)]).unwrap_err();
+                assert_eq!(err.key, key, "{value}: {err}");
+                assert!(!err.to_string().contains("hunter2"), "{value}: {err}");
+            }
         }
+        // A value of the wrong type: the message names where it was set, the key still parsed.
+        let err = load(&[("SYNOCHAT__AUTH__DISABLED", "hunter2")]).unwrap_err();
+        assert_eq!(err.key, "auth.disabled");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         // The words a setting takes, as its type has them.
         let err = load(&[("SYNOCHAT__UPSTREAM__POST_LIST_PAGING", "x")]).unwrap_err();
         assert_eq!(err.reason, "must be one of `offset` or `anchor`");
@@ -2110,6 +2143,7 @@ mod tests {
             ("SYNOCHAT__SERVER__BND", "server.bnd"),
             ("SYNOCHAT__upstream__password_fle", "upstream.password_fle"),
             ("SYNOCHAT__AUTH_DISABLED", "auth_disabled"),
+            ("SYNOCHAT__INBOUND__A__KND", "inbound.a.knd"),
         ] {
             let err = load(&[(variable, "1")]).unwrap_err();
             assert_eq!(err.key, variable);
