@@ -42,6 +42,8 @@ pub struct Application {
     events: Arc<Events>,
     shutdown_grace: Duration,
     request_tasks: web::Data<crate::front_door::RequestTasks>,
+    /// Told by [`AppHandle::stop`] when the drain's time is up with connections still open.
+    drain_time_up: Arc<tokio::sync::Notify>,
 }
 
 /// Stops the gateway (the CLI on SIGTERM/SIGINT, tests, embedding).
@@ -52,6 +54,7 @@ pub struct AppHandle {
     outbox: Arc<Outbox>,
     request_tasks: web::Data<crate::front_door::RequestTasks>,
     shutdown_grace: Duration,
+    drain_time_up: Arc<tokio::sync::Notify>,
 }
 
 impl AppHandle {
@@ -73,11 +76,19 @@ impl AppHandle {
         } else {
             Duration::ZERO
         };
-        // Their time up, the server's drain gets none more: the reads ran meanwhile, and the
-        // whole stop stays within `server.shutdown_timeout_secs` (and a service manager's
-        // patience).
+        let deadline = tokio::time::Instant::now() + within;
+        // The server's drain gets what is left of the time, the reads having run meanwhile:
+        // the whole stop stays within `server.shutdown_timeout_secs` (and a service manager's
+        // patience), then what is still open is cut.
         let writes_ended = self.request_tasks.stop(within).await;
-        self.server.stop(graceful && writes_ended).await;
+        if !(graceful && writes_ended) {
+            self.server.stop(false).await;
+        } else if tokio::time::timeout_at(deadline, self.server.stop(true))
+            .await
+            .is_err()
+        {
+            self.drain_time_up.notify_one();
+        }
     }
 }
 
@@ -634,6 +645,7 @@ impl Application {
             outbox,
             events,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_timeout_secs),
+            drain_time_up: Arc::default(),
             request_tasks,
         })
     }
@@ -659,6 +671,7 @@ impl Application {
             outbox: self.outbox.clone(),
             request_tasks: self.request_tasks.clone(),
             shutdown_grace: self.shutdown_grace,
+            drain_time_up: self.drain_time_up.clone(),
         }
     }
 
@@ -669,7 +682,15 @@ impl Application {
             actix_web::rt::spawn(server);
             handle
         });
-        let result = self.server.await;
+        let server = self.server;
+        let result = tokio::select! {
+            result = server => result,
+            () = self.drain_time_up.notified() => {
+                // The workers' connections are cut as the process ends.
+                tracing::warn!("connections still open when the drain's time was up are cut");
+                Ok(())
+            }
+        };
         // No new work (since the stop began, where it came through the handle); the message
         // being sent finishes its chunk, the rest is handed back, within the drain's timeout
         // counted from the stop.

@@ -1273,3 +1273,55 @@ async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
     // connection the server's drain waited for, and the write was dropped with its worker.
     a_keyed_write_outlives_its_caller(CallerLeaves::DuringTheStop, "during-the-stop").await;
 }
+
+#[actix_web::test]
+async fn a_stop_cuts_what_is_still_open_when_its_time_is_up() {
+    // A write that ends late, and a read asked meanwhile on a connection kept open: after the
+    // wait for the write, the server's own drain gave the read its whole timeout again.
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = 60_000;
+        s.server.shutdown_timeout_secs = 5;
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(Duration::from_millis(4_000));
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let body = json!({ "message": "ends late" }).to_string();
+    let _writer = raw(
+        &address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // Taken before the stop, which takes no new connection.
+    let reader = std::net::TcpStream::connect(&address).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handle = app.handle.clone();
+    let stopping = std::time::Instant::now();
+    let stop = actix_web::rt::spawn(async move { handle.stop(true).await });
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    {
+        use std::io::Write;
+        (&reader)
+            .write_all(
+                format!(
+                    "GET /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+                     Authorization: Bearer {READ_KEY}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+    }
+    stop.await.unwrap();
+    let took = stopping.elapsed();
+    // The write (4 s from its start, half a second before the stop) was waited for; the read
+    // (4 s from 3 s into the stop) was not, past the stop's 5 s.
+    assert!(took >= Duration::from_millis(3_200), "{took:?}");
+    assert!(
+        took < Duration::from_millis(6_300),
+        "the stop took {took:?}"
+    );
+}
