@@ -966,63 +966,37 @@ mod tests {
     #[test]
     fn dsm_table_follows_the_documented_mapping() {
         use ApiFamily::*;
-        assert_eq!(
-            problem_for_dsm(Session, 105).status(),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            problem_for_dsm(Session, 119).status(),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            problem_for_dsm(Session, 114).status(),
-            StatusCode::BAD_GATEWAY
-        );
-        // External's payload is the gateway's own writing; its `file_url` is the caller's.
-        assert_eq!(
-            problem_for_dsm(External, 120),
-            ProblemCode::UpstreamContractError
-        );
-        assert_eq!(
-            problem_for_dsm(External, 101),
-            ProblemCode::UpstreamContractError
-        );
-        assert_eq!(
-            problem_for_dsm(External, 117).status(),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            problem_for_dsm(Auth, 407).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        // External's 407 is a record (the payload) DSM finds invalid, not a blocked login.
-        assert_eq!(
-            problem_for_dsm(External, 407).status(),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(problem_for_dsm(Auth, 400).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(
-            problem_for_dsm(External, 411).status(),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            problem_for_dsm(External, 404),
-            ProblemCode::UpstreamTokenRejected
-        );
-        assert_eq!(
-            problem_for_dsm(External, 410).status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        // External 409 is the file behind `file_url`, not the message.
-        assert_eq!(problem_for_dsm(External, 409), ProblemCode::FileTooLarge);
-        assert_eq!(
-            problem_for_dsm(External, 409).status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-        assert_eq!(
-            problem_for_dsm(Session, 103).status(),
-            StatusCode::NOT_IMPLEMENTED
-        );
+        // (family, DSM's number, the status it is answered with)
+        for (family, code, status) in [
+            (Session, 105, StatusCode::FORBIDDEN),
+            (Session, 119, StatusCode::FORBIDDEN),
+            (Session, 114, StatusCode::BAD_GATEWAY),
+            (Session, 103, StatusCode::NOT_IMPLEMENTED),
+            (External, 117, StatusCode::BAD_REQUEST),
+            // External's 407 is a record (the payload) DSM finds invalid, not a blocked login.
+            (External, 407, StatusCode::BAD_REQUEST),
+            (Auth, 407, StatusCode::SERVICE_UNAVAILABLE),
+            (Auth, 400, StatusCode::BAD_GATEWAY),
+            (External, 411, StatusCode::TOO_MANY_REQUESTS),
+            (External, 410, StatusCode::PAYLOAD_TOO_LARGE),
+            (External, 409, StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            assert_eq!(
+                problem_for_dsm(family, code).status(),
+                status,
+                "{family:?} {code}"
+            );
+        }
+        // External's payload is the gateway's own writing; its `file_url` is the caller's,
+        // and its 409 is the file behind `file_url`, not the message.
+        for (code, problem) in [
+            (120, ProblemCode::UpstreamContractError),
+            (101, ProblemCode::UpstreamContractError),
+            (404, ProblemCode::UpstreamTokenRejected),
+            (409, ProblemCode::FileTooLarge),
+        ] {
+            assert_eq!(problem_for_dsm(External, code), problem, "External {code}");
+        }
     }
 
     #[test]

@@ -744,6 +744,37 @@ fn raw(address: &str, request: &str) -> std::net::TcpStream {
     stream
 }
 
+/// A gateway in front of a NAS that answers every call `latency` late (after one read at full
+/// speed), with the address a raw connection dials.
+async fn behind_a_slow_nas(
+    latency: Duration,
+    adjust: impl FnOnce(&mut syno_chat_gateway::config::Settings),
+) -> (crate::helpers::TestApp, String) {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = 60_000;
+        adjust(s);
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    app.sim.set_latency(latency);
+    let address = app.base.trim_start_matches("http://").to_owned();
+    (app, address)
+}
+
+/// A post of the JSON `body` to channel 1 on a connection of its own, with `headers` (each
+/// ending in CRLF); its answer is not read.
+fn raw_post(address: &str, headers: &str, body: &str) -> std::net::TcpStream {
+    raw(
+        address,
+        &format!(
+            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
+             {headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
 /// Waits up to `within` for the gateway's answer on `stream` (empty when none came).
 async fn answer_within(stream: &mut std::net::TcpStream, within: Duration) -> String {
     let started = std::time::Instant::now();
@@ -1170,25 +1201,13 @@ async fn a_request_whose_caller_has_gone_gives_back_its_dsm_slot() {
 async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
     // A long message sent synchronously, posted in three parts by a slow NAS: its caller gives
     // up after the first part. Cut off there, the message would stay a third posted.
-    let app = spawn_app_with(SimConfig::default(), |s| {
+    let (app, address) = behind_a_slow_nas(Duration::from_millis(700), |s| {
         s.delivery.max_message_chars = 100;
-        s.upstream.timeout_ms = 60_000;
     })
     .await;
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
     let before = app.sim.count("SYNO.Chat.Post", "create");
-    app.sim.set_latency(Duration::from_millis(700));
-    let address = app.base.trim_start_matches("http://").to_owned();
     let body = json!({ "message": "word ".repeat(55) }).to_string();
-    let caller = raw(
-        &address,
-        &format!(
-            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let caller = raw_post(&address, "", &body);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(caller);
     let started = std::time::Instant::now();
@@ -1212,23 +1231,15 @@ enum CallerLeaves {
 /// A keyed post to a slow NAS whose caller leaves (`when`) as the gateway stops: the write is
 /// carried out, and its retry after the restart is answered with the answer kept for it.
 async fn a_keyed_write_outlives_its_caller(when: CallerLeaves, key: &str) {
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream.timeout_ms = 60_000;
+    let (app, address) = behind_a_slow_nas(Duration::from_millis(1_500), |s| {
         s.server.shutdown_timeout_secs = 10;
     })
     .await;
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
-    app.sim.set_latency(Duration::from_millis(1_500));
-    let address = app.base.trim_start_matches("http://").to_owned();
     let body = json!({ "message": format!("sent with the key {key}") });
-    let caller = raw(
+    let caller = raw_post(
         &address,
-        &format!(
-            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
-             Idempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.to_string().len()
-        ),
+        &format!("Idempotency-Key: {key}\r\n"),
+        &body.to_string(),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let app = match when {
@@ -1278,24 +1289,11 @@ async fn a_write_whose_caller_leaves_during_the_stop_is_carried_out() {
 async fn a_stop_cuts_what_is_still_open_when_its_time_is_up() {
     // A write that ends late, and a read asked meanwhile on a connection kept open: after the
     // wait for the write, the server's own drain gave the read its whole timeout again.
-    let app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream.timeout_ms = 60_000;
+    let (app, address) = behind_a_slow_nas(Duration::from_millis(4_000), |s| {
         s.server.shutdown_timeout_secs = 5;
     })
     .await;
-    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
-    app.sim.set_latency(Duration::from_millis(4_000));
-    let address = app.base.trim_start_matches("http://").to_owned();
-    let body = json!({ "message": "ends late" }).to_string();
-    let _writer = raw(
-        &address,
-        &format!(
-            "POST /api/v1/channels/1/posts HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {WRITE_KEY}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let _writer = raw_post(&address, "", &json!({ "message": "ends late" }).to_string());
     // Taken before the stop, which takes no new connection.
     let reader = std::net::TcpStream::connect(&address).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
