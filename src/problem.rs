@@ -662,17 +662,9 @@ impl ApiError {
         let code = ProblemCode::ALL
             .into_iter()
             .find(|code| problem["code"].as_str() == Some(code.as_str()))?;
-        Some(Self {
-            code,
-            detail: problem["detail"].as_str().unwrap_or_default().to_owned(),
-            dsm_code: problem["dsm_code"].as_i64(),
-            retry_after_secs: None,
-            done_before: None,
-            outcome_unknown: false,
-            challenge: None,
-            dsm_envelope: None,
-            google_chat: false,
-        })
+        let mut error = Self::new(code, problem["detail"].as_str().unwrap_or_default());
+        error.dsm_code = problem["dsm_code"].as_i64();
+        Some(error)
     }
 
     /// Replaces the detail with one that says more than the generic DSM refusal.
