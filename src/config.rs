@@ -409,13 +409,13 @@ pub const STANDARD_WEBHOOKS_RETRY_DELAYS_MS: [u64; 9] = [
     86_400_000,
 ];
 
-/// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
-/// and systemd files point it at `/var/lib/syno-chat-gateway`.
 /// The integration tokens demo mode adds for the simulator's incoming webhook and chatbot,
 /// unless tokens of these names are configured.
 pub const DEMO_WEBHOOK_TOKEN: &str = "demo-webhook";
 pub const DEMO_BOT_TOKEN: &str = "demo-bot";
 
+/// Default store: a SQLite file in the working directory (`make run`); the container, Kubernetes
+/// and systemd files point it at `/var/lib/syno-chat-gateway`.
 pub const DEFAULT_STORE_URL: &str = "sqlite://syno-chat-gateway.db";
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -950,26 +950,22 @@ fn loading_error(error: &str, variables: &[String]) -> ConfigError {
         .and_then(|rest| rest.split_once('`'))
         .map(|(field, _)| field)
     {
-        let name = match key {
-            "" => format!("{ENV_PREFIX}__{field}"),
-            key => format!("{ENV_PREFIX}__{}__{field}", key.replace('.', "__")),
+        // The variable is `SYNOCHAT__<key>__<field>`, or, in a table of named entries
+        // (`[inbound.<name>]`, named by the config crate without the entry),
+        // `SYNOCHAT__<key>__<name>__<field>`.
+        let prefix = match key {
+            "" => format!("{ENV_PREFIX}__"),
+            key => format!("{ENV_PREFIX}__{}__", key.replace('.', "__")),
+        }
+        .to_ascii_uppercase();
+        let suffix = format!("__{field}").to_ascii_uppercase();
+        let set_it = |variable: &&String| {
+            let variable = variable.to_ascii_uppercase();
+            variable.starts_with(&prefix)
+                && variable.ends_with(&suffix)
+                && variable.len() >= prefix.len() + field.len()
         };
-        // A table of named entries (`[inbound.<name>]`) is named without the entry.
-        let (prefix, suffix) = (
-            format!("{}__", name.rsplit_once("__").map_or("", |(head, _)| head)),
-            format!("__{field}"),
-        );
-        let in_an_entry = |v: &str| {
-            let v = v.to_ascii_uppercase();
-            v.len() > prefix.len() + suffix.len()
-                && v.starts_with(&prefix.to_ascii_uppercase())
-                && v.ends_with(&suffix.to_ascii_uppercase())
-        };
-        if let Some(variable) = variables
-            .iter()
-            .find(|v| v.eq_ignore_ascii_case(&name))
-            .or_else(|| variables.iter().find(|v| in_an_entry(v)))
-        {
+        if let Some(variable) = variables.iter().find(set_it) {
             // The key as the variable spells it: `SYNOCHAT__INBOUND__A__KND` is inbound.a.knd.
             let dotted = variable
                 .get(ENV_PREFIX.len() + 2..)
@@ -1025,8 +1021,8 @@ impl Settings {
             builder = builder
                 .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
-        check_env_spelling(sources.env.as_ref())?;
         let variables = env_names(sources.env.as_ref());
+        check_env_spelling(&variables)?;
         let env = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -1704,21 +1700,13 @@ impl Settings {
 /// (`SYNOCHAT_UPSTREAM__URL`) is a typo whose setting would silently keep its default, so it is
 /// refused. Other `SYNOCHAT_…` names (`SYNOCHAT_CONFIG`, a client's `SYNOCHAT_KEY`) are not
 /// settings and are left alone.
-fn check_env_spelling(
-    env: Option<&std::collections::HashMap<String, String>>,
-) -> Result<(), ConfigError> {
+fn check_env_spelling(names: &[String]) -> Result<(), ConfigError> {
     let sections: Vec<String> = match serde_json::to_value(Settings::default()) {
         Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
         _ => Vec::new(),
     };
-    let names: Vec<String> = match env {
-        Some(map) => map.keys().cloned().collect(),
-        None => std::env::vars_os()
-            .filter_map(|(name, _)| name.into_string().ok())
-            .collect(),
-    };
     let single = format!("{ENV_PREFIX}_");
-    let misspelled = names.into_iter().find(|name| {
+    let misspelled = names.iter().find(|name| {
         let Some(rest) = name.strip_prefix(&single).filter(|r| !r.starts_with('_')) else {
             return false;
         };

@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 use crate::chunking::{PartLimits, Parts};
 use crate::config::{DeliverySettings, SubscriptionsSettings};
 use crate::domain::{ChannelId, ChannelKind, HttpUrl, MessageText, PostId, UserId};
-// A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows.
 use crate::events::subscriptions::{NotDelivered, Sent as SubscriptionSent, post_signed};
 use crate::metrics::Metrics;
+// A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows.
 use crate::problem::{ApiError, ProblemCode};
 use crate::store::deliveries::{
     DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets,
