@@ -117,8 +117,7 @@ impl ProblemCode {
 
     /// Its place in [`Self::ALL`]; the match makes a new variant a compile error until it is
     /// added there (checked by the tests).
-    #[cfg(test)]
-    const fn index(self) -> usize {
+    pub const fn index(self) -> usize {
         use ProblemCode::*;
         match self {
             InvalidRequest => 0,

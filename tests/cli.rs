@@ -398,8 +398,13 @@ fn sigterm_drains_and_logs_out() {
 /// One `GET path` on a kept-alive connection; the status, or `None` when no whole answer came
 /// within the stream's read timeout.
 fn get_on(stream: &mut std::net::TcpStream, path: &str) -> Option<u16> {
+    get_with(stream, path, "")
+}
+
+/// [`get_on`] with more header lines (each ending in CRLF).
+fn get_with(stream: &mut std::net::TcpStream, path: &str, headers: &str) -> Option<u16> {
     use std::io::Read;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -422,6 +427,72 @@ fn get_on(stream: &mut std::net::TcpStream, path: &str) -> Option<u16> {
         }
         answer.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// A NAS that cannot be reached fails every request alike: the first failure is a warning, the
+/// rest of the spell are not (an outage wrote a WARN for each request before).
+#[test]
+fn an_outage_warns_once_not_for_every_request() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nas = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let store = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", store.path().join("store.db").display());
+    let hash = syno_chat_gateway::auth::hash_key("outage-key-0123456789");
+    let child = serve_command(&[
+        ("SYNOCHAT__STORE__URL", &store_url),
+        ("SYNOCHAT__SERVER__BIND", &bind),
+        ("SYNOCHAT__UPSTREAM__URL", &nas),
+        ("SYNOCHAT__UPSTREAM__USERNAME", "bot"),
+        ("SYNOCHAT__UPSTREAM__PASSWORD", "pw"),
+        ("SYNOCHAT__AUTH__KEYS__CI__HASH", &hash),
+        ("SYNOCHAT__AUTH__KEYS__CI__SCOPES", "read"),
+        ("SYNOCHAT__LOG__FORMAT", "json"),
+    ])
+    .spawn()
+    .unwrap();
+    let mut stream = (0..100)
+        .find_map(|_| {
+            std::net::TcpStream::connect(&bind)
+                .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                .ok()
+        })
+        .expect("the gateway listens");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let statuses: Vec<_> = (0..5)
+        .map(|_| {
+            get_with(
+                &mut stream,
+                "/api/v1/channels",
+                "Authorization: Bearer outage-key-0123456789\r\n",
+            )
+        })
+        .collect();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let log = text(&child.wait_with_output().unwrap().stderr);
+    assert!(statuses.iter().all(|s| *s == Some(502)), "{statuses:?}");
+    let failures = |level: &str| {
+        log.lines()
+            .filter(|l| l.contains(level) && l.contains("\"request failed\""))
+            .count()
+    };
+    assert_eq!(failures("\"level\":\"WARN\""), 1, "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("request finished"))
+            .count(),
+        5,
+        "every request keeps its access line: {log}"
+    );
 }
 
 /// A reader of the log that stops reading (a stuck journald or log shipper) fills the pipe
