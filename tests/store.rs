@@ -955,6 +955,21 @@ backends::on_both!(
                 .id,
             "t1"
         );
+        // Delivered, the target's penalty ends: the next 411 starts again from nothing.
+        assert!(
+            store
+                .finish(
+                    "t1",
+                    "w",
+                    DeliveryState::Delivered,
+                    now + 1_100,
+                    None,
+                    now + 1_100
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.target_penalty("token:alerts").await.unwrap(), 0);
     }
 );
 

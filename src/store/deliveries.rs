@@ -770,7 +770,26 @@ impl Store {
         if done == 1 && state != DeliveryState::Queued {
             self.next_head_comes_due(id, now).await;
         }
+        if done == 1 && state == DeliveryState::Delivered {
+            self.target_calmed(id).await;
+        }
         Ok(done == 1)
+    }
+
+    /// After the delivery `id` went through, its target's 411 penalty starts again from
+    /// nothing: kept, the next 411 months later doubled the last burst's, up to 30 s. Only
+    /// the pace; a failure leaves the old penalty.
+    async fn target_calmed(&self, id: &str) {
+        let sql = "UPDATE targets SET penalty_ms = 0 WHERE penalty_ms <> 0 \
+                   AND target = (SELECT target FROM deliveries WHERE id = $1)";
+        let calmed: Result<(), StoreError> = (async {
+            with_pool!(self, p => sqlx::query(sql).bind(id).execute(p).await.map(drop)?);
+            Ok(())
+        })
+        .await;
+        if let Err(error) = calmed {
+            tracing::debug!(%error, "the target's 411 penalty was not cleared");
+        }
     }
 
     /// After the delivery `id` finished, its target's next delivery (its head now) comes due

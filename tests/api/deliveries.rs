@@ -1152,6 +1152,53 @@ async fn a_rate_limited_token_waits_and_is_paced() {
     assert_eq!(first.body["last_error"]["dsm_code"], 411);
 }
 
+/// README "Delivery guarantees", Retries: a DSM 411 slows its target by one interval plus a
+/// penalty that starts at 0.5 s and doubles with each further 411. After a burst of 411s has
+/// passed and the target's messages went through again, a new 411 starts again at 0.5 s (as a
+/// token target's does, whose penalty each successful send clears), rather than at double
+/// the old burst's last penalty.
+#[actix_web::test]
+async fn a_channel_s_411_penalty_starts_again_after_its_messages_go_through() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.rate_per_sec = 100.0).await;
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    // A burst: three 411s in a row (0.5 + 1 + 2 s of penalty), then delivered.
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 3, 411);
+    let first = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "burst"}),
+        )
+        .await,
+    );
+    let started = Instant::now();
+    wait_for(&app, &first, "delivered", Duration::from_secs(30)).await;
+    let burst = started.elapsed();
+    assert!(burst >= Duration::from_millis(3_000), "{burst:?}");
+    // Messages flow again.
+    let calm =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "calm"})).await);
+    wait_for(&app, &calm, "delivered", Duration::from_secs(10)).await;
+    // Much later, one 411: a 0.5 s penalty, not the 4 s the burst would have gone on to.
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 411);
+    let started = Instant::now();
+    let later = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "later"}),
+        )
+        .await,
+    );
+    let done = wait_for(&app, &later, "delivered", Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(
+        took < Duration::from_millis(2_000),
+        "one 411 after calm held the channel {took:?}"
+    );
+}
+
 #[actix_web::test]
 async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
     let app = spawn_app().await;
@@ -1166,6 +1213,98 @@ async fn a_message_dsm_finds_too_long_is_split_and_still_delivered() {
     let posted = messages(&app, 2).await;
     let tail: String = posted[posted.len() - 2..].concat();
     assert_eq!(tail, text);
+}
+
+/// README "Delivery guarantees", Retries: a 410 past the 50-character floor fails the delivery
+/// with `message_too_long` (DSM's problem stored, no endless halving or retrying), and the
+/// target's next message is not held up behind it.
+#[actix_web::test]
+async fn a_chunk_dsm_still_finds_too_long_at_the_floor_fails_with_message_too_long() {
+    let app = spawn_app().await;
+    // The first 410 halves the chunk into two of 50 characters; the second refuses one of
+    // those, which cannot be halved any further.
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 2, 410);
+    let text = format!("{} {}", "a".repeat(49), "b".repeat(50));
+    let id =
+        accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": text})).await);
+    let next = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "after the refused one"}),
+        )
+        .await,
+    );
+    let failed = wait_for(&app, &id, "failed", Duration::from_secs(20)).await;
+    assert_eq!(failed["last_error"]["code"], "message_too_long", "{failed}");
+    assert_eq!(failed["last_error"]["status"], 413, "{failed}");
+    assert_eq!(failed["last_error"]["dsm_code"], 410, "{failed}");
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert_eq!(failed["post_ids"].as_array().unwrap().len(), 0, "{failed}");
+    wait_for(&app, &next, "delivered", Duration::from_secs(20)).await;
+    let posted = messages(&app, 2).await;
+    assert_eq!(
+        posted.last().map(String::as_str),
+        Some("after the refused one")
+    );
+    assert!(
+        !posted
+            .iter()
+            .any(|m| m.contains("aaaa") || m.contains("bbbb")),
+        "{posted:?}"
+    );
+}
+
+/// README "Delivery guarantees", Retries: a message the NAS keeps turning away is retried
+/// until `delivery.max_age_secs`, then fails with `delivery_expired` (504, naming the
+/// setting); it is not posted once the NAS is back, and its target moves on.
+#[actix_web::test]
+async fn a_message_not_delivered_within_max_age_fails_as_expired() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.delivery.max_age_secs = 3).await;
+    // Logged in first, so what follows is the post's own failure.
+    assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
+    app.sim.refuse_connections(true).await;
+    let started = Instant::now();
+    let id = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "too late to matter"}),
+        )
+        .await,
+    );
+    let failed = wait_for(&app, &id, "failed", Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(failed["last_error"]["code"], "delivery_expired", "{failed}");
+    assert_eq!(failed["last_error"]["status"], 504, "{failed}");
+    assert!(
+        failed["last_error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("delivery.max_age_secs"),
+        "{failed}"
+    );
+    assert!(failed["attempts"].as_i64().unwrap() >= 2, "{failed}");
+    // Retried until about its age limit, not given up at once nor kept for long after.
+    assert!(
+        took >= Duration::from_millis(1_500) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    app.sim.refuse_connections(false).await;
+    let next = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/2/posts",
+            json!({"message": "on time"}),
+        )
+        .await,
+    );
+    wait_for(&app, &next, "delivered", Duration::from_secs(30)).await;
+    let posted = messages(&app, 2).await;
+    assert!(
+        !posted.contains(&"too late to matter".to_owned()),
+        "{posted:?}"
+    );
 }
 
 /// Halving a chunk DSM refused can leave a part of only spaces; it is dropped (as at enqueue),

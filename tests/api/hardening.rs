@@ -496,6 +496,52 @@ async fn the_host_must_be_the_public_urls() {
     assert_eq!(app.call("GET", "/healthz", None, None).await.status, 200);
 }
 
+/// README "Hardening": with `server.public_url` set, `/inbound/…` (Chat calls it by whatever
+/// name leads to the gateway, and proves itself with its token), `/readyz` and `/metrics`
+/// (probes and scrapers address the pod) answer any `Host`; an `/api` route does not.
+#[actix_web::test]
+async fn chat_s_calls_and_probes_are_not_held_to_the_public_url_s_host() {
+    let (app, token) = crate::events::app_with_inbounds(|s| {
+        s.server.public_url = Some("https://chat.example.org".parse().unwrap());
+    })
+    .await;
+    // The simulator's Chat calls `http://127.0.0.1:<port>/inbound/ops`, not the public host.
+    app.sim.post_as_user(3, 2, "!ping through the LAN address");
+    let calls = crate::events::outbound_calls(&app, 1).await;
+    assert_eq!(
+        calls[0].status,
+        Some(200),
+        "Chat's call was refused: {calls:?}"
+    );
+    let events = crate::events::stored(&app).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].text, "!ping through the LAN address");
+    // The same with another name for the gateway (a Service name, a LAN host name).
+    let lan = [("Host", "nas-gateway.lan:8080")];
+    let response = app
+        .http
+        .post(format!("{}/inbound/ops", app.base))
+        .insert_header(lan[0])
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body(format!(
+            "token={token}&channel_id=2&user_id=3&username=alice&post_id=77&timestamp=1700000000000&text=%21ping+by+name"
+        ))
+        .await
+        .expect("gateway answers");
+    let answer = read(response).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(crate::events::stored(&app).await.len(), 2);
+    // Chat's probe, the readiness probe and the scrape, by any name.
+    for path in ["/inbound/ops", "/readyz", "/metrics", "/healthz"] {
+        let probe = browser_call(&app, "GET", path, None, &lan).await;
+        assert_eq!(probe.status, 200, "{path}: {}", probe.body);
+    }
+    // The API is still held to the public URL's host.
+    browser_call(&app, "GET", "/api/v1/channels/1", Some(READ_KEY), &lan)
+        .await
+        .assert_problem(421, "misdirected_request");
+}
+
 async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> crate::helpers::Answer {
     preflight_for(app, origin, "/api/v1/channels/1", "authorization").await
 }
@@ -1219,6 +1265,36 @@ async fn a_write_whose_caller_has_gone_is_carried_out_whole() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// README "Hardening", Callers that give up: a client that half-closes its connection after
+/// sending a write (`shutdown(SHUT_WR)`, as `nc -N` does) is taken to have gone, but the write
+/// it sent is carried out, whole.
+#[actix_web::test]
+async fn a_write_from_a_caller_that_half_closes_is_carried_out() {
+    let (app, address) = behind_a_slow_nas(Duration::from_millis(300), |_| {}).await;
+    let before = app.sim.count("SYNO.Chat.Post", "create");
+    let body = json!({ "message": "sent then half-closed" }).to_string();
+    let caller = raw_post(&address, "", &body);
+    caller.shutdown(std::net::Shutdown::Write).unwrap();
+    let started = std::time::Instant::now();
+    while app.sim.count("SYNO.Chat.Post", "create") < before + 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the half-closed caller's write was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.sim.set_latency(Duration::ZERO);
+    let listed = app.get("/api/v1/channels/1/posts?limit=5").await;
+    let made = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["message"] == "sent then half-closed")
+        .count();
+    assert_eq!(made, 1, "{}", listed.body);
+    drop(caller);
 }
 
 /// When a keyed write's caller leaves, against the gateway's stop.

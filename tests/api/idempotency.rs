@@ -164,6 +164,87 @@ backends::on_both!(
     }
 );
 
+/// README "Idempotency": 429 answers are not kept, like 5xx: after the NAS (or a proxy in
+/// front of it) turned a keyed send away, the retry with the same key runs and posts, once.
+#[actix_web::test]
+async fn a_429_is_not_kept_and_the_retry_with_the_key_posts() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    for (status, code) in [(429, "upstream_rate_limited"), (503, "upstream_busy")] {
+        let key = format!("turned-away-{status}");
+        let body = json!({"message": format!("sent after a {status}")});
+        app.sim
+            .turn_away_next("SYNO.Chat.Post", Some("create"), 1, status, 1);
+        let before = creates(&app);
+        let refused = send(&app, WRITE_KEY, &key, body.clone()).await;
+        refused.assert_problem(status, code);
+        let retried = send(&app, WRITE_KEY, &key, body.clone()).await;
+        assert_eq!(retried.status, 201, "{status}: {}", retried.body);
+        assert_eq!(retried.header("idempotent-replayed"), None, "{status}");
+        // Now the 201 is kept.
+        let again = send(&app, WRITE_KEY, &key, body).await;
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.body, retried.body);
+        // The turned-away call made no post; the retry made one.
+        assert_eq!(creates(&app), before + 2, "{status}");
+        let listed = app.get("/api/v1/channels/1/posts?limit=20").await;
+        let made = listed.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["message"] == format!("sent after a {status}"))
+            .count();
+        assert_eq!(made, 1, "{status}: {}", listed.body);
+    }
+}
+
+/// README "Idempotency": answers are kept per method and path, so the same key on another route
+/// is another request (not 422 `idempotency_key_reused`); and an unrouted answer (404 for an
+/// unknown route, 405) is not kept, so the key still runs the right request afterwards.
+#[actix_web::test]
+async fn a_key_is_per_method_and_path_and_an_unrouted_answer_is_not_kept() {
+    let backend = Backend::sqlite();
+    let app = gateway(&backend, |_| {}).await;
+    let body = json!({"message": "one key, two channels"});
+    let first = send_to(&app, "/api/v1/channels/1/posts", "shared", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let second = send_to(&app, "/api/v1/channels/2/posts", "shared", body.clone()).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_ne!(first.body["post_id"], second.body["post_id"]);
+    assert_eq!(creates(&app), 2);
+
+    // A typo in the path, then a wrong method: neither ran anything, neither is kept.
+    let typo = send_to(&app, "/api/v1/channels/3/post", "fresh", body.clone()).await;
+    typo.assert_problem(404, "route_not_found");
+    let wrong_method = app
+        .http
+        .put(format!("{}/api/v1/channels/3/posts", app.base))
+        .insert_header(("Authorization", format!("Bearer {WRITE_KEY}")))
+        .insert_header(("Idempotency-Key", "fresh"))
+        .send_json(&body)
+        .await;
+    let wrong_method = read(wrong_method.expect("gateway answers")).await;
+    wrong_method.assert_problem(405, "method_not_allowed");
+    assert_eq!(wrong_method.header("idempotent-replayed"), None);
+    let again = send_to(&app, "/api/v1/channels/3/post", "fresh", body.clone()).await;
+    assert_eq!(again.header("idempotent-replayed"), None, "{}", again.body);
+    let right = send_to(&app, "/api/v1/channels/3/posts", "fresh", body).await;
+    assert_eq!(right.status, 201, "{}", right.body);
+    assert_eq!(right.header("idempotent-replayed"), None);
+    assert_eq!(creates(&app), 3);
+    assert_eq!(
+        stored_records(&backend)
+            .await
+            .iter()
+            .filter(|r| r.starts_with("fresh "))
+            .count(),
+        1,
+        "only the routed request's answer is kept"
+    );
+}
+
 backends::on_both!(an_expired_key_runs_again, |backend: Backend| async move {
     let app = gateway(&backend, |s| s.idempotency.ttl_secs = 1).await;
     let body = json!({"message": "daily report"});

@@ -366,6 +366,32 @@ async fn a_session_killed_by_duplicate_login_is_renewed() {
     assert_eq!(app.sim.login_attempts(), logins + 1);
 }
 
+/// README "Sessions and logins": DSM 150 (a NAS that pins sessions to an address saw another
+/// one) is a lost session like 106/107: one login for the waiting callers, the call retried
+/// once, and the caller gets the answer; the outbox's send gets through the same way.
+#[actix_web::test]
+async fn a_session_pinned_to_another_address_is_renewed() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let logins = app.sim.login_attempts();
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 150);
+    let answer = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+    // A write too: posted once, after one more login.
+    let creates = app.sim.count("SYNO.Chat.Post", "create");
+    app.sim.fail_next("SYNO.Chat.Post", Some("create"), 1, 150);
+    let posted = app
+        .post(
+            "/api/v1/channels/1/posts",
+            serde_json::json!({"message": "after a pinned session"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    assert_eq!(app.sim.login_attempts(), logins + 2);
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates + 2);
+}
+
 /// After a reboot a NAS answered the old session 105 ("no permission", nas-download-manager#24)
 /// instead of 119: the session check finds it gone, the gateway logs in again once, and the
 /// caller gets the answer, not a 403.
