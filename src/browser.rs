@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use actix_web::dev::ServiceRequest;
+use actix_web::http::Method;
 
 use crate::api::error::{ApiError, ProblemCode};
 use crate::forwarded::{Host, PublicOrigin};
@@ -25,7 +26,7 @@ impl BrowserGuard {
         req: &ServiceRequest,
         origin: &PublicOrigin,
     ) -> Result<(), ApiError> {
-        if !any_host_may_name(req.path()) {
+        if !any_host_may_name(req.method(), req.path()) {
             // A `Host` that is no host name or address is not taken for the configured one
             // (what the origin falls back to): it is refused where the host is checked.
             let guarded = self.open || self.public_url.is_some();
@@ -112,10 +113,18 @@ impl BrowserGuard {
 /// it (a Kubernetes Service name, a LAN address) and prove themselves with a secret or token
 /// of the route's own, which a page rebound to the gateway's address does not have: the Host
 /// check guards what a browser could reach with no secret of its own.
-fn any_host_may_name(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+/// The other senders' doors (Synology's `entry.cgi`, ntfy's, Matrix's and Telegram's APIs) are
+/// hooks too, opened with the hook's secret: a sender set up with the gateway's LAN address
+/// had its alerts refused with 421 once `public_url` was set.
+fn any_host_may_name(method: &Method, path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/webapi/entry.cgi")
         || path.starts_with("/hooks/")
         || path.starts_with("/inbound/")
+        || path.starts_with("/ntfy/")
+        || path.starts_with("/_matrix/")
+        || path.starts_with("/telegram/")
+        // ntfy's JSON publishing at the root (Apprise's `ntfy://`).
+        || (path == "/" && method == Method::POST)
 }
 
 /// `example.org:8443` → (`example.org`, 8443); `[::1]:80` → (`::1`, 80).

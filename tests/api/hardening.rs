@@ -457,6 +457,41 @@ async fn the_host_must_be_the_public_urls() {
     let hook = format!("/hooks/alerts/{HOOK_SECRET}");
     let sent = browser_call(&app, "POST", &hook, None, &in_cluster).await;
     assert!(sent.status.is_success(), "{} {}", sent.status, sent.body);
+    // So does one at the other senders' doors, each opened with the hook's secret.
+    let ntfy_auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {HOOK_SECRET}"))
+    };
+    for door in [
+        format!(
+            "/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2\
+             &token={HOOK_SECRET}&payload=%7B%22text%22%3A%22by+entry.cgi%22%7D"
+        ),
+        format!("/ntfy/alerts/publish?message=by+ntfy&auth={ntfy_auth}"),
+        format!("/telegram/bot{HOOK_SECRET}/sendMessage?chat_id=1&text=by+telegram"),
+        format!("/_matrix/client/v3/account/whoami?access_token={HOOK_SECRET}"),
+    ] {
+        let sent = browser_call(&app, "GET", &door, None, &in_cluster).await;
+        assert!(
+            sent.status.is_success(),
+            "{door}: {} {}",
+            sent.status,
+            sent.body
+        );
+    }
+    let at_root = app
+        .http
+        .post(format!("{}/", app.base))
+        .insert_header(in_cluster[0])
+        .insert_header(("Authorization", format!("Bearer {HOOK_SECRET}")))
+        .send_json(&json!({"topic": "alerts", "message": "by ntfy's root"}))
+        .await;
+    let at_root = read(at_root.expect("gateway answers")).await;
+    assert_eq!(at_root.status, 200, "{}", at_root.body);
+    // The rest of the root is the API's: held to the public URL's host.
+    browser_call(&app, "GET", "/", None, &in_cluster)
+        .await
+        .assert_problem(421, "misdirected_request");
     browser_call(
         &app,
         "GET",
