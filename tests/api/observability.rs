@@ -281,9 +281,33 @@ async fn head_answers_as_get_without_the_body() {
     let delete = app.call("DELETE", "/healthz", None, None).await;
     assert_eq!(delete.status, 405);
     assert_eq!(delete.header("allow"), Some("GET, HEAD"));
-    // A hook called with GET posts its message: HEAD does not.
+}
+
+/// README "Hardening": a hook called with GET posts its message; HEAD, which a crawler or a
+/// link preview sends without a thought, is refused and posts nothing.
+#[actix_web::test]
+async fn a_head_on_a_hook_posts_nothing() {
+    let app = crate::helpers::spawn_app_with_hooks(&[("alerts", "hook-secret-for-head")]).await;
     let creates = app.sim.count("SYNO.Chat.Post", "create");
-    let hook = app.call("HEAD", "/hooks/any/secret", None, None).await;
-    assert_eq!(hook.status, 405);
-    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates);
+    let head = app
+        .call(
+            "HEAD",
+            "/hooks/alerts/hook-secret-for-head?msg=from+head",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(head.status, 405);
+    assert_eq!(head.header("allow"), Some("GET, POST, PUT"));
+    // The GET after it is the first and only post.
+    let get = app
+        .get("/hooks/alerts/hook-secret-for-head?msg=from+get")
+        .await;
+    assert!(get.status.is_success(), "{} {}", get.status, get.body);
+    assert_eq!(
+        crate::helpers::nth_post_text(&app, creates + 1).await,
+        "from get"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), creates + 1);
 }
