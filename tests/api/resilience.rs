@@ -45,6 +45,29 @@ async fn every_call_carries_the_sid_and_synotoken() {
     }
 }
 
+/// README "Errors": the caller whose own request found the session lost and whose login DSM
+/// then refused gets `upstream_login_failed` (502, with DSM's code); the callers after it get
+/// the back-off that failure started, and no login of their own.
+#[actix_web::test]
+async fn the_caller_whose_login_dsm_refuses_is_told_so() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/channels/1/posts").await.status, 200);
+    let logins = app.sim.login_attempts();
+    app.sim.fail_next("SYNO.Chat.Post", Some("list"), 1, 107);
+    app.sim.fail_next("SYNO.API.Auth", Some("login"), 1, 400);
+    let refused = app.get("/api/v1/channels/1/posts").await;
+    assert_eq!(
+        refused.assert_problem(502, "upstream_login_failed")["dsm_code"],
+        400,
+        "{}",
+        refused.body
+    );
+    let after = app.get("/api/v1/channels/1/posts").await;
+    after.assert_problem(503, "upstream_login_backoff");
+    assert!(after.header("retry-after").is_some());
+    assert_eq!(app.sim.login_attempts(), logins + 1);
+}
+
 #[actix_web::test]
 async fn a_wrong_password_is_one_login_attempt_per_backoff_step_under_load() {
     let app = spawn_app_with(SimConfig::default(), |s| {
