@@ -1083,6 +1083,71 @@ async fn only_the_key_that_handed_a_delivery_over_or_an_admin_key_changes_it() {
     app.sim.refuse_connections(false).await;
 }
 
+/// README "Delivery guarantees": a hook's deliveries are changed with an admin key (no API key
+/// handed them over, so no write key may silence them); with keys off, anyone may.
+#[actix_web::test]
+async fn a_hook_s_deliveries_are_changed_with_an_admin_key_or_by_anyone_without_keys() {
+    const SECRET: &str = "hook-secret-for-ownership";
+    for keys_off in [false, true] {
+        let app = spawn_app_with(SimConfig::default(), |s| {
+            s.auth.disabled = keys_off;
+            s.hooks.insert(
+                "alerts".into(),
+                syno_chat_gateway::config::HookSettings {
+                    secret_hash: Some(SecretString::from(syno_chat_gateway::auth::hash_key(
+                        SECRET,
+                    ))),
+                    channel: Some("3".into()),
+                    ..Default::default()
+                },
+            );
+        })
+        .await;
+        app.sim.refuse_connections(true).await;
+        let mut queued = Vec::new();
+        for text in ["one", "two"] {
+            let sent = app
+                .call(
+                    "POST",
+                    &format!("/hooks/alerts/{SECRET}"),
+                    None,
+                    Some(json!({ "message": text })),
+                )
+                .await;
+            assert_eq!(sent.status.as_u16(), 202, "{}", sent.body);
+            queued.push(sent.body["delivery_id"].as_str().unwrap().to_owned());
+        }
+        let cancel = |id: &str, key: &'static str| {
+            let (app, path) = (&app, format!("/api/v1/deliveries/{id}"));
+            async move { app.call("DELETE", &path, Some(key), None).await }
+        };
+        if keys_off {
+            let anyone = app
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/deliveries/{}", queued[0]),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(anyone.status.as_u16(), 200, "{}", anyone.body);
+            assert_eq!(anyone.body["state"], "cancelled");
+        } else {
+            cancel(&queued[0], WRITE_KEY)
+                .await
+                .assert_problem(403, "insufficient_scope");
+            let admin = cancel(&queued[0], ADMIN_KEY).await;
+            assert_eq!(admin.status.as_u16(), 200, "{}", admin.body);
+            assert_eq!(admin.body["state"], "cancelled");
+        }
+        app.sim.refuse_connections(false).await;
+        wait_for(&app, &queued[1], "delivered", Duration::from_secs(30)).await;
+        let posted = messages(&app, 3).await;
+        assert!(!posted.contains(&"one".to_owned()), "{posted:?}");
+        assert!(posted.contains(&"two".to_owned()), "{posted:?}");
+    }
+}
+
 #[actix_web::test]
 async fn a_cancelled_delivery_whose_send_went_unanswered_says_it_may_be_posted() {
     let app = spawn_app_with(SimConfig::default(), |s| s.upstream.timeout_ms = 500).await;
