@@ -9,6 +9,13 @@ use super::error::UpstreamError;
 
 /// First pause after a transport failure (NAS down, timeout): recover quickly.
 const TRANSPORT_START: Duration = Duration::from_secs(1);
+/// Longest pause after transport failures, whatever `upstream.login_backoff_max_secs` says: a
+/// NAS that cannot be reached counts no failed login, so there is no auto-block to stay under,
+/// and the pause only spares callers a full timeout each on a blackholed NAS. Doubled up to
+/// that ceiling (300 s), it kept a gateway failing for minutes after a NAS came back from a
+/// reboot (a pause of 256 s after a five-minute outage), and the outbox's backlog with it.
+/// The outbox's own retries stop growing at the same 15 s.
+const TRANSPORT_MAX: Duration = Duration::from_secs(15);
 /// First pause after DSM refused the account (400–411): with the doubling that follows,
 /// one replica makes at most 2 attempts in any 5 minutes, so 4 replicas stay under 10.
 const CREDENTIALS_START: Duration = Duration::from_secs(120);
@@ -65,13 +72,13 @@ impl Backoff {
 /// The pause after the `failures`-th failure in a row (before jitter: start, doubling, capped
 /// at `max`), plus `jitter` (0..1) of up to [`JITTER`] of it.
 fn pause(failures: u32, error: &UpstreamError, max: Duration, jitter: f64) -> Duration {
-    let start = match error {
+    let (start, max) = match error {
         // Every refusal of the account (PROTOCOL.md [S4]): wrong credentials, 2-step
         // verification, an account disabled, locked (411) or its password expired, the IP
         // blocked (407). None of them passes in a second, and each attempt counts towards DSM's
         // auto-block (§3.7).
-        UpstreamError::LoginRefused { code: 400..=411 } => CREDENTIALS_START,
-        _ => TRANSPORT_START,
+        UpstreamError::LoginRefused { code: 400..=411 } => (CREDENTIALS_START, max),
+        _ => (TRANSPORT_START, max.min(TRANSPORT_MAX)),
     };
     let exponent = failures.saturating_sub(1).min(16);
     let base = start.saturating_mul(1 << exponent).min(max);
@@ -89,11 +96,28 @@ mod tests {
     const MAX: Duration = Duration::from_secs(300);
 
     #[test]
-    fn transport_failures_start_at_a_second_and_double_up_to_the_ceiling() {
-        let e = UpstreamError::Timeout;
-        assert_eq!(pause(1, &e, MAX, 0.0), Duration::from_secs(1));
-        assert_eq!(pause(2, &e, MAX, 0.0), Duration::from_secs(2));
-        assert_eq!(pause(20, &e, MAX, 0.0), MAX);
+    fn transport_failures_start_at_a_second_and_double_up_to_15_s() {
+        for e in [
+            UpstreamError::Timeout,
+            UpstreamError::Unreachable("connection failed"),
+            UpstreamError::LoginRefused { code: 100 },
+        ] {
+            assert_eq!(pause(1, &e, MAX, 0.0), Duration::from_secs(1));
+            assert_eq!(pause(2, &e, MAX, 0.0), Duration::from_secs(2));
+            assert_eq!(pause(4, &e, MAX, 0.0), Duration::from_secs(8));
+            // After a NAS reboot of five minutes (nine failures in a row), the gateway tries
+            // again within 15 s of its return, not 256 s.
+            assert_eq!(pause(9, &e, MAX, 0.0), TRANSPORT_MAX);
+            assert_eq!(pause(20, &e, MAX, 0.0), TRANSPORT_MAX);
+            // A lower ceiling of the operator's still wins.
+            assert_eq!(
+                pause(20, &e, Duration::from_secs(5), 0.0),
+                Duration::from_secs(5)
+            );
+        }
+        // Refused credentials still go up to the ceiling.
+        let refused = UpstreamError::LoginRefused { code: 400 };
+        assert_eq!(pause(20, &refused, MAX, 0.0), MAX);
     }
 
     #[test]

@@ -1422,7 +1422,19 @@ async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_worki
         move |s| s.store.url = SecretString::from(url)
     })
     .await;
-    // The database goes away under the running gateway.
+    // A message to channel 3 waits in the outbox for a NAS that is away (logged in before, so
+    // the NAS's return is not met by a login's back-off).
+    assert_eq!(app.get("/api/v1/channels/3").await.status, 200);
+    app.sim.refuse_connections(true).await;
+    let waiting = accepted(
+        &post_async(
+            &app,
+            "/api/v1/channels/3/posts",
+            json!({"message": "queued before"}),
+        )
+        .await,
+    );
+    // The database goes away under the running gateway; the NAS comes back.
     let admin = sqlx::PgPool::connect(&url.replace(&format!("/{database}"), "/postgres"))
         .await
         .unwrap();
@@ -1445,14 +1457,21 @@ async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_worki
     .await;
     refused.assert_problem(503, "store_unavailable");
     assert!(refused.header("retry-after").is_some());
-    // Synchronous calls do not need the store.
-    assert_eq!(
-        app.post("/api/v1/channels/2/posts", json!({"message": "now"}))
-            .await
-            .status
-            .as_u16(),
-        201
-    );
+    app.sim.refuse_connections(false).await;
+    // A synchronous send would overtake the message queued to its target: refused.
+    app.post("/api/v1/channels/3/posts", json!({"message": "overtaking"}))
+        .await
+        .assert_problem(503, "store_unavailable");
+    for i in 0..5 {
+        let r = app.get("/api/v1/channels/2/posts?limit=1").await;
+        eprintln!("probe {i}: {} {}", r.status, r.body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Synchronous calls to other targets do not need the store.
+    let now = app
+        .post("/api/v1/channels/2/posts", json!({"message": "now"}))
+        .await;
+    assert_eq!(now.status.as_u16(), 201, "{}", now.body);
     assert_eq!(app.get("/api/v1/channels/2").await.status.as_u16(), 200);
     // Back: accepted again.
     sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
@@ -1462,6 +1481,10 @@ async fn a_lost_store_is_503_for_async_writes_while_synchronous_calls_keep_worki
     let id =
         accepted(&post_async(&app, "/api/v1/channels/2/posts", json!({"message": "back"})).await);
     wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    wait_for(&app, &waiting, "delivered", Duration::from_secs(30)).await;
+    let posted = messages(&app, 3).await;
+    assert!(!posted.contains(&"overtaking".to_owned()), "{posted:?}");
+    assert_eq!(posted.last().map(String::as_str), Some("queued before"));
 }
 
 #[actix_web::test]
