@@ -523,6 +523,29 @@ async fn a_configured_webhook_sends_text_intact() {
     assert_eq!(app.sim.count(EXTERNAL, "incoming"), 1);
 }
 
+/// README "Errors": a file DSM refuses as over its size limit (External 409) is the caller's
+/// to fix, 422 `file_too_large` with DSM's code, not a gateway failure; and it is not sent
+/// again.
+#[actix_web::test]
+async fn a_file_dsm_finds_too_large_is_422_file_too_large() {
+    let app = spawn_app().await;
+    let before = app.sim.count(EXTERNAL, "incoming");
+    app.sim.fail_next(EXTERNAL, Some("incoming"), 1, 409);
+    let refused = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{WEBHOOK_TOKEN_NAME}"),
+            json!({"text": "the nightly dump", "file_url": "https://files.example.org/dump.tar"}),
+        )
+        .await;
+    assert_eq!(
+        refused.assert_problem(422, "file_too_large")["dsm_code"],
+        409,
+        "{}",
+        refused.body
+    );
+    assert_eq!(app.sim.count(EXTERNAL, "incoming"), before + 1);
+}
+
 #[actix_web::test]
 async fn configured_webhooks_are_listed_with_masked_urls() {
     let app = spawn_app().await;
