@@ -141,9 +141,14 @@ fn serve_refuses_unsafe_setting_combinations_in_one_line() {
 fn serve_names_the_address_it_cannot_listen_on() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
+    // A store of its own: the scratch directory's default one is another test's (a store is
+    // opened, and locked, before the listener).
+    let store = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", store.path().join("store.db").display());
     let out = run(
         &["serve"],
         &[
+            ("SYNOCHAT__STORE__URL", &store_url),
             ("SYNOCHAT__UPSTREAM__DEMO", "true"),
             ("SYNOCHAT__AUTH__DISABLED", "true"),
             ("SYNOCHAT__SERVER__BIND", &address),

@@ -1258,8 +1258,9 @@ async fn a_channel_s_411_penalty_starts_again_after_its_messages_go_through() {
     let done = wait_for(&app, &later, "delivered", Duration::from_secs(30)).await;
     let took = started.elapsed();
     assert_eq!(done["attempts"], 2, "{done}");
+    // Kept, the burst's doubling would have gone on to 4 s.
     assert!(
-        took < Duration::from_millis(2_000),
+        took < Duration::from_millis(3_500),
         "one 411 after calm held the channel {took:?}"
     );
 }
