@@ -456,6 +456,9 @@ fn tag_end(after: &str) -> Option<usize> {
 /// HTML's character references: named ones (`&amp;`, `&copy;`, `&auml;`, `&hellip;`: every
 /// one of HTML's list, from `htmlize`'s table of it) and numbered ones (`&#60;`, `&#x3C;`),
 /// each with its `;`. Without it, or unknown, a reference stays as written (`?a=1&copy=2`).
+/// The longest character reference between `&` and `;`.
+const MAX_REFERENCE: usize = 32;
+
 fn decode_entities(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
         return Cow::Borrowed(text);
@@ -465,10 +468,12 @@ fn decode_entities(text: &str) -> Cow<'_, str> {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        // The longest name is `CounterClockwiseContourIntegral`, 31 characters.
-        let entity = after
-            .find(';')
-            .filter(|&end| end <= 32)
+        // The longest name is `CounterClockwiseContourIntegral`, 31 characters. The `;` is
+        // looked for only that far: searched to the end, a text of `&`s without one took
+        // quadratic time (400 KB: 5 s).
+        let entity = after.as_bytes()[..after.len().min(MAX_REFERENCE + 1)]
+            .iter()
+            .position(|&b| b == b';')
             .and_then(|end| Some((entity_text(&after[..end])?, end)));
         match entity {
             Some((decoded, end)) => {
@@ -1001,6 +1006,22 @@ mod tests {
             let text = html_text(&hostile, literal_text);
             assert_eq!(text.len(), hostile.len());
             // Generous: quadratic reading took minutes.
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        }
+        // `&`s with no `;` near: each looks only as far as the longest reference goes.
+        // (A hook's body may hold 5 MB; two of `&`s took minutes.)
+        for hostile in [
+            "&".repeat(2_000_000),
+            "&#".repeat(1_000_000),
+            "&amp".repeat(500_000) + ";",
+        ] {
+            let started = std::time::Instant::now();
+            assert_eq!(
+                html_text(&hostile, literal_text).len(),
+                hostile.len() - 4 * usize::from(hostile.ends_with(';'))
+            );
+            let in_a_value = format!("<a href=\"https://x.example/?{hostile}\">y</a>");
+            assert!(html_text(&in_a_value, literal_text).ends_with("|y>"));
             assert!(started.elapsed() < std::time::Duration::from_secs(20));
         }
     }

@@ -156,7 +156,12 @@ const SENT_MIN_LEN: usize = 4;
 /// letters and digits (the shape of tokens and sids, never of DSM's reason words) written
 /// `****`.
 fn push_masked(text: &str, sent: &[&str], out: &mut String) {
-    let text = without_sent(text, sent);
+    // Control characters go first: dropped after the masking, one inside an echoed secret
+    // (`secret-\u0001token`) hid it from the masking and then joined it up again.
+    let text = without_controls(text);
+    let sent: Vec<_> = sent.iter().map(|value| without_controls(value)).collect();
+    let sent: Vec<&str> = sent.iter().map(|value| value.as_ref()).collect();
+    let text = without_sent(&text, &sent);
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
         if run.len() >= 16 {
@@ -166,7 +171,7 @@ fn push_masked(text: &str, sent: &[&str], out: &mut String) {
         }
         run.clear();
     };
-    for c in text.chars().filter(|c| !c.is_control()) {
+    for c in text.chars() {
         if c.is_ascii_alphanumeric() {
             run.push(c);
         } else {
@@ -175,6 +180,14 @@ fn push_masked(text: &str, sent: &[&str], out: &mut String) {
         }
     }
     flush(&mut run, out);
+}
+
+fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(char::is_control) {
+        text.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        text.into()
+    }
 }
 
 /// A body whose data did not have the expected shape: still honour an error envelope.
@@ -302,6 +315,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inside, "bad **** and ****");
+        // A control character inside an echoed value does not hide it from the masking.
+        let split = error_details(
+            br#"{"error":{"code":120,"errors":{"name":"secret-\u0001token-1234"}}}"#,
+            &["secret-token-1234", "pass\u{7}word-x"],
+        )
+        .unwrap();
+        assert_eq!(split, "{name: ****}");
+        let sent_with_one = error_details(
+            br#"{"error":{"code":120,"errors":"was password-x"}}"#,
+            &["pass\u{7}word-x"],
+        )
+        .unwrap();
+        assert_eq!(sent_with_one, "was ****");
         assert_eq!(details(r#"{"success":false,"error":{"code":119}}"#), None);
         assert_eq!(details(r#"{"success":true,"data":{}}"#), None);
         assert_eq!(details("<html>"), None);
