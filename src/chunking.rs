@@ -259,14 +259,18 @@ fn plan_parts(text: &str, chars: &[char], max_chars: usize) -> Vec<Part> {
         if chars.len() - start <= budget {
             break;
         }
-        // Room for the closing marker when the part could end inside a long block's body.
-        let may_end_inside = long
+        // Room for the closing marker when the part could end inside a long block's body: the
+        // longest of the blocks it could end in (room for only the first one's let a part
+        // ending in a later block with a longer fence run pass `max_chars`).
+        let close_room = long
             .iter()
             .skip(long.partition_point(|f| f.close_start <= start))
             .take_while(|f| f.open_end < start + budget)
-            .next();
-        if let Some(fence) = may_end_inside {
-            budget -= fence.close_len();
+            .map(LongFence::close_len)
+            .max();
+        if let Some(room) = close_room {
+            // Never all of it: the opening line and the close each take at most half a part.
+            budget = budget.saturating_sub(room).max(1);
         }
         let end = start + break_within(&chars[start..], budget, &breaks, start);
         let inside_body = long
@@ -890,7 +894,8 @@ mod tests {
                     ("\n```\n", "\n```\n"),
                     ("\n```yaml\n", "\n```\n"),
                     ("\n  ````\n", "\n  ````\n"),
-                ][next(3)];
+                    ("\n``````````\n", "\n``````````\n"),
+                ][next(4)];
                 text.push_str(open);
                 text.push_str(&sample_text(seed * 11 + next(100) as u64, next(700)));
                 text.push_str(close);
@@ -903,6 +908,28 @@ mod tests {
                     .collect();
                 assert!(odd.is_empty(), "max {max}: {odd:?} in {text:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_part_ending_in_a_later_block_with_a_longer_fence_still_fits() {
+        // Reopening the first block, the part closes the second, whose fence run is longer:
+        // room was kept for the first one's close only (25 characters at 24; found by fuzzing).
+        let lines = |line: &str, n: usize| line.repeat(n);
+        let text = format!(
+            "```\n{}```\n`````\n{}`````\n",
+            lines("x\n", 9),
+            lines("b\n", 12)
+        );
+        check_invariants(&text, 24);
+        for max in [60, 100] {
+            let text = format!(
+                "```\n{}```\n{fence}\n{}{fence}\n",
+                lines("x\n", max / 2),
+                lines("b\n", max),
+                fence = "`".repeat(10)
+            );
+            check_invariants(&text, max);
         }
     }
 
