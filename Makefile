@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release release-pgo test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-syscalls bench-cpu clean
+.PHONY: run build release release-pgo test test-rust test-deploy test-e2e openapi lint fmt bench bench-instructions bench-syscalls bench-cpu fuzz clean
 
 ## run: build and start the gateway (demo mode with the built-in DSM simulator unless upstream.url is set)
 run:
@@ -73,6 +73,14 @@ bench-syscalls:
 bench-cpu:
 	$(CARGO) build --release --bin syno-chat-gateway
 	bash tests/bench/cpu_split.sh
+
+## fuzz: coverage-guided fuzzing of what reads untrusted bytes (tests/fuzz; needs cargo-fuzz from
+## crates.io): FUZZ_TARGET=formats|markup|chunking|page|misc, FUZZ_SECONDS=300
+FUZZ_TARGET ?= formats
+FUZZ_SECONDS ?= 300
+fuzz:
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_TARGET) --fuzz-dir tests/fuzz -s none -- \
+		-max_total_time=$(FUZZ_SECONDS) -timeout=2 -rss_limit_mb=2048 -max_len=8192
 
 clean:
 	$(CARGO) clean

@@ -33,6 +33,13 @@ use serde_json::Value;
 pub use generic::check_template;
 pub use markup::plain as plain_markup;
 
+/// The markup helpers, for the fuzz crate (`tests/fuzz`, `make fuzz`) alone: not the
+/// gateway's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::markup::*;
+}
+
 /// What a hook does with the markup Chat shows as typed (senders-delivery-events B.3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -31,6 +31,23 @@ mod users;
 mod watchdog;
 mod wire;
 
+/// The one-pass page reader, the general way and DSM's error details, for the fuzz crate
+/// (`tests/fuzz`, `make fuzz`) alone: not the gateway's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub fn posts_page(body: &[u8], limit: usize) -> Option<(Vec<u8>, usize)> {
+        super::wire::page::posts_page(body, limit)
+    }
+
+    pub fn general_page(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+        super::wire::page::general_page(body, limit)
+    }
+
+    pub fn error_details(body: &[u8], sent: &[&str]) -> Option<String> {
+        super::envelope::error_details(body, sent)
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
