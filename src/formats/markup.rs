@@ -453,12 +453,12 @@ fn tag_end(after: &str) -> Option<usize> {
     None
 }
 
-/// HTML's character references: named ones (`&amp;`, `&copy;`, `&auml;`, `&hellip;`: every
-/// one of HTML's list, from `htmlize`'s table of it) and numbered ones (`&#60;`, `&#x3C;`),
-/// each with its `;`. Without it, or unknown, a reference stays as written (`?a=1&copy=2`).
 /// The longest character reference between `&` and `;`.
 const MAX_REFERENCE: usize = 32;
 
+/// HTML's character references: named ones (`&amp;`, `&copy;`, `&auml;`, `&hellip;`: every
+/// one of HTML's list, from `htmlize`'s table of it) and numbered ones (`&#60;`, `&#x3C;`),
+/// each with its `;`. Without it, or unknown, a reference stays as written (`?a=1&copy=2`).
 fn decode_entities(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
         return Cow::Borrowed(text);

@@ -1035,7 +1035,7 @@ pub(in crate::upstream) fn general_page(body: &[u8], limit: usize) -> Option<Vec
         posts: super::Posts,
     }
     let mut posts =
-        super::super::envelope::decode_data(body, |data: Data| data.posts.into_result())
+        crate::upstream::envelope::decode_data(body, |data: Data| data.posts.into_result())
             .ok()?
             .ok()?;
     // Newest first, as `DsmClient::posts_json` orders what it reads this way.
