@@ -529,6 +529,29 @@ mod tests {
         drop((held, other, keyed));
         assert_eq!(streams.0.lock().unwrap().all, 0);
     }
+    #[test]
+    fn the_gateway_holds_a_bounded_number_of_streams_in_all() {
+        let streams = web::Data::new(OpenStreams::default());
+        let owner = |n: usize| StreamOwner::Key(format!("key-{n}").into());
+        let mut held: Vec<HeldStream> = (0..STREAMS_IN_ALL)
+            .map(|n| OpenStreams::open(&streams, owner(n / STREAMS_PER_KEY)).unwrap())
+            .collect();
+        // A key with none open yet is refused for the others' streams, and told why.
+        let fresh = owner(STREAMS_IN_ALL);
+        let refused = OpenStreams::open(&streams, fresh.clone()).err().unwrap();
+        assert_eq!(refused.code(), ProblemCode::RateLimited);
+        assert!(
+            refused.to_string().contains("2048 event streams"),
+            "{refused}"
+        );
+        // One closed anywhere gives its place to anyone.
+        held.pop();
+        let admitted = OpenStreams::open(&streams, fresh).unwrap();
+        drop((held, admitted));
+        let counts = streams.0.lock().unwrap();
+        assert_eq!((counts.all, counts.by_key.len()), (0, 0));
+    }
+
     use crate::events::NewEvent;
     use crate::store::Store;
 

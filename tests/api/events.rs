@@ -10,7 +10,7 @@ use syno_chat_gateway::events::EventFilter;
 use syno_chat_gateway::sim::SimConfig;
 use syno_chat_gateway::store::Store;
 
-use crate::helpers::{READ_KEY, TestApp, spawn_app_with_sim};
+use crate::helpers::{ADMIN_KEY, READ_KEY, TestApp, spawn_app_with_sim};
 
 /// Channel 2 of the simulator's demo data, and a member of it.
 const CHANNEL: i64 = 2;
@@ -1057,4 +1057,63 @@ async fn stalled_inbound_bodies_cannot_pile_up_and_a_huge_one_is_refused_unread(
     let (status, problem) = post_form(&app, &format!("/inbound/{token}"), body).await;
     assert_eq!(status, 404, "{problem}");
     assert!(!problem.to_string().contains(&token), "{problem}");
+}
+
+/// README "Errors": while the event store cannot be reached, Chat's calls, the event page and
+/// stream and the subscriptions answer 503 `not_ready` with `Retry-After` (Chat's call is not
+/// acknowledged, so nothing is taken that was not stored); when it is back, they are served.
+#[actix_web::test]
+async fn a_lost_event_store_is_not_ready_and_nothing_is_acknowledged_unstored() {
+    let Some(url) = crate::postgres::fresh_database() else {
+        return;
+    };
+    let store = SecretString::from(url.clone());
+    let (app, token) = app_with_inbounds(move |s| s.store.url = store).await;
+    send_posts(&app.base, &token, 1, 1).await;
+    crate::postgres::set_reachable(&url, false);
+
+    let from_chat = app
+        .http
+        .post(format!("{}/inbound/ops", app.base))
+        .send_form(&[
+            ("token", token.as_str()),
+            ("channel_id", "2"),
+            ("post_id", "2"),
+            ("text", "!ping while the store is away"),
+        ])
+        .await
+        .unwrap();
+    let from_chat = crate::helpers::read(from_chat).await;
+    from_chat.assert_problem(503, "not_ready");
+    assert!(from_chat.header("retry-after").is_some());
+    let page = app.get("/api/v1/events?after=0").await;
+    page.assert_problem(503, "not_ready");
+    assert!(page.header("retry-after").is_some());
+    let stream = crate::helpers::read(ask_for_a_stream(&app).await).await;
+    stream.assert_problem(503, "not_ready");
+    let subscriptions = app
+        .call("GET", "/api/v1/subscriptions", Some(ADMIN_KEY), None)
+        .await;
+    subscriptions.assert_problem(503, "not_ready");
+    assert!(subscriptions.header("retry-after").is_some());
+
+    crate::postgres::set_reachable(&url, true);
+    // Chat's call again (a caller repeating what was not acknowledged) is stored now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = post_form(
+            &app,
+            "/inbound/ops",
+            format!("token={token}&channel_id=2&post_id=2&text=%21ping+again"),
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let posts: Vec<Option<i64>> = stored(&app).await.iter().map(|e| e.post_id).collect();
+    assert_eq!(posts, [Some(1), Some(2)]);
 }

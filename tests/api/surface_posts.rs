@@ -1437,3 +1437,39 @@ async fn a_file_does_not_overtake_the_outbox_s_messages() {
     let sent = upload(&app, 2, &[file]).await;
     assert_eq!(sent.status, 201, "{}", sent.body);
 }
+
+/// README "Caching": a reply, a file and a direct message move their channel's
+/// `last_post_at` as a post does, so each drops the cached channel list.
+#[actix_web::test]
+async fn replies_files_and_direct_messages_drop_the_cached_channel_list() {
+    let app = spawn_app().await;
+    let root = create_post(&app, 1, "a thread to answer").await;
+    // (channel, the write's path, whether it is a file) — admin and alice talk in channel 4.
+    let writes = [
+        (1, format!("/api/v1/posts/{root}/replies"), false),
+        (1, "/api/v1/channels/1/files".to_owned(), true),
+        (4, "/api/v1/users/2/messages".to_owned(), false),
+    ];
+    for (channel, path, file) in writes {
+        let before = app.get(&format!("/api/v1/channels/{channel}")).await;
+        assert_eq!(before.status, 200, "{}", before.body);
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        let written = if file {
+            let part: Part<'_> = ("file", Some(("note.txt", "text/plain")), b"cache probe");
+            upload_to(&app, &path, &[part]).await
+        } else {
+            app.post(&path, json!({"message": "cache probe"})).await
+        };
+        assert_eq!(written.status, 201, "{path}: {}", written.body);
+        let after = app.get(&format!("/api/v1/channels/{channel}")).await;
+        assert_eq!(
+            after.body["last_post_at"], written.body["create_at"],
+            "{path}: {}",
+            after.body
+        );
+        assert_ne!(
+            after.body["last_post_at"], before.body["last_post_at"],
+            "{path}"
+        );
+    }
+}

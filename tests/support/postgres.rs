@@ -52,6 +52,21 @@ pub fn fresh_database() -> Option<String> {
     Some(cluster.url(&name))
 }
 
+/// PostgreSQL gone from under a running gateway, and back: `reachable: false` refuses new
+/// connections to the database of `url` (one of [`fresh_database`]'s) and ends the open ones.
+pub fn set_reachable(url: &str, reachable: bool) {
+    let cluster = cluster().expect("the cluster that made the database");
+    let database = url.rsplit('/').next().expect("a database URL");
+    cluster.psql(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS {reachable}"
+    ));
+    if !reachable {
+        cluster.psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ));
+    }
+}
+
 fn newest_bin_dir() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
