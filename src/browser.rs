@@ -117,14 +117,9 @@ impl BrowserGuard {
 /// hooks too, opened with the hook's secret: a sender set up with the gateway's LAN address
 /// had its alerts refused with 421 once `public_url` was set.
 fn any_host_may_name(method: &Method, path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/webapi/entry.cgi")
-        || path.starts_with("/hooks/")
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
         || path.starts_with("/inbound/")
-        || path.starts_with("/ntfy/")
-        || path.starts_with("/_matrix/")
-        || path.starts_with("/telegram/")
-        // ntfy's JSON publishing at the root (Apprise's `ntfy://`).
-        || (path == "/" && method == Method::POST)
+        || crate::api::is_senders_door(method, path)
 }
 
 /// `example.org:8443` → (`example.org`, 8443); `[::1]:80` → (`::1`, 80).

@@ -204,15 +204,16 @@ impl LaterHeads {
                 None => false,
             });
         for (clock, cut) in stalled {
-            let client_ip = clock.peer.map(|peer| peer.ip());
+            // The address as the access line writes it (an absent one is left out).
+            let client_ip = clock.peer.map(|peer| tracing::field::display(peer.ip()));
             match cut {
                 Cut::HeadTooSlow => tracing::warn!(
-                    ?client_ip,
+                    client_ip,
                     "closing a connection whose next request head did not arrive in time"
                 ),
                 // The 408 was logged with the request.
                 Cut::BodyTimedOut => tracing::debug!(
-                    ?client_ip,
+                    client_ip,
                     "closing a connection whose request body did not arrive in time"
                 ),
             }

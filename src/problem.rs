@@ -631,6 +631,20 @@ impl ApiError {
         api_error
     }
 
+    /// DSM's refusal of a chatbot message's recipients, one reason each: recipients DSM does
+    /// not know are missing resources, as a missing channel is (404); any other reason is a
+    /// refused input (400 `upstream_rejected_input`).
+    pub fn recipients_refused<'a>(
+        detail: String,
+        mut reasons: impl Iterator<Item = &'a str>,
+    ) -> Self {
+        if reasons.all(|reason| reason.to_ascii_lowercase().contains("not found")) {
+            ApiError::not_found(detail)
+        } else {
+            ApiError::new(ProblemCode::UpstreamRejectedInput, detail)
+        }
+    }
+
     /// For a call on which Chat's 117 can only mean "permission denied" (`Chatbot.set` on a
     /// chatbot its list shows, `src/upstream/PROTOCOL.md` [C2]): 403
     /// `upstream_permission_denied`, not the unknown 117's 502.

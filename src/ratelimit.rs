@@ -179,19 +179,17 @@ fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Liveness and readiness probes are never limited: a throttled probe restarts the pod.
-/// Hooks are not either: their senders drop a notification on any 4xx (a 429 included), so a
-/// burst is stored and paced by the outbox instead; a wrong secret costs one hash and a 404.
-/// So are the hooks' doors that speak Matrix's and Telegram's APIs: their refusals are in those
-/// APIs' words, which a 429 of the limits is not (Apprise then gives up after one retry).
-/// Nor are Chat's calls to `/inbound/`: the NAS is one address whose bucket its other calls
-/// may share, and whether Chat retries a refused call is not known, so a 429 could lose the
-/// event; a wrong token costs one comparison and a 403.
-fn exempt(path: &str) -> bool {
+/// The senders' doors are not either (hooks, and the doors that speak ntfy's, Synology's,
+/// Matrix's and Telegram's APIs): their senders drop a notification on any 4xx (a 429
+/// included), so a burst is stored and paced by the outbox instead, and their refusals are in
+/// those APIs' words, which a 429 of the limits is not (Apprise gives up after one retry); a
+/// wrong secret costs one hash and a 404. Nor are Chat's calls to `/inbound/`: the NAS is one
+/// address whose bucket its other calls may share, and whether Chat retries a refused call is
+/// not known, so a 429 could lose the event; a wrong token costs one comparison and a 403.
+fn exempt(method: &actix_web::http::Method, path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
-        || path.starts_with("/hooks/")
-        || path.starts_with("/_matrix/")
-        || path.starts_with("/telegram/")
         || path.starts_with("/inbound/")
+        || crate::api::is_senders_door(method, path)
 }
 
 /// A request the limits refused, with what the 429 tells.
@@ -210,7 +208,7 @@ pub fn refuses(req: &ServiceRequest) -> bool {
     let Some(limits) = req.app_data::<web::Data<CallerLimits>>() else {
         return false;
     };
-    if exempt(req.path()) {
+    if exempt(req.method(), req.path()) {
         return false;
     }
     let key = req
@@ -285,13 +283,24 @@ pub async fn refuse(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn probes_and_hooks_are_never_limited() {
-        assert!(super::exempt("/healthz") && super::exempt("/hooks/alerts/secret"));
-        assert!(super::exempt(
-            "/_matrix/client/v3/rooms/a/send/m.room.message/t"
-        ));
-        assert!(super::exempt("/telegram/bot1:x/sendMessage"));
-        assert!(!super::exempt("/api/v1/channels") && !super::exempt("/hookshot"));
+    fn probes_and_the_senders_doors_are_never_limited() {
+        use actix_web::http::Method;
+        let exempt = |method: Method, path: &str| super::exempt(&method, path);
+        for path in [
+            "/healthz",
+            "/hooks/alerts/secret",
+            "/_matrix/client/v3/rooms/a/send/m.room.message/t",
+            "/telegram/bot1:x/sendMessage",
+            "/ntfy",
+            "/ntfy/alerts",
+            "/webapi/entry.cgi",
+            "/inbound/ops",
+        ] {
+            assert!(exempt(Method::POST, path), "{path}");
+        }
+        assert!(exempt(Method::POST, "/") && !exempt(Method::GET, "/"));
+        assert!(!exempt(Method::GET, "/api/v1/channels") && !exempt(Method::POST, "/hookshot"));
+        assert!(!exempt(Method::GET, "/ntfyx") && !exempt(Method::GET, "/metrics"));
     }
 
     use super::*;

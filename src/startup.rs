@@ -355,9 +355,23 @@ fn served_document(
         )]);
     }
     api::describe_configured_tokens(&mut document, &state.tokens);
-    let routes = web::Data::new(RouteTable::from_openapi(&document));
+    // Served beside the documented routes, so that another method is a 405 there too.
+    let mut routes = RouteTable::from_openapi(&document).with(&[
+        ("/openapi.json", &["GET"]),
+        ("/docs", &["GET"]),
+        ("/docs/{file}", &["GET"]),
+    ]);
+    if metrics_on_api(settings) {
+        routes = routes.with(&[("/metrics", &["GET"])]);
+    }
+    let routes = web::Data::new(routes);
     let document = web::Data::new(api::docs::OpenApiJson::new(&document)?);
     Ok((routes, document))
+}
+
+/// Whether `/metrics` is served on the API's listener (not on a `metrics.bind` of its own).
+fn metrics_on_api(settings: &Settings) -> bool {
+    settings.metrics.enabled && settings.metrics.bind.is_none()
 }
 
 /// Warnings for an upstream that can be read on its way: unverified TLS, plain http.
@@ -467,7 +481,7 @@ impl Application {
         let metrics_access = web::Data::new(MetricsAccess {
             require_key: settings.metrics.require_key,
         });
-        let metrics_on_api = settings.metrics.enabled && settings.metrics.bind.is_none();
+        let metrics_on_api = metrics_on_api(&settings);
         let metrics_server = match (settings.metrics.enabled, settings.metrics.bind) {
             (true, Some(bind)) => Some(metrics_server(
                 bind,

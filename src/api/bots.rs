@@ -15,7 +15,7 @@ use super::{
     BodyProblems, CommonProblems, Dsm, InvalidInput, NotFound, POST_COUNT_HEADER, State,
     Unprocessable, file_response, send_text_stopping, told_parts_posted,
 };
-use crate::api::error::{ApiError, ProblemCode};
+use crate::api::error::ApiError;
 use crate::auth::{Authorized, Read, Write};
 use crate::config::TokenKind;
 use crate::domain::{Channel, Post, PostId, User, UserId};
@@ -237,14 +237,10 @@ pub async fn send_bot_message(
             "DSM delivered the message to none of its recipients ({})",
             reasons.join("; ")
         );
-        // Recipients DSM does not know are missing resources, as a missing channel is.
-        let unknown = failed
-            .iter()
-            .all(|f| f.reason.to_ascii_lowercase().contains("not found"));
-        return Err(match unknown {
-            true => ApiError::not_found(detail),
-            false => ApiError::new(ProblemCode::UpstreamRejectedInput, detail),
-        });
+        return Err(ApiError::recipients_refused(
+            detail,
+            failed.iter().map(|f| f.reason.as_str()),
+        ));
     }
     Ok(HttpResponse::Ok()
         .insert_header((POST_COUNT_HEADER, count.to_string()))

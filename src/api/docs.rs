@@ -93,14 +93,17 @@ impl RouteTable {
     /// A table of the given templates and their methods, for a listener that serves a few
     /// routes of its own (`/metrics` alone on `metrics.bind`).
     pub fn of(routes: &[(&str, &[&str])]) -> Self {
-        let routes = routes
-            .iter()
-            .map(|(path, methods)| {
-                let segments = path.split('/').map(str::to_owned).collect();
-                (segments, methods.iter().map(|m| (*m).to_owned()).collect())
-            })
-            .collect();
-        Self { routes }
+        Self { routes: Vec::new() }.with(routes)
+    }
+
+    /// This table and the given templates: routes served but not in the OpenAPI document
+    /// (the document itself, Swagger UI, `/metrics`).
+    pub fn with(mut self, routes: &[(&str, &[&str])]) -> Self {
+        self.routes.extend(routes.iter().map(|(path, methods)| {
+            let segments = path.split('/').map(str::to_owned).collect();
+            (segments, methods.iter().map(|m| (*m).to_owned()).collect())
+        }));
+        self
     }
 
     /// The methods documented for `path`, if it matches a route template.

@@ -83,6 +83,20 @@ pub struct AppState {
     pub hook_replays: hooks::Replays,
 }
 
+/// Whether a request is for one of the doors senders open with a hook's secret: `/hooks/`,
+/// ntfy's (`/ntfy`, `/ntfy/…` and its JSON publishing at the root), Synology Chat's own URL,
+/// Matrix's and Telegram's. The `Host` check and the rate limits treat them alike: a sender is
+/// set up with whatever address reaches the gateway, and drops a notification it is refused.
+pub fn is_senders_door(method: &actix_web::http::Method, path: &str) -> bool {
+    path.starts_with("/hooks/")
+        || path == "/ntfy"
+        || path.starts_with("/ntfy/")
+        || path == "/webapi/entry.cgi"
+        || path.starts_with("/_matrix/")
+        || path.starts_with("/telegram/")
+        || (path == "/" && method == actix_web::http::Method::POST)
+}
+
 /// Whether `name` is a configured hook's or inbound's (as `route` says): a lone segment after
 /// `/hooks/` or `/inbound/` that is not one may be a secret (`/hooks/{secret}`, a pasted
 /// token), masked wherever the path is logged or echoed.

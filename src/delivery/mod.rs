@@ -92,6 +92,30 @@ impl Job {
         }
     }
 
+    /// The resource a send addresses, as the synchronous routes name it in a 404 (DSM's 117:
+    /// it does not exist or is not visible); none for a token's sends and callbacks.
+    fn resource(&self) -> Option<String> {
+        match self {
+            Job::Channel {
+                thread_id: Some(root),
+                ..
+            } => Some(format!("post {root}")),
+            Job::Channel { channel_id, .. } => Some(format!("channel {channel_id}")),
+            Job::User { user_id } => Some(format!("user {user_id}")),
+            Job::ChannelNamed { channel } => Some(format!("channel {channel:?}")),
+            Job::UserNamed { username } => Some(format!("user {username:?}")),
+            Job::Webhook { .. } | Job::Bot { .. } | Job::Subscription { .. } => None,
+        }
+    }
+
+    /// A refusal no retry can change, as the synchronous route would answer it.
+    fn refusal(&self, error: UpstreamError) -> ApiError {
+        match self.resource() {
+            Some(what) => ApiError::for_resource(error, what),
+            None => error.into(),
+        }
+    }
+
     fn uses_token(&self) -> bool {
         matches!(self, Job::Webhook { .. } | Job::Bot { .. })
     }
@@ -1277,7 +1301,7 @@ impl Worker {
                     .await
                 {
                     Ok(found) => found,
-                    Err(error) => return self.failed_send(&row, error),
+                    Err(error) => return self.failed_send(job, &row, error),
                 };
                 if !found.posts.is_empty() {
                     let complete =
@@ -1359,9 +1383,9 @@ impl Worker {
                     posted += 1;
                     uncertain = got_past.take();
                     if !posts.failed.is_empty() {
-                        return Outcome::Failed(ApiError::new(
-                            ProblemCode::UpstreamRejectedInput,
+                        return Outcome::Failed(ApiError::recipients_refused(
                             format!("DSM did not deliver to: {}", posts.failed.join("; ")),
+                            posts.failed.iter().map(String::as_str),
                         ));
                     }
                     if job.uses_token() {
@@ -1375,8 +1399,9 @@ impl Worker {
                     }
                 }
                 Err(error) => {
-                    if let Some(outcome) =
-                        self.after_failed_send(error, &mut row, owner, posted).await
+                    if let Some(outcome) = self
+                        .after_failed_send(job, error, &mut row, owner, posted)
+                        .await
                     {
                         return outcome;
                     }
@@ -1425,6 +1450,7 @@ impl Worker {
     /// when the chunk was too long and is now halved in `row`, to be sent next.
     async fn after_failed_send(
         &self,
+        job: &Job,
         error: UpstreamError,
         row: &mut DeliveryRow,
         owner: &str,
@@ -1476,7 +1502,7 @@ impl Worker {
                     error: error.into(),
                 }
             }
-            Failure::Permanent => Outcome::Failed(error.into()),
+            Failure::Permanent => Outcome::Failed(job.refusal(error)),
         })
     }
 
@@ -1611,9 +1637,9 @@ impl Worker {
         }
     }
 
-    fn failed_send(&self, row: &DeliveryRow, error: UpstreamError) -> Outcome {
+    fn failed_send(&self, job: &Job, row: &DeliveryRow, error: UpstreamError) -> Outcome {
         match classify(&error) {
-            Failure::Permanent => Outcome::Failed(error.into()),
+            Failure::Permanent => Outcome::Failed(job.refusal(error)),
             _ => self.retry(row, error.into()),
         }
     }
@@ -1653,7 +1679,7 @@ impl Worker {
                 format!("{what} {name:?} {reason}"),
             ))
         };
-        let upstream = |error| self.failed_send(row, error);
+        let upstream = |error| self.failed_send(job, row, error);
         match job {
             Job::Channel { channel_id, .. } => Ok(*channel_id),
             // DSM returns the existing 1:1 conversation when there is one.

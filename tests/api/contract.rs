@@ -215,6 +215,17 @@ async fn unknown_routes_and_methods_are_problems() {
         .await;
     wrong_method.assert_problem(405, "method_not_allowed");
     assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));
+    // So are the routes the OpenAPI document does not list: itself, Swagger UI, the metrics.
+    for (method, path) in [
+        ("POST", "/metrics"),
+        ("POST", "/openapi.json"),
+        ("DELETE", "/docs"),
+        ("PUT", "/docs/index.html"),
+    ] {
+        let answer = app.call(method, path, None, None).await;
+        answer.assert_problem(405, "method_not_allowed");
+        assert_eq!(answer.header("allow"), Some("GET, HEAD"), "{method} {path}");
+    }
 }
 
 #[actix_web::test]

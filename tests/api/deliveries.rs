@@ -570,6 +570,41 @@ async fn an_uncertain_reply_is_looked_for_in_its_thread_and_not_posted_twice() {
     assert_eq!(done["post_ids"].as_array().unwrap().len(), 1, "{done}");
 }
 
+/// README "Errors": a resource DSM does not know (117) is `not_found` with its DSM code, in a
+/// delivery's `last_error` as in the synchronous answer to the same request.
+#[actix_web::test]
+async fn a_delivery_to_a_missing_resource_fails_as_the_synchronous_send_answers() {
+    let app = spawn_app().await;
+    let sends = [
+        (
+            "/api/v1/channels/999/posts",
+            json!({"message": "to nowhere"}),
+        ),
+        (
+            "/api/v1/posts/4294967999/replies",
+            json!({"message": "to nowhere"}),
+        ),
+        (
+            "/api/v1/users/999/messages",
+            json!({"message": "to nobody"}),
+        ),
+        (
+            &*format!("/api/v1/bots/{BOT_TOKEN_NAME}/messages"),
+            json!({"text": "to nobody", "user_ids": [999]}),
+        ),
+    ];
+    for (path, body) in sends {
+        let now = app.post(path, body.clone()).await;
+        let answered = now.assert_problem(404, "not_found").clone();
+        let id = accepted(&post_async(&app, path, body).await);
+        let failed = wait_for(&app, &id, "failed", Duration::from_secs(30)).await;
+        let last = &failed["last_error"];
+        assert_eq!(last["code"], "not_found", "{path}: {failed}");
+        assert_eq!(last["status"], 404, "{path}: {failed}");
+        assert_eq!(last["dsm_code"], answered["dsm_code"], "{path}: {failed}");
+    }
+}
+
 /// An async post to channel 2 whose answer DSM never sent (it posted, then closed the
 /// connection), with `newer` posts by a user made before the gateway looks for it (the
 /// settle time, two upstream timeouts; the gateway's own synchronous sends would wait for the

@@ -295,6 +295,56 @@ async fn each_key_and_each_address_has_a_rate_limit() {
     }
 }
 
+/// A sender drops a notification it is refused, and its door answers in its own API's words:
+/// ntfy's and Synology's doors are held to no rate limit, as hooks are (a burst is stored and
+/// paced by the outbox instead).
+#[actix_web::test]
+async fn the_senders_doors_are_not_rate_limited() {
+    const HOOK_SECRET: &str = "hook-secret-for-a-burst";
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.rate_limit.ip_burst = 1;
+        s.rate_limit.ip_per_minute = 1;
+        s.hooks.insert(
+            "alerts".into(),
+            syno_chat_gateway::config::HookSettings {
+                secret_hash: Some(syno_chat_gateway::auth::hash_key(HOOK_SECRET).into()),
+                channel: Some("1".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    for n in 0..4 {
+        for door in [
+            format!(
+                "/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2\
+                 &token={HOOK_SECRET}&payload=%7B%22text%22%3A%22entry+{n}%22%7D"
+            ),
+            format!(
+                "/ntfy/alerts/publish?message=ntfy+{n}&auth={}",
+                ntfy_auth(HOOK_SECRET)
+            ),
+        ] {
+            let sent = app.call("GET", &door, None, None).await;
+            assert_eq!(sent.status, 200, "{door}: {}", sent.body);
+        }
+    }
+    // The API's callers without a key are still limited.
+    assert_eq!(
+        app.call("GET", "/openapi.json", None, None).await.status,
+        200
+    );
+    app.call("GET", "/openapi.json", None, None)
+        .await
+        .assert_problem(429, "rate_limited");
+}
+
+/// ntfy's `auth` query parameter for `secret`: `Bearer <secret>`, base64url without padding.
+fn ntfy_auth(secret: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {secret}"))
+}
+
 #[actix_web::test]
 async fn rate_limits_can_be_turned_off() {
     let app = spawn_app_with(SimConfig::default(), |s| {
@@ -458,10 +508,7 @@ async fn the_host_must_be_the_public_urls() {
     let sent = browser_call(&app, "POST", &hook, None, &in_cluster).await;
     assert!(sent.status.is_success(), "{} {}", sent.status, sent.body);
     // So does one at the other senders' doors, each opened with the hook's secret.
-    let ntfy_auth = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {HOOK_SECRET}"))
-    };
+    let ntfy_auth = ntfy_auth(HOOK_SECRET);
     for door in [
         format!(
             "/webapi/entry.cgi?api=SYNO.Chat.External&method=incoming&version=2\
@@ -479,15 +526,18 @@ async fn the_host_must_be_the_public_urls() {
             sent.body
         );
     }
-    let at_root = app
-        .http
-        .post(format!("{}/", app.base))
-        .insert_header(in_cluster[0])
-        .insert_header(("Authorization", format!("Bearer {HOOK_SECRET}")))
-        .send_json(&json!({"topic": "alerts", "message": "by ntfy's root"}))
-        .await;
-    let at_root = read(at_root.expect("gateway answers")).await;
-    assert_eq!(at_root.status, 200, "{}", at_root.body);
+    // ntfy's JSON publishing, at the root and at its server URL with and without the slash.
+    for server in ["/", "/ntfy", "/ntfy/"] {
+        let published = app
+            .http
+            .post(format!("{}{server}", app.base))
+            .insert_header(in_cluster[0])
+            .insert_header(("Authorization", format!("Bearer {HOOK_SECRET}")))
+            .send_json(&json!({"topic": "alerts", "message": format!("by ntfy at {server}")}))
+            .await;
+        let published = read(published.expect("gateway answers")).await;
+        assert_eq!(published.status, 200, "{server}: {}", published.body);
+    }
     // The rest of the root is the API's: held to the public URL's host.
     browser_call(&app, "GET", "/", None, &in_cluster)
         .await
