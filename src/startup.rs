@@ -369,6 +369,26 @@ fn served_document(
     Ok((routes, document))
 }
 
+/// Hooks that share a secret are told apart only by the name in `/hooks/{name}/…`: the doors
+/// that name no hook (ntfy's JSON publishing, Synology's URL, Telegram's, Matrix's) refuse the
+/// secret, which a sender set up there meets only at its first alert.
+fn warn_of_shared_hook_secrets(hooks: &BTreeMap<String, crate::config::HookSettings>) {
+    let mut by_secret: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, hook) in hooks {
+        if let Some(hash) = &hook.secret_hash {
+            let hash = secrecy::ExposeSecret::expose_secret(hash).to_ascii_lowercase();
+            by_secret.entry(hash).or_default().push(name);
+        }
+    }
+    for names in by_secret.values().filter(|names| names.len() > 1) {
+        tracing::warn!(
+            hooks = %names.join(", "),
+            "these hooks share one secret: the doors that name no hook (ntfy's, Synology's URL, \
+             Telegram's, Matrix's) refuse it; give each hook its own secret"
+        );
+    }
+}
+
 /// Whether `/metrics` is served on the API's listener (not on a `metrics.bind` of its own).
 fn metrics_on_api(settings: &Settings) -> bool {
     settings.metrics.enabled && settings.metrics.bind.is_none()
@@ -430,6 +450,7 @@ impl Application {
         let config = upstream_config(&settings, simulator.as_ref().map(Simulator::base_url))
             .map_err(std::io::Error::other)?;
         warn_of_an_unsafe_upstream(&settings, &config);
+        warn_of_shared_hook_secrets(&settings.hooks);
         let metrics = Metrics::new();
         metrics.expect_alerted_series(settings.hooks.keys().map(String::as_str));
         let upstream = DsmShared::new(config, metrics.clone()).map_err(std::io::Error::other)?;

@@ -577,7 +577,7 @@ fn no_text() -> ApiError {
 fn unknown_token() -> ApiError {
     ApiError::not_found(
         "no incoming webhook or hook (method=incoming), or chatbot (method=chatbot), of the \
-         gateway has this token",
+         gateway has this token (or several hooks have it: give each hook its own secret)",
     )
     .in_dsm_envelope(dsm_number::UNKNOWN_TOKEN)
 }

@@ -365,16 +365,25 @@ pub async fn publish_json_at_root(
     json_publish(req, payload, (state, chat, outbox)).await
 }
 
+/// Several hooks have the secret presented where no hook is named.
+pub(super) const SHARED_SECRET: &str =
+    "several hooks have this token; give each hook its own secret";
+
 /// The hook whose secret the request presents, reached ntfy's JSON way.
 async fn json_publish(
     req: HttpRequest,
     payload: web::Payload,
     services: (State, Dsm, Deliveries),
 ) -> HttpResponse {
-    let hook = presented_secret(&req)
-        .and_then(|secret| hooks::hook_of_secret(&services.0.hooks, &secret).map(str::to_owned));
-    match hook {
-        Some(name) => through_hook(&name, true, req, payload, services).await,
-        None => in_ntfys_words(&ApiError::not_found("no hook has this token").into()),
+    let hooks = presented_secret(&req)
+        .map(|secret| hooks::hooks_of_secret(&services.0.hooks, &secret))
+        .unwrap_or_default();
+    match hooks.as_slice() {
+        [name] => {
+            let name = (*name).to_owned();
+            through_hook(&name, true, req, payload, services).await
+        }
+        [] => in_ntfys_words(&ApiError::not_found("no hook has this token").into()),
+        _ => in_ntfys_words(&ApiError::invalid(SHARED_SECRET).into()),
     }
 }

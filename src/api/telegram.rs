@@ -176,7 +176,7 @@ async fn call(
         _ => {
             return refused(
                 StatusCode::BAD_REQUEST,
-                "Bad Request: several hooks have this token; give each hook its own secret",
+                &format!("Bad Request: {}", super::ntfy::SHARED_SECRET),
             );
         }
     };

@@ -60,10 +60,14 @@ impl Call {
     pub fn read(query: &str, content_type: Option<&str>, body: &[u8]) -> Self {
         let mut call = Self::default();
         call.take_form(query.as_bytes());
-        // Read by its shape without a `Content-Type` (Home Assistant) or labelled as text.
-        let body_is_form = super::media_type_is(content_type, "application/x-www-form-urlencoded")
-            || ((content_type.is_none() || super::media_type_is(content_type, "text/plain"))
-                && looks_like_form(body));
+        // Read by its shape without a `Content-Type` (Home Assistant) or labelled as text. A
+        // JSON object labelled as a form is the whole-body payload `curl -d '{…}'` sends (no
+        // form of the call's fields starts with `{`).
+        let body_is_form =
+            (super::media_type_is(content_type, "application/x-www-form-urlencoded")
+                && !looks_like_an_object(body))
+                || ((content_type.is_none() || super::media_type_is(content_type, "text/plain"))
+                    && looks_like_form(body));
         let mut sent = Self::default();
         if body_is_form {
             // An unencoded payload runs to the end of the body, `&`s and all: only the fields
@@ -105,6 +109,12 @@ impl Call {
             }
         }
     }
+}
+
+/// A body whose first character, after white space and a byte order mark, opens an object.
+fn looks_like_an_object(body: &[u8]) -> bool {
+    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// A body without a `Content-Type` that starts as a form of the call's fields.
@@ -317,6 +327,16 @@ mod tests {
         );
         assert_eq!(read.token.as_deref(), Some("\"abc\""));
         assert_eq!(read.payload.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn a_json_body_labelled_as_a_form_is_the_payload() {
+        // `curl -d '{…}'` labels its body a form.
+        for body in [r#"{"text":"a & b=c"}"#, "\u{feff} \n{\"text\":\"a & b=c\"}"] {
+            let read = call(QUERY, Some("application/x-www-form-urlencoded"), body);
+            let payload = read.payload.as_deref().expect(body);
+            assert_eq!(incoming(payload).unwrap().text, "a & b=c");
+        }
     }
 
     #[test]

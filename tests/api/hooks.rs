@@ -462,6 +462,22 @@ async fn a_hook_is_found_by_its_secret_alone_or_basic_credentials() {
         let answer = send_json(&app, &path, body.clone()).await;
         assert_eq!(answer.status, 404, "{path}: {}", answer.body);
     }
+    // ntfy's JSON publishing names no hook either: it says why the shared secret is refused.
+    let shared = app
+        .http
+        .post(format!("{}/ntfy", app.base))
+        .insert_header(("Authorization", format!("Bearer {SECRET}")))
+        .send_json(&json!({"topic": "alerts", "message": "which hook?"}))
+        .await;
+    let shared = read(shared.expect("gateway answers")).await;
+    assert_eq!(shared.status, 400, "{}", shared.body);
+    assert!(
+        shared.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("several hooks have this token")),
+        "{}",
+        shared.body
+    );
 
     let basic = |user: &str, password: &str| {
         use base64::Engine as _;
