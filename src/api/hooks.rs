@@ -1251,6 +1251,13 @@ impl SenderApi {
             Self::Telegram => {
                 let payload = if body.is_empty() {
                     formats::query_payload(req.query_string())?
+                } else if formats::media_type_is(content_type, "application/x-www-form-urlencoded")
+                {
+                    // The Bot API's form is its parameters, a text among them or not.
+                    let form = std::str::from_utf8(body).map_err(|_| {
+                        FormatError::InvalidPayload("the form is not UTF-8 text".into())
+                    })?;
+                    formats::query_payload(form)?
                 } else {
                     formats::parse_body(content_type, body)?
                 };

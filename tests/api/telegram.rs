@@ -166,6 +166,10 @@ async fn refusals_are_the_bot_apis_and_nothing_is_posted() {
         400,
     );
     assert!(empty.starts_with("Bad Request"), "{empty}");
+    // A form of parameters without a text is told so, as a JSON one is.
+    let no_text = telegram_error(&form(&app, "sendMessage", b"chat_id=1".to_vec()).await, 400);
+    assert!(no_text.contains("text"), "{no_text}");
+    assert!(!no_text.contains("must be a JSON object"), "{no_text}");
     telegram_error(&send_json(&app, TOKEN, &json!(["x"])).await, 400);
     // A GET without parameters is a message without text, not a check of the hook; a HEAD
     // posts nothing.
