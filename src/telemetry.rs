@@ -135,6 +135,10 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::qualit
 
 const ROUTE_CACHE_MAX: usize = 4096;
 
+/// The longest path kept in the cache: a request line may hold 64 KiB, and 4,096 such paths a
+/// worker, sent by callers without a key, were 256 MiB. Longer paths are resolved each time.
+const MAX_CACHED_PATH: usize = 256;
+
 thread_local! {
     static ROUTES: std::cell::RefCell<RouteCache> = std::cell::RefCell::new(RouteCache {
         entries: Default::default(),
@@ -160,17 +164,37 @@ pub(crate) fn route_metrics(
             cache.entries.clear();
             cache.len = 0;
         }
-        // Label by route template, never the raw path: unknown paths share one label.
-        let route = req.match_pattern();
+        // Label by route template, never the raw path: unknown paths share one label, and so
+        // do methods a route does not serve (every route times ten methods would be series of
+        // their own, made by callers refused before the method is looked at: 401, 421, 429).
+        let route = req.match_pattern().filter(|_| serves(req, method));
         let resolved = Rc::new(metrics.route(route.as_deref().unwrap_or("unmatched"), method));
-        cache
-            .entries
-            .entry(key)
-            .or_default()
-            .insert(req.path().into(), resolved.clone());
-        cache.len += 1;
+        // Unknown paths are not kept: each would take a place, and they share one label.
+        if route.is_some() && req.path().len() <= MAX_CACHED_PATH {
+            cache
+                .entries
+                .entry(key)
+                .or_default()
+                .insert(req.path().into(), resolved.clone());
+            cache.len += 1;
+        }
         resolved
     })
+}
+
+/// Whether the route table lists `method` for the request's path (HEAD with GET; OPTIONS,
+/// a browser's preflight, everywhere). A route the table does not know keeps its label.
+fn serves(req: &ServiceRequest, method: &str) -> bool {
+    let Some(methods) = req
+        .app_data::<actix_web::web::Data<crate::api::RouteTable>>()
+        .and_then(|table| table.allowed_methods(req.path()))
+    else {
+        return true;
+    };
+    method == "OPTIONS"
+        || methods
+            .iter()
+            .any(|allowed| allowed == method || (method == "HEAD" && allowed == "GET"))
 }
 
 pub(crate) fn request_id_from(req: &ServiceRequest) -> String {
