@@ -1663,6 +1663,40 @@ backends::on_both!(
         }
         claimed.sort();
         assert_eq!(claimed, ["p2", "p4"]);
+        // A finished delivery kept for its retention does not keep its target (each claim
+        // walks the targets): a failed one's goes, and its retry by hand makes it again.
+        for id in claimed {
+            let finished =
+                store.finish(&id, "w", DeliveryState::Delivered, now + 21, None, now + 21);
+            assert!(finished.await.unwrap());
+        }
+        store
+            .enqueue(&delivery("p5", "user:9", now + 40))
+            .await
+            .unwrap();
+        let row = store.claim("w", now + 41, now + 50).await.unwrap().unwrap();
+        assert_eq!(row.id, "p5");
+        assert!(
+            store
+                .finish(
+                    "p5",
+                    "w",
+                    DeliveryState::Failed,
+                    now + 42,
+                    Some("{}"),
+                    now + 42
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.prune_targets(now + 60_002).await.unwrap(), 3);
+        assert_eq!(backend.count("SELECT COUNT(*) FROM targets").await, 0);
+        store
+            .retry_delivery("p5", now + 60_003, now + 1_000_000)
+            .await
+            .unwrap();
+        let retried = store.claim("w", now + 60_004, now + 60_010).await.unwrap();
+        assert_eq!(retried.map(|row| row.id).as_deref(), Some("p5"));
     }
 );
 

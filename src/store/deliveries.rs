@@ -500,9 +500,12 @@ impl Store {
     /// holds, and checked again by a later statement, which sees every enqueue committed
     /// before the locks; one that comes after waits and inserts the row again.
     async fn prune_targets_batch(&self, now: i64) -> Result<u64, StoreError> {
+        // Only unfinished deliveries keep their target: every claim and the worker's idle
+        // look walk the targets, and kept for the finished ones' retention, a write key's
+        // sends to ids that do not exist made thousands a day. A failed delivery retried
+        // by hand makes its target again.
         const UNUSED: &str = "t.next_send_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
-             WHERE d.state IN ('queued', 'sending', 'delivered', 'failed', 'cancelled') \
-             AND d.target = t.target)";
+             WHERE d.state IN ('queued', 'sending') AND d.target = t.target)";
         match &self.pool {
             Pool::Sqlite(p) => {
                 // One writer at a time: no enqueue can come between the test and the delete.
@@ -880,35 +883,51 @@ impl Store {
                 )
                 .fetch_one(&mut *tx)
                 .await?;
-                let done = sqlx::query(&format!(
-                    "UPDATE deliveries SET seq = $4, {REQUEUE} WHERE id = $1 AND state = 'failed'"
+                let target: Option<String> = sqlx::query_scalar(&format!(
+                    "UPDATE deliveries SET seq = $4, {REQUEUE} WHERE id = $1 AND state = 'failed' \
+                     RETURNING target"
                 ))
                 .bind(id)
                 .bind(now)
                 .bind(expires_at)
                 .bind(next)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if done == 1 {
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(target) = &target {
                     sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'deliveries'")
                         .bind(next)
                         .execute(&mut *tx)
                         .await?;
+                    sqlx::query(TARGET_KEPT)
+                        .bind(target)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
-                done
+                u64::from(target.is_some())
             }
-            Pool::Postgres(p) => sqlx::query(&format!(
-                "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
-                     WHERE id = $1 AND state = 'failed'"
-            ))
-            .bind(id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(p)
-            .await?
-            .rows_affected(),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let target: Option<String> = sqlx::query_scalar(&format!(
+                    "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
+                     WHERE id = $1 AND state = 'failed' RETURNING target"
+                ))
+                .bind(id)
+                .bind(now)
+                .bind(expires_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // Its target may have been pruned since it failed: made again, as an enqueue
+                // makes it (and waits for a prune that holds it).
+                if let Some(target) = &target {
+                    sqlx::query(TARGET_KEPT)
+                        .bind(target)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                u64::from(target.is_some())
+            }
         };
         self.transition(id, done).await
     }
