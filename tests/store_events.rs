@@ -331,6 +331,11 @@ backends::on_both!(
         // they stay: enabling the subscription queues them again, and their bodies are theirs.
         assert_eq!(store.purge_events(2_600).await.unwrap(), 2);
         assert_eq!(store.purge_deliveries(1_000_000).await.unwrap(), 0);
+        // Nothing of it unfinished, its target goes with the housekeeping; enabling makes it
+        // again, or the deliveries queued again would never be claimed.
+        let its_target = format!("SELECT COUNT(*) FROM targets WHERE target = '{target}'");
+        store.prune_targets(2_700).await.unwrap();
+        assert_eq!(backend.count(&its_target).await, 0);
 
         assert_eq!(
             store
@@ -369,6 +374,9 @@ backends::on_both!(
                 .await
                 .unwrap()
         );
+        assert_eq!(backend.count(&its_target).await, 1);
+        let claimed = store.claim("w", 3_200, 3_300).await.unwrap();
+        assert_eq!(claimed.map(|row| row.target), Some(target));
         store.close().await;
     }
 );

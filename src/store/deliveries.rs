@@ -482,8 +482,9 @@ impl Store {
         }
     }
 
-    /// Removes the targets no delivery names (they are kept while their deliveries are, and
-    /// while their pacing lasts), 500 at a time; how many went.
+    /// Removes the targets no unfinished delivery names (they are kept while a delivery of
+    /// theirs is queued or being sent, and while their pacing lasts), 500 at a time; how many
+    /// went. What queues a finished delivery again makes its target again.
     pub async fn prune_targets(&self, now: i64) -> Result<u64, StoreError> {
         let mut pruned = 0;
         loop {

@@ -630,6 +630,15 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    // Its target was pruned once nothing of it was unfinished: made again (and
+                    // waited for against a prune holding it), or claims, which start from the
+                    // targets, would never see the rows queued here.
+                    if again > 0 {
+                        sqlx::query(super::deliveries::TARGET_KEPT)
+                            .bind(target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     Some(again)
                 }
             };
