@@ -359,6 +359,7 @@ fn served_document(
     let mut routes = RouteTable::from_openapi(&document).with(&[
         ("/openapi.json", &["GET"]),
         ("/docs", &["GET"]),
+        ("/docs/", &["GET"]),
         ("/docs/{file}", &["GET"]),
     ]);
     if metrics_on_api(settings) {

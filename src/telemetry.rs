@@ -182,8 +182,9 @@ pub(crate) fn route_metrics(
     })
 }
 
-/// Whether the route table lists `method` for the request's path (HEAD with GET; OPTIONS,
-/// a browser's preflight, everywhere). A route the table does not know keeps its label.
+/// Whether the route table lists `method` for the request's path (HEAD with GET where the
+/// front door serves it as the GET, as the 405's `Allow` says). A route the table does not
+/// know keeps its label.
 fn serves(req: &ServiceRequest, method: &str) -> bool {
     let Some(methods) = req
         .app_data::<actix_web::web::Data<crate::api::RouteTable>>()
@@ -191,10 +192,10 @@ fn serves(req: &ServiceRequest, method: &str) -> bool {
     else {
         return true;
     };
-    method == "OPTIONS"
-        || methods
-            .iter()
-            .any(|allowed| allowed == method || (method == "HEAD" && allowed == "GET"))
+    let head_as_get = method == "HEAD" && crate::front_door::head_is_get(req.path());
+    methods
+        .iter()
+        .any(|allowed| allowed == method || (head_as_get && allowed == "GET"))
 }
 
 pub(crate) fn request_id_from(req: &ServiceRequest) -> String {

@@ -79,6 +79,7 @@ impl RouteTable {
                     ("POST", &item.post),
                     ("DELETE", &item.delete),
                     ("PATCH", &item.patch),
+                    ("HEAD", &item.head),
                 ]
                 .into_iter()
                 .filter(|(_, operation)| operation.is_some())

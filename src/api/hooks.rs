@@ -1252,12 +1252,22 @@ impl SenderApi {
                 let payload = if body.is_empty() {
                     formats::query_payload(req.query_string())?
                 } else if formats::media_type_is(content_type, "application/x-www-form-urlencoded")
+                    && !formats::looks_like_an_object(body)
                 {
-                    // The Bot API's form is its parameters, a text among them or not.
-                    let form = std::str::from_utf8(body).map_err(|_| {
-                        FormatError::InvalidPayload("the form is not UTF-8 text".into())
-                    })?;
-                    formats::query_payload(form)?
+                    // The Bot API's form is its parameters, a text among them or not: strings,
+                    // but `reply_markup`, which is JSON.
+                    let (markup, strings): (Vec<_>, Vec<_>) = form_urlencoded::parse(body)
+                        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                        .partition(|(key, _)| key == "reply_markup");
+                    let mut parameters = formats::fields_object(markup);
+                    if let Some(object) = parameters.as_object_mut() {
+                        object.extend(
+                            strings
+                                .into_iter()
+                                .map(|(key, value)| (key, serde_json::Value::String(value))),
+                        );
+                    }
+                    formats::Payload::Json(parameters)
                 } else {
                     formats::parse_body(content_type, body)?
                 };

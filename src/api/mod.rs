@@ -804,7 +804,10 @@ pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpRes
     match table.allowed_methods(req.path()) {
         Some(mut methods) => {
             // A GET route takes HEAD too (the front door routes it as its GET).
-            if methods.iter().any(|m| m == "GET") && crate::front_door::head_is_get(req.path()) {
+            if methods.iter().any(|m| m == "GET")
+                && !methods.iter().any(|m| m == "HEAD")
+                && crate::front_door::head_is_get(req.path())
+            {
                 methods.push("HEAD".to_owned());
                 methods.sort();
             }

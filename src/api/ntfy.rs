@@ -201,8 +201,8 @@ enum NtfyAnswers {
     #[response(status = 200)]
     Stored(Published),
     /// A field ntfy's API does not take so (a priority beyond 1–5, a `delay`: scheduled
-    /// delivery is not offered), not ntfy's JSON, a body that is not UTF-8 text, or a malformed
-    /// `Idempotency-Key`.
+    /// delivery is not offered), not ntfy's JSON, a body that is not UTF-8 text, a malformed
+    /// `Idempotency-Key`, or (JSON publishing) a token several hooks share.
     #[response(status = 400)]
     Invalid(NtfyError),
     /// No hook by that name or with that token (or whose name is the JSON's `topic`), or a GET

@@ -96,10 +96,11 @@ impl Job {
     /// it does not exist or is not visible); none for a token's sends and callbacks.
     fn resource(&self) -> Option<String> {
         match self {
+            // DSM's 117 does not say which of the two it did not find.
             Job::Channel {
+                channel_id,
                 thread_id: Some(root),
-                ..
-            } => Some(format!("post {root}")),
+            } => Some(format!("channel {channel_id} or thread {root}")),
             Job::Channel { channel_id, .. } => Some(format!("channel {channel_id}")),
             Job::User { user_id } => Some(format!("user {user_id}")),
             Job::ChannelNamed { channel } => Some(format!("channel {channel:?}")),
@@ -1383,10 +1384,16 @@ impl Worker {
                     posted += 1;
                     uncertain = got_past.take();
                     if !posts.failed.is_empty() {
-                        return Outcome::Failed(ApiError::recipients_refused(
-                            format!("DSM did not deliver to: {}", posts.failed.join("; ")),
-                            posts.failed.iter().map(String::as_str),
-                        ));
+                        let detail = format!("DSM did not deliver to: {}", posts.failed.join("; "));
+                        // As the synchronous route: a 404 only when it reached none of them.
+                        return Outcome::Failed(if posts.sent.is_empty() {
+                            ApiError::recipients_refused(
+                                detail,
+                                posts.failed.iter().map(String::as_str),
+                            )
+                        } else {
+                            ApiError::new(ProblemCode::UpstreamRejectedInput, detail)
+                        });
                     }
                     if job.uses_token() {
                         // Pace the token: across deliveries through the target row, between

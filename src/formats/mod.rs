@@ -280,6 +280,13 @@ fn charset_is_latin1(content_type: Option<&str>) -> bool {
     })
 }
 
+/// A body whose first character, after white space and a byte order mark, opens a JSON
+/// object: what `curl -d '{…}'` sends under a form's label (no form of fields starts so).
+pub fn looks_like_an_object(body: &[u8]) -> bool {
+    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// A `GET` hook call's query string as a body (Uptime Kuma's GET webhook sends `msg`, and
 /// `heartbeat` and `monitor` as JSON): a `payload` field as JSON, else an object of the fields,
 /// each read as JSON when it is a JSON object or array.

@@ -65,7 +65,7 @@ impl Call {
         // form of the call's fields starts with `{`).
         let body_is_form =
             (super::media_type_is(content_type, "application/x-www-form-urlencoded")
-                && !looks_like_an_object(body))
+                && !super::looks_like_an_object(body))
                 || ((content_type.is_none() || super::media_type_is(content_type, "text/plain"))
                     && looks_like_form(body));
         let mut sent = Self::default();
@@ -109,12 +109,6 @@ impl Call {
             }
         }
     }
-}
-
-/// A body whose first character, after white space and a byte order mark, opens an object.
-fn looks_like_an_object(body: &[u8]) -> bool {
-    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
-    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// A body without a `Content-Type` that starts as a form of the call's fields.

@@ -220,6 +220,7 @@ async fn unknown_routes_and_methods_are_problems() {
         ("POST", "/metrics"),
         ("POST", "/openapi.json"),
         ("DELETE", "/docs"),
+        ("POST", "/docs/"),
         ("PUT", "/docs/index.html"),
     ] {
         let answer = app.call(method, path, None, None).await;

@@ -322,6 +322,7 @@ async fn probes_get_chats_acknowledgement_and_a_malformed_number_loses_only_its_
         .call("PUT", "/inbound/ops", None, Some(serde_json::json!({})))
         .await;
     answer.assert_problem(405, "method_not_allowed");
+    assert_eq!(answer.header("allow"), Some("GET, HEAD, POST"));
     assert!(stored(&app).await.is_empty());
     // The token is right: a number Chat wrote otherwise is left out, the event is kept (a
     // refusal would lose it: Chat does not send it again).

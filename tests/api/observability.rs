@@ -195,10 +195,14 @@ async fn refusals_before_routing_do_not_grow_the_metrics() {
             );
         }
     }
-    // The route's own method keeps its label when refused.
+    // The route's own method keeps its label when refused, and so does HEAD where it is the
+    // GET; a HEAD where a GET posts (a hook: 405) does not.
     app.call("GET", "/api/v1/users", None, None)
         .await
         .assert_problem(429, "rate_limited");
+    app.call("HEAD", "/api/v1/users", None, None).await;
+    app.call("HEAD", "/hooks/alerts/not-a-secret", None, None)
+        .await;
     let text = app.call("GET", "/metrics", Some(READ_KEY), None).await.body;
     let text = text.as_str().unwrap();
     for method in ["PUT", "TRACE", "DELETE"] {
@@ -216,6 +220,16 @@ async fn refusals_before_routing_do_not_grow_the_metrics() {
             r#"synochat_http_requests_total{route="/api/v1/users",method="GET",status="429"}"#
         ),
         Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"synochat_http_requests_total{route="/api/v1/users",method="HEAD""#),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(r#"method="HEAD""#) && l.contains(r#"route="/hooks"#)),
         "{text}"
     );
 }

@@ -155,6 +155,20 @@ async fn send_message_is_posted_and_answered_as_telegram_answers() {
     assert_eq!(me.body["result"]["username"], "alerts_bot");
 }
 
+/// A form's parameters are strings (a text that looks like JSON stays text); JSON sent with a
+/// form's label (`curl -d '{…}'`) is read as JSON.
+#[actix_rt::test]
+async fn a_forms_text_is_text_and_json_labelled_as_a_form_is_json() {
+    let app = spawn_app_with_hooks(&[("alerts", TOKEN)]).await;
+    let answer = form(&app, "sendMessage", b"chat_id=1&text=%5B1%2C2%5D".to_vec()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(nth_post_text(&app, 1).await, "[1,2]");
+    let json = br#"{"chat_id": 1, "text": "sent by curl -d"}"#.to_vec();
+    let answer = form(&app, "sendMessage", json).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(nth_post_text(&app, 2).await, "sent by curl -d");
+}
+
 #[actix_rt::test]
 async fn refusals_are_the_bot_apis_and_nothing_is_posted() {
     let app = spawn_app_with_hooks(&[("alerts", TOKEN), ("a", SHARED), ("b", SHARED)]).await;
