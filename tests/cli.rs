@@ -505,19 +505,15 @@ fn an_outage_warns_once_not_for_every_request() {
 /// thread of their own.
 #[test]
 fn a_log_reader_that_stops_reading_stalls_no_request() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    use std::io::BufRead;
     // A store of its own: the scratch directory's default one is another test's.
     let store = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", store.path().join("store.db").display());
-    let bind = format!("127.0.0.1:{port}");
-    // Standard error is piped and never read: the pipe holds 64 KB, about 200 access lines.
     let mut child = serve_command(&[
         ("SYNOCHAT__STORE__URL", &store_url),
-        ("SYNOCHAT__SERVER__BIND", &bind),
+        // Port 0, read from the log: a port found free and let go could be another test's
+        // by the time the gateway binds it.
+        ("SYNOCHAT__SERVER__BIND", "127.0.0.1:0"),
         ("SYNOCHAT__SERVER__WORKERS", "1"),
         ("SYNOCHAT__LOG__FORMAT", "json"),
         ("SYNOCHAT__LOG__LEVEL", "info"),
@@ -525,16 +521,20 @@ fn a_log_reader_that_stops_reading_stalls_no_request() {
     ])
     .spawn()
     .unwrap();
-    let connect = || {
-        for _ in 0..100 {
-            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                return stream;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("the gateway did not listen");
-    };
-    let mut stream = connect();
+    // Standard error is read up to the line that names the address, then never again: the
+    // pipe holds 64 KB, about 200 access lines.
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let address = (&mut log)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let (_, after) = line
+                .contains("listening")
+                .then(|| line.split_once(r#""address":""#))??;
+            Some(after.split('"').next()?.to_owned())
+        })
+        .expect("the gateway logs where it listens");
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
     stream.set_nodelay(true).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -544,5 +544,6 @@ fn a_log_reader_that_stops_reading_stalls_no_request() {
         .count();
     child.kill().unwrap();
     let _ = child.wait();
+    drop(log);
     assert_eq!(answered, 2000, "requests stopped being answered");
 }

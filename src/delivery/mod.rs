@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 // A delivery's last error is kept as the problem document `GET /deliveries/{id}` shows.
 use crate::problem::{ApiError, ProblemCode};
 use crate::store::deliveries::{
-    DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets,
+    DeliveryRow, DeliveryState, Enqueued, EventKey, NewDelivery, Targets, callers,
 };
 use crate::store::{Store, StoreError};
 use crate::upstream::{DsmClient, DsmShared, ExternalMessage, NewPost, Refusal, UpstreamError};
@@ -109,11 +109,12 @@ impl Job {
         }
     }
 
-    /// A refusal no retry can change, as the synchronous route would answer it.
-    fn refusal(&self, error: UpstreamError) -> ApiError {
+    /// A refusal no retry can change, as the synchronous route would answer it. A hook's
+    /// target is the gateway's configuration, not its sender's mistake: no 404 for it.
+    fn refusal(&self, caller: &str, error: UpstreamError) -> ApiError {
         match self.resource() {
-            Some(what) => ApiError::for_resource(error, what),
-            None => error.into(),
+            Some(what) if !callers::is_hook(caller) => ApiError::for_resource(error, what),
+            _ => error.into(),
         }
     }
 
@@ -1385,15 +1386,18 @@ impl Worker {
                     uncertain = got_past.take();
                     if !posts.failed.is_empty() {
                         let detail = format!("DSM did not deliver to: {}", posts.failed.join("; "));
-                        // As the synchronous route: a 404 only when it reached none of them.
-                        return Outcome::Failed(if posts.sent.is_empty() {
-                            ApiError::recipients_refused(
-                                detail,
-                                posts.failed.iter().map(String::as_str),
-                            )
-                        } else {
-                            ApiError::new(ProblemCode::UpstreamRejectedInput, detail)
-                        });
+                        // As the synchronous route: a 404 only when it reached none of them
+                        // (and never for a hook's, whose recipients are its configuration).
+                        return Outcome::Failed(
+                            if posts.sent.is_empty() && !callers::is_hook(&row.caller) {
+                                ApiError::recipients_refused(
+                                    detail,
+                                    posts.failed.iter().map(String::as_str),
+                                )
+                            } else {
+                                ApiError::new(ProblemCode::UpstreamRejectedInput, detail)
+                            },
+                        );
                     }
                     if job.uses_token() {
                         // Pace the token: across deliveries through the target row, between
@@ -1509,7 +1513,7 @@ impl Worker {
                     error: error.into(),
                 }
             }
-            Failure::Permanent => Outcome::Failed(job.refusal(error)),
+            Failure::Permanent => Outcome::Failed(job.refusal(&row.caller, error)),
         })
     }
 
@@ -1646,7 +1650,7 @@ impl Worker {
 
     fn failed_send(&self, job: &Job, row: &DeliveryRow, error: UpstreamError) -> Outcome {
         match classify(&error) {
-            Failure::Permanent => Outcome::Failed(job.refusal(error)),
+            Failure::Permanent => Outcome::Failed(job.refusal(&row.caller, error)),
             _ => self.retry(row, error.into()),
         }
     }

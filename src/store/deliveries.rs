@@ -21,6 +21,11 @@ pub mod callers {
         format!("{HOOK_PREFIX}{name}")
     }
 
+    /// Whether `caller` is a hook's.
+    pub fn is_hook(caller: &str) -> bool {
+        caller.starts_with(HOOK_PREFIX)
+    }
+
     /// Whether `caller` names an API key, not one of the callers above (a key named like one of
     /// them is taken for it).
     pub fn is_key(caller: &str) -> bool {
