@@ -304,14 +304,7 @@ async fn the_senders_doors_are_not_rate_limited() {
     let app = spawn_app_with(SimConfig::default(), |s| {
         s.rate_limit.ip_burst = 1;
         s.rate_limit.ip_per_minute = 1;
-        s.hooks.insert(
-            "alerts".into(),
-            syno_chat_gateway::config::HookSettings {
-                secret_hash: Some(syno_chat_gateway::auth::hash_key(HOOK_SECRET).into()),
-                channel: Some("1".into()),
-                ..Default::default()
-            },
-        );
+        with_alerts_hook(s, HOOK_SECRET);
     })
     .await;
     for n in 0..4 {
@@ -337,6 +330,18 @@ async fn the_senders_doors_are_not_rate_limited() {
     app.call("GET", "/openapi.json", None, None)
         .await
         .assert_problem(429, "rate_limited");
+}
+
+/// A hook `alerts` with `secret`, posting to channel 1.
+fn with_alerts_hook(settings: &mut syno_chat_gateway::config::Settings, secret: &str) {
+    settings.hooks.insert(
+        "alerts".into(),
+        syno_chat_gateway::config::HookSettings {
+            secret_hash: Some(syno_chat_gateway::auth::hash_key(secret).into()),
+            channel: Some("1".into()),
+            ..Default::default()
+        },
+    );
 }
 
 /// ntfy's `auth` query parameter for `secret`: `Bearer <secret>`, base64url without padding.
@@ -488,14 +493,7 @@ async fn the_host_must_be_the_public_urls() {
     const HOOK_SECRET: &str = "hook-secret-for-any-host";
     let app = spawn_app_with(SimConfig::default(), |s| {
         s.server.public_url = Some("https://chat.example.org/chat".parse().unwrap());
-        s.hooks.insert(
-            "alerts".into(),
-            syno_chat_gateway::config::HookSettings {
-                secret_hash: Some(syno_chat_gateway::auth::hash_key(HOOK_SECRET).into()),
-                channel: Some("1".into()),
-                ..Default::default()
-            },
-        );
+        with_alerts_hook(s, HOOK_SECRET);
     })
     .await;
     app.get("/api/v1/channels/1")

@@ -164,14 +164,19 @@ async fn invented_methods_do_not_grow_the_metrics() {
             r#"synochat_http_requests_total{{route="unmatched",method="{method}",status="405"}}"#
         );
         assert_eq!(line_value(text, &series), Some(4.0), "{text}");
-        let by_route = format!(r#"method="{method}""#);
-        assert!(
-            !text
-                .lines()
-                .any(|l| l.contains(&by_route) && l.contains(r#"route="/api"#)),
-            "{text}"
-        );
+        assert_no_api_series(text, method);
     }
+}
+
+/// No series of an API route has `method`.
+fn assert_no_api_series(text: &str, method: &str) {
+    let by_route = format!(r#"method="{method}""#);
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(&by_route) && l.contains(r#"route="/api"#)),
+        "{text}"
+    );
 }
 
 /// Refused before its method is looked at (here by the rate limit), a method the route does
@@ -206,13 +211,7 @@ async fn refusals_before_routing_do_not_grow_the_metrics() {
     let text = app.call("GET", "/metrics", Some(READ_KEY), None).await.body;
     let text = text.as_str().unwrap();
     for method in ["PUT", "TRACE", "DELETE"] {
-        let by_route = format!(r#"method="{method}""#);
-        assert!(
-            !text
-                .lines()
-                .any(|l| l.contains(&by_route) && l.contains(r#"route="/api"#)),
-            "{text}"
-        );
+        assert_no_api_series(text, method);
     }
     assert_eq!(
         line_value(
