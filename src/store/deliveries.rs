@@ -580,15 +580,17 @@ impl Store {
              RETURNING {COLUMNS}"
         );
         let row = match &self.pool {
+            // Stepped to its end (the store's module comment: writes that return rows).
             Pool::Sqlite(p) => sqlx::query(&update)
                 .bind(now)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(None::<String>)
                 .bind(targets.prefix())
-                .fetch_optional(p)
+                .fetch_all(p)
                 .await?
-                .map(|r| decode(&r))
+                .first()
+                .map(decode)
                 .transpose()?,
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;

@@ -161,7 +161,12 @@ impl Store {
         received_at: i64,
     ) -> Result<Option<i64>, StoreError> {
         match &self.pool {
-            Pool::Sqlite(p) => Ok(bind_new_event!(e, received_at).fetch_optional(p).await?),
+            // Stepped to its end (the store's module comment: writes that return rows).
+            Pool::Sqlite(p) => Ok(bind_new_event!(e, received_at)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .next()),
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")

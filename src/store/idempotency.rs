@@ -100,7 +100,8 @@ impl Store {
                 });
             }
             // An abandoned claim with this body: taken over, keeping when the first attempt
-            // began (a second interruption still knows it).
+            // began (a second interruption still knows it). Stepped to its end (the
+            // store's module comment: writes that return rows).
             let began: Option<i64> = with_pool!(self, p => sqlx::query_scalar(
                 "UPDATE idempotency_keys SET owner = $6, lease_until = $7, \
                  expires_at = CASE WHEN expires_at < $7 THEN $7 ELSE expires_at END \
@@ -110,7 +111,9 @@ impl Store {
             )
             .bind(&s.caller).bind(&s.method).bind(&s.path).bind(&s.key).bind(fingerprint)
             .bind(owner).bind(now_ms + lease_ms).bind(now_ms)
-            .fetch_optional(p).await)?;
+            .fetch_all(p).await)?
+            .into_iter()
+            .next();
             if let Some(began) = began {
                 return Ok(Begin::Started {
                     interrupted_since: Some(began),

@@ -6,6 +6,11 @@
 //! password from a file for PostgreSQL) and native types, and the few statements that must
 //! differ (PostgreSQL's `FOR UPDATE SKIP LOCKED`) say so in one `match`. Every other query is
 //! written once and run on either pool by [`with_pool!`], so there are no two copies of the logic.
+//!
+//! Writes that return rows (`RETURNING`) outside an explicit transaction are read with
+//! `fetch_all`, never `fetch_one`/`fetch_optional`: on SQLite those stop after the first row and
+//! reset the statement, which is when its own transaction commits, and sqlx drops the error of
+//! that reset (launchbadge/sqlx#3430). On a full disk the write was reported done and was not.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -708,6 +713,19 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
     SqlitePoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // A COMMIT that failed (a full disk) ends SQLite's transaction, but sqlx counts
+                // it open and the ROLLBACK it then sends fails: the next transaction on this
+                // connection would be a savepoint inside nothing, whose failed release leaves a
+                // real transaction open, holding the write lock, in which later writes are
+                // reported done and never committed. Such a connection is closed, not reused.
+                // The ping first runs a rollback the dropped transaction queued.
+                use sqlx::Connection as _;
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| format!("store: cannot open {}: {e}", path.display()))
