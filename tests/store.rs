@@ -68,6 +68,45 @@ backends::on_both!(
     }
 );
 
+backends::on_both!(
+    a_database_that_takes_no_write_stops_the_start,
+    |backend: Backend| async move {
+        Store::connect(&settings(&backend.url))
+            .await
+            .unwrap()
+            .close()
+            .await;
+        let read_only = if backend.postgres {
+            format!(
+                "{}?options=-c%20default_transaction_read_only%3Don",
+                backend.url
+            )
+        } else {
+            // Migrated already, so SQLite's migrations write nothing (PostgreSQL's make sure of
+            // their own table, and are refused there); reads still work.
+            let read_only = format!("{}?mode=ro", backend.url);
+            let store = Store::connect(&settings(&read_only)).await.unwrap();
+            store.ping().await.unwrap();
+            assert!(store.take_a_write().await.is_err());
+            store.close().await;
+            read_only
+        };
+        let error = Store::connect_to_serve(&settings(&read_only))
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert!(
+            error.contains("cannot write to the database") || error.contains("read-only"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        let (store, _sole_use) = Store::connect_to_serve(&settings(&backend.url))
+            .await
+            .unwrap();
+        store.take_a_write().await.unwrap();
+    }
+);
+
 #[actix_web::test]
 async fn the_sqlite_file_is_private_and_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -1347,6 +1386,7 @@ const SHIPPED_MIGRATIONS: &[(&str, i64, &str, &str)] = &[
     ("sqlite", 3004, "3004_subscriptions_events_missed.sql", "8b0e538c7035d1fa8ffbfe21304726a810d627864acd933fb1b5982b718f40c51e561e20396774676e76f78ac3daeb11"),
     ("sqlite", 3005, "3005_subscription_deliveries_by_delivery.sql", "d3d8192a11f636d9d073ed4193854007a906f146270b318a352a050a4cc0f74c3101fbbe2308e6213ea2119590cb8274"),
     ("sqlite", 9001, "9001_schema_compat.sql", "66893bad463cbfad849a9e334ba67ab10e7e17af7126426eab2b9137a794b4f7e986323c26502efb53080c327901cd40"),
+    ("sqlite", 9002, "9002_store_probe.sql", "3f877059271aa0368b0b2a02c1715a9ff06b1ff3ebebc9e054c9b4642b540cc5c7ecdfe3a4921452fc0ee427008b0b52"),
     ("postgres", 1, "0001_deliveries.sql", "dfd89072160b3cac4424a5f3030fbc8c7f3ce56ed3f2190496c41d0e26a1d035010ff9e1258da0d2d094b5d4205405bf"),
     ("postgres", 2, "0002_deliveries_event_key.sql", "e67e9e1f9431b8df9a1a2684ce92f4555c581ae6a52420a46aa9c3ec75c5d6f1ea370188fb2a7ca982cc3eee0a300e42"),
     ("postgres", 3, "0003_deliveries_age_indexes.sql", "8ca1ec2567412751b4ba00aa6f6a9747ff16c3ea955f848faa0fd90b6837f584e3bc9790af39014555a68bc10a93be88"),
@@ -1362,6 +1402,7 @@ const SHIPPED_MIGRATIONS: &[(&str, i64, &str, &str)] = &[
     ("postgres", 3004, "3004_subscriptions_events_missed.sql", "8b0e538c7035d1fa8ffbfe21304726a810d627864acd933fb1b5982b718f40c51e561e20396774676e76f78ac3daeb11"),
     ("postgres", 3005, "3005_subscription_deliveries_by_delivery.sql", "d3d8192a11f636d9d073ed4193854007a906f146270b318a352a050a4cc0f74c3101fbbe2308e6213ea2119590cb8274"),
     ("postgres", 9001, "9001_schema_compat.sql", "66893bad463cbfad849a9e334ba67ab10e7e17af7126426eab2b9137a794b4f7e986323c26502efb53080c327901cd40"),
+    ("postgres", 9002, "9002_store_probe.sql", "3f877059271aa0368b0b2a02c1715a9ff06b1ff3ebebc9e054c9b4642b540cc5c7ecdfe3a4921452fc0ee427008b0b52"),
 ];
 
 #[test]

@@ -47,10 +47,10 @@ pub async fn healthz(chat: Dsm) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// Whether the store answers, as a background check last found it: readiness reads an atomic
-/// instead of asking the database on every probe.
+/// Whether the store takes writes, as a background check last found it: readiness reads an
+/// atomic instead of asking the database on every probe.
 pub struct StoreWatch {
-    /// Unix ms since when the store has not answered; 0 while it answers.
+    /// Monotonic ms since when the store has not taken a write; 0 while it takes them.
     unreachable_since_ms: AtomicI64,
 }
 
@@ -72,7 +72,7 @@ impl StoreWatch {
             loop {
                 every.tick().await;
                 let answered = matches!(
-                    actix_web::rt::time::timeout(STORE_CHECK_TIMEOUT, store.ping()).await,
+                    actix_web::rt::time::timeout(STORE_CHECK_TIMEOUT, store.take_a_write()).await,
                     Ok(Ok(()))
                 );
                 checked.record(answered, monotonic_ms());
@@ -118,16 +118,17 @@ fn monotonic_ms() -> i64 {
         + 1
 }
 
-/// Readiness: the gateway serves its API and its store answers (no DSM call)
+/// Readiness: the gateway serves its API and its store takes writes (no DSM call)
 ///
 /// Deliberately independent of DSM: during a NAS outage the gateway stays in the Service and
 /// answers its own problem documents with `Retry-After`, instead of vanishing. DSM's state is
-/// in `GET /api/v1/health`. A store that has not answered for 15 s (checked every 5 s, in the
-/// background) makes the replica not ready: it could not take a message or an event.
+/// in `GET /api/v1/health`. A store that has not taken a write for 15 s (one write that changes
+/// nothing, every 5 s, in the background) makes the replica not ready: it could not take a
+/// message or an event. A full disk or a read-only database answers reads, so a read would not do.
 #[utoipa::path(tag = "health", responses(
     (status = 200, body = HealthStatus),
     (status = 503, body = Problem, content_type = "application/problem+json",
-        description = "Wedged (see `/healthz`), or the store has not answered for 15 s"),
+        description = "Wedged (see `/healthz`), or the store has not taken a write for 15 s"),
 ))]
 #[get("/readyz")]
 pub async fn readyz(
@@ -140,7 +141,7 @@ pub async fn readyz(
         return Err(ApiError::new(
             ProblemCode::NotReady,
             format!(
-                "not ready: the store has not answered for {} s",
+                "not ready: the store has not taken a write for {} s",
                 gone.as_secs()
             ),
         ));

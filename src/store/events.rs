@@ -160,6 +160,16 @@ impl Store {
         e: &NewEvent,
         received_at: i64,
     ) -> Result<Option<i64>, StoreError> {
+        // Under the store's deadline, as every request's store call: Chat gives up on its call
+        // long before a lock held for half a minute is let go.
+        super::bounded(self.deadline, self.insert_event_unbounded(e, received_at)).await
+    }
+
+    async fn insert_event_unbounded(
+        &self,
+        e: &NewEvent,
+        received_at: i64,
+    ) -> Result<Option<i64>, StoreError> {
         match &self.pool {
             // Stepped to its end (the store's module comment: writes that return rows).
             Pool::Sqlite(p) => Ok(bind_new_event!(e, received_at)

@@ -292,6 +292,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "schema_compat",
         include_str!("migrations/sqlite/9001_schema_compat.sql"),
     ),
+    (
+        9002,
+        "store_probe",
+        include_str!("migrations/sqlite/9002_store_probe.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -368,6 +373,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         9001,
         "schema_compat",
         include_str!("migrations/postgres/9001_schema_compat.sql"),
+    ),
+    (
+        9002,
+        "store_probe",
+        include_str!("migrations/postgres/9002_store_probe.sql"),
     ),
 ];
 
@@ -480,7 +490,16 @@ impl Store {
     pub async fn connect_to_serve(settings: &StoreSettings) -> Result<(Self, SoleUse), String> {
         let store = Self::open_pool(settings).await?;
         let sole_use = store.take_sole_use()?;
-        Ok((store.migrated(settings).await?, sole_use))
+        let store = store.migrated(settings).await?;
+        // Migrations write nothing to a database already migrated: one that cannot take a
+        // write would otherwise serve, refusing every message with 503 while ready.
+        store.take_a_write().await.map_err(|e| {
+            format!(
+                "store: cannot write to the database at {}: {e}",
+                redacted_url(settings.url.expose_secret())
+            )
+        })?;
+        Ok((store, sole_use))
     }
 
     async fn migrated(self, settings: &StoreSettings) -> Result<Self, String> {
@@ -632,7 +651,20 @@ impl Store {
         }
     }
 
-    /// A round trip to the database (readiness, tests).
+    /// A committed write of `store_probe`'s counter, and of nothing else. Readiness and the
+    /// start ask for it: a database that answers reads may refuse every write (a full disk, a
+    /// read-only file, a PostgreSQL standby or read-only database).
+    pub async fn take_a_write(&self) -> Result<(), StoreError> {
+        with_pool!(self, p => sqlx::query(
+            "UPDATE store_probe SET writes = writes + 1 WHERE id = 1"
+        )
+        .execute(p)
+        .await
+        .map(drop))?;
+        Ok(())
+    }
+
+    /// A round trip to the database (tests).
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))?;
         Ok(())
