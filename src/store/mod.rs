@@ -616,6 +616,9 @@ impl Store {
         if name.is_empty() || name == ":memory:" || name.to_string_lossy().starts_with("file:") {
             return Ok(SoleUse { _lock: None });
         }
+        // Named after the file's real path: a symbolic link to the file another gateway serves
+        // from is that file (a hard link, another name of it, is not caught).
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         let lock_path = std::path::PathBuf::from(lock_path);

@@ -1581,22 +1581,34 @@ async fn a_delivery_row_the_gateway_cannot_read_is_a_500_not_an_unavailable_stor
 async fn a_second_gateway_on_the_same_sqlite_file_does_not_start() {
     let mut first = spawn_app().await;
     let store_url = first.store_url.clone();
-    let second_settings = || {
+    let settings_on = |url: &SecretString| {
         let mut settings = crate::helpers::settings_for("http://127.0.0.1:9");
-        settings.store.url = store_url.clone();
+        settings.store.url = url.clone();
         settings
     };
+    let second_settings = || settings_on(&store_url);
+    // The same file through a symbolic link, in a directory of its own.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("linked.db");
+    let file = store_url
+        .expose_secret()
+        .trim_start_matches("sqlite://")
+        .to_owned();
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let through_link = SecretString::from(format!("sqlite://{}", link.display()));
     // It would take the first one's claims back at its start and post them again.
-    let refused = syno_chat_gateway::startup::Application::build(second_settings())
-        .await
-        .err()
-        .expect("a second gateway on one SQLite file is refused");
-    assert!(
-        refused
-            .to_string()
-            .contains("another gateway is serving from"),
-        "{refused}"
-    );
+    for settings in [second_settings(), settings_on(&through_link)] {
+        let refused = syno_chat_gateway::startup::Application::build(settings)
+            .await
+            .err()
+            .expect("a second gateway on one SQLite file is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("another gateway is serving from"),
+            "{refused}"
+        );
+    }
     // Once the first has stopped, the file is free.
     first.stop().await;
     let later = syno_chat_gateway::startup::Application::build(second_settings()).await;
