@@ -733,6 +733,9 @@ async fn open_sqlite(url: &str, size: u32) -> Result<SqlitePool, String> {
         } else {
             create_private_file(&path)
                 .map_err(|e| format!("store: cannot create {}: {e}", path.display()))?;
+            // Expected at the first start; at a later one, the file was moved or deleted and
+            // what it held (queued messages, events, subscriptions) is not in the new one.
+            tracing::warn!(path = %path.display(), "the store's file did not exist (as at a first start): created a new, empty one");
         }
     }
     let options = options
