@@ -876,24 +876,29 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<Transition, StoreError> {
+        // Under the store's deadline, as every request's store call.
+        let done = super::bounded(self.deadline, self.requeue_failed(id, now, expires_at)).await?;
+        self.transition(id, done).await
+    }
+
+    /// [`Self::retry_delivery`]'s change: 1 when the delivery was failed and is queued again.
+    async fn requeue_failed(&self, id: &str, now: i64, expires_at: i64) -> Result<u64, StoreError> {
         const REQUEUE: &str = "state = 'queued', next_attempt_at = $2, expires_at = $3, \
             finished_at = NULL, updated_at = $2";
-        // Under the store's deadline, as every request's store call.
-        let done = super::bounded(self.deadline, async {
-            Ok(match &self.pool {
-                Pool::Sqlite(p) => {
-                    // AUTOINCREMENT never hands out a seq again, but an UPDATE does not advance
-                    // its counter: the new place is taken past both, and the counter moved to it.
-                    // Writing from the start: a read that then writes is refused at once ("database
-                    // is locked") when another write came between, where this waits its turn.
-                    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                    let next: i64 = sqlx::query_scalar(
-                        "SELECT COALESCE(MAX(v), 0) + 1 FROM (SELECT MAX(seq) AS v FROM deliveries \
+        let done = match &self.pool {
+            Pool::Sqlite(p) => {
+                // AUTOINCREMENT never hands out a seq again, but an UPDATE does not advance
+                // its counter: the new place is taken past both, and the counter moved to it.
+                // Writing from the start: a read that then writes is refused at once ("database
+                // is locked") when another write came between, where this waits its turn.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let next: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(v), 0) + 1 FROM (SELECT MAX(seq) AS v FROM deliveries \
                      UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'deliveries')",
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let target: Option<String> = sqlx::query_scalar(&format!(
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let target: Option<String> = sqlx::query_scalar(&format!(
                     "UPDATE deliveries SET seq = $4, {REQUEUE} WHERE id = $1 AND state = 'failed' \
                      RETURNING target"
                 ))
@@ -903,47 +908,43 @@ impl Store {
                 .bind(next)
                 .fetch_optional(&mut *tx)
                 .await?;
-                    if let Some(target) = &target {
-                        sqlx::query(
-                            "UPDATE sqlite_sequence SET seq = $1 WHERE name = 'deliveries'",
-                        )
+                if let Some(target) = &target {
+                    sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'deliveries'")
                         .bind(next)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query(TARGET_KEPT)
-                            .bind(target)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                    u64::from(target.is_some())
+                    sqlx::query(TARGET_KEPT)
+                        .bind(target)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                Pool::Postgres(p) => {
-                    let mut tx = p.begin().await?;
-                    let target: Option<String> = sqlx::query_scalar(&format!(
-                        "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
+                tx.commit().await?;
+                u64::from(target.is_some())
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let target: Option<String> = sqlx::query_scalar(&format!(
+                    "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
                      WHERE id = $1 AND state = 'failed' RETURNING target"
-                    ))
-                    .bind(id)
-                    .bind(now)
-                    .bind(expires_at)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    // Its target may have been pruned since it failed: made again, as an enqueue
-                    // makes it (and waits for a prune that holds it).
-                    if let Some(target) = &target {
-                        sqlx::query(TARGET_KEPT)
-                            .bind(target)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                    u64::from(target.is_some())
+                ))
+                .bind(id)
+                .bind(now)
+                .bind(expires_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // Its target may have been pruned since it failed: made again, as an enqueue
+                // makes it (and waits for a prune that holds it).
+                if let Some(target) = &target {
+                    sqlx::query(TARGET_KEPT)
+                        .bind(target)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-            })
-        })
-        .await?;
-        self.transition(id, done).await
+                tx.commit().await?;
+                u64::from(target.is_some())
+            }
+        };
+        Ok(done)
     }
 
     /// A queued delivery cancelled.
