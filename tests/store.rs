@@ -1907,3 +1907,97 @@ backends::on_both!(
         );
     }
 );
+
+/// A TCP relay to PostgreSQL that, armed, holds back its answers to `BEGIN`: a database that
+/// stops answering part-way through an exchange.
+struct Relay {
+    port: u16,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn relay_to(server_port: u16) -> Relay {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holding = held.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", server_port))
+                .await
+                .unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let holding = holding.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 16 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    // Armed, it holds the server's answer to a BEGIN (its command tag).
+                    while holding.load(Ordering::SeqCst)
+                        && buf[..n].windows(6).any(|w| w == b"BEGIN\0")
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Relay { port, held }
+}
+
+#[actix_web::test]
+async fn a_transaction_cut_off_before_postgresql_answered_its_begin_leaves_none_open() {
+    let Some(backend) = backends::Backend::postgres() else {
+        return;
+    };
+    Store::connect(&settings(&backend.url))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let (head, database) = backend.url.rsplit_once('/').unwrap();
+    let server_port: u16 = head.rsplit_once(':').unwrap().1.parse().unwrap();
+    let relay = relay_to(server_port).await;
+    // One connection, so the operation after the cut one runs on the same.
+    let store = Store::connect(&StoreSettings {
+        url: SecretString::from(format!(
+            "{}:{}/{database}",
+            head.rsplit_once(':').unwrap().0,
+            relay.port
+        )),
+        max_connections: Some(1),
+        timeout_ms: 300,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let writes = || backend.count("SELECT writes FROM store_probe");
+    let before = writes().await;
+    relay.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    // An enqueue begins a transaction; the store's deadline drops it while its BEGIN is out.
+    assert!(
+        store
+            .enqueue(&delivery("cut", "channel:1", 1))
+            .await
+            .is_err()
+    );
+    relay.held.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.take_a_write().await.unwrap();
+    assert_eq!(
+        writes().await,
+        before + 1,
+        "a write reported done is committed (not left in a transaction the cut BEGIN opened)"
+    );
+    assert_eq!(backend.count("SELECT COUNT(*) FROM deliveries").await, 0);
+    store.close().await;
+}

@@ -320,7 +320,7 @@ impl Store {
         let chunks = chunks_json(&new.chunks);
         let key = event.map(|e| e.key.as_str());
         let enqueued = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             if let Some(EventKey { key, since_ms: Some(since) }) = event {
                 // An older copy is another occurrence: its key no longer stands in the way.
                 sqlx::query(
@@ -526,7 +526,7 @@ impl Store {
                     .rows_affected())
             }
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = super::begin(p).await?;
                 let locked: Vec<String> = sqlx::query_scalar(&format!(
                     "SELECT t.target FROM targets t WHERE {UNUSED} \
                      LIMIT 500 FOR UPDATE SKIP LOCKED"
@@ -593,7 +593,7 @@ impl Store {
                 .map(decode)
                 .transpose()?,
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = super::begin(p).await?;
                 // The target whose head is due first, as SQLite's claim orders them: in the
                 // table's own order, the first targets would take every free lane while later
                 // ones waited.
@@ -694,7 +694,7 @@ impl Store {
         still_uncertain: bool,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             for (recipient, post_id) in posts {
                 sqlx::query(
                     "INSERT INTO delivery_posts (delivery_id, chunk, recipient, post_id, posted_at) \
@@ -922,7 +922,7 @@ impl Store {
                 u64::from(target.is_some())
             }
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = super::begin(p).await?;
                 let target: Option<String> = sqlx::query_scalar(&format!(
                     "UPDATE deliveries SET seq = DEFAULT, {REQUEUE} \
                      WHERE id = $1 AND state = 'failed' RETURNING target"

@@ -178,7 +178,7 @@ impl Store {
                 .into_iter()
                 .next()),
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = super::begin(p).await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(INSERT_LOCK)
                     .execute(&mut *tx)
@@ -296,7 +296,7 @@ impl Store {
         // One transaction over every event past retention, which after a long pause can be
         // many: not cut off by the store's deadline, which would have it start over for good.
         let done = with_pool!(self, unbounded p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             // A write first: SQLite then holds the write lock from the start, where a read
             // first and a write after fail at once (SQLITE_BUSY_SNAPSHOT, which no busy timeout
             // waits out) whenever another connection committed in between.

@@ -126,6 +126,21 @@ impl Store {
     }
 }
 
+/// `pool.begin()`, carried to its end even when the caller is dropped (the store's deadline, a
+/// caller gone, the stop): sqlx 0.8's PostgreSQL driver counts a transaction only once the
+/// server has answered its BEGIN, so a BEGIN cut off in flight left the pooled connection inside
+/// a transaction nobody would commit, where the next borrower's writes were reported done and
+/// never committed (launchbadge/sqlx#4393). In a task of its own the BEGIN completes, and a
+/// transaction no one waits for any more is rolled back as any dropped one.
+pub(crate) async fn begin<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+}
+
 /// How long a SQLite statement waits for a lock another connection holds.
 const SQLITE_BUSY: Duration = Duration::from_secs(5);
 

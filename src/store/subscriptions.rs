@@ -210,7 +210,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let deleted = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -258,7 +258,7 @@ impl Store {
              AND event_id <= $6 ORDER BY event_id LIMIT $5"
         );
         let made = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             sqlx::query(take_lock).bind(id).execute(&mut *tx).await?;
             let row: Option<Row> = sqlx::query_as(&lock).bind(id).fetch_optional(&mut *tx).await?;
             let Some(sub) = row.map(subscription).transpose()? else {
@@ -328,7 +328,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             if !insert_delivery!(tx, subscription_id, event_id, d, "delivered", now) {
                 sqlx::query(
                     "UPDATE deliveries SET state = 'delivered', finished_at = $3, updated_at = $3 \
@@ -480,7 +480,7 @@ impl Store {
         now: i64,
     ) -> Result<(i64, bool), StoreError> {
         let counted = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             let failures: Option<i64> = sqlx::query_scalar(
                 "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 \
                  WHERE id = $1 RETURNING consecutive_failures",
@@ -510,7 +510,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let found = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             let found = disable!(tx, id, target, reason, now);
             tx.commit().await?;
             found
@@ -558,7 +558,7 @@ impl Store {
             // failed and queues it again. Read unlocked, a concurrent enable could skip the
             // row while it was still `sending`, and the event was lost to the subscription.
             Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = super::begin(p).await?;
                 sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 FOR SHARE")
                     .bind(subscription_id)
                     .fetch_optional(&mut *tx)
@@ -583,7 +583,7 @@ impl Store {
         expires_at: i64,
     ) -> Result<Option<u64>, StoreError> {
         let requeued = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = super::begin(p).await?;
             // A write first: SQLite then holds the write lock from the start (a read first and
             // a write after fail at once, SQLITE_BUSY_SNAPSHOT, when another connection
             // committed in between), and PostgreSQL the subscription's row, which a paused
