@@ -686,6 +686,26 @@ impl Handover<'_> {
                     tracing::warn!(delivery = %id, error = %stopped.error, "a synchronous send stopped part way; the outbox finishes the message");
                     return Ok(super::deliveries::accepted(req, id, false));
                 }
+                // The hand-over may have been committed all the same (the store's deadline
+                // drops a commit in flight), and the unanswered part may have been posted: the
+                // key is kept as an interrupted attempt's (503 `store_unavailable`), so a retry
+                // looks for both. Released, as after a bare upstream failure, the retry would
+                // send the message again.
+                Err(error @ crate::store::StoreError::Unavailable(_)) => {
+                    tracing::warn!(%error, cause = %stopped.error, "an unanswered synchronous send could not be handed to the outbox");
+                    let detail = format!(
+                        "the send stopped ({}) and the rest could not be handed to the outbox: {error}",
+                        stopped.error.detail()
+                    );
+                    return Err(super::told_parts_posted(
+                        crate::chunking::Stopped {
+                            error: ApiError::new(ProblemCode::StoreUnavailable, detail)
+                                .with_retry_after(crate::problem::STORE_RETRY_SECS),
+                            ..stopped
+                        },
+                        |part| posts(part).into_iter().map(|(_, post)| post).collect(),
+                    ));
+                }
                 Err(error) => {
                     tracing::warn!(%error, "an unanswered synchronous send could not be handed to the outbox");
                 }

@@ -1683,6 +1683,54 @@ async fn an_unanswered_synchronous_send_with_an_idempotency_key_is_finished_once
     );
 }
 
+/// A keyed synchronous send whose answer never came, and whose hand-over to the outbox then
+/// met a store that did not answer: the key is kept as an interrupted attempt's (503), so the
+/// retry looks for the unanswered part instead of sending the message again.
+#[actix_web::test]
+async fn a_keyed_send_the_outbox_could_not_take_over_is_resumed_not_sent_again() {
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.timeout_ms = 1_000;
+        // The store that did not answer could not end the claim either: it lapses.
+        s.idempotency.lease_secs = 2;
+    })
+    .await;
+    let text = three_part_text("stalled");
+    let body = json!({"message": text});
+    // DSM posts the first part and hangs in its answer.
+    app.sim.stall_next("SYNO.Chat.Post", Some("create"), 1);
+    let url = app.store_url.expose_secret().to_owned();
+    let send = post_sync(&app, "/api/v1/channels/3/posts", Some("stalled-1"), &body);
+    // Another writer holds the store while the gateway waits on DSM (the key is claimed by then).
+    let hold = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other
+    };
+    let (first, mut other) = futures_util::future::join(send, hold).await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+    first.assert_problem(503, "store_unavailable");
+    let mut again = post_sync(&app, "/api/v1/channels/3/posts", Some("stalled-1"), &body).await;
+    for _ in 0..50 {
+        if again.status.as_u16() != 409 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        again = post_sync(&app, "/api/v1/channels/3/posts", Some("stalled-1"), &body).await;
+    }
+    assert_eq!(again.status.as_u16(), 202, "{}", again.body);
+    let id = again.body["delivery_id"].as_str().unwrap().to_owned();
+    wait_for(&app, &id, "delivered", Duration::from_secs(30)).await;
+    let posted = parts_posted_once(&app, 3, "stalled", &text).await;
+    assert_eq!(app.sim.count("SYNO.Chat.Post", "create"), posted.len());
+}
+
 /// DSM answering "busy" to a synchronous keyed send may have made the post: the outbox
 /// finishes the message, looking before it posts, instead of a 503 that frees the key for a
 /// retry that would post it again.
