@@ -2001,3 +2001,51 @@ async fn a_transaction_cut_off_before_postgresql_answered_its_begin_leaves_none_
     assert_eq!(backend.count("SELECT COUNT(*) FROM deliveries").await, 0);
     store.close().await;
 }
+
+#[actix_web::test]
+async fn postgresql_sessions_opened_read_only_are_not_reused_once_it_takes_writes_again() {
+    let Some(backend) = backends::Backend::postgres() else {
+        return;
+    };
+    let store = Store::connect(&settings(&backend.url)).await.unwrap();
+    store.take_a_write().await.unwrap();
+    let database = backend.url.rsplit('/').next().unwrap().to_owned();
+    // The database made read-only, its sessions ended: the pool's new ones start read-only.
+    backend
+        .execute(
+            "SELECT 1",
+            &format!("ALTER DATABASE {database} SET default_transaction_read_only = on"),
+        )
+        .await;
+    backend
+        .execute(
+            "SELECT 1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+    for _ in 0..3 {
+        assert!(store.take_a_write().await.is_err());
+    }
+    // From a session that asks to write (the database's default would refuse it).
+    let writer = sqlx::PgPool::connect(&format!(
+        "{}?options=-c%20default_transaction_read_only%3Doff",
+        backend.url
+    ))
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} RESET default_transaction_read_only"
+    ))
+    .execute(&writer)
+    .await
+    .unwrap();
+    writer.close().await;
+    // The sessions that started read-only are closed, not handed out again: every write,
+    // the first one included, is taken.
+    for attempt in 0..5 {
+        let taken = store.take_a_write().await;
+        assert!(taken.is_ok(), "write {attempt} after: {taken:?}");
+    }
+    store.close().await;
+}

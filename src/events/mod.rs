@@ -237,11 +237,12 @@ impl Events {
 
     /// Stores an event (before Chat gets its answer); `None` when Chat sent this post before.
     pub async fn record(&self, event: &NewEvent) -> Result<Option<i64>, StoreError> {
-        let id = self.store.insert_event(event, now_ms()).await?;
-        if id.is_some() {
-            self.wake.notify_one();
-        }
-        Ok(id)
+        let id = self.store.insert_event(event, now_ms()).await;
+        // Also on a duplicate or a failure: an insert whose answer came too late (the store's
+        // deadline) may have committed, and Chat's retry then finds it a duplicate; on SQLite
+        // nothing else would tell the live streams (the pump reads the table).
+        self.wake.notify_one();
+        id
     }
 
     /// A receiver of the events broadcast from now on. Subscribe before reading the backlog.

@@ -1055,9 +1055,12 @@ impl Store {
                        uncertain_since = CASE WHEN uncertain_since > $2 \
                            THEN uncertain_since + $1 ELSE uncertain_since END \
                        WHERE state IN ('queued', 'sending') AND updated_at > $2";
+            // Together or not at all: the step is not tried again once noted.
             with_pool!(self, p => {
-                sqlx::query(paced).bind(step_ms).bind(now).execute(p).await?;
-                sqlx::query(due).bind(step_ms).bind(now).execute(p).await.map(drop)
+                let mut tx = super::begin(p).await?;
+                sqlx::query(paced).bind(step_ms).bind(now).execute(&mut *tx).await?;
+                sqlx::query(due).bind(step_ms).bind(now).execute(&mut *tx).await?;
+                tx.commit().await.map(drop)
             })?;
         } else if step_ms > 0 {
             let leases = "UPDATE deliveries SET lease_until = lease_until + $1 \

@@ -105,7 +105,13 @@ impl Store {
         let Pool::Sqlite(pool) = &self.pool else {
             return;
         };
-        if let Ok(true) | Err(_) = scrub_log(pool).await {
+        // In a task of its own: cut off between its two PRAGMAs (the caller gone), it would
+        // give the pool back a connection that never waits for a lock.
+        let scrubbed = {
+            let pool = pool.clone();
+            tokio::spawn(async move { scrub_log(&pool).await }).await
+        };
+        if !matches!(scrubbed, Ok(Ok(false))) {
             return;
         }
         tracing::info!(
@@ -209,8 +215,38 @@ pub enum StoreError {
     Refused(String),
 }
 
+/// When PostgreSQL last refused a write as read-only (SQLSTATE 25006), in ms on the monotonic
+/// clock from its first reading, plus one; 0: never. A session keeps the read-only default of
+/// its start (`default_transaction_read_only` set on the database, a standby behind the same
+/// address), so once the database takes writes again, only new sessions can write: the pool
+/// closes every connection opened before the last refusal instead of handing it out again.
+static READ_ONLY_SEEN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
+/// Whether a pooled PostgreSQL connection `age` old was opened before the last read-only
+/// refusal ([`READ_ONLY_SEEN_MS`]).
+fn opened_read_only(age: Duration) -> bool {
+    let seen = READ_ONLY_SEEN_MS.load(std::sync::atomic::Ordering::Relaxed);
+    seen != 0 && monotonic_ms().saturating_sub(age.as_millis() as u64) <= seen
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error
+            && db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| pg.code() == "25006")
+        {
+            READ_ONLY_SEEN_MS.store(monotonic_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
         match error {
             sqlx::Error::Database(db)
                 if db
@@ -566,6 +602,8 @@ impl Store {
     }
 
     async fn open_pool(settings: &StoreSettings) -> Result<Self, String> {
+        // Its clock starts before any connection does (see `opened_read_only`).
+        monotonic_ms();
         let url = settings.url.expose_secret();
         let shown = redacted_url(url);
         let pool = if url.starts_with("sqlite:") {
@@ -598,6 +636,8 @@ impl Store {
                 })
                 .max_connections(settings.max_connections.unwrap_or(POSTGRES_POOL))
                 .acquire_timeout(Duration::from_secs(5))
+                .before_acquire(|_, meta| Box::pin(async move { Ok(!opened_read_only(meta.age)) }))
+                .after_release(|_, meta| Box::pin(async move { Ok(!opened_read_only(meta.age)) }))
                 .connect_with(options)
                 .await
                 .map_err(|e| format!("store: cannot connect to {shown}: {e}"))?;
