@@ -38,6 +38,7 @@ pub mod browser;
 pub mod build_info;
 pub mod chunking;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -106,16 +106,9 @@ impl StoreWatch {
     }
 }
 
-/// Milliseconds on the monotonic clock (from the first reading, plus one: 0 means answered).
-/// Not the wall clock: a step of it during an outage said the store had been gone an hour, or
-/// hid a real outage.
+/// The monotonic clock as the watch keeps it (0 means answered).
 fn monotonic_ms() -> i64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as i64
-        + 1
+    crate::clock::monotonic_ms() as i64
 }
 
 /// Readiness: the gateway serves its API and its store takes writes (no DSM call)

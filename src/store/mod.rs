@@ -23,6 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::clock::monotonic_ms;
 use crate::config::StoreSettings;
 
 pub mod deliveries;
@@ -221,15 +222,6 @@ pub enum StoreError {
 /// address), so once the database takes writes again, only new sessions can write: the pool
 /// closes every connection opened before the last refusal instead of handing it out again.
 static READ_ONLY_SEEN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-        + 1
-}
 
 /// Whether a pooled PostgreSQL connection `age` old was opened before the last read-only
 /// refusal ([`READ_ONLY_SEEN_MS`]).
