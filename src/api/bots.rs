@@ -48,7 +48,7 @@ pub struct BotMessageBody {
     /// A public absolute http(s) URL of a file (at most 32 MB) the NAS downloads and attaches.
     #[serde(default)]
     #[schema(
-        pattern = "^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
     )]
     file_url: Option<String>,
 }

@@ -70,7 +70,7 @@ pub struct NewIncomingWebhookBody {
     /// An absolute http(s) URL of the avatar.
     #[serde(default)]
     #[schema(
-        pattern = "^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
     )]
     icon_url: Option<String>,
 }
@@ -87,7 +87,7 @@ pub struct NewOutgoingWebhookBody {
     channel_id: ChannelId,
     /// An absolute http(s) URL.
     #[schema(
-        pattern = "^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
     )]
     url: String,
     /// Events that fire the webhook (default `["message"]`).
@@ -111,7 +111,7 @@ pub struct NewSlashCommandBody {
     command: String,
     /// An absolute http(s) URL.
     #[schema(
-        pattern = "^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$"
     )]
     url: String,
     /// Limit the command to one channel (default: every channel).
@@ -138,7 +138,7 @@ pub struct ChatbotSettingsBody {
     /// Where Chat posts users' messages: an absolute http(s) URL.
     #[serde(default, deserialize_with = "present")]
     #[schema(
-        pattern = "^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$",
+        pattern = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$",
         nullable = false
     )]
     url: Option<String>,
