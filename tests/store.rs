@@ -11,8 +11,8 @@ use std::process::Command;
 
 use secrecy::SecretString;
 use syno_chat_gateway::config::StoreSettings;
-use syno_chat_gateway::store::Store;
 use syno_chat_gateway::store::deliveries::{DeliveryState, Enqueued, EventKey};
+use syno_chat_gateway::store::{Store, StoreError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_syno-chat-gateway");
 
@@ -1908,11 +1908,13 @@ backends::on_both!(
     }
 );
 
-/// A TCP relay to PostgreSQL that, armed, holds back its answers to `BEGIN`: a database that
-/// stops answering part-way through an exchange.
+/// A TCP relay to PostgreSQL that, armed (`held`), holds back its answers to `BEGIN`: a
+/// database that stops answering part-way through an exchange; `frozen` holds back every
+/// answer, as a frozen host whose kernel still acknowledges the bytes sent to it.
 struct Relay {
     port: u16,
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn relay_to(server_port: u16) -> Relay {
@@ -1921,7 +1923,8 @@ async fn relay_to(server_port: u16) -> Relay {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let holding = held.clone();
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (holding, freezing) = (held.clone(), frozen.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let server = tokio::net::TcpStream::connect(("127.0.0.1", server_port))
@@ -1932,7 +1935,7 @@ async fn relay_to(server_port: u16) -> Relay {
             tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
             });
-            let holding = holding.clone();
+            let (holding, freezing) = (holding.clone(), freezing.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0; 16 * 1024];
                 while let Ok(n) = server_read.read(&mut buf).await {
@@ -1940,8 +1943,9 @@ async fn relay_to(server_port: u16) -> Relay {
                         break;
                     }
                     // Armed, it holds the server's answer to a BEGIN (its command tag).
-                    while holding.load(Ordering::SeqCst)
-                        && buf[..n].windows(6).any(|w| w == b"BEGIN\0")
+                    while freezing.load(Ordering::SeqCst)
+                        || holding.load(Ordering::SeqCst)
+                            && buf[..n].windows(6).any(|w| w == b"BEGIN\0")
                     {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
@@ -1952,7 +1956,32 @@ async fn relay_to(server_port: u16) -> Relay {
             });
         }
     });
-    Relay { port, held }
+    Relay { port, held, frozen }
+}
+
+/// A store reached through a [`Relay`] to `backend`'s server, with `timeout_ms` as its deadline.
+async fn store_behind_a_relay(
+    backend: &backends::Backend,
+    max_connections: u32,
+    timeout_ms: u64,
+) -> (Store, Relay) {
+    Store::connect(&settings(&backend.url))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let (head, database) = backend.url.rsplit_once('/').unwrap();
+    let (host, server_port) = head.rsplit_once(':').unwrap();
+    let relay = relay_to(server_port.parse().unwrap()).await;
+    let store = Store::connect(&StoreSettings {
+        url: SecretString::from(format!("{host}:{}/{database}", relay.port)),
+        max_connections: Some(max_connections),
+        timeout_ms,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (store, relay)
 }
 
 #[actix_web::test]
@@ -1960,27 +1989,8 @@ async fn a_transaction_cut_off_before_postgresql_answered_its_begin_leaves_none_
     let Some(backend) = backends::Backend::postgres() else {
         return;
     };
-    Store::connect(&settings(&backend.url))
-        .await
-        .unwrap()
-        .close()
-        .await;
-    let (head, database) = backend.url.rsplit_once('/').unwrap();
-    let server_port: u16 = head.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = relay_to(server_port).await;
     // One connection, so the operation after the cut one runs on the same.
-    let store = Store::connect(&StoreSettings {
-        url: SecretString::from(format!(
-            "{}:{}/{database}",
-            head.rsplit_once(':').unwrap().0,
-            relay.port
-        )),
-        max_connections: Some(1),
-        timeout_ms: 300,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (store, relay) = store_behind_a_relay(&backend, 1, 300).await;
     let writes = || backend.count("SELECT writes FROM store_probe");
     let before = writes().await;
     relay.held.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1999,6 +2009,55 @@ async fn a_transaction_cut_off_before_postgresql_answered_its_begin_leaves_none_
         "a write reported done is committed (not left in a transaction the cut BEGIN opened)"
     );
     assert_eq!(backend.count("SELECT COUNT(*) FROM deliveries").await, 0);
+    store.close().await;
+}
+
+#[actix_web::test]
+async fn the_outboxs_and_the_events_background_statements_are_held_to_the_store_deadline() {
+    // A frozen database host: its kernel still takes the bytes, nothing answers. The outbox's
+    // claim and prune, the events' high-water mark, a paused subscription delivery and the
+    // replica clock check each give up at the deadline instead of holding their lane.
+    let Some(backend) = backends::Backend::postgres() else {
+        return;
+    };
+    let (store, relay) = store_behind_a_relay(&backend, 4, 300).await;
+    store
+        .enqueue(&delivery("frozen", "channel:1", 1_000))
+        .await
+        .unwrap();
+    relay
+        .frozen
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let gives_up = |what: &'static str, done: Result<(), StoreError>| {
+        assert!(
+            matches!(done, Err(StoreError::Unavailable(_))),
+            "{what}: {done:?}"
+        );
+    };
+    let within = std::time::Duration::from_secs(5);
+    macro_rules! at_the_deadline {
+        ($what:literal, $call:expr) => {{
+            let done = tokio::time::timeout(within, $call)
+                .await
+                .unwrap_or_else(|_| panic!("{} still waits after {within:?}", $what));
+            gives_up($what, done.map(drop));
+        }};
+    }
+    at_the_deadline!("claim", store.claim("w", 2_000, 60_000));
+    at_the_deadline!("prune", store.prune_targets(2_000));
+    at_the_deadline!("high water", store.event_id_high_water());
+    at_the_deadline!("clock", store.clock_ahead_ms());
+    at_the_deadline!(
+        "paused delivery",
+        store.finish_while_disabled("frozen", "w", "sub", "disabled", 2_000)
+    );
+    relay
+        .frozen
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The database answers again: the claim that was cut off was rolled back.
+    let claimed = store.claim("w", 3_000, 60_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, "frozen");
+    assert_eq!(claimed.attempts, 1);
     store.close().await;
 }
 

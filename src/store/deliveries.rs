@@ -506,6 +506,10 @@ impl Store {
     /// holds, and checked again by a later statement, which sees every enqueue committed
     /// before the locks; one that comes after waits and inserts the row again.
     async fn prune_targets_batch(&self, now: i64) -> Result<u64, StoreError> {
+        super::bounded(self.deadline, self.prune_targets_batch_unbounded(now)).await
+    }
+
+    async fn prune_targets_batch_unbounded(&self, now: i64) -> Result<u64, StoreError> {
         // Only unfinished deliveries keep their target: every claim and the worker's idle
         // look walk the targets, and kept for the finished ones' retention, a write key's
         // sends to ids that do not exist made thousands a day. A failed delivery retried
@@ -579,53 +583,60 @@ impl Store {
                  AND {among} ORDER BY d.next_attempt_at, d.seq LIMIT 1) \
              RETURNING {COLUMNS}"
         );
-        let row = match &self.pool {
-            // Stepped to its end (the store's module comment: writes that return rows).
-            Pool::Sqlite(p) => sqlx::query(&update)
-                .bind(now)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(None::<String>)
-                .bind(targets.prefix())
-                .fetch_all(p)
-                .await?
-                .first()
-                .map(decode)
-                .transpose()?,
-            Pool::Postgres(p) => {
-                let mut tx = super::begin(p).await?;
-                // The target whose head is due first, as SQLite's claim orders them: in the
-                // table's own order, the first targets would take every free lane while later
-                // ones waited.
-                let lock = format!(
-                    "SELECT t.target {heads} WHERE {CLAIMABLE} AND {} \
+        // Under the store's deadline: a database that stops answering would hold the lane
+        // for good. On SQLite a claim cut off after it committed is the lane's until its
+        // lease runs out, then anyone's again; on PostgreSQL it is rolled back.
+        let claimed = super::bounded(self.deadline, async {
+            Ok(match &self.pool {
+                // Stepped to its end (the store's module comment: writes that return rows).
+                Pool::Sqlite(p) => sqlx::query(&update)
+                    .bind(now)
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(None::<String>)
+                    .bind(targets.prefix())
+                    .fetch_all(p)
+                    .await?
+                    .first()
+                    .map(decode)
+                    .transpose()?,
+                Pool::Postgres(p) => {
+                    let mut tx = super::begin(p).await?;
+                    // The target whose head is due first, as SQLite's claim orders them: in the
+                    // table's own order, the first targets would take every free lane while later
+                    // ones waited.
+                    let lock = format!(
+                        "SELECT t.target {heads} WHERE {CLAIMABLE} AND {} \
                      ORDER BY d.next_attempt_at, d.seq \
                      LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
-                    targets.condition("d.target", "$2")
-                );
-                let target: Option<String> = sqlx::query_scalar(&lock)
-                    .bind(now)
-                    .bind(targets.prefix())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let row = match target {
-                    Some(target) => sqlx::query(&update)
+                        targets.condition("d.target", "$2")
+                    );
+                    let target: Option<String> = sqlx::query_scalar(&lock)
                         .bind(now)
-                        .bind(owner)
-                        .bind(lease_until)
-                        .bind(Some(target))
                         .bind(targets.prefix())
                         .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| decode(&r))
-                        .transpose()?,
-                    None => None,
-                };
-                tx.commit().await?;
-                row
-            }
+                        .await?;
+                    let row = match target {
+                        Some(target) => sqlx::query(&update)
+                            .bind(now)
+                            .bind(owner)
+                            .bind(lease_until)
+                            .bind(Some(target))
+                            .bind(targets.prefix())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map(|r| decode(&r))
+                            .transpose()?,
+                        None => None,
+                    };
+                    tx.commit().await?;
+                    row
+                }
+            })
+        });
+        let Some(mut row) = claimed.await? else {
+            return Ok(None);
         };
-        let Some(mut row) = row else { return Ok(None) };
         (row.posts, row.posted_to) = self.posts_of(&row.id).await?;
         Ok(Some(row))
     }

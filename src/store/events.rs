@@ -241,24 +241,27 @@ impl Store {
     /// The highest event id the store has handed out, its events purged or not (0 when none):
     /// ids are never reused, so a resume point above it comes from elsewhere.
     pub async fn event_id_high_water(&self) -> Result<i64, StoreError> {
-        let id: Option<i64> = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar(
-                    "SELECT MAX(v) FROM (SELECT MAX(event_id) AS v FROM events \
+        let id = super::bounded(self.deadline, async {
+            Ok(match &self.pool {
+                Pool::Sqlite(p) => {
+                    sqlx::query_scalar(
+                        "SELECT MAX(v) FROM (SELECT MAX(event_id) AS v FROM events \
                      UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'events')",
-                )
-                .fetch_one(p)
-                .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT GREATEST((SELECT MAX(event_id) FROM events), \
+                    )
+                    .fetch_one(p)
+                    .await?
+                }
+                Pool::Postgres(p) => {
+                    sqlx::query_scalar(
+                        "SELECT GREATEST((SELECT MAX(event_id) FROM events), \
                      pg_sequence_last_value(pg_get_serial_sequence('events', 'event_id')))",
-                )
-                .fetch_one(p)
-                .await?
-            }
-        };
+                    )
+                    .fetch_one(p)
+                    .await?
+                }
+            })
+        });
+        let id: Option<i64> = id.await?;
         Ok(id.unwrap_or(0))
     }
 

@@ -727,10 +727,14 @@ impl Store {
             return Ok(None);
         };
         let before = unix_ms_now();
-        let server: i64 =
-            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
-                .fetch_one(p)
-                .await?;
+        let server: i64 = bounded(self.deadline, async {
+            Ok(
+                sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                    .fetch_one(p)
+                    .await?,
+            )
+        })
+        .await?;
         let after = unix_ms_now();
         Ok(Some((before + after) / 2 - server))
     }

@@ -550,24 +550,27 @@ impl Store {
                     .bind(now)
             };
         }
-        let done = match &self.pool {
-            // One writer at a time: an enable runs wholly before or after this.
-            Pool::Sqlite(p) => update!().execute(p).await?.rows_affected(),
-            // The subscription's row under a share lock first: an enable in progress (which
-            // holds it) is waited for and seen, and one that comes after sees this delivery
-            // failed and queues it again. Read unlocked, a concurrent enable could skip the
-            // row while it was still `sending`, and the event was lost to the subscription.
-            Pool::Postgres(p) => {
-                let mut tx = super::begin(p).await?;
-                sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 FOR SHARE")
-                    .bind(subscription_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let done = update!().execute(&mut *tx).await?.rows_affected();
-                tx.commit().await?;
-                done
-            }
-        };
+        let done = super::bounded(self.deadline, async {
+            Ok(match &self.pool {
+                // One writer at a time: an enable runs wholly before or after this.
+                Pool::Sqlite(p) => update!().execute(p).await?.rows_affected(),
+                // The subscription's row under a share lock first: an enable in progress (which
+                // holds it) is waited for and seen, and one that comes after sees this delivery
+                // failed and queues it again. Read unlocked, a concurrent enable could skip the
+                // row while it was still `sending`, and the event was lost to the subscription.
+                Pool::Postgres(p) => {
+                    let mut tx = super::begin(p).await?;
+                    sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 FOR SHARE")
+                        .bind(subscription_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let done = update!().execute(&mut *tx).await?.rows_affected();
+                    tx.commit().await?;
+                    done
+                }
+            })
+        })
+        .await?;
         Ok(done == 1)
     }
 
