@@ -514,7 +514,7 @@ pub struct HttpUrl(url::Url);
 
 /// The pattern every documented URL field carries (utoipa takes only a literal there, so each
 /// field repeats it; a test holds the document to this one).
-pub const HTTP_URL_PATTERN: &str = "^https?://[A-Za-z0-9.-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$";
+pub const HTTP_URL_PATTERN: &str = "^https?://([A-Za-z0-9.-]+|\\[(([0-9A-Fa-f]{1,4}:){6}([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|::([0-9A-Fa-f]{1,4}:){5}([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|([0-9A-Fa-f]{1,4})?::([0-9A-Fa-f]{1,4}:){4}([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|(([0-9A-Fa-f]{1,4}:){0,1}[0-9A-Fa-f]{1,4})?::([0-9A-Fa-f]{1,4}:){3}([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|(([0-9A-Fa-f]{1,4}:){0,2}[0-9A-Fa-f]{1,4})?::([0-9A-Fa-f]{1,4}:){2}([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|(([0-9A-Fa-f]{1,4}:){0,3}[0-9A-Fa-f]{1,4})?::[0-9A-Fa-f]{1,4}:([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|(([0-9A-Fa-f]{1,4}:){0,4}[0-9A-Fa-f]{1,4})?::([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})|(([0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4})?::[0-9A-Fa-f]{1,4}|(([0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4})?::)\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[!-~]*)?$";
 
 /// A port as [`HTTP_URL_PATTERN`] has it: up to four digits, or five without a leading zero
 /// up to 65535.
@@ -539,14 +539,28 @@ impl HttpUrl {
             .or_else(|| raw.strip_prefix("http://"))
             .ok_or_else(invalid)?;
         let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-        let (host, port) = authority
-            .split_once(':')
-            .map_or((authority, None), |(h, p)| (h, Some(p)));
-        let shaped = !host.is_empty()
-            && host
-                .bytes()
+        // An IPv6 literal is bracketed (RFC 3986), its colons before the port's.
+        let (host, after_host) = match authority.strip_prefix('[') {
+            Some(bracketed) => bracketed
+                .split_once(']')
+                .map_or(("", ""), |(inside, after)| (inside, after)),
+            None => authority
+                .find(':')
+                .map_or((authority, ""), |i| authority.split_at(i)),
+        };
+        let host_shaped = if authority.starts_with('[') {
+            // RFC 3986's IPv6address, which std's parser reads (no zone, no leading zeros in
+            // an IPv4 part), and so does the pattern's bracketed part.
+            host.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            host.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && port.is_none_or(is_port)
+        };
+        let port_shaped =
+            after_host.is_empty() || after_host.strip_prefix(':').is_some_and(is_port);
+        let shaped = !host.is_empty()
+            && host_shaped
+            && port_shaped
             && path.bytes().all(|b| (b'!'..=b'~').contains(&b));
         match url::Url::parse(raw) {
             Ok(url) if shaped && url.host_str().is_some() => Ok(Self(url)),
@@ -904,6 +918,96 @@ mod tests {
         for port in ["", "65536", "70000", "99999", "08080", "123456", "8a"] {
             let url = format!("https://files.example.org:{port}/a.png");
             assert!(HttpUrl::parse("file_url", &url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_may_name_an_ipv6_literal_in_brackets_as_its_pattern_has_it() {
+        let pattern = regex::Regex::new(HTTP_URL_PATTERN).unwrap();
+        for url in [
+            "https://[2001:db8::1]/a.png",
+            "http://[2606:4700::6810:84e5]:8080/hook",
+            "https://[::ffff:192.0.2.1]/a",
+            "https://[2001:DB8::1]",
+        ] {
+            assert!(HttpUrl::parse("file_url", url).is_ok(), "{url}");
+            assert!(pattern.is_match(url), "{url}");
+        }
+        for url in [
+            "https://[2001:db8::1/a",
+            "https://2001:db8::1/a",
+            "https://[fe80::1%25eth0]/a",
+            "https://[2001:db8::g]/a",
+            "https://[2001:db8::1]:/a",
+            "https://[2001:db8::1]:65536/a",
+            "https://[2001:db8::1]x/a",
+            "https://[]/a",
+            "https://[1.2.3.4]/a",
+        ] {
+            assert!(HttpUrl::parse("file_url", url).is_err(), "{url}");
+        }
+        // The document takes exactly what the gateway takes: the pattern's bracketed part
+        // against the parser, on addresses written every way, mutated, and on noise.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        const ALPHABET: &[u8] = b"0123456789abcdefABCDEF:.";
+        let (mut taken, mut refused) = (0, 0);
+        for _ in 0..40_000 {
+            let mut host = if next(2) == 0 {
+                let mut bits = u128::from(next(u64::MAX)) << 64 | u128::from(next(u64::MAX));
+                // Runs of zero groups, so the `::` forms come up.
+                bits &= [
+                    u128::MAX,
+                    u128::from(u64::MAX),
+                    u128::from(u32::MAX),
+                    0xffff << 64,
+                ][next(4) as usize];
+                let address = std::net::Ipv6Addr::from(bits);
+                match next(4) {
+                    0 => format!("{address}"),
+                    1 => address.segments().map(|g| format!("{g:x}")).join(":"),
+                    2 => address.segments().map(|g| format!("{g:04X}")).join(":"),
+                    _ => format!("::ffff:{}", std::net::Ipv4Addr::from(bits as u32)),
+                }
+            } else {
+                (0..next(24))
+                    .map(|_| ALPHABET[next(24) as usize] as char)
+                    .collect()
+            };
+            if !host.is_empty() && next(2) == 0 {
+                let at = next(host.len() as u64) as usize;
+                let with = ALPHABET[next(24) as usize] as char;
+                match next(3) {
+                    0 => host.insert(at, with),
+                    1 => host.replace_range(at..=at, &with.to_string()),
+                    _ => drop(host.remove(at)),
+                }
+            }
+            let url = format!("https://[{host}]:8080/a");
+            let parsed = HttpUrl::parse("file_url", &url).is_ok();
+            assert_eq!(pattern.is_match(&url), parsed, "{url}");
+            if parsed { taken += 1 } else { refused += 1 }
+        }
+        assert!(
+            taken > 10_000 && refused > 10_000,
+            "{taken} taken, {refused} refused"
+        );
+        // An internal IPv6 literal is refused as a file_url, as its IPv4 kin are.
+        let policy = FileUrlPolicy::default();
+        for (url, refused) in [
+            ("https://[::1]/a", true),
+            ("https://[fd00::7]/a", true),
+            ("https://[fe80::1]/a", true),
+            ("https://[::ffff:10.0.0.1]/a", true),
+            ("https://[2606:4700::6810:84e5]/a", false),
+        ] {
+            let checked = policy.check(&HttpUrl::parse("file_url", url).unwrap());
+            assert_eq!(checked.is_err(), refused, "{url}: {checked:?}");
         }
     }
 

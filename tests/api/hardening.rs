@@ -26,6 +26,9 @@ async fn file_urls_naming_internal_hosts_are_refused() {
         "http://10.1.2.3/x",
         "http://192.168.1.1/x",
         "http://2130706433/x",
+        "http://[::1]:8080/x",
+        "http://[fd12:3456::1]/x",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
     ] {
         let answer = app
             .post(&webhook, json!({"text": "x", "file_url": url}))
@@ -41,13 +44,16 @@ async fn file_urls_naming_internal_hosts_are_refused() {
     .assert_problem(422, "unprocessable");
     assert_eq!(app.sim.count(EXTERNAL, "incoming"), 0);
     assert_eq!(app.sim.count(EXTERNAL, "chatbot"), 0);
-    let public = app
-        .post(
-            &webhook,
-            json!({"text": "x", "file_url": "https://files.example.org/a.pdf"}),
-        )
-        .await;
-    assert_eq!(public.status, 200, "{}", public.body);
+    for public in [
+        "https://files.example.org/a.pdf",
+        "https://[2606:4700::6810:84e5]/a.pdf",
+    ] {
+        let answer = app
+            .post(&webhook, json!({"text": "x", "file_url": public}))
+            .await;
+        assert_eq!(answer.status, 200, "{public}: {}", answer.body);
+    }
+    assert_eq!(app.sim.count(EXTERNAL, "incoming"), 2);
 }
 
 #[actix_web::test]
