@@ -35,10 +35,19 @@ pub fn event_key(message: &Map<String, Value>) -> Option<String> {
         })
         .collect::<Option<Vec<String>>>()?;
     alerts.sort_unstable();
+    // With `max_alerts`, a group that gained alerts past the ones shown differs only in how
+    // many were left out: a new notification, not a copy. (Left out when none were, so the
+    // keys of untruncated groups stay as they were; an alert's part has two colons.)
+    let truncated = message
+        .get("truncatedAlerts")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+        .map(|n| format!("truncated:{n}"));
     let mut hash = Sha256::new();
     for part in [text("receiver").unwrap_or_default(), group, status]
         .into_iter()
         .chain(alerts.iter().map(String::as_str))
+        .chain(truncated.as_deref())
     {
         // Length-prefixed, so no two lists of parts hash alike.
         hash.update((part.len() as u64).to_le_bytes());
@@ -223,6 +232,28 @@ fn alert_line(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_group_that_left_out_more_alerts_is_another_notification() {
+        let key = |truncated: Option<u64>| {
+            let mut body = json!({"receiver": "chat", "groupKey": "{}:{alertname=\"X\"}",
+                "status": "firing", "alerts": [{"status": "firing", "fingerprint": "a1",
+                "startsAt": "2026-12-08T01:00:00Z"}]});
+            if let Some(n) = truncated {
+                body["truncatedAlerts"] = json!(n);
+            }
+            event_key(body.as_object().unwrap()).unwrap()
+        };
+        assert_ne!(key(Some(0)), key(Some(7)));
+        assert_ne!(key(Some(7)), key(Some(8)));
+        // None left out, said or not: the key as it was before `truncatedAlerts` counted
+        // (worked out by hand from the length-prefixed parts).
+        assert_eq!(key(None), key(Some(0)));
+        assert_eq!(
+            key(None),
+            "alerts:a42b751ade38927bc55e667d95721135dce3020b3ae9be0de5d14ad0a8e2f9ed"
+        );
+    }
 
     #[test]
     fn label_values_and_annotations_are_text_as_typed() {
