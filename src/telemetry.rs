@@ -287,7 +287,8 @@ pub fn loggable_path(
                     || starts(i + 1, b"ntfy")
                     || starts(i + 1, b"telegram")
                     || starts(i + 1, b"bot")
-                    || starts(i + 1, b"_matrix"))
+                    || starts(i + 1, b"_matrix")
+                    || starts(i + 1, b"scg_"))
     });
     if !maybe_secret {
         return path.into();
@@ -307,22 +308,29 @@ pub fn loggable_path(
         kept.push("****");
         return kept.join("/").into();
     }
-    // A Matrix room that names no hook may be the access token put where the room goes: it
-    // is masked with all after it, as a hook's secret is, and the path before it still goes
-    // through the masking below (a hook's URL taken for a homeserver's:
-    // `/hooks/am/{secret}/_matrix/…`).
+    // A key or hook secret as `hash-key` makes them (`scg_…`) anywhere, such as a hook's
+    // secret pasted into another sender's URL shape (Slack's `/services/…/{secret}`,
+    // Discord's `/api/webhooks/{id}/{secret}`); and a Matrix room that names no hook, which
+    // may be the access token put where the room goes: each is masked with all after it, as
+    // a hook's secret is, and the path before it still goes through the masking below (a
+    // hook's URL taken for a homeserver's: `/hooks/am/{secret}/_matrix/…`).
     let mut segments = segments;
-    let room_masked = match unknown_matrix_room(&segments, &is_known) {
-        Some(room) => {
-            segments.truncate(room);
-            segments.push("****");
-            true
-        }
-        None => false,
-    };
-    let as_read = |segments: &[&str]| match room_masked {
-        true => segments.join("/").into(),
-        false => path.into(),
+    let generated_secret = segments.iter().position(|s| {
+        decoded(s)
+            .get(..4)
+            .is_some_and(|start| start.eq_ignore_ascii_case("scg_"))
+    });
+    let masked_at = [generated_secret, unknown_matrix_room(&segments, &is_known)]
+        .into_iter()
+        .flatten()
+        .min();
+    if let Some(at) = masked_at {
+        segments.truncate(at);
+        segments.push("****");
+    }
+    let as_read = |segments: &[&str]| match masked_at {
+        Some(_) => segments.join("/").into(),
+        None => path.into(),
     };
     let Some((at, route)) = segments
         .iter()
@@ -492,6 +500,20 @@ mod tests {
             path("/api/v1/bots/helper/messages"),
             "/api/v1/bots/helper/messages"
         );
+        // A secret as `hash-key` makes them, in another sender's URL shape (Discord's,
+        // Slack's) or anywhere else.
+        let secret = "scg_4f1c2b7e9a0d3c5e8b6a1f2d4c7e9b0a3d5f8c1e2b4a6d9c0e3f5a7b8c1d2e4f";
+        for (sent, logged) in [
+            (format!("/api/webhooks/1/{secret}"), "/api/webhooks/1/****"),
+            (format!("/services/T0/B0/{secret}"), "/services/T0/B0/****"),
+            (format!("/{secret}"), "/****"),
+            (format!("/x/{}/y", secret.to_uppercase()), "/x/****"),
+            (format!("/x/%73cg_{}", &secret[4..]), "/x/****"),
+            (format!("/hooks/am/{secret}/extra"), "/hooks/am/****"),
+        ] {
+            assert_eq!(loggable_path(&sent, |_, name| name == "am"), logged);
+        }
+        assert_eq!(path("/api/v1/users/scg"), "/api/v1/users/scg");
         assert_eq!(path("/hooks/am/s3cr3t/extra"), "/hooks/am/****");
         assert_eq!(path("//hooks/am/s3cr3t"), "//hooks/am/****");
         assert_eq!(path("/chat/hooks//am/s3cr3t"), "/chat/hooks/am/****");
