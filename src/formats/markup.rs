@@ -105,6 +105,14 @@ fn unescape_text(text: &str) -> String {
 /// the sender escaped staying text ([`unescape_text`]); Markdown links `[t](u)` (Mattermost,
 /// Gitea) become Chat links.
 pub fn slack(text: &str) -> String {
+    // Slack escapes `&`, `<` and `>` in code too, and shows them there as themselves; its
+    // link markup there is text.
+    outside_code(text, slack_prose, |code| {
+        Cow::Owned(literal_text(&unescape(code)).into_owned())
+    })
+}
+
+fn slack_prose(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     // Where the last mention written ends in `out`: a mention right after it is set apart.
     let mut mention_end = None;
@@ -140,7 +148,7 @@ pub fn slack(text: &str) -> String {
         rest = &rest[start + len + 1..];
     }
     out.push_str(&unescape_text(rest));
-    markdown_links(&out)
+    markdown_links_with(&out, |between| Cow::Borrowed(between))
 }
 
 /// Whether `<inner>` is one of Slack's tokens: a mention (`@`, `#`, `!`) or a URL with a
@@ -591,17 +599,23 @@ pub fn mentions(text: &str, opener: &str, name_of: fn(&str) -> &str) -> String {
 /// no brackets and no line break: `[FIRING:1] see [dashboard](u)` links only `dashboard`. Each
 /// character is read a bounded number of times, whatever the brackets (sender text is large).
 pub fn markdown_links(text: &str) -> String {
-    markdown_links_with(text, |between| Cow::Borrowed(between))
+    markdown_links_in_prose(text, |between| Cow::Borrowed(between))
 }
 
 /// Markdown written by people (a comment, an alert's message): its links `[t](u)` become Chat
 /// links, and the text around them is [`literal_text`], so a `<https://…|…>` typed in it is not
 /// one.
 pub fn markdown_text(text: &str) -> String {
-    markdown_links_with(text, literal_text)
+    markdown_links_in_prose(text, literal_text)
 }
 
-/// [`markdown_links`], the text between the links written as `between` gives it.
+/// [`markdown_links`], the text between the links written as `between` gives it; code is
+/// left as typed ([`outside_code`]), through `between` too.
+fn markdown_links_in_prose(text: &str, between: fn(&str) -> Cow<'_, str>) -> String {
+    outside_code(text, |prose| markdown_links_with(prose, between), between)
+}
+
+/// [`markdown_links_in_prose`] for text that holds no code.
 fn markdown_links_with(text: &str, between: fn(&str) -> Cow<'_, str>) -> String {
     let mut out = String::with_capacity(text.len());
     // `text[..copied]` is in `out`; the next `[` is looked for from `from`.
@@ -674,6 +688,10 @@ fn destination_end(text: &str) -> usize {
 /// time; a Slack-style `<url|label>`, which Discord shows as typed, stays text
 /// ([`literal_text`]); then Markdown links.
 pub fn discord(text: &str) -> String {
+    outside_code(text, discord_prose, literal_text)
+}
+
+fn discord_prose(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('<') {
@@ -705,7 +723,73 @@ pub fn discord(text: &str) -> String {
         rest = &rest[start + len + 1..];
     }
     out.push_str(rest);
-    markdown_links(&out)
+    markdown_links_with(&out, |between| Cow::Borrowed(between))
+}
+
+/// `prose` applied to what is not code in `text`, `code` to what is: an inline span
+/// (`` `x` ``, closed by the next run of as many backticks on its line) or a block (a run of
+/// three or more, closed by the next run at least as long: Markdown's fences, Slack's
+/// ```` ```x``` ```` on one line). Senders show code as typed (B.3: "Code: unchanged"), so their
+/// tokens and links are converted in the prose only; a run nothing closes is prose. Linear in
+/// the text: the runs are listed once, with where each length next occurs.
+fn outside_code<'t>(
+    text: &'t str,
+    prose: impl Fn(&str) -> String,
+    code: impl Fn(&'t str) -> Cow<'t, str>,
+) -> String {
+    let runs = backtick_runs(text);
+    if runs.is_empty() {
+        return prose(text);
+    }
+    // For each run: the next run as long (for inline spans) and the longest after it.
+    let mut next_as_long = vec![None; runs.len()];
+    let mut longest_after = vec![0; runs.len()];
+    let (mut last_of, mut longest) = ([None; 3], 0);
+    for (at, &(_, len)) in runs.iter().enumerate().rev() {
+        longest_after[at] = longest;
+        if len < 3 {
+            next_as_long[at] = last_of[len];
+            last_of[len] = Some(at);
+        }
+        longest = longest.max(len);
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut at) = (0, 0);
+    while at < runs.len() {
+        let (start, len) = runs[at];
+        let close = match len {
+            // An inline span stays on its line: a stray backtick does not make the lines up
+            // to the next one code. (The text between two runs as long is read once.)
+            1 | 2 => next_as_long[at].filter(|&c| !text[start..runs[c].0].contains('\n')),
+            _ if longest_after[at] >= len => (at + 1..runs.len()).find(|&c| runs[c].1 >= len),
+            _ => None,
+        };
+        let Some(close) = close else {
+            at += 1;
+            continue;
+        };
+        let end = runs[close].0 + runs[close].1;
+        if copied < start {
+            out.push_str(&prose(&text[copied..start]));
+        }
+        out.push_str(&code(&text[start..end]));
+        (copied, at) = (end, close + 1);
+    }
+    out.push_str(&prose(&text[copied..]));
+    out
+}
+
+/// Where each run of backticks in `text` starts, and how long it is.
+fn backtick_runs(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut runs = Vec::new();
+    let mut from = 0;
+    while let Some(start) = text[from..].find('`').map(|i| from + i) {
+        let len = bytes[start..].iter().take_while(|b| **b == b'`').count();
+        runs.push((start, len));
+        from = start + len;
+    }
+    runs
 }
 
 fn discord_token(inner: &str) -> Option<String> {
@@ -1362,6 +1446,72 @@ mod tests {
             markdown_links("[é](https://x.example/é) ü"),
             "<https://x.example/é|é> ü"
         );
+    }
+
+    #[test]
+    fn code_is_left_as_the_sender_typed_it() {
+        // Fenced (Markdown, on lines of their own, and Slack's on one line) and inline.
+        let fenced = "see [docs](https://d.example)\n```\nparse [0](https://x.example)\n```";
+        assert_eq!(
+            markdown_links(fenced),
+            "see <https://d.example|docs>\n```\nparse [0](https://x.example)\n```"
+        );
+        assert_eq!(
+            slack("```[0](https://x.example) &lt;b&gt;``` and <https://y.example|y>"),
+            "```[0](https://x.example) <b>``` and <https://y.example|y>"
+        );
+        assert_eq!(
+            markdown_text("`[docs](https://d.example)` [docs](https://d.example)"),
+            "`[docs](https://d.example)` <https://d.example|docs>"
+        );
+        // (`<t:…>` has a scheme's shape: Chat would make it a link, so it gets the break.)
+        assert_eq!(
+            discord("```\n<@123456> <t:1700000000:R>\n``` <@123456>").replace(LINK_BREAK, "[WJ]"),
+            "```\n<@123456> <[WJ]t:1700000000:R>\n``` @123456"
+        );
+        // A double-backtick span holds single backticks; a longer fence closes a shorter one.
+        assert_eq!(
+            markdown_links(
+                "``a ` [x](https://x.example)`` ````\n```\n[y](https://y.example)\n````"
+            ),
+            "``a ` [x](https://x.example)`` ````\n```\n[y](https://y.example)\n````"
+        );
+        // Typed Chat links stay text in code as outside it.
+        let typed = "`<https://evil.example|Approve>`";
+        for converted in [markdown_text(typed), discord(typed), slack(typed)] {
+            assert_eq!(
+                converted.replace(LINK_BREAK, "[WJ]"),
+                "`<[WJ]https://evil.example|Approve>`"
+            );
+        }
+        // A backtick nothing closes on its line opens no code: the text after it is prose.
+        assert_eq!(
+            markdown_links("it`s [a](https://a.example)\nand `b` [c](https://c.example)"),
+            "it`s <https://a.example|a>\nand `b` <https://c.example|c>"
+        );
+        assert_eq!(
+            markdown_links("``` [a](https://a.example)"),
+            "``` <https://a.example|a>"
+        );
+    }
+
+    #[test]
+    fn backtick_runs_are_read_in_one_pass() {
+        // Runs of falling length, none closed: looking on from each one to the end is
+        // quadratic (and cubic in the number of runs, for fences).
+        let falling: String = (3..2_000)
+            .rev()
+            .map(|n| "`".repeat(n) + " [a](https://x) ")
+            .collect();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            markdown_links(&falling).matches("<https://x|a>").count(),
+            1_997
+        );
+        let unclosed = "`` a\n".repeat(100_000) + "``";
+        assert_eq!(markdown_links(&unclosed), unclosed);
+        // Generous: the quadratic reading took minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

@@ -47,13 +47,15 @@ fn markdown_v1(text: &str) -> String {
 /// bracket never delimits a link. The escapes go before any reading, so text that spells a Chat
 /// link only once they are gone (`<https\://evil|Approve\>`) is seen, and shown, as typed.
 fn escaped_markdown(text: &str, escapable: fn(char) -> bool) -> String {
-    // The escaped link brackets wait as noncharacters (none is left in the text) while the links
+    // The escaped link brackets and backticks wait as noncharacters (none is left in the text) while the links
     // are read, and become themselves afterwards (in a link's address too: `\)` in a URL).
-    const HELD: [(char, char); 4] = [
+    const HELD: [(char, char); 5] = [
         ('[', '\u{FDD0}'),
         (']', '\u{FDD1}'),
         ('(', '\u{FDD2}'),
         (')', '\u{FDD3}'),
+        // An escaped backtick opens no code.
+        ('`', '\u{FDD4}'),
     ];
     let mut plain = String::with_capacity(text.len());
     let mut chars = text
