@@ -186,7 +186,7 @@ pub async fn receive(
     let fields = if is_json {
         Fields::from_json(&body)
     } else {
-        Fields::from_form(&body)
+        Ok(Fields::from_form(&body))
     };
     take_call(name, inbound, fields, &events, &chat, &state).await
 }
@@ -337,7 +337,7 @@ pub async fn probe(
         return take_call(
             name,
             inbound,
-            Fields::from_form(query),
+            Ok(Fields::from_form(query)),
             &events,
             &chat,
             &state,

@@ -27,7 +27,7 @@ impl Fields {
     /// A form-urlencoded body. A click on a chatbot's button comes as a form with one field,
     /// `payload`, holding JSON: `{actions, callback_id, post_id, token, user: {user_id,
     /// username}}` (upstream/PROTOCOL.md [I1]); its fields are read as a call's.
-    pub fn from_form(body: &[u8]) -> Result<Self, Refusal> {
+    pub fn from_form(body: &[u8]) -> Self {
         let fields: Vec<(String, String)> = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
@@ -37,18 +37,26 @@ impl Fields {
         if let Some(payload) = value("payload")
             && (value("token").is_none() || is_click(payload))
         {
-            let mut click = Self::button_click(payload)?;
+            let Ok(mut click) = Self::button_click(payload) else {
+                // Its token is inside the payload that cannot be read (there is none beside
+                // it): refused as any call without the token (403), telling the caller nothing
+                // of the body.
+                return Self {
+                    fields: Vec::new(),
+                    button: None,
+                };
+            };
             if click.get("token").is_none()
                 && let Some(outer) = value("token")
             {
                 click.fields.push(("token".to_owned(), outer.clone()));
             }
-            return Ok(click);
+            return click;
         }
-        Ok(Self {
+        Self {
             fields,
             button: None,
-        })
+        }
     }
 
     /// A JSON object body; numbers and booleans are taken as their text, like a form.
@@ -303,7 +311,7 @@ mod tests {
     }
 
     fn form(extra: &str) -> Fields {
-        Fields::from_form(format!("token={}&{extra}", "a".repeat(64)).as_bytes()).unwrap()
+        Fields::from_form(format!("token={}&{extra}", "a".repeat(64)).as_bytes())
     }
 
     #[test]
@@ -381,7 +389,7 @@ mod tests {
             format!("token={}&text=hi", "a".repeat(65)),
         ] {
             assert_eq!(
-                accept("ops", &hook, &Fields::from_form(body.as_bytes()).unwrap()),
+                accept("ops", &hook, &Fields::from_form(body.as_bytes())),
                 Err(Refusal::BadToken),
                 "{body}"
             );
@@ -400,28 +408,15 @@ mod tests {
             SecretString::from("e".repeat(64)),
         ];
         let body = format!("token={}&text=%2Fx", "e".repeat(64));
-        assert!(
-            accept_with(
-                "c",
-                &dsm,
-                &Fields::from_form(body.as_bytes()).unwrap(),
-                &tokens
-            )
-            .is_ok()
-        );
+        assert!(accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens).is_ok());
         for body in ["text=x".to_owned(), format!("token={}", "f".repeat(64))] {
             assert_eq!(
-                accept_with(
-                    "c",
-                    &dsm,
-                    &Fields::from_form(body.as_bytes()).unwrap(),
-                    &tokens
-                ),
+                accept_with("c", &dsm, &Fields::from_form(body.as_bytes()), &tokens),
                 Err(Refusal::BadToken)
             );
         }
         assert_eq!(
-            accept("c", &dsm, &Fields::from_form(body.as_bytes()).unwrap()),
+            accept("c", &dsm, &Fields::from_form(body.as_bytes())),
             Err(Refusal::BadToken),
             "no DSM tokens: nothing matches"
         );
@@ -439,11 +434,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            accept(
-                "ops",
-                &hook,
-                &Fields::from_form(b"token=x&text=%00").unwrap()
-            ),
+            accept("ops", &hook, &Fields::from_form(b"token=x&text=%00")),
             Err(Refusal::BadToken)
         );
         let payload = format!(
@@ -453,7 +444,7 @@ mod tests {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload)
             .finish();
-        let click = Fields::from_form(body.as_bytes()).unwrap();
+        let click = Fields::from_form(body.as_bytes());
         assert!(matches!(
             accept("ops", &inbound(InboundKind::Chatbot), &click),
             Err(Refusal::Malformed(m)) if m.starts_with("payload")
@@ -470,7 +461,7 @@ mod tests {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload)
             .finish();
-        let fields = Fields::from_form(body.as_bytes()).unwrap();
+        let fields = Fields::from_form(body.as_bytes());
         for kind in [InboundKind::Chatbot, InboundKind::OutgoingWebhook] {
             let event = accept("helper", &inbound(kind), &fields).unwrap();
             assert_eq!(event.kind, EventKind::ButtonClick);
@@ -496,17 +487,22 @@ mod tests {
         }
         // The token inside the payload is checked like any other.
         let wrong = body.replace(&"a".repeat(64), &"b".repeat(64));
-        let fields = Fields::from_form(wrong.as_bytes()).unwrap();
+        let fields = Fields::from_form(wrong.as_bytes());
         assert_eq!(
             accept("helper", &inbound(InboundKind::Chatbot), &fields),
             Err(Refusal::BadToken)
         );
-        for bad in ["payload=%7Bnot+json", "payload=%5B1%5D"] {
-            assert!(
-                matches!(
-                    Fields::from_form(bad.as_bytes()),
-                    Err(Refusal::Malformed(_))
-                ),
+        // A payload that cannot be read holds no token that could be checked: refused as
+        // any call without it (403), the caller told nothing of the body.
+        for bad in [
+            "payload=%7Bnot+json",
+            "payload=%5B1%5D",
+            "payload=hello&text=x",
+        ] {
+            let fields = Fields::from_form(bad.as_bytes());
+            assert_eq!(
+                accept("helper", &inbound(InboundKind::Chatbot), &fields),
+                Err(Refusal::BadToken),
                 "{bad}"
             );
         }
@@ -549,14 +545,14 @@ mod tests {
             if outer {
                 body.append_pair("token", &token);
             }
-            let click = Fields::from_form(body.finish().as_bytes()).unwrap();
+            let click = Fields::from_form(body.finish().as_bytes());
             let event = accept("ops", &chatbot, &click).unwrap();
             assert_eq!(event.kind, EventKind::ButtonClick, "inner {inner}");
             assert_eq!(event.button.unwrap().callback_id.as_deref(), Some("deploy"));
         }
         // A `payload` that is no click beside a token: the call's own fields, as before.
         let fields = Fields::from_form(format!("token={token}&payload=hello&text=x").as_bytes());
-        let event = accept("ops", &chatbot, &fields.unwrap()).unwrap();
+        let event = accept("ops", &chatbot, &fields).unwrap();
         assert_eq!(event.kind, EventKind::Chatbot);
     }
 }

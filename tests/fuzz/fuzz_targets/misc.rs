@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 | 2 => {
             let fields = if data[0] % 6 == 1 {
-                Fields::from_form(body)
+                Ok(Fields::from_form(body))
             } else {
                 Fields::from_json(body)
             };
