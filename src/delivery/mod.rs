@@ -339,11 +339,13 @@ impl Traffic {
     }
 }
 
-/// Wakes a lane of each [`Traffic`].
+/// Wakes a lane of each [`Traffic`], and the callback lane kept for receivers that answer
+/// (on a wake of its own, so it never takes one meant for a lane that can send what came).
 #[derive(Default)]
 struct Wakes {
     chat: Notify,
     callbacks: Notify,
+    answering: Notify,
 }
 
 impl Wakes {
@@ -351,6 +353,14 @@ impl Wakes {
         match traffic {
             Traffic::Chat => &self.chat,
             Traffic::Callbacks => &self.callbacks,
+        }
+    }
+
+    /// Work of `traffic`'s came: a lane of it, and the kept one for callbacks, look.
+    fn rouse(&self, traffic: Traffic) {
+        self.of(traffic).notify_one();
+        if traffic == Traffic::Callbacks {
+            self.answering.notify_one();
         }
     }
 }
@@ -660,7 +670,7 @@ impl Outbox {
         let new = self.new_delivery(caller, job, parts.into_vec());
         self.store.enqueue(&new).await?;
         self.note_queued(&new.target);
-        self.wake.of(Traffic::of(&new.target)).notify_one();
+        self.wake.rouse(Traffic::of(&new.target));
         Ok(new.id)
     }
 
@@ -678,7 +688,7 @@ impl Outbox {
         match self.store.enqueue_event(&new, event).await? {
             Enqueued::New => {
                 self.note_queued(&new.target);
-                self.wake.of(Traffic::of(&new.target)).notify_one();
+                self.wake.rouse(Traffic::of(&new.target));
                 Ok((new.id, false))
             }
             Enqueued::Repeat(first) => Ok((first, true)),
@@ -727,7 +737,7 @@ impl Outbox {
                 if let Some(since) = unanswered_since {
                     self.note_uncertain_send(&new.id, since, nas_offset);
                 }
-                self.wake.of(Traffic::of(&new.target)).notify_one();
+                self.wake.rouse(Traffic::of(&new.target));
                 Ok(new.id)
             }
             Enqueued::Repeat(first) => Ok(first),
@@ -821,7 +831,7 @@ impl Outbox {
     /// Wakes the worker (a delivery was put back in the queue).
     pub fn wake(&self) {
         for traffic in [Traffic::Chat, Traffic::Callbacks] {
-            self.wake.of(traffic).notify_one();
+            self.wake.rouse(traffic);
         }
     }
 
@@ -873,9 +883,9 @@ impl Outbox {
     pub fn begin_stopping(&self) {
         self.stop_began.get_or_init(tokio::time::Instant::now);
         self.stopping.store(true, Ordering::SeqCst);
-        for traffic in [Traffic::Chat, Traffic::Callbacks] {
-            self.wake.of(traffic).notify_waiters();
-            self.wake.of(traffic).notify_one();
+        for wake in [&self.wake.chat, &self.wake.callbacks, &self.wake.answering] {
+            wake.notify_waiters();
+            wake.notify_one();
         }
     }
 
@@ -986,23 +996,34 @@ impl Worker {
         // must then find it gone, as another replica's would.
         let chat_lanes = self.outbox.settings.concurrency.max(1);
         let callback_lanes = self.subscriptions.concurrency.max(1);
-        let lanes: Vec<(String, Traffic, bool)> = (0..chat_lanes + callback_lanes)
+        let lanes: Vec<(String, Traffic, Targets, bool)> = (0..chat_lanes + callback_lanes)
             .map(|lane| {
                 let (traffic, first) = match lane.checked_sub(chat_lanes) {
                     None => (Traffic::Chat, lane == 0),
                     Some(nth) => (Traffic::Callbacks, nth == 0),
                 };
-                (format!("{}/{lane}", self.owner), traffic, first)
+                // With two callback lanes or more, the second is kept for receivers whose
+                // last delivery did not fail: those that time out, retried together, took
+                // every lane for `subscriptions.timeout_ms` and held the others' events.
+                let targets = match (traffic, lane.checked_sub(chat_lanes)) {
+                    (Traffic::Callbacks, Some(1)) => {
+                        Targets::AnsweringSubscriptions(crate::events::subscriptions::TARGET_PREFIX)
+                    }
+                    _ => traffic.targets(),
+                };
+                (format!("{}/{lane}", self.owner), traffic, targets, first)
             })
             .collect();
-        futures_util::future::join_all(
-            lanes
-                .iter()
-                .map(|(owner, traffic, first)| self.lane(owner, *traffic, *first)),
-        )
+        futures_util::future::join_all(lanes.iter().map(|(owner, traffic, targets, first)| {
+            let woken_by = match targets {
+                Targets::AnsweringSubscriptions(_) => &self.outbox.wake.answering,
+                _ => self.outbox.wake.of(*traffic),
+            };
+            self.lane(owner, *traffic, *targets, woken_by, *first)
+        }))
         .await;
         let mut handed_back = 0;
-        for (owner, _, _) in &lanes {
+        for (owner, ..) in &lanes {
             match store.release_leases(owner).await {
                 Ok(n) => handed_back += n,
                 Err(error) => {
@@ -1044,14 +1065,23 @@ impl Worker {
         }
     }
 
-    /// Claims and sends `traffic`'s deliveries until the outbox stops. `poller`: this lane
-    /// also watches the clock (its traffic's deliveries coming due; Chat's poller the queue
-    /// metrics); the others wait to be woken, when a message is handed over or a lane took
-    /// one, so an idle gateway asks its store no more often than with one lane of each.
-    async fn lane(&self, owner: &str, traffic: Traffic, poller: bool) {
+    /// Claims and sends `traffic`'s deliveries among `targets` until the outbox stops.
+    /// `poller`: this lane also watches the clock (its traffic's deliveries coming due; Chat's
+    /// poller the queue metrics); the others wait to be woken (`woken_by`), when a message is
+    /// handed over or a lane took one, so an idle gateway asks its store no more often than
+    /// with one lane of each.
+    async fn lane(
+        &self,
+        owner: &str,
+        traffic: Traffic,
+        targets: Targets<'_>,
+        woken_by: &Notify,
+        poller: bool,
+    ) {
         let store = &self.outbox.store;
-        let wake = self.outbox.wake.of(traffic);
-        let targets = traffic.targets();
+        let wake = woken_by;
+        // Another lane of the traffic may take the next target while this one sends.
+        let pass_on = self.outbox.wake.of(traffic);
         let stopping = || self.outbox.stopping.load(Ordering::SeqCst);
         let mut gauges_at = 0;
         let mut finished_gauges_at = 0;
@@ -1092,7 +1122,7 @@ impl Worker {
                     // Perhaps another replica's, or an earlier run's: sends wait for it.
                     self.outbox.note_queued(&row.target);
                     // Another lane may take the next target meanwhile.
-                    wake.notify_one();
+                    pass_on.notify_one();
                     self.deliver(row, owner).await;
                     claim_now = true;
                 }

@@ -179,6 +179,10 @@ pub enum Targets<'a> {
     All,
     Starting(&'a str),
     NotStarting(&'a str),
+    /// The subscriptions' targets (named by the prefix and the subscription's id) whose last
+    /// delivery did not fail: a lane kept for receivers that answer, so those that do not
+    /// cannot take every lane for their timeouts.
+    AnsweringSubscriptions(&'a str),
 }
 
 impl Targets<'_> {
@@ -186,7 +190,9 @@ impl Targets<'_> {
     fn prefix(&self) -> &str {
         match self {
             Targets::All => "",
-            Targets::Starting(prefix) | Targets::NotStarting(prefix) => prefix,
+            Targets::Starting(prefix)
+            | Targets::NotStarting(prefix)
+            | Targets::AnsweringSubscriptions(prefix) => prefix,
         }
     }
 
@@ -194,10 +200,17 @@ impl Targets<'_> {
     fn condition(&self, column: &str, param: &str) -> String {
         let op = match self {
             // Every name starts with the empty prefix.
-            Targets::All | Targets::Starting(_) => "=",
+            Targets::All | Targets::Starting(_) | Targets::AnsweringSubscriptions(_) => "=",
             Targets::NotStarting(_) => "<>",
         };
-        format!("substr({column}, 1, length({param})) {op} {param}")
+        let starting = format!("substr({column}, 1, length({param})) {op} {param}");
+        match self {
+            Targets::AnsweringSubscriptions(_) => format!(
+                "{starting} AND EXISTS (SELECT 1 FROM subscriptions s \
+                 WHERE {column} = {param} || s.id AND s.consecutive_failures = 0)"
+            ),
+            _ => starting,
+        }
     }
 }
 

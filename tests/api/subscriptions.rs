@@ -1205,6 +1205,44 @@ async fn a_receiver_that_never_answers_does_not_hold_up_messages_to_chat() {
     crate::deliveries::wait_for(&app, id, "delivered", Duration::from_secs(20)).await;
 }
 
+/// Receivers that stopped answering, retried together, took every callback lane for
+/// `subscriptions.timeout_ms`, and the events of a receiver that answers waited for them (the
+/// events audit: 4 such receivers held a fifth's events for the whole timeout). With two
+/// lanes or more, the second is kept for receivers whose last delivery did not fail.
+on_both!(
+    receivers_that_stopped_answering_do_not_hold_up_one_that_answers,
+    |backend: Backend| async move {
+        let (app, _) = app_with_inbounds(|s| {
+            allow_private(s);
+            s.subscriptions.timeout_ms = 600_000;
+            s.subscriptions.concurrency = 2;
+            s.store.url = secrecy::SecretString::from(backend.url.clone());
+        })
+        .await;
+        // Each refuses its first call, then never answers again.
+        let mut dead = Vec::new();
+        for _ in 0..2 {
+            let receiver = Receiver::start(&[(500, "", 0)], (200, "", 600_000)).await;
+            subscribe(&app, json!({"url": receiver.url, "inbound": "ops"})).await;
+            dead.push(receiver);
+        }
+        let answering = Receiver::start(&[], (200, "", 0)).await;
+        subscribe(&app, json!({"url": answering.url, "inbound": "ops"})).await;
+        app.sim.post_as_user(USER, CHANNEL, "!ping one");
+        answering.wait_for(1).await;
+        // A retry hangs; the other's is due soon after, and a free lane would take it too.
+        for _ in 0..500 {
+            if dead.iter().map(|d| d.received().len()).sum::<usize>() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        app.sim.post_as_user(USER, CHANNEL, "!ping two");
+        answering.wait_for(2).await;
+    }
+);
+
 /// Posts what Chat's outgoing webhook `ops` sends (`trigger_word` empty: a `message` event);
 /// returns Chat's answer.
 async fn chat_posts(app: &TestApp, token: &str, post_id: i64, trigger_word: &str) -> Value {
