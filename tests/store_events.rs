@@ -770,3 +770,30 @@ async fn a_reader_holding_the_log_does_not_hold_a_rotation() {
     }
     store.close().await;
 }
+
+backends::on_both!(
+    a_long_retention_purge_goes_in_batches_and_leaves_nothing_behind,
+    |backend: Backend| async move {
+        // After a pause, or a retention made shorter: thousands of events past it at once.
+        // Each batch is a transaction of its own, and together they purge what one did.
+        let store = open(&backend.url).await;
+        let insert = "INSERT INTO events (inbound, kind, text, received_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+             SELECT 'ops', 'message', 'old', i FROM n";
+        let insert_pg = "INSERT INTO events (inbound, kind, text, received_at) \
+             SELECT 'ops', 'message', 'old', i FROM generate_series(1, 2500) AS i";
+        backend.execute(insert, insert_pg).await;
+        let kept = store
+            .insert_event(&event("ops", EventKind::Message, 2, Some(10)), 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let old_through = kept - 1;
+        assert_eq!(store.purge_events(4_000).await.unwrap(), 2_500);
+        assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 1);
+        assert_eq!(store.events_purged_through().await.unwrap(), old_through);
+        assert_eq!(store.latest_event_id().await.unwrap(), kept);
+        assert_eq!(store.purge_events(4_000).await.unwrap(), 0);
+        store.close().await;
+    }
+);

@@ -319,19 +319,24 @@ impl Events {
     fn spawn_pump(self: &Arc<Self>) {
         let hub = self.clone();
         crate::store::task::spawn(async move {
+            loop {
+                hub.wake.notified().await;
+                if let Err(error) = hub.pump_once().await {
+                    tracing::warn!(%error, "events: cannot read new events");
+                    // Try again shortly: the events are in the table.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    hub.wake.notify_one();
+                }
+            }
+        });
+        // Apart from the pump: a long purge (after a pause, or a retention made shorter) must
+        // not hold up the live streams.
+        let hub = self.clone();
+        crate::store::task::spawn(async move {
             let mut purge = tokio::time::interval(PURGE_EVERY);
             loop {
-                tokio::select! {
-                    () = hub.wake.notified() => {
-                        if let Err(error) = hub.pump_once().await {
-                            tracing::warn!(%error, "events: cannot read new events");
-                            // Try again shortly: the events are in the table.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            hub.wake.notify_one();
-                        }
-                    }
-                    _ = purge.tick() => hub.purge().await,
-                }
+                purge.tick().await;
+                hub.purge().await;
             }
         });
     }

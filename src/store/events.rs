@@ -132,6 +132,9 @@ impl Drop for EventNotifications {
     }
 }
 
+/// How many events one transaction of the retention purge deletes at most.
+const PURGE_BATCH: u64 = 1_000;
+
 impl Store {
     /// Listens for events stored by any replica; `None` on SQLite (one gateway per file).
     pub async fn listen_events(&self) -> Result<Option<EventNotifications>, StoreError> {
@@ -296,9 +299,23 @@ impl Store {
     /// deliveries can no longer be made, and remembers the highest id deleted
     /// ([`Self::events_purged_through`]); returns how many events.
     pub async fn purge_events(&self, before: i64) -> Result<u64, StoreError> {
-        // One transaction over every event past retention, which after a long pause can be
-        // many: not cut off by the store's deadline, which would have it start over for good.
-        let done = with_pool!(self, unbounded p => {
+        let mut purged = 0;
+        loop {
+            let gone = self.purge_events_batch(before).await?;
+            purged += gone;
+            if gone < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Up to [`PURGE_BATCH`] of [`Self::purge_events`], the oldest first, in a transaction of
+    /// their own under the store's deadline: after a long pause, or a retention made shorter,
+    /// one transaction over every event past retention held SQLite's write lock for as long as
+    /// it took, and Chat's calls, which wait for it up to the deadline and are not sent again,
+    /// were refused. What a batch deleted stays deleted if a later one fails.
+    async fn purge_events_batch(&self, before: i64) -> Result<u64, StoreError> {
+        let done = with_pool!(self, p => {
             let mut tx = super::begin(p).await?;
             // A write first: SQLite then holds the write lock from the start, where a read
             // first and a write after fail at once (SQLITE_BUSY_SNAPSHOT, which no busy timeout
@@ -313,10 +330,12 @@ impl Store {
             .await?;
             let up_to = fanned_out.unwrap_or(i64::MAX);
             let through: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(event_id) FROM events WHERE received_at < $1 AND event_id <= $2",
+                "SELECT MAX(event_id) FROM (SELECT event_id FROM events \
+                 WHERE received_at < $1 AND event_id <= $2 ORDER BY event_id LIMIT $3) AS batch",
             )
             .bind(before)
             .bind(up_to)
+            .bind(PURGE_BATCH as i64)
             .fetch_one(&mut *tx)
             .await?;
             if let Some(through) = through {
@@ -346,12 +365,17 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
-            let done = sqlx::query("DELETE FROM events WHERE received_at < $1 AND event_id <= $2")
+            let done = match through {
+                Some(through) => sqlx::query(
+                    "DELETE FROM events WHERE received_at < $1 AND event_id <= $2",
+                )
                 .bind(before)
-                .bind(up_to)
+                .bind(through)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected();
+                .rows_affected(),
+                None => 0,
+            };
             tx.commit().await?;
             done
         });

@@ -50,14 +50,6 @@ enum Pool {
 /// (`store.timeout_ms`): past it, the enclosing function returns [`StoreError::Unavailable`]
 /// (its `?` on a body's error works as before).
 macro_rules! with_pool {
-    // Background maintenance whose one statement may rightly take long (and only delays more
-    // maintenance while the database does not answer).
-    ($store:expr, unbounded $p:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Sqlite($p) => $body,
-            $crate::store::Pool::Postgres($p) => $body,
-        }
-    };
     ($store:expr, $p:ident => $body:expr) => {
         match &$store.pool {
             $crate::store::Pool::Sqlite($p) => {

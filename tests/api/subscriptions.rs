@@ -1205,10 +1205,10 @@ async fn a_receiver_that_never_answers_does_not_hold_up_messages_to_chat() {
     crate::deliveries::wait_for(&app, id, "delivered", Duration::from_secs(20)).await;
 }
 
-/// Receivers that stopped answering, retried together, took every callback lane for
-/// `subscriptions.timeout_ms`, and the events of a receiver that answers waited for them (the
-/// events audit: 4 such receivers held a fifth's events for the whole timeout). With two
-/// lanes or more, the second is kept for receivers whose last delivery did not fail.
+// Receivers that stopped answering, retried together, took every callback lane for
+// `subscriptions.timeout_ms`, and the events of a receiver that answers waited for them (the
+// events audit: 4 such receivers held a fifth's events for the whole timeout). With two
+// lanes or more, the second is kept for receivers whose last delivery did not fail.
 on_both!(
     receivers_that_stopped_answering_do_not_hold_up_one_that_answers,
     |backend: Backend| async move {
