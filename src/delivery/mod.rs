@@ -1648,8 +1648,13 @@ impl Worker {
                 }
             }
             Some(429) => Outcome::Retry {
+                // At least a second: a `Retry-After: 0` (or a date gone by) had the lane call
+                // the receiver again at once, as fast as it answered, for as long as it did.
                 at: now_ms()
-                    + millis(asked.unwrap_or_else(|| subscription_delay(delays, row.attempts))),
+                    + millis(asked.map_or_else(
+                        || subscription_delay(delays, row.attempts),
+                        |wait| wait.max(Duration::from_secs(1)),
+                    )),
                 error,
             },
             _ => match store

@@ -525,6 +525,22 @@ async fn a_throttling_receiver_is_waited_for_as_it_asks() {
     assert_eq!(s["consecutive_failures"], 0);
 }
 
+/// A 429 that asks for no wait at all (`Retry-After: 0`) is waited on for a second: the lane
+/// called such a receiver again at once, as fast as it answered (events audit).
+#[actix_web::test]
+async fn a_throttling_receiver_asking_for_no_wait_is_not_called_at_once() {
+    let (app, _) = app_with_inbounds(allow_private).await;
+    let receiver = Receiver::start(&[(429, "", 0), (429, "", 0)], (200, "", 0)).await;
+    receiver.set_retry_after("0");
+    subscribe(&app, json!({"url": receiver.url})).await;
+    app.sim.post_as_user(USER, CHANNEL, "!ping slowly");
+    let got = receiver.wait_for(3).await;
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(900), "waited {gap:?}");
+    }
+}
+
 #[actix_web::test]
 async fn a_disabled_subscription_enabled_again_gets_what_it_missed_in_order() {
     let (app, _) = app_with_inbounds(|s| {
