@@ -23,8 +23,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_events);
 }
 
-/// Events read from the store at a time while replaying.
+/// Events read from the store at a time while replaying, at most.
 const REPLAY_PAGE: i64 = 500;
+/// The fewest read at a time once a page's frames filled [`REPLAY_BUFFER`].
+const REPLAY_PAGE_MIN: i64 = 16;
+/// How many bytes of frames a replaying stream queues for its client: the rest of a page is
+/// read again once the client has taken them. A client that stops reading holds that much,
+/// not a page of 500 events of up to a MiB each (the events audit: 100 MB a stream).
+const REPLAY_BUFFER: usize = 256 * 1024;
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
@@ -329,6 +335,9 @@ struct Feed {
     /// The highest event id sent or skipped.
     last: i64,
     replaying: bool,
+    /// Events read from the store at a time while replaying: fewer after a page's frames
+    /// filled [`REPLAY_BUFFER`], more again (up to [`REPLAY_PAGE`]) after one that did not.
+    page: i64,
     /// The purge point last reported with `event: gap`.
     gap_told: i64,
     pending: VecDeque<Bytes>,
@@ -354,6 +363,7 @@ impl Feed {
             filter,
             last: after,
             replaying: true,
+            page: REPLAY_PAGE,
             gap_told: 0,
             pending: VecDeque::from([opening(after)]),
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
@@ -413,10 +423,7 @@ impl Feed {
     async fn replay_page(&mut self) {
         let store = &self.hub.store;
         // The purge point is read after the page: a purge between the two is then told too.
-        let read = match store
-            .events_after(self.last, &self.filter, REPLAY_PAGE)
-            .await
-        {
+        let read = match store.events_after(self.last, &self.filter, self.page).await {
             Ok(page) => store.events_purged_through().await.map(|p| (page, p)),
             Err(error) => Err(error),
         };
@@ -428,10 +435,23 @@ impl Feed {
                     self.gap_told = through;
                     self.pending.push_back(gap(self.last, through));
                 }
-                self.replaying = page.len() as i64 == REPLAY_PAGE;
-                for event in &page {
+                self.replaying = page.len() as i64 == self.page;
+                let mut queued: usize = self.pending.iter().map(Bytes::len).sum();
+                for (taken, event) in page.iter().enumerate() {
+                    if queued >= REPLAY_BUFFER {
+                        // The rest after the client has taken these (`last` is the last one
+                        // offered), fewer at a time.
+                        self.replaying = true;
+                        self.page = (taken as i64).max(REPLAY_PAGE_MIN);
+                        return;
+                    }
+                    let before = self.pending.len();
                     self.offer(event);
+                    if self.pending.len() > before {
+                        queued += self.pending.back().map_or(0, Bytes::len);
+                    }
                 }
+                self.page = (self.page * 2).min(REPLAY_PAGE);
             }
             Err(error) => {
                 // End the stream: the client reconnects with Last-Event-ID and loses nothing.

@@ -631,6 +631,44 @@ async fn last_event_id_replays_exactly_then_continues_live_without_gap_or_duplic
     );
 }
 
+/// A replay of large events queues a bounded number of bytes for its client and reads the
+/// rest again once they are taken (a client that stopped reading held a page of 500 events,
+/// up to a MiB each: the events audit). Every event still comes once, in order, and the
+/// small ones after them too.
+#[actix_web::test]
+async fn a_replay_of_large_events_comes_whole_and_in_order() {
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let client = awc::Client::default();
+    for post_id in 1..=40 {
+        let text = format!("!ping {post_id} {}", "x".repeat(40_000));
+        let response = client
+            .post(format!("{}/inbound/ops", app.base))
+            .send_form(&[
+                ("token", token.as_str()),
+                ("channel_id", "2"),
+                ("post_id", &post_id.to_string()),
+                ("text", &text),
+                ("trigger_word", "!ping"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    send_posts(&app.base, &token, 100, 30).await;
+    let mut stream = Sse::open(&app.base, "/api/v1/events?after=0", None).await;
+    let mut seen = Vec::new();
+    while seen.len() < 70 {
+        let (id, _, data) = stream.next_event(WAIT).await;
+        seen.push((id, data["post_id"].as_i64().unwrap()));
+    }
+    let expected: Vec<(i64, i64)> = stored(&app)
+        .await
+        .into_iter()
+        .map(|e| (e.event_id, e.post_id.unwrap()))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
 #[actix_web::test]
 async fn streams_filter_and_send_heartbeats() {
     let (app, token) = app_with_inbounds(|s| s.events.heartbeat_ms = 50).await;
