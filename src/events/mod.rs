@@ -175,8 +175,8 @@ pub struct Inbound {
 
 /// Live events for the streams of this gateway.
 pub(crate) const LIVE_CAPACITY: usize = 1024;
-/// How often a replica reads the table for events whose notification it missed (PostgreSQL).
-const REPLICA_POLL: Duration = Duration::from_secs(5);
+/// How often the table is read for events no wake announced (see `Events::start`).
+const STORE_POLL: Duration = Duration::from_secs(5);
 /// How often old events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -301,17 +301,19 @@ impl Events {
                     hub.wake();
                 }
             });
-            // Notifications are not durable (one sent while the listener reconnects is lost):
-            // the table is also read every few seconds, so such an event waits that long at most.
-            let hub = self.clone();
-            actix_web::rt::spawn(async move {
-                let mut poll = tokio::time::interval(REPLICA_POLL);
-                loop {
-                    poll.tick().await;
-                    hub.wake();
-                }
-            });
         }
+        // The table is also read every few seconds, so an event no wake announced waits that
+        // long at most: PostgreSQL's notifications are not durable (one sent while the
+        // listener reconnects is lost), and an insert the store's deadline cut off may still
+        // have committed (SQLite's writer carries a statement it began to its end).
+        let hub = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut poll = tokio::time::interval(STORE_POLL);
+            loop {
+                poll.tick().await;
+                hub.wake();
+            }
+        });
         self.spawn_pump();
         Ok(())
     }

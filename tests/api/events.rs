@@ -672,6 +672,34 @@ async fn a_replay_of_large_events_comes_whole_and_in_order() {
     assert_eq!(seen, expected);
 }
 
+/// An event committed without a wake (an insert the store's deadline cut off, which SQLite's
+/// writer still carried to its end; the caller got 503) reaches the live streams all the same:
+/// the table is read every few seconds on SQLite too, not only on PostgreSQL.
+#[actix_web::test]
+async fn an_event_committed_without_a_wake_still_reaches_the_streams() {
+    use secrecy::ExposeSecret as _;
+    let (app, token) = app_with_inbounds(|_| {}).await;
+    let mut stream = Sse::open(&app.base, "/api/v1/events", None).await;
+    // The stream is live once it has passed an event on (its replay read the table itself).
+    send_posts(&app.base, &token, 1, 1).await;
+    stream.next_event(WAIT).await;
+    let writer = sqlx::SqlitePool::connect(app.store_url.expose_secret())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (inbound, kind, channel_id, text, received_at) \
+         VALUES ('ops', 'message', 2, 'committed late', 1)",
+    )
+    .execute(&writer)
+    .await
+    .unwrap();
+    let (_, kind, data) = stream.next_event(WAIT).await;
+    assert_eq!(
+        (kind.as_str(), &data["text"]),
+        ("message", &json!("committed late"))
+    );
+}
+
 #[actix_web::test]
 async fn streams_filter_and_send_heartbeats() {
     let (app, token) = app_with_inbounds(|s| s.events.heartbeat_ms = 50).await;
