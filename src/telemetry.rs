@@ -315,11 +315,7 @@ pub fn loggable_path(
     // a hook's secret is, and the path before it still goes through the masking below (a
     // hook's URL taken for a homeserver's: `/hooks/am/{secret}/_matrix/…`).
     let mut segments = segments;
-    let generated_secret = segments.iter().position(|s| {
-        decoded(s)
-            .get(..4)
-            .is_some_and(|start| start.eq_ignore_ascii_case("scg_"))
-    });
+    let generated_secret = segments.iter().position(|s| looks_generated(&decoded(s)));
     let masked_at = [generated_secret, unknown_matrix_room(&segments, &is_known)]
         .into_iter()
         .flatten()
@@ -355,6 +351,13 @@ pub fn loggable_path(
     }
     kept.push("****");
     kept.join("/").into()
+}
+
+/// Whether `text` is shaped as the keys and secrets `hash-key` makes (`scg_…`, in any case):
+/// one put where a name goes is not repeated in logs or answers.
+pub(crate) fn looks_generated(text: &str) -> bool {
+    text.get(..4)
+        .is_some_and(|start| start.eq_ignore_ascii_case("scg_"))
 }
 
 /// Where a Matrix room (`…/_matrix/client/{v}/rooms/{room}/…`, `…/join/{room}`, in any case,

@@ -135,7 +135,13 @@ impl AppState {
         kind: TokenKind,
     ) -> Result<&SecretString, ApiError> {
         let token = self.tokens.get(name).ok_or_else(|| {
-            ApiError::not_found(format!("no integration token is configured as `{name}`"))
+            ApiError::not_found(match crate::telemetry::looks_generated(name) {
+                // A secret put where the name goes: not repeated.
+                true => "no integration token is configured under that name, which is shaped \
+                         as a key or secret (scg_…): give the token's name under `tokens`"
+                    .to_owned(),
+                false => format!("no integration token is configured as `{name}`"),
+            })
         })?;
         let describe = |kind| match kind {
             TokenKind::Webhook => "an incoming-webhook token",

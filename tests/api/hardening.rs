@@ -14,6 +14,35 @@ use crate::helpers::{
 
 const EXTERNAL: &str = "SYNO.Chat.External";
 
+/// A key or secret as `hash-key` makes them, put where a token's name goes (a hook's URL
+/// pasted into an incoming-webhook shape), is not repeated in the answer; a mistyped name is.
+#[actix_web::test]
+async fn a_secret_given_as_a_token_name_is_not_repeated() {
+    let app = spawn_app().await;
+    let secret = "scg_85c7e2cbb9f58c3e54ffe42db186fa1f03e63f41b1d88b8eaa95be8854b662fb";
+    let answer = app
+        .post(
+            &format!("/api/v1/webhooks/incoming/{secret}"),
+            json!({"text": "x"}),
+        )
+        .await;
+    answer.assert_problem(404, "not_found");
+    assert!(
+        !answer.body.to_string().contains(&secret[4..]),
+        "{}",
+        answer.body
+    );
+    let typo = app
+        .post("/api/v1/webhooks/incoming/alertz", json!({"text": "x"}))
+        .await;
+    typo.assert_problem(404, "not_found");
+    assert!(
+        typo.body["detail"].as_str().unwrap().contains("`alertz`"),
+        "{}",
+        typo.body
+    );
+}
+
 #[actix_web::test]
 async fn file_urls_naming_internal_hosts_are_refused() {
     let app = spawn_app().await;
