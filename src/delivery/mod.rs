@@ -996,7 +996,8 @@ impl Worker {
         // must then find it gone, as another replica's would.
         let chat_lanes = self.outbox.settings.concurrency.max(1);
         let callback_lanes = self.subscriptions.concurrency.max(1);
-        let lanes: Vec<(String, Traffic, Targets, bool)> = (0..chat_lanes + callback_lanes)
+        let lanes: Vec<(String, Traffic, Targets, &Notify, bool)> = (0..chat_lanes
+            + callback_lanes)
             .map(|lane| {
                 let (traffic, first) = match lane.checked_sub(chat_lanes) {
                     None => (Traffic::Chat, lane == 0),
@@ -1005,22 +1006,29 @@ impl Worker {
                 // With two callback lanes or more, the second is kept for receivers whose
                 // last delivery did not fail: those that time out, retried together, took
                 // every lane for `subscriptions.timeout_ms` and held the others' events.
-                let targets = match (traffic, lane.checked_sub(chat_lanes)) {
-                    (Traffic::Callbacks, Some(1)) => {
-                        Targets::AnsweringSubscriptions(crate::events::subscriptions::TARGET_PREFIX)
-                    }
-                    _ => traffic.targets(),
+                let (targets, woken_by) = match (traffic, lane.checked_sub(chat_lanes)) {
+                    (Traffic::Callbacks, Some(1)) => (
+                        Targets::AnsweringSubscriptions(
+                            crate::events::subscriptions::TARGET_PREFIX,
+                        ),
+                        &self.outbox.wake.answering,
+                    ),
+                    _ => (traffic.targets(), self.outbox.wake.of(traffic)),
                 };
-                (format!("{}/{lane}", self.owner), traffic, targets, first)
+                (
+                    format!("{}/{lane}", self.owner),
+                    traffic,
+                    targets,
+                    woken_by,
+                    first,
+                )
             })
             .collect();
-        futures_util::future::join_all(lanes.iter().map(|(owner, traffic, targets, first)| {
-            let woken_by = match targets {
-                Targets::AnsweringSubscriptions(_) => &self.outbox.wake.answering,
-                _ => self.outbox.wake.of(*traffic),
-            };
-            self.lane(owner, *traffic, *targets, woken_by, *first)
-        }))
+        futures_util::future::join_all(lanes.iter().map(
+            |(owner, traffic, targets, woken_by, first)| {
+                self.lane(owner, *traffic, *targets, woken_by, *first)
+            },
+        ))
         .await;
         let mut handed_back = 0;
         for (owner, ..) in &lanes {
